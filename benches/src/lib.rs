@@ -1,0 +1,1 @@
+//! Criterion benchmarks for Stampede; see `benches/README.md`.

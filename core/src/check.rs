@@ -1,0 +1,814 @@
+//! The invariant checker: pure functions from a [`History`] and a final
+//! [`AuditSnapshot`] to one [`Verdict`] per invariant.
+//!
+//! The checker is an oracle independent of the shop's own bookkeeping where
+//! it can be: prices and stock come from the history's `Listed`/`Stocked`
+//! events, money from the PSP's ledger, promises from what clients were told.
+//! Each violation names its subject (order, SKU or key) and the indices of the
+//! history events that prove it. Liveness invariants are judged only once the
+//! caller says the world has settled (faults healed, time passed).
+
+use crate::history::{ClientOp, ClientReply, EventKind, History};
+use crate::idempotency::Fingerprint;
+use crate::ids::{IdempotencyKey, IntentId, OrderId, Sku};
+use crate::money::Cents;
+use crate::order::{Order, OrderStatus};
+use crate::payment::LedgerKind;
+use crate::shop::AuditSnapshot;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// Most violations kept per verdict; the rest are only counted.
+pub const MAX_VIOLATIONS_KEPT: usize = 50;
+
+/// The invariants Stampede checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Invariant {
+    /// Units paid for or sold never exceed units received.
+    NoOversell,
+    /// `available + reserved + sold == received`, and the counters match the orders.
+    StockConserved,
+    /// No order is charged more than once.
+    SingleCharge,
+    /// An idempotency key never creates more than one order.
+    OneOrderPerKey,
+    /// Every answer to a key tells the same story; a different request under it is refused.
+    IdempotentReplay,
+    /// Every transition is an edge of the state machine, and each order's chain is unbroken.
+    LegalTransitions,
+    /// Every order a client was told about exists.
+    NoLostAcknowledgedOrder,
+    /// Charges match order totals and order prices match the catalog.
+    MoneyReconciles,
+    /// Liveness: every captured payment ends in a confirmed order; no money is kept for an unfulfilled one.
+    EventualConfirmation,
+    /// Liveness: after settling, no order is left in a non-final status.
+    NoStuckOrders,
+    /// Liveness: after settling, no stock is left reserved.
+    NoReservationLeak,
+}
+
+impl Invariant {
+    /// Every invariant, safety first.
+    pub const ALL: [Invariant; 11] = [
+        Invariant::NoOversell,
+        Invariant::StockConserved,
+        Invariant::SingleCharge,
+        Invariant::OneOrderPerKey,
+        Invariant::IdempotentReplay,
+        Invariant::LegalTransitions,
+        Invariant::NoLostAcknowledgedOrder,
+        Invariant::MoneyReconciles,
+        Invariant::EventualConfirmation,
+        Invariant::NoStuckOrders,
+        Invariant::NoReservationLeak,
+    ];
+
+    /// The stable snake_case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Invariant::NoOversell => "no_oversell",
+            Invariant::StockConserved => "stock_conserved",
+            Invariant::SingleCharge => "single_charge",
+            Invariant::OneOrderPerKey => "one_order_per_key",
+            Invariant::IdempotentReplay => "idempotent_replay",
+            Invariant::LegalTransitions => "legal_transitions",
+            Invariant::NoLostAcknowledgedOrder => "no_lost_acknowledged_order",
+            Invariant::MoneyReconciles => "money_reconciles",
+            Invariant::EventualConfirmation => "eventual_confirmation",
+            Invariant::NoStuckOrders => "no_stuck_orders",
+            Invariant::NoReservationLeak => "no_reservation_leak",
+        }
+    }
+
+    /// Parses [`Invariant::name`].
+    pub fn parse(name: &str) -> Option<Invariant> {
+        Invariant::ALL.into_iter().find(|i| i.name() == name)
+    }
+
+    /// Judged only after the world settles.
+    pub fn is_liveness(self) -> bool {
+        matches!(
+            self,
+            Invariant::EventualConfirmation
+                | Invariant::NoStuckOrders
+                | Invariant::NoReservationLeak
+        )
+    }
+}
+
+impl fmt::Display for Invariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a violation is about.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "id")]
+pub enum Subject {
+    /// An order.
+    Order(OrderId),
+    /// A SKU.
+    Sku(Sku),
+    /// An idempotency key.
+    Key(IdempotencyKey),
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Subject::Order(id) => write!(f, "order {id}"),
+            Subject::Sku(sku) => write!(f, "sku {sku}"),
+            Subject::Key(key) => write!(f, "key {key}"),
+        }
+    }
+}
+
+/// One broken instance of an invariant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Violation {
+    /// What it is about.
+    pub subject: Subject,
+    /// What is wrong, with the numbers.
+    pub detail: String,
+    /// Indices of the history events that show it.
+    pub evidence: Vec<usize>,
+}
+
+/// The outcome for one invariant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum Judgement {
+    /// It holds.
+    Holds,
+    /// It is broken.
+    Violated {
+        /// Up to [`MAX_VIOLATIONS_KEPT`] instances.
+        violations: Vec<Violation>,
+        /// How many instances in all.
+        total: usize,
+    },
+    /// Not judged (a liveness invariant before the world settled).
+    NotJudged {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// An invariant and its judgement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// Which invariant.
+    pub invariant: Invariant,
+    /// Holds, violated (with evidence), or not judged.
+    pub judgement: Judgement,
+}
+
+impl Verdict {
+    fn from_violations(invariant: Invariant, mut violations: Vec<Violation>) -> Verdict {
+        if violations.is_empty() {
+            return Verdict {
+                invariant,
+                judgement: Judgement::Holds,
+            };
+        }
+        let total = violations.len();
+        violations.truncate(MAX_VIOLATIONS_KEPT);
+        Verdict {
+            invariant,
+            judgement: Judgement::Violated { violations, total },
+        }
+    }
+
+    /// Is it broken?
+    pub fn is_violated(&self) -> bool {
+        matches!(self.judgement, Judgement::Violated { .. })
+    }
+
+    /// The kept violations (empty unless violated).
+    pub fn violations(&self) -> &[Violation] {
+        match &self.judgement {
+            Judgement::Violated { violations, .. } => violations,
+            _ => &[],
+        }
+    }
+}
+
+/// Judges every invariant. `settled` says the faults have stopped and the
+/// world has had time to settle, so liveness can be judged.
+pub fn check_all(history: &History, state: &AuditSnapshot, settled: bool) -> Vec<Verdict> {
+    let facts = Facts::gather(history, state);
+    Invariant::ALL
+        .into_iter()
+        .map(|inv| judge(inv, &facts, settled))
+        .collect()
+}
+
+/// Judges one invariant.
+pub fn check(
+    invariant: Invariant,
+    history: &History,
+    state: &AuditSnapshot,
+    settled: bool,
+) -> Verdict {
+    judge(invariant, &Facts::gather(history, state), settled)
+}
+
+fn judge(invariant: Invariant, facts: &Facts<'_>, settled: bool) -> Verdict {
+    if invariant.is_liveness() && !settled {
+        return Verdict {
+            invariant,
+            judgement: Judgement::NotJudged {
+                reason: "the world had not settled".into(),
+            },
+        };
+    }
+    let violations = match invariant {
+        Invariant::NoOversell => no_oversell(facts),
+        Invariant::StockConserved => stock_conserved(facts),
+        Invariant::SingleCharge => single_charge(facts),
+        Invariant::OneOrderPerKey => one_order_per_key(facts),
+        Invariant::IdempotentReplay => idempotent_replay(facts),
+        Invariant::LegalTransitions => legal_transitions(facts),
+        Invariant::NoLostAcknowledgedOrder => no_lost_acknowledged_order(facts),
+        Invariant::MoneyReconciles => money_reconciles(facts),
+        Invariant::EventualConfirmation => eventual_confirmation(facts),
+        Invariant::NoStuckOrders => no_stuck_orders(facts),
+        Invariant::NoReservationLeak => no_reservation_leak(facts),
+    };
+    Verdict::from_violations(invariant, violations)
+}
+
+/// A keyed client exchange: request index, response index, op and reply.
+struct Exchange<'a> {
+    request: usize,
+    response: usize,
+    op: &'a ClientOp,
+    fingerprint: Option<Fingerprint>,
+    reply: &'a ClientReply,
+}
+
+/// Everything the checks need, indexed once.
+struct Facts<'a> {
+    state: &'a AuditSnapshot,
+    orders: BTreeMap<OrderId, &'a Order>,
+    listed: BTreeMap<&'a Sku, Cents>,
+    received: BTreeMap<&'a Sku, (u64, Vec<usize>)>,
+    /// Ledger lines per order: (event index, kind, amount, intent).
+    ledger: BTreeMap<OrderId, Vec<(usize, LedgerKind, Cents, &'a IntentId)>>,
+    /// Transition event indices per order, in history order.
+    transitions: BTreeMap<OrderId, Vec<usize>>,
+    exchanges: Vec<Exchange<'a>>,
+    history: &'a History,
+}
+
+impl<'a> Facts<'a> {
+    fn gather(history: &'a History, state: &'a AuditSnapshot) -> Facts<'a> {
+        let mut facts = Facts {
+            state,
+            orders: state.orders.iter().map(|o| (o.id, o)).collect(),
+            listed: BTreeMap::new(),
+            received: BTreeMap::new(),
+            ledger: BTreeMap::new(),
+            transitions: BTreeMap::new(),
+            exchanges: Vec::new(),
+            history,
+        };
+        let mut requests: BTreeMap<u64, (usize, &ClientOp, Option<Fingerprint>)> = BTreeMap::new();
+        for (i, event) in history.indexed() {
+            match &event.kind {
+                EventKind::Listed { sku, price } => {
+                    facts.listed.insert(sku, *price);
+                }
+                EventKind::Stocked { sku, qty } => {
+                    let entry = facts.received.entry(sku).or_default();
+                    entry.0 = entry.0.saturating_add(*qty);
+                    entry.1.push(i);
+                }
+                EventKind::Request {
+                    req,
+                    op,
+                    fingerprint,
+                } => {
+                    requests.insert(*req, (i, op, *fingerprint));
+                }
+                EventKind::Response { req, reply } => {
+                    if let Some((request, op, fingerprint)) = requests.get(req) {
+                        facts.exchanges.push(Exchange {
+                            request: *request,
+                            response: i,
+                            op,
+                            fingerprint: *fingerprint,
+                            reply,
+                        });
+                    }
+                }
+                EventKind::Transition(t) => facts.transitions.entry(t.order).or_default().push(i),
+                EventKind::Ledger(entry) => facts.ledger.entry(entry.order).or_default().push((
+                    i,
+                    entry.kind,
+                    entry.amount,
+                    &entry.intent,
+                )),
+                EventKind::Job { .. } | EventKind::Fault { .. } => {}
+            }
+        }
+        facts
+    }
+
+    fn received(&self, sku: &Sku) -> u64 {
+        self.received.get(sku).map_or(0, |r| r.0)
+    }
+
+    /// Units of `sku` in orders whose status satisfies `pred`, with those orders.
+    fn units_where(&self, sku: &Sku, pred: impl Fn(OrderStatus) -> bool) -> (u64, Vec<OrderId>) {
+        let mut units = 0u64;
+        let mut ids = Vec::new();
+        for order in self.orders.values().filter(|o| pred(o.status())) {
+            let qty = u64::from(order.qty_of(sku));
+            if qty > 0 {
+                units += qty;
+                ids.push(order.id);
+            }
+        }
+        (units, ids)
+    }
+
+    /// Every SKU mentioned anywhere.
+    fn skus(&self) -> BTreeSet<&Sku> {
+        let mut skus: BTreeSet<&Sku> = self.received.keys().copied().collect();
+        skus.extend(self.state.stock.keys());
+        for order in self.orders.values() {
+            skus.extend(order.lines.iter().map(|l| &l.sku));
+        }
+        skus
+    }
+
+    /// Indices of transitions of `orders` into a status satisfying `pred`.
+    fn transitions_into(
+        &self,
+        orders: &[OrderId],
+        pred: impl Fn(OrderStatus) -> bool,
+    ) -> Vec<usize> {
+        orders
+            .iter()
+            .flat_map(|id| self.transitions.get(id).into_iter().flatten())
+            .copied()
+            .filter(|i| matches!(&self.history.events()[*i].kind, EventKind::Transition(t) if pred(t.to)))
+            .collect()
+    }
+
+    /// Net captured per order and the ledger indices.
+    fn net_captured(&self, order: OrderId) -> (i128, Vec<usize>) {
+        let lines = self.ledger.get(&order).map(Vec::as_slice).unwrap_or(&[]);
+        let net = lines
+            .iter()
+            .map(|(_, kind, amount, _)| match kind {
+                LedgerKind::Charge => i128::from(amount.0),
+                LedgerKind::Refund => -i128::from(amount.0),
+            })
+            .sum();
+        (net, lines.iter().map(|l| l.0).collect())
+    }
+}
+
+fn committed(status: OrderStatus) -> bool {
+    matches!(status, OrderStatus::Paid | OrderStatus::Confirmed)
+}
+
+fn no_oversell(facts: &Facts<'_>) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for sku in facts.skus() {
+        let received = facts.received(sku);
+        let (units, orders) = facts.units_where(sku, committed);
+        if units > received {
+            let mut evidence = facts.transitions_into(&orders, committed);
+            evidence.extend(
+                facts
+                    .received
+                    .get(sku)
+                    .map(|r| r.1.clone())
+                    .unwrap_or_default(),
+            );
+            evidence.sort_unstable();
+            out.push(Violation {
+                subject: Subject::Sku(sku.clone()),
+                detail: format!(
+                    "{units} units in paid/confirmed orders but only {received} received ({} orders)",
+                    orders.len()
+                ),
+                evidence,
+            });
+        }
+        let sold = facts.state.stock.get(sku).map_or(0, |l| l.sold);
+        if sold > received {
+            out.push(Violation {
+                subject: Subject::Sku(sku.clone()),
+                detail: format!(
+                    "the stock counter says {sold} sold but only {received} were received"
+                ),
+                evidence: facts
+                    .received
+                    .get(sku)
+                    .map(|r| r.1.clone())
+                    .unwrap_or_default(),
+            });
+        }
+    }
+    out
+}
+
+fn stock_conserved(facts: &Facts<'_>) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let mut held_by_reservations: BTreeMap<&Sku, u64> = BTreeMap::new();
+    for r in &facts.state.reservations {
+        for a in &r.allocations {
+            *held_by_reservations.entry(&a.sku).or_default() += a.qty;
+        }
+    }
+    for sku in facts.skus() {
+        let level = facts.state.stock.get(sku).copied().unwrap_or_default();
+        let received = facts.received(sku);
+        let evidence = facts
+            .received
+            .get(sku)
+            .map(|r| r.1.clone())
+            .unwrap_or_default();
+        let mut problems = Vec::new();
+        let sum = u128::from(level.available) + u128::from(level.reserved) + u128::from(level.sold);
+        if sum != u128::from(received) {
+            problems.push(format!(
+                "available {} + reserved {} + sold {} = {sum}, but {received} were received",
+                level.available, level.reserved, level.sold
+            ));
+        }
+        let (confirmed, _) = facts.units_where(sku, |s| s == OrderStatus::Confirmed);
+        if level.sold != confirmed {
+            problems.push(format!(
+                "sold counter {} but confirmed orders hold {confirmed}",
+                level.sold
+            ));
+        }
+        let (holding, _) = facts.units_where(sku, OrderStatus::holds_reservation);
+        let reserved = held_by_reservations.get(sku).copied().unwrap_or(0);
+        if level.reserved != reserved || reserved != holding {
+            problems.push(format!(
+                "reserved counter {}, live reservations hold {reserved}, orders holding stock need {holding}",
+                level.reserved
+            ));
+        }
+        if !problems.is_empty() {
+            out.push(Violation {
+                subject: Subject::Sku(sku.clone()),
+                detail: problems.join("; "),
+                evidence,
+            });
+        }
+    }
+    out
+}
+
+fn single_charge(facts: &Facts<'_>) -> Vec<Violation> {
+    facts
+        .ledger
+        .iter()
+        .filter_map(|(order, lines)| {
+            let charges: Vec<_> = lines.iter().filter(|l| l.1 == LedgerKind::Charge).collect();
+            (charges.len() > 1).then(|| Violation {
+                subject: Subject::Order(*order),
+                detail: format!(
+                    "charged {} times: {}",
+                    charges.len(),
+                    charges
+                        .iter()
+                        .map(|c| format!("{} on {}", c.2, c.3))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                evidence: charges.iter().map(|c| c.0).collect(),
+            })
+        })
+        .collect()
+}
+
+fn place_key(op: &ClientOp) -> Option<&IdempotencyKey> {
+    match op {
+        ClientOp::PlaceOrder(p) => p.key.as_ref(),
+        _ => None,
+    }
+}
+
+fn one_order_per_key(facts: &Facts<'_>) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let mut by_key: BTreeMap<&IdempotencyKey, Vec<OrderId>> = BTreeMap::new();
+    for order in facts.orders.values() {
+        if let Some(key) = &order.idempotency_key {
+            by_key.entry(key).or_default().push(order.id);
+        }
+    }
+    let mut told: BTreeMap<&IdempotencyKey, BTreeMap<OrderId, Vec<usize>>> = BTreeMap::new();
+    for ex in &facts.exchanges {
+        if let (Some(key), ClientReply::OrderAccepted { order, .. }) = (place_key(ex.op), ex.reply)
+        {
+            told.entry(key)
+                .or_default()
+                .entry(*order)
+                .or_default()
+                .push(ex.response);
+        }
+    }
+    let keys: BTreeSet<_> = by_key.keys().chain(told.keys()).copied().collect();
+    for key in keys {
+        let mut orders: BTreeSet<OrderId> =
+            by_key.get(key).into_iter().flatten().copied().collect();
+        let told_orders = told.get(key);
+        orders.extend(told_orders.into_iter().flat_map(|m| m.keys().copied()));
+        if orders.len() > 1 {
+            let mut evidence: Vec<usize> = told_orders
+                .into_iter()
+                .flat_map(|m| m.values().flatten())
+                .copied()
+                .collect();
+            evidence.extend(
+                facts.transitions_into(&orders.iter().copied().collect::<Vec<_>>(), |_| true),
+            );
+            evidence.sort_unstable();
+            out.push(Violation {
+                subject: Subject::Key(key.clone()),
+                detail: format!(
+                    "one key, {} orders: {}",
+                    orders.len(),
+                    orders
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                evidence,
+            });
+        }
+    }
+    out
+}
+
+fn idempotent_replay(facts: &Facts<'_>) -> Vec<Violation> {
+    // (key) -> first successful answer: (request fingerprint, what it said, response index)
+    let mut first: BTreeMap<(&'static str, &IdempotencyKey), (Option<Fingerprint>, String, usize)> =
+        BTreeMap::new();
+    let mut out = Vec::new();
+    for ex in &facts.exchanges {
+        let (endpoint, key) = match ex.op {
+            ClientOp::PlaceOrder(p) => ("orders", p.key.as_ref()),
+            ClientOp::Pay { key, .. } => ("pay", key.as_ref()),
+            _ => continue,
+        };
+        let Some(key) = key else { continue };
+        let (story, replayed) = match ex.reply {
+            ClientReply::OrderAccepted { order, replayed } => {
+                (format!("accepted {order}"), *replayed)
+            }
+            ClientReply::PaymentStarted {
+                intent,
+                amount,
+                replayed,
+                ..
+            } => (format!("pay {intent} for {amount}"), *replayed),
+            _ => continue,
+        };
+        match first.get(&(endpoint, key)) {
+            None => {
+                first.insert((endpoint, key), (ex.fingerprint, story, ex.response));
+            }
+            Some((fingerprint, first_story, first_at)) => {
+                let mut problems = Vec::new();
+                if ex.fingerprint.is_some() && *fingerprint != ex.fingerprint {
+                    problems.push("a different request under the same key was answered instead of refused (422)".to_string());
+                }
+                if story != *first_story {
+                    problems.push(format!(
+                        "first answer said {first_story:?}, this one {story:?}"
+                    ));
+                }
+                if !replayed {
+                    problems.push("a repeat was executed again instead of replayed".to_string());
+                }
+                if !problems.is_empty() {
+                    out.push(Violation {
+                        subject: Subject::Key(key.clone()),
+                        detail: problems.join("; "),
+                        evidence: vec![*first_at, ex.request, ex.response],
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+fn legal_transitions(facts: &Facts<'_>) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for (order, indices) in &facts.transitions {
+        let mut current = OrderStatus::Created;
+        for &i in indices {
+            let EventKind::Transition(t) = &facts.history.events()[i].kind else {
+                unreachable!("indexed transitions")
+            };
+            let problem = if t.from != current {
+                Some(format!(
+                    "recorded {} -> {} but the order was {current}",
+                    t.from, t.to
+                ))
+            } else if !t.from.can_become(t.to) {
+                Some(format!(
+                    "{} -> {} is not an edge of the state machine",
+                    t.from, t.to
+                ))
+            } else {
+                None
+            };
+            if let Some(detail) = problem {
+                out.push(Violation {
+                    subject: Subject::Order(*order),
+                    detail,
+                    evidence: vec![i],
+                });
+                break;
+            }
+            current = t.to;
+        }
+    }
+    // The shop's own records must agree with the machine too.
+    for order in facts.orders.values() {
+        let mut current = OrderStatus::Created;
+        for t in order.transitions() {
+            if t.from != current || !t.from.can_become(t.to) {
+                out.push(Violation {
+                    subject: Subject::Order(order.id),
+                    detail: format!(
+                        "the order's own record has {} -> {} while it was {current}",
+                        t.from, t.to
+                    ),
+                    evidence: Vec::new(),
+                });
+                break;
+            }
+            current = t.to;
+        }
+        if current != order.status() {
+            out.push(Violation {
+                subject: Subject::Order(order.id),
+                detail: format!(
+                    "status is {} but its transitions end at {current}",
+                    order.status()
+                ),
+                evidence: Vec::new(),
+            });
+        }
+    }
+    out
+}
+
+fn no_lost_acknowledged_order(facts: &Facts<'_>) -> Vec<Violation> {
+    let mut seen = BTreeSet::new();
+    facts
+        .exchanges
+        .iter()
+        .filter_map(|ex| match ex.reply {
+            ClientReply::OrderAccepted { order, .. }
+                if !facts.orders.contains_key(order) && seen.insert(*order) =>
+            {
+                Some(Violation {
+                    subject: Subject::Order(*order),
+                    detail: format!(
+                        "a client was told {order} was accepted, but the shop has no such order"
+                    ),
+                    evidence: vec![ex.request, ex.response],
+                })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn money_reconciles(facts: &Facts<'_>) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for order in facts.orders.values() {
+        let mut problems = Vec::new();
+        for line in &order.lines {
+            if let Some(price) = facts.listed.get(&line.sku)
+                && *price != line.unit_price
+            {
+                problems.push(format!(
+                    "{} priced {} but listed at {price}",
+                    line.sku, line.unit_price
+                ));
+            }
+        }
+        let lines = facts
+            .ledger
+            .get(&order.id)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        for (_, kind, amount, intent) in lines {
+            if *kind == LedgerKind::Charge && *amount != order.total {
+                problems.push(format!(
+                    "charged {amount} on {intent} but the order total is {}",
+                    order.total
+                ));
+            }
+        }
+        let (net, evidence) = facts.net_captured(order.id);
+        if order.status() == OrderStatus::Confirmed && net != i128::from(order.total.0) {
+            problems.push(format!(
+                "confirmed for {} but {net} cents are captured",
+                order.total
+            ));
+        }
+        if net < 0 {
+            problems.push(format!("refunded more than was charged (net {net} cents)"));
+        }
+        if !problems.is_empty() {
+            out.push(Violation {
+                subject: Subject::Order(order.id),
+                detail: problems.join("; "),
+                evidence,
+            });
+        }
+    }
+    for (order, lines) in &facts.ledger {
+        if !facts.orders.contains_key(order) {
+            out.push(Violation {
+                subject: Subject::Order(*order),
+                detail: "the PSP moved money for an order the shop does not have".into(),
+                evidence: lines.iter().map(|l| l.0).collect(),
+            });
+        }
+    }
+    out
+}
+
+fn eventual_confirmation(facts: &Facts<'_>) -> Vec<Violation> {
+    facts
+        .orders
+        .values()
+        .filter_map(|order| {
+            let (net, evidence) = facts.net_captured(order.id);
+            let detail = match order.status() {
+                OrderStatus::Confirmed => return None,
+                status if net > 0 => format!("{net} cents captured but the order ended {status}, neither confirmed nor refunded"),
+                _ => return None,
+            };
+            Some(Violation { subject: Subject::Order(order.id), detail, evidence })
+        })
+        .collect()
+}
+
+fn no_stuck_orders(facts: &Facts<'_>) -> Vec<Violation> {
+    facts
+        .orders
+        .values()
+        .filter(|o| !o.status().is_final())
+        .map(|o| Violation {
+            subject: Subject::Order(o.id),
+            detail: format!("still {} since {} at the end", o.status(), o.status_since()),
+            evidence: facts
+                .transitions
+                .get(&o.id)
+                .and_then(|t| t.last())
+                .copied()
+                .into_iter()
+                .collect(),
+        })
+        .collect()
+}
+
+fn no_reservation_leak(facts: &Facts<'_>) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for r in &facts.state.reservations {
+        let status = facts.orders.get(&r.order).map(|o| o.status());
+        if !status.is_some_and(OrderStatus::holds_reservation) {
+            out.push(Violation {
+                subject: Subject::Order(r.order),
+                detail: format!(
+                    "reservation {} still holds stock but the order is {}",
+                    r.id,
+                    status.map_or("unknown".to_string(), |s| s.to_string())
+                ),
+                evidence: facts.transitions.get(&r.order).cloned().unwrap_or_default(),
+            });
+        }
+    }
+    for (sku, level) in &facts.state.stock {
+        if level.reserved > 0 {
+            out.push(Violation {
+                subject: Subject::Sku(sku.clone()),
+                detail: format!("{} units still reserved after settling", level.reserved),
+                evidence: Vec::new(),
+            });
+        }
+    }
+    out
+}

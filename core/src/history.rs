@@ -1,0 +1,219 @@
+//! The recorded history of a run: what clients asked and were told, what the
+//! shop did, what the PSP's ledger says, and which faults were injected, each
+//! with its time. The invariant checker reads a history and a final
+//! [`crate::shop::AuditSnapshot`]; an event's index in the history is how a
+//! verdict points at its evidence.
+
+use crate::idempotency::Fingerprint;
+use crate::ids::{IdempotencyKey, IntentId, OrderId, Sku};
+use crate::jobs::JobKind;
+use crate::money::Cents;
+use crate::order::{OrderStatus, Transition};
+use crate::payment::LedgerEntry;
+use crate::shop::PlaceOrder;
+use crate::time::Millis;
+use serde::{Deserialize, Serialize};
+
+/// What a client asked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "op")]
+pub enum ClientOp {
+    /// `POST /v1/orders`.
+    PlaceOrder(PlaceOrder),
+    /// `POST /v1/orders/{id}/pay`.
+    Pay {
+        /// The order.
+        order: OrderId,
+        /// The Idempotency-Key.
+        key: Option<IdempotencyKey>,
+    },
+    /// `POST /v1/orders/{id}/cancel`.
+    Cancel {
+        /// The order.
+        order: OrderId,
+    },
+    /// `GET /v1/orders/{id}`.
+    GetOrder {
+        /// The order.
+        order: OrderId,
+    },
+    /// The customer confirms the payment at the PSP.
+    ConfirmPayment {
+        /// The intent.
+        intent: IntentId,
+    },
+}
+
+/// What a client was told.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "reply")]
+pub enum ClientReply {
+    /// The order was accepted (202), possibly as a replay.
+    OrderAccepted {
+        /// The order id the client was given.
+        order: OrderId,
+        /// Marked `Idempotent-Replayed: true`.
+        replayed: bool,
+    },
+    /// Payment started: the intent to pay.
+    PaymentStarted {
+        /// The order.
+        order: OrderId,
+        /// The intent.
+        intent: IntentId,
+        /// The amount the client will pay.
+        amount: Cents,
+        /// Marked as a replay.
+        replayed: bool,
+    },
+    /// The order's status as reported.
+    Status {
+        /// The order.
+        order: OrderId,
+        /// Its status.
+        status: OrderStatus,
+    },
+    /// An error response.
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The problem+json `type`.
+        problem: String,
+    },
+    /// No response (timeout, connection reset, crash).
+    NoResponse {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What a job did (for traces; the checker does not judge jobs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobEvent {
+    /// Leased for an attempt.
+    Leased {
+        /// Attempt number.
+        attempt: u32,
+    },
+    /// Finished.
+    Acked,
+    /// Failed; will be retried.
+    Failed {
+        /// Why.
+        error: String,
+    },
+    /// Given up on.
+    DeadLettered,
+}
+
+/// One thing that happened.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum EventKind {
+    /// A SKU listed in the catalog at this price (the oracle for prices).
+    Listed {
+        /// The SKU.
+        sku: Sku,
+        /// Its catalog price.
+        price: Cents,
+    },
+    /// Units put on the shelf (initial stock or restock).
+    Stocked {
+        /// The SKU.
+        sku: Sku,
+        /// Units.
+        qty: u64,
+    },
+    /// A client request went out.
+    Request {
+        /// Correlates with the response.
+        req: u64,
+        /// What was asked.
+        op: ClientOp,
+        /// Fingerprint of the request, for idempotency checks.
+        fingerprint: Option<Fingerprint>,
+    },
+    /// A client got an answer (or gave up).
+    Response {
+        /// The request answered.
+        req: u64,
+        /// What it was told.
+        reply: ClientReply,
+    },
+    /// An order changed status.
+    Transition(Transition),
+    /// The PSP wrote a ledger line.
+    Ledger(LedgerEntry),
+    /// A job moved.
+    Job {
+        /// What kind of job.
+        kind: JobKind,
+        /// The order.
+        order: OrderId,
+        /// What happened.
+        what: JobEvent,
+    },
+    /// A fault was injected or healed.
+    Fault {
+        /// What, in words.
+        what: String,
+    },
+}
+
+/// One timestamped event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// When.
+    pub at: Millis,
+    /// What.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// Events in the order they were recorded. Indices are evidence pointers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    events: Vec<Event>,
+}
+
+impl History {
+    /// An empty history.
+    pub fn new() -> History {
+        History::default()
+    }
+
+    /// Appends an event and returns its index.
+    pub fn push(&mut self, at: Millis, kind: EventKind) -> usize {
+        self.events.push(Event { at, kind });
+        self.events.len() - 1
+    }
+
+    /// All events, oldest first.
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    /// Events with their indices.
+    pub fn indexed(&self) -> impl Iterator<Item = (usize, &Event)> {
+        self.events.iter().enumerate()
+    }
+
+    /// Number of events.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// No events.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+}
+
+impl FromIterator<Event> for History {
+    fn from_iter<I: IntoIterator<Item = Event>>(iter: I) -> History {
+        History {
+            events: iter.into_iter().collect(),
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! Idempotency records with Stripe semantics.
+//!
+//! A request carries a key and the shell computes a [`Fingerprint`] of its
+//! canonical form. [`IdempotencyStore::begin`] decides:
+//!
+//! - unknown key: the request runs ([`Begin::New`]) and the key is held in flight;
+//! - same key, same fingerprint, completed: the saved response is replayed;
+//! - same key, different fingerprint: refused ([`Begin::Mismatch`], a 422);
+//! - same key while the first is in flight: refused ([`Begin::InFlight`], a 409),
+//!   unless the in-flight lock is older than its timeout (the holder crashed),
+//!   in which case the new request takes it over;
+//! - records older than the retention window are as good as absent.
+//!
+//! The saved response type `R` is the shell's choice; the core never reads it.
+
+use crate::ids::IdempotencyKey;
+use crate::time::Millis;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// SHA-256 of a request's canonical bytes.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Fingerprint(pub [u8; 32]);
+
+impl Fingerprint {
+    /// The fingerprint of `canonical`, a byte encoding in which equal requests
+    /// are equal bytes.
+    pub fn of(canonical: &[u8]) -> Fingerprint {
+        Fingerprint(Sha256::digest(canonical).into())
+    }
+
+    /// Lowercase hex.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({}…)", &self.to_hex()[..12])
+    }
+}
+
+/// Where a keyed request is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecordState<R> {
+    /// The first request is running.
+    InFlight {
+        /// When it took the key.
+        since: Millis,
+    },
+    /// The first request finished with this response.
+    Completed {
+        /// The saved response, replayed verbatim.
+        response: R,
+        /// When it finished.
+        at: Millis,
+    },
+}
+
+/// One key's record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord<R> {
+    /// Fingerprint of the first request.
+    pub fingerprint: Fingerprint,
+    /// When the key was first seen; retention counts from here.
+    pub created_at: Millis,
+    /// In flight or completed.
+    pub state: RecordState<R>,
+}
+
+/// What to do with a keyed request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Begin<R> {
+    /// First use (or first after expiry or a stale lock): run it, then [`IdempotencyStore::complete`].
+    New,
+    /// Already done: return this saved response, marked as a replay.
+    Replay(R),
+    /// The key was used for a different request: refuse (422).
+    Mismatch,
+    /// The first request with this key is still running: refuse (409).
+    InFlight,
+    /// The store holds its maximum number of records: refuse (503) and try later.
+    AtCapacity,
+}
+
+/// A misuse of the two-phase protocol by the shell.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IdempotencyError {
+    /// `complete`/`abandon` for a key that is not in flight.
+    #[error("idempotency key {0} is not in flight")]
+    NotInFlight(IdempotencyKey),
+    /// `complete` with another request's fingerprint.
+    #[error("idempotency key {0} is held by a different request")]
+    FingerprintMismatch(IdempotencyKey),
+}
+
+/// Limits of an [`IdempotencyStore`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyLimits {
+    /// How long a record is kept after the key is first seen (Stripe: 24 h).
+    pub retention_ms: u64,
+    /// After this long an in-flight lock is presumed abandoned and can be taken over.
+    pub in_flight_timeout_ms: u64,
+    /// Most records held at once.
+    pub max_records: usize,
+}
+
+impl Default for IdempotencyLimits {
+    fn default() -> Self {
+        IdempotencyLimits {
+            retention_ms: 24 * 60 * 60 * 1000,
+            in_flight_timeout_ms: 30_000,
+            max_records: 2_000_000,
+        }
+    }
+}
+
+/// Every live idempotency record, by key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyStore<R> {
+    records: BTreeMap<IdempotencyKey, IdempotencyRecord<R>>,
+    limits: IdempotencyLimits,
+}
+
+impl<R: Clone> IdempotencyStore<R> {
+    /// An empty store.
+    pub fn new(limits: IdempotencyLimits) -> Self {
+        IdempotencyStore {
+            records: BTreeMap::new(),
+            limits,
+        }
+    }
+
+    fn is_expired(&self, record: &IdempotencyRecord<R>, now: Millis) -> bool {
+        now.since(record.created_at) >= self.limits.retention_ms
+    }
+
+    /// Decides what a request with `key` and `fingerprint` does at `now`; on
+    /// [`Begin::New`] the key is now held in flight by this request.
+    pub fn begin(
+        &mut self,
+        key: &IdempotencyKey,
+        fingerprint: Fingerprint,
+        now: Millis,
+    ) -> Begin<R> {
+        if let Some(record) = self.records.get(key)
+            && !self.is_expired(record, now)
+        {
+            if record.fingerprint != fingerprint {
+                return Begin::Mismatch;
+            }
+            match &record.state {
+                RecordState::Completed { response, .. } => return Begin::Replay(response.clone()),
+                RecordState::InFlight { since }
+                    if now.since(*since) < self.limits.in_flight_timeout_ms =>
+                {
+                    return Begin::InFlight;
+                }
+                // A stale lock: its holder is presumed dead; take it over below.
+                RecordState::InFlight { .. } => {}
+            }
+        } else if self.records.len() >= self.limits.max_records && !self.records.contains_key(key) {
+            return Begin::AtCapacity;
+        }
+        let created_at = match self.records.get(key) {
+            Some(r) if !self.is_expired(r, now) => r.created_at,
+            _ => now,
+        };
+        self.records.insert(
+            key.clone(),
+            IdempotencyRecord {
+                fingerprint,
+                created_at,
+                state: RecordState::InFlight { since: now },
+            },
+        );
+        Begin::New
+    }
+
+    /// Saves the response of the in-flight request holding `key`.
+    pub fn complete(
+        &mut self,
+        key: &IdempotencyKey,
+        fingerprint: Fingerprint,
+        response: R,
+        now: Millis,
+    ) -> Result<(), IdempotencyError> {
+        let record = self.in_flight(key, fingerprint)?;
+        record.state = RecordState::Completed { response, at: now };
+        Ok(())
+    }
+
+    /// Drops the in-flight record: the request had no effect and may be retried as new.
+    pub fn abandon(
+        &mut self,
+        key: &IdempotencyKey,
+        fingerprint: Fingerprint,
+    ) -> Result<(), IdempotencyError> {
+        self.in_flight(key, fingerprint)?;
+        self.records.remove(key);
+        Ok(())
+    }
+
+    fn in_flight(
+        &mut self,
+        key: &IdempotencyKey,
+        fingerprint: Fingerprint,
+    ) -> Result<&mut IdempotencyRecord<R>, IdempotencyError> {
+        let record = self
+            .records
+            .get_mut(key)
+            .ok_or_else(|| IdempotencyError::NotInFlight(key.clone()))?;
+        if record.fingerprint != fingerprint {
+            return Err(IdempotencyError::FingerprintMismatch(key.clone()));
+        }
+        if !matches!(record.state, RecordState::InFlight { .. }) {
+            return Err(IdempotencyError::NotInFlight(key.clone()));
+        }
+        Ok(record)
+    }
+
+    /// Removes up to `max` records past retention; returns how many went.
+    pub fn expire(&mut self, now: Millis, max: usize) -> usize {
+        let doomed: Vec<IdempotencyKey> = self
+            .records
+            .iter()
+            .filter(|(_, r)| self.is_expired(r, now))
+            .take(max)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &doomed {
+            self.records.remove(key);
+        }
+        doomed.len()
+    }
+
+    /// The record for `key`, if held (expired or not).
+    pub fn get(&self, key: &IdempotencyKey) -> Option<&IdempotencyRecord<R>> {
+        self.records.get(key)
+    }
+
+    /// Records held.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// No records held.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(s: &str) -> IdempotencyKey {
+        IdempotencyKey::new(s).unwrap()
+    }
+
+    fn store() -> IdempotencyStore<&'static str> {
+        IdempotencyStore::new(IdempotencyLimits {
+            retention_ms: 1_000,
+            in_flight_timeout_ms: 100,
+            max_records: 3,
+        })
+    }
+
+    #[test]
+    fn first_runs_replay_returns_saved_response() {
+        let mut s = store();
+        let fp = Fingerprint::of(b"order:hat*1");
+        assert_eq!(s.begin(&key("k"), fp, Millis(0)), Begin::New);
+        s.complete(&key("k"), fp, "202 ord_1", Millis(5)).unwrap();
+        assert_eq!(
+            s.begin(&key("k"), fp, Millis(10)),
+            Begin::Replay("202 ord_1")
+        );
+        assert_eq!(
+            s.begin(&key("k"), fp, Millis(999)),
+            Begin::Replay("202 ord_1")
+        );
+    }
+
+    #[test]
+    fn same_key_different_request_is_a_mismatch_and_changes_nothing() {
+        let mut s = store();
+        let a = Fingerprint::of(b"a");
+        let b = Fingerprint::of(b"b");
+        assert_eq!(s.begin(&key("k"), a, Millis(0)), Begin::New);
+        assert_eq!(s.begin(&key("k"), b, Millis(1)), Begin::Mismatch);
+        s.complete(&key("k"), a, "ok", Millis(2)).unwrap();
+        assert_eq!(s.begin(&key("k"), b, Millis(3)), Begin::Mismatch);
+        assert_eq!(s.get(&key("k")).unwrap().fingerprint, a);
+    }
+
+    #[test]
+    fn concurrent_duplicate_is_in_flight_until_the_lock_goes_stale() {
+        let mut s = store();
+        let fp = Fingerprint::of(b"a");
+        assert_eq!(s.begin(&key("k"), fp, Millis(0)), Begin::New);
+        assert_eq!(s.begin(&key("k"), fp, Millis(99)), Begin::InFlight);
+        // The holder crashed: after the timeout the next request takes over.
+        assert_eq!(s.begin(&key("k"), fp, Millis(100)), Begin::New);
+        assert_eq!(s.begin(&key("k"), fp, Millis(150)), Begin::InFlight);
+    }
+
+    #[test]
+    fn records_expire_after_retention() {
+        let mut s = store();
+        let fp = Fingerprint::of(b"a");
+        s.begin(&key("k"), fp, Millis(0));
+        s.complete(&key("k"), fp, "old", Millis(1)).unwrap();
+        // Past retention the key is new again, even with another request.
+        assert_eq!(
+            s.begin(&key("k"), Fingerprint::of(b"b"), Millis(1_000)),
+            Begin::New
+        );
+        assert_eq!(s.expire(Millis(1_500), 10), 0, "renewed record is young");
+        assert_eq!(s.expire(Millis(2_000), 10), 1);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn abandon_frees_the_key_and_protocol_misuse_is_an_error() {
+        let mut s = store();
+        let fp = Fingerprint::of(b"a");
+        assert_eq!(
+            s.complete(&key("k"), fp, "x", Millis(0)),
+            Err(IdempotencyError::NotInFlight(key("k")))
+        );
+        s.begin(&key("k"), fp, Millis(0));
+        assert_eq!(
+            s.abandon(&key("k"), Fingerprint::of(b"other")),
+            Err(IdempotencyError::FingerprintMismatch(key("k")))
+        );
+        s.abandon(&key("k"), fp).unwrap();
+        assert_eq!(s.begin(&key("k"), fp, Millis(1)), Begin::New);
+        s.complete(&key("k"), fp, "x", Millis(2)).unwrap();
+        assert_eq!(
+            s.complete(&key("k"), fp, "y", Millis(3)),
+            Err(IdempotencyError::NotInFlight(key("k")))
+        );
+    }
+
+    #[test]
+    fn the_record_count_is_bounded() {
+        let mut s = store();
+        let fp = Fingerprint::of(b"a");
+        for k in ["a", "b", "c"] {
+            assert_eq!(s.begin(&key(k), fp, Millis(0)), Begin::New);
+        }
+        assert_eq!(s.begin(&key("d"), fp, Millis(0)), Begin::AtCapacity);
+        // Existing keys still answer.
+        assert_eq!(s.begin(&key("a"), fp, Millis(0)), Begin::InFlight);
+    }
+}

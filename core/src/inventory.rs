@@ -1,0 +1,543 @@
+//! Inventory as reservations.
+//!
+//! Per SKU the stock is split into `available`, `reserved` and `sold`, and
+//! `available + reserved + sold == received` holds after every operation (it is
+//! asserted in debug builds and exposed as [`Inventory::check_conservation`]).
+//! A reservation is all-or-nothing across an order's lines and conditional on
+//! `available >= qty`; it may carry a TTL after which [`Inventory::expire_due`]
+//! releases it. A hot SKU can be split into N segments (sub-counters) so a
+//! store can lock them independently; a reservation then draws from segments
+//! starting at a caller-supplied hint.
+
+use crate::ids::{OrderId, ReservationId, Sku};
+use crate::time::Millis;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Most segments one SKU may be split into.
+pub const MAX_SEGMENTS: usize = 64;
+
+/// Stock counters for one SKU (or one segment of it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockLevel {
+    /// Everything ever put on the shelf.
+    pub received: u64,
+    /// Free to reserve.
+    pub available: u64,
+    /// Held by live reservations.
+    pub reserved: u64,
+    /// Committed to paid orders.
+    pub sold: u64,
+}
+
+impl StockLevel {
+    /// `available + reserved + sold == received`, computed without overflow.
+    pub fn is_conserved(&self) -> bool {
+        u128::from(self.available) + u128::from(self.reserved) + u128::from(self.sold)
+            == u128::from(self.received)
+    }
+
+    fn plus(self, other: StockLevel) -> StockLevel {
+        StockLevel {
+            received: self.received.saturating_add(other.received),
+            available: self.available.saturating_add(other.available),
+            reserved: self.reserved.saturating_add(other.reserved),
+            sold: self.sold.saturating_add(other.sold),
+        }
+    }
+}
+
+/// Units of one SKU taken from one segment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocation {
+    /// The SKU.
+    pub sku: Sku,
+    /// Which segment of it.
+    pub segment: usize,
+    /// How many units.
+    pub qty: u64,
+}
+
+/// Stock held for one order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    /// The reservation id.
+    pub id: ReservationId,
+    /// The order it holds stock for.
+    pub order: OrderId,
+    /// What it holds, per segment.
+    pub allocations: Vec<Allocation>,
+    /// When it was made.
+    pub created_at: Millis,
+    /// When it lapses; `None` means never (the naive no-TTL design).
+    pub expires_at: Option<Millis>,
+}
+
+impl Reservation {
+    /// Units of `sku` held.
+    pub fn qty_of(&self, sku: &Sku) -> u64 {
+        self.allocations
+            .iter()
+            .filter(|a| &a.sku == sku)
+            .map(|a| a.qty)
+            .sum()
+    }
+}
+
+/// Why an inventory operation did nothing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum InventoryError {
+    /// Not enough available stock for a line; nothing was reserved.
+    #[error("out of stock: {sku} has {available} available, {requested} requested")]
+    OutOfStock {
+        /// The short SKU.
+        sku: Sku,
+        /// Units asked for.
+        requested: u64,
+        /// Units available at the time.
+        available: u64,
+    },
+    /// A SKU the inventory does not stock.
+    #[error("sku {0} is not stocked")]
+    UnknownSku(Sku),
+    /// No live reservation with this id (already released, committed or expired).
+    #[error("no live reservation {0}")]
+    UnknownReservation(ReservationId),
+    /// A counter would overflow.
+    #[error("stock counter overflow on {0}")]
+    Overflow(Sku),
+    /// A segment count of zero or above [`MAX_SEGMENTS`].
+    #[error("segments must be between 1 and {MAX_SEGMENTS}, got {0}")]
+    BadSegments(usize),
+}
+
+/// A broken conservation equation, with the numbers.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[error("stock not conserved for {sku} segment {segment}: {level:?}")]
+pub struct ConservationBroken {
+    /// The SKU.
+    pub sku: Sku,
+    /// The segment.
+    pub segment: usize,
+    /// Its counters.
+    pub level: StockLevel,
+}
+
+/// All stock and all live reservations.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inventory {
+    skus: BTreeMap<Sku, Vec<StockLevel>>,
+    reservations: BTreeMap<ReservationId, Reservation>,
+    expiry: BTreeSet<(Millis, ReservationId)>,
+    next_reservation: u64,
+}
+
+impl Inventory {
+    /// An empty inventory.
+    pub fn new() -> Inventory {
+        Inventory::default()
+    }
+
+    /// Stocks `sku` with `qty` units split over `segments` sub-counters
+    /// (1 for an ordinary SKU). Adding an existing SKU is a restock.
+    pub fn add_sku(&mut self, sku: Sku, qty: u64, segments: usize) -> Result<(), InventoryError> {
+        if segments == 0 || segments > MAX_SEGMENTS {
+            return Err(InventoryError::BadSegments(segments));
+        }
+        if !self.skus.contains_key(&sku) {
+            self.skus
+                .insert(sku.clone(), vec![StockLevel::default(); segments]);
+        }
+        self.restock(&sku, qty)
+    }
+
+    /// Puts `qty` more units on the shelf, spread evenly over the segments.
+    pub fn restock(&mut self, sku: &Sku, qty: u64) -> Result<(), InventoryError> {
+        let segs = self
+            .skus
+            .get_mut(sku)
+            .ok_or_else(|| InventoryError::UnknownSku(sku.clone()))?;
+        let n = segs.len() as u64;
+        let overflow = || InventoryError::Overflow(sku.clone());
+        // Check every counter first so a failed restock changes nothing.
+        for (i, seg) in segs.iter().enumerate() {
+            let share = qty / n + u64::from((i as u64) < qty % n);
+            seg.received.checked_add(share).ok_or_else(overflow)?;
+            seg.available.checked_add(share).ok_or_else(overflow)?;
+        }
+        for (i, seg) in segs.iter_mut().enumerate() {
+            let share = qty / n + u64::from((i as u64) < qty % n);
+            seg.received += share;
+            seg.available += share;
+        }
+        debug_assert!(segs.iter().all(StockLevel::is_conserved));
+        Ok(())
+    }
+
+    /// The summed counters of `sku`.
+    pub fn level(&self, sku: &Sku) -> Option<StockLevel> {
+        self.skus
+            .get(sku)
+            .map(|segs| segs.iter().fold(StockLevel::default(), |a, s| a.plus(*s)))
+    }
+
+    /// Summed counters of every SKU, in SKU order.
+    pub fn levels(&self) -> BTreeMap<Sku, StockLevel> {
+        self.skus
+            .keys()
+            .map(|sku| (sku.clone(), self.level(sku).unwrap_or_default()))
+            .collect()
+    }
+
+    /// How many segments `sku` has.
+    pub fn segments(&self, sku: &Sku) -> usize {
+        self.skus.get(sku).map_or(0, Vec::len)
+    }
+
+    /// Atomically reserves every line for `order`, or nothing at all.
+    ///
+    /// `ttl_ms` of `None` makes a reservation that never expires. `hint`
+    /// chooses the first segment to draw from (e.g. the order id), spreading
+    /// contention over a segmented SKU.
+    pub fn reserve(
+        &mut self,
+        order: OrderId,
+        lines: &[(Sku, u64)],
+        now: Millis,
+        ttl_ms: Option<u64>,
+        hint: u64,
+    ) -> Result<ReservationId, InventoryError> {
+        for (sku, qty) in lines {
+            let segs = self
+                .skus
+                .get(sku)
+                .ok_or_else(|| InventoryError::UnknownSku(sku.clone()))?;
+            let available: u64 = segs.iter().map(|s| s.available).sum();
+            if available < *qty {
+                return Err(InventoryError::OutOfStock {
+                    sku: sku.clone(),
+                    requested: *qty,
+                    available,
+                });
+            }
+        }
+        let mut allocations = Vec::with_capacity(lines.len());
+        for (sku, qty) in lines {
+            let segs = self.skus.get_mut(sku).expect("checked above");
+            let n = segs.len();
+            let mut remaining = *qty;
+            for step in 0..n {
+                if remaining == 0 {
+                    break;
+                }
+                let segment = (hint as usize).wrapping_add(step) % n;
+                let seg = &mut segs[segment];
+                let take = remaining.min(seg.available);
+                if take == 0 {
+                    continue;
+                }
+                seg.available -= take;
+                seg.reserved += take;
+                remaining -= take;
+                allocations.push(Allocation {
+                    sku: sku.clone(),
+                    segment,
+                    qty: take,
+                });
+                debug_assert!(seg.is_conserved());
+            }
+            assert_eq!(remaining, 0, "availability was checked before allocating");
+        }
+        self.next_reservation += 1;
+        let id = ReservationId(self.next_reservation);
+        let expires_at = ttl_ms.map(|ttl| now.plus_ms(ttl));
+        if let Some(at) = expires_at {
+            self.expiry.insert((at, id));
+        }
+        self.reservations.insert(
+            id,
+            Reservation {
+                id,
+                order,
+                allocations,
+                created_at: now,
+                expires_at,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Removes a reservation's TTL: once its order is paid the stock must
+    /// not lapse back to `available`.
+    pub fn pin(&mut self, id: ReservationId) -> Result<(), InventoryError> {
+        let reservation = self
+            .reservations
+            .get_mut(&id)
+            .ok_or(InventoryError::UnknownReservation(id))?;
+        if let Some(at) = reservation.expires_at.take() {
+            self.expiry.remove(&(at, id));
+        }
+        Ok(())
+    }
+
+    /// Returns a reservation's units to `available`.
+    pub fn release(&mut self, id: ReservationId) -> Result<Reservation, InventoryError> {
+        self.settle(id, |seg, qty| seg.available += qty)
+    }
+
+    /// Moves a reservation's units to `sold`.
+    pub fn commit(&mut self, id: ReservationId) -> Result<Reservation, InventoryError> {
+        self.settle(id, |seg, qty| seg.sold += qty)
+    }
+
+    fn settle(
+        &mut self,
+        id: ReservationId,
+        to: impl Fn(&mut StockLevel, u64),
+    ) -> Result<Reservation, InventoryError> {
+        let reservation = self
+            .reservations
+            .remove(&id)
+            .ok_or(InventoryError::UnknownReservation(id))?;
+        if let Some(at) = reservation.expires_at {
+            self.expiry.remove(&(at, id));
+        }
+        for a in &reservation.allocations {
+            let seg = &mut self.skus.get_mut(&a.sku).expect("reserved sku exists")[a.segment];
+            assert!(seg.reserved >= a.qty, "reserved underflow on {}", a.sku);
+            seg.reserved -= a.qty;
+            to(seg, a.qty);
+            debug_assert!(seg.is_conserved());
+        }
+        Ok(reservation)
+    }
+
+    /// Releases up to `max` reservations whose TTL has passed at `now`,
+    /// soonest first, and returns them.
+    pub fn expire_due(&mut self, now: Millis, max: usize) -> Vec<Reservation> {
+        let due: Vec<ReservationId> = self
+            .expiry
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .take(max)
+            .map(|(_, id)| *id)
+            .collect();
+        due.into_iter()
+            .map(|id| {
+                self.release(id)
+                    .expect("expiry index only names live reservations")
+            })
+            .collect()
+    }
+
+    /// Ids of reservations whose TTL has passed at `now`, soonest first, without releasing them.
+    pub fn due(&self, now: Millis) -> impl Iterator<Item = ReservationId> + '_ {
+        self.expiry
+            .iter()
+            .take_while(move |(at, _)| *at <= now)
+            .map(|(_, id)| *id)
+    }
+
+    /// A live reservation.
+    pub fn reservation(&self, id: ReservationId) -> Option<&Reservation> {
+        self.reservations.get(&id)
+    }
+
+    /// Every live reservation, in id order.
+    pub fn reservations(&self) -> impl Iterator<Item = &Reservation> {
+        self.reservations.values()
+    }
+
+    /// Checks `available + reserved + sold == received` on every segment, and
+    /// that the live reservations add up to the `reserved` counters.
+    pub fn check_conservation(&self) -> Result<(), ConservationBroken> {
+        let mut held: BTreeMap<(&Sku, usize), u64> = BTreeMap::new();
+        for a in self.reservations.values().flat_map(|r| &r.allocations) {
+            *held.entry((&a.sku, a.segment)).or_default() += a.qty;
+        }
+        for (sku, segs) in &self.skus {
+            for (segment, level) in segs.iter().enumerate() {
+                let reserved_by_reservations = held.get(&(sku, segment)).copied().unwrap_or(0);
+                if !level.is_conserved() || level.reserved != reserved_by_reservations {
+                    return Err(ConservationBroken {
+                        sku: sku.clone(),
+                        segment,
+                        level: *level,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sku(s: &str) -> Sku {
+        Sku::new(s).unwrap()
+    }
+
+    fn stocked(qty: u64, segments: usize) -> Inventory {
+        let mut inv = Inventory::new();
+        inv.add_sku(sku("hot"), qty, segments).unwrap();
+        inv.add_sku(sku("cold"), 5, 1).unwrap();
+        inv
+    }
+
+    #[test]
+    fn reserve_is_conditional_and_all_or_nothing() {
+        let mut inv = stocked(3, 1);
+        let err = inv
+            .reserve(
+                OrderId(1),
+                &[(sku("cold"), 1), (sku("hot"), 4)],
+                Millis(0),
+                Some(1000),
+                0,
+            )
+            .unwrap_err();
+        assert_eq!(
+            err,
+            InventoryError::OutOfStock {
+                sku: sku("hot"),
+                requested: 4,
+                available: 3
+            }
+        );
+        // The cold line was not taken either.
+        assert_eq!(inv.level(&sku("cold")).unwrap().available, 5);
+        let id = inv
+            .reserve(
+                OrderId(1),
+                &[(sku("cold"), 1), (sku("hot"), 3)],
+                Millis(0),
+                Some(1000),
+                0,
+            )
+            .unwrap();
+        assert_eq!(inv.level(&sku("hot")).unwrap().reserved, 3);
+        assert_eq!(inv.reservation(id).unwrap().qty_of(&sku("hot")), 3);
+        inv.check_conservation().unwrap();
+    }
+
+    #[test]
+    fn commit_sells_and_release_returns_stock_exactly_once() {
+        let mut inv = stocked(10, 1);
+        let a = inv
+            .reserve(OrderId(1), &[(sku("hot"), 4)], Millis(0), None, 0)
+            .unwrap();
+        let b = inv
+            .reserve(OrderId(2), &[(sku("hot"), 5)], Millis(0), None, 0)
+            .unwrap();
+        inv.commit(a).unwrap();
+        inv.release(b).unwrap();
+        assert_eq!(
+            inv.level(&sku("hot")).unwrap(),
+            StockLevel {
+                received: 10,
+                available: 6,
+                reserved: 0,
+                sold: 4
+            }
+        );
+        assert_eq!(inv.release(b), Err(InventoryError::UnknownReservation(b)));
+        assert_eq!(inv.commit(a), Err(InventoryError::UnknownReservation(a)));
+        inv.check_conservation().unwrap();
+    }
+
+    #[test]
+    fn expiry_releases_only_what_is_due_and_never_ttl_less_reservations() {
+        let mut inv = stocked(10, 1);
+        let short = inv
+            .reserve(OrderId(1), &[(sku("hot"), 1)], Millis(0), Some(100), 0)
+            .unwrap();
+        let long = inv
+            .reserve(OrderId(2), &[(sku("hot"), 2)], Millis(0), Some(500), 0)
+            .unwrap();
+        let never = inv
+            .reserve(OrderId(3), &[(sku("hot"), 3)], Millis(0), None, 0)
+            .unwrap();
+        assert!(inv.expire_due(Millis(99), 10).is_empty());
+        let expired = inv.expire_due(Millis(100), 10);
+        assert_eq!(
+            expired.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![short]
+        );
+        assert_eq!(inv.expire_due(Millis(10_000), 10).len(), 1);
+        assert!(inv.reservation(long).is_none());
+        assert!(inv.reservation(never).is_some());
+        assert_eq!(inv.level(&sku("hot")).unwrap().reserved, 3);
+        inv.check_conservation().unwrap();
+    }
+
+    #[test]
+    fn a_committed_reservation_does_not_expire_later() {
+        let mut inv = stocked(10, 1);
+        let id = inv
+            .reserve(OrderId(1), &[(sku("hot"), 1)], Millis(0), Some(100), 0)
+            .unwrap();
+        inv.commit(id).unwrap();
+        assert!(inv.expire_due(Millis(1_000), 10).is_empty());
+        assert_eq!(inv.level(&sku("hot")).unwrap().sold, 1);
+    }
+
+    #[test]
+    fn segmented_stock_spreads_and_can_span_segments() {
+        let mut inv = stocked(10, 4);
+        assert_eq!(inv.segments(&sku("hot")), 4);
+        // 10 over 4 segments: 3,3,2,2
+        let id = inv
+            .reserve(OrderId(1), &[(sku("hot"), 5)], Millis(0), None, 3)
+            .unwrap();
+        let r = inv.reservation(id).unwrap();
+        assert_eq!(
+            r.allocations
+                .iter()
+                .map(|a| (a.segment, a.qty))
+                .collect::<Vec<_>>(),
+            vec![(3, 2), (0, 3)]
+        );
+        assert!(
+            inv.reserve(OrderId(2), &[(sku("hot"), 6)], Millis(0), None, 0)
+                .is_err()
+        );
+        inv.reserve(OrderId(2), &[(sku("hot"), 5)], Millis(0), None, 0)
+            .unwrap();
+        assert_eq!(inv.level(&sku("hot")).unwrap().available, 0);
+        inv.check_conservation().unwrap();
+    }
+
+    #[test]
+    fn bad_segment_counts_and_unknown_skus_are_errors() {
+        let mut inv = Inventory::new();
+        assert_eq!(
+            inv.add_sku(sku("x"), 1, 0),
+            Err(InventoryError::BadSegments(0))
+        );
+        assert_eq!(
+            inv.add_sku(sku("x"), 1, MAX_SEGMENTS + 1),
+            Err(InventoryError::BadSegments(MAX_SEGMENTS + 1))
+        );
+        assert_eq!(
+            inv.restock(&sku("x"), 1),
+            Err(InventoryError::UnknownSku(sku("x")))
+        );
+        assert!(matches!(
+            inv.reserve(OrderId(1), &[(sku("x"), 1)], Millis(0), None, 0),
+            Err(InventoryError::UnknownSku(_))
+        ));
+    }
+
+    #[test]
+    fn a_restock_that_would_overflow_changes_nothing() {
+        let mut inv = Inventory::new();
+        inv.add_sku(sku("x"), u64::MAX - 1, 1).unwrap();
+        assert_eq!(
+            inv.restock(&sku("x"), 2),
+            Err(InventoryError::Overflow(sku("x")))
+        );
+        assert_eq!(inv.level(&sku("x")).unwrap().received, u64::MAX - 1);
+    }
+}

@@ -1,0 +1,479 @@
+//! Durable jobs: leased with a visibility timeout, redelivered when a lease
+//! lapses (the worker crashed), retried with exponential backoff and
+//! caller-supplied jitter, and dead-lettered after a bound.
+//!
+//! Each lease carries a fresh token; an `ack` or `fail` with a stale token
+//! (the job was redelivered meanwhile) is refused, so only the current holder
+//! settles a job. Redelivery means a step can run twice: every worker step
+//! checks the order's state first, which makes the second run a no-op.
+
+use crate::ids::{JobId, OrderId};
+use crate::time::Millis;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// What a job does to its order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// Reserve the order's stock.
+    Reserve,
+    /// Create the PSP intent (key `pay_{order}`) and record it.
+    CreateIntent,
+    /// Ask the PSP for the intent's state and apply it.
+    SyncPayment,
+    /// Commit the reservation of a paid order.
+    Finalize,
+    /// Refund a payment for an order that cannot be fulfilled.
+    Refund,
+    /// Cancel an unpaid intent of a cancelled order.
+    CancelIntent,
+}
+
+impl JobKind {
+    /// The stable snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Reserve => "reserve",
+            JobKind::CreateIntent => "create_intent",
+            JobKind::SyncPayment => "sync_payment",
+            JobKind::Finalize => "finalize",
+            JobKind::Refund => "refund",
+            JobKind::CancelIntent => "cancel_intent",
+        }
+    }
+}
+
+/// Backoff and attempt bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Delay before the second attempt.
+    pub base_delay_ms: u64,
+    /// Cap on any single delay.
+    pub max_delay_ms: u64,
+    /// Attempts (deliveries) before the job is dead-lettered.
+    pub max_attempts: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            base_delay_ms: 100,
+            max_delay_ms: 10_000,
+            max_attempts: 8,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Delay after failed attempt number `attempt` (1-based): exponential,
+    /// capped, with "equal jitter": half fixed, half scaled by
+    /// `jitter_permille` (0..=1000), which the shell draws from its seeded RNG.
+    pub fn backoff_ms(&self, attempt: u32, jitter_permille: u32) -> u64 {
+        let exp = self
+            .base_delay_ms
+            .saturating_mul(1u64 << attempt.saturating_sub(1).min(40))
+            .min(self.max_delay_ms);
+        let half = exp / 2;
+        half + (exp - half) * u64::from(jitter_permille.min(1000)) / 1000
+    }
+}
+
+/// Where a job is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobState {
+    /// Waiting to be leased at or after `at`.
+    Ready {
+        /// Earliest time to run.
+        at: Millis,
+    },
+    /// Held by a worker until `until`; after that it is redelivered.
+    Leased {
+        /// The current lease's token.
+        token: u64,
+        /// When the lease lapses.
+        until: Millis,
+    },
+}
+
+/// A durable job record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// The job id.
+    pub id: JobId,
+    /// What it does.
+    pub kind: JobKind,
+    /// The order it concerns.
+    pub order: OrderId,
+    /// Deliveries so far.
+    pub attempts: u32,
+    /// When it was enqueued.
+    pub created_at: Millis,
+    /// Ready or leased.
+    pub state: JobState,
+    /// Why the last attempt failed, if it did.
+    pub last_error: Option<String>,
+}
+
+impl Job {
+    fn visible_at(&self) -> Millis {
+        match self.state {
+            JobState::Ready { at } => at,
+            JobState::Leased { until, .. } => until,
+        }
+    }
+}
+
+/// A worker's hold on a job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The job.
+    pub job: JobId,
+    /// What to do.
+    pub kind: JobKind,
+    /// To which order.
+    pub order: OrderId,
+    /// Which delivery this is (1 = first).
+    pub attempt: u32,
+    /// Proof of holding the current lease.
+    pub token: u64,
+}
+
+/// A job that ran out of attempts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadJob {
+    /// The job as it was last.
+    pub job: Job,
+    /// When it was given up on.
+    pub at: Millis,
+}
+
+/// Why a job operation did nothing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum JobError {
+    /// The queue holds its maximum number of jobs.
+    #[error("job queue is full ({0} jobs)")]
+    QueueFull(usize),
+    /// The lease lapsed and the job was redelivered (or already settled).
+    #[error("lease on {0} is no longer held")]
+    StaleLease(JobId),
+}
+
+/// What happened to a failed job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Failed {
+    /// It will be redelivered at `at`.
+    Retry {
+        /// When.
+        at: Millis,
+    },
+    /// It ran out of attempts.
+    DeadLettered,
+}
+
+/// Limits of a [`JobQueue`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueLimits {
+    /// Most live jobs.
+    pub max_jobs: usize,
+    /// Most dead jobs kept; older ones are dropped (and counted).
+    pub max_dead: usize,
+    /// How long a lease lasts before redelivery.
+    pub visibility_ms: u64,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        QueueLimits {
+            max_jobs: 1_000_000,
+            max_dead: 10_000,
+            visibility_ms: 5_000,
+        }
+    }
+}
+
+/// Live jobs, ordered by when they become visible, and the dead letters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobQueue {
+    jobs: BTreeMap<JobId, Job>,
+    visible: BTreeSet<(Millis, JobId)>,
+    dead: VecDeque<DeadJob>,
+    dead_dropped: u64,
+    next_job: u64,
+    next_token: u64,
+    limits: QueueLimits,
+    policy: RetryPolicy,
+}
+
+impl JobQueue {
+    /// An empty queue.
+    pub fn new(limits: QueueLimits, policy: RetryPolicy) -> JobQueue {
+        JobQueue {
+            limits,
+            policy,
+            ..JobQueue::default()
+        }
+    }
+
+    /// Has room for `n` more jobs?
+    pub fn has_room(&self, n: usize) -> bool {
+        self.jobs.len() + n <= self.limits.max_jobs
+    }
+
+    /// Adds a job runnable from `now`.
+    pub fn enqueue(
+        &mut self,
+        kind: JobKind,
+        order: OrderId,
+        now: Millis,
+    ) -> Result<JobId, JobError> {
+        if !self.has_room(1) {
+            return Err(JobError::QueueFull(self.jobs.len()));
+        }
+        self.next_job += 1;
+        let id = JobId(self.next_job);
+        self.jobs.insert(
+            id,
+            Job {
+                id,
+                kind,
+                order,
+                attempts: 0,
+                created_at: now,
+                state: JobState::Ready { at: now },
+                last_error: None,
+            },
+        );
+        self.visible.insert((now, id));
+        Ok(id)
+    }
+
+    /// Leases the job that has been visible longest at `now`, if any. A job
+    /// whose lease lapsed is redelivered here; one that has used up its
+    /// attempts is dead-lettered instead (up to `max_checks` such per call).
+    pub fn lease(&mut self, now: Millis) -> Option<Lease> {
+        loop {
+            let &(at, id) = self.visible.first()?;
+            if at > now {
+                return None;
+            }
+            self.visible.pop_first();
+            let job = self
+                .jobs
+                .get_mut(&id)
+                .expect("visible index names live jobs");
+            if job.attempts >= self.policy.max_attempts {
+                if job.last_error.is_none() {
+                    job.last_error = Some("lease lapsed on the final attempt".into());
+                }
+                self.bury(id, now);
+                continue;
+            }
+            self.next_token += 1;
+            job.attempts += 1;
+            let until = now.plus_ms(self.limits.visibility_ms);
+            job.state = JobState::Leased {
+                token: self.next_token,
+                until,
+            };
+            self.visible.insert((until, id));
+            return Some(Lease {
+                job: id,
+                kind: job.kind,
+                order: job.order,
+                attempt: job.attempts,
+                token: self.next_token,
+            });
+        }
+    }
+
+    fn held(&self, lease: &Lease) -> Result<&Job, JobError> {
+        match self.jobs.get(&lease.job) {
+            Some(job) if matches!(job.state, JobState::Leased { token, .. } if token == lease.token) => {
+                Ok(job)
+            }
+            _ => Err(JobError::StaleLease(lease.job)),
+        }
+    }
+
+    /// The job is done: remove it.
+    pub fn ack(&mut self, lease: &Lease) -> Result<Job, JobError> {
+        let visible_at = self.held(lease)?.visible_at();
+        self.visible.remove(&(visible_at, lease.job));
+        Ok(self.jobs.remove(&lease.job).expect("held"))
+    }
+
+    /// The attempt failed: schedule a retry after backoff, or dead-letter the
+    /// job when its attempts are used up.
+    pub fn fail(
+        &mut self,
+        lease: &Lease,
+        now: Millis,
+        error: &str,
+        jitter_permille: u32,
+    ) -> Result<Failed, JobError> {
+        let visible_at = self.held(lease)?.visible_at();
+        self.visible.remove(&(visible_at, lease.job));
+        let policy = self.policy;
+        let job = self.jobs.get_mut(&lease.job).expect("held");
+        job.last_error = Some(error.chars().take(200).collect());
+        if job.attempts >= policy.max_attempts {
+            self.bury(lease.job, now);
+            return Ok(Failed::DeadLettered);
+        }
+        let at = now.plus_ms(policy.backoff_ms(job.attempts, jitter_permille));
+        job.state = JobState::Ready { at };
+        self.visible.insert((at, lease.job));
+        Ok(Failed::Retry { at })
+    }
+
+    fn bury(&mut self, id: JobId, now: Millis) {
+        let job = self.jobs.remove(&id).expect("bury a live job");
+        self.visible.remove(&(job.visible_at(), id));
+        if self.dead.len() >= self.limits.max_dead {
+            self.dead.pop_front();
+            self.dead_dropped += 1;
+        }
+        self.dead.push_back(DeadJob { job, at: now });
+    }
+
+    /// When the next job becomes visible (for a shell's timer).
+    pub fn next_visible_at(&self) -> Option<Millis> {
+        self.visible.first().map(|(at, _)| *at)
+    }
+
+    /// Live jobs (ready or leased).
+    pub fn depth(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Live jobs, by id.
+    pub fn jobs(&self) -> impl Iterator<Item = &Job> {
+        self.jobs.values()
+    }
+
+    /// The dead-letter list, oldest first.
+    pub fn dead_letters(&self) -> impl Iterator<Item = &DeadJob> {
+        self.dead.iter()
+    }
+
+    /// Dead letters dropped because the list was full.
+    pub fn dead_dropped(&self) -> u64 {
+        self.dead_dropped
+    }
+
+    /// The retry policy.
+    pub fn policy(&self) -> RetryPolicy {
+        self.policy
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(max_attempts: u32) -> JobQueue {
+        JobQueue::new(
+            QueueLimits {
+                max_jobs: 3,
+                max_dead: 2,
+                visibility_ms: 1_000,
+            },
+            RetryPolicy {
+                base_delay_ms: 100,
+                max_delay_ms: 1_000,
+                max_attempts,
+            },
+        )
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_is_capped_and_jitter_stays_in_the_upper_half() {
+        let p = RetryPolicy {
+            base_delay_ms: 100,
+            max_delay_ms: 1_000,
+            max_attempts: 5,
+        };
+        assert_eq!(p.backoff_ms(1, 0), 50);
+        assert_eq!(p.backoff_ms(1, 1000), 100);
+        assert_eq!(p.backoff_ms(2, 1000), 200);
+        assert_eq!(p.backoff_ms(3, 500), 300);
+        assert_eq!(p.backoff_ms(30, 1000), 1_000);
+        assert_eq!(p.backoff_ms(u32::MAX, 9999), 1_000);
+    }
+
+    #[test]
+    fn a_lapsed_lease_is_redelivered_and_the_old_holder_cannot_settle_it() {
+        let mut q = queue(5);
+        let id = q.enqueue(JobKind::Reserve, OrderId(1), Millis(0)).unwrap();
+        let first = q.lease(Millis(0)).unwrap();
+        assert_eq!((first.job, first.attempt), (id, 1));
+        assert!(q.lease(Millis(999)).is_none(), "invisible while leased");
+        let second = q.lease(Millis(1_000)).unwrap();
+        assert_eq!(second.attempt, 2);
+        assert_eq!(q.ack(&first), Err(JobError::StaleLease(id)));
+        q.ack(&second).unwrap();
+        assert_eq!(q.depth(), 0);
+        assert_eq!(q.ack(&second), Err(JobError::StaleLease(id)));
+    }
+
+    #[test]
+    fn failures_back_off_then_dead_letter_after_the_bound() {
+        let mut q = queue(2);
+        q.enqueue(JobKind::CreateIntent, OrderId(7), Millis(0))
+            .unwrap();
+        let l1 = q.lease(Millis(0)).unwrap();
+        assert_eq!(
+            q.fail(&l1, Millis(10), "psp 503", 1000),
+            Ok(Failed::Retry { at: Millis(110) })
+        );
+        assert!(q.lease(Millis(109)).is_none());
+        let l2 = q.lease(Millis(110)).unwrap();
+        assert_eq!(
+            q.fail(&l2, Millis(120), "psp 503", 0),
+            Ok(Failed::DeadLettered)
+        );
+        assert_eq!(q.depth(), 0);
+        let dead: Vec<_> = q.dead_letters().collect();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].job.last_error.as_deref(), Some("psp 503"));
+    }
+
+    #[test]
+    fn a_job_that_keeps_crashing_its_worker_is_dead_lettered_on_redelivery() {
+        let mut q = queue(2);
+        q.enqueue(JobKind::Finalize, OrderId(1), Millis(0)).unwrap();
+        q.lease(Millis(0)).unwrap();
+        q.lease(Millis(1_000)).unwrap();
+        assert!(q.lease(Millis(2_000)).is_none());
+        assert_eq!(q.dead_letters().count(), 1);
+    }
+
+    #[test]
+    fn the_queue_and_the_dead_letter_list_are_bounded() {
+        let mut q = queue(1);
+        for i in 0..3 {
+            q.enqueue(JobKind::Reserve, OrderId(i), Millis(0)).unwrap();
+        }
+        assert_eq!(
+            q.enqueue(JobKind::Reserve, OrderId(9), Millis(0)),
+            Err(JobError::QueueFull(3))
+        );
+        for _ in 0..3 {
+            let l = q.lease(Millis(0)).unwrap();
+            q.fail(&l, Millis(0), "boom", 0).unwrap();
+        }
+        assert_eq!(q.dead_letters().count(), 2);
+        assert_eq!(q.dead_dropped(), 1);
+    }
+
+    #[test]
+    fn jobs_are_leased_in_visibility_order() {
+        let mut q = queue(3);
+        let a = q.enqueue(JobKind::Reserve, OrderId(1), Millis(5)).unwrap();
+        let b = q.enqueue(JobKind::Reserve, OrderId(2), Millis(1)).unwrap();
+        assert_eq!(q.next_visible_at(), Some(Millis(1)));
+        assert_eq!(q.lease(Millis(10)).unwrap().job, b);
+        assert_eq!(q.lease(Millis(10)).unwrap().job, a);
+    }
+}

@@ -1,0 +1,75 @@
+//! `stampede-core`: the pure checkout domain.
+//!
+//! Orders with an enforced state machine ([`order`]), inventory as
+//! reservations ([`inventory`]), idempotency records with Stripe semantics
+//! ([`idempotency`]), PSP intents and ledger ([`payment`]), the webhook inbox
+//! ([`webhook`]), durable jobs ([`jobs`]), reconciliation ([`reconcile`]), the
+//! reference store's atomic operations ([`shop::ShopState`]), and the
+//! invariant checker over a recorded [`history::History`] ([`check`]).
+//!
+//! **Design decision: this crate is sans-IO.** It does no IO, reads no clock,
+//! draws no random numbers and has no async code: time arrives as a
+//! [`Millis`] argument, ids come from counters the state owns, jitter is a
+//! number the caller draws from its own seeded RNG. The server and the
+//! simulator are shells that carry out what the core decides, so the same
+//! logic runs on real sockets and inside a seeded simulation.
+//!
+//! ```
+//! use stampede_core::*;
+//!
+//! let hat = Sku::new("hat").unwrap();
+//! let catalog = Catalog::new([Product {
+//!     sku: hat.clone(), name: "Hat".into(), price: Cents(1500),
+//!     max_qty_per_order: 5, per_customer_limit: None,
+//! }]);
+//! let mut shop = ShopState::new(catalog, ShopConfig::default());
+//! shop.stock(&hat, 10, 1).unwrap();
+//! let placed = shop.place_order(&PlaceOrder {
+//!     key: Some(IdempotencyKey::new("k-1").unwrap()),
+//!     customer: CustomerId::new("alice").unwrap(),
+//!     items: vec![ItemRequest { sku: hat.clone(), qty: 2 }],
+//! }, Millis(0)).unwrap();
+//! let Placed::Created { order, .. } = placed else { panic!() };
+//! let lease = shop.lease_job(Millis(1)).unwrap();
+//! assert_eq!(lease.kind, JobKind::Reserve);
+//! shop.reserve(order, Millis(1), Cause::Worker { job: lease.job }).unwrap();
+//! assert_eq!(shop.order(order).unwrap().status(), OrderStatus::InventoryReserved);
+//! assert_eq!(shop.inventory().level(&hat).unwrap().reserved, 2);
+//! ```
+
+#![deny(missing_docs)]
+
+pub mod catalog;
+pub mod check;
+pub mod history;
+pub mod idempotency;
+pub mod ids;
+pub mod inventory;
+pub mod jobs;
+pub mod money;
+pub mod order;
+pub mod payment;
+pub mod reconcile;
+pub mod shop;
+pub mod time;
+pub mod webhook;
+
+pub use catalog::{Catalog, ItemRequest, ItemsRejected, OrderLine, Product};
+pub use check::{Invariant, Judgement, Subject, Verdict, Violation, check, check_all};
+pub use history::{ClientOp, ClientReply, Event, EventKind, History, JobEvent};
+pub use idempotency::{Begin, Fingerprint, IdempotencyLimits, IdempotencyStore};
+pub use ids::{
+    CustomerId, EventId, IdempotencyKey, IntentId, InvalidId, JobId, OrderId, ReservationId, Sku,
+};
+pub use inventory::{Inventory, InventoryError, Reservation, StockLevel};
+pub use jobs::{Failed, JobKind, JobQueue, Lease, QueueLimits, RetryPolicy};
+pub use money::Cents;
+pub use order::{CancelReason, Cause, IllegalTransition, Order, OrderStatus, Transition};
+pub use payment::{IntentStatus, LedgerEntry, LedgerKind, PaymentIntent, payment_key, refund_key};
+pub use reconcile::{Repair, reconcile};
+pub use shop::{
+    AuditSnapshot, PlaceOrder, Placed, SavedResponse, ShopConfig, ShopError, ShopState, Step,
+    WebhookOutcome,
+};
+pub use time::Millis;
+pub use webhook::{InboxLimits, WebhookEvent, WebhookInbox, WebhookKind};

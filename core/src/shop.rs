@@ -1,0 +1,864 @@
+//! The in-memory shop: the reference store's semantics as one value whose
+//! methods are the atomic operations the server needs.
+//!
+//! Every method is one atomic step (the shell holds a lock, or a SQL store
+//! runs it as one transaction): it checks the order's current state first,
+//! changes everything it changes or nothing, and returns what it did as a
+//! value. Side effects of a status change live in one place,
+//! [`ShopState::move_order`]: entering `Paid` pins the reservation and
+//! enqueues `Finalize`; `Confirmed` commits the stock; `Cancelled` releases it
+//! and the customer's purchase-limit holding; and so on.
+
+use crate::catalog::{Catalog, ItemRequest, ItemsRejected};
+use crate::idempotency::{
+    Begin, Fingerprint, IdempotencyError, IdempotencyLimits, IdempotencyStore,
+};
+use crate::ids::{CustomerId, IdempotencyKey, IntentId, JobId, OrderId, Sku};
+use crate::inventory::{Inventory, InventoryError, Reservation, StockLevel};
+use crate::jobs::{DeadJob, Failed, JobError, JobKind, JobQueue, Lease, QueueLimits, RetryPolicy};
+use crate::money::Cents;
+use crate::order::{CancelReason, Cause, IllegalTransition, Order, OrderStatus, Transition};
+use crate::payment::{IntentStatus, PaymentIntent};
+use crate::time::Millis;
+use crate::webhook::{InboxLimits, Received, WebhookEvent, WebhookInbox, WebhookKind};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Knobs of the reference store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShopConfig {
+    /// Reservation lifetime; `None` never expires (the naive no-TTL design).
+    pub reservation_ttl_ms: Option<u64>,
+    /// Most orders held.
+    pub max_orders: usize,
+    /// Idempotency retention and bounds.
+    pub idempotency: IdempotencyLimits,
+    /// Webhook inbox bounds.
+    pub inbox: InboxLimits,
+    /// Job queue bounds.
+    pub queue: QueueLimits,
+    /// Job retry policy.
+    pub retry: RetryPolicy,
+}
+
+impl Default for ShopConfig {
+    fn default() -> Self {
+        ShopConfig {
+            reservation_ttl_ms: Some(15 * 60 * 1000),
+            max_orders: 1_000_000,
+            idempotency: IdempotencyLimits::default(),
+            inbox: InboxLimits::default(),
+            queue: QueueLimits::default(),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// A response saved under an idempotency key and replayed verbatim.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum SavedResponse {
+    /// `POST /v1/orders` accepted the order.
+    OrderAccepted {
+        /// The new order.
+        order: OrderId,
+        /// Its status when accepted.
+        status: OrderStatus,
+    },
+    /// `POST /v1/orders/{id}/pay` returned the intent's client secret.
+    PaymentStarted {
+        /// The order.
+        order: OrderId,
+        /// The PSP intent.
+        intent: IntentId,
+        /// The amount.
+        amount: Cents,
+        /// The secret the client confirms the payment with.
+        client_secret: String,
+    },
+}
+
+/// A request to place an order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlaceOrder {
+    /// The client's Idempotency-Key (the reference API requires one).
+    pub key: Option<IdempotencyKey>,
+    /// Who orders.
+    pub customer: CustomerId,
+    /// What, without prices.
+    pub items: Vec<ItemRequest>,
+}
+
+impl PlaceOrder {
+    /// The fingerprint of the request's canonical form: equal requests (same
+    /// customer, same lines in the same order) have equal fingerprints.
+    pub fn fingerprint(&self) -> Fingerprint {
+        let mut canonical = format!("POST /v1/orders\ncustomer={}\n", self.customer);
+        for item in &self.items {
+            canonical.push_str(&format!("item={}*{}\n", item.sku, item.qty));
+        }
+        Fingerprint::of(canonical.as_bytes())
+    }
+}
+
+/// What [`ShopState::place_order`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Placed {
+    /// A new order (and its first job) was written.
+    Created {
+        /// The order.
+        order: OrderId,
+        /// Its first job.
+        job: JobId,
+    },
+    /// The key was used before for the same request: replay this.
+    Replay(SavedResponse),
+    /// The key was used before for a different request (422).
+    KeyMismatch,
+    /// The key's first request is still running (409).
+    KeyInFlight,
+    /// The idempotency store is full (503).
+    KeyStoreFull,
+}
+
+/// Why a shop operation did nothing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ShopError {
+    /// The items are not a valid order.
+    #[error(transparent)]
+    Items(#[from] ItemsRejected),
+    /// The customer would hold more of a SKU than allowed.
+    #[error(
+        "customer {customer} may hold at most {limit} of {sku}; holds {held}, asked for {requested}"
+    )]
+    PurchaseLimit {
+        /// Who.
+        customer: CustomerId,
+        /// What.
+        sku: Sku,
+        /// The limit.
+        limit: u32,
+        /// Already held in live orders.
+        held: u64,
+        /// Asked for now.
+        requested: u32,
+    },
+    /// No such order.
+    #[error("no order {0}")]
+    UnknownOrder(OrderId),
+    /// The state machine refused.
+    #[error(transparent)]
+    Illegal(#[from] IllegalTransition),
+    /// The inventory refused.
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    /// The job queue refused.
+    #[error(transparent)]
+    Jobs(#[from] JobError),
+    /// The idempotency protocol was misused by the shell.
+    #[error(transparent)]
+    Idempotency(#[from] IdempotencyError),
+    /// The shop holds its maximum number of orders.
+    #[error("the shop holds its maximum of {0} orders")]
+    TooManyOrders(usize),
+    /// The webhook inbox is full.
+    #[error("the webhook inbox is full")]
+    InboxFull,
+    /// The order cannot be cancelled from its status.
+    #[error("{order} cannot be cancelled: it is {status}")]
+    NotCancellable {
+        /// The order.
+        order: OrderId,
+        /// Its status.
+        status: OrderStatus,
+    },
+}
+
+/// The result of a state-checked step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The order moved (one or more transitions, oldest first).
+    Moved(Vec<Transition>),
+    /// The order was not in a state this step applies to: nothing changed.
+    Skipped(OrderStatus),
+    /// A refund job was scheduled (or already was) for money that cannot be kept.
+    RefundScheduled,
+}
+
+/// What a webhook did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    /// Seen before; nothing done.
+    Duplicate,
+    /// Early: kept until the order can take it.
+    Parked,
+    /// Applied to the order.
+    Applied(Step),
+}
+
+/// Everything an auditor needs: the shop's state at one instant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditSnapshot {
+    /// When it was taken.
+    pub at: Millis,
+    /// Every order, with its transition history.
+    pub orders: Vec<Order>,
+    /// Stock counters per SKU.
+    pub stock: BTreeMap<Sku, StockLevel>,
+    /// Live reservations.
+    pub reservations: Vec<Reservation>,
+    /// The local mirror of PSP intents.
+    pub intents: Vec<PaymentIntent>,
+    /// Live jobs.
+    pub jobs_live: usize,
+    /// Jobs given up on.
+    pub dead_letters: Vec<DeadJob>,
+    /// Dead letters dropped because the list was full.
+    pub dead_dropped: u64,
+    /// Webhook events parked for orders that could not take them yet.
+    pub webhooks_parked: usize,
+    /// Idempotency records held.
+    pub idempotency_records: usize,
+}
+
+/// The reference store's whole state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShopState {
+    config: ShopConfig,
+    catalog: Catalog,
+    inventory: Inventory,
+    orders: BTreeMap<OrderId, Order>,
+    keys: IdempotencyStore<SavedResponse>,
+    intents: BTreeMap<OrderId, PaymentIntent>,
+    inbox: WebhookInbox,
+    jobs: JobQueue,
+    holdings: BTreeMap<(CustomerId, Sku), u64>,
+    refunds_scheduled: BTreeSet<OrderId>,
+    next_order: u64,
+}
+
+impl ShopState {
+    /// A shop selling `catalog` with no stock yet (see [`ShopState::stock`]).
+    pub fn new(catalog: Catalog, config: ShopConfig) -> ShopState {
+        ShopState {
+            config,
+            catalog,
+            inventory: Inventory::new(),
+            orders: BTreeMap::new(),
+            keys: IdempotencyStore::new(config.idempotency),
+            intents: BTreeMap::new(),
+            inbox: WebhookInbox::new(config.inbox),
+            jobs: JobQueue::new(config.queue, config.retry),
+            holdings: BTreeMap::new(),
+            refunds_scheduled: BTreeSet::new(),
+            next_order: 0,
+        }
+    }
+
+    /// Puts `qty` units of `sku` on the shelf, split over `segments`
+    /// sub-counters the first time the SKU is stocked.
+    pub fn stock(&mut self, sku: &Sku, qty: u64, segments: usize) -> Result<(), ShopError> {
+        if self.catalog.get(sku).is_none() {
+            return Err(ItemsRejected::UnknownSku { sku: sku.clone() }.into());
+        }
+        Ok(self.inventory.add_sku(sku.clone(), qty, segments)?)
+    }
+
+    /// The catalog.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ShopConfig {
+        &self.config
+    }
+
+    /// The inventory (read-only).
+    pub fn inventory(&self) -> &Inventory {
+        &self.inventory
+    }
+
+    /// An order.
+    pub fn order(&self, id: OrderId) -> Option<&Order> {
+        self.orders.get(&id)
+    }
+
+    /// All orders by id.
+    pub fn orders(&self) -> impl Iterator<Item = &Order> {
+        self.orders.values()
+    }
+
+    /// The local mirror of an order's PSP intent.
+    pub fn intent(&self, order: OrderId) -> Option<&PaymentIntent> {
+        self.intents.get(&order)
+    }
+
+    /// Outbox-style order placement: the idempotency decision, validation,
+    /// the order and its first job (`Reserve`) are one atomic step, and the
+    /// response is saved under the key in the same step, so no crash can
+    /// leave an order without its job or a key without its order.
+    pub fn place_order(&mut self, request: &PlaceOrder, now: Millis) -> Result<Placed, ShopError> {
+        let fingerprint = request.fingerprint();
+        if let Some(key) = &request.key {
+            match self.keys.begin(key, fingerprint, now) {
+                Begin::New => {}
+                Begin::Replay(saved) => return Ok(Placed::Replay(saved)),
+                Begin::Mismatch => return Ok(Placed::KeyMismatch),
+                Begin::InFlight => return Ok(Placed::KeyInFlight),
+                Begin::AtCapacity => return Ok(Placed::KeyStoreFull),
+            }
+        }
+        match self.create_order(request, now) {
+            Ok((order, job)) => {
+                if let Some(key) = &request.key {
+                    let saved = SavedResponse::OrderAccepted {
+                        order,
+                        status: OrderStatus::Created,
+                    };
+                    self.keys.complete(key, fingerprint, saved, now)?;
+                }
+                Ok(Placed::Created { order, job })
+            }
+            Err(err) => {
+                // Validation failures are not saved (Stripe): free the key.
+                if let Some(key) = &request.key {
+                    self.keys.abandon(key, fingerprint)?;
+                }
+                Err(err)
+            }
+        }
+    }
+
+    fn create_order(
+        &mut self,
+        request: &PlaceOrder,
+        now: Millis,
+    ) -> Result<(OrderId, JobId), ShopError> {
+        let (lines, total) = self.catalog.price_items(&request.items)?;
+        for line in &lines {
+            let limit = self
+                .catalog
+                .get(&line.sku)
+                .and_then(|p| p.per_customer_limit);
+            let held = self.held(&request.customer, &line.sku);
+            if let Some(limit) = limit
+                && held + u64::from(line.qty) > u64::from(limit)
+            {
+                return Err(ShopError::PurchaseLimit {
+                    customer: request.customer.clone(),
+                    sku: line.sku.clone(),
+                    limit,
+                    held,
+                    requested: line.qty,
+                });
+            }
+        }
+        if self.orders.len() >= self.config.max_orders {
+            return Err(ShopError::TooManyOrders(self.orders.len()));
+        }
+        if !self.jobs.has_room(1) {
+            return Err(JobError::QueueFull(self.jobs.depth()).into());
+        }
+        self.next_order += 1;
+        let id = OrderId(self.next_order);
+        for line in &lines {
+            *self
+                .holdings
+                .entry((request.customer.clone(), line.sku.clone()))
+                .or_default() += u64::from(line.qty);
+        }
+        let order = Order::new(
+            id,
+            request.customer.clone(),
+            lines,
+            total,
+            now,
+            request.key.clone(),
+        );
+        self.orders.insert(id, order);
+        let job = self.jobs.enqueue(JobKind::Reserve, id, now)?;
+        Ok((id, job))
+    }
+
+    fn held(&self, customer: &CustomerId, sku: &Sku) -> u64 {
+        self.holdings
+            .get(&(customer.clone(), sku.clone()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Starts a keyed request other than order placement (e.g. `/pay`):
+    /// Stripe's two-phase protocol. Finish with [`ShopState::complete_key`] or
+    /// [`ShopState::abandon_key`].
+    pub fn begin_key(
+        &mut self,
+        key: &IdempotencyKey,
+        fingerprint: Fingerprint,
+        now: Millis,
+    ) -> Begin<SavedResponse> {
+        self.keys.begin(key, fingerprint, now)
+    }
+
+    /// Saves the response of a keyed request begun with [`ShopState::begin_key`].
+    pub fn complete_key(
+        &mut self,
+        key: &IdempotencyKey,
+        fingerprint: Fingerprint,
+        response: SavedResponse,
+        now: Millis,
+    ) -> Result<(), ShopError> {
+        Ok(self.keys.complete(key, fingerprint, response, now)?)
+    }
+
+    /// Frees a keyed request's key: it had no effect and may be retried.
+    pub fn abandon_key(
+        &mut self,
+        key: &IdempotencyKey,
+        fingerprint: Fingerprint,
+    ) -> Result<(), ShopError> {
+        Ok(self.keys.abandon(key, fingerprint)?)
+    }
+
+    /// The `Reserve` job's step: if the order is still `Created`, reserve all
+    /// its lines (→ `InventoryReserved`, enqueue `CreateIntent`) or cancel it
+    /// as out of stock.
+    pub fn reserve(&mut self, id: OrderId, now: Millis, cause: Cause) -> Result<Step, ShopError> {
+        let order = self.orders.get(&id).ok_or(ShopError::UnknownOrder(id))?;
+        if order.status() != OrderStatus::Created {
+            return Ok(Step::Skipped(order.status()));
+        }
+        let lines: Vec<(Sku, u64)> = order
+            .lines
+            .iter()
+            .map(|l| (l.sku.clone(), u64::from(l.qty)))
+            .collect();
+        if !self.jobs.has_room(1) {
+            return Err(JobError::QueueFull(self.jobs.depth()).into());
+        }
+        match self
+            .inventory
+            .reserve(id, &lines, now, self.config.reservation_ttl_ms, id.0)
+        {
+            Ok(reservation) => {
+                self.orders.get_mut(&id).expect("checked").reservation = Some(reservation);
+                let moved = self.move_order(id, OrderStatus::InventoryReserved, now, cause)?;
+                Ok(Step::Moved(moved))
+            }
+            Err(InventoryError::OutOfStock { .. }) => {
+                let moved = self.move_order(
+                    id,
+                    OrderStatus::Cancelled(CancelReason::OutOfStock),
+                    now,
+                    cause,
+                )?;
+                Ok(Step::Moved(moved))
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// The `CreateIntent` job's step after the PSP answered: record the intent
+    /// and move to `PaymentPending` (then apply the intent's state, in case
+    /// the customer already paid). A cancelled order gets its intent cancelled.
+    pub fn record_intent(
+        &mut self,
+        intent: PaymentIntent,
+        now: Millis,
+        cause: Cause,
+    ) -> Result<Step, ShopError> {
+        let id = intent.order;
+        let status = self
+            .orders
+            .get(&id)
+            .ok_or(ShopError::UnknownOrder(id))?
+            .status();
+        match status {
+            OrderStatus::InventoryReserved => {
+                self.orders.get_mut(&id).expect("checked").intent = Some(intent.id.clone());
+                self.intents.insert(id, intent.clone());
+                let mut moved =
+                    self.move_order(id, OrderStatus::PaymentPending, now, cause.clone())?;
+                if let Step::Moved(more) = self.apply_payment(&intent, now, cause)? {
+                    moved.extend(more);
+                }
+                Ok(Step::Moved(moved))
+            }
+            OrderStatus::Cancelled(_) if intent.status == IntentStatus::RequiresPayment => {
+                self.intents.insert(id, intent);
+                self.jobs.enqueue(JobKind::CancelIntent, id, now)?;
+                Ok(Step::Skipped(status))
+            }
+            _ => self.apply_payment(&intent, now, cause),
+        }
+    }
+
+    /// Applies the PSP's authoritative view of an intent to its order:
+    /// succeeded → `Paid` (or a refund, if the order can no longer be
+    /// fulfilled); failed → `Cancelled(PaymentFailed)`. Anything already
+    /// applied is skipped, so applying twice is harmless.
+    pub fn apply_payment(
+        &mut self,
+        intent: &PaymentIntent,
+        now: Millis,
+        cause: Cause,
+    ) -> Result<Step, ShopError> {
+        use OrderStatus::*;
+        let id = intent.order;
+        let status = self
+            .orders
+            .get(&id)
+            .ok_or(ShopError::UnknownOrder(id))?
+            .status();
+        match (intent.status, status) {
+            (IntentStatus::Succeeded, InventoryReserved | PaymentPending) => {
+                self.adopt_intent(intent);
+                let mut moved = Vec::new();
+                if status == InventoryReserved {
+                    moved.extend(self.move_order(id, PaymentPending, now, cause.clone())?);
+                }
+                moved.extend(self.move_order(id, Paid, now, cause)?);
+                Ok(Step::Moved(moved))
+            }
+            (IntentStatus::Succeeded, Cancelled(_)) if intent.net_captured() > Cents::ZERO => {
+                self.adopt_intent(intent);
+                self.schedule_refund(id, now)?;
+                Ok(Step::RefundScheduled)
+            }
+            (IntentStatus::Failed, InventoryReserved | PaymentPending) => {
+                self.adopt_intent(intent);
+                let moved =
+                    self.move_order(id, Cancelled(CancelReason::PaymentFailed), now, cause)?;
+                Ok(Step::Moved(moved))
+            }
+            _ => Ok(Step::Skipped(status)),
+        }
+    }
+
+    fn adopt_intent(&mut self, intent: &PaymentIntent) {
+        let order = self.orders.get_mut(&intent.order).expect("caller checked");
+        order.intent.get_or_insert_with(|| intent.id.clone());
+        self.intents.insert(intent.order, intent.clone());
+    }
+
+    fn schedule_refund(&mut self, id: OrderId, now: Millis) -> Result<(), ShopError> {
+        if self.refunds_scheduled.insert(id)
+            && let Err(err) = self.jobs.enqueue(JobKind::Refund, id, now)
+        {
+            self.refunds_scheduled.remove(&id);
+            return Err(err.into());
+        }
+        Ok(())
+    }
+
+    /// A verified webhook: dedup by event id, park it if its order cannot take
+    /// it yet (unknown, or not reserved yet), otherwise apply it.
+    pub fn receive_webhook(
+        &mut self,
+        event: WebhookEvent,
+        now: Millis,
+    ) -> Result<WebhookOutcome, ShopError> {
+        if self.inbox.has_seen(&event.id) {
+            return Ok(WebhookOutcome::Duplicate);
+        }
+        let early = self
+            .orders
+            .get(&event.order)
+            .is_none_or(|o| o.status() == OrderStatus::Created);
+        if early && !self.inbox.can_park() {
+            return Err(ShopError::InboxFull);
+        }
+        match self.inbox.receive(&event, now) {
+            Received::Fresh => {}
+            Received::Duplicate => return Ok(WebhookOutcome::Duplicate),
+            Received::Full => return Err(ShopError::InboxFull),
+        }
+        if early {
+            self.inbox.park(event);
+            return Ok(WebhookOutcome::Parked);
+        }
+        Ok(WebhookOutcome::Applied(self.apply_event(&event, now)?))
+    }
+
+    fn apply_event(&mut self, event: &WebhookEvent, now: Millis) -> Result<Step, ShopError> {
+        let cause = Cause::Webhook {
+            event: event.id.clone(),
+        };
+        let (status, refunded) = match event.kind {
+            WebhookKind::PaymentSucceeded => (IntentStatus::Succeeded, Cents::ZERO),
+            WebhookKind::PaymentFailed => (IntentStatus::Failed, Cents::ZERO),
+            WebhookKind::Refunded => (IntentStatus::Succeeded, event.amount),
+        };
+        let intent = PaymentIntent {
+            id: event.intent.clone(),
+            order: event.order,
+            amount: event.amount,
+            status,
+            refunded,
+        };
+        if event.kind == WebhookKind::Refunded {
+            return self.mark_refunded(&intent, now, cause);
+        }
+        self.apply_payment(&intent, now, cause)
+    }
+
+    /// The `Finalize` job's step: a `Paid` order commits its stock and is `Confirmed`.
+    pub fn finalize(&mut self, id: OrderId, now: Millis, cause: Cause) -> Result<Step, ShopError> {
+        self.transition_if(id, OrderStatus::Paid, OrderStatus::Confirmed, now, cause)
+    }
+
+    /// The `Refund` job's step after the PSP refunded: the order is `Refunded`.
+    pub fn mark_refunded(
+        &mut self,
+        intent: &PaymentIntent,
+        now: Millis,
+        cause: Cause,
+    ) -> Result<Step, ShopError> {
+        let id = intent.order;
+        let status = self
+            .orders
+            .get(&id)
+            .ok_or(ShopError::UnknownOrder(id))?
+            .status();
+        if !matches!(status, OrderStatus::Paid | OrderStatus::Cancelled(_)) {
+            return Ok(Step::Skipped(status));
+        }
+        self.intents.insert(id, intent.clone());
+        self.refunds_scheduled.remove(&id);
+        Ok(Step::Moved(self.move_order(
+            id,
+            OrderStatus::Refunded,
+            now,
+            cause,
+        )?))
+    }
+
+    /// Compare-and-set on status: moves `id` from `expected` to `to`, or
+    /// reports the actual status and changes nothing.
+    pub fn transition_if(
+        &mut self,
+        id: OrderId,
+        expected: OrderStatus,
+        to: OrderStatus,
+        now: Millis,
+        cause: Cause,
+    ) -> Result<Step, ShopError> {
+        let status = self
+            .orders
+            .get(&id)
+            .ok_or(ShopError::UnknownOrder(id))?
+            .status();
+        if status != expected {
+            return Ok(Step::Skipped(status));
+        }
+        Ok(Step::Moved(self.move_order(id, to, now, cause)?))
+    }
+
+    /// The customer cancels: an unpaid order is cancelled and its stock
+    /// released. A paid or final order cannot be cancelled.
+    pub fn cancel(&mut self, id: OrderId, now: Millis) -> Result<Step, ShopError> {
+        let status = self
+            .orders
+            .get(&id)
+            .ok_or(ShopError::UnknownOrder(id))?
+            .status();
+        match status {
+            OrderStatus::Created | OrderStatus::InventoryReserved | OrderStatus::PaymentPending => {
+                Ok(Step::Moved(self.move_order(
+                    id,
+                    OrderStatus::Cancelled(CancelReason::ByCustomer),
+                    now,
+                    Cause::Customer,
+                )?))
+            }
+            OrderStatus::Cancelled(CancelReason::ByCustomer) => Ok(Step::Skipped(status)),
+            _ => Err(ShopError::NotCancellable { order: id, status }),
+        }
+    }
+
+    /// The sweeper: cancels up to `max` orders whose reservation lapsed and
+    /// releases their stock. Returns the transitions made.
+    pub fn expire_reservations(
+        &mut self,
+        now: Millis,
+        max: usize,
+    ) -> Result<Vec<Transition>, ShopError> {
+        let due: Vec<_> = self.inventory.due(now).take(max).collect();
+        let mut moved = Vec::new();
+        for rid in due {
+            let order = self
+                .inventory
+                .reservation(rid)
+                .expect("due names live")
+                .order;
+            let status = self.orders.get(&order).map(Order::status);
+            match status {
+                Some(OrderStatus::InventoryReserved | OrderStatus::PaymentPending)
+                    if self.orders[&order].reservation == Some(rid) =>
+                {
+                    moved.extend(self.move_order(
+                        order,
+                        OrderStatus::Cancelled(CancelReason::Expired),
+                        now,
+                        Cause::Sweeper,
+                    )?);
+                }
+                // A reservation no live order owns is a leak: give the stock back.
+                _ => {
+                    self.inventory.release(rid)?;
+                }
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Moves an order and carries out the side effects of entering the new
+    /// status. All checks happen before the first change.
+    fn move_order(
+        &mut self,
+        id: OrderId,
+        to: OrderStatus,
+        now: Millis,
+        cause: Cause,
+    ) -> Result<Vec<Transition>, ShopError> {
+        let order = self.orders.get(&id).ok_or(ShopError::UnknownOrder(id))?;
+        let from = order.status();
+        if !from.can_become(to) {
+            return Err(IllegalTransition {
+                order: id,
+                from,
+                to,
+            }
+            .into());
+        }
+        let needs_job = matches!(to, OrderStatus::InventoryReserved | OrderStatus::Paid)
+            || (matches!(to, OrderStatus::Cancelled(_)) && self.intent_is_open(id));
+        if needs_job && !self.jobs.has_room(1) {
+            return Err(JobError::QueueFull(self.jobs.depth()).into());
+        }
+        let transition = self
+            .orders
+            .get_mut(&id)
+            .expect("checked")
+            .transition(to, now, cause)?;
+        let mut moved = vec![transition];
+        let reservation = self.orders[&id].reservation;
+        match to {
+            OrderStatus::InventoryReserved => {
+                self.jobs.enqueue(JobKind::CreateIntent, id, now)?;
+                for event in self.inbox.take_parked(id) {
+                    if let Step::Moved(more) = self.apply_event(&event, now)? {
+                        moved.extend(more);
+                    }
+                }
+            }
+            OrderStatus::Paid => {
+                if let Some(rid) = reservation {
+                    self.inventory.pin(rid)?;
+                }
+                self.jobs.enqueue(JobKind::Finalize, id, now)?;
+            }
+            OrderStatus::Confirmed => {
+                if let Some(rid) = reservation {
+                    self.inventory.commit(rid)?;
+                }
+                self.orders.get_mut(&id).expect("checked").reservation = None;
+            }
+            OrderStatus::Cancelled(_) | OrderStatus::Refunded => {
+                if let Some(rid) = reservation {
+                    self.inventory.release(rid)?;
+                    self.orders.get_mut(&id).expect("checked").reservation = None;
+                }
+                if from.holds_reservation() || from == OrderStatus::Created {
+                    self.release_holdings(id);
+                }
+                if matches!(to, OrderStatus::Cancelled(_)) && self.intent_is_open(id) {
+                    self.jobs.enqueue(JobKind::CancelIntent, id, now)?;
+                }
+            }
+            OrderStatus::Created | OrderStatus::PaymentPending => {}
+        }
+        Ok(moved)
+    }
+
+    fn intent_is_open(&self, id: OrderId) -> bool {
+        self.intents
+            .get(&id)
+            .is_some_and(|i| i.status == IntentStatus::RequiresPayment)
+    }
+
+    fn release_holdings(&mut self, id: OrderId) {
+        let order = &self.orders[&id];
+        for line in &order.lines {
+            let key = (order.customer.clone(), line.sku.clone());
+            if let Some(held) = self.holdings.get_mut(&key) {
+                *held = held.saturating_sub(u64::from(line.qty));
+                if *held == 0 {
+                    self.holdings.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Leases the next runnable job.
+    pub fn lease_job(&mut self, now: Millis) -> Option<Lease> {
+        self.jobs.lease(now)
+    }
+
+    /// Acknowledges a finished job.
+    pub fn ack_job(&mut self, lease: &Lease) -> Result<(), ShopError> {
+        self.jobs.ack(lease)?;
+        Ok(())
+    }
+
+    /// Reports a failed attempt; the job is retried after backoff or dead-lettered.
+    pub fn fail_job(
+        &mut self,
+        lease: &Lease,
+        now: Millis,
+        error: &str,
+        jitter_permille: u32,
+    ) -> Result<Failed, ShopError> {
+        Ok(self.jobs.fail(lease, now, error, jitter_permille)?)
+    }
+
+    /// Adds a job (used for repairs the reconciler asks for).
+    pub fn enqueue_job(
+        &mut self,
+        kind: JobKind,
+        order: OrderId,
+        now: Millis,
+    ) -> Result<JobId, ShopError> {
+        if !self.orders.contains_key(&order) {
+            return Err(ShopError::UnknownOrder(order));
+        }
+        Ok(self.jobs.enqueue(kind, order, now)?)
+    }
+
+    /// When the next job becomes runnable.
+    pub fn next_job_at(&self) -> Option<Millis> {
+        self.jobs.next_visible_at()
+    }
+
+    /// Housekeeping: forgets expired idempotency records and old webhook ids,
+    /// at most `max` of each. Returns how many went.
+    pub fn housekeep(&mut self, now: Millis, max: usize) -> usize {
+        self.keys.expire(now, max) + self.inbox.forget_old(now, max)
+    }
+
+    /// A consistent snapshot of everything, for `/admin/audit` and the checker.
+    pub fn audit(&self, now: Millis) -> AuditSnapshot {
+        AuditSnapshot {
+            at: now,
+            orders: self.orders.values().cloned().collect(),
+            stock: self.inventory.levels(),
+            reservations: self.inventory.reservations().cloned().collect(),
+            intents: self.intents.values().cloned().collect(),
+            jobs_live: self.jobs.depth(),
+            dead_letters: self.jobs.dead_letters().cloned().collect(),
+            dead_dropped: self.jobs.dead_dropped(),
+            webhooks_parked: self.inbox.parked_len(),
+            idempotency_records: self.keys.len(),
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! The webhook inbox: deduplication by event id, and parking of events that
+//! arrive before their order can take them.
+//!
+//! The inbox never decides what an event *means*; the shop does
+//! ([`crate::shop::ShopState::receive_webhook`]). The inbox guarantees that an event id
+//! is accepted at most once while remembered, and that an early event is kept
+//! (bounded) rather than dropped.
+
+use crate::ids::{EventId, IntentId, OrderId};
+use crate::money::Cents;
+use crate::time::Millis;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What a PSP event reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookKind {
+    /// `payment_intent.succeeded`
+    PaymentSucceeded,
+    /// `payment_intent.payment_failed`
+    PaymentFailed,
+    /// `charge.refunded`
+    Refunded,
+}
+
+/// A verified PSP event (signature checking is the shell's job).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookEvent {
+    /// Unique per event; duplicates share it.
+    pub id: EventId,
+    /// What happened.
+    pub kind: WebhookKind,
+    /// The intent it concerns.
+    pub intent: IntentId,
+    /// The order named in the intent's metadata.
+    pub order: OrderId,
+    /// The intent's amount.
+    pub amount: Cents,
+    /// When the PSP created the event.
+    pub created: Millis,
+}
+
+/// Limits of a [`WebhookInbox`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxLimits {
+    /// How long a seen event id is remembered for deduplication.
+    pub dedup_retention_ms: u64,
+    /// Most event ids remembered at once.
+    pub max_seen: usize,
+    /// Most parked events across all orders.
+    pub max_parked: usize,
+}
+
+impl Default for InboxLimits {
+    fn default() -> Self {
+        InboxLimits {
+            dedup_retention_ms: 3 * 24 * 60 * 60 * 1000,
+            max_seen: 1_000_000,
+            max_parked: 100_000,
+        }
+    }
+}
+
+/// What [`WebhookInbox::receive`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// First sighting: the caller should apply or park it.
+    Fresh,
+    /// Seen before: do nothing, answer 2xx so the PSP stops retrying.
+    Duplicate,
+    /// The inbox is full: answer 503 so the PSP retries later; nothing recorded.
+    Full,
+}
+
+/// Seen event ids and parked early events.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookInbox {
+    seen: BTreeMap<EventId, Millis>,
+    parked: BTreeMap<OrderId, Vec<WebhookEvent>>,
+    parked_count: usize,
+    limits: InboxLimits,
+}
+
+impl WebhookInbox {
+    /// An empty inbox.
+    pub fn new(limits: InboxLimits) -> WebhookInbox {
+        WebhookInbox {
+            limits,
+            ..WebhookInbox::default()
+        }
+    }
+
+    /// Records `event`'s id as seen, unless it already was.
+    pub fn receive(&mut self, event: &WebhookEvent, now: Millis) -> Received {
+        if self.seen.contains_key(&event.id) {
+            return Received::Duplicate;
+        }
+        if self.seen.len() >= self.limits.max_seen {
+            return Received::Full;
+        }
+        self.seen.insert(event.id.clone(), now);
+        Received::Fresh
+    }
+
+    /// Has this event id been seen (and not yet forgotten)?
+    pub fn has_seen(&self, id: &EventId) -> bool {
+        self.seen.contains_key(id)
+    }
+
+    /// Room for one more parked event?
+    pub fn can_park(&self) -> bool {
+        self.parked_count < self.limits.max_parked
+    }
+
+    /// Keeps an early event until its order can take it. The caller checks
+    /// [`WebhookInbox::can_park`] first; parking into a full inbox is a bug.
+    pub fn park(&mut self, event: WebhookEvent) {
+        assert!(self.can_park(), "park into a full inbox");
+        self.parked.entry(event.order).or_default().push(event);
+        self.parked_count += 1;
+    }
+
+    /// Removes and returns the events parked for `order`, oldest first.
+    pub fn take_parked(&mut self, order: OrderId) -> Vec<WebhookEvent> {
+        let events = self.parked.remove(&order).unwrap_or_default();
+        self.parked_count -= events.len();
+        events
+    }
+
+    /// Parked events, all orders.
+    pub fn parked_len(&self) -> usize {
+        self.parked_count
+    }
+
+    /// Remembered event ids.
+    pub fn seen_len(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Forgets up to `max` event ids seen longer ago than the retention window.
+    pub fn forget_old(&mut self, now: Millis, max: usize) -> usize {
+        let old: Vec<EventId> = self
+            .seen
+            .iter()
+            .filter(|(_, at)| now.since(**at) >= self.limits.dedup_retention_ms)
+            .take(max)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &old {
+            self.seen.remove(id);
+        }
+        old.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str, order: u64) -> WebhookEvent {
+        WebhookEvent {
+            id: EventId::new(id).unwrap(),
+            kind: WebhookKind::PaymentSucceeded,
+            intent: IntentId::new("pi_1").unwrap(),
+            order: OrderId(order),
+            amount: Cents(100),
+            created: Millis(0),
+        }
+    }
+
+    #[test]
+    fn an_event_id_is_fresh_once_then_duplicate() {
+        let mut inbox = WebhookInbox::new(InboxLimits::default());
+        assert_eq!(
+            inbox.receive(&event("evt_1", 1), Millis(0)),
+            Received::Fresh
+        );
+        assert_eq!(
+            inbox.receive(&event("evt_1", 1), Millis(5)),
+            Received::Duplicate
+        );
+        assert_eq!(
+            inbox.receive(&event("evt_2", 1), Millis(5)),
+            Received::Fresh
+        );
+    }
+
+    #[test]
+    fn parked_events_come_back_in_order_for_their_order_only() {
+        let mut inbox = WebhookInbox::new(InboxLimits::default());
+        inbox.park(event("evt_1", 1));
+        inbox.park(event("evt_2", 2));
+        inbox.park(event("evt_3", 1));
+        let back: Vec<_> = inbox
+            .take_parked(OrderId(1))
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(
+            back,
+            vec![
+                EventId::new("evt_1").unwrap(),
+                EventId::new("evt_3").unwrap()
+            ]
+        );
+        assert_eq!(inbox.parked_len(), 1);
+        assert!(inbox.take_parked(OrderId(1)).is_empty());
+    }
+
+    #[test]
+    fn the_inbox_is_bounded_and_forgets_after_retention() {
+        let mut inbox = WebhookInbox::new(InboxLimits {
+            dedup_retention_ms: 100,
+            max_seen: 2,
+            max_parked: 1,
+        });
+        assert_eq!(
+            inbox.receive(&event("evt_1", 1), Millis(0)),
+            Received::Fresh
+        );
+        assert_eq!(
+            inbox.receive(&event("evt_2", 1), Millis(50)),
+            Received::Fresh
+        );
+        assert_eq!(
+            inbox.receive(&event("evt_3", 1), Millis(60)),
+            Received::Full
+        );
+        assert!(!inbox.has_seen(&EventId::new("evt_3").unwrap()));
+        assert_eq!(inbox.forget_old(Millis(100), 10), 1);
+        assert_eq!(
+            inbox.receive(&event("evt_3", 1), Millis(100)),
+            Received::Fresh
+        );
+        inbox.park(event("evt_9", 1));
+        assert!(!inbox.can_park());
+    }
+}
