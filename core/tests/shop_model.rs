@@ -12,9 +12,9 @@ use proptest::prelude::*;
 use stampede_core::{
     Catalog, Cause, Cents, ClientOp, ClientReply, CustomerId, EventId, EventKind, History,
     IdempotencyKey, IntentId, IntentStatus, Invariant, ItemRequest, JobKind, Lease, LedgerEntry,
-    LedgerKind, Millis, OrderId, PaymentIntent, PlaceOrder, Placed, Product, Repair, SavedResponse,
-    ShopConfig, ShopError, ShopState, Sku, Step, WebhookEvent, WebhookKind, check, check_all,
-    reconcile,
+    LedgerKind, Millis, OrderId, PaymentIntent, PlaceOrder, Placed, Product, QueueLimits, Repair,
+    RetryPolicy, SavedResponse, ShopConfig, ShopError, ShopState, Sku, Step, WebhookEvent,
+    WebhookKind, check, check_all, reconcile,
 };
 use std::collections::BTreeMap;
 
@@ -87,10 +87,19 @@ impl World {
             max_qty_per_order: 3,
             per_customer_limit: Some(4),
         }));
-        let mut config = ShopConfig::default();
-        config.reservation_ttl_ms = Some(TTL_MS);
-        config.queue.visibility_ms = 300;
-        config.retry.max_attempts = 1_000;
+        let defaults = ShopConfig::default();
+        let config = ShopConfig {
+            reservation_ttl_ms: Some(TTL_MS),
+            queue: QueueLimits {
+                visibility_ms: 300,
+                ..defaults.queue
+            },
+            retry: RetryPolicy {
+                max_attempts: 1_000,
+                ..defaults.retry
+            },
+            ..defaults
+        };
         let mut world = World {
             shop: ShopState::new(catalog, config),
             psp: Psp::default(),
