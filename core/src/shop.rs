@@ -862,3 +862,300 @@ impl ShopState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Product;
+
+    fn sku() -> Sku {
+        Sku::new("hat").unwrap()
+    }
+
+    fn shop(stock: u64, limit: Option<u32>) -> ShopState {
+        let catalog = Catalog::new([Product {
+            sku: sku(),
+            name: "Hat".into(),
+            price: Cents(1_000),
+            max_qty_per_order: 5,
+            per_customer_limit: limit,
+        }]);
+        let config = ShopConfig {
+            reservation_ttl_ms: Some(100),
+            ..ShopConfig::default()
+        };
+        let mut s = ShopState::new(catalog, config);
+        s.stock(&sku(), stock, 1).unwrap();
+        s
+    }
+
+    fn request(key: &str, customer: &str, qty: u32) -> PlaceOrder {
+        PlaceOrder {
+            key: Some(IdempotencyKey::new(key).unwrap()),
+            customer: CustomerId::new(customer).unwrap(),
+            items: vec![ItemRequest { sku: sku(), qty }],
+        }
+    }
+
+    fn place(s: &mut ShopState, key: &str, qty: u32) -> OrderId {
+        match s
+            .place_order(&request(key, "alice", qty), Millis(0))
+            .unwrap()
+        {
+            Placed::Created { order, .. } => order,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn intent(order: OrderId, status: IntentStatus) -> PaymentIntent {
+        PaymentIntent {
+            id: IntentId::new(format!("pi_{}", order.0)).unwrap(),
+            order,
+            amount: Cents(1_000),
+            status,
+            refunded: Cents::ZERO,
+        }
+    }
+
+    fn to_payment_pending(s: &mut ShopState, order: OrderId) {
+        s.reserve(order, Millis(1), Cause::Reconciler).unwrap();
+        s.record_intent(
+            intent(order, IntentStatus::RequiresPayment),
+            Millis(2),
+            Cause::Reconciler,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn placing_an_order_writes_the_order_its_first_job_and_the_key_together() {
+        let mut s = shop(10, None);
+        let order = place(&mut s, "k1", 2);
+        assert_eq!(s.order(order).unwrap().status(), OrderStatus::Created);
+        assert_eq!(s.order(order).unwrap().total, Cents(2_000));
+        let lease = s.lease_job(Millis(0)).unwrap();
+        assert_eq!((lease.kind, lease.order), (JobKind::Reserve, order));
+        assert_eq!(
+            s.place_order(&request("k1", "alice", 2), Millis(5))
+                .unwrap(),
+            Placed::Replay(SavedResponse::OrderAccepted {
+                order,
+                status: OrderStatus::Created
+            })
+        );
+        assert_eq!(
+            s.place_order(&request("k1", "alice", 3), Millis(5))
+                .unwrap(),
+            Placed::KeyMismatch
+        );
+        assert_eq!(s.orders().count(), 1);
+    }
+
+    #[test]
+    fn a_rejected_request_changes_nothing_and_frees_its_key() {
+        let mut s = shop(10, None);
+        let before = s.clone();
+        assert!(matches!(
+            s.place_order(&request("k1", "alice", 9), Millis(0)),
+            Err(ShopError::Items(ItemsRejected::QtyAboveLimit { .. }))
+        ));
+        assert_eq!(s, before);
+        // The key is free for a corrected request.
+        place(&mut s, "k1", 1);
+    }
+
+    #[test]
+    fn per_customer_limits_count_live_orders_and_free_up_on_cancel() {
+        let mut s = shop(10, Some(3));
+        let first = place(&mut s, "k1", 2);
+        let err = s
+            .place_order(&request("k2", "alice", 2), Millis(0))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ShopError::PurchaseLimit {
+                    limit: 3,
+                    held: 2,
+                    requested: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // Another customer is not affected.
+        assert!(s.place_order(&request("k3", "bob", 2), Millis(0)).is_ok());
+        s.cancel(first, Millis(1)).unwrap();
+        assert!(s.place_order(&request("k2", "alice", 2), Millis(2)).is_ok());
+    }
+
+    #[test]
+    fn reserve_is_state_checked_so_a_redelivered_job_is_a_no_op() {
+        let mut s = shop(10, None);
+        let order = place(&mut s, "k1", 2);
+        assert!(matches!(
+            s.reserve(order, Millis(1), Cause::Reconciler).unwrap(),
+            Step::Moved(_)
+        ));
+        assert_eq!(
+            s.reserve(order, Millis(2), Cause::Reconciler).unwrap(),
+            Step::Skipped(OrderStatus::InventoryReserved)
+        );
+        assert_eq!(s.inventory().level(&sku()).unwrap().reserved, 2);
+    }
+
+    #[test]
+    fn an_order_that_cannot_be_reserved_is_cancelled_out_of_stock() {
+        let mut s = shop(1, None);
+        let order = place(&mut s, "k1", 2);
+        s.reserve(order, Millis(1), Cause::Reconciler).unwrap();
+        assert_eq!(
+            s.order(order).unwrap().status(),
+            OrderStatus::Cancelled(CancelReason::OutOfStock)
+        );
+        assert_eq!(s.inventory().level(&sku()).unwrap().available, 1);
+    }
+
+    #[test]
+    fn a_payment_confirms_through_finalize_and_sells_the_stock() {
+        let mut s = shop(10, None);
+        let order = place(&mut s, "k1", 2);
+        to_payment_pending(&mut s, order);
+        s.apply_payment(
+            &intent(order, IntentStatus::Succeeded),
+            Millis(3),
+            Cause::Reconciler,
+        )
+        .unwrap();
+        assert_eq!(s.order(order).unwrap().status(), OrderStatus::Paid);
+        // A paid order's reservation no longer expires.
+        assert!(
+            s.expire_reservations(Millis(10_000), 10)
+                .unwrap()
+                .is_empty()
+        );
+        s.finalize(order, Millis(4), Cause::Reconciler).unwrap();
+        assert_eq!(s.order(order).unwrap().status(), OrderStatus::Confirmed);
+        assert_eq!(s.inventory().level(&sku()).unwrap().sold, 2);
+        assert_eq!(
+            s.finalize(order, Millis(5), Cause::Reconciler).unwrap(),
+            Step::Skipped(OrderStatus::Confirmed)
+        );
+    }
+
+    #[test]
+    fn an_early_webhook_is_parked_then_applied_when_the_order_is_reserved() {
+        let mut s = shop(10, None);
+        let order = place(&mut s, "k1", 1);
+        let event = WebhookEvent {
+            id: crate::ids::EventId::new("evt_1").unwrap(),
+            kind: WebhookKind::PaymentSucceeded,
+            intent: intent(order, IntentStatus::Succeeded).id,
+            order,
+            amount: Cents(1_000),
+            created: Millis(0),
+        };
+        assert_eq!(
+            s.receive_webhook(event.clone(), Millis(0)).unwrap(),
+            WebhookOutcome::Parked
+        );
+        assert_eq!(
+            s.receive_webhook(event, Millis(0)).unwrap(),
+            WebhookOutcome::Duplicate
+        );
+        let Step::Moved(moved) = s.reserve(order, Millis(1), Cause::Reconciler).unwrap() else {
+            panic!()
+        };
+        let path: Vec<_> = moved.iter().map(|t| t.to).collect();
+        assert_eq!(
+            path,
+            [
+                OrderStatus::InventoryReserved,
+                OrderStatus::PaymentPending,
+                OrderStatus::Paid
+            ]
+        );
+        assert_eq!(s.audit(Millis(1)).webhooks_parked, 0);
+    }
+
+    #[test]
+    fn expiry_cancels_unpaid_orders_and_a_late_payment_is_refunded() {
+        let mut s = shop(10, None);
+        let order = place(&mut s, "k1", 3);
+        to_payment_pending(&mut s, order);
+        let expired = s.expire_reservations(Millis(200), 10).unwrap();
+        assert_eq!(expired[0].to, OrderStatus::Cancelled(CancelReason::Expired));
+        assert_eq!(s.inventory().level(&sku()).unwrap().available, 10);
+        // The open intent is to be cancelled at the PSP.
+        let kinds: Vec<_> = std::iter::from_fn(|| s.lease_job(Millis(200)))
+            .map(|l| l.kind)
+            .collect();
+        assert!(kinds.contains(&JobKind::CancelIntent), "{kinds:?}");
+        // The customer paid anyway: the money is refunded, never kept.
+        let step = s
+            .apply_payment(
+                &intent(order, IntentStatus::Succeeded),
+                Millis(201),
+                Cause::Reconciler,
+            )
+            .unwrap();
+        assert_eq!(step, Step::RefundScheduled);
+        let refund = s.lease_job(Millis(201)).unwrap();
+        assert_eq!(refund.kind, JobKind::Refund);
+        let mut refunded = intent(order, IntentStatus::Succeeded);
+        refunded.refunded = refunded.amount;
+        s.mark_refunded(&refunded, Millis(202), Cause::Worker { job: refund.job })
+            .unwrap();
+        assert_eq!(s.order(order).unwrap().status(), OrderStatus::Refunded);
+    }
+
+    #[test]
+    fn paid_and_final_orders_cannot_be_cancelled() {
+        let mut s = shop(10, None);
+        let order = place(&mut s, "k1", 1);
+        to_payment_pending(&mut s, order);
+        s.apply_payment(
+            &intent(order, IntentStatus::Succeeded),
+            Millis(3),
+            Cause::Reconciler,
+        )
+        .unwrap();
+        assert!(matches!(
+            s.cancel(order, Millis(4)),
+            Err(ShopError::NotCancellable { .. })
+        ));
+        let other = place(&mut s, "k2", 1);
+        s.cancel(other, Millis(4)).unwrap();
+        assert_eq!(
+            s.cancel(other, Millis(5)).unwrap(),
+            Step::Skipped(OrderStatus::Cancelled(CancelReason::ByCustomer))
+        );
+    }
+
+    #[test]
+    fn transition_if_is_a_compare_and_set() {
+        let mut s = shop(10, None);
+        let order = place(&mut s, "k1", 1);
+        let step = s
+            .transition_if(
+                order,
+                OrderStatus::PaymentPending,
+                OrderStatus::Paid,
+                Millis(1),
+                Cause::Reconciler,
+            )
+            .unwrap();
+        assert_eq!(step, Step::Skipped(OrderStatus::Created));
+        let err = s
+            .transition_if(
+                order,
+                OrderStatus::Created,
+                OrderStatus::Confirmed,
+                Millis(1),
+                Cause::Reconciler,
+            )
+            .unwrap_err();
+        assert!(matches!(err, ShopError::Illegal(_)));
+        assert_eq!(s.order(order).unwrap().status(), OrderStatus::Created);
+    }
+}
