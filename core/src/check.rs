@@ -380,11 +380,18 @@ fn committed(status: OrderStatus) -> bool {
 }
 
 fn no_oversell(facts: &Facts<'_>) -> Vec<Violation> {
-    let mut out = Vec::new();
+    let mut out = oversold_over_time(facts);
+    let flagged: BTreeSet<Sku> = out
+        .iter()
+        .filter_map(|v| match &v.subject {
+            Subject::Sku(sku) => Some(sku.clone()),
+            _ => None,
+        })
+        .collect();
     for sku in facts.skus() {
         let received = facts.received(sku);
         let (units, orders) = facts.units_where(sku, committed);
-        if units > received {
+        if units > received && !flagged.contains(sku) {
             let mut evidence = facts.transitions_into(&orders, committed);
             evidence.extend(
                 facts
@@ -419,6 +426,59 @@ fn no_oversell(facts: &Facts<'_>) -> Vec<Violation> {
         }
     }
     out
+}
+
+/// Replays the history in order: units promised to paid orders (entering
+/// `Paid` or `Confirmed` from an uncommitted status, until refunded) must
+/// never exceed the units received so far. Catches an oversell that a later
+/// refund hid from the final state, and says when it first happened.
+fn oversold_over_time(facts: &Facts<'_>) -> Vec<Violation> {
+    let mut received: BTreeMap<&Sku, u64> = BTreeMap::new();
+    let mut promised: BTreeMap<&Sku, (u64, Vec<usize>)> = BTreeMap::new();
+    let mut out: BTreeMap<&Sku, Violation> = BTreeMap::new();
+    for (i, event) in facts.history.indexed() {
+        match &event.kind {
+            EventKind::Stocked { sku, qty } => {
+                let r = received.entry(sku).or_default();
+                *r = r.saturating_add(*qty);
+            }
+            EventKind::Transition(t) if committed(t.to) != committed(t.from) => {
+                let Some(order) = facts.orders.get(&t.order) else {
+                    continue;
+                };
+                for line in &order.lines {
+                    let entry = promised.entry(&line.sku).or_default();
+                    if committed(t.to) {
+                        entry.0 += u64::from(line.qty);
+                        entry.1.push(i);
+                    } else {
+                        entry.0 = entry.0.saturating_sub(u64::from(line.qty));
+                    }
+                    let have = received.get(&line.sku).copied().unwrap_or(0);
+                    if entry.0 > have && !out.contains_key(&line.sku) {
+                        out.insert(
+                            &line.sku,
+                            Violation {
+                                subject: Subject::Sku(line.sku.clone()),
+                                detail: format!(
+                                    "at {} paid orders held {} units but only {have} had been received",
+                                    event.at, entry.0
+                                ),
+                                evidence: {
+                                    let mut e = entry.1.clone();
+                                    e.extend(facts.received.get(&line.sku).map(|r| r.1.clone()).unwrap_or_default());
+                                    e.sort_unstable();
+                                    e
+                                },
+                            },
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out.into_values().collect()
 }
 
 fn stock_conserved(facts: &Facts<'_>) -> Vec<Violation> {
@@ -673,24 +733,56 @@ fn legal_transitions(facts: &Facts<'_>) -> Vec<Violation> {
 
 fn no_lost_acknowledged_order(facts: &Facts<'_>) -> Vec<Violation> {
     let mut seen = BTreeSet::new();
-    facts
-        .exchanges
-        .iter()
-        .filter_map(|ex| match ex.reply {
-            ClientReply::OrderAccepted { order, .. }
-                if !facts.orders.contains_key(order) && seen.insert(*order) =>
-            {
-                Some(Violation {
-                    subject: Subject::Order(*order),
-                    detail: format!(
-                        "a client was told {order} was accepted, but the shop has no such order"
-                    ),
-                    evidence: vec![ex.request, ex.response],
-                })
+    let mut out = Vec::new();
+    for ex in &facts.exchanges {
+        let ClientReply::OrderAccepted { order, replayed } = ex.reply else {
+            continue;
+        };
+        let detail = match (facts.orders.get(order), ex.op) {
+            (None, _) => {
+                format!("a client was told {order} was accepted, but the shop has no such order")
             }
-            _ => None,
-        })
-        .collect()
+            // A replay names an order created earlier (judged by idempotent_replay);
+            // the first acknowledgement must name the very order that was asked for.
+            (Some(kept), ClientOp::PlaceOrder(asked))
+                if !replayed && !is_same_order(kept, asked) =>
+            {
+                format!(
+                    "a client was told {order} was accepted for {} ({}), but the shop's {order} is {}'s ({})",
+                    asked.customer,
+                    describe_items(asked.items.iter().map(|i| (&i.sku, i.qty))),
+                    kept.customer,
+                    describe_items(kept.lines.iter().map(|l| (&l.sku, l.qty))),
+                )
+            }
+            _ => continue,
+        };
+        if seen.insert(*order) {
+            out.push(Violation {
+                subject: Subject::Order(*order),
+                detail,
+                evidence: vec![ex.request, ex.response],
+            });
+        }
+    }
+    out
+}
+
+fn is_same_order(kept: &Order, asked: &crate::shop::PlaceOrder) -> bool {
+    kept.customer == asked.customer
+        && kept.lines.len() == asked.items.len()
+        && kept
+            .lines
+            .iter()
+            .zip(&asked.items)
+            .all(|(l, i)| l.sku == i.sku && l.qty == i.qty)
+}
+
+fn describe_items<'s>(items: impl Iterator<Item = (&'s Sku, u32)>) -> String {
+    items
+        .map(|(sku, qty)| format!("{qty}x{sku}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn money_reconciles(facts: &Facts<'_>) -> Vec<Violation> {
@@ -706,6 +798,20 @@ fn money_reconciles(facts: &Facts<'_>) -> Vec<Violation> {
                     line.sku, line.unit_price
                 ));
             }
+        }
+        let lines_total = Cents::checked_sum(
+            order
+                .lines
+                .iter()
+                .map(|l| l.unit_price.checked_mul(l.qty).unwrap_or(Cents(u64::MAX))),
+        );
+        match lines_total {
+            Ok(sum) if sum == order.total => {}
+            Ok(sum) => problems.push(format!(
+                "total is {} but its lines add up to {sum}",
+                order.total
+            )),
+            Err(_) => problems.push("its lines overflow the money type".to_string()),
         }
         let lines = facts
             .ledger

@@ -24,6 +24,12 @@ use crate::webhook::{InboxLimits, Received, WebhookEvent, WebhookInbox, WebhookK
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// Free job slots an operation requires before it changes anything. One
+/// operation enqueues at most this many jobs (a move plus the moves of the
+/// parked webhooks it releases), so once the check passes no enqueue inside
+/// it can fail half-way.
+const JOB_HEADROOM: usize = 4;
+
 /// Knobs of the reference store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShopConfig {
@@ -381,6 +387,15 @@ impl ShopState {
         Ok((id, job))
     }
 
+    /// Refuses an operation up front when the job queue could overflow during it.
+    fn ensure_job_room(&self) -> Result<(), ShopError> {
+        if self.jobs.has_room(JOB_HEADROOM) {
+            Ok(())
+        } else {
+            Err(JobError::QueueFull(self.jobs.depth()).into())
+        }
+    }
+
     fn held(&self, customer: &CustomerId, sku: &Sku) -> u64 {
         self.holdings
             .get(&(customer.clone(), sku.clone()))
@@ -433,9 +448,7 @@ impl ShopState {
             .iter()
             .map(|l| (l.sku.clone(), u64::from(l.qty)))
             .collect();
-        if !self.jobs.has_room(1) {
-            return Err(JobError::QueueFull(self.jobs.depth()).into());
-        }
+        self.ensure_job_room()?;
         match self
             .inventory
             .reserve(id, &lines, now, self.config.reservation_ttl_ms, id.0)
@@ -473,13 +486,14 @@ impl ShopState {
             .get(&id)
             .ok_or(ShopError::UnknownOrder(id))?
             .status();
+        self.ensure_job_room()?;
         match status {
             OrderStatus::InventoryReserved => {
                 self.orders.get_mut(&id).expect("checked").intent = Some(intent.id.clone());
                 self.intents.insert(id, intent.clone());
                 let mut moved =
                     self.move_order(id, OrderStatus::PaymentPending, now, cause.clone())?;
-                if let Step::Moved(more) = self.apply_payment(&intent, now, cause)? {
+                if let Step::Moved(more) = self.apply_intent(&intent, now, cause)? {
                     moved.extend(more);
                 }
                 Ok(Step::Moved(moved))
@@ -489,7 +503,7 @@ impl ShopState {
                 self.jobs.enqueue(JobKind::CancelIntent, id, now)?;
                 Ok(Step::Skipped(status))
             }
-            _ => self.apply_payment(&intent, now, cause),
+            _ => self.apply_intent(&intent, now, cause),
         }
     }
 
@@ -498,6 +512,16 @@ impl ShopState {
     /// fulfilled); failed → `Cancelled(PaymentFailed)`. Anything already
     /// applied is skipped, so applying twice is harmless.
     pub fn apply_payment(
+        &mut self,
+        intent: &PaymentIntent,
+        now: Millis,
+        cause: Cause,
+    ) -> Result<Step, ShopError> {
+        self.ensure_job_room()?;
+        self.apply_intent(intent, now, cause)
+    }
+
+    fn apply_intent(
         &mut self,
         intent: &PaymentIntent,
         now: Millis,
@@ -561,6 +585,7 @@ impl ShopState {
         if self.inbox.has_seen(&event.id) {
             return Ok(WebhookOutcome::Duplicate);
         }
+        self.ensure_job_room()?;
         let early = self
             .orders
             .get(&event.order)
@@ -599,7 +624,7 @@ impl ShopState {
         if event.kind == WebhookKind::Refunded {
             return self.mark_refunded(&intent, now, cause);
         }
-        self.apply_payment(&intent, now, cause)
+        self.apply_intent(&intent, now, cause)
     }
 
     /// The `Finalize` job's step: a `Paid` order commits its stock and is `Confirmed`.
@@ -651,6 +676,7 @@ impl ShopState {
         if status != expected {
             return Ok(Step::Skipped(status));
         }
+        self.ensure_job_room()?;
         Ok(Step::Moved(self.move_order(id, to, now, cause)?))
     }
 
@@ -664,6 +690,7 @@ impl ShopState {
             .status();
         match status {
             OrderStatus::Created | OrderStatus::InventoryReserved | OrderStatus::PaymentPending => {
+                self.ensure_job_room()?;
                 Ok(Step::Moved(self.move_order(
                     id,
                     OrderStatus::Cancelled(CancelReason::ByCustomer),
@@ -686,6 +713,11 @@ impl ShopState {
         let due: Vec<_> = self.inventory.due(now).take(max).collect();
         let mut moved = Vec::new();
         for rid in due {
+            // Each expiry is atomic; when the queue is too full for the next
+            // one, stop and let the next sweep continue.
+            if !self.jobs.has_room(JOB_HEADROOM) {
+                break;
+            }
             let order = self
                 .inventory
                 .reservation(rid)
@@ -1130,6 +1162,47 @@ mod tests {
             s.cancel(other, Millis(5)).unwrap(),
             Step::Skipped(OrderStatus::Cancelled(CancelReason::ByCustomer))
         );
+    }
+
+    #[test]
+    fn an_operation_that_could_overflow_the_job_queue_is_refused_before_any_change() {
+        let catalog = Catalog::new([Product {
+            sku: sku(),
+            name: "Hat".into(),
+            price: Cents(1_000),
+            max_qty_per_order: 5,
+            per_customer_limit: None,
+        }]);
+        let config = ShopConfig {
+            queue: QueueLimits {
+                max_jobs: 5,
+                ..QueueLimits::default()
+            },
+            ..ShopConfig::default()
+        };
+        let mut s = ShopState::new(catalog, config);
+        s.stock(&sku(), 10, 1).unwrap();
+        let order = place(&mut s, "k1", 1);
+        // An early payment event is parked: reserving will also apply it (two jobs).
+        let event = WebhookEvent {
+            id: crate::ids::EventId::new("evt_1").unwrap(),
+            kind: WebhookKind::PaymentSucceeded,
+            intent: intent(order, IntentStatus::Succeeded).id,
+            order,
+            amount: Cents(1_000),
+            created: Millis(0),
+        };
+        assert_eq!(
+            s.receive_webhook(event, Millis(0)).unwrap(),
+            WebhookOutcome::Parked
+        );
+        place(&mut s, "k2", 1);
+        let before = s.clone();
+        assert!(matches!(
+            s.reserve(order, Millis(1), Cause::Reconciler),
+            Err(ShopError::Jobs(JobError::QueueFull(2)))
+        ));
+        assert_eq!(s, before, "a refused operation changes nothing");
     }
 
     #[test]

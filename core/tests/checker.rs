@@ -1,0 +1,1706 @@
+//! Proves the invariant checker (`check_all` / `check`) catches a crafted break of each of the 11
+//! invariants by name, naming the right subject and pointing at the right history events, without
+//! flagging invariants the break does not touch; that clean runs recorded from a real `ShopState`
+//! pass every invariant; and that liveness is not judged before the world settles.
+
+use stampede_core::CancelReason::{ByCustomer, Expired, OutOfStock, PaymentFailed};
+use stampede_core::OrderStatus::{
+    Cancelled, Confirmed, Created, InventoryReserved, Paid, PaymentPending, Refunded,
+};
+use stampede_core::*;
+use std::collections::BTreeMap;
+
+const HAT: &str = "hat";
+const SCARF: &str = "scarf";
+const DROP: &str = "drop";
+const STICKER: &str = "sticker";
+/// The default reservation TTL (`ShopConfig::default()`).
+const TTL_MS: u64 = 15 * 60 * 1000;
+/// The default job visibility timeout (`QueueLimits::default()`).
+const VISIBILITY_MS: u64 = 5_000;
+
+fn sku(s: &str) -> Sku {
+    Sku::new(s).unwrap()
+}
+
+fn key(s: &str) -> IdempotencyKey {
+    IdempotencyKey::new(s).unwrap()
+}
+
+fn place_request(key_: Option<&str>, customer: &str, items: &[(&str, u32)]) -> PlaceOrder {
+    PlaceOrder {
+        key: key_.map(key),
+        customer: CustomerId::new(customer).unwrap(),
+        items: items
+            .iter()
+            .map(|(s, qty)| ItemRequest {
+                sku: sku(s),
+                qty: *qty,
+            })
+            .collect(),
+    }
+}
+
+fn refused(status: u16, problem: &str) -> ClientReply {
+    ClientReply::Refused {
+        status,
+        problem: problem.into(),
+    }
+}
+
+fn pay_fingerprint(order: OrderId) -> Fingerprint {
+    Fingerprint::of(format!("POST /v1/orders/{order}/pay").as_bytes())
+}
+
+/// One recorded client exchange: where its request and response sit in the history.
+#[derive(Clone, Debug)]
+struct Sent {
+    request: usize,
+    response: usize,
+    reply: ClientReply,
+}
+
+impl Sent {
+    fn order(&self) -> OrderId {
+        match &self.reply {
+            ClientReply::OrderAccepted { order, .. } => *order,
+            other => panic!("expected an accepted order, got {other:?}"),
+        }
+    }
+}
+
+/// A tiny recording shell: drives a real `ShopState` and a fake PSP, and records the `History`
+/// the server and simulator shells record — listings, stock, client requests and replies, every
+/// transition a step returns, job events and the PSP's ledger lines.
+struct Shell {
+    shop: ShopState,
+    history: History,
+    now: Millis,
+    next_req: u64,
+    /// The PSP's intents, by order (the authority; the shop keeps a mirror).
+    psp: BTreeMap<OrderId, PaymentIntent>,
+    ledger_seq: u64,
+    next_event: u64,
+}
+
+impl Shell {
+    fn open(products: &[(&str, u64)], stock: &[(&str, u64, usize)]) -> Shell {
+        Shell::new(products, stock, ShopConfig::default())
+    }
+
+    fn new(products: &[(&str, u64)], stock: &[(&str, u64, usize)], config: ShopConfig) -> Shell {
+        Shell::with_prices(products, products, stock, config)
+    }
+
+    /// `listed` is what the storefront published (recorded as `Listed`); `priced` is the price
+    /// table the shop itself uses.
+    fn with_prices(
+        listed: &[(&str, u64)],
+        priced: &[(&str, u64)],
+        stock: &[(&str, u64, usize)],
+        config: ShopConfig,
+    ) -> Shell {
+        let catalog = Catalog::new(priced.iter().map(|(s, price)| Product {
+            sku: sku(s),
+            name: s.to_string(),
+            price: Cents(*price),
+            max_qty_per_order: 5,
+            per_customer_limit: None,
+        }));
+        let mut shell = Shell {
+            shop: ShopState::new(catalog, config),
+            history: History::new(),
+            now: Millis(0),
+            next_req: 0,
+            psp: BTreeMap::new(),
+            ledger_seq: 0,
+            next_event: 0,
+        };
+        for (s, price) in listed {
+            shell.push(EventKind::Listed {
+                sku: sku(s),
+                price: Cents(*price),
+            });
+        }
+        for (s, qty, segments) in stock {
+            shell.stock(s, *qty, *segments);
+        }
+        shell
+    }
+
+    fn at(&mut self, ms: u64) {
+        assert!(Millis(ms) >= self.now, "time only moves forward");
+        self.now = Millis(ms);
+    }
+
+    fn push(&mut self, kind: EventKind) -> usize {
+        self.history.push(self.now, kind)
+    }
+
+    fn stock(&mut self, s: &str, qty: u64, segments: usize) -> usize {
+        self.shop.stock(&sku(s), qty, segments).unwrap();
+        self.push(EventKind::Stocked { sku: sku(s), qty })
+    }
+
+    fn status(&self, order: OrderId) -> OrderStatus {
+        self.shop.order(order).expect("a known order").status()
+    }
+
+    fn audit(&self) -> AuditSnapshot {
+        self.shop.audit(self.now)
+    }
+
+    /// Records every transition a step made, oldest first; returns their indices.
+    fn record(&mut self, step: Step) -> Vec<usize> {
+        match step {
+            Step::Moved(transitions) => self.record_transitions(transitions),
+            Step::Skipped(_) | Step::RefundScheduled => Vec::new(),
+        }
+    }
+
+    fn record_transitions(&mut self, transitions: Vec<Transition>) -> Vec<usize> {
+        transitions
+            .into_iter()
+            .map(|t| self.push(EventKind::Transition(t)))
+            .collect()
+    }
+
+    // ---- clients ----
+
+    fn request(&mut self, op: ClientOp, fingerprint: Option<Fingerprint>) -> (u64, usize) {
+        let req = self.next_req;
+        self.next_req += 1;
+        let at = self.push(EventKind::Request {
+            req,
+            op,
+            fingerprint,
+        });
+        (req, at)
+    }
+
+    fn respond(&mut self, (req, request): (u64, usize), reply: ClientReply) -> Sent {
+        let response = self.push(EventKind::Response {
+            req,
+            reply: reply.clone(),
+        });
+        Sent {
+            request,
+            response,
+            reply,
+        }
+    }
+
+    /// Records a request and the reply a client got, whatever produced it.
+    fn exchange(
+        &mut self,
+        op: ClientOp,
+        fingerprint: Option<Fingerprint>,
+        reply: ClientReply,
+    ) -> Sent {
+        let req = self.request(op, fingerprint);
+        self.respond(req, reply)
+    }
+
+    /// `POST /v1/orders`, answered as the server answers.
+    fn place(&mut self, key_: Option<&str>, customer: &str, items: &[(&str, u32)]) -> Sent {
+        self.place_request(&place_request(key_, customer, items))
+    }
+
+    fn place_request(&mut self, request: &PlaceOrder) -> Sent {
+        let req = self.request(
+            ClientOp::PlaceOrder(request.clone()),
+            Some(request.fingerprint()),
+        );
+        let reply = match self.shop.place_order(request, self.now) {
+            Ok(Placed::Created { order, .. }) => ClientReply::OrderAccepted {
+                order,
+                replayed: false,
+            },
+            Ok(Placed::Replay(SavedResponse::OrderAccepted { order, .. })) => {
+                ClientReply::OrderAccepted {
+                    order,
+                    replayed: true,
+                }
+            }
+            Ok(Placed::Replay(other)) => panic!("an order key replayed {other:?}"),
+            Ok(Placed::KeyMismatch) => refused(422, "idempotency-key-reused"),
+            Ok(Placed::KeyInFlight) => refused(409, "idempotency-key-in-flight"),
+            Ok(Placed::KeyStoreFull) => refused(503, "busy"),
+            Err(ShopError::Items(_)) => refused(400, "invalid-items"),
+            Err(_) => refused(409, "order-refused"),
+        };
+        self.respond(req, reply)
+    }
+
+    /// Places an order that must be accepted as new.
+    fn order(&mut self, key_: Option<&str>, customer: &str, items: &[(&str, u32)]) -> OrderId {
+        let sent = self.place(key_, customer, items);
+        assert!(
+            matches!(
+                sent.reply,
+                ClientReply::OrderAccepted {
+                    replayed: false,
+                    ..
+                }
+            ),
+            "{:?}",
+            sent.reply
+        );
+        sent.order()
+    }
+
+    /// `POST /v1/orders/{id}/pay` with an Idempotency-Key (Stripe's two-phase protocol).
+    fn pay(&mut self, order: OrderId, key_: &str) -> Sent {
+        let k = key(key_);
+        let fingerprint = pay_fingerprint(order);
+        let req = self.request(
+            ClientOp::Pay {
+                order,
+                key: Some(k.clone()),
+            },
+            Some(fingerprint),
+        );
+        let reply = match self.shop.begin_key(&k, fingerprint, self.now) {
+            Begin::New => {
+                let intent = self.shop.intent(order).expect("CreateIntent ran").clone();
+                let saved = SavedResponse::PaymentStarted {
+                    order,
+                    intent: intent.id.clone(),
+                    amount: intent.amount,
+                    client_secret: format!("{}_secret", intent.id),
+                };
+                self.shop
+                    .complete_key(&k, fingerprint, saved, self.now)
+                    .unwrap();
+                ClientReply::PaymentStarted {
+                    order,
+                    intent: intent.id,
+                    amount: intent.amount,
+                    replayed: false,
+                }
+            }
+            Begin::Replay(SavedResponse::PaymentStarted {
+                order,
+                intent,
+                amount,
+                ..
+            }) => ClientReply::PaymentStarted {
+                order,
+                intent,
+                amount,
+                replayed: true,
+            },
+            Begin::Replay(other) => panic!("a pay key replayed {other:?}"),
+            Begin::Mismatch => refused(422, "idempotency-key-reused"),
+            Begin::InFlight => refused(409, "idempotency-key-in-flight"),
+            Begin::AtCapacity => refused(503, "busy"),
+        };
+        self.respond(req, reply)
+    }
+
+    /// `POST /v1/orders/{id}/cancel`.
+    fn cancel(&mut self, order: OrderId) -> Sent {
+        let req = self.request(ClientOp::Cancel { order }, None);
+        let reply = match self.shop.cancel(order, self.now) {
+            Ok(step) => {
+                self.record(step);
+                ClientReply::Status {
+                    order,
+                    status: self.status(order),
+                }
+            }
+            Err(_) => refused(409, "not-cancellable"),
+        };
+        self.respond(req, reply)
+    }
+
+    /// `GET /v1/orders/{id}`.
+    fn get(&mut self, order: OrderId) -> Sent {
+        let req = self.request(ClientOp::GetOrder { order }, None);
+        let reply = match self.shop.order(order) {
+            Some(o) => ClientReply::Status {
+                order,
+                status: o.status(),
+            },
+            None => refused(404, "not-found"),
+        };
+        self.respond(req, reply)
+    }
+
+    // ---- workers ----
+
+    fn lease(&mut self) -> Option<Lease> {
+        let lease = self.shop.lease_job(self.now)?;
+        self.push(EventKind::Job {
+            kind: lease.kind,
+            order: lease.order,
+            what: JobEvent::Leased {
+                attempt: lease.attempt,
+            },
+        });
+        Some(lease)
+    }
+
+    /// Runs every job runnable now, as workers would, until none is left.
+    fn run_jobs(&mut self) {
+        self.run_jobs_failing(|_| false);
+    }
+
+    /// Like [`Shell::run_jobs`], but the attempts `broken` picks fail (a PSP outage, a bug).
+    fn run_jobs_failing(&mut self, broken: impl Fn(&Lease) -> bool) {
+        while let Some(lease) = self.lease() {
+            let what = if broken(&lease) {
+                match self
+                    .shop
+                    .fail_job(&lease, self.now, "psp unavailable", 500)
+                    .unwrap()
+                {
+                    Failed::Retry { .. } => JobEvent::Failed {
+                        error: "psp unavailable".into(),
+                    },
+                    Failed::DeadLettered => JobEvent::DeadLettered,
+                }
+            } else {
+                self.work(&lease);
+                self.shop.ack_job(&lease).unwrap();
+                JobEvent::Acked
+            };
+            self.push(EventKind::Job {
+                kind: lease.kind,
+                order: lease.order,
+                what,
+            });
+        }
+    }
+
+    /// One job's step, as a worker does it.
+    fn work(&mut self, lease: &Lease) {
+        let (order, now) = (lease.order, self.now);
+        let cause = Cause::Worker { job: lease.job };
+        let step = match lease.kind {
+            JobKind::Reserve => self.shop.reserve(order, now, cause).unwrap(),
+            JobKind::CreateIntent => {
+                let intent = self.psp_create_intent(order);
+                self.shop.record_intent(intent, now, cause).unwrap()
+            }
+            JobKind::SyncPayment => {
+                let intent = self.psp[&order].clone();
+                self.shop.apply_payment(&intent, now, cause).unwrap()
+            }
+            JobKind::Finalize => self.shop.finalize(order, now, cause).unwrap(),
+            JobKind::Refund => {
+                let intent = self.psp_refund(order);
+                self.shop.mark_refunded(&intent, now, cause).unwrap()
+            }
+            JobKind::CancelIntent => {
+                self.psp_cancel(order);
+                Step::Skipped(self.status(order))
+            }
+        };
+        self.record(step);
+    }
+
+    /// Runs the reconciler against the PSP and carries out its repairs.
+    fn reconcile(&mut self, grace_ms: u64) {
+        let repairs = reconcile(self.shop.orders(), &self.psp, self.now, grace_ms);
+        for repair in repairs {
+            let step = match repair {
+                Repair::ApplyPayment { intent, .. } => self
+                    .shop
+                    .apply_payment(&intent, self.now, Cause::Reconciler)
+                    .unwrap(),
+                Repair::Finalize { order } => self
+                    .shop
+                    .finalize(order, self.now, Cause::Reconciler)
+                    .unwrap(),
+                Repair::Refund { order, .. } => {
+                    self.shop
+                        .enqueue_job(JobKind::Refund, order, self.now)
+                        .unwrap();
+                    continue;
+                }
+                Repair::Anomaly { order, detail } => panic!("anomaly on {order}: {detail}"),
+            };
+            self.record(step);
+        }
+    }
+
+    // ---- the fake PSP ----
+
+    /// Creates the order's intent under `payment_key(order)`: a retry gets the same intent.
+    fn psp_create_intent(&mut self, order: OrderId) -> PaymentIntent {
+        let amount = self.shop.order(order).unwrap().total;
+        self.psp
+            .entry(order)
+            .or_insert_with(|| PaymentIntent {
+                id: IntentId::new(format!("pi_{}", payment_key(order))).unwrap(),
+                order,
+                amount,
+                status: IntentStatus::RequiresPayment,
+                refunded: Cents::ZERO,
+            })
+            .clone()
+    }
+
+    /// Writes one PSP ledger line; returns its history index.
+    fn ledger(
+        &mut self,
+        order: OrderId,
+        intent: IntentId,
+        kind: LedgerKind,
+        amount: Cents,
+    ) -> usize {
+        self.ledger_seq += 1;
+        self.push(EventKind::Ledger(LedgerEntry {
+            seq: self.ledger_seq,
+            at: self.now,
+            intent,
+            order,
+            kind,
+            amount,
+        }))
+    }
+
+    /// The customer confirms the payment at the PSP: captured, one `Charge` line (its index).
+    fn psp_capture(&mut self, order: OrderId) -> usize {
+        let intent = self.psp.get_mut(&order).expect("an intent to pay");
+        assert_eq!(intent.status, IntentStatus::RequiresPayment);
+        intent.status = IntentStatus::Succeeded;
+        let (id, amount) = (intent.id.clone(), intent.amount);
+        self.ledger(order, id, LedgerKind::Charge, amount)
+    }
+
+    fn psp_decline(&mut self, order: OrderId) {
+        let intent = self.psp.get_mut(&order).expect("an intent to pay");
+        assert_eq!(intent.status, IntentStatus::RequiresPayment);
+        intent.status = IntentStatus::Failed;
+    }
+
+    /// Refunds whatever is captured, under `refund_key(order)`: once.
+    fn psp_refund(&mut self, order: OrderId) -> PaymentIntent {
+        let intent = self.psp.get_mut(&order).expect("an intent to refund");
+        let due = intent.net_captured();
+        if due > Cents::ZERO {
+            intent.refunded = intent.refunded.checked_add(due).unwrap();
+            let id = intent.id.clone();
+            self.ledger(order, id, LedgerKind::Refund, due);
+        }
+        self.psp[&order].clone()
+    }
+
+    /// Cancels an unpaid intent; a succeeded one cannot be cancelled any more.
+    fn psp_cancel(&mut self, order: OrderId) {
+        if let Some(intent) = self.psp.get_mut(&order)
+            && intent.status == IntentStatus::RequiresPayment
+        {
+            intent.status = IntentStatus::Canceled;
+        }
+    }
+
+    /// A fresh PSP event about `order`'s intent.
+    fn webhook(&mut self, order: OrderId, kind: WebhookKind) -> WebhookEvent {
+        self.next_event += 1;
+        let intent = &self.psp[&order];
+        WebhookEvent {
+            id: EventId::new(format!("evt_{}", self.next_event)).unwrap(),
+            kind,
+            intent: intent.id.clone(),
+            order,
+            amount: intent.amount,
+            created: self.now,
+        }
+    }
+
+    /// Delivers a (possibly repeated) webhook and records what it moved.
+    fn deliver(&mut self, event: &WebhookEvent) -> WebhookOutcome {
+        let outcome = self.shop.receive_webhook(event.clone(), self.now).unwrap();
+        if let WebhookOutcome::Applied(step) = &outcome {
+            self.record(step.clone());
+        }
+        outcome
+    }
+
+    /// The customer pays and the PSP's webhook arrives; returns the `Charge` line's index.
+    fn pay_at_psp(&mut self, order: OrderId) -> usize {
+        let charge = self.psp_capture(order);
+        let event = self.webhook(order, WebhookKind::PaymentSucceeded);
+        self.deliver(&event);
+        charge
+    }
+
+    /// Takes a placed order all the way: reserve, intent, payment by webhook, finalize.
+    /// Returns the `Charge` line's index.
+    fn checkout(&mut self, order: OrderId) -> usize {
+        self.run_jobs();
+        let charge = self.pay_at_psp(order);
+        self.run_jobs();
+        assert_eq!(self.status(order), Confirmed);
+        charge
+    }
+}
+
+// ---- reading the history back ----
+
+/// Indices of every transition of `order`, in history order.
+fn transitions_of(history: &History, order: OrderId) -> Vec<usize> {
+    history
+        .indexed()
+        .filter(|(_, e)| matches!(&e.kind, EventKind::Transition(t) if t.order == order))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Index of the one transition that moved `order` into `to`.
+fn entered(history: &History, order: OrderId, to: OrderStatus) -> usize {
+    let hits: Vec<usize> = history
+        .indexed()
+        .filter(
+            |(_, e)| matches!(&e.kind, EventKind::Transition(t) if t.order == order && t.to == to),
+        )
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(hits.len(), 1, "{order} entered {to} {} times", hits.len());
+    hits[0]
+}
+
+/// Indices of the `Stocked` events of `sku`.
+fn stocked(history: &History, s: &str) -> Vec<usize> {
+    history
+        .indexed()
+        .filter(|(_, e)| matches!(&e.kind, EventKind::Stocked { sku: x, .. } if x.as_str() == s))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Indices and kinds of the ledger lines of `order`.
+fn ledger_of(history: &History, order: OrderId) -> Vec<(usize, LedgerKind)> {
+    history
+        .indexed()
+        .filter_map(|(i, e)| match &e.kind {
+            EventKind::Ledger(l) if l.order == order => Some((i, l.kind)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sorted(mut v: Vec<usize>) -> Vec<usize> {
+    v.sort_unstable();
+    v
+}
+
+/// Walks a forged `order` along `path` (as a broken shop would have) and records each transition.
+fn forge_path(s: &mut Shell, order: &mut Order, path: &[OrderStatus]) -> Vec<usize> {
+    path.iter()
+        .map(|to| {
+            let t = order.transition(*to, s.now, Cause::Reconciler).unwrap();
+            s.push(EventKind::Transition(t))
+        })
+        .collect()
+}
+
+/// An order a broken shop wrote: `qty` of `sku_` at `unit_price`, total as the lines say.
+fn forged_order(
+    s: &Shell,
+    id: u64,
+    customer: &str,
+    sku_: &str,
+    qty: u32,
+    unit_price: u64,
+) -> Order {
+    Order::new(
+        OrderId(id),
+        CustomerId::new(customer).unwrap(),
+        vec![OrderLine {
+            sku: sku(sku_),
+            qty,
+            unit_price: Cents(unit_price),
+        }],
+        Cents(unit_price * u64::from(qty)),
+        s.now,
+        None,
+    )
+}
+
+// ---- judging ----
+
+/// `check_all`, after asserting it answers every invariant in `Invariant::ALL` order and agrees
+/// with `check` on each.
+fn judge(history: &History, snapshot: &AuditSnapshot, settled: bool) -> Vec<Verdict> {
+    let verdicts = check_all(history, snapshot, settled);
+    let order: Vec<Invariant> = verdicts.iter().map(|v| v.invariant).collect();
+    assert_eq!(order, Invariant::ALL);
+    for v in &verdicts {
+        assert_eq!(
+            v,
+            &check(v.invariant, history, snapshot, settled),
+            "check and check_all disagree on {}",
+            v.invariant
+        );
+    }
+    verdicts
+}
+
+fn verdict(verdicts: &[Verdict], invariant: Invariant) -> &Verdict {
+    verdicts
+        .iter()
+        .find(|v| v.invariant == invariant)
+        .expect("every invariant is judged")
+}
+
+/// The violations of `invariant`, which must be violated with none dropped.
+fn violations(verdicts: &[Verdict], invariant: Invariant) -> &[Violation] {
+    match &verdict(verdicts, invariant).judgement {
+        Judgement::Violated { violations, total } => {
+            assert_eq!(*total, violations.len());
+            violations
+        }
+        other => panic!("{invariant} should be violated, got {other:?}"),
+    }
+}
+
+/// The one violation of `invariant`.
+fn only_violation(verdicts: &[Verdict], invariant: Invariant) -> &Violation {
+    let found = violations(verdicts, invariant);
+    assert_eq!(found.len(), 1, "{invariant}: {found:#?}");
+    &found[0]
+}
+
+/// Exactly the invariants in `expected` are violated; every other one holds, or, for liveness
+/// before the world settled, is not judged.
+fn assert_exactly_violated(verdicts: &[Verdict], expected: &[Invariant], settled: bool) {
+    for v in verdicts {
+        if expected.contains(&v.invariant) {
+            assert!(v.is_violated(), "{} should be violated: {v:?}", v.invariant);
+        } else if v.invariant.is_liveness() && !settled {
+            assert!(
+                matches!(v.judgement, Judgement::NotJudged { .. }),
+                "{} judged before settling: {v:?}",
+                v.invariant
+            );
+        } else {
+            assert_eq!(
+                v.judgement,
+                Judgement::Holds,
+                "{} spuriously flagged",
+                v.invariant
+            );
+        }
+    }
+}
+
+fn assert_all_hold(verdicts: &[Verdict]) {
+    assert_exactly_violated(verdicts, &[], true);
+}
+
+/// Alice's order (ord_1): two hats (3 in stock at 15.00, scarves 2 at 25.00), paid through a
+/// webhook and confirmed. Returns the shell, the order and its `Charge` line's index.
+fn alice_confirmed() -> (Shell, OrderId, usize) {
+    let mut s = Shell::open(&[(HAT, 1500), (SCARF, 2500)], &[(HAT, 3, 1), (SCARF, 2, 1)]);
+    s.at(1_000);
+    let order = s.order(Some("k-alice"), "alice", &[(HAT, 2)]);
+    s.at(2_000);
+    let charge = s.checkout(order);
+    (s, order, charge)
+}
+
+// =====================================================================================
+// Clean runs
+// =====================================================================================
+
+// Proves: a realistic run recorded from the reference shop — a duplicate order request replayed,
+// an out-of-stock cancel, a double-clicked /pay replayed, a redelivered webhook, a lost webhook
+// repaired by a SyncPayment job, a customer cancel, an expired reservation and a late payment
+// refunded (Cancelled -> Refunded with a Refund ledger line) — keeps every invariant.
+#[test]
+fn a_clean_run_with_replays_out_of_stock_expiry_and_a_refunded_late_payment_holds() {
+    let mut s = Shell::open(&[(HAT, 1500), (SCARF, 2500)], &[(HAT, 5, 1), (SCARF, 1, 1)]);
+    s.at(1_000);
+    let alice = s.order(Some("k-alice"), "alice", &[(HAT, 2)]);
+    // Alice's client timed out and sent the same request again: a replay, not a second order.
+    let retry = s.place(Some("k-alice"), "alice", &[(HAT, 2)]);
+    assert_eq!(
+        retry.reply,
+        ClientReply::OrderAccepted {
+            order: alice,
+            replayed: true
+        }
+    );
+    let bob = s.order(Some("k-bob"), "bob", &[(SCARF, 1)]);
+    let carol = s.order(Some("k-carol"), "carol", &[(SCARF, 1)]);
+    let dave = s.order(Some("k-dave"), "dave", &[(HAT, 1)]);
+    let erin = s.order(Some("k-erin"), "erin", &[(HAT, 1)]);
+
+    s.at(2_000);
+    s.run_jobs();
+    assert_eq!(s.status(carol), Cancelled(OutOfStock));
+    for order in [alice, bob, dave, erin] {
+        assert_eq!(s.status(order), PaymentPending);
+    }
+
+    // A double click on "pay": one intent, the second answer replayed.
+    s.at(3_000);
+    let first = s.pay(alice, "pay-alice");
+    let again = s.pay(alice, "pay-alice");
+    assert!(matches!(
+        first.reply,
+        ClientReply::PaymentStarted {
+            replayed: false,
+            ..
+        }
+    ));
+    assert!(matches!(
+        again.reply,
+        ClientReply::PaymentStarted { replayed: true, .. }
+    ));
+    s.at(4_000);
+    s.psp_capture(alice);
+    let paid = s.webhook(alice, WebhookKind::PaymentSucceeded);
+    assert!(matches!(
+        s.deliver(&paid),
+        WebhookOutcome::Applied(Step::Moved(_))
+    ));
+    assert_eq!(s.deliver(&paid), WebhookOutcome::Duplicate);
+    s.run_jobs();
+    assert_eq!(s.status(alice), Confirmed);
+
+    // Bob pays but the webhook is lost: a SyncPayment job asks the PSP and applies its answer.
+    s.at(5_000);
+    s.psp_capture(bob);
+    s.shop
+        .enqueue_job(JobKind::SyncPayment, bob, s.now)
+        .unwrap();
+    s.run_jobs();
+    assert_eq!(s.status(bob), Confirmed);
+
+    // Erin cancels; her open intent is cancelled at the PSP.
+    s.at(6_000);
+    let cancel = s.cancel(erin);
+    assert_eq!(
+        cancel.reply,
+        ClientReply::Status {
+            order: erin,
+            status: Cancelled(ByCustomer)
+        }
+    );
+    s.run_jobs();
+    assert_eq!(s.psp[&erin].status, IntentStatus::Canceled);
+
+    // Dave's reservation (made at 2.000s) lapses and the sweeper cancels his order...
+    s.at(2_000 + TTL_MS);
+    let expired = s.shop.expire_reservations(s.now, 100).unwrap();
+    assert_eq!(expired.len(), 1);
+    s.record_transitions(expired);
+    assert_eq!(s.status(dave), Cancelled(Expired));
+    // ...but he paid before the PSP heard of it: the late payment is refunded.
+    s.psp_capture(dave);
+    let late = s.webhook(dave, WebhookKind::PaymentSucceeded);
+    assert_eq!(
+        s.deliver(&late),
+        WebhookOutcome::Applied(Step::RefundScheduled)
+    );
+    s.run_jobs();
+    assert_eq!(s.status(dave), Refunded);
+    let refund_note = s.webhook(dave, WebhookKind::Refunded);
+    assert_eq!(
+        s.deliver(&refund_note),
+        WebhookOutcome::Applied(Step::Skipped(Refunded))
+    );
+    let told = s.get(dave);
+    assert_eq!(
+        told.reply,
+        ClientReply::Status {
+            order: dave,
+            status: Refunded
+        }
+    );
+    let dave_money: Vec<LedgerKind> = ledger_of(&s.history, dave)
+        .into_iter()
+        .map(|(_, k)| k)
+        .collect();
+    assert_eq!(dave_money, [LedgerKind::Charge, LedgerKind::Refund]);
+    assert_eq!(
+        transitions_of(&s.history, dave).len(),
+        4,
+        "created -> reserved -> pending -> expired -> refunded"
+    );
+
+    let snapshot = s.audit();
+    assert!(snapshot.reservations.is_empty());
+    assert_eq!(snapshot.jobs_live, 0);
+    assert!(snapshot.dead_letters.is_empty());
+    assert_eq!(
+        snapshot.stock[&sku(HAT)],
+        StockLevel {
+            received: 5,
+            available: 3,
+            reserved: 0,
+            sold: 2
+        }
+    );
+    assert_all_hold(&judge(&s.history, &snapshot, true));
+}
+
+// Proves: a second clean run — a burst on a hot SKU split over three segments, a worker that
+// crashes after reserving (its job redelivered, the second run a no-op, the stale lease unable to
+// ack), a keyless order, a key reused for a different basket and refused with 422, a declined
+// payment, a lost webhook repaired by the reconciler, a restock, a customer cancel and an
+// abandoned cart that expires — keeps every invariant.
+#[test]
+fn a_clean_burst_on_a_segmented_hot_sku_holds() {
+    let mut s = Shell::open(
+        &[(DROP, 4900), (STICKER, 300)],
+        &[(DROP, 6, 3), (STICKER, 100, 1)],
+    );
+    s.at(10_000);
+    let mut orders = Vec::new();
+    for i in 0..10 {
+        let customer = format!("c{i}");
+        let key_text = format!("bf-{i}");
+        // c7's client sends no key at all.
+        let key_ = (i != 7).then_some(key_text.as_str());
+        let drops = if i == 2 { 2 } else { 1 };
+        orders.push(s.order(key_, &customer, &[(DROP, drops), (STICKER, 1)]));
+    }
+    let replay = s.place(Some("bf-5"), "c5", &[(DROP, 1), (STICKER, 1)]);
+    assert_eq!(
+        replay.reply,
+        ClientReply::OrderAccepted {
+            order: orders[5],
+            replayed: true
+        }
+    );
+    let reused = s.place(Some("bf-3"), "c3", &[(STICKER, 3)]);
+    assert!(matches!(
+        reused.reply,
+        ClientReply::Refused { status: 422, .. }
+    ));
+
+    // A worker reserves the first order, then crashes before acking.
+    s.at(10_100);
+    let crashed = s.lease().unwrap();
+    assert_eq!((crashed.kind, crashed.order), (JobKind::Reserve, orders[0]));
+    s.work(&crashed);
+    // Its lease lapses; every job runs, the redelivered Reserve finds the order moved on.
+    s.at(10_100 + VISIBILITY_MS + 1);
+    s.run_jobs();
+    assert!(
+        s.shop.ack_job(&crashed).is_err(),
+        "a stale lease cannot ack"
+    );
+    assert_eq!(s.shop.inventory().segments(&sku(DROP)), 3);
+    for (i, order) in orders.iter().enumerate() {
+        let expected = if i < 5 {
+            PaymentPending
+        } else {
+            Cancelled(OutOfStock)
+        };
+        assert_eq!(s.status(*order), expected, "c{i}");
+    }
+
+    // A restock; a customer turned away orders again and gets through.
+    s.at(20_000);
+    s.stock(DROP, 2, 3);
+    let late_c5 = s.order(Some("bf-5-again"), "c5", &[(DROP, 1)]);
+    s.run_jobs();
+    assert_eq!(s.status(late_c5), PaymentPending);
+
+    s.at(21_000);
+    // c0 pays; the PSP delivers the webhook twice.
+    s.psp_capture(orders[0]);
+    let paid = s.webhook(orders[0], WebhookKind::PaymentSucceeded);
+    s.deliver(&paid);
+    assert_eq!(s.deliver(&paid), WebhookOutcome::Duplicate);
+    // c1's card is declined.
+    s.psp_decline(orders[1]);
+    let declined = s.webhook(orders[1], WebhookKind::PaymentFailed);
+    s.deliver(&declined);
+    assert_eq!(s.status(orders[1]), Cancelled(PaymentFailed));
+    // c2 pays, but the webhook never arrives: the reconciler notices after its grace period.
+    s.psp_capture(orders[2]);
+    // c4 cancels; the late c5 order pays.
+    s.cancel(orders[4]);
+    s.pay_at_psp(late_c5);
+    s.run_jobs();
+    assert_eq!(s.status(orders[2]), PaymentPending);
+    s.at(21_000 + 60_000);
+    s.reconcile(30_000);
+    s.run_jobs();
+    for order in [orders[0], orders[2], late_c5] {
+        assert_eq!(s.status(order), Confirmed);
+    }
+
+    // c3 abandoned the cart: the sweeper cancels it once the reservation lapses.
+    s.at(21_000 + TTL_MS);
+    let expired = s.shop.expire_reservations(s.now, 100).unwrap();
+    s.record_transitions(expired);
+    s.run_jobs();
+    assert_eq!(s.status(orders[3]), Cancelled(Expired));
+
+    let snapshot = s.audit();
+    assert_eq!(
+        snapshot.stock[&sku(DROP)],
+        StockLevel {
+            received: 8,
+            available: 4,
+            reserved: 0,
+            sold: 4
+        }
+    );
+    assert_eq!(snapshot.stock[&sku(STICKER)].sold, 2);
+    assert!(snapshot.reservations.is_empty());
+    assert_eq!(snapshot.jobs_live, 0);
+    assert_all_hold(&judge(&s.history, &snapshot, true));
+}
+
+// Proves: before the world settles the three liveness invariants are NotJudged (with a reason)
+// while safety is judged, even when the same state would break liveness once settled.
+#[test]
+fn liveness_is_not_judged_before_the_world_settles() {
+    let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, 3, 1)]);
+    s.at(1_000);
+    let alice = s.order(Some("k-alice"), "alice", &[(HAT, 2)]);
+    s.run_jobs();
+    s.psp_capture(alice); // paid at the PSP, webhook still in flight
+    let snapshot = s.audit();
+    assert_eq!(s.status(alice), PaymentPending);
+
+    let unsettled = judge(&s.history, &snapshot, false);
+    for invariant in Invariant::ALL {
+        let v = verdict(&unsettled, invariant);
+        if invariant.is_liveness() {
+            assert!(
+                matches!(&v.judgement, Judgement::NotJudged { reason } if !reason.is_empty()),
+                "{invariant}: {v:?}"
+            );
+            assert!(!v.is_violated());
+            assert!(v.violations().is_empty());
+        } else {
+            assert_eq!(v.judgement, Judgement::Holds, "{invariant}");
+        }
+    }
+    assert!(matches!(
+        check(Invariant::NoStuckOrders, &s.history, &snapshot, false).judgement,
+        Judgement::NotJudged { .. }
+    ));
+
+    // Judged as if settled, the same state is stuck, leaks stock and keeps unconfirmed money.
+    let settled = judge(&s.history, &snapshot, true);
+    assert_exactly_violated(
+        &settled,
+        &[
+            Invariant::EventualConfirmation,
+            Invariant::NoStuckOrders,
+            Invariant::NoReservationLeak,
+        ],
+        true,
+    );
+}
+
+// =====================================================================================
+// One crafted break per invariant
+// =====================================================================================
+
+// Proves: no_oversell catches a shop that confirmed more hats than were ever received, naming
+// the SKU and pointing at the transitions into paid that promised the units and at the stock received; and
+// separately flags the shop's own sold counter exceeding what the history says was received.
+#[test]
+fn no_oversell_catches_units_sold_beyond_stock_received() {
+    let (mut s, alice, _) = alice_confirmed(); // 2 of 3 hats sold
+    s.at(10_000);
+    // A shop without a conditional reserve sells Bob two more hats; it was told about it and
+    // charged for it like any other order.
+    let mut bob = forged_order(&s, 2, "bob", HAT, 2, 1500);
+    s.exchange(
+        ClientOp::PlaceOrder(place_request(Some("k-bob"), "bob", &[(HAT, 2)])),
+        Some(place_request(Some("k-bob"), "bob", &[(HAT, 2)]).fingerprint()),
+        ClientReply::OrderAccepted {
+            order: bob.id,
+            replayed: false,
+        },
+    );
+    bob.idempotency_key = Some(key("k-bob"));
+    forge_path(&mut s, &mut bob, &[InventoryReserved, PaymentPending]);
+    s.ledger(
+        bob.id,
+        IntentId::new("pi_bob").unwrap(),
+        LedgerKind::Charge,
+        Cents(3000),
+    );
+    forge_path(&mut s, &mut bob, &[Paid, Confirmed]);
+    let mut snapshot = s.audit();
+    snapshot.orders.push(bob.clone());
+    let hats = snapshot.stock.get_mut(&sku(HAT)).unwrap();
+    hats.sold += 2; // the shop's counter: 4 sold, 1 available, of "5"
+    hats.received += 2;
+
+    let verdicts = judge(&s.history, &snapshot, true);
+    let found = violations(&verdicts, Invariant::NoOversell);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert_eq!(found[0].subject, Subject::Sku(sku(HAT)));
+    // Replayed in time order, the oversell happened when Bob's order entered Paid: the
+    // evidence is the stock received and the transitions that promised the units.
+    let mut expected = vec![
+        entered(&s.history, alice, Paid),
+        entered(&s.history, bob.id, Paid),
+    ];
+    expected.extend(stocked(&s.history, HAT));
+    assert_eq!(found[0].evidence, sorted(expected));
+    assert!(found[0].detail.contains("4 units"), "{}", found[0].detail);
+    assert_eq!(found[1].subject, Subject::Sku(sku(HAT)));
+    assert_eq!(found[1].evidence, stocked(&s.history, HAT));
+    assert!(found[1].detail.contains("4 sold"), "{}", found[1].detail);
+    // Overselling necessarily breaks conservation against the stock received; nothing else.
+    assert_exactly_violated(
+        &verdicts,
+        &[Invariant::NoOversell, Invariant::StockConserved],
+        true,
+    );
+}
+
+// Proves: stock_conserved judges the counters against the stock the history says was received,
+// not the shop's own `received` counter: a phantom unit that keeps the shop's own equation true
+// is caught, naming the SKU and pointing at its Stocked events.
+#[test]
+fn stock_conserved_catches_a_phantom_unit_against_the_history() {
+    let (s, _, _) = alice_confirmed();
+    let mut snapshot = s.audit();
+    let hats = snapshot.stock.get_mut(&sku(HAT)).unwrap();
+    hats.available += 1; // a release applied twice...
+    hats.received += 1; // ...papered over in the shop's own books
+    assert!(hats.is_conserved(), "the shop's own equation still holds");
+
+    let verdicts = judge(&s.history, &snapshot, true);
+    let v = only_violation(&verdicts, Invariant::StockConserved);
+    assert_eq!(v.subject, Subject::Sku(sku(HAT)));
+    assert_eq!(v.evidence, stocked(&s.history, HAT));
+    assert!(v.detail.contains("but 3 were received"), "{}", v.detail);
+    assert_exactly_violated(&verdicts, &[Invariant::StockConserved], true);
+}
+
+// Proves: stock_conserved catches a reserved counter that no live reservation backs (a lost
+// reservation record mid-run), even before the world settles.
+#[test]
+fn stock_conserved_catches_reserved_units_no_reservation_holds() {
+    let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, 3, 1)]);
+    s.at(1_000);
+    let alice = s.order(Some("k-alice"), "alice", &[(HAT, 2)]);
+    s.run_jobs();
+    assert_eq!(s.status(alice), PaymentPending);
+    let mut snapshot = s.audit();
+    assert_eq!(snapshot.reservations.len(), 1);
+    snapshot.reservations.clear();
+
+    let verdicts = judge(&s.history, &snapshot, false);
+    let v = only_violation(&verdicts, Invariant::StockConserved);
+    assert_eq!(v.subject, Subject::Sku(sku(HAT)));
+    assert_eq!(v.evidence, stocked(&s.history, HAT));
+    assert!(
+        v.detail
+            .contains("reserved counter 2, live reservations hold 0, orders holding stock need 2"),
+        "{}",
+        v.detail
+    );
+    assert_exactly_violated(&verdicts, &[Invariant::StockConserved], false);
+}
+
+// Proves: single_charge catches an order charged twice by the PSP even when one charge was later
+// refunded so the money nets out (money_reconciles then holds), pointing at both Charge lines.
+#[test]
+fn single_charge_catches_a_second_charge_even_if_refunded() {
+    let (mut s, alice, first) = alice_confirmed();
+    s.at(10_000);
+    // A retried capture without the PSP idempotency key made a second intent and charged it...
+    let retry_intent = IntentId::new("pi_retry_ord_1").unwrap();
+    let second = s.ledger(alice, retry_intent.clone(), LedgerKind::Charge, Cents(3000));
+    // ...and support refunded it.
+    s.at(20_000);
+    s.ledger(alice, retry_intent, LedgerKind::Refund, Cents(3000));
+
+    let verdicts = judge(&s.history, &s.audit(), true);
+    let v = only_violation(&verdicts, Invariant::SingleCharge);
+    assert_eq!(v.subject, Subject::Order(alice));
+    assert_eq!(v.evidence, vec![first, second]);
+    assert!(v.detail.contains("charged 2 times"), "{}", v.detail);
+    assert_exactly_violated(&verdicts, &[Invariant::SingleCharge], true);
+}
+
+// Proves: one_order_per_key catches a retry that created a second order under the same key,
+// from what the client was told alone (the shop kept no key on the second order), pointing at
+// both replies and every transition of both orders; idempotent_replay flags the same retry.
+#[test]
+fn one_order_per_key_catches_a_retry_that_created_a_second_order() {
+    let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, 3, 1)]);
+    s.at(1_000);
+    let request = place_request(Some("k-1"), "alice", &[(HAT, 1)]);
+    let first = s.place_request(&request);
+    let ord_1 = first.order();
+    // The shop lost its key store in a crash; the client's retry is executed as a fresh order.
+    s.at(2_000);
+    let mut forgetful = request.clone();
+    forgetful.key = None;
+    let Placed::Created { order: ord_2, .. } = s.shop.place_order(&forgetful, s.now).unwrap()
+    else {
+        panic!("a keyless order is created")
+    };
+    let retry = s.exchange(
+        ClientOp::PlaceOrder(request.clone()),
+        Some(request.fingerprint()),
+        ClientReply::OrderAccepted {
+            order: ord_2,
+            replayed: false,
+        },
+    );
+    s.at(3_000);
+    s.checkout(ord_1);
+    s.checkout(ord_2);
+
+    let verdicts = judge(&s.history, &s.audit(), true);
+    let v = only_violation(&verdicts, Invariant::OneOrderPerKey);
+    assert_eq!(v.subject, Subject::Key(key("k-1")));
+    let mut expected = vec![first.response, retry.response];
+    expected.extend(transitions_of(&s.history, ord_1));
+    expected.extend(transitions_of(&s.history, ord_2));
+    assert_eq!(v.evidence, sorted(expected));
+    assert!(v.detail.contains("2 orders"), "{}", v.detail);
+
+    let replay = only_violation(&verdicts, Invariant::IdempotentReplay);
+    assert_eq!(replay.subject, Subject::Key(key("k-1")));
+    assert_eq!(
+        replay.evidence,
+        vec![first.response, retry.request, retry.response]
+    );
+    assert_exactly_violated(
+        &verdicts,
+        &[Invariant::OneOrderPerKey, Invariant::IdempotentReplay],
+        true,
+    );
+}
+
+// Proves: one_order_per_key also catches two orders the shop itself recorded under one key when
+// no client ever heard back (both requests timed out): the evidence is their transitions.
+#[test]
+fn one_order_per_key_catches_two_orders_recorded_under_one_key() {
+    let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, 3, 1)]);
+    s.at(1_000);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        // A store without a unique constraint on the key; both clients timed out.
+        let request = place_request(Some("k-dup"), "alice", &[(HAT, 1)]);
+        let mut unkeyed = request.clone();
+        unkeyed.key = None;
+        let Placed::Created { order, .. } = s.shop.place_order(&unkeyed, s.now).unwrap() else {
+            panic!("a keyless order is created")
+        };
+        s.exchange(
+            ClientOp::PlaceOrder(request.clone()),
+            Some(request.fingerprint()),
+            ClientReply::NoResponse {
+                reason: "timeout".into(),
+            },
+        );
+        ids.push(order);
+    }
+    s.at(2_000);
+    for order in &ids {
+        s.checkout(*order);
+    }
+    let mut snapshot = s.audit();
+    for order in &mut snapshot.orders {
+        order.idempotency_key = Some(key("k-dup"));
+    }
+
+    let verdicts = judge(&s.history, &snapshot, true);
+    let v = only_violation(&verdicts, Invariant::OneOrderPerKey);
+    assert_eq!(v.subject, Subject::Key(key("k-dup")));
+    let mut expected = transitions_of(&s.history, ids[0]);
+    expected.extend(transitions_of(&s.history, ids[1]));
+    assert_eq!(v.evidence, sorted(expected));
+    assert_exactly_violated(&verdicts, &[Invariant::OneOrderPerKey], true);
+}
+
+// Proves: idempotent_replay catches a different request under a used key being answered (as a
+// replay) instead of refused with 422, pointing at the first answer and the offending exchange;
+// the reference shop itself refuses it, and one_order_per_key rightly holds.
+#[test]
+fn idempotent_replay_catches_a_different_request_answered_under_a_used_key() {
+    let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, 3, 1)]);
+    s.at(1_000);
+    let first = s.place(Some("k-1"), "alice", &[(HAT, 1)]);
+    let ord_1 = first.order();
+    let different = place_request(Some("k-1"), "alice", &[(HAT, 2)]);
+    assert_eq!(
+        s.shop.place_order(&different, s.now).unwrap(),
+        Placed::KeyMismatch,
+        "the reference shop refuses it"
+    );
+    // A shop that ignores fingerprints replays the first answer instead.
+    let bad = s.exchange(
+        ClientOp::PlaceOrder(different.clone()),
+        Some(different.fingerprint()),
+        ClientReply::OrderAccepted {
+            order: ord_1,
+            replayed: true,
+        },
+    );
+    s.at(2_000);
+    s.checkout(ord_1);
+
+    let verdicts = judge(&s.history, &s.audit(), true);
+    let v = only_violation(&verdicts, Invariant::IdempotentReplay);
+    assert_eq!(v.subject, Subject::Key(key("k-1")));
+    assert_eq!(v.evidence, vec![first.response, bad.request, bad.response]);
+    assert!(v.detail.contains("(422)"), "{}", v.detail);
+    assert_exactly_violated(&verdicts, &[Invariant::IdempotentReplay], true);
+}
+
+// Proves: idempotent_replay catches, on the /pay endpoint, a repeat executed again instead of
+// replayed and a repeat that tells a different story (another amount), each pointing at the
+// first answer and its own exchange.
+#[test]
+fn idempotent_replay_catches_pay_repeats_that_are_re_executed_or_change_their_story() {
+    let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, 3, 1)]);
+    s.at(1_000);
+    let alice = s.order(Some("k-alice"), "alice", &[(HAT, 2)]);
+    s.run_jobs();
+    let first = s.pay(alice, "pay-1");
+    let ClientReply::PaymentStarted { intent, amount, .. } = first.reply.clone() else {
+        panic!("payment started: {:?}", first.reply)
+    };
+    let op = ClientOp::Pay {
+        order: alice,
+        key: Some(key("pay-1")),
+    };
+    let again = s.exchange(
+        op.clone(),
+        Some(pay_fingerprint(alice)),
+        ClientReply::PaymentStarted {
+            order: alice,
+            intent: intent.clone(),
+            amount,
+            replayed: false,
+        },
+    );
+    let other_story = s.exchange(
+        op,
+        Some(pay_fingerprint(alice)),
+        ClientReply::PaymentStarted {
+            order: alice,
+            intent,
+            amount: Cents(1500),
+            replayed: true,
+        },
+    );
+    s.at(2_000);
+    s.pay_at_psp(alice);
+    s.run_jobs();
+
+    let verdicts = judge(&s.history, &s.audit(), true);
+    let found = violations(&verdicts, Invariant::IdempotentReplay);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert_eq!(found[0].subject, Subject::Key(key("pay-1")));
+    assert_eq!(
+        found[0].evidence,
+        vec![first.response, again.request, again.response]
+    );
+    assert!(
+        found[0].detail.contains("executed again"),
+        "{}",
+        found[0].detail
+    );
+    assert_eq!(found[1].subject, Subject::Key(key("pay-1")));
+    assert_eq!(
+        found[1].evidence,
+        vec![first.response, other_story.request, other_story.response]
+    );
+    assert!(
+        found[1].detail.contains("first answer said"),
+        "{}",
+        found[1].detail
+    );
+    assert_exactly_violated(&verdicts, &[Invariant::IdempotentReplay], true);
+}
+
+// Proves: legal_transitions catches, per order, a recorded move that is not an edge of the state
+// machine (confirmed -> cancelled) and a broken chain (a lost event, so the next one starts from
+// the wrong status), each pointing at the offending transition event.
+#[test]
+fn legal_transitions_catches_an_illegal_edge_and_a_broken_chain() {
+    let (mut s, alice, _) = alice_confirmed();
+    s.at(5_000);
+    let bob = s.order(Some("k-bob"), "bob", &[(HAT, 1)]);
+    s.checkout(bob);
+    // A shop that lets a confirmed order be cancelled.
+    let illegal = s.push(EventKind::Transition(Transition {
+        order: alice,
+        from: Confirmed,
+        to: Cancelled(ByCustomer),
+        at: s.now,
+        cause: Cause::Customer,
+    }));
+    // A shell that lost Bob's reserved -> pending event.
+    let lost = entered(&s.history, bob, PaymentPending);
+    let lossy: History = s
+        .history
+        .indexed()
+        .filter(|(i, _)| *i != lost)
+        .map(|(_, e)| e.clone())
+        .collect();
+
+    let verdicts = judge(&lossy, &s.audit(), true);
+    let found = violations(&verdicts, Invariant::LegalTransitions);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert_eq!(found[0].subject, Subject::Order(alice));
+    assert_eq!(
+        found[0].evidence,
+        vec![illegal - 1],
+        "shifted by the lost event"
+    );
+    assert!(
+        found[0].detail.contains("not an edge"),
+        "{}",
+        found[0].detail
+    );
+    assert_eq!(found[1].subject, Subject::Order(bob));
+    assert_eq!(found[1].evidence, vec![entered(&lossy, bob, Paid)]);
+    assert!(
+        found[1]
+            .detail
+            .contains("recorded payment_pending -> paid but the order was inventory_reserved"),
+        "{}",
+        found[1].detail
+    );
+    assert_exactly_violated(&verdicts, &[Invariant::LegalTransitions], true);
+}
+
+// Proves: no_lost_acknowledged_order catches an order a client was told was accepted (twice: a
+// replay too) that the shop no longer has after restoring an old backup, reported once and
+// pointing at the first request and its reply.
+#[test]
+fn no_lost_acknowledged_order_catches_an_accepted_order_the_shop_lost() {
+    let (mut s, _, _) = alice_confirmed();
+    s.at(10_000);
+    let told = s.place(Some("k-bob"), "bob", &[(SCARF, 1)]);
+    let bob = told.order();
+    let retold = s.place(Some("k-bob"), "bob", &[(SCARF, 1)]);
+    assert_eq!(
+        retold.reply,
+        ClientReply::OrderAccepted {
+            order: bob,
+            replayed: true
+        }
+    );
+    // The shop restarts from a backup taken before Bob's order.
+    let mut snapshot = s.audit();
+    snapshot.orders.retain(|o| o.id != bob);
+
+    let verdicts = judge(&s.history, &snapshot, true);
+    let v = only_violation(&verdicts, Invariant::NoLostAcknowledgedOrder);
+    assert_eq!(v.subject, Subject::Order(bob));
+    assert_eq!(v.evidence, vec![told.request, told.response]);
+    assert_exactly_violated(&verdicts, &[Invariant::NoLostAcknowledgedOrder], true);
+}
+
+// Proves: money_reconciles catches line prices that differ from the catalog listing (the shop
+// priced from a stale table), pointing at the order's ledger lines.
+#[test]
+fn money_reconciles_catches_a_price_that_is_not_the_listed_one() {
+    let mut s = Shell::with_prices(
+        &[(HAT, 1500)],
+        &[(HAT, 1000)],
+        &[(HAT, 3, 1)],
+        ShopConfig::default(),
+    );
+    s.at(1_000);
+    let alice = s.order(Some("k-alice"), "alice", &[(HAT, 2)]);
+    let charge = s.checkout(alice);
+    assert_eq!(s.shop.order(alice).unwrap().total, Cents(2000));
+
+    let verdicts = judge(&s.history, &s.audit(), true);
+    let v = only_violation(&verdicts, Invariant::MoneyReconciles);
+    assert_eq!(v.subject, Subject::Order(alice));
+    assert_eq!(v.evidence, vec![charge]);
+    assert!(v.detail.contains("listed at"), "{}", v.detail);
+    assert_exactly_violated(&verdicts, &[Invariant::MoneyReconciles], true);
+}
+
+// Proves: money_reconciles catches a charge that is not the order total (and a confirmed order
+// whose captured money is not its total), refunds beyond the charge, and money the PSP moved for
+// an order the shop does not have — each naming its order and pointing at its ledger lines.
+#[test]
+fn money_reconciles_catches_wrong_charges_over_refunds_and_orphan_money() {
+    let mut s = Shell::open(&[(HAT, 1500), (SCARF, 2500)], &[(HAT, 3, 1), (SCARF, 2, 1)]);
+    s.at(1_000);
+    let alice = s.order(Some("k-alice"), "alice", &[(HAT, 2)]);
+    let bob = s.order(Some("k-bob"), "bob", &[(SCARF, 1)]);
+    s.run_jobs();
+    // The shop asked the PSP for the price of one hat, not two.
+    s.psp.get_mut(&alice).unwrap().amount = Cents(1500);
+    let short = s.pay_at_psp(alice);
+    let bob_charge = s.pay_at_psp(bob);
+    s.run_jobs();
+    assert_eq!(s.status(alice), Confirmed);
+    assert_eq!(s.status(bob), Confirmed);
+    // Bob's confirmed order is refunded twice over by a retried refund without a key.
+    s.at(5_000);
+    let bob_intent = s.psp[&bob].id.clone();
+    let refunds = [
+        s.ledger(bob, bob_intent.clone(), LedgerKind::Refund, Cents(2500)),
+        s.ledger(bob, bob_intent, LedgerKind::Refund, Cents(2500)),
+    ];
+    // And the PSP charged an order id the shop never issued.
+    let orphan = s.ledger(
+        OrderId(99),
+        IntentId::new("pi_stray").unwrap(),
+        LedgerKind::Charge,
+        Cents(700),
+    );
+
+    let verdicts = judge(&s.history, &s.audit(), true);
+    let found = violations(&verdicts, Invariant::MoneyReconciles);
+    assert_eq!(found.len(), 3, "{found:#?}");
+    assert_eq!(found[0].subject, Subject::Order(alice));
+    assert_eq!(found[0].evidence, vec![short]);
+    assert!(found[0].detail.contains("charged"), "{}", found[0].detail);
+    assert!(
+        found[0].detail.contains("confirmed for"),
+        "{}",
+        found[0].detail
+    );
+    assert_eq!(found[1].subject, Subject::Order(bob));
+    assert_eq!(found[1].evidence, vec![bob_charge, refunds[0], refunds[1]]);
+    assert!(
+        found[1].detail.contains("refunded more than was charged"),
+        "{}",
+        found[1].detail
+    );
+    assert_eq!(found[2].subject, Subject::Order(OrderId(99)));
+    assert_eq!(found[2].evidence, vec![orphan]);
+    assert_exactly_violated(&verdicts, &[Invariant::MoneyReconciles], true);
+}
+
+// Proves: eventual_confirmation catches money kept for an order that ended cancelled — a late
+// payment whose refund job was dead-lettered — pointing at the charge, and is not judged before
+// the world settles.
+#[test]
+fn eventual_confirmation_catches_a_late_payment_never_refunded() {
+    let config = ShopConfig {
+        retry: RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::default()
+        },
+        ..ShopConfig::default()
+    };
+    let mut s = Shell::new(&[(HAT, 1500)], &[(HAT, 3, 1)], config);
+    s.at(1_000);
+    let alice = s.order(Some("k-alice"), "alice", &[(HAT, 2)]);
+    let dave = s.order(Some("k-dave"), "dave", &[(HAT, 1)]);
+    s.checkout(alice);
+    assert_eq!(s.status(dave), PaymentPending);
+    s.at(1_000 + TTL_MS);
+    let expired = s.shop.expire_reservations(s.now, 100).unwrap();
+    s.record_transitions(expired);
+    assert_eq!(s.status(dave), Cancelled(Expired));
+    let late = s.pay_at_psp(dave);
+    // The PSP is down for refunds; the job runs out of attempts.
+    s.run_jobs_failing(|lease| lease.kind == JobKind::Refund);
+    let snapshot = s.audit();
+    assert_eq!(snapshot.dead_letters.len(), 1);
+
+    let verdicts = judge(&s.history, &snapshot, true);
+    let v = only_violation(&verdicts, Invariant::EventualConfirmation);
+    assert_eq!(v.subject, Subject::Order(dave));
+    assert_eq!(v.evidence, vec![late]);
+    assert!(v.detail.contains("1500 cents captured"), "{}", v.detail);
+    assert_exactly_violated(&verdicts, &[Invariant::EventualConfirmation], true);
+
+    let unsettled = judge(&s.history, &snapshot, false);
+    assert_exactly_violated(&unsettled, &[], false);
+}
+
+// Proves: no_stuck_orders catches orders left non-final after settling — one stuck in created
+// (its Reserve job dead-lettered: no transition to point at) and an abandoned cart that never
+// expires (the naive no-TTL design: pointing at its last transition) — while the cart's stock
+// shows up as a reservation leak on the SKU.
+#[test]
+fn no_stuck_orders_catches_a_dead_lettered_order_and_a_cart_that_never_expires() {
+    let config = ShopConfig {
+        reservation_ttl_ms: None,
+        retry: RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::default()
+        },
+        ..ShopConfig::default()
+    };
+    let mut s = Shell::new(&[(HAT, 1500)], &[(HAT, 5, 1)], config);
+    s.at(1_000);
+    let alice = s.order(Some("k-alice"), "alice", &[(HAT, 2)]);
+    let bob = s.order(Some("k-bob"), "bob", &[(HAT, 1)]);
+    let carol = s.order(Some("k-carol"), "carol", &[(HAT, 1)]);
+    s.run_jobs_failing(|lease| lease.order == bob);
+    s.pay_at_psp(alice);
+    s.run_jobs();
+    assert_eq!(s.status(alice), Confirmed);
+    // A day later: the sweeper finds nothing to expire.
+    s.at(1_000 + 24 * 60 * 60 * 1000);
+    assert!(s.shop.expire_reservations(s.now, 100).unwrap().is_empty());
+    assert_eq!(s.status(bob), Created);
+    assert_eq!(s.status(carol), PaymentPending);
+
+    let verdicts = judge(&s.history, &s.audit(), true);
+    let found = violations(&verdicts, Invariant::NoStuckOrders);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert_eq!(found[0].subject, Subject::Order(bob));
+    assert!(found[0].evidence.is_empty());
+    assert!(
+        found[0].detail.contains("still created"),
+        "{}",
+        found[0].detail
+    );
+    assert_eq!(found[1].subject, Subject::Order(carol));
+    assert_eq!(
+        found[1].evidence,
+        vec![entered(&s.history, carol, PaymentPending)]
+    );
+    let leak = only_violation(&verdicts, Invariant::NoReservationLeak);
+    assert_eq!(leak.subject, Subject::Sku(sku(HAT)));
+    assert!(leak.evidence.is_empty());
+    assert_exactly_violated(
+        &verdicts,
+        &[Invariant::NoStuckOrders, Invariant::NoReservationLeak],
+        true,
+    );
+}
+
+// Proves: no_reservation_leak catches a live reservation whose order was cancelled (a cancel
+// that forgot to release), naming the order and pointing at its transitions, plus the SKU left
+// with reserved units; stock_conserved rightly sees reserved units no order needs.
+#[test]
+fn no_reservation_leak_catches_a_reservation_kept_after_cancel() {
+    let (mut s, _, _) = alice_confirmed();
+    s.at(10_000);
+    let erin = s.order(Some("k-erin"), "erin", &[(HAT, 1)]);
+    s.run_jobs();
+    let held = s.audit().reservations;
+    assert_eq!(held.len(), 1);
+    s.cancel(erin);
+    s.run_jobs();
+    assert_eq!(s.status(erin), Cancelled(ByCustomer));
+    // The shop's cancel forgot to release: the reservation and its units are still held.
+    let mut snapshot = s.audit();
+    snapshot.reservations = held;
+    let hats = snapshot.stock.get_mut(&sku(HAT)).unwrap();
+    hats.available -= 1;
+    hats.reserved += 1;
+
+    let verdicts = judge(&s.history, &snapshot, true);
+    let found = violations(&verdicts, Invariant::NoReservationLeak);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert_eq!(found[0].subject, Subject::Order(erin));
+    assert_eq!(found[0].evidence, transitions_of(&s.history, erin));
+    assert_eq!(found[0].evidence.len(), 3);
+    assert!(
+        found[0].detail.contains("cancelled_by_customer"),
+        "{}",
+        found[0].detail
+    );
+    assert_eq!(found[1].subject, Subject::Sku(sku(HAT)));
+    assert!(found[1].evidence.is_empty());
+    assert_exactly_violated(
+        &verdicts,
+        &[Invariant::StockConserved, Invariant::NoReservationLeak],
+        true,
+    );
+}
+
+// =====================================================================================
+// Checker gaps found while writing this suite, now closed
+// =====================================================================================
+
+// Proves: money_reconciles catches a customer charged 45.00 for two hats listed at
+// 15.00 when the shop's stored total (and so the charge) is not the sum of the order's lines.
+#[test]
+fn money_reconciles_catches_a_total_that_is_not_the_sum_of_its_lines() {
+    let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, 3, 1)]);
+    s.at(1_000);
+    let alice = s.order(Some("k-alice"), "alice", &[(HAT, 2)]);
+    s.run_jobs();
+    // The shop stored (and asked the PSP for) 45.00 for two 15.00 hats.
+    s.psp.get_mut(&alice).unwrap().amount = Cents(4500);
+    let charge = s.pay_at_psp(alice);
+    s.run_jobs();
+    assert_eq!(s.status(alice), Confirmed);
+    let mut snapshot = s.audit();
+    snapshot.orders[0].total = Cents(4500);
+    assert_eq!(snapshot.orders[0].lines[0].unit_price, Cents(1500));
+
+    let verdicts = judge(&s.history, &snapshot, true);
+    let v = only_violation(&verdicts, Invariant::MoneyReconciles);
+    assert_eq!(v.subject, Subject::Order(alice));
+    assert_eq!(v.evidence, vec![charge]);
+}
+
+// Proves: no_oversell catches two customers paying for the last hat at once, even
+// though one of them was refunded later so the final statuses look fine.
+#[test]
+fn no_oversell_catches_units_paid_for_beyond_stock_even_if_refunded_later() {
+    let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, 1, 1)]);
+    s.at(1_000);
+    let alice = s.order(Some("k-alice"), "alice", &[(HAT, 1)]);
+    s.run_jobs();
+    s.psp_capture(alice);
+    // Bob is sold the same, last hat by a shop without a conditional reserve...
+    let mut bob = forged_order(&s, 2, "bob", HAT, 1, 1500);
+    s.exchange(
+        ClientOp::PlaceOrder(place_request(Some("k-bob"), "bob", &[(HAT, 1)])),
+        Some(place_request(Some("k-bob"), "bob", &[(HAT, 1)]).fingerprint()),
+        ClientReply::OrderAccepted {
+            order: bob.id,
+            replayed: false,
+        },
+    );
+    bob.idempotency_key = Some(key("k-bob"));
+    forge_path(&mut s, &mut bob, &[InventoryReserved, PaymentPending]);
+    let intent = IntentId::new("pi_bob").unwrap();
+    s.ledger(bob.id, intent.clone(), LedgerKind::Charge, Cents(1500));
+    let bob_paid = forge_path(&mut s, &mut bob, &[Paid])[0];
+    // ...and both are paid for one hat at the same moment.
+    let paid = s.webhook(alice, WebhookKind::PaymentSucceeded);
+    s.deliver(&paid);
+    s.run_jobs();
+    assert_eq!(s.status(alice), Confirmed);
+    // Later the shop notices and refunds Bob.
+    s.at(5_000);
+    s.ledger(bob.id, intent, LedgerKind::Refund, Cents(1500));
+    forge_path(&mut s, &mut bob, &[Refunded]);
+    let mut snapshot = s.audit();
+    snapshot.orders.push(bob.clone());
+
+    let verdicts = judge(&s.history, &snapshot, true);
+    let v = only_violation(&verdicts, Invariant::NoOversell);
+    assert_eq!(v.subject, Subject::Sku(sku(HAT)));
+    assert!(v.evidence.contains(&bob_paid), "{:?}", v.evidence);
+    assert!(v.evidence.contains(&entered(&s.history, alice, Paid)));
+}
+
+// Proves: no_lost_acknowledged_order catches an acknowledged order lost in a crash
+// when the shop, restored from a backup, reissues the lost order's id to someone else's order.
+#[test]
+fn no_lost_acknowledged_order_catches_a_lost_order_whose_id_was_reissued() {
+    let (mut s, _, _) = alice_confirmed();
+    s.at(10_000);
+    let backup = s.shop.clone();
+    let told = s.place(Some("k-bob"), "bob", &[(SCARF, 1)]);
+    let bob = told.order();
+    // The shop crashes and is restored from the backup taken just before Bob's order...
+    s.shop = backup;
+    // ...and its order counter hands Bob's id to Carol.
+    s.at(11_000);
+    let carol = s.order(Some("k-carol"), "carol", &[(HAT, 1)]);
+    assert_eq!(carol, bob, "the restored counter reissues the id");
+    s.checkout(carol);
+
+    let verdicts = judge(&s.history, &s.audit(), true);
+    let v = only_violation(&verdicts, Invariant::NoLostAcknowledgedOrder);
+    assert_eq!(v.subject, Subject::Order(bob));
+    assert_eq!(v.evidence, vec![told.request, told.response]);
+}
