@@ -72,7 +72,7 @@ pub struct IdempotencyRecord<R> {
 }
 
 /// What to do with a keyed request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Begin<R> {
     /// First use (or first after expiry or a stale lock): run it, then [`IdempotencyStore::complete`].
     New,
@@ -87,7 +87,7 @@ pub enum Begin<R> {
 }
 
 /// A misuse of the two-phase protocol by the shell.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum IdempotencyError {
     /// `complete`/`abandon` for a key that is not in flight.
     #[error("idempotency key {0} is not in flight")]
@@ -220,6 +220,36 @@ impl<R: Clone> IdempotencyStore<R> {
             return Err(IdempotencyError::NotInFlight(key.clone()));
         }
         Ok(record)
+    }
+
+    /// Naive primitive: records `response` under `key` as completed,
+    /// overwriting whatever was there (check-then-insert's second half).
+    pub fn force_complete(
+        &mut self,
+        key: &IdempotencyKey,
+        fingerprint: Fingerprint,
+        response: R,
+        now: Millis,
+    ) {
+        self.records.insert(
+            key.clone(),
+            IdempotencyRecord {
+                fingerprint,
+                created_at: now,
+                state: RecordState::Completed { response, at: now },
+            },
+        );
+    }
+
+    /// The saved response of a completed, unexpired record.
+    pub fn completed(&self, key: &IdempotencyKey, now: Millis) -> Option<&R> {
+        match self.records.get(key) {
+            Some(r) if !self.is_expired(r, now) => match &r.state {
+                RecordState::Completed { response, .. } => Some(response),
+                RecordState::InFlight { .. } => None,
+            },
+            _ => None,
+        }
     }
 
     /// Removes up to `max` records past retention; returns how many went.

@@ -108,7 +108,7 @@ impl PlaceOrder {
 }
 
 /// What [`ShopState::place_order`] did.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Placed {
     /// A new order (and its first job) was written.
     Created {
@@ -128,7 +128,7 @@ pub enum Placed {
 }
 
 /// Why a shop operation did nothing.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum ShopError {
     /// The items are not a valid order.
     #[error(transparent)]
@@ -181,7 +181,7 @@ pub enum ShopError {
 }
 
 /// The result of a state-checked step.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Step {
     /// The order moved (one or more transitions, oldest first).
     Moved(Vec<Transition>),
@@ -192,7 +192,7 @@ pub enum Step {
 }
 
 /// What a webhook did.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WebhookOutcome {
     /// Seen before; nothing done.
     Duplicate,
@@ -315,7 +315,7 @@ impl ShopState {
                 Begin::AtCapacity => return Ok(Placed::KeyStoreFull),
             }
         }
-        match self.create_order(request, now) {
+        match self.create_order(request, None, true, now) {
             Ok((order, job)) => {
                 if let Some(key) = &request.key {
                     let saved = SavedResponse::OrderAccepted {
@@ -324,6 +324,7 @@ impl ShopState {
                     };
                     self.keys.complete(key, fingerprint, saved, now)?;
                 }
+                let job = job.expect("placed with its job");
                 Ok(Placed::Created { order, job })
             }
             Err(err) => {
@@ -339,9 +340,23 @@ impl ShopState {
     fn create_order(
         &mut self,
         request: &PlaceOrder,
+        unit_prices: Option<&[Cents]>,
+        with_job: bool,
         now: Millis,
-    ) -> Result<(OrderId, JobId), ShopError> {
-        let (lines, total) = self.catalog.price_items(&request.items)?;
+    ) -> Result<(OrderId, Option<JobId>), ShopError> {
+        let (mut lines, mut total) = self.catalog.price_items(&request.items)?;
+        if let Some(prices) = unit_prices {
+            // The naive client-supplied-price design: the client's number wins.
+            for (line, price) in lines.iter_mut().zip(prices) {
+                line.unit_price = *price;
+            }
+            total = Cents::checked_sum(
+                lines
+                    .iter()
+                    .map(|l| l.unit_price.checked_mul(l.qty).unwrap_or(Cents(u64::MAX))),
+            )
+            .map_err(|_| ItemsRejected::TotalOverflow)?;
+        }
         for line in &lines {
             let limit = self
                 .catalog
@@ -383,7 +398,11 @@ impl ShopState {
             request.key.clone(),
         );
         self.orders.insert(id, order);
-        let job = self.jobs.enqueue(JobKind::Reserve, id, now)?;
+        let job = if with_job {
+            Some(self.jobs.enqueue(JobKind::Reserve, id, now)?)
+        } else {
+            None
+        };
         Ok((id, job))
     }
 
@@ -555,7 +574,13 @@ impl ShopState {
                     self.move_order(id, Cancelled(CancelReason::PaymentFailed), now, cause)?;
                 Ok(Step::Moved(moved))
             }
-            _ => Ok(Step::Skipped(status)),
+            _ => {
+                // Keep the mirror of the order's own intent current (e.g. canceled).
+                if self.orders[&id].intent.as_ref() == Some(&intent.id) {
+                    self.intents.insert(id, intent.clone());
+                }
+                Ok(Step::Skipped(status))
+            }
         }
     }
 
@@ -830,6 +855,161 @@ impl ShopState {
                 }
             }
         }
+    }
+
+    // ---------------------------------------------------------------------
+    // Naive primitives. Only the naive design variants use these; each is
+    // atomic on its own, but the variants compose them with awaits in
+    // between, and some break invariants on purpose for the checker to find.
+    // ---------------------------------------------------------------------
+
+    /// The saved response under a completed key (a lookup, no lock taken).
+    pub fn saved_response(&self, key: &IdempotencyKey, now: Millis) -> Option<SavedResponse> {
+        self.keys.completed(key, now).cloned()
+    }
+
+    /// Saves a response under a key, overwriting.
+    pub fn raw_put_key(
+        &mut self,
+        key: &IdempotencyKey,
+        fingerprint: Fingerprint,
+        response: SavedResponse,
+        now: Millis,
+    ) {
+        self.keys.force_complete(key, fingerprint, response, now);
+    }
+
+    /// Creates an order with no idempotency check, optionally with the
+    /// client's unit prices, and with or without its reserve job.
+    pub fn raw_create_order(
+        &mut self,
+        request: &PlaceOrder,
+        unit_prices: Option<&[Cents]>,
+        with_job: bool,
+        now: Millis,
+    ) -> Result<(OrderId, Option<JobId>), ShopError> {
+        self.create_order(request, unit_prices, with_job, now)
+    }
+
+    /// Units of `sku` available now.
+    pub fn raw_available(&self, sku: &Sku) -> u64 {
+        self.inventory.level(sku).map_or(0, |l| l.available)
+    }
+
+    /// Reserves the order's lines with no availability check and no state
+    /// check; `observed` are the availabilities the caller read earlier (the
+    /// lost update of read-then-write). A reservation the order already held
+    /// is leaked, not released.
+    pub fn raw_force_reserve(
+        &mut self,
+        id: OrderId,
+        observed: Option<&[u64]>,
+        now: Millis,
+        cause: Cause,
+    ) -> Result<Step, ShopError> {
+        let order = self.orders.get(&id).ok_or(ShopError::UnknownOrder(id))?;
+        let status = order.status();
+        let lines: Vec<(Sku, u64)> = order
+            .lines
+            .iter()
+            .map(|l| (l.sku.clone(), u64::from(l.qty)))
+            .collect();
+        self.ensure_job_room()?;
+        let reservation = self.inventory.force_reserve(
+            id,
+            &lines,
+            observed,
+            now,
+            self.config.reservation_ttl_ms,
+        )?;
+        self.orders.get_mut(&id).expect("checked").reservation = Some(reservation);
+        if status == OrderStatus::Created {
+            Ok(Step::Moved(self.move_order(
+                id,
+                OrderStatus::InventoryReserved,
+                now,
+                cause,
+            )?))
+        } else {
+            Ok(Step::Skipped(status))
+        }
+    }
+
+    /// Applies a payment webhook with no dedup and no state check, finalizing
+    /// inline: the first delivery pays and confirms the order; every repeat
+    /// "decrements stock" again.
+    pub fn raw_apply_unchecked(
+        &mut self,
+        event: &WebhookEvent,
+        now: Millis,
+    ) -> Result<Step, ShopError> {
+        use OrderStatus::*;
+        let order = self
+            .orders
+            .get(&event.order)
+            .ok_or(ShopError::UnknownOrder(event.order))?;
+        let status = order.status();
+        let lines: Vec<(Sku, u64)> = order
+            .lines
+            .iter()
+            .map(|l| (l.sku.clone(), u64::from(l.qty)))
+            .collect();
+        self.ensure_job_room()?;
+        let cause = Cause::Webhook {
+            event: event.id.clone(),
+        };
+        match (event.kind, status) {
+            (WebhookKind::PaymentSucceeded, InventoryReserved | PaymentPending) => {
+                let mut moved = Vec::new();
+                if status == InventoryReserved {
+                    moved.extend(self.move_order(
+                        event.order,
+                        PaymentPending,
+                        now,
+                        cause.clone(),
+                    )?);
+                }
+                moved.extend(self.move_order(event.order, Paid, now, cause.clone())?);
+                moved.extend(self.move_order(event.order, Confirmed, now, cause)?);
+                Ok(Step::Moved(moved))
+            }
+            (WebhookKind::PaymentSucceeded, _) => {
+                self.inventory.force_sell(&lines);
+                Ok(Step::Skipped(status))
+            }
+            (WebhookKind::PaymentFailed, InventoryReserved | PaymentPending) => {
+                Ok(Step::Moved(self.move_order(
+                    event.order,
+                    Cancelled(CancelReason::PaymentFailed),
+                    now,
+                    cause,
+                )?))
+            }
+            _ => Ok(Step::Skipped(status)),
+        }
+    }
+
+    /// Orders the reconciler should compare with the PSP, oldest first, at
+    /// most `limit`: those between reservation and confirmation, and
+    /// cancelled or refunded ones whose intent may still hold money.
+    pub fn reconcile_candidates(&self, limit: usize) -> Vec<Order> {
+        self.orders
+            .values()
+            .filter(|o| match o.status() {
+                OrderStatus::InventoryReserved
+                | OrderStatus::PaymentPending
+                | OrderStatus::Paid => true,
+                OrderStatus::Cancelled(_) | OrderStatus::Refunded => {
+                    self.intents.get(&o.id).is_some_and(|i| {
+                        !matches!(i.status, IntentStatus::Failed | IntentStatus::Canceled)
+                            && i.refunded < i.amount
+                    })
+                }
+                OrderStatus::Created | OrderStatus::Confirmed => false,
+            })
+            .take(limit)
+            .cloned()
+            .collect()
     }
 
     /// Leases the next runnable job.

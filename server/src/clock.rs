@@ -1,0 +1,51 @@
+//! The shells' clock. The server never reads `std::time`: its clock is
+//! tokio's (which turmoil simulates) or whatever the embedder supplies, so a
+//! simulated run has simulated time everywhere.
+
+use stampede_core::Millis;
+use std::fmt;
+use std::sync::Arc;
+
+/// A source of `now`, shared by every component of one process or host.
+#[derive(Clone)]
+pub struct Clock {
+    now: Arc<dyn Fn() -> Millis + Send + Sync>,
+    epoch_unix_ms: u64,
+}
+
+impl Clock {
+    /// Milliseconds since this clock was made, on tokio's clock. `epoch_unix_ms`
+    /// is the Unix time of that moment (used only for webhook signature
+    /// timestamps; the embedder reads it once, e.g. from the system clock in
+    /// the CLI or a fixed value in the simulator).
+    pub fn tokio(epoch_unix_ms: u64) -> Clock {
+        let origin = tokio::time::Instant::now();
+        Clock::from_fn(epoch_unix_ms, move || {
+            Millis(u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX))
+        })
+    }
+
+    /// A clock read from `now` (the simulator passes turmoil's shared sim time).
+    pub fn from_fn(epoch_unix_ms: u64, now: impl Fn() -> Millis + Send + Sync + 'static) -> Clock {
+        Clock {
+            now: Arc::new(now),
+            epoch_unix_ms,
+        }
+    }
+
+    /// The current time.
+    pub fn now(&self) -> Millis {
+        (self.now)()
+    }
+
+    /// The current Unix time in seconds (for `Psp-Signature: t=`).
+    pub fn unix_secs(&self) -> u64 {
+        self.epoch_unix_ms.saturating_add(self.now().0) / 1000
+    }
+}
+
+impl fmt::Debug for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Clock(now={}, epoch={})", self.now(), self.epoch_unix_ms)
+    }
+}

@@ -1,0 +1,460 @@
+//! Design variants: the reference shop with known real-world mistakes
+//! switched on, so architects can compare them and CI can prove the harness
+//! catches each one. A naive switch really behaves naively (read, await the
+//! store, then write), so races happen whenever concurrency allows them.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// One switch per mistake; `Design::reference()` has none switched on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Design {
+    /// Idempotency-Key handling on `POST /v1/orders`.
+    pub idempotency: Idempotency,
+    /// How stock is reserved.
+    pub inventory: InventoryMode,
+    /// Whether reservations expire.
+    pub reservation_ttl: bool,
+    /// How the order and its first job are written.
+    pub enqueue: Enqueue,
+    /// Whether the reserve worker checks the order's state before acting.
+    pub worker_state_check: bool,
+    /// Whether the PSP intent is created with the key `pay_{order}`.
+    pub intent_key: bool,
+    /// Whether the intent's amount is the order total (or a fixed amount).
+    pub intent_amount: IntentAmount,
+    /// Whether webhook signatures are verified.
+    pub webhook_signature: bool,
+    /// Whether webhooks are deduplicated by event id.
+    pub webhook_dedup: bool,
+    /// What happens to a webhook that arrives before its order can take it.
+    pub early_webhooks: EarlyWebhooks,
+    /// Whether finalization runs as a durable job.
+    pub finalize: Finalize,
+    /// Whether the reconciler runs.
+    pub reconciliation: bool,
+    /// Whether a price sent by the client is used.
+    pub client_price: ClientPrice,
+}
+
+/// Idempotency handling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Idempotency {
+    /// Atomic with order creation (one store operation).
+    Reference,
+    /// Keys ignored.
+    None,
+    /// Look the key up, await, create the order, then save the key.
+    CheckThenInsert,
+}
+
+/// Stock reservation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InventoryMode {
+    /// Atomic conditional reserve.
+    Reference,
+    /// Read availability, await, then reserve unconditionally.
+    ReadThenWrite,
+}
+
+/// Order + first job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Enqueue {
+    /// One atomic store operation.
+    Outbox,
+    /// Write the order, await, then enqueue the job (a crash in between loses it).
+    DualWrite,
+}
+
+/// The intent's amount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IntentAmount {
+    /// The order's total.
+    OrderTotal,
+    /// A fixed amount, whatever the order costs.
+    Fixed,
+}
+
+/// Early webhooks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EarlyWebhooks {
+    /// Kept until the order can take them.
+    Park,
+    /// Acknowledged and dropped.
+    Drop,
+}
+
+/// Finalization.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Finalize {
+    /// A durable job, redelivered after a crash.
+    Durable,
+    /// A task in the webhook handler's process; lost if it crashes.
+    InMemory,
+}
+
+/// Client-sent prices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientPrice {
+    /// Ignored: the catalog price is captured.
+    Ignore,
+    /// Used as the unit price.
+    Trust,
+}
+
+/// A switch as `stampede designs` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SwitchInfo {
+    /// The name used with `--set name=value`.
+    pub name: &'static str,
+    /// Accepted values; the first is the reference.
+    pub values: &'static [&'static str],
+    /// The mistake the non-reference values make.
+    pub mistake: &'static str,
+}
+
+/// Every switch.
+pub const SWITCHES: &[SwitchInfo] = &[
+    SwitchInfo {
+        name: "idempotency",
+        values: &["reference", "none", "check-then-insert"],
+        mistake: "keys ignored, or looked up then saved in two steps (duplicates race through)",
+    },
+    SwitchInfo {
+        name: "inventory",
+        values: &["reference", "read-then-write"],
+        mistake: "availability read, then stock taken unconditionally (concurrent buyers oversell)",
+    },
+    SwitchInfo {
+        name: "reservation_ttl",
+        values: &["on", "off"],
+        mistake: "reservations never expire (abandoned carts hold stock forever)",
+    },
+    SwitchInfo {
+        name: "enqueue",
+        values: &["outbox", "dual-write"],
+        mistake: "order and job written separately (a crash between leaves the order stuck)",
+    },
+    SwitchInfo {
+        name: "worker_state_check",
+        values: &["on", "off"],
+        mistake: "a redelivered reserve job reserves again (stock leaks)",
+    },
+    SwitchInfo {
+        name: "intent_key",
+        values: &["on", "off"],
+        mistake: "PSP intent created without an idempotency key (retries make second intents, double charges)",
+    },
+    SwitchInfo {
+        name: "intent_amount",
+        values: &["order-total", "fixed"],
+        mistake: "the intent charges a fixed amount, not the order total",
+    },
+    SwitchInfo {
+        name: "webhook_signature",
+        values: &["verify", "trust"],
+        mistake: "unsigned webhooks trusted (anyone can mark an order paid)",
+    },
+    SwitchInfo {
+        name: "webhook_dedup",
+        values: &["on", "off"],
+        mistake: "webhooks applied without dedup or state check (duplicates apply twice)",
+    },
+    SwitchInfo {
+        name: "early_webhooks",
+        values: &["park", "drop"],
+        mistake: "a webhook arriving before its order is ready is dropped",
+    },
+    SwitchInfo {
+        name: "finalize",
+        values: &["durable", "in-memory"],
+        mistake: "finalization is an in-process task, lost on crash",
+    },
+    SwitchInfo {
+        name: "reconciliation",
+        values: &["on", "off"],
+        mistake: "no reconciler: what webhooks miss is never repaired",
+    },
+    SwitchInfo {
+        name: "client_price",
+        values: &["ignore", "trust"],
+        mistake: "a price sent by the client is charged",
+    },
+];
+
+/// Named presets.
+pub const PRESETS: &[(&str, &str)] = &[
+    ("reference", "every switch at its reference value"),
+    (
+        "seed-repo",
+        "the open-source order system that inspired Stampede: check-then-insert keys, dual write, early webhooks dropped, intents without a key, no TTL, fixed amount",
+    ),
+    ("textbook-naive", "every mistake at once"),
+];
+
+/// A bad `--design` or `--set`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DesignError {
+    /// Unknown preset.
+    #[error("unknown design {0:?}; presets are: reference, seed-repo, textbook-naive")]
+    UnknownPreset(String),
+    /// Unknown switch.
+    #[error("unknown switch {0:?}; run `stampede designs` for the list")]
+    UnknownSwitch(String),
+    /// A value the switch does not take.
+    #[error("switch {name} takes one of {allowed}, not {value:?}")]
+    BadValue {
+        /// The switch.
+        name: String,
+        /// The value given.
+        value: String,
+        /// What it takes.
+        allowed: String,
+    },
+    /// Not `name=value`.
+    #[error("expected switch=value, got {0:?}")]
+    Malformed(String),
+}
+
+impl Default for Design {
+    fn default() -> Self {
+        Design::reference()
+    }
+}
+
+impl Design {
+    /// Every switch at its reference value.
+    pub fn reference() -> Design {
+        Design {
+            idempotency: Idempotency::Reference,
+            inventory: InventoryMode::Reference,
+            reservation_ttl: true,
+            enqueue: Enqueue::Outbox,
+            worker_state_check: true,
+            intent_key: true,
+            intent_amount: IntentAmount::OrderTotal,
+            webhook_signature: true,
+            webhook_dedup: true,
+            early_webhooks: EarlyWebhooks::Park,
+            finalize: Finalize::Durable,
+            reconciliation: true,
+            client_price: ClientPrice::Ignore,
+        }
+    }
+
+    /// A named preset.
+    pub fn preset(name: &str) -> Result<Design, DesignError> {
+        let mut d = Design::reference();
+        match name {
+            "reference" => {}
+            "seed-repo" => {
+                d.idempotency = Idempotency::CheckThenInsert;
+                d.enqueue = Enqueue::DualWrite;
+                d.early_webhooks = EarlyWebhooks::Drop;
+                d.intent_key = false;
+                d.reservation_ttl = false;
+                d.intent_amount = IntentAmount::Fixed;
+            }
+            "textbook-naive" => {
+                for switch in SWITCHES {
+                    d.set(switch.name, switch.values[switch.values.len() - 1])?;
+                }
+            }
+            other => return Err(DesignError::UnknownPreset(other.to_string())),
+        }
+        Ok(d)
+    }
+
+    /// Sets one switch by name.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), DesignError> {
+        let info = SWITCHES
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| DesignError::UnknownSwitch(name.to_string()))?;
+        let index = info
+            .values
+            .iter()
+            .position(|v| *v == value)
+            .ok_or_else(|| DesignError::BadValue {
+                name: name.to_string(),
+                value: value.to_string(),
+                allowed: info.values.join(" | "),
+            })?;
+        let reference = index == 0;
+        match name {
+            "idempotency" => {
+                self.idempotency = [
+                    Idempotency::Reference,
+                    Idempotency::None,
+                    Idempotency::CheckThenInsert,
+                ][index]
+            }
+            "inventory" => {
+                self.inventory = if reference {
+                    InventoryMode::Reference
+                } else {
+                    InventoryMode::ReadThenWrite
+                }
+            }
+            "reservation_ttl" => self.reservation_ttl = reference,
+            "enqueue" => {
+                self.enqueue = if reference {
+                    Enqueue::Outbox
+                } else {
+                    Enqueue::DualWrite
+                }
+            }
+            "worker_state_check" => self.worker_state_check = reference,
+            "intent_key" => self.intent_key = reference,
+            "intent_amount" => {
+                self.intent_amount = if reference {
+                    IntentAmount::OrderTotal
+                } else {
+                    IntentAmount::Fixed
+                }
+            }
+            "webhook_signature" => self.webhook_signature = reference,
+            "webhook_dedup" => self.webhook_dedup = reference,
+            "early_webhooks" => {
+                self.early_webhooks = if reference {
+                    EarlyWebhooks::Park
+                } else {
+                    EarlyWebhooks::Drop
+                }
+            }
+            "finalize" => {
+                self.finalize = if reference {
+                    Finalize::Durable
+                } else {
+                    Finalize::InMemory
+                }
+            }
+            "reconciliation" => self.reconciliation = reference,
+            "client_price" => {
+                self.client_price = if reference {
+                    ClientPrice::Ignore
+                } else {
+                    ClientPrice::Trust
+                }
+            }
+            _ => unreachable!("every SWITCHES entry is handled"),
+        }
+        Ok(())
+    }
+
+    /// Applies `name=value`.
+    pub fn apply(&mut self, assignment: &str) -> Result<(), DesignError> {
+        let (name, value) = assignment
+            .split_once('=')
+            .ok_or_else(|| DesignError::Malformed(assignment.to_string()))?;
+        self.set(name.trim(), value.trim())
+    }
+
+    /// The current value of a switch, as text.
+    pub fn get(&self, name: &str) -> Option<&'static str> {
+        let info = SWITCHES.iter().find(|s| s.name == name)?;
+        let index = match name {
+            "idempotency" => self.idempotency as usize,
+            "inventory" => self.inventory as usize,
+            "reservation_ttl" => usize::from(!self.reservation_ttl),
+            "enqueue" => self.enqueue as usize,
+            "worker_state_check" => usize::from(!self.worker_state_check),
+            "intent_key" => usize::from(!self.intent_key),
+            "intent_amount" => self.intent_amount as usize,
+            "webhook_signature" => usize::from(!self.webhook_signature),
+            "webhook_dedup" => usize::from(!self.webhook_dedup),
+            "early_webhooks" => self.early_webhooks as usize,
+            "finalize" => self.finalize as usize,
+            "reconciliation" => usize::from(!self.reconciliation),
+            "client_price" => self.client_price as usize,
+            _ => return None,
+        };
+        Some(info.values[index])
+    }
+
+    /// Switches not at their reference value, as `name=value`.
+    pub fn deviations(&self) -> Vec<String> {
+        SWITCHES
+            .iter()
+            .filter_map(|s| {
+                let value = self.get(s.name)?;
+                (value != s.values[0]).then(|| format!("{}={value}", s.name))
+            })
+            .collect()
+    }
+}
+
+impl fmt::Display for Design {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let deviations = self.deviations();
+        if deviations.is_empty() {
+            f.write_str("reference")
+        } else {
+            f.write_str(&deviations.join(","))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_switch_round_trips_through_set_and_get() {
+        for switch in SWITCHES {
+            for value in switch.values {
+                let mut d = Design::reference();
+                d.set(switch.name, value).unwrap();
+                assert_eq!(d.get(switch.name), Some(*value), "{}", switch.name);
+            }
+        }
+    }
+
+    #[test]
+    fn presets_differ_from_reference_as_documented() {
+        assert!(Design::preset("reference").unwrap().deviations().is_empty());
+        let seed = Design::preset("seed-repo").unwrap().deviations();
+        assert_eq!(
+            seed,
+            [
+                "idempotency=check-then-insert",
+                "reservation_ttl=off",
+                "enqueue=dual-write",
+                "intent_key=off",
+                "intent_amount=fixed",
+                "early_webhooks=drop"
+            ]
+        );
+        assert_eq!(
+            Design::preset("textbook-naive").unwrap().deviations().len(),
+            SWITCHES.len()
+        );
+    }
+
+    #[test]
+    fn bad_names_and_values_are_clear_errors() {
+        let mut d = Design::reference();
+        assert_eq!(
+            d.apply("nope=1"),
+            Err(DesignError::UnknownSwitch("nope".into()))
+        );
+        assert!(matches!(
+            d.apply("inventory=yolo"),
+            Err(DesignError::BadValue { .. })
+        ));
+        assert_eq!(
+            d.apply("inventory"),
+            Err(DesignError::Malformed("inventory".into()))
+        );
+        assert!(Design::preset("bogus").is_err());
+        assert_eq!(d, Design::reference(), "failed sets change nothing");
+    }
+}

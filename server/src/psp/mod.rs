@@ -1,0 +1,1 @@
+//! The fake payment provider (Stripe-like intents, ledger, signed webhooks).

@@ -1,0 +1,133 @@
+//! The in-process store: the core's `ShopState` behind a lock. Each request
+//! holds the lock for exactly one core operation, which is what makes it
+//! atomic; nothing awaits while holding it.
+
+use super::{Store, StoreError, StoreFuture, StoreRequest, StoreResponse};
+use crate::clock::Clock;
+use stampede_core::ShopState;
+use std::sync::{Mutex, MutexGuard};
+
+/// `ShopState` behind a mutex, stamped by a clock.
+#[derive(Debug)]
+pub struct MemoryStore {
+    state: Mutex<ShopState>,
+    clock: Clock,
+}
+
+impl MemoryStore {
+    /// A store holding `state`, reading `now` from `clock`.
+    pub fn new(state: ShopState, clock: Clock) -> MemoryStore {
+        MemoryStore {
+            state: Mutex::new(state),
+            clock,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ShopState> {
+        // A panic while holding the lock is a bug in the core; the state it
+        // left is still the best record of what happened, so keep serving it.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A copy of the whole state (for the simulator's durable snapshot).
+    pub fn snapshot(&self) -> ShopState {
+        self.lock().clone()
+    }
+
+    /// Replaces the whole state (restoring a durable snapshot after a crash).
+    pub fn restore(&self, state: ShopState) {
+        *self.lock() = state;
+    }
+
+    /// Runs one request atomically.
+    pub fn execute(&self, request: StoreRequest) -> Result<StoreResponse, StoreError> {
+        let now = self.clock.now();
+        let mut shop = self.lock();
+        let s = &mut *shop;
+        use StoreRequest as Q;
+        use StoreResponse as A;
+        Ok(match request {
+            Q::PlaceOrder { request } => A::Placed(s.place_order(&request, now)?),
+            Q::BeginKey { key, fingerprint } => A::Begin(s.begin_key(&key, fingerprint, now)),
+            Q::CompleteKey {
+                key,
+                fingerprint,
+                response,
+            } => {
+                s.complete_key(&key, fingerprint, response, now)?;
+                A::Done
+            }
+            Q::AbandonKey { key, fingerprint } => {
+                s.abandon_key(&key, fingerprint)?;
+                A::Done
+            }
+            Q::Reserve { order, cause } => A::Step(s.reserve(order, now, cause)?),
+            Q::RecordIntent { intent, cause } => A::Step(s.record_intent(intent, now, cause)?),
+            Q::ApplyPayment { intent, cause } => A::Step(s.apply_payment(&intent, now, cause)?),
+            Q::ReceiveWebhook { event } => A::Webhook(s.receive_webhook(event, now)?),
+            Q::Finalize { order, cause } => A::Step(s.finalize(order, now, cause)?),
+            Q::MarkRefunded { intent, cause } => A::Step(s.mark_refunded(&intent, now, cause)?),
+            Q::Cancel { order } => A::Step(s.cancel(order, now)?),
+            Q::ExpireReservations { max } => A::Transitions(s.expire_reservations(now, max)?),
+            Q::LeaseJob => A::Lease(s.lease_job(now)),
+            Q::AckJob { lease } => {
+                s.ack_job(&lease)?;
+                A::Done
+            }
+            Q::FailJob {
+                lease,
+                error,
+                jitter_permille,
+            } => A::Failed(s.fail_job(&lease, now, &error, jitter_permille)?),
+            Q::EnqueueJob { kind, order } => A::Job(Some(s.enqueue_job(kind, order, now)?)),
+            Q::Restock { sku, qty } => {
+                s.stock(&sku, qty, 1)?;
+                A::Done
+            }
+            Q::GetOrder { order } => A::Order(s.order(order).cloned().map(Box::new)),
+            Q::ReconcileCandidates { limit } => A::Orders(s.reconcile_candidates(limit)),
+            Q::Catalog => A::Catalog(
+                s.catalog()
+                    .products()
+                    .map(|p| (p.clone(), s.inventory().level(&p.sku).unwrap_or_default()))
+                    .collect(),
+            ),
+            Q::Audit => A::Audit(Box::new(s.audit(now))),
+            Q::Housekeep { max } => A::Count(s.housekeep(now, max) as u64),
+            Q::RawGetKey { key } => A::Key(s.saved_response(&key, now)),
+            Q::RawPutKey {
+                key,
+                fingerprint,
+                response,
+            } => {
+                s.raw_put_key(&key, fingerprint, response, now);
+                A::Done
+            }
+            Q::RawCreateOrder {
+                request,
+                unit_prices,
+                with_job,
+            } => {
+                let (order, job) =
+                    s.raw_create_order(&request, unit_prices.as_deref(), with_job, now)?;
+                A::Created(order, job)
+            }
+            Q::RawAvailable { sku } => A::Count(s.raw_available(&sku)),
+            Q::RawForceReserve {
+                order,
+                observed,
+                cause,
+            } => A::Step(s.raw_force_reserve(order, observed.as_deref(), now, cause)?),
+            Q::RawApplyUnchecked { event } => A::Step(s.raw_apply_unchecked(&event, now)?),
+        })
+    }
+}
+
+impl Store for MemoryStore {
+    fn call(&self, request: StoreRequest) -> StoreFuture<'_> {
+        let result = self.execute(request);
+        Box::pin(async move { result })
+    }
+}

@@ -1,0 +1,1 @@
+//! The remote store: the store port spoken over a framed byte stream.
