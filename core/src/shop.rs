@@ -227,6 +227,23 @@ pub struct AuditSnapshot {
     pub idempotency_records: usize,
 }
 
+/// Cheap counts for metrics (no order is copied).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShopStats {
+    /// Orders per status name.
+    pub orders_by_status: BTreeMap<String, u64>,
+    /// Live jobs.
+    pub jobs_live: u64,
+    /// Dead letters kept.
+    pub dead_letters: u64,
+    /// Parked webhook events.
+    pub webhooks_parked: u64,
+    /// Idempotency records.
+    pub idempotency_records: u64,
+    /// Stock per SKU.
+    pub stock: BTreeMap<Sku, StockLevel>,
+}
+
 /// The reference store's whole state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShopState {
@@ -1056,6 +1073,27 @@ impl ShopState {
     /// at most `max` of each. Returns how many went.
     pub fn housekeep(&mut self, now: Millis, max: usize) -> usize {
         self.keys.expire(now, max) + self.inbox.forget_old(now, max)
+    }
+
+    /// Counts for metrics.
+    pub fn stats(&self) -> ShopStats {
+        let mut orders_by_status: BTreeMap<String, u64> = OrderStatus::ALL
+            .iter()
+            .map(|s| (s.as_str().to_string(), 0))
+            .collect();
+        for order in self.orders.values() {
+            *orders_by_status
+                .entry(order.status().as_str().to_string())
+                .or_default() += 1;
+        }
+        ShopStats {
+            orders_by_status,
+            jobs_live: self.jobs.depth() as u64,
+            dead_letters: self.jobs.dead_letters().count() as u64,
+            webhooks_parked: self.inbox.parked_len() as u64,
+            idempotency_records: self.keys.len() as u64,
+            stock: self.inventory.levels(),
+        }
     }
 
     /// A consistent snapshot of everything, for `/admin/audit` and the checker.

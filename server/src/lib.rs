@@ -14,14 +14,20 @@
 
 #![deny(missing_docs)]
 
+pub mod api;
+pub mod app;
 pub mod clock;
 pub mod design;
 pub mod http;
+pub mod metrics;
 pub mod problem;
 pub mod psp;
+pub mod serve;
 pub mod signature;
 pub mod store;
+pub mod workers;
 
+pub use app::{App, ServerConfig};
 pub use clock::Clock;
 pub use design::Design;
 pub use http::{Connector, HttpClient};

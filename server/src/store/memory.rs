@@ -69,6 +69,12 @@ impl MemoryStore {
             Q::ReceiveWebhook { event } => A::Webhook(s.receive_webhook(event, now)?),
             Q::Finalize { order, cause } => A::Step(s.finalize(order, now, cause)?),
             Q::MarkRefunded { intent, cause } => A::Step(s.mark_refunded(&intent, now, cause)?),
+            Q::TransitionIf {
+                order,
+                expected,
+                to,
+                cause,
+            } => A::Step(s.transition_if(order, expected, to, now, cause)?),
             Q::Cancel { order } => A::Step(s.cancel(order, now)?),
             Q::ExpireReservations { max } => A::Transitions(s.expire_reservations(now, max)?),
             Q::LeaseJob => A::Lease(s.lease_job(now)),
@@ -95,6 +101,7 @@ impl MemoryStore {
                     .collect(),
             ),
             Q::Audit => A::Audit(Box::new(s.audit(now))),
+            Q::Stats => A::Stats(Box::new(s.stats())),
             Q::Housekeep { max } => A::Count(s.housekeep(now, max) as u64),
             Q::RawGetKey { key } => A::Key(s.saved_response(&key, now)),
             Q::RawPutKey {

@@ -98,6 +98,17 @@ pub enum StoreRequest {
         /// Who.
         cause: Cause,
     },
+    /// Compare-and-set on an order's status.
+    TransitionIf {
+        /// The order.
+        order: OrderId,
+        /// The status it must have.
+        expected: stampede_core::OrderStatus,
+        /// The status to move to.
+        to: stampede_core::OrderStatus,
+        /// Who.
+        cause: Cause,
+    },
     /// The customer cancels.
     Cancel {
         /// The order.
@@ -152,6 +163,8 @@ pub enum StoreRequest {
     Catalog,
     /// A consistent snapshot of everything.
     Audit,
+    /// Counts for metrics.
+    Stats,
     /// Forget expired idempotency records and old webhook ids.
     Housekeep {
         /// Bound per kind.
@@ -235,6 +248,8 @@ pub enum StoreResponse {
     Catalog(Vec<(Product, StockLevel)>),
     /// `Audit`.
     Audit(Box<AuditSnapshot>),
+    /// `Stats`.
+    Stats(Box<stampede_core::ShopStats>),
     /// `Housekeep`, `RawAvailable`.
     Count(u64),
     /// `RawGetKey`.
@@ -316,6 +331,12 @@ impl dyn Store {
     typed!(
         /// See [`StoreRequest::MarkRefunded`].
         mark_refunded(intent: PaymentIntent, cause: Cause) -> Step = StoreRequest::MarkRefunded { intent, cause }, StoreResponse::Step(s) => s);
+    typed!(
+        /// See [`StoreRequest::TransitionIf`].
+        transition_if(order: OrderId, expected: stampede_core::OrderStatus, to: stampede_core::OrderStatus, cause: Cause) -> Step = StoreRequest::TransitionIf { order, expected, to, cause }, StoreResponse::Step(s) => s);
+    typed!(
+        /// See [`StoreRequest::Stats`].
+        stats() -> Box<stampede_core::ShopStats> = StoreRequest::Stats, StoreResponse::Stats(s) => s);
     typed!(
         /// See [`StoreRequest::Cancel`].
         cancel(order: OrderId) -> Step = StoreRequest::Cancel { order }, StoreResponse::Step(s) => s);

@@ -1,0 +1,223 @@
+//! `stampede`: the one binary. Parses the command line and calls the crates
+//! that do the work; this is the only crate that reads arguments, the system
+//! clock (once, for webhook timestamps) or the environment.
+
+use clap::{Parser, Subcommand};
+use stampede_server::Clock;
+use stampede_server::design::{Design, PRESETS, SWITCHES};
+use stampede_server::http::Connector;
+use stampede_server::psp::{self, Psp, PspConfig, WebhookTarget};
+use stampede_server::serve::{self, PspMode, StackConfig};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Deterministic simulation and load testing for checkout systems.
+#[derive(Parser)]
+#[command(name = "stampede", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the reference shop over HTTP, with an embedded fake PSP by default.
+    ///
+    /// Example: stampede serve --addr 127.0.0.1:8080 --design reference
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: SocketAddr,
+        /// Design preset: reference, seed-repo or textbook-naive (see `stampede designs`).
+        #[arg(long, default_value = "reference")]
+        design: String,
+        /// Override one switch, e.g. --set inventory=read-then-write (repeatable).
+        #[arg(long = "set", value_name = "SWITCH=VALUE")]
+        set: Vec<String>,
+        /// `embedded` to run the fake PSP in-process, or the host:port of one started with `stampede psp`.
+        #[arg(long, default_value = "embedded")]
+        psp: String,
+        /// Job worker tasks.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+        workers: u32,
+        /// Seed for the PSP's webhook faults and the workers' jitter.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Reservation time-to-live in seconds.
+        #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        reservation_ttl_secs: u64,
+        /// Bearer token for /admin/restock and /admin/audit.
+        #[arg(long, default_value = "stampede-admin")]
+        admin_token: String,
+    },
+    /// Serve the fake payment provider alone.
+    ///
+    /// Example: stampede psp --addr 127.0.0.1:8081 --webhook 127.0.0.1:8080
+    Psp {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        addr: SocketAddr,
+        /// host:port of the shop that receives webhooks at /v1/webhooks/psp.
+        #[arg(long)]
+        webhook: Option<String>,
+        /// Probability that an event is delivered more than once (0..=1).
+        #[arg(long, default_value_t = 0.0)]
+        duplicate_probability: f64,
+        /// Most extra copies of a duplicated event.
+        #[arg(long, default_value_t = 2)]
+        max_extra_copies: u32,
+        /// Largest random delivery delay in ms (delays reorder events).
+        #[arg(long, default_value_t = 50)]
+        delay_ms_max: u64,
+        /// Seed for the delivery faults.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// List the design presets and every switch with the mistake it makes.
+    Designs,
+}
+
+fn design_from(preset: &str, sets: &[String]) -> Result<Design, String> {
+    let mut design = Design::preset(preset).map_err(|e| e.to_string())?;
+    for assignment in sets {
+        design
+            .apply(assignment)
+            .map_err(|e| format!("--set {assignment}: {e}"))?;
+    }
+    Ok(design)
+}
+
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn print_designs() {
+    println!("Presets:");
+    for (name, description) in PRESETS {
+        println!("  {name:<16} {description}");
+    }
+    println!("\nSwitches (first value is the reference; set with --set switch=value):");
+    for switch in SWITCHES {
+        println!(
+            "  {:<20} {:<40} {}",
+            switch.name,
+            switch.values.join(" | "),
+            switch.mistake
+        );
+    }
+}
+
+async fn wait_for_ctrl_c() {
+    if let Err(error) = tokio::signal::ctrl_c().await {
+        eprintln!("cannot listen for Ctrl-C ({error}); stop with SIGTERM");
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn run_serve(config: StackConfig) -> Result<(), String> {
+    let stack = serve::start(config)
+        .await
+        .map_err(|e| format!("cannot start the shop: {e}"))?;
+    println!(
+        "shop listening on http://{}  (psp at http://{})",
+        stack.shop_addr, stack.psp_addr
+    );
+    println!("try: curl -s http://{}/v1/products", stack.shop_addr);
+    wait_for_ctrl_c().await;
+    println!("shutting down");
+    stack.shutdown().await;
+    Ok(())
+}
+
+async fn run_psp(addr: SocketAddr, config: PspConfig) -> Result<(), String> {
+    let clock = Clock::tokio(unix_now_ms());
+    let psp = Psp::new(config, clock, Connector::tokio()).map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    println!(
+        "psp listening on http://{}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    let delivery = tokio::spawn(Arc::clone(&psp).run_delivery());
+    let served = serve::serve_router(listener, psp::router(psp), wait_for_ctrl_c()).await;
+    delivery.abort();
+    served.map_err(|e| format!("psp stopped: {e}"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "stampede=info,stampede_server=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = match cli.command {
+        Command::Designs => {
+            print_designs();
+            Ok(())
+        }
+        Command::Serve {
+            addr,
+            design,
+            set,
+            psp,
+            workers,
+            seed,
+            reservation_ttl_secs,
+            admin_token,
+        } => design_from(&design, &set).and_then(|design| {
+            let mut config = StackConfig::demo(addr, unix_now_ms());
+            config.server.design = design;
+            config.server.admin_token = admin_token;
+            config.workers = workers;
+            config.seed = seed;
+            config.shop.reservation_ttl_ms = Some(reservation_ttl_secs * 1000);
+            if psp != "embedded" {
+                config.psp = PspMode::Remote(psp);
+            }
+            runtime.block_on(run_serve(config))
+        }),
+        Command::Psp {
+            addr,
+            webhook,
+            duplicate_probability,
+            max_extra_copies,
+            delay_ms_max,
+            seed,
+        } => {
+            let config = PspConfig {
+                seed,
+                webhook: webhook.map(|addr| WebhookTarget {
+                    addr,
+                    path: "/v1/webhooks/psp".into(),
+                }),
+                duplicate_probability,
+                max_extra_copies,
+                delay_ms_max,
+                ..PspConfig::default()
+            };
+            runtime.block_on(run_psp(addr, config))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}

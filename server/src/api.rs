@@ -1,0 +1,918 @@
+//! The shop's HTTP API (JSON; errors as `application/problem+json`).
+//!
+//! ```text
+//! GET  /v1/products, /v1/products/{sku}     catalog + availability (may be stale)
+//! POST /v1/orders            Idempotency-Key   {customer_id, items:[{sku, qty}]} -> 202 {order_id, status}
+//! GET  /v1/orders/{id}                         status, items, total, transition history
+//! GET  /v1/orders/{id}/events                  server-sent events of status changes
+//! POST /v1/orders/{id}/pay   Idempotency-Key   creates/reuses the PSP intent -> client secret
+//! POST /v1/orders/{id}/cancel                  release or refuse
+//! POST /v1/webhooks/psp      Psp-Signature     PSP events
+//! POST /admin/restock, GET /admin/audit        bearer token
+//! GET  /healthz, /metrics
+//! ```
+//!
+//! Each handler validates its input completely before the first store call,
+//! so a bad request changes nothing.
+
+use crate::app::App;
+use crate::design::{ClientPrice, EarlyWebhooks, Enqueue, Finalize, Idempotency, IntentAmount};
+use crate::metrics::{self, Counters};
+use crate::problem::Problem;
+use crate::psp::wire::WebhookPayload;
+use crate::signature;
+use crate::store::StoreError;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use stampede_core::{
+    Begin, Cause, Cents, CustomerId, Fingerprint, IdempotencyKey, ItemRequest, JobKind, Order,
+    OrderId, OrderStatus, PaymentIntent, PlaceOrder, Placed, SavedResponse, ShopError, Sku,
+    WebhookOutcome, payment_key,
+};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+type Shared = State<Arc<App>>;
+type ApiResult = Result<Response, Problem>;
+
+/// The shop's router, ready to serve over any listener.
+pub fn router(app: Arc<App>) -> Router {
+    let limit = app.config.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics_text))
+        .route("/v1/products", get(list_products))
+        .route("/v1/products/{sku}", get(get_product))
+        .route("/v1/orders", post(place_order))
+        .route("/v1/orders/{id}", get(get_order))
+        .route("/v1/orders/{id}/events", get(order_events))
+        .route("/v1/orders/{id}/pay", post(pay))
+        .route("/v1/orders/{id}/cancel", post(cancel))
+        .route("/v1/webhooks/psp", post(webhook))
+        .route("/admin/restock", post(restock))
+        .route("/admin/audit", get(audit))
+        .fallback(|| async { Problem::not_found("no such endpoint") })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(app)
+}
+
+// ---- errors ---------------------------------------------------------------
+
+/// Maps a store failure to a problem, counting it.
+fn store_problem(app: &App, error: StoreError) -> Problem {
+    app.counters.store_error(&error);
+    match error {
+        StoreError::Shop(e) => shop_problem(e),
+        StoreError::Unavailable(detail) => Problem::unavailable(format!(
+            "the store did not answer ({detail}); retry with the same Idempotency-Key"
+        )),
+        StoreError::Protocol(detail) => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store-protocol",
+            "Store protocol error",
+            detail,
+        ),
+    }
+}
+
+fn shop_problem(error: ShopError) -> Problem {
+    let detail = error.to_string();
+    match error {
+        ShopError::Items(_) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-items",
+            "Invalid items",
+            detail,
+        ),
+        ShopError::PurchaseLimit { .. } => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "purchase-limit",
+            "Purchase limit exceeded",
+            detail,
+        ),
+        ShopError::UnknownOrder(_) => Problem::not_found(detail),
+        ShopError::Illegal(_) => Problem::new(
+            StatusCode::CONFLICT,
+            "illegal-transition",
+            "Illegal transition",
+            detail,
+        ),
+        ShopError::NotCancellable { .. } => Problem::new(
+            StatusCode::CONFLICT,
+            "not-cancellable",
+            "Order cannot be cancelled",
+            detail,
+        ),
+        ShopError::Inventory(_) => Problem::new(
+            StatusCode::CONFLICT,
+            "inventory",
+            "Inventory refused",
+            detail,
+        ),
+        ShopError::Jobs(_) | ShopError::TooManyOrders(_) | ShopError::InboxFull => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "Shop overloaded",
+            detail,
+        ),
+        ShopError::Idempotency(_) => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "idempotency-protocol",
+            "Idempotency protocol error",
+            detail,
+        ),
+    }
+}
+
+fn body_problem(rejection: BytesRejection) -> Problem {
+    let status = rejection.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        Problem::new(
+            status,
+            "body-too-large",
+            "Body too large",
+            rejection.body_text(),
+        )
+    } else {
+        Problem::bad_request("unreadable-body", rejection.body_text())
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
+    serde_json::from_slice(body)
+        .map_err(|e| Problem::bad_request("malformed-json", format!("request body: {e}")))
+}
+
+fn parse_order_id(text: &str) -> Result<OrderId, Problem> {
+    OrderId::parse(text)
+        .ok_or_else(|| Problem::not_found(format!("{text:?} is not an order id (ord_<number>)")))
+}
+
+fn idempotency_key(headers: &HeaderMap, required: bool) -> Result<Option<IdempotencyKey>, Problem> {
+    match headers.get("idempotency-key") {
+        None if required => Err(Problem::bad_request(
+            "idempotency-key-missing",
+            "send an Idempotency-Key header (e.g. a UUID) so retries cannot create duplicates",
+        )),
+        None => Ok(None),
+        Some(value) => {
+            let text = value.to_str().map_err(|_| {
+                Problem::bad_request(
+                    "invalid-idempotency-key",
+                    "Idempotency-Key must be visible ASCII",
+                )
+            })?;
+            IdempotencyKey::new(text)
+                .map(Some)
+                .map_err(|e| Problem::bad_request("invalid-idempotency-key", e.to_string()))
+        }
+    }
+}
+
+fn replayed(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
+}
+
+// ---- wire types -----------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlaceOrderBody {
+    customer_id: String,
+    items: Vec<ItemBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ItemBody {
+    sku: String,
+    qty: u32,
+    /// Never used by the reference design (refused); the `client_price=trust` mistake uses it.
+    #[serde(default)]
+    price: Option<u64>,
+}
+
+/// `202` body of `POST /v1/orders`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderAccepted {
+    /// The order.
+    pub order_id: String,
+    /// Its status when accepted.
+    pub status: String,
+}
+
+/// `GET /v1/orders/{id}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderView {
+    /// The order.
+    pub order_id: String,
+    /// Current status.
+    pub status: String,
+    /// Who ordered.
+    pub customer_id: String,
+    /// Lines with captured prices.
+    pub items: Vec<LineView>,
+    /// Total in cents.
+    pub total: u64,
+    /// The PSP intent, once created.
+    pub intent_id: Option<String>,
+    /// When accepted (shop clock, ms).
+    pub created_at_ms: u64,
+    /// Every status change.
+    pub transitions: Vec<TransitionView>,
+}
+
+/// One line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineView {
+    /// SKU.
+    pub sku: String,
+    /// Units.
+    pub qty: u32,
+    /// Captured unit price, cents.
+    pub unit_price: u64,
+}
+
+/// One transition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransitionView {
+    /// From.
+    pub from: String,
+    /// To.
+    pub to: String,
+    /// When (shop clock, ms).
+    pub at_ms: u64,
+    /// Why.
+    pub cause: String,
+}
+
+impl From<&Order> for OrderView {
+    fn from(o: &Order) -> OrderView {
+        OrderView {
+            order_id: o.id.to_string(),
+            status: o.status().to_string(),
+            customer_id: o.customer.to_string(),
+            items: o
+                .lines
+                .iter()
+                .map(|l| LineView {
+                    sku: l.sku.to_string(),
+                    qty: l.qty,
+                    unit_price: l.unit_price.0,
+                })
+                .collect(),
+            total: o.total.0,
+            intent_id: o.intent.as_ref().map(ToString::to_string),
+            created_at_ms: o.created_at.0,
+            transitions: o
+                .transitions()
+                .iter()
+                .map(|t| TransitionView {
+                    from: t.from.to_string(),
+                    to: t.to.to_string(),
+                    at_ms: t.at.0,
+                    cause: t.cause.to_string(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `200` body of `POST /v1/orders/{id}/pay`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentStartedView {
+    /// The order.
+    pub order_id: String,
+    /// The PSP intent to confirm.
+    pub intent_id: String,
+    /// Amount, cents.
+    pub amount: u64,
+    /// The secret the client confirms the intent with at the PSP.
+    pub client_secret: String,
+}
+
+/// Renders a saved response exactly as it was first sent.
+fn render_saved(saved: &SavedResponse) -> Response {
+    match saved {
+        SavedResponse::OrderAccepted { order, status } => (
+            StatusCode::ACCEPTED,
+            Json(OrderAccepted {
+                order_id: order.to_string(),
+                status: status.to_string(),
+            }),
+        )
+            .into_response(),
+        SavedResponse::PaymentStarted {
+            order,
+            intent,
+            amount,
+            client_secret,
+        } => (
+            StatusCode::OK,
+            Json(PaymentStartedView {
+                order_id: order.to_string(),
+                intent_id: intent.to_string(),
+                amount: amount.0,
+                client_secret: client_secret.clone(),
+            }),
+        )
+            .into_response(),
+    }
+}
+
+// ---- catalog --------------------------------------------------------------
+
+#[derive(Serialize)]
+struct ProductView {
+    sku: String,
+    name: String,
+    price: u64,
+    available: u64,
+}
+
+async fn list_products(State(app): Shared) -> ApiResult {
+    let catalog = app
+        .store
+        .catalog()
+        .await
+        .map_err(|e| store_problem(&app, e))?;
+    let data: Vec<ProductView> = catalog
+        .into_iter()
+        .map(|(p, level)| ProductView {
+            sku: p.sku.to_string(),
+            name: p.name,
+            price: p.price.0,
+            available: level.available,
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "data": data })).into_response())
+}
+
+async fn get_product(State(app): Shared, Path(sku): Path<String>) -> ApiResult {
+    let sku = Sku::new(sku).map_err(|e| Problem::not_found(e.to_string()))?;
+    let catalog = app
+        .store
+        .catalog()
+        .await
+        .map_err(|e| store_problem(&app, e))?;
+    let (p, level) = catalog
+        .into_iter()
+        .find(|(p, _)| p.sku == sku)
+        .ok_or_else(|| Problem::not_found(format!("unknown sku {sku}")))?;
+    Ok(Json(ProductView {
+        sku: p.sku.to_string(),
+        name: p.name,
+        price: p.price.0,
+        available: level.available,
+    })
+    .into_response())
+}
+
+// ---- orders ---------------------------------------------------------------
+
+/// A validated `POST /v1/orders`.
+struct OrderInput {
+    request: PlaceOrder,
+    client_prices: Option<Vec<Cents>>,
+}
+
+fn validate_order(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<OrderInput, Problem> {
+    let required = app.design().idempotency != Idempotency::None;
+    let key = idempotency_key(headers, required)?;
+    let body: PlaceOrderBody = parse_json(body)?;
+    let customer = CustomerId::new(body.customer_id)
+        .map_err(|e| Problem::bad_request("invalid-customer", e.to_string()))?;
+    let mut items = Vec::with_capacity(
+        body.items
+            .len()
+            .min(stampede_core::catalog::MAX_LINES_PER_ORDER + 1),
+    );
+    let mut prices = Vec::new();
+    for (i, item) in body.items.into_iter().enumerate() {
+        if i > stampede_core::catalog::MAX_LINES_PER_ORDER {
+            break; // the core reports TooManyLines; no need to parse the rest
+        }
+        let sku = Sku::new(item.sku)
+            .map_err(|e| Problem::bad_request("invalid-sku", format!("items[{i}]: {e}")))?;
+        if let Some(price) = item.price {
+            if app.design().client_price == ClientPrice::Ignore {
+                return Err(Problem::bad_request(
+                    "client-price-not-accepted",
+                    format!("items[{i}].price: prices come from the catalog; remove the field"),
+                ));
+            }
+            prices.push(Cents(price));
+        }
+        items.push(ItemRequest { sku, qty: item.qty });
+    }
+    let client_prices = (app.design().client_price == ClientPrice::Trust
+        && prices.len() == items.len())
+    .then_some(prices);
+    Ok(OrderInput {
+        request: PlaceOrder {
+            key,
+            customer,
+            items,
+        },
+        client_prices,
+    })
+}
+
+async fn place_order(
+    State(app): Shared,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = body.map_err(body_problem)?;
+    let input = validate_order(&app, &headers, &body)?;
+    let design = *app.design();
+    let atomic = design.idempotency == Idempotency::Reference
+        && design.enqueue == Enqueue::Outbox
+        && input.client_prices.is_none();
+    if atomic {
+        let placed = app
+            .store
+            .place_order(input.request)
+            .await
+            .map_err(|e| store_problem(&app, e))?;
+        return placed_response(&app, placed);
+    }
+    naive_place_order(&app, input).await
+}
+
+fn placed_response(app: &App, placed: Placed) -> ApiResult {
+    match placed {
+        Placed::Created { order, job } => {
+            tracing::info!(order_id = %order, job = %job, "order accepted; reserve job enqueued");
+            Ok(render_saved(&SavedResponse::OrderAccepted {
+                order,
+                status: OrderStatus::Created,
+            }))
+        }
+        Placed::Replay(saved) => Ok(replayed(render_saved(&saved))),
+        Placed::KeyMismatch => Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "Idempotency-Key reused",
+            "this Idempotency-Key was used for a different request; use a new key for a new order",
+        )),
+        Placed::KeyInFlight => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "idempotency-key-in-flight",
+            "Request in progress",
+            "a request with this Idempotency-Key is still being processed; retry shortly",
+        )),
+        Placed::KeyStoreFull => {
+            Counters::bump(&app.counters.store_unavailable);
+            Err(Problem::unavailable(
+                "the idempotency store is full; retry later",
+            ))
+        }
+    }
+}
+
+/// The naive compositions: separate store calls with awaits in between.
+async fn naive_place_order(app: &App, input: OrderInput) -> ApiResult {
+    let design = *app.design();
+    let fingerprint = input.request.fingerprint();
+    let key = input.request.key.clone();
+    let store = &app.store;
+    match (design.idempotency, &key) {
+        (Idempotency::CheckThenInsert, Some(key)) => {
+            // Non-unique lookup: any saved response under the key is returned,
+            // whatever the request was; nothing is held while we work.
+            if let Some(saved) = store
+                .raw_get_key(key.clone())
+                .await
+                .map_err(|e| store_problem(app, e))?
+            {
+                return Ok(replayed(render_saved(&saved)));
+            }
+            tokio::task::yield_now().await;
+            let order = naive_create(app, &input).await?;
+            let saved = SavedResponse::OrderAccepted {
+                order,
+                status: OrderStatus::Created,
+            };
+            store
+                .raw_put_key(key.clone(), fingerprint, saved.clone())
+                .await
+                .map_err(|e| store_problem(app, e))?;
+            Ok(render_saved(&saved))
+        }
+        (Idempotency::Reference, Some(key)) => {
+            match store
+                .begin_key(key.clone(), fingerprint)
+                .await
+                .map_err(|e| store_problem(app, e))?
+            {
+                Begin::New => {}
+                Begin::Replay(saved) => return Ok(replayed(render_saved(&saved))),
+                Begin::Mismatch => return placed_response(app, Placed::KeyMismatch),
+                Begin::InFlight => return placed_response(app, Placed::KeyInFlight),
+                Begin::AtCapacity => return placed_response(app, Placed::KeyStoreFull),
+            }
+            let order = match naive_create(app, &input).await {
+                Ok(order) => order,
+                Err(problem) => {
+                    let _ = store.abandon_key(key.clone(), fingerprint).await;
+                    return Err(problem);
+                }
+            };
+            let saved = SavedResponse::OrderAccepted {
+                order,
+                status: OrderStatus::Created,
+            };
+            store
+                .complete_key(key.clone(), fingerprint, saved.clone())
+                .await
+                .map_err(|e| store_problem(app, e))?;
+            Ok(render_saved(&saved))
+        }
+        _ => {
+            let order = naive_create(app, &input).await?;
+            Ok(render_saved(&SavedResponse::OrderAccepted {
+                order,
+                status: OrderStatus::Created,
+            }))
+        }
+    }
+}
+
+/// Creates the order; with the dual-write mistake, the job is a second write.
+async fn naive_create(app: &App, input: &OrderInput) -> Result<OrderId, Problem> {
+    let outbox = app.design().enqueue == Enqueue::Outbox;
+    let (order, _) = app
+        .store
+        .raw_create_order(input.request.clone(), input.client_prices.clone(), outbox)
+        .await
+        .map_err(|e| store_problem(app, e))?;
+    if !outbox {
+        tokio::task::yield_now().await;
+        app.store
+            .enqueue_job(JobKind::Reserve, order)
+            .await
+            .map_err(|e| store_problem(app, e))?;
+        Counters::bump(&app.counters.enqueues);
+    }
+    tracing::info!(order_id = %order, design = %app.design(), "order accepted (naive path)");
+    Ok(order)
+}
+
+async fn load_order(app: &App, id: OrderId) -> Result<Order, Problem> {
+    app.store
+        .get_order(id)
+        .await
+        .map_err(|e| store_problem(app, e))?
+        .map(|o| *o)
+        .ok_or_else(|| Problem::not_found(format!("no order {id}")))
+}
+
+async fn get_order(State(app): Shared, Path(id): Path<String>) -> ApiResult {
+    let order = load_order(&app, parse_order_id(&id)?).await?;
+    Ok(Json(OrderView::from(&order)).into_response())
+}
+
+async fn order_events(State(app): Shared, Path(id): Path<String>) -> ApiResult {
+    let id = parse_order_id(&id)?;
+    let first = load_order(&app, id).await?;
+    let poll = Duration::from_millis(app.config.sse_poll_ms.max(1));
+    let deadline = app.clock.now().plus_ms(app.config.sse_max_ms);
+    // State: (last status sent, done). Emits the current status first, then every change,
+    // and ends after a final status or the deadline.
+    let stream = futures_util::stream::unfold(
+        (app, None::<OrderStatus>, false, Some(first)),
+        move |(app, last, done, preloaded)| async move {
+            if done {
+                return None;
+            }
+            let mut preloaded = preloaded;
+            loop {
+                let order = match preloaded.take() {
+                    Some(order) => Some(order),
+                    None => {
+                        tokio::time::sleep(poll).await;
+                        app.store.get_order(id).await.ok().flatten().map(|o| *o)
+                    }
+                };
+                let timed_out = app.clock.now() >= deadline;
+                if let Some(order) = order
+                    && Some(order.status()) != last
+                {
+                    let status = order.status();
+                    let event = Event::default()
+                        .event("status")
+                        .json_data(OrderView::from(&order))
+                        .unwrap_or_else(|_| Event::default().event("status").data(status.as_str()));
+                    let finished = status.is_final() || timed_out;
+                    return Some((
+                        Ok::<Event, Infallible>(event),
+                        (app, Some(status), finished, None),
+                    ));
+                }
+                if timed_out {
+                    return None;
+                }
+            }
+        },
+    );
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+async fn cancel(State(app): Shared, Path(id): Path<String>) -> ApiResult {
+    let id = parse_order_id(&id)?;
+    let step = app
+        .store
+        .cancel(id)
+        .await
+        .map_err(|e| store_problem(&app, e))?;
+    app.counters.step(&step);
+    let order = load_order(&app, id).await?;
+    Ok(Json(OrderView::from(&order)).into_response())
+}
+
+// ---- payment --------------------------------------------------------------
+
+fn pay_fingerprint(order: OrderId) -> Fingerprint {
+    Fingerprint::of(format!("POST /v1/orders/{order}/pay").as_bytes())
+}
+
+async fn pay(State(app): Shared, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
+    let order_id = parse_order_id(&id)?;
+    let key = idempotency_key(&headers, true)?.expect("required");
+    let fingerprint = pay_fingerprint(order_id);
+    match app
+        .store
+        .begin_key(key.clone(), fingerprint)
+        .await
+        .map_err(|e| store_problem(&app, e))?
+    {
+        Begin::New => {}
+        Begin::Replay(saved) => return Ok(replayed(render_saved(&saved))),
+        Begin::Mismatch => return placed_response(&app, Placed::KeyMismatch),
+        Begin::InFlight => return placed_response(&app, Placed::KeyInFlight),
+        Begin::AtCapacity => return placed_response(&app, Placed::KeyStoreFull),
+    }
+    match start_payment(&app, order_id).await {
+        Ok(saved) => {
+            app.store
+                .complete_key(key, fingerprint, saved.clone())
+                .await
+                .map_err(|e| store_problem(&app, e))?;
+            Ok(render_saved(&saved))
+        }
+        Err(problem) => {
+            let _ = app.store.abandon_key(key, fingerprint).await;
+            Err(problem)
+        }
+    }
+}
+
+/// The intent's amount under the current design.
+pub fn intent_amount(app: &App, order: &Order) -> Cents {
+    match app.design().intent_amount {
+        IntentAmount::OrderTotal => order.total,
+        IntentAmount::Fixed => app.config.fixed_amount,
+    }
+}
+
+/// Creates (or, with the reference key, reuses) the order's PSP intent.
+pub async fn create_intent(
+    app: &App,
+    order: &Order,
+) -> Result<(PaymentIntent, String), crate::psp::PspError> {
+    let key = app.design().intent_key.then(|| payment_key(order.id));
+    app.psp
+        .create_intent(order.id, intent_amount(app, order), key.as_deref())
+        .await
+}
+
+async fn start_payment(app: &App, order_id: OrderId) -> Result<SavedResponse, Problem> {
+    let order = load_order(app, order_id).await?;
+    if !matches!(
+        order.status(),
+        OrderStatus::InventoryReserved | OrderStatus::PaymentPending
+    ) {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "order-not-payable",
+            "Order not payable",
+            format!(
+                "{order_id} is {}; only reserved or payment-pending orders can be paid",
+                order.status()
+            ),
+        ));
+    }
+    let (intent, client_secret) = create_intent(app, &order).await.map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_GATEWAY,
+            "psp-unavailable",
+            "Payment provider unavailable",
+            e.to_string(),
+        )
+    })?;
+    let step = app
+        .store
+        .record_intent(intent.clone(), Cause::Customer)
+        .await
+        .map_err(|e| store_problem(app, e))?;
+    app.counters.step(&step);
+    Ok(SavedResponse::PaymentStarted {
+        order: order_id,
+        intent: intent.id,
+        amount: intent.amount,
+        client_secret,
+    })
+}
+
+// ---- webhooks -------------------------------------------------------------
+
+async fn webhook(
+    State(app): Shared,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = body.map_err(body_problem)?;
+    let reject = |problem: Problem| {
+        Counters::bump(&app.counters.webhook_rejected);
+        tracing::warn!(problem = %problem.detail, "webhook rejected");
+        problem
+    };
+    if app.design().webhook_signature {
+        let header = headers
+            .get("psp-signature")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                reject(Problem::bad_request(
+                    "signature-missing",
+                    "Psp-Signature header is required",
+                ))
+            })?;
+        signature::verify(
+            &app.config.webhook_secret,
+            header,
+            &body,
+            app.clock.unix_secs(),
+        )
+        .map_err(|e| reject(Problem::bad_request("invalid-signature", e.to_string())))?;
+    }
+    let payload: WebhookPayload = parse_json(&body).map_err(reject)?;
+    let event = payload
+        .to_event(app.clock.now())
+        .map_err(|e| reject(Problem::bad_request("invalid-event", e.to_string())))?;
+    let design = *app.design();
+    if design.early_webhooks == EarlyWebhooks::Drop {
+        let order = app
+            .store
+            .get_order(event.order)
+            .await
+            .map_err(|e| store_problem(&app, e))?;
+        if order.is_none_or(|o| o.status() == OrderStatus::Created) {
+            tracing::warn!(order_id = %event.order, event = %event.id, "early webhook dropped");
+            return Ok(
+                Json(serde_json::json!({ "received": true, "outcome": "dropped" })).into_response(),
+            );
+        }
+    }
+    let outcome = if design.webhook_dedup {
+        match app
+            .store
+            .receive_webhook(event.clone())
+            .await
+            .map_err(|e| store_problem(&app, e))?
+        {
+            WebhookOutcome::Duplicate => {
+                Counters::bump(&app.counters.webhook_duplicates);
+                tracing::info!(order_id = %event.order, event = %event.id, "duplicate webhook skipped");
+                "duplicate"
+            }
+            WebhookOutcome::Parked => {
+                Counters::bump(&app.counters.webhook_parked);
+                tracing::info!(order_id = %event.order, event = %event.id, "early webhook parked");
+                "parked"
+            }
+            WebhookOutcome::Applied(step) => {
+                app.counters.step(&step);
+                "applied"
+            }
+        }
+    } else {
+        let step = app
+            .store
+            .raw_apply_unchecked(event.clone())
+            .await
+            .map_err(|e| store_problem(&app, e))?;
+        app.counters.step(&step);
+        "applied"
+    };
+    if design.finalize == Finalize::InMemory && design.webhook_dedup {
+        spawn_in_memory_finalize(&app, event.order);
+    }
+    Ok(Json(serde_json::json!({ "received": true, "outcome": outcome })).into_response())
+}
+
+/// The `finalize=in-memory` mistake: finalization is a task in this process,
+/// lost if the process dies before it runs.
+fn spawn_in_memory_finalize(app: &Arc<App>, order: OrderId) {
+    let app = Arc::clone(app);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(
+            app.config.in_memory_finalize_delay_ms,
+        ))
+        .await;
+        if let Ok(step) = app.store.finalize(order, Cause::Reconciler).await {
+            app.counters.step(&step);
+        }
+    });
+}
+
+// ---- admin ----------------------------------------------------------------
+
+fn authorize(app: &App, headers: &HeaderMap) -> Result<(), Problem> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let expected = app.config.admin_token.as_bytes();
+    // Constant-time comparison: no early exit on the first differing byte.
+    let same = given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            "send Authorization: Bearer <admin token>",
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestockBody {
+    sku: String,
+    qty: u64,
+}
+
+async fn restock(
+    State(app): Shared,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    authorize(&app, &headers)?;
+    let body: RestockBody = parse_json(&body.map_err(body_problem)?)?;
+    let sku = Sku::new(body.sku).map_err(|e| Problem::bad_request("invalid-sku", e.to_string()))?;
+    if body.qty == 0 || body.qty > 1_000_000_000 {
+        return Err(Problem::bad_request(
+            "invalid-qty",
+            "qty must be between 1 and 1000000000",
+        ));
+    }
+    app.store
+        .restock(sku.clone(), body.qty)
+        .await
+        .map_err(|e| store_problem(&app, e))?;
+    tracing::info!(sku = %sku, qty = body.qty, "restocked");
+    Ok(Json(serde_json::json!({ "sku": sku.to_string(), "restocked": body.qty })).into_response())
+}
+
+async fn audit(State(app): Shared, headers: HeaderMap) -> ApiResult {
+    authorize(&app, &headers)?;
+    let snapshot = app
+        .store
+        .audit()
+        .await
+        .map_err(|e| store_problem(&app, e))?;
+    Ok(Json(snapshot).into_response())
+}
+
+async fn metrics_text(State(app): Shared) -> ApiResult {
+    let stats = app
+        .store
+        .stats()
+        .await
+        .map_err(|e| store_problem(&app, e))?;
+    let audit = app.store.audit().await.ok();
+    let text = metrics::render(&app.counters, &stats, audit.as_deref());
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}

@@ -1,0 +1,82 @@
+//! The shop application: everything a handler or worker needs, built once.
+
+use crate::clock::Clock;
+use crate::design::Design;
+use crate::metrics::Counters;
+use crate::psp::PspClient;
+use crate::store::Store;
+use stampede_core::Cents;
+use std::sync::Arc;
+
+/// Limits and knobs of the served shop.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Which design variant to run.
+    pub design: Design,
+    /// Shared secret for `Psp-Signature` verification.
+    pub webhook_secret: Vec<u8>,
+    /// Bearer token for `/admin/*`.
+    pub admin_token: String,
+    /// Largest accepted request body, bytes.
+    pub max_body_bytes: usize,
+    /// What the `intent_amount=fixed` mistake charges, whatever the order costs.
+    pub fixed_amount: Cents,
+    /// How often `GET /v1/orders/{id}/events` polls the store, ms.
+    pub sse_poll_ms: u64,
+    /// Longest an events stream stays open, ms.
+    pub sse_max_ms: u64,
+    /// Delay before the naive in-memory finalize runs, ms.
+    pub in_memory_finalize_delay_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            design: Design::reference(),
+            webhook_secret: b"whsec_stampede_dev".to_vec(),
+            admin_token: "stampede-admin".to_string(),
+            max_body_bytes: 16 * 1024,
+            fixed_amount: Cents(1_000),
+            sse_poll_ms: 100,
+            sse_max_ms: 10 * 60 * 1000,
+            in_memory_finalize_delay_ms: 50,
+        }
+    }
+}
+
+/// Shared state of the API and the workers.
+pub struct App {
+    /// Where the shop's state lives.
+    pub store: Arc<dyn Store>,
+    /// The payment provider.
+    pub psp: PspClient,
+    /// The clock.
+    pub clock: Clock,
+    /// Knobs.
+    pub config: ServerConfig,
+    /// Metrics counters.
+    pub counters: Counters,
+}
+
+impl App {
+    /// Builds the application.
+    pub fn new(
+        store: Arc<dyn Store>,
+        psp: PspClient,
+        clock: Clock,
+        config: ServerConfig,
+    ) -> Arc<App> {
+        Arc::new(App {
+            store,
+            psp,
+            clock,
+            config,
+            counters: Counters::default(),
+        })
+    }
+
+    /// The design variant.
+    pub fn design(&self) -> &Design {
+        &self.config.design
+    }
+}

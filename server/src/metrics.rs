@@ -1,0 +1,254 @@
+//! `/metrics` in the Prometheus text format: counters the shell increments,
+//! plus gauges and time-in-state histograms computed from the store at
+//! scrape time.
+
+use crate::store::StoreError;
+use stampede_core::{AuditSnapshot, ShopStats, Step, Transition};
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters the API and workers increment.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Order transitions made through this process.
+    pub transitions: AtomicU64,
+    /// Store operations refused with an illegal transition.
+    pub transition_failures: AtomicU64,
+    /// Webhook events recognised as duplicates and skipped.
+    pub webhook_duplicates: AtomicU64,
+    /// Webhooks refused (bad signature, stale, malformed).
+    pub webhook_rejected: AtomicU64,
+    /// Webhooks parked for orders not ready yet.
+    pub webhook_parked: AtomicU64,
+    /// Jobs enqueued by this process (outside the core's own enqueues).
+    pub enqueues: AtomicU64,
+    /// Job attempts that failed and will be retried.
+    pub job_retries: AtomicU64,
+    /// Jobs moved to the dead-letter list.
+    pub jobs_dead_lettered: AtomicU64,
+    /// Jobs completed.
+    pub jobs_done: AtomicU64,
+    /// Repairs made by the reconciler.
+    pub reconciler_repairs: AtomicU64,
+    /// Requests answered with 5xx because the store was unavailable.
+    pub store_unavailable: AtomicU64,
+}
+
+impl Counters {
+    /// Adds one.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a step's transitions and logs each with its order id.
+    pub fn step(&self, step: &Step) {
+        if let Step::Moved(transitions) = step {
+            self.transitions_made(transitions);
+        }
+    }
+
+    /// Records transitions and logs each with its order id.
+    pub fn transitions_made(&self, transitions: &[Transition]) {
+        for t in transitions {
+            Counters::bump(&self.transitions);
+            tracing::info!(order_id = %t.order, from = %t.from, to = %t.to, cause = %t.cause, "transition");
+        }
+    }
+
+    /// Records a store error.
+    pub fn store_error(&self, error: &StoreError) {
+        match error {
+            StoreError::Shop(stampede_core::ShopError::Illegal(_)) => {
+                Counters::bump(&self.transition_failures)
+            }
+            StoreError::Unavailable(_) => Counters::bump(&self.store_unavailable),
+            _ => {}
+        }
+    }
+}
+
+/// Upper bounds (ms) of the time-in-state histogram buckets.
+pub const TIME_IN_STATE_BUCKETS_MS: [u64; 12] = [
+    1, 5, 10, 50, 100, 500, 1_000, 5_000, 10_000, 60_000, 300_000, 900_000,
+];
+
+/// Renders the metrics text.
+pub fn render(counters: &Counters, stats: &ShopStats, audit: Option<&AuditSnapshot>) -> String {
+    let mut out = String::new();
+    let counter = |out: &mut String, name: &str, help: &str, value: &AtomicU64| {
+        let _ = writeln!(
+            out,
+            "# HELP stampede_{name} {help}\n# TYPE stampede_{name} counter"
+        );
+        let _ = writeln!(out, "stampede_{name} {}", value.load(Ordering::Relaxed));
+    };
+    counter(
+        &mut out,
+        "transitions_total",
+        "Order transitions made by this process.",
+        &counters.transitions,
+    );
+    counter(
+        &mut out,
+        "transition_failures_total",
+        "Operations refused as illegal transitions.",
+        &counters.transition_failures,
+    );
+    counter(
+        &mut out,
+        "webhook_duplicates_skipped_total",
+        "Webhook events skipped as duplicates.",
+        &counters.webhook_duplicates,
+    );
+    counter(
+        &mut out,
+        "webhook_rejected_total",
+        "Webhooks refused (signature, staleness, shape).",
+        &counters.webhook_rejected,
+    );
+    counter(
+        &mut out,
+        "webhook_parked_total",
+        "Webhooks parked until their order could take them.",
+        &counters.webhook_parked,
+    );
+    counter(
+        &mut out,
+        "enqueues_total",
+        "Jobs enqueued by the shell.",
+        &counters.enqueues,
+    );
+    counter(
+        &mut out,
+        "job_retries_total",
+        "Job attempts that failed and were scheduled again.",
+        &counters.job_retries,
+    );
+    counter(
+        &mut out,
+        "jobs_dead_lettered_total",
+        "Jobs given up on.",
+        &counters.jobs_dead_lettered,
+    );
+    counter(
+        &mut out,
+        "jobs_done_total",
+        "Jobs completed.",
+        &counters.jobs_done,
+    );
+    counter(
+        &mut out,
+        "reconciler_repairs_total",
+        "Repairs made by the reconciler.",
+        &counters.reconciler_repairs,
+    );
+    counter(
+        &mut out,
+        "store_unavailable_total",
+        "Requests that found the store unavailable.",
+        &counters.store_unavailable,
+    );
+
+    let _ = writeln!(
+        out,
+        "# HELP stampede_orders Orders by status.\n# TYPE stampede_orders gauge"
+    );
+    for (status, n) in &stats.orders_by_status {
+        let _ = writeln!(out, "stampede_orders{{status=\"{status}\"}} {n}");
+    }
+    let gauge = |out: &mut String, name: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP stampede_{name} {help}\n# TYPE stampede_{name} gauge\nstampede_{name} {value}"
+        );
+    };
+    gauge(
+        &mut out,
+        "queue_depth",
+        "Live jobs (ready or leased).",
+        stats.jobs_live,
+    );
+    gauge(
+        &mut out,
+        "dead_letters",
+        "Jobs in the dead-letter list.",
+        stats.dead_letters,
+    );
+    gauge(
+        &mut out,
+        "webhooks_parked",
+        "Webhook events waiting for their order.",
+        stats.webhooks_parked,
+    );
+    gauge(
+        &mut out,
+        "idempotency_records",
+        "Idempotency records held.",
+        stats.idempotency_records,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP stampede_stock Stock counters by SKU.\n# TYPE stampede_stock gauge"
+    );
+    for (sku, level) in &stats.stock {
+        for (kind, v) in [
+            ("available", level.available),
+            ("reserved", level.reserved),
+            ("sold", level.sold),
+            ("received", level.received),
+        ] {
+            let _ = writeln!(out, "stampede_stock{{sku=\"{sku}\",kind=\"{kind}\"}} {v}");
+        }
+    }
+    if let Some(audit) = audit {
+        render_time_in_state(&mut out, audit);
+    }
+    out
+}
+
+fn render_time_in_state(out: &mut String, audit: &AuditSnapshot) {
+    use std::collections::BTreeMap;
+    // status -> (bucket counts, sum, count)
+    let mut hist: BTreeMap<&'static str, ([u64; TIME_IN_STATE_BUCKETS_MS.len()], u64, u64)> =
+        BTreeMap::new();
+    for order in &audit.orders {
+        let mut since = order.created_at;
+        for t in order.transitions() {
+            let ms = t.at.since(since);
+            let entry = hist.entry(t.from.as_str()).or_default();
+            for (i, bound) in TIME_IN_STATE_BUCKETS_MS.iter().enumerate() {
+                if ms <= *bound {
+                    entry.0[i] += 1;
+                }
+            }
+            entry.1 += ms;
+            entry.2 += 1;
+            since = t.at;
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP stampede_time_in_state_ms Time orders spent in a status before leaving it.\n# TYPE stampede_time_in_state_ms histogram"
+    );
+    for (status, (buckets, sum, count)) in hist {
+        for (i, bound) in TIME_IN_STATE_BUCKETS_MS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "stampede_time_in_state_ms_bucket{{status=\"{status}\",le=\"{bound}\"}} {}",
+                buckets[i]
+            );
+        }
+        let _ = writeln!(
+            out,
+            "stampede_time_in_state_ms_bucket{{status=\"{status}\",le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "stampede_time_in_state_ms_sum{{status=\"{status}\"}} {sum}"
+        );
+        let _ = writeln!(
+            out,
+            "stampede_time_in_state_ms_count{{status=\"{status}\"}} {count}"
+        );
+    }
+}

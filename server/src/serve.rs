@@ -1,0 +1,276 @@
+//! Running the shop for real: tokio listeners, the embedded fake PSP, the
+//! workers, and graceful shutdown. `stampede serve`, the integration tests
+//! and the load generator all start the stack through [`start`].
+
+use crate::api;
+use crate::app::{App, ServerConfig};
+use crate::clock::Clock;
+use crate::http::{Connector, HttpClient};
+use crate::psp::{self, Psp, PspClient, PspConfig, WebhookTarget};
+use crate::store::{MemoryStore, Store};
+use crate::workers::{self, WorkerConfig};
+use stampede_core::{Catalog, Cents, Product, ShopConfig, ShopState, Sku};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// Where the PSP is.
+#[derive(Clone, Debug)]
+pub enum PspMode {
+    /// Start the fake PSP in this process on an ephemeral loopback port.
+    Embedded(PspConfig),
+    /// Use a PSP already listening at `host:port`.
+    Remote(String),
+}
+
+/// Everything needed to start the stack.
+#[derive(Clone, Debug)]
+pub struct StackConfig {
+    /// Where the shop listens (`127.0.0.1:0` for an ephemeral port).
+    pub addr: SocketAddr,
+    /// The PSP.
+    pub psp: PspMode,
+    /// The shop.
+    pub server: ServerConfig,
+    /// The store's limits (reservation TTL etc.).
+    pub shop: ShopConfig,
+    /// What is for sale: products and initial stock.
+    pub catalog: Vec<(Product, u64)>,
+    /// Job worker tasks.
+    pub workers: u32,
+    /// Worker timings.
+    pub worker: WorkerConfig,
+    /// Seed for every RNG in the stack.
+    pub seed: u64,
+    /// Unix time (ms) of the clock's origin, for webhook signature timestamps.
+    pub epoch_unix_ms: u64,
+    /// Timeout of shop→PSP requests.
+    pub psp_timeout: Duration,
+}
+
+impl StackConfig {
+    /// A small demo shop on `addr` with an embedded PSP.
+    pub fn demo(addr: SocketAddr, epoch_unix_ms: u64) -> StackConfig {
+        let server = ServerConfig::default();
+        let psp = PspConfig {
+            secret: server.webhook_secret.clone(),
+            ..PspConfig::default()
+        };
+        StackConfig {
+            addr,
+            psp: PspMode::Embedded(psp),
+            server,
+            shop: ShopConfig::default(),
+            catalog: demo_catalog(),
+            workers: 4,
+            worker: WorkerConfig::default(),
+            seed: 1,
+            epoch_unix_ms,
+            psp_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The demo catalog: a hot flash-sale SKU and a few ordinary ones.
+pub fn demo_catalog() -> Vec<(Product, u64)> {
+    let product = |sku: &str, name: &str, price: u64, max: u32, limit: Option<u32>| Product {
+        sku: Sku::new(sku).expect("valid demo sku"),
+        name: name.to_string(),
+        price: Cents(price),
+        max_qty_per_order: max,
+        per_customer_limit: limit,
+    };
+    vec![
+        (
+            product(
+                "sneaker-limited",
+                "Limited sneaker drop",
+                19_900,
+                2,
+                Some(2),
+            ),
+            100,
+        ),
+        (
+            product("tshirt-black", "Black T-shirt", 2_500, 10, None),
+            10_000,
+        ),
+        (product("mug", "Coffee mug", 1_200, 10, None), 5_000),
+        (product("poster", "Concert poster", 900, 5, None), 2_000),
+    ]
+}
+
+/// A running stack.
+pub struct Stack {
+    /// Where the shop listens.
+    pub shop_addr: SocketAddr,
+    /// Where the PSP listens.
+    pub psp_addr: String,
+    /// The shop application.
+    pub app: Arc<App>,
+    /// The in-process store.
+    pub store: Arc<MemoryStore>,
+    /// The embedded PSP, if any.
+    pub psp: Option<Arc<Psp>>,
+    tasks: Vec<JoinHandle<()>>,
+    worker_tasks: Vec<JoinHandle<()>>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl Stack {
+    /// Stops one job worker abruptly (as a crash would), returning how many remain.
+    pub fn kill_worker(&mut self) -> usize {
+        if let Some(task) = self.worker_tasks.pop() {
+            task.abort();
+        }
+        self.worker_tasks.len()
+    }
+
+    /// Starts `n` more job workers.
+    pub fn start_workers(&mut self, n: u32, seed: u64, config: WorkerConfig) {
+        let base = self.worker_tasks.len() as u32;
+        for i in 0..n {
+            let app = Arc::clone(&self.app);
+            self.worker_tasks.push(tokio::spawn(workers::run_job_worker(
+                app,
+                base + i,
+                seed,
+                config,
+            )));
+        }
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish, stops the workers.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.worker_tasks {
+            task.abort();
+        }
+        for task in self.tasks {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+/// Builds the store from the catalog.
+pub fn build_store(config: &StackConfig, clock: Clock) -> Result<Arc<MemoryStore>, String> {
+    let mut shop = config.shop;
+    if !config.server.design.reservation_ttl {
+        shop.reservation_ttl_ms = None;
+    }
+    let catalog = Catalog::new(config.catalog.iter().map(|(p, _)| p.clone()));
+    let mut state = ShopState::new(catalog, shop);
+    for (product, qty) in &config.catalog {
+        state
+            .stock(&product.sku, *qty, 1)
+            .map_err(|e| format!("stocking {}: {e}", product.sku))?;
+    }
+    Ok(Arc::new(MemoryStore::new(state, clock)))
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets
+/// in-flight requests finish.
+pub async fn serve_router(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn serve_with_shutdown(
+    listener: TcpListener,
+    router: axum::Router,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let signal = async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        };
+        if let Err(error) = serve_router(listener, router, signal).await {
+            tracing::error!(%error, "server stopped");
+        }
+    }
+}
+
+/// Starts the shop (and the embedded PSP) and returns once both listen.
+pub async fn start(config: StackConfig) -> io::Result<Stack> {
+    let clock = Clock::tokio(config.epoch_unix_ms);
+    let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+    let shop_listener = TcpListener::bind(config.addr).await?;
+    let shop_addr = shop_listener.local_addr()?;
+    let mut tasks = Vec::new();
+    let connector = Connector::tokio();
+
+    let (psp_addr, embedded) = match &config.psp {
+        PspMode::Remote(addr) => (addr.clone(), None),
+        PspMode::Embedded(psp_config) => {
+            let listener = TcpListener::bind((shop_addr.ip(), 0)).await?;
+            let addr = listener.local_addr()?.to_string();
+            let psp_config = PspConfig {
+                seed: config.seed,
+                webhook: Some(WebhookTarget {
+                    addr: shop_addr.to_string(),
+                    path: "/v1/webhooks/psp".into(),
+                }),
+                secret: config.server.webhook_secret.clone(),
+                ..psp_config.clone()
+            };
+            let psp = Psp::new(psp_config, clock.clone(), connector.clone())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+            tasks.push(tokio::spawn(serve_with_shutdown(
+                listener,
+                psp::router(Arc::clone(&psp)),
+                shutdown_rx.clone(),
+            )));
+            tasks.push(tokio::spawn(Arc::clone(&psp).run_delivery()));
+            (addr, Some(psp))
+        }
+    };
+
+    let store = build_store(&config, clock.clone())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let psp_client = PspClient::new(
+        HttpClient::new(connector, config.psp_timeout),
+        psp_addr.clone(),
+    );
+    let app = App::new(
+        Arc::clone(&store) as Arc<dyn Store>,
+        psp_client,
+        clock,
+        config.server.clone(),
+    );
+    tasks.push(tokio::spawn(serve_with_shutdown(
+        shop_listener,
+        api::router(Arc::clone(&app)),
+        shutdown_rx,
+    )));
+    tasks.push(tokio::spawn(workers::run_sweeper(
+        Arc::clone(&app),
+        config.worker,
+    )));
+    tasks.push(tokio::spawn(workers::run_reconciler(
+        Arc::clone(&app),
+        config.worker,
+    )));
+    let mut stack = Stack {
+        shop_addr,
+        psp_addr,
+        app,
+        store,
+        psp: embedded,
+        tasks,
+        worker_tasks: Vec::new(),
+        shutdown,
+    };
+    stack.start_workers(config.workers, config.seed, config.worker);
+    tracing::info!(shop = %stack.shop_addr, psp = %stack.psp_addr, design = %config.server.design, "stack started");
+    Ok(stack)
+}

@@ -1,0 +1,321 @@
+//! Workers that run beside the API: the job runner (reserve → create intent
+//! → finalize, refunds, intent cancellation, payment sync), the reservation
+//! sweeper and the reconciler.
+//!
+//! Every job step asks the store to act only if the order is still in the
+//! state the step expects, so a redelivered job is a no-op. A failed attempt
+//! is reported back with jitter drawn from the worker's seeded RNG; the core
+//! schedules the retry or dead-letters the job. A worker that crashes mid-job
+//! simply never acks: the lease lapses and another worker gets the job.
+
+use crate::api::create_intent;
+use crate::app::App;
+use crate::design::{Finalize, InventoryMode};
+use crate::metrics::Counters;
+use crate::store::StoreError;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use stampede_core::jobs::Failed;
+use stampede_core::{
+    Cause, IntentStatus, JobKind, Lease, OrderId, OrderStatus, PaymentIntent, Repair, Step,
+    reconcile, refund_key,
+};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Timing and bounds of the workers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// Sleep when no job is runnable, ms.
+    pub idle_poll_ms: u64,
+    /// Between sweeps of lapsed reservations, ms.
+    pub sweep_interval_ms: u64,
+    /// Most reservations one sweep expires.
+    pub sweep_batch: usize,
+    /// Between reconciliation passes, ms.
+    pub reconcile_interval_ms: u64,
+    /// Orders that moved more recently than this are left to the normal path, ms.
+    pub reconcile_grace_ms: u64,
+    /// Most orders one pass compares.
+    pub reconcile_batch: usize,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            idle_poll_ms: 20,
+            sweep_interval_ms: 250,
+            sweep_batch: 1_000,
+            reconcile_interval_ms: 2_000,
+            reconcile_grace_ms: 3_000,
+            reconcile_batch: 500,
+        }
+    }
+}
+
+/// Why a job step did not finish; the job is retried.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("psp: {0}")]
+    Psp(#[from] crate::psp::PspError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Runs jobs forever: lease, run, ack or fail. `seed` feeds the jitter RNG.
+pub async fn run_job_worker(app: Arc<App>, worker: u32, seed: u64, config: WorkerConfig) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (u64::from(worker) << 32));
+    loop {
+        match app.store.lease_job().await {
+            Ok(Some(lease)) => run_leased(&app, worker, &lease, &mut rng).await,
+            Ok(None) => tokio::time::sleep(Duration::from_millis(config.idle_poll_ms)).await,
+            Err(error) => {
+                app.counters.store_error(&error);
+                tracing::warn!(worker, %error, "cannot lease a job");
+                tokio::time::sleep(Duration::from_millis(config.idle_poll_ms)).await;
+            }
+        }
+    }
+}
+
+async fn run_leased(app: &App, worker: u32, lease: &Lease, rng: &mut ChaCha8Rng) {
+    let span = tracing::info_span!("job", order_id = %lease.order, job = %lease.job, kind = lease.kind.as_str(), attempt = lease.attempt, worker);
+    let _enter = span.enter();
+    match run_step(app, lease).await {
+        Ok(step) => {
+            app.counters.step(&step);
+            match app.store.ack_job(lease.clone()).await {
+                Ok(()) => Counters::bump(&app.counters.jobs_done),
+                // The lease lapsed (we were slow): another worker has the job; its step is a no-op.
+                Err(error) => tracing::warn!(%error, "ack refused"),
+            }
+        }
+        Err(error) => {
+            let jitter = rng.random_range(0..=1000u32);
+            match app
+                .store
+                .fail_job(lease.clone(), error.to_string(), jitter)
+                .await
+            {
+                Ok(Failed::Retry { at }) => {
+                    Counters::bump(&app.counters.job_retries);
+                    tracing::warn!(%error, retry_at = %at, "job failed; will retry");
+                }
+                Ok(Failed::DeadLettered) => {
+                    Counters::bump(&app.counters.jobs_dead_lettered);
+                    tracing::error!(%error, "job dead-lettered");
+                }
+                Err(e) => {
+                    tracing::warn!(%error, report_error = %e, "could not report a failed job")
+                }
+            }
+        }
+    }
+}
+
+async fn run_step(app: &App, lease: &Lease) -> Result<Step, StepError> {
+    let cause = Cause::Worker { job: lease.job };
+    let order = lease.order;
+    match lease.kind {
+        JobKind::Reserve => reserve(app, order, cause).await,
+        JobKind::CreateIntent => {
+            let Some(current) = app.store.get_order(order).await? else {
+                return Err(StepError::Other(format!("{order} does not exist")));
+            };
+            if current.status() != OrderStatus::InventoryReserved {
+                return Ok(Step::Skipped(current.status()));
+            }
+            let (intent, _) = create_intent(app, &current).await?;
+            Ok(app.store.record_intent(intent, cause).await?)
+        }
+        JobKind::SyncPayment => {
+            let mut last = Step::Skipped(OrderStatus::Created);
+            for intent in app.psp.intents_for_order(order).await? {
+                last = app.store.apply_payment(intent, cause.clone()).await?;
+            }
+            Ok(last)
+        }
+        JobKind::Finalize => {
+            if app.design().finalize == Finalize::InMemory {
+                // The mistake: finalization was left to the webhook handler's task.
+                return Ok(Step::Skipped(OrderStatus::Paid));
+            }
+            Ok(app.store.finalize(order, cause).await?)
+        }
+        JobKind::Refund => refund(app, order, cause).await,
+        JobKind::CancelIntent => cancel_intent(app, order, cause).await,
+    }
+}
+
+/// The reserve step: atomic and state-checked in the reference design;
+/// read-then-write and/or unchecked in the naive ones.
+async fn reserve(app: &App, order: OrderId, cause: Cause) -> Result<Step, StepError> {
+    let design = *app.design();
+    if design.inventory == InventoryMode::Reference && design.worker_state_check {
+        return Ok(app.store.reserve(order, cause).await?);
+    }
+    let Some(current) = app.store.get_order(order).await? else {
+        return Err(StepError::Other(format!("{order} does not exist")));
+    };
+    if design.worker_state_check && current.status() != OrderStatus::Created {
+        return Ok(Step::Skipped(current.status()));
+    }
+    let observed = if design.inventory == InventoryMode::ReadThenWrite {
+        let mut seen = Vec::with_capacity(current.lines.len());
+        for line in &current.lines {
+            seen.push(app.store.raw_available(line.sku.clone()).await?);
+        }
+        if current
+            .lines
+            .iter()
+            .zip(&seen)
+            .any(|(line, available)| u64::from(line.qty) > *available)
+        {
+            let to = OrderStatus::Cancelled(stampede_core::CancelReason::OutOfStock);
+            return Ok(app
+                .store
+                .transition_if(order, current.status(), to, cause)
+                .await?);
+        }
+        // The window: others read the same availability before we write.
+        tokio::task::yield_now().await;
+        Some(seen)
+    } else {
+        None
+    };
+    Ok(app.store.raw_force_reserve(order, observed, cause).await?)
+}
+
+/// Refunds every captured intent of the order at the PSP, then records it.
+async fn refund(app: &App, order: OrderId, cause: Cause) -> Result<Step, StepError> {
+    let intents = app.psp.intents_for_order(order).await?;
+    let mut refunded: Option<PaymentIntent> = None;
+    for intent in intents.into_iter().filter(|i| i.net_captured().0 > 0) {
+        refunded = Some(app.psp.refund(&intent.id, &refund_key(order)).await?);
+        tracing::info!(order_id = %order, intent = %intent.id, "refunded");
+    }
+    match refunded {
+        Some(intent) => Ok(app.store.mark_refunded(intent, cause).await?),
+        None => Ok(Step::Skipped(OrderStatus::Refunded)),
+    }
+}
+
+/// Cancels the order's open intent; if the customer paid meanwhile, the
+/// payment is applied (and, the order being cancelled, refunded).
+async fn cancel_intent(app: &App, order: OrderId, cause: Cause) -> Result<Step, StepError> {
+    let mut last = Step::Skipped(OrderStatus::Cancelled(stampede_core::CancelReason::Expired));
+    for intent in app.psp.intents_for_order(order).await? {
+        let current = match intent.status {
+            IntentStatus::RequiresPayment => {
+                app.psp.cancel(&intent.id).await.or_else(|e| match e {
+                    // Paid between our read and the cancel: the PSP refuses; take its word.
+                    crate::psp::PspError::Status { status: 409, .. } => Ok(intent.clone()),
+                    other => Err(other),
+                })?
+            }
+            _ => intent,
+        };
+        last = app.store.apply_payment(current, cause.clone()).await?;
+    }
+    Ok(last)
+}
+
+/// Sweeps lapsed reservations and old idempotency records forever.
+pub async fn run_sweeper(app: Arc<App>, config: WorkerConfig) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(config.sweep_interval_ms)).await;
+        if !app.design().reservation_ttl {
+            continue;
+        }
+        match app.store.expire_reservations(config.sweep_batch).await {
+            Ok(transitions) => app.counters.transitions_made(&transitions),
+            Err(error) => app.counters.store_error(&error),
+        }
+        let _ = app.store.housekeep(config.sweep_batch).await;
+    }
+}
+
+/// Compares open orders with the PSP forever and repairs what webhooks missed.
+pub async fn run_reconciler(app: Arc<App>, config: WorkerConfig) {
+    if !app.design().reconciliation {
+        return;
+    }
+    loop {
+        tokio::time::sleep(Duration::from_millis(config.reconcile_interval_ms)).await;
+        if let Err(error) = reconcile_once(&app, config).await {
+            tracing::warn!(%error, "reconciliation pass failed");
+        }
+    }
+}
+
+/// One reconciliation pass; returns the repairs made.
+pub async fn reconcile_once(app: &App, config: WorkerConfig) -> Result<usize, String> {
+    let candidates = app
+        .store
+        .reconcile_candidates(config.reconcile_batch)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut psp: BTreeMap<OrderId, PaymentIntent> = BTreeMap::new();
+    for order in &candidates {
+        let intents = app
+            .psp
+            .intents_for_order(order.id)
+            .await
+            .map_err(|e| e.to_string())?;
+        // The intent that matters: one holding money if any, else the order's own.
+        let chosen = intents
+            .iter()
+            .find(|i| i.net_captured().0 > 0)
+            .or_else(|| {
+                intents
+                    .iter()
+                    .find(|i| Some(&i.id) == order.intent.as_ref())
+            })
+            .or_else(|| intents.first());
+        if let Some(intent) = chosen {
+            psp.insert(order.id, intent.clone());
+        }
+    }
+    let repairs = reconcile(
+        &candidates,
+        &psp,
+        app.clock.now(),
+        config.reconcile_grace_ms,
+    );
+    let mut made = 0;
+    for repair in repairs {
+        let result = match repair {
+            Repair::ApplyPayment { intent, .. } => app
+                .store
+                .apply_payment(intent, Cause::Reconciler)
+                .await
+                .map(Some),
+            Repair::Finalize { order } => {
+                app.store.finalize(order, Cause::Reconciler).await.map(Some)
+            }
+            Repair::Refund { order, .. } => app
+                .store
+                .enqueue_job(JobKind::Refund, order)
+                .await
+                .map(|_| None),
+            Repair::Anomaly { order, detail } => {
+                tracing::error!(order_id = %order, %detail, "reconciliation anomaly");
+                Ok(None)
+            }
+        };
+        match result {
+            Ok(step) => {
+                made += 1;
+                Counters::bump(&app.counters.reconciler_repairs);
+                if let Some(step) = step {
+                    app.counters.step(&step);
+                }
+            }
+            Err(error) => app.counters.store_error(&error),
+        }
+    }
+    Ok(made)
+}
