@@ -185,18 +185,16 @@ pub async fn serve_router(
         .await
 }
 
-fn serve_with_shutdown(
+async fn serve_with_shutdown(
     listener: TcpListener,
     router: axum::Router,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
-) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let signal = async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        };
-        if let Err(error) = serve_router(listener, router, signal).await {
-            tracing::error!(%error, "server stopped");
-        }
+) {
+    let signal = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    if let Err(error) = serve_router(listener, router, signal).await {
+        tracing::error!(%error, "server stopped");
     }
 }
 

@@ -194,7 +194,9 @@ async fn refund(app: &App, order: OrderId, cause: Cause) -> Result<Step, StepErr
     let intents = app.psp.intents_for_order(order).await?;
     let mut refunded: Option<PaymentIntent> = None;
     for intent in intents.into_iter().filter(|i| i.net_captured().0 > 0) {
-        refunded = Some(app.psp.refund(&intent.id, &refund_key(order)).await?);
+        // One key per intent: a naive shop may have charged several intents for one order.
+        let key = format!("{}_{}", refund_key(order), intent.id);
+        refunded = Some(app.psp.refund(&intent.id, &key).await?);
         tracing::info!(order_id = %order, intent = %intent.id, "refunded");
     }
     match refunded {

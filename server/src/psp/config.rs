@@ -200,18 +200,12 @@ mod tests {
             duplicate_probability: 1.5,
             ..PspConfig::default()
         };
-        assert_eq!(
-            bad.validate().unwrap_err().field,
-            "duplicate_probability"
-        );
+        assert_eq!(bad.validate().unwrap_err().field, "duplicate_probability");
         let nan = PspConfig {
             duplicate_probability: f64::NAN,
             ..PspConfig::default()
         };
-        assert_eq!(
-            nan.validate().unwrap_err().field,
-            "duplicate_probability"
-        );
+        assert_eq!(nan.validate().unwrap_err().field, "duplicate_probability");
         let bad = PspConfig {
             delay_ms_min: 60,
             delay_ms_max: 50,

@@ -275,11 +275,13 @@ impl From<LedgerLine> for LedgerEntry {
     }
 }
 
-/// `GET /v1/ledger` body.
+/// `GET /v1/ledger` body: a page of lines.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {
-    /// Every line, oldest first.
+    /// Lines in `seq` order.
     pub entries: Vec<LedgerLine>,
+    /// More lines follow the last one (ask again with `after=<seq>`).
+    pub has_more: bool,
 }
 
 #[cfg(test)]

@@ -1,0 +1,730 @@
+//! The reference shop over real loopback sockets: full orders reach
+//! `Confirmed`; Idempotency-Key semantics; every bad input is a 4xx
+//! problem+json that changes nothing; forged and stale webhooks are refused;
+//! duplicated and reordered webhooks apply once; a crashed worker's job is
+//! redelivered; an expired reservation returns its stock; a late payment is
+//! refunded; and concurrent shoppers racing for a small stock never oversell
+//! and are never charged twice (judged by the core's invariant checker).
+
+use bytes::Bytes;
+use hyper::{Method, StatusCode};
+use serde_json::{Value, json};
+use stampede_core::{
+    AuditSnapshot, ClientOp, ClientReply, CustomerId, EventKind, History, IdempotencyKey, IntentId,
+    Invariant, ItemRequest, Millis, OrderId, PlaceOrder, Sku, check_all,
+};
+use stampede_server::design::Design;
+use stampede_server::http::{Connector, HttpClient, HttpResponse};
+use stampede_server::psp::{PspClient, PspConfig};
+use stampede_server::serve::{self, PspMode, Stack, StackConfig};
+use stampede_server::workers::WorkerConfig;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const HOT: &str = "sneaker-limited";
+const TEE: &str = "tshirt-black";
+const ADMIN: &str = "stampede-admin";
+
+fn fast_workers() -> WorkerConfig {
+    WorkerConfig {
+        idle_poll_ms: 5,
+        sweep_interval_ms: 50,
+        sweep_batch: 1_000,
+        reconcile_interval_ms: 200,
+        reconcile_grace_ms: 300,
+        reconcile_batch: 1_000,
+    }
+}
+
+fn config(design: Design) -> StackConfig {
+    let mut c = StackConfig::demo(
+        "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
+        1_700_000_000_000,
+    );
+    c.server.design = design;
+    c.worker = fast_workers();
+    c.shop.queue.visibility_ms = 400;
+    c.shop.retry.base_delay_ms = 20;
+    if let PspMode::Embedded(psp) = &mut c.psp {
+        psp.delay_ms_min = 0;
+        psp.delay_ms_max = 20;
+    }
+    c
+}
+
+async fn start(c: StackConfig) -> (Stack, Shopper) {
+    let stack = serve::start(c).await.expect("stack starts");
+    let shopper = Shopper::new(&stack);
+    (stack, shopper)
+}
+
+/// A client of the shop and the PSP.
+struct Shopper {
+    http: HttpClient,
+    shop: String,
+    psp: PspClient,
+}
+
+impl Shopper {
+    fn new(stack: &Stack) -> Shopper {
+        let http = HttpClient::new(Connector::tokio(), Duration::from_secs(10));
+        Shopper {
+            psp: PspClient::new(http.clone(), stack.psp_addr.clone()),
+            shop: stack.shop_addr.to_string(),
+            http,
+        }
+    }
+
+    async fn post(&self, path: &str, headers: &[(&str, String)], body: &str) -> HttpResponse {
+        let mut all = vec![("content-type", "application/json".to_string())];
+        all.extend(headers.iter().cloned());
+        self.http
+            .send(
+                &self.shop,
+                Method::POST,
+                path,
+                &all,
+                Some(Bytes::from(body.to_string())),
+            )
+            .await
+            .expect("shop answers")
+    }
+
+    async fn get(&self, path: &str) -> HttpResponse {
+        self.http.get(&self.shop, path).await.expect("shop answers")
+    }
+
+    async fn order(&self, key: &str, customer: &str, sku: &str, qty: u32) -> HttpResponse {
+        let body =
+            json!({ "customer_id": customer, "items": [{ "sku": sku, "qty": qty }] }).to_string();
+        self.post("/v1/orders", &[("idempotency-key", key.to_string())], &body)
+            .await
+    }
+
+    async fn status(&self, order: &str) -> String {
+        self.get(&format!("/v1/orders/{order}"))
+            .await
+            .json::<Value>()
+            .unwrap()["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Polls until the order's status is one of `wanted` (bounded: 10 s).
+    async fn wait_for(&self, order: &str, wanted: &[&str]) -> String {
+        for _ in 0..1_000 {
+            let status = self.status(order).await;
+            if wanted.contains(&status.as_str()) {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "{order} never reached {wanted:?}; it is {}",
+            self.status(order).await
+        );
+    }
+
+    async fn pay(&self, order: &str, key: &str) -> HttpResponse {
+        self.post(
+            &format!("/v1/orders/{order}/pay"),
+            &[("idempotency-key", key.to_string())],
+            "",
+        )
+        .await
+    }
+
+    /// Starts payment and confirms it at the PSP.
+    async fn pay_and_confirm(&self, order: &str, decline: bool) {
+        let started = self.pay(order, &format!("pay-{order}")).await;
+        assert_eq!(
+            started.status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&started.body)
+        );
+        let body: Value = started.json().unwrap();
+        let intent = IntentId::new(body["intent_id"].as_str().unwrap()).unwrap();
+        self.psp
+            .confirm(&intent, body["client_secret"].as_str().unwrap(), decline)
+            .await
+            .expect("psp confirms");
+    }
+
+    async fn audit(&self) -> AuditSnapshot {
+        let response = self
+            .http
+            .send(
+                &self.shop,
+                Method::GET,
+                "/admin/audit",
+                &[("authorization", format!("Bearer {ADMIN}"))],
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status, StatusCode::OK);
+        response.json().unwrap()
+    }
+
+    async fn available(&self, sku: &str) -> u64 {
+        self.get(&format!("/v1/products/{sku}"))
+            .await
+            .json::<Value>()
+            .unwrap()["available"]
+            .as_u64()
+            .unwrap()
+    }
+}
+
+fn order_id(response: &HttpResponse) -> String {
+    response.json::<Value>().unwrap()["order_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn is_problem(response: &HttpResponse, status: StatusCode, slug: &str) {
+    assert_eq!(
+        response.status,
+        status,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    assert_eq!(response.headers["content-type"], "application/problem+json");
+    let problem: Value = response.json().unwrap();
+    assert!(
+        problem["type"].as_str().unwrap().ends_with(slug),
+        "{problem}"
+    );
+    assert!(!problem["detail"].as_str().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_order_reaches_confirmed_with_one_charge() {
+    // Proves: order → reserve → intent → pay → webhook → finalize → confirmed, with one ledger charge.
+    let (stack, s) = start(config(Design::reference())).await;
+    let products: Value = s.get("/v1/products").await.json().unwrap();
+    assert_eq!(products["data"].as_array().unwrap().len(), 4);
+    let placed = s.order("k-1", "alice", TEE, 2).await;
+    assert_eq!(placed.status, StatusCode::ACCEPTED);
+    let id = order_id(&placed);
+    s.wait_for(&id, &["payment_pending"]).await;
+    s.pay_and_confirm(&id, false).await;
+    assert_eq!(s.wait_for(&id, &["confirmed"]).await, "confirmed");
+    let view: Value = s.get(&format!("/v1/orders/{id}")).await.json().unwrap();
+    assert_eq!(view["total"], 5_000);
+    let path: Vec<&str> = view["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        path,
+        ["inventory_reserved", "payment_pending", "paid", "confirmed"]
+    );
+    let ledger = s.psp.ledger().await.unwrap();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].amount.0, 5_000);
+    assert_eq!(s.available(TEE).await, 10_000 - 2);
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_replay_refuse_mismatch_and_are_required() {
+    // Proves: a repeat replays the saved 202 with Idempotent-Replayed; a different body under the key
+    // is 422; a missing or over-long key is 400; none of them creates a second order.
+    let (stack, s) = start(config(Design::reference())).await;
+    let first = s.order("k-1", "alice", TEE, 1).await;
+    let again = s.order("k-1", "alice", TEE, 1).await;
+    assert_eq!(again.status, StatusCode::ACCEPTED);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(
+        first.body, again.body,
+        "the saved response is replayed verbatim"
+    );
+    is_problem(
+        &s.order("k-1", "alice", TEE, 2).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency-key-reused",
+    );
+    let no_key = s
+        .post(
+            "/v1/orders",
+            &[],
+            &json!({"customer_id":"a","items":[{"sku":TEE,"qty":1}]}).to_string(),
+        )
+        .await;
+    is_problem(&no_key, StatusCode::BAD_REQUEST, "idempotency-key-missing");
+    is_problem(
+        &s.order(&"k".repeat(256), "alice", TEE, 1).await,
+        StatusCode::BAD_REQUEST,
+        "invalid-idempotency-key",
+    );
+    assert_eq!(s.audit().await.orders.len(), 1);
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_whose_first_request_is_still_running_is_a_409() {
+    // Proves: while the first /pay with a key waits on a PSP that never answers, the same key is 409.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_addr = hole.local_addr().unwrap().to_string();
+    let _accepting = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hole.accept().await {
+            held.push(socket); // accept and never answer
+        }
+    });
+    let mut c = config(Design::reference());
+    c.psp = PspMode::Remote(hole_addr);
+    c.psp_timeout = Duration::from_secs(3);
+    c.workers = 0;
+    let (stack, s) = start(c).await;
+    let id = order_id(&s.order("k-1", "alice", TEE, 1).await);
+    // Reserve by hand (no workers): lease the job and run the step through the store.
+    let lease = stack.app.store.lease_job().await.unwrap().unwrap();
+    stack
+        .app
+        .store
+        .reserve(lease.order, stampede_core::Cause::Worker { job: lease.job })
+        .await
+        .unwrap();
+    let path = format!("/v1/orders/{id}/pay");
+    let first = {
+        let http = s.http.clone();
+        let shop = s.shop.clone();
+        let path = path.clone();
+        tokio::spawn(async move {
+            http.send(
+                &shop,
+                Method::POST,
+                &path,
+                &[("idempotency-key", "pay-1".to_string())],
+                None,
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    is_problem(
+        &s.pay(&id, "pay-1").await,
+        StatusCode::CONFLICT,
+        "idempotency-key-in-flight",
+    );
+    let first = first.await.unwrap().unwrap();
+    is_problem(&first, StatusCode::BAD_GATEWAY, "psp-unavailable");
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_input_is_a_4xx_problem_and_changes_nothing() {
+    // Proves: malformed JSON, unknown fields, unknown SKU, qty 0 / too big, too many lines, a
+    // client price, oversized body, bad customer id, wrong types → 4xx problem+json, no state change.
+    let (stack, s) = start(config(Design::reference())).await;
+    let before = s.audit().await;
+    let lines: Vec<Value> = (0..17)
+        .map(|i| json!({"sku": format!("sku-{i}"), "qty": 1}))
+        .collect();
+    let cases: Vec<(String, StatusCode, &str)> = vec![
+        (
+            "{not json".into(),
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+        ),
+        (
+            json!({"customer_id":"a","items":[{"sku":TEE,"qty":1}],"coupon":"FREE"}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+        ),
+        (
+            json!({"customer_id":"a","items":[{"sku":"nope","qty":1}]}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-items",
+        ),
+        (
+            json!({"customer_id":"a","items":[{"sku":TEE,"qty":0}]}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-items",
+        ),
+        (
+            json!({"customer_id":"a","items":[{"sku":TEE,"qty":11}]}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-items",
+        ),
+        (
+            json!({"customer_id":"a","items":[{"sku":TEE,"qty":-1}]}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+        ),
+        (
+            json!({"customer_id":"a","items":[{"sku":TEE,"qty":99999999999u64}]}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+        ),
+        (
+            json!({"customer_id":"a","items":[]}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-items",
+        ),
+        (
+            json!({"customer_id":"a","items":lines}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-items",
+        ),
+        (
+            json!({"customer_id":"a","items":[{"sku":TEE,"qty":1,"price":1}]}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "client-price-not-accepted",
+        ),
+        (
+            json!({"customer_id":"bad id!","items":[{"sku":TEE,"qty":1}]}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid-customer",
+        ),
+        (
+            json!({"customer_id":"a","items":[{"sku":TEE,"qty":"1"}]}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+        ),
+        (
+            format!(
+                "{{\"customer_id\":\"{}\",\"items\":[]}}",
+                "x".repeat(20_000)
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+        ),
+        (
+            json!({"customer_id":"limited","items":[{"sku":HOT,"qty":3}]}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-items",
+        ),
+    ];
+    for (i, (body, status, slug)) in cases.into_iter().enumerate() {
+        let response = s
+            .post(
+                "/v1/orders",
+                &[("idempotency-key", format!("bad-{i}"))],
+                &body,
+            )
+            .await;
+        is_problem(&response, status, slug);
+    }
+    is_problem(
+        &s.get("/v1/orders/ord_999").await,
+        StatusCode::NOT_FOUND,
+        "not-found",
+    );
+    is_problem(
+        &s.get("/v1/orders/garbage").await,
+        StatusCode::NOT_FOUND,
+        "not-found",
+    );
+    is_problem(
+        &s.pay("ord_999", "p").await,
+        StatusCode::NOT_FOUND,
+        "not-found",
+    );
+    is_problem(
+        &s.post("/admin/restock", &[], "{}").await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    let after = s.audit().await;
+    assert_eq!(after.orders, before.orders);
+    assert_eq!(after.stock, before.stock);
+    assert_eq!(after.jobs_live, before.jobs_live);
+    // Rejected requests free their keys: nothing is held.
+    assert_eq!(after.idempotency_records, before.idempotency_records);
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_stale_webhooks_are_refused_without_effect() {
+    // Proves: a webhook with a wrong signature, a stale timestamp or no signature is a 400 and the
+    // order does not move; a correctly signed copy of a real event is accepted as a duplicate.
+    let (stack, s) = start(config(Design::reference())).await;
+    let id = order_id(&s.order("k-1", "alice", TEE, 1).await);
+    s.wait_for(&id, &["payment_pending"]).await;
+    let view: Value = s.get(&format!("/v1/orders/{id}")).await.json().unwrap();
+    let intent = view["intent_id"].as_str().unwrap();
+    let body =
+        json!({"id":"evt_forged","type":"payment_intent.succeeded","created":1_700_000_000u64,
+        "data":{"intent":intent,"order":id,"amount":2500}})
+        .to_string();
+    let now = stack.app.clock.unix_secs();
+    let forged = stampede_server::signature::sign(b"not-the-secret", now, body.as_bytes());
+    let stale = stampede_server::signature::sign(
+        &stack.app.config.webhook_secret,
+        now - 301,
+        body.as_bytes(),
+    );
+    for (header, slug) in [
+        (Some(forged), "invalid-signature"),
+        (Some(stale), "invalid-signature"),
+        (None, "signature-missing"),
+    ] {
+        let headers: Vec<(&str, String)> =
+            header.into_iter().map(|h| ("psp-signature", h)).collect();
+        is_problem(
+            &s.post("/v1/webhooks/psp", &headers, &body).await,
+            StatusCode::BAD_REQUEST,
+            slug,
+        );
+    }
+    assert_eq!(s.status(&id).await, "payment_pending");
+    assert!(s.psp.ledger().await.unwrap().is_empty());
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicated_and_reordered_webhooks_are_applied_once() {
+    // Proves: with every event delivered 1-4 times in random order, each order is paid and confirmed
+    // exactly once and the shop counted the duplicates it skipped.
+    let mut c = config(Design::reference());
+    if let PspMode::Embedded(psp) = &mut c.psp {
+        *psp = PspConfig {
+            duplicate_probability: 1.0,
+            max_extra_copies: 3,
+            delay_ms_min: 0,
+            delay_ms_max: 150,
+            ..psp.clone()
+        };
+    }
+    let (stack, s) = start(c).await;
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        ids.push(order_id(
+            &s.order(&format!("k-{i}"), &format!("c{i}"), TEE, 1).await,
+        ));
+    }
+    for id in &ids {
+        s.wait_for(id, &["payment_pending"]).await;
+        s.pay_and_confirm(id, false).await;
+    }
+    for id in &ids {
+        s.wait_for(id, &["confirmed"]).await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await; // let the last copies arrive
+    let audit = s.audit().await;
+    for order in &audit.orders {
+        let paid = order
+            .transitions()
+            .iter()
+            .filter(|t| t.to == stampede_core::OrderStatus::Paid)
+            .count();
+        assert_eq!(paid, 1, "{:?}", order.transitions());
+    }
+    let metrics = String::from_utf8(s.get("/metrics").await.body.to_vec()).unwrap();
+    let skipped: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("stampede_webhook_duplicates_skipped_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        skipped >= 8,
+        "every event had at least one extra copy; skipped {skipped}"
+    );
+    assert_eq!(s.psp.ledger().await.unwrap().len(), 8);
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_workers_job_is_redelivered_and_finishes() {
+    // Proves: a job leased by a worker that died (never acked) is redelivered after the visibility
+    // timeout to a live worker, and the order proceeds.
+    let mut c = config(Design::reference());
+    c.workers = 0;
+    let (mut stack, s) = start(c).await;
+    let id = order_id(&s.order("k-1", "alice", TEE, 1).await);
+    let crashed = stack
+        .app
+        .store
+        .lease_job()
+        .await
+        .unwrap()
+        .expect("the reserve job");
+    assert_eq!(crashed.attempt, 1);
+    stack.start_workers(1, 7, fast_workers());
+    s.wait_for(&id, &["payment_pending"]).await;
+    let audit = s.audit().await;
+    let reserved = &audit.orders[0].transitions()[0];
+    assert_eq!(
+        reserved.cause,
+        stampede_core::Cause::Worker { job: crashed.job },
+        "the same job, redelivered"
+    );
+    assert!(
+        reserved.at.0 >= 400,
+        "not before the lease lapsed (at {})",
+        reserved.at
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_reservation_returns_stock_and_a_late_payment_is_refunded() {
+    // Proves: an unpaid order's reservation lapses (stock back, order cancelled_expired); when the
+    // customer pays afterwards the money is refunded and the order ends refunded.
+    let mut c = config(Design::reference());
+    c.shop.reservation_ttl_ms = Some(500);
+    let (stack, s) = start(c).await;
+    let before = s.available(TEE).await;
+    let id = order_id(&s.order("k-1", "alice", TEE, 3).await);
+    s.wait_for(&id, &["payment_pending"]).await;
+    let started: Value = s.pay(&id, "pay-1").await.json().unwrap();
+    assert_eq!(s.available(TEE).await, before - 3);
+    s.wait_for(&id, &["cancelled_expired"]).await;
+    assert_eq!(s.available(TEE).await, before);
+    // Pay late; the PSP may already have cancelled the intent (then nothing is charged).
+    let intent = IntentId::new(started["intent_id"].as_str().unwrap()).unwrap();
+    let confirmed = s
+        .psp
+        .confirm(&intent, started["client_secret"].as_str().unwrap(), false)
+        .await;
+    if confirmed.is_ok() {
+        assert_eq!(s.wait_for(&id, &["refunded"]).await, "refunded");
+        let ledger = s.psp.ledger().await.unwrap();
+        let kinds: Vec<_> = ledger.iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                stampede_core::LedgerKind::Charge,
+                stampede_core::LedgerKind::Refund
+            ]
+        );
+    } else {
+        assert!(
+            s.psp.ledger().await.unwrap().is_empty(),
+            "a refused payment charges nothing"
+        );
+    }
+    stack.shutdown().await;
+}
+
+/// Runs `shoppers` concurrent shoppers for `stock` units of the hot SKU, each paying, waits for the
+/// world to settle, and judges every invariant on what clients were told, the PSP ledger and the audit.
+async fn flash_sale(design: Design, shoppers: u32) -> Vec<stampede_core::Verdict> {
+    let mut c = config(design);
+    c.catalog = vec![(
+        stampede_core::Product {
+            sku: Sku::new(HOT).unwrap(),
+            name: "hot".into(),
+            price: stampede_core::Cents(19_900),
+            max_qty_per_order: 2,
+            per_customer_limit: None,
+        },
+        20,
+    )];
+    c.shop.reservation_ttl_ms = Some(2_000);
+    c.workers = 8;
+    let (stack, s) = start(c).await;
+    let mut history = History::new();
+    history.push(
+        Millis(0),
+        EventKind::Listed {
+            sku: Sku::new(HOT).unwrap(),
+            price: stampede_core::Cents(19_900),
+        },
+    );
+    history.push(
+        Millis(0),
+        EventKind::Stocked {
+            sku: Sku::new(HOT).unwrap(),
+            qty: 20,
+        },
+    );
+    let s = std::sync::Arc::new(s);
+    let mut tasks = Vec::new();
+    for i in 0..shoppers {
+        let s = std::sync::Arc::clone(&s);
+        tasks.push(tokio::spawn(async move {
+            let key = format!("flash-{i}");
+            let response = s.order(&key, &format!("c{i}"), HOT, 1).await;
+            let id = (response.status == StatusCode::ACCEPTED).then(|| order_id(&response));
+            if let Some(id) = &id
+                && s.wait_for(id, &["payment_pending", "cancelled_out_of_stock"])
+                    .await
+                    == "payment_pending"
+            {
+                s.pay_and_confirm(id, false).await;
+            }
+            (i, key, id)
+        }));
+    }
+    for (req, task) in tasks.into_iter().enumerate() {
+        let (i, key, id) = task.await.unwrap();
+        let request = PlaceOrder {
+            key: Some(IdempotencyKey::new(key).unwrap()),
+            customer: CustomerId::new(format!("c{i}")).unwrap(),
+            items: vec![ItemRequest {
+                sku: Sku::new(HOT).unwrap(),
+                qty: 1,
+            }],
+        };
+        let fingerprint = Some(request.fingerprint());
+        history.push(
+            Millis(1),
+            EventKind::Request {
+                req: req as u64,
+                op: ClientOp::PlaceOrder(request),
+                fingerprint,
+            },
+        );
+        let reply = match id {
+            Some(id) => ClientReply::OrderAccepted {
+                order: OrderId::parse(&id).unwrap(),
+                replayed: false,
+            },
+            None => ClientReply::Refused {
+                status: 0,
+                problem: "refused".into(),
+            },
+        };
+        history.push(
+            Millis(1),
+            EventKind::Response {
+                req: req as u64,
+                reply,
+            },
+        );
+    }
+    // Settle: every order final and no jobs left (bounded: 15 s).
+    for _ in 0..1_500 {
+        let audit = s.audit().await;
+        if audit.orders.iter().all(|o| o.status().is_final()) && audit.jobs_live == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let audit = s.audit().await;
+    for order in &audit.orders {
+        for t in order.transitions() {
+            history.push(t.at, EventKind::Transition(t.clone()));
+        }
+    }
+    for entry in s.psp.ledger().await.unwrap() {
+        history.push(entry.at, EventKind::Ledger(entry));
+    }
+    stack.shutdown().await;
+    check_all(&history, &audit, true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_shoppers_racing_for_small_stock_never_oversell_or_double_charge() {
+    // Proves: 120 concurrent shoppers for 20 units on the reference design: every invariant holds.
+    let verdicts = flash_sale(Design::reference(), 120).await;
+    for v in &verdicts {
+        assert!(
+            !v.is_violated(),
+            "{} violated: {:?}",
+            v.invariant,
+            v.violations()
+        );
+    }
+    let _ = Invariant::ALL;
+}
