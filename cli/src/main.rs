@@ -95,20 +95,17 @@ fn unix_now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn print_designs() {
-    println!("Presets:");
+/// Writes the design list; a closed pipe (e.g. `| head`) just ends the output.
+fn print_designs(out: &mut impl std::io::Write) -> std::io::Result<()> {
+    writeln!(out, "Presets:")?;
     for (name, description) in PRESETS {
-        println!("  {name:<16} {description}");
+        writeln!(out, "  {name:<16} {description}")?;
     }
-    println!("\nSwitches (first value is the reference; set with --set switch=value):");
+    writeln!(out, "\nSwitches (first value is the reference; set with --set switch=value):")?;
     for switch in SWITCHES {
-        println!(
-            "  {:<20} {:<40} {}",
-            switch.name,
-            switch.values.join(" | "),
-            switch.mistake
-        );
+        writeln!(out, "  {:<20} {:<40} {}", switch.name, switch.values.join(" | "), switch.mistake)?;
     }
+    Ok(())
 }
 
 async fn wait_for_ctrl_c() {
@@ -166,10 +163,10 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Designs => {
-            print_designs();
-            Ok(())
-        }
+        Command::Designs => match print_designs(&mut std::io::stdout().lock()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("writing to stdout: {e}")),
+            _ => Ok(()),
+        },
         Command::Serve {
             addr,
             design,
