@@ -101,9 +101,18 @@ fn print_designs(out: &mut impl std::io::Write) -> std::io::Result<()> {
     for (name, description) in PRESETS {
         writeln!(out, "  {name:<16} {description}")?;
     }
-    writeln!(out, "\nSwitches (first value is the reference; set with --set switch=value):")?;
+    writeln!(
+        out,
+        "\nSwitches (first value is the reference; set with --set switch=value):"
+    )?;
     for switch in SWITCHES {
-        writeln!(out, "  {:<20} {:<40} {}", switch.name, switch.values.join(" | "), switch.mistake)?;
+        writeln!(
+            out,
+            "  {:<20} {:<40} {}",
+            switch.name,
+            switch.values.join(" | "),
+            switch.mistake
+        )?;
     }
     Ok(())
 }
@@ -164,7 +173,9 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Designs => match print_designs(&mut std::io::stdout().lock()) {
-            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("writing to stdout: {e}")),
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                Err(format!("writing to stdout: {e}"))
+            }
             _ => Ok(()),
         },
         Command::Serve {
