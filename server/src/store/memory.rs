@@ -31,6 +31,11 @@ impl MemoryStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Reads the state under the lock (no copy).
+    pub fn read<T>(&self, f: impl FnOnce(&ShopState) -> T) -> T {
+        f(&self.lock())
+    }
+
     /// A copy of the whole state (for the simulator's durable snapshot).
     pub fn snapshot(&self) -> ShopState {
         self.lock().clone()

@@ -1,0 +1,37 @@
+//! `stampede-sim`: the reference shop inside a seeded turmoil world.
+//!
+//! `(scenario, design, seed)` becomes a [`Plan`] — every shopper and every
+//! fault as data — which [`run`] executes: the very same axum router from
+//! `stampede-server` serves over turmoil's simulated TCP on `api-*` hosts,
+//! with the store on its own `db` host (reached through the remote store
+//! protocol), job workers on `worker-*` hosts, the fake PSP on `psp`, and
+//! shoppers on client hosts. Everything that happens is recorded into a
+//! `History`, safety invariants are watched as the run goes, and at the end
+//! the core's checker judges every invariant.
+//!
+//! **Design decision: one seed, one run.** turmoil's RNG, the PSP's webhook
+//! faults, the workers' jitter and the plan are all derived from the seed;
+//! time is turmoil's; nothing observable iterates a hash map. The same plan
+//! gives a byte-identical history (see [`trace_hash`]) in any process.
+//!
+//! ```no_run
+//! use stampede_sim::{Plan, run, scenarios};
+//! let plan = Plan::generate(&scenarios::smoke(), stampede_server::Design::reference(), 7);
+//! let result = run(&plan).unwrap();
+//! assert!(result.passed(), "{:?}", result.violated());
+//! println!("trace {}", result.trace_hash);
+//! ```
+
+#![deny(missing_docs)]
+
+pub mod net;
+pub mod plan;
+pub mod recorder;
+pub mod scenario;
+pub mod scenarios;
+pub mod shopper;
+pub mod world;
+
+pub use plan::{Fault, FaultEvent, Intent, Plan, ShopperPlan};
+pub use scenario::{Scenario, ScenarioError};
+pub use world::{LiveViolation, RunResult, RunStats, SimError, run, trace_hash};

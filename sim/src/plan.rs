@@ -1,0 +1,339 @@
+//! `(scenario, design, seed) → Plan`: the whole workload and fault schedule
+//! as explicit, serialisable data, drawn from a ChaCha RNG seeded with the
+//! run's seed. Executing a plan is deterministic, so a plan file replays a
+//! run exactly, and shrinking is editing the plan.
+
+use crate::scenario::{Arrival, Scenario};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use stampede_server::Design;
+
+/// Plan file format version.
+pub const PLAN_VERSION: u32 = 1;
+
+/// What a shopper means to do once the order is accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "then")]
+pub enum Intent {
+    /// Pay after `delay_ms`; the card is declined if `decline`; `double_pay` clicks "pay" twice.
+    Pay {
+        /// Think time, ms.
+        delay_ms: u64,
+        /// The card is declined.
+        decline: bool,
+        /// Two concurrent `/pay` requests with the same key.
+        double_pay: bool,
+    },
+    /// Walk away (the reservation should lapse).
+    Abandon,
+    /// Cancel the order.
+    Cancel,
+}
+
+/// One shopper.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShopperPlan {
+    /// Shopper number (also names the customer and keys).
+    pub id: u32,
+    /// Which shopper host runs it (0-based).
+    pub host: u32,
+    /// Which API host it talks to (0-based).
+    pub api: u32,
+    /// When it starts, ms.
+    pub arrive_ms: u64,
+    /// What it orders: (sku, qty).
+    pub items: Vec<(String, u32)>,
+    /// Sends "place order" twice at once.
+    pub double_click: bool,
+    /// Retries a timed-out request with the same key.
+    pub retry: bool,
+    /// What it does next.
+    pub intent: Intent,
+}
+
+/// A planned fault.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "fault")]
+pub enum Fault {
+    /// The host crashes and restarts after `down_ms`.
+    Crash {
+        /// Host name, e.g. `db` or `worker-2`.
+        host: String,
+        /// Down time, ms.
+        down_ms: u64,
+    },
+    /// Messages between `a` and `b` are dropped for `duration_ms`.
+    Partition {
+        /// One host.
+        a: String,
+        /// The other.
+        b: String,
+        /// How long, ms.
+        duration_ms: u64,
+    },
+}
+
+/// A fault at a time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultEvent {
+    /// When, ms.
+    pub at_ms: u64,
+    /// What.
+    pub fault: Fault,
+}
+
+/// Everything a run does, as data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Format version ([`PLAN_VERSION`]).
+    pub version: u32,
+    /// The scenario (topology, catalog, timings, webhook faults).
+    pub scenario: Scenario,
+    /// The design variant.
+    pub design: Design,
+    /// The seed the plan was drawn from (also seeds turmoil and the PSP).
+    pub seed: u64,
+    /// Shoppers, by arrival.
+    pub shoppers: Vec<ShopperPlan>,
+    /// Faults, by time.
+    pub faults: Vec<FaultEvent>,
+}
+
+impl Plan {
+    /// Draws the plan for `(scenario, design, seed)`. The scenario must be valid.
+    pub fn generate(scenario: &Scenario, design: Design, seed: u64) -> Plan {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let shoppers = draw_shoppers(scenario, &mut rng);
+        let faults = draw_faults(scenario, &mut rng);
+        Plan {
+            version: PLAN_VERSION,
+            scenario: scenario.clone(),
+            design,
+            seed,
+            shoppers,
+            faults,
+        }
+    }
+
+    /// When the last shopper arrives, ms.
+    pub fn last_arrival_ms(&self) -> u64 {
+        self.shoppers.iter().map(|s| s.arrive_ms).max().unwrap_or(0)
+    }
+
+    /// When faults stop: the later of the fault window's end and the end of the last fault.
+    pub fn faults_end_ms(&self) -> u64 {
+        let last = self
+            .faults
+            .iter()
+            .map(|f| {
+                f.at_ms
+                    + match &f.fault {
+                        Fault::Crash { down_ms, .. } => *down_ms,
+                        Fault::Partition { duration_ms, .. } => *duration_ms,
+                    }
+            })
+            .max()
+            .unwrap_or(0);
+        last.max(self.scenario.faults.window_end_ms)
+    }
+
+    /// When the run ends: faults over, shoppers arrived, and the settle time passed.
+    pub fn end_ms(&self) -> u64 {
+        self.faults_end_ms().max(self.last_arrival_ms()) + self.scenario.timing.settle_ms
+    }
+
+    /// Host names in registration order.
+    pub fn hosts(&self) -> Hosts {
+        Hosts::of(&self.scenario)
+    }
+}
+
+/// The names of the world's hosts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hosts {
+    /// `api-1..k`.
+    pub api: Vec<String>,
+    /// `worker-1..m`.
+    pub worker: Vec<String>,
+    /// Shopper client hosts.
+    pub shopper: Vec<String>,
+}
+
+impl Hosts {
+    /// The hosts of a scenario's topology.
+    pub fn of(scenario: &Scenario) -> Hosts {
+        let t = scenario.topology;
+        Hosts {
+            api: (1..=t.api_hosts).map(|i| format!("api-{i}")).collect(),
+            worker: (1..=t.worker_hosts)
+                .map(|i| format!("worker-{i}"))
+                .collect(),
+            shopper: (1..=t.shopper_hosts)
+                .map(|i| format!("shoppers-{i}"))
+                .collect(),
+        }
+    }
+
+    /// The hosts of a group named in a scenario.
+    pub fn group(&self, group: &str) -> Vec<String> {
+        match group {
+            "api" => self.api.clone(),
+            "worker" => self.worker.clone(),
+            "shopper" => self.shopper.clone(),
+            "db" => vec!["db".to_string()],
+            "psp" => vec!["psp".to_string()],
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn chance(rng: &mut ChaCha8Rng, p: f64) -> bool {
+    p > 0.0 && rng.random::<f64>() < p
+}
+
+fn arrivals(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Vec<u64> {
+    let n = scenario.shoppers.count as usize;
+    let mut times: Vec<u64> = match scenario.shoppers.arrival {
+        Arrival::Constant { over_ms } => (0..n)
+            .map(|i| i as u64 * over_ms / n.max(1) as u64)
+            .collect(),
+        Arrival::Poisson { per_sec } => {
+            let mut t = 0.0f64;
+            (0..n)
+                .map(|_| {
+                    let u: f64 = rng.random_range(f64::EPSILON..1.0);
+                    t += -u.ln() / per_sec * 1000.0;
+                    t as u64
+                })
+                .collect()
+        }
+        Arrival::Ramp { over_ms } => (0..n)
+            .map(|_| (rng.random::<f64>().sqrt() * over_ms as f64) as u64)
+            .collect(),
+        Arrival::Burst { at_ms, window_ms } => (0..n)
+            .map(|_| at_ms + rng.random_range(0..window_ms.max(1)))
+            .collect(),
+    };
+    times.sort_unstable();
+    times
+}
+
+fn draw_items(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Vec<(String, u32)> {
+    let total_weight: u64 = scenario.catalog.iter().map(|p| u64::from(p.weight)).sum();
+    let lines = rng.random_range(
+        1..=scenario
+            .shoppers
+            .max_lines
+            .min(scenario.catalog.len() as u32),
+    );
+    let mut items: Vec<(String, u32)> = Vec::new();
+    // Bounded: at most 8 draws per line to find a SKU not already chosen.
+    for _ in 0..lines * 8 {
+        if items.len() as u32 == lines {
+            break;
+        }
+        let mut pick = rng.random_range(0..total_weight.max(1));
+        let product = scenario
+            .catalog
+            .iter()
+            .find(|p| {
+                let w = u64::from(p.weight);
+                if pick < w {
+                    true
+                } else {
+                    pick -= w;
+                    false
+                }
+            })
+            .unwrap_or(&scenario.catalog[0]);
+        if items.iter().any(|(sku, _)| *sku == product.sku) {
+            continue;
+        }
+        let max = scenario
+            .shoppers
+            .max_qty
+            .min(product.max_qty_per_order)
+            .max(1);
+        items.push((product.sku.clone(), rng.random_range(1..=max)));
+    }
+    items
+}
+
+fn draw_shoppers(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Vec<ShopperPlan> {
+    let s = &scenario.shoppers;
+    let t = scenario.topology;
+    arrivals(scenario, rng)
+        .into_iter()
+        .enumerate()
+        .map(|(i, arrive_ms)| {
+            let items = draw_items(scenario, rng);
+            let double_click = chance(rng, s.double_click);
+            let retry = chance(rng, s.retry_on_timeout);
+            let intent = if chance(rng, s.abandon) {
+                Intent::Abandon
+            } else if chance(rng, s.cancel) {
+                Intent::Cancel
+            } else {
+                Intent::Pay {
+                    delay_ms: rng.random_range(0..=s.pay_delay_ms_max),
+                    decline: chance(rng, s.decline),
+                    double_pay: chance(rng, s.double_pay),
+                }
+            };
+            ShopperPlan {
+                id: i as u32 + 1,
+                host: rng.random_range(0..t.shopper_hosts),
+                api: rng.random_range(0..t.api_hosts),
+                arrive_ms,
+                items,
+                double_click,
+                retry,
+                intent,
+            }
+        })
+        .collect()
+}
+
+fn draw_faults(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Vec<FaultEvent> {
+    let f = &scenario.faults;
+    let hosts = Hosts::of(scenario);
+    let at = |rng: &mut ChaCha8Rng| rng.random_range(f.window_start_ms..=f.window_end_ms);
+    let mut faults = Vec::new();
+    for (group, spec) in [
+        ("api", f.api_crashes),
+        ("worker", f.worker_crashes),
+        ("db", f.db_crashes),
+    ] {
+        let candidates = hosts.group(group);
+        for _ in 0..spec.count {
+            let host = candidates[rng.random_range(0..candidates.len())].clone();
+            faults.push(FaultEvent {
+                at_ms: at(rng),
+                fault: Fault::Crash {
+                    host,
+                    down_ms: spec.down_ms,
+                },
+            });
+        }
+    }
+    for p in &f.partitions {
+        let (a_side, b_side) = (hosts.group(&p.a), hosts.group(&p.b));
+        for _ in 0..p.count {
+            let a = a_side[rng.random_range(0..a_side.len())].clone();
+            let b = b_side[rng.random_range(0..b_side.len())].clone();
+            if a != b {
+                faults.push(FaultEvent {
+                    at_ms: at(rng),
+                    fault: Fault::Partition {
+                        a,
+                        b,
+                        duration_ms: p.duration_ms,
+                    },
+                });
+            }
+        }
+    }
+    faults.sort_by(|x, y| x.at_ms.cmp(&y.at_ms));
+    faults
+}

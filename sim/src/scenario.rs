@@ -1,0 +1,493 @@
+//! What a simulated run is about: topology, catalog, shoppers, arrivals,
+//! faults and timings. Scenarios are data (TOML files in `scenarios/` map
+//! onto [`Scenario`]); [`Scenario::validate`] names the field and what is
+//! allowed for anything out of range.
+
+use serde::{Deserialize, Serialize};
+
+/// A whole scenario.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name (used in reports and repro lines).
+    pub name: String,
+    /// Host counts.
+    #[serde(default)]
+    pub topology: Topology,
+    /// Products and their stock.
+    pub catalog: Vec<ProductSpec>,
+    /// Who shops, and how.
+    pub shoppers: Shoppers,
+    /// Faults injected during the fault window.
+    #[serde(default)]
+    pub faults: Faults,
+    /// Timings.
+    #[serde(default)]
+    pub timing: Timing,
+    /// Invariants to judge (names; empty = all).
+    #[serde(default)]
+    pub invariants: Vec<String>,
+    /// Design preset when none is given on the command line.
+    #[serde(default = "default_design")]
+    pub design: String,
+}
+
+fn default_design() -> String {
+    "reference".into()
+}
+
+/// Host counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    /// API hosts (`api-1..k`).
+    pub api_hosts: u32,
+    /// Worker hosts (`worker-1..m`).
+    pub worker_hosts: u32,
+    /// Job worker tasks per worker host.
+    pub workers_per_host: u32,
+    /// Client hosts the shoppers run on.
+    pub shopper_hosts: u32,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Topology {
+            api_hosts: 2,
+            worker_hosts: 2,
+            workers_per_host: 2,
+            shopper_hosts: 4,
+        }
+    }
+}
+
+/// A product and its stock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductSpec {
+    /// SKU.
+    pub sku: String,
+    /// Unit price in cents.
+    pub price_cents: u64,
+    /// Initial stock.
+    pub stock: u64,
+    /// Most units per order line.
+    #[serde(default = "default_max_qty")]
+    pub max_qty_per_order: u32,
+    /// Per-customer limit across live orders.
+    #[serde(default)]
+    pub per_customer_limit: Option<u32>,
+    /// Weight when shoppers pick what to buy.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_max_qty() -> u32 {
+    5
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// The shopper population.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shoppers {
+    /// How many shoppers.
+    pub count: u32,
+    /// When they arrive.
+    pub arrival: Arrival,
+    /// Most units a shopper asks for per line.
+    #[serde(default = "one")]
+    pub max_qty: u32,
+    /// Most lines per order.
+    #[serde(default = "one")]
+    pub max_lines: u32,
+    /// Probability a shopper double-clicks "place order" (two concurrent identical requests).
+    #[serde(default)]
+    pub double_click: f64,
+    /// Probability a shopper retries with the same key after a timeout or 5xx.
+    #[serde(default = "default_retry")]
+    pub retry_on_timeout: f64,
+    /// Probability a shopper abandons before paying.
+    #[serde(default)]
+    pub abandon: f64,
+    /// Probability a shopper cancels instead of paying.
+    #[serde(default)]
+    pub cancel: f64,
+    /// Probability the card is declined.
+    #[serde(default)]
+    pub decline: f64,
+    /// Probability a shopper double-clicks "pay".
+    #[serde(default)]
+    pub double_pay: f64,
+    /// Think time before paying, ms (drawn uniformly from 0..=this).
+    #[serde(default = "default_pay_delay")]
+    pub pay_delay_ms_max: u64,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_retry() -> f64 {
+    1.0
+}
+
+fn default_pay_delay() -> u64 {
+    500
+}
+
+/// Arrival shape.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "shape", deny_unknown_fields)]
+pub enum Arrival {
+    /// Evenly spaced over `over_ms`.
+    Constant {
+        /// Span, ms.
+        over_ms: u64,
+    },
+    /// Poisson process with `per_sec` mean rate.
+    Poisson {
+        /// Mean arrivals per second.
+        per_sec: f64,
+    },
+    /// Rate rising linearly over `over_ms` (density grows with time).
+    Ramp {
+        /// Span, ms.
+        over_ms: u64,
+    },
+    /// Everyone within `window_ms` starting at `at_ms` (a flash sale).
+    Burst {
+        /// Start, ms.
+        at_ms: u64,
+        /// Window, ms.
+        window_ms: u64,
+    },
+}
+
+/// Faults injected between `window_start_ms` and `window_end_ms`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Faults {
+    /// Fault window start, ms.
+    #[serde(default)]
+    pub window_start_ms: u64,
+    /// Fault window end, ms (after it, faults stop and the world settles).
+    #[serde(default)]
+    pub window_end_ms: u64,
+    /// Crashes of API hosts.
+    #[serde(default)]
+    pub api_crashes: CrashSpec,
+    /// Crashes of worker hosts.
+    #[serde(default)]
+    pub worker_crashes: CrashSpec,
+    /// Crashes of the store host.
+    #[serde(default)]
+    pub db_crashes: CrashSpec,
+    /// Network partitions between host groups.
+    #[serde(default)]
+    pub partitions: Vec<PartitionSpec>,
+    /// Webhook delivery faults at the PSP.
+    #[serde(default)]
+    pub webhooks: WebhookFaults,
+    /// Whether a store crash loses writes since its last sync (the store is then not durable).
+    #[serde(default)]
+    pub lose_unsynced_tail: bool,
+    /// How often the store syncs when `lose_unsynced_tail` is set, ms.
+    #[serde(default = "default_sync")]
+    pub sync_interval_ms: u64,
+}
+
+fn default_sync() -> u64 {
+    500
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            window_start_ms: 0,
+            window_end_ms: 0,
+            api_crashes: CrashSpec::default(),
+            worker_crashes: CrashSpec::default(),
+            db_crashes: CrashSpec::default(),
+            partitions: Vec::new(),
+            webhooks: WebhookFaults::default(),
+            lose_unsynced_tail: false,
+            sync_interval_ms: default_sync(),
+        }
+    }
+}
+
+/// How many crashes and how long hosts stay down.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrashSpec {
+    /// Number of crashes.
+    pub count: u32,
+    /// Down time before restart, ms.
+    #[serde(default)]
+    pub down_ms: u64,
+}
+
+/// Partitions between two groups of hosts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionSpec {
+    /// One side: `api`, `worker`, `db`, `psp` or `shopper` (a random host of that group).
+    pub a: String,
+    /// The other side.
+    pub b: String,
+    /// How many partitions.
+    #[serde(default = "one")]
+    pub count: u32,
+    /// How long each lasts, ms.
+    pub duration_ms: u64,
+}
+
+/// Webhook delivery faults.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookFaults {
+    /// Probability an event is delivered more than once.
+    pub duplicate_probability: f64,
+    /// Most extra copies.
+    pub max_extra_copies: u32,
+    /// Largest delivery delay, ms (delays reorder events).
+    pub delay_ms_max: u64,
+}
+
+impl Default for WebhookFaults {
+    fn default() -> Self {
+        WebhookFaults {
+            duplicate_probability: 0.0,
+            max_extra_copies: 1,
+            delay_ms_max: 50,
+        }
+    }
+}
+
+/// Timings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timing {
+    /// Time after the fault window (and the last arrival) for the world to settle, ms.
+    pub settle_ms: u64,
+    /// Reservation TTL, ms.
+    pub reservation_ttl_ms: u64,
+    /// Client request timeout, ms.
+    pub client_timeout_ms: u64,
+    /// Shop → PSP and shop → store request timeout, ms.
+    pub backend_timeout_ms: u64,
+    /// Job lease visibility timeout, ms.
+    pub job_visibility_ms: u64,
+    /// Largest one-way network latency, ms.
+    pub max_latency_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            settle_ms: 20_000,
+            reservation_ttl_ms: 5_000,
+            client_timeout_ms: 2_000,
+            backend_timeout_ms: 1_000,
+            job_visibility_ms: 2_000,
+            max_latency_ms: 5,
+        }
+    }
+}
+
+/// A scenario value out of range.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct ScenarioError {
+    /// Dotted path of the field, e.g. `shoppers.double_click`.
+    pub field: String,
+    /// What is wrong and what is allowed.
+    pub problem: String,
+}
+
+fn err(field: &str, problem: impl Into<String>) -> ScenarioError {
+    ScenarioError {
+        field: field.to_string(),
+        problem: problem.into(),
+    }
+}
+
+fn probability(field: &str, p: f64) -> Result<(), ScenarioError> {
+    if (0.0..=1.0).contains(&p) {
+        Ok(())
+    } else {
+        Err(err(
+            field,
+            format!("{p} is not a probability; use a number from 0.0 to 1.0"),
+        ))
+    }
+}
+
+fn range(field: &str, v: u64, lo: u64, hi: u64) -> Result<(), ScenarioError> {
+    if (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err(err(
+            field,
+            format!("{v} is out of range; allowed {lo}..={hi}"),
+        ))
+    }
+}
+
+/// Host groups a partition may name.
+pub const HOST_GROUPS: [&str; 5] = ["api", "worker", "db", "psp", "shopper"];
+
+impl Scenario {
+    /// Checks every value; the first problem found is returned with its field path.
+    pub fn validate(&self) -> Result<(), ScenarioError> {
+        if self.name.is_empty() || self.name.len() > 64 {
+            return Err(err("name", "must be 1 to 64 characters"));
+        }
+        let t = &self.topology;
+        range("topology.api_hosts", t.api_hosts.into(), 1, 16)?;
+        range("topology.worker_hosts", t.worker_hosts.into(), 1, 16)?;
+        range(
+            "topology.workers_per_host",
+            t.workers_per_host.into(),
+            1,
+            64,
+        )?;
+        range("topology.shopper_hosts", t.shopper_hosts.into(), 1, 64)?;
+        if self.catalog.is_empty() {
+            return Err(err("catalog", "needs at least one product"));
+        }
+        for (i, p) in self.catalog.iter().enumerate() {
+            let f = |name: &str| format!("catalog[{i}].{name}");
+            stampede_core::Sku::new(p.sku.clone()).map_err(|e| err(&f("sku"), e.to_string()))?;
+            range(&f("price_cents"), p.price_cents, 1, 100_000_000)?;
+            range(&f("stock"), p.stock, 0, 1_000_000_000)?;
+            range(&f("max_qty_per_order"), p.max_qty_per_order.into(), 1, 100)?;
+            range(&f("weight"), p.weight.into(), 1, 1_000_000)?;
+            if self.catalog[..i].iter().any(|q| q.sku == p.sku) {
+                return Err(err(&f("sku"), format!("{} appears twice", p.sku)));
+            }
+        }
+        let s = &self.shoppers;
+        range("shoppers.count", s.count.into(), 1, 1_000_000)?;
+        range("shoppers.max_qty", s.max_qty.into(), 1, 100)?;
+        range("shoppers.max_lines", s.max_lines.into(), 1, 16)?;
+        for (name, p) in [
+            ("shoppers.double_click", s.double_click),
+            ("shoppers.retry_on_timeout", s.retry_on_timeout),
+            ("shoppers.abandon", s.abandon),
+            ("shoppers.cancel", s.cancel),
+            ("shoppers.decline", s.decline),
+            ("shoppers.double_pay", s.double_pay),
+        ] {
+            probability(name, p)?;
+        }
+        range("shoppers.pay_delay_ms_max", s.pay_delay_ms_max, 0, 600_000)?;
+        match s.arrival {
+            Arrival::Constant { over_ms } | Arrival::Ramp { over_ms } => {
+                range("shoppers.arrival.over_ms", over_ms, 1, 3_600_000)?
+            }
+            Arrival::Poisson { per_sec } => {
+                if !(per_sec > 0.0 && per_sec <= 1_000_000.0) {
+                    return Err(err(
+                        "shoppers.arrival.per_sec",
+                        format!("{per_sec} must be in (0, 1000000]"),
+                    ));
+                }
+            }
+            Arrival::Burst { at_ms, window_ms } => {
+                range("shoppers.arrival.at_ms", at_ms, 0, 3_600_000)?;
+                range("shoppers.arrival.window_ms", window_ms, 1, 3_600_000)?;
+            }
+        }
+        let fl = &self.faults;
+        if fl.window_end_ms < fl.window_start_ms {
+            return Err(err(
+                "faults.window_end_ms",
+                "must not be before faults.window_start_ms",
+            ));
+        }
+        range("faults.window_end_ms", fl.window_end_ms, 0, 3_600_000)?;
+        for (name, c) in [
+            ("faults.api_crashes", fl.api_crashes),
+            ("faults.worker_crashes", fl.worker_crashes),
+            ("faults.db_crashes", fl.db_crashes),
+        ] {
+            range(&format!("{name}.count"), c.count.into(), 0, 100)?;
+            range(&format!("{name}.down_ms"), c.down_ms, 0, 600_000)?;
+        }
+        for (i, p) in fl.partitions.iter().enumerate() {
+            for (side, group) in [("a", &p.a), ("b", &p.b)] {
+                if !HOST_GROUPS.contains(&group.as_str()) {
+                    return Err(err(
+                        &format!("faults.partitions[{i}].{side}"),
+                        format!("{group:?} is not one of {HOST_GROUPS:?}"),
+                    ));
+                }
+            }
+            range(
+                &format!("faults.partitions[{i}].count"),
+                p.count.into(),
+                0,
+                100,
+            )?;
+            range(
+                &format!("faults.partitions[{i}].duration_ms"),
+                p.duration_ms,
+                1,
+                600_000,
+            )?;
+        }
+        probability(
+            "faults.webhooks.duplicate_probability",
+            fl.webhooks.duplicate_probability,
+        )?;
+        range(
+            "faults.webhooks.max_extra_copies",
+            fl.webhooks.max_extra_copies.into(),
+            0,
+            10,
+        )?;
+        range(
+            "faults.webhooks.delay_ms_max",
+            fl.webhooks.delay_ms_max,
+            0,
+            600_000,
+        )?;
+        range("faults.sync_interval_ms", fl.sync_interval_ms, 1, 600_000)?;
+        let tm = &self.timing;
+        range("timing.settle_ms", tm.settle_ms, 0, 3_600_000)?;
+        range(
+            "timing.reservation_ttl_ms",
+            tm.reservation_ttl_ms,
+            1,
+            3_600_000,
+        )?;
+        range("timing.client_timeout_ms", tm.client_timeout_ms, 1, 600_000)?;
+        range(
+            "timing.backend_timeout_ms",
+            tm.backend_timeout_ms,
+            1,
+            600_000,
+        )?;
+        range("timing.job_visibility_ms", tm.job_visibility_ms, 1, 600_000)?;
+        range("timing.max_latency_ms", tm.max_latency_ms, 0, 10_000)?;
+        for (i, name) in self.invariants.iter().enumerate() {
+            if stampede_core::Invariant::parse(name).is_none() {
+                let all: Vec<_> = stampede_core::Invariant::ALL
+                    .iter()
+                    .map(|i| i.name())
+                    .collect();
+                return Err(err(
+                    &format!("invariants[{i}]"),
+                    format!("{name:?} is not one of {}", all.join(", ")),
+                ));
+            }
+        }
+        stampede_server::Design::preset(&self.design).map_err(|e| err("design", e.to_string()))?;
+        Ok(())
+    }
+}

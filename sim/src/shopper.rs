@@ -1,0 +1,365 @@
+//! Simulated shoppers: they place an order with an Idempotency-Key (some
+//! double-click), retry a timed-out request with the same key, follow the
+//! order, then pay at the PSP (some twice, some declined), abandon, or
+//! cancel. Everything a shopper asks and is told goes into the history.
+
+use crate::plan::{Intent, ShopperPlan};
+use crate::recorder::{Recorder, sim_now};
+use bytes::Bytes;
+use hyper::{Method, StatusCode};
+use stampede_core::{
+    Cents, ClientOp, ClientReply, CustomerId, IdempotencyKey, IntentId, ItemRequest, OrderId,
+    OrderStatus, PlaceOrder, Sku,
+};
+use stampede_server::http::{HttpClient, HttpResponse};
+use stampede_server::psp::PspClient;
+use std::time::Duration;
+
+/// Most attempts of one keyed request (first try + retries).
+pub const MAX_ATTEMPTS: u32 = 4;
+/// How often a shopper polls its order, ms.
+pub const POLL_MS: u64 = 200;
+/// How long a shopper follows an order before giving up, ms.
+pub const FOLLOW_MS: u64 = 60_000;
+
+/// What a shopper needs.
+#[derive(Clone)]
+pub struct ShopperCtx {
+    /// HTTP client (with the client timeout).
+    pub http: HttpClient,
+    /// API hosts, `host:port`.
+    pub api: Vec<String>,
+    /// The PSP.
+    pub psp: PspClient,
+    /// The run's history.
+    pub recorder: Recorder,
+}
+
+fn problem_slug(response: &HttpResponse) -> String {
+    response
+        .json::<serde_json::Value>()
+        .ok()
+        .and_then(|v| {
+            v["type"]
+                .as_str()
+                .map(|t| t.rsplit('/').next().unwrap_or(t).to_string())
+        })
+        .unwrap_or_default()
+}
+
+fn replayed(response: &HttpResponse) -> bool {
+    response
+        .headers
+        .get("idempotent-replayed")
+        .is_some_and(|v| v == "true")
+}
+
+/// Whether a keyed request should be retried with the same key.
+fn retryable(reply: &ClientReply) -> bool {
+    match reply {
+        ClientReply::NoResponse { .. } => true,
+        ClientReply::Refused { status, .. } => *status == 409 || *status >= 500,
+        _ => false,
+    }
+}
+
+async fn sleep_ms(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+impl ShopperCtx {
+    async fn send(
+        &self,
+        api: &str,
+        method: Method,
+        path: &str,
+        key: Option<&IdempotencyKey>,
+        body: Option<String>,
+    ) -> Result<HttpResponse, String> {
+        let mut headers = vec![("content-type", "application/json".to_string())];
+        if let Some(key) = key {
+            headers.push(("idempotency-key", key.to_string()));
+        }
+        self.http
+            .send(api, method, path, &headers, body.map(Bytes::from))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn place_once(&self, api: &str, request: &PlaceOrder) -> ClientReply {
+        let req = self.recorder.request(
+            ClientOp::PlaceOrder(request.clone()),
+            Some(request.fingerprint()),
+        );
+        let body = serde_json::json!({
+            "customer_id": request.customer.as_str(),
+            "items": request.items.iter().map(|i| serde_json::json!({"sku": i.sku.as_str(), "qty": i.qty})).collect::<Vec<_>>(),
+        });
+        let reply = match self
+            .send(
+                api,
+                Method::POST,
+                "/v1/orders",
+                request.key.as_ref(),
+                Some(body.to_string()),
+            )
+            .await
+        {
+            Ok(r) if r.status == StatusCode::ACCEPTED => {
+                match r
+                    .json::<serde_json::Value>()
+                    .ok()
+                    .and_then(|v| v["order_id"].as_str().and_then(OrderId::parse))
+                {
+                    Some(order) => ClientReply::OrderAccepted {
+                        order,
+                        replayed: replayed(&r),
+                    },
+                    None => ClientReply::Refused {
+                        status: 202,
+                        problem: "unparseable-body".into(),
+                    },
+                }
+            }
+            Ok(r) => ClientReply::Refused {
+                status: r.status.as_u16(),
+                problem: problem_slug(&r),
+            },
+            Err(reason) => ClientReply::NoResponse { reason },
+        };
+        self.recorder.response(req, reply.clone());
+        reply
+    }
+
+    async fn pay_once(
+        &self,
+        api: &str,
+        order: OrderId,
+        key: &IdempotencyKey,
+    ) -> (ClientReply, Option<String>) {
+        let req = self.recorder.request(
+            ClientOp::Pay {
+                order,
+                key: Some(key.clone()),
+            },
+            None,
+        );
+        let (reply, secret) = match self
+            .send(
+                api,
+                Method::POST,
+                &format!("/v1/orders/{order}/pay"),
+                Some(key),
+                None,
+            )
+            .await
+        {
+            Ok(r) if r.status == StatusCode::OK => {
+                let v: serde_json::Value = r.json().unwrap_or_default();
+                let intent = v["intent_id"].as_str().and_then(|s| IntentId::new(s).ok());
+                match intent {
+                    Some(intent) => (
+                        ClientReply::PaymentStarted {
+                            order,
+                            intent,
+                            amount: Cents(v["amount"].as_u64().unwrap_or(0)),
+                            replayed: replayed(&r),
+                        },
+                        v["client_secret"].as_str().map(str::to_string),
+                    ),
+                    None => (
+                        ClientReply::Refused {
+                            status: 200,
+                            problem: "unparseable-body".into(),
+                        },
+                        None,
+                    ),
+                }
+            }
+            Ok(r) => (
+                ClientReply::Refused {
+                    status: r.status.as_u16(),
+                    problem: problem_slug(&r),
+                },
+                None,
+            ),
+            Err(reason) => (ClientReply::NoResponse { reason }, None),
+        };
+        self.recorder.response(req, reply.clone());
+        (reply, secret)
+    }
+
+    async fn status(&self, api: &str, order: OrderId) -> Option<OrderStatus> {
+        let r = self
+            .send(api, Method::GET, &format!("/v1/orders/{order}"), None, None)
+            .await
+            .ok()?;
+        let v: serde_json::Value = r.json().ok()?;
+        OrderStatus::parse(v["status"].as_str()?)
+    }
+
+    /// Polls until the order's status satisfies `done`, or gives up.
+    async fn follow(
+        &self,
+        api: &str,
+        order: OrderId,
+        done: impl Fn(OrderStatus) -> bool,
+    ) -> Option<OrderStatus> {
+        let deadline = sim_now().plus_ms(FOLLOW_MS);
+        while sim_now() < deadline {
+            if let Some(status) = self.status(api, order).await
+                && done(status)
+            {
+                return Some(status);
+            }
+            sleep_ms(POLL_MS).await;
+        }
+        None
+    }
+}
+
+/// Runs one shopper to the end of its plan.
+pub async fn run(ctx: ShopperCtx, plan: ShopperPlan) {
+    let now = sim_now().0;
+    if plan.arrive_ms > now {
+        sleep_ms(plan.arrive_ms - now).await;
+    }
+    let api = ctx.api[plan.api as usize % ctx.api.len()].clone();
+    let request = PlaceOrder {
+        key: Some(IdempotencyKey::new(format!("order-{}", plan.id)).expect("valid key")),
+        customer: CustomerId::new(format!("cust-{}", plan.id)).expect("valid customer"),
+        items: plan
+            .items
+            .iter()
+            .map(|(sku, qty)| ItemRequest {
+                sku: Sku::new(sku.clone()).expect("validated sku"),
+                qty: *qty,
+            })
+            .collect(),
+    };
+    let Some(order) = place(&ctx, &api, &plan, &request).await else {
+        return;
+    };
+    let ready = |s: OrderStatus| s == OrderStatus::PaymentPending || s.is_final();
+    if ctx.follow(&api, order, ready).await != Some(OrderStatus::PaymentPending) {
+        return;
+    }
+    match plan.intent {
+        Intent::Abandon => {}
+        Intent::Cancel => {
+            let req = ctx.recorder.request(ClientOp::Cancel { order }, None);
+            let reply = match ctx
+                .send(
+                    &api,
+                    Method::POST,
+                    &format!("/v1/orders/{order}/cancel"),
+                    None,
+                    None,
+                )
+                .await
+            {
+                Ok(r) if r.status == StatusCode::OK => ClientReply::Status {
+                    order,
+                    status: r
+                        .json::<serde_json::Value>()
+                        .ok()
+                        .and_then(|v| v["status"].as_str().and_then(OrderStatus::parse))
+                        .unwrap_or(OrderStatus::Cancelled(
+                            stampede_core::CancelReason::ByCustomer,
+                        )),
+                },
+                Ok(r) => ClientReply::Refused {
+                    status: r.status.as_u16(),
+                    problem: problem_slug(&r),
+                },
+                Err(reason) => ClientReply::NoResponse { reason },
+            };
+            ctx.recorder.response(req, reply);
+        }
+        Intent::Pay {
+            delay_ms,
+            decline,
+            double_pay,
+        } => {
+            sleep_ms(delay_ms).await;
+            if let Some((intent, secret)) =
+                start_payment(&ctx, &api, order, plan.retry, double_pay).await
+            {
+                confirm(&ctx, &intent, &secret, decline).await;
+                ctx.follow(&api, order, OrderStatus::is_final).await;
+            }
+        }
+    }
+}
+
+async fn place(
+    ctx: &ShopperCtx,
+    api: &str,
+    plan: &ShopperPlan,
+    request: &PlaceOrder,
+) -> Option<OrderId> {
+    let attempts = if plan.retry { MAX_ATTEMPTS } else { 1 };
+    for attempt in 1..=attempts {
+        let replies = if attempt == 1 && plan.double_click {
+            let (a, b) = tokio::join!(ctx.place_once(api, request), ctx.place_once(api, request));
+            vec![a, b]
+        } else {
+            vec![ctx.place_once(api, request).await]
+        };
+        if let Some(order) = replies.iter().find_map(|r| match r {
+            ClientReply::OrderAccepted { order, .. } => Some(*order),
+            _ => None,
+        }) {
+            return Some(order);
+        }
+        if !replies.iter().any(retryable) {
+            return None;
+        }
+        sleep_ms(250 * u64::from(attempt)).await;
+    }
+    None
+}
+
+async fn start_payment(
+    ctx: &ShopperCtx,
+    api: &str,
+    order: OrderId,
+    retry: bool,
+    double_pay: bool,
+) -> Option<(IntentId, String)> {
+    let key = IdempotencyKey::new(format!("pay-{order}")).expect("valid key");
+    let attempts = if retry { MAX_ATTEMPTS } else { 1 };
+    for attempt in 1..=attempts {
+        let results = if attempt == 1 && double_pay {
+            let (a, b) = tokio::join!(
+                ctx.pay_once(api, order, &key),
+                ctx.pay_once(api, order, &key)
+            );
+            vec![a, b]
+        } else {
+            vec![ctx.pay_once(api, order, &key).await]
+        };
+        for (reply, secret) in &results {
+            if let (ClientReply::PaymentStarted { intent, .. }, Some(secret)) = (reply, secret) {
+                return Some((intent.clone(), secret.clone()));
+            }
+        }
+        if !results.iter().any(|(r, _)| retryable(r)) {
+            return None;
+        }
+        sleep_ms(250 * u64::from(attempt)).await;
+    }
+    None
+}
+
+/// Confirms at the PSP; a lost response is retried (a second confirm is a
+/// harmless 409: the PSP never charges an intent twice).
+async fn confirm(ctx: &ShopperCtx, intent: &IntentId, secret: &str, decline: bool) {
+    for attempt in 1..=MAX_ATTEMPTS {
+        match ctx.psp.confirm(intent, secret, decline).await {
+            Ok(_) => return,
+            Err(e) if e.status().is_some() => return,
+            Err(_) => sleep_ms(250 * u64::from(attempt)).await,
+        }
+    }
+}

@@ -1,0 +1,604 @@
+//! Executing a [`Plan`] in a turmoil world.
+//!
+//! Hosts: `db` (the store; its state lives outside the host so it survives a
+//! crash, and only an unsynced tail is lost when the scenario says so),
+//! `psp` (the fake PSP; webhooks go to `api-1`), `api-1..k` (the shop's
+//! router over simulated TCP), `worker-1..m` (job workers, sweeper,
+//! reconciler), and shopper client hosts. The driver steps the simulation
+//! one tick at a time, applies planned faults when their time comes, syncs
+//! the store's durable snapshot, and watches the safety invariants as it
+//! goes. After the last tick the history and the store's final state go to
+//! the core's checker.
+
+use crate::net::{SimListener, connector};
+use crate::plan::{Fault, Plan};
+use crate::recorder::{Recorder, RecordingStore};
+use crate::shopper::{self, ShopperCtx};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use stampede_core::{
+    AuditSnapshot, Catalog, Cents, EventKind, History, IdempotencyLimits, Invariant, LedgerKind,
+    Millis, Product, QueueLimits, RetryPolicy, ShopConfig, ShopState, Sku, Verdict, check_all,
+};
+use stampede_server::app::{App, ServerConfig};
+use stampede_server::clock::Clock;
+use stampede_server::http::HttpClient;
+use stampede_server::psp::{self, Psp, PspClient, PspConfig, WebhookTarget};
+use stampede_server::store::remote::{RemoteConfig, RemoteStore, serve_connection};
+use stampede_server::store::{MemoryStore, Store};
+use stampede_server::workers::{self, WorkerConfig};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// Unix time of the simulation's epoch (fixed, so signatures are reproducible).
+pub const EPOCH_UNIX_MS: u64 = 1_700_000_000_000;
+const SHOP_PORT: u16 = 8080;
+const PSP_PORT: u16 = 8081;
+const DB_PORT: u16 = 5432;
+const WEBHOOK_SECRET: &[u8] = b"whsec_sim";
+
+/// A safety violation seen while the run was going.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveViolation {
+    /// Which invariant.
+    pub invariant: Invariant,
+    /// Sim time it was first seen, ms.
+    pub at_ms: u64,
+    /// What was seen.
+    pub detail: String,
+}
+
+/// Counts from a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunStats {
+    /// Simulated time, ms.
+    pub sim_ms: u64,
+    /// Client requests recorded.
+    pub requests: u64,
+    /// Orders created.
+    pub orders: u64,
+    /// Orders per final status.
+    pub orders_by_status: BTreeMap<String, u64>,
+    /// History events.
+    pub events: u64,
+    /// Faults applied.
+    pub faults: u64,
+    /// Ledger charges.
+    pub charges: u64,
+    /// Ledger refunds.
+    pub refunds: u64,
+}
+
+/// Everything a run produced.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    /// The history, with the PSP ledger appended.
+    pub history: History,
+    /// The store's final state.
+    pub audit: AuditSnapshot,
+    /// One verdict per judged invariant.
+    pub verdicts: Vec<Verdict>,
+    /// SHA-256 of the history's JSON lines.
+    pub trace_hash: String,
+    /// Safety violations as first seen during the run.
+    pub live_violations: Vec<LiveViolation>,
+    /// Counts.
+    pub stats: RunStats,
+}
+
+impl RunResult {
+    /// Did every judged invariant hold?
+    pub fn passed(&self) -> bool {
+        self.verdicts.iter().all(|v| !v.is_violated())
+    }
+
+    /// The violated invariants.
+    pub fn violated(&self) -> Vec<Invariant> {
+        self.verdicts
+            .iter()
+            .filter(|v| v.is_violated())
+            .map(|v| v.invariant)
+            .collect()
+    }
+}
+
+/// Why a run could not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The scenario in the plan is invalid.
+    #[error("invalid scenario: {0}")]
+    Scenario(#[from] crate::scenario::ScenarioError),
+    /// The simulator itself failed (a host returned an error, or time ran out).
+    #[error("simulation failed: {0}")]
+    Turmoil(String),
+    /// Building the world failed.
+    #[error("cannot build the world: {0}")]
+    Setup(String),
+}
+
+/// The SHA-256 of a history's JSON lines: equal histories, equal hashes.
+pub fn trace_hash(history: &History) -> String {
+    let mut hasher = Sha256::new();
+    for event in history.events() {
+        hasher.update(serde_json::to_vec(event).expect("events serialize"));
+        hasher.update(b"\n");
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn sim_clock(end: Millis) -> Clock {
+    Clock::from_fn(EPOCH_UNIX_MS, move || {
+        turmoil::sim_elapsed().map_or(end, |d| {
+            Millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        })
+    })
+}
+
+fn shop_state(plan: &Plan) -> Result<ShopState, String> {
+    let t = plan.scenario.timing;
+    let config = ShopConfig {
+        reservation_ttl_ms: plan.design.reservation_ttl.then_some(t.reservation_ttl_ms),
+        queue: QueueLimits {
+            visibility_ms: t.job_visibility_ms,
+            ..QueueLimits::default()
+        },
+        retry: RetryPolicy {
+            base_delay_ms: 100,
+            max_delay_ms: 5_000,
+            max_attempts: 12,
+        },
+        idempotency: IdempotencyLimits {
+            in_flight_timeout_ms: 10_000,
+            ..IdempotencyLimits::default()
+        },
+        ..ShopConfig::default()
+    };
+    let products = plan
+        .scenario
+        .catalog
+        .iter()
+        .map(|p| -> Result<Product, String> {
+            Ok(Product {
+                sku: Sku::new(p.sku.clone()).map_err(|e| e.to_string())?,
+                name: p.sku.clone(),
+                price: Cents(p.price_cents),
+                max_qty_per_order: p.max_qty_per_order,
+                per_customer_limit: p.per_customer_limit,
+            })
+        });
+    let mut state = ShopState::new(
+        Catalog::new(products.collect::<Result<Vec<_>, _>>()?),
+        config,
+    );
+    for p in &plan.scenario.catalog {
+        state
+            .stock(
+                &Sku::new(p.sku.clone()).map_err(|e| e.to_string())?,
+                p.stock,
+                1,
+            )
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(state)
+}
+
+fn worker_config() -> WorkerConfig {
+    WorkerConfig {
+        idle_poll_ms: 20,
+        sweep_interval_ms: 200,
+        sweep_batch: 1_000,
+        reconcile_interval_ms: 1_000,
+        reconcile_grace_ms: 2_000,
+        reconcile_batch: 1_000,
+    }
+}
+
+struct Shared {
+    plan: Plan,
+    recorder: Recorder,
+    store: Arc<MemoryStore>,
+    recording: Arc<dyn Store>,
+    psp: Arc<Psp>,
+    clock: Clock,
+}
+
+impl Shared {
+    fn app(&self) -> Arc<App> {
+        let t = self.plan.scenario.timing;
+        let timeout = Duration::from_millis(t.backend_timeout_ms);
+        let store = RemoteStore::new(
+            connector(),
+            format!("db:{DB_PORT}"),
+            RemoteConfig {
+                request_timeout: timeout,
+                max_connections: 16,
+            },
+        );
+        let psp = PspClient::new(
+            HttpClient::new(connector(), timeout),
+            format!("psp:{PSP_PORT}"),
+        );
+        let config = ServerConfig {
+            design: self.plan.design,
+            webhook_secret: WEBHOOK_SECRET.to_vec(),
+            sse_poll_ms: 200,
+            ..ServerConfig::default()
+        };
+        App::new(Arc::new(store), psp, self.clock.clone(), config)
+    }
+}
+
+fn build_sim(shared: &Arc<Shared>) -> turmoil::Sim<'static> {
+    let plan = &shared.plan;
+    let end = plan.end_ms();
+    let mut builder = turmoil::Builder::new();
+    builder
+        .rng_seed(plan.seed)
+        .epoch(UNIX_EPOCH + Duration::from_millis(EPOCH_UNIX_MS))
+        .simulation_duration(Duration::from_millis(end + 120_000))
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_millis(0))
+        .max_message_latency(Duration::from_millis(plan.scenario.timing.max_latency_ms));
+    let mut sim = builder.build();
+
+    let s = Arc::clone(shared);
+    sim.host("db", move || {
+        let store = Arc::clone(&s.recording);
+        async move {
+            let listener = turmoil::net::TcpListener::bind(("0.0.0.0", DB_PORT)).await?;
+            loop {
+                let (stream, _) = listener.accept().await?;
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    let _ = serve_connection(stream, store).await;
+                });
+            }
+        }
+    });
+
+    let s = Arc::clone(shared);
+    sim.host("psp", move || {
+        let psp = Arc::clone(&s.psp);
+        async move {
+            tokio::spawn(Arc::clone(&psp).run_delivery());
+            let listener = SimListener::bind(PSP_PORT).await?;
+            axum::serve(listener, psp::router(psp)).await?;
+            Ok(())
+        }
+    });
+
+    for name in plan.hosts().api {
+        let s = Arc::clone(shared);
+        sim.host(name.as_str(), move || {
+            let app = s.app();
+            async move {
+                let listener = SimListener::bind(SHOP_PORT).await?;
+                axum::serve(listener, stampede_server::api::router(app)).await?;
+                Ok(())
+            }
+        });
+    }
+
+    for (i, name) in plan.hosts().worker.into_iter().enumerate() {
+        let s = Arc::clone(shared);
+        sim.host(name.as_str(), move || {
+            let app = s.app();
+            let per_host = s.plan.scenario.topology.workers_per_host;
+            let seed = s.plan.seed ^ ((i as u64 + 1) << 40);
+            async move {
+                let config = worker_config();
+                for w in 0..per_host {
+                    tokio::spawn(workers::run_job_worker(Arc::clone(&app), w, seed, config));
+                }
+                tokio::spawn(workers::run_sweeper(Arc::clone(&app), config));
+                tokio::spawn(workers::run_reconciler(Arc::clone(&app), config));
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+    }
+
+    let hosts = plan.hosts();
+    for (h, name) in hosts.shopper.iter().enumerate() {
+        let mine: Vec<_> = plan
+            .shoppers
+            .iter()
+            .filter(|p| p.host as usize == h)
+            .cloned()
+            .collect();
+        let ctx = ShopperCtx {
+            http: HttpClient::new(
+                connector(),
+                Duration::from_millis(plan.scenario.timing.client_timeout_ms),
+            ),
+            api: hosts
+                .api
+                .iter()
+                .map(|a| format!("{a}:{SHOP_PORT}"))
+                .collect(),
+            psp: PspClient::new(
+                HttpClient::new(
+                    connector(),
+                    Duration::from_millis(plan.scenario.timing.client_timeout_ms),
+                ),
+                format!("psp:{PSP_PORT}"),
+            ),
+            recorder: shared.recorder.clone(),
+        };
+        sim.client(name.as_str(), async move {
+            let tasks: Vec<_> = mine
+                .into_iter()
+                .map(|p| tokio::spawn(shopper::run(ctx.clone(), p)))
+                .collect();
+            for task in tasks {
+                let _ = task.await;
+            }
+            Ok(())
+        });
+    }
+    sim.client("clock", async move {
+        tokio::time::sleep(Duration::from_millis(end)).await;
+        Ok(())
+    });
+    sim
+}
+
+/// Watches the safety invariants that are cheap to judge while the run goes.
+struct Monitor {
+    received: BTreeMap<Sku, u64>,
+    seen: Vec<LiveViolation>,
+}
+
+impl Monitor {
+    fn check(&mut self, store: &MemoryStore, psp: &Psp, now: u64) {
+        let stats = store.read(ShopState::stats);
+        for (sku, level) in &stats.stock {
+            let received = self.received.get(sku).copied().unwrap_or(0);
+            if level.sold > received {
+                self.note(
+                    Invariant::NoOversell,
+                    now,
+                    format!("{sku}: {} sold of {received} received", level.sold),
+                );
+            }
+            if !level.is_conserved() || level.received != received {
+                self.note(
+                    Invariant::StockConserved,
+                    now,
+                    format!("{sku}: {level:?}, {received} received"),
+                );
+            }
+        }
+        let mut charges: BTreeMap<_, u32> = BTreeMap::new();
+        for entry in psp.ledger().iter().filter(|e| e.kind == LedgerKind::Charge) {
+            *charges.entry(entry.order).or_default() += 1;
+        }
+        if let Some((order, n)) = charges.iter().find(|(_, n)| **n > 1) {
+            self.note(
+                Invariant::SingleCharge,
+                now,
+                format!("{order} charged {n} times"),
+            );
+        }
+    }
+
+    fn note(&mut self, invariant: Invariant, at_ms: u64, detail: String) {
+        if !self.seen.iter().any(|v| v.invariant == invariant) {
+            self.seen.push(LiveViolation {
+                invariant,
+                at_ms,
+                detail,
+            });
+        }
+    }
+}
+
+/// Runs a plan to the end and judges it.
+pub fn run(plan: &Plan) -> Result<RunResult, SimError> {
+    plan.scenario.validate()?;
+    let end = plan.end_ms();
+    let clock = sim_clock(Millis(end));
+    let recorder = Recorder::default();
+    let state = shop_state(plan).map_err(SimError::Setup)?;
+    for p in &plan.scenario.catalog {
+        let sku = Sku::new(p.sku.clone()).map_err(|e| SimError::Setup(e.to_string()))?;
+        recorder.push_at(
+            Millis(0),
+            EventKind::Listed {
+                sku: sku.clone(),
+                price: Cents(p.price_cents),
+            },
+        );
+        recorder.push_at(Millis(0), EventKind::Stocked { sku, qty: p.stock });
+    }
+    let store = Arc::new(MemoryStore::new(state, clock.clone()));
+    let recording: Arc<dyn Store> = Arc::new(RecordingStore::new(
+        Arc::clone(&store) as Arc<dyn Store>,
+        recorder.clone(),
+    ));
+    let hooks = plan.scenario.faults.webhooks;
+    let psp_config = PspConfig {
+        seed: plan.seed,
+        webhook: Some(WebhookTarget {
+            addr: format!("api-1:{SHOP_PORT}"),
+            path: "/v1/webhooks/psp".into(),
+        }),
+        secret: WEBHOOK_SECRET.to_vec(),
+        duplicate_probability: hooks.duplicate_probability,
+        max_extra_copies: hooks.max_extra_copies.max(1),
+        delay_ms_min: 0,
+        delay_ms_max: hooks.delay_ms_max,
+        request_timeout_ms: plan.scenario.timing.backend_timeout_ms,
+        ..PspConfig::default()
+    };
+    let psp = Psp::new(psp_config, clock.clone(), connector())
+        .map_err(|e| SimError::Setup(e.to_string()))?;
+    let shared = Arc::new(Shared {
+        plan: plan.clone(),
+        recorder: recorder.clone(),
+        store: Arc::clone(&store),
+        recording,
+        psp: Arc::clone(&psp),
+        clock,
+    });
+    let mut sim = build_sim(&shared);
+
+    let mut monitor = Monitor {
+        received: plan
+            .scenario
+            .catalog
+            .iter()
+            .filter_map(|p| Some((Sku::new(p.sku.clone()).ok()?, p.stock)))
+            .collect(),
+        seen: Vec::new(),
+    };
+    let outcome = drive(&mut sim, &shared, &recorder, &mut monitor);
+    drop(sim);
+    outcome?;
+
+    let audit = shared.store.snapshot().audit(Millis(end));
+    let mut history = recorder.history();
+    let mut ledger = psp.ledger();
+    ledger.sort_by_key(|e| e.seq);
+    let (mut charges, mut refunds) = (0, 0);
+    for entry in ledger {
+        match entry.kind {
+            LedgerKind::Charge => charges += 1,
+            LedgerKind::Refund => refunds += 1,
+        }
+        history.push(entry.at, EventKind::Ledger(entry));
+    }
+    let selected: Vec<Invariant> = plan
+        .scenario
+        .invariants
+        .iter()
+        .filter_map(|n| Invariant::parse(n))
+        .collect();
+    let verdicts: Vec<Verdict> = check_all(&history, &audit, true)
+        .into_iter()
+        .filter(|v| selected.is_empty() || selected.contains(&v.invariant))
+        .collect();
+    let mut orders_by_status = BTreeMap::new();
+    for order in &audit.orders {
+        *orders_by_status
+            .entry(order.status().to_string())
+            .or_default() += 1;
+    }
+    let events = history.events();
+    let stats = RunStats {
+        sim_ms: end,
+        requests: events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Request { .. }))
+            .count() as u64,
+        orders: audit.orders.len() as u64,
+        orders_by_status,
+        events: events.len() as u64,
+        faults: events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Fault { .. }))
+            .count() as u64,
+        charges,
+        refunds,
+    };
+    Ok(RunResult {
+        trace_hash: trace_hash(&history),
+        history,
+        audit,
+        verdicts,
+        live_violations: monitor.seen,
+        stats,
+    })
+}
+
+/// Planned actions the driver takes at a time.
+enum Action {
+    Crash(String, u64),
+    Restart(String),
+    Partition(String, String, u64),
+    Repair(String, String),
+}
+
+fn drive(
+    sim: &mut turmoil::Sim<'static>,
+    shared: &Shared,
+    recorder: &Recorder,
+    monitor: &mut Monitor,
+) -> Result<(), SimError> {
+    let plan = &shared.plan;
+    let mut agenda: BTreeMap<(u64, u64), Action> = BTreeMap::new();
+    for (i, f) in plan.faults.iter().enumerate() {
+        let action = match &f.fault {
+            Fault::Crash { host, down_ms } => Action::Crash(host.clone(), *down_ms),
+            Fault::Partition { a, b, duration_ms } => {
+                Action::Partition(a.clone(), b.clone(), *duration_ms)
+            }
+        };
+        agenda.insert((f.at_ms, i as u64), action);
+    }
+    let mut seq = plan.faults.len() as u64;
+    let sync_every = plan.scenario.faults.sync_interval_ms.max(1);
+    let mut durable = shared.store.snapshot();
+    let mut next_sync = sync_every;
+    let mut next_check = 100;
+    loop {
+        let now = u64::try_from(sim.elapsed().as_millis()).unwrap_or(u64::MAX);
+        while let Some(entry) = agenda.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let action = entry.remove();
+            let fault = |what: String| recorder.push_at(Millis(now), EventKind::Fault { what });
+            match action {
+                Action::Crash(host, down_ms) => {
+                    sim.crash(host.as_str());
+                    if host == "db" && plan.scenario.faults.lose_unsynced_tail {
+                        shared.store.restore(durable.clone());
+                        fault(format!(
+                            "crash {host} (unsynced writes lost) for {down_ms} ms"
+                        ));
+                    } else {
+                        fault(format!("crash {host} for {down_ms} ms"));
+                    }
+                    seq += 1;
+                    agenda.insert((now + down_ms.max(1), seq), Action::Restart(host));
+                }
+                Action::Restart(host) => {
+                    sim.bounce(host.as_str());
+                    fault(format!("restart {host}"));
+                }
+                Action::Partition(a, b, ms) => {
+                    sim.partition(a.as_str(), b.as_str());
+                    fault(format!("partition {a} <-> {b} for {ms} ms"));
+                    seq += 1;
+                    agenda.insert((now + ms.max(1), seq), Action::Repair(a, b));
+                }
+                Action::Repair(a, b) => {
+                    sim.repair(a.as_str(), b.as_str());
+                    fault(format!("repair {a} <-> {b}"));
+                }
+            }
+        }
+        if now >= next_sync {
+            durable = shared.store.snapshot();
+            next_sync = now + sync_every;
+        }
+        if now >= next_check {
+            monitor.check(&shared.store, &shared.psp, now);
+            next_check = now + 100;
+        }
+        match sim.step() {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => return Err(SimError::Turmoil(e.to_string())),
+        }
+        if now > plan.end_ms() + 120_000 {
+            return Err(SimError::Turmoil("the run did not finish".into()));
+        }
+    }
+}
