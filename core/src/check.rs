@@ -614,11 +614,20 @@ fn one_order_per_key(facts: &Facts<'_>) -> Vec<Violation> {
     out
 }
 
+/// One accepted answer under a key: what it said, whether it was marked as a
+/// replay, the request's fingerprint, and where it is in the history.
+struct Answer {
+    story: String,
+    replayed: bool,
+    fingerprint: Option<Fingerprint>,
+    request: usize,
+    response: usize,
+}
+
 fn idempotent_replay(facts: &Facts<'_>) -> Vec<Violation> {
-    // (key) -> first successful answer: (request fingerprint, what it said, response index)
-    let mut first: BTreeMap<(&'static str, &IdempotencyKey), (Option<Fingerprint>, String, usize)> =
-        BTreeMap::new();
-    let mut out = Vec::new();
+    // Answers per (endpoint, key). Responses may arrive in any order (a replay can
+    // overtake the original on the network), so nothing here depends on order.
+    let mut by_key: BTreeMap<(&'static str, &IdempotencyKey), Vec<Answer>> = BTreeMap::new();
     for ex in &facts.exchanges {
         let (endpoint, key) = match ex.op {
             ClientOp::PlaceOrder(p) => ("orders", p.key.as_ref()),
@@ -638,31 +647,61 @@ fn idempotent_replay(facts: &Facts<'_>) -> Vec<Violation> {
             } => (format!("pay {intent} for {amount}"), *replayed),
             _ => continue,
         };
-        match first.get(&(endpoint, key)) {
-            None => {
-                first.insert((endpoint, key), (ex.fingerprint, story, ex.response));
+        by_key.entry((endpoint, key)).or_default().push(Answer {
+            story,
+            replayed,
+            fingerprint: ex.fingerprint,
+            request: ex.request,
+            response: ex.response,
+        });
+    }
+    let mut out = Vec::new();
+    for ((_, key), answers) in by_key {
+        let originals: Vec<&Answer> = answers.iter().filter(|a| !a.replayed).collect();
+        // The reference answer: the original if there is one, else the earliest reply.
+        let reference = originals.first().copied().unwrap_or(&answers[0]);
+        let mut problems = Vec::new();
+        let mut evidence = vec![reference.request, reference.response];
+        if originals.len() > 1 {
+            problems.push(format!(
+                "the request was executed {} times instead of replayed",
+                originals.len()
+            ));
+            evidence.extend(
+                originals
+                    .iter()
+                    .skip(1)
+                    .flat_map(|a| [a.request, a.response]),
+            );
+        }
+        for a in &answers {
+            if a.story != reference.story {
+                problems.push(format!(
+                    "one answer said {:?}, another {:?}",
+                    reference.story, a.story
+                ));
+                evidence.extend([a.request, a.response]);
             }
-            Some((fingerprint, first_story, first_at)) => {
-                let mut problems = Vec::new();
-                if ex.fingerprint.is_some() && *fingerprint != ex.fingerprint {
-                    problems.push("a different request under the same key was answered instead of refused (422)".to_string());
-                }
-                if story != *first_story {
-                    problems.push(format!(
-                        "first answer said {first_story:?}, this one {story:?}"
-                    ));
-                }
-                if !replayed {
-                    problems.push("a repeat was executed again instead of replayed".to_string());
-                }
-                if !problems.is_empty() {
-                    out.push(Violation {
-                        subject: Subject::Key(key.clone()),
-                        detail: problems.join("; "),
-                        evidence: vec![*first_at, ex.request, ex.response],
-                    });
-                }
+            if a.fingerprint.is_some()
+                && reference.fingerprint.is_some()
+                && a.fingerprint != reference.fingerprint
+            {
+                problems.push(
+                    "a different request under the same key was answered instead of refused (422)"
+                        .to_string(),
+                );
+                evidence.extend([a.request, a.response]);
             }
+        }
+        if !problems.is_empty() {
+            problems.dedup();
+            evidence.sort_unstable();
+            evidence.dedup();
+            out.push(Violation {
+                subject: Subject::Key(key.clone()),
+                detail: problems.join("; "),
+                evidence,
+            });
         }
     }
     out
