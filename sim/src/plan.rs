@@ -48,6 +48,12 @@ pub struct ShopperPlan {
     pub double_click: bool,
     /// Retries a timed-out request with the same key.
     pub retry: bool,
+    /// Sends a (1 cent) unit price with each line.
+    #[serde(default)]
+    pub tamper_price: bool,
+    /// Pays a second time with a fresh key after paying.
+    #[serde(default)]
+    pub impatient: bool,
     /// What it does next.
     pub intent: Intent,
 }
@@ -62,6 +68,11 @@ pub enum Fault {
         host: String,
         /// Down time, ms.
         down_ms: u64,
+    },
+    /// An attacker posts an unsigned "payment succeeded" webhook for order `ord_{order}`.
+    ForgedWebhook {
+        /// The guessed order number.
+        order: u64,
     },
     /// Messages between `a` and `b` are dropped for `duration_ms`.
     Partition {
@@ -131,6 +142,7 @@ impl Plan {
                     + match &f.fault {
                         Fault::Crash { down_ms, .. } => *down_ms,
                         Fault::Partition { duration_ms, .. } => *duration_ms,
+                        Fault::ForgedWebhook { .. } => 0,
                     }
             })
             .max()
@@ -270,6 +282,8 @@ fn draw_shoppers(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Vec<ShopperPlan> 
             let items = draw_items(scenario, rng);
             let double_click = chance(rng, s.double_click);
             let retry = chance(rng, s.retry_on_timeout);
+            let tamper_price = chance(rng, s.tamper_price);
+            let impatient = chance(rng, s.impatient);
             let intent = if chance(rng, s.abandon) {
                 Intent::Abandon
             } else if chance(rng, s.cancel) {
@@ -289,6 +303,8 @@ fn draw_shoppers(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Vec<ShopperPlan> 
                 items,
                 double_click,
                 retry,
+                tamper_price,
+                impatient,
                 intent,
             }
         })
@@ -333,6 +349,14 @@ fn draw_faults(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Vec<FaultEvent> {
                 });
             }
         }
+    }
+    let orders_guessable = u64::from(scenario.shoppers.count).max(1);
+    for _ in 0..f.forged_webhooks {
+        let order = rng.random_range(1..=orders_guessable);
+        faults.push(FaultEvent {
+            at_ms: at(rng),
+            fault: Fault::ForgedWebhook { order },
+        });
     }
     faults.sort_by(|x, y| x.at_ms.cmp(&y.at_ms));
     faults

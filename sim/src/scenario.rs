@@ -122,6 +122,13 @@ pub struct Shoppers {
     /// Probability a shopper double-clicks "pay".
     #[serde(default)]
     pub double_pay: f64,
+    /// Probability a shopper's app sends its own unit price (1 cent) with each line.
+    #[serde(default)]
+    pub tamper_price: f64,
+    /// Probability a shopper, unsure the payment went through, pays again
+    /// from scratch with a new Idempotency-Key (an app that lost its state).
+    #[serde(default)]
+    pub impatient: f64,
     /// Think time before paying, ms (drawn uniformly from 0..=this).
     #[serde(default = "default_pay_delay")]
     pub pay_delay_ms_max: u64,
@@ -192,6 +199,9 @@ pub struct Faults {
     /// Webhook delivery faults at the PSP.
     #[serde(default)]
     pub webhooks: WebhookFaults,
+    /// Unsigned `payment_intent.succeeded` webhooks an attacker posts for guessed order ids.
+    #[serde(default)]
+    pub forged_webhooks: u32,
     /// Whether a store crash loses writes since its last sync (the store is then not durable).
     #[serde(default)]
     pub lose_unsynced_tail: bool,
@@ -214,6 +224,7 @@ impl Default for Faults {
             db_crashes: CrashSpec::default(),
             partitions: Vec::new(),
             webhooks: WebhookFaults::default(),
+            forged_webhooks: 0,
             lose_unsynced_tail: false,
             sync_interval_ms: default_sync(),
         }
@@ -382,6 +393,8 @@ impl Scenario {
             ("shoppers.cancel", s.cancel),
             ("shoppers.decline", s.decline),
             ("shoppers.double_pay", s.double_pay),
+            ("shoppers.tamper_price", s.tamper_price),
+            ("shoppers.impatient", s.impatient),
         ] {
             probability(name, p)?;
         }
@@ -458,6 +471,12 @@ impl Scenario {
             600_000,
         )?;
         range("faults.sync_interval_ms", fl.sync_interval_ms, 1, 600_000)?;
+        range(
+            "faults.forged_webhooks",
+            fl.forged_webhooks.into(),
+            0,
+            10_000,
+        )?;
         let tm = &self.timing;
         range("timing.settle_ms", tm.settle_ms, 0, 3_600_000)?;
         range(

@@ -29,6 +29,8 @@ fn shoppers(count: u32, arrival: Arrival) -> Shoppers {
         cancel: 0.0,
         decline: 0.0,
         double_pay: 0.0,
+        tamper_price: 0.0,
+        impatient: 0.0,
         pay_delay_ms_max: 300,
     }
 }
@@ -145,5 +147,190 @@ pub fn fault_mixes() -> Vec<(&'static str, Scenario)> {
         ("api-crash", api),
         ("api-psp-partition", partition),
         ("webhook-storm", storm),
+    ]
+}
+
+/// One row of the catch matrix: a naive switch, the fault mix that exposes
+/// it, and the invariants it is expected to break.
+#[derive(Clone, Debug)]
+pub struct CatchCase {
+    /// The switch, as `name=value`.
+    pub switch: &'static str,
+    /// Other switches set with it, when a reference layer would otherwise mask it.
+    pub with: &'static [&'static str],
+    /// The scenario.
+    pub mix: Scenario,
+    /// Any of these failing counts as caught.
+    pub expect: &'static [stampede_core::Invariant],
+}
+
+impl CatchCase {
+    /// The design under test.
+    pub fn design(&self) -> stampede_server::Design {
+        let mut d = stampede_server::Design::reference();
+        for assignment in std::iter::once(&self.switch).chain(self.with) {
+            d.apply(assignment).expect("catch cases name real switches");
+        }
+        d
+    }
+}
+
+/// The catch matrix. `early_webhooks=drop` has no row: in this topology an
+/// order always records its intent before the customer can pay, so no
+/// webhook can arrive early (see the sim README).
+pub fn catch_cases() -> Vec<CatchCase> {
+    use stampede_core::Invariant::*;
+    let base = || {
+        let mut s = flash(40, 10);
+        s.faults.webhooks = WebhookFaults::default();
+        s.shoppers.abandon = 0.0;
+        s.shoppers.cancel = 0.0;
+        s
+    };
+    let named = |name: &str, mut s: Scenario| {
+        s.name = name.into();
+        s
+    };
+    let mut dup = base();
+    dup.shoppers.double_click = 0.6;
+    let mut abandon = base();
+    abandon.shoppers.abandon = 0.3;
+    let mut api_db = base();
+    api_db.faults.partitions = vec![PartitionSpec {
+        a: "api".into(),
+        b: "db".into(),
+        count: 2,
+        duration_ms: 400,
+    }];
+    api_db.faults.window_start_ms = 100;
+    api_db.faults.window_end_ms = 600;
+    let mut redeliver = base();
+    redeliver.faults.partitions = vec![PartitionSpec {
+        a: "worker".into(),
+        b: "db".into(),
+        count: 3,
+        duration_ms: 3_000,
+    }];
+    redeliver.faults.window_start_ms = 100;
+    redeliver.faults.window_end_ms = 800;
+    let mut impatient = base();
+    impatient.shoppers.impatient = 0.5;
+    // Slow webhooks: the order is still payment-pending when the anxious second payment starts.
+    impatient.faults.webhooks = WebhookFaults {
+        duplicate_probability: 0.0,
+        max_extra_copies: 1,
+        delay_ms_max: 3_000,
+    };
+    let mut forged = base();
+    forged.faults.forged_webhooks = 20;
+    forged.faults.window_start_ms = 500;
+    forged.faults.window_end_ms = 2_500;
+    let mut storm = base();
+    storm.faults.webhooks = WebhookFaults {
+        duplicate_probability: 1.0,
+        max_extra_copies: 2,
+        delay_ms_max: 500,
+    };
+    let mut api_crashes = base();
+    api_crashes.faults.api_crashes = CrashSpec {
+        count: 6,
+        down_ms: 300,
+    };
+    api_crashes.faults.window_start_ms = 300;
+    api_crashes.faults.window_end_ms = 2_500;
+    api_crashes.topology.api_hosts = 1;
+    let mut lost_webhooks = base();
+    lost_webhooks.topology.api_hosts = 1;
+    lost_webhooks.faults.partitions = vec![PartitionSpec {
+        a: "api".into(),
+        b: "psp".into(),
+        count: 1,
+        duration_ms: 40_000,
+    }];
+    lost_webhooks.faults.window_start_ms = 600;
+    lost_webhooks.faults.window_end_ms = 700;
+    lost_webhooks.shoppers.pay_delay_ms_max = 0;
+    lost_webhooks.shoppers.decline = 0.0;
+    let mut tamper = base();
+    tamper.shoppers.tamper_price = 0.3;
+    vec![
+        CatchCase {
+            switch: "idempotency=none",
+            with: &[],
+            mix: named("double-click", dup.clone()),
+            expect: &[OneOrderPerKey, IdempotentReplay],
+        },
+        CatchCase {
+            switch: "idempotency=check-then-insert",
+            with: &[],
+            mix: named("double-click", dup),
+            expect: &[OneOrderPerKey, IdempotentReplay],
+        },
+        CatchCase {
+            switch: "inventory=read-then-write",
+            with: &[],
+            mix: named("flash-sale", base()),
+            expect: &[NoOversell, StockConserved],
+        },
+        CatchCase {
+            switch: "reservation_ttl=off",
+            with: &[],
+            mix: named("abandoned-checkouts", abandon),
+            expect: &[NoStuckOrders, NoReservationLeak],
+        },
+        CatchCase {
+            switch: "enqueue=dual-write",
+            with: &[],
+            mix: named("api-db-partition", api_db),
+            expect: &[NoStuckOrders],
+        },
+        CatchCase {
+            switch: "worker_state_check=off",
+            with: &[],
+            mix: named("worker-db-partition", redeliver),
+            expect: &[NoReservationLeak, StockConserved],
+        },
+        CatchCase {
+            switch: "intent_key=off",
+            with: &[],
+            mix: named("impatient-payers", impatient),
+            expect: &[SingleCharge],
+        },
+        CatchCase {
+            switch: "intent_amount=fixed",
+            with: &[],
+            mix: named("flash-sale", base()),
+            expect: &[MoneyReconciles],
+        },
+        CatchCase {
+            switch: "webhook_signature=trust",
+            with: &[],
+            mix: named("forged-webhooks", forged),
+            expect: &[MoneyReconciles, EventualConfirmation],
+        },
+        CatchCase {
+            switch: "webhook_dedup=off",
+            with: &[],
+            mix: named("webhook-storm", storm),
+            expect: &[StockConserved, NoOversell],
+        },
+        CatchCase {
+            switch: "finalize=in-memory",
+            with: &["reconciliation=off"],
+            mix: named("api-crashes", api_crashes),
+            expect: &[NoStuckOrders, EventualConfirmation],
+        },
+        CatchCase {
+            switch: "reconciliation=off",
+            with: &["reservation_ttl=off"],
+            mix: named("lost-webhooks", lost_webhooks),
+            expect: &[EventualConfirmation, NoStuckOrders],
+        },
+        CatchCase {
+            switch: "client_price=trust",
+            with: &[],
+            mix: named("price-tampering", tamper),
+            expect: &[MoneyReconciles],
+        },
     ]
 }

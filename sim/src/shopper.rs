@@ -86,15 +86,20 @@ impl ShopperCtx {
             .map_err(|e| e.to_string())
     }
 
-    async fn place_once(&self, api: &str, request: &PlaceOrder) -> ClientReply {
+    async fn place_once(&self, api: &str, request: &PlaceOrder, tamper_price: bool) -> ClientReply {
         let req = self.recorder.request(
             ClientOp::PlaceOrder(request.clone()),
             Some(request.fingerprint()),
         );
-        let body = serde_json::json!({
-            "customer_id": request.customer.as_str(),
-            "items": request.items.iter().map(|i| serde_json::json!({"sku": i.sku.as_str(), "qty": i.qty})).collect::<Vec<_>>(),
-        });
+        let items: Vec<_> = request
+            .items
+            .iter()
+            .map(|i| match tamper_price {
+                true => serde_json::json!({"sku": i.sku.as_str(), "qty": i.qty, "price": 1}),
+                false => serde_json::json!({"sku": i.sku.as_str(), "qty": i.qty}),
+            })
+            .collect();
+        let body = serde_json::json!({ "customer_id": request.customer.as_str(), "items": items });
         let reply = match self
             .send(
                 api,
@@ -282,10 +287,22 @@ pub async fn run(ctx: ShopperCtx, plan: ShopperPlan) {
             double_pay,
         } => {
             sleep_ms(delay_ms).await;
+            let key = IdempotencyKey::new(format!("pay-{order}")).expect("valid key");
             if let Some((intent, secret)) =
-                start_payment(&ctx, &api, order, plan.retry, double_pay).await
+                start_payment(&ctx, &api, order, &key, plan.retry, double_pay).await
             {
                 confirm(&ctx, &intent, &secret, decline).await;
+                if plan.impatient {
+                    // The app lost track: it starts payment over with a fresh key.
+                    sleep_ms(100).await;
+                    let again =
+                        IdempotencyKey::new(format!("pay-{order}-again")).expect("valid key");
+                    if let Some((intent, secret)) =
+                        start_payment(&ctx, &api, order, &again, false, false).await
+                    {
+                        confirm(&ctx, &intent, &secret, decline).await;
+                    }
+                }
                 ctx.follow(&api, order, OrderStatus::is_final).await;
             }
         }
@@ -301,10 +318,13 @@ async fn place(
     let attempts = if plan.retry { MAX_ATTEMPTS } else { 1 };
     for attempt in 1..=attempts {
         let replies = if attempt == 1 && plan.double_click {
-            let (a, b) = tokio::join!(ctx.place_once(api, request), ctx.place_once(api, request));
+            let (a, b) = tokio::join!(
+                ctx.place_once(api, request, plan.tamper_price),
+                ctx.place_once(api, request, plan.tamper_price)
+            );
             vec![a, b]
         } else {
-            vec![ctx.place_once(api, request).await]
+            vec![ctx.place_once(api, request, plan.tamper_price).await]
         };
         if let Some(order) = replies.iter().find_map(|r| match r {
             ClientReply::OrderAccepted { order, .. } => Some(*order),
@@ -324,20 +344,17 @@ async fn start_payment(
     ctx: &ShopperCtx,
     api: &str,
     order: OrderId,
+    key: &IdempotencyKey,
     retry: bool,
     double_pay: bool,
 ) -> Option<(IntentId, String)> {
-    let key = IdempotencyKey::new(format!("pay-{order}")).expect("valid key");
     let attempts = if retry { MAX_ATTEMPTS } else { 1 };
     for attempt in 1..=attempts {
         let results = if attempt == 1 && double_pay {
-            let (a, b) = tokio::join!(
-                ctx.pay_once(api, order, &key),
-                ctx.pay_once(api, order, &key)
-            );
+            let (a, b) = tokio::join!(ctx.pay_once(api, order, key), ctx.pay_once(api, order, key));
             vec![a, b]
         } else {
-            vec![ctx.pay_once(api, order, &key).await]
+            vec![ctx.pay_once(api, order, key).await]
         };
         for (reply, secret) in &results {
             if let (ClientReply::PaymentStarted { intent, .. }, Some(secret)) = (reply, secret) {
@@ -350,6 +367,26 @@ async fn start_payment(
         sleep_ms(250 * u64::from(attempt)).await;
     }
     None
+}
+
+/// The attacker: posts an unsigned "payment succeeded" event for `ord_{order}`.
+pub async fn forge_webhook(http: &HttpClient, api: &str, order: u64, n: usize) {
+    let body = serde_json::json!({
+        "id": format!("evt_forged_{n}"),
+        "type": "payment_intent.succeeded",
+        "created": 1_700_000_000u64,
+        "data": { "intent": format!("pi_forged_{n}"), "order": format!("ord_{order}"), "amount": 1 },
+    });
+    let headers = [("content-type", "application/json".to_string())];
+    let _ = http
+        .send(
+            api,
+            Method::POST,
+            "/v1/webhooks/psp",
+            &headers,
+            Some(Bytes::from(body.to_string())),
+        )
+        .await;
 }
 
 /// Confirms at the PSP; a lost response is retried (a second confirm is a

@@ -341,6 +341,35 @@ fn build_sim(shared: &Arc<Shared>) -> turmoil::Sim<'static> {
             Ok(())
         });
     }
+    let forged: Vec<(u64, u64)> = plan
+        .faults
+        .iter()
+        .filter_map(|f| match f.fault {
+            Fault::ForgedWebhook { order } => Some((f.at_ms, order)),
+            _ => None,
+        })
+        .collect();
+    if !forged.is_empty() {
+        let http = HttpClient::new(
+            connector(),
+            Duration::from_millis(plan.scenario.timing.client_timeout_ms),
+        );
+        let api = format!("{}:{SHOP_PORT}", hosts.api[0]);
+        let recorder = shared.recorder.clone();
+        sim.client("attacker", async move {
+            for (n, (at_ms, order)) in forged.into_iter().enumerate() {
+                let now = crate::recorder::sim_now().0;
+                if at_ms > now {
+                    tokio::time::sleep(Duration::from_millis(at_ms - now)).await;
+                }
+                recorder.push(EventKind::Fault {
+                    what: format!("forged webhook for ord_{order}"),
+                });
+                shopper::forge_webhook(&http, &api, order, n).await;
+            }
+            Ok(())
+        });
+    }
     sim.client("clock", async move {
         tokio::time::sleep(Duration::from_millis(end)).await;
         Ok(())
@@ -538,6 +567,8 @@ fn drive(
             Fault::Partition { a, b, duration_ms } => {
                 Action::Partition(a.clone(), b.clone(), *duration_ms)
             }
+            // The attacker client carries these out itself.
+            Fault::ForgedWebhook { .. } => continue,
         };
         agenda.insert((f.at_ms, i as u64), action);
     }
