@@ -10,7 +10,7 @@
 //! goes. After the last tick the history and the store's final state go to
 //! the core's checker.
 
-use crate::net::{SimListener, connector};
+use crate::net::{SimListener, connector, counting_connector};
 use crate::plan::{Fault, Plan};
 use crate::recorder::{Recorder, RecordingStore};
 use crate::shopper::{self, ShopperCtx};
@@ -68,6 +68,8 @@ pub struct RunStats {
     pub charges: u64,
     /// Ledger refunds.
     pub refunds: u64,
+    /// HTTP requests made inside the world (shoppers, shop → PSP, webhooks, the attacker).
+    pub http_requests: u64,
 }
 
 /// Everything a run produced.
@@ -200,6 +202,7 @@ fn worker_config() -> WorkerConfig {
 
 struct Shared {
     plan: Plan,
+    http: Arc<std::sync::atomic::AtomicU64>,
     recorder: Recorder,
     store: Arc<MemoryStore>,
     recording: Arc<dyn Store>,
@@ -208,6 +211,10 @@ struct Shared {
 }
 
 impl Shared {
+    fn http_connector(&self) -> stampede_server::http::Connector {
+        counting_connector(Arc::clone(&self.http))
+    }
+
     fn app(&self) -> Arc<App> {
         let t = self.plan.scenario.timing;
         let timeout = Duration::from_millis(t.backend_timeout_ms);
@@ -220,7 +227,7 @@ impl Shared {
             },
         );
         let psp = PspClient::new(
-            HttpClient::new(connector(), timeout),
+            HttpClient::new(self.http_connector(), timeout),
             format!("psp:{PSP_PORT}"),
         );
         let config = ServerConfig {
@@ -313,7 +320,7 @@ fn build_sim(shared: &Arc<Shared>) -> turmoil::Sim<'static> {
             .collect();
         let ctx = ShopperCtx {
             http: HttpClient::new(
-                connector(),
+                shared.http_connector(),
                 Duration::from_millis(plan.scenario.timing.client_timeout_ms),
             ),
             api: hosts
@@ -323,7 +330,7 @@ fn build_sim(shared: &Arc<Shared>) -> turmoil::Sim<'static> {
                 .collect(),
             psp: PspClient::new(
                 HttpClient::new(
-                    connector(),
+                    shared.http_connector(),
                     Duration::from_millis(plan.scenario.timing.client_timeout_ms),
                 ),
                 format!("psp:{PSP_PORT}"),
@@ -351,7 +358,7 @@ fn build_sim(shared: &Arc<Shared>) -> turmoil::Sim<'static> {
         .collect();
     if !forged.is_empty() {
         let http = HttpClient::new(
-            connector(),
+            shared.http_connector(),
             Duration::from_millis(plan.scenario.timing.client_timeout_ms),
         );
         let api = format!("{}:{SHOP_PORT}", hosts.api[0]);
@@ -465,10 +472,16 @@ pub fn run(plan: &Plan) -> Result<RunResult, SimError> {
         request_timeout_ms: plan.scenario.timing.backend_timeout_ms,
         ..PspConfig::default()
     };
-    let psp = Psp::new(psp_config, clock.clone(), connector())
-        .map_err(|e| SimError::Setup(e.to_string()))?;
+    let http = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let psp = Psp::new(
+        psp_config,
+        clock.clone(),
+        counting_connector(Arc::clone(&http)),
+    )
+    .map_err(|e| SimError::Setup(e.to_string()))?;
     let shared = Arc::new(Shared {
         plan: plan.clone(),
+        http: Arc::clone(&http),
         recorder: recorder.clone(),
         store: Arc::clone(&store),
         recording,
@@ -534,6 +547,7 @@ pub fn run(plan: &Plan) -> Result<RunResult, SimError> {
             .count() as u64,
         charges,
         refunds,
+        http_requests: http.load(std::sync::atomic::Ordering::Relaxed),
     };
     Ok(RunResult {
         trace_hash: trace_hash(&history),
