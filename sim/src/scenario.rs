@@ -265,6 +265,9 @@ pub struct WebhookFaults {
     pub duplicate_probability: f64,
     /// Most extra copies.
     pub max_extra_copies: u32,
+    /// Fewest extra copies when an event is duplicated.
+    #[serde(default = "one")]
+    pub min_extra_copies: u32,
     /// Largest delivery delay, ms (delays reorder events).
     pub delay_ms_max: u64,
 }
@@ -274,6 +277,7 @@ impl Default for WebhookFaults {
         WebhookFaults {
             duplicate_probability: 0.0,
             max_extra_copies: 1,
+            min_extra_copies: 1,
             delay_ms_max: 50,
         }
     }
@@ -464,6 +468,12 @@ impl Scenario {
             0,
             10,
         )?;
+        if fl.webhooks.min_extra_copies > fl.webhooks.max_extra_copies.max(1) {
+            return Err(err(
+                "faults.webhooks.min_extra_copies",
+                "must not exceed max_extra_copies",
+            ));
+        }
         range(
             "faults.webhooks.delay_ms_max",
             fl.webhooks.delay_ms_max,

@@ -90,6 +90,7 @@ pub fn flash(count: u32, stock: u64) -> Scenario {
     s.faults.webhooks = WebhookFaults {
         duplicate_probability: 0.3,
         max_extra_copies: 2,
+        min_extra_copies: 1,
         delay_ms_max: 300,
     };
     s.faults.window_start_ms = 100;
@@ -135,8 +136,10 @@ pub fn fault_mixes() -> Vec<(&'static str, Scenario)> {
     let mut storm = base.clone();
     storm.name = "webhook-storm".into();
     storm.faults.webhooks = WebhookFaults {
+        // Every event exactly 3× (the first copy + 2 extra), shuffled by delays up to 30 s.
         duplicate_probability: 1.0,
         max_extra_copies: 2,
+        min_extra_copies: 2,
         delay_ms_max: 30_000,
     };
     storm.timing.settle_ms = 45_000;
@@ -217,6 +220,7 @@ pub fn catch_cases() -> Vec<CatchCase> {
     impatient.shoppers.impatient = 0.5;
     // Slow webhooks: the order is still payment-pending when the anxious second payment starts.
     impatient.faults.webhooks = WebhookFaults {
+        min_extra_copies: 1,
         duplicate_probability: 0.0,
         max_extra_copies: 1,
         delay_ms_max: 3_000,
@@ -229,6 +233,7 @@ pub fn catch_cases() -> Vec<CatchCase> {
     storm.faults.webhooks = WebhookFaults {
         duplicate_probability: 1.0,
         max_extra_copies: 2,
+        min_extra_copies: 1,
         delay_ms_max: 500,
     };
     let mut api_crashes = base();

@@ -467,6 +467,7 @@ pub fn run(plan: &Plan) -> Result<RunResult, SimError> {
         secret: WEBHOOK_SECRET.to_vec(),
         duplicate_probability: hooks.duplicate_probability,
         max_extra_copies: hooks.max_extra_copies.max(1),
+        min_extra_copies: hooks.min_extra_copies.max(1),
         delay_ms_min: 0,
         delay_ms_max: hooks.delay_ms_max,
         request_timeout_ms: plan.scenario.timing.backend_timeout_ms,

@@ -26,8 +26,10 @@ pub struct PspConfig {
     pub secret: Vec<u8>,
     /// Chance, per event, that extra copies are sent (`0.0..=1.0`).
     pub duplicate_probability: f64,
-    /// When duplicating, send `1..=max_extra_copies` extra copies.
+    /// When duplicating, send `min_extra_copies..=max_extra_copies` extra copies.
     pub max_extra_copies: u32,
+    /// Fewest extra copies when duplicating (at least 1).
+    pub min_extra_copies: u32,
     /// Shortest delay before a copy's first attempt.
     pub delay_ms_min: u64,
     /// Longest delay before a copy's first attempt.
@@ -54,6 +56,7 @@ impl Default for PspConfig {
             secret: b"whsec_stampede".to_vec(),
             duplicate_probability: 0.0,
             max_extra_copies: 1,
+            min_extra_copies: 1,
             delay_ms_min: 0,
             delay_ms_max: 50,
             retry_base_ms: 100,
@@ -74,6 +77,7 @@ impl fmt::Debug for PspConfig {
             .field("secret", &format_args!("<{} bytes>", self.secret.len()))
             .field("duplicate_probability", &self.duplicate_probability)
             .field("max_extra_copies", &self.max_extra_copies)
+            .field("min_extra_copies", &self.min_extra_copies)
             .field("delay_ms", &(self.delay_ms_min..=self.delay_ms_max))
             .field("retry_ms", &(self.retry_base_ms..=self.retry_max_ms))
             .field("max_attempts", &self.max_attempts)
@@ -118,6 +122,15 @@ impl PspConfig {
                 format!(
                     "is {}; at most {MAX_EXTRA_COPIES_LIMIT}",
                     self.max_extra_copies
+                ),
+            );
+        }
+        if self.min_extra_copies > self.max_extra_copies.max(1) {
+            return err(
+                "min_extra_copies",
+                format!(
+                    "is {}; it must not exceed max_extra_copies",
+                    self.min_extra_copies
                 ),
             );
         }

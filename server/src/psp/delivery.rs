@@ -71,6 +71,7 @@ pub(crate) struct Schedule {
     policy: RetryPolicy,
     duplicate_probability: f64,
     max_extra_copies: u32,
+    min_extra_copies: u32,
     delay_ms: (u64, u64),
     max_pending: usize,
 }
@@ -93,6 +94,9 @@ impl Schedule {
             },
             duplicate_probability: config.duplicate_probability,
             max_extra_copies: config.max_extra_copies,
+            min_extra_copies: config
+                .min_extra_copies
+                .clamp(1, config.max_extra_copies.max(1)),
             delay_ms: (config.delay_ms_min, config.delay_ms_max),
             max_pending: config.max_pending,
         }
@@ -102,7 +106,8 @@ impl Schedule {
     pub fn add_event(&mut self, now: Millis, event: EventId, body: Bytes) {
         let extra = if self.rng.random_bool(self.duplicate_probability) && self.max_extra_copies > 0
         {
-            self.rng.random_range(1..=self.max_extra_copies)
+            self.rng
+                .random_range(self.min_extra_copies..=self.max_extra_copies)
         } else {
             0
         };
