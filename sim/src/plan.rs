@@ -358,6 +358,6 @@ fn draw_faults(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Vec<FaultEvent> {
             fault: Fault::ForgedWebhook { order },
         });
     }
-    faults.sort_by(|x, y| x.at_ms.cmp(&y.at_ms));
+    faults.sort_by_key(|f| f.at_ms);
     faults
 }

@@ -249,6 +249,9 @@ fn build_sim(shared: &Arc<Shared>) -> turmoil::Sim<'static> {
         .epoch(UNIX_EPOCH + Duration::from_millis(EPOCH_UNIX_MS))
         .simulation_duration(Duration::from_millis(end + 120_000))
         .tick_duration(Duration::from_millis(1))
+        // A flash sale opens many connections at once; turmoil's default of 64 pending
+        // connections per listener would panic rather than refuse.
+        .tcp_capacity(65_536)
         .min_message_latency(Duration::from_millis(0))
         .max_message_latency(Duration::from_millis(plan.scenario.timing.max_latency_ms));
     let mut sim = builder.build();
@@ -589,7 +592,14 @@ fn drive(
     }
     let mut seq = plan.faults.len() as u64;
     let sync_every = plan.scenario.faults.sync_interval_ms.max(1);
-    let mut durable = shared.store.snapshot();
+    // The durable snapshot only matters when a crash can lose the unsynced tail.
+    let lossy = plan.scenario.faults.lose_unsynced_tail;
+    let mut durable = if lossy {
+        Some(shared.store.snapshot())
+    } else {
+        None
+    };
+    let deadline = plan.end_ms() + 120_000;
     let mut next_sync = sync_every;
     let mut next_check = 100;
     loop {
@@ -603,8 +613,8 @@ fn drive(
             match action {
                 Action::Crash(host, down_ms) => {
                     sim.crash(host.as_str());
-                    if host == "db" && plan.scenario.faults.lose_unsynced_tail {
-                        shared.store.restore(durable.clone());
+                    if let (true, Some(synced)) = (host == "db", &durable) {
+                        shared.store.restore(synced.clone());
                         fault(format!(
                             "crash {host} (unsynced writes lost) for {down_ms} ms"
                         ));
@@ -631,7 +641,9 @@ fn drive(
             }
         }
         if now >= next_sync {
-            durable = shared.store.snapshot();
+            if lossy {
+                durable = Some(shared.store.snapshot());
+            }
             next_sync = now + sync_every;
         }
         if now >= next_check {
@@ -643,7 +655,7 @@ fn drive(
             Ok(false) => {}
             Err(e) => return Err(SimError::Turmoil(e.to_string())),
         }
-        if now > plan.end_ms() + 120_000 {
+        if now > deadline {
             return Err(SimError::Turmoil("the run did not finish".into()));
         }
     }
