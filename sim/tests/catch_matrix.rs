@@ -42,10 +42,6 @@ fn first_violation_ms(result: &RunResult, invariant: Invariant) -> Option<u64> {
 }
 
 #[test]
-#[cfg_attr(
-    debug_assertions,
-    ignore = "slow in debug builds: CI runs it with --release"
-)]
 fn every_naive_switch_is_caught_within_20_seeds() {
     // Proves: for each switch, some seed in 1..=20 of its mix breaks one of the expected invariants.
     let mut rows = Vec::new();
