@@ -252,23 +252,32 @@ impl Inventory {
             }
             assert_eq!(remaining, 0, "availability was checked before allocating");
         }
+        Ok(self.insert_reservation(order, allocations, now, ttl_ms))
+    }
+
+    /// Records a reservation (and its expiry, if it has a TTL) and returns its id.
+    fn insert_reservation(
+        &mut self,
+        order: OrderId,
+        allocations: Vec<Allocation>,
+        now: Millis,
+        ttl_ms: Option<u64>,
+    ) -> ReservationId {
         self.next_reservation += 1;
         let id = ReservationId(self.next_reservation);
         let expires_at = ttl_ms.map(|ttl| now.plus_ms(ttl));
         if let Some(at) = expires_at {
             self.expiry.insert((at, id));
         }
-        self.reservations.insert(
+        let reservation = Reservation {
             id,
-            Reservation {
-                id,
-                order,
-                allocations,
-                created_at: now,
-                expires_at,
-            },
-        );
-        Ok(id)
+            order,
+            allocations,
+            created_at: now,
+            expires_at,
+        };
+        self.reservations.insert(id, reservation);
+        id
     }
 
     /// Removes a reservation's TTL: once its order is paid the stock must
@@ -355,23 +364,7 @@ impl Inventory {
                 qty: *qty,
             });
         }
-        self.next_reservation += 1;
-        let id = ReservationId(self.next_reservation);
-        let expires_at = ttl_ms.map(|ttl| now.plus_ms(ttl));
-        if let Some(at) = expires_at {
-            self.expiry.insert((at, id));
-        }
-        self.reservations.insert(
-            id,
-            Reservation {
-                id,
-                order,
-                allocations,
-                created_at: now,
-                expires_at,
-            },
-        );
-        Ok(id)
+        Ok(self.insert_reservation(order, allocations, now, ttl_ms))
     }
 
     /// Naive primitive: counts `lines` as sold straight from the counters of
