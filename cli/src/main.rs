@@ -2,6 +2,8 @@
 //! that do the work; this is the only crate that reads arguments, the system
 //! clock (once, for webhook timestamps) or the environment.
 
+mod run;
+
 use clap::{Parser, Subcommand};
 use stampede_server::Clock;
 use stampede_server::design::{Design, PRESETS, SWITCHES};
@@ -22,6 +24,32 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run one seeded simulation of a scenario and judge every invariant.
+    ///
+    /// Exit status: 0 every invariant held, 1 a violation (or the run failed), 2 bad input.
+    /// Example: stampede run scenarios/flash-sale.toml --seed 7 --design seed-repo
+    Run {
+        /// Scenario file (TOML), e.g. scenarios/flash-sale.toml.
+        scenario: std::path::PathBuf,
+        /// Seed: the same seed replays the same run exactly.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Design preset (default: the scenario's `design`).
+        #[arg(long)]
+        design: Option<String>,
+        /// Override one switch, e.g. --set webhook_dedup=off (repeatable).
+        #[arg(long = "set", value_name = "SWITCH=VALUE")]
+        set: Vec<String>,
+        /// Folder for summary.json, report.md and trace.jsonl [default: stampede-out/<scenario>-<seed>].
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// Print the summary as one JSON document instead.
+        #[arg(long)]
+        json: bool,
+        /// Run twice and fail unless both runs have the same trace hash.
+        #[arg(long)]
+        check_determinism: bool,
+    },
     /// Serve the reference shop over HTTP, with an embedded fake PSP by default.
     ///
     /// Example: stampede serve --addr 127.0.0.1:8080 --design reference
@@ -155,6 +183,45 @@ async fn run_psp(addr: SocketAddr, config: PspConfig) -> Result<(), String> {
     served.map_err(|e| format!("psp stopped: {e}"))
 }
 
+fn run_command(args: &run::RunArgs) -> ExitCode {
+    let (summary, result) = match run::execute(args) {
+        Ok(done) => done,
+        Err(message) if message.starts_with("the ") || message.starts_with("determinism") => {
+            eprintln!("error: {message}");
+            return ExitCode::from(1);
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let dir = args.out.clone().unwrap_or_else(|| {
+        std::path::PathBuf::from("stampede-out")
+            .join(format!("{}-{}", summary.scenario, summary.seed))
+    });
+    if let Err(message) = run::write_outputs(&dir, &summary, &result.history) {
+        eprintln!("error: {message}");
+        return ExitCode::from(2);
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).unwrap_or_default()
+        );
+    } else {
+        print!("{}", run::render_terminal(&summary, args.check_determinism));
+        println!(
+            "  wrote {}/{{summary.json,report.md,trace.jsonl}}",
+            dir.display()
+        );
+    }
+    if run::failed(&summary).is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -171,7 +238,29 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Command::Run {
+        scenario,
+        seed,
+        design,
+        set,
+        out,
+        json,
+        check_determinism,
+    } = cli.command
+    {
+        let args = run::RunArgs {
+            scenario,
+            seed,
+            design,
+            set,
+            out,
+            json,
+            check_determinism,
+        };
+        return run_command(&args);
+    }
     let result = match cli.command {
+        Command::Run { .. } => unreachable!("handled above"),
         Command::Designs => match print_designs(&mut std::io::stdout().lock()) {
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
                 Err(format!("writing to stdout: {e}"))

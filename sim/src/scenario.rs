@@ -520,3 +520,214 @@ impl Scenario {
         Ok(())
     }
 }
+
+/// A scenario file that could not be used: where, which field, and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {field}: {message}")]
+pub struct ScenarioFileError {
+    /// The file.
+    pub file: String,
+    /// 1-based line (the best match for the field when the parser gave no position).
+    pub line: usize,
+    /// Dotted field path (`(file)` for problems with the file as a whole).
+    pub field: String,
+    /// What is wrong and what is allowed, on one line.
+    pub message: String,
+}
+
+fn line_of_offset(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
+}
+
+/// The line where a dotted field path is set, or the best enclosing table header.
+fn line_of_field(text: &str, field: &str) -> usize {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut start = 0usize;
+    let mut table = String::new();
+    let parts: Vec<&str> = field.split('.').collect();
+    for (depth, part) in parts.iter().enumerate() {
+        let (name, index) = match part.split_once('[') {
+            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (*part, None),
+        };
+        let last = depth + 1 == parts.len();
+        table = if table.is_empty() {
+            name.to_string()
+        } else {
+            format!("{table}.{name}")
+        };
+        let header = |l: &&str| {
+            let t = l.trim();
+            t == format!("[{table}]") || t == format!("[[{table}]]")
+        };
+        let key = |l: &&str| {
+            let t = l.trim_start();
+            t.strip_prefix(name)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        };
+        let found = match index {
+            Some(n) => lines
+                .iter()
+                .enumerate()
+                .skip(start)
+                .filter(|(_, l)| header(l))
+                .nth(n)
+                .map(|(i, _)| i),
+            None if last => lines
+                .iter()
+                .enumerate()
+                .skip(start)
+                .find(|(_, l)| key(l) || header(l))
+                .map(|(i, _)| i),
+            None => lines
+                .iter()
+                .enumerate()
+                .skip(start)
+                .find(|(_, l)| header(l) || key(l))
+                .map(|(i, _)| i),
+        };
+        match found {
+            Some(i) => start = i,
+            None => break,
+        }
+    }
+    start + 1
+}
+
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+impl Scenario {
+    /// Parses and validates a scenario from TOML text; `file` names it in errors.
+    pub fn from_toml(file: &str, text: &str) -> Result<Scenario, ScenarioFileError> {
+        let fail = |line: usize, field: String, message: String| ScenarioFileError {
+            file: file.to_string(),
+            line,
+            field,
+            message: one_line(&message),
+        };
+        let deserializer = toml::de::Deserializer::parse(text).map_err(|e| {
+            let line = e.span().map_or(1, |s| line_of_offset(text, s.start));
+            fail(
+                line,
+                "(file)".into(),
+                format!("not valid TOML: {}", e.message()),
+            )
+        })?;
+        let scenario: Scenario = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." {
+                "(top level)".to_string()
+            } else {
+                path
+            };
+            let inner = e.into_inner();
+            let line = inner.span().map_or_else(
+                || line_of_field(text, &field),
+                |s| line_of_offset(text, s.start),
+            );
+            fail(line, field, inner.message().to_string())
+        })?;
+        scenario
+            .validate()
+            .map_err(|e| fail(line_of_field(text, &e.field), e.field.clone(), e.problem))?;
+        Ok(scenario)
+    }
+
+    /// Reads, parses and validates a scenario file.
+    pub fn load(path: &std::path::Path) -> Result<Scenario, ScenarioFileError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ScenarioFileError {
+            file: file.clone(),
+            line: 0,
+            field: "(file)".into(),
+            message: format!("cannot read it: {e}"),
+        })?;
+        Scenario::from_toml(&file, &text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "tiny"
+
+[[catalog]]
+sku = "hat"
+price_cents = 1500
+stock = 5
+
+[[catalog]]
+sku = "mug"
+price_cents = 800
+stock = 50
+
+[shoppers]
+count = 10
+double_click = 0.2
+
+[shoppers.arrival]
+shape = "burst"
+at_ms = 100
+window_ms = 500
+"#;
+
+    fn error(text: &str) -> ScenarioFileError {
+        Scenario::from_toml("t.toml", text).unwrap_err()
+    }
+
+    #[test]
+    fn a_good_file_parses_with_defaults() {
+        let s = Scenario::from_toml("t.toml", GOOD).unwrap();
+        assert_eq!(s.catalog.len(), 2);
+        assert_eq!(
+            s.shoppers.arrival,
+            Arrival::Burst {
+                at_ms: 100,
+                window_ms: 500
+            }
+        );
+        assert_eq!(s.topology, Topology::default());
+        assert_eq!(s.design, "reference");
+    }
+
+    #[test]
+    fn errors_name_the_file_line_field_and_what_is_allowed() {
+        let e = error(&GOOD.replace("double_click = 0.2", "double_click = 1.5"));
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (16, "shoppers.double_click"),
+            "{e}"
+        );
+        assert!(e.message.contains("0.0 to 1.0"), "{e}");
+
+        let e = error(&GOOD.replace("stock = 50", "stock = -3"));
+        assert_eq!((e.line, e.field.as_str()), (12, "catalog[1].stock"), "{e}");
+
+        let e = error(&GOOD.replace("count = 10", "count = 10\ncolour = \"red\""));
+        assert_eq!(e.line, 16, "{e}");
+        assert!(e.message.contains("unknown field"), "{e}");
+
+        let e = error(&GOOD.replace("count = 10", "count = \"ten\""));
+        assert_eq!((e.line, e.field.as_str()), (15, "shoppers.count"), "{e}");
+
+        let e = error(&GOOD.replace("name = \"tiny\"", ""));
+        assert!(e.message.contains("missing field `name`"), "{e}");
+
+        let e = error("name = [");
+        assert_eq!(e.field, "(file)", "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("t.toml:1: (file): not valid TOML"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains('\n'));
+    }
+}

@@ -1,0 +1,400 @@
+//! `stampede run`: one simulated run of a scenario, judged, summarised, and
+//! written to `--out` as `summary.json`, `report.md` and `trace.jsonl`.
+
+use serde::Serialize;
+use stampede_core::{ClientReply, EventKind, History, Invariant, Judgement, OrderStatus};
+use stampede_server::Design;
+use stampede_sim::{Plan, RunResult, Scenario};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Version of the `summary.json` schema.
+pub const SUMMARY_VERSION: u32 = 1;
+
+/// What `run` was asked to do.
+pub struct RunArgs {
+    /// The scenario file.
+    pub scenario: PathBuf,
+    /// The seed.
+    pub seed: u64,
+    /// Design preset (default: the scenario's).
+    pub design: Option<String>,
+    /// `switch=value` overrides.
+    pub set: Vec<String>,
+    /// Output folder.
+    pub out: Option<PathBuf>,
+    /// Print JSON instead of the terminal summary.
+    pub json: bool,
+    /// Run twice and compare trace hashes.
+    pub check_determinism: bool,
+}
+
+/// Order-to-confirmation latency in sim time.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Latency {
+    /// Orders measured.
+    pub n: usize,
+    /// Median, ms.
+    pub p50_ms: u64,
+    /// 99th percentile, ms.
+    pub p99_ms: u64,
+    /// Largest, ms.
+    pub max_ms: u64,
+}
+
+/// One invariant's outcome, as written to `summary.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct VerdictSummary {
+    /// Invariant name.
+    pub invariant: String,
+    /// `holds`, `violated` or `not_judged`.
+    pub outcome: String,
+    /// Instances in all.
+    pub violations: usize,
+    /// The first few, with their evidence rendered.
+    pub examples: Vec<String>,
+}
+
+/// `summary.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    /// Schema version.
+    pub version: u32,
+    /// Scenario name.
+    pub scenario: String,
+    /// Scenario file.
+    pub scenario_file: String,
+    /// Seed.
+    pub seed: u64,
+    /// Design, as presets/switches text.
+    pub design: String,
+    /// Every invariant held.
+    pub passed: bool,
+    /// Verdicts.
+    pub verdicts: Vec<VerdictSummary>,
+    /// Safety violations as first seen during the run.
+    pub live_violations: Vec<stampede_sim::LiveViolation>,
+    /// Counts.
+    pub stats: stampede_sim::RunStats,
+    /// Order → confirmed, sim time.
+    pub confirmation_latency: Latency,
+    /// SHA-256 of the history.
+    pub trace_hash: String,
+    /// The command that reproduces this run.
+    pub repro: String,
+    /// Wall time of the run, ms.
+    pub wall_ms: u64,
+}
+
+/// Sim-time latency from an order's first acknowledgement to `Confirmed`.
+pub fn confirmation_latency(history: &History) -> Latency {
+    let mut accepted = BTreeMap::new();
+    let mut samples = Vec::new();
+    for event in history.events() {
+        match &event.kind {
+            EventKind::Response {
+                reply: ClientReply::OrderAccepted { order, .. },
+                ..
+            } => {
+                accepted.entry(*order).or_insert(event.at);
+            }
+            EventKind::Transition(t) if t.to == OrderStatus::Confirmed => {
+                if let Some(at) = accepted.get(&t.order) {
+                    samples.push(t.at.since(*at));
+                }
+            }
+            _ => {}
+        }
+    }
+    samples.sort_unstable();
+    let pick = |q: f64| {
+        samples
+            .get(((samples.len() as f64 * q).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(0)
+    };
+    Latency {
+        n: samples.len(),
+        p50_ms: pick(0.50),
+        p99_ms: pick(0.99),
+        max_ms: samples.last().copied().unwrap_or(0),
+    }
+}
+
+fn describe_event(history: &History, index: usize) -> String {
+    let Some(event) = history.events().get(index) else {
+        return format!("#{index}");
+    };
+    let what = match &event.kind {
+        EventKind::Transition(t) => format!("{} {} -> {} by {}", t.order, t.from, t.to, t.cause),
+        EventKind::Ledger(l) => format!(
+            "ledger {:?} {} on {} for {}",
+            l.kind, l.amount, l.intent, l.order
+        ),
+        EventKind::Request { req, op, .. } => format!(
+            "request #{req} {}",
+            serde_json::to_string(op).unwrap_or_default()
+        ),
+        EventKind::Response { req, reply } => format!(
+            "response #{req} {}",
+            serde_json::to_string(reply).unwrap_or_default()
+        ),
+        EventKind::Stocked { sku, qty } => format!("stocked {qty} x {sku}"),
+        other => serde_json::to_string(other).unwrap_or_default(),
+    };
+    format!("#{index} at {}: {what}", event.at)
+}
+
+fn verdicts(result: &RunResult) -> Vec<VerdictSummary> {
+    result
+        .verdicts
+        .iter()
+        .map(|v| {
+            let (outcome, total) = match &v.judgement {
+                Judgement::Holds => ("holds", 0),
+                Judgement::Violated { total, .. } => ("violated", *total),
+                Judgement::NotJudged { .. } => ("not_judged", 0),
+            };
+            let examples = v
+                .violations()
+                .iter()
+                .take(3)
+                .map(|x| {
+                    let evidence: Vec<String> = x
+                        .evidence
+                        .iter()
+                        .take(4)
+                        .map(|i| describe_event(&result.history, *i))
+                        .collect();
+                    if evidence.is_empty() {
+                        format!("{}: {}", x.subject, x.detail)
+                    } else {
+                        format!(
+                            "{}: {} [evidence: {}]",
+                            x.subject,
+                            x.detail,
+                            evidence.join("; ")
+                        )
+                    }
+                })
+                .collect();
+            VerdictSummary {
+                invariant: v.invariant.name().to_string(),
+                outcome: outcome.to_string(),
+                violations: total,
+                examples,
+            }
+        })
+        .collect()
+}
+
+/// The command that reproduces a run.
+pub fn repro(args: &RunArgs, design: &str) -> String {
+    let mut cmd = format!(
+        "stampede run {} --seed {} --design {design}",
+        args.scenario.display(),
+        args.seed
+    );
+    for s in &args.set {
+        let _ = write!(cmd, " --set {s}");
+    }
+    cmd
+}
+
+/// Loads, plans and runs; returns the summary and the result.
+pub fn execute(args: &RunArgs) -> Result<(Summary, RunResult), String> {
+    let scenario = Scenario::load(&args.scenario).map_err(|e| e.to_string())?;
+    let preset = args
+        .design
+        .clone()
+        .unwrap_or_else(|| scenario.design.clone());
+    let mut design = Design::preset(&preset).map_err(|e| format!("--design: {e}"))?;
+    for assignment in &args.set {
+        design
+            .apply(assignment)
+            .map_err(|e| format!("--set {assignment}: {e}"))?;
+    }
+    let plan = Plan::generate(&scenario, design, args.seed);
+    let started = std::time::Instant::now();
+    let result = stampede_sim::run(&plan).map_err(|e| format!("the run failed: {e}"))?;
+    let wall_ms = started.elapsed().as_millis() as u64;
+    if args.check_determinism {
+        let again = stampede_sim::run(&plan).map_err(|e| format!("the second run failed: {e}"))?;
+        if again.trace_hash != result.trace_hash {
+            return Err(format!(
+                "determinism check failed: the same plan gave trace {} then {}",
+                result.trace_hash, again.trace_hash
+            ));
+        }
+    }
+    let summary = Summary {
+        version: SUMMARY_VERSION,
+        scenario: scenario.name.clone(),
+        scenario_file: args.scenario.display().to_string(),
+        seed: args.seed,
+        design: if design == Design::reference() {
+            preset.clone()
+        } else {
+            design.to_string()
+        },
+        passed: result.passed(),
+        verdicts: verdicts(&result),
+        live_violations: result.live_violations.clone(),
+        stats: result.stats.clone(),
+        confirmation_latency: confirmation_latency(&result.history),
+        trace_hash: result.trace_hash.clone(),
+        repro: repro(args, &preset),
+        wall_ms,
+    };
+    Ok((summary, result))
+}
+
+/// The terminal summary.
+pub fn render_terminal(s: &Summary, determinism_checked: bool) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "stampede run {}  seed {}  design {}",
+        s.scenario, s.seed, s.design
+    );
+    let st = &s.stats;
+    let statuses: Vec<String> = st
+        .orders_by_status
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect();
+    let _ = writeln!(out, "  {} orders: {}", st.orders, statuses.join(", "));
+    let _ = writeln!(
+        out,
+        "  {} client requests, {} HTTP requests in all, {} charges, {} refunds, {} faults",
+        st.requests, st.http_requests, st.charges, st.refunds, st.faults
+    );
+    let l = &s.confirmation_latency;
+    let _ = writeln!(
+        out,
+        "  order -> confirmed (sim time): p50 {} ms, p99 {} ms, max {} ms (n={})",
+        l.p50_ms, l.p99_ms, l.max_ms, l.n
+    );
+    let _ = writeln!(
+        out,
+        "  sim time {:.1} s, wall {:.1} s",
+        st.sim_ms as f64 / 1000.0,
+        s.wall_ms as f64 / 1000.0
+    );
+    let _ = writeln!(out, "\n  invariants");
+    for v in &s.verdicts {
+        let mark = match v.outcome.as_str() {
+            "holds" => "✓",
+            "violated" => "✗",
+            _ => "·",
+        };
+        let _ = writeln!(
+            out,
+            "    {mark} {}{}",
+            v.invariant,
+            if v.violations > 0 {
+                format!(" ({} violations)", v.violations)
+            } else {
+                String::new()
+            }
+        );
+        for example in &v.examples {
+            let _ = writeln!(out, "        {example}");
+        }
+    }
+    for live in &s.live_violations {
+        let _ = writeln!(
+            out,
+            "    first seen live: {} at {:.3} s: {}",
+            live.invariant,
+            live.at_ms as f64 / 1000.0,
+            live.detail
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n  trace {}{}",
+        s.trace_hash,
+        if determinism_checked {
+            " (same on a second run)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(out, "  repro: {}", s.repro);
+    out
+}
+
+fn report_markdown(s: &Summary) -> String {
+    let mut md = format!(
+        "# {} — seed {} — design {}\n\n",
+        s.scenario, s.seed, s.design
+    );
+    let _ = writeln!(
+        md,
+        "**{}**\n",
+        if s.passed {
+            "All invariants hold."
+        } else {
+            "Invariants violated."
+        }
+    );
+    let _ = writeln!(
+        md,
+        "| invariant | outcome | violations |\n| --- | --- | --- |"
+    );
+    for v in &s.verdicts {
+        let _ = writeln!(md, "| {} | {} | {} |", v.invariant, v.outcome, v.violations);
+    }
+    for v in s.verdicts.iter().filter(|v| !v.examples.is_empty()) {
+        let _ = writeln!(md, "\n## {}\n", v.invariant);
+        for e in &v.examples {
+            let _ = writeln!(md, "- {e}");
+        }
+    }
+    let l = &s.confirmation_latency;
+    let _ = writeln!(
+        md,
+        "\n## Run\n\n- orders: {} ({:?})\n- order → confirmed, sim time: p50 {} ms, p99 {} ms, max {} ms (n={})\n- trace hash: `{}`\n- reproduce: `{}`",
+        s.stats.orders,
+        s.stats.orders_by_status,
+        l.p50_ms,
+        l.p99_ms,
+        l.max_ms,
+        l.n,
+        s.trace_hash,
+        s.repro
+    );
+    md
+}
+
+/// Writes `summary.json`, `report.md` and `trace.jsonl` into `dir`.
+pub fn write_outputs(dir: &Path, summary: &Summary, history: &History) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let write = |name: &str, bytes: Vec<u8>| {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    write(
+        "summary.json",
+        serde_json::to_vec_pretty(summary).map_err(|e| e.to_string())?,
+    )?;
+    write("report.md", report_markdown(summary).into_bytes())?;
+    let mut lines = Vec::new();
+    for event in history.events() {
+        lines.extend(serde_json::to_vec(event).map_err(|e| e.to_string())?);
+        lines.push(b'\n');
+    }
+    write("trace.jsonl", lines)
+}
+
+/// Which invariants failed (for the exit code and messages).
+pub fn failed(summary: &Summary) -> Vec<Invariant> {
+    summary
+        .verdicts
+        .iter()
+        .filter(|v| v.outcome == "violated")
+        .filter_map(|v| Invariant::parse(&v.invariant))
+        .collect()
+}
