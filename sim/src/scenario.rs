@@ -570,12 +570,14 @@ fn line_of_field(text: &str, field: &str) -> usize {
                 .is_some_and(|rest| rest.trim_start().starts_with('='))
         };
         let found = match index {
+            // An array of tables (`[[name]]`): the n-th header; an inline array: its key's line.
             Some(n) => lines
                 .iter()
                 .enumerate()
                 .skip(start)
                 .filter(|(_, l)| header(l))
                 .nth(n)
+                .or_else(|| lines.iter().enumerate().skip(start).find(|(_, l)| key(l)))
                 .map(|(i, _)| i),
             None if last => lines
                 .iter()
@@ -590,9 +592,10 @@ fn line_of_field(text: &str, field: &str) -> usize {
                 .find(|(_, l)| header(l) || key(l))
                 .map(|(i, _)| i),
         };
-        match found {
-            Some(i) => start = i,
-            None => break,
+        // A table only named through a deeper header (`[[faults.partitions]]` with no
+        // `[faults]`) is not found on its own: keep descending from where we are.
+        if let Some(i) = found {
+            start = i;
         }
     }
     start + 1
