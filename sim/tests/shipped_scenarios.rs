@@ -1,0 +1,65 @@
+//! Every scenario file shipped in `scenarios/` parses, validates, and holds
+//! every invariant on the reference design (2 seeds each; release builds —
+//! the 10,000-shopper flash sale takes ~30 s a run).
+
+use stampede_server::Design;
+use stampede_sim::{Plan, Scenario, run};
+use std::path::Path;
+
+#[test]
+fn shipped_scenario_files_parse() {
+    // Proves: every file in scenarios/ is a valid scenario (cheap, runs in debug too).
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            n += 1;
+        }
+    }
+    assert!(n >= 8, "expected the 8 shipped scenarios, found {n}");
+}
+
+#[test]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "slow in debug builds: CI runs it with --release"
+)]
+fn shipped_scenarios_hold_on_the_reference_design() {
+    // Proves: a small sweep (seeds 1 and 2) of every shipped scenario: zero violations.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    std::thread::scope(|scope| {
+        let lanes: Vec<_> = (0..2usize)
+            .map(|lane| {
+                let files = &files;
+                scope.spawn(move || {
+                    for path in files.iter().skip(lane).step_by(2) {
+                        let scenario = Scenario::load(path).unwrap();
+                        for seed in 1..=2 {
+                            let result =
+                                run(&Plan::generate(&scenario, Design::reference(), seed)).unwrap();
+                            assert!(
+                                result.passed(),
+                                "{} seed {seed}: {:?}",
+                                path.display(),
+                                result.violated()
+                            );
+                        }
+                    }
+                })
+            })
+            .collect();
+        for lane in lanes {
+            if let Err(panic) = lane.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+    });
+}
