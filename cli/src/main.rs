@@ -28,28 +28,7 @@ enum Command {
     ///
     /// Exit status: 0 every invariant held, 1 a violation (or the run failed), 2 bad input.
     /// Example: stampede run scenarios/flash-sale.toml --seed 7 --design seed-repo
-    Run {
-        /// Scenario file (TOML), e.g. scenarios/flash-sale.toml.
-        scenario: std::path::PathBuf,
-        /// Seed: the same seed replays the same run exactly.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Design preset (default: the scenario's `design`).
-        #[arg(long)]
-        design: Option<String>,
-        /// Override one switch, e.g. --set webhook_dedup=off (repeatable).
-        #[arg(long = "set", value_name = "SWITCH=VALUE")]
-        set: Vec<String>,
-        /// Folder for summary.json, report.md and trace.jsonl [default: stampede-out/<scenario>-<seed>].
-        #[arg(long)]
-        out: Option<std::path::PathBuf>,
-        /// Print the summary as one JSON document instead.
-        #[arg(long)]
-        json: bool,
-        /// Run twice and fail unless both runs have the same trace hash.
-        #[arg(long)]
-        check_determinism: bool,
-    },
+    Run(run::RunArgs),
     /// Serve the reference shop over HTTP, with an embedded fake PSP by default.
     ///
     /// Example: stampede serve --addr 127.0.0.1:8080 --design reference
@@ -231,6 +210,11 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // A simulated run builds its own (simulated) runtimes.
+    let command = match cli.command {
+        Command::Run(args) => return run_command(&args),
+        other => other,
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -238,29 +222,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if let Command::Run {
-        scenario,
-        seed,
-        design,
-        set,
-        out,
-        json,
-        check_determinism,
-    } = cli.command
-    {
-        let args = run::RunArgs {
-            scenario,
-            seed,
-            design,
-            set,
-            out,
-            json,
-            check_determinism,
-        };
-        return run_command(&args);
-    }
-    let result = match cli.command {
-        Command::Run { .. } => unreachable!("handled above"),
+
+    let result = match command {
+        Command::Run(_) => unreachable!("returned above"),
         Command::Designs => match print_designs(&mut std::io::stdout().lock()) {
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
                 Err(format!("writing to stdout: {e}"))

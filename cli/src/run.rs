@@ -13,20 +13,27 @@ use std::path::{Path, PathBuf};
 pub const SUMMARY_VERSION: u32 = 1;
 
 /// What `run` was asked to do.
+#[derive(clap::Args)]
 pub struct RunArgs {
-    /// The scenario file.
+    /// Scenario file (TOML), e.g. scenarios/flash-sale.toml.
     pub scenario: PathBuf,
-    /// The seed.
+    /// Seed: the same seed replays the same run exactly.
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Design preset (default: the scenario's).
+    /// Design preset (default: the scenario's `design`).
+    #[arg(long)]
     pub design: Option<String>,
-    /// `switch=value` overrides.
+    /// Override one switch, e.g. --set webhook_dedup=off (repeatable).
+    #[arg(long = "set", value_name = "SWITCH=VALUE")]
     pub set: Vec<String>,
-    /// Output folder.
+    /// Folder for summary.json, report.md and trace.jsonl [default: stampede-out/<scenario>-<seed>].
+    #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Print JSON instead of the terminal summary.
+    /// Print the summary as one JSON document instead.
+    #[arg(long)]
     pub json: bool,
-    /// Run twice and compare trace hashes.
+    /// Run twice and fail unless both runs have the same trace hash.
+    #[arg(long)]
     pub check_determinism: bool,
 }
 
