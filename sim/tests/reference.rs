@@ -4,6 +4,8 @@
 //! and the catch matrix's mixes. Debug builds run 2 seeds per mix; release
 //! builds (CI) run 200.
 
+mod common;
+
 use stampede_server::Design;
 use stampede_sim::{Plan, run, scenarios};
 
@@ -11,24 +13,10 @@ fn seeds(release: u64) -> u64 {
     if cfg!(debug_assertions) { 2 } else { release }
 }
 
-/// Runs seeds 1..=n of `scenario` on two threads (the CI machine has two cores).
+/// Runs seeds 1..=n of `scenario` on both cores.
 fn assert_reference_holds(name: &str, scenario: &stampede_sim::Scenario, n: u64) {
-    std::thread::scope(|scope| {
-        let lanes: Vec<_> = (0..2u64)
-            .map(|lane| {
-                scope.spawn(move || {
-                    for seed in (1..=n).filter(|s| s % 2 == lane) {
-                        check_seed(name, scenario, seed);
-                    }
-                })
-            })
-            .collect();
-        for lane in lanes {
-            if let Err(panic) = lane.join() {
-                std::panic::resume_unwind(panic);
-            }
-        }
-    });
+    let seeds: Vec<u64> = (1..=n).collect();
+    common::on_two_cores(&seeds, |seed| check_seed(name, scenario, *seed));
 }
 
 fn check_seed(name: &str, scenario: &stampede_sim::Scenario, seed: u64) {

@@ -2,6 +2,8 @@
 //! every invariant on the reference design (2 seeds each; release builds —
 //! the 10,000-shopper flash sale takes ~30 s a run).
 
+mod common;
+
 use stampede_server::Design;
 use stampede_sim::{Plan, Scenario, run};
 use std::path::Path;
@@ -35,31 +37,16 @@ fn shipped_scenarios_hold_on_the_reference_design() {
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     files.sort();
-    std::thread::scope(|scope| {
-        let lanes: Vec<_> = (0..2usize)
-            .map(|lane| {
-                let files = &files;
-                scope.spawn(move || {
-                    for path in files.iter().skip(lane).step_by(2) {
-                        let scenario = Scenario::load(path).unwrap();
-                        for seed in 1..=2 {
-                            let result =
-                                run(&Plan::generate(&scenario, Design::reference(), seed)).unwrap();
-                            assert!(
-                                result.passed(),
-                                "{} seed {seed}: {:?}",
-                                path.display(),
-                                result.violated()
-                            );
-                        }
-                    }
-                })
-            })
-            .collect();
-        for lane in lanes {
-            if let Err(panic) = lane.join() {
-                std::panic::resume_unwind(panic);
-            }
+    common::on_two_cores(&files, |path| {
+        let scenario = Scenario::load(path).unwrap();
+        for seed in 1..=2 {
+            let result = run(&Plan::generate(&scenario, Design::reference(), seed)).unwrap();
+            assert!(
+                result.passed(),
+                "{} seed {seed}: {:?}",
+                path.display(),
+                result.violated()
+            );
         }
     });
 }
