@@ -1123,6 +1123,14 @@ mod tests {
     }
 
     fn shop(stock: u64, limit: Option<u32>) -> ShopState {
+        let config = ShopConfig {
+            reservation_ttl_ms: Some(100),
+            ..ShopConfig::default()
+        };
+        shop_with(stock, limit, config)
+    }
+
+    fn shop_with(stock: u64, limit: Option<u32>, config: ShopConfig) -> ShopState {
         let catalog = Catalog::new([Product {
             sku: sku(),
             name: "Hat".into(),
@@ -1130,10 +1138,6 @@ mod tests {
             max_qty_per_order: 5,
             per_customer_limit: limit,
         }]);
-        let config = ShopConfig {
-            reservation_ttl_ms: Some(100),
-            ..ShopConfig::default()
-        };
         let mut s = ShopState::new(catalog, config);
         s.stock(&sku(), stock, 1).unwrap();
         s
@@ -1165,6 +1169,16 @@ mod tests {
             status,
             refunded: Cents::ZERO,
         }
+    }
+
+    fn to_paid(s: &mut ShopState, order: OrderId) {
+        to_payment_pending(s, order);
+        s.apply_payment(
+            &intent(order, IntentStatus::Succeeded),
+            Millis(3),
+            Cause::Reconciler,
+        )
+        .unwrap();
     }
 
     fn to_payment_pending(s: &mut ShopState, order: OrderId) {
@@ -1270,13 +1284,7 @@ mod tests {
     fn a_payment_confirms_through_finalize_and_sells_the_stock() {
         let mut s = shop(10, None);
         let order = place(&mut s, "k1", 2);
-        to_payment_pending(&mut s, order);
-        s.apply_payment(
-            &intent(order, IntentStatus::Succeeded),
-            Millis(3),
-            Cause::Reconciler,
-        )
-        .unwrap();
+        to_paid(&mut s, order);
         assert_eq!(s.order(order).unwrap().status(), OrderStatus::Paid);
         // A paid order's reservation no longer expires.
         assert!(
@@ -1363,13 +1371,7 @@ mod tests {
     fn paid_and_final_orders_cannot_be_cancelled() {
         let mut s = shop(10, None);
         let order = place(&mut s, "k1", 1);
-        to_payment_pending(&mut s, order);
-        s.apply_payment(
-            &intent(order, IntentStatus::Succeeded),
-            Millis(3),
-            Cause::Reconciler,
-        )
-        .unwrap();
+        to_paid(&mut s, order);
         assert!(matches!(
             s.cancel(order, Millis(4)),
             Err(ShopError::NotCancellable { .. })
@@ -1384,13 +1386,6 @@ mod tests {
 
     #[test]
     fn an_operation_that_could_overflow_the_job_queue_is_refused_before_any_change() {
-        let catalog = Catalog::new([Product {
-            sku: sku(),
-            name: "Hat".into(),
-            price: Cents(1_000),
-            max_qty_per_order: 5,
-            per_customer_limit: None,
-        }]);
         let config = ShopConfig {
             queue: QueueLimits {
                 max_jobs: 5,
@@ -1398,8 +1393,7 @@ mod tests {
             },
             ..ShopConfig::default()
         };
-        let mut s = ShopState::new(catalog, config);
-        s.stock(&sku(), 10, 1).unwrap();
+        let mut s = shop_with(10, None, config);
         let order = place(&mut s, "k1", 1);
         // An early payment event is parked: reserving will also apply it (two jobs).
         let event = WebhookEvent {
