@@ -2,11 +2,14 @@
 //! that do the work; this is the only crate that reads arguments, the system
 //! clock (once, for webhook timestamps) or the environment.
 
+mod pool;
 mod run;
+mod shrink;
+mod sweep;
 
 use clap::{Parser, Subcommand};
 use stampede_server::Clock;
-use stampede_server::design::{Design, PRESETS, SWITCHES};
+use stampede_server::design::{PRESETS, SWITCHES};
 use stampede_server::http::Connector;
 use stampede_server::psp::{self, Psp, PspConfig, WebhookTarget};
 use stampede_server::serve::{self, PspMode, StackConfig};
@@ -29,6 +32,32 @@ enum Command {
     /// Exit status: 0 every invariant held, 1 a violation (or the run failed), 2 bad input.
     /// Example: stampede run scenarios/flash-sale.toml --seed 7 --design seed-repo
     Run(run::RunArgs),
+    /// Run many seeds of one or more scenarios in parallel and report every failing seed.
+    ///
+    /// Exit status: 0 every run held, 1 any violation, 2 bad input.
+    /// Example: stampede sweep scenarios/ --seeds 1..200
+    /// Example (CI matrix, machine 2 of 4): stampede sweep scenarios/ --seeds 1..1000 --shard 2/4
+    Sweep(sweep::SweepArgs),
+    /// Combine the summary.json files of sharded sweeps into one result.
+    ///
+    /// Exit status: 0 every run held, 1 any violation (or two shards disagree on a trace), 2 bad input.
+    /// Example: stampede merge shard-*/summary.json
+    Merge(sweep::MergeArgs),
+    /// Run the same seeds on several designs and show them side by side.
+    ///
+    /// Example: stampede compare scenarios/flash-sale.toml --designs reference,seed-repo,textbook-naive --seeds 1..20
+    Compare(sweep::CompareArgs),
+    /// Minimise a failing seed's plan (delta debugging) while the same invariant still fails.
+    ///
+    /// Writes a plan file that `stampede replay` runs. Exit status: 0 shrunk and still failing,
+    /// 1 the shrunk plan no longer fails, 2 bad input (or the seed does not fail).
+    /// Example: stampede shrink scenarios/flash-sale.toml --seed 1 --design seed-repo
+    Shrink(shrink::ShrinkArgs),
+    /// Run a plan file (from `stampede shrink`) and judge every invariant, like `run`.
+    ///
+    /// Exit status: 0 every invariant held, 1 a violation, 2 bad input.
+    /// Example: stampede replay stampede-out/shrunk-flash-sale-1.plan.json
+    Replay(shrink::ReplayArgs),
     /// Serve the reference shop over HTTP, with an embedded fake PSP by default.
     ///
     /// Example: stampede serve --addr 127.0.0.1:8080 --design reference
@@ -83,16 +112,6 @@ enum Command {
     },
     /// List the design presets and every switch with the mistake it makes.
     Designs,
-}
-
-fn design_from(preset: &str, sets: &[String]) -> Result<Design, String> {
-    let mut design = Design::preset(preset).map_err(|e| e.to_string())?;
-    for assignment in sets {
-        design
-            .apply(assignment)
-            .map_err(|e| format!("--set {assignment}: {e}"))?;
-    }
-    Ok(design)
 }
 
 fn unix_now_ms() -> u64 {
@@ -163,7 +182,30 @@ async fn run_psp(addr: SocketAddr, config: PspConfig) -> Result<(), String> {
 }
 
 fn run_command(args: &run::RunArgs) -> ExitCode {
-    let (summary, result) = match run::execute(args) {
+    let dir = |summary: &run::Summary| {
+        args.out.clone().unwrap_or_else(|| {
+            std::path::PathBuf::from("stampede-out")
+                .join(format!("{}-{}", summary.scenario, summary.seed))
+        })
+    };
+    let done = run::execute(args).map(|(summary, result)| {
+        let dir = dir(&summary);
+        (summary, result, dir)
+    });
+    report_run(done, args.json, args.check_determinism)
+}
+
+fn replay_command(args: &shrink::ReplayArgs) -> ExitCode {
+    report_run(shrink::replay(args), args.json, args.check_determinism)
+}
+
+/// Prints and writes one run's outcome; the exit status `run` documents.
+fn report_run(
+    done: Result<(run::Summary, stampede_sim::RunResult, std::path::PathBuf), String>,
+    json: bool,
+    check_determinism: bool,
+) -> ExitCode {
+    let (summary, result, dir) = match done {
         Ok(done) => done,
         Err(message) if message.starts_with("the ") || message.starts_with("determinism") => {
             eprintln!("error: {message}");
@@ -174,21 +216,17 @@ fn run_command(args: &run::RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let dir = args.out.clone().unwrap_or_else(|| {
-        std::path::PathBuf::from("stampede-out")
-            .join(format!("{}-{}", summary.scenario, summary.seed))
-    });
     if let Err(message) = run::write_outputs(&dir, &summary, &result.history) {
         eprintln!("error: {message}");
         return ExitCode::from(2);
     }
-    if args.json {
+    if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&summary).unwrap_or_default()
         );
     } else {
-        print!("{}", run::render_terminal(&summary, args.check_determinism));
+        print!("{}", run::render_terminal(&summary, check_determinism));
         println!(
             "  wrote {}/{{summary.json,report.md,trace.jsonl}}",
             dir.display()
@@ -201,18 +239,47 @@ fn run_command(args: &run::RunArgs) -> ExitCode {
     }
 }
 
+/// The exit status of a many-run command: 2 for bad input.
+fn many(result: Result<u8, String>) -> ExitCode {
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Inside the simulator the shop's warnings are the faults doing their
+    // job (the history records them); only errors go to the terminal.
+    let simulated = !matches!(
+        cli.command,
+        Command::Serve { .. } | Command::Psp { .. } | Command::Designs
+    );
+    let default_filter = if simulated {
+        "stampede=info,stampede_server=error,stampede_sim=error"
+    } else {
+        "stampede=info,stampede_server=warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "stampede=info,stampede_server=warn".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    // A simulated run builds its own (simulated) runtimes.
+    // Simulated runs build their own (simulated) runtimes.
     let command = match cli.command {
         Command::Run(args) => return run_command(&args),
+        Command::Replay(args) => return replay_command(&args),
+        Command::Sweep(args) => return many(sweep::sweep(&args)),
+        Command::Merge(args) => return many(sweep::merge(&args)),
+        Command::Compare(args) => return many(sweep::compare(&args)),
+        Command::Shrink(args) => {
+            return many(shrink::shrink(&args));
+        }
         other => other,
     };
     let runtime = match tokio::runtime::Runtime::new() {
@@ -224,7 +291,12 @@ fn main() -> ExitCode {
     };
 
     let result = match command {
-        Command::Run(_) => unreachable!("returned above"),
+        Command::Run(_)
+        | Command::Replay(_)
+        | Command::Sweep(_)
+        | Command::Merge(_)
+        | Command::Compare(_)
+        | Command::Shrink(_) => unreachable!("returned above"),
         Command::Designs => match print_designs(&mut std::io::stdout().lock()) {
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
                 Err(format!("writing to stdout: {e}"))
@@ -240,9 +312,9 @@ fn main() -> ExitCode {
             seed,
             reservation_ttl_secs,
             admin_token,
-        } => design_from(&design, &set).and_then(|design| {
+        } => run::DesignSpec::new(&design, &set).and_then(|spec| {
             let mut config = StackConfig::demo(addr, unix_now_ms());
-            config.server.design = design;
+            config.server.design = spec.design;
             config.server.admin_token = admin_token;
             config.workers = workers;
             config.seed = seed;

@@ -2,7 +2,7 @@
 //! written to `--out` as `summary.json`, `report.md` and `trace.jsonl`.
 
 use serde::Serialize;
-use stampede_core::{ClientReply, EventKind, History, Invariant, Judgement, OrderStatus};
+use stampede_core::{ClientOp, ClientReply, EventKind, History, Invariant, Judgement, OrderStatus};
 use stampede_server::Design;
 use stampede_sim::{Plan, RunResult, Scenario};
 use std::collections::BTreeMap;
@@ -37,8 +37,79 @@ pub struct RunArgs {
     pub check_determinism: bool,
 }
 
+/// A design as named on the command line: a preset plus switch overrides.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesignSpec {
+    /// The preset it starts from.
+    pub preset: String,
+    /// `switch=value` overrides, in order.
+    pub sets: Vec<String>,
+    /// The resulting design.
+    pub design: Design,
+}
+
+impl DesignSpec {
+    /// A preset with overrides; a bad name or assignment is an error naming it.
+    pub fn new(preset: &str, sets: &[String]) -> Result<DesignSpec, String> {
+        let mut design = Design::preset(preset).map_err(|e| format!("--design: {e}"))?;
+        for assignment in sets {
+            design
+                .apply(assignment)
+                .map_err(|e| format!("--set {assignment}: {e}"))?;
+        }
+        Ok(DesignSpec {
+            preset: preset.to_string(),
+            sets: sets.to_vec(),
+            design,
+        })
+    }
+
+    /// `preset[+switch=value...]`, as `compare --designs` takes it.
+    pub fn parse(text: &str) -> Result<DesignSpec, String> {
+        let mut parts = text.split('+').map(str::trim);
+        let preset = parts.next().unwrap_or_default();
+        let sets: Vec<String> = parts.map(str::to_string).collect();
+        DesignSpec::new(preset, &sets).map_err(|e| format!("design {text:?}: {e}"))
+    }
+
+    /// The scenario's own design, unless `--design` names another.
+    pub fn for_scenario(
+        scenario: &Scenario,
+        design: Option<&str>,
+        sets: &[String],
+    ) -> Result<DesignSpec, String> {
+        DesignSpec::new(design.unwrap_or(&scenario.design), sets)
+    }
+
+    /// `preset` or `preset+switch=value+...`.
+    pub fn label(&self) -> String {
+        std::iter::once(self.preset.as_str())
+            .chain(self.sets.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join("+")
+    }
+
+    /// The `--design ... --set ...` arguments that name it.
+    pub fn cli_args(&self) -> String {
+        let mut args = format!("--design {}", self.preset);
+        for s in &self.sets {
+            let _ = write!(args, " --set {s}");
+        }
+        args
+    }
+}
+
+/// The command that reproduces one seeded run.
+pub fn repro_command(scenario_file: &Path, seed: u64, design: &DesignSpec) -> String {
+    format!(
+        "stampede run {} --seed {seed} {}",
+        scenario_file.display(),
+        design.cli_args()
+    )
+}
+
 /// Order-to-confirmation latency in sim time.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct Latency {
     /// Orders measured.
     pub n: usize,
@@ -96,6 +167,11 @@ pub struct Summary {
 
 /// Sim-time latency from an order's first acknowledgement to `Confirmed`.
 pub fn confirmation_latency(history: &History) -> Latency {
+    Latency::of(confirmation_samples(history))
+}
+
+/// Each confirmed order's time from first acknowledgement to `Confirmed`, ms.
+pub fn confirmation_samples(history: &History) -> Vec<u64> {
     let mut accepted = BTreeMap::new();
     let mut samples = Vec::new();
     for event in history.events() {
@@ -114,19 +190,52 @@ pub fn confirmation_latency(history: &History) -> Latency {
             _ => {}
         }
     }
-    samples.sort_unstable();
-    let pick = |q: f64| {
-        samples
-            .get(((samples.len() as f64 * q).ceil() as usize).saturating_sub(1))
-            .copied()
-            .unwrap_or(0)
-    };
-    Latency {
-        n: samples.len(),
-        p50_ms: pick(0.50),
-        p99_ms: pick(0.99),
-        max_ms: samples.last().copied().unwrap_or(0),
+    samples
+}
+
+impl Latency {
+    /// Percentiles of `samples` (nearest rank).
+    pub fn of(mut samples: Vec<u64>) -> Latency {
+        samples.sort_unstable();
+        let pick = |q: f64| {
+            samples
+                .get(((samples.len() as f64 * q).ceil() as usize).saturating_sub(1))
+                .copied()
+                .unwrap_or(0)
+        };
+        Latency {
+            n: samples.len(),
+            p50_ms: pick(0.50),
+            p99_ms: pick(0.99),
+            max_ms: samples.last().copied().unwrap_or(0),
+        }
     }
+}
+
+/// Client requests that repeated an Idempotency-Key already sent (retries
+/// and double clicks).
+pub fn client_retries(history: &History) -> u64 {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut repeats = 0;
+    for event in history.events() {
+        let key = match &event.kind {
+            EventKind::Request {
+                op: ClientOp::PlaceOrder(p),
+                ..
+            } => p.key.as_ref(),
+            EventKind::Request {
+                op: ClientOp::Pay { key, .. },
+                ..
+            } => key.as_ref(),
+            _ => None,
+        };
+        if let Some(key) = key
+            && !seen.insert(key.clone())
+        {
+            repeats += 1;
+        }
+    }
+    repeats
 }
 
 fn describe_event(history: &History, index: usize) -> String {
@@ -196,38 +305,32 @@ fn verdicts(result: &RunResult) -> Vec<VerdictSummary> {
         .collect()
 }
 
-/// The command that reproduces a run.
-pub fn repro(args: &RunArgs, design: &str) -> String {
-    let mut cmd = format!(
-        "stampede run {} --seed {} --design {design}",
-        args.scenario.display(),
-        args.seed
-    );
-    for s in &args.set {
-        let _ = write!(cmd, " --set {s}");
-    }
-    cmd
-}
-
 /// Loads, plans and runs; returns the summary and the result.
 pub fn execute(args: &RunArgs) -> Result<(Summary, RunResult), String> {
     let scenario = Scenario::load(&args.scenario).map_err(|e| e.to_string())?;
-    let preset = args
-        .design
-        .clone()
-        .unwrap_or_else(|| scenario.design.clone());
-    let mut design = Design::preset(&preset).map_err(|e| format!("--design: {e}"))?;
-    for assignment in &args.set {
-        design
-            .apply(assignment)
-            .map_err(|e| format!("--set {assignment}: {e}"))?;
-    }
-    let plan = Plan::generate(&scenario, design, args.seed);
+    let spec = DesignSpec::for_scenario(&scenario, args.design.as_deref(), &args.set)?;
+    let plan = Plan::generate(&scenario, spec.design, args.seed);
+    let repro = repro_command(&args.scenario, args.seed, &spec);
+    let outcome = run_plan(&plan, args.check_determinism)?;
+    let summary = Summary::new(&plan, &args.scenario, &spec.label(), repro, &outcome);
+    Ok((summary, outcome.result))
+}
+
+/// A finished run and its wall time.
+pub struct Outcome {
+    /// What the simulator returned.
+    pub result: RunResult,
+    /// Wall time of the (first) run, ms.
+    pub wall_ms: u64,
+}
+
+/// Runs a plan (twice, comparing trace hashes, when `check_determinism`).
+pub fn run_plan(plan: &Plan, check_determinism: bool) -> Result<Outcome, String> {
     let started = std::time::Instant::now();
-    let result = stampede_sim::run(&plan).map_err(|e| format!("the run failed: {e}"))?;
+    let result = stampede_sim::run(plan).map_err(|e| format!("the run failed: {e}"))?;
     let wall_ms = started.elapsed().as_millis() as u64;
-    if args.check_determinism {
-        let again = stampede_sim::run(&plan).map_err(|e| format!("the second run failed: {e}"))?;
+    if check_determinism {
+        let again = stampede_sim::run(plan).map_err(|e| format!("the second run failed: {e}"))?;
         if again.trace_hash != result.trace_hash {
             return Err(format!(
                 "determinism check failed: the same plan gave trace {} then {}",
@@ -235,26 +338,35 @@ pub fn execute(args: &RunArgs) -> Result<(Summary, RunResult), String> {
             ));
         }
     }
-    let summary = Summary {
-        version: SUMMARY_VERSION,
-        scenario: scenario.name.clone(),
-        scenario_file: args.scenario.display().to_string(),
-        seed: args.seed,
-        design: if design == Design::reference() {
-            preset.clone()
-        } else {
-            design.to_string()
-        },
-        passed: result.passed(),
-        verdicts: verdicts(&result),
-        live_violations: result.live_violations.clone(),
-        stats: result.stats.clone(),
-        confirmation_latency: confirmation_latency(&result.history),
-        trace_hash: result.trace_hash.clone(),
-        repro: repro(args, &preset),
-        wall_ms,
-    };
-    Ok((summary, result))
+    Ok(Outcome { result, wall_ms })
+}
+
+impl Summary {
+    /// The summary of one finished run of `plan`.
+    pub fn new(
+        plan: &Plan,
+        scenario_file: &Path,
+        design: &str,
+        repro: String,
+        outcome: &Outcome,
+    ) -> Summary {
+        let result = &outcome.result;
+        Summary {
+            version: SUMMARY_VERSION,
+            scenario: plan.scenario.name.clone(),
+            scenario_file: scenario_file.display().to_string(),
+            seed: plan.seed,
+            design: design.to_string(),
+            passed: result.passed(),
+            verdicts: verdicts(result),
+            live_violations: result.live_violations.clone(),
+            stats: result.stats.clone(),
+            confirmation_latency: confirmation_latency(&result.history),
+            trace_hash: result.trace_hash.clone(),
+            repro,
+            wall_ms: outcome.wall_ms,
+        }
+    }
 }
 
 /// The terminal summary.

@@ -3,7 +3,7 @@
 //! run's seed. Executing a plan is deterministic, so a plan file replays a
 //! run exactly, and shrinking is editing the plan.
 
-use crate::scenario::{Arrival, Scenario};
+use crate::scenario::{Arrival, Scenario, ScenarioError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -159,7 +159,129 @@ impl Plan {
     pub fn hosts(&self) -> Hosts {
         Hosts::of(&self.scenario)
     }
+
+    /// Checks a plan that did not come from [`Plan::generate`] (a plan file,
+    /// a shrunk plan): its scenario, and that every shopper and fault refers
+    /// to hosts, products and times the scenario has.
+    pub fn validate(&self) -> Result<(), ScenarioError> {
+        let bad = |field: String, problem: String| ScenarioError { field, problem };
+        if self.version != PLAN_VERSION {
+            return Err(bad(
+                "version".into(),
+                format!(
+                    "{} is not the supported plan version {PLAN_VERSION}",
+                    self.version
+                ),
+            ));
+        }
+        self.scenario.validate()?;
+        if self.shoppers.len() > MAX_PLAN_SHOPPERS {
+            return Err(bad(
+                "shoppers".into(),
+                format!(
+                    "{} shoppers; at most {MAX_PLAN_SHOPPERS}",
+                    self.shoppers.len()
+                ),
+            ));
+        }
+        let t = self.scenario.topology;
+        for (i, s) in self.shoppers.iter().enumerate() {
+            let field = |name: &str| format!("shoppers[{i}].{name}");
+            if s.host >= t.shopper_hosts {
+                return Err(bad(
+                    field("host"),
+                    format!(
+                        "{} but there are {} shopper hosts (0-based)",
+                        s.host, t.shopper_hosts
+                    ),
+                ));
+            }
+            if s.api >= t.api_hosts {
+                return Err(bad(
+                    field("api"),
+                    format!(
+                        "{} but there are {} api hosts (0-based)",
+                        s.api, t.api_hosts
+                    ),
+                ));
+            }
+            if s.arrive_ms > MAX_PLAN_MS {
+                return Err(bad(field("arrive_ms"), format!("at most {MAX_PLAN_MS}")));
+            }
+            if s.items.is_empty() || s.items.len() > 16 {
+                return Err(bad(field("items"), "must have 1 to 16 lines".into()));
+            }
+            for (sku, qty) in &s.items {
+                let Some(p) = self.scenario.catalog.iter().find(|p| &p.sku == sku) else {
+                    return Err(bad(
+                        field("items"),
+                        format!("{sku:?} is not in the catalog"),
+                    ));
+                };
+                if *qty == 0 || *qty > p.max_qty_per_order {
+                    return Err(bad(
+                        field("items"),
+                        format!("{qty} x {sku} is outside 1..={}", p.max_qty_per_order),
+                    ));
+                }
+            }
+        }
+        let hosts = self.hosts();
+        let known = |h: &str| {
+            h == "db"
+                || h == "psp"
+                || hosts
+                    .api
+                    .iter()
+                    .chain(&hosts.worker)
+                    .chain(&hosts.shopper)
+                    .any(|x| x == h)
+        };
+        for (i, f) in self.faults.iter().enumerate() {
+            let field = |name: &str| format!("faults[{i}].{name}");
+            if f.at_ms > MAX_PLAN_MS {
+                return Err(bad(field("at_ms"), format!("at most {MAX_PLAN_MS}")));
+            }
+            match &f.fault {
+                Fault::Crash { host, down_ms } => {
+                    if host == "psp" || !known(host) || host.starts_with("shoppers-") {
+                        return Err(bad(
+                            field("host"),
+                            format!("{host:?} is not an api, worker or db host"),
+                        ));
+                    }
+                    if *down_ms > MAX_PLAN_MS {
+                        return Err(bad(field("down_ms"), format!("at most {MAX_PLAN_MS}")));
+                    }
+                }
+                Fault::Partition { a, b, duration_ms } => {
+                    for (side, h) in [("a", a), ("b", b)] {
+                        if !known(h) {
+                            return Err(bad(
+                                field(side),
+                                format!("{h:?} is not a host of this topology"),
+                            ));
+                        }
+                    }
+                    if *duration_ms > MAX_PLAN_MS {
+                        return Err(bad(field("duration_ms"), format!("at most {MAX_PLAN_MS}")));
+                    }
+                }
+                Fault::ForgedWebhook { order } => {
+                    if *order == 0 {
+                        return Err(bad(field("order"), "order numbers start at 1".into()));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
+
+/// Most shoppers a plan file may hold.
+pub const MAX_PLAN_SHOPPERS: usize = 1_000_000;
+/// Latest time a plan file may name, ms (one hour).
+pub const MAX_PLAN_MS: u64 = 3_600_000;
 
 /// The names of the world's hosts.
 #[derive(Clone, Debug, PartialEq, Eq)]

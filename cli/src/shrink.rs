@@ -1,0 +1,405 @@
+//! `stampede shrink` and `stampede replay`: a failing seed becomes a small
+//! plan file that still fails the same way, and any plan file can be run.
+//!
+//! Shrinking is delta debugging (Zeller's ddmin) over the plan's data: the
+//! list of faults, the list of shoppers, then each remaining fault's length,
+//! then behaviours switched off for every shopper at once, then the
+//! scenario's webhook chaos — repeated until a pass changes nothing. A
+//! candidate counts as "still failing" when the run violates the target
+//! invariant. Candidates of one ddmin round run in parallel, in batches, and
+//! the lowest-numbered failing one wins, so the result does not depend on
+//! which thread finished first.
+
+use crate::pool;
+use crate::run::{self, DesignSpec, Summary};
+use indicatif::{ProgressBar, ProgressStyle};
+use stampede_core::Invariant;
+use stampede_sim::{Fault, Intent, Plan, Scenario};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What `shrink` was asked to do.
+#[derive(clap::Args)]
+pub struct ShrinkArgs {
+    /// Scenario file (TOML).
+    pub scenario: PathBuf,
+    /// The failing seed.
+    #[arg(long)]
+    pub seed: u64,
+    /// Design preset (default: the scenario's `design`).
+    #[arg(long)]
+    pub design: Option<String>,
+    /// Override one switch (repeatable).
+    #[arg(long = "set", value_name = "SWITCH=VALUE")]
+    pub set: Vec<String>,
+    /// The invariant that must keep failing [default: the first one violated].
+    #[arg(long)]
+    pub invariant: Option<String>,
+    /// Where to write the shrunk plan [default: stampede-out/shrunk-<scenario>-<seed>.plan.json].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Parallel runs [default: one per core].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub jobs: Option<u32>,
+    /// Most candidate runs before stopping with the smallest plan found so far.
+    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_runs: u32,
+}
+
+/// What `replay` was asked to do.
+#[derive(clap::Args)]
+pub struct ReplayArgs {
+    /// A plan file written by `stampede shrink` (JSON).
+    pub plan: PathBuf,
+    /// Folder for summary.json, report.md and trace.jsonl [default: stampede-out/replay-<scenario>-<seed>].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print the summary as one JSON document instead.
+    #[arg(long)]
+    pub json: bool,
+    /// Run twice and fail unless both runs have the same trace hash.
+    #[arg(long)]
+    pub check_determinism: bool,
+}
+
+/// Reads and checks a plan file.
+pub fn load_plan(path: &Path) -> Result<Plan, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let plan: Plan = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not a plan file: {e}", path.display()))?;
+    plan.validate()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(plan)
+}
+
+/// `stampede replay`: runs the plan and reports like `run`.
+pub fn replay(args: &ReplayArgs) -> Result<(Summary, stampede_sim::RunResult, PathBuf), String> {
+    let plan = load_plan(&args.plan)?;
+    let outcome = run::run_plan(&plan, args.check_determinism)?;
+    let repro = format!("stampede replay {}", args.plan.display());
+    let summary = Summary::new(&plan, &args.plan, &plan.design.to_string(), repro, &outcome);
+    let dir = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "stampede-out/replay-{}-{}",
+            plan.scenario.name, plan.seed
+        ))
+    });
+    Ok((summary, outcome.result, dir))
+}
+
+/// How big a plan is, for the report.
+fn size(plan: &Plan) -> String {
+    let window: u64 = plan
+        .faults
+        .iter()
+        .map(|f| match &f.fault {
+            Fault::Crash { down_ms, .. } => *down_ms,
+            Fault::Partition { duration_ms, .. } => *duration_ms,
+            Fault::ForgedWebhook { .. } => 0,
+        })
+        .sum();
+    format!(
+        "{} shoppers, {} faults ({} ms of fault time)",
+        plan.shoppers.len(),
+        plan.faults.len(),
+        window
+    )
+}
+
+struct Shrinker<'a> {
+    target: Invariant,
+    jobs: usize,
+    runs: u32,
+    max_runs: u32,
+    bar: &'a ProgressBar,
+}
+
+impl Shrinker<'_> {
+    fn fails(&self, plan: &Plan) -> bool {
+        stampede_sim::run(plan).is_ok_and(|r| r.violated().contains(&self.target))
+    }
+
+    /// The index of the first candidate that still fails, trying them in
+    /// batches of `jobs` in order; `None` if none does or the budget ran out.
+    fn first_failing(&mut self, candidates: &[Plan]) -> Option<usize> {
+        for (b, batch) in candidates.chunks(self.jobs).enumerate() {
+            if self.runs >= self.max_runs {
+                return None;
+            }
+            let batch = &batch[..batch.len().min((self.max_runs - self.runs) as usize)];
+            let mut results = vec![false; batch.len()];
+            pool::run_all(
+                batch,
+                self.jobs,
+                |p| self.fails(p),
+                |i, failed| {
+                    results[i] = failed;
+                    true
+                },
+            );
+            self.runs += batch.len() as u32;
+            self.bar.set_position(u64::from(self.runs));
+            if let Some(i) = results.iter().position(|&f| f) {
+                return Some(b * self.jobs + i);
+            }
+        }
+        None
+    }
+
+    /// ddmin over one list in the plan, chosen by `get`/`set`.
+    fn ddmin<T: Clone>(
+        &mut self,
+        plan: &mut Plan,
+        get: impl Fn(&Plan) -> &Vec<T>,
+        set: impl Fn(&mut Plan, Vec<T>),
+    ) {
+        let with = |plan: &Plan, items: Vec<T>| {
+            let mut p = plan.clone();
+            set(&mut p, items);
+            p
+        };
+        // Often the whole list is irrelevant: try without it first.
+        if !get(plan).is_empty() && self.first_failing(&[with(plan, Vec::new())]).is_some() {
+            set(plan, Vec::new());
+            return;
+        }
+        let mut n = 2;
+        while get(plan).len() >= 2 && self.runs < self.max_runs {
+            let items = get(plan).clone();
+            let chunk = items.len().div_ceil(n);
+            let parts: Vec<Vec<T>> = items.chunks(chunk).map(<[T]>::to_vec).collect();
+            let mut candidates: Vec<Vec<T>> = parts.clone();
+            if parts.len() > 2 {
+                candidates.extend((0..parts.len()).map(|skip| {
+                    parts
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| *i != skip)
+                        .flat_map(|(_, p)| p.iter().cloned())
+                        .collect()
+                }));
+            }
+            let plans: Vec<Plan> = candidates.iter().map(|c| with(plan, c.clone())).collect();
+            match self.first_failing(&plans) {
+                Some(i) if i < parts.len() => {
+                    set(plan, candidates[i].clone());
+                    n = 2;
+                }
+                Some(i) => {
+                    set(plan, candidates[i].clone());
+                    n = (n - 1).max(2);
+                }
+                None if n >= items.len() => break,
+                None => n = (n * 2).min(items.len()),
+            }
+        }
+    }
+
+    /// Halves each fault's length while the plan still fails.
+    fn shorten_faults(&mut self, plan: &mut Plan) {
+        for i in 0..plan.faults.len() {
+            for _ in 0..16 {
+                let mut candidate = plan.clone();
+                let length = match &mut candidate.faults[i].fault {
+                    Fault::Crash { down_ms, .. } => down_ms,
+                    Fault::Partition { duration_ms, .. } => duration_ms,
+                    Fault::ForgedWebhook { .. } => break,
+                };
+                if *length < 20 {
+                    break;
+                }
+                *length /= 2;
+                if self
+                    .first_failing(std::slice::from_ref(&candidate))
+                    .is_none()
+                {
+                    break;
+                }
+                *plan = candidate;
+            }
+        }
+    }
+
+    /// Switches one behaviour off for every shopper at once, keeping each
+    /// change that still fails; then calms the scenario's webhook chaos.
+    fn simplify(&mut self, plan: &mut Plan) {
+        type Edit = fn(&mut Plan) -> bool;
+        let edits: [Edit; 9] = [
+            |p| each_shopper(p, |s| std::mem::take(&mut s.double_click)),
+            |p| each_shopper(p, |s| std::mem::take(&mut s.impatient)),
+            |p| each_shopper(p, |s| std::mem::take(&mut s.tamper_price)),
+            |p| each_shopper(p, |s| std::mem::take(&mut s.retry)),
+            |p| {
+                each_shopper(p, |s| match &mut s.intent {
+                    Intent::Pay { double_pay, .. } => std::mem::take(double_pay),
+                    _ => false,
+                })
+            },
+            |p| {
+                each_shopper(p, |s| match &mut s.intent {
+                    Intent::Pay { delay_ms, .. } => std::mem::take(delay_ms) > 0,
+                    _ => false,
+                })
+            },
+            |p| {
+                each_shopper(p, |s| {
+                    let more = s.items.len() > 1 || s.items.iter().any(|(_, q)| *q > 1);
+                    s.items.truncate(1);
+                    s.items[0].1 = 1;
+                    more
+                })
+            },
+            |p| {
+                let w = &mut p.scenario.faults.webhooks;
+                let changed = w.duplicate_probability > 0.0;
+                w.duplicate_probability = 0.0;
+                changed
+            },
+            |p| std::mem::take(&mut p.scenario.faults.webhooks.delay_ms_max) > 0,
+        ];
+        for edit in edits {
+            let mut candidate = plan.clone();
+            if edit(&mut candidate)
+                && self
+                    .first_failing(std::slice::from_ref(&candidate))
+                    .is_some()
+            {
+                *plan = candidate;
+            }
+        }
+    }
+}
+
+fn each_shopper(
+    plan: &mut Plan,
+    mut f: impl FnMut(&mut stampede_sim::ShopperPlan) -> bool,
+) -> bool {
+    let mut changed = false;
+    for s in &mut plan.shoppers {
+        changed |= f(s);
+    }
+    changed
+}
+
+/// `stampede shrink`: writes the plan; exit status 0 if it still fails.
+pub fn shrink(args: &ShrinkArgs) -> Result<u8, String> {
+    let scenario = Scenario::load(&args.scenario).map_err(|e| e.to_string())?;
+    let spec = DesignSpec::for_scenario(&scenario, args.design.as_deref(), &args.set)?;
+    let mut plan = Plan::generate(&scenario, spec.design, args.seed);
+    let started = std::time::Instant::now();
+    let first = run::run_plan(&plan, false)?.result;
+    let violated = first.violated();
+    let target = match &args.invariant {
+        Some(name) => {
+            let invariant = Invariant::parse(name).ok_or_else(|| {
+                let names: Vec<&str> = Invariant::ALL.iter().map(|i| i.name()).collect();
+                format!("--invariant {name:?} is not one of {}", names.join(", "))
+            })?;
+            if !violated.contains(&invariant) {
+                return Err(format!(
+                    "seed {} does not violate {name} on design {}; it violates: {}",
+                    args.seed,
+                    spec.label(),
+                    names_of(&violated)
+                ));
+            }
+            invariant
+        }
+        None => *violated.first().ok_or_else(|| {
+            format!(
+                "seed {} holds every invariant on design {}: nothing to shrink",
+                args.seed,
+                spec.label()
+            )
+        })?,
+    };
+    let before = size(&plan);
+    println!(
+        "shrinking {} seed {} on {}: violates {}; keeping {} failing",
+        scenario.name,
+        args.seed,
+        spec.label(),
+        names_of(&violated),
+        target.name()
+    );
+    println!("  from {before}");
+    let bar = ProgressBar::new(u64::from(args.max_runs));
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} {pos} runs  {msg}")
+            .expect("a valid template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(250));
+    let mut s = Shrinker {
+        target,
+        jobs: args.jobs.map_or_else(pool::default_jobs, |j| j as usize),
+        runs: 1,
+        max_runs: args.max_runs,
+        bar: &bar,
+    };
+    for _round in 0..4 {
+        let was = plan.clone();
+        bar.set_message(format!("faults: {}", size(&plan)));
+        s.ddmin(&mut plan, |p| &p.faults, |p, v| p.faults = v);
+        bar.set_message(format!("shoppers: {}", size(&plan)));
+        s.ddmin(&mut plan, |p| &p.shoppers, |p, v| p.shoppers = v);
+        bar.set_message(format!("fault lengths: {}", size(&plan)));
+        s.shorten_faults(&mut plan);
+        bar.set_message(format!("behaviours: {}", size(&plan)));
+        s.simplify(&mut plan);
+        if plan == was || s.runs >= s.max_runs {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    // The scenario's count says what the plan holds now.
+    plan.scenario.shoppers.count = plan.shoppers.len().max(1) as u32;
+    let path = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "stampede-out/shrunk-{}-{}.plan.json",
+            scenario.name, args.seed
+        ))
+    });
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    let json = serde_json::to_vec_pretty(&plan).map_err(|e| e.to_string())?;
+    std::fs::write(&path, json).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    // The written plan is what replay will run: check it once more, whole.
+    let still = run::run_plan(&plan, false)?.result;
+    let holds = still.violated().contains(&target);
+    println!(
+        "  to   {} in {} runs, {:.1} s{}",
+        size(&plan),
+        s.runs + 1,
+        started.elapsed().as_secs_f64(),
+        if s.runs >= s.max_runs {
+            " (stopped at --max-runs)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "  the shrunk plan {} {} (trace {})",
+        if holds {
+            "still violates"
+        } else {
+            "NO LONGER violates"
+        },
+        target.name(),
+        still.trace_hash
+    );
+    println!("  wrote {}", path.display());
+    println!("  replay: stampede replay {}", path.display());
+    Ok(if holds { 0 } else { 1 })
+}
+
+fn names_of(invariants: &[Invariant]) -> String {
+    let names: Vec<&str> = invariants.iter().map(|i| i.name()).collect();
+    if names.is_empty() {
+        "nothing".into()
+    } else {
+        names.join(", ")
+    }
+}
