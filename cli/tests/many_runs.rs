@@ -1,0 +1,271 @@
+//! The many-run commands end to end, through the real binary, on a scenario
+//! small enough for a debug build: `sweep` finds and reports failing seeds
+//! with exit 1 and passes the reference with exit 0; two shards merged equal
+//! the whole sweep, trace for trace; `compare` puts designs side by side;
+//! `shrink` leaves a smaller plan that `replay` shows still failing; a
+//! malformed plan file is refused with exit 2.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const TINY: &str = "tests/scenarios/tiny-double-click.toml";
+
+fn stampede(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stampede"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).expect("valid JSON")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// (seed, trace hash, passed) of every run in a sweep summary, sorted.
+fn runs_of(summary: &Value) -> Vec<(u64, String, bool)> {
+    let mut runs: Vec<_> = summary["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|r| {
+            (
+                r["seed"].as_u64().unwrap(),
+                r["trace_hash"].as_str().unwrap().to_string(),
+                r["passed"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    runs.sort();
+    runs
+}
+
+#[test]
+fn sweep_reports_failing_seeds_and_shards_merge_to_the_whole_sweep() {
+    let whole = out_dir("sweep-whole");
+    let o = stampede(&[
+        "sweep",
+        TINY,
+        "--seeds",
+        "1..4",
+        "--design",
+        "seed-repo",
+        "--out",
+        whole.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let text = stdout(&o);
+    for seed in 1..=4 {
+        assert!(
+            text.contains(&format!(
+                "repro: stampede run {TINY} --seed {seed} --design seed-repo"
+            )),
+            "no repro line for seed {seed}:\n{text}"
+        );
+    }
+    assert!(text.contains("took"), "the time taken is printed:\n{text}");
+    let summary = read_json(&whole.join("summary.json"));
+    assert_eq!(summary["totals"]["failed"], 4);
+    assert!(
+        whole
+            .join("failures/tiny-double-click-seed-repo-1/trace.jsonl")
+            .exists(),
+        "a failing run's trace is kept"
+    );
+
+    let mut shards = Vec::new();
+    for shard in ["1/2", "2/2"] {
+        let dir = out_dir(&format!("sweep-shard-{}", &shard[..1]));
+        let o = stampede(&[
+            "sweep",
+            TINY,
+            "--seeds",
+            "1..4",
+            "--design",
+            "seed-repo",
+            "--shard",
+            shard,
+            "--out",
+            dir.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(1));
+        assert_eq!(read_json(&dir.join("summary.json"))["totals"]["runs"], 2);
+        shards.push(dir.join("summary.json"));
+    }
+    let merged = out_dir("sweep-merged");
+    let o = stampede(&[
+        "merge",
+        shards[0].to_str().unwrap(),
+        shards[1].to_str().unwrap(),
+        "--out",
+        merged.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let merged = read_json(&merged.join("summary.json"));
+    assert_eq!(runs_of(&merged), runs_of(&summary));
+    assert_eq!(merged["totals"], summary["totals"]);
+}
+
+#[test]
+fn a_sweep_of_the_reference_passes_and_stops_early_only_when_asked() {
+    let dir = out_dir("sweep-reference");
+    let o = stampede(&[
+        "sweep",
+        TINY,
+        "--seeds",
+        "1..2",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("2 runs: 2 passed, 0 failed"));
+
+    let dir = out_dir("sweep-fail-fast");
+    let o = stampede(&[
+        "sweep",
+        TINY,
+        "--seeds",
+        "1..20",
+        "--design",
+        "seed-repo",
+        "--fail-fast",
+        "--jobs",
+        "1",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(read_json(&dir.join("summary.json"))["totals"]["runs"], 1);
+}
+
+#[test]
+fn compare_puts_the_designs_side_by_side() {
+    let dir = out_dir("compare");
+    let o = stampede(&[
+        "compare",
+        TINY,
+        "--designs",
+        "reference,seed-repo,reference+idempotency=none",
+        "--seeds",
+        "1..2",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let summary = read_json(&dir.join("summary.json"));
+    let columns = summary["designs"].as_array().unwrap();
+    let names: Vec<&str> = columns
+        .iter()
+        .map(|c| c["design"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["reference", "seed-repo", "reference+idempotency=none"]
+    );
+    assert_eq!(columns[0]["seeds_failing"], 0);
+    assert_eq!(columns[1]["seeds_failing"], 2);
+    assert_eq!(columns[2]["seeds_violating"]["one_order_per_key"], 2);
+    assert!(stdout(&o).contains("one_order_per_key"));
+}
+
+#[test]
+fn shrink_leaves_a_smaller_plan_that_replay_shows_still_failing() {
+    let dir = out_dir("shrink");
+    let plan = dir.join("tiny.plan.json");
+    let o = stampede(&[
+        "shrink",
+        TINY,
+        "--seed",
+        "1",
+        "--design",
+        "seed-repo",
+        "--invariant",
+        "one_order_per_key",
+        "--out",
+        plan.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let shrunk = read_json(&plan);
+    let shoppers = shrunk["shoppers"].as_array().unwrap().len();
+    assert_eq!(shoppers, 1, "one double-clicking shopper is enough");
+
+    let o = stampede(&[
+        "replay",
+        plan.to_str().unwrap(),
+        "--json",
+        "--out",
+        dir.join("replay").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "the shrunk plan still fails");
+    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let verdict = summary["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["invariant"] == "one_order_per_key")
+        .unwrap();
+    assert_eq!(verdict["outcome"], "violated");
+    assert!(
+        summary["repro"]
+            .as_str()
+            .unwrap()
+            .starts_with("stampede replay ")
+    );
+}
+
+#[test]
+fn bad_plans_and_seed_lists_are_refused_with_exit_2() {
+    let dir = out_dir("bad-plans");
+    std::fs::create_dir_all(&dir).unwrap();
+    let garbage = dir.join("garbage.json");
+    std::fs::write(&garbage, "{\"version\": 1").unwrap();
+    let o = stampede(&["replay", garbage.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a plan file"));
+
+    // A shrunk plan edited by hand to name a host the topology lacks.
+    let plan = dir.join("edited.plan.json");
+    let o = stampede(&[
+        "shrink",
+        TINY,
+        "--seed",
+        "1",
+        "--design",
+        "seed-repo",
+        "--max-runs",
+        "1",
+        "--out",
+        plan.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stdout(&o));
+    let mut edited = read_json(&plan);
+    edited["shoppers"][0]["host"] = 99.into();
+    std::fs::write(&plan, edited.to_string()).unwrap();
+    let o = stampede(&["replay", plan.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("shoppers[0].host"), "{err}");
+
+    let o = stampede(&["sweep", TINY, "--seeds", "9..1"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = stampede(&["sweep", TINY, "--shard", "3/2"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = stampede(&["shrink", TINY, "--seed", "1"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "the reference holds: nothing to shrink"
+    );
+}
