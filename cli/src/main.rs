@@ -2,6 +2,7 @@
 //! that do the work; this is the only crate that reads arguments, the system
 //! clock (once, for webhook timestamps) or the environment.
 
+mod load;
 mod pool;
 mod run;
 mod shrink;
@@ -58,6 +59,18 @@ enum Command {
     /// Exit status: 0 every invariant held, 1 a violation, 2 bad input.
     /// Example: stampede replay stampede-out/shrunk-flash-sale-1.plan.json
     Replay(shrink::ReplayArgs),
+    /// Put real load on the served shop with goose, then audit what happened.
+    ///
+    /// Starts the shop and its PSP in-process on loopback unless --host names a running one.
+    /// Closed loop with --users, open loop (latency from the schedule) with --rate.
+    /// Writes report.html (charts), report.md, report.json, HdrHistogram logs and goose's report.
+    /// Exit status: 0 the audit holds and every --threshold passes, 1 otherwise, 2 bad input.
+    /// Example: stampede load --rate 500/s --duration 20s --threshold "p99<50ms for POST /v1/orders"
+    Load(load::LoadArgs),
+    /// Re-render saved load reports; given several folders, compare them side by side.
+    ///
+    /// Example: stampede report stampede-out/load-reference stampede-out/load-seed-repo
+    Report(load::ReportArgs),
     /// Serve the reference shop over HTTP, with an embedded fake PSP by default.
     ///
     /// Example: stampede serve --addr 127.0.0.1:8080 --design reference
@@ -256,7 +269,11 @@ fn main() -> ExitCode {
     // job (the history records them); only errors go to the terminal.
     let simulated = !matches!(
         cli.command,
-        Command::Serve { .. } | Command::Psp { .. } | Command::Designs
+        Command::Serve { .. }
+            | Command::Psp { .. }
+            | Command::Designs
+            | Command::Load(_)
+            | Command::Report(_)
     );
     let default_filter = if simulated {
         "stampede=info,stampede_server=error,stampede_sim=error"
@@ -280,6 +297,9 @@ fn main() -> ExitCode {
         Command::Shrink(args) => {
             return many(shrink::shrink(&args));
         }
+        // `load` builds its own runtime (its shop and goose share it).
+        Command::Load(args) => return many(load::load(&args)),
+        Command::Report(args) => return many(load::report(&args)),
         other => other,
     };
     let runtime = match tokio::runtime::Runtime::new() {
@@ -296,7 +316,9 @@ fn main() -> ExitCode {
         | Command::Sweep(_)
         | Command::Merge(_)
         | Command::Compare(_)
-        | Command::Shrink(_) => unreachable!("returned above"),
+        | Command::Shrink(_)
+        | Command::Load(_)
+        | Command::Report(_) => unreachable!("returned above"),
         Command::Designs => match print_designs(&mut std::io::stdout().lock()) {
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
                 Err(format!("writing to stdout: {e}"))

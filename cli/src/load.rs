@@ -1,0 +1,435 @@
+//! `stampede load` and `stampede report`: real load against the served shop
+//! (started in-process unless `--host` names one) and the report files.
+
+use crate::run::DesignSpec;
+use indicatif::{ProgressBar, ProgressStyle};
+use stampede_loadgen::schedule::Shape;
+use stampede_loadgen::threshold::Threshold;
+use stampede_loadgen::{LoadConfig, Mix, Model, Progress};
+use stampede_reports::LoadReport;
+use stampede_server::serve::{self, StackConfig};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What `load` was asked to do.
+#[derive(clap::Args)]
+pub struct LoadArgs {
+    /// A running shop (`http://host:port`); by default Stampede starts the shop with an embedded PSP on loopback.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// The PSP of the shop at --host (`http://host:port`); shoppers confirm payments there.
+    #[arg(long, requires = "host")]
+    pub psp: Option<String>,
+    /// Closed loop: this many goose users, each running journeys back to back.
+    #[arg(long, conflicts_with = "rate", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub users: Option<u32>,
+    /// Open loop: journeys started per second on a fixed schedule, e.g. 500/s (latency counts from the schedule).
+    #[arg(long, value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// Open loop: most journeys in flight at once.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_in_flight: u32,
+    /// How long load is offered, e.g. 20s, 2m, 1m30s.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Ramp: closed loop starts users over this time; open loop raises the rate from 0 over it.
+    #[arg(long, value_parser = parse_duration)]
+    pub ramp: Option<Duration>,
+    /// Open loop flash-sale spike: AT,FOR,FACTOR, e.g. 5s,2s,10 (10× the rate for 2 s from 5 s).
+    #[arg(long, value_parser = parse_spike, conflicts_with = "ramp")]
+    pub spike: Option<Shape>,
+    /// Design preset of the shop Stampede starts (ignored with --host).
+    #[arg(long, default_value = "reference")]
+    pub design: String,
+    /// Override one switch of that design (repeatable).
+    #[arg(long = "set", value_name = "SWITCH=VALUE")]
+    pub set: Vec<String>,
+    /// An SLO that fails the command, e.g. "p99<50ms for POST /v1/orders", "error_rate<1%", "throughput>=400/s" (repeatable).
+    #[arg(long = "threshold", value_name = "RULE", value_parser = parse_threshold)]
+    pub thresholds: Vec<Threshold>,
+    /// Shopper mix: browse, double_click, abandon, hot, decline as NAME=P, comma separated.
+    #[arg(long, value_parser = parse_mix, default_value = "")]
+    pub mix: Mix,
+    /// After the load, how long journeys in flight may finish.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub drain: Duration,
+    /// Then how long the shop may take to settle before the audit.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub settle: Duration,
+    /// Bearer token of the shop's /admin/audit.
+    #[arg(long, default_value = "stampede-admin")]
+    pub admin_token: String,
+    /// Seed of the shoppers' choices.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Folder for every file [default: stampede-out/load-<design>].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print the report as JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `report` was asked to do.
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    /// Folders holding a `report.json` from `stampede load`; two or more are compared side by side.
+    #[arg(required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// Where a comparison is written [default: stampede-out/load-compare].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `20s`, `500ms`, `2m`, `1m30s`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let mut total = Duration::ZERO;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err("empty duration; write e.g. 20s, 500ms or 1m30s".into());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("{text:?}: {rest:?} needs a unit (ms, s, m or h)"))?;
+        if digits == 0 {
+            return Err(format!("{text:?}: expected a number at {rest:?}"));
+        }
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("{text:?}: number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let part = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            unit => {
+                return Err(format!(
+                    "{text:?}: unknown unit {unit:?}; use ms, s, m or h"
+                ));
+            }
+        };
+        total = total.saturating_add(part);
+        rest = &rest[unit_len..];
+    }
+    if total > Duration::from_secs(86_400) {
+        return Err(format!("{text:?} is longer than a day"));
+    }
+    Ok(total)
+}
+
+/// `500/s` or `500`.
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    let number = text.trim().trim_end_matches("/s");
+    let rate: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a rate; write e.g. 500/s"))?;
+    if rate > 0.0 && rate <= 1_000_000.0 {
+        Ok(rate)
+    } else {
+        Err(format!(
+            "{text:?}: the rate must be above 0 and at most 1000000/s"
+        ))
+    }
+}
+
+fn parse_spike(text: &str) -> Result<Shape, String> {
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    let [at, length, factor] = parts[..] else {
+        return Err(format!("{text:?}: write AT,FOR,FACTOR, e.g. 5s,2s,10"));
+    };
+    let factor: f64 = factor
+        .trim_start_matches('x')
+        .parse()
+        .ok()
+        .filter(|f: &f64| *f > 0.0 && *f <= 1000.0)
+        .ok_or_else(|| format!("{text:?}: the factor must be a number in (0, 1000]"))?;
+    Ok(Shape::Spike {
+        at: parse_duration(at)?,
+        length: parse_duration(length)?,
+        factor,
+    })
+}
+
+fn parse_threshold(text: &str) -> Result<Threshold, String> {
+    text.parse()
+}
+
+fn parse_mix(text: &str) -> Result<Mix, String> {
+    let mut mix = Mix::default();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, value) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?}: write NAME=P, e.g. double_click=0.2"))?;
+        let p: f64 = value
+            .trim()
+            .parse()
+            .ok()
+            .filter(|p| (0.0..=1.0).contains(p))
+            .ok_or_else(|| format!("{part:?}: the probability must be within 0..=1"))?;
+        match name.trim() {
+            "browse" => mix.browse = p,
+            "double_click" => mix.double_click = p,
+            "abandon" => mix.abandon = p,
+            "hot" => mix.hot = p,
+            "decline" => mix.decline = p,
+            other => {
+                return Err(format!(
+                    "{other:?} is not one of browse, double_click, abandon, hot, decline"
+                ));
+            }
+        }
+    }
+    Ok(mix)
+}
+
+/// `http://host:port` (or `host:port`) → `host:port`.
+fn host_port(url: &str) -> Result<String, String> {
+    let rest = url.trim().trim_end_matches('/');
+    let rest = rest.strip_prefix("http://").unwrap_or(rest);
+    if rest.starts_with("https://") || rest.contains('/') || !rest.contains(':') {
+        return Err(format!(
+            "{url:?}: write http://host:port (plain HTTP, no path)"
+        ));
+    }
+    Ok(rest.to_string())
+}
+
+/// The shop a load run starts for itself: the demo catalog with a scarce
+/// hot SKU and plenty of everything else.
+fn load_stack(design: stampede_server::Design, seed: u64) -> StackConfig {
+    let mut config = StackConfig::demo(
+        "127.0.0.1:0".parse().expect("a valid address"),
+        crate::unix_now_ms(),
+    );
+    config.server.design = design;
+    config.seed = seed;
+    config.workers = 8;
+    config.shop.reservation_ttl_ms = Some(30_000);
+    for (product, stock) in &mut config.catalog {
+        if product.sku.as_str() != "sneaker-limited" {
+            *stock = 10_000_000;
+        } else {
+            *stock = 500;
+        }
+        product.per_customer_limit = None;
+    }
+    config
+}
+
+fn progress_bar(json: bool) -> ProgressBar {
+    if json {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(1000);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40.cyan/blue}] {msg}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+fn show(bar: &ProgressBar, p: Progress) {
+    if p.settling {
+        bar.set_position(1000);
+        bar.set_message(format!(
+            "settling and auditing ({} journeys, {} requests, {} errors)",
+            p.journeys, p.requests, p.errors
+        ));
+        return;
+    }
+    bar.set_position((p.elapsed_ms * 1000 / p.duration_ms.max(1)).min(1000));
+    bar.set_message(format!(
+        "{:.0}/{:.0} s  {} journeys ({} done)  {} requests  {} errors",
+        p.elapsed_ms as f64 / 1000.0,
+        p.duration_ms as f64 / 1000.0,
+        p.journeys,
+        p.journeys_done,
+        p.requests,
+        p.errors
+    ));
+}
+
+/// Writes report.json, report.md and report.html for one run.
+pub fn write_report(dir: &Path, report: &LoadReport) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    for (name, text) in [
+        ("report.json", stampede_reports::render_json(report)),
+        ("report.md", stampede_reports::render_markdown(report)),
+        ("report.html", stampede_reports::render_html(report)),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// `stampede load`: exit 0 when the audit holds and every threshold passes, 1 otherwise.
+pub fn load(args: &LoadArgs) -> Result<u8, String> {
+    let spec = DesignSpec::new(&args.design, &args.set)?;
+    let model = match (args.users, args.rate) {
+        (_, Some(rate)) => Model::Open {
+            rate_per_sec: rate,
+            max_in_flight: args.max_in_flight,
+        },
+        (users, None) => Model::Closed {
+            users: users.unwrap_or(50),
+            ramp: args.ramp.unwrap_or(Duration::from_secs(1)),
+        },
+    };
+    let shape = match (args.spike, args.ramp, &model) {
+        (Some(spike), _, _) => spike,
+        (None, Some(over), Model::Open { .. }) => Shape::Ramp { over },
+        _ => Shape::Steady,
+    };
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("stampede-out/load-{}", spec.label())));
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let report = runtime.block_on(async {
+        let (stack, shop, psp, design) = match &args.host {
+            Some(url) => {
+                let psp = args.psp.as_deref().ok_or(
+                    "--host needs --psp: shoppers confirm their payments at the shop's PSP",
+                )?;
+                (
+                    None,
+                    host_port(url)?,
+                    host_port(psp)?,
+                    "unknown".to_string(),
+                )
+            }
+            None => {
+                let stack = serve::start(load_stack(spec.design, args.seed))
+                    .await
+                    .map_err(|e| format!("cannot start the shop: {e}"))?;
+                let shop = stack.shop_addr.to_string();
+                let psp = stack.psp_addr.clone();
+                (Some(stack), shop, psp, spec.label())
+            }
+        };
+        let mut config = LoadConfig::new(&shop, &psp, dir.clone());
+        config.admin_token = args.admin_token.clone();
+        config.model = model;
+        config.shape = shape;
+        config.duration = args.duration;
+        config.drain = args.drain;
+        config.settle = args.settle;
+        config.mix = args.mix;
+        config.design = design;
+        config.seed = args.seed;
+        config.run_id = format!("lg{}", crate::unix_now_ms());
+        config.thresholds = args.thresholds.clone();
+        if !args.json {
+            println!(
+                "load against http://{shop} (psp http://{psp}) for {:?}; writing to {}",
+                args.duration,
+                dir.display()
+            );
+        }
+        let bar = progress_bar(args.json);
+        let shown = bar.clone();
+        let result = stampede_loadgen::run(config, move |p| show(&shown, p)).await;
+        bar.finish_and_clear();
+        if let Some(stack) = stack {
+            stack.shutdown().await;
+        }
+        result.map_err(|e| e.to_string())
+    })?;
+    write_report(&dir, &report)?;
+    if args.json {
+        println!("{}", stampede_reports::render_json(&report));
+    } else {
+        print!("{}", stampede_reports::render_terminal(&report));
+        println!(
+            "  wrote {}/report.{{html,md,json}} and the histogram logs",
+            dir.display()
+        );
+    }
+    Ok(if report.passed() { 0 } else { 1 })
+}
+
+/// `stampede report`: re-renders saved runs; with several, compares them.
+pub fn report(args: &ReportArgs) -> Result<u8, String> {
+    let mut reports = Vec::new();
+    for dir in &args.dirs {
+        let path = dir.join("report.json");
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let report =
+            stampede_reports::parse_json(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        reports.push((dir.clone(), report));
+    }
+    if let [(dir, report)] = &reports[..] {
+        write_report(dir, report)?;
+        print!("{}", stampede_reports::render_terminal(report));
+        println!("  re-rendered {}/report.{{html,md,json}}", dir.display());
+        return Ok(if report.passed() { 0 } else { 1 });
+    }
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("stampede-out/load-compare"));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let all: Vec<LoadReport> = reports.into_iter().map(|(_, r)| r).collect();
+    for (name, text) in [
+        ("compare.html", stampede_reports::render_compare_html(&all)),
+        (
+            "compare.md",
+            stampede_reports::render_compare_markdown(&all),
+        ),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, &text)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        if name == "compare.md" {
+            print!("{text}");
+        }
+    }
+    println!("  wrote {}/compare.{{html,md}}", dir.display());
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_rates_spikes_and_mixes_parse_or_say_why_not() {
+        assert_eq!(parse_duration("20s").unwrap(), Duration::from_secs(20));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        for bad in ["", "20", "s", "5 weeks", "2d", "100000h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(parse_rate("500/s").unwrap(), 500.0);
+        assert!(parse_rate("0/s").is_err());
+        assert!(parse_rate("fast").is_err());
+        assert_eq!(
+            parse_spike("5s,2s,10").unwrap(),
+            Shape::Spike {
+                at: Duration::from_secs(5),
+                length: Duration::from_secs(2),
+                factor: 10.0
+            }
+        );
+        assert!(parse_spike("5s,2s").is_err());
+        let mix = parse_mix("double_click=0.5, abandon=0").unwrap();
+        assert_eq!(mix.double_click, 0.5);
+        assert_eq!(mix.abandon, 0.0);
+        assert!(parse_mix("tip=0.1").is_err());
+        assert!(parse_mix("abandon=2").is_err());
+        assert_eq!(
+            host_port("http://127.0.0.1:8080/").unwrap(),
+            "127.0.0.1:8080"
+        );
+        assert!(host_port("https://shop.example:443").is_err());
+    }
+}

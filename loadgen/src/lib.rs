@@ -1,0 +1,447 @@
+//! `stampede-loadgen`: load against the served shop.
+//!
+//! Goose (embedded as a library; the configuration is built in code) runs
+//! users that each perform shopper journeys ([`journey`]). Two load models:
+//! **closed** — goose's own, N users back to back — and **open** — journeys
+//! started on a fixed [`schedule`] whatever the shop does, built on top of
+//! goose: its users take the next slot, wait for its time, and measure from
+//! it (wrk2's model), so a stalled shop shows up as latency instead of as
+//! missing requests. Every request goes into HdrHistograms ([`latency`]);
+//! closed-loop numbers are also corrected for coordinated omission. After
+//! the load, the shop settles and the core's invariant checker judges what
+//! really happened ([`audit`]); [`threshold`]s turn SLOs into an exit code.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), stampede_loadgen::LoadError> {
+//! use stampede_loadgen::{LoadConfig, Model, run};
+//! let mut config = LoadConfig::new("127.0.0.1:8080", "127.0.0.1:8081", "stampede-out/load".into());
+//! config.model = Model::Open { rate_per_sec: 200.0, max_in_flight: 256 };
+//! let report = run(config, |_progress| {}).await?;
+//! println!("{}", report.title);
+//! # Ok(()) }
+//! ```
+
+#![deny(missing_docs)]
+
+pub mod audit;
+pub mod journey;
+pub mod latency;
+pub mod schedule;
+pub mod threshold;
+
+use goose::config::GooseConfiguration;
+use goose::prelude::*;
+use schedule::{Schedule, Shape};
+use stampede_reports::{LoadModel, LoadReport, REPORT_VERSION};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use threshold::Threshold;
+
+/// Why a load run could not be done.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The configuration makes no sense.
+    #[error("invalid load configuration: {0}")]
+    Config(String),
+    /// The shop or PSP could not be reached or answered nonsense.
+    #[error("{0}")]
+    Shop(String),
+    /// Goose failed.
+    #[error("goose: {0}")]
+    Goose(String),
+    /// Writing results failed.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// How load is offered.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Model {
+    /// `users` goose users running journeys back to back, started over `ramp`.
+    Closed {
+        /// Concurrent users.
+        users: u32,
+        /// Time to start them all.
+        ramp: Duration,
+    },
+    /// Journeys started at `rate_per_sec` (shaped by [`LoadConfig::shape`]),
+    /// executed by at most `max_in_flight` goose users.
+    Open {
+        /// Journeys per second.
+        rate_per_sec: f64,
+        /// Concurrent journeys at most.
+        max_in_flight: u32,
+    },
+}
+
+/// What shoppers do, as probabilities per journey.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Mix {
+    /// Browse the catalog first.
+    pub browse: f64,
+    /// Double-click "place order" (two concurrent requests, one key).
+    pub double_click: f64,
+    /// Walk away instead of paying.
+    pub abandon: f64,
+    /// Order the hot, scarce SKU (else an ordinary one).
+    pub hot: f64,
+    /// The card is declined.
+    pub decline: f64,
+}
+
+impl Default for Mix {
+    fn default() -> Mix {
+        Mix {
+            browse: 0.5,
+            double_click: 0.1,
+            abandon: 0.1,
+            hot: 0.1,
+            decline: 0.02,
+        }
+    }
+}
+
+/// Everything a load run needs.
+#[derive(Clone, Debug)]
+pub struct LoadConfig {
+    /// The shop, `host:port`.
+    pub shop: String,
+    /// The PSP, `http://host:port` (shoppers confirm payments there).
+    pub psp_url: String,
+    /// The PSP, `host:port` (the audit reads its ledger).
+    pub psp: String,
+    /// Bearer token for `/admin/audit`.
+    pub admin_token: String,
+    /// Closed or open loop.
+    pub model: Model,
+    /// Rate shape (open loop).
+    pub shape: Shape,
+    /// How long load is offered.
+    pub duration: Duration,
+    /// After the load phase, how long journeys in flight may finish.
+    pub drain: Duration,
+    /// After draining, how long the shop may take to settle before the audit.
+    pub settle: Duration,
+    /// What shoppers do.
+    pub mix: Mix,
+    /// Timeout of one request.
+    pub request_timeout: Duration,
+    /// How often a shopper polls its order.
+    pub poll: Duration,
+    /// Timeline interval.
+    pub interval: Duration,
+    /// Folder for the histogram logs and goose's report.
+    pub out_dir: PathBuf,
+    /// The design the shop runs, for the report.
+    pub design: String,
+    /// Prefix of keys and customer ids, unique per run against one shop.
+    pub run_id: String,
+    /// Seed of the shoppers' choices.
+    pub seed: u64,
+    /// SLOs judged at the end.
+    pub thresholds: Vec<Threshold>,
+}
+
+impl LoadConfig {
+    /// Defaults: 50 closed-loop users for 20 s, then up to 10 s to drain and 30 s to settle.
+    pub fn new(shop: &str, psp: &str, out_dir: PathBuf) -> LoadConfig {
+        LoadConfig {
+            shop: shop.to_string(),
+            psp_url: format!("http://{psp}"),
+            psp: psp.to_string(),
+            admin_token: "stampede-admin".into(),
+            model: Model::Closed {
+                users: 50,
+                ramp: Duration::from_secs(1),
+            },
+            shape: Shape::Steady,
+            duration: Duration::from_secs(20),
+            drain: Duration::from_secs(10),
+            settle: Duration::from_secs(30),
+            mix: Mix::default(),
+            request_timeout: Duration::from_secs(10),
+            poll: Duration::from_millis(50),
+            interval: Duration::from_secs(1),
+            out_dir,
+            design: "unknown".into(),
+            run_id: "lg".into(),
+            seed: 1,
+            thresholds: Vec::new(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), LoadError> {
+        let bad = |m: String| Err(LoadError::Config(m));
+        if self.duration < Duration::from_secs(1) || self.duration > Duration::from_secs(86_400) {
+            return bad(format!("duration {:?} must be 1 s to 24 h", self.duration));
+        }
+        for (name, p) in [
+            ("browse", self.mix.browse),
+            ("double_click", self.mix.double_click),
+            ("abandon", self.mix.abandon),
+            ("hot", self.mix.hot),
+            ("decline", self.mix.decline),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return bad(format!("mix {name} = {p} must be within 0..=1"));
+            }
+        }
+        match &self.model {
+            Model::Closed { users, .. } if *users == 0 || *users > 100_000 => {
+                bad(format!("{users} users must be 1..=100000"))
+            }
+            Model::Open { max_in_flight, .. } if *max_in_flight == 0 || *max_in_flight > 100_000 => {
+                bad(format!("{max_in_flight} in flight must be 1..=100000"))
+            }
+            Model::Closed { .. } if self.shape != Shape::Steady => bad(
+                "ramps and spikes of the arrival rate need the open loop (--rate); closed-loop users ramp with --ramp".into(),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A progress snapshot, for a progress bar.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Since load began, ms.
+    pub elapsed_ms: u64,
+    /// The load phase's length, ms.
+    pub duration_ms: u64,
+    /// Journeys started.
+    pub journeys: u64,
+    /// Journeys finished.
+    pub journeys_done: u64,
+    /// Requests answered (or failed).
+    pub requests: u64,
+    /// Of which failed.
+    pub errors: u64,
+    /// Whether the shop is settling for the audit.
+    pub settling: bool,
+}
+
+fn snapshot(shared: &journey::Shared, settling: bool) -> Progress {
+    let latencies = shared.latencies();
+    Progress {
+        elapsed_ms: shared.since().as_millis() as u64,
+        duration_ms: shared.config.duration.as_millis() as u64,
+        journeys: shared.journeys_started.load(Ordering::Relaxed),
+        journeys_done: shared.journeys_done.load(Ordering::Relaxed),
+        requests: latencies.requests(),
+        errors: latencies.errors(),
+        settling,
+    }
+}
+
+fn write(dir: &std::path::Path, name: &str, bytes: &[u8]) -> Result<String, LoadError> {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes)
+        .map_err(|e| LoadError::Io(format!("cannot write {}: {e}", path.display())))?;
+    Ok(name.to_string())
+}
+
+/// Runs the load, drains, settles, audits; writes `latency.hlog`, one
+/// `.hgrm` per endpoint and goose's `goose-report.html` into `out_dir`, and
+/// returns the report (thresholds judged).
+pub async fn run(
+    config: LoadConfig,
+    on_progress: impl Fn(Progress) + Send + Sync + 'static,
+) -> Result<LoadReport, LoadError> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.out_dir)
+        .map_err(|e| LoadError::Io(format!("cannot create {}: {e}", config.out_dir.display())))?;
+    let office = audit::Backoffice::new(&config.shop, &config.psp, &config.admin_token);
+    let prices = office.prices().await?;
+    let before = office.audit().await?;
+    let (schedule, users, increase) = match &config.model {
+        Model::Closed { users, ramp } => {
+            let per_sec = (f64::from(*users) / ramp.as_secs_f64().max(0.001)).max(1.0);
+            (None, *users as usize, format!("{per_sec:.3}"))
+        }
+        Model::Open {
+            rate_per_sec,
+            max_in_flight,
+        } => {
+            let schedule = Schedule::new(*rate_per_sec, config.shape, config.duration)
+                .map_err(LoadError::Config)?;
+            // Start every user within ~100 ms: the schedule, not goose, paces the load.
+            let per_sec = f64::from(*max_in_flight) * 10.0;
+            (
+                Some(schedule),
+                *max_in_flight as usize,
+                format!("{per_sec:.0}"),
+            )
+        }
+    };
+    let shared = Arc::new(journey::Shared::new(config.clone(), schedule, users));
+
+    let mut goose = GooseConfiguration::default();
+    goose.host = Some(format!("http://{}", config.shop));
+    goose.users = Some(users);
+    goose.increase_rate = Some(increase);
+    goose.run_time = Some(format!(
+        "{}",
+        (config.duration + config.drain).as_secs_f64().ceil() as u64
+    ));
+    goose.no_telnet = true;
+    goose.no_websocket = true;
+    goose.no_print_metrics = true;
+    goose.no_error_summary = true;
+    goose.quiet = 1;
+    goose.report_file = vec![
+        config
+            .out_dir
+            .join("goose-report.html")
+            .display()
+            .to_string(),
+    ];
+    if matches!(config.model, Model::Closed { .. }) {
+        goose.co_mitigation = Some(GooseCoordinatedOmissionMitigation::Average);
+    }
+    let in_transaction = Arc::clone(&shared);
+    let transaction = Transaction::new(Arc::new(move |user| {
+        let shared = Arc::clone(&in_transaction);
+        Box::pin(async move { journey::run_journey(user, &shared).await })
+    }))
+    .set_name("journey");
+    let attack = GooseAttack::initialize_with_config(goose)
+        .map_err(|e| LoadError::Goose(e.to_string()))?
+        .register_scenario(scenario!("shopper").register_transaction(transaction));
+
+    let on_progress = Arc::new(on_progress);
+    let ticker = {
+        let shared = Arc::clone(&shared);
+        let on_progress = Arc::clone(&on_progress);
+        tokio::spawn(async move {
+            let mut counts = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                let elapsed = shared.since();
+                let slot =
+                    (elapsed.as_millis() / shared.config.interval.as_millis().max(1)) as usize;
+                while counts.len() <= slot.min(latency::MAX_INTERVALS) {
+                    counts.push(shared.order_counts());
+                }
+                if let Some(last) = counts.last_mut() {
+                    *last = shared.order_counts();
+                }
+                on_progress(snapshot(&shared, false));
+                if counts.len() > latency::MAX_INTERVALS {
+                    return counts;
+                }
+                if elapsed > shared.config.duration + shared.config.drain + Duration::from_secs(5) {
+                    return counts;
+                }
+            }
+        })
+    };
+    let metrics = attack.execute().await;
+    ticker.abort();
+    let counts = ticker.await.unwrap_or_default();
+    let metrics = metrics.map_err(|e| LoadError::Goose(e.to_string()))?;
+    on_progress(snapshot(&shared, true));
+
+    let (after, settled) = office.settle(config.settle).await?;
+    let client = std::mem::take(
+        &mut *shared
+            .client_events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    let verdicts = office
+        .judge(&prices, &before, client, &after, settled)
+        .await?;
+
+    let latencies = shared.latencies();
+    let mut timeline = latencies.timeline();
+    let final_counts = shared.order_counts();
+    for (i, interval) in timeline.iter_mut().enumerate() {
+        interval.orders_by_status = counts
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| final_counts.clone());
+    }
+    let mut files = Vec::new();
+    // Wall-clock time of the start, for the log's header (the only use of the system clock).
+    let start_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_sub(shared.since());
+    let log = latencies.interval_log(start_unix).map_err(LoadError::Io)?;
+    files.push(write(&config.out_dir, "latency.hlog", &log)?);
+    for (name, text) in latencies.distributions() {
+        files.push(write(&config.out_dir, &name, text.as_bytes())?);
+    }
+    if config.out_dir.join("goose-report.html").exists() {
+        files.push("goose-report.html".into());
+    }
+    let mut notes = Vec::new();
+    let late = shared.late_starts.load(Ordering::Relaxed);
+    if late > 0 {
+        notes.push(format!(
+            "{late} journeys started after their scheduled time because every user was busy; their latency counts from the schedule"
+        ));
+    }
+    if !settled {
+        notes.push(format!(
+            "the shop had not settled {:?} after the load (orders still moving or jobs left): liveness verdicts are not judged",
+            config.settle
+        ));
+    }
+    notes.push(format!(
+        "goose counted {} requests over {} s (its own report: goose-report.html)",
+        metrics
+            .requests
+            .values()
+            .map(|r| r.success_count + r.fail_count)
+            .sum::<usize>(),
+        metrics.duration
+    ));
+    let model = match &config.model {
+        Model::Closed { users, .. } => LoadModel::Closed { users: *users },
+        Model::Open {
+            rate_per_sec,
+            max_in_flight,
+        } => LoadModel::Open {
+            rate_per_sec: *rate_per_sec,
+            max_in_flight: *max_in_flight,
+        },
+    };
+    let title = match &config.model {
+        Model::Closed { users, .. } => format!(
+            "load {} — {users} users for {} s",
+            config.design,
+            config.duration.as_secs()
+        ),
+        Model::Open { rate_per_sec, .. } => format!(
+            "load {} — {rate_per_sec}/s for {} s",
+            config.design,
+            config.duration.as_secs()
+        ),
+    };
+    let mut report = LoadReport {
+        version: REPORT_VERSION,
+        title,
+        target: format!("http://{}", config.shop),
+        design: config.design.clone(),
+        model,
+        duration_ms: config.duration.as_millis() as u64,
+        interval_ms: config.interval.as_millis() as u64,
+        endpoints: latencies.endpoints(),
+        timeline,
+        audit: audit::verdicts(&verdicts),
+        thresholds: Vec::new(),
+        files,
+        notes,
+    };
+    drop(latencies);
+    for t in &config.thresholds {
+        let result = t.judge(&report).map_err(LoadError::Config)?;
+        report.thresholds.push(result);
+    }
+    Ok(report)
+}

@@ -1,0 +1,303 @@
+//! SLO thresholds: `p99<50ms for POST /v1/orders`, `error_rate<1%`,
+//! `throughput>=400/s`. A violated one makes `stampede load` exit non-zero.
+//!
+//! Grammar: `METRIC OP VALUE[UNIT] [for ENDPOINT]` where METRIC is `p50`,
+//! `p90`, `p99`, `p99.9`, `max` or `mean` (latency; units `us`, `ms`, `s`),
+//! `error_rate` (`%` or a fraction) or `throughput` (`/s`); OP is `<`, `<=`,
+//! `>` or `>=`; ENDPOINT is an endpoint name as the report shows it
+//! (default: every request; latency thresholds then use the slowest endpoint).
+
+use stampede_reports::{EndpointLatency, LoadReport, Percentiles, ThresholdResult};
+
+/// A parsed threshold.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Threshold {
+    /// As written.
+    pub rule: String,
+    metric: Metric,
+    op: Op,
+    /// In µs for latencies, a fraction for error rates, per second for throughput.
+    limit: f64,
+    endpoint: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Metric {
+    Latency(LatencyStat),
+    ErrorRate,
+    Throughput,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum LatencyStat {
+    P50,
+    P90,
+    P99,
+    P999,
+    Max,
+    Mean,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Op {
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl LatencyStat {
+    fn of(self, p: &Percentiles) -> u64 {
+        match self {
+            LatencyStat::P50 => p.p50_us,
+            LatencyStat::P90 => p.p90_us,
+            LatencyStat::P99 => p.p99_us,
+            LatencyStat::P999 => p.p999_us,
+            LatencyStat::Max => p.max_us,
+            LatencyStat::Mean => p.mean_us,
+        }
+    }
+}
+
+impl std::str::FromStr for Threshold {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Threshold, String> {
+        let rule = text.trim().to_string();
+        if rule.ends_with(" for") {
+            return Err(format!("{rule:?}: nothing after `for`"));
+        }
+        let (condition, endpoint) = match rule.split_once(" for ") {
+            Some((c, e)) if !e.trim().is_empty() => (c.trim(), Some(e.trim().to_string())),
+            Some(_) => return Err(format!("{rule:?}: nothing after `for`")),
+            None => (rule.as_str(), None),
+        };
+        let at = condition.find(['<', '>']).ok_or_else(|| {
+            format!("{rule:?}: expected METRIC<VALUE or METRIC>VALUE, e.g. p99<50ms")
+        })?;
+        let (name, rest) = condition.split_at(at);
+        let (op, value) = if let Some(v) = rest.strip_prefix("<=") {
+            (Op::Le, v)
+        } else if let Some(v) = rest.strip_prefix(">=") {
+            (Op::Ge, v)
+        } else if let Some(v) = rest.strip_prefix('<') {
+            (Op::Lt, v)
+        } else {
+            (Op::Gt, &rest[1..])
+        };
+        let metric = match name.trim() {
+            "p50" => Metric::Latency(LatencyStat::P50),
+            "p90" => Metric::Latency(LatencyStat::P90),
+            "p99" => Metric::Latency(LatencyStat::P99),
+            "p99.9" | "p999" => Metric::Latency(LatencyStat::P999),
+            "max" => Metric::Latency(LatencyStat::Max),
+            "mean" => Metric::Latency(LatencyStat::Mean),
+            "error_rate" => Metric::ErrorRate,
+            "throughput" => Metric::Throughput,
+            other => {
+                return Err(format!(
+                    "{rule:?}: unknown metric {other:?}; use p50, p90, p99, p99.9, max, mean, error_rate or throughput"
+                ));
+            }
+        };
+        let value = value.trim();
+        let split = value
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(value.len());
+        let (number, unit) = value.split_at(split);
+        let number: f64 = number
+            .parse()
+            .ok()
+            .filter(|n: &f64| n.is_finite() && *n >= 0.0)
+            .ok_or_else(|| format!("{rule:?}: {number:?} is not a non-negative number"))?;
+        let limit = match (metric, unit.trim()) {
+            (Metric::Latency(_), "us" | "µs") => number,
+            (Metric::Latency(_), "ms") => number * 1_000.0,
+            (Metric::Latency(_), "s") => number * 1_000_000.0,
+            (Metric::Latency(_), u) => {
+                return Err(format!("{rule:?}: latency unit {u:?} must be us, ms or s"));
+            }
+            (Metric::ErrorRate, "%") => number / 100.0,
+            (Metric::ErrorRate, "") if number <= 1.0 => number,
+            (Metric::ErrorRate, u) => {
+                return Err(format!(
+                    "{rule:?}: error rate {number}{u} must be a percentage (1%) or a fraction (0.01)"
+                ));
+            }
+            (Metric::Throughput, "/s" | "rps" | "") => number,
+            (Metric::Throughput, u) => {
+                return Err(format!("{rule:?}: throughput unit {u:?} must be /s"));
+            }
+        };
+        Ok(Threshold {
+            rule,
+            metric,
+            op,
+            limit,
+            endpoint,
+        })
+    }
+}
+
+fn fmt_us(us: f64) -> String {
+    if us >= 1_000_000.0 {
+        format!("{:.3} s", us / 1_000_000.0)
+    } else if us >= 1_000.0 {
+        format!("{:.3} ms", us / 1_000.0)
+    } else {
+        format!("{us:.0} us")
+    }
+}
+
+impl Threshold {
+    /// Judges the threshold on a finished report; an unknown endpoint is an error.
+    pub fn judge(&self, report: &LoadReport) -> Result<ThresholdResult, String> {
+        let requests: Vec<&EndpointLatency> = match &self.endpoint {
+            Some(name) => {
+                let found = report
+                    .endpoints
+                    .iter()
+                    .find(|e| &e.name == name)
+                    .ok_or_else(|| {
+                        let names: Vec<&str> =
+                            report.endpoints.iter().map(|e| e.name.as_str()).collect();
+                        format!(
+                            "{:?}: no endpoint {name:?}; this run has: {}",
+                            self.rule,
+                            names.join(", ")
+                        )
+                    })?;
+                vec![found]
+            }
+            None => report
+                .endpoints
+                .iter()
+                .filter(|e| e.name != crate::latency::ORDER_TO_CONFIRMED)
+                .collect(),
+        };
+        let (measured, shown) = match self.metric {
+            Metric::Latency(stat) => {
+                let worst = requests
+                    .iter()
+                    .map(|e| stat.of(&e.headline))
+                    .max()
+                    .unwrap_or(0) as f64;
+                (worst, fmt_us(worst))
+            }
+            Metric::ErrorRate => {
+                let total: u64 = requests.iter().map(|e| e.requests).sum();
+                let errors: u64 = requests.iter().map(|e| e.errors).sum();
+                let rate = if total == 0 {
+                    0.0
+                } else {
+                    errors as f64 / total as f64
+                };
+                (rate, format!("{:.3}% ({errors} of {total})", rate * 100.0))
+            }
+            Metric::Throughput => {
+                let total: u64 = requests.iter().map(|e| e.requests).sum();
+                let secs = (report.duration_ms as f64 / 1000.0).max(0.001);
+                let rate = total as f64 / secs;
+                (rate, format!("{rate:.1}/s"))
+            }
+        };
+        let passed = match self.op {
+            Op::Lt => measured < self.limit,
+            Op::Le => measured <= self.limit,
+            Op::Gt => measured > self.limit,
+            Op::Ge => measured >= self.limit,
+        };
+        Ok(ThresholdResult {
+            rule: self.rule.clone(),
+            measured: shown,
+            passed,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stampede_reports::{Basis, LoadModel, REPORT_VERSION};
+
+    fn report() -> LoadReport {
+        let endpoint = |name: &str, p99_us: u64, requests: u64, errors: u64| EndpointLatency {
+            name: name.into(),
+            requests,
+            errors,
+            basis: Basis::IntendedStart,
+            headline: Percentiles {
+                count: requests,
+                p99_us,
+                ..Percentiles::default()
+            },
+            raw: Percentiles::default(),
+            spectrum: Vec::new(),
+            raw_spectrum: Vec::new(),
+        };
+        LoadReport {
+            version: REPORT_VERSION,
+            title: "t".into(),
+            target: "http://x".into(),
+            design: "reference".into(),
+            model: LoadModel::Closed { users: 1 },
+            duration_ms: 10_000,
+            interval_ms: 1_000,
+            endpoints: vec![
+                endpoint("POST /v1/orders", 40_000, 1_000, 5),
+                endpoint("GET /v1/products", 90_000, 3_000, 0),
+            ],
+            timeline: Vec::new(),
+            audit: Vec::new(),
+            thresholds: Vec::new(),
+            files: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    fn judge(rule: &str) -> bool {
+        rule.parse::<Threshold>()
+            .unwrap()
+            .judge(&report())
+            .unwrap()
+            .passed
+    }
+
+    #[test]
+    fn latency_error_rate_and_throughput_thresholds_are_judged() {
+        assert!(judge("p99<50ms for POST /v1/orders"));
+        assert!(!judge("p99<30ms for POST /v1/orders"));
+        assert!(
+            !judge("p99<50ms"),
+            "without an endpoint the slowest one counts"
+        );
+        assert!(judge("p99<=0.09s"));
+        assert!(judge("p99<90001us"));
+        assert!(judge("error_rate<1%"));
+        assert!(!judge("error_rate<0.001"));
+        assert!(judge("throughput>=400/s"));
+        assert!(!judge("throughput>401/s"));
+    }
+
+    #[test]
+    fn malformed_thresholds_say_what_is_wrong() {
+        for (rule, phrase) in [
+            ("p98<5ms", "unknown metric"),
+            ("p99=5ms", "expected METRIC<VALUE"),
+            ("p99<5min", "must be us, ms or s"),
+            ("p99<fast", "not a non-negative number"),
+            ("error_rate<5", "percentage"),
+            ("p99<5ms for ", "nothing after"),
+        ] {
+            let err = rule.parse::<Threshold>().unwrap_err();
+            assert!(err.contains(phrase), "{rule}: {err}");
+        }
+        let unknown = "p99<5ms for GET /nope".parse::<Threshold>().unwrap();
+        assert!(
+            unknown
+                .judge(&report())
+                .unwrap_err()
+                .contains("POST /v1/orders")
+        );
+    }
+}

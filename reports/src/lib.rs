@@ -1,0 +1,35 @@
+//! `stampede-reports`: the report model and its renderers.
+//!
+//! A load run ends as a [`LoadReport`], plain serialisable data; every
+//! output is a pure function of it, so `stampede report <dir>` re-renders a
+//! run from its `report.json` without re-running it:
+//!
+//! - [`render_terminal`]: the compact summary printed after a run;
+//! - [`render_markdown`]: the same as Markdown tables (`report.md`);
+//! - [`render_json`] / [`parse_json`]: `report.json`, versioned;
+//! - [`render_html`]: one self-contained page with inline SVG charts;
+//! - [`render_compare_html`] / [`render_compare_markdown`]: designs side by side.
+//!
+//! Key decision: the content (which rows, which columns, how a number reads)
+//! is decided once, as tables, and each renderer only writes them in its
+//! format; so the terminal, Markdown and HTML never disagree. Output is
+//! deterministic: the same report gives the same bytes.
+
+#![deny(missing_docs)]
+
+mod charts;
+mod format;
+mod html;
+mod json;
+mod markdown;
+pub mod model;
+mod plot;
+mod sections;
+mod table;
+mod terminal;
+
+pub use html::{render_compare_html, render_html};
+pub use json::{ReportError, parse_json, render_json};
+pub use markdown::{render_compare_markdown, render_markdown};
+pub use model::*;
+pub use terminal::render_terminal;
