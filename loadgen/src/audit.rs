@@ -12,6 +12,9 @@ use stampede_server::http::{Connector, HttpClient};
 use stampede_server::psp::PspClient;
 use std::time::Duration;
 
+/// Largest audit (or ledger page) the loadgen reads: about a million orders.
+pub const MAX_AUDIT_BYTES: usize = 1 << 30;
+
 /// How the loadgen reaches the shop's admin API and the PSP.
 #[derive(Clone)]
 pub struct Backoffice {
@@ -24,7 +27,8 @@ pub struct Backoffice {
 impl Backoffice {
     /// `shop` and `psp` are `host:port`.
     pub fn new(shop: &str, psp: &str, token: &str) -> Backoffice {
-        let http = HttpClient::new(Connector::tokio(), Duration::from_secs(30));
+        let http = HttpClient::new(Connector::tokio(), Duration::from_secs(60))
+            .with_max_response_bytes(MAX_AUDIT_BYTES);
         Backoffice {
             psp: PspClient::new(http.clone(), psp.to_string()),
             http,

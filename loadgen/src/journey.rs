@@ -48,6 +48,7 @@ pub struct Shared {
 }
 
 /// Marks a goose user that has reported for work (its session data).
+#[derive(Clone, Debug)]
 struct Arrived;
 
 /// Longest the start waits for every goose user to report.

@@ -311,37 +311,43 @@ pub async fn run(
         .register_scenario(scenario!("shopper").register_transaction(transaction));
 
     let on_progress = Arc::new(on_progress);
+    let counts = Arc::new(std::sync::Mutex::new(Vec::new()));
     let ticker = {
         let shared = Arc::clone(&shared);
         let on_progress = Arc::clone(&on_progress);
+        let counts = Arc::clone(&counts);
         tokio::spawn(async move {
-            let mut counts = Vec::new();
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
                 tick.tick().await;
-                let elapsed = shared.since();
-                let slot =
-                    (elapsed.as_millis() / shared.config.interval.as_millis().max(1)) as usize;
-                while counts.len() <= slot.min(latency::MAX_INTERVALS) {
-                    counts.push(shared.order_counts());
-                }
-                if let Some(last) = counts.last_mut() {
-                    *last = shared.order_counts();
+                if shared.started().is_some() {
+                    let slot = (shared.since().as_millis()
+                        / shared.config.interval.as_millis().max(1))
+                        as usize;
+                    let now = shared.order_counts();
+                    let mut counts = counts
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    // Each interval ends with the counts last seen in it.
+                    while counts.len() <= slot.min(latency::MAX_INTERVALS) {
+                        counts.push(now.clone());
+                    }
+                    if let Some(last) = counts.last_mut() {
+                        *last = now;
+                    }
                 }
                 on_progress(snapshot(&shared, false));
-                if counts.len() > latency::MAX_INTERVALS {
-                    return counts;
-                }
-                if elapsed > shared.config.duration + shared.config.drain + Duration::from_secs(5) {
-                    return counts;
-                }
             }
         })
     };
     let metrics = attack.execute().await;
     ticker.abort();
-    let counts = ticker.await.unwrap_or_default();
+    let counts = std::mem::take(
+        &mut *counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
     let metrics = metrics.map_err(|e| LoadError::Goose(e.to_string()))?;
     on_progress(snapshot(&shared, true));
 
@@ -387,9 +393,13 @@ pub async fn run(
         ));
     }
     if !settled {
+        let mut moving = std::collections::BTreeMap::<String, u64>::new();
+        for order in after.orders.iter().filter(|o| !o.status().is_final()) {
+            *moving.entry(order.status().to_string()).or_default() += 1;
+        }
         notes.push(format!(
-            "the shop had not settled {:?} after the load (orders still moving or jobs left): liveness verdicts are not judged",
-            config.settle
+            "the shop had not settled {:?} after the load ({moving:?} orders not final, {} jobs live): liveness verdicts are not judged",
+            config.settle, after.jobs_live
         ));
     }
     notes.push(format!(

@@ -121,12 +121,24 @@ impl HttpResponse {
 pub struct HttpClient {
     connector: Connector,
     timeout: Duration,
+    max_response_bytes: usize,
 }
 
 impl HttpClient {
     /// A client connecting with `connector`, giving up on a request after `timeout`.
     pub fn new(connector: Connector, timeout: Duration) -> HttpClient {
-        HttpClient { connector, timeout }
+        HttpClient {
+            connector,
+            timeout,
+            max_response_bytes: MAX_RESPONSE_BYTES,
+        }
+    }
+
+    /// The same client accepting response bodies up to `limit` bytes
+    /// (default [`MAX_RESPONSE_BYTES`]), e.g. for a whole-shop audit.
+    pub fn with_max_response_bytes(mut self, limit: usize) -> HttpClient {
+        self.max_response_bytes = limit;
+        self
     }
 
     /// Sends one request to `addr` (`host:port`) and reads the whole response.
@@ -215,7 +227,7 @@ impl HttpClient {
             .await
             .map_err(|e| protocol(e.to_string()))?;
         let (parts, body) = response.into_parts();
-        let body = Limited::new(body, MAX_RESPONSE_BYTES)
+        let body = Limited::new(body, self.max_response_bytes)
             .collect()
             .await
             .map_err(|e| protocol(e.to_string()))?
