@@ -68,6 +68,9 @@ pub struct LoadArgs {
     /// Print the report as JSON instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Measure the loadgen itself: only GET this path (e.g. / of a hello-world server), no journeys, no audit.
+    #[arg(long, value_name = "PATH")]
+    pub probe: Option<String>,
 }
 
 /// What `report` was asked to do.
@@ -296,15 +299,17 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
     let report = runtime.block_on(async {
         let (stack, shop, psp, design) = match &args.host {
             Some(url) => {
-                let psp = args.psp.as_deref().ok_or(
-                    "--host needs --psp: shoppers confirm their payments at the shop's PSP",
-                )?;
-                (
-                    None,
-                    host_port(url)?,
-                    host_port(psp)?,
-                    "unknown".to_string(),
-                )
+                let psp = match (&args.psp, &args.probe) {
+                    (Some(psp), _) => host_port(psp)?,
+                    (None, Some(_)) => String::new(),
+                    (None, None) => {
+                        return Err(
+                            "--host needs --psp: shoppers confirm their payments at the shop's PSP"
+                                .to_string(),
+                        );
+                    }
+                };
+                (None, host_port(url)?, psp, "unknown".to_string())
             }
             None => {
                 let stack = serve::start(load_stack(spec.design, args.seed))
@@ -327,6 +332,12 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
         config.seed = args.seed;
         config.run_id = format!("lg{}", crate::unix_now_ms());
         config.thresholds = args.thresholds.clone();
+        if let Some(path) = &args.probe {
+            if !path.starts_with('/') {
+                return Err(format!("--probe {path:?}: the path must start with /"));
+            }
+            config.probe = Some(path.clone());
+        }
         if !args.json {
             println!(
                 "load against http://{shop} (psp http://{psp}) for {:?}; writing to {}",

@@ -496,6 +496,20 @@ pub async fn run_journey(user: &mut GooseUser, shared: &Shared) -> TransactionRe
         dice: Dice(config.seed ^ id.wrapping_mul(0x2545_f491_4f6c_dd1d)),
         id,
     };
+    if let Some(path) = &config.probe {
+        // Measuring the instrument: one GET per journey, nothing else.
+        let name = format!("GET {path}");
+        let call = Call {
+            method: GooseMethod::Get,
+            url: path.clone(),
+            name: &name,
+            key: None,
+            body: None,
+        };
+        let _ = journey.call(user, call, true).await;
+        shared.journeys_done.fetch_add(1, Ordering::Relaxed);
+        return Ok(());
+    }
     let mix: Mix = config.mix;
     if journey.dice.chance(mix.browse) {
         let call = Call {

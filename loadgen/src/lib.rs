@@ -142,6 +142,9 @@ pub struct LoadConfig {
     pub seed: u64,
     /// SLOs judged at the end.
     pub thresholds: Vec<Threshold>,
+    /// Instead of shopper journeys, only GET this path (measuring the
+    /// loadgen itself against a trivial endpoint); no audit.
+    pub probe: Option<String>,
 }
 
 impl LoadConfig {
@@ -169,6 +172,7 @@ impl LoadConfig {
             run_id: "lg".into(),
             seed: 1,
             thresholds: Vec::new(),
+            probe: None,
         }
     }
 
@@ -253,8 +257,10 @@ pub async fn run(
     std::fs::create_dir_all(&config.out_dir)
         .map_err(|e| LoadError::Io(format!("cannot create {}: {e}", config.out_dir.display())))?;
     let office = audit::Backoffice::new(&config.shop, &config.psp, &config.admin_token);
-    let prices = office.prices().await?;
-    let before = office.audit().await?;
+    let (prices, before) = match config.probe {
+        Some(_) => (Vec::new(), None),
+        None => (office.prices().await?, Some(office.audit().await?)),
+    };
     let (schedule, users, increase) = match &config.model {
         Model::Closed { users, ramp } => {
             let per_sec = (f64::from(*users) / ramp.as_secs_f64().max(0.001)).max(1.0);
@@ -351,16 +357,35 @@ pub async fn run(
     let metrics = metrics.map_err(|e| LoadError::Goose(e.to_string()))?;
     on_progress(snapshot(&shared, true));
 
-    let (after, settled) = office.settle(config.settle).await?;
-    let client = std::mem::take(
-        &mut *shared
-            .client_events
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    );
-    let verdicts = office
-        .judge(&prices, &before, client, &after, settled)
-        .await?;
+    let mut notes = Vec::new();
+    let verdicts = match &before {
+        None => {
+            notes.push("probe run: only the loadgen was measured; nothing to audit".to_string());
+            Vec::new()
+        }
+        Some(before) => {
+            let (after, settled) = office.settle(config.settle).await?;
+            let client = std::mem::take(
+                &mut *shared
+                    .client_events
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+            if !settled {
+                let mut moving = std::collections::BTreeMap::<String, u64>::new();
+                for order in after.orders.iter().filter(|o| !o.status().is_final()) {
+                    *moving.entry(order.status().to_string()).or_default() += 1;
+                }
+                notes.push(format!(
+                    "the shop had not settled {:?} after the load ({moving:?} orders not final, {} jobs live): liveness verdicts are not judged",
+                    config.settle, after.jobs_live
+                ));
+            }
+            office
+                .judge(&prices, before, client, &after, settled)
+                .await?
+        }
+    };
 
     let latencies = shared.latencies();
     let mut timeline = latencies.timeline();
@@ -385,21 +410,10 @@ pub async fn run(
     if config.out_dir.join("goose-report.html").exists() {
         files.push("goose-report.html".into());
     }
-    let mut notes = Vec::new();
     let late = shared.late_starts.load(Ordering::Relaxed);
     if late > 0 {
         notes.push(format!(
             "{late} journeys started after their scheduled time because every user was busy; their latency counts from the schedule"
-        ));
-    }
-    if !settled {
-        let mut moving = std::collections::BTreeMap::<String, u64>::new();
-        for order in after.orders.iter().filter(|o| !o.status().is_final()) {
-            *moving.entry(order.status().to_string()).or_default() += 1;
-        }
-        notes.push(format!(
-            "the shop had not settled {:?} after the load ({moving:?} orders not final, {} jobs live): liveness verdicts are not judged",
-            config.settle, after.jobs_live
         ));
     }
     notes.push(format!(
