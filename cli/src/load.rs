@@ -212,7 +212,8 @@ fn load_stack(design: stampede_server::Design, seed: u64) -> StackConfig {
     config.server.design = design;
     config.seed = seed;
     config.workers = 8;
-    config.shop.reservation_ttl_ms = Some(30_000);
+    // Abandoned checkouts lapse well within the default settle time.
+    config.shop.reservation_ttl_ms = Some(10_000);
     for (product, stock) in &mut config.catalog {
         if product.sku.as_str() != "sneaker-limited" {
             *stock = 10_000_000;
