@@ -148,9 +148,12 @@ pub struct CompareArgs {
     /// Parallel runs [default: one per core].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub jobs: Option<u32>,
-    /// Folder for summary.json and report.md [default: stampede-out/compare-<scenario>].
+    /// Folder for summary.json, report.md and failing runs' traces [default: stampede-out/compare-<scenario>].
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// How many failing runs get their own folder with summary, report and trace.
+    #[arg(long, default_value_t = 10)]
+    pub keep_failures: usize,
     /// Print the summary as one JSON document instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -417,25 +420,13 @@ fn execute(
     quiet: bool,
 ) -> Vec<RunRecord> {
     let bar = progress(jobs.len(), quiet);
-    let kept = AtomicUsize::new(0);
+    let keeper = Keeper::new(out, keep);
     let mut records: Vec<Option<RunRecord>> = vec![None; jobs.len()];
     let mut failing = 0;
     pool::run_all(
         jobs,
         threads,
-        |job| {
-            let keep_dir = || {
-                (kept.fetch_add(1, Ordering::Relaxed) < keep).then(|| {
-                    out.join("failures").join(format!(
-                        "{}-{}-{}",
-                        job.target.scenario.name,
-                        job.design.label().replace(['+', '='], "_"),
-                        job.seed
-                    ))
-                })
-            };
-            record(job, keep_dir).0
-        },
+        |job| record(job, || keeper.claim(job)).0,
         |i, rec| {
             bar.inc(1);
             if !rec.passed {
@@ -462,6 +453,35 @@ fn execute(
     );
     bar.finish_and_clear();
     records.into_iter().flatten().collect()
+}
+
+/// Hands out folders for the full outputs of the first `keep` failing runs.
+struct Keeper<'a> {
+    out: &'a Path,
+    keep: usize,
+    kept: AtomicUsize,
+}
+
+impl<'a> Keeper<'a> {
+    fn new(out: &'a Path, keep: usize) -> Keeper<'a> {
+        Keeper {
+            out,
+            keep,
+            kept: AtomicUsize::new(0),
+        }
+    }
+
+    /// A folder for this failing run, while fewer than `keep` have been kept.
+    fn claim(&self, job: &Job<'_>) -> Option<PathBuf> {
+        (self.kept.fetch_add(1, Ordering::Relaxed) < self.keep).then(|| {
+            self.out.join("failures").join(format!(
+                "{}-{}-{}",
+                job.target.scenario.name,
+                job.design.label().replace(['+', '='], "_"),
+                job.seed
+            ))
+        })
+    }
 }
 
 fn threads(jobs: Option<u32>) -> usize {
@@ -956,12 +976,13 @@ pub fn compare(args: &CompareArgs) -> Result<u8, String> {
     }
     let started = std::time::Instant::now();
     let bar = progress(jobs.len(), args.json);
+    let keeper = Keeper::new(&dir, args.keep_failures);
     let mut samples: Vec<Vec<u64>> = vec![Vec::new(); specs.len()];
     let mut records: Vec<Option<RunRecord>> = vec![None; jobs.len()];
     pool::run_all(
         &jobs,
         threads,
-        |job| record(job, || None),
+        |job| record(job, || keeper.claim(job)),
         |i, (rec, s)| {
             bar.inc(1);
             samples[i / args.seeds.list.len()].extend(s);

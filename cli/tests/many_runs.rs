@@ -178,6 +178,11 @@ fn compare_puts_the_designs_side_by_side() {
     assert_eq!(columns[1]["seeds_failing"], 2);
     assert_eq!(columns[2]["seeds_violating"]["one_order_per_key"], 2);
     assert!(stdout(&o).contains("one_order_per_key"));
+    assert!(
+        dir.join("failures/tiny-double-click-seed-repo-1/trace.jsonl")
+            .exists(),
+        "a failing run's trace is kept"
+    );
 }
 
 #[test]

@@ -232,7 +232,7 @@ impl Journey<'_> {
         let rb =
             builder(user, &call, self.shared.config.request_timeout).map_err(|e| e.to_string())?;
         let request = GooseRequest::builder()
-            .method(call.method.clone())
+            .method(call.method)
             .path(call.url.as_str())
             .name(call.name)
             .set_request_builder(rb)
