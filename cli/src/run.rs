@@ -121,18 +121,9 @@ pub struct Latency {
     pub max_ms: u64,
 }
 
-/// One invariant's outcome, as written to `summary.json`.
-#[derive(Clone, Debug, Serialize)]
-pub struct VerdictSummary {
-    /// Invariant name.
-    pub invariant: String,
-    /// `holds`, `violated` or `not_judged`.
-    pub outcome: String,
-    /// Instances in all.
-    pub violations: usize,
-    /// The first few, with their evidence rendered.
-    pub examples: Vec<String>,
-}
+/// One invariant's outcome, as written to `summary.json` (the same type a
+/// load run's audit uses).
+pub type VerdictSummary = stampede_reports::AuditVerdict;
 
 /// `summary.json`.
 #[derive(Clone, Debug, Serialize)]
@@ -402,22 +393,9 @@ pub fn render_terminal(s: &Summary, determinism_checked: bool) -> String {
         s.wall_ms as f64 / 1000.0
     );
     let _ = writeln!(out, "\n  invariants");
-    for v in &s.verdicts {
-        let mark = match v.outcome.as_str() {
-            "holds" => "✓",
-            "violated" => "✗",
-            _ => "·",
-        };
-        let _ = writeln!(
-            out,
-            "    {mark} {}{}",
-            v.invariant,
-            if v.violations > 0 {
-                format!(" ({} violations)", v.violations)
-            } else {
-                String::new()
-            }
-        );
+    out.push_str(&stampede_reports::render_verdicts_text(&s.verdicts));
+    for v in s.verdicts.iter().filter(|v| !v.examples.is_empty()) {
+        let _ = writeln!(out, "    ✗ {}:", v.invariant);
         for example in &v.examples {
             let _ = writeln!(out, "        {example}");
         }
@@ -459,13 +437,10 @@ fn report_markdown(s: &Summary) -> String {
             "Invariants violated."
         }
     );
-    let _ = writeln!(
-        md,
-        "| invariant | outcome | violations |\n| --- | --- | --- |"
-    );
-    for v in &s.verdicts {
-        let _ = writeln!(md, "| {} | {} | {} |", v.invariant, v.outcome, v.violations);
-    }
+    md.push_str(&stampede_reports::render_verdicts_markdown(
+        &s.verdicts,
+        false,
+    ));
     for v in s.verdicts.iter().filter(|v| !v.examples.is_empty()) {
         let _ = writeln!(md, "\n## {}\n", v.invariant);
         for e in &v.examples {

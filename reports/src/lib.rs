@@ -33,3 +33,15 @@ pub use json::{ReportError, parse_json, render_json};
 pub use markdown::{render_compare_markdown, render_markdown};
 pub use model::*;
 pub use terminal::render_terminal;
+
+/// The invariant verdicts of any run — a simulated one (`stampede run`) or
+/// a load run's audit — as an aligned text table (marks, counts).
+pub fn render_verdicts_text(verdicts: &[AuditVerdict]) -> String {
+    sections::verdicts(verdicts, false).to_text("    ")
+}
+
+/// The same as a Markdown table; with `examples`, a column of the first
+/// few instances of each violation.
+pub fn render_verdicts_markdown(verdicts: &[AuditVerdict], examples: bool) -> String {
+    sections::verdicts(verdicts, examples).to_markdown()
+}

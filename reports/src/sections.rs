@@ -2,7 +2,7 @@
 //! how each value reads. The renderers only choose the output format.
 
 use crate::format::{self, ms};
-use crate::model::{LoadReport, ORDER_TO_CONFIRMED};
+use crate::model::{AuditVerdict, LoadReport, ORDER_TO_CONFIRMED};
 use crate::table::{Align, Table, Tone};
 
 /// Examples shown per violated invariant.
@@ -74,6 +74,11 @@ pub(crate) fn endpoints(r: &LoadReport) -> Table {
 
 /// One row per audited invariant, marked ✓/✗/·; with `examples`, a column of the first few.
 pub(crate) fn audit(r: &LoadReport, examples: bool) -> Table {
+    verdicts(&r.audit, examples)
+}
+
+/// The verdicts table of any run, simulated or real.
+pub(crate) fn verdicts(audit: &[AuditVerdict], examples: bool) -> Table {
     let mut head = vec![
         ("invariant", Align::Left),
         ("outcome", Align::Left),
@@ -83,7 +88,7 @@ pub(crate) fn audit(r: &LoadReport, examples: bool) -> Table {
         head.push(("examples", Align::Left));
     }
     let mut t = Table::new(&head);
-    for a in &r.audit {
+    for a in audit {
         let mut cells = vec![
             format!("{} {}", format::outcome_mark(&a.outcome), a.invariant),
             a.outcome.clone(),
