@@ -140,6 +140,7 @@ fn lifecycle(shop: &mut ShopState, sku: &Sku, n: u64) {
             sku: sku.clone(),
             qty: 1,
         }],
+        express: false,
     };
     let Ok(Placed::Created { order, .. }) = shop.place_order(&request, now) else {
         panic!("place")

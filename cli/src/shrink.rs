@@ -14,7 +14,7 @@ use crate::pool;
 use crate::run::{self, DesignSpec, Summary};
 use indicatif::{ProgressBar, ProgressStyle};
 use stampede_core::Invariant;
-use stampede_sim::{Fault, Intent, Plan, Scenario};
+use stampede_sim::{Intent, Plan, Scenario};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -90,15 +90,7 @@ pub fn replay(args: &ReplayArgs) -> Result<(Summary, stampede_sim::RunResult, Pa
 
 /// How big a plan is, for the report.
 fn size(plan: &Plan) -> String {
-    let window: u64 = plan
-        .faults
-        .iter()
-        .map(|f| match &f.fault {
-            Fault::Crash { down_ms, .. } => *down_ms,
-            Fault::Partition { duration_ms, .. } => *duration_ms,
-            Fault::ForgedWebhook { .. } => 0,
-        })
-        .sum();
+    let window: u64 = plan.faults.iter().map(|f| f.fault.length_ms()).sum();
     format!(
         "{} shoppers, {} faults ({} ms of fault time)",
         plan.shoppers.len(),
@@ -201,10 +193,8 @@ impl Shrinker<'_> {
         for i in 0..plan.faults.len() {
             for _ in 0..16 {
                 let mut candidate = plan.clone();
-                let length = match &mut candidate.faults[i].fault {
-                    Fault::Crash { down_ms, .. } => down_ms,
-                    Fault::Partition { duration_ms, .. } => duration_ms,
-                    Fault::ForgedWebhook { .. } => break,
+                let Some(length) = candidate.faults[i].fault.length_mut() else {
+                    break;
                 };
                 if *length < 20 {
                     break;

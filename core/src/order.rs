@@ -230,6 +230,9 @@ pub struct Order {
     pub reservation: Option<ReservationId>,
     /// The PSP intent, once created.
     pub intent: Option<IntentId>,
+    /// Paid with a saved card when the intent is created (express checkout).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub express: bool,
     status: OrderStatus,
     transitions: Vec<Transition>,
 }
@@ -253,6 +256,7 @@ impl Order {
             idempotency_key,
             reservation: None,
             intent: None,
+            express: false,
             status: OrderStatus::Created,
             transitions: Vec::new(),
         }

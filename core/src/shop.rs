@@ -93,6 +93,10 @@ pub struct PlaceOrder {
     pub customer: CustomerId,
     /// What, without prices.
     pub items: Vec<ItemRequest>,
+    /// Express checkout: pay with the customer's saved card as soon as the
+    /// stock is reserved (the PSP charges when the intent is created).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub express: bool,
 }
 
 impl PlaceOrder {
@@ -102,6 +106,9 @@ impl PlaceOrder {
         let mut canonical = format!("POST /v1/orders\ncustomer={}\n", self.customer);
         for item in &self.items {
             canonical.push_str(&format!("item={}*{}\n", item.sku, item.qty));
+        }
+        if self.express {
+            canonical.push_str("express\n");
         }
         Fingerprint::of(canonical.as_bytes())
     }
@@ -406,7 +413,7 @@ impl ShopState {
                 .entry((request.customer.clone(), line.sku.clone()))
                 .or_default() += u64::from(line.qty);
         }
-        let order = Order::new(
+        let mut order = Order::new(
             id,
             request.customer.clone(),
             lines,
@@ -414,6 +421,7 @@ impl ShopState {
             now,
             request.key.clone(),
         );
+        order.express = request.express;
         self.orders.insert(id, order);
         let job = if with_job {
             Some(self.jobs.enqueue(JobKind::Reserve, id, now)?)
@@ -1148,6 +1156,7 @@ mod tests {
             key: Some(IdempotencyKey::new(key).unwrap()),
             customer: CustomerId::new(customer).unwrap(),
             items: vec![ItemRequest { sku: sku(), qty }],
+            express: false,
         }
     }
 

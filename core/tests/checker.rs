@@ -38,6 +38,7 @@ fn place_request(key_: Option<&str>, customer: &str, items: &[(&str, u32)]) -> P
                 qty: *qty,
             })
             .collect(),
+        express: false,
     }
 }
 

@@ -158,6 +158,7 @@ impl World {
             key: Some(IdempotencyKey::new(format!("key-{key}")).unwrap()),
             customer: CustomerId::new(format!("c{customer}")).unwrap(),
             items,
+            express: false,
         };
         self.next_req += 1;
         let req = self.next_req;

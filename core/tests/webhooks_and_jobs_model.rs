@@ -135,6 +135,7 @@ fn shop_with_orders(n: usize) -> (ShopState, Vec<OrderId>) {
                         sku: sku.clone(),
                         qty: 1,
                     }],
+                    express: false,
                 },
                 Millis(0),
             )

@@ -300,6 +300,7 @@ impl Journey<'_> {
                 sku: Sku::new(sku).ok()?,
                 qty: 1,
             }],
+            express: false,
         };
         for attempt in 1..=MAX_ATTEMPTS {
             let call = || Call {

@@ -191,6 +191,19 @@ fn replayed(mut response: Response) -> Response {
 struct PlaceOrderBody {
     customer_id: String,
     items: Vec<ItemBody>,
+    /// `"saved_card"`: express checkout, charged as soon as the stock is reserved.
+    #[serde(default)]
+    payment: Option<PaymentChoice>,
+}
+
+/// How an order is paid.
+#[derive(Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum PaymentChoice {
+    /// The customer pays later through `/pay` and the PSP.
+    Later,
+    /// Express checkout with the customer's saved card.
+    SavedCard,
 }
 
 #[derive(Deserialize)]
@@ -424,6 +437,7 @@ fn validate_order(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<OrderIn
             key,
             customer,
             items,
+            express: body.payment == Some(PaymentChoice::SavedCard),
         },
         client_prices,
     })
@@ -695,8 +709,15 @@ pub async fn create_intent(
     order: &Order,
 ) -> Result<(PaymentIntent, String), crate::psp::PspError> {
     let key = app.design().intent_key.then(|| payment_key(order.id));
+    // An express order is charged with the saved card when its intent is created.
+    let saved_card = order.express.then_some(crate::psp::wire::Card::Ok);
     app.psp
-        .create_intent(order.id, intent_amount(app, order), key.as_deref())
+        .create_intent(
+            order.id,
+            intent_amount(app, order),
+            key.as_deref(),
+            saved_card,
+        )
         .await
 }
 
@@ -780,7 +801,11 @@ async fn webhook(
             .get_order(event.order)
             .await
             .map_err(|e| store_problem(&app, e))?;
-        if order.is_none_or(|o| o.status() == OrderStatus::Created) {
+        // The mistake: the handler finds the order through its recorded
+        // intent, so an event for an order whose intent is not recorded yet
+        // (unknown, not reserved, or the shop still waiting on the PSP's
+        // answer) is acknowledged and lost.
+        if order.is_none_or(|o| o.status() == OrderStatus::Created || o.intent.is_none()) {
             tracing::warn!(order_id = %event.order, event = %event.id, "early webhook dropped");
             return Ok(
                 Json(serde_json::json!({ "received": true, "outcome": "dropped" })).into_response(),

@@ -171,7 +171,7 @@ pub const SWITCHES: &[SwitchInfo] = &[
     SwitchInfo {
         name: "early_webhooks",
         values: &["park", "drop"],
-        mistake: "a webhook arriving before its order is ready is dropped",
+        mistake: "a webhook for an order whose intent is not recorded yet is acknowledged and dropped",
     },
     SwitchInfo {
         name: "finalize",

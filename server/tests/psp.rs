@@ -12,7 +12,7 @@ use hyper::Method;
 use serde_json::{Value, json};
 use stampede_core::{Cents, IntentId, IntentStatus, LedgerKind, Millis, OrderId, WebhookKind};
 use stampede_server::http::{Connector, HttpClient, HttpResponse};
-use stampede_server::psp::wire::WebhookPayload;
+use stampede_server::psp::wire::{Card, WebhookPayload};
 use stampede_server::psp::{
     ATTEMPT_HEADER, COPY_HEADER, Psp, PspClient, PspConfig, PspError, SIGNATURE_HEADER,
     WebhookTarget, router,
@@ -187,7 +187,7 @@ async fn the_same_key_returns_the_same_intent_and_a_different_body_is_422() {
 
     let (typed, secret) = psp
         .client
-        .create_intent(OrderId(1), Cents(1234), Some("pay_ord_1"))
+        .create_intent(OrderId(1), Cents(1234), Some("pay_ord_1"), None)
         .await
         .unwrap();
     assert_eq!(typed.id.as_str(), "pi_1");
@@ -200,12 +200,12 @@ async fn keyless_creates_make_a_new_intent_every_time() {
     let psp = plain_psp().await;
     let (a, secret_a) = psp
         .client
-        .create_intent(OrderId(7), Cents(500), None)
+        .create_intent(OrderId(7), Cents(500), None, None)
         .await
         .unwrap();
     let (b, secret_b) = psp
         .client
-        .create_intent(OrderId(7), Cents(500), None)
+        .create_intent(OrderId(7), Cents(500), None, None)
         .await
         .unwrap();
     assert_ne!(a.id, b.id);
@@ -220,7 +220,7 @@ async fn confirm_charges_exactly_once() {
     let psp = plain_psp().await;
     let (intent, secret) = psp
         .client
-        .create_intent(OrderId(1), Cents(1234), Some("pay_ord_1"))
+        .create_intent(OrderId(1), Cents(1234), Some("pay_ord_1"), None)
         .await
         .unwrap();
     let paid = psp
@@ -256,13 +256,51 @@ async fn confirm_charges_exactly_once() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_card_is_charged_at_creation_and_a_stall_loses_only_the_answer() {
+    // Proves: confirm_with charges when the intent is created (one Charge, one event, the
+    // answer says succeeded, a keyed repeat replays it); during a stall the charge still
+    // happens but a caller with a shorter timeout never hears about it.
+    let psp = plain_psp().await;
+    let (intent, _) = psp
+        .client
+        .create_intent(OrderId(1), Cents(700), Some("pay_ord_1"), Some(Card::Ok))
+        .await
+        .unwrap();
+    assert_eq!(intent.status, IntentStatus::Succeeded);
+    let (again, _) = psp
+        .client
+        .create_intent(OrderId(1), Cents(700), Some("pay_ord_1"), Some(Card::Ok))
+        .await
+        .unwrap();
+    assert_eq!(again, intent, "a keyed repeat replays the charged intent");
+    assert_eq!(psp.psp.ledger().len(), 1);
+    assert_eq!(psp.psp.events().len(), 1);
+
+    // An hour-long brownout (the held answer outlives the test, not the other way round).
+    psp.psp.stall_responses_until(Millis(60 * 60 * 1000));
+    let impatient = PspClient::new(
+        HttpClient::new(Connector::tokio(), Duration::from_millis(200)),
+        psp.addr.clone(),
+    );
+    let lost = impatient
+        .create_intent(OrderId(2), Cents(300), Some("pay_ord_2"), Some(Card::Ok))
+        .await;
+    assert!(
+        lost.is_err(),
+        "the answer is held back past the caller's timeout"
+    );
+    assert_eq!(psp.psp.ledger().len(), 2, "the charge was made anyway");
+    assert_eq!(psp.psp.events().len(), 2, "and its event emitted");
+}
+
 #[tokio::test]
 async fn a_declined_card_fails_the_intent_without_a_charge() {
     // Proves: decline -> failed, a payment_failed event, no ledger line, and no second try.
     let psp = plain_psp().await;
     let (intent, secret) = psp
         .client
-        .create_intent(OrderId(2), Cents(800), None)
+        .create_intent(OrderId(2), Cents(800), None, None)
         .await
         .unwrap();
     let failed = psp.client.confirm(&intent.id, &secret, true).await.unwrap();
@@ -285,12 +323,12 @@ async fn a_wrong_client_secret_is_403_and_changes_nothing() {
     let psp = plain_psp().await;
     let (a, _) = psp
         .client
-        .create_intent(OrderId(1), Cents(100), None)
+        .create_intent(OrderId(1), Cents(100), None, None)
         .await
         .unwrap();
     let (_, secret_b) = psp
         .client
-        .create_intent(OrderId(2), Cents(100), None)
+        .create_intent(OrderId(2), Cents(100), None, None)
         .await
         .unwrap();
     let refused = psp
@@ -325,7 +363,7 @@ async fn only_an_unpaid_intent_can_be_canceled() {
     let psp = plain_psp().await;
     let (open, secret) = psp
         .client
-        .create_intent(OrderId(1), Cents(100), None)
+        .create_intent(OrderId(1), Cents(100), None, None)
         .await
         .unwrap();
     let canceled = psp.client.cancel(&open.id).await.unwrap();
@@ -343,7 +381,7 @@ async fn only_an_unpaid_intent_can_be_canceled() {
 
     let (paid, secret) = psp
         .client
-        .create_intent(OrderId(2), Cents(100), None)
+        .create_intent(OrderId(2), Cents(100), None, None)
         .await
         .unwrap();
     psp.client.confirm(&paid.id, &secret, false).await.unwrap();
@@ -367,7 +405,7 @@ async fn a_refund_returns_the_whole_capture_once_and_replays_by_key() {
     let psp = plain_psp().await;
     let (intent, secret) = psp
         .client
-        .create_intent(OrderId(3), Cents(2500), Some("pay_ord_3"))
+        .create_intent(OrderId(3), Cents(2500), Some("pay_ord_3"), None)
         .await
         .unwrap();
 
@@ -418,7 +456,7 @@ async fn a_refund_returns_the_whole_capture_once_and_replays_by_key() {
 
     let (other, _) = psp
         .client
-        .create_intent(OrderId(4), Cents(10), None)
+        .create_intent(OrderId(4), Cents(10), None, None)
         .await
         .unwrap();
     let reused = psp
@@ -504,7 +542,7 @@ async fn bad_requests_are_problem_json_and_change_nothing() {
 
     let (intent, secret) = psp
         .client
-        .create_intent(OrderId(1), Cents(5), None)
+        .create_intent(OrderId(1), Cents(5), None, None)
         .await
         .unwrap();
     let confirm = format!("/v1/payment_intents/{}/confirm", intent.id);
@@ -568,7 +606,7 @@ async fn intents_page_in_id_order_and_filter_by_order() {
     .await;
     for n in 1..=12u64 {
         psp.client
-            .create_intent(OrderId(n % 2), Cents(n), None)
+            .create_intent(OrderId(n % 2), Cents(n), None, None)
             .await
             .unwrap();
     }
@@ -588,7 +626,7 @@ async fn intents_page_in_id_order_and_filter_by_order() {
     // More than one page (1000) for a single order: the client follows has_more.
     for _ in 0..1_001 {
         psp.client
-            .create_intent(OrderId(9), Cents(1), None)
+            .create_intent(OrderId(9), Cents(1), None, None)
             .await
             .unwrap();
     }
@@ -715,7 +753,7 @@ fn webhook_config(target: WebhookTarget) -> PspConfig {
 async fn pay(client: &PspClient, n: u64) {
     for order in 1..=n {
         let (intent, secret) = client
-            .create_intent(OrderId(order), Cents(100 * order), None)
+            .create_intent(OrderId(order), Cents(100 * order), None, None)
             .await
             .unwrap();
         client.confirm(&intent.id, &secret, false).await.unwrap();
@@ -856,7 +894,7 @@ async fn seeded_run(seed: u64) -> Vec<Arrival> {
     pay(&psp.client, 4).await;
     let (intent, secret) = psp
         .client
-        .create_intent(OrderId(5), Cents(5), None)
+        .create_intent(OrderId(5), Cents(5), None, None)
         .await
         .unwrap();
     psp.client.confirm(&intent.id, &secret, true).await.unwrap();

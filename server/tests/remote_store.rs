@@ -56,6 +56,7 @@ fn order_request(key: &str, customer: &str, qty: u32) -> PlaceOrder {
         key: Some(IdempotencyKey::new(key).unwrap()),
         customer: CustomerId::new(customer).unwrap(),
         items: vec![ItemRequest { sku: hat(), qty }],
+        express: false,
     }
 }
 

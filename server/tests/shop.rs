@@ -233,6 +233,50 @@ async fn a_full_order_reaches_confirmed_with_one_charge() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_express_order_is_charged_with_the_saved_card_and_confirmed_without_pay() {
+    // Proves: `"payment": "saved_card"` makes the shop's intent creation charge the card once;
+    // the order reaches confirmed with one ledger charge and no /pay; an unknown payment
+    // choice is a 400 that creates nothing.
+    let (stack, s) = start(config(Design::reference())).await;
+    let body = json!({
+        "customer_id": "carol",
+        "items": [{ "sku": TEE, "qty": 1 }],
+        "payment": "saved_card",
+    })
+    .to_string();
+    let placed = s
+        .post(
+            "/v1/orders",
+            &[("idempotency-key", "x-1".to_string())],
+            &body,
+        )
+        .await;
+    assert_eq!(placed.status, StatusCode::ACCEPTED);
+    let id = order_id(&placed);
+    assert_eq!(s.wait_for(&id, &["confirmed"]).await, "confirmed");
+    let ledger = s.psp.ledger().await.unwrap();
+    assert_eq!(ledger.len(), 1, "charged once");
+    assert_eq!(ledger[0].amount.0, 2_500);
+
+    let bad = json!({
+        "customer_id": "carol",
+        "items": [{ "sku": TEE, "qty": 1 }],
+        "payment": "iou",
+    })
+    .to_string();
+    let refused = s
+        .post(
+            "/v1/orders",
+            &[("idempotency-key", "x-2".to_string())],
+            &bad,
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert_eq!(s.audit().await.orders.len(), 1);
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_keys_replay_refuse_mismatch_and_are_required() {
     // Proves: a repeat replays the saved 202 with Idempotent-Replayed; a different body under the key
     // is 422; a missing or over-long key is 400; none of them creates a second order.
@@ -672,6 +716,7 @@ async fn flash_sale(design: Design, shoppers: u32) -> Vec<stampede_core::Verdict
                 sku: Sku::new(HOT).unwrap(),
                 qty: 1,
             }],
+            express: false,
         };
         let fingerprint = Some(request.fingerprint());
         history.push(

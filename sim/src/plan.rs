@@ -54,6 +54,9 @@ pub struct ShopperPlan {
     /// Pays a second time with a fresh key after paying.
     #[serde(default)]
     pub impatient: bool,
+    /// Checks out with a saved card: charged when the intent is created, no `/pay`.
+    #[serde(default)]
+    pub express: bool,
     /// What it does next.
     pub intent: Intent,
 }
@@ -74,6 +77,12 @@ pub enum Fault {
         /// The guessed order number.
         order: u64,
     },
+    /// The PSP keeps working but holds every answer back for `duration_ms`
+    /// (charge made, response lost for callers that time out sooner).
+    PspStall {
+        /// How long, ms.
+        duration_ms: u64,
+    },
     /// Messages between `a` and `b` are dropped for `duration_ms`.
     Partition {
         /// One host.
@@ -83,6 +92,28 @@ pub enum Fault {
         /// How long, ms.
         duration_ms: u64,
     },
+}
+
+impl Fault {
+    /// How long the fault lasts, ms (an instant for a forged webhook).
+    pub fn length_ms(&self) -> u64 {
+        match self {
+            Fault::Crash { down_ms, .. } => *down_ms,
+            Fault::Partition { duration_ms, .. } | Fault::PspStall { duration_ms } => *duration_ms,
+            Fault::ForgedWebhook { .. } => 0,
+        }
+    }
+
+    /// The fault's length, to edit (none for an instant fault).
+    pub fn length_mut(&mut self) -> Option<&mut u64> {
+        match self {
+            Fault::Crash { down_ms, .. } => Some(down_ms),
+            Fault::Partition { duration_ms, .. } | Fault::PspStall { duration_ms } => {
+                Some(duration_ms)
+            }
+            Fault::ForgedWebhook { .. } => None,
+        }
+    }
 }
 
 /// A fault at a time.
@@ -137,14 +168,7 @@ impl Plan {
         let last = self
             .faults
             .iter()
-            .map(|f| {
-                f.at_ms
-                    + match &f.fault {
-                        Fault::Crash { down_ms, .. } => *down_ms,
-                        Fault::Partition { duration_ms, .. } => *duration_ms,
-                        Fault::ForgedWebhook { .. } => 0,
-                    }
-            })
+            .map(|f| f.at_ms + f.fault.length_ms())
             .max()
             .unwrap_or(0);
         last.max(self.scenario.faults.window_end_ms)
@@ -263,6 +287,11 @@ impl Plan {
                             ));
                         }
                     }
+                    if *duration_ms > MAX_PLAN_MS {
+                        return Err(bad(field("duration_ms"), format!("at most {MAX_PLAN_MS}")));
+                    }
+                }
+                Fault::PspStall { duration_ms } => {
                     if *duration_ms > MAX_PLAN_MS {
                         return Err(bad(field("duration_ms"), format!("at most {MAX_PLAN_MS}")));
                     }
@@ -406,6 +435,8 @@ fn draw_shoppers(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Vec<ShopperPlan> 
             let retry = chance(rng, s.retry_on_timeout);
             let tamper_price = chance(rng, s.tamper_price);
             let impatient = chance(rng, s.impatient);
+            // Drawn only when asked for, so older scenarios keep their plans.
+            let express = chance(rng, s.express);
             let intent = if chance(rng, s.abandon) {
                 Intent::Abandon
             } else if chance(rng, s.cancel) {
@@ -427,6 +458,7 @@ fn draw_shoppers(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Vec<ShopperPlan> 
                 retry,
                 tamper_price,
                 impatient,
+                express,
                 intent,
             }
         })
@@ -478,6 +510,14 @@ fn draw_faults(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Vec<FaultEvent> {
         faults.push(FaultEvent {
             at_ms: at(rng),
             fault: Fault::ForgedWebhook { order },
+        });
+    }
+    for _ in 0..f.psp_stalls.count {
+        faults.push(FaultEvent {
+            at_ms: at(rng),
+            fault: Fault::PspStall {
+                duration_ms: f.psp_stalls.duration_ms,
+            },
         });
     }
     faults.sort_by_key(|f| f.at_ms);

@@ -129,6 +129,10 @@ pub struct Shoppers {
     /// from scratch with a new Idempotency-Key (an app that lost its state).
     #[serde(default)]
     pub impatient: f64,
+    /// Probability a shopper checks out with a saved card (express checkout:
+    /// the PSP charges when the shop creates the intent; no `/pay`).
+    #[serde(default)]
+    pub express: f64,
     /// Think time before paying, ms (drawn uniformly from 0..=this).
     #[serde(default = "default_pay_delay")]
     pub pay_delay_ms_max: u64,
@@ -199,6 +203,9 @@ pub struct Faults {
     /// Webhook delivery faults at the PSP.
     #[serde(default)]
     pub webhooks: WebhookFaults,
+    /// PSP brownouts: the PSP keeps charging but holds its answers back.
+    #[serde(default)]
+    pub psp_stalls: StallSpec,
     /// Unsigned `payment_intent.succeeded` webhooks an attacker posts for guessed order ids.
     #[serde(default)]
     pub forged_webhooks: u32,
@@ -224,6 +231,7 @@ impl Default for Faults {
             db_crashes: CrashSpec::default(),
             partitions: Vec::new(),
             webhooks: WebhookFaults::default(),
+            psp_stalls: StallSpec::default(),
             forged_webhooks: 0,
             lose_unsynced_tail: false,
             sync_interval_ms: default_sync(),
@@ -240,6 +248,17 @@ pub struct CrashSpec {
     /// Down time before restart, ms.
     #[serde(default)]
     pub down_ms: u64,
+}
+
+/// How many PSP stalls and how long each holds answers back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StallSpec {
+    /// Number of stalls.
+    pub count: u32,
+    /// How long each lasts, ms.
+    #[serde(default)]
+    pub duration_ms: u64,
 }
 
 /// Partitions between two groups of hosts.
@@ -399,6 +418,7 @@ impl Scenario {
             ("shoppers.double_pay", s.double_pay),
             ("shoppers.tamper_price", s.tamper_price),
             ("shoppers.impatient", s.impatient),
+            ("shoppers.express", s.express),
         ] {
             probability(name, p)?;
         }
@@ -436,6 +456,18 @@ impl Scenario {
             range(&format!("{name}.count"), c.count.into(), 0, 100)?;
             range(&format!("{name}.down_ms"), c.down_ms, 0, 600_000)?;
         }
+        range(
+            "faults.psp_stalls.count",
+            fl.psp_stalls.count.into(),
+            0,
+            100,
+        )?;
+        range(
+            "faults.psp_stalls.duration_ms",
+            fl.psp_stalls.duration_ms,
+            0,
+            600_000,
+        )?;
         for (i, p) in fl.partitions.iter().enumerate() {
             for (side, group) in [("a", &p.a), ("b", &p.b)] {
                 if !HOST_GROUPS.contains(&group.as_str()) {

@@ -31,6 +31,7 @@ fn shoppers(count: u32, arrival: Arrival) -> Shoppers {
         double_pay: 0.0,
         tamper_price: 0.0,
         impatient: 0.0,
+        express: 0.0,
         pay_delay_ms_max: 300,
     }
 }
@@ -178,9 +179,7 @@ impl CatchCase {
     }
 }
 
-/// The catch matrix. `early_webhooks=drop` has no row: in this topology an
-/// order always records its intent before the customer can pay, so no
-/// webhook can arrive early (see the sim README).
+/// The catch matrix: one row per naive switch (see the sim README).
 pub fn catch_cases() -> Vec<CatchCase> {
     use stampede_core::Invariant::*;
     let base = || {
@@ -258,6 +257,18 @@ pub fn catch_cases() -> Vec<CatchCase> {
     lost_webhooks.shoppers.decline = 0.0;
     let mut tamper = base();
     tamper.shoppers.tamper_price = 0.3;
+    // Express checkout while the PSP browns out: the saved card is charged and
+    // its event sent at once, but the shop's call waits past its timeout, so
+    // the event reaches the shop before the intent is recorded; the
+    // reservation lapses before the PSP answers again.
+    let mut express = base();
+    express.shoppers.express = 1.0;
+    express.faults.psp_stalls = crate::scenario::StallSpec {
+        count: 1,
+        duration_ms: 8_000,
+    };
+    express.faults.window_start_ms = 100;
+    express.faults.window_end_ms = 400;
     vec![
         CatchCase {
             switch: "idempotency=none",
@@ -329,7 +340,15 @@ pub fn catch_cases() -> Vec<CatchCase> {
             switch: "reconciliation=off",
             with: &["reservation_ttl=off"],
             mix: named("lost-webhooks", lost_webhooks),
-            expect: &[EventualConfirmation, NoStuckOrders],
+            // Not no_stuck_orders: without a TTL, customers whose payment never
+            // started also stay stuck, whatever the reconciler does.
+            expect: &[EventualConfirmation],
+        },
+        CatchCase {
+            switch: "early_webhooks=drop",
+            with: &["reconciliation=off"],
+            mix: named("express-psp-stall", express),
+            expect: &[MoneyReconciles, EventualConfirmation],
         },
         CatchCase {
             switch: "client_price=trust",

@@ -569,6 +569,7 @@ enum Action {
     Restart(String),
     Partition(String, String, u64),
     Repair(String, String),
+    PspStall(u64),
 }
 
 fn drive(
@@ -585,6 +586,7 @@ fn drive(
             Fault::Partition { a, b, duration_ms } => {
                 Action::Partition(a.clone(), b.clone(), *duration_ms)
             }
+            Fault::PspStall { duration_ms } => Action::PspStall(*duration_ms),
             // The attacker client carries these out itself.
             Fault::ForgedWebhook { .. } => continue,
         };
@@ -637,6 +639,10 @@ fn drive(
                 Action::Repair(a, b) => {
                     sim.repair(a.as_str(), b.as_str());
                     fault(format!("repair {a} <-> {b}"));
+                }
+                Action::PspStall(ms) => {
+                    shared.psp.stall_responses_until(Millis(now + ms));
+                    fault(format!("psp answers held back for {ms} ms"));
                 }
             }
         }

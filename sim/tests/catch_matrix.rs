@@ -87,3 +87,33 @@ fn every_naive_switch_is_caught_within_20_seeds() {
         println!("{row}");
     }
 }
+
+#[test]
+fn a_pair_is_caught_because_of_its_switch_not_its_companion() {
+    // Proves: where a row sets companion switches (because a reference layer would mask the
+    // mistake), the companions alone break none of the row's invariants on the seeds that
+    // catch the pair.
+    let seeds: u64 = if cfg!(debug_assertions) { 2 } else { MAX_SEEDS };
+    for case in scenarios::catch_cases()
+        .into_iter()
+        .filter(|c| !c.with.is_empty())
+    {
+        let mut design = stampede_server::Design::reference();
+        for assignment in case.with {
+            design
+                .apply(assignment)
+                .expect("catch cases name real switches");
+        }
+        for seed in 1..=seeds {
+            let result = run(&Plan::generate(&case.mix, design, seed)).expect("the run completes");
+            let violated = result.violated();
+            assert!(
+                case.expect.iter().all(|i| !violated.contains(i)),
+                "{} alone breaks {} on seed {seed}: {:?}",
+                case.with.join(","),
+                case.mix.name,
+                violated
+            );
+        }
+    }
+}

@@ -76,7 +76,9 @@ async fn create(
             ),
         ));
     }
-    render(psp.apply(|state, _| state.create(key, &request)))
+    let answer = psp.apply(|state, now| state.create(now, key, &request));
+    psp.hold_if_stalled().await;
+    render(answer)
 }
 
 async fn show(State(psp): State<Arc<Psp>>, id: Result<Path<String>, PathRejection>) -> Reply {
@@ -122,7 +124,10 @@ async fn confirm(
 ) -> Reply {
     let id = path(id)?;
     let request = json(body)?;
-    render(psp.apply(|state, now| state.confirm(now, &id, &request.client_secret, request.card)))
+    let answer =
+        psp.apply(|state, now| state.confirm(now, &id, &request.client_secret, request.card));
+    psp.hold_if_stalled().await;
+    render(answer)
 }
 
 async fn cancel(State(psp): State<Arc<Psp>>, id: Result<Path<String>, PathRejection>) -> Reply {
@@ -137,7 +142,9 @@ async fn refund(
 ) -> Reply {
     let key = idempotency_key(&headers)?;
     let request = json(body)?;
-    render(psp.apply(|state, now| state.refund(now, key, &request)))
+    let answer = psp.apply(|state, now| state.refund(now, key, &request));
+    psp.hold_if_stalled().await;
+    render(answer)
 }
 
 #[derive(Debug, Deserialize)]

@@ -68,12 +68,17 @@ impl PspClient {
         order: OrderId,
         amount: Cents,
         idempotency_key: Option<&str>,
+        confirm_with: Option<Card>,
     ) -> Result<(PaymentIntent, String), PspError> {
         let headers: Vec<(&str, String)> = idempotency_key
             .map(|key| ("idempotency-key", key.to_string()))
             .into_iter()
             .collect();
-        let body = CreateIntent { order, amount };
+        let body = CreateIntent {
+            order,
+            amount,
+            confirm_with,
+        };
         let response = self
             .http
             .post_json(&self.addr, "/v1/payment_intents", &headers, &body)

@@ -41,6 +41,7 @@ use delivery::Schedule;
 use stampede_core::{EventId, LedgerEntry, Millis, PaymentIntent};
 use state::{Answer, Now, PspState, Refusal};
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -56,6 +57,9 @@ pub struct Psp {
     inner: Mutex<Inner>,
     /// Wakes the delivery loop when something new is scheduled.
     wake: Notify,
+    /// Until when (clock ms) answers are held back: the work is done, the
+    /// caller just does not hear about it in time (a PSP brownout).
+    stalled_until: AtomicU64,
 }
 
 struct Inner {
@@ -94,6 +98,7 @@ impl Psp {
             http,
             inner: Mutex::new(inner),
             wake: Notify::new(),
+            stalled_until: AtomicU64::new(0),
         }))
     }
 
@@ -103,6 +108,23 @@ impl Psp {
     /// the next loop started on this PSP.
     pub fn run_delivery(self: Arc<Self>) -> impl Future<Output = ()> + Send + 'static {
         delivery::run(self)
+    }
+
+    /// From now until `until`, every charge, confirmation and refund still
+    /// happens (and its webhook goes out) but its answer is held until
+    /// `until`: "charge made, response lost" for any caller whose timeout is
+    /// shorter than the stall.
+    pub fn stall_responses_until(&self, until: Millis) {
+        self.stalled_until.fetch_max(until.0, Ordering::Relaxed);
+    }
+
+    /// Holds an answer while a stall lasts (bounded by the stall's end).
+    pub(crate) async fn hold_if_stalled(&self) {
+        let until = self.stalled_until.load(Ordering::Relaxed);
+        let now = self.clock.now().0;
+        if now < until {
+            tokio::time::sleep(Duration::from_millis(until - now)).await;
+        }
     }
 
     /// The configuration.

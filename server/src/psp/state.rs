@@ -113,11 +113,16 @@ impl PspState {
     /// Creates an intent; with a key, a repeat of the same request replays.
     pub fn create(
         &mut self,
+        now: Now,
         key: Option<IdempotencyKey>,
         request: &CreateIntent,
     ) -> Result<Answer, Refusal> {
         let fingerprint = Fingerprint::of(
-            format!("create_intent\n{}\n{}", request.order, request.amount.0).as_bytes(),
+            format!(
+                "create_intent\n{}\n{}\n{:?}",
+                request.order, request.amount.0, request.confirm_with
+            )
+            .as_bytes(),
         );
         if let Some(replay) = self.replay(key.as_ref(), &fingerprint)? {
             return Ok(replay);
@@ -142,16 +147,24 @@ impl PspState {
             client_secret,
             idempotency_key: key.clone(),
         };
-        let json = record.json();
+        let secret = record.client_secret.clone();
         self.by_order.insert((request.order, n));
         let previous = self.intents.insert(n, record);
         assert!(previous.is_none(), "intent numbers are never reused");
-        self.bind(key, fingerprint, &json);
-        Ok(Answer {
-            intent: json,
-            replayed: false,
-            event: None,
-        })
+        let answer = match request.confirm_with {
+            None => Answer {
+                intent: self.intents[&n].json(),
+                replayed: false,
+                event: None,
+            },
+            // The saved card is charged now; the answer (and its replay) shows the result.
+            Some(card) => {
+                let id = self.intents[&n].intent.id.to_string();
+                self.confirm(now, &id, &secret, card)?
+            }
+        };
+        self.bind(key, fingerprint, &answer.intent);
+        Ok(answer)
     }
 
     /// Confirms with the payer's card: charges once, or records a decline.
@@ -397,10 +410,12 @@ mod tests {
     fn create(state: &mut PspState, key: Option<&str>, order: u64, amount: u64) -> Answer {
         state
             .create(
+                NOW,
                 key.map(|k| IdempotencyKey::new(k).unwrap()),
                 &CreateIntent {
                     order: OrderId(order),
                     amount: Cents(amount),
+                    confirm_with: None,
                 },
             )
             .unwrap()
@@ -480,10 +495,12 @@ mod tests {
         let mut state = PspState::new(1, 1);
         let first = create(&mut state, Some("k"), 1, 100);
         let refused = state.create(
+            NOW,
             None,
             &CreateIntent {
                 order: OrderId(2),
                 amount: Cents(1),
+                confirm_with: None,
             },
         );
         assert!(matches!(

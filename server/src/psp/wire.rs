@@ -189,6 +189,11 @@ pub struct CreateIntent {
     pub order: OrderId,
     /// Amount in cents, `1..=MAX_AMOUNT`.
     pub amount: Cents,
+    /// Confirm at once with the customer's saved card (one-click / express
+    /// checkout): the charge happens, and its event is sent, before the
+    /// caller has the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm_with: Option<Card>,
 }
 
 /// The largest amount one intent may capture (Stripe's: 999,999.99).
