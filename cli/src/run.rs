@@ -2,7 +2,7 @@
 //! written to `--out` as `summary.json`, `report.md` and `trace.jsonl`.
 
 use serde::Serialize;
-use stampede_core::{ClientOp, ClientReply, EventKind, History, Invariant, Judgement, OrderStatus};
+use stampede_core::{ClientOp, ClientReply, EventKind, History, Invariant, OrderStatus};
 use stampede_server::Design;
 use stampede_sim::{Plan, RunResult, Scenario};
 use std::collections::BTreeMap;
@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 /// Version of the `summary.json` schema.
 pub const SUMMARY_VERSION: u32 = 1;
 
-/// What `run` was asked to do.
+/// One seeded run: a scenario file, a seed and a design.
 #[derive(clap::Args)]
-pub struct RunArgs {
+pub struct SeedTarget {
     /// Scenario file (TOML), e.g. scenarios/flash-sale.toml.
     pub scenario: PathBuf,
     /// Seed: the same seed replays the same run exactly.
@@ -26,6 +26,24 @@ pub struct RunArgs {
     /// Override one switch, e.g. --set webhook_dedup=off (repeatable).
     #[arg(long = "set", value_name = "SWITCH=VALUE")]
     pub set: Vec<String>,
+}
+
+impl SeedTarget {
+    /// Loads the scenario, resolves the design and draws the plan.
+    pub fn plan(&self) -> Result<(Scenario, DesignSpec, Plan), String> {
+        let scenario = Scenario::load(&self.scenario).map_err(|e| e.to_string())?;
+        let spec = DesignSpec::for_scenario(&scenario, self.design.as_deref(), &self.set)?;
+        let plan = Plan::generate(&scenario, spec.design, self.seed);
+        Ok((scenario, spec, plan))
+    }
+}
+
+/// What `run` was asked to do.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// The run.
+    #[command(flatten)]
+    pub target: SeedTarget,
     /// Folder for summary.json, report.md and trace.jsonl [default: stampede-out/<scenario>-<seed>].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -258,11 +276,7 @@ fn verdicts(result: &RunResult) -> Vec<VerdictSummary> {
         .verdicts
         .iter()
         .map(|v| {
-            let (outcome, total) = match &v.judgement {
-                Judgement::Holds => ("holds", 0),
-                Judgement::Violated { total, .. } => ("violated", *total),
-                Judgement::NotJudged { .. } => ("not_judged", 0),
-            };
+            let (outcome, total) = v.outcome();
             let examples = v
                 .violations()
                 .iter()
@@ -298,12 +312,11 @@ fn verdicts(result: &RunResult) -> Vec<VerdictSummary> {
 
 /// Loads, plans and runs; returns the summary and the result.
 pub fn execute(args: &RunArgs) -> Result<(Summary, RunResult), String> {
-    let scenario = Scenario::load(&args.scenario).map_err(|e| e.to_string())?;
-    let spec = DesignSpec::for_scenario(&scenario, args.design.as_deref(), &args.set)?;
-    let plan = Plan::generate(&scenario, spec.design, args.seed);
-    let repro = repro_command(&args.scenario, args.seed, &spec);
+    let t = &args.target;
+    let (_, spec, plan) = t.plan()?;
+    let repro = repro_command(&t.scenario, t.seed, &spec);
     let outcome = run_plan(&plan, args.check_determinism)?;
-    let summary = Summary::new(&plan, &args.scenario, &spec.label(), repro, &outcome);
+    let summary = Summary::new(&plan, &t.scenario, &spec.label(), repro, &outcome);
     Ok((summary, outcome.result))
 }
 

@@ -11,27 +11,19 @@
 //! which thread finished first.
 
 use crate::pool;
-use crate::run::{self, DesignSpec, Summary};
+use crate::run::{self, Summary};
 use indicatif::{ProgressBar, ProgressStyle};
 use stampede_core::Invariant;
-use stampede_sim::{Intent, Plan, Scenario};
+use stampede_sim::{Intent, Plan};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// What `shrink` was asked to do.
 #[derive(clap::Args)]
 pub struct ShrinkArgs {
-    /// Scenario file (TOML).
-    pub scenario: PathBuf,
-    /// The failing seed.
-    #[arg(long)]
-    pub seed: u64,
-    /// Design preset (default: the scenario's `design`).
-    #[arg(long)]
-    pub design: Option<String>,
-    /// Override one switch (repeatable).
-    #[arg(long = "set", value_name = "SWITCH=VALUE")]
-    pub set: Vec<String>,
+    /// The failing run.
+    #[command(flatten)]
+    pub target: run::SeedTarget,
     /// The invariant that must keep failing [default: the first one violated].
     #[arg(long)]
     pub invariant: Option<String>,
@@ -274,9 +266,7 @@ fn each_shopper(
 
 /// `stampede shrink`: writes the plan; exit status 0 if it still fails.
 pub fn shrink(args: &ShrinkArgs) -> Result<u8, String> {
-    let scenario = Scenario::load(&args.scenario).map_err(|e| e.to_string())?;
-    let spec = DesignSpec::for_scenario(&scenario, args.design.as_deref(), &args.set)?;
-    let mut plan = Plan::generate(&scenario, spec.design, args.seed);
+    let (scenario, spec, mut plan) = args.target.plan()?;
     let started = std::time::Instant::now();
     let first = run::run_plan(&plan, false)?.result;
     let violated = first.violated();
@@ -289,7 +279,7 @@ pub fn shrink(args: &ShrinkArgs) -> Result<u8, String> {
             if !violated.contains(&invariant) {
                 return Err(format!(
                     "seed {} does not violate {name} on design {}; it violates: {}",
-                    args.seed,
+                    args.target.seed,
                     spec.label(),
                     names_of(&violated)
                 ));
@@ -299,7 +289,7 @@ pub fn shrink(args: &ShrinkArgs) -> Result<u8, String> {
         None => *violated.first().ok_or_else(|| {
             format!(
                 "seed {} holds every invariant on design {}: nothing to shrink",
-                args.seed,
+                args.target.seed,
                 spec.label()
             )
         })?,
@@ -308,7 +298,7 @@ pub fn shrink(args: &ShrinkArgs) -> Result<u8, String> {
     println!(
         "shrinking {} seed {} on {}: violates {}; keeping {} failing",
         scenario.name,
-        args.seed,
+        args.target.seed,
         spec.label(),
         names_of(&violated),
         target.name()
@@ -347,7 +337,7 @@ pub fn shrink(args: &ShrinkArgs) -> Result<u8, String> {
     let path = args.out.clone().unwrap_or_else(|| {
         PathBuf::from(format!(
             "stampede-out/shrunk-{}-{}.plan.json",
-            scenario.name, args.seed
+            scenario.name, args.target.seed
         ))
     });
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {

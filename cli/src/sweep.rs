@@ -338,12 +338,8 @@ fn record(job: &Job<'_>, keep: impl Fn() -> Option<PathBuf>) -> (RunRecord, Vec<
     rec.violated = result
         .verdicts
         .iter()
-        .filter_map(|v| match &v.judgement {
-            stampede_core::Judgement::Violated { total, .. } => {
-                Some((v.invariant.name().to_string(), *total))
-            }
-            _ => None,
-        })
+        .filter(|v| v.is_violated())
+        .map(|v| (v.invariant.name().to_string(), v.outcome().1))
         .collect();
     rec.trace_hash = result.trace_hash.clone();
     rec.orders = result.stats.orders;

@@ -188,6 +188,16 @@ impl Verdict {
         matches!(self.judgement, Judgement::Violated { .. })
     }
 
+    /// `holds`, `violated` or `not_judged`, with the number of violations
+    /// (all of them, not only the kept ones): how reports name the outcome.
+    pub fn outcome(&self) -> (&'static str, usize) {
+        match &self.judgement {
+            Judgement::Holds => ("holds", 0),
+            Judgement::Violated { total, .. } => ("violated", *total),
+            Judgement::NotJudged { .. } => ("not_judged", 0),
+        }
+    }
+
     /// The kept violations (empty unless violated).
     pub fn violations(&self) -> &[Violation] {
         match &self.judgement {

@@ -4,9 +4,7 @@
 //! core's invariant checker on it, exactly as the simulator does.
 
 use crate::LoadError;
-use stampede_core::{
-    AuditSnapshot, Cents, EventKind, History, Judgement, Millis, Sku, Verdict, check_all,
-};
+use stampede_core::{AuditSnapshot, Cents, EventKind, History, Millis, Sku, Verdict, check_all};
 use stampede_reports::AuditVerdict;
 use stampede_server::http::{Connector, HttpClient};
 use stampede_server::psp::PspClient;
@@ -157,11 +155,7 @@ pub fn verdicts(verdicts: &[Verdict]) -> Vec<AuditVerdict> {
     verdicts
         .iter()
         .map(|v| {
-            let (outcome, violations) = match &v.judgement {
-                Judgement::Holds => ("holds", 0),
-                Judgement::Violated { total, .. } => ("violated", *total),
-                Judgement::NotJudged { .. } => ("not_judged", 0),
-            };
+            let (outcome, violations) = v.outcome();
             AuditVerdict {
                 invariant: v.invariant.name().to_string(),
                 outcome: outcome.to_string(),

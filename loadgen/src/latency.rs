@@ -191,18 +191,23 @@ impl Latencies {
         }
     }
 
+    /// The distribution the headline numbers come from. The end-to-end time
+    /// is a journey, not a request stream: in a closed loop it is never corrected.
+    fn headline(&self, name: &str, e: &Endpoint) -> Histogram<u64> {
+        if name == ORDER_TO_CONFIRMED && !self.open_loop {
+            e.raw.clone()
+        } else {
+            self.honest(e)
+        }
+    }
+
     /// Every endpoint's summary, in name order with order-to-confirmation last.
     pub fn endpoints(&self) -> Vec<EndpointLatency> {
         let mut out: Vec<EndpointLatency> = self
             .endpoints
             .iter()
             .map(|(name, e)| {
-                // The end-to-end time is a journey, not a request stream: never corrected.
-                let honest = if name == ORDER_TO_CONFIRMED && !self.open_loop {
-                    e.raw.clone()
-                } else {
-                    self.honest(e)
-                };
+                let honest = self.headline(name, e);
                 EndpointLatency {
                     name: name.clone(),
                     requests: e.raw.len(),
@@ -286,11 +291,7 @@ impl Latencies {
         self.endpoints
             .iter()
             .map(|(name, e)| {
-                let honest = if name == ORDER_TO_CONFIRMED && !self.open_loop {
-                    e.raw.clone()
-                } else {
-                    self.honest(e)
-                };
+                let honest = self.headline(name, e);
                 (format!("{}.hgrm", tag_of(name)), hgrm(&honest))
             })
             .collect()
