@@ -28,7 +28,8 @@
 //!     key: Some(IdempotencyKey::new("k-1").unwrap()),
 //!     customer: CustomerId::new("alice").unwrap(),
 //!     items: vec![ItemRequest { sku: hat.clone(), qty: 2 }],
-//!, express: false, }, Millis(0)).unwrap();
+//!     express: false,
+//! }, Millis(0)).unwrap();
 //! let Placed::Created { order, .. } = placed else { panic!() };
 //! let lease = shop.lease_job(Millis(1)).unwrap();
 //! assert_eq!(lease.kind, JobKind::Reserve);
