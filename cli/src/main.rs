@@ -196,7 +196,7 @@ async fn run_psp(addr: SocketAddr, config: PspConfig) -> Result<(), String> {
 
 fn run_command(args: &run::RunArgs) -> ExitCode {
     let dir = |summary: &run::Summary| {
-        args.out.clone().unwrap_or_else(|| {
+        args.output.out.clone().unwrap_or_else(|| {
             std::path::PathBuf::from("stampede-out")
                 .join(format!("{}-{}", summary.scenario, summary.seed))
         })
@@ -205,18 +205,17 @@ fn run_command(args: &run::RunArgs) -> ExitCode {
         let dir = dir(&summary);
         (summary, result, dir)
     });
-    report_run(done, args.json, args.check_determinism)
+    report_run(done, &args.output)
 }
 
 fn replay_command(args: &shrink::ReplayArgs) -> ExitCode {
-    report_run(shrink::replay(args), args.json, args.check_determinism)
+    report_run(shrink::replay(args), &args.output)
 }
 
 /// Prints and writes one run's outcome; the exit status `run` documents.
 fn report_run(
     done: Result<(run::Summary, stampede_sim::RunResult, std::path::PathBuf), String>,
-    json: bool,
-    check_determinism: bool,
+    output: &run::RunOutput,
 ) -> ExitCode {
     let (summary, result, dir) = match done {
         Ok(done) => done,
@@ -233,13 +232,16 @@ fn report_run(
         eprintln!("error: {message}");
         return ExitCode::from(2);
     }
-    if json {
+    if output.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&summary).unwrap_or_default()
         );
     } else {
-        print!("{}", run::render_terminal(&summary, check_determinism));
+        print!(
+            "{}",
+            run::render_terminal(&summary, output.check_determinism)
+        );
         println!(
             "  wrote {}/{{summary.json,report.md,trace.jsonl}}",
             dir.display()

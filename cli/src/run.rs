@@ -44,7 +44,15 @@ pub struct RunArgs {
     /// The run.
     #[command(flatten)]
     pub target: SeedTarget,
-    /// Folder for summary.json, report.md and trace.jsonl [default: stampede-out/<scenario>-<seed>].
+    /// Where and how it is reported.
+    #[command(flatten)]
+    pub output: RunOutput,
+}
+
+/// How one run (`run` or `replay`) is reported.
+#[derive(clap::Args)]
+pub struct RunOutput {
+    /// Folder for summary.json, report.md and trace.jsonl [default: stampede-out/<scenario>-<seed>, or replay-<scenario>-<seed>].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Print the summary as one JSON document instead.
@@ -315,7 +323,7 @@ pub fn execute(args: &RunArgs) -> Result<(Summary, RunResult), String> {
     let t = &args.target;
     let (_, spec, plan) = t.plan()?;
     let repro = repro_command(&t.scenario, t.seed, &spec);
-    let outcome = run_plan(&plan, args.check_determinism)?;
+    let outcome = run_plan(&plan, args.output.check_determinism)?;
     let summary = Summary::new(&plan, &t.scenario, &spec.label(), repro, &outcome);
     Ok((summary, outcome.result))
 }

@@ -43,15 +43,9 @@ pub struct ShrinkArgs {
 pub struct ReplayArgs {
     /// A plan file written by `stampede shrink` (JSON).
     pub plan: PathBuf,
-    /// Folder for summary.json, report.md and trace.jsonl [default: stampede-out/replay-<scenario>-<seed>].
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Print the summary as one JSON document instead.
-    #[arg(long)]
-    pub json: bool,
-    /// Run twice and fail unless both runs have the same trace hash.
-    #[arg(long)]
-    pub check_determinism: bool,
+    /// Where and how it is reported.
+    #[command(flatten)]
+    pub output: run::RunOutput,
 }
 
 /// Reads and checks a plan file.
@@ -68,10 +62,10 @@ pub fn load_plan(path: &Path) -> Result<Plan, String> {
 /// `stampede replay`: runs the plan and reports like `run`.
 pub fn replay(args: &ReplayArgs) -> Result<(Summary, stampede_sim::RunResult, PathBuf), String> {
     let plan = load_plan(&args.plan)?;
-    let outcome = run::run_plan(&plan, args.check_determinism)?;
+    let outcome = run::run_plan(&plan, args.output.check_determinism)?;
     let repro = format!("stampede replay {}", args.plan.display());
     let summary = Summary::new(&plan, &args.plan, &plan.design.to_string(), repro, &outcome);
-    let dir = args.out.clone().unwrap_or_else(|| {
+    let dir = args.output.out.clone().unwrap_or_else(|| {
         PathBuf::from(format!(
             "stampede-out/replay-{}-{}",
             plan.scenario.name, plan.seed
