@@ -101,12 +101,9 @@ pub struct SweepArgs {
     /// Scenario files, or folders whose *.toml files are all swept.
     #[arg(required = true)]
     pub targets: Vec<PathBuf>,
-    /// Seeds: A..B (both included), N, or a comma list, e.g. 1..200 or 1..50,77.
-    #[arg(long, default_value = "1..100")]
-    pub seeds: Seeds,
-    /// Parallel runs [default: one per core].
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub jobs: Option<u32>,
+    /// Seeds, parallelism and output.
+    #[command(flatten)]
+    pub runs: ManyRuns,
     /// Run only part I of N (interleaved), e.g. --shard 2/4 on the second of four CI machines.
     #[arg(long)]
     pub shard: Option<Shard>,
@@ -119,7 +116,18 @@ pub struct SweepArgs {
     /// Stop at the first failing seed (runs already going finish).
     #[arg(long)]
     pub fail_fast: bool,
-    /// Folder for summary.json, report.md and failing runs' traces [default: stampede-out/sweep].
+}
+
+/// What every many-run command (`sweep`, `compare`) takes besides its targets.
+#[derive(clap::Args)]
+pub struct ManyRuns {
+    /// Seeds: A..B (both included), N, or a comma list, e.g. 1..200 or 1..50,77.
+    #[arg(long, default_value = "1..100")]
+    pub seeds: Seeds,
+    /// Parallel runs [default: one per core].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub jobs: Option<u32>,
+    /// Folder for summary.json, report.md and failing runs' traces [default: stampede-out/sweep, or compare-<scenario>].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// How many failing runs get their own folder with summary, report and trace.
@@ -128,6 +136,13 @@ pub struct SweepArgs {
     /// Print the summary as one JSON document instead of the text report.
     #[arg(long)]
     pub json: bool,
+}
+
+impl ManyRuns {
+    /// Threads to run on.
+    fn threads(&self) -> usize {
+        self.jobs.map_or_else(pool::default_jobs, |j| j as usize)
+    }
 }
 
 /// What `compare` was asked to do.
@@ -142,21 +157,9 @@ pub struct CompareArgs {
         default_value = "reference,seed-repo,textbook-naive"
     )]
     pub designs: Vec<String>,
-    /// Seeds: A..B (both included), N, or a comma list.
-    #[arg(long, default_value = "1..100")]
-    pub seeds: Seeds,
-    /// Parallel runs [default: one per core].
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub jobs: Option<u32>,
-    /// Folder for summary.json, report.md and failing runs' traces [default: stampede-out/compare-<scenario>].
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// How many failing runs get their own folder with summary, report and trace.
-    #[arg(long, default_value_t = 10)]
-    pub keep_failures: usize,
-    /// Print the summary as one JSON document instead of the table.
-    #[arg(long)]
-    pub json: bool,
+    /// Seeds, parallelism and output.
+    #[command(flatten)]
+    pub runs: ManyRuns,
 }
 
 /// What `merge` was asked to do.
@@ -480,10 +483,6 @@ impl<'a> Keeper<'a> {
     }
 }
 
-fn threads(jobs: Option<u32>) -> usize {
-    jobs.map_or_else(pool::default_jobs, |j| j as usize)
-}
-
 fn write_report(dir: &Path, json: &[u8], markdown: &str) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     for (name, bytes) in [("summary.json", json), ("report.md", markdown.as_bytes())] {
@@ -634,7 +633,7 @@ pub fn sweep(args: &SweepArgs) -> Result<u8, String> {
     let all: Vec<Job<'_>> = targets
         .iter()
         .flat_map(|target| {
-            args.seeds.list.iter().map(move |&seed| Job {
+            args.runs.seeds.list.iter().map(move |&seed| Job {
                 target,
                 design: &target.design,
                 seed,
@@ -650,19 +649,19 @@ pub fn sweep(args: &SweepArgs) -> Result<u8, String> {
             .map(|(_, job)| job)
             .collect(),
     };
-    let dir = args.out.clone().unwrap_or_else(|| match args.shard {
+    let dir = args.runs.out.clone().unwrap_or_else(|| match args.shard {
         None => PathBuf::from("stampede-out/sweep"),
         Some(s) => PathBuf::from(format!(
             "stampede-out/sweep-shard-{}-of-{}",
             s.index, s.count
         )),
     });
-    let threads = threads(args.jobs);
-    if !args.json {
+    let threads = args.runs.threads();
+    if !args.runs.json {
         println!(
             "sweeping {} scenario file(s) × {} seed(s) = {} runs{} on {threads} threads",
             targets.len(),
-            args.seeds.list.len(),
+            args.runs.seeds.list.len(),
             jobs.len(),
             args.shard
                 .map_or(String::new(), |s| format!(" (shard {s})"))
@@ -674,13 +673,13 @@ pub fn sweep(args: &SweepArgs) -> Result<u8, String> {
         threads,
         args.fail_fast,
         &dir,
-        args.keep_failures,
-        args.json,
+        args.runs.keep_failures,
+        args.runs.json,
     );
     let summary = SweepSummary {
         version: SWEEP_VERSION,
         kind: "sweep".into(),
-        seeds: args.seeds.text.clone(),
+        seeds: args.runs.seeds.text.clone(),
         shards: args.shard.into_iter().collect(),
         design: match &args.design {
             Some(d) => DesignSpec::new(d, &args.set)?.label(),
@@ -692,7 +691,7 @@ pub fn sweep(args: &SweepArgs) -> Result<u8, String> {
     };
     let json = serde_json::to_vec_pretty(&summary).map_err(|e| e.to_string())?;
     write_report(&dir, &json, &sweep_markdown(&summary))?;
-    print_sweep(&summary, args.json, &dir, Some(threads));
+    print_sweep(&summary, args.runs.json, &dir, Some(threads));
     Ok(exit_code(&summary.totals))
 }
 
@@ -946,7 +945,7 @@ pub fn compare(args: &CompareArgs) -> Result<u8, String> {
     let jobs: Vec<Job<'_>> = specs
         .iter()
         .flat_map(|design| {
-            args.seeds.list.iter().map({
+            args.runs.seeds.list.iter().map({
                 let target = &target;
                 move |&seed| Job {
                     target,
@@ -956,23 +955,23 @@ pub fn compare(args: &CompareArgs) -> Result<u8, String> {
             })
         })
         .collect();
-    let dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("stampede-out/compare-{}", target.scenario.name)));
-    let threads = threads(args.jobs);
-    if !args.json {
+    let dir =
+        args.runs.out.clone().unwrap_or_else(|| {
+            PathBuf::from(format!("stampede-out/compare-{}", target.scenario.name))
+        });
+    let threads = args.runs.threads();
+    if !args.runs.json {
         println!(
             "comparing {} design(s) on {} × {} seed(s) = {} runs on {threads} threads",
             specs.len(),
             args.scenario.display(),
-            args.seeds.list.len(),
+            args.runs.seeds.list.len(),
             jobs.len()
         );
     }
     let started = std::time::Instant::now();
-    let bar = progress(jobs.len(), args.json);
-    let keeper = Keeper::new(&dir, args.keep_failures);
+    let bar = progress(jobs.len(), args.runs.json);
+    let keeper = Keeper::new(&dir, args.runs.keep_failures);
     let mut samples: Vec<Vec<u64>> = vec![Vec::new(); specs.len()];
     let mut records: Vec<Option<RunRecord>> = vec![None; jobs.len()];
     pool::run_all(
@@ -981,7 +980,7 @@ pub fn compare(args: &CompareArgs) -> Result<u8, String> {
         |job| record(job, || keeper.claim(job)),
         |i, (rec, s)| {
             bar.inc(1);
-            samples[i / args.seeds.list.len()].extend(s);
+            samples[i / args.runs.seeds.list.len()].extend(s);
             records[i] = Some(rec);
             true
         },
@@ -1020,7 +1019,7 @@ pub fn compare(args: &CompareArgs) -> Result<u8, String> {
         version: SWEEP_VERSION,
         kind: "compare".into(),
         scenario_file: args.scenario.display().to_string(),
-        seeds: args.seeds.text.clone(),
+        seeds: args.runs.seeds.text.clone(),
         wall_ms: started.elapsed().as_millis() as u64,
         designs,
         runs,
@@ -1037,7 +1036,7 @@ pub fn compare(args: &CompareArgs) -> Result<u8, String> {
     );
     let json = serde_json::to_vec_pretty(&summary).map_err(|e| e.to_string())?;
     write_report(&dir, &json, &md)?;
-    if args.json {
+    if args.runs.json {
         println!("{}", String::from_utf8_lossy(&json));
     } else {
         print!("{}", compare_table(&summary, false));
