@@ -5,8 +5,19 @@
 //! it can be: prices and stock come from the history's `Listed`/`Stocked`
 //! events, money from the PSP's ledger, promises from what clients were told.
 //! Each violation names its subject (order, SKU or key) and the indices of the
-//! history events that prove it. Liveness invariants are judged only once the
-//! caller says the world has settled (faults healed, time passed).
+//! history events that prove it.
+//!
+//! Where the shop's word and independent evidence can disagree, the evidence
+//! wins: what clients observed (each client's own sequence of statuses, the
+//! order ids and intents its answers carried, the items it asked for) and what
+//! the PSP's ledger says are judged next to the shop's records, so a shop whose
+//! books look clean while its customers saw a regression or were sold a unit
+//! that was never there is still caught.
+//!
+//! Every invariant is judged, liveness included, whatever state the world was
+//! left in: an order that is not final at the end *is* stuck. The only way to
+//! get [`Judgement::NotJudged`] is to ask for it with [`OptOuts`], and the
+//! verdict then carries the caller's reason.
 
 use crate::history::{ClientOp, ClientReply, EventKind, History};
 use crate::idempotency::Fingerprint;
@@ -14,7 +25,7 @@ use crate::ids::{IdempotencyKey, IntentId, OrderId, Sku};
 use crate::money::Cents;
 use crate::order::{Order, OrderStatus};
 use crate::payment::LedgerKind;
-use crate::shop::AuditSnapshot;
+use crate::shop::{AuditSnapshot, PlaceOrder};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -88,7 +99,8 @@ impl Invariant {
         Invariant::ALL.into_iter().find(|i| i.name() == name)
     }
 
-    /// Judged only after the world settles.
+    /// A liveness invariant: judged on the state the run ended in (an order
+    /// that is not final by then is stuck).
     pub fn is_liveness(self) -> bool {
         matches!(
             self,
@@ -151,7 +163,7 @@ pub enum Judgement {
         /// How many instances in all.
         total: usize,
     },
-    /// Not judged (a liveness invariant before the world settled).
+    /// Not judged, because the caller opted out ([`OptOuts`]).
     NotJudged {
         /// Why.
         reason: String,
@@ -207,35 +219,65 @@ impl Verdict {
     }
 }
 
-/// Judges every invariant. `settled` says the faults have stopped and the
-/// world has had time to settle, so liveness can be judged.
-pub fn check_all(history: &History, state: &AuditSnapshot, settled: bool) -> Vec<Verdict> {
+/// Invariants the caller explicitly asked not to judge, each with the reason
+/// a report shows. Nothing else is ever left unjudged.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OptOuts {
+    skipped: BTreeMap<Invariant, String>,
+}
+
+impl OptOuts {
+    /// Judge everything.
+    pub fn none() -> OptOuts {
+        OptOuts::default()
+    }
+
+    /// Also skip `invariant`, saying `reason` (e.g. "skipped by --skip").
+    pub fn skip(mut self, invariant: Invariant, reason: impl Into<String>) -> OptOuts {
+        self.skipped.insert(invariant, reason.into());
+        self
+    }
+
+    /// Why `invariant` is skipped, if it is.
+    pub fn reason(&self, invariant: Invariant) -> Option<&str> {
+        self.skipped.get(&invariant).map(String::as_str)
+    }
+
+    /// No invariant is skipped.
+    pub fn is_empty(&self) -> bool {
+        self.skipped.is_empty()
+    }
+}
+
+/// Judges every invariant, liveness included, on the world as it was left.
+pub fn check_all(history: &History, state: &AuditSnapshot) -> Vec<Verdict> {
+    check_except(history, state, &OptOuts::none())
+}
+
+/// Judges every invariant but those the caller opted out of, which come back
+/// [`Judgement::NotJudged`] with the caller's reason, in [`Invariant::ALL`] order.
+pub fn check_except(history: &History, state: &AuditSnapshot, opt_outs: &OptOuts) -> Vec<Verdict> {
     let facts = Facts::gather(history, state);
     Invariant::ALL
         .into_iter()
-        .map(|inv| judge(inv, &facts, settled))
+        .map(|invariant| match opt_outs.reason(invariant) {
+            Some(reason) => Verdict {
+                invariant,
+                judgement: Judgement::NotJudged {
+                    reason: reason.to_string(),
+                },
+            },
+            None => judge(invariant, &facts),
+        })
         .collect()
 }
 
 /// Judges one invariant.
-pub fn check(
-    invariant: Invariant,
-    history: &History,
-    state: &AuditSnapshot,
-    settled: bool,
-) -> Verdict {
-    judge(invariant, &Facts::gather(history, state), settled)
+pub fn check(invariant: Invariant, history: &History, state: &AuditSnapshot) -> Verdict {
+    judge(invariant, &Facts::gather(history, state))
 }
 
-fn judge(invariant: Invariant, facts: &Facts<'_>, settled: bool) -> Verdict {
-    if invariant.is_liveness() && !settled {
-        return Verdict {
-            invariant,
-            judgement: Judgement::NotJudged {
-                reason: "the world had not settled".into(),
-            },
-        };
-    }
+fn judge(invariant: Invariant, facts: &Facts<'_>) -> Verdict {
     let violations = match invariant {
         Invariant::NoOversell => no_oversell(facts),
         Invariant::StockConserved => stock_conserved(facts),
@@ -272,6 +314,13 @@ struct Facts<'a> {
     /// Transition event indices per order, in history order.
     transitions: BTreeMap<OrderId, Vec<usize>>,
     exchanges: Vec<Exchange<'a>>,
+    /// Each client's observed statuses of each order, in history order: (event index, status).
+    observed: BTreeMap<(u64, OrderId), Vec<(usize, OrderStatus)>>,
+    /// Orders some client was shown confirmed, with the first event that showed it.
+    seen_confirmed: BTreeMap<OrderId, usize>,
+    /// Each acknowledged order's first acknowledgement: request index, response
+    /// index, and what the client asked for (its own items, not the shop's lines).
+    acknowledged: BTreeMap<OrderId, (usize, usize, &'a PlaceOrder)>,
     history: &'a History,
 }
 
@@ -285,6 +334,9 @@ impl<'a> Facts<'a> {
             ledger: BTreeMap::new(),
             transitions: BTreeMap::new(),
             exchanges: Vec::new(),
+            observed: BTreeMap::new(),
+            seen_confirmed: BTreeMap::new(),
+            acknowledged: BTreeMap::new(),
             history,
         };
         let mut requests: BTreeMap<u64, (usize, &ClientOp, Option<Fingerprint>)> = BTreeMap::new();
@@ -305,7 +357,28 @@ impl<'a> Facts<'a> {
                 } => {
                     requests.insert(*req, (i, op, *fingerprint));
                 }
+                EventKind::Observed {
+                    order,
+                    status,
+                    client,
+                } => {
+                    facts
+                        .observed
+                        .entry((*client, *order))
+                        .or_default()
+                        .push((i, *status));
+                    if *status == OrderStatus::Confirmed {
+                        facts.seen_confirmed.entry(*order).or_insert(i);
+                    }
+                }
                 EventKind::Response { req, reply } => {
+                    if let ClientReply::Status {
+                        order,
+                        status: OrderStatus::Confirmed,
+                    } = reply
+                    {
+                        facts.seen_confirmed.entry(*order).or_insert(i);
+                    }
                     if let Some((request, op, fingerprint)) = requests.get(req) {
                         facts.exchanges.push(Exchange {
                             request: *request,
@@ -326,7 +399,45 @@ impl<'a> Facts<'a> {
                 EventKind::Job { .. } | EventKind::Fault { .. } => {}
             }
         }
+        for ex in &facts.exchanges {
+            if let (ClientReply::OrderAccepted { order, .. }, ClientOp::PlaceOrder(asked)) =
+                (ex.reply, ex.op)
+            {
+                facts
+                    .acknowledged
+                    .entry(*order)
+                    .or_insert((ex.request, ex.response, asked));
+            }
+        }
         facts
+    }
+
+    /// Units per SKU sold to customers by the evidence the shop cannot fake:
+    /// orders a client was shown confirmed and the PSP holds money for, with
+    /// the quantities from the client's own request. Evidence: the event that
+    /// showed it confirmed, the acknowledgement and the ledger lines.
+    fn sold_to_customers(&self) -> BTreeMap<&'a Sku, (u64, Vec<usize>)> {
+        let mut sold: BTreeMap<&'a Sku, (u64, Vec<usize>)> = BTreeMap::new();
+        for (order, seen) in &self.seen_confirmed {
+            let (net, ledger) = self.net_captured(*order);
+            let Some((_, acked, asked)) = self.acknowledged.get(order) else {
+                continue;
+            };
+            if net <= 0 {
+                continue;
+            }
+            for item in &asked.items {
+                let entry = sold.entry(&item.sku).or_default();
+                entry.0 = entry.0.saturating_add(u64::from(item.qty));
+                entry.1.extend([*seen, *acked]);
+                entry.1.extend(&ledger);
+            }
+        }
+        for entry in sold.values_mut() {
+            entry.1.sort_unstable();
+            entry.1.dedup();
+        }
+        sold
     }
 
     fn received(&self, sku: &Sku) -> u64 {
@@ -353,6 +464,9 @@ impl<'a> Facts<'a> {
         skus.extend(self.state.stock.keys());
         for order in self.orders.values() {
             skus.extend(order.lines.iter().map(|l| &l.sku));
+        }
+        for (_, _, asked) in self.acknowledged.values() {
+            skus.extend(asked.items.iter().map(|i| &i.sku));
         }
         skus
     }
@@ -391,6 +505,7 @@ fn committed(status: OrderStatus) -> bool {
 
 fn no_oversell(facts: &Facts<'_>) -> Vec<Violation> {
     let mut out = oversold_over_time(facts);
+    out.extend(sold_to_customers_beyond_stock(facts));
     let flagged: BTreeSet<Sku> = out
         .iter()
         .filter_map(|v| match &v.subject {
@@ -432,6 +547,37 @@ fn no_oversell(facts: &Facts<'_>) -> Vec<Violation> {
                     .get(sku)
                     .map(|r| r.1.clone())
                     .unwrap_or_default(),
+            });
+        }
+    }
+    out
+}
+
+/// Judged on the customers' side alone: units in orders clients were shown
+/// confirmed and the PSP charged (quantities from the clients' own requests)
+/// against units received (the configured stock), whatever the shop's
+/// records say.
+fn sold_to_customers_beyond_stock(facts: &Facts<'_>) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for (sku, (units, evidence)) in facts.sold_to_customers() {
+        let received = facts.received(sku);
+        if units > received {
+            let mut evidence = evidence;
+            evidence.extend(
+                facts
+                    .received
+                    .get(sku)
+                    .map(|r| r.1.clone())
+                    .unwrap_or_default(),
+            );
+            evidence.sort_unstable();
+            out.push(Violation {
+                subject: Subject::Sku(sku.clone()),
+                detail: format!(
+                    "customers were sold {units} units (orders they were shown confirmed and the PSP charged, \
+                     quantities from their own requests) but only {received} were received"
+                ),
+                evidence,
             });
         }
     }
@@ -499,6 +645,7 @@ fn stock_conserved(facts: &Facts<'_>) -> Vec<Violation> {
             *held_by_reservations.entry(&a.sku).or_default() += a.qty;
         }
     }
+    let customers = facts.sold_to_customers();
     for sku in facts.skus() {
         let level = facts.state.stock.get(sku).copied().unwrap_or_default();
         let received = facts.received(sku);
@@ -521,6 +668,17 @@ fn stock_conserved(facts: &Facts<'_>) -> Vec<Violation> {
                 "sold counter {} but confirmed orders hold {confirmed}",
                 level.sold
             ));
+        }
+        let mut evidence = evidence;
+        if let Some((sold, shown)) = customers.get(sku)
+            && level.sold < *sold
+        {
+            problems.push(format!(
+                "sold counter {} but customers were shown {sold} units confirmed and charged",
+                level.sold
+            ));
+            evidence.extend(shown);
+            evidence.sort_unstable();
         }
         let (holding, _) = facts.units_where(sku, OrderStatus::holds_reservation);
         let reserved = held_by_reservations.get(sku).copied().unwrap_or(0);
@@ -624,16 +782,19 @@ fn one_order_per_key(facts: &Facts<'_>) -> Vec<Violation> {
     out
 }
 
-/// One accepted answer under a key: what it said, whether it was marked as a
-/// replay, the request's fingerprint, and where it is in the history.
+/// One accepted answer under a key: what it said (the order id or intent it
+/// carried), the request's fingerprint, and where it is in the history.
 struct Answer {
     story: String,
-    replayed: bool,
     fingerprint: Option<Fingerprint>,
     request: usize,
     response: usize,
 }
 
+/// Replays are told apart from re-executions by what each answer carried (the
+/// order id, the intent and amount), never by the shop's own
+/// `Idempotent-Replayed` marker: a shop that executes a keyed request twice
+/// shows it by answering with a second order or intent, whatever it labels it.
 fn idempotent_replay(facts: &Facts<'_>) -> Vec<Violation> {
     // Answers per (endpoint, key). Responses may arrive in any order (a replay can
     // overtake the original on the network), so nothing here depends on order.
@@ -645,21 +806,18 @@ fn idempotent_replay(facts: &Facts<'_>) -> Vec<Violation> {
             _ => continue,
         };
         let Some(key) = key else { continue };
-        let (story, replayed) = match ex.reply {
-            ClientReply::OrderAccepted { order, replayed } => {
-                (format!("accepted {order}"), *replayed)
-            }
+        let story = match ex.reply {
+            ClientReply::OrderAccepted { order, .. } => format!("accepted {order}"),
             ClientReply::PaymentStarted {
+                order,
                 intent,
                 amount,
-                replayed,
                 ..
-            } => (format!("pay {intent} for {amount}"), *replayed),
+            } => format!("pay {intent} for {amount} on {order}"),
             _ => continue,
         };
         by_key.entry((endpoint, key)).or_default().push(Answer {
             story,
-            replayed,
             fingerprint: ex.fingerprint,
             request: ex.request,
             response: ex.response,
@@ -667,27 +825,14 @@ fn idempotent_replay(facts: &Facts<'_>) -> Vec<Violation> {
     }
     let mut out = Vec::new();
     for ((_, key), answers) in by_key {
-        let originals: Vec<&Answer> = answers.iter().filter(|a| !a.replayed).collect();
-        // The reference answer: the original if there is one, else the earliest reply.
-        let reference = originals.first().copied().unwrap_or(&answers[0]);
+        // The reference answer: the earliest reply (exchanges are in response order).
+        let reference = &answers[0];
         let mut problems = Vec::new();
         let mut evidence = vec![reference.request, reference.response];
-        if originals.len() > 1 {
-            problems.push(format!(
-                "the request was executed {} times instead of replayed",
-                originals.len()
-            ));
-            evidence.extend(
-                originals
-                    .iter()
-                    .skip(1)
-                    .flat_map(|a| [a.request, a.response]),
-            );
-        }
-        for a in &answers {
+        for a in &answers[1..] {
             if a.story != reference.story {
                 problems.push(format!(
-                    "one answer said {:?}, another {:?}",
+                    "executed again instead of replayed: one answer said {:?}, another {:?}",
                     reference.story, a.story
                 ));
                 evidence.extend([a.request, a.response]);
@@ -718,7 +863,8 @@ fn idempotent_replay(facts: &Facts<'_>) -> Vec<Violation> {
 }
 
 fn legal_transitions(facts: &Facts<'_>) -> Vec<Violation> {
-    let mut out = Vec::new();
+    let mut out = observed_regressions(facts);
+    out.extend(paid_without_a_charge(facts));
     for (order, indices) in &facts.transitions {
         let mut current = OrderStatus::Created;
         for &i in indices {
@@ -780,6 +926,70 @@ fn legal_transitions(facts: &Facts<'_>) -> Vec<Violation> {
     out
 }
 
+/// What each client saw, judged per client: a client polls one order at a
+/// time, so the statuses it was shown must only move forward along the state
+/// machine (skipping states is fine: polls miss some), and the shop's final
+/// record must lie ahead of the last one it was shown.
+fn observed_regressions(facts: &Facts<'_>) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for ((client, order), seen) in &facts.observed {
+        let mut regression = seen.windows(2).find_map(|pair| {
+            let ((i, from), (j, to)) = (pair[0], pair[1]);
+            (!from.can_reach(to)).then(|| {
+                (
+                    format!("client {client} was shown {from}, then {to}: the state machine never goes back"),
+                    vec![i, j],
+                )
+            })
+        });
+        if regression.is_none()
+            && let (Some(&(i, last)), Some(kept)) = (seen.last(), facts.orders.get(order))
+            && !last.can_reach(kept.status())
+        {
+            regression = Some((
+                format!(
+                    "client {client} was shown {last}, but the shop's record ends {}",
+                    kept.status()
+                ),
+                vec![i],
+            ));
+        }
+        if let Some((detail, evidence)) = regression {
+            out.push(Violation {
+                subject: Subject::Order(*order),
+                detail,
+                evidence,
+            });
+        }
+    }
+    out
+}
+
+/// The PSP's view: a client shown an order paid or confirmed means the PSP
+/// charged it; payment is authoritative from the PSP, never from the shop's say-so.
+fn paid_without_a_charge(facts: &Facts<'_>) -> Vec<Violation> {
+    let mut shown: BTreeMap<OrderId, (usize, OrderStatus)> = BTreeMap::new();
+    for ((_, order), seen) in &facts.observed {
+        if let Some(&(i, status)) = seen.iter().find(|(_, s)| committed(*s)) {
+            shown.entry(*order).or_insert((i, status));
+        }
+    }
+    shown
+        .into_iter()
+        .filter(|(order, _)| {
+            !facts
+                .ledger
+                .get(order)
+                .is_some_and(|lines| lines.iter().any(|l| l.1 == LedgerKind::Charge))
+        })
+        .map(|(order, (i, status))| Violation {
+            subject: Subject::Order(order),
+            detail: format!("a client was shown {order} {status}, but the PSP never charged it"),
+            evidence: vec![i],
+        })
+        .collect()
+}
+
 fn no_lost_acknowledged_order(facts: &Facts<'_>) -> Vec<Violation> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
@@ -817,7 +1027,7 @@ fn no_lost_acknowledged_order(facts: &Facts<'_>) -> Vec<Violation> {
     out
 }
 
-fn is_same_order(kept: &Order, asked: &crate::shop::PlaceOrder) -> bool {
+fn is_same_order(kept: &Order, asked: &PlaceOrder) -> bool {
     kept.customer == asked.customer
         && kept.lines.len() == asked.items.len()
         && kept
@@ -905,8 +1115,11 @@ fn money_reconciles(facts: &Facts<'_>) -> Vec<Violation> {
     out
 }
 
+/// Every captured payment ends confirmed or refunded, and every order a
+/// client was told was accepted reaches a decision (confirmed, cancelled or
+/// refunded) by the end, whatever state the world was left in.
 fn eventual_confirmation(facts: &Facts<'_>) -> Vec<Violation> {
-    facts
+    let mut out: Vec<Violation> = facts
         .orders
         .values()
         .filter_map(|order| {
@@ -918,7 +1131,29 @@ fn eventual_confirmation(facts: &Facts<'_>) -> Vec<Violation> {
             };
             Some(Violation { subject: Subject::Order(order.id), detail, evidence })
         })
-        .collect()
+        .collect();
+    let flagged: BTreeSet<Subject> = out.iter().map(|v| v.subject.clone()).collect();
+    for (order, (_, acked, _)) in &facts.acknowledged {
+        let Some(kept) = facts.orders.get(order) else {
+            continue; // judged by no_lost_acknowledged_order
+        };
+        if kept.status().is_final() || flagged.contains(&Subject::Order(*order)) {
+            continue;
+        }
+        let mut evidence = vec![*acked];
+        evidence.extend(facts.transitions.get(order).and_then(|t| t.last()));
+        out.push(Violation {
+            subject: Subject::Order(*order),
+            detail: format!(
+                "acknowledged at {} but still {} since {} at the end: never confirmed, cancelled or refunded",
+                facts.history.events()[*acked].at,
+                kept.status(),
+                kept.status_since()
+            ),
+            evidence,
+        });
+    }
+    out
 }
 
 fn no_stuck_orders(facts: &Facts<'_>) -> Vec<Violation> {

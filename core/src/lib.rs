@@ -56,7 +56,9 @@ pub mod time;
 pub mod webhook;
 
 pub use catalog::{Catalog, ItemRequest, ItemsRejected, OrderLine, Product};
-pub use check::{Invariant, Judgement, Subject, Verdict, Violation, check, check_all};
+pub use check::{
+    Invariant, Judgement, OptOuts, Subject, Verdict, Violation, check, check_all, check_except,
+};
 pub use history::{ClientOp, ClientReply, Event, EventKind, History, JobEvent};
 pub use idempotency::{Begin, Fingerprint, IdempotencyLimits, IdempotencyStore};
 pub use ids::{

@@ -128,6 +128,16 @@ impl OrderStatus {
                 | (Cancelled(_), Refunded)
         )
     }
+
+    /// Whether `to` is `self` or lies ahead of it along [`OrderStatus::can_become`]
+    /// edges: what a client polling an order may see next. The edge graph is
+    /// acyclic and at most four edges deep, so the recursion is bounded.
+    pub fn can_reach(self, to: OrderStatus) -> bool {
+        self == to
+            || OrderStatus::ALL
+                .into_iter()
+                .any(|next| self.can_become(next) && next.can_reach(to))
+    }
 }
 
 impl fmt::Display for OrderStatus {
@@ -406,6 +416,32 @@ mod tests {
                 .unwrap_or(0)
         }
         assert_eq!(longest(OrderStatus::Created, 0), 4);
+    }
+
+    #[test]
+    fn reachability_follows_edges_forward_only() {
+        // Proves: can_reach is reflexive, follows chains of edges (skipped polls), and never goes back.
+        use CancelReason::*;
+        use OrderStatus::*;
+        assert!(Created.can_reach(Created));
+        assert!(Created.can_reach(Confirmed));
+        assert!(InventoryReserved.can_reach(Refunded));
+        assert!(PaymentPending.can_reach(Cancelled(Expired)));
+        assert!(Cancelled(OutOfStock).can_reach(Refunded));
+        assert!(!PaymentPending.can_reach(InventoryReserved));
+        assert!(!Confirmed.can_reach(Paid));
+        assert!(!Confirmed.can_reach(Refunded));
+        assert!(!Refunded.can_reach(Confirmed));
+        assert!(!Cancelled(Expired).can_reach(Confirmed));
+        assert!(Created.can_reach(Cancelled(PaymentFailed)));
+        for from in OrderStatus::ALL {
+            for to in OrderStatus::ALL {
+                if from.can_become(to) {
+                    assert!(from.can_reach(to), "{from} -> {to}");
+                    assert!(!to.can_reach(from), "{to} reaches back to {from}");
+                }
+            }
+        }
     }
 
     #[test]

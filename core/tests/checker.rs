@@ -529,6 +529,21 @@ impl Shell {
         charge
     }
 
+    /// A client polls `order` and is shown `status` (a broken shop may show anything).
+    fn observe(&mut self, client: u64, order: OrderId, status: OrderStatus) -> usize {
+        self.push(EventKind::Observed {
+            order,
+            status,
+            client,
+        })
+    }
+
+    /// A client polls `order` and is shown the shop's current status.
+    fn poll(&mut self, client: u64, order: OrderId) -> usize {
+        let status = self.status(order);
+        self.observe(client, order, status)
+    }
+
     /// Takes a placed order all the way: reserve, intent, payment by webhook, finalize.
     /// Returns the `Charge` line's index.
     fn checkout(&mut self, order: OrderId) -> usize {
@@ -624,16 +639,37 @@ fn forged_order(
 
 // ---- judging ----
 
-/// `check_all`, after asserting it answers every invariant in `Invariant::ALL` order and agrees
-/// with `check` on each.
-fn judge(history: &History, snapshot: &AuditSnapshot, settled: bool) -> Vec<Verdict> {
-    let verdicts = check_all(history, snapshot, settled);
+/// The reason a caller gives for opting out of liveness mid-run.
+const MID_RUN: &str = "judged mid-run: the caller opted out of liveness";
+
+/// Opting out of the three liveness invariants (a caller judging mid-run).
+fn liveness_opt_outs() -> OptOuts {
+    Invariant::ALL
+        .into_iter()
+        .filter(|i| i.is_liveness())
+        .fold(OptOuts::none(), |o, i| o.skip(i, MID_RUN))
+}
+
+/// `check_all` (or, with `liveness` false, `check_except` opting out of liveness), after
+/// asserting it answers every invariant in `Invariant::ALL` order and agrees with `check` on
+/// each invariant it judged.
+fn judge(history: &History, snapshot: &AuditSnapshot, liveness: bool) -> Vec<Verdict> {
+    let verdicts = if liveness {
+        let all = check_all(history, snapshot);
+        assert_eq!(all, check_except(history, snapshot, &OptOuts::none()));
+        all
+    } else {
+        check_except(history, snapshot, &liveness_opt_outs())
+    };
     let order: Vec<Invariant> = verdicts.iter().map(|v| v.invariant).collect();
     assert_eq!(order, Invariant::ALL);
-    for v in &verdicts {
+    for v in verdicts
+        .iter()
+        .filter(|v| liveness || !v.invariant.is_liveness())
+    {
         assert_eq!(
             v,
-            &check(v.invariant, history, snapshot, settled),
+            &check(v.invariant, history, snapshot),
             "check and check_all disagree on {}",
             v.invariant
         );
@@ -667,15 +703,15 @@ fn only_violation(verdicts: &[Verdict], invariant: Invariant) -> &Violation {
 }
 
 /// Exactly the invariants in `expected` are violated; every other one holds, or, for liveness
-/// before the world settled, is not judged.
-fn assert_exactly_violated(verdicts: &[Verdict], expected: &[Invariant], settled: bool) {
+/// when the caller opted out of it, is not judged with the caller's reason.
+fn assert_exactly_violated(verdicts: &[Verdict], expected: &[Invariant], liveness: bool) {
     for v in verdicts {
         if expected.contains(&v.invariant) {
             assert!(v.is_violated(), "{} should be violated: {v:?}", v.invariant);
-        } else if v.invariant.is_liveness() && !settled {
+        } else if v.invariant.is_liveness() && !liveness {
             assert!(
-                matches!(v.judgement, Judgement::NotJudged { .. }),
-                "{} judged before settling: {v:?}",
+                matches!(&v.judgement, Judgement::NotJudged { reason } if reason == MID_RUN),
+                "{} judged though opted out: {v:?}",
                 v.invariant
             );
         } else {
@@ -953,10 +989,11 @@ fn a_clean_burst_on_a_segmented_hot_sku_holds() {
     assert_all_hold(&judge(&s.history, &snapshot, true));
 }
 
-// Proves: before the world settles the three liveness invariants are NotJudged (with a reason)
-// while safety is judged, even when the same state would break liveness once settled.
+// Proves: liveness is judged on the state the world was left in — an order caught mid-payment is
+// stuck, leaks stock and keeps unconfirmed money — unless the caller opts out, and then exactly
+// the opted-out invariants come back NotJudged with the caller's reason while safety is judged.
 #[test]
-fn liveness_is_not_judged_before_the_world_settles() {
+fn liveness_is_judged_on_the_state_left_unless_the_caller_opts_out() {
     let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, 3, 1)]);
     s.at(1_000);
     let alice = s.order(Some("k-alice"), "alice", &[(HAT, 2)]);
@@ -965,29 +1002,77 @@ fn liveness_is_not_judged_before_the_world_settles() {
     let snapshot = s.audit();
     assert_eq!(s.status(alice), PaymentPending);
 
-    let unsettled = judge(&s.history, &snapshot, false);
+    let judged = judge(&s.history, &snapshot, true);
+    assert_exactly_violated(
+        &judged,
+        &[
+            Invariant::EventualConfirmation,
+            Invariant::NoStuckOrders,
+            Invariant::NoReservationLeak,
+        ],
+        true,
+    );
+    assert!(check(Invariant::NoStuckOrders, &s.history, &snapshot).is_violated());
+    let stuck = only_violation(&judged, Invariant::EventualConfirmation);
+    assert_eq!(stuck.subject, Subject::Order(alice));
+    assert!(
+        stuck.detail.contains("3000 cents captured"),
+        "{}",
+        stuck.detail
+    );
+
+    let opted_out = judge(&s.history, &snapshot, false);
     for invariant in Invariant::ALL {
-        let v = verdict(&unsettled, invariant);
+        let v = verdict(&opted_out, invariant);
         if invariant.is_liveness() {
-            assert!(
-                matches!(&v.judgement, Judgement::NotJudged { reason } if !reason.is_empty()),
-                "{invariant}: {v:?}"
+            assert_eq!(
+                v.judgement,
+                Judgement::NotJudged {
+                    reason: MID_RUN.into()
+                },
+                "{invariant}"
             );
             assert!(!v.is_violated());
-            assert!(v.violations().is_empty());
         } else {
             assert_eq!(v.judgement, Judgement::Holds, "{invariant}");
         }
     }
-    assert!(matches!(
-        check(Invariant::NoStuckOrders, &s.history, &snapshot, false).judgement,
-        Judgement::NotJudged { .. }
-    ));
+    // Opting out of one invariant leaves every other one judged.
+    let one = check_except(
+        &s.history,
+        &snapshot,
+        &OptOuts::none().skip(Invariant::NoReservationLeak, "skipped by --skip"),
+    );
+    assert!(
+        matches!(&verdict(&one, Invariant::NoReservationLeak).judgement, Judgement::NotJudged { reason } if reason == "skipped by --skip")
+    );
+    assert!(verdict(&one, Invariant::NoStuckOrders).is_violated());
+}
 
-    // Judged as if settled, the same state is stuck, leaks stock and keeps unconfirmed money.
-    let settled = judge(&s.history, &snapshot, true);
+// Proves: an order a client was told was accepted and that is left non-final at the end breaks
+// eventual_confirmation (with no money involved), naming the order, its status and since when,
+// pointing at the acknowledgement; an order no client was told about is left to no_stuck_orders.
+#[test]
+fn eventual_confirmation_catches_an_acknowledged_order_never_decided() {
+    let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, 3, 1)]);
+    s.at(1_000);
+    let sent = s.place(Some("k-alice"), "alice", &[(HAT, 1)]);
+    let alice = sent.order();
+    s.run_jobs();
+    assert_eq!(s.status(alice), PaymentPending);
+    s.at(9_000);
+    let verdicts = judge(&s.history, &s.audit(), true);
+    let v = only_violation(&verdicts, Invariant::EventualConfirmation);
+    assert_eq!(v.subject, Subject::Order(alice));
+    assert_eq!(v.evidence.first(), Some(&sent.response));
+    assert!(
+        v.detail.contains("still payment_pending since"),
+        "{}",
+        v.detail
+    );
+    assert!(v.detail.contains("acknowledged at"), "{}", v.detail);
     assert_exactly_violated(
-        &settled,
+        &verdicts,
         &[
             Invariant::EventualConfirmation,
             Invariant::NoStuckOrders,
@@ -1291,9 +1376,10 @@ fn idempotent_replay_accepts_a_replay_that_overtakes_the_original() {
     assert_exactly_violated(&verdicts, &[], true);
 }
 
-// Proves: idempotent_replay catches, on the /pay endpoint, a repeat executed again instead of
-// replayed and a repeat that tells a different story (another amount), in one violation for the
-// key that points at the original exchange and both offending ones.
+// Proves: idempotent_replay catches, on the /pay endpoint, a repeat executed again (a second
+// intent, though the shop marked it as a replay: the marker is not trusted) and a repeat that
+// tells a different story (another amount), in one violation for the key that points at the
+// original exchange and both offending ones.
 #[test]
 fn idempotent_replay_catches_pay_repeats_that_are_re_executed_or_change_their_story() {
     let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, 3, 1)]);
@@ -1313,9 +1399,9 @@ fn idempotent_replay_catches_pay_repeats_that_are_re_executed_or_change_their_st
         Some(pay_fingerprint(alice)),
         ClientReply::PaymentStarted {
             order: alice,
-            intent: intent.clone(),
+            intent: IntentId::new("pi_second").unwrap(),
             amount,
-            replayed: false,
+            replayed: true,
         },
     );
     let other_story = s.exchange(
@@ -1349,7 +1435,7 @@ fn idempotent_replay_catches_pay_repeats_that_are_re_executed_or_change_their_st
         ]
     );
     assert!(
-        found[0].detail.contains("executed 2 times"),
+        found[0].detail.contains("executed again"),
         "{}",
         found[0].detail
     );
@@ -1601,9 +1687,19 @@ fn no_stuck_orders_catches_a_dead_lettered_order_and_a_cart_that_never_expires()
     let leak = only_violation(&verdicts, Invariant::NoReservationLeak);
     assert_eq!(leak.subject, Subject::Sku(sku(HAT)));
     assert!(leak.evidence.is_empty());
+    // Both were acknowledged to their customers, so both also break eventual confirmation.
+    let undecided: Vec<_> = violations(&verdicts, Invariant::EventualConfirmation)
+        .iter()
+        .map(|v| v.subject.clone())
+        .collect();
+    assert_eq!(undecided.len(), 2, "{undecided:?}");
     assert_exactly_violated(
         &verdicts,
-        &[Invariant::NoStuckOrders, Invariant::NoReservationLeak],
+        &[
+            Invariant::NoStuckOrders,
+            Invariant::NoReservationLeak,
+            Invariant::EventualConfirmation,
+        ],
         true,
     );
 }
@@ -1740,4 +1836,274 @@ fn no_lost_acknowledged_order_catches_a_lost_order_whose_id_was_reissued() {
     let v = only_violation(&verdicts, Invariant::NoLostAcknowledgedOrder);
     assert_eq!(v.subject, Subject::Order(bob));
     assert_eq!(v.evidence, vec![told.request, told.response]);
+}
+
+// =====================================================================================
+// Independent evidence: what clients observed and what the PSP charged
+// =====================================================================================
+
+// Proves: a clean run observed by two polling clients (one of them skipping states, one paying
+// with a replayed /pay) breaks nothing: observations, replays and charges agree with the shop.
+#[test]
+fn clean_observations_and_pay_replays_break_nothing() {
+    let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, 3, 1)]);
+    s.at(1_000);
+    let alice = s.order(Some("k-alice"), "alice", &[(HAT, 2)]);
+    s.poll(1, alice);
+    s.poll(2, alice);
+    s.run_jobs();
+    s.poll(1, alice);
+    let first = s.pay(alice, "pay-1");
+    let replay = s.pay(alice, "pay-1");
+    assert!(matches!(
+        replay.reply,
+        ClientReply::PaymentStarted { replayed: true, .. }
+    ));
+    s.at(2_000);
+    s.pay_at_psp(alice);
+    s.run_jobs();
+    s.poll(1, alice);
+    s.poll(2, alice); // client 2 skipped straight from created to confirmed
+    s.get(alice);
+    assert!(matches!(first.reply, ClientReply::PaymentStarted { .. }));
+    assert_all_hold(&judge(&s.history, &s.audit(), true));
+}
+
+// Proves: legal_transitions catches a regression only a client saw — shown payment_pending, then
+// inventory_reserved — while the shop's own transitions are a clean chain; the violation names
+// the order and the client and points at the two observations.
+#[test]
+fn legal_transitions_catches_a_regression_clients_saw_though_the_shop_record_is_clean() {
+    let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, 3, 1)]);
+    s.at(1_000);
+    let alice = s.order(Some("k-alice"), "alice", &[(HAT, 1)]);
+    s.run_jobs();
+    let ahead = s.poll(7, alice);
+    assert_eq!(s.status(alice), PaymentPending);
+    // A lagging replica answers the next poll from an older copy.
+    let behind = s.observe(7, alice, InventoryReserved);
+    s.at(2_000);
+    s.checkout(alice);
+    s.poll(7, alice);
+
+    let verdicts = judge(&s.history, &s.audit(), true);
+    let v = only_violation(&verdicts, Invariant::LegalTransitions);
+    assert_eq!(v.subject, Subject::Order(alice));
+    assert_eq!(v.evidence, vec![ahead, behind]);
+    assert!(
+        v.detail
+            .contains("client 7 was shown payment_pending, then inventory_reserved"),
+        "{}",
+        v.detail
+    );
+    assert_exactly_violated(&verdicts, &[Invariant::LegalTransitions], true);
+}
+
+// Proves: legal_transitions catches a client shown an order confirmed whose shop record ends
+// elsewhere (an acknowledged confirmation the shop lost), and one shown an order paid that the
+// PSP never charged (payment taken on the shop's say-so).
+#[test]
+fn legal_transitions_catches_a_confirmation_taken_back_and_paid_without_a_charge() {
+    let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, 3, 1)]);
+    s.at(1_000);
+    let alice = s.order(Some("k-alice"), "alice", &[(HAT, 1)]);
+    let bob = s.order(Some("k-bob"), "bob", &[(HAT, 1)]);
+    s.run_jobs();
+    // Alice is shown confirmed, yet the shop's record cancels her order.
+    let shown = s.observe(1, alice, Confirmed);
+    let cancelled = s.cancel(alice);
+    assert_eq!(
+        cancelled.reply,
+        ClientReply::Status {
+            order: alice,
+            status: Cancelled(ByCustomer)
+        }
+    );
+    // Bob is shown paid though nobody paid.
+    let bob_shown = s.observe(2, bob, Paid);
+    s.cancel(bob);
+
+    let verdicts = judge(&s.history, &s.audit(), true);
+    // Each order breaks both rules (neither was charged; both records end cancelled).
+    let found = violations(&verdicts, Invariant::LegalTransitions);
+    let has = |order: OrderId, evidence: usize, text: &str| {
+        found.iter().any(|v| {
+            v.subject == Subject::Order(order)
+                && v.evidence == vec![evidence]
+                && v.detail.contains(text)
+        })
+    };
+    assert_eq!(found.len(), 4, "{found:#?}");
+    assert!(
+        has(
+            alice,
+            shown,
+            "client 1 was shown confirmed, but the shop's record ends cancelled_by_customer"
+        ),
+        "{found:#?}"
+    );
+    assert!(
+        has(
+            alice,
+            shown,
+            "shown ord_1 confirmed, but the PSP never charged it"
+        ),
+        "{found:#?}"
+    );
+    assert!(
+        has(
+            bob,
+            bob_shown,
+            "client 2 was shown paid, but the shop's record ends cancelled_by_customer"
+        ),
+        "{found:#?}"
+    );
+    assert!(
+        has(
+            bob,
+            bob_shown,
+            "shown ord_2 paid, but the PSP never charged it"
+        ),
+        "{found:#?}"
+    );
+    assert!(verdict(&verdicts, Invariant::NoOversell).judgement == Judgement::Holds);
+}
+
+// Proves: no_oversell counts units sold from the customers' side — orders they were shown
+// confirmed and the PSP charged, quantities from their own requests — against the configured
+// stock, so a shop whose books say it sold 1 of 1 while a second customer was shown a
+// confirmation and charged is caught by name; stock_conserved flags the sold counter too.
+#[test]
+fn no_oversell_catches_an_extra_unit_sold_per_client_and_psp_evidence() {
+    let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, 1, 1)]);
+    s.at(1_000);
+    let alice = s.order(Some("k-alice"), "alice", &[(HAT, 1)]);
+    let bob_sent = s.place(Some("k-bob"), "bob", &[(HAT, 1)]);
+    let bob = bob_sent.order();
+    s.checkout(alice);
+    s.poll(1, alice);
+    assert_eq!(s.status(bob), Cancelled(OutOfStock));
+    // The shop's books: bob cancelled out of stock, 1 of 1 sold. Bob's side: shown confirmed and charged.
+    let shown = s.observe(2, bob, Confirmed);
+    let charge = s.ledger(
+        bob,
+        IntentId::new("pi_bob").unwrap(),
+        LedgerKind::Charge,
+        Cents(1500),
+    );
+    let snapshot = s.audit();
+    assert_eq!(snapshot.stock[&sku(HAT)].sold, 1);
+
+    let verdicts = judge(&s.history, &snapshot, true);
+    let oversold = violations(&verdicts, Invariant::NoOversell);
+    assert_eq!(oversold.len(), 1, "{oversold:#?}");
+    assert_eq!(oversold[0].subject, Subject::Sku(sku(HAT)));
+    assert!(
+        oversold[0].detail.contains("customers were sold 2 units")
+            && oversold[0].detail.contains("only 1 were received"),
+        "{}",
+        oversold[0].detail
+    );
+    for i in [shown, charge, bob_sent.response] {
+        assert!(
+            oversold[0].evidence.contains(&i),
+            "{i} in {:?}",
+            oversold[0].evidence
+        );
+    }
+    let books = only_violation(&verdicts, Invariant::StockConserved);
+    assert!(
+        books
+            .detail
+            .contains("sold counter 1 but customers were shown 2 units confirmed and charged"),
+        "{}",
+        books.detail
+    );
+    // Without the charge, being shown confirmed alone sells nothing: the PSP is the authority on money.
+    let mut uncharged = s.history.clone();
+    let kept: Vec<Event> = uncharged.events().iter().take(charge).cloned().collect();
+    uncharged = kept.into_iter().collect();
+    let verdicts = judge(&uncharged, &snapshot, true);
+    assert_eq!(
+        verdict(&verdicts, Invariant::NoOversell).judgement,
+        Judgement::Holds
+    );
+}
+
+// Proves: a /pay repeat executed as new — a second intent under one key, answered with
+// Idempotent-Replayed: false like the first — is caught by idempotent_replay from the intents the
+// answers carried; the same two answers carrying the same intent are a clean replay whatever
+// their markers say.
+#[test]
+fn idempotent_replay_catches_a_pay_replayed_as_new_by_the_intent_it_carried() {
+    let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, 3, 1)]);
+    s.at(1_000);
+    let alice = s.order(Some("k-alice"), "alice", &[(HAT, 1)]);
+    s.run_jobs();
+    let first = s.pay(alice, "pay-1");
+    let ClientReply::PaymentStarted { intent, amount, .. } = first.reply.clone() else {
+        panic!("{:?}", first.reply)
+    };
+    let op = ClientOp::Pay {
+        order: alice,
+        key: Some(key("pay-1")),
+    };
+    let same = |intent: IntentId| ClientReply::PaymentStarted {
+        order: alice,
+        intent,
+        amount,
+        replayed: false,
+    };
+    let mut clean = s.history.clone();
+    let clean_req = s.next_req;
+    let second = s.exchange(
+        op.clone(),
+        Some(pay_fingerprint(alice)),
+        same(IntentId::new("pi_again").unwrap()),
+    );
+    s.at(2_000);
+    s.pay_at_psp(alice);
+    s.run_jobs();
+    let verdicts = judge(&s.history, &s.audit(), true);
+    let v = only_violation(&verdicts, Invariant::IdempotentReplay);
+    assert_eq!(v.subject, Subject::Key(key("pay-1")));
+    assert_eq!(
+        v.evidence,
+        vec![
+            first.request,
+            first.response,
+            second.request,
+            second.response
+        ]
+    );
+    assert!(v.detail.contains("executed again"), "{}", v.detail);
+
+    // The same repeat carrying the first intent, both marked as originals: a replay.
+    clean.push(
+        s.now,
+        EventKind::Request {
+            req: clean_req,
+            op,
+            fingerprint: Some(pay_fingerprint(alice)),
+        },
+    );
+    clean.push(
+        s.now,
+        EventKind::Response {
+            req: clean_req,
+            reply: same(intent),
+        },
+    );
+    let after: Vec<Event> = s.history.events()[second.response + 1..].to_vec();
+    for e in after {
+        clean.push(e.at, e.kind);
+    }
+    assert_eq!(
+        verdict(
+            &judge(&clean, &s.audit(), true),
+            Invariant::IdempotentReplay
+        )
+        .judgement,
+        Judgement::Holds
+    );
 }

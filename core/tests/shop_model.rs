@@ -377,7 +377,7 @@ impl World {
     fn assert_safety(&self, step: usize) {
         let snapshot = self.shop.audit(self.now);
         for inv in Invariant::ALL.into_iter().filter(|i| !i.is_liveness()) {
-            let verdict = check(inv, &self.history, &snapshot, false);
+            let verdict = check(inv, &self.history, &snapshot);
             assert!(
                 !verdict.is_violated(),
                 "step {step}: {inv} violated: {:?}",
@@ -418,7 +418,7 @@ proptest! {
         }
         world.settle();
         let snapshot = world.shop.audit(world.now);
-        for verdict in check_all(&world.history, &snapshot, true) {
+        for verdict in check_all(&world.history, &snapshot) {
             prop_assert!(!verdict.is_violated(), "{} violated after settling: {:?}", verdict.invariant, verdict.violations());
         }
     }
