@@ -71,6 +71,21 @@ pub struct LoadArgs {
     /// Measure the loadgen itself: only GET this path (e.g. / of a hello-world server), no journeys, no audit.
     #[arg(long, value_name = "PATH")]
     pub probe: Option<String>,
+    /// Do not judge this invariant (repeatable); the report lists it as not judged, skipped by you.
+    /// Every other invariant, liveness included, is judged whether or not the shop settled.
+    #[arg(long = "skip", value_name = "INVARIANT", value_parser = parse_invariant)]
+    pub skip: Vec<stampede_core::Invariant>,
+}
+
+/// An invariant's name, e.g. `no_stuck_orders`.
+fn parse_invariant(text: &str) -> Result<stampede_core::Invariant, String> {
+    stampede_core::Invariant::parse(text).ok_or_else(|| {
+        let names: Vec<&str> = stampede_core::Invariant::ALL
+            .iter()
+            .map(|i| i.name())
+            .collect();
+        format!("unknown invariant {text:?}; one of: {}", names.join(", "))
+    })
 }
 
 /// What `report` was asked to do.
@@ -298,7 +313,7 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let report = runtime.block_on(async {
-        let (stack, shop, psp, design) = match &args.host {
+        let (stack, shop, psp, design, catalog) = match &args.host {
             Some(url) => {
                 let psp = match (&args.psp, &args.probe) {
                     (Some(psp), _) => host_port(psp)?,
@@ -310,15 +325,22 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
                         );
                     }
                 };
-                (None, host_port(url)?, psp, "unknown".to_string())
+                (None, host_port(url)?, psp, "unknown".to_string(), None)
             }
             None => {
-                let stack = serve::start(load_stack(spec.design, args.seed))
+                let stack_config = load_stack(spec.design, args.seed);
+                // The audit's prices and stock: what Stampede configured, not what the shop says.
+                let catalog = stack_config
+                    .catalog
+                    .iter()
+                    .map(|(p, stock)| (p.sku.clone(), p.price, *stock))
+                    .collect();
+                let stack = serve::start(stack_config)
                     .await
                     .map_err(|e| format!("cannot start the shop: {e}"))?;
                 let shop = stack.shop_addr.to_string();
                 let psp = stack.psp_addr.clone();
-                (Some(stack), shop, psp, spec.label())
+                (Some(stack), shop, psp, spec.label(), Some(catalog))
             }
         };
         let mut config = LoadConfig::new(&shop, &psp, dir.clone());
@@ -333,6 +355,13 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
         config.seed = args.seed;
         config.run_id = format!("lg{}", crate::unix_now_ms());
         config.thresholds = args.thresholds.clone();
+        config.catalog = catalog;
+        config.skip = args
+            .skip
+            .iter()
+            .fold(stampede_core::OptOuts::none(), |o, i| {
+                o.skip(*i, "skipped by --skip")
+            });
         if let Some(path) = &args.probe {
             if !path.starts_with('/') {
                 return Err(format!("--probe {path:?}: the path must start with /"));

@@ -170,6 +170,8 @@ pub struct Summary {
     pub verdicts: Vec<VerdictSummary>,
     /// Safety violations as first seen during the run.
     pub live_violations: Vec<stampede_sim::LiveViolation>,
+    /// Why the world had not settled by the end (empty: it had); liveness was judged either way.
+    pub unsettled: Vec<String>,
     /// Counts.
     pub stats: stampede_sim::RunStats,
     /// Order → confirmed, sim time.
@@ -313,6 +315,7 @@ fn verdicts(result: &RunResult) -> Vec<VerdictSummary> {
                 outcome: outcome.to_string(),
                 violations: total,
                 examples,
+                reason: v.not_judged_reason().map(str::to_string),
             }
         })
         .collect()
@@ -372,6 +375,7 @@ impl Summary {
             passed: result.passed(),
             verdicts: verdicts(result),
             live_violations: result.live_violations.clone(),
+            unsettled: result.unsettled.clone(),
             stats: result.stats.clone(),
             confirmation_latency: confirmation_latency(&result.history),
             trace_hash: result.trace_hash.clone(),
@@ -413,6 +417,13 @@ pub fn render_terminal(s: &Summary, determinism_checked: bool) -> String {
         st.sim_ms as f64 / 1000.0,
         s.wall_ms as f64 / 1000.0
     );
+    if !s.unsettled.is_empty() {
+        let _ = writeln!(
+            out,
+            "  the world had not settled by the end ({}): liveness is judged on the state it was left in",
+            s.unsettled.join(", ")
+        );
+    }
     let _ = writeln!(out, "\n  invariants");
     out.push_str(&stampede_reports::render_verdicts_text(&s.verdicts));
     for v in s.verdicts.iter().filter(|v| !v.examples.is_empty()) {

@@ -210,6 +210,14 @@ impl Verdict {
         }
     }
 
+    /// Why it was not judged (the caller's opt-out reason), if it was not.
+    pub fn not_judged_reason(&self) -> Option<&str> {
+        match &self.judgement {
+            Judgement::NotJudged { reason } => Some(reason),
+            _ => None,
+        }
+    }
+
     /// The kept violations (empty unless violated).
     pub fn violations(&self) -> &[Violation] {
         match &self.judgement {

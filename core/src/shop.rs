@@ -234,6 +234,33 @@ pub struct AuditSnapshot {
     pub idempotency_records: usize,
 }
 
+impl AuditSnapshot {
+    /// What, in the shop's own state, says the world has not settled at
+    /// [`AuditSnapshot::at`]: live jobs, webhooks still parked, reservations
+    /// past their TTL that nobody expired. Empty means settled as far as the
+    /// store can tell; a shell adds what only it can see (the PSP's pending
+    /// deliveries). Liveness is judged either way: this says *why* a verdict
+    /// may show stuck orders, it never excuses them.
+    pub fn unsettled(&self) -> Vec<String> {
+        let mut reasons = Vec::new();
+        if self.jobs_live > 0 {
+            reasons.push(format!("{} jobs live", self.jobs_live));
+        }
+        if self.webhooks_parked > 0 {
+            reasons.push(format!("{} webhook events parked", self.webhooks_parked));
+        }
+        let lapsed = self
+            .reservations
+            .iter()
+            .filter(|r| r.expires_at.is_some_and(|t| t <= self.at))
+            .count();
+        if lapsed > 0 {
+            reasons.push(format!("{lapsed} reservations past their TTL"));
+        }
+        reasons
+    }
+}
+
 /// Cheap counts for metrics (no order is copied).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShopStats {
@@ -1188,6 +1215,22 @@ mod tests {
             Cause::Reconciler,
         )
         .unwrap();
+    }
+
+    #[test]
+    fn unsettled_names_live_jobs_and_reservations_past_their_ttl_on_both_sides_of_the_bound() {
+        // Proves: a fresh order's job keeps the world unsettled; a reservation (TTL 100 ms)
+        // is no reason at 100 ms - 1 and is one from 100 ms on.
+        let mut s = shop(5, None);
+        let order = place(&mut s, "k1", 1);
+        assert_eq!(s.audit(Millis(0)).unsettled(), vec!["1 jobs live".to_string()]);
+        while let Some(lease) = s.lease_job(Millis(0)) {
+            s.ack_job(&lease).unwrap();
+        }
+        s.reserve(order, Millis(0), Cause::Reconciler).unwrap();
+        let lapsed = "1 reservations past their TTL".to_string();
+        assert!(!s.audit(Millis(99)).unsettled().contains(&lapsed));
+        assert!(s.audit(Millis(100)).unsettled().contains(&lapsed));
     }
 
     fn to_payment_pending(s: &mut ShopState, order: OrderId) {

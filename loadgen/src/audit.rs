@@ -1,10 +1,19 @@
 //! The real-traffic audit: after the load, read what really happened — the
 //! shop's `/admin/audit` (every order with its transitions, stock, jobs) and
-//! the PSP's ledger — add what the loadgen's clients were told, and run the
-//! core's invariant checker on it, exactly as the simulator does.
+//! the PSP's ledger — add what the loadgen's clients asked, were told and were
+//! shown, and run the core's invariant checker on it, exactly as the simulator
+//! does.
+//!
+//! The judge does not take the shop's word where it has better: prices and
+//! stock received come from the catalog Stampede configured when it started
+//! the shop itself ([`Baseline::configured`]); only against someone else's
+//! shop (`--host`) are they read from the shop, and the report says so
+//! ([`Baseline::provenance`]). Liveness is always judged, settled or not.
 
 use crate::LoadError;
-use stampede_core::{AuditSnapshot, Cents, EventKind, History, Millis, Sku, Verdict, check_all};
+use stampede_core::{
+    AuditSnapshot, Cents, EventKind, History, Millis, OptOuts, Sku, Verdict, check_except,
+};
 use stampede_reports::AuditVerdict;
 use stampede_server::http::{Connector, HttpClient};
 use stampede_server::psp::PspClient;
@@ -12,6 +21,41 @@ use std::time::Duration;
 
 /// Largest audit (or ledger page) the loadgen reads: about a million orders.
 pub const MAX_AUDIT_BYTES: usize = 1 << 30;
+
+/// What the checker takes as the catalog: each SKU's listed price and the
+/// units received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Baseline {
+    /// `(sku, price, units received)`.
+    pub products: Vec<(Sku, Cents, u64)>,
+    /// Read from the shop under test rather than configured by Stampede.
+    pub from_shop: bool,
+}
+
+impl Baseline {
+    /// The catalog Stampede configured the shop with: independent of the shop.
+    pub fn configured(products: Vec<(Sku, Cents, u64)>) -> Baseline {
+        Baseline {
+            products,
+            from_shop: false,
+        }
+    }
+
+    /// Which facts of the audit came from where, for the report.
+    pub fn provenance(&self) -> String {
+        let catalog = if self.from_shop {
+            "prices and stock received are the shop's own word (its /v1/products and /admin/audit: \
+             Stampede did not configure this shop)"
+        } else {
+            "prices and stock received come from the catalog Stampede configured"
+        };
+        format!(
+            "evidence: {catalog}; what clients asked, were told and were shown from the load generator; \
+             money from the PSP's ledger; orders, transitions, stock counters and reservations from the \
+             shop's /admin/audit"
+        )
+    }
+}
 
 /// How the loadgen reaches the shop's admin API and the PSP.
 #[derive(Clone)]
@@ -59,8 +103,9 @@ impl Backoffice {
             .map_err(|e| LoadError::Shop(format!("GET /admin/audit: unreadable audit: {e}")))
     }
 
-    /// The catalog's prices.
-    pub async fn prices(&self) -> Result<Vec<(Sku, Cents)>, LoadError> {
+    /// The shop's own word on its catalog (for `--host`): prices from
+    /// `/v1/products`, units received from `/admin/audit`.
+    pub async fn baseline_from_shop(&self) -> Result<Baseline, LoadError> {
         let response = self
             .http
             .get(&self.shop, "/v1/products")
@@ -69,15 +114,20 @@ impl Backoffice {
         let body: serde_json::Value = response
             .json()
             .map_err(|e| LoadError::Shop(format!("GET /v1/products: {e}")))?;
-        let mut prices = Vec::new();
+        let audit = self.audit().await?;
+        let mut products = Vec::new();
         for p in body["data"].as_array().into_iter().flatten() {
             if let (Some(sku), Some(price)) = (p["sku"].as_str(), p["price"].as_u64())
                 && let Ok(sku) = Sku::new(sku)
             {
-                prices.push((sku, Cents(price)));
+                let received = audit.stock.get(&sku).map_or(0, |l| l.received);
+                products.push((sku, Cents(price), received));
             }
         }
-        Ok(prices)
+        Ok(Baseline {
+            products,
+            from_shop: true,
+        })
     }
 
     /// Waits (at most `within`) until every order is final and no job is
@@ -95,16 +145,16 @@ impl Backoffice {
         }
     }
 
-    /// Judges every invariant on the run: `before` is the audit taken before
-    /// load (stock received), `client` what the loadgen's shoppers asked and
-    /// were told, `after` the settled audit.
+    /// Judges every invariant on the run but those in `opt_outs`: `baseline`
+    /// is the catalog, `client` what the loadgen's shoppers asked, were told
+    /// and were shown, `after` the audit taken once the shop settled or the
+    /// settle time ran out (liveness is judged on it either way).
     pub async fn judge(
         &self,
-        prices: &[(Sku, Cents)],
-        before: &AuditSnapshot,
+        baseline: &Baseline,
         client: Vec<(Millis, EventKind)>,
         after: &AuditSnapshot,
-        settled: bool,
+        opt_outs: &OptOuts,
     ) -> Result<Vec<Verdict>, LoadError> {
         let ledger = self
             .psp
@@ -112,7 +162,7 @@ impl Backoffice {
             .await
             .map_err(|e| LoadError::Shop(format!("the PSP ledger: {e}")))?;
         let mut history = History::new();
-        for (sku, price) in prices {
+        for (sku, price, received) in &baseline.products {
             history.push(
                 Millis(0),
                 EventKind::Listed {
@@ -120,13 +170,11 @@ impl Backoffice {
                     price: *price,
                 },
             );
-        }
-        for (sku, level) in &before.stock {
             history.push(
                 Millis(0),
                 EventKind::Stocked {
                     sku: sku.clone(),
-                    qty: level.received,
+                    qty: *received,
                 },
             );
         }
@@ -146,7 +194,7 @@ impl Backoffice {
         for (at, event) in server {
             history.push(at, event);
         }
-        Ok(check_all(&history, after, settled))
+        Ok(check_except(&history, after, opt_outs))
     }
 }
 
@@ -166,6 +214,7 @@ pub fn verdicts(verdicts: &[Verdict]) -> Vec<AuditVerdict> {
                     .take(3)
                     .map(|x| format!("{}: {}", x.subject, x.detail))
                     .collect(),
+                reason: v.not_judged_reason().map(str::to_string),
             }
         })
         .collect()

@@ -145,6 +145,13 @@ pub struct LoadConfig {
     /// Instead of shopper journeys, only GET this path (measuring the
     /// loadgen itself against a trivial endpoint); no audit.
     pub probe: Option<String>,
+    /// The catalog Stampede configured the shop with, `(sku, price, units)`:
+    /// the audit's independent prices and stock. `None` (a shop Stampede did
+    /// not start) reads them from the shop, and the report says so.
+    pub catalog: Option<Vec<(stampede_core::Sku, stampede_core::Cents, u64)>>,
+    /// Invariants the user asked not to judge (`--skip`); every other one,
+    /// liveness included, is judged whether or not the shop settled.
+    pub skip: stampede_core::OptOuts,
 }
 
 impl LoadConfig {
@@ -173,6 +180,8 @@ impl LoadConfig {
             seed: 1,
             thresholds: Vec::new(),
             probe: None,
+            catalog: None,
+            skip: stampede_core::OptOuts::none(),
         }
     }
 
@@ -257,9 +266,10 @@ pub async fn run(
     std::fs::create_dir_all(&config.out_dir)
         .map_err(|e| LoadError::Io(format!("cannot create {}: {e}", config.out_dir.display())))?;
     let office = audit::Backoffice::new(&config.shop, &config.psp, &config.admin_token);
-    let (prices, before) = match config.probe {
-        Some(_) => (Vec::new(), None),
-        None => (office.prices().await?, Some(office.audit().await?)),
+    let baseline = match (&config.probe, &config.catalog) {
+        (Some(_), _) => None,
+        (None, Some(products)) => Some(audit::Baseline::configured(products.clone())),
+        (None, None) => Some(office.baseline_from_shop().await?),
     };
     let (schedule, users, increase) = match &config.model {
         Model::Closed { users, ramp } => {
@@ -358,12 +368,12 @@ pub async fn run(
     on_progress(snapshot(&shared, true));
 
     let mut notes = Vec::new();
-    let verdicts = match &before {
+    let verdicts = match &baseline {
         None => {
             notes.push("probe run: only the loadgen was measured; nothing to audit".to_string());
             Vec::new()
         }
-        Some(before) => {
+        Some(baseline) => {
             let (after, settled) = office.settle(config.settle).await?;
             let client = std::mem::take(
                 &mut *shared
@@ -377,12 +387,13 @@ pub async fn run(
                     *moving.entry(order.status().to_string()).or_default() += 1;
                 }
                 notes.push(format!(
-                    "the shop had not settled {:?} after the load ({moving:?} orders not final, {} jobs live): liveness verdicts are not judged",
+                    "the shop had not settled {:?} after the load ({moving:?} orders not final, {} jobs live): liveness is judged on the state it was left in",
                     config.settle, after.jobs_live
                 ));
             }
+            notes.push(baseline.provenance());
             office
-                .judge(&prices, before, client, &after, settled)
+                .judge(baseline, client, &after, &config.skip)
                 .await?
         }
     };

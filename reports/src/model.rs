@@ -151,6 +151,9 @@ pub struct AuditVerdict {
     pub violations: usize,
     /// The first few, described.
     pub examples: Vec<String>,
+    /// Why it was not judged (only with `not_judged`: the user opted out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// One SLO threshold.

@@ -91,7 +91,10 @@ pub(crate) fn verdicts(audit: &[AuditVerdict], examples: bool) -> Table {
     for a in audit {
         let mut cells = vec![
             format!("{} {}", format::outcome_mark(&a.outcome), a.invariant),
-            a.outcome.clone(),
+            match &a.reason {
+                Some(reason) => format!("{} ({reason})", a.outcome),
+                None => a.outcome.clone(),
+            },
             a.violations.to_string(),
         ];
         if examples {

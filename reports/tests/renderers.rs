@@ -91,6 +91,7 @@ fn sample(design: &str) -> LoadReport {
                 outcome: "holds".into(),
                 violations: 0,
                 examples: vec![],
+                reason: None,
             },
             AuditVerdict {
                 invariant: "no_double_charge".into(),
@@ -100,12 +101,14 @@ fn sample(design: &str) -> LoadReport {
                     "order 17 captured twice (pi_17a, pi_17b)".into(),
                     "order 230 captured twice (pi_230a, pi_230b)".into(),
                 ],
+                reason: None,
             },
             AuditVerdict {
                 invariant: "no_lost_order".into(),
                 outcome: "not_judged".into(),
                 violations: 0,
                 examples: vec![],
+                reason: Some("skipped by --skip".into()),
             },
         ],
         thresholds: vec![

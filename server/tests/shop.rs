@@ -763,7 +763,7 @@ async fn flash_sale(design: Design, shoppers: u32) -> Vec<stampede_core::Verdict
         history.push(entry.at, EventKind::Ledger(entry));
     }
     stack.shutdown().await;
-    check_all(&history, &audit, true)
+    check_all(&history, &audit)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

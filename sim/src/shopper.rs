@@ -8,8 +8,8 @@ use crate::recorder::{Recorder, sim_now};
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use stampede_core::{
-    Cents, ClientOp, ClientReply, CustomerId, IdempotencyKey, IntentId, ItemRequest, OrderId,
-    OrderStatus, PlaceOrder, Sku,
+    Cents, ClientOp, ClientReply, CustomerId, EventKind, IdempotencyKey, IntentId, ItemRequest,
+    OrderId, OrderStatus, PlaceOrder, Sku,
 };
 use stampede_server::http::{HttpClient, HttpResponse};
 use stampede_server::psp::PspClient;
@@ -207,19 +207,24 @@ impl ShopperCtx {
         OrderStatus::parse(v["status"].as_str()?)
     }
 
-    /// Polls until the order's status satisfies `done`, or gives up.
+    /// Polls until the order's status satisfies `done`, or gives up. Each
+    /// status the shopper is shown that differs from the last one it saw goes
+    /// into the history as `Observed`: the checker judges each client's own
+    /// sequence, independently of the shop's records.
     async fn follow(
         &self,
         api: &str,
         order: OrderId,
+        seen: &mut Seen,
         done: impl Fn(OrderStatus) -> bool,
     ) -> Option<OrderStatus> {
         let deadline = sim_now().plus_ms(FOLLOW_MS);
         while sim_now() < deadline {
-            if let Some(status) = self.status(api, order).await
-                && done(status)
-            {
-                return Some(status);
+            if let Some(status) = self.status(api, order).await {
+                seen.saw(&self.recorder, order, status);
+                if done(status) {
+                    return Some(status);
+                }
             }
             sleep_ms(POLL_MS).await;
         }
@@ -227,8 +232,31 @@ impl ShopperCtx {
     }
 }
 
+/// The last status a shopper was shown, so only changes are recorded.
+pub struct Seen {
+    client: u64,
+    last: Option<OrderStatus>,
+}
+
+impl Seen {
+    fn saw(&mut self, recorder: &Recorder, order: OrderId, status: OrderStatus) {
+        if self.last != Some(status) {
+            self.last = Some(status);
+            recorder.push(EventKind::Observed {
+                order,
+                status,
+                client: self.client,
+            });
+        }
+    }
+}
+
 /// Runs one shopper to the end of its plan.
 pub async fn run(ctx: ShopperCtx, plan: ShopperPlan) {
+    let mut seen = Seen {
+        client: u64::from(plan.id),
+        last: None,
+    };
     let now = sim_now().0;
     if plan.arrive_ms > now {
         sleep_ms(plan.arrive_ms - now).await;
@@ -252,11 +280,12 @@ pub async fn run(ctx: ShopperCtx, plan: ShopperPlan) {
     };
     if plan.express {
         // Paid with the saved card by the shop itself: just watch it finish.
-        ctx.follow(&api, order, OrderStatus::is_final).await;
+        ctx.follow(&api, order, &mut seen, OrderStatus::is_final)
+            .await;
         return;
     }
     let ready = |s: OrderStatus| s == OrderStatus::PaymentPending || s.is_final();
-    if ctx.follow(&api, order, ready).await != Some(OrderStatus::PaymentPending) {
+    if ctx.follow(&api, order, &mut seen, ready).await != Some(OrderStatus::PaymentPending) {
         return;
     }
     match plan.intent {
@@ -313,7 +342,8 @@ pub async fn run(ctx: ShopperCtx, plan: ShopperPlan) {
                         confirm(&ctx, &intent, &secret, decline).await;
                     }
                 }
-                ctx.follow(&api, order, OrderStatus::is_final).await;
+                ctx.follow(&api, order, &mut seen, OrderStatus::is_final)
+                    .await;
             }
         }
     }

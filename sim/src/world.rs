@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use stampede_core::{
     AuditSnapshot, Catalog, Cents, EventKind, History, IdempotencyLimits, Invariant, LedgerKind,
-    Millis, Product, QueueLimits, RetryPolicy, ShopConfig, ShopState, Sku, Verdict, check_all,
+    Millis, OptOuts, Product, QueueLimits, RetryPolicy, ShopConfig, ShopState, Sku, Verdict,
+    check_except,
 };
 use stampede_server::app::{App, ServerConfig};
 use stampede_server::clock::Clock;
@@ -85,6 +86,10 @@ pub struct RunResult {
     pub trace_hash: String,
     /// Safety violations as first seen during the run.
     pub live_violations: Vec<LiveViolation>,
+    /// Why the world had not settled by the end (live jobs, parked webhooks,
+    /// reservations past their TTL, PSP deliveries still due); empty when it
+    /// had. Liveness is judged either way.
+    pub unsettled: Vec<String>,
     /// Counts.
     pub stats: RunStats,
 }
@@ -519,16 +524,11 @@ pub fn run(plan: &Plan) -> Result<RunResult, SimError> {
         }
         history.push(entry.at, EventKind::Ledger(entry));
     }
-    let selected: Vec<Invariant> = plan
-        .scenario
-        .invariants
-        .iter()
-        .filter_map(|n| Invariant::parse(n))
-        .collect();
-    let verdicts: Vec<Verdict> = check_all(&history, &audit, true)
-        .into_iter()
-        .filter(|v| selected.is_empty() || selected.contains(&v.invariant))
-        .collect();
+    let mut unsettled = audit.unsettled();
+    if let Some(due) = psp.next_delivery_due() {
+        unsettled.push(format!("a webhook delivery still due at {due}"));
+    }
+    let verdicts: Vec<Verdict> = check_except(&history, &audit, &opt_outs(&plan.scenario));
     let mut orders_by_status = BTreeMap::new();
     for order in &audit.orders {
         *orders_by_status
@@ -554,6 +554,7 @@ pub fn run(plan: &Plan) -> Result<RunResult, SimError> {
         http_requests: http.load(std::sync::atomic::Ordering::Relaxed),
     };
     Ok(RunResult {
+        unsettled,
         trace_hash: trace_hash(&history),
         history,
         audit,
@@ -561,6 +562,25 @@ pub fn run(plan: &Plan) -> Result<RunResult, SimError> {
         live_violations: monitor.seen,
         stats,
     })
+}
+
+/// A scenario that lists `invariants` opts out of the others: they come back
+/// not judged, saying so, instead of vanishing from the verdicts.
+fn opt_outs(scenario: &crate::scenario::Scenario) -> OptOuts {
+    let selected: Vec<Invariant> = scenario
+        .invariants
+        .iter()
+        .filter_map(|n| Invariant::parse(n))
+        .collect();
+    if selected.is_empty() {
+        return OptOuts::none();
+    }
+    Invariant::ALL
+        .into_iter()
+        .filter(|i| !selected.contains(i))
+        .fold(OptOuts::none(), |o, i| {
+            o.skip(i, "not selected by the scenario's `invariants` list")
+        })
 }
 
 /// Planned actions the driver takes at a time.

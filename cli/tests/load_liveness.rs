@@ -1,0 +1,79 @@
+//! Liveness is judged on every load run, settled or not: the issue's own
+//! commands. `stampede load --rate 100/s --duration 10s --set
+//! reservation_ttl=off` (abandoning shoppers hold stock forever, so the shop
+//! never settles) exits 1 naming `no_stuck_orders` with orders as evidence,
+//! while the reference design on the same command exits 0 with every
+//! invariant judged and holding. Both runs go at once (each starts its own
+//! shop on loopback) to keep the test's wall time near one run's.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn load(out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["load", "--rate", "100/s", "--duration", "10s", "--json"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--out", out.to_str().unwrap()]);
+    Command::new(env!("CARGO_BIN_EXE_stampede"))
+        .args(&args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn audit(out: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(out.join("report.json")).expect("report.json written");
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    report["audit"].as_array().expect("an audit").clone()
+}
+
+fn verdict<'a>(audit: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+    audit
+        .iter()
+        .find(|v| v["invariant"] == name)
+        .unwrap_or_else(|| panic!("{name} in {audit:?}"))
+}
+
+#[test]
+fn a_shop_that_never_settles_fails_liveness_and_the_reference_passes_every_invariant() {
+    let (no_ttl, reference) = (dir("load-no-ttl"), dir("load-reference-liveness"));
+    let broken = {
+        let out = no_ttl.clone();
+        std::thread::spawn(move || load(&out, &["--set", "reservation_ttl=off"]))
+    };
+    let good = load(&reference, &[]);
+    let broken = broken.join().expect("the run finishes");
+
+    let say = |o: &Output| {
+        format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    assert_eq!(broken.status.code(), Some(1), "{}", say(&broken));
+    let audit_no_ttl = audit(&no_ttl);
+    let stuck = verdict(&audit_no_ttl, "no_stuck_orders");
+    assert_eq!(stuck["outcome"], "violated", "{stuck}");
+    assert!(stuck["violations"].as_u64().unwrap() > 0, "{stuck}");
+    let example = stuck["examples"][0].as_str().unwrap_or_default();
+    assert!(
+        example.starts_with("order ord_") && example.contains("still payment_pending"),
+        "an order as evidence: {stuck}"
+    );
+    assert!(
+        audit_no_ttl.iter().all(|v| v["outcome"] != "not_judged"),
+        "nothing left unjudged: {audit_no_ttl:?}"
+    );
+
+    assert_eq!(good.status.code(), Some(0), "{}", say(&good));
+    let audit_reference = audit(&reference);
+    assert_eq!(audit_reference.len(), 11, "every invariant: {audit_reference:?}");
+    for v in &audit_reference {
+        assert_eq!(v["outcome"], "holds", "{v}");
+    }
+}
