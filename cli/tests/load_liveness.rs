@@ -72,7 +72,11 @@ fn a_shop_that_never_settles_fails_liveness_and_the_reference_passes_every_invar
 
     assert_eq!(good.status.code(), Some(0), "{}", say(&good));
     let audit_reference = audit(&reference);
-    assert_eq!(audit_reference.len(), 11, "every invariant: {audit_reference:?}");
+    assert_eq!(
+        audit_reference.len(),
+        11,
+        "every invariant: {audit_reference:?}"
+    );
     for v in &audit_reference {
         assert_eq!(v["outcome"], "holds", "{v}");
     }

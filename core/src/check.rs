@@ -53,11 +53,12 @@ pub enum Invariant {
     NoLostAcknowledgedOrder,
     /// Charges match order totals and order prices match the catalog.
     MoneyReconciles,
-    /// Liveness: every captured payment ends in a confirmed order; no money is kept for an unfulfilled one.
+    /// Liveness: every captured payment ends in a confirmed order (no money is kept for an
+    /// unfulfilled one), and every acknowledged order reaches a decision by the end.
     EventualConfirmation,
-    /// Liveness: after settling, no order is left in a non-final status.
+    /// Liveness: at the end of the run (settled or not), no order is left in a non-final status.
     NoStuckOrders,
-    /// Liveness: after settling, no stock is left reserved.
+    /// Liveness: at the end of the run, no stock is left reserved.
     NoReservationLeak,
 }
 
@@ -1203,7 +1204,7 @@ fn no_reservation_leak(facts: &Facts<'_>) -> Vec<Violation> {
         if level.reserved > 0 {
             out.push(Violation {
                 subject: Subject::Sku(sku.clone()),
-                detail: format!("{} units still reserved after settling", level.reserved),
+                detail: format!("{} units still reserved at the end", level.reserved),
                 evidence: Vec::new(),
             });
         }

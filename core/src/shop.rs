@@ -1223,7 +1223,10 @@ mod tests {
         // is no reason at 100 ms - 1 and is one from 100 ms on.
         let mut s = shop(5, None);
         let order = place(&mut s, "k1", 1);
-        assert_eq!(s.audit(Millis(0)).unsettled(), vec!["1 jobs live".to_string()]);
+        assert_eq!(
+            s.audit(Millis(0)).unsettled(),
+            vec!["1 jobs live".to_string()]
+        );
         while let Some(lease) = s.lease_job(Millis(0)) {
             s.ack_job(&lease).unwrap();
         }

@@ -392,9 +392,7 @@ pub async fn run(
                 ));
             }
             notes.push(baseline.provenance());
-            office
-                .judge(baseline, client, &after, &config.skip)
-                .await?
+            office.judge(baseline, client, &after, &config.skip).await?
         }
     };
 
