@@ -11,12 +11,13 @@
 //! pins the hashes of a few plans, so a change here is a reviewed one.
 
 use crate::sample::{self, Chance};
-use crate::scenario::{Arrival, Scenario, ScenarioError};
+use crate::scenario::{Arrival, Faults, Scenario, ScenarioError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use stampede_server::Design;
+use std::collections::BTreeSet;
 
 /// Plan file format version.
 pub const PLAN_VERSION: u32 = 1;
@@ -192,6 +193,48 @@ impl Plan {
             .collect()
     }
 
+    /// The kinds of fault this plan injects, named as in [`FAULT_KINDS`]:
+    /// from the drawn faults, the scenario's store and webhook settings,
+    /// and the shoppers (express checkout changes who reaches the PSP first).
+    pub fn fault_kinds(&self) -> BTreeSet<&'static str> {
+        // No `..`: a new fault setting does not compile until it is named here.
+        let Faults {
+            window_start_ms: _,
+            window_end_ms: _,
+            api_crashes: _,
+            worker_crashes: _,
+            db_crashes: _,
+            partitions: _,
+            psp_stalls: _,
+            forged_webhooks: _,
+            webhooks,
+            lose_unsynced_tail,
+            sync_interval_ms: _,
+        } = &self.scenario.faults;
+        let mut kinds: BTreeSet<&'static str> = self
+            .faults
+            .iter()
+            .map(|f| match &f.fault {
+                Fault::Crash { host, .. } if host == "db" && *lose_unsynced_tail => {
+                    "db-crash-lossy"
+                }
+                Fault::Crash { host, .. } if host == "db" => "db-crash",
+                Fault::Crash { host, .. } if host.starts_with("api-") => "api-crash",
+                Fault::Crash { .. } => "worker-crash",
+                Fault::Partition { .. } => "partition",
+                Fault::PspStall { .. } => "psp-stall",
+                Fault::ForgedWebhook { .. } => "forged-webhook",
+            })
+            .collect();
+        if webhooks.duplicate_probability > 0.0 && webhooks.max_extra_copies > 0 {
+            kinds.insert("webhook-duplicates");
+        }
+        if self.shoppers.iter().any(|s| s.express) {
+            kinds.insert("express-checkout");
+        }
+        kinds
+    }
+
     /// When the last shopper arrives, ms.
     pub fn last_arrival_ms(&self) -> u64 {
         self.shoppers.iter().map(|s| s.arrive_ms).max().unwrap_or(0)
@@ -340,6 +383,20 @@ impl Plan {
         Ok(())
     }
 }
+
+/// Every name [`Plan::fault_kinds`] can give. `db-crash-lossy` is a store
+/// crash with `faults.lose_unsynced_tail` (writes since the last sync lost).
+pub const FAULT_KINDS: [&str; 9] = [
+    "api-crash",
+    "worker-crash",
+    "db-crash",
+    "db-crash-lossy",
+    "partition",
+    "psp-stall",
+    "forged-webhook",
+    "webhook-duplicates",
+    "express-checkout",
+];
 
 /// Most shoppers a plan file may hold.
 pub const MAX_PLAN_SHOPPERS: usize = 1_000_000;
