@@ -3,7 +3,7 @@
 //! are not specified bit for bit across platforms and libms; here every
 //! draw is integer arithmetic on the ChaCha stream. The only floats left
 //! are the scenario's probabilities and rate, each turned into an integer
-//! once with IEEE-754 basic operations (exact or correctly rounded).
+//! by IEEE-754 basic operations (exact or correctly rounded) before use.
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
