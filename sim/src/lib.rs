@@ -27,6 +27,7 @@
 pub mod net;
 pub mod plan;
 pub mod recorder;
+mod sample;
 pub mod scenario;
 pub mod scenarios;
 pub mod shopper;

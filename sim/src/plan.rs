@@ -2,12 +2,22 @@
 //! as explicit, serialisable data, drawn from a ChaCha RNG seeded with the
 //! run's seed. Executing a plan is deterministic, so a plan file replays a
 //! run exactly, and shrinking is editing the plan.
+//!
+//! Generation is integer arithmetic on the ChaCha stream (see `sample`):
+//! no library float function, so a seed draws the same plan on every
+//! platform and shards of a sweep run on different machines agree.
+//! `rand`'s integer ranges, `usize` ones included, are portable (rand 0.9
+//! samples a `usize` range that fits 32 bits as a `u32`). `tests/golden_plans.rs`
+//! pins the hashes of a few plans, so a change here is a reviewed one.
 
-use crate::scenario::{Arrival, Scenario, ScenarioError};
+use crate::sample::{self, Chance};
+use crate::scenario::{Arrival, Faults, Scenario, ScenarioError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use stampede_server::Design;
+use std::collections::BTreeSet;
 
 /// Plan file format version.
 pub const PLAN_VERSION: u32 = 1;
@@ -156,6 +166,73 @@ impl Plan {
             shoppers,
             faults,
         }
+    }
+
+    /// The SHA-256 (hex) of what the seed drew — version, seed, shoppers
+    /// and faults as JSON, in plan order. The scenario and design are the
+    /// generator's inputs, not its output, so they are left out: this hash
+    /// changes exactly when generation (or the plan format) does.
+    pub fn draw_hash(&self) -> String {
+        #[derive(Serialize)]
+        struct Draws<'a> {
+            version: u32,
+            seed: u64,
+            shoppers: &'a [ShopperPlan],
+            faults: &'a [FaultEvent],
+        }
+        let draws = Draws {
+            version: self.version,
+            seed: self.seed,
+            shoppers: &self.shoppers,
+            faults: &self.faults,
+        };
+        let json = serde_json::to_vec(&draws).expect("plans serialize");
+        Sha256::digest(&json)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// The kinds of fault this plan injects, named as in [`FAULT_KINDS`]:
+    /// from the drawn faults, the scenario's store and webhook settings,
+    /// and the shoppers (express checkout changes who reaches the PSP first).
+    pub fn fault_kinds(&self) -> BTreeSet<&'static str> {
+        // No `..`: a new fault setting does not compile until it is named here.
+        let Faults {
+            window_start_ms: _,
+            window_end_ms: _,
+            api_crashes: _,
+            worker_crashes: _,
+            db_crashes: _,
+            partitions: _,
+            psp_stalls: _,
+            forged_webhooks: _,
+            webhooks,
+            lose_unsynced_tail,
+            sync_interval_ms: _,
+        } = &self.scenario.faults;
+        let mut kinds: BTreeSet<&'static str> = self
+            .faults
+            .iter()
+            .map(|f| match &f.fault {
+                Fault::Crash { host, .. } if host == "db" && *lose_unsynced_tail => {
+                    "db-crash-lossy"
+                }
+                Fault::Crash { host, .. } if host == "db" => "db-crash",
+                Fault::Crash { host, .. } if host.starts_with("api-") => "api-crash",
+                Fault::Crash { .. } => "worker-crash",
+                Fault::Partition { .. } => "partition",
+                Fault::PspStall { .. } => "psp-stall",
+                Fault::ForgedWebhook { .. } => "forged-webhook",
+            })
+            .collect();
+        if webhooks.duplicate_probability > 0.0 && webhooks.max_extra_copies > 0 {
+            kinds.insert("webhook-duplicates");
+        }
+        if self.shoppers.iter().any(|s| s.express) {
+            kinds.insert("express-checkout");
+        }
+        kinds
     }
 
     /// When the last shopper arrives, ms.
@@ -307,6 +384,20 @@ impl Plan {
     }
 }
 
+/// Every name [`Plan::fault_kinds`] can give. `db-crash-lossy` is a store
+/// crash with `faults.lose_unsynced_tail` (writes since the last sync lost).
+pub const FAULT_KINDS: [&str; 9] = [
+    "api-crash",
+    "worker-crash",
+    "db-crash",
+    "db-crash-lossy",
+    "partition",
+    "psp-stall",
+    "forged-webhook",
+    "webhook-duplicates",
+    "express-checkout",
+];
+
 /// Most shoppers a plan file may hold.
 pub const MAX_PLAN_SHOPPERS: usize = 1_000_000;
 /// Latest time a plan file may name, ms (one hour).
@@ -351,29 +442,14 @@ impl Hosts {
     }
 }
 
-fn chance(rng: &mut ChaCha8Rng, p: f64) -> bool {
-    p > 0.0 && rng.random::<f64>() < p
-}
-
 fn arrivals(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Vec<u64> {
     let n = scenario.shoppers.count as usize;
     let mut times: Vec<u64> = match scenario.shoppers.arrival {
         Arrival::Constant { over_ms } => (0..n)
             .map(|i| i as u64 * over_ms / n.max(1) as u64)
             .collect(),
-        Arrival::Poisson { per_sec } => {
-            let mut t = 0.0f64;
-            (0..n)
-                .map(|_| {
-                    let u: f64 = rng.random_range(f64::EPSILON..1.0);
-                    t += -u.ln() / per_sec * 1000.0;
-                    t as u64
-                })
-                .collect()
-        }
-        Arrival::Ramp { over_ms } => (0..n)
-            .map(|_| (rng.random::<f64>().sqrt() * over_ms as f64) as u64)
-            .collect(),
+        Arrival::Poisson { per_sec } => sample::poisson_arrivals_ms(rng, per_sec, n),
+        Arrival::Ramp { over_ms } => (0..n).map(|_| sample::ramp_ms(rng, over_ms)).collect(),
         Arrival::Burst { at_ms, window_ms } => (0..n)
             .map(|_| at_ms + rng.random_range(0..window_ms.max(1)))
             .collect(),
@@ -426,26 +502,27 @@ fn draw_items(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Vec<(String, u32)> {
 fn draw_shoppers(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Vec<ShopperPlan> {
     let s = &scenario.shoppers;
     let t = scenario.topology;
+    let chance = |p: f64, rng: &mut ChaCha8Rng| Chance::new(p).draw(rng);
     arrivals(scenario, rng)
         .into_iter()
         .enumerate()
         .map(|(i, arrive_ms)| {
             let items = draw_items(scenario, rng);
-            let double_click = chance(rng, s.double_click);
-            let retry = chance(rng, s.retry_on_timeout);
-            let tamper_price = chance(rng, s.tamper_price);
-            let impatient = chance(rng, s.impatient);
+            let double_click = chance(s.double_click, rng);
+            let retry = chance(s.retry_on_timeout, rng);
+            let tamper_price = chance(s.tamper_price, rng);
+            let impatient = chance(s.impatient, rng);
             // Drawn only when asked for, so older scenarios keep their plans.
-            let express = chance(rng, s.express);
-            let intent = if chance(rng, s.abandon) {
+            let express = chance(s.express, rng);
+            let intent = if chance(s.abandon, rng) {
                 Intent::Abandon
-            } else if chance(rng, s.cancel) {
+            } else if chance(s.cancel, rng) {
                 Intent::Cancel
             } else {
                 Intent::Pay {
                     delay_ms: rng.random_range(0..=s.pay_delay_ms_max),
-                    decline: chance(rng, s.decline),
-                    double_pay: chance(rng, s.double_pay),
+                    decline: chance(s.decline, rng),
+                    double_pay: chance(s.double_pay, rng),
                 }
             };
             ShopperPlan {
