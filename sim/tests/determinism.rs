@@ -5,6 +5,8 @@
 //! different traces — for every fault kind a plan can inject, and in
 //! release builds for every shipped scenario file too.
 
+mod common;
+
 use stampede_server::Design;
 use stampede_sim::plan::FAULT_KINDS;
 use stampede_sim::scenario::{CrashSpec, PartitionSpec, StallSpec};
@@ -141,7 +143,7 @@ fn cases() -> Vec<Case> {
         1,
         &["webhook_dedup=off"],
     ));
-    for file in shipped_files() {
+    for file in common::shipped_scenario_files() {
         let label = file.file_name().unwrap().to_string_lossy().into_owned();
         cases.push(Case {
             label,
@@ -151,17 +153,6 @@ fn cases() -> Vec<Case> {
         });
     }
     cases
-}
-
-fn shipped_files() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
-    files
 }
 
 #[test]
@@ -205,7 +196,7 @@ fn the_same_seed_gives_the_same_trace_hash_in_separate_processes() {
     assert!(missing.is_empty(), "no case injects {missing:?}");
     if !cfg!(debug_assertions) {
         assert!(
-            shipped_files().len() >= 8,
+            common::shipped_scenario_files().len() >= 8,
             "expected the 8 shipped scenarios"
         );
     }

@@ -4,6 +4,8 @@
 //! in `plan.rs`, its samplers, `rand`, or a shipped scenario's workload —
 //! fails here and becomes a deliberate, reviewed change.
 
+mod common;
+
 use stampede_server::Design;
 use stampede_sim::{Intent, Plan, Scenario, ShopperPlan};
 use std::path::{Path, PathBuf};
@@ -88,13 +90,7 @@ fn golden_path() -> PathBuf {
 /// The pinned pairs: each shipped scenario at seed 1, and the every-knob
 /// scenario at a small and the largest seed.
 fn pairs() -> Vec<(String, Scenario, u64)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
+    let files = common::shipped_scenario_files();
     let mut pairs: Vec<(String, Scenario, u64)> = files
         .iter()
         .map(|path| {

@@ -30,13 +30,7 @@ fn shipped_scenario_files_parse() {
 )]
 fn shipped_scenarios_hold_on_the_reference_design() {
     // Proves: a small sweep (seeds 1 and 2) of every shipped scenario: zero violations.
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
+    let files = common::shipped_scenario_files();
     common::on_two_cores(&files, |path| {
         let scenario = Scenario::load(path).unwrap();
         for seed in 1..=2 {
