@@ -323,7 +323,7 @@ impl<'a> Facts<'a> {
                     entry.amount,
                     &entry.intent,
                 )),
-                EventKind::Job { .. } | EventKind::Fault { .. } => {}
+                EventKind::Job { .. } | EventKind::Fault { .. } | EventKind::Observed { .. } => {}
             }
         }
         facts

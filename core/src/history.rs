@@ -141,6 +141,15 @@ pub enum EventKind {
         /// What it was told.
         reply: ClientReply,
     },
+    /// A client saw an order in this status (recorded when the status it saw changed).
+    Observed {
+        /// The order.
+        order: OrderId,
+        /// The status the client was shown.
+        status: OrderStatus,
+        /// Which client saw it (a shopper or journey number); sequences are judged per client.
+        client: u64,
+    },
     /// An order changed status.
     Transition(Transition),
     /// The PSP wrote a ledger line.
