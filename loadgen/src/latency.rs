@@ -177,25 +177,61 @@ fn us(d: Duration) -> u64 {
         .clamp(1, MAX_US)
 }
 
+/// One billion: percentiles are given in parts per billion.
+const PPB: u64 = 1_000_000_000;
+
+/// The value at `ppb` parts per billion of `h`'s samples: the (highest
+/// equivalent) value of the sample at rank ⌈ppb·n / 10⁹⌉, at least the
+/// first; 0 when empty. Ranks are integers because the float route fails at
+/// round ranks: `value_at_quantile(0.999)` on 1000 samples computes
+/// 0.999 × 1000 as 999.0000000000001 and answers the 1000th.
+pub fn value_at(h: &Histogram<u64>, ppb: u64) -> u64 {
+    let rank = (u128::from(ppb.min(PPB)) * u128::from(h.len()))
+        .div_ceil(u128::from(PPB))
+        .max(1);
+    let mut seen = 0u128;
+    for v in h.iter_recorded() {
+        seen += u128::from(v.count_at_value());
+        if seen >= rank {
+            return v.value_iterated_to();
+        }
+    }
+    0
+}
+
 fn percentiles(h: &Histogram<u64>) -> Percentiles {
     if h.is_empty() {
         return Percentiles::default();
     }
     Percentiles {
         count: h.len(),
-        p50_us: h.value_at_quantile(0.50),
-        p90_us: h.value_at_quantile(0.90),
-        p99_us: h.value_at_quantile(0.99),
-        p999_us: h.value_at_quantile(0.999),
+        p50_us: value_at(h, 500_000_000),
+        p90_us: value_at(h, 900_000_000),
+        p99_us: value_at(h, 990_000_000),
+        p999_us: value_at(h, 999_000_000),
         max_us: h.max(),
         mean_us: h.mean().round() as u64,
     }
 }
 
-/// Percentiles for the spectrum chart: dense towards the tail.
-const SPECTRUM: [f64; 16] = [
-    0.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 99.995, 99.999, 99.9995,
-    99.9999, 99.99999,
+/// Percentiles for the spectrum chart, in parts per billion: dense towards the tail.
+const SPECTRUM_PPB: [u64; 16] = [
+    0,
+    250_000_000,
+    500_000_000,
+    750_000_000,
+    900_000_000,
+    950_000_000,
+    990_000_000,
+    995_000_000,
+    999_000_000,
+    999_500_000,
+    999_900_000,
+    999_950_000,
+    999_990_000,
+    999_995_000,
+    999_999_000,
+    999_999_900,
 ];
 
 fn spectrum(h: &Histogram<u64>) -> Vec<SpectrumPoint> {
@@ -203,13 +239,13 @@ fn spectrum(h: &Histogram<u64>) -> Vec<SpectrumPoint> {
         return Vec::new();
     }
     // Stop where the histogram has no more resolution (one sample = 1/len).
-    let finest = 100.0 * (1.0 - 1.0 / h.len() as f64);
-    SPECTRUM
+    let finest_ppb = PPB - PPB / h.len().max(1);
+    SPECTRUM_PPB
         .iter()
-        .filter(|&&p| p <= finest.max(50.0))
-        .map(|&p| SpectrumPoint {
-            percentile: p,
-            value_us: h.value_at_quantile(p / 100.0),
+        .filter(|&&ppb| ppb <= finest_ppb.max(PPB / 2))
+        .map(|&ppb| SpectrumPoint {
+            percentile: ppb as f64 / 10_000_000.0,
+            value_us: value_at(h, ppb),
         })
         .collect()
 }
@@ -354,13 +390,6 @@ impl Latencies {
     /// The timeline: requests, errors and headline-basis latency per interval
     /// (order-state counts are filled in by the caller).
     pub fn timeline(&self) -> Vec<Interval> {
-        let quantile = |h: &Histogram<u64>, q: f64| {
-            if h.is_empty() {
-                0
-            } else {
-                h.value_at_quantile(q)
-            }
-        };
         self.timeline
             .iter()
             .enumerate()
@@ -368,8 +397,8 @@ impl Latencies {
                 start_ms: i as u64 * self.interval.as_millis() as u64,
                 requests: slice.requests,
                 errors: slice.errors,
-                p50_us: quantile(&slice.headline, 0.5),
-                p99_us: quantile(&slice.headline, 0.99),
+                p50_us: value_at(&slice.headline, 500_000_000),
+                p99_us: value_at(&slice.headline, 990_000_000),
                 orders_by_status: BTreeMap::new(),
             })
             .collect()
@@ -417,19 +446,28 @@ impl Latencies {
         Ok(out)
     }
 
-    /// Percentile distribution files (`.hgrm`, HdrHistogram's text format,
-    /// values in ms) per endpoint and basis: `TAG.hgrm` (headline) and
-    /// `TAG.raw.hgrm`, as (file name, contents).
-    pub fn distributions(&self) -> Vec<(String, String)> {
+    /// The whole run's histogram under each tag of the interval log: per
+    /// endpoint `TAG` (headline basis) and `TAG.raw`, in tag order.
+    pub fn tagged(&self) -> BTreeMap<String, &Histogram<u64>> {
         self.endpoints
             .iter()
             .flat_map(|(name, e)| {
                 let tag = tag_of(name);
                 [
-                    (format!("{tag}.hgrm"), hgrm(&e.headline)),
-                    (format!("{tag}{RAW_TAG_SUFFIX}.hgrm"), hgrm(&e.raw)),
+                    (format!("{tag}{RAW_TAG_SUFFIX}"), &e.raw),
+                    (tag, &e.headline),
                 ]
             })
+            .collect()
+    }
+
+    /// Percentile distribution files (`.hgrm`, HdrHistogram's text format,
+    /// values in ms), one per tag: `TAG.hgrm` and `TAG.raw.hgrm`, as (file
+    /// name, contents).
+    pub fn distributions(&self) -> Vec<(String, String)> {
+        self.tagged()
+            .into_iter()
+            .map(|(tag, h)| (format!("{tag}.hgrm"), hgrm(h)))
             .collect()
     }
 }
@@ -580,6 +618,25 @@ mod tests {
                 assert_eq!(counts(&ours), counts(&theirs), "{value} every {interval}");
             }
         }
+    }
+
+    #[test]
+    fn percentiles_take_the_sample_at_their_integer_rank() {
+        // Proves: of 1000 samples 1..=1000 ms, p99.9 is the 999th (not the
+        // maximum, as 0.999 × 1000 in floats gives), p50 the 500th, p0 the
+        // first; of 1001, p50 is the 501st (ranks round up); empty is 0.
+        let mut h = histogram();
+        for v in 1..=1000u64 {
+            put(&mut h, v * 1000, 1);
+        }
+        let at = |h: &Histogram<u64>, ppb| value_at(h, ppb) / 1000;
+        assert_eq!(at(&h, 999_000_000), 999);
+        assert_eq!(at(&h, 500_000_000), 500);
+        assert_eq!(at(&h, 0), 1);
+        assert_eq!(at(&h, PPB), 1000);
+        put(&mut h, 1_001_000, 1);
+        assert_eq!(at(&h, 500_000_000), 501);
+        assert_eq!(value_at(&histogram(), 500_000_000), 0);
     }
 
     #[test]
