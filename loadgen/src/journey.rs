@@ -364,16 +364,48 @@ struct Placed {
     intended: Duration,
 }
 
+/// When a journey's next request should be sent: its slot (open loop) or
+/// start, then the previous answer plus the pauses planned since — never
+/// the slot again, so no request's time counts another's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Due {
+    at: Duration,
+    /// Pause planned since the previous answer.
+    pause: Duration,
+}
+
+impl Due {
+    fn new(at: Duration) -> Due {
+        Due {
+            at,
+            pause: Duration::ZERO,
+        }
+    }
+
+    /// A planned pause (think time, poll interval, backoff) of `d`.
+    fn paused(&mut self, d: Duration) {
+        self.at += d;
+        self.pause += d;
+    }
+
+    /// A send: when it was due and the pause planned before it (a second
+    /// send before any answer, a double click, had none).
+    fn send(&mut self) -> (Duration, Duration) {
+        (self.at, std::mem::take(&mut self.pause))
+    }
+
+    /// An answer at `done`: the next request is due from it.
+    fn answered(&mut self, done: Duration) {
+        self.at = self.at.max(done);
+    }
+}
+
 /// What one journey knows.
 struct Journey<'a> {
     shared: &'a Shared,
     id: u64,
     dice: Dice,
-    /// When the next request should be sent: the journey's slot (open loop)
-    /// or start, then the previous answer plus the pauses planned since.
-    due: Duration,
-    /// Pause planned since the previous answer.
-    pause: Duration,
+    due: Due,
     /// Requests sent so far.
     sends: u64,
     /// The goose user's pacing, carried from journey to journey.
@@ -388,8 +420,7 @@ impl Journey<'_> {
         if !d.is_zero() {
             tokio::time::sleep(d).await;
         }
-        self.due += d;
-        self.pause += d;
+        self.due.paused(d);
     }
 
     /// The shopper thinks before a step, except the open loop's first, which
@@ -400,18 +431,19 @@ impl Journey<'_> {
         }
     }
 
-    /// Takes one send: when it is due. The pause planned before it goes to
-    /// the pacing; a second concurrent send (a double click) had none.
+    /// Takes one send: returns when it was due; its planned pause goes to
+    /// the pacing.
     fn take_send(&mut self) -> Duration {
         self.sends += 1;
-        self.pacing.sent(std::mem::take(&mut self.pause));
-        self.due
+        let (due, pause) = self.due.send();
+        self.pacing.sent(pause);
+        due
     }
 
     /// Times one answer on every basis; the next request is due from it.
     fn answered(&mut self, name: &str, intended: Duration, t: &Timed) {
         self.pacing.answered(t.done.saturating_sub(t.sent));
-        self.due = self.due.max(t.done);
+        self.due.answered(t.done);
         let failed = match &t.result {
             Ok(a) => a.status >= 500 || a.status == 0,
             Err(_) => true,
@@ -485,7 +517,7 @@ impl Journey<'_> {
             }],
             express: false,
         };
-        let first = (self.shared.since(), self.due);
+        let first = (self.shared.since(), self.due.at);
         for attempt in 1..=MAX_ATTEMPTS {
             let call = Call {
                 method: GooseMethod::Post,
@@ -723,8 +755,7 @@ pub async fn run_journey(user: &mut GooseUser, shared: &Shared) -> TransactionRe
         shared,
         id,
         dice: Dice(config.seed ^ id.wrapping_mul(0x2545_f491_4f6c_dd1d)),
-        due,
-        pause: Duration::ZERO,
+        due: Due::new(due),
         sends: 0,
         pacing: state.pacing,
         seen: None,
@@ -750,4 +781,129 @@ async fn idle_until(shared: &Shared, end: Duration) -> TransactionResult {
     let now = shared.since();
     tokio::time::sleep(end.saturating_sub(now).max(Duration::from_millis(50))).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stampede_server::serve::{self, StackConfig};
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_later_request_is_due_from_the_previous_answer_plus_its_pause_never_the_slot() {
+        // Proves: a journey due at its 1000 ms slot browses (answered late, at
+        // 1900 ms), thinks 200 ms and posts: the post is due at 2100 ms, not
+        // at the slot, after a planned 200 ms pause; a double click's second
+        // copy is due at the same time with no pause of its own; after both
+        // answers (the later at 2150 ms) a poll 50 ms on is due at 2200 ms.
+        let mut due = Due::new(ms(1000));
+        assert_eq!(due.send(), (ms(1000), Duration::ZERO));
+        due.answered(ms(1900));
+        due.paused(ms(200));
+        assert_eq!(due.send(), (ms(2100), ms(200)));
+        assert_eq!(due.send(), (ms(2100), Duration::ZERO));
+        due.answered(ms(2150));
+        due.answered(ms(2120));
+        due.paused(ms(50));
+        assert_eq!(due.send(), (ms(2200), ms(50)));
+    }
+
+    /// Runs `journeys` closed-loop journeys one after another on one goose
+    /// user against the demo shop; returns what the clients recorded.
+    async fn journeys_against_the_demo_shop(mix: Mix, journeys: usize) -> Vec<EventKind> {
+        let demo = StackConfig::demo("127.0.0.1:0".parse().unwrap(), 1_700_000_000_000);
+        let stack = serve::start(demo).await.unwrap();
+        let out = std::env::temp_dir().join("stampede-journey-test");
+        let mut config = LoadConfig::new(&stack.shop_addr.to_string(), &stack.psp_addr, out);
+        config.mix = mix;
+        config.poll = ms(10);
+        let shared = Shared::new(config, None, 1);
+        let base = format!("http://{}", stack.shop_addr).parse().unwrap();
+        let goose = goose::config::GooseConfiguration::default();
+        let mut user = GooseUser::single(base, &goose).unwrap();
+        for _ in 0..journeys {
+            run_journey(&mut user, &shared).await.unwrap();
+        }
+        stack.shutdown().await;
+        let events = std::mem::take(&mut *lock(&shared.client_events));
+        events.into_iter().map(|(_, kind)| kind).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_paying_journey_records_its_payment_and_each_status_it_saw_once() {
+        // Proves: every POST /v1/orders/{id}/pay is client evidence — a Pay
+        // request with its key, answered PaymentStarted for that order with
+        // the catalog price of what was ordered — and each journey records
+        // the statuses it polled only when they changed, per journey, up to
+        // confirmed.
+        let mix = Mix {
+            browse: 0.0,
+            double_click: 0.0,
+            abandon: 0.0,
+            hot: 0.0,
+            decline: 0.0,
+        };
+        let events = journeys_against_the_demo_shop(mix, 3).await;
+        let prices: BTreeMap<Sku, Cents> = serve::demo_catalog()
+            .into_iter()
+            .map(|(p, _)| (p.sku, p.price))
+            .collect();
+        let mut requests: BTreeMap<u64, &ClientOp> = BTreeMap::new();
+        let mut ordered: BTreeMap<OrderId, Cents> = BTreeMap::new();
+        let mut paid = Vec::new();
+        let mut seen: BTreeMap<u64, Vec<(OrderId, OrderStatus)>> = BTreeMap::new();
+        for event in &events {
+            match event {
+                EventKind::Request { req, op, .. } => {
+                    requests.insert(*req, op);
+                }
+                EventKind::Response { req, reply } => match (requests[req], reply) {
+                    (ClientOp::PlaceOrder(p), ClientReply::OrderAccepted { order, .. }) => {
+                        ordered.insert(*order, prices[&p.items[0].sku]);
+                    }
+                    (ClientOp::Pay { order, key }, reply) => {
+                        assert!(key.is_some(), "the pay key is recorded");
+                        paid.push((*order, reply.clone()));
+                    }
+                    _ => {}
+                },
+                EventKind::Observed {
+                    order,
+                    status,
+                    client,
+                } => seen.entry(*client).or_default().push((*order, *status)),
+                _ => {}
+            }
+        }
+        assert_eq!(paid.len(), 3, "one payment per journey: {paid:?}");
+        for (order, reply) in &paid {
+            let ClientReply::PaymentStarted {
+                order: answered,
+                amount,
+                replayed,
+                ..
+            } = reply
+            else {
+                panic!("{order}: payment started, got {reply:?}");
+            };
+            assert_eq!((answered, *replayed), (order, false));
+            assert_eq!(
+                *amount, ordered[order],
+                "{order} is charged its catalog price"
+            );
+        }
+        assert_eq!(seen.len(), 3, "each journey saw its order: {seen:?}");
+        for (client, statuses) in &seen {
+            assert!(
+                statuses.windows(2).all(|w| w[0] != w[1]),
+                "journey {client} records a status only when it changed: {statuses:?}"
+            );
+            assert!(statuses.iter().all(|(o, _)| *o == statuses[0].0));
+            assert!(statuses.contains(&(statuses[0].0, OrderStatus::PaymentPending)));
+            assert_eq!(statuses.last().unwrap().1, OrderStatus::Confirmed);
+        }
+    }
 }
