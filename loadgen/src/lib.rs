@@ -6,8 +6,11 @@
 //! started on a fixed [`schedule`] whatever the shop does, built on top of
 //! goose: its users take the next slot, wait for its time, and measure from
 //! it (wrk2's model), so a stalled shop shows up as latency instead of as
-//! missing requests. Every request goes into HdrHistograms ([`latency`]);
-//! closed-loop numbers are also corrected for coordinated omission. After
+//! missing requests; a journey's later requests count from the previous
+//! answer plus the pause it planned. Every request goes into HdrHistograms
+//! ([`latency`]) as sent and on its headline basis; closed-loop numbers are
+//! corrected for coordinated omission with each user's own expected
+//! interval between sends. After
 //! the load, the shop settles and the core's invariant checker judges what
 //! really happened ([`audit`]); [`threshold`]s turn SLOs into an exit code.
 //!
