@@ -18,11 +18,12 @@
 //! gently enough for the shop, a debug build on a shared machine, to catch
 //! up at once; 200 users, so no slot waits for a free one.)
 //!
-//! Tolerance: ±15% on the count, ±10% on the closed-loop p99 and −10%/+15%
+//! Tolerance: ±15% on the count, ±10% on the closed-loop p99 and −10%/+20%
 //! on the open-loop one. The arithmetic itself is good to ±1 sample per user
 //! and ±I on a percentile (≈ ±2%), and leaves out the time the shop takes
-//! to answer the burst the stall releases at once (75 posts: 60-90 ms here,
-//! hence the open loop's wider upper side); the rest is room for a loaded
+//! to answer the burst the stall releases at once (75 posts and their
+//! polls: 60-110 ms here at load average 3-6, hence the open loop's wider
+//! upper side); the rest is room for a loaded
 //! 2-core machine, where answers slow down, timers fire late and f grows
 //! (every 1 ms of f is ~5% fewer held-back samples).
 
@@ -281,8 +282,8 @@ fn open_loop_shows_the_stall_on_posts_from_their_slots(report: &LoadReport, out:
     assert_eq!(post.headline.count, slots, "no synthetic samples");
     let p99 = post.headline.p99_us as f64;
     assert!(
-        p99 >= expected_p99 * 0.90 && p99 <= expected_p99 * 1.15,
-        "POST p99 from its slot {p99} µs, expected {expected_p99:.0} −10%/+15%"
+        p99 >= expected_p99 * 0.90 && p99 <= expected_p99 * 1.20,
+        "POST p99 from its slot {p99} µs, expected {expected_p99:.0} −10%/+20%"
     );
 }
 
