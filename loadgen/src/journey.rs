@@ -2,18 +2,27 @@
 //! order with an Idempotency-Key (some double-click; a timeout or 5xx is
 //! retried with the same key), follow it until payment can start, pay at the
 //! shop and confirm at the PSP (some abandon instead), follow it to a final
-//! state. Every request is timed into the run's HdrHistograms; what the
-//! client asked and was told goes into the audit's history.
+//! state. A shopper thinks ([`LoadConfig::think`](crate::LoadConfig)) before
+//! each step, except the open loop's first, which starts at its slot.
+//!
+//! Every request is timed into the run's HdrHistograms from when it was sent
+//! and from when it should have been sent: its journey's slot for the first
+//! request of an open-loop journey, else the previous answer plus the pause
+//! the journey planned since (think time, poll interval, retry backoff), so
+//! no request's figure includes another request's time. Each goose user
+//! keeps its [`Pacing`] from journey to journey for the closed-loop
+//! correction. What the client asked and was told — orders placed, payments
+//! started, statuses seen — goes into the audit's history.
 
-use crate::latency::{Latencies, ORDER_TO_CONFIRMED, Sample};
+use crate::latency::{Latencies, ORDER_TO_CONFIRMED, Pacing, Sample};
 use crate::schedule::Schedule;
 use crate::{LoadConfig, Mix};
 use goose::goose::GooseResponse;
 use goose::prelude::*;
 use serde_json::{Value, json};
 use stampede_core::{
-    ClientOp, ClientReply, CustomerId, EventKind, IdempotencyKey, ItemRequest, Millis, OrderId,
-    PlaceOrder, Sku,
+    Cents, ClientOp, ClientReply, CustomerId, EventKind, Fingerprint, IdempotencyKey, IntentId,
+    ItemRequest, Millis, OrderId, OrderStatus, PlaceOrder, Sku,
 };
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -22,7 +31,10 @@ use std::time::{Duration, Instant};
 
 /// Most attempts of one keyed request (first try + retries).
 pub const MAX_ATTEMPTS: u32 = 3;
-/// Most audit events kept from clients (beyond it the audit judges without them).
+/// Most client events kept for the audit (memory: a few hundred bytes each).
+/// Once reached, no new journey starts and the run ends with
+/// [`LoadError::Limit`](crate::LoadError::Limit): the audit would otherwise
+/// judge a history with holes in it.
 pub const MAX_CLIENT_EVENTS: usize = 4_000_000;
 
 /// State shared by every goose user of one run.
@@ -35,6 +47,8 @@ pub struct Shared {
     next_request: AtomicU64,
     pub(crate) latencies: Mutex<Latencies>,
     pub(crate) client_events: Mutex<Vec<(Millis, EventKind)>>,
+    /// Client events refused because [`MAX_CLIENT_EVENTS`] were kept.
+    pub(crate) client_events_refused: AtomicU64,
     /// Last status each order was seen in.
     pub(crate) orders: Mutex<BTreeMap<OrderId, String>>,
     pub(crate) journeys_started: AtomicU64,
@@ -47,9 +61,12 @@ pub struct Shared {
     users: usize,
 }
 
-/// Marks a goose user that has reported for work (its session data).
-#[derive(Clone, Debug)]
-struct Arrived;
+/// What a goose user carries from journey to journey (its session data;
+/// having one also marks the user as reported for work).
+#[derive(Clone, Copy, Debug, Default)]
+struct UserState {
+    pacing: Pacing,
+}
 
 /// Longest the start waits for every goose user to report.
 pub const START_WAIT: Duration = Duration::from_secs(5);
@@ -71,6 +88,7 @@ impl Shared {
             next_request: AtomicU64::new(0),
             latencies: Mutex::new(latencies),
             client_events: Mutex::new(Vec::new()),
+            client_events_refused: AtomicU64::new(0),
             orders: Mutex::new(BTreeMap::new()),
             journeys_started: AtomicU64::new(0),
             journeys_done: AtomicU64::new(0),
@@ -97,8 +115,8 @@ impl Shared {
         if self.started().is_some() {
             return;
         }
-        if user.get_session_data::<Arrived>().is_none() {
-            user.set_session_data(Arrived);
+        if user.get_session_data::<UserState>().is_none() {
+            user.set_session_data(UserState::default());
             self.arrived.fetch_add(1, Ordering::Relaxed);
         }
         let first_seen = Instant::now();
@@ -113,15 +131,48 @@ impl Shared {
         }
     }
 
+    /// When the next journey should start, after waiting for it (open loop:
+    /// its slot); `None` when no journey is left to start.
+    async fn next_start(&self) -> Option<Duration> {
+        if self.client_events_refused.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let now = self.since();
+        let Some(schedule) = &self.schedule else {
+            return (now < self.config.duration).then_some(now);
+        };
+        let slot = schedule.slot(self.next_slot.fetch_add(1, Ordering::Relaxed))?;
+        if slot > now {
+            tokio::time::sleep(slot - now).await;
+        } else if now - slot > Duration::from_millis(1) {
+            self.late_starts.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(slot)
+    }
+
     pub(crate) fn latencies(&self) -> MutexGuard<'_, Latencies> {
         lock(&self.latencies)
     }
 
-    fn client_event(&self, at: Duration, kind: EventKind) {
+    fn client_event(&self, kind: EventKind) {
+        let at = Millis(self.since().as_millis() as u64);
         let mut events = lock(&self.client_events);
         if events.len() < MAX_CLIENT_EVENTS {
-            events.push((Millis(at.as_millis() as u64), kind));
+            events.push((at, kind));
+        } else {
+            self.client_events_refused.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Records a request going out; returns its number for the response.
+    fn client_request(&self, op: ClientOp, fingerprint: Option<Fingerprint>) -> u64 {
+        let req = self.next_request.fetch_add(1, Ordering::Relaxed);
+        self.client_event(EventKind::Request {
+            req,
+            op,
+            fingerprint,
+        });
+        req
     }
 
     fn saw(&self, order: OrderId, status: &str) {
@@ -163,6 +214,44 @@ struct Answer {
     replayed: bool,
 }
 
+/// What a client is told by an error answer.
+fn refused(a: &Answer) -> ClientReply {
+    ClientReply::Refused {
+        status: a.status,
+        problem: a.body["type"]
+            .as_str()
+            .map(|t| t.rsplit('/').next().unwrap_or(t).to_string())
+            .unwrap_or_default(),
+    }
+}
+
+/// What a client is told by an answer to `POST /v1/orders/{order}/pay`.
+fn payment_reply(order: OrderId, result: &Result<Answer, String>) -> ClientReply {
+    match result {
+        Ok(a) if a.status == 200 => {
+            let intent = a.body["intent_id"]
+                .as_str()
+                .and_then(|s| IntentId::new(s).ok());
+            match (intent, a.body["amount"].as_u64()) {
+                (Some(intent), Some(amount)) => ClientReply::PaymentStarted {
+                    order,
+                    intent,
+                    amount: Cents(amount),
+                    replayed: a.replayed,
+                },
+                _ => ClientReply::Refused {
+                    status: 200,
+                    problem: "unparseable-body".into(),
+                },
+            }
+        }
+        Ok(a) => refused(a),
+        Err(reason) => ClientReply::NoResponse {
+            reason: reason.clone(),
+        },
+    }
+}
+
 /// One request of a journey.
 struct Call<'a> {
     method: GooseMethod,
@@ -172,6 +261,18 @@ struct Call<'a> {
     name: &'a str,
     key: Option<&'a str>,
     body: Option<Value>,
+}
+
+impl Call<'_> {
+    fn get(url: String, name: &str) -> Call<'_> {
+        Call {
+            method: GooseMethod::Get,
+            url,
+            name,
+            key: None,
+            body: None,
+        }
+    }
 }
 
 fn builder(
@@ -210,79 +311,193 @@ async fn answer(response: reqwest::Response) -> Result<Answer, String> {
     })
 }
 
+/// One request's answer with its send and answer times (since load began).
+struct Timed {
+    sent: Duration,
+    done: Duration,
+    result: Result<Answer, String>,
+}
+
+/// Sends one request through goose (so goose's own report sees it).
+async fn send(shared: &Shared, user: &mut GooseUser, call: &Call<'_>) -> Timed {
+    let sent = shared.since();
+    let result = match builder(user, call, shared.config.request_timeout) {
+        Ok(rb) => {
+            let request = GooseRequest::builder()
+                .method(call.method)
+                .path(call.url.as_str())
+                .name(call.name)
+                .set_request_builder(rb)
+                .build();
+            read(user.request(request).await).await
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    Timed {
+        sent,
+        done: shared.since(),
+        result,
+    }
+}
+
+/// Sends a prepared request straight through reqwest (goose does not see it).
+async fn send_direct(shared: &Shared, rb: Result<reqwest::RequestBuilder, String>) -> Timed {
+    let sent = shared.since();
+    let result = match rb {
+        Ok(rb) => match rb.send().await {
+            Ok(r) => answer(r).await,
+            Err(e) => Err(e.to_string()),
+        },
+        Err(e) => Err(e),
+    };
+    Timed {
+        sent,
+        done: shared.since(),
+        result,
+    }
+}
+
+/// The order a journey placed, and when its first attempt was sent and due.
+struct Placed {
+    order: OrderId,
+    sent: Duration,
+    intended: Duration,
+}
+
+/// When a journey's next request should be sent: its slot (open loop) or
+/// start, then the previous answer plus the pauses planned since — never
+/// the slot again, so no request's time counts another's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Due {
+    at: Duration,
+    /// Pause planned since the previous answer.
+    pause: Duration,
+}
+
+impl Due {
+    fn new(at: Duration) -> Due {
+        Due {
+            at,
+            pause: Duration::ZERO,
+        }
+    }
+
+    /// A planned pause (think time, poll interval, backoff) of `d`.
+    fn paused(&mut self, d: Duration) {
+        self.at += d;
+        self.pause += d;
+    }
+
+    /// A send: when it was due and the pause planned before it (a second
+    /// send before any answer, a double click, had none).
+    fn send(&mut self) -> (Duration, Duration) {
+        (self.at, std::mem::take(&mut self.pause))
+    }
+
+    /// An answer at `done`: the next request is due from it.
+    fn answered(&mut self, done: Duration) {
+        self.at = self.at.max(done);
+    }
+}
+
 /// What one journey knows.
 struct Journey<'a> {
     shared: &'a Shared,
-    /// When the schedule meant it to start (closed loop: when it started).
-    intended: Duration,
-    started: Duration,
-    dice: Dice,
     id: u64,
+    dice: Dice,
+    due: Due,
+    /// Requests sent so far.
+    sends: u64,
+    /// The goose user's pacing, carried from journey to journey.
+    pacing: Pacing,
+    /// The last status this journey saw its order in.
+    seen: Option<OrderStatus>,
 }
 
 impl Journey<'_> {
-    /// Sends one request through goose (so goose's own report sees it) and
-    /// times it; the journey's first request is measured from `intended`.
-    async fn call(
-        &self,
-        user: &mut GooseUser,
-        call: Call<'_>,
-        first: bool,
-    ) -> Result<Answer, String> {
-        let rb =
-            builder(user, &call, self.shared.config.request_timeout).map_err(|e| e.to_string())?;
-        let request = GooseRequest::builder()
-            .method(call.method)
-            .path(call.url.as_str())
-            .name(call.name)
-            .set_request_builder(rb)
-            .build();
-        let sent = self.shared.since();
-        let result = read(user.request(request).await).await;
-        self.record(call.name, sent, first, &result);
-        result
+    /// Pauses for `d`, as planned: the next request is due `d` later.
+    async fn pause(&mut self, d: Duration) {
+        if !d.is_zero() {
+            tokio::time::sleep(d).await;
+        }
+        self.due.paused(d);
     }
 
-    /// The same request twice at once (a double click); the second copy goes
-    /// straight through reqwest, so only the loadgen's histograms see it.
-    async fn call_twice(
-        &self,
-        user: &mut GooseUser,
-        call: Call<'_>,
-    ) -> [Result<Answer, String>; 2] {
-        let second = match builder(user, &call, self.shared.config.request_timeout) {
-            Ok(rb) => rb,
-            Err(e) => return [Err(e.to_string()), Err(e.to_string())],
-        };
-        let name = call.name;
-        let (a, b) = tokio::join!(self.call(user, call, true), async {
-            let sent = self.shared.since();
-            let result = match second.send().await {
-                Ok(r) => answer(r).await,
-                Err(e) => Err(e.to_string()),
-            };
-            self.record(name, sent, true, &result);
-            result
-        });
-        [a, b]
+    /// The shopper thinks before a step, except the open loop's first, which
+    /// is due at its slot.
+    async fn think(&mut self) {
+        if self.sends > 0 || self.shared.schedule.is_none() {
+            self.pause(self.shared.config.think).await;
+        }
     }
 
-    fn record(&self, name: &str, sent: Duration, first: bool, result: &Result<Answer, String>) {
-        let failed = match result {
+    /// Takes one send: returns when it was due; its planned pause goes to
+    /// the pacing.
+    fn take_send(&mut self) -> Duration {
+        self.sends += 1;
+        let (due, pause) = self.due.send();
+        self.pacing.sent(pause);
+        due
+    }
+
+    /// Times one answer on every basis; the next request is due from it.
+    fn answered(&mut self, name: &str, intended: Duration, t: &Timed) {
+        self.pacing.answered(t.done.saturating_sub(t.sent));
+        self.due.answered(t.done);
+        let failed = match &t.result {
             Ok(a) => a.status >= 500 || a.status == 0,
             Err(_) => true,
         };
         let sample = Sample {
-            sent,
-            intended: if first { self.intended } else { sent },
-            done: self.shared.since(),
+            sent: t.sent,
+            intended,
+            done: t.done,
             failed,
+            expected_interval: self.pacing.expected_interval(),
         };
         self.shared.latencies().record(name, sample);
     }
 
+    async fn call(&mut self, user: &mut GooseUser, call: Call<'_>) -> Timed {
+        let intended = self.take_send();
+        let timed = send(self.shared, user, &call).await;
+        self.answered(call.name, intended, &timed);
+        timed
+    }
+
+    /// The same request twice at once (a double click); the second copy goes
+    /// straight through reqwest, so only the loadgen's histograms see it.
+    async fn call_twice(&mut self, user: &mut GooseUser, call: Call<'_>) -> [Timed; 2] {
+        let second =
+            builder(user, &call, self.shared.config.request_timeout).map_err(|e| e.to_string());
+        let intended = self.take_send();
+        self.take_send();
+        let (a, b) = tokio::join!(
+            send(self.shared, user, &call),
+            send_direct(self.shared, second)
+        );
+        self.answered(call.name, intended, &a);
+        self.answered(call.name, intended, &b);
+        [a, b]
+    }
+
+    /// Records a status this journey was shown, when it differs from the last.
+    fn observed(&mut self, order: OrderId, status: OrderStatus) {
+        if self.seen == Some(status) {
+            return;
+        }
+        self.seen = Some(status);
+        self.shared.client_event(EventKind::Observed {
+            order,
+            status,
+            client: self.id,
+        });
+    }
+}
+
+impl Journey<'_> {
     /// Places the order, retrying a lost answer with the same key.
-    async fn place(&mut self, user: &mut GooseUser, double_click: bool) -> Option<OrderId> {
+    async fn place(&mut self, user: &mut GooseUser, double_click: bool) -> Option<Placed> {
         let mix = &self.shared.config.mix;
         let sku = if self.dice.chance(mix.hot) {
             "sneaker-limited"
@@ -302,118 +517,127 @@ impl Journey<'_> {
             }],
             express: false,
         };
+        let first = (self.shared.since(), self.due.at);
         for attempt in 1..=MAX_ATTEMPTS {
-            let call = || Call {
+            let call = Call {
                 method: GooseMethod::Post,
                 url: "/v1/orders".into(),
                 name: "POST /v1/orders",
                 key: Some(&key),
                 body: Some(body.clone()),
             };
-            let reqs: Vec<u64> = (0..if attempt == 1 && double_click { 2 } else { 1 })
+            let copies = if attempt == 1 && double_click { 2 } else { 1 };
+            let reqs: Vec<u64> = (0..copies)
                 .map(|_| {
-                    let req = self.shared.next_request.fetch_add(1, Ordering::Relaxed);
-                    self.shared.client_event(
-                        self.shared.since(),
-                        EventKind::Request {
-                            req,
-                            op: ClientOp::PlaceOrder(op.clone()),
-                            fingerprint: Some(op.fingerprint()),
-                        },
-                    );
-                    req
+                    let fingerprint = Some(op.fingerprint());
+                    let op = ClientOp::PlaceOrder(op.clone());
+                    self.shared.client_request(op, fingerprint)
                 })
                 .collect();
-            let answers: Vec<Result<Answer, String>> = if reqs.len() == 2 {
-                self.call_twice(user, call()).await.into()
+            let answers: Vec<Timed> = if copies == 2 {
+                self.call_twice(user, call).await.into()
             } else {
-                vec![self.call(user, call(), attempt == 1).await]
+                vec![self.call(user, call).await]
             };
-            let mut accepted = None;
-            let mut retry = false;
-            for (req, answer) in reqs.iter().zip(&answers) {
-                let reply = match answer {
-                    Ok(a) if a.status == 202 => {
-                        match a.body["order_id"].as_str().and_then(OrderId::parse) {
-                            Some(order) => {
-                                accepted = Some(order);
-                                ClientReply::OrderAccepted {
-                                    order,
-                                    replayed: a.replayed,
-                                }
-                            }
-                            None => ClientReply::Refused {
-                                status: 202,
-                                problem: "unparseable-body".into(),
-                            },
-                        }
-                    }
-                    Ok(a) => {
-                        retry |= a.status == 409 || a.status >= 500;
-                        ClientReply::Refused {
-                            status: a.status,
-                            problem: a.body["type"]
-                                .as_str()
-                                .map(|t| t.rsplit('/').next().unwrap_or(t).to_string())
-                                .unwrap_or_default(),
-                        }
-                    }
-                    Err(reason) => {
-                        retry = true;
-                        ClientReply::NoResponse {
-                            reason: reason.clone(),
-                        }
-                    }
-                };
-                self.shared.client_event(
-                    self.shared.since(),
-                    EventKind::Response { req: *req, reply },
-                );
+            let (accepted, retry) = self.placed_replies(&reqs, &answers);
+            if let Some(order) = accepted {
+                let (sent, intended) = first;
+                return Some(Placed {
+                    order,
+                    sent,
+                    intended,
+                });
             }
-            if accepted.is_some() || !retry {
-                return accepted;
+            if !retry {
+                return None;
             }
-            tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+            self.pause(Duration::from_millis(100 * u64::from(attempt)))
+                .await;
         }
         None
     }
 
-    /// Polls the order until `done` says so, the answer is final, or time runs out.
+    /// Records what each copy of a place request was told; returns the
+    /// order accepted (if any) and whether a retry may still get one.
+    fn placed_replies(&self, reqs: &[u64], answers: &[Timed]) -> (Option<OrderId>, bool) {
+        let mut accepted = None;
+        let mut retry = false;
+        for (req, t) in reqs.iter().zip(answers) {
+            let reply = match &t.result {
+                Ok(a) if a.status == 202 => {
+                    match a.body["order_id"].as_str().and_then(OrderId::parse) {
+                        Some(order) => {
+                            accepted = Some(order);
+                            ClientReply::OrderAccepted {
+                                order,
+                                replayed: a.replayed,
+                            }
+                        }
+                        None => ClientReply::Refused {
+                            status: 202,
+                            problem: "unparseable-body".into(),
+                        },
+                    }
+                }
+                Ok(a) => {
+                    retry |= a.status == 409 || a.status >= 500;
+                    refused(a)
+                }
+                Err(reason) => {
+                    retry = true;
+                    ClientReply::NoResponse {
+                        reason: reason.clone(),
+                    }
+                }
+            };
+            self.shared
+                .client_event(EventKind::Response { req: *req, reply });
+        }
+        (accepted, retry)
+    }
+
+    /// Polls the order until `done` says so, the answer is final, or time
+    /// runs out; records each status seen when it changed.
     async fn follow(
-        &self,
+        &mut self,
         user: &mut GooseUser,
         order: OrderId,
-        done: impl Fn(&str) -> bool,
-    ) -> Option<String> {
+        done: impl Fn(OrderStatus) -> bool,
+    ) -> Option<OrderStatus> {
         let config = &self.shared.config;
         let deadline = (config.duration + config.drain).min(self.shared.since() + FOLLOW_LIMIT);
+        self.think().await;
         loop {
-            let call = Call {
-                method: GooseMethod::Get,
-                url: format!("/v1/orders/{order}"),
-                name: "GET /v1/orders/{id}",
-                key: None,
-                body: None,
-            };
-            if let Ok(a) = self.call(user, call, false).await
-                && let Some(status) = a.body["status"].as_str()
+            let call = Call::get(format!("/v1/orders/{order}"), "GET /v1/orders/{id}");
+            if let Ok(a) = self.call(user, call).await.result
+                && let Some(text) = a.body["status"].as_str()
             {
-                self.shared.saw(order, status);
-                if done(status) || is_final(status) {
-                    return Some(status.to_string());
+                self.shared.saw(order, text);
+                if let Some(status) = OrderStatus::parse(text) {
+                    self.observed(order, status);
+                    if done(status) || status.is_final() {
+                        return Some(status);
+                    }
                 }
             }
             if self.shared.since() >= deadline {
                 return None;
             }
-            tokio::time::sleep(config.poll).await;
+            self.pause(self.shared.config.poll).await;
         }
     }
 
-    /// Starts payment at the shop, then confirms at the PSP.
+    /// Starts payment at the shop (each attempt recorded as client
+    /// evidence), then confirms at the PSP.
     async fn pay(&mut self, user: &mut GooseUser, order: OrderId) -> bool {
         let key = format!("{}-pay-{}", self.shared.config.run_id, self.id);
+        self.think().await;
         for attempt in 1..=MAX_ATTEMPTS {
+            let op = ClientOp::Pay {
+                order,
+                key: IdempotencyKey::new(key.clone()).ok(),
+            };
+            let req = self.shared.client_request(op, None);
             let call = Call {
                 method: GooseMethod::Post,
                 url: format!("/v1/orders/{order}/pay"),
@@ -421,129 +645,133 @@ impl Journey<'_> {
                 key: Some(&key),
                 body: None,
             };
-            match self.call(user, call, false).await {
-                Ok(a) if a.status == 200 => {
-                    let (Some(intent), Some(secret)) = (
-                        a.body["intent_id"].as_str(),
-                        a.body["client_secret"].as_str(),
-                    ) else {
-                        return false;
+            let t = self.call(user, call).await;
+            let reply = payment_reply(order, &t.result);
+            self.shared.client_event(EventKind::Response {
+                req,
+                reply: reply.clone(),
+            });
+            match reply {
+                ClientReply::PaymentStarted { intent, .. } => {
+                    let secret = t
+                        .result
+                        .ok()
+                        .and_then(|a| a.body["client_secret"].as_str().map(str::to_string));
+                    return match secret {
+                        Some(secret) => self.confirm(user, &intent, &secret).await,
+                        None => false,
                     };
-                    let card = if self.dice.chance(self.shared.config.mix.decline) {
-                        "decline"
-                    } else {
-                        "ok"
-                    };
-                    let call = Call {
-                        method: GooseMethod::Post,
-                        url: format!(
-                            "{}/v1/payment_intents/{intent}/confirm",
-                            self.shared.config.psp_url
-                        ),
-                        name: "POST psp /v1/payment_intents/{id}/confirm",
-                        key: None,
-                        body: Some(json!({ "client_secret": secret, "card": card })),
-                    };
-                    return self
-                        .call(user, call, false)
-                        .await
-                        .is_ok_and(|a| a.status == 200);
                 }
-                Ok(a) if a.status != 409 && a.status < 500 => return false,
-                _ => tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await,
+                ClientReply::Refused { status, .. } if status != 409 && status < 500 => {
+                    return false;
+                }
+                _ => {
+                    self.pause(Duration::from_millis(100 * u64::from(attempt)))
+                        .await
+                }
             }
         }
         false
+    }
+
+    /// Confirms the payment at the PSP with the card the dice pick.
+    async fn confirm(&mut self, user: &mut GooseUser, intent: &IntentId, secret: &str) -> bool {
+        let card = if self.dice.chance(self.shared.config.mix.decline) {
+            "decline"
+        } else {
+            "ok"
+        };
+        self.think().await;
+        let call = Call {
+            method: GooseMethod::Post,
+            url: format!(
+                "{}/v1/payment_intents/{intent}/confirm",
+                self.shared.config.psp_url
+            ),
+            name: "POST psp /v1/payment_intents/{id}/confirm",
+            key: None,
+            body: Some(json!({ "client_secret": secret, "card": card })),
+        };
+        self.call(user, call)
+            .await
+            .result
+            .is_ok_and(|a| a.status == 200)
+    }
+
+    /// The shopper's journey; records the order's time to confirmation.
+    async fn shop(&mut self, user: &mut GooseUser) {
+        let mix: Mix = self.shared.config.mix;
+        if self.dice.chance(mix.browse) {
+            self.think().await;
+            let _ = self
+                .call(user, Call::get("/v1/products".into(), "GET /v1/products"))
+                .await;
+        }
+        let double_click = self.dice.chance(mix.double_click);
+        self.think().await;
+        let Some(placed) = self.place(user, double_click).await else {
+            return;
+        };
+        let order = placed.order;
+        self.shared.saw(order, "created");
+        let ready = self
+            .follow(user, order, |s| s == OrderStatus::PaymentPending)
+            .await;
+        if ready == Some(OrderStatus::PaymentPending)
+            && !self.dice.chance(mix.abandon)
+            && self.pay(user, order).await
+            && self.follow(user, order, OrderStatus::is_final).await == Some(OrderStatus::Confirmed)
+        {
+            let sample = Sample {
+                sent: placed.sent,
+                intended: placed.intended,
+                done: self.shared.since(),
+                failed: false,
+                expected_interval: None,
+            };
+            self.shared.latencies().record(ORDER_TO_CONFIRMED, sample);
+        }
     }
 }
 
 /// Longest a journey follows one order, whatever the drain time.
 pub const FOLLOW_LIMIT: Duration = Duration::from_secs(60);
 
-fn is_final(status: &str) -> bool {
-    status == "confirmed" || status == "refunded" || status.starts_with("cancelled")
-}
-
-/// One goose transaction: wait for this journey's slot (open loop) and run it.
+/// One goose transaction: wait for this journey's start (open loop: its
+/// slot) and run it.
 pub async fn run_journey(user: &mut GooseUser, shared: &Shared) -> TransactionResult {
     shared.wait_for_start(user).await;
     let config = &shared.config;
-    let now = shared.since();
-    let load_ends = config.duration;
-    let intended = match &shared.schedule {
-        Some(schedule) => {
-            let k = shared.next_slot.fetch_add(1, Ordering::Relaxed);
-            match schedule.slot(k) {
-                Some(slot) => {
-                    if slot > now {
-                        tokio::time::sleep(slot - now).await;
-                    } else if now - slot > Duration::from_millis(1) {
-                        shared.late_starts.fetch_add(1, Ordering::Relaxed);
-                    }
-                    slot
-                }
-                None => return idle_until(shared, load_ends + config.drain).await,
-            }
-        }
-        None if now >= load_ends => return idle_until(shared, load_ends + config.drain).await,
-        None => now,
+    let Some(due) = shared.next_start().await else {
+        return idle_until(shared, config.duration + config.drain).await;
     };
     let id = shared.next_journey.fetch_add(1, Ordering::Relaxed);
     shared.journeys_started.fetch_add(1, Ordering::Relaxed);
+    let state = user
+        .get_session_data::<UserState>()
+        .copied()
+        .unwrap_or_default();
     let mut journey = Journey {
         shared,
-        intended,
-        started: shared.since(),
-        dice: Dice(config.seed ^ id.wrapping_mul(0x2545_f491_4f6c_dd1d)),
         id,
+        dice: Dice(config.seed ^ id.wrapping_mul(0x2545_f491_4f6c_dd1d)),
+        due: Due::new(due),
+        sends: 0,
+        pacing: state.pacing,
+        seen: None,
     };
-    if let Some(path) = &config.probe {
+    match &config.probe {
         // Measuring the instrument: one GET per journey, nothing else.
-        let name = format!("GET {path}");
-        let call = Call {
-            method: GooseMethod::Get,
-            url: path.clone(),
-            name: &name,
-            key: None,
-            body: None,
-        };
-        let _ = journey.call(user, call, true).await;
-        shared.journeys_done.fetch_add(1, Ordering::Relaxed);
-        return Ok(());
-    }
-    let mix: Mix = config.mix;
-    if journey.dice.chance(mix.browse) {
-        let call = Call {
-            method: GooseMethod::Get,
-            url: "/v1/products".into(),
-            name: "GET /v1/products",
-            key: None,
-            body: None,
-        };
-        let _ = journey.call(user, call, false).await;
-    }
-    let double_click = journey.dice.chance(mix.double_click);
-    if let Some(order) = journey.place(user, double_click).await {
-        shared.saw(order, "created");
-        let ready = journey
-            .follow(user, order, |s| s == "payment_pending")
-            .await;
-        if ready.as_deref() == Some("payment_pending")
-            && !journey.dice.chance(mix.abandon)
-            && journey.pay(user, order).await
-            && journey.follow(user, order, is_final).await.as_deref() == Some("confirmed")
-        {
-            shared.latencies().record(
-                ORDER_TO_CONFIRMED,
-                Sample {
-                    sent: journey.started,
-                    intended: journey.intended,
-                    done: shared.since(),
-                    failed: false,
-                },
-            );
+        Some(path) => {
+            let name = format!("GET {path}");
+            journey.think().await;
+            let _ = journey.call(user, Call::get(path.clone(), &name)).await;
         }
+        None => journey.shop(user).await,
     }
+    user.set_session_data(UserState {
+        pacing: journey.pacing,
+    });
     shared.journeys_done.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
@@ -553,4 +781,129 @@ async fn idle_until(shared: &Shared, end: Duration) -> TransactionResult {
     let now = shared.since();
     tokio::time::sleep(end.saturating_sub(now).max(Duration::from_millis(50))).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stampede_server::serve::{self, StackConfig};
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_later_request_is_due_from_the_previous_answer_plus_its_pause_never_the_slot() {
+        // Proves: a journey due at its 1000 ms slot browses (answered late, at
+        // 1900 ms), thinks 200 ms and posts: the post is due at 2100 ms, not
+        // at the slot, after a planned 200 ms pause; a double click's second
+        // copy is due at the same time with no pause of its own; after both
+        // answers (the later at 2150 ms) a poll 50 ms on is due at 2200 ms.
+        let mut due = Due::new(ms(1000));
+        assert_eq!(due.send(), (ms(1000), Duration::ZERO));
+        due.answered(ms(1900));
+        due.paused(ms(200));
+        assert_eq!(due.send(), (ms(2100), ms(200)));
+        assert_eq!(due.send(), (ms(2100), Duration::ZERO));
+        due.answered(ms(2150));
+        due.answered(ms(2120));
+        due.paused(ms(50));
+        assert_eq!(due.send(), (ms(2200), ms(50)));
+    }
+
+    /// Runs `journeys` closed-loop journeys one after another on one goose
+    /// user against the demo shop; returns what the clients recorded.
+    async fn journeys_against_the_demo_shop(mix: Mix, journeys: usize) -> Vec<EventKind> {
+        let demo = StackConfig::demo("127.0.0.1:0".parse().unwrap(), 1_700_000_000_000);
+        let stack = serve::start(demo).await.unwrap();
+        let out = std::env::temp_dir().join("stampede-journey-test");
+        let mut config = LoadConfig::new(&stack.shop_addr.to_string(), &stack.psp_addr, out);
+        config.mix = mix;
+        config.poll = ms(10);
+        let shared = Shared::new(config, None, 1);
+        let base = format!("http://{}", stack.shop_addr).parse().unwrap();
+        let goose = goose::config::GooseConfiguration::default();
+        let mut user = GooseUser::single(base, &goose).unwrap();
+        for _ in 0..journeys {
+            run_journey(&mut user, &shared).await.unwrap();
+        }
+        stack.shutdown().await;
+        let events = std::mem::take(&mut *lock(&shared.client_events));
+        events.into_iter().map(|(_, kind)| kind).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_paying_journey_records_its_payment_and_each_status_it_saw_once() {
+        // Proves: every POST /v1/orders/{id}/pay is client evidence — a Pay
+        // request with its key, answered PaymentStarted for that order with
+        // the catalog price of what was ordered — and each journey records
+        // the statuses it polled only when they changed, per journey, up to
+        // confirmed.
+        let mix = Mix {
+            browse: 0.0,
+            double_click: 0.0,
+            abandon: 0.0,
+            hot: 0.0,
+            decline: 0.0,
+        };
+        let events = journeys_against_the_demo_shop(mix, 3).await;
+        let prices: BTreeMap<Sku, Cents> = serve::demo_catalog()
+            .into_iter()
+            .map(|(p, _)| (p.sku, p.price))
+            .collect();
+        let mut requests: BTreeMap<u64, &ClientOp> = BTreeMap::new();
+        let mut ordered: BTreeMap<OrderId, Cents> = BTreeMap::new();
+        let mut paid = Vec::new();
+        let mut seen: BTreeMap<u64, Vec<(OrderId, OrderStatus)>> = BTreeMap::new();
+        for event in &events {
+            match event {
+                EventKind::Request { req, op, .. } => {
+                    requests.insert(*req, op);
+                }
+                EventKind::Response { req, reply } => match (requests[req], reply) {
+                    (ClientOp::PlaceOrder(p), ClientReply::OrderAccepted { order, .. }) => {
+                        ordered.insert(*order, prices[&p.items[0].sku]);
+                    }
+                    (ClientOp::Pay { order, key }, reply) => {
+                        assert!(key.is_some(), "the pay key is recorded");
+                        paid.push((*order, reply.clone()));
+                    }
+                    _ => {}
+                },
+                EventKind::Observed {
+                    order,
+                    status,
+                    client,
+                } => seen.entry(*client).or_default().push((*order, *status)),
+                _ => {}
+            }
+        }
+        assert_eq!(paid.len(), 3, "one payment per journey: {paid:?}");
+        for (order, reply) in &paid {
+            let ClientReply::PaymentStarted {
+                order: answered,
+                amount,
+                replayed,
+                ..
+            } = reply
+            else {
+                panic!("{order}: payment started, got {reply:?}");
+            };
+            assert_eq!((answered, *replayed), (order, false));
+            assert_eq!(
+                *amount, ordered[order],
+                "{order} is charged its catalog price"
+            );
+        }
+        assert_eq!(seen.len(), 3, "each journey saw its order: {seen:?}");
+        for (client, statuses) in &seen {
+            assert!(
+                statuses.windows(2).all(|w| w[0] != w[1]),
+                "journey {client} records a status only when it changed: {statuses:?}"
+            );
+            assert!(statuses.iter().all(|(o, _)| *o == statuses[0].0));
+            assert!(statuses.contains(&(statuses[0].0, OrderStatus::PaymentPending)));
+            assert_eq!(statuses.last().unwrap().1, OrderStatus::Confirmed);
+        }
+    }
 }

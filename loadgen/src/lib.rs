@@ -6,8 +6,11 @@
 //! started on a fixed [`schedule`] whatever the shop does, built on top of
 //! goose: its users take the next slot, wait for its time, and measure from
 //! it (wrk2's model), so a stalled shop shows up as latency instead of as
-//! missing requests. Every request goes into HdrHistograms ([`latency`]);
-//! closed-loop numbers are also corrected for coordinated omission. After
+//! missing requests; a journey's later requests count from the previous
+//! answer plus the pause it planned. Every request goes into HdrHistograms
+//! ([`latency`]) as sent and on its headline basis; closed-loop numbers are
+//! corrected for coordinated omission with each user's own expected
+//! interval between sends. After
 //! the load, the shop settles and the core's invariant checker judges what
 //! really happened ([`audit`]); [`threshold`]s turn SLOs into an exit code.
 //!
@@ -54,6 +57,9 @@ pub enum LoadError {
     /// Writing results failed.
     #[error("{0}")]
     Io(String),
+    /// A bound of the loadgen was reached, so the run cannot be judged whole.
+    #[error("{0}")]
+    Limit(String),
 }
 
 /// How load is offered.
@@ -130,6 +136,11 @@ pub struct LoadConfig {
     pub request_timeout: Duration,
     /// How often a shopper polls its order.
     pub poll: Duration,
+    /// How long a shopper thinks before each step of a journey (browse,
+    /// place, follow, pay, confirm), except the open loop's first step,
+    /// which starts at its slot. Planned, so it is neither latency nor
+    /// coordinated omission.
+    pub think: Duration,
     /// Timeline interval.
     pub interval: Duration,
     /// Folder for the histogram logs and goose's report.
@@ -173,6 +184,7 @@ impl LoadConfig {
             mix: Mix::default(),
             request_timeout: Duration::from_secs(10),
             poll: Duration::from_millis(50),
+            think: Duration::ZERO,
             interval: Duration::from_secs(1),
             out_dir,
             design: "unknown".into(),
@@ -189,6 +201,23 @@ impl LoadConfig {
         let bad = |m: String| Err(LoadError::Config(m));
         if self.duration < Duration::from_secs(1) || self.duration > Duration::from_secs(86_400) {
             return bad(format!("duration {:?} must be 1 s to 24 h", self.duration));
+        }
+        let intervals = (self.duration + self.drain).as_millis()
+            / self.interval.max(Duration::from_millis(10)).as_millis();
+        if intervals >= latency::MAX_INTERVALS as u128 {
+            return bad(format!(
+                "{intervals} timeline intervals of {:?} over the load and drain; at most {}: use a wider interval",
+                self.interval,
+                latency::MAX_INTERVALS - 1
+            ));
+        }
+        for (name, pause) in [("think", self.think), ("poll", self.poll)] {
+            if pause > journey::FOLLOW_LIMIT {
+                return bad(format!(
+                    "{name} {pause:?} must be at most {:?}",
+                    journey::FOLLOW_LIMIT
+                ));
+            }
         }
         for (name, p) in [
             ("browse", self.mix.browse),
@@ -255,9 +284,26 @@ fn write(dir: &std::path::Path, name: &str, bytes: &[u8]) -> Result<String, Load
     Ok(name.to_string())
 }
 
-/// Runs the load, drains, settles, audits; writes `latency.hlog`, one
-/// `.hgrm` per endpoint and goose's `goose-report.html` into `out_dir`, and
-/// returns the report (thresholds judged).
+/// What the headline latencies measure, for the report's notes.
+fn basis_note(model: &Model) -> String {
+    let what = match model {
+        Model::Closed { .. } => {
+            "closed loop: headline latencies are as sent, corrected for coordinated omission with each user's own expected interval between sends (its planned pauses per send plus its fastest answer)"
+        }
+        Model::Open { .. } => {
+            "open loop: headline latencies count from when each request should have been sent: a journey's first request from its slot, later ones from the previous answer plus the planned think time, poll interval or retry backoff"
+        }
+    };
+    format!(
+        "{what}; raw ones from when each was sent. In latency.hlog and the .hgrm files the tag ENDPOINT holds the headline basis and ENDPOINT{} the raw one",
+        latency::RAW_TAG_SUFFIX
+    )
+}
+
+/// Runs the load, drains, settles, audits; writes `latency.hlog`, per
+/// endpoint a headline-basis and a raw `.hgrm`, and goose's
+/// `goose-report.html` into `out_dir`, and returns the report (thresholds
+/// judged).
 pub async fn run(
     config: LoadConfig,
     on_progress: impl Fn(Progress) + Send + Sync + 'static,
@@ -365,6 +411,13 @@ pub async fn run(
             .unwrap_or_else(std::sync::PoisonError::into_inner),
     );
     let metrics = metrics.map_err(|e| LoadError::Goose(e.to_string()))?;
+    let refused = shared.client_events_refused.load(Ordering::Relaxed);
+    if refused > 0 {
+        return Err(LoadError::Limit(format!(
+            "the audit needs every client event and this run made more than {} ({refused} refused; no journey started after that): shorten --duration or lower the load",
+            journey::MAX_CLIENT_EVENTS
+        )));
+    }
     on_progress(snapshot(&shared, true));
 
     let mut notes = Vec::new();
@@ -419,6 +472,7 @@ pub async fn run(
     if config.out_dir.join("goose-report.html").exists() {
         files.push("goose-report.html".into());
     }
+    notes.push(basis_note(&config.model));
     let late = shared.late_starts.load(Ordering::Relaxed);
     if late > 0 {
         notes.push(format!(

@@ -6,6 +6,9 @@
 //! `error_rate` (`%` or a fraction) or `throughput` (`/s`); OP is `<`, `<=`,
 //! `>` or `>=`; ENDPOINT is an endpoint name as the report shows it
 //! (default: every request; latency thresholds then use the slowest endpoint).
+//!
+//! A threshold judged over zero requests fails: "no errors among no
+//! requests" is not evidence that the shop meets its SLO.
 
 use stampede_reports::{EndpointLatency, LoadReport, Percentiles, ThresholdResult};
 
@@ -150,7 +153,8 @@ fn fmt_us(us: f64) -> String {
 }
 
 impl Threshold {
-    /// Judges the threshold on a finished report; an unknown endpoint is an error.
+    /// Judges the threshold on a finished report; an unknown endpoint is an
+    /// error, and zero requests fail it.
     pub fn judge(&self, report: &LoadReport) -> Result<ThresholdResult, String> {
         let requests: Vec<&EndpointLatency> = match &self.endpoint {
             Some(name) => {
@@ -175,6 +179,14 @@ impl Threshold {
                 .filter(|e| e.name != crate::latency::ORDER_TO_CONFIRMED)
                 .collect(),
         };
+        if requests.iter().all(|e| e.requests == 0) {
+            let over = self.endpoint.as_deref().unwrap_or("any endpoint");
+            return Ok(ThresholdResult {
+                rule: self.rule.clone(),
+                measured: format!("no requests to {over}: nothing measured, so it fails"),
+                passed: false,
+            });
+        }
         let (measured, shown) = match self.metric {
             Metric::Latency(stat) => {
                 let worst = requests
@@ -187,11 +199,7 @@ impl Threshold {
             Metric::ErrorRate => {
                 let total: u64 = requests.iter().map(|e| e.requests).sum();
                 let errors: u64 = requests.iter().map(|e| e.errors).sum();
-                let rate = if total == 0 {
-                    0.0
-                } else {
-                    errors as f64 / total as f64
-                };
+                let rate = errors as f64 / total as f64;
                 (rate, format!("{:.3}% ({errors} of {total})", rate * 100.0))
             }
             Metric::Throughput => {
@@ -277,6 +285,42 @@ mod tests {
         assert!(!judge("error_rate<0.001"));
         assert!(judge("throughput>=400/s"));
         assert!(!judge("throughput>401/s"));
+    }
+
+    #[test]
+    fn a_threshold_over_zero_requests_fails_and_says_why() {
+        // Proves: with no requests at all, or none to the named endpoint,
+        // every kind of threshold fails (error_rate<1% included) and the
+        // measurement says there was nothing to measure.
+        let mut empty = report();
+        empty.endpoints.clear();
+        let mut idle = report();
+        idle.endpoints[0].requests = 0;
+        idle.endpoints[0].errors = 0;
+        idle.endpoints[0].headline.count = 0;
+        for (rule, on) in [
+            ("error_rate<1%", &empty),
+            ("p99<50ms", &empty),
+            ("throughput<100/s", &empty),
+            ("error_rate<1% for POST /v1/orders", &idle),
+            ("p99<50ms for POST /v1/orders", &idle),
+        ] {
+            let result = rule.parse::<Threshold>().unwrap().judge(on).unwrap();
+            assert!(!result.passed, "{rule} over zero requests fails");
+            assert!(
+                result.measured.contains("no requests"),
+                "{rule}: {result:?}"
+            );
+        }
+        assert!(
+            "error_rate<1%"
+                .parse::<Threshold>()
+                .unwrap()
+                .judge(&idle)
+                .unwrap()
+                .passed,
+            "other endpoints' requests still count"
+        );
     }
 
     #[test]

@@ -68,9 +68,11 @@ pub enum Basis {
     /// From the moment the request was sent (closed loop, uncorrected).
     Raw,
     /// Raw, corrected for coordinated omission with HdrHistogram's
-    /// expected-interval correction.
+    /// expected-interval correction (each user's own expected interval).
     Corrected,
-    /// From the moment the schedule said the request should start (open loop).
+    /// From the moment the request should have been sent (open loop): its
+    /// journey's slot in the schedule for the first request, the previous
+    /// answer plus the planned pause for later ones.
     IntendedStart,
 }
 
