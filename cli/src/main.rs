@@ -66,7 +66,7 @@ enum Command {
     /// Writes report.html (charts), report.md, report.json, HdrHistogram logs and goose's report.
     /// Exit status: 0 the audit holds and every --threshold passes, 1 otherwise, 2 bad input.
     /// Example: stampede load --rate 500/s --duration 20s --threshold "p99<50ms for POST /v1/orders"
-    Load(load::LoadArgs),
+    Load(Box<load::LoadArgs>),
     /// Re-render saved load reports; given several folders, compare them side by side.
     ///
     /// Example: stampede report stampede-out/load-reference stampede-out/load-seed-repo
