@@ -4,8 +4,8 @@
 //!
 //! Every job step asks the store to act only if the order is still in the
 //! state the step expects, so a redelivered job is a no-op (except the
-//! reserve step of `worker_state_check=off`, which reserves again). A failed attempt
-//! is reported back with jitter drawn from the worker's seeded RNG; the core
+//! reserve step of `worker_state_check=off`, which reserves again). A failed
+//! attempt is reported back with jitter drawn from the worker's seeded RNG; the core
 //! schedules the retry or dead-letters the job. A worker that crashes mid-job
 //! simply never acks: the lease lapses and another worker gets the job.
 
@@ -190,15 +190,13 @@ async fn read_then_write(
         .iter()
         .zip(&seen)
         .any(|(line, available)| u64::from(line.qty) > *available);
-    let to = OrderStatus::Cancelled(stampede_core::CancelReason::OutOfStock);
-    if short && !current.status().can_become(to) {
-        return Ok(Step::Skipped(current.status()));
-    }
     if short {
-        return Ok(app
-            .store
-            .transition_if(order, current.status(), to, cause)
-            .await?);
+        let to = OrderStatus::Cancelled(stampede_core::CancelReason::OutOfStock);
+        if !current.status().can_become(to) {
+            return Ok(Step::Skipped(current.status()));
+        }
+        let step = app.store.transition_if(order, current.status(), to, cause);
+        return Ok(step.await?);
     }
     // The window: others read the same availability before we write.
     tokio::task::yield_now().await;
