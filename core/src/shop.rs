@@ -13,7 +13,7 @@ use crate::catalog::{Catalog, ItemRequest, ItemsRejected};
 use crate::idempotency::{
     Begin, Fingerprint, IdempotencyError, IdempotencyLimits, IdempotencyStore,
 };
-use crate::ids::{CustomerId, IdempotencyKey, IntentId, JobId, OrderId, Sku};
+use crate::ids::{CustomerId, IdempotencyKey, IntentId, JobId, OrderId, ReservationId, Sku};
 use crate::inventory::{Inventory, InventoryError, Reservation, StockLevel};
 use crate::jobs::{DeadJob, Failed, JobError, JobKind, JobQueue, Lease, QueueLimits, RetryPolicy};
 use crate::money::Cents;
@@ -514,11 +514,7 @@ impl ShopState {
         if order.status() != OrderStatus::Created {
             return Ok(Step::Skipped(order.status()));
         }
-        let lines: Vec<(Sku, u64)> = order
-            .lines
-            .iter()
-            .map(|l| (l.sku.clone(), u64::from(l.qty)))
-            .collect();
+        let lines = order_lines(order);
         self.ensure_job_room()?;
         match self
             .inventory
@@ -948,48 +944,73 @@ impl ShopState {
         self.inventory.level(sku).map_or(0, |l| l.available)
     }
 
-    /// Reserves the order's lines with no availability check and no state
-    /// check; `observed` are the availabilities the caller read earlier (the
-    /// lost update of read-then-write). A reservation the order already held
-    /// is leaked, not released.
+    /// The reserve step of `inventory=read-then-write`: reserves the order's
+    /// lines from what the caller read earlier (`observed`, one per line),
+    /// not from what is there now — the lost update. An order that is no
+    /// longer `Created` gets an orphan reservation (see `take_reservation`).
     pub fn raw_force_reserve(
         &mut self,
         id: OrderId,
-        observed: Option<&[u64]>,
+        observed: &[u64],
         now: Millis,
         cause: Cause,
     ) -> Result<Step, ShopError> {
         let order = self.orders.get(&id).ok_or(ShopError::UnknownOrder(id))?;
         let status = order.status();
-        let lines: Vec<(Sku, u64)> = order
-            .lines
-            .iter()
-            .map(|l| (l.sku.clone(), u64::from(l.qty)))
-            .collect();
+        let lines = order_lines(order);
+        assert_eq!(observed.len(), lines.len(), "one observed level per line");
         self.ensure_job_room()?;
         let reservation = self.inventory.force_reserve(
             id,
             &lines,
-            observed,
+            Some(observed),
             now,
             self.config.reservation_ttl_ms,
         )?;
-        self.orders.get_mut(&id).expect("checked").reservation = Some(reservation);
-        if status == OrderStatus::Created {
-            Ok(Step::Moved(self.move_order(
-                id,
-                OrderStatus::InventoryReserved,
-                now,
-                cause,
-            )?))
-        } else {
-            Ok(Step::Skipped(status))
+        self.take_reservation(id, status, reservation, now, cause)
+    }
+
+    /// The reserve step of `worker_state_check=off`: [`ShopState::reserve`]
+    /// without its first line. Availability is still checked atomically, but
+    /// the order's status is not, so a redelivered job reserves the order's
+    /// lines a second time. Out of stock, the order is cancelled if it still
+    /// can be (only a `Created` one can).
+    pub fn raw_reserve_unchecked(
+        &mut self,
+        id: OrderId,
+        now: Millis,
+        cause: Cause,
+    ) -> Result<Step, ShopError> {
+        let order = self.orders.get(&id).ok_or(ShopError::UnknownOrder(id))?;
+        let status = order.status();
+        let lines = order_lines(order);
+        self.ensure_job_room()?;
+        match self
+            .inventory
+            .reserve(id, &lines, now, self.config.reservation_ttl_ms, id.0)
+        {
+            Ok(reservation) => self.take_reservation(id, status, reservation, now, cause),
+            Err(InventoryError::OutOfStock { .. }) => {
+                let to = OrderStatus::Cancelled(CancelReason::OutOfStock);
+                if !status.can_become(to) {
+                    return Ok(Step::Skipped(status));
+                }
+                Ok(Step::Moved(self.move_order(id, to, now, cause)?))
+            }
+            Err(other) => Err(other.into()),
         }
     }
 
-    /// Applies a payment webhook with no dedup and no state check, finalizing
-    /// inline: the first delivery pays and confirms the order; every repeat
-    /// "decrements stock" again.
+    /// The webhook handler of `webhook_dedup=off`: no dedup by event id and
+    /// no look at the order's status first, so every delivery of an event
+    /// runs the same statements. "Payment succeeded" is the textbook
+    /// handler: it sells the order's units on the spot — the order's hold, if
+    /// any, goes back to the shelf and the units are taken off the shelf into
+    /// `sold` — and moves the order toward `Paid` as far as the state machine
+    /// allows (finalization confirms it, as in the reference). A second
+    /// delivery of the same event therefore sells the units again. The other
+    /// kinds take the reference path ([`ShopState::receive_webhook`] without
+    /// its dedup).
     pub fn raw_apply_unchecked(
         &mut self,
         event: &WebhookEvent,
@@ -1000,45 +1021,71 @@ impl ShopState {
             .orders
             .get(&event.order)
             .ok_or(ShopError::UnknownOrder(event.order))?;
+        if event.kind != WebhookKind::PaymentSucceeded {
+            self.ensure_job_room()?;
+            return self.apply_event(event, now);
+        }
         let status = order.status();
-        let lines: Vec<(Sku, u64)> = order
-            .lines
-            .iter()
-            .map(|l| (l.sku.clone(), u64::from(l.qty)))
-            .collect();
+        let lines = order_lines(order);
         self.ensure_job_room()?;
         let cause = Cause::Webhook {
             event: event.id.clone(),
         };
-        match (event.kind, status) {
-            (WebhookKind::PaymentSucceeded, InventoryReserved | PaymentPending) => {
-                let mut moved = Vec::new();
-                if status == InventoryReserved {
-                    moved.extend(self.move_order(
-                        event.order,
-                        PaymentPending,
-                        now,
-                        cause.clone(),
-                    )?);
-                }
-                moved.extend(self.move_order(event.order, Paid, now, cause.clone())?);
-                moved.extend(self.move_order(event.order, Confirmed, now, cause)?);
-                Ok(Step::Moved(moved))
-            }
-            (WebhookKind::PaymentSucceeded, _) => {
-                self.inventory.force_sell(&lines);
-                Ok(Step::Skipped(status))
-            }
-            (WebhookKind::PaymentFailed, InventoryReserved | PaymentPending) => {
-                Ok(Step::Moved(self.move_order(
-                    event.order,
-                    Cancelled(CancelReason::PaymentFailed),
-                    now,
-                    cause,
-                )?))
-            }
-            _ => Ok(Step::Skipped(status)),
+        let hold = self
+            .orders
+            .get_mut(&event.order)
+            .expect("checked")
+            .reservation
+            .take();
+        if let Some(rid) = hold {
+            self.inventory.release(rid)?;
         }
+        let sale = self
+            .inventory
+            .force_reserve(event.order, &lines, None, now, None)?;
+        self.inventory.commit(sale)?;
+        self.adopt_intent(&PaymentIntent {
+            id: event.intent.clone(),
+            order: event.order,
+            amount: event.amount,
+            status: IntentStatus::Succeeded,
+            refunded: Cents::ZERO,
+        });
+        let mut moved = Vec::new();
+        if status == InventoryReserved {
+            moved.extend(self.move_order(event.order, PaymentPending, now, cause.clone())?);
+        }
+        if matches!(status, InventoryReserved | PaymentPending) {
+            moved.extend(self.move_order(event.order, Paid, now, cause)?);
+        }
+        Ok(if moved.is_empty() {
+            Step::Skipped(status)
+        } else {
+            Step::Moved(moved)
+        })
+    }
+
+    /// A naive reserve step's reservation: a `Created` order takes it and
+    /// becomes reserved; any other order already has (or had) one, so this
+    /// second reservation is an orphan no order points at — the sweeper gives
+    /// it back once it lapses, and without a TTL it holds stock for ever.
+    fn take_reservation(
+        &mut self,
+        id: OrderId,
+        status: OrderStatus,
+        reservation: ReservationId,
+        now: Millis,
+        cause: Cause,
+    ) -> Result<Step, ShopError> {
+        if status != OrderStatus::Created {
+            return Ok(Step::Skipped(status));
+        }
+        self.orders
+            .get_mut(&id)
+            .expect("caller checked")
+            .reservation = Some(reservation);
+        let moved = self.move_order(id, OrderStatus::InventoryReserved, now, cause)?;
+        Ok(Step::Moved(moved))
     }
 
     /// Orders the reconciler should compare with the PSP, oldest first, at
@@ -1146,6 +1193,15 @@ impl ShopState {
             idempotency_records: self.keys.len(),
         }
     }
+}
+
+/// An order's lines as (SKU, units), the shape the inventory takes.
+fn order_lines(order: &Order) -> Vec<(Sku, u64)> {
+    order
+        .lines
+        .iter()
+        .map(|l| (l.sku.clone(), u64::from(l.qty)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -1321,6 +1377,69 @@ mod tests {
             Step::Skipped(OrderStatus::InventoryReserved)
         );
         assert_eq!(s.inventory().level(&sku()).unwrap().reserved, 2);
+    }
+
+    #[test]
+    fn the_unchecked_reserve_checks_stock_but_a_redelivery_reserves_again() {
+        // Proves: `raw_reserve_unchecked` refuses what is not there (no
+        // oversubscription), and only a second run of the step — a
+        // redelivery — takes a second reservation, which no order owns.
+        let mut s = shop(3, None);
+        let order = place(&mut s, "k1", 2);
+        let first = s
+            .raw_reserve_unchecked(order, Millis(1), Cause::Reconciler)
+            .unwrap();
+        assert!(matches!(first, Step::Moved(_)), "{first:?}");
+        let level = s.inventory().level(&sku()).unwrap();
+        assert_eq!((level.available, level.reserved), (1, 2));
+        let other = place(&mut s, "k2", 2);
+        s.raw_reserve_unchecked(other, Millis(2), Cause::Reconciler)
+            .unwrap();
+        assert_eq!(
+            s.order(other).unwrap().status(),
+            OrderStatus::Cancelled(CancelReason::OutOfStock),
+            "availability is still checked"
+        );
+        s.stock(&sku(), 2, 1).unwrap();
+        assert_eq!(
+            s.raw_reserve_unchecked(order, Millis(3), Cause::Reconciler)
+                .unwrap(),
+            Step::Skipped(OrderStatus::InventoryReserved)
+        );
+        let level = s.inventory().level(&sku()).unwrap();
+        assert_eq!((level.available, level.reserved), (1, 4), "reserved twice");
+        assert_eq!(s.inventory().reservations().count(), 2);
+        assert!(level.is_conserved());
+    }
+
+    #[test]
+    fn the_unchecked_webhook_handler_sells_once_per_delivery() {
+        // Proves: the `webhook_dedup=off` handler is right for one delivery
+        // (the hold is sold, the order paid, finalize confirms it) and the
+        // same code run for a duplicate sells the units a second time.
+        let mut s = shop(10, None);
+        let order = place(&mut s, "k1", 2);
+        to_payment_pending(&mut s, order);
+        let event = WebhookEvent {
+            id: crate::ids::EventId::new("evt_1").unwrap(),
+            kind: WebhookKind::PaymentSucceeded,
+            intent: intent(order, IntentStatus::Succeeded).id,
+            order,
+            amount: Cents(1_000),
+            created: Millis(3),
+        };
+        let step = s.raw_apply_unchecked(&event, Millis(3)).unwrap();
+        assert!(matches!(step, Step::Moved(_)), "{step:?}");
+        s.finalize(order, Millis(4), Cause::Reconciler).unwrap();
+        assert_eq!(s.order(order).unwrap().status(), OrderStatus::Confirmed);
+        let level = s.inventory().level(&sku()).unwrap();
+        assert_eq!((level.available, level.reserved, level.sold), (8, 0, 2));
+        assert_eq!(
+            s.raw_apply_unchecked(&event, Millis(5)).unwrap(),
+            Step::Skipped(OrderStatus::Confirmed)
+        );
+        let level = s.inventory().level(&sku()).unwrap();
+        assert_eq!((level.available, level.sold), (6, 4), "sold twice");
     }
 
     #[test]

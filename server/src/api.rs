@@ -812,41 +812,51 @@ async fn webhook(
             );
         }
     }
-    let outcome = if design.webhook_dedup {
-        match app
-            .store
-            .receive_webhook(event.clone())
-            .await
-            .map_err(|e| store_problem(&app, e))?
-        {
-            WebhookOutcome::Duplicate => {
-                Counters::bump(&app.counters.webhook_duplicates);
-                tracing::info!(order_id = %event.order, event = %event.id, "duplicate webhook skipped");
-                "duplicate"
-            }
-            WebhookOutcome::Parked => {
-                Counters::bump(&app.counters.webhook_parked);
-                tracing::info!(order_id = %event.order, event = %event.id, "early webhook parked");
-                "parked"
-            }
-            WebhookOutcome::Applied(step) => {
-                app.counters.step(&step);
-                "applied"
-            }
-        }
-    } else {
+    let outcome = apply_webhook(&app, design.webhook_dedup, &event).await?;
+    if design.finalize == Finalize::InMemory {
+        spawn_in_memory_finalize(&app, event.order);
+    }
+    Ok(Json(serde_json::json!({ "received": true, "outcome": outcome })).into_response())
+}
+
+/// Applies a verified event: deduplicated and state-checked by the store in
+/// the reference; with `webhook_dedup=off`, every delivery goes through the
+/// naive handler, which sells the order's units each time.
+async fn apply_webhook(
+    app: &App,
+    dedup: bool,
+    event: &stampede_core::WebhookEvent,
+) -> Result<&'static str, Problem> {
+    if !dedup {
         let step = app
             .store
             .raw_apply_unchecked(event.clone())
             .await
-            .map_err(|e| store_problem(&app, e))?;
+            .map_err(|e| store_problem(app, e))?;
         app.counters.step(&step);
-        "applied"
-    };
-    if design.finalize == Finalize::InMemory && design.webhook_dedup {
-        spawn_in_memory_finalize(&app, event.order);
+        return Ok("applied");
     }
-    Ok(Json(serde_json::json!({ "received": true, "outcome": outcome })).into_response())
+    let outcome = app
+        .store
+        .receive_webhook(event.clone())
+        .await
+        .map_err(|e| store_problem(app, e))?;
+    Ok(match outcome {
+        WebhookOutcome::Duplicate => {
+            Counters::bump(&app.counters.webhook_duplicates);
+            tracing::info!(order_id = %event.order, event = %event.id, "duplicate webhook skipped");
+            "duplicate"
+        }
+        WebhookOutcome::Parked => {
+            Counters::bump(&app.counters.webhook_parked);
+            tracing::info!(order_id = %event.order, event = %event.id, "early webhook parked");
+            "parked"
+        }
+        WebhookOutcome::Applied(step) => {
+            app.counters.step(&step);
+            "applied"
+        }
+    })
 }
 
 /// The `finalize=in-memory` mistake: finalization is a task in this process,

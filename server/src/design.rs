@@ -18,7 +18,8 @@ pub struct Design {
     pub reservation_ttl: bool,
     /// How the order and its first job are written.
     pub enqueue: Enqueue,
-    /// Whether the reserve worker checks the order's state before acting.
+    /// Whether the reserve step checks the order's state before acting (off:
+    /// a redelivered job reserves again; stock is still checked).
     pub worker_state_check: bool,
     /// Whether the PSP intent is created with the key `pay_{order}`.
     pub intent_key: bool,
@@ -146,7 +147,7 @@ pub const SWITCHES: &[SwitchInfo] = &[
     SwitchInfo {
         name: "worker_state_check",
         values: &["on", "off"],
-        mistake: "a redelivered reserve job reserves again (stock leaks)",
+        mistake: "the reserve step does not check the order's status: a redelivered job reserves the stock again (it leaks)",
     },
     SwitchInfo {
         name: "intent_key",
@@ -166,7 +167,7 @@ pub const SWITCHES: &[SwitchInfo] = &[
     SwitchInfo {
         name: "webhook_dedup",
         values: &["on", "off"],
-        mistake: "webhooks applied without dedup or state check (duplicates apply twice)",
+        mistake: "webhooks applied without dedup or state check: each delivery of a payment sells the order's units again",
     },
     SwitchInfo {
         name: "early_webhooks",

@@ -3,8 +3,9 @@
 //! sweeper and the reconciler.
 //!
 //! Every job step asks the store to act only if the order is still in the
-//! state the step expects, so a redelivered job is a no-op. A failed attempt
-//! is reported back with jitter drawn from the worker's seeded RNG; the core
+//! state the step expects, so a redelivered job is a no-op (except the
+//! reserve step of `worker_state_check=off`, which reserves again). A failed
+//! attempt is reported back with jitter drawn from the worker's seeded RNG; the core
 //! schedules the retry or dead-letters the job. A worker that crashes mid-job
 //! simply never acks: the lease lapses and another worker gets the job.
 
@@ -151,42 +152,55 @@ async fn run_step(app: &App, lease: &Lease) -> Result<Step, StepError> {
 }
 
 /// The reserve step: atomic and state-checked in the reference design;
-/// read-then-write and/or unchecked in the naive ones.
+/// without the state check (`worker_state_check=off`) a redelivered job
+/// reserves again; read-then-write reserves from a stale read.
 async fn reserve(app: &App, order: OrderId, cause: Cause) -> Result<Step, StepError> {
     let design = *app.design();
-    if design.inventory == InventoryMode::Reference && design.worker_state_check {
-        return Ok(app.store.reserve(order, cause).await?);
+    match (design.inventory, design.worker_state_check) {
+        (InventoryMode::Reference, true) => Ok(app.store.reserve(order, cause).await?),
+        (InventoryMode::Reference, false) => {
+            Ok(app.store.raw_reserve_unchecked(order, cause).await?)
+        }
+        (InventoryMode::ReadThenWrite, state_check) => {
+            read_then_write(app, order, state_check, cause).await
+        }
     }
+}
+
+/// `inventory=read-then-write`: read each line's availability, await, then
+/// reserve from what was read (others read the same numbers meanwhile).
+async fn read_then_write(
+    app: &App,
+    order: OrderId,
+    state_check: bool,
+    cause: Cause,
+) -> Result<Step, StepError> {
     let Some(current) = app.store.get_order(order).await? else {
         return Err(StepError::Other(format!("{order} does not exist")));
     };
-    if design.worker_state_check && current.status() != OrderStatus::Created {
+    if state_check && current.status() != OrderStatus::Created {
         return Ok(Step::Skipped(current.status()));
     }
-    let observed = if design.inventory == InventoryMode::ReadThenWrite {
-        let mut seen = Vec::with_capacity(current.lines.len());
-        for line in &current.lines {
-            seen.push(app.store.raw_available(line.sku.clone()).await?);
+    let mut seen = Vec::with_capacity(current.lines.len());
+    for line in &current.lines {
+        seen.push(app.store.raw_available(line.sku.clone()).await?);
+    }
+    let short = current
+        .lines
+        .iter()
+        .zip(&seen)
+        .any(|(line, available)| u64::from(line.qty) > *available);
+    if short {
+        let to = OrderStatus::Cancelled(stampede_core::CancelReason::OutOfStock);
+        if !current.status().can_become(to) {
+            return Ok(Step::Skipped(current.status()));
         }
-        if current
-            .lines
-            .iter()
-            .zip(&seen)
-            .any(|(line, available)| u64::from(line.qty) > *available)
-        {
-            let to = OrderStatus::Cancelled(stampede_core::CancelReason::OutOfStock);
-            return Ok(app
-                .store
-                .transition_if(order, current.status(), to, cause)
-                .await?);
-        }
-        // The window: others read the same availability before we write.
-        tokio::task::yield_now().await;
-        Some(seen)
-    } else {
-        None
-    };
-    Ok(app.store.raw_force_reserve(order, observed, cause).await?)
+        let step = app.store.transition_if(order, current.status(), to, cause);
+        return Ok(step.await?);
+    }
+    // The window: others read the same availability before we write.
+    tokio::task::yield_now().await;
+    Ok(app.store.raw_force_reserve(order, seen, cause).await?)
 }
 
 /// Refunds every captured intent of the order at the PSP, then records it.

@@ -657,9 +657,27 @@ async fn an_expired_reservation_returns_stock_and_a_late_payment_is_refunded() {
     stack.shutdown().await;
 }
 
+/// What a client was told by `POST /v1/orders`, as the response said it.
+fn reply_to_order(response: &HttpResponse) -> ClientReply {
+    if response.status == StatusCode::ACCEPTED {
+        return ClientReply::OrderAccepted {
+            order: OrderId::parse(&order_id(response)).unwrap(),
+            replayed: response
+                .headers
+                .get("idempotent-replayed")
+                .is_some_and(|v| v == "true"),
+        };
+    }
+    let problem: Value = response.json().unwrap_or(Value::Null);
+    ClientReply::Refused {
+        status: response.status.as_u16(),
+        problem: problem["type"].as_str().unwrap_or_default().to_string(),
+    }
+}
+
 /// Runs `shoppers` concurrent shoppers for `stock` units of the hot SKU, each paying, waits for the
 /// world to settle, and judges every invariant on what clients were told, the PSP ledger and the audit.
-async fn flash_sale(design: Design, shoppers: u32) -> Vec<stampede_core::Verdict> {
+async fn flash_sale(design: Design, shoppers: u32) -> (Vec<stampede_core::Verdict>, AuditSnapshot) {
     let mut c = config(design);
     c.catalog = vec![(
         stampede_core::Product {
@@ -696,19 +714,22 @@ async fn flash_sale(design: Design, shoppers: u32) -> Vec<stampede_core::Verdict
         tasks.push(tokio::spawn(async move {
             let key = format!("flash-{i}");
             let response = s.order(&key, &format!("c{i}"), HOT, 1).await;
-            let id = (response.status == StatusCode::ACCEPTED).then(|| order_id(&response));
-            if let Some(id) = &id
-                && s.wait_for(id, &["payment_pending", "cancelled_out_of_stock"])
-                    .await
+            let reply = reply_to_order(&response);
+            if let ClientReply::OrderAccepted { order, .. } = &reply
+                && s.wait_for(
+                    &order.to_string(),
+                    &["payment_pending", "cancelled_out_of_stock"],
+                )
+                .await
                     == "payment_pending"
             {
-                s.pay_and_confirm(id, false).await;
+                s.pay_and_confirm(&order.to_string(), false).await;
             }
-            (i, key, id)
+            (i, key, reply)
         }));
     }
     for (req, task) in tasks.into_iter().enumerate() {
-        let (i, key, id) = task.await.unwrap();
+        let (i, key, reply) = task.await.unwrap();
         let request = PlaceOrder {
             key: Some(IdempotencyKey::new(key).unwrap()),
             customer: CustomerId::new(format!("c{i}")).unwrap(),
@@ -727,16 +748,6 @@ async fn flash_sale(design: Design, shoppers: u32) -> Vec<stampede_core::Verdict
                 fingerprint,
             },
         );
-        let reply = match id {
-            Some(id) => ClientReply::OrderAccepted {
-                order: OrderId::parse(&id).unwrap(),
-                replayed: false,
-            },
-            None => ClientReply::Refused {
-                status: 0,
-                problem: "refused".into(),
-            },
-        };
         history.push(
             Millis(1),
             EventKind::Response {
@@ -763,13 +774,13 @@ async fn flash_sale(design: Design, shoppers: u32) -> Vec<stampede_core::Verdict
         history.push(entry.at, EventKind::Ledger(entry));
     }
     stack.shutdown().await;
-    check_all(&history, &audit)
+    (check_all(&history, &audit), audit)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_shoppers_racing_for_small_stock_never_oversell_or_double_charge() {
     // Proves: 120 concurrent shoppers for 20 units on the reference design: every invariant holds.
-    let verdicts = flash_sale(Design::reference(), 120).await;
+    let (verdicts, _) = flash_sale(Design::reference(), 120).await;
     assert_eq!(verdicts.len(), Invariant::ALL.len());
     for v in &verdicts {
         assert!(
@@ -784,22 +795,34 @@ async fn concurrent_shoppers_racing_for_small_stock_never_oversell_or_double_cha
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_textbook_naive_design_oversells_under_the_same_race() {
     // Proves: the same flash sale against the textbook-naive design (read-then-write inventory
-    // among its mistakes) breaks stock invariants: the harness sees the race the reference avoids.
-    let verdicts = flash_sale(Design::preset("textbook-naive").unwrap(), 120).await;
-    for v in verdicts.iter().filter(|v| v.is_violated()) {
-        eprintln!(
-            "textbook-naive broke {}: {:?}",
-            v.invariant,
-            v.violations().first()
-        );
-    }
-    let broken: Vec<_> = verdicts
+    // among its mistakes) sells more of the hot SKU than was received — more than 20 units end
+    // in paid or confirmed orders — and the checker names it: no_oversell on that SKU.
+    let (verdicts, audit) = flash_sale(Design::preset("textbook-naive").unwrap(), 120).await;
+    let hot = Sku::new(HOT).unwrap();
+    let promised: u32 = audit
+        .orders
         .iter()
-        .filter(|v| v.is_violated())
-        .map(|v| v.invariant)
-        .collect();
+        .filter(|o| {
+            matches!(
+                o.status(),
+                stampede_core::OrderStatus::Paid | stampede_core::OrderStatus::Confirmed
+            )
+        })
+        .map(|o| o.qty_of(&hot))
+        .sum();
     assert!(
-        broken.contains(&Invariant::NoOversell) || broken.contains(&Invariant::StockConserved),
-        "expected an oversell or broken stock; violated: {broken:?}"
+        promised > 20,
+        "only {promised} units paid for: no race happened"
+    );
+    let oversell = verdicts
+        .iter()
+        .find(|v| v.invariant == Invariant::NoOversell)
+        .expect("no_oversell is judged");
+    assert!(
+        oversell
+            .violations()
+            .iter()
+            .any(|v| v.subject == stampede_core::Subject::Sku(hot.clone())),
+        "{promised} units paid for but no_oversell did not name {HOT}: {oversell:?}"
     );
 }

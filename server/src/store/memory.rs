@@ -131,7 +131,10 @@ impl MemoryStore {
                 order,
                 observed,
                 cause,
-            } => A::Step(s.raw_force_reserve(order, observed.as_deref(), now, cause)?),
+            } => A::Step(s.raw_force_reserve(order, &observed, now, cause)?),
+            Q::RawReserveUnchecked { order, cause } => {
+                A::Step(s.raw_reserve_unchecked(order, now, cause)?)
+            }
             Q::RawApplyUnchecked { event } => A::Step(s.raw_apply_unchecked(&event, now)?),
         })
     }

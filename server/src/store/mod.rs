@@ -199,19 +199,26 @@ pub enum StoreRequest {
         /// The SKU.
         sku: Sku,
     },
-    /// Naive: reserve the order's lines without checking availability or the
-    /// order's state (stock counters may exceed what was received).
+    /// Naive (`inventory=read-then-write`): reserve the order's lines from
+    /// availabilities read earlier, without checking what is there now.
     RawForceReserve {
         /// The order.
         order: OrderId,
-        /// Availabilities read earlier, one per line (read-then-write's stale
-        /// read); `None` takes whatever is there.
-        observed: Option<Vec<u64>>,
+        /// Availabilities read earlier, one per line (the stale read).
+        observed: Vec<u64>,
         /// Who.
         cause: Cause,
     },
-    /// Naive: apply a payment webhook without dedup or state check: marks the
-    /// order paid if it can be, and commits its stock every time.
+    /// Naive (`worker_state_check=off`): the reserve step without its state
+    /// check — a redelivered job reserves the order's lines again.
+    RawReserveUnchecked {
+        /// The order.
+        order: OrderId,
+        /// Who.
+        cause: Cause,
+    },
+    /// Naive (`webhook_dedup=off`): apply a webhook without dedup or state
+    /// check; a payment sells the order's units every time it is applied.
     RawApplyUnchecked {
         /// The event.
         event: WebhookEvent,
@@ -387,7 +394,10 @@ impl dyn Store {
         raw_available(sku: Sku) -> u64 = StoreRequest::RawAvailable { sku }, StoreResponse::Count(n) => n);
     typed!(
         /// See [`StoreRequest::RawForceReserve`].
-        raw_force_reserve(order: OrderId, observed: Option<Vec<u64>>, cause: Cause) -> Step = StoreRequest::RawForceReserve { order, observed, cause }, StoreResponse::Step(s) => s);
+        raw_force_reserve(order: OrderId, observed: Vec<u64>, cause: Cause) -> Step = StoreRequest::RawForceReserve { order, observed, cause }, StoreResponse::Step(s) => s);
+    typed!(
+        /// See [`StoreRequest::RawReserveUnchecked`].
+        raw_reserve_unchecked(order: OrderId, cause: Cause) -> Step = StoreRequest::RawReserveUnchecked { order, cause }, StoreResponse::Step(s) => s);
     typed!(
         /// See [`StoreRequest::RawApplyUnchecked`].
         raw_apply_unchecked(event: WebhookEvent) -> Step = StoreRequest::RawApplyUnchecked { event }, StoreResponse::Step(s) => s);
