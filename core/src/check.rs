@@ -322,6 +322,8 @@ struct Facts<'a> {
     ledger: BTreeMap<OrderId, Vec<(usize, LedgerKind, Cents, &'a IntentId)>>,
     /// Transition event indices per order, in history order.
     transitions: BTreeMap<OrderId, Vec<usize>>,
+    /// Job event indices per order (leases, acks, failures), in history order.
+    jobs: BTreeMap<OrderId, Vec<usize>>,
     exchanges: Vec<Exchange<'a>>,
     /// Each client's observed statuses of each order, in history order: (event index, status).
     observed: BTreeMap<(u64, OrderId), Vec<(usize, OrderStatus)>>,
@@ -342,6 +344,7 @@ impl<'a> Facts<'a> {
             received: BTreeMap::new(),
             ledger: BTreeMap::new(),
             transitions: BTreeMap::new(),
+            jobs: BTreeMap::new(),
             exchanges: Vec::new(),
             observed: BTreeMap::new(),
             seen_confirmed: BTreeMap::new(),
@@ -405,7 +408,8 @@ impl<'a> Facts<'a> {
                     entry.amount,
                     &entry.intent,
                 )),
-                EventKind::Job { .. } | EventKind::Fault { .. } => {}
+                EventKind::Job { order, .. } => facts.jobs.entry(*order).or_default().push(i),
+                EventKind::Fault { .. } => {}
             }
         }
         for ex in &facts.exchanges {
@@ -1196,7 +1200,14 @@ fn no_reservation_leak(facts: &Facts<'_>) -> Vec<Violation> {
                     r.id,
                     status.map_or("unknown".to_string(), |s| s.to_string())
                 ),
-                evidence: facts.transitions.get(&r.order).cloned().unwrap_or_default(),
+                // The order's jobs too: a reservation left behind by a redelivered
+                // job shows as a second lease of the job that reserved.
+                evidence: {
+                    let mut e = facts.transitions.get(&r.order).cloned().unwrap_or_default();
+                    e.extend(facts.jobs.get(&r.order).into_iter().flatten());
+                    e.sort_unstable();
+                    e
+                },
             });
         }
     }

@@ -1705,8 +1705,9 @@ fn no_stuck_orders_catches_a_dead_lettered_order_and_a_cart_that_never_expires()
 }
 
 // Proves: no_reservation_leak catches a live reservation whose order was cancelled (a cancel
-// that forgot to release), naming the order and pointing at its transitions, plus the SKU left
-// with reserved units; stock_conserved rightly sees reserved units no order needs.
+// that forgot to release), naming the order and pointing at its transitions and its jobs' events
+// (so a reservation left by a redelivered job shows the second lease), plus the SKU left with
+// reserved units; stock_conserved rightly sees reserved units no order needs.
 #[test]
 fn no_reservation_leak_catches_a_reservation_kept_after_cancel() {
     let (mut s, _, _) = alice_confirmed();
@@ -1729,8 +1730,18 @@ fn no_reservation_leak_catches_a_reservation_kept_after_cancel() {
     let found = violations(&verdicts, Invariant::NoReservationLeak);
     assert_eq!(found.len(), 2, "{found:#?}");
     assert_eq!(found[0].subject, Subject::Order(erin));
-    assert_eq!(found[0].evidence, transitions_of(&s.history, erin));
-    assert_eq!(found[0].evidence.len(), 3);
+    let jobs: Vec<usize> = s
+        .history
+        .indexed()
+        .filter(|(_, e)| matches!(&e.kind, EventKind::Job { order, .. } if *order == erin))
+        .map(|(i, _)| i)
+        .collect();
+    assert!(!jobs.is_empty());
+    assert_eq!(
+        found[0].evidence,
+        sorted([transitions_of(&s.history, erin), jobs].concat())
+    );
+    assert_eq!(transitions_of(&s.history, erin).len(), 3);
     assert!(
         found[0].detail.contains("cancelled_by_customer"),
         "{}",
