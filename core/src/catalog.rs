@@ -261,12 +261,18 @@ mod tests {
             per_customer_limit: None,
         }]);
         assert_eq!(
-            generous.price_items(&[item("pin", MAX_QTY_PER_LINE)]).unwrap().1,
+            generous
+                .price_items(&[item("pin", MAX_QTY_PER_LINE)])
+                .unwrap()
+                .1,
             Cents(u64::from(MAX_QTY_PER_LINE))
         );
         assert!(matches!(
             generous.price_items(&[item("pin", MAX_QTY_PER_LINE + 1)]),
-            Err(ItemsRejected::QtyAboveLimit { max: MAX_QTY_PER_LINE, .. })
+            Err(ItemsRejected::QtyAboveLimit {
+                max: MAX_QTY_PER_LINE,
+                ..
+            })
         ));
         let wide = Catalog::new((0..=MAX_LINES_PER_ORDER).map(|i| Product {
             sku: sku(&format!("s{i}")),

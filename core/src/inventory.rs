@@ -713,10 +713,16 @@ mod tests {
             .reserve(OrderId(2), &[(sku("hot"), 1)], Millis(10), Some(100), 0)
             .unwrap();
         assert_eq!(inv.due(Millis(99)).count(), 0);
-        assert_eq!(inv.due(Millis(110)).collect::<Vec<_>>(), vec![first, second]);
+        assert_eq!(
+            inv.due(Millis(110)).collect::<Vec<_>>(),
+            vec![first, second]
+        );
         assert_eq!(inv.level(&sku("hot")).unwrap().reserved, 2);
         let expired = inv.expire_due(Millis(110), 1);
-        assert_eq!(expired.iter().map(|r| r.id).collect::<Vec<_>>(), vec![first]);
+        assert_eq!(
+            expired.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![first]
+        );
         assert_eq!(inv.level(&sku("hot")).unwrap().available, 4);
     }
 

@@ -296,8 +296,14 @@ mod tests {
             max_seen: 2,
             ..InboxLimits::default()
         });
-        assert_eq!(inbox.receive(&event("evt_1", 1), Millis(0)), Received::Fresh);
-        assert_eq!(inbox.receive(&event("evt_2", 1), Millis(0)), Received::Fresh);
+        assert_eq!(
+            inbox.receive(&event("evt_1", 1), Millis(0)),
+            Received::Fresh
+        );
+        assert_eq!(
+            inbox.receive(&event("evt_2", 1), Millis(0)),
+            Received::Fresh
+        );
         assert_eq!(inbox.receive(&event("evt_3", 1), Millis(0)), Received::Full);
     }
 }

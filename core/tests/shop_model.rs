@@ -16,9 +16,9 @@ use proptest::prelude::*;
 use stampede_core::{
     Catalog, Cause, Cents, ClientOp, ClientReply, CustomerId, EventId, EventKind, History,
     IdempotencyKey, IntentId, IntentStatus, Invariant, ItemRequest, JobKind, Lease, LedgerEntry,
-    LedgerKind, Millis, OrderId, OrderStatus, PaymentIntent, PlaceOrder, Placed, Product, QueueLimits, Repair,
-    RetryPolicy, SavedResponse, ShopConfig, ShopError, ShopState, Sku, Step, WebhookEvent,
-    StockLevel, WebhookKind, check, check_all, payment_key, reconcile,
+    LedgerKind, Millis, OrderId, OrderStatus, PaymentIntent, PlaceOrder, Placed, Product,
+    QueueLimits, Repair, RetryPolicy, SavedResponse, ShopConfig, ShopError, ShopState, Sku, Step,
+    StockLevel, WebhookEvent, WebhookKind, check, check_all, payment_key, reconcile,
 };
 use std::collections::BTreeMap;
 
@@ -214,7 +214,10 @@ impl World {
                 requested,
             }) => {
                 let model = held_before.get(&(customer, sku)).copied().unwrap_or(0);
-                assert_eq!(held, model, "the shop's holding differs from its live orders");
+                assert_eq!(
+                    held, model,
+                    "the shop's holding differs from its live orders"
+                );
                 assert!(
                     held + u64::from(requested) > u64::from(limit),
                     "refused within the limit: holds {held}, asked {requested}, limit {limit}"
@@ -249,11 +252,7 @@ impl World {
             JobKind::CreateIntent => {
                 let total = self.shop.order(order).unwrap().total;
                 // Idempotent at the PSP: a known key returns the intent it created.
-                let owner = *self
-                    .psp
-                    .by_key
-                    .entry(payment_key(order))
-                    .or_insert(order);
+                let owner = *self.psp.by_key.entry(payment_key(order)).or_insert(order);
                 let intent = self
                     .psp
                     .intents
@@ -434,7 +433,10 @@ impl World {
     fn expected_holdings(&self) -> BTreeMap<(CustomerId, Sku), u64> {
         let mut held = BTreeMap::new();
         for order in self.shop.orders() {
-            if matches!(order.status(), OrderStatus::Cancelled(_) | OrderStatus::Refunded) {
+            if matches!(
+                order.status(),
+                OrderStatus::Cancelled(_) | OrderStatus::Refunded
+            ) {
                 continue;
             }
             for line in &order.lines {
@@ -475,7 +477,9 @@ impl World {
                 continue;
             };
             holding += 1;
-            let r = inventory.reservation(rid).expect("an order's reservation is live");
+            let r = inventory
+                .reservation(rid)
+                .expect("an order's reservation is live");
             assert_eq!(r.order, order.id, "step {step}");
             for line in &order.lines {
                 assert_eq!(r.qty_of(&line.sku), u64::from(line.qty), "step {step}");
@@ -486,7 +490,11 @@ impl World {
                 "step {step}: a paid order's reservation is pinned, others expire"
             );
         }
-        assert_eq!(inventory.reservations().count(), holding, "step {step}: leaked");
+        assert_eq!(
+            inventory.reservations().count(),
+            holding,
+            "step {step}: leaked"
+        );
         for (name, _, received, _) in SKUS {
             let sku = Sku::new(name).unwrap();
             let reserved = reserved.get(&sku).copied().unwrap_or(0);
