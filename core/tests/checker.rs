@@ -7,6 +7,7 @@ use stampede_core::CancelReason::{ByCustomer, Expired, OutOfStock, PaymentFailed
 use stampede_core::OrderStatus::{
     Cancelled, Confirmed, Created, InventoryReserved, Paid, PaymentPending, Refunded,
 };
+use stampede_core::check::MAX_VIOLATIONS_KEPT;
 use stampede_core::*;
 use std::collections::BTreeMap;
 
@@ -2106,4 +2107,157 @@ fn idempotent_replay_catches_a_pay_replayed_as_new_by_the_intent_it_carried() {
         .judgement,
         Judgement::Holds
     );
+}
+
+// =====================================================================================
+// The shop's own records, and the verdict API reports are built on
+// =====================================================================================
+
+/// Alice's confirmed order as a store would send it over the wire, edited by `tamper`: what a
+/// remote store with a corrupted record returns.
+fn tampered_snapshot(
+    tamper: impl FnOnce(&mut serde_json::Value),
+) -> (Shell, OrderId, AuditSnapshot) {
+    let (s, alice, _) = alice_confirmed();
+    let mut snapshot = s.audit();
+    let kept = snapshot.orders.iter_mut().find(|o| o.id == alice).unwrap();
+    let mut json = serde_json::to_value(&*kept).unwrap();
+    tamper(&mut json);
+    *kept = serde_json::from_value(json).unwrap();
+    (s, alice, snapshot)
+}
+
+// Proves: legal_transitions judges the shop's own record of an order even when the history is
+// clean: a record whose chain skips a step is reported (and so is where that chain ends), with
+// no history evidence since the record is the evidence.
+#[test]
+fn legal_transitions_catches_a_broken_chain_in_the_shops_own_record() {
+    let (s, alice, snapshot) = tampered_snapshot(|json| {
+        json["transitions"].as_array_mut().unwrap().remove(1);
+    });
+    let verdicts = judge(&s.history, &snapshot, true);
+    let found = violations(&verdicts, Invariant::LegalTransitions);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(found.iter().all(|v| v.subject == Subject::Order(alice)));
+    assert!(
+        found[0]
+            .detail
+            .contains("the order's own record has payment_pending -> paid"),
+        "{}",
+        found[0].detail
+    );
+    assert!(found[0].evidence.is_empty());
+    assert!(
+        found[1]
+            .detail
+            .contains("status is confirmed but its transitions end at inventory_reserved"),
+        "{}",
+        found[1].detail
+    );
+}
+
+// Proves: an edge the state machine does not have is reported from the shop's own record even
+// when each step starts where the last ended (created -> confirmed in one step); judging stops
+// at it, so the status is also reported as unexplained.
+#[test]
+fn legal_transitions_catches_an_illegal_edge_in_the_shops_own_record() {
+    let (s, alice, snapshot) = tampered_snapshot(|json| {
+        let transitions = json["transitions"].as_array_mut().unwrap();
+        let last = transitions.pop().unwrap();
+        transitions.clear();
+        let mut jump = last;
+        jump["from"] = serde_json::to_value(Created).unwrap();
+        transitions.push(jump);
+    });
+    let verdicts = judge(&s.history, &snapshot, true);
+    let found = violations(&verdicts, Invariant::LegalTransitions);
+    assert_eq!(
+        found.len(),
+        2,
+        "the edge, and the chain judged up to it: {found:#?}"
+    );
+    assert_eq!(found[0].subject, Subject::Order(alice));
+    assert!(
+        found[0]
+            .detail
+            .contains("own record has created -> confirmed while it was created"),
+        "{}",
+        found[0].detail
+    );
+    assert_exactly_violated(&verdicts, &[Invariant::LegalTransitions], true);
+}
+
+// Proves: a status that is not where the order's transitions end is reported.
+#[test]
+fn legal_transitions_catches_a_status_its_transitions_do_not_explain() {
+    let (s, alice, snapshot) = tampered_snapshot(|json| {
+        json["status"] = serde_json::to_value(Paid).unwrap();
+    });
+    let verdicts = judge(&s.history, &snapshot, true);
+    let found = violations(&verdicts, Invariant::LegalTransitions);
+    assert!(
+        found.iter().any(|v| v.subject == Subject::Order(alice)
+            && v.detail == "status is paid but its transitions end at confirmed"),
+        "{found:#?}"
+    );
+}
+
+// Proves: a verdict reports its outcome with the total count, its kept violations, and its
+// opt-out reason; a held one has no violations; more than MAX_VIOLATIONS_KEPT violations are
+// counted but only MAX_VIOLATIONS_KEPT kept.
+#[test]
+fn verdicts_report_outcome_count_kept_violations_and_opt_out_reason() {
+    let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, 100, 1)]);
+    let orders: Vec<OrderId> = (0..=MAX_VIOLATIONS_KEPT)
+        .map(|i| s.order(Some(&format!("k{i}")), &format!("c{i}"), &[(HAT, 1)]))
+        .collect();
+    // Nobody ran the jobs: every order is stuck in Created.
+    let snapshot = s.audit();
+    let verdicts = check_all(&s.history, &snapshot);
+    let stuck = verdict(&verdicts, Invariant::NoStuckOrders);
+    assert_eq!(stuck.outcome(), ("violated", orders.len()));
+    assert_eq!(stuck.violations().len(), MAX_VIOLATIONS_KEPT);
+    assert_eq!(stuck.not_judged_reason(), None);
+    let held = verdict(&verdicts, Invariant::SingleCharge);
+    assert_eq!(held.outcome(), ("holds", 0));
+    assert!(held.violations().is_empty());
+    assert!(!held.is_violated());
+    let opt_outs = OptOuts::none().skip(Invariant::NoStuckOrders, "mid-run");
+    assert!(!opt_outs.is_empty());
+    assert!(OptOuts::none().is_empty());
+    let skipped = check_except(&s.history, &snapshot, &opt_outs);
+    let stuck = verdict(&skipped, Invariant::NoStuckOrders);
+    assert_eq!(stuck.outcome(), ("not_judged", 0));
+    assert_eq!(stuck.not_judged_reason(), Some("mid-run"));
+    assert!(stuck.violations().is_empty());
+}
+
+// Proves: invariant names round-trip through `parse` and print as their names, unknown names
+// are refused, and subjects print what they are about.
+#[test]
+fn invariant_names_round_trip_and_subjects_print_their_kind() {
+    for inv in Invariant::ALL {
+        assert_eq!(Invariant::parse(inv.name()), Some(inv));
+        assert_eq!(inv.to_string(), inv.name());
+    }
+    assert_eq!(Invariant::parse("no_such_invariant"), None);
+    assert_eq!(Invariant::NoOversell.name(), "no_oversell");
+    let liveness: Vec<_> = Invariant::ALL
+        .into_iter()
+        .filter(|i| i.is_liveness())
+        .collect();
+    assert_eq!(
+        liveness,
+        [
+            Invariant::EventualConfirmation,
+            Invariant::NoStuckOrders,
+            Invariant::NoReservationLeak
+        ]
+    );
+    assert_eq!(
+        Subject::Order(OrderId(3)).to_string(),
+        format!("order {}", OrderId(3))
+    );
+    assert_eq!(Subject::Sku(sku(HAT)).to_string(), "sku hat");
+    assert_eq!(Subject::Key(key("k1")).to_string(), "key k1");
 }
