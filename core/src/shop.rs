@@ -1220,7 +1220,7 @@ mod tests {
     #[test]
     fn unsettled_names_live_jobs_and_reservations_past_their_ttl_on_both_sides_of_the_bound() {
         // Proves: a fresh order's job keeps the world unsettled; a reservation (TTL 100 ms)
-        // is no reason at 100 ms - 1 and is one from 100 ms on.
+        // is no reason at 100 ms - 1 and is one from 100 ms on; a settled shop gives no reason.
         let mut s = shop(5, None);
         let order = place(&mut s, "k1", 1);
         assert_eq!(
@@ -1234,6 +1234,10 @@ mod tests {
         let lapsed = "1 reservations past their TTL".to_string();
         assert!(!s.audit(Millis(99)).unsettled().contains(&lapsed));
         assert!(s.audit(Millis(100)).unsettled().contains(&lapsed));
+        // Once the order is cancelled and its jobs ran, nothing is left to say.
+        s.cancel(order, Millis(100)).unwrap();
+        drain(&mut s, Millis(100));
+        assert_eq!(s.audit(Millis(100)).unsettled(), Vec::<String>::new());
     }
 
     fn to_payment_pending(s: &mut ShopState, order: OrderId) {
