@@ -2155,4 +2155,13 @@ mod tests {
             OrderStatus::Cancelled(CancelReason::PaymentFailed)
         );
     }
+
+    #[test]
+    fn the_shop_shows_the_catalog_and_config_it_was_built_with() {
+        // Proves: shells read prices and the TTL from the shop itself, not from defaults.
+        let s = shop(10, None);
+        assert_eq!(s.catalog().get(&sku()).unwrap().price, Cents(1_000));
+        assert_eq!(s.config().reservation_ttl_ms, Some(100));
+        assert_eq!(s.inventory().level(&sku()).unwrap().received, 10);
+    }
 }
