@@ -2261,3 +2261,40 @@ fn invariant_names_round_trip_and_subjects_print_their_kind() {
     assert_eq!(Subject::Sku(sku(HAT)).to_string(), "sku hat");
     assert_eq!(Subject::Key(key("k1")).to_string(), "key k1");
 }
+
+// Proves: no_oversell also judges the final state, for paid orders whose transitions the
+// history never saw: units in paid/confirmed orders equal to the stock received are fine, one
+// more is flagged, pointing at the stock received and the transitions the history has.
+#[test]
+fn no_oversell_judges_paid_orders_the_history_missed_on_both_sides_of_the_stock() {
+    let (s, alice, _) = alice_confirmed(); // 2 of 3 hats
+    let unseen = |id: u64, qty: u32| {
+        let mut o = forged_order(&s, id, "carol", HAT, qty, 1500);
+        for to in [InventoryReserved, PaymentPending, Paid] {
+            o.transition(to, s.now, Cause::Reconciler).unwrap();
+        }
+        o
+    };
+    let mut snapshot = s.audit();
+    snapshot.orders.push(unseen(7, 1));
+    let verdicts = check_all(&s.history, &snapshot);
+    assert!(!verdict(&verdicts, Invariant::NoOversell).is_violated());
+    snapshot.orders.pop();
+    snapshot.orders.push(unseen(7, 2));
+    let verdicts = check_all(&s.history, &snapshot);
+    let v = only_violation(&verdicts, Invariant::NoOversell);
+    assert_eq!(v.subject, Subject::Sku(sku(HAT)));
+    assert!(
+        v.detail
+            .contains("4 units in paid/confirmed orders but only 3 received (2 orders)"),
+        "{}",
+        v.detail
+    );
+    // The evidence: the stock received and the transitions the history did see (Alice's).
+    let mut expected = stocked(&s.history, HAT);
+    expected.extend([
+        entered(&s.history, alice, Paid),
+        entered(&s.history, alice, Confirmed),
+    ]);
+    assert_eq!(v.evidence, sorted(expected));
+}
