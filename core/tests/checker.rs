@@ -2298,3 +2298,46 @@ fn no_oversell_judges_paid_orders_the_history_missed_on_both_sides_of_the_stock(
     ]);
     assert_eq!(v.evidence, sorted(expected));
 }
+
+// Proves: the first acknowledgement must name the very order asked for: a kept order that
+// differs from the request in customer alone, in one quantity alone, in one SKU alone, or by an
+// extra line is reported as lost; the order exactly as asked is not.
+#[test]
+fn no_lost_acknowledged_order_compares_customer_every_line_and_the_line_count() {
+    let (s, alice, _) = alice_confirmed(); // Alice asked for 2 hats
+    let kept = |customer: &str, lines: &[(&str, u32)]| {
+        let mut o = Order::new(
+            alice,
+            CustomerId::new(customer).unwrap(),
+            lines
+                .iter()
+                .map(|(sku_, qty)| OrderLine {
+                    sku: sku(sku_),
+                    qty: *qty,
+                    unit_price: Cents(1500),
+                })
+                .collect(),
+            Cents(1500 * u64::from(lines.iter().map(|l| l.1).sum::<u32>())),
+            s.now,
+            Some(key("k-alice")),
+        );
+        for to in [InventoryReserved, PaymentPending, Paid, Confirmed] {
+            o.transition(to, s.now, Cause::Reconciler).unwrap();
+        }
+        o
+    };
+    let lost = |order: Order| {
+        let mut snapshot = s.audit();
+        snapshot.orders.retain(|o| o.id != alice);
+        snapshot.orders.push(order);
+        check(Invariant::NoLostAcknowledgedOrder, &s.history, &snapshot).is_violated()
+    };
+    assert!(!lost(kept("alice", &[(HAT, 2)])));
+    assert!(lost(kept("bob", &[(HAT, 2)])), "another customer's order");
+    assert!(lost(kept("alice", &[(HAT, 1)])), "another quantity");
+    assert!(lost(kept("alice", &[(SCARF, 2)])), "another SKU");
+    assert!(
+        lost(kept("alice", &[(HAT, 2), (SCARF, 1)])),
+        "an extra line"
+    );
+}
