@@ -2341,3 +2341,34 @@ fn no_lost_acknowledged_order_compares_customer_every_line_and_the_line_count() 
         "an extra line"
     );
 }
+
+// Proves: an answer recorded without a fingerprint (a shell that could not compute one) is
+// judged by its story only: replaying the same order under the key is no violation, whichever
+// answer lacks the fingerprint.
+#[test]
+fn idempotent_replay_does_not_compare_a_missing_fingerprint() {
+    let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, 3, 1)]);
+    s.at(1_000);
+    let asked = place_request(Some("k-1"), "alice", &[(HAT, 1)]);
+    let ord_1 = s
+        .exchange(
+            ClientOp::PlaceOrder(asked.clone()),
+            None,
+            ClientReply::OrderAccepted {
+                order: OrderId(1),
+                replayed: false,
+            },
+        )
+        .order();
+    assert_eq!(s.order(Some("k-1"), "alice", &[(HAT, 1)]), ord_1);
+    s.exchange(
+        ClientOp::PlaceOrder(asked),
+        None,
+        ClientReply::OrderAccepted {
+            order: ord_1,
+            replayed: true,
+        },
+    );
+    let verdict = check(Invariant::IdempotentReplay, &s.history, &s.audit());
+    assert_eq!(verdict.judgement, Judgement::Holds);
+}
