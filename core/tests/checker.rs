@@ -2372,3 +2372,29 @@ fn idempotent_replay_does_not_compare_a_missing_fingerprint() {
     let verdict = check(Invariant::IdempotentReplay, &s.history, &s.audit());
     assert_eq!(verdict.judgement, Judgement::Holds);
 }
+
+// Proves: money captured for an acknowledged order left paid (its Finalize job dead-lettered) is
+// reported once, as money kept, not a second time as an undecided acknowledgement.
+#[test]
+fn eventual_confirmation_reports_an_undecided_paid_order_once() {
+    let config = ShopConfig {
+        retry: RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::default()
+        },
+        ..ShopConfig::default()
+    };
+    let mut s = Shell::new(&[(HAT, 1500)], &[(HAT, 3, 1)], config);
+    s.at(1_000);
+    let alice = s.order(Some("k-alice"), "alice", &[(HAT, 2)]);
+    s.run_jobs();
+    let charge = s.pay_at_psp(alice);
+    s.run_jobs_failing(|lease| lease.kind == JobKind::Finalize);
+    assert_eq!(s.status(alice), Paid);
+
+    let verdicts = judge(&s.history, &s.audit(), true);
+    let v = only_violation(&verdicts, Invariant::EventualConfirmation);
+    assert_eq!(v.subject, Subject::Order(alice));
+    assert_eq!(v.evidence, vec![charge]);
+    assert!(v.detail.contains("3000 cents captured"), "{}", v.detail);
+}
