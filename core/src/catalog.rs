@@ -321,4 +321,11 @@ mod tests {
             Err(ItemsRejected::TotalOverflow)
         );
     }
+
+    #[test]
+    fn the_catalog_lists_every_product_it_sells() {
+        // Proves: the storefront listing (what `Listed` events record) has every product, by SKU.
+        let skus: Vec<_> = catalog().products().map(|p| p.sku.clone()).collect();
+        assert_eq!(skus, vec![sku("gold"), sku("hat")]);
+    }
 }
