@@ -2268,19 +2268,21 @@ fn invariant_names_round_trip_and_subjects_print_their_kind() {
 #[test]
 fn no_oversell_judges_paid_orders_the_history_missed_on_both_sides_of_the_stock() {
     let (s, alice, _) = alice_confirmed(); // 2 of 3 hats
-    let unseen = |id: u64, qty: u32| {
-        let mut o = forged_order(&s, id, "carol", HAT, qty, 1500);
+    let unseen = |id: u64, sku_: &str, qty: u32| {
+        let mut o = forged_order(&s, id, "carol", sku_, qty, 1500);
         for to in [InventoryReserved, PaymentPending, Paid] {
             o.transition(to, s.now, Cause::Reconciler).unwrap();
         }
         o
     };
     let mut snapshot = s.audit();
-    snapshot.orders.push(unseen(7, 1));
+    // A paid scarf order is no hat order: it counts neither in the units nor the orders.
+    snapshot.orders.push(unseen(8, SCARF, 1));
+    snapshot.orders.push(unseen(7, HAT, 1));
     let verdicts = check_all(&s.history, &snapshot);
     assert!(!verdict(&verdicts, Invariant::NoOversell).is_violated());
     snapshot.orders.pop();
-    snapshot.orders.push(unseen(7, 2));
+    snapshot.orders.push(unseen(7, HAT, 2));
     let verdicts = check_all(&s.history, &snapshot);
     let v = only_violation(&verdicts, Invariant::NoOversell);
     assert_eq!(v.subject, Subject::Sku(sku(HAT)));
