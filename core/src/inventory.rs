@@ -751,4 +751,27 @@ mod tests {
             Err(InventoryError::UnknownSku(_))
         ));
     }
+
+    #[test]
+    fn a_restock_may_fill_every_segment_to_the_last_unit_and_not_one_more() {
+        // Proves: the overflow check uses the same even split as the restock: two segments at
+        // u64::MAX - 1 take one more unit each, and then none.
+        let mut inv = Inventory::new();
+        inv.add_sku(sku("x"), u64::MAX - 1, 2).unwrap();
+        inv.restock(&sku("x"), u64::MAX - 1).unwrap();
+        assert_eq!(inv.restock(&sku("x"), 2), Ok(()));
+        assert_eq!(
+            inv.restock(&sku("x"), 1),
+            Err(InventoryError::Overflow(sku("x")))
+        );
+        assert_eq!(inv.level(&sku("x")).unwrap().received, u64::MAX, "saturated sum");
+    }
+
+    #[test]
+    fn a_sku_may_have_exactly_max_segments() {
+        // Proves: MAX_SEGMENTS segments are allowed (one more is refused, see above).
+        let mut inv = Inventory::new();
+        inv.add_sku(sku("x"), 1, MAX_SEGMENTS).unwrap();
+        assert_eq!(inv.segments(&sku("x")), MAX_SEGMENTS);
+    }
 }
