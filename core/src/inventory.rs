@@ -764,7 +764,11 @@ mod tests {
             inv.restock(&sku("x"), 1),
             Err(InventoryError::Overflow(sku("x")))
         );
-        assert_eq!(inv.level(&sku("x")).unwrap().received, u64::MAX, "saturated sum");
+        assert_eq!(
+            inv.level(&sku("x")).unwrap().received,
+            u64::MAX,
+            "saturated sum"
+        );
     }
 
     #[test]
