@@ -246,4 +246,86 @@ mod tests {
             Err(ItemsRejected::TooManyLines { .. })
         ));
     }
+
+    #[test]
+    fn each_limit_admits_its_bound_and_refuses_one_more() {
+        // Proves: qty = max_qty_per_order is accepted and max + 1 refused; the global per-line
+        // cap applies when a product allows more; exactly MAX_LINES_PER_ORDER lines are fine.
+        let c = catalog();
+        assert!(c.price_items(&[item("hat", 5)]).is_ok());
+        let generous = Catalog::new([Product {
+            sku: sku("pin"),
+            name: "Pin".into(),
+            price: Cents(1),
+            max_qty_per_order: 1_000,
+            per_customer_limit: None,
+        }]);
+        assert_eq!(
+            generous
+                .price_items(&[item("pin", MAX_QTY_PER_LINE)])
+                .unwrap()
+                .1,
+            Cents(u64::from(MAX_QTY_PER_LINE))
+        );
+        assert!(matches!(
+            generous.price_items(&[item("pin", MAX_QTY_PER_LINE + 1)]),
+            Err(ItemsRejected::QtyAboveLimit {
+                max: MAX_QTY_PER_LINE,
+                ..
+            })
+        ));
+        let wide = Catalog::new((0..=MAX_LINES_PER_ORDER).map(|i| Product {
+            sku: sku(&format!("s{i}")),
+            name: format!("S{i}"),
+            price: Cents(10),
+            max_qty_per_order: 1,
+            per_customer_limit: None,
+        }));
+        let items: Vec<_> = (0..MAX_LINES_PER_ORDER)
+            .map(|i| item(&format!("s{i}"), 1))
+            .collect();
+        let (lines, total) = wide.price_items(&items).unwrap();
+        assert_eq!(lines.len(), MAX_LINES_PER_ORDER);
+        assert_eq!(total, Cents(10 * MAX_LINES_PER_ORDER as u64));
+    }
+
+    #[test]
+    fn a_total_sums_every_line_and_a_sum_that_overflows_is_refused() {
+        // Proves: the total adds all lines (not just the last), and lines that fit alone but not
+        // together are refused as an overflow.
+        let c = catalog();
+        let (_, total) = c.price_items(&[item("hat", 2), item("gold", 1)]).unwrap();
+        assert_eq!(total, Cents(3_000 + u64::MAX / 2));
+        assert_eq!(
+            c.price_items(&[item("gold", 1), item("gold", 1)]),
+            Err(ItemsRejected::DuplicateSku { sku: sku("gold") })
+        );
+        let two_golds = Catalog::new([
+            Product {
+                sku: sku("g1"),
+                name: "G1".into(),
+                price: Cents(u64::MAX / 2 + 1),
+                max_qty_per_order: 1,
+                per_customer_limit: None,
+            },
+            Product {
+                sku: sku("g2"),
+                name: "G2".into(),
+                price: Cents(u64::MAX / 2 + 1),
+                max_qty_per_order: 1,
+                per_customer_limit: None,
+            },
+        ]);
+        assert_eq!(
+            two_golds.price_items(&[item("g1", 1), item("g2", 1)]),
+            Err(ItemsRejected::TotalOverflow)
+        );
+    }
+
+    #[test]
+    fn the_catalog_lists_every_product_it_sells() {
+        // Proves: the storefront listing (what `Listed` events record) has every product, by SKU.
+        let skus: Vec<_> = catalog().products().map(|p| p.sku.clone()).collect();
+        assert_eq!(skus, vec![sku("gold"), sku("hat")]);
+    }
 }

@@ -226,3 +226,33 @@ impl FromIterator<Event> for History {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_keep_their_push_index_and_order() {
+        // Proves: `push` returns the index the event is found at, events stay in push order,
+        // and the length and emptiness follow.
+        let mut history = History::new();
+        assert!(history.is_empty());
+        let sku = Sku::new("hat").unwrap();
+        let first = history.push(
+            Millis(1),
+            EventKind::Stocked {
+                sku: sku.clone(),
+                qty: 1,
+            },
+        );
+        let second = history.push(Millis(2), EventKind::Stocked { sku, qty: 2 });
+        assert_eq!((first, second), (0, 1));
+        assert_eq!(history.len(), 2);
+        assert!(!history.is_empty());
+        assert_eq!(history.events()[second].at, Millis(2));
+        let at: Vec<_> = history.indexed().map(|(i, e)| (i, e.at)).collect();
+        assert_eq!(at, vec![(0, Millis(1)), (1, Millis(2))]);
+        let copy: History = history.events().iter().cloned().collect();
+        assert_eq!(copy, history);
+    }
+}

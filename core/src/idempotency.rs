@@ -387,4 +387,91 @@ mod tests {
         // Existing keys still answer.
         assert_eq!(s.begin(&key("a"), fp, Millis(0)), Begin::InFlight);
     }
+
+    #[test]
+    fn a_saved_response_is_served_until_retention_and_not_from_then_on() {
+        // Proves: `completed` returns the saved response up to created + retention - 1 and
+        // nothing from created + retention on; an in-flight key has no response.
+        let mut s = store();
+        let fp = Fingerprint::of(b"a");
+        s.begin(&key("k"), fp, Millis(10));
+        assert_eq!(s.completed(&key("k"), Millis(11)), None);
+        s.complete(&key("k"), fp, "saved", Millis(12)).unwrap();
+        assert_eq!(s.completed(&key("k"), Millis(1_009)), Some(&"saved"));
+        assert_eq!(s.completed(&key("k"), Millis(1_010)), None);
+        assert_eq!(s.completed(&key("other"), Millis(12)), None);
+    }
+
+    #[test]
+    fn replays_and_locks_follow_the_retention_and_timeout_bounds() {
+        // Proves: a completed key replays at created + retention - 1 and is new at created +
+        // retention; a lock is held at since + timeout - 1 and taken over at since + timeout,
+        // keeping the record's creation time.
+        let mut s = store();
+        let fp = Fingerprint::of(b"a");
+        s.begin(&key("k"), fp, Millis(0));
+        s.complete(&key("k"), fp, "ok", Millis(1)).unwrap();
+        assert_eq!(s.begin(&key("k"), fp, Millis(999)), Begin::Replay("ok"));
+        assert_eq!(s.begin(&key("k"), fp, Millis(1_000)), Begin::New);
+        assert_eq!(s.get(&key("k")).unwrap().created_at, Millis(1_000));
+        assert_eq!(s.begin(&key("k"), fp, Millis(1_099)), Begin::InFlight);
+        assert_eq!(s.begin(&key("k"), fp, Millis(1_100)), Begin::New);
+        assert_eq!(s.get(&key("k")).unwrap().created_at, Millis(1_000));
+    }
+
+    #[test]
+    fn expire_removes_only_records_past_retention_and_at_most_max() {
+        // Proves: nothing goes at created + retention - 1; from created + retention records go,
+        // `max` per call, and the count returned is what went.
+        let mut s = store();
+        let fp = Fingerprint::of(b"a");
+        for k in ["a", "b", "c"] {
+            s.begin(&key(k), fp, Millis(0));
+        }
+        assert_eq!(s.expire(Millis(999), 10), 0);
+        assert_eq!(s.len(), 3);
+        assert_eq!(s.expire(Millis(1_000), 2), 2);
+        assert_eq!(s.len(), 1);
+        assert!(!s.is_empty());
+    }
+
+    #[test]
+    fn capacity_counts_expired_records_until_they_are_taken_over() {
+        // Proves: a full store refuses a new key, but an expired key can be reused without
+        // growing the store, and one record fewer than the maximum admits a new key.
+        let mut s = store();
+        let fp = Fingerprint::of(b"a");
+        for k in ["a", "b"] {
+            s.begin(&key(k), fp, Millis(0));
+        }
+        assert_eq!(s.begin(&key("c"), fp, Millis(0)), Begin::New);
+        assert_eq!(s.begin(&key("d"), fp, Millis(2_000)), Begin::AtCapacity);
+        assert_eq!(s.begin(&key("a"), fp, Millis(2_000)), Begin::New);
+        assert_eq!(s.len(), 3);
+    }
+
+    #[test]
+    fn a_force_completed_key_replays_and_overwrites() {
+        // Proves: the naive check-then-insert's write lands as a completed record, replacing
+        // whatever the key held.
+        let mut s = store();
+        let fp = Fingerprint::of(b"a");
+        s.begin(&key("k"), fp, Millis(0));
+        s.force_complete(&key("k"), fp, "forced", Millis(5));
+        assert_eq!(s.begin(&key("k"), fp, Millis(6)), Begin::Replay("forced"));
+        assert_eq!(s.get(&key("k")).unwrap().created_at, Millis(5));
+    }
+
+    #[test]
+    fn fingerprints_are_sha256_in_lower_hex() {
+        // Proves: the fingerprint is SHA-256 of the canonical bytes (a known vector), shown as
+        // 64 lower-case hex digits.
+        let fp = Fingerprint::of(b"abc");
+        assert_eq!(
+            fp.to_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(format!("{fp:?}"), "Fingerprint(ba7816bf8f01…)");
+        assert_ne!(Fingerprint::of(b"abd"), fp);
+    }
 }

@@ -595,4 +595,173 @@ mod tests {
         );
         assert_eq!(inv.level(&sku("x")).unwrap().received, u64::MAX - 1);
     }
+
+    #[test]
+    fn conservation_is_judged_on_both_sides_and_without_overflow() {
+        // Proves: `is_conserved` holds exactly when available + reserved + sold == received,
+        // one unit more or less on any counter breaks it, and huge counters do not wrap.
+        let level = StockLevel {
+            received: 10,
+            available: 3,
+            reserved: 3,
+            sold: 4,
+        };
+        assert!(level.is_conserved());
+        assert!(!StockLevel { sold: 5, ..level }.is_conserved());
+        assert!(!StockLevel { sold: 3, ..level }.is_conserved());
+        let wraps = StockLevel {
+            received: 0,
+            available: u64::MAX,
+            reserved: 1,
+            sold: 0,
+        };
+        assert!(!wraps.is_conserved(), "u64::MAX + 1 must not wrap to 0");
+    }
+
+    #[test]
+    fn check_conservation_reports_a_lost_update_on_the_counters() {
+        // Proves: a read-then-write reservation that writes back a stale `available` (more units
+        // than exist) is reported, naming the SKU and segment.
+        let mut inv = stocked(5, 1);
+        inv.reserve(OrderId(1), &[(sku("hot"), 2)], Millis(0), None, 0)
+            .unwrap();
+        inv.force_reserve(OrderId(2), &[(sku("hot"), 1)], Some(&[5]), Millis(0), None)
+            .unwrap();
+        let broken = inv.check_conservation().unwrap_err();
+        assert_eq!((broken.sku, broken.segment), (sku("hot"), 0));
+        assert!(!broken.level.is_conserved());
+    }
+
+    #[test]
+    fn check_conservation_reports_reserved_counters_no_reservation_explains() {
+        // Proves: counters that add up but whose `reserved` differs from what live reservations
+        // hold (units sold from under a reservation) are reported too.
+        let mut inv = stocked(5, 1);
+        inv.reserve(OrderId(1), &[(sku("cold"), 2)], Millis(0), None, 0)
+            .unwrap();
+        inv.force_sell(&[(sku("cold"), 2)]);
+        let broken = inv.check_conservation().unwrap_err();
+        assert!(broken.level.is_conserved(), "{:?}", broken.level);
+        assert_eq!(broken.sku, sku("cold"));
+        assert_eq!(broken.level.reserved, 0);
+    }
+
+    #[test]
+    fn a_restock_spreads_the_remainder_over_the_first_segments() {
+        // Proves: 7 units over 3 segments are 3, 2, 2: a reservation of 3 from segment 0 takes it
+        // all there, one of 3 from segment 1 needs segment 2 too.
+        let mut inv = stocked(7, 3);
+        let a = inv
+            .reserve(OrderId(1), &[(sku("hot"), 3)], Millis(0), None, 0)
+            .unwrap();
+        assert_eq!(inv.reservation(a).unwrap().allocations.len(), 1);
+        let b = inv
+            .reserve(OrderId(2), &[(sku("hot"), 3)], Millis(0), None, 1)
+            .unwrap();
+        let spread: Vec<_> = inv
+            .reservation(b)
+            .unwrap()
+            .allocations
+            .iter()
+            .map(|a| (a.segment, a.qty))
+            .collect();
+        assert_eq!(spread, vec![(1, 2), (2, 1)]);
+        assert_eq!(inv.level(&sku("hot")).unwrap().received, 7);
+    }
+
+    #[test]
+    fn pin_keeps_a_paid_reservation_from_expiring() {
+        // Proves: a pinned reservation is never due, its stock stays reserved past its TTL, and
+        // pinning an unknown reservation is an error.
+        let mut inv = stocked(5, 1);
+        let id = inv
+            .reserve(OrderId(1), &[(sku("hot"), 2)], Millis(0), Some(100), 0)
+            .unwrap();
+        inv.pin(id).unwrap();
+        assert_eq!(inv.due(Millis(1_000)).count(), 0);
+        assert!(inv.expire_due(Millis(1_000), 10).is_empty());
+        assert_eq!(inv.level(&sku("hot")).unwrap().reserved, 2);
+        assert_eq!(
+            inv.pin(ReservationId(99)),
+            Err(InventoryError::UnknownReservation(ReservationId(99)))
+        );
+    }
+
+    #[test]
+    fn due_and_expire_due_agree_on_the_bound_and_the_limit() {
+        // Proves: a reservation is due from exactly its expiry instant, `due` does not release,
+        // and `expire_due` releases at most `max`, soonest first.
+        let mut inv = stocked(5, 1);
+        let first = inv
+            .reserve(OrderId(1), &[(sku("hot"), 1)], Millis(0), Some(100), 0)
+            .unwrap();
+        let second = inv
+            .reserve(OrderId(2), &[(sku("hot"), 1)], Millis(10), Some(100), 0)
+            .unwrap();
+        assert_eq!(inv.due(Millis(99)).count(), 0);
+        assert_eq!(
+            inv.due(Millis(110)).collect::<Vec<_>>(),
+            vec![first, second]
+        );
+        assert_eq!(inv.level(&sku("hot")).unwrap().reserved, 2);
+        let expired = inv.expire_due(Millis(110), 1);
+        assert_eq!(
+            expired.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![first]
+        );
+        assert_eq!(inv.level(&sku("hot")).unwrap().available, 4);
+    }
+
+    #[test]
+    fn force_primitives_break_the_counters_as_documented() {
+        // Proves: the naive primitives do what their variants rely on: a reservation without a
+        // check takes units that do not exist, and a repeated sale counts stock sold twice.
+        let mut inv = stocked(1, 1);
+        inv.force_reserve(OrderId(1), &[(sku("hot"), 3)], None, Millis(0), None)
+            .unwrap();
+        assert_eq!(
+            inv.level(&sku("hot")).unwrap(),
+            StockLevel {
+                received: 1,
+                available: 0,
+                reserved: 3,
+                sold: 0
+            }
+        );
+        inv.force_sell(&[(sku("hot"), 3)]);
+        inv.force_sell(&[(sku("hot"), 3)]);
+        let level = inv.level(&sku("hot")).unwrap();
+        assert_eq!((level.reserved, level.sold), (0, 6));
+        assert!(matches!(
+            inv.force_reserve(OrderId(2), &[(sku("nope"), 1)], None, Millis(0), None),
+            Err(InventoryError::UnknownSku(_))
+        ));
+    }
+
+    #[test]
+    fn a_restock_may_fill_every_segment_to_the_last_unit_and_not_one_more() {
+        // Proves: the overflow check uses the same even split as the restock: two segments at
+        // u64::MAX - 1 take one more unit each, and then none.
+        let mut inv = Inventory::new();
+        inv.add_sku(sku("x"), u64::MAX - 1, 2).unwrap();
+        inv.restock(&sku("x"), u64::MAX - 1).unwrap();
+        assert_eq!(inv.restock(&sku("x"), 2), Ok(()));
+        assert_eq!(
+            inv.restock(&sku("x"), 1),
+            Err(InventoryError::Overflow(sku("x")))
+        );
+        assert_eq!(
+            inv.level(&sku("x")).unwrap().received,
+            u64::MAX,
+            "saturated sum"
+        );
+    }
+
+    #[test]
+    fn a_sku_may_have_exactly_max_segments() {
+        // Proves: MAX_SEGMENTS segments are allowed (one more is refused, see above).
+        let mut inv = Inventory::new();
+        inv.add_sku(sku("x"), 1, MAX_SEGMENTS).unwrap();
+        assert_eq!(inv.segments(&sku("x")), MAX_SEGMENTS);
+    }
 }

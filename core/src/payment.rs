@@ -87,3 +87,43 @@ pub struct LedgerEntry {
     /// How much.
     pub amount: Cents,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_psp_keys_name_the_order_and_the_purpose() {
+        // Proves: the charge and refund keys are `pay_{order}` and `refund_{order}`: one key per
+        // order, so a retried create reuses the intent, and the two never collide.
+        assert_eq!(payment_key(OrderId(7)), format!("pay_{}", OrderId(7)));
+        assert_eq!(refund_key(OrderId(7)), format!("refund_{}", OrderId(7)));
+        assert_ne!(payment_key(OrderId(7)), payment_key(OrderId(8)));
+        assert_ne!(payment_key(OrderId(7)), refund_key(OrderId(7)));
+    }
+
+    #[test]
+    fn only_a_succeeded_intent_holds_money_minus_its_refunds() {
+        // Proves: net captured is amount - refunded for a succeeded intent (never below zero), and
+        // zero for any other status.
+        let mut intent = PaymentIntent {
+            id: IntentId::new("pi_1").unwrap(),
+            order: OrderId(1),
+            amount: Cents(1_000),
+            status: IntentStatus::Succeeded,
+            refunded: Cents(300),
+        };
+        assert_eq!(intent.net_captured(), Cents(700));
+        intent.refunded = Cents(2_000);
+        assert_eq!(intent.net_captured(), Cents::ZERO);
+        intent.refunded = Cents::ZERO;
+        for status in [
+            IntentStatus::RequiresPayment,
+            IntentStatus::Failed,
+            IntentStatus::Canceled,
+        ] {
+            intent.status = status;
+            assert_eq!(intent.net_captured(), Cents::ZERO, "{status:?}");
+        }
+    }
+}

@@ -214,4 +214,46 @@ mod tests {
             "{repairs:?}"
         );
     }
+
+    #[test]
+    fn the_grace_period_ends_exactly_grace_ms_after_the_last_move() {
+        // Proves: an order that moved at t is left alone until t + grace - 1 and repaired from
+        // t + grace on.
+        use OrderStatus::*;
+        let paid = order_in(2, &[InventoryReserved, PaymentPending, Paid]);
+        assert!(reconcile([&paid], &BTreeMap::new(), Millis(1_000), 1_000).is_empty());
+        assert_eq!(
+            reconcile([&paid], &BTreeMap::new(), Millis(1_001), 1_000),
+            vec![Repair::Finalize { order: OrderId(2) }]
+        );
+    }
+
+    #[test]
+    fn undecided_intents_and_settled_money_need_no_repair() {
+        // Proves: a pending order whose intent is still open, a confirmed order holding its
+        // total, and a cancelled order without captured money are left alone; money captured
+        // for an order still `Created` is refunded.
+        use OrderStatus::*;
+        let pending = order_in(1, &[InventoryReserved, PaymentPending]);
+        let fine = order_in(2, &[InventoryReserved, PaymentPending, Paid, Confirmed]);
+        let cancelled = order_in(3, &[Cancelled(CancelReason::ByCustomer)]);
+        let created = order_in(4, &[]);
+        let psp: BTreeMap<_, _> = [
+            intent(1, IntentStatus::RequiresPayment, 0),
+            intent(2, IntentStatus::Succeeded, 0),
+            intent(3, IntentStatus::Canceled, 0),
+            intent(4, IntentStatus::Succeeded, 100),
+        ]
+        .into_iter()
+        .collect();
+        let repairs = reconcile([&pending, &fine, &cancelled, &created], &psp, Millis(10), 0);
+        assert_eq!(
+            repairs,
+            vec![Repair::Refund {
+                order: OrderId(4),
+                intent: IntentId::new("pi_4").unwrap(),
+                amount: Cents(400)
+            }]
+        );
+    }
 }

@@ -1276,7 +1276,7 @@ mod tests {
     #[test]
     fn unsettled_names_live_jobs_and_reservations_past_their_ttl_on_both_sides_of_the_bound() {
         // Proves: a fresh order's job keeps the world unsettled; a reservation (TTL 100 ms)
-        // is no reason at 100 ms - 1 and is one from 100 ms on.
+        // is no reason at 100 ms - 1 and is one from 100 ms on; a settled shop gives no reason.
         let mut s = shop(5, None);
         let order = place(&mut s, "k1", 1);
         assert_eq!(
@@ -1290,6 +1290,10 @@ mod tests {
         let lapsed = "1 reservations past their TTL".to_string();
         assert!(!s.audit(Millis(99)).unsettled().contains(&lapsed));
         assert!(s.audit(Millis(100)).unsettled().contains(&lapsed));
+        // Once the order is cancelled and its jobs ran, nothing is left to say.
+        s.cancel(order, Millis(100)).unwrap();
+        drain(&mut s, Millis(100));
+        assert_eq!(s.audit(Millis(100)).unsettled(), Vec::<String>::new());
     }
 
     fn to_payment_pending(s: &mut ShopState, order: OrderId) {
@@ -1616,5 +1620,667 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, ShopError::Illegal(_)));
         assert_eq!(s.order(order).unwrap().status(), OrderStatus::Created);
+    }
+
+    /// Leases and acks every runnable job, returning what ran, oldest first.
+    fn drain(s: &mut ShopState, now: Millis) -> Vec<(JobKind, OrderId)> {
+        let mut ran = Vec::new();
+        while let Some(lease) = s.lease_job(now) {
+            ran.push((lease.kind, lease.order));
+            s.ack_job(&lease).unwrap();
+        }
+        ran
+    }
+
+    fn held_error(s: &mut ShopState, customer: &str, qty: u32) -> Option<u64> {
+        let key = format!("probe-{}", s.orders().count());
+        match s.place_order(&request(&key, customer, qty), Millis(0)) {
+            Err(ShopError::PurchaseLimit { held, .. }) => Some(held),
+            Ok(Placed::Created { order, .. }) => {
+                s.cancel(order, Millis(0)).unwrap();
+                None
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn event(order: OrderId, id: &str, kind: WebhookKind) -> WebhookEvent {
+        WebhookEvent {
+            id: crate::ids::EventId::new(id).unwrap(),
+            kind,
+            intent: intent(order, IntentStatus::Succeeded).id,
+            order,
+            amount: Cents(1_000),
+            created: Millis(0),
+        }
+    }
+
+    #[test]
+    fn the_purchase_limit_admits_its_bound_and_refuses_one_more() {
+        // Proves: with a limit of 3, holding 2 a customer may add 1 and, holding 3, may not
+        // add 1; the refusal reports what is held.
+        let mut s = shop(10, Some(3));
+        place(&mut s, "k1", 2);
+        assert_eq!(held_error(&mut s, "alice", 1), None);
+        place(&mut s, "k2", 1);
+        assert_eq!(held_error(&mut s, "alice", 1), Some(3));
+    }
+
+    #[test]
+    fn a_refund_after_cancellation_does_not_release_the_holding_twice() {
+        // Proves: a cancelled order gives its holding back once; when its late payment is
+        // refunded, the customer's other live order still counts against the limit.
+        let mut s = shop(10, Some(3));
+        let late = place(&mut s, "k1", 1);
+        to_payment_pending(&mut s, late);
+        s.cancel(late, Millis(3)).unwrap();
+        place(&mut s, "k2", 3);
+        assert_eq!(
+            s.apply_payment(
+                &intent(late, IntentStatus::Succeeded),
+                Millis(4),
+                Cause::Reconciler
+            )
+            .unwrap(),
+            Step::RefundScheduled
+        );
+        let mut refunded = intent(late, IntentStatus::Succeeded);
+        refunded.refunded = refunded.amount;
+        s.mark_refunded(&refunded, Millis(5), Cause::Reconciler)
+            .unwrap();
+        assert_eq!(s.order(late).unwrap().status(), OrderStatus::Refunded);
+        assert_eq!(held_error(&mut s, "alice", 1), Some(3));
+    }
+
+    #[test]
+    fn a_paid_order_refunded_gives_back_its_stock_and_its_holding() {
+        // Proves: refunding a paid order releases its pinned reservation and its holding.
+        let mut s = shop(10, Some(3));
+        let order = place(&mut s, "k1", 3);
+        to_paid(&mut s, order);
+        assert_eq!(held_error(&mut s, "alice", 1), Some(3));
+        let mut refunded = intent(order, IntentStatus::Succeeded);
+        refunded.refunded = refunded.amount;
+        s.mark_refunded(&refunded, Millis(5), Cause::Reconciler)
+            .unwrap();
+        assert_eq!(s.inventory().level(&sku()).unwrap().available, 10);
+        assert_eq!(s.inventory().reservations().count(), 0);
+        assert_eq!(held_error(&mut s, "alice", 3), None);
+    }
+
+    #[test]
+    fn the_order_count_limit_admits_its_bound_and_refuses_one_more() {
+        // Proves: with max_orders 2, the second order is accepted and the third refused.
+        let config = ShopConfig {
+            max_orders: 2,
+            ..ShopConfig::default()
+        };
+        let mut s = shop_with(10, None, config);
+        place(&mut s, "k1", 1);
+        place(&mut s, "k2", 1);
+        assert_eq!(
+            s.place_order(&request("k3", "alice", 1), Millis(0)),
+            Err(ShopError::TooManyOrders(2))
+        );
+    }
+
+    #[test]
+    fn a_full_queue_refuses_placement_and_one_free_slot_admits_it() {
+        // Proves: placing needs exactly one free job slot.
+        let config = ShopConfig {
+            queue: QueueLimits {
+                max_jobs: 1,
+                ..QueueLimits::default()
+            },
+            ..ShopConfig::default()
+        };
+        let mut s = shop_with(10, None, config);
+        place(&mut s, "k1", 1);
+        assert_eq!(
+            s.place_order(&request("k2", "alice", 1), Millis(0)),
+            Err(ShopError::Jobs(JobError::QueueFull(1)))
+        );
+        // The refused request's key is free again.
+        drain(&mut s, Millis(0));
+        place(&mut s, "k2", 1);
+    }
+
+    #[test]
+    fn reconcile_candidates_are_orders_whose_money_is_undecided() {
+        // Proves: reserved, pending and paid orders are candidates; created and confirmed ones
+        // are not; a cancelled order is one only while its intent may still hold money; at most
+        // `limit` are returned, oldest first.
+        let mut s = shop(20, None);
+        let created = place(&mut s, "k1", 1);
+        let reserved = place(&mut s, "k2", 1);
+        s.reserve(reserved, Millis(1), Cause::Reconciler).unwrap();
+        let pending = place(&mut s, "k3", 1);
+        to_payment_pending(&mut s, pending);
+        let paid = place(&mut s, "k4", 1);
+        to_paid(&mut s, paid);
+        let confirmed = place(&mut s, "k5", 1);
+        to_paid(&mut s, confirmed);
+        s.finalize(confirmed, Millis(4), Cause::Reconciler).unwrap();
+        let cancelled_open = place(&mut s, "k6", 1);
+        to_payment_pending(&mut s, cancelled_open);
+        s.cancel(cancelled_open, Millis(4)).unwrap();
+        let cancelled_bare = place(&mut s, "k7", 1);
+        s.cancel(cancelled_bare, Millis(4)).unwrap();
+        let declined = place(&mut s, "k8", 1);
+        to_payment_pending(&mut s, declined);
+        s.apply_payment(
+            &intent(declined, IntentStatus::Failed),
+            Millis(4),
+            Cause::Reconciler,
+        )
+        .unwrap();
+        let refunded = place(&mut s, "k9", 1);
+        to_paid(&mut s, refunded);
+        let mut back = intent(refunded, IntentStatus::Succeeded);
+        back.refunded = back.amount;
+        s.mark_refunded(&back, Millis(5), Cause::Reconciler)
+            .unwrap();
+        let ids = |v: Vec<Order>| v.into_iter().map(|o| o.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(s.reconcile_candidates(100)),
+            vec![reserved, pending, paid, cancelled_open]
+        );
+        assert_eq!(ids(s.reconcile_candidates(2)), vec![reserved, pending]);
+        assert!(!ids(s.reconcile_candidates(100)).contains(&created));
+    }
+
+    #[test]
+    fn a_cancelled_order_whose_intent_succeeded_stays_a_candidate_until_refunded() {
+        // Proves: money captured for a cancelled order keeps it in the reconciler's view until
+        // the whole amount is refunded.
+        let mut s = shop(10, None);
+        let order = place(&mut s, "k1", 1);
+        to_payment_pending(&mut s, order);
+        s.cancel(order, Millis(3)).unwrap();
+        s.apply_payment(
+            &intent(order, IntentStatus::Succeeded),
+            Millis(4),
+            Cause::Reconciler,
+        )
+        .unwrap();
+        assert_eq!(s.reconcile_candidates(10).len(), 1);
+        let mut part = intent(order, IntentStatus::Succeeded);
+        part.refunded = Cents(999);
+        s.apply_payment(&part, Millis(5), Cause::Reconciler)
+            .unwrap();
+        assert_eq!(s.reconcile_candidates(10).len(), 1);
+        let mut all = intent(order, IntentStatus::Succeeded);
+        all.refunded = all.amount;
+        s.mark_refunded(&all, Millis(6), Cause::Reconciler).unwrap();
+        assert!(s.reconcile_candidates(10).is_empty());
+    }
+
+    #[test]
+    fn an_intent_for_a_cancelled_order_is_cancelled_and_a_captured_one_refunded_once() {
+        // Proves: an open intent recorded after cancellation gets a CancelIntent job; a
+        // succeeded one is refunded, with one Refund job however often it is reported; money
+        // already refunded schedules nothing.
+        let mut s = shop(10, None);
+        let order = place(&mut s, "k1", 1);
+        s.reserve(order, Millis(1), Cause::Reconciler).unwrap();
+        s.cancel(order, Millis(2)).unwrap();
+        drain(&mut s, Millis(2));
+        assert_eq!(
+            s.record_intent(
+                intent(order, IntentStatus::RequiresPayment),
+                Millis(3),
+                Cause::Reconciler
+            )
+            .unwrap(),
+            Step::Skipped(OrderStatus::Cancelled(CancelReason::ByCustomer))
+        );
+        assert_eq!(
+            s.intent(order).unwrap().status,
+            IntentStatus::RequiresPayment
+        );
+        assert_eq!(
+            drain(&mut s, Millis(3)),
+            vec![(JobKind::CancelIntent, order)]
+        );
+        for at in [4, 5] {
+            assert_eq!(
+                s.record_intent(
+                    intent(order, IntentStatus::Succeeded),
+                    Millis(at),
+                    Cause::Reconciler
+                )
+                .unwrap(),
+                Step::RefundScheduled
+            );
+        }
+        assert_eq!(drain(&mut s, Millis(5)), vec![(JobKind::Refund, order)]);
+        let other = place(&mut s, "k2", 1);
+        s.cancel(other, Millis(6)).unwrap();
+        let mut back = intent(other, IntentStatus::Succeeded);
+        back.refunded = back.amount;
+        assert_eq!(
+            s.apply_payment(&back, Millis(7), Cause::Reconciler)
+                .unwrap(),
+            Step::Skipped(OrderStatus::Cancelled(CancelReason::ByCustomer))
+        );
+        assert!(
+            drain(&mut s, Millis(7))
+                .iter()
+                .all(|(k, _)| *k != JobKind::Refund)
+        );
+    }
+
+    #[test]
+    fn cancelling_without_an_open_intent_cancels_nothing_at_the_psp() {
+        // Proves: CancelIntent is enqueued only when the order's intent is still open.
+        let mut s = shop(10, None);
+        let bare = place(&mut s, "k1", 1);
+        s.reserve(bare, Millis(1), Cause::Reconciler).unwrap();
+        drain(&mut s, Millis(1));
+        s.cancel(bare, Millis(2)).unwrap();
+        assert!(drain(&mut s, Millis(2)).is_empty());
+        let open = place(&mut s, "k2", 1);
+        to_payment_pending(&mut s, open);
+        drain(&mut s, Millis(2));
+        s.cancel(open, Millis(3)).unwrap();
+        assert_eq!(
+            drain(&mut s, Millis(3)),
+            vec![(JobKind::CancelIntent, open)]
+        );
+    }
+
+    #[test]
+    fn intent_states_drive_the_order_and_the_mirror_follows_its_own_intent() {
+        // Proves: a succeeded intent moves a reserved order through PaymentPending to Paid, a
+        // failed one cancels it; a later report of the order's own intent updates the mirror,
+        // another intent's does not.
+        let mut s = shop(10, None);
+        let order = place(&mut s, "k1", 1);
+        s.reserve(order, Millis(1), Cause::Reconciler).unwrap();
+        let Step::Moved(path) = s
+            .apply_payment(
+                &intent(order, IntentStatus::Succeeded),
+                Millis(2),
+                Cause::Reconciler,
+            )
+            .unwrap()
+        else {
+            panic!()
+        };
+        let path: Vec<_> = path.iter().map(|t| t.to).collect();
+        assert_eq!(path, [OrderStatus::PaymentPending, OrderStatus::Paid]);
+        let declined = place(&mut s, "k2", 1);
+        to_payment_pending(&mut s, declined);
+        s.apply_payment(
+            &intent(declined, IntentStatus::Failed),
+            Millis(3),
+            Cause::Reconciler,
+        )
+        .unwrap();
+        assert_eq!(
+            s.order(declined).unwrap().status(),
+            OrderStatus::Cancelled(CancelReason::PaymentFailed)
+        );
+        assert_eq!(s.inventory().level(&sku()).unwrap().available, 9);
+        let mut canceled = intent(declined, IntentStatus::Canceled);
+        s.apply_payment(&canceled, Millis(4), Cause::Reconciler)
+            .unwrap();
+        assert_eq!(s.intent(declined).unwrap().status, IntentStatus::Canceled);
+        canceled.id = IntentId::new("pi_stranger").unwrap();
+        canceled.status = IntentStatus::RequiresPayment;
+        s.apply_payment(&canceled, Millis(5), Cause::Reconciler)
+            .unwrap();
+        assert_eq!(s.intent(declined).unwrap().status, IntentStatus::Canceled);
+    }
+
+    #[test]
+    fn a_full_parking_lot_refuses_early_events_but_not_applicable_ones() {
+        // Proves: with room for one parked event, a second early event is refused (and not
+        // marked seen, so its redelivery is judged afresh), while an event for a reserved order
+        // is still applied.
+        let config = ShopConfig {
+            reservation_ttl_ms: Some(100),
+            inbox: InboxLimits {
+                max_parked: 1,
+                ..InboxLimits::default()
+            },
+            ..ShopConfig::default()
+        };
+        let mut s = shop_with(10, None, config);
+        let a = place(&mut s, "k1", 1);
+        let b = place(&mut s, "k2", 1);
+        let c = place(&mut s, "k3", 1);
+        to_payment_pending(&mut s, c);
+        let early_a = event(a, "evt_a", WebhookKind::PaymentSucceeded);
+        let early_b = event(b, "evt_b", WebhookKind::PaymentSucceeded);
+        assert_eq!(
+            s.receive_webhook(early_a, Millis(2)).unwrap(),
+            WebhookOutcome::Parked
+        );
+        assert_eq!(
+            s.receive_webhook(early_b.clone(), Millis(2)),
+            Err(ShopError::InboxFull)
+        );
+        assert_eq!(s.audit(Millis(2)).webhooks_parked, 1);
+        assert!(matches!(
+            s.receive_webhook(event(c, "evt_c", WebhookKind::PaymentSucceeded), Millis(2))
+                .unwrap(),
+            WebhookOutcome::Applied(Step::Moved(_))
+        ));
+        assert_eq!(s.order(c).unwrap().status(), OrderStatus::Paid);
+        s.reserve(a, Millis(3), Cause::Reconciler).unwrap();
+        assert_eq!(s.order(a).unwrap().status(), OrderStatus::Paid);
+        assert_eq!(
+            s.receive_webhook(early_b, Millis(4)).unwrap(),
+            WebhookOutcome::Parked
+        );
+    }
+
+    #[test]
+    fn webhooks_fail_and_refund_orders() {
+        // Proves: a failure event cancels a pending order; a refund event marks a paid order
+        // refunded and releases its stock.
+        let mut s = shop(10, None);
+        let failed = place(&mut s, "k1", 1);
+        to_payment_pending(&mut s, failed);
+        s.receive_webhook(
+            event(failed, "evt_1", WebhookKind::PaymentFailed),
+            Millis(3),
+        )
+        .unwrap();
+        assert_eq!(
+            s.order(failed).unwrap().status(),
+            OrderStatus::Cancelled(CancelReason::PaymentFailed)
+        );
+        let paid = place(&mut s, "k2", 2);
+        to_paid(&mut s, paid);
+        s.receive_webhook(event(paid, "evt_2", WebhookKind::Refunded), Millis(4))
+            .unwrap();
+        assert_eq!(s.order(paid).unwrap().status(), OrderStatus::Refunded);
+        assert_eq!(s.intent(paid).unwrap().refunded, Cents(1_000));
+        assert_eq!(s.inventory().level(&sku()).unwrap().available, 10);
+    }
+
+    #[test]
+    fn the_sweeper_expires_at_the_ttl_at_most_max_and_only_with_job_room() {
+        // Proves: reservations expire from exactly their TTL, at most `max` per sweep, and a sweep
+        // with too little job headroom expires nothing (the next sweep continues).
+        let config = ShopConfig {
+            reservation_ttl_ms: Some(100),
+            queue: QueueLimits {
+                max_jobs: JOB_HEADROOM + 1,
+                ..QueueLimits::default()
+            },
+            ..ShopConfig::default()
+        };
+        let mut s = shop_with(10, None, config);
+        let a = place(&mut s, "k1", 1);
+        let b = place(&mut s, "k2", 1);
+        drain(&mut s, Millis(0));
+        s.reserve(a, Millis(0), Cause::Reconciler).unwrap();
+        s.reserve(b, Millis(0), Cause::Reconciler).unwrap();
+        drain(&mut s, Millis(0));
+        assert!(s.expire_reservations(Millis(99), 10).unwrap().is_empty());
+        s.enqueue_job(JobKind::SyncPayment, a, Millis(99)).unwrap();
+        s.enqueue_job(JobKind::SyncPayment, a, Millis(99)).unwrap();
+        assert!(s.expire_reservations(Millis(100), 10).unwrap().is_empty());
+        drain(&mut s, Millis(100));
+        let first = s.expire_reservations(Millis(100), 1).unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].to, OrderStatus::Cancelled(CancelReason::Expired));
+        assert_eq!(s.expire_reservations(Millis(100), 1).unwrap().len(), 1);
+        assert_eq!(s.inventory().level(&sku()).unwrap().available, 10);
+    }
+
+    #[test]
+    fn the_sweeper_returns_a_leaked_reservation_without_touching_its_order() {
+        // Proves: a reservation no order owns (leaked by a naive double reserve) is released on
+        // expiry, while the order keeps its own reservation.
+        let mut s = shop(10, None);
+        let order = place(&mut s, "k1", 2);
+        s.reserve(order, Millis(0), Cause::Reconciler).unwrap();
+        assert_eq!(
+            s.raw_force_reserve(order, None, Millis(50), Cause::Reconciler)
+                .unwrap(),
+            Step::Skipped(OrderStatus::InventoryReserved)
+        );
+        assert_eq!(s.inventory().level(&sku()).unwrap().reserved, 4);
+        assert!(s.expire_reservations(Millis(100), 10).unwrap().is_empty());
+        assert_eq!(
+            s.order(order).unwrap().status(),
+            OrderStatus::InventoryReserved
+        );
+        assert_eq!(s.inventory().level(&sku()).unwrap().reserved, 2);
+    }
+
+    #[test]
+    fn only_unpaid_orders_are_cancellable_and_repeats_are_no_ops() {
+        // Proves: created, reserved and pending orders can be cancelled by the customer (stock
+        // released); a repeat is skipped; an order cancelled for another reason cannot be.
+        let mut s = shop(10, None);
+        let created = place(&mut s, "k1", 1);
+        let reserved = place(&mut s, "k2", 1);
+        s.reserve(reserved, Millis(1), Cause::Reconciler).unwrap();
+        let pending = place(&mut s, "k3", 1);
+        to_payment_pending(&mut s, pending);
+        for id in [created, reserved, pending] {
+            assert!(matches!(s.cancel(id, Millis(4)).unwrap(), Step::Moved(_)));
+        }
+        assert_eq!(s.inventory().level(&sku()).unwrap().available, 10);
+        let expired = place(&mut s, "k4", 1);
+        s.reserve(expired, Millis(5), Cause::Reconciler).unwrap();
+        s.expire_reservations(Millis(500), 10).unwrap();
+        assert!(matches!(
+            s.cancel(expired, Millis(501)),
+            Err(ShopError::NotCancellable { .. })
+        ));
+        assert_eq!(
+            s.cancel(OrderId(99), Millis(0)),
+            Err(ShopError::UnknownOrder(OrderId(99)))
+        );
+    }
+
+    #[test]
+    fn mark_refunded_skips_orders_that_hold_no_money() {
+        // Proves: a refund report for an order that was never paid changes nothing.
+        let mut s = shop(10, None);
+        let order = place(&mut s, "k1", 1);
+        to_payment_pending(&mut s, order);
+        let before = s.clone();
+        assert_eq!(
+            s.mark_refunded(
+                &intent(order, IntentStatus::Succeeded),
+                Millis(3),
+                Cause::Reconciler
+            )
+            .unwrap(),
+            Step::Skipped(OrderStatus::PaymentPending)
+        );
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn stats_audit_and_housekeeping_count_what_is_there() {
+        // Proves: stats count orders per status, jobs, parked events and keys; housekeeping
+        // removes expired keys and old event ids and reports the sum.
+        let config = ShopConfig {
+            idempotency: IdempotencyLimits {
+                retention_ms: 100,
+                ..IdempotencyLimits::default()
+            },
+            inbox: InboxLimits {
+                dedup_retention_ms: 100,
+                ..InboxLimits::default()
+            },
+            ..ShopConfig::default()
+        };
+        let mut s = shop_with(10, None, config);
+        let a = place(&mut s, "k1", 1);
+        place(&mut s, "k2", 1);
+        s.receive_webhook(event(a, "evt_1", WebhookKind::PaymentSucceeded), Millis(0))
+            .unwrap();
+        let stats = s.stats();
+        assert_eq!(stats.orders_by_status["created"], 2);
+        assert_eq!(stats.orders_by_status["paid"], 0);
+        assert_eq!(
+            (
+                stats.jobs_live,
+                stats.webhooks_parked,
+                stats.idempotency_records
+            ),
+            (2, 1, 2)
+        );
+        assert_eq!(stats.stock[&sku()].available, 10);
+        assert_eq!(s.next_job_at(), Some(Millis(0)));
+        let audit = s.audit(Millis(0));
+        assert_eq!((audit.orders.len(), audit.jobs_live), (2, 2));
+        assert!(
+            audit
+                .unsettled()
+                .contains(&"1 webhook events parked".to_string())
+        );
+        assert_eq!(s.housekeep(Millis(99), 10), 0);
+        assert_eq!(s.housekeep(Millis(100), 10), 3);
+        assert_eq!(s.stats().idempotency_records, 0);
+    }
+
+    #[test]
+    fn failed_jobs_are_retried_and_unknown_orders_get_no_jobs() {
+        // Proves: a failed attempt is retried later, and jobs cannot be added for missing orders.
+        let mut s = shop(10, None);
+        let order = place(&mut s, "k1", 1);
+        let lease = s.lease_job(Millis(0)).unwrap();
+        assert!(matches!(
+            s.fail_job(&lease, Millis(0), "boom", 0).unwrap(),
+            Failed::Retry { .. }
+        ));
+        assert!(s.lease_job(Millis(0)).is_none());
+        assert!(s.next_job_at().unwrap() > Millis(0));
+        assert_eq!(
+            s.enqueue_job(JobKind::Finalize, OrderId(99), Millis(0)),
+            Err(ShopError::UnknownOrder(OrderId(99)))
+        );
+        assert!(s.enqueue_job(JobKind::Finalize, order, Millis(0)).is_ok());
+    }
+
+    #[test]
+    fn fingerprints_cover_customer_lines_and_express() {
+        // Proves: requests that differ in customer, quantity or express differ in fingerprint.
+        let base = request("k", "alice", 1);
+        let fp = base.fingerprint();
+        assert_eq!(request("other-key", "alice", 1).fingerprint(), fp);
+        assert_ne!(request("k", "bob", 1).fingerprint(), fp);
+        assert_ne!(request("k", "alice", 2).fingerprint(), fp);
+        let express = PlaceOrder {
+            express: true,
+            ..base
+        };
+        assert_ne!(express.fingerprint(), fp);
+    }
+
+    #[test]
+    fn an_unkeyed_order_is_placed_without_a_record() {
+        // Proves: a request without a key creates its order and stores no key.
+        let mut s = shop(10, None);
+        let mut req = request("k", "alice", 1);
+        req.key = None;
+        assert!(matches!(
+            s.place_order(&req, Millis(0)),
+            Ok(Placed::Created { .. })
+        ));
+        assert!(matches!(
+            s.place_order(&req, Millis(0)),
+            Ok(Placed::Created { .. })
+        ));
+        assert_eq!(s.stats().idempotency_records, 0);
+        assert!(s.stock(&Sku::new("nope").unwrap(), 1, 1).is_err());
+    }
+
+    #[test]
+    fn keyed_requests_follow_begin_complete_and_abandon() {
+        // Proves: the shop's key protocol replays a completed response, reports a running one and
+        // frees an abandoned one; a naive overwrite is readable with `saved_response`.
+        let mut s = shop(10, None);
+        let key = IdempotencyKey::new("pay-1").unwrap();
+        let fp = Fingerprint::of(b"pay");
+        let saved = SavedResponse::OrderAccepted {
+            order: OrderId(1),
+            status: OrderStatus::Created,
+        };
+        assert_eq!(s.begin_key(&key, fp, Millis(0)), Begin::New);
+        assert_eq!(s.begin_key(&key, fp, Millis(1)), Begin::InFlight);
+        assert_eq!(s.saved_response(&key, Millis(1)), None);
+        s.complete_key(&key, fp, saved.clone(), Millis(2)).unwrap();
+        assert_eq!(
+            s.begin_key(&key, fp, Millis(3)),
+            Begin::Replay(saved.clone())
+        );
+        assert_eq!(s.saved_response(&key, Millis(3)), Some(saved.clone()));
+        let other = IdempotencyKey::new("pay-2").unwrap();
+        assert_eq!(s.begin_key(&other, fp, Millis(3)), Begin::New);
+        s.abandon_key(&other, fp).unwrap();
+        assert_eq!(s.begin_key(&other, fp, Millis(4)), Begin::New);
+        s.raw_put_key(&other, fp, saved.clone(), Millis(5));
+        assert_eq!(s.saved_response(&other, Millis(5)), Some(saved));
+    }
+
+    #[test]
+    fn naive_primitives_do_what_their_designs_rely_on() {
+        // Proves: client prices set the total, a raw order has no job when asked, availability
+        // is readable, an unchecked reserve moves a created order, and an unchecked payment
+        // confirms on first delivery and sells again on every repeat.
+        let mut s = shop(10, None);
+        let (order, job) = s
+            .raw_create_order(
+                &request("k1", "alice", 2),
+                Some(&[Cents(1)]),
+                false,
+                Millis(0),
+            )
+            .unwrap();
+        assert_eq!(job, None);
+        assert_eq!(s.order(order).unwrap().total, Cents(2));
+        assert_eq!(s.raw_available(&sku()), 10);
+        assert_eq!(s.raw_available(&Sku::new("nope").unwrap()), 0);
+        assert!(matches!(
+            s.raw_force_reserve(order, Some(&[10]), Millis(1), Cause::Reconciler)
+                .unwrap(),
+            Step::Moved(_)
+        ));
+        assert_eq!(s.raw_available(&sku()), 8);
+        let paid = event(order, "evt_1", WebhookKind::PaymentSucceeded);
+        let Step::Moved(path) = s.raw_apply_unchecked(&paid, Millis(2)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(path.last().unwrap().to, OrderStatus::Confirmed);
+        assert_eq!(path.len(), 3);
+        assert_eq!(s.inventory().level(&sku()).unwrap().sold, 2);
+        s.raw_apply_unchecked(&paid, Millis(3)).unwrap();
+        assert_eq!(s.inventory().level(&sku()).unwrap().sold, 4);
+        let (other, _) = s
+            .raw_create_order(&request("k2", "alice", 1), None, true, Millis(0))
+            .unwrap();
+        s.reserve(other, Millis(4), Cause::Reconciler).unwrap();
+        assert!(matches!(
+            s.raw_apply_unchecked(
+                &event(other, "evt_2", WebhookKind::PaymentFailed),
+                Millis(5)
+            )
+            .unwrap(),
+            Step::Moved(_)
+        ));
+        assert_eq!(
+            s.order(other).unwrap().status(),
+            OrderStatus::Cancelled(CancelReason::PaymentFailed)
+        );
+    }
+
+    #[test]
+    fn the_shop_shows_the_catalog_and_config_it_was_built_with() {
+        // Proves: shells read prices and the TTL from the shop itself, not from defaults.
+        let s = shop(10, None);
+        assert_eq!(s.catalog().get(&sku()).unwrap().price, Cents(1_000));
+        assert_eq!(s.config().reservation_ttl_ms, Some(100));
+        assert_eq!(s.inventory().level(&sku()).unwrap().received, 10);
     }
 }

@@ -30,3 +30,20 @@ impl fmt::Display for Millis {
         write!(f, "{}.{:03}s", self.0 / 1000, self.0 % 1000)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_saturates_instead_of_wrapping_and_prints_seconds() {
+        // Proves: a huge TTL lands at the end of time, an earlier "later" instant is zero ms
+        // away, and instants print as seconds with three decimals.
+        assert_eq!(Millis(5).plus_ms(7), Millis(12));
+        assert_eq!(Millis(5).plus_ms(u64::MAX), Millis(u64::MAX));
+        assert_eq!(Millis(12).since(Millis(5)), 7);
+        assert_eq!(Millis(5).since(Millis(12)), 0);
+        assert_eq!(Millis(61_042).to_string(), "61.042s");
+        assert_eq!(Millis(7).to_string(), "0.007s");
+    }
+}

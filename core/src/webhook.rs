@@ -236,4 +236,74 @@ mod tests {
         inbox.park(event("evt_9", 1));
         assert!(!inbox.can_park());
     }
+
+    #[test]
+    fn has_seen_answers_for_received_ids_only() {
+        // Proves: an id is seen once received and until forgotten, and never before.
+        let mut inbox = WebhookInbox::new(InboxLimits {
+            dedup_retention_ms: 100,
+            ..InboxLimits::default()
+        });
+        let id = EventId::new("evt_1").unwrap();
+        assert!(!inbox.has_seen(&id));
+        inbox.receive(&event("evt_1", 1), Millis(0));
+        assert!(inbox.has_seen(&id));
+        assert_eq!(inbox.seen_len(), 1);
+        inbox.forget_old(Millis(100), 10);
+        assert!(!inbox.has_seen(&id));
+        assert_eq!(inbox.seen_len(), 0);
+    }
+
+    #[test]
+    fn forget_old_keeps_ids_until_the_retention_bound_and_at_most_max() {
+        // Proves: an id received at t is kept at t + retention - 1 and forgotten from
+        // t + retention on, at most `max` per call.
+        let mut inbox = WebhookInbox::new(InboxLimits {
+            dedup_retention_ms: 100,
+            ..InboxLimits::default()
+        });
+        for id in ["evt_1", "evt_2", "evt_3"] {
+            inbox.receive(&event(id, 1), Millis(10));
+        }
+        assert_eq!(inbox.forget_old(Millis(109), 10), 0);
+        assert_eq!(inbox.forget_old(Millis(110), 2), 2);
+        assert_eq!(inbox.seen_len(), 1);
+        assert_eq!(inbox.forget_old(Millis(110), 2), 1);
+    }
+
+    #[test]
+    fn parking_is_bounded_on_both_sides_of_max_parked() {
+        // Proves: with room for 2, two events park and the inbox is then full; taking them back
+        // frees the room.
+        let mut inbox = WebhookInbox::new(InboxLimits {
+            max_parked: 2,
+            ..InboxLimits::default()
+        });
+        inbox.park(event("evt_1", 1));
+        assert!(inbox.can_park());
+        inbox.park(event("evt_2", 1));
+        assert!(!inbox.can_park());
+        assert_eq!(inbox.parked_len(), 2);
+        assert_eq!(inbox.take_parked(OrderId(1)).len(), 2);
+        assert_eq!(inbox.parked_len(), 0);
+        assert!(inbox.can_park());
+    }
+
+    #[test]
+    fn the_seen_set_is_full_at_exactly_max_seen() {
+        // Proves: with room for 2 ids, the second is fresh and the third is refused.
+        let mut inbox = WebhookInbox::new(InboxLimits {
+            max_seen: 2,
+            ..InboxLimits::default()
+        });
+        assert_eq!(
+            inbox.receive(&event("evt_1", 1), Millis(0)),
+            Received::Fresh
+        );
+        assert_eq!(
+            inbox.receive(&event("evt_2", 1), Millis(0)),
+            Received::Fresh
+        );
+        assert_eq!(inbox.receive(&event("evt_3", 1), Millis(0)), Received::Full);
+    }
 }

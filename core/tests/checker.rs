@@ -7,6 +7,7 @@ use stampede_core::CancelReason::{ByCustomer, Expired, OutOfStock, PaymentFailed
 use stampede_core::OrderStatus::{
     Cancelled, Confirmed, Created, InventoryReserved, Paid, PaymentPending, Refunded,
 };
+use stampede_core::check::MAX_VIOLATIONS_KEPT;
 use stampede_core::*;
 use std::collections::BTreeMap;
 
@@ -2117,4 +2118,296 @@ fn idempotent_replay_catches_a_pay_replayed_as_new_by_the_intent_it_carried() {
         .judgement,
         Judgement::Holds
     );
+}
+
+// =====================================================================================
+// The shop's own records, and the verdict API reports are built on
+// =====================================================================================
+
+/// Alice's confirmed order as a store would send it over the wire, edited by `tamper`: what a
+/// remote store with a corrupted record returns.
+fn tampered_snapshot(
+    tamper: impl FnOnce(&mut serde_json::Value),
+) -> (Shell, OrderId, AuditSnapshot) {
+    let (s, alice, _) = alice_confirmed();
+    let mut snapshot = s.audit();
+    let kept = snapshot.orders.iter_mut().find(|o| o.id == alice).unwrap();
+    let mut json = serde_json::to_value(&*kept).unwrap();
+    tamper(&mut json);
+    *kept = serde_json::from_value(json).unwrap();
+    (s, alice, snapshot)
+}
+
+// Proves: legal_transitions judges the shop's own record of an order even when the history is
+// clean: a record whose chain skips a step is reported (and so is where that chain ends), with
+// no history evidence since the record is the evidence.
+#[test]
+fn legal_transitions_catches_a_broken_chain_in_the_shops_own_record() {
+    let (s, alice, snapshot) = tampered_snapshot(|json| {
+        json["transitions"].as_array_mut().unwrap().remove(1);
+    });
+    let verdicts = judge(&s.history, &snapshot, true);
+    let found = violations(&verdicts, Invariant::LegalTransitions);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(found.iter().all(|v| v.subject == Subject::Order(alice)));
+    assert!(
+        found[0]
+            .detail
+            .contains("the order's own record has payment_pending -> paid"),
+        "{}",
+        found[0].detail
+    );
+    assert!(found[0].evidence.is_empty());
+    assert!(
+        found[1]
+            .detail
+            .contains("status is confirmed but its transitions end at inventory_reserved"),
+        "{}",
+        found[1].detail
+    );
+}
+
+// Proves: an edge the state machine does not have is reported from the shop's own record even
+// when each step starts where the last ended (created -> confirmed in one step); judging stops
+// at it, so the status is also reported as unexplained.
+#[test]
+fn legal_transitions_catches_an_illegal_edge_in_the_shops_own_record() {
+    let (s, alice, snapshot) = tampered_snapshot(|json| {
+        let transitions = json["transitions"].as_array_mut().unwrap();
+        let last = transitions.pop().unwrap();
+        transitions.clear();
+        let mut jump = last;
+        jump["from"] = serde_json::to_value(Created).unwrap();
+        transitions.push(jump);
+    });
+    let verdicts = judge(&s.history, &snapshot, true);
+    let found = violations(&verdicts, Invariant::LegalTransitions);
+    assert_eq!(
+        found.len(),
+        2,
+        "the edge, and the chain judged up to it: {found:#?}"
+    );
+    assert_eq!(found[0].subject, Subject::Order(alice));
+    assert!(
+        found[0]
+            .detail
+            .contains("own record has created -> confirmed while it was created"),
+        "{}",
+        found[0].detail
+    );
+    assert_exactly_violated(&verdicts, &[Invariant::LegalTransitions], true);
+}
+
+// Proves: a status that is not where the order's transitions end is reported.
+#[test]
+fn legal_transitions_catches_a_status_its_transitions_do_not_explain() {
+    let (s, alice, snapshot) = tampered_snapshot(|json| {
+        json["status"] = serde_json::to_value(Paid).unwrap();
+    });
+    let verdicts = judge(&s.history, &snapshot, true);
+    let found = violations(&verdicts, Invariant::LegalTransitions);
+    assert!(
+        found.iter().any(|v| v.subject == Subject::Order(alice)
+            && v.detail == "status is paid but its transitions end at confirmed"),
+        "{found:#?}"
+    );
+}
+
+// Proves: a verdict reports its outcome with the total count, its kept violations, and its
+// opt-out reason; a held one has no violations; more than MAX_VIOLATIONS_KEPT violations are
+// counted but only MAX_VIOLATIONS_KEPT kept.
+#[test]
+fn verdicts_report_outcome_count_kept_violations_and_opt_out_reason() {
+    let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, 100, 1)]);
+    let orders: Vec<OrderId> = (0..=MAX_VIOLATIONS_KEPT)
+        .map(|i| s.order(Some(&format!("k{i}")), &format!("c{i}"), &[(HAT, 1)]))
+        .collect();
+    // Nobody ran the jobs: every order is stuck in Created.
+    let snapshot = s.audit();
+    let verdicts = check_all(&s.history, &snapshot);
+    let stuck = verdict(&verdicts, Invariant::NoStuckOrders);
+    assert_eq!(stuck.outcome(), ("violated", orders.len()));
+    assert_eq!(stuck.violations().len(), MAX_VIOLATIONS_KEPT);
+    assert_eq!(stuck.not_judged_reason(), None);
+    let held = verdict(&verdicts, Invariant::SingleCharge);
+    assert_eq!(held.outcome(), ("holds", 0));
+    assert!(held.violations().is_empty());
+    assert!(!held.is_violated());
+    let opt_outs = OptOuts::none().skip(Invariant::NoStuckOrders, "mid-run");
+    assert!(!opt_outs.is_empty());
+    assert!(OptOuts::none().is_empty());
+    let skipped = check_except(&s.history, &snapshot, &opt_outs);
+    let stuck = verdict(&skipped, Invariant::NoStuckOrders);
+    assert_eq!(stuck.outcome(), ("not_judged", 0));
+    assert_eq!(stuck.not_judged_reason(), Some("mid-run"));
+    assert!(stuck.violations().is_empty());
+}
+
+// Proves: invariant names round-trip through `parse` and print as their names, unknown names
+// are refused, and subjects print what they are about.
+#[test]
+fn invariant_names_round_trip_and_subjects_print_their_kind() {
+    for inv in Invariant::ALL {
+        assert_eq!(Invariant::parse(inv.name()), Some(inv));
+        assert_eq!(inv.to_string(), inv.name());
+    }
+    assert_eq!(Invariant::parse("no_such_invariant"), None);
+    assert_eq!(Invariant::NoOversell.name(), "no_oversell");
+    let liveness: Vec<_> = Invariant::ALL
+        .into_iter()
+        .filter(|i| i.is_liveness())
+        .collect();
+    assert_eq!(
+        liveness,
+        [
+            Invariant::EventualConfirmation,
+            Invariant::NoStuckOrders,
+            Invariant::NoReservationLeak
+        ]
+    );
+    assert_eq!(
+        Subject::Order(OrderId(3)).to_string(),
+        format!("order {}", OrderId(3))
+    );
+    assert_eq!(Subject::Sku(sku(HAT)).to_string(), "sku hat");
+    assert_eq!(Subject::Key(key("k1")).to_string(), "key k1");
+}
+
+// Proves: no_oversell also judges the final state, for paid orders whose transitions the
+// history never saw: units in paid/confirmed orders equal to the stock received are fine, one
+// more is flagged, pointing at the stock received and the transitions the history has.
+#[test]
+fn no_oversell_judges_paid_orders_the_history_missed_on_both_sides_of_the_stock() {
+    let (s, alice, _) = alice_confirmed(); // 2 of 3 hats
+    let unseen = |id: u64, sku_: &str, qty: u32| {
+        let mut o = forged_order(&s, id, "carol", sku_, qty, 1500);
+        for to in [InventoryReserved, PaymentPending, Paid] {
+            o.transition(to, s.now, Cause::Reconciler).unwrap();
+        }
+        o
+    };
+    let mut snapshot = s.audit();
+    // A paid scarf order is no hat order: it counts neither in the units nor the orders.
+    snapshot.orders.push(unseen(8, SCARF, 1));
+    snapshot.orders.push(unseen(7, HAT, 1));
+    let verdicts = check_all(&s.history, &snapshot);
+    assert!(!verdict(&verdicts, Invariant::NoOversell).is_violated());
+    snapshot.orders.pop();
+    snapshot.orders.push(unseen(7, HAT, 2));
+    let verdicts = check_all(&s.history, &snapshot);
+    let v = only_violation(&verdicts, Invariant::NoOversell);
+    assert_eq!(v.subject, Subject::Sku(sku(HAT)));
+    assert!(
+        v.detail
+            .contains("4 units in paid/confirmed orders but only 3 received (2 orders)"),
+        "{}",
+        v.detail
+    );
+    // The evidence: the stock received and the transitions the history did see (Alice's).
+    let mut expected = stocked(&s.history, HAT);
+    expected.extend([
+        entered(&s.history, alice, Paid),
+        entered(&s.history, alice, Confirmed),
+    ]);
+    assert_eq!(v.evidence, sorted(expected));
+}
+
+// Proves: the first acknowledgement must name the very order asked for: a kept order that
+// differs from the request in customer alone, in one quantity alone, in one SKU alone, or by an
+// extra line is reported as lost; the order exactly as asked is not.
+#[test]
+fn no_lost_acknowledged_order_compares_customer_every_line_and_the_line_count() {
+    let (s, alice, _) = alice_confirmed(); // Alice asked for 2 hats
+    let kept = |customer: &str, lines: &[(&str, u32)]| {
+        let mut o = Order::new(
+            alice,
+            CustomerId::new(customer).unwrap(),
+            lines
+                .iter()
+                .map(|(sku_, qty)| OrderLine {
+                    sku: sku(sku_),
+                    qty: *qty,
+                    unit_price: Cents(1500),
+                })
+                .collect(),
+            Cents(1500 * u64::from(lines.iter().map(|l| l.1).sum::<u32>())),
+            s.now,
+            Some(key("k-alice")),
+        );
+        for to in [InventoryReserved, PaymentPending, Paid, Confirmed] {
+            o.transition(to, s.now, Cause::Reconciler).unwrap();
+        }
+        o
+    };
+    let lost = |order: Order| {
+        let mut snapshot = s.audit();
+        snapshot.orders.retain(|o| o.id != alice);
+        snapshot.orders.push(order);
+        check(Invariant::NoLostAcknowledgedOrder, &s.history, &snapshot).is_violated()
+    };
+    assert!(!lost(kept("alice", &[(HAT, 2)])));
+    assert!(lost(kept("bob", &[(HAT, 2)])), "another customer's order");
+    assert!(lost(kept("alice", &[(HAT, 1)])), "another quantity");
+    assert!(lost(kept("alice", &[(SCARF, 2)])), "another SKU");
+    assert!(
+        lost(kept("alice", &[(HAT, 2), (SCARF, 1)])),
+        "an extra line"
+    );
+}
+
+// Proves: an answer recorded without a fingerprint (a shell that could not compute one) is
+// judged by its story only: replaying the same order under the key is no violation, whichever
+// answer lacks the fingerprint.
+#[test]
+fn idempotent_replay_does_not_compare_a_missing_fingerprint() {
+    let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, 3, 1)]);
+    s.at(1_000);
+    let asked = place_request(Some("k-1"), "alice", &[(HAT, 1)]);
+    let ord_1 = s
+        .exchange(
+            ClientOp::PlaceOrder(asked.clone()),
+            None,
+            ClientReply::OrderAccepted {
+                order: OrderId(1),
+                replayed: false,
+            },
+        )
+        .order();
+    assert_eq!(s.order(Some("k-1"), "alice", &[(HAT, 1)]), ord_1);
+    s.exchange(
+        ClientOp::PlaceOrder(asked),
+        None,
+        ClientReply::OrderAccepted {
+            order: ord_1,
+            replayed: true,
+        },
+    );
+    let verdict = check(Invariant::IdempotentReplay, &s.history, &s.audit());
+    assert_eq!(verdict.judgement, Judgement::Holds);
+}
+
+// Proves: money captured for an acknowledged order left paid (its Finalize job dead-lettered) is
+// reported once, as money kept, not a second time as an undecided acknowledgement.
+#[test]
+fn eventual_confirmation_reports_an_undecided_paid_order_once() {
+    let config = ShopConfig {
+        retry: RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::default()
+        },
+        ..ShopConfig::default()
+    };
+    let mut s = Shell::new(&[(HAT, 1500)], &[(HAT, 3, 1)], config);
+    s.at(1_000);
+    let alice = s.order(Some("k-alice"), "alice", &[(HAT, 2)]);
+    s.run_jobs();
+    let charge = s.pay_at_psp(alice);
+    s.run_jobs_failing(|lease| lease.kind == JobKind::Finalize);
+    assert_eq!(s.status(alice), Paid);
+
+    let verdicts = judge(&s.history, &s.audit(), true);
+    let v = only_violation(&verdicts, Invariant::EventualConfirmation);
+    assert_eq!(v.subject, Subject::Order(alice));
+    assert_eq!(v.evidence, vec![charge]);
+    assert!(v.detail.contains("3000 cents captured"), "{}", v.detail);
 }

@@ -5,20 +5,25 @@
 //! workers that finish or crash mid-job (so jobs are redelivered), customers
 //! who pay, are declined, pay late or cancel, webhooks duplicated and
 //! replayed, the reservation sweeper and the reconciler. A fake PSP keeps the
-//! ledger. After every step every safety invariant of the checker must hold;
-//! after the world settles, every invariant — liveness included — must hold.
+//! ledger. After every step every safety invariant of the checker must hold,
+//! and the shop's books must equal a model derived from its orders' statuses
+//! alone (stock per SKU, each order's reservation, each customer's
+//! purchase-limit holding, judged through what `place_order` accepts); after
+//! the world settles, every invariant — liveness included — must hold and no
+//! intent is left open at the PSP.
 
 use proptest::prelude::*;
 use stampede_core::{
     Catalog, Cause, Cents, ClientOp, ClientReply, CustomerId, EventId, EventKind, History,
     IdempotencyKey, IntentId, IntentStatus, Invariant, ItemRequest, JobKind, Lease, LedgerEntry,
-    LedgerKind, Millis, OrderId, PaymentIntent, PlaceOrder, Placed, Product, QueueLimits, Repair,
-    RetryPolicy, SavedResponse, ShopConfig, ShopError, ShopState, Sku, Step, WebhookEvent,
-    WebhookKind, check, check_all, reconcile,
+    LedgerKind, Millis, OrderId, OrderStatus, PaymentIntent, PlaceOrder, Placed, Product,
+    QueueLimits, Repair, RetryPolicy, SavedResponse, ShopConfig, ShopError, ShopState, Sku, Step,
+    StockLevel, WebhookEvent, WebhookKind, check, check_all, payment_key, reconcile,
 };
 use std::collections::BTreeMap;
 
 const TTL_MS: u64 = 1_000;
+const PER_CUSTOMER_LIMIT: u32 = 4;
 const SKUS: [(&str, u64, u64, usize); 3] = [
     ("hot", 900, 4, 3),
     ("warm", 1_250, 6, 1),
@@ -62,10 +67,13 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// The fake PSP: intents keyed by the shop's `pay_{order}` key, and a ledger.
+/// The fake PSP: intents created under the shop's idempotency key (a second
+/// create with a known key returns the first intent, as Stripe does), and
+/// the webhook events it sent. The ledger lives in the history.
 #[derive(Default)]
 struct Psp {
     intents: BTreeMap<OrderId, PaymentIntent>,
+    by_key: BTreeMap<String, OrderId>,
     events: Vec<WebhookEvent>,
 }
 
@@ -85,7 +93,7 @@ impl World {
             name: name.to_string(),
             price: Cents(*price),
             max_qty_per_order: 3,
-            per_customer_limit: Some(4),
+            per_customer_limit: Some(PER_CUSTOMER_LIMIT),
         }));
         let defaults = ShopConfig::default();
         let config = ShopConfig {
@@ -163,16 +171,30 @@ impl World {
         self.next_req += 1;
         let req = self.next_req;
         let fingerprint = Some(request.fingerprint());
+        let held_before = self.expected_holdings();
         self.record(EventKind::Request {
             req,
             op: ClientOp::PlaceOrder(request.clone()),
             fingerprint,
         });
         let reply = match self.shop.place_order(&request, self.now) {
-            Ok(Placed::Created { order, .. }) => ClientReply::OrderAccepted {
-                order,
-                replayed: false,
-            },
+            Ok(Placed::Created { order, .. }) => {
+                for item in &request.items {
+                    let held = held_before
+                        .get(&(request.customer.clone(), item.sku.clone()))
+                        .copied()
+                        .unwrap_or(0);
+                    assert!(
+                        held + u64::from(item.qty) <= u64::from(PER_CUSTOMER_LIMIT),
+                        "accepted over the limit: holds {held}, asked {}",
+                        item.qty
+                    );
+                }
+                ClientReply::OrderAccepted {
+                    order,
+                    replayed: false,
+                }
+            }
             Ok(Placed::Replay(SavedResponse::OrderAccepted { order, .. })) => {
                 ClientReply::OrderAccepted {
                     order,
@@ -184,10 +206,27 @@ impl World {
                 problem: "key-mismatch".into(),
             },
             Ok(other) => panic!("unexpected {other:?}"),
-            Err(ShopError::PurchaseLimit { .. }) => ClientReply::Refused {
-                status: 422,
-                problem: "limit".into(),
-            },
+            Err(ShopError::PurchaseLimit {
+                customer,
+                sku,
+                limit,
+                held,
+                requested,
+            }) => {
+                let model = held_before.get(&(customer, sku)).copied().unwrap_or(0);
+                assert_eq!(
+                    held, model,
+                    "the shop's holding differs from its live orders"
+                );
+                assert!(
+                    held + u64::from(requested) > u64::from(limit),
+                    "refused within the limit: holds {held}, asked {requested}, limit {limit}"
+                );
+                ClientReply::Refused {
+                    status: 422,
+                    problem: "limit".into(),
+                }
+            }
             Err(e) => panic!("unexpected {e}"),
         };
         self.record(EventKind::Response { req, reply });
@@ -212,11 +251,12 @@ impl World {
             JobKind::Reserve => self.shop.reserve(order, self.now, cause).unwrap(),
             JobKind::CreateIntent => {
                 let total = self.shop.order(order).unwrap().total;
-                // Idempotent at the PSP: the key pay_{order} returns the same intent.
+                // Idempotent at the PSP: a known key returns the intent it created.
+                let owner = *self.psp.by_key.entry(payment_key(order)).or_insert(order);
                 let intent = self
                     .psp
                     .intents
-                    .entry(order)
+                    .entry(owner)
                     .or_insert_with(|| PaymentIntent {
                         id: IntentId::new(format!("pi_{}", order.0)).unwrap(),
                         order,
@@ -385,6 +425,88 @@ impl World {
             );
         }
         self.shop.inventory().check_conservation().unwrap();
+        self.assert_books(step);
+    }
+
+    /// What each customer holds against the purchase limit, derived from the
+    /// orders alone: every line of an order not cancelled or refunded.
+    fn expected_holdings(&self) -> BTreeMap<(CustomerId, Sku), u64> {
+        let mut held = BTreeMap::new();
+        for order in self.shop.orders() {
+            if matches!(
+                order.status(),
+                OrderStatus::Cancelled(_) | OrderStatus::Refunded
+            ) {
+                continue;
+            }
+            for line in &order.lines {
+                *held
+                    .entry((order.customer.clone(), line.sku.clone()))
+                    .or_default() += u64::from(line.qty);
+            }
+        }
+        held
+    }
+
+    /// The model of the stock: an order holds a reservation of exactly its
+    /// lines while reserved, pending or paid (a paid one never expires), its
+    /// units are sold once confirmed, and everything else is available.
+    fn assert_books(&self, step: usize) {
+        let inventory = self.shop.inventory();
+        let mut reserved: BTreeMap<Sku, u64> = BTreeMap::new();
+        let mut sold: BTreeMap<Sku, u64> = BTreeMap::new();
+        let mut holding = 0;
+        for order in self.shop.orders() {
+            let status = order.status();
+            for line in &order.lines {
+                if status.holds_reservation() {
+                    *reserved.entry(line.sku.clone()).or_default() += u64::from(line.qty);
+                }
+                if status == OrderStatus::Confirmed {
+                    *sold.entry(line.sku.clone()).or_default() += u64::from(line.qty);
+                }
+            }
+            assert_eq!(
+                order.reservation.is_some(),
+                status.holds_reservation(),
+                "step {step}: {} is {status} with reservation {:?}",
+                order.id,
+                order.reservation
+            );
+            let Some(rid) = order.reservation else {
+                continue;
+            };
+            holding += 1;
+            let r = inventory
+                .reservation(rid)
+                .expect("an order's reservation is live");
+            assert_eq!(r.order, order.id, "step {step}");
+            for line in &order.lines {
+                assert_eq!(r.qty_of(&line.sku), u64::from(line.qty), "step {step}");
+            }
+            assert_eq!(
+                r.expires_at.is_none(),
+                status == OrderStatus::Paid,
+                "step {step}: a paid order's reservation is pinned, others expire"
+            );
+        }
+        assert_eq!(
+            inventory.reservations().count(),
+            holding,
+            "step {step}: leaked"
+        );
+        for (name, _, received, _) in SKUS {
+            let sku = Sku::new(name).unwrap();
+            let reserved = reserved.get(&sku).copied().unwrap_or(0);
+            let sold = sold.get(&sku).copied().unwrap_or(0);
+            let expected = StockLevel {
+                received,
+                available: received - reserved - sold,
+                reserved,
+                sold,
+            };
+            assert_eq!(inventory.level(&sku), Some(expected), "step {step}: {name}");
+        }
     }
 }
 
@@ -420,6 +542,11 @@ proptest! {
         let snapshot = world.shop.audit(world.now);
         for verdict in check_all(&world.history, &snapshot) {
             prop_assert!(!verdict.is_violated(), "{} violated after settling: {:?}", verdict.invariant, verdict.violations());
+        }
+        world.assert_books(usize::MAX);
+        // A cancelled order's intent was cancelled at the PSP: nobody can pay it later.
+        for intent in world.psp.intents.values() {
+            prop_assert_ne!(intent.status, IntentStatus::RequiresPayment, "{:?} left open", intent);
         }
     }
 }
