@@ -367,6 +367,21 @@ impl Inventory {
         Ok(self.insert_reservation(order, allocations, now, ttl_ms))
     }
 
+    /// Test-only breakage: counts `lines` as sold straight from the counters
+    /// of segment 0, without a reservation, so tests can craft books that
+    /// conservation must reject.
+    #[cfg(test)]
+    fn force_sell(&mut self, lines: &[(Sku, u64)]) {
+        self.tainted = true;
+        for (sku, qty) in lines {
+            if let Some(segs) = self.skus.get_mut(sku) {
+                let seg = &mut segs[0];
+                seg.reserved = seg.reserved.saturating_sub(*qty);
+                seg.sold = seg.sold.saturating_add(*qty);
+            }
+        }
+    }
+
     /// Releases up to `max` reservations whose TTL has passed at `now`,
     /// soonest first, and returns them.
     pub fn expire_due(&mut self, now: Millis, max: usize) -> Vec<Reservation> {

@@ -2033,27 +2033,6 @@ mod tests {
     }
 
     #[test]
-    fn the_sweeper_returns_a_leaked_reservation_without_touching_its_order() {
-        // Proves: a reservation no order owns (leaked by a naive double reserve) is released on
-        // expiry, while the order keeps its own reservation.
-        let mut s = shop(10, None);
-        let order = place(&mut s, "k1", 2);
-        s.reserve(order, Millis(0), Cause::Reconciler).unwrap();
-        assert_eq!(
-            s.raw_force_reserve(order, None, Millis(50), Cause::Reconciler)
-                .unwrap(),
-            Step::Skipped(OrderStatus::InventoryReserved)
-        );
-        assert_eq!(s.inventory().level(&sku()).unwrap().reserved, 4);
-        assert!(s.expire_reservations(Millis(100), 10).unwrap().is_empty());
-        assert_eq!(
-            s.order(order).unwrap().status(),
-            OrderStatus::InventoryReserved
-        );
-        assert_eq!(s.inventory().level(&sku()).unwrap().reserved, 2);
-    }
-
-    #[test]
     fn only_unpaid_orders_are_cancellable_and_repeats_are_no_ops() {
         // Proves: created, reserved and pending orders can be cancelled by the customer (stock
         // released); a repeat is skipped; an order cancelled for another reason cannot be.
@@ -2222,57 +2201,6 @@ mod tests {
         assert_eq!(s.begin_key(&other, fp, Millis(4)), Begin::New);
         s.raw_put_key(&other, fp, saved.clone(), Millis(5));
         assert_eq!(s.saved_response(&other, Millis(5)), Some(saved));
-    }
-
-    #[test]
-    fn naive_primitives_do_what_their_designs_rely_on() {
-        // Proves: client prices set the total, a raw order has no job when asked, availability
-        // is readable, an unchecked reserve moves a created order, and an unchecked payment
-        // confirms on first delivery and sells again on every repeat.
-        let mut s = shop(10, None);
-        let (order, job) = s
-            .raw_create_order(
-                &request("k1", "alice", 2),
-                Some(&[Cents(1)]),
-                false,
-                Millis(0),
-            )
-            .unwrap();
-        assert_eq!(job, None);
-        assert_eq!(s.order(order).unwrap().total, Cents(2));
-        assert_eq!(s.raw_available(&sku()), 10);
-        assert_eq!(s.raw_available(&Sku::new("nope").unwrap()), 0);
-        assert!(matches!(
-            s.raw_force_reserve(order, Some(&[10]), Millis(1), Cause::Reconciler)
-                .unwrap(),
-            Step::Moved(_)
-        ));
-        assert_eq!(s.raw_available(&sku()), 8);
-        let paid = event(order, "evt_1", WebhookKind::PaymentSucceeded);
-        let Step::Moved(path) = s.raw_apply_unchecked(&paid, Millis(2)).unwrap() else {
-            panic!()
-        };
-        assert_eq!(path.last().unwrap().to, OrderStatus::Confirmed);
-        assert_eq!(path.len(), 3);
-        assert_eq!(s.inventory().level(&sku()).unwrap().sold, 2);
-        s.raw_apply_unchecked(&paid, Millis(3)).unwrap();
-        assert_eq!(s.inventory().level(&sku()).unwrap().sold, 4);
-        let (other, _) = s
-            .raw_create_order(&request("k2", "alice", 1), None, true, Millis(0))
-            .unwrap();
-        s.reserve(other, Millis(4), Cause::Reconciler).unwrap();
-        assert!(matches!(
-            s.raw_apply_unchecked(
-                &event(other, "evt_2", WebhookKind::PaymentFailed),
-                Millis(5)
-            )
-            .unwrap(),
-            Step::Moved(_)
-        ));
-        assert_eq!(
-            s.order(other).unwrap().status(),
-            OrderStatus::Cancelled(CancelReason::PaymentFailed)
-        );
     }
 
     #[test]
