@@ -457,6 +457,14 @@ impl<'a> Facts<'a> {
         self.received.get(sku).map_or(0, |r| r.0)
     }
 
+    /// The `Stocked` events of `sku`: the evidence for what was received.
+    fn received_evidence(&self, sku: &Sku) -> Vec<usize> {
+        self.received
+            .get(sku)
+            .map(|r| r.1.clone())
+            .unwrap_or_default()
+    }
+
     /// Units of `sku` in orders whose status satisfies `pred`, with those orders.
     fn units_where(&self, sku: &Sku, pred: impl Fn(OrderStatus) -> bool) -> (u64, Vec<OrderId>) {
         let mut units = 0u64;
@@ -531,13 +539,7 @@ fn no_oversell(facts: &Facts<'_>) -> Vec<Violation> {
         let (units, orders) = facts.units_where(sku, committed);
         if units > received && !flagged.contains(sku) {
             let mut evidence = facts.transitions_into(&orders, committed);
-            evidence.extend(
-                facts
-                    .received
-                    .get(sku)
-                    .map(|r| r.1.clone())
-                    .unwrap_or_default(),
-            );
+            evidence.extend(facts.received_evidence(sku));
             evidence.sort_unstable();
             out.push(Violation {
                 subject: Subject::Sku(sku.clone()),
@@ -555,11 +557,7 @@ fn no_oversell(facts: &Facts<'_>) -> Vec<Violation> {
                 detail: format!(
                     "the stock counter says {sold} sold but only {received} were received"
                 ),
-                evidence: facts
-                    .received
-                    .get(sku)
-                    .map(|r| r.1.clone())
-                    .unwrap_or_default(),
+                evidence: facts.received_evidence(sku),
             });
         }
     }
@@ -576,13 +574,7 @@ fn sold_to_customers_beyond_stock(facts: &Facts<'_>) -> Vec<Violation> {
         let received = facts.received(sku);
         if units > received {
             let mut evidence = evidence;
-            evidence.extend(
-                facts
-                    .received
-                    .get(sku)
-                    .map(|r| r.1.clone())
-                    .unwrap_or_default(),
-            );
+            evidence.extend(facts.received_evidence(sku));
             evidence.sort_unstable();
             out.push(Violation {
                 subject: Subject::Sku(sku.clone()),
@@ -635,7 +627,7 @@ fn oversold_over_time(facts: &Facts<'_>) -> Vec<Violation> {
                                 ),
                                 evidence: {
                                     let mut e = entry.1.clone();
-                                    e.extend(facts.received.get(&line.sku).map(|r| r.1.clone()).unwrap_or_default());
+                                    e.extend(facts.received_evidence(&line.sku));
                                     e.sort_unstable();
                                     e
                                 },
@@ -662,11 +654,7 @@ fn stock_conserved(facts: &Facts<'_>) -> Vec<Violation> {
     for sku in facts.skus() {
         let level = facts.state.stock.get(sku).copied().unwrap_or_default();
         let received = facts.received(sku);
-        let evidence = facts
-            .received
-            .get(sku)
-            .map(|r| r.1.clone())
-            .unwrap_or_default();
+        let evidence = facts.received_evidence(sku);
         let mut problems = Vec::new();
         let sum = u128::from(level.available) + u128::from(level.reserved) + u128::from(level.sold);
         if sum != u128::from(received) {
