@@ -4,7 +4,7 @@
 //! redelivered job that reserved again, units sold again by a repeated event,
 //! one key with two orders, ...). Around it: every fault a mix injects is
 //! needed (without them the switch holds on the same seeds), a pair's
-//! companion alone breaks nothing, and a pair's switch alone is masked (which
+//! companion alone never shows the row's mistake, and a pair's switch alone is masked (which
 //! is why it has a companion). The first test prints the README's table and
 //! checks that the README carries it verbatim.
 
