@@ -1221,6 +1221,17 @@ mod tests {
         shop_with(stock, limit, config)
     }
 
+    /// The default config with a job queue of `max_jobs`.
+    fn max_jobs(max_jobs: usize) -> ShopConfig {
+        ShopConfig {
+            queue: QueueLimits {
+                max_jobs,
+                ..QueueLimits::default()
+            },
+            ..ShopConfig::default()
+        }
+    }
+
     fn shop_with(stock: u64, limit: Option<u32>, config: ShopConfig) -> ShopState {
         let catalog = Catalog::new([Product {
             sku: sku(),
@@ -1564,13 +1575,7 @@ mod tests {
 
     #[test]
     fn an_operation_that_could_overflow_the_job_queue_is_refused_before_any_change() {
-        let config = ShopConfig {
-            queue: QueueLimits {
-                max_jobs: 5,
-                ..QueueLimits::default()
-            },
-            ..ShopConfig::default()
-        };
+        let config = max_jobs(5);
         let mut s = shop_with(10, None, config);
         let order = place(&mut s, "k1", 1);
         // An early payment event is parked: reserving will also apply it (two jobs).
@@ -1727,13 +1732,7 @@ mod tests {
     #[test]
     fn a_full_queue_refuses_placement_and_one_free_slot_admits_it() {
         // Proves: placing needs exactly one free job slot.
-        let config = ShopConfig {
-            queue: QueueLimits {
-                max_jobs: 1,
-                ..QueueLimits::default()
-            },
-            ..ShopConfig::default()
-        };
+        let config = max_jobs(1);
         let mut s = shop_with(10, None, config);
         place(&mut s, "k1", 1);
         assert_eq!(
