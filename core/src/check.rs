@@ -19,13 +19,16 @@
 //! get [`Judgement::NotJudged`] is to ask for it with [`OptOuts`], and the
 //! verdict then carries the caller's reason.
 
-use crate::history::{ClientOp, ClientReply, EventKind, History};
+use crate::history::{
+    ClientOp, ClientReply, EventKind, History, PAY_FLOW_ALLOWANCE_MS, Terms, Wish,
+};
 use crate::idempotency::Fingerprint;
 use crate::ids::{IdempotencyKey, IntentId, OrderId, Sku};
 use crate::money::Cents;
-use crate::order::{Order, OrderStatus};
+use crate::order::{CancelReason, Order, OrderStatus};
 use crate::payment::LedgerKind;
 use crate::shop::{AuditSnapshot, PlaceOrder};
+use crate::time::Millis;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -60,11 +63,20 @@ pub enum Invariant {
     NoStuckOrders,
     /// Liveness: at the end of the run, no stock is left reserved.
     NoReservationLeak,
+    /// Progress: every willing buyer whose order was acknowledged ends with a
+    /// confirmed order the PSP charged for, unless the evidence justifies otherwise.
+    WillingBuyersServed,
+    /// Progress: no stock is left unsold at the end while a willing buyer of
+    /// it was turned away (cancelled out of stock, or expired never offered payment).
+    NoSaleLeftBehind,
+    /// Progress: willing buyers are offered payment, and charges are decided,
+    /// within the scenario's bounds.
+    TimelyDecisions,
 }
 
 impl Invariant {
     /// Every invariant, safety first.
-    pub const ALL: [Invariant; 11] = [
+    pub const ALL: [Invariant; 14] = [
         Invariant::NoOversell,
         Invariant::StockConserved,
         Invariant::SingleCharge,
@@ -76,6 +88,9 @@ impl Invariant {
         Invariant::EventualConfirmation,
         Invariant::NoStuckOrders,
         Invariant::NoReservationLeak,
+        Invariant::WillingBuyersServed,
+        Invariant::NoSaleLeftBehind,
+        Invariant::TimelyDecisions,
     ];
 
     /// The stable snake_case name.
@@ -92,6 +107,9 @@ impl Invariant {
             Invariant::EventualConfirmation => "eventual_confirmation",
             Invariant::NoStuckOrders => "no_stuck_orders",
             Invariant::NoReservationLeak => "no_reservation_leak",
+            Invariant::WillingBuyersServed => "willing_buyers_served",
+            Invariant::NoSaleLeftBehind => "no_sale_left_behind",
+            Invariant::TimelyDecisions => "timely_decisions",
         }
     }
 
@@ -108,6 +126,9 @@ impl Invariant {
             Invariant::EventualConfirmation
                 | Invariant::NoStuckOrders
                 | Invariant::NoReservationLeak
+                | Invariant::WillingBuyersServed
+                | Invariant::NoSaleLeftBehind
+                | Invariant::TimelyDecisions
         )
     }
 }
@@ -178,21 +199,45 @@ pub struct Verdict {
     pub invariant: Invariant,
     /// Holds, violated (with evidence), or not judged.
     pub judgement: Judgement,
+    /// Sales the scenario allowed its faults to cost: unserved willing buyers
+    /// whose journey overlapped a [`EventKind::SalesAtRisk`] window, each
+    /// described like a violation (up to [`MAX_VIOLATIONS_KEPT`]). They do not
+    /// break the invariant; reports count them as lost to faults.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lost_to_faults: Vec<Violation>,
+    /// How many sales were lost to faults in all.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lost_to_faults_total: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Verdict {
-    fn from_violations(invariant: Invariant, mut violations: Vec<Violation>) -> Verdict {
-        if violations.is_empty() {
-            return Verdict {
-                invariant,
-                judgement: Judgement::Holds,
-            };
-        }
-        let total = violations.len();
-        violations.truncate(MAX_VIOLATIONS_KEPT);
+    fn from_violations(invariant: Invariant, violations: Vec<Violation>) -> Verdict {
+        Verdict::with_losses(invariant, violations, Vec::new())
+    }
+
+    fn with_losses(
+        invariant: Invariant,
+        mut violations: Vec<Violation>,
+        mut lost: Vec<Violation>,
+    ) -> Verdict {
+        let lost_to_faults_total = lost.len();
+        lost.truncate(MAX_VIOLATIONS_KEPT);
+        let judgement = if violations.is_empty() {
+            Judgement::Holds
+        } else {
+            let total = violations.len();
+            violations.truncate(MAX_VIOLATIONS_KEPT);
+            Judgement::Violated { violations, total }
+        };
         Verdict {
             invariant,
-            judgement: Judgement::Violated { violations, total },
+            judgement,
+            lost_to_faults: lost,
+            lost_to_faults_total,
         }
     }
 
@@ -275,6 +320,8 @@ pub fn check_except(history: &History, state: &AuditSnapshot, opt_outs: &OptOuts
                 judgement: Judgement::NotJudged {
                     reason: reason.to_string(),
                 },
+                lost_to_faults: Vec::new(),
+                lost_to_faults_total: 0,
             },
             None => judge(invariant, &facts),
         })
@@ -299,6 +346,9 @@ fn judge(invariant: Invariant, facts: &Facts<'_>) -> Verdict {
         Invariant::EventualConfirmation => eventual_confirmation(facts),
         Invariant::NoStuckOrders => no_stuck_orders(facts),
         Invariant::NoReservationLeak => no_reservation_leak(facts),
+        Invariant::WillingBuyersServed => return willing_buyers_served(facts),
+        Invariant::NoSaleLeftBehind => return no_sale_left_behind(facts),
+        Invariant::TimelyDecisions => return timely_decisions(facts),
     };
     Verdict::from_violations(invariant, violations)
 }
@@ -332,6 +382,15 @@ struct Facts<'a> {
     /// Each acknowledged order's first acknowledgement: request index, response
     /// index, and what the client asked for (its own items, not the shop's lines).
     acknowledged: BTreeMap<OrderId, (usize, usize, &'a PlaceOrder)>,
+    /// Each order's first offer of payment a client saw: an `Observed`
+    /// payment_pending (or later paid/confirmed) or a `PaymentStarted` answer.
+    offered: BTreeMap<OrderId, usize>,
+    /// Every client's plan: (event index, client, key, wish).
+    wants: Vec<(usize, u64, &'a IdempotencyKey, Wish)>,
+    /// The scenario's promises (the last `Terms` event, or the defaults).
+    terms: Terms,
+    /// Fault windows the scenario allows to cost sales: (event index, from, until, fault).
+    at_risk: Vec<(usize, Millis, Millis, &'a str)>,
     history: &'a History,
 }
 
@@ -349,6 +408,10 @@ impl<'a> Facts<'a> {
             observed: BTreeMap::new(),
             seen_confirmed: BTreeMap::new(),
             acknowledged: BTreeMap::new(),
+            offered: BTreeMap::new(),
+            wants: Vec::new(),
+            terms: Terms::default(),
+            at_risk: Vec::new(),
             history,
         };
         let mut requests: BTreeMap<u64, (usize, &ClientOp, Option<Fingerprint>)> = BTreeMap::new();
@@ -382,6 +445,9 @@ impl<'a> Facts<'a> {
                     if *status == OrderStatus::Confirmed {
                         facts.seen_confirmed.entry(*order).or_insert(i);
                     }
+                    if is_offer(*status) {
+                        facts.offered.entry(*order).or_insert(i);
+                    }
                 }
                 EventKind::Response { req, reply } => {
                     if let ClientReply::Status {
@@ -390,6 +456,9 @@ impl<'a> Facts<'a> {
                     } = reply
                     {
                         facts.seen_confirmed.entry(*order).or_insert(i);
+                    }
+                    if let ClientReply::PaymentStarted { order, .. } = reply {
+                        facts.offered.entry(*order).or_insert(i);
                     }
                     if let Some((request, op, fingerprint)) = requests.get(req) {
                         facts.exchanges.push(Exchange {
@@ -410,6 +479,13 @@ impl<'a> Facts<'a> {
                 )),
                 EventKind::Job { order, .. } => facts.jobs.entry(*order).or_default().push(i),
                 EventKind::Fault { .. } => {}
+                EventKind::Wants { client, key, wish } => {
+                    facts.wants.push((i, *client, key, *wish));
+                }
+                EventKind::Terms(terms) => facts.terms = *terms,
+                EventKind::SalesAtRisk { from, until, fault } => {
+                    facts.at_risk.push((i, *from, *until, fault));
+                }
             }
         }
         for ex in &facts.exchanges {
@@ -1209,4 +1285,510 @@ fn no_reservation_leak(facts: &Facts<'_>) -> Vec<Violation> {
         }
     }
     out
+}
+
+// ---------------------------------------------------------------------------
+// Progress: willing buyers, unsold stock, timely decisions.
+//
+// A *willing buyer* is a client whose own plan (its `Wants` event) says it
+// means to pay and keep the order with a card the PSP accepts. A buyer that
+// thinks longer than the hold the scenario promises (`Terms::hold_ms`, less
+// [`PAY_FLOW_ALLOWANCE_MS`] for the payment itself) is *late by its own plan*
+// and is not judged. Its order is linked to its plan by the Idempotency-Key
+// it placed the order with; "acknowledged" means a client was answered 202
+// with an order id under that key.
+//
+// *Served* is judged from evidence the shop cannot fake: the PSP's ledger
+// holds money for the order, and a client was shown it confirmed (or the
+// shop's final record says confirmed — a buyer may stop watching).
+//
+// Not being served is *justified* only when the order was cancelled (or a
+// placement refused) out of stock while there was no room for it: for some
+// SKU it asked for, the units customers were sold (shown confirmed, charged,
+// quantities from their own requests) plus its own quantity exceed the
+// units received. A willing buyer whose journey (first request to last
+// answer or observation) overlaps a `SalesAtRisk` window is not a violation
+// but a sale lost to the fault, counted in `Verdict::lost_to_faults`.
+// ---------------------------------------------------------------------------
+
+/// A status that shows the client was (or had been) offered payment.
+fn is_offer(status: OrderStatus) -> bool {
+    matches!(
+        status,
+        OrderStatus::PaymentPending | OrderStatus::Paid | OrderStatus::Confirmed
+    )
+}
+
+/// Problem types of a placement refused because the stock is gone.
+const OUT_OF_STOCK_PROBLEMS: [&str; 2] = ["out-of-stock", "sold-out"];
+
+/// One client's journey as a buyer: its plan and what it was told.
+struct Journey<'a> {
+    /// The `Wants` event.
+    wants: usize,
+    client: u64,
+    key: &'a IdempotencyKey,
+    wish: Wish,
+    /// What it asked for (its first place-order request under its key).
+    asked: Option<&'a PlaceOrder>,
+    /// Its first request, if it made one.
+    first: Option<usize>,
+    /// The last event of its journey (request, answer or observation).
+    last: usize,
+    /// The order it was acknowledged, with the answer's index.
+    ack: Option<(OrderId, usize)>,
+    /// A placement refused out of stock (the answer's index).
+    refused_out_of_stock: Option<usize>,
+}
+
+impl Journey<'_> {
+    fn describe(&self) -> String {
+        let items = self
+            .asked
+            .map(|a| describe_items(a.items.iter().map(|i| (&i.sku, i.qty))))
+            .unwrap_or_else(|| "nothing".into());
+        format!("willing buyer {} (key {}, {items})", self.client, self.key)
+    }
+}
+
+/// Why a willing buyer was not served, or that it was.
+enum Fate {
+    /// Charged and confirmed.
+    Served,
+    /// Cancelled or refused out of stock with no room left for it: justified.
+    NoRoom,
+    /// Not served, and nothing justifies it: what happened.
+    Unserved(String),
+}
+
+impl<'a> Facts<'a> {
+    /// Every client's journey, in `Wants` order.
+    fn journeys(&self) -> Vec<Journey<'a>> {
+        let mut journeys: Vec<Journey<'a>> = self
+            .wants
+            .iter()
+            .map(|&(wants, client, key, wish)| Journey {
+                wants,
+                client,
+                key,
+                wish,
+                asked: None,
+                first: None,
+                last: wants,
+                ack: None,
+                refused_out_of_stock: None,
+            })
+            .collect();
+        let by_key: BTreeMap<&IdempotencyKey, usize> = journeys
+            .iter()
+            .enumerate()
+            .map(|(n, j)| (j.key, n))
+            .collect();
+        for ex in &self.exchanges {
+            let ClientOp::PlaceOrder(asked) = ex.op else {
+                continue;
+            };
+            let Some(&n) = asked.key.as_ref().and_then(|k| by_key.get(k)) else {
+                continue;
+            };
+            let j = &mut journeys[n];
+            j.asked.get_or_insert(asked);
+            j.first = Some(j.first.map_or(ex.request, |f| f.min(ex.request)));
+            j.last = j.last.max(ex.response);
+            match ex.reply {
+                ClientReply::OrderAccepted { order, .. } if j.ack.is_none() => {
+                    j.ack = Some((*order, ex.response));
+                }
+                ClientReply::Refused { problem, .. }
+                    if OUT_OF_STOCK_PROBLEMS.contains(&problem.as_str()) =>
+                {
+                    j.refused_out_of_stock.get_or_insert(ex.response);
+                }
+                _ => {}
+            }
+        }
+        let by_order: BTreeMap<OrderId, usize> = journeys
+            .iter()
+            .enumerate()
+            .filter_map(|(n, j)| j.ack.map(|(order, _)| (order, n)))
+            .collect();
+        for ex in &self.exchanges {
+            let order = match ex.op {
+                ClientOp::Pay { order, .. }
+                | ClientOp::Cancel { order }
+                | ClientOp::GetOrder { order } => order,
+                _ => continue,
+            };
+            if let Some(&n) = by_order.get(order) {
+                journeys[n].last = journeys[n].last.max(ex.response);
+            }
+        }
+        for ((client, order), seen) in &self.observed {
+            if let (Some(&n), Some(&(i, _))) = (by_order.get(order), seen.last())
+                && journeys[n].client == *client
+            {
+                journeys[n].last = journeys[n].last.max(i);
+            }
+        }
+        journeys
+    }
+
+    /// A buyer judged by the progress invariants: willing, and not late by its own plan.
+    fn judged_buyer(&self, wish: &Wish) -> bool {
+        let late = !wish.express
+            && self
+                .terms
+                .hold_ms
+                .is_some_and(|hold| wish.think_ms.saturating_add(PAY_FLOW_ALLOWANCE_MS) > hold);
+        wish.willing() && !late
+    }
+
+    fn at(&self, index: usize) -> Millis {
+        self.history.events()[index].at
+    }
+
+    /// When the history ends.
+    fn end(&self) -> Millis {
+        self.history.events().last().map_or(Millis(0), |e| e.at)
+    }
+
+    /// A fault window the scenario allows to cost sales that overlaps `from..=to`.
+    fn at_risk_during(&self, from: Millis, to: Millis) -> Option<(usize, &'a str)> {
+        self.at_risk
+            .iter()
+            .find(|(_, start, until, _)| *start <= to && *until >= from)
+            .map(|&(i, _, _, fault)| (i, fault))
+    }
+
+    /// The journey's fault window, if one excuses it.
+    fn excuse(&self, j: &Journey<'_>) -> Option<(usize, &'a str)> {
+        let from = self.at(j.first.unwrap_or(j.wants));
+        self.at_risk_during(from, self.at(j.last))
+    }
+
+    /// Was some client shown `order` in `status`?
+    fn was_shown(&self, order: OrderId, status: OrderStatus) -> bool {
+        self.observed
+            .iter()
+            .any(|((_, o), seen)| *o == order && seen.iter().any(|(_, s)| *s == status))
+    }
+
+    /// Did the order end in `status`, by the shop's final record or by what a client was shown?
+    fn ended(&self, order: OrderId, status: OrderStatus) -> bool {
+        self.orders
+            .get(&order)
+            .is_some_and(|o| o.status() == status)
+            || self.was_shown(order, status)
+    }
+
+    /// A SKU of `asked` with no room left for it: units sold to customers
+    /// plus the quantity asked exceed the units received.
+    fn no_room(
+        &self,
+        asked: &PlaceOrder,
+        sold: &BTreeMap<&'a Sku, (u64, Vec<usize>)>,
+    ) -> Option<(Sku, u64, u64)> {
+        asked.items.iter().find_map(|item| {
+            let sold = sold.get(&item.sku).map_or(0, |s| s.0);
+            let received = self.received(&item.sku);
+            (sold.saturating_add(u64::from(item.qty)) > received)
+                .then(|| (item.sku.clone(), sold, received))
+        })
+    }
+
+    /// What became of an acknowledged order of a willing buyer.
+    fn fate(
+        &self,
+        j: &Journey<'_>,
+        order: OrderId,
+        sold: &BTreeMap<&'a Sku, (u64, Vec<usize>)>,
+    ) -> Fate {
+        let (net, _) = self.net_captured(order);
+        let confirmed = self.seen_confirmed.contains_key(&order)
+            || self
+                .orders
+                .get(&order)
+                .is_some_and(|o| o.status() == OrderStatus::Confirmed);
+        if net > 0 && confirmed {
+            return Fate::Served;
+        }
+        let out_of_stock = OrderStatus::Cancelled(CancelReason::OutOfStock);
+        if self.ended(order, out_of_stock) && j.asked.and_then(|a| self.no_room(a, sold)).is_some()
+        {
+            return Fate::NoRoom;
+        }
+        let status = self.orders.get(&order).map_or_else(
+            || "unknown to the shop".to_string(),
+            |o| format!("ended {}", o.status()),
+        );
+        let what = if self.ended(order, out_of_stock) {
+            let unsold: Vec<String> = j
+                .asked
+                .into_iter()
+                .flat_map(|a| &a.items)
+                .map(|item| {
+                    let sold = sold.get(&item.sku).map_or(0, |s| s.0);
+                    let received = self.received(&item.sku);
+                    format!(
+                        "{} of {received} {} never sold",
+                        received.saturating_sub(sold),
+                        item.sku
+                    )
+                })
+                .collect();
+            format!("was cancelled out of stock while {}", unsold.join(", "))
+        } else if net > 0 {
+            format!("the PSP holds {net} cents for it but it was never confirmed ({status})")
+        } else if !j.wish.express && !self.offered.contains_key(&order) {
+            format!("was never offered payment ({status})")
+        } else {
+            format!("was never charged ({status})")
+        };
+        Fate::Unserved(what)
+    }
+
+    /// Evidence for a journey's order: the plan, the acknowledgement, the
+    /// first offer, the last transition and the ledger.
+    fn journey_evidence(&self, j: &Journey<'_>, order: OrderId) -> Vec<usize> {
+        let mut evidence = vec![j.wants, j.last];
+        evidence.extend(j.ack.map(|(_, i)| i));
+        evidence.extend(self.offered.get(&order));
+        evidence.extend(self.transitions.get(&order).and_then(|t| t.last()));
+        evidence.extend(self.net_captured(order).1);
+        evidence.sort_unstable();
+        evidence.dedup();
+        evidence
+    }
+}
+
+/// Every willing buyer whose order was acknowledged ends with a confirmed,
+/// charged order, unless it was cancelled out of stock with no room left for
+/// it, or the scenario allowed a fault during its journey to cost the sale.
+fn willing_buyers_served(facts: &Facts<'_>) -> Verdict {
+    let sold = facts.sold_to_customers();
+    let (mut out, mut lost) = (Vec::new(), Vec::new());
+    for j in facts.journeys() {
+        let Some((order, acked)) = j.ack else {
+            continue;
+        };
+        if !facts.judged_buyer(&j.wish) {
+            continue;
+        }
+        let Fate::Unserved(what) = facts.fate(&j, order, &sold) else {
+            continue;
+        };
+        let mut v = Violation {
+            subject: Subject::Order(order),
+            detail: format!(
+                "{} was acknowledged {order} at {} but {what}",
+                j.describe(),
+                facts.at(acked)
+            ),
+            evidence: facts.journey_evidence(&j, order),
+        };
+        match facts.excuse(&j) {
+            Some((window, fault)) => {
+                v.detail = format!("{} — lost to the fault {fault}", v.detail);
+                v.evidence.push(window);
+                lost.push(v);
+            }
+            None => out.push(v),
+        }
+    }
+    Verdict::with_losses(Invariant::WillingBuyersServed, out, lost)
+}
+
+/// No SKU has units left unsold at the end while a willing buyer of it was
+/// turned away: refused or cancelled out of stock, or expired without ever
+/// being offered payment. "Unsold" is received minus what customers were
+/// sold by the evidence (shown confirmed, charged), not the shop's counters.
+fn no_sale_left_behind(facts: &Facts<'_>) -> Verdict {
+    let sold = facts.sold_to_customers();
+    let out_of_stock = OrderStatus::Cancelled(CancelReason::OutOfStock);
+    let expired = OrderStatus::Cancelled(CancelReason::Expired);
+    // Per SKU: (turned-away buyers described, evidence).
+    let mut behind: BTreeMap<&Sku, (Vec<String>, Vec<usize>)> = BTreeMap::new();
+    let mut lost = Vec::new();
+    for j in facts.journeys() {
+        if !facts.judged_buyer(&j.wish) {
+            continue;
+        }
+        let Some(asked) = j.asked else { continue };
+        let (how, mut evidence) = match (j.ack, j.refused_out_of_stock) {
+            (Some((order, _)), _) if facts.ended(order, out_of_stock) => (
+                format!("{order} cancelled out of stock"),
+                facts.journey_evidence(&j, order),
+            ),
+            (Some((order, _)), _)
+                if !j.wish.express
+                    && facts.ended(order, expired)
+                    && !facts.offered.contains_key(&order) =>
+            {
+                (
+                    format!("{order} expired, never offered payment"),
+                    facts.journey_evidence(&j, order),
+                )
+            }
+            (None, Some(refused)) => ("refused out of stock".to_string(), vec![j.wants, refused]),
+            _ => continue,
+        };
+        for item in &asked.items {
+            let received = facts.received(&item.sku);
+            let unsold = received.saturating_sub(sold.get(&item.sku).map_or(0, |s| s.0));
+            if unsold < u64::from(item.qty) {
+                continue;
+            }
+            let detail = format!("buyer {} ({}x, {how})", j.client, item.qty);
+            if let Some((window, fault)) = facts.excuse(&j) {
+                evidence.push(window);
+                lost.push(Violation {
+                    subject: Subject::Sku(item.sku.clone()),
+                    detail: format!(
+                        "{unsold} of {received} units unsold while {detail} — lost to the fault {fault}"
+                    ),
+                    evidence: evidence.clone(),
+                });
+                continue;
+            }
+            let entry = behind.entry(&item.sku).or_default();
+            entry.0.push(detail);
+            entry.1.extend(&evidence);
+        }
+    }
+    let out = behind
+        .into_iter()
+        .map(|(sku, (buyers, mut evidence))| {
+            let received = facts.received(sku);
+            let unsold = received.saturating_sub(sold.get(sku).map_or(0, |s| s.0));
+            evidence.extend(facts.received_evidence(sku));
+            evidence.sort_unstable();
+            evidence.dedup();
+            let shown: Vec<&str> = buyers.iter().take(5).map(String::as_str).collect();
+            Violation {
+                subject: Subject::Sku(sku.clone()),
+                detail: format!(
+                    "{unsold} of {received} units were never sold while {} willing buyer(s) of it were turned away: {}{}",
+                    buyers.len(),
+                    shown.join("; "),
+                    if buyers.len() > shown.len() { "; …" } else { "" }
+                ),
+                evidence,
+            }
+        })
+        .collect();
+    Verdict::with_losses(Invariant::NoSaleLeftBehind, out, lost)
+}
+
+/// Willing buyers are offered payment within `Terms::offer_payment_ms` of
+/// their acknowledgement (unless cancelled out of stock with no room for
+/// them), and every charge the PSP made is decided — the order confirmed or
+/// the money refunded — within `Terms::decide_ms`. A deadline still ahead
+/// when the history ends is not yet due (the liveness invariants judge what
+/// never happened). The shop's own transition into confirmed serves as a
+/// time only; the PSP's refund line and the clients' observations are the
+/// other witnesses.
+fn timely_decisions(facts: &Facts<'_>) -> Verdict {
+    let terms = facts.terms;
+    let end = facts.end();
+    let sold = facts.sold_to_customers();
+    let (mut out, mut lost) = (Vec::new(), Vec::new());
+    for j in facts.journeys() {
+        let Some((order, acked)) = j.ack else {
+            continue;
+        };
+        if j.wish.express || !facts.judged_buyer(&j.wish) {
+            continue;
+        }
+        let deadline = facts.at(acked).plus_ms(terms.offer_payment_ms);
+        let offered = facts.offered.get(&order).map(|&i| facts.at(i));
+        let late = match offered {
+            Some(at) if at > deadline => format!(
+                "offered payment {} ms after its acknowledgement (bound {} ms)",
+                at.0 - facts.at(acked).0,
+                terms.offer_payment_ms
+            ),
+            Some(_) => continue,
+            None if end <= deadline => continue,
+            None if matches!(facts.fate(&j, order, &sold), Fate::NoRoom | Fate::Served) => {
+                continue;
+            }
+            None => format!(
+                "not offered payment within {} ms of its acknowledgement",
+                terms.offer_payment_ms
+            ),
+        };
+        let v = Violation {
+            subject: Subject::Order(order),
+            detail: format!("{}: {order} {late}", j.describe()),
+            evidence: facts.journey_evidence(&j, order),
+        };
+        match facts.at_risk_during(facts.at(acked), offered.unwrap_or(deadline)) {
+            Some((window, fault)) => lost.push(Violation {
+                detail: format!("{} — lost to the fault {fault}", v.detail),
+                evidence: [v.evidence, vec![window]].concat(),
+                ..v
+            }),
+            None => out.push(v),
+        }
+    }
+    for (order, lines) in &facts.ledger {
+        let Some(&(charged, ..)) = lines.iter().find(|l| l.1 == LedgerKind::Charge) else {
+            continue;
+        };
+        let deadline = facts.at(charged).plus_ms(terms.decide_ms);
+        let refunded = lines
+            .iter()
+            .find(|l| l.1 == LedgerKind::Refund)
+            .map(|l| l.0);
+        let confirmed = facts
+            .transitions
+            .get(order)
+            .into_iter()
+            .flatten()
+            .copied()
+            .find(|&i| {
+                matches!(&facts.history.events()[i].kind,
+                    EventKind::Transition(t) if t.to == OrderStatus::Confirmed)
+            });
+        let decided = [
+            refunded,
+            confirmed,
+            facts.seen_confirmed.get(order).copied(),
+        ]
+        .into_iter()
+        .flatten()
+        .min_by_key(|&i| facts.at(i));
+        let late = match decided {
+            Some(i) if facts.at(i) > deadline => format!(
+                "charged at {} but decided only {} ms later (bound {} ms)",
+                facts.at(charged),
+                facts.at(i).0 - facts.at(charged).0,
+                terms.decide_ms
+            ),
+            Some(_) => continue,
+            None if end <= deadline => continue,
+            None => format!(
+                "charged at {} and not confirmed or refunded within {} ms",
+                facts.at(charged),
+                terms.decide_ms
+            ),
+        };
+        let mut evidence = vec![charged];
+        evidence.extend(decided);
+        let v = Violation {
+            subject: Subject::Order(*order),
+            detail: late,
+            evidence,
+        };
+        let until = decided.map_or(deadline, |i| facts.at(i));
+        match facts.at_risk_during(facts.at(charged), until) {
+            Some((window, fault)) => lost.push(Violation {
+                detail: format!("{} — lost to the fault {fault}", v.detail),
+                evidence: [v.evidence, vec![window]].concat(),
+                ..v
+            }),
+            None => out.push(v),
+        }
+    }
+    Verdict::with_losses(Invariant::TimelyDecisions, out, lost)
 }

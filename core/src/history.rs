@@ -168,6 +168,79 @@ pub enum EventKind {
         /// What, in words.
         what: String,
     },
+    /// What a client set out to do, from its own plan, recorded before its
+    /// first request: the evidence of who was a willing buyer.
+    Wants {
+        /// The client (shopper or journey number, as in `Observed`).
+        client: u64,
+        /// The Idempotency-Key it places its order with: links the plan to the order.
+        key: IdempotencyKey,
+        /// What it meant to do.
+        wish: Wish,
+    },
+    /// The promises the scenario holds the shop to (recorded once, at the start).
+    Terms(Terms),
+    /// A fault window during which the scenario allows sales to be lost: a
+    /// willing buyer whose journey overlaps it and is not served counts as a
+    /// sale lost to the fault, not as a violation.
+    SalesAtRisk {
+        /// When the fault starts.
+        from: Millis,
+        /// When it is over (healed).
+        until: Millis,
+        /// The fault, in words.
+        fault: String,
+    },
+}
+
+/// A client's plan, as far as the checker needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wish {
+    /// It means to pay and keep the order (it does not abandon or cancel).
+    pub buys: bool,
+    /// It pays with a card the PSP accepts.
+    pub card_accepted: bool,
+    /// Express checkout: the shop charges a saved card; it is never offered payment.
+    pub express: bool,
+    /// How long it thinks after being offered payment before it pays, ms.
+    pub think_ms: u64,
+}
+
+impl Wish {
+    /// A buyer the shop should serve: it means to buy with a card the PSP accepts.
+    pub fn willing(&self) -> bool {
+        self.buys && self.card_accepted
+    }
+}
+
+/// What the scenario promises customers, in ms: the bounds the progress
+/// invariants judge against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Terms {
+    /// How long a cart is held for a customer to pay (the scenario's
+    /// reservation TTL). A buyer whose think time does not fit in it, with
+    /// [`PAY_FLOW_ALLOWANCE_MS`] to spare, is late by its own plan.
+    pub hold_ms: Option<u64>,
+    /// A willing buyer is offered payment within this long of its acknowledgement.
+    pub offer_payment_ms: u64,
+    /// A charge is decided (order confirmed, or the money refunded) within this long.
+    pub decide_ms: u64,
+}
+
+/// Time a payment takes besides the buyer's thinking (seeing the offer,
+/// `/pay`, the PSP, the webhook), which the hold must leave room for.
+pub const PAY_FLOW_ALLOWANCE_MS: u64 = 1_000;
+
+impl Default for Terms {
+    /// Used when a history records none: no promised hold, payment offered
+    /// within 10 s, charges decided within 30 s.
+    fn default() -> Terms {
+        Terms {
+            hold_ms: None,
+            offer_payment_ms: 10_000,
+            decide_ms: 30_000,
+        }
+    }
 }
 
 /// One timestamped event.

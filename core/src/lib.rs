@@ -59,7 +59,9 @@ pub use catalog::{Catalog, ItemRequest, ItemsRejected, OrderLine, Product};
 pub use check::{
     Invariant, Judgement, OptOuts, Subject, Verdict, Violation, check, check_all, check_except,
 };
-pub use history::{ClientOp, ClientReply, Event, EventKind, History, JobEvent};
+pub use history::{
+    ClientOp, ClientReply, Event, EventKind, History, JobEvent, PAY_FLOW_ALLOWANCE_MS, Terms, Wish,
+};
 pub use idempotency::{Begin, Fingerprint, IdempotencyLimits, IdempotencyStore};
 pub use ids::{
     CustomerId, EventId, IdempotencyKey, IntentId, InvalidId, JobId, OrderId, ReservationId, Sku,
