@@ -1447,9 +1447,10 @@ impl<'a> Facts<'a> {
         self.history.events()[index].at
     }
 
-    /// When the history ends.
+    /// When the judged world ends: the snapshot's time, or the last event if later.
     fn end(&self) -> Millis {
-        self.history.events().last().map_or(Millis(0), |e| e.at)
+        let last = self.history.events().last().map_or(Millis(0), |e| e.at);
+        last.max(self.state.at)
     }
 
     /// A fault window the scenario allows to cost sales that overlaps `from..=to`.

@@ -233,12 +233,12 @@ pub const PAY_FLOW_ALLOWANCE_MS: u64 = 1_000;
 
 impl Default for Terms {
     /// Used when a history records none: no promised hold, payment offered
-    /// within 10 s, charges decided within 30 s.
+    /// within 10 s, charges decided within 2 minutes.
     fn default() -> Terms {
         Terms {
             hold_ms: None,
             offer_payment_ms: 10_000,
-            decide_ms: 30_000,
+            decide_ms: 120_000,
         }
     }
 }

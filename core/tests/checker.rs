@@ -1,4 +1,4 @@
-//! Proves the invariant checker (`check_all` / `check`) catches a crafted break of each of the 11
+//! Proves the invariant checker (`check_all` / `check`) catches a crafted break of each of the 14
 //! invariants by name, naming the right subject and pointing at the right history events, without
 //! flagging invariants the break does not touch; that clean runs recorded from a real `ShopState`
 //! pass every invariant; and that liveness is not judged before the world settles.
@@ -2262,7 +2262,10 @@ fn invariant_names_round_trip_and_subjects_print_their_kind() {
         [
             Invariant::EventualConfirmation,
             Invariant::NoStuckOrders,
-            Invariant::NoReservationLeak
+            Invariant::NoReservationLeak,
+            Invariant::WillingBuyersServed,
+            Invariant::NoSaleLeftBehind,
+            Invariant::TimelyDecisions,
         ]
     );
     assert_eq!(
@@ -2410,4 +2413,447 @@ fn eventual_confirmation_reports_an_undecided_paid_order_once() {
     assert_eq!(v.subject, Subject::Order(alice));
     assert_eq!(v.evidence, vec![charge]);
     assert!(v.detail.contains("3000 cents captured"), "{}", v.detail);
+}
+
+// =====================================================================================
+// Progress: willing buyers served, no sale left behind, timely decisions
+// =====================================================================================
+
+/// A buyer's plan: it means to buy with an accepted card, thinking `think_ms` before paying.
+fn willing(think_ms: u64) -> Wish {
+    Wish {
+        buys: true,
+        card_accepted: true,
+        express: false,
+        think_ms,
+    }
+}
+
+/// The promises used by the progress tests: a 4 s hold, payment offered within 2 s, charges
+/// decided within 3 s.
+const TERMS: Terms = Terms {
+    hold_ms: Some(4_000),
+    offer_payment_ms: 2_000,
+    decide_ms: 3_000,
+};
+
+impl Shell {
+    /// A client sets out with `wish`, ordering under `key_`.
+    fn wants(&mut self, client: u64, key_: &str, wish: Wish) -> usize {
+        self.push(EventKind::Wants {
+            client,
+            key: key(key_),
+            wish,
+        })
+    }
+
+    /// Runs only the runnable jobs of `kind`; others stay queued (a broken worker skips them).
+    fn run_only(&mut self, kind: JobKind) {
+        let mut parked = Vec::new();
+        while let Some(lease) = self.lease() {
+            if lease.kind == kind {
+                self.work(&lease);
+                self.shop.ack_job(&lease).unwrap();
+            } else {
+                parked.push(lease);
+            }
+        }
+        // The skipped jobs are acknowledged unworked: the shop never takes the step.
+        for lease in parked {
+            self.shop.ack_job(&lease).unwrap();
+        }
+    }
+
+    /// The sweeper expires every lapsed reservation now.
+    fn sweep(&mut self) -> Vec<usize> {
+        let expired = self.shop.expire_reservations(self.now, 100).unwrap();
+        self.record_transitions(expired)
+    }
+
+    /// The shop moves `order` to `to` whatever its rules (a broken shop).
+    fn force(&mut self, order: OrderId, to: OrderStatus) -> usize {
+        let from = self.status(order);
+        let step = self
+            .shop
+            .transition_if(order, from, to, self.now, Cause::Reconciler)
+            .unwrap();
+        *self.record(step).last().expect("moved")
+    }
+}
+
+/// A one-hat shop with the progress terms recorded.
+fn hat_shop(hats: u64) -> Shell {
+    let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, hats, 1)]);
+    s.push(EventKind::Terms(TERMS));
+    s
+}
+
+/// Alice (client 1) wants a hat; the shop reserves it but never offers payment, and the
+/// reservation lapses. Returns the shell, her order, her `Wants` index and the acknowledgement.
+fn never_offered() -> (Shell, OrderId, usize, usize) {
+    let mut s = hat_shop(3);
+    s.at(1_000);
+    let wants = s.wants(1, "k-alice", willing(500));
+    let placed = s.place(Some("k-alice"), "alice", &[(HAT, 1)]);
+    let order = placed.order();
+    s.run_only(JobKind::Reserve);
+    s.poll(1, order);
+    assert_eq!(s.status(order), InventoryReserved);
+    s.at(1_000 + TTL_MS + 1);
+    s.sweep();
+    s.poll(1, order);
+    assert_eq!(s.status(order), Cancelled(Expired));
+    (s, order, wants, placed.response)
+}
+
+// Proves: a shop that never offers payment fails `willing_buyers_served`, naming the order and
+// the buyer (client and key) and pointing at the buyer's plan and acknowledgement; the same run
+// fails `no_sale_left_behind` on the hat (3 unsold while she expired never offered payment) and
+// `timely_decisions` (not offered within 2 s); the safety invariants all hold.
+#[test]
+fn a_shop_that_never_offers_payment_fails_the_progress_invariants_naming_buyer_and_order() {
+    let (s, order, wants, ack) = never_offered();
+    let verdicts = judge(&s.history, &s.audit(), true);
+    assert_exactly_violated(
+        &verdicts,
+        &[
+            Invariant::WillingBuyersServed,
+            Invariant::NoSaleLeftBehind,
+            Invariant::TimelyDecisions,
+        ],
+        true,
+    );
+    let v = only_violation(&verdicts, Invariant::WillingBuyersServed);
+    assert_eq!(v.subject, Subject::Order(order));
+    assert!(
+        v.detail.contains("willing buyer 1 (key k-alice, 1xhat)"),
+        "{}",
+        v.detail
+    );
+    assert!(v.detail.contains("never offered payment"), "{}", v.detail);
+    assert!(v.detail.contains("cancelled_expired"), "{}", v.detail);
+    assert!(
+        v.evidence.contains(&wants) && v.evidence.contains(&ack),
+        "{v:?}"
+    );
+    let behind = only_violation(&verdicts, Invariant::NoSaleLeftBehind);
+    assert_eq!(behind.subject, Subject::Sku(sku(HAT)));
+    assert!(
+        behind
+            .detail
+            .starts_with("3 of 3 units were never sold while 1 willing buyer"),
+        "{}",
+        behind.detail
+    );
+    assert!(
+        behind.detail.contains("expired, never offered payment"),
+        "{}",
+        behind.detail
+    );
+    let slow = only_violation(&verdicts, Invariant::TimelyDecisions);
+    assert!(
+        slow.detail.contains("not offered payment within 2000 ms"),
+        "{}",
+        slow.detail
+    );
+}
+
+// Proves: a buyer who is charged and shown confirmed is served, and nothing progress-related is
+// flagged; the run holds everything.
+#[test]
+fn a_served_willing_buyer_holds_every_invariant() {
+    let mut s = hat_shop(3);
+    s.at(1_000);
+    s.wants(1, "k-alice", willing(500));
+    let order = s.order(Some("k-alice"), "alice", &[(HAT, 1)]);
+    s.run_jobs();
+    s.poll(1, order);
+    s.at(1_500);
+    s.pay_at_psp(order);
+    s.run_jobs();
+    s.poll(1, order);
+    s.at(60_000);
+    assert_all_hold(&judge(&s.history, &s.audit(), true));
+}
+
+// Proves: served means the PSP's evidence too — an order the shop marks confirmed without any
+// charge is a willing buyer not served ("never charged"), whatever the shop's status says.
+#[test]
+fn a_confirmation_without_a_charge_does_not_serve_the_buyer() {
+    let mut s = hat_shop(3);
+    s.at(1_000);
+    s.wants(1, "k-alice", willing(0));
+    let order = s.order(Some("k-alice"), "alice", &[(HAT, 1)]);
+    s.run_jobs();
+    s.poll(1, order);
+    s.force(order, Paid);
+    s.force(order, Confirmed);
+    s.poll(1, order);
+    let verdicts = judge(&s.history, &s.audit(), true);
+    let v = only_violation(&verdicts, Invariant::WillingBuyersServed);
+    assert!(
+        v.detail.contains("was never charged (ended confirmed)"),
+        "{}",
+        v.detail
+    );
+}
+
+/// Bob takes the only hat; Carol (client 2) asks for it too and is cancelled out of stock.
+/// `bob_pays`: Bob is charged and confirmed (the unit is sold) or walks away (it lapses unsold).
+fn one_hat_two_buyers(bob_pays: bool) -> (Shell, OrderId) {
+    let mut s = hat_shop(1);
+    s.at(1_000);
+    s.wants(
+        1,
+        "k-bob",
+        Wish {
+            buys: bob_pays,
+            ..willing(0)
+        },
+    );
+    let bob = s.order(Some("k-bob"), "bob", &[(HAT, 1)]);
+    s.run_jobs();
+    s.poll(1, bob);
+    s.at(1_100);
+    s.wants(2, "k-carol", willing(0));
+    let carol = s.order(Some("k-carol"), "carol", &[(HAT, 1)]);
+    s.force(carol, Cancelled(OutOfStock));
+    s.poll(2, carol);
+    if bob_pays {
+        s.pay_at_psp(bob);
+        s.run_jobs();
+        s.poll(1, bob);
+    } else {
+        s.at(1_000 + TTL_MS + 1);
+        s.sweep();
+        s.run_jobs();
+    }
+    s.at(1_000 + TTL_MS + 10_000);
+    (s, carol)
+}
+
+// Proves both sides of "justified out of stock": Carol cancelled out of stock while the only
+// hat went to Bob, who paid and was confirmed, is justified (everything holds); the same cancel
+// while Bob only held the hat and walked away leaves a unit unsold and fails both
+// `willing_buyers_served` ("cancelled out of stock while 1 of 1 hat never sold") and
+// `no_sale_left_behind` on the hat (and `timely_decisions`: she was never offered payment).
+#[test]
+fn out_of_stock_is_justified_only_when_the_units_went_to_confirmed_buyers() {
+    let (s, _) = one_hat_two_buyers(true);
+    assert_all_hold(&judge(&s.history, &s.audit(), true));
+
+    let (s, carol) = one_hat_two_buyers(false);
+    let verdicts = judge(&s.history, &s.audit(), true);
+    // Never offered payment without a justification: late too.
+    assert_exactly_violated(
+        &verdicts,
+        &[
+            Invariant::WillingBuyersServed,
+            Invariant::NoSaleLeftBehind,
+            Invariant::TimelyDecisions,
+        ],
+        true,
+    );
+    let v = only_violation(&verdicts, Invariant::WillingBuyersServed);
+    assert_eq!(v.subject, Subject::Order(carol));
+    assert!(
+        v.detail
+            .contains("cancelled out of stock while 1 of 1 hat never sold"),
+        "{}",
+        v.detail
+    );
+    let behind = only_violation(&verdicts, Invariant::NoSaleLeftBehind);
+    assert!(
+        behind
+            .detail
+            .contains(&format!("buyer 2 (1x, {carol} cancelled out of stock)")),
+        "{}",
+        behind.detail
+    );
+}
+
+// Proves: a placement refused as sold out counts as turned away — with the hat still on the
+// shelf at the end, `no_sale_left_behind` fails (the refusal is its evidence); with no stock
+// left to sell, the same refusal breaks nothing.
+#[test]
+fn a_sold_out_refusal_with_stock_left_is_a_sale_left_behind() {
+    let refused_with = |hats: u64| {
+        let mut s = hat_shop(hats);
+        s.at(1_000);
+        s.wants(1, "k-alice", willing(0));
+        let request = place_request(Some("k-alice"), "alice", &[(HAT, 1)]);
+        let sent = s.exchange(
+            ClientOp::PlaceOrder(request.clone()),
+            Some(request.fingerprint()),
+            refused(409, "sold-out"),
+        );
+        s.at(30_000);
+        (s, sent.response)
+    };
+    let (s, refusal) = refused_with(2);
+    let verdicts = judge(&s.history, &s.audit(), true);
+    assert_exactly_violated(&verdicts, &[Invariant::NoSaleLeftBehind], true);
+    let behind = only_violation(&verdicts, Invariant::NoSaleLeftBehind);
+    assert!(
+        behind.detail.starts_with("2 of 2 units were never sold"),
+        "{}",
+        behind.detail
+    );
+    assert!(behind.evidence.contains(&refusal));
+    let (s, _) = refused_with(0);
+    assert_all_hold(&judge(&s.history, &s.audit(), true));
+}
+
+// Proves who is judged: a buyer whose plan abandons, or whose card the PSP declines, is not a
+// willing buyer (the never-offered shop passes for them); and the hold bound on both sides —
+// with a 4 s hold and a 1 s payment allowance, a buyer thinking 3.001 s is late by its own plan
+// (not judged) while one thinking exactly 3 s is judged and unserved.
+#[test]
+fn only_willing_buyers_that_fit_the_promised_hold_are_judged() {
+    let with_wish = |wish: Wish| {
+        let mut s = hat_shop(3);
+        s.at(1_000);
+        s.wants(1, "k-alice", wish);
+        let order = s.order(Some("k-alice"), "alice", &[(HAT, 1)]);
+        s.run_only(JobKind::Reserve);
+        s.at(1_000 + TTL_MS + 1);
+        s.sweep();
+        s.poll(1, order);
+        judge(&s.history, &s.audit(), true)
+    };
+    for wish in [
+        Wish {
+            buys: false,
+            ..willing(0)
+        },
+        Wish {
+            card_accepted: false,
+            ..willing(0)
+        },
+        willing(3_001),
+    ] {
+        assert_all_hold(&with_wish(wish));
+    }
+    assert!(verdict(&with_wish(willing(3_000)), Invariant::WillingBuyersServed).is_violated());
+}
+
+// Proves the fault excuse on both sides: a `SalesAtRisk` window overlapping the buyer's journey
+// turns the unserved buyer into a sale lost to the fault (the verdict holds, counts 1 lost sale
+// and names the fault); a window that ended before the buyer arrived excuses nothing.
+#[test]
+fn a_declared_fault_window_turns_an_unserved_buyer_into_a_sale_lost_to_the_fault() {
+    let with_window = |from: u64, until: u64| {
+        let mut s = hat_shop(3);
+        let window = s.push(EventKind::SalesAtRisk {
+            from: Millis(from),
+            until: Millis(until),
+            fault: "crash api-1 for 800 ms".into(),
+        });
+        s.at(1_000);
+        s.wants(1, "k-alice", willing(0));
+        let order = s.order(Some("k-alice"), "alice", &[(HAT, 1)]);
+        s.run_only(JobKind::Reserve);
+        s.poll(1, order);
+        s.at(1_000 + TTL_MS + 1);
+        s.sweep();
+        s.poll(1, order);
+        (judge(&s.history, &s.audit(), true), window)
+    };
+    let (verdicts, window) = with_window(900, 1_200);
+    for invariant in [Invariant::WillingBuyersServed, Invariant::TimelyDecisions] {
+        let v = verdict(&verdicts, invariant);
+        assert_eq!(v.judgement, Judgement::Holds, "{v:?}");
+        assert_eq!(v.lost_to_faults_total, 1, "{v:?}");
+        assert!(
+            v.lost_to_faults[0]
+                .detail
+                .ends_with("lost to the fault crash api-1 for 800 ms")
+        );
+        assert!(v.lost_to_faults[0].evidence.contains(&window));
+    }
+    assert_eq!(
+        verdict(&verdicts, Invariant::NoSaleLeftBehind).lost_to_faults_total,
+        1
+    );
+    let (verdicts, _) = with_window(0, 999);
+    assert!(verdict(&verdicts, Invariant::WillingBuyersServed).is_violated());
+    assert_eq!(
+        verdict(&verdicts, Invariant::WillingBuyersServed).lost_to_faults_total,
+        0
+    );
+}
+
+// Proves the offer bound on both sides: offered payment exactly 2 s after the acknowledgement
+// holds; 2.001 s is late ("offered payment 2001 ms after its acknowledgement (bound 2000 ms)").
+#[test]
+fn payment_must_be_offered_within_the_promised_bound() {
+    let offered_after = |delay: u64| {
+        let mut s = hat_shop(3);
+        s.at(1_000);
+        s.wants(1, "k-alice", willing(0));
+        let placed = s.place(Some("k-alice"), "alice", &[(HAT, 1)]);
+        let order = placed.order();
+        let acked = s.history.events()[placed.response].at.0;
+        s.run_jobs();
+        s.at(acked + delay);
+        s.poll(1, order);
+        s.pay_at_psp(order);
+        s.run_jobs();
+        s.poll(1, order);
+        s.at(acked + 60_000);
+        judge(&s.history, &s.audit(), true)
+    };
+    assert_all_hold(&offered_after(2_000));
+    let verdicts = offered_after(2_001);
+    assert_exactly_violated(&verdicts, &[Invariant::TimelyDecisions], true);
+    let v = only_violation(&verdicts, Invariant::TimelyDecisions);
+    assert!(
+        v.detail
+            .contains("offered payment 2001 ms after its acknowledgement (bound 2000 ms)"),
+        "{}",
+        v.detail
+    );
+}
+
+// Proves the decision bound on both sides: a charge confirmed exactly 3 s later holds; 3.001 s
+// later is late; a charge never decided is late once the bound has passed by the end of the
+// history, and not yet due before it.
+#[test]
+fn a_charge_must_be_decided_within_the_promised_bound() {
+    let confirmed_after = |delay: Option<u64>, end: u64| {
+        let mut s = hat_shop(3);
+        s.at(1_000);
+        let order = s.order(Some("k-alice"), "alice", &[(HAT, 1)]);
+        s.run_jobs();
+        let charge = s.psp_capture(order);
+        let charged = s.history.events()[charge].at.0;
+        if let Some(delay) = delay {
+            s.at(charged + delay);
+            let event = s.webhook(order, WebhookKind::PaymentSucceeded);
+            s.deliver(&event);
+            s.run_jobs();
+        }
+        s.at(charged + end);
+        let verdicts = check_except(&s.history, &s.audit(), &OptOuts::none());
+        verdict(&verdicts, Invariant::TimelyDecisions).clone()
+    };
+    assert_eq!(
+        confirmed_after(Some(3_000), 10_000).judgement,
+        Judgement::Holds
+    );
+    let late = confirmed_after(Some(3_001), 10_000);
+    assert!(
+        late.violations()[0]
+            .detail
+            .contains("decided only 3001 ms later (bound 3000 ms)"),
+        "{late:?}"
+    );
+    let never = confirmed_after(None, 3_001);
+    assert!(
+        never.violations()[0]
+            .detail
+            .contains("not confirmed or refunded within 3000 ms"),
+        "{never:?}"
+    );
+    assert_eq!(confirmed_after(None, 3_000).judgement, Judgement::Holds);
 }
