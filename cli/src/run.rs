@@ -316,6 +316,7 @@ fn verdicts(result: &RunResult) -> Vec<VerdictSummary> {
                 violations: total,
                 examples,
                 reason: v.not_judged_reason().map(str::to_string),
+                lost_to_faults: v.lost_to_faults_total,
             }
         })
         .collect()

@@ -215,6 +215,7 @@ pub fn verdicts(verdicts: &[Verdict]) -> Vec<AuditVerdict> {
                     .map(|x| format!("{}: {}", x.subject, x.detail))
                     .collect(),
                 reason: v.not_judged_reason().map(str::to_string),
+                lost_to_faults: v.lost_to_faults_total,
             }
         })
         .collect()

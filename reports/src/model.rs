@@ -156,6 +156,14 @@ pub struct AuditVerdict {
     /// Why it was not judged (only with `not_judged`: the user opted out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Sales the scenario allowed its faults to cost (unserved willing buyers
+    /// whose journey overlapped a declared fault window): counted, not violations.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lost_to_faults: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// One SLO threshold.

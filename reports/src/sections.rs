@@ -91,9 +91,12 @@ pub(crate) fn verdicts(audit: &[AuditVerdict], examples: bool) -> Table {
     for a in audit {
         let mut cells = vec![
             format!("{} {}", format::outcome_mark(&a.outcome), a.invariant),
-            match &a.reason {
-                Some(reason) => format!("{} ({reason})", a.outcome),
-                None => a.outcome.clone(),
+            match (&a.reason, a.lost_to_faults) {
+                (Some(reason), _) => format!("{} ({reason})", a.outcome),
+                (None, 0) => a.outcome.clone(),
+                (None, lost) => {
+                    format!("{} ({lost} lost to faults the scenario allows)", a.outcome)
+                }
             },
             a.violations.to_string(),
         ];

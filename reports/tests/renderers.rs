@@ -92,6 +92,7 @@ fn sample(design: &str) -> LoadReport {
                 violations: 0,
                 examples: vec![],
                 reason: None,
+                lost_to_faults: 0,
             },
             AuditVerdict {
                 invariant: "no_double_charge".into(),
@@ -102,6 +103,7 @@ fn sample(design: &str) -> LoadReport {
                     "order 230 captured twice (pi_230a, pi_230b)".into(),
                 ],
                 reason: None,
+                lost_to_faults: 0,
             },
             AuditVerdict {
                 invariant: "no_lost_order".into(),
@@ -109,6 +111,15 @@ fn sample(design: &str) -> LoadReport {
                 violations: 0,
                 examples: vec![],
                 reason: Some("skipped by --skip".into()),
+                lost_to_faults: 0,
+            },
+            AuditVerdict {
+                invariant: "willing_buyers_served".into(),
+                outcome: "holds".into(),
+                violations: 0,
+                examples: vec![],
+                reason: None,
+                lost_to_faults: 2,
             },
         ],
         thresholds: vec![
@@ -196,9 +207,18 @@ fn terminal_shows_verdicts_and_failures() {
     let text = render_terminal(&sample("reference"));
     assert!(text.starts_with("load reference 500/s for 20s\n"));
     assert!(text.contains("open loop, 500 journeys/s, at most 200 in flight"));
-    assert!(text.contains("✗ no_double_charge  violated"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("✗ no_double_charge") && l.contains(" violated ")),
+        "{text}"
+    );
     assert!(text.contains("✓ no_oversell"), "{text}");
     assert!(text.contains("· no_lost_order"), "{text}");
+    // Sales lost to declared fault windows are counted next to a verdict that holds.
+    assert!(
+        text.contains("holds (2 lost to faults the scenario allows)"),
+        "{text}"
+    );
     assert!(text.contains("no_double_charge: order 17 captured twice"));
     assert!(text.contains("… and 3 more"));
     let threshold = |rule: &str| {
