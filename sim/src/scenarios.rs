@@ -275,6 +275,10 @@ pub fn catch_cases() -> Vec<CatchCase> {
     lost_webhooks.shoppers.decline = 0.0;
     let mut tamper = base();
     tamper.shoppers.tamper_price = 0.3;
+    // Shoppers think up to 2 s before paying: well inside the 4 s hold the
+    // scenario promises, outside a hold a quarter as long.
+    let mut slow_payers = base();
+    slow_payers.shoppers.pay_delay_ms_max = 2_000;
     // Express checkout while the PSP browns out: the saved card is charged and
     // its event sent at once, but the shop's call waits past its timeout, so
     // the event reaches the shop before the intent is recorded; the
@@ -309,7 +313,7 @@ pub fn catch_cases() -> Vec<CatchCase> {
         CatchCase {
             switch: "reservation_ttl=off",
             with: &[],
-            mix: named("abandoned-checkouts", abandon),
+            mix: named("abandoned-checkouts", abandon.clone()),
             expect: &[NoStuckOrders, NoReservationLeak],
         },
         CatchCase {
@@ -322,7 +326,7 @@ pub fn catch_cases() -> Vec<CatchCase> {
             switch: "worker_state_check=off",
             // The sweeper gives an orphaned reservation back once it lapses.
             with: &["reservation_ttl=off"],
-            mix: named("worker-crashes", redeliver),
+            mix: named("worker-crashes", redeliver.clone()),
             expect: &[NoReservationLeak, StockConserved],
         },
         CatchCase {
@@ -368,6 +372,29 @@ pub fn catch_cases() -> Vec<CatchCase> {
             with: &["reconciliation=off"],
             mix: named("express-psp-stall", express),
             expect: &[MoneyReconciles, EventualConfirmation],
+        },
+        CatchCase {
+            switch: "reservation_ttl=short",
+            with: &[],
+            mix: named("slow-payers", slow_payers),
+            expect: &[WillingBuyersServed],
+        },
+        CatchCase {
+            // Abandoned carts hold hot units during the burst; deciding sold-out
+            // from them turns buyers away, and the units lapse back unsold.
+            switch: "sold_out=from-reservations",
+            with: &[],
+            mix: named("abandoned-checkouts", abandon.clone()),
+            expect: &[NoSaleLeftBehind, WillingBuyersServed],
+        },
+        CatchCase {
+            // A crash between creating the intent and recording it: the
+            // redelivered job finds the intent at the PSP and acks, and the
+            // customer is never offered payment.
+            switch: "intent_replay=ack-only",
+            with: &[],
+            mix: named("worker-crashes", redeliver.clone()),
+            expect: &[WillingBuyersServed, TimelyDecisions],
         },
         CatchCase {
             switch: "client_price=trust",
