@@ -112,6 +112,16 @@ fn own_mistake(case: &CatchCase, result: &RunResult) -> Option<(Invariant, Shown
 type Shows = fn(&RunResult, &Violation) -> Option<Shown>;
 
 fn mistake_of(switch: &str) -> Shows {
+    match switch {
+        "reservation_ttl=short" => {
+            return |r, v| expired_inside_the_promised_hold(r, v).map(Shown::from);
+        }
+        "sold_out=from-reservations" => {
+            return |r, v| turned_away_while_units_were_only_held(r, v).map(Shown::from);
+        }
+        "intent_replay=ack-only" => return never_offered_after_a_redelivered_intent_job,
+        _ => {}
+    }
     match switch.split('=').next().expect("name=value") {
         "idempotency" => |r, v| one_key_two_orders(r, v).map(Shown::from),
         "inventory" => |r, v| paid_for_more_than_received(r, v).map(Shown::from),
@@ -216,6 +226,101 @@ fn held_without_expiry(result: &RunResult, v: &Violation) -> Option<String> {
             order.status(),
             secs(order.status_since().0)
         )
+    })
+}
+
+/// When `order` first entered `to`, by the recorded transitions.
+fn entered_at(result: &RunResult, order: stampede_core::OrderId, to: OrderStatus) -> Option<u64> {
+    result.history.events().iter().find_map(|e| match &e.kind {
+        EventKind::Transition(t) if t.order == order && t.to == to => Some(t.at.0),
+        _ => None,
+    })
+}
+
+/// The hold the scenario promised (its `Terms`).
+fn promised_hold_ms(result: &RunResult) -> Option<u64> {
+    result.history.events().iter().find_map(|e| match &e.kind {
+        EventKind::Terms(terms) => terms.hold_ms,
+        _ => None,
+    })
+}
+
+/// A willing buyer's order expired sooner after its stock was reserved than
+/// the hold the scenario promises.
+fn expired_inside_the_promised_hold(result: &RunResult, v: &Violation) -> Option<String> {
+    let order = order_of(result, v)?;
+    let expired = OrderStatus::Cancelled(stampede_core::CancelReason::Expired);
+    let reserved = entered_at(result, order.id, OrderStatus::InventoryReserved)?;
+    let lapsed = entered_at(result, order.id, expired)?;
+    let hold = promised_hold_ms(result)?;
+    (lapsed - reserved < hold).then(|| {
+        format!(
+            "{} reserved at {}, expired at {}: {} ms into a {hold} ms hold",
+            order.id,
+            secs(reserved),
+            secs(lapsed),
+            lapsed - reserved
+        )
+    })
+}
+
+/// An order cancelled out of stock while another order only held units of
+/// the same SKU — a reservation that later lapsed, so the units came back.
+fn turned_away_while_units_were_only_held(result: &RunResult, v: &Violation) -> Option<String> {
+    let out_of_stock = OrderStatus::Cancelled(stampede_core::CancelReason::OutOfStock);
+    let expired = OrderStatus::Cancelled(stampede_core::CancelReason::Expired);
+    let about = |o: &&Order| match &v.subject {
+        Subject::Order(id) => o.id == *id,
+        Subject::Sku(sku) => o.qty_of(sku) > 0,
+        Subject::Key(_) => false,
+    };
+    result.audit.orders.iter().filter(about).find_map(|turned| {
+        let cancelled = entered_at(result, turned.id, out_of_stock)?;
+        result.audit.orders.iter().find_map(|holder| {
+            let shared = turned.lines.iter().find(|l| holder.qty_of(&l.sku) > 0)?;
+            let reserved = entered_at(result, holder.id, OrderStatus::InventoryReserved)?;
+            let lapsed = entered_at(result, holder.id, expired)?;
+            (reserved <= cancelled && cancelled < lapsed).then(|| {
+                format!(
+                    "{} cancelled out of stock at {} while {} only held {} (reserved {}, lapsed unsold {})",
+                    turned.id,
+                    secs(cancelled),
+                    holder.id,
+                    shared.sku,
+                    secs(reserved),
+                    secs(lapsed)
+                )
+            })
+        })
+    })
+}
+
+/// A willing buyer never offered payment whose CreateIntent job was leased
+/// again after a crash: the redelivery acked without recording the intent.
+fn never_offered_after_a_redelivered_intent_job(
+    result: &RunResult,
+    v: &Violation,
+) -> Option<Shown> {
+    let order = order_of(result, v)?;
+    if entered_at(result, order.id, OrderStatus::PaymentPending).is_some() {
+        return None;
+    }
+    let (attempt, leased_at) = result.history.events().iter().find_map(|e| match &e.kind {
+        EventKind::Job {
+            kind: JobKind::CreateIntent,
+            order: o,
+            what: JobEvent::Leased { attempt },
+        } if *o == order.id && *attempt >= 2 => Some((*attempt, e.at.0)),
+        _ => None,
+    })?;
+    Some(Shown {
+        text: format!(
+            "{}: create_intent leased again at {} (attempt {attempt}) and acked; the order never reached payment_pending (ended {})",
+            order.id,
+            secs(leased_at),
+            order.status()
+        ),
+        at_ms: Some(leased_at),
     })
 }
 
