@@ -4,7 +4,10 @@
 //!
 //! Every job step asks the store to act only if the order is still in the
 //! state the step expects, so a redelivered job is a no-op (except the
-//! reserve step of `worker_state_check=off`, which reserves again). A failed
+//! reserve step of `worker_state_check=off`, which reserves again). A reserve
+//! step that answers [`Step::Wait`] has already written the order's next
+//! `Reserve` job in the same store operation, so its own job is acked like
+//! any finished one and no attempt of the retry budget is spent. A failed
 //! attempt is reported back with jitter drawn from the worker's seeded RNG; the core
 //! schedules the retry or dead-letters the job. A worker that crashes mid-job
 //! simply never acks: the lease lapses and another worker gets the job.

@@ -5,6 +5,7 @@
 use super::{Store, StoreError, StoreFuture, StoreRequest, StoreResponse};
 use crate::clock::Clock;
 use stampede_core::ShopState;
+use stampede_core::shop::SoldOut;
 use std::sync::{Mutex, MutexGuard};
 
 /// `ShopState` behind a mutex, stamped by a clock.
@@ -133,7 +134,7 @@ impl MemoryStore {
                 cause,
             } => A::Step(s.raw_force_reserve(order, &observed, now, cause)?),
             Q::RawReserveUnchecked { order, cause } => {
-                A::Step(s.raw_reserve_unchecked(order, now, cause)?)
+                A::Step(s.raw_reserve_unchecked(order, now, cause, SoldOut::FromSales)?)
             }
             Q::RawApplyUnchecked { event } => A::Step(s.raw_apply_unchecked(&event, now)?),
         })
