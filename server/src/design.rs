@@ -4,6 +4,7 @@
 //! store, then write), so races happen whenever concurrency allows them.
 
 use serde::{Deserialize, Serialize};
+pub use stampede_core::shop::SoldOut;
 use std::fmt;
 
 /// One switch per mistake; `Design::reference()` has none switched on.
@@ -16,6 +17,10 @@ pub struct Design {
     pub inventory: InventoryMode,
     /// Whether reservations expire.
     pub reservation_ttl: bool,
+    /// How the reserve step decides an order is sold out (absent in plans
+    /// written before the switch existed: the reference).
+    #[serde(default = "sold_out_reference")]
+    pub sold_out: SoldOut,
     /// How the order and its first job are written.
     pub enqueue: Enqueue,
     /// Whether the reserve step checks the order's state before acting (off:
@@ -140,6 +145,11 @@ pub const SWITCHES: &[SwitchInfo] = &[
         mistake: "reservations never expire (abandoned carts hold stock forever)",
     },
     SwitchInfo {
+        name: "sold_out",
+        values: &["from-sales", "from-reservations"],
+        mistake: "sold-out decided from reservations, not sales: units held by carts that are later abandoned are never resold",
+    },
+    SwitchInfo {
         name: "enqueue",
         values: &["outbox", "dual-write"],
         mistake: "order and job written separately (a crash between leaves the order stuck)",
@@ -225,6 +235,10 @@ pub enum DesignError {
     Malformed(String),
 }
 
+fn sold_out_reference() -> SoldOut {
+    SoldOut::FromSales
+}
+
 impl Default for Design {
     fn default() -> Self {
         Design::reference()
@@ -238,6 +252,7 @@ impl Design {
             idempotency: Idempotency::Reference,
             inventory: InventoryMode::Reference,
             reservation_ttl: true,
+            sold_out: SoldOut::FromSales,
             enqueue: Enqueue::Outbox,
             worker_state_check: true,
             intent_key: true,
@@ -306,6 +321,13 @@ impl Design {
                 }
             }
             "reservation_ttl" => self.reservation_ttl = reference,
+            "sold_out" => {
+                self.sold_out = if reference {
+                    SoldOut::FromSales
+                } else {
+                    SoldOut::FromReservations
+                }
+            }
             "enqueue" => {
                 self.enqueue = if reference {
                     Enqueue::Outbox
@@ -366,6 +388,7 @@ impl Design {
             "idempotency" => self.idempotency as usize,
             "inventory" => self.inventory as usize,
             "reservation_ttl" => usize::from(!self.reservation_ttl),
+            "sold_out" => self.sold_out as usize,
             "enqueue" => self.enqueue as usize,
             "worker_state_check" => usize::from(!self.worker_state_check),
             "intent_key" => usize::from(!self.intent_key),
@@ -438,6 +461,31 @@ mod tests {
             Design::preset("textbook-naive").unwrap().deviations().len(),
             SWITCHES.len()
         );
+    }
+
+    #[test]
+    fn sold_out_is_a_switch_and_designs_written_before_it_still_parse() {
+        // Proves: `sold_out` takes from-sales (the reference) and from-reservations, shows up in
+        // the deviations and the display, refuses other values naming both, and a design
+        // serialized before the switch existed (no `sold_out` field) parses as from-sales.
+        let mut d = Design::reference();
+        assert_eq!(d.get("sold_out"), Some("from-sales"));
+        d.apply("sold_out=from-reservations").unwrap();
+        assert_eq!(d.sold_out, SoldOut::FromReservations);
+        assert_eq!(d.deviations(), ["sold_out=from-reservations"]);
+        assert_eq!(d.to_string(), "sold_out=from-reservations");
+        assert_eq!(
+            d.apply("sold_out=never"),
+            Err(DesignError::BadValue {
+                name: "sold_out".into(),
+                value: "never".into(),
+                allowed: "from-sales | from-reservations".into(),
+            })
+        );
+        let mut old = serde_json::to_value(Design::reference()).unwrap();
+        old.as_object_mut().unwrap().remove("sold_out");
+        let parsed: Design = serde_json::from_value(old).unwrap();
+        assert_eq!(parsed, Design::reference());
     }
 
     #[test]

@@ -14,7 +14,7 @@
 
 use crate::api::create_intent;
 use crate::app::App;
-use crate::design::{Finalize, InventoryMode};
+use crate::design::{Finalize, InventoryMode, SoldOut};
 use crate::metrics::Counters;
 use crate::store::StoreError;
 use rand::{Rng, SeedableRng};
@@ -156,26 +156,38 @@ async fn run_step(app: &App, lease: &Lease) -> Result<Step, StepError> {
 
 /// The reserve step: atomic and state-checked in the reference design;
 /// without the state check (`worker_state_check=off`) a redelivered job
-/// reserves again; read-then-write reserves from a stale read.
+/// reserves again; read-then-write reserves from a stale read;
+/// `sold_out=from-reservations` cancels out of stock where the reference waits.
 async fn reserve(app: &App, order: OrderId, cause: Cause) -> Result<Step, StepError> {
     let design = *app.design();
-    match (design.inventory, design.worker_state_check) {
-        (InventoryMode::Reference, true) => Ok(app.store.reserve(order, cause).await?),
-        (InventoryMode::Reference, false) => {
-            Ok(app.store.raw_reserve_unchecked(order, cause).await?)
+    match (design.inventory, design.worker_state_check, design.sold_out) {
+        (InventoryMode::Reference, true, SoldOut::FromSales) => {
+            Ok(app.store.reserve(order, cause).await?)
         }
-        (InventoryMode::ReadThenWrite, state_check) => {
-            read_then_write(app, order, state_check, cause).await
+        (InventoryMode::Reference, true, SoldOut::FromReservations) => Ok(app
+            .store
+            .raw_reserve_from_reservations(order, cause)
+            .await?),
+        (InventoryMode::Reference, false, sold_out) => Ok(app
+            .store
+            .raw_reserve_unchecked(order, sold_out, cause)
+            .await?),
+        (InventoryMode::ReadThenWrite, state_check, sold_out) => {
+            read_then_write(app, order, state_check, sold_out, cause).await
         }
     }
 }
 
 /// `inventory=read-then-write`: read each line's availability, await, then
-/// reserve from what was read (others read the same numbers meanwhile).
+/// reserve from what was read (others read the same numbers meanwhile). A
+/// line read short is sold out at once from reservations; from sales it is
+/// left to the reference step, which waits while unpaid holds could come
+/// back (so the two switches stay independent).
 async fn read_then_write(
     app: &App,
     order: OrderId,
     state_check: bool,
+    sold_out: SoldOut,
     cause: Cause,
 ) -> Result<Step, StepError> {
     let Some(current) = app.store.get_order(order).await? else {
@@ -193,6 +205,9 @@ async fn read_then_write(
         .iter()
         .zip(&seen)
         .any(|(line, available)| u64::from(line.qty) > *available);
+    if short && sold_out == SoldOut::FromSales {
+        return Ok(app.store.reserve(order, cause).await?);
+    }
     if short {
         let to = OrderStatus::Cancelled(stampede_core::CancelReason::OutOfStock);
         if !current.status().can_become(to) {

@@ -657,6 +657,64 @@ async fn an_expired_reservation_returns_stock_and_a_late_payment_is_refunded() {
     stack.shutdown().await;
 }
 
+/// The value of the counter `stampede_{name}` in `/metrics`.
+async fn metric(s: &Shopper, name: &str) -> u64 {
+    let metrics = String::from_utf8(s.get("/metrics").await.body.to_vec()).unwrap();
+    let prefix = format!("stampede_{name} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+        .parse()
+        .unwrap()
+}
+
+/// A stack selling one unit of the hot SKU, with reservations held for 500 ms.
+fn one_unit(design: Design) -> StackConfig {
+    let mut c = config(design);
+    c.catalog = vec![(
+        stampede_core::Product {
+            sku: Sku::new(HOT).unwrap(),
+            name: "hot".into(),
+            price: stampede_core::Cents(19_900),
+            max_qty_per_order: 1,
+            per_customer_limit: None,
+        },
+        1,
+    )];
+    c.shop.reservation_ttl_ms = Some(500);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buyer_waits_for_an_abandoned_cart_unless_sold_out_is_decided_from_reservations() {
+    // Proves: with the only unit held by Alice's unpaid order, the reference does not turn Bob
+    // away: his reserve step waits (counted in stampede_stock_waits_total) and he is offered
+    // payment once Alice's hold lapses. With sold_out=from-reservations Bob is cancelled out of
+    // stock while the unit is only held, no wait is counted, and once Alice's hold lapses the
+    // unit is back on the shelf with nobody to buy it.
+    let mut naive = Design::reference();
+    naive.apply("sold_out=from-reservations").unwrap();
+    for (design, bob_ends, unsold) in [
+        (Design::reference(), "payment_pending", 0),
+        (naive, "cancelled_out_of_stock", 1),
+    ] {
+        let (stack, s) = start(one_unit(design)).await;
+        let alice = order_id(&s.order("k-a", "alice", HOT, 1).await);
+        s.wait_for(&alice, &["payment_pending"]).await;
+        let bob = order_id(&s.order("k-b", "bob", HOT, 1).await);
+        let ended = s
+            .wait_for(&bob, &["payment_pending", "cancelled_out_of_stock"])
+            .await;
+        assert_eq!(ended, bob_ends, "{design}");
+        s.wait_for(&alice, &["cancelled_expired"]).await;
+        let waits = metric(&s, "stock_waits_total").await;
+        assert_eq!(waits > 0, unsold == 0, "{design}: {waits} waits");
+        assert_eq!(s.available(HOT).await, unsold, "{design}");
+        stack.shutdown().await;
+    }
+}
+
 /// What a client was told by `POST /v1/orders`, as the response said it.
 fn reply_to_order(response: &HttpResponse) -> ClientReply {
     if response.status == StatusCode::ACCEPTED {

@@ -5,7 +5,6 @@
 use super::{Store, StoreError, StoreFuture, StoreRequest, StoreResponse};
 use crate::clock::Clock;
 use stampede_core::ShopState;
-use stampede_core::shop::SoldOut;
 use std::sync::{Mutex, MutexGuard};
 
 /// `ShopState` behind a mutex, stamped by a clock.
@@ -133,8 +132,13 @@ impl MemoryStore {
                 observed,
                 cause,
             } => A::Step(s.raw_force_reserve(order, &observed, now, cause)?),
-            Q::RawReserveUnchecked { order, cause } => {
-                A::Step(s.raw_reserve_unchecked(order, now, cause, SoldOut::FromSales)?)
+            Q::RawReserveUnchecked {
+                order,
+                sold_out,
+                cause,
+            } => A::Step(s.raw_reserve_unchecked(order, now, cause, sold_out)?),
+            Q::RawReserveFromReservations { order, cause } => {
+                A::Step(s.raw_reserve_from_reservations(order, now, cause)?)
             }
             Q::RawApplyUnchecked { event } => A::Step(s.raw_apply_unchecked(&event, now)?),
         })
