@@ -3,7 +3,7 @@
 //! catches each one. A naive switch really behaves naively (read, await the
 //! store, then write), so races happen whenever concurrency allows them.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 pub use stampede_core::shop::SoldOut;
 use std::fmt;
 
@@ -15,8 +15,8 @@ pub struct Design {
     pub idempotency: Idempotency,
     /// How stock is reserved.
     pub inventory: InventoryMode,
-    /// Whether reservations expire.
-    pub reservation_ttl: bool,
+    /// Whether and how soon reservations expire.
+    pub reservation_ttl: ReservationTtl,
     /// How the reserve step decides an order is sold out (absent in plans
     /// written before the switch existed: the reference).
     #[serde(default = "sold_out_reference")]
@@ -64,6 +64,60 @@ pub enum InventoryMode {
     Reference,
     /// Read availability, await, then reserve unconditionally.
     ReadThenWrite,
+}
+
+/// Reservation lifetime, relative to the TTL the shop is configured with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReservationTtl {
+    /// The configured TTL.
+    On,
+    /// A quarter of the configured TTL (at least 1 ms): shorter than the
+    /// payment flow, so customers time out before they can pay.
+    Short,
+    /// Reservations never expire.
+    Off,
+}
+
+/// How much shorter `reservation_ttl=short` makes the configured TTL.
+pub const SHORT_TTL_DIVISOR: u64 = 4;
+
+impl ReservationTtl {
+    /// The reservation lifetime to configure the store with, given the
+    /// configured one (`None`: the shop has no TTL to start from).
+    pub fn ttl_ms(self, configured_ms: Option<u64>) -> Option<u64> {
+        match self {
+            ReservationTtl::On => configured_ms,
+            ReservationTtl::Short => configured_ms.map(|ttl| (ttl / SHORT_TTL_DIVISOR).max(1)),
+            ReservationTtl::Off => None,
+        }
+    }
+}
+
+/// Reads `"on" | "short" | "off"`, and the booleans designs were written
+/// with before `short` existed (`true` = on, `false` = off), so old plan
+/// files still replay.
+impl<'de> Deserialize<'de> for ReservationTtl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "kebab-case")]
+        enum Named {
+            On,
+            Short,
+            Off,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged, expecting = "\"on\", \"short\" or \"off\"")]
+        enum Written {
+            Named(Named),
+            Legacy(bool),
+        }
+        Ok(match Written::deserialize(deserializer)? {
+            Written::Named(Named::On) | Written::Legacy(true) => ReservationTtl::On,
+            Written::Named(Named::Short) => ReservationTtl::Short,
+            Written::Named(Named::Off) | Written::Legacy(false) => ReservationTtl::Off,
+        })
+    }
 }
 
 /// Order + first job.
@@ -141,8 +195,8 @@ pub const SWITCHES: &[SwitchInfo] = &[
     },
     SwitchInfo {
         name: "reservation_ttl",
-        values: &["on", "off"],
-        mistake: "reservations never expire (abandoned carts hold stock forever)",
+        values: &["on", "short", "off"],
+        mistake: "reservations never expire (abandoned carts hold stock forever), or (short) a reservation TTL shorter than the payment flow: customers time out before they can pay",
     },
     SwitchInfo {
         name: "sold_out",
@@ -251,7 +305,7 @@ impl Design {
         Design {
             idempotency: Idempotency::Reference,
             inventory: InventoryMode::Reference,
-            reservation_ttl: true,
+            reservation_ttl: ReservationTtl::On,
             sold_out: SoldOut::FromSales,
             enqueue: Enqueue::Outbox,
             worker_state_check: true,
@@ -276,7 +330,7 @@ impl Design {
                 d.enqueue = Enqueue::DualWrite;
                 d.early_webhooks = EarlyWebhooks::Drop;
                 d.intent_key = false;
-                d.reservation_ttl = false;
+                d.reservation_ttl = ReservationTtl::Off;
                 d.intent_amount = IntentAmount::Fixed;
             }
             "textbook-naive" => {
@@ -320,7 +374,13 @@ impl Design {
                     InventoryMode::ReadThenWrite
                 }
             }
-            "reservation_ttl" => self.reservation_ttl = reference,
+            "reservation_ttl" => {
+                self.reservation_ttl = [
+                    ReservationTtl::On,
+                    ReservationTtl::Short,
+                    ReservationTtl::Off,
+                ][index]
+            }
             "sold_out" => {
                 self.sold_out = if reference {
                     SoldOut::FromSales
@@ -387,7 +447,7 @@ impl Design {
         let index = match name {
             "idempotency" => self.idempotency as usize,
             "inventory" => self.inventory as usize,
-            "reservation_ttl" => usize::from(!self.reservation_ttl),
+            "reservation_ttl" => self.reservation_ttl as usize,
             "sold_out" => self.sold_out as usize,
             "enqueue" => self.enqueue as usize,
             "worker_state_check" => usize::from(!self.worker_state_check),
@@ -430,6 +490,7 @@ impl fmt::Display for Design {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn every_switch_round_trips_through_set_and_get() {
@@ -486,6 +547,65 @@ mod tests {
         old.as_object_mut().unwrap().remove("sold_out");
         let parsed: Design = serde_json::from_value(old).unwrap();
         assert_eq!(parsed, Design::reference());
+    }
+
+    #[test]
+    fn reservation_ttl_short_is_a_quarter_of_the_configured_ttl_and_off_stays_last() {
+        // Proves: on keeps the configured TTL, short divides it by 4 (never below 1 ms), off has
+        // none, and a shop without a TTL gets none from any value; `off` is the last value, so
+        // textbook-naive (every switch at its last value) still means no TTL and seed-repo keeps it.
+        assert_eq!(ReservationTtl::On.ttl_ms(Some(5_000)), Some(5_000));
+        assert_eq!(ReservationTtl::Short.ttl_ms(Some(5_000)), Some(1_250));
+        assert_eq!(ReservationTtl::Short.ttl_ms(Some(7)), Some(1));
+        assert_eq!(
+            ReservationTtl::Short.ttl_ms(Some(3)),
+            Some(1),
+            "at least 1 ms"
+        );
+        assert_eq!(ReservationTtl::Off.ttl_ms(Some(5_000)), None);
+        assert_eq!(ReservationTtl::Short.ttl_ms(None), None);
+        let mut d = Design::reference();
+        d.apply("reservation_ttl=short").unwrap();
+        assert_eq!(d.reservation_ttl, ReservationTtl::Short);
+        assert_eq!(d.to_string(), "reservation_ttl=short");
+        let naive = Design::preset("textbook-naive").unwrap();
+        assert_eq!(naive.reservation_ttl, ReservationTtl::Off);
+        let seed = Design::preset("seed-repo").unwrap();
+        assert_eq!(seed.reservation_ttl, ReservationTtl::Off);
+    }
+
+    #[test]
+    fn reservation_ttl_reads_its_names_and_the_booleans_of_old_designs() {
+        // Proves: the field serializes as its name, reads every name back, reads the booleans
+        // designs were written with before `short` (true = on, false = off), and refuses other text.
+        let mut d = Design::reference();
+        for (written, ttl) in [
+            (json!("on"), ReservationTtl::On),
+            (json!("short"), ReservationTtl::Short),
+            (json!("off"), ReservationTtl::Off),
+            (json!(true), ReservationTtl::On),
+            (json!(false), ReservationTtl::Off),
+        ] {
+            let mut value = serde_json::to_value(Design::reference()).unwrap();
+            value["reservation_ttl"] = written.clone();
+            d.reservation_ttl = ttl;
+            assert_eq!(
+                serde_json::from_value::<Design>(value).unwrap(),
+                d,
+                "{written}"
+            );
+        }
+        assert_eq!(
+            serde_json::to_value(d).unwrap()["reservation_ttl"],
+            json!("off")
+        );
+        let mut bad = serde_json::to_value(Design::reference()).unwrap();
+        bad["reservation_ttl"] = json!("sometimes");
+        let err = serde_json::from_value::<Design>(bad).unwrap_err();
+        assert!(
+            err.to_string().contains("\"on\", \"short\" or \"off\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@
 
 use crate::api::create_intent;
 use crate::app::App;
-use crate::design::{Finalize, InventoryMode, SoldOut};
+use crate::design::{Finalize, InventoryMode, ReservationTtl, SoldOut};
 use crate::metrics::Counters;
 use crate::store::StoreError;
 use rand::{Rng, SeedableRng};
@@ -261,7 +261,7 @@ async fn cancel_intent(app: &App, order: OrderId, cause: Cause) -> Result<Step, 
 pub async fn run_sweeper(app: Arc<App>, config: WorkerConfig) {
     loop {
         tokio::time::sleep(Duration::from_millis(config.sweep_interval_ms)).await;
-        if !app.design().reservation_ttl {
+        if app.design().reservation_ttl == ReservationTtl::Off {
             continue;
         }
         match app.store.expire_reservations(config.sweep_batch).await {
