@@ -30,6 +30,11 @@ pub struct Design {
     pub intent_key: bool,
     /// Whether the intent's amount is the order total (or a fixed amount).
     pub intent_amount: IntentAmount,
+    /// What the `CreateIntent` step does when the PSP replays an intent that
+    /// already existed for its key (absent in plans written before the
+    /// switch existed: the reference).
+    #[serde(default = "intent_replay_reference")]
+    pub intent_replay: IntentReplay,
     /// Whether webhook signatures are verified.
     pub webhook_signature: bool,
     /// Whether webhooks are deduplicated by event id.
@@ -140,6 +145,17 @@ pub enum IntentAmount {
     Fixed,
 }
 
+/// A redelivered `CreateIntent` job whose intent the PSP already created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IntentReplay {
+    /// Record the replayed intent like a new one: the customer is offered payment.
+    Record,
+    /// Acknowledge the job without recording it: the order sits reserved
+    /// until its reservation expires.
+    AckOnly,
+}
+
 /// Early webhooks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -224,6 +240,11 @@ pub const SWITCHES: &[SwitchInfo] = &[
         mistake: "the intent charges a fixed amount, not the order total",
     },
     SwitchInfo {
+        name: "intent_replay",
+        values: &["record", "ack-only"],
+        mistake: "a redelivered CreateIntent job that finds its intent already created at the PSP acks without recording it: the customer is never offered payment",
+    },
+    SwitchInfo {
         name: "webhook_signature",
         values: &["verify", "trust"],
         mistake: "unsigned webhooks trusted (anyone can mark an order paid)",
@@ -293,6 +314,10 @@ fn sold_out_reference() -> SoldOut {
     SoldOut::FromSales
 }
 
+fn intent_replay_reference() -> IntentReplay {
+    IntentReplay::Record
+}
+
 impl Default for Design {
     fn default() -> Self {
         Design::reference()
@@ -311,6 +336,7 @@ impl Design {
             worker_state_check: true,
             intent_key: true,
             intent_amount: IntentAmount::OrderTotal,
+            intent_replay: IntentReplay::Record,
             webhook_signature: true,
             webhook_dedup: true,
             early_webhooks: EarlyWebhooks::Park,
@@ -404,6 +430,13 @@ impl Design {
                     IntentAmount::Fixed
                 }
             }
+            "intent_replay" => {
+                self.intent_replay = if reference {
+                    IntentReplay::Record
+                } else {
+                    IntentReplay::AckOnly
+                }
+            }
             "webhook_signature" => self.webhook_signature = reference,
             "webhook_dedup" => self.webhook_dedup = reference,
             "early_webhooks" => {
@@ -453,6 +486,7 @@ impl Design {
             "worker_state_check" => usize::from(!self.worker_state_check),
             "intent_key" => usize::from(!self.intent_key),
             "intent_amount" => self.intent_amount as usize,
+            "intent_replay" => self.intent_replay as usize,
             "webhook_signature" => usize::from(!self.webhook_signature),
             "webhook_dedup" => usize::from(!self.webhook_dedup),
             "early_webhooks" => self.early_webhooks as usize,
@@ -528,7 +562,7 @@ mod tests {
     fn sold_out_is_a_switch_and_designs_written_before_it_still_parse() {
         // Proves: `sold_out` takes from-sales (the reference) and from-reservations, shows up in
         // the deviations and the display, refuses other values naming both, and a design
-        // serialized before the switch existed (no `sold_out` field) parses as from-sales.
+        // serialized before it and `intent_replay` existed (neither field) parses as the reference.
         let mut d = Design::reference();
         assert_eq!(d.get("sold_out"), Some("from-sales"));
         d.apply("sold_out=from-reservations").unwrap();
@@ -545,6 +579,7 @@ mod tests {
         );
         let mut old = serde_json::to_value(Design::reference()).unwrap();
         old.as_object_mut().unwrap().remove("sold_out");
+        old.as_object_mut().unwrap().remove("intent_replay");
         let parsed: Design = serde_json::from_value(old).unwrap();
         assert_eq!(parsed, Design::reference());
     }
@@ -606,6 +641,21 @@ mod tests {
             err.to_string().contains("\"on\", \"short\" or \"off\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn intent_replay_is_a_switch_with_record_as_the_reference() {
+        // Proves: `intent_replay` takes record (the reference) and ack-only, shows up in the
+        // deviations, and refuses other values naming both.
+        let mut d = Design::reference();
+        assert_eq!(d.get("intent_replay"), Some("record"));
+        d.apply("intent_replay = ack-only").unwrap();
+        assert_eq!(d.intent_replay, IntentReplay::AckOnly);
+        assert_eq!(d.deviations(), ["intent_replay=ack-only"]);
+        assert!(matches!(
+            d.apply("intent_replay=ignore"),
+            Err(DesignError::BadValue { allowed, .. }) if allowed == "record | ack-only"
+        ));
     }
 
     #[test]

@@ -14,7 +14,7 @@
 
 use crate::api::create_intent;
 use crate::app::App;
-use crate::design::{Finalize, InventoryMode, ReservationTtl, SoldOut};
+use crate::design::{Finalize, IntentReplay, InventoryMode, ReservationTtl, SoldOut};
 use crate::metrics::Counters;
 use crate::store::StoreError;
 use rand::{Rng, SeedableRng};
@@ -132,8 +132,13 @@ async fn run_step(app: &App, lease: &Lease) -> Result<Step, StepError> {
             if current.status() != OrderStatus::InventoryReserved {
                 return Ok(Step::Skipped(current.status()));
             }
-            let (intent, _) = create_intent(app, &current).await?;
-            Ok(app.store.record_intent(intent, cause).await?)
+            let created = create_intent(app, &current).await?;
+            if created.replayed && app.design().intent_replay == IntentReplay::AckOnly {
+                // The mistake: the PSP already had the intent (an earlier delivery created
+                // it, then crashed before recording it), so the job is taken as done.
+                return Ok(Step::Skipped(current.status()));
+            }
+            Ok(app.store.record_intent(created.intent, cause).await?)
         }
         JobKind::SyncPayment => {
             let mut last = Step::Skipped(OrderStatus::Created);

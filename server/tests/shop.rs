@@ -611,6 +611,54 @@ async fn a_crashed_workers_job_is_redelivered_and_finishes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_intent_redelivered_after_a_crash_records_the_replay_unless_ack_only() {
+    // Proves: a worker that created the order's intent at the PSP and crashed before recording it
+    // leaves its job to be redelivered; the PSP replays the intent and the reference records it
+    // (the customer is offered payment: payment_pending). With intent_replay=ack-only the
+    // redelivery acks without recording: the order sits inventory_reserved until its reservation
+    // lapses (cancelled_expired) and is never offered payment. Either way the PSP holds one intent.
+    let mut ack_only = Design::reference();
+    ack_only.apply("intent_replay=ack-only").unwrap();
+    for (design, ends) in [
+        (Design::reference(), "payment_pending"),
+        (ack_only, "cancelled_expired"),
+    ] {
+        let mut c = config(design);
+        c.workers = 0;
+        c.shop.reservation_ttl_ms = Some(1_500);
+        let (mut stack, s) = start(c).await;
+        let id = order_id(&s.order("k-1", "alice", TEE, 1).await);
+        let store = std::sync::Arc::clone(&stack.app.store);
+        let reserve = store.lease_job().await.unwrap().expect("the reserve job");
+        let cause = stampede_core::Cause::Worker { job: reserve.job };
+        store.reserve(reserve.order, cause).await.unwrap();
+        store.ack_job(reserve).await.unwrap();
+        let crashed = store.lease_job().await.unwrap().expect("the intent job");
+        assert_eq!(crashed.kind, stampede_core::JobKind::CreateIntent);
+        let order = store.get_order(crashed.order).await.unwrap().unwrap();
+        let created = stampede_server::api::create_intent(&stack.app, &order)
+            .await
+            .unwrap();
+        assert!(!created.replayed, "the first delivery created it");
+        // The worker dies here: no record, no ack. Its lease lapses after 400 ms.
+        stack.start_workers(1, 7, fast_workers());
+        let ended = s
+            .wait_for(&id, &["payment_pending", "cancelled_expired"])
+            .await;
+        assert_eq!(ended, ends, "{design}");
+        let audit = s.audit().await;
+        let offered = audit.orders[0]
+            .transitions()
+            .iter()
+            .any(|t| t.to == stampede_core::OrderStatus::PaymentPending);
+        assert_eq!(offered, ends == "payment_pending", "{design}");
+        let intents = s.psp.intents_for_order(order.id).await.unwrap();
+        assert_eq!(intents.len(), 1, "{design}");
+        stack.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_reservation_returns_stock_and_a_late_payment_is_refunded() {
     // Proves: an unpaid order's reservation lapses (stock back, order cancelled_expired); when the
     // customer pays afterwards the money is refunded and the order ends refunded.
