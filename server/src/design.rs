@@ -47,6 +47,11 @@ pub struct Design {
     pub reconciliation: bool,
     /// Whether a price sent by the client is used.
     pub client_price: ClientPrice,
+    /// A test hook that breaks the reference on purpose (not a mistake, not
+    /// in [`SWITCHES`], never set by a preset); omitted when `none`, so
+    /// designs and plans written without it read and write as before.
+    #[serde(default, skip_serializing_if = "Sabotage::is_none")]
+    pub sabotage: Sabotage,
 }
 
 /// Idempotency handling.
@@ -185,6 +190,62 @@ pub enum ClientPrice {
     /// Used as the unit price.
     Trust,
 }
+
+/// Test hooks that break the reference shop on purpose, so a test can show
+/// that a check fails when it should (a shop that sells nothing must fail
+/// the progress invariants). They are not mistakes real shops make, so the
+/// catch matrix, which walks [`SWITCHES`], never sees them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sabotage {
+    /// The reference, unbroken.
+    #[default]
+    None,
+    /// The `CreateIntent` step's state check inverted: reserved orders are
+    /// skipped, so no customer is ever offered payment.
+    NoPaymentOffer,
+    /// The refund step's filter inverted: only intents with nothing
+    /// captured are refunded, so no money is ever given back.
+    NoRefunds,
+}
+
+impl Sabotage {
+    /// Every value, in the order `stampede designs` lists them.
+    pub const ALL: [Sabotage; 3] = [
+        Sabotage::None,
+        Sabotage::NoPaymentOffer,
+        Sabotage::NoRefunds,
+    ];
+
+    /// The name used with `--set sabotage=...`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sabotage::None => "none",
+            Sabotage::NoPaymentOffer => "no-payment-offer",
+            Sabotage::NoRefunds => "no-refunds",
+        }
+    }
+
+    /// What it breaks, for `stampede designs`.
+    pub fn breaks(self) -> &'static str {
+        match self {
+            Sabotage::None => "nothing: the shop as designed",
+            Sabotage::NoPaymentOffer => {
+                "the CreateIntent step skips reserved orders: no customer is ever offered payment (a shop that sells nothing)"
+            }
+            Sabotage::NoRefunds => {
+                "the refund step skips every captured payment: nothing is ever refunded"
+            }
+        }
+    }
+
+    fn is_none(&self) -> bool {
+        *self == Sabotage::None
+    }
+}
+
+/// The name of the sabotage setting (`--set sabotage=...`).
+pub const SABOTAGE: &str = "sabotage";
 
 /// A switch as `stampede designs` shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -343,6 +404,7 @@ impl Design {
             finalize: Finalize::Durable,
             reconciliation: true,
             client_price: ClientPrice::Ignore,
+            sabotage: Sabotage::None,
         }
     }
 
@@ -369,8 +431,19 @@ impl Design {
         Ok(d)
     }
 
-    /// Sets one switch by name.
+    /// Sets one switch, or the sabotage hook, by name.
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), DesignError> {
+        if name == SABOTAGE {
+            self.sabotage = Sabotage::ALL
+                .into_iter()
+                .find(|s| s.as_str() == value)
+                .ok_or_else(|| DesignError::BadValue {
+                    name: name.to_string(),
+                    value: value.to_string(),
+                    allowed: Sabotage::ALL.map(Sabotage::as_str).join(" | "),
+                })?;
+            return Ok(());
+        }
         let info = SWITCHES
             .iter()
             .find(|s| s.name == name)
@@ -474,8 +547,11 @@ impl Design {
         self.set(name.trim(), value.trim())
     }
 
-    /// The current value of a switch, as text.
+    /// The current value of a switch, or of the sabotage hook, as text.
     pub fn get(&self, name: &str) -> Option<&'static str> {
+        if name == SABOTAGE {
+            return Some(self.sabotage.as_str());
+        }
         let info = SWITCHES.iter().find(|s| s.name == name)?;
         let index = match name {
             "idempotency" => self.idempotency as usize,
@@ -498,15 +574,20 @@ impl Design {
         Some(info.values[index])
     }
 
-    /// Switches not at their reference value, as `name=value`.
+    /// Switches not at their reference value, as `name=value`, then the
+    /// sabotage hook if one is set (so every report says so).
     pub fn deviations(&self) -> Vec<String> {
-        SWITCHES
+        let mut deviations: Vec<String> = SWITCHES
             .iter()
             .filter_map(|s| {
                 let value = self.get(s.name)?;
                 (value != s.values[0]).then(|| format!("{}={value}", s.name))
             })
-            .collect()
+            .collect();
+        if !self.sabotage.is_none() {
+            deviations.push(format!("{SABOTAGE}={}", self.sabotage.as_str()));
+        }
+        deviations
     }
 }
 
@@ -656,6 +737,72 @@ mod tests {
             d.apply("intent_replay=ignore"),
             Err(DesignError::BadValue { allowed, .. }) if allowed == "record | ack-only"
         ));
+    }
+
+    #[test]
+    fn sabotage_is_set_read_and_reported_but_is_no_switch_and_no_preset_sets_it() {
+        // Proves: sabotage takes none, no-payment-offer and no-refunds through set, apply and get;
+        // a set sabotage shows in the deviations and the display (alone, or after the switches);
+        // it is not in SWITCHES, so the catch matrix and textbook-naive never see it; a preset
+        // leaves it at none; and a design without the field (every plan written before) parses,
+        // while one with it round-trips.
+        assert!(SWITCHES.iter().all(|s| s.name != SABOTAGE));
+        for preset in ["reference", "seed-repo", "textbook-naive"] {
+            assert_eq!(Design::preset(preset).unwrap().sabotage, Sabotage::None);
+        }
+        let mut d = Design::reference();
+        assert_eq!(d.get("sabotage"), Some("none"));
+        for value in Sabotage::ALL {
+            d.set("sabotage", value.as_str()).unwrap();
+            assert_eq!(
+                (d.sabotage, d.get("sabotage")),
+                (value, Some(value.as_str()))
+            );
+        }
+        d.apply("sabotage=no-payment-offer").unwrap();
+        assert_eq!(d.sabotage, Sabotage::NoPaymentOffer);
+        assert_eq!(d.to_string(), "sabotage=no-payment-offer");
+        d.apply("inventory=read-then-write").unwrap();
+        assert_eq!(
+            d.deviations(),
+            ["inventory=read-then-write", "sabotage=no-payment-offer"]
+        );
+        let json = serde_json::to_value(d).unwrap();
+        assert_eq!(json["sabotage"], json!("no-payment-offer"));
+        assert_eq!(serde_json::from_value::<Design>(json).unwrap(), d);
+        let plain = serde_json::to_value(Design::reference()).unwrap();
+        assert!(plain.get("sabotage").is_none(), "none is not written");
+        assert_eq!(
+            serde_json::from_value::<Design>(plain).unwrap(),
+            Design::reference()
+        );
+        d.apply("sabotage=none").unwrap();
+        assert_eq!(d.deviations(), ["inventory=read-then-write"]);
+    }
+
+    #[test]
+    fn a_bad_sabotage_value_is_a_clear_error_that_changes_nothing() {
+        // Proves: an unknown sabotage value is refused naming every allowed value, a missing `=`
+        // is malformed, and neither changes the design.
+        let mut d = Design::reference();
+        d.apply("sabotage=no-refunds").unwrap();
+        let before = d;
+        assert_eq!(
+            d.apply("sabotage=everything"),
+            Err(DesignError::BadValue {
+                name: "sabotage".into(),
+                value: "everything".into(),
+                allowed: "none | no-payment-offer | no-refunds".into(),
+            })
+        );
+        assert_eq!(
+            d.apply("sabotage"),
+            Err(DesignError::Malformed("sabotage".into()))
+        );
+        assert_eq!(d, before);
+        let mut bad = serde_json::to_value(Design::reference()).unwrap();
+        bad["sabotage"] = json!("everything");
+        assert!(serde_json::from_value::<Design>(bad).is_err());
     }
 
     #[test]

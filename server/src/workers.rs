@@ -14,7 +14,7 @@
 
 use crate::api::create_intent;
 use crate::app::App;
-use crate::design::{Finalize, IntentReplay, InventoryMode, ReservationTtl, SoldOut};
+use crate::design::{Finalize, IntentReplay, InventoryMode, ReservationTtl, Sabotage, SoldOut};
 use crate::metrics::Counters;
 use crate::store::StoreError;
 use rand::{Rng, SeedableRng};
@@ -129,7 +129,9 @@ async fn run_step(app: &App, lease: &Lease) -> Result<Step, StepError> {
             let Some(current) = app.store.get_order(order).await? else {
                 return Err(StepError::Other(format!("{order} does not exist")));
             };
-            if current.status() != OrderStatus::InventoryReserved {
+            let reserved = current.status() == OrderStatus::InventoryReserved;
+            // Sabotage no-payment-offer inverts the state check: reserved orders are skipped.
+            if reserved == (app.design().sabotage == Sabotage::NoPaymentOffer) {
                 return Ok(Step::Skipped(current.status()));
             }
             let created = create_intent(app, &current).await?;
@@ -230,7 +232,12 @@ async fn read_then_write(
 async fn refund(app: &App, order: OrderId, cause: Cause) -> Result<Step, StepError> {
     let intents = app.psp.intents_for_order(order).await?;
     let mut refunded: Option<PaymentIntent> = None;
-    for intent in intents.into_iter().filter(|i| i.net_captured().0 > 0) {
+    // Sabotage no-refunds inverts the filter: only intents holding no money are "refunded".
+    let keep_money = app.design().sabotage == Sabotage::NoRefunds;
+    for intent in intents
+        .into_iter()
+        .filter(|i| (i.net_captured().0 > 0) != keep_money)
+    {
         // One key per intent: a naive shop may have charged several intents for one order.
         let key = format!("{}_{}", refund_key(order), intent.id);
         refunded = Some(app.psp.refund(&intent.id, &key).await?);

@@ -787,6 +787,77 @@ async fn reservation_ttl_short_holds_carts_a_quarter_of_the_configured_ttl() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sabotage_no_payment_offer_leaves_orders_reserved_until_they_expire() {
+    // Proves: with sabotage=no-payment-offer the CreateIntent step skips reserved orders: the
+    // order is reserved, never offered payment (no intent at the PSP), and expires.
+    let mut design = Design::reference();
+    design.apply("sabotage=no-payment-offer").unwrap();
+    let mut c = config(design);
+    c.shop.reservation_ttl_ms = Some(500);
+    let (stack, s) = start(c).await;
+    let id = order_id(&s.order("k-1", "alice", TEE, 1).await);
+    assert_eq!(
+        s.wait_for(&id, &["payment_pending", "cancelled_expired"])
+            .await,
+        "cancelled_expired"
+    );
+    let audit = s.audit().await;
+    let path: Vec<_> = audit.orders[0].transitions().iter().map(|t| t.to).collect();
+    assert_eq!(
+        path,
+        [
+            stampede_core::OrderStatus::InventoryReserved,
+            stampede_core::OrderStatus::Cancelled(stampede_core::CancelReason::Expired)
+        ]
+    );
+    let order = OrderId::parse(&id).unwrap();
+    assert!(s.psp.intents_for_order(order).await.unwrap().is_empty());
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sabotage_no_refunds_keeps_a_late_payment_the_reference_refunds() {
+    // Proves: a payment that arrives after its order expired is refunded by the reference within
+    // 1.5 s (ledger: charge, refund; order refunded), while with sabotage=no-refunds, given the
+    // same time, the ledger holds the charge alone and the order stays cancelled_expired.
+    let mut sabotaged = Design::reference();
+    sabotaged.apply("sabotage=no-refunds").unwrap();
+    use stampede_core::LedgerKind::{Charge, Refund};
+    for (design, ledger, ends) in [
+        (Design::reference(), vec![Charge, Refund], "refunded"),
+        (sabotaged, vec![Charge], "cancelled_expired"),
+    ] {
+        let mut c = config(design);
+        c.shop.reservation_ttl_ms = Some(500);
+        let (mut stack, s) = start(c).await;
+        let id = order_id(&s.order("k-1", "alice", TEE, 1).await);
+        s.wait_for(&id, &["payment_pending"]).await;
+        let started: Value = s.pay(&id, "pay-1").await.json().unwrap();
+        while stack.kill_worker() > 0 {}
+        s.wait_for(&id, &["cancelled_expired"]).await;
+        let intent = IntentId::new(started["intent_id"].as_str().unwrap()).unwrap();
+        s.psp
+            .confirm(&intent, started["client_secret"].as_str().unwrap(), false)
+            .await
+            .expect("the late payment is taken");
+        stack.start_workers(2, 3, fast_workers());
+        // The webhook, the refund job and several reconciler passes (200 ms each) fit in this.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let kinds: Vec<_> = s
+            .psp
+            .ledger()
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(kinds, ledger, "{design}");
+        assert_eq!(s.status(&id).await, ends, "{design}");
+        stack.shutdown().await;
+    }
+}
+
 /// What a client was told by `POST /v1/orders`, as the response said it.
 fn reply_to_order(response: &HttpResponse) -> ClientReply {
     if response.status == StatusCode::ACCEPTED {
