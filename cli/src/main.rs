@@ -10,7 +10,7 @@ mod sweep;
 
 use clap::{Parser, Subcommand};
 use stampede_server::Clock;
-use stampede_server::design::{PRESETS, SWITCHES};
+use stampede_server::design::{PRESETS, SWITCHES, Sabotage};
 use stampede_server::http::Connector;
 use stampede_server::psp::{self, Psp, PspConfig, WebhookTarget};
 use stampede_server::serve::{self, PspMode, StackConfig};
@@ -152,6 +152,13 @@ fn print_designs(out: &mut impl std::io::Write) -> std::io::Result<()> {
             switch.values.join(" | "),
             switch.mistake
         )?;
+    }
+    writeln!(
+        out,
+        "\nSabotage (test hooks that break the reference on purpose; not mistakes, not in any preset; set with --set sabotage=value):"
+    )?;
+    for sabotage in Sabotage::ALL {
+        writeln!(out, "  {:<20} {}", sabotage.as_str(), sabotage.breaks())?;
     }
     Ok(())
 }
@@ -375,6 +382,31 @@ fn main() -> ExitCode {
         Err(message) => {
             eprintln!("error: {message}");
             ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn designs_lists_sabotage_hooks_in_their_own_section_after_the_switches() {
+        // Proves: `stampede designs` names every switch and then, under a separate sabotage
+        // heading, every sabotage value; no sabotage value is listed among the switches.
+        let mut out = Vec::new();
+        print_designs(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let (switches, sabotage) = text
+            .split_once("\nSabotage (test hooks that break the reference on purpose")
+            .expect("a sabotage section");
+        for switch in SWITCHES {
+            assert!(switches.contains(switch.name), "{}", switch.name);
+        }
+        assert!(!switches.contains("no-payment-offer"));
+        for value in Sabotage::ALL {
+            assert!(sabotage.contains(value.as_str()), "{}", value.as_str());
+            assert!(sabotage.contains(value.breaks()), "{}", value.as_str());
         }
     }
 }

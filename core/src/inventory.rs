@@ -17,6 +17,10 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Most segments one SKU may be split into.
 pub const MAX_SEGMENTS: usize = 64;
 
+/// Most reservations [`Inventory::next_expiry_of`] looks at: a bound on the
+/// work of one query when many holds of other SKUs lapse first.
+pub const EXPIRY_SCAN_MAX: usize = 1_024;
+
 /// Stock counters for one SKU (or one segment of it).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StockLevel {
@@ -69,8 +73,11 @@ pub struct Reservation {
     pub allocations: Vec<Allocation>,
     /// When it was made.
     pub created_at: Millis,
-    /// When it lapses; `None` means never (the naive no-TTL design).
+    /// When it lapses; `None` means never (the naive no-TTL design, or pinned).
     pub expires_at: Option<Millis>,
+    /// Held for a paid order: it will be sold, never released by expiry.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
 }
 
 impl Reservation {
@@ -129,6 +136,10 @@ pub struct Inventory {
     skus: BTreeMap<Sku, Vec<StockLevel>>,
     reservations: BTreeMap<ReservationId, Reservation>,
     expiry: BTreeSet<(Millis, ReservationId)>,
+    /// Units held by pinned reservations, per SKU (no zero entries): `reserved`
+    /// minus these is what may still come back to the shelf.
+    #[serde(default)]
+    pinned: BTreeMap<Sku, u64>,
     next_reservation: u64,
     /// Set once a naive primitive has run: conservation may then be broken on
     /// purpose (for the checker to find), so the internal assertions stand down.
@@ -275,13 +286,14 @@ impl Inventory {
             allocations,
             created_at: now,
             expires_at,
+            pinned: false,
         };
         self.reservations.insert(id, reservation);
         id
     }
 
-    /// Removes a reservation's TTL: once its order is paid the stock must
-    /// not lapse back to `available`.
+    /// Removes a reservation's TTL and marks it pinned: once its order is
+    /// paid the stock must not lapse back to `available`. Pinning twice is a no-op.
     pub fn pin(&mut self, id: ReservationId) -> Result<(), InventoryError> {
         let reservation = self
             .reservations
@@ -290,7 +302,33 @@ impl Inventory {
         if let Some(at) = reservation.expires_at.take() {
             self.expiry.remove(&(at, id));
         }
+        if !reservation.pinned {
+            reservation.pinned = true;
+            for a in &reservation.allocations {
+                let units = self.pinned.entry(a.sku.clone()).or_default();
+                *units = units.saturating_add(a.qty);
+            }
+        }
         Ok(())
+    }
+
+    /// Units of `sku` held by reservations no paid order pinned: they go back
+    /// on the shelf if their order is cancelled or its hold lapses, so they
+    /// are held, not sold.
+    pub fn held_unpinned(&self, sku: &Sku) -> u64 {
+        let reserved = self.level(sku).map_or(0, |l| l.reserved);
+        reserved.saturating_sub(self.pinned.get(sku).copied().unwrap_or(0))
+    }
+
+    /// When the soonest-lapsing reservation holding `sku` expires (pinned
+    /// ones never do), looking at most [`EXPIRY_SCAN_MAX`] reservations
+    /// ahead in expiry order; `None` if none is found there.
+    pub fn next_expiry_of(&self, sku: &Sku) -> Option<Millis> {
+        self.expiry
+            .iter()
+            .take(EXPIRY_SCAN_MAX)
+            .find(|(_, id)| self.reservations.get(id).is_some_and(|r| r.qty_of(sku) > 0))
+            .map(|(at, _)| *at)
     }
 
     /// Returns a reservation's units to `available`.
@@ -314,6 +352,16 @@ impl Inventory {
             .ok_or(InventoryError::UnknownReservation(id))?;
         if let Some(at) = reservation.expires_at {
             self.expiry.remove(&(at, id));
+        }
+        if reservation.pinned {
+            for a in &reservation.allocations {
+                if let Some(units) = self.pinned.get_mut(&a.sku) {
+                    *units = units.saturating_sub(a.qty);
+                    if *units == 0 {
+                        self.pinned.remove(&a.sku);
+                    }
+                }
+            }
         }
         let self_tainted = self.tainted;
         for a in &reservation.allocations {
@@ -700,6 +748,56 @@ mod tests {
             inv.pin(ReservationId(99)),
             Err(InventoryError::UnknownReservation(ReservationId(99)))
         );
+    }
+
+    #[test]
+    fn held_unpinned_counts_what_could_still_come_back_and_pinning_removes_it() {
+        // Proves: units held by unpaid reservations count as returnable until their reservation
+        // is pinned; pinning twice counts once; commit and release of a pinned reservation leave
+        // no pinned units behind; the soonest expiry of a hold is found per SKU, and a pinned or
+        // TTL-less hold has none.
+        let mut inv = stocked(10, 2);
+        let a = inv
+            .reserve(OrderId(1), &[(sku("hot"), 3)], Millis(0), Some(500), 0)
+            .unwrap();
+        let b = inv
+            .reserve(
+                OrderId(2),
+                &[(sku("hot"), 4), (sku("cold"), 1)],
+                Millis(0),
+                Some(200),
+                1,
+            )
+            .unwrap();
+        let never = inv
+            .reserve(OrderId(3), &[(sku("cold"), 2)], Millis(0), None, 0)
+            .unwrap();
+        assert_eq!(inv.held_unpinned(&sku("hot")), 7);
+        assert_eq!(inv.next_expiry_of(&sku("hot")), Some(Millis(200)));
+        inv.pin(b).unwrap();
+        inv.pin(b).unwrap();
+        assert!(inv.reservation(b).unwrap().pinned);
+        assert_eq!(
+            inv.held_unpinned(&sku("hot")),
+            3,
+            "b's 4 units are pinned, once"
+        );
+        assert_eq!(inv.held_unpinned(&sku("cold")), 2, "only the TTL-less hold");
+        assert_eq!(inv.next_expiry_of(&sku("hot")), Some(Millis(500)));
+        assert_eq!(
+            inv.next_expiry_of(&sku("cold")),
+            None,
+            "pinned and TTL-less"
+        );
+        inv.commit(b).unwrap();
+        assert_eq!(inv.held_unpinned(&sku("hot")), 3);
+        inv.pin(a).unwrap();
+        assert_eq!(inv.held_unpinned(&sku("hot")), 0);
+        inv.release(a).unwrap();
+        inv.release(never).unwrap();
+        assert_eq!(inv.held_unpinned(&sku("hot")), 0);
+        assert!(inv.pinned.is_empty(), "{:?}", inv.pinned);
+        inv.check_conservation().unwrap();
     }
 
     #[test]

@@ -227,6 +227,19 @@ impl JobQueue {
         order: OrderId,
         now: Millis,
     ) -> Result<JobId, JobError> {
+        self.enqueue_at(kind, order, now, now)
+    }
+
+    /// Adds a job, created at `now`, that is not runnable before `at` (a
+    /// step that decided to wait schedules its follow-up this way; the new
+    /// job starts with no attempts used).
+    pub fn enqueue_at(
+        &mut self,
+        kind: JobKind,
+        order: OrderId,
+        now: Millis,
+        at: Millis,
+    ) -> Result<JobId, JobError> {
         if !self.has_room(1) {
             return Err(JobError::QueueFull(self.jobs.len()));
         }
@@ -240,11 +253,11 @@ impl JobQueue {
                 order,
                 attempts: 0,
                 created_at: now,
-                state: JobState::Ready { at: now },
+                state: JobState::Ready { at },
                 last_error: None,
             },
         );
-        self.visible.insert((now, id));
+        self.visible.insert((at, id));
         Ok(id)
     }
 
@@ -340,6 +353,11 @@ impl JobQueue {
     /// When the next job becomes visible (for a shell's timer).
     pub fn next_visible_at(&self) -> Option<Millis> {
         self.visible.first().map(|(at, _)| *at)
+    }
+
+    /// A live job.
+    pub fn job(&self, id: JobId) -> Option<&Job> {
+        self.jobs.get(&id)
     }
 
     /// Live jobs (ready or leased).
@@ -465,6 +483,27 @@ mod tests {
         }
         assert_eq!(q.dead_letters().count(), 2);
         assert_eq!(q.dead_dropped(), 1);
+    }
+
+    #[test]
+    fn a_job_enqueued_for_later_is_invisible_until_then_and_starts_with_no_attempts() {
+        // Proves: `enqueue_at` hides the job until exactly `at` (not one ms earlier), records
+        // when it was created, and its first delivery is attempt 1.
+        let mut q = queue(3);
+        let id = q
+            .enqueue_at(JobKind::Reserve, OrderId(1), Millis(10), Millis(500))
+            .unwrap();
+        assert_eq!(q.next_visible_at(), Some(Millis(500)));
+        assert_eq!(q.job(id).unwrap().created_at, Millis(10));
+        assert_eq!(
+            q.job(id).unwrap().state,
+            JobState::Ready { at: Millis(500) }
+        );
+        assert!(q.lease(Millis(499)).is_none());
+        let lease = q.lease(Millis(500)).unwrap();
+        assert_eq!((lease.job, lease.attempt), (id, 1));
+        q.ack(&lease).unwrap();
+        assert!(q.job(id).is_none());
     }
 
     #[test]

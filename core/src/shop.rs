@@ -15,7 +15,9 @@ use crate::idempotency::{
 };
 use crate::ids::{CustomerId, IdempotencyKey, IntentId, JobId, OrderId, ReservationId, Sku};
 use crate::inventory::{Inventory, InventoryError, Reservation, StockLevel};
-use crate::jobs::{DeadJob, Failed, JobError, JobKind, JobQueue, Lease, QueueLimits, RetryPolicy};
+use crate::jobs::{
+    DeadJob, Failed, JobError, JobKind, JobQueue, JobState, Lease, QueueLimits, RetryPolicy,
+};
 use crate::money::Cents;
 use crate::order::{CancelReason, Cause, IllegalTransition, Order, OrderStatus, Transition};
 use crate::payment::{IntentStatus, PaymentIntent};
@@ -29,6 +31,27 @@ use std::collections::{BTreeMap, BTreeSet};
 /// parked webhooks it releases), so once the check passes no enqueue inside
 /// it can fail half-way.
 const JOB_HEADROOM: usize = 4;
+
+/// Reservation TTLs an order may wait, from its creation, for units held by
+/// unpaid carts to come back (see [`ShopState::reserve`]): after one TTL every
+/// hold that existed when it started waiting has lapsed; the second covers
+/// units freed then, taken by an earlier buyer and abandoned once more.
+pub const SOLD_OUT_WAIT_TTLS: u64 = 2;
+
+/// How long an order may wait for held units without reservation TTLs: holds
+/// then come back only when their order is cancelled or its payment fails,
+/// which no expiry predicts, so the wait is short and fixed.
+pub const SOLD_OUT_WAIT_NO_TTL_MS: u64 = 10_000;
+
+/// When no hold's expiry says when units come back (no TTL, or a hold that
+/// lapsed but the sweeper has not released yet), a waiting order looks again
+/// this much later.
+pub const SOLD_OUT_RECHECK_MS: u64 = 250;
+
+/// The shortest wait: a hold lapsing in 1 ms still needs a sweep to come
+/// back, and this bounds the waits of one order to
+/// `wait bound / SOLD_OUT_RECHECK_MIN_MS + 1`.
+pub const SOLD_OUT_RECHECK_MIN_MS: u64 = 50;
 
 /// Knobs of the reference store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +68,23 @@ pub struct ShopConfig {
     pub queue: QueueLimits,
     /// Job retry policy.
     pub retry: RetryPolicy,
+    /// Longest an order short of stock waits, from its creation, for units
+    /// held by unpaid orders before it is cancelled out of stock. `None`:
+    /// [`SOLD_OUT_WAIT_TTLS`] reservation TTLs, or [`SOLD_OUT_WAIT_NO_TTL_MS`]
+    /// without a TTL (see [`ShopConfig::sold_out_wait_bound_ms`]).
+    #[serde(default)]
+    pub sold_out_wait_ms: Option<u64>,
+}
+
+impl ShopConfig {
+    /// How long an order short of stock may wait, in ms from its creation.
+    pub fn sold_out_wait_bound_ms(&self) -> u64 {
+        self.sold_out_wait_ms
+            .unwrap_or(match self.reservation_ttl_ms {
+                Some(ttl) => ttl.saturating_mul(SOLD_OUT_WAIT_TTLS),
+                None => SOLD_OUT_WAIT_NO_TTL_MS,
+            })
+    }
 }
 
 impl Default for ShopConfig {
@@ -56,8 +96,22 @@ impl Default for ShopConfig {
             inbox: InboxLimits::default(),
             queue: QueueLimits::default(),
             retry: RetryPolicy::default(),
+            sold_out_wait_ms: None,
         }
     }
+}
+
+/// How the reserve step decides that an order is sold out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SoldOut {
+    /// From sales (the reference): an order short of stock waits while units
+    /// held by unpaid orders could still come back, up to
+    /// [`ShopConfig::sold_out_wait_bound_ms`].
+    FromSales,
+    /// From reservations (naive): cancelled out of stock as soon as fewer
+    /// units are available than asked, even when abandoned carts hold them.
+    FromReservations,
 }
 
 /// A response saved under an idempotency key and replayed verbatim.
@@ -196,6 +250,13 @@ pub enum Step {
     Skipped(OrderStatus),
     /// A refund job was scheduled (or already was) for money that cannot be kept.
     RefundScheduled,
+    /// Short of stock, but units held by unpaid orders could come back: the
+    /// order stays `created` and a new `Reserve` job, written in the same
+    /// step, runs at `until`. The job that got this answer is done (ack it).
+    Wait {
+        /// When the order's stock is looked at again.
+        until: Millis,
+    },
 }
 
 /// What a webhook did.
@@ -291,6 +352,11 @@ pub struct ShopState {
     jobs: JobQueue,
     holdings: BTreeMap<(CustomerId, Sku), u64>,
     refunds_scheduled: BTreeSet<OrderId>,
+    /// The follow-up `Reserve` job of each order waiting for stock, so a
+    /// redelivered job that decides to wait again reuses it instead of
+    /// starting a second chain. Entries go when the order leaves `created`.
+    #[serde(default)]
+    waiting: BTreeMap<OrderId, JobId>,
     next_order: u64,
 }
 
@@ -308,6 +374,7 @@ impl ShopState {
             jobs: JobQueue::new(config.queue, config.retry),
             holdings: BTreeMap::new(),
             refunds_scheduled: BTreeSet::new(),
+            waiting: BTreeMap::new(),
             next_order: 0,
         }
     }
@@ -507,12 +574,45 @@ impl ShopState {
     }
 
     /// The `Reserve` job's step: if the order is still `Created`, reserve all
-    /// its lines (→ `InventoryReserved`, enqueue `CreateIntent`) or cancel it
-    /// as out of stock.
+    /// its lines (→ `InventoryReserved`, enqueue `CreateIntent`). Short of
+    /// stock, the order is sold out only when the missing units are sold or
+    /// pinned by paid orders: while unpaid orders hold enough of them (carts
+    /// that may be abandoned), it waits — [`Step::Wait`] — for at most
+    /// [`ShopConfig::sold_out_wait_bound_ms`] from its creation, and is then
+    /// cancelled out of stock.
     pub fn reserve(&mut self, id: OrderId, now: Millis, cause: Cause) -> Result<Step, ShopError> {
+        self.reserve_step(id, now, cause, true, SoldOut::FromSales)
+    }
+
+    /// The reserve step of `sold_out=from-reservations`: [`ShopState::reserve`]
+    /// deciding sold-out from what is on the shelf now, so an order is
+    /// cancelled out of stock while abandoned carts hold the units it needs.
+    pub fn raw_reserve_from_reservations(
+        &mut self,
+        id: OrderId,
+        now: Millis,
+        cause: Cause,
+    ) -> Result<Step, ShopError> {
+        self.reserve_step(id, now, cause, true, SoldOut::FromReservations)
+    }
+
+    /// The reserve steps. `state_checked: false` is `worker_state_check=off`:
+    /// the order's status is not looked at first, so a redelivered job takes
+    /// a second reservation (an orphan, see `take_reservation`). Availability
+    /// is always checked atomically; only a `Created` order waits or is
+    /// cancelled out of stock.
+    fn reserve_step(
+        &mut self,
+        id: OrderId,
+        now: Millis,
+        cause: Cause,
+        state_checked: bool,
+        sold_out: SoldOut,
+    ) -> Result<Step, ShopError> {
         let order = self.orders.get(&id).ok_or(ShopError::UnknownOrder(id))?;
-        if order.status() != OrderStatus::Created {
-            return Ok(Step::Skipped(order.status()));
+        let status = order.status();
+        if state_checked && status != OrderStatus::Created {
+            return Ok(Step::Skipped(status));
         }
         let lines = order_lines(order);
         self.ensure_job_room()?;
@@ -520,22 +620,78 @@ impl ShopState {
             .inventory
             .reserve(id, &lines, now, self.config.reservation_ttl_ms, id.0)
         {
-            Ok(reservation) => {
-                self.orders.get_mut(&id).expect("checked").reservation = Some(reservation);
-                let moved = self.move_order(id, OrderStatus::InventoryReserved, now, cause)?;
-                Ok(Step::Moved(moved))
-            }
+            Ok(reservation) => self.take_reservation(id, status, reservation, now, cause),
             Err(InventoryError::OutOfStock { .. }) => {
-                let moved = self.move_order(
-                    id,
-                    OrderStatus::Cancelled(CancelReason::OutOfStock),
-                    now,
-                    cause,
-                )?;
-                Ok(Step::Moved(moved))
+                let to = OrderStatus::Cancelled(CancelReason::OutOfStock);
+                if !status.can_become(to) {
+                    return Ok(Step::Skipped(status));
+                }
+                let wait = match sold_out {
+                    SoldOut::FromSales => self.sold_out_wait(id, &lines, now),
+                    SoldOut::FromReservations => None,
+                };
+                match wait {
+                    Some(until) => self.wait_for_stock(id, now, until),
+                    None => Ok(Step::Moved(self.move_order(id, to, now, cause)?)),
+                }
             }
             Err(other) => Err(other.into()),
         }
+    }
+
+    /// When an order short of stock should look again, or `None` when it is
+    /// sold out: some short line could not be filled even if every unpaid
+    /// hold came back (the units are sold or pinned), or the order has
+    /// waited its bound. The answer is after `now` and no later than the bound.
+    fn sold_out_wait(&self, id: OrderId, lines: &[(Sku, u64)], now: Millis) -> Option<Millis> {
+        let created = self.orders[&id].created_at;
+        let deadline = created.plus_ms(self.config.sold_out_wait_bound_ms());
+        if now >= deadline {
+            return None;
+        }
+        let mut wake: Option<Millis> = None;
+        for (sku, qty) in lines {
+            let available = self.inventory.level(sku).map_or(0, |l| l.available);
+            if available >= *qty {
+                continue;
+            }
+            if available.saturating_add(self.inventory.held_unpinned(sku)) < *qty {
+                return None;
+            }
+            let back = self
+                .inventory
+                .next_expiry_of(sku)
+                .filter(|at| *at > now)
+                .unwrap_or_else(|| now.plus_ms(SOLD_OUT_RECHECK_MS));
+            wake = Some(wake.map_or(back, |w| w.min(back)));
+        }
+        // At least one line was short (the inventory said so), so `wake` is set.
+        let wake = wake
+            .expect("a short line")
+            .max(now.plus_ms(SOLD_OUT_RECHECK_MIN_MS));
+        let until = wake.min(deadline);
+        debug_assert!(until > now && until <= deadline);
+        Some(until)
+    }
+
+    /// Keeps a `Created` order waiting: its follow-up `Reserve` job runs at
+    /// `until`, unless one not yet leased is already scheduled (the step ran
+    /// again after a redelivery), which is kept.
+    fn wait_for_stock(
+        &mut self,
+        id: OrderId,
+        now: Millis,
+        until: Millis,
+    ) -> Result<Step, ShopError> {
+        let scheduled = self.waiting.get(&id).and_then(|job| self.jobs.job(*job));
+        if let Some(job) = scheduled
+            && let JobState::Ready { at } = job.state
+        {
+            return Ok(Step::Wait { until: at });
+        }
+        let job = self.jobs.enqueue_at(JobKind::Reserve, id, now, until)?;
+        self.waiting.insert(id, job);
+        Ok(Step::Wait { until })
     }
 
     /// The `CreateIntent` job's step after the PSP answered: record the intent
@@ -847,6 +1003,9 @@ impl ShopState {
             .expect("checked")
             .transition(to, now, cause)?;
         let mut moved = vec![transition];
+        if from == OrderStatus::Created {
+            self.waiting.remove(&id);
+        }
         let reservation = self.orders[&id].reservation;
         match to {
             OrderStatus::InventoryReserved => {
@@ -971,34 +1130,19 @@ impl ShopState {
     }
 
     /// The reserve step of `worker_state_check=off`: [`ShopState::reserve`]
-    /// without its first line. Availability is still checked atomically, but
-    /// the order's status is not, so a redelivered job reserves the order's
-    /// lines a second time. Out of stock, the order is cancelled if it still
-    /// can be (only a `Created` one can).
+    /// (or, with `sold_out`, its `from-reservations` variant) without its
+    /// first line. Availability is still checked atomically, but the order's
+    /// status is not, so a redelivered job reserves the order's lines a
+    /// second time. Short of stock, only a `Created` order waits or is
+    /// cancelled.
     pub fn raw_reserve_unchecked(
         &mut self,
         id: OrderId,
         now: Millis,
         cause: Cause,
+        sold_out: SoldOut,
     ) -> Result<Step, ShopError> {
-        let order = self.orders.get(&id).ok_or(ShopError::UnknownOrder(id))?;
-        let status = order.status();
-        let lines = order_lines(order);
-        self.ensure_job_room()?;
-        match self
-            .inventory
-            .reserve(id, &lines, now, self.config.reservation_ttl_ms, id.0)
-        {
-            Ok(reservation) => self.take_reservation(id, status, reservation, now, cause),
-            Err(InventoryError::OutOfStock { .. }) => {
-                let to = OrderStatus::Cancelled(CancelReason::OutOfStock);
-                if !status.can_become(to) {
-                    return Ok(Step::Skipped(status));
-                }
-                Ok(Step::Moved(self.move_order(id, to, now, cause)?))
-            }
-            Err(other) => Err(other.into()),
-        }
+        self.reserve_step(id, now, cause, false, sold_out)
     }
 
     /// The webhook handler of `webhook_dedup=off`: no dedup by event id and
@@ -1397,19 +1541,29 @@ mod tests {
     #[test]
     fn the_unchecked_reserve_checks_stock_but_a_redelivery_reserves_again() {
         // Proves: `raw_reserve_unchecked` refuses what is not there (no
-        // oversubscription), and only a second run of the step — a
-        // redelivery — takes a second reservation, which no order owns.
+        // oversubscription) — the short order waits for the unpaid hold from
+        // sales, or is cancelled from reservations — and only a second run of
+        // the step — a redelivery — takes a second reservation, which no order owns.
         let mut s = shop(3, None);
         let order = place(&mut s, "k1", 2);
         let first = s
-            .raw_reserve_unchecked(order, Millis(1), Cause::Reconciler)
+            .raw_reserve_unchecked(order, Millis(1), Cause::Reconciler, SoldOut::FromSales)
             .unwrap();
         assert!(matches!(first, Step::Moved(_)), "{first:?}");
         let level = s.inventory().level(&sku()).unwrap();
         assert_eq!((level.available, level.reserved), (1, 2));
         let other = place(&mut s, "k2", 2);
-        s.raw_reserve_unchecked(other, Millis(2), Cause::Reconciler)
+        let waits = s
+            .raw_reserve_unchecked(other, Millis(2), Cause::Reconciler, SoldOut::FromSales)
             .unwrap();
+        assert!(matches!(waits, Step::Wait { .. }), "{waits:?}");
+        s.raw_reserve_unchecked(
+            other,
+            Millis(2),
+            Cause::Reconciler,
+            SoldOut::FromReservations,
+        )
+        .unwrap();
         assert_eq!(
             s.order(other).unwrap().status(),
             OrderStatus::Cancelled(CancelReason::OutOfStock),
@@ -1417,7 +1571,7 @@ mod tests {
         );
         s.stock(&sku(), 2, 1).unwrap();
         assert_eq!(
-            s.raw_reserve_unchecked(order, Millis(3), Cause::Reconciler)
+            s.raw_reserve_unchecked(order, Millis(3), Cause::Reconciler, SoldOut::FromSales)
                 .unwrap(),
             Step::Skipped(OrderStatus::InventoryReserved)
         );
@@ -1467,6 +1621,221 @@ mod tests {
             OrderStatus::Cancelled(CancelReason::OutOfStock)
         );
         assert_eq!(s.inventory().level(&sku()).unwrap().available, 1);
+    }
+
+    /// Leases every job visible at `now`, runs the `Reserve` steps, acks all; returns the
+    /// reserve steps' results by order.
+    fn run_reserves(s: &mut ShopState, now: Millis) -> Vec<(OrderId, Step)> {
+        let mut steps = Vec::new();
+        while let Some(lease) = s.lease_job(now) {
+            if lease.kind == JobKind::Reserve {
+                let cause = Cause::Worker { job: lease.job };
+                steps.push((lease.order, s.reserve(lease.order, now, cause).unwrap()));
+            }
+            s.ack_job(&lease).unwrap();
+        }
+        steps
+    }
+
+    #[test]
+    fn an_order_short_of_stock_waits_for_an_unpaid_hold_and_gets_its_units_when_it_lapses() {
+        // Proves: with every unit held by an unpaid order (TTL 100 ms, reserved at 1 ms), a
+        // second order is not cancelled: it stays created and its next reserve job becomes
+        // visible exactly when the hold expires (101 ms, not 100 ms); once the sweeper released
+        // the hold, that job reserves the units. The naive rule cancels it at once instead.
+        let mut s = shop(2, None);
+        let holder = place(&mut s, "k1", 2);
+        let buyer = place(&mut s, "k2", 1);
+        let steps = run_reserves(&mut s, Millis(1));
+        assert!(
+            matches!(steps[0], (o, Step::Moved(_)) if o == holder),
+            "{steps:?}"
+        );
+        assert_eq!(steps[1], (buyer, Step::Wait { until: Millis(101) }));
+        assert_eq!(s.order(buyer).unwrap().status(), OrderStatus::Created);
+        assert_eq!(s.next_job_at(), Some(Millis(101)));
+        assert!(
+            s.lease_job(Millis(100)).is_none(),
+            "not before the hold lapses"
+        );
+        let expired = s.expire_reservations(Millis(101), 10).unwrap();
+        assert_eq!(expired.len(), 1);
+        let steps = run_reserves(&mut s, Millis(101));
+        assert!(
+            matches!(steps[..], [(o, Step::Moved(_))] if o == buyer),
+            "{steps:?}"
+        );
+        assert_eq!(
+            s.order(buyer).unwrap().status(),
+            OrderStatus::InventoryReserved
+        );
+
+        let mut naive = shop(2, None);
+        let holder = place(&mut naive, "k1", 2);
+        let buyer = place(&mut naive, "k2", 1);
+        naive.reserve(holder, Millis(1), Cause::Reconciler).unwrap();
+        naive
+            .raw_reserve_from_reservations(buyer, Millis(1), Cause::Reconciler)
+            .unwrap();
+        assert_eq!(
+            naive.order(buyer).unwrap().status(),
+            OrderStatus::Cancelled(CancelReason::OutOfStock),
+            "from reservations: sold out while the hold could still lapse"
+        );
+    }
+
+    #[test]
+    fn an_order_is_sold_out_only_when_the_missing_units_are_sold_or_pinned() {
+        // Proves: the wait needs available + unpaid holds >= the quantity, on both sides: with
+        // one unit pinned by a paid order and one held by an unpaid one, an order of 1 waits and
+        // an order of 2 is cancelled out of stock at once; once every unit is sold (or pinned),
+        // an order of 1 is cancelled too.
+        let mut s = shop(2, None);
+        let paid = place(&mut s, "k1", 1);
+        to_paid(&mut s, paid);
+        let unpaid = place(&mut s, "k2", 1);
+        s.reserve(unpaid, Millis(3), Cause::Reconciler).unwrap();
+        assert_eq!(s.inventory().held_unpinned(&sku()), 1);
+        let one = place(&mut s, "k3", 1);
+        let two = place(&mut s, "k4", 2);
+        assert!(matches!(
+            s.reserve(one, Millis(4), Cause::Reconciler).unwrap(),
+            Step::Wait { .. }
+        ));
+        s.reserve(two, Millis(4), Cause::Reconciler).unwrap();
+        assert_eq!(
+            s.order(two).unwrap().status(),
+            OrderStatus::Cancelled(CancelReason::OutOfStock)
+        );
+        to_paid(&mut s, unpaid);
+        s.finalize(paid, Millis(5), Cause::Reconciler).unwrap();
+        assert_eq!(s.inventory().held_unpinned(&sku()), 0);
+        s.reserve(one, Millis(6), Cause::Reconciler).unwrap();
+        assert_eq!(
+            s.order(one).unwrap().status(),
+            OrderStatus::Cancelled(CancelReason::OutOfStock),
+            "one unit sold, one pinned: no way back"
+        );
+    }
+
+    #[test]
+    fn waiting_gives_up_at_its_bound_even_without_reservation_ttls() {
+        // Proves: without TTLs a hold never lapses, so an order waits in re-checks of
+        // SOLD_OUT_RECHECK_MS, its last wait is cut to the bound (SOLD_OUT_WAIT_NO_TTL_MS from its
+        // creation), and at the bound — not 1 ms before — it is cancelled out of stock. With a
+        // TTL the bound is SOLD_OUT_WAIT_TTLS TTLs, or the configured `sold_out_wait_ms`.
+        let config = ShopConfig {
+            reservation_ttl_ms: None,
+            ..ShopConfig::default()
+        };
+        assert_eq!(config.sold_out_wait_bound_ms(), SOLD_OUT_WAIT_NO_TTL_MS);
+        let mut s = shop_with(2, None, config);
+        let holder = place(&mut s, "k1", 2);
+        let buyer = place(&mut s, "k2", 1);
+        s.reserve(holder, Millis(1), Cause::Reconciler).unwrap();
+        assert_eq!(
+            s.reserve(buyer, Millis(1), Cause::Reconciler).unwrap(),
+            Step::Wait {
+                until: Millis(1 + SOLD_OUT_RECHECK_MS)
+            }
+        );
+        let last = SOLD_OUT_WAIT_NO_TTL_MS - 1;
+        let cause = Cause::Reconciler;
+        drain(&mut s, Millis(last));
+        assert_eq!(
+            s.reserve(buyer, Millis(last), cause.clone()).unwrap(),
+            Step::Wait {
+                until: Millis(SOLD_OUT_WAIT_NO_TTL_MS)
+            }
+        );
+        assert_eq!(s.order(buyer).unwrap().status(), OrderStatus::Created);
+        s.reserve(buyer, Millis(SOLD_OUT_WAIT_NO_TTL_MS), cause)
+            .unwrap();
+        assert_eq!(
+            s.order(buyer).unwrap().status(),
+            OrderStatus::Cancelled(CancelReason::OutOfStock)
+        );
+
+        let ttl = ShopConfig {
+            reservation_ttl_ms: Some(100),
+            ..ShopConfig::default()
+        };
+        assert_eq!(ttl.sold_out_wait_bound_ms(), 100 * SOLD_OUT_WAIT_TTLS);
+        let set = ShopConfig {
+            sold_out_wait_ms: Some(7),
+            ..ttl
+        };
+        assert_eq!(set.sold_out_wait_bound_ms(), 7);
+    }
+
+    #[test]
+    fn a_lapsed_hold_not_yet_swept_is_rechecked_later_but_never_past_the_bound() {
+        // Proves: a hold lapsing sooner than SOLD_OUT_RECHECK_MIN_MS is looked at after that
+        // minimum (TTL 1 s: expiry 1000 ms, asked at 990 ms: 1040 ms); when the soonest hold has
+        // lapsed but the sweeper has not released it, the next look is SOLD_OUT_RECHECK_MS later,
+        // cut to the bound (TTL 100 ms: 200 ms from creation), where the order is sold out.
+        let config = ShopConfig {
+            reservation_ttl_ms: Some(1_000),
+            ..ShopConfig::default()
+        };
+        let mut s = shop_with(2, None, config);
+        let holder = place(&mut s, "k1", 2);
+        let buyer = place(&mut s, "k2", 1);
+        s.reserve(holder, Millis(0), Cause::Reconciler).unwrap();
+        assert_eq!(
+            s.reserve(buyer, Millis(990), Cause::Reconciler).unwrap(),
+            Step::Wait {
+                until: Millis(990 + SOLD_OUT_RECHECK_MIN_MS)
+            }
+        );
+
+        let mut t = shop(2, None);
+        let holder = place(&mut t, "k1", 2);
+        let buyer = place(&mut t, "k2", 1);
+        t.reserve(holder, Millis(0), Cause::Reconciler).unwrap();
+        assert_eq!(
+            t.reserve(buyer, Millis(100), Cause::Reconciler).unwrap(),
+            Step::Wait { until: Millis(200) },
+            "lapsed at 100 but still held: 100 + 250, cut to the bound"
+        );
+        t.reserve(buyer, Millis(199), Cause::Reconciler).unwrap();
+        assert_eq!(t.order(buyer).unwrap().status(), OrderStatus::Created);
+        t.reserve(buyer, Millis(200), Cause::Reconciler).unwrap();
+        assert_eq!(
+            t.order(buyer).unwrap().status(),
+            OrderStatus::Cancelled(CancelReason::OutOfStock)
+        );
+    }
+
+    #[test]
+    fn a_wait_schedules_one_fresh_reserve_job_and_a_redelivery_reuses_it() {
+        // Proves: the job that was told to wait is acked and the order's next look is a new
+        // job whose first delivery is attempt 1 (waiting never spends the retry budget, so a
+        // waiting order cannot be dead-lettered by it); a redelivered step that decides to wait
+        // again keeps that job instead of starting a second chain.
+        let mut s = shop(2, None);
+        let _holder = place(&mut s, "k1", 2);
+        let buyer = place(&mut s, "k2", 1);
+        run_reserves(&mut s, Millis(1));
+        assert_eq!(s.stats().jobs_live, 1, "only the follow-up reserve job");
+        assert_eq!(
+            s.reserve(buyer, Millis(5), Cause::Reconciler).unwrap(),
+            Step::Wait { until: Millis(101) }
+        );
+        assert_eq!(s.stats().jobs_live, 1, "no second chain");
+        let lease = s.lease_job(Millis(101)).unwrap();
+        assert_eq!(
+            (lease.kind, lease.order, lease.attempt),
+            (JobKind::Reserve, buyer, 1)
+        );
+        // The follow-up runs (the hold lapsed, unswept) and waits again: a new job, since the
+        // one it would reuse is the one running.
+        let cause = Cause::Worker { job: lease.job };
+        let step = s.reserve(buyer, Millis(101), cause).unwrap();
+        assert_eq!(step, Step::Wait { until: Millis(200) });
+        s.ack_job(&lease).unwrap();
+        assert_eq!(s.stats().jobs_live, 1);
+        assert_eq!(s.lease_job(Millis(200)).unwrap().attempt, 1);
     }
 
     #[test]

@@ -33,8 +33,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use stampede_core::{
     Begin, Cause, Cents, CustomerId, Fingerprint, IdempotencyKey, ItemRequest, JobKind, Order,
-    OrderId, OrderStatus, PaymentIntent, PlaceOrder, Placed, SavedResponse, ShopError, Sku,
-    WebhookOutcome, payment_key,
+    OrderId, OrderStatus, PlaceOrder, Placed, SavedResponse, ShopError, Sku, WebhookOutcome,
+    payment_key,
 };
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -707,7 +707,7 @@ pub fn intent_amount(app: &App, order: &Order) -> Cents {
 pub async fn create_intent(
     app: &App,
     order: &Order,
-) -> Result<(PaymentIntent, String), crate::psp::PspError> {
+) -> Result<crate::psp::CreatedIntent, crate::psp::PspError> {
     let key = app.design().intent_key.then(|| payment_key(order.id));
     // An express order is charged with the saved card when its intent is created.
     let saved_card = order.express.then_some(crate::psp::wire::Card::Ok);
@@ -737,7 +737,11 @@ async fn start_payment(app: &App, order_id: OrderId) -> Result<SavedResponse, Pr
             ),
         ));
     }
-    let (intent, client_secret) = create_intent(app, &order).await.map_err(|e| {
+    let crate::psp::CreatedIntent {
+        intent,
+        client_secret,
+        ..
+    } = create_intent(app, &order).await.map_err(|e| {
         Problem::new(
             StatusCode::BAD_GATEWAY,
             "psp-unavailable",

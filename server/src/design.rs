@@ -3,7 +3,8 @@
 //! catches each one. A naive switch really behaves naively (read, await the
 //! store, then write), so races happen whenever concurrency allows them.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+pub use stampede_core::shop::SoldOut;
 use std::fmt;
 
 /// One switch per mistake; `Design::reference()` has none switched on.
@@ -14,8 +15,12 @@ pub struct Design {
     pub idempotency: Idempotency,
     /// How stock is reserved.
     pub inventory: InventoryMode,
-    /// Whether reservations expire.
-    pub reservation_ttl: bool,
+    /// Whether and how soon reservations expire.
+    pub reservation_ttl: ReservationTtl,
+    /// How the reserve step decides an order is sold out (absent in plans
+    /// written before the switch existed: the reference).
+    #[serde(default = "sold_out_reference")]
+    pub sold_out: SoldOut,
     /// How the order and its first job are written.
     pub enqueue: Enqueue,
     /// Whether the reserve step checks the order's state before acting (off:
@@ -25,6 +30,11 @@ pub struct Design {
     pub intent_key: bool,
     /// Whether the intent's amount is the order total (or a fixed amount).
     pub intent_amount: IntentAmount,
+    /// What the `CreateIntent` step does when the PSP replays an intent that
+    /// already existed for its key (absent in plans written before the
+    /// switch existed: the reference).
+    #[serde(default = "intent_replay_reference")]
+    pub intent_replay: IntentReplay,
     /// Whether webhook signatures are verified.
     pub webhook_signature: bool,
     /// Whether webhooks are deduplicated by event id.
@@ -37,6 +47,11 @@ pub struct Design {
     pub reconciliation: bool,
     /// Whether a price sent by the client is used.
     pub client_price: ClientPrice,
+    /// A test hook that breaks the reference on purpose (not a mistake, not
+    /// in [`SWITCHES`], never set by a preset); omitted when `none`, so
+    /// designs and plans written without it read and write as before.
+    #[serde(default, skip_serializing_if = "Sabotage::is_none")]
+    pub sabotage: Sabotage,
 }
 
 /// Idempotency handling.
@@ -61,6 +76,60 @@ pub enum InventoryMode {
     ReadThenWrite,
 }
 
+/// Reservation lifetime, relative to the TTL the shop is configured with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReservationTtl {
+    /// The configured TTL.
+    On,
+    /// A quarter of the configured TTL (at least 1 ms): shorter than the
+    /// payment flow, so customers time out before they can pay.
+    Short,
+    /// Reservations never expire.
+    Off,
+}
+
+/// How much shorter `reservation_ttl=short` makes the configured TTL.
+pub const SHORT_TTL_DIVISOR: u64 = 4;
+
+impl ReservationTtl {
+    /// The reservation lifetime to configure the store with, given the
+    /// configured one (`None`: the shop has no TTL to start from).
+    pub fn ttl_ms(self, configured_ms: Option<u64>) -> Option<u64> {
+        match self {
+            ReservationTtl::On => configured_ms,
+            ReservationTtl::Short => configured_ms.map(|ttl| (ttl / SHORT_TTL_DIVISOR).max(1)),
+            ReservationTtl::Off => None,
+        }
+    }
+}
+
+/// Reads `"on" | "short" | "off"`, and the booleans designs were written
+/// with before `short` existed (`true` = on, `false` = off), so old plan
+/// files still replay.
+impl<'de> Deserialize<'de> for ReservationTtl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "kebab-case")]
+        enum Named {
+            On,
+            Short,
+            Off,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged, expecting = "\"on\", \"short\" or \"off\"")]
+        enum Written {
+            Named(Named),
+            Legacy(bool),
+        }
+        Ok(match Written::deserialize(deserializer)? {
+            Written::Named(Named::On) | Written::Legacy(true) => ReservationTtl::On,
+            Written::Named(Named::Short) => ReservationTtl::Short,
+            Written::Named(Named::Off) | Written::Legacy(false) => ReservationTtl::Off,
+        })
+    }
+}
+
 /// Order + first job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -79,6 +148,17 @@ pub enum IntentAmount {
     OrderTotal,
     /// A fixed amount, whatever the order costs.
     Fixed,
+}
+
+/// A redelivered `CreateIntent` job whose intent the PSP already created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IntentReplay {
+    /// Record the replayed intent like a new one: the customer is offered payment.
+    Record,
+    /// Acknowledge the job without recording it: the order sits reserved
+    /// until its reservation expires.
+    AckOnly,
 }
 
 /// Early webhooks.
@@ -111,6 +191,62 @@ pub enum ClientPrice {
     Trust,
 }
 
+/// Test hooks that break the reference shop on purpose, so a test can show
+/// that a check fails when it should (a shop that sells nothing must fail
+/// the progress invariants). They are not mistakes real shops make, so the
+/// catch matrix, which walks [`SWITCHES`], never sees them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sabotage {
+    /// The reference, unbroken.
+    #[default]
+    None,
+    /// The `CreateIntent` step's state check inverted: reserved orders are
+    /// skipped, so no customer is ever offered payment.
+    NoPaymentOffer,
+    /// The refund step's filter inverted: only intents with nothing
+    /// captured are refunded, so no money is ever given back.
+    NoRefunds,
+}
+
+impl Sabotage {
+    /// Every value, in the order `stampede designs` lists them.
+    pub const ALL: [Sabotage; 3] = [
+        Sabotage::None,
+        Sabotage::NoPaymentOffer,
+        Sabotage::NoRefunds,
+    ];
+
+    /// The name used with `--set sabotage=...`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sabotage::None => "none",
+            Sabotage::NoPaymentOffer => "no-payment-offer",
+            Sabotage::NoRefunds => "no-refunds",
+        }
+    }
+
+    /// What it breaks, for `stampede designs`.
+    pub fn breaks(self) -> &'static str {
+        match self {
+            Sabotage::None => "nothing: the shop as designed",
+            Sabotage::NoPaymentOffer => {
+                "the CreateIntent step skips reserved orders: no customer is ever offered payment (a shop that sells nothing)"
+            }
+            Sabotage::NoRefunds => {
+                "the refund step skips every captured payment: nothing is ever refunded"
+            }
+        }
+    }
+
+    fn is_none(&self) -> bool {
+        *self == Sabotage::None
+    }
+}
+
+/// The name of the sabotage setting (`--set sabotage=...`).
+pub const SABOTAGE: &str = "sabotage";
+
 /// A switch as `stampede designs` shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SwitchInfo {
@@ -136,8 +272,13 @@ pub const SWITCHES: &[SwitchInfo] = &[
     },
     SwitchInfo {
         name: "reservation_ttl",
-        values: &["on", "off"],
-        mistake: "reservations never expire (abandoned carts hold stock forever)",
+        values: &["on", "short", "off"],
+        mistake: "reservations never expire (abandoned carts hold stock forever), or (short) a reservation TTL shorter than the payment flow: customers time out before they can pay",
+    },
+    SwitchInfo {
+        name: "sold_out",
+        values: &["from-sales", "from-reservations"],
+        mistake: "sold-out decided from reservations, not sales: units held by carts that are later abandoned are never resold",
     },
     SwitchInfo {
         name: "enqueue",
@@ -158,6 +299,11 @@ pub const SWITCHES: &[SwitchInfo] = &[
         name: "intent_amount",
         values: &["order-total", "fixed"],
         mistake: "the intent charges a fixed amount, not the order total",
+    },
+    SwitchInfo {
+        name: "intent_replay",
+        values: &["record", "ack-only"],
+        mistake: "a redelivered CreateIntent job that finds its intent already created at the PSP acks without recording it: the customer is never offered payment",
     },
     SwitchInfo {
         name: "webhook_signature",
@@ -225,6 +371,14 @@ pub enum DesignError {
     Malformed(String),
 }
 
+fn sold_out_reference() -> SoldOut {
+    SoldOut::FromSales
+}
+
+fn intent_replay_reference() -> IntentReplay {
+    IntentReplay::Record
+}
+
 impl Default for Design {
     fn default() -> Self {
         Design::reference()
@@ -237,17 +391,20 @@ impl Design {
         Design {
             idempotency: Idempotency::Reference,
             inventory: InventoryMode::Reference,
-            reservation_ttl: true,
+            reservation_ttl: ReservationTtl::On,
+            sold_out: SoldOut::FromSales,
             enqueue: Enqueue::Outbox,
             worker_state_check: true,
             intent_key: true,
             intent_amount: IntentAmount::OrderTotal,
+            intent_replay: IntentReplay::Record,
             webhook_signature: true,
             webhook_dedup: true,
             early_webhooks: EarlyWebhooks::Park,
             finalize: Finalize::Durable,
             reconciliation: true,
             client_price: ClientPrice::Ignore,
+            sabotage: Sabotage::None,
         }
     }
 
@@ -261,7 +418,7 @@ impl Design {
                 d.enqueue = Enqueue::DualWrite;
                 d.early_webhooks = EarlyWebhooks::Drop;
                 d.intent_key = false;
-                d.reservation_ttl = false;
+                d.reservation_ttl = ReservationTtl::Off;
                 d.intent_amount = IntentAmount::Fixed;
             }
             "textbook-naive" => {
@@ -274,8 +431,19 @@ impl Design {
         Ok(d)
     }
 
-    /// Sets one switch by name.
+    /// Sets one switch, or the sabotage hook, by name.
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), DesignError> {
+        if name == SABOTAGE {
+            self.sabotage = Sabotage::ALL
+                .into_iter()
+                .find(|s| s.as_str() == value)
+                .ok_or_else(|| DesignError::BadValue {
+                    name: name.to_string(),
+                    value: value.to_string(),
+                    allowed: Sabotage::ALL.map(Sabotage::as_str).join(" | "),
+                })?;
+            return Ok(());
+        }
         let info = SWITCHES
             .iter()
             .find(|s| s.name == name)
@@ -305,7 +473,20 @@ impl Design {
                     InventoryMode::ReadThenWrite
                 }
             }
-            "reservation_ttl" => self.reservation_ttl = reference,
+            "reservation_ttl" => {
+                self.reservation_ttl = [
+                    ReservationTtl::On,
+                    ReservationTtl::Short,
+                    ReservationTtl::Off,
+                ][index]
+            }
+            "sold_out" => {
+                self.sold_out = if reference {
+                    SoldOut::FromSales
+                } else {
+                    SoldOut::FromReservations
+                }
+            }
             "enqueue" => {
                 self.enqueue = if reference {
                     Enqueue::Outbox
@@ -320,6 +501,13 @@ impl Design {
                     IntentAmount::OrderTotal
                 } else {
                     IntentAmount::Fixed
+                }
+            }
+            "intent_replay" => {
+                self.intent_replay = if reference {
+                    IntentReplay::Record
+                } else {
+                    IntentReplay::AckOnly
                 }
             }
             "webhook_signature" => self.webhook_signature = reference,
@@ -359,17 +547,22 @@ impl Design {
         self.set(name.trim(), value.trim())
     }
 
-    /// The current value of a switch, as text.
+    /// The current value of a switch, or of the sabotage hook, as text.
     pub fn get(&self, name: &str) -> Option<&'static str> {
+        if name == SABOTAGE {
+            return Some(self.sabotage.as_str());
+        }
         let info = SWITCHES.iter().find(|s| s.name == name)?;
         let index = match name {
             "idempotency" => self.idempotency as usize,
             "inventory" => self.inventory as usize,
-            "reservation_ttl" => usize::from(!self.reservation_ttl),
+            "reservation_ttl" => self.reservation_ttl as usize,
+            "sold_out" => self.sold_out as usize,
             "enqueue" => self.enqueue as usize,
             "worker_state_check" => usize::from(!self.worker_state_check),
             "intent_key" => usize::from(!self.intent_key),
             "intent_amount" => self.intent_amount as usize,
+            "intent_replay" => self.intent_replay as usize,
             "webhook_signature" => usize::from(!self.webhook_signature),
             "webhook_dedup" => usize::from(!self.webhook_dedup),
             "early_webhooks" => self.early_webhooks as usize,
@@ -381,15 +574,20 @@ impl Design {
         Some(info.values[index])
     }
 
-    /// Switches not at their reference value, as `name=value`.
+    /// Switches not at their reference value, as `name=value`, then the
+    /// sabotage hook if one is set (so every report says so).
     pub fn deviations(&self) -> Vec<String> {
-        SWITCHES
+        let mut deviations: Vec<String> = SWITCHES
             .iter()
             .filter_map(|s| {
                 let value = self.get(s.name)?;
                 (value != s.values[0]).then(|| format!("{}={value}", s.name))
             })
-            .collect()
+            .collect();
+        if !self.sabotage.is_none() {
+            deviations.push(format!("{SABOTAGE}={}", self.sabotage.as_str()));
+        }
+        deviations
     }
 }
 
@@ -407,6 +605,7 @@ impl fmt::Display for Design {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn every_switch_round_trips_through_set_and_get() {
@@ -438,6 +637,172 @@ mod tests {
             Design::preset("textbook-naive").unwrap().deviations().len(),
             SWITCHES.len()
         );
+    }
+
+    #[test]
+    fn sold_out_is_a_switch_and_designs_written_before_it_still_parse() {
+        // Proves: `sold_out` takes from-sales (the reference) and from-reservations, shows up in
+        // the deviations and the display, refuses other values naming both, and a design
+        // serialized before it and `intent_replay` existed (neither field) parses as the reference.
+        let mut d = Design::reference();
+        assert_eq!(d.get("sold_out"), Some("from-sales"));
+        d.apply("sold_out=from-reservations").unwrap();
+        assert_eq!(d.sold_out, SoldOut::FromReservations);
+        assert_eq!(d.deviations(), ["sold_out=from-reservations"]);
+        assert_eq!(d.to_string(), "sold_out=from-reservations");
+        assert_eq!(
+            d.apply("sold_out=never"),
+            Err(DesignError::BadValue {
+                name: "sold_out".into(),
+                value: "never".into(),
+                allowed: "from-sales | from-reservations".into(),
+            })
+        );
+        let mut old = serde_json::to_value(Design::reference()).unwrap();
+        old.as_object_mut().unwrap().remove("sold_out");
+        old.as_object_mut().unwrap().remove("intent_replay");
+        let parsed: Design = serde_json::from_value(old).unwrap();
+        assert_eq!(parsed, Design::reference());
+    }
+
+    #[test]
+    fn reservation_ttl_short_is_a_quarter_of_the_configured_ttl_and_off_stays_last() {
+        // Proves: on keeps the configured TTL, short divides it by 4 (never below 1 ms), off has
+        // none, and a shop without a TTL gets none from any value; `off` is the last value, so
+        // textbook-naive (every switch at its last value) still means no TTL and seed-repo keeps it.
+        assert_eq!(ReservationTtl::On.ttl_ms(Some(5_000)), Some(5_000));
+        assert_eq!(ReservationTtl::Short.ttl_ms(Some(5_000)), Some(1_250));
+        assert_eq!(ReservationTtl::Short.ttl_ms(Some(7)), Some(1));
+        assert_eq!(
+            ReservationTtl::Short.ttl_ms(Some(3)),
+            Some(1),
+            "at least 1 ms"
+        );
+        assert_eq!(ReservationTtl::Off.ttl_ms(Some(5_000)), None);
+        assert_eq!(ReservationTtl::Short.ttl_ms(None), None);
+        let mut d = Design::reference();
+        d.apply("reservation_ttl=short").unwrap();
+        assert_eq!(d.reservation_ttl, ReservationTtl::Short);
+        assert_eq!(d.to_string(), "reservation_ttl=short");
+        let naive = Design::preset("textbook-naive").unwrap();
+        assert_eq!(naive.reservation_ttl, ReservationTtl::Off);
+        let seed = Design::preset("seed-repo").unwrap();
+        assert_eq!(seed.reservation_ttl, ReservationTtl::Off);
+    }
+
+    #[test]
+    fn reservation_ttl_reads_its_names_and_the_booleans_of_old_designs() {
+        // Proves: the field serializes as its name, reads every name back, reads the booleans
+        // designs were written with before `short` (true = on, false = off), and refuses other text.
+        let mut d = Design::reference();
+        for (written, ttl) in [
+            (json!("on"), ReservationTtl::On),
+            (json!("short"), ReservationTtl::Short),
+            (json!("off"), ReservationTtl::Off),
+            (json!(true), ReservationTtl::On),
+            (json!(false), ReservationTtl::Off),
+        ] {
+            let mut value = serde_json::to_value(Design::reference()).unwrap();
+            value["reservation_ttl"] = written.clone();
+            d.reservation_ttl = ttl;
+            assert_eq!(
+                serde_json::from_value::<Design>(value).unwrap(),
+                d,
+                "{written}"
+            );
+        }
+        assert_eq!(
+            serde_json::to_value(d).unwrap()["reservation_ttl"],
+            json!("off")
+        );
+        let mut bad = serde_json::to_value(Design::reference()).unwrap();
+        bad["reservation_ttl"] = json!("sometimes");
+        let err = serde_json::from_value::<Design>(bad).unwrap_err();
+        assert!(
+            err.to_string().contains("\"on\", \"short\" or \"off\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn intent_replay_is_a_switch_with_record_as_the_reference() {
+        // Proves: `intent_replay` takes record (the reference) and ack-only, shows up in the
+        // deviations, and refuses other values naming both.
+        let mut d = Design::reference();
+        assert_eq!(d.get("intent_replay"), Some("record"));
+        d.apply("intent_replay = ack-only").unwrap();
+        assert_eq!(d.intent_replay, IntentReplay::AckOnly);
+        assert_eq!(d.deviations(), ["intent_replay=ack-only"]);
+        assert!(matches!(
+            d.apply("intent_replay=ignore"),
+            Err(DesignError::BadValue { allowed, .. }) if allowed == "record | ack-only"
+        ));
+    }
+
+    #[test]
+    fn sabotage_is_set_read_and_reported_but_is_no_switch_and_no_preset_sets_it() {
+        // Proves: sabotage takes none, no-payment-offer and no-refunds through set, apply and get;
+        // a set sabotage shows in the deviations and the display (alone, or after the switches);
+        // it is not in SWITCHES, so the catch matrix and textbook-naive never see it; a preset
+        // leaves it at none; and a design without the field (every plan written before) parses,
+        // while one with it round-trips.
+        assert!(SWITCHES.iter().all(|s| s.name != SABOTAGE));
+        for preset in ["reference", "seed-repo", "textbook-naive"] {
+            assert_eq!(Design::preset(preset).unwrap().sabotage, Sabotage::None);
+        }
+        let mut d = Design::reference();
+        assert_eq!(d.get("sabotage"), Some("none"));
+        for value in Sabotage::ALL {
+            d.set("sabotage", value.as_str()).unwrap();
+            assert_eq!(
+                (d.sabotage, d.get("sabotage")),
+                (value, Some(value.as_str()))
+            );
+        }
+        d.apply("sabotage=no-payment-offer").unwrap();
+        assert_eq!(d.sabotage, Sabotage::NoPaymentOffer);
+        assert_eq!(d.to_string(), "sabotage=no-payment-offer");
+        d.apply("inventory=read-then-write").unwrap();
+        assert_eq!(
+            d.deviations(),
+            ["inventory=read-then-write", "sabotage=no-payment-offer"]
+        );
+        let json = serde_json::to_value(d).unwrap();
+        assert_eq!(json["sabotage"], json!("no-payment-offer"));
+        assert_eq!(serde_json::from_value::<Design>(json).unwrap(), d);
+        let plain = serde_json::to_value(Design::reference()).unwrap();
+        assert!(plain.get("sabotage").is_none(), "none is not written");
+        assert_eq!(
+            serde_json::from_value::<Design>(plain).unwrap(),
+            Design::reference()
+        );
+        d.apply("sabotage=none").unwrap();
+        assert_eq!(d.deviations(), ["inventory=read-then-write"]);
+    }
+
+    #[test]
+    fn a_bad_sabotage_value_is_a_clear_error_that_changes_nothing() {
+        // Proves: an unknown sabotage value is refused naming every allowed value, a missing `=`
+        // is malformed, and neither changes the design.
+        let mut d = Design::reference();
+        d.apply("sabotage=no-refunds").unwrap();
+        let before = d;
+        assert_eq!(
+            d.apply("sabotage=everything"),
+            Err(DesignError::BadValue {
+                name: "sabotage".into(),
+                value: "everything".into(),
+                allowed: "none | no-payment-offer | no-refunds".into(),
+            })
+        );
+        assert_eq!(
+            d.apply("sabotage"),
+            Err(DesignError::Malformed("sabotage".into()))
+        );
+        assert_eq!(d, before);
+        let mut bad = serde_json::to_value(Design::reference()).unwrap();
+        bad["sabotage"] = json!("everything");
+        assert!(serde_json::from_value::<Design>(bad).is_err());
     }
 
     #[test]

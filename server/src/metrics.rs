@@ -30,6 +30,8 @@ pub struct Counters {
     pub jobs_done: AtomicU64,
     /// Repairs made by the reconciler.
     pub reconciler_repairs: AtomicU64,
+    /// Reserve steps that left an order waiting for units held by unpaid orders.
+    pub stock_waits: AtomicU64,
     /// Requests answered with 5xx because the store was unavailable.
     pub store_unavailable: AtomicU64,
 }
@@ -42,8 +44,13 @@ impl Counters {
 
     /// Records a step's transitions and logs each with its order id.
     pub fn step(&self, step: &Step) {
-        if let Step::Moved(transitions) = step {
-            self.transitions_made(transitions);
+        match step {
+            Step::Moved(transitions) => self.transitions_made(transitions),
+            Step::Wait { until } => {
+                Counters::bump(&self.stock_waits);
+                tracing::info!(until = %until, "waiting for held stock");
+            }
+            Step::Skipped(_) | Step::RefundScheduled => {}
         }
     }
 
@@ -141,6 +148,12 @@ pub fn render(counters: &Counters, stats: &ShopStats, audit: Option<&AuditSnapsh
         "reconciler_repairs_total",
         "Repairs made by the reconciler.",
         &counters.reconciler_repairs,
+    );
+    counter(
+        &mut out,
+        "stock_waits_total",
+        "Reserve steps that left an order waiting for units held by unpaid orders.",
+        &counters.stock_waits,
     );
     counter(
         &mut out,

@@ -160,9 +160,11 @@ impl Stack {
 /// Builds the store from the catalog.
 pub fn build_store(config: &StackConfig, clock: Clock) -> Result<Arc<MemoryStore>, String> {
     let mut shop = config.shop;
-    if !config.server.design.reservation_ttl {
-        shop.reservation_ttl_ms = None;
-    }
+    shop.reservation_ttl_ms = config
+        .server
+        .design
+        .reservation_ttl
+        .ttl_ms(shop.reservation_ttl_ms);
     let catalog = Catalog::new(config.catalog.iter().map(|(p, _)| p.clone()));
     let mut state = ShopState::new(catalog, shop);
     for (product, qty) in &config.catalog {

@@ -4,14 +4,17 @@
 //!
 //! Every job step asks the store to act only if the order is still in the
 //! state the step expects, so a redelivered job is a no-op (except the
-//! reserve step of `worker_state_check=off`, which reserves again). A failed
+//! reserve step of `worker_state_check=off`, which reserves again). A reserve
+//! step that answers [`Step::Wait`] has already written the order's next
+//! `Reserve` job in the same store operation, so its own job is acked like
+//! any finished one and no attempt of the retry budget is spent. A failed
 //! attempt is reported back with jitter drawn from the worker's seeded RNG; the core
 //! schedules the retry or dead-letters the job. A worker that crashes mid-job
 //! simply never acks: the lease lapses and another worker gets the job.
 
 use crate::api::create_intent;
 use crate::app::App;
-use crate::design::{Finalize, InventoryMode};
+use crate::design::{Finalize, IntentReplay, InventoryMode, ReservationTtl, Sabotage, SoldOut};
 use crate::metrics::Counters;
 use crate::store::StoreError;
 use rand::{Rng, SeedableRng};
@@ -126,11 +129,18 @@ async fn run_step(app: &App, lease: &Lease) -> Result<Step, StepError> {
             let Some(current) = app.store.get_order(order).await? else {
                 return Err(StepError::Other(format!("{order} does not exist")));
             };
-            if current.status() != OrderStatus::InventoryReserved {
+            let reserved = current.status() == OrderStatus::InventoryReserved;
+            // Sabotage no-payment-offer inverts the state check: reserved orders are skipped.
+            if reserved == (app.design().sabotage == Sabotage::NoPaymentOffer) {
                 return Ok(Step::Skipped(current.status()));
             }
-            let (intent, _) = create_intent(app, &current).await?;
-            Ok(app.store.record_intent(intent, cause).await?)
+            let created = create_intent(app, &current).await?;
+            if created.replayed && app.design().intent_replay == IntentReplay::AckOnly {
+                // The mistake: the PSP already had the intent (an earlier delivery created
+                // it, then crashed before recording it), so the job is taken as done.
+                return Ok(Step::Skipped(current.status()));
+            }
+            Ok(app.store.record_intent(created.intent, cause).await?)
         }
         JobKind::SyncPayment => {
             let mut last = Step::Skipped(OrderStatus::Created);
@@ -153,26 +163,38 @@ async fn run_step(app: &App, lease: &Lease) -> Result<Step, StepError> {
 
 /// The reserve step: atomic and state-checked in the reference design;
 /// without the state check (`worker_state_check=off`) a redelivered job
-/// reserves again; read-then-write reserves from a stale read.
+/// reserves again; read-then-write reserves from a stale read;
+/// `sold_out=from-reservations` cancels out of stock where the reference waits.
 async fn reserve(app: &App, order: OrderId, cause: Cause) -> Result<Step, StepError> {
     let design = *app.design();
-    match (design.inventory, design.worker_state_check) {
-        (InventoryMode::Reference, true) => Ok(app.store.reserve(order, cause).await?),
-        (InventoryMode::Reference, false) => {
-            Ok(app.store.raw_reserve_unchecked(order, cause).await?)
+    match (design.inventory, design.worker_state_check, design.sold_out) {
+        (InventoryMode::Reference, true, SoldOut::FromSales) => {
+            Ok(app.store.reserve(order, cause).await?)
         }
-        (InventoryMode::ReadThenWrite, state_check) => {
-            read_then_write(app, order, state_check, cause).await
+        (InventoryMode::Reference, true, SoldOut::FromReservations) => Ok(app
+            .store
+            .raw_reserve_from_reservations(order, cause)
+            .await?),
+        (InventoryMode::Reference, false, sold_out) => Ok(app
+            .store
+            .raw_reserve_unchecked(order, sold_out, cause)
+            .await?),
+        (InventoryMode::ReadThenWrite, state_check, sold_out) => {
+            read_then_write(app, order, state_check, sold_out, cause).await
         }
     }
 }
 
 /// `inventory=read-then-write`: read each line's availability, await, then
-/// reserve from what was read (others read the same numbers meanwhile).
+/// reserve from what was read (others read the same numbers meanwhile). A
+/// line read short is sold out at once from reservations; from sales it is
+/// left to the reference step, which waits while unpaid holds could come
+/// back (so the two switches stay independent).
 async fn read_then_write(
     app: &App,
     order: OrderId,
     state_check: bool,
+    sold_out: SoldOut,
     cause: Cause,
 ) -> Result<Step, StepError> {
     let Some(current) = app.store.get_order(order).await? else {
@@ -190,6 +212,9 @@ async fn read_then_write(
         .iter()
         .zip(&seen)
         .any(|(line, available)| u64::from(line.qty) > *available);
+    if short && sold_out == SoldOut::FromSales {
+        return Ok(app.store.reserve(order, cause).await?);
+    }
     if short {
         let to = OrderStatus::Cancelled(stampede_core::CancelReason::OutOfStock);
         if !current.status().can_become(to) {
@@ -207,7 +232,12 @@ async fn read_then_write(
 async fn refund(app: &App, order: OrderId, cause: Cause) -> Result<Step, StepError> {
     let intents = app.psp.intents_for_order(order).await?;
     let mut refunded: Option<PaymentIntent> = None;
-    for intent in intents.into_iter().filter(|i| i.net_captured().0 > 0) {
+    // Sabotage no-refunds inverts the filter: only intents holding no money are "refunded".
+    let keep_money = app.design().sabotage == Sabotage::NoRefunds;
+    for intent in intents
+        .into_iter()
+        .filter(|i| (i.net_captured().0 > 0) != keep_money)
+    {
         // One key per intent: a naive shop may have charged several intents for one order.
         let key = format!("{}_{}", refund_key(order), intent.id);
         refunded = Some(app.psp.refund(&intent.id, &key).await?);
@@ -243,7 +273,7 @@ async fn cancel_intent(app: &App, order: OrderId, cause: Cause) -> Result<Step, 
 pub async fn run_sweeper(app: Arc<App>, config: WorkerConfig) {
     loop {
         tokio::time::sleep(Duration::from_millis(config.sweep_interval_ms)).await;
-        if !app.design().reservation_ttl {
+        if app.design().reservation_ttl == ReservationTtl::Off {
             continue;
         }
         match app.store.expire_reservations(config.sweep_batch).await {

@@ -14,8 +14,8 @@ use stampede_core::{Cents, IntentId, IntentStatus, LedgerKind, Millis, OrderId, 
 use stampede_server::http::{Connector, HttpClient, HttpResponse};
 use stampede_server::psp::wire::{Card, WebhookPayload};
 use stampede_server::psp::{
-    ATTEMPT_HEADER, COPY_HEADER, Psp, PspClient, PspConfig, PspError, SIGNATURE_HEADER,
-    WebhookTarget, router,
+    ATTEMPT_HEADER, COPY_HEADER, CreatedIntent, Psp, PspClient, PspConfig, PspError,
+    SIGNATURE_HEADER, WebhookTarget, router,
 };
 use stampede_server::{Clock, signature};
 use std::collections::BTreeMap;
@@ -130,7 +130,8 @@ async fn eventually(what: &str, done: impl Fn() -> bool) {
 
 #[tokio::test]
 async fn the_same_key_returns_the_same_intent_and_a_different_body_is_422() {
-    // Proves: a keyed create replays (same id, same secret, replay marker) and binds the key to its body.
+    // Proves: a keyed create replays (same id, same secret, replay marker, which the client reports
+    // as `replayed`; a first create is not) and binds the key to its body.
     let psp = plain_psp().await;
     let body = r#"{"order":"ord_1","amount":1234}"#;
     let first = raw_post(
@@ -185,31 +186,54 @@ async fn the_same_key_returns_the_same_intent_and_a_different_body_is_422() {
     assert_problem(&other, 422, "idempotency-key-reused");
     assert_eq!(psp.psp.intents().len(), 1);
 
-    let (typed, secret) = psp
+    let replay = psp
         .client
         .create_intent(OrderId(1), Cents(1234), Some("pay_ord_1"), None)
         .await
         .unwrap();
-    assert_eq!(typed.id.as_str(), "pi_1");
-    assert_eq!(secret, intent["client_secret"].as_str().unwrap());
+    assert_eq!(replay.intent.id.as_str(), "pi_1");
+    assert_eq!(
+        replay.client_secret,
+        intent["client_secret"].as_str().unwrap()
+    );
+    assert!(replay.replayed, "the client reads Idempotent-Replayed");
+    let fresh = psp
+        .client
+        .create_intent(OrderId(2), Cents(1234), Some("pay_ord_2"), None)
+        .await
+        .unwrap();
+    assert!(
+        !fresh.replayed,
+        "a first create under its key is not a replay"
+    );
 }
 
 #[tokio::test]
 async fn keyless_creates_make_a_new_intent_every_time() {
-    // Proves: without an Idempotency-Key the naive shop's retry really creates a second intent.
+    // Proves: without an Idempotency-Key the naive shop's retry really creates a second intent,
+    // and no answer is marked replayed.
     let psp = plain_psp().await;
-    let (a, secret_a) = psp
+    let CreatedIntent {
+        intent: a,
+        client_secret: secret_a,
+        ..
+    } = psp
         .client
         .create_intent(OrderId(7), Cents(500), None, None)
         .await
         .unwrap();
-    let (b, secret_b) = psp
+    let CreatedIntent {
+        intent: b,
+        client_secret: secret_b,
+        replayed,
+    } = psp
         .client
         .create_intent(OrderId(7), Cents(500), None, None)
         .await
         .unwrap();
     assert_ne!(a.id, b.id);
     assert_ne!(secret_a, secret_b);
+    assert!(!replayed, "a keyless repeat is a new intent, not a replay");
     let for_order = psp.client.intents_for_order(OrderId(7)).await.unwrap();
     assert_eq!(for_order, vec![a, b]);
 }
@@ -218,7 +242,11 @@ async fn keyless_creates_make_a_new_intent_every_time() {
 async fn confirm_charges_exactly_once() {
     // Proves: the first confirm captures and writes one Charge; a second confirm is 409 and writes nothing.
     let psp = plain_psp().await;
-    let (intent, secret) = psp
+    let CreatedIntent {
+        intent,
+        client_secret: secret,
+        ..
+    } = psp
         .client
         .create_intent(OrderId(1), Cents(1234), Some("pay_ord_1"), None)
         .await
@@ -262,13 +290,13 @@ async fn a_saved_card_is_charged_at_creation_and_a_stall_loses_only_the_answer()
     // answer says succeeded, a keyed repeat replays it); during a stall the charge still
     // happens but a caller with a shorter timeout never hears about it.
     let psp = plain_psp().await;
-    let (intent, _) = psp
+    let CreatedIntent { intent, .. } = psp
         .client
         .create_intent(OrderId(1), Cents(700), Some("pay_ord_1"), Some(Card::Ok))
         .await
         .unwrap();
     assert_eq!(intent.status, IntentStatus::Succeeded);
-    let (again, _) = psp
+    let CreatedIntent { intent: again, .. } = psp
         .client
         .create_intent(OrderId(1), Cents(700), Some("pay_ord_1"), Some(Card::Ok))
         .await
@@ -298,7 +326,11 @@ async fn a_saved_card_is_charged_at_creation_and_a_stall_loses_only_the_answer()
 async fn a_declined_card_fails_the_intent_without_a_charge() {
     // Proves: decline -> failed, a payment_failed event, no ledger line, and no second try.
     let psp = plain_psp().await;
-    let (intent, secret) = psp
+    let CreatedIntent {
+        intent,
+        client_secret: secret,
+        ..
+    } = psp
         .client
         .create_intent(OrderId(2), Cents(800), None, None)
         .await
@@ -321,12 +353,15 @@ async fn a_declined_card_fails_the_intent_without_a_charge() {
 async fn a_wrong_client_secret_is_403_and_changes_nothing() {
     // Proves: only the holder of the intent's secret can pay it; another intent's secret does not work.
     let psp = plain_psp().await;
-    let (a, _) = psp
+    let CreatedIntent { intent: a, .. } = psp
         .client
         .create_intent(OrderId(1), Cents(100), None, None)
         .await
         .unwrap();
-    let (_, secret_b) = psp
+    let CreatedIntent {
+        client_secret: secret_b,
+        ..
+    } = psp
         .client
         .create_intent(OrderId(2), Cents(100), None, None)
         .await
@@ -361,7 +396,11 @@ async fn a_wrong_client_secret_is_403_and_changes_nothing() {
 async fn only_an_unpaid_intent_can_be_canceled() {
     // Proves: cancel moves requires_payment to canceled (idempotently), blocks a later confirm, and refuses a paid intent.
     let psp = plain_psp().await;
-    let (open, secret) = psp
+    let CreatedIntent {
+        intent: open,
+        client_secret: secret,
+        ..
+    } = psp
         .client
         .create_intent(OrderId(1), Cents(100), None, None)
         .await
@@ -379,7 +418,11 @@ async fn only_an_unpaid_intent_can_be_canceled() {
         409
     );
 
-    let (paid, secret) = psp
+    let CreatedIntent {
+        intent: paid,
+        client_secret: secret,
+        ..
+    } = psp
         .client
         .create_intent(OrderId(2), Cents(100), None, None)
         .await
@@ -403,7 +446,11 @@ async fn only_an_unpaid_intent_can_be_canceled() {
 async fn a_refund_returns_the_whole_capture_once_and_replays_by_key() {
     // Proves: a refund writes one Refund line for the net capture; its key replays; nothing is refunded twice.
     let psp = plain_psp().await;
-    let (intent, secret) = psp
+    let CreatedIntent {
+        intent,
+        client_secret: secret,
+        ..
+    } = psp
         .client
         .create_intent(OrderId(3), Cents(2500), Some("pay_ord_3"), None)
         .await
@@ -454,7 +501,7 @@ async fn a_refund_returns_the_whole_capture_once_and_replays_by_key() {
     let types: Vec<_> = psp.psp.events().into_iter().map(|e| e.r#type).collect();
     assert_eq!(types, vec!["payment_intent.succeeded", "charge.refunded"]);
 
-    let (other, _) = psp
+    let CreatedIntent { intent: other, .. } = psp
         .client
         .create_intent(OrderId(4), Cents(10), None, None)
         .await
@@ -540,7 +587,11 @@ async fn bad_requests_are_problem_json_and_change_nothing() {
         "invalid-body",
     );
 
-    let (intent, secret) = psp
+    let CreatedIntent {
+        intent,
+        client_secret: secret,
+        ..
+    } = psp
         .client
         .create_intent(OrderId(1), Cents(5), None, None)
         .await
@@ -752,7 +803,11 @@ fn webhook_config(target: WebhookTarget) -> PspConfig {
 /// Pays `n` intents (one event each).
 async fn pay(client: &PspClient, n: u64) {
     for order in 1..=n {
-        let (intent, secret) = client
+        let CreatedIntent {
+            intent,
+            client_secret: secret,
+            ..
+        } = client
             .create_intent(OrderId(order), Cents(100 * order), None, None)
             .await
             .unwrap();
@@ -892,7 +947,11 @@ async fn seeded_run(seed: u64) -> Vec<Arrival> {
     };
     let psp = start_psp(config, hand.clock()).await;
     pay(&psp.client, 4).await;
-    let (intent, secret) = psp
+    let CreatedIntent {
+        intent,
+        client_secret: secret,
+        ..
+    } = psp
         .client
         .create_intent(OrderId(5), Cents(5), None, None)
         .await

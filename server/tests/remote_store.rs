@@ -276,24 +276,28 @@ async fn a_full_lifecycle_through_the_remote_store_matches_the_in_process_store(
     server.stop().await;
 }
 
-/// Places one order and runs its reserve step; true if it got the stock.
+/// Places one order and runs its reserve step; true if it got the stock. An
+/// order that did not get it waits (every unit is held by an unpaid order).
 async fn place_and_reserve(store: Arc<dyn Store>, i: usize) -> bool {
     let request = order_request(&format!("k-{i}"), &format!("c-{i}"), 1);
     let Placed::Created { order, job } = store.place_order(request).await.unwrap() else {
         panic!("a fresh key creates an order")
     };
-    let step = store.reserve(order, Cause::Worker { job }).await.unwrap();
-    let Step::Moved(moved) = step else {
-        panic!("a created order moves: {step:?}")
-    };
-    moved.last().expect("at least one transition").to == OrderStatus::InventoryReserved
+    match store.reserve(order, Cause::Worker { job }).await.unwrap() {
+        Step::Moved(moved) => {
+            moved.last().expect("at least one transition").to == OrderStatus::InventoryReserved
+        }
+        Step::Wait { .. } => false,
+        other => panic!("a created order moves or waits: {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_orders_do_not_oversell_and_connections_stay_bounded() {
     // Proves: 64 concurrent shoppers through one RemoteStore capped at 8
-    // connections get exactly the 10 units in stock, the audit's stock is
-    // conserved, and the server never saw more than 8 connections.
+    // connections get exactly the 10 units in stock (the other 54 wait, still
+    // created, for the unpaid holds), the audit's stock is conserved, and the
+    // server never saw more than 8 connections.
     let server = start(
         "127.0.0.1:0".parse().unwrap(),
         memory_store(10, Clock::tokio(0)),
@@ -325,6 +329,12 @@ async fn concurrent_orders_do_not_oversell_and_connections_stay_bounded() {
     assert!(level.is_conserved());
     assert_eq!(audit.reservations.len(), 10);
     assert_eq!(audit.orders.len(), 64);
+    let waiting = audit
+        .orders
+        .iter()
+        .filter(|o| o.status() == OrderStatus::Created)
+        .count();
+    assert_eq!(waiting, 54);
     let held: u64 = audit.reservations.iter().map(|r| r.qty_of(&hat())).sum();
     assert_eq!(held, level.reserved);
 

@@ -611,6 +611,54 @@ async fn a_crashed_workers_job_is_redelivered_and_finishes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_intent_redelivered_after_a_crash_records_the_replay_unless_ack_only() {
+    // Proves: a worker that created the order's intent at the PSP and crashed before recording it
+    // leaves its job to be redelivered; the PSP replays the intent and the reference records it
+    // (the customer is offered payment: payment_pending). With intent_replay=ack-only the
+    // redelivery acks without recording: the order sits inventory_reserved until its reservation
+    // lapses (cancelled_expired) and is never offered payment. Either way the PSP holds one intent.
+    let mut ack_only = Design::reference();
+    ack_only.apply("intent_replay=ack-only").unwrap();
+    for (design, ends) in [
+        (Design::reference(), "payment_pending"),
+        (ack_only, "cancelled_expired"),
+    ] {
+        let mut c = config(design);
+        c.workers = 0;
+        c.shop.reservation_ttl_ms = Some(1_500);
+        let (mut stack, s) = start(c).await;
+        let id = order_id(&s.order("k-1", "alice", TEE, 1).await);
+        let store = std::sync::Arc::clone(&stack.app.store);
+        let reserve = store.lease_job().await.unwrap().expect("the reserve job");
+        let cause = stampede_core::Cause::Worker { job: reserve.job };
+        store.reserve(reserve.order, cause).await.unwrap();
+        store.ack_job(reserve).await.unwrap();
+        let crashed = store.lease_job().await.unwrap().expect("the intent job");
+        assert_eq!(crashed.kind, stampede_core::JobKind::CreateIntent);
+        let order = store.get_order(crashed.order).await.unwrap().unwrap();
+        let created = stampede_server::api::create_intent(&stack.app, &order)
+            .await
+            .unwrap();
+        assert!(!created.replayed, "the first delivery created it");
+        // The worker dies here: no record, no ack. Its lease lapses after 400 ms.
+        stack.start_workers(1, 7, fast_workers());
+        let ended = s
+            .wait_for(&id, &["payment_pending", "cancelled_expired"])
+            .await;
+        assert_eq!(ended, ends, "{design}");
+        let audit = s.audit().await;
+        let offered = audit.orders[0]
+            .transitions()
+            .iter()
+            .any(|t| t.to == stampede_core::OrderStatus::PaymentPending);
+        assert_eq!(offered, ends == "payment_pending", "{design}");
+        let intents = s.psp.intents_for_order(order.id).await.unwrap();
+        assert_eq!(intents.len(), 1, "{design}");
+        stack.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_reservation_returns_stock_and_a_late_payment_is_refunded() {
     // Proves: an unpaid order's reservation lapses (stock back, order cancelled_expired); when the
     // customer pays afterwards the money is refunded and the order ends refunded.
@@ -655,6 +703,159 @@ async fn an_expired_reservation_returns_stock_and_a_late_payment_is_refunded() {
         "refunding does not touch stock again"
     );
     stack.shutdown().await;
+}
+
+/// The value of the counter `stampede_{name}` in `/metrics`.
+async fn metric(s: &Shopper, name: &str) -> u64 {
+    let metrics = String::from_utf8(s.get("/metrics").await.body.to_vec()).unwrap();
+    let prefix = format!("stampede_{name} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+        .parse()
+        .unwrap()
+}
+
+/// A stack selling one unit of the hot SKU, with reservations held for 500 ms.
+fn one_unit(design: Design) -> StackConfig {
+    let mut c = config(design);
+    c.catalog = vec![(
+        stampede_core::Product {
+            sku: Sku::new(HOT).unwrap(),
+            name: "hot".into(),
+            price: stampede_core::Cents(19_900),
+            max_qty_per_order: 1,
+            per_customer_limit: None,
+        },
+        1,
+    )];
+    c.shop.reservation_ttl_ms = Some(500);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buyer_waits_for_an_abandoned_cart_unless_sold_out_is_decided_from_reservations() {
+    // Proves: with the only unit held by Alice's unpaid order, the reference does not turn Bob
+    // away: his reserve step waits (counted in stampede_stock_waits_total) and he is offered
+    // payment once Alice's hold lapses. With sold_out=from-reservations Bob is cancelled out of
+    // stock while the unit is only held, no wait is counted, and once Alice's hold lapses the
+    // unit is back on the shelf with nobody to buy it.
+    let mut naive = Design::reference();
+    naive.apply("sold_out=from-reservations").unwrap();
+    for (design, bob_ends, unsold) in [
+        (Design::reference(), "payment_pending", 0),
+        (naive, "cancelled_out_of_stock", 1),
+    ] {
+        let (stack, s) = start(one_unit(design)).await;
+        let alice = order_id(&s.order("k-a", "alice", HOT, 1).await);
+        s.wait_for(&alice, &["payment_pending"]).await;
+        let bob = order_id(&s.order("k-b", "bob", HOT, 1).await);
+        let ended = s
+            .wait_for(&bob, &["payment_pending", "cancelled_out_of_stock"])
+            .await;
+        assert_eq!(ended, bob_ends, "{design}");
+        s.wait_for(&alice, &["cancelled_expired"]).await;
+        let waits = metric(&s, "stock_waits_total").await;
+        assert_eq!(waits > 0, unsold == 0, "{design}: {waits} waits");
+        assert_eq!(s.available(HOT).await, unsold, "{design}");
+        stack.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reservation_ttl_short_holds_carts_a_quarter_of_the_configured_ttl() {
+    // Proves: the design's reservation_ttl reaches the store: with a configured TTL of 2 s a
+    // reservation lapses 2 s after it was made under `on`, 0.5 s under `short`, never under `off`.
+    for (value, lifetime_ms) in [("on", Some(2_000)), ("short", Some(500)), ("off", None)] {
+        let mut design = Design::reference();
+        design.set("reservation_ttl", value).unwrap();
+        let mut c = config(design);
+        c.shop.reservation_ttl_ms = Some(2_000);
+        let (stack, s) = start(c).await;
+        let id = order_id(&s.order("k-1", "alice", TEE, 1).await);
+        s.wait_for(&id, &["inventory_reserved", "payment_pending"])
+            .await;
+        let audit = s.audit().await;
+        let held = &audit.reservations[0];
+        assert_eq!(
+            held.expires_at.map(|at| at.since(held.created_at)),
+            lifetime_ms,
+            "reservation_ttl={value}"
+        );
+        stack.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sabotage_no_payment_offer_leaves_orders_reserved_until_they_expire() {
+    // Proves: with sabotage=no-payment-offer the CreateIntent step skips reserved orders: the
+    // order is reserved, never offered payment (no intent at the PSP), and expires.
+    let mut design = Design::reference();
+    design.apply("sabotage=no-payment-offer").unwrap();
+    let mut c = config(design);
+    c.shop.reservation_ttl_ms = Some(500);
+    let (stack, s) = start(c).await;
+    let id = order_id(&s.order("k-1", "alice", TEE, 1).await);
+    assert_eq!(
+        s.wait_for(&id, &["payment_pending", "cancelled_expired"])
+            .await,
+        "cancelled_expired"
+    );
+    let audit = s.audit().await;
+    let path: Vec<_> = audit.orders[0].transitions().iter().map(|t| t.to).collect();
+    assert_eq!(
+        path,
+        [
+            stampede_core::OrderStatus::InventoryReserved,
+            stampede_core::OrderStatus::Cancelled(stampede_core::CancelReason::Expired)
+        ]
+    );
+    let order = OrderId::parse(&id).unwrap();
+    assert!(s.psp.intents_for_order(order).await.unwrap().is_empty());
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sabotage_no_refunds_keeps_a_late_payment_the_reference_refunds() {
+    // Proves: a payment that arrives after its order expired is refunded by the reference within
+    // 1.5 s (ledger: charge, refund; order refunded), while with sabotage=no-refunds, given the
+    // same time, the ledger holds the charge alone and the order stays cancelled_expired.
+    let mut sabotaged = Design::reference();
+    sabotaged.apply("sabotage=no-refunds").unwrap();
+    use stampede_core::LedgerKind::{Charge, Refund};
+    for (design, ledger, ends) in [
+        (Design::reference(), vec![Charge, Refund], "refunded"),
+        (sabotaged, vec![Charge], "cancelled_expired"),
+    ] {
+        let mut c = config(design);
+        c.shop.reservation_ttl_ms = Some(500);
+        let (mut stack, s) = start(c).await;
+        let id = order_id(&s.order("k-1", "alice", TEE, 1).await);
+        s.wait_for(&id, &["payment_pending"]).await;
+        let started: Value = s.pay(&id, "pay-1").await.json().unwrap();
+        while stack.kill_worker() > 0 {}
+        s.wait_for(&id, &["cancelled_expired"]).await;
+        let intent = IntentId::new(started["intent_id"].as_str().unwrap()).unwrap();
+        s.psp
+            .confirm(&intent, started["client_secret"].as_str().unwrap(), false)
+            .await
+            .expect("the late payment is taken");
+        stack.start_workers(2, 3, fast_workers());
+        // The webhook, the refund job and several reconciler passes (200 ms each) fit in this.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let kinds: Vec<_> = s
+            .psp
+            .ledger()
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(kinds, ledger, "{design}");
+        assert_eq!(s.status(&id).await, ends, "{design}");
+        stack.shutdown().await;
+    }
 }
 
 /// What a client was told by `POST /v1/orders`, as the response said it.

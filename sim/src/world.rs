@@ -149,7 +149,10 @@ fn sim_clock(end: Millis) -> Clock {
 fn shop_state(plan: &Plan) -> Result<ShopState, String> {
     let t = plan.scenario.timing;
     let config = ShopConfig {
-        reservation_ttl_ms: plan.design.reservation_ttl.then_some(t.reservation_ttl_ms),
+        reservation_ttl_ms: plan
+            .design
+            .reservation_ttl
+            .ttl_ms(Some(t.reservation_ttl_ms)),
         queue: QueueLimits {
             visibility_ms: t.job_visibility_ms,
             ..QueueLimits::default()

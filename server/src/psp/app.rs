@@ -24,7 +24,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const MAX_PAGE: usize = 1000;
 const DEFAULT_PAGE: usize = 100;
 /// Marks a response replayed from an idempotency record (Stripe's header).
-const REPLAYED_HEADER: &str = "idempotent-replayed";
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 
 /// The PSP's API:
 ///

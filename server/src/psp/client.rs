@@ -43,6 +43,19 @@ impl PspError {
     }
 }
 
+/// What the PSP answered to a create-intent call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreatedIntent {
+    /// The intent, as the PSP holds it now.
+    pub intent: PaymentIntent,
+    /// The secret the customer confirms the payment with.
+    pub client_secret: String,
+    /// The PSP answered from its idempotency record (its
+    /// `Idempotent-Replayed: true` header): the intent already existed for
+    /// this key, created by an earlier call.
+    pub replayed: bool,
+}
+
 /// Calls one PSP at `addr` (`host:port`).
 #[derive(Clone, Debug)]
 pub struct PspClient {
@@ -61,15 +74,15 @@ impl PspClient {
         &self.addr
     }
 
-    /// Creates an intent for `order`; returns it with its client secret.
-    /// Without a key every call creates a new intent.
+    /// Creates an intent for `order`; returns it with its client secret and
+    /// whether the PSP replayed it. Without a key every call creates a new intent.
     pub async fn create_intent(
         &self,
         order: OrderId,
         amount: Cents,
         idempotency_key: Option<&str>,
         confirm_with: Option<Card>,
-    ) -> Result<(PaymentIntent, String), PspError> {
+    ) -> Result<CreatedIntent, PspError> {
         let headers: Vec<(&str, String)> = idempotency_key
             .map(|key| ("idempotency-key", key.to_string()))
             .into_iter()
@@ -83,8 +96,17 @@ impl PspClient {
             .http
             .post_json(&self.addr, "/v1/payment_intents", &headers, &body)
             .await;
+        let replayed = response.as_ref().is_ok_and(|r| {
+            r.headers
+                .get(super::REPLAYED_HEADER)
+                .is_some_and(|v| v == "true")
+        });
         let json: IntentJson = decode(response)?;
-        Ok((json.intent(), json.client_secret))
+        Ok(CreatedIntent {
+            intent: json.intent(),
+            client_secret: json.client_secret,
+            replayed,
+        })
     }
 
     /// One intent.

@@ -29,8 +29,8 @@ mod delivery;
 mod state;
 pub mod wire;
 
-pub use app::{MAX_BODY_BYTES, MAX_PAGE, router};
-pub use client::{PspClient, PspError};
+pub use app::{MAX_BODY_BYTES, MAX_PAGE, REPLAYED_HEADER, router};
+pub use client::{CreatedIntent, PspClient, PspError};
 pub use config::{PspConfig, PspConfigError, WebhookTarget};
 pub use delivery::{ATTEMPT_HEADER, COPY_HEADER, DeliveryStats, SIGNATURE_HEADER};
 

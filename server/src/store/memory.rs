@@ -132,8 +132,13 @@ impl MemoryStore {
                 observed,
                 cause,
             } => A::Step(s.raw_force_reserve(order, &observed, now, cause)?),
-            Q::RawReserveUnchecked { order, cause } => {
-                A::Step(s.raw_reserve_unchecked(order, now, cause)?)
+            Q::RawReserveUnchecked {
+                order,
+                sold_out,
+                cause,
+            } => A::Step(s.raw_reserve_unchecked(order, now, cause, sold_out)?),
+            Q::RawReserveFromReservations { order, cause } => {
+                A::Step(s.raw_reserve_from_reservations(order, now, cause)?)
             }
             Q::RawApplyUnchecked { event } => A::Step(s.raw_apply_unchecked(&event, now)?),
         })

@@ -18,6 +18,7 @@ pub use memory::MemoryStore;
 
 use serde::{Deserialize, Serialize};
 use stampede_core::jobs::Failed;
+use stampede_core::shop::SoldOut;
 use stampede_core::{
     AuditSnapshot, Begin, Cause, Fingerprint, IdempotencyKey, JobId, JobKind, Lease, Order,
     OrderId, PaymentIntent, PlaceOrder, Placed, Product, SavedResponse, ShopError, Sku, Step,
@@ -214,6 +215,17 @@ pub enum StoreRequest {
     RawReserveUnchecked {
         /// The order.
         order: OrderId,
+        /// How it decides sold-out (the `sold_out` switch).
+        sold_out: SoldOut,
+        /// Who.
+        cause: Cause,
+    },
+    /// Naive (`sold_out=from-reservations`): the reserve step cancelling out
+    /// of stock as soon as fewer units are available than asked, even when
+    /// unpaid orders hold them.
+    RawReserveFromReservations {
+        /// The order.
+        order: OrderId,
         /// Who.
         cause: Cause,
     },
@@ -397,7 +409,10 @@ impl dyn Store {
         raw_force_reserve(order: OrderId, observed: Vec<u64>, cause: Cause) -> Step = StoreRequest::RawForceReserve { order, observed, cause }, StoreResponse::Step(s) => s);
     typed!(
         /// See [`StoreRequest::RawReserveUnchecked`].
-        raw_reserve_unchecked(order: OrderId, cause: Cause) -> Step = StoreRequest::RawReserveUnchecked { order, cause }, StoreResponse::Step(s) => s);
+        raw_reserve_unchecked(order: OrderId, sold_out: SoldOut, cause: Cause) -> Step = StoreRequest::RawReserveUnchecked { order, sold_out, cause }, StoreResponse::Step(s) => s);
+    typed!(
+        /// See [`StoreRequest::RawReserveFromReservations`].
+        raw_reserve_from_reservations(order: OrderId, cause: Cause) -> Step = StoreRequest::RawReserveFromReservations { order, cause }, StoreResponse::Step(s) => s);
     typed!(
         /// See [`StoreRequest::RawApplyUnchecked`].
         raw_apply_unchecked(event: WebhookEvent) -> Step = StoreRequest::RawApplyUnchecked { event }, StoreResponse::Step(s) => s);
