@@ -79,7 +79,7 @@ pub struct LoadArgs {
     /// Promise judged by timely_decisions: a willing buyer is offered payment within this long of its
     /// order being acknowledged, e.g. 5s [default: 10s, the checker's]; at most 60s, as long as a journey
     /// watches for the offer.
-    #[arg(long, value_name = "DURATION", value_parser = parse_bound)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_offer_bound)]
     pub offer_payment_within: Option<Duration>,
     /// Promise judged by timely_decisions: a charge is decided (order confirmed or money refunded)
     /// within this long, e.g. 30s [default: 30s, the checker's].
@@ -98,6 +98,20 @@ fn parse_bound(text: &str) -> Result<Duration, String> {
     if bound < Duration::from_millis(1) {
         return Err(format!(
             "{text:?}: a promised bound must be at least 1ms; write e.g. 10s"
+        ));
+    }
+    Ok(bound)
+}
+
+/// A promised bound on the payment offer: no longer than a journey watches for it.
+fn parse_offer_bound(text: &str) -> Result<Duration, String> {
+    let bound = parse_bound(text)?;
+    let limit = stampede_loadgen::journey::FOLLOW_LIMIT;
+    if bound > limit {
+        return Err(format!(
+            "{text:?}: journeys watch for their payment offer for at most {}s, so a longer promise could not be witnessed; write {}s or less",
+            limit.as_secs(),
+            limit.as_secs()
         ));
     }
     Ok(bound)
@@ -563,6 +577,7 @@ mod tests {
         );
         for (flag, bad, says) in [
             ("--offer-payment-within", "0s", "at least 1ms"),
+            ("--offer-payment-within", "61s", "write 60s or less"),
             ("--decide-within", "10", "needs a unit"),
             ("--decide-within", "soon", "expected a number"),
         ] {
