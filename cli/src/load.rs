@@ -50,7 +50,8 @@ pub struct LoadArgs {
     /// Shopper mix: browse, double_click, abandon, hot, decline as NAME=P, comma separated.
     #[arg(long, value_parser = parse_mix, default_value = "")]
     pub mix: Mix,
-    /// After the load, how long journeys in flight may finish.
+    /// After the load, how long journeys in flight may keep watching their orders after paying
+    /// (one still waiting to be offered payment watches up to 60s regardless).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub drain: Duration,
     /// Then how long the shop may take to settle before the audit.
@@ -75,6 +76,62 @@ pub struct LoadArgs {
     /// Every other invariant, liveness included, is judged whether or not the shop settled.
     #[arg(long = "skip", value_name = "INVARIANT", value_parser = parse_invariant)]
     pub skip: Vec<stampede_core::Invariant>,
+    /// Promise judged by timely_decisions: a willing buyer is offered payment within this long of its
+    /// order being acknowledged, e.g. 5s [default: 10s, the checker's]; at most 60s, as long as a journey
+    /// watches for the offer.
+    #[arg(long, value_name = "DURATION", value_parser = parse_offer_bound)]
+    pub offer_payment_within: Option<Duration>,
+    /// Promise judged by timely_decisions: a charge is decided (order confirmed or money refunded)
+    /// within this long, e.g. 30s [default: 30s, the checker's].
+    #[arg(long, value_name = "DURATION", value_parser = parse_bound)]
+    pub decide_within: Option<Duration>,
+}
+
+/// The reservation TTL of the shop a load run starts for itself, and so the
+/// hold it promises buyers (`Terms::hold_ms`): abandoned checkouts lapse
+/// well within the default settle time.
+pub const LOAD_RESERVATION_TTL_MS: u64 = 10_000;
+
+/// A promised bound: a duration above zero.
+fn parse_bound(text: &str) -> Result<Duration, String> {
+    let bound = parse_duration(text)?;
+    if bound < Duration::from_millis(1) {
+        return Err(format!(
+            "{text:?}: a promised bound must be at least 1ms; write e.g. 10s"
+        ));
+    }
+    Ok(bound)
+}
+
+/// A promised bound on the payment offer: no longer than a journey watches for it.
+fn parse_offer_bound(text: &str) -> Result<Duration, String> {
+    let bound = parse_bound(text)?;
+    let limit = stampede_loadgen::journey::FOLLOW_LIMIT;
+    if bound > limit {
+        return Err(format!(
+            "{text:?}: journeys watch for their payment offer for at most {}s, so a longer promise could not be witnessed; write {}s or less",
+            limit.as_secs(),
+            limit.as_secs()
+        ));
+    }
+    Ok(bound)
+}
+
+/// The promises the audit holds the shop to: `hold_ms` the TTL Stampede
+/// configured (`None` for a shop it did not start), the bounds the flags'
+/// or the checker's defaults.
+fn terms(args: &LoadArgs, hold_ms: Option<u64>) -> stampede_core::Terms {
+    let defaults = stampede_core::Terms::default();
+    let ms = |d: Option<Duration>, default: u64| {
+        d.map_or(default, |d| {
+            u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+        })
+    };
+    stampede_core::Terms {
+        hold_ms,
+        offer_payment_ms: ms(args.offer_payment_within, defaults.offer_payment_ms),
+        decide_ms: ms(args.decide_within, defaults.decide_ms),
+    }
 }
 
 /// An invariant's name, e.g. `no_stuck_orders`.
@@ -227,10 +284,9 @@ fn load_stack(design: stampede_server::Design, seed: u64) -> StackConfig {
     config.server.design = design;
     config.seed = seed;
     config.workers = 8;
-    // Abandoned checkouts lapse well within the default settle time.
-    config.shop.reservation_ttl_ms = Some(10_000);
+    config.shop.reservation_ttl_ms = Some(LOAD_RESERVATION_TTL_MS);
     for (product, stock) in &mut config.catalog {
-        if product.sku.as_str() != "sneaker-limited" {
+        if product.sku.as_str() != stampede_loadgen::journey::HOT_SKU {
             *stock = 10_000_000;
         } else {
             *stock = 500;
@@ -313,7 +369,7 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let report = runtime.block_on(async {
-        let (stack, shop, psp, design, catalog) = match &args.host {
+        let (stack, shop, psp, design, catalog, hold_ms) = match &args.host {
             Some(url) => {
                 let psp = match (&args.psp, &args.probe) {
                     (Some(psp), _) => host_port(psp)?,
@@ -325,7 +381,14 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
                         );
                     }
                 };
-                (None, host_port(url)?, psp, "unknown".to_string(), None)
+                (
+                    None,
+                    host_port(url)?,
+                    psp,
+                    "unknown".to_string(),
+                    None,
+                    None,
+                )
             }
             None => {
                 let stack_config = load_stack(spec.design, args.seed);
@@ -335,12 +398,14 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
                     .iter()
                     .map(|(p, stock)| (p.sku.clone(), p.price, *stock))
                     .collect();
+                // The hold promised to buyers: the TTL configured, whatever the design does with it.
+                let hold_ms = stack_config.shop.reservation_ttl_ms;
                 let stack = serve::start(stack_config)
                     .await
                     .map_err(|e| format!("cannot start the shop: {e}"))?;
                 let shop = stack.shop_addr.to_string();
                 let psp = stack.psp_addr.clone();
-                (Some(stack), shop, psp, spec.label(), Some(catalog))
+                (Some(stack), shop, psp, spec.label(), Some(catalog), hold_ms)
             }
         };
         let mut config = LoadConfig::new(&shop, &psp, dir.clone());
@@ -356,6 +421,7 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
         config.run_id = format!("lg{}", crate::unix_now_ms());
         config.thresholds = args.thresholds.clone();
         config.catalog = catalog;
+        config.terms = terms(args, hold_ms);
         config.skip = args
             .skip
             .iter()
@@ -472,5 +538,54 @@ mod tests {
             "127.0.0.1:8080"
         );
         assert!(host_port("https://shop.example:443").is_err());
+    }
+
+    /// `stampede load ARGS…` as clap parses it.
+    fn load_args(args: &[&str]) -> Result<LoadArgs, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            load: LoadArgs,
+        }
+        let argv = std::iter::once("load").chain(args.iter().copied());
+        <Cli as clap::Parser>::try_parse_from(argv).map(|c| c.load)
+    }
+
+    #[test]
+    fn promise_flags_override_the_checkers_terms_and_refuse_bad_bounds() {
+        // Proves: without flags the terms are the checker's defaults with the
+        // hold Stampede configured (none for --host); --offer-payment-within
+        // and --decide-within set the bounds in ms; a zero or malformed bound
+        // is refused with a message that says how to write one.
+        let defaults = stampede_core::Terms::default();
+        let plain = load_args(&[]).unwrap();
+        assert_eq!(
+            terms(&plain, Some(LOAD_RESERVATION_TTL_MS)),
+            stampede_core::Terms {
+                hold_ms: Some(LOAD_RESERVATION_TTL_MS),
+                ..defaults
+            }
+        );
+        let set = load_args(&["--offer-payment-within", "2s", "--decide-within", "1m30s"]).unwrap();
+        assert_eq!(
+            terms(&set, None),
+            stampede_core::Terms {
+                hold_ms: None,
+                offer_payment_ms: 2_000,
+                decide_ms: 90_000,
+            }
+        );
+        for (flag, bad, says) in [
+            ("--offer-payment-within", "0s", "at least 1ms"),
+            ("--offer-payment-within", "61s", "write 60s or less"),
+            ("--decide-within", "10", "needs a unit"),
+            ("--decide-within", "soon", "expected a number"),
+        ] {
+            let error = load_args(&[flag, bad]).err().expect("refused").to_string();
+            assert!(
+                error.contains(flag) && error.contains(says),
+                "{flag} {bad}: {error}"
+            );
+        }
     }
 }

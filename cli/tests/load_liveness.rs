@@ -5,12 +5,22 @@
 //! while the reference design on the same command exits 0 with every
 //! invariant judged and holding. Both runs go at once (each starts its own
 //! shop on loopback) to keep the test's wall time near one run's.
+//!
+//! The issue ran 100/s; here it is 20/s. Since journeys tell the audit what
+//! they mean to buy, "every invariant" includes `willing_buyers_served` and
+//! `timely_decisions`, and debug builds of the two shops, sharing two cores
+//! with their load generators, fall behind at 100/s and even at 50/s
+//! (payment offered 10–12 s after the order, carts lapsing before buyers
+//! could pay: real breaches of those promises). At 20/s the reference
+//! serves every buyer (order → confirmed p99 about 0.2 s); a release build
+//! holds every invariant at 100/s. The liveness half needs only some
+//! abandoning shoppers, which any rate has.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn load(out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec!["load", "--rate", "100/s", "--duration", "10s", "--json"];
+    let mut args = vec!["load", "--rate", "20/s", "--duration", "10s", "--json"];
     args.extend_from_slice(extra);
     args.extend_from_slice(&["--out", out.to_str().unwrap()]);
     Command::new(env!("CARGO_BIN_EXE_stampede"))
@@ -74,7 +84,7 @@ fn a_shop_that_never_settles_fails_liveness_and_the_reference_passes_every_invar
     let audit_reference = audit(&reference);
     assert_eq!(
         audit_reference.len(),
-        11,
+        stampede_core::Invariant::ALL.len(),
         "every invariant: {audit_reference:?}"
     );
     for v in &audit_reference {

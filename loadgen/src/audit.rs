@@ -12,7 +12,7 @@
 
 use crate::LoadError;
 use stampede_core::{
-    AuditSnapshot, Cents, EventKind, History, Millis, OptOuts, Sku, Verdict, check_except,
+    AuditSnapshot, Cents, EventKind, History, Millis, OptOuts, Sku, Terms, Verdict, check_except,
 };
 use stampede_reports::AuditVerdict;
 use stampede_server::http::{Connector, HttpClient};
@@ -41,18 +41,28 @@ impl Baseline {
         }
     }
 
-    /// Which facts of the audit came from where, for the report.
-    pub fn provenance(&self) -> String {
+    /// Which facts of the audit came from where, and which promises the
+    /// progress invariants hold the shop to, for the report.
+    pub fn provenance(&self, terms: &Terms) -> String {
         let catalog = if self.from_shop {
             "prices and stock received are the shop's own word (its /v1/products and /admin/audit: \
              Stampede did not configure this shop)"
         } else {
             "prices and stock received come from the catalog Stampede configured"
         };
+        let hold = match terms.hold_ms {
+            Some(ms) => format!("a cart is held {ms} ms (the reservation TTL Stampede configured)"),
+            None => "the shop's hold (reservation TTL) is unknown, as Stampede did not configure \
+                     this shop, so no buyer is judged late by its own think time"
+                .to_string(),
+        };
         format!(
-            "evidence: {catalog}; what clients asked, were told and were shown from the load generator; \
-             money from the PSP's ledger; orders, transitions, stock counters and reservations from the \
-             shop's /admin/audit"
+            "evidence: {catalog}; what clients asked, were told and were shown, and what each journey \
+             meant to do, from the load generator; money from the PSP's ledger; orders, transitions, \
+             stock counters and reservations from the shop's /admin/audit. Promises judged: {hold}; \
+             willing buyers are offered payment within {} ms (--offer-payment-within) and charges \
+             decided within {} ms (--decide-within)",
+            terms.offer_payment_ms, terms.decide_ms
         )
     }
 }
@@ -219,4 +229,104 @@ pub fn verdicts(verdicts: &[Verdict]) -> Vec<AuditVerdict> {
             }
         })
         .collect()
+}
+
+/// Sales a verdict counts as lost to faults the run allowed (not
+/// violations), one note per verdict that has any: how many, and the first
+/// few described. The report model has no field for them, so they go into
+/// its notes, which every format renders.
+pub fn lost_to_faults(verdicts: &[Verdict]) -> Vec<String> {
+    verdicts
+        .iter()
+        .filter(|v| v.lost_to_faults_total > 0)
+        .map(|v| {
+            let examples: Vec<String> = v
+                .lost_to_faults
+                .iter()
+                .take(3)
+                .map(|x| format!("{}: {}", x.subject, x.detail))
+                .collect();
+            let more = v.lost_to_faults_total.saturating_sub(examples.len());
+            format!(
+                "{}: {} lost to faults the run allowed (not violations): {}{}",
+                v.invariant,
+                v.lost_to_faults_total,
+                examples.join("; "),
+                if more > 0 {
+                    format!("; and {more} more")
+                } else {
+                    String::new()
+                }
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stampede_core::{Invariant, Judgement, OrderId, Subject, Violation};
+
+    fn lost(n: u64) -> Violation {
+        Violation {
+            subject: Subject::Order(OrderId(n)),
+            detail: format!("buyer {n} — lost to the fault psp stall"),
+            evidence: vec![1, 2],
+        }
+    }
+
+    #[test]
+    fn sales_lost_to_faults_are_counted_in_the_notes_and_nothing_else_is() {
+        // Proves: a verdict with sales lost to faults gets one note naming
+        // the invariant, the total (not only the kept ones) and the first
+        // three; verdicts without any get none.
+        let served = Verdict {
+            invariant: Invariant::WillingBuyersServed,
+            judgement: Judgement::Holds,
+            lost_to_faults: (1..=4).map(lost).collect(),
+            lost_to_faults_total: 60,
+        };
+        let clean = Verdict {
+            invariant: Invariant::TimelyDecisions,
+            judgement: Judgement::Holds,
+            lost_to_faults: Vec::new(),
+            lost_to_faults_total: 0,
+        };
+        let notes = lost_to_faults(&[clean, served]);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        let note = &notes[0];
+        assert!(
+            note.starts_with("willing_buyers_served: 60 lost to faults"),
+            "{note}"
+        );
+        assert!(note.contains("order ord_3: buyer 3") && !note.contains("buyer 4"));
+        assert!(note.ends_with("; and 57 more"), "{note}");
+    }
+
+    #[test]
+    fn the_provenance_note_says_which_promises_were_judged_and_whether_the_hold_is_known() {
+        // Proves: the note gives the configured hold and both bounds, and for
+        // a shop Stampede did not configure says the hold is unknown.
+        let terms = Terms {
+            hold_ms: Some(10_000),
+            offer_payment_ms: 2_000,
+            decide_ms: 9_000,
+        };
+        let ours = Baseline::configured(Vec::new()).provenance(&terms);
+        assert!(ours.contains("held 10000 ms (the reservation TTL Stampede configured)"));
+        assert!(ours.contains("within 2000 ms (--offer-payment-within)"));
+        assert!(ours.contains("within 9000 ms (--decide-within)"));
+        let theirs = Baseline {
+            products: Vec::new(),
+            from_shop: true,
+        }
+        .provenance(&Terms {
+            hold_ms: None,
+            ..terms
+        });
+        assert!(
+            theirs.contains("hold (reservation TTL) is unknown"),
+            "{theirs}"
+        );
+    }
 }

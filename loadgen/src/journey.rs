@@ -1,9 +1,13 @@
-//! The shopper journey one goose transaction runs: maybe browse, place an
-//! order with an Idempotency-Key (some double-click; a timeout or 5xx is
-//! retried with the same key), follow it until payment can start, pay at the
-//! shop and confirm at the PSP (some abandon instead), follow it to a final
-//! state. A shopper thinks ([`LoadConfig::think`](crate::LoadConfig)) before
-//! each step, except the open loop's first, which starts at its slot.
+//! The shopper journey one goose transaction runs: draw its plan and record
+//! it as `Wants` (does it mean to pay, with an accepted card, after how much
+//! thinking, under which order key), maybe browse, place an order with that
+//! Idempotency-Key (some double-click; a timeout or 5xx is retried with the
+//! same key), follow it until payment is offered (up to [`FOLLOW_LIMIT`],
+//! whatever the drain time), pay at the shop and confirm at the PSP (some
+//! abandon instead), follow it to a final state. A shopper thinks
+//! ([`LoadConfig::think`](crate::LoadConfig)) before each step, except the
+//! open loop's first, which starts at its slot. Every journey places its
+//! order with a key: it is what links the order to the plan.
 //!
 //! Every request is timed into the run's HdrHistograms from when it was sent
 //! and from when it should have been sent: its journey's slot for the first
@@ -11,8 +15,9 @@
 //! the journey planned since (think time, poll interval, retry backoff), so
 //! no request's figure includes another request's time. Each goose user
 //! keeps its [`Pacing`] from journey to journey for the closed-loop
-//! correction. What the client asked and was told — orders placed, payments
-//! started, statuses seen — goes into the audit's history.
+//! correction. What the client meant, asked and was told — plans, orders
+//! placed, payments started, statuses seen — goes into the audit's history,
+//! after the run's `Terms`.
 
 use crate::latency::{Latencies, ORDER_TO_CONFIRMED, Pacing, Sample};
 use crate::schedule::Schedule;
@@ -22,7 +27,7 @@ use goose::prelude::*;
 use serde_json::{Value, json};
 use stampede_core::{
     Cents, ClientOp, ClientReply, CustomerId, EventKind, Fingerprint, IdempotencyKey, IntentId,
-    ItemRequest, Millis, OrderId, OrderStatus, PlaceOrder, Sku,
+    ItemRequest, Millis, OrderId, OrderStatus, PlaceOrder, Sku, Wish,
 };
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -77,8 +82,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// The run's shared state; its client events open with the run's
+    /// [`EventKind::Terms`], recorded once, before any journey.
     pub(crate) fn new(config: LoadConfig, schedule: Option<Schedule>, users: usize) -> Shared {
         let latencies = Latencies::new(config.interval, schedule.is_some());
+        let terms = (Millis(0), EventKind::Terms(config.terms));
         Shared {
             config,
             t0: OnceLock::new(),
@@ -87,7 +95,7 @@ impl Shared {
             next_journey: AtomicU64::new(0),
             next_request: AtomicU64::new(0),
             latencies: Mutex::new(latencies),
-            client_events: Mutex::new(Vec::new()),
+            client_events: Mutex::new(vec![terms]),
             client_events_refused: AtomicU64::new(0),
             orders: Mutex::new(BTreeMap::new()),
             journeys_started: AtomicU64::new(0),
@@ -204,6 +212,56 @@ impl Dice {
 
     fn chance(&mut self, p: f64) -> bool {
         p > 0.0 && ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+}
+
+/// What a journey sets out to do, drawn from its dice before its first
+/// request (so its `Wants` can say it) in a fixed order: browse, double
+/// click, hot SKU, ordinary SKU, abandon, decline — every draw taken, so a
+/// journey's plan depends only on the seed and its number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Plan {
+    browse: bool,
+    double_click: bool,
+    sku: &'static str,
+    /// Walks away when offered payment instead of paying.
+    abandon: bool,
+    /// Pays with a card the PSP declines.
+    decline: bool,
+}
+
+/// The SKU a `hot` journey orders: scarce in the shop a load run starts.
+pub const HOT_SKU: &str = "sneaker-limited";
+/// The SKUs other journeys order, one at random.
+pub const ORDINARY_SKUS: [&str; 3] = ["tshirt-black", "mug", "poster"];
+
+impl Plan {
+    fn draw(dice: &mut Dice, mix: &Mix) -> Plan {
+        let browse = dice.chance(mix.browse);
+        let double_click = dice.chance(mix.double_click);
+        let hot = dice.chance(mix.hot);
+        let ordinary = ORDINARY_SKUS[(dice.next() % ORDINARY_SKUS.len() as u64) as usize];
+        let abandon = dice.chance(mix.abandon);
+        let decline = dice.chance(mix.decline);
+        Plan {
+            browse,
+            double_click,
+            sku: if hot { HOT_SKU } else { ordinary },
+            abandon,
+            decline,
+        }
+    }
+
+    /// What the journey tells the checker it means to do. It never uses
+    /// express checkout, and between being offered payment and paying it
+    /// thinks twice: before `/pay` and again before confirming at the PSP.
+    fn wish(&self, think: Duration) -> Wish {
+        Wish {
+            buys: !self.abandon,
+            card_accepted: !self.decline,
+            express: false,
+            think_ms: u64::try_from(think.as_millis().saturating_mul(2)).unwrap_or(u64::MAX),
+        }
     }
 }
 
@@ -496,34 +554,27 @@ impl Journey<'_> {
 }
 
 impl Journey<'_> {
-    /// Places the order, retrying a lost answer with the same key.
-    async fn place(&mut self, user: &mut GooseUser, double_click: bool) -> Option<Placed> {
-        let mix = &self.shared.config.mix;
-        let sku = if self.dice.chance(mix.hot) {
-            "sneaker-limited"
-        } else {
-            ["tshirt-black", "mug", "poster"][(self.dice.next() % 3) as usize]
-        };
-        let run = &self.shared.config.run_id;
-        let key = format!("{run}-order-{}", self.id);
-        let customer = format!("{run}-cust-{}", self.id);
-        let body = json!({ "customer_id": customer, "items": [{ "sku": sku, "qty": 1 }] });
-        let op = PlaceOrder {
-            key: IdempotencyKey::new(key.clone()).ok(),
-            customer: CustomerId::new(customer.clone()).ok()?,
-            items: vec![ItemRequest {
-                sku: Sku::new(sku).ok()?,
-                qty: 1,
-            }],
-            express: false,
-        };
+    /// Places the order under `op`'s key, retrying a lost answer with the same key.
+    async fn place(
+        &mut self,
+        user: &mut GooseUser,
+        op: &PlaceOrder,
+        double_click: bool,
+    ) -> Option<Placed> {
+        let key = op.key.as_ref()?.as_str();
+        let items: Vec<Value> = op
+            .items
+            .iter()
+            .map(|i| json!({ "sku": i.sku.as_str(), "qty": i.qty }))
+            .collect();
+        let body = json!({ "customer_id": op.customer.as_str(), "items": items });
         let first = (self.shared.since(), self.due.at);
         for attempt in 1..=MAX_ATTEMPTS {
             let call = Call {
                 method: GooseMethod::Post,
                 url: "/v1/orders".into(),
                 name: "POST /v1/orders",
-                key: Some(&key),
+                key: Some(key),
                 body: Some(body.clone()),
             };
             let copies = if attempt == 1 && double_click { 2 } else { 1 };
@@ -596,16 +647,21 @@ impl Journey<'_> {
         (accepted, retry)
     }
 
-    /// Polls the order until `done` says so, the answer is final, or time
-    /// runs out; records each status seen when it changed.
+    /// Polls the order until `done` says so, the answer is final, or the
+    /// watch's time runs out; records each status seen when it changed.
     async fn follow(
         &mut self,
         user: &mut GooseUser,
         order: OrderId,
+        watch: Watch,
         done: impl Fn(OrderStatus) -> bool,
     ) -> Option<OrderStatus> {
         let config = &self.shared.config;
-        let deadline = (config.duration + config.drain).min(self.shared.since() + FOLLOW_LIMIT);
+        let limit = self.shared.since() + FOLLOW_LIMIT;
+        let deadline = match watch {
+            Watch::ForOffer => limit,
+            Watch::ToTheEnd => limit.min(config.duration + config.drain),
+        };
         self.think().await;
         loop {
             let call = Call::get(format!("/v1/orders/{order}"), "GET /v1/orders/{id}");
@@ -628,8 +684,8 @@ impl Journey<'_> {
     }
 
     /// Starts payment at the shop (each attempt recorded as client
-    /// evidence), then confirms at the PSP.
-    async fn pay(&mut self, user: &mut GooseUser, order: OrderId) -> bool {
+    /// evidence), then confirms at the PSP with the card of its plan.
+    async fn pay(&mut self, user: &mut GooseUser, order: OrderId, decline: bool) -> bool {
         let key = format!("{}-pay-{}", self.shared.config.run_id, self.id);
         self.think().await;
         for attempt in 1..=MAX_ATTEMPTS {
@@ -658,7 +714,7 @@ impl Journey<'_> {
                         .ok()
                         .and_then(|a| a.body["client_secret"].as_str().map(str::to_string));
                     return match secret {
-                        Some(secret) => self.confirm(user, &intent, &secret).await,
+                        Some(secret) => self.confirm(user, &intent, &secret, decline).await,
                         None => false,
                     };
                 }
@@ -674,54 +730,94 @@ impl Journey<'_> {
         false
     }
 
-    /// Confirms the payment at the PSP with the card the dice pick.
-    async fn confirm(&mut self, user: &mut GooseUser, intent: &IntentId, secret: &str) -> bool {
-        let card = if self.dice.chance(self.shared.config.mix.decline) {
-            "decline"
-        } else {
-            "ok"
-        };
+    /// Confirms the payment at the PSP, retrying a lost or failed answer
+    /// (a retry told 409 finds the intent already decided: an earlier
+    /// attempt went through).
+    async fn confirm(
+        &mut self,
+        user: &mut GooseUser,
+        intent: &IntentId,
+        secret: &str,
+        decline: bool,
+    ) -> bool {
+        let card = if decline { "decline" } else { "ok" };
         self.think().await;
-        let call = Call {
-            method: GooseMethod::Post,
-            url: format!(
-                "{}/v1/payment_intents/{intent}/confirm",
-                self.shared.config.psp_url
-            ),
-            name: "POST psp /v1/payment_intents/{id}/confirm",
-            key: None,
-            body: Some(json!({ "client_secret": secret, "card": card })),
-        };
-        self.call(user, call)
-            .await
-            .result
-            .is_ok_and(|a| a.status == 200)
+        for attempt in 1..=MAX_ATTEMPTS {
+            let call = Call {
+                method: GooseMethod::Post,
+                url: format!(
+                    "{}/v1/payment_intents/{intent}/confirm",
+                    self.shared.config.psp_url
+                ),
+                name: "POST psp /v1/payment_intents/{id}/confirm",
+                key: None,
+                body: Some(json!({ "client_secret": secret, "card": card })),
+            };
+            match self.call(user, call).await.result {
+                Ok(a) if a.status == 200 => return true,
+                Ok(a) if a.status == 409 && attempt > 1 => return true,
+                Ok(a) if a.status < 500 => return false,
+                _ => {
+                    self.pause(Duration::from_millis(100 * u64::from(attempt)))
+                        .await
+                }
+            }
+        }
+        false
     }
 
-    /// The shopper's journey; records the order's time to confirmation.
+    /// The journey's order request: one unit of its plan's SKU under its own key.
+    fn order_request(&self, plan: &Plan) -> PlaceOrder {
+        let (key, customer) = order_names(&self.shared.config.run_id, self.id)
+            .expect("LoadConfig::validate checked the run id makes valid names");
+        PlaceOrder {
+            key: Some(key),
+            customer,
+            items: vec![ItemRequest {
+                sku: Sku::new(plan.sku).expect("the journey SKUs are valid"),
+                qty: 1,
+            }],
+            express: false,
+        }
+    }
+
+    /// The shopper's journey: it draws its plan and records it as its
+    /// `Wants` before its first request, then browses, orders, and — unless
+    /// it means to walk away — pays; records the order's time to confirmation.
     async fn shop(&mut self, user: &mut GooseUser) {
-        let mix: Mix = self.shared.config.mix;
-        if self.dice.chance(mix.browse) {
+        let config = &self.shared.config;
+        let plan = Plan::draw(&mut self.dice, &config.mix);
+        let request = self.order_request(&plan);
+        let key = request.key.clone().expect("order_request sets a key");
+        self.shared.client_event(EventKind::Wants {
+            client: self.id,
+            key,
+            wish: plan.wish(config.think),
+        });
+        if plan.browse {
             self.think().await;
             let _ = self
                 .call(user, Call::get("/v1/products".into(), "GET /v1/products"))
                 .await;
         }
-        let double_click = self.dice.chance(mix.double_click);
         self.think().await;
-        let Some(placed) = self.place(user, double_click).await else {
+        let Some(placed) = self.place(user, &request, plan.double_click).await else {
             return;
         };
         let order = placed.order;
         self.shared.saw(order, "created");
-        let ready = self
-            .follow(user, order, |s| s == OrderStatus::PaymentPending)
-            .await;
-        if ready == Some(OrderStatus::PaymentPending)
-            && !self.dice.chance(mix.abandon)
-            && self.pay(user, order).await
-            && self.follow(user, order, OrderStatus::is_final).await == Some(OrderStatus::Confirmed)
+        let offer = |s| s == OrderStatus::PaymentPending;
+        if self.follow(user, order, Watch::ForOffer, offer).await
+            != Some(OrderStatus::PaymentPending)
+            || plan.abandon
+            || !self.pay(user, order, plan.decline).await
         {
+            return;
+        }
+        let end = self
+            .follow(user, order, Watch::ToTheEnd, OrderStatus::is_final)
+            .await;
+        if end == Some(OrderStatus::Confirmed) {
             let sample = Sample {
                 sent: placed.sent,
                 intended: placed.intended,
@@ -734,7 +830,32 @@ impl Journey<'_> {
     }
 }
 
-/// Longest a journey follows one order, whatever the drain time.
+/// How long a journey watches its order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Watch {
+    /// Until payment is offered: up to [`FOLLOW_LIMIT`], whatever the drain
+    /// time, like the simulator's shoppers — whether the shop offered payment
+    /// is judged, so no buyer stops watching for it early.
+    ForOffer,
+    /// After paying, to a final status: only measured (the audit reads the
+    /// outcome from the PSP and the shop), so the drain time also bounds it.
+    ToTheEnd,
+}
+
+/// The Idempotency-Key and customer id journey `journey` of run `run_id`
+/// places its order with.
+pub(crate) fn order_names(
+    run_id: &str,
+    journey: u64,
+) -> Result<(IdempotencyKey, CustomerId), stampede_core::InvalidId> {
+    Ok((
+        IdempotencyKey::new(format!("{run_id}-order-{journey}"))?,
+        CustomerId::new(format!("{run_id}-cust-{journey}"))?,
+    ))
+}
+
+/// Longest a journey follows one order for one purpose (its payment offer,
+/// then its end).
 pub const FOLLOW_LIMIT: Duration = Duration::from_secs(60);
 
 /// One goose transaction: wait for this journey's start (open loop: its
@@ -811,25 +932,78 @@ mod tests {
         assert_eq!(due.send(), (ms(2200), ms(50)));
     }
 
+    /// What a few journeys against the demo shop left behind.
+    struct DemoRun {
+        /// What the clients recorded, in order.
+        events: Vec<EventKind>,
+        /// The checker's verdicts on the run, as the load audit judges it.
+        verdicts: Vec<stampede_core::Verdict>,
+        /// `willing_buyers_served` judged as if the PSP had charged nobody
+        /// (the history without its ledger lines).
+        served_without_ledger: stampede_core::Verdict,
+    }
+
     /// Runs `journeys` closed-loop journeys one after another on one goose
-    /// user against the demo shop; returns what the clients recorded.
-    async fn journeys_against_the_demo_shop(mix: Mix, journeys: usize) -> Vec<EventKind> {
+    /// user against the demo shop, then judges the run like the load audit.
+    async fn journeys_against_the_demo_shop(mix: Mix, journeys: usize) -> DemoRun {
         let demo = StackConfig::demo("127.0.0.1:0".parse().unwrap(), 1_700_000_000_000);
+        let catalog = demo
+            .catalog
+            .iter()
+            .map(|(p, stock)| (p.sku.clone(), p.price, *stock))
+            .collect();
         let stack = serve::start(demo).await.unwrap();
+        let (shop, psp) = (stack.shop_addr.to_string(), stack.psp_addr.clone());
         let out = std::env::temp_dir().join("stampede-journey-test");
-        let mut config = LoadConfig::new(&stack.shop_addr.to_string(), &stack.psp_addr, out);
+        let mut config = LoadConfig::new(&shop, &psp, out);
         config.mix = mix;
         config.poll = ms(10);
+        let office = crate::audit::Backoffice::new(&shop, &psp, &config.admin_token);
         let shared = Shared::new(config, None, 1);
-        let base = format!("http://{}", stack.shop_addr).parse().unwrap();
+        let base = format!("http://{shop}").parse().unwrap();
         let goose = goose::config::GooseConfiguration::default();
         let mut user = GooseUser::single(base, &goose).unwrap();
         for _ in 0..journeys {
             run_journey(&mut user, &shared).await.unwrap();
         }
+        let client = std::mem::take(&mut *lock(&shared.client_events));
+        let baseline = crate::audit::Baseline::configured(catalog);
+        let after = office.audit().await.unwrap();
+        let verdicts = office
+            .judge(
+                &baseline,
+                client.clone(),
+                &after,
+                &stampede_core::OptOuts::none(),
+            )
+            .await
+            .unwrap();
         stack.shutdown().await;
-        let events = std::mem::take(&mut *lock(&shared.client_events));
-        events.into_iter().map(|(_, kind)| kind).collect()
+        let mut history = stampede_core::History::new();
+        for (sku, price, qty) in &baseline.products {
+            let (sku, price, qty) = (sku.clone(), *price, *qty);
+            history.push(
+                Millis(0),
+                EventKind::Listed {
+                    sku: sku.clone(),
+                    price,
+                },
+            );
+            history.push(Millis(0), EventKind::Stocked { sku, qty });
+        }
+        for (at, event) in &client {
+            history.push(*at, event.clone());
+        }
+        let served_without_ledger = stampede_core::check(
+            stampede_core::Invariant::WillingBuyersServed,
+            &history,
+            &after,
+        );
+        DemoRun {
+            events: client.into_iter().map(|(_, kind)| kind).collect(),
+            verdicts,
+            served_without_ledger,
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -846,7 +1020,7 @@ mod tests {
             hot: 0.0,
             decline: 0.0,
         };
-        let events = journeys_against_the_demo_shop(mix, 3).await;
+        let events = journeys_against_the_demo_shop(mix, 3).await.events;
         let prices: BTreeMap<Sku, Cents> = serve::demo_catalog()
             .into_iter()
             .map(|(p, _)| (p.sku, p.price))
@@ -905,5 +1079,168 @@ mod tests {
             assert!(statuses.contains(&(statuses[0].0, OrderStatus::PaymentPending)));
             assert_eq!(statuses.last().unwrap().1, OrderStatus::Confirmed);
         }
+    }
+
+    #[test]
+    fn a_plan_is_drawn_from_the_journeys_dice_and_told_as_its_wish() {
+        // Proves: the same dice draw the same plan; a journey that abandons
+        // does not mean to buy, one whose card is declined does not pay with
+        // an accepted card, and the rest are willing buyers; none is express,
+        // and the think time it declares is the two pauses it takes between
+        // the offer and the charge (before /pay, before confirming).
+        let all = |p: f64| Mix {
+            browse: p,
+            double_click: p,
+            abandon: p,
+            hot: p,
+            decline: p,
+        };
+        let think = ms(250);
+        assert_eq!(
+            Plan::draw(&mut Dice(7), &Mix::default()),
+            Plan::draw(&mut Dice(7), &Mix::default())
+        );
+        let never = Plan::draw(&mut Dice(7), &all(0.0));
+        assert!(!never.browse && !never.double_click && !never.abandon && !never.decline);
+        assert!(ORDINARY_SKUS.contains(&never.sku));
+        let willing = never.wish(think);
+        assert_eq!(
+            willing,
+            Wish {
+                buys: true,
+                card_accepted: true,
+                express: false,
+                think_ms: 500
+            }
+        );
+        assert!(willing.willing());
+        let always = Plan::draw(&mut Dice(7), &all(1.0));
+        assert_eq!(always.sku, HOT_SKU);
+        let wish = always.wish(think);
+        assert!(!wish.buys && !wish.card_accepted && !wish.willing());
+        let declined = Plan {
+            abandon: false,
+            ..always
+        };
+        let wish = declined.wish(think);
+        assert!(wish.buys && !wish.card_accepted && !wish.willing());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_journey_tells_its_plan_before_its_first_request_and_the_checker_judges_it() {
+        // Proves: the client history opens with the run's Terms; each journey
+        // records one Wants, under its own number, before any of its
+        // requests, with the key its order goes out under; what it then does
+        // follows that wish (a willing buyer pays and is confirmed, an
+        // abandoner never pays, a declined card is not charged); and the
+        // checker judges exactly the willing buyers: with the PSP's ledger
+        // the progress invariants hold, without it every willing buyer, and
+        // no one else, is named unserved.
+        let mix = Mix {
+            browse: 0.0,
+            double_click: 0.2,
+            abandon: 0.35,
+            hot: 0.0,
+            decline: 0.35,
+        };
+        let run = journeys_against_the_demo_shop(mix, 10).await;
+        assert_eq!(
+            run.events.first(),
+            Some(&EventKind::Terms(stampede_core::Terms::default()))
+        );
+        // Journey number → (its wish, its order key); request → key.
+        let mut wants: BTreeMap<u64, (Wish, IdempotencyKey)> = BTreeMap::new();
+        let mut requests: BTreeMap<u64, &ClientOp> = BTreeMap::new();
+        let mut orders: BTreeMap<OrderId, u64> = BTreeMap::new();
+        let mut paid: BTreeMap<u64, usize> = BTreeMap::new();
+        let mut last_seen: BTreeMap<u64, OrderStatus> = BTreeMap::new();
+        for event in &run.events {
+            match event {
+                EventKind::Wants { client, key, wish } => {
+                    let journey = wants.len() as u64;
+                    assert_eq!(*client, journey, "journeys tell their plans in turn");
+                    assert!(wants.insert(*client, (*wish, key.clone())).is_none());
+                }
+                EventKind::Request { req, op, .. } => {
+                    requests.insert(*req, op);
+                    if let ClientOp::PlaceOrder(p) = op {
+                        let journey = wants.len() as u64 - 1;
+                        assert_eq!(
+                            p.key.as_ref(),
+                            Some(&wants[&journey].1),
+                            "journey {journey} orders under the key it announced, after announcing it"
+                        );
+                    }
+                }
+                EventKind::Response { req, reply } => match (requests[req], reply) {
+                    (ClientOp::PlaceOrder(_), ClientReply::OrderAccepted { order, .. }) => {
+                        orders.insert(*order, wants.len() as u64 - 1);
+                    }
+                    (ClientOp::Pay { order, .. }, _) => {
+                        *paid.entry(orders[order]).or_default() += 1;
+                    }
+                    _ => {}
+                },
+                EventKind::Observed {
+                    order,
+                    status,
+                    client,
+                } => {
+                    assert_eq!(orders[order], *client, "Observed names the journey");
+                    last_seen.insert(*client, *status);
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(wants.len(), 10, "one plan per journey: {wants:?}");
+        let willing: Vec<u64> = wants
+            .iter()
+            .filter(|(_, (w, _))| w.willing())
+            .map(|(j, _)| *j)
+            .collect();
+        let abandoning = wants.values().filter(|(w, _)| !w.buys).count();
+        let declining = wants
+            .values()
+            .filter(|(w, _)| w.buys && !w.card_accepted)
+            .count();
+        assert!(
+            !willing.is_empty() && abandoning > 0 && declining > 0,
+            "the mix draws every kind: {wants:?}"
+        );
+        for (journey, (wish, _)) in &wants {
+            let (pays, end) = (paid.contains_key(journey), last_seen.get(journey));
+            match (wish.buys, wish.card_accepted) {
+                (true, true) => assert_eq!(
+                    (pays, end),
+                    (true, Some(&OrderStatus::Confirmed)),
+                    "willing buyer {journey}"
+                ),
+                (true, false) => assert!(
+                    pays && end != Some(&OrderStatus::Confirmed),
+                    "declined buyer {journey}: {end:?}"
+                ),
+                (false, _) => assert!(!pays, "abandoner {journey} never pays"),
+            }
+        }
+        // Abandoned checkouts are still pending (the demo's hold has not
+        // lapsed), so only the progress invariants are asserted here.
+        use stampede_core::Invariant::*;
+        for v in &run.verdicts {
+            if [WillingBuyersServed, NoSaleLeftBehind, TimelyDecisions].contains(&v.invariant) {
+                assert_eq!(v.outcome(), ("holds", 0), "{v:?}");
+            }
+        }
+        let named: Vec<u64> = run
+            .served_without_ledger
+            .violations()
+            .iter()
+            .map(|v| {
+                let stampede_core::Subject::Order(order) = v.subject else {
+                    panic!("an order: {v:?}");
+                };
+                orders[&order]
+            })
+            .collect();
+        assert_eq!(named, willing, "{:?}", run.served_without_ledger);
     }
 }

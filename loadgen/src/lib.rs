@@ -126,7 +126,10 @@ pub struct LoadConfig {
     pub shape: Shape,
     /// How long load is offered.
     pub duration: Duration,
-    /// After the load phase, how long journeys in flight may finish.
+    /// After the load phase, how long journeys in flight may keep watching
+    /// their orders after paying. A journey still waiting to be offered
+    /// payment watches up to [`journey::FOLLOW_LIMIT`] whatever the drain
+    /// (whether the shop offered it is judged), and goose waits for it.
     pub drain: Duration,
     /// After draining, how long the shop may take to settle before the audit.
     pub settle: Duration,
@@ -163,6 +166,10 @@ pub struct LoadConfig {
     /// Invariants the user asked not to judge (`--skip`); every other one,
     /// liveness included, is judged whether or not the shop settled.
     pub skip: stampede_core::OptOuts,
+    /// The promises the audit holds the shop to, recorded once at the start
+    /// of the history: `hold_ms` is the reservation TTL Stampede configured
+    /// (`None` for a shop it did not start: its hold is unknown).
+    pub terms: stampede_core::Terms,
 }
 
 impl LoadConfig {
@@ -194,6 +201,7 @@ impl LoadConfig {
             probe: None,
             catalog: None,
             skip: stampede_core::OptOuts::none(),
+            terms: stampede_core::Terms::default(),
         }
     }
 
@@ -218,6 +226,26 @@ impl LoadConfig {
                     journey::FOLLOW_LIMIT
                 ));
             }
+        }
+        if let Err(e) = journey::order_names(&self.run_id, u64::MAX) {
+            return bad(format!(
+                "run id {:?} makes an invalid order key or customer id ({e}): use letters, digits, '_', '-', '.' or ':'",
+                self.run_id
+            ));
+        }
+        let terms = &self.terms;
+        if terms.offer_payment_ms == 0 || terms.decide_ms == 0 {
+            return bad(format!(
+                "the promised bounds must be above 0 ms: offer payment within {} ms, decide within {} ms",
+                terms.offer_payment_ms, terms.decide_ms
+            ));
+        }
+        if u128::from(terms.offer_payment_ms) > journey::FOLLOW_LIMIT.as_millis() {
+            return bad(format!(
+                "offer payment within {} ms (--offer-payment-within) is longer than a journey watches for the offer ({:?}): buyers would give up before the promise lapsed",
+                terms.offer_payment_ms,
+                journey::FOLLOW_LIMIT
+            ));
         }
         for (name, p) in [
             ("browse", self.mix.browse),
@@ -444,8 +472,10 @@ pub async fn run(
                     config.settle, after.jobs_live
                 ));
             }
-            notes.push(baseline.provenance());
-            office.judge(baseline, client, &after, &config.skip).await?
+            notes.push(baseline.provenance(&config.terms));
+            let verdicts = office.judge(baseline, client, &after, &config.skip).await?;
+            notes.extend(audit::lost_to_faults(&verdicts));
+            verdicts
         }
     };
 
@@ -531,4 +561,31 @@ pub async fn run(
         report.thresholds.push(result);
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn promises_and_run_ids_a_journey_cannot_honour_are_refused() {
+        // Proves: the default configuration is valid; an offer bound longer
+        // than a journey watches for its offer, a zero bound, and a run id
+        // that makes an invalid order key are refused, each naming the value.
+        let config = LoadConfig::new("127.0.0.1:1", "127.0.0.1:2", "out".into());
+        assert!(config.validate().is_ok());
+        let refused = |c: LoadConfig| match c.validate() {
+            Err(LoadError::Config(m)) => m,
+            other => panic!("refused, got {other:?}"),
+        };
+        let mut slow = config.clone();
+        slow.terms.offer_payment_ms = journey::FOLLOW_LIMIT.as_millis() as u64 + 1;
+        assert!(refused(slow).contains("offer payment within 60001 ms"));
+        let mut zero = config.clone();
+        zero.terms.decide_ms = 0;
+        assert!(refused(zero).contains("decide within 0 ms"));
+        let mut spaced = config;
+        spaced.run_id = "my run".into();
+        assert!(refused(spaced).contains("run id \"my run\""));
+    }
 }
