@@ -82,7 +82,7 @@ pub struct LoadArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_offer_bound)]
     pub offer_payment_within: Option<Duration>,
     /// Promise judged by timely_decisions: a charge is decided (order confirmed or money refunded)
-    /// within this long, e.g. 30s [default: 30s, the checker's].
+    /// within this long, e.g. 30s [default: 2m, the checker's].
     #[arg(long, value_name = "DURATION", value_parser = parse_bound)]
     pub decide_within: Option<Duration>,
 }
