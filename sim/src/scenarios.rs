@@ -33,6 +33,7 @@ fn shoppers(count: u32, arrival: Arrival) -> Shoppers {
         impatient: 0.0,
         express: 0.0,
         pay_delay_ms_max: 300,
+        late_pay: 0.0,
     }
 }
 
