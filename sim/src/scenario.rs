@@ -784,6 +784,13 @@ window_ms = 500
         );
         assert_eq!(s.topology, Topology::default());
         assert_eq!(s.design, "reference");
+        // The promises and the late-payer knob default so that older files keep their meaning.
+        assert_eq!(
+            (s.timing.offer_payment_within_ms, s.timing.decide_within_ms),
+            (10_000, 30_000)
+        );
+        assert!(!s.faults.may_cost_sales);
+        assert_eq!(s.shoppers.late_pay, 0.0);
     }
 
     #[test]
@@ -808,6 +815,41 @@ window_ms = 500
 
         let e = error(&GOOD.replace("name = \"tiny\"", ""));
         assert!(e.message.contains("missing field `name`"), "{e}");
+
+        // The new fields' errors name their line too (found by key, counted here).
+        let line_of =
+            |text: &str, key: &str| text.lines().position(|l| l.starts_with(key)).unwrap() + 1;
+        let timing = "\n[timing]\nsettle_ms = 1000\nreservation_ttl_ms = 1000\nclient_timeout_ms = 100\nbackend_timeout_ms = 100\njob_visibility_ms = 100\nmax_latency_ms = 1\n";
+        let text = format!("{GOOD}{timing}decide_within_ms = 0\n");
+        let e = error(&text);
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (
+                line_of(&text, "decide_within_ms"),
+                "timing.decide_within_ms"
+            ),
+            "{e}"
+        );
+        assert!(e.message.contains("1..=3600000"), "{e}");
+        let text = format!("{GOOD}{timing}offer_payment_within_ms = 3600001\n");
+        let e = error(&text);
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (
+                line_of(&text, "offer_payment_within_ms"),
+                "timing.offer_payment_within_ms"
+            ),
+            "{e}"
+        );
+        let e = error(&GOOD.replace("double_click = 0.2", "late_pay = 2.0"));
+        assert_eq!((e.line, e.field.as_str()), (16, "shoppers.late_pay"), "{e}");
+        let text = format!("{GOOD}\n[faults]\nmay_cost_sales = \"yes\"\n");
+        let e = error(&text);
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (line_of(&text, "may_cost_sales"), "faults.may_cost_sales"),
+            "{e}"
+        );
 
         let e = error("name = [");
         assert_eq!(e.field, "(file)", "{e}");

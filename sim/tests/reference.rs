@@ -1,8 +1,10 @@
-//! The reference design holds every invariant on every shipped fault mix:
-//! a db crash mid-flash-sale, worker and api crashes, a 5 s api↔psp
-//! partition, a webhook storm (each event 3×, shuffled, delayed up to 30 s),
-//! and the catch matrix's mixes. Debug builds run 2 seeds per mix; release
-//! builds (CI) run 200.
+//! The reference design holds every invariant — the progress ones
+//! (willing buyers served, no sale left behind, timely decisions) included —
+//! on every shipped fault mix: a db crash mid-flash-sale, worker and api
+//! crashes, a 5 s api↔psp partition, a webhook storm (each event 3×,
+//! shuffled, delayed up to 30 s), and the catch matrix's mixes. Debug builds
+//! run 2 seeds per mix; release builds (CI) run 20 per fault mix and 200 per
+//! catch mix.
 
 mod common;
 
@@ -55,13 +57,18 @@ fn reference_survives_the_shipped_fault_mixes() {
 #[test]
 fn reference_survives_the_catch_matrix_mixes_on_200_seeds() {
     // Proves: the mixes that expose each naive switch never trouble the reference design
-    // (release: 200 seeds of each distinct mix).
+    // (release: 200 seeds of each distinct mix). A catch mix's faults are sized to expose a
+    // mistake, not to leave every willing buyer served (a 40 s api↔psp partition makes `/pay`
+    // fail for longer than a hold), so here they may cost sales: a buyer lost while one lasts
+    // counts as lost to the fault; everything else is judged as everywhere.
     let mut done: Vec<String> = Vec::new();
     for case in scenarios::catch_cases() {
         if done.contains(&case.mix.name) {
             continue;
         }
-        assert_reference_holds(&case.mix.name, &case.mix, seeds(200));
+        let mut mix = case.mix.clone();
+        mix.faults.may_cost_sales = true;
+        assert_reference_holds(&mix.name, &mix, seeds(200));
         done.push(case.mix.name.clone());
     }
 }
