@@ -138,9 +138,9 @@ pub struct Shoppers {
     pub pay_delay_ms_max: u64,
     /// Probability a paying shopper pays late: it starts payment (`/pay`) at
     /// once but confirms at the PSP only after thinking longer than the hold
-    /// (`timing.reservation_ttl_ms` + [`stampede_core::PAY_FLOW_ALLOWANCE_MS`]
-    /// + up to `pay_delay_ms_max`), so the shop may have expired the order by
-    /// then. Late by its own plan: the progress invariants do not judge it.
+    /// (`timing.reservation_ttl_ms`, plus [`stampede_core::PAY_FLOW_ALLOWANCE_MS`],
+    /// plus up to `pay_delay_ms_max`), so the shop may have expired the order
+    /// by then. Late by its own plan: the progress invariants do not judge it.
     #[serde(default)]
     pub late_pay: f64,
 }
