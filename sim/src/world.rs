@@ -9,6 +9,12 @@
 //! the store's durable snapshot, and watches the safety invariants as it
 //! goes. After the last tick the history and the store's final state go to
 //! the core's checker.
+//!
+//! For the progress invariants the history opens with the scenario's
+//! promises (`Terms`), each shopper records its plan (`Wants`) when it
+//! arrives, and a scenario with `faults.may_cost_sales` has each crash,
+//! partition and PSP stall recorded as `SalesAtRisk` from its start until
+//! [`crate::scenario::Timing::recovery_margin_ms`] after it heals.
 
 use crate::coverage::Coverage;
 use crate::net::{SimListener, connector, counting_connector};
