@@ -2,9 +2,10 @@
 //! the scenario's promises (`Terms`) first, each shopper's own plan
 //! (`Wants`) before its first request, and — only when the scenario allows
 //! its faults to cost sales — one `SalesAtRisk` window per crash, partition
-//! and PSP stall, from its start to its heal plus the recovery margin.
+//! and PSP stall, from its start to its heal plus the recovery margin — and
+//! the checker judges shoppers by it: a willing buyer the shop fails is named.
 
-use stampede_core::{ClientOp, EventKind, History, IdempotencyKey, Millis, Terms};
+use stampede_core::{ClientOp, EventKind, History, IdempotencyKey, Invariant, Millis, Terms};
 use stampede_server::Design;
 use stampede_sim::scenario::{CrashSpec, PartitionSpec, StallSpec};
 use stampede_sim::{Plan, Scenario, run, scenarios, shopper};
@@ -116,4 +117,63 @@ fn faults_are_sales_at_risk_only_when_the_scenario_says_so() {
 
     let calm = run(&Plan::generate(&faulty(false), Design::reference(), 3)).unwrap();
     assert!(windows(&calm.history).is_empty());
+}
+
+/// Runs `scenario` on seed 1 with `switches` applied to the reference design.
+fn run_with(scenario: &Scenario, switches: &[&str]) -> stampede_sim::RunResult {
+    let mut design = Design::reference();
+    for switch in switches {
+        design
+            .apply(switch)
+            .unwrap_or_else(|e| panic!("{switch}: {e}"));
+    }
+    run(&Plan::generate(scenario, design, 1)).unwrap()
+}
+
+/// The details of a verdict's kept violations.
+fn details(result: &stampede_sim::RunResult, invariant: Invariant) -> Vec<String> {
+    result
+        .verdicts
+        .iter()
+        .filter(|v| v.invariant == invariant)
+        .flat_map(|v| v.violations().iter().map(|x| x.detail.clone()))
+        .collect()
+}
+
+#[test]
+fn an_express_buyer_the_shop_charges_but_never_confirms_is_judged() {
+    // Proves: the plans shoppers record reach the checker: express shoppers
+    // (recorded as willing buyers) whose saved card was charged while the
+    // PSP held its answers back, whose early webhook the shop dropped and
+    // whose charge no reconciler found, break willing_buyers_served, each
+    // named with the money the PSP holds.
+    let mut s = scenarios::flash(40, 10);
+    s.faults.webhooks = stampede_sim::scenario::WebhookFaults::default();
+    (s.shoppers.abandon, s.shoppers.cancel, s.shoppers.express) = (0.0, 0.0, 1.0);
+    s.faults.psp_stalls = StallSpec {
+        count: 1,
+        duration_ms: 8_000,
+    };
+    (s.faults.window_start_ms, s.faults.window_end_ms) = (100, 400);
+    let result = run_with(&s, &["early_webhooks=drop", "reconciliation=off"]);
+    let unserved = details(&result, Invariant::WillingBuyersServed);
+    assert!(
+        unserved
+            .iter()
+            .any(|d| d.contains("the PSP holds") && d.contains("never confirmed")),
+        "{unserved:?}"
+    );
+}
+
+#[test]
+fn a_shop_that_never_offers_payment_is_caught() {
+    // Proves: with payment never offered (the `sabotage=no-payment-offer`
+    // test hook of the server), willing buyers' carts lapse unpaid and
+    // willing_buyers_served names them as never offered payment.
+    let result = run_with(&scenarios::smoke(), &["sabotage=no-payment-offer"]);
+    let unserved = details(&result, Invariant::WillingBuyersServed);
+    assert!(
+        unserved.iter().any(|d| d.contains("never offered payment")),
+        "{unserved:?}"
+    );
 }
