@@ -319,6 +319,14 @@ impl Plan {
             if s.arrive_ms > MAX_PLAN_MS {
                 return Err(bad(field("arrive_ms"), format!("at most {MAX_PLAN_MS}")));
             }
+            if let Intent::PayLate { think_ms, .. } = s.intent
+                && think_ms > MAX_PLAN_MS
+            {
+                return Err(bad(
+                    field("intent.think_ms"),
+                    format!("at most {MAX_PLAN_MS}"),
+                ));
+            }
             if s.items.is_empty() || s.items.len() > 16 {
                 return Err(bad(field("items"), "must have 1 to 16 lines".into()));
             }
