@@ -24,6 +24,7 @@
 
 #![deny(missing_docs)]
 
+pub mod coverage;
 pub mod net;
 pub mod plan;
 pub mod recorder;
@@ -33,6 +34,7 @@ pub mod scenarios;
 pub mod shopper;
 pub mod world;
 
+pub use coverage::Coverage;
 pub use plan::{Fault, FaultEvent, Intent, Plan, ShopperPlan};
 pub use scenario::{Scenario, ScenarioError};
 pub use world::{LiveViolation, RunResult, RunStats, SimError, run, trace_hash};

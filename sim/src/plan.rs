@@ -35,6 +35,15 @@ pub enum Intent {
         /// Two concurrent `/pay` requests with the same key.
         double_pay: bool,
     },
+    /// Start payment (`/pay`) at once, then confirm at the PSP only after
+    /// `think_ms`, longer than the hold the scenario promises: the shop may
+    /// have expired the order by then, and a payment it takes must be refunded.
+    PayLate {
+        /// Think time between `/pay` and confirming at the PSP, ms.
+        think_ms: u64,
+        /// The card is declined.
+        decline: bool,
+    },
     /// Walk away (the reservation should lapse).
     Abandon,
     /// Cancel the order.
@@ -210,6 +219,7 @@ impl Plan {
             webhooks,
             lose_unsynced_tail,
             sync_interval_ms: _,
+            may_cost_sales: _,
         } = &self.scenario.faults;
         let mut kinds: BTreeSet<&'static str> = self
             .faults
@@ -308,6 +318,14 @@ impl Plan {
             }
             if s.arrive_ms > MAX_PLAN_MS {
                 return Err(bad(field("arrive_ms"), format!("at most {MAX_PLAN_MS}")));
+            }
+            if let Intent::PayLate { think_ms, .. } = s.intent
+                && think_ms > MAX_PLAN_MS
+            {
+                return Err(bad(
+                    field("intent.think_ms"),
+                    format!("at most {MAX_PLAN_MS}"),
+                ));
             }
             if s.items.is_empty() || s.items.len() > 16 {
                 return Err(bad(field("items"), "must have 1 to 16 lines".into()));
@@ -519,10 +537,22 @@ fn draw_shoppers(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Vec<ShopperPlan> 
             } else if chance(s.cancel, rng) {
                 Intent::Cancel
             } else {
-                Intent::Pay {
-                    delay_ms: rng.random_range(0..=s.pay_delay_ms_max),
-                    decline: chance(s.decline, rng),
-                    double_pay: chance(s.double_pay, rng),
+                let (delay_ms, decline, double_pay) = (
+                    rng.random_range(0..=s.pay_delay_ms_max),
+                    chance(s.decline, rng),
+                    chance(s.double_pay, rng),
+                );
+                // Drawn only when asked for, so older scenarios keep their plans.
+                match chance(s.late_pay, rng) {
+                    true => Intent::PayLate {
+                        think_ms: late_think_ms(scenario, rng),
+                        decline,
+                    },
+                    false => Intent::Pay {
+                        delay_ms,
+                        decline,
+                        double_pay,
+                    },
                 }
             };
             ShopperPlan {
@@ -540,6 +570,15 @@ fn draw_shoppers(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Vec<ShopperPlan> 
             }
         })
         .collect()
+}
+
+/// A late payer's think time: longer than the hold by the payment flow's own
+/// allowance, plus up to `pay_delay_ms_max` — late by its own plan, whatever
+/// the network does.
+fn late_think_ms(scenario: &Scenario, rng: &mut ChaCha8Rng) -> u64 {
+    scenario.timing.reservation_ttl_ms
+        + stampede_core::PAY_FLOW_ALLOWANCE_MS
+        + rng.random_range(0..=scenario.shoppers.pay_delay_ms_max)
 }
 
 fn draw_faults(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Vec<FaultEvent> {

@@ -136,6 +136,13 @@ pub struct Shoppers {
     /// Think time before paying, ms (drawn uniformly from 0..=this).
     #[serde(default = "default_pay_delay")]
     pub pay_delay_ms_max: u64,
+    /// Probability a paying shopper pays late: it starts payment (`/pay`) at
+    /// once but confirms at the PSP only after thinking longer than the hold
+    /// (`timing.reservation_ttl_ms`, plus [`stampede_core::PAY_FLOW_ALLOWANCE_MS`],
+    /// plus up to `pay_delay_ms_max`), so the shop may have expired the order
+    /// by then. Late by its own plan: the progress invariants do not judge it.
+    #[serde(default)]
+    pub late_pay: f64,
 }
 
 fn one() -> u32 {
@@ -215,6 +222,13 @@ pub struct Faults {
     /// How often the store syncs when `lose_unsynced_tail` is set, ms.
     #[serde(default = "default_sync")]
     pub sync_interval_ms: u64,
+    /// The scenario accepts that its crashes, partitions and PSP stalls cost
+    /// sales: each is recorded as a `SalesAtRisk` window from its start to its
+    /// heal plus [`Timing::recovery_margin_ms`], and a willing buyer whose
+    /// journey overlaps one and is not served counts as lost to the fault,
+    /// not as a violation.
+    #[serde(default)]
+    pub may_cost_sales: bool,
 }
 
 fn default_sync() -> u64 {
@@ -235,6 +249,7 @@ impl Default for Faults {
             forged_webhooks: 0,
             lose_unsynced_tail: false,
             sync_interval_ms: default_sync(),
+            may_cost_sales: false,
         }
     }
 }
@@ -318,6 +333,23 @@ pub struct Timing {
     pub job_visibility_ms: u64,
     /// Largest one-way network latency, ms.
     pub max_latency_ms: u64,
+    /// The promise that a willing buyer is offered payment (its order shown
+    /// payment-pending, or `/pay` answered) within this long of the order's
+    /// acknowledgement, ms (`timely_decisions`).
+    #[serde(default = "default_offer_payment_within")]
+    pub offer_payment_within_ms: u64,
+    /// The promise that every charge is decided (the order confirmed, or the
+    /// money refunded) within this long of the charge, ms (`timely_decisions`).
+    #[serde(default = "default_decide_within")]
+    pub decide_within_ms: u64,
+}
+
+fn default_offer_payment_within() -> u64 {
+    10_000
+}
+
+fn default_decide_within() -> u64 {
+    30_000
 }
 
 impl Default for Timing {
@@ -329,7 +361,20 @@ impl Default for Timing {
             backend_timeout_ms: 1_000,
             job_visibility_ms: 2_000,
             max_latency_ms: 5,
+            offer_payment_within_ms: default_offer_payment_within(),
+            decide_within_ms: default_decide_within(),
         }
+    }
+}
+
+impl Timing {
+    /// How long after a fault heals the world may still be recovering from
+    /// it, ms: a request sent into the fault gives up only after the client
+    /// timeout, and a job leased by a host that died (or whose answer was
+    /// lost) is handed out again only after its lease (job visibility)
+    /// lapses. A `SalesAtRisk` window ends this long after its fault heals.
+    pub fn recovery_margin_ms(&self) -> u64 {
+        self.client_timeout_ms + self.job_visibility_ms
     }
 }
 
@@ -419,6 +464,7 @@ impl Scenario {
             ("shoppers.tamper_price", s.tamper_price),
             ("shoppers.impatient", s.impatient),
             ("shoppers.express", s.express),
+            ("shoppers.late_pay", s.late_pay),
         ] {
             probability(name, p)?;
         }
@@ -536,6 +582,13 @@ impl Scenario {
         )?;
         range("timing.job_visibility_ms", tm.job_visibility_ms, 1, 600_000)?;
         range("timing.max_latency_ms", tm.max_latency_ms, 0, 10_000)?;
+        range(
+            "timing.offer_payment_within_ms",
+            tm.offer_payment_within_ms,
+            1,
+            3_600_000,
+        )?;
+        range("timing.decide_within_ms", tm.decide_within_ms, 1, 3_600_000)?;
         for (i, name) in self.invariants.iter().enumerate() {
             if stampede_core::Invariant::parse(name).is_none() {
                 let all: Vec<_> = stampede_core::Invariant::ALL
@@ -731,6 +784,13 @@ window_ms = 500
         );
         assert_eq!(s.topology, Topology::default());
         assert_eq!(s.design, "reference");
+        // The promises and the late-payer knob default so that older files keep their meaning.
+        assert_eq!(
+            (s.timing.offer_payment_within_ms, s.timing.decide_within_ms),
+            (10_000, 30_000)
+        );
+        assert!(!s.faults.may_cost_sales);
+        assert_eq!(s.shoppers.late_pay, 0.0);
     }
 
     #[test]
@@ -755,6 +815,41 @@ window_ms = 500
 
         let e = error(&GOOD.replace("name = \"tiny\"", ""));
         assert!(e.message.contains("missing field `name`"), "{e}");
+
+        // The new fields' errors name their line too (found by key, counted here).
+        let line_of =
+            |text: &str, key: &str| text.lines().position(|l| l.starts_with(key)).unwrap() + 1;
+        let timing = "\n[timing]\nsettle_ms = 1000\nreservation_ttl_ms = 1000\nclient_timeout_ms = 100\nbackend_timeout_ms = 100\njob_visibility_ms = 100\nmax_latency_ms = 1\n";
+        let text = format!("{GOOD}{timing}decide_within_ms = 0\n");
+        let e = error(&text);
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (
+                line_of(&text, "decide_within_ms"),
+                "timing.decide_within_ms"
+            ),
+            "{e}"
+        );
+        assert!(e.message.contains("1..=3600000"), "{e}");
+        let text = format!("{GOOD}{timing}offer_payment_within_ms = 3600001\n");
+        let e = error(&text);
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (
+                line_of(&text, "offer_payment_within_ms"),
+                "timing.offer_payment_within_ms"
+            ),
+            "{e}"
+        );
+        let e = error(&GOOD.replace("double_click = 0.2", "late_pay = 2.0"));
+        assert_eq!((e.line, e.field.as_str()), (16, "shoppers.late_pay"), "{e}");
+        let text = format!("{GOOD}\n[faults]\nmay_cost_sales = \"yes\"\n");
+        let e = error(&text);
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (line_of(&text, "may_cost_sales"), "faults.may_cost_sales"),
+            "{e}"
+        );
 
         let e = error("name = [");
         assert_eq!(e.field, "(file)", "{e}");

@@ -1,5 +1,6 @@
 //! Built-in scenarios used by the tests and the catch matrix (the CLI's
-//! scenario files in `scenarios/` cover the same ground as TOML).
+//! scenario files in `scenarios/` cover the same ground as TOML;
+//! `coverage()` is `scenarios/coverage.toml` itself, and a test keeps them equal).
 
 use crate::scenario::{
     Arrival, CrashSpec, Faults, PartitionSpec, ProductSpec, Scenario, Shoppers, Timing, Topology,
@@ -33,6 +34,7 @@ fn shoppers(count: u32, arrival: Arrival) -> Shoppers {
         impatient: 0.0,
         express: 0.0,
         pay_delay_ms_max: 300,
+        late_pay: 0.0,
     }
 }
 
@@ -134,6 +136,9 @@ pub fn fault_mixes() -> Vec<(&'static str, Scenario)> {
         duration_ms: 5_000,
     }];
     partition.faults.window_end_ms = 1_500;
+    // While the API cannot reach the PSP, `/pay` answers 502 and a shopper
+    // gives up after its retries: those sales are lost to the partition.
+    partition.faults.may_cost_sales = true;
     let mut storm = base.clone();
     storm.name = "webhook-storm".into();
     storm.faults.webhooks = WebhookFaults {
@@ -152,6 +157,81 @@ pub fn fault_mixes() -> Vec<(&'static str, Scenario)> {
         ("api-psp-partition", partition),
         ("webhook-storm", storm),
     ]
+}
+
+/// The coverage scenario (`scenarios/coverage.toml`): every seed takes the
+/// shop down its recovery paths, not only the happy one. Late payers start
+/// payment at once but confirm at the PSP after their hold; a partition
+/// between the workers and the PSP, timed to cover the holds' expiry and the
+/// late confirmations, keeps the shop from cancelling their intents first,
+/// so the PSP charges orders the shop has expired and the shop must refund
+/// them. Abandoners' and cancellers' intents are cancelled at the PSP (the
+/// abandoners' once the link heals). Webhooks are delayed up to 15 s, so
+/// the reconciler applies payments before their webhook arrives. Every
+/// willing buyer arrives, is offered payment, pays and is applied (by its
+/// webhook or the reconciler) before the partition starts: the fault costs
+/// no sale, and `may_cost_sales` stays off.
+pub fn coverage() -> Scenario {
+    Scenario {
+        name: "coverage".into(),
+        topology: Topology {
+            api_hosts: 1,
+            worker_hosts: 1,
+            workers_per_host: 2,
+            shopper_hosts: 2,
+        },
+        catalog: vec![
+            product("widget", 2_500, 1_000),
+            product("gadget", 4_000, 1_000),
+        ],
+        shoppers: Shoppers {
+            max_lines: 2,
+            max_qty: 2,
+            abandon: 0.15,
+            cancel: 0.05,
+            decline: 0.05,
+            late_pay: 0.25,
+            pay_delay_ms_max: 500,
+            ..shoppers(
+                40,
+                Arrival::Burst {
+                    at_ms: 100,
+                    window_ms: 1_000,
+                },
+            )
+        },
+        faults: Faults {
+            // Orders placed from 0.1 s to 1.1 s are offered payment by
+            // about 1.5 s; willing buyers pay by about 2 s, and the
+            // reconciler (every 1 s, for orders quiet for 2 s) has applied
+            // every payment whose webhook is late by 4 s. The holds (6 s)
+            // lapse from 6.1 s; late payers confirm from about 7.4 s to
+            // 8.9 s (7 to 7.5 s after `/pay`). The partition, 5 s to 10 s,
+            // starts after the first and spans the other two.
+            window_start_ms: 5_000,
+            window_end_ms: 5_000,
+            partitions: vec![PartitionSpec {
+                a: "worker".into(),
+                b: "psp".into(),
+                count: 1,
+                duration_ms: 5_000,
+            }],
+            webhooks: WebhookFaults {
+                duplicate_probability: 0.0,
+                max_extra_copies: 1,
+                min_extra_copies: 1,
+                delay_ms_max: 15_000,
+            },
+            ..Faults::default()
+        },
+        timing: Timing {
+            settle_ms: 30_000,
+            reservation_ttl_ms: 6_000,
+            ..Timing::default()
+        },
+        invariants: Vec::new(),
+        design: "reference".into(),
+    }
 }
 
 /// One row of the catch matrix: a naive switch, the fault mix that exposes

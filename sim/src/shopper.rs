@@ -1,7 +1,8 @@
 //! Simulated shoppers: they place an order with an Idempotency-Key (some
 //! double-click), retry a timed-out request with the same key, follow the
-//! order, then pay at the PSP (some twice, some declined), abandon, or
-//! cancel. Everything a shopper asks and is told goes into the history.
+//! order, then pay at the PSP (some twice, some declined, some after the
+//! hold), abandon, or cancel. Everything a shopper asks and is told goes into
+//! the history, after its plan (`Wants`): the evidence of who meant to buy.
 
 use crate::plan::{Intent, ShopperPlan};
 use crate::recorder::{Recorder, sim_now};
@@ -9,7 +10,7 @@ use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use stampede_core::{
     Cents, ClientOp, ClientReply, CustomerId, EventKind, IdempotencyKey, IntentId, ItemRequest,
-    OrderId, OrderStatus, PlaceOrder, Sku,
+    OrderId, OrderStatus, PlaceOrder, Sku, Wish,
 };
 use stampede_server::http::{HttpClient, HttpResponse};
 use stampede_server::psp::PspClient;
@@ -262,8 +263,14 @@ pub async fn run(ctx: ShopperCtx, plan: ShopperPlan) {
         sleep_ms(plan.arrive_ms - now).await;
     }
     let api = ctx.api[plan.api as usize % ctx.api.len()].clone();
+    let key = IdempotencyKey::new(format!("order-{}", plan.id)).expect("valid key");
+    ctx.recorder.push(EventKind::Wants {
+        client: u64::from(plan.id),
+        key: key.clone(),
+        wish: wish(&plan),
+    });
     let request = PlaceOrder {
-        key: Some(IdempotencyKey::new(format!("order-{}", plan.id)).expect("valid key")),
+        key: Some(key),
         customer: CustomerId::new(format!("cust-{}", plan.id)).expect("valid customer"),
         items: plan
             .items
@@ -326,7 +333,7 @@ pub async fn run(ctx: ShopperCtx, plan: ShopperPlan) {
             double_pay,
         } => {
             sleep_ms(delay_ms).await;
-            let key = IdempotencyKey::new(format!("pay-{order}")).expect("valid key");
+            let key = pay_key(order);
             if let Some((intent, secret)) =
                 start_payment(&ctx, &api, order, &key, plan.retry, double_pay).await
             {
@@ -346,6 +353,50 @@ pub async fn run(ctx: ShopperCtx, plan: ShopperPlan) {
                     .await;
             }
         }
+        Intent::PayLate { think_ms, decline } => {
+            if let Some((intent, secret)) =
+                start_payment(&ctx, &api, order, &pay_key(order), plan.retry, false).await
+            {
+                sleep_ms(think_ms).await;
+                confirm(&ctx, &intent, &secret, decline).await;
+                ctx.follow(&api, order, &mut seen, OrderStatus::is_final)
+                    .await;
+            }
+        }
+    }
+}
+
+fn pay_key(order: OrderId) -> IdempotencyKey {
+    IdempotencyKey::new(format!("pay-{order}")).expect("valid key")
+}
+
+/// What the shopper's own plan says it means to do, for the progress
+/// invariants. An express shopper's saved card is charged when the shop
+/// creates its intent, whatever its `intent` says (it never reaches `/pay`,
+/// so it cannot abandon, cancel or be declined): it buys with an accepted
+/// card and no think time. A late payer means to pay, but thinks past the
+/// hold: its `think_ms` shows it is late by its own plan.
+pub fn wish(plan: &ShopperPlan) -> Wish {
+    if plan.express {
+        return Wish {
+            buys: true,
+            card_accepted: true,
+            express: true,
+            think_ms: 0,
+        };
+    }
+    let (buys, card_accepted, think_ms) = match plan.intent {
+        Intent::Pay {
+            delay_ms, decline, ..
+        } => (true, !decline, delay_ms),
+        Intent::PayLate { think_ms, decline } => (true, !decline, think_ms),
+        Intent::Abandon | Intent::Cancel => (false, true, 0),
+    };
+    Wish {
+        buys,
+        card_accepted,
+        express: false,
+        think_ms,
     }
 }
 

@@ -9,7 +9,14 @@
 //! the store's durable snapshot, and watches the safety invariants as it
 //! goes. After the last tick the history and the store's final state go to
 //! the core's checker.
+//!
+//! For the progress invariants the history opens with the scenario's
+//! promises (`Terms`), each shopper records its plan (`Wants`) when it
+//! arrives, and a scenario with `faults.may_cost_sales` has each crash,
+//! partition and PSP stall recorded as `SalesAtRisk` from its start until
+//! [`crate::scenario::Timing::recovery_margin_ms`] after it heals.
 
+use crate::coverage::Coverage;
 use crate::net::{SimListener, connector, counting_connector};
 use crate::plan::{Fault, Plan};
 use crate::recorder::{Recorder, RecordingStore};
@@ -18,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use stampede_core::{
     AuditSnapshot, Catalog, Cents, EventKind, History, IdempotencyLimits, Invariant, LedgerKind,
-    Millis, OptOuts, Product, QueueLimits, RetryPolicy, ShopConfig, ShopState, Sku, Verdict,
+    Millis, OptOuts, Product, QueueLimits, RetryPolicy, ShopConfig, ShopState, Sku, Terms, Verdict,
     check_except,
 };
 use stampede_server::app::{App, ServerConfig};
@@ -71,6 +78,10 @@ pub struct RunStats {
     pub refunds: u64,
     /// HTTP requests made inside the world (shoppers, shop → PSP, webhooks, the attacker).
     pub http_requests: u64,
+    /// The recovery paths the run went through (late payments, refunds,
+    /// cancelled intents, reconciler payments).
+    #[serde(default)]
+    pub coverage: Coverage,
 }
 
 /// Everything a run produced.
@@ -452,6 +463,18 @@ pub fn run(plan: &Plan) -> Result<RunResult, SimError> {
     let clock = sim_clock(Millis(end));
     let recorder = Recorder::default();
     let state = shop_state(plan).map_err(SimError::Setup)?;
+    let t = plan.scenario.timing;
+    // The scenario's promises, which the progress invariants judge against.
+    // The hold is the scenario's TTL whatever the design does with it: a
+    // design that expires carts sooner breaks the promise.
+    recorder.push_at(
+        Millis(0),
+        EventKind::Terms(Terms {
+            hold_ms: Some(t.reservation_ttl_ms),
+            offer_payment_ms: t.offer_payment_within_ms,
+            decide_ms: t.decide_within_ms,
+        }),
+    );
     for p in &plan.scenario.catalog {
         let sku = Sku::new(p.sku.clone()).map_err(|e| SimError::Setup(e.to_string()))?;
         recorder.push_at(
@@ -555,6 +578,7 @@ pub fn run(plan: &Plan) -> Result<RunResult, SimError> {
         charges,
         refunds,
         http_requests: http.load(std::sync::atomic::Ordering::Relaxed),
+        coverage: Coverage::of(&history, &psp.intents()),
     };
     Ok(RunResult {
         unsettled,
@@ -616,6 +640,8 @@ fn drive(
         agenda.insert((f.at_ms, i as u64), action);
     }
     let mut seq = plan.faults.len() as u64;
+    let at_risk = plan.scenario.faults.may_cost_sales;
+    let margin_ms = plan.scenario.timing.recovery_margin_ms();
     let sync_every = plan.scenario.faults.sync_interval_ms.max(1);
     // The durable snapshot only matters when a crash can lose the unsynced tail.
     let lossy = plan.scenario.faults.lose_unsynced_tail;
@@ -635,16 +661,33 @@ fn drive(
             }
             let action = entry.remove();
             let fault = |what: String| recorder.push_at(Millis(now), EventKind::Fault { what });
+            // A fault that starts here: recorded, and when the scenario
+            // allows its faults to cost sales, recorded as at risk until it
+            // heals plus the recovery margin.
+            let starts = |what: String, length_ms: u64| {
+                fault(what.clone());
+                if at_risk {
+                    recorder.push_at(
+                        Millis(now),
+                        EventKind::SalesAtRisk {
+                            from: Millis(now),
+                            until: Millis(now + length_ms + margin_ms),
+                            fault: what,
+                        },
+                    );
+                }
+            };
             match action {
                 Action::Crash(host, down_ms) => {
                     sim.crash(host.as_str());
                     if let (true, Some(synced)) = (host == "db", &durable) {
                         shared.store.restore(synced.clone());
-                        fault(format!(
-                            "crash {host} (unsynced writes lost) for {down_ms} ms"
-                        ));
+                        starts(
+                            format!("crash {host} (unsynced writes lost) for {down_ms} ms"),
+                            down_ms,
+                        );
                     } else {
-                        fault(format!("crash {host} for {down_ms} ms"));
+                        starts(format!("crash {host} for {down_ms} ms"), down_ms);
                     }
                     seq += 1;
                     agenda.insert((now + down_ms.max(1), seq), Action::Restart(host));
@@ -655,7 +698,7 @@ fn drive(
                 }
                 Action::Partition(a, b, ms) => {
                     sim.partition(a.as_str(), b.as_str());
-                    fault(format!("partition {a} <-> {b} for {ms} ms"));
+                    starts(format!("partition {a} <-> {b} for {ms} ms"), ms);
                     seq += 1;
                     agenda.insert((now + ms.max(1), seq), Action::Repair(a, b));
                 }
@@ -665,7 +708,7 @@ fn drive(
                 }
                 Action::PspStall(ms) => {
                     shared.psp.stall_responses_until(Millis(now + ms));
-                    fault(format!("psp answers held back for {ms} ms"));
+                    starts(format!("psp answers held back for {ms} ms"), ms);
                 }
             }
         }

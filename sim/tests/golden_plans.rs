@@ -102,7 +102,19 @@ fn pairs() -> Vec<(String, Scenario, u64)> {
     let knobs = Scenario::from_toml("every-knob", EVERY_KNOB).unwrap_or_else(|e| panic!("{e}"));
     pairs.push(("every-knob".into(), knobs.clone(), 7));
     pairs.push(("every-knob".into(), knobs, u64::MAX));
+    pairs.push(("every-knob+late-pay".into(), late_payers(), 7));
     pairs
+}
+
+/// The every-knob scenario with late payers too: a knob added after the
+/// others, pinned on its own so that the every-knob lines above show it drew
+/// nothing new while it was off.
+fn late_payers() -> Scenario {
+    let text = EVERY_KNOB.replace(
+        "pay_delay_ms_max = 700",
+        "pay_delay_ms_max = 700\nlate_pay = 0.2",
+    );
+    Scenario::from_toml("every-knob+late-pay", &text).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn render(lines: &[(String, u64, String)]) -> String {
@@ -170,7 +182,10 @@ fn the_every_knob_scenario_draws_every_kind_of_shopper_and_fault() {
     // Proves: the golden every-knob plan exercises each draw, so a change to
     // any of them moves its hash: every planned fault variant, express,
     // impatient and tampering shoppers, both non-pay intents, 3-line orders.
-    let (_, scenario, seed) = pairs().pop().unwrap();
+    let (_, scenario, seed) = pairs()
+        .into_iter()
+        .rfind(|(name, ..)| name == "every-knob")
+        .unwrap();
     let plan = Plan::generate(&scenario, Design::reference(), seed);
     let has = |pred: &dyn Fn(&ShopperPlan) -> bool| plan.shoppers.iter().any(pred);
     assert!(has(&|s| s.express) && has(&|s| s.impatient) && has(&|s| s.tamper_price));
@@ -188,4 +203,45 @@ fn the_every_knob_scenario_draws_every_kind_of_shopper_and_fault() {
     ] {
         assert!(kinds.contains(kind), "no {kind} in {kinds:?}");
     }
+}
+
+#[test]
+fn late_payers_are_drawn_only_when_asked_for() {
+    // Proves: with `late_pay` set, some paying shoppers become late payers
+    // whose think time exceeds the hold by the payment flow's allowance (up
+    // to `pay_delay_ms_max` more), and what is drawn before the first late
+    // draw — every arrival, the first shopper's items — is what the scenario
+    // draws without the knob (the knob adds draws, it does not move earlier ones).
+    let late = Plan::generate(&late_payers(), Design::reference(), 7);
+    let plain = Plan::generate(
+        &Scenario::from_toml("every-knob", EVERY_KNOB).unwrap(),
+        Design::reference(),
+        7,
+    );
+    let hold = late.scenario.timing.reservation_ttl_ms;
+    let thinks: Vec<u64> = late
+        .shoppers
+        .iter()
+        .filter_map(|s| match s.intent {
+            Intent::PayLate { think_ms, .. } => Some(think_ms),
+            _ => None,
+        })
+        .collect();
+    assert!(!thinks.is_empty(), "no late payer drawn");
+    let allowance = stampede_core::PAY_FLOW_ALLOWANCE_MS;
+    assert!(
+        thinks
+            .iter()
+            .all(|t| *t >= hold + allowance && *t <= hold + allowance + 700),
+        "{thinks:?}"
+    );
+    assert!(
+        plain
+            .shoppers
+            .iter()
+            .all(|s| !matches!(s.intent, Intent::PayLate { .. }))
+    );
+    let arrivals = |p: &Plan| p.shoppers.iter().map(|s| s.arrive_ms).collect::<Vec<_>>();
+    assert_eq!(arrivals(&late), arrivals(&plain));
+    assert_eq!(late.shoppers[0].items, plain.shoppers[0].items);
 }

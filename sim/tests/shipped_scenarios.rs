@@ -20,7 +20,7 @@ fn shipped_scenario_files_parse() {
             n += 1;
         }
     }
-    assert!(n >= 8, "expected the 8 shipped scenarios, found {n}");
+    assert!(n >= 9, "expected the 9 shipped scenarios, found {n}");
 }
 
 #[test]
