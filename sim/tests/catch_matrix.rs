@@ -62,7 +62,17 @@ fn first_violation_ms(result: &RunResult, invariant: Invariant) -> Option<u64> {
         .iter()
         .flat_map(|v| v.evidence.iter())
         .filter_map(|i| events.get(*i))
-        .filter(|e| !matches!(e.kind, EventKind::Listed { .. } | EventKind::Stocked { .. }))
+        // Setup and plans are not happenings: a buyer's `Wants` is recorded on arrival.
+        .filter(|e| {
+            !matches!(
+                e.kind,
+                EventKind::Listed { .. }
+                    | EventKind::Stocked { .. }
+                    | EventKind::Wants { .. }
+                    | EventKind::Terms(_)
+                    | EventKind::SalesAtRisk { .. }
+            )
+        })
         .map(|e| e.at.0)
         .min();
     // No evidence event (e.g. an order stuck since creation): when its order last moved.
@@ -114,10 +124,10 @@ type Shows = fn(&RunResult, &Violation) -> Option<Shown>;
 fn mistake_of(switch: &str) -> Shows {
     match switch {
         "reservation_ttl=short" => {
-            return |r, v| expired_inside_the_promised_hold(r, v).map(Shown::from);
+            return expired_inside_the_promised_hold;
         }
         "sold_out=from-reservations" => {
-            return |r, v| turned_away_while_units_were_only_held(r, v).map(Shown::from);
+            return turned_away_while_units_were_only_held;
         }
         "intent_replay=ack-only" => return never_offered_after_a_redelivered_intent_job,
         _ => {}
@@ -247,26 +257,27 @@ fn promised_hold_ms(result: &RunResult) -> Option<u64> {
 
 /// A willing buyer's order expired sooner after its stock was reserved than
 /// the hold the scenario promises.
-fn expired_inside_the_promised_hold(result: &RunResult, v: &Violation) -> Option<String> {
+fn expired_inside_the_promised_hold(result: &RunResult, v: &Violation) -> Option<Shown> {
     let order = order_of(result, v)?;
     let expired = OrderStatus::Cancelled(stampede_core::CancelReason::Expired);
     let reserved = entered_at(result, order.id, OrderStatus::InventoryReserved)?;
     let lapsed = entered_at(result, order.id, expired)?;
     let hold = promised_hold_ms(result)?;
-    (lapsed - reserved < hold).then(|| {
-        format!(
+    (lapsed - reserved < hold).then(|| Shown {
+        text: format!(
             "{} reserved at {}, expired at {}: {} ms into a {hold} ms hold",
             order.id,
             secs(reserved),
             secs(lapsed),
             lapsed - reserved
-        )
+        ),
+        at_ms: Some(lapsed),
     })
 }
 
 /// An order cancelled out of stock while another order only held units of
 /// the same SKU — a reservation that later lapsed, so the units came back.
-fn turned_away_while_units_were_only_held(result: &RunResult, v: &Violation) -> Option<String> {
+fn turned_away_while_units_were_only_held(result: &RunResult, v: &Violation) -> Option<Shown> {
     let out_of_stock = OrderStatus::Cancelled(stampede_core::CancelReason::OutOfStock);
     let expired = OrderStatus::Cancelled(stampede_core::CancelReason::Expired);
     let about = |o: &&Order| match &v.subject {
@@ -280,8 +291,8 @@ fn turned_away_while_units_were_only_held(result: &RunResult, v: &Violation) -> 
             let shared = turned.lines.iter().find(|l| holder.qty_of(&l.sku) > 0)?;
             let reserved = entered_at(result, holder.id, OrderStatus::InventoryReserved)?;
             let lapsed = entered_at(result, holder.id, expired)?;
-            (reserved <= cancelled && cancelled < lapsed).then(|| {
-                format!(
+            (reserved <= cancelled && cancelled < lapsed).then(|| Shown {
+                text: format!(
                     "{} cancelled out of stock at {} while {} only held {} (reserved {}, lapsed unsold {})",
                     turned.id,
                     secs(cancelled),
@@ -289,7 +300,8 @@ fn turned_away_while_units_were_only_held(result: &RunResult, v: &Violation) -> 
                     shared.sku,
                     secs(reserved),
                     secs(lapsed)
-                )
+                ),
+                at_ms: Some(cancelled),
             })
         })
     })
