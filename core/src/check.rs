@@ -1603,6 +1603,8 @@ fn willing_buyers_served(facts: &Facts<'_>) -> Verdict {
 /// turned away: refused or cancelled out of stock, or expired without ever
 /// being offered payment. "Unsold" is received minus what customers were
 /// sold by the evidence (shown confirmed, charged), not the shop's counters.
+/// A buyer for one of whose SKUs there was no room is justified for every
+/// SKU of its order (orders are filled whole).
 fn no_sale_left_behind(facts: &Facts<'_>) -> Verdict {
     let sold = facts.sold_to_customers();
     let out_of_stock = OrderStatus::Cancelled(CancelReason::OutOfStock);
@@ -1615,6 +1617,11 @@ fn no_sale_left_behind(facts: &Facts<'_>) -> Verdict {
             continue;
         }
         let Some(asked) = j.asked else { continue };
+        // An order is filled whole or not at all: with no room for one of its
+        // SKUs, turning it away was justified for all of them.
+        if facts.no_room(asked, &sold).is_some() {
+            continue;
+        }
         let (how, mut evidence) = match (j.ack, j.refused_out_of_stock) {
             (Some((order, _)), _) if facts.ended(order, out_of_stock) => (
                 format!("{order} cancelled out of stock"),

@@ -2874,3 +2874,48 @@ fn a_charge_must_be_decided_within_the_promised_bound() {
     );
     assert_eq!(confirmed_after(None, 3_000).judgement, Judgement::Holds);
 }
+
+// Proves: orders are filled whole — Carol asks for a hat and a scarf; the only hat went to Bob,
+// who paid and was confirmed, so cancelling her out of stock is justified for the scarf too,
+// though 5 scarves stay unsold (no `no_sale_left_behind`). Without Bob's sale the same cancel
+// leaves both her SKUs behind.
+#[test]
+fn no_room_for_one_line_justifies_turning_the_whole_order_away() {
+    let run = |bob_pays: bool| {
+        let mut s = Shell::open(&[(HAT, 1500), (SCARF, 2500)], &[(HAT, 1, 1), (SCARF, 5, 1)]);
+        s.push(EventKind::Terms(TERMS));
+        s.at(1_000);
+        s.wants(
+            1,
+            "k-bob",
+            Wish {
+                buys: bob_pays,
+                ..willing(0)
+            },
+        );
+        let bob = s.order(Some("k-bob"), "bob", &[(HAT, 1)]);
+        s.run_jobs();
+        s.poll(1, bob);
+        s.wants(2, "k-carol", willing(0));
+        let carol = s.order(Some("k-carol"), "carol", &[(HAT, 1), (SCARF, 1)]);
+        s.force(carol, Cancelled(OutOfStock));
+        s.poll(2, carol);
+        if bob_pays {
+            s.pay_at_psp(bob);
+            s.run_jobs();
+            s.poll(1, bob);
+        } else {
+            s.at(1_000 + TTL_MS + 1);
+            s.sweep();
+            s.run_jobs();
+        }
+        s.at(1_000 + TTL_MS + 10_000);
+        judge(&s.history, &s.audit(), true)
+    };
+    assert_all_hold(&run(true));
+    let skus: Vec<Subject> = violations(&run(false), Invariant::NoSaleLeftBehind)
+        .iter()
+        .map(|v| v.subject.clone())
+        .collect();
+    assert_eq!(skus, [Subject::Sku(sku(HAT)), Subject::Sku(sku(SCARF))]);
+}
