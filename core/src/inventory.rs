@@ -312,6 +312,31 @@ impl Inventory {
         Ok(())
     }
 
+    /// Restarts a lapsing reservation's hold at `now`: it expires `ttl_ms`
+    /// from now, never sooner than it already would. Pinned reservations and
+    /// ones without a TTL are left alone.
+    pub fn renew(
+        &mut self,
+        id: ReservationId,
+        now: Millis,
+        ttl_ms: u64,
+    ) -> Result<(), InventoryError> {
+        let reservation = self
+            .reservations
+            .get_mut(&id)
+            .ok_or(InventoryError::UnknownReservation(id))?;
+        let Some(old) = reservation.expires_at else {
+            return Ok(());
+        };
+        let renewed = now.plus_ms(ttl_ms).max(old);
+        if renewed != old {
+            self.expiry.remove(&(old, id));
+            self.expiry.insert((renewed, id));
+            reservation.expires_at = Some(renewed);
+        }
+        Ok(())
+    }
+
     /// Units of `sku` held by reservations no paid order pinned: they go back
     /// on the shelf if their order is cancelled or its hold lapses, so they
     /// are held, not sold.
@@ -502,6 +527,32 @@ mod tests {
         inv.add_sku(sku("hot"), qty, segments).unwrap();
         inv.add_sku(sku("cold"), 5, 1).unwrap();
         inv
+    }
+
+    #[test]
+    fn renew_restarts_a_lapsing_hold_but_never_shortens_it() {
+        // Proves: renewing at t=60 with a 100 ms TTL moves the expiry from 100 to 160 (not due at
+        // 159, due at 160); renewing to an earlier time keeps the later expiry; a pinned
+        // reservation stays without an expiry; an unknown one is an error.
+        let mut inv = stocked(3, 1);
+        let id = inv
+            .reserve(OrderId(1), &[(sku("hot"), 1)], Millis(0), Some(100), 0)
+            .unwrap();
+        inv.renew(id, Millis(60), 100).unwrap();
+        assert_eq!(inv.reservation(id).unwrap().expires_at, Some(Millis(160)));
+        assert_eq!(inv.due(Millis(159)).count(), 0);
+        assert_eq!(inv.due(Millis(160)).collect::<Vec<_>>(), vec![id]);
+        inv.renew(id, Millis(10), 100).unwrap();
+        assert_eq!(inv.reservation(id).unwrap().expires_at, Some(Millis(160)));
+        assert_eq!(inv.next_expiry_of(&sku("hot")), Some(Millis(160)));
+        inv.pin(id).unwrap();
+        inv.renew(id, Millis(200), 100).unwrap();
+        assert_eq!(inv.reservation(id).unwrap().expires_at, None);
+        assert_eq!(inv.due(Millis(10_000)).count(), 0);
+        assert!(matches!(
+            inv.renew(ReservationId(99), Millis(0), 1),
+            Err(InventoryError::UnknownReservation(_))
+        ));
     }
 
     #[test]

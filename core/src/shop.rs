@@ -1040,7 +1040,14 @@ impl ShopState {
                     self.jobs.enqueue(JobKind::CancelIntent, id, now)?;
                 }
             }
-            OrderStatus::Created | OrderStatus::PaymentPending => {}
+            OrderStatus::PaymentPending => {
+                // The hold covers the payment: it runs from the offer, so a
+                // customer kept waiting in a backlog still gets the whole TTL.
+                if let (Some(rid), Some(ttl)) = (reservation, self.config.reservation_ttl_ms) {
+                    self.inventory.renew(rid, now, ttl)?;
+                }
+            }
+            OrderStatus::Created => {}
         }
         Ok(moved)
     }
@@ -1521,6 +1528,29 @@ mod tests {
         assert!(s.place_order(&request("k3", "bob", 2), Millis(0)).is_ok());
         s.cancel(first, Millis(1)).unwrap();
         assert!(s.place_order(&request("k2", "alice", 2), Millis(2)).is_ok());
+    }
+
+    #[test]
+    fn the_hold_runs_from_the_payment_offer() {
+        // Proves: an order reserved at t=1 (100 ms TTL) and offered payment at t=80 keeps its
+        // stock until t=180 — the sweeper expires nothing at 179 and expires it at 180.
+        let mut s = shop(10, None);
+        let order = place(&mut s, "k1", 2);
+        s.reserve(order, Millis(1), Cause::Reconciler).unwrap();
+        s.record_intent(
+            intent(order, IntentStatus::RequiresPayment),
+            Millis(80),
+            Cause::Reconciler,
+        )
+        .unwrap();
+        assert_eq!(
+            s.order(order).unwrap().status(),
+            OrderStatus::PaymentPending
+        );
+        assert!(s.expire_reservations(Millis(179), 10).unwrap().is_empty());
+        let expired = s.expire_reservations(Millis(180), 10).unwrap();
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].to, OrderStatus::Cancelled(CancelReason::Expired));
     }
 
     #[test]
