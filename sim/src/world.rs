@@ -173,8 +173,12 @@ fn shop_state(plan: &Plan) -> Result<ShopState, String> {
             max_delay_ms: 5_000,
             max_attempts: 12,
         },
+        // A keyed request whose API host died mid-flight holds its lock until
+        // this lapses; `/pay` is safe to run again (the PSP intent is keyed),
+        // so a lock that outlived the client's timeout is presumed abandoned
+        // and a customer's retry gets through while its cart is still held.
         idempotency: IdempotencyLimits {
-            in_flight_timeout_ms: 10_000,
+            in_flight_timeout_ms: t.client_timeout_ms,
             ..IdempotencyLimits::default()
         },
         ..ShopConfig::default()
