@@ -33,10 +33,12 @@ use std::collections::{BTreeMap, BTreeSet};
 const JOB_HEADROOM: usize = 4;
 
 /// Reservation TTLs an order may wait, from its creation, for units held by
-/// unpaid carts to come back (see [`ShopState::reserve`]): after one TTL every
-/// hold that existed when it started waiting has lapsed; the second covers
-/// units freed then, taken by an earlier buyer and abandoned once more.
-pub const SOLD_OUT_WAIT_TTLS: u64 = 2;
+/// unpaid carts to come back (see [`ShopState::reserve`]): after one TTL
+/// (counted from each payment offer) every hold that existed when it started
+/// waiting has lapsed; each further TTL covers units freed then, taken by an
+/// earlier buyer and abandoned once more — a chain that six TTLs cover in all
+/// but pathological runs, while a shop without TTLs still gives up.
+pub const SOLD_OUT_WAIT_TTLS: u64 = 6;
 
 /// How long an order may wait for held units without reservation TTLs: holds
 /// then come back only when their order is cancelled or its payment fails,
@@ -1798,12 +1800,21 @@ mod tests {
         assert_eq!(set.sold_out_wait_bound_ms(), 7);
     }
 
+    /// A 100 ms TTL and a waiting bound of 200 ms from creation.
+    fn bound_200() -> ShopConfig {
+        ShopConfig {
+            reservation_ttl_ms: Some(100),
+            sold_out_wait_ms: Some(200),
+            ..ShopConfig::default()
+        }
+    }
+
     #[test]
     fn a_lapsed_hold_not_yet_swept_is_rechecked_later_but_never_past_the_bound() {
         // Proves: a hold lapsing sooner than SOLD_OUT_RECHECK_MIN_MS is looked at after that
         // minimum (TTL 1 s: expiry 1000 ms, asked at 990 ms: 1040 ms); when the soonest hold has
         // lapsed but the sweeper has not released it, the next look is SOLD_OUT_RECHECK_MS later,
-        // cut to the bound (TTL 100 ms: 200 ms from creation), where the order is sold out.
+        // cut to the bound (200 ms from creation, set), where the order is sold out.
         let config = ShopConfig {
             reservation_ttl_ms: Some(1_000),
             ..ShopConfig::default()
@@ -1819,7 +1830,7 @@ mod tests {
             }
         );
 
-        let mut t = shop(2, None);
+        let mut t = shop_with(2, None, bound_200());
         let holder = place(&mut t, "k1", 2);
         let buyer = place(&mut t, "k2", 1);
         t.reserve(holder, Millis(0), Cause::Reconciler).unwrap();
@@ -1843,7 +1854,7 @@ mod tests {
         // job whose first delivery is attempt 1 (waiting never spends the retry budget, so a
         // waiting order cannot be dead-lettered by it); a redelivered step that decides to wait
         // again keeps that job instead of starting a second chain.
-        let mut s = shop(2, None);
+        let mut s = shop_with(2, None, bound_200());
         let _holder = place(&mut s, "k1", 2);
         let buyer = place(&mut s, "k2", 1);
         run_reserves(&mut s, Millis(1));

@@ -101,6 +101,10 @@ pub fn flash(count: u32, stock: u64) -> Scenario {
     s.timing = Timing {
         settle_ms: 15_000,
         reservation_ttl_ms: 4_000,
+        // A sold-out flash sale keeps a waitlist: a buyer short of stock waits
+        // for abandoned and declined carts to lapse (each hold 4 s from its
+        // offer, sometimes a chain of them) before it is offered payment.
+        offer_payment_within_ms: 30_000,
         ..Timing::default()
     };
     s
