@@ -36,9 +36,9 @@ const JOB_HEADROOM: usize = 4;
 /// unpaid carts to come back (see [`ShopState::reserve`]): after one TTL
 /// (counted from each payment offer) every hold that existed when it started
 /// waiting has lapsed; each further TTL covers units freed then, taken by an
-/// earlier buyer and abandoned once more — a chain that six TTLs cover in all
-/// but pathological runs, while a shop without TTLs still gives up.
-pub const SOLD_OUT_WAIT_TTLS: u64 = 6;
+/// earlier buyer and abandoned once more — a chain that twelve TTLs cover in
+/// all but pathological runs, while a shop without TTLs still gives up.
+pub const SOLD_OUT_WAIT_TTLS: u64 = 12;
 
 /// How long an order may wait for held units without reservation TTLs: holds
 /// then come back only when their order is cancelled or its payment fails,

@@ -103,8 +103,9 @@ pub fn flash(count: u32, stock: u64) -> Scenario {
         reservation_ttl_ms: 4_000,
         // A sold-out flash sale keeps a waitlist: a buyer short of stock waits
         // for abandoned and declined carts to lapse (each hold 4 s from its
-        // offer, sometimes a chain of them) before it is offered payment.
-        offer_payment_within_ms: 30_000,
+        // offer, sometimes a chain of them: a unit freed goes to a waiter who
+        // may abandon it in turn) before it is offered payment.
+        offer_payment_within_ms: 60_000,
         ..Timing::default()
     };
     s

@@ -263,6 +263,11 @@ impl Shared {
     }
 }
 
+/// How often, after the planned end, the world looks whether the shop has settled, ms.
+pub const SETTLE_POLL_MS: u64 = 250;
+/// Longest the world runs past its planned end waiting for the shop to settle, ms.
+pub const SETTLE_EXTENSION_MAX_MS: u64 = 60_000;
+
 fn build_sim(shared: &Arc<Shared>) -> turmoil::Sim<'static> {
     let plan = &shared.plan;
     let end = plan.end_ms();
@@ -403,8 +408,21 @@ fn build_sim(shared: &Arc<Shared>) -> turmoil::Sim<'static> {
             Ok(())
         });
     }
+    // The run lasts at least until the planned end, then on while the shop
+    // has not settled — an order not final or a job still live, e.g. a
+    // waitlist still turning over abandoned carts — looking every
+    // SETTLE_POLL_MS, for at most SETTLE_EXTENSION_MAX_MS more.
+    let s = Arc::clone(shared);
     sim.client("clock", async move {
         tokio::time::sleep(Duration::from_millis(end)).await;
+        let give_up = end + SETTLE_EXTENSION_MAX_MS;
+        while crate::recorder::sim_now().0 < give_up
+            && s.store.read(|state| {
+                state.stats().jobs_live > 0 || state.orders().any(|o| !o.status().is_final())
+            })
+        {
+            tokio::time::sleep(Duration::from_millis(SETTLE_POLL_MS)).await;
+        }
         Ok(())
     });
     sim
@@ -539,10 +557,14 @@ pub fn run(plan: &Plan) -> Result<RunResult, SimError> {
         seen: Vec::new(),
     };
     let outcome = drive(&mut sim, &shared, &recorder, &mut monitor);
+    // The world may have run past its planned end while the shop settled.
+    let ended = u64::try_from(sim.elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+        .max(end);
     drop(sim);
     outcome?;
 
-    let audit = shared.store.snapshot().audit(Millis(end));
+    let audit = shared.store.snapshot().audit(Millis(ended));
     let mut history = recorder.history();
     let mut ledger = psp.ledger();
     ledger.sort_by_key(|e| e.seq);
@@ -567,7 +589,7 @@ pub fn run(plan: &Plan) -> Result<RunResult, SimError> {
     }
     let events = history.events();
     let stats = RunStats {
-        sim_ms: end,
+        sim_ms: ended,
         requests: events
             .iter()
             .filter(|e| matches!(e.kind, EventKind::Request { .. }))
