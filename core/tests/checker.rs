@@ -2498,6 +2498,23 @@ impl Shell {
     }
 }
 
+/// Exactly the three progress invariants are broken, and `willing_buyers_served` once, about
+/// `order`: that violation.
+fn unserved_and_not_offered(verdicts: &[Verdict], order: OrderId) -> &Violation {
+    assert_exactly_violated(
+        verdicts,
+        &[
+            Invariant::WillingBuyersServed,
+            Invariant::NoSaleLeftBehind,
+            Invariant::TimelyDecisions,
+        ],
+        true,
+    );
+    let v = only_violation(verdicts, Invariant::WillingBuyersServed);
+    assert_eq!(v.subject, Subject::Order(order));
+    v
+}
+
 /// A one-hat shop with the progress terms recorded.
 fn hat_shop(hats: u64) -> Shell {
     let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, hats, 1)]);
@@ -2531,17 +2548,7 @@ fn never_offered() -> (Shell, OrderId, usize, usize) {
 fn a_shop_that_never_offers_payment_fails_the_progress_invariants_naming_buyer_and_order() {
     let (s, order, wants, ack) = never_offered();
     let verdicts = judge(&s.history, &s.audit(), true);
-    assert_exactly_violated(
-        &verdicts,
-        &[
-            Invariant::WillingBuyersServed,
-            Invariant::NoSaleLeftBehind,
-            Invariant::TimelyDecisions,
-        ],
-        true,
-    );
-    let v = only_violation(&verdicts, Invariant::WillingBuyersServed);
-    assert_eq!(v.subject, Subject::Order(order));
+    let v = unserved_and_not_offered(&verdicts, order);
     assert!(
         v.detail.contains("willing buyer 1 (key k-alice, 1xhat)"),
         "{}",
@@ -2662,17 +2669,7 @@ fn out_of_stock_is_justified_only_when_the_units_went_to_confirmed_buyers() {
     let (s, carol) = one_hat_two_buyers(false);
     let verdicts = judge(&s.history, &s.audit(), true);
     // Never offered payment without a justification: late too.
-    assert_exactly_violated(
-        &verdicts,
-        &[
-            Invariant::WillingBuyersServed,
-            Invariant::NoSaleLeftBehind,
-            Invariant::TimelyDecisions,
-        ],
-        true,
-    );
-    let v = only_violation(&verdicts, Invariant::WillingBuyersServed);
-    assert_eq!(v.subject, Subject::Order(carol));
+    let v = unserved_and_not_offered(&verdicts, carol);
     assert!(
         v.detail
             .contains("cancelled out of stock while 1 of 1 hat never sold"),
