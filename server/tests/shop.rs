@@ -766,7 +766,8 @@ async fn a_buyer_waits_for_an_abandoned_cart_unless_sold_out_is_decided_from_res
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reservation_ttl_short_holds_carts_a_quarter_of_the_configured_ttl() {
     // Proves: the design's reservation_ttl reaches the store: with a configured TTL of 2 s a
-    // reservation lapses 2 s after it was made under `on`, 0.5 s under `short`, never under `off`.
+    // reservation lapses 2 s after the payment offer (the hold runs from it) under `on`, 0.5 s
+    // under `short`, never under `off`.
     for (value, lifetime_ms) in [("on", Some(2_000)), ("short", Some(500)), ("off", None)] {
         let mut design = Design::reference();
         design.set("reservation_ttl", value).unwrap();
@@ -774,12 +775,17 @@ async fn reservation_ttl_short_holds_carts_a_quarter_of_the_configured_ttl() {
         c.shop.reservation_ttl_ms = Some(2_000);
         let (stack, s) = start(c).await;
         let id = order_id(&s.order("k-1", "alice", TEE, 1).await);
-        s.wait_for(&id, &["inventory_reserved", "payment_pending"])
-            .await;
+        s.wait_for(&id, &["payment_pending"]).await;
         let audit = s.audit().await;
         let held = &audit.reservations[0];
+        let offered = audit.orders[0]
+            .transitions()
+            .iter()
+            .find(|t| t.to == stampede_core::OrderStatus::PaymentPending)
+            .expect("offered")
+            .at;
         assert_eq!(
-            held.expires_at.map(|at| at.since(held.created_at)),
+            held.expires_at.map(|at| at.since(offered)),
             lifetime_ms,
             "reservation_ttl={value}"
         );
