@@ -355,6 +355,34 @@ impl JobQueue {
         self.visible.first().map(|(at, _)| *at)
     }
 
+    /// Brings a ready job forward to `at` (an order waiting for stock, woken
+    /// because units came back). A job already runnable by then, a leased
+    /// job and an unknown id are left alone. Returns whether the job moved.
+    pub fn wake(&mut self, id: JobId, at: Millis) -> bool {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return false;
+        };
+        let JobState::Ready { at: was } = job.state else {
+            return false;
+        };
+        if was <= at {
+            return false;
+        }
+        self.visible.remove(&(was, id));
+        self.visible.insert((at, id));
+        job.state = JobState::Ready { at };
+        true
+    }
+
+    /// Is the job runnable at `now` or being run (leased)? `false` for a job
+    /// scheduled later and for one no longer live.
+    pub fn is_due(&self, id: JobId, now: Millis) -> bool {
+        self.jobs.get(&id).is_some_and(|job| match job.state {
+            JobState::Ready { at } => at <= now,
+            JobState::Leased { .. } => true,
+        })
+    }
+
     /// A live job.
     pub fn job(&self, id: JobId) -> Option<&Job> {
         self.jobs.get(&id)
@@ -504,6 +532,33 @@ mod tests {
         assert_eq!((lease.job, lease.attempt), (id, 1));
         q.ack(&lease).unwrap();
         assert!(q.job(id).is_none());
+    }
+
+    #[test]
+    fn a_woken_job_runs_at_the_new_time_and_only_sooner_ready_jobs_move() {
+        // Proves: `wake` brings a later job forward (leasable at exactly the new time, not
+        // before), never pushes one back or moves one to its own time, leaves a leased job
+        // and an unknown id alone; `is_due` says runnable-or-leased on both sides of `at`.
+        let mut q = queue(3);
+        let id = q
+            .enqueue_at(JobKind::Reserve, OrderId(1), Millis(0), Millis(500))
+            .unwrap();
+        assert!(!q.is_due(id, Millis(499)));
+        assert!(q.is_due(id, Millis(500)));
+        assert!(!q.wake(id, Millis(600)), "later is not a wake");
+        assert!(!q.wake(id, Millis(500)), "the same time is not a wake");
+        assert!(q.wake(id, Millis(100)));
+        assert_eq!(q.next_visible_at(), Some(Millis(100)));
+        assert!(!q.is_due(id, Millis(99)));
+        assert!(q.is_due(id, Millis(100)));
+        assert!(q.lease(Millis(99)).is_none());
+        let lease = q.lease(Millis(100)).unwrap();
+        assert_eq!(lease.job, id);
+        assert!(q.is_due(id, Millis(100)), "a leased job is being run");
+        assert!(!q.wake(id, Millis(0)), "a leased job stays leased");
+        q.ack(&lease).unwrap();
+        assert!(!q.is_due(id, Millis(100)), "a settled job is not due");
+        assert!(!q.wake(id, Millis(0)), "an unknown job is left alone");
     }
 
     #[test]

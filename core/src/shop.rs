@@ -45,16 +45,6 @@ pub const SOLD_OUT_WAIT_TTLS: u64 = 12;
 /// which no expiry predicts, so the wait is short and fixed.
 pub const SOLD_OUT_WAIT_NO_TTL_MS: u64 = 10_000;
 
-/// When no hold's expiry says when units come back (no TTL, or a hold that
-/// lapsed but the sweeper has not released yet), a waiting order looks again
-/// this much later.
-pub const SOLD_OUT_RECHECK_MS: u64 = 250;
-
-/// The shortest wait: a hold lapsing in 1 ms still needs a sweep to come
-/// back, and this bounds the waits of one order to
-/// `wait bound / SOLD_OUT_RECHECK_MIN_MS + 1`.
-pub const SOLD_OUT_RECHECK_MIN_MS: u64 = 50;
-
 /// Knobs of the reference store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShopConfig {
@@ -641,39 +631,30 @@ impl ShopState {
         }
     }
 
-    /// When an order short of stock should look again, or `None` when it is
-    /// sold out: some short line could not be filled even if every unpaid
-    /// hold came back (the units are sold or pinned), or the order has
-    /// waited its bound. The answer is after `now` and no later than the bound.
+    /// Until when an order short of stock waits, or `None` when it is sold
+    /// out: some short line could not be filled even if every unpaid hold
+    /// came back (the units are sold or pinned), or the order has waited its
+    /// bound. A waiting order's next `Reserve` job is scheduled at the bound
+    /// and brought forward when units of a SKU it wants come back (see
+    /// [`ShopState::wake_waiters`]) or when its hope goes (see
+    /// [`ShopState::wake_hopeless`]), so nothing polls while it waits.
     fn sold_out_wait(&self, id: OrderId, lines: &[(Sku, u64)], now: Millis) -> Option<Millis> {
         let created = self.orders[&id].created_at;
         let deadline = created.plus_ms(self.config.sold_out_wait_bound_ms());
         if now >= deadline {
             return None;
         }
-        let mut wake: Option<Millis> = None;
-        for (sku, qty) in lines {
-            let available = self.inventory.level(sku).map_or(0, |l| l.available);
-            if available >= *qty {
-                continue;
-            }
-            if available.saturating_add(self.inventory.held_unpinned(sku)) < *qty {
-                return None;
-            }
-            let back = self
-                .inventory
-                .next_expiry_of(sku)
-                .filter(|at| *at > now)
-                .unwrap_or_else(|| now.plus_ms(SOLD_OUT_RECHECK_MS));
-            wake = Some(wake.map_or(back, |w| w.min(back)));
-        }
-        // At least one line was short (the inventory said so), so `wake` is set.
-        let wake = wake
-            .expect("a short line")
-            .max(now.plus_ms(SOLD_OUT_RECHECK_MIN_MS));
-        let until = wake.min(deadline);
-        debug_assert!(until > now && until <= deadline);
-        Some(until)
+        let hopeful = lines
+            .iter()
+            .all(|(sku, qty)| self.could_come_back(sku) >= *qty);
+        hopeful.then_some(deadline)
+    }
+
+    /// Units of `sku` on the shelf or held by unpaid orders: the most a
+    /// waiting order could still get.
+    fn could_come_back(&self, sku: &Sku) -> u64 {
+        let available = self.inventory.level(sku).map_or(0, |l| l.available);
+        available.saturating_add(self.inventory.held_unpinned(sku))
     }
 
     /// Keeps a `Created` order waiting: its follow-up `Reserve` job runs at
@@ -694,6 +675,69 @@ impl ShopState {
         let job = self.jobs.enqueue_at(JobKind::Reserve, id, now, until)?;
         self.waiting.insert(id, job);
         Ok(Step::Wait { until })
+    }
+
+    /// Units of `sku` came back to the shelf: wake the orders waiting for it,
+    /// first come first served (by order id), as many as the units available
+    /// can fill — counting those already woken and not yet run — so a
+    /// thousand waiters behind one returned unit cost one job run, not a
+    /// thousand. A waiter asking for more than is left is passed over (it
+    /// keeps its place for the next units).
+    fn wake_waiters(&mut self, sku: &Sku, now: Millis) {
+        let mut left = self.inventory.level(sku).map_or(0, |l| l.available);
+        let mut woken = Vec::new();
+        for (order, job) in &self.waiting {
+            if left == 0 {
+                break;
+            }
+            let qty = self
+                .orders
+                .get(order)
+                .map_or(0, |o| u64::from(o.qty_of(sku)));
+            if qty == 0 || qty > left {
+                continue;
+            }
+            left -= qty;
+            if !self.jobs.is_due(*job, now) {
+                woken.push(*job);
+            }
+        }
+        for job in woken {
+            self.jobs.wake(job, now);
+        }
+    }
+
+    /// Units of `sku` were pinned by a payment: wake the orders waiting for it
+    /// that can no longer be filled, so they are cancelled out of stock now
+    /// rather than at the end of their wait.
+    fn wake_hopeless(&mut self, sku: &Sku, now: Millis) {
+        let hope = self.could_come_back(sku);
+        let woken: Vec<JobId> = self
+            .waiting
+            .iter()
+            .filter(|(order, job)| {
+                self.orders
+                    .get(order)
+                    .map_or(0, |o| u64::from(o.qty_of(sku)))
+                    > hope
+                    && !self.jobs.is_due(**job, now)
+            })
+            .map(|(_, job)| *job)
+            .collect();
+        for job in woken {
+            self.jobs.wake(job, now);
+        }
+    }
+
+    /// Returns a reservation's units to the shelf and wakes the orders
+    /// waiting for them.
+    fn release_reservation(&mut self, rid: ReservationId, now: Millis) -> Result<(), ShopError> {
+        let released = self.inventory.release(rid)?;
+        let skus: BTreeSet<&Sku> = released.allocations.iter().map(|a| &a.sku).collect();
+        for sku in skus {
+            self.wake_waiters(sku, now);
+        }
+        Ok(())
     }
 
     /// The `CreateIntent` job's step after the PSP answered: record the intent
@@ -967,9 +1011,7 @@ impl ShopState {
                     )?);
                 }
                 // A reservation no live order owns is a leak: give the stock back.
-                _ => {
-                    self.inventory.release(rid)?;
-                }
+                _ => self.release_reservation(rid, now)?,
             }
         }
         Ok(moved)
@@ -1021,6 +1063,9 @@ impl ShopState {
             OrderStatus::Paid => {
                 if let Some(rid) = reservation {
                     self.inventory.pin(rid)?;
+                    for (sku, _) in order_lines(&self.orders[&id]) {
+                        self.wake_hopeless(&sku, now);
+                    }
                 }
                 self.jobs.enqueue(JobKind::Finalize, id, now)?;
             }
@@ -1032,7 +1077,7 @@ impl ShopState {
             }
             OrderStatus::Cancelled(_) | OrderStatus::Refunded => {
                 if let Some(rid) = reservation {
-                    self.inventory.release(rid)?;
+                    self.release_reservation(rid, now)?;
                     self.orders.get_mut(&id).expect("checked").reservation = None;
                 }
                 if from.holds_reservation() || from == OrderStatus::Created {
@@ -1672,9 +1717,10 @@ mod tests {
     #[test]
     fn an_order_short_of_stock_waits_for_an_unpaid_hold_and_gets_its_units_when_it_lapses() {
         // Proves: with every unit held by an unpaid order (TTL 100 ms, reserved at 1 ms), a
-        // second order is not cancelled: it stays created and its next reserve job becomes
-        // visible exactly when the hold expires (101 ms, not 100 ms); once the sweeper released
-        // the hold, that job reserves the units. The naive rule cancels it at once instead.
+        // second order is not cancelled: it stays created, its next reserve job is parked at its
+        // wait bound (12 TTLs from creation) — nothing polls, not even when the hold lapses
+        // unswept at 101 ms — and the sweep that releases the hold wakes it at once: that job
+        // reserves the units. The naive rule cancels it at once instead.
         let mut s = shop(2, None);
         let holder = place(&mut s, "k1", 2);
         let buyer = place(&mut s, "k2", 1);
@@ -1683,15 +1729,24 @@ mod tests {
             matches!(steps[0], (o, Step::Moved(_)) if o == holder),
             "{steps:?}"
         );
-        assert_eq!(steps[1], (buyer, Step::Wait { until: Millis(101) }));
+        assert_eq!(
+            steps[1],
+            (
+                buyer,
+                Step::Wait {
+                    until: Millis(1_200)
+                }
+            )
+        );
         assert_eq!(s.order(buyer).unwrap().status(), OrderStatus::Created);
-        assert_eq!(s.next_job_at(), Some(Millis(101)));
+        assert_eq!(s.next_job_at(), Some(Millis(1_200)));
         assert!(
-            s.lease_job(Millis(100)).is_none(),
-            "not before the hold lapses"
+            s.lease_job(Millis(101)).is_none(),
+            "a lapsed hold wakes nobody until it is released"
         );
         let expired = s.expire_reservations(Millis(101), 10).unwrap();
         assert_eq!(expired.len(), 1);
+        assert_eq!(s.next_job_at(), Some(Millis(101)), "woken by the release");
         let steps = run_reserves(&mut s, Millis(101));
         assert!(
             matches!(steps[..], [(o, Step::Moved(_))] if o == buyer),
@@ -1752,10 +1807,10 @@ mod tests {
 
     #[test]
     fn waiting_gives_up_at_its_bound_even_without_reservation_ttls() {
-        // Proves: without TTLs a hold never lapses, so an order waits in re-checks of
-        // SOLD_OUT_RECHECK_MS, its last wait is cut to the bound (SOLD_OUT_WAIT_NO_TTL_MS from its
-        // creation), and at the bound — not 1 ms before — it is cancelled out of stock. With a
-        // TTL the bound is SOLD_OUT_WAIT_TTLS TTLs, or the configured `sold_out_wait_ms`.
+        // Proves: without TTLs a hold never lapses, so an order waits until the bound
+        // (SOLD_OUT_WAIT_NO_TTL_MS from its creation), still waiting 1 ms before it, and at the
+        // bound it is cancelled out of stock. With a TTL the bound is SOLD_OUT_WAIT_TTLS TTLs,
+        // or the configured `sold_out_wait_ms`.
         let config = ShopConfig {
             reservation_ttl_ms: None,
             ..ShopConfig::default()
@@ -1768,7 +1823,7 @@ mod tests {
         assert_eq!(
             s.reserve(buyer, Millis(1), Cause::Reconciler).unwrap(),
             Step::Wait {
-                until: Millis(1 + SOLD_OUT_RECHECK_MS)
+                until: Millis(SOLD_OUT_WAIT_NO_TTL_MS)
             }
         );
         let last = SOLD_OUT_WAIT_NO_TTL_MS - 1;
@@ -1809,41 +1864,88 @@ mod tests {
         }
     }
 
+    /// A shop of `stock` hats where `holders` orders of one hat each hold every unit (reserved
+    /// and offered payment at 0 ms, TTL 100 ms), then `waiters` orders of `qty` hats each wait;
+    /// returns (holders, waiters). Nothing is left to run but the waiters' parked jobs.
+    fn waitlist(holders: u64, waiters: &[u32]) -> (ShopState, Vec<OrderId>, Vec<OrderId>) {
+        let mut s = shop_with(holders, None, bound_200());
+        let held: Vec<_> = (0..holders)
+            .map(|i| place(&mut s, &format!("h{i}"), 1))
+            .collect();
+        let wait: Vec<_> = waiters
+            .iter()
+            .enumerate()
+            .map(|(i, qty)| place(&mut s, &format!("w{i}"), *qty))
+            .collect();
+        let steps = run_reserves(&mut s, Millis(0));
+        assert_eq!(steps.len(), held.len() + wait.len());
+        drain(&mut s, Millis(0));
+        (s, held, wait)
+    }
+
     #[test]
-    fn a_lapsed_hold_not_yet_swept_is_rechecked_later_but_never_past_the_bound() {
-        // Proves: a hold lapsing sooner than SOLD_OUT_RECHECK_MIN_MS is looked at after that
-        // minimum (TTL 1 s: expiry 1000 ms, asked at 990 ms: 1040 ms); when the soonest hold has
-        // lapsed but the sweeper has not released it, the next look is SOLD_OUT_RECHECK_MS later,
-        // cut to the bound (200 ms from creation, set), where the order is sold out.
-        let config = ShopConfig {
-            reservation_ttl_ms: Some(1_000),
-            ..ShopConfig::default()
-        };
-        let mut s = shop_with(2, None, config);
-        let holder = place(&mut s, "k1", 2);
-        let buyer = place(&mut s, "k2", 1);
-        s.reserve(holder, Millis(0), Cause::Reconciler).unwrap();
+    fn units_coming_back_wake_as_many_waiters_as_they_fill_first_come_first_served() {
+        // Proves: one released unit wakes exactly one waiter — the first (lowest order id) —
+        // not every waiter; a second release wakes the next one; a waiter asking for more than
+        // is available is passed over and keeps its place; a waiter woken and not yet run
+        // counts as claiming its unit, so a second release before it runs wakes one more.
+        let (mut s, held, wait) = waitlist(3, &[1, 2, 1, 1]);
         assert_eq!(
-            s.reserve(buyer, Millis(990), Cause::Reconciler).unwrap(),
-            Step::Wait {
-                until: Millis(990 + SOLD_OUT_RECHECK_MIN_MS)
-            }
+            s.next_job_at(),
+            Some(Millis(200)),
+            "all parked at the bound"
+        );
+        s.cancel(held[0], Millis(10)).unwrap();
+        let woken: Vec<_> = std::iter::from_fn(|| s.lease_job(Millis(10)))
+            .map(|l| (l.kind, l.order))
+            .filter(|(k, _)| *k == JobKind::Reserve)
+            .collect();
+        assert_eq!(
+            woken,
+            vec![(JobKind::Reserve, wait[0])],
+            "one unit, one waiter"
         );
 
-        let mut t = shop_with(2, None, bound_200());
-        let holder = place(&mut t, "k1", 2);
-        let buyer = place(&mut t, "k2", 1);
-        t.reserve(holder, Millis(0), Cause::Reconciler).unwrap();
+        let (mut s, held, wait) = waitlist(3, &[1, 2, 1, 1]);
+        s.cancel(held[0], Millis(10)).unwrap();
+        s.cancel(held[1], Millis(11)).unwrap();
+        let steps = run_reserves(&mut s, Millis(11));
+        let orders: Vec<_> = steps.iter().map(|(o, _)| *o).collect();
         assert_eq!(
-            t.reserve(buyer, Millis(100), Cause::Reconciler).unwrap(),
-            Step::Wait { until: Millis(200) },
-            "lapsed at 100 but still held: 100 + 250, cut to the bound"
+            orders,
+            vec![wait[0], wait[2]],
+            "two units: the first waiter, then the next that fits (the order of 2 is passed \
+             over while a woken waiter claims one of the two)"
         );
-        t.reserve(buyer, Millis(199), Cause::Reconciler).unwrap();
-        assert_eq!(t.order(buyer).unwrap().status(), OrderStatus::Created);
-        t.reserve(buyer, Millis(200), Cause::Reconciler).unwrap();
+        assert!(steps.iter().all(|(_, step)| matches!(step, Step::Moved(_))));
+        assert_eq!(s.order(wait[1]).unwrap().status(), OrderStatus::Created);
+        assert!(s.lease_job(Millis(199)).is_none(), "the others sleep");
+    }
+
+    #[test]
+    fn a_payment_that_leaves_no_hope_wakes_the_waiters_it_sold_out_and_only_those() {
+        // Proves: when the last unpaid hold is paid, the waiters wanting one unit are woken at
+        // once and cancelled out of stock (not at their bound); while an unpaid hold remains,
+        // a payment wakes only the waiters it left without hope (an order of 2 behind 1 unit
+        // that could come back), not those that could still be filled.
+        let (mut s, held, wait) = waitlist(2, &[1, 2]);
+        to_paid(&mut s, held[0]);
+        let steps = run_reserves(&mut s, Millis(3));
+        assert_eq!(steps.len(), 1, "{steps:?}");
+        assert_eq!(steps[0].0, wait[1]);
         assert_eq!(
-            t.order(buyer).unwrap().status(),
+            s.order(wait[1]).unwrap().status(),
+            OrderStatus::Cancelled(CancelReason::OutOfStock)
+        );
+        assert_eq!(s.order(wait[0]).unwrap().status(), OrderStatus::Created);
+        to_paid(&mut s, held[1]);
+        let steps = run_reserves(&mut s, Millis(3));
+        assert_eq!(
+            steps.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+            vec![wait[0]]
+        );
+        assert_eq!(
+            s.order(wait[0]).unwrap().status(),
             OrderStatus::Cancelled(CancelReason::OutOfStock)
         );
     }
@@ -1861,20 +1963,32 @@ mod tests {
         assert_eq!(s.stats().jobs_live, 1, "only the follow-up reserve job");
         assert_eq!(
             s.reserve(buyer, Millis(5), Cause::Reconciler).unwrap(),
-            Step::Wait { until: Millis(101) }
+            Step::Wait { until: Millis(200) }
         );
         assert_eq!(s.stats().jobs_live, 1, "no second chain");
+        s.expire_reservations(Millis(101), 10).unwrap();
+        // A rival takes the released units before the woken buyer runs.
+        let rival = place(&mut s, "k3", 2);
+        let first = s.lease_job(Millis(101)).unwrap();
+        assert_eq!(first.order, rival);
+        let cause = Cause::Worker { job: first.job };
+        assert!(matches!(
+            s.reserve(rival, Millis(101), cause).unwrap(),
+            Step::Moved(_)
+        ));
+        s.ack_job(&first).unwrap();
         let lease = s.lease_job(Millis(101)).unwrap();
         assert_eq!(
             (lease.kind, lease.order, lease.attempt),
             (JobKind::Reserve, buyer, 1)
         );
-        // The follow-up runs (the hold lapsed, unswept) and waits again: a new job, since the
-        // one it would reuse is the one running.
+        // The follow-up, woken by the release, runs after the units were taken again and waits
+        // again: a new job, since the one it would reuse is the one running.
         let cause = Cause::Worker { job: lease.job };
         let step = s.reserve(buyer, Millis(101), cause).unwrap();
         assert_eq!(step, Step::Wait { until: Millis(200) });
         s.ack_job(&lease).unwrap();
+        drain(&mut s, Millis(101));
         assert_eq!(s.stats().jobs_live, 1);
         assert_eq!(s.lease_job(Millis(200)).unwrap().attempt, 1);
     }
