@@ -22,8 +22,24 @@ pub fn run_all<T: Sync, R: Send>(
     items: &[T],
     jobs: usize,
     work: impl Fn(&T) -> R + Sync,
+    done: impl FnMut(usize, R) -> bool,
+) {
+    let order: Vec<usize> = (0..items.len()).collect();
+    run_all_in_order(items, &order, jobs, work, done);
+}
+
+/// [`run_all`], handing the items out in `order` (a permutation of their
+/// indices) — e.g. the longest runs first, so a long run started last does not
+/// leave the other cores idle at the end. Results still carry each item's own
+/// index. Indices outside `items` are skipped.
+pub fn run_all_in_order<T: Sync, R: Send>(
+    items: &[T],
+    order: &[usize],
+    jobs: usize,
+    work: impl Fn(&T) -> R + Sync,
     mut done: impl FnMut(usize, R) -> bool,
 ) {
+    let order: Vec<usize> = order.iter().copied().filter(|&i| i < items.len()).collect();
     let lanes = jobs.clamp(1, items.len().max(1));
     let (work_tx, work_rx) = mpsc::channel::<usize>();
     let work_rx = Mutex::new(work_rx);
@@ -50,7 +66,7 @@ pub fn run_all<T: Sync, R: Send>(
             .collect();
         drop(result_tx);
         let (mut next, mut in_flight, mut open) = (0, 0, true);
-        while next < items.len() && in_flight < lanes && work_tx.send(next).is_ok() {
+        while next < order.len() && in_flight < lanes && work_tx.send(order[next]).is_ok() {
             next += 1;
             in_flight += 1;
         }
@@ -60,7 +76,7 @@ pub fn run_all<T: Sync, R: Send>(
             };
             in_flight -= 1;
             open &= done(i, result);
-            if open && next < items.len() && work_tx.send(next).is_ok() {
+            if open && next < order.len() && work_tx.send(order[next]).is_ok() {
                 next += 1;
                 in_flight += 1;
             }
@@ -96,6 +112,30 @@ mod tests {
     }
 
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn items_are_handed_out_in_the_given_order() {
+        // Proves: with one lane, work starts in exactly the order given (not index order), each
+        // result is reported under its own index, and an index past the end is skipped.
+        let items: Vec<u64> = vec![10, 20, 30, 40];
+        let started = Mutex::new(Vec::new());
+        let mut reported = Vec::new();
+        run_all_in_order(
+            &items,
+            &[2, 0, 9, 3, 1],
+            1,
+            |x| {
+                started.lock().unwrap().push(*x);
+                *x
+            },
+            |i, r| {
+                reported.push((i, r));
+                true
+            },
+        );
+        assert_eq!(started.into_inner().unwrap(), vec![30, 10, 40, 20]);
+        assert_eq!(reported, vec![(2, 30), (0, 10), (3, 40), (1, 20)]);
+    }
 
     #[test]
     fn returning_false_stops_new_work() {

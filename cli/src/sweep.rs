@@ -260,6 +260,10 @@ pub struct SweepSummary {
     pub design: String,
     /// Wall time, ms (summed over merged shards).
     pub wall_ms: u64,
+    /// CPU time the sweep's process used (user + system), ms (summed over
+    /// merged shards); 0 when the platform could not say.
+    #[serde(default)]
+    pub cpu_ms: u64,
     /// Totals.
     pub totals: Totals,
     /// Every run, by scenario file then seed.
@@ -422,8 +426,9 @@ fn execute(
     let keeper = Keeper::new(out, keep);
     let mut records: Vec<Option<RunRecord>> = vec![None; jobs.len()];
     let mut failing = 0;
-    pool::run_all(
+    pool::run_all_in_order(
         jobs,
+        &longest_first(jobs),
         threads,
         |job| record(job, || keeper.claim(job)).0,
         |i, rec| {
@@ -452,6 +457,44 @@ fn execute(
     );
     bar.finish_and_clear();
     records.into_iter().flatten().collect()
+}
+
+/// A run's expected cost, for ordering: shoppers dominate a run's work, and
+/// the simulated time it spans (arrivals, faults, settle) comes next.
+fn expected_cost(job: &Job<'_>) -> (u64, u64) {
+    let s = &job.target.scenario;
+    (u64::from(s.shoppers.count), s.timing.settle_ms)
+}
+
+/// Job indices, the most expensive first (ties in their listed order), so a
+/// sweep mixing a flash sale with short scenarios does not end with one core
+/// running the flash sale while the others idle.
+fn longest_first(jobs: &[Job<'_>]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..jobs.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(expected_cost(&jobs[i])));
+    order
+}
+
+/// Runs per second of CPU time, when the CPU time is known.
+fn runs_per_cpu_second(s: &SweepSummary) -> Option<f64> {
+    (s.cpu_ms > 0).then(|| s.totals.runs as f64 / (s.cpu_ms as f64 / 1000.0))
+}
+
+/// "12.3 s CPU, 4.56 runs per CPU-second", or nothing when unknown.
+fn cpu_note(s: &SweepSummary) -> String {
+    runs_per_cpu_second(s).map_or(String::new(), |rate| {
+        format!(
+            ", {:.1} s CPU, {rate:.2} runs per CPU-second",
+            s.cpu_ms as f64 / 1000.0
+        )
+    })
+}
+
+/// Process CPU time (user + system) so far, ms, if the platform says.
+fn process_cpu_ms() -> Option<u64> {
+    cpu_time::ProcessTime::try_now()
+        .ok()
+        .map(|t| u64::try_from(t.as_duration().as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Hands out folders for the full outputs of the first `keep` failing runs.
@@ -532,12 +575,13 @@ fn sweep_markdown(s: &SweepSummary) -> String {
     let t = &s.totals;
     let _ = writeln!(
         md,
-        "**{} runs: {} passed, {} failed, {} errors** in {:.1} s of wall time.\n",
+        "**{} runs: {} passed, {} failed, {} errors** in {:.1} s of wall time{}.\n",
         t.runs,
         t.passed,
         t.failed,
         t.errors,
-        s.wall_ms as f64 / 1000.0
+        s.wall_ms as f64 / 1000.0,
+        cpu_note(s)
     );
     let _ = writeln!(
         md,
@@ -611,13 +655,14 @@ fn print_sweep(s: &SweepSummary, json: bool, dir: &Path, threads: Option<usize>)
     }
     let t = &s.totals;
     println!(
-        "{} runs: {} passed, {} failed, {} errors; took {:.1} s{}",
+        "{} runs: {} passed, {} failed, {} errors; took {:.1} s{}{}",
         t.runs,
         t.passed,
         t.failed,
         t.errors,
         s.wall_ms as f64 / 1000.0,
-        threads.map_or(String::new(), |n| format!(" on {n} threads"))
+        threads.map_or(String::new(), |n| format!(" on {n} threads")),
+        cpu_note(s)
     );
     println!("  wrote {}/{{summary.json,report.md}}", dir.display());
 }
@@ -668,6 +713,7 @@ pub fn sweep(args: &SweepArgs) -> Result<u8, String> {
         );
     }
     let started = std::time::Instant::now();
+    let cpu_before = process_cpu_ms();
     let runs = execute(
         &jobs,
         threads,
@@ -686,6 +732,9 @@ pub fn sweep(args: &SweepArgs) -> Result<u8, String> {
             None => "scenario default".into(),
         },
         wall_ms: started.elapsed().as_millis() as u64,
+        cpu_ms: cpu_before
+            .zip(process_cpu_ms())
+            .map_or(0, |(before, after)| after.saturating_sub(before)),
         totals: Totals::of(&runs),
         runs,
     };
@@ -750,6 +799,7 @@ pub fn merge(args: &MergeArgs) -> Result<u8, String> {
                 }
                 m.shards.extend(part.shards);
                 m.wall_ms += part.wall_ms;
+                m.cpu_ms += part.cpu_ms;
             }
         }
     }
@@ -1064,6 +1114,62 @@ mod tests {
         for bad in ["", "a..b", "5..1", "1..99999999999", "-1"] {
             assert!(bad.parse::<Seeds>().is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn the_biggest_scenarios_are_handed_out_first_and_ties_keep_their_order() {
+        // Proves: jobs are ordered by shopper count, then settle time, largest first; equal
+        // costs keep the listed (scenario, seed) order, so the order is deterministic.
+        let target = |scenario: Scenario| Target {
+            file: PathBuf::from(format!("{}.toml", scenario.name)),
+            scenario,
+            design: DesignSpec::new("reference", &[]).unwrap(),
+        };
+        let small = target(stampede_sim::scenarios::flash(10, 5));
+        let big = target(stampede_sim::scenarios::flash(1_000, 5));
+        let mut slow = stampede_sim::scenarios::flash(10, 5);
+        slow.timing.settle_ms += 1;
+        let slow = target(slow);
+        let job = |target, seed| Job {
+            target,
+            design: &target.design,
+            seed,
+        };
+        let jobs = [
+            job(&small, 1),
+            job(&big, 1),
+            job(&small, 2),
+            job(&slow, 1),
+            job(&big, 2),
+        ];
+        assert_eq!(longest_first(&jobs), vec![1, 4, 3, 0, 2]);
+    }
+
+    #[test]
+    fn runs_per_cpu_second_is_runs_over_cpu_time_and_absent_when_unknown() {
+        // Proves: 10 runs in 4 s of CPU are 2.5 runs per CPU-second, shown with the CPU time; a
+        // summary without CPU time (an older file, or a platform that cannot say) shows none.
+        let mut summary = SweepSummary {
+            version: SWEEP_VERSION,
+            kind: "sweep".into(),
+            seeds: "1..10".into(),
+            shards: Vec::new(),
+            design: "reference".into(),
+            wall_ms: 2_000,
+            cpu_ms: 4_000,
+            totals: Totals {
+                runs: 10,
+                passed: 10,
+                ..Totals::default()
+            },
+            runs: Vec::new(),
+        };
+        assert_eq!(runs_per_cpu_second(&summary), Some(2.5));
+        assert_eq!(cpu_note(&summary), ", 4.0 s CPU, 2.50 runs per CPU-second");
+        summary.cpu_ms = 0;
+        assert_eq!(runs_per_cpu_second(&summary), None);
+        assert_eq!(cpu_note(&summary), "");
+        assert!(process_cpu_ms().is_some(), "Linux reports process CPU time");
     }
 
     #[test]
