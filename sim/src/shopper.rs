@@ -21,7 +21,7 @@ use std::time::Duration;
 
 /// Most attempts of one keyed request (first try + retries).
 pub const MAX_ATTEMPTS: u32 = 4;
-/// How often a shopper polls its order, ms.
+/// How often a polling shopper (`[shoppers] follow = "poll"`) asks for its order, ms.
 pub const POLL_MS: u64 = 200;
 /// How long a shopper follows an order before giving up, ms.
 pub const FOLLOW_MS: u64 = 60_000;
