@@ -4,6 +4,7 @@
 //! reservations ([`inventory`]), idempotency records with Stripe semantics
 //! ([`idempotency`]), PSP intents and ledger ([`payment`]), the webhook inbox
 //! ([`webhook`]), durable jobs ([`jobs`]), reconciliation ([`reconcile`]), the
+//! bounded change feed of order statuses ([`feed`]), the
 //! reference store's atomic operations ([`shop::ShopState`]), and the
 //! invariant checker over a recorded [`history::History`] ([`check`]).
 //!
@@ -42,6 +43,7 @@
 
 pub mod catalog;
 pub mod check;
+pub mod feed;
 pub mod history;
 pub mod idempotency;
 pub mod ids;
@@ -59,6 +61,7 @@ pub use catalog::{Catalog, ItemRequest, ItemsRejected, OrderLine, Product};
 pub use check::{
     Invariant, Judgement, OptOuts, Subject, Verdict, Violation, check, check_all, check_except,
 };
+pub use feed::{Change, Changes, Cursor, FEED_CAPACITY, FEED_READ_MAX, Feed};
 pub use history::{
     ClientOp, ClientReply, Event, EventKind, History, JobEvent, PAY_FLOW_ALLOWANCE_MS, Terms, Wish,
 };

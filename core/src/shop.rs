@@ -10,6 +10,7 @@
 //! and the customer's purchase-limit holding; and so on.
 
 use crate::catalog::{Catalog, ItemRequest, ItemsRejected};
+use crate::feed::{Changes, Cursor, Feed};
 use crate::idempotency::{
     Begin, Fingerprint, IdempotencyError, IdempotencyLimits, IdempotencyStore,
 };
@@ -350,6 +351,9 @@ pub struct ShopState {
     #[serde(default)]
     waiting: BTreeMap<OrderId, JobId>,
     next_order: u64,
+    /// Every status an order was given, newest last (bounded ring).
+    #[serde(default)]
+    feed: Feed,
 }
 
 impl ShopState {
@@ -368,6 +372,7 @@ impl ShopState {
             refunds_scheduled: BTreeSet::new(),
             waiting: BTreeMap::new(),
             next_order: 0,
+            feed: Feed::new(),
         }
     }
 
@@ -408,6 +413,31 @@ impl ShopState {
     /// The local mirror of an order's PSP intent.
     pub fn intent(&self, order: OrderId) -> Option<&PaymentIntent> {
         self.intents.get(&order)
+    }
+
+    /// The change feed (see [`crate::feed`]).
+    pub fn feed(&self) -> &Feed {
+        &self.feed
+    }
+
+    /// Up to `max` status changes after `since`; `None` asks for the head
+    /// (no changes, a cursor for what happens from now on).
+    pub fn changes_since(&self, since: Option<Cursor>, max: usize) -> Changes {
+        match since {
+            Some(cursor) => self.feed.changes_since(cursor, max),
+            None => Changes {
+                changes: Vec::new(),
+                next: self.feed.head(),
+                complete: true,
+            },
+        }
+    }
+
+    /// Moves the feed to an epoch after `live_epoch` (the feed of the state
+    /// this one replaces), so every cursor handed out before reads as
+    /// incomplete: restoring a snapshot can make sequence numbers go back.
+    pub fn renew_feed_epoch_after(&mut self, live_epoch: u64) {
+        self.feed.renew_epoch_after(live_epoch);
     }
 
     /// Outbox-style order placement: the idempotency decision, validation,
@@ -509,6 +539,7 @@ impl ShopState {
         );
         order.express = request.express;
         self.orders.insert(id, order);
+        self.feed.push(id, OrderStatus::Created);
         let job = if with_job {
             Some(self.jobs.enqueue(JobKind::Reserve, id, now)?)
         } else {
@@ -1046,6 +1077,7 @@ impl ShopState {
             .get_mut(&id)
             .expect("checked")
             .transition(to, now, cause)?;
+        self.feed.push(id, to);
         let mut moved = vec![transition];
         if from == OrderStatus::Created {
             self.waiting.remove(&id);

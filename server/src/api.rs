@@ -598,51 +598,89 @@ async fn get_order(State(app): Shared, Path(id): Path<String>) -> ApiResult {
     Ok(Json(OrderView::from(&order)).into_response())
 }
 
+/// How often an idle events stream sends a comment line, so proxies and
+/// clients can tell a quiet stream from a dead one, ms.
+pub const SSE_KEEP_ALIVE_MS: u64 = 15_000;
+
+fn status_event(order: &Order) -> Event {
+    Event::default()
+        .event("status")
+        .json_data(OrderView::from(order))
+        .unwrap_or_else(|_| {
+            Event::default()
+                .event("status")
+                .data(order.status().as_str())
+        })
+}
+
+/// What an open events stream carries along.
+struct EventsState {
+    app: Arc<App>,
+    watch: crate::watch::Watch,
+    /// The order as last read, not yet compared with what was sent.
+    pending: Option<Order>,
+    last: Option<OrderStatus>,
+    done: bool,
+    deadline: tokio::time::Instant,
+}
+
+/// `GET /v1/orders/{id}/events`: the current status, then each change (as
+/// read after the watcher hub wakes the stream), ending after a final
+/// status, after `sse_max_ms`, or when the order cannot be re-read (the
+/// client reconnects). No polling: the stream reads the order only when the
+/// hub saw it change in the store's feed, or lost track of the feed.
 async fn order_events(State(app): Shared, Path(id): Path<String>) -> ApiResult {
     let id = parse_order_id(&id)?;
+    let watch = app
+        .watch
+        .watch(id)
+        .map_err(|full| Problem::unavailable(full.to_string()))?;
+    // Read only once the hub holds a cursor from before this read (see `watch`).
+    let ready = Duration::from_millis(crate::watch::READY_WAIT_MS);
+    tokio::select! {
+        biased;
+        () = watch.changed() => {}
+        () = tokio::time::sleep(ready) => {
+            return Err(Problem::unavailable("the change feed could not be read; retry shortly"));
+        }
+    }
     let first = load_order(&app, id).await?;
-    let poll = Duration::from_millis(app.config.sse_poll_ms.max(1));
-    let deadline = app.clock.now().plus_ms(app.config.sse_max_ms);
-    // State: (last status sent, done). Emits the current status first, then every change,
-    // and ends after a final status or the deadline.
-    let stream = futures_util::stream::unfold(
-        (app, None::<OrderStatus>, false, Some(first)),
-        move |(app, last, done, preloaded)| async move {
-            if done {
-                return None;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(app.config.sse_max_ms);
+    let state = EventsState {
+        app,
+        watch,
+        pending: Some(first),
+        last: None,
+        done: false,
+        deadline,
+    };
+    let stream = futures_util::stream::unfold(state, move |mut st| async move {
+        // Each turn either sends one changed status or waits for a wake; the stream is
+        // bounded by the final status (at most the longest path of the state machine) and
+        // by the deadline.
+        while !st.done {
+            if let Some(order) = st.pending.take()
+                && Some(order.status()) != st.last
+            {
+                st.last = Some(order.status());
+                st.done = order.status().is_final();
+                return Some((Ok::<Event, Infallible>(status_event(&order)), st));
             }
-            let mut preloaded = preloaded;
-            loop {
-                let order = match preloaded.take() {
-                    Some(order) => Some(order),
-                    None => {
-                        tokio::time::sleep(poll).await;
-                        app.store.get_order(id).await.ok().flatten().map(|o| *o)
-                    }
-                };
-                let timed_out = app.clock.now() >= deadline;
-                if let Some(order) = order
-                    && Some(order.status()) != last
-                {
-                    let status = order.status();
-                    let event = Event::default()
-                        .event("status")
-                        .json_data(OrderView::from(&order))
-                        .unwrap_or_else(|_| Event::default().event("status").data(status.as_str()));
-                    let finished = status.is_final() || timed_out;
-                    return Some((
-                        Ok::<Event, Infallible>(event),
-                        (app, Some(status), finished, None),
-                    ));
-                }
-                if timed_out {
-                    return None;
-                }
+            tokio::select! {
+                biased;
+                () = tokio::time::sleep_until(st.deadline) => return None,
+                () = st.watch.changed() => {}
             }
-        },
-    );
+            match st.app.store.get_order(st.watch.order()).await {
+                Ok(Some(order)) => st.pending = Some(*order),
+                // Gone or unreadable: end; the client reconnects and is told why.
+                Ok(None) | Err(_) => return None,
+            }
+        }
+        None
+    });
     Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::default())
+        .keep_alive(KeepAlive::new().interval(Duration::from_millis(SSE_KEEP_ALIVE_MS)))
         .into_response())
 }
 

@@ -5,6 +5,7 @@ use crate::design::Design;
 use crate::metrics::Counters;
 use crate::psp::PspClient;
 use crate::store::Store;
+use crate::watch::WatchHub;
 use stampede_core::Cents;
 use std::sync::Arc;
 
@@ -21,8 +22,11 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// What the `intent_amount=fixed` mistake charges, whatever the order costs.
     pub fixed_amount: Cents,
-    /// How often `GET /v1/orders/{id}/events` polls the store, ms.
-    pub sse_poll_ms: u64,
+    /// How often the watcher hub ([`crate::watch`]) reads the store's change
+    /// feed while any events stream is open, ms.
+    pub watch_poll_ms: u64,
+    /// Most events streams open at once; one more is answered 503.
+    pub max_watchers: usize,
     /// Longest an events stream stays open, ms.
     pub sse_max_ms: u64,
     /// Delay before the naive in-memory finalize runs, ms.
@@ -37,7 +41,8 @@ impl Default for ServerConfig {
             admin_token: "stampede-admin".to_string(),
             max_body_bytes: 16 * 1024,
             fixed_amount: Cents(1_000),
-            sse_poll_ms: 100,
+            watch_poll_ms: 50,
+            max_watchers: crate::watch::DEFAULT_MAX_WATCHERS,
             sse_max_ms: 10 * 60 * 1000,
             in_memory_finalize_delay_ms: 50,
         }
@@ -56,6 +61,8 @@ pub struct App {
     pub config: ServerConfig,
     /// Metrics counters.
     pub counters: Counters,
+    /// Who waits for which order's next status (events streams).
+    pub watch: WatchHub,
 }
 
 impl App {
@@ -66,7 +73,13 @@ impl App {
         clock: Clock,
         config: ServerConfig,
     ) -> Arc<App> {
+        let watch = WatchHub::new(
+            Arc::clone(&store),
+            config.watch_poll_ms,
+            config.max_watchers,
+        );
         Arc::new(App {
+            watch,
             store,
             psp,
             clock,

@@ -8,6 +8,7 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use std::future::Future;
@@ -193,10 +194,28 @@ impl HttpClient {
         headers: &[(&str, String)],
         body: Option<Bytes>,
     ) -> Result<HttpResponse, HttpError> {
-        let protocol = |detail: String| HttpError::Protocol {
-            addr: addr.to_string(),
-            detail,
-        };
+        let (parts, body) = self.start(addr, method, path, headers, body).await?;
+        let body = Limited::new(body, self.max_response_bytes)
+            .collect()
+            .await
+            .map_err(|e| protocol(addr, e.to_string()))?
+            .to_bytes();
+        Ok(HttpResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    /// Connects, sends the request and waits for the response head.
+    async fn start(
+        &self,
+        addr: &str,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Option<Bytes>,
+    ) -> Result<(hyper::http::response::Parts, Incoming), HttpError> {
         let stream = self
             .connector
             .connect(addr)
@@ -207,7 +226,7 @@ impl HttpClient {
             })?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| protocol(e.to_string()))?;
+            .map_err(|e| protocol(addr, e.to_string()))?;
         // The connection future drives the socket; it ends when the exchange does.
         tokio::spawn(async move {
             let _ = connection.await;
@@ -221,21 +240,198 @@ impl HttpClient {
         }
         let request = request
             .body(Full::new(body.unwrap_or_default()))
-            .map_err(|e| protocol(e.to_string()))?;
+            .map_err(|e| protocol(addr, e.to_string()))?;
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| protocol(e.to_string()))?;
-        let (parts, body) = response.into_parts();
-        let body = Limited::new(body, self.max_response_bytes)
-            .collect()
-            .await
-            .map_err(|e| protocol(e.to_string()))?
-            .to_bytes();
-        Ok(HttpResponse {
+            .map_err(|e| protocol(addr, e.to_string()))?;
+        Ok(response.into_parts())
+    }
+
+    /// Sends `GET path` and returns as soon as the response head is in, with
+    /// the body to read as it arrives (e.g. server-sent events). The client
+    /// timeout bounds connecting and the head, not the body; each read of
+    /// the body has its own idle bound, and the body as a whole is bounded by
+    /// the client's response size limit.
+    pub async fn open(
+        &self,
+        addr: &str,
+        path: &str,
+        headers: &[(&str, String)],
+    ) -> Result<HttpStream, HttpError> {
+        let timeout_ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
+        let started = tokio::time::timeout(
+            self.timeout,
+            self.start(addr, Method::GET, path, headers, None),
+        )
+        .await;
+        let (parts, body) = match started {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(HttpError::Timeout {
+                    addr: addr.to_string(),
+                    timeout_ms,
+                });
+            }
+        };
+        Ok(HttpStream {
             status: parts.status,
             headers: parts.headers,
+            addr: addr.to_string(),
             body,
+            pending: Vec::new(),
+            read: 0,
+            max_total: self.max_response_bytes,
+            ended: false,
         })
     }
+}
+
+fn protocol(addr: &str, detail: String) -> HttpError {
+    HttpError::Protocol {
+        addr: addr.to_string(),
+        detail,
+    }
+}
+
+/// Largest server-sent event [`HttpStream::next_event`] accepts, bytes.
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+
+/// One server-sent event (`event:` and the `data:` lines joined by `\n`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The `event:` field (`message` when the server sent none).
+    pub event: String,
+    /// The data.
+    pub data: String,
+}
+
+/// A response whose body is read as it arrives ([`HttpClient::open`]).
+pub struct HttpStream {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: hyper::HeaderMap,
+    addr: String,
+    body: Incoming,
+    /// Bytes received and not yet handed out as an event.
+    pending: Vec<u8>,
+    /// Body bytes received so far.
+    read: usize,
+    max_total: usize,
+    ended: bool,
+}
+
+impl std::fmt::Debug for HttpStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpStream")
+            .field("addr", &self.addr)
+            .field("status", &self.status)
+            .field("read", &self.read)
+            .finish()
+    }
+}
+
+impl HttpStream {
+    /// The next piece of the body, waiting at most `idle` for it; `None` at
+    /// its end. An error when the body goes over the client's size limit.
+    pub async fn chunk(&mut self, idle: Duration) -> Result<Option<Bytes>, HttpError> {
+        loop {
+            if self.ended {
+                return Ok(None);
+            }
+            let frame = match tokio::time::timeout(idle, self.body.frame()).await {
+                Err(_) => {
+                    return Err(HttpError::Timeout {
+                        addr: self.addr.clone(),
+                        timeout_ms: u64::try_from(idle.as_millis()).unwrap_or(u64::MAX),
+                    });
+                }
+                Ok(None) => {
+                    self.ended = true;
+                    return Ok(None);
+                }
+                Ok(Some(frame)) => frame.map_err(|e| protocol(&self.addr, e.to_string()))?,
+            };
+            // Trailers and other non-data frames carry no body bytes.
+            if let Ok(data) = frame.into_data() {
+                self.read = self.read.saturating_add(data.len());
+                if self.read > self.max_total {
+                    return Err(protocol(
+                        &self.addr,
+                        format!("body over {} bytes", self.max_total),
+                    ));
+                }
+                return Ok(Some(data));
+            }
+        }
+    }
+
+    /// The rest of the body, each read waiting at most `idle` (for an
+    /// answer that is not a stream, e.g. a problem document).
+    pub async fn rest(mut self, idle: Duration) -> Result<Bytes, HttpError> {
+        let mut all = std::mem::take(&mut self.pending);
+        while let Some(data) = self.chunk(idle).await? {
+            all.extend_from_slice(&data);
+        }
+        Ok(Bytes::from(all))
+    }
+
+    /// The next server-sent event, skipping comments (keep-alives) and
+    /// events without data; `None` when the body ended. Each read waits at
+    /// most `idle`; an event over [`MAX_EVENT_BYTES`] is an error. Carriage
+    /// returns are dropped, so CRLF line ends read as LF.
+    pub async fn next_event(&mut self, idle: Duration) -> Result<Option<SseEvent>, HttpError> {
+        let too_big = |addr: &str| protocol(addr, format!("event over {MAX_EVENT_BYTES} bytes"));
+        loop {
+            if let Some(end) = self.pending.windows(2).position(|w| w == b"\n\n") {
+                if end + 2 > MAX_EVENT_BYTES {
+                    return Err(too_big(&self.addr));
+                }
+                let block: Vec<u8> = self.pending.drain(..end + 2).collect();
+                match parse_event(&block) {
+                    Some(event) => return Ok(Some(event)),
+                    None => continue,
+                }
+            }
+            if self.pending.len() > MAX_EVENT_BYTES {
+                return Err(too_big(&self.addr));
+            }
+            match self.chunk(idle).await? {
+                Some(data) => self
+                    .pending
+                    .extend(data.iter().copied().filter(|b| *b != b'\r')),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+/// One event block (lines up to a blank line) as an event, if it has data.
+fn parse_event(block: &[u8]) -> Option<SseEvent> {
+    let text = String::from_utf8_lossy(block);
+    let mut event = SseEvent::default();
+    let mut has_data = false;
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with(':') {
+            continue;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "event" => event.event = value.to_string(),
+            "data" => {
+                if has_data {
+                    event.data.push('\n');
+                }
+                event.data.push_str(value);
+                has_data = true;
+            }
+            _ => {}
+        }
+    }
+    if event.event.is_empty() {
+        event.event = "message".to_string();
+    }
+    has_data.then_some(event)
 }

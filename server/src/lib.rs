@@ -25,6 +25,7 @@ pub mod psp;
 pub mod serve;
 pub mod signature;
 pub mod store;
+pub mod watch;
 pub mod workers;
 
 pub use app::{App, ServerConfig};

@@ -36,5 +36,5 @@ pub mod world;
 
 pub use coverage::Coverage;
 pub use plan::{Fault, FaultEvent, Intent, Plan, ShopperPlan};
-pub use scenario::{Scenario, ScenarioError};
+pub use scenario::{Follow, Scenario, ScenarioError};
 pub use world::{LiveViolation, RunResult, RunStats, SimError, run, trace_hash};

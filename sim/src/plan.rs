@@ -11,7 +11,7 @@
 //! pins the hashes of a few plans, so a change here is a reviewed one.
 
 use crate::sample::{self, Chance};
-use crate::scenario::{Arrival, Faults, Scenario, ScenarioError};
+use crate::scenario::{Arrival, Faults, Follow, Scenario, ScenarioError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -78,6 +78,10 @@ pub struct ShopperPlan {
     pub express: bool,
     /// What it does next.
     pub intent: Intent,
+    /// How it follows its order (the scenario's `shoppers.follow`; left out
+    /// of the JSON when it is the default, so draw hashes stay as they were).
+    #[serde(default, skip_serializing_if = "Follow::is_sse")]
+    pub follow: Follow,
 }
 
 /// A planned fault.
@@ -567,6 +571,7 @@ fn draw_shoppers(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Vec<ShopperPlan> 
                 impatient,
                 express,
                 intent,
+                follow: s.follow,
             }
         })
         .collect()

@@ -143,6 +143,30 @@ pub struct Shoppers {
     /// by then. Late by its own plan: the progress invariants do not judge it.
     #[serde(default)]
     pub late_pay: f64,
+    /// How shoppers follow their order: `"sse"` (the events stream, the
+    /// default) or `"poll"` (`GET /v1/orders/{id}` every
+    /// [`crate::shopper::POLL_MS`]).
+    #[serde(default)]
+    pub follow: Follow,
+}
+
+/// How a shopper follows its order's status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Follow {
+    /// Reads `GET /v1/orders/{id}/events` (server-sent events), reconnecting
+    /// with a bounded backoff when the stream ends early.
+    #[default]
+    Sse,
+    /// Polls `GET /v1/orders/{id}`.
+    Poll,
+}
+
+impl Follow {
+    /// The default (kept out of serialized plans, so their hashes stay as they were).
+    pub fn is_sse(&self) -> bool {
+        *self == Follow::Sse
+    }
 }
 
 fn one() -> u32 {
@@ -791,6 +815,13 @@ window_ms = 500
         );
         assert!(!s.faults.may_cost_sales);
         assert_eq!(s.shoppers.late_pay, 0.0);
+        assert_eq!(s.shoppers.follow, Follow::Sse);
+        let poll = Scenario::from_toml(
+            "t.toml",
+            &GOOD.replace("double_click = 0.2", "follow = \"poll\""),
+        )
+        .unwrap();
+        assert_eq!(poll.shoppers.follow, Follow::Poll);
     }
 
     #[test]
@@ -848,6 +879,13 @@ window_ms = 500
         assert_eq!(
             (e.line, e.field.as_str()),
             (line_of(&text, "may_cost_sales"), "faults.may_cost_sales"),
+            "{e}"
+        );
+
+        let e = error(&GOOD.replace("double_click = 0.2", "follow = \"carrier-pigeon\""));
+        assert_eq!((e.line, e.field.as_str()), (16, "shoppers.follow"), "{e}");
+        assert!(
+            e.message.contains("`sse`") && e.message.contains("`poll`"),
             "{e}"
         );
 

@@ -3,8 +3,8 @@
 //! `coverage()` is `scenarios/coverage.toml` itself, and a test keeps them equal).
 
 use crate::scenario::{
-    Arrival, CrashSpec, Faults, PartitionSpec, ProductSpec, Scenario, Shoppers, Timing, Topology,
-    WebhookFaults,
+    Arrival, CrashSpec, Faults, Follow, PartitionSpec, ProductSpec, Scenario, Shoppers, Timing,
+    Topology, WebhookFaults,
 };
 
 fn product(sku: &str, price_cents: u64, stock: u64) -> ProductSpec {
@@ -35,6 +35,7 @@ fn shoppers(count: u32, arrival: Arrival) -> Shoppers {
         express: 0.0,
         pay_delay_ms_max: 300,
         late_pay: 0.0,
+        follow: Follow::Sse,
     }
 }
 

@@ -1,11 +1,14 @@
 //! Simulated shoppers: they place an order with an Idempotency-Key (some
 //! double-click), retry a timed-out request with the same key, follow the
 //! order, then pay at the PSP (some twice, some declined, some after the
-//! hold), abandon, or cancel. Everything a shopper asks and is told goes into
-//! the history, after its plan (`Wants`): the evidence of who meant to buy.
+//! hold), abandon, or cancel. They follow their order over its events
+//! stream (server-sent events) unless the scenario has them poll. Everything
+//! a shopper asks and is told goes into the history, after its plan
+//! (`Wants`): the evidence of who meant to buy.
 
 use crate::plan::{Intent, ShopperPlan};
 use crate::recorder::{Recorder, sim_now};
+use crate::scenario::Follow;
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use stampede_core::{
@@ -18,10 +21,19 @@ use std::time::Duration;
 
 /// Most attempts of one keyed request (first try + retries).
 pub const MAX_ATTEMPTS: u32 = 4;
-/// How often a shopper polls its order, ms.
+/// How often a polling shopper (`[shoppers] follow = "poll"`) asks for its order, ms.
 pub const POLL_MS: u64 = 200;
 /// How long a shopper follows an order before giving up, ms.
 pub const FOLLOW_MS: u64 = 60_000;
+/// First wait before a shopper reopens an events stream that ended or
+/// failed before its order got where it waits for, ms.
+pub const RECONNECT_MIN_MS: u64 = 200;
+/// Longest such wait: it doubles from [`RECONNECT_MIN_MS`] up to this while
+/// reconnecting brings no new status, ms.
+pub const RECONNECT_MAX_MS: u64 = 1_600;
+/// Longest a shopper waits for the next bytes of an open events stream
+/// before giving it up and reconnecting: two of the shop's keep-alives, ms.
+pub const STREAM_IDLE_MS: u64 = 2 * stampede_server::api::SSE_KEEP_ALIVE_MS;
 
 /// What a shopper needs.
 #[derive(Clone)]
@@ -208,11 +220,76 @@ impl ShopperCtx {
         OrderStatus::parse(v["status"].as_str()?)
     }
 
-    /// Polls until the order's status satisfies `done`, or gives up. Each
-    /// status the shopper is shown that differs from the last one it saw goes
-    /// into the history as `Observed`: the checker judges each client's own
-    /// sequence, independently of the shop's records.
+    /// Follows the order until its status satisfies `done`, or gives up
+    /// after [`FOLLOW_MS`]: over the events stream or by polling, as the
+    /// shopper's plan says. Each status the shopper is shown that differs
+    /// from the last one it saw goes into the history as `Observed`: the
+    /// checker judges each client's own sequence, independently of the
+    /// shop's records.
     async fn follow(
+        &self,
+        api: &str,
+        order: OrderId,
+        seen: &mut Seen,
+        done: impl Fn(OrderStatus) -> bool,
+    ) -> Option<OrderStatus> {
+        match seen.how {
+            Follow::Sse => self.follow_events(api, order, seen, done).await,
+            Follow::Poll => self.poll(api, order, seen, done).await,
+        }
+    }
+
+    /// Reads the order's events stream (one HTTP request per stream): each
+    /// event's status as it arrives. A stream that ends, fails or goes quiet
+    /// before `done` is reopened after a backoff that doubles from
+    /// [`RECONNECT_MIN_MS`] to [`RECONNECT_MAX_MS`] (back to the start on a
+    /// new status), until the deadline.
+    async fn follow_events(
+        &self,
+        api: &str,
+        order: OrderId,
+        seen: &mut Seen,
+        done: impl Fn(OrderStatus) -> bool,
+    ) -> Option<OrderStatus> {
+        let deadline = sim_now().plus_ms(FOLLOW_MS);
+        let path = format!("/v1/orders/{order}/events");
+        let mut backoff = RECONNECT_MIN_MS;
+        while sim_now() < deadline {
+            if let Ok(mut stream) = self.http.open(api, &path, &[]).await
+                && stream.status == StatusCode::OK
+            {
+                loop {
+                    let left = deadline.0.saturating_sub(sim_now().0);
+                    let idle = Duration::from_millis(STREAM_IDLE_MS.min(left).max(1));
+                    let Ok(Some(event)) = stream.next_event(idle).await else {
+                        break;
+                    };
+                    let status = (event.event == "status")
+                        .then(|| serde_json::from_str::<serde_json::Value>(&event.data).ok())
+                        .flatten()
+                        .and_then(|v| v["status"].as_str().and_then(OrderStatus::parse));
+                    let Some(status) = status else { continue };
+                    if seen.last != Some(status) {
+                        backoff = RECONNECT_MIN_MS;
+                    }
+                    seen.saw(&self.recorder, order, status);
+                    if done(status) {
+                        return Some(status);
+                    }
+                }
+            }
+            let left = deadline.0.saturating_sub(sim_now().0);
+            if left == 0 {
+                break;
+            }
+            sleep_ms(backoff.min(left)).await;
+            backoff = (backoff * 2).min(RECONNECT_MAX_MS);
+        }
+        None
+    }
+
+    /// Polls `GET /v1/orders/{id}` every [`POLL_MS`].
+    async fn poll(
         &self,
         api: &str,
         order: OrderId,
@@ -233,10 +310,12 @@ impl ShopperCtx {
     }
 }
 
-/// The last status a shopper was shown, so only changes are recorded.
+/// The last status a shopper was shown, so only changes are recorded, and
+/// how it follows its order.
 pub struct Seen {
     client: u64,
     last: Option<OrderStatus>,
+    how: Follow,
 }
 
 impl Seen {
@@ -257,6 +336,7 @@ pub async fn run(ctx: ShopperCtx, plan: ShopperPlan) {
     let mut seen = Seen {
         client: u64::from(plan.id),
         last: None,
+        how: plan.follow,
     };
     let now = sim_now().0;
     if plan.arrive_ms > now {

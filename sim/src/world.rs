@@ -256,7 +256,7 @@ impl Shared {
         let config = ServerConfig {
             design: self.plan.design,
             webhook_secret: WEBHOOK_SECRET.to_vec(),
-            sse_poll_ms: 200,
+            watch_poll_ms: 50,
             ..ServerConfig::default()
         };
         App::new(Arc::new(store), psp, self.clock.clone(), config)

@@ -42,8 +42,13 @@ impl MemoryStore {
     }
 
     /// Replaces the whole state (restoring a durable snapshot after a crash).
-    pub fn restore(&self, state: ShopState) {
-        *self.lock() = state;
+    /// The restored feed gets an epoch past the live one's: its sequence
+    /// numbers may have gone back, so every cursor handed out so far must
+    /// read as incomplete.
+    pub fn restore(&self, mut state: ShopState) {
+        let mut live = self.lock();
+        state.renew_feed_epoch_after(live.feed().epoch());
+        *live = state;
     }
 
     /// Runs one request atomically.
@@ -98,6 +103,7 @@ impl MemoryStore {
                 A::Done
             }
             Q::GetOrder { order } => A::Order(s.order(order).cloned().map(Box::new)),
+            Q::ReadFeed { since, max } => A::Feed(s.changes_since(since, max)),
             Q::ReconcileCandidates { limit } => A::Orders(s.reconcile_candidates(limit)),
             Q::Catalog => A::Catalog(
                 s.catalog()

@@ -155,6 +155,14 @@ pub enum StoreRequest {
         /// The order.
         order: OrderId,
     },
+    /// Read the change feed: up to `max` status changes after `since`
+    /// (`None`: no changes, just the head cursor).
+    ReadFeed {
+        /// Where the reader is.
+        since: Option<stampede_core::Cursor>,
+        /// Bound (the core caps it at `stampede_core::FEED_READ_MAX`).
+        max: usize,
+    },
     /// Orders the reconciler should compare with the PSP, oldest first.
     ReconcileCandidates {
         /// Bound.
@@ -261,6 +269,8 @@ pub enum StoreResponse {
     Job(Option<JobId>),
     /// `GetOrder`.
     Order(Option<Box<Order>>),
+    /// `ReadFeed`.
+    Feed(stampede_core::Changes),
     /// `ReconcileCandidates`.
     Orders(Vec<Order>),
     /// `Catalog`.
@@ -380,6 +390,9 @@ impl dyn Store {
     typed!(
         /// See [`StoreRequest::GetOrder`].
         get_order(order: OrderId) -> Option<Box<Order>> = StoreRequest::GetOrder { order }, StoreResponse::Order(o) => o);
+    typed!(
+        /// See [`StoreRequest::ReadFeed`].
+        read_feed(since: Option<stampede_core::Cursor>, max: usize) -> stampede_core::Changes = StoreRequest::ReadFeed { since, max }, StoreResponse::Feed(c) => c);
     typed!(
         /// See [`StoreRequest::ReconcileCandidates`].
         reconcile_candidates(limit: usize) -> Vec<Order> = StoreRequest::ReconcileCandidates { limit }, StoreResponse::Orders(o) => o);

@@ -1,0 +1,271 @@
+//! The watcher hub: events streams wait here for their order's next status
+//! instead of polling the store.
+//!
+//! One [`WatchHub`] per [`crate::App`]. A handler registers interest in an
+//! order ([`WatchHub::watch`]; at most `max_watchers` at once, so the caller
+//! can refuse one more) and waits on its [`Watch`]. While anyone watches, one
+//! hub task reads the store's change feed ([`stampede_core::feed`]) every
+//! `poll_ms` and wakes the watchers of the orders that changed; when the feed
+//! answers incomplete (the hub fell off the ring, or the store restored a
+//! snapshot) or the store fails, it wakes every watcher, and each re-reads
+//! its order. The task starts with the first watcher and ends when the last
+//! one is gone: an idle shop makes no feed reads.
+//!
+//! **No lost wake-up.** A watcher is woken once right away if the hub already
+//! holds a feed cursor, else as soon as the hub has taken one; the handler
+//! reads its order only after that first wake. So the cursor the hub reads
+//! from next was taken before the handler's read, and any change after that
+//! read comes back in a feed read answered after the watcher registered,
+//! which wakes it. Wakes coalesce (a [`Notify`] permit), so a slow reader
+//! re-reads once for many changes; a spurious wake costs one read.
+
+use crate::store::Store;
+use stampede_core::{Cursor, FEED_READ_MAX, OrderId};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Longest a new watcher waits for the hub's first cursor before its
+/// handler gives up (503), ms.
+pub const READY_WAIT_MS: u64 = 5_000;
+/// Default most watchers per app (`ServerConfig::max_watchers`).
+pub const DEFAULT_MAX_WATCHERS: usize = 16_384;
+
+/// Refused: the hub already has its maximum number of watchers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{max} events streams are open already, the most this server keeps")]
+pub struct Full {
+    /// The bound.
+    pub max: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Watchers by order, then by registration number.
+    watchers: BTreeMap<OrderId, BTreeMap<u64, Arc<Notify>>>,
+    count: usize,
+    next_id: u64,
+    /// The hub task is alive (set by the first watcher, cleared by the task
+    /// itself, under the lock, when it finds no watcher left).
+    running: bool,
+    /// Where the hub reads next; `None` until its first feed read answers.
+    cursor: Option<Cursor>,
+    /// Feed reads made, for tests and metrics.
+    reads: u64,
+    /// Which hub task is the live one (each start takes the next number).
+    task: u64,
+}
+
+impl Inner {
+    fn wake_all(&self) {
+        for notify in self.watchers.values().flat_map(BTreeMap::values) {
+            notify.notify_one();
+        }
+    }
+
+    fn wake(&self, order: OrderId) {
+        for notify in self
+            .watchers
+            .get(&order)
+            .into_iter()
+            .flat_map(BTreeMap::values)
+        {
+            notify.notify_one();
+        }
+    }
+}
+
+type Shared = Arc<Mutex<Inner>>;
+
+fn lock(inner: &Shared) -> MutexGuard<'_, Inner> {
+    inner
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Who waits for which order's next status.
+pub struct WatchHub {
+    inner: Shared,
+    store: Arc<dyn Store>,
+    poll: Duration,
+    max: usize,
+}
+
+impl std::fmt::Debug for WatchHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchHub")
+            .field("watching", &self.watching())
+            .field("max", &self.max)
+            .finish()
+    }
+}
+
+impl WatchHub {
+    /// A hub reading `store`'s feed every `poll_ms` (at least 1) while at
+    /// most `max` watchers wait.
+    pub fn new(store: Arc<dyn Store>, poll_ms: u64, max: usize) -> WatchHub {
+        WatchHub {
+            inner: Shared::default(),
+            store,
+            poll: Duration::from_millis(poll_ms.max(1)),
+            max,
+        }
+    }
+
+    /// Registers interest in `order`, starting the hub task if it is not
+    /// running. Must be called inside a tokio runtime. Wait for the first
+    /// [`Watch::changed`] before reading the order (see the module docs).
+    pub fn watch(&self, order: OrderId) -> Result<Watch, Full> {
+        let mut inner = lock(&self.inner);
+        if inner.count >= self.max {
+            return Err(Full { max: self.max });
+        }
+        let id = inner.next_id;
+        inner.next_id += 1;
+        let notify = Arc::new(Notify::new());
+        if inner.cursor.is_some() {
+            notify.notify_one();
+        }
+        inner
+            .watchers
+            .entry(order)
+            .or_default()
+            .insert(id, Arc::clone(&notify));
+        inner.count += 1;
+        if !inner.running {
+            inner.running = true;
+            inner.task += 1;
+            let stop = Stop {
+                inner: Arc::clone(&self.inner),
+                task: inner.task,
+            };
+            tokio::spawn(run(stop, Arc::clone(&self.store), self.poll));
+        }
+        Ok(Watch {
+            hub: Arc::clone(&self.inner),
+            order,
+            id,
+            notify,
+        })
+    }
+
+    /// Watchers registered now.
+    pub fn watching(&self) -> usize {
+        lock(&self.inner).count
+    }
+
+    /// Whether the hub task is alive.
+    pub fn running(&self) -> bool {
+        lock(&self.inner).running
+    }
+
+    /// Feed reads the hub has made so far.
+    pub fn feed_reads(&self) -> u64 {
+        lock(&self.inner).reads
+    }
+}
+
+/// One registered interest; unregisters when dropped.
+pub struct Watch {
+    hub: Shared,
+    order: OrderId,
+    id: u64,
+    notify: Arc<Notify>,
+}
+
+impl Watch {
+    /// The watched order.
+    pub fn order(&self) -> OrderId {
+        self.order
+    }
+
+    /// Resolves when the order may have changed since the last wake (or,
+    /// the first time, when it is safe to read it).
+    pub async fn changed(&self) {
+        self.notify.notified().await;
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let mut inner = lock(&self.hub);
+        let emptied = match inner.watchers.get_mut(&self.order) {
+            Some(of_order) => {
+                if of_order.remove(&self.id).is_some() {
+                    inner.count -= 1;
+                }
+                inner
+                    .watchers
+                    .get(&self.order)
+                    .is_some_and(BTreeMap::is_empty)
+            }
+            None => false,
+        };
+        if emptied {
+            inner.watchers.remove(&self.order);
+        }
+    }
+}
+
+/// Marks the hub task stopped however it ends (returned, or dropped with its
+/// runtime), unless a newer task has started meanwhile.
+struct Stop {
+    inner: Shared,
+    task: u64,
+}
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let mut inner = lock(&self.inner);
+        if inner.task == self.task {
+            inner.running = false;
+            inner.cursor = None;
+        }
+    }
+}
+
+/// The hub task: reads the feed while anyone watches, then ends.
+async fn run(stop: Stop, store: Arc<dyn Store>, poll: Duration) {
+    let inner = &stop.inner;
+    let mut wait = false;
+    loop {
+        if wait {
+            tokio::time::sleep(poll).await;
+        }
+        let since = {
+            let mut guard = lock(inner);
+            if guard.count == 0 {
+                // A watcher registering from here on starts a new task (with a new
+                // number, which this task's `Stop` then leaves alone).
+                guard.running = false;
+                guard.cursor = None;
+                return;
+            }
+            guard.reads += 1;
+            guard.cursor
+        };
+        let result = store.read_feed(since, FEED_READ_MAX).await;
+        let mut guard = lock(inner);
+        wait = true;
+        match result {
+            Ok(read) => {
+                if since.is_none() || !read.complete {
+                    // First cursor, or changes were lost: everyone re-reads.
+                    guard.wake_all();
+                } else {
+                    for change in &read.changes {
+                        guard.wake(change.order);
+                    }
+                    // A full answer: more are waiting, read on at once.
+                    wait = read.changes.len() < FEED_READ_MAX;
+                }
+                guard.cursor = Some(read.next);
+            }
+            // The feed could not be read: whoever could have been woken re-reads. With no
+            // cursor yet nobody may read, so nobody is woken; the next read takes one.
+            Err(_) if since.is_some() => guard.wake_all(),
+            Err(_) => {}
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! Events streams on the watcher hub: `GET /v1/orders/{id}/events` sends the
+//! current status and then each change without polling the order (store
+//! requests counted), ends at a final status, refuses one stream over the
+//! watcher bound with a 503 problem, re-reads after a restored snapshot (the
+//! feed's epoch), never lets a watcher read before the hub holds a cursor,
+//! and stops reading the feed when nobody watches. Also the HTTP client's
+//! stream bounds (event size, total bytes).
+
+use serde_json::Value;
+use stampede_core::{
+    Catalog, Cause, Cents, CustomerId, IdempotencyKey, ItemRequest, OrderId, PlaceOrder, Placed,
+    Product, ShopConfig, ShopState, Sku,
+};
+use stampede_server::app::{App, ServerConfig};
+use stampede_server::clock::Clock;
+use stampede_server::http::{Connector, HttpClient, HttpStream, MAX_EVENT_BYTES, SseEvent};
+use stampede_server::psp::PspClient;
+use stampede_server::store::{MemoryStore, Store, StoreFuture, StoreRequest, StoreResponse};
+use stampede_server::{api, watch::Watch};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+const IDLE: Duration = Duration::from_secs(5);
+
+/// The memory store, counting order reads and feed reads, with an optional
+/// gate every feed read must pass.
+struct Counting {
+    inner: Arc<MemoryStore>,
+    gets: AtomicU64,
+    feeds: AtomicU64,
+    gate: Option<Arc<Semaphore>>,
+}
+
+impl Store for Counting {
+    fn call(&self, request: StoreRequest) -> StoreFuture<'_> {
+        Box::pin(async move {
+            match request {
+                StoreRequest::GetOrder { .. } => {
+                    self.gets.fetch_add(1, Ordering::SeqCst);
+                }
+                StoreRequest::ReadFeed { .. } => {
+                    self.feeds.fetch_add(1, Ordering::SeqCst);
+                    if let Some(gate) = &self.gate {
+                        gate.acquire().await.expect("open gate").forget();
+                    }
+                }
+                _ => {}
+            }
+            self.inner.call(request).await
+        })
+    }
+}
+
+struct Shop {
+    memory: Arc<MemoryStore>,
+    store: Arc<Counting>,
+    app: Arc<App>,
+    addr: String,
+    http: HttpClient,
+}
+
+fn hat() -> Sku {
+    Sku::new("hat").unwrap()
+}
+
+async fn shop_with(config: ServerConfig, gate: Option<Arc<Semaphore>>) -> Shop {
+    let catalog = Catalog::new([Product {
+        sku: hat(),
+        name: "Hat".into(),
+        price: Cents(1_000),
+        max_qty_per_order: 5,
+        per_customer_limit: None,
+    }]);
+    let mut state = ShopState::new(catalog, ShopConfig::default());
+    state.stock(&hat(), 100, 1).unwrap();
+    let clock = Clock::tokio(1_700_000_000_000);
+    let memory = Arc::new(MemoryStore::new(state, clock.clone()));
+    let store = Arc::new(Counting {
+        inner: Arc::clone(&memory),
+        gets: AtomicU64::new(0),
+        feeds: AtomicU64::new(0),
+        gate,
+    });
+    let http = HttpClient::new(Connector::tokio(), Duration::from_secs(5));
+    let psp = PspClient::new(http.clone(), "127.0.0.1:9".into());
+    let app = App::new(Arc::clone(&store) as Arc<dyn Store>, psp, clock, config);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let router = api::router(Arc::clone(&app));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    Shop {
+        memory,
+        store,
+        app,
+        addr,
+        http,
+    }
+}
+
+async fn shop() -> Shop {
+    shop_with(ServerConfig::default(), None).await
+}
+
+impl Shop {
+    fn place(&self, key: &str) -> OrderId {
+        let request = PlaceOrder {
+            key: Some(IdempotencyKey::new(key).unwrap()),
+            customer: CustomerId::new(format!("cust-{key}")).unwrap(),
+            items: vec![ItemRequest { sku: hat(), qty: 1 }],
+            express: false,
+        };
+        match self.memory.execute(StoreRequest::PlaceOrder { request }) {
+            Ok(StoreResponse::Placed(Placed::Created { order, .. })) => order,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn run(&self, request: StoreRequest) {
+        self.memory.execute(request).expect("store step");
+    }
+
+    async fn events(&self, order: OrderId) -> HttpStream {
+        self.http
+            .open(&self.addr, &format!("/v1/orders/{order}/events"), &[])
+            .await
+            .expect("shop answers")
+    }
+
+    fn gets(&self) -> u64 {
+        self.store.gets.load(Ordering::SeqCst)
+    }
+}
+
+fn status_of(event: &SseEvent) -> String {
+    assert_eq!(event.event, "status");
+    let view: Value = serde_json::from_str(&event.data).unwrap();
+    view["status"].as_str().unwrap().to_string()
+}
+
+async fn next_status(stream: &mut HttpStream) -> String {
+    let event = stream
+        .next_event(IDLE)
+        .await
+        .expect("stream readable")
+        .expect("an event");
+    status_of(&event)
+}
+
+/// Waits (bounded: 5 s) until `f` holds.
+async fn eventually(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never: {what}");
+}
+
+#[tokio::test]
+async fn a_change_is_delivered_without_polling_the_order() {
+    // Proves: the stream opens with the current status, then reads the order only when it
+    // changed: no order read while nothing changes over ~10 hub polls, exactly one per change.
+    let shop = shop().await;
+    let order = shop.place("k-1");
+    let mut stream = shop.events(order).await;
+    assert_eq!(stream.status, 200);
+    assert_eq!(next_status(&mut stream).await, "created");
+    let after_first = shop.gets();
+    assert_eq!(after_first, 1, "one read for the current status");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        shop.gets(),
+        after_first,
+        "no order read while nothing changed"
+    );
+    assert!(shop.app.watch.feed_reads() >= 2, "the hub reads the feed");
+    shop.run(StoreRequest::Reserve {
+        order,
+        cause: Cause::Customer,
+    });
+    assert_eq!(next_status(&mut stream).await, "inventory_reserved");
+    assert_eq!(shop.gets(), after_first + 1, "one read for one change");
+}
+
+#[tokio::test]
+async fn the_stream_ends_at_a_final_status_and_the_idle_hub_stops_reading() {
+    // Proves: after a final status the stream ends; with no watcher left the hub task exits
+    // and the feed is not read any more (no background traffic while idle); a new watcher
+    // starts it again.
+    let shop = shop().await;
+    let order = shop.place("k-1");
+    let mut stream = shop.events(order).await;
+    assert_eq!(next_status(&mut stream).await, "created");
+    shop.run(StoreRequest::Cancel { order });
+    assert_eq!(next_status(&mut stream).await, "cancelled_by_customer");
+    assert_eq!(stream.next_event(IDLE).await.expect("clean end"), None);
+    eventually("the hub stops", || {
+        shop.app.watch.watching() == 0 && !shop.app.watch.running()
+    })
+    .await;
+    let feeds = shop.store.feeds.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        shop.store.feeds.load(Ordering::SeqCst),
+        feeds,
+        "idle: no feed reads"
+    );
+
+    let mut again = shop.events(order).await;
+    assert_eq!(next_status(&mut again).await, "cancelled_by_customer");
+    assert!(shop.store.feeds.load(Ordering::SeqCst) > feeds, "restarted");
+}
+
+#[tokio::test]
+async fn the_watcher_bound_accepts_at_the_bound_and_answers_503_past_it() {
+    // Proves: with max_watchers = 2, two streams open; a third is a 503 problem+json; when
+    // one closes, a stream opens again.
+    let config = ServerConfig {
+        max_watchers: 2,
+        ..ServerConfig::default()
+    };
+    let shop = shop_with(config, None).await;
+    let order = shop.place("k-1");
+    let mut first = shop.events(order).await;
+    let mut second = shop.events(order).await;
+    assert_eq!(next_status(&mut first).await, "created");
+    assert_eq!(next_status(&mut second).await, "created");
+    assert_eq!(shop.app.watch.watching(), 2);
+
+    let third = shop.events(order).await;
+    assert_eq!(third.status, 503);
+    assert_eq!(
+        third.headers.get("content-type").unwrap(),
+        "application/problem+json"
+    );
+    let problem: Value = serde_json::from_slice(&third.rest(IDLE).await.unwrap()).unwrap();
+    assert!(
+        problem["type"].as_str().unwrap().ends_with("/unavailable"),
+        "{problem}"
+    );
+    assert_eq!(
+        shop.app.watch.watching(),
+        2,
+        "the refused one is not counted"
+    );
+
+    drop(second);
+    eventually("the closed stream is unregistered", || {
+        shop.app.watch.watching() == 1
+    })
+    .await;
+    let mut fourth = shop.events(order).await;
+    assert_eq!(next_status(&mut fourth).await, "created");
+}
+
+#[tokio::test]
+async fn an_unknown_order_is_a_404_and_leaves_no_watcher() {
+    // Proves: the stream answers 404 for an order that does not exist, and its watcher goes.
+    let shop = shop().await;
+    let stream = shop.events(OrderId(99)).await;
+    assert_eq!(stream.status, 404);
+    eventually("no watcher left", || shop.app.watch.watching() == 0).await;
+}
+
+#[tokio::test]
+async fn a_restored_snapshot_makes_every_stream_re_read() {
+    // Proves: MemoryStore::restore moves the feed to a new epoch, so an old cursor reads
+    // incomplete, the hub wakes every watcher, and the stream shows the restored status even
+    // though the restored feed's sequence numbers went back.
+    let shop = shop().await;
+    let order = shop.place("k-1");
+    let snapshot = shop.memory.snapshot();
+    let mut stream = shop.events(order).await;
+    assert_eq!(next_status(&mut stream).await, "created");
+    shop.run(StoreRequest::Reserve {
+        order,
+        cause: Cause::Customer,
+    });
+    assert_eq!(next_status(&mut stream).await, "inventory_reserved");
+
+    let cursor = shop.memory.read(|s| s.feed().head());
+    shop.memory.restore(snapshot);
+    let read = shop.memory.read(|s| s.changes_since(Some(cursor), 10));
+    assert!(
+        !read.complete,
+        "an old cursor is incomplete after a restore"
+    );
+    assert_eq!(next_status(&mut stream).await, "created");
+}
+
+#[tokio::test]
+async fn a_watcher_may_read_only_after_the_hub_holds_a_cursor() {
+    // Proves the no-lost-wake-up order: a first watcher's wake waits for the hub's first feed
+    // read to answer (held back here), and a change made right after that wake is delivered.
+    let gate = Arc::new(Semaphore::new(0));
+    let shop = shop_with(ServerConfig::default(), Some(Arc::clone(&gate))).await;
+    let order = shop.place("k-1");
+    let watch: Watch = shop.app.watch.watch(order).unwrap();
+    let early = tokio::time::timeout(Duration::from_millis(200), watch.changed()).await;
+    assert!(early.is_err(), "no wake before the hub has a cursor");
+    gate.add_permits(1_000_000);
+    tokio::time::timeout(IDLE, watch.changed())
+        .await
+        .expect("woken once the hub holds a cursor");
+    shop.run(StoreRequest::Reserve {
+        order,
+        cause: Cause::Customer,
+    });
+    tokio::time::timeout(IDLE, watch.changed())
+        .await
+        .expect("the change after the read wakes the watcher");
+    // A watcher registering while the hub runs may read at once.
+    let late = shop.app.watch.watch(order).unwrap();
+    tokio::time::timeout(Duration::from_millis(1), late.changed())
+        .await
+        .expect("ready at once");
+}
+
+/// Serves one raw HTTP response, head then `chunks`, on an ephemeral port.
+async fn raw_server(chunks: Vec<Vec<u8>>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut head = [0u8; 1024];
+        let _ = tokio::io::AsyncReadExt::read(&mut socket, &mut head).await;
+        let _ = socket
+            .write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n",
+            )
+            .await;
+        for chunk in chunks {
+            let _ = socket.write_all(&chunk).await;
+            let _ = socket.flush().await;
+        }
+    });
+    addr
+}
+
+fn event_of_size(n: usize) -> Vec<u8> {
+    // "data:" + payload + "\n\n" is exactly n bytes.
+    let mut e = b"data:".to_vec();
+    e.extend(std::iter::repeat_n(b'x', n - 7));
+    e.extend_from_slice(b"\n\n");
+    e
+}
+
+#[tokio::test]
+async fn the_client_reads_events_as_they_come_within_its_bounds() {
+    // Proves: events split across reads, comments and CRLF line ends parse; an event of
+    // MAX_EVENT_BYTES is accepted and one byte more is refused; the total body bound holds on
+    // both sides.
+    let http = HttpClient::new(Connector::tokio(), Duration::from_secs(5));
+    let addr = raw_server(vec![
+        b": keep-alive\n\nevent: status\nda".to_vec(),
+        b"ta: {\"a\":1}\r\ndata: 2\r\n\r\n".to_vec(),
+        event_of_size(MAX_EVENT_BYTES),
+    ])
+    .await;
+    let mut s = http.open(&addr, "/", &[]).await.unwrap();
+    let e = s.next_event(IDLE).await.unwrap().unwrap();
+    assert_eq!(
+        (e.event.as_str(), e.data.as_str()),
+        ("status", "{\"a\":1}\n2")
+    );
+    let big = s.next_event(IDLE).await.unwrap().unwrap();
+    assert_eq!(big.data.len(), MAX_EVENT_BYTES - 7);
+    assert_eq!(s.next_event(IDLE).await.unwrap(), None);
+
+    let addr = raw_server(vec![event_of_size(MAX_EVENT_BYTES + 2)]).await;
+    let mut s = http.open(&addr, "/", &[]).await.unwrap();
+    assert!(s.next_event(IDLE).await.is_err(), "event over the bound");
+
+    let body = event_of_size(100);
+    let addr = raw_server(vec![body.clone()]).await;
+    let mut s = http
+        .clone()
+        .with_max_response_bytes(100)
+        .open(&addr, "/", &[])
+        .await
+        .unwrap();
+    assert_eq!(s.next_event(IDLE).await.unwrap().unwrap().data.len(), 93);
+    let addr = raw_server(vec![body]).await;
+    let mut s = http
+        .with_max_response_bytes(99)
+        .open(&addr, "/", &[])
+        .await
+        .unwrap();
+    assert!(s.next_event(IDLE).await.is_err(), "body over the bound");
+}
