@@ -598,8 +598,9 @@ async fn get_order(State(app): Shared, Path(id): Path<String>) -> ApiResult {
     Ok(Json(OrderView::from(&order)).into_response())
 }
 
-/// How often an idle events stream sends a comment line, so proxies and
-/// clients can tell a quiet stream from a dead one, ms.
+/// How often an idle events stream sends a comment line by default
+/// (`ServerConfig::sse_keep_alive_ms`), so proxies and clients can tell a
+/// quiet stream from a dead one, ms.
 pub const SSE_KEEP_ALIVE_MS: u64 = 15_000;
 
 fn status_event(order: &Order) -> Event {
@@ -631,6 +632,7 @@ struct EventsState {
 /// hub saw it change in the store's feed, or lost track of the feed.
 async fn order_events(State(app): Shared, Path(id): Path<String>) -> ApiResult {
     let id = parse_order_id(&id)?;
+    let keep_alive = Duration::from_millis(app.config.sse_keep_alive_ms.max(1));
     let watch = app
         .watch
         .watch(id)
@@ -680,7 +682,7 @@ async fn order_events(State(app): Shared, Path(id): Path<String>) -> ApiResult {
         None
     });
     Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(Duration::from_millis(SSE_KEEP_ALIVE_MS)))
+        .keep_alive(KeepAlive::new().interval(keep_alive))
         .into_response())
 }
 

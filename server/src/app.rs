@@ -29,6 +29,9 @@ pub struct ServerConfig {
     pub max_watchers: usize,
     /// Longest an events stream stays open, ms.
     pub sse_max_ms: u64,
+    /// How often an idle events stream sends a keep-alive comment, ms, so a
+    /// client can tell a quiet stream from a dead server.
+    pub sse_keep_alive_ms: u64,
     /// Delay before the naive in-memory finalize runs, ms.
     pub in_memory_finalize_delay_ms: u64,
 }
@@ -44,6 +47,7 @@ impl Default for ServerConfig {
             watch_poll_ms: 50,
             max_watchers: crate::watch::DEFAULT_MAX_WATCHERS,
             sse_max_ms: 10 * 60 * 1000,
+            sse_keep_alive_ms: crate::api::SSE_KEEP_ALIVE_MS,
             in_memory_finalize_delay_ms: 50,
         }
     }

@@ -32,8 +32,9 @@ pub const RECONNECT_MIN_MS: u64 = 200;
 /// reconnecting brings no new status, ms.
 pub const RECONNECT_MAX_MS: u64 = 1_600;
 /// Longest a shopper waits for the next bytes of an open events stream
-/// before giving it up and reconnecting: two of the shop's keep-alives, ms.
-pub const STREAM_IDLE_MS: u64 = 2 * stampede_server::api::SSE_KEEP_ALIVE_MS;
+/// before giving it up and reconnecting: two and a half of the world's
+/// keep-alives, ms.
+pub const STREAM_IDLE_MS: u64 = crate::world::SSE_KEEP_ALIVE_MS * 5 / 2;
 
 /// What a shopper needs.
 #[derive(Clone)]
@@ -259,9 +260,15 @@ impl ShopperCtx {
                 && stream.status == StatusCode::OK
             {
                 loop {
+                    // Keep-alives reset the idle bound, not the follow deadline: the whole
+                    // wait for the next event is cut at the deadline.
                     let left = deadline.0.saturating_sub(sim_now().0);
                     let idle = Duration::from_millis(STREAM_IDLE_MS.min(left).max(1));
-                    let Ok(Some(event)) = stream.next_event(idle).await else {
+                    let next = tokio::time::timeout(
+                        Duration::from_millis(left.max(1)),
+                        stream.next_event(idle),
+                    );
+                    let Ok(Ok(Some(event))) = next.await else {
                         break;
                     };
                     let status = (event.event == "status")

@@ -257,12 +257,18 @@ impl Shared {
             design: self.plan.design,
             webhook_secret: WEBHOOK_SECRET.to_vec(),
             watch_poll_ms: 50,
+            sse_keep_alive_ms: SSE_KEEP_ALIVE_MS,
             ..ServerConfig::default()
         };
         App::new(Arc::new(store), psp, self.clock.clone(), config)
     }
 }
 
+/// How often the shop's events streams send a keep-alive in the world, ms: a
+/// crashed API host sends nothing, so a shopper notices it from the silence
+/// ([`crate::shopper::STREAM_IDLE_MS`]) about as soon as a polling shopper's
+/// request would time out.
+pub const SSE_KEEP_ALIVE_MS: u64 = 1_000;
 /// How often, after the planned end, the world looks whether the shop has settled, ms.
 pub const SETTLE_POLL_MS: u64 = 250;
 /// Longest the world runs past its planned end waiting for the shop to settle, ms.
