@@ -78,6 +78,9 @@ pub struct RunStats {
     pub refunds: u64,
     /// HTTP requests made inside the world (shoppers, shop → PSP, webhooks, the attacker).
     pub http_requests: u64,
+    /// Store calls the store host answered or began (every API and worker host's).
+    #[serde(default)]
+    pub store_calls: u64,
     /// The recovery paths the run went through (late payments, refunds,
     /// cancelled intents, reconciler payments).
     #[serde(default)]
@@ -509,10 +512,11 @@ pub fn run(plan: &Plan) -> Result<RunResult, SimError> {
         recorder.push_at(Millis(0), EventKind::Stocked { sku, qty: p.stock });
     }
     let store = Arc::new(MemoryStore::new(state, clock.clone()));
-    let recording: Arc<dyn Store> = Arc::new(RecordingStore::new(
+    let recording_store = Arc::new(RecordingStore::new(
         Arc::clone(&store) as Arc<dyn Store>,
         recorder.clone(),
     ));
+    let recording: Arc<dyn Store> = Arc::clone(&recording_store) as Arc<dyn Store>;
     let hooks = plan.scenario.faults.webhooks;
     let psp_config = PspConfig {
         seed: plan.seed,
@@ -604,6 +608,7 @@ pub fn run(plan: &Plan) -> Result<RunResult, SimError> {
         charges,
         refunds,
         http_requests: http.load(std::sync::atomic::Ordering::Relaxed),
+        store_calls: recording_store.calls(),
         coverage: Coverage::of(&history, &psp.intents()),
     };
     Ok(RunResult {
