@@ -100,7 +100,7 @@ impl RecordingStore {
     fn record(&self, request: &StoreRequest, response: &StoreResponse) {
         use stampede_core::Step;
         let transitions: &[stampede_core::Transition] = match response {
-            StoreResponse::Step(Step::Moved(t)) | StoreResponse::Transitions(t) => t,
+            StoreResponse::Step(Step::Moved(t)) | StoreResponse::Swept(t, _) => t,
             StoreResponse::Webhook(stampede_core::WebhookOutcome::Applied(Step::Moved(t))) => t,
             _ => &[],
         };
@@ -108,9 +108,10 @@ impl RecordingStore {
             self.recorder.push(EventKind::Transition(t.clone()));
         }
         let job = match (request, response) {
-            (StoreRequest::LeaseJob, StoreResponse::Lease(Some(l))) => {
-                Some((l.kind, l.order, JobEvent::Leased { attempt: l.attempt }))
-            }
+            (
+                StoreRequest::LeaseJob | StoreRequest::LeaseJobWait { .. },
+                StoreResponse::Lease(Some(l)),
+            ) => Some((l.kind, l.order, JobEvent::Leased { attempt: l.attempt })),
             (StoreRequest::AckJob { lease }, StoreResponse::Done) => {
                 Some((lease.kind, lease.order, JobEvent::Acked))
             }

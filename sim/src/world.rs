@@ -217,7 +217,7 @@ fn shop_state(plan: &Plan) -> Result<ShopState, String> {
 
 fn worker_config() -> WorkerConfig {
     WorkerConfig {
-        idle_poll_ms: 20,
+        lease_wait_ms: 5_000,
         sweep_interval_ms: 200,
         sweep_batch: 1_000,
         reconcile_interval_ms: 1_000,
