@@ -14,7 +14,7 @@ use stampede_server::psp::PspClient;
 use stampede_server::store::remote::{RemoteConfig, RemoteStore, serve_connection};
 use stampede_server::store::{LEASE_WAIT_MAX_MS, StoreFuture};
 use stampede_server::workers::{
-    self, LEASE_ERROR_BACKOFF_MAX_MS, LEASE_ERROR_BACKOFF_MIN_MS, WorkerConfig,
+    self, LEASE_ERROR_BACKOFF_MAX_MS, LEASE_ERROR_BACKOFF_MIN_MS, SWEEP_GAP_MIN_MS, WorkerConfig,
 };
 use stampede_server::{
     Clock, Connector, HttpClient, MemoryStore, Store, StoreError, StoreRequest, StoreResponse,
@@ -343,6 +343,32 @@ async fn remote_waits_hold_at_most_half_the_connections_and_a_job_wakes_one() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn with_one_connection_no_wait_holds_it_and_a_lease_asks_once_per_wait() {
+    // Proves: with max_connections = 1 there is no wait slot (0 of 1), so a
+    // 300 ms waiting lease waits in the client and then asks once without
+    // waiting; the connection stays free for other calls meanwhile.
+    let counting = Counting::new(memory());
+    let remote: Arc<dyn Store> = Arc::new(piped(
+        Arc::clone(&counting) as Arc<dyn Store>,
+        Duration::from_secs(1),
+        1,
+    ));
+    let start = Instant::now();
+    let wait = {
+        let remote = Arc::clone(&remote);
+        tokio::spawn(async move { remote.lease_job_wait(300).await })
+    };
+    sleep(Duration::from_millis(100)).await;
+    let asked = Instant::now();
+    remote.stats().await.unwrap();
+    assert_eq!(ms(asked.elapsed()), 0, "the only connection is free");
+    assert_eq!(wait.await.unwrap(), Ok(None));
+    assert_eq!(ms(start.elapsed()), 300);
+    let ops: Vec<String> = counting.calls().into_iter().map(|c| c.op).collect();
+    assert_eq!(ops, vec!["stats", "lease_job"]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_worker_leases_a_job_enqueued_while_it_waits_at_once() {
     // Proves: a job worker waiting with a 5 s lease wait leases a job the
     // instant it is enqueued (2 s into the wait), runs it and acks it.
@@ -455,4 +481,51 @@ async fn the_sweeper_wakes_when_the_next_hold_lapses_at_most_an_interval_apart()
     let order = store.read(|s| s.order(id).cloned()).unwrap();
     assert_eq!(order.status().as_str(), "cancelled_expired");
     assert_eq!(ms(Duration::from_millis(order.status_since().0)), 5_000);
+}
+
+/// Places order `key` and reserves it (its hold lapses a TTL from now).
+async fn reserved(store: &dyn Store, key: &str) -> OrderId {
+    let Placed::Created { order: id, .. } = store.place_order(order(key)).await.unwrap() else {
+        panic!("not created");
+    };
+    let lease = store.lease_job().await.unwrap().unwrap();
+    store
+        .reserve(id, Cause::Worker { job: lease.job })
+        .await
+        .unwrap();
+    store.ack_job(lease).await.unwrap();
+    id
+}
+
+#[tokio::test(start_paused = true)]
+async fn sweeps_never_come_closer_than_the_minimum_gap() {
+    // Proves: with a batch of 1, two holds lapsing at 5,000 ms are swept at
+    // 5,000 and (the batch cut short, the next already due) SWEEP_GAP_MIN_MS
+    // later, not at once; a hold lapsing 10 ms after that sweep (under the
+    // gap) is swept a full gap later, at 5,040 ms.
+    assert_eq!(SWEEP_GAP_MIN_MS, 20);
+    let store = Arc::new(MemoryStore::new(shop(5_000), Clock::tokio(0)));
+    let counting = Counting::new(Arc::clone(&store) as Arc<dyn Store>);
+    let dyn_store = Arc::clone(&counting) as Arc<dyn Store>;
+    let start = Instant::now();
+    reserved(&*dyn_store, "a").await;
+    reserved(&*dyn_store, "b").await;
+    let sweeper = tokio::spawn(workers::run_sweeper(
+        app(Arc::clone(&dyn_store)),
+        WorkerConfig {
+            sweep_batch: 1,
+            ..config(1_000, 2_000)
+        },
+    ));
+    sleep(Duration::from_millis(30)).await;
+    reserved(&*dyn_store, "c").await;
+    sleep(Duration::from_millis(5_100)).await;
+    sweeper.abort();
+    let sweeps: Vec<u128> = counting
+        .ops("expire_reservations")
+        .iter()
+        .map(|c| ms(c.asked - start))
+        .collect();
+    assert_eq!(sweeps, vec![2_000, 4_000, 5_000, 5_020, 5_040]);
+    assert_eq!(store.read(|s| s.inventory().reservations().count()), 0);
 }
