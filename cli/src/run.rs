@@ -403,8 +403,8 @@ pub fn render_terminal(s: &Summary, determinism_checked: bool) -> String {
     let _ = writeln!(out, "  {} orders: {}", st.orders, statuses.join(", "));
     let _ = writeln!(
         out,
-        "  {} client requests, {} HTTP requests in all, {} charges, {} refunds, {} faults",
-        st.requests, st.http_requests, st.charges, st.refunds, st.faults
+        "  {} client requests, {} HTTP requests in all, {} store calls, {} charges, {} refunds, {} faults",
+        st.requests, st.http_requests, st.store_calls, st.charges, st.refunds, st.faults
     );
     let l = &s.confirmation_latency;
     let _ = writeln!(

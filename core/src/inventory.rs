@@ -473,6 +473,12 @@ impl Inventory {
             .collect()
     }
 
+    /// When the soonest-lapsing reservation of any SKU expires (pinned and
+    /// TTL-less ones never do); `None` if none will. The sweeper sleeps until then.
+    pub fn next_expiry(&self) -> Option<Millis> {
+        self.expiry.first().map(|(at, _)| *at)
+    }
+
     /// Ids of reservations whose TTL has passed at `now`, soonest first, without releasing them.
     pub fn due(&self, now: Millis) -> impl Iterator<Item = ReservationId> + '_ {
         self.expiry
@@ -527,6 +533,28 @@ mod tests {
         inv.add_sku(sku("hot"), qty, segments).unwrap();
         inv.add_sku(sku("cold"), 5, 1).unwrap();
         inv
+    }
+
+    #[test]
+    fn next_expiry_is_the_soonest_lapsing_hold_of_any_sku() {
+        // Proves: `next_expiry` names the earliest expiry across SKUs, skips TTL-less and
+        // pinned holds, moves on when the soonest one is released, and is `None` with none left.
+        let mut inv = stocked(3, 1);
+        assert_eq!(inv.next_expiry(), None);
+        inv.reserve(OrderId(1), &[(sku("hot"), 1)], Millis(0), None, 0)
+            .unwrap();
+        assert_eq!(inv.next_expiry(), None, "a hold without a TTL never lapses");
+        let late = inv
+            .reserve(OrderId(2), &[(sku("hot"), 1)], Millis(0), Some(300), 0)
+            .unwrap();
+        let soon = inv
+            .reserve(OrderId(3), &[(sku("cold"), 1)], Millis(0), Some(100), 0)
+            .unwrap();
+        assert_eq!(inv.next_expiry(), Some(Millis(100)));
+        inv.release(soon).unwrap();
+        assert_eq!(inv.next_expiry(), Some(Millis(300)));
+        inv.pin(late).unwrap();
+        assert_eq!(inv.next_expiry(), None, "a pinned hold never lapses");
     }
 
     #[test]

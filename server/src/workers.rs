@@ -11,6 +11,15 @@
 //! attempt is reported back with jitter drawn from the worker's seeded RNG; the core
 //! schedules the retry or dead-letters the job. A worker that crashes mid-job
 //! simply never acks: the lease lapses and another worker gets the job.
+//!
+//! Idle, nothing polls on a short timer. A job worker asks the store for a
+//! job with a wait ([`WorkerConfig::lease_wait_ms`]): the store answers as
+//! soon as one is runnable, so an idle worker makes one store call per wait.
+//! The sweeper sleeps until the next hold lapses (the store says when with
+//! every sweep), at most `sweep_interval_ms` so it learns of holds made since.
+//! The reconciler keeps its interval, a deliberate choice: what it looks for
+//! (an answer the shop missed) leaves no trace in the store to wait on, and
+//! one pass with nothing to compare is a single store call.
 
 use crate::api::create_intent;
 use crate::app::App;
@@ -27,13 +36,17 @@ use stampede_core::{
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// Timing and bounds of the workers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WorkerConfig {
-    /// Sleep when no job is runnable, ms.
-    pub idle_poll_ms: u64,
-    /// Between sweeps of lapsed reservations, ms.
+    /// Longest one lease call waits for a job when none is runnable, ms
+    /// (the store caps it: [`crate::store::LEASE_WAIT_MAX_MS`], and a remote
+    /// store at half its request timeout).
+    pub lease_wait_ms: u64,
+    /// Longest gap between sweeps of lapsed reservations, ms (a sweep comes
+    /// sooner when the store said a hold lapses sooner).
     pub sweep_interval_ms: u64,
     /// Most reservations one sweep expires.
     pub sweep_batch: usize,
@@ -48,7 +61,7 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
-            idle_poll_ms: 20,
+            lease_wait_ms: 5_000,
             sweep_interval_ms: 250,
             sweep_batch: 1_000,
             reconcile_interval_ms: 2_000,
@@ -57,6 +70,18 @@ impl Default for WorkerConfig {
         }
     }
 }
+
+/// First pause after a failed lease call, ms; it doubles with each failure in a row.
+pub const LEASE_ERROR_BACKOFF_MIN_MS: u64 = 20;
+/// Longest pause after failed lease calls, ms.
+pub const LEASE_ERROR_BACKOFF_MAX_MS: u64 = 1_000;
+/// An empty lease that came back sooner than this is followed by a pause
+/// making up the difference, ms: a store that cannot wait (or a wait clamped
+/// to nothing) never turns the loop into a spin.
+pub const IDLE_TURN_MIN_MS: u64 = 10;
+/// Shortest gap between two sweeps, ms: a batch cut short, or many holds
+/// lapsing one after another, is swept at most this often.
+pub const SWEEP_GAP_MIN_MS: u64 = 20;
 
 /// Why a job step did not finish; the job is retried.
 #[derive(Debug, thiserror::Error)]
@@ -69,17 +94,29 @@ enum StepError {
     Other(String),
 }
 
-/// Runs jobs forever: lease, run, ack or fail. `seed` feeds the jitter RNG.
+/// Runs jobs forever: lease (waiting up to `lease_wait_ms` for a job), run,
+/// ack or fail. A failed lease call is retried after a pause that doubles
+/// from [`LEASE_ERROR_BACKOFF_MIN_MS`] to [`LEASE_ERROR_BACKOFF_MAX_MS`].
+/// `seed` feeds the jitter RNG.
 pub async fn run_job_worker(app: Arc<App>, worker: u32, seed: u64, config: WorkerConfig) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (u64::from(worker) << 32));
+    let mut backoff_ms = LEASE_ERROR_BACKOFF_MIN_MS;
     loop {
-        match app.store.lease_job().await {
-            Ok(Some(lease)) => run_leased(&app, worker, &lease, &mut rng).await,
-            Ok(None) => tokio::time::sleep(Duration::from_millis(config.idle_poll_ms)).await,
+        let asked = Instant::now();
+        match app.store.lease_job_wait(config.lease_wait_ms).await {
+            Ok(Some(lease)) => {
+                backoff_ms = LEASE_ERROR_BACKOFF_MIN_MS;
+                run_leased(&app, worker, &lease, &mut rng).await;
+            }
+            Ok(None) => {
+                backoff_ms = LEASE_ERROR_BACKOFF_MIN_MS;
+                tokio::time::sleep_until(asked + Duration::from_millis(IDLE_TURN_MIN_MS)).await;
+            }
             Err(error) => {
                 app.counters.store_error(&error);
                 tracing::warn!(worker, %error, "cannot lease a job");
-                tokio::time::sleep(Duration::from_millis(config.idle_poll_ms)).await;
+                tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+                backoff_ms = (backoff_ms * 2).min(LEASE_ERROR_BACKOFF_MAX_MS);
             }
         }
     }
@@ -269,18 +306,35 @@ async fn cancel_intent(app: &App, order: OrderId, cause: Cause) -> Result<Step, 
     Ok(last)
 }
 
-/// Sweeps lapsed reservations and old idempotency records forever.
+/// Sweeps lapsed reservations and old idempotency records forever. After a
+/// sweep it sleeps until the next hold lapses, at least [`SWEEP_GAP_MIN_MS`]
+/// and at most `sweep_interval_ms` (holds made meanwhile are learned of at
+/// the next sweep, so with an interval no longer than the TTL each is swept
+/// when it lapses). Old idempotency records go at most once an interval.
 pub async fn run_sweeper(app: Arc<App>, config: WorkerConfig) {
+    let interval = config.sweep_interval_ms;
+    let mut pause = interval;
+    let mut housekept = Instant::now();
     loop {
-        tokio::time::sleep(Duration::from_millis(config.sweep_interval_ms)).await;
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        pause = interval;
         if app.design().reservation_ttl == ReservationTtl::Off {
             continue;
         }
         match app.store.expire_reservations(config.sweep_batch).await {
-            Ok(transitions) => app.counters.transitions_made(&transitions),
+            Ok((transitions, next)) => {
+                app.counters.transitions_made(&transitions);
+                if let Some(at) = next {
+                    let until = at.0.saturating_sub(app.clock.now().0);
+                    pause = until.max(SWEEP_GAP_MIN_MS).min(interval);
+                }
+            }
             Err(error) => app.counters.store_error(&error),
         }
-        let _ = app.store.housekeep(config.sweep_batch).await;
+        if housekept.elapsed() >= Duration::from_millis(interval) {
+            housekept = Instant::now();
+            let _ = app.store.housekeep(config.sweep_batch).await;
+        }
     }
 }
 

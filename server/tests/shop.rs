@@ -27,7 +27,7 @@ const ADMIN: &str = "stampede-admin";
 
 fn fast_workers() -> WorkerConfig {
     WorkerConfig {
-        idle_poll_ms: 5,
+        lease_wait_ms: 1_000,
         sweep_interval_ms: 50,
         sweep_batch: 1_000,
         reconcile_interval_ms: 200,

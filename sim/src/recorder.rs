@@ -4,6 +4,7 @@
 
 use stampede_core::{ClientOp, ClientReply, EventKind, Fingerprint, History, JobEvent, Millis};
 use stampede_server::store::{Store, StoreFuture, StoreRequest, StoreResponse};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The current simulated time (0 outside a simulation).
@@ -78,18 +79,28 @@ impl Recorder {
 pub struct RecordingStore {
     inner: Arc<dyn Store>,
     recorder: Recorder,
+    calls: AtomicU64,
 }
 
 impl RecordingStore {
     /// Wraps `inner`.
     pub fn new(inner: Arc<dyn Store>, recorder: Recorder) -> RecordingStore {
-        RecordingStore { inner, recorder }
+        RecordingStore {
+            inner,
+            recorder,
+            calls: AtomicU64::new(0),
+        }
+    }
+
+    /// Store calls made through this store so far (answered or not).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
     }
 
     fn record(&self, request: &StoreRequest, response: &StoreResponse) {
         use stampede_core::Step;
         let transitions: &[stampede_core::Transition] = match response {
-            StoreResponse::Step(Step::Moved(t)) | StoreResponse::Transitions(t) => t,
+            StoreResponse::Step(Step::Moved(t)) | StoreResponse::Swept(t, _) => t,
             StoreResponse::Webhook(stampede_core::WebhookOutcome::Applied(Step::Moved(t))) => t,
             _ => &[],
         };
@@ -97,9 +108,10 @@ impl RecordingStore {
             self.recorder.push(EventKind::Transition(t.clone()));
         }
         let job = match (request, response) {
-            (StoreRequest::LeaseJob, StoreResponse::Lease(Some(l))) => {
-                Some((l.kind, l.order, JobEvent::Leased { attempt: l.attempt }))
-            }
+            (
+                StoreRequest::LeaseJob | StoreRequest::LeaseJobWait { .. },
+                StoreResponse::Lease(Some(l)),
+            ) => Some((l.kind, l.order, JobEvent::Leased { attempt: l.attempt })),
             (StoreRequest::AckJob { lease }, StoreResponse::Done) => {
                 Some((lease.kind, lease.order, JobEvent::Acked))
             }
@@ -123,6 +135,7 @@ impl RecordingStore {
 
 impl Store for RecordingStore {
     fn call(&self, request: StoreRequest) -> StoreFuture<'_> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
         Box::pin(async move {
             let response = self.inner.call(request.clone()).await?;
             self.record(&request, &response);

@@ -15,6 +15,20 @@
 //! arrives, and a scenario with `faults.may_cost_sales` has each crash,
 //! partition and PSP stall recorded as `SalesAtRisk` from its start until
 //! [`crate::scenario::Timing::recovery_margin_ms`] after it heals.
+//!
+//! **When a run ends.** From the last arrival or fault (heal, restart and
+//! stall end included), the `clock` client looks every [`SETTLE_POLL_MS`]
+//! whether the world has settled (`Shared::settled`: every shopper and the
+//! attacker done, every order final, no live job, no parked webhook, no
+//! reservation held, no PSP webhook due or in flight, and, with
+//! reconciliation on, no money at the PSP for an order the shop has not
+//! confirmed, which the reconciler would refund) and ends the
+//! run then; a world that never settles runs to the planned end
+//! ([`Plan::end_ms`]) plus [`SETTLE_EXTENSION_MAX_MS`], as it always did.
+//! A settled world has nothing left to do, so it would be the same at any
+//! later time; the checker judges it at the planned end at the earliest, so
+//! a promise whose deadline falls after an early stop is judged exactly as
+//! a full run would judge it. `RunStats::sim_ms` is the time simulated.
 
 use crate::coverage::Coverage;
 use crate::net::{SimListener, connector, counting_connector};
@@ -25,8 +39,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use stampede_core::{
     AuditSnapshot, Catalog, Cents, EventKind, History, IdempotencyLimits, Invariant, LedgerKind,
-    Millis, OptOuts, Product, QueueLimits, RetryPolicy, ShopConfig, ShopState, Sku, Terms, Verdict,
-    check_except,
+    Millis, OptOuts, OrderStatus, Product, QueueLimits, RetryPolicy, ShopConfig, ShopState, Sku,
+    Terms, Verdict, check_except,
 };
 use stampede_server::app::{App, ServerConfig};
 use stampede_server::clock::Clock;
@@ -78,6 +92,9 @@ pub struct RunStats {
     pub refunds: u64,
     /// HTTP requests made inside the world (shoppers, shop → PSP, webhooks, the attacker).
     pub http_requests: u64,
+    /// Store calls the store host answered or began (every API and worker host's).
+    #[serde(default)]
+    pub store_calls: u64,
     /// The recovery paths the run went through (late payments, refunds,
     /// cancelled intents, reconciler payments).
     #[serde(default)]
@@ -214,7 +231,7 @@ fn shop_state(plan: &Plan) -> Result<ShopState, String> {
 
 fn worker_config() -> WorkerConfig {
     WorkerConfig {
-        idle_poll_ms: 20,
+        lease_wait_ms: 5_000,
         sweep_interval_ms: 200,
         sweep_batch: 1_000,
         reconcile_interval_ms: 1_000,
@@ -234,6 +251,34 @@ struct Shared {
 }
 
 impl Shared {
+    /// Has the world settled: nothing left that time passing could change?
+    fn settled(&self, clients_running: usize) -> bool {
+        // Money the PSP holds for an order the shop did not confirm: the reconciler refunds it.
+        let held: Vec<_> = if self.plan.design.reconciliation {
+            let intents = self.psp.intents().into_iter();
+            intents
+                .filter(|i| i.net_captured().0 > 0)
+                .map(|i| i.order)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        clients_running == 0
+            && self.psp.next_delivery_due().is_none()
+            && self.psp.delivery_stats().in_flight == 0
+            && self.store.read(|s| {
+                let stats = s.stats();
+                stats.jobs_live == 0
+                    && stats.webhooks_parked == 0
+                    && s.inventory().reservations().next().is_none()
+                    && s.orders().all(|o| o.status().is_final())
+                    && held.iter().all(|&id| {
+                        s.order(id)
+                            .is_none_or(|o| o.status() == OrderStatus::Confirmed)
+                    })
+            })
+    }
+
     fn http_connector(&self) -> stampede_server::http::Connector {
         counting_connector(Arc::clone(&self.http))
     }
@@ -269,9 +314,9 @@ impl Shared {
 /// ([`crate::shopper::STREAM_IDLE_MS`]) about as soon as a polling shopper's
 /// request would time out.
 pub const SSE_KEEP_ALIVE_MS: u64 = 1_000;
-/// How often, after the planned end, the world looks whether the shop has settled, ms.
+/// How often, after the last arrival and fault, the world looks whether it has settled, ms.
 pub const SETTLE_POLL_MS: u64 = 250;
-/// Longest the world runs past its planned end waiting for the shop to settle, ms.
+/// Longest the world runs past its planned end waiting to settle, ms.
 pub const SETTLE_EXTENSION_MAX_MS: u64 = 60_000;
 
 fn build_sim(shared: &Arc<Shared>) -> turmoil::Sim<'static> {
@@ -348,6 +393,8 @@ fn build_sim(shared: &Arc<Shared>) -> turmoil::Sim<'static> {
     }
 
     let hosts = plan.hosts();
+    // Client hosts (shoppers, attacker) still running: the world has not settled before they end.
+    let running = Arc::new(std::sync::atomic::AtomicUsize::new(hosts.shopper.len()));
     for (h, name) in hosts.shopper.iter().enumerate() {
         let mine: Vec<_> = plan
             .shoppers
@@ -374,6 +421,7 @@ fn build_sim(shared: &Arc<Shared>) -> turmoil::Sim<'static> {
             ),
             recorder: shared.recorder.clone(),
         };
+        let running = Arc::clone(&running);
         sim.client(name.as_str(), async move {
             let tasks: Vec<_> = mine
                 .into_iter()
@@ -382,6 +430,7 @@ fn build_sim(shared: &Arc<Shared>) -> turmoil::Sim<'static> {
             for task in tasks {
                 let _ = task.await;
             }
+            running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             Ok(())
         });
     }
@@ -400,6 +449,8 @@ fn build_sim(shared: &Arc<Shared>) -> turmoil::Sim<'static> {
         );
         let api = format!("{}:{SHOP_PORT}", hosts.api[0]);
         let recorder = shared.recorder.clone();
+        let running = Arc::clone(&running);
+        running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         sim.client("attacker", async move {
             for (n, (at_ms, order)) in forged.into_iter().enumerate() {
                 let now = crate::recorder::sim_now().0;
@@ -411,25 +462,27 @@ fn build_sim(shared: &Arc<Shared>) -> turmoil::Sim<'static> {
                 });
                 shopper::forge_webhook(&http, &api, order, n).await;
             }
+            running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             Ok(())
         });
     }
-    // The run lasts at least until the planned end, then on while the shop
-    // has not settled — an order not final or a job still live, e.g. a
-    // waitlist still turning over abandoned carts — looking every
-    // SETTLE_POLL_MS, for at most SETTLE_EXTENSION_MAX_MS more.
+    // The run lasts until the world has settled (see the module docs), looking
+    // every SETTLE_POLL_MS from just after the last arrival and fault (a
+    // restart lands 1 ms after a zero-length crash), and at the latest until
+    // SETTLE_EXTENSION_MAX_MS past the planned end.
     let s = Arc::clone(shared);
+    let from = plan.faults_end_ms().max(plan.last_arrival_ms()) + 1;
     sim.client("clock", async move {
-        tokio::time::sleep(Duration::from_millis(end)).await;
+        tokio::time::sleep(Duration::from_millis(from)).await;
         let give_up = end + SETTLE_EXTENSION_MAX_MS;
-        while crate::recorder::sim_now().0 < give_up
-            && s.store.read(|state| {
-                state.stats().jobs_live > 0 || state.orders().any(|o| !o.status().is_final())
-            })
-        {
-            tokio::time::sleep(Duration::from_millis(SETTLE_POLL_MS)).await;
+        loop {
+            let now = crate::recorder::sim_now().0;
+            if now >= give_up || s.settled(running.load(std::sync::atomic::Ordering::Relaxed)) {
+                return Ok(());
+            }
+            let step = SETTLE_POLL_MS.min(give_up - now);
+            tokio::time::sleep(Duration::from_millis(step)).await;
         }
-        Ok(())
     });
     sim
 }
@@ -515,10 +568,11 @@ pub fn run(plan: &Plan) -> Result<RunResult, SimError> {
         recorder.push_at(Millis(0), EventKind::Stocked { sku, qty: p.stock });
     }
     let store = Arc::new(MemoryStore::new(state, clock.clone()));
-    let recording: Arc<dyn Store> = Arc::new(RecordingStore::new(
+    let recording_store = Arc::new(RecordingStore::new(
         Arc::clone(&store) as Arc<dyn Store>,
         recorder.clone(),
     ));
+    let recording: Arc<dyn Store> = Arc::clone(&recording_store) as Arc<dyn Store>;
     let hooks = plan.scenario.faults.webhooks;
     let psp_config = PspConfig {
         seed: plan.seed,
@@ -563,10 +617,10 @@ pub fn run(plan: &Plan) -> Result<RunResult, SimError> {
         seen: Vec::new(),
     };
     let outcome = drive(&mut sim, &shared, &recorder, &mut monitor);
-    // The world may have run past its planned end while the shop settled.
-    let ended = u64::try_from(sim.elapsed().as_millis())
-        .unwrap_or(u64::MAX)
-        .max(end);
+    // The world stops once settled, or runs past its planned end while it
+    // settles; it is judged at the planned end at the earliest (module docs).
+    let simulated = u64::try_from(sim.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let ended = simulated.max(end);
     drop(sim);
     outcome?;
 
@@ -595,7 +649,7 @@ pub fn run(plan: &Plan) -> Result<RunResult, SimError> {
     }
     let events = history.events();
     let stats = RunStats {
-        sim_ms: ended,
+        sim_ms: simulated,
         requests: events
             .iter()
             .filter(|e| matches!(e.kind, EventKind::Request { .. }))
@@ -610,6 +664,7 @@ pub fn run(plan: &Plan) -> Result<RunResult, SimError> {
         charges,
         refunds,
         http_requests: http.load(std::sync::atomic::Ordering::Relaxed),
+        store_calls: recording_store.calls(),
         coverage: Coverage::of(&history, &psp.intents()),
     };
     Ok(RunResult {

@@ -1,17 +1,29 @@
 //! The in-process store: the core's `ShopState` behind a lock. Each request
 //! holds the lock for exactly one core operation, which is what makes it
 //! atomic; nothing awaits while holding it.
+//!
+//! A [`StoreRequest::LeaseJobWait`] that finds no runnable job waits, on
+//! tokio's clock and without the lock, until the next job is due, until a
+//! request that may have made one runnable is executed (every request but
+//! the pure reads, `LeaseJob` and `AckJob` signals a [`Notify`]), or until
+//! its wait is over. [`MemoryStore::restore`] does not signal: the simulator
+//! restores only while the store host is down, so no wait is in progress.
 
-use super::{Store, StoreError, StoreFuture, StoreRequest, StoreResponse};
+use super::{LEASE_WAIT_MAX_MS, Store, StoreError, StoreFuture, StoreRequest, StoreResponse};
 use crate::clock::Clock;
-use stampede_core::ShopState;
+use stampede_core::{Lease, ShopState};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// `ShopState` behind a mutex, stamped by a clock.
 #[derive(Debug)]
 pub struct MemoryStore {
     state: Mutex<ShopState>,
     clock: Clock,
+    /// Signalled after every request that may have made a job runnable sooner.
+    changed: Notify,
 }
 
 impl MemoryStore {
@@ -20,6 +32,7 @@ impl MemoryStore {
         MemoryStore {
             state: Mutex::new(state),
             clock,
+            changed: Notify::new(),
         }
     }
 
@@ -51,14 +64,29 @@ impl MemoryStore {
         *live = state;
     }
 
-    /// Runs one request atomically.
+    /// Runs one request atomically. A `LeaseJobWait` cannot wait here (this
+    /// is not async): it leases like `LeaseJob`; [`Store::call`] waits.
     pub fn execute(&self, request: StoreRequest) -> Result<StoreResponse, StoreError> {
         let now = self.clock.now();
         let mut shop = self.lock();
         let s = &mut *shop;
         use StoreRequest as Q;
         use StoreResponse as A;
-        Ok(match request {
+        let signal = !matches!(
+            request,
+            Q::GetOrder { .. }
+                | Q::ReconcileCandidates { .. }
+                | Q::Catalog
+                | Q::Audit
+                | Q::Stats
+                | Q::RawGetKey { .. }
+                | Q::RawAvailable { .. }
+                | Q::LeaseJob
+                | Q::LeaseJobWait { .. }
+                | Q::AckJob { .. }
+                | Q::ReadFeed { .. }
+        );
+        let response = match request {
             Q::PlaceOrder { request } => A::Placed(s.place_order(&request, now)?),
             Q::BeginKey { key, fingerprint } => A::Begin(s.begin_key(&key, fingerprint, now)),
             Q::CompleteKey {
@@ -86,8 +114,11 @@ impl MemoryStore {
                 cause,
             } => A::Step(s.transition_if(order, expected, to, now, cause)?),
             Q::Cancel { order } => A::Step(s.cancel(order, now)?),
-            Q::ExpireReservations { max } => A::Transitions(s.expire_reservations(now, max)?),
-            Q::LeaseJob => A::Lease(s.lease_job(now)),
+            Q::ExpireReservations { max } => {
+                let expired = s.expire_reservations(now, max)?;
+                A::Swept(expired, s.inventory().next_expiry())
+            }
+            Q::LeaseJob | Q::LeaseJobWait { .. } => A::Lease(s.lease_job(now)),
             Q::AckJob { lease } => {
                 s.ack_job(&lease)?;
                 A::Done
@@ -147,12 +178,55 @@ impl MemoryStore {
                 A::Step(s.raw_reserve_from_reservations(order, now, cause)?)
             }
             Q::RawApplyUnchecked { event } => A::Step(s.raw_apply_unchecked(&event, now)?),
-        })
+        };
+        drop(shop);
+        if signal {
+            self.changed.notify_waiters();
+        }
+        Ok(response)
+    }
+
+    /// Leases the next runnable job, waiting up to `wait_ms` (at most
+    /// [`LEASE_WAIT_MAX_MS`]) on tokio's clock for one. Each turn of the loop
+    /// registers for the signal before it looks (so no signal is missed),
+    /// looks under the lock, releases it, then sleeps until the signal, the
+    /// next job's time or the end of the wait, whichever is first; so the
+    /// turns are bounded by the signals and due times within the wait.
+    pub async fn lease_job_wait(&self, wait_ms: u64) -> Option<Lease> {
+        let deadline = Instant::now() + Duration::from_millis(wait_ms.min(LEASE_WAIT_MAX_MS));
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let now = self.clock.now();
+            let (lease, next) = {
+                let mut shop = self.lock();
+                (shop.lease_job(now), shop.next_job_at())
+            };
+            let started = Instant::now();
+            if lease.is_some() || started >= deadline {
+                return lease;
+            }
+            // No job is runnable at `now`, so the next one is due after it.
+            let due =
+                next.map(|at| started + Duration::from_millis(at.0.saturating_sub(now.0).max(1)));
+            let wake = due.map_or(deadline, |due| due.min(deadline));
+            tokio::select! {
+                biased;
+                () = &mut changed => {}
+                () = tokio::time::sleep_until(wake) => {}
+            }
+        }
     }
 }
 
 impl Store for MemoryStore {
     fn call(&self, request: StoreRequest) -> StoreFuture<'_> {
+        if let StoreRequest::LeaseJobWait { wait_ms } = request {
+            return Box::pin(async move {
+                Ok(StoreResponse::Lease(self.lease_job_wait(wait_ms).await))
+            });
+        }
         let result = self.execute(request);
         Box::pin(async move { result })
     }

@@ -122,6 +122,14 @@ pub enum StoreRequest {
     },
     /// Lease the next runnable job.
     LeaseJob,
+    /// Lease the next runnable job, waiting up to `wait_ms` (capped at
+    /// [`LEASE_WAIT_MAX_MS`]) for one: answered as soon as a job becomes
+    /// runnable (enqueued, retried or due), else `Lease(None)` when the wait
+    /// is over. A remote client clamps the wait below its request timeout.
+    LeaseJobWait {
+        /// Longest wait, ms.
+        wait_ms: u64,
+    },
     /// The job is done.
     AckJob {
         /// The lease.
@@ -259,8 +267,8 @@ pub enum StoreResponse {
     Step(Step),
     /// `ReceiveWebhook`.
     Webhook(WebhookOutcome),
-    /// `ExpireReservations`.
-    Transitions(Vec<Transition>),
+    /// `ExpireReservations`: what it did, and when the next hold lapses.
+    Swept(Vec<Transition>, Option<stampede_core::Millis>),
     /// `LeaseJob`.
     Lease(Option<Lease>),
     /// `FailJob`.
@@ -301,6 +309,9 @@ pub enum StoreError {
     #[error("store protocol error: {0}")]
     Protocol(String),
 }
+
+/// Longest a [`StoreRequest::LeaseJobWait`] waits, ms, whatever it asks.
+pub const LEASE_WAIT_MAX_MS: u64 = 30_000;
 
 /// A boxed store future.
 pub type StoreFuture<'a> =
@@ -370,11 +381,14 @@ impl dyn Store {
         /// See [`StoreRequest::Cancel`].
         cancel(order: OrderId) -> Step = StoreRequest::Cancel { order }, StoreResponse::Step(s) => s);
     typed!(
-        /// See [`StoreRequest::ExpireReservations`].
-        expire_reservations(max: usize) -> Vec<Transition> = StoreRequest::ExpireReservations { max }, StoreResponse::Transitions(t) => t);
+        /// See [`StoreRequest::ExpireReservations`]: the expiries made, and when the next hold lapses.
+        expire_reservations(max: usize) -> (Vec<Transition>, Option<stampede_core::Millis>) = StoreRequest::ExpireReservations { max }, StoreResponse::Swept(t, next) => (t, next));
     typed!(
         /// See [`StoreRequest::LeaseJob`].
         lease_job() -> Option<Lease> = StoreRequest::LeaseJob, StoreResponse::Lease(l) => l);
+    typed!(
+        /// See [`StoreRequest::LeaseJobWait`].
+        lease_job_wait(wait_ms: u64) -> Option<Lease> = StoreRequest::LeaseJobWait { wait_ms }, StoreResponse::Lease(l) => l);
     typed!(
         /// See [`StoreRequest::AckJob`].
         ack_job(lease: Lease) -> () = StoreRequest::AckJob { lease }, StoreResponse::Done => ());

@@ -21,6 +21,15 @@
 //! do (the client never retries). Only a connection whose exchange completed
 //! goes back to the pool, so no pooled connection has a stray response in it.
 //!
+//! **Waiting leases.** A [`StoreRequest::LeaseJobWait`] is clamped to half
+//! the request timeout ([`RemoteStore::max_lease_wait`]), leaving the other
+//! half for getting a connection and the round trip, so a wait never reads
+//! as a timeout. The server answers a connection's requests in order, so a
+//! waiting lease holds its connection for the wait; at most
+//! `max_connections / 2` do at once, leaving the rest for other calls. A
+//! caller that finds every wait slot taken waits here for one, for no longer
+//! than its own wait, then asks without waiting: one call per wait either way.
+//!
 //! Simplifications, stated openly: one request in flight per connection (no
 //! pipelining); the server has no idle timeout (a peer that stalls mid-frame
 //! holds its task until the stream closes), so the embedder's connection
@@ -204,6 +213,7 @@ pub struct RemoteStore {
     addr: String,
     config: RemoteConfig,
     calls: Semaphore,
+    waits: Semaphore,
     idle: Mutex<Vec<Connection>>,
     next_id: AtomicU64,
 }
@@ -231,6 +241,7 @@ impl RemoteStore {
             connector,
             addr,
             calls: Semaphore::new(config.max_connections),
+            waits: Semaphore::new(config.max_connections / 2),
             idle: Mutex::new(Vec::with_capacity(config.max_connections)),
             config,
             next_id: AtomicU64::new(1),
@@ -328,6 +339,24 @@ impl RemoteStore {
     fn unavailable(&self, what: String) -> StoreError {
         StoreError::Unavailable(format!("{}: {what}", self.addr))
     }
+
+    /// The longest a waiting lease waits on this client: half the request timeout.
+    pub fn max_lease_wait(&self) -> Duration {
+        self.config.request_timeout / 2
+    }
+
+    /// A waiting lease, clamped and holding a wait slot (see the module docs).
+    async fn lease_job_wait(&self, wait_ms: u64) -> Result<StoreResponse, StoreError> {
+        let wait = Duration::from_millis(wait_ms).min(self.max_lease_wait());
+        let deadline = Instant::now() + wait;
+        let Ok(Ok(_slot)) = timeout_at(deadline, self.waits.acquire()).await else {
+            return self.call_remote(StoreRequest::LeaseJob).await;
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let wait_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+        self.call_remote(StoreRequest::LeaseJobWait { wait_ms })
+            .await
+    }
 }
 
 /// Sends one request frame and reads its response.
@@ -372,7 +401,10 @@ async fn exchange(
 
 impl Store for RemoteStore {
     fn call(&self, request: StoreRequest) -> StoreFuture<'_> {
-        Box::pin(self.call_remote(request))
+        match request {
+            StoreRequest::LeaseJobWait { wait_ms } => Box::pin(self.lease_job_wait(wait_ms)),
+            request => Box::pin(self.call_remote(request)),
+        }
     }
 }
 
