@@ -30,7 +30,19 @@ pub enum JobKind {
     CancelIntent,
 }
 
+/// Lanes of the queue ([`JobKind::lane`]).
+const LANES: usize = 2;
+
 impl JobKind {
+    /// The lane a job waits in; a lower lane's visible jobs are leased first.
+    /// Steps of orders that already hold stock or money (create the intent,
+    /// finalize, sync, refund, cancel the intent) go before `Reserve` jobs of
+    /// new orders, so a flood of new orders cannot keep a reserved cart from
+    /// being offered payment until its hold lapses.
+    pub fn lane(self) -> usize {
+        usize::from(self == JobKind::Reserve)
+    }
+
     /// The stable snake_case name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -192,11 +204,12 @@ impl Default for QueueLimits {
     }
 }
 
-/// Live jobs, ordered by when they become visible, and the dead letters.
+/// Live jobs, in two lanes ([`JobKind::lane`]) each ordered by when its jobs
+/// become visible, and the dead letters.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobQueue {
     jobs: BTreeMap<JobId, Job>,
-    visible: BTreeSet<(Millis, JobId)>,
+    visible: [BTreeSet<(Millis, JobId)>; LANES],
     dead: VecDeque<DeadJob>,
     dead_dropped: u64,
     next_job: u64,
@@ -257,20 +270,20 @@ impl JobQueue {
                 last_error: None,
             },
         );
-        self.visible.insert((at, id));
+        self.visible[kind.lane()].insert((at, id));
         Ok(id)
     }
 
-    /// Leases the job that has been visible longest at `now`, if any. A job
-    /// whose lease lapsed is redelivered here; one that has used up its
-    /// attempts is dead-lettered instead (up to `max_checks` such per call).
+    /// Leases the job that has been visible longest at `now` in the first
+    /// lane that has one, if any. A job whose lease lapsed is redelivered
+    /// here; one that has used up its attempts is dead-lettered instead.
     pub fn lease(&mut self, now: Millis) -> Option<Lease> {
         loop {
-            let &(at, id) = self.visible.first()?;
-            if at > now {
-                return None;
-            }
-            self.visible.pop_first();
+            let lane = self
+                .visible
+                .iter()
+                .position(|lane| lane.first().is_some_and(|(at, _)| *at <= now))?;
+            let (_, id) = self.visible[lane].pop_first().expect("a visible job");
             let job = self
                 .jobs
                 .get_mut(&id)
@@ -289,7 +302,7 @@ impl JobQueue {
                 token: self.next_token,
                 until,
             };
-            self.visible.insert((until, id));
+            self.visible[lane].insert((until, id));
             return Some(Lease {
                 job: id,
                 kind: job.kind,
@@ -311,8 +324,9 @@ impl JobQueue {
 
     /// The job is done: remove it.
     pub fn ack(&mut self, lease: &Lease) -> Result<Job, JobError> {
-        let visible_at = self.held(lease)?.visible_at();
-        self.visible.remove(&(visible_at, lease.job));
+        let held = self.held(lease)?;
+        let (lane, visible_at) = (held.kind.lane(), held.visible_at());
+        self.visible[lane].remove(&(visible_at, lease.job));
         Ok(self.jobs.remove(&lease.job).expect("held"))
     }
 
@@ -325,8 +339,9 @@ impl JobQueue {
         error: &str,
         jitter_permille: u32,
     ) -> Result<Failed, JobError> {
-        let visible_at = self.held(lease)?.visible_at();
-        self.visible.remove(&(visible_at, lease.job));
+        let held = self.held(lease)?;
+        let (lane, visible_at) = (held.kind.lane(), held.visible_at());
+        self.visible[lane].remove(&(visible_at, lease.job));
         let policy = self.policy;
         let job = self.jobs.get_mut(&lease.job).expect("held");
         job.last_error = Some(error.chars().take(200).collect());
@@ -336,13 +351,13 @@ impl JobQueue {
         }
         let at = now.plus_ms(policy.backoff_ms(job.attempts, jitter_permille));
         job.state = JobState::Ready { at };
-        self.visible.insert((at, lease.job));
+        self.visible[lane].insert((at, lease.job));
         Ok(Failed::Retry { at })
     }
 
     fn bury(&mut self, id: JobId, now: Millis) {
         let job = self.jobs.remove(&id).expect("bury a live job");
-        self.visible.remove(&(job.visible_at(), id));
+        self.visible[job.kind.lane()].remove(&(job.visible_at(), id));
         if self.dead.len() >= self.limits.max_dead {
             self.dead.pop_front();
             self.dead_dropped += 1;
@@ -352,7 +367,10 @@ impl JobQueue {
 
     /// When the next job becomes visible (for a shell's timer).
     pub fn next_visible_at(&self) -> Option<Millis> {
-        self.visible.first().map(|(at, _)| *at)
+        self.visible
+            .iter()
+            .filter_map(|lane| lane.first().map(|(at, _)| *at))
+            .min()
     }
 
     /// Brings a ready job forward to `at` (an order waiting for stock, woken
@@ -368,8 +386,9 @@ impl JobQueue {
         if was <= at {
             return false;
         }
-        self.visible.remove(&(was, id));
-        self.visible.insert((at, id));
+        let lane = &mut self.visible[job.kind.lane()];
+        lane.remove(&(was, id));
+        lane.insert((at, id));
         job.state = JobState::Ready { at };
         true
     }
@@ -569,5 +588,37 @@ mod tests {
         assert_eq!(q.next_visible_at(), Some(Millis(1)));
         assert_eq!(q.lease(Millis(10)).unwrap().job, b);
         assert_eq!(q.lease(Millis(10)).unwrap().job, a);
+    }
+
+    #[test]
+    fn an_order_s_next_step_goes_before_reserves_of_new_orders_once_visible() {
+        // Proves: a visible CreateIntent (or any non-Reserve step) is leased before Reserve jobs
+        // that have been visible longer; one not yet visible does not hold them back (at 9 ms
+        // the reserve runs, at 10 ms the step goes first); `next_visible_at` is the soonest over
+        // both lanes; a lapsed step lease is redelivered in its own lane, ahead of reserves.
+        let mut q = queue(3);
+        let reserve_a = q.enqueue(JobKind::Reserve, OrderId(1), Millis(1)).unwrap();
+        let step = q
+            .enqueue_at(JobKind::CreateIntent, OrderId(2), Millis(2), Millis(10))
+            .unwrap();
+        let reserve_b = q.enqueue(JobKind::Reserve, OrderId(3), Millis(3)).unwrap();
+        assert_eq!(q.next_visible_at(), Some(Millis(1)));
+        assert_eq!(q.lease(Millis(9)).unwrap().job, reserve_a);
+        assert_eq!(q.next_visible_at(), Some(Millis(3)));
+        let first = q.lease(Millis(10)).unwrap();
+        assert_eq!((first.job, first.kind), (step, JobKind::CreateIntent));
+        let lapsed = Millis(10 + q.limits.visibility_ms);
+        assert_eq!(q.lease(lapsed).unwrap().job, step, "redelivered first");
+        assert_eq!(q.lease(lapsed).unwrap().job, reserve_b);
+        assert_eq!(JobKind::Reserve.lane(), 1);
+        for kind in [
+            JobKind::CreateIntent,
+            JobKind::SyncPayment,
+            JobKind::Finalize,
+            JobKind::Refund,
+            JobKind::CancelIntent,
+        ] {
+            assert_eq!(kind.lane(), 0, "{kind:?}");
+        }
     }
 }

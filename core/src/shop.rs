@@ -2009,6 +2009,13 @@ mod tests {
             Step::Moved(_)
         ));
         s.ack_job(&first).unwrap();
+        let intent = s.lease_job(Millis(101)).unwrap();
+        assert_eq!(
+            (intent.kind, intent.order),
+            (JobKind::CreateIntent, rival),
+            "the rival's next step goes before any reserve"
+        );
+        s.ack_job(&intent).unwrap();
         let lease = s.lease_job(Millis(101)).unwrap();
         assert_eq!(
             (lease.kind, lease.order, lease.attempt),
