@@ -653,10 +653,16 @@ impl ShopState {
                     SoldOut::FromSales => self.sold_out_wait(id, &lines, now),
                     SoldOut::FromReservations => None,
                 };
-                match wait {
-                    Some(until) => self.wait_for_stock(id, now, until),
-                    None => Ok(Step::Moved(self.move_order(id, to, now, cause)?)),
+                let step = match wait {
+                    Some(until) => self.wait_for_stock(id, now, until)?,
+                    None => Step::Moved(self.move_order(id, to, now, cause)?),
+                };
+                // What this order could not use (it was short of another
+                // line, or woken behind a faster buyer) may fill a waiter.
+                for (sku, _) in &lines {
+                    self.wake_waiters(sku, now);
                 }
+                Ok(step)
             }
             Err(other) => Err(other.into()),
         }
@@ -708,27 +714,39 @@ impl ShopState {
         Ok(Step::Wait { until })
     }
 
-    /// Units of `sku` came back to the shelf: wake the orders waiting for it,
-    /// first come first served (by order id), as many as the units available
-    /// can fill — counting those already woken and not yet run — so a
-    /// thousand waiters behind one returned unit cost one job run, not a
-    /// thousand. A waiter asking for more than is left is passed over (it
-    /// keeps its place for the next units).
+    /// Units of `sku` are on the shelf (they came back, or an attempt left
+    /// them untaken): wake the orders waiting for it that the shelf can fill
+    /// whole, first come first served (by order id), counting those already
+    /// woken and not yet run as taking their share — so a thousand waiters
+    /// behind one returned unit cost one job run, not a thousand. A waiter
+    /// the shelf cannot fill whole (more than is left of some line) is passed
+    /// over and keeps its place; so a waiter that just failed never wakes
+    /// itself, and two waiters short of another SKU never wake each other.
     fn wake_waiters(&mut self, sku: &Sku, now: Millis) {
-        let mut left = self.inventory.level(sku).map_or(0, |l| l.available);
+        let mut left: BTreeMap<&Sku, u64> = BTreeMap::new();
         let mut woken = Vec::new();
-        for (order, job) in &self.waiting {
-            if left == 0 {
+        for (id, job) in &self.waiting {
+            let shelf = |s: &Sku| self.inventory.level(s).map_or(0, |l| l.available);
+            if *left.entry(sku).or_insert_with(|| shelf(sku)) == 0 {
                 break;
             }
-            let qty = self
-                .orders
-                .get(order)
-                .map_or(0, |o| u64::from(o.qty_of(sku)));
-            if qty == 0 || qty > left {
+            let Some(order) = self.orders.get(id) else {
+                continue;
+            };
+            if order.qty_of(sku) == 0 {
                 continue;
             }
-            left -= qty;
+            let fits = order.lines.iter().all(|line| {
+                u64::from(line.qty) <= *left.entry(&line.sku).or_insert_with(|| shelf(&line.sku))
+            });
+            if !fits {
+                continue;
+            }
+            for line in &order.lines {
+                if let Some(units) = left.get_mut(&line.sku) {
+                    *units = units.saturating_sub(u64::from(line.qty));
+                }
+            }
             if !self.jobs.is_due(*job, now) {
                 woken.push(*job);
             }
@@ -1952,6 +1970,36 @@ mod tests {
         assert!(steps.iter().all(|(_, step)| matches!(step, Step::Moved(_))));
         assert_eq!(s.order(wait[1]).unwrap().status(), OrderStatus::Created);
         assert!(s.lease_job(Millis(199)).is_none(), "the others sleep");
+    }
+
+    #[test]
+    fn units_a_woken_waiter_cannot_use_go_to_the_next_waiter_they_fill() {
+        // Proves: two units come back and wake the first waiter (it wants 2); a new buyer takes
+        // one before it runs, so it fails and waits again — and the unit it left wakes the next
+        // waiter (it wants 1), who gets it, instead of lying on the shelf until someone's wait
+        // ends. The waiter that failed does not wake itself.
+        let (mut s, held, wait) = waitlist(3, &[2, 1]);
+        s.cancel(held[0], Millis(10)).unwrap();
+        s.cancel(held[1], Millis(10)).unwrap();
+        let rival = place(&mut s, "rival", 1);
+        let first = s.lease_job(Millis(10)).unwrap();
+        assert_eq!(
+            first.order, rival,
+            "the new order's reserve was visible first"
+        );
+        let cause = Cause::Worker { job: first.job };
+        assert!(matches!(
+            s.reserve(rival, Millis(10), cause).unwrap(),
+            Step::Moved(_)
+        ));
+        s.ack_job(&first).unwrap();
+        let steps = run_reserves(&mut s, Millis(10));
+        let orders: Vec<_> = steps.iter().map(|(o, _)| *o).collect();
+        assert_eq!(orders, vec![wait[0], wait[1]], "{steps:?}");
+        assert!(matches!(steps[0].1, Step::Wait { .. }));
+        assert!(matches!(steps[1].1, Step::Moved(_)));
+        assert_eq!(s.order(wait[0]).unwrap().status(), OrderStatus::Created);
+        assert!(s.lease_job(Millis(199)).is_none(), "nothing spins");
     }
 
     #[test]
