@@ -77,8 +77,9 @@ fn the_events_stream_follows_a_restored_store() {
     // store is back. (Losing writes breaks invariants whichever way shoppers follow, so the
     // verdicts are not asserted here.) That such a run is the same bytes every time is proved
     // across processes by tests/determinism.rs (its all-faults case loses the unsynced tail):
-    // two lossy runs of one plan *in one process, at once with other runs* can still differ
-    // (known, open: the lossy-store path is issue 11's), so this test runs the plan once.
+    // a run with crashes can come out differently after or beside other runs in the same
+    // process (tokio numbers tasks process-wide and a crashed host's tasks are dropped in that
+    // order; see sim/README.md, "The catch matrix"), so this test runs the plan once.
     let s = db_crash(true);
     let plan = Plan::generate(&s, Design::reference(), 3);
     let back = plan
