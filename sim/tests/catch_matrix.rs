@@ -659,6 +659,10 @@ fn catch_row_in_a_fresh_process() {
 }
 
 #[test]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "searches up to 20 seeds of every row (7 minutes in debug); CI runs it in release"
+)]
 fn every_naive_switch_is_caught_within_20_seeds_by_its_own_mistake() {
     // Proves: for each switch, some seed in 1..=20 of its mix breaks an expected invariant
     // with a violation that shows the switch's own mistake (see `mistake_of`); and
