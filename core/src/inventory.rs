@@ -17,10 +17,6 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Most segments one SKU may be split into.
 pub const MAX_SEGMENTS: usize = 64;
 
-/// Most reservations [`Inventory::next_expiry_of`] looks at: a bound on the
-/// work of one query when many holds of other SKUs lapse first.
-pub const EXPIRY_SCAN_MAX: usize = 1_024;
-
 /// Stock counters for one SKU (or one segment of it).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StockLevel {
@@ -345,17 +341,6 @@ impl Inventory {
         reserved.saturating_sub(self.pinned.get(sku).copied().unwrap_or(0))
     }
 
-    /// When the soonest-lapsing reservation holding `sku` expires (pinned
-    /// ones never do), looking at most [`EXPIRY_SCAN_MAX`] reservations
-    /// ahead in expiry order; `None` if none is found there.
-    pub fn next_expiry_of(&self, sku: &Sku) -> Option<Millis> {
-        self.expiry
-            .iter()
-            .take(EXPIRY_SCAN_MAX)
-            .find(|(_, id)| self.reservations.get(id).is_some_and(|r| r.qty_of(sku) > 0))
-            .map(|(at, _)| *at)
-    }
-
     /// Returns a reservation's units to `available`.
     pub fn release(&mut self, id: ReservationId) -> Result<Reservation, InventoryError> {
         self.settle(id, |seg, qty| seg.available += qty)
@@ -572,7 +557,7 @@ mod tests {
         assert_eq!(inv.due(Millis(160)).collect::<Vec<_>>(), vec![id]);
         inv.renew(id, Millis(10), 100).unwrap();
         assert_eq!(inv.reservation(id).unwrap().expires_at, Some(Millis(160)));
-        assert_eq!(inv.next_expiry_of(&sku("hot")), Some(Millis(160)));
+        assert_eq!(inv.next_expiry(), Some(Millis(160)));
         inv.pin(id).unwrap();
         inv.renew(id, Millis(200), 100).unwrap();
         assert_eq!(inv.reservation(id).unwrap().expires_at, None);
@@ -833,7 +818,7 @@ mod tests {
     fn held_unpinned_counts_what_could_still_come_back_and_pinning_removes_it() {
         // Proves: units held by unpaid reservations count as returnable until their reservation
         // is pinned; pinning twice counts once; commit and release of a pinned reservation leave
-        // no pinned units behind; the soonest expiry of a hold is found per SKU, and a pinned or
+        // no pinned units behind; the soonest expiry skips a pinned hold, and a pinned or
         // TTL-less hold has none.
         let mut inv = stocked(10, 2);
         let a = inv
@@ -852,7 +837,7 @@ mod tests {
             .reserve(OrderId(3), &[(sku("cold"), 2)], Millis(0), None, 0)
             .unwrap();
         assert_eq!(inv.held_unpinned(&sku("hot")), 7);
-        assert_eq!(inv.next_expiry_of(&sku("hot")), Some(Millis(200)));
+        assert_eq!(inv.next_expiry(), Some(Millis(200)));
         inv.pin(b).unwrap();
         inv.pin(b).unwrap();
         assert!(inv.reservation(b).unwrap().pinned);
@@ -862,10 +847,13 @@ mod tests {
             "b's 4 units are pinned, once"
         );
         assert_eq!(inv.held_unpinned(&sku("cold")), 2, "only the TTL-less hold");
-        assert_eq!(inv.next_expiry_of(&sku("hot")), Some(Millis(500)));
+        assert_eq!(inv.next_expiry(), Some(Millis(500)), "b is pinned");
         assert_eq!(
-            inv.next_expiry_of(&sku("cold")),
-            None,
+            (
+                inv.reservation(b).unwrap().expires_at,
+                inv.reservation(never).unwrap().expires_at
+            ),
+            (None, None),
             "pinned and TTL-less"
         );
         inv.commit(b).unwrap();
