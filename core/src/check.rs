@@ -67,7 +67,7 @@ pub enum Invariant {
     /// confirmed order the PSP charged for, unless the evidence justifies otherwise.
     WillingBuyersServed,
     /// Progress: no stock is left unsold at the end while a willing buyer of
-    /// it was turned away (cancelled out of stock, or expired never offered payment).
+    /// it was turned away (refused, cancelled out of stock, or expired never offered payment).
     NoSaleLeftBehind,
     /// Progress: willing buyers are offered payment, and charges are decided,
     /// within the scenario's bounds.
@@ -1322,6 +1322,13 @@ fn is_offer(status: OrderStatus) -> bool {
 /// Problem types of a placement refused because the stock is gone.
 const OUT_OF_STOCK_PROBLEMS: [&str; 2] = ["out-of-stock", "sold-out"];
 
+/// Problem types of a placement refused by a rule the shop declares: the
+/// buyer asked for more than one customer may buy, sent its own prices, or
+/// the shop shed load it had no room to queue. Any other refusal of a
+/// willing buyer (a 404, a 500, a body the client cannot read) is the shop
+/// turning away a sale.
+const DECLARED_REFUSALS: [&str; 3] = ["purchase-limit", "client-price-not-accepted", "overloaded"];
+
 /// One client's journey as a buyer: its plan and what it was told.
 struct Journey<'a> {
     /// The `Wants` event.
@@ -1339,6 +1346,9 @@ struct Journey<'a> {
     ack: Option<(OrderId, usize)>,
     /// A placement refused out of stock (the answer's index).
     refused_out_of_stock: Option<usize>,
+    /// The first placement refused for no declared reason: the answer's
+    /// index, its status and problem type.
+    refused_otherwise: Option<(usize, u16, &'a str)>,
 }
 
 impl Journey<'_> {
@@ -1377,6 +1387,7 @@ impl<'a> Facts<'a> {
                 last: wants,
                 ack: None,
                 refused_out_of_stock: None,
+                refused_otherwise: None,
             })
             .collect();
         let by_key: BTreeMap<&IdempotencyKey, usize> = journeys
@@ -1403,6 +1414,12 @@ impl<'a> Facts<'a> {
                     if OUT_OF_STOCK_PROBLEMS.contains(&problem.as_str()) =>
                 {
                     j.refused_out_of_stock.get_or_insert(ex.response);
+                }
+                ClientReply::Refused { status, problem }
+                    if !DECLARED_REFUSALS.contains(&problem.as_str()) =>
+                {
+                    j.refused_otherwise
+                        .get_or_insert((ex.response, *status, problem.as_str()));
                 }
                 _ => {}
             }
@@ -1600,8 +1617,10 @@ fn willing_buyers_served(facts: &Facts<'_>) -> Verdict {
 }
 
 /// No SKU has units left unsold at the end while a willing buyer of it was
-/// turned away: refused or cancelled out of stock, or expired without ever
-/// being offered payment. "Unsold" is received minus what customers were
+/// turned away: refused or cancelled out of stock, expired without ever
+/// being offered payment, or refused for no reason the shop declares (see
+/// [`DECLARED_REFUSALS`]; a buyer that only ever got no answer is not
+/// counted — a fault did that, and the fault excuse judges it). "Unsold" is received minus what customers were
 /// sold by the evidence (shown confirmed, charged), not the shop's counters.
 /// A buyer for one of whose SKUs there was no room is justified for every
 /// SKU of its order (orders are filled whole).
@@ -1638,6 +1657,14 @@ fn no_sale_left_behind(facts: &Facts<'_>) -> Verdict {
                 )
             }
             (None, Some(refused)) => ("refused out of stock".to_string(), vec![j.wants, refused]),
+            // Never acknowledged, never told the stock was gone, but refused all the same.
+            (None, None) => match j.refused_otherwise {
+                Some((refused, status, problem)) => (
+                    format!("refused {status} {problem}"),
+                    vec![j.wants, refused],
+                ),
+                None => continue,
+            },
             _ => continue,
         };
         for item in &asked.items {

@@ -2715,6 +2715,48 @@ fn a_sold_out_refusal_with_stock_left_is_a_sale_left_behind() {
     assert_all_hold(&judge(&s.history, &s.audit(), true));
 }
 
+// Proves: a willing buyer refused for no reason the shop declares (a 404 from a shop that lost
+// its routes, a 500) is turned away — with hats on the shelf at the end, `no_sale_left_behind`
+// fails and names the refusal; a declared refusal (purchase limit, shed load), a buyer that only
+// ever got no answer, or the same 404 with no hat left to sell breaks nothing.
+#[test]
+fn an_undeclared_refusal_with_stock_left_is_a_sale_left_behind() {
+    let refused_with = |hats: u64, reply: ClientReply| {
+        let mut s = hat_shop(hats);
+        s.at(1_000);
+        s.wants(1, "k-alice", willing(0));
+        let request = place_request(Some("k-alice"), "alice", &[(HAT, 1)]);
+        let sent = s.exchange(
+            ClientOp::PlaceOrder(request.clone()),
+            Some(request.fingerprint()),
+            reply,
+        );
+        s.at(30_000);
+        (judge(&s.history, &s.audit(), true), sent.response)
+    };
+    for (status, problem) in [(404, "not-found"), (500, "store-protocol")] {
+        let (verdicts, refusal) = refused_with(2, refused(status, problem));
+        assert_exactly_violated(&verdicts, &[Invariant::NoSaleLeftBehind], true);
+        let behind = only_violation(&verdicts, Invariant::NoSaleLeftBehind);
+        assert!(
+            behind
+                .detail
+                .contains(&format!("buyer 1 (1x, refused {status} {problem})")),
+            "{}",
+            behind.detail
+        );
+        assert!(behind.evidence.contains(&refusal));
+        assert_all_hold(&refused_with(0, refused(status, problem)).0);
+    }
+    for declared in ["purchase-limit", "client-price-not-accepted", "overloaded"] {
+        assert_all_hold(&refused_with(2, refused(422, declared)).0);
+    }
+    let no_answer = ClientReply::NoResponse {
+        reason: "connection reset".into(),
+    };
+    assert_all_hold(&refused_with(2, no_answer).0);
+}
+
 // Proves who is judged: a buyer whose plan abandons, or whose card the PSP declines, is not a
 // willing buyer (the never-offered shop passes for them); and the hold bound on both sides —
 // with a 4 s hold and a 1 s payment allowance, a buyer thinking 3.001 s is late by its own plan
@@ -2786,11 +2828,22 @@ fn a_declared_fault_window_turns_an_unserved_buyer_into_a_sale_lost_to_the_fault
         verdict(&verdicts, Invariant::NoSaleLeftBehind).lost_to_faults_total,
         1
     );
+    // summary.json carries the count when there is one, and leaves it out when there is none.
+    let json = |v: &Verdict| serde_json::to_value(v).unwrap();
+    assert_eq!(
+        json(verdict(&verdicts, Invariant::WillingBuyersServed))["lost_to_faults_total"],
+        1
+    );
     let (verdicts, _) = with_window(0, 999);
     assert!(verdict(&verdicts, Invariant::WillingBuyersServed).is_violated());
     assert_eq!(
         verdict(&verdicts, Invariant::WillingBuyersServed).lost_to_faults_total,
         0
+    );
+    let unexcused = json(verdict(&verdicts, Invariant::WillingBuyersServed));
+    assert!(
+        unexcused.get("lost_to_faults_total").is_none(),
+        "{unexcused}"
     );
 }
 
