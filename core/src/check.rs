@@ -1660,7 +1660,10 @@ fn no_sale_left_behind(facts: &Facts<'_>) -> Verdict {
             // Never acknowledged, never told the stock was gone, but refused all the same.
             (None, None) => match j.refused_otherwise {
                 Some((refused, status, problem)) => (
-                    format!("refused {status} {problem}"),
+                    match problem {
+                        "" => format!("refused {status} without a problem type"),
+                        _ => format!("refused {status} {problem}"),
+                    },
                     vec![j.wants, refused],
                 ),
                 None => continue,

@@ -2734,14 +2734,15 @@ fn an_undeclared_refusal_with_stock_left_is_a_sale_left_behind() {
         s.at(30_000);
         (judge(&s.history, &s.audit(), true), sent.response)
     };
-    for (status, problem) in [(404, "not-found"), (500, "store-protocol")] {
+    for (status, problem, told) in [
+        (404, "", "refused 404 without a problem type"),
+        (500, "store-protocol", "refused 500 store-protocol"),
+    ] {
         let (verdicts, refusal) = refused_with(2, refused(status, problem));
         assert_exactly_violated(&verdicts, &[Invariant::NoSaleLeftBehind], true);
         let behind = only_violation(&verdicts, Invariant::NoSaleLeftBehind);
         assert!(
-            behind
-                .detail
-                .contains(&format!("buyer 1 (1x, refused {status} {problem})")),
+            behind.detail.contains(&format!("buyer 1 (1x, {told})")),
             "{}",
             behind.detail
         );
