@@ -2758,6 +2758,109 @@ fn an_undeclared_refusal_with_stock_left_is_a_sale_left_behind() {
     assert_all_hold(&refused_with(2, no_answer).0);
 }
 
+// Proves "served" takes either witness of confirmation, and needs one: a charged buyer whose
+// order the shop confirmed is served though she stopped watching before it confirmed; one shown
+// her order confirmed is served though the shop lost it; a charged order neither confirmed by
+// the shop nor shown confirmed is not served.
+#[test]
+fn a_charged_buyer_is_served_by_the_shops_record_or_by_what_she_was_shown() {
+    let served = |s: &Shell| {
+        verdict(
+            &judge(&s.history, &s.audit(), true),
+            Invariant::WillingBuyersServed,
+        )
+        .judgement
+            == Judgement::Holds
+    };
+    // The shop confirms; she never looks again.
+    let mut s = hat_shop(3);
+    s.at(1_000);
+    s.wants(1, "k-alice", willing(0));
+    let order = s.order(Some("k-alice"), "alice", &[(HAT, 1)]);
+    s.checkout(order);
+    s.at(10_000);
+    assert!(served(&s));
+    // Charged, the webhook never arrives (the shop still waits for payment).
+    let charged = || {
+        let mut s = hat_shop(3);
+        s.at(1_000);
+        s.wants(1, "k-alice", willing(0));
+        let order = s.order(Some("k-alice"), "alice", &[(HAT, 1)]);
+        s.run_jobs();
+        s.psp_capture(order);
+        s.at(10_000);
+        (s, order)
+    };
+    let (s, order) = charged();
+    assert_ne!(s.status(order), Confirmed);
+    assert!(!served(&s));
+    let (mut s, order) = charged();
+    s.observe(1, order, Confirmed);
+    assert!(served(&s));
+}
+
+// Proves a buyer's own screen counts as the end of her order: a buyer acknowledged an order the
+// shop has no record of, then shown it cancelled out of stock while the only hat went to a
+// confirmed buyer, was turned away justly (no room) — by what she was shown alone.
+#[test]
+fn a_cancellation_out_of_stock_a_buyer_was_shown_justifies_her_with_no_room_left() {
+    let mut s = hat_shop(1);
+    s.at(1_000);
+    s.wants(2, "k-bob", willing(0));
+    let bobs = s.order(Some("k-bob"), "bob", &[(HAT, 1)]);
+    s.checkout(bobs);
+    s.poll(2, bobs);
+    s.wants(1, "k-alice", willing(0));
+    let request = place_request(Some("k-alice"), "alice", &[(HAT, 1)]);
+    let lost = OrderId(99);
+    s.exchange(
+        ClientOp::PlaceOrder(request.clone()),
+        Some(request.fingerprint()),
+        ClientReply::OrderAccepted {
+            order: lost,
+            replayed: false,
+        },
+    );
+    s.observe(1, lost, Cancelled(OutOfStock));
+    s.at(10_000);
+    let verdicts = judge(&s.history, &s.audit(), true);
+    let v = verdict(&verdicts, Invariant::WillingBuyersServed);
+    assert_eq!(v.judgement, Judgement::Holds, "{v:?}");
+}
+
+// Proves a buyer's journey lasts until her last request: a GET of her order inside a declared
+// fault window makes the unserved buyer a sale lost to that fault, though she was acknowledged
+// long before it; without that request the same window excuses nothing.
+#[test]
+fn a_request_inside_a_fault_window_extends_the_journey_it_belongs_to() {
+    let asked_during_the_fault = |asks: bool| {
+        let mut s = hat_shop(3);
+        let late = 1_000 + TTL_MS + 10_000;
+        s.push(EventKind::SalesAtRisk {
+            from: Millis(late - 1_000),
+            until: Millis(late + 1_000),
+            fault: "partition api-1 for 2 s".into(),
+        });
+        s.at(1_000);
+        s.wants(1, "k-alice", willing(0));
+        let order = s.order(Some("k-alice"), "alice", &[(HAT, 1)]);
+        s.run_only(JobKind::Reserve);
+        s.at(1_000 + TTL_MS + 1);
+        s.sweep();
+        s.at(late);
+        if asks {
+            s.get(order);
+        }
+        s.at(late + 5_000);
+        let verdicts = judge(&s.history, &s.audit(), true);
+        verdict(&verdicts, Invariant::WillingBuyersServed).clone()
+    };
+    let excused = asked_during_the_fault(true);
+    assert_eq!(excused.judgement, Judgement::Holds, "{excused:?}");
+    assert_eq!(excused.lost_to_faults_total, 1);
+    assert!(asked_during_the_fault(false).is_violated());
+}
+
 // Proves who is judged: a buyer whose plan abandons, or whose card the PSP declines, is not a
 // willing buyer (the never-offered shop passes for them); and the hold bound on both sides —
 // with a 4 s hold and a 1 s payment allowance, a buyer thinking 3.001 s is late by its own plan
