@@ -181,7 +181,10 @@ mod tests {
     fn a_cursor_reads_what_came_after_it_and_the_head_reads_nothing_old() {
         // Proves: changes after a cursor come back in order with the next cursor past them, and
         // a head cursor sees only later changes.
+        assert!(feed_of(8, 0).is_empty());
         let mut feed = feed_of(8, 3);
+        assert!(!feed.is_empty());
+        assert_eq!(feed.len(), 3);
         let start = Cursor { epoch: 0, seq: 0 };
         let all = feed.changes_since(start, 100);
         assert!(all.complete);

@@ -2861,6 +2861,98 @@ fn a_request_inside_a_fault_window_extends_the_journey_it_belongs_to() {
     assert!(asked_during_the_fault(false).is_violated());
 }
 
+// Proves an express buyer is judged by her charge, not by an offer she never gets: charged her
+// saved card and confirmed while two hats stay on the shelf, every invariant holds (never being
+// offered payment is not a sale left behind, nor a late offer).
+#[test]
+fn an_express_buyer_served_without_an_offer_leaves_no_sale_behind() {
+    let mut s = hat_shop(3);
+    s.at(1_000);
+    s.wants(
+        1,
+        "k-alice",
+        Wish {
+            express: true,
+            ..willing(0)
+        },
+    );
+    let request = PlaceOrder {
+        express: true,
+        ..place_request(Some("k-alice"), "alice", &[(HAT, 1)])
+    };
+    let order = s.place_request(&request).order();
+    s.checkout(order);
+    s.poll(1, order);
+    s.at(60_000);
+    assert_all_hold(&judge(&s.history, &s.audit(), true));
+}
+
+// Proves the offer deadline on both sides of the history's end: a reserved order not yet
+// offered payment when the history ends exactly at its 2 s bound is not yet late; one more
+// millisecond and it is.
+#[test]
+fn an_offer_deadline_still_ahead_when_the_history_ends_is_not_yet_due() {
+    let ended_after = |ms: u64| {
+        let mut s = hat_shop(3);
+        s.at(1_000);
+        s.wants(1, "k-alice", willing(0));
+        let placed = s.place(Some("k-alice"), "alice", &[(HAT, 1)]);
+        s.run_only(JobKind::Reserve);
+        s.at(s.history.events()[placed.response].at.0 + ms);
+        let verdicts = judge(&s.history, &s.audit(), true);
+        verdict(&verdicts, Invariant::TimelyDecisions).is_violated()
+    };
+    assert!(!ended_after(2_000));
+    assert!(ended_after(2_001));
+}
+
+// Proves the decision deadline on both sides of the history's end, and the fault excuse for
+// it: a charge neither confirmed nor refunded is not yet late when the history ends exactly 3 s
+// after it, late 1 ms later — unless a declared fault window covers it, when it is a decision
+// lost to the fault, naming the fault and pointing at the window.
+#[test]
+fn an_undecided_charge_is_late_after_its_bound_unless_a_fault_covers_it() {
+    let charged_then = |ms: u64, window: Option<(u64, u64)>| {
+        let mut s = hat_shop(3);
+        let window = window.map(|(from, until)| {
+            s.push(EventKind::SalesAtRisk {
+                from: Millis(from),
+                until: Millis(until),
+                fault: "stall psp for 5 s".into(),
+            })
+        });
+        s.at(1_000);
+        s.wants(1, "k-alice", willing(0));
+        let order = s.order(Some("k-alice"), "alice", &[(HAT, 1)]);
+        s.run_jobs();
+        s.pay(order, "pay-alice");
+        s.at(2_000);
+        s.psp_capture(order);
+        s.at(2_000 + ms);
+        let verdicts = judge(&s.history, &s.audit(), true);
+        (
+            verdict(&verdicts, Invariant::TimelyDecisions).clone(),
+            window,
+        )
+    };
+    assert_eq!(charged_then(3_000, None).0.judgement, Judgement::Holds);
+    let (late, _) = charged_then(3_001, None);
+    assert!(late.is_violated(), "{late:?}");
+    let (excused, window) = charged_then(3_001, Some((1_500, 9_000)));
+    assert_eq!(excused.judgement, Judgement::Holds, "{excused:?}");
+    assert_eq!(excused.lost_to_faults_total, 1, "{excused:?}");
+    let lost = &excused.lost_to_faults[0];
+    assert!(
+        lost.detail.starts_with("charged at")
+            && lost
+                .detail
+                .ends_with("— lost to the fault stall psp for 5 s"),
+        "{}",
+        lost.detail
+    );
+    assert!(lost.evidence.contains(&window.expect("pushed")), "{lost:?}");
+}
+
 // Proves who is judged: a buyer whose plan abandons, or whose card the PSP declines, is not a
 // willing buyer (the never-offered shop passes for them); and the hold bound on both sides —
 // with a 4 s hold and a 1 s payment allowance, a buyer thinking 3.001 s is late by its own plan
