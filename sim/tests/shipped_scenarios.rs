@@ -20,7 +20,7 @@ fn shipped_scenario_files_parse() {
             n += 1;
         }
     }
-    assert!(n >= 9, "expected the 9 shipped scenarios, found {n}");
+    assert!(n >= 10, "expected the 10 shipped scenarios, found {n}");
 }
 
 #[test]
@@ -43,4 +43,21 @@ fn shipped_scenarios_hold_on_the_reference_design() {
             );
         }
     });
+}
+
+#[test]
+fn job_redelivery_is_the_catch_matrix_worker_crash_mix() {
+    // Proves: scenarios/job-redelivery.toml is exactly the mix the catch matrix's
+    // "worker-crashes" rows run (name aside), so the shipped file sweeps what the matrix proves
+    // catches a skipped redelivered step — and the two cannot drift apart unnoticed.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/job-redelivery.toml");
+    let mut shipped = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let mut mix = stampede_sim::scenarios::catch_cases()
+        .into_iter()
+        .find(|c| c.mix.name == "worker-crashes")
+        .expect("the catch matrix has a worker-crashes row")
+        .mix;
+    shipped.name.clear();
+    mix.name.clear();
+    assert_eq!(shipped, mix);
 }
