@@ -426,11 +426,6 @@ impl JobQueue {
     pub fn dead_dropped(&self) -> u64 {
         self.dead_dropped
     }
-
-    /// The retry policy.
-    pub fn policy(&self) -> RetryPolicy {
-        self.policy
-    }
 }
 
 #[cfg(test)]
