@@ -331,6 +331,32 @@ mod tests {
     use super::*;
     use crate::ids::Sku;
 
+    #[test]
+    fn causes_read_as_traces_show_them() {
+        // Proves: each cause names who moved the order, with the job or event it came from.
+        let event = EventId::new("evt_7").unwrap();
+        let shown: Vec<String> = [
+            Cause::Worker { job: JobId(3) },
+            Cause::Webhook { event },
+            Cause::Reconciler,
+            Cause::Sweeper,
+            Cause::Customer,
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        assert_eq!(
+            shown,
+            [
+                "worker(job_3)",
+                "webhook(evt_7)",
+                "reconciler",
+                "sweeper",
+                "customer"
+            ]
+        );
+    }
+
     fn order() -> Order {
         Order::new(
             OrderId(1),
