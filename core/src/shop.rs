@@ -1590,6 +1590,26 @@ mod tests {
     }
 
     #[test]
+    fn status_changes_reach_the_feed_and_a_renewed_epoch_retires_old_cursors() {
+        // Proves: placing an order writes a change a watcher reads from a head taken before it
+        // (in the feed `feed()` exposes); once the state is renewed past another epoch, a cursor
+        // from before reads as incomplete, so watchers re-read instead of missing changes.
+        let mut s = shop(10, None);
+        let head = s.changes_since(None, 10).next;
+        let order = place(&mut s, "k1", 1);
+        let read = s.changes_since(Some(head), 10);
+        assert!(read.complete);
+        let seen: Vec<_> = read.changes.iter().map(|c| (c.order, c.status)).collect();
+        assert_eq!(seen, vec![(order, OrderStatus::Created)]);
+        assert_eq!(s.feed().len(), 1);
+        assert_eq!(s.feed().head(), read.next);
+        let other = s.feed().epoch() + 5;
+        s.renew_feed_epoch_after(other);
+        assert!(s.feed().epoch() > other);
+        assert!(!s.changes_since(Some(read.next), 10).complete);
+    }
+
+    #[test]
     fn a_rejected_request_changes_nothing_and_frees_its_key() {
         let mut s = shop(10, None);
         let before = s.clone();
