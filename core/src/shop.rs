@@ -1729,6 +1729,41 @@ mod tests {
     }
 
     #[test]
+    fn a_lapsed_reservation_no_order_owns_is_released_without_touching_the_order() {
+        // Proves: when a redelivered unchecked reserve leaves a second reservation that no order
+        // owns, and it lapses while the order's own hold (re-timed by its payment offer) runs
+        // on, the sweeper gives the leaked units back and leaves the order waiting for payment;
+        // the order expires only when its own hold lapses.
+        let mut s = shop(5, None);
+        let order = place(&mut s, "k1", 2);
+        s.raw_reserve_unchecked(order, Millis(1), Cause::Reconciler, SoldOut::FromSales)
+            .unwrap();
+        s.raw_reserve_unchecked(order, Millis(3), Cause::Reconciler, SoldOut::FromSales)
+            .unwrap();
+        assert_eq!(s.inventory().reservations().count(), 2);
+        s.record_intent(
+            intent(order, IntentStatus::RequiresPayment),
+            Millis(80),
+            Cause::Reconciler,
+        )
+        .unwrap();
+        assert!(s.expire_reservations(Millis(150), 10).unwrap().is_empty());
+        assert_eq!(
+            s.order(order).unwrap().status(),
+            OrderStatus::PaymentPending
+        );
+        let level = s.inventory().level(&sku()).unwrap();
+        assert_eq!(
+            (level.available, level.reserved),
+            (3, 2),
+            "leaked units back"
+        );
+        let expired = s.expire_reservations(Millis(180), 10).unwrap();
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].to, OrderStatus::Cancelled(CancelReason::Expired));
+    }
+
+    #[test]
     fn the_unchecked_webhook_handler_sells_once_per_delivery() {
         // Proves: the `webhook_dedup=off` handler is right for one delivery
         // (the hold is sold, the order paid, finalize confirms it) and the
