@@ -2028,6 +2028,21 @@ mod tests {
     }
 
     #[test]
+    fn a_waiter_that_leaves_the_waitlist_is_not_woken_in_place_of_the_next() {
+        // Proves: the first waiter cancels (it leaves `Created`, so it leaves the waitlist);
+        // the unit that comes back then wakes the second waiter at once, rather than being
+        // spent on the order that no longer waits while the second sleeps to its bound.
+        let (mut s, held, wait) = waitlist(1, &[1, 1]);
+        s.cancel(wait[0], Millis(5)).unwrap();
+        s.cancel(held[0], Millis(10)).unwrap();
+        let woken: Vec<_> = std::iter::from_fn(|| s.lease_job(Millis(10)))
+            .filter(|l| l.kind == JobKind::Reserve)
+            .map(|l| l.order)
+            .collect();
+        assert_eq!(woken, vec![wait[1]]);
+    }
+
+    #[test]
     fn units_a_woken_waiter_cannot_use_go_to_the_next_waiter_they_fill() {
         // Proves: two units come back and wake the first waiter (it wants 2); a new buyer takes
         // one before it runs, so it fails and waits again — and the unit it left wakes the next
