@@ -1692,6 +1692,8 @@ mod tests {
         // sales, or is cancelled from reservations — and only a second run of
         // the step — a redelivery — takes a second reservation, which no order owns.
         let mut s = shop(3, None);
+        assert_eq!(s.raw_available(&sku()), 3);
+        assert_eq!(s.raw_available(&Sku::new("nothing").unwrap()), 0);
         let order = place(&mut s, "k1", 2);
         let first = s
             .raw_reserve_unchecked(order, Millis(1), Cause::Reconciler, SoldOut::FromSales)
@@ -1699,6 +1701,7 @@ mod tests {
         assert!(matches!(first, Step::Moved(_)), "{first:?}");
         let level = s.inventory().level(&sku()).unwrap();
         assert_eq!((level.available, level.reserved), (1, 2));
+        assert_eq!(s.raw_available(&sku()), 1, "the read-then-write read");
         let other = place(&mut s, "k2", 2);
         let waits = s
             .raw_reserve_unchecked(other, Millis(2), Cause::Reconciler, SoldOut::FromSales)
