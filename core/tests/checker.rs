@@ -2833,7 +2833,9 @@ fn a_cancellation_out_of_stock_a_buyer_was_shown_justifies_her_with_no_room_left
 // long before it; without that request the same window excuses nothing.
 #[test]
 fn a_request_inside_a_fault_window_extends_the_journey_it_belongs_to() {
-    let asked_during_the_fault = |asks: bool| {
+    // What happens inside the window: nothing, her GET, her own observation, or another
+    // client's observation of her order (which is not her journey).
+    let asked_during_the_fault = |asks: u8| {
         let mut s = hat_shop(3);
         let late = 1_000 + TTL_MS + 10_000;
         s.push(EventKind::SalesAtRisk {
@@ -2848,17 +2850,62 @@ fn a_request_inside_a_fault_window_extends_the_journey_it_belongs_to() {
         s.at(1_000 + TTL_MS + 1);
         s.sweep();
         s.at(late);
-        if asks {
-            s.get(order);
+        match asks {
+            1 => {
+                s.get(order);
+            }
+            2 => {
+                s.poll(1, order);
+            }
+            3 => {
+                s.poll(2, order);
+            }
+            _ => {}
         }
         s.at(late + 5_000);
         let verdicts = judge(&s.history, &s.audit(), true);
         verdict(&verdicts, Invariant::WillingBuyersServed).clone()
     };
-    let excused = asked_during_the_fault(true);
-    assert_eq!(excused.judgement, Judgement::Holds, "{excused:?}");
-    assert_eq!(excused.lost_to_faults_total, 1);
-    assert!(asked_during_the_fault(false).is_violated());
+    for asks in [1, 2] {
+        let excused = asked_during_the_fault(asks);
+        assert_eq!(excused.judgement, Judgement::Holds, "{asks}: {excused:?}");
+        assert_eq!(excused.lost_to_faults_total, 1);
+    }
+    assert!(asked_during_the_fault(0).is_violated());
+    assert!(asked_during_the_fault(3).is_violated());
+}
+
+// Proves the offer bound runs from the buyer's first acknowledgement: a double click answered
+// 1.5 s later with a replay does not restart it, so an offer 2.001 s after the first answer is
+// late though it came 0.501 s after the replay.
+#[test]
+fn the_offer_bound_runs_from_the_first_acknowledgement_not_a_replay() {
+    let mut s = hat_shop(3);
+    s.at(1_000);
+    s.wants(1, "k-alice", willing(0));
+    let placed = s.place(Some("k-alice"), "alice", &[(HAT, 1)]);
+    let order = placed.order();
+    let acked = s.history.events()[placed.response].at.0;
+    s.at(acked + 1_500);
+    assert_eq!(
+        s.place(Some("k-alice"), "alice", &[(HAT, 1)]).order(),
+        order
+    );
+    s.run_jobs();
+    s.at(acked + 2_001);
+    s.poll(1, order);
+    s.pay_at_psp(order);
+    s.run_jobs();
+    s.poll(1, order);
+    s.at(acked + 60_000);
+    let verdicts = judge(&s.history, &s.audit(), true);
+    let v = only_violation(&verdicts, Invariant::TimelyDecisions);
+    assert!(
+        v.detail
+            .contains("offered payment 2001 ms after its acknowledgement"),
+        "{}",
+        v.detail
+    );
 }
 
 // Proves an express buyer is judged by her charge, not by an offer she never gets: charged her
