@@ -2794,6 +2794,15 @@ fn a_charged_buyer_is_served_by_the_shops_record_or_by_what_she_was_shown() {
     let (s, order) = charged();
     assert_ne!(s.status(order), Confirmed);
     assert!(!served(&s));
+    let verdicts = judge(&s.history, &s.audit(), true);
+    let unserved = only_violation(&verdicts, Invariant::WillingBuyersServed);
+    assert!(
+        unserved
+            .detail
+            .contains("the PSP holds 1500 cents for it but it was never confirmed"),
+        "{}",
+        unserved.detail
+    );
     let (mut s, order) = charged();
     s.observe(1, order, Confirmed);
     assert!(served(&s));
@@ -2929,7 +2938,7 @@ fn an_express_buyer_served_without_an_offer_leaves_no_sale_behind() {
     };
     let order = s.place_request(&request).order();
     s.checkout(order);
-    s.poll(1, order);
+    // She never looks: no screen of hers shows an offer (or anything) for the order.
     s.at(60_000);
     assert_all_hold(&judge(&s.history, &s.audit(), true));
 }
