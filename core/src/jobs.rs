@@ -432,6 +432,24 @@ impl JobQueue {
 mod tests {
     use super::*;
 
+    #[test]
+    fn job_kinds_have_the_names_traces_and_metrics_use() {
+        // Proves: each kind's stable name is its snake_case serde name (what traces and
+        // `/metrics` labels show), and only `reserve` runs in the new-orders lane.
+        for (kind, name) in [
+            (JobKind::Reserve, "reserve"),
+            (JobKind::CreateIntent, "create_intent"),
+            (JobKind::SyncPayment, "sync_payment"),
+            (JobKind::Finalize, "finalize"),
+            (JobKind::Refund, "refund"),
+            (JobKind::CancelIntent, "cancel_intent"),
+        ] {
+            assert_eq!(kind.as_str(), name);
+            assert_eq!(serde_json::to_value(kind).unwrap(), name);
+            assert_eq!(kind.lane(), usize::from(kind == JobKind::Reserve));
+        }
+    }
+
     fn queue(max_attempts: u32) -> JobQueue {
         JobQueue::new(
             QueueLimits {
