@@ -1455,6 +1455,10 @@ fn order_lines(order: &Order) -> Vec<(Sku, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A drain of the job queue that leases more than this is looping: some job keeps coming
+    /// back due (a broken wait or stock check); fail instead of hanging.
+    const MAX_LEASES_AT_ONCE: usize = 10_000;
     use crate::catalog::Product;
 
     fn sku() -> Sku {
@@ -1542,7 +1546,13 @@ mod tests {
             s.audit(Millis(0)).unsettled(),
             vec!["1 jobs live".to_string()]
         );
+        let mut leased = 0;
         while let Some(lease) = s.lease_job(Millis(0)) {
+            leased += 1;
+            assert!(
+                leased <= MAX_LEASES_AT_ONCE,
+                "{leased} leases in one drain: a job that keeps coming back due"
+            );
             s.ack_job(&lease).unwrap();
         }
         s.reserve(order, Millis(0), Cause::Reconciler).unwrap();
@@ -1812,7 +1822,13 @@ mod tests {
     /// reserve steps' results by order.
     fn run_reserves(s: &mut ShopState, now: Millis) -> Vec<(OrderId, Step)> {
         let mut steps = Vec::new();
+        let mut leased = 0;
         while let Some(lease) = s.lease_job(now) {
+            leased += 1;
+            assert!(
+                leased <= MAX_LEASES_AT_ONCE,
+                "{leased} leases in one drain: a job that keeps coming back due"
+            );
             if lease.kind == JobKind::Reserve {
                 let cause = Cause::Worker { job: lease.job };
                 steps.push((lease.order, s.reserve(lease.order, now, cause).unwrap()));
@@ -2314,7 +2330,13 @@ mod tests {
     /// Leases and acks every runnable job, returning what ran, oldest first.
     fn drain(s: &mut ShopState, now: Millis) -> Vec<(JobKind, OrderId)> {
         let mut ran = Vec::new();
+        let mut leased = 0;
         while let Some(lease) = s.lease_job(now) {
+            leased += 1;
+            assert!(
+                leased <= MAX_LEASES_AT_ONCE,
+                "{leased} leases in one drain: a job that keeps coming back due"
+            );
             ran.push((lease.kind, lease.order));
             s.ack_job(&lease).unwrap();
         }

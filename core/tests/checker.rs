@@ -17,6 +17,9 @@ const DROP: &str = "drop";
 const STICKER: &str = "sticker";
 /// The default reservation TTL (`ShopConfig::default()`).
 const TTL_MS: u64 = 15 * 60 * 1000;
+/// A drain of the job queue that leases more than this is looping: some job keeps coming back
+/// due (a broken wait or stock check); fail instead of hanging.
+const MAX_LEASES_AT_ONCE: usize = 10_000;
 /// The default job visibility timeout (`QueueLimits::default()`).
 const VISIBILITY_MS: u64 = 5_000;
 
@@ -350,7 +353,13 @@ impl Shell {
 
     /// Like [`Shell::run_jobs`], but the attempts `broken` picks fail (a PSP outage, a bug).
     fn run_jobs_failing(&mut self, broken: impl Fn(&Lease) -> bool) {
+        let mut leased = 0;
         while let Some(lease) = self.lease() {
+            leased += 1;
+            assert!(
+                leased <= MAX_LEASES_AT_ONCE,
+                "{leased} leases in one drain: a job that keeps coming back due"
+            );
             let what = if broken(&lease) {
                 match self
                     .shop
@@ -2464,7 +2473,13 @@ impl Shell {
     /// Runs only the runnable jobs of `kind`; others stay queued (a broken worker skips them).
     fn run_only(&mut self, kind: JobKind) {
         let mut parked = Vec::new();
+        let mut leased = 0;
         while let Some(lease) = self.lease() {
+            leased += 1;
+            assert!(
+                leased <= MAX_LEASES_AT_ONCE,
+                "{leased} leases in one drain: a job that keeps coming back due"
+            );
             if lease.kind == kind {
                 self.work(&lease);
                 self.shop.ack_job(&lease).unwrap();
