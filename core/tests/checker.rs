@@ -2470,6 +2470,15 @@ impl Shell {
         })
     }
 
+    /// The scenario declares that `fault`, from `from` to `until` ms, may cost sales.
+    fn sales_at_risk(&mut self, from: u64, until: u64, fault: &str) -> usize {
+        self.push(EventKind::SalesAtRisk {
+            from: Millis(from),
+            until: Millis(until),
+            fault: fault.into(),
+        })
+    }
+
     /// Runs only the runnable jobs of `kind`; others stay queued (a broken worker skips them).
     fn run_only(&mut self, kind: JobKind) {
         let mut parked = Vec::new();
@@ -2862,11 +2871,7 @@ fn a_request_inside_a_fault_window_extends_the_journey_it_belongs_to() {
     let asked_during_the_fault = |asks: u8| {
         let mut s = hat_shop(3);
         let late = 1_000 + TTL_MS + 10_000;
-        s.push(EventKind::SalesAtRisk {
-            from: Millis(late - 1_000),
-            until: Millis(late + 1_000),
-            fault: "partition api-1 for 2 s".into(),
-        });
+        s.sales_at_risk(late - 1_000, late + 1_000, "partition api-1 for 2 s");
         s.at(1_000);
         s.wants(1, "k-alice", willing(0));
         let order = s.order(Some("k-alice"), "alice", &[(HAT, 1)]);
@@ -2985,13 +2990,7 @@ fn an_offer_deadline_still_ahead_when_the_history_ends_is_not_yet_due() {
 fn an_undecided_charge_is_late_after_its_bound_unless_a_fault_covers_it() {
     let charged_then = |ms: u64, window: Option<(u64, u64)>| {
         let mut s = hat_shop(3);
-        let window = window.map(|(from, until)| {
-            s.push(EventKind::SalesAtRisk {
-                from: Millis(from),
-                until: Millis(until),
-                fault: "stall psp for 5 s".into(),
-            })
-        });
+        let window = window.map(|(from, until)| s.sales_at_risk(from, until, "stall psp for 5 s"));
         s.at(1_000);
         s.wants(1, "k-alice", willing(0));
         let order = s.order(Some("k-alice"), "alice", &[(HAT, 1)]);
@@ -3064,11 +3063,7 @@ fn only_willing_buyers_that_fit_the_promised_hold_are_judged() {
 fn a_declared_fault_window_turns_an_unserved_buyer_into_a_sale_lost_to_the_fault() {
     let with_window = |from: u64, until: u64| {
         let mut s = hat_shop(3);
-        let window = s.push(EventKind::SalesAtRisk {
-            from: Millis(from),
-            until: Millis(until),
-            fault: "crash api-1 for 800 ms".into(),
-        });
+        let window = s.sales_at_risk(from, until, "crash api-1 for 800 ms");
         s.at(1_000);
         s.wants(1, "k-alice", willing(0));
         let order = s.order(Some("k-alice"), "alice", &[(HAT, 1)]);
