@@ -1619,8 +1619,8 @@ fn willing_buyers_served(facts: &Facts<'_>) -> Verdict {
 /// No SKU has units left unsold at the end while a willing buyer of it was
 /// turned away: refused or cancelled out of stock, expired without ever
 /// being offered payment, or refused for no reason the shop declares (see
-/// [`DECLARED_REFUSALS`]; a buyer that only ever got no answer is not
-/// counted — a fault did that, and the fault excuse judges it). "Unsold" is received minus what customers were
+/// [`DECLARED_REFUSALS`]; a buyer that only ever got no answer was not
+/// refused, and is not counted). "Unsold" is received minus what customers were
 /// sold by the evidence (shown confirmed, charged), not the shop's counters.
 /// A buyer for one of whose SKUs there was no room is justified for every
 /// SKU of its order (orders are filled whole).
