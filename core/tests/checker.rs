@@ -2707,24 +2707,28 @@ fn out_of_stock_is_justified_only_when_the_units_went_to_confirmed_buyers() {
     );
 }
 
+/// Alice (client 1), a willing buyer, asks a shop of `hats` hats for one and is answered `reply`
+/// (never acknowledged); the history ends 29 s later. Returns the shell and the answer's index.
+fn alice_refused(hats: u64, reply: ClientReply) -> (Shell, usize) {
+    let mut s = hat_shop(hats);
+    s.at(1_000);
+    s.wants(1, "k-alice", willing(0));
+    let request = place_request(Some("k-alice"), "alice", &[(HAT, 1)]);
+    let sent = s.exchange(
+        ClientOp::PlaceOrder(request.clone()),
+        Some(request.fingerprint()),
+        reply,
+    );
+    s.at(30_000);
+    (s, sent.response)
+}
+
 // Proves: a placement refused as sold out counts as turned away — with the hat still on the
 // shelf at the end, `no_sale_left_behind` fails (the refusal is its evidence); with no stock
 // left to sell, the same refusal breaks nothing.
 #[test]
 fn a_sold_out_refusal_with_stock_left_is_a_sale_left_behind() {
-    let refused_with = |hats: u64| {
-        let mut s = hat_shop(hats);
-        s.at(1_000);
-        s.wants(1, "k-alice", willing(0));
-        let request = place_request(Some("k-alice"), "alice", &[(HAT, 1)]);
-        let sent = s.exchange(
-            ClientOp::PlaceOrder(request.clone()),
-            Some(request.fingerprint()),
-            refused(409, "sold-out"),
-        );
-        s.at(30_000);
-        (s, sent.response)
-    };
+    let refused_with = |hats: u64| alice_refused(hats, refused(409, "sold-out"));
     let (s, refusal) = refused_with(2);
     let verdicts = judge(&s.history, &s.audit(), true);
     assert_exactly_violated(&verdicts, &[Invariant::NoSaleLeftBehind], true);
@@ -2746,17 +2750,8 @@ fn a_sold_out_refusal_with_stock_left_is_a_sale_left_behind() {
 #[test]
 fn an_undeclared_refusal_with_stock_left_is_a_sale_left_behind() {
     let refused_with = |hats: u64, reply: ClientReply| {
-        let mut s = hat_shop(hats);
-        s.at(1_000);
-        s.wants(1, "k-alice", willing(0));
-        let request = place_request(Some("k-alice"), "alice", &[(HAT, 1)]);
-        let sent = s.exchange(
-            ClientOp::PlaceOrder(request.clone()),
-            Some(request.fingerprint()),
-            reply,
-        );
-        s.at(30_000);
-        (judge(&s.history, &s.audit(), true), sent.response)
+        let (s, refusal) = alice_refused(hats, reply);
+        (judge(&s.history, &s.audit(), true), refusal)
     };
     for (status, problem, told) in [
         (404, "", "refused 404 without a problem type"),
