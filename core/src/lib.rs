@@ -5,7 +5,8 @@
 //! ([`idempotency`]), PSP intents and ledger ([`payment`]), the webhook inbox
 //! ([`webhook`]), durable jobs ([`jobs`]), reconciliation ([`reconcile`]), the
 //! bounded change feed of order statuses ([`feed`]), the
-//! reference store's atomic operations ([`shop::ShopState`]), and the
+//! reference store's atomic operations ([`shop::ShopState`]) and its command
+//! set ([`command`]: one [`Command`] in, one [`Reply`] out), and the
 //! invariant checker over a recorded [`history::History`] ([`check`]).
 //!
 //! **Design decision: this crate is sans-IO.** It does no IO, reads no clock,
@@ -43,6 +44,7 @@
 
 pub mod catalog;
 pub mod check;
+pub mod command;
 pub mod feed;
 pub mod history;
 pub mod idempotency;
@@ -61,6 +63,7 @@ pub use catalog::{Catalog, ItemRequest, ItemsRejected, OrderLine, Product};
 pub use check::{
     Invariant, Judgement, OptOuts, Subject, Verdict, Violation, check, check_all, check_except,
 };
+pub use command::{Command, Reply};
 pub use feed::{Change, Changes, Cursor, FEED_CAPACITY, FEED_READ_MAX, Feed};
 pub use history::{
     ClientOp, ClientReply, Event, EventKind, History, JobEvent, PAY_FLOW_ALLOWANCE_MS, Terms, Wish,

@@ -33,4 +33,4 @@ pub use clock::Clock;
 pub use design::Design;
 pub use http::{Connector, HttpClient};
 pub use problem::Problem;
-pub use store::{MemoryStore, Store, StoreError, StoreRequest, StoreResponse};
+pub use store::{Command, MemoryStore, Reply, Store, StoreError};

@@ -10,7 +10,7 @@ use stampede_core::{
 use stampede_server::store::remote::{
     MAX_FRAME_BYTES, RemoteConfig, RemoteStore, serve_connection,
 };
-use stampede_server::{Clock, Connector, MemoryStore, Store, StoreError, StoreRequest};
+use stampede_server::{Clock, Command, Connector, MemoryStore, Store, StoreError};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -365,20 +365,20 @@ async fn shop_refusals_come_back_as_the_same_shop_errors() {
     let mut unknown_sku = order_request("k-sku", "alice", 1);
     unknown_sku.items[0].sku = Sku::new("no-such-sku").unwrap();
     let refusals = [
-        StoreRequest::Reserve {
+        Command::Reserve {
             order: OrderId(404),
             cause: Cause::Customer,
         },
-        StoreRequest::Cancel {
+        Command::Cancel {
             order: OrderId(404),
         },
-        StoreRequest::PlaceOrder {
+        Command::PlaceOrder {
             request: unknown_sku,
         },
-        StoreRequest::PlaceOrder {
+        Command::PlaceOrder {
             request: order_request("k-zero", "alice", 0),
         },
-        StoreRequest::AckJob {
+        Command::AckJob {
             lease: Lease {
                 job: JobId(77),
                 kind: stampede_core::JobKind::Reserve,
@@ -556,7 +556,7 @@ async fn a_response_answering_another_request_is_a_protocol_error() {
     });
     let client = Arc::new(remote_store(addr, PATIENCE, 1));
     let store: Arc<dyn Store> = client.clone();
-    let outcome = store.call(StoreRequest::LeaseJob).await;
+    let outcome = store.call(Command::LeaseJob).await;
     let Err(StoreError::Protocol(what)) = outcome else {
         panic!("expected a protocol error, got {outcome:?}")
     };
@@ -575,7 +575,7 @@ async fn a_request_over_the_frame_limit_is_refused_before_sending() {
     )
     .await;
     let store = remote(server.addr, PATIENCE, 1);
-    let huge = StoreRequest::RawPutKey {
+    let huge = Command::RawPutKey {
         key: IdempotencyKey::new("k-huge").unwrap(),
         fingerprint: order_request("k-huge", "alice", 1).fingerprint(),
         response: SavedResponse::PaymentStarted {

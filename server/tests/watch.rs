@@ -15,7 +15,7 @@ use stampede_server::app::{App, ServerConfig};
 use stampede_server::clock::Clock;
 use stampede_server::http::{Connector, HttpClient, HttpStream, MAX_EVENT_BYTES, SseEvent};
 use stampede_server::psp::PspClient;
-use stampede_server::store::{MemoryStore, Store, StoreFuture, StoreRequest, StoreResponse};
+use stampede_server::store::{Command, MemoryStore, Reply, Store, StoreFuture};
 use stampede_server::{api, watch::Watch};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,13 +36,13 @@ struct Counting {
 }
 
 impl Store for Counting {
-    fn call(&self, request: StoreRequest) -> StoreFuture<'_> {
+    fn call(&self, request: Command) -> StoreFuture<'_> {
         Box::pin(async move {
             match request {
-                StoreRequest::GetOrder { .. } => {
+                Command::GetOrder { .. } => {
                     self.gets.fetch_add(1, Ordering::SeqCst);
                 }
-                StoreRequest::ReadFeed { .. } => {
+                Command::ReadFeed { .. } => {
                     self.feeds.fetch_add(1, Ordering::SeqCst);
                     if let Some(gate) = &self.gate {
                         gate.acquire().await.expect("open gate").forget();
@@ -115,13 +115,13 @@ impl Shop {
             items: vec![ItemRequest { sku: hat(), qty: 1 }],
             express: false,
         };
-        match self.memory.execute(StoreRequest::PlaceOrder { request }) {
-            Ok(StoreResponse::Placed(Placed::Created { order, .. })) => order,
+        match self.memory.execute(Command::PlaceOrder { request }) {
+            Ok(Reply::Placed(Placed::Created { order, .. })) => order,
             other => panic!("{other:?}"),
         }
     }
 
-    fn run(&self, request: StoreRequest) {
+    fn run(&self, request: Command) {
         self.memory.execute(request).expect("store step");
     }
 
@@ -181,7 +181,7 @@ async fn a_change_is_delivered_without_polling_the_order() {
         "no order read while nothing changed"
     );
     assert!(shop.app.watch.feed_reads() >= 2, "the hub reads the feed");
-    shop.run(StoreRequest::Reserve {
+    shop.run(Command::Reserve {
         order,
         cause: Cause::Customer,
     });
@@ -198,7 +198,7 @@ async fn the_stream_ends_at_a_final_status_and_the_idle_hub_stops_reading() {
     let order = shop.place("k-1");
     let mut stream = shop.events(order).await;
     assert_eq!(next_status(&mut stream).await, "created");
-    shop.run(StoreRequest::Cancel { order });
+    shop.run(Command::Cancel { order });
     assert_eq!(next_status(&mut stream).await, "cancelled_by_customer");
     assert_eq!(stream.next_event(IDLE).await.expect("clean end"), None);
     eventually("the hub stops", || {
@@ -279,7 +279,7 @@ async fn a_restored_snapshot_makes_every_stream_re_read() {
     let snapshot = shop.memory.snapshot();
     let mut stream = shop.events(order).await;
     assert_eq!(next_status(&mut stream).await, "created");
-    shop.run(StoreRequest::Reserve {
+    shop.run(Command::Reserve {
         order,
         cause: Cause::Customer,
     });
@@ -309,7 +309,7 @@ async fn a_watcher_may_read_only_after_the_hub_holds_a_cursor() {
     tokio::time::timeout(IDLE, watch.changed())
         .await
         .expect("woken once the hub holds a cursor");
-    shop.run(StoreRequest::Reserve {
+    shop.run(Command::Reserve {
         order,
         cause: Cause::Customer,
     });

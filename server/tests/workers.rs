@@ -17,7 +17,7 @@ use stampede_server::workers::{
     self, LEASE_ERROR_BACKOFF_MAX_MS, LEASE_ERROR_BACKOFF_MIN_MS, SWEEP_GAP_MIN_MS, WorkerConfig,
 };
 use stampede_server::{
-    Clock, Connector, HttpClient, MemoryStore, Store, StoreError, StoreRequest, StoreResponse,
+    Clock, Command, Connector, HttpClient, MemoryStore, Reply, Store, StoreError,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -108,7 +108,7 @@ impl Counting {
 }
 
 impl Store for Counting {
-    fn call(&self, request: StoreRequest) -> StoreFuture<'_> {
+    fn call(&self, request: Command) -> StoreFuture<'_> {
         Box::pin(async move {
             let op = serde_json::to_value(&request).unwrap()["op"]
                 .as_str()
@@ -127,7 +127,7 @@ impl Store for Counting {
             let result = self.inner.call(request).await;
             let mut calls = self.calls.lock().unwrap();
             calls[index].answered = Some(Instant::now());
-            calls[index].leased = matches!(result, Ok(StoreResponse::Lease(Some(_))));
+            calls[index].leased = matches!(result, Ok(Reply::Lease(Some(_))));
             result
         })
     }
@@ -137,7 +137,7 @@ impl Store for Counting {
 struct Down(AtomicUsize);
 
 impl Store for Down {
-    fn call(&self, _request: StoreRequest) -> StoreFuture<'_> {
+    fn call(&self, _request: Command) -> StoreFuture<'_> {
         self.0.fetch_add(1, Ordering::SeqCst);
         Box::pin(async { Err(StoreError::Unavailable("down".into())) })
     }

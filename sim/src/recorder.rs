@@ -3,7 +3,7 @@
 //! pushes is the order things happened, and is the same on every run.
 
 use stampede_core::{ClientOp, ClientReply, EventKind, Fingerprint, History, JobEvent, Millis};
-use stampede_server::store::{Store, StoreFuture, StoreRequest, StoreResponse};
+use stampede_server::store::{Command, Reply, Store, StoreFuture};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -97,25 +97,24 @@ impl RecordingStore {
         self.calls.load(Ordering::Relaxed)
     }
 
-    fn record(&self, request: &StoreRequest, response: &StoreResponse) {
+    fn record(&self, request: &Command, response: &Reply) {
         use stampede_core::Step;
         let transitions: &[stampede_core::Transition] = match response {
-            StoreResponse::Step(Step::Moved(t)) | StoreResponse::Swept(t, _) => t,
-            StoreResponse::Webhook(stampede_core::WebhookOutcome::Applied(Step::Moved(t))) => t,
+            Reply::Step(Step::Moved(t)) | Reply::Swept(t, _) => t,
+            Reply::Webhook(stampede_core::WebhookOutcome::Applied(Step::Moved(t))) => t,
             _ => &[],
         };
         for t in transitions {
             self.recorder.push(EventKind::Transition(t.clone()));
         }
         let job = match (request, response) {
-            (
-                StoreRequest::LeaseJob | StoreRequest::LeaseJobWait { .. },
-                StoreResponse::Lease(Some(l)),
-            ) => Some((l.kind, l.order, JobEvent::Leased { attempt: l.attempt })),
-            (StoreRequest::AckJob { lease }, StoreResponse::Done) => {
+            (Command::LeaseJob | Command::LeaseJobWait { .. }, Reply::Lease(Some(l))) => {
+                Some((l.kind, l.order, JobEvent::Leased { attempt: l.attempt }))
+            }
+            (Command::AckJob { lease }, Reply::Done) => {
                 Some((lease.kind, lease.order, JobEvent::Acked))
             }
-            (StoreRequest::FailJob { lease, error, .. }, StoreResponse::Failed(f)) => Some((
+            (Command::FailJob { lease, error, .. }, Reply::Failed(f)) => Some((
                 lease.kind,
                 lease.order,
                 match f {
@@ -134,7 +133,7 @@ impl RecordingStore {
 }
 
 impl Store for RecordingStore {
-    fn call(&self, request: StoreRequest) -> StoreFuture<'_> {
+    fn call(&self, request: Command) -> StoreFuture<'_> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         Box::pin(async move {
             let response = self.inner.call(request.clone()).await?;

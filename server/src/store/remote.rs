@@ -3,8 +3,8 @@
 //!
 //! **Wire format.** Each frame is a 4-byte big-endian body length followed by
 //! a JSON body of at most [`MAX_FRAME_BYTES`]. A client sends
-//! `{"id": u64, "request": StoreRequest}` and the server answers
-//! `{"id": u64, "result": {"Ok": StoreResponse} | {"Err": StoreError}}`.
+//! `{"id": u64, "request": Command}` and the server answers
+//! `{"id": u64, "result": {"Ok": Reply} | {"Err": StoreError}}`.
 //! A longer announced length is a protocol error: the reader refuses it from
 //! the header alone, and even a legal body is read into a buffer that grows
 //! with the bytes that actually arrive, never pre-sized to what was announced.
@@ -21,7 +21,7 @@
 //! do (the client never retries). Only a connection whose exchange completed
 //! goes back to the pool, so no pooled connection has a stray response in it.
 //!
-//! **Waiting leases.** A [`StoreRequest::LeaseJobWait`] is clamped to half
+//! **Waiting leases.** A [`Command::LeaseJobWait`] is clamped to half
 //! the request timeout ([`RemoteStore::max_lease_wait`]), leaving the other
 //! half for getting a connection and the round trip, so a wait never reads
 //! as a timeout. The server answers a connection's requests in order, so a
@@ -37,7 +37,7 @@
 //! close that already arrived before reuse, but a close still in flight is
 //! only found by the next call on it, which then fails as `Unavailable`.
 
-use super::{Store, StoreError, StoreFuture, StoreRequest, StoreResponse};
+use super::{Command, Reply, Store, StoreError, StoreFuture};
 use crate::http::{BoxIo, Connector};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -65,13 +65,13 @@ const READ_BUFFER_BYTES: usize = 8 * 1024;
 #[derive(Serialize, Deserialize)]
 struct RequestFrame {
     id: u64,
-    request: StoreRequest,
+    request: Command,
 }
 
 #[derive(Serialize, Deserialize)]
 struct ResponseFrame {
     id: u64,
-    result: Result<StoreResponse, StoreError>,
+    result: Result<Reply, StoreError>,
 }
 
 /// Serialises `value` as one frame: header and body in one buffer, so one
@@ -293,7 +293,7 @@ impl RemoteStore {
         self.config.request_timeout.as_millis()
     }
 
-    async fn call_remote(&self, request: StoreRequest) -> Result<StoreResponse, StoreError> {
+    async fn call_remote(&self, request: Command) -> Result<Reply, StoreError> {
         let deadline = Instant::now() + self.config.request_timeout;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = encode_frame(&RequestFrame { id, request })
@@ -346,16 +346,15 @@ impl RemoteStore {
     }
 
     /// A waiting lease, clamped and holding a wait slot (see the module docs).
-    async fn lease_job_wait(&self, wait_ms: u64) -> Result<StoreResponse, StoreError> {
+    async fn lease_job_wait(&self, wait_ms: u64) -> Result<Reply, StoreError> {
         let wait = Duration::from_millis(wait_ms).min(self.max_lease_wait());
         let deadline = Instant::now() + wait;
         let Ok(Ok(_slot)) = timeout_at(deadline, self.waits.acquire()).await else {
-            return self.call_remote(StoreRequest::LeaseJob).await;
+            return self.call_remote(Command::LeaseJob).await;
         };
         let left = deadline.saturating_duration_since(Instant::now());
         let wait_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
-        self.call_remote(StoreRequest::LeaseJobWait { wait_ms })
-            .await
+        self.call_remote(Command::LeaseJobWait { wait_ms }).await
     }
 }
 
@@ -364,7 +363,7 @@ async fn exchange(
     connection: &mut Connection,
     id: u64,
     frame: &[u8],
-) -> Result<Result<StoreResponse, StoreError>, Failure> {
+) -> Result<Result<Reply, StoreError>, Failure> {
     let stream = &mut connection.stream;
     let sent = async {
         stream.write_all(frame).await?;
@@ -400,9 +399,9 @@ async fn exchange(
 }
 
 impl Store for RemoteStore {
-    fn call(&self, request: StoreRequest) -> StoreFuture<'_> {
+    fn call(&self, request: Command) -> StoreFuture<'_> {
         match request {
-            StoreRequest::LeaseJobWait { wait_ms } => Box::pin(self.lease_job_wait(wait_ms)),
+            Command::LeaseJobWait { wait_ms } => Box::pin(self.lease_job_wait(wait_ms)),
             request => Box::pin(self.call_remote(request)),
         }
     }
@@ -428,13 +427,13 @@ mod tests {
         // clean end, EOF inside a header or body is an error.
         let frame = encode_frame(&RequestFrame {
             id: 7,
-            request: StoreRequest::LeaseJob,
+            request: Command::LeaseJob,
         })
         .unwrap();
         let mut whole = &frame[..];
         let body = read_frame(&mut whole).await.unwrap().unwrap();
         let back: RequestFrame = decode(&body).unwrap();
-        assert_eq!((back.id, back.request), (7, StoreRequest::LeaseJob));
+        assert_eq!((back.id, back.request), (7, Command::LeaseJob));
         assert!(read_frame(&mut whole).await.unwrap().is_none());
 
         for cut in [2, HEADER_BYTES + 1] {

@@ -1,0 +1,428 @@
+//! The store's command set: every operation the shop performs on its state,
+//! as plain serialisable data, applied by one entry point,
+//! [`ShopState::apply`].
+//!
+//! **Design decision: an operation is declared once.** A [`Command`] names
+//! the operation and carries its arguments; [`ShopState::apply`] runs it
+//! against the state at a given `now` and answers one [`Reply`]. Every store
+//! (in memory, on a remote host, in SQLite, recording for the simulator) is
+//! generic over this pair, so a new operation is one variant and one arm
+//! here, and no shell re-derives a decision: the stores only carry commands,
+//! stamp `now`, keep the result durable and wait.
+//!
+//! Reference operations are the atomic ones of [`ShopState`]. The `Raw*`
+//! primitives exist only for naive design variants, which compose them with
+//! awaits in between and so race.
+
+use crate::jobs::Failed;
+use crate::shop::SoldOut;
+use crate::{
+    AuditSnapshot, Begin, Cause, Fingerprint, IdempotencyKey, JobId, JobKind, Lease, Millis, Order,
+    OrderId, PaymentIntent, PlaceOrder, Placed, Product, SavedResponse, ShopError, ShopState, Sku,
+    Step, StockLevel, Transition, WebhookEvent, WebhookOutcome,
+};
+use serde::{Deserialize, Serialize};
+
+/// One atomic store operation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "op")]
+pub enum Command {
+    /// Idempotency decision + order + first job, atomically (the outbox).
+    PlaceOrder {
+        /// The request.
+        request: PlaceOrder,
+    },
+    /// Two-phase idempotency for other endpoints: take the key.
+    BeginKey {
+        /// The key.
+        key: IdempotencyKey,
+        /// The request fingerprint.
+        fingerprint: Fingerprint,
+    },
+    /// Save the response under a key taken with `BeginKey`.
+    CompleteKey {
+        /// The key.
+        key: IdempotencyKey,
+        /// The request fingerprint.
+        fingerprint: Fingerprint,
+        /// The response to replay.
+        response: SavedResponse,
+    },
+    /// Free a key taken with `BeginKey`: the request had no effect.
+    AbandonKey {
+        /// The key.
+        key: IdempotencyKey,
+        /// The request fingerprint.
+        fingerprint: Fingerprint,
+    },
+    /// The reserve step (state-checked).
+    Reserve {
+        /// The order.
+        order: OrderId,
+        /// Who.
+        cause: Cause,
+    },
+    /// Record the PSP intent and move to `PaymentPending`.
+    RecordIntent {
+        /// The PSP's intent.
+        intent: PaymentIntent,
+        /// Who.
+        cause: Cause,
+    },
+    /// Apply the PSP's view of an intent.
+    ApplyPayment {
+        /// The PSP's intent.
+        intent: PaymentIntent,
+        /// Who.
+        cause: Cause,
+    },
+    /// A verified webhook: dedup, park or apply.
+    ReceiveWebhook {
+        /// The event.
+        event: WebhookEvent,
+    },
+    /// `Paid` → `Confirmed`.
+    Finalize {
+        /// The order.
+        order: OrderId,
+        /// Who.
+        cause: Cause,
+    },
+    /// The PSP refunded: → `Refunded`.
+    MarkRefunded {
+        /// The PSP's intent after the refund.
+        intent: PaymentIntent,
+        /// Who.
+        cause: Cause,
+    },
+    /// Compare-and-set on an order's status.
+    TransitionIf {
+        /// The order.
+        order: OrderId,
+        /// The status it must have.
+        expected: crate::OrderStatus,
+        /// The status to move to.
+        to: crate::OrderStatus,
+        /// Who.
+        cause: Cause,
+    },
+    /// The customer cancels.
+    Cancel {
+        /// The order.
+        order: OrderId,
+    },
+    /// The sweeper: expire up to `max` lapsed reservations.
+    ExpireReservations {
+        /// Bound.
+        max: usize,
+    },
+    /// Lease the next runnable job.
+    LeaseJob,
+    /// Lease the next runnable job, waiting up to `wait_ms` (capped at
+    /// the store's own cap) for one: answered as soon as a job becomes
+    /// runnable (enqueued, retried or due), else `Lease(None)` when the wait
+    /// is over. A remote client clamps the wait below its request timeout.
+    LeaseJobWait {
+        /// Longest wait, ms.
+        wait_ms: u64,
+    },
+    /// The job is done.
+    AckJob {
+        /// The lease.
+        lease: Lease,
+    },
+    /// The attempt failed.
+    FailJob {
+        /// The lease.
+        lease: Lease,
+        /// Why.
+        error: String,
+        /// Jitter drawn by the worker, 0..=1000.
+        jitter_permille: u32,
+    },
+    /// Add a job.
+    EnqueueJob {
+        /// What.
+        kind: JobKind,
+        /// For which order.
+        order: OrderId,
+    },
+    /// Put more units on the shelf.
+    Restock {
+        /// The SKU.
+        sku: Sku,
+        /// Units.
+        qty: u64,
+    },
+    /// Read one order.
+    GetOrder {
+        /// The order.
+        order: OrderId,
+    },
+    /// Read the change feed: up to `max` status changes after `since`
+    /// (`None`: no changes, just the head cursor).
+    ReadFeed {
+        /// Where the reader is.
+        since: Option<crate::Cursor>,
+        /// Bound (the core caps it at `crate::FEED_READ_MAX`).
+        max: usize,
+    },
+    /// Orders the reconciler should compare with the PSP, oldest first.
+    ReconcileCandidates {
+        /// Bound.
+        limit: usize,
+    },
+    /// The catalog with stock levels.
+    Catalog,
+    /// A consistent snapshot of everything.
+    Audit,
+    /// Counts for metrics.
+    Stats,
+    /// Forget expired idempotency records and old webhook ids.
+    Housekeep {
+        /// Bound per kind.
+        max: usize,
+    },
+    /// Naive: read the saved response for a key, if any (no locking).
+    RawGetKey {
+        /// The key.
+        key: IdempotencyKey,
+    },
+    /// Naive: save a response under a key, overwriting.
+    RawPutKey {
+        /// The key.
+        key: IdempotencyKey,
+        /// The fingerprint.
+        fingerprint: Fingerprint,
+        /// The response.
+        response: SavedResponse,
+    },
+    /// Naive: create an order with no idempotency check and, if `with_job`,
+    /// its reserve job (without it: the dual-write's first half).
+    RawCreateOrder {
+        /// The request.
+        request: PlaceOrder,
+        /// Client-sent unit prices to use instead of the catalog's, by line.
+        unit_prices: Option<Vec<crate::Cents>>,
+        /// Enqueue the reserve job in the same operation.
+        with_job: bool,
+    },
+    /// Naive: units of `sku` available right now.
+    RawAvailable {
+        /// The SKU.
+        sku: Sku,
+    },
+    /// Naive (`inventory=read-then-write`): reserve the order's lines from
+    /// availabilities read earlier, without checking what is there now.
+    RawForceReserve {
+        /// The order.
+        order: OrderId,
+        /// Availabilities read earlier, one per line (the stale read).
+        observed: Vec<u64>,
+        /// Who.
+        cause: Cause,
+    },
+    /// Naive (`worker_state_check=off`): the reserve step without its state
+    /// check — a redelivered job reserves the order's lines again.
+    RawReserveUnchecked {
+        /// The order.
+        order: OrderId,
+        /// How it decides sold-out (the `sold_out` switch).
+        sold_out: SoldOut,
+        /// Who.
+        cause: Cause,
+    },
+    /// Naive (`sold_out=from-reservations`): the reserve step cancelling out
+    /// of stock as soon as fewer units are available than asked, even when
+    /// unpaid orders hold them.
+    RawReserveFromReservations {
+        /// The order.
+        order: OrderId,
+        /// Who.
+        cause: Cause,
+    },
+    /// Naive (`webhook_dedup=off`): apply a webhook without dedup or state
+    /// check; a payment sells the order's units every time it is applied.
+    RawApplyUnchecked {
+        /// The event.
+        event: WebhookEvent,
+    },
+}
+
+/// The answer to a [`Command`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum Reply {
+    /// `PlaceOrder`.
+    Placed(Placed),
+    /// `BeginKey`.
+    Begin(Begin<SavedResponse>),
+    /// Operations with nothing to return.
+    Done,
+    /// State-checked steps.
+    Step(Step),
+    /// `ReceiveWebhook`.
+    Webhook(WebhookOutcome),
+    /// `ExpireReservations`: what it did, and when the next hold lapses.
+    Swept(Vec<Transition>, Option<crate::Millis>),
+    /// `LeaseJob`.
+    Lease(Option<Lease>),
+    /// `FailJob`.
+    Failed(Failed),
+    /// `EnqueueJob`, `RawCreateOrder` (the job, if any).
+    Job(Option<JobId>),
+    /// `GetOrder`.
+    Order(Option<Box<Order>>),
+    /// `ReadFeed`.
+    Feed(crate::Changes),
+    /// `ReconcileCandidates`.
+    Orders(Vec<Order>),
+    /// `Catalog`.
+    Catalog(Vec<(Product, StockLevel)>),
+    /// `Audit`.
+    Audit(Box<AuditSnapshot>),
+    /// `Stats`.
+    Stats(Box<crate::ShopStats>),
+    /// `Housekeep`, `RawAvailable`.
+    Count(u64),
+    /// `RawGetKey`.
+    Key(Option<SavedResponse>),
+    /// `RawCreateOrder`.
+    Created(OrderId, Option<JobId>),
+}
+
+impl Command {
+    /// Whether the command only reads: it changes nothing, so a durable
+    /// store has nothing to write for it (a lease does change the queue).
+    pub fn is_read(&self) -> bool {
+        matches!(
+            self,
+            Command::GetOrder { .. }
+                | Command::ReconcileCandidates { .. }
+                | Command::Catalog
+                | Command::Audit
+                | Command::Stats
+                | Command::RawGetKey { .. }
+                | Command::RawAvailable { .. }
+                | Command::ReadFeed { .. }
+        )
+    }
+
+    /// Whether the command may make a job runnable sooner (enqueue one,
+    /// retry one, free stock a waiter wants): every command but the reads,
+    /// the leases and the ack. A store wakes its waiting leases after one.
+    pub fn may_wake_jobs(&self) -> bool {
+        !self.is_read()
+            && !matches!(
+                self,
+                Command::LeaseJob | Command::LeaseJobWait { .. } | Command::AckJob { .. }
+            )
+    }
+}
+
+impl ShopState {
+    /// Runs one command atomically at `now`: the single entry point every
+    /// store calls. A refused command changes nothing and answers the
+    /// [`ShopError`]. `LeaseJobWait` leases like `LeaseJob` (waiting is the
+    /// store's business, on its own clock).
+    pub fn apply(&mut self, command: Command, now: Millis) -> Result<Reply, ShopError> {
+        use Command as C;
+        use Reply as R;
+        Ok(match command {
+            C::PlaceOrder { request } => R::Placed(self.place_order(&request, now)?),
+            C::BeginKey { key, fingerprint } => R::Begin(self.begin_key(&key, fingerprint, now)),
+            C::CompleteKey {
+                key,
+                fingerprint,
+                response,
+            } => {
+                self.complete_key(&key, fingerprint, response, now)?;
+                R::Done
+            }
+            C::AbandonKey { key, fingerprint } => {
+                self.abandon_key(&key, fingerprint)?;
+                R::Done
+            }
+            C::Reserve { order, cause } => R::Step(self.reserve(order, now, cause)?),
+            C::RecordIntent { intent, cause } => R::Step(self.record_intent(intent, now, cause)?),
+            C::ApplyPayment { intent, cause } => R::Step(self.apply_payment(&intent, now, cause)?),
+            C::ReceiveWebhook { event } => R::Webhook(self.receive_webhook(event, now)?),
+            C::Finalize { order, cause } => R::Step(self.finalize(order, now, cause)?),
+            C::MarkRefunded { intent, cause } => R::Step(self.mark_refunded(&intent, now, cause)?),
+            C::TransitionIf {
+                order,
+                expected,
+                to,
+                cause,
+            } => R::Step(self.transition_if(order, expected, to, now, cause)?),
+            C::Cancel { order } => R::Step(self.cancel(order, now)?),
+            C::ExpireReservations { max } => {
+                let expired = self.expire_reservations(now, max)?;
+                R::Swept(expired, self.inventory().next_expiry())
+            }
+            C::LeaseJob | C::LeaseJobWait { .. } => R::Lease(self.lease_job(now)),
+            C::AckJob { lease } => {
+                self.ack_job(&lease)?;
+                R::Done
+            }
+            C::FailJob {
+                lease,
+                error,
+                jitter_permille,
+            } => R::Failed(self.fail_job(&lease, now, &error, jitter_permille)?),
+            C::EnqueueJob { kind, order } => R::Job(Some(self.enqueue_job(kind, order, now)?)),
+            C::Restock { sku, qty } => {
+                self.stock(&sku, qty, 1)?;
+                R::Done
+            }
+            C::GetOrder { order } => R::Order(self.order(order).cloned().map(Box::new)),
+            C::ReadFeed { since, max } => R::Feed(self.changes_since(since, max)),
+            C::ReconcileCandidates { limit } => R::Orders(self.reconcile_candidates(limit)),
+            C::Catalog => R::Catalog(
+                self.catalog()
+                    .products()
+                    .map(|p| {
+                        let level = self.inventory().level(&p.sku).unwrap_or_default();
+                        (p.clone(), level)
+                    })
+                    .collect(),
+            ),
+            C::Audit => R::Audit(Box::new(self.audit(now))),
+            C::Stats => R::Stats(Box::new(self.stats())),
+            C::Housekeep { max } => R::Count(self.housekeep(now, max) as u64),
+            C::RawGetKey { key } => R::Key(self.saved_response(&key, now)),
+            C::RawPutKey {
+                key,
+                fingerprint,
+                response,
+            } => {
+                self.raw_put_key(&key, fingerprint, response, now);
+                R::Done
+            }
+            C::RawCreateOrder {
+                request,
+                unit_prices,
+                with_job,
+            } => {
+                let (order, job) =
+                    self.raw_create_order(&request, unit_prices.as_deref(), with_job, now)?;
+                R::Created(order, job)
+            }
+            C::RawAvailable { sku } => R::Count(self.raw_available(&sku)),
+            C::RawForceReserve {
+                order,
+                observed,
+                cause,
+            } => R::Step(self.raw_force_reserve(order, &observed, now, cause)?),
+            C::RawReserveUnchecked {
+                order,
+                sold_out,
+                cause,
+            } => R::Step(self.raw_reserve_unchecked(order, now, cause, sold_out)?),
+            C::RawReserveFromReservations { order, cause } => {
+                R::Step(self.raw_reserve_from_reservations(order, now, cause)?)
+            }
+            C::RawApplyUnchecked { event } => R::Step(self.raw_apply_unchecked(&event, now)?),
+        })
+    }
+}
