@@ -14,6 +14,7 @@ use stampede_server::design::{PRESETS, SWITCHES, Sabotage};
 use stampede_server::http::Connector;
 use stampede_server::psp::{self, Psp, PspConfig, WebhookTarget};
 use stampede_server::serve::{self, PspMode, StackConfig};
+use stampede_server::store::sqlite::{SqliteOptions, SyncLevel};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -99,6 +100,15 @@ enum Command {
         /// Bearer token for /admin/restock and /admin/audit.
         #[arg(long, default_value = "stampede-admin")]
         admin_token: String,
+        /// Where the shop keeps its state: sqlite:PATH (durable: every acknowledged change
+        /// survives a crash; an existing file is resumed), sqlite (= sqlite:stampede-data/shop.db)
+        /// or memory (fastest; lost when the process ends).
+        #[arg(long, default_value = "sqlite", value_parser = serve::StoreChoice::parse)]
+        store: serve::StoreChoice,
+        /// SQLite sync level: full (a reply waits until its commit is on disk: survives power
+        /// loss) or normal (survives a crash of the process, not of the machine).
+        #[arg(long, default_value = "full", value_parser = parse_sync)]
+        sync: SyncLevel,
     },
     /// Serve the fake payment provider alone.
     ///
@@ -125,6 +135,10 @@ enum Command {
     },
     /// List the design presets and every switch with the mistake it makes.
     Designs,
+}
+
+fn parse_sync(text: &str) -> Result<SyncLevel, String> {
+    SyncLevel::parse(text).ok_or_else(|| format!("{text:?}: write full or normal"))
 }
 
 fn unix_now_ms() -> u64 {
@@ -171,6 +185,7 @@ async fn wait_for_ctrl_c() {
 }
 
 async fn run_serve(config: StackConfig) -> Result<(), String> {
+    let store = config.store.clone();
     let stack = serve::start(config)
         .await
         .map_err(|e| format!("cannot start the shop: {e}"))?;
@@ -178,6 +193,14 @@ async fn run_serve(config: StackConfig) -> Result<(), String> {
         "shop listening on http://{}  (psp at http://{})",
         stack.shop_addr, stack.psp_addr
     );
+    match &store {
+        serve::StoreChoice::Memory => println!("state in memory (lost when this process ends)"),
+        serve::StoreChoice::Sqlite(options) => println!(
+            "state in {} (sqlite, sync={})",
+            options.path.display(),
+            options.sync
+        ),
+    }
     println!("try: curl -s http://{}/v1/products", stack.shop_addr);
     wait_for_ctrl_c().await;
     println!("shutting down");
@@ -343,6 +366,8 @@ fn main() -> ExitCode {
             seed,
             reservation_ttl_secs,
             admin_token,
+            store,
+            sync,
         } => run::DesignSpec::new(&design, &set).and_then(|spec| {
             let mut config = StackConfig::demo(addr, unix_now_ms());
             config.server.design = spec.design;
@@ -353,6 +378,12 @@ fn main() -> ExitCode {
             if psp != "embedded" {
                 config.psp = PspMode::Remote(psp);
             }
+            config.store = match store {
+                serve::StoreChoice::Sqlite(options) => {
+                    serve::StoreChoice::Sqlite(SqliteOptions { sync, ..options })
+                }
+                memory => memory,
+            };
             runtime.block_on(run_serve(config))
         }),
         Command::Psp {

@@ -272,6 +272,11 @@ impl<R: Clone> IdempotencyStore<R> {
         self.records.get(key)
     }
 
+    /// Every record held, by key.
+    pub fn records(&self) -> impl Iterator<Item = (&IdempotencyKey, &IdempotencyRecord<R>)> {
+        self.records.iter()
+    }
+
     /// Records held.
     pub fn len(&self) -> usize {
         self.records.len()

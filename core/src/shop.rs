@@ -415,6 +415,21 @@ impl ShopState {
         self.intents.get(&order)
     }
 
+    /// The job queue (read-only).
+    pub fn jobs(&self) -> &JobQueue {
+        &self.jobs
+    }
+
+    /// The idempotency records (read-only).
+    pub fn keys(&self) -> &IdempotencyStore<SavedResponse> {
+        &self.keys
+    }
+
+    /// The webhook inbox (read-only).
+    pub fn inbox(&self) -> &WebhookInbox {
+        &self.inbox
+    }
+
     /// The change feed (see [`crate::feed`]).
     pub fn feed(&self) -> &Feed {
         &self.feed

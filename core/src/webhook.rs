@@ -133,6 +133,11 @@ impl WebhookInbox {
         self.parked_count
     }
 
+    /// Remembered event ids, with when each was first seen.
+    pub fn seen(&self) -> impl Iterator<Item = (&EventId, Millis)> {
+        self.seen.iter().map(|(id, at)| (id, *at))
+    }
+
     /// Remembered event ids.
     pub fn seen_len(&self) -> usize {
         self.seen.len()

@@ -25,6 +25,16 @@ impl Clock {
         })
     }
 
+    /// Like [`Clock::tokio`], but reading `start` at this moment: a durable
+    /// store's clock resumes where the stored state's time left off.
+    pub fn tokio_from(epoch_unix_ms: u64, start: Millis) -> Clock {
+        let origin = tokio::time::Instant::now();
+        Clock::from_fn(epoch_unix_ms, move || {
+            let elapsed = u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+            Millis(start.0.saturating_add(elapsed))
+        })
+    }
+
     /// A clock read from `now` (the simulator passes turmoil's shared sim time).
     pub fn from_fn(epoch_unix_ms: u64, now: impl Fn() -> Millis + Send + Sync + 'static) -> Clock {
         Clock {

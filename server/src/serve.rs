@@ -7,7 +7,8 @@ use crate::app::{App, ServerConfig};
 use crate::clock::Clock;
 use crate::http::{Connector, HttpClient};
 use crate::psp::{self, Psp, PspClient, PspConfig, WebhookTarget};
-use crate::store::{MemoryStore, Store};
+use crate::store::sqlite::{self, SqliteOptions};
+use crate::store::{MemoryStore, SqliteStore, Store};
 use crate::workers::{self, WorkerConfig};
 use stampede_core::{Catalog, Cents, Product, ShopConfig, ShopState, Sku};
 use std::future::Future;
@@ -26,6 +27,34 @@ pub enum PspMode {
     /// Use a PSP already listening at `host:port`.
     Remote(String),
 }
+
+/// Where the shop keeps its state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// In process memory only: fastest, lost when the process ends.
+    Memory,
+    /// In an SQLite file: every acknowledged change survives a crash.
+    Sqlite(SqliteOptions),
+}
+
+impl StoreChoice {
+    /// Parses `memory`, `sqlite` (the default path) or `sqlite:PATH`.
+    pub fn parse(text: &str) -> Result<StoreChoice, String> {
+        match text {
+            "memory" => Ok(StoreChoice::Memory),
+            "sqlite" => Ok(StoreChoice::Sqlite(SqliteOptions::new(DEFAULT_SQLITE_PATH))),
+            _ => match text.strip_prefix("sqlite:") {
+                Some("") | None => Err(format!(
+                    "{text:?}: write memory, sqlite (= sqlite:{DEFAULT_SQLITE_PATH}) or sqlite:PATH"
+                )),
+                Some(path) => Ok(StoreChoice::Sqlite(SqliteOptions::new(path))),
+            },
+        }
+    }
+}
+
+/// Where `stampede serve` keeps its state unless told otherwise.
+pub const DEFAULT_SQLITE_PATH: &str = "stampede-data/shop.db";
 
 /// Everything needed to start the stack.
 #[derive(Clone, Debug)]
@@ -50,6 +79,8 @@ pub struct StackConfig {
     pub epoch_unix_ms: u64,
     /// Timeout of shop→PSP requests.
     pub psp_timeout: Duration,
+    /// Where the state is kept.
+    pub store: StoreChoice,
 }
 
 impl StackConfig {
@@ -71,6 +102,7 @@ impl StackConfig {
             seed: 1,
             epoch_unix_ms,
             psp_timeout: Duration::from_secs(5),
+            store: StoreChoice::Memory,
         }
     }
 }
@@ -112,8 +144,8 @@ pub struct Stack {
     pub psp_addr: String,
     /// The shop application.
     pub app: Arc<App>,
-    /// The in-process store.
-    pub store: Arc<MemoryStore>,
+    /// The store.
+    pub store: Arc<dyn Store>,
     /// The embedded PSP, if any.
     pub psp: Option<Arc<Psp>>,
     tasks: Vec<JoinHandle<()>>,
@@ -157,8 +189,8 @@ impl Stack {
     }
 }
 
-/// Builds the store from the catalog.
-pub fn build_store(config: &StackConfig, clock: Clock) -> Result<Arc<MemoryStore>, String> {
+/// The shop's state as the configuration describes it: the catalog, stocked.
+pub fn initial_state(config: &StackConfig) -> Result<ShopState, String> {
     let mut shop = config.shop;
     shop.reservation_ttl_ms = config
         .server
@@ -172,7 +204,50 @@ pub fn build_store(config: &StackConfig, clock: Clock) -> Result<Arc<MemoryStore
             .stock(&product.sku, *qty, 1)
             .map_err(|e| format!("stocking {}: {e}", product.sku))?;
     }
-    Ok(Arc::new(MemoryStore::new(state, clock)))
+    Ok(state)
+}
+
+/// Why the stack did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store's file was refused (foreign, another version, corrupt).
+    #[error(transparent)]
+    Store(#[from] sqlite::OpenError),
+    /// Anything else: a port in use, a bad configuration.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Builds the store and the clock the whole stack reads: for a durable
+/// store, its time resumes where the stored state left off.
+fn build_store(config: &StackConfig) -> Result<(Arc<dyn Store>, Clock), StartError> {
+    let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
+    match &config.store {
+        StoreChoice::Memory => {
+            let clock = Clock::tokio(config.epoch_unix_ms);
+            let state = initial_state(config).map_err(invalid)?;
+            Ok((Arc::new(MemoryStore::new(state, clock.clone())), clock))
+        }
+        StoreChoice::Sqlite(options) => {
+            if let Some(dir) = options.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    io::Error::new(e.kind(), format!("creating {}: {e}", dir.display()))
+                })?;
+            }
+            let recovered = sqlite::open(options, config.epoch_unix_ms, || initial_state(config))?;
+            let start = recovered.start_at(config.epoch_unix_ms);
+            tracing::info!(
+                path = %options.path.display(),
+                created = recovered.created(),
+                orders = recovered.state().orders().count(),
+                replayed = recovered.replayed(),
+                "store opened"
+            );
+            let clock = Clock::tokio_from(recovered.epoch_unix_ms(), start);
+            let store = SqliteStore::start(recovered, clock.clone()).map_err(invalid)?;
+            Ok((store, clock))
+        }
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets
@@ -201,8 +276,8 @@ async fn serve_with_shutdown(
 }
 
 /// Starts the shop (and the embedded PSP) and returns once both listen.
-pub async fn start(config: StackConfig) -> io::Result<Stack> {
-    let clock = Clock::tokio(config.epoch_unix_ms);
+pub async fn start(config: StackConfig) -> Result<Stack, StartError> {
+    let (store, clock) = build_store(&config)?;
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
     let shop_listener = TcpListener::bind(config.addr).await?;
     let shop_addr = shop_listener.local_addr()?;
@@ -235,18 +310,11 @@ pub async fn start(config: StackConfig) -> io::Result<Stack> {
         }
     };
 
-    let store = build_store(&config, clock.clone())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let psp_client = PspClient::new(
         HttpClient::new(connector, config.psp_timeout),
         psp_addr.clone(),
     );
-    let app = App::new(
-        Arc::clone(&store) as Arc<dyn Store>,
-        psp_client,
-        clock,
-        config.server.clone(),
-    );
+    let app = App::new(Arc::clone(&store), psp_client, clock, config.server.clone());
     tasks.push(tokio::spawn(serve_with_shutdown(
         shop_listener,
         api::router(Arc::clone(&app)),

@@ -9,14 +9,33 @@
 //! `Command::may_wake_jobs`), or until
 //! its wait is over. [`MemoryStore::restore`] does not signal: the simulator
 //! restores only while the store host is down, so no wait is in progress.
+//!
+//! A durable store keeps its working state here too and adds a [`Journal`]:
+//! every command that changed the state (or may have) is handed to it under
+//! the lock, in the order it was applied, and each reply carries the
+//! journal position it must wait for before it is released.
 
 use super::{Command, LEASE_WAIT_MAX_MS, Reply, Store, StoreError, StoreFuture};
 use crate::clock::Clock;
-use stampede_core::{Lease, ShopState};
+use stampede_core::{Lease, Millis, ShopState};
+use std::fmt;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+/// Where a durable store records what was applied, in apply order.
+pub trait Journal: Send + Sync + fmt::Debug + 'static {
+    /// Records `command`, which `state` has just applied at `now` without
+    /// refusing it. Called under the state lock, so calls come in apply
+    /// order. Returns the command's position: its reply waits for it.
+    fn append(&self, command: Command, now: Millis, state: &ShopState) -> u64;
+
+    /// The position of the last command appended: what a reply that changed
+    /// nothing (a read, a refusal) waits for, so no reply reveals a change
+    /// that is not yet durable.
+    fn head(&self) -> u64;
+}
 
 /// `ShopState` behind a mutex, stamped by a clock.
 #[derive(Debug)]
@@ -25,6 +44,7 @@ pub struct MemoryStore {
     clock: Clock,
     /// Signalled after every request that may have made a job runnable sooner.
     changed: Notify,
+    journal: Option<Box<dyn Journal>>,
 }
 
 impl MemoryStore {
@@ -34,6 +54,46 @@ impl MemoryStore {
             state: Mutex::new(state),
             clock,
             changed: Notify::new(),
+            journal: None,
+        }
+    }
+
+    /// A store holding `state` that hands every change to `journal`.
+    pub fn journaled(state: ShopState, clock: Clock, journal: Box<dyn Journal>) -> MemoryStore {
+        MemoryStore {
+            journal: Some(journal),
+            ..MemoryStore::new(state, clock)
+        }
+    }
+
+    /// The store's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Applies `command` under the lock at `now`, journaling it if it may
+    /// have changed the state; returns the reply and the journal position it
+    /// waits for (0 without a journal).
+    fn apply(
+        &self,
+        shop: &mut ShopState,
+        command: Command,
+        now: Millis,
+    ) -> (Result<Reply, StoreError>, u64) {
+        let Some(journal) = &self.journal else {
+            return (shop.apply(command, now).map_err(StoreError::from), 0);
+        };
+        if command.is_read() {
+            return (
+                shop.apply(command, now).map_err(StoreError::from),
+                journal.head(),
+            );
+        }
+        let record = command.clone();
+        match shop.apply(command, now) {
+            Ok(reply) => (Ok(reply), journal.append(record, now, shop)),
+            // A refused command changed nothing: nothing to record.
+            Err(refused) => (Err(refused.into()), journal.head()),
         }
     }
 
@@ -68,13 +128,22 @@ impl MemoryStore {
     /// Runs one command atomically. A `LeaseJobWait` cannot wait here (this
     /// is not async): it leases like `LeaseJob`; [`Store::call`] waits.
     pub fn execute(&self, command: Command) -> Result<Reply, StoreError> {
+        self.execute_journaled(command).0
+    }
+
+    /// [`MemoryStore::execute`], also answering the journal position the
+    /// reply must wait for.
+    pub fn execute_journaled(&self, command: Command) -> (Result<Reply, StoreError>, u64) {
         let now = self.clock.now();
         let wake = command.may_wake_jobs();
-        let reply = self.lock().apply(command, now)?;
-        if wake {
+        let (reply, position) = {
+            let mut shop = self.lock();
+            self.apply(&mut shop, command, now)
+        };
+        if wake && reply.is_ok() {
             self.changed.notify_waiters();
         }
-        Ok(reply)
+        (reply, position)
     }
 
     /// Leases the next runnable job, waiting up to `wait_ms` (at most
@@ -84,19 +153,31 @@ impl MemoryStore {
     /// next job's time or the end of the wait, whichever is first; so the
     /// turns are bounded by the signals and due times within the wait.
     pub async fn lease_job_wait(&self, wait_ms: u64) -> Option<Lease> {
+        self.lease_job_wait_journaled(wait_ms).await.0
+    }
+
+    /// [`MemoryStore::lease_job_wait`], also answering the journal position
+    /// the reply must wait for.
+    pub async fn lease_job_wait_journaled(&self, wait_ms: u64) -> (Option<Lease>, u64) {
         let deadline = Instant::now() + Duration::from_millis(wait_ms.min(LEASE_WAIT_MAX_MS));
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
             let now = self.clock.now();
-            let (lease, next) = {
+            let (leased, position, next) = {
                 let mut shop = self.lock();
-                (shop.lease_job(now), shop.next_job_at())
+                let (leased, position) = self.apply(&mut shop, Command::LeaseJob, now);
+                (leased, position, shop.next_job_at())
+            };
+            let lease = match leased {
+                Ok(Reply::Lease(lease)) => lease,
+                // Leasing refuses nothing and answers a lease.
+                other => unreachable!("LeaseJob answered {other:?}"),
             };
             let started = Instant::now();
             if lease.is_some() || started >= deadline {
-                return lease;
+                return (lease, position);
             }
             // No job is runnable at `now`, so the next one is due after it.
             let due =

@@ -11,8 +11,10 @@
 
 pub mod memory;
 pub mod remote;
+pub mod sqlite;
 
-pub use memory::MemoryStore;
+pub use memory::{Journal, MemoryStore};
+pub use sqlite::SqliteStore;
 
 use serde::{Deserialize, Serialize};
 use stampede_core::jobs::Failed;

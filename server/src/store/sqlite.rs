@@ -1,0 +1,922 @@
+//! The durable store: the shop's state in one SQLite file.
+//!
+//! **Design decision: SQLite keeps a log of core commands; the core decides.**
+//! The working state is the core's `ShopState` in memory (a [`MemoryStore`]);
+//! every command that changed it is appended, in apply order, to the
+//! `commands` table, and the whole state is written now and then as a
+//! checkpoint (the `checkpoint` row, plus plain tables — `orders`,
+//! `order_lines`, `transitions`, `stock`, `reservations`, `idempotency_keys`,
+//! `jobs`, `dead_letters`, `intents`, `webhook_events` — for people to query
+//! with `sqlite3`), after which the log up to it is deleted. Opening the file
+//! loads the checkpoint and re-applies the log through `ShopState::apply`,
+//! which is pure: the same commands at the same times give the same state.
+//! No decision (transition legality, fingerprints, pricing, stock) is
+//! re-derived in SQL; the SQL layer only stores.
+//!
+//! **A reply is released only once what it reveals is durable.** A command's
+//! reply waits until the transaction holding its log row has committed; a
+//! read or a refusal waits for the last command applied before it, so no
+//! client ever sees a change that a crash could take back. One writer thread
+//! commits whatever is queued as one transaction (group commit, at most
+//! [`MAX_BATCH`] commands), so throughput holds under load while each
+//! transaction costs one sync. If a commit fails the store stops: every
+//! reply still waiting, and every later call, gets
+//! [`StoreError::Unavailable`], and a restart recovers from the file.
+//!
+//! **Durability level.** The database runs in WAL mode. With
+//! [`SyncLevel::Full`] (the default) a commit is synced to the disk before
+//! its replies go: acknowledged orders survive a power loss. With
+//! [`SyncLevel::Normal`] the WAL is synced only at checkpoints: acknowledged
+//! orders survive a crash of the process (`kill -9`) but a power loss may
+//! take back the last commits.
+//!
+//! **The file is ours or it is refused.** A Stampede database carries
+//! [`APPLICATION_ID`] and its schema version in the SQLite header. A file
+//! with another application id, another program's tables, a version this
+//! build does not know, or bytes SQLite cannot read is refused with an
+//! [`OpenError`] and left exactly as it was.
+//!
+//! **Time survives restarts.** The database records the Unix time it was
+//! created; its `now` is milliseconds since then, and a reopened store
+//! resumes no earlier than the last command it logged
+//! ([`Recovered::resume_at`]), so deadlines stored as `Millis` (reservation
+//! expiry, job visibility, key retention) keep their meaning.
+//!
+//! The tables are refreshed at each checkpoint (every
+//! [`CHECKPOINT_MIN_COMMANDS`] logged commands, or more as the state grows,
+//! and when the file is opened); between checkpoints they lag the log, which
+//! holds every change since.
+
+use super::memory::{Journal, MemoryStore};
+use super::{Command, Reply, Store, StoreError, StoreFuture};
+use crate::clock::Clock;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+use serde::Serialize;
+use stampede_core::{Millis, ShopState};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use tokio::sync::watch;
+
+/// The SQLite `application_id` of a Stampede database ("STMP").
+pub const APPLICATION_ID: i32 = 0x5354_4d50;
+
+/// The schema version this build reads and writes.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Most commands committed in one transaction.
+pub const MAX_BATCH: usize = 4_096;
+
+/// Most commands queued for the writer; a full queue makes the next command
+/// wait (under the state lock) for room: back-pressure, not unbounded memory.
+pub const QUEUE_BOUND: usize = 65_536;
+
+/// Fewest logged commands between two checkpoints. The interval also grows
+/// with the state (twice its order count), so writing checkpoints costs a
+/// bounded share of the work however large the shop gets.
+pub const CHECKPOINT_MIN_COMMANDS: u64 = 20_000;
+
+/// How long a statement waits for a lock another process holds, ms.
+const BUSY_TIMEOUT_MS: u64 = 5_000;
+
+/// How commits reach the disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SyncLevel {
+    /// Each commit is synced before its replies are released: survives power loss.
+    #[default]
+    Full,
+    /// Commits reach the OS at once and the disk at checkpoints: survives a
+    /// crash of the process, not of the machine.
+    Normal,
+}
+
+impl SyncLevel {
+    fn pragma(self) -> &'static str {
+        match self {
+            SyncLevel::Full => "FULL",
+            SyncLevel::Normal => "NORMAL",
+        }
+    }
+
+    /// Parses `full` or `normal`.
+    pub fn parse(text: &str) -> Option<SyncLevel> {
+        match text {
+            "full" => Some(SyncLevel::Full),
+            "normal" => Some(SyncLevel::Normal),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for SyncLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SyncLevel::Full => "full",
+            SyncLevel::Normal => "normal",
+        })
+    }
+}
+
+/// How to open a database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// The file (created when missing).
+    pub path: PathBuf,
+    /// How commits reach the disk.
+    pub sync: SyncLevel,
+    /// Most commands per transaction: [`MAX_BATCH`] for group commit, 1 for
+    /// one transaction (and one sync) per command.
+    pub max_batch: usize,
+}
+
+impl SqliteOptions {
+    /// Group commit, fully synced, at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> SqliteOptions {
+        SqliteOptions {
+            path: path.into(),
+            sync: SyncLevel::Full,
+            max_batch: MAX_BATCH,
+        }
+    }
+}
+
+/// Why a database could not be opened. Nothing was written to the file.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The file belongs to another program.
+    #[error(
+        "{path}: not a Stampede database ({what}); refusing to use it — pass another --store path"
+    )]
+    Foreign {
+        /// The file.
+        path: String,
+        /// What was found.
+        what: String,
+    },
+    /// A Stampede database of a schema version this build cannot read.
+    #[error(
+        "{path}: Stampede database schema version {found}, this build reads version {SCHEMA_VERSION}; refusing to use it"
+    )]
+    Version {
+        /// The file.
+        path: String,
+        /// Its version.
+        found: i32,
+    },
+    /// The file cannot be read as a Stampede database.
+    #[error("{path}: unreadable or corrupt database: {detail}")]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// A fresh database could not be set up.
+    #[error("{path}: cannot create the database: {detail}")]
+    Create {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+/// A database opened and its state recovered, ready to serve.
+pub struct Recovered {
+    conn: Connection,
+    options: SqliteOptions,
+    state: ShopState,
+    epoch_unix_ms: u64,
+    resume_at: Millis,
+    seq: u64,
+    replayed: u64,
+    created: bool,
+}
+
+impl fmt::Debug for Recovered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Recovered")
+            .field("path", &self.options.path)
+            .field("epoch_unix_ms", &self.epoch_unix_ms)
+            .field("resume_at", &self.resume_at)
+            .field("seq", &self.seq)
+            .field("replayed", &self.replayed)
+            .field("created", &self.created)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Recovered {
+    /// The Unix time (ms) the database was created: its clock's origin.
+    pub fn epoch_unix_ms(&self) -> u64 {
+        self.epoch_unix_ms
+    }
+
+    /// The time of the last command logged: the store's clock must not
+    /// start before it.
+    pub fn resume_at(&self) -> Millis {
+        self.resume_at
+    }
+
+    /// Where the clock of a process started at Unix time `unix_now_ms`
+    /// starts: time since the database was created, never before
+    /// [`Recovered::resume_at`] (a wall clock set back does not move the
+    /// shop's time back).
+    pub fn start_at(&self, unix_now_ms: u64) -> Millis {
+        Millis(unix_now_ms.saturating_sub(self.epoch_unix_ms)).max(self.resume_at)
+    }
+
+    /// The recovered state.
+    pub fn state(&self) -> &ShopState {
+        &self.state
+    }
+
+    /// Commands re-applied from the log on opening.
+    pub fn replayed(&self) -> u64 {
+        self.replayed
+    }
+
+    /// Whether the file was created by this open.
+    pub fn created(&self) -> bool {
+        self.created
+    }
+}
+
+/// Opens (or creates) the database at `options.path`. A missing or empty
+/// file is created with the state `fresh` makes and `unix_now_ms` as its
+/// epoch; an existing Stampede database is recovered (checkpoint + log), and
+/// `fresh` is not called. Anything else is an [`OpenError`], with the file
+/// untouched.
+pub fn open(
+    options: &SqliteOptions,
+    unix_now_ms: u64,
+    fresh: impl FnOnce() -> Result<ShopState, String>,
+) -> Result<Recovered, OpenError> {
+    let path = options.path.display().to_string();
+    let corrupt = |e: &dyn fmt::Display| OpenError::Corrupt {
+        path: path.clone(),
+        detail: e.to_string(),
+    };
+    let conn = Connection::open_with_flags(
+        &options.path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| corrupt(&e))?;
+    // Reading the header is the first access: a file that is not SQLite at
+    // all fails here, before anything is written.
+    let application_id: i32 = conn
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(|e| corrupt(&e))?;
+    let version: i32 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| corrupt(&e))?;
+    let objects: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+        .map_err(|e| corrupt(&e))?;
+    let created = match (application_id, objects) {
+        (0, 0) => true,
+        (APPLICATION_ID, _) => false,
+        (0, n) => {
+            return Err(OpenError::Foreign {
+                path,
+                what: format!("an SQLite database with {n} objects of another program"),
+            });
+        }
+        (other, _) => {
+            return Err(OpenError::Foreign {
+                path,
+                what: format!("SQLite application id {other:#x}"),
+            });
+        }
+    };
+    if !created && version != SCHEMA_VERSION {
+        return Err(OpenError::Version {
+            path,
+            found: version,
+        });
+    }
+    configure(&conn, options.sync).map_err(|e| corrupt(&e))?;
+    if created {
+        let state = fresh().map_err(|detail| OpenError::Create {
+            path: path.clone(),
+            detail,
+        })?;
+        create_schema(&conn, &state, unix_now_ms).map_err(|e| OpenError::Create {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+        return Ok(Recovered {
+            conn,
+            options: options.clone(),
+            state,
+            epoch_unix_ms: unix_now_ms,
+            resume_at: Millis(0),
+            seq: 0,
+            replayed: 0,
+            created: true,
+        });
+    }
+    let mut recovered = recover(conn, options).map_err(|detail| OpenError::Corrupt {
+        path: path.clone(),
+        detail,
+    })?;
+    // Fold the replayed log into a fresh checkpoint so the next open is quick.
+    if recovered.replayed > 0 {
+        let tx = recovered.conn.transaction().map_err(|e| corrupt(&e))?;
+        write_checkpoint(&tx, recovered.seq, recovered.resume_at, &recovered.state)
+            .and_then(|()| tx.commit())
+            .map_err(|e| corrupt(&e))?;
+    }
+    Ok(recovered)
+}
+
+fn configure(conn: &Connection, sync: SyncLevel) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "journal_mode is {mode}, not wal"
+        )));
+    }
+    conn.pragma_update(None, "synchronous", sync.pragma())?;
+    Ok(())
+}
+
+/// Version 1 of the schema. The `checkpoint` and `commands` tables are the
+/// record; the others are written from the checkpointed state for queries.
+const SCHEMA_V1: &str = "
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+CREATE TABLE checkpoint (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    state TEXT NOT NULL
+) STRICT;
+CREATE TABLE commands (
+    seq INTEGER PRIMARY KEY,
+    at_ms INTEGER NOT NULL,
+    command TEXT NOT NULL
+) STRICT;
+CREATE TABLE orders (
+    id TEXT PRIMARY KEY,
+    customer TEXT NOT NULL,
+    status TEXT NOT NULL,
+    total_cents INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    idempotency_key TEXT,
+    reservation_id TEXT,
+    intent_id TEXT,
+    express INTEGER NOT NULL
+) STRICT;
+CREATE TABLE order_lines (
+    order_id TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    sku TEXT NOT NULL,
+    qty INTEGER NOT NULL,
+    unit_cents INTEGER NOT NULL,
+    PRIMARY KEY (order_id, line)
+) STRICT;
+CREATE TABLE transitions (
+    order_id TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    from_status TEXT NOT NULL,
+    to_status TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    cause TEXT NOT NULL,
+    PRIMARY KEY (order_id, n)
+) STRICT;
+CREATE TABLE stock (
+    sku TEXT PRIMARY KEY,
+    received INTEGER NOT NULL,
+    available INTEGER NOT NULL,
+    reserved INTEGER NOT NULL,
+    sold INTEGER NOT NULL
+) STRICT;
+CREATE TABLE reservations (
+    id TEXT NOT NULL,
+    order_id TEXT NOT NULL,
+    sku TEXT NOT NULL,
+    segment INTEGER NOT NULL,
+    qty INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER,
+    pinned INTEGER NOT NULL,
+    PRIMARY KEY (id, sku, segment)
+) STRICT;
+CREATE TABLE idempotency_keys (
+    key TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    response TEXT
+) STRICT;
+CREATE TABLE jobs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    order_id TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    visible_ms INTEGER NOT NULL,
+    last_error TEXT
+) STRICT;
+CREATE TABLE dead_letters (
+    job_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    order_id TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    last_error TEXT
+) STRICT;
+CREATE TABLE intents (
+    order_id TEXT PRIMARY KEY,
+    intent_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    amount_cents INTEGER NOT NULL,
+    refunded_cents INTEGER NOT NULL
+) STRICT;
+CREATE TABLE webhook_events (
+    event_id TEXT PRIMARY KEY,
+    seen_ms INTEGER NOT NULL
+) STRICT;
+";
+
+fn create_schema(conn: &Connection, state: &ShopState, unix_now_ms: u64) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    tx.execute_batch(SCHEMA_V1)?;
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('epoch_unix_ms', ?1), ('created_by', ?2)",
+        params![
+            unix_now_ms.to_string(),
+            concat!("stampede ", env!("CARGO_PKG_VERSION"))
+        ],
+    )?;
+    write_checkpoint(&tx, 0, Millis(0), state)?;
+    tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()
+}
+
+fn recover(conn: Connection, options: &SqliteOptions) -> Result<Recovered, String> {
+    let epoch: String = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'epoch_unix_ms'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| format!("reading the epoch: {e}"))?;
+    let epoch_unix_ms: u64 = epoch.parse().map_err(|e| format!("epoch {epoch:?}: {e}"))?;
+    let (seq, at, state): (i64, i64, String) = conn
+        .query_row("SELECT seq, at_ms, state FROM checkpoint", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()
+        .map_err(|e| format!("reading the checkpoint: {e}"))?
+        .ok_or("the checkpoint is missing")?;
+    let mut state: ShopState =
+        serde_json::from_str(&state).map_err(|e| format!("the checkpoint's state: {e}"))?;
+    let mut seq = to_u64(seq, "checkpoint seq")?;
+    let mut resume_at = Millis(to_u64(at, "checkpoint time")?);
+    let mut replayed = 0;
+    {
+        let mut rows = conn
+            .prepare("SELECT seq, at_ms, command FROM commands WHERE seq > ?1 ORDER BY seq")
+            .map_err(|e| format!("reading the log: {e}"))?;
+        let mut rows = rows
+            .query(params![to_i64(seq)])
+            .map_err(|e| format!("reading the log: {e}"))?;
+        while let Some(row) = rows.next().map_err(|e| format!("reading the log: {e}"))? {
+            let (next, at, text): (i64, i64, String) = (
+                row.get(0).map_err(|e| e.to_string())?,
+                row.get(1).map_err(|e| e.to_string())?,
+                row.get(2).map_err(|e| e.to_string())?,
+            );
+            let next = to_u64(next, "command seq")?;
+            if next != seq + 1 {
+                return Err(format!("the log jumps from command {seq} to {next}"));
+            }
+            let command: Command =
+                serde_json::from_str(&text).map_err(|e| format!("command {next}: {e}"))?;
+            let at = Millis(to_u64(at, "command time")?);
+            // Only commands the state accepted were logged, so re-applying
+            // one cannot be refused unless the file was changed.
+            state
+                .apply(command, at)
+                .map_err(|e| format!("command {next} no longer applies: {e}"))?;
+            seq = next;
+            resume_at = resume_at.max(at);
+            replayed += 1;
+        }
+    }
+    Ok(Recovered {
+        conn,
+        options: options.clone(),
+        state,
+        epoch_unix_ms,
+        resume_at,
+        seq,
+        replayed,
+        created: false,
+    })
+}
+
+fn to_u64(value: i64, what: &str) -> Result<u64, String> {
+    u64::try_from(value).map_err(|_| format!("{what} {value} is negative"))
+}
+
+fn to_i64(value: u64) -> i64 {
+    // Sequence numbers and times stay far below i64::MAX; saturate rather
+    // than wrap if one ever did not.
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A value's serde name (`"payment_pending"` → `payment_pending`), or its JSON.
+fn tag(value: &impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(e) => format!("<{e}>"),
+    }
+}
+
+/// Writes `state` as the checkpoint at log position `seq`, rewrites the
+/// query tables from it and deletes the log up to `seq`.
+fn write_checkpoint(
+    tx: &Transaction<'_>,
+    seq: u64,
+    at: Millis,
+    state: &ShopState,
+) -> rusqlite::Result<()> {
+    let json = serde_json::to_string(state)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    tx.execute(
+        "INSERT INTO checkpoint (id, seq, at_ms, state) VALUES (1, ?1, ?2, ?3)
+         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, at_ms = excluded.at_ms, state = excluded.state",
+        params![to_i64(seq), to_i64(at.0), json],
+    )?;
+    tx.execute("DELETE FROM commands WHERE seq <= ?1", params![to_i64(seq)])?;
+    write_tables(tx, state)
+}
+
+fn write_tables(tx: &Transaction<'_>, state: &ShopState) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "DELETE FROM orders; DELETE FROM order_lines; DELETE FROM transitions;
+         DELETE FROM stock; DELETE FROM reservations; DELETE FROM idempotency_keys;
+         DELETE FROM jobs; DELETE FROM dead_letters; DELETE FROM intents;
+         DELETE FROM webhook_events;",
+    )?;
+    {
+        let mut order =
+            tx.prepare("INSERT INTO orders VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")?;
+        let mut line = tx.prepare("INSERT INTO order_lines VALUES (?1, ?2, ?3, ?4, ?5)")?;
+        let mut moved = tx.prepare("INSERT INTO transitions VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+        let mut intent = tx.prepare("INSERT INTO intents VALUES (?1, ?2, ?3, ?4, ?5)")?;
+        for o in state.orders() {
+            let id = o.id.to_string();
+            order.execute(params![
+                id,
+                o.customer.as_str(),
+                o.status().as_str(),
+                to_i64(o.total.0),
+                to_i64(o.created_at.0),
+                o.idempotency_key.as_ref().map(|k| k.as_str().to_string()),
+                o.reservation.map(|r| r.to_string()),
+                o.intent.as_ref().map(|i| i.as_str().to_string()),
+                o.express,
+            ])?;
+            for (n, l) in o.lines.iter().enumerate() {
+                line.execute(params![
+                    id,
+                    to_i64(n as u64),
+                    l.sku.as_str(),
+                    l.qty,
+                    to_i64(l.unit_price.0)
+                ])?;
+            }
+            for (n, t) in o.transitions().iter().enumerate() {
+                moved.execute(params![
+                    id,
+                    to_i64(n as u64),
+                    t.from.as_str(),
+                    t.to.as_str(),
+                    to_i64(t.at.0),
+                    t.cause.to_string()
+                ])?;
+            }
+            if let Some(i) = state.intent(o.id) {
+                intent.execute(params![
+                    id,
+                    i.id.as_str(),
+                    tag(&i.status),
+                    to_i64(i.amount.0),
+                    to_i64(i.refunded.0)
+                ])?;
+            }
+        }
+    }
+    {
+        let mut stock = tx.prepare("INSERT INTO stock VALUES (?1, ?2, ?3, ?4, ?5)")?;
+        for (sku, l) in state.inventory().levels() {
+            stock.execute(params![
+                sku.as_str(),
+                to_i64(l.received),
+                to_i64(l.available),
+                to_i64(l.reserved),
+                to_i64(l.sold)
+            ])?;
+        }
+        let mut held = tx.prepare(
+            "INSERT INTO reservations VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT DO UPDATE SET qty = qty + excluded.qty",
+        )?;
+        for r in state.inventory().reservations() {
+            for a in &r.allocations {
+                held.execute(params![
+                    r.id.to_string(),
+                    r.order.to_string(),
+                    a.sku.as_str(),
+                    to_i64(a.segment as u64),
+                    to_i64(a.qty),
+                    to_i64(r.created_at.0),
+                    r.expires_at.map(|at| to_i64(at.0)),
+                    r.pinned
+                ])?;
+            }
+        }
+    }
+    {
+        let mut key = tx.prepare("INSERT INTO idempotency_keys VALUES (?1, ?2, ?3, ?4, ?5)")?;
+        for (k, record) in state.keys().records() {
+            let (status, response) = match &record.state {
+                stampede_core::idempotency::RecordState::InFlight { .. } => ("in_flight", None),
+                stampede_core::idempotency::RecordState::Completed { response, .. } => {
+                    ("completed", serde_json::to_string(response).ok())
+                }
+            };
+            key.execute(params![
+                k.as_str(),
+                record.fingerprint.to_hex(),
+                to_i64(record.created_at.0),
+                status,
+                response
+            ])?;
+        }
+        let mut job = tx.prepare("INSERT INTO jobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?;
+        for j in state.jobs().jobs() {
+            let (status, visible) = match j.state {
+                stampede_core::jobs::JobState::Ready { at } => ("ready", at),
+                stampede_core::jobs::JobState::Leased { until, .. } => ("leased", until),
+            };
+            job.execute(params![
+                j.id.to_string(),
+                j.kind.as_str(),
+                j.order.to_string(),
+                j.attempts,
+                to_i64(j.created_at.0),
+                status,
+                to_i64(visible.0),
+                j.last_error
+            ])?;
+        }
+        let mut dead = tx.prepare(
+            "INSERT INTO dead_letters VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT DO NOTHING",
+        )?;
+        for d in state.jobs().dead_letters() {
+            dead.execute(params![
+                d.job.id.to_string(),
+                d.job.kind.as_str(),
+                d.job.order.to_string(),
+                d.job.attempts,
+                to_i64(d.at.0),
+                d.job.last_error
+            ])?;
+        }
+        let mut seen = tx.prepare("INSERT INTO webhook_events VALUES (?1, ?2)")?;
+        for (id, at) in state.inbox().seen() {
+            seen.execute(params![id.as_str(), to_i64(at.0)])?;
+        }
+    }
+    Ok(())
+}
+
+/// What the writer thread is asked to do, in order.
+enum Entry {
+    /// Log a command.
+    Command {
+        seq: u64,
+        at: Millis,
+        command: Command,
+    },
+    /// Checkpoint a copy of the state taken right after command `seq`.
+    Checkpoint {
+        seq: u64,
+        at: Millis,
+        state: Box<ShopState>,
+    },
+}
+
+/// How far the log is durable.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Durable {
+    /// Every command up to this position is committed.
+    seq: u64,
+    /// Set when a commit failed: nothing more becomes durable.
+    failed: Option<String>,
+}
+
+/// The journal the working state appends to (under its lock).
+struct Log {
+    queue: SyncSender<Entry>,
+    /// The last position handed out (only written under the state lock).
+    head: AtomicU64,
+    /// Commands logged since the last checkpoint.
+    since_checkpoint: AtomicU64,
+}
+
+impl fmt::Debug for Log {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Log")
+            .field("head", &self.head)
+            .field("since_checkpoint", &self.since_checkpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Journal for Log {
+    fn append(&self, command: Command, now: Millis, state: &ShopState) -> u64 {
+        let seq = self.head.load(Ordering::Relaxed) + 1;
+        self.head.store(seq, Ordering::Relaxed);
+        // A closed queue means the writer stopped after a failed commit; the
+        // reply then waits on `Durable::failed` and reports it.
+        let _ = self.queue.send(Entry::Command {
+            seq,
+            at: now,
+            command,
+        });
+        let since = self.since_checkpoint.fetch_add(1, Ordering::Relaxed) + 1;
+        let interval = CHECKPOINT_MIN_COMMANDS.max(2 * state.orders().count() as u64);
+        if since >= interval {
+            self.since_checkpoint.store(0, Ordering::Relaxed);
+            let _ = self.queue.send(Entry::Checkpoint {
+                seq,
+                at: now,
+                state: Box::new(state.clone()),
+            });
+        }
+        seq
+    }
+
+    fn head(&self) -> u64 {
+        self.head.load(Ordering::Relaxed)
+    }
+}
+
+/// The durable store: a [`MemoryStore`] whose every change is committed to
+/// SQLite before its reply is released.
+#[derive(Debug)]
+pub struct SqliteStore {
+    memory: MemoryStore,
+    durable: watch::Receiver<Durable>,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Starts serving `recovered` with `clock` (which should start at
+    /// [`Recovered::start_at`]). Spawns the writer thread, which runs until
+    /// the store is dropped.
+    pub fn start(recovered: Recovered, clock: Clock) -> Result<Arc<SqliteStore>, String> {
+        let Recovered {
+            conn,
+            options,
+            state,
+            seq,
+            ..
+        } = recovered;
+        let (queue, entries) = sync_channel(QUEUE_BOUND);
+        let (durable_tx, durable) = watch::channel(Durable { seq, failed: None });
+        let max_batch = options.max_batch.clamp(1, MAX_BATCH);
+        std::thread::Builder::new()
+            .name("stampede-sqlite".into())
+            .spawn(move || write_loop(conn, entries, &durable_tx, max_batch))
+            .map_err(|e| format!("starting the SQLite writer: {e}"))?;
+        let log = Log {
+            queue,
+            head: AtomicU64::new(seq),
+            since_checkpoint: AtomicU64::new(0),
+        };
+        Ok(Arc::new(SqliteStore {
+            memory: MemoryStore::journaled(state, clock, Box::new(log)),
+            durable,
+            path: options.path,
+        }))
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the working state under its lock (every change in it either
+    /// durable or about to be; see the module docs).
+    pub fn read<T>(&self, f: impl FnOnce(&ShopState) -> T) -> T {
+        self.memory.read(f)
+    }
+
+    /// Waits until every command up to `position` is durable.
+    async fn durable(&self, position: u64) -> Result<(), StoreError> {
+        let mut durable = self.durable.clone();
+        let reached = durable
+            .wait_for(|d| d.seq >= position || d.failed.is_some())
+            .await
+            .map_err(|_| StoreError::Unavailable("the SQLite writer stopped".into()))?;
+        match &reached.failed {
+            Some(why) if reached.seq < position => Err(StoreError::Unavailable(format!(
+                "SQLite commit failed: {why}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Store for SqliteStore {
+    fn call(&self, command: Command) -> StoreFuture<'_> {
+        if let Some(why) = &self.durable.borrow().failed {
+            let error = StoreError::Unavailable(format!("SQLite commit failed earlier: {why}"));
+            return Box::pin(async move { Err(error) });
+        }
+        if let Command::LeaseJobWait { wait_ms } = command {
+            return Box::pin(async move {
+                let (lease, position) = self.memory.lease_job_wait_journaled(wait_ms).await;
+                self.durable(position).await?;
+                Ok(Reply::Lease(lease))
+            });
+        }
+        let (reply, position) = self.memory.execute_journaled(command);
+        Box::pin(async move {
+            self.durable(position).await?;
+            reply
+        })
+    }
+}
+
+/// The writer thread: commits queued entries in batches until the queue
+/// closes or a commit fails.
+fn write_loop(
+    mut conn: Connection,
+    entries: Receiver<Entry>,
+    durable: &watch::Sender<Durable>,
+    max_batch: usize,
+) {
+    let mut batch = Vec::with_capacity(max_batch);
+    while let Ok(first) = entries.recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match entries.try_recv() {
+                Ok(entry) => batch.push(entry),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        match commit(&mut conn, &mut batch) {
+            Ok(seq) => {
+                durable.send_modify(|d| d.seq = d.seq.max(seq));
+            }
+            Err(error) => {
+                tracing::error!(%error, "SQLite commit failed; the store stops");
+                durable.send_modify(|d| d.failed = Some(error.to_string()));
+                return;
+            }
+        }
+    }
+}
+
+/// Commits `batch` as one transaction, emptying it; answers the last
+/// command position in it.
+fn commit(conn: &mut Connection, batch: &mut Vec<Entry>) -> rusqlite::Result<u64> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut last = 0;
+    {
+        let mut insert =
+            tx.prepare_cached("INSERT INTO commands (seq, at_ms, command) VALUES (?1, ?2, ?3)")?;
+        for entry in batch.drain(..) {
+            match entry {
+                Entry::Command { seq, at, command } => {
+                    let text = serde_json::to_string(&command)
+                        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                    insert.execute(params![to_i64(seq), to_i64(at.0), text])?;
+                    last = seq;
+                }
+                Entry::Checkpoint { seq, at, state } => {
+                    write_checkpoint(&tx, seq, at, &state)?;
+                    last = last.max(seq);
+                }
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(last)
+}
