@@ -426,3 +426,42 @@ impl ShopState {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Catalog, CustomerId, IdempotencyKey, ItemRequest, ShopConfig};
+
+    #[test]
+    fn a_shop_state_survives_json() {
+        // Proves: a state with orders, holdings (composite keys), jobs and keys serialises to
+        // JSON and back to an equal state (the durable store checkpoints it this way).
+        let hat = Sku::new("hat").unwrap();
+        let mut shop = ShopState::new(
+            Catalog::new([Product {
+                sku: hat.clone(),
+                name: "Hat".into(),
+                price: crate::Cents(1_500),
+                max_qty_per_order: 5,
+                per_customer_limit: Some(3),
+            }]),
+            ShopConfig::default(),
+        );
+        shop.stock(&hat, 10, 2).unwrap();
+        let request = PlaceOrder {
+            key: Some(IdempotencyKey::new("k-1").unwrap()),
+            customer: CustomerId::new("alice").unwrap(),
+            items: vec![ItemRequest { sku: hat, qty: 2 }],
+            express: false,
+        };
+        shop.apply(Command::PlaceOrder { request }, Millis(1)).unwrap();
+        let Reply::Lease(Some(lease)) = shop.apply(Command::LeaseJob, Millis(2)).unwrap() else {
+            panic!("a job");
+        };
+        let cause = Cause::Worker { job: lease.job };
+        shop.apply(Command::Reserve { order: lease.order, cause }, Millis(2)).unwrap();
+        let json = serde_json::to_string(&shop).unwrap();
+        let back: ShopState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, shop);
+    }
+}

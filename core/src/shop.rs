@@ -332,6 +332,30 @@ pub struct ShopStats {
     pub stock: BTreeMap<Sku, StockLevel>,
 }
 
+/// A map with composite keys, serialised as a list of `[key, value]` pairs.
+mod pairs {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        map: &BTreeMap<K, V>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(deserializer: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(deserializer)?
+            .into_iter()
+            .collect())
+    }
+}
+
 /// The reference store's whole state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShopState {
@@ -343,6 +367,8 @@ pub struct ShopState {
     intents: BTreeMap<OrderId, PaymentIntent>,
     inbox: WebhookInbox,
     jobs: JobQueue,
+    /// Serialised as `[[customer, sku], units]` pairs: JSON keys are strings.
+    #[serde(with = "pairs")]
     holdings: BTreeMap<(CustomerId, Sku), u64>,
     refunds_scheduled: BTreeSet<OrderId>,
     /// The follow-up `Reserve` job of each order waiting for stock, so a

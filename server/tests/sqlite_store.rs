@@ -1,0 +1,637 @@
+//! The SQLite store against its oracle, the in-memory store, and at its
+//! edges: the file it refuses, the restarts it survives, the commit that
+//! fails.
+
+use proptest::prelude::*;
+use rusqlite::Connection;
+use stampede_core::{
+    Catalog, Cause, Cents, Command, CustomerId, EventId, IdempotencyKey, IntentId, IntentStatus,
+    ItemRequest, JobKind, Millis, OrderId, PaymentIntent, PlaceOrder, Placed, Product, Reply,
+    SavedResponse, ShopConfig, ShopState, Sku, WebhookEvent, WebhookKind,
+};
+use stampede_server::store::SqliteStore;
+use stampede_server::store::sqlite::{self, OpenError, SqliteOptions, SyncLevel};
+use stampede_server::{Clock, MemoryStore, Store, StoreError};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const SKUS: [&str; 3] = ["hat", "scarf", "glove"];
+
+fn state() -> ShopState {
+    let catalog = Catalog::new(SKUS.iter().map(|sku| Product {
+        sku: Sku::new(*sku).unwrap(),
+        name: sku.to_string(),
+        price: Cents(1_000),
+        max_qty_per_order: 5,
+        per_customer_limit: None,
+    }));
+    let mut shop = ShopState::new(catalog, ShopConfig::default());
+    for sku in SKUS {
+        shop.stock(&Sku::new(sku).unwrap(), 6, 1).unwrap();
+    }
+    shop
+}
+
+/// A fresh path in the temp directory (removed with its WAL files on drop).
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn new(name: &str) -> TempDb {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let path =
+            std::env::temp_dir().join(format!("stampede-{name}-{}-{n}.db", std::process::id()));
+        let db = TempDb(path);
+        db.remove();
+        db
+    }
+
+    fn remove(&self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = self.0.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
+    fn options(&self) -> SqliteOptions {
+        SqliteOptions {
+            sync: SyncLevel::Normal,
+            ..SqliteOptions::new(&self.0)
+        }
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// A clock the test moves by hand.
+fn manual_clock() -> (Clock, Arc<AtomicU64>) {
+    let now = Arc::new(AtomicU64::new(0));
+    let read = Arc::clone(&now);
+    (
+        Clock::from_fn(0, move || Millis(read.load(Ordering::SeqCst))),
+        now,
+    )
+}
+
+fn open_store(db: &TempDb, clock: &Clock) -> Arc<SqliteStore> {
+    let recovered = sqlite::open(&db.options(), 0, || Ok(state())).expect("opens");
+    SqliteStore::start(recovered, clock.clone()).expect("starts")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// One step of a random workload. Commands that need an order or a lease
+/// take them from the replies so far (the same in both stores, or the test
+/// has already failed).
+#[derive(Clone, Debug)]
+enum Action {
+    Place {
+        customer: u8,
+        sku: usize,
+        qty: u32,
+        key: Option<u8>,
+        express: bool,
+    },
+    /// Lease a job and do its step (`fail`: fail the attempt instead).
+    Work {
+        fail: bool,
+        jitter: u32,
+    },
+    /// A `payment_intent.succeeded` webhook for an order (`copy` tells
+    /// duplicates apart from new events).
+    Pay {
+        order: u8,
+        copy: u8,
+    },
+    Cancel {
+        order: u8,
+    },
+    Restock {
+        sku: usize,
+        qty: u64,
+    },
+    Expire,
+    Housekeep,
+    Advance {
+        ms: u64,
+    },
+    /// Drop the SQLite store and open the file again.
+    Restart,
+    Read {
+        order: u8,
+    },
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        4 => (0u8..4, 0usize..3, 1u32..4, proptest::option::of(0u8..6), any::<bool>()).prop_map(
+            |(customer, sku, qty, key, express)| Action::Place { customer, sku, qty, key, express }
+        ),
+        6 => (any::<bool>(), 0u32..=1000).prop_map(|(f, jitter)| Action::Work { fail: f && jitter % 4 == 0, jitter }),
+        2 => (0u8..8, 0u8..2).prop_map(|(order, copy)| Action::Pay { order, copy }),
+        1 => (0u8..8).prop_map(|order| Action::Cancel { order }),
+        1 => (0usize..3, 1u64..4).prop_map(|(sku, qty)| Action::Restock { sku, qty }),
+        1 => Just(Action::Expire),
+        1 => Just(Action::Housekeep),
+        3 => (0u64..20_000).prop_map(|ms| Action::Advance { ms }),
+        1 => Just(Action::Restart),
+        1 => (0u8..8).prop_map(|order| Action::Read { order }),
+    ]
+}
+
+/// Both stores, fed the same commands.
+struct Pair {
+    memory: MemoryStore,
+    sqlite: Arc<SqliteStore>,
+    db: TempDb,
+    clock: Clock,
+    now: Arc<AtomicU64>,
+    totals: Vec<(OrderId, Cents)>,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let (clock, now) = manual_clock();
+        let db = TempDb::new("differential");
+        Pair {
+            memory: MemoryStore::new(state(), clock.clone()),
+            sqlite: open_store(&db, &clock),
+            db,
+            clock,
+            now,
+            totals: Vec::new(),
+        }
+    }
+
+    /// Runs `command` on both; their answers must be equal.
+    async fn both(&self, command: Command) -> Result<Reply, StoreError> {
+        let expected = self.memory.execute(command.clone());
+        let actual = self.sqlite.call(command.clone()).await;
+        assert_eq!(
+            actual, expected,
+            "SQLite and memory disagree on {command:?}"
+        );
+        actual
+    }
+
+    fn order(&self, n: u8) -> Option<(OrderId, Cents)> {
+        self.totals
+            .get(usize::from(n) % self.totals.len().max(1))
+            .copied()
+    }
+
+    async fn step(&mut self, action: Action) {
+        match action {
+            Action::Place {
+                customer,
+                sku,
+                qty,
+                key,
+                express,
+            } => {
+                let request = PlaceOrder {
+                    key: key.map(|k| IdempotencyKey::new(format!("key-{k}")).unwrap()),
+                    customer: CustomerId::new(format!("c{customer}")).unwrap(),
+                    items: vec![ItemRequest {
+                        sku: Sku::new(SKUS[sku]).unwrap(),
+                        qty,
+                    }],
+                    express,
+                };
+                if let Ok(Reply::Placed(Placed::Created { order, .. })) =
+                    self.both(Command::PlaceOrder { request }).await
+                {
+                    let total = Cents(1_000 * u64::from(qty));
+                    self.totals.push((order, total));
+                }
+            }
+            Action::Work { fail, jitter } => {
+                let Ok(Reply::Lease(Some(lease))) = self.both(Command::LeaseJob).await else {
+                    return;
+                };
+                if fail {
+                    self.both(Command::FailJob {
+                        lease,
+                        error: "test failure".into(),
+                        jitter_permille: jitter,
+                    })
+                    .await
+                    .ok();
+                    return;
+                }
+                let cause = Cause::Worker { job: lease.job };
+                let order = lease.order;
+                let step = match lease.kind {
+                    JobKind::Reserve => Some(Command::Reserve { order, cause }),
+                    JobKind::CreateIntent => {
+                        let amount = self
+                            .totals
+                            .iter()
+                            .find(|(id, _)| *id == order)
+                            .map_or(Cents(0), |(_, total)| *total);
+                        Some(Command::RecordIntent {
+                            intent: PaymentIntent {
+                                id: IntentId::new(format!("pi_{}", order.0)).unwrap(),
+                                order,
+                                amount,
+                                status: IntentStatus::RequiresPayment,
+                                refunded: Cents(0),
+                            },
+                            cause,
+                        })
+                    }
+                    JobKind::Finalize => Some(Command::Finalize { order, cause }),
+                    _ => None,
+                };
+                if let Some(step) = step {
+                    self.both(step).await.ok();
+                }
+                self.both(Command::AckJob { lease }).await.ok();
+            }
+            Action::Pay { order, copy } => {
+                let Some((order, amount)) = self.order(order) else {
+                    return;
+                };
+                let event = WebhookEvent {
+                    id: EventId::new(format!("evt_{}_{copy}", order.0)).unwrap(),
+                    kind: WebhookKind::PaymentSucceeded,
+                    intent: IntentId::new(format!("pi_{}", order.0)).unwrap(),
+                    order,
+                    amount,
+                    created: Millis(self.now.load(Ordering::SeqCst)),
+                };
+                self.both(Command::ReceiveWebhook { event }).await.ok();
+            }
+            Action::Cancel { order } => {
+                if let Some((order, _)) = self.order(order) {
+                    self.both(Command::Cancel { order }).await.ok();
+                }
+            }
+            Action::Restock { sku, qty } => {
+                let sku = Sku::new(SKUS[sku]).unwrap();
+                self.both(Command::Restock { sku, qty }).await.ok();
+            }
+            Action::Expire => {
+                self.both(Command::ExpireReservations { max: 5 }).await.ok();
+            }
+            Action::Housekeep => {
+                self.both(Command::Housekeep { max: 5 }).await.ok();
+            }
+            Action::Advance { ms } => {
+                self.now.fetch_add(ms, Ordering::SeqCst);
+            }
+            Action::Restart => self.restart(),
+            Action::Read { order } => {
+                if let Some((order, _)) = self.order(order) {
+                    self.both(Command::GetOrder { order }).await.ok();
+                }
+                self.both(Command::ReadFeed {
+                    since: None,
+                    max: 10,
+                })
+                .await
+                .ok();
+            }
+        }
+    }
+
+    fn restart(&mut self) {
+        // Replies were released only after their commits, so dropping the
+        // store here loses nothing any reply revealed.
+        self.sqlite = open_store(&self.db, &self.clock);
+    }
+
+    /// The whole states are equal, and so are their audits.
+    async fn assert_same(&self) {
+        let memory = self.memory.snapshot();
+        let sqlite = self.sqlite.read(ShopState::clone);
+        assert_eq!(sqlite, memory, "the SQLite store's state drifted");
+        self.both(Command::Audit).await.unwrap();
+        self.both(Command::Stats).await.unwrap();
+        self.both(Command::Catalog).await.unwrap();
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Proves: for random workloads with restarts anywhere, the SQLite store answers every
+    /// command exactly as the in-memory store does, and after a final restart its whole state
+    /// (orders, stock, keys, jobs, inbox, feed) equals the memory store's.
+    #[test]
+    fn sqlite_store_answers_as_the_memory_store_across_restarts(
+        actions in proptest::collection::vec(action(), 1..80)
+    ) {
+        runtime().block_on(async {
+            let mut pair = Pair::new();
+            for action in actions {
+                pair.step(action).await;
+            }
+            pair.assert_same().await;
+            pair.restart();
+            pair.assert_same().await;
+        });
+    }
+}
+
+#[test]
+fn a_reopened_store_has_every_acknowledged_order_and_resumes_its_clock() {
+    // Proves: orders acknowledged before the store is dropped are all there after reopening,
+    // replaying a key answers the same order, the log was replayed (then folded into a
+    // checkpoint), and the reopened clock may not start before the last logged command.
+    let db = TempDb::new("reopen");
+    let (clock, now) = manual_clock();
+    let rt = runtime();
+    let store = open_store(&db, &clock);
+    let mut placed = Vec::new();
+    rt.block_on(async {
+        for n in 0..5 {
+            now.store(1_000 * n, Ordering::SeqCst);
+            let request = PlaceOrder {
+                key: Some(IdempotencyKey::new(format!("k{n}")).unwrap()),
+                customer: CustomerId::new("alice").unwrap(),
+                items: vec![ItemRequest {
+                    sku: Sku::new("hat").unwrap(),
+                    qty: 1,
+                }],
+                express: false,
+            };
+            let reply = store
+                .call(Command::PlaceOrder {
+                    request: request.clone(),
+                })
+                .await
+                .unwrap();
+            placed.push((request, reply));
+        }
+    });
+    drop(store);
+    let recovered = sqlite::open(&db.options(), 0, || panic!("not fresh")).unwrap();
+    assert!(!recovered.created());
+    assert_eq!(
+        recovered.replayed(),
+        5,
+        "five commands logged since the checkpoint"
+    );
+    assert_eq!(recovered.resume_at(), Millis(4_000));
+    assert_eq!(
+        recovered.start_at(1_000),
+        Millis(4_000),
+        "never before the log"
+    );
+    assert_eq!(
+        recovered.start_at(9_000),
+        Millis(9_000),
+        "wall time since the epoch"
+    );
+    assert_eq!(recovered.state().orders().count(), 5);
+    let store = SqliteStore::start(recovered, clock.clone()).unwrap();
+    rt.block_on(async {
+        for (request, reply) in placed {
+            let again = store.call(Command::PlaceOrder { request }).await.unwrap();
+            let (Reply::Placed(Placed::Created { order: first, .. }), Reply::Placed(replayed)) =
+                (reply, again)
+            else {
+                panic!("placed");
+            };
+            assert!(
+                matches!(replayed, Placed::Replay(SavedResponse::OrderAccepted { order, .. }) if order == first),
+                "{replayed:?}"
+            );
+        }
+    });
+    drop(store);
+    // The first reopen folded the log into a checkpoint; replays of keys changed nothing
+    // but were logged (they are commands), so this reopen replays only those.
+    let again = sqlite::open(&db.options(), 0, || panic!("not fresh")).unwrap();
+    assert_eq!(again.replayed(), 5);
+    assert_eq!(again.state().orders().count(), 5);
+}
+
+#[test]
+fn the_query_tables_show_the_checkpointed_state() {
+    // Proves: after a reopen (which checkpoints), the plain tables hold the orders, their
+    // lines and transitions, the stock and the keys, readable with plain SQL.
+    let db = TempDb::new("tables");
+    let (clock, _now) = manual_clock();
+    let store = open_store(&db, &clock);
+    runtime().block_on(async {
+        let request = PlaceOrder {
+            key: Some(IdempotencyKey::new("k-1").unwrap()),
+            customer: CustomerId::new("bob").unwrap(),
+            items: vec![ItemRequest {
+                sku: Sku::new("scarf").unwrap(),
+                qty: 2,
+            }],
+            express: false,
+        };
+        store.call(Command::PlaceOrder { request }).await.unwrap();
+        let Reply::Lease(Some(lease)) = store.call(Command::LeaseJob).await.unwrap() else {
+            panic!("a reserve job");
+        };
+        store
+            .call(Command::Reserve {
+                order: lease.order,
+                cause: Cause::Worker { job: lease.job },
+            })
+            .await
+            .unwrap();
+    });
+    drop(store);
+    drop(sqlite::open(&db.options(), 0, || panic!("not fresh")).unwrap());
+    let conn = Connection::open(&db.0).unwrap();
+    let order: (String, String, String, i64) = conn
+        .query_row(
+            "SELECT id, customer, status, total_cents FROM orders",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        order,
+        (
+            "ord_1".into(),
+            "bob".into(),
+            "inventory_reserved".into(),
+            2_000
+        )
+    );
+    let line: (String, i64) = conn
+        .query_row("SELECT sku, qty FROM order_lines", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(line, ("scarf".into(), 2));
+    let moved: (String, String) = conn
+        .query_row(
+            "SELECT from_status, to_status FROM transitions WHERE order_id = 'ord_1'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(moved, ("created".into(), "inventory_reserved".into()));
+    let stock: (i64, i64) = conn
+        .query_row(
+            "SELECT available, reserved FROM stock WHERE sku = 'scarf'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(stock, (4, 2));
+    let held: i64 = conn
+        .query_row(
+            "SELECT qty FROM reservations WHERE order_id = 'ord_1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(held, 2);
+    let key: String = conn
+        .query_row(
+            "SELECT state FROM idempotency_keys WHERE key = 'k-1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(key, "completed");
+}
+
+fn bytes(db: &TempDb) -> Vec<u8> {
+    std::fs::read(&db.0).unwrap()
+}
+
+#[test]
+fn a_file_of_another_program_is_refused_and_left_alone() {
+    // Proves: an SQLite file with another program's tables, or with another application id,
+    // is refused as foreign, and its bytes are unchanged.
+    let db = TempDb::new("foreign");
+    {
+        let conn = Connection::open(&db.0).unwrap();
+        conn.execute_batch("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('mine');")
+            .unwrap();
+    }
+    let before = bytes(&db);
+    let error = sqlite::open(&db.options(), 0, || Ok(state())).unwrap_err();
+    assert!(matches!(error, OpenError::Foreign { .. }), "{error}");
+    assert!(
+        error.to_string().contains("not a Stampede database"),
+        "{error}"
+    );
+    assert_eq!(bytes(&db), before);
+
+    let other = TempDb::new("other-app");
+    {
+        let conn = Connection::open(&other.0).unwrap();
+        conn.pragma_update(None, "application_id", 42).unwrap();
+    }
+    let before = bytes(&other);
+    let error = sqlite::open(&other.options(), 0, || Ok(state())).unwrap_err();
+    assert!(matches!(error, OpenError::Foreign { .. }), "{error}");
+    assert_eq!(bytes(&other), before);
+}
+
+#[test]
+fn a_corrupt_file_is_refused_and_left_alone() {
+    // Proves: bytes that are not an SQLite database are refused as corrupt and not rewritten.
+    let db = TempDb::new("corrupt");
+    std::fs::write(
+        &db.0,
+        b"this is not a database, it is a shopping list: eggs, milk".repeat(100),
+    )
+    .unwrap();
+    let before = bytes(&db);
+    let error = sqlite::open(&db.options(), 0, || Ok(state())).unwrap_err();
+    assert!(matches!(error, OpenError::Corrupt { .. }), "{error}");
+    assert_eq!(bytes(&db), before);
+}
+
+#[test]
+fn a_database_of_another_schema_version_is_refused() {
+    // Proves: a Stampede database whose schema version this build does not know is refused
+    // (named as a version problem), before anything is written; the current version opens.
+    let db = TempDb::new("version");
+    let (clock, _now) = manual_clock();
+    drop(open_store(&db, &clock));
+    {
+        let conn = Connection::open(&db.0).unwrap();
+        conn.pragma_update(None, "user_version", sqlite::SCHEMA_VERSION + 1)
+            .unwrap();
+    }
+    let before = bytes(&db);
+    let error = sqlite::open(&db.options(), 0, || Ok(state())).unwrap_err();
+    assert!(
+        matches!(error, OpenError::Version { found, .. } if found == sqlite::SCHEMA_VERSION + 1),
+        "{error}"
+    );
+    assert_eq!(bytes(&db), before);
+    {
+        let conn = Connection::open(&db.0).unwrap();
+        conn.pragma_update(None, "user_version", sqlite::SCHEMA_VERSION)
+            .unwrap();
+    }
+    assert!(sqlite::open(&db.options(), 0, || Ok(state())).is_ok());
+}
+
+#[test]
+fn a_failed_commit_stops_the_store_instead_of_answering() {
+    // Proves: when a commit fails, the command's reply is Unavailable (never a success the
+    // disk does not hold), and every later call is refused too.
+    let db = TempDb::new("fail");
+    let (clock, _now) = manual_clock();
+    let store = open_store(&db, &clock);
+    let rt = runtime();
+    let restock = || Command::Restock {
+        sku: Sku::new("hat").unwrap(),
+        qty: 1,
+    };
+    rt.block_on(async { store.call(restock()).await.unwrap() });
+    {
+        let conn = Connection::open(&db.0).unwrap();
+        conn.execute_batch("DROP TABLE commands").unwrap();
+    }
+    let failed = rt.block_on(async { store.call(restock()).await });
+    assert!(
+        matches!(&failed, Err(StoreError::Unavailable(why)) if why.contains("commit failed")),
+        "{failed:?}"
+    );
+    let later = rt.block_on(async { store.call(Command::Stats).await });
+    assert!(
+        matches!(later, Err(StoreError::Unavailable(_))),
+        "{later:?}"
+    );
+}
+
+#[test]
+fn a_reply_waits_for_its_commit() {
+    // Proves: a write's reply is released only once the durable position has reached it: a
+    // fresh store answers the first write with everything up to it committed, which a second
+    // connection sees in the log.
+    let db = TempDb::new("durable");
+    let (clock, _now) = manual_clock();
+    let store = open_store(&db, &clock);
+    runtime().block_on(async {
+        store
+            .call(Command::Restock {
+                sku: Sku::new("hat").unwrap(),
+                qty: 3,
+            })
+            .await
+            .unwrap();
+    });
+    let conn = Connection::open(&db.0).unwrap();
+    let logged: i64 = conn
+        .query_row("SELECT count(*) FROM commands", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(logged, 1);
+}
