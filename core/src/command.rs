@@ -454,12 +454,20 @@ mod tests {
             items: vec![ItemRequest { sku: hat, qty: 2 }],
             express: false,
         };
-        shop.apply(Command::PlaceOrder { request }, Millis(1)).unwrap();
+        shop.apply(Command::PlaceOrder { request }, Millis(1))
+            .unwrap();
         let Reply::Lease(Some(lease)) = shop.apply(Command::LeaseJob, Millis(2)).unwrap() else {
             panic!("a job");
         };
         let cause = Cause::Worker { job: lease.job };
-        shop.apply(Command::Reserve { order: lease.order, cause }, Millis(2)).unwrap();
+        shop.apply(
+            Command::Reserve {
+                order: lease.order,
+                cause,
+            },
+            Millis(2),
+        )
+        .unwrap();
         let json = serde_json::to_string(&shop).unwrap();
         let back: ShopState = serde_json::from_str(&json).unwrap();
         assert_eq!(back, shop);
