@@ -45,6 +45,10 @@ pub struct Design {
     pub finalize: Finalize,
     /// Whether the reconciler runs.
     pub reconciliation: bool,
+    /// Whether a reply waits until its write is durable (absent in plans
+    /// written before the switch existed: the reference).
+    #[serde(default = "commit_reference")]
+    pub commit: Commit,
     /// Whether a price sent by the client is used.
     pub client_price: ClientPrice,
     /// A test hook that breaks the reference on purpose (not a mistake, not
@@ -179,6 +183,25 @@ pub enum Finalize {
     Durable,
     /// A task in the webhook handler's process; lost if it crashes.
     InMemory,
+}
+
+/// When the store answers a write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Commit {
+    /// Only once the write is durable (committed and synced): a crash never
+    /// takes back what a client was told.
+    Durable,
+    /// At once, committing in the background a little later: a crash takes
+    /// back the writes acknowledged since the last commit.
+    AckFirst,
+}
+
+impl Commit {
+    /// Whether replies wait for durability.
+    pub fn waits(self) -> bool {
+        self == Commit::Durable
+    }
 }
 
 /// Client-sent prices.
@@ -331,6 +354,11 @@ pub const SWITCHES: &[SwitchInfo] = &[
         mistake: "no reconciler: what webhooks miss is never repaired",
     },
     SwitchInfo {
+        name: "commit",
+        values: &["durable", "ack-first"],
+        mistake: "the store answers before the write is durable: a crash takes back orders customers were told were accepted",
+    },
+    SwitchInfo {
         name: "client_price",
         values: &["ignore", "trust"],
         mistake: "a price sent by the client is charged",
@@ -379,6 +407,10 @@ fn intent_replay_reference() -> IntentReplay {
     IntentReplay::Record
 }
 
+fn commit_reference() -> Commit {
+    Commit::Durable
+}
+
 impl Default for Design {
     fn default() -> Self {
         Design::reference()
@@ -403,6 +435,7 @@ impl Design {
             early_webhooks: EarlyWebhooks::Park,
             finalize: Finalize::Durable,
             reconciliation: true,
+            commit: Commit::Durable,
             client_price: ClientPrice::Ignore,
             sabotage: Sabotage::None,
         }
@@ -527,6 +560,13 @@ impl Design {
                 }
             }
             "reconciliation" => self.reconciliation = reference,
+            "commit" => {
+                self.commit = if reference {
+                    Commit::Durable
+                } else {
+                    Commit::AckFirst
+                }
+            }
             "client_price" => {
                 self.client_price = if reference {
                     ClientPrice::Ignore
@@ -568,6 +608,7 @@ impl Design {
             "early_webhooks" => self.early_webhooks as usize,
             "finalize" => self.finalize as usize,
             "reconciliation" => usize::from(!self.reconciliation),
+            "commit" => self.commit as usize,
             "client_price" => self.client_price as usize,
             _ => return None,
         };

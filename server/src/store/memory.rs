@@ -27,9 +27,10 @@ use tokio::time::Instant;
 /// Where a durable store records what was applied, in apply order.
 pub trait Journal: Send + Sync + fmt::Debug + 'static {
     /// Records `command`, which `state` has just applied at `now` without
-    /// refusing it. Called under the state lock, so calls come in apply
-    /// order. Returns the command's position: its reply waits for it.
-    fn append(&self, command: Command, now: Millis, state: &ShopState) -> u64;
+    /// refusing it, answering `reply`. Called under the state lock, so calls
+    /// come in apply order. Returns the command's position: its reply waits
+    /// for it.
+    fn append(&self, command: Command, reply: &Reply, now: Millis, state: &ShopState) -> u64;
 
     /// The position of the last command appended: what a reply that changed
     /// nothing (a read, a refusal) waits for, so no reply reveals a change
@@ -91,7 +92,10 @@ impl MemoryStore {
         }
         let record = command.clone();
         match shop.apply(command, now) {
-            Ok(reply) => (Ok(reply), journal.append(record, now, shop)),
+            Ok(reply) => {
+                let position = journal.append(record, &reply, now, shop);
+                (Ok(reply), position)
+            }
             // A refused command changed nothing: nothing to record.
             Err(refused) => (Err(refused.into()), journal.head()),
         }

@@ -50,6 +50,7 @@
 use super::memory::{Journal, MemoryStore};
 use super::{Command, Reply, Store, StoreError, StoreFuture};
 use crate::clock::Clock;
+use crate::design::Commit;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use serde::Serialize;
 use stampede_core::{Millis, ShopState};
@@ -77,6 +78,10 @@ pub const QUEUE_BOUND: usize = 65_536;
 /// with the state (twice its order count), so writing checkpoints costs a
 /// bounded share of the work however large the shop gets.
 pub const CHECKPOINT_MIN_COMMANDS: u64 = 20_000;
+
+/// How often the `commit=ack-first` store commits, ms: its replies have long
+/// gone by then.
+pub const ACK_FIRST_COMMIT_EVERY_MS: u64 = 200;
 
 /// How long a statement waits for a lock another process holds, ms.
 const BUSY_TIMEOUT_MS: u64 = 5_000;
@@ -129,6 +134,10 @@ pub struct SqliteOptions {
     /// Most commands per transaction: [`MAX_BATCH`] for group commit, 1 for
     /// one transaction (and one sync) per command.
     pub max_batch: usize,
+    /// When replies go: after their commit (the reference), or at once with
+    /// commits every [`ACK_FIRST_COMMIT_EVERY_MS`] (the `commit=ack-first`
+    /// mistake: a crash takes back what was acknowledged since the last one).
+    pub commit: Commit,
 }
 
 impl SqliteOptions {
@@ -138,6 +147,7 @@ impl SqliteOptions {
             path: path.into(),
             sync: SyncLevel::Full,
             max_batch: MAX_BATCH,
+            commit: Commit::Durable,
         }
     }
 }
@@ -748,7 +758,7 @@ impl fmt::Debug for Log {
 }
 
 impl Journal for Log {
-    fn append(&self, command: Command, now: Millis, state: &ShopState) -> u64 {
+    fn append(&self, command: Command, _reply: &Reply, now: Millis, state: &ShopState) -> u64 {
         let seq = self.head.load(Ordering::Relaxed) + 1;
         self.head.store(seq, Ordering::Relaxed);
         // A closed queue means the writer stopped after a failed commit; the
@@ -781,6 +791,7 @@ impl Journal for Log {
 #[derive(Debug)]
 pub struct SqliteStore {
     memory: MemoryStore,
+    commit: Commit,
     durable: watch::Receiver<Durable>,
     path: PathBuf,
 }
@@ -800,9 +811,13 @@ impl SqliteStore {
         let (queue, entries) = sync_channel(QUEUE_BOUND);
         let (durable_tx, durable) = watch::channel(Durable { seq, failed: None });
         let max_batch = options.max_batch.clamp(1, MAX_BATCH);
+        let pause = match options.commit {
+            Commit::Durable => None,
+            Commit::AckFirst => Some(std::time::Duration::from_millis(ACK_FIRST_COMMIT_EVERY_MS)),
+        };
         std::thread::Builder::new()
             .name("stampede-sqlite".into())
-            .spawn(move || write_loop(conn, entries, &durable_tx, max_batch))
+            .spawn(move || write_loop(conn, entries, &durable_tx, max_batch, pause))
             .map_err(|e| format!("starting the SQLite writer: {e}"))?;
         let log = Log {
             queue,
@@ -811,6 +826,7 @@ impl SqliteStore {
         };
         Ok(Arc::new(SqliteStore {
             memory: MemoryStore::journaled(state, clock, Box::new(log)),
+            commit: options.commit,
             durable,
             path: options.path,
         }))
@@ -827,8 +843,17 @@ impl SqliteStore {
         self.memory.read(f)
     }
 
-    /// Waits until every command up to `position` is durable.
+    /// Waits until every command up to `position` is durable (with
+    /// `commit=ack-first`, only reports a failure already known).
     async fn durable(&self, position: u64) -> Result<(), StoreError> {
+        if !self.commit.waits() {
+            return match &self.durable.borrow().failed {
+                Some(why) => Err(StoreError::Unavailable(format!(
+                    "SQLite commit failed: {why}"
+                ))),
+                None => Ok(()),
+            };
+        }
         let mut durable = self.durable.clone();
         let reached = durable
             .wait_for(|d| d.seq >= position || d.failed.is_some())
@@ -865,15 +890,20 @@ impl Store for SqliteStore {
 }
 
 /// The writer thread: commits queued entries in batches until the queue
-/// closes or a commit fails.
+/// closes or a commit fails; with `pause`, waits that long after the first
+/// entry of each batch (the ack-first mistake's background commits).
 fn write_loop(
     mut conn: Connection,
     entries: Receiver<Entry>,
     durable: &watch::Sender<Durable>,
     max_batch: usize,
+    pause: Option<std::time::Duration>,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     while let Ok(first) = entries.recv() {
+        if let Some(pause) = pause {
+            std::thread::sleep(pause);
+        }
         batch.push(first);
         while batch.len() < max_batch {
             match entries.try_recv() {
