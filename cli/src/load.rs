@@ -3,12 +3,17 @@
 
 use crate::run::DesignSpec;
 use indicatif::{ProgressBar, ProgressStyle};
+use stampede_loadgen::crash::{Kills, ShopProcess};
 use stampede_loadgen::schedule::Shape;
 use stampede_loadgen::threshold::Threshold;
 use stampede_loadgen::{LoadConfig, Mix, Model, Progress};
 use stampede_reports::LoadReport;
-use stampede_server::serve::{self, StackConfig};
+use stampede_server::http::Connector;
+use stampede_server::psp::{Psp, PspConfig, WebhookTarget};
+use stampede_server::serve::{self, StackConfig, StoreChoice};
+use stampede_server::store::sqlite::{self, SqliteOptions};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What `load` was asked to do.
@@ -85,7 +90,47 @@ pub struct LoadArgs {
     /// within this long, e.g. 30s [default: 2m, the checker's].
     #[arg(long, value_name = "DURATION", value_parser = parse_bound)]
     pub decide_within: Option<Duration>,
+    /// Where the shop Stampede starts keeps its state: sqlite (a fresh <out>/shop.db, the default),
+    /// sqlite:PATH (a fresh file there) or memory. Ignored with --host.
+    #[arg(long, default_value = "sqlite", value_parser = parse_store, conflicts_with = "host")]
+    pub store: LoadStore,
+    /// SQLite sync level of the shop Stampede starts: full or normal (see `stampede serve --help`).
+    #[arg(long, default_value = "full", value_parser = crate::parse_sync)]
+    pub sync: stampede_server::store::sqlite::SyncLevel,
+    /// Run the shop as a child process and kill it with SIGKILL this often during the load
+    /// (e.g. 5s), restarting it on the same store; journeys retry with their keys and the audit
+    /// judges what survived. Each kill is a fault in the history: sales it interrupts are at risk
+    /// (excused from the progress invariants), nothing it loses is.
+    #[arg(long, value_name = "DURATION", value_parser = parse_bound, conflicts_with = "host")]
+    pub kill_every: Option<Duration>,
 }
+
+/// Where the shop a load run starts keeps its state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LoadStore {
+    /// In memory.
+    Memory,
+    /// SQLite at this path, or `<out>/shop.db` when `None`; always fresh.
+    Sqlite(Option<PathBuf>),
+}
+
+fn parse_store(text: &str) -> Result<LoadStore, String> {
+    match text {
+        "memory" => Ok(LoadStore::Memory),
+        "sqlite" => Ok(LoadStore::Sqlite(None)),
+        _ => match text.strip_prefix("sqlite:") {
+            Some(path) if !path.is_empty() => Ok(LoadStore::Sqlite(Some(PathBuf::from(path)))),
+            _ => Err(format!(
+                "{text:?}: write sqlite (a fresh <out>/shop.db), sqlite:PATH or memory"
+            )),
+        },
+    }
+}
+
+/// Extra time after a restart during which sales count as at risk: a buyer
+/// whose cart a kill interrupted may see it lapse (the hold) before she can
+/// pay again.
+const KILL_RECOVERY_MARGIN_MS: u64 = LOAD_RESERVATION_TTL_MS + 5_000;
 
 /// The reservation TTL of the shop a load run starts for itself, and so the
 /// hold it promises buyers (`Terms::hold_ms`): abandoned checkouts lapse
@@ -274,18 +319,12 @@ fn host_port(url: &str) -> Result<String, String> {
     Ok(rest.to_string())
 }
 
-/// The shop a load run starts for itself: the demo catalog with a scarce
-/// hot SKU and plenty of everything else.
-fn load_stack(design: stampede_server::Design, seed: u64) -> StackConfig {
-    let mut config = StackConfig::demo(
-        "127.0.0.1:0".parse().expect("a valid address"),
-        crate::unix_now_ms(),
-    );
-    config.server.design = design;
-    config.seed = seed;
-    config.workers = 8;
-    config.shop.reservation_ttl_ms = Some(LOAD_RESERVATION_TTL_MS);
-    for (product, stock) in &mut config.catalog {
+/// The catalog of the shop a load run starts for itself (`stampede serve
+/// --catalog load`): the demo catalog with a scarce hot SKU and plenty of
+/// everything else.
+pub fn load_catalog() -> Vec<(stampede_core::Product, u64)> {
+    let mut catalog = serve::demo_catalog();
+    for (product, stock) in &mut catalog {
         if product.sku.as_str() != stampede_loadgen::journey::HOT_SKU {
             *stock = 10_000_000;
         } else {
@@ -293,7 +332,132 @@ fn load_stack(design: stampede_server::Design, seed: u64) -> StackConfig {
         }
         product.per_customer_limit = None;
     }
+    catalog
+}
+
+/// Job workers of the shop a load run starts.
+const LOAD_WORKERS: u32 = 8;
+
+/// The shop a load run starts for itself.
+fn load_stack(design: stampede_server::Design, seed: u64, store: StoreChoice) -> StackConfig {
+    let mut config = StackConfig::demo(
+        "127.0.0.1:0".parse().expect("a valid address"),
+        crate::unix_now_ms(),
+    );
+    config.server.design = design;
+    config.seed = seed;
+    config.workers = LOAD_WORKERS;
+    config.shop.reservation_ttl_ms = Some(LOAD_RESERVATION_TTL_MS);
+    config.catalog = load_catalog();
+    config.store = store;
     config
+}
+
+/// The store a load run's shop gets: a fresh SQLite file (an older Stampede
+/// database there is deleted; any other file is refused), or memory.
+fn fresh_store(args: &LoadArgs, dir: &Path) -> Result<StoreChoice, String> {
+    let path = match &args.store {
+        LoadStore::Memory => return Ok(StoreChoice::Memory),
+        LoadStore::Sqlite(path) => path.clone().unwrap_or_else(|| dir.join("shop.db")),
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    sqlite::remove(&path).map_err(|e| e.to_string())?;
+    Ok(StoreChoice::Sqlite(SqliteOptions {
+        sync: args.sync,
+        ..SqliteOptions::new(path)
+    }))
+}
+
+/// The fake PSP of a `--kill-every` run, in this process (so it outlives
+/// every kill of the shop), sending webhooks to `shop`.
+async fn start_psp(
+    seed: u64,
+    shop: &str,
+) -> Result<(String, Vec<tokio::task::JoinHandle<()>>), String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("cannot listen for the PSP: {e}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| e.to_string())?
+        .to_string();
+    let config = PspConfig {
+        seed,
+        webhook: Some(WebhookTarget {
+            addr: shop.to_string(),
+            path: "/v1/webhooks/psp".into(),
+        }),
+        secret: stampede_server::app::ServerConfig::default().webhook_secret,
+        ..PspConfig::default()
+    };
+    let clock = stampede_server::Clock::tokio(crate::unix_now_ms());
+    let psp = Psp::new(config, clock, Connector::tokio()).map_err(|e| e.to_string())?;
+    let delivery = tokio::spawn(Arc::clone(&psp).run_delivery());
+    let served = tokio::spawn(async move {
+        let router = stampede_server::psp::router(psp);
+        if let Err(error) = serve::serve_router(listener, router, std::future::pending()).await {
+            tracing::error!(%error, "the PSP stopped");
+        }
+    });
+    Ok((addr, vec![delivery, served]))
+}
+
+/// Starts `stampede serve` as a child process on a free loopback port, on
+/// `store`, with the PSP at `psp`.
+async fn start_child_shop(
+    args: &LoadArgs,
+    store: &StoreChoice,
+    shop: &str,
+    psp: &str,
+    dir: &Path,
+) -> Result<Arc<ShopProcess>, String> {
+    let program = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let store = match store {
+        StoreChoice::Memory => "memory".to_string(),
+        StoreChoice::Sqlite(options) => format!("sqlite:{}", options.path.display()),
+    };
+    let mut argv: Vec<String> = [
+        "serve",
+        "--addr",
+        shop,
+        "--psp",
+        psp,
+        "--store",
+        &store,
+        "--sync",
+        &args.sync.to_string(),
+        "--design",
+        &args.design,
+        "--workers",
+        &LOAD_WORKERS.to_string(),
+        "--seed",
+        &args.seed.to_string(),
+        "--reservation-ttl-secs",
+        &(LOAD_RESERVATION_TTL_MS / 1000).to_string(),
+        "--catalog",
+        "load",
+        "--admin-token",
+        &args.admin_token,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for set in &args.set {
+        argv.extend(["--set".to_string(), set.clone()]);
+    }
+    ShopProcess::start(&program, argv, shop, &dir.join("shop.log")).await
+}
+
+/// A loopback port free right now (the child shop binds it, and binds it
+/// again after each kill).
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("cannot find a free port: {e}"))
 }
 
 fn progress_bar(json: bool) -> ProgressBar {
@@ -369,6 +533,8 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let report = runtime.block_on(async {
+        let mut kills = None;
+        let mut psp_tasks = Vec::new();
         let (stack, shop, psp, design, catalog, hold_ms) = match &args.host {
             Some(url) => {
                 let psp = match (&args.psp, &args.probe) {
@@ -390,8 +556,32 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
                     None,
                 )
             }
+            None if args.kill_every.is_some() => {
+                let store = fresh_store(args, &dir)?;
+                let shop = format!("127.0.0.1:{}", free_port()?);
+                let (psp, tasks) = start_psp(args.seed, &shop).await?;
+                psp_tasks = tasks;
+                let child = start_child_shop(args, &store, &shop, &psp, &dir).await?;
+                kills = args.kill_every.map(|every| Kills {
+                    every,
+                    shop: child,
+                    at_risk_after_ms: KILL_RECOVERY_MARGIN_MS,
+                });
+                let catalog = load_catalog()
+                    .iter()
+                    .map(|(p, stock)| (p.sku.clone(), p.price, *stock))
+                    .collect();
+                (
+                    None,
+                    shop,
+                    psp,
+                    spec.label(),
+                    Some(catalog),
+                    Some(LOAD_RESERVATION_TTL_MS),
+                )
+            }
             None => {
-                let stack_config = load_stack(spec.design, args.seed);
+                let stack_config = load_stack(spec.design, args.seed, fresh_store(args, &dir)?);
                 // The audit's prices and stock: what Stampede configured, not what the shop says.
                 let catalog = stack_config
                     .catalog
@@ -418,6 +608,7 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
         config.mix = args.mix;
         config.design = design;
         config.seed = args.seed;
+        config.kills = kills.clone();
         config.run_id = format!("lg{}", crate::unix_now_ms());
         config.thresholds = args.thresholds.clone();
         config.catalog = catalog;
@@ -447,6 +638,12 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
         bar.finish_and_clear();
         if let Some(stack) = stack {
             stack.shutdown().await;
+        }
+        if let Some(kills) = kills {
+            kills.shop.kill();
+        }
+        for task in psp_tasks {
+            task.abort();
         }
         result.map_err(|e| e.to_string())
     })?;

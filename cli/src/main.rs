@@ -109,6 +109,11 @@ enum Command {
         /// loss) or normal (survives a crash of the process, not of the machine).
         #[arg(long, default_value = "full", value_parser = parse_sync)]
         sync: SyncLevel,
+        /// What is for sale when the store is new: demo (a small shop with a scarce sneaker drop)
+        /// or load (what `stampede load` starts: 500 units of the hot SKU, plenty of the rest).
+        /// A store that already exists keeps the catalog and stock it has.
+        #[arg(long, default_value = "demo", value_parser = ["demo", "load"])]
+        catalog: String,
     },
     /// Serve the fake payment provider alone.
     ///
@@ -368,6 +373,7 @@ fn main() -> ExitCode {
             admin_token,
             store,
             sync,
+            catalog,
         } => run::DesignSpec::new(&design, &set).and_then(|spec| {
             let mut config = StackConfig::demo(addr, unix_now_ms());
             config.server.design = spec.design;
@@ -377,6 +383,9 @@ fn main() -> ExitCode {
             config.shop.reservation_ttl_ms = Some(reservation_ttl_secs * 1000);
             if psp != "embedded" {
                 config.psp = PspMode::Remote(psp);
+            }
+            if catalog == "load" {
+                config.catalog = load::load_catalog();
             }
             config.store = match store {
                 serve::StoreChoice::Sqlite(options) => {

@@ -162,6 +162,11 @@ impl Shared {
         lock(&self.latencies)
     }
 
+    /// Records an event that is not a client's (a fault the run injected).
+    pub(crate) fn record(&self, kind: EventKind) {
+        self.client_event(kind);
+    }
+
     fn client_event(&self, kind: EventKind) {
         let at = Millis(self.since().as_millis() as u64);
         let mut events = lock(&self.client_events);

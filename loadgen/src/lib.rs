@@ -27,6 +27,7 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod crash;
 pub mod journey;
 pub mod latency;
 pub mod schedule;
@@ -170,6 +171,8 @@ pub struct LoadConfig {
     /// of the history: `hold_ms` is the reservation TTL Stampede configured
     /// (`None` for a shop it did not start: its hold is unknown).
     pub terms: stampede_core::Terms,
+    /// Kill the shop (a child process) on a schedule while the load runs.
+    pub kills: Option<crash::Kills>,
 }
 
 impl LoadConfig {
@@ -202,6 +205,7 @@ impl LoadConfig {
             catalog: None,
             skip: stampede_core::OptOuts::none(),
             terms: stampede_core::Terms::default(),
+            kills: None,
         }
     }
 
@@ -431,8 +435,22 @@ pub async fn run(
             }
         })
     };
+    let killer = config.kills.clone().map(|kills| {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(crash::kill_loop(kills, shared))
+    });
     let metrics = attack.execute().await;
     ticker.abort();
+    // The last kill is made within the load's duration; let its restart finish.
+    let kills = match killer {
+        None => None,
+        Some(handle) => Some(
+            handle
+                .await
+                .map_err(|e| LoadError::Shop(format!("the kill schedule stopped: {e}")))?
+                .map_err(LoadError::Shop)?,
+        ),
+    };
     let counts = std::mem::take(
         &mut *counts
             .lock()
@@ -449,6 +467,14 @@ pub async fn run(
     on_progress(snapshot(&shared, true));
 
     let mut notes = Vec::new();
+    if let Some(kills) = &kills {
+        notes.push(format!(
+            "the shop was killed with SIGKILL {} times during the load and restarted on the same store (longest outage {} ms); each kill is a fault in the history, with sales at risk until {} ms after the restart",
+            kills.kills,
+            kills.longest_down_ms,
+            config.kills.as_ref().map_or(0, |k| k.at_risk_after_ms)
+        ));
+    }
     let verdicts = match &baseline {
         None => {
             notes.push("probe run: only the loadgen was measured; nothing to audit".to_string());

@@ -344,6 +344,42 @@ pub fn open(
     Ok(recovered)
 }
 
+/// Deletes the Stampede database at `path` (and its WAL files) so a run can
+/// start from a fresh one. A missing file is fine; a file that is not a
+/// Stampede database is refused ([`OpenError`]) and left alone.
+pub fn remove(path: &Path) -> Result<(), OpenError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let shown = path.display().to_string();
+    let application_id: i32 = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|conn| conn.query_row("PRAGMA application_id", [], |r| r.get(0)))
+        .map_err(|e| OpenError::Corrupt {
+            path: shown.clone(),
+            detail: e.to_string(),
+        })?;
+    if application_id != APPLICATION_ID {
+        return Err(OpenError::Foreign {
+            path: shown,
+            what: format!("SQLite application id {application_id:#x}"),
+        });
+    }
+    for suffix in ["-wal", "-shm", ""] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(OpenError::Create {
+                    path: shown,
+                    detail: format!("removing {}: {e}", Path::new(&file).display()),
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 fn configure(conn: &Connection, sync: SyncLevel) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
