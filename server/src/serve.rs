@@ -234,6 +234,11 @@ fn build_store(config: &StackConfig) -> Result<(Arc<dyn Store>, Clock), StartErr
                     io::Error::new(e.kind(), format!("creating {}: {e}", dir.display()))
                 })?;
             }
+            // The design decides when replies go (`commit`); the rest is the caller's choice.
+            let options = &SqliteOptions {
+                commit: config.server.design.commit,
+                ..options.clone()
+            };
             let recovered = sqlite::open(options, config.epoch_unix_ms, || initial_state(config))?;
             let start = recovered.start_at(config.epoch_unix_ms);
             tracing::info!(
