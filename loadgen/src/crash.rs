@@ -185,7 +185,7 @@ pub(crate) async fn kill_loop(kills: Kills, shared: Arc<Shared>) -> Result<KillS
     let mut next = kills.every;
     loop {
         let since = shared.since();
-        if next + kills.every > duration {
+        if next + kills.every >= duration {
             return Ok(summary);
         }
         if next > since {
