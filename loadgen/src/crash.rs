@@ -109,18 +109,19 @@ impl ShopProcess {
         let url = format!("http://{}/v1/products", self.addr);
         let tries = READY_TIMEOUT.as_millis() / READY_POLL.as_millis();
         for _ in 0..tries {
-            if let Some(child) = self.lock().as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!(
-                        "the shop exited ({status}) before answering; its output is in {}",
-                        self.log.display()
-                    ));
-                }
+            let exited = self
+                .lock()
+                .as_mut()
+                .and_then(|child| child.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                return Err(format!(
+                    "the shop exited ({status}) before answering; its output is in {}",
+                    self.log.display()
+                ));
             }
-            if let Ok(response) = self.http.get(&url).send().await {
-                if response.status().is_success() {
-                    return Ok(());
-                }
+            let answered = self.http.get(&url).send().await;
+            if answered.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
             }
             tokio::time::sleep(READY_POLL).await;
         }
