@@ -97,6 +97,10 @@ pub struct LoadArgs {
     /// SQLite sync level of the shop Stampede starts: full or normal (see `stampede serve --help`).
     #[arg(long, default_value = "full", value_parser = crate::parse_sync)]
     pub sync: stampede_server::store::sqlite::SyncLevel,
+    /// Most commands the SQLite store commits in one transaction (group commit); 1 commits, and
+    /// syncs, each command on its own.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub sqlite_batch: u32,
     /// Run the shop as a child process and kill it with SIGKILL this often during the load
     /// (e.g. 5s), restarting it on the same store; journeys retry with their keys and the audit
     /// judges what survived. Each kill is a fault in the history: sales it interrupts are at risk
@@ -367,6 +371,7 @@ fn fresh_store(args: &LoadArgs, dir: &Path) -> Result<StoreChoice, String> {
     sqlite::remove(&path).map_err(|e| e.to_string())?;
     Ok(StoreChoice::Sqlite(SqliteOptions {
         sync: args.sync,
+        max_batch: args.sqlite_batch as usize,
         ..SqliteOptions::new(path)
     }))
 }
@@ -429,6 +434,8 @@ async fn start_child_shop(
         &store,
         "--sync",
         &args.sync.to_string(),
+        "--sqlite-batch",
+        &args.sqlite_batch.to_string(),
         "--design",
         &args.design,
         "--workers",

@@ -109,6 +109,10 @@ enum Command {
         /// loss) or normal (survives a crash of the process, not of the machine).
         #[arg(long, default_value = "full", value_parser = parse_sync)]
         sync: SyncLevel,
+        /// Most commands the SQLite store commits in one transaction (group commit); 1 commits,
+        /// and syncs, each command on its own.
+        #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        sqlite_batch: u32,
         /// What is for sale when the store is new: demo (a small shop with a scarce sneaker drop)
         /// or load (what `stampede load` starts: 500 units of the hot SKU, plenty of the rest).
         /// A store that already exists keeps the catalog and stock it has.
@@ -373,6 +377,7 @@ fn main() -> ExitCode {
             admin_token,
             store,
             sync,
+            sqlite_batch,
             catalog,
         } => run::DesignSpec::new(&design, &set).and_then(|spec| {
             let mut config = StackConfig::demo(addr, unix_now_ms());
@@ -388,9 +393,11 @@ fn main() -> ExitCode {
                 config.catalog = load::load_catalog();
             }
             config.store = match store {
-                serve::StoreChoice::Sqlite(options) => {
-                    serve::StoreChoice::Sqlite(SqliteOptions { sync, ..options })
-                }
+                serve::StoreChoice::Sqlite(options) => serve::StoreChoice::Sqlite(SqliteOptions {
+                    sync,
+                    max_batch: sqlite_batch as usize,
+                    ..options
+                }),
                 memory => memory,
             };
             runtime.block_on(run_serve(config))

@@ -431,6 +431,11 @@ impl ShopState {
         self.orders.get(&id)
     }
 
+    /// How many orders the shop holds.
+    pub fn order_count(&self) -> usize {
+        self.orders.len()
+    }
+
     /// All orders by id.
     pub fn orders(&self) -> impl Iterator<Item = &Order> {
         self.orders.values()

@@ -244,7 +244,7 @@ fn build_store(config: &StackConfig) -> Result<(Arc<dyn Store>, Clock), StartErr
             tracing::info!(
                 path = %options.path.display(),
                 created = recovered.created(),
-                orders = recovered.state().orders().count(),
+                orders = recovered.state().order_count(),
                 replayed = recovered.replayed(),
                 "store opened"
             );

@@ -75,13 +75,19 @@ pub const MAX_BATCH: usize = 4_096;
 pub const QUEUE_BOUND: usize = 65_536;
 
 /// Fewest logged commands between two checkpoints. The interval also grows
-/// with the state (twice its order count), so writing checkpoints costs a
-/// bounded share of the work however large the shop gets.
-pub const CHECKPOINT_MIN_COMMANDS: u64 = 20_000;
+/// with the state ([`CHECKPOINT_COMMANDS_PER_ORDER`] per order held), so
+/// writing checkpoints costs a bounded share of the work however large the
+/// shop gets, while reopening re-applies at most that many commands (about
+/// a microsecond each).
+pub const CHECKPOINT_MIN_COMMANDS: u64 = 100_000;
 
 /// How often the `commit=ack-first` store commits, ms: its replies have long
 /// gone by then.
 pub const ACK_FIRST_COMMIT_EVERY_MS: u64 = 200;
+
+/// Logged commands per order held between two checkpoints (see
+/// [`CHECKPOINT_MIN_COMMANDS`]).
+pub const CHECKPOINT_COMMANDS_PER_ORDER: u64 = 8;
 
 /// How long a statement waits for a lock another process holds, ms.
 const BUSY_TIMEOUT_MS: u64 = 5_000;
@@ -805,8 +811,9 @@ impl Journal for Log {
             command,
         });
         let since = self.since_checkpoint.fetch_add(1, Ordering::Relaxed) + 1;
-        let interval = CHECKPOINT_MIN_COMMANDS.max(2 * state.orders().count() as u64);
-        if since >= interval {
+        if since >= CHECKPOINT_MIN_COMMANDS
+            && since >= CHECKPOINT_COMMANDS_PER_ORDER.saturating_mul(state.order_count() as u64)
+        {
             self.since_checkpoint.store(0, Ordering::Relaxed);
             let _ = self.queue.send(Entry::Checkpoint {
                 seq,
