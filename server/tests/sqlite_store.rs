@@ -61,6 +61,14 @@ impl TempDb {
             ..SqliteOptions::new(&self.0)
         }
     }
+
+    /// Options that checkpoint every `n` commands (with few orders held).
+    fn checkpointing(&self, n: u64) -> SqliteOptions {
+        SqliteOptions {
+            checkpoint_min_commands: n,
+            ..self.options()
+        }
+    }
 }
 
 impl Drop for TempDb {
@@ -80,7 +88,11 @@ fn manual_clock() -> (Clock, Arc<AtomicU64>) {
 }
 
 fn open_store(db: &TempDb, clock: &Clock) -> Arc<SqliteStore> {
-    let recovered = sqlite::open(&db.options(), 0, || Ok(state())).expect("opens");
+    open_with(&db.options(), clock)
+}
+
+fn open_with(options: &SqliteOptions, clock: &Clock) -> Arc<SqliteStore> {
+    let recovered = sqlite::open(options, 0, || Ok(state())).expect("opens");
     SqliteStore::start(recovered, clock.clone()).expect("starts")
 }
 
@@ -153,20 +165,24 @@ fn action() -> impl Strategy<Value = Action> {
 /// Both stores, fed the same commands.
 struct Pair {
     memory: MemoryStore,
-    sqlite: Arc<SqliteStore>,
+    /// `None` only inside `restart`.
+    sqlite: Option<Arc<SqliteStore>>,
     db: TempDb,
+    options: SqliteOptions,
     clock: Clock,
     now: Arc<AtomicU64>,
     totals: Vec<(OrderId, Cents)>,
 }
 
 impl Pair {
-    fn new() -> Pair {
+    fn new(checkpoint_every: u64) -> Pair {
         let (clock, now) = manual_clock();
         let db = TempDb::new("differential");
+        let options = db.checkpointing(checkpoint_every);
         Pair {
             memory: MemoryStore::new(state(), clock.clone()),
-            sqlite: open_store(&db, &clock),
+            sqlite: Some(open_with(&options, &clock)),
+            options,
             db,
             clock,
             now,
@@ -177,12 +193,16 @@ impl Pair {
     /// Runs `command` on both; their answers must be equal.
     async fn both(&self, command: Command) -> Result<Reply, StoreError> {
         let expected = self.memory.execute(command.clone());
-        let actual = self.sqlite.call(command.clone()).await;
+        let actual = self.sqlite().call(command.clone()).await;
         assert_eq!(
             actual, expected,
             "SQLite and memory disagree on {command:?}"
         );
         actual
+    }
+
+    fn sqlite(&self) -> &Arc<SqliteStore> {
+        self.sqlite.as_ref().expect("open outside restart")
     }
 
     fn order(&self, n: u8) -> Option<(OrderId, Cents)> {
@@ -309,13 +329,17 @@ impl Pair {
     fn restart(&mut self) {
         // Replies were released only after their commits, so dropping the
         // store here loses nothing any reply revealed.
-        self.sqlite = open_store(&self.db, &self.clock);
+        // The old store goes first (its writer commits what is queued and lets go of the
+        // file), as a restarted process would find it.
+        self.sqlite = None;
+        self.sqlite = Some(open_with(&self.options, &self.clock));
+        assert!(self.db.0.exists());
     }
 
     /// The whole states are equal, and so are their audits.
     async fn assert_same(&self) {
         let memory = self.memory.snapshot();
-        let sqlite = self.sqlite.read(ShopState::clone);
+        let sqlite = self.sqlite().read(ShopState::clone);
         assert_eq!(sqlite, memory, "the SQLite store's state drifted");
         self.both(Command::Audit).await.unwrap();
         self.both(Command::Stats).await.unwrap();
@@ -326,15 +350,17 @@ impl Pair {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
-    /// Proves: for random workloads with restarts anywhere, the SQLite store answers every
+    /// Proves: for random workloads with restarts anywhere and checkpoints every few commands
+    /// (so restarts land before, between and after checkpoints), the SQLite store answers every
     /// command exactly as the in-memory store does, and after a final restart its whole state
     /// (orders, stock, keys, jobs, inbox, feed) equals the memory store's.
     #[test]
     fn sqlite_store_answers_as_the_memory_store_across_restarts(
-        actions in proptest::collection::vec(action(), 1..80)
+        actions in proptest::collection::vec(action(), 1..80),
+        checkpoint_every in 1u64..40,
     ) {
         runtime().block_on(async {
-            let mut pair = Pair::new();
+            let mut pair = Pair::new(checkpoint_every);
             for action in actions {
                 pair.step(action).await;
             }
@@ -634,4 +660,37 @@ fn a_reply_waits_for_its_commit() {
         .query_row("SELECT count(*) FROM commands", [], |r| r.get(0))
         .unwrap();
     assert_eq!(logged, 1);
+}
+
+#[test]
+fn a_database_in_use_is_refused_until_its_store_is_dropped() {
+    // Proves: while one store has the file open, opening it again (here or in another process)
+    // is refused as in use and changes nothing; once the store is dropped (its writer has
+    // committed everything queued), the file opens and holds what the first store acknowledged.
+    let db = TempDb::new("in-use");
+    let (clock, _now) = manual_clock();
+    let store = open_store(&db, &clock);
+    runtime().block_on(async {
+        store
+            .call(Command::Restock {
+                sku: Sku::new("glove").unwrap(),
+                qty: 4,
+            })
+            .await
+            .unwrap();
+    });
+    let error = sqlite::open(&db.options(), 0, || Ok(state())).unwrap_err();
+    assert!(matches!(error, OpenError::InUse { .. }), "{error}");
+    assert!(error.to_string().contains("in use"), "{error}");
+    assert!(matches!(
+        sqlite::remove(&db.0),
+        Err(OpenError::InUse { .. })
+    ));
+    drop(store);
+    let reopened = sqlite::open(&db.options(), 0, || panic!("not fresh")).unwrap();
+    let glove = Sku::new("glove").unwrap();
+    assert_eq!(
+        reopened.state().inventory().level(&glove).unwrap().received,
+        10
+    );
 }

@@ -58,7 +58,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use tokio::sync::watch;
 
 /// The SQLite `application_id` of a Stampede database ("STMP").
@@ -144,6 +144,10 @@ pub struct SqliteOptions {
     /// commits every [`ACK_FIRST_COMMIT_EVERY_MS`] (the `commit=ack-first`
     /// mistake: a crash takes back what was acknowledged since the last one).
     pub commit: Commit,
+    /// Fewest logged commands between two checkpoints
+    /// ([`CHECKPOINT_MIN_COMMANDS`]; tests use a small number to checkpoint
+    /// often).
+    pub checkpoint_min_commands: u64,
 }
 
 impl SqliteOptions {
@@ -154,6 +158,7 @@ impl SqliteOptions {
             sync: SyncLevel::Full,
             max_batch: MAX_BATCH,
             commit: Commit::Durable,
+            checkpoint_min_commands: CHECKPOINT_MIN_COMMANDS,
         }
     }
 }
@@ -189,6 +194,14 @@ pub enum OpenError {
         /// What went wrong.
         detail: String,
     },
+    /// Another store (in this process or another) has the file open.
+    #[error(
+        "{path}: in use by another running shop (its lock file {path}-lock is held); stop it or pass another --store path"
+    )]
+    InUse {
+        /// The file.
+        path: String,
+    },
     /// A fresh database could not be set up.
     #[error("{path}: cannot create the database: {detail}")]
     Create {
@@ -202,6 +215,7 @@ pub enum OpenError {
 /// A database opened and its state recovered, ready to serve.
 pub struct Recovered {
     conn: Connection,
+    lock: std::fs::File,
     options: SqliteOptions,
     state: ShopState,
     epoch_unix_ms: u64,
@@ -275,6 +289,7 @@ pub fn open(
         path: path.clone(),
         detail: e.to_string(),
     };
+    let lock = take_lock(&options.path)?;
     let conn = Connection::open_with_flags(
         &options.path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -327,6 +342,7 @@ pub fn open(
         })?;
         return Ok(Recovered {
             conn,
+            lock,
             options: options.clone(),
             state,
             epoch_unix_ms: unix_now_ms,
@@ -336,7 +352,7 @@ pub fn open(
             created: true,
         });
     }
-    let mut recovered = recover(conn, options).map_err(|detail| OpenError::Corrupt {
+    let mut recovered = recover(conn, lock, options).map_err(|detail| OpenError::Corrupt {
         path: path.clone(),
         detail,
     })?;
@@ -348,6 +364,36 @@ pub fn open(
             .map_err(|e| corrupt(&e))?;
     }
     Ok(recovered)
+}
+
+/// The lock file beside the database: held (an OS file lock, released when
+/// the process ends however it ends) for as long as one store has the
+/// database open, so two shops never write one file.
+fn lock_path(path: &Path) -> PathBuf {
+    let mut lock = path.as_os_str().to_owned();
+    lock.push("-lock");
+    PathBuf::from(lock)
+}
+
+fn take_lock(path: &Path) -> Result<std::fs::File, OpenError> {
+    let shown = path.display().to_string();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_path(path))
+        .map_err(|e| OpenError::Create {
+            path: shown.clone(),
+            detail: format!("opening its lock file: {e}"),
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::InUse { path: shown }),
+        Err(std::fs::TryLockError::Error(e)) => Err(OpenError::Create {
+            path: shown,
+            detail: format!("locking its lock file: {e}"),
+        }),
+    }
 }
 
 /// Deletes the Stampede database at `path` (and its WAL files) so a run can
@@ -370,6 +416,7 @@ pub fn remove(path: &Path) -> Result<(), OpenError> {
             what: format!("SQLite application id {application_id:#x}"),
         });
     }
+    let _lock = take_lock(path)?;
     for suffix in ["-wal", "-shm", ""] {
         let mut file = path.as_os_str().to_owned();
         file.push(suffix);
@@ -513,7 +560,11 @@ fn create_schema(conn: &Connection, state: &ShopState, unix_now_ms: u64) -> rusq
     tx.commit()
 }
 
-fn recover(conn: Connection, options: &SqliteOptions) -> Result<Recovered, String> {
+fn recover(
+    conn: Connection,
+    lock: std::fs::File,
+    options: &SqliteOptions,
+) -> Result<Recovered, String> {
     let epoch: String = conn
         .query_row(
             "SELECT value FROM meta WHERE key = 'epoch_unix_ms'",
@@ -566,6 +617,7 @@ fn recover(conn: Connection, options: &SqliteOptions) -> Result<Recovered, Strin
     }
     Ok(Recovered {
         conn,
+        lock,
         options: options.clone(),
         state,
         epoch_unix_ms,
@@ -770,6 +822,8 @@ enum Entry {
         at: Millis,
         state: Box<ShopState>,
     },
+    /// Commit what is queued and stop (the store is being dropped).
+    Stop,
 }
 
 /// How far the log is durable.
@@ -788,6 +842,8 @@ struct Log {
     head: AtomicU64,
     /// Commands logged since the last checkpoint.
     since_checkpoint: AtomicU64,
+    /// Fewest commands between checkpoints.
+    checkpoint_min: u64,
 }
 
 impl fmt::Debug for Log {
@@ -811,7 +867,7 @@ impl Journal for Log {
             command,
         });
         let since = self.since_checkpoint.fetch_add(1, Ordering::Relaxed) + 1;
-        if since >= CHECKPOINT_MIN_COMMANDS
+        if since >= self.checkpoint_min
             && since >= CHECKPOINT_COMMANDS_PER_ORDER.saturating_mul(state.order_count() as u64)
         {
             self.since_checkpoint.store(0, Ordering::Relaxed);
@@ -835,6 +891,11 @@ impl Journal for Log {
 pub struct SqliteStore {
     memory: MemoryStore,
     commit: Commit,
+    /// For [`Entry::Stop`] on drop.
+    queue: SyncSender<Entry>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    /// Held until the writer has stopped: then another store may open the file.
+    _lock: std::fs::File,
     durable: watch::Receiver<Durable>,
     path: PathBuf,
 }
@@ -846,6 +907,7 @@ impl SqliteStore {
     pub fn start(recovered: Recovered, clock: Clock) -> Result<Arc<SqliteStore>, String> {
         let Recovered {
             conn,
+            lock,
             options,
             state,
             seq,
@@ -858,18 +920,22 @@ impl SqliteStore {
             Commit::Durable => None,
             Commit::AckFirst => Some(std::time::Duration::from_millis(ACK_FIRST_COMMIT_EVERY_MS)),
         };
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("stampede-sqlite".into())
             .spawn(move || write_loop(conn, entries, &durable_tx, max_batch, pause))
             .map_err(|e| format!("starting the SQLite writer: {e}"))?;
         let log = Log {
-            queue,
+            queue: queue.clone(),
             head: AtomicU64::new(seq),
             since_checkpoint: AtomicU64::new(0),
+            checkpoint_min: options.checkpoint_min_commands.max(1),
         };
         Ok(Arc::new(SqliteStore {
             memory: MemoryStore::journaled(state, clock, Box::new(log)),
             commit: options.commit,
+            queue,
+            writer: Some(writer),
+            _lock: lock,
             durable,
             path: options.path,
         }))
@@ -911,6 +977,17 @@ impl SqliteStore {
     }
 }
 
+impl Drop for SqliteStore {
+    /// Lets the writer commit what is queued (a checkpoint included) and
+    /// stop, so the file is whole and free for the next store.
+    fn drop(&mut self) {
+        let _ = self.queue.send(Entry::Stop);
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
 impl Store for SqliteStore {
     fn call(&self, command: Command) -> StoreFuture<'_> {
         if let Some(why) = &self.durable.borrow().failed {
@@ -943,16 +1020,28 @@ fn write_loop(
     pause: Option<std::time::Duration>,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
-    while let Ok(first) = entries.recv() {
+    let mut stopping = false;
+    while !stopping {
+        let Ok(first) = entries.recv() else {
+            return;
+        };
         if let Some(pause) = pause {
             std::thread::sleep(pause);
         }
-        batch.push(first);
-        while batch.len() < max_batch {
-            match entries.try_recv() {
-                Ok(entry) => batch.push(entry),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+        let mut next = Some(first);
+        while let Some(entry) = next.take() {
+            match entry {
+                Entry::Stop => stopping = true,
+                entry => batch.push(entry),
             }
+            if stopping || batch.len() >= max_batch {
+                break;
+            }
+            // Empty or closed: commit what is in hand.
+            next = entries.try_recv().ok();
+        }
+        if batch.is_empty() {
+            continue;
         }
         match commit(&mut conn, &mut batch) {
             Ok(seq) => {
@@ -987,6 +1076,7 @@ fn commit(conn: &mut Connection, batch: &mut Vec<Entry>) -> rusqlite::Result<u64
                     write_checkpoint(&tx, seq, at, &state)?;
                     last = last.max(seq);
                 }
+                Entry::Stop => {}
             }
         }
     }
