@@ -1074,6 +1074,7 @@ fn commit(conn: &mut Connection, batch: &mut Vec<Entry>) -> rusqlite::Result<u64
                 }
                 Entry::Checkpoint { seq, at, state } => {
                     write_checkpoint(&tx, seq, at, &state)?;
+                    tracing::debug!(seq, orders = state.order_count(), "checkpoint written");
                     last = last.max(seq);
                 }
                 Entry::Stop => {}
