@@ -713,6 +713,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn store_choices_parse_and_the_load_catalog_has_a_scarce_hot_sku() {
+        // Proves: --store takes sqlite (a fresh file in the run's folder), sqlite:PATH or
+        // memory, and nothing else; the catalog a load run sells (also `serve --catalog load`)
+        // has 500 units of the hot SKU, plenty of the rest, and no per-customer limit.
+        assert_eq!(parse_store("sqlite"), Ok(LoadStore::Sqlite(None)));
+        assert_eq!(
+            parse_store("sqlite:/tmp/a.db"),
+            Ok(LoadStore::Sqlite(Some(PathBuf::from("/tmp/a.db"))))
+        );
+        assert_eq!(parse_store("memory"), Ok(LoadStore::Memory));
+        for bad in ["sqlite:", "postgres", ""] {
+            assert!(parse_store(bad).is_err(), "{bad:?} accepted");
+        }
+        let catalog = load_catalog();
+        for (product, stock) in &catalog {
+            let hot = product.sku.as_str() == stampede_loadgen::journey::HOT_SKU;
+            assert_eq!(
+                *stock,
+                if hot { 500 } else { 10_000_000 },
+                "{}",
+                product.sku
+            );
+            assert_eq!(product.per_customer_limit, None);
+        }
+        assert!(
+            catalog
+                .iter()
+                .any(|(p, _)| p.sku.as_str() == stampede_loadgen::journey::HOT_SKU)
+        );
+    }
+
+    #[test]
     fn durations_rates_spikes_and_mixes_parse_or_say_why_not() {
         assert_eq!(parse_duration("20s").unwrap(), Duration::from_secs(20));
         assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));

@@ -347,3 +347,27 @@ pub async fn start(config: StackConfig) -> Result<Stack, StartError> {
     tracing::info!(shop = %stack.shop_addr, psp = %stack.psp_addr, design = %config.server.design, "stack started");
     Ok(stack)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_choices_parse_and_bad_ones_say_what_to_write() {
+        // Proves: memory, sqlite (the default path) and sqlite:PATH are understood; an empty
+        // path or another word is refused with the accepted forms named.
+        assert_eq!(StoreChoice::parse("memory"), Ok(StoreChoice::Memory));
+        assert_eq!(
+            StoreChoice::parse("sqlite"),
+            Ok(StoreChoice::Sqlite(SqliteOptions::new(DEFAULT_SQLITE_PATH)))
+        );
+        assert_eq!(
+            StoreChoice::parse("sqlite:/tmp/x.db"),
+            Ok(StoreChoice::Sqlite(SqliteOptions::new("/tmp/x.db")))
+        );
+        for bad in ["sqlite:", "postgres://db", "Memory", ""] {
+            let error = StoreChoice::parse(bad).unwrap_err();
+            assert!(error.contains("sqlite:PATH"), "{bad:?}: {error}");
+        }
+    }
+}

@@ -1084,3 +1084,42 @@ fn commit(conn: &mut Connection, batch: &mut Vec<Entry>) -> rusqlite::Result<u64
     tx.commit()?;
     Ok(last)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_levels_parse_and_print_the_same_words() {
+        // Proves: `full` and `normal` round-trip through parse and display; nothing else parses.
+        for level in [SyncLevel::Full, SyncLevel::Normal] {
+            assert_eq!(SyncLevel::parse(&level.to_string()), Some(level));
+        }
+        assert_eq!(SyncLevel::Full.pragma(), "FULL");
+        assert_eq!(SyncLevel::Normal.pragma(), "NORMAL");
+        assert_eq!(SyncLevel::parse("FULL"), None);
+        assert_eq!(SyncLevel::parse("off"), None);
+    }
+
+    #[test]
+    fn remove_deletes_only_a_stampede_database() {
+        // Proves: a missing file is fine; a Stampede database and its WAL files are deleted;
+        // any other file is refused and kept.
+        let dir = std::env::temp_dir().join(format!("stampede-remove-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("shop.db");
+        assert!(remove(&db).is_ok(), "nothing to remove");
+        {
+            let conn = Connection::open(&db).unwrap();
+            conn.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+        }
+        remove(&db).unwrap();
+        assert!(!db.exists());
+        std::fs::write(&db, b"my own notes").unwrap();
+        assert!(remove(&db).is_err());
+        assert_eq!(std::fs::read(&db).unwrap(), b"my own notes");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
