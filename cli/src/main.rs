@@ -202,13 +202,21 @@ async fn run_serve(config: StackConfig) -> Result<(), String> {
         "shop listening on http://{}  (psp at http://{})",
         stack.shop_addr, stack.psp_addr
     );
-    match &store {
-        serve::StoreChoice::Memory => println!("state in memory (lost when this process ends)"),
-        serve::StoreChoice::Sqlite(options) => println!(
-            "state in {} (sqlite, sync={})",
+    match (&store, stack.opened) {
+        (serve::StoreChoice::Sqlite(options), Some(opened)) => println!(
+            "state in {} (sqlite, sync={}): {}",
             options.path.display(),
-            options.sync
+            options.sync,
+            if opened.created {
+                "a new shop".to_string()
+            } else {
+                format!(
+                    "resumed {} orders ({} logged commands re-applied)",
+                    opened.orders, opened.replayed
+                )
+            }
         ),
+        _ => println!("state in memory (lost when this process ends)"),
     }
     println!("try: curl -s http://{}/v1/products", stack.shop_addr);
     wait_for_ctrl_c().await;

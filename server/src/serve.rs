@@ -146,6 +146,8 @@ pub struct Stack {
     pub app: Arc<App>,
     /// The store.
     pub store: Arc<dyn Store>,
+    /// What opening a durable store found (`None`: in memory).
+    pub opened: Option<Opened>,
     /// The embedded PSP, if any.
     pub psp: Option<Arc<Psp>>,
     tasks: Vec<JoinHandle<()>>,
@@ -207,6 +209,17 @@ pub fn initial_state(config: &StackConfig) -> Result<ShopState, String> {
     Ok(state)
 }
 
+/// What opening a durable store found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Opened {
+    /// The file was new.
+    pub created: bool,
+    /// Orders it held.
+    pub orders: usize,
+    /// Commands re-applied from its log.
+    pub replayed: u64,
+}
+
 /// Why the stack did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -220,13 +233,19 @@ pub enum StartError {
 
 /// Builds the store and the clock the whole stack reads: for a durable
 /// store, its time resumes where the stored state left off.
-fn build_store(config: &StackConfig) -> Result<(Arc<dyn Store>, Clock), StartError> {
+fn build_store(
+    config: &StackConfig,
+) -> Result<(Arc<dyn Store>, Clock, Option<Opened>), StartError> {
     let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
     match &config.store {
         StoreChoice::Memory => {
             let clock = Clock::tokio(config.epoch_unix_ms);
             let state = initial_state(config).map_err(invalid)?;
-            Ok((Arc::new(MemoryStore::new(state, clock.clone())), clock))
+            Ok((
+                Arc::new(MemoryStore::new(state, clock.clone())),
+                clock,
+                None,
+            ))
         }
         StoreChoice::Sqlite(options) => {
             if let Some(dir) = options.path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -248,9 +267,14 @@ fn build_store(config: &StackConfig) -> Result<(Arc<dyn Store>, Clock), StartErr
                 replayed = recovered.replayed(),
                 "store opened"
             );
+            let opened = Opened {
+                created: recovered.created(),
+                orders: recovered.state().order_count(),
+                replayed: recovered.replayed(),
+            };
             let clock = Clock::tokio_from(recovered.epoch_unix_ms(), start);
             let store = SqliteStore::start(recovered, clock.clone()).map_err(invalid)?;
-            Ok((store, clock))
+            Ok((store, clock, Some(opened)))
         }
     }
 }
@@ -282,7 +306,7 @@ async fn serve_with_shutdown(
 
 /// Starts the shop (and the embedded PSP) and returns once both listen.
 pub async fn start(config: StackConfig) -> Result<Stack, StartError> {
-    let (store, clock) = build_store(&config)?;
+    let (store, clock, opened) = build_store(&config)?;
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
     let shop_listener = TcpListener::bind(config.addr).await?;
     let shop_addr = shop_listener.local_addr()?;
@@ -338,6 +362,7 @@ pub async fn start(config: StackConfig) -> Result<Stack, StartError> {
         psp_addr,
         app,
         store,
+        opened,
         psp: embedded,
         tasks,
         worker_tasks: Vec::new(),
