@@ -1,0 +1,285 @@
+//! The `db` host's store: the core's state in memory plus a command log with
+//! a sync boundary, the way a database keeps a write-ahead log.
+//!
+//! **Design decision: a crash loses what was not synced, and the reference
+//! never told anyone about it.** The store is a journaled [`MemoryStore`]:
+//! every write is appended to the [`Log`] under the state lock, in apply
+//! order, with its position. The driver syncs the log every
+//! `faults.sync_interval_ms` of sim time ([`Log::sync`]: group commit,
+//! everything appended so far becomes durable at once). [`DbStore`] releases
+//! a reply only once its position is synced (a read or a refusal waits for
+//! the last write before it, as `SqliteStore` does), unless the design is
+//! `commit=ack-first`, which answers at once. A crash of the host
+//! ([`Log::lose_unsynced_tail`]) rebuilds the state from the last checkpoint
+//! plus the synced prefix of the log, re-applied with `ShopState::apply`
+//! (pure: the same commands at the same times give the same state), keeps
+//! its ids past the lost state's, and forgets the history events of the
+//! lost writes.
+//!
+//! Without `faults.lose_unsynced_tail` the host's disk never loses a write:
+//! nothing is logged, every write counts as synced when applied, and replies
+//! go at once.
+//!
+//! Checkpoints are clones of the whole state, taken at a sync once the log
+//! holds [`CHECKPOINT_MIN_COMMANDS`] commands (or twice the order count,
+//! whichever is more), so cloning costs a bounded share of the work and a
+//! crash re-applies a bounded log.
+//!
+//! Simplification, stated openly: the log and the checkpoint live outside
+//! the host (so the driver can restore them while it is down); nothing but
+//! the sync boundary decides what survives.
+
+use crate::recorder::{Recorder, written_events};
+use stampede_core::{Millis, ShopState};
+use stampede_server::design::Commit;
+use stampede_server::store::{Command, Journal, MemoryStore, Reply, Store, StoreFuture};
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::watch;
+
+/// Fewest logged commands between two checkpoints (the interval also grows
+/// to twice the order count).
+pub const CHECKPOINT_MIN_COMMANDS: usize = 4_096;
+
+/// A write as applied: what a crash re-applies to rebuild the synced state.
+struct Logged {
+    position: u64,
+    command: Command,
+    /// The reply it gave, to check the replay against (the pair assertion).
+    reply: Reply,
+    now: Millis,
+}
+
+struct Inner {
+    /// The state right after position `checkpoint_at` (only when lossy).
+    checkpoint: Option<ShopState>,
+    checkpoint_at: u64,
+    /// Writes after the checkpoint, in apply order (only when lossy).
+    entries: VecDeque<Logged>,
+    /// The last position handed out. Positions are never reused, not even
+    /// after a crash took some back.
+    head: u64,
+}
+
+/// The `db` host's command log and sync boundary (shared by the store's
+/// journal, its reply gate and the driver).
+///
+/// Lock order: the store's state lock, then this log's, then the
+/// recorder's (the journal appends under the state lock); the driver's
+/// calls take the log's lock only while they hold no other.
+pub struct Log {
+    /// Whether a crash loses the unsynced tail (`faults.lose_unsynced_tail`).
+    lossy: bool,
+    inner: Mutex<Inner>,
+    /// Every write up to this position is synced.
+    synced: watch::Sender<u64>,
+    recorder: Recorder,
+}
+
+impl fmt::Debug for Log {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Log")
+            .field("lossy", &self.lossy)
+            .field("synced", &*self.synced.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Log {
+    /// A log over `state` (position 0), recording writes into `recorder`;
+    /// with `lossy`, a crash loses the writes not synced yet.
+    pub fn new(state: &ShopState, lossy: bool, recorder: Recorder) -> Arc<Log> {
+        Arc::new(Log {
+            lossy,
+            inner: Mutex::new(Inner {
+                checkpoint: lossy.then(|| state.clone()),
+                checkpoint_at: 0,
+                entries: VecDeque::new(),
+                head: 0,
+            }),
+            synced: watch::channel(0).0,
+            recorder,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The position every write up to which is synced.
+    pub fn synced(&self) -> u64 {
+        *self.synced.borrow()
+    }
+
+    /// Syncs everything appended so far (group commit), releasing the
+    /// replies waiting for it; checkpoints `store`'s state once the log has
+    /// grown long. Called by the driver between steps of the world, so no
+    /// write is applied while it runs.
+    pub fn sync(&self, store: &MemoryStore) {
+        let (head, logged) = {
+            let inner = self.lock();
+            (inner.head, inner.entries.len())
+        };
+        self.synced.send_if_modified(|synced| {
+            let moved = *synced < head;
+            *synced = head;
+            moved
+        });
+        if !self.lossy || logged < CHECKPOINT_MIN_COMMANDS {
+            return;
+        }
+        let orders = store.read(|s| s.orders().count());
+        if logged >= CHECKPOINT_MIN_COMMANDS.max(2 * orders) {
+            // The state right after `head`, all of it synced now.
+            let state = store.snapshot();
+            let mut inner = self.lock();
+            assert_eq!(inner.head, head, "a write was applied during a sync");
+            inner.checkpoint = Some(state);
+            inner.checkpoint_at = head;
+            inner.entries.clear();
+        }
+    }
+
+    /// The host crashed: `store` goes back to the synced state (the last
+    /// checkpoint plus the synced writes after it, re-applied), with its ids
+    /// kept past the lost state's so none is handed out twice, and the
+    /// history forgets the lost writes. Returns how many writes were lost.
+    /// Without `lose_unsynced_tail` nothing is lost. Called by the driver
+    /// while the host is down.
+    pub fn lose_unsynced_tail(&self, store: &MemoryStore) -> usize {
+        if !self.lossy {
+            return 0;
+        }
+        let synced = self.synced();
+        let (mut state, lost) = {
+            let mut inner = self.lock();
+            let kept = inner.entries.partition_point(|e| e.position <= synced);
+            let lost = inner.entries.len() - kept;
+            inner.entries.truncate(kept);
+            (self.replay(&inner), lost)
+        };
+        store.read(|live| state.keep_ids_past(live));
+        store.restore(state);
+        // The restored state (ids raised, feed epoch renewed) is what later
+        // writes apply to: it is the new checkpoint.
+        let restored = store.snapshot();
+        {
+            let mut inner = self.lock();
+            inner.checkpoint = Some(restored);
+            inner.checkpoint_at = synced;
+            inner.entries.clear();
+        }
+        self.recorder.forget_after(synced);
+        lost
+    }
+
+    /// The checkpoint with the logged writes re-applied, each checked to
+    /// give the reply it gave the first time.
+    fn replay(&self, inner: &Inner) -> ShopState {
+        let mut state = inner
+            .checkpoint
+            .clone()
+            .expect("a lossy log keeps a checkpoint");
+        for logged in &inner.entries {
+            let replayed = state.apply(logged.command.clone(), logged.now);
+            assert_eq!(
+                replayed.as_ref(),
+                Ok(&logged.reply),
+                "re-applying write {} (after checkpoint {}) gave another reply: ShopState::apply is not pure",
+                logged.position,
+                inner.checkpoint_at
+            );
+        }
+        state
+    }
+}
+
+/// The journal the `db` host's [`MemoryStore`] appends to under its lock.
+#[derive(Debug)]
+pub struct SimJournal(pub Arc<Log>);
+
+impl Journal for SimJournal {
+    fn append(&self, command: Command, reply: &Reply, now: Millis, _state: &ShopState) -> u64 {
+        let log = &self.0;
+        let mut inner = log.lock();
+        inner.head += 1;
+        let position = inner.head;
+        // A write a crash may still take back carries its position into the history.
+        let tentative = log.lossy.then_some(position);
+        for event in written_events(&command, reply) {
+            log.recorder.push_written(now, event, tentative);
+        }
+        if log.lossy {
+            inner.entries.push_back(Logged {
+                position,
+                command,
+                reply: reply.clone(),
+                now,
+            });
+        }
+        position
+    }
+
+    fn head(&self) -> u64 {
+        self.0.lock().head
+    }
+}
+
+/// The store the `db` host serves: the journaled [`MemoryStore`], each reply
+/// held until its position is synced (with `commit=ack-first`, released at
+/// once); counts the calls it was asked.
+pub struct DbStore {
+    memory: Arc<MemoryStore>,
+    log: Arc<Log>,
+    commit: Commit,
+    calls: AtomicU64,
+}
+
+impl DbStore {
+    /// Serves `memory` (journaled into `log`), answering as `commit` says.
+    pub fn new(memory: Arc<MemoryStore>, log: Arc<Log>, commit: Commit) -> DbStore {
+        DbStore {
+            memory,
+            log,
+            commit,
+            calls: AtomicU64::new(0),
+        }
+    }
+
+    /// Store calls made so far (answered or not).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every write up to `position` is synced: not without
+    /// `lose_unsynced_tail` (every write is durable as applied), nor with
+    /// `commit=ack-first` (that design answers at once).
+    async fn synced(&self, position: u64) {
+        if !self.log.lossy || !self.commit.waits() {
+            return;
+        }
+        let mut synced = self.log.synced.subscribe();
+        // The sender lives as long as the log, which outlives every call.
+        let _ = synced.wait_for(|s| *s >= position).await;
+    }
+}
+
+impl Store for DbStore {
+    fn call(&self, command: Command) -> StoreFuture<'_> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if let Command::LeaseJobWait { wait_ms } = command {
+            return Box::pin(async move {
+                let (lease, position) = self.memory.lease_job_wait_journaled(wait_ms).await;
+                self.synced(position).await;
+                Ok(Reply::Lease(lease))
+            });
+        }
+        Box::pin(async move {
+            let (reply, position) = self.memory.execute_journaled(command);
+            self.synced(position).await;
+            reply
+        })
+    }
+}
