@@ -283,3 +283,150 @@ impl Store for DbStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stampede_core::{
+        Catalog, Cents, CustomerId, EventKind, IdempotencyKey, ItemRequest, OrderId, PlaceOrder,
+        Placed, Product, ShopConfig, Sku,
+    };
+    use stampede_server::clock::Clock;
+
+    fn hat() -> Sku {
+        Sku::new("hat".to_string()).unwrap()
+    }
+
+    fn world(commit: Commit) -> (Arc<MemoryStore>, Arc<Log>, Arc<DbStore>, Recorder) {
+        let catalog = Catalog::new([Product {
+            sku: hat(),
+            name: "Hat".into(),
+            price: Cents(1_000),
+            max_qty_per_order: 5,
+            per_customer_limit: None,
+        }]);
+        let mut state = ShopState::new(catalog, ShopConfig::default());
+        state.stock(&hat(), 10, 1).unwrap();
+        let recorder = Recorder::default();
+        let log = Log::new(&state, true, recorder.clone());
+        let memory = Arc::new(MemoryStore::journaled(
+            state,
+            Clock::from_fn(0, || Millis(0)),
+            Box::new(SimJournal(Arc::clone(&log))),
+        ));
+        let db = Arc::new(DbStore::new(Arc::clone(&memory), Arc::clone(&log), commit));
+        (memory, log, db, recorder)
+    }
+
+    fn place(key: &str) -> Command {
+        Command::PlaceOrder {
+            request: PlaceOrder {
+                key: Some(IdempotencyKey::new(key.to_string()).unwrap()),
+                customer: CustomerId::new(key.to_string()).unwrap(),
+                items: vec![ItemRequest { sku: hat(), qty: 1 }],
+                express: false,
+            },
+        }
+    }
+
+    fn created(reply: Reply) -> OrderId {
+        match reply {
+            Reply::Placed(Placed::Created { order, .. }) => order,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Runs `command` on the store's own task; answers whether it replied
+    /// before anything was synced, and the reply once synced.
+    async fn call(
+        db: &Arc<DbStore>,
+        log: &Log,
+        memory: &MemoryStore,
+        command: Command,
+    ) -> (bool, Reply) {
+        let db = Arc::clone(db);
+        let task = tokio::spawn(async move { db.call(command).await });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let before_sync = task.is_finished();
+        log.sync(memory);
+        (before_sync, task.await.unwrap().unwrap())
+    }
+
+    fn leases(recorder: &Recorder) -> Vec<OrderId> {
+        let history = recorder.history();
+        let events = history.events().iter();
+        events
+            .filter_map(|e| match &e.kind {
+                EventKind::Job { order, .. } => Some(*order),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_reply_waits_for_its_sync_and_a_crash_loses_only_what_was_not_synced() {
+        // Proves: with commit=durable a write's reply is released only by the sync that makes
+        // it durable; a crash then keeps every synced write, loses the rest (the order placed and
+        // the job leased after the last sync) and the history events of the lost writes, and
+        // the next order is numbered past the lost one.
+        let (memory, log, db, recorder) = world(Commit::Durable);
+        let (early, reply) = call(&db, &log, &memory, place("a")).await;
+        assert!(!early, "a reply went before its write was synced");
+        let kept = created(reply);
+        let (_, lease) = call(&db, &log, &memory, Command::LeaseJob).await;
+        assert!(matches!(lease, Reply::Lease(Some(_))));
+        // Applied, never synced: their replies are never released.
+        let lost = created(memory.execute(place("b")).unwrap());
+        assert!(matches!(
+            memory.execute(Command::LeaseJob),
+            Ok(Reply::Lease(Some(_)))
+        ));
+        assert_eq!(leases(&recorder), vec![kept, lost]);
+
+        assert_eq!(log.lose_unsynced_tail(&memory), 2);
+        memory.read(|s| {
+            assert!(s.order(kept).is_some());
+            assert!(s.order(lost).is_none());
+        });
+        assert_eq!(leases(&recorder), vec![kept], "the lost lease is forgotten");
+        let next = created(memory.execute(place("c")).unwrap());
+        assert!(next > lost, "{next} reuses an id up to {lost}");
+    }
+
+    #[tokio::test]
+    async fn ack_first_replies_before_the_sync_and_a_crash_takes_the_write_back() {
+        // Proves: with commit=ack-first the reply goes before its write is synced, so a crash
+        // before the sync takes back an order its client was told about.
+        let (memory, log, db, _) = world(Commit::AckFirst);
+        let order = created(db.call(place("a")).await.unwrap());
+        assert_eq!(log.lose_unsynced_tail(&memory), 1);
+        assert!(memory.read(|s| s.order(order).is_none()));
+    }
+
+    #[tokio::test]
+    async fn a_crash_after_a_checkpoint_rebuilds_the_same_state() {
+        // Proves: the synced state a crash restores is the live one when everything was synced,
+        // across a checkpoint (the log re-applied on top of it gives the state the store had).
+        let (memory, log, db, _) = world(Commit::Durable);
+        let mut n = 0;
+        let mut after_checkpoint = 0;
+        while after_checkpoint < 5 {
+            assert!(n < 3 * CHECKPOINT_MIN_COMMANDS, "no checkpoint was taken");
+            call(&db, &log, &memory, place(&format!("k{n}"))).await;
+            call(&db, &log, &memory, Command::LeaseJob).await;
+            n += 1;
+            if log.lock().checkpoint_at > 0 {
+                after_checkpoint += 1;
+            }
+        }
+        assert!(!log.lock().entries.is_empty());
+        let before = memory.snapshot();
+        assert_eq!(log.lose_unsynced_tail(&memory), 0);
+        let after = memory.snapshot();
+        assert!(after.orders().eq(before.orders()));
+        assert_eq!(after.jobs(), before.jobs());
+        assert_eq!(after.inventory(), before.inventory());
+    }
+}
