@@ -37,7 +37,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 /// Fewest logged commands between two checkpoints (the interval also grows
 /// to twice the order count).
@@ -74,7 +74,12 @@ pub struct Log {
     lossy: bool,
     inner: Mutex<Inner>,
     /// Every write up to this position is synced.
-    synced: watch::Sender<u64>,
+    synced: AtomicU64,
+    /// Signalled when `synced` moves. A `Notify`, not a `watch`: a watch
+    /// registers each waiter on one of several lists picked with tokio's
+    /// unseeded RNG, so the order replies are released would differ from
+    /// process to process; `Notify` wakes its waiters in a fixed order.
+    synced_moved: Notify,
     recorder: Recorder,
 }
 
@@ -82,7 +87,7 @@ impl fmt::Debug for Log {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Log")
             .field("lossy", &self.lossy)
-            .field("synced", &*self.synced.borrow())
+            .field("synced", &self.synced())
             .finish_non_exhaustive()
     }
 }
@@ -99,7 +104,8 @@ impl Log {
                 entries: VecDeque::new(),
                 head: 0,
             }),
-            synced: watch::channel(0).0,
+            synced: AtomicU64::new(0),
+            synced_moved: Notify::new(),
             recorder,
         })
     }
@@ -110,7 +116,7 @@ impl Log {
 
     /// The position every write up to which is synced.
     pub fn synced(&self) -> u64 {
-        *self.synced.borrow()
+        self.synced.load(Ordering::Relaxed)
     }
 
     /// Syncs everything appended so far (group commit), releasing the
@@ -122,11 +128,10 @@ impl Log {
             let inner = self.lock();
             (inner.head, inner.entries.len())
         };
-        self.synced.send_if_modified(|synced| {
-            let moved = *synced < head;
-            *synced = head;
-            moved
-        });
+        if self.synced() < head {
+            self.synced.store(head, Ordering::Relaxed);
+            self.synced_moved.notify_waiters();
+        }
         if !self.lossy || logged < CHECKPOINT_MIN_COMMANDS {
             return;
         }
@@ -260,9 +265,16 @@ impl DbStore {
         if !self.log.lossy || !self.commit.waits() {
             return;
         }
-        let mut synced = self.log.synced.subscribe();
-        // The sender lives as long as the log, which outlives every call.
-        let _ = synced.wait_for(|s| *s >= position).await;
+        loop {
+            // Registered before looking, so a sync in between is not missed.
+            let moved = self.log.synced_moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            if self.log.synced() >= position {
+                return;
+            }
+            moved.await;
+        }
     }
 }
 

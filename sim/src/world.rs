@@ -1,13 +1,13 @@
 //! Executing a [`Plan`] in a turmoil world.
 //!
-//! Hosts: `db` (the store; its state lives outside the host so it survives a
-//! crash, and only an unsynced tail is lost when the scenario says so),
+//! Hosts: `db` (the store, a log with a sync boundary: see [`crate::db`]; a
+//! crash loses the writes not synced yet when the scenario says so),
 //! `psp` (the fake PSP; webhooks go to `api-1`), `api-1..k` (the shop's
 //! router over simulated TCP), `worker-1..m` (job workers, sweeper,
 //! reconciler), and shopper client hosts. The driver steps the simulation
 //! one tick at a time, applies planned faults when their time comes, syncs
-//! the store's durable snapshot, and watches the safety invariants as it
-//! goes. After the last tick the history and the store's final state go to
+//! the store's log every `faults.sync_interval_ms`, and watches the safety
+//! invariants as it goes. After the last tick the history and the store's final state go to
 //! the core's checker.
 //!
 //! For the progress invariants the history opens with the scenario's
