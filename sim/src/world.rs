@@ -7,8 +7,8 @@
 //! reconciler), and shopper client hosts. The driver steps the simulation
 //! one tick at a time, applies planned faults when their time comes, syncs
 //! the store's log every `faults.sync_interval_ms`, and watches the safety
-//! invariants as it goes. After the last tick the history and the store's final state go to
-//! the core's checker.
+//! invariants as it goes. After the last tick the history and the store's
+//! final state go to the core's checker.
 //!
 //! For the progress invariants the history opens with the scenario's
 //! promises (`Terms`), each shopper records its plan (`Wants`) when it
