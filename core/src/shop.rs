@@ -486,6 +486,19 @@ impl ShopState {
         self.feed.renew_epoch_after(live_epoch);
     }
 
+    /// Keeps this state from handing out an id `other` already handed out:
+    /// for a state restored from an older copy of `other` (a store that lost
+    /// its unsynced tail), whose id counters went back. Raises the next order
+    /// number to at least `other`'s and moves the feed past `other`'s epoch.
+    /// The job queue's job and lease-token counters and the inventory's
+    /// reservation counter are private to `jobs.rs` and `inventory.rs` and
+    /// are not raised here (no lease or reservation a durable store
+    /// acknowledged is ever rolled back, so none of them can be reused).
+    pub fn keep_ids_past(&mut self, other: &ShopState) {
+        self.next_order = self.next_order.max(other.next_order);
+        self.feed.renew_epoch_after(other.feed.epoch());
+    }
+
     /// Outbox-style order placement: the idempotency decision, validation,
     /// the order and its first job (`Reserve`) are one atomic step, and the
     /// response is saved under the key in the same step, so no crash can
@@ -1663,6 +1676,27 @@ mod tests {
         s.renew_feed_epoch_after(other);
         assert!(s.feed().epoch() > other);
         assert!(!s.changes_since(Some(read.next), 10).complete);
+    }
+
+    #[test]
+    fn a_restored_state_keeps_ids_past_the_live_one() {
+        // Proves: after `keep_ids_past`, a state restored from an older copy never hands out an
+        // order id the live state already gave (the next order is numbered past the live one's
+        // last), its feed is in a later epoch, and what it holds is unchanged.
+        let mut older = shop(10, None);
+        place(&mut older, "k1", 1);
+        let mut live = older.clone();
+        let lost = place(&mut live, "k2", 1);
+        let mut restored = older.clone();
+        restored.keep_ids_past(&live);
+        assert_eq!(restored.orders().count(), 1, "nothing held changes");
+        assert!(restored.feed().epoch() > live.feed().epoch());
+        let next = place(&mut restored, "k3", 1);
+        assert!(next > lost, "{next} reuses an id up to {lost}");
+        // Keeping past an older state lowers nothing.
+        let mut ahead = live.clone();
+        ahead.keep_ids_past(&older);
+        assert!(place(&mut ahead, "k4", 1) > lost);
     }
 
     #[test]

@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 pub mod coverage;
+pub mod db;
 pub mod net;
 pub mod plan;
 pub mod recorder;

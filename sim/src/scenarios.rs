@@ -121,6 +121,8 @@ pub fn fault_mixes() -> Vec<(&'static str, Scenario)> {
         count: 1,
         down_ms: 1_000,
     };
+    // The crash loses what the store had not synced: never anything a client was told.
+    db.faults.lose_unsynced_tail = true;
     let mut worker = base.clone();
     worker.name = "worker-crash".into();
     worker.faults.worker_crashes = CrashSpec {
@@ -377,6 +379,16 @@ pub fn catch_cases() -> Vec<CatchCase> {
     };
     express.faults.window_start_ms = 100;
     express.faults.window_end_ms = 400;
+    // The store host crashes six times in the burst, losing each time the
+    // writes of the last few milliseconds it had not synced yet.
+    let mut db_crashes = base();
+    db_crashes.faults.db_crashes = CrashSpec {
+        count: 6,
+        down_ms: 100,
+    };
+    db_crashes.faults.lose_unsynced_tail = true;
+    db_crashes.faults.window_start_ms = 150;
+    db_crashes.faults.window_end_ms = 900;
     vec![
         CatchCase {
             switch: "idempotency=none",
@@ -481,6 +493,14 @@ pub fn catch_cases() -> Vec<CatchCase> {
             with: &[],
             mix: named("worker-crashes", redeliver.clone()),
             expect: &[WillingBuyersServed, TimelyDecisions],
+        },
+        CatchCase {
+            // Replies go before the write is synced: a crash takes back an
+            // order its customer was told was accepted.
+            switch: "commit=ack-first",
+            with: &[],
+            mix: named("db-crashes", db_crashes),
+            expect: &[NoLostAcknowledgedOrder],
         },
         CatchCase {
             switch: "client_price=trust",

@@ -1,14 +1,14 @@
 //! Executing a [`Plan`] in a turmoil world.
 //!
-//! Hosts: `db` (the store; its state lives outside the host so it survives a
-//! crash, and only an unsynced tail is lost when the scenario says so),
+//! Hosts: `db` (the store, a log with a sync boundary: see [`crate::db`]; a
+//! crash loses the writes not synced yet when the scenario says so),
 //! `psp` (the fake PSP; webhooks go to `api-1`), `api-1..k` (the shop's
 //! router over simulated TCP), `worker-1..m` (job workers, sweeper,
 //! reconciler), and shopper client hosts. The driver steps the simulation
 //! one tick at a time, applies planned faults when their time comes, syncs
-//! the store's durable snapshot, and watches the safety invariants as it
-//! goes. After the last tick the history and the store's final state go to
-//! the core's checker.
+//! the store's log every `faults.sync_interval_ms`, and watches the safety
+//! invariants as it goes. After the last tick the history and the store's
+//! final state go to the core's checker.
 //!
 //! For the progress invariants the history opens with the scenario's
 //! promises (`Terms`), each shopper records its plan (`Wants`) when it
@@ -31,9 +31,10 @@
 //! a full run would judge it. `RunStats::sim_ms` is the time simulated.
 
 use crate::coverage::Coverage;
+use crate::db::{DbStore, Log, SimJournal};
 use crate::net::{SimListener, connector, counting_connector};
 use crate::plan::{Fault, Plan};
-use crate::recorder::{Recorder, RecordingStore};
+use crate::recorder::Recorder;
 use crate::shopper::{self, ShopperCtx};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -244,8 +245,12 @@ struct Shared {
     plan: Plan,
     http: Arc<std::sync::atomic::AtomicU64>,
     recorder: Recorder,
+    /// The db host's working state (read by the driver, the monitor and the audit).
     store: Arc<MemoryStore>,
-    recording: Arc<dyn Store>,
+    /// What the db host serves: `store`, replies held until synced.
+    db: Arc<dyn Store>,
+    /// The db host's command log and sync boundary.
+    log: Arc<Log>,
     psp: Arc<Psp>,
     clock: Clock,
 }
@@ -337,7 +342,7 @@ fn build_sim(shared: &Arc<Shared>) -> turmoil::Sim<'static> {
 
     let s = Arc::clone(shared);
     sim.host("db", move || {
-        let store = Arc::clone(&s.recording);
+        let store = Arc::clone(&s.db);
         async move {
             let listener = turmoil::net::TcpListener::bind(("0.0.0.0", DB_PORT)).await?;
             loop {
@@ -567,12 +572,21 @@ pub fn run(plan: &Plan) -> Result<RunResult, SimError> {
         );
         recorder.push_at(Millis(0), EventKind::Stocked { sku, qty: p.stock });
     }
-    let store = Arc::new(MemoryStore::new(state, clock.clone()));
-    let recording_store = Arc::new(RecordingStore::new(
-        Arc::clone(&store) as Arc<dyn Store>,
+    let log = Log::new(
+        &state,
+        plan.scenario.faults.lose_unsynced_tail,
         recorder.clone(),
+    );
+    let store = Arc::new(MemoryStore::journaled(
+        state,
+        clock.clone(),
+        Box::new(SimJournal(Arc::clone(&log))),
     ));
-    let recording: Arc<dyn Store> = Arc::clone(&recording_store) as Arc<dyn Store>;
+    let db_store = Arc::new(DbStore::new(
+        Arc::clone(&store),
+        Arc::clone(&log),
+        plan.design.commit,
+    ));
     let hooks = plan.scenario.faults.webhooks;
     let psp_config = PspConfig {
         seed: plan.seed,
@@ -601,7 +615,8 @@ pub fn run(plan: &Plan) -> Result<RunResult, SimError> {
         http: Arc::clone(&http),
         recorder: recorder.clone(),
         store: Arc::clone(&store),
-        recording,
+        db: Arc::clone(&db_store) as Arc<dyn Store>,
+        log,
         psp: Arc::clone(&psp),
         clock,
     });
@@ -664,7 +679,7 @@ pub fn run(plan: &Plan) -> Result<RunResult, SimError> {
         charges,
         refunds,
         http_requests: http.load(std::sync::atomic::Ordering::Relaxed),
-        store_calls: recording_store.calls(),
+        store_calls: db_store.calls(),
         coverage: Coverage::of(&history, &psp.intents()),
     };
     Ok(RunResult {
@@ -730,13 +745,6 @@ fn drive(
     let at_risk = plan.scenario.faults.may_cost_sales;
     let margin_ms = plan.scenario.timing.recovery_margin_ms();
     let sync_every = plan.scenario.faults.sync_interval_ms.max(1);
-    // The durable snapshot only matters when a crash can lose the unsynced tail.
-    let lossy = plan.scenario.faults.lose_unsynced_tail;
-    let mut durable = if lossy {
-        Some(shared.store.snapshot())
-    } else {
-        None
-    };
     let deadline = plan.end_ms() + 120_000;
     let mut next_sync = sync_every;
     let mut next_check = 100;
@@ -767,10 +775,10 @@ fn drive(
             match action {
                 Action::Crash(host, down_ms) => {
                     sim.crash(host.as_str());
-                    if let (true, Some(synced)) = (host == "db", &durable) {
-                        shared.store.restore(synced.clone());
+                    if host == "db" && plan.scenario.faults.lose_unsynced_tail {
+                        let lost = shared.log.lose_unsynced_tail(&shared.store);
                         starts(
-                            format!("crash {host} (unsynced writes lost) for {down_ms} ms"),
+                            format!("crash {host} ({lost} unsynced writes lost) for {down_ms} ms"),
                             down_ms,
                         );
                     } else {
@@ -800,9 +808,7 @@ fn drive(
             }
         }
         if now >= next_sync {
-            if lossy {
-                durable = Some(shared.store.snapshot());
-            }
+            shared.log.sync(&shared.store);
             next_sync = now + sync_every;
         }
         if now >= next_check {

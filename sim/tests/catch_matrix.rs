@@ -145,6 +145,7 @@ fn mistake_of(switch: &str) -> Shows {
         "finalize" => paid_then_lost_with_the_api,
         "reconciliation" => |r, v| captured_but_never_told(r, v).map(Shown::from),
         "early_webhooks" => |r, v| express_charge_never_matched(r, v).map(Shown::from),
+        "commit" => acknowledged_then_lost_in_a_db_crash,
         "client_price" => |r, v| priced_off_the_catalog(r, v).map(Shown::from),
         other => panic!("no own-mistake check for switch {other}"),
     }
@@ -532,6 +533,38 @@ fn express_charge_never_matched(result: &RunResult, v: &Violation) -> Option<Str
             order.id,
             order.status()
         )
+    })
+}
+
+/// An order a client was told was accepted that the shop no longer has,
+/// with a db crash that lost unsynced writes between the request and the end.
+fn acknowledged_then_lost_in_a_db_crash(result: &RunResult, v: &Violation) -> Option<Shown> {
+    let Subject::Order(id) = v.subject else {
+        return None;
+    };
+    if result.audit.orders.iter().any(|o| o.id == id) {
+        return None;
+    }
+    let events = result.history.events();
+    let asked = events.get(*v.evidence.first()?)?.at.0;
+    let told = events.get(*v.evidence.last()?)?.at.0;
+    let (crash_at, lost) = events.iter().find_map(|e| match &e.kind {
+        EventKind::Fault { what } if e.at.0 >= asked => {
+            let lost = what
+                .strip_prefix("crash db (")?
+                .split_once(" unsynced writes lost")?
+                .0;
+            (lost != "0").then(|| (e.at.0, lost.to_string()))
+        }
+        _ => None,
+    })?;
+    Some(Shown {
+        text: format!(
+            "{id} acknowledged at {}; the db crashed at {} losing {lost} unsynced writes, {id} among them",
+            secs(told),
+            secs(crash_at)
+        ),
+        at_ms: Some(crash_at),
     })
 }
 

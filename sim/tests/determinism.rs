@@ -70,7 +70,7 @@ fn output(child: Child, label: &str) -> String {
 
 /// Every planned fault at once on the small flash sale, with express
 /// checkout and a store that loses its unsynced tail: each fault kind in one
-/// cheap run (no shipped scenario has a lossy store, a PSP stall or express).
+/// cheap run (no shipped scenario has a PSP stall or express checkout).
 fn all_faults() -> Scenario {
     let mut s = scenarios::flash(40, 10);
     s.name = "all-faults".into();
@@ -143,6 +143,18 @@ fn cases() -> Vec<Case> {
         1,
         &["webhook_dedup=off"],
     ));
+    // A store that answers before it syncs: its crashes take back writes
+    // clients saw, and the history forgets their events.
+    let ack_first = scenarios::catch_cases()
+        .into_iter()
+        .find(|c| c.switch == "commit=ack-first")
+        .unwrap();
+    cases.push(Case::built_in(
+        "naive-ack-first",
+        &ack_first.mix,
+        1,
+        &["commit=ack-first"],
+    ));
     for file in common::shipped_scenario_files() {
         let label = file.file_name().unwrap().to_string_lossy().into_owned();
         cases.push(Case {
@@ -162,7 +174,8 @@ fn the_same_seed_gives_the_same_trace_hash_in_separate_processes() {
     // two cases share a trace; the cases inject every kind of fault in
     // FAULT_KINDS. Debug builds run the four cheap cases (which already cover
     // every kind); release builds (CI's `cargo test --release -p stampede-sim`)
-    // add a naive design and every scenario file in scenarios/, seed 1.
+    // add two naive designs (one whose db crashes take back acknowledged
+    // writes) and every scenario file in scenarios/, seed 1.
     let cases = cases();
     let mut traces: Vec<(String, String)> = Vec::new();
     let mut kinds = BTreeSet::new();
