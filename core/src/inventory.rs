@@ -161,6 +161,12 @@ impl Inventory {
         self.restock(&sku, qty)
     }
 
+    /// Raises the reservation counter to at least `other`'s, so an inventory
+    /// restored from an older copy of `other` never reuses a reservation id.
+    pub fn keep_ids_past(&mut self, other: &Inventory) {
+        self.next_reservation = self.next_reservation.max(other.next_reservation);
+    }
+
     /// Puts `qty` more units on the shelf, spread evenly over the segments.
     pub fn restock(&mut self, sku: &Sku, qty: u64) -> Result<(), InventoryError> {
         let segs = self

@@ -322,6 +322,14 @@ impl JobQueue {
         }
     }
 
+    /// Raises the job and lease-token counters to at least `other`'s, so a
+    /// queue restored from an older copy of `other` never hands out a job id
+    /// or a lease token `other` already handed out.
+    pub fn keep_ids_past(&mut self, other: &JobQueue) {
+        self.next_job = self.next_job.max(other.next_job);
+        self.next_token = self.next_token.max(other.next_token);
+    }
+
     /// The job is done: remove it.
     pub fn ack(&mut self, lease: &Lease) -> Result<Job, JobError> {
         let held = self.held(lease)?;

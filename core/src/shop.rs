@@ -488,14 +488,13 @@ impl ShopState {
 
     /// Keeps this state from handing out an id `other` already handed out:
     /// for a state restored from an older copy of `other` (a store that lost
-    /// its unsynced tail), whose id counters went back. Raises the next order
-    /// number to at least `other`'s and moves the feed past `other`'s epoch.
-    /// The job queue's job and lease-token counters and the inventory's
-    /// reservation counter are private to `jobs.rs` and `inventory.rs` and
-    /// are not raised here (no lease or reservation a durable store
-    /// acknowledged is ever rolled back, so none of them can be reused).
+    /// its unsynced tail), whose id counters went back. Raises the order,
+    /// job, lease-token and reservation counters to at least `other`'s and
+    /// moves the feed past `other`'s epoch.
     pub fn keep_ids_past(&mut self, other: &ShopState) {
         self.next_order = self.next_order.max(other.next_order);
+        self.jobs.keep_ids_past(&other.jobs);
+        self.inventory.keep_ids_past(&other.inventory);
         self.feed.renew_epoch_after(other.feed.epoch());
     }
 
@@ -1681,18 +1680,37 @@ mod tests {
     #[test]
     fn a_restored_state_keeps_ids_past_the_live_one() {
         // Proves: after `keep_ids_past`, a state restored from an older copy never hands out an
-        // order id the live state already gave (the next order is numbered past the live one's
-        // last), its feed is in a later epoch, and what it holds is unchanged.
+        // order id, job id, lease token or reservation id the live state already gave, its feed
+        // is in a later epoch, and what it holds is unchanged.
         let mut older = shop(10, None);
         place(&mut older, "k1", 1);
         let mut live = older.clone();
         let lost = place(&mut live, "k2", 1);
+        // The live state also leased a job and reserved: job, token and reservation ids given.
+        let lost_lease = live.lease_job(Millis(1)).expect("a reserve job");
+        let cause = Cause::Worker {
+            job: lost_lease.job,
+        };
+        live.reserve(lost_lease.order, Millis(1), cause).unwrap();
+        let lost_reservation = live.order(lost_lease.order).unwrap().reservation.unwrap();
         let mut restored = older.clone();
         restored.keep_ids_past(&live);
         assert_eq!(restored.orders().count(), 1, "nothing held changes");
         assert!(restored.feed().epoch() > live.feed().epoch());
         let next = place(&mut restored, "k3", 1);
         assert!(next > lost, "{next} reuses an id up to {lost}");
+        let lease = restored.lease_job(Millis(2)).expect("a reserve job");
+        assert!(
+            lease.token > lost_lease.token,
+            "{lease:?} vs {lost_lease:?}"
+        );
+        let newest = restored.jobs().jobs().map(|j| j.id).max().unwrap();
+        assert!(newest > lost_lease.job, "{newest} reuses a job id");
+        restored
+            .reserve(lease.order, Millis(2), Cause::Worker { job: lease.job })
+            .unwrap();
+        let reservation = restored.order(lease.order).unwrap().reservation.unwrap();
+        assert!(reservation > lost_reservation, "{reservation:?} reused");
         // Keeping past an older state lowers nothing.
         let mut ahead = live.clone();
         ahead.keep_ids_past(&older);
