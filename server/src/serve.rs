@@ -220,6 +220,13 @@ pub struct Opened {
     pub replayed: u64,
 }
 
+/// A store, the clock the stack reads, and what opening it found.
+struct Built {
+    store: Arc<dyn Store>,
+    clock: Clock,
+    opened: Option<Opened>,
+}
+
 /// Why the stack did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -233,9 +240,7 @@ pub enum StartError {
 
 /// Builds the store and the clock the whole stack reads: for a durable
 /// store, its time resumes where the stored state left off.
-fn build_store(
-    config: &StackConfig,
-) -> Result<(Arc<dyn Store>, Clock, Option<Opened>), StartError> {
+fn build_store(config: &StackConfig) -> Result<Built, StartError> {
     let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
     match &config.store {
         StoreChoice::Memory => {
@@ -274,7 +279,11 @@ fn build_store(
             };
             let clock = Clock::tokio_from(recovered.epoch_unix_ms(), start);
             let store = SqliteStore::start(recovered, clock.clone()).map_err(invalid)?;
-            Ok((store, clock, Some(opened)))
+            Ok(Built {
+                store,
+                clock,
+                opened: Some(opened),
+            })
         }
     }
 }
@@ -306,7 +315,11 @@ async fn serve_with_shutdown(
 
 /// Starts the shop (and the embedded PSP) and returns once both listen.
 pub async fn start(config: StackConfig) -> Result<Stack, StartError> {
-    let (store, clock, opened) = build_store(&config)?;
+    let Built {
+        store,
+        clock,
+        opened,
+    } = build_store(&config)?;
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
     let shop_listener = TcpListener::bind(config.addr).await?;
     let shop_addr = shop_listener.local_addr()?;
