@@ -246,11 +246,11 @@ fn build_store(config: &StackConfig) -> Result<Built, StartError> {
         StoreChoice::Memory => {
             let clock = Clock::tokio(config.epoch_unix_ms);
             let state = initial_state(config).map_err(invalid)?;
-            Ok((
-                Arc::new(MemoryStore::new(state, clock.clone())),
+            Ok(Built {
+                store: Arc::new(MemoryStore::new(state, clock.clone())),
                 clock,
-                None,
-            ))
+                opened: None,
+            })
         }
         StoreChoice::Sqlite(options) => {
             if let Some(dir) = options.path.parent().filter(|d| !d.as_os_str().is_empty()) {
