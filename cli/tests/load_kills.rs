@@ -15,12 +15,14 @@
 //! one is about 5e-5 (each kill lands at a uniform point of the commit
 //! cycle: P(none) = (1 - e^-12) / 12 per kill).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use common::{fresh_dir, say};
+use std::path::Path;
+use std::process::Output;
 
 fn load(out: &Path, rate: &str, kill_every: &str, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "load",
+    let args = [
         "--rate",
         rate,
         "--duration",
@@ -29,18 +31,7 @@ fn load(out: &Path, rate: &str, kill_every: &str, extra: &[&str]) -> Output {
         kill_every,
         "--json",
     ];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(&["--out", out.to_str().unwrap()]);
-    Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .args(&args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    common::load(&args, extra, out)
 }
 
 fn report(out: &Path) -> serde_json::Value {
@@ -55,17 +46,12 @@ fn verdict<'a>(audit: &'a [serde_json::Value], name: &str) -> &'a serde_json::Va
         .unwrap_or_else(|| panic!("{name} in {audit:?}"))
 }
 
-fn say(o: &Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[test]
 fn kills_under_load_lose_nothing_acknowledged_unless_the_shop_answers_before_its_commit() {
-    let (ack_first, reference) = (dir("load-kills-ack-first"), dir("load-kills-reference"));
+    let (ack_first, reference) = (
+        fresh_dir("load-kills-ack-first"),
+        fresh_dir("load-kills-reference"),
+    );
     let broken = {
         let out = ack_first.clone();
         std::thread::spawn(move || load(&out, "60/s", "1500ms", &["--set", "commit=ack-first"]))

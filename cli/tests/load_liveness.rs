@@ -16,23 +16,18 @@
 //! holds every invariant at 100/s. The liveness half needs only some
 //! abandoning shoppers, which any rate has.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use common::fresh_dir;
+use std::path::Path;
+use std::process::Output;
 
 fn load(out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec!["load", "--rate", "20/s", "--duration", "10s", "--json"];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(&["--out", out.to_str().unwrap()]);
-    Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .args(&args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    common::load(
+        &["--rate", "20/s", "--duration", "10s", "--json"],
+        extra,
+        out,
+    )
 }
 
 fn audit(out: &Path) -> Vec<serde_json::Value> {
@@ -50,7 +45,10 @@ fn verdict<'a>(audit: &'a [serde_json::Value], name: &str) -> &'a serde_json::Va
 
 #[test]
 fn a_shop_that_never_settles_fails_liveness_and_the_reference_passes_every_invariant() {
-    let (no_ttl, reference) = (dir("load-no-ttl"), dir("load-reference-liveness"));
+    let (no_ttl, reference) = (
+        fresh_dir("load-no-ttl"),
+        fresh_dir("load-reference-liveness"),
+    );
     let broken = {
         let out = no_ttl.clone();
         std::thread::spawn(move || load(&out, &["--set", "reservation_ttl=off"]))

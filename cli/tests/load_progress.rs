@@ -10,8 +10,11 @@
 //! another branch; until it merges, `--set` refuses it and only the
 //! reference half can pass.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use common::{fresh_dir, say};
+use std::path::Path;
+use std::process::Output;
 
 /// `stampede load --rate 10/s --duration 3s --max-in-flight 40 --drain 2s
 /// --settle 20s --json EXTRA… --out OUT`. Forty goose users hold every
@@ -20,8 +23,7 @@ use std::process::{Command, Output};
 /// settle time covers that hold, after which unpaid carts lapse
 /// (abandoners here, every buyer under the sabotage).
 fn load(out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "load",
+    let args = [
         "--rate",
         "10/s",
         "--duration",
@@ -34,26 +36,7 @@ fn load(out: &Path, extra: &[&str]) -> Output {
         "20s",
         "--json",
     ];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(&["--out", out.to_str().unwrap()]);
-    Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .args(&args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-fn say(o: &Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    common::load(&args, extra, out)
 }
 
 /// The report `--json` printed: the command's own output.
@@ -73,7 +56,7 @@ fn verdict<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Val
 #[test]
 fn a_shop_that_never_offers_payment_fails_willing_buyers_served() {
     // Needs the server's `sabotage=no-payment-offer` switch (another branch).
-    let out = dir("load-no-payment-offer");
+    let out = fresh_dir("load-no-payment-offer");
     let run = load(&out, &["--set", "sabotage=no-payment-offer"]);
     assert_eq!(run.status.code(), Some(1), "{}", say(&run));
     let report = printed(&run);
@@ -96,7 +79,7 @@ fn a_shop_that_never_offers_payment_fails_willing_buyers_served() {
 
 #[test]
 fn the_reference_serves_every_willing_buyer_and_holds_every_invariant() {
-    let out = dir("load-reference-progress");
+    let out = fresh_dir("load-reference-progress");
     let run = load(&out, &[]);
     assert_eq!(run.status.code(), Some(0), "{}", say(&run));
     let report = printed(&run);

@@ -3,12 +3,14 @@
 //! malformed one is refused before any load with exit 2. The report files
 //! and histogram logs are written.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use common::fresh_dir;
+use std::path::Path;
+use std::process::Output;
 
 fn load(out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "load",
+    let args = [
         "--rate",
         "20/s",
         "--duration",
@@ -19,25 +21,13 @@ fn load(out: &Path, extra: &[&str]) -> Output {
         "20s",
         "--mix",
         "abandon=0,decline=0",
-        "--out",
-        out.to_str().unwrap(),
     ];
-    args.extend_from_slice(extra);
-    Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .args(&args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    common::load(&args, extra, out)
 }
 
 #[test]
 fn thresholds_decide_the_exit_status() {
-    let holds = dir("load-holds");
+    let holds = fresh_dir("load-holds");
     let o = load(
         &holds,
         &[
@@ -75,13 +65,13 @@ fn thresholds_decide_the_exit_status() {
         report["audit"]
     );
 
-    let violated = dir("load-violated");
+    let violated = fresh_dir("load-violated");
     let o = load(&violated, &["--threshold", "p99<1us for POST /v1/orders"]);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("FAIL"), "{stdout}");
 
-    let o = load(&dir("load-bad"), &["--threshold", "p99<fast"]);
+    let o = load(&fresh_dir("load-bad"), &["--threshold", "p99<fast"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a non-negative number"));
 }
