@@ -712,3 +712,62 @@ async fn a_clean_close_between_frames_ends_the_connection_without_error() {
     server.next_outcome().await.unwrap();
     server.stop().await;
 }
+
+/// Writes one request frame (`{"id", "request"}` after a big-endian length).
+async fn send_request(peer: &mut tokio::io::DuplexStream, id: u64, request: &Command) {
+    let body = serde_json::to_vec(&serde_json::json!({ "id": id, "request": request })).unwrap();
+    let length = u32::try_from(body.len()).unwrap();
+    peer.write_all(&length.to_be_bytes()).await.unwrap();
+    peer.write_all(&body).await.unwrap();
+}
+
+/// Reads one response frame's JSON.
+async fn read_response(peer: &mut tokio::io::DuplexStream) -> serde_json::Value {
+    let mut header = [0u8; 4];
+    peer.read_exact(&mut header).await.unwrap();
+    let mut body = vec![0u8; usize::try_from(u32::from_be_bytes(header)).unwrap()];
+    peer.read_exact(&mut body).await.unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_lease_ends_with_its_client_and_leases_nothing() {
+    // Proves: when the client of a waiting lease closes its connection (its
+    // host crashed) the wait ends at once, and a job enqueued afterwards is
+    // still there for a live worker — not handed to the dead client and kept
+    // from everyone for a visibility timeout.
+    let memory = memory_store(3, Clock::tokio(0));
+    let (mut peer, server_end) = tokio::io::duplex(64 * 1024);
+    let serving = tokio::spawn(serve_connection(server_end, Arc::clone(&memory)));
+    send_request(&mut peer, 1, &Command::LeaseJobWait { wait_ms: 20_000 }).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let started = Instant::now();
+    drop(peer);
+    timeout(Duration::from_millis(1), serving)
+        .await
+        .expect("the wait ends with its client, not after 20 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(started.elapsed(), Duration::ZERO);
+
+    memory.place_order(order_request("k1", "alice", 1)).await.unwrap();
+    let lease = memory.lease_job().await.unwrap().expect("the job is runnable");
+    assert_eq!(lease.attempt, 1, "no one leased it before");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_lease_whose_client_stays_gets_the_job_enqueued_during_the_wait() {
+    // Proves the other side: a connected client's wait is not cut short; a
+    // job enqueued 100 ms into it is leased to that client.
+    let memory = memory_store(3, Clock::tokio(0));
+    let (mut peer, server_end) = tokio::io::duplex(64 * 1024);
+    let serving = tokio::spawn(serve_connection(server_end, Arc::clone(&memory)));
+    send_request(&mut peer, 1, &Command::LeaseJobWait { wait_ms: 20_000 }).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    memory.place_order(order_request("k1", "alice", 1)).await.unwrap();
+    let response = read_response(&mut peer).await;
+    assert_eq!(response["id"], 1);
+    assert_eq!(response["result"]["Ok"]["value"]["attempt"], 1, "{response}");
+    drop(peer);
+    serving.await.unwrap().unwrap();
+}

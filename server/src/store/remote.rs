@@ -48,7 +48,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
-use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+};
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout_at};
 
@@ -132,7 +134,11 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> io::Result<T> {
 /// Serves one connection: reads request frames in order, runs each on
 /// `store`, writes each response frame before reading the next request.
 ///
-/// Returns `Ok(())` when the peer closes the stream between frames, and an
+/// A [`Command::LeaseJobWait`] is dropped, leasing nothing, when the peer
+/// closes the connection during the wait (its client crashed or gave up).
+///
+/// Returns `Ok(())` when the peer closes the stream between frames or during
+/// a waiting lease, and an
 /// error on an IO error, a close inside a frame, an oversized frame or a body
 /// that is not a request (the stream is then out of step and is dropped). A
 /// response too large for one frame is answered with
@@ -145,7 +151,18 @@ pub async fn serve_connection<IO: AsyncRead + AsyncWrite + Unpin>(
     while let Some(body) = read_frame(&mut stream).await? {
         let RequestFrame { id, request } = decode(&body)?;
         drop(body);
-        let result = store.call(request).await;
+        let result = if matches!(request, Command::LeaseJobWait { .. }) {
+            // A waiting lease ends with its client: a lease handed to a
+            // client that has gone would keep the job from every live worker
+            // for a whole visibility timeout.
+            tokio::select! {
+                biased;
+                result = store.call(request) => result,
+                () = peer_gone(&mut stream) => return Ok(()),
+            }
+        } else {
+            store.call(request).await
+        };
         let frame = match encode_frame(&ResponseFrame { id, result }) {
             Ok(frame) => frame,
             Err(too_big) => encode_frame(&ResponseFrame {
@@ -157,6 +174,17 @@ pub async fn serve_connection<IO: AsyncRead + AsyncWrite + Unpin>(
         stream.flush().await?;
     }
     Ok(())
+}
+
+/// Resolves once the peer has closed or reset the connection. Bytes that
+/// arrive instead (a request sent while another is in flight, which a
+/// [`RemoteStore`] never does) stay buffered for the next read, and this
+/// never resolves: the request in flight is answered first.
+async fn peer_gone<R: AsyncBufRead + Unpin>(reader: &mut R) {
+    match reader.fill_buf().await {
+        Ok(buffered) if !buffered.is_empty() => std::future::pending().await,
+        Ok(_) | Err(_) => {}
+    }
 }
 
 /// How a [`RemoteStore`] talks to its store host.
