@@ -750,8 +750,15 @@ async fn a_waiting_lease_ends_with_its_client_and_leases_nothing() {
         .unwrap();
     assert_eq!(started.elapsed(), Duration::ZERO);
 
-    memory.place_order(order_request("k1", "alice", 1)).await.unwrap();
-    let lease = memory.lease_job().await.unwrap().expect("the job is runnable");
+    memory
+        .place_order(order_request("k1", "alice", 1))
+        .await
+        .unwrap();
+    let lease = memory
+        .lease_job()
+        .await
+        .unwrap()
+        .expect("the job is runnable");
     assert_eq!(lease.attempt, 1, "no one leased it before");
 }
 
@@ -764,10 +771,16 @@ async fn a_waiting_lease_whose_client_stays_gets_the_job_enqueued_during_the_wai
     let serving = tokio::spawn(serve_connection(server_end, Arc::clone(&memory)));
     send_request(&mut peer, 1, &Command::LeaseJobWait { wait_ms: 20_000 }).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    memory.place_order(order_request("k1", "alice", 1)).await.unwrap();
+    memory
+        .place_order(order_request("k1", "alice", 1))
+        .await
+        .unwrap();
     let response = read_response(&mut peer).await;
     assert_eq!(response["id"], 1);
-    assert_eq!(response["result"]["Ok"]["value"]["attempt"], 1, "{response}");
+    assert_eq!(
+        response["result"]["Ok"]["value"]["attempt"], 1,
+        "{response}"
+    );
     drop(peer);
     serving.await.unwrap().unwrap();
 }
