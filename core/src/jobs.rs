@@ -401,6 +401,21 @@ impl JobQueue {
         true
     }
 
+    /// Removes a job that is waiting to run (not leased): its order no longer
+    /// needs it (a waiting order cancelled by another operation). A leased
+    /// job and an unknown id are left alone. Returns whether it was removed.
+    pub fn withdraw(&mut self, id: JobId) -> bool {
+        let Some(job) = self.jobs.get(&id) else {
+            return false;
+        };
+        let JobState::Ready { at } = job.state else {
+            return false;
+        };
+        self.visible[job.kind.lane()].remove(&(at, id));
+        self.jobs.remove(&id);
+        true
+    }
+
     /// Is the job runnable at `now` or being run (leased)? `false` for a job
     /// scheduled later and for one no longer live.
     pub fn is_due(&self, id: JobId, now: Millis) -> bool {
@@ -641,5 +656,28 @@ mod tests {
         ] {
             assert_eq!(kind.lane(), 0, "{kind:?}");
         }
+    }
+
+    #[test]
+    fn withdraw_removes_a_waiting_job_and_leaves_a_leased_or_unknown_one() {
+        // Proves: a ready job (runnable later) is removed and never leased; a leased job is
+        // not withdrawn (its lease still acks); an unknown id answers false.
+        let mut q = JobQueue::new(QueueLimits::default(), RetryPolicy::default());
+        let parked = q
+            .enqueue_at(JobKind::Reserve, OrderId(1), Millis(0), Millis(500))
+            .unwrap();
+        let running = q.enqueue(JobKind::Reserve, OrderId(2), Millis(0)).unwrap();
+        let lease = q.lease(Millis(0)).unwrap();
+        assert_eq!(lease.job, running);
+        assert!(q.withdraw(parked));
+        assert!(!q.withdraw(parked), "already gone");
+        assert!(!q.withdraw(running), "leased jobs stay");
+        assert_eq!(q.depth(), 1);
+        assert!(
+            q.lease(Millis(1_000)).is_none(),
+            "the parked job never runs"
+        );
+        q.ack(&lease).unwrap();
+        assert!(!q.withdraw(JobId(99)));
     }
 }

@@ -731,8 +731,8 @@ impl ShopState {
     /// came back (the units are sold or pinned), or the order has waited its
     /// bound. A waiting order's next `Reserve` job is scheduled at the bound
     /// and brought forward when units of a SKU it wants come back (see
-    /// [`ShopState::wake_waiters`]) or when its hope goes (see
-    /// [`ShopState::wake_hopeless`]), so nothing polls while it waits.
+    /// [`ShopState::wake_waiters`]); when its hope goes, a payment cancels it
+    /// (see [`ShopState::cancel_hopeless`]), so nothing polls while it waits.
     fn sold_out_wait(&self, id: OrderId, lines: &[(Sku, u64)], now: Millis) -> Option<Millis> {
         let created = self.orders[&id].created_at;
         let deadline = created.plus_ms(self.config.sold_out_wait_bound_ms());
@@ -814,12 +814,21 @@ impl ShopState {
         }
     }
 
-    /// Units of `sku` were pinned by a payment: wake the orders waiting for it
-    /// that can no longer be filled, so they are cancelled out of stock now
-    /// rather than at the end of their wait.
-    fn wake_hopeless(&mut self, sku: &Sku, now: Millis) {
+    /// Units of `sku` were pinned by a payment: the orders waiting for it that
+    /// can no longer be filled (they want more of it than could still come
+    /// back) are cancelled out of stock now, in this operation, and their
+    /// parked follow-up jobs withdrawn — a sold-out waitlist closes in one
+    /// store write, not one job run per waiter. A waiter whose job is due or
+    /// being run is left to that job, which decides the same way. `cause` is
+    /// the payment's.
+    fn cancel_hopeless(
+        &mut self,
+        sku: &Sku,
+        now: Millis,
+        cause: &Cause,
+    ) -> Result<Vec<Transition>, ShopError> {
         let hope = self.could_come_back(sku);
-        let woken: Vec<JobId> = self
+        let hopeless: Vec<(OrderId, JobId)> = self
             .waiting
             .iter()
             .filter(|(order, job)| {
@@ -829,11 +838,16 @@ impl ShopState {
                     > hope
                     && !self.jobs.is_due(**job, now)
             })
-            .map(|(_, job)| *job)
+            .map(|(order, job)| (*order, *job))
             .collect();
-        for job in woken {
-            self.jobs.wake(job, now);
+        let mut moved = Vec::new();
+        for (order, job) in hopeless {
+            let to = OrderStatus::Cancelled(CancelReason::OutOfStock);
+            moved.extend(self.move_order(order, to, now, cause.clone())?);
+            let withdrawn = self.jobs.withdraw(job);
+            debug_assert!(withdrawn, "a parked job is ready, so it can be withdrawn");
         }
+        Ok(moved)
     }
 
     /// Returns a reservation's units to the shelf and wakes the orders
@@ -1148,11 +1162,11 @@ impl ShopState {
         if needs_job && !self.jobs.has_room(1) {
             return Err(JobError::QueueFull(self.jobs.depth()).into());
         }
-        let transition = self
-            .orders
-            .get_mut(&id)
-            .expect("checked")
-            .transition(to, now, cause)?;
+        let transition =
+            self.orders
+                .get_mut(&id)
+                .expect("checked")
+                .transition(to, now, cause.clone())?;
         self.feed.push(id, to);
         let mut moved = vec![transition];
         if from == OrderStatus::Created {
@@ -1172,7 +1186,7 @@ impl ShopState {
                 if let Some(rid) = reservation {
                     self.inventory.pin(rid)?;
                     for (sku, _) in order_lines(&self.orders[&id]) {
-                        self.wake_hopeless(&sku, now);
+                        moved.extend(self.cancel_hopeless(&sku, now, &cause)?);
                     }
                 }
                 self.jobs.enqueue(JobKind::Finalize, id, now)?;
@@ -2190,31 +2204,61 @@ mod tests {
     }
 
     #[test]
-    fn a_payment_that_leaves_no_hope_wakes_the_waiters_it_sold_out_and_only_those() {
-        // Proves: when the last unpaid hold is paid, the waiters wanting one unit are woken at
-        // once and cancelled out of stock (not at their bound); while an unpaid hold remains,
-        // a payment wakes only the waiters it left without hope (an order of 2 behind 1 unit
+    fn a_payment_that_leaves_no_hope_cancels_the_waiters_it_sold_out_and_only_those() {
+        // Proves: when the last unpaid hold is paid, the waiters wanting one unit are cancelled
+        // out of stock by that payment, in the same operation (its transitions carry them), and
+        // their parked jobs are gone (not run at their bound); while an unpaid hold remains, a
+        // payment cancels only the waiters it left without hope (an order of 2 behind 1 unit
         // that could come back), not those that could still be filled.
+        let out_of_stock = OrderStatus::Cancelled(CancelReason::OutOfStock);
         let (mut s, held, wait) = waitlist(2, &[1, 2]);
-        to_paid(&mut s, held[0]);
-        let steps = run_reserves(&mut s, Millis(3));
-        assert_eq!(steps.len(), 1, "{steps:?}");
-        assert_eq!(steps[0].0, wait[1]);
-        assert_eq!(
-            s.order(wait[1]).unwrap().status(),
-            OrderStatus::Cancelled(CancelReason::OutOfStock)
-        );
+        to_payment_pending(&mut s, held[0]);
+        let paid = s
+            .apply_payment(
+                &intent(held[0], IntentStatus::Succeeded),
+                Millis(3),
+                Cause::Reconciler,
+            )
+            .unwrap();
+        let Step::Moved(moved) = paid else {
+            panic!("{paid:?}")
+        };
+        let cancelled: Vec<_> = moved
+            .iter()
+            .filter(|t| t.to == out_of_stock)
+            .map(|t| t.order)
+            .collect();
+        assert_eq!(cancelled, vec![wait[1]], "{moved:?}");
+        assert_eq!(s.order(wait[1]).unwrap().status(), out_of_stock);
         assert_eq!(s.order(wait[0]).unwrap().status(), OrderStatus::Created);
+        assert!(run_reserves(&mut s, Millis(3)).is_empty(), "nothing to run");
+
         to_paid(&mut s, held[1]);
-        let steps = run_reserves(&mut s, Millis(3));
-        assert_eq!(
-            steps.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
-            vec![wait[0]]
-        );
-        assert_eq!(
-            s.order(wait[0]).unwrap().status(),
-            OrderStatus::Cancelled(CancelReason::OutOfStock)
-        );
+        assert_eq!(s.order(wait[0]).unwrap().status(), out_of_stock);
+        let later: Vec<_> = std::iter::from_fn(|| s.lease_job(Millis(1_000)))
+            .filter(|l| l.kind == JobKind::Reserve)
+            .collect();
+        assert!(later.is_empty(), "no parked job left: {later:?}");
+    }
+
+    #[test]
+    fn a_waiter_whose_job_is_running_is_left_to_its_job_when_hope_goes() {
+        // Proves the other side of the bound: a waiter whose reserve job is leased when the
+        // last hold is paid is not cancelled by the payment; its own job then cancels it.
+        let out_of_stock = OrderStatus::Cancelled(CancelReason::OutOfStock);
+        let (mut s, held, wait) = waitlist(1, &[1]);
+        let running = s
+            .lease_job(Millis(200))
+            .expect("the waiter's job at its bound");
+        assert_eq!(running.order, wait[0]);
+        to_paid(&mut s, held[0]);
+        assert_eq!(s.order(wait[0]).unwrap().status(), OrderStatus::Created);
+        let cause = Cause::Worker { job: running.job };
+        assert!(matches!(
+            s.reserve(wait[0], Millis(200), cause).unwrap(),
+            Step::Moved(_)
+        ));
+        assert_eq!(s.order(wait[0]).unwrap().status(), out_of_stock);
     }
 
     #[test]
