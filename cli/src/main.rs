@@ -19,6 +19,13 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+/// The allocator. A simulated flash sale makes tens of millions of small,
+/// short-lived allocations (HTTP and store frames, turmoil's per-tick
+/// message batches); with glibc's malloc they were a fifth of the run's CPU
+/// (benches/README.md, "Simulating at the engine's speed").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Deterministic simulation and load testing for checkout systems.
 #[derive(Parser)]
 #[command(name = "stampede", version, about, long_about = None)]
