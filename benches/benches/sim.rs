@@ -95,7 +95,7 @@ fn run_echo(plan: &Plan, total: u64) -> u64 {
     let mut sim = builder.build();
     sim.host("echo", || async {
         let listener = SimListener::bind(ECHO_PORT).await?;
-        axum::serve(listener, echo_router()).await?;
+        axum::serve(listener, echo_router().into_make_service()).await?;
         Ok(())
     });
 

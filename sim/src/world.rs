@@ -361,7 +361,7 @@ fn build_sim(shared: &Arc<Shared>) -> turmoil::Sim<'static> {
         async move {
             tokio::spawn(Arc::clone(&psp).run_delivery());
             let listener = SimListener::bind(PSP_PORT).await?;
-            axum::serve(listener, psp::router(psp)).await?;
+            axum::serve(listener, psp::router(psp).into_make_service()).await?;
             Ok(())
         }
     });
@@ -372,7 +372,8 @@ fn build_sim(shared: &Arc<Shared>) -> turmoil::Sim<'static> {
             let app = s.app();
             async move {
                 let listener = SimListener::bind(SHOP_PORT).await?;
-                axum::serve(listener, stampede_server::api::router(app)).await?;
+                axum::serve(listener, stampede_server::api::router(app).into_make_service())
+                    .await?;
                 Ok(())
             }
         });
