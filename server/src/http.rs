@@ -21,6 +21,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// Largest response body the client reads.
 pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
+/// Bytes the client reserves for each read from a connection. hyper's
+/// default starts every connection at 8 KiB; the shop's responses and events
+/// are a few hundred bytes, and a simulated flash sale holds ten thousand
+/// connections open at once (every shopper's events stream), so the default
+/// was 80 MB of mostly untouched buffers. A longer response is read in more
+/// reads, not refused.
+const READ_BUF_BYTES: usize = 2048;
+
 /// A bidirectional byte stream.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -224,7 +232,9 @@ impl HttpClient {
                 addr: addr.to_string(),
                 source,
             })?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
+            .read_buf_exact_size(Some(READ_BUF_BYTES))
+            .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| protocol(addr, e.to_string()))?;
         // The connection future drives the socket; it ends when the exchange does.

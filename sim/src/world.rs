@@ -372,8 +372,11 @@ fn build_sim(shared: &Arc<Shared>) -> turmoil::Sim<'static> {
             let app = s.app();
             async move {
                 let listener = SimListener::bind(SHOP_PORT).await?;
-                axum::serve(listener, stampede_server::api::router(app).into_make_service())
-                    .await?;
+                axum::serve(
+                    listener,
+                    stampede_server::api::router(app).into_make_service(),
+                )
+                .await?;
                 Ok(())
             }
         });
