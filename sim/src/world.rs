@@ -504,8 +504,9 @@ struct Monitor {
 
 impl Monitor {
     fn check(&mut self, store: &MemoryStore, psp: &Psp, now: u64) {
-        let stats = store.read(ShopState::stats);
-        for (sku, level) in &stats.stock {
+        // Stock levels only: the shop's full stats walk every order.
+        let stock = store.read(|s| s.inventory().levels());
+        for (sku, level) in &stock {
             let received = self.received.get(sku).copied().unwrap_or(0);
             if level.sold > received {
                 self.note(
