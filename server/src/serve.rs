@@ -295,6 +295,8 @@ pub async fn serve_router(
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    // `into_make_service` turns the routes into services once; handing axum
+    // the bare router would redo that for every connection it accepts.
     axum::serve(listener, router.into_make_service())
         .with_graceful_shutdown(shutdown)
         .await

@@ -361,6 +361,7 @@ fn build_sim(shared: &Arc<Shared>) -> turmoil::Sim<'static> {
         async move {
             tokio::spawn(Arc::clone(&psp).run_delivery());
             let listener = SimListener::bind(PSP_PORT).await?;
+            // Routes built once, not per connection (every simulated request is a connection).
             axum::serve(listener, psp::router(psp).into_make_service()).await?;
             Ok(())
         }
