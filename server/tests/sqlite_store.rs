@@ -5,9 +5,9 @@
 use proptest::prelude::*;
 use rusqlite::Connection;
 use stampede_core::{
-    Catalog, Cause, Cents, Command, CustomerId, EventId, IdempotencyKey, IntentId, IntentStatus,
-    ItemRequest, JobKind, Millis, OrderId, PaymentIntent, PlaceOrder, Placed, Product, Reply,
-    SavedResponse, ShopConfig, ShopState, Sku, WebhookEvent, WebhookKind,
+    CancelReason, Catalog, Cause, Cents, Command, CustomerId, EventId, IdempotencyKey, IntentId,
+    IntentStatus, ItemRequest, JobKind, Millis, OrderId, OrderStatus, PaymentIntent, PlaceOrder,
+    Placed, Product, Reply, SavedResponse, ShopConfig, ShopState, Sku, WebhookEvent, WebhookKind,
 };
 use stampede_server::store::SqliteStore;
 use stampede_server::store::sqlite::{self, OpenError, SqliteOptions, SyncLevel};
@@ -369,6 +369,57 @@ proptest! {
             pair.assert_same().await;
         });
     }
+}
+
+#[test]
+fn a_waitlist_a_payment_sells_out_is_closed_the_same_way_across_a_restart() {
+    // Proves: the path the random workloads rarely reach — an order waiting for units that
+    // unpaid holds could give back, a restart while it waits, then payments that pin those
+    // units and cancel the waiter in the same operation (its parked job withdrawn) — answers
+    // and ends the same in the SQLite store as in memory, before and after a final restart.
+    runtime().block_on(async {
+        let mut pair = Pair::new(3);
+        let place = |customer, qty| Action::Place {
+            customer,
+            sku: 0,
+            qty,
+            key: None,
+            express: false,
+        };
+        let work = || Action::Work {
+            fail: false,
+            jitter: 0,
+        };
+        // Two carts take all 6 units and reach payment_pending (reserve, then intent, each).
+        pair.step(place(0, 3)).await;
+        pair.step(place(1, 3)).await;
+        for _ in 0..4 {
+            pair.step(work()).await;
+        }
+        // A third order finds the shelf empty while both holds could still lapse: it waits.
+        pair.step(place(2, 1)).await;
+        pair.step(work()).await;
+        let status = |pair: &Pair, n: usize| {
+            let (id, _) = pair.totals[n];
+            pair.memory.snapshot().order(id).unwrap().status()
+        };
+        assert_eq!(status(&pair, 0), OrderStatus::PaymentPending);
+        assert_eq!(status(&pair, 1), OrderStatus::PaymentPending);
+        assert_eq!(status(&pair, 2), OrderStatus::Created, "waiting");
+        pair.restart();
+        pair.assert_same().await;
+        pair.step(Action::Pay { order: 0, copy: 0 }).await;
+        assert_eq!(status(&pair, 2), OrderStatus::Created, "hope is left");
+        pair.step(Action::Pay { order: 1, copy: 0 }).await;
+        assert_eq!(
+            status(&pair, 2),
+            OrderStatus::Cancelled(CancelReason::OutOfStock),
+            "cancelled by the payment itself, no job run"
+        );
+        pair.assert_same().await;
+        pair.restart();
+        pair.assert_same().await;
+    });
 }
 
 #[test]
