@@ -745,3 +745,119 @@ fn a_database_in_use_is_refused_until_its_store_is_dropped() {
         10
     );
 }
+
+#[test]
+fn a_fresh_database_says_so_keeps_its_epoch_and_runs_in_wal_mode() {
+    // Proves: the open that creates the file reports it (and `fresh` makes its state), the
+    // epoch is the creation time and survives a reopen at a later time, and the file is in
+    // WAL mode (a setting SQLite keeps in the file).
+    let db = TempDb::new("fresh");
+    let created = sqlite::open(&db.options(), 1_700_000_000_000, || Ok(state())).unwrap();
+    assert!(created.created());
+    assert_eq!(created.epoch_unix_ms(), 1_700_000_000_000);
+    drop(created);
+    let reopened = sqlite::open(&db.options(), 1_800_000_000_000, || panic!("not fresh")).unwrap();
+    assert!(!reopened.created());
+    assert_eq!(
+        reopened.epoch_unix_ms(),
+        1_700_000_000_000,
+        "the creation time"
+    );
+    assert_eq!(reopened.start_at(1_700_000_005_000), Millis(5_000));
+    drop(reopened);
+    let mode: String = Connection::open(&db.0)
+        .unwrap()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode.to_ascii_lowercase(), "wal");
+}
+
+/// Applies `n` restocks (changes that add no order) to a store that
+/// checkpoints every 3 commands, then reopens it: how many commands the log
+/// held past the last checkpoint.
+fn replayed_after_restocks(n: u64) -> u64 {
+    let db = TempDb::new("cadence");
+    let (clock, _now) = manual_clock();
+    let store = open_with(&db.checkpointing(3), &clock);
+    runtime().block_on(async {
+        for _ in 0..n {
+            let sku = Sku::new(SKUS[0]).unwrap();
+            store.call(Command::Restock { sku, qty: 1 }).await.unwrap();
+        }
+    });
+    drop(store);
+    sqlite::open(&db.checkpointing(3), 0, || panic!("not fresh"))
+        .unwrap()
+        .replayed()
+}
+
+#[test]
+fn a_checkpoint_comes_every_n_changes_and_the_log_holds_the_rest() {
+    // Proves both sides of the checkpoint bound (3 commands here, no orders held): fewer
+    // changes than the bound stay in the log; at the bound a checkpoint takes them, and
+    // only the changes after the last checkpoint are replayed.
+    assert_eq!(
+        replayed_after_restocks(2),
+        2,
+        "below the bound: all in the log"
+    );
+    assert_eq!(replayed_after_restocks(3), 0, "at the bound: checkpointed");
+    assert_eq!(replayed_after_restocks(7), 1, "checkpoints at 3 and 6");
+}
+
+#[test]
+fn the_intents_table_shows_each_intents_status_by_name() {
+    // Proves: an order's payment intent is in the plain `intents` table with its status as
+    // its serde name, once a reopen has checkpointed it.
+    let db = TempDb::new("intents");
+    let (clock, _now) = manual_clock();
+    let store = open_store(&db, &clock);
+    runtime().block_on(async {
+        let request = PlaceOrder {
+            key: None,
+            customer: CustomerId::new("cy").unwrap(),
+            items: vec![ItemRequest {
+                sku: Sku::new(SKUS[1]).unwrap(),
+                qty: 1,
+            }],
+            express: false,
+        };
+        store.call(Command::PlaceOrder { request }).await.unwrap();
+        for _ in 0..2 {
+            let Reply::Lease(Some(lease)) = store.call(Command::LeaseJob).await.unwrap() else {
+                panic!("a job");
+            };
+            let cause = Cause::Worker { job: lease.job };
+            let step = match lease.kind {
+                JobKind::Reserve => Command::Reserve {
+                    order: lease.order,
+                    cause,
+                },
+                JobKind::CreateIntent => Command::RecordIntent {
+                    intent: PaymentIntent {
+                        id: IntentId::new("pi_1").unwrap(),
+                        order: lease.order,
+                        amount: Cents(1_000),
+                        status: IntentStatus::RequiresPayment,
+                        refunded: Cents(0),
+                    },
+                    cause,
+                },
+                other => panic!("unexpected {other:?}"),
+            };
+            store.call(step).await.unwrap();
+            store.call(Command::AckJob { lease }).await.unwrap();
+        }
+    });
+    drop(store);
+    drop(sqlite::open(&db.options(), 0, || panic!("not fresh")).unwrap());
+    let row: (String, String, i64) = Connection::open(&db.0)
+        .unwrap()
+        .query_row(
+            "SELECT intent_id, status, amount_cents FROM intents WHERE order_id = 'ord_1'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(row, ("pi_1".into(), "requires_payment".into(), 1_000));
+}
