@@ -11,6 +11,7 @@ use stampede_reports::LoadReport;
 use stampede_server::http::Connector;
 use stampede_server::psp::{Psp, PspConfig, WebhookTarget};
 use stampede_server::serve::{self, StackConfig, StoreChoice};
+use stampede_server::store::postgres::{self, PgOptions};
 use stampede_server::store::sqlite::{self, SqliteOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,7 +20,10 @@ use std::time::Duration;
 /// What `load` was asked to do.
 #[derive(clap::Args)]
 pub struct LoadArgs {
-    /// A running shop (`http://host:port`); by default Stampede starts the shop with an embedded PSP on loopback.
+    /// A running shop (`http://host:port`), or several replicas of one shop on one shared store,
+    /// comma-separated (`http://a:8080,http://b:8080`): journeys are spread over them, each
+    /// journey on one replica, and the audit reads the first. By default Stampede starts the
+    /// shop with an embedded PSP on loopback.
     #[arg(long)]
     pub host: Option<String>,
     /// The PSP of the shop at --host (`http://host:port`); shoppers confirm payments there.
@@ -91,7 +95,9 @@ pub struct LoadArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_bound)]
     pub decide_within: Option<Duration>,
     /// Where the shop Stampede starts keeps its state: sqlite (a fresh <out>/shop.db, the default),
-    /// sqlite:PATH (a fresh file there) or memory. Ignored with --host.
+    /// sqlite:PATH (a fresh file there), postgres://user:password@host:port/database (Stampede's
+    /// tables there are dropped first; another program's tables are refused) or memory. Not with
+    /// --host.
     #[arg(long, default_value = "sqlite", value_parser = parse_store, conflicts_with = "host")]
     pub store: LoadStore,
     /// SQLite sync level of the shop Stampede starts: full or normal (see `stampede serve --help`).
@@ -116,16 +122,22 @@ pub enum LoadStore {
     Memory,
     /// SQLite at this path, or `<out>/shop.db` when `None`; always fresh.
     Sqlite(Option<PathBuf>),
+    /// The PostgreSQL database at this URL; Stampede's tables in it are dropped first.
+    Postgres(String),
 }
 
 fn parse_store(text: &str) -> Result<LoadStore, String> {
+    if PgOptions::is_url(text) {
+        return Ok(LoadStore::Postgres(text.to_string()));
+    }
     match text {
         "memory" => Ok(LoadStore::Memory),
         "sqlite" => Ok(LoadStore::Sqlite(None)),
         _ => match text.strip_prefix("sqlite:") {
             Some(path) if !path.is_empty() => Ok(LoadStore::Sqlite(Some(PathBuf::from(path)))),
             _ => Err(format!(
-                "{text:?}: write sqlite (a fresh <out>/shop.db), sqlite:PATH or memory"
+                "{text:?}: write sqlite (a fresh <out>/shop.db), sqlite:PATH, \
+                 postgres://user:password@host:port/database or memory"
             )),
         },
     }
@@ -311,6 +323,19 @@ fn parse_mix(text: &str) -> Result<Mix, String> {
     Ok(mix)
 }
 
+/// `--host`: one or more comma-separated shop URLs → distinct `host:port`s, in order.
+fn shop_hosts(urls: &str) -> Result<Vec<String>, String> {
+    let mut hosts: Vec<String> = Vec::new();
+    for url in urls.split(',') {
+        let host = host_port(url)?;
+        if hosts.contains(&host) {
+            return Err(format!("--host names {host} twice"));
+        }
+        hosts.push(host);
+    }
+    Ok(hosts)
+}
+
 /// `http://host:port` (or `host:port`) → `host:port`.
 fn host_port(url: &str) -> Result<String, String> {
     let rest = url.trim().trim_end_matches('/');
@@ -359,9 +384,14 @@ fn load_stack(design: stampede_server::Design, seed: u64, store: StoreChoice) ->
 
 /// The store a load run's shop gets: a fresh SQLite file (an older Stampede
 /// database there is deleted; any other file is refused), or memory.
-fn fresh_store(args: &LoadArgs, dir: &Path) -> Result<StoreChoice, String> {
+async fn fresh_store(args: &LoadArgs, dir: &Path) -> Result<StoreChoice, String> {
     let path = match &args.store {
         LoadStore::Memory => return Ok(StoreChoice::Memory),
+        LoadStore::Postgres(url) => {
+            let options = PgOptions::new(url.clone());
+            postgres::reset(&options).await.map_err(|e| e.to_string())?;
+            return Ok(StoreChoice::Postgres(options));
+        }
         LoadStore::Sqlite(path) => path.clone().unwrap_or_else(|| dir.join("shop.db")),
     };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -423,6 +453,7 @@ async fn start_child_shop(
     let store = match store {
         StoreChoice::Memory => "memory".to_string(),
         StoreChoice::Sqlite(options) => format!("sqlite:{}", options.path.display()),
+        StoreChoice::Postgres(options) => options.url.clone(),
     };
     let mut argv: Vec<String> = [
         "serve",
@@ -542,8 +573,10 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
     let report = runtime.block_on(async {
         let mut kills = None;
         let mut psp_tasks = Vec::new();
+        let mut replicas = Vec::new();
         let (stack, shop, psp, design, catalog, hold_ms) = match &args.host {
-            Some(url) => {
+            Some(urls) => {
+                replicas = shop_hosts(urls)?;
                 let psp = match (&args.psp, &args.probe) {
                     (Some(psp), _) => host_port(psp)?,
                     (None, Some(_)) => String::new(),
@@ -556,7 +589,7 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
                 };
                 (
                     None,
-                    host_port(url)?,
+                    replicas.remove(0),
                     psp,
                     "unknown".to_string(),
                     None,
@@ -564,7 +597,7 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
                 )
             }
             None if args.kill_every.is_some() => {
-                let store = fresh_store(args, &dir)?;
+                let store = fresh_store(args, &dir).await?;
                 let shop = format!("127.0.0.1:{}", free_port()?);
                 let (psp, tasks) = start_psp(args.seed, &shop).await?;
                 psp_tasks = tasks;
@@ -588,7 +621,8 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
                 )
             }
             None => {
-                let stack_config = load_stack(spec.design, args.seed, fresh_store(args, &dir)?);
+                let stack_config =
+                    load_stack(spec.design, args.seed, fresh_store(args, &dir).await?);
                 // The audit's prices and stock: what Stampede configured, not what the shop says.
                 let catalog = stack_config
                     .catalog
@@ -606,6 +640,7 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
             }
         };
         let mut config = LoadConfig::new(&shop, &psp, dir.clone());
+        config.replicas = replicas;
         config.admin_token = args.admin_token.clone();
         config.model = model;
         config.shape = shape;

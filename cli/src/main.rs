@@ -108,8 +108,10 @@ enum Command {
         #[arg(long, default_value = "stampede-admin")]
         admin_token: String,
         /// Where the shop keeps its state: sqlite:PATH (durable: every acknowledged change
-        /// survives a crash; an existing file is resumed), sqlite (= sqlite:stampede-data/shop.db)
-        /// or memory (fastest; lost when the process ends).
+        /// survives a crash; an existing file is resumed), sqlite (= sqlite:stampede-data/shop.db),
+        /// postgres://user:password@host:port/database (durable and shared: start several
+        /// replicas on one database; an empty database gets Stampede's tables, an existing
+        /// Stampede database is joined) or memory (fastest; lost when the process ends).
         #[arg(long, default_value = "sqlite", value_parser = serve::StoreChoice::parse)]
         store: serve::StoreChoice,
         /// SQLite sync level: full (a reply waits until its commit is on disk: survives power
@@ -219,6 +221,18 @@ async fn run_serve(config: StackConfig) -> Result<(), String> {
             } else {
                 format!(
                     "resumed {} orders ({} logged commands re-applied)",
+                    opened.orders, opened.replayed
+                )
+            }
+        ),
+        (serve::StoreChoice::Postgres(options), Some(opened)) => println!(
+            "state in {} (postgres, shared with any other replica on it): {}",
+            options.redacted(),
+            if opened.created {
+                "a new shop".to_string()
+            } else {
+                format!(
+                    "joined a shop of {} orders ({} logged commands re-applied)",
                     opened.orders, opened.replayed
                 )
             }
@@ -434,6 +448,9 @@ fn main() -> ExitCode {
                 duplicate_probability,
                 max_extra_copies,
                 delay_ms_max,
+                // Signed with the secret `stampede serve` checks, so a shop started with
+                // `--psp` pointing here accepts its webhooks.
+                secret: stampede_server::app::ServerConfig::default().webhook_secret,
                 ..PspConfig::default()
             };
             runtime.block_on(run_psp(addr, config))

@@ -521,7 +521,24 @@ impl Journey<'_> {
         self.shared.latencies().record(name, sample);
     }
 
+    /// The journey's replica: a path of the shop's API becomes a URL on
+    /// replica `id mod replicas` (the shop itself when there is one).
+    fn routed<'c>(&self, mut call: Call<'c>) -> Call<'c> {
+        let replicas = &self.shared.config.replicas;
+        if replicas.is_empty() || !call.url.starts_with('/') {
+            return call;
+        }
+        let pick = (self.id % (replicas.len() as u64 + 1)) as usize;
+        let host = match pick {
+            0 => &self.shared.config.shop,
+            n => &replicas[n - 1],
+        };
+        call.url = format!("http://{host}{}", call.url);
+        call
+    }
+
     async fn call(&mut self, user: &mut GooseUser, call: Call<'_>) -> Timed {
+        let call = self.routed(call);
         let intended = self.take_send();
         let timed = send(self.shared, user, &call).await;
         self.answered(call.name, intended, &timed);
@@ -531,6 +548,7 @@ impl Journey<'_> {
     /// The same request twice at once (a double click); the second copy goes
     /// straight through reqwest, so only the loadgen's histograms see it.
     async fn call_twice(&mut self, user: &mut GooseUser, call: Call<'_>) -> [Timed; 2] {
+        let call = self.routed(call);
         let second =
             builder(user, &call, self.shared.config.request_timeout).map_err(|e| e.to_string());
         let intended = self.take_send();

@@ -113,8 +113,12 @@ impl Default for Mix {
 /// Everything a load run needs.
 #[derive(Clone, Debug)]
 pub struct LoadConfig {
-    /// The shop, `host:port`.
+    /// The shop, `host:port`: where the audit reads, and the first replica.
     pub shop: String,
+    /// Further replicas of the same shop (one shared store), `host:port`:
+    /// journey `n` goes to replica `n mod (1 + len)`, `shop` counted first,
+    /// for all its requests. Empty: one shop.
+    pub replicas: Vec<String>,
     /// The PSP, `http://host:port` (shoppers confirm payments there).
     pub psp_url: String,
     /// The PSP, `host:port` (the audit reads its ledger).
@@ -180,6 +184,7 @@ impl LoadConfig {
     pub fn new(shop: &str, psp: &str, out_dir: PathBuf) -> LoadConfig {
         LoadConfig {
             shop: shop.to_string(),
+            replicas: Vec::new(),
             psp_url: format!("http://{psp}"),
             psp: psp.to_string(),
             admin_token: "stampede-admin".into(),
@@ -569,7 +574,11 @@ pub async fn run(
     let mut report = LoadReport {
         version: REPORT_VERSION,
         title,
-        target: format!("http://{}", config.shop),
+        target: std::iter::once(&config.shop)
+            .chain(&config.replicas)
+            .map(|host| format!("http://{host}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         design: config.design.clone(),
         model,
         duration_ms: config.duration.as_millis() as u64,

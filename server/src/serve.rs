@@ -7,6 +7,7 @@ use crate::app::{App, ServerConfig};
 use crate::clock::Clock;
 use crate::http::{Connector, HttpClient};
 use crate::psp::{self, Psp, PspClient, PspConfig, WebhookTarget};
+use crate::store::postgres::{self, PgOptions, PgStore};
 use crate::store::sqlite::{self, SqliteOptions};
 use crate::store::{MemoryStore, SqliteStore, Store};
 use crate::workers::{self, WorkerConfig};
@@ -35,17 +36,25 @@ pub enum StoreChoice {
     Memory,
     /// In an SQLite file: every acknowledged change survives a crash.
     Sqlite(SqliteOptions),
+    /// In a PostgreSQL database, shared with other replicas: every
+    /// acknowledged change is committed there.
+    Postgres(PgOptions),
 }
 
 impl StoreChoice {
-    /// Parses `memory`, `sqlite` (the default path) or `sqlite:PATH`.
+    /// Parses `memory`, `sqlite` (the default path), `sqlite:PATH` or a
+    /// `postgres://` (`postgresql://`) URL.
     pub fn parse(text: &str) -> Result<StoreChoice, String> {
+        if PgOptions::is_url(text) {
+            return Ok(StoreChoice::Postgres(PgOptions::new(text)));
+        }
         match text {
             "memory" => Ok(StoreChoice::Memory),
             "sqlite" => Ok(StoreChoice::Sqlite(SqliteOptions::new(DEFAULT_SQLITE_PATH))),
             _ => match text.strip_prefix("sqlite:") {
                 Some("") | None => Err(format!(
-                    "{text:?}: write memory, sqlite (= sqlite:{DEFAULT_SQLITE_PATH}) or sqlite:PATH"
+                    "{text:?}: write memory, sqlite (= sqlite:{DEFAULT_SQLITE_PATH}), sqlite:PATH \
+                     or postgres://user:password@host:port/database"
                 )),
                 Some(path) => Ok(StoreChoice::Sqlite(SqliteOptions::new(path))),
             },
@@ -233,6 +242,9 @@ pub enum StartError {
     /// The store's file was refused (foreign, another version, corrupt).
     #[error(transparent)]
     Store(#[from] sqlite::OpenError),
+    /// The PostgreSQL database was unreachable or refused (foreign, another version, corrupt).
+    #[error(transparent)]
+    Postgres(#[from] postgres::PgOpenError),
     /// Anything else: a port in use, a bad configuration.
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -240,7 +252,7 @@ pub enum StartError {
 
 /// Builds the store and the clock the whole stack reads: for a durable
 /// store, its time resumes where the stored state left off.
-fn build_store(config: &StackConfig) -> Result<Built, StartError> {
+async fn build_store(config: &StackConfig) -> Result<Built, StartError> {
     let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
     match &config.store {
         StoreChoice::Memory => {
@@ -285,6 +297,38 @@ fn build_store(config: &StackConfig) -> Result<Built, StartError> {
                 opened: Some(opened),
             })
         }
+        StoreChoice::Postgres(options) => {
+            if !config.server.design.commit.waits() {
+                return Err(invalid(
+                    "commit=ack-first is modelled on the SQLite store only; \
+                     the PostgreSQL store replies after its commit"
+                        .into(),
+                )
+                .into());
+            }
+            let opened =
+                postgres::open(options, config.epoch_unix_ms, || initial_state(config)).await?;
+            let start = opened.start_at(config.epoch_unix_ms);
+            tracing::info!(
+                url = %options.redacted(),
+                created = opened.created(),
+                orders = opened.state().order_count(),
+                replayed = opened.replayed(),
+                "store opened"
+            );
+            let found = Opened {
+                created: opened.created(),
+                orders: opened.state().order_count(),
+                replayed: opened.replayed(),
+            };
+            let clock = Clock::tokio_from(opened.epoch_unix_ms(), start);
+            let store = PgStore::start(opened, clock.clone());
+            Ok(Built {
+                store,
+                clock,
+                opened: Some(found),
+            })
+        }
     }
 }
 
@@ -321,7 +365,7 @@ pub async fn start(config: StackConfig) -> Result<Stack, StartError> {
         store,
         clock,
         opened,
-    } = build_store(&config)?;
+    } = build_store(&config).await?;
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
     let shop_listener = TcpListener::bind(config.addr).await?;
     let shop_addr = shop_listener.local_addr()?;
@@ -405,7 +449,19 @@ mod tests {
             StoreChoice::parse("sqlite:/tmp/x.db"),
             Ok(StoreChoice::Sqlite(SqliteOptions::new("/tmp/x.db")))
         );
-        for bad in ["sqlite:", "postgres://db", "Memory", ""] {
+        assert_eq!(
+            StoreChoice::parse("postgres://u:p@db:5432/shop"),
+            Ok(StoreChoice::Postgres(PgOptions::new(
+                "postgres://u:p@db:5432/shop"
+            )))
+        );
+        assert_eq!(
+            StoreChoice::parse("postgresql://db/shop"),
+            Ok(StoreChoice::Postgres(PgOptions::new(
+                "postgresql://db/shop"
+            )))
+        );
+        for bad in ["sqlite:", "postgres:db", "Memory", ""] {
             let error = StoreChoice::parse(bad).unwrap_err();
             assert!(error.contains("sqlite:PATH"), "{bad:?}: {error}");
         }

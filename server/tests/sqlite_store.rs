@@ -2,36 +2,23 @@
 //! edges: the file it refuses, the restarts it survives, the commit that
 //! fails.
 
+mod common;
+
+use common::{Action, Differential, SKUS, Subject, action, manual_clock, runtime, state};
 use proptest::prelude::*;
 use rusqlite::Connection;
 use stampede_core::{
-    CancelReason, Catalog, Cause, Cents, Command, CustomerId, EventId, IdempotencyKey, IntentId,
-    IntentStatus, ItemRequest, JobKind, Millis, OrderId, OrderStatus, PaymentIntent, PlaceOrder,
-    Placed, Product, Reply, SavedResponse, ShopConfig, ShopState, Sku, WebhookEvent, WebhookKind,
+    CancelReason, Cause, Cents, Command, CustomerId, IdempotencyKey, IntentId, IntentStatus,
+    ItemRequest, JobKind, Millis, OrderStatus, PaymentIntent, PlaceOrder, Placed, Reply,
+    SavedResponse, ShopState, Sku,
 };
 use stampede_server::store::SqliteStore;
+use stampede_server::store::StoreFuture;
 use stampede_server::store::sqlite::{self, OpenError, SqliteOptions, SyncLevel};
-use stampede_server::{Clock, MemoryStore, Store, StoreError};
+use stampede_server::{Clock, Store, StoreError};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-const SKUS: [&str; 3] = ["hat", "scarf", "glove"];
-
-fn state() -> ShopState {
-    let catalog = Catalog::new(SKUS.iter().map(|sku| Product {
-        sku: Sku::new(*sku).unwrap(),
-        name: sku.to_string(),
-        price: Cents(1_000),
-        max_qty_per_order: 5,
-        per_customer_limit: None,
-    }));
-    let mut shop = ShopState::new(catalog, ShopConfig::default());
-    for sku in SKUS {
-        shop.stock(&Sku::new(sku).unwrap(), 6, 1).unwrap();
-    }
-    shop
-}
 
 /// A fresh path in the temp directory (removed with its WAL files on drop).
 struct TempDb(PathBuf);
@@ -77,16 +64,6 @@ impl Drop for TempDb {
     }
 }
 
-/// A clock the test moves by hand.
-fn manual_clock() -> (Clock, Arc<AtomicU64>) {
-    let now = Arc::new(AtomicU64::new(0));
-    let read = Arc::clone(&now);
-    (
-        Clock::from_fn(0, move || Millis(read.load(Ordering::SeqCst))),
-        now,
-    )
-}
-
 fn open_store(db: &TempDb, clock: &Clock) -> Arc<SqliteStore> {
     open_with(&db.options(), clock)
 }
@@ -96,255 +73,56 @@ fn open_with(options: &SqliteOptions, clock: &Clock) -> Arc<SqliteStore> {
     SqliteStore::start(recovered, clock.clone()).expect("starts")
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// One step of a random workload. Commands that need an order or a lease
-/// take them from the replies so far (the same in both stores, or the test
-/// has already failed).
-#[derive(Clone, Debug)]
-enum Action {
-    Place {
-        customer: u8,
-        sku: usize,
-        qty: u32,
-        key: Option<u8>,
-        express: bool,
-    },
-    /// Lease a job and do its step (`fail`: fail the attempt instead).
-    Work {
-        fail: bool,
-        jitter: u32,
-    },
-    /// A `payment_intent.succeeded` webhook for an order (`copy` tells
-    /// duplicates apart from new events).
-    Pay {
-        order: u8,
-        copy: u8,
-    },
-    Cancel {
-        order: u8,
-    },
-    Restock {
-        sku: usize,
-        qty: u64,
-    },
-    Expire,
-    Housekeep,
-    Advance {
-        ms: u64,
-    },
-    /// Drop the SQLite store and open the file again.
-    Restart,
-    Read {
-        order: u8,
-    },
-}
-
-fn action() -> impl Strategy<Value = Action> {
-    prop_oneof![
-        4 => (0u8..4, 0usize..3, 1u32..4, proptest::option::of(0u8..6), any::<bool>()).prop_map(
-            |(customer, sku, qty, key, express)| Action::Place { customer, sku, qty, key, express }
-        ),
-        6 => (any::<bool>(), 0u32..=1000).prop_map(|(f, jitter)| Action::Work { fail: f && jitter % 4 == 0, jitter }),
-        2 => (0u8..8, 0u8..2).prop_map(|(order, copy)| Action::Pay { order, copy }),
-        1 => (0u8..8).prop_map(|order| Action::Cancel { order }),
-        1 => (0usize..3, 1u64..4).prop_map(|(sku, qty)| Action::Restock { sku, qty }),
-        1 => Just(Action::Expire),
-        1 => Just(Action::Housekeep),
-        3 => (0u64..20_000).prop_map(|ms| Action::Advance { ms }),
-        1 => Just(Action::Restart),
-        1 => (0u8..8).prop_map(|order| Action::Read { order }),
-    ]
-}
-
-/// Both stores, fed the same commands.
-struct Pair {
-    memory: MemoryStore,
-    /// `None` only inside `restart`.
-    sqlite: Option<Arc<SqliteStore>>,
+/// The SQLite store as the store under test: one replica, reopened on restart.
+struct Sqlite {
+    store: Option<Arc<SqliteStore>>,
     db: TempDb,
     options: SqliteOptions,
     clock: Clock,
-    now: Arc<AtomicU64>,
-    totals: Vec<(OrderId, Cents)>,
 }
 
-impl Pair {
-    fn new(checkpoint_every: u64) -> Pair {
-        let (clock, now) = manual_clock();
-        let db = TempDb::new("differential");
-        let options = db.checkpointing(checkpoint_every);
-        Pair {
-            memory: MemoryStore::new(state(), clock.clone()),
-            sqlite: Some(open_with(&options, &clock)),
-            options,
-            db,
-            clock,
-            now,
-            totals: Vec::new(),
-        }
+impl Subject for Sqlite {
+    fn replicas(&self) -> usize {
+        1
     }
 
-    /// Runs `command` on both; their answers must be equal.
-    async fn both(&self, command: Command) -> Result<Reply, StoreError> {
-        let expected = self.memory.execute(command.clone());
-        let actual = self.sqlite().call(command.clone()).await;
-        assert_eq!(
-            actual, expected,
-            "SQLite and memory disagree on {command:?}"
-        );
-        actual
+    fn call(&self, _replica: usize, command: Command) -> StoreFuture<'_> {
+        self.store
+            .as_ref()
+            .expect("open outside restart")
+            .call(command)
     }
 
-    fn sqlite(&self) -> &Arc<SqliteStore> {
-        self.sqlite.as_ref().expect("open outside restart")
-    }
-
-    fn order(&self, n: u8) -> Option<(OrderId, Cents)> {
-        self.totals
-            .get(usize::from(n) % self.totals.len().max(1))
-            .copied()
-    }
-
-    async fn step(&mut self, action: Action) {
-        match action {
-            Action::Place {
-                customer,
-                sku,
-                qty,
-                key,
-                express,
-            } => {
-                let request = PlaceOrder {
-                    key: key.map(|k| IdempotencyKey::new(format!("key-{k}")).unwrap()),
-                    customer: CustomerId::new(format!("c{customer}")).unwrap(),
-                    items: vec![ItemRequest {
-                        sku: Sku::new(SKUS[sku]).unwrap(),
-                        qty,
-                    }],
-                    express,
-                };
-                if let Ok(Reply::Placed(Placed::Created { order, .. })) =
-                    self.both(Command::PlaceOrder { request }).await
-                {
-                    let total = Cents(1_000 * u64::from(qty));
-                    self.totals.push((order, total));
-                }
-            }
-            Action::Work { fail, jitter } => {
-                let Ok(Reply::Lease(Some(lease))) = self.both(Command::LeaseJob).await else {
-                    return;
-                };
-                if fail {
-                    self.both(Command::FailJob {
-                        lease,
-                        error: "test failure".into(),
-                        jitter_permille: jitter,
-                    })
-                    .await
-                    .ok();
-                    return;
-                }
-                let cause = Cause::Worker { job: lease.job };
-                let order = lease.order;
-                let step = match lease.kind {
-                    JobKind::Reserve => Some(Command::Reserve { order, cause }),
-                    JobKind::CreateIntent => {
-                        let amount = self
-                            .totals
-                            .iter()
-                            .find(|(id, _)| *id == order)
-                            .map_or(Cents(0), |(_, total)| *total);
-                        Some(Command::RecordIntent {
-                            intent: PaymentIntent {
-                                id: IntentId::new(format!("pi_{}", order.0)).unwrap(),
-                                order,
-                                amount,
-                                status: IntentStatus::RequiresPayment,
-                                refunded: Cents(0),
-                            },
-                            cause,
-                        })
-                    }
-                    JobKind::Finalize => Some(Command::Finalize { order, cause }),
-                    _ => None,
-                };
-                if let Some(step) = step {
-                    self.both(step).await.ok();
-                }
-                self.both(Command::AckJob { lease }).await.ok();
-            }
-            Action::Pay { order, copy } => {
-                let Some((order, amount)) = self.order(order) else {
-                    return;
-                };
-                let event = WebhookEvent {
-                    id: EventId::new(format!("evt_{}_{copy}", order.0)).unwrap(),
-                    kind: WebhookKind::PaymentSucceeded,
-                    intent: IntentId::new(format!("pi_{}", order.0)).unwrap(),
-                    order,
-                    amount,
-                    created: Millis(self.now.load(Ordering::SeqCst)),
-                };
-                self.both(Command::ReceiveWebhook { event }).await.ok();
-            }
-            Action::Cancel { order } => {
-                if let Some((order, _)) = self.order(order) {
-                    self.both(Command::Cancel { order }).await.ok();
-                }
-            }
-            Action::Restock { sku, qty } => {
-                let sku = Sku::new(SKUS[sku]).unwrap();
-                self.both(Command::Restock { sku, qty }).await.ok();
-            }
-            Action::Expire => {
-                self.both(Command::ExpireReservations { max: 5 }).await.ok();
-            }
-            Action::Housekeep => {
-                self.both(Command::Housekeep { max: 5 }).await.ok();
-            }
-            Action::Advance { ms } => {
-                self.now.fetch_add(ms, Ordering::SeqCst);
-            }
-            Action::Restart => self.restart(),
-            Action::Read { order } => {
-                if let Some((order, _)) = self.order(order) {
-                    self.both(Command::GetOrder { order }).await.ok();
-                }
-                self.both(Command::ReadFeed {
-                    since: None,
-                    max: 10,
-                })
-                .await
-                .ok();
-            }
-        }
-    }
-
-    fn restart(&mut self) {
+    fn restart(&mut self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>> {
         // Replies were released only after their commits, so dropping the
         // store here loses nothing any reply revealed.
         // The old store goes first (its writer commits what is queued and lets go of the
         // file), as a restarted process would find it.
-        self.sqlite = None;
-        self.sqlite = Some(open_with(&self.options, &self.clock));
+        self.store = None;
+        self.store = Some(open_with(&self.options, &self.clock));
         assert!(self.db.0.exists());
+        Box::pin(async {})
     }
 
-    /// The whole states are equal, and so are their audits.
-    async fn assert_same(&self) {
-        let memory = self.memory.snapshot();
-        let sqlite = self.sqlite().read(ShopState::clone);
-        assert_eq!(sqlite, memory, "the SQLite store's state drifted");
-        self.both(Command::Audit).await.unwrap();
-        self.both(Command::Stats).await.unwrap();
-        self.both(Command::Catalog).await.unwrap();
+    fn state(&self, _replica: usize) -> ShopState {
+        self.store.as_ref().expect("open").read(ShopState::clone)
     }
+}
+
+type Pair = Differential<Sqlite>;
+
+/// The SQLite store (checkpointing every `checkpoint_every` commands) against memory.
+fn sqlite_pair(checkpoint_every: u64) -> Pair {
+    let (clock, now) = manual_clock();
+    let db = TempDb::new("differential");
+    let options = db.checkpointing(checkpoint_every);
+    let subject = Sqlite {
+        store: Some(open_with(&options, &clock)),
+        db,
+        options,
+        clock: clock.clone(),
+    };
+    Differential::new(subject, &clock, now)
 }
 
 proptest! {
@@ -360,12 +138,12 @@ proptest! {
         checkpoint_every in 1u64..40,
     ) {
         runtime().block_on(async {
-            let mut pair = Pair::new(checkpoint_every);
+            let mut pair = sqlite_pair(checkpoint_every);
             for action in actions {
                 pair.step(action).await;
             }
             pair.assert_same().await;
-            pair.restart();
+            pair.restart().await;
             pair.assert_same().await;
         });
     }
@@ -378,7 +156,7 @@ fn a_waitlist_a_payment_sells_out_is_closed_the_same_way_across_a_restart() {
     // units and cancel the waiter in the same operation (its parked job withdrawn) — answers
     // and ends the same in the SQLite store as in memory, before and after a final restart.
     runtime().block_on(async {
-        let mut pair = Pair::new(3);
+        let mut pair = sqlite_pair(3);
         let place = |customer, qty| Action::Place {
             customer,
             sku: 0,
@@ -399,14 +177,11 @@ fn a_waitlist_a_payment_sells_out_is_closed_the_same_way_across_a_restart() {
         // A third order finds the shelf empty while both holds could still lapse: it waits.
         pair.step(place(2, 1)).await;
         pair.step(work()).await;
-        let status = |pair: &Pair, n: usize| {
-            let (id, _) = pair.totals[n];
-            pair.memory.snapshot().order(id).unwrap().status()
-        };
+        let status = |pair: &Pair, n: usize| pair.status(n);
         assert_eq!(status(&pair, 0), OrderStatus::PaymentPending);
         assert_eq!(status(&pair, 1), OrderStatus::PaymentPending);
         assert_eq!(status(&pair, 2), OrderStatus::Created, "waiting");
-        pair.restart();
+        pair.restart().await;
         pair.assert_same().await;
         pair.step(Action::Pay { order: 0, copy: 0 }).await;
         assert_eq!(status(&pair, 2), OrderStatus::Created, "hope is left");
@@ -417,7 +192,7 @@ fn a_waitlist_a_payment_sells_out_is_closed_the_same_way_across_a_restart() {
             "cancelled by the payment itself, no job run"
         );
         pair.assert_same().await;
-        pair.restart();
+        pair.restart().await;
         pair.assert_same().await;
     });
 }

@@ -5,15 +5,18 @@
 //! Commands are declared once, in `stampede_core::command`, and applied by
 //! `ShopState::apply`; the stores here only carry them: in-process
 //! ([`MemoryStore`]), on a remote store host ([`remote::RemoteStore`] over
-//! any byte stream), or durably in SQLite ([`sqlite::SqliteStore`]). The
+//! any byte stream), durably in SQLite ([`sqlite::SqliteStore`]), or in a
+//! PostgreSQL database shared by several replicas ([`postgres::PgStore`]). The
 //! store stamps `now` from its own clock: one time authority, however many
 //! API hosts call it.
 
 pub mod memory;
+pub mod postgres;
 pub mod remote;
 pub mod sqlite;
 
 pub use memory::{Journal, MemoryStore};
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,1120 @@
+//! The shared store: the shop's state in one PostgreSQL database that
+//! several `stampede serve` replicas use at once.
+//!
+//! **Design decision: one totally ordered log of core commands; every
+//! replica runs the core over it.** The database holds the log
+//! (`stampede_log`: position, time, command) and a checkpoint of the whole
+//! state (`stampede_checkpoint`). Each replica keeps the core's `ShopState`
+//! in memory, caught up to some log position. To execute commands, a
+//! replica's writer task takes one transaction-scoped advisory lock (the
+//! log's tail), reads and re-applies whatever other replicas logged since
+//! its position, applies its own batch through `ShopState::apply`, appends
+//! the commands that changed the state, and commits. A reply is released
+//! only after that commit. So the log is one serial history that every
+//! replica agrees on, every decision (stock, idempotency, transitions,
+//! leases) is the core's, taken on the state as of the log's tail, and no
+//! SQL statement re-derives one. Reads catch up without the lock (the log
+//! is written only under it, so the committed rows always form a prefix)
+//! and answer from the replica's state, which is never older than the
+//! last reply any replica has given.
+//!
+//! The price of that design is that writes from all replicas serialize on
+//! the lock: what replicas add is HTTP, JSON and validation work spread over
+//! processes, and group commit (a replica commits whatever is queued as one
+//! transaction). Row-level designs (conditional updates, `SKIP LOCKED`) are
+//! not modelled by this store; ARCHITECTURE.md lists them as not built.
+//!
+//! **Jobs across replicas.** A lease is a logged command, so one job is
+//! leased by one replica's worker at a time; a replica that dies holding
+//! leases (`kill -9`) loses nothing: its uncommitted transaction rolls back,
+//! and its leases lapse after the visibility timeout and are leased again
+//! by another replica. A replica that logs a command which may make a job
+//! runnable sends `NOTIFY stampede_log`; every replica `LISTEN`s and wakes
+//! its waiting workers, which lease through the log as usual.
+//!
+//! **Failures.** If a transaction fails after the replica applied its batch
+//! (the connection dropped, the commit failed), its state is ahead of the
+//! database: every reply of that batch is [`StoreError::Unavailable`] (the
+//! commands may or may not have been committed) and the replica reloads
+//! its state from the database (checkpoint + log) before the next batch,
+//! reconnecting as needed. Opening refuses a database that holds another
+//! program's tables, another schema version, or a state it cannot read
+//! ([`PgOpenError`], exit 2), and names an unreachable server.
+//!
+//! **Time.** The database records the Unix time it was created; `now` is
+//! milliseconds since then on each replica's clock, and a command is
+//! stamped no earlier than the last logged one, so the log's times never go
+//! back whatever the replicas' clocks say.
+
+use super::{Command, LEASE_WAIT_MAX_MS, Reply, Store, StoreError, StoreFuture};
+use crate::clock::Clock;
+use stampede_core::{Lease, Millis, ShopState};
+use std::fmt;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
+
+/// What `stampede_meta.application` says in a Stampede database.
+pub const APPLICATION: &str = "stampede";
+
+/// The schema version this build reads and writes.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// The advisory lock a writer holds for its transaction: the log's tail.
+pub const LOG_LOCK: i64 = 0x5354_4d50_4c4f_4721;
+
+/// The advisory lock held while creating the schema (replicas starting at once).
+const SCHEMA_LOCK: i64 = 0x5354_4d50_5343_484d;
+
+/// The channel replicas notify when they logged a command that may make a job runnable.
+pub const NOTIFY_CHANNEL: &str = "stampede_log";
+
+/// Most commands one transaction carries (group commit).
+pub const MAX_BATCH: usize = 4_096;
+
+/// Most calls queued for the writer; beyond it a call is refused as unavailable.
+pub const QUEUE_BOUND: usize = 65_536;
+
+/// Longest a connection attempt waits, ms.
+pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
+
+/// Pause between attempts of the listening connection to reconnect, ms.
+pub const LISTEN_RETRY_MS: u64 = 1_000;
+
+/// A checkpoint is written once at least this many commands were logged
+/// since the last one (or [`CHECKPOINT_COMMANDS_PER_ORDER`] per order, if more).
+pub const CHECKPOINT_MIN_COMMANDS: u64 = 100_000;
+
+/// Commands logged per order held before the next checkpoint, so a
+/// checkpoint's cost stays a small share of the commands it saves replaying.
+pub const CHECKPOINT_COMMANDS_PER_ORDER: u64 = 8;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE stampede_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE stampede_checkpoint (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq BIGINT NOT NULL,
+    at_ms BIGINT NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE TABLE stampede_log (
+    seq BIGINT PRIMARY KEY,
+    at_ms BIGINT NOT NULL,
+    op TEXT NOT NULL,
+    command TEXT NOT NULL
+);
+";
+
+/// Where the shared store lives and how it commits.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PgOptions {
+    /// `postgres://user:password@host:port/database` (or `postgresql://`).
+    pub url: String,
+    /// Most commands per transaction, 1..=[`MAX_BATCH`].
+    pub max_batch: usize,
+    /// Commands logged since the last checkpoint before the next (at least).
+    pub checkpoint_min_commands: u64,
+}
+
+impl PgOptions {
+    /// Options for the database at `url`, with the default batch and checkpoint cadence.
+    pub fn new(url: impl Into<String>) -> PgOptions {
+        PgOptions {
+            url: url.into(),
+            max_batch: MAX_BATCH,
+            checkpoint_min_commands: CHECKPOINT_MIN_COMMANDS,
+        }
+    }
+
+    /// Whether `text` names a PostgreSQL database (`postgres://` or `postgresql://`).
+    pub fn is_url(text: &str) -> bool {
+        text.starts_with("postgres://") || text.starts_with("postgresql://")
+    }
+
+    /// The URL with its password replaced by `***`, for messages and logs.
+    pub fn redacted(&self) -> String {
+        redact(&self.url)
+    }
+
+    fn config(&self) -> Result<Config, PgOpenError> {
+        let mut config: Config = self.url.parse().map_err(|e| PgOpenError::BadUrl {
+            url: self.redacted(),
+            detail: format!("{e}"),
+        })?;
+        config.connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS));
+        config.application_name("stampede");
+        Ok(config)
+    }
+}
+
+impl fmt::Debug for PgOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgOptions")
+            .field("url", &self.redacted())
+            .field("max_batch", &self.max_batch)
+            .field("checkpoint_min_commands", &self.checkpoint_min_commands)
+            .finish()
+    }
+}
+
+/// `scheme://user:password@rest` → `scheme://user:***@rest`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+/// Why the shared store could not be opened. Nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum PgOpenError {
+    /// The URL does not parse.
+    #[error(
+        "{url}: not a PostgreSQL URL ({detail}); write postgres://user:password@host:port/database"
+    )]
+    BadUrl {
+        /// The URL, password hidden.
+        url: String,
+        /// What the parser said.
+        detail: String,
+    },
+    /// No server answered, or it refused the login.
+    #[error("{url}: cannot reach PostgreSQL: {detail}")]
+    Unreachable {
+        /// The URL, password hidden.
+        url: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The database holds another program's tables.
+    #[error(
+        "{url}: not a Stampede database ({what}); refusing to use it — give Stampede a database of its own"
+    )]
+    Foreign {
+        /// The URL, password hidden.
+        url: String,
+        /// What was found.
+        what: String,
+    },
+    /// A Stampede database of a schema version this build cannot read.
+    #[error(
+        "{url}: Stampede database schema version {found}, this build reads version {SCHEMA_VERSION}; refusing to use it"
+    )]
+    Version {
+        /// The URL, password hidden.
+        url: String,
+        /// Its version.
+        found: String,
+    },
+    /// The stored state cannot be read or re-applied.
+    #[error("{url}: unreadable Stampede state: {detail}")]
+    Corrupt {
+        /// The URL, password hidden.
+        url: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// A fresh database could not be set up.
+    #[error("{url}: cannot create the Stampede schema: {detail}")]
+    Create {
+        /// The URL, password hidden.
+        url: String,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+/// A replica's copy of the state: the core's `ShopState` as of log position `seq`.
+#[derive(Clone, Debug)]
+struct Replica {
+    state: ShopState,
+    /// The last log position applied.
+    seq: u64,
+    /// The time of the last command applied: the next is stamped no earlier.
+    at: Millis,
+    /// The log position of the newest checkpoint this replica knows of.
+    checkpoint_seq: u64,
+}
+
+/// A database opened and its state loaded, ready to serve.
+pub struct Opened {
+    options: PgOptions,
+    config: Config,
+    client: Client,
+    /// `client`'s backend pid: the payload of its notifications.
+    pid: i32,
+    replica: Replica,
+    epoch_unix_ms: u64,
+    created: bool,
+    replayed: u64,
+}
+
+impl fmt::Debug for Opened {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Opened")
+            .field("url", &self.options.redacted())
+            .field("seq", &self.replica.seq)
+            .field("epoch_unix_ms", &self.epoch_unix_ms)
+            .field("created", &self.created)
+            .field("replayed", &self.replayed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Opened {
+    /// The Unix time (ms) the database was created: its `Millis(0)`.
+    pub fn epoch_unix_ms(&self) -> u64 {
+        self.epoch_unix_ms
+    }
+
+    /// Where this replica's clock should start, given the Unix time now:
+    /// the time since the database's epoch, and never before the last
+    /// logged command.
+    pub fn start_at(&self, unix_now_ms: u64) -> Millis {
+        Millis(unix_now_ms.saturating_sub(self.epoch_unix_ms)).max(self.replica.at)
+    }
+
+    /// The state as loaded.
+    pub fn state(&self) -> &ShopState {
+        &self.replica.state
+    }
+
+    /// Commands re-applied from the log on top of the checkpoint.
+    pub fn replayed(&self) -> u64 {
+        self.replayed
+    }
+
+    /// Whether this open created the schema.
+    pub fn created(&self) -> bool {
+        self.created
+    }
+}
+
+fn unreachable_error(options: &PgOptions, e: &tokio_postgres::Error) -> PgOpenError {
+    PgOpenError::Unreachable {
+        url: options.redacted(),
+        detail: describe(e),
+    }
+}
+
+/// A driver error with its database cause, if any (the driver's own
+/// `Display` says only "db error").
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => match std::error::Error::source(e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+/// Connects, driving the connection on a task of its own.
+async fn connect(config: &Config) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::warn!(error = %describe(&error), "PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Opens the Stampede database at `options.url`: creates the schema (with
+/// the state `fresh` makes) if the database is empty, else checks it is a
+/// Stampede database of this version and loads its state.
+pub async fn open(
+    options: &PgOptions,
+    unix_now_ms: u64,
+    fresh: impl FnOnce() -> Result<ShopState, String>,
+) -> Result<Opened, PgOpenError> {
+    let config = options.config()?;
+    let mut client = connect(&config)
+        .await
+        .map_err(|e| unreachable_error(options, &e))?;
+    let corrupt = |detail: String| PgOpenError::Corrupt {
+        url: options.redacted(),
+        detail,
+    };
+    let created = match inspect(&client).await.map_err(|e| corrupt(describe(&e)))? {
+        Found::Ours => false,
+        Found::Empty => create(options, &mut client, unix_now_ms, fresh).await?,
+        Found::Foreign(what) => {
+            return Err(PgOpenError::Foreign {
+                url: options.redacted(),
+                what,
+            });
+        }
+    };
+    check_meta(options, &client).await?;
+    let epoch: String = client
+        .query_one(
+            "SELECT value FROM stampede_meta WHERE key = 'epoch_unix_ms'",
+            &[],
+        )
+        .await
+        .map_err(|e| corrupt(format!("reading the epoch: {}", describe(&e))))?
+        .get(0);
+    let epoch_unix_ms: u64 = epoch
+        .parse()
+        .map_err(|e| corrupt(format!("epoch {epoch:?}: {e}")))?;
+    let (replica, replayed) = load(&mut client)
+        .await
+        .map_err(|e| corrupt(e.to_string()))?;
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .map_err(|e| corrupt(describe(&e)))?
+        .get(0);
+    Ok(Opened {
+        options: options.clone(),
+        config,
+        client,
+        pid,
+        replica,
+        epoch_unix_ms,
+        created,
+        replayed,
+    })
+}
+
+enum Found {
+    Empty,
+    Ours,
+    Foreign(String),
+}
+
+/// What the database's current schema holds.
+async fn inspect(client: &Client) -> Result<Found, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT to_regclass('stampede_meta') IS NOT NULL,
+                    (SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = current_schema())",
+            &[],
+        )
+        .await?;
+    let ours: bool = row.get(0);
+    let tables: i64 = row.get(1);
+    Ok(match (ours, tables) {
+        (true, _) => Found::Ours,
+        (false, 0) => Found::Empty,
+        (false, n) => Found::Foreign(format!("{n} tables of another program")),
+    })
+}
+
+/// Creates the schema in one transaction under [`SCHEMA_LOCK`]; a replica
+/// that finds it created meanwhile by another leaves it be. Answers whether
+/// this call created it.
+async fn create(
+    options: &PgOptions,
+    client: &mut Client,
+    unix_now_ms: u64,
+    fresh: impl FnOnce() -> Result<ShopState, String>,
+) -> Result<bool, PgOpenError> {
+    let failed = |detail: String| PgOpenError::Create {
+        url: options.redacted(),
+        detail,
+    };
+    let state = fresh().map_err(&failed)?;
+    let json = serde_json::to_string(&state).map_err(|e| failed(e.to_string()))?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| failed(describe(&e)))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+        .await
+        .map_err(|e| failed(describe(&e)))?;
+    let created_meanwhile: bool = tx
+        .query_one("SELECT to_regclass('stampede_meta') IS NOT NULL", &[])
+        .await
+        .map_err(|e| failed(describe(&e)))?
+        .get(0);
+    if created_meanwhile {
+        return Ok(false);
+    }
+    tx.batch_execute(SCHEMA_V1)
+        .await
+        .map_err(|e| failed(describe(&e)))?;
+    let created_by = concat!("stampede ", env!("CARGO_PKG_VERSION"));
+    tx.execute(
+        "INSERT INTO stampede_meta (key, value) VALUES
+         ('application', $1), ('schema_version', $2), ('epoch_unix_ms', $3), ('created_by', $4)",
+        &[
+            &APPLICATION,
+            &SCHEMA_VERSION.to_string(),
+            &unix_now_ms.to_string(),
+            &created_by,
+        ],
+    )
+    .await
+    .map_err(|e| failed(describe(&e)))?;
+    tx.execute(
+        "INSERT INTO stampede_checkpoint (id, seq, at_ms, state) VALUES (1, 0, 0, $1)",
+        &[&json],
+    )
+    .await
+    .map_err(|e| failed(describe(&e)))?;
+    tx.commit().await.map_err(|e| failed(describe(&e)))?;
+    Ok(true)
+}
+
+/// Refuses a `stampede_meta` that is not ours or not this version.
+async fn check_meta(options: &PgOptions, client: &Client) -> Result<(), PgOpenError> {
+    let rows = client
+        .query(
+            "SELECT key, value FROM stampede_meta WHERE key IN ('application', 'schema_version')",
+            &[],
+        )
+        .await
+        .map_err(|e| PgOpenError::Corrupt {
+            url: options.redacted(),
+            detail: format!("reading stampede_meta: {}", describe(&e)),
+        })?;
+    let value = |name: &str| {
+        rows.iter()
+            .find(|row| row.get::<_, &str>(0) == name)
+            .map(|row| row.get::<_, String>(1))
+    };
+    if value("application").as_deref() != Some(APPLICATION) {
+        return Err(PgOpenError::Foreign {
+            url: options.redacted(),
+            what: format!(
+                "a stampede_meta table whose application is {:?}",
+                value("application")
+            ),
+        });
+    }
+    match value("schema_version") {
+        Some(v) if v == SCHEMA_VERSION.to_string() => Ok(()),
+        other => Err(PgOpenError::Version {
+            url: options.redacted(),
+            found: other.unwrap_or_else(|| "none".into()),
+        }),
+    }
+}
+
+/// Why a replica could not load or follow the log.
+#[derive(Debug, thiserror::Error)]
+enum LoadError {
+    #[error("{}", describe(.0))]
+    Db(#[from] tokio_postgres::Error),
+    #[error("{0}")]
+    Bad(String),
+}
+
+fn to_u64(value: i64, what: &str) -> Result<u64, LoadError> {
+    u64::try_from(value).map_err(|_| LoadError::Bad(format!("{what} {value} is negative")))
+}
+
+fn to_i64(value: u64) -> i64 {
+    // Positions and times stay far below i64::MAX; saturate rather than wrap.
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Loads the state: the checkpoint, then the log after it, in one
+/// repeatable-read snapshot. Answers the replica and the commands replayed.
+async fn load(client: &mut Client) -> Result<(Replica, u64), LoadError> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let loaded = load_in(&tx).await?;
+    tx.commit().await?;
+    Ok(loaded)
+}
+
+/// [`load`] inside a transaction that already sees a consistent log (a
+/// snapshot, or one holding [`LOG_LOCK`]).
+async fn load_in(tx: &tokio_postgres::Transaction<'_>) -> Result<(Replica, u64), LoadError> {
+    let row = tx
+        .query_opt("SELECT seq, at_ms, state FROM stampede_checkpoint", &[])
+        .await?
+        .ok_or_else(|| LoadError::Bad("the checkpoint is missing".into()))?;
+    let seq = to_u64(row.get(0), "checkpoint seq")?;
+    let at = Millis(to_u64(row.get(1), "checkpoint time")?);
+    let state: ShopState = serde_json::from_str(row.get(2))
+        .map_err(|e| LoadError::Bad(format!("the checkpoint's state: {e}")))?;
+    let mut replica = Replica {
+        state,
+        seq,
+        at,
+        checkpoint_seq: seq,
+    };
+    let rows = tx.query(CATCH_UP, &[&to_i64(seq)]).await?;
+    let replayed = rows.len() as u64;
+    if let Gap::Found = apply_log(&mut replica, &rows)? {
+        return Err(LoadError::Bad(format!(
+            "the log does not follow its checkpoint at command {seq}"
+        )));
+    }
+    Ok((replica, replayed))
+}
+
+/// The log after a position, in order.
+const CATCH_UP: &str = "SELECT seq, at_ms, command FROM stampede_log WHERE seq > $1 ORDER BY seq";
+
+/// Whether the log still held what a replica needed to catch up.
+#[must_use]
+enum Gap {
+    /// Every row followed on: applied.
+    None,
+    /// The first row does not follow the replica's position (a checkpoint
+    /// truncated the log past it): nothing applied; reload.
+    Found,
+}
+
+/// Re-applies logged rows `(seq, at_ms, command)` in order, or reports a
+/// [`Gap`] before applying any.
+fn apply_log(replica: &mut Replica, rows: &[tokio_postgres::Row]) -> Result<Gap, LoadError> {
+    if let Some(first) = rows.first() {
+        if to_u64(first.get(0), "log seq")? != replica.seq + 1 {
+            return Ok(Gap::Found);
+        }
+    }
+    for row in rows {
+        let seq = to_u64(row.get(0), "log seq")?;
+        if seq != replica.seq + 1 {
+            return Err(LoadError::Bad(format!(
+                "the log jumps from command {} to {seq}",
+                replica.seq
+            )));
+        }
+        let at = Millis(to_u64(row.get(1), "log time")?);
+        let command: Command = serde_json::from_str(row.get(2))
+            .map_err(|e| LoadError::Bad(format!("command {seq}: {e}")))?;
+        // Only commands the state accepted were logged, so re-applying one
+        // cannot be refused unless the log was changed by hand.
+        replica
+            .state
+            .apply(command, at)
+            .map_err(|e| LoadError::Bad(format!("command {seq} no longer applies: {e}")))?;
+        replica.seq = seq;
+        replica.at = replica.at.max(at);
+    }
+    Ok(Gap::None)
+}
+
+/// A call waiting for the writer.
+struct Call {
+    command: Command,
+    reply: oneshot::Sender<Result<Reply, StoreError>>,
+}
+
+struct Shared {
+    replica: Mutex<Replica>,
+    clock: Clock,
+    /// Signalled after commands that may make a job runnable, here or on another replica.
+    changed: Notify,
+    /// The writer connection's backend pid: our own notifications carry it.
+    writer_pid: AtomicI32,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Replica> {
+        // A panic under the lock is a bug in the core; keep serving what it left.
+        self.replica
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The PostgreSQL store of one replica.
+pub struct PgStore {
+    shared: Arc<Shared>,
+    calls: mpsc::Sender<Call>,
+    listener: tokio::task::JoinHandle<()>,
+    url: String,
+}
+
+impl fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgStore")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Starts serving `opened` with `clock` (which should start at
+    /// [`Opened::start_at`]): spawns the writer task, which runs until the
+    /// store is dropped, and the listener of other replicas' notifications.
+    pub fn start(opened: Opened, clock: Clock) -> Arc<PgStore> {
+        let Opened {
+            options,
+            config,
+            client,
+            pid,
+            replica,
+            ..
+        } = opened;
+        let shared = Arc::new(Shared {
+            replica: Mutex::new(replica),
+            clock,
+            changed: Notify::new(),
+            writer_pid: AtomicI32::new(pid),
+        });
+        let (calls, queue) = mpsc::channel(QUEUE_BOUND);
+        let writer = Writer {
+            shared: shared.clone(),
+            config: config.clone(),
+            client: Some(client),
+            stale: false,
+            max_batch: options.max_batch.clamp(1, MAX_BATCH),
+            checkpoint_min: options.checkpoint_min_commands.max(1),
+        };
+        tokio::spawn(writer.run(queue));
+        let listener = tokio::spawn(listen(Arc::downgrade(&shared), config));
+        Arc::new(PgStore {
+            shared,
+            calls,
+            listener,
+            url: options.redacted(),
+        })
+    }
+
+    /// Reads this replica's state under its lock (as of its last batch).
+    pub fn read<T>(&self, f: impl FnOnce(&ShopState) -> T) -> T {
+        f(&self.shared.lock().state)
+    }
+
+    /// The log position this replica has applied.
+    pub fn position(&self) -> u64 {
+        self.shared.lock().seq
+    }
+
+    async fn execute(&self, command: Command) -> Result<Reply, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.calls
+            .try_send(Call { command, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    StoreError::Unavailable("the PostgreSQL store's queue is full".into())
+                }
+                mpsc::error::TrySendError::Closed(_) => {
+                    StoreError::Unavailable("the PostgreSQL store has stopped".into())
+                }
+            })?;
+        answer.await.map_err(|_| {
+            StoreError::Unavailable("the PostgreSQL store stopped before answering".into())
+        })?
+    }
+
+    /// Leases the next runnable job, waiting up to `wait_ms` (at most
+    /// [`LEASE_WAIT_MAX_MS`]). Each turn registers for the signal, catches
+    /// up with the log (a read: no lock, no commit), leases through the log
+    /// only if the caught-up state has a runnable job, and otherwise sleeps
+    /// until the signal (a command here or on another replica that may make
+    /// a job runnable), the next job's time or the end of the wait. So idle
+    /// workers on many replicas wake each other with reads, not with empty
+    /// leases written to the log.
+    async fn lease_job_wait(&self, wait_ms: u64) -> Result<Option<Lease>, StoreError> {
+        let deadline = Instant::now() + Duration::from_millis(wait_ms.min(LEASE_WAIT_MAX_MS));
+        loop {
+            let changed = self.shared.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            // The cheapest read there is: it only makes the writer catch up.
+            self.execute(Command::ReadFeed {
+                since: None,
+                max: 0,
+            })
+            .await?;
+            let (now, next) = self.next_job();
+            if next.is_some_and(|at| at <= now) {
+                match self.execute(Command::LeaseJob).await? {
+                    Reply::Lease(Some(lease)) => return Ok(Some(lease)),
+                    Reply::Lease(None) => {}
+                    other => return Err(super::unexpected(other)),
+                }
+            }
+            let started = Instant::now();
+            if started >= deadline {
+                return Ok(None);
+            }
+            let (now, next) = self.next_job();
+            let due =
+                next.map(|at| started + Duration::from_millis(at.0.saturating_sub(now.0).max(1)));
+            let wake = due.map_or(deadline, |due| due.min(deadline));
+            tokio::select! {
+                biased;
+                () = &mut changed => {}
+                () = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    /// This replica's `now` and when its next job is runnable.
+    fn next_job(&self) -> (Millis, Option<Millis>) {
+        let replica = self.shared.lock();
+        (
+            self.shared.clock.now().max(replica.at),
+            replica.state.next_job_at(),
+        )
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        // The writer ends when its queue closes (with this store), after
+        // finishing the batch in hand; the listener would wait forever.
+        self.listener.abort();
+    }
+}
+
+impl Store for PgStore {
+    fn call(&self, command: Command) -> StoreFuture<'_> {
+        if let Command::LeaseJobWait { wait_ms } = command {
+            return Box::pin(async move { Ok(Reply::Lease(self.lease_job_wait(wait_ms).await?)) });
+        }
+        Box::pin(self.execute(command))
+    }
+}
+
+/// The replica's writer: one connection, one batch at a time.
+struct Writer {
+    shared: Arc<Shared>,
+    config: Config,
+    client: Option<Client>,
+    /// The replica's state may hold commands the database does not: reload before the next batch.
+    stale: bool,
+    max_batch: usize,
+    checkpoint_min: u64,
+}
+
+/// What one batch did.
+struct Done {
+    replies: Vec<Result<Reply, StoreError>>,
+    wake: bool,
+}
+
+impl Writer {
+    async fn run(mut self, mut queue: mpsc::Receiver<Call>) {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        while queue.recv_many(&mut batch, self.max_batch).await > 0 {
+            let commands: Vec<Command> = batch.iter().map(|c| c.command.clone()).collect();
+            let outcome = self.batch(commands).await;
+            let replies = match outcome {
+                Ok(done) => {
+                    if done.wake {
+                        self.shared.changed.notify_waiters();
+                    }
+                    done.replies
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "PostgreSQL batch failed; reloading before the next");
+                    self.client = None;
+                    let why = format!("PostgreSQL: {error}");
+                    batch
+                        .iter()
+                        .map(|_| Err(StoreError::Unavailable(why.clone())))
+                        .collect()
+                }
+            };
+            for (call, reply) in batch.drain(..).zip(replies) {
+                let _ = call.reply.send(reply);
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Client, LoadError> {
+        let client = connect(&self.config).await?;
+        let pid: i32 = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await?
+            .get(0);
+        self.shared.writer_pid.store(pid, Ordering::Relaxed);
+        Ok(client)
+    }
+
+    /// Runs one batch on the writer's connection (connecting first if it
+    /// has none); a failed batch drops the connection.
+    async fn batch(&mut self, commands: Vec<Command>) -> Result<Done, LoadError> {
+        let mut client = match self.client.take() {
+            Some(client) => client,
+            None => self.connect().await?,
+        };
+        let done = self.run_batch(&mut client, commands).await?;
+        self.client = Some(client);
+        Ok(done)
+    }
+
+    /// Read-only batches catch up and answer; others lock the log, catch
+    /// up, apply, append and commit.
+    async fn run_batch(
+        &mut self,
+        client: &mut Client,
+        commands: Vec<Command>,
+    ) -> Result<Done, LoadError> {
+        let shared = self.shared.clone();
+        if self.stale {
+            let (replica, replayed) = load(client).await?;
+            tracing::info!(seq = replica.seq, replayed, "replica reloaded");
+            *shared.lock() = replica;
+            self.stale = false;
+        }
+        if commands.iter().all(Command::is_read) {
+            let seq = to_i64(shared.lock().seq);
+            let rows = client.query(CATCH_UP, &[&seq]).await?;
+            let gap = {
+                let mut replica = shared.lock();
+                apply_log(&mut replica, &rows).inspect_err(|_| self.stale = true)?
+            };
+            if let Gap::Found = gap {
+                let (replica, _) = load(client).await?;
+                *shared.lock() = replica;
+            }
+            let mut replica = shared.lock();
+            let replies = answer(&mut replica, &shared.clock, commands, None);
+            return Ok(Done {
+                replies,
+                wake: false,
+            });
+        }
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK])
+            .await?;
+        let seq = to_i64(shared.lock().seq);
+        let rows = tx.query(CATCH_UP, &[&seq]).await?;
+        // From here until the commit, the replica may hold what the database does not.
+        self.stale = true;
+        let gap = apply_log(&mut shared.lock(), &rows)?;
+        if let Gap::Found = gap {
+            // Under the lock, the checkpoint and the log after it are consistent.
+            let (replica, _) = load_in(&tx).await?;
+            *shared.lock() = replica;
+        }
+        let mut log = Log::default();
+        let (replies, checkpoint) = {
+            let mut replica = shared.lock();
+            let replies = answer(&mut replica, &shared.clock, commands, Some(&mut log));
+            let due = replica.seq.saturating_sub(replica.checkpoint_seq)
+                >= self.checkpoint_min.max(
+                    CHECKPOINT_COMMANDS_PER_ORDER
+                        .saturating_mul(replica.state.order_count() as u64),
+                );
+            let checkpoint = match due {
+                true => Some((
+                    replica.seq,
+                    replica.at,
+                    serde_json::to_string(&replica.state)
+                        .map_err(|e| LoadError::Bad(format!("writing a checkpoint: {e}")))?,
+                )),
+                false => None,
+            };
+            (replies, checkpoint)
+        };
+        if !log.seqs.is_empty() {
+            tx.execute(
+                "INSERT INTO stampede_log (seq, at_ms, op, command)
+                 SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[])",
+                &[&log.seqs, &log.ats, &log.ops, &log.commands],
+            )
+            .await?;
+        }
+        if log.wake {
+            let pid = shared.writer_pid.load(Ordering::Relaxed).to_string();
+            tx.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &pid])
+                .await?;
+        }
+        if let Some((seq, at, state)) = &checkpoint {
+            // Keep the log since the previous checkpoint, so a replica a
+            // little behind still catches up from the log; one further
+            // behind reloads from this checkpoint.
+            let previous: i64 = tx
+                .query_one("SELECT seq FROM stampede_checkpoint WHERE id = 1", &[])
+                .await?
+                .get(0);
+            tx.execute(
+                "UPDATE stampede_checkpoint SET seq = $1, at_ms = $2, state = $3 WHERE id = 1",
+                &[&to_i64(*seq), &to_i64(at.0), state],
+            )
+            .await?;
+            tx.execute("DELETE FROM stampede_log WHERE seq <= $1", &[&previous])
+                .await?;
+        }
+        tx.commit().await?;
+        self.stale = false;
+        if let Some((seq, ..)) = checkpoint {
+            shared.lock().checkpoint_seq = seq;
+        }
+        Ok(Done {
+            replies,
+            wake: log.wake,
+        })
+    }
+}
+
+/// The rows a batch appends, column by column.
+#[derive(Default)]
+struct Log {
+    seqs: Vec<i64>,
+    ats: Vec<i64>,
+    ops: Vec<String>,
+    commands: Vec<String>,
+    /// A logged command may make a job runnable.
+    wake: bool,
+}
+
+/// Applies `commands` to the replica in order, each stamped no earlier than
+/// the last; with `log`, records every command that was not a read and was
+/// not refused (a refusal changes nothing).
+fn answer(
+    replica: &mut Replica,
+    clock: &Clock,
+    commands: Vec<Command>,
+    mut log: Option<&mut Log>,
+) -> Vec<Result<Reply, StoreError>> {
+    let mut replies = Vec::with_capacity(commands.len());
+    for command in commands {
+        let now = clock.now().max(replica.at);
+        let record = match (&log, command.is_read()) {
+            (Some(_), false) => Some(command.clone()),
+            _ => None,
+        };
+        let reply = replica.state.apply(command, now).map_err(StoreError::from);
+        if let (Some(log), Some(record), Ok(_)) = (log.as_deref_mut(), record, &reply) {
+            replica.seq += 1;
+            replica.at = now;
+            log.wake |= record.may_wake_jobs();
+            log.seqs.push(to_i64(replica.seq));
+            log.ats.push(to_i64(now.0));
+            log.ops.push(op_name(&record));
+            log.commands
+                .push(serde_json::to_string(&record).expect("commands serialize"));
+        }
+        replies.push(reply);
+    }
+    replies
+}
+
+/// The command's `op` tag (`place_order`, `lease_job`, …), for people reading the log.
+fn op_name(command: &Command) -> String {
+    match serde_json::to_value(command) {
+        Ok(serde_json::Value::Object(map)) => match map.get("op") {
+            Some(serde_json::Value::String(op)) => op.clone(),
+            _ => String::new(),
+        },
+        _ => String::new(),
+    }
+}
+
+/// Listens for other replicas' notifications and wakes this replica's
+/// waiting leases; reconnects after [`LISTEN_RETRY_MS`] if the connection
+/// ends. Ends when the store is gone.
+async fn listen(shared: std::sync::Weak<Shared>, config: Config) {
+    /// Notifications held for the listener; more are dropped (one wakes as well as many).
+    const PENDING_MAX: usize = 1_024;
+    loop {
+        match config.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let (found, mut notes) = mpsc::channel(PENDING_MAX);
+                let driver = tokio::spawn(async move {
+                    while let Some(Ok(message)) =
+                        std::future::poll_fn(|cx| connection.poll_message(cx)).await
+                    {
+                        if let AsyncMessage::Notification(note) = message {
+                            let _ = found.try_send(note.payload().to_string());
+                        }
+                    }
+                });
+                if let Err(error) = client
+                    .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))
+                    .await
+                {
+                    tracing::warn!(error = %describe(&error), "PostgreSQL LISTEN failed");
+                } else {
+                    while let Some(payload) = notes.recv().await {
+                        let Some(shared) = shared.upgrade() else {
+                            driver.abort();
+                            return;
+                        };
+                        let ours = shared.writer_pid.load(Ordering::Relaxed).to_string();
+                        if payload != ours {
+                            shared.changed.notify_waiters();
+                        }
+                    }
+                }
+                driver.abort();
+            }
+            Err(error) => {
+                tracing::warn!(error = %describe(&error), "PostgreSQL listener cannot connect");
+            }
+        }
+        if shared.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(LISTEN_RETRY_MS)).await;
+    }
+}
+
+/// Drops Stampede's tables from the database at `options.url`, if it is a
+/// Stampede database (a fresh start for `stampede load`); refuses a foreign one.
+pub async fn reset(options: &PgOptions) -> Result<(), PgOpenError> {
+    let config = options.config()?;
+    let client = connect(&config)
+        .await
+        .map_err(|e| unreachable_error(options, &e))?;
+    match inspect(&client).await.map_err(|e| PgOpenError::Corrupt {
+        url: options.redacted(),
+        detail: describe(&e),
+    })? {
+        Found::Empty => Ok(()),
+        Found::Foreign(what) => Err(PgOpenError::Foreign {
+            url: options.redacted(),
+            what,
+        }),
+        Found::Ours => {
+            check_meta(options, &client).await?;
+            client
+                .batch_execute(
+                    "DROP TABLE stampede_log; DROP TABLE stampede_checkpoint; DROP TABLE stampede_meta;",
+                )
+                .await
+                .map_err(|e| PgOpenError::Create {
+                    url: options.redacted(),
+                    detail: format!("dropping the old tables: {}", describe(&e)),
+                })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_never_reaches_a_message() {
+        assert_eq!(
+            redact("postgres://shop:s3cret@db.internal:5432/stampede"),
+            "postgres://shop:***@db.internal:5432/stampede"
+        );
+        assert_eq!(
+            redact("postgres://shop@db/stampede"),
+            "postgres://shop@db/stampede"
+        );
+        let options = PgOptions::new("postgresql://a:b@h/d");
+        assert!(!format!("{options:?}").contains(":b@"));
+    }
+
+    #[test]
+    fn only_postgres_urls_are_urls() {
+        assert!(PgOptions::is_url("postgres://h/d"));
+        assert!(PgOptions::is_url("postgresql://h/d"));
+        assert!(!PgOptions::is_url("sqlite:shop.db"));
+        assert!(!PgOptions::is_url("postgres:/h"));
+    }
+}

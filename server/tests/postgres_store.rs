@@ -1,0 +1,498 @@
+//! The PostgreSQL store against its oracle, the in-memory store, with two
+//! replicas on one database; and at its edges: the databases it refuses, a
+//! connection killed under it, replicas writing at once.
+//!
+//! These tests need a PostgreSQL server: `STAMPEDE_TEST_PG` (a URL whose
+//! user may create databases), or the `PG*` variables `pg_virtualenv`
+//! sets. Without one they say loudly that they did not run — and with
+//! `STAMPEDE_REQUIRE_PG` set (CI sets it) they fail instead.
+
+mod common;
+
+use common::{Action, Differential, Subject, action, manual_clock, runtime, state};
+use proptest::prelude::*;
+use stampede_core::{
+    Cause, Command, CustomerId, IdempotencyKey, ItemRequest, JobKind, OrderStatus, PlaceOrder,
+    Placed, ShopState, Sku,
+};
+use stampede_server::store::StoreFuture;
+use stampede_server::store::postgres::{self, PgOpenError, PgOptions, PgStore};
+use stampede_server::{Clock, Store};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::NoTls;
+
+/// The server's address without a database: `postgres://user:password@host:port`.
+fn server() -> Option<String> {
+    let found = match std::env::var("STAMPEDE_TEST_PG") {
+        Ok(url) => Some(
+            url.rsplit_once('/')
+                .map_or(url.clone(), |(base, _)| base.to_string()),
+        ),
+        Err(_) => match (std::env::var("PGHOST"), std::env::var("PGUSER")) {
+            (Ok(host), Ok(user)) => Some(format!(
+                "postgres://{user}:{}@{host}:{}",
+                std::env::var("PGPASSWORD").unwrap_or_default(),
+                std::env::var("PGPORT").unwrap_or_else(|_| "5432".into())
+            )),
+            _ => None,
+        },
+    };
+    if found.is_none() {
+        assert!(
+            std::env::var_os("STAMPEDE_REQUIRE_PG").is_none(),
+            "STAMPEDE_REQUIRE_PG is set but no PostgreSQL is configured \
+             (set STAMPEDE_TEST_PG=postgres://user:password@host:port/db or run under pg_virtualenv)"
+        );
+        eprintln!(
+            "\n*** NOT RUN: no PostgreSQL for this test (set STAMPEDE_TEST_PG or run under \
+             pg_virtualenv); it proves nothing here ***\n"
+        );
+    }
+    found
+}
+
+/// A fresh, empty database named after the test; its URL.
+async fn fresh_database(name: &str) -> Option<String> {
+    let base = server()?;
+    let db = format!("stampede_t_{name}");
+    let (admin, connection) = tokio_postgres::connect(&format!("{base}/postgres"), NoTls)
+        .await
+        .expect("the test server answers");
+    tokio::spawn(connection);
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
+    Some(format!("{base}/{db}"))
+}
+
+async fn client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+fn options(url: &str, checkpoint_every: u64) -> PgOptions {
+    PgOptions {
+        checkpoint_min_commands: checkpoint_every,
+        ..PgOptions::new(url)
+    }
+}
+
+async fn open(options: &PgOptions, clock: &Clock) -> Arc<PgStore> {
+    let opened = postgres::open(options, 0, || Ok(state()))
+        .await
+        .expect("opens");
+    PgStore::start(opened, clock.clone())
+}
+
+/// Two replicas of the PostgreSQL store on one database; commands alternate between them.
+struct Replicas {
+    stores: Vec<Arc<PgStore>>,
+    options: PgOptions,
+    clock: Clock,
+}
+
+impl Subject for Replicas {
+    fn replicas(&self) -> usize {
+        self.stores.len()
+    }
+
+    fn call(&self, replica: usize, command: Command) -> StoreFuture<'_> {
+        self.stores[replica].call(command)
+    }
+
+    fn restart(&mut self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>> {
+        Box::pin(async move {
+            let n = self.stores.len();
+            // Every reply was released after its commit: dropping loses nothing revealed.
+            self.stores.clear();
+            for _ in 0..n {
+                self.stores.push(open(&self.options, &self.clock).await);
+            }
+        })
+    }
+
+    fn state(&self, replica: usize) -> ShopState {
+        self.stores[replica].read(ShopState::clone)
+    }
+}
+
+async fn pair(name: &str, checkpoint_every: u64) -> Option<Differential<Replicas>> {
+    let url = fresh_database(name).await?;
+    let (clock, now) = manual_clock();
+    let options = options(&url, checkpoint_every);
+    let stores = vec![open(&options, &clock).await, open(&options, &clock).await];
+    let subject = Replicas {
+        stores,
+        options,
+        clock: clock.clone(),
+    };
+    Some(Differential::new(subject, &clock, now))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Proves: for random workloads sent alternately to two replicas on one database, with
+    /// restarts of both anywhere and checkpoints every few commands (so a replica often finds
+    /// the log truncated past its position and reloads), every answer is the in-memory
+    /// store's, and both replicas' whole states equal memory's at the end and after a restart.
+    #[test]
+    fn two_postgres_replicas_answer_as_the_memory_store_across_restarts(
+        actions in proptest::collection::vec(action(), 1..60),
+        checkpoint_every in 1u64..30,
+    ) {
+        runtime().block_on(async {
+            let Some(mut pair) = pair("differential", checkpoint_every).await else {
+                return;
+            };
+            for action in actions {
+                pair.step(action).await;
+            }
+            pair.assert_same().await;
+            pair.restart().await;
+            pair.assert_same().await;
+        });
+    }
+}
+
+fn place(customer: u8, qty: u32) -> Action {
+    Action::Place {
+        customer,
+        sku: 0,
+        qty,
+        key: None,
+        express: false,
+    }
+}
+
+#[test]
+fn a_waitlist_closed_by_a_payment_is_the_same_on_both_replicas() {
+    // Proves: the rarely reached path (an order waiting for units unpaid holds could give back,
+    // a restart while it waits, payments that pin the units and cancel the waiter with its
+    // parked job withdrawn) answers and ends on two PostgreSQL replicas as in memory.
+    runtime().block_on(async {
+        let Some(mut pair) = pair("waitlist", 3).await else {
+            return;
+        };
+        let work = || Action::Work {
+            fail: false,
+            jitter: 0,
+        };
+        pair.step(place(0, 3)).await;
+        pair.step(place(1, 3)).await;
+        for _ in 0..4 {
+            pair.step(work()).await;
+        }
+        pair.step(place(2, 1)).await;
+        pair.step(work()).await;
+        assert_eq!(pair.status(2), OrderStatus::Created, "waiting");
+        pair.restart().await;
+        pair.assert_same().await;
+        pair.step(Action::Pay { order: 0, copy: 0 }).await;
+        pair.step(Action::Pay { order: 1, copy: 0 }).await;
+        assert_eq!(
+            pair.status(2),
+            OrderStatus::Cancelled(stampede_core::CancelReason::OutOfStock)
+        );
+        pair.assert_same().await;
+    });
+}
+
+fn request(n: u32) -> PlaceOrder {
+    PlaceOrder {
+        key: Some(IdempotencyKey::new(format!("k{n}")).unwrap()),
+        customer: CustomerId::new(format!("c{n}")).unwrap(),
+        items: vec![ItemRequest {
+            sku: Sku::new("hat").unwrap(),
+            qty: 1,
+        }],
+        express: false,
+    }
+}
+
+#[test]
+fn replicas_writing_at_once_agree_on_one_history_and_never_oversell() {
+    // Proves: two replicas placing and reserving concurrently on one hot SKU (6 units, 24
+    // orders, every order placed twice with its key, once on each replica) serialize through
+    // the shared log: each key makes one order, no more than 6 units are reserved, and a third
+    // replica opened afterwards replays the log into exactly the state both replicas hold.
+    runtime().block_on(async {
+        let Some(url) = fresh_database("concurrent").await else {
+            return;
+        };
+        let (clock, _now) = manual_clock();
+        let options = options(&url, 1_000_000);
+        let a = open(&options, &clock).await;
+        let b = open(&options, &clock).await;
+        let mut placing = Vec::new();
+        for n in 0..24 {
+            for store in [&a, &b] {
+                let store = Arc::clone(store);
+                placing.push(tokio::spawn(async move {
+                    let store: &dyn Store = &*store;
+                    store.place_order(request(n)).await.unwrap()
+                }));
+            }
+        }
+        for placed in placing {
+            let placed = placed.await.unwrap();
+            assert!(
+                matches!(placed, Placed::Created { .. } | Placed::Replay(_)),
+                "{placed:?}"
+            );
+        }
+        assert_eq!(a.read(|s| s.order_count()), 24, "one order per key");
+        // Both replicas work the jobs at once until none is runnable.
+        let mut working = Vec::new();
+        for store in [&a, &b] {
+            let store = Arc::clone(store);
+            working.push(tokio::spawn(async move {
+                let store: &dyn Store = &*store;
+                while let Some(lease) = store.lease_job().await.unwrap() {
+                    if lease.kind == JobKind::Reserve {
+                        let cause = Cause::Worker { job: lease.job };
+                        store.reserve(lease.order, cause).await.unwrap();
+                    }
+                    store.ack_job(lease).await.unwrap();
+                }
+            }));
+        }
+        for worker in working {
+            worker.await.unwrap();
+        }
+        let (sa, sb): (&dyn Store, &dyn Store) = (&*a, &*b);
+        let audit = sa.audit().await.unwrap();
+        assert_eq!(audit, sb.audit().await.unwrap(), "the replicas agree");
+        let hat = Sku::new("hat").unwrap();
+        let level = a.read(|s| s.inventory().level(&hat).unwrap());
+        assert!(level.reserved + level.sold <= 6, "oversold: {level:?}");
+        assert_eq!(level.reserved, 6, "every unit went to some order");
+        let c = open(&options, &clock).await;
+        let sc: &dyn Store = &*c;
+        sc.stats().await.unwrap();
+        assert!(c.read(ShopState::clone) == a.read(ShopState::clone));
+        assert!(b.read(ShopState::clone) == a.read(ShopState::clone));
+    });
+}
+
+#[test]
+fn a_replica_whose_connection_is_killed_answers_unavailable_then_recovers_losing_nothing() {
+    // Proves: when the database ends a replica's connection (as a failover or an operator
+    // would), the call in flight is answered `Unavailable` or succeeds — never a wrong answer —
+    // the replica reconnects and reloads on its next call, and every order acknowledged
+    // before or after is there, as a fresh replica reading the database confirms.
+    runtime().block_on(async {
+        let Some(url) = fresh_database("killed").await else {
+            return;
+        };
+        let (clock, _now) = manual_clock();
+        let options = options(&url, 1_000_000);
+        let a = open(&options, &clock).await;
+        let store: &dyn Store = &*a;
+        let mut acknowledged = Vec::new();
+        for n in 0..3 {
+            acknowledged.push(store.place_order(request(n)).await.unwrap());
+        }
+        let admin = client(&url).await;
+        admin
+            .batch_execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = 'stampede' AND pid <> pg_backend_pid()",
+            )
+            .await
+            .unwrap();
+        // The next call may find the connection gone; the one after reconnects.
+        let mut answered = None;
+        for _ in 0..3 {
+            match store.place_order(request(3)).await {
+                Ok(placed) => {
+                    answered = Some(placed);
+                    break;
+                }
+                Err(stampede_server::StoreError::Unavailable(_)) => {}
+                Err(other) => panic!("not a wrong answer: {other:?}"),
+            }
+        }
+        acknowledged.push(answered.expect("the replica reconnected"));
+        let fresh = open(&options, &clock).await;
+        for placed in acknowledged {
+            if let Placed::Created { order, .. } = placed {
+                assert!(fresh.read(|s| s.order(order).is_some()), "{order} lost");
+            }
+        }
+        assert_eq!(fresh.read(|s| s.order_count()), 4);
+    });
+}
+
+#[test]
+fn a_waiting_worker_on_one_replica_is_woken_by_a_job_enqueued_on_another() {
+    // Proves: LISTEN/NOTIFY carries "a job may be runnable" between replicas: a lease waiting
+    // up to 30 s on replica B returns the job an order placed on replica A enqueued, long
+    // before its wait is over (without the notification it would return only at the end).
+    runtime().block_on(async {
+        let Some(url) = fresh_database("wake").await else {
+            return;
+        };
+        let (clock, _now) = manual_clock();
+        let options = options(&url, 1_000_000);
+        let a = open(&options, &clock).await;
+        let b = open(&options, &clock).await;
+        let waiting = {
+            let b = Arc::clone(&b);
+            tokio::spawn(async move {
+                let started = tokio::time::Instant::now();
+                let store: &dyn Store = &*b;
+                let lease = store.lease_job_wait(30_000).await.unwrap();
+                (lease, started.elapsed())
+            })
+        };
+        // Let B's worker settle into its wait first.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let sa: &dyn Store = &*a;
+        sa.place_order(request(1)).await.unwrap();
+        let (lease, waited) = waiting.await.unwrap();
+        let lease = lease.expect("B leased A's job");
+        assert_eq!(lease.kind, JobKind::Reserve);
+        assert!(
+            waited < Duration::from_secs(15),
+            "woken by the notification, not the end of the wait ({waited:?})"
+        );
+    });
+}
+
+async fn open_error(url: &str) -> PgOpenError {
+    postgres::open(&PgOptions::new(url), 0, || Ok(state()))
+        .await
+        .expect_err("refused")
+}
+
+#[test]
+fn a_database_of_another_program_is_refused_and_left_alone() {
+    // Proves: a database holding someone else's tables is refused as foreign (exit-2 error
+    // naming it), and nothing is created in it; `reset` refuses it too.
+    runtime().block_on(async {
+        let Some(url) = fresh_database("foreign").await else {
+            return;
+        };
+        let admin = client(&url).await;
+        admin
+            .batch_execute("CREATE TABLE invoices (id INT PRIMARY KEY)")
+            .await
+            .unwrap();
+        let error = open_error(&url).await;
+        assert!(matches!(error, PgOpenError::Foreign { .. }), "{error}");
+        assert!(error.to_string().contains("not a Stampede database"));
+        let reset = postgres::reset(&PgOptions::new(url.clone())).await;
+        assert!(matches!(reset, Err(PgOpenError::Foreign { .. })));
+        let tables: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(tables, 1, "only the other program's table");
+    });
+}
+
+#[test]
+fn a_database_of_another_schema_version_is_refused_and_reset_only_drops_ours() {
+    // Proves: a Stampede database whose schema version this build does not know is refused
+    // with the version named; one of this version opens; `reset` drops Stampede's tables (a
+    // fresh start for `stampede load`) and the next open creates a new shop.
+    runtime().block_on(async {
+        let Some(url) = fresh_database("version").await else {
+            return;
+        };
+        let (clock, _now) = manual_clock();
+        let first = open(&PgOptions::new(url.clone()), &clock).await;
+        let s: &dyn Store = &*first;
+        s.place_order(request(1)).await.unwrap();
+        drop(first);
+        let admin = client(&url).await;
+        admin
+            .batch_execute("UPDATE stampede_meta SET value = '2' WHERE key = 'schema_version'")
+            .await
+            .unwrap();
+        let error = open_error(&url).await;
+        assert!(
+            matches!(&error, PgOpenError::Version { found, .. } if found == "2"),
+            "{error}"
+        );
+        admin
+            .batch_execute("UPDATE stampede_meta SET value = '1' WHERE key = 'schema_version'")
+            .await
+            .unwrap();
+        let opened = postgres::open(&PgOptions::new(url.clone()), 0, || Ok(state()))
+            .await
+            .unwrap();
+        assert!(!opened.created());
+        assert_eq!(opened.state().order_count(), 1);
+        drop(opened);
+        postgres::reset(&PgOptions::new(url.clone())).await.unwrap();
+        let opened = postgres::open(&PgOptions::new(url.clone()), 0, || Ok(state()))
+            .await
+            .unwrap();
+        assert!(opened.created());
+        assert_eq!(opened.state().order_count(), 0);
+    });
+}
+
+#[test]
+fn an_unreachable_server_and_a_bad_url_are_named_with_the_password_hidden() {
+    // Proves: nothing listening → Unreachable, naming the URL without its password; a URL
+    // that does not parse → BadUrl. Needs no PostgreSQL.
+    runtime().block_on(async {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let error = open_error(&format!("postgres://shop:s3cret@127.0.0.1:{port}/x")).await;
+        assert!(matches!(error, PgOpenError::Unreachable { .. }), "{error}");
+        let text = error.to_string();
+        assert!(text.contains("cannot reach PostgreSQL"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+        let error = open_error("postgres://shop:s3cret@127.0.0.1:notaport/x").await;
+        assert!(matches!(error, PgOpenError::BadUrl { .. }), "{error}");
+        assert!(!error.to_string().contains("s3cret"));
+    });
+}
+
+#[test]
+fn every_acknowledged_command_is_in_the_log_with_its_op() {
+    // Proves: a reply is released after its command is committed to the shared log: once
+    // `place_order` answers, another connection reads its row (op `place_order`), and reads
+    // are not logged.
+    runtime().block_on(async {
+        let Some(url) = fresh_database("logged").await else {
+            return;
+        };
+        let (clock, _now) = manual_clock();
+        let a = open(&options(&url, 1_000_000), &clock).await;
+        let s: &dyn Store = &*a;
+        s.place_order(request(7)).await.unwrap();
+        s.catalog().await.unwrap();
+        let admin = client(&url).await;
+        let ops: Vec<String> = admin
+            .query("SELECT op FROM stampede_log ORDER BY seq", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(ops, ["place_order"]);
+        assert!(matches!(
+            s.get_order(stampede_core::OrderId(1)).await.unwrap(),
+            Some(_)
+        ));
+    });
+}
