@@ -8,102 +8,14 @@
 //! and reaches `payment_pending`, which takes the reserve and create-intent
 //! jobs).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+mod common;
+
+use common::{Killed, field, get, place, spawn, wait_ready};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// A loopback port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// One HTTP/1.1 exchange on a fresh connection: (status, lower-cased head, body).
-fn http(addr: SocketAddr, request: &str) -> std::io::Result<(u16, String, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.write_all(request.as_bytes())?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("no status in {head:?}")))?;
-    Ok((status, head.to_ascii_lowercase(), body.to_string()))
-}
-
-fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String, String)> {
-    http(
-        addr,
-        &format!("GET {path} HTTP/1.1\r\nhost: shop\r\nconnection: close\r\n\r\n"),
-    )
-}
-
-fn place(addr: SocketAddr, key: &str) -> std::io::Result<(u16, String, String)> {
-    let body = r#"{"customer_id":"alice","items":[{"sku":"tshirt-black","qty":1}]}"#;
-    http(
-        addr,
-        &format!(
-            "POST /v1/orders HTTP/1.1\r\nhost: shop\r\nconnection: close\r\ncontent-type: application/json\r\nidempotency-key: {key}\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        ),
-    )
-}
-
-fn field(body: &str, name: &str) -> String {
-    let json: serde_json::Value =
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
-    json[name]
-        .as_str()
-        .unwrap_or_else(|| panic!("{name} in {body}"))
-        .to_string()
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(args: &[&str], log: &Path) -> Killed {
-    let log = std::fs::File::create(log).unwrap();
-    Killed(
-        Command::new(env!("CARGO_BIN_EXE_stampede"))
-            .args(args)
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("the binary runs"),
-    )
-}
-
-/// Waits (bounded) until `addr` answers HTTP.
-fn wait_ready(addr: SocketAddr, path: &str, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if get(addr, path).is_ok_and(|(status, ..)| status == 200) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!(
-        "{addr} never answered: {}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
-}
 
 fn serve(dir: &Path, shop: SocketAddr, psp: SocketAddr, log: &str) -> Killed {
     let db = dir.join("shop.db");
@@ -137,8 +49,8 @@ fn dir(name: &str) -> PathBuf {
 fn every_acknowledged_order_survives_kill_minus_nine_and_its_jobs_resume() {
     let dir = dir("durable-serve");
     let (shop, psp) = (
-        SocketAddr::from(([127, 0, 0, 1], free_port())),
-        SocketAddr::from(([127, 0, 0, 1], free_port())),
+        SocketAddr::from(([127, 0, 0, 1], common::free_port())),
+        SocketAddr::from(([127, 0, 0, 1], common::free_port())),
     );
     let psp_log = dir.join("psp.log");
     let _psp = spawn(

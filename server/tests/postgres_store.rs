@@ -22,55 +22,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::NoTls;
 
-/// The server's address without a database: `postgres://user:password@host:port`.
-fn server() -> Option<String> {
-    let found = match std::env::var("STAMPEDE_TEST_PG") {
-        Ok(url) => Some(
-            url.rsplit_once('/')
-                .map_or(url.clone(), |(base, _)| base.to_string()),
-        ),
-        Err(_) => match (std::env::var("PGHOST"), std::env::var("PGUSER")) {
-            (Ok(host), Ok(user)) => Some(format!(
-                "postgres://{user}:{}@{host}:{}",
-                std::env::var("PGPASSWORD").unwrap_or_default(),
-                std::env::var("PGPORT").unwrap_or_else(|_| "5432".into())
-            )),
-            _ => None,
-        },
-    };
-    if found.is_none() {
-        assert!(
-            std::env::var_os("STAMPEDE_REQUIRE_PG").is_none(),
-            "STAMPEDE_REQUIRE_PG is set but no PostgreSQL is configured \
-             (set STAMPEDE_TEST_PG=postgres://user:password@host:port/db or run under pg_virtualenv)"
-        );
-        eprintln!(
-            "\n*** NOT RUN: no PostgreSQL for this test (set STAMPEDE_TEST_PG or run under \
-             pg_virtualenv); it proves nothing here ***\n"
-        );
-    }
-    found
-}
-
-/// A fresh, empty database named after the test; its URL.
-async fn fresh_database(name: &str) -> Option<String> {
-    let base = server()?;
-    let db = format!("stampede_t_{name}");
-    let (admin, connection) = tokio_postgres::connect(&format!("{base}/postgres"), NoTls)
-        .await
-        .expect("the test server answers");
-    tokio::spawn(connection);
-    admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-        .await
-        .unwrap();
-    admin
-        .batch_execute(&format!("CREATE DATABASE {db}"))
-        .await
-        .unwrap();
-    Some(format!("{base}/{db}"))
-}
-
 async fn client(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
     tokio::spawn(connection);
@@ -124,7 +75,7 @@ impl Subject for Replicas {
 }
 
 async fn pair(name: &str, checkpoint_every: u64) -> Option<Differential<Replicas>> {
-    let url = fresh_database(name).await?;
+    let url = postgres::test_database(name).await?;
     let (clock, now) = manual_clock();
     let options = options(&url, checkpoint_every);
     let stores = vec![open(&options, &clock).await, open(&options, &clock).await];
@@ -224,7 +175,7 @@ fn replicas_writing_at_once_agree_on_one_history_and_never_oversell() {
     // the shared log: each key makes one order, no more than 6 units are reserved, and a third
     // replica opened afterwards replays the log into exactly the state both replicas hold.
     runtime().block_on(async {
-        let Some(url) = fresh_database("concurrent").await else {
+        let Some(url) = postgres::test_database("concurrent").await else {
             return;
         };
         let (clock, _now) = manual_clock();
@@ -289,7 +240,7 @@ fn a_replica_whose_connection_is_killed_answers_unavailable_then_recovers_losing
     // the replica reconnects and reloads on its next call, and every order acknowledged
     // before or after is there, as a fresh replica reading the database confirms.
     runtime().block_on(async {
-        let Some(url) = fresh_database("killed").await else {
+        let Some(url) = postgres::test_database("killed").await else {
             return;
         };
         let (clock, _now) = manual_clock();
@@ -337,7 +288,7 @@ fn a_waiting_worker_on_one_replica_is_woken_by_a_job_enqueued_on_another() {
     // up to 30 s on replica B returns the job an order placed on replica A enqueued, long
     // before its wait is over (without the notification it would return only at the end).
     runtime().block_on(async {
-        let Some(url) = fresh_database("wake").await else {
+        let Some(url) = postgres::test_database("wake").await else {
             return;
         };
         let (clock, _now) = manual_clock();
@@ -378,7 +329,7 @@ fn a_database_of_another_program_is_refused_and_left_alone() {
     // Proves: a database holding someone else's tables is refused as foreign (exit-2 error
     // naming it), and nothing is created in it; `reset` refuses it too.
     runtime().block_on(async {
-        let Some(url) = fresh_database("foreign").await else {
+        let Some(url) = postgres::test_database("foreign").await else {
             return;
         };
         let admin = client(&url).await;
@@ -409,7 +360,7 @@ fn a_database_of_another_schema_version_is_refused_and_reset_only_drops_ours() {
     // with the version named; one of this version opens; `reset` drops Stampede's tables (a
     // fresh start for `stampede load`) and the next open creates a new shop.
     runtime().block_on(async {
-        let Some(url) = fresh_database("version").await else {
+        let Some(url) = postgres::test_database("version").await else {
             return;
         };
         let (clock, _now) = manual_clock();
@@ -473,7 +424,7 @@ fn every_acknowledged_command_is_in_the_log_with_its_op() {
     // `place_order` answers, another connection reads its row (op `place_order`), and reads
     // are not logged.
     runtime().block_on(async {
-        let Some(url) = fresh_database("logged").await else {
+        let Some(url) = postgres::test_database("logged").await else {
             return;
         };
         let (clock, _now) = manual_clock();

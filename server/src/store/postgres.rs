@@ -1092,6 +1092,63 @@ pub async fn reset(options: &PgOptions) -> Result<(), PgOpenError> {
     }
 }
 
+/// For test suites: the PostgreSQL server to test against, as
+/// `postgres://user:password@host:port` (no database): `STAMPEDE_TEST_PG`
+/// (its database part dropped), else the `PG*` variables `pg_virtualenv`
+/// sets. With neither, a test must not pass silently: this prints a loud
+/// "NOT RUN" line and answers `None` — or panics when `STAMPEDE_REQUIRE_PG`
+/// is set (CI sets it, so there the PostgreSQL tests run or fail).
+pub fn test_server() -> Option<String> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let found = match env("STAMPEDE_TEST_PG") {
+        Some(url) => Some(match url.rsplit_once('/') {
+            Some((base, _)) if base.contains("://") && !base.ends_with('/') => base.to_string(),
+            _ => url,
+        }),
+        None => match (env("PGHOST"), env("PGUSER")) {
+            (Some(host), Some(user)) => Some(format!(
+                "postgres://{user}:{}@{host}:{}",
+                env("PGPASSWORD").unwrap_or_default(),
+                env("PGPORT").unwrap_or_else(|| "5432".into())
+            )),
+            _ => None,
+        },
+    };
+    if found.is_none() {
+        assert!(
+            std::env::var_os("STAMPEDE_REQUIRE_PG").is_none(),
+            "STAMPEDE_REQUIRE_PG is set but no PostgreSQL is configured \
+             (set STAMPEDE_TEST_PG=postgres://user:password@host:port/db or run under pg_virtualenv)"
+        );
+        eprintln!(
+            "\n*** NOT RUN: no PostgreSQL for this test (set STAMPEDE_TEST_PG or run under \
+             pg_virtualenv); it proves nothing here ***\n"
+        );
+    }
+    found
+}
+
+/// For test suites: a fresh, empty database `stampede_t_<name>` on
+/// [`test_server`] (dropped first if it exists); its URL, or `None` where
+/// no server is configured.
+pub async fn test_database(name: &str) -> Option<String> {
+    let base = test_server()?;
+    let db = format!("stampede_t_{name}");
+    let (admin, connection) = tokio_postgres::connect(&format!("{base}/postgres"), NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("the test server {} answers: {e}", redact(&base)));
+    tokio::spawn(connection);
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .await
+        .unwrap_or_else(|e| panic!("dropping {db}: {}", describe(&e)));
+    admin
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap_or_else(|e| panic!("creating {db}: {}", describe(&e)));
+    Some(format!("{base}/{db}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
