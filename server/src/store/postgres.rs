@@ -580,10 +580,10 @@ enum Gap {
 /// Re-applies logged rows `(seq, at_ms, command)` in order, or reports a
 /// [`Gap`] before applying any.
 fn apply_log(replica: &mut Replica, rows: &[tokio_postgres::Row]) -> Result<Gap, LoadError> {
-    if let Some(first) = rows.first() {
-        if to_u64(first.get(0), "log seq")? != replica.seq + 1 {
-            return Ok(Gap::Found);
-        }
+    if let Some(first) = rows.first()
+        && to_u64(first.get(0), "log seq")? != replica.seq + 1
+    {
+        return Ok(Gap::Found);
     }
     for row in rows {
         let seq = to_u64(row.get(0), "log seq")?;
