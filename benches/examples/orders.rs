@@ -6,6 +6,9 @@
 //! orders ADDR open RATE SECONDS            # open loop at RATE orders/s: p50/p99/max latency
 //! ```
 //!
+//! ADDR may list several replicas of one shop, comma-separated: connection
+//! (or request) `n` goes to replica `n mod replicas`.
+//!
 //! Each request is `POST /v1/orders` with a fresh `Idempotency-Key` for one
 //! unit of an ordinary SKU; only a 202 counts as accepted. In the open loop
 //! every latency counts from when the request was due, not when it was sent
@@ -50,7 +53,10 @@ async fn main() {
     let mode = args.next().unwrap_or_else(|| usage());
     let n = number(args.next());
     let secs = number(args.next());
-    let url = format!("http://{addr}/v1/orders");
+    let urls: Vec<String> = addr
+        .split(',')
+        .map(|a| format!("http://{a}/v1/orders"))
+        .collect();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -69,8 +75,8 @@ async fn main() {
             let accepted = Arc::new(AtomicU64::new(0));
             let next = Arc::new(AtomicU64::new(0));
             let tasks: Vec<_> = (0..n)
-                .map(|_| {
-                    let (client, url) = (client.clone(), url.clone());
+                .map(|i| {
+                    let (client, url) = (client.clone(), urls[i as usize % urls.len()].clone());
                     let (accepted, next) = (Arc::clone(&accepted), Arc::clone(&next));
                     tokio::spawn(async move {
                         while Instant::now() < end {
@@ -106,7 +112,7 @@ async fn main() {
                 if Instant::now() > due + Duration::from_millis(5) {
                     late.fetch_add(1, Ordering::Relaxed);
                 }
-                let (client, url) = (client.clone(), url.clone());
+                let (client, url) = (client.clone(), urls[key as usize % urls.len()].clone());
                 let (latencies, accepted) = (Arc::clone(&latencies), Arc::clone(&accepted));
                 tasks.push(tokio::spawn(async move {
                     if place(&client, &url, key, run).await {
