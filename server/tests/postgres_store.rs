@@ -255,7 +255,8 @@ fn a_replica_whose_connection_is_killed_answers_unavailable_then_recovers_losing
         admin
             .batch_execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE application_name = 'stampede' AND pid <> pg_backend_pid()",
+                 WHERE application_name = 'stampede' AND datname = current_database() \
+                 AND pid <> pg_backend_pid()",
             )
             .await
             .unwrap();
