@@ -50,7 +50,7 @@ use super::{Command, LEASE_WAIT_MAX_MS, Reply, Store, StoreError, StoreFuture};
 use crate::clock::Clock;
 use stampede_core::{Lease, Millis, ShopState};
 use std::fmt;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -621,6 +621,8 @@ struct Shared {
     changed: Notify,
     /// The writer connection's backend pid: our own notifications carry it.
     writer_pid: AtomicI32,
+    /// Notifications from other replicas received so far.
+    remote_notes: AtomicU64,
 }
 
 impl Shared {
@@ -666,6 +668,7 @@ impl PgStore {
             clock,
             changed: Notify::new(),
             writer_pid: AtomicI32::new(pid),
+            remote_notes: AtomicU64::new(0),
         });
         let (calls, queue) = mpsc::channel(QUEUE_BOUND);
         let writer = Writer {
@@ -714,27 +717,33 @@ impl PgStore {
     }
 
     /// Leases the next runnable job, waiting up to `wait_ms` (at most
-    /// [`LEASE_WAIT_MAX_MS`]). Each turn registers for the signal, catches
-    /// up with the log (a read: no lock, no commit), leases through the log
-    /// only if the caught-up state has a runnable job, and otherwise sleeps
-    /// until the signal (a command here or on another replica that may make
-    /// a job runnable), the next job's time or the end of the wait. So idle
-    /// workers on many replicas wake each other with reads, not with empty
-    /// leases written to the log.
+    /// [`LEASE_WAIT_MAX_MS`]). Each turn registers for the signal, then
+    /// leases through the log if this replica's state has a runnable job;
+    /// if it has none and another replica has notified since this wait last
+    /// caught up (or it never has), it catches up with the log first (a
+    /// read: no lock, no commit) and looks again. Otherwise it sleeps until
+    /// the signal (a command here or on another replica that may make a job
+    /// runnable), the next job's time or the end of the wait. So idle
+    /// workers on many replicas wake each other with reads, never with
+    /// empty leases written to the log, and a job enqueued on this replica
+    /// costs its worker no extra round trip.
     async fn lease_job_wait(&self, wait_ms: u64) -> Result<Option<Lease>, StoreError> {
         let deadline = Instant::now() + Duration::from_millis(wait_ms.min(LEASE_WAIT_MAX_MS));
+        let mut caught_up_with = None;
         loop {
             let changed = self.shared.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            // The cheapest read there is: it only makes the writer catch up.
-            self.execute(Command::ReadFeed {
-                since: None,
-                max: 0,
-            })
-            .await?;
-            let (now, next) = self.next_job();
-            if next.is_some_and(|at| at <= now) {
+            let mut runnable = self.has_runnable_job();
+            let remote = self.shared.remote_notes.load(Ordering::Acquire);
+            if !runnable && caught_up_with != Some(remote) {
+                // The cheapest read there is: it only makes the writer catch up.
+                self.execute(Command::ReadFeed { since: None, max: 0 })
+                    .await?;
+                caught_up_with = Some(remote);
+                runnable = self.has_runnable_job();
+            }
+            if runnable {
                 match self.execute(Command::LeaseJob).await? {
                     Reply::Lease(Some(lease)) => return Ok(Some(lease)),
                     Reply::Lease(None) => {}
@@ -755,6 +764,12 @@ impl PgStore {
                 () = tokio::time::sleep_until(wake) => {}
             }
         }
+    }
+
+    /// Whether this replica's state, as far as it has caught up, has a job runnable now.
+    fn has_runnable_job(&self) -> bool {
+        let (now, next) = self.next_job();
+        next.is_some_and(|at| at <= now)
     }
 
     /// This replica's `now` and when its next job is runnable.
@@ -1044,6 +1059,7 @@ async fn listen(shared: std::sync::Weak<Shared>, config: Config) {
                         };
                         let ours = shared.writer_pid.load(Ordering::Relaxed).to_string();
                         if payload != ours {
+                            shared.remote_notes.fetch_add(1, Ordering::Release);
                             shared.changed.notify_waiters();
                         }
                     }
