@@ -73,9 +73,7 @@ impl Design {
 }
 
 fn usage() -> ! {
-    eprintln!(
-        "usage: pg_stock URL conditional|row-lock|segmented:N|read-then-write BUYERS STOCK"
-    );
+    eprintln!("usage: pg_stock URL conditional|row-lock|segmented:N|read-then-write BUYERS STOCK");
     std::process::exit(2)
 }
 
@@ -187,8 +185,9 @@ async fn take(
 
 fn retryable(e: &tokio_postgres::Error) -> bool {
     use tokio_postgres::error::SqlState;
-    e.code()
-        .is_some_and(|c| *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED)
+    e.code().is_some_and(|c| {
+        *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
+    })
 }
 
 #[derive(Default)]

@@ -55,7 +55,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{AsyncMessage, Client, Config, GenericClient, NoTls, Statement};
 
 /// What `stampede_meta.application` says in a Stampede database.
 pub const APPLICATION: &str = "stampede";
@@ -539,7 +540,7 @@ async fn load(client: &mut Client) -> Result<(Replica, u64), LoadError> {
 
 /// [`load`] inside a transaction that already sees a consistent log (a
 /// snapshot, or one holding [`LOG_LOCK`]).
-async fn load_in(tx: &tokio_postgres::Transaction<'_>) -> Result<(Replica, u64), LoadError> {
+async fn load_in(tx: &impl GenericClient) -> Result<(Replica, u64), LoadError> {
     let row = tx
         .query_opt("SELECT seq, at_ms, state FROM stampede_checkpoint", &[])
         .await?
@@ -675,6 +676,7 @@ impl PgStore {
             shared: shared.clone(),
             config: config.clone(),
             client: Some(client),
+            statements: None,
             stale: false,
             max_batch: options.max_batch.clamp(1, MAX_BATCH),
             checkpoint_min: options.checkpoint_min_commands.max(1),
@@ -738,8 +740,11 @@ impl PgStore {
             let remote = self.shared.remote_notes.load(Ordering::Acquire);
             if !runnable && caught_up_with != Some(remote) {
                 // The cheapest read there is: it only makes the writer catch up.
-                self.execute(Command::ReadFeed { since: None, max: 0 })
-                    .await?;
+                self.execute(Command::ReadFeed {
+                    since: None,
+                    max: 0,
+                })
+                .await?;
                 caught_up_with = Some(remote);
                 runnable = self.has_runnable_job();
             }
@@ -804,6 +809,8 @@ struct Writer {
     shared: Arc<Shared>,
     config: Config,
     client: Option<Client>,
+    /// `client`'s prepared statements (prepared on its first batch).
+    statements: Option<Statements>,
     /// The replica's state may hold commands the database does not: reload before the next batch.
     stale: bool,
     max_batch: usize,
@@ -860,18 +867,33 @@ impl Writer {
     async fn batch(&mut self, commands: Vec<Command>) -> Result<Done, LoadError> {
         let mut client = match self.client.take() {
             Some(client) => client,
-            None => self.connect().await?,
+            None => {
+                self.statements = None;
+                self.connect().await?
+            }
         };
-        let done = self.run_batch(&mut client, commands).await?;
+        let statements = match self.statements.take() {
+            Some(statements) => statements,
+            None => Statements::prepare(&client).await?,
+        };
+        let done = self.run_batch(&mut client, &statements, commands).await?;
         self.client = Some(client);
+        self.statements = Some(statements);
         Ok(done)
     }
 
     /// Read-only batches catch up and answer; others lock the log, catch
     /// up, apply, append and commit.
+    ///
+    /// A write batch is two round trips: `BEGIN`, the lock and the catch-up
+    /// sent together; then the append, the notification, the checkpoint and
+    /// `COMMIT` together (PostgreSQL runs pipelined statements in order,
+    /// each catch-up reading a snapshot taken after the lock was granted; if
+    /// any fails the transaction is aborted and its `COMMIT` rolls back).
     async fn run_batch(
         &mut self,
         client: &mut Client,
+        st: &Statements,
         commands: Vec<Command>,
     ) -> Result<Done, LoadError> {
         let shared = self.shared.clone();
@@ -883,7 +905,7 @@ impl Writer {
         }
         if commands.iter().all(Command::is_read) {
             let seq = to_i64(shared.lock().seq);
-            let rows = client.query(CATCH_UP, &[&seq]).await?;
+            let rows = client.query(&st.catch_up, &[&seq]).await?;
             let gap = {
                 let mut replica = shared.lock();
                 apply_log(&mut replica, &rows).inspect_err(|_| self.stale = true)?
@@ -899,17 +921,20 @@ impl Writer {
                 wake: false,
             });
         }
-        let tx = client.transaction().await?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK])
-            .await?;
         let seq = to_i64(shared.lock().seq);
-        let rows = tx.query(CATCH_UP, &[&seq]).await?;
+        let (lock, after): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1]) =
+            ([&LOG_LOCK], [&seq]);
+        let (_, _, rows) = tokio::try_join!(
+            client.batch_execute("BEGIN"),
+            client.execute(&st.lock, &lock),
+            client.query(&st.catch_up, &after),
+        )?;
         // From here until the commit, the replica may hold what the database does not.
         self.stale = true;
         let gap = apply_log(&mut shared.lock(), &rows)?;
         if let Gap::Found = gap {
             // Under the lock, the checkpoint and the log after it are consistent.
-            let (replica, _) = load_in(&tx).await?;
+            let (replica, _) = load_in(&*client).await?;
             *shared.lock() = replica;
         }
         let mut log = Log::default();
@@ -932,36 +957,49 @@ impl Writer {
             };
             (replies, checkpoint)
         };
-        if !log.seqs.is_empty() {
-            tx.execute(
-                "INSERT INTO stampede_log (seq, at_ms, op, command)
-                 SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[])",
-                &[&log.seqs, &log.ats, &log.ops, &log.commands],
-            )
-            .await?;
-        }
-        if log.wake {
-            let pid = shared.writer_pid.load(Ordering::Relaxed).to_string();
-            tx.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &pid])
-                .await?;
-        }
-        if let Some((seq, at, state)) = &checkpoint {
-            // Keep the log since the previous checkpoint, so a replica a
-            // little behind still catches up from the log; one further
-            // behind reloads from this checkpoint.
-            let previous: i64 = tx
-                .query_one("SELECT seq FROM stampede_checkpoint WHERE id = 1", &[])
-                .await?
-                .get(0);
-            tx.execute(
-                "UPDATE stampede_checkpoint SET seq = $1, at_ms = $2, state = $3 WHERE id = 1",
-                &[&to_i64(*seq), &to_i64(at.0), state],
-            )
-            .await?;
-            tx.execute("DELETE FROM stampede_log WHERE seq <= $1", &[&previous])
-                .await?;
-        }
-        tx.commit().await?;
+        let pid = shared.writer_pid.load(Ordering::Relaxed).to_string();
+        let append = async {
+            match log.seqs.is_empty() {
+                true => Ok(0),
+                false => {
+                    client
+                        .execute(&st.append, &[&log.seqs, &log.ats, &log.ops, &log.commands])
+                        .await
+                }
+            }
+        };
+        let notify = async {
+            match log.wake {
+                true => client.execute(&st.notify, &[&NOTIFY_CHANNEL, &pid]).await,
+                false => Ok(0),
+            }
+        };
+        // Keep the log since the previous checkpoint (trimmed before the new
+        // one replaces it), so a replica a little behind still catches up
+        // from the log; one further behind reloads from the checkpoint.
+        let trim = async {
+            match checkpoint.is_some() {
+                true => client.execute(&st.trim, &[]).await,
+                false => Ok(0),
+            }
+        };
+        let write_checkpoint = async {
+            match &checkpoint {
+                Some((seq, at, state)) => {
+                    client
+                        .execute(&st.checkpoint, &[&to_i64(*seq), &to_i64(at.0), state])
+                        .await
+                }
+                None => Ok(0),
+            }
+        };
+        tokio::try_join!(
+            append,
+            notify,
+            trim,
+            write_checkpoint,
+            client.batch_execute("COMMIT")
+        )?;
         self.stale = false;
         if let Some((seq, ..)) = checkpoint {
             shared.lock().checkpoint_seq = seq;
@@ -969,6 +1007,50 @@ impl Writer {
         Ok(Done {
             replies,
             wake: log.wake,
+        })
+    }
+}
+
+/// The writer's statements, prepared once per connection (an unprepared
+/// query costs a round trip of its own to be parsed).
+struct Statements {
+    lock: Statement,
+    catch_up: Statement,
+    append: Statement,
+    notify: Statement,
+    trim: Statement,
+    checkpoint: Statement,
+}
+
+impl Statements {
+    async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
+        // A generic plan for `seq > $1` guesses a third of the log and may scan it all; each
+        // catch-up reads a few rows at its tail, which only a plan for the value sees.
+        client
+            .batch_execute("SET plan_cache_mode = force_custom_plan")
+            .await?;
+        let (lock, catch_up, append, notify, trim, checkpoint) = tokio::try_join!(
+            client.prepare("SELECT pg_advisory_xact_lock($1)"),
+            client.prepare(CATCH_UP),
+            client.prepare(
+                "INSERT INTO stampede_log (seq, at_ms, op, command)
+                 SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[])"
+            ),
+            client.prepare("SELECT pg_notify($1, $2)"),
+            client.prepare(
+                "DELETE FROM stampede_log WHERE seq <= (SELECT seq FROM stampede_checkpoint WHERE id = 1)"
+            ),
+            client.prepare(
+                "UPDATE stampede_checkpoint SET seq = $1, at_ms = $2, state = $3 WHERE id = 1"
+            ),
+        )?;
+        Ok(Statements {
+            lock,
+            catch_up,
+            append,
+            notify,
+            trim,
+            checkpoint,
         })
     }
 }
