@@ -450,3 +450,148 @@ fn every_acknowledged_command_is_in_the_log_with_its_op() {
         );
     });
 }
+
+#[test]
+fn a_replica_starts_its_clock_at_the_databases_time_and_never_before_its_log() {
+    // Proves: a replica's clock reads milliseconds since the database's creation (its epoch,
+    // kept across opens), and never starts before the last logged command's time, so deadlines
+    // stored as times keep their meaning whatever the new replica's own clock says.
+    runtime().block_on(async {
+        let Some(url) = postgres::test_database("clock").await else {
+            return;
+        };
+        let epoch = 1_700_000_000_000;
+        let options = PgOptions::new(url.clone());
+        let opened = postgres::open(&options, epoch, || Ok(state()))
+            .await
+            .unwrap();
+        assert_eq!(opened.epoch_unix_ms(), epoch);
+        assert_eq!(opened.start_at(epoch + 2_000), stampede_core::Millis(2_000));
+        let (clock, now) = manual_clock();
+        now.store(7_000, std::sync::atomic::Ordering::SeqCst);
+        let store = PgStore::start(opened, clock);
+        let s: &dyn Store = &*store;
+        s.place_order(request(1)).await.unwrap();
+        drop(store);
+        // Opened later with another "now": the epoch is the database's, not this call's.
+        let again = postgres::open(&options, epoch + 99_000, || Ok(state()))
+            .await
+            .unwrap();
+        assert_eq!(again.epoch_unix_ms(), epoch);
+        assert_eq!(
+            again.start_at(epoch + 2_000),
+            stampede_core::Millis(7_000),
+            "not before the logged order"
+        );
+        assert_eq!(
+            again.start_at(epoch + 10_000),
+            stampede_core::Millis(10_000)
+        );
+    });
+}
+
+#[test]
+fn an_idle_worker_waits_with_reads_and_writes_no_empty_lease_to_the_log() {
+    // Proves: a lease wait that finds no job catches up with reads only: after waiting on an
+    // empty queue (woken meanwhile by another replica's notification) it answers no lease and
+    // the shared log holds no `lease_job` row — only the command that woke it.
+    runtime().block_on(async {
+        let Some(url) = postgres::test_database("idle").await else {
+            return;
+        };
+        let (clock, _now) = manual_clock();
+        let options = options(&url, 1_000_000);
+        let a = open(&options, &clock).await;
+        let b = open(&options, &clock).await;
+        let waiting = {
+            let b = Arc::clone(&b);
+            tokio::spawn(async move {
+                let store: &dyn Store = &*b;
+                store.lease_job_wait(1_500).await.unwrap()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // A command that may make a job runnable (and makes none): B is woken, finds nothing.
+        let sa: &dyn Store = &*a;
+        sa.restock(Sku::new("hat").unwrap(), 1).await.unwrap();
+        assert_eq!(waiting.await.unwrap(), None);
+        let ops: Vec<String> = client(&url)
+            .await
+            .query("SELECT op FROM stampede_log ORDER BY seq", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(ops, ["restock"]);
+    });
+}
+
+async fn checkpoint_seq(url: &str) -> i64 {
+    client(url)
+        .await
+        .query_one("SELECT seq FROM stampede_checkpoint", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn a_checkpoint_comes_every_n_logged_commands_not_before() {
+    // Proves: the checkpoint cadence on both sides of its bound: with a checkpoint due every 5
+    // logged commands (few orders held), 4 leave the checkpoint at the start and the 5th writes
+    // it at position 5; the log then still holds every command since the previous checkpoint.
+    runtime().block_on(async {
+        let Some(url) = postgres::test_database("cadence").await else {
+            return;
+        };
+        let (clock, _now) = manual_clock();
+        let store = open(&options(&url, 5), &clock).await;
+        let s: &dyn Store = &*store;
+        for _ in 0..4 {
+            s.restock(Sku::new("hat").unwrap(), 1).await.unwrap();
+        }
+        assert_eq!(checkpoint_seq(&url).await, 0, "4 < 5: no checkpoint yet");
+        s.restock(Sku::new("hat").unwrap(), 1).await.unwrap();
+        assert_eq!(
+            checkpoint_seq(&url).await,
+            5,
+            "the 5th logged command checkpoints"
+        );
+    });
+}
+
+#[test]
+fn a_dropped_store_lets_go_of_its_connections() {
+    // Proves: dropping a replica's store ends its writer and its listener: within a few
+    // seconds no Stampede connection to the database is left (a writer that kept looping on a
+    // closed queue would keep its connection, and query, forever).
+    runtime().block_on(async {
+        let Some(url) = postgres::test_database("dropped").await else {
+            return;
+        };
+        let (clock, _now) = manual_clock();
+        let store = open(&options(&url, 1_000), &clock).await;
+        let s: &dyn Store = &*store;
+        s.restock(Sku::new("hat").unwrap(), 1).await.unwrap();
+        drop(store);
+        let admin = client(&url).await;
+        let mut left = i64::MAX;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            left = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE application_name = 'stampede' AND datname = current_database()",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if left == 0 {
+                break;
+            }
+        }
+        assert_eq!(left, 0, "connections left after the store was dropped");
+    });
+}

@@ -1262,6 +1262,7 @@ mod tests {
             "postgres://shop@db/stampede"
         );
         let options = PgOptions::new("postgresql://a:b@h/d");
+        assert_eq!(options.redacted(), "postgresql://a:***@h/d");
         assert!(!format!("{options:?}").contains(":b@"));
     }
 
