@@ -337,8 +337,11 @@ async fn main() {
     sold_out.store(true, Ordering::Relaxed);
     let lock_waits = sampler.await.expect("the sampler");
     let sold = tally.sold.load(Ordering::Relaxed);
-    let h = latencies.lock().expect("the histogram");
-    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let (p50, p99) = {
+        let h = latencies.lock().expect("the histogram");
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        (ms(0.5), ms(0.99))
+    };
     // The buyers' evidence against the configured stock; the database's own count beside it.
     let rows: i64 = admin
         .query_one("SELECT count(*) FROM bench_orders", &[])
@@ -359,8 +362,8 @@ async fn main() {
     println!(
         "| {label} | {buyers} | {:.0} | {:.2} ms | {:.2} ms | {lock_waits:.1} | {} | {sold} of {stock} ({rows} rows) | {verdict} |",
         sold as f64 / elapsed.as_secs_f64(),
-        ms(0.5),
-        ms(0.99),
+        p50,
+        p99,
         tally.retries.load(Ordering::Relaxed),
     );
     if tally.failed.load(Ordering::Relaxed) > 0 {
