@@ -184,14 +184,7 @@ impl MemoryStore {
                 return (lease, position);
             }
             // No job is runnable at `now`, so the next one is due after it.
-            let due =
-                next.map(|at| started + Duration::from_millis(at.0.saturating_sub(now.0).max(1)));
-            let wake = due.map_or(deadline, |due| due.min(deadline));
-            tokio::select! {
-                biased;
-                () = &mut changed => {}
-                () = tokio::time::sleep_until(wake) => {}
-            }
+            super::sleep_until_job(changed.as_mut(), started, now, next, deadline).await;
         }
     }
 }

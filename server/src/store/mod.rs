@@ -49,6 +49,26 @@ pub enum StoreError {
 /// Longest a [`Command::LeaseJobWait`] waits, ms, whatever it asks.
 pub const LEASE_WAIT_MAX_MS: u64 = 30_000;
 
+/// Sleeps until `changed` fires, the next job is due, or `deadline`: a
+/// waiting lease's pause between two looks. `next` is when the next job is
+/// runnable on the store's clock, which read `now` at `started`.
+async fn sleep_until_job(
+    changed: Pin<&mut tokio::sync::futures::Notified<'_>>,
+    started: tokio::time::Instant,
+    now: stampede_core::Millis,
+    next: Option<stampede_core::Millis>,
+    deadline: tokio::time::Instant,
+) {
+    let due = next
+        .map(|at| started + std::time::Duration::from_millis(at.0.saturating_sub(now.0).max(1)));
+    let wake = due.map_or(deadline, |due| due.min(deadline));
+    tokio::select! {
+        biased;
+        () = changed => {}
+        () = tokio::time::sleep_until(wake) => {}
+    }
+}
+
 /// A boxed store future.
 pub type StoreFuture<'a> = Pin<Box<dyn Future<Output = Result<Reply, StoreError>> + Send + 'a>>;
 
