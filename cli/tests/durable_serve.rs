@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{Killed, field, get, place, spawn, wait_ready};
+use common::{Killed, field, place, spawn, wait_ready};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -105,24 +105,11 @@ fn every_acknowledged_order_survives_kill_minus_nine_and_its_jobs_resume() {
     );
 
     let _second = serve(&dir, shop, psp, "serve-2.log");
-    for (key, order) in &acknowledged {
-        let (status, _, body) = get(shop, &format!("/v1/orders/{order}")).unwrap();
-        assert_eq!(status, 200, "{order} (key {key}) after the restart: {body}");
-        let (status, head, body) = place(shop, key).unwrap();
-        assert_eq!(status, 202, "{key} replayed: {body}");
-        assert!(head.contains("idempotent-replayed: true"), "{key}: {head}");
-        assert_eq!(&field(&body, "order_id"), order, "{key} answers its order");
-    }
+    common::assert_kept_and_replayed(shop, &acknowledged);
     // Jobs resume: every order gets its stock reserved and its intent created.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut waiting = acknowledged.clone();
-    while !waiting.is_empty() && Instant::now() < deadline {
-        waiting.retain(|(_, order)| {
-            let (_, _, body) = get(shop, &format!("/v1/orders/{order}")).unwrap();
-            field(&body, "status") != "payment_pending"
-        });
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let waiting = common::orders_never_done(shop, &acknowledged, Duration::from_secs(60), |s| {
+        s == "payment_pending"
+    });
     assert!(
         waiting.is_empty(),
         "orders whose jobs did not resume: {waiting:?}\n{}",

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{Killed, field, free_port, get, load, place, say, spawn, wait_ready};
+use common::{Killed, field, free_port, load, place, say, spawn, wait_ready};
 use stampede_server::store::postgres;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -215,23 +215,10 @@ fn a_replica_killed_with_sigkill_leaves_the_other_serving_and_loses_nothing() {
         before,
         acknowledged.len()
     );
-    for (key, order) in &acknowledged {
-        let (status, _, body) = get(a, &format!("/v1/orders/{order}")).unwrap();
-        assert_eq!(status, 200, "{order} (key {key}) on the survivor: {body}");
-        let (status, head, body) = place(a, key).unwrap();
-        assert_eq!(status, 202, "{key} replayed: {body}");
-        assert!(head.contains("idempotent-replayed: true"), "{key}: {head}");
-        assert_eq!(&field(&body, "order_id"), order, "{key} answers its order");
-    }
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut waiting = acknowledged.clone();
-    while !waiting.is_empty() && Instant::now() < deadline {
-        waiting.retain(|(_, order)| {
-            let (_, _, body) = get(a, &format!("/v1/orders/{order}")).unwrap();
-            field(&body, "status") == "created"
-        });
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    common::assert_kept_and_replayed(a, &acknowledged);
+    let waiting = common::orders_never_done(a, &acknowledged, Duration::from_secs(90), |s| {
+        s != "created"
+    });
     assert!(
         waiting.is_empty(),
         "orders whose jobs never ran after the kill: {waiting:?}"

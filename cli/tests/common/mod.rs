@@ -131,3 +131,36 @@ pub fn wait_ready(addr: SocketAddr, path: &str, log: &Path) {
         std::fs::read_to_string(log).unwrap_or_default()
     );
 }
+
+/// Every acknowledged `(key, order)` is at `shop`, and replaying its key
+/// answers the same order, marked replayed.
+pub fn assert_kept_and_replayed(shop: SocketAddr, acknowledged: &[(String, String)]) {
+    for (key, order) in acknowledged {
+        let (status, _, body) = get(shop, &format!("/v1/orders/{order}")).unwrap();
+        assert_eq!(status, 200, "{order} (key {key}) at {shop}: {body}");
+        let (status, head, body) = place(shop, key).unwrap();
+        assert_eq!(status, 202, "{key} replayed: {body}");
+        assert!(head.contains("idempotent-replayed: true"), "{key}: {head}");
+        assert_eq!(&field(&body, "order_id"), order, "{key} answers its order");
+    }
+}
+
+/// Polls `shop` (bounded by `within`) until every order's status satisfies
+/// `done`; answers the orders that never did.
+pub fn orders_never_done(
+    shop: SocketAddr,
+    acknowledged: &[(String, String)],
+    within: Duration,
+    done: impl Fn(&str) -> bool,
+) -> Vec<(String, String)> {
+    let deadline = Instant::now() + within;
+    let mut waiting = acknowledged.to_vec();
+    while !waiting.is_empty() && Instant::now() < deadline {
+        waiting.retain(|(_, order)| {
+            let (_, _, body) = get(shop, &format!("/v1/orders/{order}")).unwrap();
+            !done(&field(&body, "status"))
+        });
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    waiting
+}
