@@ -820,9 +820,9 @@ impl Writer {
     async fn run(mut self, mut queue: mpsc::Receiver<Call>) {
         let mut batch = Vec::with_capacity(self.max_batch);
         while queue.recv_many(&mut batch, self.max_batch).await > 0 {
-            let commands: Vec<Command> = batch.iter().map(|c| c.command.clone()).collect();
-            let outcome = self.batch(commands).await;
-            let replies = match outcome {
+            let (commands, waiting): (Vec<Command>, Vec<_>) =
+                batch.drain(..).map(|c| (c.command, c.reply)).unzip();
+            let replies = match self.batch(commands).await {
                 Ok(done) => {
                     if done.wake {
                         self.shared.changed.notify_waiters();
@@ -833,14 +833,14 @@ impl Writer {
                     tracing::warn!(%error, "PostgreSQL batch failed; reloading before the next");
                     self.client = None;
                     let why = format!("PostgreSQL: {error}");
-                    batch
+                    waiting
                         .iter()
                         .map(|_| Err(StoreError::Unavailable(why.clone())))
                         .collect()
                 }
             };
-            for (call, reply) in batch.drain(..).zip(replies) {
-                let _ = call.reply.send(reply);
+            for (reply, answer) in waiting.into_iter().zip(replies) {
+                let _ = reply.send(answer);
             }
         }
     }
@@ -1071,35 +1071,35 @@ fn answer(
     let mut replies = Vec::with_capacity(commands.len());
     for command in commands {
         let now = clock.now().max(replica.at);
+        // Serialized before it is applied (which consumes it); a refusal drops the text.
         let record = match (&log, command.is_read()) {
-            (Some(_), false) => Some(command.clone()),
+            (Some(_), false) => Some((
+                serde_json::to_string(&command).expect("commands serialize"),
+                command.may_wake_jobs(),
+            )),
             _ => None,
         };
         let reply = replica.state.apply(command, now).map_err(StoreError::from);
-        if let (Some(log), Some(record), Ok(_)) = (log.as_deref_mut(), record, &reply) {
+        if let (Some(log), Some((json, wakes)), Ok(_)) = (log.as_deref_mut(), record, &reply) {
             replica.seq += 1;
             replica.at = now;
-            log.wake |= record.may_wake_jobs();
+            log.wake |= wakes;
             log.seqs.push(to_i64(replica.seq));
             log.ats.push(to_i64(now.0));
-            log.ops.push(op_name(&record));
-            log.commands
-                .push(serde_json::to_string(&record).expect("commands serialize"));
+            log.ops.push(op_name(&json).to_string());
+            log.commands.push(json);
         }
         replies.push(reply);
     }
     replies
 }
 
-/// The command's `op` tag (`place_order`, `lease_job`, …), for people reading the log.
-fn op_name(command: &Command) -> String {
-    match serde_json::to_value(command) {
-        Ok(serde_json::Value::Object(map)) => match map.get("op") {
-            Some(serde_json::Value::String(op)) => op.clone(),
-            _ => String::new(),
-        },
-        _ => String::new(),
-    }
+/// The `op` tag of a serialized command (`place_order`, `lease_job`, …), for
+/// people reading the log: serde writes an internally tagged enum's tag first.
+fn op_name(json: &str) -> &str {
+    json.strip_prefix(r#"{"op":""#)
+        .and_then(|rest| rest.split_once('"'))
+        .map_or("", |(op, _)| op)
 }
 
 /// Listens for other replicas' notifications and wakes this replica's
@@ -1257,6 +1257,15 @@ mod tests {
         let options = PgOptions::new("postgresql://a:b@h/d");
         assert_eq!(options.redacted(), "postgresql://a:***@h/d");
         assert!(!format!("{options:?}").contains(":b@"));
+    }
+
+    #[test]
+    fn the_op_column_is_the_commands_tag() {
+        let json = serde_json::to_string(&Command::LeaseJob).unwrap();
+        assert_eq!(op_name(&json), "lease_job");
+        let json = serde_json::to_string(&Command::Housekeep { max: 3 }).unwrap();
+        assert_eq!(op_name(&json), "housekeep");
+        assert_eq!(op_name("not json"), "");
     }
 
     #[test]
