@@ -229,6 +229,24 @@ pub struct Opened {
     pub replayed: u64,
 }
 
+impl Opened {
+    /// What opening the durable store at `place` found, logged.
+    fn logged(
+        place: &dyn std::fmt::Display,
+        created: bool,
+        state: &ShopState,
+        replayed: u64,
+    ) -> Opened {
+        let orders = state.order_count();
+        tracing::info!(store = %place, created, orders, replayed, "store opened");
+        Opened {
+            created,
+            orders,
+            replayed,
+        }
+    }
+}
+
 /// A store, the clock the stack reads, and what opening it found.
 struct Built {
     store: Arc<dyn Store>,
@@ -277,18 +295,12 @@ async fn build_store(config: &StackConfig) -> Result<Built, StartError> {
             };
             let recovered = sqlite::open(options, config.epoch_unix_ms, || initial_state(config))?;
             let start = recovered.start_at(config.epoch_unix_ms);
-            tracing::info!(
-                path = %options.path.display(),
-                created = recovered.created(),
-                orders = recovered.state().order_count(),
-                replayed = recovered.replayed(),
-                "store opened"
+            let opened = Opened::logged(
+                &options.path.display(),
+                recovered.created(),
+                recovered.state(),
+                recovered.replayed(),
             );
-            let opened = Opened {
-                created: recovered.created(),
-                orders: recovered.state().order_count(),
-                replayed: recovered.replayed(),
-            };
             let clock = Clock::tokio_from(recovered.epoch_unix_ms(), start);
             let store = SqliteStore::start(recovered, clock.clone()).map_err(invalid)?;
             Ok(Built {
@@ -309,18 +321,12 @@ async fn build_store(config: &StackConfig) -> Result<Built, StartError> {
             let opened =
                 postgres::open(options, config.epoch_unix_ms, || initial_state(config)).await?;
             let start = opened.start_at(config.epoch_unix_ms);
-            tracing::info!(
-                url = %options.redacted(),
-                created = opened.created(),
-                orders = opened.state().order_count(),
-                replayed = opened.replayed(),
-                "store opened"
+            let found = Opened::logged(
+                &options.redacted(),
+                opened.created(),
+                opened.state(),
+                opened.replayed(),
             );
-            let found = Opened {
-                created: opened.created(),
-                orders: opened.state().order_count(),
-                replayed: opened.replayed(),
-            };
             let clock = Clock::tokio_from(opened.epoch_unix_ms(), start);
             let store = PgStore::start(opened, clock.clone());
             Ok(Built {
