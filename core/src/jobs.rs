@@ -228,6 +228,11 @@ impl JobQueue {
         }
     }
 
+    /// Live jobs in `kind`'s lane (ready, parked or leased).
+    pub fn lane_depth(&self, kind: JobKind) -> usize {
+        self.visible[kind.lane()].len()
+    }
+
     /// Has room for `n` more jobs?
     pub fn has_room(&self, n: usize) -> bool {
         self.jobs.len() + n <= self.limits.max_jobs

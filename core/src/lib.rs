@@ -79,7 +79,7 @@ pub use order::{CancelReason, Cause, IllegalTransition, Order, OrderStatus, Tran
 pub use payment::{IntentStatus, LedgerEntry, LedgerKind, PaymentIntent, payment_key, refund_key};
 pub use reconcile::{Repair, reconcile};
 pub use shop::{
-    AuditSnapshot, PlaceOrder, Placed, SavedResponse, ShopConfig, ShopError, ShopState, ShopStats,
+    Admission, AuditSnapshot, PlaceOrder, Placed, SavedResponse, ShopConfig, ShopError, ShopState, ShopStats,
     Step, WebhookOutcome,
 };
 pub use time::Millis;

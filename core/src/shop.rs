@@ -9,7 +9,7 @@
 //! enqueues `Finalize`; `Confirmed` commits the stock; `Cancelled` releases it
 //! and the customer's purchase-limit holding; and so on.
 
-use crate::catalog::{Catalog, ItemRequest, ItemsRejected};
+use crate::catalog::{Catalog, ItemRequest, ItemsRejected, OrderLine};
 use crate::feed::{Changes, Cursor, Feed};
 use crate::idempotency::{
     Begin, Fingerprint, IdempotencyError, IdempotencyLimits, IdempotencyStore,
@@ -67,6 +67,68 @@ pub struct ShopConfig {
     /// without a TTL (see [`ShopConfig::sold_out_wait_bound_ms`]).
     #[serde(default)]
     pub sold_out_wait_ms: Option<u64>,
+    /// Admission control: which new orders the shop refuses at the door
+    /// (absent in configs written before it existed: the reference limits).
+    #[serde(default)]
+    pub admission: Admission,
+}
+
+/// Admission control and peak shaping: limits on new orders, each checked
+/// when an order is placed and refusing it before anything is written (so
+/// a retry with the same Idempotency-Key is a fresh attempt).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admission {
+    /// Most orders accepted but not yet decided (their `Reserve` step has not
+    /// reserved or cancelled them: queued, running or waiting for stock);
+    /// one more is shed ([`ShopError::Shed`]). `None`: accept everything.
+    pub max_undecided_orders: Option<usize>,
+    /// How long a shed buyer is told to wait before retrying, ms.
+    pub shed_retry_after_ms: u64,
+    /// Most orders one customer may place per [`Admission::customer_window_ms`]
+    /// (anti-scalping); one more is refused ([`ShopError::RateLimited`]).
+    /// `None`: no rate limit.
+    pub customer_orders_max: Option<u32>,
+    /// The rate limit's fixed window, ms.
+    pub customer_window_ms: u64,
+    /// Refuse an order at once ([`ShopError::SoldOut`]) when a SKU it asks
+    /// for cannot be filled even if every unpaid hold came back, instead of
+    /// accepting it only to cancel it out of stock.
+    pub sold_out_fast_path: bool,
+}
+
+impl Admission {
+    /// No admission control: every valid order is accepted and queued.
+    pub const OFF: Admission = Admission {
+        max_undecided_orders: None,
+        shed_retry_after_ms: DEFAULT_SHED_RETRY_AFTER_MS,
+        customer_orders_max: None,
+        customer_window_ms: DEFAULT_CUSTOMER_WINDOW_MS,
+        sold_out_fast_path: false,
+    };
+}
+
+/// Default of [`Admission::max_undecided_orders`], orders.
+pub const DEFAULT_MAX_UNDECIDED_ORDERS: usize = 5_000;
+/// Default of [`Admission::shed_retry_after_ms`], ms.
+pub const DEFAULT_SHED_RETRY_AFTER_MS: u64 = 1_000;
+/// Default of [`Admission::customer_orders_max`], orders per window.
+pub const DEFAULT_CUSTOMER_ORDERS_MAX: u32 = 20;
+/// Default of [`Admission::customer_window_ms`], ms.
+pub const DEFAULT_CUSTOMER_WINDOW_MS: u64 = 60_000;
+
+impl Default for Admission {
+    /// The reference limits: shed beyond 5,000 undecided orders (retry after
+    /// 1 s), 20 orders per customer per minute, sold-out fast path on.
+    fn default() -> Admission {
+        Admission {
+            max_undecided_orders: Some(DEFAULT_MAX_UNDECIDED_ORDERS),
+            shed_retry_after_ms: DEFAULT_SHED_RETRY_AFTER_MS,
+            customer_orders_max: Some(DEFAULT_CUSTOMER_ORDERS_MAX),
+            customer_window_ms: DEFAULT_CUSTOMER_WINDOW_MS,
+            sold_out_fast_path: true,
+        }
+    }
 }
 
 impl ShopConfig {
@@ -90,6 +152,7 @@ impl Default for ShopConfig {
             queue: QueueLimits::default(),
             retry: RetryPolicy::default(),
             sold_out_wait_ms: None,
+            admission: Admission::default(),
         }
     }
 }
@@ -224,6 +287,41 @@ pub enum ShopError {
     /// The webhook inbox is full.
     #[error("the webhook inbox is full")]
     InboxFull,
+    /// Shed: the shop already holds its most undecided orders
+    /// ([`Admission::max_undecided_orders`]).
+    #[error("{undecided} orders are waiting for a decision (limit {limit}); retry in {retry_after_ms} ms")]
+    Shed {
+        /// Orders accepted and not yet decided.
+        undecided: usize,
+        /// The limit.
+        limit: usize,
+        /// When to retry, ms from now.
+        retry_after_ms: u64,
+    },
+    /// The customer placed its most orders in this window
+    /// ([`Admission::customer_orders_max`]).
+    #[error("customer {customer} may place {limit} orders per {window_ms} ms; retry in {retry_after_ms} ms")]
+    RateLimited {
+        /// Who.
+        customer: CustomerId,
+        /// The limit, orders per window.
+        limit: u32,
+        /// The window, ms.
+        window_ms: u64,
+        /// When the window ends, ms from now.
+        retry_after_ms: u64,
+    },
+    /// A SKU asked for cannot be filled even if every unpaid hold came back
+    /// ([`Admission::sold_out_fast_path`]).
+    #[error("{sku} is sold out: {left} unit(s) left or held by unpaid orders, {requested} asked for")]
+    SoldOut {
+        /// The SKU.
+        sku: Sku,
+        /// Units on the shelf or held by unpaid orders.
+        left: u64,
+        /// Units asked for.
+        requested: u32,
+    },
     /// The order cannot be cancelled from its status.
     #[error("{order} cannot be cancelled: it is {status}")]
     NotCancellable {
@@ -380,6 +478,19 @@ pub struct ShopState {
     /// Every status an order was given, newest last (bounded ring).
     #[serde(default)]
     feed: Feed,
+    /// Orders placed per customer in the current rate-limit window.
+    #[serde(default)]
+    placed_in_window: CustomerWindow,
+}
+
+/// Orders placed per customer in one fixed window of
+/// [`Admission::customer_window_ms`]; emptied when the window moves on, so
+/// it holds at most the customers of one window.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct CustomerWindow {
+    /// The window's number (`now / customer_window_ms`).
+    window: u64,
+    counts: BTreeMap<CustomerId, u32>,
 }
 
 impl ShopState {
@@ -399,6 +510,7 @@ impl ShopState {
             waiting: BTreeMap::new(),
             next_order: 0,
             feed: Feed::new(),
+            placed_in_window: CustomerWindow::default(),
         }
     }
 
@@ -573,12 +685,14 @@ impl ShopState {
                 });
             }
         }
+        self.admit(&request.customer, &lines, now)?;
         if self.orders.len() >= self.config.max_orders {
             return Err(ShopError::TooManyOrders(self.orders.len()));
         }
         if !self.jobs.has_room(1) {
             return Err(JobError::QueueFull(self.jobs.depth()).into());
         }
+        self.count_placement(&request.customer, now);
         self.next_order += 1;
         let id = OrderId(self.next_order);
         for line in &lines {
@@ -604,6 +718,82 @@ impl ShopState {
             None
         };
         Ok((id, job))
+    }
+
+    /// Admission control ([`Admission`]), checked before anything is
+    /// written: the sold-out fast path, the customer's rate limit, then the
+    /// bound on undecided orders.
+    fn admit(
+        &self,
+        customer: &CustomerId,
+        lines: &[OrderLine],
+        now: Millis,
+    ) -> Result<(), ShopError> {
+        let admission = self.config.admission;
+        if admission.sold_out_fast_path {
+            for line in lines {
+                let left = self.could_come_back(&line.sku);
+                if left < u64::from(line.qty) {
+                    return Err(ShopError::SoldOut {
+                        sku: line.sku.clone(),
+                        left,
+                        requested: line.qty,
+                    });
+                }
+            }
+        }
+        if let Some(limit) = admission.customer_orders_max {
+            let window_ms = admission.customer_window_ms.max(1);
+            let window = now.0 / window_ms;
+            let placed = match self.placed_in_window.window == window {
+                true => self.placed_in_window.counts.get(customer).copied(),
+                false => None,
+            };
+            if placed.unwrap_or(0) >= limit {
+                return Err(ShopError::RateLimited {
+                    customer: customer.clone(),
+                    limit,
+                    window_ms,
+                    retry_after_ms: (window + 1) * window_ms - now.0,
+                });
+            }
+        }
+        if let Some(limit) = admission.max_undecided_orders {
+            let undecided = self.undecided_orders();
+            if undecided >= limit {
+                return Err(ShopError::Shed {
+                    undecided,
+                    limit,
+                    retry_after_ms: admission.shed_retry_after_ms,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts an accepted order against its customer's rate limit.
+    fn count_placement(&mut self, customer: &CustomerId, now: Millis) {
+        let Some(_) = self.config.admission.customer_orders_max else {
+            return;
+        };
+        let window = now.0 / self.config.admission.customer_window_ms.max(1);
+        if self.placed_in_window.window != window {
+            self.placed_in_window = CustomerWindow {
+                window,
+                counts: BTreeMap::new(),
+            };
+        }
+        *self
+            .placed_in_window
+            .counts
+            .entry(customer.clone())
+            .or_default() += 1;
+    }
+
+    /// Orders accepted and not yet decided: their `Reserve` job is queued,
+    /// running, or parked waiting for stock.
+    pub fn undecided_orders(&self) -> usize {
+        self.jobs.lane_depth(JobKind::Reserve)
     }
 
     /// Refuses an operation up front when the job queue could overflow during it.
@@ -1569,6 +1759,26 @@ mod tests {
         s
     }
 
+    /// [`shop`] without admission control ([`Admission::OFF`]).
+    fn shop_accepting_everything(stock: u64) -> ShopState {
+        let config = ShopConfig {
+            reservation_ttl_ms: Some(100),
+            admission: Admission::OFF,
+            ..ShopConfig::default()
+        };
+        shop_with(stock, None, config)
+    }
+
+    /// [`shop`] with `admission`.
+    fn admitting(stock: u64, admission: Admission) -> ShopState {
+        let config = ShopConfig {
+            reservation_ttl_ms: Some(100),
+            admission,
+            ..ShopConfig::default()
+        };
+        shop_with(stock, None, config)
+    }
+
     fn request(key: &str, customer: &str, qty: u32) -> PlaceOrder {
         PlaceOrder {
             key: Some(IdempotencyKey::new(key).unwrap()),
@@ -1920,7 +2130,9 @@ mod tests {
 
     #[test]
     fn an_order_that_cannot_be_reserved_is_cancelled_out_of_stock() {
-        let mut s = shop(1, None);
+        // Proves the reserve step's own decision, for orders accepted before their SKU sold
+        // out: with the fast path (which would refuse this one at the door) off.
+        let mut s = shop_accepting_everything(1);
         let order = place(&mut s, "k1", 2);
         s.reserve(order, Millis(1), Cause::Reconciler).unwrap();
         assert_eq!(
@@ -2012,8 +2224,9 @@ mod tests {
         // Proves: the wait needs available + unpaid holds >= the quantity, on both sides: with
         // one unit pinned by a paid order and one held by an unpaid one, an order of 1 waits and
         // an order of 2 is cancelled out of stock at once; once every unit is sold (or pinned),
-        // an order of 1 is cancelled too.
-        let mut s = shop(2, None);
+        // an order of 1 is cancelled too. (The sold-out fast path, which would refuse the
+        // hopeless orders at the door, is off: this is the reserve step's decision.)
+        let mut s = shop_accepting_everything(2);
         let paid = place(&mut s, "k1", 1);
         to_paid(&mut s, paid);
         let unpaid = place(&mut s, "k2", 1);
@@ -2506,6 +2719,165 @@ mod tests {
             amount: Cents(1_000),
             created: Millis(0),
         }
+    }
+
+    /// Everything a refused placement must leave unchanged.
+    fn untouched(s: &ShopState) -> (u64, usize, usize, String, usize) {
+        let feed = format!("{:?}", s.feed.head());
+        (s.next_order, s.orders.len(), s.jobs.depth(), feed, s.undecided_orders())
+    }
+
+    #[test]
+    fn the_sold_out_fast_path_refuses_what_no_hold_could_fill_and_accepts_what_one_could() {
+        // Proves: with 2 units, one pinned by a paid order and one held by an unpaid one, an
+        // order of 1 is still accepted (the hold may lapse) and an order of 2 is refused at the
+        // door naming what is left; the refusal writes nothing and frees its key, and with the
+        // fast path off the same order is accepted (to be cancelled by its reserve step).
+        let mut s = shop(2, None);
+        let paid = place(&mut s, "k1", 1);
+        to_paid(&mut s, paid);
+        let unpaid = place(&mut s, "k2", 1);
+        s.reserve(unpaid, Millis(3), Cause::Reconciler).unwrap();
+        let before = untouched(&s);
+        let err = s
+            .place_order(&request("k3", "bob", 2), Millis(4))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            ShopError::SoldOut {
+                sku: sku(),
+                left: 1,
+                requested: 2
+            }
+        );
+        assert_eq!(untouched(&s), before, "a refusal writes nothing");
+        assert!(matches!(
+            s.place_order(&request("k3", "bob", 1), Millis(4)),
+            Ok(Placed::Created { .. })
+        ));
+        let mut off = shop(2, None);
+        off.config.admission.sold_out_fast_path = false;
+        let paid = place(&mut off, "k1", 2);
+        to_paid(&mut off, paid);
+        assert!(matches!(
+            off.place_order(&request("k3", "bob", 1), Millis(4)),
+            Ok(Placed::Created { .. })
+        ));
+    }
+
+    #[test]
+    fn the_undecided_bound_admits_its_limit_and_sheds_one_more_until_one_is_decided() {
+        // Proves: with at most 2 undecided orders, 2 are accepted and the third is shed with the
+        // configured Retry-After, writing nothing and freeing its key; once they are decided
+        // (reserved), the same request under the same key is accepted.
+        let admission = Admission {
+            max_undecided_orders: Some(2),
+            shed_retry_after_ms: 750,
+            ..Admission::default()
+        };
+        let mut s = admitting(10, admission);
+        place(&mut s, "k0", 1);
+        run_reserves(&mut s, Millis(0));
+        assert_eq!(s.undecided_orders(), 0, "a reserved order is decided");
+        place(&mut s, "k1", 1);
+        place(&mut s, "k2", 1);
+        assert_eq!(s.undecided_orders(), 2);
+        let before = untouched(&s);
+        let shed = s.place_order(&request("k3", "bob", 1), Millis(1));
+        assert_eq!(
+            shed,
+            Err(ShopError::Shed {
+                undecided: 2,
+                limit: 2,
+                retry_after_ms: 750
+            })
+        );
+        assert_eq!(untouched(&s), before, "a shed placement writes nothing");
+        run_reserves(&mut s, Millis(2));
+        assert!(matches!(
+            s.place_order(&request("k3", "bob", 1), Millis(3)),
+            Ok(Placed::Created { .. })
+        ));
+        let mut off = admitting(10, Admission::OFF);
+        for n in 0..5 {
+            place(&mut off, &format!("k{n}"), 1);
+        }
+        assert_eq!(off.undecided_orders(), 5, "admission off accepts everything");
+    }
+
+    #[test]
+    fn an_order_waiting_for_stock_stays_undecided_and_a_cancelled_one_does_not() {
+        // Proves: the undecided count is the Reserve lane: an order parked waiting for a hold to
+        // lapse still counts, one cancelled out of stock no longer does.
+        let mut s = shop(1, None);
+        let holder = place(&mut s, "k1", 1);
+        run_reserves(&mut s, Millis(1));
+        assert_eq!(s.undecided_orders(), 0);
+        let waiter = place(&mut s, "k2", 1);
+        assert_eq!(s.undecided_orders(), 1);
+        let steps = run_reserves(&mut s, Millis(2));
+        assert!(
+            matches!(steps[..], [(o, Step::Wait { .. })] if o == waiter),
+            "{steps:?}"
+        );
+        assert_eq!(s.undecided_orders(), 1, "waiting is not decided");
+        to_paid(&mut s, holder);
+        run_reserves(&mut s, Millis(5));
+        assert_eq!(
+            s.order(waiter).unwrap().status(),
+            OrderStatus::Cancelled(CancelReason::OutOfStock)
+        );
+        assert_eq!(s.undecided_orders(), 0);
+    }
+
+    #[test]
+    fn the_customer_rate_limit_admits_its_limit_per_window_and_refuses_one_more() {
+        // Proves: 2 orders per 1,000 ms window: alice's third order in the window is refused
+        // with the time left in it (and writes nothing), bob is not limited by alice, and from
+        // the next window alice may order again; refused placements do not count.
+        let admission = Admission {
+            customer_orders_max: Some(2),
+            customer_window_ms: 1_000,
+            ..Admission::default()
+        };
+        let mut s = admitting(100, admission);
+        let ok = |s: &mut ShopState, key: &str, who: &str, at: u64| {
+            s.place_order(&request(key, who, 1), Millis(at))
+        };
+        assert!(ok(&mut s, "a1", "alice", 0).is_ok());
+        assert!(ok(&mut s, "a2", "alice", 400).is_ok());
+        let before = untouched(&s);
+        assert_eq!(
+            ok(&mut s, "a3", "alice", 999),
+            Err(ShopError::RateLimited {
+                customer: CustomerId::new("alice").unwrap(),
+                limit: 2,
+                window_ms: 1_000,
+                retry_after_ms: 1
+            })
+        );
+        assert_eq!(untouched(&s), before, "a refusal writes nothing");
+        assert!(ok(&mut s, "b1", "bob", 999).is_ok(), "per customer");
+        assert!(ok(&mut s, "a3", "alice", 1_000).is_ok(), "a new window");
+        assert!(ok(&mut s, "a4", "alice", 1_999).is_ok());
+        assert!(matches!(
+            ok(&mut s, "a5", "alice", 1_999),
+            Err(ShopError::RateLimited { .. })
+        ));
+    }
+
+    #[test]
+    fn configs_and_states_written_before_admission_control_still_read() {
+        // Proves: a config without `admission` reads as the reference limits, and a state
+        // without the rate-limit window reads with an empty one.
+        let mut config = serde_json::to_value(ShopConfig::default()).unwrap();
+        config.as_object_mut().unwrap().remove("admission");
+        let read: ShopConfig = serde_json::from_value(config).unwrap();
+        assert_eq!(read.admission, Admission::default());
+        let s = shop(3, None);
+        let mut state = serde_json::to_value(&s).unwrap();
+        state.as_object_mut().unwrap().remove("placed_in_window");
+        assert_eq!(serde_json::from_value::<ShopState>(state).unwrap(), s);
     }
 
     #[test]

@@ -227,6 +227,20 @@ impl World {
                     problem: "limit".into(),
                 }
             }
+            // The sold-out fast path: judged by the checker (a refusal out of stock while units
+            // stay unsold breaks `no_sale_left_behind`); here, only that it says what it claims.
+            Err(ShopError::SoldOut {
+                left, requested, ..
+            }) => {
+                assert!(left < u64::from(requested), "sold out with {left} left for {requested}");
+                ClientReply::Refused {
+                    status: 409,
+                    problem: "sold-out".into(),
+                }
+            }
+            Err(e @ (ShopError::Shed { .. } | ShopError::RateLimited { .. })) => {
+                panic!("the model's workload never reaches the admission limits: {e}")
+            }
             Err(e) => panic!("unexpected {e}"),
         };
         self.record(EventKind::Response { req, reply });
