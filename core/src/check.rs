@@ -1323,11 +1323,13 @@ fn is_offer(status: OrderStatus) -> bool {
 const OUT_OF_STOCK_PROBLEMS: [&str; 2] = ["out-of-stock", "sold-out"];
 
 /// Problem types of a placement refused by a rule the shop declares: the
-/// buyer asked for more than one customer may buy, sent its own prices, or
-/// the shop shed load it had no room to queue. Any other refusal of a
-/// willing buyer (a 404, a 500, a body the client cannot read) is the shop
-/// turning away a sale.
-const DECLARED_REFUSALS: [&str; 3] = ["purchase-limit", "client-price-not-accepted", "overloaded"];
+/// buyer asked for more than one customer may buy, or sent its own prices.
+/// Any other refusal of a willing buyer (a 404, a 500, a body the client
+/// cannot read) is the shop turning away a sale — shed load (429
+/// `overloaded`) and rate limits included: shedding is fair only if the
+/// buyer gets in on a retry or the stock sells anyway, which the judge sees
+/// from the evidence, not from the shop's reason.
+const DECLARED_REFUSALS: [&str; 2] = ["purchase-limit", "client-price-not-accepted"];
 
 /// One client's journey as a buyer: its plan and what it was told.
 struct Journey<'a> {

@@ -79,8 +79,8 @@ pub use order::{CancelReason, Cause, IllegalTransition, Order, OrderStatus, Tran
 pub use payment::{IntentStatus, LedgerEntry, LedgerKind, PaymentIntent, payment_key, refund_key};
 pub use reconcile::{Repair, reconcile};
 pub use shop::{
-    Admission, AuditSnapshot, PlaceOrder, Placed, SavedResponse, ShopConfig, ShopError, ShopState, ShopStats,
-    Step, WebhookOutcome,
+    Admission, AuditSnapshot, PlaceOrder, Placed, SavedResponse, ShopConfig, ShopError, ShopState,
+    ShopStats, Step, WebhookOutcome,
 };
 pub use time::Millis;
 pub use webhook::{InboxLimits, WebhookEvent, WebhookInbox, WebhookKind};

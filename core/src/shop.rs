@@ -79,9 +79,10 @@ pub struct ShopConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admission {
-    /// Most orders accepted but not yet decided (their `Reserve` step has not
-    /// reserved or cancelled them: queued, running or waiting for stock);
-    /// one more is shed ([`ShopError::Shed`]). `None`: accept everything.
+    /// Most orders accepted but not yet decided (their `Reserve` step is
+    /// queued or running; orders parked waiting for held stock do not count,
+    /// see [`ShopState::undecided_orders`]); one more is shed
+    /// ([`ShopError::Shed`]). `None`: accept everything.
     pub max_undecided_orders: Option<usize>,
     /// How long a shed buyer is told to wait before retrying, ms.
     pub shed_retry_after_ms: u64,
@@ -289,7 +290,9 @@ pub enum ShopError {
     InboxFull,
     /// Shed: the shop already holds its most undecided orders
     /// ([`Admission::max_undecided_orders`]).
-    #[error("{undecided} orders are waiting for a decision (limit {limit}); retry in {retry_after_ms} ms")]
+    #[error(
+        "{undecided} orders are waiting for a decision (limit {limit}); retry in {retry_after_ms} ms"
+    )]
     Shed {
         /// Orders accepted and not yet decided.
         undecided: usize,
@@ -300,7 +303,9 @@ pub enum ShopError {
     },
     /// The customer placed its most orders in this window
     /// ([`Admission::customer_orders_max`]).
-    #[error("customer {customer} may place {limit} orders per {window_ms} ms; retry in {retry_after_ms} ms")]
+    #[error(
+        "customer {customer} may place {limit} orders per {window_ms} ms; retry in {retry_after_ms} ms"
+    )]
     RateLimited {
         /// Who.
         customer: CustomerId,
@@ -313,7 +318,9 @@ pub enum ShopError {
     },
     /// A SKU asked for cannot be filled even if every unpaid hold came back
     /// ([`Admission::sold_out_fast_path`]).
-    #[error("{sku} is sold out: {left} unit(s) left or held by unpaid orders, {requested} asked for")]
+    #[error(
+        "{sku} is sold out: {left} unit(s) left or held by unpaid orders, {requested} asked for"
+    )]
     SoldOut {
         /// The SKU.
         sku: Sku,
@@ -790,10 +797,15 @@ impl ShopState {
             .or_default() += 1;
     }
 
-    /// Orders accepted and not yet decided: their `Reserve` job is queued,
-    /// running, or parked waiting for stock.
+    /// Orders accepted and not yet decided, not counting those parked
+    /// waiting for held stock: their `Reserve` job is queued or running. The
+    /// queue is the work that delays decisions; a parked waiter costs nothing
+    /// until units come back, and its wait has its own bound
+    /// ([`ShopConfig::sold_out_wait_bound_ms`]).
     pub fn undecided_orders(&self) -> usize {
-        self.jobs.lane_depth(JobKind::Reserve)
+        self.jobs
+            .lane_depth(JobKind::Reserve)
+            .saturating_sub(self.waiting.len())
     }
 
     /// Refuses an operation up front when the job queue could overflow during it.
@@ -2724,7 +2736,13 @@ mod tests {
     /// Everything a refused placement must leave unchanged.
     fn untouched(s: &ShopState) -> (u64, usize, usize, String, usize) {
         let feed = format!("{:?}", s.feed.head());
-        (s.next_order, s.orders.len(), s.jobs.depth(), feed, s.undecided_orders())
+        (
+            s.next_order,
+            s.orders.len(),
+            s.jobs.depth(),
+            feed,
+            s.undecided_orders(),
+        )
     }
 
     #[test]
@@ -2802,13 +2820,18 @@ mod tests {
         for n in 0..5 {
             place(&mut off, &format!("k{n}"), 1);
         }
-        assert_eq!(off.undecided_orders(), 5, "admission off accepts everything");
+        assert_eq!(
+            off.undecided_orders(),
+            5,
+            "admission off accepts everything"
+        );
     }
 
     #[test]
-    fn an_order_waiting_for_stock_stays_undecided_and_a_cancelled_one_does_not() {
-        // Proves: the undecided count is the Reserve lane: an order parked waiting for a hold to
-        // lapse still counts, one cancelled out of stock no longer does.
+    fn an_order_parked_waiting_for_stock_is_not_queued_work() {
+        // Proves: the undecided count is the Reserve queue less the parked waiters: a placed
+        // order counts until its step runs; parked waiting for a hold to lapse it does not (its
+        // wait has its own bound), and cancelled out of stock it does not either.
         let mut s = shop(1, None);
         let holder = place(&mut s, "k1", 1);
         run_reserves(&mut s, Millis(1));
@@ -2820,7 +2843,8 @@ mod tests {
             matches!(steps[..], [(o, Step::Wait { .. })] if o == waiter),
             "{steps:?}"
         );
-        assert_eq!(s.undecided_orders(), 1, "waiting is not decided");
+        assert_eq!(s.undecided_orders(), 0, "parked, not queued");
+        assert_eq!(s.jobs.lane_depth(JobKind::Reserve), 1, "its job is parked");
         to_paid(&mut s, holder);
         run_reserves(&mut s, Millis(5));
         assert_eq!(

@@ -2744,9 +2744,10 @@ fn a_sold_out_refusal_with_stock_left_is_a_sale_left_behind() {
 }
 
 // Proves: a willing buyer refused for no reason the shop declares (a 404 from a shop that lost
-// its routes, a 500) is turned away — with hats on the shelf at the end, `no_sale_left_behind`
-// fails and names the refusal; a declared refusal (purchase limit, shed load), a buyer that only
-// ever got no answer, or the same 404 with no hat left to sell breaks nothing.
+// its routes, a 500) or shed and never let in (429 overloaded or rate-limited) is turned away —
+// with hats on the shelf at the end, `no_sale_left_behind` fails and names the refusal; a
+// declared refusal (purchase limit, client prices), a buyer that only ever got no answer, or the
+// same refusals with no hat left to sell break nothing.
 #[test]
 fn an_undeclared_refusal_with_stock_left_is_a_sale_left_behind() {
     let refused_with = |hats: u64, reply: ClientReply| {
@@ -2756,6 +2757,8 @@ fn an_undeclared_refusal_with_stock_left_is_a_sale_left_behind() {
     for (status, problem, told) in [
         (404, "", "refused 404 without a problem type"),
         (500, "store-protocol", "refused 500 store-protocol"),
+        (429, "overloaded", "refused 429 overloaded"),
+        (429, "rate-limited", "refused 429 rate-limited"),
     ] {
         let (verdicts, refusal) = refused_with(2, refused(status, problem));
         assert_exactly_violated(&verdicts, &[Invariant::NoSaleLeftBehind], true);
@@ -2768,7 +2771,7 @@ fn an_undeclared_refusal_with_stock_left_is_a_sale_left_behind() {
         assert!(behind.evidence.contains(&refusal));
         assert_all_hold(&refused_with(0, refused(status, problem)).0);
     }
-    for declared in ["purchase-limit", "client-price-not-accepted", "overloaded"] {
+    for declared in ["purchase-limit", "client-price-not-accepted"] {
         assert_all_hold(&refused_with(2, refused(422, declared)).0);
     }
     let no_answer = ClientReply::NoResponse {

@@ -232,7 +232,10 @@ impl World {
             Err(ShopError::SoldOut {
                 left, requested, ..
             }) => {
-                assert!(left < u64::from(requested), "sold out with {left} left for {requested}");
+                assert!(
+                    left < u64::from(requested),
+                    "sold out with {left} left for {requested}"
+                );
                 ClientReply::Refused {
                     status: 409,
                     problem: "sold-out".into(),

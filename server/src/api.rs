@@ -98,6 +98,23 @@ fn shop_problem(error: ShopError) -> Problem {
             "Purchase limit exceeded",
             detail,
         ),
+        ShopError::Shed { retry_after_ms, .. } => Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "overloaded",
+            "Shop overloaded",
+            format!("{detail}; nothing was created, retry with the same Idempotency-Key"),
+        )
+        .retry_after_ms(retry_after_ms),
+        ShopError::RateLimited { retry_after_ms, .. } => Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many orders",
+            detail,
+        )
+        .retry_after_ms(retry_after_ms),
+        ShopError::SoldOut { .. } => {
+            Problem::new(StatusCode::CONFLICT, "sold-out", "Sold out", detail)
+        }
         ShopError::UnknownOrder(_) => Problem::not_found(detail),
         ShopError::Illegal(_) => Problem::new(
             StatusCode::CONFLICT,
@@ -468,6 +485,7 @@ async fn place_order(
 fn placed_response(app: &App, placed: Placed) -> ApiResult {
     match placed {
         Placed::Created { order, job } => {
+            Counters::bump(&app.counters.orders_admitted);
             tracing::info!(order_id = %order, job = %job, "order accepted; reserve job enqueued");
             Ok(render_saved(&SavedResponse::OrderAccepted {
                 order,
@@ -572,6 +590,7 @@ async fn naive_create(app: &App, input: &OrderInput) -> Result<OrderId, Problem>
         .raw_create_order(input.request.clone(), input.client_prices.clone(), outbox)
         .await
         .map_err(|e| store_problem(app, e))?;
+    Counters::bump(&app.counters.orders_admitted);
     if !outbox {
         tokio::task::yield_now().await;
         app.store

@@ -4,6 +4,7 @@
 //! store, then write), so races happen whenever concurrency allows them.
 
 use serde::{Deserialize, Deserializer, Serialize};
+use stampede_core::Admission;
 pub use stampede_core::shop::SoldOut;
 use std::fmt;
 
@@ -51,6 +52,10 @@ pub struct Design {
     pub commit: Commit,
     /// Whether a price sent by the client is used.
     pub client_price: ClientPrice,
+    /// Whether the shop controls admission (absent in plans written before
+    /// the switch existed: the reference).
+    #[serde(default = "admission_reference")]
+    pub admission: AdmissionMode,
     /// A test hook that breaks the reference on purpose (not a mistake, not
     /// in [`SWITCHES`], never set by a preset); omitted when `none`, so
     /// designs and plans written without it read and write as before.
@@ -78,6 +83,27 @@ pub enum InventoryMode {
     Reference,
     /// Read availability, await, then reserve unconditionally.
     ReadThenWrite,
+}
+
+/// Admission control ([`stampede_core::Admission`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdmissionMode {
+    /// The configured limits: shed beyond the undecided-order bound,
+    /// per-customer rate limit, sold-out fast path.
+    On,
+    /// Every valid order accepted and queued, however deep the queue.
+    Off,
+}
+
+impl AdmissionMode {
+    /// The admission limits to configure the store with, given the configured ones.
+    pub fn limits(self, configured: Admission) -> Admission {
+        match self {
+            AdmissionMode::On => configured,
+            AdmissionMode::Off => Admission::OFF,
+        }
+    }
 }
 
 /// Reservation lifetime, relative to the TTL the shop is configured with.
@@ -363,6 +389,11 @@ pub const SWITCHES: &[SwitchInfo] = &[
         values: &["ignore", "trust"],
         mistake: "a price sent by the client is charged",
     },
+    SwitchInfo {
+        name: "admission",
+        values: &["on", "off"],
+        mistake: "every valid order is accepted and queued however deep the queue (no shedding, no rate limit, no sold-out fast path): under a spike decisions come later and later",
+    },
 ];
 
 /// Named presets.
@@ -411,6 +442,10 @@ fn commit_reference() -> Commit {
     Commit::Durable
 }
 
+fn admission_reference() -> AdmissionMode {
+    AdmissionMode::On
+}
+
 impl Default for Design {
     fn default() -> Self {
         Design::reference()
@@ -437,6 +472,7 @@ impl Design {
             reconciliation: true,
             commit: Commit::Durable,
             client_price: ClientPrice::Ignore,
+            admission: AdmissionMode::On,
             sabotage: Sabotage::None,
         }
     }
@@ -574,6 +610,13 @@ impl Design {
                     ClientPrice::Trust
                 }
             }
+            "admission" => {
+                self.admission = if reference {
+                    AdmissionMode::On
+                } else {
+                    AdmissionMode::Off
+                }
+            }
             _ => unreachable!("every SWITCHES entry is handled"),
         }
         Ok(())
@@ -610,6 +653,7 @@ impl Design {
             "reconciliation" => usize::from(!self.reconciliation),
             "commit" => self.commit as usize,
             "client_price" => self.client_price as usize,
+            "admission" => self.admission as usize,
             _ => return None,
         };
         Some(info.values[index])
@@ -684,7 +728,8 @@ mod tests {
     fn sold_out_is_a_switch_and_designs_written_before_it_still_parse() {
         // Proves: `sold_out` takes from-sales (the reference) and from-reservations, shows up in
         // the deviations and the display, refuses other values naming both, and a design
-        // serialized before it and `intent_replay` existed (neither field) parses as the reference.
+        // serialized before it, `intent_replay` and `admission` existed (no such field) parses as
+        // the reference.
         let mut d = Design::reference();
         assert_eq!(d.get("sold_out"), Some("from-sales"));
         d.apply("sold_out=from-reservations").unwrap();
@@ -702,6 +747,7 @@ mod tests {
         let mut old = serde_json::to_value(Design::reference()).unwrap();
         old.as_object_mut().unwrap().remove("sold_out");
         old.as_object_mut().unwrap().remove("intent_replay");
+        old.as_object_mut().unwrap().remove("admission");
         let parsed: Design = serde_json::from_value(old).unwrap();
         assert_eq!(parsed, Design::reference());
     }

@@ -34,6 +34,14 @@ pub struct Counters {
     pub stock_waits: AtomicU64,
     /// Requests answered with 5xx because the store was unavailable.
     pub store_unavailable: AtomicU64,
+    /// Orders accepted (`POST /v1/orders` answered 202 with a new order).
+    pub orders_admitted: AtomicU64,
+    /// Orders shed: refused 429 because too many orders awaited a decision.
+    pub orders_shed: AtomicU64,
+    /// Orders refused 429 by the per-customer rate limit.
+    pub orders_rate_limited: AtomicU64,
+    /// Orders refused at once because a SKU was sold out.
+    pub orders_sold_out: AtomicU64,
 }
 
 impl Counters {
@@ -69,6 +77,15 @@ impl Counters {
                 Counters::bump(&self.transition_failures)
             }
             StoreError::Unavailable(_) => Counters::bump(&self.store_unavailable),
+            StoreError::Shop(stampede_core::ShopError::Shed { .. }) => {
+                Counters::bump(&self.orders_shed)
+            }
+            StoreError::Shop(stampede_core::ShopError::RateLimited { .. }) => {
+                Counters::bump(&self.orders_rate_limited)
+            }
+            StoreError::Shop(stampede_core::ShopError::SoldOut { .. }) => {
+                Counters::bump(&self.orders_sold_out)
+            }
             _ => {}
         }
     }
@@ -160,6 +177,30 @@ pub fn render(counters: &Counters, stats: &ShopStats, audit: Option<&AuditSnapsh
         "store_unavailable_total",
         "Requests that found the store unavailable.",
         &counters.store_unavailable,
+    );
+    counter(
+        &mut out,
+        "orders_admitted_total",
+        "Orders accepted by this process.",
+        &counters.orders_admitted,
+    );
+    counter(
+        &mut out,
+        "orders_shed_total",
+        "Orders refused 429 because too many orders awaited a decision.",
+        &counters.orders_shed,
+    );
+    counter(
+        &mut out,
+        "orders_rate_limited_total",
+        "Orders refused 429 by the per-customer rate limit.",
+        &counters.orders_rate_limited,
+    );
+    counter(
+        &mut out,
+        "orders_sold_out_total",
+        "Orders refused at once because a SKU they asked for was sold out.",
+        &counters.orders_sold_out,
     );
 
     let _ = writeln!(

@@ -18,6 +18,9 @@ pub struct Problem {
     pub status: u16,
     /// What went wrong with this request, and how to fix it.
     pub detail: String,
+    /// When to retry, seconds: sent as the `Retry-After` header, not in the body.
+    #[serde(skip)]
+    pub retry_after_s: Option<u64>,
 }
 
 /// The `type` URI prefix.
@@ -31,7 +34,15 @@ impl Problem {
             title: title.to_string(),
             status: status.as_u16(),
             detail: detail.into(),
+            retry_after_s: None,
         }
+    }
+
+    /// Tells the client to retry after `ms` (rounded up to whole seconds,
+    /// at least 1: `Retry-After` counts seconds).
+    pub fn retry_after_ms(mut self, ms: u64) -> Problem {
+        self.retry_after_s = Some(ms.div_ceil(1_000).max(1));
+        self
     }
 
     /// The slug after [`PROBLEM_BASE`].
@@ -63,7 +74,13 @@ impl Problem {
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let retry_after = self.retry_after_s;
         let mut response = (status, Json(self)).into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/problem+json"),

@@ -208,6 +208,7 @@ pub fn initial_state(config: &StackConfig) -> Result<ShopState, String> {
         .design
         .reservation_ttl
         .ttl_ms(shop.reservation_ttl_ms);
+    shop.admission = config.server.design.admission.limits(shop.admission);
     let catalog = Catalog::new(config.catalog.iter().map(|(p, _)| p.clone()));
     let mut state = ShopState::new(catalog, shop);
     for (product, qty) in &config.catalog {

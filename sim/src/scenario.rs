@@ -24,6 +24,10 @@ pub struct Scenario {
     /// Timings.
     #[serde(default)]
     pub timing: Timing,
+    /// Admission control limits of the reference design (`design` switch
+    /// `admission=off` ignores them).
+    #[serde(default)]
+    pub admission: AdmissionSpec,
     /// Invariants to judge (names; empty = all).
     #[serde(default)]
     pub invariants: Vec<String>,
@@ -34,6 +38,48 @@ pub struct Scenario {
 
 fn default_design() -> String {
     "reference".into()
+}
+
+/// `[admission]`: the shop's admission limits (see `stampede_core::Admission`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdmissionSpec {
+    /// Most orders accepted and not yet decided; one more is shed (429).
+    pub max_undecided_orders: u64,
+    /// The `Retry-After` a shed buyer is given, ms.
+    pub shed_retry_after_ms: u64,
+    /// Most orders per customer per `customer_window_ms` (0: no limit).
+    pub customer_orders_max: u32,
+    /// The rate limit's window, ms.
+    pub customer_window_ms: u64,
+    /// Refuse orders for a sold-out SKU at once (409 sold-out).
+    pub sold_out_fast_path: bool,
+}
+
+impl Default for AdmissionSpec {
+    fn default() -> AdmissionSpec {
+        let a = stampede_core::Admission::default();
+        AdmissionSpec {
+            max_undecided_orders: a.max_undecided_orders.map_or(0, |n| n as u64),
+            shed_retry_after_ms: a.shed_retry_after_ms,
+            customer_orders_max: a.customer_orders_max.unwrap_or(0),
+            customer_window_ms: a.customer_window_ms,
+            sold_out_fast_path: a.sold_out_fast_path,
+        }
+    }
+}
+
+impl AdmissionSpec {
+    /// The core's limits.
+    pub fn limits(&self) -> stampede_core::Admission {
+        stampede_core::Admission {
+            max_undecided_orders: usize::try_from(self.max_undecided_orders).ok(),
+            shed_retry_after_ms: self.shed_retry_after_ms,
+            customer_orders_max: (self.customer_orders_max > 0).then_some(self.customer_orders_max),
+            customer_window_ms: self.customer_window_ms,
+            sold_out_fast_path: self.sold_out_fast_path,
+        }
+    }
 }
 
 /// Host counts.
@@ -621,6 +667,31 @@ impl Scenario {
             3_600_000,
         )?;
         range("timing.decide_within_ms", tm.decide_within_ms, 1, 3_600_000)?;
+        let ad = &self.admission;
+        range(
+            "admission.max_undecided_orders",
+            ad.max_undecided_orders,
+            1,
+            10_000_000,
+        )?;
+        range(
+            "admission.shed_retry_after_ms",
+            ad.shed_retry_after_ms,
+            1,
+            600_000,
+        )?;
+        range(
+            "admission.customer_orders_max",
+            ad.customer_orders_max.into(),
+            0,
+            1_000_000,
+        )?;
+        range(
+            "admission.customer_window_ms",
+            ad.customer_window_ms,
+            1,
+            86_400_000,
+        )?;
         for (i, name) in self.invariants.iter().enumerate() {
             if stampede_core::Invariant::parse(name).is_none() {
                 let all: Vec<_> = stampede_core::Invariant::ALL

@@ -3,8 +3,8 @@
 //! `coverage()` is `scenarios/coverage.toml` itself, and a test keeps them equal).
 
 use crate::scenario::{
-    Arrival, CrashSpec, Faults, Follow, PartitionSpec, ProductSpec, Scenario, Shoppers, Timing,
-    Topology, WebhookFaults,
+    AdmissionSpec, Arrival, CrashSpec, Faults, Follow, PartitionSpec, ProductSpec, Scenario,
+    Shoppers, Timing, Topology, WebhookFaults,
 };
 
 fn product(sku: &str, price_cents: u64, stock: u64) -> ProductSpec {
@@ -57,6 +57,7 @@ pub fn smoke() -> Scenario {
             reservation_ttl_ms: 3_000,
             ..Timing::default()
         },
+        admission: Default::default(),
         invariants: Vec::new(),
         design: "reference".into(),
     }
@@ -237,6 +238,7 @@ pub fn coverage() -> Scenario {
             reservation_ttl_ms: 6_000,
             ..Timing::default()
         },
+        admission: Default::default(),
         invariants: Vec::new(),
         design: "reference".into(),
     }
@@ -281,6 +283,50 @@ impl CatchCase {
         }
         d
     }
+}
+
+/// `scenarios/spike.toml`: 600 prompt, willing buyers inside one second for
+/// 420 units, against one worker; the shop sheds beyond 50 undecided orders.
+pub fn spike() -> Scenario {
+    let mut s = smoke();
+    s.name = "spike".into();
+    s.topology = Topology {
+        api_hosts: 2,
+        worker_hosts: 1,
+        workers_per_host: 1,
+        shopper_hosts: 8,
+    };
+    s.catalog = vec![ProductSpec {
+        max_qty_per_order: 1,
+        ..product("gadget", 2_900, 420)
+    }];
+    s.shoppers = Shoppers {
+        double_click: 0.1,
+        pay_delay_ms_max: 500,
+        ..shoppers(
+            600,
+            Arrival::Burst {
+                at_ms: 1_000,
+                window_ms: 1_000,
+            },
+        )
+    };
+    s.timing = Timing {
+        settle_ms: 40_000,
+        reservation_ttl_ms: 10_000,
+        client_timeout_ms: 3_000,
+        backend_timeout_ms: 1_000,
+        job_visibility_ms: 2_000,
+        max_latency_ms: 10,
+        offer_payment_within_ms: 10_000,
+        ..Timing::default()
+    };
+    s.admission = AdmissionSpec {
+        max_undecided_orders: 50,
+        shed_retry_after_ms: 1_000,
+        ..AdmissionSpec::default()
+    };
+    s
 }
 
 /// The catch matrix: one row per naive switch (see the sim README).
@@ -507,6 +553,14 @@ pub fn catch_cases() -> Vec<CatchCase> {
             with: &[],
             mix: named("price-tampering", tamper),
             expect: &[MoneyReconciles],
+        },
+        CatchCase {
+            // A spike beyond what the worker decides in the promised time:
+            // accepting everything queues buyers past the bound.
+            switch: "admission=off",
+            with: &[],
+            mix: spike(),
+            expect: &[TimelyDecisions],
         },
     ]
 }

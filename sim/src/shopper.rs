@@ -21,6 +21,11 @@ use std::time::Duration;
 
 /// Most attempts of one keyed request (first try + retries).
 pub const MAX_ATTEMPTS: u32 = 4;
+/// Most times a shopper told to come back later (429 with `Retry-After`)
+/// places its order again, with the same key; these are not attempts.
+pub const SHED_RETRIES_MAX: u32 = 10;
+/// The wait before coming back when a 429 names no `Retry-After`, ms.
+pub const SHED_WAIT_DEFAULT_MS: u64 = 1_000;
 /// How often a polling shopper (`[shoppers] follow = "poll"`) asks for its order, ms.
 pub const POLL_MS: u64 = 200;
 /// How long a shopper follows an order before giving up, ms.
@@ -68,13 +73,41 @@ fn replayed(response: &HttpResponse) -> bool {
         .is_some_and(|v| v == "true")
 }
 
-/// Whether a keyed request should be retried with the same key.
+/// Whether a keyed request should be retried with the same key: no answer,
+/// a 5xx, or a 409 other than sold out (the key is in flight).
 fn retryable(reply: &ClientReply) -> bool {
     match reply {
         ClientReply::NoResponse { .. } => true,
-        ClientReply::Refused { status, .. } => *status == 409 || *status >= 500,
+        ClientReply::Refused { status, problem } => {
+            (*status == 409 && problem != "sold-out") || *status >= 500
+        }
         _ => false,
     }
+}
+
+/// How long a 429 asks the client to wait, ms: its `Retry-After` seconds,
+/// or [`SHED_WAIT_DEFAULT_MS`]; `None` for any other answer.
+fn told_to_wait(response: &HttpResponse) -> Option<u64> {
+    (response.status == StatusCode::TOO_MANY_REQUESTS).then(|| {
+        response
+            .headers
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(SHED_WAIT_DEFAULT_MS, |s| s.saturating_mul(1_000))
+    })
+}
+
+/// `wait_ms` stretched by a jitter in [0, 1) × `wait_ms` drawn from the key
+/// and the retry number, so shed buyers do not all come back at once (and
+/// the same seed still makes the same run).
+fn jittered(wait_ms: u64, key: Option<&IdempotencyKey>, retry: u32) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let bytes = key.map_or(&[][..], |k| k.as_str().as_bytes());
+    for b in bytes.iter().chain(&retry.to_le_bytes()) {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    wait_ms.saturating_add(h % wait_ms.max(1))
 }
 
 async fn sleep_ms(ms: u64) {
@@ -100,7 +133,13 @@ impl ShopperCtx {
             .map_err(|e| e.to_string())
     }
 
-    async fn place_once(&self, api: &str, request: &PlaceOrder, tamper_price: bool) -> ClientReply {
+    /// Places the order once; with the wait a 429 asked for.
+    async fn place_once(
+        &self,
+        api: &str,
+        request: &PlaceOrder,
+        tamper_price: bool,
+    ) -> (ClientReply, Option<u64>) {
         let req = self.recorder.request(
             ClientOp::PlaceOrder(request.clone()),
             Some(request.fingerprint()),
@@ -118,6 +157,7 @@ impl ShopperCtx {
         if request.express {
             body["payment"] = "saved_card".into();
         }
+        let mut wait = None;
         let reply = match self
             .send(
                 api,
@@ -144,14 +184,17 @@ impl ShopperCtx {
                     },
                 }
             }
-            Ok(r) => ClientReply::Refused {
-                status: r.status.as_u16(),
-                problem: problem_slug(&r),
-            },
+            Ok(r) => {
+                wait = told_to_wait(&r);
+                ClientReply::Refused {
+                    status: r.status.as_u16(),
+                    problem: problem_slug(&r),
+                }
+            }
             Err(reason) => ClientReply::NoResponse { reason },
         };
         self.recorder.response(req, reply.clone());
-        reply
+        (reply, wait)
     }
 
     async fn pay_once(
@@ -494,8 +537,9 @@ async fn place(
     request: &PlaceOrder,
 ) -> Option<OrderId> {
     let attempts = if plan.retry { MAX_ATTEMPTS } else { 1 };
-    for attempt in 1..=attempts {
-        let replies = if attempt == 1 && plan.double_click {
+    let (mut attempt, mut shed) = (1, 0);
+    loop {
+        let replies = if attempt == 1 && shed == 0 && plan.double_click {
             let (a, b) = tokio::join!(
                 ctx.place_once(api, request, plan.tamper_price),
                 ctx.place_once(api, request, plan.tamper_price)
@@ -504,18 +548,26 @@ async fn place(
         } else {
             vec![ctx.place_once(api, request, plan.tamper_price).await]
         };
-        if let Some(order) = replies.iter().find_map(|r| match r {
+        if let Some(order) = replies.iter().find_map(|(r, _)| match r {
             ClientReply::OrderAccepted { order, .. } => Some(*order),
             _ => None,
         }) {
             return Some(order);
         }
-        if !replies.iter().any(retryable) {
+        // Told to come back later: honour Retry-After (jittered), same key.
+        if let Some(wait) = replies.iter().find_map(|(_, wait)| *wait)
+            && shed < SHED_RETRIES_MAX
+        {
+            shed += 1;
+            sleep_ms(jittered(wait, request.key.as_ref(), shed)).await;
+            continue;
+        }
+        if attempt >= attempts || !replies.iter().any(|(r, _)| retryable(r)) {
             return None;
         }
         sleep_ms(250 * u64::from(attempt)).await;
+        attempt += 1;
     }
-    None
 }
 
 async fn start_payment(

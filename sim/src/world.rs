@@ -182,6 +182,10 @@ fn shop_state(plan: &Plan) -> Result<ShopState, String> {
             .design
             .reservation_ttl
             .ttl_ms(Some(t.reservation_ttl_ms)),
+        admission: plan
+            .design
+            .admission
+            .limits(plan.scenario.admission.limits()),
         queue: QueueLimits {
             visibility_ms: t.job_visibility_ms,
             ..QueueLimits::default()

@@ -130,6 +130,7 @@ fn mistake_of(switch: &str) -> Shows {
             return turned_away_while_units_were_only_held;
         }
         "intent_replay=ack-only" => return never_offered_after_a_redelivered_intent_job,
+        "admission=off" => return accepted_behind_more_undecided_than_the_bound,
         _ => {}
     }
     match switch.split('=').next().expect("name=value") {
@@ -245,6 +246,43 @@ fn entered_at(result: &RunResult, order: stampede_core::OrderId, to: OrderStatus
     result.history.events().iter().find_map(|e| match &e.kind {
         EventKind::Transition(t) if t.order == order && t.to == to => Some(t.at.0),
         _ => None,
+    })
+}
+
+/// A late order the shop accepted while more orders accepted before it were
+/// still undecided (not yet reserved or cancelled) than the reference's
+/// bound lets wait: it queued behind them instead of being shed.
+fn accepted_behind_more_undecided_than_the_bound(
+    result: &RunResult,
+    v: &Violation,
+) -> Option<Shown> {
+    let order = order_of(result, v)?;
+    let bound = scenarios::spike().admission.max_undecided_orders;
+    let mut decided: BTreeMap<stampede_core::OrderId, u64> = BTreeMap::new();
+    for e in result.history.events() {
+        if let EventKind::Transition(t) = &e.kind
+            && t.from == OrderStatus::Created
+        {
+            decided.entry(t.order).or_insert(t.at.0);
+        }
+    }
+    let accepted = order.created_at.0;
+    let ahead = result
+        .audit
+        .orders
+        .iter()
+        .filter(|o| o.id < order.id && o.created_at.0 <= accepted)
+        .filter(|o| decided.get(&o.id).is_none_or(|&at| at > accepted))
+        .count() as u64;
+    let offered = entered_at(result, order.id, OrderStatus::PaymentPending)?;
+    (ahead > bound).then(|| Shown {
+        text: format!(
+            "{} accepted at {} behind {ahead} undecided orders (the reference sheds beyond {bound}); offered payment {} later",
+            order.id,
+            secs(accepted),
+            secs(offered - accepted)
+        ),
+        at_ms: Some(accepted),
     })
 }
 

@@ -61,3 +61,18 @@ fn job_redelivery_is_the_catch_matrix_worker_crash_mix() {
     mix.name.clear();
     assert_eq!(shipped, mix);
 }
+
+#[test]
+fn spike_is_the_catch_matrix_admission_mix() {
+    // Proves: scenarios/spike.toml is exactly the mix the catch matrix's admission row runs, so
+    // the shipped file sweeps what the matrix proves catches a shop that accepts everything.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/spike.toml");
+    let shipped = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let mix = stampede_sim::scenarios::catch_cases()
+        .into_iter()
+        .find(|c| c.switch == "admission=off")
+        .expect("the catch matrix has an admission row")
+        .mix;
+    assert_eq!(shipped, mix);
+    assert_eq!(mix, stampede_sim::scenarios::spike());
+}
