@@ -113,6 +113,9 @@ pub struct LoadArgs {
     /// (excused from the progress invariants), nothing it loses is.
     #[arg(long, value_name = "DURATION", value_parser = parse_bound, conflicts_with = "host")]
     pub kill_every: Option<Duration>,
+    /// Admission limits of the shop Stampede starts (not with --host).
+    #[command(flatten)]
+    pub admission: crate::admission::AdmissionArgs,
 }
 
 /// Where the shop a load run starts keeps its state.
@@ -368,7 +371,12 @@ pub fn load_catalog() -> Vec<(stampede_core::Product, u64)> {
 const LOAD_WORKERS: u32 = 8;
 
 /// The shop a load run starts for itself.
-fn load_stack(design: stampede_server::Design, seed: u64, store: StoreChoice) -> StackConfig {
+fn load_stack(
+    design: stampede_server::Design,
+    seed: u64,
+    store: StoreChoice,
+    admission: stampede_core::Admission,
+) -> StackConfig {
     let mut config = StackConfig::demo(
         "127.0.0.1:0".parse().expect("a valid address"),
         crate::unix_now_ms(),
@@ -377,6 +385,7 @@ fn load_stack(design: stampede_server::Design, seed: u64, store: StoreChoice) ->
     config.seed = seed;
     config.workers = LOAD_WORKERS;
     config.shop.reservation_ttl_ms = Some(LOAD_RESERVATION_TTL_MS);
+    config.shop.admission = admission;
     config.catalog = load_catalog();
     config.store = store;
     config
@@ -486,6 +495,7 @@ async fn start_child_shop(
     for set in &args.set {
         argv.extend(["--set".to_string(), set.clone()]);
     }
+    argv.extend(args.admission.to_argv());
     ShopProcess::start(&program, argv, shop, &dir.join("shop.log")).await
 }
 
@@ -621,8 +631,12 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
                 )
             }
             None => {
-                let stack_config =
-                    load_stack(spec.design, args.seed, fresh_store(args, &dir).await?);
+                let stack_config = load_stack(
+                    spec.design,
+                    args.seed,
+                    fresh_store(args, &dir).await?,
+                    args.admission.limits(),
+                );
                 // The audit's prices and stock: what Stampede configured, not what the shop says.
                 let catalog = stack_config
                     .catalog

@@ -2,6 +2,7 @@
 //! that do the work; this is the only crate that reads arguments, the system
 //! clock (once, for webhook timestamps) or the environment.
 
+mod admission;
 mod load;
 mod pool;
 mod run;
@@ -127,6 +128,8 @@ enum Command {
         /// A store that already exists keeps the catalog and stock it has.
         #[arg(long, default_value = "demo", value_parser = ["demo", "load"])]
         catalog: String,
+        #[command(flatten)]
+        admission: admission::AdmissionArgs,
     },
     /// Serve the fake payment provider alone.
     ///
@@ -408,6 +411,7 @@ fn main() -> ExitCode {
             sync,
             sqlite_batch,
             catalog,
+            admission,
         } => run::DesignSpec::new(&design, &set).and_then(|spec| {
             let mut config = StackConfig::demo(addr, unix_now_ms());
             config.server.design = spec.design;
@@ -415,6 +419,7 @@ fn main() -> ExitCode {
             config.workers = workers;
             config.seed = seed;
             config.shop.reservation_ttl_ms = Some(reservation_ttl_secs * 1000);
+            config.shop.admission = admission.limits();
             if psp != "embedded" {
                 config.psp = PspMode::Remote(psp);
             }

@@ -36,6 +36,11 @@ use std::time::{Duration, Instant};
 
 /// Most attempts of one keyed request (first try + retries).
 pub const MAX_ATTEMPTS: u32 = 3;
+/// Most times a journey told to come back later (429 with `Retry-After`)
+/// places its order again, with the same key; these are not attempts.
+pub const SHED_RETRIES_MAX: u32 = 10;
+/// The wait before coming back when a 429 names no `Retry-After`, ms.
+pub const SHED_WAIT_DEFAULT_MS: u64 = 1_000;
 /// Most client events kept for the audit (memory: a few hundred bytes each).
 /// Once reached, no new journey starts and the run ends with
 /// [`LoadError::Limit`](crate::LoadError::Limit): the audit would otherwise
@@ -275,6 +280,8 @@ struct Answer {
     status: u16,
     body: Value,
     replayed: bool,
+    /// A 429's `Retry-After`, ms ([`SHED_WAIT_DEFAULT_MS`] when it names none).
+    retry_after_ms: Option<u64>,
 }
 
 /// What a client is told by an error answer.
@@ -366,11 +373,20 @@ async fn answer(response: reqwest::Response) -> Result<Answer, String> {
         .headers()
         .get("idempotent-replayed")
         .is_some_and(|v| v == "true");
+    let retry_after_ms = (status == 429).then(|| {
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(SHED_WAIT_DEFAULT_MS, |s| s.saturating_mul(1_000))
+    });
     let bytes = response.bytes().await.map_err(|e| e.to_string())?;
     Ok(Answer {
         status,
         body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         replayed,
+        retry_after_ms,
     })
 }
 
@@ -511,11 +527,13 @@ impl Journey<'_> {
             Ok(a) => a.status >= 500 || a.status == 0,
             Err(_) => true,
         };
+        let shed = matches!(&t.result, Ok(a) if a.status == 429);
         let sample = Sample {
             sent: t.sent,
             intended,
             done: t.done,
             failed,
+            shed,
             expected_interval: self.pacing.expected_interval(),
         };
         self.shared.latencies().record(name, sample);
@@ -577,7 +595,8 @@ impl Journey<'_> {
 }
 
 impl Journey<'_> {
-    /// Places the order under `op`'s key, retrying a lost answer with the same key.
+    /// Places the order under `op`'s key, retrying a lost answer with the
+    /// same key, and coming back when shed (429, after its `Retry-After`).
     async fn place(
         &mut self,
         user: &mut GooseUser,
@@ -592,7 +611,8 @@ impl Journey<'_> {
             .collect();
         let body = json!({ "customer_id": op.customer.as_str(), "items": items });
         let first = (self.shared.since(), self.due.at);
-        for attempt in 1..=MAX_ATTEMPTS {
+        let (mut attempt, mut shed) = (1, 0);
+        loop {
             let call = Call {
                 method: GooseMethod::Post,
                 url: "/v1/orders".into(),
@@ -600,7 +620,11 @@ impl Journey<'_> {
                 key: Some(key),
                 body: Some(body.clone()),
             };
-            let copies = if attempt == 1 && double_click { 2 } else { 1 };
+            let copies = if attempt == 1 && shed == 0 && double_click {
+                2
+            } else {
+                1
+            };
             let reqs: Vec<u64> = (0..copies)
                 .map(|_| {
                     let fingerprint = Some(op.fingerprint());
@@ -622,13 +646,27 @@ impl Journey<'_> {
                     intended,
                 });
             }
-            if !retry {
+            // Shed: come back when told, jittered so the shed do not return
+            // together, with the same key.
+            let told = answers
+                .iter()
+                .find_map(|t| t.result.as_ref().ok().and_then(|a| a.retry_after_ms));
+            if let Some(wait_ms) = told
+                && shed < SHED_RETRIES_MAX
+            {
+                shed += 1;
+                let jitter_ms = self.dice.next() % wait_ms.max(1);
+                self.pause(Duration::from_millis(wait_ms.saturating_add(jitter_ms)))
+                    .await;
+                continue;
+            }
+            if !retry || attempt >= MAX_ATTEMPTS {
                 return None;
             }
             self.pause(Duration::from_millis(100 * u64::from(attempt)))
                 .await;
+            attempt += 1;
         }
-        None
     }
 
     /// Records what each copy of a place request was told; returns the
@@ -654,8 +692,11 @@ impl Journey<'_> {
                     }
                 }
                 Ok(a) => {
-                    retry |= a.status == 409 || a.status >= 500;
-                    refused(a)
+                    let reply = refused(a);
+                    let sold_out =
+                        matches!(&reply, ClientReply::Refused { problem, .. } if problem == "sold-out");
+                    retry |= (a.status == 409 && !sold_out) || a.status >= 500;
+                    reply
                 }
                 Err(reason) => {
                     retry = true;
@@ -846,6 +887,7 @@ impl Journey<'_> {
                 intended: placed.intended,
                 done: self.shared.since(),
                 failed: false,
+                shed: false,
                 expected_interval: None,
             };
             self.shared.latencies().record(ORDER_TO_CONFIRMED, sample);

@@ -91,6 +91,8 @@ struct Endpoint {
     /// On `basis`; holds synthetic samples when corrected.
     headline: Histogram<u64>,
     errors: u64,
+    /// Answered 429: shed by the shop's admission control (not errors).
+    shed: u64,
     /// Per timeline interval: (raw, headline), for the interval log.
     by_interval: BTreeMap<usize, (Histogram<u64>, Histogram<u64>)>,
 }
@@ -117,6 +119,8 @@ pub struct Sample {
     pub done: Duration,
     /// Whether it failed.
     pub failed: bool,
+    /// Whether the shop shed it (429): counted apart, not as a failure.
+    pub shed: bool,
     /// The sending user's expected interval between sends (closed loop, from
     /// [`Pacing`]); `None` adds no synthetic samples.
     pub expected_interval: Option<Duration>,
@@ -323,11 +327,13 @@ impl Latencies {
                 raw: histogram(),
                 headline: histogram(),
                 errors: 0,
+                shed: 0,
                 by_interval: BTreeMap::new(),
             });
         put(&mut e.raw, raw_us, 1);
         headline.put(&mut e.headline);
         e.errors += u64::from(s.failed);
+        e.shed += u64::from(s.shed);
         let (slot_raw, slot_headline) = e
             .by_interval
             .entry(slot)
@@ -367,6 +373,11 @@ impl Latencies {
             .sum()
     }
 
+    /// Requests the shop shed (answered 429) so far.
+    pub fn shed(&self) -> u64 {
+        self.endpoints.values().map(|e| e.shed).sum()
+    }
+
     /// Every endpoint's summary, in name order with order-to-confirmation last.
     pub fn endpoints(&self) -> Vec<EndpointLatency> {
         let mut out: Vec<EndpointLatency> = self
@@ -376,6 +387,7 @@ impl Latencies {
                 name: name.clone(),
                 requests: e.raw.len(),
                 errors: e.errors,
+                shed: e.shed,
                 basis: e.basis,
                 headline: percentiles(&e.headline),
                 raw: percentiles(&e.raw),
@@ -550,6 +562,7 @@ mod tests {
             intended: ms(intended),
             done: ms(done),
             failed: false,
+            shed: false,
             expected_interval: interval.map(ms),
         }
     }

@@ -233,6 +233,7 @@ mod tests {
             name: name.into(),
             requests,
             errors,
+            shed: 0,
             basis: Basis::IntendedStart,
             headline: Percentiles {
                 count: requests,

@@ -49,6 +49,7 @@ fn closed_loop() -> Latencies {
             intended: sent,
             done: sent + took,
             failed: i % 97 == 0,
+            shed: false,
             expected_interval: Some(ms(10)),
         };
         l.record("GET /v1/orders/{id}", sample);
@@ -60,6 +61,7 @@ fn closed_loop() -> Latencies {
             intended: sent,
             done: sent + us(800 + i * 104_729 % 40_000),
             failed: false,
+            shed: false,
             expected_interval: Some(ms(50)),
         };
         l.record("POST /v1/orders", sample);
@@ -84,6 +86,7 @@ fn open_loop() -> Latencies {
             intended,
             done: sent + us(500 + i * 2_713 % 30_000),
             failed: false,
+            shed: false,
             expected_interval: None,
         };
         l.record("POST /v1/orders", sample);

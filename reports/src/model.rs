@@ -113,6 +113,9 @@ pub struct EndpointLatency {
     pub requests: u64,
     /// Requests that failed (transport error or unexpected status).
     pub errors: u64,
+    /// Requests the shop shed (answered 429, to be retried later): not errors.
+    #[serde(default)]
+    pub shed: u64,
     /// What `headline` measures.
     pub basis: Basis,
     /// The honest numbers: corrected (closed loop) or from intended start (open loop).
@@ -201,6 +204,11 @@ impl LoadReport {
                     errors.saturating_add(e.errors),
                 )
             })
+    }
+
+    /// Requests the shop shed (429), over every endpoint.
+    pub fn shed_total(&self) -> u64 {
+        self.endpoints.iter().map(|e| e.shed).sum()
     }
 
     /// Every order status seen anywhere in the timeline, sorted.

@@ -28,6 +28,7 @@ pub(crate) fn summary(r: &LoadReport) -> Vec<(&'static str, String)> {
         ),
         ("requests", requests.to_string()),
         ("errors", errors.to_string()),
+        ("shed (429)", r.shed_total().to_string()),
         ("verdict", verdict(r).to_string()),
     ]
 }
@@ -43,6 +44,7 @@ pub(crate) fn endpoints(r: &LoadReport) -> Table {
         ("endpoint", Align::Left),
         ("requests", Align::Right),
         ("errors", Align::Right),
+        ("shed", Align::Right),
         ("basis", Align::Left),
         ("p50", Align::Right),
         ("p90", Align::Right),
@@ -58,6 +60,7 @@ pub(crate) fn endpoints(r: &LoadReport) -> Table {
                 e.name.clone(),
                 e.requests.to_string(),
                 e.errors.to_string(),
+                e.shed.to_string(),
                 format::basis(e.basis).to_string(),
                 ms(h.p50_us),
                 ms(h.p90_us),

@@ -25,7 +25,8 @@ pub fn render_terminal(r: &LoadReport) -> String {
     );
     let _ = writeln!(
         out,
-        "{INDENT}{requests} requests, {errors} errors; verdict {}",
+        "{INDENT}{requests} requests, {errors} errors, {} shed (429); verdict {}",
+        r.shed_total(),
         sections::verdict(r)
     );
 

@@ -39,6 +39,7 @@ fn endpoint(name: &str, requests: u64, errors: u64, basis: Basis, p50_us: u64) -
         name: name.into(),
         requests,
         errors,
+        shed: 0,
         basis,
         headline: percentiles(requests, if corrected { p50_us * 2 } else { p50_us }),
         raw: percentiles(requests, p50_us),
