@@ -5,6 +5,8 @@ use stampede_core::Admission;
 use stampede_core::shop::{
     DEFAULT_CUSTOMER_ORDERS_MAX, DEFAULT_MAX_UNDECIDED_ORDERS, DEFAULT_SHED_RETRY_AFTER_MS,
 };
+use stampede_server::app::DEFAULT_DEGRADED_READ_MAX_AGE_MS;
+use stampede_server::serve::StackConfig;
 
 /// The window of `--customer-orders-per-minute`, ms.
 const MINUTE_MS: u64 = 60_000;
@@ -30,6 +32,11 @@ pub struct AdmissionArgs {
     /// refusing them at once with 409 sold-out.
     #[arg(long)]
     pub no_sold_out_fast_path: bool,
+    /// Degrade mode: for 5 s after it sheds an order, the shop serves catalog reads (live stock
+    /// counts) from a copy at most this old, ms. 0: always read the store.
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_DEGRADED_READ_MAX_AGE_MS,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub degraded_read_max_age_ms: u64,
 }
 
 impl AdmissionArgs {
@@ -45,6 +52,12 @@ impl AdmissionArgs {
         }
     }
 
+    /// Configures a shop's admission limits and degrade mode.
+    pub fn configure(&self, config: &mut StackConfig) {
+        config.shop.admission = self.limits();
+        config.server.degraded_read_max_age_ms = self.degraded_read_max_age_ms;
+    }
+
     /// The same options, for a `stampede serve` child process.
     pub fn to_argv(&self) -> Vec<String> {
         let mut argv = vec![
@@ -54,6 +67,8 @@ impl AdmissionArgs {
             self.shed_retry_after_secs.to_string(),
             "--customer-orders-per-minute".to_string(),
             self.customer_orders_per_minute.to_string(),
+            "--degraded-read-max-age-ms".to_string(),
+            self.degraded_read_max_age_ms.to_string(),
         ];
         if self.no_sold_out_fast_path {
             argv.push("--no-sold-out-fast-path".to_string());
@@ -97,6 +112,8 @@ mod tests {
             "--customer-orders-per-minute",
             "0",
             "--no-sold-out-fast-path",
+            "--degraded-read-max-age-ms",
+            "0",
         ])
         .unwrap();
         assert_eq!(
@@ -109,6 +126,7 @@ mod tests {
                 sold_out_fast_path: false,
             }
         );
+        assert_eq!(a.degraded_read_max_age_ms, 0);
         let argv: Vec<String> = a.to_argv();
         let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
         assert_eq!(parse(&refs).unwrap(), a);

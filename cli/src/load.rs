@@ -375,7 +375,7 @@ fn load_stack(
     design: stampede_server::Design,
     seed: u64,
     store: StoreChoice,
-    admission: stampede_core::Admission,
+    admission: &crate::admission::AdmissionArgs,
 ) -> StackConfig {
     let mut config = StackConfig::demo(
         "127.0.0.1:0".parse().expect("a valid address"),
@@ -385,7 +385,7 @@ fn load_stack(
     config.seed = seed;
     config.workers = LOAD_WORKERS;
     config.shop.reservation_ttl_ms = Some(LOAD_RESERVATION_TTL_MS);
-    config.shop.admission = admission;
+    admission.configure(&mut config);
     config.catalog = load_catalog();
     config.store = store;
     config
@@ -635,7 +635,7 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
                     spec.design,
                     args.seed,
                     fresh_store(args, &dir).await?,
-                    args.admission.limits(),
+                    &args.admission,
                 );
                 // The audit's prices and stock: what Stampede configured, not what the shop says.
                 let catalog = stack_config

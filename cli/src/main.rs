@@ -419,7 +419,7 @@ fn main() -> ExitCode {
             config.workers = workers;
             config.seed = seed;
             config.shop.reservation_ttl_ms = Some(reservation_ttl_secs * 1000);
-            config.shop.admission = admission.limits();
+            admission.configure(&mut config);
             if psp != "embedded" {
                 config.psp = PspMode::Remote(psp);
             }

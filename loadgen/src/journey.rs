@@ -693,8 +693,7 @@ impl Journey<'_> {
                 }
                 Ok(a) => {
                     let reply = refused(a);
-                    let sold_out =
-                        matches!(&reply, ClientReply::Refused { problem, .. } if problem == "sold-out");
+                    let sold_out = matches!(&reply, ClientReply::Refused { problem, .. } if problem == "sold-out");
                     retry |= (a.status == 409 && !sold_out) || a.status >= 500;
                     reply
                 }

@@ -16,6 +16,7 @@
 //! so a bad request changes nothing.
 
 use crate::app::App;
+use crate::degrade::CatalogRead;
 use crate::design::{ClientPrice, EarlyWebhooks, Enqueue, Finalize, Idempotency, IntentAmount};
 use crate::metrics::{self, Counters};
 use crate::problem::Problem;
@@ -33,8 +34,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use stampede_core::{
     Begin, Cause, Cents, CustomerId, Fingerprint, IdempotencyKey, ItemRequest, JobKind, Order,
-    OrderId, OrderStatus, PlaceOrder, Placed, SavedResponse, ShopError, Sku, WebhookOutcome,
-    payment_key,
+    OrderId, OrderStatus, PlaceOrder, Placed, Product, SavedResponse, ShopError, Sku, StockLevel,
+    WebhookOutcome, payment_key,
 };
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -69,6 +70,9 @@ pub fn router(app: Arc<App>) -> Router {
 /// Maps a store failure to a problem, counting it.
 fn store_problem(app: &App, error: StoreError) -> Problem {
     app.counters.store_error(&error);
+    if matches!(error, StoreError::Shop(ShopError::Shed { .. })) {
+        app.degrade.shed(app.clock.now());
+    }
     match error {
         StoreError::Shop(e) => shop_problem(e),
         StoreError::Unavailable(detail) => Problem::unavailable(format!(
@@ -371,42 +375,68 @@ struct ProductView {
     available: u64,
 }
 
+/// The catalog with stock levels: from the store, or, while the shop is
+/// shedding orders, from a copy at most `degraded_read_max_age_ms` old
+/// (returned with its age, see [`crate::degrade`]).
+async fn read_catalog(app: &App) -> Result<(CatalogRead, Option<u64>), Problem> {
+    let now = app.clock.now();
+    let max_age = app.config.degraded_read_max_age_ms;
+    let degraded = max_age > 0
+        && app
+            .degrade
+            .under_pressure(now, app.config.degrade_window_ms);
+    if degraded && let Some((read, age)) = app.degrade.cached(now, max_age) {
+        Counters::bump(&app.counters.degraded_reads);
+        return Ok((read, Some(age)));
+    }
+    let read: CatalogRead = Arc::new(
+        app.store
+            .catalog()
+            .await
+            .map_err(|e| store_problem(app, e))?,
+    );
+    if max_age > 0 {
+        app.degrade.keep(now, Arc::clone(&read));
+    }
+    Ok((read, None))
+}
+
+fn product_view(p: &Product, level: &StockLevel) -> ProductView {
+    ProductView {
+        sku: p.sku.to_string(),
+        name: p.name.clone(),
+        price: p.price.0,
+        available: level.available,
+    }
+}
+
+/// Marks a response served from the cached catalog.
+fn degraded(mut response: Response, age_ms: Option<u64>) -> Response {
+    if let Some(age_ms) = age_ms {
+        let headers = response.headers_mut();
+        headers.insert("stampede-degraded", HeaderValue::from_static("cached"));
+        headers.insert(header::AGE, HeaderValue::from(age_ms / 1_000));
+    }
+    response
+}
+
 async fn list_products(State(app): Shared) -> ApiResult {
-    let catalog = app
-        .store
-        .catalog()
-        .await
-        .map_err(|e| store_problem(&app, e))?;
-    let data: Vec<ProductView> = catalog
-        .into_iter()
-        .map(|(p, level)| ProductView {
-            sku: p.sku.to_string(),
-            name: p.name,
-            price: p.price.0,
-            available: level.available,
-        })
-        .collect();
-    Ok(Json(serde_json::json!({ "data": data })).into_response())
+    let (catalog, age) = read_catalog(&app).await?;
+    let data: Vec<ProductView> = catalog.iter().map(|(p, l)| product_view(p, l)).collect();
+    Ok(degraded(
+        Json(serde_json::json!({ "data": data })).into_response(),
+        age,
+    ))
 }
 
 async fn get_product(State(app): Shared, Path(sku): Path<String>) -> ApiResult {
     let sku = Sku::new(sku).map_err(|e| Problem::not_found(e.to_string()))?;
-    let catalog = app
-        .store
-        .catalog()
-        .await
-        .map_err(|e| store_problem(&app, e))?;
+    let (catalog, age) = read_catalog(&app).await?;
     let (p, level) = catalog
-        .into_iter()
+        .iter()
         .find(|(p, _)| p.sku == sku)
         .ok_or_else(|| Problem::not_found(format!("unknown sku {sku}")))?;
-    Ok(Json(ProductView {
-        sku: p.sku.to_string(),
-        name: p.name,
-        price: p.price.0,
-        available: level.available,
-    })
-    .into_response())
+    Ok(degraded(Json(product_view(p, level)).into_response(), age))
 }
 
 // ---- orders ---------------------------------------------------------------

@@ -34,7 +34,18 @@ pub struct ServerConfig {
     pub sse_keep_alive_ms: u64,
     /// Delay before the naive in-memory finalize runs, ms.
     pub in_memory_finalize_delay_ms: u64,
+    /// How long after it last shed an order the shop serves catalog reads
+    /// from a cached copy ([`crate::degrade`]), ms.
+    pub degrade_window_ms: u64,
+    /// The oldest cached catalog served under pressure, ms; 0 turns degrade
+    /// mode off.
+    pub degraded_read_max_age_ms: u64,
 }
+
+/// Default of [`ServerConfig::degrade_window_ms`], ms.
+pub const DEFAULT_DEGRADE_WINDOW_MS: u64 = 5_000;
+/// Default of [`ServerConfig::degraded_read_max_age_ms`], ms.
+pub const DEFAULT_DEGRADED_READ_MAX_AGE_MS: u64 = 1_000;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -49,6 +60,8 @@ impl Default for ServerConfig {
             sse_max_ms: 10 * 60 * 1000,
             sse_keep_alive_ms: crate::api::SSE_KEEP_ALIVE_MS,
             in_memory_finalize_delay_ms: 50,
+            degrade_window_ms: DEFAULT_DEGRADE_WINDOW_MS,
+            degraded_read_max_age_ms: DEFAULT_DEGRADED_READ_MAX_AGE_MS,
         }
     }
 }
@@ -67,6 +80,8 @@ pub struct App {
     pub counters: Counters,
     /// Who waits for which order's next status (events streams).
     pub watch: WatchHub,
+    /// Pressure, and the catalog copy served under it.
+    pub degrade: crate::degrade::Degrade,
 }
 
 impl App {
@@ -89,6 +104,7 @@ impl App {
             clock,
             config,
             counters: Counters::default(),
+            degrade: crate::degrade::Degrade::default(),
         })
     }
 

@@ -17,6 +17,7 @@
 pub mod api;
 pub mod app;
 pub mod clock;
+pub mod degrade;
 pub mod design;
 pub mod http;
 pub mod metrics;

@@ -42,6 +42,8 @@ pub struct Counters {
     pub orders_rate_limited: AtomicU64,
     /// Orders refused at once because a SKU was sold out.
     pub orders_sold_out: AtomicU64,
+    /// Catalog reads served from the cached copy under pressure.
+    pub degraded_reads: AtomicU64,
 }
 
 impl Counters {
@@ -201,6 +203,12 @@ pub fn render(counters: &Counters, stats: &ShopStats, audit: Option<&AuditSnapsh
         "orders_sold_out_total",
         "Orders refused at once because a SKU they asked for was sold out.",
         &counters.orders_sold_out,
+    );
+    counter(
+        &mut out,
+        "degraded_reads_total",
+        "Catalog reads served from a cached copy while the shop was shedding orders.",
+        &counters.degraded_reads,
     );
 
     let _ = writeln!(

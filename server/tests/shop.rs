@@ -1033,3 +1033,121 @@ async fn the_textbook_naive_design_oversells_under_the_same_race() {
         "{promised} units paid for but no_oversell did not name {HOT}: {oversell:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_sheds_beyond_the_undecided_bound_with_retry_after_and_degrades_catalog_reads() {
+    // Proves: with no workers (nothing gets decided) and at most 2 undecided orders, two orders
+    // are accepted and the third is shed — 429 problem+json `overloaded` with `Retry-After: 2`
+    // (2,000 ms rounded up), nothing created — and counted in /metrics; while the shop is
+    // shedding, the catalog is served from a copy (marked `Stampede-Degraded: cached`) that does
+    // not see the stock the accepted orders will take, and with degrade mode off it is read live.
+    for max_age_ms in [60_000, 0] {
+        let mut c = config(Design::reference());
+        c.workers = 0;
+        c.shop.admission.max_undecided_orders = Some(2);
+        c.shop.admission.shed_retry_after_ms = 2_000;
+        c.server.degraded_read_max_age_ms = max_age_ms;
+        let (stack, s) = start(c).await;
+        let before = s.get("/v1/products").await;
+        assert!(before.headers.get("stampede-degraded").is_none());
+        for n in 1..=2 {
+            let accepted = s.order(&format!("k{n}"), "alice", TEE, 1).await;
+            assert_eq!(accepted.status, StatusCode::ACCEPTED);
+        }
+        let shed = s.order("k3", "bob", TEE, 1).await;
+        is_problem(&shed, StatusCode::TOO_MANY_REQUESTS, "overloaded");
+        assert_eq!(shed.headers.get("retry-after").unwrap(), "2");
+        assert_eq!(
+            s.audit().await.orders.len(),
+            2,
+            "a shed order creates nothing"
+        );
+        assert_eq!(metric(&s, "orders_admitted_total").await, 2);
+        assert_eq!(metric(&s, "orders_shed_total").await, 1);
+        // Restock the tee: a live read sees it, the degraded copy does not.
+        let restock = s
+            .post(
+                "/admin/restock",
+                &[("authorization", format!("Bearer {ADMIN}"))],
+                &json!({ "sku": TEE, "qty": 7 }).to_string(),
+            )
+            .await;
+        assert_eq!(restock.status, StatusCode::OK, "{restock:?}");
+        let during = s.get(&format!("/v1/products/{TEE}")).await;
+        let cached = during.headers.get("stampede-degraded").is_some();
+        let body: Value = serde_json::from_slice(&during.body).unwrap();
+        let listed: Value = serde_json::from_slice(&before.body).unwrap();
+        let was = listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["sku"] == TEE)
+            .unwrap()["available"]
+            .as_u64()
+            .unwrap();
+        if max_age_ms > 0 {
+            assert!(cached, "served from the copy under pressure");
+            assert_eq!(body["available"].as_u64(), Some(was));
+            assert_eq!(metric(&s, "degraded_reads_total").await, 1);
+        } else {
+            assert!(!cached, "degrade mode off reads the store");
+            assert_eq!(body["available"].as_u64(), Some(was + 7));
+        }
+        stack.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sold_out_sku_is_refused_at_once_and_a_customer_over_its_rate_is_told_to_wait() {
+    // Proves: once the only unit is paid for, a new order for it is refused at once with 409
+    // `sold-out` (no order created) and counted; a customer allowed 2 orders a minute gets 429
+    // `rate-limited` with a Retry-After of at most 60 s on the third, while another customer
+    // still gets in.
+    let mut c = one_unit(Design::reference());
+    c.shop.admission.customer_orders_max = Some(2);
+    c.catalog.push((
+        stampede_core::Product {
+            sku: Sku::new(TEE).unwrap(),
+            name: "tee".into(),
+            price: stampede_core::Cents(2_500),
+            max_qty_per_order: 5,
+            per_customer_limit: None,
+        },
+        100,
+    ));
+    let (stack, s) = start(c).await;
+    let alice = order_id(&s.order("k-a", "alice", HOT, 1).await);
+    s.wait_for(&alice, &["payment_pending"]).await;
+    s.pay_and_confirm(&alice, false).await;
+    s.wait_for(&alice, &["confirmed"]).await;
+    let late = s.order("k-b", "bob", HOT, 1).await;
+    is_problem(&late, StatusCode::CONFLICT, "sold-out");
+    assert_eq!(metric(&s, "orders_sold_out_total").await, 1);
+    assert_eq!(
+        s.audit().await.orders.len(),
+        1,
+        "a sold-out refusal creates nothing"
+    );
+    assert_eq!(
+        s.order("k-c1", "carol", TEE, 1).await.status,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        s.order("k-c2", "carol", TEE, 1).await.status,
+        StatusCode::ACCEPTED
+    );
+    let limited = s.order("k-c3", "carol", TEE, 1).await;
+    is_problem(&limited, StatusCode::TOO_MANY_REQUESTS, "rate-limited");
+    let wait: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    assert_eq!(metric(&s, "orders_rate_limited_total").await, 1);
+    assert_eq!(
+        s.order("k-d1", "dave", TEE, 1).await.status,
+        StatusCode::ACCEPTED
+    );
+    stack.shutdown().await;
+}
