@@ -9,8 +9,12 @@
 //! POST /v1/orders/{id}/cancel                  release or refuse
 //! POST /v1/webhooks/psp      Psp-Signature     PSP events
 //! POST /admin/restock, GET /admin/audit        bearer token
-//! GET  /healthz, /metrics
+//! GET  /healthz, /metrics, /openapi.json
 //! ```
+//!
+//! `GET /openapi.json` is this table in full (OpenAPI 3.1, see
+//! [`crate::openapi`]): each route is registered through `api_router` with
+//! the `#[utoipa::path]` annotation that documents it.
 //!
 //! Each handler validates its input completely before the first store call,
 //! so a bad request changes nothing.
@@ -29,7 +33,6 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use stampede_core::{
@@ -40,6 +43,9 @@ use stampede_core::{
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 type Shared = State<Arc<App>>;
 type ApiResult = Result<Response, Problem>;
@@ -47,22 +53,49 @@ type ApiResult = Result<Response, Problem>;
 /// The shop's router, ready to serve over any listener.
 pub fn router(app: Arc<App>) -> Router {
     let limit = app.config.max_body_bytes;
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics_text))
-        .route("/v1/products", get(list_products))
-        .route("/v1/products/{sku}", get(get_product))
-        .route("/v1/orders", post(place_order))
-        .route("/v1/orders/{id}", get(get_order))
-        .route("/v1/orders/{id}/events", get(order_events))
-        .route("/v1/orders/{id}/pay", post(pay))
-        .route("/v1/orders/{id}/cancel", post(cancel))
-        .route("/v1/webhooks/psp", post(webhook))
-        .route("/admin/restock", post(restock))
-        .route("/admin/audit", get(audit))
+    Router::from(api_router())
         .fallback(|| async { Problem::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(app)
+}
+
+/// Every route, each registered with the annotation that documents it.
+fn api_router() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::with_openapi(crate::openapi::base())
+        .routes(routes!(healthz))
+        .routes(routes!(metrics_text))
+        .routes(routes!(openapi_json))
+        .routes(routes!(list_products))
+        .routes(routes!(get_product))
+        .routes(routes!(place_order))
+        .routes(routes!(get_order))
+        .routes(routes!(order_events))
+        .routes(routes!(pay))
+        .routes(routes!(cancel))
+        .routes(routes!(webhook))
+        .routes(routes!(restock))
+        .routes(routes!(audit))
+}
+
+/// The shop's OpenAPI document, as `GET /openapi.json` serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().into_openapi()
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process is up: `ok`.", body = String, content_type = "text/plain")))]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "This document (OpenAPI 3.1).", body = Object)))]
+async fn openapi_json() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::document_json(),
+    )
+        .into_response()
 }
 
 // ---- errors ---------------------------------------------------------------
@@ -207,10 +240,13 @@ fn replayed(mut response: Response) -> Response {
 
 // ---- wire types -----------------------------------------------------------
 
-#[derive(Deserialize)]
+/// Body of `POST /v1/orders`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PlaceOrderBody {
+    /// Who orders (1–64 visible ASCII characters); purchase and rate limits count per customer.
     customer_id: String,
+    /// 1–20 lines, each SKU once.
     items: Vec<ItemBody>,
     /// `"saved_card"`: express checkout, charged as soon as the stock is reserved.
     #[serde(default)]
@@ -218,7 +254,7 @@ struct PlaceOrderBody {
 }
 
 /// How an order is paid.
-#[derive(Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "snake_case")]
 enum PaymentChoice {
     /// The customer pays later through `/pay` and the PSP.
@@ -227,10 +263,13 @@ enum PaymentChoice {
     SavedCard,
 }
 
-#[derive(Deserialize)]
+/// One line of `POST /v1/orders`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ItemBody {
+    /// A SKU of the catalog.
     sku: String,
+    /// Units, 1 to the product's most per order.
     qty: u32,
     /// Never used by the reference design (refused); the `client_price=trust` mistake uses it.
     #[serde(default)]
@@ -238,7 +277,7 @@ struct ItemBody {
 }
 
 /// `202` body of `POST /v1/orders`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OrderAccepted {
     /// The order.
     pub order_id: String,
@@ -247,7 +286,7 @@ pub struct OrderAccepted {
 }
 
 /// `GET /v1/orders/{id}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OrderView {
     /// The order.
     pub order_id: String,
@@ -268,7 +307,7 @@ pub struct OrderView {
 }
 
 /// One line.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct LineView {
     /// SKU.
     pub sku: String,
@@ -279,7 +318,7 @@ pub struct LineView {
 }
 
 /// One transition.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TransitionView {
     /// From.
     pub from: String,
@@ -324,7 +363,7 @@ impl From<&Order> for OrderView {
 }
 
 /// `200` body of `POST /v1/orders/{id}/pay`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PaymentStartedView {
     /// The order.
     pub order_id: String,
@@ -367,12 +406,24 @@ fn render_saved(saved: &SavedResponse) -> Response {
 
 // ---- catalog --------------------------------------------------------------
 
-#[derive(Serialize)]
+/// A product.
+#[derive(Serialize, ToSchema)]
 struct ProductView {
+    /// Its SKU.
     sku: String,
+    /// Its name.
     name: String,
+    /// Unit price, cents.
     price: u64,
+    /// Units on the shelf (advisory: the reserve step decides).
     available: u64,
+}
+
+/// `GET /v1/products`.
+#[derive(Serialize, ToSchema)]
+struct ProductList {
+    /// Every product.
+    data: Vec<ProductView>,
 }
 
 /// The catalog with stock levels: from the store, or, while the shop is
@@ -420,15 +471,26 @@ fn degraded(mut response: Response, age_ms: Option<u64>) -> Response {
     response
 }
 
+#[utoipa::path(get, path = "/v1/products", tag = "catalog",
+    responses(
+        (status = 200, description = "Every product with its price and the units on the shelf. While the shop is shedding orders the list may come from a copy a second old (degrade mode).", body = ProductList,
+            headers(("Stampede-Degraded" = String, description = "`cached` when served from the copy taken under pressure."),
+                    ("Age" = u64, description = "Seconds since that copy was read (only with Stampede-Degraded)."))),
+        (status = 503, description = "`unavailable`: the store did not answer; retry (with the same Idempotency-Key where one is sent).", body = Problem, content_type = "application/problem+json")))]
 async fn list_products(State(app): Shared) -> ApiResult {
     let (catalog, age) = read_catalog(&app).await?;
     let data: Vec<ProductView> = catalog.iter().map(|(p, l)| product_view(p, l)).collect();
-    Ok(degraded(
-        Json(serde_json::json!({ "data": data })).into_response(),
-        age,
-    ))
+    Ok(degraded(Json(ProductList { data }).into_response(), age))
 }
 
+#[utoipa::path(get, path = "/v1/products/{sku}", tag = "catalog",
+    params(("sku" = String, Path, description = "A SKU of the catalog.")),
+    responses(
+        (status = 200, description = "The product (maybe from the degrade-mode copy, as for the list).", body = ProductView,
+            headers(("Stampede-Degraded" = String, description = "`cached` when served from the copy taken under pressure."),
+                    ("Age" = u64, description = "Seconds since that copy was read."))),
+        (status = 404, description = "`not-found`: no such SKU.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the store did not answer; retry (with the same Idempotency-Key where one is sent).", body = Problem, content_type = "application/problem+json")))]
 async fn get_product(State(app): Shared, Path(sku): Path<String>) -> ApiResult {
     let sku = Sku::new(sku).map_err(|e| Problem::not_found(e.to_string()))?;
     let (catalog, age) = read_catalog(&app).await?;
@@ -490,6 +552,19 @@ fn validate_order(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<OrderIn
     })
 }
 
+#[utoipa::path(post, path = "/v1/orders", tag = "orders",
+    params(("Idempotency-Key" = String, Header, description = "Required; 1–255 visible ASCII characters. The same key with the same body replays the first answer; with another body it is refused.")),
+    request_body(content = PlaceOrderBody, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Accepted: the order exists and its reserve step is queued.", body = OrderAccepted,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this is the saved answer to an earlier request with the key."))),
+        (status = 400, description = "`malformed-json`, `unreadable-body`, `idempotency-key-missing`, `invalid-idempotency-key`, `invalid-customer`, `invalid-sku`, `invalid-items`.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`idempotency-key-in-flight`: the first request with this key is still running, retry shortly; `sold-out`: a SKU asked for cannot be filled even if every unpaid cart lapsed (nothing created).", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`body-too-large`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid-items` (unknown SKU, too many lines or units), `purchase-limit`, `client-price-not-accepted`, `idempotency-key-reused` (another body under this key).", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`overloaded`: too many orders await a decision (shed, nothing created); `rate-limited`: this customer's orders per minute. Retry after Retry-After with the same key.", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+        (status = 503, description = "`unavailable`: the store did not answer; retry (with the same Idempotency-Key where one is sent).", body = Problem, content_type = "application/problem+json")))]
 async fn place_order(
     State(app): Shared,
     headers: HeaderMap,
@@ -642,6 +717,12 @@ async fn load_order(app: &App, id: OrderId) -> Result<Order, Problem> {
         .ok_or_else(|| Problem::not_found(format!("no order {id}")))
 }
 
+#[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders",
+    params(("id" = String, Path, description = "The order, `ord_<number>`.")),
+    responses(
+        (status = 200, description = "The order: status, lines with captured prices, total, intent, every transition.", body = OrderView),
+        (status = 404, description = "`not-found`: no such order, or not an order id.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the store did not answer; retry (with the same Idempotency-Key where one is sent).", body = Problem, content_type = "application/problem+json")))]
 async fn get_order(State(app): Shared, Path(id): Path<String>) -> ApiResult {
     let order = load_order(&app, parse_order_id(&id)?).await?;
     Ok(Json(OrderView::from(&order)).into_response())
@@ -679,6 +760,12 @@ struct EventsState {
 /// status, after `sse_max_ms`, or when the order cannot be re-read (the
 /// client reconnects). No polling: the stream reads the order only when the
 /// hub saw it change in the store's feed, or lost track of the feed.
+#[utoipa::path(get, path = "/v1/orders/{id}/events", tag = "orders",
+    params(("id" = String, Path, description = "The order, `ord_<number>`.")),
+    responses(
+        (status = 200, description = "Server-sent events: `status` events whose data is the order (as GET /v1/orders/{id}), the current one first, then each change; comment keep-alives; the stream ends after a final status.", body = String, content_type = "text/event-stream"),
+        (status = 404, description = "`not-found`: no such order, or not an order id.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: too many open streams, or the change feed could not be read; retry shortly.", body = Problem, content_type = "application/problem+json")))]
 async fn order_events(State(app): Shared, Path(id): Path<String>) -> ApiResult {
     let id = parse_order_id(&id)?;
     let keep_alive = Duration::from_millis(app.config.sse_keep_alive_ms.max(1));
@@ -735,6 +822,13 @@ async fn order_events(State(app): Shared, Path(id): Path<String>) -> ApiResult {
         .into_response())
 }
 
+#[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders",
+    params(("id" = String, Path, description = "The order, `ord_<number>`.")),
+    responses(
+        (status = 200, description = "The order after the cancellation (an unpaid order's stock goes back; a paid one is refunded).", body = OrderView),
+        (status = 404, description = "`not-found`: no such order.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`not-cancellable`: the order's status does not allow it.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the store did not answer; retry (with the same Idempotency-Key where one is sent).", body = Problem, content_type = "application/problem+json")))]
 async fn cancel(State(app): Shared, Path(id): Path<String>) -> ApiResult {
     let id = parse_order_id(&id)?;
     let step = app
@@ -753,6 +847,18 @@ fn pay_fingerprint(order: OrderId) -> Fingerprint {
     Fingerprint::of(format!("POST /v1/orders/{order}/pay").as_bytes())
 }
 
+#[utoipa::path(post, path = "/v1/orders/{id}/pay", tag = "orders",
+    params(("id" = String, Path, description = "The order, `ord_<number>`."),
+           ("Idempotency-Key" = String, Header, description = "Required; a retry with the same key replays the first answer.")),
+    responses(
+        (status = 200, description = "The PSP intent to confirm (created once per order: key `pay_<order>`).", body = PaymentStartedView,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this is the saved answer to an earlier request with the key."))),
+        (status = 400, description = "`idempotency-key-missing`, `invalid-idempotency-key`.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: no such order.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`not-payable`: the order is not awaiting payment; `idempotency-key-in-flight`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`idempotency-key-reused`.", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "`psp-unavailable`: the payment provider did not answer; retry with the same key.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the store did not answer; retry (with the same Idempotency-Key where one is sent).", body = Problem, content_type = "application/problem+json")))]
 async fn pay(State(app): Shared, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
     let order_id = parse_order_id(&id)?;
     let key = idempotency_key(&headers, true)?.expect("required");
@@ -854,6 +960,14 @@ async fn start_payment(app: &App, order_id: OrderId) -> Result<SavedResponse, Pr
 
 // ---- webhooks -------------------------------------------------------------
 
+#[utoipa::path(post, path = "/v1/webhooks/psp", tag = "webhooks",
+    params(("Psp-Signature" = String, Header, description = "`t=<unix seconds>,v1=<hex HMAC-SHA256 of \"t.body\">` with the shared secret; at most 300 s old.")),
+    request_body(content = crate::psp::wire::WebhookPayload, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Taken: applied once, skipped as a duplicate, or parked until its order can take it.", body = crate::openapi::WebhookReceived),
+        (status = 400, description = "`signature-missing`, `invalid-signature` (forged or stale), `malformed-json`, `invalid-event`.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`body-too-large`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the store did not answer; retry (with the same Idempotency-Key where one is sent).", body = Problem, content_type = "application/problem+json")))]
 async fn webhook(
     State(app): Shared,
     headers: HeaderMap,
@@ -995,13 +1109,22 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), Problem> {
     }
 }
 
-#[derive(Deserialize)]
+/// Body of `POST /admin/restock`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RestockBody {
     sku: String,
     qty: u64,
 }
 
+#[utoipa::path(post, path = "/admin/restock", tag = "admin",
+    security(("admin_token" = [])),
+    request_body(content = RestockBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Units added to the shelf.", body = crate::openapi::Restocked),
+        (status = 400, description = "`malformed-json`, `invalid-sku`, `invalid-qty` (1 to 1,000,000,000).", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`: no or a wrong bearer token.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the store did not answer; retry (with the same Idempotency-Key where one is sent).", body = Problem, content_type = "application/problem+json")))]
 async fn restock(
     State(app): Shared,
     headers: HeaderMap,
@@ -1024,6 +1147,12 @@ async fn restock(
     Ok(Json(serde_json::json!({ "sku": sku.to_string(), "restocked": body.qty })).into_response())
 }
 
+#[utoipa::path(get, path = "/admin/audit", tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The shop's whole state as the invariant checker reads it.", body = crate::openapi::AuditDocument),
+        (status = 401, description = "`unauthorized`: no or a wrong bearer token.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the store did not answer; retry (with the same Idempotency-Key where one is sent).", body = Problem, content_type = "application/problem+json")))]
 async fn audit(State(app): Shared, headers: HeaderMap) -> ApiResult {
     authorize(&app, &headers)?;
     let snapshot = app
@@ -1034,6 +1163,9 @@ async fn audit(State(app): Shared, headers: HeaderMap) -> ApiResult {
     Ok(Json(snapshot).into_response())
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text: counters (admitted, shed, rate-limited and sold-out orders among them), orders per status, queue depth, time in state.", body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 503, description = "`unavailable`: the store did not answer; retry (with the same Idempotency-Key where one is sent).", body = Problem, content_type = "application/problem+json")))]
 async fn metrics_text(State(app): Shared) -> ApiResult {
     let stats = app
         .store

@@ -21,6 +21,7 @@ pub mod degrade;
 pub mod design;
 pub mod http;
 pub mod metrics;
+pub mod openapi;
 pub mod problem;
 pub mod psp;
 pub mod serve;

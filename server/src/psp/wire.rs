@@ -63,7 +63,7 @@ pub struct WireError {
 }
 
 /// The body of a webhook POST, Stripe-shaped.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookPayload {
     /// Event id (`evt_<n>`); every copy of one event carries the same id.
@@ -77,7 +77,7 @@ pub struct WebhookPayload {
 }
 
 /// The object a webhook reports on.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookData {
     /// The intent id (`pi_<n>`).
@@ -86,6 +86,7 @@ pub struct WebhookData {
     pub order: String,
     /// The intent's amount (for `charge.refunded`, also the amount refunded
     /// so far: the PSP only refunds in full).
+    #[schema(value_type = u64)]
     pub amount: Cents,
 }
 

@@ -1,0 +1,100 @@
+//! The shop's published contract: an OpenAPI 3.1 document generated from
+//! the handlers' `#[utoipa::path]` annotations and the wire types, served at
+//! `GET /openapi.json`. A route is registered and documented in one place
+//! ([`crate::api`]'s `api_router`), so the two cannot drift; a snapshot
+//! (`server/openapi.json`, checked by `tests/openapi.rs`) makes every change
+//! to the contract a reviewed change.
+
+use crate::problem::PROBLEM_BASE;
+use serde::Serialize;
+use std::sync::OnceLock;
+use utoipa::ToSchema;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::tag::TagBuilder;
+use utoipa::openapi::{ComponentsBuilder, InfoBuilder, OpenApi, OpenApiBuilder};
+
+/// The media type of every error answer.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The security scheme of `/admin/*` (a bearer token).
+pub const ADMIN_AUTH: &str = "admin_token";
+
+/// Title, version, tags and the admin security scheme; the paths and
+/// schemas come from the router.
+pub fn base() -> OpenApi {
+    let tag = |name: &str, description: &str| {
+        TagBuilder::new()
+            .name(name)
+            .description(Some(description))
+            .build()
+    };
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("Stampede reference shop")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(format!(
+                    "Orders, stock reservations and payments that must not oversell, must not \
+                     double-charge and must not lose an order. Every error is \
+                     `application/problem+json` (RFC 9457) whose `type` is \
+                     `{PROBLEM_BASE}<slug>`; the slugs are listed per response."
+                )))
+                .build(),
+        )
+        .tags(Some([
+            tag("catalog", "Products and the units on the shelf."),
+            tag(
+                "orders",
+                "Placing, following, paying for and cancelling orders.",
+            ),
+            tag(
+                "webhooks",
+                "Events from the payment provider, signed with Psp-Signature.",
+            ),
+            tag("admin", "Operator endpoints, behind a bearer token."),
+            tag("operations", "Health, metrics and this document."),
+        ]))
+        .components(Some(
+            ComponentsBuilder::new()
+                .security_scheme(
+                    ADMIN_AUTH,
+                    SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+                )
+                .build(),
+        ))
+        .build()
+}
+
+/// The document as served, rendered once per process.
+pub fn document_json() -> &'static str {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        serde_json::to_string_pretty(&crate::api::openapi()).expect("the document serializes")
+    })
+}
+
+/// `200` body of `POST /v1/webhooks/psp`.
+#[derive(Serialize, ToSchema)]
+pub struct WebhookReceived {
+    /// Always true: the event was taken (acknowledging it stops the PSP's retries).
+    pub received: bool,
+    /// `applied`, `duplicate` (seen before), `parked` (its order cannot take it yet; applied
+    /// when it can) or, under the `early_webhooks=drop` mistake, `dropped`.
+    pub outcome: String,
+}
+
+/// `200` body of `POST /admin/restock`.
+#[derive(Serialize, ToSchema)]
+pub struct Restocked {
+    /// The SKU.
+    pub sku: String,
+    /// Units added.
+    pub restocked: u64,
+}
+
+/// `200` body of `GET /admin/audit`: the shop's whole state as the invariant
+/// checker reads it (orders with their transitions, stock levels,
+/// reservations, intents, jobs).
+#[derive(Serialize, ToSchema)]
+#[schema(value_type = Object)]
+pub struct AuditDocument(serde_json::Value);
