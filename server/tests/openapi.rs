@@ -1,7 +1,8 @@
-//! The published contract: the shop's OpenAPI 3.1 document is generated from
-//! the code, matches the reviewed snapshot `server/openapi.json`, describes
-//! every route with the headers and problem types the shop really sends, is
-//! what `GET /openapi.json` serves, and validates as OpenAPI 3.1.
+//! The published contract: the shop's and the PSP's OpenAPI 3.1 documents are
+//! generated from the code, match the reviewed snapshots `server/openapi.json`
+//! and `server/openapi-psp.json`, describe every route with the headers and
+//! problem types really sent, are what `GET /openapi.json` serves, and
+//! validate as OpenAPI 3.1.
 
 use serde_json::Value;
 use stampede_server::http::{Connector, HttpClient};
@@ -12,8 +13,15 @@ use std::time::Duration;
 
 const UPDATE_VAR: &str = "STAMPEDE_UPDATE_OPENAPI";
 
-fn snapshot_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("openapi.json")
+/// Each published document: its snapshot file and its text.
+fn documents() -> [(&'static str, &'static str); 2] {
+    [
+        ("openapi.json", document_json()),
+        (
+            "openapi-psp.json",
+            stampede_server::psp::app::document_json(),
+        ),
+    ]
 }
 
 fn document() -> Value {
@@ -21,20 +29,24 @@ fn document() -> Value {
 }
 
 #[test]
-fn the_document_matches_the_reviewed_snapshot() {
-    // Proves: a change to any route, body, header or problem type changes server/openapi.json,
-    // so it shows up in review; regenerate with STAMPEDE_UPDATE_OPENAPI=1.
-    let now = format!("{}\n", document_json());
-    if std::env::var(UPDATE_VAR).as_deref() == Ok("1") {
-        std::fs::write(snapshot_path(), &now).unwrap();
-        return;
+fn the_documents_match_the_reviewed_snapshots() {
+    // Proves: a change to any route, body, header or problem type of the shop or the PSP changes
+    // server/openapi.json or server/openapi-psp.json, so it shows up in review; regenerate with
+    // STAMPEDE_UPDATE_OPENAPI=1.
+    for (file, text) in documents() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(file);
+        let now = format!("{text}\n");
+        if std::env::var(UPDATE_VAR).as_deref() == Ok("1") {
+            std::fs::write(&path, &now).unwrap();
+            continue;
+        }
+        let snapshot = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            snapshot == now,
+            "the HTTP contract changed: review the difference and regenerate server/{file} with \
+             {UPDATE_VAR}=1 cargo test -p stampede-server --test openapi"
+        );
     }
-    let snapshot = std::fs::read_to_string(snapshot_path()).unwrap_or_default();
-    assert!(
-        snapshot == now,
-        "the HTTP contract changed: review the difference and regenerate server/openapi.json with \
-         {UPDATE_VAR}=1 cargo test -p stampede-server --test openapi"
-    );
 }
 
 /// The operation `method path`.
@@ -124,6 +136,46 @@ fn every_route_is_documented_with_the_headers_and_problems_it_sends() {
     );
 }
 
+#[test]
+fn every_psp_route_is_documented_with_its_problems() {
+    // Proves: the PSP's document is OpenAPI 3.1 with every route of its router (and no other),
+    // the optional Idempotency-Key on the two creating routes, and problem+json errors.
+    let doc: Value = serde_json::from_str(stampede_server::psp::app::document_json()).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let routes = [
+        ("post", "/v1/payment_intents"),
+        ("get", "/v1/payment_intents"),
+        ("get", "/v1/payment_intents/{id}"),
+        ("post", "/v1/payment_intents/{id}/confirm"),
+        ("post", "/v1/payment_intents/{id}/cancel"),
+        ("post", "/v1/refunds"),
+        ("get", "/v1/ledger"),
+        ("get", "/openapi.json"),
+    ];
+    let documented: usize = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|item| item.as_object().unwrap().len())
+        .sum();
+    assert_eq!(documented, routes.len());
+    for (method, path) in routes {
+        let op = operation(&doc, method, path);
+        for (status, answer) in op["responses"].as_object().unwrap() {
+            if status.starts_with('4') || status.starts_with('5') {
+                assert!(
+                    answer["content"]["application/problem+json"].is_object(),
+                    "{method} {path} {status}"
+                );
+            }
+        }
+    }
+    for path in ["/v1/payment_intents", "/v1/refunds"] {
+        let key = header_param(operation(&doc, "post", path), "Idempotency-Key").unwrap();
+        assert_eq!(key["required"], false, "{path}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shop_serves_the_generated_document() {
     // Proves: GET /openapi.json on a running shop answers the generated document as JSON.
@@ -143,16 +195,37 @@ async fn the_shop_serves_the_generated_document() {
     assert_eq!(response.status, hyper::StatusCode::OK);
     assert_eq!(response.headers["content-type"], "application/json");
     assert_eq!(response.json::<Value>().unwrap(), document());
+    let psp = http
+        .send(
+            &stack.psp_addr,
+            hyper::Method::GET,
+            "/openapi.json",
+            &[],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(psp.status, hyper::StatusCode::OK);
+    assert_eq!(
+        psp.body,
+        stampede_server::psp::app::document_json().as_bytes()
+    );
     stack.shutdown().await;
 }
 
 #[test]
-fn the_document_validates_as_openapi_3_1() {
-    // Proves: the document passes an independent OpenAPI 3.1 validator (Python's
+fn the_documents_validate_as_openapi_3_1() {
+    // Proves: both documents pass an independent OpenAPI 3.1 validator (Python's
     // openapi-spec-validator, which .ci/run installs). Without it this test says loudly that
     // it did not run — and fails where STAMPEDE_REQUIRE_OPENAPI_VALIDATOR=1 (CI).
-    let file = std::env::temp_dir().join(format!("stampede-openapi-{}.json", std::process::id()));
-    std::fs::write(&file, document_json()).unwrap();
+    for (name, text) in documents() {
+        validate(name, text);
+    }
+}
+
+fn validate(name: &str, text: &str) {
+    let file = std::env::temp_dir().join(format!("stampede-{}-{name}", std::process::id()));
+    std::fs::write(&file, text).unwrap();
     let script = "import sys\n\
                   from openapi_spec_validator import validate\n\
                   from openapi_spec_validator.readers import read_from_filename\n\
@@ -175,7 +248,7 @@ fn the_document_validates_as_openapi_3_1() {
             "openapi-spec-validator is required here but missing"
         );
         eprintln!(
-            "*** NOT RUN *** the_document_validates_as_openapi_3_1: python3 with \
+            "*** NOT RUN *** the_documents_validate_as_openapi_3_1 ({name}): python3 with \
              openapi-spec-validator not found (pip install openapi-spec-validator)"
         );
         return;
@@ -183,7 +256,7 @@ fn the_document_validates_as_openapi_3_1() {
     let output = output.unwrap();
     assert!(
         output.status.success(),
-        "openapi-spec-validator refused the document:\n{}",
+        "openapi-spec-validator refused {name}:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "3.1.0");

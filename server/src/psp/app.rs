@@ -4,19 +4,23 @@
 use super::Psp;
 use super::state::{Answer, Refusal, intent_number};
 use super::wire::{
-    ConfirmIntent, CreateIntent, CreateRefund, IntentList, Ledger, LedgerLine, MAX_AMOUNT,
+    ConfirmIntent, CreateIntent, CreateRefund, IntentJson, IntentList, Ledger, LedgerLine,
+    MAX_AMOUNT,
 };
 use crate::problem::Problem;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use stampede_core::{Cents, IdempotencyKey, IntentStatus, OrderId};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use utoipa::openapi::OpenApi;
+use utoipa::openapi::{InfoBuilder, OpenApiBuilder};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -36,15 +40,10 @@ pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 /// POST /v1/payment_intents/{id}/cancel
 /// POST /v1/refunds                      [Idempotency-Key]  {intent}
 /// GET  /v1/ledger?after=&limit=                             {entries, has_more}
+/// GET  /openapi.json                                       this API as OpenAPI 3.1
 /// ```
 pub fn router(psp: Arc<Psp>) -> Router {
-    Router::new()
-        .route("/v1/payment_intents", post(create).get(list))
-        .route("/v1/payment_intents/{id}", get(show))
-        .route("/v1/payment_intents/{id}/confirm", post(confirm))
-        .route("/v1/payment_intents/{id}/cancel", post(cancel))
-        .route("/v1/refunds", post(refund))
-        .route("/v1/ledger", get(ledger))
+    Router::from(api_router())
         .fallback(|| async { Problem::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             Problem::new(
@@ -58,8 +57,65 @@ pub fn router(psp: Arc<Psp>) -> Router {
         .with_state(psp)
 }
 
+/// Every route, each registered with the annotation that documents it.
+fn api_router() -> OpenApiRouter<Arc<Psp>> {
+    let base = OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("Stampede fake payment provider")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "A Stripe-shaped payment provider: payment intents (created once per \
+                     Idempotency-Key), confirmation by the payer, refunds, and the append-only \
+                     ledger the invariant checker trusts. Events go to the shop as signed \
+                     webhooks. Errors are application/problem+json.",
+                ))
+                .build(),
+        )
+        .build();
+    OpenApiRouter::with_openapi(base)
+        .routes(routes!(create, list))
+        .routes(routes!(show))
+        .routes(routes!(confirm))
+        .routes(routes!(cancel))
+        .routes(routes!(refund))
+        .routes(routes!(ledger))
+        .routes(routes!(openapi_json))
+}
+
+/// The PSP's OpenAPI document, as its `GET /openapi.json` serves it.
+pub fn openapi() -> OpenApi {
+    api_router().into_openapi()
+}
+
+/// The document as served, rendered once per process.
+pub fn document_json() -> &'static str {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    DOCUMENT.get_or_init(|| serde_json::to_string_pretty(&openapi()).expect("serializes"))
+}
+
+#[utoipa::path(get, path = "/openapi.json",
+    responses((status = 200, description = "This document (OpenAPI 3.1).", body = Object)))]
+async fn openapi_json() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        document_json(),
+    )
+        .into_response()
+}
+
 type Reply = Result<Response, Problem>;
 
+#[utoipa::path(post, path = "/v1/payment_intents",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Optional; the same key with the same body returns the same intent (the shop sends `pay_<order>`).")),
+    request_body(content = CreateIntent, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The intent (charged at once when `confirm_with` is given).", body = IntentJson, headers(("Idempotent-Replayed" = String, description = "`true` when this answer was saved under the Idempotency-Key by an earlier request."))),
+        (status = 400, description = "`invalid-json`, `invalid-amount`, `invalid-idempotency-key`.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`invalid-body`: too large.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`invalid-body`: not application/json.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`idempotency-key-reused`: another body under this key.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the PSP holds its maximum of intents or keys.", body = Problem, content_type = "application/problem+json")))]
 async fn create(
     State(psp): State<Arc<Psp>>,
     headers: HeaderMap,
@@ -81,6 +137,11 @@ async fn create(
     render(answer)
 }
 
+#[utoipa::path(get, path = "/v1/payment_intents/{id}", params(("id" = String, Path, description = "The intent, `pi_<n>`.")),
+    responses(
+        (status = 200, description = "The intent.", body = IntentJson),
+        (status = 400, description = "`invalid-path`.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: no such intent.", body = Problem, content_type = "application/problem+json")))]
 async fn show(State(psp): State<Arc<Psp>>, id: Result<Path<String>, PathRejection>) -> Reply {
     let id = path(id)?;
     let intent = psp.read(|state| state.get(&id)).map_err(problem)?;
@@ -95,6 +156,13 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/v1/payment_intents",
+    params(("order" = Option<String>, Query, description = "Only the intents of this order, `ord_<n>`."),
+           ("after" = Option<String>, Query, description = "Intents after this one, `pi_<n>` (paging)."),
+           ("limit" = Option<u64>, Query, description = "Page size, 1–1000 (default 100).")),
+    responses(
+        (status = 200, description = "A page of intents in id order.", body = IntentList),
+        (status = 400, description = "`invalid-query`.", body = Problem, content_type = "application/problem+json")))]
 async fn list(
     State(psp): State<Arc<Psp>>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -117,6 +185,16 @@ async fn list(
     Ok(Json(IntentList { data, has_more }).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/payment_intents/{id}/confirm", params(("id" = String, Path, description = "The intent, `pi_<n>`.")),
+    request_body(content = ConfirmIntent, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The intent, succeeded or failed (its webhook event is on its way).", body = IntentJson),
+        (status = 400, description = "`invalid-json`, `invalid-path`.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`wrong-client-secret`.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: no such intent.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`intent-status-conflict`: already confirmed or canceled.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`invalid-body`: too large.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`invalid-body`: not application/json.", body = Problem, content_type = "application/problem+json")))]
 async fn confirm(
     State(psp): State<Arc<Psp>>,
     id: Result<Path<String>, PathRejection>,
@@ -130,11 +208,29 @@ async fn confirm(
     render(answer)
 }
 
+#[utoipa::path(post, path = "/v1/payment_intents/{id}/cancel", params(("id" = String, Path, description = "The intent, `pi_<n>`.")),
+    responses(
+        (status = 200, description = "The intent, canceled.", body = IntentJson),
+        (status = 400, description = "`invalid-path`.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: no such intent.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`intent-status-conflict`: it was already charged or failed.", body = Problem, content_type = "application/problem+json")))]
 async fn cancel(State(psp): State<Arc<Psp>>, id: Result<Path<String>, PathRejection>) -> Reply {
     let id = path(id)?;
     render(psp.apply(|state, _| state.cancel(&id)))
 }
 
+#[utoipa::path(post, path = "/v1/refunds",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Optional; the same key refunds once (the shop sends `refund_<order>`).")),
+    request_body(content = CreateRefund, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The intent, refunded in full.", body = IntentJson, headers(("Idempotent-Replayed" = String, description = "`true` when this answer was saved under the Idempotency-Key by an earlier request."))),
+        (status = 400, description = "`invalid-json`, `invalid-idempotency-key`.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: no such intent.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`intent-status-conflict`: nothing captured to refund.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`invalid-body`: too large.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`invalid-body`: not application/json.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`idempotency-key-reused`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the PSP holds its maximum of keys.", body = Problem, content_type = "application/problem+json")))]
 async fn refund(
     State(psp): State<Arc<Psp>>,
     headers: HeaderMap,
@@ -154,6 +250,12 @@ struct LedgerQuery {
     limit: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/v1/ledger",
+    params(("after" = Option<u64>, Query, description = "Lines after this `seq` (paging)."),
+           ("limit" = Option<u64>, Query, description = "Page size, 1–1000 (default 100).")),
+    responses(
+        (status = 200, description = "A page of the append-only ledger: every charge and refund, in order.", body = Ledger),
+        (status = 400, description = "`invalid-query`.", body = Problem, content_type = "application/problem+json")))]
 async fn ledger(
     State(psp): State<Arc<Psp>>,
     query: Result<Query<LedgerQuery>, QueryRejection>,

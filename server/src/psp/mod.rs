@@ -22,7 +22,7 @@
 //! idempotency keys never expire (the PSP lives for one run); a declined
 //! intent is final (no second attempt with another card).
 
-mod app;
+pub mod app;
 mod client;
 mod config;
 mod delivery;

@@ -139,18 +139,23 @@ impl WebhookPayload {
 }
 
 /// An intent as the PSP's API shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IntentJson {
     /// `pi_<n>`.
+    #[schema(value_type = String)]
     pub id: IntentId,
-    /// The order it pays for.
+    /// The order it pays for (`ord_<n>`).
     #[serde(with = "order_text")]
+    #[schema(value_type = String)]
     pub order: OrderId,
-    /// Amount to capture.
+    /// Amount to capture, cents.
+    #[schema(value_type = u64)]
     pub amount: Cents,
     /// `requires_payment`, `succeeded`, `failed` or `canceled`.
+    #[schema(value_type = String)]
     pub status: IntentStatus,
-    /// Refunded so far.
+    /// Refunded so far, cents.
+    #[schema(value_type = u64)]
     pub refunded: Cents,
     /// What the payer presents to confirm (`{id}_secret_<hex>`).
     pub client_secret: String,
@@ -182,13 +187,15 @@ impl IntentJson {
 }
 
 /// `POST /v1/payment_intents` body.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateIntent {
-    /// The order to pay for.
+    /// The order to pay for (`ord_<n>`).
     #[serde(with = "order_text")]
+    #[schema(value_type = String)]
     pub order: OrderId,
-    /// Amount in cents, `1..=MAX_AMOUNT`.
+    /// Amount in cents, `1..=99999999`.
+    #[schema(value_type = u64, minimum = 1, maximum = 99_999_999)]
     pub amount: Cents,
     /// Confirm at once with the customer's saved card (one-click / express
     /// checkout): the charge happens, and its event is sent, before the
@@ -201,7 +208,7 @@ pub struct CreateIntent {
 pub const MAX_AMOUNT: Cents = Cents(99_999_999);
 
 /// What the payer's card does on confirm.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Card {
     /// The payment goes through.
@@ -211,7 +218,7 @@ pub enum Card {
 }
 
 /// `POST /v1/payment_intents/{id}/confirm` body.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfirmIntent {
     /// The secret returned when the intent was created.
@@ -221,15 +228,16 @@ pub struct ConfirmIntent {
 }
 
 /// `POST /v1/refunds` body.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRefund {
-    /// The intent to refund in full.
+    /// The intent to refund in full (`pi_<n>`).
+    #[schema(value_type = String)]
     pub intent: IntentId,
 }
 
 /// A page of intents.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IntentList {
     /// Intents in id order.
     pub data: Vec<IntentJson>,
@@ -238,20 +246,25 @@ pub struct IntentList {
 }
 
 /// One ledger line on the wire.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LedgerLine {
     /// Position, from 1.
     pub seq: u64,
     /// PSP clock, milliseconds.
+    #[schema(value_type = u64)]
     pub at: Millis,
-    /// The intent.
+    /// The intent (`pi_<n>`).
+    #[schema(value_type = String)]
     pub intent: IntentId,
-    /// Its order.
+    /// Its order (`ord_<n>`).
     #[serde(with = "order_text")]
+    #[schema(value_type = String)]
     pub order: OrderId,
     /// `charge` or `refund`.
+    #[schema(value_type = String)]
     pub kind: LedgerKind,
-    /// How much.
+    /// How much, cents.
+    #[schema(value_type = u64)]
     pub amount: Cents,
 }
 
@@ -282,7 +295,7 @@ impl From<LedgerLine> for LedgerEntry {
 }
 
 /// `GET /v1/ledger` body: a page of lines.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Ledger {
     /// Lines in `seq` order.
     pub entries: Vec<LedgerLine>,
