@@ -244,9 +244,12 @@ fn replayed(mut response: Response) -> Response {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PlaceOrderBody {
-    /// Who orders (1–64 visible ASCII characters); purchase and rate limits count per customer.
+    /// Who orders: 1–64 ASCII letters, digits and `_-.:`; purchase and rate limits count per
+    /// customer.
+    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     customer_id: String,
-    /// 1–20 lines, each SKU once.
+    /// 1–16 lines.
+    #[schema(min_items = 1, max_items = 16)]
     items: Vec<ItemBody>,
     /// `"saved_card"`: express checkout, charged as soon as the stock is reserved.
     #[serde(default)]
@@ -268,11 +271,16 @@ enum PaymentChoice {
 #[serde(deny_unknown_fields)]
 struct ItemBody {
     /// A SKU of the catalog.
+    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     sku: String,
-    /// Units, 1 to the product's most per order.
+    /// Units, 1 to the product's most per order (at most 100).
+    #[schema(minimum = 1, maximum = 100)]
+    #[serde(deserialize_with = "whole_number")]
     qty: u32,
-    /// Never used by the reference design (refused); the `client_price=trust` mistake uses it.
+    /// Not part of the contract: the reference refuses it (422 `client-price-not-accepted`);
+    /// only the `client_price=trust` mistake reads it.
     #[serde(default)]
+    #[schema(ignore)]
     price: Option<u64>,
 }
 
@@ -484,7 +492,7 @@ async fn list_products(State(app): Shared) -> ApiResult {
 }
 
 #[utoipa::path(get, path = "/v1/products/{sku}", tag = "catalog",
-    params(("sku" = String, Path, description = "A SKU of the catalog.")),
+    params(("sku" = String, Path, pattern = "^[A-Za-z0-9_.:-]{1,64}$", description = "A SKU of the catalog.")),
     responses(
         (status = 200, description = "The product (maybe from the degrade-mode copy, as for the list).", body = ProductView,
             headers(("Stampede-Degraded" = String, description = "`cached` when served from the copy taken under pressure."),
@@ -502,6 +510,28 @@ async fn get_product(State(app): Shared, Path(sku): Path<String>) -> ApiResult {
 }
 
 // ---- orders ---------------------------------------------------------------
+
+/// An integer written as JSON allows it: `3` or `3.0` (JSON Schema's
+/// `integer` is any number without a fractional part); `3.5`, a negative or
+/// an out-of-range number is refused.
+fn whole_number<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    use serde::de::Error;
+    let number = serde_json::Number::deserialize(deserializer)?;
+    let whole = match (number.as_u64(), number.as_f64()) {
+        (Some(n), _) => Some(n),
+        (None, Some(f)) if f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(&f) => {
+            Some(f as u64)
+        }
+        _ => None,
+    };
+    whole
+        .and_then(|n| T::try_from(n).ok())
+        .ok_or_else(|| D::Error::custom(format!("{number} is not a whole number in range")))
+}
 
 /// A validated `POST /v1/orders`.
 struct OrderInput {
@@ -553,11 +583,17 @@ fn validate_order(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<OrderIn
 }
 
 #[utoipa::path(post, path = "/v1/orders", tag = "orders",
-    params(("Idempotency-Key" = String, Header, description = "Required; 1–255 visible ASCII characters. The same key with the same body replays the first answer; with another body it is refused.")),
+    params(("Idempotency-Key" = String, Header, pattern = "^[!-~]{1,255}$", description = "Required; 1–255 visible ASCII characters. The same key with the same body replays the first answer; with another body it is refused.")),
     request_body(content = PlaceOrderBody, content_type = "application/json"),
     responses(
         (status = 202, description = "Accepted: the order exists and its reserve step is queued.", body = OrderAccepted,
-            headers(("Idempotent-Replayed" = String, description = "`true` when this is the saved answer to an earlier request with the key."))),
+            headers(("Idempotent-Replayed" = String, description = "`true` when this is the saved answer to an earlier request with the key.")),
+            links(
+                ("GetOrder" = (operation_id = "get_order", parameters(("id" = "$response.body#/order_id")), description = "The order just placed.")),
+                ("PayOrder" = (operation_id = "pay", parameters(("id" = "$response.body#/order_id")), description = "Pay for it.")),
+                ("CancelOrder" = (operation_id = "cancel", parameters(("id" = "$response.body#/order_id")), description = "Cancel it.")),
+                ("OrderEvents" = (operation_id = "order_events", parameters(("id" = "$response.body#/order_id")), description = "Follow it."))
+            )),
         (status = 400, description = "`malformed-json`, `unreadable-body`, `idempotency-key-missing`, `invalid-idempotency-key`, `invalid-customer`, `invalid-sku`, `invalid-items`.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`idempotency-key-in-flight`: the first request with this key is still running, retry shortly; `sold-out`: a SKU asked for cannot be filled even if every unpaid cart lapsed (nothing created).", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`body-too-large`.", body = Problem, content_type = "application/problem+json"),
@@ -718,7 +754,7 @@ async fn load_order(app: &App, id: OrderId) -> Result<Order, Problem> {
 }
 
 #[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders",
-    params(("id" = String, Path, description = "The order, `ord_<number>`.")),
+    params(("id" = String, Path, pattern = "^ord_[0-9]{1,20}$", description = "The order, `ord_<number>`.")),
     responses(
         (status = 200, description = "The order: status, lines with captured prices, total, intent, every transition.", body = OrderView),
         (status = 404, description = "`not-found`: no such order, or not an order id.", body = Problem, content_type = "application/problem+json"),
@@ -761,7 +797,7 @@ struct EventsState {
 /// client reconnects). No polling: the stream reads the order only when the
 /// hub saw it change in the store's feed, or lost track of the feed.
 #[utoipa::path(get, path = "/v1/orders/{id}/events", tag = "orders",
-    params(("id" = String, Path, description = "The order, `ord_<number>`.")),
+    params(("id" = String, Path, pattern = "^ord_[0-9]{1,20}$", description = "The order, `ord_<number>`.")),
     responses(
         (status = 200, description = "Server-sent events: `status` events whose data is the order (as GET /v1/orders/{id}), the current one first, then each change; comment keep-alives; the stream ends after a final status.", body = String, content_type = "text/event-stream"),
         (status = 404, description = "`not-found`: no such order, or not an order id.", body = Problem, content_type = "application/problem+json"),
@@ -823,7 +859,7 @@ async fn order_events(State(app): Shared, Path(id): Path<String>) -> ApiResult {
 }
 
 #[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders",
-    params(("id" = String, Path, description = "The order, `ord_<number>`.")),
+    params(("id" = String, Path, pattern = "^ord_[0-9]{1,20}$", description = "The order, `ord_<number>`.")),
     responses(
         (status = 200, description = "The order after the cancellation (an unpaid order's stock goes back; a paid one is refunded).", body = OrderView),
         (status = 404, description = "`not-found`: no such order.", body = Problem, content_type = "application/problem+json"),
@@ -848,8 +884,8 @@ fn pay_fingerprint(order: OrderId) -> Fingerprint {
 }
 
 #[utoipa::path(post, path = "/v1/orders/{id}/pay", tag = "orders",
-    params(("id" = String, Path, description = "The order, `ord_<number>`."),
-           ("Idempotency-Key" = String, Header, description = "Required; a retry with the same key replays the first answer.")),
+    params(("id" = String, Path, pattern = "^ord_[0-9]{1,20}$", description = "The order, `ord_<number>`."),
+           ("Idempotency-Key" = String, Header, pattern = "^[!-~]{1,255}$", description = "Required; a retry with the same key replays the first answer.")),
     responses(
         (status = 200, description = "The PSP intent to confirm (created once per order: key `pay_<order>`).", body = PaymentStartedView,
             headers(("Idempotent-Replayed" = String, description = "`true` when this is the saved answer to an earlier request with the key."))),
@@ -961,7 +997,7 @@ async fn start_payment(app: &App, order_id: OrderId) -> Result<SavedResponse, Pr
 // ---- webhooks -------------------------------------------------------------
 
 #[utoipa::path(post, path = "/v1/webhooks/psp", tag = "webhooks",
-    params(("Psp-Signature" = String, Header, description = "`t=<unix seconds>,v1=<hex HMAC-SHA256 of \"t.body\">` with the shared secret; at most 300 s old.")),
+    params(("Psp-Signature" = String, Header, pattern = "^t=[0-9]{1,20},v1=[0-9a-f]{64}$", description = "`t=<unix seconds>,v1=<hex HMAC-SHA256 of \"t.body\">` with the shared secret; at most 300 s old.")),
     request_body(content = crate::psp::wire::WebhookPayload, content_type = "application/json"),
     responses(
         (status = 200, description = "Taken: applied once, skipped as a duplicate, or parked until its order can take it.", body = crate::openapi::WebhookReceived),
@@ -1113,7 +1149,12 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), Problem> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RestockBody {
+    /// A SKU of the catalog.
+    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     sku: String,
+    /// Units to add, 1 to 1,000,000,000.
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    #[serde(deserialize_with = "whole_number")]
     qty: u64,
 }
 
@@ -1122,7 +1163,8 @@ struct RestockBody {
     request_body(content = RestockBody, content_type = "application/json"),
     responses(
         (status = 200, description = "Units added to the shelf.", body = crate::openapi::Restocked),
-        (status = 400, description = "`malformed-json`, `invalid-sku`, `invalid-qty` (1 to 1,000,000,000).", body = Problem, content_type = "application/problem+json"),
+(status = 400, description = "`malformed-json`, `invalid-sku`, `invalid-qty` (1 to 1,000,000,000).", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid-items`: the catalog does not sell this SKU.", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`: no or a wrong bearer token.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: the store did not answer; retry (with the same Idempotency-Key where one is sent).", body = Problem, content_type = "application/problem+json")))]
 async fn restock(
@@ -1175,4 +1217,33 @@ async fn metrics_text(State(app): Shared) -> ApiResult {
     let audit = app.store.audit().await.ok();
     let text = metrics::render(&app.counters, &stats, audit.as_deref());
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Qty {
+        #[serde(deserialize_with = "whole_number")]
+        qty: u32,
+    }
+
+    fn qty(json: &str) -> Result<u32, String> {
+        serde_json::from_str::<Qty>(json)
+            .map(|q| q.qty)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_whole_number_may_be_written_with_a_zero_fraction_and_nothing_else_passes() {
+        // Proves: 3 and 3.0 read as 3 (JSON Schema's integer); 3.5, -1, a string and a number
+        // past the target type's range (u32: 4294967295 in, 4294967296 out) are refused.
+        assert_eq!(qty(r#"{"qty": 3}"#), Ok(3));
+        assert_eq!(qty(r#"{"qty": 3.0}"#), Ok(3));
+        assert_eq!(qty(r#"{"qty": 4294967295}"#), Ok(u32::MAX));
+        for bad in ["3.5", "-1", "\"3\"", "4294967296", "4294967296.0", "1e300"] {
+            assert!(qty(&format!(r#"{{"qty": {bad}}}"#)).is_err(), "{bad}");
+        }
+    }
 }

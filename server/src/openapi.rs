@@ -68,9 +68,38 @@ pub fn base() -> OpenApi {
 /// The document as served, rendered once per process.
 pub fn document_json() -> &'static str {
     static DOCUMENT: OnceLock<String> = OnceLock::new();
-    DOCUMENT.get_or_init(|| {
-        serde_json::to_string_pretty(&crate::api::openapi()).expect("the document serializes")
-    })
+    DOCUMENT.get_or_init(|| render(&crate::api::openapi()))
+}
+
+/// The members of `value` if it is an object.
+fn members(value: Option<&mut serde_json::Value>) -> Vec<&mut serde_json::Value> {
+    value
+        .and_then(|v| v.as_object_mut())
+        .into_iter()
+        .flat_map(|o| o.values_mut())
+        .collect()
+}
+
+/// `document` as pretty JSON, with its links' `operationId` spelled as
+/// OpenAPI spells it (utoipa 5.5 writes the Link object's field as
+/// `operation_id`, which no client reads).
+pub fn render(document: &OpenApi) -> String {
+    let mut value = serde_json::to_value(document).expect("the document serializes");
+    // `get_mut`, not indexing: indexing a `&mut Value` inserts a null for a missing key.
+    for item in members(value.get_mut("paths")) {
+        for op in members(Some(item)) {
+            for answer in members(op.get_mut("responses")) {
+                for link in members(answer.get_mut("links")) {
+                    if let Some(link) = link.as_object_mut()
+                        && let Some(id) = link.remove("operation_id")
+                    {
+                        link.insert("operationId".into(), id);
+                    }
+                }
+            }
+        }
+    }
+    serde_json::to_string_pretty(&value).expect("the document serializes")
 }
 
 /// `200` body of `POST /v1/webhooks/psp`.

@@ -117,6 +117,20 @@ fn every_route_is_documented_with_the_headers_and_problems_it_sends() {
     }
     let place = operation(&doc, "post", "/v1/orders");
     assert!(place["responses"]["429"]["headers"]["Retry-After"].is_object());
+    // The stateful links from a placed order name real operations, as OpenAPI spells them.
+    let operation_ids: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    for link in ["GetOrder", "PayOrder", "CancelOrder", "OrderEvents"] {
+        let link = &place["responses"]["202"]["links"][link];
+        let target = link["operationId"].as_str().expect("operationId");
+        assert!(operation_ids.contains(&target), "{target}");
+        assert_eq!(link["parameters"]["id"], "$response.body#/order_id");
+    }
     assert!(place["requestBody"]["content"]["application/json"].is_object());
     let hook = operation(&doc, "post", "/v1/webhooks/psp");
     assert!(header_param(hook, "Psp-Signature").is_some());

@@ -91,7 +91,7 @@ pub fn openapi() -> OpenApi {
 /// The document as served, rendered once per process.
 pub fn document_json() -> &'static str {
     static DOCUMENT: OnceLock<String> = OnceLock::new();
-    DOCUMENT.get_or_init(|| serde_json::to_string_pretty(&openapi()).expect("serializes"))
+    DOCUMENT.get_or_init(|| crate::openapi::render(&openapi()))
 }
 
 #[utoipa::path(get, path = "/openapi.json",

@@ -67,8 +67,10 @@ pub struct WireError {
 #[serde(deny_unknown_fields)]
 pub struct WebhookPayload {
     /// Event id (`evt_<n>`); every copy of one event carries the same id.
+    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,128}$")]
     pub id: String,
     /// [`PAYMENT_SUCCEEDED`], [`PAYMENT_FAILED`] or [`CHARGE_REFUNDED`].
+    #[schema(pattern = "^(payment_intent\\.succeeded|payment_intent\\.payment_failed|charge\\.refunded)$")]
     pub r#type: String,
     /// When the PSP created the event, Unix seconds.
     pub created: u64,
@@ -81,8 +83,10 @@ pub struct WebhookPayload {
 #[serde(deny_unknown_fields)]
 pub struct WebhookData {
     /// The intent id (`pi_<n>`).
+    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,128}$")]
     pub intent: String,
     /// The order the intent pays for (`ord_<n>`).
+    #[schema(pattern = "^ord_[0-9]{1,20}$")]
     pub order: String,
     /// The intent's amount (for `charge.refunded`, also the amount refunded
     /// so far: the PSP only refunds in full).
