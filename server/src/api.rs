@@ -275,7 +275,7 @@ struct ItemBody {
     sku: String,
     /// Units, 1 to the product's most per order (at most 100).
     #[schema(minimum = 1, maximum = 100)]
-    #[serde(deserialize_with = "whole_number")]
+    #[serde(deserialize_with = "crate::openapi::whole_number")]
     qty: u32,
     /// Not part of the contract: the reference refuses it (422 `client-price-not-accepted`);
     /// only the `client_price=trust` mistake reads it.
@@ -511,28 +511,6 @@ async fn get_product(State(app): Shared, Path(sku): Path<String>) -> ApiResult {
 
 // ---- orders ---------------------------------------------------------------
 
-/// An integer written as JSON allows it: `3` or `3.0` (JSON Schema's
-/// `integer` is any number without a fractional part); `3.5`, a negative or
-/// an out-of-range number is refused.
-fn whole_number<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: TryFrom<u64>,
-{
-    use serde::de::Error;
-    let number = serde_json::Number::deserialize(deserializer)?;
-    let whole = match (number.as_u64(), number.as_f64()) {
-        (Some(n), _) => Some(n),
-        (None, Some(f)) if f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(&f) => {
-            Some(f as u64)
-        }
-        _ => None,
-    };
-    whole
-        .and_then(|n| T::try_from(n).ok())
-        .ok_or_else(|| D::Error::custom(format!("{number} is not a whole number in range")))
-}
-
 /// A validated `POST /v1/orders`.
 struct OrderInput {
     request: PlaceOrder,
@@ -754,7 +732,7 @@ async fn load_order(app: &App, id: OrderId) -> Result<Order, Problem> {
 }
 
 #[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders",
-    params(("id" = String, Path, pattern = "^ord_[0-9]{1,20}$", description = "The order, `ord_<number>`.")),
+    params(("id" = String, Path, pattern = "^ord_[0-9]{1,19}$", description = "The order, `ord_<number>`.")),
     responses(
         (status = 200, description = "The order: status, lines with captured prices, total, intent, every transition.", body = OrderView),
         (status = 404, description = "`not-found`: no such order, or not an order id.", body = Problem, content_type = "application/problem+json"),
@@ -797,7 +775,7 @@ struct EventsState {
 /// client reconnects). No polling: the stream reads the order only when the
 /// hub saw it change in the store's feed, or lost track of the feed.
 #[utoipa::path(get, path = "/v1/orders/{id}/events", tag = "orders",
-    params(("id" = String, Path, pattern = "^ord_[0-9]{1,20}$", description = "The order, `ord_<number>`.")),
+    params(("id" = String, Path, pattern = "^ord_[0-9]{1,19}$", description = "The order, `ord_<number>`.")),
     responses(
         (status = 200, description = "Server-sent events: `status` events whose data is the order (as GET /v1/orders/{id}), the current one first, then each change; comment keep-alives; the stream ends after a final status.", body = String, content_type = "text/event-stream"),
         (status = 404, description = "`not-found`: no such order, or not an order id.", body = Problem, content_type = "application/problem+json"),
@@ -859,7 +837,7 @@ async fn order_events(State(app): Shared, Path(id): Path<String>) -> ApiResult {
 }
 
 #[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders",
-    params(("id" = String, Path, pattern = "^ord_[0-9]{1,20}$", description = "The order, `ord_<number>`.")),
+    params(("id" = String, Path, pattern = "^ord_[0-9]{1,19}$", description = "The order, `ord_<number>`.")),
     responses(
         (status = 200, description = "The order after the cancellation (an unpaid order's stock goes back; a paid one is refunded).", body = OrderView),
         (status = 404, description = "`not-found`: no such order.", body = Problem, content_type = "application/problem+json"),
@@ -884,7 +862,7 @@ fn pay_fingerprint(order: OrderId) -> Fingerprint {
 }
 
 #[utoipa::path(post, path = "/v1/orders/{id}/pay", tag = "orders",
-    params(("id" = String, Path, pattern = "^ord_[0-9]{1,20}$", description = "The order, `ord_<number>`."),
+    params(("id" = String, Path, pattern = "^ord_[0-9]{1,19}$", description = "The order, `ord_<number>`."),
            ("Idempotency-Key" = String, Header, pattern = "^[!-~]{1,255}$", description = "Required; a retry with the same key replays the first answer.")),
     responses(
         (status = 200, description = "The PSP intent to confirm (created once per order: key `pay_<order>`).", body = PaymentStartedView,
@@ -997,7 +975,7 @@ async fn start_payment(app: &App, order_id: OrderId) -> Result<SavedResponse, Pr
 // ---- webhooks -------------------------------------------------------------
 
 #[utoipa::path(post, path = "/v1/webhooks/psp", tag = "webhooks",
-    params(("Psp-Signature" = String, Header, pattern = "^t=[0-9]{1,20},v1=[0-9a-f]{64}$", description = "`t=<unix seconds>,v1=<hex HMAC-SHA256 of \"t.body\">` with the shared secret; at most 300 s old.")),
+    params(("Psp-Signature" = String, Header, pattern = "^t=[0-9]{1,19},v1=[0-9a-f]{64}$", description = "`t=<unix seconds>,v1=<hex HMAC-SHA256 of \"t.body\">` with the shared secret; at most 300 s old.")),
     request_body(content = crate::psp::wire::WebhookPayload, content_type = "application/json"),
     responses(
         (status = 200, description = "Taken: applied once, skipped as a duplicate, or parked until its order can take it.", body = crate::openapi::WebhookReceived),
@@ -1154,7 +1132,7 @@ struct RestockBody {
     sku: String,
     /// Units to add, 1 to 1,000,000,000.
     #[schema(minimum = 1, maximum = 1_000_000_000)]
-    #[serde(deserialize_with = "whole_number")]
+    #[serde(deserialize_with = "crate::openapi::whole_number")]
     qty: u64,
 }
 
@@ -1225,7 +1203,7 @@ mod tests {
 
     #[derive(Debug, Deserialize)]
     struct Qty {
-        #[serde(deserialize_with = "whole_number")]
+        #[serde(deserialize_with = "crate::openapi::whole_number")]
         qty: u32,
     }
 

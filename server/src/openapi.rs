@@ -127,3 +127,33 @@ pub struct Restocked {
 #[derive(Serialize, ToSchema)]
 #[schema(value_type = Object)]
 pub struct AuditDocument(serde_json::Value);
+
+/// An integer written as JSON allows it: `3` or `3.0` (JSON Schema's
+/// `integer` is any number without a fractional part); `3.5`, a negative or
+/// an out-of-range number is refused.
+pub fn whole_number<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    use serde::Deserialize;
+    use serde::de::Error;
+    let number = serde_json::Number::deserialize(deserializer)?;
+    let whole = match (number.as_u64(), number.as_f64()) {
+        (Some(n), _) => Some(n),
+        (None, Some(f)) if f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(&f) => {
+            Some(f as u64)
+        }
+        _ => None,
+    };
+    whole
+        .and_then(|n| T::try_from(n).ok())
+        .ok_or_else(|| D::Error::custom(format!("{number} is not a whole number in range")))
+}
+
+/// [`whole_number`] for an amount of money.
+pub fn whole_cents<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<stampede_core::Cents, D::Error> {
+    whole_number::<D, u64>(deserializer).map(stampede_core::Cents)
+}

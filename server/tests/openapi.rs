@@ -246,7 +246,9 @@ fn validate(name: &str, text: &str) {
                   spec, _ = read_from_filename(sys.argv[1])\n\
                   validate(spec)\n\
                   print(spec['openapi'])\n";
-    let output = std::process::Command::new("python3")
+    // .ci/run's venv, where it installs the validator; else the system's.
+    let python = std::env::var("STAMPEDE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let output = std::process::Command::new(python)
         .args(["-c", script])
         .arg(&file)
         .output();

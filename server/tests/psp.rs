@@ -634,6 +634,15 @@ async fn bad_requests_are_problem_json_and_change_nothing() {
         "invalid-query",
     );
     assert_problem(&get("/v1/nothing").await, 404, "not-found");
+    // The contract's integers are int64: `after` up to i64::MAX pages (nothing after it),
+    // one more is refused.
+    let last = get("/v1/ledger?after=9223372036854775807").await;
+    assert_eq!(last.status.as_u16(), 200, "{last:?}");
+    assert_problem(
+        &get("/v1/ledger?after=9223372036854775808").await,
+        400,
+        "invalid-query",
+    );
     assert_problem(
         &raw_post(&psp.addr, "/v1/ledger", &[], "{}").await,
         405,
@@ -1022,4 +1031,28 @@ async fn webhooks_arrive_reordered_and_replay_exactly_from_the_seed() {
         .map(|a| &a.event)
         .collect();
     assert_eq!(delivered.len(), 6, "every event is eventually delivered");
+}
+
+#[tokio::test]
+async fn an_amount_may_be_written_as_a_whole_number_with_a_zero_fraction() {
+    // Proves: `"amount": 312.0` is the integer 312 (JSON Schema's integer), `312.5` is refused.
+    let psp = plain_psp().await;
+    let whole = raw_post(
+        &psp.addr,
+        "/v1/payment_intents",
+        &[],
+        r#"{"order": "ord_6", "amount": 312.0}"#,
+    )
+    .await;
+    assert_eq!(whole.status.as_u16(), 200, "{whole:?}");
+    assert_eq!(whole.json::<serde_json::Value>().unwrap()["amount"], 312);
+    let fraction = raw_post(
+        &psp.addr,
+        "/v1/payment_intents",
+        &[],
+        r#"{"order": "ord_7", "amount": 312.5}"#,
+    )
+    .await;
+    assert_problem(&fraction, 400, "invalid-json");
+    assert_eq!(psp.psp.intents().len(), 1);
 }

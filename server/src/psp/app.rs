@@ -107,7 +107,7 @@ async fn openapi_json() -> Response {
 type Reply = Result<Response, Problem>;
 
 #[utoipa::path(post, path = "/v1/payment_intents",
-    params(("Idempotency-Key" = Option<String>, Header, description = "Optional; the same key with the same body returns the same intent (the shop sends `pay_<order>`).")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Optional; the same key with the same body returns the same intent (the shop sends `pay_<order>`).")),
     request_body(content = CreateIntent, content_type = "application/json"),
     responses(
         (status = 200, description = "The intent (charged at once when `confirm_with` is given).", body = IntentJson, headers(("Idempotent-Replayed" = String, description = "`true` when this answer was saved under the Idempotency-Key by an earlier request."))),
@@ -137,7 +137,7 @@ async fn create(
     render(answer)
 }
 
-#[utoipa::path(get, path = "/v1/payment_intents/{id}", params(("id" = String, Path, description = "The intent, `pi_<n>`.")),
+#[utoipa::path(get, path = "/v1/payment_intents/{id}", params(("id" = String, Path, pattern = "^pi_[0-9]{1,19}$", description = "The intent, `pi_<n>`.")),
     responses(
         (status = 200, description = "The intent.", body = IntentJson),
         (status = 400, description = "`invalid-path`.", body = Problem, content_type = "application/problem+json"),
@@ -157,9 +157,9 @@ struct ListQuery {
 }
 
 #[utoipa::path(get, path = "/v1/payment_intents",
-    params(("order" = Option<String>, Query, description = "Only the intents of this order, `ord_<n>`."),
-           ("after" = Option<String>, Query, description = "Intents after this one, `pi_<n>` (paging)."),
-           ("limit" = Option<u64>, Query, description = "Page size, 1–1000 (default 100).")),
+    params(("order" = Option<String>, Query, pattern = "^ord_[0-9]{1,19}$", description = "Only the intents of this order, `ord_<n>`."),
+           ("after" = Option<String>, Query, pattern = "^pi_(0|[1-9][0-9]{0,18})$", description = "Intents after this one, `pi_<n>` (paging)."),
+           ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Page size, 1–1000 (default 100).")),
     responses(
         (status = 200, description = "A page of intents in id order.", body = IntentList),
         (status = 400, description = "`invalid-query`.", body = Problem, content_type = "application/problem+json")))]
@@ -185,7 +185,7 @@ async fn list(
     Ok(Json(IntentList { data, has_more }).into_response())
 }
 
-#[utoipa::path(post, path = "/v1/payment_intents/{id}/confirm", params(("id" = String, Path, description = "The intent, `pi_<n>`.")),
+#[utoipa::path(post, path = "/v1/payment_intents/{id}/confirm", params(("id" = String, Path, pattern = "^pi_[0-9]{1,19}$", description = "The intent, `pi_<n>`.")),
     request_body(content = ConfirmIntent, content_type = "application/json"),
     responses(
         (status = 200, description = "The intent, succeeded or failed (its webhook event is on its way).", body = IntentJson),
@@ -208,7 +208,7 @@ async fn confirm(
     render(answer)
 }
 
-#[utoipa::path(post, path = "/v1/payment_intents/{id}/cancel", params(("id" = String, Path, description = "The intent, `pi_<n>`.")),
+#[utoipa::path(post, path = "/v1/payment_intents/{id}/cancel", params(("id" = String, Path, pattern = "^pi_[0-9]{1,19}$", description = "The intent, `pi_<n>`.")),
     responses(
         (status = 200, description = "The intent, canceled.", body = IntentJson),
         (status = 400, description = "`invalid-path`.", body = Problem, content_type = "application/problem+json"),
@@ -220,7 +220,7 @@ async fn cancel(State(psp): State<Arc<Psp>>, id: Result<Path<String>, PathReject
 }
 
 #[utoipa::path(post, path = "/v1/refunds",
-    params(("Idempotency-Key" = Option<String>, Header, description = "Optional; the same key refunds once (the shop sends `refund_<order>`).")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Optional; the same key refunds once (the shop sends `refund_<order>`).")),
     request_body(content = CreateRefund, content_type = "application/json"),
     responses(
         (status = 200, description = "The intent, refunded in full.", body = IntentJson, headers(("Idempotent-Replayed" = String, description = "`true` when this answer was saved under the Idempotency-Key by an earlier request."))),
@@ -252,7 +252,7 @@ struct LedgerQuery {
 
 #[utoipa::path(get, path = "/v1/ledger",
     params(("after" = Option<u64>, Query, description = "Lines after this `seq` (paging)."),
-           ("limit" = Option<u64>, Query, description = "Page size, 1–1000 (default 100).")),
+           ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Page size, 1–1000 (default 100).")),
     responses(
         (status = 200, description = "A page of the append-only ledger: every charge and refund, in order.", body = Ledger),
         (status = 400, description = "`invalid-query`.", body = Problem, content_type = "application/problem+json")))]
@@ -262,6 +262,13 @@ async fn ledger(
 ) -> Reply {
     let Query(query) = query.map_err(|e| Problem::bad_request("invalid-query", e.body_text()))?;
     let limit = page_limit(query.limit)?;
+    if query.after.is_some_and(|after| after > i64::MAX as u64) {
+        // The contract's integers are int64; no ledger is that long.
+        return Err(Problem::bad_request(
+            "invalid-query",
+            format!("after must be at most {}", i64::MAX),
+        ));
+    }
     let page = psp.read(|state| {
         // Line `seq` sits at index `seq - 1`, so lines after `after` start at index `after`.
         let all = state.ledger();

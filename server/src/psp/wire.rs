@@ -86,7 +86,7 @@ pub struct WebhookData {
     #[schema(pattern = "^[A-Za-z0-9_.:-]{1,128}$")]
     pub intent: String,
     /// The order the intent pays for (`ord_<n>`).
-    #[schema(pattern = "^ord_[0-9]{1,20}$")]
+    #[schema(pattern = "^ord_[0-9]{1,19}$")]
     pub order: String,
     /// The intent's amount (for `charge.refunded`, also the amount refunded
     /// so far: the PSP only refunds in full).
@@ -196,10 +196,11 @@ impl IntentJson {
 pub struct CreateIntent {
     /// The order to pay for (`ord_<n>`).
     #[serde(with = "order_text")]
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^ord_[0-9]{1,19}$")]
     pub order: OrderId,
     /// Amount in cents, `1..=99999999`.
     #[schema(value_type = u64, minimum = 1, maximum = 99_999_999)]
+    #[serde(deserialize_with = "crate::openapi::whole_cents")]
     pub amount: Cents,
     /// Confirm at once with the customer's saved card (one-click / express
     /// checkout): the charge happens, and its event is sent, before the
@@ -236,7 +237,7 @@ pub struct ConfirmIntent {
 #[serde(deny_unknown_fields)]
 pub struct CreateRefund {
     /// The intent to refund in full (`pi_<n>`).
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^pi_[0-9]{1,19}$")]
     pub intent: IntentId,
 }
 
