@@ -70,7 +70,9 @@ pub struct WebhookPayload {
     #[schema(pattern = "^[A-Za-z0-9_.:-]{1,128}$")]
     pub id: String,
     /// [`PAYMENT_SUCCEEDED`], [`PAYMENT_FAILED`] or [`CHARGE_REFUNDED`].
-    #[schema(pattern = "^(payment_intent\\.succeeded|payment_intent\\.payment_failed|charge\\.refunded)$")]
+    #[schema(
+        pattern = "^(payment_intent\\.succeeded|payment_intent\\.payment_failed|charge\\.refunded)$"
+    )]
     pub r#type: String,
     /// When the PSP created the event, Unix seconds.
     pub created: u64,
