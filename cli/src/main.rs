@@ -3,6 +3,7 @@
 //! clock (once, for webhook timestamps) or the environment.
 
 mod admission;
+mod conform;
 mod load;
 mod pool;
 mod run;
@@ -76,6 +77,12 @@ enum Command {
     /// Exit status: 0 the audit holds and every --threshold passes, 1 otherwise, 2 bad input.
     /// Example: stampede load --rate 500/s --duration 20s --threshold "p99<50ms for POST /v1/orders"
     Load(Box<load::LoadArgs>),
+    /// Check any checkout service against the published contract: idempotency, bad inputs,
+    /// forged and stale webhooks, and a small flash sale judged by the audit. Exit 0 when every
+    /// check passes, 1 when one fails, 2 when the run could not be made.
+    ///
+    /// Example: stampede conform --host 127.0.0.1:8080 --psp 127.0.0.1:8081
+    Conform(conform::ConformArgs),
     /// Re-render saved load reports; given several folders, compare them side by side.
     ///
     /// Example: stampede report stampede-out/load-reference stampede-out/load-seed-repo
@@ -346,6 +353,7 @@ fn main() -> ExitCode {
             | Command::Psp { .. }
             | Command::Designs
             | Command::Load(_)
+            | Command::Conform(_)
             | Command::Report(_)
     );
     let default_filter = if simulated {
@@ -372,6 +380,7 @@ fn main() -> ExitCode {
         }
         // `load` builds its own runtime (its shop and goose share it).
         Command::Load(args) => return many(load::load(&args)),
+        Command::Conform(args) => return many(conform::conform(&args)),
         Command::Report(args) => return many(load::report(&args)),
         other => other,
     };
@@ -391,6 +400,7 @@ fn main() -> ExitCode {
         | Command::Compare(_)
         | Command::Shrink(_)
         | Command::Load(_)
+        | Command::Conform(_)
         | Command::Report(_) => unreachable!("returned above"),
         Command::Designs => match print_designs(&mut std::io::stdout().lock()) {
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {

@@ -1,0 +1,480 @@
+//! `stampede conform`: a black-box conformance run against any checkout
+//! service that implements the published contract (`/openapi.json`):
+//! idempotency (replay, reuse refused, the key required, concurrent duplicates
+//! make one order), bad inputs refused as problem+json without using up the
+//! key, forged and stale webhooks refused, and a small flash sale judged by
+//! the real-traffic audit. Each check is named; the result is a pass/fail
+//! table (terminal, Markdown, JSON) and the exit code 0 (all pass), 1 (some
+//! fail) or 2 (the run could not be made).
+
+use serde::Serialize;
+use stampede_server::http::{Connector, HttpClient, HttpResponse};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Concurrent copies of one request in the concurrent-duplicates check.
+const CONCURRENT_COPIES: usize = 8;
+/// How long one request may take, ms.
+const REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// How old a webhook signature the stale check sends, s (the contract allows 300).
+const STALE_SIGNATURE_S: u64 = 3_600;
+
+/// What `conform` was asked to do.
+#[derive(clap::Args)]
+pub struct ConformArgs {
+    /// The checkout service under test, host:port or http://host:port.
+    #[arg(long)]
+    pub host: String,
+    /// Its payment provider (a `stampede psp`), host:port or http://host:port: the flash sale
+    /// pays there and the audit reads its ledger.
+    #[arg(long)]
+    pub psp: String,
+    /// The shared secret the service verifies Psp-Signature with (to sign the stale webhook
+    /// correctly, so only its age is wrong).
+    #[arg(long, default_value = "whsec_stampede_dev")]
+    pub webhook_secret: String,
+    /// Bearer token of the service's /admin/audit (for the flash sale's audit).
+    #[arg(long, default_value = "stampede-admin")]
+    pub admin_token: String,
+    /// How long the flash sale runs.
+    #[arg(long, default_value = "5s", value_parser = crate::load::parse_duration)]
+    pub flash_sale: Duration,
+    /// Where conform.md, conform.json and the flash sale's load report go
+    /// [default: stampede-out/conform].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print the JSON result instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One named check's outcome.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// e.g. `idempotency.replay`.
+    pub name: &'static str,
+    /// Whether the service did what the contract says.
+    pub passed: bool,
+    /// What was seen.
+    pub detail: String,
+}
+
+/// The whole run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Conformance {
+    /// The service under test.
+    pub host: String,
+    /// Every check, in the order run.
+    pub checks: Vec<Check>,
+}
+
+impl Conformance {
+    /// Whether every check passed.
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.passed)
+    }
+
+    /// The pass/fail table as Markdown.
+    pub fn markdown(&self) -> String {
+        let mut out = format!(
+            "# Conformance of {}\n\n{} of {} checks passed.\n\n| check | result | what was seen |\n| --- | --- | --- |\n",
+            self.host,
+            self.checks.iter().filter(|c| c.passed).count(),
+            self.checks.len()
+        );
+        for c in &self.checks {
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} |",
+                c.name,
+                if c.passed { "pass" } else { "**FAIL**" },
+                c.detail.replace('|', "\\|")
+            );
+        }
+        out
+    }
+
+    /// The table for a terminal.
+    pub fn terminal(&self) -> String {
+        let width = self.checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
+        let mut out = format!("conformance of {}\n", self.host);
+        for c in &self.checks {
+            let _ = writeln!(
+                out,
+                "  {} {:width$}  {}",
+                if c.passed { "✓" } else { "✗" },
+                c.name,
+                c.detail
+            );
+        }
+        let failed = self.checks.iter().filter(|c| !c.passed).count();
+        let _ = writeln!(
+            out,
+            "  {} checks, {failed} failed: {}",
+            self.checks.len(),
+            if failed == 0 { "PASS" } else { "FAIL" }
+        );
+        out
+    }
+}
+
+/// `host:port` from `host:port` or `http://host:port[/]`.
+fn authority(text: &str) -> String {
+    text.trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// A client of the service under test.
+struct Client {
+    http: HttpClient,
+    host: String,
+    /// Makes every key and customer of this run unique.
+    run: String,
+}
+
+impl Client {
+    async fn post(&self, path: &str, headers: &[(&str, String)], body: &str) -> HttpResponse {
+        let mut all = vec![("content-type", "application/json".to_string())];
+        all.extend(headers.iter().cloned());
+        self.http
+            .send(
+                &self.host,
+                hyper::Method::POST,
+                path,
+                &all,
+                Some(bytes::Bytes::from(body.to_string())),
+            )
+            .await
+            .unwrap_or_else(|e| HttpResponse {
+                status: hyper::StatusCode::from_u16(599).expect("valid"),
+                headers: Default::default(),
+                body: bytes::Bytes::from(format!("no answer: {e}")),
+            })
+    }
+
+    /// `POST /v1/orders` with `key` (if any) and `body`.
+    async fn order(&self, key: Option<&str>, body: &str) -> HttpResponse {
+        let headers: Vec<(&str, String)> = key
+            .map(|k| vec![("idempotency-key", k.to_string())])
+            .unwrap_or_default();
+        self.post("/v1/orders", &headers, body).await
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("conform-{}-{name}", self.run)
+    }
+
+    /// A valid order body for customer `who` buying one `sku`.
+    fn body(&self, who: &str, sku: &str) -> String {
+        serde_json::json!({
+            "customer_id": format!("conform-{}-{who}", self.run),
+            "items": [{ "sku": sku, "qty": 1 }],
+        })
+        .to_string()
+    }
+}
+
+fn order_id(r: &HttpResponse) -> Option<String> {
+    r.json::<serde_json::Value>()
+        .ok()?
+        .get("order_id")?
+        .as_str()
+        .map(str::to_string)
+}
+
+fn is_problem(r: &HttpResponse) -> bool {
+    r.headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/problem+json"))
+}
+
+fn seen(r: &HttpResponse) -> String {
+    let body = String::from_utf8_lossy(&r.body);
+    let short: String = body.chars().take(120).collect();
+    format!("{} {short}", r.status.as_u16())
+}
+
+fn check(name: &'static str, passed: bool, detail: impl Into<String>) -> Check {
+    Check {
+        name,
+        passed,
+        detail: detail.into(),
+    }
+}
+
+/// The SKU the checks buy: the catalog's product with the most units.
+async fn pick_sku(client: &Client) -> Result<String, String> {
+    let r = client
+        .http
+        .get(&client.host, "/v1/products")
+        .await
+        .map_err(|e| format!("{}: GET /v1/products: {e}", client.host))?;
+    let list: serde_json::Value = r
+        .json()
+        .map_err(|e| format!("GET /v1/products is not JSON ({e}): {}", seen(&r)))?;
+    list["data"]
+        .as_array()
+        .and_then(|products| {
+            products
+                .iter()
+                .max_by_key(|p| p["available"].as_u64().unwrap_or(0))
+        })
+        .and_then(|p| p["sku"].as_str())
+        .map(str::to_string)
+        .ok_or_else(|| format!("GET /v1/products lists no product: {}", seen(&r)))
+}
+
+async fn idempotency(client: &Client, sku: &str, checks: &mut Vec<Check>) {
+    let key = client.key("replay");
+    let body = client.body("replay", sku);
+    let first = client.order(Some(&key), &body).await;
+    let again = client.order(Some(&key), &body).await;
+    let replayed = again
+        .headers
+        .get("idempotent-replayed")
+        .is_some_and(|v| v == "true");
+    let same = order_id(&first).is_some() && order_id(&first) == order_id(&again);
+    checks.push(check(
+        "idempotency.replay",
+        first.status == 202 && again.status == 202 && same && replayed,
+        format!(
+            "first {}, again {} (Idempotent-Replayed: {replayed})",
+            seen(&first),
+            seen(&again)
+        ),
+    ));
+    let other = client
+        .order(Some(&key), &client.body("someone-else", sku))
+        .await;
+    checks.push(check(
+        "idempotency.key-reuse",
+        other.status == 422 && is_problem(&other),
+        format!("the key with another body: {}", seen(&other)),
+    ));
+    let keyless = client.order(None, &client.body("keyless", sku)).await;
+    checks.push(check(
+        "idempotency.key-required",
+        keyless.status == 400 && is_problem(&keyless),
+        format!("no Idempotency-Key: {}", seen(&keyless)),
+    ));
+    let key = client.key("concurrent");
+    let body = client.body("concurrent", sku);
+    let copies = futures_util::future::join_all(
+        (0..CONCURRENT_COPIES).map(|_| client.order(Some(&key), &body)),
+    )
+    .await;
+    let mut orders: Vec<String> = copies.iter().filter_map(order_id).collect();
+    orders.sort();
+    orders.dedup();
+    let stray: Vec<String> = copies
+        .iter()
+        .filter(|r| r.status != 202 && r.status != 409)
+        .map(seen)
+        .collect();
+    checks.push(check(
+        "idempotency.concurrent-duplicates",
+        orders.len() == 1 && stray.is_empty(),
+        format!(
+            "{CONCURRENT_COPIES} copies at once made {} order(s) {orders:?}; others answered 409 in flight{}",
+            orders.len(),
+            if stray.is_empty() {
+                String::new()
+            } else {
+                format!("; unexpected: {}", stray.join("; "))
+            }
+        ),
+    ));
+}
+
+async fn bad_inputs(client: &Client, sku: &str, checks: &mut Vec<Check>) {
+    let customer = format!("conform-{}-bad", client.run);
+    let cases: [(&'static str, String); 6] = [
+        ("input.malformed-json", "{\"customer_id\": ".to_string()),
+        (
+            "input.unknown-field",
+            serde_json::json!({"customer_id": customer, "items": [{"sku": sku, "qty": 1}], "coupon": "FREE"}).to_string(),
+        ),
+        (
+            "input.empty-items",
+            serde_json::json!({"customer_id": customer, "items": []}).to_string(),
+        ),
+        (
+            "input.zero-qty",
+            serde_json::json!({"customer_id": customer, "items": [{"sku": sku, "qty": 0}]}).to_string(),
+        ),
+        (
+            "input.unknown-sku",
+            serde_json::json!({"customer_id": customer, "items": [{"sku": "conform-no-such-sku", "qty": 1}]}).to_string(),
+        ),
+        (
+            "input.oversized-body",
+            serde_json::json!({"customer_id": customer, "items": [{"sku": sku, "qty": 1}], "pad": "x".repeat(1 << 20)}).to_string(),
+        ),
+    ];
+    for (name, body) in cases {
+        // Refused as a 4xx problem, and nothing kept: the same key then places a valid order.
+        let key = client.key(name);
+        let refused = client.order(Some(&key), &body).await;
+        let after = client.order(Some(&key), &client.body(name, sku)).await;
+        let refused_ok = refused.status.is_client_error() && is_problem(&refused);
+        checks.push(check(
+            name,
+            refused_ok && after.status == 202,
+            format!(
+                "refused {} ({}); the same key then: {}",
+                refused.status.as_u16(),
+                if is_problem(&refused) {
+                    "problem+json"
+                } else {
+                    "not problem+json"
+                },
+                after.status.as_u16()
+            ),
+        ));
+    }
+}
+
+async fn webhooks(client: &Client, secret: &[u8], checks: &mut Vec<Check>) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let event = |n: u32| {
+        serde_json::json!({
+            "id": format!("evt_conform_{}_{n}", client.run),
+            "type": "payment_intent.succeeded",
+            "created": now,
+            "data": { "intent": format!("pi_conform_{n}"), "order": "ord_1", "amount": 1 },
+        })
+        .to_string()
+    };
+    let unsigned = event(1);
+    let r = client.post("/v1/webhooks/psp", &[], &unsigned).await;
+    checks.push(check(
+        "webhooks.unsigned",
+        r.status.is_client_error(),
+        format!("no Psp-Signature: {}", seen(&r)),
+    ));
+    let forged = event(2);
+    let signature = stampede_server::signature::sign(b"not-the-secret", now, forged.as_bytes());
+    let r = client
+        .post("/v1/webhooks/psp", &[("psp-signature", signature)], &forged)
+        .await;
+    checks.push(check(
+        "webhooks.forged",
+        r.status.is_client_error(),
+        format!("signed with another secret: {}", seen(&r)),
+    ));
+    let stale = event(3);
+    let then = now.saturating_sub(STALE_SIGNATURE_S);
+    let signature = stampede_server::signature::sign(secret, then, stale.as_bytes());
+    let r = client
+        .post("/v1/webhooks/psp", &[("psp-signature", signature)], &stale)
+        .await;
+    checks.push(check(
+        "webhooks.stale",
+        r.status.is_client_error(),
+        format!("signed {STALE_SIGNATURE_S} s ago: {}", seen(&r)),
+    ));
+}
+
+/// A small flash sale with `stampede load` against the service, judged by
+/// its audit; the load report goes to `dir`.
+fn flash_sale(args: &ConformArgs, dir: &Path) -> Check {
+    let program = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => return check("flash-sale.audit", false, format!("cannot run load: {e}")),
+    };
+    let duration = format!("{}ms", args.flash_sale.as_millis());
+    let output = std::process::Command::new(program)
+        .args(["load", "--host", &authority(&args.host), "--psp"])
+        .arg(authority(&args.psp))
+        .args(["--users", "20", "--mix", "hot=0.8", "--duration", &duration])
+        .args(["--admin-token", &args.admin_token, "--json", "--out"])
+        .arg(dir)
+        .output();
+    let output = match output {
+        Ok(o) => o,
+        Err(e) => return check("flash-sale.audit", false, format!("cannot run load: {e}")),
+    };
+    let report: Option<stampede_reports::LoadReport> = serde_json::from_slice(&output.stdout).ok();
+    match report {
+        Some(report) => {
+            let violated: Vec<&str> = report
+                .audit
+                .iter()
+                .filter(|a| a.outcome != "holds")
+                .map(|a| a.invariant.as_str())
+                .collect();
+            check(
+                "flash-sale.audit",
+                violated.is_empty(),
+                if violated.is_empty() {
+                    format!("every invariant holds (report in {})", dir.display())
+                } else {
+                    format!(
+                        "not holding: {} (report in {})",
+                        violated.join(", "),
+                        dir.display()
+                    )
+                },
+            )
+        }
+        None => check(
+            "flash-sale.audit",
+            false,
+            format!(
+                "the load run gave no report: {}",
+                String::from_utf8_lossy(&output.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            ),
+        ),
+    }
+}
+
+/// `stampede conform`.
+pub fn conform(args: &ConformArgs) -> Result<u8, String> {
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("stampede-out/conform"));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let client = Client {
+        http: HttpClient::new(
+            Connector::tokio(),
+            Duration::from_millis(REQUEST_TIMEOUT_MS),
+        ),
+        host: authority(&args.host),
+        run: format!("{:x}", crate::unix_now_ms()),
+    };
+    let mut checks = Vec::new();
+    runtime.block_on(async {
+        let sku = pick_sku(&client).await?;
+        idempotency(&client, &sku, &mut checks).await;
+        bad_inputs(&client, &sku, &mut checks).await;
+        webhooks(&client, args.webhook_secret.as_bytes(), &mut checks).await;
+        Ok::<(), String>(())
+    })?;
+    checks.push(flash_sale(args, &dir.join("flash-sale")));
+    let result = Conformance {
+        host: client.host.clone(),
+        checks,
+    };
+    let json = serde_json::to_string_pretty(&result).expect("serializes");
+    std::fs::write(dir.join("conform.json"), &json)
+        .and_then(|()| std::fs::write(dir.join("conform.md"), result.markdown()))
+        .map_err(|e| format!("cannot write to {}: {e}", dir.display()))?;
+    if args.json {
+        println!("{json}");
+    } else {
+        print!("{}", result.terminal());
+        println!("  wrote {}/conform.{{md,json}}", dir.display());
+    }
+    Ok(if result.passed() { 0 } else { 1 })
+}

@@ -1,0 +1,144 @@
+//! `stampede conform` against real `stampede serve` processes: the reference
+//! passes every check (exit 0); `seed-repo` fails `idempotency.key-reuse`
+//! (its non-unique key lookup replays another body's order) and
+//! `textbook-naive` fails the `webhooks.*` checks (it trusts unsigned events),
+//! each exiting 1 and naming its failures in conform.json; an unreachable
+//! service is exit 2.
+
+mod common;
+
+use common::{Killed, free_port, say, spawn, stampede, wait_ready};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::Path;
+
+fn addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// A PSP and a shop of `design` wired to each other.
+fn shop(dir: &Path, design: &str) -> (SocketAddr, SocketAddr, [Killed; 2]) {
+    let (shop, psp) = (addr(), addr());
+    let psp_log = dir.join("psp.log");
+    let psp_child = spawn(
+        &[
+            "psp",
+            "--addr",
+            &psp.to_string(),
+            "--webhook",
+            &shop.to_string(),
+        ],
+        &psp_log,
+    );
+    wait_ready(psp, "/v1/ledger", &psp_log);
+    let shop_log = dir.join("shop.log");
+    let shop_child = spawn(
+        &[
+            "serve",
+            "--addr",
+            &shop.to_string(),
+            "--psp",
+            &psp.to_string(),
+            "--store",
+            "memory",
+            "--design",
+            design,
+            "--reservation-ttl-secs",
+            "5",
+        ],
+        &shop_log,
+    );
+    wait_ready(shop, "/healthz", &shop_log);
+    (shop, psp, [psp_child, shop_child])
+}
+
+/// Runs conform against `design`; returns the exit code and the failed checks' names.
+fn conform(design: &str) -> (i32, Vec<String>) {
+    let dir = common::fresh_dir(&format!("conform-{design}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (shop, psp, _children) = shop(&dir, design);
+    let out = dir.join("out");
+    let run = stampede(&[
+        "conform",
+        "--host",
+        &shop.to_string(),
+        "--psp",
+        &psp.to_string(),
+        "--flash-sale",
+        "3s",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let result: Value = serde_json::from_slice(
+        &std::fs::read(out.join("conform.json")).unwrap_or_else(|e| panic!("{e}: {}", say(&run))),
+    )
+    .unwrap();
+    let checks = result["checks"].as_array().unwrap();
+    assert!(checks.len() >= 14, "{}", say(&run));
+    let markdown = std::fs::read_to_string(out.join("conform.md")).unwrap();
+    for c in checks {
+        assert!(markdown.contains(c["name"].as_str().unwrap()), "{markdown}");
+    }
+    let failed = checks
+        .iter()
+        .filter(|c| c["passed"] == false)
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    (run.status.code().unwrap_or(-1), failed)
+}
+
+#[test]
+fn the_reference_passes_every_check() {
+    let (code, failed) = conform("reference");
+    assert_eq!((code, failed), (0, Vec::<String>::new()));
+}
+
+#[test]
+fn seed_repo_fails_idempotency_key_reuse_by_name() {
+    let (code, failed) = conform("seed-repo");
+    assert_eq!(code, 1, "{failed:?}");
+    assert!(
+        failed.iter().any(|f| f == "idempotency.key-reuse"),
+        "{failed:?}"
+    );
+    assert!(failed.iter().any(|f| f == "flash-sale.audit"), "{failed:?}");
+    assert!(
+        !failed.iter().any(|f| f.starts_with("webhooks.")),
+        "seed-repo verifies signatures"
+    );
+}
+
+#[test]
+fn textbook_naive_fails_the_webhook_checks_by_name() {
+    let (code, failed) = conform("textbook-naive");
+    assert_eq!(code, 1, "{failed:?}");
+    for name in [
+        "webhooks.unsigned",
+        "webhooks.forged",
+        "webhooks.stale",
+        "idempotency.key-reuse",
+    ] {
+        assert!(failed.iter().any(|f| f == name), "{name} not in {failed:?}");
+    }
+}
+
+#[test]
+fn an_unreachable_service_is_exit_2() {
+    let dir = common::fresh_dir("conform-unreachable");
+    let closed = addr();
+    let run = stampede(&[
+        "conform",
+        "--host",
+        &closed.to_string(),
+        "--psp",
+        &closed.to_string(),
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(run.status.code(), Some(2), "{}", say(&run));
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("/v1/products"),
+        "{}",
+        say(&run)
+    );
+}
