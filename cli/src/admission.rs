@@ -2,9 +2,7 @@
 //! command-line options: each a named limit with its unit.
 
 use stampede_core::Admission;
-use stampede_core::shop::{
-    DEFAULT_CUSTOMER_ORDERS_MAX, DEFAULT_MAX_UNDECIDED_ORDERS, DEFAULT_SHED_RETRY_AFTER_MS,
-};
+use stampede_core::shop::{DEFAULT_MAX_UNDECIDED_ORDERS, DEFAULT_SHED_RETRY_AFTER_MS};
 use stampede_server::app::DEFAULT_DEGRADED_READ_MAX_AGE_MS;
 use stampede_server::serve::StackConfig;
 
@@ -23,9 +21,9 @@ pub struct AdmissionArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_SHED_RETRY_AFTER_MS / 1_000,
           value_parser = clap::value_parser!(u64).range(1..=600))]
     pub shed_retry_after_secs: u64,
-    /// Most orders one customer may place per minute (anti-scalping); one more is refused
-    /// 429 rate-limited with Retry-After. 0: no limit.
-    #[arg(long, value_name = "ORDERS", default_value_t = DEFAULT_CUSTOMER_ORDERS_MAX,
+    /// Most orders one customer may place per minute (anti-scalping, e.g. 20); one more is
+    /// refused 429 rate-limited with Retry-After. 0 (the default): no limit.
+    #[arg(long, value_name = "ORDERS", default_value_t = 0,
           value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub customer_orders_per_minute: u32,
     /// Accept orders for a sold-out SKU (to be cancelled out of stock later) instead of

@@ -113,19 +113,23 @@ impl Admission {
 pub const DEFAULT_MAX_UNDECIDED_ORDERS: usize = 5_000;
 /// Default of [`Admission::shed_retry_after_ms`], ms.
 pub const DEFAULT_SHED_RETRY_AFTER_MS: u64 = 1_000;
-/// Default of [`Admission::customer_orders_max`], orders per window.
-pub const DEFAULT_CUSTOMER_ORDERS_MAX: u32 = 20;
+/// The per-customer rate limit an operator typically turns on
+/// (`--customer-orders-per-minute`), orders per window. Off by default: a
+/// shop's customers may legitimately order often (a business account, a
+/// client replaying its own tests), so limiting them is the operator's call.
+pub const SUGGESTED_CUSTOMER_ORDERS_MAX: u32 = 20;
 /// Default of [`Admission::customer_window_ms`], ms.
 pub const DEFAULT_CUSTOMER_WINDOW_MS: u64 = 60_000;
 
 impl Default for Admission {
     /// The reference limits: shed beyond 5,000 undecided orders (retry after
-    /// 1 s), 20 orders per customer per minute, sold-out fast path on.
+    /// 1 s), sold-out fast path on, no per-customer rate limit (see
+    /// [`SUGGESTED_CUSTOMER_ORDERS_MAX`]).
     fn default() -> Admission {
         Admission {
             max_undecided_orders: Some(DEFAULT_MAX_UNDECIDED_ORDERS),
             shed_retry_after_ms: DEFAULT_SHED_RETRY_AFTER_MS,
-            customer_orders_max: Some(DEFAULT_CUSTOMER_ORDERS_MAX),
+            customer_orders_max: None,
             customer_window_ms: DEFAULT_CUSTOMER_WINDOW_MS,
             sold_out_fast_path: true,
         }
