@@ -80,7 +80,10 @@ fn sample(design: &str) -> LoadReport {
         duration_ms: 20_000,
         interval_ms: 1_000,
         endpoints: vec![
-            endpoint("POST /v1/orders", 10_000, 4, Basis::IntendedStart, 2_150),
+            EndpointLatency {
+                shed: 37,
+                ..endpoint("POST /v1/orders", 10_000, 4, Basis::IntendedStart, 2_150)
+            },
             endpoint("GET /v1/orders/{id}", 18_420, 0, Basis::IntendedStart, 830),
             endpoint("POST /v1/orders/{id}/pay", 9_600, 0, Basis::Raw, 3_400),
             endpoint(ORDER_TO_CONFIRMED, 9_550, 0, Basis::IntendedStart, 41_000),
@@ -235,6 +238,8 @@ fn terminal_shows_verdicts_and_failures() {
     assert_eq!(threshold("p99<100ms for order → confirmed"), "FAIL");
     assert_eq!(threshold("p99<50ms for POST /v1/orders"), "pass");
     assert!(text.contains("verdict FAIL"));
+    // Shed answers (429) are counted apart from errors, in the summary and per endpoint.
+    assert!(text.contains(", 37 shed (429);"), "{text}");
     assert!(text.contains("the loadgen fell 3 journeys behind"));
     // POST /v1/orders: headline p50 4.3 ms (intended start), raw p99 10.8 ms.
     let row = text
@@ -249,6 +254,7 @@ fn terminal_shows_verdicts_and_failures() {
             "/v1/orders",
             "10000",
             "4",
+            "37",
             "intended",
             "start",
             "4.30",
@@ -285,7 +291,9 @@ fn terminal_shows_verdicts_and_failures() {
 fn markdown_tables() {
     let md = render_markdown(&sample("reference"));
     assert!(md.starts_with("# load reference 500/s for 20s\n"));
-    assert!(md.contains("| endpoint | requests | errors | basis | p50 |"));
+    assert!(md.contains("| endpoint | requests | errors | shed | basis | p50 |"));
+    assert!(md.contains("| POST /v1/orders | 10000 | 4 | 37 |"), "{md}");
+    assert!(md.contains("- **shed (429)**: 37"), "{md}");
     assert!(md.contains("| ✗ no_double_charge | violated | 5 | order 17 captured twice"));
     assert!(md.contains("| FAIL | p99<100ms for order → confirmed | p99 = 410 ms |"));
     assert!(md.contains("- `goose.html`"));
