@@ -2887,11 +2887,17 @@ mod tests {
         assert_eq!(untouched(&s), before, "a refusal writes nothing");
         assert!(ok(&mut s, "b1", "bob", 999).is_ok(), "per customer");
         assert!(ok(&mut s, "a3", "alice", 1_000).is_ok(), "a new window");
-        assert!(ok(&mut s, "a4", "alice", 1_999).is_ok());
-        assert!(matches!(
-            ok(&mut s, "a5", "alice", 1_999),
-            Err(ShopError::RateLimited { .. })
-        ));
+        assert!(ok(&mut s, "a4", "alice", 1_400).is_ok());
+        assert!(
+            matches!(
+                ok(&mut s, "a5", "alice", 1_500),
+                Err(ShopError::RateLimited {
+                    retry_after_ms: 500,
+                    ..
+                })
+            ),
+            "told the rest of its window"
+        );
     }
 
     #[test]
