@@ -502,23 +502,44 @@ impl<'a> Facts<'a> {
     }
 
     /// Units per SKU sold to customers by the evidence the shop cannot fake:
-    /// orders a client was shown confirmed and the PSP holds money for, with
-    /// the quantities from the client's own request. Evidence: the event that
-    /// showed it confirmed, the acknowledgement and the ledger lines.
+    /// acknowledged orders a client was shown confirmed and the PSP holds
+    /// money for, with the quantities from the client's own request (the
+    /// safety invariants' count). Evidence: the event that showed it
+    /// confirmed, the acknowledgement and the ledger lines.
     fn sold_to_customers(&self) -> BTreeMap<&'a Sku, (u64, Vec<usize>)> {
+        self.sold(false)
+    }
+
+    /// Units per SKU bought, for the progress invariants' "no room": as
+    /// [`Facts::sold_to_customers`], with the shop's final record as a second
+    /// witness of confirmation (a buyer may stop watching before the end, as
+    /// for "served"); the PSP's money is still required, so a shop that
+    /// confirms without being paid sells nothing by this count either.
+    fn bought(&self) -> BTreeMap<&'a Sku, (u64, Vec<usize>)> {
+        self.sold(true)
+    }
+
+    fn sold(&self, shop_record: bool) -> BTreeMap<&'a Sku, (u64, Vec<usize>)> {
         let mut sold: BTreeMap<&'a Sku, (u64, Vec<usize>)> = BTreeMap::new();
-        for (order, seen) in &self.seen_confirmed {
-            let (net, ledger) = self.net_captured(*order);
-            let Some((_, acked, asked)) = self.acknowledged.get(order) else {
+        for (order, (_, acked, asked)) in &self.acknowledged {
+            let seen = self.seen_confirmed.get(order).copied();
+            let recorded = shop_record
+                && self
+                    .orders
+                    .get(order)
+                    .is_some_and(|o| o.status() == OrderStatus::Confirmed);
+            if seen.is_none() && !recorded {
                 continue;
-            };
+            }
+            let (net, ledger) = self.net_captured(*order);
             if net <= 0 {
                 continue;
             }
             for item in &asked.items {
                 let entry = sold.entry(&item.sku).or_default();
                 entry.0 = entry.0.saturating_add(u64::from(item.qty));
-                entry.1.extend([*seen, *acked]);
+                entry.1.push(*acked);
+                entry.1.extend(seen);
                 entry.1.extend(&ledger);
             }
         }
@@ -1585,7 +1606,7 @@ impl<'a> Facts<'a> {
 /// charged order, unless it was cancelled out of stock with no room left for
 /// it, or the scenario allowed a fault during its journey to cost the sale.
 fn willing_buyers_served(facts: &Facts<'_>) -> Verdict {
-    let sold = facts.sold_to_customers();
+    let sold = facts.bought();
     let (mut out, mut lost) = (Vec::new(), Vec::new());
     for j in facts.journeys() {
         let Some((order, acked)) = j.ack else {
@@ -1627,7 +1648,7 @@ fn willing_buyers_served(facts: &Facts<'_>) -> Verdict {
 /// A buyer for one of whose SKUs there was no room is justified for every
 /// SKU of its order (orders are filled whole).
 fn no_sale_left_behind(facts: &Facts<'_>) -> Verdict {
-    let sold = facts.sold_to_customers();
+    let sold = facts.bought();
     let out_of_stock = OrderStatus::Cancelled(CancelReason::OutOfStock);
     let expired = OrderStatus::Cancelled(CancelReason::Expired);
     // Per SKU: (turned-away buyers described, evidence).
@@ -1730,7 +1751,7 @@ fn no_sale_left_behind(facts: &Facts<'_>) -> Verdict {
 fn timely_decisions(facts: &Facts<'_>) -> Verdict {
     let terms = facts.terms;
     let end = facts.end();
-    let sold = facts.sold_to_customers();
+    let sold = facts.bought();
     let (mut out, mut lost) = (Vec::new(), Vec::new());
     for j in facts.journeys() {
         let Some((order, acked)) = j.ack else {

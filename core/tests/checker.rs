@@ -554,6 +554,18 @@ impl Shell {
         self.observe(client, order, status)
     }
 
+    /// A broken shop: moves `order` from payment pending through paid to confirmed with no
+    /// payment at the PSP.
+    fn force_confirm(&mut self, order: OrderId) {
+        for (from, to) in [(PaymentPending, Paid), (Paid, Confirmed)] {
+            let step = self
+                .shop
+                .transition_if(order, from, to, self.now, Cause::Reconciler)
+                .unwrap();
+            self.record(step);
+        }
+    }
+
     /// Takes a placed order all the way: reserve, intent, payment by webhook, finalize.
     /// Returns the `Charge` line's index.
     fn checkout(&mut self, order: OrderId) -> usize {
@@ -2857,6 +2869,50 @@ fn a_cancellation_out_of_stock_a_buyer_was_shown_justifies_her_with_no_room_left
     let verdicts = judge(&s.history, &s.audit(), true);
     let v = verdict(&verdicts, Invariant::WillingBuyersServed);
     assert_eq!(v.judgement, Judgement::Holds, "{v:?}");
+}
+
+// Proves the units counted as sold take the shop's confirmation as one witness, with the PSP's
+// money required: Bob, charged and confirmed by the shop but never looking again (his journey
+// ended first), bought the only hat, so Alice cancelled out of stock was turned away with no room
+// left; were Bob's order confirmed without his money at the PSP, the hat would count as unsold
+// and Alice's cancellation would be a sale left behind.
+#[test]
+fn a_confirmed_charged_order_nobody_watched_to_the_end_still_sold_its_units() {
+    let alice_turned_away = |bob_pays: bool| {
+        let mut s = hat_shop(1);
+        s.at(1_000);
+        s.wants(2, "k-bob", willing(0));
+        let bobs = s.order(Some("k-bob"), "bob", &[(HAT, 1)]);
+        s.run_jobs();
+        // Alice orders while Bob's cart holds the hat: she waits for it.
+        s.wants(1, "k-alice", willing(0));
+        let alices = s.order(Some("k-alice"), "alice", &[(HAT, 1)]);
+        s.run_jobs();
+        if bob_pays {
+            s.checkout(bobs);
+        } else {
+            s.force_confirm(bobs);
+            s.run_jobs();
+        }
+        assert_eq!(s.status(bobs), Confirmed);
+        assert_eq!(s.status(alices), Cancelled(OutOfStock));
+        s.poll(1, alices);
+        s.at(10_000);
+        judge(&s.history, &s.audit(), true)
+    };
+    let verdicts = alice_turned_away(true);
+    for invariant in [Invariant::WillingBuyersServed, Invariant::NoSaleLeftBehind] {
+        assert_eq!(
+            verdict(&verdicts, invariant).judgement,
+            Judgement::Holds,
+            "{invariant}: {verdicts:?}"
+        );
+    }
+    let verdicts = alice_turned_away(false);
+    assert!(
+        verdict(&verdicts, Invariant::NoSaleLeftBehind).is_violated(),
+        "{verdicts:?}"
+    );
 }
 
 // Proves a buyer's journey lasts until her last request: a GET of her order inside a declared
