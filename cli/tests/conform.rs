@@ -19,18 +19,7 @@ fn addr() -> SocketAddr {
 /// A PSP and a shop of `design` wired to each other.
 fn shop(dir: &Path, design: &str) -> (SocketAddr, SocketAddr, [Killed; 2]) {
     let (shop, psp) = (addr(), addr());
-    let psp_log = dir.join("psp.log");
-    let psp_child = spawn(
-        &[
-            "psp",
-            "--addr",
-            &psp.to_string(),
-            "--webhook",
-            &shop.to_string(),
-        ],
-        &psp_log,
-    );
-    wait_ready(psp, "/v1/ledger", &psp_log);
+    let psp_child = common::start_psp(dir, psp, shop);
     let shop_log = dir.join("shop.log");
     let shop_child = spawn(
         &[

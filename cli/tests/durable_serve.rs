@@ -52,18 +52,7 @@ fn every_acknowledged_order_survives_kill_minus_nine_and_its_jobs_resume() {
         SocketAddr::from(([127, 0, 0, 1], common::free_port())),
         SocketAddr::from(([127, 0, 0, 1], common::free_port())),
     );
-    let psp_log = dir.join("psp.log");
-    let _psp = spawn(
-        &[
-            "psp",
-            "--addr",
-            &psp.to_string(),
-            "--webhook",
-            &shop.to_string(),
-        ],
-        &psp_log,
-    );
-    wait_ready(psp, "/v1/ledger", &psp_log);
+    let _psp = common::start_psp(&dir, psp, shop);
     let mut first = serve(&dir, shop, psp, "serve-1.log");
 
     // Traffic: keys k-0, k-1, … until the shop stops answering; the client

@@ -36,23 +36,6 @@ fn dir(name: &str) -> PathBuf {
     dir
 }
 
-/// A PSP sending webhooks to `shop`.
-fn psp(dir: &Path, psp: SocketAddr, shop: SocketAddr) -> Killed {
-    let log = dir.join("psp.log");
-    let child = spawn(
-        &[
-            "psp",
-            "--addr",
-            &psp.to_string(),
-            "--webhook",
-            &shop.to_string(),
-        ],
-        &log,
-    );
-    wait_ready(psp, "/v1/ledger", &log);
-    child
-}
-
 /// A replica of the shop on `url`.
 fn replica(
     dir: &Path,
@@ -97,7 +80,7 @@ fn load_two_replicas(
     let url = database(name)?;
     let dir = dir(name);
     let (a, b, p) = (addr(), addr(), addr());
-    let _psp = psp(&dir, p, a);
+    let _psp = common::start_psp(&dir, p, a);
     let _a = replica(&dir, &url, a, p, design, catalog);
     let _b = replica(&dir, &url, b, p, design, catalog);
     let mut extra = vec!["--users", "40", "--duration", "8s", "--settle", "30s"];
@@ -170,7 +153,7 @@ fn a_replica_killed_with_sigkill_leaves_the_other_serving_and_loses_nothing() {
     };
     let dir = dir("replicas_kill");
     let (a, b, p) = (addr(), addr(), addr());
-    let _psp = psp(&dir, p, a);
+    let _psp = common::start_psp(&dir, p, a);
     let _a = replica(&dir, &url, a, p, "reference", "load");
     let mut killed = replica(&dir, &url, b, p, "reference", "load");
 

@@ -117,6 +117,24 @@ pub fn spawn(args: &[&str], log: &Path) -> Killed {
     )
 }
 
+/// A `stampede psp` on `psp` sending webhooks to `shop`, answering once started (log in
+/// `dir/psp.log`).
+pub fn start_psp(dir: &Path, psp: SocketAddr, shop: SocketAddr) -> Killed {
+    let log = dir.join("psp.log");
+    let child = spawn(
+        &[
+            "psp",
+            "--addr",
+            &psp.to_string(),
+            "--webhook",
+            &shop.to_string(),
+        ],
+        &log,
+    );
+    wait_ready(psp, "/v1/ledger", &log);
+    child
+}
+
 /// Waits (bounded) until `addr` answers HTTP.
 pub fn wait_ready(addr: SocketAddr, path: &str, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
