@@ -91,11 +91,7 @@ async fn healthz() -> &'static str {
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "This document (OpenAPI 3.1).", body = Object)))]
 async fn openapi_json() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        crate::openapi::document_json(),
-    )
-        .into_response()
+    crate::openapi::served(crate::openapi::document_json())
 }
 
 // ---- errors ---------------------------------------------------------------

@@ -71,6 +71,16 @@ pub fn document_json() -> &'static str {
     DOCUMENT.get_or_init(|| render(&crate::api::openapi()))
 }
 
+/// `GET /openapi.json`'s answer: `document` as `application/json`.
+pub fn served(document: &'static str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        document,
+    )
+        .into_response()
+}
+
 /// The members of `value` if it is an object.
 fn members(value: Option<&mut serde_json::Value>) -> Vec<&mut serde_json::Value> {
     value

@@ -197,28 +197,13 @@ async fn the_shop_serves_the_generated_document() {
     let stack = serve::start(config).await.expect("stack starts");
     let http = HttpClient::new(Connector::tokio(), Duration::from_secs(10));
     let response = http
-        .send(
-            &stack.shop_addr.to_string(),
-            hyper::Method::GET,
-            "/openapi.json",
-            &[],
-            None,
-        )
+        .get(&stack.shop_addr.to_string(), "/openapi.json")
         .await
         .unwrap();
     assert_eq!(response.status, hyper::StatusCode::OK);
     assert_eq!(response.headers["content-type"], "application/json");
     assert_eq!(response.json::<Value>().unwrap(), document());
-    let psp = http
-        .send(
-            &stack.psp_addr,
-            hyper::Method::GET,
-            "/openapi.json",
-            &[],
-            None,
-        )
-        .await
-        .unwrap();
+    let psp = http.get(&stack.psp_addr, "/openapi.json").await.unwrap();
     assert_eq!(psp.status, hyper::StatusCode::OK);
     assert_eq!(
         psp.body,

@@ -97,11 +97,7 @@ pub fn document_json() -> &'static str {
 #[utoipa::path(get, path = "/openapi.json",
     responses((status = 200, description = "This document (OpenAPI 3.1).", body = Object)))]
 async fn openapi_json() -> Response {
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        document_json(),
-    )
-        .into_response()
+    crate::openapi::served(document_json())
 }
 
 type Reply = Result<Response, Problem>;
