@@ -35,9 +35,11 @@ pub struct LoadArgs {
     /// Open loop: journeys started per second on a fixed schedule, e.g. 500/s (latency counts from the schedule).
     #[arg(long, value_parser = parse_rate)]
     pub rate: Option<f64>,
-    /// Open loop: most journeys in flight at once.
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub max_in_flight: u32,
+    /// Open loop: most journeys in flight at once [default: as many as this process's file
+    /// descriptors carry, 64 to 16384: each journey in flight holds a connection, and with the
+    /// shop in this process both its ends].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_in_flight: Option<u32>,
     /// How long load is offered, e.g. 20s, 2m, 1m30s.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub duration: Duration,
@@ -59,6 +61,10 @@ pub struct LoadArgs {
     /// Shopper mix: browse, double_click, abandon, hot, decline as NAME=P, comma separated.
     #[arg(long, value_parser = parse_mix, default_value = "")]
     pub mix: Mix,
+    /// How shoppers follow their orders: events (one server-sent events stream per wait, the
+    /// default) or poll (GET the order every 50 ms, as a client without streaming would).
+    #[arg(long, default_value = "events", value_parser = parse_follow)]
+    pub follow: stampede_loadgen::Follow,
     /// After the load, how long journeys in flight may keep watching their orders after paying
     /// (one still waiting to be offered payment watches up to 60s regardless).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -90,6 +96,12 @@ pub struct LoadArgs {
     /// watches for the offer.
     #[arg(long, value_name = "DURATION", value_parser = parse_offer_bound)]
     pub offer_payment_within: Option<Duration>,
+    /// Promise judged by timely_decisions: a willing buyer acknowledged while, by the evidence,
+    /// every unit it asked for was already sold or held by other buyers' carts is offered payment
+    /// within this long instead [default: the sold-out wait bound of the shop Stampede starts, 12
+    /// holds; with --host, none: every buyer is held to --offer-payment-within].
+    #[arg(long, value_name = "DURATION", value_parser = parse_bound)]
+    pub offer_waitlisted_within: Option<Duration>,
     /// Promise judged by timely_decisions: a charge is decided (order confirmed or money refunded)
     /// within this long, e.g. 30s [default: 2m, the checker's].
     #[arg(long, value_name = "DURATION", value_parser = parse_bound)]
@@ -183,8 +195,16 @@ fn parse_offer_bound(text: &str) -> Result<Duration, String> {
 
 /// The promises the audit holds the shop to: `hold_ms` the TTL Stampede
 /// configured (`None` for a shop it did not start), the bounds the flags'
-/// or the checker's defaults.
+/// or the checker's defaults; a waitlisted buyer's by default the shop's own
+/// bound on a wait for held stock (known only for a shop Stampede started).
 fn terms(args: &LoadArgs, hold_ms: Option<u64>) -> stampede_core::Terms {
+    let shop_waitlist = hold_ms.map(|hold| {
+        stampede_core::ShopConfig {
+            reservation_ttl_ms: Some(hold),
+            ..stampede_core::ShopConfig::default()
+        }
+        .sold_out_wait_bound_ms()
+    });
     let defaults = stampede_core::Terms::default();
     let ms = |d: Option<Duration>, default: u64| {
         d.map_or(default, |d| {
@@ -194,7 +214,20 @@ fn terms(args: &LoadArgs, hold_ms: Option<u64>) -> stampede_core::Terms {
     stampede_core::Terms {
         hold_ms,
         offer_payment_ms: ms(args.offer_payment_within, defaults.offer_payment_ms),
+        waitlist_offer_ms: args
+            .offer_waitlisted_within
+            .map(|d| ms(Some(d), 0))
+            .or(shop_waitlist),
         decide_ms: ms(args.decide_within, defaults.decide_ms),
+    }
+}
+
+/// `events` or `poll`.
+fn parse_follow(text: &str) -> Result<stampede_loadgen::Follow, String> {
+    match text {
+        "events" => Ok(stampede_loadgen::Follow::Events),
+        "poll" => Ok(stampede_loadgen::Follow::Poll),
+        _ => Err(format!("{text:?}: write events or poll")),
     }
 }
 
@@ -556,13 +589,72 @@ pub fn write_report(dir: &Path, report: &LoadReport) -> Result<(), String> {
     Ok(())
 }
 
+/// Descriptors one journey in flight may hold: its connection, both ends
+/// when the shop runs in this process, and a share of the pools' spares.
+const FDS_PER_JOURNEY: u64 = 3;
+/// The same with the shop elsewhere (`--host`): only the client's end.
+const FDS_PER_JOURNEY_REMOTE: u64 = 2;
+/// Descriptors kept for the rest: the shop's store and PSP connections, the
+/// PSP's listener, files written.
+const FDS_RESERVED: u64 = 1_024;
+/// Bounds of the default number of journeys in flight.
+const IN_FLIGHT_DEFAULT_MIN: u32 = 64;
+const IN_FLIGHT_DEFAULT_MAX: u32 = 16_384;
+
+/// The default `--max-in-flight` for a process allowed `descriptors` open
+/// files: an open loop's cap is a safety valve for the generator's machine,
+/// not a throttle on the offered load, so it is as high as the descriptors
+/// allow (within bounds).
+fn default_in_flight(descriptors: u64, shop_in_process: bool) -> u32 {
+    let per_journey = if shop_in_process {
+        FDS_PER_JOURNEY
+    } else {
+        FDS_PER_JOURNEY_REMOTE
+    };
+    let fit = descriptors.saturating_sub(FDS_RESERVED) / per_journey;
+    u32::try_from(fit)
+        .unwrap_or(u32::MAX)
+        .clamp(IN_FLIGHT_DEFAULT_MIN, IN_FLIGHT_DEFAULT_MAX)
+}
+
+/// Raises this process's soft limit on open files to its hard limit and
+/// returns the soft limit in force (1,024, the usual default, if it cannot
+/// be read).
+fn descriptor_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 1_024;
+    };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return hard;
+    }
+    soft
+}
+
+/// The journeys in flight of an open-loop run: as asked, or as many as the
+/// descriptors carry; a number past what they carry is warned about.
+fn in_flight(args: &LoadArgs) -> u32 {
+    let descriptors = descriptor_limit();
+    let carried = default_in_flight(descriptors, args.host.is_none());
+    match args.max_in_flight {
+        Some(asked) if asked > carried => {
+            eprintln!(
+                "warning: --max-in-flight {asked} is more than this process's {descriptors} open files carry ({carried}); connections may fail with \"too many open files\""
+            );
+            asked
+        }
+        Some(asked) => asked,
+        None => carried,
+    }
+}
+
 /// `stampede load`: exit 0 when the audit holds and every threshold passes, 1 otherwise.
 pub fn load(args: &LoadArgs) -> Result<u8, String> {
     let spec = DesignSpec::new(&args.design, &args.set)?;
     let model = match (args.users, args.rate) {
         (_, Some(rate)) => Model::Open {
             rate_per_sec: rate,
-            max_in_flight: args.max_in_flight,
+            max_in_flight: in_flight(args),
         },
         (users, None) => Model::Closed {
             users: users.unwrap_or(50),
@@ -662,6 +754,7 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
         config.drain = args.drain;
         config.settle = args.settle;
         config.mix = args.mix;
+        config.follow = args.follow;
         config.design = design;
         config.seed = args.seed;
         config.kills = kills.clone();
@@ -848,8 +941,16 @@ mod tests {
             terms(&plain, Some(LOAD_RESERVATION_TTL_MS)),
             stampede_core::Terms {
                 hold_ms: Some(LOAD_RESERVATION_TTL_MS),
+                waitlist_offer_ms: Some(12 * LOAD_RESERVATION_TTL_MS),
                 ..defaults
             }
+        );
+        assert_eq!(terms(&plain, None), defaults);
+        let waitlist = load_args(&["--offer-waitlisted-within", "45s"]).unwrap();
+        assert_eq!(terms(&waitlist, None).waitlist_offer_ms, Some(45_000));
+        assert_eq!(
+            terms(&waitlist, Some(LOAD_RESERVATION_TTL_MS)).waitlist_offer_ms,
+            Some(45_000)
         );
         let set = load_args(&["--offer-payment-within", "2s", "--decide-within", "1m30s"]).unwrap();
         assert_eq!(
@@ -857,6 +958,7 @@ mod tests {
             stampede_core::Terms {
                 hold_ms: None,
                 offer_payment_ms: 2_000,
+                waitlist_offer_ms: None,
                 decide_ms: 90_000,
             }
         );
@@ -872,5 +974,44 @@ mod tests {
                 "{flag} {bad}: {error}"
             );
         }
+    }
+
+    #[test]
+    fn shoppers_follow_events_unless_told_to_poll() {
+        // Proves: journeys follow their orders' events streams by default,
+        // poll when asked, and anything else is refused naming both ways.
+        use stampede_loadgen::Follow;
+        assert_eq!(load_args(&[]).unwrap().follow, Follow::Events);
+        let poll = load_args(&["--follow", "poll"]).unwrap();
+        assert_eq!(poll.follow, Follow::Poll);
+        let events = load_args(&["--follow", "events"]).unwrap();
+        assert_eq!(events.follow, Follow::Events);
+        let error = load_args(&["--follow", "sse"])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(error.contains("write events or poll"), "{error}");
+    }
+
+    #[test]
+    fn journeys_in_flight_default_to_what_the_descriptors_carry_within_bounds() {
+        // Proves: the default is (descriptors − the reserve) / descriptors per
+        // journey — three with the shop in this process, two with --host —
+        // at least 64 and at most 16,384, each bound met on both sides.
+        assert_eq!(default_in_flight(20_000, true), 6_325);
+        assert_eq!(default_in_flight(20_000, false), 9_488);
+        let at_min = FDS_RESERVED + 3 * 64;
+        assert_eq!(default_in_flight(at_min, true), 64);
+        assert_eq!(default_in_flight(at_min + 3, true), 65);
+        assert_eq!(default_in_flight(at_min - 3, true), 64);
+        assert_eq!(default_in_flight(0, true), 64);
+        let at_max = FDS_RESERVED + 3 * 16_384;
+        assert_eq!(default_in_flight(at_max, true), 16_384);
+        assert_eq!(default_in_flight(at_max - 3, true), 16_383);
+        assert_eq!(default_in_flight(at_max + 3, true), 16_384);
+        assert_eq!(default_in_flight(u64::MAX, false), 16_384);
+        assert_eq!(load_args(&[]).unwrap().max_in_flight, None);
+        let asked = load_args(&["--max-in-flight", "100"]).unwrap();
+        assert_eq!(in_flight(&asked), 100);
     }
 }

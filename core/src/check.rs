@@ -1487,6 +1487,69 @@ impl<'a> Facts<'a> {
         self.history.events()[index].at
     }
 
+    /// Each order's first event showing a client its units given back
+    /// (cancelled or refunded).
+    fn released(&self) -> BTreeMap<OrderId, usize> {
+        let mut out: BTreeMap<OrderId, usize> = BTreeMap::new();
+        for (&(_, order), seen) in &self.observed {
+            let gave_back = seen
+                .iter()
+                .find(|(_, s)| matches!(s, OrderStatus::Cancelled(_) | OrderStatus::Refunded));
+            if let Some(&(i, _)) = gave_back {
+                let first = out.entry(order).or_insert(i);
+                *first = (*first).min(i);
+            }
+        }
+        out
+    }
+
+    /// Whether, by the evidence, `order` (asking for `asked`) could not be
+    /// filled at `t` because some SKU's units received by then were all
+    /// spoken for by other orders: each shown offered by `t` and not shown
+    /// given back by then, and either shown confirmed by `t` (sold) or in a
+    /// hold that cannot have lapsed (a reservation starts no earlier than
+    /// its order's request, so a hold runs at least until the request's time
+    /// plus the hold; with no hold promised, a hold never lapses).
+    fn all_spoken_for(
+        &self,
+        order: OrderId,
+        asked: &PlaceOrder,
+        t: Millis,
+        released: &BTreeMap<OrderId, usize>,
+    ) -> bool {
+        let before = |i: Option<&usize>| i.is_some_and(|&i| self.at(i) <= t);
+        let mut spoken: BTreeMap<&Sku, u64> = BTreeMap::new();
+        for (other, &(request, _, placed)) in &self.acknowledged {
+            if *other == order || !before(self.offered.get(other)) || before(released.get(other)) {
+                continue;
+            }
+            let held = self
+                .terms
+                .hold_ms
+                .is_none_or(|hold| t < self.at(request).plus_ms(hold));
+            if !held && !before(self.seen_confirmed.get(other)) {
+                continue;
+            }
+            for item in &placed.items {
+                *spoken.entry(&item.sku).or_default() += u64::from(item.qty);
+            }
+        }
+        asked.items.iter().any(|item| {
+            let received: u64 = self.received.get(&item.sku).map_or(0, |(_, stocked)| {
+                stocked
+                    .iter()
+                    .filter(|&&i| self.at(i) <= t)
+                    .map(|&i| match &self.history.events()[i].kind {
+                        EventKind::Stocked { qty, .. } => *qty,
+                        _ => 0,
+                    })
+                    .sum()
+            });
+            let taken = spoken.get(&item.sku).copied().unwrap_or(0);
+            taken.saturating_add(u64::from(item.qty)) > received
+        })
+    }
+
     /// When the judged world ends: the snapshot's time, or the last event if later.
     fn end(&self) -> Millis {
         let last = self.history.events().last().map_or(Millis(0), |e| e.at);
@@ -1742,7 +1805,8 @@ fn no_sale_left_behind(facts: &Facts<'_>) -> Verdict {
 
 /// Willing buyers are offered payment within `Terms::offer_payment_ms` of
 /// their acknowledgement (unless cancelled out of stock with no room for
-/// them), and every charge the PSP made is decided — the order confirmed or
+/// them; within `Terms::waitlist_offer_ms` when, by the evidence, every unit
+/// they asked for was spoken for at the acknowledgement), and every charge the PSP made is decided — the order confirmed or
 /// the money refunded — within `Terms::decide_ms`. A deadline still ahead
 /// when the history ends is not yet due (the liveness invariants judge what
 /// never happened). The shop's own transition into confirmed serves as a
@@ -1753,6 +1817,7 @@ fn timely_decisions(facts: &Facts<'_>) -> Verdict {
     let end = facts.end();
     let sold = facts.bought();
     let (mut out, mut lost) = (Vec::new(), Vec::new());
+    let mut released = None;
     for j in facts.journeys() {
         let Some((order, acked)) = j.ack else {
             continue;
@@ -1760,24 +1825,41 @@ fn timely_decisions(facts: &Facts<'_>) -> Verdict {
         if j.wish.express || !facts.judged_buyer(&j.wish) {
             continue;
         }
-        let deadline = facts.at(acked).plus_ms(terms.offer_payment_ms);
         let offered = facts.offered.get(&order).map(|&i| facts.at(i));
-        let late = match offered {
-            Some(at) if at > deadline => format!(
-                "offered payment {} ms after its acknowledgement (bound {} ms)",
-                at.0 - facts.at(acked).0,
-                terms.offer_payment_ms
-            ),
-            Some(_) => continue,
-            None if end <= deadline => continue,
-            None if matches!(facts.fate(&j, order, &sold), Fate::NoRoom | Fate::Served) => {
-                continue;
+        let late_by = |bound: u64| -> Option<String> {
+            let deadline = facts.at(acked).plus_ms(bound);
+            match offered {
+                Some(at) if at > deadline => Some(format!(
+                    "offered payment {} ms after its acknowledgement (bound {bound} ms)",
+                    at.0 - facts.at(acked).0,
+                )),
+                Some(_) => None,
+                None if end <= deadline => None,
+                None if matches!(facts.fate(&j, order, &sold), Fate::NoRoom | Fate::Served) => None,
+                None => Some(format!(
+                    "not offered payment within {bound} ms of its acknowledgement"
+                )),
             }
-            None => format!(
-                "not offered payment within {} ms of its acknowledgement",
-                terms.offer_payment_ms
-            ),
         };
+        let Some(mut late) = late_by(terms.offer_payment_ms) else {
+            continue;
+        };
+        let mut bound = terms.offer_payment_ms;
+        if let Some(wait) = terms.waitlist_offer_ms.filter(|&w| w > bound)
+            && let Some(&(_, _, asked)) = facts.acknowledged.get(&order)
+            && facts.all_spoken_for(
+                order,
+                asked,
+                facts.at(acked),
+                released.get_or_insert_with(|| facts.released()),
+            )
+        {
+            let Some(waited) = late_by(wait) else {
+                continue;
+            };
+            (late, bound) = (format!("{waited}, waitlisted"), wait);
+        }
+        let deadline = facts.at(acked).plus_ms(bound);
         let v = Violation {
             subject: Subject::Order(order),
             detail: format!("{}: {order} {late}", j.describe()),

@@ -223,6 +223,14 @@ pub struct Terms {
     pub hold_ms: Option<u64>,
     /// A willing buyer is offered payment within this long of its acknowledgement.
     pub offer_payment_ms: u64,
+    /// A willing buyer acknowledged while, by the evidence, every unit of a
+    /// SKU it asked for was spoken for by other buyers' offers (sold, or held
+    /// by a cart whose hold cannot have lapsed yet) is waitlisted: it is
+    /// offered payment within this long instead, the shop's bound on such a
+    /// wait. `None` (and in histories written before it existed): no
+    /// exception, every buyer is held to `offer_payment_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waitlist_offer_ms: Option<u64>,
     /// A charge is decided (order confirmed, or the money refunded) within this long.
     pub decide_ms: u64,
 }
@@ -233,11 +241,12 @@ pub const PAY_FLOW_ALLOWANCE_MS: u64 = 1_000;
 
 impl Default for Terms {
     /// Used when a history records none: no promised hold, payment offered
-    /// within 10 s, charges decided within 2 minutes.
+    /// within 10 s (waitlisted or not), charges decided within 2 minutes.
     fn default() -> Terms {
         Terms {
             hold_ms: None,
             offer_payment_ms: 10_000,
+            waitlist_offer_ms: None,
             decide_ms: 120_000,
         }
     }

@@ -2469,6 +2469,7 @@ fn willing(think_ms: u64) -> Wish {
 const TERMS: Terms = Terms {
     hold_ms: Some(4_000),
     offer_payment_ms: 2_000,
+    waitlist_offer_ms: None,
     decide_ms: 3_000,
 };
 
@@ -3281,4 +3282,130 @@ fn no_room_for_one_line_justifies_turning_the_whole_order_away() {
         .map(|v| v.subject.clone())
         .collect();
     assert_eq!(skus, [Subject::Sku(sku(HAT)), Subject::Sku(sku(SCARF))]);
+}
+
+/// Alice (not buying) is offered the only hat at 1 s (shown it when `alice_seen`); Bob, a
+/// willing buyer, is acknowledged at `bob_at` ms and waits; Alice cancels her cart and Bob is
+/// shown his offer `delay` ms after his acknowledgement, pays and is confirmed. Judged under
+/// `terms` (a 4 s hold).
+fn waitlisted_bob(terms: Terms, alice_seen: bool, bob_at: u64, delay: u64) -> Vec<Verdict> {
+    let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, 1, 1)]);
+    s.push(EventKind::Terms(terms));
+    s.at(1_000);
+    let abandons = Wish {
+        buys: false,
+        ..willing(0)
+    };
+    s.wants(1, "k-alice", abandons);
+    let alice = s.order(Some("k-alice"), "alice", &[(HAT, 1)]);
+    s.run_jobs();
+    assert_eq!(s.status(alice), PaymentPending);
+    if alice_seen {
+        s.poll(1, alice);
+    }
+    s.at(bob_at);
+    s.wants(2, "k-bob", willing(0));
+    let placed = s.place(Some("k-bob"), "bob", &[(HAT, 1)]);
+    let bob = placed.order();
+    let acked = s.history.events()[placed.response].at.0;
+    s.run_jobs();
+    assert_eq!(s.status(bob), Created, "Bob waits for the held hat");
+    s.at(acked + delay - 1);
+    s.cancel(alice);
+    s.run_jobs();
+    s.at(acked + delay);
+    assert_eq!(s.poll(2, bob), s.history.events().len() - 1);
+    assert_eq!(s.status(bob), PaymentPending);
+    s.pay_at_psp(bob);
+    s.run_jobs();
+    s.poll(2, bob);
+    s.at(acked + 60_000);
+    judge(&s.history, &s.audit(), true)
+}
+
+/// The progress terms with waitlisted buyers promised an offer within 6 s.
+const WAITLIST_TERMS: Terms = Terms {
+    waitlist_offer_ms: Some(6_000),
+    ..TERMS
+};
+
+// Proves the waitlist bound on both sides: a buyer acknowledged while the only unit was held by
+// a cart a client was shown offered (within a hold that cannot have lapsed) may be offered
+// payment up to `waitlist_offer_ms` after acknowledgement — exactly 6 s holds, 6.001 s is late
+// and says it was judged as waitlisted — while without a waitlist bound the same 6 s offer is
+// late against the ordinary 2 s.
+#[test]
+fn a_buyer_waitlisted_by_the_evidence_is_held_to_the_waitlist_bound() {
+    assert_all_hold(&waitlisted_bob(WAITLIST_TERMS, true, 1_500, 6_000));
+    let verdicts = waitlisted_bob(WAITLIST_TERMS, true, 1_500, 6_001);
+    assert_exactly_violated(&verdicts, &[Invariant::TimelyDecisions], true);
+    let v = only_violation(&verdicts, Invariant::TimelyDecisions);
+    assert!(
+        v.detail.contains(
+            "offered payment 6001 ms after its acknowledgement (bound 6000 ms), waitlisted"
+        ),
+        "{}",
+        v.detail
+    );
+    let verdicts = waitlisted_bob(TERMS, true, 1_500, 6_000);
+    let v = only_violation(&verdicts, Invariant::TimelyDecisions);
+    assert!(v.detail.contains("(bound 2000 ms)"), "{}", v.detail);
+}
+
+// Proves the waitlist excuse needs evidence: when no client was shown the holder's offer before
+// the acknowledgement, or when the holder's request was sent a whole hold (4 s) before it, so
+// its hold may have lapsed (whatever the shop really held), the buyer is held to the ordinary
+// 2 s; 1 ms inside the hold, it is waitlisted.
+#[test]
+fn the_waitlist_bound_applies_only_while_the_evidence_shows_every_unit_spoken_for() {
+    let late = |verdicts: &[Verdict]| {
+        let v = only_violation(verdicts, Invariant::TimelyDecisions);
+        assert!(v.detail.contains("(bound 2000 ms)"), "{}", v.detail);
+    };
+    late(&waitlisted_bob(WAITLIST_TERMS, false, 1_500, 6_000));
+    assert_all_hold(&waitlisted_bob(WAITLIST_TERMS, true, 4_999, 6_000));
+    late(&waitlisted_bob(WAITLIST_TERMS, true, 5_000, 6_000));
+}
+
+// Proves a cart shown given back no longer speaks for its unit: Alice is shown her hat offered,
+// then shown it cancelled before Bob is acknowledged, so when the shop takes 6 s to offer Bob the
+// free hat he is held to the ordinary 2 s, waitlist bound or not.
+#[test]
+fn a_cart_shown_cancelled_before_the_acknowledgement_does_not_waitlist_the_buyer() {
+    let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, 1, 1)]);
+    s.push(EventKind::Terms(WAITLIST_TERMS));
+    s.at(1_000);
+    s.wants(
+        1,
+        "k-alice",
+        Wish {
+            buys: false,
+            ..willing(0)
+        },
+    );
+    let alice = s.order(Some("k-alice"), "alice", &[(HAT, 1)]);
+    s.run_jobs();
+    s.poll(1, alice);
+    s.at(1_200);
+    s.cancel(alice);
+    s.poll(1, alice);
+    s.at(1_500);
+    s.wants(2, "k-bob", willing(0));
+    let placed = s.place(Some("k-bob"), "bob", &[(HAT, 1)]);
+    let bob = placed.order();
+    s.at(7_500);
+    s.run_jobs();
+    s.poll(2, bob);
+    s.pay_at_psp(bob);
+    s.run_jobs();
+    s.poll(2, bob);
+    s.at(61_500);
+    let verdicts = judge(&s.history, &s.audit(), true);
+    let v = only_violation(&verdicts, Invariant::TimelyDecisions);
+    assert!(
+        v.detail
+            .contains("offered payment 6000 ms after its acknowledgement (bound 2000 ms)"),
+        "{}",
+        v.detail
+    );
 }

@@ -56,12 +56,19 @@ impl Baseline {
                      this shop, so no buyer is judged late by its own think time"
                 .to_string(),
         };
+        let waitlisted = match terms.waitlist_offer_ms {
+            Some(ms) => format!(
+                ", or within {ms} ms when every unit they asked for was already sold or held by \
+                 other carts (--offer-waitlisted-within)"
+            ),
+            None => String::new(),
+        };
         format!(
             "evidence: {catalog}; what clients asked, were told and were shown, and what each journey \
              meant to do, from the load generator; money from the PSP's ledger; orders, transitions, \
              stock counters and reservations from the shop's /admin/audit. Promises judged: {hold}; \
-             willing buyers are offered payment within {} ms (--offer-payment-within) and charges \
-             decided within {} ms (--decide-within)",
+             willing buyers are offered payment within {} ms (--offer-payment-within){waitlisted} \
+             and charges decided within {} ms (--decide-within)",
             terms.offer_payment_ms, terms.decide_ms
         )
     }
@@ -310,11 +317,20 @@ mod tests {
         let terms = Terms {
             hold_ms: Some(10_000),
             offer_payment_ms: 2_000,
+            waitlist_offer_ms: None,
             decide_ms: 9_000,
         };
         let ours = Baseline::configured(Vec::new()).provenance(&terms);
         assert!(ours.contains("held 10000 ms (the reservation TTL Stampede configured)"));
-        assert!(ours.contains("within 2000 ms (--offer-payment-within)"));
+        assert!(ours.contains("within 2000 ms (--offer-payment-within) and"));
+        let waitlist = Baseline::configured(Vec::new()).provenance(&Terms {
+            waitlist_offer_ms: Some(120_000),
+            ..terms
+        });
+        assert!(
+            waitlist.contains("or within 120000 ms when every unit"),
+            "{waitlist}"
+        );
         assert!(ours.contains("within 9000 ms (--decide-within)"));
         let theirs = Baseline {
             products: Vec::new(),

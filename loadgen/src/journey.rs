@@ -21,7 +21,7 @@
 
 use crate::latency::{Latencies, ORDER_TO_CONFIRMED, Pacing, Sample};
 use crate::schedule::Schedule;
-use crate::{LoadConfig, Mix};
+use crate::{Follow, LoadConfig, Mix};
 use goose::goose::GooseResponse;
 use goose::prelude::*;
 use serde_json::{Value, json};
@@ -69,7 +69,15 @@ pub struct Shared {
     arrived: AtomicUsize,
     /// Goose users in the run.
     users: usize,
+    /// One HTTP client for every goose user, so their connections come from
+    /// one pool (a user's own pool would keep its idle connections open,
+    /// costing descriptors per user rather than per request in flight);
+    /// `None` if it could not be built: each user keeps its own.
+    client: Option<reqwest::Client>,
 }
+
+/// Most idle connections the shared pool keeps per host.
+pub const POOL_IDLE_PER_HOST_MAX: usize = 512;
 
 /// What a goose user carries from journey to journey (its session data;
 /// having one also marks the user as reported for work).
@@ -108,6 +116,10 @@ impl Shared {
             late_starts: AtomicU64::new(0),
             arrived: AtomicUsize::new(0),
             users,
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(POOL_IDLE_PER_HOST_MAX)
+                .build()
+                .ok(),
         }
     }
 
@@ -125,12 +137,15 @@ impl Shared {
     /// passed), then load begins for all at once: goose starts its users
     /// one by one, and the schedule must not count that as the shop's delay.
     async fn wait_for_start(&self, user: &mut GooseUser) {
-        if self.started().is_some() {
-            return;
-        }
         if user.get_session_data::<UserState>().is_none() {
             user.set_session_data(UserState::default());
+            if let Some(client) = &self.client {
+                user.client = client.clone();
+            }
             self.arrived.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.started().is_some() {
+            return;
         }
         let first_seen = Instant::now();
         while self.started().is_none() {
@@ -436,6 +451,71 @@ async fn send_direct(shared: &Shared, rb: Result<reqwest::RequestBuilder, String
     }
 }
 
+/// The latency name of an order's events stream (time to its first event).
+pub const EVENTS: &str = "GET /v1/orders/{id}/events";
+
+/// Longest server-sent event, or run of bytes without an event's end, a
+/// stream may send, bytes; beyond it the stream is dropped as broken.
+pub const SSE_EVENT_BYTES_MAX: usize = 64 * 1024;
+
+/// Splits a `text/event-stream` body into events: the data of each event
+/// named `status` (or unnamed), in order; comments and other fields ignored.
+#[derive(Debug, Default)]
+struct SseReader {
+    /// Bytes not yet ending in a line break.
+    partial: Vec<u8>,
+    /// The event being read: its name and data lines so far.
+    name: String,
+    data: Vec<String>,
+    /// Whole events read, not yet drained.
+    ready: Vec<String>,
+}
+
+/// A stream that broke the bound on one event's size.
+#[derive(Debug, PartialEq, Eq)]
+struct OversizedEvent;
+
+impl SseReader {
+    /// Takes the next bytes of the stream.
+    fn push(&mut self, bytes: &[u8]) -> Result<(), OversizedEvent> {
+        self.partial.extend_from_slice(bytes);
+        while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line[..end]);
+            self.line(line.strip_suffix('\r').unwrap_or(&line));
+        }
+        let held = self.partial.len() + self.data.iter().map(String::len).sum::<usize>();
+        if held > SSE_EVENT_BYTES_MAX {
+            return Err(OversizedEvent);
+        }
+        Ok(())
+    }
+
+    fn line(&mut self, line: &str) {
+        if line.is_empty() {
+            let data = std::mem::take(&mut self.data);
+            let name = std::mem::take(&mut self.name);
+            if !data.is_empty() && (name.is_empty() || name == "status") {
+                self.ready.push(data.join("\n"));
+            }
+            return;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "event" => self.name = value.to_string(),
+            "data" => self.data.push(value.to_string()),
+            // A comment (keep-alive), `id`, `retry`, or a field no one sends.
+            _ => {}
+        }
+    }
+
+    /// The data of the events read so far, oldest first.
+    fn drain(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.ready)
+    }
+}
+
 /// The order a journey placed, and when its first attempt was sent and due.
 struct Placed {
     order: OrderId,
@@ -710,8 +790,9 @@ impl Journey<'_> {
         (accepted, retry)
     }
 
-    /// Polls the order until `done` says so, the answer is final, or the
-    /// watch's time runs out; records each status seen when it changed.
+    /// Follows the order (an events stream or polling, as configured) until
+    /// `done` says so, the status is final, or the watch's time runs out;
+    /// records each status seen when it changed.
     async fn follow(
         &mut self,
         user: &mut GooseUser,
@@ -726,23 +807,160 @@ impl Journey<'_> {
             Watch::ToTheEnd => limit.min(config.duration + config.drain),
         };
         self.think().await;
+        match config.follow {
+            Follow::Events => self.follow_events(user, order, deadline, done).await,
+            Follow::Poll => self.follow_polling(user, order, deadline, done).await,
+        }
+    }
+
+    /// A status the shop showed for `order` (as its `status` text): noted,
+    /// and `Some` when the watch is over.
+    fn shown(
+        &mut self,
+        order: OrderId,
+        text: &str,
+        done: &impl Fn(OrderStatus) -> bool,
+    ) -> Option<OrderStatus> {
+        self.shared.saw(order, text);
+        let status = OrderStatus::parse(text)?;
+        self.observed(order, status);
+        (done(status) || status.is_final()).then_some(status)
+    }
+
+    /// Polls `GET /v1/orders/{id}` every [`LoadConfig::poll`] until the
+    /// watch is over or `deadline` (since the load began) passes.
+    async fn follow_polling(
+        &mut self,
+        user: &mut GooseUser,
+        order: OrderId,
+        deadline: Duration,
+        done: impl Fn(OrderStatus) -> bool,
+    ) -> Option<OrderStatus> {
         loop {
             let call = Call::get(format!("/v1/orders/{order}"), "GET /v1/orders/{id}");
             if let Ok(a) = self.call(user, call).await.result
                 && let Some(text) = a.body["status"].as_str()
+                && let Some(status) = self.shown(order, text, &done)
             {
-                self.shared.saw(order, text);
-                if let Some(status) = OrderStatus::parse(text) {
-                    self.observed(order, status);
-                    if done(status) || status.is_final() {
-                        return Some(status);
-                    }
-                }
+                return Some(status);
             }
             if self.shared.since() >= deadline {
                 return None;
             }
             self.pause(self.shared.config.poll).await;
+        }
+    }
+
+    /// Opens `GET /v1/orders/{id}/events` and reads its status events until
+    /// the watch is over or `deadline` passes; a stream refused, broken or
+    /// ended early is opened again after [`LoadConfig::poll`].
+    async fn follow_events(
+        &mut self,
+        user: &mut GooseUser,
+        order: OrderId,
+        deadline: Duration,
+        done: impl Fn(OrderStatus) -> bool,
+    ) -> Option<OrderStatus> {
+        loop {
+            if self.shared.since() >= deadline {
+                return None;
+            }
+            if let Some(status) = self.stream(user, order, deadline, &done).await {
+                return Some(status);
+            }
+            if self.shared.since() >= deadline {
+                return None;
+            }
+            self.pause(self.shared.config.poll).await;
+        }
+    }
+
+    /// One events stream: its time to the first event (or to its failure)
+    /// is the request's latency, bounded like any answer by the request
+    /// timeout; later events are read until `deadline`, each an answer the
+    /// next request is due from. `Some` when the watch is over.
+    async fn stream(
+        &mut self,
+        user: &mut GooseUser,
+        order: OrderId,
+        deadline: Duration,
+        done: &impl Fn(OrderStatus) -> bool,
+    ) -> Option<OrderStatus> {
+        let call = self.routed(Call::get(format!("/v1/orders/{order}/events"), EVENTS));
+        let intended = self.take_send();
+        let sent = self.shared.since();
+        let timeout = self.shared.config.request_timeout;
+        let first_by = tokio::time::Instant::now() + timeout;
+        let until = tokio::time::Instant::now() + deadline.saturating_sub(sent);
+        // reqwest's own limit on the whole exchange never comes first.
+        let whole = deadline.saturating_sub(sent) + timeout;
+        let opened = match builder(user, &call, whole) {
+            Ok(rb) => match tokio::time::timeout_at(first_by, rb.send()).await {
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("no answer within the request timeout".to_string()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        let failure = |shared: &Shared, result| Timed {
+            sent,
+            done: shared.since(),
+            result,
+        };
+        let mut response = match opened {
+            Ok(r) if r.status() == 200 => r,
+            Ok(r) => {
+                let t = failure(self.shared, answer(r).await);
+                self.answered(EVENTS, intended, &t);
+                return None;
+            }
+            Err(reason) => {
+                let t = failure(self.shared, Err(reason));
+                self.answered(EVENTS, intended, &t);
+                return None;
+            }
+        };
+        let mut events = SseReader::default();
+        let mut first = true;
+        loop {
+            let wait = if first { until.max(first_by) } else { until };
+            let over = match tokio::time::timeout_at(wait, response.chunk()).await {
+                Ok(Ok(Some(bytes))) => events.push(&bytes).is_err(),
+                // Ended by the shop, broken, or out of time.
+                Ok(Ok(None) | Err(_)) | Err(_) => true,
+            };
+            for data in events.drain() {
+                let now = self.shared.since();
+                if std::mem::take(&mut first) {
+                    let opened = Answer {
+                        status: 200,
+                        body: Value::Null,
+                        replayed: false,
+                        retry_after_ms: None,
+                    };
+                    let t = Timed {
+                        sent,
+                        done: now,
+                        result: Ok(opened),
+                    };
+                    self.answered(EVENTS, intended, &t);
+                }
+                self.due.answered(now);
+                let body = serde_json::from_str::<Value>(&data).unwrap_or(Value::Null);
+                if let Some(text) = body["status"].as_str()
+                    && let Some(status) = self.shown(order, text, done)
+                {
+                    return Some(status);
+                }
+            }
+            if over {
+                if first {
+                    let why = "the events stream ended before its first event".to_string();
+                    let t = failure(self.shared, Err(why));
+                    self.answered(EVENTS, intended, &t);
+                }
+                return None;
+            }
         }
     }
 
@@ -1005,11 +1223,13 @@ mod tests {
         /// `willing_buyers_served` judged as if the PSP had charged nobody
         /// (the history without its ledger lines).
         served_without_ledger: stampede_core::Verdict,
+        /// The request names the latency table timed.
+        followed: Vec<String>,
     }
 
     /// Runs `journeys` closed-loop journeys one after another on one goose
     /// user against the demo shop, then judges the run like the load audit.
-    async fn journeys_against_the_demo_shop(mix: Mix, journeys: usize) -> DemoRun {
+    async fn journeys_against_the_demo_shop(mix: Mix, journeys: usize, follow: Follow) -> DemoRun {
         let demo = StackConfig::demo("127.0.0.1:0".parse().unwrap(), 1_700_000_000_000);
         let catalog = demo
             .catalog
@@ -1021,6 +1241,7 @@ mod tests {
         let out = std::env::temp_dir().join("stampede-journey-test");
         let mut config = LoadConfig::new(&shop, &psp, out);
         config.mix = mix;
+        config.follow = follow;
         config.poll = ms(10);
         let office = crate::audit::Backoffice::new(&shop, &psp, &config.admin_token);
         let shared = Shared::new(config, None, 1);
@@ -1031,6 +1252,12 @@ mod tests {
             run_journey(&mut user, &shared).await.unwrap();
         }
         let client = std::mem::take(&mut *lock(&shared.client_events));
+        let followed = shared
+            .latencies()
+            .endpoints()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
         let baseline = crate::audit::Baseline::configured(catalog);
         let after = office.audit().await.unwrap();
         let verdicts = office
@@ -1067,16 +1294,29 @@ mod tests {
             events: client.into_iter().map(|(_, kind)| kind).collect(),
             verdicts,
             served_without_ledger,
+            followed,
         }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_paying_journey_records_its_payment_and_each_status_it_saw_once() {
-        // Proves: every POST /v1/orders/{id}/pay is client evidence — a Pay
-        // request with its key, answered PaymentStarted for that order with
-        // the catalog price of what was ordered — and each journey records
-        // the statuses it polled only when they changed, per journey, up to
-        // confirmed.
+    async fn a_paying_journey_following_events_records_its_payment_and_each_status_once() {
+        // Proves it for journeys following their orders' events streams (the default).
+        paying_journeys_record_payments_and_statuses(Follow::Events).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_paying_journey_polling_records_its_payment_and_each_status_once() {
+        // Proves it for journeys polling their orders.
+        paying_journeys_record_payments_and_statuses(Follow::Poll).await;
+    }
+
+    /// Proves: every POST /v1/orders/{id}/pay is client evidence — a Pay
+    /// request with its key, answered PaymentStarted for that order with the
+    /// catalog price of what was ordered — each journey records the statuses
+    /// it was shown only when they changed, per journey, from payment
+    /// offered up to confirmed, and follows the order the way it was told
+    /// (the latency table holds that way's requests and not the other's).
+    async fn paying_journeys_record_payments_and_statuses(follow: Follow) {
         let mix = Mix {
             browse: 0.0,
             double_click: 0.0,
@@ -1084,7 +1324,22 @@ mod tests {
             hot: 0.0,
             decline: 0.0,
         };
-        let events = journeys_against_the_demo_shop(mix, 3).await.events;
+        let run = journeys_against_the_demo_shop(mix, 3, follow).await;
+        let (used, unused) = match follow {
+            Follow::Events => (EVENTS, "GET /v1/orders/{id}"),
+            Follow::Poll => ("GET /v1/orders/{id}", EVENTS),
+        };
+        assert!(
+            run.followed.contains(&used.to_string()),
+            "{:?}",
+            run.followed
+        );
+        assert!(
+            !run.followed.contains(&unused.to_string()),
+            "{:?}",
+            run.followed
+        );
+        let events = run.events;
         let prices: BTreeMap<Sku, Cents> = serve::demo_catalog()
             .into_iter()
             .map(|(p, _)| (p.sku, p.price))
@@ -1143,6 +1398,47 @@ mod tests {
             assert!(statuses.contains(&(statuses[0].0, OrderStatus::PaymentPending)));
             assert_eq!(statuses.last().unwrap().1, OrderStatus::Confirmed);
         }
+    }
+
+    #[test]
+    fn the_events_reader_yields_status_data_whole_whatever_the_chunking() {
+        // Proves: a stream cut into chunks anywhere (even inside a line or a
+        // CRLF) yields each `status` (or unnamed) event's data once, whole,
+        // in order, multi-line data joined by newlines; comments
+        // (keep-alives), other event names and an event not yet ended by a
+        // blank line yield nothing.
+        let body = ": keep-alive\n\nevent: status\ndata: {\"status\":\"created\"}\n\n\
+                    event: other\ndata: x\n\nevent:status\r\ndata:a\r\ndata: b\r\n\r\n\
+                    data: {\"status\":\"confirmed\"}\n\nevent: status\ndata: unfinished\n";
+        let want = vec![
+            "{\"status\":\"created\"}".to_string(),
+            "a\nb".to_string(),
+            "{\"status\":\"confirmed\"}".to_string(),
+        ];
+        for size in [1, 2, 3, 7, body.len()] {
+            let mut reader = SseReader::default();
+            let mut got = Vec::new();
+            for chunk in body.as_bytes().chunks(size) {
+                reader.push(chunk).unwrap();
+                got.extend(reader.drain());
+            }
+            assert_eq!(got, want, "chunks of {size}");
+        }
+    }
+
+    #[test]
+    fn the_events_reader_refuses_an_event_past_its_bound_and_not_before() {
+        // Proves: bytes held for one unfinished event may reach
+        // SSE_EVENT_BYTES_MAX; one more is refused, whether in a line not
+        // yet ended or in data lines not yet ended by a blank line.
+        let mut at_bound = SseReader::default();
+        assert_eq!(at_bound.push(&vec![b'x'; SSE_EVENT_BYTES_MAX]), Ok(()));
+        assert_eq!(at_bound.push(b"x"), Err(OversizedEvent));
+        let mut lines = SseReader::default();
+        let line = format!("data: {}\n", "y".repeat(SSE_EVENT_BYTES_MAX / 2 - 1));
+        assert_eq!(lines.push(line.as_bytes()), Ok(()));
+        assert_eq!(lines.push(line.as_bytes()), Ok(()));
+        assert_eq!(lines.push(b"data: zzz\n"), Err(OversizedEvent));
     }
 
     #[test]
@@ -1207,7 +1503,7 @@ mod tests {
             hot: 0.0,
             decline: 0.35,
         };
-        let run = journeys_against_the_demo_shop(mix, 10).await;
+        let run = journeys_against_the_demo_shop(mix, 10, Follow::Events).await;
         assert_eq!(
             run.events.first(),
             Some(&EventKind::Terms(stampede_core::Terms::default()))

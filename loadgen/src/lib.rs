@@ -63,6 +63,18 @@ pub enum LoadError {
     Limit(String),
 }
 
+/// How a shopper follows its order between steps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Follow {
+    /// One `GET /v1/orders/{id}/events` stream per watch (server-sent
+    /// events; reconnecting after [`LoadConfig::poll`] if the stream ends
+    /// early): the shop reads the order only when it changes.
+    #[default]
+    Events,
+    /// `GET /v1/orders/{id}` every [`LoadConfig::poll`].
+    Poll,
+}
+
 /// How load is offered.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Model {
@@ -142,7 +154,10 @@ pub struct LoadConfig {
     pub mix: Mix,
     /// Timeout of one request.
     pub request_timeout: Duration,
-    /// How often a shopper polls its order.
+    /// How shoppers follow their orders: an events stream (the default) or polling.
+    pub follow: Follow,
+    /// How often a polling shopper polls its order; with events, the pause
+    /// before reconnecting a stream that ended early.
     pub poll: Duration,
     /// How long a shopper thinks before each step of a journey (browse,
     /// place, follow, pay, confirm), except the open loop's first step,
@@ -198,6 +213,7 @@ impl LoadConfig {
             settle: Duration::from_secs(30),
             mix: Mix::default(),
             request_timeout: Duration::from_secs(10),
+            follow: Follow::Events,
             poll: Duration::from_millis(50),
             think: Duration::ZERO,
             interval: Duration::from_secs(1),

@@ -568,6 +568,8 @@ pub fn run(plan: &Plan) -> Result<RunResult, SimError> {
         EventKind::Terms(Terms {
             hold_ms: Some(t.reservation_ttl_ms),
             offer_payment_ms: t.offer_payment_within_ms,
+            // Scenarios promise one offer bound to every buyer (a flash sale's covers its waitlist).
+            waitlist_offer_ms: None,
             decide_ms: t.decide_within_ms,
         }),
     );

@@ -68,6 +68,7 @@ fn terms_come_first_and_every_shopper_states_its_plan_before_asking() {
         EventKind::Terms(Terms {
             hold_ms: Some(t.reservation_ttl_ms),
             offer_payment_ms: t.offer_payment_within_ms,
+            waitlist_offer_ms: None,
             decide_ms: t.decide_within_ms,
         })
     );
