@@ -19,7 +19,7 @@
 //! placed, payments started, statuses seen — goes into the audit's history,
 //! after the run's `Terms`.
 
-use crate::latency::{Latencies, ORDER_TO_CONFIRMED, Pacing, Sample};
+use crate::latency::{Latencies, ORDER_TO_CONFIRMED, ORDER_TO_OFFERED, Pacing, Sample};
 use crate::schedule::Schedule;
 use crate::{Follow, LoadConfig, Mix};
 use goose::goose::GooseResponse;
@@ -521,6 +521,20 @@ struct Placed {
     order: OrderId,
     sent: Duration,
     intended: Duration,
+}
+
+impl Placed {
+    /// A per-order measure from this order's first attempt to `done`.
+    fn sample(&self, done: Duration) -> Sample {
+        Sample {
+            sent: self.sent,
+            intended: self.intended,
+            done,
+            failed: false,
+            shed: false,
+            expected_interval: None,
+        }
+    }
 }
 
 /// When a journey's next request should be sent: its slot (open loop) or
@@ -1088,8 +1102,12 @@ impl Journey<'_> {
         let order = placed.order;
         self.shared.saw(order, "created");
         let offer = |s| s == OrderStatus::PaymentPending;
-        if self.follow(user, order, Watch::ForOffer, offer).await
-            != Some(OrderStatus::PaymentPending)
+        let offered = self.follow(user, order, Watch::ForOffer, offer).await;
+        if offered == Some(OrderStatus::PaymentPending) {
+            let sample = placed.sample(self.shared.since());
+            self.shared.latencies().record(ORDER_TO_OFFERED, sample);
+        }
+        if offered != Some(OrderStatus::PaymentPending)
             || plan.abandon
             || !self.pay(user, order, plan.decline).await
         {
@@ -1099,14 +1117,7 @@ impl Journey<'_> {
             .follow(user, order, Watch::ToTheEnd, OrderStatus::is_final)
             .await;
         if end == Some(OrderStatus::Confirmed) {
-            let sample = Sample {
-                sent: placed.sent,
-                intended: placed.intended,
-                done: self.shared.since(),
-                failed: false,
-                shed: false,
-                expected_interval: None,
-            };
+            let sample = placed.sample(self.shared.since());
             self.shared.latencies().record(ORDER_TO_CONFIRMED, sample);
         }
     }

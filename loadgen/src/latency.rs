@@ -27,7 +27,7 @@ use std::time::Duration;
 
 /// Longest latency a histogram holds (longer ones are clamped), µs: 10 minutes.
 pub const MAX_US: u64 = 600_000_000;
-pub use stampede_reports::ORDER_TO_CONFIRMED;
+pub use stampede_reports::{ORDER_TO_CONFIRMED, ORDER_TO_OFFERED, is_order_measure};
 /// Most timeline intervals kept (a day of 1 s intervals); `LoadConfig`
 /// refuses runs that need more, and a straggler answered after the last
 /// interval counts in the last one.
@@ -287,7 +287,7 @@ impl Latencies {
     pub fn basis_of(&self, endpoint: &str) -> Basis {
         if self.open_loop {
             Basis::IntendedStart
-        } else if endpoint == ORDER_TO_CONFIRMED {
+        } else if is_order_measure(endpoint) {
             Basis::Raw
         } else {
             Basis::Corrected
@@ -340,7 +340,7 @@ impl Latencies {
             .or_insert_with(|| (small_histogram(), small_histogram()));
         put(slot_raw, raw_us, 1);
         headline.put(slot_headline);
-        if endpoint != ORDER_TO_CONFIRMED {
+        if !is_order_measure(endpoint) {
             while self.timeline.len() <= slot {
                 self.timeline.push(Slice {
                     headline: small_histogram(),
@@ -359,7 +359,7 @@ impl Latencies {
     pub fn requests(&self) -> u64 {
         self.endpoints
             .iter()
-            .filter(|(name, _)| *name != ORDER_TO_CONFIRMED)
+            .filter(|(name, _)| !is_order_measure(name))
             .map(|(_, e)| e.raw.len())
             .sum()
     }
@@ -368,7 +368,7 @@ impl Latencies {
     pub fn errors(&self) -> u64 {
         self.endpoints
             .iter()
-            .filter(|(name, _)| *name != ORDER_TO_CONFIRMED)
+            .filter(|(name, _)| !is_order_measure(name))
             .map(|(_, e)| e.errors)
             .sum()
     }
@@ -395,7 +395,7 @@ impl Latencies {
                 raw_spectrum: spectrum(&e.raw),
             })
             .collect();
-        out.sort_by_key(|e| e.name == ORDER_TO_CONFIRMED);
+        out.sort_by_key(|e| (is_order_measure(&e.name), e.name == ORDER_TO_CONFIRMED));
         out
     }
 

@@ -176,7 +176,7 @@ impl Threshold {
             None => report
                 .endpoints
                 .iter()
-                .filter(|e| e.name != crate::latency::ORDER_TO_CONFIRMED)
+                .filter(|e| !crate::latency::is_order_measure(&e.name))
                 .collect(),
         };
         if requests.iter().all(|e| e.requests == 0) {

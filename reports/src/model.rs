@@ -12,6 +12,17 @@ pub const REPORT_VERSION: u32 = 1;
 /// It counts orders, not requests, so request totals leave it out.
 pub const ORDER_TO_CONFIRMED: &str = "order → confirmed";
 
+/// The decision pseudo-endpoint: from the order's first placement attempt to
+/// the buyer being shown its payment offer (how long a buyer waits for the
+/// shop to decide, shedding and waitlists included). It counts orders too.
+pub const ORDER_TO_OFFERED: &str = "order → offered";
+
+/// Whether `name` is one of the per-order measures ([`ORDER_TO_OFFERED`],
+/// [`ORDER_TO_CONFIRMED`]) rather than an endpoint's requests.
+pub fn is_order_measure(name: &str) -> bool {
+    name == ORDER_TO_OFFERED || name == ORDER_TO_CONFIRMED
+}
+
 /// One load run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LoadReport {
@@ -193,11 +204,11 @@ impl LoadReport {
     }
 
     /// Requests made and of them failed, over every real endpoint
-    /// ([`ORDER_TO_CONFIRMED`] counts orders, so it is left out).
+    /// (the per-order measures count orders, so they are left out).
     pub fn request_totals(&self) -> (u64, u64) {
         self.endpoints
             .iter()
-            .filter(|e| e.name != ORDER_TO_CONFIRMED)
+            .filter(|e| !is_order_measure(&e.name))
             .fold((0, 0), |(requests, errors), e| {
                 (
                     requests.saturating_add(e.requests),

@@ -2,7 +2,7 @@
 //! how each value reads. The renderers only choose the output format.
 
 use crate::format::{self, ms};
-use crate::model::{AuditVerdict, LoadReport, ORDER_TO_CONFIRMED};
+use crate::model::{AuditVerdict, LoadReport, ORDER_TO_CONFIRMED, ORDER_TO_OFFERED};
 use crate::table::{Align, Table, Tone};
 
 /// Examples shown per violated invariant.
@@ -161,7 +161,14 @@ pub(crate) fn compare(reports: &[LoadReport]) -> Table {
     row("duration", &|r| format::duration(r.duration_ms));
     row("requests", &|r| r.request_totals().0.to_string());
     row("errors", &|r| r.request_totals().1.to_string());
-    for name in [PLACE_ORDER, ORDER_TO_CONFIRMED] {
+    row("shed (429)", &|r| {
+        r.endpoints
+            .iter()
+            .map(|e| e.shed)
+            .sum::<u64>()
+            .to_string()
+    });
+    for name in [PLACE_ORDER, ORDER_TO_OFFERED, ORDER_TO_CONFIRMED] {
         row(&format!("{name} p50 (ms)"), &|r| {
             r.endpoint(name)
                 .map_or("—".to_string(), |e| ms(e.headline.p50_us))

@@ -459,6 +459,17 @@ fn compare_has_a_column_per_design() {
         md.contains("|  | reference | textbook-naive | seed-repo |"),
         "{md}"
     );
+    // Shed answers and the decision time (order → offered) sit side by side; a report
+    // without the measure shows a dash, and request totals leave the per-order measures out.
+    let mut offered = sample("reference");
+    offered.endpoints.insert(
+        3,
+        endpoint(ORDER_TO_OFFERED, 9_580, 0, Basis::IntendedStart, 120_000),
+    );
+    assert_eq!(offered.request_totals(), reports[0].request_totals());
+    let two = render_compare_markdown(&[offered, sample("admission-off")]);
+    assert!(two.contains("| shed (429) | 37 | 37 |"), "{two}");
+    assert!(two.contains("| order → offered p50 (ms) | 240 | — |"), "{two}");
     assert!(
         md.contains("| POST /v1/orders p50 (ms) | 4.30 | 4.30 | 4.30 |"),
         "{md}"
