@@ -162,11 +162,7 @@ pub(crate) fn compare(reports: &[LoadReport]) -> Table {
     row("requests", &|r| r.request_totals().0.to_string());
     row("errors", &|r| r.request_totals().1.to_string());
     row("shed (429)", &|r| {
-        r.endpoints
-            .iter()
-            .map(|e| e.shed)
-            .sum::<u64>()
-            .to_string()
+        r.endpoints.iter().map(|e| e.shed).sum::<u64>().to_string()
     });
     for name in [PLACE_ORDER, ORDER_TO_OFFERED, ORDER_TO_CONFIRMED] {
         row(&format!("{name} p50 (ms)"), &|r| {

@@ -469,7 +469,10 @@ fn compare_has_a_column_per_design() {
     assert_eq!(offered.request_totals(), reports[0].request_totals());
     let two = render_compare_markdown(&[offered, sample("admission-off")]);
     assert!(two.contains("| shed (429) | 37 | 37 |"), "{two}");
-    assert!(two.contains("| order → offered p50 (ms) | 240 | — |"), "{two}");
+    assert!(
+        two.contains("| order → offered p50 (ms) | 240 | — |"),
+        "{two}"
+    );
     assert!(
         md.contains("| POST /v1/orders p50 (ms) | 4.30 | 4.30 | 4.30 |"),
         "{md}"
