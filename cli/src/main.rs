@@ -4,6 +4,7 @@
 
 mod admission;
 mod conform;
+mod explain;
 mod load;
 mod pool;
 mod run;
@@ -83,6 +84,15 @@ enum Command {
     ///
     /// Example: stampede conform --host 127.0.0.1:8080 --psp 127.0.0.1:8081
     Conform(conform::ConformArgs),
+    /// Tell the story of the orders and keys behind a violation, as a swim-lane timeline.
+    ///
+    /// Prints who sent and saw what, in simulated time, lane by lane (shopper, api, worker,
+    /// webhook, sweeper, reconciler, PSP, faults), and writes the timeline as SVG beside the
+    /// trace. By default the run's first violation. Exit 0, 1 when the subject is not in the
+    /// trace, 2 bad input.
+    /// Example: stampede explain stampede-out/flash-sale-1
+    /// Example: stampede explain stampede-out/flash-sale-1/trace.jsonl --order ord_141
+    Explain(explain::ExplainArgs),
     /// Re-render saved load reports; given several folders, compare them side by side.
     ///
     /// Example: stampede report stampede-out/load-reference stampede-out/load-seed-repo
@@ -354,6 +364,7 @@ fn main() -> ExitCode {
             | Command::Designs
             | Command::Load(_)
             | Command::Conform(_)
+            | Command::Explain(_)
             | Command::Report(_)
     );
     let default_filter = if simulated {
@@ -381,6 +392,7 @@ fn main() -> ExitCode {
         // `load` builds its own runtime (its shop and goose share it).
         Command::Load(args) => return many(load::load(&args)),
         Command::Conform(args) => return many(conform::conform(&args)),
+        Command::Explain(args) => return many(explain::explain(&args)),
         Command::Report(args) => return many(load::report(&args)),
         other => other,
     };
@@ -401,6 +413,7 @@ fn main() -> ExitCode {
         | Command::Shrink(_)
         | Command::Load(_)
         | Command::Conform(_)
+        | Command::Explain(_)
         | Command::Report(_) => unreachable!("returned above"),
         Command::Designs => match print_designs(&mut std::io::stdout().lock()) {
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {

@@ -168,6 +168,9 @@ pub struct Summary {
     pub passed: bool,
     /// Verdicts.
     pub verdicts: Vec<VerdictSummary>,
+    /// The first violation of each violated invariant, with its subject and
+    /// evidence (history indices into trace.jsonl): where `stampede explain` starts.
+    pub first_violations: Vec<stampede_reports::Lead>,
     /// Safety violations as first seen during the run.
     pub live_violations: Vec<stampede_sim::LiveViolation>,
     /// Why the world had not settled by the end (empty: it had); liveness was judged either way.
@@ -281,6 +284,21 @@ fn describe_event(history: &History, index: usize) -> String {
     format!("#{index} at {}: {what}", event.at)
 }
 
+fn first_violations(result: &RunResult) -> Vec<stampede_reports::Lead> {
+    result
+        .verdicts
+        .iter()
+        .filter_map(|v| {
+            v.violations().first().map(|x| stampede_reports::Lead {
+                invariant: v.invariant.name().to_string(),
+                subject: x.subject.clone(),
+                detail: x.detail.clone(),
+                evidence: x.evidence.clone(),
+            })
+        })
+        .collect()
+}
+
 fn verdicts(result: &RunResult) -> Vec<VerdictSummary> {
     result
         .verdicts
@@ -375,6 +393,7 @@ impl Summary {
             design: design.to_string(),
             passed: result.passed(),
             verdicts: verdicts(result),
+            first_violations: first_violations(result),
             live_violations: result.live_violations.clone(),
             unsettled: result.unsettled.clone(),
             stats: result.stats.clone(),

@@ -8,7 +8,9 @@
 //! - [`render_markdown`]: the same as Markdown tables (`report.md`);
 //! - [`render_json`] / [`parse_json`]: `report.json`, versioned;
 //! - [`render_html`]: one self-contained page with inline SVG charts;
-//! - [`render_compare_html`] / [`render_compare_markdown`]: designs side by side.
+//! - [`render_compare_html`] / [`render_compare_markdown`]: designs side by side;
+//! - [`story`], [`render_story_text`] / [`render_story_svg`]: the orders and
+//!   keys behind a violation as a swim-lane timeline (`stampede explain`).
 //!
 //! Key decision: the content (which rows, which columns, how a number reads)
 //! is decided once, as tables, and each renderer only writes them in its
@@ -25,6 +27,7 @@ mod markdown;
 pub mod model;
 mod plot;
 mod sections;
+mod story;
 mod table;
 mod terminal;
 
@@ -32,6 +35,10 @@ pub use html::{render_compare_html, render_html};
 pub use json::{ReportError, parse_json, render_json};
 pub use markdown::{render_compare_markdown, render_markdown};
 pub use model::*;
+pub use story::{
+    Beat, Lead, STORY_BEATS_MAX, STORY_THREADS_MAX, Start, Story, render_story_svg,
+    render_story_text, story,
+};
 pub use terminal::render_terminal;
 
 /// The invariant verdicts of any run — a simulated one (`stampede run`) or

@@ -1,0 +1,177 @@
+//! `stampede explain`: the story of the orders and keys behind a violation,
+//! from a run's folder (`trace.jsonl` and `summary.json`) or a trace file.
+//! Picking the story and drawing it are `stampede-reports`' (`story`); this
+//! module reads the files, parses the choice and writes what was drawn.
+
+use stampede_core::{EventKind, History, IdempotencyKey, Invariant, OrderId};
+use stampede_reports::{Lead, Start};
+use std::io::BufRead as _;
+use std::path::{Path, PathBuf};
+
+/// Most bytes of one trace line (an event); a longer one is refused.
+const TRACE_LINE_BYTES_MAX: usize = 1 << 20;
+
+/// What `explain` was asked.
+#[derive(clap::Args)]
+pub struct ExplainArgs {
+    /// A run's folder (from `stampede run` or `replay`) or its trace.jsonl.
+    pub run: PathBuf,
+    /// Tell this order's story, e.g. ord_141.
+    #[arg(long, conflicts_with_all = ["key", "invariant"])]
+    pub order: Option<String>,
+    /// Tell the story of this Idempotency-Key.
+    #[arg(long, conflicts_with = "invariant")]
+    pub key: Option<String>,
+    /// Tell the story of this invariant's first violation (by default the run's first violation).
+    #[arg(long, value_name = "NAME")]
+    pub invariant: Option<String>,
+    /// Where the SVG timeline goes [default: explain-<subject>.svg beside the trace].
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+}
+
+/// The trace file and the folder holding it.
+fn trace_path(run: &Path) -> (PathBuf, PathBuf) {
+    if run.is_dir() {
+        (run.join("trace.jsonl"), run.to_path_buf())
+    } else {
+        let dir = run
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        (run.to_path_buf(), dir)
+    }
+}
+
+/// Reads a `trace.jsonl`: one event per line, in order.
+fn read_trace(path: &Path) -> Result<History, String> {
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut history = History::new();
+    let reader = std::io::BufReader::new(file);
+    for (n, line) in reader.split(b'\n').enumerate() {
+        let line = line.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if line.len() > TRACE_LINE_BYTES_MAX {
+            return Err(format!(
+                "{}:{}: an event of {} bytes; at most {TRACE_LINE_BYTES_MAX}",
+                path.display(),
+                n + 1,
+                line.len()
+            ));
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        // Read through a JSON value: a transition line repeats `at` (the
+        // event's and the transition's own, always equal), which a struct
+        // refuses and a map takes.
+        let bad = |e: String| format!("{}:{}: not a trace event: {e}", path.display(), n + 1);
+        let value: serde_json::Value =
+            serde_json::from_slice(&line).map_err(|e| bad(e.to_string()))?;
+        let at = value["at"]
+            .as_u64()
+            .ok_or_else(|| bad("no `at` in ms".into()))?;
+        let kind: EventKind = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+        history.push(stampede_core::Millis(at), kind);
+    }
+    if history.events().is_empty() {
+        return Err(format!("{}: no events", path.display()));
+    }
+    Ok(history)
+}
+
+/// The first violation of each violated invariant, from `summary.json`.
+fn read_leads(dir: &Path) -> Result<Vec<Lead>, String> {
+    let path = dir.join("summary.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "cannot read {}: {e} (needed to find the violations)",
+            path.display()
+        )
+    })?;
+    let summary: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let Some(leads) = summary.get("first_violations") else {
+        return Err(format!(
+            "{} has no first_violations (written by an older Stampede): name --order or --key",
+            path.display()
+        ));
+    };
+    serde_json::from_value(leads.clone())
+        .map_err(|e| format!("{}: first_violations: {e}", path.display()))
+}
+
+/// Where the story starts, from the flags (or the run's first violation).
+fn start(args: &ExplainArgs, dir: &Path) -> Result<Start, String> {
+    if let Some(order) = &args.order {
+        let id = order
+            .strip_prefix("ord_")
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or_else(|| format!("--order {order:?}: write an order id such as ord_141"))?;
+        return Ok(Start::Order(OrderId(id)));
+    }
+    if let Some(key) = &args.key {
+        let key = IdempotencyKey::new(key.clone()).map_err(|e| format!("--key {key:?}: {e}"))?;
+        return Ok(Start::Key(key));
+    }
+    let leads = read_leads(dir)?;
+    match &args.invariant {
+        Some(name) => {
+            let invariant = Invariant::parse(name).ok_or_else(|| {
+                let names: Vec<&str> = Invariant::ALL.iter().map(|i| i.name()).collect();
+                format!("--invariant {name:?}: one of {}", names.join(", "))
+            })?;
+            leads
+                .into_iter()
+                .find(|l| l.invariant == invariant.name())
+                .map(Start::Lead)
+                .ok_or_else(|| format!("{} was not violated in this run", invariant.name()))
+        }
+        None => {
+            leads.into_iter().next().map(Start::Lead).ok_or_else(|| {
+                "every invariant held in this run: name --order or --key".to_string()
+            })
+        }
+    }
+}
+
+/// A file name for the subject: `key-order-100`, `order-ord_141`.
+fn file_name(subject: &str) -> String {
+    let safe: String = subject
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(80)
+        .collect();
+    format!("explain-{safe}.svg")
+}
+
+/// `stampede explain`: prints the story and writes its SVG. Exit 0 (1 when
+/// the subject appears nowhere in the trace), errors are exit 2.
+pub fn explain(args: &ExplainArgs) -> Result<u8, String> {
+    let (trace, dir) = trace_path(&args.run);
+    let history = read_trace(&trace)?;
+    let start = start(args, &dir)?;
+    let story = stampede_reports::story(&history, &start);
+    print!("{}", stampede_reports::render_story_text(&story));
+    let only_faults = story
+        .beats
+        .iter()
+        .all(|b| matches!(history.events()[b.index].kind, EventKind::Fault { .. }));
+    if only_faults {
+        eprintln!("{} does not appear in {}", story.subject, trace.display());
+        return Ok(1);
+    }
+    let svg = stampede_reports::render_story_svg(&story)?;
+    let path = args
+        .svg
+        .clone()
+        .unwrap_or_else(|| dir.join(file_name(&story.subject)));
+    std::fs::write(&path, svg).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    println!("  wrote {}", path.display());
+    Ok(0)
+}

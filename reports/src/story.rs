@@ -1,0 +1,742 @@
+//! The story of a violation: the orders and keys behind it, told as a
+//! swim-lane timeline (`stampede explain`).
+//!
+//! A [`Story`] is picked out of a run's history: starting from a subject (an
+//! order, an Idempotency-Key, or a SKU with the events that showed its
+//! violation), it follows keys to the orders acknowledged under them and
+//! orders to the keys they were placed with, then keeps every event that
+//! touches one of them — what each shopper asked, was told and was shown,
+//! each transition (in the lane of whoever made it: API, worker, webhook,
+//! sweeper, reconciler), job, and PSP ledger line — with every fault of the
+//! run in its own lane. Key decision: the story is plain data, chosen once;
+//! the terminal text and the SVG only draw it, so they never disagree.
+//! Bounded: at most [`STORY_THREADS_MAX`] orders and keys and
+//! [`STORY_BEATS_MAX`] events (the story says how many it left out).
+
+use crate::plot;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use serde::{Deserialize, Serialize};
+use stampede_core::{
+    Cause, ClientOp, ClientReply, EventKind, History, IdempotencyKey, JobEvent, OrderId, Subject,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+/// Most orders and keys one story follows.
+pub const STORY_THREADS_MAX: usize = 12;
+/// Most events one story tells.
+pub const STORY_BEATS_MAX: usize = 400;
+
+/// The first violation of one invariant, as a run's `summary.json` keeps it
+/// so that `stampede explain` can start from it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lead {
+    /// The invariant's name.
+    pub invariant: String,
+    /// What the violation is about.
+    pub subject: Subject,
+    /// What is wrong.
+    pub detail: String,
+    /// History indices of the events that show it.
+    pub evidence: Vec<usize>,
+}
+
+/// One event of a story.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Beat {
+    /// Its index in the history.
+    pub index: usize,
+    /// When, ms of simulated (or real) time.
+    pub at_ms: u64,
+    /// Its lane, an index into [`Story::lanes`].
+    pub lane: usize,
+    /// What happened, in words.
+    pub text: String,
+    /// Whether the violation cites it as evidence.
+    pub evidence: bool,
+}
+
+/// A story: lanes, beats in time order, and what was left out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Story {
+    /// What it is the story of, e.g. `key order-100`.
+    pub subject: String,
+    /// The violation told, when it started from one: `invariant: detail`.
+    pub violation: Option<String>,
+    /// The orders and keys followed.
+    pub threads: Vec<String>,
+    /// Lane names, in order of first appearance (shoppers first).
+    pub lanes: Vec<String>,
+    /// The events told.
+    pub beats: Vec<Beat>,
+    /// Events that touched the story but were left out by the bound.
+    pub omitted: usize,
+}
+
+/// What a story starts from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// A violation: its subject and evidence.
+    Lead(Lead),
+    /// One order.
+    Order(OrderId),
+    /// One Idempotency-Key.
+    Key(IdempotencyKey),
+}
+
+/// The orders and keys an event touches.
+fn touches(kind: &EventKind, answered: &BTreeMap<u64, usize>, history: &History) -> Touch {
+    let mut t = Touch::default();
+    match kind {
+        EventKind::Request { op, .. } => op_touch(op, &mut t),
+        EventKind::Response { req, reply } => {
+            if let Some(&i) = answered.get(req)
+                && let EventKind::Request { op, .. } = &history.events()[i].kind
+            {
+                op_touch(op, &mut t);
+            }
+            match reply {
+                ClientReply::OrderAccepted { order, .. }
+                | ClientReply::PaymentStarted { order, .. }
+                | ClientReply::Status { order, .. } => t.orders.push(*order),
+                _ => {}
+            }
+        }
+        EventKind::Observed { order, .. } | EventKind::Job { order, .. } => t.orders.push(*order),
+        EventKind::Transition(tr) => t.orders.push(tr.order),
+        EventKind::Ledger(l) => t.orders.push(l.order),
+        EventKind::Wants { key, .. } => t.keys.push(key.clone()),
+        _ => {}
+    }
+    t
+}
+
+#[derive(Default)]
+struct Touch {
+    orders: Vec<OrderId>,
+    keys: Vec<IdempotencyKey>,
+}
+
+fn op_touch(op: &ClientOp, t: &mut Touch) {
+    match op {
+        ClientOp::PlaceOrder(p) => t.keys.extend(p.key.clone()),
+        ClientOp::Pay { order, key } => {
+            t.orders.push(*order);
+            t.keys.extend(key.clone());
+        }
+        ClientOp::Cancel { order } | ClientOp::GetOrder { order } => t.orders.push(*order),
+        ClientOp::ConfirmPayment { .. } => {}
+    }
+}
+
+/// The story `start` tells in `history`.
+pub fn story(history: &History, start: &Start) -> Story {
+    let events = history.events();
+    let mut answered: BTreeMap<u64, usize> = BTreeMap::new();
+    for (i, e) in events.iter().enumerate() {
+        if let EventKind::Request { req, .. } = &e.kind {
+            answered.entry(*req).or_insert(i);
+        }
+    }
+    let (mut orders, mut keys) = (BTreeSet::new(), BTreeSet::new());
+    let (subject, violation, evidence) = match start {
+        Start::Order(o) => (format!("order {o}"), None, Vec::new()),
+        Start::Key(k) => (format!("key {k}"), None, Vec::new()),
+        Start::Lead(lead) => (
+            lead.subject.to_string(),
+            Some(format!("{}: {}", lead.invariant, lead.detail)),
+            lead.evidence.clone(),
+        ),
+    };
+    match start {
+        Start::Order(o) => {
+            orders.insert(*o);
+        }
+        Start::Key(k) => {
+            keys.insert(k.clone());
+        }
+        Start::Lead(lead) => {
+            match &lead.subject {
+                Subject::Order(o) => {
+                    orders.insert(*o);
+                }
+                Subject::Key(k) => {
+                    keys.insert(k.clone());
+                }
+                Subject::Sku(_) => {}
+            }
+            for &i in &lead.evidence {
+                if let Some(e) = events.get(i) {
+                    let t = touches(&e.kind, &answered, history);
+                    orders.extend(t.orders);
+                    keys.extend(t.keys);
+                }
+            }
+        }
+    }
+    // Follow keys to their orders and orders to their keys, until nothing new (bounded).
+    loop {
+        let before = orders.len() + keys.len();
+        for e in events {
+            let t = touches(&e.kind, &answered, history);
+            let linked = t.orders.iter().any(|o| orders.contains(o))
+                || t.keys.iter().any(|k| keys.contains(k));
+            let placement = matches!(
+                &e.kind,
+                EventKind::Response { .. } | EventKind::Request { .. }
+            );
+            if linked && placement {
+                for o in t.orders {
+                    if orders.len() + keys.len() < STORY_THREADS_MAX {
+                        orders.insert(o);
+                    }
+                }
+                for k in t.keys {
+                    if orders.len() + keys.len() < STORY_THREADS_MAX {
+                        keys.insert(k);
+                    }
+                }
+            }
+        }
+        if orders.len() + keys.len() == before {
+            break;
+        }
+    }
+    let evidence: BTreeSet<usize> = evidence.into_iter().collect();
+    let mut lanes: Vec<String> = Vec::new();
+    let mut lane_of = |name: String| match lanes.iter().position(|l| *l == name) {
+        Some(i) => i,
+        None => {
+            lanes.push(name);
+            lanes.len() - 1
+        }
+    };
+    let client_of_key: BTreeMap<&IdempotencyKey, u64> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Wants { client, key, .. } => Some((key, *client)),
+            _ => None,
+        })
+        .collect();
+    let mut beats = Vec::new();
+    let mut omitted = 0;
+    for (i, e) in events.iter().enumerate() {
+        let t = touches(&e.kind, &answered, history);
+        let fault = matches!(e.kind, EventKind::Fault { .. });
+        let ours = fault
+            || evidence.contains(&i)
+            || t.orders.iter().any(|o| orders.contains(o))
+            || t.keys.iter().any(|k| keys.contains(k));
+        if !ours {
+            continue;
+        }
+        if beats.len() >= STORY_BEATS_MAX {
+            omitted += 1;
+            continue;
+        }
+        let shopper = |t: &Touch| {
+            let client = t.keys.iter().find_map(|k| client_of_key.get(k));
+            client.map_or("shoppers".to_string(), |c| format!("shopper {c}"))
+        };
+        let lane = match &e.kind {
+            EventKind::Observed { client, .. } | EventKind::Wants { client, .. } => {
+                format!("shopper {client}")
+            }
+            EventKind::Request { .. } | EventKind::Response { .. } => shopper(&t),
+            EventKind::Transition(tr) => match tr.cause {
+                Cause::Worker { .. } => "worker".into(),
+                Cause::Webhook { .. } => "webhook".into(),
+                Cause::Reconciler => "reconciler".into(),
+                Cause::Sweeper => "sweeper".into(),
+                Cause::Customer => "api".into(),
+            },
+            EventKind::Job { .. } => "worker".into(),
+            EventKind::Ledger(_) => "psp".into(),
+            EventKind::Fault { .. } => "faults".into(),
+            _ => "shop".into(),
+        };
+        beats.push(Beat {
+            index: i,
+            at_ms: e.at.0,
+            lane: lane_of(lane),
+            text: say(&e.kind),
+            evidence: evidence.contains(&i),
+        });
+    }
+    // In time order: a history may append some lines late (the PSP's ledger).
+    beats.sort_by_key(|b| (b.at_ms, b.index));
+    let threads = keys
+        .iter()
+        .map(|k| format!("key {k}"))
+        .chain(orders.iter().map(|o| format!("order {o}")))
+        .collect();
+    Story {
+        subject,
+        violation,
+        threads,
+        lanes,
+        beats,
+        omitted,
+    }
+}
+
+/// One event in words.
+fn say(kind: &EventKind) -> String {
+    match kind {
+        EventKind::Request { req, op, .. } => match op {
+            ClientOp::PlaceOrder(p) => {
+                let items: Vec<String> = p
+                    .items
+                    .iter()
+                    .map(|i| format!("{}x{}", i.qty, i.sku))
+                    .collect();
+                let key = p
+                    .key
+                    .as_ref()
+                    .map_or("no key".into(), |k| format!("key {k}"));
+                format!("asks #{req}: place order, {key}, {}", items.join(" "))
+            }
+            ClientOp::Pay { order, key } => {
+                let key = key.as_ref().map_or("no key".into(), |k| format!("key {k}"));
+                format!("asks #{req}: pay {order}, {key}")
+            }
+            ClientOp::Cancel { order } => format!("asks #{req}: cancel {order}"),
+            other => format!("asks #{req}: {}", json(other)),
+        },
+        EventKind::Response { req, reply } => match reply {
+            ClientReply::OrderAccepted { order, replayed } => {
+                let again = if *replayed { " (replayed)" } else { "" };
+                format!("told #{req}: accepted {order}{again}")
+            }
+            ClientReply::Refused { status, problem } => {
+                format!("told #{req}: {status} {problem}")
+            }
+            other => format!("told #{req}: {}", json(other)),
+        },
+        EventKind::Observed { order, status, .. } => format!("sees {order} {status}"),
+        EventKind::Transition(t) => format!("{} {} → {}", t.order, t.from, t.to),
+        EventKind::Ledger(l) => {
+            format!("{:?} {} on {} for {}", l.kind, l.amount, l.intent, l.order)
+        }
+        EventKind::Job { kind, order, what } => {
+            let what = match what {
+                JobEvent::Leased { attempt } => format!("leased (attempt {attempt})"),
+                JobEvent::Acked => "done".to_string(),
+                JobEvent::Failed { error } => format!("failed: {error}"),
+                JobEvent::DeadLettered => "given up (dead-lettered)".to_string(),
+            };
+            format!("{kind:?} job for {order} {what}")
+        }
+        EventKind::Fault { what } => what.clone(),
+        EventKind::Wants { key, wish, .. } => format!(
+            "means to {} (key {key}, thinks {} ms)",
+            if wish.willing() {
+                "buy"
+            } else {
+                "look, not pay"
+            },
+            wish.think_ms
+        ),
+        other => json(other),
+    }
+}
+
+/// Compact JSON, for events without words of their own.
+fn json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// `1.105s`.
+fn seconds(ms: u64) -> String {
+    format!("{}.{:03}s", ms / 1000, ms % 1000)
+}
+
+/// The story as terminal text: a header, then one line per beat (time,
+/// lane, what; `*` marks the violation's evidence).
+pub fn render_story_text(s: &Story) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "The story of {}", s.subject);
+    if let Some(v) = &s.violation {
+        let _ = writeln!(out, "  {v}");
+    }
+    let _ = writeln!(out, "  following: {}", s.threads.join(", "));
+    let width = s.lanes.iter().map(|l| l.chars().count()).max().unwrap_or(4);
+    let _ = writeln!(out);
+    for b in &s.beats {
+        let mark = if b.evidence { '*' } else { ' ' };
+        let _ = writeln!(
+            out,
+            "{mark} {:>9}  {:<width$}  {}",
+            seconds(b.at_ms),
+            s.lanes[b.lane],
+            b.text
+        );
+    }
+    if s.omitted > 0 {
+        let _ = writeln!(
+            out,
+            "  … and {} more events (at most {STORY_BEATS_MAX} are told)",
+            s.omitted
+        );
+    }
+    let _ = writeln!(out, "\n  * cited as evidence of the violation");
+    out
+}
+
+/// Pixels per lane, per step of the timeline (at least), of the timeline
+/// (at least), and of the lane names.
+const LANE_PX: u32 = 44;
+const STEP_PX_MIN: u32 = 22;
+const TIMELINE_PX: u32 = 1100;
+const LABEL_PX: u32 = 130;
+/// A pause between two beats longer than this is marked on the timeline, ms.
+const GAP_MARKED_MS: u64 = 500;
+
+/// The story as a standalone SVG: one lane per actor and one step per beat,
+/// left to right in history order (pauses over half a second marked with
+/// their length), each beat a numbered dot — red when it is the violation's
+/// evidence, with a band across every lane when it is a fault — and the
+/// numbered beats listed beneath with their times.
+pub fn render_story_svg(s: &Story) -> Result<String, String> {
+    let lanes = s.lanes.len().max(1) as u32;
+    let steps = s.beats.len().max(1) as u32;
+    let step = (TIMELINE_PX / steps).max(STEP_PX_MIN);
+    let list_px = 18 * (s.beats.len() as u32 + 3);
+    let top = 56;
+    let height = top as u32 + LANE_PX * lanes + 30 + list_px;
+    let width = (LABEL_PX + step * steps + 30).max(900);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
+        let fail = |e: DrawingAreaErrorKind<std::io::Error>| e.to_string();
+        root.fill(&WHITE).map_err(fail)?;
+        let font = ("sans-serif", 13).into_font().color(&BLACK);
+        let mono = |c: &RGBColor| ("monospace", 12).into_font().color(c);
+        let title = format!("The story of {}", s.subject);
+        root.draw(&Text::new(
+            title,
+            (10, 8),
+            ("sans-serif", 15).into_font().style(FontStyle::Bold),
+        ))
+        .map_err(fail)?;
+        if let Some(v) = &s.violation {
+            let v: String = v.chars().take(160).collect();
+            root.draw(&Text::new(v, (10, 30), font.clone()))
+                .map_err(fail)?;
+        }
+        let x = |n: usize| LABEL_PX as i32 + (n as u32 * step + step / 2) as i32;
+        let bottom = top + (lanes * LANE_PX) as i32;
+        let right = LABEL_PX as i32 + (steps * step) as i32;
+        for (i, lane) in s.lanes.iter().enumerate() {
+            let y = top + (i as u32 * LANE_PX) as i32;
+            let shade = if i % 2 == 0 {
+                RGBColor(0xf4, 0xf6, 0xf8)
+            } else {
+                WHITE
+            };
+            root.draw(&Rectangle::new(
+                [(LABEL_PX as i32, y), (right, y + LANE_PX as i32)],
+                shade.filled(),
+            ))
+            .map_err(fail)?;
+            let at = (8, y + LANE_PX as i32 / 2);
+            root.draw(&Text::new(
+                lane.clone(),
+                at,
+                font.clone().pos(Pos::new(HPos::Left, VPos::Center)),
+            ))
+            .map_err(fail)?;
+        }
+        let grey = RGBColor(0x99, 0x99, 0x99);
+        for (n, b) in s.beats.iter().enumerate() {
+            let cx = x(n);
+            let pause = n
+                .checked_sub(1)
+                .map_or(0, |p| b.at_ms.saturating_sub(s.beats[p].at_ms));
+            if pause > GAP_MARKED_MS {
+                let gx = cx - (step / 2) as i32;
+                root.draw(&PathElement::new(vec![(gx, top - 4), (gx, bottom)], grey))
+                    .map_err(fail)?;
+                let gap = format!("+{}", seconds(pause));
+                let label = ("sans-serif", 10)
+                    .into_font()
+                    .color(&grey)
+                    .pos(Pos::new(HPos::Center, VPos::Bottom));
+                root.draw(&Text::new(gap, (gx, top - 6), label))
+                    .map_err(fail)?;
+            }
+            let cy = top + (b.lane as u32 * LANE_PX) as i32 + LANE_PX as i32 / 2;
+            if s.lanes[b.lane] == "faults" {
+                root.draw(&Rectangle::new(
+                    [(cx - 3, top), (cx + 3, bottom)],
+                    plot::colour(1).mix(0.35).filled(),
+                ))
+                .map_err(fail)?;
+            }
+            let colour = if b.evidence {
+                plot::colour(3)
+            } else {
+                plot::colour(0)
+            };
+            root.draw(&Circle::new((cx, cy), 5, colour.filled()))
+                .map_err(fail)?;
+            let number = ("sans-serif", 10)
+                .into_font()
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Center, VPos::Bottom));
+            root.draw(&Text::new((n + 1).to_string(), (cx, cy - 8), number))
+                .map_err(fail)?;
+        }
+        for (n, b) in s.beats.iter().enumerate() {
+            let y = bottom + 24 + 18 * n as i32;
+            let colour = if b.evidence { plot::colour(3) } else { BLACK };
+            let columns = [
+                (
+                    10,
+                    if b.evidence {
+                        "*".to_string()
+                    } else {
+                        String::new()
+                    },
+                ),
+                (24, (n + 1).to_string()),
+                (64, seconds(b.at_ms)),
+                (144, s.lanes[b.lane].clone()),
+                (264, b.text.clone()),
+            ];
+            for (cx, text) in columns {
+                root.draw(&Text::new(text, (cx, y), mono(&colour)))
+                    .map_err(fail)?;
+            }
+        }
+        if s.omitted > 0 {
+            let y = bottom + 24 + 18 * s.beats.len() as i32;
+            let more = format!(
+                "… and {} more events (at most {STORY_BEATS_MAX} are told)",
+                s.omitted
+            );
+            root.draw(&Text::new(more, (24, y), mono(&BLACK)))
+                .map_err(fail)?;
+        }
+        root.present().map_err(fail)?;
+    }
+    Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stampede_core::{
+        CancelReason, ItemRequest, JobId, Millis, OrderStatus, PlaceOrder, Sku, Transition, Wish,
+    };
+
+    fn key(k: &str) -> IdempotencyKey {
+        IdempotencyKey::new(k).unwrap()
+    }
+
+    /// A double click (two requests, one key, two orders), another shopper's unrelated order,
+    /// a fault, and both of the double-clicker's orders cancelled by a worker. Returns the
+    /// history and the indices of the two acknowledgements.
+    fn double_click() -> (History, [usize; 2]) {
+        let mut h = History::new();
+        let wish = Wish {
+            buys: true,
+            card_accepted: true,
+            express: false,
+            think_ms: 100,
+        };
+        let place = |k: &str| {
+            ClientOp::PlaceOrder(PlaceOrder {
+                key: Some(key(k)),
+                customer: stampede_core::CustomerId::new(format!("c-{k}")).unwrap(),
+                items: vec![ItemRequest {
+                    sku: Sku::new("hat").unwrap(),
+                    qty: 1,
+                }],
+                express: false,
+            })
+        };
+        let request = |req, op| EventKind::Request {
+            req,
+            op,
+            fingerprint: None,
+        };
+        let accepted = |req, order| EventKind::Response {
+            req,
+            reply: ClientReply::OrderAccepted {
+                order: OrderId(order),
+                replayed: false,
+            },
+        };
+        h.push(
+            Millis(0),
+            EventKind::Wants {
+                client: 1,
+                key: key("k1"),
+                wish,
+            },
+        );
+        h.push(
+            Millis(0),
+            EventKind::Wants {
+                client: 2,
+                key: key("k2"),
+                wish,
+            },
+        );
+        h.push(Millis(1), request(1, place("k1")));
+        h.push(Millis(1), request(2, place("k1")));
+        h.push(Millis(2), request(3, place("k2")));
+        let first = h.push(Millis(5), accepted(1, 10));
+        let second = h.push(Millis(6), accepted(2, 11));
+        h.push(Millis(7), accepted(3, 12));
+        h.push(
+            Millis(8),
+            EventKind::Fault {
+                what: "crash api for 1 s".into(),
+            },
+        );
+        for order in [10, 11, 12] {
+            let t = Transition {
+                order: OrderId(order),
+                from: OrderStatus::Created,
+                to: OrderStatus::Cancelled(CancelReason::OutOfStock),
+                at: Millis(900),
+                cause: Cause::Worker { job: JobId(order) },
+            };
+            h.push(Millis(900), EventKind::Transition(t));
+        }
+        (h, [first, second])
+    }
+
+    #[test]
+    fn a_key_s_story_follows_its_orders_and_leaves_other_shoppers_out() {
+        // Proves: from a key violation (evidence: the two acknowledgements) the story follows
+        // the key to both orders it got, tells the plan, both requests, both answers (marked as
+        // evidence), the fault and both cancellations in the lanes of who made them, and leaves
+        // out the other shopper's key, request, answer and cancellation.
+        let (h, [first, second]) = double_click();
+        let lead = Lead {
+            invariant: "one_order_per_key".into(),
+            subject: Subject::Key(key("k1")),
+            detail: "one key, 2 orders".into(),
+            evidence: vec![first, second],
+        };
+        let s = story(&h, &Start::Lead(lead));
+        assert_eq!(s.subject, "key k1");
+        assert_eq!(s.threads, ["key k1", "order ord_10", "order ord_11"]);
+        assert_eq!(s.lanes, ["shopper 1", "faults", "worker"]);
+        let told: Vec<&str> = s.beats.iter().map(|b| b.text.as_str()).collect();
+        assert_eq!(
+            told,
+            [
+                "means to buy (key k1, thinks 100 ms)",
+                "asks #1: place order, key k1, 1xhat",
+                "asks #2: place order, key k1, 1xhat",
+                "told #1: accepted ord_10",
+                "told #2: accepted ord_11",
+                "crash api for 1 s",
+                "ord_10 created → cancelled_out_of_stock",
+                "ord_11 created → cancelled_out_of_stock",
+            ]
+        );
+        let evidence: Vec<usize> = s
+            .beats
+            .iter()
+            .filter(|b| b.evidence)
+            .map(|b| b.index)
+            .collect();
+        assert_eq!(evidence, [first, second]);
+        let text = render_story_text(&s);
+        assert!(
+            text.starts_with("The story of key k1\n  one_order_per_key: one key, 2 orders\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("*    0.005s  shopper 1  told #1: accepted ord_10"),
+            "{text}"
+        );
+        assert!(!text.contains("ord_12") && !text.contains("k2"), "{text}");
+    }
+
+    #[test]
+    fn an_order_s_story_finds_its_key_and_its_twin() {
+        // Proves: starting from one order, the story finds the key it was acknowledged under
+        // and through it the other order the same key got.
+        let (h, _) = double_click();
+        let s = story(&h, &Start::Order(OrderId(11)));
+        assert_eq!(s.subject, "order ord_11");
+        assert_eq!(s.threads, ["key k1", "order ord_10", "order ord_11"]);
+        assert_eq!(s.omitted, 0);
+    }
+
+    #[test]
+    fn a_story_tells_at_most_its_bound_and_counts_the_rest() {
+        // Proves: a key with more events than STORY_BEATS_MAX tells exactly that many and
+        // counts the others as omitted (one more event, one more omitted).
+        let mut h = History::new();
+        let order = OrderId(1);
+        let total = STORY_BEATS_MAX + 1;
+        for i in 0..total {
+            let status = OrderStatus::PaymentPending;
+            h.push(
+                Millis(i as u64),
+                EventKind::Observed {
+                    order,
+                    status,
+                    client: 1,
+                },
+            );
+        }
+        let s = story(&h, &Start::Order(order));
+        assert_eq!((s.beats.len(), s.omitted), (STORY_BEATS_MAX, 1));
+        assert!(render_story_text(&s).contains("… and 1 more events"));
+    }
+
+    #[test]
+    fn beats_are_told_in_time_order_whatever_the_history_order() {
+        // Proves: an event recorded late with an earlier time (as the PSP's ledger is appended
+        // at the end of a simulated history) is told at its time, and the SVG draws it.
+        let mut h = History::new();
+        let order = OrderId(1);
+        let seen = |status| EventKind::Observed {
+            order,
+            status,
+            client: 1,
+        };
+        h.push(Millis(10), seen(OrderStatus::Confirmed));
+        h.push(Millis(5), seen(OrderStatus::PaymentPending));
+        let s = story(&h, &Start::Order(order));
+        let times: Vec<u64> = s.beats.iter().map(|b| b.at_ms).collect();
+        assert_eq!(times, [5, 10]);
+        assert!(render_story_svg(&s).is_ok());
+    }
+
+    #[test]
+    fn the_svg_stands_alone_and_marks_the_evidence() {
+        // Proves: the SVG is one self-contained document (no script, no external reference),
+        // names the subject, draws a numbered dot per beat and lists the evidence in red.
+        let (h, [first, second]) = double_click();
+        let lead = Lead {
+            invariant: "one_order_per_key".into(),
+            subject: Subject::Key(key("k1")),
+            detail: "one key, 2 orders".into(),
+            evidence: vec![first, second],
+        };
+        let s = story(&h, &Start::Lead(lead));
+        let svg = render_story_svg(&s).unwrap();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert!(
+            !svg.contains("<script") && !svg.contains("href"),
+            "self-contained"
+        );
+        assert!(svg.contains("The story of key k1"));
+        assert_eq!(svg.matches("<circle").count(), s.beats.len());
+        let red = format!("#{:02X}{:02X}{:02X}", 0xc6, 0x28, 0x28);
+        assert!(
+            svg.matches(red.as_str()).count() >= 2 * 5,
+            "evidence dots and rows in red"
+        );
+    }
+}
