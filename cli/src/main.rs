@@ -331,7 +331,7 @@ fn report_run(
             run::render_terminal(&summary, output.check_determinism)
         );
         println!(
-            "  wrote {}/{{summary.json,report.md,trace.jsonl}}",
+            "  wrote {}/{{summary.json,report.md,report.html,trace.jsonl}}",
             dir.display()
         );
     }

@@ -1,5 +1,5 @@
 //! `stampede run`: one simulated run of a scenario, judged, summarised, and
-//! written to `--out` as `summary.json`, `report.md` and `trace.jsonl`.
+//! written to `--out` as `summary.json`, `report.md`, `report.html` and `trace.jsonl`.
 
 use serde::Serialize;
 use stampede_core::{ClientOp, ClientReply, EventKind, History, Invariant, OrderStatus};
@@ -515,7 +515,50 @@ fn report_markdown(s: &Summary) -> String {
     md
 }
 
-/// Writes `summary.json`, `report.md` and `trace.jsonl` into `dir`.
+/// The run's page: its facts (the summary's counts among them), verdicts,
+/// first violations and charts over simulated time.
+fn sim_report(summary: &Summary, history: &History) -> String {
+    let mut facts = vec![
+        (
+            "scenario".to_string(),
+            format!("{} ({})", summary.scenario, summary.scenario_file),
+        ),
+        ("seed".into(), summary.seed.to_string()),
+        ("design".into(), summary.design.clone()),
+    ];
+    if let Ok(serde_json::Value::Object(stats)) = serde_json::to_value(&summary.stats) {
+        facts.extend(
+            stats
+                .into_iter()
+                .map(|(k, v)| (k.replace('_', " "), v.to_string())),
+        );
+    }
+    let l = &summary.confirmation_latency;
+    facts.push((
+        "order → confirmed (simulated)".into(),
+        format!(
+            "p50 {} ms, p99 {} ms, max {} ms (n={})",
+            l.p50_ms, l.p99_ms, l.max_ms, l.n
+        ),
+    ));
+    facts.push(("trace hash".into(), summary.trace_hash.clone()));
+    facts.push(("wall time".into(), format!("{} ms", summary.wall_ms)));
+    let report = stampede_reports::SimReport::new(
+        format!(
+            "stampede run {} seed {}, design {}",
+            summary.scenario, summary.seed, summary.design
+        ),
+        summary.passed,
+        facts,
+        summary.repro.clone(),
+        summary.verdicts.clone(),
+        summary.first_violations.clone(),
+        history,
+    );
+    stampede_reports::render_sim_html(&report)
+}
+
+/// Writes `summary.json`, `report.md`, `report.html` and `trace.jsonl` into `dir`.
 pub fn write_outputs(dir: &Path, summary: &Summary, history: &History) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let write = |name: &str, bytes: Vec<u8>| {
@@ -527,6 +570,7 @@ pub fn write_outputs(dir: &Path, summary: &Summary, history: &History) -> Result
         serde_json::to_vec_pretty(summary).map_err(|e| e.to_string())?,
     )?;
     write("report.md", report_markdown(summary).into_bytes())?;
+    write("report.html", sim_report(summary, history).into_bytes())?;
     let mut lines = Vec::new();
     for event in history.events() {
         lines.extend(serde_json::to_vec(event).map_err(|e| e.to_string())?);

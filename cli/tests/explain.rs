@@ -1,6 +1,6 @@
 //! `stampede explain` end to end: a seed-repo run of the tiny double-click
-//! scenario, then the story of its first violation, of one order, and the
-//! refusals of bad input.
+//! scenario (its report.html), then the story of its first violation, of
+//! one order, and the refusals of bad input.
 
 mod common;
 
@@ -37,6 +37,14 @@ fn explain_tells_the_first_violation_s_story_and_writes_its_svg() {
     let first = &summary["first_violations"][0];
     assert_eq!(first["invariant"], "one_order_per_key", "{first}");
     let key = first["subject"]["id"].as_str().expect("a key").to_string();
+    // The run's page: the verdict, its first violations and the charts over simulated time.
+    let page = std::fs::read_to_string(dir.join("report.html")).expect("report.html");
+    assert!(
+        page.contains("<span class=\"verdict fail\">FAIL</span>"),
+        "{page}"
+    );
+    assert!(page.contains("<h3>one_order_per_key: key "), "{page}");
+    assert_eq!(page.matches("<svg").count(), 3, "{page}");
 
     let o = stampede(&["explain", d]);
     assert_eq!(o.status.code(), Some(0), "{}", say(&o));

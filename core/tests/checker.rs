@@ -3350,6 +3350,21 @@ fn a_buyer_waitlisted_by_the_evidence_is_held_to_the_waitlist_bound() {
     let verdicts = waitlisted_bob(TERMS, true, 1_500, 6_000);
     let v = only_violation(&verdicts, Invariant::TimelyDecisions);
     assert!(v.detail.contains("(bound 2000 ms)"), "{}", v.detail);
+    // A waitlist bound no longer than the ordinary one changes nothing.
+    let same = Terms {
+        waitlist_offer_ms: Some(TERMS.offer_payment_ms),
+        ..TERMS
+    };
+    let v = only_violation(
+        &waitlisted_bob(same, true, 1_500, 6_000),
+        Invariant::TimelyDecisions,
+    )
+    .clone();
+    assert!(
+        v.detail.ends_with("(bound 2000 ms)"),
+        "judged as an ordinary buyer: {}",
+        v.detail
+    );
 }
 
 // Proves the waitlist excuse needs evidence: when no client was shown the holder's offer before

@@ -2,7 +2,7 @@
 //! HTML report (drawing is [`crate::plot`]'s job).
 
 use crate::model::{LoadReport, SpectrumPoint};
-use crate::plot::{Chart, Series, XAxis, colour, percentile_x};
+use crate::plot::{Chart, SINCE_LOAD, Series, XAxis, colour, percentile_x};
 
 const SPECTRUM_SIZE: (u32, u32) = (760, 400);
 const TIMELINE_SIZE: (u32, u32) = (600, 300);
@@ -44,6 +44,8 @@ pub(crate) fn spectrum(r: &LoadReport) -> Chart {
         y_log: true,
         series,
         size: SPECTRUM_SIZE,
+        bands: Vec::new(),
+        seconds_since: SINCE_LOAD,
     }
 }
 
@@ -67,6 +69,8 @@ pub(crate) fn compare_spectrum(reports: &[LoadReport], endpoint: &str) -> Chart 
         y_log: true,
         series,
         size: SPECTRUM_SIZE,
+        bands: Vec::new(),
+        seconds_since: SINCE_LOAD,
     }
 }
 
@@ -84,6 +88,8 @@ fn timeline_chart(y_desc: &str, series: Vec<Series>) -> Chart {
         y_log: false,
         series,
         size: TIMELINE_SIZE,
+        bands: Vec::new(),
+        seconds_since: SINCE_LOAD,
     }
 }
 

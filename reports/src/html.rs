@@ -157,7 +157,7 @@ pub fn render_compare_html(reports: &[LoadReport]) -> String {
 }
 
 /// The whole document around `body`.
-fn page(title: &str, body: &str) -> String {
+pub(crate) fn page(title: &str, body: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
@@ -168,7 +168,7 @@ fn page(title: &str, body: &str) -> String {
 }
 
 /// A titled chart, or a "no data" note saying `why` in its place.
-fn figure(title: &str, chart: &Chart, why: &str) -> String {
+pub(crate) fn figure(title: &str, chart: &Chart, why: &str) -> String {
     let title = escape_html(title);
     match plot::draw(chart) {
         Drawn::Svg(svg) => format!("<figure>\n<h3>{title}</h3>\n{svg}</figure>\n"),

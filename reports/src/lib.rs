@@ -9,6 +9,8 @@
 //! - [`render_json`] / [`parse_json`]: `report.json`, versioned;
 //! - [`render_html`]: one self-contained page with inline SVG charts;
 //! - [`render_compare_html`] / [`render_compare_markdown`]: designs side by side;
+//! - [`SimReport`] / [`render_sim_html`]: one simulated run as a page, its
+//!   charts over simulated time with faults as bands;
 //! - [`story`], [`render_story_text`] / [`render_story_svg`]: the orders and
 //!   keys behind a violation as a swim-lane timeline (`stampede explain`).
 //!
@@ -27,6 +29,7 @@ mod markdown;
 pub mod model;
 mod plot;
 mod sections;
+mod sim;
 mod story;
 mod table;
 mod terminal;
@@ -35,6 +38,9 @@ pub use html::{render_compare_html, render_html};
 pub use json::{ReportError, parse_json, render_json};
 pub use markdown::{render_compare_markdown, render_markdown};
 pub use model::*;
+pub use sim::{
+    FaultBand, SIM_INTERVAL_MS, SIM_INTERVALS_MAX, SimInterval, SimReport, render_sim_html,
+};
 pub use story::{
     Beat, Lead, STORY_BEATS_MAX, STORY_THREADS_MAX, Start, Story, render_story_svg,
     render_story_text, story,

@@ -67,7 +67,14 @@ pub(crate) struct Chart {
     pub(crate) series: Vec<Series>,
     /// The plot's pixels, legend excluded (the HTML scales it down to fit).
     pub(crate) size: (u32, u32),
+    /// Spans of the x axis shaded behind the lines (faults), in axis units.
+    pub(crate) bands: Vec<(f64, f64)>,
+    /// What a [`XAxis::Seconds`] axis counts from.
+    pub(crate) seconds_since: &'static str,
 }
+
+/// What a load run's time axis counts from.
+pub(crate) const SINCE_LOAD: &str = "seconds since load began";
 
 /// What drawing gave.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,6 +179,7 @@ fn plot(
     y: Axis,
 ) -> PlotResult {
     root.fill(&WHITE)?;
+    let (y_low, y_high) = (y.lo, y.hi);
     let (upper, lower) = root.split_vertically(chart.size.1);
     let mut ctx = ChartBuilder::on(&upper)
         .margin(MARGIN)
@@ -189,7 +197,7 @@ fn plot(
         .x_label_formatter(&x_label)
         .y_label_formatter(&y_label)
         .x_desc(match chart.x {
-            XAxis::Seconds => "seconds since load began",
+            XAxis::Seconds => chart.seconds_since,
             XAxis::Percentile => "percentile",
         })
         .y_desc(chart.y_desc.as_str())
@@ -197,6 +205,13 @@ fn plot(
         .label_style(("sans-serif", 12))
         .axis_desc_style(("sans-serif", 13))
         .draw()?;
+    for &(from, until) in &chart.bands {
+        let band = [(from, y_low), (until.max(from), y_high)];
+        ctx.draw_series(std::iter::once(Rectangle::new(
+            band,
+            colour(1).mix(0.18).filled(),
+        )))?;
+    }
     for s in series {
         let style = line_style(s);
         if s.dashed {
@@ -434,7 +449,25 @@ mod tests {
                 points,
             }],
             size: (400, 200),
+            bands: Vec::new(),
+            seconds_since: SINCE_LOAD,
         }
+    }
+
+    // Proves a band is drawn behind the lines, one rectangle per band, and none without.
+    #[test]
+    fn bands_shade_their_span() {
+        let plain = chart(XAxis::Seconds, vec![(0.0, 1.0), (10.0, 2.0)]);
+        let banded = Chart {
+            bands: vec![(2.0, 4.0), (6.0, 6.5)],
+            seconds_since: "simulated seconds",
+            ..plain.clone()
+        };
+        let (Drawn::Svg(a), Drawn::Svg(b)) = (draw(&plain), draw(&banded)) else {
+            panic!("both drawn");
+        };
+        assert_eq!(b.matches("<rect").count(), a.matches("<rect").count() + 2);
+        assert!(b.contains("simulated seconds") && a.contains("seconds since load began"));
     }
 
     // Proves the percentile axis: evenly spaced nines, labelled as percentiles.
