@@ -175,8 +175,9 @@ pub fn story(history: &History, start: &Start) -> Story {
             }
         }
     }
-    // Follow keys to their orders and orders to their keys, until nothing new (bounded).
-    loop {
+    // Follow keys to their orders and orders to their keys, until nothing new: each round
+    // adds a thread or ends, so there are at most STORY_THREADS_MAX rounds.
+    for _ in 0..STORY_THREADS_MAX {
         let before = orders.len() + keys.len();
         for e in events {
             let t = touches(&e.kind, &answered, history);
@@ -692,6 +693,41 @@ mod tests {
         let s = story(&h, &Start::Order(order));
         assert_eq!((s.beats.len(), s.omitted), (STORY_BEATS_MAX, 1));
         assert!(render_story_text(&s).contains("… and 1 more events"));
+    }
+
+    #[test]
+    fn a_story_follows_at_most_its_bound_of_orders_and_keys() {
+        // Proves: a key answered with more orders than STORY_THREADS_MAX allows is followed to
+        // exactly that many threads (the key and the first orders), not one more.
+        let mut h = History::new();
+        let op = ClientOp::PlaceOrder(PlaceOrder {
+            key: Some(key("k")),
+            customer: stampede_core::CustomerId::new("c").unwrap(),
+            items: Vec::new(),
+            express: false,
+        });
+        h.push(
+            Millis(0),
+            EventKind::Request {
+                req: 1,
+                op,
+                fingerprint: None,
+            },
+        );
+        for order in 0..(STORY_THREADS_MAX as u64 + 5) {
+            let reply = ClientReply::OrderAccepted {
+                order: OrderId(order),
+                replayed: false,
+            };
+            h.push(Millis(1), EventKind::Response { req: 1, reply });
+        }
+        let s = story(&h, &Start::Key(key("k")));
+        assert_eq!(s.threads.len(), STORY_THREADS_MAX);
+        assert_eq!(s.threads[0], "key k");
+        assert_eq!(
+            s.threads[STORY_THREADS_MAX - 1],
+            format!("order ord_{}", STORY_THREADS_MAX - 2)
+        );
     }
 
     #[test]
