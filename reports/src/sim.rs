@@ -512,6 +512,38 @@ mod tests {
     }
 
     #[test]
+    fn the_charts_plot_the_timeline_in_simulated_seconds() {
+        // Proves what each chart plots: orders per status at each interval's end (x in
+        // seconds), requests and refusals per simulated second (one in a 100 ms interval is
+        // 10/s), faults as bands in seconds, and order → confirmed at its percentile position.
+        let r = report(&run());
+        let orders = orders_chart(&r);
+        assert_eq!(orders.bands, [(0.5, 2.5), (2.5, 2.5)]);
+        assert_eq!(orders.seconds_since, SIM_SECONDS);
+        let confirmed = orders
+            .series
+            .iter()
+            .find(|s| s.label == "confirmed")
+            .unwrap();
+        assert_eq!(confirmed.points.len(), r.timeline.len());
+        assert_eq!(confirmed.points[10], (1.1, 0.0));
+        assert_eq!(confirmed.points[11], (1.2, 1.0));
+        let traffic = traffic_chart(&r);
+        assert_eq!(traffic.bands, orders.bands);
+        let (requests, refused) = (&traffic.series[0].points, &traffic.series[1].points);
+        assert_eq!((requests[1], requests[2]), ((0.2, 10.0), (0.3, 0.0)));
+        assert_eq!((refused[5], refused[1]), ((0.6, 10.0), (0.2, 0.0)));
+        let spectrum = spectrum_chart(&r);
+        assert_eq!(spectrum.series[0].points, [(0.0, 1_000.0)]);
+        let two = SimReport {
+            confirmation_ms: vec![10, 20],
+            ..r
+        };
+        let points = &spectrum_chart(&two).series[0].points;
+        assert_eq!(points[1], (percentile_x(50.0), 20.0));
+    }
+
+    #[test]
     fn intervals_widen_past_their_bound() {
         // Proves: a run longer than SIM_INTERVALS_MAX intervals of 100 ms gets wider ones, so
         // the timeline never holds more than the bound (plus the end's own interval).

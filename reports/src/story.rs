@@ -750,6 +750,100 @@ mod tests {
     }
 
     #[test]
+    fn money_and_jobs_are_told_in_the_psp_and_worker_lanes() {
+        // Proves: a ledger line and a job event of the order are part of its story, in the
+        // `psp` and `worker` lanes, told in words; events of no lane of their own (a restock)
+        // are left out of an order's story.
+        let mut h = History::new();
+        let order = OrderId(7);
+        let entry = stampede_core::LedgerEntry {
+            seq: 1,
+            at: Millis(3),
+            intent: stampede_core::IntentId::new("pi_1").unwrap(),
+            order,
+            kind: stampede_core::LedgerKind::Charge,
+            amount: stampede_core::Cents(1_500),
+        };
+        let job = EventKind::Job {
+            kind: stampede_core::JobKind::Reserve,
+            order,
+            what: JobEvent::Failed {
+                error: "db down".into(),
+            },
+        };
+        h.push(Millis(1), job);
+        h.push(
+            Millis(2),
+            EventKind::Stocked {
+                sku: Sku::new("hat").unwrap(),
+                qty: 1,
+            },
+        );
+        h.push(Millis(3), EventKind::Ledger(entry));
+        let s = story(&h, &Start::Order(order));
+        assert_eq!(s.lanes, ["worker", "psp"]);
+        let told: Vec<&str> = s.beats.iter().map(|b| b.text.as_str()).collect();
+        assert_eq!(
+            told,
+            [
+                "Reserve job for ord_7 failed: db down",
+                "Charge 15.00 on pi_1 for ord_7"
+            ]
+        );
+    }
+
+    /// The (cx, cy) of every dot in an SVG, in document order.
+    fn dots(svg: &str) -> Vec<(i64, i64)> {
+        let attr = |tag: &str, name: &str| -> i64 {
+            let at = tag.find(&format!(" {name}=\"")).expect(name) + name.len() + 3;
+            tag[at..].split('"').next().unwrap().parse().unwrap()
+        };
+        svg.split("<circle")
+            .skip(1)
+            .map(|tag| (attr(tag, "cx"), attr(tag, "cy")))
+            .collect()
+    }
+
+    #[test]
+    fn the_timeline_gives_each_beat_its_own_step_and_each_actor_its_lane() {
+        // Proves the drawing: dots go left to right one step per beat whatever their times,
+        // beats of one lane share a height and lanes stack in order; a pause longer than
+        // GAP_MARKED_MS is marked with its length, one exactly that long is not.
+        let (h, _) = double_click();
+        let s = story(&h, &Start::Key(key("k1")));
+        let svg = render_story_svg(&s).unwrap();
+        let at = dots(&svg);
+        assert_eq!(at.len(), s.beats.len());
+        assert!(
+            at.windows(2).all(|w| w[1].0 - w[0].0 == at[1].0 - at[0].0),
+            "{at:?}"
+        );
+        for (b, (_, cy)) in s.beats.iter().zip(&at) {
+            assert_eq!(
+                *cy,
+                56 + LANE_PX as i64 * b.lane as i64 + LANE_PX as i64 / 2
+            );
+        }
+        // 8 ms → 900 ms: a pause of 892 ms, marked; 0.005 s → 0.006 s is not.
+        assert!(svg.contains("\n+0.892s\n"), "{svg}");
+        let mut edge = History::new();
+        let order = OrderId(1);
+        let seen = |status| EventKind::Observed {
+            order,
+            status,
+            client: 1,
+        };
+        edge.push(Millis(0), seen(OrderStatus::Created));
+        edge.push(Millis(GAP_MARKED_MS), seen(OrderStatus::PaymentPending));
+        edge.push(Millis(2 * GAP_MARKED_MS + 1), seen(OrderStatus::Confirmed));
+        let svg = render_story_svg(&story(&edge, &Start::Order(order))).unwrap();
+        assert!(
+            !svg.contains("\n+0.500s\n") && svg.contains("\n+0.501s\n"),
+            "{svg}"
+        );
+    }
+
+    #[test]
     fn the_svg_stands_alone_and_marks_the_evidence() {
         // Proves: the SVG is one self-contained document (no script, no external reference),
         // names the subject, draws a numbered dot per beat and lists the evidence in red.
