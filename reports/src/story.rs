@@ -180,24 +180,31 @@ pub fn story(history: &History, start: &Start) -> Story {
     for _ in 0..STORY_THREADS_MAX {
         let before = orders.len() + keys.len();
         for e in events {
+            if !matches!(
+                &e.kind,
+                EventKind::Response { .. } | EventKind::Request { .. }
+            ) {
+                continue;
+            }
             let t = touches(&e.kind, &answered, history);
             let linked = t.orders.iter().any(|o| orders.contains(o))
                 || t.keys.iter().any(|k| keys.contains(k));
-            let placement = matches!(
-                &e.kind,
-                EventKind::Response { .. } | EventKind::Request { .. }
-            );
-            if linked && placement {
-                for o in t.orders {
-                    if orders.len() + keys.len() < STORY_THREADS_MAX {
-                        orders.insert(o);
-                    }
+            if !linked {
+                continue;
+            }
+            let found = t
+                .keys
+                .into_iter()
+                .map(Ok)
+                .chain(t.orders.into_iter().map(Err));
+            for thread in found {
+                if orders.len() + keys.len() >= STORY_THREADS_MAX {
+                    break;
                 }
-                for k in t.keys {
-                    if orders.len() + keys.len() < STORY_THREADS_MAX {
-                        keys.insert(k);
-                    }
-                }
+                match thread {
+                    Ok(k) => keys.insert(k),
+                    Err(o) => orders.insert(o),
+                };
             }
         }
         if orders.len() + keys.len() == before {
@@ -659,6 +666,7 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("ord_12") && !text.contains("k2"), "{text}");
+        assert!(!text.contains("more events"), "nothing left out: {text}");
     }
 
     #[test]
@@ -780,14 +788,26 @@ mod tests {
             },
         );
         h.push(Millis(3), EventKind::Ledger(entry));
+        let status = ClientReply::Status {
+            order,
+            status: OrderStatus::Paid,
+        };
+        h.push(
+            Millis(4),
+            EventKind::Response {
+                req: 9,
+                reply: status,
+            },
+        );
         let s = story(&h, &Start::Order(order));
-        assert_eq!(s.lanes, ["worker", "psp"]);
+        assert_eq!(s.lanes, ["worker", "psp", "shoppers"]);
         let told: Vec<&str> = s.beats.iter().map(|b| b.text.as_str()).collect();
         assert_eq!(
             told,
             [
                 "Reserve job for ord_7 failed: db down",
-                "Charge 15.00 on pi_1 for ord_7"
+                "Charge 15.00 on pi_1 for ord_7",
+                "told #9: {\"reply\":\"status\",\"order\":7,\"status\":\"paid\"}",
             ]
         );
     }
