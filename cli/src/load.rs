@@ -35,9 +35,9 @@ pub struct LoadArgs {
     /// Open loop: journeys started per second on a fixed schedule, e.g. 500/s (latency counts from the schedule).
     #[arg(long, value_parser = parse_rate)]
     pub rate: Option<f64>,
-    /// Open loop: most journeys in flight at once [default: as many as this process's file
-    /// descriptors carry, 64 to 16384: each journey in flight holds a connection, and with the
-    /// shop in this process both its ends].
+    /// Open loop: most journeys in flight at once [default: 10 s of the schedule's peak rate, as
+    /// far as this process's file descriptors carry, 64 to 16384: each journey in flight holds a
+    /// connection, and with the shop in this process both its ends].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_in_flight: Option<u32>,
     /// How long load is offered, e.g. 20s, 2m, 1m30s.
@@ -601,19 +601,25 @@ const FDS_RESERVED: u64 = 1_024;
 const IN_FLIGHT_DEFAULT_MIN: u32 = 64;
 const IN_FLIGHT_DEFAULT_MAX: u32 = 16_384;
 
+/// Seconds of the schedule's peak arrivals the default in-flight cap holds.
+const IN_FLIGHT_PEAK_SECS: f64 = 10.0;
+
 /// The default `--max-in-flight` for a process allowed `descriptors` open
-/// files: an open loop's cap is a safety valve for the generator's machine,
-/// not a throttle on the offered load, so it is as high as the descriptors
-/// allow (within bounds).
-fn default_in_flight(descriptors: u64, shop_in_process: bool) -> u32 {
+/// files and a schedule peaking at `peak_per_sec` journeys a second: an open
+/// loop's cap is a safety valve for the generator's machine, not a throttle
+/// on the offered load, so it holds 10 s of the peak's arrivals, as far as
+/// the descriptors allow (within bounds).
+fn default_in_flight(descriptors: u64, shop_in_process: bool, peak_per_sec: f64) -> u32 {
     let per_journey = if shop_in_process {
         FDS_PER_JOURNEY
     } else {
         FDS_PER_JOURNEY_REMOTE
     };
     let fit = descriptors.saturating_sub(FDS_RESERVED) / per_journey;
-    u32::try_from(fit)
-        .unwrap_or(u32::MAX)
+    let fit = u32::try_from(fit).unwrap_or(u32::MAX);
+    // The float-to-int cast saturates (a NaN gives 0).
+    let needed = (peak_per_sec * IN_FLIGHT_PEAK_SECS).ceil() as u32;
+    fit.min(needed)
         .clamp(IN_FLIGHT_DEFAULT_MIN, IN_FLIGHT_DEFAULT_MAX)
 }
 
@@ -633,9 +639,13 @@ fn descriptor_limit() -> u64 {
 
 /// The journeys in flight of an open-loop run: as asked, or as many as the
 /// descriptors carry; a number past what they carry is warned about.
-fn in_flight(args: &LoadArgs) -> u32 {
+fn in_flight(args: &LoadArgs, rate: f64) -> u32 {
     let descriptors = descriptor_limit();
-    let carried = default_in_flight(descriptors, args.host.is_none());
+    let carried = default_in_flight(descriptors, args.host.is_none(), f64::INFINITY);
+    let peak = match args.spike {
+        Some(Shape::Spike { factor, .. }) => rate * factor.max(1.0),
+        _ => rate,
+    };
     match args.max_in_flight {
         Some(asked) if asked > carried => {
             eprintln!(
@@ -644,7 +654,7 @@ fn in_flight(args: &LoadArgs) -> u32 {
             asked
         }
         Some(asked) => asked,
-        None => carried,
+        None => default_in_flight(descriptors, args.host.is_none(), peak),
     }
 }
 
@@ -654,7 +664,7 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
     let model = match (args.users, args.rate) {
         (_, Some(rate)) => Model::Open {
             rate_per_sec: rate,
-            max_in_flight: in_flight(args),
+            max_in_flight: in_flight(args, rate),
         },
         (users, None) => Model::Closed {
             users: users.unwrap_or(50),
@@ -996,22 +1006,39 @@ mod tests {
     #[test]
     fn journeys_in_flight_default_to_what_the_descriptors_carry_within_bounds() {
         // Proves: the default is (descriptors − the reserve) / descriptors per
-        // journey — three with the shop in this process, two with --host —
-        // at least 64 and at most 16,384, each bound met on both sides.
-        assert_eq!(default_in_flight(20_000, true), 6_325);
-        assert_eq!(default_in_flight(20_000, false), 9_488);
+        // journey — three with the shop in this process, two with --host — or
+        // 10 s of the schedule's peak (a spike's factor included) if fewer, at
+        // least 64 and at most 16,384, each bound met on both sides.
+        let any = f64::INFINITY;
+        assert_eq!(default_in_flight(20_000, true, any), 6_325);
+        assert_eq!(default_in_flight(20_000, false, any), 9_488);
         let at_min = FDS_RESERVED + 3 * 64;
-        assert_eq!(default_in_flight(at_min, true), 64);
-        assert_eq!(default_in_flight(at_min + 3, true), 65);
-        assert_eq!(default_in_flight(at_min - 3, true), 64);
-        assert_eq!(default_in_flight(0, true), 64);
+        assert_eq!(default_in_flight(at_min, true, any), 64);
+        assert_eq!(default_in_flight(at_min + 3, true, any), 65);
+        assert_eq!(default_in_flight(at_min - 3, true, any), 64);
+        assert_eq!(default_in_flight(0, true, any), 64);
         let at_max = FDS_RESERVED + 3 * 16_384;
-        assert_eq!(default_in_flight(at_max, true), 16_384);
-        assert_eq!(default_in_flight(at_max - 3, true), 16_383);
-        assert_eq!(default_in_flight(at_max + 3, true), 16_384);
-        assert_eq!(default_in_flight(u64::MAX, false), 16_384);
+        assert_eq!(default_in_flight(at_max, true, any), 16_384);
+        assert_eq!(default_in_flight(at_max - 3, true, any), 16_383);
+        assert_eq!(default_in_flight(at_max + 3, true, any), 16_384);
+        assert_eq!(default_in_flight(u64::MAX, false, any), 16_384);
+        // Ten seconds of the peak, when the descriptors carry more: 50/s → 500, 50.01/s → 501.
+        assert_eq!(default_in_flight(20_000, true, 50.0), 500);
+        assert_eq!(default_in_flight(20_000, true, 50.01), 501);
+        assert_eq!(default_in_flight(20_000, true, 1.0), 64);
+        assert_eq!(default_in_flight(20_000, true, 20_000.0), 6_325);
+        let spike = load_args(&["--rate", "100/s", "--spike", "5s,2s,10"]).unwrap();
+        assert_eq!(
+            in_flight(&spike, 100.0),
+            default_in_flight(descriptor_limit(), true, 1_000.0)
+        );
+        let steady = load_args(&["--rate", "100/s"]).unwrap();
+        assert_eq!(
+            in_flight(&steady, 100.0),
+            default_in_flight(descriptor_limit(), true, 100.0)
+        );
         assert_eq!(load_args(&[]).unwrap().max_in_flight, None);
         let asked = load_args(&["--max-in-flight", "100"]).unwrap();
-        assert_eq!(in_flight(&asked), 100);
+        assert_eq!(in_flight(&asked, 1e6), 100);
     }
 }
