@@ -804,9 +804,10 @@ impl Journey<'_> {
         (accepted, retry)
     }
 
-    /// Follows the order (an events stream or polling, as configured) until
-    /// `done` says so, the status is final, or the watch's time runs out;
-    /// records each status seen when it changed.
+    /// Follows the order until `done` says so, the status is final, or the
+    /// watch's time runs out, recording each status seen when it changed:
+    /// over its events stream (opened again after [`LoadConfig::poll`] if it
+    /// ends early) or by polling every [`LoadConfig::poll`], as configured.
     async fn follow(
         &mut self,
         user: &mut GooseUser,
@@ -821,9 +822,19 @@ impl Journey<'_> {
             Watch::ToTheEnd => limit.min(config.duration + config.drain),
         };
         self.think().await;
-        match config.follow {
-            Follow::Events => self.follow_events(user, order, deadline, done).await,
-            Follow::Poll => self.follow_polling(user, order, deadline, done).await,
+        loop {
+            let over = match config.follow {
+                Follow::Events => self.stream(user, order, deadline, &done).await,
+                Follow::Poll => self.poll(user, order, &done).await,
+            };
+            if over.is_some() {
+                return over;
+            }
+            if self.shared.since() >= deadline {
+                return None;
+            }
+            // The next poll, or a stream that ended early opened again.
+            self.pause(self.shared.config.poll).await;
         }
     }
 
@@ -841,52 +852,17 @@ impl Journey<'_> {
         (done(status) || status.is_final()).then_some(status)
     }
 
-    /// Polls `GET /v1/orders/{id}` every [`LoadConfig::poll`] until the
-    /// watch is over or `deadline` (since the load began) passes.
-    async fn follow_polling(
+    /// One `GET /v1/orders/{id}`: `Some` when the watch is over.
+    async fn poll(
         &mut self,
         user: &mut GooseUser,
         order: OrderId,
-        deadline: Duration,
-        done: impl Fn(OrderStatus) -> bool,
+        done: &impl Fn(OrderStatus) -> bool,
     ) -> Option<OrderStatus> {
-        loop {
-            let call = Call::get(format!("/v1/orders/{order}"), "GET /v1/orders/{id}");
-            if let Ok(a) = self.call(user, call).await.result
-                && let Some(text) = a.body["status"].as_str()
-                && let Some(status) = self.shown(order, text, &done)
-            {
-                return Some(status);
-            }
-            if self.shared.since() >= deadline {
-                return None;
-            }
-            self.pause(self.shared.config.poll).await;
-        }
-    }
-
-    /// Opens `GET /v1/orders/{id}/events` and reads its status events until
-    /// the watch is over or `deadline` passes; a stream refused, broken or
-    /// ended early is opened again after [`LoadConfig::poll`].
-    async fn follow_events(
-        &mut self,
-        user: &mut GooseUser,
-        order: OrderId,
-        deadline: Duration,
-        done: impl Fn(OrderStatus) -> bool,
-    ) -> Option<OrderStatus> {
-        loop {
-            if self.shared.since() >= deadline {
-                return None;
-            }
-            if let Some(status) = self.stream(user, order, deadline, &done).await {
-                return Some(status);
-            }
-            if self.shared.since() >= deadline {
-                return None;
-            }
-            self.pause(self.shared.config.poll).await;
-        }
+        let call = Call::get(format!("/v1/orders/{order}"), "GET /v1/orders/{id}");
+        let answer = self.call(user, call).await.result.ok()?;
+        let text = answer.body["status"].as_str()?;
+        self.shown(order, text, done)
     }
 
     /// One events stream: its time to the first event (or to its failure)

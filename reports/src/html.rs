@@ -46,13 +46,7 @@ footer { margin-top: 2.5rem; color: #888; font-size: .8rem; }
 /// note in place of a chart. The same report always gives the same bytes.
 pub fn render_html(r: &LoadReport) -> String {
     let mut body = String::new();
-    let verdict = sections::verdict(r);
-    let _ = writeln!(
-        body,
-        "<header>\n<h1>{}</h1>\n<span class=\"verdict {}\">{verdict}</span>\n</header>",
-        escape_html(&r.title),
-        verdict.to_lowercase()
-    );
+    body.push_str(&header(&r.title, sections::verdict(r)));
 
     body.push_str("<h2>Summary</h2>\n<table class=\"summary\">\n");
     for (label, value) in sections::summary(r) {
@@ -157,6 +151,15 @@ pub fn render_compare_html(reports: &[LoadReport]) -> String {
 }
 
 /// The whole document around `body`.
+/// A page's title and its PASS/FAIL badge.
+pub(crate) fn header(title: &str, verdict: &str) -> String {
+    format!(
+        "<header>\n<h1>{}</h1>\n<span class=\"verdict {}\">{verdict}</span>\n</header>\n",
+        escape_html(title),
+        verdict.to_lowercase()
+    )
+}
+
 pub(crate) fn page(title: &str, body: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\

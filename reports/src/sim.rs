@@ -308,13 +308,10 @@ fn seconds(ms: u64) -> String {
 /// evidence in simulated time, the faults, and the charts.
 pub fn render_sim_html(r: &SimReport) -> String {
     let mut body = String::new();
-    let verdict = if r.passed { "PASS" } else { "FAIL" };
-    let _ = writeln!(
-        body,
-        "<header>\n<h1>{}</h1>\n<span class=\"verdict {}\">{verdict}</span>\n</header>",
-        escape_html(&r.title),
-        verdict.to_lowercase()
-    );
+    body.push_str(&html::header(
+        &r.title,
+        if r.passed { "PASS" } else { "FAIL" },
+    ));
     body.push_str("<h2>Run</h2>\n<table class=\"summary\">\n");
     for (label, value) in &r.facts {
         let _ = writeln!(
