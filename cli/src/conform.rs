@@ -351,7 +351,9 @@ async fn webhooks(client: &Client, secret: &[u8], checks: &mut Vec<Check>) {
         .to_string()
     };
     let unsigned = event(1);
-    let r = client.post("/v1/webhooks/psp", &[], &unsigned).await;
+    let r = client
+        .post(stampede_server::api::WEBHOOK_PATH, &[], &unsigned)
+        .await;
     checks.push(check(
         "webhooks.unsigned",
         r.status.is_client_error(),
@@ -360,7 +362,11 @@ async fn webhooks(client: &Client, secret: &[u8], checks: &mut Vec<Check>) {
     let forged = event(2);
     let signature = stampede_server::signature::sign(b"not-the-secret", now, forged.as_bytes());
     let r = client
-        .post("/v1/webhooks/psp", &[("psp-signature", signature)], &forged)
+        .post(
+            stampede_server::api::WEBHOOK_PATH,
+            &[("psp-signature", signature)],
+            &forged,
+        )
         .await;
     checks.push(check(
         "webhooks.forged",

@@ -471,7 +471,7 @@ fn main() -> ExitCode {
                 seed,
                 webhook: webhook.map(|addr| WebhookTarget {
                     addr,
-                    path: "/v1/webhooks/psp".into(),
+                    path: stampede_server::api::WEBHOOK_PATH.into(),
                 }),
                 duplicate_probability,
                 max_extra_copies,

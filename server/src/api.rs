@@ -738,6 +738,9 @@ async fn get_order(State(app): Shared, Path(id): Path<String>) -> ApiResult {
     Ok(Json(OrderView::from(&order)).into_response())
 }
 
+/// Where the PSP delivers its webhooks (the route below; utoipa's attribute needs the literal).
+pub const WEBHOOK_PATH: &str = "/v1/webhooks/psp";
+
 /// How often an idle events stream sends a comment line by default
 /// (`ServerConfig::sse_keep_alive_ms`), so proxies and clients can tell a
 /// quiet stream from a dead one, ms.

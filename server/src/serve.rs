@@ -388,7 +388,7 @@ pub async fn start(config: StackConfig) -> Result<Stack, StartError> {
                 seed: config.seed,
                 webhook: Some(WebhookTarget {
                     addr: shop_addr.to_string(),
-                    path: "/v1/webhooks/psp".into(),
+                    path: crate::api::WEBHOOK_PATH.into(),
                 }),
                 secret: config.server.webhook_secret.clone(),
                 ..psp_config.clone()

@@ -137,7 +137,8 @@ fn every_route_is_documented_with_the_headers_and_problems_it_sends() {
         assert_eq!(link["parameters"]["id"], "$response.body#/order_id");
     }
     assert!(place["requestBody"]["content"]["application/json"].is_object());
-    let hook = operation(&doc, "post", "/v1/webhooks/psp");
+    // The path the PSP is configured to deliver to is the documented webhook route.
+    let hook = operation(&doc, "post", stampede_server::api::WEBHOOK_PATH);
     assert!(header_param(hook, "Psp-Signature").is_some());
     for (method, path) in [("post", "/admin/restock"), ("get", "/admin/audit")] {
         assert_eq!(

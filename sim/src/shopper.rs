@@ -612,7 +612,7 @@ pub async fn forge_webhook(http: &HttpClient, api: &str, order: u64, n: usize) {
         .send(
             api,
             Method::POST,
-            "/v1/webhooks/psp",
+            stampede_server::api::WEBHOOK_PATH,
             &headers,
             Some(Bytes::from(body.to_string())),
         )

@@ -604,7 +604,7 @@ pub fn run(plan: &Plan) -> Result<RunResult, SimError> {
         seed: plan.seed,
         webhook: Some(WebhookTarget {
             addr: format!("api-1:{SHOP_PORT}"),
-            path: "/v1/webhooks/psp".into(),
+            path: stampede_server::api::WEBHOOK_PATH.into(),
         }),
         secret: WEBHOOK_SECRET.to_vec(),
         duplicate_probability: hooks.duplicate_probability,
