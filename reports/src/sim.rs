@@ -161,7 +161,7 @@ impl SimReport {
             .map(|l| {
                 l.evidence
                     .iter()
-                    .filter_map(|&i| events.get(i).map(|e| (e.at.0, describe(&e.kind))))
+                    .filter_map(|&i| events.get(i).map(|e| (e.at.0, crate::story::say(&e.kind))))
                     .take(EVIDENCE_SHOWN_MAX)
                     .collect()
             })
@@ -192,18 +192,6 @@ impl SimReport {
     /// Seconds of simulated time at each interval's end.
     fn ends(&self) -> impl Iterator<Item = f64> + '_ {
         (1..=self.timeline.len()).map(|n| (n as u64 * self.interval_ms) as f64 / 1000.0)
-    }
-}
-
-/// One event in words, for the evidence list.
-fn describe(kind: &EventKind) -> String {
-    match kind {
-        EventKind::Transition(t) => format!("{} {} → {} by {}", t.order, t.from, t.to, t.cause),
-        EventKind::Ledger(l) => format!(
-            "ledger {:?} {} on {} for {}",
-            l.kind, l.amount, l.intent, l.order
-        ),
-        other => serde_json::to_string(other).unwrap_or_default(),
     }
 }
 

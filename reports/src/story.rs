@@ -290,7 +290,7 @@ pub fn story(history: &History, start: &Start) -> Story {
 }
 
 /// One event in words.
-fn say(kind: &EventKind) -> String {
+pub(crate) fn say(kind: &EventKind) -> String {
     match kind {
         EventKind::Request { req, op, .. } => match op {
             ClientOp::PlaceOrder(p) => {
@@ -618,6 +618,16 @@ mod tests {
         (h, [first, second])
     }
 
+    /// The double click's violation: one key, two orders, shown by the two acknowledgements.
+    fn double_click_lead(evidence: [usize; 2]) -> Lead {
+        Lead {
+            invariant: "one_order_per_key".into(),
+            subject: Subject::Key(key("k1")),
+            detail: "one key, 2 orders".into(),
+            evidence: evidence.to_vec(),
+        }
+    }
+
     #[test]
     fn a_key_s_story_follows_its_orders_and_leaves_other_shoppers_out() {
         // Proves: from a key violation (evidence: the two acknowledgements) the story follows
@@ -625,13 +635,7 @@ mod tests {
         // evidence), the fault and both cancellations in the lanes of who made them, and leaves
         // out the other shopper's key, request, answer and cancellation.
         let (h, [first, second]) = double_click();
-        let lead = Lead {
-            invariant: "one_order_per_key".into(),
-            subject: Subject::Key(key("k1")),
-            detail: "one key, 2 orders".into(),
-            evidence: vec![first, second],
-        };
-        let s = story(&h, &Start::Lead(lead));
+        let s = story(&h, &Start::Lead(double_click_lead([first, second])));
         assert_eq!(s.subject, "key k1");
         assert_eq!(s.threads, ["key k1", "order ord_10", "order ord_11"]);
         assert_eq!(s.lanes, ["shopper 1", "faults", "worker"]);
@@ -868,13 +872,7 @@ mod tests {
         // Proves: the SVG is one self-contained document (no script, no external reference),
         // names the subject, draws a numbered dot per beat and lists the evidence in red.
         let (h, [first, second]) = double_click();
-        let lead = Lead {
-            invariant: "one_order_per_key".into(),
-            subject: Subject::Key(key("k1")),
-            detail: "one key, 2 orders".into(),
-            evidence: vec![first, second],
-        };
-        let s = story(&h, &Start::Lead(lead));
+        let s = story(&h, &Start::Lead(double_click_lead([first, second])));
         let svg = render_story_svg(&s).unwrap();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(
