@@ -325,7 +325,20 @@ impl ShopState {
     /// store calls. A refused command changes nothing and answers the
     /// [`ShopError`]. `LeaseJobWait` leases like `LeaseJob` (waiting is the
     /// store's business, on its own clock).
+    ///
+    /// In debug builds every write is followed by the shop's consistency
+    /// check ([`ShopState::check_consistency`]), the postcondition paired
+    /// with each operation's own preconditions.
     pub fn apply(&mut self, command: Command, now: Millis) -> Result<Reply, ShopError> {
+        let writes = !command.is_read();
+        let reply = self.run_command(command, now);
+        if writes {
+            self.debug_check_consistency();
+        }
+        reply
+    }
+
+    fn run_command(&mut self, command: Command, now: Millis) -> Result<Reply, ShopError> {
         use Command as C;
         use Reply as R;
         Ok(match command {

@@ -77,10 +77,10 @@ pub use jobs::{Failed, JobKind, JobQueue, Lease, QueueLimits, RetryPolicy};
 pub use money::Cents;
 pub use order::{CancelReason, Cause, IllegalTransition, Order, OrderStatus, Transition};
 pub use payment::{IntentStatus, LedgerEntry, LedgerKind, PaymentIntent, payment_key, refund_key};
-pub use reconcile::{Repair, reconcile};
+pub use reconcile::{Repair, intent_that_matters, reconcile};
 pub use shop::{
-    Admission, AuditSnapshot, PlaceOrder, Placed, SavedResponse, ShopConfig, ShopError, ShopState,
-    ShopStats, Step, WebhookOutcome,
+    Admission, AuditSnapshot, Inconsistency, PlaceOrder, Placed, SavedResponse, ShopConfig,
+    ShopError, ShopState, ShopStats, Step, WebhookOutcome,
 };
 pub use time::Millis;
 pub use webhook::{InboxLimits, WebhookEvent, WebhookInbox, WebhookKind};

@@ -67,6 +67,16 @@ impl OrderStatus {
         OrderStatus::Refunded,
     ];
 
+    /// Whether a customer may start paying for an order in this status:
+    /// once its stock is reserved and until a payment or a cancellation
+    /// decides it.
+    pub fn is_payable(self) -> bool {
+        matches!(
+            self,
+            OrderStatus::InventoryReserved | OrderStatus::PaymentPending
+        )
+    }
+
     /// The stable snake_case name used in JSON, metrics and traces.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -330,6 +340,19 @@ impl Order {
 mod tests {
     use super::*;
     use crate::ids::Sku;
+
+    #[test]
+    fn only_reserved_and_payment_pending_orders_are_payable() {
+        // Proves: paying is offered from the reservation until a decision, in no other status.
+        let payable: Vec<OrderStatus> = OrderStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_payable())
+            .collect();
+        assert_eq!(
+            payable,
+            [OrderStatus::InventoryReserved, OrderStatus::PaymentPending]
+        );
+    }
 
     #[test]
     fn causes_read_as_traces_show_them() {

@@ -44,6 +44,24 @@ pub enum Repair {
     },
 }
 
+/// Of the PSP's intents for `order`, the one reconciliation judges the
+/// order by: one holding money if any (money is what must not be lost), else
+/// the intent the order recorded, else the first the PSP lists.
+pub fn intent_that_matters<'a>(
+    order: &Order,
+    intents: &'a [PaymentIntent],
+) -> Option<&'a PaymentIntent> {
+    intents
+        .iter()
+        .find(|i| i.net_captured().0 > 0)
+        .or_else(|| {
+            intents
+                .iter()
+                .find(|i| Some(&i.id) == order.intent.as_ref())
+        })
+        .or_else(|| intents.first())
+}
+
 /// Compares `orders` with `psp` (the PSP's intents, by order) at `now`.
 /// Orders that moved within the last `grace_ms` are left alone: the normal
 /// path (webhooks, jobs) probably has them in hand.
@@ -129,6 +147,37 @@ mod tests {
                 refunded: Cents(refunded),
             },
         )
+    }
+
+    #[test]
+    fn the_intent_that_matters_is_one_holding_money_then_the_orders_own_then_the_first() {
+        // Proves the order of preference, each rule on both sides.
+        let named = |name: &str, status, refunded| PaymentIntent {
+            id: IntentId::new(name).unwrap(),
+            ..intent(1, status, refunded).1
+        };
+        let mut order = order_in(1, &[OrderStatus::InventoryReserved]);
+        order.intent = Some(IntentId::new("pi_own").unwrap());
+        let stray = named("pi_stray", IntentStatus::RequiresPayment, 0);
+        let own = named("pi_own", IntentStatus::RequiresPayment, 0);
+        let charged = named("pi_charged", IntentStatus::Succeeded, 0);
+        let pick = |intents: &[PaymentIntent]| {
+            intent_that_matters(&order, intents).map(|i| i.id.to_string())
+        };
+        assert_eq!(pick(&[]), None);
+        assert_eq!(
+            pick(std::slice::from_ref(&stray)).as_deref(),
+            Some("pi_stray")
+        );
+        assert_eq!(
+            pick(&[stray.clone(), own.clone()]).as_deref(),
+            Some("pi_own")
+        );
+        let all = [stray.clone(), own.clone(), charged.clone()];
+        assert_eq!(pick(&all).as_deref(), Some("pi_charged"));
+        // Money refunded in full holds nothing: the order's own intent matters again.
+        let given_back = named("pi_charged", IntentStatus::Succeeded, 500);
+        assert_eq!(pick(&[stray, given_back, own]).as_deref(), Some("pi_own"));
     }
 
     #[test]

@@ -159,7 +159,9 @@ impl Shell {
     fn record(&mut self, step: Step) -> Vec<usize> {
         match step {
             Step::Moved(transitions) => self.record_transitions(transitions),
-            Step::Skipped(_) | Step::RefundScheduled | Step::Wait { .. } => Vec::new(),
+            Step::Skipped(_) | Step::NothingToDo | Step::RefundScheduled | Step::Wait { .. } => {
+                Vec::new()
+            }
         }
     }
 

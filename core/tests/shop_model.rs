@@ -442,6 +442,9 @@ impl World {
             );
         }
         self.shop.inventory().check_conservation().unwrap();
+        if let Err(broken) = self.shop.check_consistency() {
+            panic!("step {step}: {broken}");
+        }
         self.assert_books(step);
     }
 

@@ -21,8 +21,9 @@
 
 use crate::app::App;
 use crate::degrade::CatalogRead;
-use crate::design::{ClientPrice, EarlyWebhooks, Enqueue, Finalize, Idempotency, IntentAmount};
 use crate::metrics::{self, Counters};
+use crate::naive;
+use crate::payments;
 use crate::problem::Problem;
 use crate::psp::wire::WebhookPayload;
 use crate::signature;
@@ -36,9 +37,9 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use stampede_core::{
-    Begin, Cause, Cents, CustomerId, Fingerprint, IdempotencyKey, ItemRequest, JobKind, Order,
-    OrderId, OrderStatus, PlaceOrder, Placed, Product, SavedResponse, ShopError, Sku, StockLevel,
-    WebhookOutcome, payment_key,
+    Begin, Cents, CustomerId, Fingerprint, IdempotencyKey, ItemRequest, Order, OrderId,
+    OrderStatus, PlaceOrder, Placed, Product, SavedResponse, ShopError, Sku, StockLevel,
+    WebhookOutcome,
 };
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -48,7 +49,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 type Shared = State<Arc<App>>;
-type ApiResult = Result<Response, Problem>;
+pub(crate) type ApiResult = Result<Response, Problem>;
 
 /// The shop's router, ready to serve over any listener.
 pub fn router(app: Arc<App>) -> Router {
@@ -97,7 +98,7 @@ async fn openapi_json() -> Response {
 // ---- errors ---------------------------------------------------------------
 
 /// Maps a store failure to a problem, counting it.
-fn store_problem(app: &App, error: StoreError) -> Problem {
+pub(crate) fn store_problem(app: &App, error: StoreError) -> Problem {
     app.counters.store_error(&error);
     if matches!(error, StoreError::Shop(ShopError::Shed { .. })) {
         app.degrade.shed(app.clock.now());
@@ -227,7 +228,7 @@ fn idempotency_key(headers: &HeaderMap, required: bool) -> Result<Option<Idempot
     }
 }
 
-fn replayed(mut response: Response) -> Response {
+pub(crate) fn replayed(mut response: Response) -> Response {
     response
         .headers_mut()
         .insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -380,7 +381,7 @@ pub struct PaymentStartedView {
 }
 
 /// Renders a saved response exactly as it was first sent.
-fn render_saved(saved: &SavedResponse) -> Response {
+pub(crate) fn render_saved(saved: &SavedResponse) -> Response {
     match saved {
         SavedResponse::OrderAccepted { order, status } => (
             StatusCode::ACCEPTED,
@@ -508,14 +509,13 @@ async fn get_product(State(app): Shared, Path(sku): Path<String>) -> ApiResult {
 // ---- orders ---------------------------------------------------------------
 
 /// A validated `POST /v1/orders`.
-struct OrderInput {
-    request: PlaceOrder,
-    client_prices: Option<Vec<Cents>>,
+pub(crate) struct OrderInput {
+    pub(crate) request: PlaceOrder,
+    pub(crate) client_prices: Option<Vec<Cents>>,
 }
 
 fn validate_order(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<OrderInput, Problem> {
-    let required = app.design().idempotency != Idempotency::None;
-    let key = idempotency_key(headers, required)?;
+    let key = idempotency_key(headers, naive::key_required(app))?;
     let body: PlaceOrderBody = parse_json(body)?;
     let customer = CustomerId::new(body.customer_id)
         .map_err(|e| Problem::bad_request("invalid-customer", e.to_string()))?;
@@ -532,19 +532,11 @@ fn validate_order(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<OrderIn
         let sku = Sku::new(item.sku)
             .map_err(|e| Problem::bad_request("invalid-sku", format!("items[{i}]: {e}")))?;
         if let Some(price) = item.price {
-            if app.design().client_price == ClientPrice::Ignore {
-                return Err(Problem::bad_request(
-                    "client-price-not-accepted",
-                    format!("items[{i}].price: prices come from the catalog; remove the field"),
-                ));
-            }
-            prices.push(Cents(price));
+            prices.push(naive::client_price(app, i, price)?);
         }
         items.push(ItemRequest { sku, qty: item.qty });
     }
-    let client_prices = (app.design().client_price == ClientPrice::Trust
-        && prices.len() == items.len())
-    .then_some(prices);
+    let client_prices = naive::trusted_prices(app, prices, items.len());
     Ok(OrderInput {
         request: PlaceOrder {
             key,
@@ -582,22 +574,14 @@ async fn place_order(
 ) -> ApiResult {
     let body = body.map_err(body_problem)?;
     let input = validate_order(&app, &headers, &body)?;
-    let design = *app.design();
-    let atomic = design.idempotency == Idempotency::Reference
-        && design.enqueue == Enqueue::Outbox
-        && input.client_prices.is_none();
-    if atomic {
-        let placed = app
-            .store
-            .place_order(input.request)
-            .await
-            .map_err(|e| store_problem(&app, e))?;
-        return placed_response(&app, placed);
+    if naive::places_naively(&app, &input) {
+        return naive::place_order(&app, input).await;
     }
-    naive_place_order(&app, input).await
+    let placed = app.store.place_order(input.request).await;
+    placed_response(&app, placed.map_err(|e| store_problem(&app, e))?)
 }
 
-fn placed_response(app: &App, placed: Placed) -> ApiResult {
+pub(crate) fn placed_response(app: &App, placed: Placed) -> ApiResult {
     match placed {
         Placed::Created { order, job } => {
             Counters::bump(&app.counters.orders_admitted);
@@ -629,96 +613,7 @@ fn placed_response(app: &App, placed: Placed) -> ApiResult {
     }
 }
 
-/// The naive compositions: separate store calls with awaits in between.
-async fn naive_place_order(app: &App, input: OrderInput) -> ApiResult {
-    let design = *app.design();
-    let fingerprint = input.request.fingerprint();
-    let key = input.request.key.clone();
-    let store = &app.store;
-    match (design.idempotency, &key) {
-        (Idempotency::CheckThenInsert, Some(key)) => {
-            // Non-unique lookup: any saved response under the key is returned,
-            // whatever the request was; nothing is held while we work.
-            if let Some(saved) = store
-                .raw_get_key(key.clone())
-                .await
-                .map_err(|e| store_problem(app, e))?
-            {
-                return Ok(replayed(render_saved(&saved)));
-            }
-            tokio::task::yield_now().await;
-            let order = naive_create(app, &input).await?;
-            let saved = SavedResponse::OrderAccepted {
-                order,
-                status: OrderStatus::Created,
-            };
-            store
-                .raw_put_key(key.clone(), fingerprint, saved.clone())
-                .await
-                .map_err(|e| store_problem(app, e))?;
-            Ok(render_saved(&saved))
-        }
-        (Idempotency::Reference, Some(key)) => {
-            match store
-                .begin_key(key.clone(), fingerprint)
-                .await
-                .map_err(|e| store_problem(app, e))?
-            {
-                Begin::New => {}
-                Begin::Replay(saved) => return Ok(replayed(render_saved(&saved))),
-                Begin::Mismatch => return placed_response(app, Placed::KeyMismatch),
-                Begin::InFlight => return placed_response(app, Placed::KeyInFlight),
-                Begin::AtCapacity => return placed_response(app, Placed::KeyStoreFull),
-            }
-            let order = match naive_create(app, &input).await {
-                Ok(order) => order,
-                Err(problem) => {
-                    let _ = store.abandon_key(key.clone(), fingerprint).await;
-                    return Err(problem);
-                }
-            };
-            let saved = SavedResponse::OrderAccepted {
-                order,
-                status: OrderStatus::Created,
-            };
-            store
-                .complete_key(key.clone(), fingerprint, saved.clone())
-                .await
-                .map_err(|e| store_problem(app, e))?;
-            Ok(render_saved(&saved))
-        }
-        _ => {
-            let order = naive_create(app, &input).await?;
-            Ok(render_saved(&SavedResponse::OrderAccepted {
-                order,
-                status: OrderStatus::Created,
-            }))
-        }
-    }
-}
-
-/// Creates the order; with the dual-write mistake, the job is a second write.
-async fn naive_create(app: &App, input: &OrderInput) -> Result<OrderId, Problem> {
-    let outbox = app.design().enqueue == Enqueue::Outbox;
-    let (order, _) = app
-        .store
-        .raw_create_order(input.request.clone(), input.client_prices.clone(), outbox)
-        .await
-        .map_err(|e| store_problem(app, e))?;
-    Counters::bump(&app.counters.orders_admitted);
-    if !outbox {
-        tokio::task::yield_now().await;
-        app.store
-            .enqueue_job(JobKind::Reserve, order)
-            .await
-            .map_err(|e| store_problem(app, e))?;
-        Counters::bump(&app.counters.enqueues);
-    }
-    tracing::info!(order_id = %order, design = %app.design(), "order accepted (naive path)");
-    Ok(order)
-}
-
-async fn load_order(app: &App, id: OrderId) -> Result<Order, Problem> {
+pub(crate) async fn load_order(app: &App, id: OrderId) -> Result<Order, Problem> {
     app.store
         .get_order(id)
         .await
@@ -888,7 +783,7 @@ async fn pay(State(app): Shared, Path(id): Path<String>, headers: HeaderMap) -> 
         Begin::InFlight => return placed_response(&app, Placed::KeyInFlight),
         Begin::AtCapacity => return placed_response(&app, Placed::KeyStoreFull),
     }
-    match start_payment(&app, order_id).await {
+    match payments::start_payment(&app, order_id).await {
         Ok(saved) => {
             app.store
                 .complete_key(key, fingerprint, saved.clone())
@@ -901,74 +796,6 @@ async fn pay(State(app): Shared, Path(id): Path<String>, headers: HeaderMap) -> 
             Err(problem)
         }
     }
-}
-
-/// The intent's amount under the current design.
-pub fn intent_amount(app: &App, order: &Order) -> Cents {
-    match app.design().intent_amount {
-        IntentAmount::OrderTotal => order.total,
-        IntentAmount::Fixed => app.config.fixed_amount,
-    }
-}
-
-/// Creates (or, with the reference key, reuses) the order's PSP intent.
-pub async fn create_intent(
-    app: &App,
-    order: &Order,
-) -> Result<crate::psp::CreatedIntent, crate::psp::PspError> {
-    let key = app.design().intent_key.then(|| payment_key(order.id));
-    // An express order is charged with the saved card when its intent is created.
-    let saved_card = order.express.then_some(crate::psp::wire::Card::Ok);
-    app.psp
-        .create_intent(
-            order.id,
-            intent_amount(app, order),
-            key.as_deref(),
-            saved_card,
-        )
-        .await
-}
-
-async fn start_payment(app: &App, order_id: OrderId) -> Result<SavedResponse, Problem> {
-    let order = load_order(app, order_id).await?;
-    if !matches!(
-        order.status(),
-        OrderStatus::InventoryReserved | OrderStatus::PaymentPending
-    ) {
-        return Err(Problem::new(
-            StatusCode::CONFLICT,
-            "order-not-payable",
-            "Order not payable",
-            format!(
-                "{order_id} is {}; only reserved or payment-pending orders can be paid",
-                order.status()
-            ),
-        ));
-    }
-    let crate::psp::CreatedIntent {
-        intent,
-        client_secret,
-        ..
-    } = create_intent(app, &order).await.map_err(|e| {
-        Problem::new(
-            StatusCode::BAD_GATEWAY,
-            "psp-unavailable",
-            "Payment provider unavailable",
-            e.to_string(),
-        )
-    })?;
-    let step = app
-        .store
-        .record_intent(intent.clone(), Cause::Customer)
-        .await
-        .map_err(|e| store_problem(app, e))?;
-    app.counters.step(&step);
-    Ok(SavedResponse::PaymentStarted {
-        order: order_id,
-        intent: intent.id,
-        amount: intent.amount,
-        client_secret,
-    })
 }
 
 // ---- webhooks -------------------------------------------------------------
@@ -992,7 +819,7 @@ async fn webhook(
         tracing::warn!(problem = %problem.detail, "webhook rejected");
         problem
     };
-    if app.design().webhook_signature {
+    if naive::checks_signatures(&app) {
         let header = headers
             .get("psp-signature")
             .and_then(|v| v.to_str().ok())
@@ -1014,48 +841,23 @@ async fn webhook(
     let event = payload
         .to_event(app.clock.now())
         .map_err(|e| reject(Problem::bad_request("invalid-event", e.to_string())))?;
-    let design = *app.design();
-    if design.early_webhooks == EarlyWebhooks::Drop {
-        let order = app
-            .store
-            .get_order(event.order)
-            .await
-            .map_err(|e| store_problem(&app, e))?;
-        // The mistake: the handler finds the order through its recorded
-        // intent, so an event for an order whose intent is not recorded yet
-        // (unknown, not reserved, or the shop still waiting on the PSP's
-        // answer) is acknowledged and lost.
-        if order.is_none_or(|o| o.status() == OrderStatus::Created || o.intent.is_none()) {
-            tracing::warn!(order_id = %event.order, event = %event.id, "early webhook dropped");
-            return Ok(
-                Json(serde_json::json!({ "received": true, "outcome": "dropped" })).into_response(),
-            );
-        }
+    if naive::drops_early(&app, &event).await? {
+        let dropped = serde_json::json!({ "received": true, "outcome": "dropped" });
+        return Ok(Json(dropped).into_response());
     }
-    let outcome = apply_webhook(&app, design.webhook_dedup, &event).await?;
-    if design.finalize == Finalize::InMemory {
-        spawn_in_memory_finalize(&app, event.order);
-    }
+    let outcome = match naive::apply_unchecked(&app, &event).await {
+        Some(applied) => applied?,
+        None => apply_webhook(&app, &event).await?,
+    };
+    naive::finalize_in_memory(&app, event.order);
     Ok(Json(serde_json::json!({ "received": true, "outcome": outcome })).into_response())
 }
 
-/// Applies a verified event: deduplicated and state-checked by the store in
-/// the reference; with `webhook_dedup=off`, every delivery goes through the
-/// naive handler, which sells the order's units each time.
+/// Applies a verified event, deduplicated and state-checked by the store.
 async fn apply_webhook(
     app: &App,
-    dedup: bool,
     event: &stampede_core::WebhookEvent,
 ) -> Result<&'static str, Problem> {
-    if !dedup {
-        let step = app
-            .store
-            .raw_apply_unchecked(event.clone())
-            .await
-            .map_err(|e| store_problem(app, e))?;
-        app.counters.step(&step);
-        return Ok("applied");
-    }
     let outcome = app
         .store
         .receive_webhook(event.clone())
@@ -1077,21 +879,6 @@ async fn apply_webhook(
             "applied"
         }
     })
-}
-
-/// The `finalize=in-memory` mistake: finalization is a task in this process,
-/// lost if the process dies before it runs.
-fn spawn_in_memory_finalize(app: &Arc<App>, order: OrderId) {
-    let app = Arc::clone(app);
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(
-            app.config.in_memory_finalize_delay_ms,
-        ))
-        .await;
-        if let Ok(step) = app.store.finalize(order, Cause::Reconciler).await {
-            app.counters.step(&step);
-        }
-    });
 }
 
 // ---- admin ----------------------------------------------------------------

@@ -5,7 +5,9 @@
 //! ([`workers`]) beside it, all talking to a [`store::Store`]: in-process
 //! ([`store::MemoryStore`]) or a remote store host ([`store::remote`]). The
 //! fake payment provider ([`psp`]) is an axum app of its own. Every known
-//! mistake the shop can be built with is a switch of [`design::Design`].
+//! mistake the shop can be built with is a switch of [`design::Design`], and
+//! every one of them is carried out in one module (`naive.rs`), so the
+//! reference handlers and workers read without a design branch.
 //!
 //! **Design decision: the shell owns no decisions.** Handlers and workers
 //! validate input, call one atomic store operation, and render what the core
@@ -21,7 +23,9 @@ pub mod degrade;
 pub mod design;
 pub mod http;
 pub mod metrics;
+mod naive;
 pub mod openapi;
+mod payments;
 pub mod problem;
 pub mod psp;
 pub mod serve;
@@ -34,5 +38,6 @@ pub use app::{App, ServerConfig};
 pub use clock::Clock;
 pub use design::Design;
 pub use http::{Connector, HttpClient};
+pub use payments::create_intent;
 pub use problem::Problem;
 pub use store::{Command, MemoryStore, Reply, Store, StoreError};

@@ -60,7 +60,7 @@ impl Counters {
                 Counters::bump(&self.stock_waits);
                 tracing::info!(until = %until, "waiting for held stock");
             }
-            Step::Skipped(_) | Step::RefundScheduled => {}
+            Step::Skipped(_) | Step::NothingToDo | Step::RefundScheduled => {}
         }
     }
 

@@ -21,16 +21,16 @@
 //! (an answer the shop missed) leaves no trace in the store to wait on, and
 //! one pass with nothing to compare is a single store call.
 
-use crate::api::create_intent;
 use crate::app::App;
-use crate::design::{Finalize, IntentReplay, InventoryMode, ReservationTtl, Sabotage, SoldOut};
 use crate::metrics::Counters;
+use crate::naive;
+use crate::payments::create_intent;
 use crate::store::StoreError;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use stampede_core::jobs::Failed;
 use stampede_core::{
-    Cause, IntentStatus, JobKind, Lease, OrderId, OrderStatus, PaymentIntent, Repair, Step,
+    Cause, IntentStatus, JobKind, Lease, OrderId, PaymentIntent, Repair, Step, intent_that_matters,
     reconcile, refund_key,
 };
 use std::collections::BTreeMap;
@@ -85,7 +85,7 @@ pub const SWEEP_GAP_MIN_MS: u64 = 20;
 
 /// Why a job step did not finish; the job is retried.
 #[derive(Debug, thiserror::Error)]
-enum StepError {
+pub(crate) enum StepError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("psp: {0}")]
@@ -166,115 +166,43 @@ async fn run_step(app: &App, lease: &Lease) -> Result<Step, StepError> {
             let Some(current) = app.store.get_order(order).await? else {
                 return Err(StepError::Other(format!("{order} does not exist")));
             };
-            let reserved = current.status() == OrderStatus::InventoryReserved;
-            // Sabotage no-payment-offer inverts the state check: reserved orders are skipped.
-            if reserved == (app.design().sabotage == Sabotage::NoPaymentOffer) {
+            if !naive::offers_payment(app, current.status()) {
                 return Ok(Step::Skipped(current.status()));
             }
             let created = create_intent(app, &current).await?;
-            if created.replayed && app.design().intent_replay == IntentReplay::AckOnly {
-                // The mistake: the PSP already had the intent (an earlier delivery created
-                // it, then crashed before recording it), so the job is taken as done.
+            if naive::forgets_replayed_intent(app, &created) {
                 return Ok(Step::Skipped(current.status()));
             }
             Ok(app.store.record_intent(created.intent, cause).await?)
         }
         JobKind::SyncPayment => {
-            let mut last = Step::Skipped(OrderStatus::Created);
+            let mut last = Step::NothingToDo;
             for intent in app.psp.intents_for_order(order).await? {
                 last = app.store.apply_payment(intent, cause.clone()).await?;
             }
             Ok(last)
         }
-        JobKind::Finalize => {
-            if app.design().finalize == Finalize::InMemory {
-                // The mistake: finalization was left to the webhook handler's task.
-                return Ok(Step::Skipped(OrderStatus::Paid));
-            }
-            Ok(app.store.finalize(order, cause).await?)
-        }
+        JobKind::Finalize if naive::leaves_finalize_to_webhook(app) => Ok(Step::NothingToDo),
+        JobKind::Finalize => Ok(app.store.finalize(order, cause).await?),
         JobKind::Refund => refund(app, order, cause).await,
         JobKind::CancelIntent => cancel_intent(app, order, cause).await,
     }
 }
 
-/// The reserve step: atomic and state-checked in the reference design;
-/// without the state check (`worker_state_check=off`) a redelivered job
-/// reserves again; read-then-write reserves from a stale read;
-/// `sold_out=from-reservations` cancels out of stock where the reference waits.
+/// The reserve step: atomic and state-checked (a naive design may reserve
+/// otherwise, see `naive::reserve`).
 async fn reserve(app: &App, order: OrderId, cause: Cause) -> Result<Step, StepError> {
-    let design = *app.design();
-    match (design.inventory, design.worker_state_check, design.sold_out) {
-        (InventoryMode::Reference, true, SoldOut::FromSales) => {
-            Ok(app.store.reserve(order, cause).await?)
-        }
-        (InventoryMode::Reference, true, SoldOut::FromReservations) => Ok(app
-            .store
-            .raw_reserve_from_reservations(order, cause)
-            .await?),
-        (InventoryMode::Reference, false, sold_out) => Ok(app
-            .store
-            .raw_reserve_unchecked(order, sold_out, cause)
-            .await?),
-        (InventoryMode::ReadThenWrite, state_check, sold_out) => {
-            read_then_write(app, order, state_check, sold_out, cause).await
-        }
+    if let Some(step) = naive::reserve(app, order, &cause).await {
+        return step;
     }
-}
-
-/// `inventory=read-then-write`: read each line's availability, await, then
-/// reserve from what was read (others read the same numbers meanwhile). A
-/// line read short is sold out at once from reservations; from sales it is
-/// left to the reference step, which waits while unpaid holds could come
-/// back (so the two switches stay independent).
-async fn read_then_write(
-    app: &App,
-    order: OrderId,
-    state_check: bool,
-    sold_out: SoldOut,
-    cause: Cause,
-) -> Result<Step, StepError> {
-    let Some(current) = app.store.get_order(order).await? else {
-        return Err(StepError::Other(format!("{order} does not exist")));
-    };
-    if state_check && current.status() != OrderStatus::Created {
-        return Ok(Step::Skipped(current.status()));
-    }
-    let mut seen = Vec::with_capacity(current.lines.len());
-    for line in &current.lines {
-        seen.push(app.store.raw_available(line.sku.clone()).await?);
-    }
-    let short = current
-        .lines
-        .iter()
-        .zip(&seen)
-        .any(|(line, available)| u64::from(line.qty) > *available);
-    if short && sold_out == SoldOut::FromSales {
-        return Ok(app.store.reserve(order, cause).await?);
-    }
-    if short {
-        let to = OrderStatus::Cancelled(stampede_core::CancelReason::OutOfStock);
-        if !current.status().can_become(to) {
-            return Ok(Step::Skipped(current.status()));
-        }
-        let step = app.store.transition_if(order, current.status(), to, cause);
-        return Ok(step.await?);
-    }
-    // The window: others read the same availability before we write.
-    tokio::task::yield_now().await;
-    Ok(app.store.raw_force_reserve(order, seen, cause).await?)
+    Ok(app.store.reserve(order, cause).await?)
 }
 
 /// Refunds every captured intent of the order at the PSP, then records it.
 async fn refund(app: &App, order: OrderId, cause: Cause) -> Result<Step, StepError> {
     let intents = app.psp.intents_for_order(order).await?;
     let mut refunded: Option<PaymentIntent> = None;
-    // Sabotage no-refunds inverts the filter: only intents holding no money are "refunded".
-    let keep_money = app.design().sabotage == Sabotage::NoRefunds;
-    for intent in intents
-        .into_iter()
-        .filter(|i| (i.net_captured().0 > 0) != keep_money)
-    {
+    for intent in intents.into_iter().filter(|i| naive::refunds(app, i)) {
         // One key per intent: a naive shop may have charged several intents for one order.
         let key = format!("{}_{}", refund_key(order), intent.id);
         refunded = Some(app.psp.refund(&intent.id, &key).await?);
@@ -282,14 +210,14 @@ async fn refund(app: &App, order: OrderId, cause: Cause) -> Result<Step, StepErr
     }
     match refunded {
         Some(intent) => Ok(app.store.mark_refunded(intent, cause).await?),
-        None => Ok(Step::Skipped(OrderStatus::Refunded)),
+        None => Ok(Step::NothingToDo),
     }
 }
 
 /// Cancels the order's open intent; if the customer paid meanwhile, the
 /// payment is applied (and, the order being cancelled, refunded).
 async fn cancel_intent(app: &App, order: OrderId, cause: Cause) -> Result<Step, StepError> {
-    let mut last = Step::Skipped(OrderStatus::Cancelled(stampede_core::CancelReason::Expired));
+    let mut last = Step::NothingToDo;
     for intent in app.psp.intents_for_order(order).await? {
         let current = match intent.status {
             IntentStatus::RequiresPayment => {
@@ -318,7 +246,7 @@ pub async fn run_sweeper(app: Arc<App>, config: WorkerConfig) {
     loop {
         tokio::time::sleep(Duration::from_millis(pause)).await;
         pause = interval;
-        if app.design().reservation_ttl == ReservationTtl::Off {
+        if naive::reservations_never_lapse(&app) {
             continue;
         }
         match app.store.expire_reservations(config.sweep_batch).await {
@@ -340,7 +268,7 @@ pub async fn run_sweeper(app: Arc<App>, config: WorkerConfig) {
 
 /// Compares open orders with the PSP forever and repairs what webhooks missed.
 pub async fn run_reconciler(app: Arc<App>, config: WorkerConfig) {
-    if !app.design().reconciliation {
+    if naive::skips_reconciliation(&app) {
         return;
     }
     loop {
@@ -365,16 +293,7 @@ pub async fn reconcile_once(app: &App, config: WorkerConfig) -> Result<usize, St
             .intents_for_order(order.id)
             .await
             .map_err(|e| e.to_string())?;
-        // The intent that matters: one holding money if any, else the order's own.
-        let chosen = intents
-            .iter()
-            .find(|i| i.net_captured().0 > 0)
-            .or_else(|| {
-                intents
-                    .iter()
-                    .find(|i| Some(&i.id) == order.intent.as_ref())
-            })
-            .or_else(|| intents.first());
+        let chosen = intent_that_matters(order, &intents);
         if let Some(intent) = chosen {
             psp.insert(order.id, intent.clone());
         }

@@ -636,7 +636,7 @@ async fn a_create_intent_redelivered_after_a_crash_records_the_replay_unless_ack
         let crashed = store.lease_job().await.unwrap().expect("the intent job");
         assert_eq!(crashed.kind, stampede_core::JobKind::CreateIntent);
         let order = store.get_order(crashed.order).await.unwrap().unwrap();
-        let created = stampede_server::api::create_intent(&stack.app, &order)
+        let created = stampede_server::create_intent(&stack.app, &order)
             .await
             .unwrap();
         assert!(!created.replayed, "the first delivery created it");
