@@ -394,9 +394,22 @@ struct Facts<'a> {
     history: &'a History,
 }
 
+/// Requests by number, waiting for their response: (event index, op, fingerprint).
+type Requests<'a> = BTreeMap<u64, (usize, &'a ClientOp, Option<Fingerprint>)>;
+
 impl<'a> Facts<'a> {
     fn gather(history: &'a History, state: &'a AuditSnapshot) -> Facts<'a> {
-        let mut facts = Facts {
+        let mut facts = Facts::empty(history, state);
+        let mut requests: Requests<'a> = BTreeMap::new();
+        for (i, event) in history.indexed() {
+            facts.take(i, &event.kind, &mut requests);
+        }
+        facts.acknowledge();
+        facts
+    }
+
+    fn empty(history: &'a History, state: &'a AuditSnapshot) -> Facts<'a> {
+        Facts {
             state,
             orders: state.orders.iter().map(|o| (o.id, o)).collect(),
             listed: BTreeMap::new(),
@@ -413,92 +426,103 @@ impl<'a> Facts<'a> {
             terms: Terms::default(),
             at_risk: Vec::new(),
             history,
-        };
-        let mut requests: BTreeMap<u64, (usize, &ClientOp, Option<Fingerprint>)> = BTreeMap::new();
-        for (i, event) in history.indexed() {
-            match &event.kind {
-                EventKind::Listed { sku, price } => {
-                    facts.listed.insert(sku, *price);
-                }
-                EventKind::Stocked { sku, qty } => {
-                    let entry = facts.received.entry(sku).or_default();
-                    entry.0 = entry.0.saturating_add(*qty);
-                    entry.1.push(i);
-                }
-                EventKind::Request {
-                    req,
-                    op,
-                    fingerprint,
-                } => {
-                    requests.insert(*req, (i, op, *fingerprint));
-                }
-                EventKind::Observed {
-                    order,
-                    status,
-                    client,
-                } => {
-                    facts
-                        .observed
-                        .entry((*client, *order))
-                        .or_default()
-                        .push((i, *status));
-                    if *status == OrderStatus::Confirmed {
-                        facts.seen_confirmed.entry(*order).or_insert(i);
-                    }
-                    if is_offer(*status) {
-                        facts.offered.entry(*order).or_insert(i);
-                    }
-                }
-                EventKind::Response { req, reply } => {
-                    if let ClientReply::Status {
-                        order,
-                        status: OrderStatus::Confirmed,
-                    } = reply
-                    {
-                        facts.seen_confirmed.entry(*order).or_insert(i);
-                    }
-                    if let ClientReply::PaymentStarted { order, .. } = reply {
-                        facts.offered.entry(*order).or_insert(i);
-                    }
-                    if let Some((request, op, fingerprint)) = requests.get(req) {
-                        facts.exchanges.push(Exchange {
-                            request: *request,
-                            response: i,
-                            op,
-                            fingerprint: *fingerprint,
-                            reply,
-                        });
-                    }
-                }
-                EventKind::Transition(t) => facts.transitions.entry(t.order).or_default().push(i),
-                EventKind::Ledger(entry) => facts.ledger.entry(entry.order).or_default().push((
-                    i,
-                    entry.kind,
-                    entry.amount,
-                    &entry.intent,
-                )),
-                EventKind::Job { order, .. } => facts.jobs.entry(*order).or_default().push(i),
-                EventKind::Fault { .. } => {}
-                EventKind::Wants { client, key, wish } => {
-                    facts.wants.push((i, *client, key, *wish));
-                }
-                EventKind::Terms(terms) => facts.terms = *terms,
-                EventKind::SalesAtRisk { from, until, fault } => {
-                    facts.at_risk.push((i, *from, *until, fault));
-                }
+        }
+    }
+
+    /// Files event `i` under what it is evidence of.
+    fn take(&mut self, i: usize, kind: &'a EventKind, requests: &mut Requests<'a>) {
+        match kind {
+            EventKind::Listed { sku, price } => {
+                self.listed.insert(sku, *price);
+            }
+            EventKind::Stocked { sku, qty } => {
+                let entry = self.received.entry(sku).or_default();
+                entry.0 = entry.0.saturating_add(*qty);
+                entry.1.push(i);
+            }
+            EventKind::Request {
+                req,
+                op,
+                fingerprint,
+            } => {
+                requests.insert(*req, (i, op, *fingerprint));
+            }
+            EventKind::Observed {
+                order,
+                status,
+                client,
+            } => self.note_observed(i, *client, *order, *status),
+            EventKind::Response { req, reply } => self.note_response(i, requests.get(req), reply),
+            EventKind::Transition(t) => self.transitions.entry(t.order).or_default().push(i),
+            EventKind::Ledger(entry) => self.ledger.entry(entry.order).or_default().push((
+                i,
+                entry.kind,
+                entry.amount,
+                &entry.intent,
+            )),
+            EventKind::Job { order, .. } => self.jobs.entry(*order).or_default().push(i),
+            EventKind::Fault { .. } => {}
+            EventKind::Wants { client, key, wish } => {
+                self.wants.push((i, *client, key, *wish));
+            }
+            EventKind::Terms(terms) => self.terms = *terms,
+            EventKind::SalesAtRisk { from, until, fault } => {
+                self.at_risk.push((i, *from, *until, fault));
             }
         }
-        for ex in &facts.exchanges {
+    }
+
+    fn note_observed(&mut self, i: usize, client: u64, order: OrderId, status: OrderStatus) {
+        self.observed
+            .entry((client, order))
+            .or_default()
+            .push((i, status));
+        if status == OrderStatus::Confirmed {
+            self.seen_confirmed.entry(order).or_insert(i);
+        }
+        if is_offer(status) {
+            self.offered.entry(order).or_insert(i);
+        }
+    }
+
+    fn note_response(
+        &mut self,
+        i: usize,
+        request: Option<&(usize, &'a ClientOp, Option<Fingerprint>)>,
+        reply: &'a ClientReply,
+    ) {
+        if let ClientReply::Status {
+            order,
+            status: OrderStatus::Confirmed,
+        } = reply
+        {
+            self.seen_confirmed.entry(*order).or_insert(i);
+        }
+        if let ClientReply::PaymentStarted { order, .. } = reply {
+            self.offered.entry(*order).or_insert(i);
+        }
+        if let Some((request, op, fingerprint)) = request {
+            self.exchanges.push(Exchange {
+                request: *request,
+                response: i,
+                op,
+                fingerprint: *fingerprint,
+                reply,
+            });
+        }
+    }
+
+    /// Each order a client was told was accepted, with the request that placed it.
+    fn acknowledge(&mut self) {
+        for ex in &self.exchanges {
             if let (ClientReply::OrderAccepted { order, .. }, ClientOp::PlaceOrder(asked)) =
                 (ex.reply, ex.op)
             {
-                facts
-                    .acknowledged
+                self.acknowledged
                     .entry(*order)
                     .or_insert((ex.request, ex.response, asked));
             }
         }
-        facts
     }
 
     /// Units per SKU sold to customers by the evidence the shop cannot fake:
@@ -1413,6 +1437,13 @@ impl<'a> Facts<'a> {
                 refused_otherwise: None,
             })
             .collect();
+        self.follow_placements(&mut journeys);
+        self.follow_orders(&mut journeys);
+        journeys
+    }
+
+    /// What each journey's placements (linked by its Idempotency-Key) were answered.
+    fn follow_placements(&self, journeys: &mut [Journey<'a>]) {
         let by_key: BTreeMap<&IdempotencyKey, usize> = journeys
             .iter()
             .enumerate()
@@ -1447,6 +1478,11 @@ impl<'a> Facts<'a> {
                 _ => {}
             }
         }
+    }
+
+    /// How long each acknowledged journey went on with its order: its last
+    /// request about it, or the last status its own client was shown.
+    fn follow_orders(&self, journeys: &mut [Journey<'a>]) {
         let by_order: BTreeMap<OrderId, usize> = journeys
             .iter()
             .enumerate()
@@ -1470,7 +1506,6 @@ impl<'a> Facts<'a> {
                 journeys[n].last = journeys[n].last.max(i);
             }
         }
-        journeys
     }
 
     /// A buyer judged by the progress invariants: willing, and not late by its own plan.
@@ -1727,34 +1762,8 @@ fn no_sale_left_behind(facts: &Facts<'_>) -> Verdict {
         if facts.no_room(asked, &sold).is_some() {
             continue;
         }
-        let (how, mut evidence) = match (j.ack, j.refused_out_of_stock) {
-            (Some((order, _)), _) if facts.ended(order, out_of_stock) => (
-                format!("{order} cancelled out of stock"),
-                facts.journey_evidence(&j, order),
-            ),
-            (Some((order, _)), _)
-                if !j.wish.express
-                    && facts.ended(order, expired)
-                    && !facts.offered.contains_key(&order) =>
-            {
-                (
-                    format!("{order} expired, never offered payment"),
-                    facts.journey_evidence(&j, order),
-                )
-            }
-            (None, Some(refused)) => ("refused out of stock".to_string(), vec![j.wants, refused]),
-            // Never acknowledged, never told the stock was gone, but refused all the same.
-            (None, None) => match j.refused_otherwise {
-                Some((refused, status, problem)) => (
-                    match problem {
-                        "" => format!("refused {status} without a problem type"),
-                        _ => format!("refused {status} {problem}"),
-                    },
-                    vec![j.wants, refused],
-                ),
-                None => continue,
-            },
-            _ => continue,
+        let Some((how, mut evidence)) = turned_away(facts, &j, out_of_stock, expired) else {
+            continue;
         };
         for item in &asked.items {
             let received = facts.received(&item.sku);
@@ -1781,26 +1790,80 @@ fn no_sale_left_behind(facts: &Facts<'_>) -> Verdict {
     }
     let out = behind
         .into_iter()
-        .map(|(sku, (buyers, mut evidence))| {
-            let received = facts.received(sku);
-            let unsold = received.saturating_sub(sold.get(sku).map_or(0, |s| s.0));
-            evidence.extend(facts.received_evidence(sku));
-            evidence.sort_unstable();
-            evidence.dedup();
-            let shown: Vec<&str> = buyers.iter().take(5).map(String::as_str).collect();
-            Violation {
-                subject: Subject::Sku(sku.clone()),
-                detail: format!(
-                    "{unsold} of {received} units were never sold while {} willing buyer(s) of it were turned away: {}{}",
-                    buyers.len(),
-                    shown.join("; "),
-                    if buyers.len() > shown.len() { "; …" } else { "" }
-                ),
-                evidence,
-            }
-        })
+        .map(|(sku, (buyers, evidence))| left_behind(facts, sku, &buyers, evidence, &sold))
         .collect();
     Verdict::with_losses(Invariant::NoSaleLeftBehind, out, lost)
+}
+
+/// How a judged buyer with room was turned away, with the evidence: its
+/// order cancelled out of stock, expired without a payment offer, or its
+/// placement refused (out of stock, or for a reason the shop does not
+/// declare). `None` if it was not turned away.
+fn turned_away(
+    facts: &Facts<'_>,
+    j: &Journey<'_>,
+    out_of_stock: OrderStatus,
+    expired: OrderStatus,
+) -> Option<(String, Vec<usize>)> {
+    Some(match (j.ack, j.refused_out_of_stock) {
+        (Some((order, _)), _) if facts.ended(order, out_of_stock) => (
+            format!("{order} cancelled out of stock"),
+            facts.journey_evidence(j, order),
+        ),
+        (Some((order, _)), _)
+            if !j.wish.express
+                && facts.ended(order, expired)
+                && !facts.offered.contains_key(&order) =>
+        {
+            (
+                format!("{order} expired, never offered payment"),
+                facts.journey_evidence(j, order),
+            )
+        }
+        (None, Some(refused)) => ("refused out of stock".to_string(), vec![j.wants, refused]),
+        // Never acknowledged, never told the stock was gone, but refused all the same.
+        (None, None) => match j.refused_otherwise {
+            Some((refused, status, problem)) => (
+                match problem {
+                    "" => format!("refused {status} without a problem type"),
+                    _ => format!("refused {status} {problem}"),
+                },
+                vec![j.wants, refused],
+            ),
+            None => return None,
+        },
+        _ => return None,
+    })
+}
+
+/// The violation for `sku`: its unsold units and the buyers turned away.
+fn left_behind(
+    facts: &Facts<'_>,
+    sku: &Sku,
+    buyers: &[String],
+    mut evidence: Vec<usize>,
+    sold: &BTreeMap<&Sku, (u64, Vec<usize>)>,
+) -> Violation {
+    let received = facts.received(sku);
+    let unsold = received.saturating_sub(sold.get(sku).map_or(0, |s| s.0));
+    evidence.extend(facts.received_evidence(sku));
+    evidence.sort_unstable();
+    evidence.dedup();
+    let shown: Vec<&str> = buyers.iter().take(5).map(String::as_str).collect();
+    Violation {
+        subject: Subject::Sku(sku.clone()),
+        detail: format!(
+            "{unsold} of {received} units were never sold while {} willing buyer(s) of it were turned away: {}{}",
+            buyers.len(),
+            shown.join("; "),
+            if buyers.len() > shown.len() {
+                "; …"
+            } else {
+                ""
+            }
+        ),
+        evidence,
+    }
 }
 
 /// Willing buyers are offered payment within `Terms::offer_payment_ms` of
@@ -1813,10 +1876,17 @@ fn no_sale_left_behind(facts: &Facts<'_>) -> Verdict {
 /// time only; the PSP's refund line and the clients' observations are the
 /// other witnesses.
 fn timely_decisions(facts: &Facts<'_>) -> Verdict {
+    let (mut out, mut lost) = (Vec::new(), Vec::new());
+    late_offers(facts, &mut out, &mut lost);
+    late_decisions(facts, &mut out, &mut lost);
+    Verdict::with_losses(Invariant::TimelyDecisions, out, lost)
+}
+
+/// Willing buyers offered payment late (or never, when it was due).
+fn late_offers(facts: &Facts<'_>, out: &mut Vec<Violation>, lost: &mut Vec<Violation>) {
     let terms = facts.terms;
     let end = facts.end();
     let sold = facts.bought();
-    let (mut out, mut lost) = (Vec::new(), Vec::new());
     let mut released = None;
     for j in facts.journeys() {
         let Some((order, acked)) = j.ack else {
@@ -1874,6 +1944,12 @@ fn timely_decisions(facts: &Facts<'_>) -> Verdict {
             None => out.push(v),
         }
     }
+}
+
+/// Charges the PSP made that were decided late (or never, when it was due).
+fn late_decisions(facts: &Facts<'_>, out: &mut Vec<Violation>, lost: &mut Vec<Violation>) {
+    let terms = facts.terms;
+    let end = facts.end();
     for (order, lines) in &facts.ledger {
         let Some(&(charged, ..)) = lines.iter().find(|l| l.1 == LedgerKind::Charge) else {
             continue;
@@ -1933,5 +2009,4 @@ fn timely_decisions(facts: &Facts<'_>) -> Verdict {
             None => out.push(v),
         }
     }
-    Verdict::with_losses(Invariant::TimelyDecisions, out, lost)
 }

@@ -388,6 +388,29 @@ impl ShopState {
                 self.stock(&sku, qty, 1)?;
                 R::Done
             }
+            C::Housekeep { max } => R::Count(self.housekeep(now, max) as u64),
+            read @ (C::GetOrder { .. }
+            | C::ReadFeed { .. }
+            | C::ReconcileCandidates { .. }
+            | C::Catalog
+            | C::Audit
+            | C::Stats) => self.read(read, now),
+            naive @ (C::RawGetKey { .. }
+            | C::RawPutKey { .. }
+            | C::RawCreateOrder { .. }
+            | C::RawAvailable { .. }
+            | C::RawForceReserve { .. }
+            | C::RawReserveUnchecked { .. }
+            | C::RawReserveFromReservations { .. }
+            | C::RawApplyUnchecked { .. }) => self.run_naive(naive, now)?,
+        })
+    }
+
+    /// The reads: nothing changes.
+    fn read(&self, command: Command, now: Millis) -> Reply {
+        use Command as C;
+        use Reply as R;
+        match command {
             C::GetOrder { order } => R::Order(self.order(order).cloned().map(Box::new)),
             C::ReadFeed { since, max } => R::Feed(self.changes_since(since, max)),
             C::ReconcileCandidates { limit } => R::Orders(self.reconcile_candidates(limit)),
@@ -402,41 +425,8 @@ impl ShopState {
             ),
             C::Audit => R::Audit(Box::new(self.audit(now))),
             C::Stats => R::Stats(Box::new(self.stats())),
-            C::Housekeep { max } => R::Count(self.housekeep(now, max) as u64),
-            C::RawGetKey { key } => R::Key(self.saved_response(&key, now)),
-            C::RawPutKey {
-                key,
-                fingerprint,
-                response,
-            } => {
-                self.raw_put_key(&key, fingerprint, response, now);
-                R::Done
-            }
-            C::RawCreateOrder {
-                request,
-                unit_prices,
-                with_job,
-            } => {
-                let (order, job) =
-                    self.raw_create_order(&request, unit_prices.as_deref(), with_job, now)?;
-                R::Created(order, job)
-            }
-            C::RawAvailable { sku } => R::Count(self.raw_available(&sku)),
-            C::RawForceReserve {
-                order,
-                observed,
-                cause,
-            } => R::Step(self.raw_force_reserve(order, &observed, now, cause)?),
-            C::RawReserveUnchecked {
-                order,
-                sold_out,
-                cause,
-            } => R::Step(self.raw_reserve_unchecked(order, now, cause, sold_out)?),
-            C::RawReserveFromReservations { order, cause } => {
-                R::Step(self.raw_reserve_from_reservations(order, now, cause)?)
-            }
-            C::RawApplyUnchecked { event } => R::Step(self.raw_apply_unchecked(&event, now)?),
-        })
+            other => unreachable!("{other:?} is not a read"),
+        }
     }
 }
 

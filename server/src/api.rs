@@ -889,15 +889,7 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), Problem> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let expected = app.config.admin_token.as_bytes();
-    // Constant-time comparison: no early exit on the first differing byte.
-    let same = given.len() == expected.len()
-        && given
-            .bytes()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if same {
+    if signature::same_secret(app.config.admin_token.as_bytes(), given.as_bytes()) {
         Ok(())
     } else {
         Err(Problem::new(

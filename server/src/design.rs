@@ -526,6 +526,15 @@ impl Design {
                 value: value.to_string(),
                 allowed: info.values.join(" | "),
             })?;
+        if !self.set_stock_switch(name, index) && !self.set_payment_switch(name, index) {
+            unreachable!("every SWITCHES entry is handled");
+        }
+        Ok(())
+    }
+
+    /// Sets a switch of the order and stock path to its `index`th value;
+    /// false if `name` is not one.
+    fn set_stock_switch(&mut self, name: &str, index: usize) -> bool {
         let reference = index == 0;
         match name {
             "idempotency" => {
@@ -564,6 +573,37 @@ impl Design {
                 }
             }
             "worker_state_check" => self.worker_state_check = reference,
+            "commit" => {
+                self.commit = if reference {
+                    Commit::Durable
+                } else {
+                    Commit::AckFirst
+                }
+            }
+            "client_price" => {
+                self.client_price = if reference {
+                    ClientPrice::Ignore
+                } else {
+                    ClientPrice::Trust
+                }
+            }
+            "admission" => {
+                self.admission = if reference {
+                    AdmissionMode::On
+                } else {
+                    AdmissionMode::Off
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// Sets a switch of the payment and webhook path to its `index`th value;
+    /// false if `name` is not one.
+    fn set_payment_switch(&mut self, name: &str, index: usize) -> bool {
+        let reference = index == 0;
+        match name {
             "intent_key" => self.intent_key = reference,
             "intent_amount" => {
                 self.intent_amount = if reference {
@@ -596,30 +636,9 @@ impl Design {
                 }
             }
             "reconciliation" => self.reconciliation = reference,
-            "commit" => {
-                self.commit = if reference {
-                    Commit::Durable
-                } else {
-                    Commit::AckFirst
-                }
-            }
-            "client_price" => {
-                self.client_price = if reference {
-                    ClientPrice::Ignore
-                } else {
-                    ClientPrice::Trust
-                }
-            }
-            "admission" => {
-                self.admission = if reference {
-                    AdmissionMode::On
-                } else {
-                    AdmissionMode::Off
-                }
-            }
-            _ => unreachable!("every SWITCHES entry is handled"),
+            _ => return false,
         }
-        Ok(())
+        true
     }
 
     /// Applies `name=value`.

@@ -98,119 +98,125 @@ pub const TIME_IN_STATE_BUCKETS_MS: [u64; 12] = [
     1, 5, 10, 50, 100, 500, 1_000, 5_000, 10_000, 60_000, 300_000, 900_000,
 ];
 
+/// Every counter: its name (after `stampede_`), its help text, and where it is kept.
+type CounterRow = (&'static str, &'static str, fn(&Counters) -> &AtomicU64);
+
+/// The counters, in the order `/metrics` lists them.
+const COUNTERS: &[CounterRow] = &[
+    (
+        "transitions_total",
+        "Order transitions made by this process.",
+        |c| &c.transitions,
+    ),
+    (
+        "transition_failures_total",
+        "Operations refused as illegal transitions.",
+        |c| &c.transition_failures,
+    ),
+    (
+        "webhook_duplicates_skipped_total",
+        "Webhook events skipped as duplicates.",
+        |c| &c.webhook_duplicates,
+    ),
+    (
+        "webhook_rejected_total",
+        "Webhooks refused (signature, staleness, shape).",
+        |c| &c.webhook_rejected,
+    ),
+    (
+        "webhook_parked_total",
+        "Webhooks parked until their order could take them.",
+        |c| &c.webhook_parked,
+    ),
+    ("enqueues_total", "Jobs enqueued by the shell.", |c| {
+        &c.enqueues
+    }),
+    (
+        "job_retries_total",
+        "Job attempts that failed and were scheduled again.",
+        |c| &c.job_retries,
+    ),
+    ("jobs_dead_lettered_total", "Jobs given up on.", |c| {
+        &c.jobs_dead_lettered
+    }),
+    ("jobs_done_total", "Jobs completed.", |c| &c.jobs_done),
+    (
+        "reconciler_repairs_total",
+        "Repairs made by the reconciler.",
+        |c| &c.reconciler_repairs,
+    ),
+    (
+        "stock_waits_total",
+        "Reserve steps that left an order waiting for units held by unpaid orders.",
+        |c| &c.stock_waits,
+    ),
+    (
+        "store_unavailable_total",
+        "Requests that found the store unavailable.",
+        |c| &c.store_unavailable,
+    ),
+    (
+        "orders_admitted_total",
+        "Orders accepted by this process.",
+        |c| &c.orders_admitted,
+    ),
+    (
+        "orders_shed_total",
+        "Orders refused 429 because too many orders awaited a decision.",
+        |c| &c.orders_shed,
+    ),
+    (
+        "orders_rate_limited_total",
+        "Orders refused 429 by the per-customer rate limit.",
+        |c| &c.orders_rate_limited,
+    ),
+    (
+        "orders_sold_out_total",
+        "Orders refused at once because a SKU they asked for was sold out.",
+        |c| &c.orders_sold_out,
+    ),
+    (
+        "degraded_reads_total",
+        "Catalog reads served from a cached copy while the shop was shedding orders.",
+        |c| &c.degraded_reads,
+    ),
+];
+
+/// Every gauge read from the store's stats: its name, help text and reader.
+type GaugeRow = (&'static str, &'static str, fn(&ShopStats) -> u64);
+
+/// The gauges read from the store's stats, in the order `/metrics` lists them.
+const GAUGES: &[GaugeRow] = &[
+    ("queue_depth", "Live jobs (ready or leased).", |s| {
+        s.jobs_live
+    }),
+    ("dead_letters", "Jobs in the dead-letter list.", |s| {
+        s.dead_letters
+    }),
+    (
+        "webhooks_parked",
+        "Webhook events waiting for their order.",
+        |s| s.webhooks_parked,
+    ),
+    ("idempotency_records", "Idempotency records held.", |s| {
+        s.idempotency_records
+    }),
+];
+
 /// Renders the metrics text.
 pub fn render(counters: &Counters, stats: &ShopStats, audit: Option<&AuditSnapshot>) -> String {
     let mut out = String::new();
-    let counter = |out: &mut String, name: &str, help: &str, value: &AtomicU64| {
+    for (name, help, value) in COUNTERS {
         let _ = writeln!(
             out,
             "# HELP stampede_{name} {help}\n# TYPE stampede_{name} counter"
         );
-        let _ = writeln!(out, "stampede_{name} {}", value.load(Ordering::Relaxed));
-    };
-    counter(
-        &mut out,
-        "transitions_total",
-        "Order transitions made by this process.",
-        &counters.transitions,
-    );
-    counter(
-        &mut out,
-        "transition_failures_total",
-        "Operations refused as illegal transitions.",
-        &counters.transition_failures,
-    );
-    counter(
-        &mut out,
-        "webhook_duplicates_skipped_total",
-        "Webhook events skipped as duplicates.",
-        &counters.webhook_duplicates,
-    );
-    counter(
-        &mut out,
-        "webhook_rejected_total",
-        "Webhooks refused (signature, staleness, shape).",
-        &counters.webhook_rejected,
-    );
-    counter(
-        &mut out,
-        "webhook_parked_total",
-        "Webhooks parked until their order could take them.",
-        &counters.webhook_parked,
-    );
-    counter(
-        &mut out,
-        "enqueues_total",
-        "Jobs enqueued by the shell.",
-        &counters.enqueues,
-    );
-    counter(
-        &mut out,
-        "job_retries_total",
-        "Job attempts that failed and were scheduled again.",
-        &counters.job_retries,
-    );
-    counter(
-        &mut out,
-        "jobs_dead_lettered_total",
-        "Jobs given up on.",
-        &counters.jobs_dead_lettered,
-    );
-    counter(
-        &mut out,
-        "jobs_done_total",
-        "Jobs completed.",
-        &counters.jobs_done,
-    );
-    counter(
-        &mut out,
-        "reconciler_repairs_total",
-        "Repairs made by the reconciler.",
-        &counters.reconciler_repairs,
-    );
-    counter(
-        &mut out,
-        "stock_waits_total",
-        "Reserve steps that left an order waiting for units held by unpaid orders.",
-        &counters.stock_waits,
-    );
-    counter(
-        &mut out,
-        "store_unavailable_total",
-        "Requests that found the store unavailable.",
-        &counters.store_unavailable,
-    );
-    counter(
-        &mut out,
-        "orders_admitted_total",
-        "Orders accepted by this process.",
-        &counters.orders_admitted,
-    );
-    counter(
-        &mut out,
-        "orders_shed_total",
-        "Orders refused 429 because too many orders awaited a decision.",
-        &counters.orders_shed,
-    );
-    counter(
-        &mut out,
-        "orders_rate_limited_total",
-        "Orders refused 429 by the per-customer rate limit.",
-        &counters.orders_rate_limited,
-    );
-    counter(
-        &mut out,
-        "orders_sold_out_total",
-        "Orders refused at once because a SKU they asked for was sold out.",
-        &counters.orders_sold_out,
-    );
-    counter(
-        &mut out,
-        "degraded_reads_total",
-        "Catalog reads served from a cached copy while the shop was shedding orders.",
-        &counters.degraded_reads,
-    );
-
+        let _ = writeln!(
+            out,
+            "stampede_{name} {}",
+            value(counters).load(Ordering::Relaxed)
+        );
+    }
     let _ = writeln!(
         out,
         "# HELP stampede_orders Orders by status.\n# TYPE stampede_orders gauge"
@@ -218,36 +224,21 @@ pub fn render(counters: &Counters, stats: &ShopStats, audit: Option<&AuditSnapsh
     for (status, n) in &stats.orders_by_status {
         let _ = writeln!(out, "stampede_orders{{status=\"{status}\"}} {n}");
     }
-    let gauge = |out: &mut String, name: &str, help: &str, value: u64| {
+    for (name, help, value) in GAUGES {
+        let value = value(stats);
         let _ = writeln!(
             out,
             "# HELP stampede_{name} {help}\n# TYPE stampede_{name} gauge\nstampede_{name} {value}"
         );
-    };
-    gauge(
-        &mut out,
-        "queue_depth",
-        "Live jobs (ready or leased).",
-        stats.jobs_live,
-    );
-    gauge(
-        &mut out,
-        "dead_letters",
-        "Jobs in the dead-letter list.",
-        stats.dead_letters,
-    );
-    gauge(
-        &mut out,
-        "webhooks_parked",
-        "Webhook events waiting for their order.",
-        stats.webhooks_parked,
-    );
-    gauge(
-        &mut out,
-        "idempotency_records",
-        "Idempotency records held.",
-        stats.idempotency_records,
-    );
+    }
+    render_stock(&mut out, stats);
+    if let Some(audit) = audit {
+        render_time_in_state(&mut out, audit);
+    }
+    out
+}
+
+fn render_stock(out: &mut String, stats: &ShopStats) {
     let _ = writeln!(
         out,
         "# HELP stampede_stock Stock counters by SKU.\n# TYPE stampede_stock gauge"
@@ -262,10 +253,6 @@ pub fn render(counters: &Counters, stats: &ShopStats, audit: Option<&AuditSnapsh
             let _ = writeln!(out, "stampede_stock{{sku=\"{sku}\",kind=\"{kind}\"}} {v}");
         }
     }
-    if let Some(audit) = audit {
-        render_time_in_state(&mut out, audit);
-    }
-    out
 }
 
 fn render_time_in_state(out: &mut String, audit: &AuditSnapshot) {
@@ -312,5 +299,51 @@ fn render_time_in_state(out: &mut String, audit: &AuditSnapshot) {
             out,
             "stampede_time_in_state_ms_count{{status=\"{status}\"}} {count}"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counter_and_gauge_is_rendered_once_with_help_type_and_its_own_value() {
+        // Proves: each table row reads its own field (distinct values come back where they were
+        // put), names are unique, and each metric has HELP and TYPE lines.
+        let counters = Counters::default();
+        for (n, (_, _, field)) in COUNTERS.iter().enumerate() {
+            field(&counters).store(n as u64 + 100, Ordering::Relaxed);
+        }
+        let stats = ShopStats {
+            jobs_live: 1,
+            dead_letters: 2,
+            webhooks_parked: 3,
+            idempotency_records: 4,
+            ..ShopStats::default()
+        };
+        let text = render(&counters, &stats, None);
+        let names: Vec<&str> = COUNTERS
+            .iter()
+            .map(|row| row.0)
+            .chain(GAUGES.iter().map(|row| row.0))
+            .collect();
+        let unique: std::collections::BTreeSet<&&str> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        let rows = COUNTERS
+            .iter()
+            .enumerate()
+            .map(|(n, r)| (r.0, "counter", n as u64 + 100));
+        let gauges = GAUGES.iter().zip(1..).map(|(r, v)| (r.0, "gauge", v));
+        for (name, kind, value) in rows.chain(gauges) {
+            assert!(text.contains(&format!("# HELP stampede_{name} ")), "{name}");
+            assert!(
+                text.contains(&format!("# TYPE stampede_{name} {kind}\n")),
+                "{name}"
+            );
+            assert!(
+                text.contains(&format!("\nstampede_{name} {value}\n")),
+                "{name}"
+            );
+        }
     }
 }

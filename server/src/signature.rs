@@ -26,6 +26,18 @@ pub enum SignatureError {
     Mismatch,
 }
 
+/// Whether `given` is `expected`, compared without stopping at the first
+/// difference, so the time taken does not tell how much of a secret was
+/// guessed right (the length is not secret).
+pub fn same_secret(expected: &[u8], given: &[u8]) -> bool {
+    expected.len() == given.len()
+        && expected
+            .iter()
+            .zip(given)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
 fn mac(secret: &[u8], t: u64, body: &[u8]) -> Hmac<Sha256> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
     mac.update(t.to_string().as_bytes());
@@ -98,6 +110,19 @@ pub fn verify(secret: &[u8], header: &str, body: &[u8], now: u64) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_match_only_byte_for_byte_and_length_for_length() {
+        // Proves: equal secrets match; one differing byte (first, last) or one byte more or less
+        // does not; the empty secret matches only itself.
+        assert!(same_secret(b"s3cret", b"s3cret"));
+        assert!(!same_secret(b"s3cret", b"x3cret"));
+        assert!(!same_secret(b"s3cret", b"s3crex"));
+        assert!(!same_secret(b"s3cret", b"s3cre"));
+        assert!(!same_secret(b"s3cret", b"s3crett"));
+        assert!(same_secret(b"", b""));
+        assert!(!same_secret(b"", b"a"));
+    }
 
     #[test]
     fn a_signature_verifies_only_for_its_body_secret_and_time_window() {

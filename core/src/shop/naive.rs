@@ -5,6 +5,7 @@
 //! checker to find.
 
 use super::*;
+use crate::command::{Command, Reply};
 
 impl ShopState {
     /// The reserve step of `sold_out=from-reservations`: [`ShopState::reserve`]
@@ -189,6 +190,48 @@ impl ShopState {
             Step::Skipped(status)
         } else {
             Step::Moved(moved)
+        })
+    }
+
+    /// Runs one of the naive commands (`Raw*`) for [`ShopState::apply`].
+    pub(crate) fn run_naive(&mut self, command: Command, now: Millis) -> Result<Reply, ShopError> {
+        use Command as C;
+        use Reply as R;
+        Ok(match command {
+            C::RawGetKey { key } => R::Key(self.saved_response(&key, now)),
+            C::RawPutKey {
+                key,
+                fingerprint,
+                response,
+            } => {
+                self.raw_put_key(&key, fingerprint, response, now);
+                R::Done
+            }
+            C::RawCreateOrder {
+                request,
+                unit_prices,
+                with_job,
+            } => {
+                let (order, job) =
+                    self.raw_create_order(&request, unit_prices.as_deref(), with_job, now)?;
+                R::Created(order, job)
+            }
+            C::RawAvailable { sku } => R::Count(self.raw_available(&sku)),
+            C::RawForceReserve {
+                order,
+                observed,
+                cause,
+            } => R::Step(self.raw_force_reserve(order, &observed, now, cause)?),
+            C::RawReserveUnchecked {
+                order,
+                sold_out,
+                cause,
+            } => R::Step(self.raw_reserve_unchecked(order, now, cause, sold_out)?),
+            C::RawReserveFromReservations { order, cause } => {
+                R::Step(self.raw_reserve_from_reservations(order, now, cause)?)
+            }
+            C::RawApplyUnchecked { event } => R::Step(self.raw_apply_unchecked(&event, now)?),
+            other => unreachable!("{other:?} is not a naive command"),
         })
     }
 }

@@ -108,6 +108,13 @@ pub const MAX_DELAY_MS: u64 = 24 * 60 * 60 * 1000;
 impl PspConfig {
     /// Checks every field; the first problem found is returned.
     pub fn validate(&self) -> Result<(), PspConfigError> {
+        self.validate_copies()?;
+        self.validate_timing()?;
+        self.validate_webhook()
+    }
+
+    /// The duplication of deliveries: a probability and ordered copy counts.
+    fn validate_copies(&self) -> Result<(), PspConfigError> {
         let err = |field, reason: String| Err(PspConfigError { field, reason });
         let p = self.duplicate_probability;
         if !(0.0..=1.0).contains(&p) {
@@ -134,6 +141,12 @@ impl PspConfig {
                 ),
             );
         }
+        Ok(())
+    }
+
+    /// Delays, retries and bounds: ordered, at most a day, none zero.
+    fn validate_timing(&self) -> Result<(), PspConfigError> {
+        let err = |field, reason: String| Err(PspConfigError { field, reason });
         ordered(
             "delay_ms_min",
             self.delay_ms_min,
@@ -172,6 +185,11 @@ impl PspConfig {
                 format!("is {}; at most {MAX_ATTEMPTS_LIMIT}", self.max_attempts),
             );
         }
+        Ok(())
+    }
+
+    fn validate_webhook(&self) -> Result<(), PspConfigError> {
+        let err = |field, reason: String| Err(PspConfigError { field, reason });
         if let Some(target) = &self.webhook {
             if target.addr.is_empty() {
                 return err("webhook.addr", "is empty; expected host:port".into());

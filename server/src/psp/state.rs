@@ -176,7 +176,8 @@ impl PspState {
         card: Card,
     ) -> Result<Answer, Refusal> {
         let record = self.record_mut(id)?;
-        if !same_secret(&record.client_secret, client_secret) {
+        if !crate::signature::same_secret(record.client_secret.as_bytes(), client_secret.as_bytes())
+        {
             return Err(Refusal::WrongSecret(record.intent.id.clone()));
         }
         if record.intent.status != IntentStatus::RequiresPayment {
@@ -386,16 +387,6 @@ impl PspState {
         debug_assert!(self.events.len() <= self.intents.len().saturating_mul(2));
         payload
     }
-}
-
-/// Compares without stopping at the first difference.
-fn same_secret(expected: &str, given: &str) -> bool {
-    expected.len() == given.len()
-        && expected
-            .bytes()
-            .zip(given.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
 }
 
 #[cfg(test)]

@@ -889,31 +889,53 @@ impl Writer {
         st: &Statements,
         commands: Vec<Command>,
     ) -> Result<Done, LoadError> {
-        let shared = self.shared.clone();
         if self.stale {
             let (replica, replayed) = load(client).await?;
             tracing::info!(seq = replica.seq, replayed, "replica reloaded");
-            *shared.lock() = replica;
+            *self.shared.lock() = replica;
             self.stale = false;
         }
         if commands.iter().all(Command::is_read) {
-            let seq = to_i64(shared.lock().seq);
-            let rows = client.query(&st.catch_up, &[&seq]).await?;
-            let gap = {
-                let mut replica = shared.lock();
-                apply_log(&mut replica, &rows).inspect_err(|_| self.stale = true)?
-            };
-            if let Gap::Found = gap {
-                let (replica, _) = load(client).await?;
-                *shared.lock() = replica;
-            }
-            let mut replica = shared.lock();
-            let replies = answer(&mut replica, &shared.clock, commands, None);
-            return Ok(Done {
-                replies,
-                wake: false,
-            });
+            return self.run_reads(client, st, commands).await;
         }
+        self.run_writes(client, st, commands).await
+    }
+
+    /// A read-only batch: catch up without the lock, then answer.
+    async fn run_reads(
+        &mut self,
+        client: &mut Client,
+        st: &Statements,
+        commands: Vec<Command>,
+    ) -> Result<Done, LoadError> {
+        let shared = self.shared.clone();
+        let seq = to_i64(shared.lock().seq);
+        let rows = client.query(&st.catch_up, &[&seq]).await?;
+        let gap = {
+            let mut replica = shared.lock();
+            apply_log(&mut replica, &rows).inspect_err(|_| self.stale = true)?
+        };
+        if let Gap::Found = gap {
+            let (replica, _) = load(client).await?;
+            *shared.lock() = replica;
+        }
+        let mut replica = shared.lock();
+        let replies = answer(&mut replica, &shared.clock, commands, None);
+        Ok(Done {
+            replies,
+            wake: false,
+        })
+    }
+
+    /// A batch with a write: lock the log, catch up, apply, then append,
+    /// notify, checkpoint and commit (see [`Writer::run_batch`]).
+    async fn run_writes(
+        &mut self,
+        client: &mut Client,
+        st: &Statements,
+        commands: Vec<Command>,
+    ) -> Result<Done, LoadError> {
+        let shared = self.shared.clone();
         let seq = to_i64(shared.lock().seq);
         let (lock, after): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1]) =
             ([&LOG_LOCK], [&seq]);
@@ -931,68 +953,9 @@ impl Writer {
             *shared.lock() = replica;
         }
         let mut log = Log::default();
-        let (replies, checkpoint) = {
-            let mut replica = shared.lock();
-            let replies = answer(&mut replica, &shared.clock, commands, Some(&mut log));
-            let due = replica.seq.saturating_sub(replica.checkpoint_seq)
-                >= self.checkpoint_min.max(
-                    CHECKPOINT_COMMANDS_PER_ORDER
-                        .saturating_mul(replica.state.order_count() as u64),
-                );
-            let checkpoint = match due {
-                true => Some((
-                    replica.seq,
-                    replica.at,
-                    serde_json::to_string(&replica.state)
-                        .map_err(|e| LoadError::Bad(format!("writing a checkpoint: {e}")))?,
-                )),
-                false => None,
-            };
-            (replies, checkpoint)
-        };
+        let (replies, checkpoint) = self.apply_logged(commands, &mut log)?;
         let pid = shared.writer_pid.load(Ordering::Relaxed).to_string();
-        let append = async {
-            match log.seqs.is_empty() {
-                true => Ok(0),
-                false => {
-                    client
-                        .execute(&st.append, &[&log.seqs, &log.ats, &log.ops, &log.commands])
-                        .await
-                }
-            }
-        };
-        let notify = async {
-            match log.wake {
-                true => client.execute(&st.notify, &[&NOTIFY_CHANNEL, &pid]).await,
-                false => Ok(0),
-            }
-        };
-        // Keep the log since the previous checkpoint (trimmed before the new
-        // one replaces it), so a replica a little behind still catches up
-        // from the log; one further behind reloads from the checkpoint.
-        let trim = async {
-            match checkpoint.is_some() {
-                true => client.execute(&st.trim, &[]).await,
-                false => Ok(0),
-            }
-        };
-        let write_checkpoint = async {
-            match &checkpoint {
-                Some((seq, at, state)) => {
-                    client
-                        .execute(&st.checkpoint, &[&to_i64(*seq), &to_i64(at.0), state])
-                        .await
-                }
-                None => Ok(0),
-            }
-        };
-        tokio::try_join!(
-            append,
-            notify,
-            trim,
-            write_checkpoint,
-            client.batch_execute("COMMIT")
-        )?;
+        commit(client, st, &log, checkpoint.as_ref(), &pid).await?;
         self.stale = false;
         if let Some((seq, ..)) = checkpoint {
             shared.lock().checkpoint_seq = seq;
@@ -1002,6 +965,87 @@ impl Writer {
             wake: log.wake,
         })
     }
+
+    /// Applies a write batch to the replica, logging what changed it, and
+    /// takes a checkpoint (position, time, state) when one is due.
+    fn apply_logged(
+        &self,
+        commands: Vec<Command>,
+        log: &mut Log,
+    ) -> Result<(Replies, Option<Checkpoint>), LoadError> {
+        let mut replica = self.shared.lock();
+        let replies = answer(&mut replica, &self.shared.clock, commands, Some(log));
+        let due = replica.seq.saturating_sub(replica.checkpoint_seq)
+            >= self.checkpoint_min.max(
+                CHECKPOINT_COMMANDS_PER_ORDER.saturating_mul(replica.state.order_count() as u64),
+            );
+        if !due {
+            return Ok((replies, None));
+        }
+        let state = serde_json::to_string(&replica.state)
+            .map_err(|e| LoadError::Bad(format!("writing a checkpoint: {e}")))?;
+        Ok((replies, Some((replica.seq, replica.at, state))))
+    }
+}
+
+/// A batch's answers, one per command.
+type Replies = Vec<Result<Reply, StoreError>>;
+
+/// A checkpoint to write: the log position, its time and the state as JSON.
+type Checkpoint = (u64, Millis, String);
+
+/// The second round trip of a write batch: the append, the notification,
+/// the trim and the checkpoint, then `COMMIT`, pipelined.
+async fn commit(
+    client: &Client,
+    st: &Statements,
+    log: &Log,
+    checkpoint: Option<&Checkpoint>,
+    pid: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let append = async {
+        match log.seqs.is_empty() {
+            true => Ok(0),
+            false => {
+                client
+                    .execute(&st.append, &[&log.seqs, &log.ats, &log.ops, &log.commands])
+                    .await
+            }
+        }
+    };
+    let notify = async {
+        match log.wake {
+            true => client.execute(&st.notify, &[&NOTIFY_CHANNEL, &pid]).await,
+            false => Ok(0),
+        }
+    };
+    // Keep the log since the previous checkpoint (trimmed before the new
+    // one replaces it), so a replica a little behind still catches up
+    // from the log; one further behind reloads from the checkpoint.
+    let trim = async {
+        match checkpoint.is_some() {
+            true => client.execute(&st.trim, &[]).await,
+            false => Ok(0),
+        }
+    };
+    let write_checkpoint = async {
+        match checkpoint {
+            Some((seq, at, state)) => {
+                client
+                    .execute(&st.checkpoint, &[&to_i64(*seq), &to_i64(at.0), state])
+                    .await
+            }
+            None => Ok(0),
+        }
+    };
+    tokio::try_join!(
+        append,
+        notify,
+        trim,
+        write_checkpoint,
+        client.batch_execute("COMMIT")
+    )?;
+    Ok(())
 }
 
 /// The writer's statements, prepared once per connection (an unprepared

@@ -297,39 +297,7 @@ pub fn open(
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| corrupt(&e))?;
-    // Reading the header is the first access: a file that is not SQLite at
-    // all fails here, before anything is written.
-    let application_id: i32 = conn
-        .query_row("PRAGMA application_id", [], |r| r.get(0))
-        .map_err(|e| corrupt(&e))?;
-    let version: i32 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(|e| corrupt(&e))?;
-    let objects: i64 = conn
-        .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
-        .map_err(|e| corrupt(&e))?;
-    let created = match (application_id, objects) {
-        (0, 0) => true,
-        (APPLICATION_ID, _) => false,
-        (0, n) => {
-            return Err(OpenError::Foreign {
-                path,
-                what: format!("an SQLite database with {n} objects of another program"),
-            });
-        }
-        (other, _) => {
-            return Err(OpenError::Foreign {
-                path,
-                what: format!("SQLite application id {other:#x}"),
-            });
-        }
-    };
-    if !created && version != SCHEMA_VERSION {
-        return Err(OpenError::Version {
-            path,
-            found: version,
-        });
-    }
+    let created = identify(&conn, &path)?;
     configure(&conn, options.sync).map_err(|e| corrupt(&e))?;
     if created {
         let state = fresh().map_err(|detail| OpenError::Create {
@@ -364,6 +332,49 @@ pub fn open(
             .map_err(|e| corrupt(&e))?;
     }
     Ok(recovered)
+}
+
+/// Whether the file is a new, empty database (`true`) or one of ours at
+/// our schema version (`false`); anything else is refused. Reading the
+/// header is the first access: a file that is not SQLite at all fails here,
+/// before anything is written.
+fn identify(conn: &Connection, path: &str) -> Result<bool, OpenError> {
+    let corrupt = |e: &dyn fmt::Display| OpenError::Corrupt {
+        path: path.to_string(),
+        detail: e.to_string(),
+    };
+    let application_id: i32 = conn
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(|e| corrupt(&e))?;
+    let version: i32 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| corrupt(&e))?;
+    let objects: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+        .map_err(|e| corrupt(&e))?;
+    let created = match (application_id, objects) {
+        (0, 0) => true,
+        (APPLICATION_ID, _) => false,
+        (0, n) => {
+            return Err(OpenError::Foreign {
+                path: path.to_string(),
+                what: format!("an SQLite database with {n} objects of another program"),
+            });
+        }
+        (other, _) => {
+            return Err(OpenError::Foreign {
+                path: path.to_string(),
+                what: format!("SQLite application id {other:#x}"),
+            });
+        }
+    };
+    if !created && version != SCHEMA_VERSION {
+        return Err(OpenError::Version {
+            path: path.to_string(),
+            found: version,
+        });
+    }
+    Ok(created)
 }
 
 /// The lock file beside the database: held (an OS file lock, released when
@@ -673,137 +684,153 @@ fn write_tables(tx: &Transaction<'_>, state: &ShopState) -> rusqlite::Result<()>
          DELETE FROM jobs; DELETE FROM dead_letters; DELETE FROM intents;
          DELETE FROM webhook_events;",
     )?;
-    {
-        let mut order =
-            tx.prepare("INSERT INTO orders VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")?;
-        let mut line = tx.prepare("INSERT INTO order_lines VALUES (?1, ?2, ?3, ?4, ?5)")?;
-        let mut moved = tx.prepare("INSERT INTO transitions VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
-        let mut intent = tx.prepare("INSERT INTO intents VALUES (?1, ?2, ?3, ?4, ?5)")?;
-        for o in state.orders() {
-            let id = o.id.to_string();
-            order.execute(params![
+    write_orders(tx, state)?;
+    write_stock(tx, state)?;
+    write_keys(tx, state)?;
+    write_jobs_and_inbox(tx, state)
+}
+
+/// `orders`, `order_lines`, `transitions` and `intents`.
+fn write_orders(tx: &Transaction<'_>, state: &ShopState) -> rusqlite::Result<()> {
+    let mut order = tx.prepare("INSERT INTO orders VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")?;
+    let mut line = tx.prepare("INSERT INTO order_lines VALUES (?1, ?2, ?3, ?4, ?5)")?;
+    let mut moved = tx.prepare("INSERT INTO transitions VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+    let mut intent = tx.prepare("INSERT INTO intents VALUES (?1, ?2, ?3, ?4, ?5)")?;
+    for o in state.orders() {
+        let id = o.id.to_string();
+        order.execute(params![
+            id,
+            o.customer.as_str(),
+            o.status().as_str(),
+            to_i64(o.total.0),
+            to_i64(o.created_at.0),
+            o.idempotency_key.as_ref().map(|k| k.as_str().to_string()),
+            o.reservation.map(|r| r.to_string()),
+            o.intent.as_ref().map(|i| i.as_str().to_string()),
+            o.express,
+        ])?;
+        for (n, l) in o.lines.iter().enumerate() {
+            line.execute(params![
                 id,
-                o.customer.as_str(),
-                o.status().as_str(),
-                to_i64(o.total.0),
-                to_i64(o.created_at.0),
-                o.idempotency_key.as_ref().map(|k| k.as_str().to_string()),
-                o.reservation.map(|r| r.to_string()),
-                o.intent.as_ref().map(|i| i.as_str().to_string()),
-                o.express,
+                to_i64(n as u64),
+                l.sku.as_str(),
+                l.qty,
+                to_i64(l.unit_price.0)
             ])?;
-            for (n, l) in o.lines.iter().enumerate() {
-                line.execute(params![
-                    id,
-                    to_i64(n as u64),
-                    l.sku.as_str(),
-                    l.qty,
-                    to_i64(l.unit_price.0)
-                ])?;
-            }
-            for (n, t) in o.transitions().iter().enumerate() {
-                moved.execute(params![
-                    id,
-                    to_i64(n as u64),
-                    t.from.as_str(),
-                    t.to.as_str(),
-                    to_i64(t.at.0),
-                    t.cause.to_string()
-                ])?;
-            }
-            if let Some(i) = state.intent(o.id) {
-                intent.execute(params![
-                    id,
-                    i.id.as_str(),
-                    tag(&i.status),
-                    to_i64(i.amount.0),
-                    to_i64(i.refunded.0)
-                ])?;
-            }
+        }
+        for (n, t) in o.transitions().iter().enumerate() {
+            moved.execute(params![
+                id,
+                to_i64(n as u64),
+                t.from.as_str(),
+                t.to.as_str(),
+                to_i64(t.at.0),
+                t.cause.to_string()
+            ])?;
+        }
+        if let Some(i) = state.intent(o.id) {
+            intent.execute(params![
+                id,
+                i.id.as_str(),
+                tag(&i.status),
+                to_i64(i.amount.0),
+                to_i64(i.refunded.0)
+            ])?;
         }
     }
-    {
-        let mut stock = tx.prepare("INSERT INTO stock VALUES (?1, ?2, ?3, ?4, ?5)")?;
-        for (sku, l) in state.inventory().levels() {
-            stock.execute(params![
-                sku.as_str(),
-                to_i64(l.received),
-                to_i64(l.available),
-                to_i64(l.reserved),
-                to_i64(l.sold)
+    Ok(())
+}
+
+/// `stock` and `reservations`.
+fn write_stock(tx: &Transaction<'_>, state: &ShopState) -> rusqlite::Result<()> {
+    let mut stock = tx.prepare("INSERT INTO stock VALUES (?1, ?2, ?3, ?4, ?5)")?;
+    for (sku, l) in state.inventory().levels() {
+        stock.execute(params![
+            sku.as_str(),
+            to_i64(l.received),
+            to_i64(l.available),
+            to_i64(l.reserved),
+            to_i64(l.sold)
+        ])?;
+    }
+    let mut held = tx.prepare(
+        "INSERT INTO reservations VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT DO UPDATE SET qty = qty + excluded.qty",
+    )?;
+    for r in state.inventory().reservations() {
+        for a in &r.allocations {
+            held.execute(params![
+                r.id.to_string(),
+                r.order.to_string(),
+                a.sku.as_str(),
+                to_i64(a.segment as u64),
+                to_i64(a.qty),
+                to_i64(r.created_at.0),
+                r.expires_at.map(|at| to_i64(at.0)),
+                r.pinned
             ])?;
-        }
-        let mut held = tx.prepare(
-            "INSERT INTO reservations VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT DO UPDATE SET qty = qty + excluded.qty",
-        )?;
-        for r in state.inventory().reservations() {
-            for a in &r.allocations {
-                held.execute(params![
-                    r.id.to_string(),
-                    r.order.to_string(),
-                    a.sku.as_str(),
-                    to_i64(a.segment as u64),
-                    to_i64(a.qty),
-                    to_i64(r.created_at.0),
-                    r.expires_at.map(|at| to_i64(at.0)),
-                    r.pinned
-                ])?;
-            }
         }
     }
-    {
-        let mut key = tx.prepare("INSERT INTO idempotency_keys VALUES (?1, ?2, ?3, ?4, ?5)")?;
-        for (k, record) in state.keys().records() {
-            let (status, response) = match &record.state {
-                stampede_core::idempotency::RecordState::InFlight { .. } => ("in_flight", None),
-                stampede_core::idempotency::RecordState::Completed { response, .. } => {
-                    ("completed", serde_json::to_string(response).ok())
-                }
-            };
-            key.execute(params![
-                k.as_str(),
-                record.fingerprint.to_hex(),
-                to_i64(record.created_at.0),
-                status,
-                response
-            ])?;
-        }
-        let mut job = tx.prepare("INSERT INTO jobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?;
-        for j in state.jobs().jobs() {
-            let (status, visible) = match j.state {
-                stampede_core::jobs::JobState::Ready { at } => ("ready", at),
-                stampede_core::jobs::JobState::Leased { until, .. } => ("leased", until),
-            };
-            job.execute(params![
-                j.id.to_string(),
-                j.kind.as_str(),
-                j.order.to_string(),
-                j.attempts,
-                to_i64(j.created_at.0),
-                status,
-                to_i64(visible.0),
-                j.last_error
-            ])?;
-        }
-        let mut dead = tx.prepare(
-            "INSERT INTO dead_letters VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT DO NOTHING",
-        )?;
-        for d in state.jobs().dead_letters() {
-            dead.execute(params![
-                d.job.id.to_string(),
-                d.job.kind.as_str(),
-                d.job.order.to_string(),
-                d.job.attempts,
-                to_i64(d.at.0),
-                d.job.last_error
-            ])?;
-        }
-        let mut seen = tx.prepare("INSERT INTO webhook_events VALUES (?1, ?2)")?;
-        for (id, at) in state.inbox().seen() {
-            seen.execute(params![id.as_str(), to_i64(at.0)])?;
-        }
+    Ok(())
+}
+
+/// `idempotency_keys`.
+fn write_keys(tx: &Transaction<'_>, state: &ShopState) -> rusqlite::Result<()> {
+    let mut key = tx.prepare("INSERT INTO idempotency_keys VALUES (?1, ?2, ?3, ?4, ?5)")?;
+    for (k, record) in state.keys().records() {
+        let (status, response) = match &record.state {
+            stampede_core::idempotency::RecordState::InFlight { .. } => ("in_flight", None),
+            stampede_core::idempotency::RecordState::Completed { response, .. } => {
+                ("completed", serde_json::to_string(response).ok())
+            }
+        };
+        key.execute(params![
+            k.as_str(),
+            record.fingerprint.to_hex(),
+            to_i64(record.created_at.0),
+            status,
+            response
+        ])?;
+    }
+    Ok(())
+}
+
+/// `jobs`, `dead_letters` and `webhook_events`.
+fn write_jobs_and_inbox(tx: &Transaction<'_>, state: &ShopState) -> rusqlite::Result<()> {
+    let mut job = tx.prepare("INSERT INTO jobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?;
+    for j in state.jobs().jobs() {
+        let (status, visible) = match j.state {
+            stampede_core::jobs::JobState::Ready { at } => ("ready", at),
+            stampede_core::jobs::JobState::Leased { until, .. } => ("leased", until),
+        };
+        job.execute(params![
+            j.id.to_string(),
+            j.kind.as_str(),
+            j.order.to_string(),
+            j.attempts,
+            to_i64(j.created_at.0),
+            status,
+            to_i64(visible.0),
+            j.last_error
+        ])?;
+    }
+    let mut dead = tx.prepare(
+        "INSERT INTO dead_letters VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT DO NOTHING",
+    )?;
+    for d in state.jobs().dead_letters() {
+        dead.execute(params![
+            d.job.id.to_string(),
+            d.job.kind.as_str(),
+            d.job.order.to_string(),
+            d.job.attempts,
+            to_i64(d.at.0),
+            d.job.last_error
+        ])?;
+    }
+    let mut seen = tx.prepare("INSERT INTO webhook_events VALUES (?1, ?2)")?;
+    for (id, at) in state.inbox().seen() {
+        seen.execute(params![id.as_str(), to_i64(at.0)])?;
     }
     Ok(())
 }
