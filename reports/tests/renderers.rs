@@ -126,6 +126,7 @@ fn sample(design: &str) -> LoadReport {
                 lost_to_faults: 2,
             },
         ],
+        audit_not_done: None,
         thresholds: vec![
             ThresholdResult {
                 rule: "p99<50ms for POST /v1/orders".into(),
@@ -148,6 +149,7 @@ fn empty() -> LoadReport {
         endpoints: vec![],
         timeline: vec![],
         audit: vec![],
+        audit_not_done: None,
         thresholds: vec![],
         files: vec![],
         notes: vec![],
