@@ -65,6 +65,9 @@ pub struct Shared {
     pub(crate) journeys_done: AtomicU64,
     /// Journeys that started later than their slot because every user was busy.
     pub(crate) late_starts: AtomicU64,
+    /// How long after the configured start (`LoadConfig::start_at_unix_ms`)
+    /// this load generator's users were all up, ms (0: in time).
+    pub(crate) ready_late_ms: AtomicU64,
     /// Goose users that have reported for work.
     arrived: AtomicUsize,
     /// Goose users in the run.
@@ -114,6 +117,7 @@ impl Shared {
             journeys_started: AtomicU64::new(0),
             journeys_done: AtomicU64::new(0),
             late_starts: AtomicU64::new(0),
+            ready_late_ms: AtomicU64::new(0),
             arrived: AtomicUsize::new(0),
             users,
             client: reqwest::Client::builder()
@@ -176,6 +180,8 @@ impl Shared {
         if start_ms >= wall_ms {
             now + Duration::from_millis(start_ms - wall_ms)
         } else {
+            self.ready_late_ms
+                .store(wall_ms - start_ms, Ordering::Relaxed);
             now.checked_sub(Duration::from_millis(wall_ms - start_ms))
                 .unwrap_or(now)
         }

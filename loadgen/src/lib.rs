@@ -592,6 +592,12 @@ pub async fn run(
         files.push("goose-report.html".into());
     }
     notes.push(basis_note(&config.model));
+    let ready_late_ms = shared.ready_late_ms.load(Ordering::Relaxed);
+    if ready_late_ms > 0 {
+        notes.push(format!(
+            "this load generator's users were up {ready_late_ms} ms after the start asked for (--start-at): journeys due before then started late and count from their slots; start further ahead"
+        ));
+    }
     let late = shared.late_starts.load(Ordering::Relaxed);
     if late > 0 {
         notes.push(format!(

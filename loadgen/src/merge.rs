@@ -332,8 +332,10 @@ fn timeline(shares: &[ShareRun], log: &TaggedLog, interval_ms: u64) -> Vec<Inter
         .collect()
 }
 
-/// Notes every share made, once; the rest prefixed by the share.
+/// Notes every share made, once; the rest prefixed by the share; not the
+/// shares' own "judged by the merge" notes (this is the merge).
 fn notes(shares: &[ShareRun]) -> Vec<String> {
+    let deferred = |s: &ShareRun, n: &str| n.starts_with(&format!("shard {}: ", s.record.share));
     let common: Vec<String> = shares
         .first()
         .map(|s| s.report.notes.clone())
@@ -343,7 +345,12 @@ fn notes(shares: &[ShareRun]) -> Vec<String> {
         .collect();
     let mut out = common.clone();
     for s in shares {
-        for n in s.report.notes.iter().filter(|n| !common.contains(n)) {
+        for n in s
+            .report
+            .notes
+            .iter()
+            .filter(|n| !common.contains(n) && !deferred(s, n))
+        {
             out.push(format!("shard {}: {n}", s.record.share));
         }
     }
