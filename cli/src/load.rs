@@ -163,9 +163,15 @@ fn parse_start_at(text: &str) -> Result<u64, String> {
 /// [`START_AT_PAST_MS_MAX`] behind, [`START_AT_AHEAD_MS_MAX`] ahead.
 fn check_start_at(at_ms: u64, now_ms: u64) -> Result<(), String> {
     if at_ms + START_AT_PAST_MS_MAX < now_ms {
+        let seconds = at_ms.saturating_mul(1000).abs_diff(now_ms) < START_AT_AHEAD_MS_MAX;
         return Err(format!(
-            "{at_ms} is {} ms in the past (at most {START_AT_PAST_MS_MAX}): pick a start a little ahead of the shards' launch, the same for every shard",
-            now_ms - at_ms
+            "{at_ms} is {} ms in the past (at most {START_AT_PAST_MS_MAX}){}: pick a start a little ahead of the shards' launch, the same for every shard",
+            now_ms - at_ms,
+            if seconds {
+                "; it looks like seconds, write milliseconds"
+            } else {
+                ""
+            }
         ));
     }
     if at_ms > now_ms + START_AT_AHEAD_MS_MAX {
@@ -1095,7 +1101,12 @@ mod tests {
         let now = 1_800_000_000_000;
         assert!(check_start_at(now - START_AT_PAST_MS_MAX, now).is_ok());
         let late = check_start_at(now - START_AT_PAST_MS_MAX - 1, now).unwrap_err();
-        assert!(late.contains("10001 ms in the past"), "{late}");
+        assert!(
+            late.contains("10001 ms in the past") && !late.contains("seconds"),
+            "{late}"
+        );
+        let secs = check_start_at(now / 1000 + 5, now).unwrap_err();
+        assert!(secs.contains("looks like seconds"), "{secs}");
         assert!(check_start_at(now + START_AT_AHEAD_MS_MAX, now).is_ok());
         let ahead = check_start_at(now + START_AT_AHEAD_MS_MAX + 1, now).unwrap_err();
         assert!(ahead.contains("ms ahead"), "{ahead}");

@@ -333,6 +333,22 @@ fn recipe_load_shards_merge_exactly_and_are_judged_once() {
             );
         }
     }
+    // The timeline: the shards' intervals line up on the shared start and add.
+    let per_interval = |r: &Value| -> Vec<u64> {
+        r["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["requests"].as_u64().unwrap())
+            .collect()
+    };
+    let mut summed = vec![0; per_interval(&report).len()];
+    for shard in &shards {
+        for (i, n) in per_interval(shard).into_iter().enumerate() {
+            summed[i] += n;
+        }
+    }
+    assert_eq!(per_interval(&report), summed);
     let posts = endpoint(&report, "POST /v1/orders").expect("orders placed");
     assert_eq!(
         posts["requests"], 40,
