@@ -396,6 +396,7 @@ fn recipe_load_shards_merge_exactly_and_are_judged_once() {
     let o = common::stampede(&[&base[..], &["--out", out.to_str().unwrap()]].concat());
     assert_eq!(o.status.code(), Some(1), "{}", say(&o));
     assert!(say(&o).contains("NOT judged"), "{}", say(&o));
+    assert!(say(&o).contains("verdict NOT JUDGED"), "{}", say(&o));
     let o =
         common::stampede(&[&base[..], &["--no-audit", "--out", out.to_str().unwrap()]].concat());
     assert_eq!(o.status.code(), Some(0), "{}", say(&o));
