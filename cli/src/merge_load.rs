@@ -101,6 +101,21 @@ fn audit(args: &MergeLoadArgs, shares: &[ShareRun], report: &mut LoadReport) -> 
         return Ok(());
     };
     let shop = shop_hosts(host)?.remove(0);
+    let url = format!("http://{shop}");
+    let elsewhere: Vec<&str> = shares
+        .iter()
+        .map(|s| s.report.target.as_str())
+        .filter(|t| !t.split(", ").any(|t| t == url))
+        .collect();
+    if !elsewhere.is_empty() {
+        // The same shop may have another name from here than from the workers.
+        let note = format!(
+            "the audit read the shop at {url}; shards loaded {}: if that is not the same shop, the verdicts are meaningless",
+            elsewhere.join(" and ")
+        );
+        eprintln!("warning: {note}");
+        report.notes.push(note);
+    }
     let office = Backoffice::new(&shop, &host_port(psp)?, &args.admin_token);
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
