@@ -404,4 +404,12 @@ fn recipe_load_shards_merge_exactly_and_are_judged_once() {
     let o = common::stampede(&["report", "merge", dirs[0].to_str().unwrap(), "--no-audit"]);
     assert_eq!(o.status.code(), Some(2), "{}", say(&o));
     assert!(say(&o).contains("missing: 2/2"), "{}", say(&o));
+    let twice = [
+        dirs[0].to_str().unwrap(),
+        dirs[0].to_str().unwrap(),
+        dirs[1].to_str().unwrap(),
+    ];
+    let o = common::stampede(&[&["report", "merge", "--no-audit"][..], &twice].concat());
+    assert_eq!(o.status.code(), Some(2), "{}", say(&o));
+    assert!(say(&o).contains("given twice"), "{}", say(&o));
 }
