@@ -128,6 +128,59 @@ pub struct LoadArgs {
     /// Admission limits of the shop Stampede starts (not with --host).
     #[command(flatten)]
     pub admission: crate::admission::AdmissionArgs,
+    /// One of N load generators against one shop (on as many machines): run the I-th share
+    /// of the whole open-loop schedule (its slots I, I+N, I+2N, … counted from 1, journeys
+    /// numbered as in the whole, keys prefixed by the start and the shard), from --start-at.
+    /// Writes its histograms and client evidence and defers the audit and the thresholds to
+    /// `stampede report merge`, which judges them once on every shard; a shard exits 0 once
+    /// its share is done. Needs --host, --psp, --rate and --start-at.
+    #[arg(long, value_name = "I/N", requires_all = ["host", "psp", "rate", "start_at"])]
+    pub shard: Option<crate::sweep::Shard>,
+    /// When the schedule begins, in unix epoch milliseconds (e.g. `$(( $(date +%s) * 1000 + 30000 ))`,
+    /// 30 s from now): give every shard the same, so their arrivals interleave into the one
+    /// schedule. At most 10 s in the past (a late shard's first journeys count as late from
+    /// their slots) and 1 h ahead.
+    #[arg(long, value_name = "UNIX_MS", requires = "rate", value_parser = parse_start_at)]
+    pub start_at: Option<u64>,
+}
+
+/// How far in the past `--start-at` may be: a shard started a little late
+/// still runs its share, its first journeys counted late from their slots.
+pub const START_AT_PAST_MS_MAX: u64 = 10_000;
+/// How far ahead `--start-at` may be.
+pub const START_AT_AHEAD_MS_MAX: u64 = 3_600_000;
+
+/// `--start-at`: unix epoch ms, within the bounds of now.
+fn parse_start_at(text: &str) -> Result<u64, String> {
+    let at: u64 = text.trim().parse().map_err(|_| {
+        format!("{text:?}: write unix epoch milliseconds, e.g. $(( $(date +%s) * 1000 + 30000 ))")
+    })?;
+    check_start_at(at, crate::unix_now_ms())?;
+    Ok(at)
+}
+
+/// `at_ms` against the clock's `now_ms`: no more than
+/// [`START_AT_PAST_MS_MAX`] behind, [`START_AT_AHEAD_MS_MAX`] ahead.
+fn check_start_at(at_ms: u64, now_ms: u64) -> Result<(), String> {
+    if at_ms + START_AT_PAST_MS_MAX < now_ms {
+        let seconds = at_ms.saturating_mul(1000).abs_diff(now_ms) < START_AT_AHEAD_MS_MAX;
+        return Err(format!(
+            "{at_ms} is {} ms in the past (at most {START_AT_PAST_MS_MAX}){}: pick a start a little ahead of the shards' launch, the same for every shard",
+            now_ms - at_ms,
+            if seconds {
+                "; it looks like seconds, write milliseconds"
+            } else {
+                ""
+            }
+        ));
+    }
+    if at_ms > now_ms + START_AT_AHEAD_MS_MAX {
+        return Err(format!(
+            "{at_ms} is {} ms ahead (at most {START_AT_AHEAD_MS_MAX}): is it in seconds, or a typo?",
+            at_ms - now_ms
+        ));
+    }
+    Ok(())
 }
 
 /// Where the shop a load run starts keeps its state.
@@ -169,7 +222,7 @@ const KILL_RECOVERY_MARGIN_MS: u64 = LOAD_RESERVATION_TTL_MS + 5_000;
 pub const LOAD_RESERVATION_TTL_MS: u64 = 10_000;
 
 /// A promised bound: a duration above zero.
-fn parse_bound(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_bound(text: &str) -> Result<Duration, String> {
     let bound = parse_duration(text)?;
     if bound < Duration::from_millis(1) {
         return Err(format!(
@@ -232,7 +285,7 @@ fn parse_follow(text: &str) -> Result<stampede_loadgen::Follow, String> {
 }
 
 /// An invariant's name, e.g. `no_stuck_orders`.
-fn parse_invariant(text: &str) -> Result<stampede_core::Invariant, String> {
+pub(crate) fn parse_invariant(text: &str) -> Result<stampede_core::Invariant, String> {
     stampede_core::Invariant::parse(text).ok_or_else(|| {
         let names: Vec<&str> = stampede_core::Invariant::ALL
             .iter()
@@ -242,15 +295,42 @@ fn parse_invariant(text: &str) -> Result<stampede_core::Invariant, String> {
     })
 }
 
-/// What `report` was asked to do.
+/// What `report` was asked to do: re-render or compare saved runs, or
+/// (`report merge`) merge the shards of one sharded load.
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct ReportArgs {
-    /// Folders holding a `report.json` from `stampede load`; two or more are compared side by side.
+    /// Merge the shards of one sharded load into one report.
+    #[command(subcommand)]
+    pub command: Option<ReportCommand>,
+    /// Folders holding a `report.json` from `stampede load`; two or more are compared side by
+    /// side (a folder named `merge` is written `./merge`).
     #[arg(required = true)]
     pub dirs: Vec<PathBuf>,
     /// Where a comparison is written [default: stampede-out/load-compare].
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+/// `report`'s subcommands.
+#[derive(clap::Subcommand)]
+pub enum ReportCommand {
+    /// Merge the shards of one sharded load (`stampede load --shard I/N --start-at T`) into
+    /// one report, judged once.
+    ///
+    /// Adds the shards' HdrHistogram logs (latency.hlog) exactly, tag by tag and interval by
+    /// interval, and reads every percentile from the sums; errors, shed answers and orders seen
+    /// are summed from their reports. Thresholds are judged once, on the merged report: those
+    /// given here, else the shards' own (which must agree). The audit is judged once too, on
+    /// every shard's client evidence together with the shop's /admin/audit and the PSP's
+    /// ledger, read now: give the shop with --host and --psp. Without them the audit is not
+    /// judged and the merge fails, unless --no-audit says you meant it. Writes report.json,
+    /// report.md, report.html, the merged latency.hlog and .hgrm files.
+    ///
+    /// Exit status: 0 the audit holds and every threshold passes, 1 otherwise, 2 bad input
+    /// (shards of different runs, a part missing or given twice, unreadable files).
+    /// Example: stampede report merge shard-1 shard-2 --host http://shop:8080 --psp http://psp:8081 --out merged
+    Merge(crate::merge_load::MergeLoadArgs),
 }
 
 /// `20s`, `500ms`, `2m`, `1m30s`, `1h`.
@@ -327,7 +407,7 @@ fn parse_spike(text: &str) -> Result<Shape, String> {
     })
 }
 
-fn parse_threshold(text: &str) -> Result<Threshold, String> {
+pub(crate) fn parse_threshold(text: &str) -> Result<Threshold, String> {
     text.parse()
 }
 
@@ -360,7 +440,7 @@ fn parse_mix(text: &str) -> Result<Mix, String> {
 }
 
 /// `--host`: one or more comma-separated shop URLs → distinct `host:port`s, in order.
-fn shop_hosts(urls: &str) -> Result<Vec<String>, String> {
+pub(crate) fn shop_hosts(urls: &str) -> Result<Vec<String>, String> {
     let mut hosts: Vec<String> = Vec::new();
     for url in urls.split(',') {
         let host = host_port(url)?;
@@ -373,7 +453,7 @@ fn shop_hosts(urls: &str) -> Result<Vec<String>, String> {
 }
 
 /// `http://host:port` (or `host:port`) → `host:port`.
-fn host_port(url: &str) -> Result<String, String> {
+pub(crate) fn host_port(url: &str) -> Result<String, String> {
     let rest = url.trim().trim_end_matches('/');
     let rest = rest.strip_prefix("http://").unwrap_or(rest);
     if rest.starts_with("https://") || rest.contains('/') || !rest.contains(':') {
@@ -676,10 +756,13 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
         (None, Some(over), Model::Open { .. }) => Shape::Ramp { over },
         _ => Shape::Steady,
     };
-    let dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("stampede-out/load-{}", spec.label())));
+    let dir = args.out.clone().unwrap_or_else(|| match args.shard {
+        Some(s) => PathBuf::from(format!(
+            "stampede-out/load-shard-{}-of-{}",
+            s.index, s.count
+        )),
+        None => PathBuf::from(format!("stampede-out/load-{}", spec.label())),
+    });
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let report = runtime.block_on(async {
@@ -768,7 +851,12 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
         config.design = design;
         config.seed = args.seed;
         config.kills = kills.clone();
-        config.run_id = format!("lg{}", crate::unix_now_ms());
+        config.run_id = run_id(args);
+        config.share = args
+            .shard
+            .map(|s| stampede_loadgen::schedule::Share::new(s.index, s.count))
+            .transpose()?;
+        config.start_at_unix_ms = args.start_at;
         config.thresholds = args.thresholds.clone();
         config.catalog = catalog;
         config.terms = terms(args, hold_ms);
@@ -816,11 +904,29 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
             dir.display()
         );
     }
-    Ok(if report.passed() { 0 } else { 1 })
+    // A shard's report is part of a verdict the merge gives.
+    Ok(if report.passed() || args.shard.is_some() {
+        0
+    } else {
+        1
+    })
+}
+
+/// The prefix of a run's keys and customer ids, unique per run against one
+/// shop: the start (asked for, else now), and a shard's part.
+fn run_id(args: &LoadArgs) -> String {
+    let start = args.start_at.unwrap_or_else(crate::unix_now_ms);
+    match args.shard {
+        Some(s) => format!("lg{start}-s{}of{}", s.index, s.count),
+        None => format!("lg{start}"),
+    }
 }
 
 /// `stampede report`: re-renders saved runs; with several, compares them.
 pub fn report(args: &ReportArgs) -> Result<u8, String> {
+    if let Some(ReportCommand::Merge(merge)) = &args.command {
+        return crate::merge_load::merge_load(merge);
+    }
     let mut reports = Vec::new();
     for dir in &args.dirs {
         let path = dir.join("report.json");
@@ -984,6 +1090,59 @@ mod tests {
                 "{flag} {bad}: {error}"
             );
         }
+    }
+
+    #[test]
+    fn a_shard_needs_a_shop_a_rate_and_a_start_within_bounds() {
+        // Proves: --start-at is refused more than 10 s behind or 1 h ahead of
+        // the clock and accepted at each bound; --shard needs --host, --psp,
+        // --rate and --start-at, --start-at needs --rate; a shard's keys carry
+        // the start and its part, so two shards never share a key prefix.
+        let now = 1_800_000_000_000;
+        assert!(check_start_at(now - START_AT_PAST_MS_MAX, now).is_ok());
+        let late = check_start_at(now - START_AT_PAST_MS_MAX - 1, now).unwrap_err();
+        assert!(
+            late.contains("10001 ms in the past") && !late.contains("seconds"),
+            "{late}"
+        );
+        let secs = check_start_at(now / 1000 + 5, now).unwrap_err();
+        assert!(secs.contains("looks like seconds"), "{secs}");
+        assert!(check_start_at(now + START_AT_AHEAD_MS_MAX, now).is_ok());
+        let ahead = check_start_at(now + START_AT_AHEAD_MS_MAX + 1, now).unwrap_err();
+        assert!(ahead.contains("ms ahead"), "{ahead}");
+        let soon = (crate::unix_now_ms() + 60_000).to_string();
+        let shop = [
+            "--host",
+            "http://127.0.0.1:1",
+            "--psp",
+            "http://127.0.0.1:2",
+        ];
+        let mut full: Vec<&str> = shop.to_vec();
+        full.extend(["--rate", "10/s", "--start-at", &soon, "--shard", "2/3"]);
+        let args = load_args(&full).unwrap();
+        assert_eq!(args.shard.map(|s| (s.index, s.count)), Some((2, 3)));
+        assert_eq!(run_id(&args), format!("lg{soon}-s2of3"));
+        let shard = ["--shard", "2/3"];
+        let rate = ["--rate", "10/s"];
+        let start = ["--start-at", soon.as_str()];
+        for (missing, given) in [
+            ("--host and --psp", [&rate[..], &start, &shard].concat()),
+            ("--psp", [&shop[..2], &rate, &start, &shard].concat()),
+            ("--rate", [&shop[..], &start, &shard].concat()),
+            ("--start-at", [&shop[..], &rate, &shard].concat()),
+        ] {
+            let error = load_args(&given).err().expect("refused").to_string();
+            assert!(
+                error.contains("required"),
+                "--shard without {missing}: {error}"
+            );
+        }
+        assert!(
+            load_args(&["--start-at", &soon]).is_err(),
+            "--start-at without --rate"
+        );
+        assert!(load_args(&["--rate", "1/s", "--start-at", "yesterday"]).is_err());
+        assert!(load_args(&["--rate", "1/s", "--start-at", "1000"]).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod admission;
 mod conform;
 mod explain;
 mod load;
+mod merge_load;
 mod pool;
 mod run;
 mod shrink;
@@ -93,9 +94,11 @@ enum Command {
     /// Example: stampede explain stampede-out/flash-sale-1
     /// Example: stampede explain stampede-out/flash-sale-1/trace.jsonl --order ord_141
     Explain(explain::ExplainArgs),
-    /// Re-render saved load reports; given several folders, compare them side by side.
+    /// Re-render saved load reports; given several folders, compare them side by side;
+    /// `report merge` merges the shards of one sharded load (see `stampede report merge --help`).
     ///
     /// Example: stampede report stampede-out/load-reference stampede-out/load-seed-repo
+    /// Example: stampede report merge shard-1 shard-2 --host http://shop:8080 --psp http://psp:8081
     Report(load::ReportArgs),
     /// Serve the reference shop over HTTP, with an embedded fake PSP by default.
     ///

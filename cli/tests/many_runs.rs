@@ -5,7 +5,9 @@
 //! `shrink` leaves a smaller plan that `replay` shows still failing; a
 //! malformed plan file is refused with exit 2.
 
-use serde_json::Value;
+mod common;
+
+use common::{read_json, runs_of};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -25,31 +27,8 @@ fn out_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn read_json(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).expect("valid JSON")
-}
-
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// (seed, trace hash, passed) of every run in a sweep summary, sorted.
-fn runs_of(summary: &Value) -> Vec<(u64, String, bool)> {
-    let mut runs: Vec<_> = summary["runs"]
-        .as_array()
-        .expect("runs")
-        .iter()
-        .map(|r| {
-            (
-                r["seed"].as_u64().unwrap(),
-                r["trace_hash"].as_str().unwrap().to_string(),
-                r["passed"].as_bool().unwrap(),
-            )
-        })
-        .collect();
-    runs.sort();
-    runs
 }
 
 #[test]
@@ -214,7 +193,7 @@ fn shrink_leaves_a_smaller_plan_that_replay_shows_still_failing() {
         dir.join("replay").to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(1), "the shrunk plan still fails");
-    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let verdict = summary["verdicts"]
         .as_array()
         .unwrap()

@@ -65,6 +65,9 @@ pub struct Shared {
     pub(crate) journeys_done: AtomicU64,
     /// Journeys that started later than their slot because every user was busy.
     pub(crate) late_starts: AtomicU64,
+    /// How long after the configured start (`LoadConfig::start_at_unix_ms`)
+    /// this load generator's users were all up, ms (0: in time).
+    pub(crate) ready_late_ms: AtomicU64,
     /// Goose users that have reported for work.
     arrived: AtomicUsize,
     /// Goose users in the run.
@@ -114,6 +117,7 @@ impl Shared {
             journeys_started: AtomicU64::new(0),
             journeys_done: AtomicU64::new(0),
             late_starts: AtomicU64::new(0),
+            ready_late_ms: AtomicU64::new(0),
             arrived: AtomicUsize::new(0),
             users,
             client: reqwest::Client::builder()
@@ -152,30 +156,59 @@ impl Shared {
             if self.arrived.load(Ordering::Relaxed) >= self.users
                 || first_seen.elapsed() >= START_WAIT
             {
-                let _ = self.t0.set(Instant::now());
+                let _ = self.t0.set(self.begin());
                 break;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+        // With a start time, load begins then, for every load generator.
+        if let Some(t0) = self.started() {
+            tokio::time::sleep(t0.saturating_duration_since(Instant::now())).await;
+        }
     }
 
-    /// When the next journey should start, after waiting for it (open loop:
-    /// its slot); `None` when no journey is left to start.
-    async fn next_start(&self) -> Option<Duration> {
+    /// When load begins: now, or at the configured wall-clock start (past or
+    /// future), so load generators on several machines share one origin.
+    fn begin(&self) -> Instant {
+        let now = Instant::now();
+        let Some(start_ms) = self.config.start_at_unix_ms else {
+            return now;
+        };
+        let wall_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        if start_ms >= wall_ms {
+            now + Duration::from_millis(start_ms - wall_ms)
+        } else {
+            self.ready_late_ms
+                .store(wall_ms - start_ms, Ordering::Relaxed);
+            now.checked_sub(Duration::from_millis(wall_ms - start_ms))
+                .unwrap_or(now)
+        }
+    }
+
+    /// When the next journey should start, after waiting for it, and its
+    /// number; `None` when no journey is left to start. Open loop: its slot,
+    /// numbered as in the whole schedule (so a share's journeys make the
+    /// same choices, and keys, as in one whole run); closed loop: now, in
+    /// the order journeys start.
+    async fn next_start(&self) -> Option<(Duration, u64)> {
         if self.client_events_refused.load(Ordering::Relaxed) > 0 {
             return None;
         }
         let now = self.since();
         let Some(schedule) = &self.schedule else {
-            return (now < self.config.duration).then_some(now);
+            let id = self.next_journey.fetch_add(1, Ordering::Relaxed);
+            return (now < self.config.duration).then_some((now, id));
         };
-        let slot = schedule.slot(self.next_slot.fetch_add(1, Ordering::Relaxed))?;
+        let k = self.next_slot.fetch_add(1, Ordering::Relaxed);
+        let slot = schedule.slot(k)?;
         if slot > now {
             tokio::time::sleep(slot - now).await;
         } else if now - slot > Duration::from_millis(1) {
             self.late_starts.fetch_add(1, Ordering::Relaxed);
         }
-        Some(slot)
+        Some((slot, schedule.number(k) as u64))
     }
 
     pub(crate) fn latencies(&self) -> MutexGuard<'_, Latencies> {
@@ -1132,10 +1165,9 @@ pub const FOLLOW_LIMIT: Duration = Duration::from_secs(60);
 pub async fn run_journey(user: &mut GooseUser, shared: &Shared) -> TransactionResult {
     shared.wait_for_start(user).await;
     let config = &shared.config;
-    let Some(due) = shared.next_start().await else {
+    let Some((due, id)) = shared.next_start().await else {
         return idle_until(shared, config.duration + config.drain).await;
     };
-    let id = shared.next_journey.fetch_add(1, Ordering::Relaxed);
     shared.journeys_started.fetch_add(1, Ordering::Relaxed);
     let state = user
         .get_session_data::<UserState>()

@@ -36,13 +36,13 @@ pub const MAX_INTERVALS: usize = 86_400;
 pub const RAW_TAG_SUFFIX: &str = ".raw";
 
 /// A whole-run histogram: fixed bounds, so every endpoint's can be compared.
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_US, 3).expect("static bounds are valid")
 }
 
 /// A per-interval histogram: starts small and grows to the largest value it
 /// holds (a fixed-bound one is ~170 KB; a day of intervals would not fit).
-fn small_histogram() -> Histogram<u64> {
+pub(crate) fn small_histogram() -> Histogram<u64> {
     let mut h = Histogram::new_with_bounds(1, 1_000, 3).expect("static bounds are valid");
     h.auto(true);
     h
@@ -203,7 +203,7 @@ pub fn value_at(h: &Histogram<u64>, ppb: u64) -> u64 {
     0
 }
 
-fn percentiles(h: &Histogram<u64>) -> Percentiles {
+pub(crate) fn percentiles(h: &Histogram<u64>) -> Percentiles {
     if h.is_empty() {
         return Percentiles::default();
     }
@@ -238,7 +238,7 @@ const SPECTRUM_PPB: [u64; 16] = [
     999_999_900,
 ];
 
-fn spectrum(h: &Histogram<u64>) -> Vec<SpectrumPoint> {
+pub(crate) fn spectrum(h: &Histogram<u64>) -> Vec<SpectrumPoint> {
     if h.is_empty() {
         return Vec::new();
     }
@@ -421,24 +421,17 @@ impl Latencies {
     /// readable by HistogramLogProcessor and mergeable with logs from other
     /// machines. `start_unix` is when load began.
     pub fn interval_log(&self, start_unix: Duration) -> Result<Vec<u8>, String> {
-        let mut out = Vec::new();
-        let mut serializer = V2DeflateSerializer::new();
-        let start = std::time::UNIX_EPOCH + start_unix;
-        let mut builder = IntervalLogWriterBuilder::new();
-        builder.add_comment("stampede load: latency per endpoint per interval, microseconds");
-        for (name, e) in &self.endpoints {
-            let tag = tag_of(name);
-            builder.add_comment(&format!(
-                "Tag={tag}: {name}, {}; Tag={tag}{RAW_TAG_SUFFIX}: the same, as sent",
-                basis_words(e.basis)
-            ));
-        }
-        let mut writer = builder
-            .with_start_time(start)
-            .with_base_time(start)
-            .with_max_value_divisor(1000.0)
-            .begin_log_with(&mut out, &mut serializer)
-            .map_err(|e| e.to_string())?;
+        let comments = self
+            .endpoints
+            .iter()
+            .map(|(name, e)| {
+                let tag = tag_of(name);
+                format!(
+                    "Tag={tag}: {name}, {}; Tag={tag}{RAW_TAG_SUFFIX}: the same, as sent",
+                    basis_words(e.basis)
+                )
+            })
+            .collect::<Vec<_>>();
         let mut rows: Vec<(usize, String, &Histogram<u64>)> = Vec::new();
         for (name, e) in &self.endpoints {
             let tag = tag_of(name);
@@ -447,15 +440,7 @@ impl Latencies {
                 rows.push((*slot, tag.clone(), headline));
             }
         }
-        rows.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-        for (slot, tag, h) in rows {
-            let start = self.interval * u32::try_from(slot).map_err(|e| e.to_string())?;
-            writer
-                .write_histogram(h, start, self.interval, Tag::new(&tag))
-                .map_err(|e| format!("{e:?}"))?;
-        }
-        drop(writer);
-        Ok(out)
+        write_interval_log(start_unix, self.interval, &comments, rows)
     }
 
     /// The whole run's histogram under each tag of the interval log: per
@@ -484,8 +469,42 @@ impl Latencies {
     }
 }
 
+/// An HdrHistogram interval log (µs, max column in ms) starting at
+/// `start_unix`, with `comments` in its header and one line per `(interval
+/// number, tag, histogram)`, in interval then tag order.
+pub(crate) fn write_interval_log(
+    start_unix: Duration,
+    interval: Duration,
+    comments: &[String],
+    mut rows: Vec<(usize, String, &Histogram<u64>)>,
+) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let mut serializer = V2DeflateSerializer::new();
+    let start = std::time::UNIX_EPOCH + start_unix;
+    let mut builder = IntervalLogWriterBuilder::new();
+    builder.add_comment("stampede load: latency per endpoint per interval, microseconds");
+    for comment in comments {
+        builder.add_comment(comment);
+    }
+    let mut writer = builder
+        .with_start_time(start)
+        .with_base_time(start)
+        .with_max_value_divisor(1000.0)
+        .begin_log_with(&mut out, &mut serializer)
+        .map_err(|e| e.to_string())?;
+    rows.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    for (slot, tag, h) in rows {
+        let start = interval * u32::try_from(slot).map_err(|e| e.to_string())?;
+        writer
+            .write_histogram(h, start, interval, Tag::new(&tag))
+            .map_err(|e| format!("{e:?}"))?;
+    }
+    drop(writer);
+    Ok(out)
+}
+
 /// What a basis means, for the log's header.
-fn basis_words(basis: Basis) -> &'static str {
+pub(crate) fn basis_words(basis: Basis) -> &'static str {
     match basis {
         Basis::Raw => "as sent",
         Basis::Corrected => "corrected for coordinated omission with each user's expected interval",

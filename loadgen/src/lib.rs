@@ -30,12 +30,14 @@ pub mod audit;
 pub mod crash;
 pub mod journey;
 pub mod latency;
+pub mod merge;
 pub mod schedule;
+pub mod shard;
 pub mod threshold;
 
 use goose::config::GooseConfiguration;
 use goose::prelude::*;
-use schedule::{Schedule, Shape};
+use schedule::{Schedule, Shape, Share};
 use stampede_reports::{LoadModel, LoadReport, REPORT_VERSION};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -192,6 +194,14 @@ pub struct LoadConfig {
     pub terms: stampede_core::Terms,
     /// Kill the shop (a child process) on a schedule while the load runs.
     pub kills: Option<crash::Kills>,
+    /// Run only this share of the open loop's schedule, one of several load
+    /// generators against one shop: the audit and the thresholds are left
+    /// to `stampede report merge`, which judges every share together; this
+    /// run writes its evidence ([`shard`]) instead.
+    pub share: Option<Share>,
+    /// When load begins, unix ms (every share of a run is given the same):
+    /// the schedule's origin. `None`: as soon as the goose users are up.
+    pub start_at_unix_ms: Option<u64>,
 }
 
 impl LoadConfig {
@@ -227,6 +237,8 @@ impl LoadConfig {
             skip: stampede_core::OptOuts::none(),
             terms: stampede_core::Terms::default(),
             kills: None,
+            share: None,
+            start_at_unix_ms: None,
         }
     }
 
@@ -282,6 +294,13 @@ impl LoadConfig {
             if !(0.0..=1.0).contains(&p) {
                 return bad(format!("mix {name} = {p} must be within 0..=1"));
             }
+        }
+        let open = matches!(self.model, Model::Open { .. });
+        if (self.share.is_some() || self.start_at_unix_ms.is_some()) && !open {
+            return bad("a shard and a start time need the open loop (--rate): closed-loop users have no schedule to share".into());
+        }
+        if self.share.is_some() && (self.probe.is_some() || self.kills.is_some()) {
+            return bad("a shard runs shopper journeys against a shop it did not start: not with a probe or kills".into());
         }
         match &self.model {
             Model::Closed { users, .. } if *users == 0 || *users > 100_000 => {
@@ -379,8 +398,11 @@ pub async fn run(
             rate_per_sec,
             max_in_flight,
         } => {
-            let schedule = Schedule::new(*rate_per_sec, config.shape, config.duration)
+            let mut schedule = Schedule::new(*rate_per_sec, config.shape, config.duration)
                 .map_err(LoadError::Config)?;
+            if let Some(share) = config.share {
+                schedule = schedule.share(share);
+            }
             // Start every user within ~100 ms: the schedule, not goose, paces the load.
             let per_sec = f64::from(*max_in_flight) * 10.0;
             (
@@ -398,7 +420,9 @@ pub async fn run(
     goose.increase_rate = Some(increase);
     goose.run_time = Some(format!(
         "{}",
-        (config.duration + config.drain).as_secs_f64().ceil() as u64
+        (config.duration + config.drain + lead_time(&config))
+            .as_secs_f64()
+            .ceil() as u64
     ));
     goose.no_telnet = true;
     goose.no_websocket = true;
@@ -496,12 +520,26 @@ pub async fn run(
             config.kills.as_ref().map_or(0, |k| k.at_risk_after_ms)
         ));
     }
-    let verdicts = match &baseline {
-        None => {
+    let verdicts = match (&baseline, config.share) {
+        (None, _) => {
             notes.push("probe run: only the loadgen was measured; nothing to audit".to_string());
             Vec::new()
         }
-        Some(baseline) => {
+        (Some(_), Some(share)) => {
+            let client = std::mem::take(
+                &mut *shared
+                    .client_events
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+            shard::write_clients(&config.out_dir, &client).map_err(LoadError::Io)?;
+            notes.push(format!(
+                "shard {share}: the audit and the thresholds are judged by `stampede report merge` on every shard together; this shard's client evidence is in {}",
+                shard::CLIENTS_FILE
+            ));
+            Vec::new()
+        }
+        (Some(baseline), None) => {
             let (after, settled) = office.settle(config.settle).await?;
             let client = std::mem::take(
                 &mut *shared
@@ -536,11 +574,15 @@ pub async fn run(
             .unwrap_or_else(|| final_counts.clone());
     }
     let mut files = Vec::new();
-    // Wall-clock time of the start, for the log's header (the only use of the system clock).
-    let start_unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .saturating_sub(shared.since());
+    // Wall-clock time of the start, for the log's header: the start asked
+    // for (so shards' logs align exactly), else measured.
+    let start_unix = match config.start_at_unix_ms {
+        Some(ms) => Duration::from_millis(ms),
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .saturating_sub(shared.since()),
+    };
     let log = latencies.interval_log(start_unix).map_err(LoadError::Io)?;
     files.push(write(&config.out_dir, "latency.hlog", &log)?);
     for (name, text) in latencies.distributions() {
@@ -550,6 +592,12 @@ pub async fn run(
         files.push("goose-report.html".into());
     }
     notes.push(basis_note(&config.model));
+    let ready_late_ms = shared.ready_late_ms.load(Ordering::Relaxed);
+    if ready_late_ms > 0 {
+        notes.push(format!(
+            "this load generator's users were up {ready_late_ms} ms after the start asked for (--start-at): journeys due before then started late and count from their slots; start further ahead"
+        ));
+    }
     let late = shared.late_starts.load(Ordering::Relaxed);
     if late > 0 {
         notes.push(format!(
@@ -602,16 +650,68 @@ pub async fn run(
         endpoints: latencies.endpoints(),
         timeline,
         audit: audit::verdicts(&verdicts),
+        audit_not_done: None,
         thresholds: Vec::new(),
         files,
         notes,
     };
     drop(latencies);
+    if let Some(share) = config.share {
+        report.audit_not_done = Some(format!(
+            "shard {share} of a sharded load: `stampede report merge` judges the audit once, on every shard's evidence"
+        ));
+        let record = shard_record(&config, share, start_unix)?;
+        record.write(&config.out_dir).map_err(LoadError::Io)?;
+        report
+            .files
+            .extend([shard::SHARD_FILE.into(), shard::CLIENTS_FILE.into()]);
+        return Ok(report);
+    }
     for t in &config.thresholds {
         let result = t.judge(&report).map_err(LoadError::Config)?;
         report.thresholds.push(result);
     }
     Ok(report)
+}
+
+/// How long from now until load begins at the configured start (zero without one).
+fn lead_time(config: &LoadConfig) -> Duration {
+    let Some(start_ms) = config.start_at_unix_ms else {
+        return Duration::ZERO;
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    Duration::from_millis(start_ms.saturating_sub(now_ms))
+}
+
+/// What a share leaves for the merge beside its report.
+fn shard_record(
+    config: &LoadConfig,
+    share: Share,
+    start_unix: Duration,
+) -> Result<shard::ShardRecord, LoadError> {
+    let Model::Open { rate_per_sec, .. } = config.model else {
+        return Err(LoadError::Config("a shard needs the open loop".into()));
+    };
+    Ok(shard::ShardRecord {
+        version: shard::SHARD_VERSION,
+        share,
+        start_unix_ms: start_unix.as_millis() as u64,
+        run_id: config.run_id.clone(),
+        rate_per_sec,
+        shape: config.shape,
+        duration_ms: config.duration.as_millis() as u64,
+        interval_ms: config.interval.as_millis() as u64,
+        seed: config.seed,
+        thresholds: config.thresholds.iter().map(|t| t.rule.clone()).collect(),
+        skip: stampede_core::Invariant::ALL
+            .iter()
+            .filter(|i| config.skip.reason(**i).is_some())
+            .map(|i| i.name().to_string())
+            .collect(),
+        terms: config.terms,
+    })
 }
 
 #[cfg(test)]

@@ -54,10 +54,47 @@ impl Shape {
     }
 }
 
-/// Intended start times of every journey, since load began, in order.
+/// Part `index` of `count` (1-based, as `--shard I/N`) of one run spread
+/// over several load generators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Share {
+    /// 1-based.
+    pub index: u32,
+    /// Parts in all, at most [`SHARES_MAX`].
+    pub count: u32,
+}
+
+/// Most parts one run may be split into.
+pub const SHARES_MAX: u32 = 1024;
+
+impl Share {
+    /// Part `index` of `count`, if `1 <= index <= count <= SHARES_MAX`.
+    pub fn new(index: u32, count: u32) -> Result<Share, String> {
+        if index == 0 || index > count || count > SHARES_MAX {
+            return Err(format!(
+                "part {index} of {count}: write I/N with 1 <= I <= N <= {SHARES_MAX}"
+            ));
+        }
+        Ok(Share { index, count })
+    }
+}
+
+impl std::fmt::Display for Share {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// Intended start times of every journey, since load began, in order: a
+/// whole schedule, or one [`Share`] of one (every `count`-th slot from
+/// `index − 1`), which keeps each slot's number in the whole.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Schedule {
     slots: Vec<Duration>,
+    /// The whole schedule's number of this schedule's slot 0.
+    first: usize,
+    /// Slots of the whole between two of this schedule's.
+    stride: usize,
 }
 
 impl Schedule {
@@ -85,12 +122,37 @@ impl Schedule {
             }
             t += step;
         }
-        Ok(Schedule { slots })
+        Ok(Schedule {
+            slots,
+            first: 0,
+            stride: 1,
+        })
+    }
+
+    /// This load generator's share of the whole schedule: slots `index − 1`,
+    /// `index − 1 + count`, … So the shares' slots interleave into exactly
+    /// the whole, each slot in one share, at the same time and with the same
+    /// number (journeys take their number, hence their choices, from it).
+    pub fn share(&self, share: Share) -> Schedule {
+        debug_assert!(self.first == 0 && self.stride == 1, "share of a share");
+        let first = share.index as usize - 1;
+        let stride = share.count as usize;
+        let slots = self.slots.iter().skip(first).step_by(stride).copied();
+        Schedule {
+            slots: slots.collect(),
+            first,
+            stride,
+        }
     }
 
     /// The k-th journey's intended start, if the schedule has one.
     pub fn slot(&self, k: usize) -> Option<Duration> {
         self.slots.get(k).copied()
+    }
+
+    /// The number in the whole schedule of this schedule's `k`-th slot.
+    pub fn number(&self, k: usize) -> usize {
+        self.first + k * self.stride
     }
 
     /// Journeys in the schedule.
@@ -156,6 +218,51 @@ mod tests {
             (99..=101).contains(&inside),
             "{inside} journeys in the spike"
         );
+    }
+
+    #[test]
+    fn shares_partition_the_whole_schedule_slot_for_slot() {
+        // Proves: for 1, 2, 3 and 7 shares of a spiky schedule, every slot of
+        // the whole is in exactly one share, at its own time and under its
+        // own number; share I starts at slot I − 1; share sizes differ by at
+        // most one and add up to the whole.
+        let whole = Schedule::new(
+            37.0,
+            Shape::Spike {
+                at: Duration::from_millis(300),
+                length: Duration::from_millis(200),
+                factor: 5.0,
+            },
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert!(whole.len() > 40, "{}", whole.len());
+        for count in [1, 2, 3, 7] {
+            let mut seen = vec![0u32; whole.len()];
+            let mut sizes = Vec::new();
+            for index in 1..=count {
+                let part = whole.share(Share::new(index, count).unwrap());
+                sizes.push(part.len());
+                for k in 0..part.len() {
+                    let n = part.number(k);
+                    assert_eq!(part.slot(k), whole.slot(n), "{index}/{count} slot {k}");
+                    seen[n] += 1;
+                }
+                assert_eq!(part.number(0), index as usize - 1);
+                assert_eq!(part.slot(part.len()), None);
+            }
+            assert!(seen.iter().all(|&n| n == 1), "{count} shares: {seen:?}");
+            let (min, max) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+            assert!(max - min <= 1, "{count} shares: {sizes:?}");
+            assert_eq!(sizes.iter().sum::<usize>(), whole.len());
+        }
+        // Bounds of a share: 1..=count, count 1..=SHARES_MAX, each side.
+        assert!(Share::new(1, 1).is_ok());
+        assert!(Share::new(0, 1).is_err());
+        assert!(Share::new(3, 3).is_ok());
+        assert!(Share::new(4, 3).is_err());
+        assert!(Share::new(SHARES_MAX, SHARES_MAX).is_ok());
+        assert!(Share::new(1, SHARES_MAX + 1).is_err());
     }
 
     #[test]

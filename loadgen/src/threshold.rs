@@ -258,6 +258,7 @@ mod tests {
             ],
             timeline: Vec::new(),
             audit: Vec::new(),
+            audit_not_done: None,
             thresholds: Vec::new(),
             files: Vec::new(),
             notes: Vec::new(),

@@ -46,6 +46,12 @@ pub struct LoadReport {
     pub timeline: Vec<Interval>,
     /// The real-traffic audit: the core's checker on what really happened.
     pub audit: Vec<AuditVerdict>,
+    /// Why the audit was not done at all, when it was not (a shard of a
+    /// sharded load defers it to `stampede report merge`, which judges every
+    /// shard's evidence together; a merge without the shop cannot judge it).
+    /// A report with one does not pass: "not judged" is never a silent pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_not_done: Option<String>,
     /// SLO thresholds asked for, and whether each held.
     pub thresholds: Vec<ThresholdResult>,
     /// Files written beside the report (histogram logs, goose's report), relative names.
@@ -192,9 +198,11 @@ pub struct ThresholdResult {
 }
 
 impl LoadReport {
-    /// Whether every audited invariant held and every threshold passed.
+    /// Whether the audit was done, every audited invariant held and every
+    /// threshold passed.
     pub fn passed(&self) -> bool {
-        self.audit.iter().all(|a| a.outcome != "violated")
+        self.audit_not_done.is_none()
+            && self.audit.iter().all(|a| a.outcome != "violated")
             && self.thresholds.iter().all(|t| t.passed)
     }
 

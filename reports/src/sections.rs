@@ -33,9 +33,17 @@ pub(crate) fn summary(r: &LoadReport) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// `PASS` when every invariant held and every threshold passed, else `FAIL`.
+/// `PASS` when every invariant held and every threshold passed; `NOT
+/// JUDGED` when nothing failed but the audit was not done (a shard's
+/// report, or a merge without the shop): not a pass; else `FAIL`.
 pub(crate) fn verdict(r: &LoadReport) -> &'static str {
-    if r.passed() { "PASS" } else { "FAIL" }
+    let failed =
+        r.audit.iter().any(|a| a.outcome == "violated") || r.thresholds.iter().any(|t| !t.passed);
+    match (r.passed(), failed) {
+        (true, _) => "PASS",
+        (false, false) if r.audit_not_done.is_some() => "NOT JUDGED",
+        _ => "FAIL",
+    }
 }
 
 /// Per endpoint: counts, basis, the headline percentiles and the raw p99, ms.

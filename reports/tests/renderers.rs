@@ -126,6 +126,7 @@ fn sample(design: &str) -> LoadReport {
                 lost_to_faults: 2,
             },
         ],
+        audit_not_done: None,
         thresholds: vec![
             ThresholdResult {
                 rule: "p99<50ms for POST /v1/orders".into(),
@@ -148,6 +149,7 @@ fn empty() -> LoadReport {
         endpoints: vec![],
         timeline: vec![],
         audit: vec![],
+        audit_not_done: None,
         thresholds: vec![],
         files: vec![],
         notes: vec![],
@@ -481,4 +483,36 @@ fn compare_has_a_column_per_design() {
         md.contains("| no_oversell | ✓ holds | ✗ violated (12) | ✓ holds |"),
         "{md}"
     );
+}
+
+// Proves an audit not done is never a pass: the report fails, and every
+// renderer's verdict says NOT JUDGED (not FAIL, not PASS) while nothing
+// failed; with a violated threshold it says FAIL.
+#[test]
+fn an_audit_not_done_is_not_judged_never_a_pass() {
+    let deferred = LoadReport {
+        audit_not_done: Some("shard 1/2 of a sharded load".into()),
+        ..empty()
+    };
+    assert!(!deferred.passed());
+    assert!(
+        render_terminal(&deferred).contains("verdict NOT JUDGED"),
+        "{}",
+        render_terminal(&deferred)
+    );
+    assert!(render_markdown(&deferred).contains("NOT JUDGED"));
+    assert!(render_html(&deferred).contains("NOT JUDGED"));
+    assert!(
+        empty().passed(),
+        "the same report with the audit done passes"
+    );
+    let failing = LoadReport {
+        thresholds: vec![ThresholdResult {
+            rule: "p99<1ms".into(),
+            measured: "p99 = 2 ms".into(),
+            passed: false,
+        }],
+        ..deferred
+    };
+    assert!(render_terminal(&failing).contains("verdict FAIL"));
 }

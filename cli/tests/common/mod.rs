@@ -182,3 +182,27 @@ pub fn orders_never_done(
     }
     waiting
 }
+
+/// A JSON file, parsed (panics naming the file).
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// (seed, trace hash, passed) of every run in a sweep summary, sorted.
+pub fn runs_of(summary: &serde_json::Value) -> Vec<(u64, String, bool)> {
+    let mut runs: Vec<_> = summary["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|r| {
+            (
+                r["seed"].as_u64().unwrap(),
+                r["trace_hash"].as_str().unwrap().to_string(),
+                r["passed"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    runs.sort();
+    runs
+}
