@@ -47,7 +47,7 @@ pub fn render_conform_markdown(c: &Conformance) -> String {
     for check in &c.checks {
         t.row(
             vec![
-                check.name.clone(),
+                format!("`{}`", check.name),
                 crate::format::pass_fail(check.passed).to_string(),
                 check.detail.clone(),
             ],
@@ -109,11 +109,11 @@ mod tests {
         let md = render_conform_markdown(&c);
         assert!(md.contains("1 of 2 checks passed."));
         assert!(
-            md.contains("| idempotency.replay | pass | same order |"),
+            md.contains("| `idempotency.replay` | pass | same order |"),
             "{md}"
         );
         assert!(
-            md.contains("| webhooks.forged | FAIL | 200 a\\|b |"),
+            md.contains("| `webhooks.forged` | FAIL | 200 a\\|b |"),
             "{md}"
         );
         let text = render_conform_text(&c);
