@@ -188,30 +188,6 @@ pub fn client_retries(history: &History) -> u64 {
     repeats
 }
 
-fn describe_event(history: &History, index: usize) -> String {
-    let Some(event) = history.events().get(index) else {
-        return format!("#{index}");
-    };
-    let what = match &event.kind {
-        EventKind::Transition(t) => format!("{} {} -> {} by {}", t.order, t.from, t.to, t.cause),
-        EventKind::Ledger(l) => format!(
-            "ledger {:?} {} on {} for {}",
-            l.kind, l.amount, l.intent, l.order
-        ),
-        EventKind::Request { req, op, .. } => format!(
-            "request #{req} {}",
-            serde_json::to_string(op).unwrap_or_default()
-        ),
-        EventKind::Response { req, reply } => format!(
-            "response #{req} {}",
-            serde_json::to_string(reply).unwrap_or_default()
-        ),
-        EventKind::Stocked { sku, qty } => format!("stocked {qty} x {sku}"),
-        other => serde_json::to_string(other).unwrap_or_default(),
-    };
-    format!("#{index} at {}: {what}", event.at)
-}
-
 fn first_violations(result: &RunResult) -> Vec<Lead> {
     result
         .verdicts
@@ -237,24 +213,7 @@ fn verdicts(result: &RunResult) -> Vec<stampede_reports::AuditVerdict> {
                 .violations()
                 .iter()
                 .take(3)
-                .map(|x| {
-                    let evidence: Vec<String> = x
-                        .evidence
-                        .iter()
-                        .take(4)
-                        .map(|i| describe_event(&result.history, *i))
-                        .collect();
-                    if evidence.is_empty() {
-                        format!("{}: {}", x.subject, x.detail)
-                    } else {
-                        format!(
-                            "{}: {} [evidence: {}]",
-                            x.subject,
-                            x.detail,
-                            evidence.join("; ")
-                        )
-                    }
-                })
+                .map(|x| stampede_reports::violation_example(x, &result.history))
                 .collect();
             stampede_reports::AuditVerdict {
                 invariant: v.invariant.name().to_string(),

@@ -57,8 +57,8 @@ pub use markdown::{render_compare_markdown, render_markdown};
 pub use model::*;
 pub use pages::{CHART_CATEGORIES_MAX, render_compare_summary_html, render_sweep_html};
 pub use run::{
-    Latency, LiveViolation, RunCoverage, RunStats, RunSummary, SUMMARY_VERSION, render_run_html,
-    render_run_markdown, render_run_text,
+    EXAMPLE_EVIDENCE_MAX, Latency, LiveViolation, RunCoverage, RunStats, RunSummary,
+    SUMMARY_VERSION, render_run_html, render_run_markdown, render_run_text, violation_example,
 };
 pub use sim::{
     FaultBand, SIM_INTERVAL_MS, SIM_INTERVALS_MAX, SimInterval, SimReport, render_sim_html,

@@ -11,7 +11,7 @@ use crate::model::AuditVerdict;
 use crate::sim::{SimReport, render_sim_html};
 use crate::story::Lead;
 use serde::{Deserialize, Serialize};
-use stampede_core::{History, Invariant};
+use stampede_core::{EventKind, History, Invariant, Violation};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -138,6 +138,55 @@ pub struct RunSummary {
     pub repro: String,
     /// Wall time of the run, ms.
     pub wall_ms: u64,
+}
+
+/// Evidence events described per violation example.
+pub const EXAMPLE_EVIDENCE_MAX: usize = 4;
+
+/// One violation as a verdict's example: its subject and detail, then its
+/// first [`EXAMPLE_EVIDENCE_MAX`] evidence events of `history`, described.
+pub fn violation_example(v: &Violation, history: &History) -> String {
+    let evidence: Vec<String> = v
+        .evidence
+        .iter()
+        .take(EXAMPLE_EVIDENCE_MAX)
+        .map(|i| evidence_line(history, *i))
+        .collect();
+    if evidence.is_empty() {
+        format!("{}: {}", v.subject, v.detail)
+    } else {
+        format!(
+            "{}: {} [evidence: {}]",
+            v.subject,
+            v.detail,
+            evidence.join("; ")
+        )
+    }
+}
+
+/// History event `index` as `#index at T: what`, its data as JSON where no
+/// shorter form exists.
+fn evidence_line(history: &History, index: usize) -> String {
+    let Some(event) = history.events().get(index) else {
+        return format!("#{index}");
+    };
+    let what = match &event.kind {
+        EventKind::Transition(t) => format!("{} {} -> {} by {}", t.order, t.from, t.to, t.cause),
+        EventKind::Ledger(l) => format!(
+            "ledger {:?} {} on {} for {}",
+            l.kind, l.amount, l.intent, l.order
+        ),
+        EventKind::Request { req, op, .. } => format!("request #{req} {}", json(op)),
+        EventKind::Response { req, reply } => format!("response #{req} {}", json(reply)),
+        EventKind::Stocked { sku, qty } => format!("stocked {qty} x {sku}"),
+        other => json(other),
+    };
+    format!("#{index} at {}: {what}", event.at)
+}
+
+/// `v` as one line of JSON (empty if it cannot be).
+fn json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
 }
 
 /// The terminal summary of a run; `determinism_checked` says a second run
