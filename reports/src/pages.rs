@@ -40,13 +40,14 @@ fn bars(y_desc: &str, categories: Vec<String>, series: Vec<(String, Vec<f64>)>) 
     }
 }
 
-/// p50, p99 and max of some wall times, as three bar series over `groups`.
+/// What the run-time charts' y axis counts.
+const WALL_SECONDS: &str = "wall seconds per run";
+
+/// p50, p99 and max of some wall times (ms), as three bar series of seconds over `groups`.
 fn time_series(groups: &[Latency]) -> Vec<(String, Vec<f64>)> {
     let pick = |label: &str, f: fn(&Latency) -> u64| {
-        (
-            label.to_string(),
-            groups.iter().map(|l| f(l) as f64).collect(),
-        )
+        let seconds = groups.iter().map(|l| f(l) as f64 / 1000.0).collect();
+        (label.to_string(), seconds)
     };
     vec![
         pick("p50", |l| l.p50_ms),
@@ -103,7 +104,7 @@ fn sweep_time_chart(s: &SweepSummary) -> Bars {
         .map(|r| Latency::of(r.wall_ms.clone()))
         .collect();
     let categories = rows.values().map(|r| r.scenario.to_string()).collect();
-    bars("wall ms per run", categories, time_series(&times))
+    bars(WALL_SECONDS, categories, time_series(&times))
 }
 
 /// A titled bar chart, or a note saying `why` there is none.
@@ -229,20 +230,19 @@ pub fn render_sweep_html(s: &SweepSummary) -> String {
     page(&title, &body)
 }
 
-/// Seeds violating each invariant (x), one bar per design.
+/// Seeds violating, per design (x) and invariant (one bar colour each, named
+/// in full in the legend: invariant names are too long for the axis).
 fn violating_chart(s: &CompareSummary) -> Bars {
-    let names = compared_invariants(s);
-    let series = s
-        .designs
-        .iter()
-        .map(|d| {
-            let seeds = names
-                .iter()
-                .map(|n| d.seeds_violating.get(n).copied().unwrap_or(0));
-            (d.design.clone(), seeds.map(|n| n as f64).collect())
+    let series = compared_invariants(s)
+        .into_iter()
+        .map(|name| {
+            let seeds = s.designs.iter().map(|d| d.seeds_violating.get(&name));
+            let seeds = seeds.map(|n| n.copied().unwrap_or(0) as f64).collect();
+            (name, seeds)
         })
         .collect();
-    bars("seeds violating", names, series)
+    let designs = s.designs.iter().map(|d| d.design.clone()).collect();
+    bars("seeds violating", designs, series)
 }
 
 /// Per design (x): wall time per run, p50/p99/max.
@@ -256,7 +256,7 @@ fn compare_time_chart(s: &CompareSummary) -> Bars {
         })
         .collect();
     let designs = s.designs.iter().map(|d| d.design.clone()).collect();
-    bars("wall ms per run", designs, time_series(&times))
+    bars(WALL_SECONDS, designs, time_series(&times))
 }
 
 /// Per design (x): order → confirmed in simulated time, p50 and p99.
@@ -296,7 +296,7 @@ pub fn render_compare_summary_html(s: &CompareSummary) -> String {
     ]));
     body.push_str("<h2>Side by side</h2>\n<div class=\"charts\">\n");
     body.push_str(&bar_figure(
-        "Seeds violating, per invariant and design",
+        "Seeds violating, per design and invariant",
         &violating_chart(s),
         "no design violated any invariant",
     ));
