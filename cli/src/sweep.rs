@@ -237,23 +237,31 @@ fn record(job: &Job<'_>, keep: impl Fn() -> Option<PathBuf>) -> (RunRecord, Vec<
     rec.sim_ms = result.stats.sim_ms;
     rec.wall_ms = outcome.wall_ms;
     if let Some(dir) = (!rec.passed).then(keep).flatten() {
-        let summary = run::summarize(
-            &plan,
-            &job.target.file,
-            &rec.design,
-            rec.repro.clone(),
-            &outcome,
-        );
-        match run::write_outputs(&dir, &summary, &result.history) {
-            Ok(()) => {
-                rec.kept = dir
-                    .file_name()
-                    .map(|name| format!("failures/{}", name.to_string_lossy()))
-            }
-            Err(e) => tracing::warn!("{e}"),
-        }
+        rec.kept = keep_outputs(&dir, job, &plan, &rec.repro, &outcome);
     }
     (rec, samples)
+}
+
+/// Writes a failing run's full outputs into `dir`; its folder as the
+/// sweep's summary names it (`failures/<name>`), or none if it could not be written.
+fn keep_outputs(
+    dir: &Path,
+    job: &Job<'_>,
+    plan: &Plan,
+    repro: &str,
+    outcome: &run::Outcome,
+) -> Option<String> {
+    let design = job.design.label();
+    let summary = run::summarize(plan, &job.target.file, &design, repro.to_string(), outcome);
+    match run::write_outputs(dir, &summary, &outcome.result.history) {
+        Ok(()) => dir
+            .file_name()
+            .map(|name| format!("failures/{}", name.to_string_lossy())),
+        Err(e) => {
+            tracing::warn!("{e}");
+            None
+        }
+    }
 }
 
 fn progress(len: usize, quiet: bool) -> ProgressBar {
