@@ -377,3 +377,37 @@ pub fn failed(summary: &Summary) -> Vec<Invariant> {
         .filter_map(|v| Invariant::parse(&v.invariant))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves the report model's mirror of the simulator's counts writes the same JSON bytes
+    // as the simulator's own type (summary.json is read back by explain, merge and tests), with
+    // every field set to a distinct value so a swapped or dropped field shows.
+    #[test]
+    fn mirrored_stats_write_the_simulators_bytes() {
+        let sim = stampede_sim::RunStats {
+            sim_ms: 1,
+            requests: 2,
+            orders: 3,
+            orders_by_status: BTreeMap::from([("confirmed".to_string(), 4)]),
+            events: 5,
+            faults: 6,
+            charges: 7,
+            refunds: 8,
+            http_requests: 9,
+            store_calls: 10,
+            coverage: stampede_sim::Coverage {
+                late_payments: 11,
+                refunds: 12,
+                intent_cancellations: 13,
+                reconciler_payments: 14,
+            },
+        };
+        assert_eq!(
+            serde_json::to_string_pretty(&stats(&sim)).unwrap(),
+            serde_json::to_string_pretty(&sim).unwrap()
+        );
+    }
+}

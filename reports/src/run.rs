@@ -351,6 +351,43 @@ mod tests {
         assert_eq!(Latency::of(Vec::new()), Latency::default());
     }
 
+    // Proves a violation's example names its subject and detail, describes its evidence
+    // events with their index and time, at most EXAMPLE_EVIDENCE_MAX of them, and marks an
+    // index the history lacks rather than failing.
+    #[test]
+    fn examples_describe_their_evidence() {
+        use stampede_core::{Cause, Millis, OrderId, OrderStatus, Subject, Transition};
+        let mut h = History::new();
+        h.push(
+            Millis(1_250),
+            EventKind::Transition(Transition {
+                order: OrderId(3),
+                from: OrderStatus::Created,
+                to: OrderStatus::PaymentPending,
+                at: Millis(1_250),
+                cause: Cause::Customer,
+            }),
+        );
+        let v = Violation {
+            subject: Subject::Order(OrderId(3)),
+            detail: "charged twice".into(),
+            evidence: vec![0, 99, 0, 0, 0],
+        };
+        let line = violation_example(&v, &h);
+        assert!(line.starts_with("order "), "{line}");
+        assert!(
+            line.contains(": charged twice [evidence: #0 at 1.250s: "),
+            "{line}"
+        );
+        assert!(line.contains(" by customer; #99; #0"), "{line}");
+        assert_eq!(line.matches("#0 at").count(), EXAMPLE_EVIDENCE_MAX - 1);
+        let none = Violation {
+            evidence: Vec::new(),
+            ..v
+        };
+        assert!(violation_example(&none, &h).ends_with(": charged twice"));
+    }
+
     fn summary() -> RunSummary {
         RunSummary {
             version: SUMMARY_VERSION,
