@@ -355,19 +355,23 @@ pub(crate) fn draw_bars(bars: &Bars) -> Drawn {
     let mut svg = String::new();
     let result = {
         let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
-        plot_bars(
-            &root,
-            bars,
-            &keys,
-            &legend,
-            x,
-            Axis::linear(0.0, y_max, 0.12),
-        )
+        plot_bars(&root, bars, &keys, &legend, x, bar_axis(bars, y_max))
     };
     match result {
         Ok(()) => Drawn::Svg(svg.replacen(" xmlns=\"http://www.w3.org/2000/svg\"", "", 1)),
         Err(e) => Drawn::Failed(e.to_string()),
     }
+}
+
+/// The value axis of `bars` from 0 past `y_max`; ticked at whole numbers
+/// only when every value is one (counts of seeds have no halves).
+fn bar_axis(bars: &Bars, y_max: f64) -> Axis {
+    let mut axis = Axis::linear(0.0, y_max, 0.12);
+    let values = || bars.series.iter().flat_map(|s| s.values.iter());
+    if values().all(|v| v.fract() == 0.0) {
+        axis.ticks.retain(|t| t.fract() == 0.0);
+    }
+    axis
 }
 
 /// A category's name cut to `chars_max` characters (an ellipsis says it was cut).
@@ -663,6 +667,42 @@ mod tests {
         let mut log = chart(XAxis::Percentile, vec![(0.0, 0.0), (2.0, -1.0)]);
         log.y_log = true;
         assert!(matches!(draw(&log), Drawn::Svg(_)));
+    }
+
+    // Proves bars of counts are ticked at whole numbers only, bars of fractions at the round
+    // steps, each bar carries its value, and no bar or no category draws nothing.
+    #[test]
+    fn bars_tick_counts_whole_and_label_values() {
+        let bars = |values: Vec<f64>| Bars {
+            categories: vec!["a".into(), "b".into()],
+            y_desc: "seeds".into(),
+            series: vec![BarSeries {
+                label: "x".into(),
+                colour: colour(0),
+                values,
+            }],
+            size: (400, 200),
+        };
+        assert_eq!(bar_axis(&bars(vec![2.0, 1.0]), 2.0).ticks, [0.0, 1.0, 2.0]);
+        assert_eq!(
+            bar_axis(&bars(vec![2.0, 0.5]), 2.0).ticks,
+            [0.0, 0.5, 1.0, 1.5, 2.0]
+        );
+        let Drawn::Svg(svg) = draw_bars(&bars(vec![2.0, 0.5])) else {
+            panic!("drawn");
+        };
+        let texts: Vec<&str> = svg
+            .split("</text>")
+            .filter_map(|c| c.rsplit_once('>').map(|(_, t)| t.trim()))
+            .collect();
+        assert!(texts.contains(&"0.5") && texts.contains(&"x"), "{texts:?}");
+        assert_eq!(
+            draw_bars(&Bars {
+                series: Vec::new(),
+                ..bars(vec![])
+            }),
+            Drawn::NoData
+        );
     }
 
     // Proves tick steps are round and cover the range, and ranges are never empty.
