@@ -93,7 +93,7 @@ pub struct ManyRuns {
     /// Parallel runs [default: one per core].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub jobs: Option<u32>,
-    /// Folder for summary.json, report.md and failing runs' traces [default: stampede-out/sweep, or compare-<scenario>].
+    /// Folder for summary.json, report.md, report.html (charts) and failing runs' traces [default: stampede-out/sweep, or compare-<scenario>].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// How many failing runs get their own folder with summary, report and trace.
@@ -134,7 +134,7 @@ pub struct MergeArgs {
     /// The summary.json files of the shards.
     #[arg(required = true)]
     pub summaries: Vec<PathBuf>,
-    /// Folder for the merged summary.json and report.md [default: stampede-out/merged].
+    /// Folder for the merged summary.json, report.md and report.html [default: stampede-out/merged].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Print the merged summary as one JSON document.
