@@ -11,6 +11,7 @@ use stampede_sim::{Plan, Scenario};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+
 /// Most seeds one command takes.
 pub const MAX_SEEDS: usize = 1_000_000;
 
