@@ -4,12 +4,12 @@
 //! make one order), bad inputs refused as problem+json without using up the
 //! key, forged and stale webhooks refused, and a small flash sale judged by
 //! the real-traffic audit. Each check is named; the result is a pass/fail
-//! table (terminal, Markdown, JSON) and the exit code 0 (all pass), 1 (some
+//! table (`stampede-reports` renders it for the terminal and Markdown; JSON is
+//! the `Conformance` itself) and the exit code 0 (all pass), 1 (some
 //! fail) or 2 (the run could not be made).
 
-use serde::Serialize;
+use stampede_reports::{Check, Conformance};
 use stampede_server::http::{Connector, HttpClient, HttpResponse};
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -47,76 +47,6 @@ pub struct ConformArgs {
     /// Print the JSON result instead of the table.
     #[arg(long)]
     pub json: bool,
-}
-
-/// One named check's outcome.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Check {
-    /// e.g. `idempotency.replay`.
-    pub name: &'static str,
-    /// Whether the service did what the contract says.
-    pub passed: bool,
-    /// What was seen.
-    pub detail: String,
-}
-
-/// The whole run.
-#[derive(Clone, Debug, Serialize)]
-pub struct Conformance {
-    /// The service under test.
-    pub host: String,
-    /// Every check, in the order run.
-    pub checks: Vec<Check>,
-}
-
-impl Conformance {
-    /// Whether every check passed.
-    pub fn passed(&self) -> bool {
-        self.checks.iter().all(|c| c.passed)
-    }
-
-    /// The pass/fail table as Markdown.
-    pub fn markdown(&self) -> String {
-        let mut out = format!(
-            "# Conformance of {}\n\n{} of {} checks passed.\n\n| check | result | what was seen |\n| --- | --- | --- |\n",
-            self.host,
-            self.checks.iter().filter(|c| c.passed).count(),
-            self.checks.len()
-        );
-        for c in &self.checks {
-            let _ = writeln!(
-                out,
-                "| `{}` | {} | {} |",
-                c.name,
-                if c.passed { "pass" } else { "**FAIL**" },
-                c.detail.replace('|', "\\|")
-            );
-        }
-        out
-    }
-
-    /// The table for a terminal.
-    pub fn terminal(&self) -> String {
-        let width = self.checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
-        let mut out = format!("conformance of {}\n", self.host);
-        for c in &self.checks {
-            let _ = writeln!(
-                out,
-                "  {} {:width$}  {}",
-                if c.passed { "✓" } else { "✗" },
-                c.name,
-                c.detail
-            );
-        }
-        let failed = self.checks.iter().filter(|c| !c.passed).count();
-        let _ = writeln!(
-            out,
-            "  {} checks, {failed} failed: {}",
-            self.checks.len(),
-            if failed == 0 { "PASS" } else { "FAIL" }
-        );
-        out
-    }
 }
 
 /// `host:port` from `host:port` or `http://host:port[/]`.
@@ -199,7 +129,7 @@ fn seen(r: &HttpResponse) -> String {
 
 fn check(name: &'static str, passed: bool, detail: impl Into<String>) -> Check {
     Check {
-        name,
+        name: name.to_string(),
         passed,
         detail: detail.into(),
     }
@@ -474,12 +404,15 @@ pub fn conform(args: &ConformArgs) -> Result<u8, String> {
     };
     let json = serde_json::to_string_pretty(&result).expect("serializes");
     std::fs::write(dir.join("conform.json"), &json)
-        .and_then(|()| std::fs::write(dir.join("conform.md"), result.markdown()))
+        .and_then(|()| {
+            let markdown = stampede_reports::render_conform_markdown(&result);
+            std::fs::write(dir.join("conform.md"), markdown)
+        })
         .map_err(|e| format!("cannot write to {}: {e}", dir.display()))?;
     if args.json {
         println!("{json}");
     } else {
-        print!("{}", result.terminal());
+        print!("{}", stampede_reports::render_conform_text(&result));
         println!("  wrote {}/conform.{{md,json}}", dir.display());
     }
     Ok(if result.passed() { 0 } else { 1 })

@@ -135,7 +135,7 @@ pub struct LoadArgs {
     /// `stampede report merge`, which judges them once on every shard; a shard exits 0 once
     /// its share is done. Needs --host, --psp, --rate and --start-at.
     #[arg(long, value_name = "I/N", requires_all = ["host", "psp", "rate", "start_at"])]
-    pub shard: Option<crate::sweep::Shard>,
+    pub shard: Option<stampede_reports::Shard>,
     /// When the schedule begins, in unix epoch milliseconds (e.g. `$(( $(date +%s) * 1000 + 30000 ))`,
     /// 30 s from now): give every shard the same, so their arrivals interleave into the one
     /// schedule. At most 10 s in the past (a late shard's first journeys count as late from

@@ -1,16 +1,17 @@
 //! `stampede run`: one simulated run of a scenario, judged, summarised, and
 //! written to `--out` as `summary.json`, `report.md`, `report.html` and `trace.jsonl`.
 
-use serde::Serialize;
 use stampede_core::{ClientOp, ClientReply, EventKind, History, Invariant, OrderStatus};
+use stampede_reports::{Latency, Lead, RunStats, SUMMARY_VERSION};
 use stampede_server::Design;
 use stampede_sim::{Plan, RunResult, Scenario};
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// Version of the `summary.json` schema.
-pub const SUMMARY_VERSION: u32 = 1;
+/// `summary.json` of one run: `stampede-reports` owns it and every rendering of it.
+pub use stampede_reports::RunSummary as Summary;
+/// The terminal summary of one run.
+pub use stampede_reports::render_run_text as render_terminal;
 
 /// One seeded run: a scenario file, a seed and a design.
 #[derive(clap::Args)]
@@ -52,7 +53,7 @@ pub struct RunArgs {
 /// How one run (`run` or `replay`) is reported.
 #[derive(clap::Args)]
 pub struct RunOutput {
-    /// Folder for summary.json, report.md and trace.jsonl [default: stampede-out/<scenario>-<seed>, or replay-<scenario>-<seed>].
+    /// Folder for summary.json, report.md, report.html and trace.jsonl [default: stampede-out/<scenario>-<seed>, or replay-<scenario>-<seed>].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Print the summary as one JSON document instead.
@@ -117,11 +118,10 @@ impl DesignSpec {
 
     /// The `--design ... --set ...` arguments that name it.
     pub fn cli_args(&self) -> String {
-        let mut args = format!("--design {}", self.preset);
-        for s in &self.sets {
-            let _ = write!(args, " --set {s}");
-        }
-        args
+        std::iter::once(format!("--design {}", self.preset))
+            .chain(self.sets.iter().map(|s| format!("--set {s}")))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
@@ -132,59 +132,6 @@ pub fn repro_command(scenario_file: &Path, seed: u64, design: &DesignSpec) -> St
         scenario_file.display(),
         design.cli_args()
     )
-}
-
-/// Order-to-confirmation latency in sim time.
-#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
-pub struct Latency {
-    /// Orders measured.
-    pub n: usize,
-    /// Median, ms.
-    pub p50_ms: u64,
-    /// 99th percentile, ms.
-    pub p99_ms: u64,
-    /// Largest, ms.
-    pub max_ms: u64,
-}
-
-/// One invariant's outcome, as written to `summary.json` (the same type a
-/// load run's audit uses).
-pub type VerdictSummary = stampede_reports::AuditVerdict;
-
-/// `summary.json`.
-#[derive(Clone, Debug, Serialize)]
-pub struct Summary {
-    /// Schema version.
-    pub version: u32,
-    /// Scenario name.
-    pub scenario: String,
-    /// Scenario file.
-    pub scenario_file: String,
-    /// Seed.
-    pub seed: u64,
-    /// Design, as presets/switches text.
-    pub design: String,
-    /// Every invariant held.
-    pub passed: bool,
-    /// Verdicts.
-    pub verdicts: Vec<VerdictSummary>,
-    /// The first violation of each violated invariant, with its subject and
-    /// evidence (history indices into trace.jsonl): where `stampede explain` starts.
-    pub first_violations: Vec<stampede_reports::Lead>,
-    /// Safety violations as first seen during the run.
-    pub live_violations: Vec<stampede_sim::LiveViolation>,
-    /// Why the world had not settled by the end (empty: it had); liveness was judged either way.
-    pub unsettled: Vec<String>,
-    /// Counts.
-    pub stats: stampede_sim::RunStats,
-    /// Order → confirmed, sim time.
-    pub confirmation_latency: Latency,
-    /// SHA-256 of the history.
-    pub trace_hash: String,
-    /// The command that reproduces this run.
-    pub repro: String,
-    /// Wall time of the run, ms.
-    pub wall_ms: u64,
 }
 
 /// Sim-time latency from an order's first acknowledgement to `Confirmed`.
@@ -215,25 +162,6 @@ pub fn confirmation_samples(history: &History) -> Vec<u64> {
     samples
 }
 
-impl Latency {
-    /// Percentiles of `samples` (nearest rank).
-    pub fn of(mut samples: Vec<u64>) -> Latency {
-        samples.sort_unstable();
-        let pick = |q: f64| {
-            samples
-                .get(((samples.len() as f64 * q).ceil() as usize).saturating_sub(1))
-                .copied()
-                .unwrap_or(0)
-        };
-        Latency {
-            n: samples.len(),
-            p50_ms: pick(0.50),
-            p99_ms: pick(0.99),
-            max_ms: samples.last().copied().unwrap_or(0),
-        }
-    }
-}
-
 /// Client requests that repeated an Idempotency-Key already sent (retries
 /// and double clicks).
 pub fn client_retries(history: &History) -> u64 {
@@ -260,36 +188,12 @@ pub fn client_retries(history: &History) -> u64 {
     repeats
 }
 
-fn describe_event(history: &History, index: usize) -> String {
-    let Some(event) = history.events().get(index) else {
-        return format!("#{index}");
-    };
-    let what = match &event.kind {
-        EventKind::Transition(t) => format!("{} {} -> {} by {}", t.order, t.from, t.to, t.cause),
-        EventKind::Ledger(l) => format!(
-            "ledger {:?} {} on {} for {}",
-            l.kind, l.amount, l.intent, l.order
-        ),
-        EventKind::Request { req, op, .. } => format!(
-            "request #{req} {}",
-            serde_json::to_string(op).unwrap_or_default()
-        ),
-        EventKind::Response { req, reply } => format!(
-            "response #{req} {}",
-            serde_json::to_string(reply).unwrap_or_default()
-        ),
-        EventKind::Stocked { sku, qty } => format!("stocked {qty} x {sku}"),
-        other => serde_json::to_string(other).unwrap_or_default(),
-    };
-    format!("#{index} at {}: {what}", event.at)
-}
-
-fn first_violations(result: &RunResult) -> Vec<stampede_reports::Lead> {
+fn first_violations(result: &RunResult) -> Vec<Lead> {
     result
         .verdicts
         .iter()
         .filter_map(|v| {
-            v.violations().first().map(|x| stampede_reports::Lead {
+            v.violations().first().map(|x| Lead {
                 invariant: v.invariant.name().to_string(),
                 subject: x.subject.clone(),
                 detail: x.detail.clone(),
@@ -299,7 +203,7 @@ fn first_violations(result: &RunResult) -> Vec<stampede_reports::Lead> {
         .collect()
 }
 
-fn verdicts(result: &RunResult) -> Vec<VerdictSummary> {
+fn verdicts(result: &RunResult) -> Vec<stampede_reports::AuditVerdict> {
     result
         .verdicts
         .iter()
@@ -309,26 +213,9 @@ fn verdicts(result: &RunResult) -> Vec<VerdictSummary> {
                 .violations()
                 .iter()
                 .take(3)
-                .map(|x| {
-                    let evidence: Vec<String> = x
-                        .evidence
-                        .iter()
-                        .take(4)
-                        .map(|i| describe_event(&result.history, *i))
-                        .collect();
-                    if evidence.is_empty() {
-                        format!("{}: {}", x.subject, x.detail)
-                    } else {
-                        format!(
-                            "{}: {} [evidence: {}]",
-                            x.subject,
-                            x.detail,
-                            evidence.join("; ")
-                        )
-                    }
-                })
+                .map(|x| stampede_reports::violation_example(x, &result.history))
                 .collect();
-            VerdictSummary {
+            stampede_reports::AuditVerdict {
                 invariant: v.invariant.name().to_string(),
                 outcome: outcome.to_string(),
                 violations: total,
@@ -346,7 +233,7 @@ pub fn execute(args: &RunArgs) -> Result<(Summary, RunResult), String> {
     let (_, spec, plan) = t.plan()?;
     let repro = repro_command(&t.scenario, t.seed, &spec);
     let outcome = run_plan(&plan, args.output.check_determinism)?;
-    let summary = Summary::new(&plan, &t.scenario, &spec.label(), repro, &outcome);
+    let summary = summarize(&plan, &t.scenario, &spec.label(), repro, &outcome);
     Ok((summary, outcome.result))
 }
 
@@ -375,187 +262,83 @@ pub fn run_plan(plan: &Plan, check_determinism: bool) -> Result<Outcome, String>
     Ok(Outcome { result, wall_ms })
 }
 
-impl Summary {
-    /// The summary of one finished run of `plan`.
-    pub fn new(
-        plan: &Plan,
-        scenario_file: &Path,
-        design: &str,
-        repro: String,
-        outcome: &Outcome,
-    ) -> Summary {
-        let result = &outcome.result;
-        Summary {
-            version: SUMMARY_VERSION,
-            scenario: plan.scenario.name.clone(),
-            scenario_file: scenario_file.display().to_string(),
-            seed: plan.seed,
-            design: design.to_string(),
-            passed: result.passed(),
-            verdicts: verdicts(result),
-            first_violations: first_violations(result),
-            live_violations: result.live_violations.clone(),
-            unsettled: result.unsettled.clone(),
-            stats: result.stats.clone(),
-            confirmation_latency: confirmation_latency(&result.history),
-            trace_hash: result.trace_hash.clone(),
-            repro,
-            wall_ms: outcome.wall_ms,
-        }
+/// The summary of one finished run of `plan`.
+pub fn summarize(
+    plan: &Plan,
+    scenario_file: &Path,
+    design: &str,
+    repro: String,
+    outcome: &Outcome,
+) -> Summary {
+    let result = &outcome.result;
+    Summary {
+        version: SUMMARY_VERSION,
+        scenario: plan.scenario.name.clone(),
+        scenario_file: scenario_file.display().to_string(),
+        seed: plan.seed,
+        design: design.to_string(),
+        passed: result.passed(),
+        verdicts: verdicts(result),
+        first_violations: first_violations(result),
+        live_violations: result
+            .live_violations
+            .iter()
+            .map(|l| stampede_reports::LiveViolation {
+                invariant: l.invariant,
+                at_ms: l.at_ms,
+                detail: l.detail.clone(),
+            })
+            .collect(),
+        unsettled: result.unsettled.clone(),
+        stats: stats(&result.stats),
+        confirmation_latency: confirmation_latency(&result.history),
+        trace_hash: result.trace_hash.clone(),
+        repro,
+        wall_ms: outcome.wall_ms,
     }
 }
 
-/// The terminal summary.
-pub fn render_terminal(s: &Summary, determinism_checked: bool) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "stampede run {}  seed {}  design {}",
-        s.scenario, s.seed, s.design
-    );
-    let st = &s.stats;
-    let statuses: Vec<String> = st
-        .orders_by_status
-        .iter()
-        .map(|(k, v)| format!("{v} {k}"))
-        .collect();
-    let _ = writeln!(out, "  {} orders: {}", st.orders, statuses.join(", "));
-    let _ = writeln!(
-        out,
-        "  {} client requests, {} HTTP requests in all, {} store calls, {} charges, {} refunds, {} faults",
-        st.requests, st.http_requests, st.store_calls, st.charges, st.refunds, st.faults
-    );
-    let l = &s.confirmation_latency;
-    let _ = writeln!(
-        out,
-        "  order -> confirmed (sim time): p50 {} ms, p99 {} ms, max {} ms (n={})",
-        l.p50_ms, l.p99_ms, l.max_ms, l.n
-    );
-    let _ = writeln!(
-        out,
-        "  sim time {:.1} s, wall {:.1} s",
-        st.sim_ms as f64 / 1000.0,
-        s.wall_ms as f64 / 1000.0
-    );
-    if !s.unsettled.is_empty() {
-        let _ = writeln!(
-            out,
-            "  the world had not settled by the end ({}): liveness is judged on the state it was left in",
-            s.unsettled.join(", ")
-        );
+/// The simulator's counts as the report model mirrors them. The patterns name
+/// every field, so a field added in the simulator stops this compiling
+/// rather than going missing from `summary.json`.
+fn stats(stats: &stampede_sim::RunStats) -> RunStats {
+    let stampede_sim::RunStats {
+        sim_ms,
+        requests,
+        orders,
+        orders_by_status,
+        events,
+        faults,
+        charges,
+        refunds,
+        http_requests,
+        store_calls,
+        coverage,
+    } = stats.clone();
+    let stampede_sim::Coverage {
+        late_payments,
+        refunds: refunds_seen,
+        intent_cancellations,
+        reconciler_payments,
+    } = coverage;
+    RunStats {
+        sim_ms,
+        requests,
+        orders,
+        orders_by_status,
+        events,
+        faults,
+        charges,
+        refunds,
+        http_requests,
+        store_calls,
+        coverage: stampede_reports::RunCoverage {
+            late_payments,
+            refunds: refunds_seen,
+            intent_cancellations,
+            reconciler_payments,
+        },
     }
-    let _ = writeln!(out, "\n  invariants");
-    out.push_str(&stampede_reports::render_verdicts_text(&s.verdicts));
-    for v in s.verdicts.iter().filter(|v| !v.examples.is_empty()) {
-        let _ = writeln!(out, "    ✗ {}:", v.invariant);
-        for example in &v.examples {
-            let _ = writeln!(out, "        {example}");
-        }
-    }
-    for live in &s.live_violations {
-        let _ = writeln!(
-            out,
-            "    first seen live: {} at {:.3} s: {}",
-            live.invariant,
-            live.at_ms as f64 / 1000.0,
-            live.detail
-        );
-    }
-    let _ = writeln!(
-        out,
-        "\n  trace {}{}",
-        s.trace_hash,
-        if determinism_checked {
-            " (same on a second run)"
-        } else {
-            ""
-        }
-    );
-    let _ = writeln!(out, "  repro: {}", s.repro);
-    out
-}
-
-fn report_markdown(s: &Summary) -> String {
-    let mut md = format!(
-        "# {} — seed {} — design {}\n\n",
-        s.scenario, s.seed, s.design
-    );
-    let _ = writeln!(
-        md,
-        "**{}**\n",
-        if s.passed {
-            "All invariants hold."
-        } else {
-            "Invariants violated."
-        }
-    );
-    md.push_str(&stampede_reports::render_verdicts_markdown(
-        &s.verdicts,
-        false,
-    ));
-    for v in s.verdicts.iter().filter(|v| !v.examples.is_empty()) {
-        let _ = writeln!(md, "\n## {}\n", v.invariant);
-        for e in &v.examples {
-            let _ = writeln!(md, "- {e}");
-        }
-    }
-    let l = &s.confirmation_latency;
-    let _ = writeln!(
-        md,
-        "\n## Run\n\n- orders: {} ({:?})\n- order → confirmed, sim time: p50 {} ms, p99 {} ms, max {} ms (n={})\n- trace hash: `{}`\n- reproduce: `{}`",
-        s.stats.orders,
-        s.stats.orders_by_status,
-        l.p50_ms,
-        l.p99_ms,
-        l.max_ms,
-        l.n,
-        s.trace_hash,
-        s.repro
-    );
-    md
-}
-
-/// The run's page: its facts (the summary's counts among them), verdicts,
-/// first violations and charts over simulated time.
-fn sim_report(summary: &Summary, history: &History) -> String {
-    let mut facts = vec![
-        (
-            "scenario".to_string(),
-            format!("{} ({})", summary.scenario, summary.scenario_file),
-        ),
-        ("seed".into(), summary.seed.to_string()),
-        ("design".into(), summary.design.clone()),
-    ];
-    if let Ok(serde_json::Value::Object(stats)) = serde_json::to_value(&summary.stats) {
-        facts.extend(
-            stats
-                .into_iter()
-                .map(|(k, v)| (k.replace('_', " "), v.to_string())),
-        );
-    }
-    let l = &summary.confirmation_latency;
-    facts.push((
-        "order → confirmed (simulated)".into(),
-        format!(
-            "p50 {} ms, p99 {} ms, max {} ms (n={})",
-            l.p50_ms, l.p99_ms, l.max_ms, l.n
-        ),
-    ));
-    facts.push(("trace hash".into(), summary.trace_hash.clone()));
-    facts.push(("wall time".into(), format!("{} ms", summary.wall_ms)));
-    let report = stampede_reports::SimReport::new(
-        format!(
-            "stampede run {} seed {}, design {}",
-            summary.scenario, summary.seed, summary.design
-        ),
-        summary.passed,
-        facts,
-        summary.repro.clone(),
-        summary.verdicts.clone(),
-        summary.first_violations.clone(),
-        history,
-    );
-    stampede_reports::render_sim_html(&report)
 }
 
 /// Writes `summary.json`, `report.md`, `report.html` and `trace.jsonl` into `dir`.
@@ -569,8 +352,14 @@ pub fn write_outputs(dir: &Path, summary: &Summary, history: &History) -> Result
         "summary.json",
         serde_json::to_vec_pretty(summary).map_err(|e| e.to_string())?,
     )?;
-    write("report.md", report_markdown(summary).into_bytes())?;
-    write("report.html", sim_report(summary, history).into_bytes())?;
+    write(
+        "report.md",
+        stampede_reports::render_run_markdown(summary).into_bytes(),
+    )?;
+    write(
+        "report.html",
+        stampede_reports::render_run_html(summary, history).into_bytes(),
+    )?;
     let mut lines = Vec::new();
     for event in history.events() {
         lines.extend(serde_json::to_vec(event).map_err(|e| e.to_string())?);
@@ -587,4 +376,38 @@ pub fn failed(summary: &Summary) -> Vec<Invariant> {
         .filter(|v| v.outcome == "violated")
         .filter_map(|v| Invariant::parse(&v.invariant))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves the report model's mirror of the simulator's counts writes the same JSON bytes
+    // as the simulator's own type (summary.json is read back by explain, merge and tests), with
+    // every field set to a distinct value so a swapped or dropped field shows.
+    #[test]
+    fn mirrored_stats_write_the_simulators_bytes() {
+        let sim = stampede_sim::RunStats {
+            sim_ms: 1,
+            requests: 2,
+            orders: 3,
+            orders_by_status: BTreeMap::from([("confirmed".to_string(), 4)]),
+            events: 5,
+            faults: 6,
+            charges: 7,
+            refunds: 8,
+            http_requests: 9,
+            store_calls: 10,
+            coverage: stampede_sim::Coverage {
+                late_payments: 11,
+                refunds: 12,
+                intent_cancellations: 13,
+                reconciler_payments: 14,
+            },
+        };
+        assert_eq!(
+            serde_json::to_string_pretty(&stats(&sim)).unwrap(),
+            serde_json::to_string_pretty(&sim).unwrap()
+        );
+    }
 }

@@ -64,7 +64,7 @@ pub fn replay(args: &ReplayArgs) -> Result<(Summary, stampede_sim::RunResult, Pa
     let plan = load_plan(&args.plan)?;
     let outcome = run::run_plan(&plan, args.output.check_determinism)?;
     let repro = format!("stampede replay {}", args.plan.display());
-    let summary = Summary::new(&plan, &args.plan, &plan.design.to_string(), repro, &outcome);
+    let summary = run::summarize(&plan, &args.plan, &plan.design.to_string(), repro, &outcome);
     let dir = args.output.out.clone().unwrap_or_else(|| {
         PathBuf::from(format!(
             "stampede-out/replay-{}-{}",

@@ -2,17 +2,16 @@
 //! runs in parallel, one record per run, and the reports built from them.
 
 use crate::pool;
-use crate::run::{self, DesignSpec, Latency};
+use crate::run::{self, DesignSpec};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::{Deserialize, Serialize};
+use stampede_reports::{
+    CompareSummary, DesignColumn, Latency, RunRecord, SWEEP_VERSION, Shard, SweepSummary, Totals,
+};
 use stampede_sim::{Plan, Scenario};
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Version of the sweep/compare `summary.json` schema.
-pub const SWEEP_VERSION: u32 = 1;
 /// Most seeds one command takes.
 pub const MAX_SEEDS: usize = 1_000_000;
 
@@ -63,38 +62,6 @@ impl std::str::FromStr for Seeds {
     }
 }
 
-/// `I/N`: this machine runs the I-th of N interleaved parts of a sweep.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Shard {
-    /// 1-based part number.
-    pub index: u32,
-    /// Parts in all.
-    pub count: u32,
-}
-
-impl std::str::FromStr for Shard {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Shard, String> {
-        let bad = || format!("{text:?} is not I/N with 1 <= I <= N <= 1024");
-        let (i, n) = text.split_once('/').ok_or_else(bad)?;
-        let (index, count) = (
-            i.trim().parse::<u32>().map_err(|_| bad())?,
-            n.trim().parse::<u32>().map_err(|_| bad())?,
-        );
-        if index == 0 || index > count || count > 1024 {
-            return Err(bad());
-        }
-        Ok(Shard { index, count })
-    }
-}
-
-impl std::fmt::Display for Shard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.index, self.count)
-    }
-}
-
 /// What `sweep` was asked to do.
 #[derive(clap::Args)]
 pub struct SweepArgs {
@@ -127,7 +94,7 @@ pub struct ManyRuns {
     /// Parallel runs [default: one per core].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub jobs: Option<u32>,
-    /// Folder for summary.json, report.md and failing runs' traces [default: stampede-out/sweep, or compare-<scenario>].
+    /// Folder for summary.json, report.md, report.html (charts) and failing runs' traces [default: stampede-out/sweep, or compare-<scenario>].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// How many failing runs get their own folder with summary, report and trace.
@@ -168,106 +135,12 @@ pub struct MergeArgs {
     /// The summary.json files of the shards.
     #[arg(required = true)]
     pub summaries: Vec<PathBuf>,
-    /// Folder for the merged summary.json and report.md [default: stampede-out/merged].
+    /// Folder for the merged summary.json, report.md and report.html [default: stampede-out/merged].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Print the merged summary as one JSON document.
     #[arg(long)]
     pub json: bool,
-}
-
-/// One run of a sweep or comparison.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RunRecord {
-    /// Scenario name.
-    pub scenario: String,
-    /// Scenario file.
-    pub scenario_file: String,
-    /// Seed.
-    pub seed: u64,
-    /// Design label (`preset[+switch=value...]`).
-    pub design: String,
-    /// Every invariant held.
-    pub passed: bool,
-    /// Violated invariants → instances.
-    pub violated: BTreeMap<String, usize>,
-    /// Why the run could not complete, if it could not.
-    pub error: Option<String>,
-    /// SHA-256 of the history.
-    pub trace_hash: String,
-    /// Orders created.
-    pub orders: u64,
-    /// Orders confirmed.
-    pub confirmed: u64,
-    /// PSP charges.
-    pub charges: u64,
-    /// PSP refunds.
-    pub refunds: u64,
-    /// Client requests that repeated a key (retries, double clicks).
-    pub retries: u64,
-    /// Order → confirmed, sim time.
-    pub confirmation_latency: Latency,
-    /// Simulated time, ms.
-    pub sim_ms: u64,
-    /// Wall time, ms.
-    pub wall_ms: u64,
-    /// The command that reproduces it.
-    pub repro: String,
-}
-
-/// Totals over a set of runs.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Totals {
-    /// Runs.
-    pub runs: usize,
-    /// Runs where every invariant held.
-    pub passed: usize,
-    /// Runs with a violation.
-    pub failed: usize,
-    /// Runs that could not complete.
-    pub errors: usize,
-}
-
-impl Totals {
-    fn of(runs: &[RunRecord]) -> Totals {
-        let mut t = Totals::default();
-        runs.iter().for_each(|r| t.add(r));
-        t
-    }
-
-    fn add(&mut self, r: &RunRecord) {
-        self.runs += 1;
-        match (&r.error, r.passed) {
-            (Some(_), _) => self.errors += 1,
-            (None, true) => self.passed += 1,
-            (None, false) => self.failed += 1,
-        }
-    }
-}
-
-/// `summary.json` of a sweep (or of a merge of several).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SweepSummary {
-    /// Schema version ([`SWEEP_VERSION`]).
-    pub version: u32,
-    /// `sweep`.
-    pub kind: String,
-    /// The seeds asked for.
-    pub seeds: String,
-    /// The shards this summary covers (empty: the whole sweep).
-    pub shards: Vec<Shard>,
-    /// Design asked for, or `scenario default`.
-    pub design: String,
-    /// Wall time, ms (summed over merged shards).
-    pub wall_ms: u64,
-    /// CPU time the sweep's process used (user + system), ms (summed over
-    /// merged shards); 0 when the platform could not say.
-    #[serde(default)]
-    pub cpu_ms: u64,
-    /// Totals.
-    pub totals: Totals,
-    /// Every run, by scenario file then seed.
-    pub runs: Vec<RunRecord>,
 }
 
 /// A scenario file with its parsed scenario.
@@ -332,6 +205,7 @@ fn record(job: &Job<'_>, keep: impl Fn() -> Option<PathBuf>) -> (RunRecord, Vec<
         sim_ms: 0,
         wall_ms: 0,
         repro,
+        kept: None,
     };
     let outcome = match run::run_plan(&plan, false) {
         Ok(outcome) => outcome,
@@ -364,18 +238,31 @@ fn record(job: &Job<'_>, keep: impl Fn() -> Option<PathBuf>) -> (RunRecord, Vec<
     rec.sim_ms = result.stats.sim_ms;
     rec.wall_ms = outcome.wall_ms;
     if let Some(dir) = (!rec.passed).then(keep).flatten() {
-        let summary = run::Summary::new(
-            &plan,
-            &job.target.file,
-            &rec.design,
-            rec.repro.clone(),
-            &outcome,
-        );
-        if let Err(e) = run::write_outputs(&dir, &summary, &result.history) {
-            tracing::warn!("{e}");
-        }
+        rec.kept = keep_outputs(&dir, job, &plan, &rec.repro, &outcome);
     }
     (rec, samples)
+}
+
+/// Writes a failing run's full outputs into `dir`; its folder as the
+/// sweep's summary names it (`failures/<name>`), or none if it could not be written.
+fn keep_outputs(
+    dir: &Path,
+    job: &Job<'_>,
+    plan: &Plan,
+    repro: &str,
+    outcome: &run::Outcome,
+) -> Option<String> {
+    let design = job.design.label();
+    let summary = run::summarize(plan, &job.target.file, &design, repro.to_string(), outcome);
+    match run::write_outputs(dir, &summary, &outcome.result.history) {
+        Ok(()) => dir
+            .file_name()
+            .map(|name| format!("failures/{}", name.to_string_lossy())),
+        Err(e) => {
+            tracing::warn!("{e}");
+            None
+        }
+    }
 }
 
 fn progress(len: usize, quiet: bool) -> ProgressBar {
@@ -436,10 +323,7 @@ fn execute(
             if !rec.passed {
                 failing += 1;
                 bar.set_message(format!("{failing} failing"));
-                let what = match &rec.error {
-                    Some(e) => e.clone(),
-                    None => rec.violated.keys().cloned().collect::<Vec<_>>().join(", "),
-                };
+                let what = rec.failure();
                 if !quiet {
                     // Above the bar, and printed even when the bar is hidden (no terminal).
                     bar.suspend(|| {
@@ -473,21 +357,6 @@ fn longest_first(jobs: &[Job<'_>]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..jobs.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(expected_cost(&jobs[i])));
     order
-}
-
-/// Runs per second of CPU time, when the CPU time is known.
-fn runs_per_cpu_second(s: &SweepSummary) -> Option<f64> {
-    (s.cpu_ms > 0).then(|| s.totals.runs as f64 / (s.cpu_ms as f64 / 1000.0))
-}
-
-/// "12.3 s CPU, 4.56 runs per CPU-second", or nothing when unknown.
-fn cpu_note(s: &SweepSummary) -> String {
-    runs_per_cpu_second(s).map_or(String::new(), |rate| {
-        format!(
-            ", {:.1} s CPU, {rate:.2} runs per CPU-second",
-            s.cpu_ms as f64 / 1000.0
-        )
-    })
 }
 
 /// Process CPU time (user + system) so far, ms, if the platform says.
@@ -526,9 +395,15 @@ impl<'a> Keeper<'a> {
     }
 }
 
-fn write_report(dir: &Path, json: &[u8], markdown: &str) -> Result<(), String> {
+/// Writes `summary.json`, `report.md` and `report.html` into `dir`.
+fn write_report(dir: &Path, json: &[u8], markdown: &str, html: &str) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    for (name, bytes) in [("summary.json", json), ("report.md", markdown.as_bytes())] {
+    let files = [
+        ("summary.json", json),
+        ("report.md", markdown.as_bytes()),
+        ("report.html", html.as_bytes()),
+    ];
+    for (name, bytes) in files {
         let path = dir.join(name);
         std::fs::write(&path, bytes)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -536,135 +411,31 @@ fn write_report(dir: &Path, json: &[u8], markdown: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// One scenario's line in a sweep report.
-#[derive(Default)]
-struct ScenarioRow<'a> {
-    totals: Totals,
-    /// Invariant → seeds violating it.
-    violated: BTreeMap<&'a str, usize>,
-    /// Run time summed over its runs, ms.
-    wall_ms: u64,
-}
-
-/// A sweep's runs grouped by scenario file.
-fn by_scenario(runs: &[RunRecord]) -> BTreeMap<&str, ScenarioRow<'_>> {
-    let mut rows: BTreeMap<&str, ScenarioRow<'_>> = BTreeMap::new();
-    for r in runs {
-        let row = rows.entry(r.scenario_file.as_str()).or_default();
-        row.totals.add(r);
-        for name in r.violated.keys() {
-            *row.violated.entry(name.as_str()).or_default() += 1;
-        }
-        row.wall_ms += r.wall_ms;
-    }
-    rows
-}
-
-fn sweep_markdown(s: &SweepSummary) -> String {
-    let mut md = format!(
-        "# Sweep — seeds {} — design {}{}\n\n",
-        s.seeds,
-        s.design,
-        if s.shards.is_empty() {
-            String::new()
-        } else {
-            let shards: Vec<String> = s.shards.iter().map(Shard::to_string).collect();
-            format!(" — shards {}", shards.join(", "))
-        }
-    );
-    let t = &s.totals;
-    let _ = writeln!(
-        md,
-        "**{} runs: {} passed, {} failed, {} errors** in {:.1} s of wall time{}.\n",
-        t.runs,
-        t.passed,
-        t.failed,
-        t.errors,
-        s.wall_ms as f64 / 1000.0,
-        cpu_note(s)
-    );
-    let _ = writeln!(
-        md,
-        "| scenario | runs | failed | errors | seeds violating (by invariant) | run time (sum) |\n| --- | --- | --- | --- | --- | --- |"
-    );
-    for (file, row) in by_scenario(&s.runs) {
-        let (t, wall) = (&row.totals, row.wall_ms);
-        let v: Vec<String> = row
-            .violated
-            .iter()
-            .map(|(k, n)| format!("{k}: {n}"))
-            .collect();
-        let _ = writeln!(
-            md,
-            "| {file} | {} | {} | {} | {} | {:.1} s |",
-            t.runs,
-            t.failed,
-            t.errors,
-            if v.is_empty() {
-                "—".into()
-            } else {
-                v.join(", ")
-            },
-            wall as f64 / 1000.0
-        );
-    }
-    let failing: Vec<&RunRecord> = s.runs.iter().filter(|r| !r.passed).collect();
-    if !failing.is_empty() {
-        let _ = writeln!(md, "\n## Failing seeds\n");
-        for r in failing {
-            let what = match &r.error {
-                Some(e) => e.clone(),
-                None => r.violated.keys().cloned().collect::<Vec<_>>().join(", "),
-            };
-            let _ = writeln!(
-                md,
-                "- seed {} of {}: {what} — `{}`",
-                r.seed, r.scenario_file, r.repro
-            );
-        }
-    }
-    md
-}
-
-fn print_sweep(s: &SweepSummary, json: bool, dir: &Path, threads: Option<usize>) {
+/// Writes a sweep's (or merge's) files and prints its summary.
+fn report_sweep(
+    s: &SweepSummary,
+    json: bool,
+    dir: &Path,
+    threads: Option<usize>,
+) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(s).map_err(|e| e.to_string())?;
+    let html = stampede_reports::render_sweep_html(s);
+    write_report(
+        dir,
+        text.as_bytes(),
+        &stampede_reports::render_sweep_markdown(s),
+        &html,
+    )?;
     if json {
-        println!("{}", serde_json::to_string_pretty(s).unwrap_or_default());
-        return;
-    }
-    for (file, row) in by_scenario(&s.runs) {
-        let (t, violated) = (&row.totals, &row.violated);
-        let mark = if t.failed + t.errors == 0 {
-            "✓"
-        } else {
-            "✗"
-        };
-        let v: Vec<String> = violated
-            .iter()
-            .map(|(k, n)| format!("{k} on {n}"))
-            .collect();
+        println!("{text}");
+    } else {
+        print!("{}", stampede_reports::render_sweep_text(s, threads));
         println!(
-            "  {mark} {file}: {}/{} seeds hold{}",
-            t.passed,
-            t.runs,
-            if v.is_empty() {
-                String::new()
-            } else {
-                format!("; violated: {}", v.join(", "))
-            }
+            "  wrote {}/{{summary.json,report.md,report.html}}",
+            dir.display()
         );
     }
-    let t = &s.totals;
-    println!(
-        "{} runs: {} passed, {} failed, {} errors; took {:.1} s{}{}",
-        t.runs,
-        t.passed,
-        t.failed,
-        t.errors,
-        s.wall_ms as f64 / 1000.0,
-        threads.map_or(String::new(), |n| format!(" on {n} threads")),
-        cpu_note(s)
-    );
-    println!("  wrote {}/{{summary.json,report.md}}", dir.display());
+    Ok(())
 }
 
 fn exit_code(t: &Totals) -> u8 {
@@ -738,9 +509,7 @@ pub fn sweep(args: &SweepArgs) -> Result<u8, String> {
         totals: Totals::of(&runs),
         runs,
     };
-    let json = serde_json::to_vec_pretty(&summary).map_err(|e| e.to_string())?;
-    write_report(&dir, &json, &sweep_markdown(&summary))?;
-    print_sweep(&summary, args.runs.json, &dir, Some(threads));
+    report_sweep(&summary, args.runs.json, &dir, Some(threads))?;
     Ok(exit_code(&summary.totals))
 }
 
@@ -750,18 +519,7 @@ pub fn merge(args: &MergeArgs) -> Result<u8, String> {
     let mut merged: Option<SweepSummary> = None;
     let mut runs: BTreeMap<(String, String, u64), RunRecord> = BTreeMap::new();
     for path in &args.summaries {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let part: SweepSummary = serde_json::from_str(&text)
-            .map_err(|e| format!("{}: not a sweep summary.json: {e}", path.display()))?;
-        if part.version != SWEEP_VERSION || part.kind != "sweep" {
-            return Err(format!(
-                "{}: a {} summary of version {}; merge takes sweep summaries of version {SWEEP_VERSION}",
-                path.display(),
-                part.kind,
-                part.version
-            ));
-        }
+        let part = read_shard(path)?;
         for r in &part.runs {
             let key = (r.scenario_file.clone(), r.design.clone(), r.seed);
             if let Some(old) = runs.get(&key)
@@ -812,167 +570,52 @@ pub fn merge(args: &MergeArgs) -> Result<u8, String> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("stampede-out/merged"));
-    let json = serde_json::to_vec_pretty(&summary).map_err(|e| e.to_string())?;
-    write_report(&dir, &json, &sweep_markdown(&summary))?;
-    if let Some(count) = summary.shards.first().map(|s| s.count) {
-        let missing: Vec<String> = (1..=count)
-            .filter(|i| {
-                !summary
-                    .shards
-                    .iter()
-                    .any(|s| s.index == *i && s.count == count)
-            })
-            .map(|i| format!("{i}/{count}"))
-            .collect();
-        if !missing.is_empty() {
-            eprintln!("warning: shards {} are missing", missing.join(", "));
-        }
-    }
+    warn_missing_shards(&summary.shards);
     if !args.json {
-        for r in summary.runs.iter().filter(|r| !r.passed) {
-            println!("✗ {} seed {}: repro: {}", r.scenario_file, r.seed, r.repro);
-        }
+        print!("{}", stampede_reports::render_failing_text(&summary.runs));
     }
-    print_sweep(&summary, args.json, &dir, None);
+    report_sweep(&summary, args.json, &dir, None)?;
     Ok(exit_code(&summary.totals))
 }
 
-/// One design's column in a comparison.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct DesignColumn {
-    /// Design label.
-    pub design: String,
-    /// Runs.
-    pub runs: usize,
-    /// Seeds with any violation.
-    pub seeds_failing: usize,
-    /// Invariant → seeds on which it was violated.
-    pub seeds_violating: BTreeMap<String, usize>,
-    /// Invariant → instances over all seeds.
-    pub violations: BTreeMap<String, usize>,
-    /// Orders created, all seeds.
-    pub orders: u64,
-    /// Orders confirmed, all seeds.
-    pub confirmed: u64,
-    /// Order → confirmed over every confirmed order of every seed, sim time.
-    pub confirmation_latency: Latency,
-    /// Client requests repeating a key, all seeds.
-    pub retries: u64,
-    /// Charges, all seeds.
-    pub charges: u64,
-    /// Refunds, all seeds.
-    pub refunds: u64,
-}
-
-/// `summary.json` of a comparison.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct CompareSummary {
-    /// Schema version ([`SWEEP_VERSION`]).
-    pub version: u32,
-    /// `compare`.
-    pub kind: String,
-    /// Scenario file.
-    pub scenario_file: String,
-    /// Seeds.
-    pub seeds: String,
-    /// Wall time, ms.
-    pub wall_ms: u64,
-    /// One column per design, in the order asked.
-    pub designs: Vec<DesignColumn>,
-    /// Every run.
-    pub runs: Vec<RunRecord>,
-}
-
-/// Every invariant any column saw violated, in the checker's order.
-fn compared_invariants(s: &CompareSummary) -> Vec<String> {
-    stampede_core::Invariant::ALL
-        .iter()
-        .map(|i| i.name().to_string())
-        .filter(|name| s.designs.iter().any(|d| d.violations.contains_key(name)))
-        .collect()
-}
-
-/// The comparison as rows (label, one cell per design).
-fn compare_rows(s: &CompareSummary) -> Vec<(String, Vec<String>)> {
-    let mut rows = vec![(
-        "seeds failing".to_string(),
-        s.designs
-            .iter()
-            .map(|d| format!("{}/{}", d.seeds_failing, d.runs))
-            .collect(),
-    )];
-    for name in compared_invariants(s) {
-        rows.push((
-            format!("✗ {name} (seeds / instances)"),
-            s.designs
-                .iter()
-                .map(|d| {
-                    format!(
-                        "{} / {}",
-                        d.seeds_violating.get(&name).copied().unwrap_or(0),
-                        d.violations.get(&name).copied().unwrap_or(0)
-                    )
-                })
-                .collect(),
+/// One shard's `summary.json`, its kept failures' folders made absolute (the
+/// merged summary lives elsewhere); a folder that is gone is dropped.
+fn read_shard(path: &Path) -> Result<SweepSummary, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut part: SweepSummary = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not a sweep summary.json: {e}", path.display()))?;
+    if part.version != SWEEP_VERSION || part.kind != "sweep" {
+        return Err(format!(
+            "{}: a {} summary of version {}; merge takes sweep summaries of version {SWEEP_VERSION}",
+            path.display(),
+            part.kind,
+            part.version
         ));
     }
-    let cell = |f: &dyn Fn(&DesignColumn) -> String| s.designs.iter().map(f).collect();
-    rows.push((
-        "orders confirmed".into(),
-        cell(&|d| format!("{} of {}", d.confirmed, d.orders)),
-    ));
-    rows.push((
-        "order → confirmed p50 (sim)".into(),
-        cell(&|d| format!("{} ms", d.confirmation_latency.p50_ms)),
-    ));
-    rows.push((
-        "order → confirmed p99 (sim)".into(),
-        cell(&|d| format!("{} ms", d.confirmation_latency.p99_ms)),
-    ));
-    rows.push(("client retries".into(), cell(&|d| d.retries.to_string())));
-    rows.push(("charges".into(), cell(&|d| d.charges.to_string())));
-    rows.push(("refunds".into(), cell(&|d| d.refunds.to_string())));
-    rows
+    let folder = path.parent().unwrap_or(Path::new("."));
+    for r in &mut part.runs {
+        r.kept = r.kept.take().and_then(|kept| {
+            std::fs::canonicalize(folder.join(kept))
+                .ok()
+                .map(|p| p.display().to_string())
+        });
+    }
+    Ok(part)
 }
 
-fn compare_table(s: &CompareSummary, markdown: bool) -> String {
-    let rows = compare_rows(s);
-    let header: Vec<String> = s.designs.iter().map(|d| d.design.clone()).collect();
-    let mut out = String::new();
-    if markdown {
-        let _ = writeln!(out, "| | {} |", header.join(" | "));
-        let _ = writeln!(out, "| --- |{}", " --- |".repeat(header.len()));
-        for (label, cells) in rows {
-            let _ = writeln!(out, "| {label} | {} |", cells.join(" | "));
-        }
-        return out;
-    }
-    let first = rows
-        .iter()
-        .map(|(l, _)| l.chars().count())
-        .max()
-        .unwrap_or(0);
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| {
-            rows.iter()
-                .map(|(_, c)| c[i].chars().count())
-                .chain(std::iter::once(header[i].chars().count()))
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |label: &str, cells: &[String]| {
-        let mut l = format!("  {label:<first$}");
-        for (cell, w) in cells.iter().zip(&widths) {
-            let _ = write!(l, "  {cell:>w$}");
-        }
-        l
+/// Warns when the shards merged are not all of the N parts.
+fn warn_missing_shards(shards: &[Shard]) {
+    let Some(count) = shards.first().map(|s| s.count) else {
+        return;
     };
-    let _ = writeln!(out, "{}", line("", &header));
-    for (label, cells) in &rows {
-        let _ = writeln!(out, "{}", line(label, cells));
+    let missing: Vec<String> = (1..=count)
+        .filter(|i| !shards.iter().any(|s| s.index == *i && s.count == count))
+        .map(|i| format!("{i}/{count}"))
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("warning: shards {} are missing", missing.join(", "));
     }
-    out
 }
 
 /// `stampede compare`: exit 0 whatever the designs do (the table is the
@@ -992,77 +635,19 @@ pub fn compare(args: &CompareArgs) -> Result<u8, String> {
         scenario,
         design: specs[0].clone(),
     };
-    let jobs: Vec<Job<'_>> = specs
-        .iter()
-        .flat_map(|design| {
-            args.runs.seeds.list.iter().map({
-                let target = &target;
-                move |&seed| Job {
-                    target,
-                    design,
-                    seed,
-                }
-            })
-        })
-        .collect();
     let dir =
         args.runs.out.clone().unwrap_or_else(|| {
             PathBuf::from(format!("stampede-out/compare-{}", target.scenario.name))
         });
-    let threads = args.runs.threads();
-    if !args.runs.json {
-        println!(
-            "comparing {} design(s) on {} × {} seed(s) = {} runs on {threads} threads",
-            specs.len(),
-            args.scenario.display(),
-            args.runs.seeds.list.len(),
-            jobs.len()
-        );
-    }
     let started = std::time::Instant::now();
-    let bar = progress(jobs.len(), args.runs.json);
-    let keeper = Keeper::new(&dir, args.runs.keep_failures);
-    let mut samples: Vec<Vec<u64>> = vec![Vec::new(); specs.len()];
-    let mut records: Vec<Option<RunRecord>> = vec![None; jobs.len()];
-    pool::run_all(
-        &jobs,
-        threads,
-        |job| record(job, || keeper.claim(job)),
-        |i, (rec, s)| {
-            bar.inc(1);
-            samples[i / args.runs.seeds.list.len()].extend(s);
-            records[i] = Some(rec);
-            true
-        },
-    );
-    bar.finish_and_clear();
-    let runs: Vec<RunRecord> = records.into_iter().flatten().collect();
+    let (runs, samples) = compare_runs(args, &target, &specs, &dir);
     let designs = specs
         .iter()
         .zip(samples)
         .map(|(spec, samples)| {
             let label = spec.label();
             let mine: Vec<&RunRecord> = runs.iter().filter(|r| r.design == label).collect();
-            let mut col = DesignColumn {
-                design: label,
-                runs: mine.len(),
-                seeds_failing: mine.iter().filter(|r| !r.passed).count(),
-                seeds_violating: BTreeMap::new(),
-                violations: BTreeMap::new(),
-                orders: mine.iter().map(|r| r.orders).sum(),
-                confirmed: mine.iter().map(|r| r.confirmed).sum(),
-                confirmation_latency: Latency::of(samples),
-                retries: mine.iter().map(|r| r.retries).sum(),
-                charges: mine.iter().map(|r| r.charges).sum(),
-                refunds: mine.iter().map(|r| r.refunds).sum(),
-            };
-            for r in &mine {
-                for (name, n) in &r.violated {
-                    *col.seeds_violating.entry(name.clone()).or_default() += 1;
-                    *col.violations.entry(name.clone()).or_default() += n;
-                }
-            }
-            col
+            DesignColumn::of(label, &mine, samples)
         })
         .collect();
     let summary = CompareSummary {
@@ -1074,29 +659,78 @@ pub fn compare(args: &CompareArgs) -> Result<u8, String> {
         designs,
         runs,
     };
-    let mut md = format!(
-        "# Compare — {} — seeds {}\n\n",
-        summary.scenario_file, summary.seeds
-    );
-    md.push_str(&compare_table(&summary, true));
-    let _ = writeln!(
-        md,
-        "\nLatencies are simulated time over every confirmed order of every seed. Repro for any run: `stampede run {} --seed N --design <preset> [--set switch=value]`.",
-        summary.scenario_file
-    );
-    let json = serde_json::to_vec_pretty(&summary).map_err(|e| e.to_string())?;
-    write_report(&dir, &json, &md)?;
-    if args.runs.json {
-        println!("{}", String::from_utf8_lossy(&json));
-    } else {
-        print!("{}", compare_table(&summary, false));
+    report_compare(&summary, args.runs.json, &dir)?;
+    Ok(0)
+}
+
+/// Runs every design on every seed in parallel; returns the records and, per
+/// design, every confirmed order's order → confirmed time.
+fn compare_runs(
+    args: &CompareArgs,
+    target: &Target,
+    specs: &[DesignSpec],
+    dir: &Path,
+) -> (Vec<RunRecord>, Vec<Vec<u64>>) {
+    let seeds = &args.runs.seeds.list;
+    let jobs: Vec<Job<'_>> = specs
+        .iter()
+        .flat_map(|design| {
+            seeds.iter().map(move |&seed| Job {
+                target,
+                design,
+                seed,
+            })
+        })
+        .collect();
+    let threads = args.runs.threads();
+    if !args.runs.json {
         println!(
-            "took {:.1} s; wrote {}/{{summary.json,report.md}}",
-            summary.wall_ms as f64 / 1000.0,
+            "comparing {} design(s) on {} × {} seed(s) = {} runs on {threads} threads",
+            specs.len(),
+            args.scenario.display(),
+            seeds.len(),
+            jobs.len()
+        );
+    }
+    let bar = progress(jobs.len(), args.runs.json);
+    let keeper = Keeper::new(dir, args.runs.keep_failures);
+    let mut samples: Vec<Vec<u64>> = vec![Vec::new(); specs.len()];
+    let mut records: Vec<Option<RunRecord>> = vec![None; jobs.len()];
+    pool::run_all(
+        &jobs,
+        threads,
+        |job| record(job, || keeper.claim(job)),
+        |i, (rec, s)| {
+            bar.inc(1);
+            samples[i / seeds.len()].extend(s);
+            records[i] = Some(rec);
+            true
+        },
+    );
+    bar.finish_and_clear();
+    (records.into_iter().flatten().collect(), samples)
+}
+
+/// Writes a comparison's files and prints its table.
+fn report_compare(s: &CompareSummary, json: bool, dir: &Path) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(s).map_err(|e| e.to_string())?;
+    write_report(
+        dir,
+        text.as_bytes(),
+        &stampede_reports::render_compare_summary_markdown(s),
+        &stampede_reports::render_compare_summary_html(s),
+    )?;
+    if json {
+        println!("{text}");
+    } else {
+        print!("{}", stampede_reports::render_compare_summary_text(s));
+        println!(
+            "took {:.1} s; wrote {}/{{summary.json,report.md,report.html}}",
+            s.wall_ms as f64 / 1000.0,
             dir.display()
         );
     }
-    Ok(0)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1146,40 +780,8 @@ mod tests {
     }
 
     #[test]
-    fn runs_per_cpu_second_is_runs_over_cpu_time_and_absent_when_unknown() {
-        // Proves: 10 runs in 4 s of CPU are 2.5 runs per CPU-second, shown with the CPU time; a
-        // summary without CPU time (an older file, or a platform that cannot say) shows none.
-        let mut summary = SweepSummary {
-            version: SWEEP_VERSION,
-            kind: "sweep".into(),
-            seeds: "1..10".into(),
-            shards: Vec::new(),
-            design: "reference".into(),
-            wall_ms: 2_000,
-            cpu_ms: 4_000,
-            totals: Totals {
-                runs: 10,
-                passed: 10,
-                ..Totals::default()
-            },
-            runs: Vec::new(),
-        };
-        assert_eq!(runs_per_cpu_second(&summary), Some(2.5));
-        assert_eq!(cpu_note(&summary), ", 4.0 s CPU, 2.50 runs per CPU-second");
-        summary.cpu_ms = 0;
-        assert_eq!(runs_per_cpu_second(&summary), None);
-        assert_eq!(cpu_note(&summary), "");
+    fn process_cpu_time_is_known_on_linux() {
+        // Proves the sweep can report runs per CPU-second here: the platform says its CPU time.
         assert!(process_cpu_ms().is_some(), "Linux reports process CPU time");
-    }
-
-    #[test]
-    fn shards_partition_and_refuse_nonsense() {
-        assert_eq!(
-            "2/4".parse::<Shard>().unwrap(),
-            Shard { index: 2, count: 4 }
-        );
-        for bad in ["0/4", "5/4", "1", "a/b", "1/0", "1/5000"] {
-            assert!(bad.parse::<Shard>().is_err(), "{bad:?} accepted");
-        }
     }
 }

@@ -2,6 +2,7 @@
 //! small enough for a debug build: `sweep` finds and reports failing seeds
 //! with exit 1 and passes the reference with exit 0; two shards merged equal
 //! the whole sweep, trace for trace; `compare` puts designs side by side;
+//! sweep, merge and compare each write a self-contained `report.html` with charts;
 //! `shrink` leaves a smaller plan that `replay` shows still failing; a
 //! malformed plan file is refused with exit 2.
 
@@ -25,6 +26,19 @@ fn out_dir(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&dir);
     dir
+}
+
+/// `dir`'s report.html, which must exist, name every one of `names`, carry an
+/// SVG chart and be self-contained (no script, no URL).
+fn assert_page(dir: &Path, names: &[&str]) -> String {
+    let page = std::fs::read_to_string(dir.join("report.html"))
+        .unwrap_or_else(|e| panic!("{}/report.html: {e}", dir.display()));
+    for name in names {
+        assert!(page.contains(name), "report.html does not name {name}");
+    }
+    assert!(page.contains("<svg"), "report.html has no chart");
+    assert!(!page.contains("<script") && !page.contains("http://") && !page.contains("https://"));
+    page
 }
 
 fn stdout(o: &Output) -> String {
@@ -63,6 +77,21 @@ fn sweep_reports_failing_seeds_and_shards_merge_to_the_whole_sweep() {
             .exists(),
         "a failing run's trace is kept"
     );
+    let page = assert_page(
+        &whole,
+        &[
+            "tiny-double-click",
+            "one_order_per_key",
+            "runs per CPU-second",
+        ],
+    );
+    assert!(
+        page.contains("<a href=\"failures/tiny-double-click-seed-repo-1/report.html\">"),
+        "the page links a kept failing run"
+    );
+    assert!(page.contains(
+        "stampede run tests/scenarios/tiny-double-click.toml --seed 4 --design seed-repo"
+    ));
 
     let mut shards = Vec::new();
     for shard in ["1/2", "2/2"] {
@@ -83,16 +112,20 @@ fn sweep_reports_failing_seeds_and_shards_merge_to_the_whole_sweep() {
         assert_eq!(read_json(&dir.join("summary.json"))["totals"]["runs"], 2);
         shards.push(dir.join("summary.json"));
     }
-    let merged = out_dir("sweep-merged");
+    let merged_dir = out_dir("sweep-merged");
     let o = stampede(&[
         "merge",
         shards[0].to_str().unwrap(),
         shards[1].to_str().unwrap(),
         "--out",
-        merged.to_str().unwrap(),
+        merged_dir.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
-    let merged = read_json(&merged.join("summary.json"));
+    assert_page(
+        &merged_dir,
+        &["tiny-double-click", "one_order_per_key", "shards 1/2, 2/2"],
+    );
+    let merged = read_json(&merged_dir.join("summary.json"));
     assert_eq!(runs_of(&merged), runs_of(&summary));
     assert_eq!(merged["totals"], summary["totals"]);
 }
@@ -157,6 +190,19 @@ fn compare_puts_the_designs_side_by_side() {
     assert_eq!(columns[1]["seeds_failing"], 2);
     assert_eq!(columns[2]["seeds_violating"]["one_order_per_key"], 2);
     assert!(stdout(&o).contains("one_order_per_key"));
+    let page = assert_page(
+        &dir,
+        &[
+            "reference",
+            "seed-repo",
+            "reference+idempotency=none",
+            "one_order_per_key",
+        ],
+    );
+    assert!(
+        page.contains("<td>seeds failing</td><td class=\"num\">0/2</td><td class=\"num\">2/2</td>"),
+        "the page's table counts as summary.json does"
+    );
     assert!(
         dir.join("failures/tiny-double-click-seed-repo-1/trace.jsonl")
             .exists(),

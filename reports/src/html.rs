@@ -172,8 +172,13 @@ pub(crate) fn page(title: &str, body: &str) -> String {
 
 /// A titled chart, or a "no data" note saying `why` in its place.
 pub(crate) fn figure(title: &str, chart: &Chart, why: &str) -> String {
+    figure_of(title, plot::draw(chart), why)
+}
+
+/// A titled drawing, or a "no data" note saying `why` in its place.
+pub(crate) fn figure_of(title: &str, drawn: Drawn, why: &str) -> String {
     let title = escape_html(title);
-    match plot::draw(chart) {
+    match drawn {
         Drawn::Svg(svg) => format!("<figure>\n<h3>{title}</h3>\n{svg}</figure>\n"),
         Drawn::NoData => format!("<figure>\n<h3>{title}</h3>\n{}</figure>\n", no_data(why)),
         Drawn::Failed(e) => format!(

@@ -13,6 +13,14 @@
 //!   charts over simulated time with faults as bands;
 //! - [`story`], [`render_story_text`] / [`render_story_svg`]: the orders and
 //!   keys behind a violation as a swim-lane timeline (`stampede explain`).
+//! - [`RunSummary`]: one simulated run's `summary.json` (`run`, `replay`),
+//!   rendered by [`render_run_text`], [`render_run_markdown`], [`render_run_html`];
+//! - [`SweepSummary`] of [`RunRecord`]s (`sweep`, `merge`): [`render_sweep_text`],
+//!   [`render_sweep_markdown`], [`render_sweep_html`] (bar charts of failing
+//!   seeds per scenario and invariant, run times, runs per CPU-second);
+//! - [`CompareSummary`] (`compare`): [`render_compare_summary_text`],
+//!   [`render_compare_summary_markdown`], [`render_compare_summary_html`];
+//! - [`Conformance`] (`conform`): [`render_conform_text`], [`render_conform_markdown`].
 //!
 //! Key decision: the content (which rows, which columns, how a number reads)
 //! is decided once, as tables, and each renderer only writes them in its
@@ -22,28 +30,46 @@
 #![deny(missing_docs)]
 
 mod charts;
+mod compare;
+mod conform;
 mod format;
 mod html;
 mod json;
 mod markdown;
 pub mod model;
+mod pages;
 mod plot;
+mod run;
 mod sections;
 mod sim;
 mod story;
+mod sweep;
 mod table;
 mod terminal;
 
+pub use compare::{
+    CompareSummary, DesignColumn, render_compare_summary_markdown, render_compare_summary_text,
+};
+pub use conform::{Check, Conformance, render_conform_markdown, render_conform_text};
 pub use html::{render_compare_html, render_html};
 pub use json::{ReportError, parse_json, render_json};
 pub use markdown::{render_compare_markdown, render_markdown};
 pub use model::*;
+pub use pages::{CHART_CATEGORIES_MAX, render_compare_summary_html, render_sweep_html};
+pub use run::{
+    EXAMPLE_EVIDENCE_MAX, Latency, LiveViolation, RunCoverage, RunStats, RunSummary,
+    SUMMARY_VERSION, render_run_html, render_run_markdown, render_run_text, violation_example,
+};
 pub use sim::{
     FaultBand, SIM_INTERVAL_MS, SIM_INTERVALS_MAX, SimInterval, SimReport, render_sim_html,
 };
 pub use story::{
     Beat, Lead, STORY_BEATS_MAX, STORY_THREADS_MAX, Start, Story, render_story_svg,
     render_story_text, story,
+};
+pub use sweep::{
+    FAILING_SEEDS_SHOWN_MAX, RunRecord, SHARDS_MAX, SWEEP_VERSION, Shard, SweepSummary, Totals,
+    render_failing_text, render_sweep_markdown, render_sweep_text,
 };
 pub use terminal::render_terminal;
 

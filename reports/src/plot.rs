@@ -245,8 +245,13 @@ struct Legend {
 
 impl Legend {
     fn new(series: &[Series], width: u32) -> Legend {
+        Legend::with(series, width, 2)
+    }
+
+    /// A legend once there are `entries_min` series or more.
+    fn with(series: &[Series], width: u32, entries_min: u32) -> Legend {
         let entries = series.len() as u32;
-        if entries < 2 {
+        if entries < entries_min.max(1) {
             return Legend {
                 columns: 1,
                 column_width: width,
@@ -292,6 +297,154 @@ impl Legend {
         }
         Ok(())
     }
+}
+
+/// Bars grouped by category: in each category, one bar per series, side by side.
+#[derive(Clone, Debug)]
+pub(crate) struct Bars {
+    /// The x axis' groups, left to right.
+    pub(crate) categories: Vec<String>,
+    pub(crate) y_desc: String,
+    pub(crate) series: Vec<BarSeries>,
+    /// The plot's pixels, legend excluded.
+    pub(crate) size: (u32, u32),
+}
+
+/// One colour of bars: `values[i]` is its bar in category `i`.
+#[derive(Clone, Debug)]
+pub(crate) struct BarSeries {
+    pub(crate) label: String,
+    pub(crate) colour: RGBColor,
+    pub(crate) values: Vec<f64>,
+}
+
+/// The share of a category's width its bars take (the rest is the gap between groups).
+const BAR_GROUP_WIDTH: f64 = 0.8;
+
+/// Draws `bars` as an inline `<svg>` element: each bar with its value written
+/// above it (none for zero), a legend naming every series.
+pub(crate) fn draw_bars(bars: &Bars) -> Drawn {
+    if bars.categories.is_empty() || bars.series.is_empty() {
+        return Drawn::NoData;
+    }
+    let y_max = bars
+        .series
+        .iter()
+        .flat_map(|s| s.values.iter().copied())
+        .filter(|v| v.is_finite())
+        .fold(0.0, f64::max);
+    let count = bars.categories.len();
+    let x = Axis {
+        lo: 0.0,
+        hi: count as f64,
+        log: false,
+        ticks: (0..count).map(|i| i as f64 + 0.5).collect(),
+    };
+    let keys: Vec<Series> = bars
+        .series
+        .iter()
+        .map(|s| Series {
+            label: s.label.clone(),
+            colour: s.colour,
+            dashed: false,
+            points: Vec::new(),
+        })
+        .collect();
+    let legend = Legend::with(&keys, bars.size.0, 1);
+    let size = (bars.size.0, bars.size.1 + legend.height);
+    let mut svg = String::new();
+    let result = {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        plot_bars(&root, bars, &keys, &legend, x, bar_axis(bars, y_max))
+    };
+    match result {
+        Ok(()) => Drawn::Svg(svg.replacen(" xmlns=\"http://www.w3.org/2000/svg\"", "", 1)),
+        Err(e) => Drawn::Failed(e.to_string()),
+    }
+}
+
+/// The value axis of `bars` from 0 past `y_max`; ticked at whole numbers
+/// only when every value is one (counts of seeds have no halves).
+fn bar_axis(bars: &Bars, y_max: f64) -> Axis {
+    let mut axis = Axis::linear(0.0, y_max, 0.12);
+    let values = || bars.series.iter().flat_map(|s| s.values.iter());
+    if values().all(|v| v.fract() == 0.0) {
+        axis.ticks.retain(|t| t.fract() == 0.0);
+    }
+    axis
+}
+
+/// A category's name cut to `chars_max` characters (an ellipsis says it was cut).
+fn fit_label(label: &str, chars_max: usize) -> String {
+    if label.chars().count() <= chars_max {
+        return label.to_string();
+    }
+    let mut cut: String = label.chars().take(chars_max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+fn plot_bars(
+    root: &DrawingArea<SVGBackend<'_>, Shift>,
+    bars: &Bars,
+    keys: &[Series],
+    legend: &Legend,
+    x: Axis,
+    y: Axis,
+) -> PlotResult {
+    root.fill(&WHITE)?;
+    let (upper, lower) = root.split_vertically(bars.size.1);
+    let mut ctx = ChartBuilder::on(&upper)
+        .margin(MARGIN)
+        .margin_right(MARGIN * 3)
+        .x_label_area_size(44)
+        .y_label_area_size(Y_LABEL_AREA)
+        .build_cartesian_2d(x, y)?;
+    let count = bars.categories.len();
+    let plot_width = bars.size.0.saturating_sub(Y_LABEL_AREA + 4 * MARGIN) as usize;
+    let chars_max = (plot_width / count / LEGEND_CHAR as usize).max(4);
+    let x_label = |x: &f64| {
+        let i = (x - 0.5).round().max(0.0) as usize;
+        bars.categories
+            .get(i)
+            .map_or(String::new(), |c| fit_label(c, chars_max))
+    };
+    let y_label = |y: &f64| format::num(*y);
+    ctx.configure_mesh()
+        .x_label_formatter(&x_label)
+        .y_label_formatter(&y_label)
+        .y_desc(bars.y_desc.as_str())
+        .disable_x_mesh()
+        .bold_line_style(RGBColor(0xe4, 0xe4, 0xe4))
+        .label_style(("sans-serif", 12))
+        .axis_desc_style(("sans-serif", 13))
+        .draw()?;
+    let width = BAR_GROUP_WIDTH / bars.series.len() as f64;
+    let font = ("sans-serif", 11)
+        .into_font()
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Center, VPos::Bottom));
+    for (k, s) in bars.series.iter().enumerate() {
+        let placed = s
+            .values
+            .iter()
+            .enumerate()
+            .take(count)
+            .filter(|(_, v)| v.is_finite());
+        let at = |i: usize| i as f64 + (1.0 - BAR_GROUP_WIDTH) / 2.0 + k as f64 * width;
+        ctx.draw_series(
+            placed.clone().map(|(i, &v)| {
+                Rectangle::new([(at(i), 0.0), (at(i) + width, v)], s.colour.filled())
+            }),
+        )?;
+        ctx.draw_series(placed.filter(|(_, v)| **v > 0.0).map(|(i, &v)| {
+            EmptyElement::at((at(i) + width / 2.0, v))
+                + Text::new(format::num(v), (0, -2), font.clone())
+        }))?;
+    }
+    legend.draw(&lower, keys)?;
+    root.present()?;
+    Ok(())
 }
 
 /// An f64 axis, linear or logarithmic, with exactly the ticks given: bold
@@ -514,6 +667,42 @@ mod tests {
         let mut log = chart(XAxis::Percentile, vec![(0.0, 0.0), (2.0, -1.0)]);
         log.y_log = true;
         assert!(matches!(draw(&log), Drawn::Svg(_)));
+    }
+
+    // Proves bars of counts are ticked at whole numbers only, bars of fractions at the round
+    // steps, each bar carries its value, and no bar or no category draws nothing.
+    #[test]
+    fn bars_tick_counts_whole_and_label_values() {
+        let bars = |values: Vec<f64>| Bars {
+            categories: vec!["a".into(), "b".into()],
+            y_desc: "seeds".into(),
+            series: vec![BarSeries {
+                label: "x".into(),
+                colour: colour(0),
+                values,
+            }],
+            size: (400, 200),
+        };
+        assert_eq!(bar_axis(&bars(vec![2.0, 1.0]), 2.0).ticks, [0.0, 1.0, 2.0]);
+        assert_eq!(
+            bar_axis(&bars(vec![2.0, 0.5]), 2.0).ticks,
+            [0.0, 0.5, 1.0, 1.5, 2.0]
+        );
+        let Drawn::Svg(svg) = draw_bars(&bars(vec![2.0, 0.5])) else {
+            panic!("drawn");
+        };
+        let texts: Vec<&str> = svg
+            .split("</text>")
+            .filter_map(|c| c.rsplit_once('>').map(|(_, t)| t.trim()))
+            .collect();
+        assert!(texts.contains(&"0.5") && texts.contains(&"x"), "{texts:?}");
+        assert_eq!(
+            draw_bars(&Bars {
+                series: Vec::new(),
+                ..bars(vec![])
+            }),
+            Drawn::NoData
+        );
     }
 
     // Proves tick steps are round and cover the range, and ranges are never empty.
