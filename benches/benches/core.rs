@@ -11,7 +11,7 @@
 //! Run: `cargo bench -p stampede-benches --bench core`. Results: `benches/README.md`.
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use stampede_core::idempotency::IdempotencyLimits;
+use stampede_core::IdempotencyLimits;
 use stampede_core::{
     Catalog, Cause, Cents, CustomerId, Fingerprint, IdempotencyKey, IdempotencyStore, IntentId,
     IntentStatus, Inventory, ItemRequest, Millis, OrderId, PaymentIntent, PlaceOrder, Placed,

@@ -2,7 +2,7 @@
 //! command-line options: each a named limit with its unit.
 
 use stampede_core::Admission;
-use stampede_core::shop::{DEFAULT_MAX_UNDECIDED_ORDERS, DEFAULT_SHED_RETRY_AFTER_MS};
+use stampede_core::{DEFAULT_MAX_UNDECIDED_ORDERS, DEFAULT_SHED_RETRY_AFTER_MS};
 use stampede_server::app::DEFAULT_DEGRADED_READ_MAX_AGE_MS;
 use stampede_server::serve::StackConfig;
 

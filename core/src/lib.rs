@@ -42,45 +42,58 @@
 
 #![deny(missing_docs)]
 
-pub mod catalog;
-pub mod check;
-pub mod command;
-pub mod feed;
-pub mod history;
-pub mod idempotency;
-pub mod ids;
-pub mod inventory;
-pub mod jobs;
-pub mod money;
-pub mod order;
-pub mod payment;
-pub mod reconcile;
-pub mod shop;
-pub mod time;
-pub mod webhook;
+mod catalog;
+mod check;
+mod command;
+mod feed;
+mod history;
+mod idempotency;
+mod ids;
+mod inventory;
+mod jobs;
+mod money;
+mod order;
+mod payment;
+mod reconcile;
+mod shop;
+mod time;
+mod webhook;
 
-pub use catalog::{Catalog, ItemRequest, ItemsRejected, OrderLine, Product};
+pub use catalog::{
+    Catalog, ItemRequest, ItemsRejected, MAX_LINES_PER_ORDER, MAX_QTY_PER_LINE, OrderLine, Product,
+};
 pub use check::{
-    Invariant, Judgement, OptOuts, Subject, Verdict, Violation, check, check_all, check_except,
+    Invariant, Judgement, MAX_VIOLATIONS_KEPT, OptOuts, Subject, Verdict, Violation, check,
+    check_all, check_except,
 };
 pub use command::{Command, Reply};
 pub use feed::{Change, Changes, Cursor, FEED_CAPACITY, FEED_READ_MAX, Feed};
 pub use history::{
     ClientOp, ClientReply, Event, EventKind, History, JobEvent, PAY_FLOW_ALLOWANCE_MS, Terms, Wish,
 };
-pub use idempotency::{Begin, Fingerprint, IdempotencyLimits, IdempotencyStore};
+pub use idempotency::{
+    Begin, Fingerprint, IdempotencyError, IdempotencyLimits, IdempotencyRecord, IdempotencyStore,
+    RecordState,
+};
 pub use ids::{
     CustomerId, EventId, IdempotencyKey, IntentId, InvalidId, JobId, OrderId, ReservationId, Sku,
 };
-pub use inventory::{Inventory, InventoryError, Reservation, StockLevel};
-pub use jobs::{Failed, JobKind, JobQueue, Lease, QueueLimits, RetryPolicy};
-pub use money::Cents;
+pub use inventory::{
+    Allocation, ConservationBroken, Inventory, InventoryError, MAX_SEGMENTS, Reservation,
+    StockLevel,
+};
+pub use jobs::{
+    DeadJob, Failed, Job, JobError, JobKind, JobQueue, JobState, Lease, QueueLimits, RetryPolicy,
+};
+pub use money::{Cents, MoneyOverflow};
 pub use order::{CancelReason, Cause, IllegalTransition, Order, OrderStatus, Transition};
 pub use payment::{IntentStatus, LedgerEntry, LedgerKind, PaymentIntent, payment_key, refund_key};
 pub use reconcile::{Repair, intent_that_matters, reconcile};
 pub use shop::{
-    Admission, AuditSnapshot, Inconsistency, PlaceOrder, Placed, SavedResponse, ShopConfig,
-    ShopError, ShopState, ShopStats, Step, WebhookOutcome,
+    Admission, AuditSnapshot, DEFAULT_CUSTOMER_WINDOW_MS, DEFAULT_MAX_UNDECIDED_ORDERS,
+    DEFAULT_SHED_RETRY_AFTER_MS, Inconsistency, PlaceOrder, Placed, SOLD_OUT_WAIT_NO_TTL_MS,
+    SOLD_OUT_WAIT_TTLS, SUGGESTED_CUSTOMER_ORDERS_MAX, SavedResponse, ShopConfig, ShopError,
+    ShopState, ShopStats, SoldOut, Step, WebhookOutcome,
 };
 pub use time::Millis;
-pub use webhook::{InboxLimits, WebhookEvent, WebhookInbox, WebhookKind};
+pub use webhook::{InboxLimits, Received, WebhookEvent, WebhookInbox, WebhookKind};

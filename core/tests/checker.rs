@@ -4,10 +4,10 @@
 //! pass every invariant; and that liveness is not judged before the world settles.
 
 use stampede_core::CancelReason::{ByCustomer, Expired, OutOfStock, PaymentFailed};
+use stampede_core::MAX_VIOLATIONS_KEPT;
 use stampede_core::OrderStatus::{
     Cancelled, Confirmed, Created, InventoryReserved, Paid, PaymentPending, Refunded,
 };
-use stampede_core::check::MAX_VIOLATIONS_KEPT;
 use stampede_core::*;
 use std::collections::BTreeMap;
 

@@ -6,7 +6,7 @@
 //! never held by two requests at once.
 
 use proptest::prelude::*;
-use stampede_core::idempotency::IdempotencyLimits;
+use stampede_core::IdempotencyLimits;
 use stampede_core::{Begin, Fingerprint, IdempotencyKey, IdempotencyStore, Millis};
 use std::collections::BTreeMap;
 

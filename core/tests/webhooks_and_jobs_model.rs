@@ -10,12 +10,12 @@
 //! order is still paid exactly once and every duplicate is recognised.
 
 use proptest::prelude::*;
-use stampede_core::jobs::{Failed, JobQueue, QueueLimits, RetryPolicy};
 use stampede_core::{
     Catalog, Cause, Cents, CustomerId, EventId, IntentId, IntentStatus, ItemRequest, JobKind,
     Lease, Millis, OrderId, OrderStatus, PaymentIntent, PlaceOrder, Placed, Product, ShopConfig,
     ShopState, Sku, WebhookEvent, WebhookKind, WebhookOutcome,
 };
+use stampede_core::{Failed, JobQueue, QueueLimits, RetryPolicy};
 use std::collections::{BTreeMap, BTreeSet};
 
 const VISIBILITY_MS: u64 = 100;
@@ -80,7 +80,7 @@ proptest! {
                     let live = q.jobs().any(|j| j.id == lease.job);
                     let valid = newest == Some(lease.token) && live
                         && matches!(q.jobs().find(|j| j.id == lease.job).map(|j| &j.state),
-                            Some(stampede_core::jobs::JobState::Leased { token, .. }) if *token == lease.token);
+                            Some(stampede_core::JobState::Leased { token, .. }) if *token == lease.token);
                     let result = match op {
                         JobOp::Ack(_) => q.ack(&lease).map(|_| None),
                         JobOp::Fail(_, jitter) => q.fail(&lease, now, "boom", jitter).map(Some),

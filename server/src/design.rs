@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 use stampede_core::Admission;
-pub use stampede_core::shop::SoldOut;
+pub use stampede_core::SoldOut;
 use std::fmt;
 
 /// One switch per mistake; `Design::reference()` has none switched on.

@@ -28,7 +28,7 @@ use crate::payments::create_intent;
 use crate::store::StoreError;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use stampede_core::jobs::Failed;
+use stampede_core::Failed;
 use stampede_core::{
     Cause, IntentStatus, JobKind, Lease, OrderId, PaymentIntent, Repair, Step, intent_that_matters,
     reconcile, refund_key,

@@ -6,8 +6,8 @@
 //! bounded backoff, and the sweeper wakes when the next hold lapses.
 
 use stampede_core::{
-    Catalog, Cause, Cents, CustomerId, IdempotencyKey, ItemRequest, JobKind, OrderId, PlaceOrder,
-    Placed, Product, ShopConfig, ShopState, Sku, jobs::Failed,
+    Catalog, Cause, Cents, CustomerId, Failed, IdempotencyKey, ItemRequest, JobKind, OrderId,
+    PlaceOrder, Placed, Product, ShopConfig, ShopState, Sku,
 };
 use stampede_server::app::{App, ServerConfig};
 use stampede_server::psp::PspClient;

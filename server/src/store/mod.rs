@@ -20,8 +20,8 @@ pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use serde::{Deserialize, Serialize};
-use stampede_core::jobs::Failed;
-use stampede_core::shop::SoldOut;
+use stampede_core::Failed;
+use stampede_core::SoldOut;
 use stampede_core::{
     AuditSnapshot, Begin, Cause, Fingerprint, IdempotencyKey, JobId, JobKind, Lease, Order,
     OrderId, PaymentIntent, PlaceOrder, Placed, Product, SavedResponse, ShopError, Sku, Step,

@@ -779,8 +779,8 @@ fn write_keys(tx: &Transaction<'_>, state: &ShopState) -> rusqlite::Result<()> {
     let mut key = tx.prepare("INSERT INTO idempotency_keys VALUES (?1, ?2, ?3, ?4, ?5)")?;
     for (k, record) in state.keys().records() {
         let (status, response) = match &record.state {
-            stampede_core::idempotency::RecordState::InFlight { .. } => ("in_flight", None),
-            stampede_core::idempotency::RecordState::Completed { response, .. } => {
+            stampede_core::RecordState::InFlight { .. } => ("in_flight", None),
+            stampede_core::RecordState::Completed { response, .. } => {
                 ("completed", serde_json::to_string(response).ok())
             }
         };
@@ -800,8 +800,8 @@ fn write_jobs_and_inbox(tx: &Transaction<'_>, state: &ShopState) -> rusqlite::Re
     let mut job = tx.prepare("INSERT INTO jobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?;
     for j in state.jobs().jobs() {
         let (status, visible) = match j.state {
-            stampede_core::jobs::JobState::Ready { at } => ("ready", at),
-            stampede_core::jobs::JobState::Leased { until, .. } => ("leased", until),
+            stampede_core::JobState::Ready { at } => ("ready", at),
+            stampede_core::JobState::Leased { until, .. } => ("leased", until),
         };
         job.execute(params![
             j.id.to_string(),
