@@ -240,7 +240,7 @@ impl Plan {
                 Fault::ForgedWebhook { .. } => "forged-webhook",
             })
             .collect();
-        if webhooks.duplicate_probability > 0.0 && webhooks.max_extra_copies > 0 {
+        if webhooks.duplicate_probability > 0.0 && webhooks.extra_copies_max > 0 {
             kinds.insert("webhook-duplicates");
         }
         if self.shoppers.iter().any(|s| s.express) {
@@ -290,11 +290,11 @@ impl Plan {
             ));
         }
         self.scenario.validate()?;
-        if self.shoppers.len() > MAX_PLAN_SHOPPERS {
+        if self.shoppers.len() > PLAN_SHOPPERS_MAX {
             return Err(bad(
                 "shoppers".into(),
                 format!(
-                    "{} shoppers; at most {MAX_PLAN_SHOPPERS}",
+                    "{} shoppers; at most {PLAN_SHOPPERS_MAX}",
                     self.shoppers.len()
                 ),
             ));
@@ -320,15 +320,15 @@ impl Plan {
                     ),
                 ));
             }
-            if s.arrive_ms > MAX_PLAN_MS {
-                return Err(bad(field("arrive_ms"), format!("at most {MAX_PLAN_MS}")));
+            if s.arrive_ms > PLAN_MS_MAX {
+                return Err(bad(field("arrive_ms"), format!("at most {PLAN_MS_MAX}")));
             }
             if let Intent::PayLate { think_ms, .. } = s.intent
-                && think_ms > MAX_PLAN_MS
+                && think_ms > PLAN_MS_MAX
             {
                 return Err(bad(
                     field("intent.think_ms"),
-                    format!("at most {MAX_PLAN_MS}"),
+                    format!("at most {PLAN_MS_MAX}"),
                 ));
             }
             if s.items.is_empty() || s.items.len() > 16 {
@@ -362,8 +362,8 @@ impl Plan {
         };
         for (i, f) in self.faults.iter().enumerate() {
             let field = |name: &str| format!("faults[{i}].{name}");
-            if f.at_ms > MAX_PLAN_MS {
-                return Err(bad(field("at_ms"), format!("at most {MAX_PLAN_MS}")));
+            if f.at_ms > PLAN_MS_MAX {
+                return Err(bad(field("at_ms"), format!("at most {PLAN_MS_MAX}")));
             }
             match &f.fault {
                 Fault::Crash { host, down_ms } => {
@@ -373,8 +373,8 @@ impl Plan {
                             format!("{host:?} is not an api, worker or db host"),
                         ));
                     }
-                    if *down_ms > MAX_PLAN_MS {
-                        return Err(bad(field("down_ms"), format!("at most {MAX_PLAN_MS}")));
+                    if *down_ms > PLAN_MS_MAX {
+                        return Err(bad(field("down_ms"), format!("at most {PLAN_MS_MAX}")));
                     }
                 }
                 Fault::Partition { a, b, duration_ms } => {
@@ -386,13 +386,13 @@ impl Plan {
                             ));
                         }
                     }
-                    if *duration_ms > MAX_PLAN_MS {
-                        return Err(bad(field("duration_ms"), format!("at most {MAX_PLAN_MS}")));
+                    if *duration_ms > PLAN_MS_MAX {
+                        return Err(bad(field("duration_ms"), format!("at most {PLAN_MS_MAX}")));
                     }
                 }
                 Fault::PspStall { duration_ms } => {
-                    if *duration_ms > MAX_PLAN_MS {
-                        return Err(bad(field("duration_ms"), format!("at most {MAX_PLAN_MS}")));
+                    if *duration_ms > PLAN_MS_MAX {
+                        return Err(bad(field("duration_ms"), format!("at most {PLAN_MS_MAX}")));
                     }
                 }
                 Fault::ForgedWebhook { order } => {
@@ -421,9 +421,9 @@ pub const FAULT_KINDS: [&str; 9] = [
 ];
 
 /// Most shoppers a plan file may hold.
-pub const MAX_PLAN_SHOPPERS: usize = 1_000_000;
+pub const PLAN_SHOPPERS_MAX: usize = 1_000_000;
 /// Latest time a plan file may name, ms (one hour).
-pub const MAX_PLAN_MS: u64 = 3_600_000;
+pub const PLAN_MS_MAX: u64 = 3_600_000;
 
 /// The names of the world's hosts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -485,7 +485,7 @@ fn draw_items(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Vec<(String, u32)> {
     let lines = rng.random_range(
         1..=scenario
             .shoppers
-            .max_lines
+            .lines_max
             .min(scenario.catalog.len() as u32),
     );
     let mut items: Vec<(String, u32)> = Vec::new();
@@ -513,7 +513,7 @@ fn draw_items(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Vec<(String, u32)> {
         }
         let max = scenario
             .shoppers
-            .max_qty
+            .qty_max
             .min(product.max_qty_per_order)
             .max(1);
         items.push((product.sku.clone(), rng.random_range(1..=max)));

@@ -145,11 +145,11 @@ pub struct Shoppers {
     /// When they arrive.
     pub arrival: Arrival,
     /// Most units a shopper asks for per line.
-    #[serde(default = "one")]
-    pub max_qty: u32,
-    /// Most lines per order.
-    #[serde(default = "one")]
-    pub max_lines: u32,
+    #[serde(default = "one", rename = "max_qty")]
+    pub qty_max: u32,
+    /// Most lines per order (at most [`LINES_PER_ORDER_MAX`]).
+    #[serde(default = "one", rename = "max_lines")]
+    pub lines_max: u32,
     /// Probability a shopper double-clicks "place order" (two concurrent identical requests).
     #[serde(default)]
     pub double_click: f64,
@@ -375,11 +375,12 @@ pub struct PartitionSpec {
 pub struct WebhookFaults {
     /// Probability an event is delivered more than once.
     pub duplicate_probability: f64,
-    /// Most extra copies.
-    pub max_extra_copies: u32,
-    /// Fewest extra copies when an event is duplicated.
-    #[serde(default = "one")]
-    pub min_extra_copies: u32,
+    /// Most extra copies (`max_extra_copies` in files).
+    #[serde(rename = "max_extra_copies")]
+    pub extra_copies_max: u32,
+    /// Fewest extra copies when an event is duplicated (`min_extra_copies` in files).
+    #[serde(default = "one", rename = "min_extra_copies")]
+    pub extra_copies_min: u32,
     /// Largest delivery delay, ms (delays reorder events).
     pub delay_ms_max: u64,
 }
@@ -388,8 +389,8 @@ impl Default for WebhookFaults {
     fn default() -> Self {
         WebhookFaults {
             duplicate_probability: 0.0,
-            max_extra_copies: 1,
-            min_extra_copies: 1,
+            extra_copies_max: 1,
+            extra_copies_min: 1,
             delay_ms_max: 50,
         }
     }
@@ -409,8 +410,9 @@ pub struct Timing {
     pub backend_timeout_ms: u64,
     /// Job lease visibility timeout, ms.
     pub job_visibility_ms: u64,
-    /// Largest one-way network latency, ms.
-    pub max_latency_ms: u64,
+    /// Largest one-way network latency, ms (`max_latency_ms` in files).
+    #[serde(rename = "max_latency_ms")]
+    pub latency_ms_max: u64,
     /// The promise that a willing buyer is offered payment (its order shown
     /// payment-pending, or `/pay` answered) within this long of the order's
     /// acknowledgement, ms (`timely_decisions`).
@@ -438,7 +440,7 @@ impl Default for Timing {
             client_timeout_ms: 2_000,
             backend_timeout_ms: 1_000,
             job_visibility_ms: 2_000,
-            max_latency_ms: 5,
+            latency_ms_max: 5,
             offer_payment_within_ms: default_offer_payment_within(),
             decide_within_ms: default_decide_within(),
         }
@@ -530,8 +532,8 @@ impl Scenario {
         }
         let s = &self.shoppers;
         range("shoppers.count", s.count.into(), 1, 1_000_000)?;
-        range("shoppers.max_qty", s.max_qty.into(), 1, 100)?;
-        range("shoppers.max_lines", s.max_lines.into(), 1, 16)?;
+        range("shoppers.max_qty", s.qty_max.into(), 1, 100)?;
+        range("shoppers.max_lines", s.lines_max.into(), 1, 16)?;
         for (name, p) in [
             ("shoppers.double_click", s.double_click),
             ("shoppers.retry_on_timeout", s.retry_on_timeout),
@@ -620,11 +622,11 @@ impl Scenario {
         )?;
         range(
             "faults.webhooks.max_extra_copies",
-            fl.webhooks.max_extra_copies.into(),
+            fl.webhooks.extra_copies_max.into(),
             0,
             10,
         )?;
-        if fl.webhooks.min_extra_copies > fl.webhooks.max_extra_copies.max(1) {
+        if fl.webhooks.extra_copies_min > fl.webhooks.extra_copies_max.max(1) {
             return Err(err(
                 "faults.webhooks.min_extra_copies",
                 "must not exceed max_extra_copies",
@@ -659,7 +661,7 @@ impl Scenario {
             600_000,
         )?;
         range("timing.job_visibility_ms", tm.job_visibility_ms, 1, 600_000)?;
-        range("timing.max_latency_ms", tm.max_latency_ms, 0, 10_000)?;
+        range("timing.max_latency_ms", tm.latency_ms_max, 0, 10_000)?;
         range(
             "timing.offer_payment_within_ms",
             tm.offer_payment_within_ms,

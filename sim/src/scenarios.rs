@@ -22,8 +22,8 @@ fn shoppers(count: u32, arrival: Arrival) -> Shoppers {
     Shoppers {
         count,
         arrival,
-        max_qty: 1,
-        max_lines: 1,
+        qty_max: 1,
+        lines_max: 1,
         double_click: 0.0,
         retry_on_timeout: 1.0,
         abandon: 0.0,
@@ -82,8 +82,8 @@ pub fn flash(count: u32, stock: u64) -> Scenario {
         cancel: 0.05,
         decline: 0.1,
         double_pay: 0.2,
-        max_lines: 2,
-        max_qty: 2,
+        lines_max: 2,
+        qty_max: 2,
         ..shoppers(
             count,
             Arrival::Burst {
@@ -94,8 +94,8 @@ pub fn flash(count: u32, stock: u64) -> Scenario {
     };
     s.faults.webhooks = WebhookFaults {
         duplicate_probability: 0.3,
-        max_extra_copies: 2,
-        min_extra_copies: 1,
+        extra_copies_max: 2,
+        extra_copies_min: 1,
         delay_ms_max: 300,
     };
     s.faults.window_start_ms = 100;
@@ -153,8 +153,8 @@ pub fn fault_mixes() -> Vec<(&'static str, Scenario)> {
     storm.faults.webhooks = WebhookFaults {
         // Every event exactly 3× (the first copy + 2 extra), shuffled by delays up to 30 s.
         duplicate_probability: 1.0,
-        max_extra_copies: 2,
-        min_extra_copies: 2,
+        extra_copies_max: 2,
+        extra_copies_min: 2,
         delay_ms_max: 30_000,
     };
     storm.timing.settle_ms = 45_000;
@@ -194,8 +194,8 @@ pub fn coverage() -> Scenario {
             product("gadget", 4_000, 1_000),
         ],
         shoppers: Shoppers {
-            max_lines: 2,
-            max_qty: 2,
+            lines_max: 2,
+            qty_max: 2,
             abandon: 0.15,
             cancel: 0.05,
             decline: 0.05,
@@ -227,8 +227,8 @@ pub fn coverage() -> Scenario {
             }],
             webhooks: WebhookFaults {
                 duplicate_probability: 0.0,
-                max_extra_copies: 1,
-                min_extra_copies: 1,
+                extra_copies_max: 1,
+                extra_copies_min: 1,
                 delay_ms_max: 15_000,
             },
             ..Faults::default()
@@ -317,7 +317,7 @@ pub fn spike() -> Scenario {
         client_timeout_ms: 3_000,
         backend_timeout_ms: 1_000,
         job_visibility_ms: 2_000,
-        max_latency_ms: 10,
+        latency_ms_max: 10,
         offer_payment_within_ms: 10_000,
         ..Timing::default()
     };
@@ -364,16 +364,16 @@ pub fn catch_cases() -> Vec<CatchCase> {
         count: 8,
         down_ms: 300,
     };
-    redeliver.timing.max_latency_ms = 30;
+    redeliver.timing.latency_ms_max = 30;
     redeliver.faults.window_start_ms = 100;
     redeliver.faults.window_end_ms = 800;
     let mut impatient = base();
     impatient.shoppers.impatient = 0.5;
     // Slow webhooks: the order is still payment-pending when the anxious second payment starts.
     impatient.faults.webhooks = WebhookFaults {
-        min_extra_copies: 1,
+        extra_copies_min: 1,
         duplicate_probability: 0.0,
-        max_extra_copies: 1,
+        extra_copies_max: 1,
         delay_ms_max: 3_000,
     };
     let mut forged = base();
@@ -383,8 +383,8 @@ pub fn catch_cases() -> Vec<CatchCase> {
     let mut storm = base();
     storm.faults.webhooks = WebhookFaults {
         duplicate_probability: 1.0,
-        max_extra_copies: 2,
-        min_extra_copies: 1,
+        extra_copies_max: 2,
+        extra_copies_min: 1,
         delay_ms_max: 500,
     };
     let mut api_crashes = base();
