@@ -11,7 +11,7 @@
 //! pins the hashes of a few plans, so a change here is a reviewed one.
 
 use crate::sample::{self, Chance};
-use crate::scenario::{Arrival, Faults, Follow, Scenario, ScenarioError};
+use crate::scenario::{Arrival, Faults, Follow, LINES_PER_ORDER_MAX, Scenario, ScenarioError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -279,7 +279,6 @@ impl Plan {
     /// a shrunk plan): its scenario, and that every shopper and fault refers
     /// to hosts, products and times the scenario has.
     pub fn validate(&self) -> Result<(), ScenarioError> {
-        let bad = |field: String, problem: String| ScenarioError { field, problem };
         if self.version != PLAN_VERSION {
             return Err(bad(
                 "version".into(),
@@ -299,110 +298,128 @@ impl Plan {
                 ),
             ));
         }
-        let t = self.scenario.topology;
         for (i, s) in self.shoppers.iter().enumerate() {
-            let field = |name: &str| format!("shoppers[{i}].{name}");
-            if s.host >= t.shopper_hosts {
-                return Err(bad(
-                    field("host"),
-                    format!(
-                        "{} but there are {} shopper hosts (0-based)",
-                        s.host, t.shopper_hosts
-                    ),
-                ));
-            }
-            if s.api >= t.api_hosts {
-                return Err(bad(
-                    field("api"),
-                    format!(
-                        "{} but there are {} api hosts (0-based)",
-                        s.api, t.api_hosts
-                    ),
-                ));
-            }
-            if s.arrive_ms > PLAN_MS_MAX {
-                return Err(bad(field("arrive_ms"), format!("at most {PLAN_MS_MAX}")));
-            }
-            if let Intent::PayLate { think_ms, .. } = s.intent
-                && think_ms > PLAN_MS_MAX
-            {
-                return Err(bad(
-                    field("intent.think_ms"),
-                    format!("at most {PLAN_MS_MAX}"),
-                ));
-            }
-            if s.items.is_empty() || s.items.len() > 16 {
-                return Err(bad(field("items"), "must have 1 to 16 lines".into()));
-            }
-            for (sku, qty) in &s.items {
-                let Some(p) = self.scenario.catalog.iter().find(|p| &p.sku == sku) else {
-                    return Err(bad(
-                        field("items"),
-                        format!("{sku:?} is not in the catalog"),
-                    ));
-                };
-                if *qty == 0 || *qty > p.max_qty_per_order {
-                    return Err(bad(
-                        field("items"),
-                        format!("{qty} x {sku} is outside 1..={}", p.max_qty_per_order),
-                    ));
-                }
-            }
+            self.validate_shopper(i, s)?;
         }
         let hosts = self.hosts();
-        let known = |h: &str| {
-            h == "db"
-                || h == "psp"
-                || hosts
-                    .api
-                    .iter()
-                    .chain(&hosts.worker)
-                    .chain(&hosts.shopper)
-                    .any(|x| x == h)
-        };
         for (i, f) in self.faults.iter().enumerate() {
-            let field = |name: &str| format!("faults[{i}].{name}");
-            if f.at_ms > PLAN_MS_MAX {
-                return Err(bad(field("at_ms"), format!("at most {PLAN_MS_MAX}")));
-            }
-            match &f.fault {
-                Fault::Crash { host, down_ms } => {
-                    if host == "psp" || !known(host) || host.starts_with("shoppers-") {
-                        return Err(bad(
-                            field("host"),
-                            format!("{host:?} is not an api, worker or db host"),
-                        ));
-                    }
-                    if *down_ms > PLAN_MS_MAX {
-                        return Err(bad(field("down_ms"), format!("at most {PLAN_MS_MAX}")));
-                    }
-                }
-                Fault::Partition { a, b, duration_ms } => {
-                    for (side, h) in [("a", a), ("b", b)] {
-                        if !known(h) {
-                            return Err(bad(
-                                field(side),
-                                format!("{h:?} is not a host of this topology"),
-                            ));
-                        }
-                    }
-                    if *duration_ms > PLAN_MS_MAX {
-                        return Err(bad(field("duration_ms"), format!("at most {PLAN_MS_MAX}")));
-                    }
-                }
-                Fault::PspStall { duration_ms } => {
-                    if *duration_ms > PLAN_MS_MAX {
-                        return Err(bad(field("duration_ms"), format!("at most {PLAN_MS_MAX}")));
-                    }
-                }
-                Fault::ForgedWebhook { order } => {
-                    if *order == 0 {
-                        return Err(bad(field("order"), "order numbers start at 1".into()));
-                    }
-                }
+            validate_fault(&hosts, i, f)?;
+        }
+        Ok(())
+    }
+
+    /// Shopper `i` arrives in time, on hosts the topology has, asking for
+    /// products of the catalog in quantities an order may hold.
+    fn validate_shopper(&self, i: usize, s: &ShopperPlan) -> Result<(), ScenarioError> {
+        let t = self.scenario.topology;
+        let field = |name: &str| format!("shoppers[{i}].{name}");
+        if s.host >= t.shopper_hosts {
+            return Err(bad(
+                field("host"),
+                format!(
+                    "{} but there are {} shopper hosts (0-based)",
+                    s.host, t.shopper_hosts
+                ),
+            ));
+        }
+        if s.api >= t.api_hosts {
+            return Err(bad(
+                field("api"),
+                format!(
+                    "{} but there are {} api hosts (0-based)",
+                    s.api, t.api_hosts
+                ),
+            ));
+        }
+        if s.arrive_ms > PLAN_MS_MAX {
+            return Err(bad(field("arrive_ms"), format!("at most {PLAN_MS_MAX}")));
+        }
+        if let Intent::PayLate { think_ms, .. } = s.intent
+            && think_ms > PLAN_MS_MAX
+        {
+            return Err(bad(
+                field("intent.think_ms"),
+                format!("at most {PLAN_MS_MAX}"),
+            ));
+        }
+        if s.items.is_empty() || s.items.len() > LINES_PER_ORDER_MAX {
+            return Err(bad(
+                field("items"),
+                format!("must have 1 to {LINES_PER_ORDER_MAX} lines"),
+            ));
+        }
+        for (sku, qty) in &s.items {
+            let Some(p) = self.scenario.catalog.iter().find(|p| &p.sku == sku) else {
+                return Err(bad(
+                    field("items"),
+                    format!("{sku:?} is not in the catalog"),
+                ));
+            };
+            if *qty == 0 || *qty > p.max_qty_per_order {
+                return Err(bad(
+                    field("items"),
+                    format!("{qty} x {sku} is outside 1..={}", p.max_qty_per_order),
+                ));
             }
         }
         Ok(())
+    }
+}
+
+fn bad(field: String, problem: String) -> ScenarioError {
+    ScenarioError { field, problem }
+}
+
+/// Fault `i` happens in time, lasts no longer than a plan may, and names
+/// hosts of the world (a crash: an api, worker or db host).
+fn validate_fault(hosts: &Hosts, i: usize, f: &FaultEvent) -> Result<(), ScenarioError> {
+    let known = |h: &str| {
+        h == "db"
+            || h == "psp"
+            || hosts
+                .api
+                .iter()
+                .chain(&hosts.worker)
+                .chain(&hosts.shopper)
+                .any(|x| x == h)
+    };
+    let field = |name: &str| format!("faults[{i}].{name}");
+    let at_most = |name: &str, ms: u64| {
+        if ms > PLAN_MS_MAX {
+            Err(bad(field(name), format!("at most {PLAN_MS_MAX}")))
+        } else {
+            Ok(())
+        }
+    };
+    at_most("at_ms", f.at_ms)?;
+    match &f.fault {
+        Fault::Crash { host, down_ms } => {
+            if host == "psp" || !known(host) || host.starts_with("shoppers-") {
+                return Err(bad(
+                    field("host"),
+                    format!("{host:?} is not an api, worker or db host"),
+                ));
+            }
+            at_most("down_ms", *down_ms)
+        }
+        Fault::Partition { a, b, duration_ms } => {
+            for (side, h) in [("a", a), ("b", b)] {
+                if !known(h) {
+                    return Err(bad(
+                        field(side),
+                        format!("{h:?} is not a host of this topology"),
+                    ));
+                }
+            }
+            at_most("duration_ms", *duration_ms)
+        }
+        Fault::PspStall { duration_ms } => at_most("duration_ms", *duration_ms),
+        Fault::ForgedWebhook { order } => {
+            if *order == 0 {
+                return Err(bad(field("order"), "order numbers start at 1".into()));
+            }
+            Ok(())
+        }
     }
 }
 
