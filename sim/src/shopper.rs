@@ -21,6 +21,9 @@ use std::time::Duration;
 
 /// Most attempts of one keyed request (first try + retries).
 pub const ATTEMPTS_MAX: u32 = 4;
+/// The step of a shopper's linear backoff between attempts of one request:
+/// it waits this times the attempt number before the next, ms.
+pub const RETRY_BACKOFF_STEP_MS: u64 = 250;
 /// Most times a shopper told to come back later (429 with `Retry-After`)
 /// places its order again, with the same key; these are not attempts.
 pub const SHED_RETRIES_MAX: u32 = 10;
@@ -29,7 +32,7 @@ pub const SHED_WAIT_DEFAULT_MS: u64 = 1_000;
 /// How often a polling shopper (`[shoppers] follow = "poll"`) asks for its order, ms.
 pub const POLL_MS: u64 = 200;
 /// How long a shopper follows an order before giving up, ms.
-pub const FOLLOW_MS: u64 = 60_000;
+pub const FOLLOW_MS_MAX: u64 = 60_000;
 /// First wait before a shopper reopens an events stream that ended or
 /// failed before its order got where it waits for, ms.
 pub const RECONNECT_MS_MIN: u64 = 200;
@@ -265,7 +268,7 @@ impl ShopperCtx {
     }
 
     /// Follows the order until its status satisfies `done`, or gives up
-    /// after [`FOLLOW_MS`]: over the events stream or by polling, as the
+    /// after [`FOLLOW_MS_MAX`]: over the events stream or by polling, as the
     /// shopper's plan says. Each status the shopper is shown that differs
     /// from the last one it saw goes into the history as `Observed`: the
     /// checker judges each client's own sequence, independently of the
@@ -295,7 +298,7 @@ impl ShopperCtx {
         seen: &mut Seen,
         done: impl Fn(OrderStatus) -> bool,
     ) -> Option<OrderStatus> {
-        let deadline = sim_now().plus_ms(FOLLOW_MS);
+        let deadline = sim_now().plus_ms(FOLLOW_MS_MAX);
         let path = format!("/v1/orders/{order}/events");
         let mut backoff = RECONNECT_MS_MIN;
         while sim_now() < deadline {
@@ -346,7 +349,7 @@ impl ShopperCtx {
         seen: &mut Seen,
         done: impl Fn(OrderStatus) -> bool,
     ) -> Option<OrderStatus> {
-        let deadline = sim_now().plus_ms(FOLLOW_MS);
+        let deadline = sim_now().plus_ms(FOLLOW_MS_MAX);
         while sim_now() < deadline {
             if let Some(status) = self.status(api, order).await {
                 seen.saw(&self.recorder, order, status);
@@ -594,7 +597,7 @@ async fn place(
         if attempt >= attempts || !replies.iter().any(|(r, _)| retryable(r)) {
             return None;
         }
-        sleep_ms(250 * u64::from(attempt)).await;
+        sleep_ms(RETRY_BACKOFF_STEP_MS * u64::from(attempt)).await;
         attempt += 1;
     }
 }
@@ -623,7 +626,7 @@ async fn start_payment(
         if !results.iter().any(|(r, _)| retryable(r)) {
             return None;
         }
-        sleep_ms(250 * u64::from(attempt)).await;
+        sleep_ms(RETRY_BACKOFF_STEP_MS * u64::from(attempt)).await;
     }
     None
 }
@@ -655,7 +658,7 @@ async fn confirm(ctx: &ShopperCtx, intent: &IntentId, secret: &str, decline: boo
         match ctx.psp.confirm(intent, secret, decline).await {
             Ok(_) => return,
             Err(e) if e.status().is_some() => return,
-            Err(_) => sleep_ms(250 * u64::from(attempt)).await,
+            Err(_) => sleep_ms(RETRY_BACKOFF_STEP_MS * u64::from(attempt)).await,
         }
     }
 }

@@ -346,7 +346,8 @@ const OVERRUN_MS_MAX: u64 = 120_000;
 const TCP_PENDING_CONNECTIONS_MAX: usize = 65_536;
 /// Most connections each API or worker host keeps open to the `db` host.
 const DB_CONNECTIONS_MAX: usize = 16;
-/// How often the shop's order watch (events streams, long polls) looks at the store, ms.
+/// How often each API host's watcher hub reads the store's change feed while
+/// an events stream is open, ms.
 const WATCH_POLL_MS: u64 = 50;
 /// How often the driver checks the live safety invariants ([`Monitor`]), ms of sim time.
 const MONITOR_INTERVAL_MS: u64 = 100;
