@@ -91,7 +91,7 @@ fn run_echo(plan: &Plan, total: u64) -> u64 {
         .simulation_duration(Duration::from_millis(ECHO_SIM_LIMIT_MS))
         .tick_duration(Duration::from_millis(1))
         .min_message_latency(Duration::from_millis(0))
-        .max_message_latency(Duration::from_millis(timing.max_latency_ms));
+        .max_message_latency(Duration::from_millis(timing.latency_ms_max));
     let mut sim = builder.build();
     sim.host("echo", || async {
         let listener = SimListener::bind(ECHO_PORT).await?;

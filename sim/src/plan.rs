@@ -11,7 +11,7 @@
 //! pins the hashes of a few plans, so a change here is a reviewed one.
 
 use crate::sample::{self, Chance};
-use crate::scenario::{Arrival, Faults, Follow, Scenario, ScenarioError};
+use crate::scenario::{Arrival, Faults, Follow, LINES_PER_ORDER_MAX, Scenario, ScenarioError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -240,7 +240,7 @@ impl Plan {
                 Fault::ForgedWebhook { .. } => "forged-webhook",
             })
             .collect();
-        if webhooks.duplicate_probability > 0.0 && webhooks.max_extra_copies > 0 {
+        if webhooks.duplicate_probability > 0.0 && webhooks.extra_copies_max > 0 {
             kinds.insert("webhook-duplicates");
         }
         if self.shoppers.iter().any(|s| s.express) {
@@ -279,7 +279,6 @@ impl Plan {
     /// a shrunk plan): its scenario, and that every shopper and fault refers
     /// to hosts, products and times the scenario has.
     pub fn validate(&self) -> Result<(), ScenarioError> {
-        let bad = |field: String, problem: String| ScenarioError { field, problem };
         if self.version != PLAN_VERSION {
             return Err(bad(
                 "version".into(),
@@ -290,119 +289,137 @@ impl Plan {
             ));
         }
         self.scenario.validate()?;
-        if self.shoppers.len() > MAX_PLAN_SHOPPERS {
+        if self.shoppers.len() > PLAN_SHOPPERS_MAX {
             return Err(bad(
                 "shoppers".into(),
                 format!(
-                    "{} shoppers; at most {MAX_PLAN_SHOPPERS}",
+                    "{} shoppers; at most {PLAN_SHOPPERS_MAX}",
                     self.shoppers.len()
                 ),
             ));
         }
-        let t = self.scenario.topology;
         for (i, s) in self.shoppers.iter().enumerate() {
-            let field = |name: &str| format!("shoppers[{i}].{name}");
-            if s.host >= t.shopper_hosts {
-                return Err(bad(
-                    field("host"),
-                    format!(
-                        "{} but there are {} shopper hosts (0-based)",
-                        s.host, t.shopper_hosts
-                    ),
-                ));
-            }
-            if s.api >= t.api_hosts {
-                return Err(bad(
-                    field("api"),
-                    format!(
-                        "{} but there are {} api hosts (0-based)",
-                        s.api, t.api_hosts
-                    ),
-                ));
-            }
-            if s.arrive_ms > MAX_PLAN_MS {
-                return Err(bad(field("arrive_ms"), format!("at most {MAX_PLAN_MS}")));
-            }
-            if let Intent::PayLate { think_ms, .. } = s.intent
-                && think_ms > MAX_PLAN_MS
-            {
-                return Err(bad(
-                    field("intent.think_ms"),
-                    format!("at most {MAX_PLAN_MS}"),
-                ));
-            }
-            if s.items.is_empty() || s.items.len() > 16 {
-                return Err(bad(field("items"), "must have 1 to 16 lines".into()));
-            }
-            for (sku, qty) in &s.items {
-                let Some(p) = self.scenario.catalog.iter().find(|p| &p.sku == sku) else {
-                    return Err(bad(
-                        field("items"),
-                        format!("{sku:?} is not in the catalog"),
-                    ));
-                };
-                if *qty == 0 || *qty > p.max_qty_per_order {
-                    return Err(bad(
-                        field("items"),
-                        format!("{qty} x {sku} is outside 1..={}", p.max_qty_per_order),
-                    ));
-                }
-            }
+            self.validate_shopper(i, s)?;
         }
         let hosts = self.hosts();
-        let known = |h: &str| {
-            h == "db"
-                || h == "psp"
-                || hosts
-                    .api
-                    .iter()
-                    .chain(&hosts.worker)
-                    .chain(&hosts.shopper)
-                    .any(|x| x == h)
-        };
         for (i, f) in self.faults.iter().enumerate() {
-            let field = |name: &str| format!("faults[{i}].{name}");
-            if f.at_ms > MAX_PLAN_MS {
-                return Err(bad(field("at_ms"), format!("at most {MAX_PLAN_MS}")));
-            }
-            match &f.fault {
-                Fault::Crash { host, down_ms } => {
-                    if host == "psp" || !known(host) || host.starts_with("shoppers-") {
-                        return Err(bad(
-                            field("host"),
-                            format!("{host:?} is not an api, worker or db host"),
-                        ));
-                    }
-                    if *down_ms > MAX_PLAN_MS {
-                        return Err(bad(field("down_ms"), format!("at most {MAX_PLAN_MS}")));
-                    }
-                }
-                Fault::Partition { a, b, duration_ms } => {
-                    for (side, h) in [("a", a), ("b", b)] {
-                        if !known(h) {
-                            return Err(bad(
-                                field(side),
-                                format!("{h:?} is not a host of this topology"),
-                            ));
-                        }
-                    }
-                    if *duration_ms > MAX_PLAN_MS {
-                        return Err(bad(field("duration_ms"), format!("at most {MAX_PLAN_MS}")));
-                    }
-                }
-                Fault::PspStall { duration_ms } => {
-                    if *duration_ms > MAX_PLAN_MS {
-                        return Err(bad(field("duration_ms"), format!("at most {MAX_PLAN_MS}")));
-                    }
-                }
-                Fault::ForgedWebhook { order } => {
-                    if *order == 0 {
-                        return Err(bad(field("order"), "order numbers start at 1".into()));
-                    }
-                }
+            validate_fault(&hosts, i, f)?;
+        }
+        Ok(())
+    }
+
+    /// Shopper `i` arrives in time, on hosts the topology has, asking for
+    /// products of the catalog in quantities an order may hold.
+    fn validate_shopper(&self, i: usize, s: &ShopperPlan) -> Result<(), ScenarioError> {
+        let t = self.scenario.topology;
+        let field = |name: &str| format!("shoppers[{i}].{name}");
+        if s.host >= t.shopper_hosts {
+            return Err(bad(
+                field("host"),
+                format!(
+                    "{} but there are {} shopper hosts (0-based)",
+                    s.host, t.shopper_hosts
+                ),
+            ));
+        }
+        if s.api >= t.api_hosts {
+            return Err(bad(
+                field("api"),
+                format!(
+                    "{} but there are {} api hosts (0-based)",
+                    s.api, t.api_hosts
+                ),
+            ));
+        }
+        if s.arrive_ms > PLAN_MS_MAX {
+            return Err(bad(field("arrive_ms"), format!("at most {PLAN_MS_MAX}")));
+        }
+        if let Intent::PayLate { think_ms, .. } = s.intent
+            && think_ms > PLAN_MS_MAX
+        {
+            return Err(bad(
+                field("intent.think_ms"),
+                format!("at most {PLAN_MS_MAX}"),
+            ));
+        }
+        if s.items.is_empty() || s.items.len() > LINES_PER_ORDER_MAX {
+            return Err(bad(
+                field("items"),
+                format!("must have 1 to {LINES_PER_ORDER_MAX} lines"),
+            ));
+        }
+        for (sku, qty) in &s.items {
+            let Some(p) = self.scenario.catalog.iter().find(|p| &p.sku == sku) else {
+                return Err(bad(
+                    field("items"),
+                    format!("{sku:?} is not in the catalog"),
+                ));
+            };
+            if *qty == 0 || *qty > p.max_qty_per_order {
+                return Err(bad(
+                    field("items"),
+                    format!("{qty} x {sku} is outside 1..={}", p.max_qty_per_order),
+                ));
             }
         }
         Ok(())
+    }
+}
+
+fn bad(field: String, problem: String) -> ScenarioError {
+    ScenarioError { field, problem }
+}
+
+/// Fault `i` happens in time, lasts no longer than a plan may, and names
+/// hosts of the world (a crash: an api, worker or db host).
+fn validate_fault(hosts: &Hosts, i: usize, f: &FaultEvent) -> Result<(), ScenarioError> {
+    let known = |h: &str| {
+        h == "db"
+            || h == "psp"
+            || hosts
+                .api
+                .iter()
+                .chain(&hosts.worker)
+                .chain(&hosts.shopper)
+                .any(|x| x == h)
+    };
+    let field = |name: &str| format!("faults[{i}].{name}");
+    let at_most = |name: &str, ms: u64| {
+        if ms > PLAN_MS_MAX {
+            Err(bad(field(name), format!("at most {PLAN_MS_MAX}")))
+        } else {
+            Ok(())
+        }
+    };
+    at_most("at_ms", f.at_ms)?;
+    match &f.fault {
+        Fault::Crash { host, down_ms } => {
+            if host == "psp" || !known(host) || host.starts_with("shoppers-") {
+                return Err(bad(
+                    field("host"),
+                    format!("{host:?} is not an api, worker or db host"),
+                ));
+            }
+            at_most("down_ms", *down_ms)
+        }
+        Fault::Partition { a, b, duration_ms } => {
+            for (side, h) in [("a", a), ("b", b)] {
+                if !known(h) {
+                    return Err(bad(
+                        field(side),
+                        format!("{h:?} is not a host of this topology"),
+                    ));
+                }
+            }
+            at_most("duration_ms", *duration_ms)
+        }
+        Fault::PspStall { duration_ms } => at_most("duration_ms", *duration_ms),
+        Fault::ForgedWebhook { order } => {
+            if *order == 0 {
+                return Err(bad(field("order"), "order numbers start at 1".into()));
+            }
+            Ok(())
+        }
     }
 }
 
@@ -421,9 +438,9 @@ pub const FAULT_KINDS: [&str; 9] = [
 ];
 
 /// Most shoppers a plan file may hold.
-pub const MAX_PLAN_SHOPPERS: usize = 1_000_000;
+pub const PLAN_SHOPPERS_MAX: usize = 1_000_000;
 /// Latest time a plan file may name, ms (one hour).
-pub const MAX_PLAN_MS: u64 = 3_600_000;
+pub const PLAN_MS_MAX: u64 = 3_600_000;
 
 /// The names of the world's hosts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -485,7 +502,7 @@ fn draw_items(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Vec<(String, u32)> {
     let lines = rng.random_range(
         1..=scenario
             .shoppers
-            .max_lines
+            .lines_max
             .min(scenario.catalog.len() as u32),
     );
     let mut items: Vec<(String, u32)> = Vec::new();
@@ -513,7 +530,7 @@ fn draw_items(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Vec<(String, u32)> {
         }
         let max = scenario
             .shoppers
-            .max_qty
+            .qty_max
             .min(product.max_qty_per_order)
             .max(1);
         items.push((product.sku.clone(), rng.random_range(1..=max)));

@@ -6,6 +6,11 @@ use crate::scenario::{
     AdmissionSpec, Arrival, CrashSpec, Faults, Follow, PartitionSpec, ProductSpec, Scenario,
     Shoppers, Timing, Topology, WebhookFaults,
 };
+use stampede_core::Invariant::{
+    EventualConfirmation, IdempotentReplay, MoneyReconciles, NoLostAcknowledgedOrder, NoOversell,
+    NoReservationLeak, NoSaleLeftBehind, NoStuckOrders, OneOrderPerKey, SingleCharge,
+    StockConserved, TimelyDecisions, WillingBuyersServed,
+};
 
 fn product(sku: &str, price_cents: u64, stock: u64) -> ProductSpec {
     ProductSpec {
@@ -22,8 +27,8 @@ fn shoppers(count: u32, arrival: Arrival) -> Shoppers {
     Shoppers {
         count,
         arrival,
-        max_qty: 1,
-        max_lines: 1,
+        qty_max: 1,
+        lines_max: 1,
         double_click: 0.0,
         retry_on_timeout: 1.0,
         abandon: 0.0,
@@ -82,8 +87,8 @@ pub fn flash(count: u32, stock: u64) -> Scenario {
         cancel: 0.05,
         decline: 0.1,
         double_pay: 0.2,
-        max_lines: 2,
-        max_qty: 2,
+        lines_max: 2,
+        qty_max: 2,
         ..shoppers(
             count,
             Arrival::Burst {
@@ -94,8 +99,8 @@ pub fn flash(count: u32, stock: u64) -> Scenario {
     };
     s.faults.webhooks = WebhookFaults {
         duplicate_probability: 0.3,
-        max_extra_copies: 2,
-        min_extra_copies: 1,
+        extra_copies_max: 2,
+        extra_copies_min: 1,
         delay_ms_max: 300,
     };
     s.faults.window_start_ms = 100;
@@ -153,8 +158,8 @@ pub fn fault_mixes() -> Vec<(&'static str, Scenario)> {
     storm.faults.webhooks = WebhookFaults {
         // Every event exactly 3× (the first copy + 2 extra), shuffled by delays up to 30 s.
         duplicate_probability: 1.0,
-        max_extra_copies: 2,
-        min_extra_copies: 2,
+        extra_copies_max: 2,
+        extra_copies_min: 2,
         delay_ms_max: 30_000,
     };
     storm.timing.settle_ms = 45_000;
@@ -194,8 +199,8 @@ pub fn coverage() -> Scenario {
             product("gadget", 4_000, 1_000),
         ],
         shoppers: Shoppers {
-            max_lines: 2,
-            max_qty: 2,
+            lines_max: 2,
+            qty_max: 2,
             abandon: 0.15,
             cancel: 0.05,
             decline: 0.05,
@@ -227,8 +232,8 @@ pub fn coverage() -> Scenario {
             }],
             webhooks: WebhookFaults {
                 duplicate_probability: 0.0,
-                max_extra_copies: 1,
-                min_extra_copies: 1,
+                extra_copies_max: 1,
+                extra_copies_min: 1,
                 delay_ms_max: 15_000,
             },
             ..Faults::default()
@@ -317,7 +322,7 @@ pub fn spike() -> Scenario {
         client_timeout_ms: 3_000,
         backend_timeout_ms: 1_000,
         job_visibility_ms: 2_000,
-        max_latency_ms: 10,
+        latency_ms_max: 10,
         offer_payment_within_ms: 10_000,
         ..Timing::default()
     };
@@ -329,112 +334,44 @@ pub fn spike() -> Scenario {
     s
 }
 
-/// The catch matrix: one row per naive switch (see the sim README).
+/// The catch matrix: one row per naive switch (see the sim README), grouped
+/// by the family of mistake; the order is the table's (a row's index names
+/// it in `STAMPEDE_CATCH_ROW`).
 pub fn catch_cases() -> Vec<CatchCase> {
-    use stampede_core::Invariant::*;
-    let base = || {
-        let mut s = flash(40, 10);
-        s.faults.webhooks = WebhookFaults::default();
-        s.shoppers.abandon = 0.0;
-        s.shoppers.cancel = 0.0;
-        s
-    };
-    let named = |name: &str, mut s: Scenario| {
-        s.name = name.into();
-        s
-    };
-    let mut dup = base();
+    [
+        key_cases(),
+        stock_cases(),
+        job_cases(),
+        payment_intent_cases(),
+        webhook_cases(),
+        hold_cases(),
+        crash_cases(),
+        trust_and_overload_cases(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// A small flash sale without webhook faults, abandons or cancels: each
+/// catch mix adds only what its mistake needs.
+fn catch_base() -> Scenario {
+    let mut s = flash(40, 10);
+    s.faults.webhooks = WebhookFaults::default();
+    s.shoppers.abandon = 0.0;
+    s.shoppers.cancel = 0.0;
+    s
+}
+
+fn named(name: &str, mut s: Scenario) -> Scenario {
+    s.name = name.into();
+    s
+}
+
+/// Mistakes with idempotency keys: a double-click makes two orders.
+fn key_cases() -> Vec<CatchCase> {
+    let mut dup = catch_base();
     dup.shoppers.double_click = 0.6;
-    let mut abandon = base();
-    abandon.shoppers.abandon = 0.3;
-    let mut api_db = base();
-    api_db.faults.partitions = vec![PartitionSpec {
-        a: "api".into(),
-        b: "db".into(),
-        count: 2,
-        duration_ms: 400,
-    }];
-    api_db.faults.window_start_ms = 100;
-    api_db.faults.window_end_ms = 600;
-    // Workers crash mid-burst: a job whose step ran but whose ack was lost is
-    // leased again once its lease lapses (2 s). 30 ms of latency widens the
-    // window between a step and its ack so that crashes land in it.
-    let mut redeliver = base();
-    redeliver.faults.worker_crashes = CrashSpec {
-        count: 8,
-        down_ms: 300,
-    };
-    redeliver.timing.max_latency_ms = 30;
-    redeliver.faults.window_start_ms = 100;
-    redeliver.faults.window_end_ms = 800;
-    let mut impatient = base();
-    impatient.shoppers.impatient = 0.5;
-    // Slow webhooks: the order is still payment-pending when the anxious second payment starts.
-    impatient.faults.webhooks = WebhookFaults {
-        min_extra_copies: 1,
-        duplicate_probability: 0.0,
-        max_extra_copies: 1,
-        delay_ms_max: 3_000,
-    };
-    let mut forged = base();
-    forged.faults.forged_webhooks = 20;
-    forged.faults.window_start_ms = 500;
-    forged.faults.window_end_ms = 2_500;
-    let mut storm = base();
-    storm.faults.webhooks = WebhookFaults {
-        duplicate_probability: 1.0,
-        max_extra_copies: 2,
-        min_extra_copies: 1,
-        delay_ms_max: 500,
-    };
-    let mut api_crashes = base();
-    api_crashes.faults.api_crashes = CrashSpec {
-        count: 6,
-        down_ms: 300,
-    };
-    api_crashes.faults.window_start_ms = 300;
-    api_crashes.faults.window_end_ms = 2_500;
-    api_crashes.topology.api_hosts = 1;
-    let mut lost_webhooks = base();
-    lost_webhooks.topology.api_hosts = 1;
-    lost_webhooks.faults.partitions = vec![PartitionSpec {
-        a: "api".into(),
-        b: "psp".into(),
-        count: 1,
-        duration_ms: 40_000,
-    }];
-    lost_webhooks.faults.window_start_ms = 600;
-    lost_webhooks.faults.window_end_ms = 700;
-    lost_webhooks.shoppers.pay_delay_ms_max = 0;
-    lost_webhooks.shoppers.decline = 0.0;
-    let mut tamper = base();
-    tamper.shoppers.tamper_price = 0.3;
-    // Shoppers think up to 2 s before paying: well inside the 4 s hold the
-    // scenario promises, outside a hold a quarter as long.
-    let mut slow_payers = base();
-    slow_payers.shoppers.pay_delay_ms_max = 2_000;
-    // Express checkout while the PSP browns out: the saved card is charged and
-    // its event sent at once, but the shop's call waits past its timeout, so
-    // the event reaches the shop before the intent is recorded; the
-    // reservation lapses before the PSP answers again.
-    let mut express = base();
-    express.shoppers.express = 1.0;
-    express.faults.psp_stalls = crate::scenario::StallSpec {
-        count: 1,
-        duration_ms: 8_000,
-    };
-    express.faults.window_start_ms = 100;
-    express.faults.window_end_ms = 400;
-    // The store host crashes six times in the burst, losing each time the
-    // writes of the last few milliseconds it had not synced yet.
-    let mut db_crashes = base();
-    db_crashes.faults.db_crashes = CrashSpec {
-        count: 6,
-        down_ms: 100,
-    };
-    db_crashes.faults.lose_unsynced_tail = true;
-    db_crashes.faults.window_start_ms = 150;
-    db_crashes.faults.window_end_ms = 900;
     vec![
         CatchCase {
             switch: "idempotency=none",
@@ -448,18 +385,40 @@ pub fn catch_cases() -> Vec<CatchCase> {
             mix: named("double-click", dup),
             expect: &[OneOrderPerKey, IdempotentReplay],
         },
+    ]
+}
+
+/// Mistakes with stock: a lost update oversells; carts held forever leak it.
+fn stock_cases() -> Vec<CatchCase> {
+    vec![
         CatchCase {
             switch: "inventory=read-then-write",
             with: &[],
-            mix: named("flash-sale", base()),
+            mix: named("flash-sale", catch_base()),
             expect: &[NoOversell, StockConserved],
         },
         CatchCase {
             switch: "reservation_ttl=off",
             with: &[],
-            mix: named("abandoned-checkouts", abandon.clone()),
+            mix: named("abandoned-checkouts", abandon_mix()),
             expect: &[NoStuckOrders, NoReservationLeak],
         },
+    ]
+}
+
+/// Mistakes with the job queue: a job lost between two writes, a job
+/// redelivered onto an order that moved on.
+fn job_cases() -> Vec<CatchCase> {
+    let mut api_db = catch_base();
+    api_db.faults.partitions = vec![PartitionSpec {
+        a: "api".into(),
+        b: "db".into(),
+        count: 2,
+        duration_ms: 400,
+    }];
+    api_db.faults.window_start_ms = 100;
+    api_db.faults.window_end_ms = 600;
+    vec![
         CatchCase {
             switch: "enqueue=dual-write",
             with: &[],
@@ -470,9 +429,24 @@ pub fn catch_cases() -> Vec<CatchCase> {
             switch: "worker_state_check=off",
             // The sweeper gives an orphaned reservation back once it lapses.
             with: &["reservation_ttl=off"],
-            mix: named("worker-crashes", redeliver.clone()),
+            mix: named("worker-crashes", redelivery_mix()),
             expect: &[NoReservationLeak, StockConserved],
         },
+    ]
+}
+
+/// Mistakes with the PSP intent: no key on it, or the wrong amount.
+fn payment_intent_cases() -> Vec<CatchCase> {
+    let mut impatient = catch_base();
+    impatient.shoppers.impatient = 0.5;
+    // Slow webhooks: the order is still payment-pending when the anxious second payment starts.
+    impatient.faults.webhooks = WebhookFaults {
+        extra_copies_min: 1,
+        duplicate_probability: 0.0,
+        extra_copies_max: 1,
+        delay_ms_max: 3_000,
+    };
+    vec![
         CatchCase {
             switch: "intent_key=off",
             with: &[],
@@ -482,9 +456,27 @@ pub fn catch_cases() -> Vec<CatchCase> {
         CatchCase {
             switch: "intent_amount=fixed",
             with: &[],
-            mix: named("flash-sale", base()),
+            mix: named("flash-sale", catch_base()),
             expect: &[MoneyReconciles],
         },
+    ]
+}
+
+/// Mistakes with webhooks and what stands in for a lost one: forged,
+/// duplicated, finalized in memory, never reconciled, or dropped when early.
+fn webhook_cases() -> Vec<CatchCase> {
+    let mut forged = catch_base();
+    forged.faults.forged_webhooks = 20;
+    forged.faults.window_start_ms = 500;
+    forged.faults.window_end_ms = 2_500;
+    let mut storm = catch_base();
+    storm.faults.webhooks = WebhookFaults {
+        duplicate_probability: 1.0,
+        extra_copies_max: 2,
+        extra_copies_min: 1,
+        delay_ms_max: 500,
+    };
+    vec![
         CatchCase {
             switch: "webhook_signature=trust",
             with: &[],
@@ -500,13 +492,13 @@ pub fn catch_cases() -> Vec<CatchCase> {
         CatchCase {
             switch: "finalize=in-memory",
             with: &["reconciliation=off"],
-            mix: named("api-crashes", api_crashes),
+            mix: named("api-crashes", api_crash_mix()),
             expect: &[NoStuckOrders, EventualConfirmation],
         },
         CatchCase {
             switch: "reconciliation=off",
             with: &["reservation_ttl=off"],
-            mix: named("lost-webhooks", lost_webhooks),
+            mix: named("lost-webhooks", lost_webhooks_mix()),
             // Not no_stuck_orders: without a TTL, customers whose payment never
             // started also stay stuck, whatever the reconciler does.
             expect: &[EventualConfirmation],
@@ -514,9 +506,20 @@ pub fn catch_cases() -> Vec<CatchCase> {
         CatchCase {
             switch: "early_webhooks=drop",
             with: &["reconciliation=off"],
-            mix: named("express-psp-stall", express),
+            mix: named("express-psp-stall", express_stall_mix()),
             expect: &[MoneyReconciles, EventualConfirmation],
         },
+    ]
+}
+
+/// Mistakes with the hold on a cart: too short for the promise, or counted
+/// as sold when deciding sold-out.
+fn hold_cases() -> Vec<CatchCase> {
+    // Shoppers think up to 2 s before paying: well inside the 4 s hold the
+    // scenario promises, outside a hold a quarter as long.
+    let mut slow_payers = catch_base();
+    slow_payers.shoppers.pay_delay_ms_max = 2_000;
+    vec![
         CatchCase {
             switch: "reservation_ttl=short",
             with: &[],
@@ -528,16 +531,33 @@ pub fn catch_cases() -> Vec<CatchCase> {
             // from them turns buyers away, and the units lapse back unsold.
             switch: "sold_out=from-reservations",
             with: &[],
-            mix: named("abandoned-checkouts", abandon.clone()),
+            mix: named("abandoned-checkouts", abandon_mix()),
             expect: &[NoSaleLeftBehind, WillingBuyersServed],
         },
+    ]
+}
+
+/// Mistakes a crash reveals: a replayed job that skips its write, a reply
+/// sent before its write is durable.
+fn crash_cases() -> Vec<CatchCase> {
+    // The store host crashes six times in the burst, losing each time the
+    // writes of the last few milliseconds it had not synced yet.
+    let mut db_crashes = catch_base();
+    db_crashes.faults.db_crashes = CrashSpec {
+        count: 6,
+        down_ms: 100,
+    };
+    db_crashes.faults.lose_unsynced_tail = true;
+    db_crashes.faults.window_start_ms = 150;
+    db_crashes.faults.window_end_ms = 900;
+    vec![
         CatchCase {
             // A crash between creating the intent and recording it: the
             // redelivered job finds the intent at the PSP and acks, and the
             // customer is never offered payment.
             switch: "intent_replay=ack-only",
             with: &[],
-            mix: named("worker-crashes", redeliver.clone()),
+            mix: named("worker-crashes", redelivery_mix()),
             expect: &[WillingBuyersServed, TimelyDecisions],
         },
         CatchCase {
@@ -548,6 +568,14 @@ pub fn catch_cases() -> Vec<CatchCase> {
             mix: named("db-crashes", db_crashes),
             expect: &[NoLostAcknowledgedOrder],
         },
+    ]
+}
+
+/// Trusting the client's price, and accepting more than the shop can decide in time.
+fn trust_and_overload_cases() -> Vec<CatchCase> {
+    let mut tamper = catch_base();
+    tamper.shoppers.tamper_price = 0.3;
+    vec![
         CatchCase {
             switch: "client_price=trust",
             with: &[],
@@ -563,4 +591,72 @@ pub fn catch_cases() -> Vec<CatchCase> {
             expect: &[TimelyDecisions],
         },
     ]
+}
+
+/// Three in ten shoppers abandon their cart.
+fn abandon_mix() -> Scenario {
+    let mut abandon = catch_base();
+    abandon.shoppers.abandon = 0.3;
+    abandon
+}
+
+/// Workers crash mid-burst: a job whose step ran but whose ack was lost is
+/// leased again once its lease lapses (2 s). 30 ms of latency widens the
+/// window between a step and its ack so that crashes land in it.
+fn redelivery_mix() -> Scenario {
+    let mut redeliver = catch_base();
+    redeliver.faults.worker_crashes = CrashSpec {
+        count: 8,
+        down_ms: 300,
+    };
+    redeliver.timing.latency_ms_max = 30;
+    redeliver.faults.window_start_ms = 100;
+    redeliver.faults.window_end_ms = 800;
+    redeliver
+}
+
+/// The one API host crashes six times during the sale.
+fn api_crash_mix() -> Scenario {
+    let mut api_crashes = catch_base();
+    api_crashes.faults.api_crashes = CrashSpec {
+        count: 6,
+        down_ms: 300,
+    };
+    api_crashes.faults.window_start_ms = 300;
+    api_crashes.faults.window_end_ms = 2_500;
+    api_crashes.topology.api_hosts = 1;
+    api_crashes
+}
+
+/// The PSP cannot reach the one API host for 40 s: its webhooks are lost.
+fn lost_webhooks_mix() -> Scenario {
+    let mut lost_webhooks = catch_base();
+    lost_webhooks.topology.api_hosts = 1;
+    lost_webhooks.faults.partitions = vec![PartitionSpec {
+        a: "api".into(),
+        b: "psp".into(),
+        count: 1,
+        duration_ms: 40_000,
+    }];
+    lost_webhooks.faults.window_start_ms = 600;
+    lost_webhooks.faults.window_end_ms = 700;
+    lost_webhooks.shoppers.pay_delay_ms_max = 0;
+    lost_webhooks.shoppers.decline = 0.0;
+    lost_webhooks
+}
+
+/// Express checkout while the PSP browns out: the saved card is charged and
+/// its event sent at once, but the shop's call waits past its timeout, so
+/// the event reaches the shop before the intent is recorded; the
+/// reservation lapses before the PSP answers again.
+fn express_stall_mix() -> Scenario {
+    let mut express = catch_base();
+    express.shoppers.express = 1.0;
+    express.faults.psp_stalls = crate::scenario::StallSpec {
+        count: 1,
+        duration_ms: 8_000,
+    };
+    express.faults.window_start_ms = 100;
+    express.faults.window_end_ms = 400;
+    express
 }

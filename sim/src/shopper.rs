@@ -20,7 +20,10 @@ use stampede_server::psp::PspClient;
 use std::time::Duration;
 
 /// Most attempts of one keyed request (first try + retries).
-pub const MAX_ATTEMPTS: u32 = 4;
+pub const ATTEMPTS_MAX: u32 = 4;
+/// The step of a shopper's linear backoff between attempts of one request:
+/// it waits this times the attempt number before the next, ms.
+pub const RETRY_BACKOFF_STEP_MS: u64 = 250;
 /// Most times a shopper told to come back later (429 with `Retry-After`)
 /// places its order again, with the same key; these are not attempts.
 pub const SHED_RETRIES_MAX: u32 = 10;
@@ -29,13 +32,13 @@ pub const SHED_WAIT_DEFAULT_MS: u64 = 1_000;
 /// How often a polling shopper (`[shoppers] follow = "poll"`) asks for its order, ms.
 pub const POLL_MS: u64 = 200;
 /// How long a shopper follows an order before giving up, ms.
-pub const FOLLOW_MS: u64 = 60_000;
+pub const FOLLOW_MS_MAX: u64 = 60_000;
 /// First wait before a shopper reopens an events stream that ended or
 /// failed before its order got where it waits for, ms.
-pub const RECONNECT_MIN_MS: u64 = 200;
-/// Longest such wait: it doubles from [`RECONNECT_MIN_MS`] up to this while
+pub const RECONNECT_MS_MIN: u64 = 200;
+/// Longest such wait: it doubles from [`RECONNECT_MS_MIN`] up to this while
 /// reconnecting brings no new status, ms.
-pub const RECONNECT_MAX_MS: u64 = 1_600;
+pub const RECONNECT_MS_MAX: u64 = 1_600;
 /// Longest a shopper waits for the next bytes of an open events stream
 /// before giving it up and reconnecting: two and a half of the world's
 /// keep-alives, ms.
@@ -265,7 +268,7 @@ impl ShopperCtx {
     }
 
     /// Follows the order until its status satisfies `done`, or gives up
-    /// after [`FOLLOW_MS`]: over the events stream or by polling, as the
+    /// after [`FOLLOW_MS_MAX`]: over the events stream or by polling, as the
     /// shopper's plan says. Each status the shopper is shown that differs
     /// from the last one it saw goes into the history as `Observed`: the
     /// checker judges each client's own sequence, independently of the
@@ -286,7 +289,7 @@ impl ShopperCtx {
     /// Reads the order's events stream (one HTTP request per stream): each
     /// event's status as it arrives. A stream that ends, fails or goes quiet
     /// before `done` is reopened after a backoff that doubles from
-    /// [`RECONNECT_MIN_MS`] to [`RECONNECT_MAX_MS`] (back to the start on a
+    /// [`RECONNECT_MS_MIN`] to [`RECONNECT_MS_MAX`] (back to the start on a
     /// new status), until the deadline.
     async fn follow_events(
         &self,
@@ -295,9 +298,9 @@ impl ShopperCtx {
         seen: &mut Seen,
         done: impl Fn(OrderStatus) -> bool,
     ) -> Option<OrderStatus> {
-        let deadline = sim_now().plus_ms(FOLLOW_MS);
+        let deadline = sim_now().plus_ms(FOLLOW_MS_MAX);
         let path = format!("/v1/orders/{order}/events");
-        let mut backoff = RECONNECT_MIN_MS;
+        let mut backoff = RECONNECT_MS_MIN;
         while sim_now() < deadline {
             if let Ok(mut stream) = self.http.open(api, &path, &[]).await
                 && stream.status == StatusCode::OK
@@ -320,7 +323,7 @@ impl ShopperCtx {
                         .and_then(|v| v["status"].as_str().and_then(OrderStatus::parse));
                     let Some(status) = status else { continue };
                     if seen.last != Some(status) {
-                        backoff = RECONNECT_MIN_MS;
+                        backoff = RECONNECT_MS_MIN;
                     }
                     seen.saw(&self.recorder, order, status);
                     if done(status) {
@@ -333,7 +336,7 @@ impl ShopperCtx {
                 break;
             }
             sleep_ms(backoff.min(left)).await;
-            backoff = (backoff * 2).min(RECONNECT_MAX_MS);
+            backoff = (backoff * 2).min(RECONNECT_MS_MAX);
         }
         None
     }
@@ -346,7 +349,7 @@ impl ShopperCtx {
         seen: &mut Seen,
         done: impl Fn(OrderStatus) -> bool,
     ) -> Option<OrderStatus> {
-        let deadline = sim_now().plus_ms(FOLLOW_MS);
+        let deadline = sim_now().plus_ms(FOLLOW_MS_MAX);
         while sim_now() < deadline {
             if let Some(status) = self.status(api, order).await {
                 seen.saw(&self.recorder, order, status);
@@ -381,37 +384,19 @@ impl Seen {
     }
 }
 
-/// Runs one shopper to the end of its plan.
+/// How long an impatient shopper waits after confirming before its app,
+/// having lost track, starts payment over with a fresh key, ms.
+pub const IMPATIENT_PAUSE_MS: u64 = 100;
+
+/// Runs one shopper to the end of its plan: it arrives, places its order,
+/// follows it until payment is offered, then does what its intent says.
 pub async fn run(ctx: ShopperCtx, plan: ShopperPlan) {
     let mut seen = Seen {
         client: u64::from(plan.id),
         last: None,
         how: plan.follow,
     };
-    let now = sim_now().0;
-    if plan.arrive_ms > now {
-        sleep_ms(plan.arrive_ms - now).await;
-    }
-    let api = ctx.api[plan.api as usize % ctx.api.len()].clone();
-    let key = IdempotencyKey::new(format!("order-{}", plan.id)).expect("valid key");
-    ctx.recorder.push(EventKind::Wants {
-        client: u64::from(plan.id),
-        key: key.clone(),
-        wish: wish(&plan),
-    });
-    let request = PlaceOrder {
-        key: Some(key),
-        customer: CustomerId::new(format!("cust-{}", plan.id)).expect("valid customer"),
-        items: plan
-            .items
-            .iter()
-            .map(|(sku, qty)| ItemRequest {
-                sku: Sku::new(sku.clone()).expect("validated sku"),
-                qty: *qty,
-            })
-            .collect(),
-        express: plan.express,
-    };
+    let (api, request) = arrive(&ctx, &plan).await;
     let Some(order) = place(&ctx, &api, &plan, &request).await else {
         return;
     };
@@ -427,58 +412,14 @@ pub async fn run(ctx: ShopperCtx, plan: ShopperPlan) {
     }
     match plan.intent {
         Intent::Abandon => {}
-        Intent::Cancel => {
-            let req = ctx.recorder.request(ClientOp::Cancel { order }, None);
-            let reply = match ctx
-                .send(
-                    &api,
-                    Method::POST,
-                    &format!("/v1/orders/{order}/cancel"),
-                    None,
-                    None,
-                )
-                .await
-            {
-                Ok(r) if r.status == StatusCode::OK => ClientReply::Status {
-                    order,
-                    status: r
-                        .json::<serde_json::Value>()
-                        .ok()
-                        .and_then(|v| v["status"].as_str().and_then(OrderStatus::parse))
-                        .unwrap_or(OrderStatus::Cancelled(
-                            stampede_core::CancelReason::ByCustomer,
-                        )),
-                },
-                Ok(r) => ClientReply::Refused {
-                    status: r.status.as_u16(),
-                    problem: problem_slug(&r),
-                },
-                Err(reason) => ClientReply::NoResponse { reason },
-            };
-            ctx.recorder.response(req, reply);
-        }
+        Intent::Cancel => cancel(&ctx, &api, order).await,
         Intent::Pay {
             delay_ms,
             decline,
             double_pay,
         } => {
             sleep_ms(delay_ms).await;
-            let key = pay_key(order);
-            if let Some((intent, secret)) =
-                start_payment(&ctx, &api, order, &key, plan.retry, double_pay).await
-            {
-                confirm(&ctx, &intent, &secret, decline).await;
-                if plan.impatient {
-                    // The app lost track: it starts payment over with a fresh key.
-                    sleep_ms(100).await;
-                    let again =
-                        IdempotencyKey::new(format!("pay-{order}-again")).expect("valid key");
-                    if let Some((intent, secret)) =
-                        start_payment(&ctx, &api, order, &again, false, false).await
-                    {
-                        confirm(&ctx, &intent, &secret, decline).await;
-                    }
-                }
+            if pay(&ctx, &api, order, &plan, double_pay, decline).await {
                 ctx.follow(&api, order, &mut seen, OrderStatus::is_final)
                     .await;
             }
@@ -494,6 +435,97 @@ pub async fn run(ctx: ShopperCtx, plan: ShopperPlan) {
             }
         }
     }
+}
+
+/// Waits for the shopper's arrival and records its plan (`Wants`); returns
+/// the API host it talks to and the order it will place.
+async fn arrive(ctx: &ShopperCtx, plan: &ShopperPlan) -> (String, PlaceOrder) {
+    let now = sim_now().0;
+    if plan.arrive_ms > now {
+        sleep_ms(plan.arrive_ms - now).await;
+    }
+    let api = ctx.api[plan.api as usize % ctx.api.len()].clone();
+    let key = IdempotencyKey::new(format!("order-{}", plan.id)).expect("valid key");
+    ctx.recorder.push(EventKind::Wants {
+        client: u64::from(plan.id),
+        key: key.clone(),
+        wish: wish(plan),
+    });
+    let request = PlaceOrder {
+        key: Some(key),
+        customer: CustomerId::new(format!("cust-{}", plan.id)).expect("valid customer"),
+        items: plan
+            .items
+            .iter()
+            .map(|(sku, qty)| ItemRequest {
+                sku: Sku::new(sku.clone()).expect("validated sku"),
+                qty: *qty,
+            })
+            .collect(),
+        express: plan.express,
+    };
+    (api, request)
+}
+
+/// `POST /v1/orders/{id}/cancel`, recorded with what the shopper was told.
+async fn cancel(ctx: &ShopperCtx, api: &str, order: OrderId) {
+    let req = ctx.recorder.request(ClientOp::Cancel { order }, None);
+    let reply = match ctx
+        .send(
+            api,
+            Method::POST,
+            &format!("/v1/orders/{order}/cancel"),
+            None,
+            None,
+        )
+        .await
+    {
+        Ok(r) if r.status == StatusCode::OK => ClientReply::Status {
+            order,
+            status: r
+                .json::<serde_json::Value>()
+                .ok()
+                .and_then(|v| v["status"].as_str().and_then(OrderStatus::parse))
+                .unwrap_or(OrderStatus::Cancelled(
+                    stampede_core::CancelReason::ByCustomer,
+                )),
+        },
+        Ok(r) => ClientReply::Refused {
+            status: r.status.as_u16(),
+            problem: problem_slug(&r),
+        },
+        Err(reason) => ClientReply::NoResponse { reason },
+    };
+    ctx.recorder.response(req, reply);
+}
+
+/// Pays for `order`: starts payment at the shop (`double_pay`: sent twice)
+/// and confirms at the PSP (`decline`: with a declined card); an impatient
+/// shopper then starts over with a fresh key and confirms again. False when
+/// the first payment never started, so there is nothing to follow.
+async fn pay(
+    ctx: &ShopperCtx,
+    api: &str,
+    order: OrderId,
+    plan: &ShopperPlan,
+    double_pay: bool,
+    decline: bool,
+) -> bool {
+    let key = pay_key(order);
+    let Some((intent, secret)) = start_payment(ctx, api, order, &key, plan.retry, double_pay).await
+    else {
+        return false;
+    };
+    confirm(ctx, &intent, &secret, decline).await;
+    if plan.impatient {
+        // The app lost track: it starts payment over with a fresh key.
+        sleep_ms(IMPATIENT_PAUSE_MS).await;
+        let again = IdempotencyKey::new(format!("pay-{order}-again")).expect("valid key");
+        if let Some((intent, secret)) = start_payment(ctx, api, order, &again, false, false).await {
+            confirm(ctx, &intent, &secret, decline).await;
+        }
+    }
+    true
 }
 
 fn pay_key(order: OrderId) -> IdempotencyKey {
@@ -536,7 +568,7 @@ async fn place(
     plan: &ShopperPlan,
     request: &PlaceOrder,
 ) -> Option<OrderId> {
-    let attempts = if plan.retry { MAX_ATTEMPTS } else { 1 };
+    let attempts = if plan.retry { ATTEMPTS_MAX } else { 1 };
     let (mut attempt, mut shed) = (1, 0);
     loop {
         let replies = if attempt == 1 && shed == 0 && plan.double_click {
@@ -565,7 +597,7 @@ async fn place(
         if attempt >= attempts || !replies.iter().any(|(r, _)| retryable(r)) {
             return None;
         }
-        sleep_ms(250 * u64::from(attempt)).await;
+        sleep_ms(RETRY_BACKOFF_STEP_MS * u64::from(attempt)).await;
         attempt += 1;
     }
 }
@@ -578,7 +610,7 @@ async fn start_payment(
     retry: bool,
     double_pay: bool,
 ) -> Option<(IntentId, String)> {
-    let attempts = if retry { MAX_ATTEMPTS } else { 1 };
+    let attempts = if retry { ATTEMPTS_MAX } else { 1 };
     for attempt in 1..=attempts {
         let results = if attempt == 1 && double_pay {
             let (a, b) = tokio::join!(ctx.pay_once(api, order, key), ctx.pay_once(api, order, key));
@@ -594,7 +626,7 @@ async fn start_payment(
         if !results.iter().any(|(r, _)| retryable(r)) {
             return None;
         }
-        sleep_ms(250 * u64::from(attempt)).await;
+        sleep_ms(RETRY_BACKOFF_STEP_MS * u64::from(attempt)).await;
     }
     None
 }
@@ -622,11 +654,11 @@ pub async fn forge_webhook(http: &HttpClient, api: &str, order: u64, n: usize) {
 /// Confirms at the PSP; a lost response is retried (a second confirm is a
 /// harmless 409: the PSP never charges an intent twice).
 async fn confirm(ctx: &ShopperCtx, intent: &IntentId, secret: &str, decline: bool) {
-    for attempt in 1..=MAX_ATTEMPTS {
+    for attempt in 1..=ATTEMPTS_MAX {
         match ctx.psp.confirm(intent, secret, decline).await {
             Ok(_) => return,
             Err(e) if e.status().is_some() => return,
-            Err(_) => sleep_ms(250 * u64::from(attempt)).await,
+            Err(_) => sleep_ms(RETRY_BACKOFF_STEP_MS * u64::from(attempt)).await,
         }
     }
 }

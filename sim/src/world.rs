@@ -24,7 +24,7 @@
 //! reconciliation on, no money at the PSP for an order the shop has not
 //! confirmed, which the reconciler would refund) and ends the
 //! run then; a world that never settles runs to the planned end
-//! ([`Plan::end_ms`]) plus [`SETTLE_EXTENSION_MAX_MS`], as it always did.
+//! ([`Plan::end_ms`]) plus [`SETTLE_EXTENSION_MS_MAX`], as it always did.
 //! A settled world has nothing left to do, so it would be the same at any
 //! later time; the checker judges it at the planned end at the earliest, so
 //! a promise whose deadline falls after an early stop is judged exactly as
@@ -52,6 +52,7 @@ use stampede_server::store::{MemoryStore, Store};
 use stampede_server::workers::{self, WorkerConfig};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Unix time of the simulation's epoch (fixed, so signatures are reproducible).
@@ -247,12 +248,12 @@ fn worker_config() -> WorkerConfig {
 
 struct Shared {
     plan: Plan,
-    http: Arc<std::sync::atomic::AtomicU64>,
+    http: Arc<AtomicU64>,
     recorder: Recorder,
     /// The db host's working state (read by the driver, the monitor and the audit).
     store: Arc<MemoryStore>,
     /// What the db host serves: `store`, replies held until synced.
-    db: Arc<dyn Store>,
+    db: Arc<DbStore>,
     /// The db host's command log and sync boundary.
     log: Arc<Log>,
     psp: Arc<Psp>,
@@ -292,6 +293,14 @@ impl Shared {
         counting_connector(Arc::clone(&self.http))
     }
 
+    /// An HTTP client for a client host (shoppers, the attacker), with the client timeout.
+    fn client_http(&self) -> HttpClient {
+        HttpClient::new(
+            self.http_connector(),
+            Duration::from_millis(self.plan.scenario.timing.client_timeout_ms),
+        )
+    }
+
     fn app(&self) -> Arc<App> {
         let t = self.plan.scenario.timing;
         let timeout = Duration::from_millis(t.backend_timeout_ms);
@@ -300,7 +309,7 @@ impl Shared {
             format!("db:{DB_PORT}"),
             RemoteConfig {
                 request_timeout: timeout,
-                max_connections: 16,
+                max_connections: DB_CONNECTIONS_MAX,
             },
         );
         let psp = PspClient::new(
@@ -310,7 +319,7 @@ impl Shared {
         let config = ServerConfig {
             design: self.plan.design,
             webhook_secret: WEBHOOK_SECRET.to_vec(),
-            watch_poll_ms: 50,
+            watch_poll_ms: WATCH_POLL_MS,
             sse_keep_alive_ms: SSE_KEEP_ALIVE_MS,
             ..ServerConfig::default()
         };
@@ -326,27 +335,55 @@ pub const SSE_KEEP_ALIVE_MS: u64 = 1_000;
 /// How often, after the last arrival and fault, the world looks whether it has settled, ms.
 pub const SETTLE_POLL_MS: u64 = 250;
 /// Longest the world runs past its planned end waiting to settle, ms.
-pub const SETTLE_EXTENSION_MAX_MS: u64 = 60_000;
+pub const SETTLE_EXTENSION_MS_MAX: u64 = 60_000;
+/// Longest a run may go past its planned end before it counts as failed
+/// (turmoil's duration limit, and the driver's deadline), ms: well past
+/// [`SETTLE_EXTENSION_MS_MAX`], so only a world whose clock client never
+/// returns reaches it.
+const OVERRUN_MS_MAX: u64 = 120_000;
+/// Most pending connections per simulated listener: a flash sale opens many
+/// connections at once, and turmoil's default of 64 would panic rather than refuse.
+const TCP_PENDING_CONNECTIONS_MAX: usize = 65_536;
+/// Most connections each API or worker host keeps open to the `db` host.
+const DB_CONNECTIONS_MAX: usize = 16;
+/// How often each API host's watcher hub reads the store's change feed while
+/// an events stream is open, ms.
+const WATCH_POLL_MS: u64 = 50;
+/// How often the driver checks the live safety invariants ([`Monitor`]), ms of sim time.
+const MONITOR_INTERVAL_MS: u64 = 100;
 
+/// Builds the turmoil world: its hosts in a fixed order (db, psp, api-*,
+/// worker-*, shopper clients, attacker, clock), so a seed always makes the
+/// same world.
 fn build_sim(shared: &Arc<Shared>) -> turmoil::Sim<'static> {
     let plan = &shared.plan;
-    let end = plan.end_ms();
     let mut builder = turmoil::Builder::new();
     builder
         .rng_seed(plan.seed)
         .epoch(UNIX_EPOCH + Duration::from_millis(EPOCH_UNIX_MS))
-        .simulation_duration(Duration::from_millis(end + 120_000))
+        .simulation_duration(Duration::from_millis(plan.end_ms() + OVERRUN_MS_MAX))
         .tick_duration(Duration::from_millis(1))
-        // A flash sale opens many connections at once; turmoil's default of 64 pending
-        // connections per listener would panic rather than refuse.
-        .tcp_capacity(65_536)
+        .tcp_capacity(TCP_PENDING_CONNECTIONS_MAX)
         .min_message_latency(Duration::from_millis(0))
-        .max_message_latency(Duration::from_millis(plan.scenario.timing.max_latency_ms));
+        .max_message_latency(Duration::from_millis(plan.scenario.timing.latency_ms_max));
     let mut sim = builder.build();
+    add_db_host(&mut sim, shared);
+    add_psp_host(&mut sim, shared);
+    add_api_hosts(&mut sim, shared);
+    add_worker_hosts(&mut sim, shared);
+    // Client hosts (shoppers, attacker) still running: the world has not settled before they end.
+    let running = Arc::new(AtomicUsize::new(plan.hosts().shopper.len()));
+    add_shopper_clients(&mut sim, shared, &running);
+    add_attacker(&mut sim, shared, &running);
+    add_clock(&mut sim, shared, running);
+    sim
+}
 
+/// The `db` host: serves the store (replies held until synced) to every connection.
+fn add_db_host(sim: &mut turmoil::Sim<'static>, shared: &Arc<Shared>) {
     let s = Arc::clone(shared);
     sim.host("db", move || {
-        let store = Arc::clone(&s.db);
+        let store: Arc<dyn Store> = s.db.clone();
         async move {
             let listener = turmoil::net::TcpListener::bind(("0.0.0.0", DB_PORT)).await?;
             loop {
@@ -358,7 +395,10 @@ fn build_sim(shared: &Arc<Shared>) -> turmoil::Sim<'static> {
             }
         }
     });
+}
 
+/// The `psp` host: the fake PSP's routes and its webhook deliveries.
+fn add_psp_host(sim: &mut turmoil::Sim<'static>, shared: &Arc<Shared>) {
     let s = Arc::clone(shared);
     sim.host("psp", move || {
         let psp = Arc::clone(&s.psp);
@@ -370,8 +410,11 @@ fn build_sim(shared: &Arc<Shared>) -> turmoil::Sim<'static> {
             Ok(())
         }
     });
+}
 
-    for name in plan.hosts().api {
+/// The `api-*` hosts: the shop's router, each with its own `App` (rebuilt on restart).
+fn add_api_hosts(sim: &mut turmoil::Sim<'static>, shared: &Arc<Shared>) {
+    for name in shared.plan.hosts().api {
         let s = Arc::clone(shared);
         sim.host(name.as_str(), move || {
             let app = s.app();
@@ -386,8 +429,11 @@ fn build_sim(shared: &Arc<Shared>) -> turmoil::Sim<'static> {
             }
         });
     }
+}
 
-    for (i, name) in plan.hosts().worker.into_iter().enumerate() {
+/// The `worker-*` hosts: job workers (each host's seeded apart), a sweeper and a reconciler.
+fn add_worker_hosts(sim: &mut turmoil::Sim<'static>, shared: &Arc<Shared>) {
+    for (i, name) in shared.plan.hosts().worker.into_iter().enumerate() {
         let s = Arc::clone(shared);
         sim.host(name.as_str(), move || {
             let app = s.app();
@@ -405,10 +451,17 @@ fn build_sim(shared: &Arc<Shared>) -> turmoil::Sim<'static> {
             }
         });
     }
+}
 
+/// One client per shopper host, running its shoppers' plans side by side;
+/// each counts itself out of `running` when its last shopper is done.
+fn add_shopper_clients(
+    sim: &mut turmoil::Sim<'static>,
+    shared: &Arc<Shared>,
+    running: &Arc<AtomicUsize>,
+) {
+    let plan = &shared.plan;
     let hosts = plan.hosts();
-    // Client hosts (shoppers, attacker) still running: the world has not settled before they end.
-    let running = Arc::new(std::sync::atomic::AtomicUsize::new(hosts.shopper.len()));
     for (h, name) in hosts.shopper.iter().enumerate() {
         let mine: Vec<_> = plan
             .shoppers
@@ -417,25 +470,16 @@ fn build_sim(shared: &Arc<Shared>) -> turmoil::Sim<'static> {
             .cloned()
             .collect();
         let ctx = ShopperCtx {
-            http: HttpClient::new(
-                shared.http_connector(),
-                Duration::from_millis(plan.scenario.timing.client_timeout_ms),
-            ),
+            http: shared.client_http(),
             api: hosts
                 .api
                 .iter()
                 .map(|a| format!("{a}:{SHOP_PORT}"))
                 .collect(),
-            psp: PspClient::new(
-                HttpClient::new(
-                    shared.http_connector(),
-                    Duration::from_millis(plan.scenario.timing.client_timeout_ms),
-                ),
-                format!("psp:{PSP_PORT}"),
-            ),
+            psp: PspClient::new(shared.client_http(), format!("psp:{PSP_PORT}")),
             recorder: shared.recorder.clone(),
         };
-        let running = Arc::clone(&running);
+        let running = Arc::clone(running);
         sim.client(name.as_str(), async move {
             let tasks: Vec<_> = mine
                 .into_iter()
@@ -444,11 +488,17 @@ fn build_sim(shared: &Arc<Shared>) -> turmoil::Sim<'static> {
             for task in tasks {
                 let _ = task.await;
             }
-            running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            running.fetch_sub(1, Ordering::Relaxed);
             Ok(())
         });
     }
-    let forged: Vec<(u64, u64)> = plan
+}
+
+/// The `attacker` client, when the plan forges webhooks: each at its time,
+/// recorded as a fault, sent to `api-1`.
+fn add_attacker(sim: &mut turmoil::Sim<'static>, shared: &Arc<Shared>, running: &Arc<AtomicUsize>) {
+    let forged: Vec<(u64, u64)> = shared
+        .plan
         .faults
         .iter()
         .filter_map(|f| match f.fault {
@@ -456,49 +506,52 @@ fn build_sim(shared: &Arc<Shared>) -> turmoil::Sim<'static> {
             _ => None,
         })
         .collect();
-    if !forged.is_empty() {
-        let http = HttpClient::new(
-            shared.http_connector(),
-            Duration::from_millis(plan.scenario.timing.client_timeout_ms),
-        );
-        let api = format!("{}:{SHOP_PORT}", hosts.api[0]);
-        let recorder = shared.recorder.clone();
-        let running = Arc::clone(&running);
-        running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        sim.client("attacker", async move {
-            for (n, (at_ms, order)) in forged.into_iter().enumerate() {
-                let now = crate::recorder::sim_now().0;
-                if at_ms > now {
-                    tokio::time::sleep(Duration::from_millis(at_ms - now)).await;
-                }
-                recorder.push(EventKind::Fault {
-                    what: format!("forged webhook for ord_{order}"),
-                });
-                shopper::forge_webhook(&http, &api, order, n).await;
-            }
-            running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            Ok(())
-        });
+    if forged.is_empty() {
+        return;
     }
-    // The run lasts until the world has settled (see the module docs), looking
-    // every SETTLE_POLL_MS from just after the last arrival and fault (a
-    // restart lands 1 ms after a zero-length crash), and at the latest until
-    // SETTLE_EXTENSION_MAX_MS past the planned end.
+    let http = shared.client_http();
+    let api = format!("{}:{SHOP_PORT}", shared.plan.hosts().api[0]);
+    let recorder = shared.recorder.clone();
+    let running = Arc::clone(running);
+    running.fetch_add(1, Ordering::Relaxed);
+    sim.client("attacker", async move {
+        for (n, (at_ms, order)) in forged.into_iter().enumerate() {
+            let now = crate::recorder::sim_now().0;
+            if at_ms > now {
+                tokio::time::sleep(Duration::from_millis(at_ms - now)).await;
+            }
+            recorder.push(EventKind::Fault {
+                what: format!("forged webhook for ord_{order}"),
+            });
+            shopper::forge_webhook(&http, &api, order, n).await;
+        }
+        running.fetch_sub(1, Ordering::Relaxed);
+        Ok(())
+    });
+}
+
+/// The `clock` client, whose return ends the run: the run lasts until the
+/// world has settled (see the module docs), looking every [`SETTLE_POLL_MS`]
+/// from just after the last arrival and fault (a restart lands 1 ms after a
+/// zero-length crash), and at the latest until [`SETTLE_EXTENSION_MS_MAX`]
+/// past the planned end.
+fn add_clock(sim: &mut turmoil::Sim<'static>, shared: &Arc<Shared>, running: Arc<AtomicUsize>) {
     let s = Arc::clone(shared);
+    let plan = &shared.plan;
+    let end = plan.end_ms();
     let from = plan.faults_end_ms().max(plan.last_arrival_ms()) + 1;
     sim.client("clock", async move {
         tokio::time::sleep(Duration::from_millis(from)).await;
-        let give_up = end + SETTLE_EXTENSION_MAX_MS;
+        let give_up = end + SETTLE_EXTENSION_MS_MAX;
         loop {
             let now = crate::recorder::sim_now().0;
-            if now >= give_up || s.settled(running.load(std::sync::atomic::Ordering::Relaxed)) {
+            if now >= give_up || s.settled(running.load(Ordering::Relaxed)) {
                 return Ok(());
             }
             let step = SETTLE_POLL_MS.min(give_up - now);
             tokio::time::sleep(Duration::from_millis(step)).await;
         }
     });
-    sim
 }
 
 /// Watches the safety invariants that are cheap to judge while the run goes.
@@ -508,6 +561,19 @@ struct Monitor {
 }
 
 impl Monitor {
+    /// A monitor that knows each product's stock as the scenario received it.
+    fn new(plan: &Plan) -> Monitor {
+        Monitor {
+            received: plan
+                .scenario
+                .catalog
+                .iter()
+                .filter_map(|p| Some((Sku::new(p.sku.clone()).ok()?, p.stock)))
+                .collect(),
+            seen: Vec::new(),
+        }
+    }
+
     fn check(&mut self, store: &MemoryStore, psp: &Psp, now: u64) {
         // Stock levels only: the shop's full stats walk every order.
         let stock = store.read(|s| s.inventory().levels());
@@ -552,15 +618,31 @@ impl Monitor {
     }
 }
 
-/// Runs a plan to the end and judges it.
+/// Runs a plan to the end and judges it: builds the world, drives it, judges what it left.
 pub fn run(plan: &Plan) -> Result<RunResult, SimError> {
     plan.scenario.validate()?;
     let end = plan.end_ms();
     let clock = sim_clock(Millis(end));
     let recorder = Recorder::default();
     let state = shop_state(plan).map_err(SimError::Setup)?;
+    open_history(&recorder, plan)?;
+    let shared = Arc::new(build_shared(plan, state, clock, &recorder)?);
+    let mut sim = build_sim(&shared);
+    let mut monitor = Monitor::new(plan);
+    let outcome = drive(&mut sim, &shared, &recorder, &mut monitor);
+    // The world stops once settled, or runs past its planned end while it
+    // settles; it is judged at the planned end at the earliest (module docs).
+    let simulated = u64::try_from(sim.elapsed().as_millis()).unwrap_or(u64::MAX);
+    drop(sim);
+    outcome?;
+    Ok(judge(&shared, &recorder, monitor, simulated))
+}
+
+/// Opens the history with what holds before anyone acts: the scenario's
+/// promises, which the progress invariants judge against, and each
+/// product's price and stock.
+fn open_history(recorder: &Recorder, plan: &Plan) -> Result<(), SimError> {
     let t = plan.scenario.timing;
-    // The scenario's promises, which the progress invariants judge against.
     // The hold is the scenario's TTL whatever the design does with it: a
     // design that expires carts sooner breaks the promise.
     recorder.push_at(
@@ -584,6 +666,16 @@ pub fn run(plan: &Plan) -> Result<RunResult, SimError> {
         );
         recorder.push_at(Millis(0), EventKind::Stocked { sku, qty: p.stock });
     }
+    Ok(())
+}
+
+/// What every host shares: the store behind its log, and the PSP.
+fn build_shared(
+    plan: &Plan,
+    state: ShopState,
+    clock: Clock,
+    recorder: &Recorder,
+) -> Result<Shared, SimError> {
     let log = Log::new(
         &state,
         plan.scenario.faults.lose_unsynced_tail,
@@ -599,8 +691,29 @@ pub fn run(plan: &Plan) -> Result<RunResult, SimError> {
         Arc::clone(&log),
         plan.design.commit,
     ));
+    let http = Arc::new(AtomicU64::new(0));
+    let psp = Psp::new(
+        psp_config(plan),
+        clock.clone(),
+        counting_connector(Arc::clone(&http)),
+    )
+    .map_err(|e| SimError::Setup(e.to_string()))?;
+    Ok(Shared {
+        plan: plan.clone(),
+        http,
+        recorder: recorder.clone(),
+        store,
+        db: db_store,
+        log,
+        psp,
+        clock,
+    })
+}
+
+/// The fake PSP: webhooks to `api-1`, duplicated and delayed as the scenario says.
+fn psp_config(plan: &Plan) -> PspConfig {
     let hooks = plan.scenario.faults.webhooks;
-    let psp_config = PspConfig {
+    PspConfig {
         seed: plan.seed,
         webhook: Some(WebhookTarget {
             addr: format!("api-1:{SHOP_PORT}"),
@@ -608,51 +721,44 @@ pub fn run(plan: &Plan) -> Result<RunResult, SimError> {
         }),
         secret: WEBHOOK_SECRET.to_vec(),
         duplicate_probability: hooks.duplicate_probability,
-        max_extra_copies: hooks.max_extra_copies.max(1),
-        min_extra_copies: hooks.min_extra_copies.max(1),
+        max_extra_copies: hooks.extra_copies_max.max(1),
+        min_extra_copies: hooks.extra_copies_min.max(1),
         delay_ms_min: 0,
         delay_ms_max: hooks.delay_ms_max,
         request_timeout_ms: plan.scenario.timing.backend_timeout_ms,
         ..PspConfig::default()
-    };
-    let http = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let psp = Psp::new(
-        psp_config,
-        clock.clone(),
-        counting_connector(Arc::clone(&http)),
-    )
-    .map_err(|e| SimError::Setup(e.to_string()))?;
-    let shared = Arc::new(Shared {
-        plan: plan.clone(),
-        http: Arc::clone(&http),
-        recorder: recorder.clone(),
-        store: Arc::clone(&store),
-        db: Arc::clone(&db_store) as Arc<dyn Store>,
-        log,
-        psp: Arc::clone(&psp),
-        clock,
-    });
-    let mut sim = build_sim(&shared);
+    }
+}
 
-    let mut monitor = Monitor {
-        received: plan
-            .scenario
-            .catalog
-            .iter()
-            .filter_map(|p| Some((Sku::new(p.sku.clone()).ok()?, p.stock)))
-            .collect(),
-        seen: Vec::new(),
-    };
-    let outcome = drive(&mut sim, &shared, &recorder, &mut monitor);
-    // The world stops once settled, or runs past its planned end while it
-    // settles; it is judged at the planned end at the earliest (module docs).
-    let simulated = u64::try_from(sim.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let ended = simulated.max(end);
-    drop(sim);
-    outcome?;
-
+/// Judges the world a run left after `simulated` ms: the store's final
+/// state, the history with the PSP ledger merged in, every invariant, and
+/// the counts.
+fn judge(shared: &Shared, recorder: &Recorder, monitor: Monitor, simulated: u64) -> RunResult {
+    let plan = &shared.plan;
+    let ended = simulated.max(plan.end_ms());
     let audit = shared.store.snapshot().audit(Millis(ended));
     let mut history = recorder.history();
+    let (charges, refunds) = merge_ledger(&mut history, &shared.psp);
+    let mut unsettled = audit.unsettled();
+    if let Some(due) = shared.psp.next_delivery_due() {
+        unsettled.push(format!("a webhook delivery still due at {due}"));
+    }
+    let verdicts: Vec<Verdict> = check_except(&history, &audit, &opt_outs(&plan.scenario));
+    let stats = run_stats(shared, &history, &audit, simulated, (charges, refunds));
+    RunResult {
+        unsettled,
+        trace_hash: trace_hash(&history),
+        history,
+        audit,
+        verdicts,
+        live_violations: monitor.seen,
+        stats,
+    }
+}
+
+/// Appends the PSP's ledger to the history in ledger order; returns the
+/// number of charges and of refunds.
+fn merge_ledger(history: &mut History, psp: &Psp) -> (u64, u64) {
     let mut ledger = psp.ledger();
     ledger.sort_by_key(|e| e.seq);
     let (mut charges, mut refunds) = (0, 0);
@@ -663,11 +769,17 @@ pub fn run(plan: &Plan) -> Result<RunResult, SimError> {
         }
         history.push(entry.at, EventKind::Ledger(entry));
     }
-    let mut unsettled = audit.unsettled();
-    if let Some(due) = psp.next_delivery_due() {
-        unsettled.push(format!("a webhook delivery still due at {due}"));
-    }
-    let verdicts: Vec<Verdict> = check_except(&history, &audit, &opt_outs(&plan.scenario));
+    (charges, refunds)
+}
+
+/// The run's counts; `(charges, refunds)` as [`merge_ledger`] counted them.
+fn run_stats(
+    shared: &Shared,
+    history: &History,
+    audit: &AuditSnapshot,
+    simulated: u64,
+    (charges, refunds): (u64, u64),
+) -> RunStats {
     let mut orders_by_status = BTreeMap::new();
     for order in &audit.orders {
         *orders_by_status
@@ -675,7 +787,7 @@ pub fn run(plan: &Plan) -> Result<RunResult, SimError> {
             .or_default() += 1;
     }
     let events = history.events();
-    let stats = RunStats {
+    RunStats {
         sim_ms: simulated,
         requests: events
             .iter()
@@ -690,19 +802,10 @@ pub fn run(plan: &Plan) -> Result<RunResult, SimError> {
             .count() as u64,
         charges,
         refunds,
-        http_requests: http.load(std::sync::atomic::Ordering::Relaxed),
-        store_calls: db_store.calls(),
-        coverage: Coverage::of(&history, &psp.intents()),
-    };
-    Ok(RunResult {
-        unsettled,
-        trace_hash: trace_hash(&history),
-        history,
-        audit,
-        verdicts,
-        live_violations: monitor.seen,
-        stats,
-    })
+        http_requests: shared.http.load(Ordering::Relaxed),
+        store_calls: shared.db.calls(),
+        coverage: Coverage::of(history, &shared.psp.intents()),
+    }
 }
 
 /// A scenario that lists `invariants` opts out of the others: they come back
@@ -733,6 +836,54 @@ enum Action {
     PspStall(u64),
 }
 
+/// The driver's actions by time; at one time, in the order they were planned or scheduled.
+struct Agenda {
+    due: BTreeMap<(u64, u64), Action>,
+    /// The last tie-breaker given: planned faults take `0..faults.len()`.
+    seq: u64,
+}
+
+impl Agenda {
+    /// The plan's faults the driver carries out (the attacker forges webhooks itself).
+    fn of(plan: &Plan) -> Agenda {
+        let mut due = BTreeMap::new();
+        for (i, f) in plan.faults.iter().enumerate() {
+            let action = match &f.fault {
+                Fault::Crash { host, down_ms } => Action::Crash(host.clone(), *down_ms),
+                Fault::Partition { a, b, duration_ms } => {
+                    Action::Partition(a.clone(), b.clone(), *duration_ms)
+                }
+                Fault::PspStall { duration_ms } => Action::PspStall(*duration_ms),
+                // The attacker client carries these out itself.
+                Fault::ForgedWebhook { .. } => continue,
+            };
+            due.insert((f.at_ms, i as u64), action);
+        }
+        Agenda {
+            due,
+            seq: plan.faults.len() as u64,
+        }
+    }
+
+    /// The first action due at `now` or before, taken off the agenda.
+    fn pop_due(&mut self, now: u64) -> Option<Action> {
+        let entry = self.due.first_entry()?;
+        if entry.key().0 > now {
+            return None;
+        }
+        Some(entry.remove())
+    }
+
+    /// Schedules `action` at `at_ms`, after everything already due then.
+    fn schedule(&mut self, at_ms: u64, action: Action) {
+        self.seq += 1;
+        self.due.insert((at_ms, self.seq), action);
+    }
+}
+
+/// Steps the world one tick at a time until the clock client ends it:
+/// planned faults when their time comes, a log sync every
+/// `faults.sync_interval_ms`, a safety check every [`MONITOR_INTERVAL_MS`].
 fn drive(
     sim: &mut turmoil::Sim<'static>,
     shared: &Shared,
@@ -740,84 +891,15 @@ fn drive(
     monitor: &mut Monitor,
 ) -> Result<(), SimError> {
     let plan = &shared.plan;
-    let mut agenda: BTreeMap<(u64, u64), Action> = BTreeMap::new();
-    for (i, f) in plan.faults.iter().enumerate() {
-        let action = match &f.fault {
-            Fault::Crash { host, down_ms } => Action::Crash(host.clone(), *down_ms),
-            Fault::Partition { a, b, duration_ms } => {
-                Action::Partition(a.clone(), b.clone(), *duration_ms)
-            }
-            Fault::PspStall { duration_ms } => Action::PspStall(*duration_ms),
-            // The attacker client carries these out itself.
-            Fault::ForgedWebhook { .. } => continue,
-        };
-        agenda.insert((f.at_ms, i as u64), action);
-    }
-    let mut seq = plan.faults.len() as u64;
-    let at_risk = plan.scenario.faults.may_cost_sales;
-    let margin_ms = plan.scenario.timing.recovery_margin_ms();
+    let mut agenda = Agenda::of(plan);
     let sync_every = plan.scenario.faults.sync_interval_ms.max(1);
-    let deadline = plan.end_ms() + 120_000;
+    let deadline = plan.end_ms() + OVERRUN_MS_MAX;
     let mut next_sync = sync_every;
-    let mut next_check = 100;
+    let mut next_check = MONITOR_INTERVAL_MS;
     loop {
         let now = u64::try_from(sim.elapsed().as_millis()).unwrap_or(u64::MAX);
-        while let Some(entry) = agenda.first_entry() {
-            if entry.key().0 > now {
-                break;
-            }
-            let action = entry.remove();
-            let fault = |what: String| recorder.push_at(Millis(now), EventKind::Fault { what });
-            // A fault that starts here: recorded, and when the scenario
-            // allows its faults to cost sales, recorded as at risk until it
-            // heals plus the recovery margin.
-            let starts = |what: String, length_ms: u64| {
-                fault(what.clone());
-                if at_risk {
-                    recorder.push_at(
-                        Millis(now),
-                        EventKind::SalesAtRisk {
-                            from: Millis(now),
-                            until: Millis(now + length_ms + margin_ms),
-                            fault: what,
-                        },
-                    );
-                }
-            };
-            match action {
-                Action::Crash(host, down_ms) => {
-                    sim.crash(host.as_str());
-                    if host == "db" && plan.scenario.faults.lose_unsynced_tail {
-                        let lost = shared.log.lose_unsynced_tail(&shared.store);
-                        starts(
-                            format!("crash {host} ({lost} unsynced writes lost) for {down_ms} ms"),
-                            down_ms,
-                        );
-                    } else {
-                        starts(format!("crash {host} for {down_ms} ms"), down_ms);
-                    }
-                    seq += 1;
-                    agenda.insert((now + down_ms.max(1), seq), Action::Restart(host));
-                }
-                Action::Restart(host) => {
-                    sim.bounce(host.as_str());
-                    fault(format!("restart {host}"));
-                }
-                Action::Partition(a, b, ms) => {
-                    sim.partition(a.as_str(), b.as_str());
-                    starts(format!("partition {a} <-> {b} for {ms} ms"), ms);
-                    seq += 1;
-                    agenda.insert((now + ms.max(1), seq), Action::Repair(a, b));
-                }
-                Action::Repair(a, b) => {
-                    sim.repair(a.as_str(), b.as_str());
-                    fault(format!("repair {a} <-> {b}"));
-                }
-                Action::PspStall(ms) => {
-                    shared.psp.stall_responses_until(Millis(now + ms));
-                    starts(format!("psp answers held back for {ms} ms"), ms);
-                }
-            }
+        while let Some(action) = agenda.pop_due(now) {
+            apply(sim, shared, recorder, now, action, &mut agenda);
         }
         if now >= next_sync {
             shared.log.sync(&shared.store);
@@ -825,7 +907,7 @@ fn drive(
         }
         if now >= next_check {
             monitor.check(&shared.store, &shared.psp, now);
-            next_check = now + 100;
+            next_check = now + MONITOR_INTERVAL_MS;
         }
         match sim.step() {
             Ok(true) => return Ok(()),
@@ -835,5 +917,70 @@ fn drive(
         if now > deadline {
             return Err(SimError::Turmoil("the run did not finish".into()));
         }
+    }
+}
+
+/// Carries out one action at `now`, records it as a fault, and schedules
+/// the heal of a fault that starts here.
+fn apply(
+    sim: &mut turmoil::Sim<'static>,
+    shared: &Shared,
+    recorder: &Recorder,
+    now: u64,
+    action: Action,
+    agenda: &mut Agenda,
+) {
+    let fault = |what: String| recorder.push_at(Millis(now), EventKind::Fault { what });
+    let starts =
+        |what: String, length_ms: u64| fault_starts(shared, recorder, now, what, length_ms);
+    match action {
+        Action::Crash(host, down_ms) => {
+            sim.crash(host.as_str());
+            if host == "db" && shared.plan.scenario.faults.lose_unsynced_tail {
+                let lost = shared.log.lose_unsynced_tail(&shared.store);
+                starts(
+                    format!("crash {host} ({lost} unsynced writes lost) for {down_ms} ms"),
+                    down_ms,
+                );
+            } else {
+                starts(format!("crash {host} for {down_ms} ms"), down_ms);
+            }
+            agenda.schedule(now + down_ms.max(1), Action::Restart(host));
+        }
+        Action::Restart(host) => {
+            sim.bounce(host.as_str());
+            fault(format!("restart {host}"));
+        }
+        Action::Partition(a, b, ms) => {
+            sim.partition(a.as_str(), b.as_str());
+            starts(format!("partition {a} <-> {b} for {ms} ms"), ms);
+            agenda.schedule(now + ms.max(1), Action::Repair(a, b));
+        }
+        Action::Repair(a, b) => {
+            sim.repair(a.as_str(), b.as_str());
+            fault(format!("repair {a} <-> {b}"));
+        }
+        Action::PspStall(ms) => {
+            shared.psp.stall_responses_until(Millis(now + ms));
+            starts(format!("psp answers held back for {ms} ms"), ms);
+        }
+    }
+}
+
+/// Records a fault that starts at `now` and lasts `length_ms`; when the
+/// scenario allows its faults to cost sales, also records it as at risk
+/// until it heals plus the recovery margin.
+fn fault_starts(shared: &Shared, recorder: &Recorder, now: u64, what: String, length_ms: u64) {
+    recorder.push_at(Millis(now), EventKind::Fault { what: what.clone() });
+    let scenario = &shared.plan.scenario;
+    if scenario.faults.may_cost_sales {
+        recorder.push_at(
+            Millis(now),
+            EventKind::SalesAtRisk {
+                from: Millis(now),
+                until: Millis(now + length_ms + scenario.timing.recovery_margin_ms()),
+                fault: what,
+            },
+        );
     }
 }
