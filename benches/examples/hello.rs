@@ -16,7 +16,7 @@ async fn main() -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("hello on http://{}", listener.local_addr()?);
     let router = Router::new().route("/", get(|| async { "hello" }));
-    stampede_server::serve::serve_router(listener, router, async {
+    stampede_server::serve_router(listener, router, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await

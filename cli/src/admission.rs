@@ -3,8 +3,8 @@
 
 use stampede_core::Admission;
 use stampede_core::{DEFAULT_MAX_UNDECIDED_ORDERS, DEFAULT_SHED_RETRY_AFTER_MS};
-use stampede_server::app::DEFAULT_DEGRADED_READ_MAX_AGE_MS;
-use stampede_server::serve::StackConfig;
+use stampede_server::DEFAULT_DEGRADED_READ_MAX_AGE_MS;
+use stampede_server::StackConfig;
 
 /// The window of `--customer-orders-per-minute`, ms.
 const MINUTE_MS: u64 = 60_000;

@@ -9,7 +9,7 @@
 //! fail) or 2 (the run could not be made).
 
 use stampede_reports::{Check, Conformance};
-use stampede_server::http::{Connector, HttpClient, HttpResponse};
+use stampede_server::{Connector, HttpClient, HttpResponse};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -282,7 +282,7 @@ async fn webhooks(client: &Client, secret: &[u8], checks: &mut Vec<Check>) {
     };
     let unsigned = event(1);
     let r = client
-        .post(stampede_server::api::WEBHOOK_PATH, &[], &unsigned)
+        .post(stampede_server::WEBHOOK_PATH, &[], &unsigned)
         .await;
     checks.push(check(
         "webhooks.unsigned",
@@ -293,7 +293,7 @@ async fn webhooks(client: &Client, secret: &[u8], checks: &mut Vec<Check>) {
     let signature = stampede_server::signature::sign(b"not-the-secret", now, forged.as_bytes());
     let r = client
         .post(
-            stampede_server::api::WEBHOOK_PATH,
+            stampede_server::WEBHOOK_PATH,
             &[("psp-signature", signature)],
             &forged,
         )

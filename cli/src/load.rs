@@ -8,11 +8,11 @@ use stampede_loadgen::schedule::Shape;
 use stampede_loadgen::threshold::Threshold;
 use stampede_loadgen::{LoadConfig, Mix, Model, Progress};
 use stampede_reports::LoadReport;
-use stampede_server::http::Connector;
+use stampede_server::Connector;
 use stampede_server::psp::{Psp, PspConfig, WebhookTarget};
-use stampede_server::serve::{self, StackConfig, StoreChoice};
 use stampede_server::store::postgres::{self, PgOptions};
 use stampede_server::store::sqlite::{self, SqliteOptions};
+use stampede_server::{StackConfig, StoreChoice};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -468,7 +468,7 @@ pub(crate) fn host_port(url: &str) -> Result<String, String> {
 /// --catalog load`): the demo catalog with a scarce hot SKU and plenty of
 /// everything else.
 pub fn load_catalog() -> Vec<(stampede_core::Product, u64)> {
-    let mut catalog = serve::demo_catalog();
+    let mut catalog = stampede_server::demo_catalog();
     for (product, stock) in &mut catalog {
         if product.sku.as_str() != stampede_loadgen::journey::HOT_SKU {
             *stock = 10_000_000;
@@ -547,7 +547,7 @@ async fn start_psp(
             addr: shop.to_string(),
             path: "/v1/webhooks/psp".into(),
         }),
-        secret: stampede_server::app::ServerConfig::default().webhook_secret,
+        secret: stampede_server::ServerConfig::default().webhook_secret,
         ..PspConfig::default()
     };
     let clock = stampede_server::Clock::tokio(crate::unix_now_ms());
@@ -555,7 +555,9 @@ async fn start_psp(
     let delivery = tokio::spawn(Arc::clone(&psp).run_delivery());
     let served = tokio::spawn(async move {
         let router = stampede_server::psp::router(psp);
-        if let Err(error) = serve::serve_router(listener, router, std::future::pending()).await {
+        if let Err(error) =
+            stampede_server::serve_router(listener, router, std::future::pending()).await
+        {
             tracing::error!(%error, "the PSP stopped");
         }
     });
@@ -830,7 +832,7 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
                     .collect();
                 // The hold promised to buyers: the TTL configured, whatever the design does with it.
                 let hold_ms = stack_config.shop.reservation_ttl_ms;
-                let stack = serve::start(stack_config)
+                let stack = stampede_server::start(stack_config)
                     .await
                     .map_err(|e| format!("cannot start the shop: {e}"))?;
                 let shop = stack.shop_addr.to_string();

@@ -14,11 +14,11 @@ mod sweep;
 
 use clap::{Parser, Subcommand};
 use stampede_server::Clock;
-use stampede_server::design::{PRESETS, SWITCHES, Sabotage};
-use stampede_server::http::Connector;
+use stampede_server::Connector;
 use stampede_server::psp::{self, Psp, PspConfig, WebhookTarget};
-use stampede_server::serve::{self, PspMode, StackConfig};
 use stampede_server::store::sqlite::{SqliteOptions, SyncLevel};
+use stampede_server::{PRESETS, SWITCHES, Sabotage};
+use stampede_server::{PspMode, StackConfig};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -133,8 +133,8 @@ enum Command {
         /// postgres://user:password@host:port/database (durable and shared: start several
         /// replicas on one database; an empty database gets Stampede's tables, an existing
         /// Stampede database is joined) or memory (fastest; lost when the process ends).
-        #[arg(long, default_value = "sqlite", value_parser = serve::StoreChoice::parse)]
-        store: serve::StoreChoice,
+        #[arg(long, default_value = "sqlite", value_parser = stampede_server::StoreChoice::parse)]
+        store: stampede_server::StoreChoice,
         /// SQLite sync level: full (a reply waits until its commit is on disk: survives power
         /// loss) or normal (survives a crash of the process, not of the machine).
         #[arg(long, default_value = "full", value_parser = parse_sync)]
@@ -227,7 +227,7 @@ async fn wait_for_ctrl_c() {
 
 async fn run_serve(config: StackConfig) -> Result<(), String> {
     let store = config.store.clone();
-    let stack = serve::start(config)
+    let stack = stampede_server::start(config)
         .await
         .map_err(|e| format!("cannot start the shop: {e}"))?;
     println!(
@@ -235,7 +235,7 @@ async fn run_serve(config: StackConfig) -> Result<(), String> {
         stack.shop_addr, stack.psp_addr
     );
     match (&store, stack.opened) {
-        (serve::StoreChoice::Sqlite(options), Some(opened)) => println!(
+        (stampede_server::StoreChoice::Sqlite(options), Some(opened)) => println!(
             "state in {} (sqlite, sync={}): {}",
             options.path.display(),
             options.sync,
@@ -248,7 +248,7 @@ async fn run_serve(config: StackConfig) -> Result<(), String> {
                 )
             }
         ),
-        (serve::StoreChoice::Postgres(options), Some(opened)) => println!(
+        (stampede_server::StoreChoice::Postgres(options), Some(opened)) => println!(
             "state in {} (postgres, shared with any other replica on it): {}",
             options.redacted(),
             if opened.created {
@@ -280,7 +280,7 @@ async fn run_psp(addr: SocketAddr, config: PspConfig) -> Result<(), String> {
         listener.local_addr().map_err(|e| e.to_string())?
     );
     let delivery = tokio::spawn(Arc::clone(&psp).run_delivery());
-    let served = serve::serve_router(listener, psp::router(psp), wait_for_ctrl_c()).await;
+    let served = stampede_server::serve_router(listener, psp::router(psp), wait_for_ctrl_c()).await;
     delivery.abort();
     served.map_err(|e| format!("psp stopped: {e}"))
 }
@@ -453,11 +453,13 @@ fn main() -> ExitCode {
                 config.catalog = load::load_catalog();
             }
             config.store = match store {
-                serve::StoreChoice::Sqlite(options) => serve::StoreChoice::Sqlite(SqliteOptions {
-                    sync,
-                    max_batch: sqlite_batch as usize,
-                    ..options
-                }),
+                stampede_server::StoreChoice::Sqlite(options) => {
+                    stampede_server::StoreChoice::Sqlite(SqliteOptions {
+                        sync,
+                        max_batch: sqlite_batch as usize,
+                        ..options
+                    })
+                }
                 memory => memory,
             };
             runtime.block_on(run_serve(config))
@@ -474,14 +476,14 @@ fn main() -> ExitCode {
                 seed,
                 webhook: webhook.map(|addr| WebhookTarget {
                     addr,
-                    path: stampede_server::api::WEBHOOK_PATH.into(),
+                    path: stampede_server::WEBHOOK_PATH.into(),
                 }),
                 duplicate_probability,
                 max_extra_copies,
                 delay_ms_max,
                 // Signed with the secret `stampede serve` checks, so a shop started with
                 // `--psp` pointing here accepts its webhooks.
-                secret: stampede_server::app::ServerConfig::default().webhook_secret,
+                secret: stampede_server::ServerConfig::default().webhook_secret,
                 ..PspConfig::default()
             };
             runtime.block_on(run_psp(addr, config))

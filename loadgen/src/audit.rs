@@ -15,8 +15,8 @@ use stampede_core::{
     AuditSnapshot, Cents, EventKind, History, Millis, OptOuts, Sku, Terms, Verdict, check_except,
 };
 use stampede_reports::AuditVerdict;
-use stampede_server::http::{Connector, HttpClient};
 use stampede_server::psp::PspClient;
+use stampede_server::{Connector, HttpClient};
 use std::time::Duration;
 
 /// Largest audit (or ledger page) the loadgen reads: about a million orders.

@@ -1208,7 +1208,7 @@ async fn idle_until(shared: &Shared, end: Duration) -> TransactionResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stampede_server::serve::{self, StackConfig};
+    use stampede_server::StackConfig;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -1255,7 +1255,7 @@ mod tests {
             .iter()
             .map(|(p, stock)| (p.sku.clone(), p.price, *stock))
             .collect();
-        let stack = serve::start(demo).await.unwrap();
+        let stack = stampede_server::start(demo).await.unwrap();
         let (shop, psp) = (stack.shop_addr.to_string(), stack.psp_addr.clone());
         let out = std::env::temp_dir().join("stampede-journey-test");
         let mut config = LoadConfig::new(&shop, &psp, out);
@@ -1359,7 +1359,7 @@ mod tests {
             run.followed
         );
         let events = run.events;
-        let prices: BTreeMap<Sku, Cents> = serve::demo_catalog()
+        let prices: BTreeMap<Sku, Cents> = stampede_server::demo_catalog()
             .into_iter()
             .map(|(p, _)| (p.sku, p.price))
             .collect();

@@ -32,7 +32,7 @@ use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use stampede_loadgen::{Follow, LoadConfig, Mix, Model, run};
 use stampede_reports::{Basis, LoadReport, is_order_measure};
-use stampede_server::serve::{self, StackConfig};
+use stampede_server::StackConfig;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -115,7 +115,7 @@ async fn load_through_stall(model: Model, think: Duration, dir: &str) -> (LoadRe
     let mut stack = StackConfig::demo("127.0.0.1:0".parse().unwrap(), 1_700_000_000_000);
     // Abandoned checkouts lapse quickly, so the shop settles and every invariant is judged.
     stack.shop.reservation_ttl_ms = Some(2_000);
-    let stack = serve::start(stack).await.unwrap();
+    let stack = stampede_server::start(stack).await.unwrap();
     let stall = Stall::default();
     let proxy = stalling_proxy(stack.shop_addr, stall.clone()).await;
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(dir);

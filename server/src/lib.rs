@@ -1,11 +1,11 @@
 //! `stampede-server`: the reference shop served over HTTP.
 //!
-//! One axum [`Router`](axum::Router) built by [`api::router`], served over any
+//! One axum [`Router`](axum::Router) built by [`router`], served over any
 //! listener — tokio's for real, turmoil's in the simulator — with workers
-//! ([`workers`]) beside it, all talking to a [`store::Store`]: in-process
+//! ([`run_job_worker`] and the sweeper and reconciler) beside it, all talking to a [`store::Store`]: in-process
 //! ([`store::MemoryStore`]) or a remote store host ([`store::remote`]). The
 //! fake payment provider ([`psp`]) is an axum app of its own. Every known
-//! mistake the shop can be built with is a switch of [`design::Design`], and
+//! mistake the shop can be built with is a switch of [`Design`], and
 //! every one of them is carried out in one module (`naive.rs`), so the
 //! reference handlers and workers read without a design branch.
 //!
@@ -16,28 +16,48 @@
 
 #![deny(missing_docs)]
 
-pub mod api;
-pub mod app;
-pub mod clock;
-pub mod degrade;
-pub mod design;
-pub mod http;
+mod api;
+mod app;
+mod clock;
+mod degrade;
+mod design;
+mod http;
 pub mod metrics;
 mod naive;
 pub mod openapi;
 mod payments;
-pub mod problem;
+mod problem;
 pub mod psp;
-pub mod serve;
+mod serve;
 pub mod signature;
 pub mod store;
-pub mod watch;
-pub mod workers;
+mod watch;
+mod workers;
 
-pub use app::{App, ServerConfig};
+pub use api::{
+    LineView, OrderAccepted, OrderView, PaymentStartedView, SSE_KEEP_ALIVE_MS, TransitionView,
+    WEBHOOK_PATH, router,
+};
+pub use app::{App, DEFAULT_DEGRADE_WINDOW_MS, DEFAULT_DEGRADED_READ_MAX_AGE_MS, ServerConfig};
 pub use clock::Clock;
-pub use design::Design;
-pub use http::{Connector, HttpClient};
+pub use degrade::{CatalogRead, Degrade};
+pub use design::{
+    AdmissionMode, ClientPrice, Commit, Design, DesignError, EarlyWebhooks, Enqueue, Finalize,
+    Idempotency, IntentAmount, IntentReplay, InventoryMode, PRESETS, ReservationTtl, SABOTAGE,
+    SHORT_TTL_DIVISOR, SWITCHES, Sabotage, SwitchInfo,
+};
+pub use http::{
+    BoxIo, Connector, HttpClient, HttpError, HttpResponse, HttpStream, Io, MAX_EVENT_BYTES,
+    MAX_RESPONSE_BYTES, SseEvent,
+};
 pub use payments::create_intent;
-pub use problem::Problem;
-pub use store::{Command, MemoryStore, Reply, Store, StoreError};
+pub use problem::{PROBLEM_BASE, Problem};
+pub use serve::{
+    DEFAULT_SQLITE_PATH, Opened, PspMode, Stack, StackConfig, StartError, StoreChoice,
+    demo_catalog, initial_state, serve_router, start,
+};
+pub use watch::{DEFAULT_MAX_WATCHERS, Full, READY_WAIT_MS, Watch, WatchHub};
+pub use workers::{
+    IDLE_TURN_MIN_MS, LEASE_ERROR_BACKOFF_MAX_MS, LEASE_ERROR_BACKOFF_MIN_MS, SWEEP_GAP_MIN_MS,
+    WorkerConfig, reconcile_once, run_job_worker, run_reconciler, run_sweeper,
+};

@@ -5,9 +5,9 @@
 //! validate as OpenAPI 3.1.
 
 use serde_json::Value;
-use stampede_server::http::{Connector, HttpClient};
+use stampede_server::StackConfig;
 use stampede_server::openapi::document_json;
-use stampede_server::serve::{self, StackConfig};
+use stampede_server::{Connector, HttpClient};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -17,10 +17,7 @@ const UPDATE_VAR: &str = "STAMPEDE_UPDATE_OPENAPI";
 fn documents() -> [(&'static str, &'static str); 2] {
     [
         ("openapi.json", document_json()),
-        (
-            "openapi-psp.json",
-            stampede_server::psp::app::document_json(),
-        ),
+        ("openapi-psp.json", stampede_server::psp::document_json()),
     ]
 }
 
@@ -138,7 +135,7 @@ fn every_route_is_documented_with_the_headers_and_problems_it_sends() {
     }
     assert!(place["requestBody"]["content"]["application/json"].is_object());
     // The path the PSP is configured to deliver to is the documented webhook route.
-    let hook = operation(&doc, "post", stampede_server::api::WEBHOOK_PATH);
+    let hook = operation(&doc, "post", stampede_server::WEBHOOK_PATH);
     assert!(header_param(hook, "Psp-Signature").is_some());
     for (method, path) in [("post", "/admin/restock"), ("get", "/admin/audit")] {
         assert_eq!(
@@ -160,7 +157,7 @@ fn every_route_is_documented_with_the_headers_and_problems_it_sends() {
 fn every_psp_route_is_documented_with_its_problems() {
     // Proves: the PSP's document is OpenAPI 3.1 with every route of its router (and no other),
     // the optional Idempotency-Key on the two creating routes, and problem+json errors.
-    let doc: Value = serde_json::from_str(stampede_server::psp::app::document_json()).unwrap();
+    let doc: Value = serde_json::from_str(stampede_server::psp::document_json()).unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
     let routes = [
         ("post", "/v1/payment_intents"),
@@ -195,7 +192,7 @@ fn every_psp_route_is_documented_with_its_problems() {
 async fn the_shop_serves_the_generated_document() {
     // Proves: GET /openapi.json on a running shop answers the generated document as JSON.
     let config = StackConfig::demo("127.0.0.1:0".parse().unwrap(), 1_700_000_000_000);
-    let stack = serve::start(config).await.expect("stack starts");
+    let stack = stampede_server::start(config).await.expect("stack starts");
     let http = HttpClient::new(Connector::tokio(), Duration::from_secs(10));
     let response = http
         .get(&stack.shop_addr.to_string(), "/openapi.json")
@@ -206,10 +203,7 @@ async fn the_shop_serves_the_generated_document() {
     assert_eq!(response.json::<Value>().unwrap(), document());
     let psp = http.get(&stack.psp_addr, "/openapi.json").await.unwrap();
     assert_eq!(psp.status, hyper::StatusCode::OK);
-    assert_eq!(
-        psp.body,
-        stampede_server::psp::app::document_json().as_bytes()
-    );
+    assert_eq!(psp.body, stampede_server::psp::document_json().as_bytes());
     stack.shutdown().await;
 }
 

@@ -15,9 +15,10 @@ use stampede_core::{
     Cause, Command, CustomerId, IdempotencyKey, ItemRequest, JobKind, OrderStatus, PlaceOrder,
     Placed, ShopState, Sku,
 };
+use stampede_server::Clock;
+use stampede_server::store::Store;
 use stampede_server::store::StoreFuture;
 use stampede_server::store::postgres::{self, PgOpenError, PgOptions, PgStore};
-use stampede_server::{Clock, Store};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::NoTls;
@@ -268,7 +269,7 @@ fn a_replica_whose_connection_is_killed_answers_unavailable_then_recovers_losing
                     answered = Some(placed);
                     break;
                 }
-                Err(stampede_server::StoreError::Unavailable(_)) => {}
+                Err(stampede_server::store::StoreError::Unavailable(_)) => {}
                 Err(other) => panic!("not a wrong answer: {other:?}"),
             }
         }

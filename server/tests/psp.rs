@@ -11,13 +11,13 @@ use bytes::Bytes;
 use hyper::Method;
 use serde_json::{Value, json};
 use stampede_core::{Cents, IntentId, IntentStatus, LedgerKind, Millis, OrderId, WebhookKind};
-use stampede_server::http::{Connector, HttpClient, HttpResponse};
 use stampede_server::psp::wire::{Card, WebhookPayload};
 use stampede_server::psp::{
     ATTEMPT_HEADER, COPY_HEADER, CreatedIntent, Psp, PspClient, PspConfig, PspError,
     SIGNATURE_HEADER, WebhookTarget, router,
 };
 use stampede_server::{Clock, signature};
+use stampede_server::{Connector, HttpClient, HttpResponse};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

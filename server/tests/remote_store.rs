@@ -2,6 +2,7 @@
 //! `serve_connection` behind a tokio accept loop, called through
 //! `RemoteStore`. Every wait is bounded by a timeout; nothing sleeps.
 
+use stampede_core::Command;
 use stampede_core::{
     AuditSnapshot, Catalog, Cause, Cents, CustomerId, IdempotencyKey, IntentId, IntentStatus,
     ItemRequest, JobId, Lease, Millis, Order, OrderId, OrderStatus, PaymentIntent, PlaceOrder,
@@ -10,7 +11,8 @@ use stampede_core::{
 use stampede_server::store::remote::{
     MAX_FRAME_BYTES, RemoteConfig, RemoteStore, serve_connection,
 };
-use stampede_server::{Clock, Command, Connector, MemoryStore, Store, StoreError};
+use stampede_server::store::{MemoryStore, Store, StoreError};
+use stampede_server::{Clock, Connector};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;

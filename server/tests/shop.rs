@@ -13,11 +13,11 @@ use stampede_core::{
     AuditSnapshot, ClientOp, ClientReply, CustomerId, EventKind, History, IdempotencyKey, IntentId,
     Invariant, ItemRequest, Millis, OrderId, PlaceOrder, Sku, check_all,
 };
-use stampede_server::design::Design;
-use stampede_server::http::{Connector, HttpClient, HttpResponse};
+use stampede_server::Design;
+use stampede_server::WorkerConfig;
 use stampede_server::psp::{PspClient, PspConfig};
-use stampede_server::serve::{self, PspMode, Stack, StackConfig};
-use stampede_server::workers::WorkerConfig;
+use stampede_server::{Connector, HttpClient, HttpResponse};
+use stampede_server::{PspMode, Stack, StackConfig};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -53,7 +53,7 @@ fn config(design: Design) -> StackConfig {
 }
 
 async fn start(c: StackConfig) -> (Stack, Shopper) {
-    let stack = serve::start(c).await.expect("stack starts");
+    let stack = stampede_server::start(c).await.expect("stack starts");
     let shopper = Shopper::new(&stack);
     (stack, shopper)
 }

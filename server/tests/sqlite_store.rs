@@ -12,10 +12,11 @@ use stampede_core::{
     ItemRequest, JobKind, Millis, OrderStatus, PaymentIntent, PlaceOrder, Placed, Reply,
     SavedResponse, ShopState, Sku,
 };
-use stampede_server::store::SqliteStore;
+use stampede_server::Clock;
 use stampede_server::store::StoreFuture;
+use stampede_server::store::sqlite::SqliteStore;
 use stampede_server::store::sqlite::{self, OpenError, SqliteOptions, SyncLevel};
-use stampede_server::{Clock, Store, StoreError};
+use stampede_server::store::{Store, StoreError};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -11,12 +11,13 @@ use stampede_core::{
     Catalog, Cause, Cents, CustomerId, IdempotencyKey, ItemRequest, OrderId, PlaceOrder, Placed,
     Product, ShopConfig, ShopState, Sku,
 };
-use stampede_server::app::{App, ServerConfig};
-use stampede_server::clock::Clock;
-use stampede_server::http::{Connector, HttpClient, HttpStream, MAX_EVENT_BYTES, SseEvent};
+use stampede_core::{Command, Reply};
+use stampede_server::Clock;
+use stampede_server::Watch;
 use stampede_server::psp::PspClient;
-use stampede_server::store::{Command, MemoryStore, Reply, Store, StoreFuture};
-use stampede_server::{api, watch::Watch};
+use stampede_server::store::{MemoryStore, Store, StoreFuture};
+use stampede_server::{App, ServerConfig};
+use stampede_server::{Connector, HttpClient, HttpStream, MAX_EVENT_BYTES, SseEvent};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -90,7 +91,7 @@ async fn shop_with(config: ServerConfig, gate: Option<Arc<Semaphore>>) -> Shop {
     let app = App::new(Arc::clone(&store) as Arc<dyn Store>, psp, clock, config);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let router = api::router(Arc::clone(&app));
+    let router = stampede_server::router(Arc::clone(&app));
     tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });

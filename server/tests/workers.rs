@@ -9,15 +9,15 @@ use stampede_core::{
     Catalog, Cause, Cents, CustomerId, Failed, IdempotencyKey, ItemRequest, JobKind, OrderId,
     PlaceOrder, Placed, Product, ShopConfig, ShopState, Sku,
 };
-use stampede_server::app::{App, ServerConfig};
+use stampede_core::{Command, Reply};
 use stampede_server::psp::PspClient;
 use stampede_server::store::remote::{RemoteConfig, RemoteStore, serve_connection};
 use stampede_server::store::{LEASE_WAIT_MAX_MS, StoreFuture};
-use stampede_server::workers::{
-    self, LEASE_ERROR_BACKOFF_MAX_MS, LEASE_ERROR_BACKOFF_MIN_MS, SWEEP_GAP_MIN_MS, WorkerConfig,
-};
+use stampede_server::store::{MemoryStore, Store, StoreError};
+use stampede_server::{App, ServerConfig};
+use stampede_server::{Clock, Connector, HttpClient};
 use stampede_server::{
-    Clock, Command, Connector, HttpClient, MemoryStore, Reply, Store, StoreError,
+    LEASE_ERROR_BACKOFF_MAX_MS, LEASE_ERROR_BACKOFF_MIN_MS, SWEEP_GAP_MIN_MS, WorkerConfig,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -375,7 +375,7 @@ async fn a_worker_leases_a_job_enqueued_while_it_waits_at_once() {
     let counting = Counting::new(memory());
     let store = Arc::clone(&counting) as Arc<dyn Store>;
     let id = quiet_order(&*store).await;
-    let worker = tokio::spawn(workers::run_job_worker(
+    let worker = tokio::spawn(stampede_server::run_job_worker(
         app(Arc::clone(&store)),
         0,
         1,
@@ -413,7 +413,7 @@ async fn an_idle_worker_makes_one_store_call_per_wait() {
     // all of them waiting leases.
     let counting = Counting::new(memory());
     let store = Arc::clone(&counting) as Arc<dyn Store>;
-    let worker = tokio::spawn(workers::run_job_worker(
+    let worker = tokio::spawn(stampede_server::run_job_worker(
         app(store),
         0,
         1,
@@ -437,7 +437,7 @@ async fn a_worker_that_cannot_reach_the_store_backs_off_to_a_bounded_pause() {
         (20, 1_000)
     );
     let down = Arc::new(Down(AtomicUsize::new(0)));
-    let worker = tokio::spawn(workers::run_job_worker(
+    let worker = tokio::spawn(stampede_server::run_job_worker(
         app(Arc::clone(&down) as Arc<dyn Store>),
         0,
         1,
@@ -469,7 +469,10 @@ async fn the_sweeper_wakes_when_the_next_hold_lapses_at_most_an_interval_apart()
         .await
         .unwrap();
     dyn_store.ack_job(lease).await.unwrap();
-    let sweeper = tokio::spawn(workers::run_sweeper(app(dyn_store), config(1_000, 2_000)));
+    let sweeper = tokio::spawn(stampede_server::run_sweeper(
+        app(dyn_store),
+        config(1_000, 2_000),
+    ));
     sleep(Duration::from_millis(6_500)).await;
     sweeper.abort();
     let sweeps: Vec<u128> = counting
@@ -510,7 +513,7 @@ async fn sweeps_never_come_closer_than_the_minimum_gap() {
     let start = Instant::now();
     reserved(&*dyn_store, "a").await;
     reserved(&*dyn_store, "b").await;
-    let sweeper = tokio::spawn(workers::run_sweeper(
+    let sweeper = tokio::spawn(stampede_server::run_sweeper(
         app(Arc::clone(&dyn_store)),
         WorkerConfig {
             sweep_batch: 1,

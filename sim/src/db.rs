@@ -30,9 +30,10 @@
 //! the sync boundary decides what survives.
 
 use crate::recorder::{Recorder, written_events};
+use stampede_core::{Command, Reply};
 use stampede_core::{Millis, ShopState};
-use stampede_server::design::Commit;
-use stampede_server::store::{Command, Journal, MemoryStore, Reply, Store, StoreFuture};
+use stampede_server::Commit;
+use stampede_server::store::{Journal, MemoryStore, Store, StoreFuture};
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -303,7 +304,7 @@ mod tests {
         Catalog, Cents, CustomerId, EventKind, IdempotencyKey, ItemRequest, OrderId, PlaceOrder,
         Placed, Product, ShopConfig, Sku,
     };
-    use stampede_server::clock::Clock;
+    use stampede_server::Clock;
 
     fn hat() -> Sku {
         Sku::new("hat".to_string()).unwrap()

@@ -24,18 +24,32 @@
 
 #![deny(missing_docs)]
 
-pub mod coverage;
-pub mod db;
-pub mod net;
-pub mod plan;
-pub mod recorder;
+mod coverage;
+mod db;
+mod net;
+mod plan;
+mod recorder;
 mod sample;
-pub mod scenario;
+mod scenario;
 pub mod scenarios;
-pub mod shopper;
-pub mod world;
+mod shopper;
+mod world;
 
 pub use coverage::Coverage;
-pub use plan::{Fault, FaultEvent, Intent, Plan, ShopperPlan};
-pub use scenario::{Follow, Scenario, ScenarioError};
-pub use world::{LiveViolation, RunResult, RunStats, SimError, run, trace_hash};
+pub use db::{CHECKPOINT_MIN_COMMANDS, DbStore, Log, SimJournal};
+pub use net::{SimListener, connector, counting_connector};
+pub use plan::{
+    FAULT_KINDS, Fault, FaultEvent, Hosts, Intent, PLAN_MS_MAX, PLAN_SHOPPERS_MAX, PLAN_VERSION,
+    Plan, ShopperPlan,
+};
+pub use recorder::{Recorder, sim_now, written_events};
+pub use scenario::{
+    AdmissionSpec, Arrival, CrashSpec, Faults, Follow, HOST_GROUPS, LINES_PER_ORDER_MAX,
+    PartitionSpec, ProductSpec, Scenario, ScenarioError, ScenarioFileError, Shoppers, StallSpec,
+    Timing, Topology, WebhookFaults,
+};
+pub use shopper::wish;
+pub use world::{
+    EPOCH_UNIX_MS, LiveViolation, RunResult, RunStats, SETTLE_EXTENSION_MS_MAX, SimError, run,
+    trace_hash,
+};

@@ -2,7 +2,7 @@
 //! `Listener` so the very same router serves inside the simulation, and a
 //! `Connector` for the HTTP client and the remote store.
 
-use stampede_server::http::Connector;
+use stampede_server::Connector;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;

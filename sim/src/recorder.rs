@@ -8,7 +8,7 @@
 //! that loses the unsynced tail forgets them ([`Recorder::forget_after`]).
 
 use stampede_core::{ClientOp, ClientReply, EventKind, Fingerprint, History, JobEvent, Millis};
-use stampede_server::store::{Command, Reply};
+use stampede_core::{Command, Reply};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The current simulated time (0 outside a simulation).

@@ -15,8 +15,8 @@ use stampede_core::{
     Cents, ClientOp, ClientReply, CustomerId, EventKind, IdempotencyKey, IntentId, ItemRequest,
     OrderId, OrderStatus, PlaceOrder, Sku, Wish,
 };
-use stampede_server::http::{HttpClient, HttpResponse};
 use stampede_server::psp::PspClient;
+use stampede_server::{HttpClient, HttpResponse};
 use std::time::Duration;
 
 /// Most attempts of one keyed request (first try + retries).
@@ -644,7 +644,7 @@ pub async fn forge_webhook(http: &HttpClient, api: &str, order: u64, n: usize) {
         .send(
             api,
             Method::POST,
-            stampede_server::api::WEBHOOK_PATH,
+            stampede_server::WEBHOOK_PATH,
             &headers,
             Some(Bytes::from(body.to_string())),
         )

@@ -43,13 +43,13 @@ use stampede_core::{
     Millis, OptOuts, OrderStatus, Product, QueueLimits, RetryPolicy, ShopConfig, ShopState, Sku,
     Terms, Verdict, check_except,
 };
-use stampede_server::app::{App, ServerConfig};
-use stampede_server::clock::Clock;
-use stampede_server::http::HttpClient;
+use stampede_server::Clock;
+use stampede_server::HttpClient;
+use stampede_server::WorkerConfig;
 use stampede_server::psp::{self, Psp, PspClient, PspConfig, WebhookTarget};
 use stampede_server::store::remote::{RemoteConfig, RemoteStore, serve_connection};
 use stampede_server::store::{MemoryStore, Store};
-use stampede_server::workers::{self, WorkerConfig};
+use stampede_server::{App, ServerConfig};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -289,7 +289,7 @@ impl Shared {
             })
     }
 
-    fn http_connector(&self) -> stampede_server::http::Connector {
+    fn http_connector(&self) -> stampede_server::Connector {
         counting_connector(Arc::clone(&self.http))
     }
 
@@ -420,11 +420,7 @@ fn add_api_hosts(sim: &mut turmoil::Sim<'static>, shared: &Arc<Shared>) {
             let app = s.app();
             async move {
                 let listener = SimListener::bind(SHOP_PORT).await?;
-                axum::serve(
-                    listener,
-                    stampede_server::api::router(app).into_make_service(),
-                )
-                .await?;
+                axum::serve(listener, stampede_server::router(app).into_make_service()).await?;
                 Ok(())
             }
         });
@@ -442,10 +438,15 @@ fn add_worker_hosts(sim: &mut turmoil::Sim<'static>, shared: &Arc<Shared>) {
             async move {
                 let config = worker_config();
                 for w in 0..per_host {
-                    tokio::spawn(workers::run_job_worker(Arc::clone(&app), w, seed, config));
+                    tokio::spawn(stampede_server::run_job_worker(
+                        Arc::clone(&app),
+                        w,
+                        seed,
+                        config,
+                    ));
                 }
-                tokio::spawn(workers::run_sweeper(Arc::clone(&app), config));
-                tokio::spawn(workers::run_reconciler(Arc::clone(&app), config));
+                tokio::spawn(stampede_server::run_sweeper(Arc::clone(&app), config));
+                tokio::spawn(stampede_server::run_reconciler(Arc::clone(&app), config));
                 std::future::pending::<()>().await;
                 Ok(())
             }
@@ -717,7 +718,7 @@ fn psp_config(plan: &Plan) -> PspConfig {
         seed: plan.seed,
         webhook: Some(WebhookTarget {
             addr: format!("api-1:{SHOP_PORT}"),
-            path: stampede_server::api::WEBHOOK_PATH.into(),
+            path: stampede_server::WEBHOOK_PATH.into(),
         }),
         secret: WEBHOOK_SECRET.to_vec(),
         duplicate_probability: hooks.duplicate_probability,

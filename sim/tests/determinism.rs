@@ -8,8 +8,8 @@
 mod common;
 
 use stampede_server::Design;
-use stampede_sim::plan::FAULT_KINDS;
-use stampede_sim::scenario::{CrashSpec, PartitionSpec, StallSpec};
+use stampede_sim::FAULT_KINDS;
+use stampede_sim::{CrashSpec, PartitionSpec, StallSpec};
 use stampede_sim::{Plan, Scenario, scenarios};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

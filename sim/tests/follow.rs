@@ -5,7 +5,7 @@
 
 use stampede_core::EventKind;
 use stampede_server::Design;
-use stampede_sim::scenario::CrashSpec;
+use stampede_sim::CrashSpec;
 use stampede_sim::{Fault, Follow, Plan, RunResult, Scenario, run, scenarios};
 
 fn smoke(follow: Follow) -> Scenario {

@@ -7,8 +7,8 @@
 
 use stampede_core::{ClientOp, EventKind, History, IdempotencyKey, Invariant, Millis, Terms};
 use stampede_server::Design;
-use stampede_sim::scenario::{CrashSpec, PartitionSpec, StallSpec};
-use stampede_sim::{Plan, Scenario, run, scenarios, shopper};
+use stampede_sim::{CrashSpec, PartitionSpec, StallSpec};
+use stampede_sim::{Plan, Scenario, run, scenarios};
 
 /// The smoke run with one fault of each kind that can cost sales, and shoppers
 /// who abandon, cancel, are declined or pay late.
@@ -72,7 +72,11 @@ fn terms_come_first_and_every_shopper_states_its_plan_before_asking() {
             decide_ms: t.decide_within_ms,
         })
     );
-    assert!(plan.shoppers.iter().any(|s| !shopper::wish(s).willing()));
+    assert!(
+        plan.shoppers
+            .iter()
+            .any(|s| !stampede_sim::wish(s).willing())
+    );
     for s in &plan.shoppers {
         let key = IdempotencyKey::new(format!("order-{}", s.id)).unwrap();
         let wants: Vec<usize> = (0..events.len())
@@ -82,7 +86,7 @@ fn terms_come_first_and_every_shopper_states_its_plan_before_asking() {
         let EventKind::Wants { client, wish, .. } = &events[wants[0]].kind else {
             unreachable!()
         };
-        assert_eq!((*client, *wish), (u64::from(s.id), shopper::wish(s)));
+        assert_eq!((*client, *wish), (u64::from(s.id), stampede_sim::wish(s)));
         assert!(events[wants[0]].at.0 >= s.arrive_ms, "shopper {}", s.id);
         let first = events.iter().position(|e| {
             matches!(&e.kind, EventKind::Request { op: ClientOp::PlaceOrder(p), .. } if p.key.as_ref() == Some(&key))
@@ -149,7 +153,7 @@ fn an_express_buyer_the_shop_charges_but_never_confirms_is_judged() {
     // whose charge no reconciler found, break willing_buyers_served, each
     // named with the money the PSP holds.
     let mut s = scenarios::flash(40, 10);
-    s.faults.webhooks = stampede_sim::scenario::WebhookFaults::default();
+    s.faults.webhooks = stampede_sim::WebhookFaults::default();
     (s.shoppers.abandon, s.shoppers.cancel, s.shoppers.express) = (0.0, 0.0, 1.0);
     s.faults.psp_stalls = StallSpec {
         count: 1,

@@ -61,7 +61,7 @@ fn reference_survives_the_shipped_fault_mixes() {
 /// sized to expose a mistake, not to keep every buyer served; the rows
 /// themselves are left as they are).
 fn faults_take_pay_away(mix: &stampede_sim::Scenario) -> bool {
-    let api_psp = |p: &stampede_sim::scenario::PartitionSpec| {
+    let api_psp = |p: &stampede_sim::PartitionSpec| {
         matches!(
             (p.a.as_str(), p.b.as_str()),
             ("api", "psp") | ("psp", "api")

@@ -4,7 +4,7 @@
 
 use stampede_core::{Invariant, Millis, check_all};
 use stampede_server::Design;
-use stampede_sim::world::SETTLE_EXTENSION_MS_MAX;
+use stampede_sim::SETTLE_EXTENSION_MS_MAX;
 use stampede_sim::{Plan, RunResult, Scenario, run, scenarios};
 
 fn run_with(scenario: &Scenario, switches: &[&str]) -> (Plan, RunResult) {

@@ -22,14 +22,14 @@
 //! idempotency keys never expire (the PSP lives for one run); a declined
 //! intent is final (no second attempt with another card).
 
-pub mod app;
+mod app;
 mod client;
 mod config;
 mod delivery;
 mod state;
 pub mod wire;
 
-pub use app::{MAX_BODY_BYTES, MAX_PAGE, REPLAYED_HEADER, router};
+pub use app::{MAX_BODY_BYTES, MAX_PAGE, REPLAYED_HEADER, document_json, router};
 pub use client::{CreatedIntent, PspClient, PspError};
 pub use config::{PspConfig, PspConfigError, WebhookTarget};
 pub use delivery::{ATTEMPT_HEADER, COPY_HEADER, DeliveryStats, SIGNATURE_HEADER};

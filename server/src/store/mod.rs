@@ -10,14 +10,12 @@
 //! store stamps `now` from its own clock: one time authority, however many
 //! API hosts call it.
 
-pub mod memory;
+mod memory;
 pub mod postgres;
 pub mod remote;
 pub mod sqlite;
 
 pub use memory::{Journal, MemoryStore};
-pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
 
 use serde::{Deserialize, Serialize};
 use stampede_core::Failed;
@@ -27,7 +25,7 @@ use stampede_core::{
     OrderId, PaymentIntent, PlaceOrder, Placed, Product, SavedResponse, ShopError, Sku, Step,
     StockLevel, Transition, WebhookEvent, WebhookOutcome,
 };
-pub use stampede_core::{Command, Reply};
+use stampede_core::{Command, Reply};
 use std::future::Future;
 use std::pin::Pin;
 

@@ -10,8 +10,9 @@ use stampede_core::{
     ItemRequest, JobKind, Millis, OrderId, OrderStatus, PaymentIntent, PlaceOrder, Placed, Product,
     Reply, ShopConfig, ShopState, Sku, WebhookEvent, WebhookKind,
 };
+use stampede_server::Clock;
 use stampede_server::store::StoreFuture;
-use stampede_server::{Clock, MemoryStore, StoreError};
+use stampede_server::store::{MemoryStore, StoreError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
