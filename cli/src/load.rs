@@ -113,7 +113,7 @@ pub struct LoadArgs {
     #[arg(long, default_value = "sqlite", value_parser = parse_store, conflicts_with = "host")]
     pub store: LoadStore,
     /// SQLite sync level of the shop Stampede starts: full or normal (see `stampede serve --help`).
-    #[arg(long, default_value = "full", value_parser = crate::parse_sync)]
+    #[arg(long, default_value = "full", value_parser = crate::serve::parse_sync)]
     pub sync: stampede_server::store::sqlite::SyncLevel,
     /// Most commands the SQLite store commits in one transaction (group commit); 1 commits, and
     /// syncs, each command on its own.
@@ -743,21 +743,7 @@ fn in_flight(args: &LoadArgs, rate: f64) -> u32 {
 /// `stampede load`: exit 0 when the audit holds and every threshold passes, 1 otherwise.
 pub fn load(args: &LoadArgs) -> Result<u8, String> {
     let spec = DesignSpec::new(&args.design, &args.set)?;
-    let model = match (args.users, args.rate) {
-        (_, Some(rate)) => Model::Open {
-            rate_per_sec: rate,
-            max_in_flight: in_flight(args, rate),
-        },
-        (users, None) => Model::Closed {
-            users: users.unwrap_or(50),
-            ramp: args.ramp.unwrap_or(Duration::from_secs(1)),
-        },
-    };
-    let shape = match (args.spike, args.ramp, &model) {
-        (Some(spike), _, _) => spike,
-        (None, Some(over), Model::Open { .. }) => Shape::Ramp { over },
-        _ => Shape::Steady,
-    };
+    let (model, shape) = model_and_shape(args);
     let dir = args.out.clone().unwrap_or_else(|| match args.shard {
         Some(s) => PathBuf::from(format!(
             "stampede-out/load-shard-{}-of-{}",
@@ -768,133 +754,20 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let report = runtime.block_on(async {
-        let mut kills = None;
-        let mut psp_tasks = Vec::new();
-        let mut replicas = Vec::new();
-        let (stack, shop, psp, design, catalog, hold_ms) = match &args.host {
-            Some(urls) => {
-                replicas = shop_hosts(urls)?;
-                let psp = match (&args.psp, &args.probe) {
-                    (Some(psp), _) => host_port(psp)?,
-                    (None, Some(_)) => String::new(),
-                    (None, None) => {
-                        return Err(
-                            "--host needs --psp: shoppers confirm their payments at the shop's PSP"
-                                .to_string(),
-                        );
-                    }
-                };
-                (
-                    None,
-                    replicas.remove(0),
-                    psp,
-                    "unknown".to_string(),
-                    None,
-                    None,
-                )
+        let target = Target::start(args, &spec, &dir).await?;
+        let config = load_config(args, &target, model, shape, &dir);
+        let result = match config {
+            Ok(config) => {
+                let bar = progress_bar(args.json);
+                let shown = bar.clone();
+                let result = stampede_loadgen::run(config, move |p| show(&shown, p)).await;
+                bar.finish_and_clear();
+                result.map_err(|e| e.to_string())
             }
-            None if args.kill_every.is_some() => {
-                let store = fresh_store(args, &dir).await?;
-                let shop = format!("127.0.0.1:{}", free_port()?);
-                let (psp, tasks) = start_psp(args.seed, &shop).await?;
-                psp_tasks = tasks;
-                let child = start_child_shop(args, &store, &shop, &psp, &dir).await?;
-                kills = args.kill_every.map(|every| Kills {
-                    every,
-                    shop: child,
-                    at_risk_after_ms: KILL_RECOVERY_MARGIN_MS,
-                });
-                let catalog = load_catalog()
-                    .iter()
-                    .map(|(p, stock)| (p.sku.clone(), p.price, *stock))
-                    .collect();
-                (
-                    None,
-                    shop,
-                    psp,
-                    spec.label(),
-                    Some(catalog),
-                    Some(LOAD_RESERVATION_TTL_MS),
-                )
-            }
-            None => {
-                let stack_config = load_stack(
-                    spec.design,
-                    args.seed,
-                    fresh_store(args, &dir).await?,
-                    &args.admission,
-                );
-                // The audit's prices and stock: what Stampede configured, not what the shop says.
-                let catalog = stack_config
-                    .catalog
-                    .iter()
-                    .map(|(p, stock)| (p.sku.clone(), p.price, *stock))
-                    .collect();
-                // The hold promised to buyers: the TTL configured, whatever the design does with it.
-                let hold_ms = stack_config.shop.reservation_ttl_ms;
-                let stack = stampede_server::start(stack_config)
-                    .await
-                    .map_err(|e| format!("cannot start the shop: {e}"))?;
-                let shop = stack.shop_addr.to_string();
-                let psp = stack.psp_addr.clone();
-                (Some(stack), shop, psp, spec.label(), Some(catalog), hold_ms)
-            }
+            Err(message) => Err(message),
         };
-        let mut config = LoadConfig::new(&shop, &psp, dir.clone());
-        config.replicas = replicas;
-        config.admin_token = args.admin_token.clone();
-        config.model = model;
-        config.shape = shape;
-        config.duration = args.duration;
-        config.drain = args.drain;
-        config.settle = args.settle;
-        config.mix = args.mix;
-        config.follow = args.follow;
-        config.design = design;
-        config.seed = args.seed;
-        config.kills = kills.clone();
-        config.run_id = run_id(args);
-        config.share = args
-            .shard
-            .map(|s| stampede_loadgen::schedule::Share::new(s.index, s.count))
-            .transpose()?;
-        config.start_at_unix_ms = args.start_at;
-        config.thresholds = args.thresholds.clone();
-        config.catalog = catalog;
-        config.terms = terms(args, hold_ms);
-        config.skip = args
-            .skip
-            .iter()
-            .fold(stampede_core::OptOuts::none(), |o, i| {
-                o.skip(*i, "skipped by --skip")
-            });
-        if let Some(path) = &args.probe {
-            if !path.starts_with('/') {
-                return Err(format!("--probe {path:?}: the path must start with /"));
-            }
-            config.probe = Some(path.clone());
-        }
-        if !args.json {
-            println!(
-                "load against http://{shop} (psp http://{psp}) for {:?}; writing to {}",
-                args.duration,
-                dir.display()
-            );
-        }
-        let bar = progress_bar(args.json);
-        let shown = bar.clone();
-        let result = stampede_loadgen::run(config, move |p| show(&shown, p)).await;
-        bar.finish_and_clear();
-        if let Some(stack) = stack {
-            stack.shutdown().await;
-        }
-        if let Some(kills) = kills {
-            kills.shop.kill();
-        }
-        for task in psp_tasks {
-            task.abort();
-        }
-        result.map_err(|e| e.to_string())
+        target.stop().await;
+        result
     })?;
     write_report(&dir, &report)?;
     if args.json {
@@ -912,6 +785,201 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
     } else {
         1
     })
+}
+
+/// The arrival model (open loop with `--rate`, else closed) and its shape.
+fn model_and_shape(args: &LoadArgs) -> (Model, Shape) {
+    let model = match (args.users, args.rate) {
+        (_, Some(rate)) => Model::Open {
+            rate_per_sec: rate,
+            max_in_flight: in_flight(args, rate),
+        },
+        (users, None) => Model::Closed {
+            users: users.unwrap_or(50),
+            ramp: args.ramp.unwrap_or(Duration::from_secs(1)),
+        },
+    };
+    let shape = match (args.spike, args.ramp, &model) {
+        (Some(spike), _, _) => spike,
+        (None, Some(over), Model::Open { .. }) => Shape::Ramp { over },
+        _ => Shape::Steady,
+    };
+    (model, shape)
+}
+
+/// The shop a load runs against: one started in-process, one started as a
+/// child process to be killed (`--kill-every`), or a running one (`--host`).
+struct Target {
+    stack: Option<stampede_server::Stack>,
+    shop: String,
+    psp: String,
+    replicas: Vec<String>,
+    design: String,
+    /// The audit's prices and stock when Stampede configured them.
+    catalog: Option<Vec<(stampede_core::Sku, stampede_core::Cents, u64)>>,
+    /// The hold promised to buyers, when Stampede configured it.
+    hold_ms: Option<u64>,
+    kills: Option<Kills>,
+    psp_tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Target {
+    async fn start(args: &LoadArgs, spec: &DesignSpec, dir: &Path) -> Result<Target, String> {
+        match &args.host {
+            Some(urls) => Target::running(args, urls),
+            None if args.kill_every.is_some() => Target::child(args, spec, dir).await,
+            None => Target::in_process(args, spec, dir).await,
+        }
+    }
+
+    /// A running shop (`--host`, maybe several replicas) and its PSP.
+    fn running(args: &LoadArgs, urls: &str) -> Result<Target, String> {
+        let mut replicas = shop_hosts(urls)?;
+        let psp = match (&args.psp, &args.probe) {
+            (Some(psp), _) => host_port(psp)?,
+            (None, Some(_)) => String::new(),
+            (None, None) => {
+                return Err(
+                    "--host needs --psp: shoppers confirm their payments at the shop's PSP"
+                        .to_string(),
+                );
+            }
+        };
+        Ok(Target {
+            stack: None,
+            shop: replicas.remove(0),
+            psp,
+            replicas,
+            design: "unknown".to_string(),
+            catalog: None,
+            hold_ms: None,
+            kills: None,
+            psp_tasks: Vec::new(),
+        })
+    }
+
+    /// `stampede serve` as a child process, killed every `--kill-every`.
+    async fn child(args: &LoadArgs, spec: &DesignSpec, dir: &Path) -> Result<Target, String> {
+        let store = fresh_store(args, dir).await?;
+        let shop = format!("127.0.0.1:{}", free_port()?);
+        let (psp, psp_tasks) = start_psp(args.seed, &shop).await?;
+        let child = start_child_shop(args, &store, &shop, &psp, dir).await?;
+        let kills = args.kill_every.map(|every| Kills {
+            every,
+            shop: child,
+            at_risk_after_ms: KILL_RECOVERY_MARGIN_MS,
+        });
+        let catalog = load_catalog()
+            .iter()
+            .map(|(p, stock)| (p.sku.clone(), p.price, *stock))
+            .collect();
+        Ok(Target {
+            stack: None,
+            shop,
+            psp,
+            replicas: Vec::new(),
+            design: spec.label(),
+            catalog: Some(catalog),
+            hold_ms: Some(LOAD_RESERVATION_TTL_MS),
+            kills,
+            psp_tasks,
+        })
+    }
+
+    /// The shop and its PSP in this process.
+    async fn in_process(args: &LoadArgs, spec: &DesignSpec, dir: &Path) -> Result<Target, String> {
+        let store = fresh_store(args, dir).await?;
+        let stack_config = load_stack(spec.design, args.seed, store, &args.admission);
+        // The audit's prices and stock: what Stampede configured, not what the shop says.
+        let catalog = stack_config
+            .catalog
+            .iter()
+            .map(|(p, stock)| (p.sku.clone(), p.price, *stock))
+            .collect();
+        // The hold promised to buyers: the TTL configured, whatever the design does with it.
+        let hold_ms = stack_config.shop.reservation_ttl_ms;
+        let stack = stampede_server::start(stack_config)
+            .await
+            .map_err(|e| format!("cannot start the shop: {e}"))?;
+        Ok(Target {
+            shop: stack.shop_addr.to_string(),
+            psp: stack.psp_addr.clone(),
+            stack: Some(stack),
+            replicas: Vec::new(),
+            design: spec.label(),
+            catalog: Some(catalog),
+            hold_ms,
+            kills: None,
+            psp_tasks: Vec::new(),
+        })
+    }
+
+    /// Stops what the load started.
+    async fn stop(self) {
+        if let Some(stack) = self.stack {
+            stack.shutdown().await;
+        }
+        if let Some(kills) = self.kills {
+            kills.shop.kill();
+        }
+        for task in self.psp_tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The load generator's configuration from the options and the target.
+fn load_config(
+    args: &LoadArgs,
+    target: &Target,
+    model: Model,
+    shape: Shape,
+    dir: &Path,
+) -> Result<LoadConfig, String> {
+    let mut config = LoadConfig::new(&target.shop, &target.psp, dir.to_path_buf());
+    config.replicas = target.replicas.clone();
+    config.admin_token = args.admin_token.clone();
+    config.model = model;
+    config.shape = shape;
+    config.duration = args.duration;
+    config.drain = args.drain;
+    config.settle = args.settle;
+    config.mix = args.mix;
+    config.follow = args.follow;
+    config.design = target.design.clone();
+    config.seed = args.seed;
+    config.kills = target.kills.clone();
+    config.run_id = run_id(args);
+    config.share = args
+        .shard
+        .map(|s| stampede_loadgen::schedule::Share::new(s.index, s.count))
+        .transpose()?;
+    config.start_at_unix_ms = args.start_at;
+    config.thresholds = args.thresholds.clone();
+    config.catalog = target.catalog.clone();
+    config.terms = terms(args, target.hold_ms);
+    config.skip = args
+        .skip
+        .iter()
+        .fold(stampede_core::OptOuts::none(), |o, i| {
+            o.skip(*i, "skipped by --skip")
+        });
+    if let Some(path) = &args.probe {
+        if !path.starts_with('/') {
+            return Err(format!("--probe {path:?}: the path must start with /"));
+        }
+        config.probe = Some(path.clone());
+    }
+    if !args.json {
+        println!(
+            "load against http://{} (psp http://{}) for {:?}; writing to {}",
+            target.shop,
+            target.psp,
+            args.duration,
+            dir.display()
+        );
+    }
+    Ok(config)
 }
 
 /// The prefix of a run's keys and customer ids, unique per run against one

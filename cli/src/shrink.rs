@@ -18,6 +18,10 @@ use stampede_sim::{Intent, Plan};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Rounds of every reduction `shrink` makes at most (a round that changes
+/// nothing ends it sooner).
+const SHRINK_ROUNDS_MAX: usize = 4;
+
 /// What `shrink` was asked to do.
 #[derive(clap::Args)]
 pub struct ShrinkArgs {
@@ -94,6 +98,26 @@ struct Shrinker<'a> {
 }
 
 impl Shrinker<'_> {
+    /// Rounds of every reduction until a round changes nothing, at most
+    /// [`SHRINK_ROUNDS_MAX`], or the run budget is spent.
+    fn minimise(&mut self, plan: &mut Plan) {
+        for _round in 0..SHRINK_ROUNDS_MAX {
+            let was = plan.clone();
+            self.bar.set_message(format!("faults: {}", size(plan)));
+            self.ddmin(plan, |p| &p.faults, |p, v| p.faults = v);
+            self.bar.set_message(format!("shoppers: {}", size(plan)));
+            self.ddmin(plan, |p| &p.shoppers, |p, v| p.shoppers = v);
+            self.bar
+                .set_message(format!("fault lengths: {}", size(plan)));
+            self.shorten_faults(plan);
+            self.bar.set_message(format!("behaviours: {}", size(plan)));
+            self.simplify(plan);
+            if *plan == was || self.runs >= self.max_runs {
+                break;
+            }
+        }
+    }
+
     fn fails(&self, plan: &Plan) -> bool {
         stampede_sim::run(plan).is_ok_and(|r| r.violated().contains(&self.target))
     }
@@ -262,33 +286,8 @@ fn each_shopper(
 pub fn shrink(args: &ShrinkArgs) -> Result<u8, String> {
     let (scenario, spec, mut plan) = args.target.plan()?;
     let started = std::time::Instant::now();
-    let first = run::run_plan(&plan, false)?.result;
-    let violated = first.violated();
-    let target = match &args.invariant {
-        Some(name) => {
-            let invariant = Invariant::parse(name).ok_or_else(|| {
-                let names: Vec<&str> = Invariant::ALL.iter().map(|i| i.name()).collect();
-                format!("--invariant {name:?} is not one of {}", names.join(", "))
-            })?;
-            if !violated.contains(&invariant) {
-                return Err(format!(
-                    "seed {} does not violate {name} on design {}; it violates: {}",
-                    args.target.seed,
-                    spec.label(),
-                    names_of(&violated)
-                ));
-            }
-            invariant
-        }
-        None => *violated.first().ok_or_else(|| {
-            format!(
-                "seed {} holds every invariant on design {}: nothing to shrink",
-                args.target.seed,
-                spec.label()
-            )
-        })?,
-    };
-    let before = size(&plan);
+    let violated = run::run_plan(&plan, false)?.result.violated();
+    let target = target_of(args, &spec, &violated)?;
     println!(
         "shrinking {} seed {} on {}: violates {}; keeping {} failing",
         scenario.name,
@@ -297,7 +296,7 @@ pub fn shrink(args: &ShrinkArgs) -> Result<u8, String> {
         names_of(&violated),
         target.name()
     );
-    println!("  from {before}");
+    println!("  from {}", size(&plan));
     let bar = ProgressBar::new(u64::from(args.max_runs));
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} {pos} runs  {msg}")
@@ -311,20 +310,7 @@ pub fn shrink(args: &ShrinkArgs) -> Result<u8, String> {
         max_runs: args.max_runs,
         bar: &bar,
     };
-    for _round in 0..4 {
-        let was = plan.clone();
-        bar.set_message(format!("faults: {}", size(&plan)));
-        s.ddmin(&mut plan, |p| &p.faults, |p, v| p.faults = v);
-        bar.set_message(format!("shoppers: {}", size(&plan)));
-        s.ddmin(&mut plan, |p| &p.shoppers, |p, v| p.shoppers = v);
-        bar.set_message(format!("fault lengths: {}", size(&plan)));
-        s.shorten_faults(&mut plan);
-        bar.set_message(format!("behaviours: {}", size(&plan)));
-        s.simplify(&mut plan);
-        if plan == was || s.runs >= s.max_runs {
-            break;
-        }
-    }
+    s.minimise(&mut plan);
     bar.finish_and_clear();
     // The scenario's count says what the plan holds now.
     plan.scenario.shoppers.count = plan.shoppers.len().max(1) as u32;
@@ -334,12 +320,7 @@ pub fn shrink(args: &ShrinkArgs) -> Result<u8, String> {
             scenario.name, args.target.seed
         ))
     });
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-    }
-    let json = serde_json::to_vec_pretty(&plan).map_err(|e| e.to_string())?;
-    std::fs::write(&path, json).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    write_plan(&path, &plan)?;
     // The written plan is what replay will run: check it once more, whole.
     let still = run::run_plan(&plan, false)?.result;
     let holds = still.violated().contains(&target);
@@ -354,19 +335,59 @@ pub fn shrink(args: &ShrinkArgs) -> Result<u8, String> {
             ""
         }
     );
+    let verdict = if holds {
+        "still violates"
+    } else {
+        "NO LONGER violates"
+    };
+    let trace = &still.trace_hash;
     println!(
-        "  the shrunk plan {} {} (trace {})",
-        if holds {
-            "still violates"
-        } else {
-            "NO LONGER violates"
-        },
-        target.name(),
-        still.trace_hash
+        "  the shrunk plan {verdict} {} (trace {trace})",
+        target.name()
     );
     println!("  wrote {}", path.display());
     println!("  replay: stampede replay {}", path.display());
     Ok(if holds { 0 } else { 1 })
+}
+
+/// The invariant to keep failing: the one asked for (which the seed must
+/// violate), or the first the seed violates.
+fn target_of(
+    args: &ShrinkArgs,
+    spec: &run::DesignSpec,
+    violated: &[Invariant],
+) -> Result<Invariant, String> {
+    let Some(name) = &args.invariant else {
+        return violated.first().copied().ok_or_else(|| {
+            format!(
+                "seed {} holds every invariant on design {}: nothing to shrink",
+                args.target.seed,
+                spec.label()
+            )
+        });
+    };
+    let invariant = Invariant::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = Invariant::ALL.iter().map(|i| i.name()).collect();
+        format!("--invariant {name:?} is not one of {}", names.join(", "))
+    })?;
+    if !violated.contains(&invariant) {
+        return Err(format!(
+            "seed {} does not violate {name} on design {}; it violates: {}",
+            args.target.seed,
+            spec.label(),
+            names_of(violated)
+        ));
+    }
+    Ok(invariant)
+}
+
+fn write_plan(path: &Path, plan: &Plan) -> Result<(), String> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    let json = serde_json::to_vec_pretty(plan).map_err(|e| e.to_string())?;
+    std::fs::write(path, json).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 fn names_of(invariants: &[Invariant]) -> String {

@@ -32,6 +32,7 @@
 mod charts;
 mod compare;
 mod conform;
+mod designs;
 mod format;
 mod html;
 mod json;
@@ -51,6 +52,7 @@ pub use compare::{
     CompareSummary, DesignColumn, render_compare_summary_markdown, render_compare_summary_text,
 };
 pub use conform::{Check, Conformance, render_conform_markdown, render_conform_text};
+pub use designs::{SwitchRow, render_designs};
 pub use html::{render_compare_html, render_html};
 pub use json::{ReportError, parse_json, render_json};
 pub use markdown::{render_compare_markdown, render_markdown};

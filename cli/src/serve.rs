@@ -1,0 +1,234 @@
+//! `stampede serve`, `stampede psp` and `stampede designs`: the shop and the
+//! fake PSP served for real, and the list of designs they can be built with.
+
+use crate::{admission, load, run, unix_now_ms};
+use clap::Args;
+use stampede_server::psp::{self, Psp, PspConfig, WebhookTarget};
+use stampede_server::store::sqlite::{SqliteOptions, SyncLevel};
+use stampede_server::{Clock, Connector, PRESETS, PspMode, SWITCHES, Sabotage, StackConfig};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// `stampede serve`'s options.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Design preset: reference, seed-repo or textbook-naive (see `stampede designs`).
+    #[arg(long, default_value = "reference")]
+    pub design: String,
+    /// Override one switch, e.g. --set inventory=read-then-write (repeatable).
+    #[arg(long = "set", value_name = "SWITCH=VALUE")]
+    pub set: Vec<String>,
+    /// `embedded` to run the fake PSP in-process, or the host:port of one started with `stampede psp`.
+    #[arg(long, default_value = "embedded")]
+    pub psp: String,
+    /// Job worker tasks.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub workers: u32,
+    /// Seed for the PSP's webhook faults and the workers' jitter.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Reservation time-to-live in seconds.
+    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub reservation_ttl_secs: u64,
+    /// Bearer token for /admin/restock and /admin/audit.
+    #[arg(long, default_value = "stampede-admin")]
+    pub admin_token: String,
+    /// Where the shop keeps its state: sqlite:PATH (durable: every acknowledged change
+    /// survives a crash; an existing file is resumed), sqlite (= sqlite:stampede-data/shop.db),
+    /// postgres://user:password@host:port/database (durable and shared: start several
+    /// replicas on one database; an empty database gets Stampede's tables, an existing
+    /// Stampede database is joined) or memory (fastest; lost when the process ends).
+    #[arg(long, default_value = "sqlite", value_parser = stampede_server::StoreChoice::parse)]
+    pub store: stampede_server::StoreChoice,
+    /// SQLite sync level: full (a reply waits until its commit is on disk: survives power
+    /// loss) or normal (survives a crash of the process, not of the machine).
+    #[arg(long, default_value = "full", value_parser = parse_sync)]
+    pub sync: SyncLevel,
+    /// Most commands the SQLite store commits in one transaction (group commit); 1 commits,
+    /// and syncs, each command on its own.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub sqlite_batch: u32,
+    /// What is for sale when the store is new: demo (a small shop with a scarce sneaker drop)
+    /// or load (what `stampede load` starts: 500 units of the hot SKU, plenty of the rest).
+    /// A store that already exists keeps the catalog and stock it has.
+    #[arg(long, default_value = "demo", value_parser = ["demo", "load"])]
+    pub catalog: String,
+    #[command(flatten)]
+    pub admission: admission::AdmissionArgs,
+}
+
+/// `stampede psp`'s options.
+#[derive(Args)]
+pub struct PspArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub addr: SocketAddr,
+    /// host:port of the shop that receives webhooks at /v1/webhooks/psp.
+    #[arg(long)]
+    pub webhook: Option<String>,
+    /// Probability that an event is delivered more than once (0..=1).
+    #[arg(long, default_value_t = 0.0)]
+    pub duplicate_probability: f64,
+    /// Most extra copies of a duplicated event.
+    #[arg(long, default_value_t = 2)]
+    pub max_extra_copies: u32,
+    /// Largest random delivery delay in ms (delays reorder events).
+    #[arg(long, default_value_t = 50)]
+    pub delay_ms_max: u64,
+    /// Seed for the delivery faults.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// Reads `full` or `normal` (`--sync`).
+pub fn parse_sync(text: &str) -> Result<SyncLevel, String> {
+    SyncLevel::parse(text).ok_or_else(|| format!("{text:?}: write full or normal"))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+/// Serves the shop until Ctrl-C.
+pub fn serve(args: ServeArgs) -> Result<u8, String> {
+    let spec = run::DesignSpec::new(&args.design, &args.set)?;
+    let mut config = StackConfig::demo(args.addr, unix_now_ms());
+    config.server.design = spec.design;
+    config.server.admin_token = args.admin_token;
+    config.workers = args.workers;
+    config.seed = args.seed;
+    config.shop.reservation_ttl_ms = Some(args.reservation_ttl_secs * 1000);
+    args.admission.configure(&mut config);
+    if args.psp != "embedded" {
+        config.psp = PspMode::Remote(args.psp);
+    }
+    if args.catalog == "load" {
+        config.catalog = load::load_catalog();
+    }
+    config.store = match args.store {
+        stampede_server::StoreChoice::Sqlite(options) => {
+            stampede_server::StoreChoice::Sqlite(SqliteOptions {
+                sync: args.sync,
+                max_batch: args.sqlite_batch as usize,
+                ..options
+            })
+        }
+        memory => memory,
+    };
+    runtime()?.block_on(run_serve(config))?;
+    Ok(0)
+}
+
+/// Serves the fake PSP alone until Ctrl-C.
+pub fn psp(args: PspArgs) -> Result<u8, String> {
+    let config = PspConfig {
+        seed: args.seed,
+        webhook: args.webhook.map(|addr| WebhookTarget {
+            addr,
+            path: stampede_server::WEBHOOK_PATH.into(),
+        }),
+        duplicate_probability: args.duplicate_probability,
+        max_extra_copies: args.max_extra_copies,
+        delay_ms_max: args.delay_ms_max,
+        // Signed with the secret `stampede serve` checks, so a shop started with
+        // `--psp` pointing here accepts its webhooks.
+        secret: stampede_server::ServerConfig::default().webhook_secret,
+        ..PspConfig::default()
+    };
+    runtime()?.block_on(run_psp(args.addr, config))?;
+    Ok(0)
+}
+
+/// Prints the design list; a closed pipe (e.g. `| head`) just ends the output.
+pub fn designs() -> Result<u8, String> {
+    use std::io::Write;
+    let switches: Vec<stampede_reports::SwitchRow<'_>> = SWITCHES
+        .iter()
+        .map(|s| stampede_reports::SwitchRow {
+            name: s.name,
+            values: s.values,
+            mistake: s.mistake,
+        })
+        .collect();
+    let sabotage: Vec<(&str, &str)> = Sabotage::ALL
+        .iter()
+        .map(|s| (s.as_str(), s.breaks()))
+        .collect();
+    let text = stampede_reports::render_designs(PRESETS, &switches, &sabotage);
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("writing to stdout: {e}"))
+        }
+        _ => Ok(0),
+    }
+}
+
+async fn wait_for_ctrl_c() {
+    if let Err(error) = tokio::signal::ctrl_c().await {
+        eprintln!("cannot listen for Ctrl-C ({error}); stop with SIGTERM");
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn run_serve(config: StackConfig) -> Result<(), String> {
+    let store = config.store.clone();
+    let stack = stampede_server::start(config)
+        .await
+        .map_err(|e| format!("cannot start the shop: {e}"))?;
+    println!(
+        "shop listening on http://{}  (psp at http://{})",
+        stack.shop_addr, stack.psp_addr
+    );
+    match (&store, stack.opened) {
+        (stampede_server::StoreChoice::Sqlite(options), Some(opened)) => println!(
+            "state in {} (sqlite, sync={}): {}",
+            options.path.display(),
+            options.sync,
+            if opened.created {
+                "a new shop".to_string()
+            } else {
+                format!(
+                    "resumed {} orders ({} logged commands re-applied)",
+                    opened.orders, opened.replayed
+                )
+            }
+        ),
+        (stampede_server::StoreChoice::Postgres(options), Some(opened)) => println!(
+            "state in {} (postgres, shared with any other replica on it): {}",
+            options.redacted(),
+            if opened.created {
+                "a new shop".to_string()
+            } else {
+                format!(
+                    "joined a shop of {} orders ({} logged commands re-applied)",
+                    opened.orders, opened.replayed
+                )
+            }
+        ),
+        _ => println!("state in memory (lost when this process ends)"),
+    }
+    println!("try: curl -s http://{}/v1/products", stack.shop_addr);
+    wait_for_ctrl_c().await;
+    println!("shutting down");
+    stack.shutdown().await;
+    Ok(())
+}
+
+async fn run_psp(addr: SocketAddr, config: PspConfig) -> Result<(), String> {
+    let clock = Clock::tokio(unix_now_ms());
+    let psp = Psp::new(config, clock, Connector::tokio()).map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    println!(
+        "psp listening on http://{}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    let delivery = tokio::spawn(Arc::clone(&psp).run_delivery());
+    let served = stampede_server::serve_router(listener, psp::router(psp), wait_for_ctrl_c()).await;
+    delivery.abort();
+    served.map_err(|e| format!("psp stopped: {e}"))
+}
