@@ -168,7 +168,8 @@ fn drawable(chart: &Chart) -> Vec<Series> {
         .collect()
 }
 
-type PlotResult = Result<(), DrawingAreaErrorKind<std::io::Error>>;
+/// What drawing on an SVG area gives: nothing, or plotters' error.
+pub(crate) type PlotResult = Result<(), DrawingAreaErrorKind<std::io::Error>>;
 
 fn plot(
     root: &DrawingArea<SVGBackend<'_>, Shift>,

@@ -13,7 +13,7 @@ use crate::model::AuditVerdict;
 use crate::plot::{Chart, Series, XAxis, colour, percentile_x};
 use crate::story::Lead;
 use crate::{html, sections};
-use stampede_core::{ClientReply, EventKind, History, OrderId, OrderStatus};
+use stampede_core::{ClientReply, Event, EventKind, History, OrderId, OrderStatus, Transition};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -83,6 +83,126 @@ fn fault_length_ms(what: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The interval width for a run whose last event is at `end_ms`:
+/// [`SIM_INTERVAL_MS`], widened so that at most [`SIM_INTERVALS_MAX`]
+/// intervals (plus the end's own) cover the run.
+fn interval_ms_for(end_ms: u64) -> u64 {
+    SIM_INTERVAL_MS.max(end_ms.div_ceil(SIM_INTERVALS_MAX))
+}
+
+/// The history read once in time order: what the timeline, the faults and
+/// the confirmation times hold so far.
+struct Walk {
+    interval_ms: u64,
+    timeline: Vec<SimInterval>,
+    /// Intervals before this one already hold their orders per status.
+    filled: usize,
+    status: BTreeMap<OrderId, OrderStatus>,
+    /// Orders per status now (a status once seen stays, at zero).
+    counts: BTreeMap<String, u64>,
+    /// When each order was first acknowledged, ms.
+    acked: BTreeMap<OrderId, u64>,
+    confirmation_ms: Vec<u64>,
+    faults: Vec<FaultBand>,
+}
+
+impl Walk {
+    fn new(interval_ms: u64, slots: usize) -> Walk {
+        Walk {
+            interval_ms,
+            timeline: vec![SimInterval::default(); slots],
+            filled: 0,
+            status: BTreeMap::new(),
+            counts: BTreeMap::new(),
+            acked: BTreeMap::new(),
+            confirmation_ms: Vec::new(),
+            faults: Vec::new(),
+        }
+    }
+
+    /// Closes every interval before `slot` with the orders per status as they are now.
+    fn fill_until(&mut self, slot: usize) {
+        while self.filled < slot {
+            self.timeline[self.filled].orders_by_status = self.counts.clone();
+            self.filled += 1;
+        }
+    }
+
+    /// Counts `e`, no earlier than every event counted before it.
+    fn step(&mut self, e: &Event) {
+        let slot = (e.at.0 / self.interval_ms) as usize;
+        self.fill_until(slot);
+        match &e.kind {
+            EventKind::Request { .. } => self.timeline[slot].requests += 1,
+            EventKind::Response { reply, .. } => self.reply(slot, e.at.0, reply),
+            EventKind::Transition(t) => self.transition(e.at.0, t),
+            EventKind::Fault { what } => self.faults.push(FaultBand {
+                what: what.clone(),
+                from_ms: e.at.0,
+                until_ms: e.at.0.saturating_add(fault_length_ms(what)),
+            }),
+            _ => {}
+        }
+    }
+
+    /// A reply to a client: a refusal counts in its interval; an order is
+    /// created when first acknowledged.
+    fn reply(&mut self, slot: usize, at_ms: u64, reply: &ClientReply) {
+        match reply {
+            ClientReply::Refused { .. } | ClientReply::NoResponse { .. } => {
+                self.timeline[slot].refused += 1;
+            }
+            ClientReply::OrderAccepted { order, .. } => {
+                self.acked.entry(*order).or_insert(at_ms);
+                if !self.status.contains_key(order) {
+                    self.status.insert(*order, OrderStatus::Created);
+                    *self
+                        .counts
+                        .entry(OrderStatus::Created.as_str().to_string())
+                        .or_default() += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// An order moves from its status to `t.to`; a confirmation's time
+    /// counts from the order's acknowledgement.
+    fn transition(&mut self, at_ms: u64, t: &Transition) {
+        if let Some(old) = self.status.insert(t.order, t.to) {
+            let n = self.counts.entry(old.as_str().to_string()).or_default();
+            *n = n.saturating_sub(1);
+        }
+        *self.counts.entry(t.to.as_str().to_string()).or_default() += 1;
+        if t.to == OrderStatus::Confirmed
+            && let Some(&at) = self.acked.get(&t.order)
+        {
+            self.confirmation_ms.push(at_ms.saturating_sub(at));
+        }
+    }
+
+    /// The timeline with every interval closed, the faults, and the sorted confirmation times.
+    fn finish(mut self) -> (Vec<SimInterval>, Vec<FaultBand>, Vec<u64>) {
+        self.fill_until(self.timeline.len());
+        self.confirmation_ms.sort_unstable();
+        (self.timeline, self.faults, self.confirmation_ms)
+    }
+}
+
+/// The times and words of the first [`EVIDENCE_SHOWN_MAX`] events each lead cites.
+fn evidence_of(leads: &[Lead], events: &[Event]) -> Vec<Vec<(u64, String)>> {
+    leads
+        .iter()
+        .map(|l| {
+            l.evidence
+                .iter()
+                .filter_map(|&i| events.get(i).map(|e| (e.at.0, crate::story::say(&e.kind))))
+                .take(EVIDENCE_SHOWN_MAX)
+                .collect()
+        })
+        .collect()
+}
+
 impl SimReport {
     /// The report of a run whose history is `history`; the rest as the run's summary has it.
     pub fn new(
@@ -96,84 +216,23 @@ impl SimReport {
     ) -> SimReport {
         let events = history.events();
         let end = events.iter().map(|e| e.at.0).max().unwrap_or(0);
-        let interval_ms = SIM_INTERVAL_MS.max(end.div_ceil(SIM_INTERVALS_MAX));
-        let slots = (end / interval_ms + 1) as usize;
-        let mut timeline = vec![SimInterval::default(); slots];
+        let interval_ms = interval_ms_for(end);
+        let mut walk = Walk::new(interval_ms, (end / interval_ms + 1) as usize);
+        // In time order: a history may append some lines late (the PSP's ledger).
         let mut order: Vec<usize> = (0..events.len()).collect();
         order.sort_by_key(|&i| (events[i].at, i));
-        let mut status: BTreeMap<OrderId, OrderStatus> = BTreeMap::new();
-        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-        let mut acked: BTreeMap<OrderId, u64> = BTreeMap::new();
-        let mut confirmation_ms = Vec::new();
-        let mut faults = Vec::new();
-        let mut filled = 0;
         for i in order {
-            let e = &events[i];
-            let slot = (e.at.0 / interval_ms) as usize;
-            while filled < slot {
-                timeline[filled].orders_by_status = counts.clone();
-                filled += 1;
-            }
-            match &e.kind {
-                EventKind::Request { .. } => timeline[slot].requests += 1,
-                EventKind::Response { reply, .. } => match reply {
-                    ClientReply::Refused { .. } | ClientReply::NoResponse { .. } => {
-                        timeline[slot].refused += 1;
-                    }
-                    ClientReply::OrderAccepted { order, .. } => {
-                        acked.entry(*order).or_insert(e.at.0);
-                        if !status.contains_key(order) {
-                            status.insert(*order, OrderStatus::Created);
-                            *counts
-                                .entry(OrderStatus::Created.as_str().to_string())
-                                .or_default() += 1;
-                        }
-                    }
-                    _ => {}
-                },
-                EventKind::Transition(t) => {
-                    if let Some(old) = status.insert(t.order, t.to) {
-                        let n = counts.entry(old.as_str().to_string()).or_default();
-                        *n = n.saturating_sub(1);
-                    }
-                    *counts.entry(t.to.as_str().to_string()).or_default() += 1;
-                    if t.to == OrderStatus::Confirmed
-                        && let Some(&at) = acked.get(&t.order)
-                    {
-                        confirmation_ms.push(e.at.0.saturating_sub(at));
-                    }
-                }
-                EventKind::Fault { what } => faults.push(FaultBand {
-                    what: what.clone(),
-                    from_ms: e.at.0,
-                    until_ms: e.at.0.saturating_add(fault_length_ms(what)),
-                }),
-                _ => {}
-            }
+            walk.step(&events[i]);
         }
-        while filled < slots {
-            timeline[filled].orders_by_status = counts.clone();
-            filled += 1;
-        }
-        confirmation_ms.sort_unstable();
-        let evidence = leads
-            .iter()
-            .map(|l| {
-                l.evidence
-                    .iter()
-                    .filter_map(|&i| events.get(i).map(|e| (e.at.0, crate::story::say(&e.kind))))
-                    .take(EVIDENCE_SHOWN_MAX)
-                    .collect()
-            })
-            .collect();
+        let (timeline, faults, confirmation_ms) = walk.finish();
         SimReport {
             title,
             passed,
             facts,
             repro,
             verdicts,
+            evidence: evidence_of(&leads, events),
             leads,
-            evidence,
             interval_ms,
             timeline,
             faults,
@@ -300,6 +359,17 @@ pub fn render_sim_html(r: &SimReport) -> String {
         &r.title,
         if r.passed { "PASS" } else { "FAIL" },
     ));
+    write_facts(&mut body, r);
+    body.push_str("<h2>Verdicts</h2>\n");
+    body.push_str(&sections::verdicts(&r.verdicts, false).to_html("verdicts"));
+    write_first_violations(&mut body, r);
+    write_faults(&mut body, r);
+    write_charts(&mut body, r);
+    html::page(&r.title, &body)
+}
+
+/// The run's facts and the command that reproduces it, as a table.
+fn write_facts(body: &mut String, r: &SimReport) {
     body.push_str("<h2>Run</h2>\n<table class=\"summary\">\n");
     for (label, value) in &r.facts {
         let _ = writeln!(
@@ -314,46 +384,59 @@ pub fn render_sim_html(r: &SimReport) -> String {
         "<tr><th>reproduce</th><td><code>{}</code></td></tr>\n</table>",
         escape_html(&r.repro)
     );
-    body.push_str("<h2>Verdicts</h2>\n");
-    body.push_str(&sections::verdicts(&r.verdicts, false).to_html("verdicts"));
-    if !r.leads.is_empty() {
-        body.push_str("<h2>First violations</h2>\n");
-        for (lead, evidence) in r.leads.iter().zip(&r.evidence) {
+}
+
+/// Each violated invariant's first violation, its evidence in simulated
+/// time, and the command that tells its whole story; nothing when all held.
+fn write_first_violations(body: &mut String, r: &SimReport) {
+    if r.leads.is_empty() {
+        return;
+    }
+    body.push_str("<h2>First violations</h2>\n");
+    for (lead, evidence) in r.leads.iter().zip(&r.evidence) {
+        let _ = writeln!(
+            body,
+            "<h3>{}: {}</h3>\n<p>{}</p>\n<ul>",
+            escape_html(&lead.invariant),
+            escape_html(&lead.subject.to_string()),
+            escape_html(&lead.detail)
+        );
+        for (at, what) in evidence {
             let _ = writeln!(
                 body,
-                "<h3>{}: {}</h3>\n<p>{}</p>\n<ul>",
-                escape_html(&lead.invariant),
-                escape_html(&lead.subject.to_string()),
-                escape_html(&lead.detail)
-            );
-            for (at, what) in evidence {
-                let _ = writeln!(
-                    body,
-                    "<li><code>{}</code> {}</li>",
-                    seconds(*at),
-                    escape_html(what)
-                );
-            }
-            let _ = writeln!(
-                body,
-                "</ul>\n<p class=\"muted\">The whole story: <code>stampede explain &lt;this folder&gt; --invariant {}</code></p>",
-                escape_html(&lead.invariant)
+                "<li><code>{}</code> {}</li>",
+                seconds(*at),
+                escape_html(what)
             );
         }
+        let _ = writeln!(
+            body,
+            "</ul>\n<p class=\"muted\">The whole story: <code>stampede explain &lt;this folder&gt; --invariant {}</code></p>",
+            escape_html(&lead.invariant)
+        );
     }
-    if !r.faults.is_empty() {
-        body.push_str("<h2>Faults</h2>\n<table>\n<thead><tr><th>from</th><th>until</th><th>fault</th></tr></thead>\n");
-        for f in &r.faults {
-            let _ = writeln!(
-                body,
-                "<tr><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
-                seconds(f.from_ms),
-                seconds(f.until_ms),
-                escape_html(&f.what)
-            );
-        }
-        body.push_str("</table>\n");
+}
+
+/// The faults as a table of when each lasted; nothing in a run without faults.
+fn write_faults(body: &mut String, r: &SimReport) {
+    if r.faults.is_empty() {
+        return;
     }
+    body.push_str("<h2>Faults</h2>\n<table>\n<thead><tr><th>from</th><th>until</th><th>fault</th></tr></thead>\n");
+    for f in &r.faults {
+        let _ = writeln!(
+            body,
+            "<tr><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            seconds(f.from_ms),
+            seconds(f.until_ms),
+            escape_html(&f.what)
+        );
+    }
+    body.push_str("</table>\n");
+}
+
+/// The three charts over simulated time, faults shaded.
+fn write_charts(body: &mut String, r: &SimReport) {
     body.push_str("<h2>Over simulated time</h2>\n<p class=\"muted\">Shaded: faults.</p>\n<div class=\"charts\">\n");
     body.push_str(&html::figure(
         "Orders by status",
@@ -371,7 +454,6 @@ pub fn render_sim_html(r: &SimReport) -> String {
         "no order was confirmed",
     ));
     body.push_str("</div>\n");
-    html::page(&r.title, &body)
 }
 
 #[cfg(test)]

@@ -13,7 +13,8 @@
 //! Bounded: at most [`STORY_THREADS_MAX`] orders and keys and
 //! [`STORY_BEATS_MAX`] events (the story says how many it left out).
 
-use crate::plot;
+use crate::plot::{self, PlotResult};
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde::{Deserialize, Serialize};
@@ -130,17 +131,42 @@ fn op_touch(op: &ClientOp, t: &mut Touch) {
     }
 }
 
-/// The story `start` tells in `history`.
+/// The story `start` tells in `history`: pick the threads, follow them,
+/// gather the beats that touch them.
 pub fn story(history: &History, start: &Start) -> Story {
-    let events = history.events();
+    let answered = requests_by_id(history);
+    let (subject, violation, evidence) = heading(start);
+    let mut threads = Threads::starting(start, history, &answered);
+    threads.follow(history, &answered);
+    let evidence: BTreeSet<usize> = evidence.into_iter().collect();
+    let (lanes, mut beats, omitted) = gather_beats(history, &answered, &threads, &evidence);
+    // In time order: a history may append some lines late (the PSP's ledger).
+    beats.sort_by_key(|b| (b.at_ms, b.index));
+    Story {
+        subject,
+        violation,
+        threads: threads.names(),
+        lanes,
+        beats,
+        omitted,
+    }
+}
+
+/// The history index of each client request, by request number (the first
+/// request of a number, should one repeat): what a response answers.
+fn requests_by_id(history: &History) -> BTreeMap<u64, usize> {
     let mut answered: BTreeMap<u64, usize> = BTreeMap::new();
-    for (i, e) in events.iter().enumerate() {
+    for (i, e) in history.events().iter().enumerate() {
         if let EventKind::Request { req, .. } = &e.kind {
             answered.entry(*req).or_insert(i);
         }
     }
-    let (mut orders, mut keys) = (BTreeSet::new(), BTreeSet::new());
-    let (subject, violation, evidence) = match start {
+    answered
+}
+
+/// What the story is of, the violation it tells (if any), and its evidence.
+fn heading(start: &Start) -> (String, Option<String>, Vec<usize>) {
+    match start {
         Start::Order(o) => (format!("order {o}"), None, Vec::new()),
         Start::Key(k) => (format!("key {k}"), None, Vec::new()),
         Start::Lead(lead) => (
@@ -148,78 +174,123 @@ pub fn story(history: &History, start: &Start) -> Story {
             Some(format!("{}: {}", lead.invariant, lead.detail)),
             lead.evidence.clone(),
         ),
-    };
-    match start {
-        Start::Order(o) => {
-            orders.insert(*o);
-        }
-        Start::Key(k) => {
-            keys.insert(k.clone());
-        }
-        Start::Lead(lead) => {
-            match &lead.subject {
-                Subject::Order(o) => {
-                    orders.insert(*o);
-                }
-                Subject::Key(k) => {
-                    keys.insert(k.clone());
-                }
-                Subject::Sku(_) => {}
+    }
+}
+
+/// The orders and keys a story follows.
+struct Threads {
+    orders: BTreeSet<OrderId>,
+    keys: BTreeSet<IdempotencyKey>,
+}
+
+impl Threads {
+    /// The start's own order or key and, from a lead, whatever its evidence
+    /// touches (all of it: the bound applies to what following adds).
+    fn starting(start: &Start, history: &History, answered: &BTreeMap<u64, usize>) -> Threads {
+        let mut threads = Threads {
+            orders: BTreeSet::new(),
+            keys: BTreeSet::new(),
+        };
+        match start {
+            Start::Order(o) => {
+                threads.orders.insert(*o);
             }
-            for &i in &lead.evidence {
-                if let Some(e) = events.get(i) {
-                    let t = touches(&e.kind, &answered, history);
-                    orders.extend(t.orders);
-                    keys.extend(t.keys);
+            Start::Key(k) => {
+                threads.keys.insert(k.clone());
+            }
+            Start::Lead(lead) => {
+                match &lead.subject {
+                    Subject::Order(o) => {
+                        threads.orders.insert(*o);
+                    }
+                    Subject::Key(k) => {
+                        threads.keys.insert(k.clone());
+                    }
+                    Subject::Sku(_) => {}
                 }
+                for &i in &lead.evidence {
+                    if let Some(e) = history.events().get(i) {
+                        let t = touches(&e.kind, answered, history);
+                        threads.orders.extend(t.orders);
+                        threads.keys.extend(t.keys);
+                    }
+                }
+            }
+        }
+        threads
+    }
+
+    fn len(&self) -> usize {
+        self.orders.len() + self.keys.len()
+    }
+
+    /// Whether `t` touches an order or key followed.
+    fn touched_by(&self, t: &Touch) -> bool {
+        t.orders.iter().any(|o| self.orders.contains(o))
+            || t.keys.iter().any(|k| self.keys.contains(k))
+    }
+
+    /// Follows keys to their orders and orders to their keys through the
+    /// client's requests and responses, until nothing new: each round adds a
+    /// thread or ends, so there are at most [`STORY_THREADS_MAX`] rounds.
+    fn follow(&mut self, history: &History, answered: &BTreeMap<u64, usize>) {
+        for _ in 0..STORY_THREADS_MAX {
+            let before = self.len();
+            for e in history.events() {
+                if !matches!(
+                    &e.kind,
+                    EventKind::Response { .. } | EventKind::Request { .. }
+                ) {
+                    continue;
+                }
+                let t = touches(&e.kind, answered, history);
+                if self.touched_by(&t) {
+                    self.add_bounded(t);
+                }
+            }
+            if self.len() == before {
+                break;
             }
         }
     }
-    // Follow keys to their orders and orders to their keys, until nothing new: each round
-    // adds a thread or ends, so there are at most STORY_THREADS_MAX rounds.
-    for _ in 0..STORY_THREADS_MAX {
-        let before = orders.len() + keys.len();
-        for e in events {
-            if !matches!(
-                &e.kind,
-                EventKind::Response { .. } | EventKind::Request { .. }
-            ) {
-                continue;
+
+    /// Adds `t`'s keys, then its orders, while fewer than
+    /// [`STORY_THREADS_MAX`] are followed.
+    fn add_bounded(&mut self, t: Touch) {
+        for k in t.keys {
+            if self.len() >= STORY_THREADS_MAX {
+                return;
             }
-            let t = touches(&e.kind, &answered, history);
-            let linked = t.orders.iter().any(|o| orders.contains(o))
-                || t.keys.iter().any(|k| keys.contains(k));
-            if !linked {
-                continue;
-            }
-            let found = t
-                .keys
-                .into_iter()
-                .map(Ok)
-                .chain(t.orders.into_iter().map(Err));
-            for thread in found {
-                if orders.len() + keys.len() >= STORY_THREADS_MAX {
-                    break;
-                }
-                match thread {
-                    Ok(k) => keys.insert(k),
-                    Err(o) => orders.insert(o),
-                };
-            }
+            self.keys.insert(k);
         }
-        if orders.len() + keys.len() == before {
-            break;
+        for o in t.orders {
+            if self.len() >= STORY_THREADS_MAX {
+                return;
+            }
+            self.orders.insert(o);
         }
     }
-    let evidence: BTreeSet<usize> = evidence.into_iter().collect();
-    let mut lanes: Vec<String> = Vec::new();
-    let mut lane_of = |name: String| match lanes.iter().position(|l| *l == name) {
-        Some(i) => i,
-        None => {
-            lanes.push(name);
-            lanes.len() - 1
-        }
-    };
+
+    /// Keys first, then orders, each in order.
+    fn names(&self) -> Vec<String> {
+        self.keys
+            .iter()
+            .map(|k| format!("key {k}"))
+            .chain(self.orders.iter().map(|o| format!("order {o}")))
+            .collect()
+    }
+}
+
+/// The lanes, in order of first appearance, and the first
+/// [`STORY_BEATS_MAX`] events (in history order) that touch a thread, are
+/// evidence or are faults; and how many more there were.
+fn gather_beats(
+    history: &History,
+    answered: &BTreeMap<u64, usize>,
+    threads: &Threads,
+    evidence: &BTreeSet<usize>,
+) -> (Vec<String>, Vec<Beat>, usize) {
+    let events = history.events();
     let client_of_key: BTreeMap<&IdempotencyKey, u64> = events
         .iter()
         .filter_map(|e| match &e.kind {
@@ -227,65 +298,69 @@ pub fn story(history: &History, start: &Start) -> Story {
             _ => None,
         })
         .collect();
+    let mut lanes: Vec<String> = Vec::new();
     let mut beats = Vec::new();
     let mut omitted = 0;
     for (i, e) in events.iter().enumerate() {
-        let t = touches(&e.kind, &answered, history);
+        let t = touches(&e.kind, answered, history);
         let fault = matches!(e.kind, EventKind::Fault { .. });
-        let ours = fault
-            || evidence.contains(&i)
-            || t.orders.iter().any(|o| orders.contains(o))
-            || t.keys.iter().any(|k| keys.contains(k));
-        if !ours {
+        if !(fault || evidence.contains(&i) || threads.touched_by(&t)) {
             continue;
         }
         if beats.len() >= STORY_BEATS_MAX {
             omitted += 1;
             continue;
         }
-        let shopper = |t: &Touch| {
-            let client = t.keys.iter().find_map(|k| client_of_key.get(k));
-            client.map_or("shoppers".to_string(), |c| format!("shopper {c}"))
-        };
-        let lane = match &e.kind {
-            EventKind::Observed { client, .. } | EventKind::Wants { client, .. } => {
-                format!("shopper {client}")
-            }
-            EventKind::Request { .. } | EventKind::Response { .. } => shopper(&t),
-            EventKind::Transition(tr) => match tr.cause {
-                Cause::Worker { .. } => "worker".into(),
-                Cause::Webhook { .. } => "webhook".into(),
-                Cause::Reconciler => "reconciler".into(),
-                Cause::Sweeper => "sweeper".into(),
-                Cause::Customer => "api".into(),
-            },
-            EventKind::Job { .. } => "worker".into(),
-            EventKind::Ledger(_) => "psp".into(),
-            EventKind::Fault { .. } => "faults".into(),
-            _ => "shop".into(),
-        };
+        let lane = lane_name(&e.kind, &t, &client_of_key);
         beats.push(Beat {
             index: i,
             at_ms: e.at.0,
-            lane: lane_of(lane),
+            lane: lane_index(&mut lanes, lane),
             text: say(&e.kind),
             evidence: evidence.contains(&i),
         });
     }
-    // In time order: a history may append some lines late (the PSP's ledger).
-    beats.sort_by_key(|b| (b.at_ms, b.index));
-    let threads = keys
-        .iter()
-        .map(|k| format!("key {k}"))
-        .chain(orders.iter().map(|o| format!("order {o}")))
-        .collect();
-    Story {
-        subject,
-        violation,
-        threads,
-        lanes,
-        beats,
-        omitted,
+    (lanes, beats, omitted)
+}
+
+/// Whose lane an event is in: the shopper's (by the key they planned with,
+/// `shoppers` when unknown), or whoever made a transition, ran a job, moved
+/// money or broke something.
+fn lane_name(
+    kind: &EventKind,
+    t: &Touch,
+    client_of_key: &BTreeMap<&IdempotencyKey, u64>,
+) -> String {
+    match kind {
+        EventKind::Observed { client, .. } | EventKind::Wants { client, .. } => {
+            format!("shopper {client}")
+        }
+        EventKind::Request { .. } | EventKind::Response { .. } => {
+            let client = t.keys.iter().find_map(|k| client_of_key.get(k));
+            client.map_or("shoppers".to_string(), |c| format!("shopper {c}"))
+        }
+        EventKind::Transition(tr) => match tr.cause {
+            Cause::Worker { .. } => "worker".into(),
+            Cause::Webhook { .. } => "webhook".into(),
+            Cause::Reconciler => "reconciler".into(),
+            Cause::Sweeper => "sweeper".into(),
+            Cause::Customer => "api".into(),
+        },
+        EventKind::Job { .. } => "worker".into(),
+        EventKind::Ledger(_) => "psp".into(),
+        EventKind::Fault { .. } => "faults".into(),
+        _ => "shop".into(),
+    }
+}
+
+/// The index of lane `name`, added at the end when new.
+fn lane_index(lanes: &mut Vec<String>, name: String) -> usize {
+    match lanes.iter().position(|l| *l == name) {
+        Some(i) => i,
+        None => {
+            lanes.push(name);
+            lanes.len() - 1
+        }
     }
 }
 
@@ -398,8 +473,15 @@ const LANE_PX: u32 = 44;
 const STEP_PX_MIN: u32 = 22;
 const TIMELINE_PX: u32 = 1100;
 const LABEL_PX: u32 = 130;
+/// Where the lanes start, px from the top: below the title and the violation.
+const LANES_TOP_PX: i32 = 56;
+/// Height of one row of the beat list beneath the lanes, px.
+const LIST_ROW_PX: u32 = 18;
 /// A pause between two beats longer than this is marked on the timeline, ms.
 const GAP_MARKED_MS: u64 = 500;
+
+/// The SVG area a story is drawn on.
+type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 
 /// The story as a standalone SVG: one lane per actor and one step per beat,
 /// left to right in history order (pauses over half a second marked with
@@ -407,129 +489,199 @@ const GAP_MARKED_MS: u64 = 500;
 /// evidence, with a band across every lane when it is a fault — and the
 /// numbered beats listed beneath with their times.
 pub fn render_story_svg(s: &Story) -> Result<String, String> {
-    let lanes = s.lanes.len().max(1) as u32;
-    let steps = s.beats.len().max(1) as u32;
-    let step = (TIMELINE_PX / steps).max(STEP_PX_MIN);
-    let list_px = 18 * (s.beats.len() as u32 + 3);
-    let top = 56;
-    let height = top as u32 + LANE_PX * lanes + 30 + list_px;
-    let width = (LABEL_PX + step * steps + 30).max(900);
+    let at = Layout::of(s);
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
-        let fail = |e: DrawingAreaErrorKind<std::io::Error>| e.to_string();
-        root.fill(&WHITE).map_err(fail)?;
-        let font = ("sans-serif", 13).into_font().color(&BLACK);
-        let mono = |c: &RGBColor| ("monospace", 12).into_font().color(c);
-        let title = format!("The story of {}", s.subject);
-        root.draw(&Text::new(
-            title,
-            (10, 8),
-            ("sans-serif", 15).into_font().style(FontStyle::Bold),
-        ))
-        .map_err(fail)?;
-        if let Some(v) = &s.violation {
-            let v: String = v.chars().take(160).collect();
-            root.draw(&Text::new(v, (10, 30), font.clone()))
-                .map_err(fail)?;
-        }
-        let x = |n: usize| LABEL_PX as i32 + (n as u32 * step + step / 2) as i32;
-        let bottom = top + (lanes * LANE_PX) as i32;
-        let right = LABEL_PX as i32 + (steps * step) as i32;
-        for (i, lane) in s.lanes.iter().enumerate() {
-            let y = top + (i as u32 * LANE_PX) as i32;
-            let shade = if i % 2 == 0 {
-                RGBColor(0xf4, 0xf6, 0xf8)
-            } else {
-                WHITE
-            };
-            root.draw(&Rectangle::new(
-                [(LABEL_PX as i32, y), (right, y + LANE_PX as i32)],
-                shade.filled(),
-            ))
-            .map_err(fail)?;
-            let at = (8, y + LANE_PX as i32 / 2);
-            root.draw(&Text::new(
-                lane.clone(),
-                at,
-                font.clone().pos(Pos::new(HPos::Left, VPos::Center)),
-            ))
-            .map_err(fail)?;
-        }
-        let grey = RGBColor(0x99, 0x99, 0x99);
-        for (n, b) in s.beats.iter().enumerate() {
-            let cx = x(n);
-            let pause = n
-                .checked_sub(1)
-                .map_or(0, |p| b.at_ms.saturating_sub(s.beats[p].at_ms));
-            if pause > GAP_MARKED_MS {
-                let gx = cx - (step / 2) as i32;
-                root.draw(&PathElement::new(vec![(gx, top - 4), (gx, bottom)], grey))
-                    .map_err(fail)?;
-                let gap = format!("+{}", seconds(pause));
-                let label = ("sans-serif", 10)
-                    .into_font()
-                    .color(&grey)
-                    .pos(Pos::new(HPos::Center, VPos::Bottom));
-                root.draw(&Text::new(gap, (gx, top - 6), label))
-                    .map_err(fail)?;
-            }
-            let cy = top + (b.lane as u32 * LANE_PX) as i32 + LANE_PX as i32 / 2;
-            if s.lanes[b.lane] == "faults" {
-                root.draw(&Rectangle::new(
-                    [(cx - 3, top), (cx + 3, bottom)],
-                    plot::colour(1).mix(0.35).filled(),
-                ))
-                .map_err(fail)?;
-            }
-            let colour = if b.evidence {
-                plot::colour(3)
-            } else {
-                plot::colour(0)
-            };
-            root.draw(&Circle::new((cx, cy), 5, colour.filled()))
-                .map_err(fail)?;
-            let number = ("sans-serif", 10)
-                .into_font()
-                .color(&BLACK)
-                .pos(Pos::new(HPos::Center, VPos::Bottom));
-            root.draw(&Text::new((n + 1).to_string(), (cx, cy - 8), number))
-                .map_err(fail)?;
-        }
-        for (n, b) in s.beats.iter().enumerate() {
-            let y = bottom + 24 + 18 * n as i32;
-            let colour = if b.evidence { plot::colour(3) } else { BLACK };
-            let columns = [
-                (
-                    10,
-                    if b.evidence {
-                        "*".to_string()
-                    } else {
-                        String::new()
-                    },
-                ),
-                (24, (n + 1).to_string()),
-                (64, seconds(b.at_ms)),
-                (144, s.lanes[b.lane].clone()),
-                (264, b.text.clone()),
-            ];
-            for (cx, text) in columns {
-                root.draw(&Text::new(text, (cx, y), mono(&colour)))
-                    .map_err(fail)?;
-            }
-        }
-        if s.omitted > 0 {
-            let y = bottom + 24 + 18 * s.beats.len() as i32;
-            let more = format!(
-                "… and {} more events (at most {STORY_BEATS_MAX} are told)",
-                s.omitted
-            );
-            root.draw(&Text::new(more, (24, y), mono(&BLACK)))
-                .map_err(fail)?;
-        }
-        root.present().map_err(fail)?;
+        let root = SVGBackend::with_string(&mut svg, (at.width, at.height)).into_drawing_area();
+        draw_story(&root, s, &at).map_err(|e| e.to_string())?;
     }
     Ok(svg)
+}
+
+/// Where the parts of a story's SVG go, px.
+struct Layout {
+    /// Width of one step; one beat per step.
+    step: u32,
+    /// Steps drawn (at least one).
+    steps: u32,
+    /// Lanes drawn (at least one).
+    lanes: u32,
+    width: u32,
+    height: u32,
+}
+
+impl Layout {
+    fn of(s: &Story) -> Layout {
+        let lanes = s.lanes.len().max(1) as u32;
+        let steps = s.beats.len().max(1) as u32;
+        let step = (TIMELINE_PX / steps).max(STEP_PX_MIN);
+        let list_px = LIST_ROW_PX * (s.beats.len() as u32 + 3);
+        Layout {
+            step,
+            steps,
+            lanes,
+            width: (LABEL_PX + step * steps + 30).max(900),
+            height: LANES_TOP_PX as u32 + LANE_PX * lanes + 30 + list_px,
+        }
+    }
+
+    /// The middle of step `n`.
+    fn x(&self, n: usize) -> i32 {
+        LABEL_PX as i32 + (n as u32 * self.step + self.step / 2) as i32
+    }
+
+    /// The top of lane `lane`.
+    fn lane_y(lane: usize) -> i32 {
+        LANES_TOP_PX + (lane as u32 * LANE_PX) as i32
+    }
+
+    /// The bottom of the last lane.
+    fn bottom(&self) -> i32 {
+        LANES_TOP_PX + (self.lanes * LANE_PX) as i32
+    }
+
+    /// The right end of the last step.
+    fn right(&self) -> i32 {
+        LABEL_PX as i32 + (self.steps * self.step) as i32
+    }
+}
+
+/// Lanes first, beats over them (each pause marked before its beat), then the list beneath.
+fn draw_story(root: &Area<'_>, s: &Story, at: &Layout) -> PlotResult {
+    root.fill(&WHITE)?;
+    draw_heading(root, s)?;
+    draw_lanes(root, s, at)?;
+    for (n, b) in s.beats.iter().enumerate() {
+        let pause = n
+            .checked_sub(1)
+            .map_or(0, |p| b.at_ms.saturating_sub(s.beats[p].at_ms));
+        if pause > GAP_MARKED_MS {
+            draw_pause(root, at, n, pause)?;
+        }
+        draw_beat(root, s, at, n)?;
+    }
+    draw_list(root, s, at)?;
+    root.present()
+}
+
+/// Lane names and the violation's words.
+fn label_font() -> TextStyle<'static> {
+    ("sans-serif", 13).into_font().color(&BLACK)
+}
+
+/// The beat list's columns.
+fn mono(c: &RGBColor) -> TextStyle<'static> {
+    ("monospace", 12).into_font().color(c)
+}
+
+/// Small centred text just above a point: a pause's length, a beat's number.
+fn small_above(c: &RGBColor) -> TextStyle<'static> {
+    ("sans-serif", 10)
+        .into_font()
+        .color(c)
+        .pos(Pos::new(HPos::Center, VPos::Bottom))
+}
+
+/// The title and the violation told (its first 160 characters).
+fn draw_heading(root: &Area<'_>, s: &Story) -> PlotResult {
+    let title = format!("The story of {}", s.subject);
+    root.draw(&Text::new(
+        title,
+        (10, 8),
+        ("sans-serif", 15).into_font().style(FontStyle::Bold),
+    ))?;
+    if let Some(v) = &s.violation {
+        let v: String = v.chars().take(160).collect();
+        root.draw(&Text::new(v, (10, 30), label_font()))?;
+    }
+    Ok(())
+}
+
+/// Each lane as a band, shaded every other one, with its name on the left.
+fn draw_lanes(root: &Area<'_>, s: &Story, at: &Layout) -> PlotResult {
+    for (i, lane) in s.lanes.iter().enumerate() {
+        let y = Layout::lane_y(i);
+        let shade = if i % 2 == 0 {
+            RGBColor(0xf4, 0xf6, 0xf8)
+        } else {
+            WHITE
+        };
+        root.draw(&Rectangle::new(
+            [(LABEL_PX as i32, y), (at.right(), y + LANE_PX as i32)],
+            shade.filled(),
+        ))?;
+        root.draw(&Text::new(
+            lane.clone(),
+            (8, y + LANE_PX as i32 / 2),
+            label_font().pos(Pos::new(HPos::Left, VPos::Center)),
+        ))?;
+    }
+    Ok(())
+}
+
+/// A grey line before step `n`, across every lane, labelled with the pause's length.
+fn draw_pause(root: &Area<'_>, at: &Layout, n: usize, pause_ms: u64) -> PlotResult {
+    let grey = RGBColor(0x99, 0x99, 0x99);
+    let gx = at.x(n) - (at.step / 2) as i32;
+    root.draw(&PathElement::new(
+        vec![(gx, LANES_TOP_PX - 4), (gx, at.bottom())],
+        grey,
+    ))?;
+    let gap = format!("+{}", seconds(pause_ms));
+    root.draw(&Text::new(gap, (gx, LANES_TOP_PX - 6), small_above(&grey)))
+}
+
+/// Beat `n` as a numbered dot in its lane (red when it is evidence), a
+/// fault with a band across every lane.
+fn draw_beat(root: &Area<'_>, s: &Story, at: &Layout, n: usize) -> PlotResult {
+    let b = &s.beats[n];
+    let cx = at.x(n);
+    let cy = Layout::lane_y(b.lane) + LANE_PX as i32 / 2;
+    if s.lanes[b.lane] == "faults" {
+        root.draw(&Rectangle::new(
+            [(cx - 3, LANES_TOP_PX), (cx + 3, at.bottom())],
+            plot::colour(1).mix(0.35).filled(),
+        ))?;
+    }
+    let colour = if b.evidence {
+        plot::colour(3)
+    } else {
+        plot::colour(0)
+    };
+    root.draw(&Circle::new((cx, cy), 5, colour.filled()))?;
+    root.draw(&Text::new(
+        (n + 1).to_string(),
+        (cx, cy - 8),
+        small_above(&BLACK),
+    ))
+}
+
+/// The beats listed beneath the lanes, one row each (mark, number, time,
+/// lane, words; evidence in red), then how many were left out.
+fn draw_list(root: &Area<'_>, s: &Story, at: &Layout) -> PlotResult {
+    let row_y = |n: usize| at.bottom() + 24 + LIST_ROW_PX as i32 * n as i32;
+    for (n, b) in s.beats.iter().enumerate() {
+        let colour = if b.evidence { plot::colour(3) } else { BLACK };
+        let mark = if b.evidence { "*" } else { "" };
+        let columns = [
+            (10, mark.to_string()),
+            (24, (n + 1).to_string()),
+            (64, seconds(b.at_ms)),
+            (144, s.lanes[b.lane].clone()),
+            (264, b.text.clone()),
+        ];
+        for (cx, text) in columns {
+            root.draw(&Text::new(text, (cx, row_y(n)), mono(&colour)))?;
+        }
+    }
+    if s.omitted > 0 {
+        let more = format!(
+            "… and {} more events (at most {STORY_BEATS_MAX} are told)",
+            s.omitted
+        );
+        root.draw(&Text::new(more, (24, row_y(s.beats.len())), mono(&BLACK)))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
