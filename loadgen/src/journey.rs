@@ -409,6 +409,25 @@ fn builder(
     Ok(rb)
 }
 
+/// Sends the request of an events stream: its response, or why there is
+/// none, by `first_by` (the request timeout); `whole` is reqwest's limit on
+/// the whole exchange.
+async fn open_stream(
+    user: &GooseUser,
+    call: &Call<'_>,
+    whole: Duration,
+    first_by: tokio::time::Instant,
+) -> Result<reqwest::Response, String> {
+    match builder(user, call, whole) {
+        Ok(rb) => match tokio::time::timeout_at(first_by, rb.send()).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("no answer within the request timeout".to_string()),
+        },
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 async fn read(response: Result<GooseResponse, Box<TransactionError>>) -> Result<Answer, String> {
     let response = response.map_err(|e| e.to_string())?;
     let response = response.response.map_err(|e| e.to_string())?;
@@ -917,14 +936,7 @@ impl Journey<'_> {
         let until = tokio::time::Instant::now() + deadline.saturating_sub(sent);
         // reqwest's own limit on the whole exchange never comes first.
         let whole = deadline.saturating_sub(sent) + timeout;
-        let opened = match builder(user, &call, whole) {
-            Ok(rb) => match tokio::time::timeout_at(first_by, rb.send()).await {
-                Ok(Ok(response)) => Ok(response),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("no answer within the request timeout".to_string()),
-            },
-            Err(e) => Err(e.to_string()),
-        };
+        let opened = open_stream(user, &call, whole, first_by).await;
         let failure = |shared: &Shared, result| Timed {
             sent,
             done: shared.since(),
@@ -955,18 +967,7 @@ impl Journey<'_> {
             for data in events.drain() {
                 let now = self.shared.since();
                 if std::mem::take(&mut first) {
-                    let opened = Answer {
-                        status: 200,
-                        body: Value::Null,
-                        replayed: false,
-                        retry_after_ms: None,
-                    };
-                    let t = Timed {
-                        sent,
-                        done: now,
-                        result: Ok(opened),
-                    };
-                    self.answered(EVENTS, intended, &t);
+                    self.stream_opened(intended, sent, now);
                 }
                 self.due.answered(now);
                 let body = serde_json::from_str::<Value>(&data).unwrap_or(Value::Null);
@@ -985,6 +986,23 @@ impl Journey<'_> {
                 return None;
             }
         }
+    }
+
+    /// Records an events stream's opening, sent at `sent`, as answered at
+    /// `now`, when its first event came.
+    fn stream_opened(&mut self, intended: Duration, sent: Duration, now: Duration) {
+        let opened = Answer {
+            status: 200,
+            body: Value::Null,
+            replayed: false,
+            retry_after_ms: None,
+        };
+        let t = Timed {
+            sent,
+            done: now,
+            result: Ok(opened),
+        };
+        self.answered(EVENTS, intended, &t);
     }
 
     /// Starts payment at the shop (each attempt recorded as client

@@ -242,7 +242,17 @@ impl LoadConfig {
         }
     }
 
+    /// Refuses a configuration the run could not honour, naming the value
+    /// and the fix; checked in this order, the first refusal wins.
     fn validate(&self) -> Result<(), LoadError> {
+        self.validate_times()?;
+        self.validate_run_id_and_terms()?;
+        self.validate_mix()?;
+        self.validate_model()
+    }
+
+    /// The duration, the timeline's intervals, and the pauses a journey takes.
+    fn validate_times(&self) -> Result<(), LoadError> {
         let bad = |m: String| Err(LoadError::Config(m));
         if self.duration < Duration::from_secs(1) || self.duration > Duration::from_secs(86_400) {
             return bad(format!("duration {:?} must be 1 s to 24 h", self.duration));
@@ -264,6 +274,12 @@ impl LoadConfig {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// The run id (it makes order keys and customer ids) and the promised bounds.
+    fn validate_run_id_and_terms(&self) -> Result<(), LoadError> {
+        let bad = |m: String| Err(LoadError::Config(m));
         if let Err(e) = journey::order_names(&self.run_id, u64::MAX) {
             return bad(format!(
                 "run id {:?} makes an invalid order key or customer id ({e}): use letters, digits, '_', '-', '.' or ':'",
@@ -284,6 +300,11 @@ impl LoadConfig {
                 journey::FOLLOW_LIMIT
             ));
         }
+        Ok(())
+    }
+
+    /// Every probability of the mix within 0..=1.
+    fn validate_mix(&self) -> Result<(), LoadError> {
         for (name, p) in [
             ("browse", self.mix.browse),
             ("double_click", self.mix.double_click),
@@ -292,9 +313,18 @@ impl LoadConfig {
             ("decline", self.mix.decline),
         ] {
             if !(0.0..=1.0).contains(&p) {
-                return bad(format!("mix {name} = {p} must be within 0..=1"));
+                return Err(LoadError::Config(format!(
+                    "mix {name} = {p} must be within 0..=1"
+                )));
             }
         }
+        Ok(())
+    }
+
+    /// The load model with what it allows: users or journeys in flight,
+    /// shards and start times (open loop), shapes (open loop).
+    fn validate_model(&self) -> Result<(), LoadError> {
+        let bad = |m: String| Err(LoadError::Config(m));
         let open = matches!(self.model, Model::Open { .. });
         if (self.share.is_some() || self.start_at_unix_ms.is_some()) && !open {
             return bad("a shard and a start time need the open loop (--rate): closed-loop users have no schedule to share".into());
@@ -384,15 +414,62 @@ pub async fn run(
     std::fs::create_dir_all(&config.out_dir)
         .map_err(|e| LoadError::Io(format!("cannot create {}: {e}", config.out_dir.display())))?;
     let office = audit::Backoffice::new(&config.shop, &config.psp, &config.admin_token);
-    let baseline = match (&config.probe, &config.catalog) {
+    let baseline = baseline(&config, &office).await?;
+    let (schedule, users) = plan_users(&config)?;
+    let shared = Arc::new(journey::Shared::new(config.clone(), schedule, users.count));
+    let attack = goose_attack(&config, &users, &shared)?;
+    let on_progress = Arc::new(on_progress);
+    let load = offer_load(attack, &shared, &on_progress).await?;
+    on_progress(snapshot(&shared, true));
+
+    let mut notes = Vec::new();
+    if let Some(kills) = &load.kills {
+        notes.push(kills_note(&config, kills));
+    }
+    let verdicts = audit_run(&config, &office, baseline.as_ref(), &shared, &mut notes).await?;
+
+    let latencies = shared.latencies();
+    let timeline = timeline_with_counts(&latencies, &load.counts, &shared);
+    let start_unix = start_unix(&config, &shared);
+    let files = write_files(&config, &latencies, start_unix)?;
+    notes.extend(load_notes(&config, &shared, &load.metrics));
+    let report = load_report(&config, &latencies, timeline, files, &verdicts, notes);
+    drop(latencies);
+    conclude(&config, report, start_unix)
+}
+
+/// The catalog the audit judges against: none for a probe, the one
+/// Stampede configured, else read from the shop.
+async fn baseline(
+    config: &LoadConfig,
+    office: &audit::Backoffice,
+) -> Result<Option<audit::Baseline>, LoadError> {
+    Ok(match (&config.probe, &config.catalog) {
         (Some(_), _) => None,
         (None, Some(products)) => Some(audit::Baseline::configured(products.clone())),
         (None, None) => Some(office.baseline_from_shop().await?),
-    };
-    let (schedule, users, increase) = match &config.model {
+    })
+}
+
+/// The goose users a run needs and how fast goose starts them.
+struct Users {
+    /// Goose users: the closed loop's users, the open loop's journeys in flight at most.
+    count: usize,
+    /// Goose's `increase_rate`, users started per second.
+    increase: String,
+}
+
+/// The users and (open loop) the schedule, this share of it if sharded,
+/// for the configured model.
+fn plan_users(config: &LoadConfig) -> Result<(Option<Schedule>, Users), LoadError> {
+    Ok(match &config.model {
         Model::Closed { users, ramp } => {
             let per_sec = (f64::from(*users) / ramp.as_secs_f64().max(0.001)).max(1.0);
-            (None, *users as usize, format!("{per_sec:.3}"))
+            let users = Users {
+                count: *users as usize,
+                increase: format!("{per_sec:.3}"),
+            };
+            (None, users)
         }
         Model::Open {
             rate_per_sec,
@@ -405,22 +482,26 @@ pub async fn run(
             }
             // Start every user within ~100 ms: the schedule, not goose, paces the load.
             let per_sec = f64::from(*max_in_flight) * 10.0;
-            (
-                Some(schedule),
-                *max_in_flight as usize,
-                format!("{per_sec:.0}"),
-            )
+            let users = Users {
+                count: *max_in_flight as usize,
+                increase: format!("{per_sec:.0}"),
+            };
+            (Some(schedule), users)
         }
-    };
-    let shared = Arc::new(journey::Shared::new(config.clone(), schedule, users));
+    })
+}
 
+/// Goose's configuration, built in code: the users, a run time covering
+/// the lead to the start, the load and the drain, quiet, and its HTML
+/// report in `out_dir`.
+fn goose_configuration(config: &LoadConfig, users: &Users) -> GooseConfiguration {
     let mut goose = GooseConfiguration::default();
     goose.host = Some(format!("http://{}", config.shop));
-    goose.users = Some(users);
-    goose.increase_rate = Some(increase);
+    goose.users = Some(users.count);
+    goose.increase_rate = Some(users.increase.clone());
     goose.run_time = Some(format!(
         "{}",
-        (config.duration + config.drain + lead_time(&config))
+        (config.duration + config.drain + lead_time(config))
             .as_secs_f64()
             .ceil() as u64
     ));
@@ -439,49 +520,48 @@ pub async fn run(
     if matches!(config.model, Model::Closed { .. }) {
         goose.co_mitigation = Some(GooseCoordinatedOmissionMitigation::Average);
     }
-    let in_transaction = Arc::clone(&shared);
+    goose
+}
+
+/// Goose, configured, with one scenario whose one transaction is a shopper journey.
+fn goose_attack(
+    config: &LoadConfig,
+    users: &Users,
+    shared: &Arc<journey::Shared>,
+) -> Result<GooseAttack, LoadError> {
+    let goose = goose_configuration(config, users);
+    let in_transaction = Arc::clone(shared);
     let transaction = Transaction::new(Arc::new(move |user| {
         let shared = Arc::clone(&in_transaction);
         Box::pin(async move { journey::run_journey(user, &shared).await })
     }))
     .set_name("journey");
-    let attack = GooseAttack::initialize_with_config(goose)
+    Ok(GooseAttack::initialize_with_config(goose)
         .map_err(|e| LoadError::Goose(e.to_string()))?
-        .register_scenario(scenario!("shopper").register_transaction(transaction));
+        .register_scenario(scenario!("shopper").register_transaction(transaction)))
+}
 
-    let on_progress = Arc::new(on_progress);
+/// What the load phase leaves behind.
+struct Load {
+    metrics: goose::metrics::GooseMetrics,
+    /// The kills made, when the configuration asked for them.
+    kills: Option<crash::KillSummary>,
+    /// Orders by status at the end of each timeline interval.
+    counts: Vec<std::collections::BTreeMap<String, u64>>,
+}
+
+/// Runs goose (and the kill schedule, if any) to the end of the drain,
+/// reporting progress; fails if goose or the kills failed, or if client
+/// events were refused (the audit could not judge the run whole).
+async fn offer_load(
+    attack: GooseAttack,
+    shared: &Arc<journey::Shared>,
+    on_progress: &Arc<impl Fn(Progress) + Send + Sync + 'static>,
+) -> Result<Load, LoadError> {
     let counts = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let ticker = {
-        let shared = Arc::clone(&shared);
-        let on_progress = Arc::clone(&on_progress);
-        let counts = Arc::clone(&counts);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(250));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            loop {
-                tick.tick().await;
-                if shared.started().is_some() {
-                    let slot = (shared.since().as_millis()
-                        / shared.config.interval.as_millis().max(1))
-                        as usize;
-                    let now = shared.order_counts();
-                    let mut counts = counts
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    // Each interval ends with the counts last seen in it.
-                    while counts.len() <= slot.min(latency::MAX_INTERVALS) {
-                        counts.push(now.clone());
-                    }
-                    if let Some(last) = counts.last_mut() {
-                        *last = now;
-                    }
-                }
-                on_progress(snapshot(&shared, false));
-            }
-        })
-    };
-    let killer = config.kills.clone().map(|kills| {
-        let shared = Arc::clone(&shared);
+    let ticker = spawn_ticker(shared, on_progress, &counts);
+    let killer = shared.config.kills.clone().map(|kills| {
+        let shared = Arc::clone(shared);
         tokio::spawn(crash::kill_loop(kills, shared))
     });
     let metrics = attack.execute().await;
@@ -509,62 +589,133 @@ pub async fn run(
             journey::MAX_CLIENT_EVENTS
         )));
     }
-    on_progress(snapshot(&shared, true));
+    Ok(Load {
+        metrics,
+        kills,
+        counts,
+    })
+}
 
-    let mut notes = Vec::new();
-    if let Some(kills) = &kills {
-        notes.push(format!(
-            "the shop was killed with SIGKILL {} times during the load and restarted on the same store (longest outage {} ms); each kill is a fault in the history, with sales at risk until {} ms after the restart",
-            kills.kills,
-            kills.longest_down_ms,
-            config.kills.as_ref().map_or(0, |k| k.at_risk_after_ms)
-        ));
-    }
-    let verdicts = match (&baseline, config.share) {
+/// Every 250 ms until aborted: once load began, the order counts of the
+/// current timeline interval (at most [`latency::MAX_INTERVALS`] + 1 of
+/// them), and a progress snapshot.
+fn spawn_ticker(
+    shared: &Arc<journey::Shared>,
+    on_progress: &Arc<impl Fn(Progress) + Send + Sync + 'static>,
+    counts: &Arc<std::sync::Mutex<Vec<std::collections::BTreeMap<String, u64>>>>,
+) -> tokio::task::JoinHandle<()> {
+    let shared = Arc::clone(shared);
+    let on_progress = Arc::clone(on_progress);
+    let counts = Arc::clone(counts);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            if shared.started().is_some() {
+                let slot = (shared.since().as_millis() / shared.config.interval.as_millis().max(1))
+                    as usize;
+                let now = shared.order_counts();
+                let mut counts = counts
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                // Each interval ends with the counts last seen in it.
+                while counts.len() <= slot.min(latency::MAX_INTERVALS) {
+                    counts.push(now.clone());
+                }
+                if let Some(last) = counts.last_mut() {
+                    *last = now;
+                }
+            }
+            on_progress(snapshot(&shared, false));
+        }
+    })
+}
+
+/// The report's note on the kills made during the load.
+fn kills_note(config: &LoadConfig, kills: &crash::KillSummary) -> String {
+    format!(
+        "the shop was killed with SIGKILL {} times during the load and restarted on the same store (longest outage {} ms); each kill is a fault in the history, with sales at risk until {} ms after the restart",
+        kills.kills,
+        kills.longest_down_ms,
+        config.kills.as_ref().map_or(0, |k| k.at_risk_after_ms)
+    )
+}
+
+/// The audit after the load: nothing for a probe; a share writes its client
+/// evidence for the merge; a whole run lets the shop settle and judges it.
+/// Notes what was (not) judged and why.
+async fn audit_run(
+    config: &LoadConfig,
+    office: &audit::Backoffice,
+    baseline: Option<&audit::Baseline>,
+    shared: &journey::Shared,
+    notes: &mut Vec<String>,
+) -> Result<Vec<stampede_core::Verdict>, LoadError> {
+    match (baseline, config.share) {
         (None, _) => {
             notes.push("probe run: only the loadgen was measured; nothing to audit".to_string());
-            Vec::new()
+            Ok(Vec::new())
         }
         (Some(_), Some(share)) => {
-            let client = std::mem::take(
-                &mut *shared
-                    .client_events
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-            );
+            let client = take_client_events(shared);
             shard::write_clients(&config.out_dir, &client).map_err(LoadError::Io)?;
             notes.push(format!(
                 "shard {share}: the audit and the thresholds are judged by `stampede report merge` on every shard together; this shard's client evidence is in {}",
                 shard::CLIENTS_FILE
             ));
-            Vec::new()
+            Ok(Vec::new())
         }
-        (Some(baseline), None) => {
-            let (after, settled) = office.settle(config.settle).await?;
-            let client = std::mem::take(
-                &mut *shared
-                    .client_events
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-            );
-            if !settled {
-                let mut moving = std::collections::BTreeMap::<String, u64>::new();
-                for order in after.orders.iter().filter(|o| !o.status().is_final()) {
-                    *moving.entry(order.status().to_string()).or_default() += 1;
-                }
-                notes.push(format!(
-                    "the shop had not settled {:?} after the load ({moving:?} orders not final, {} jobs live): liveness is judged on the state it was left in",
-                    config.settle, after.jobs_live
-                ));
-            }
-            notes.push(baseline.provenance(&config.terms));
-            let verdicts = office.judge(baseline, client, &after, &config.skip).await?;
-            notes.extend(audit::lost_to_faults(&verdicts));
-            verdicts
-        }
-    };
+        (Some(baseline), None) => settle_and_judge(config, office, baseline, shared, notes).await,
+    }
+}
 
-    let latencies = shared.latencies();
+/// Waits up to the settle time for the shop to settle, then judges every
+/// invariant not skipped on the state it is in.
+async fn settle_and_judge(
+    config: &LoadConfig,
+    office: &audit::Backoffice,
+    baseline: &audit::Baseline,
+    shared: &journey::Shared,
+    notes: &mut Vec<String>,
+) -> Result<Vec<stampede_core::Verdict>, LoadError> {
+    let (after, settled) = office.settle(config.settle).await?;
+    let client = take_client_events(shared);
+    if !settled {
+        let mut moving = std::collections::BTreeMap::<String, u64>::new();
+        for order in after.orders.iter().filter(|o| !o.status().is_final()) {
+            *moving.entry(order.status().to_string()).or_default() += 1;
+        }
+        notes.push(format!(
+            "the shop had not settled {:?} after the load ({moving:?} orders not final, {} jobs live): liveness is judged on the state it was left in",
+            config.settle, after.jobs_live
+        ));
+    }
+    notes.push(baseline.provenance(&config.terms));
+    let verdicts = office.judge(baseline, client, &after, &config.skip).await?;
+    notes.extend(audit::lost_to_faults(&verdicts));
+    Ok(verdicts)
+}
+
+/// The client evidence the journeys kept, taken out of `shared`.
+fn take_client_events(
+    shared: &journey::Shared,
+) -> Vec<(stampede_core::Millis, stampede_core::EventKind)> {
+    std::mem::take(
+        &mut *shared
+            .client_events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
+}
+
+/// The latency timeline, each interval with the order counts the ticker saw
+/// at its end (the counts now for intervals it did not reach).
+fn timeline_with_counts(
+    latencies: &latency::Latencies,
+    counts: &[std::collections::BTreeMap<String, u64>],
+    shared: &journey::Shared,
+) -> Vec<stampede_reports::Interval> {
     let mut timeline = latencies.timeline();
     let final_counts = shared.order_counts();
     for (i, interval) in timeline.iter_mut().enumerate() {
@@ -573,16 +724,29 @@ pub async fn run(
             .cloned()
             .unwrap_or_else(|| final_counts.clone());
     }
-    let mut files = Vec::new();
-    // Wall-clock time of the start, for the log's header: the start asked
-    // for (so shards' logs align exactly), else measured.
-    let start_unix = match config.start_at_unix_ms {
+    timeline
+}
+
+/// Wall-clock time of the start, for the log's header: the start asked
+/// for (so shards' logs align exactly), else measured.
+fn start_unix(config: &LoadConfig, shared: &journey::Shared) -> Duration {
+    match config.start_at_unix_ms {
         Some(ms) => Duration::from_millis(ms),
         None => std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .saturating_sub(shared.since()),
-    };
+    }
+}
+
+/// Writes `latency.hlog` and the `.hgrm` files into `out_dir`; returns
+/// their names, and goose's report's if goose wrote it.
+fn write_files(
+    config: &LoadConfig,
+    latencies: &latency::Latencies,
+    start_unix: Duration,
+) -> Result<Vec<String>, LoadError> {
+    let mut files = Vec::new();
     let log = latencies.interval_log(start_unix).map_err(LoadError::Io)?;
     files.push(write(&config.out_dir, "latency.hlog", &log)?);
     for (name, text) in latencies.distributions() {
@@ -591,7 +755,16 @@ pub async fn run(
     if config.out_dir.join("goose-report.html").exists() {
         files.push("goose-report.html".into());
     }
-    notes.push(basis_note(&config.model));
+    Ok(files)
+}
+
+/// The report's notes on how the load was measured and offered.
+fn load_notes(
+    config: &LoadConfig,
+    shared: &journey::Shared,
+    metrics: &goose::metrics::GooseMetrics,
+) -> Vec<String> {
+    let mut notes = vec![basis_note(&config.model)];
     let ready_late_ms = shared.ready_late_ms.load(Ordering::Relaxed);
     if ready_late_ms > 0 {
         notes.push(format!(
@@ -613,29 +786,41 @@ pub async fn run(
             .sum::<usize>(),
         metrics.duration
     ));
-    let model = match &config.model {
-        Model::Closed { users, .. } => LoadModel::Closed { users: *users },
+    notes
+}
+
+/// The report's load model and title.
+fn model_and_title(config: &LoadConfig) -> (LoadModel, String) {
+    let secs = config.duration.as_secs();
+    match &config.model {
+        Model::Closed { users, .. } => (
+            LoadModel::Closed { users: *users },
+            format!("load {} — {users} users for {secs} s", config.design),
+        ),
         Model::Open {
             rate_per_sec,
             max_in_flight,
-        } => LoadModel::Open {
-            rate_per_sec: *rate_per_sec,
-            max_in_flight: *max_in_flight,
-        },
-    };
-    let title = match &config.model {
-        Model::Closed { users, .. } => format!(
-            "load {} — {users} users for {} s",
-            config.design,
-            config.duration.as_secs()
+        } => (
+            LoadModel::Open {
+                rate_per_sec: *rate_per_sec,
+                max_in_flight: *max_in_flight,
+            },
+            format!("load {} — {rate_per_sec}/s for {secs} s", config.design),
         ),
-        Model::Open { rate_per_sec, .. } => format!(
-            "load {} — {rate_per_sec}/s for {} s",
-            config.design,
-            config.duration.as_secs()
-        ),
-    };
-    let mut report = LoadReport {
+    }
+}
+
+/// The report, thresholds not yet judged.
+fn load_report(
+    config: &LoadConfig,
+    latencies: &latency::Latencies,
+    timeline: Vec<stampede_reports::Interval>,
+    files: Vec<String>,
+    verdicts: &[stampede_core::Verdict],
+    notes: Vec<String>,
+) -> LoadReport {
+    let (model, title) = model_and_title(config);
+    LoadReport {
         version: REPORT_VERSION,
         title,
         target: std::iter::once(&config.shop)
@@ -649,18 +834,26 @@ pub async fn run(
         interval_ms: config.interval.as_millis() as u64,
         endpoints: latencies.endpoints(),
         timeline,
-        audit: audit::verdicts(&verdicts),
+        audit: audit::verdicts(verdicts),
         audit_not_done: None,
         thresholds: Vec::new(),
         files,
         notes,
-    };
-    drop(latencies);
+    }
+}
+
+/// A share writes its record for the merge and leaves the thresholds to
+/// it; a whole run judges them.
+fn conclude(
+    config: &LoadConfig,
+    mut report: LoadReport,
+    start_unix: Duration,
+) -> Result<LoadReport, LoadError> {
     if let Some(share) = config.share {
         report.audit_not_done = Some(format!(
             "shard {share} of a sharded load: `stampede report merge` judges the audit once, on every shard's evidence"
         ));
-        let record = shard_record(&config, share, start_unix)?;
+        let record = shard_record(config, share, start_unix)?;
         record.write(&config.out_dir).map_err(LoadError::Io)?;
         report
             .files

@@ -67,71 +67,10 @@ impl std::str::FromStr for Threshold {
 
     fn from_str(text: &str) -> Result<Threshold, String> {
         let rule = text.trim().to_string();
-        if rule.ends_with(" for") {
-            return Err(format!("{rule:?}: nothing after `for`"));
-        }
-        let (condition, endpoint) = match rule.split_once(" for ") {
-            Some((c, e)) if !e.trim().is_empty() => (c.trim(), Some(e.trim().to_string())),
-            Some(_) => return Err(format!("{rule:?}: nothing after `for`")),
-            None => (rule.as_str(), None),
-        };
-        let at = condition.find(['<', '>']).ok_or_else(|| {
-            format!("{rule:?}: expected METRIC<VALUE or METRIC>VALUE, e.g. p99<50ms")
-        })?;
-        let (name, rest) = condition.split_at(at);
-        let (op, value) = if let Some(v) = rest.strip_prefix("<=") {
-            (Op::Le, v)
-        } else if let Some(v) = rest.strip_prefix(">=") {
-            (Op::Ge, v)
-        } else if let Some(v) = rest.strip_prefix('<') {
-            (Op::Lt, v)
-        } else {
-            (Op::Gt, &rest[1..])
-        };
-        let metric = match name.trim() {
-            "p50" => Metric::Latency(LatencyStat::P50),
-            "p90" => Metric::Latency(LatencyStat::P90),
-            "p99" => Metric::Latency(LatencyStat::P99),
-            "p99.9" | "p999" => Metric::Latency(LatencyStat::P999),
-            "max" => Metric::Latency(LatencyStat::Max),
-            "mean" => Metric::Latency(LatencyStat::Mean),
-            "error_rate" => Metric::ErrorRate,
-            "throughput" => Metric::Throughput,
-            other => {
-                return Err(format!(
-                    "{rule:?}: unknown metric {other:?}; use p50, p90, p99, p99.9, max, mean, error_rate or throughput"
-                ));
-            }
-        };
-        let value = value.trim();
-        let split = value
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(value.len());
-        let (number, unit) = value.split_at(split);
-        let number: f64 = number
-            .parse()
-            .ok()
-            .filter(|n: &f64| n.is_finite() && *n >= 0.0)
-            .ok_or_else(|| format!("{rule:?}: {number:?} is not a non-negative number"))?;
-        let limit = match (metric, unit.trim()) {
-            (Metric::Latency(_), "us" | "µs") => number,
-            (Metric::Latency(_), "ms") => number * 1_000.0,
-            (Metric::Latency(_), "s") => number * 1_000_000.0,
-            (Metric::Latency(_), u) => {
-                return Err(format!("{rule:?}: latency unit {u:?} must be us, ms or s"));
-            }
-            (Metric::ErrorRate, "%") => number / 100.0,
-            (Metric::ErrorRate, "") if number <= 1.0 => number,
-            (Metric::ErrorRate, u) => {
-                return Err(format!(
-                    "{rule:?}: error rate {number}{u} must be a percentage (1%) or a fraction (0.01)"
-                ));
-            }
-            (Metric::Throughput, "/s" | "rps" | "") => number,
-            (Metric::Throughput, u) => {
-                return Err(format!("{rule:?}: throughput unit {u:?} must be /s"));
-            }
-        };
+        let (condition, endpoint) = split_endpoint(&rule)?;
+        let (name, op, value) = split_condition(&rule, condition)?;
+        let metric = parse_metric(&rule, name)?;
+        let limit = parse_limit(&rule, metric, value)?;
         Ok(Threshold {
             rule,
             metric,
@@ -140,6 +79,88 @@ impl std::str::FromStr for Threshold {
             endpoint,
         })
     }
+}
+
+/// `CONDITION for ENDPOINT` → the condition and the endpoint, if any.
+fn split_endpoint(rule: &str) -> Result<(&str, Option<String>), String> {
+    if rule.ends_with(" for") {
+        return Err(format!("{rule:?}: nothing after `for`"));
+    }
+    match rule.split_once(" for ") {
+        Some((c, e)) if !e.trim().is_empty() => Ok((c.trim(), Some(e.trim().to_string()))),
+        Some(_) => Err(format!("{rule:?}: nothing after `for`")),
+        None => Ok((rule, None)),
+    }
+}
+
+/// `METRIC OP VALUE` → the metric's name, the operator and the value as written.
+fn split_condition<'c>(rule: &str, condition: &'c str) -> Result<(&'c str, Op, &'c str), String> {
+    let at = condition
+        .find(['<', '>'])
+        .ok_or_else(|| format!("{rule:?}: expected METRIC<VALUE or METRIC>VALUE, e.g. p99<50ms"))?;
+    let (name, rest) = condition.split_at(at);
+    let (op, value) = if let Some(v) = rest.strip_prefix("<=") {
+        (Op::Le, v)
+    } else if let Some(v) = rest.strip_prefix(">=") {
+        (Op::Ge, v)
+    } else if let Some(v) = rest.strip_prefix('<') {
+        (Op::Lt, v)
+    } else {
+        (Op::Gt, &rest[1..])
+    };
+    Ok((name, op, value))
+}
+
+fn parse_metric(rule: &str, name: &str) -> Result<Metric, String> {
+    Ok(match name.trim() {
+        "p50" => Metric::Latency(LatencyStat::P50),
+        "p90" => Metric::Latency(LatencyStat::P90),
+        "p99" => Metric::Latency(LatencyStat::P99),
+        "p99.9" | "p999" => Metric::Latency(LatencyStat::P999),
+        "max" => Metric::Latency(LatencyStat::Max),
+        "mean" => Metric::Latency(LatencyStat::Mean),
+        "error_rate" => Metric::ErrorRate,
+        "throughput" => Metric::Throughput,
+        other => {
+            return Err(format!(
+                "{rule:?}: unknown metric {other:?}; use p50, p90, p99, p99.9, max, mean, error_rate or throughput"
+            ));
+        }
+    })
+}
+
+/// The value with its unit → the limit in the metric's own unit (µs, a
+/// fraction, per second).
+fn parse_limit(rule: &str, metric: Metric, value: &str) -> Result<f64, String> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n >= 0.0)
+        .ok_or_else(|| format!("{rule:?}: {number:?} is not a non-negative number"))?;
+    Ok(match (metric, unit.trim()) {
+        (Metric::Latency(_), "us" | "µs") => number,
+        (Metric::Latency(_), "ms") => number * 1_000.0,
+        (Metric::Latency(_), "s") => number * 1_000_000.0,
+        (Metric::Latency(_), u) => {
+            return Err(format!("{rule:?}: latency unit {u:?} must be us, ms or s"));
+        }
+        (Metric::ErrorRate, "%") => number / 100.0,
+        (Metric::ErrorRate, "") if number <= 1.0 => number,
+        (Metric::ErrorRate, u) => {
+            return Err(format!(
+                "{rule:?}: error rate {number}{u} must be a percentage (1%) or a fraction (0.01)"
+            ));
+        }
+        (Metric::Throughput, "/s" | "rps" | "") => number,
+        (Metric::Throughput, u) => {
+            return Err(format!("{rule:?}: throughput unit {u:?} must be /s"));
+        }
+    })
 }
 
 fn fmt_us(us: f64) -> String {
