@@ -23,10 +23,10 @@ pages=()
 pages+=("run-report" "$work/run/report.html")
 "$bin" explain "$work/run" --svg "$work/explain.svg" >/dev/null
 pages+=("explain" "$work/explain.svg")
-"$bin" sweep tests/scenarios/tiny-double-click.toml scenarios/smoke.toml --seeds 1..12 \
+"$bin" sweep scenarios/double-click.toml scenarios/job-redelivery.toml scenarios/webhook-storm.toml --seeds 1..8 \
     --design seed-repo --out "$work/sweep" --json >/dev/null || true
 pages+=("sweep-report" "$work/sweep/report.html")
-"$bin" compare tests/scenarios/tiny-double-click.toml --designs reference,seed-repo,textbook-naive \
+"$bin" compare scenarios/double-click.toml --designs reference,seed-repo,textbook-naive \
     --seeds 1..8 --out "$work/compare" --json >/dev/null || true
 pages+=("compare-report" "$work/compare/report.html")
 for design in reference textbook-naive; do
