@@ -45,6 +45,9 @@ pub struct SimInterval {
     pub requests: u64,
     /// Client requests answered with a refusal (4xx/5xx) or not at all in it.
     pub refused: u64,
+    /// Store writes the history shows in it: order transitions and job events
+    /// (the store's other writes leave no timestamped trace).
+    pub store_writes: u64,
 }
 
 /// One simulated run, as its report shows it.
@@ -135,7 +138,11 @@ impl Walk {
         match &e.kind {
             EventKind::Request { .. } => self.timeline[slot].requests += 1,
             EventKind::Response { reply, .. } => self.reply(slot, e.at.0, reply),
-            EventKind::Transition(t) => self.transition(e.at.0, t),
+            EventKind::Transition(t) => {
+                self.timeline[slot].store_writes += 1;
+                self.transition(e.at.0, t);
+            }
+            EventKind::Job { .. } => self.timeline[slot].store_writes += 1,
             EventKind::Fault { what } => self.faults.push(FaultBand {
                 what: what.clone(),
                 from_ms: e.at.0,
@@ -316,6 +323,9 @@ fn traffic_chart(r: &SimReport) -> Chart {
     let series = vec![
         line("client requests", 0, &|i| i.requests),
         line("refused or unanswered", 3, &|i| i.refused),
+        line("store writes (transitions, job events)", 2, &|i| {
+            i.store_writes
+        }),
     ];
     chart("per simulated second", series, r)
 }
@@ -444,7 +454,7 @@ fn write_charts(body: &mut String, r: &SimReport) {
         "no order changed status",
     ));
     body.push_str(&html::figure(
-        "Client traffic",
+        "Client and store traffic",
         &traffic_chart(r),
         "no client requests",
     ));
@@ -497,6 +507,14 @@ mod tests {
         h.push(
             Millis(250),
             moved(OrderStatus::Created, OrderStatus::PaymentPending, 250),
+        );
+        h.push(
+            Millis(260),
+            EventKind::Job {
+                kind: stampede_core::JobKind::CreateIntent,
+                order: OrderId(1),
+                what: stampede_core::JobEvent::Acked,
+            },
         );
         h.push(
             Millis(500),
@@ -557,7 +575,8 @@ mod tests {
     #[test]
     fn the_timeline_counts_orders_traffic_and_faults_by_simulated_time() {
         // Proves: each 100 ms interval holds the orders per status at its end (an order is
-        // created when first acknowledged), the client requests sent and the refusals in it;
+        // created when first acknowledged), the client requests sent and the refusals in it,
+        // the store writes the history shows (transitions and job events);
         // a fault "for N ms" is a band of N ms, one without a length an instant; order →
         // confirmed runs from the acknowledgement; the lead's evidence is placed in time.
         let r = report(&run());
@@ -571,6 +590,13 @@ mod tests {
         assert_eq!(at(11, "payment_pending"), Some(0));
         assert_eq!((r.timeline[1].requests, r.timeline[5].requests), (1, 1));
         assert_eq!((r.timeline[5].refused, r.timeline[1].refused), (1, 0));
+        let writes: Vec<u64> = r.timeline.iter().map(|i| i.store_writes).collect();
+        assert_eq!(
+            (writes[1], writes[2], writes[11]),
+            (0, 2, 1),
+            "a transition, a job event"
+        );
+        assert_eq!(writes.iter().sum::<u64>(), 3);
         let bands: Vec<(u64, u64)> = r.faults.iter().map(|f| (f.from_ms, f.until_ms)).collect();
         assert_eq!(bands, [(500, 2_500), (2_500, 2_500)]);
         assert_eq!(r.confirmation_ms, [1_000]);
@@ -600,6 +626,8 @@ mod tests {
         let (requests, refused) = (&traffic.series[0].points, &traffic.series[1].points);
         assert_eq!((requests[1], requests[2]), ((0.2, 10.0), (0.3, 0.0)));
         assert_eq!((refused[5], refused[1]), ((0.6, 10.0), (0.2, 0.0)));
+        let writes = &traffic.series[2].points;
+        assert_eq!((writes[2], writes[11]), ((0.3, 20.0), (1.2, 10.0)));
         let spectrum = spectrum_chart(&r);
         assert_eq!(spectrum.series[0].points, [(0.0, 1_000.0)]);
         let two = SimReport {
