@@ -2,8 +2,8 @@
 //! command-line options: each a named limit with its unit.
 
 use stampede_core::Admission;
-use stampede_core::{DEFAULT_MAX_UNDECIDED_ORDERS, DEFAULT_SHED_RETRY_AFTER_MS};
-use stampede_server::DEFAULT_DEGRADED_READ_MAX_AGE_MS;
+use stampede_core::{DEFAULT_SHED_RETRY_AFTER_MS, DEFAULT_UNDECIDED_ORDERS_MAX};
+use stampede_server::DEFAULT_DEGRADED_READ_AGE_MS_MAX;
 use stampede_server::StackConfig;
 
 /// The window of `--customer-orders-per-minute`, ms.
@@ -14,7 +14,7 @@ const MINUTE_MS: u64 = 60_000;
 pub struct AdmissionArgs {
     /// Most orders accepted but not yet decided (queued or running their reserve step); one
     /// more is shed: 429 problem+json with Retry-After, nothing created.
-    #[arg(long, value_name = "ORDERS", default_value_t = DEFAULT_MAX_UNDECIDED_ORDERS as u64,
+    #[arg(long, value_name = "ORDERS", default_value_t = DEFAULT_UNDECIDED_ORDERS_MAX as u64,
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub max_undecided_orders: u64,
     /// The Retry-After a shed buyer is given, seconds.
@@ -32,7 +32,7 @@ pub struct AdmissionArgs {
     pub no_sold_out_fast_path: bool,
     /// Degrade mode: for 5 s after it sheds an order, the shop serves catalog reads (live stock
     /// counts) from a copy at most this old, ms. 0: always read the store.
-    #[arg(long, value_name = "MS", default_value_t = DEFAULT_DEGRADED_READ_MAX_AGE_MS,
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_DEGRADED_READ_AGE_MS_MAX,
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub degraded_read_max_age_ms: u64,
 }

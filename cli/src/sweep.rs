@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Most seeds one command takes.
-pub const MAX_SEEDS: usize = 1_000_000;
+pub const SEEDS_MAX: usize = 1_000_000;
 
 /// Seeds as `A..B` (both ends included), `N`, or a comma list of those.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,8 +46,8 @@ impl std::str::FromStr for Seeds {
             if hi < lo {
                 return Err(format!("{part:?} is empty: {hi} < {lo}"));
             }
-            if (hi - lo) as usize >= MAX_SEEDS || list.len() + ((hi - lo) as usize) >= MAX_SEEDS {
-                return Err(format!("{text:?} is more than {MAX_SEEDS} seeds"));
+            if (hi - lo) as usize >= SEEDS_MAX || list.len() + ((hi - lo) as usize) >= SEEDS_MAX {
+                return Err(format!("{text:?} is more than {SEEDS_MAX} seeds"));
             }
             for seed in lo..=hi {
                 if seen.insert(seed) {

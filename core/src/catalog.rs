@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Most lines one order may have.
-pub const MAX_LINES_PER_ORDER: usize = 16;
+pub const LINES_PER_ORDER_MAX: usize = 16;
 /// Most units of one SKU one order line may ask for, whatever the product says.
-pub const MAX_QTY_PER_LINE: u32 = 100;
+pub const QTY_PER_LINE_MAX: u32 = 100;
 
 /// A product for sale.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,7 +21,7 @@ pub struct Product {
     pub name: String,
     /// Unit price, authoritative.
     pub price: Cents,
-    /// Most units one order line may ask for (capped by [`MAX_QTY_PER_LINE`]).
+    /// Most units one order line may ask for (capped by [`QTY_PER_LINE_MAX`]).
     pub max_qty_per_order: u32,
     /// Most units one customer may hold across live orders (anti-scalping);
     /// `None` means no limit.
@@ -54,7 +54,7 @@ pub enum ItemsRejected {
     /// No lines at all.
     #[error("an order needs at least one item")]
     Empty,
-    /// More lines than [`MAX_LINES_PER_ORDER`].
+    /// More lines than [`LINES_PER_ORDER_MAX`].
     #[error("an order may have at most {max} lines; this one has {lines}")]
     TooManyLines {
         /// Lines sent.
@@ -128,10 +128,10 @@ impl Catalog {
         if items.is_empty() {
             return Err(ItemsRejected::Empty);
         }
-        if items.len() > MAX_LINES_PER_ORDER {
+        if items.len() > LINES_PER_ORDER_MAX {
             return Err(ItemsRejected::TooManyLines {
                 lines: items.len(),
-                max: MAX_LINES_PER_ORDER,
+                max: LINES_PER_ORDER_MAX,
             });
         }
         let mut lines = Vec::with_capacity(items.len());
@@ -148,7 +148,7 @@ impl Catalog {
                     .ok_or_else(|| ItemsRejected::UnknownSku {
                         sku: item.sku.clone(),
                     })?;
-            let max = product.max_qty_per_order.min(MAX_QTY_PER_LINE);
+            let max = product.max_qty_per_order.min(QTY_PER_LINE_MAX);
             if item.qty == 0 {
                 return Err(ItemsRejected::ZeroQty {
                     sku: item.sku.clone(),
@@ -240,7 +240,7 @@ mod tests {
             c.price_items(&[item("gold", 3)]),
             Err(ItemsRejected::TotalOverflow)
         );
-        let many: Vec<_> = (0..=MAX_LINES_PER_ORDER).map(|_| item("hat", 1)).collect();
+        let many: Vec<_> = (0..=LINES_PER_ORDER_MAX).map(|_| item("hat", 1)).collect();
         assert!(matches!(
             c.price_items(&many),
             Err(ItemsRejected::TooManyLines { .. })
@@ -250,7 +250,7 @@ mod tests {
     #[test]
     fn each_limit_admits_its_bound_and_refuses_one_more() {
         // Proves: qty = max_qty_per_order is accepted and max + 1 refused; the global per-line
-        // cap applies when a product allows more; exactly MAX_LINES_PER_ORDER lines are fine.
+        // cap applies when a product allows more; exactly LINES_PER_ORDER_MAX lines are fine.
         let c = catalog();
         assert!(c.price_items(&[item("hat", 5)]).is_ok());
         let generous = Catalog::new([Product {
@@ -262,31 +262,31 @@ mod tests {
         }]);
         assert_eq!(
             generous
-                .price_items(&[item("pin", MAX_QTY_PER_LINE)])
+                .price_items(&[item("pin", QTY_PER_LINE_MAX)])
                 .unwrap()
                 .1,
-            Cents(u64::from(MAX_QTY_PER_LINE))
+            Cents(u64::from(QTY_PER_LINE_MAX))
         );
         assert!(matches!(
-            generous.price_items(&[item("pin", MAX_QTY_PER_LINE + 1)]),
+            generous.price_items(&[item("pin", QTY_PER_LINE_MAX + 1)]),
             Err(ItemsRejected::QtyAboveLimit {
-                max: MAX_QTY_PER_LINE,
+                max: QTY_PER_LINE_MAX,
                 ..
             })
         ));
-        let wide = Catalog::new((0..=MAX_LINES_PER_ORDER).map(|i| Product {
+        let wide = Catalog::new((0..=LINES_PER_ORDER_MAX).map(|i| Product {
             sku: sku(&format!("s{i}")),
             name: format!("S{i}"),
             price: Cents(10),
             max_qty_per_order: 1,
             per_customer_limit: None,
         }));
-        let items: Vec<_> = (0..MAX_LINES_PER_ORDER)
+        let items: Vec<_> = (0..LINES_PER_ORDER_MAX)
             .map(|i| item(&format!("s{i}"), 1))
             .collect();
         let (lines, total) = wide.price_items(&items).unwrap();
-        assert_eq!(lines.len(), MAX_LINES_PER_ORDER);
-        assert_eq!(total, Cents(10 * MAX_LINES_PER_ORDER as u64));
+        assert_eq!(lines.len(), LINES_PER_ORDER_MAX);
+        assert_eq!(total, Cents(10 * LINES_PER_ORDER_MAX as u64));
     }
 
     #[test]

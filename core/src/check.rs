@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// Most violations kept per verdict; the rest are only counted.
-pub const MAX_VIOLATIONS_KEPT: usize = 50;
+pub const VIOLATIONS_KEPT_MAX: usize = 50;
 
 /// The invariants Stampede checks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -180,7 +180,7 @@ pub enum Judgement {
     Holds,
     /// It is broken.
     Violated {
-        /// Up to [`MAX_VIOLATIONS_KEPT`] instances.
+        /// Up to [`VIOLATIONS_KEPT_MAX`] instances.
         violations: Vec<Violation>,
         /// How many instances in all.
         total: usize,
@@ -201,7 +201,7 @@ pub struct Verdict {
     pub judgement: Judgement,
     /// Sales the scenario allowed its faults to cost: unserved willing buyers
     /// whose journey overlapped a [`EventKind::SalesAtRisk`] window, each
-    /// described like a violation (up to [`MAX_VIOLATIONS_KEPT`]). They do not
+    /// described like a violation (up to [`VIOLATIONS_KEPT_MAX`]). They do not
     /// break the invariant; reports count them as lost to faults.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lost_to_faults: Vec<Violation>,
@@ -225,12 +225,12 @@ impl Verdict {
         mut lost: Vec<Violation>,
     ) -> Verdict {
         let lost_to_faults_total = lost.len();
-        lost.truncate(MAX_VIOLATIONS_KEPT);
+        lost.truncate(VIOLATIONS_KEPT_MAX);
         let judgement = if violations.is_empty() {
             Judgement::Holds
         } else {
             let total = violations.len();
-            violations.truncate(MAX_VIOLATIONS_KEPT);
+            violations.truncate(VIOLATIONS_KEPT_MAX);
             Judgement::Violated { violations, total }
         };
         Verdict {

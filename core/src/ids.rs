@@ -55,7 +55,7 @@ macro_rules! string_id {
 
         impl $name {
             /// The longest accepted value, in bytes.
-            pub const MAX_LEN: usize = $max;
+            pub const LEN_MAX: usize = $max;
 
             /// Validates and wraps `value`.
             pub fn new(value: impl Into<String>) -> Result<Self, InvalidId> {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Most segments one SKU may be split into.
-pub const MAX_SEGMENTS: usize = 64;
+pub const SEGMENTS_MAX: usize = 64;
 
 /// Stock counters for one SKU (or one segment of it).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,8 +109,8 @@ pub enum InventoryError {
     /// A counter would overflow.
     #[error("stock counter overflow on {0}")]
     Overflow(Sku),
-    /// A segment count of zero or above [`MAX_SEGMENTS`].
-    #[error("segments must be between 1 and {MAX_SEGMENTS}, got {0}")]
+    /// A segment count of zero or above [`SEGMENTS_MAX`].
+    #[error("segments must be between 1 and {SEGMENTS_MAX}, got {0}")]
     BadSegments(usize),
 }
 
@@ -151,7 +151,7 @@ impl Inventory {
     /// Stocks `sku` with `qty` units split over `segments` sub-counters
     /// (1 for an ordinary SKU). Adding an existing SKU is a restock.
     pub fn add_sku(&mut self, sku: Sku, qty: u64, segments: usize) -> Result<(), InventoryError> {
-        if segments == 0 || segments > MAX_SEGMENTS {
+        if segments == 0 || segments > SEGMENTS_MAX {
             return Err(InventoryError::BadSegments(segments));
         }
         if !self.skus.contains_key(&sku) {
@@ -705,8 +705,8 @@ mod tests {
             Err(InventoryError::BadSegments(0))
         );
         assert_eq!(
-            inv.add_sku(sku("x"), 1, MAX_SEGMENTS + 1),
-            Err(InventoryError::BadSegments(MAX_SEGMENTS + 1))
+            inv.add_sku(sku("x"), 1, SEGMENTS_MAX + 1),
+            Err(InventoryError::BadSegments(SEGMENTS_MAX + 1))
         );
         assert_eq!(
             inv.restock(&sku("x"), 1),
@@ -945,9 +945,9 @@ mod tests {
 
     #[test]
     fn a_sku_may_have_exactly_max_segments() {
-        // Proves: MAX_SEGMENTS segments are allowed (one more is refused, see above).
+        // Proves: SEGMENTS_MAX segments are allowed (one more is refused, see above).
         let mut inv = Inventory::new();
-        inv.add_sku(sku("x"), 1, MAX_SEGMENTS).unwrap();
-        assert_eq!(inv.segments(&sku("x")), MAX_SEGMENTS);
+        inv.add_sku(sku("x"), 1, SEGMENTS_MAX).unwrap();
+        assert_eq!(inv.segments(&sku("x")), SEGMENTS_MAX);
     }
 }

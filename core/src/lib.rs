@@ -60,10 +60,10 @@ mod time;
 mod webhook;
 
 pub use catalog::{
-    Catalog, ItemRequest, ItemsRejected, MAX_LINES_PER_ORDER, MAX_QTY_PER_LINE, OrderLine, Product,
+    Catalog, ItemRequest, ItemsRejected, LINES_PER_ORDER_MAX, OrderLine, Product, QTY_PER_LINE_MAX,
 };
 pub use check::{
-    Invariant, Judgement, MAX_VIOLATIONS_KEPT, OptOuts, Subject, Verdict, Violation, check,
+    Invariant, Judgement, OptOuts, Subject, VIOLATIONS_KEPT_MAX, Verdict, Violation, check,
     check_all, check_except,
 };
 pub use command::{Command, Reply};
@@ -79,7 +79,7 @@ pub use ids::{
     CustomerId, EventId, IdempotencyKey, IntentId, InvalidId, JobId, OrderId, ReservationId, Sku,
 };
 pub use inventory::{
-    Allocation, ConservationBroken, Inventory, InventoryError, MAX_SEGMENTS, Reservation,
+    Allocation, ConservationBroken, Inventory, InventoryError, Reservation, SEGMENTS_MAX,
     StockLevel,
 };
 pub use jobs::{
@@ -90,8 +90,8 @@ pub use order::{CancelReason, Cause, IllegalTransition, Order, OrderStatus, Tran
 pub use payment::{IntentStatus, LedgerEntry, LedgerKind, PaymentIntent, payment_key, refund_key};
 pub use reconcile::{Repair, intent_that_matters, reconcile};
 pub use shop::{
-    Admission, AuditSnapshot, DEFAULT_CUSTOMER_WINDOW_MS, DEFAULT_MAX_UNDECIDED_ORDERS,
-    DEFAULT_SHED_RETRY_AFTER_MS, Inconsistency, PlaceOrder, Placed, SOLD_OUT_WAIT_NO_TTL_MS,
+    Admission, AuditSnapshot, DEFAULT_CUSTOMER_WINDOW_MS, DEFAULT_SHED_RETRY_AFTER_MS,
+    DEFAULT_UNDECIDED_ORDERS_MAX, Inconsistency, PlaceOrder, Placed, SOLD_OUT_WAIT_NO_TTL_MS,
     SOLD_OUT_WAIT_TTLS, SUGGESTED_CUSTOMER_ORDERS_MAX, SavedResponse, ShopConfig, ShopError,
     ShopState, ShopStats, SoldOut, Step, WebhookOutcome,
 };

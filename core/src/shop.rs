@@ -115,7 +115,7 @@ impl Admission {
 }
 
 /// Default of [`Admission::max_undecided_orders`], orders.
-pub const DEFAULT_MAX_UNDECIDED_ORDERS: usize = 5_000;
+pub const DEFAULT_UNDECIDED_ORDERS_MAX: usize = 5_000;
 /// Default of [`Admission::shed_retry_after_ms`], ms.
 pub const DEFAULT_SHED_RETRY_AFTER_MS: u64 = 1_000;
 /// The per-customer rate limit an operator typically turns on
@@ -132,7 +132,7 @@ impl Default for Admission {
     /// [`SUGGESTED_CUSTOMER_ORDERS_MAX`]).
     fn default() -> Admission {
         Admission {
-            max_undecided_orders: Some(DEFAULT_MAX_UNDECIDED_ORDERS),
+            max_undecided_orders: Some(DEFAULT_UNDECIDED_ORDERS_MAX),
             shed_retry_after_ms: DEFAULT_SHED_RETRY_AFTER_MS,
             customer_orders_max: None,
             customer_window_ms: DEFAULT_CUSTOMER_WINDOW_MS,
@@ -1605,7 +1605,7 @@ mod tests {
 
     /// A drain of the job queue that leases more than this is looping: some job keeps coming
     /// back due (a broken wait or stock check); fail instead of hanging.
-    const MAX_LEASES_AT_ONCE: usize = 10_000;
+    const LEASES_AT_ONCE_MAX: usize = 10_000;
     use crate::catalog::Product;
 
     fn sku() -> Sku {
@@ -1717,7 +1717,7 @@ mod tests {
         while let Some(lease) = s.lease_job(Millis(0)) {
             leased += 1;
             assert!(
-                leased <= MAX_LEASES_AT_ONCE,
+                leased <= LEASES_AT_ONCE_MAX,
                 "{leased} leases in one drain: a job that keeps coming back due"
             );
             s.ack_job(&lease).unwrap();
@@ -2035,7 +2035,7 @@ mod tests {
         while let Some(lease) = s.lease_job(now) {
             leased += 1;
             assert!(
-                leased <= MAX_LEASES_AT_ONCE,
+                leased <= LEASES_AT_ONCE_MAX,
                 "{leased} leases in one drain: a job that keeps coming back due"
             );
             if lease.kind == JobKind::Reserve {
@@ -2574,7 +2574,7 @@ mod tests {
         while let Some(lease) = s.lease_job(now) {
             leased += 1;
             assert!(
-                leased <= MAX_LEASES_AT_ONCE,
+                leased <= LEASES_AT_ONCE_MAX,
                 "{leased} leases in one drain: a job that keeps coming back due"
             );
             ran.push((lease.kind, lease.order));

@@ -4,10 +4,10 @@
 //! pass every invariant; and that liveness is not judged before the world settles.
 
 use stampede_core::CancelReason::{ByCustomer, Expired, OutOfStock, PaymentFailed};
-use stampede_core::MAX_VIOLATIONS_KEPT;
 use stampede_core::OrderStatus::{
     Cancelled, Confirmed, Created, InventoryReserved, Paid, PaymentPending, Refunded,
 };
+use stampede_core::VIOLATIONS_KEPT_MAX;
 use stampede_core::*;
 use std::collections::BTreeMap;
 
@@ -19,7 +19,7 @@ const STICKER: &str = "sticker";
 const TTL_MS: u64 = 15 * 60 * 1000;
 /// A drain of the job queue that leases more than this is looping: some job keeps coming back
 /// due (a broken wait or stock check); fail instead of hanging.
-const MAX_LEASES_AT_ONCE: usize = 10_000;
+const LEASES_AT_ONCE_MAX: usize = 10_000;
 /// The default job visibility timeout (`QueueLimits::default()`).
 const VISIBILITY_MS: u64 = 5_000;
 
@@ -359,7 +359,7 @@ impl Shell {
         while let Some(lease) = self.lease() {
             leased += 1;
             assert!(
-                leased <= MAX_LEASES_AT_ONCE,
+                leased <= LEASES_AT_ONCE_MAX,
                 "{leased} leases in one drain: a job that keeps coming back due"
             );
             let what = if broken(&lease) {
@@ -2251,12 +2251,12 @@ fn legal_transitions_catches_a_status_its_transitions_do_not_explain() {
 }
 
 // Proves: a verdict reports its outcome with the total count, its kept violations, and its
-// opt-out reason; a held one has no violations; more than MAX_VIOLATIONS_KEPT violations are
-// counted but only MAX_VIOLATIONS_KEPT kept.
+// opt-out reason; a held one has no violations; more than VIOLATIONS_KEPT_MAX violations are
+// counted but only VIOLATIONS_KEPT_MAX kept.
 #[test]
 fn verdicts_report_outcome_count_kept_violations_and_opt_out_reason() {
     let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, 100, 1)]);
-    let orders: Vec<OrderId> = (0..=MAX_VIOLATIONS_KEPT)
+    let orders: Vec<OrderId> = (0..=VIOLATIONS_KEPT_MAX)
         .map(|i| s.order(Some(&format!("k{i}")), &format!("c{i}"), &[(HAT, 1)]))
         .collect();
     // Nobody ran the jobs: every order is stuck in Created.
@@ -2264,7 +2264,7 @@ fn verdicts_report_outcome_count_kept_violations_and_opt_out_reason() {
     let verdicts = check_all(&s.history, &snapshot);
     let stuck = verdict(&verdicts, Invariant::NoStuckOrders);
     assert_eq!(stuck.outcome(), ("violated", orders.len()));
-    assert_eq!(stuck.violations().len(), MAX_VIOLATIONS_KEPT);
+    assert_eq!(stuck.violations().len(), VIOLATIONS_KEPT_MAX);
     assert_eq!(stuck.not_judged_reason(), None);
     let held = verdict(&verdicts, Invariant::SingleCharge);
     assert_eq!(held.outcome(), ("holds", 0));
@@ -2501,7 +2501,7 @@ impl Shell {
         while let Some(lease) = self.lease() {
             leased += 1;
             assert!(
-                leased <= MAX_LEASES_AT_ONCE,
+                leased <= LEASES_AT_ONCE_MAX,
                 "{leased} leases in one drain: a job that keeps coming back due"
             );
             if lease.kind == kind {

@@ -19,8 +19,8 @@ use stampede_core::{Failed, JobQueue, QueueLimits, RetryPolicy};
 use std::collections::{BTreeMap, BTreeSet};
 
 const VISIBILITY_MS: u64 = 100;
-const MAX_ATTEMPTS: u32 = 3;
-const MAX_DEAD: usize = 4;
+const ATTEMPTS_MAX: u32 = 3;
+const DEAD_MAX: usize = 4;
 
 #[derive(Clone, Debug)]
 enum JobOp {
@@ -49,8 +49,8 @@ proptest! {
     #[test]
     fn jobs_are_never_lost_duplicated_or_settled_by_a_stale_holder(ops in prop::collection::vec(job_op(), 1..150)) {
         let mut q = JobQueue::new(
-            QueueLimits { max_jobs: 1_000, max_dead: MAX_DEAD, visibility_ms: VISIBILITY_MS },
-            RetryPolicy { base_delay_ms: 10, max_delay_ms: 80, max_attempts: MAX_ATTEMPTS },
+            QueueLimits { max_jobs: 1_000, max_dead: DEAD_MAX, visibility_ms: VISIBILITY_MS },
+            RetryPolicy { base_delay_ms: 10, max_delay_ms: 80, max_attempts: ATTEMPTS_MAX },
         );
         let mut now = Millis(0);
         let mut enqueued = BTreeSet::new();
@@ -69,7 +69,7 @@ proptest! {
                         // Never handed out while another valid lease on it is unexpired.
                         prop_assert!(held_until.get(&lease.job).is_none_or(|until| *until <= now));
                         held_until.insert(lease.job, now.plus_ms(VISIBILITY_MS));
-                        prop_assert!(lease.attempt <= MAX_ATTEMPTS);
+                        prop_assert!(lease.attempt <= ATTEMPTS_MAX);
                         prop_assert!(!acked.contains(&lease.job), "an acked job came back");
                         leases.push((lease, now.plus_ms(VISIBILITY_MS)));
                     }
@@ -92,7 +92,7 @@ proptest! {
                     }
                     match result {
                         Ok(None) => { acked.insert(lease.job); }
-                        Ok(Some(Failed::DeadLettered)) => prop_assert!(lease.attempt >= MAX_ATTEMPTS),
+                        Ok(Some(Failed::DeadLettered)) => prop_assert!(lease.attempt >= ATTEMPTS_MAX),
                         _ => {}
                     }
                 }
@@ -107,8 +107,8 @@ proptest! {
                 live.len() + acked.len() + dead.len() + q.dead_dropped() as usize,
                 enqueued.len()
             );
-            prop_assert!(dead.len() <= MAX_DEAD);
-            prop_assert!(q.jobs().all(|j| j.attempts <= MAX_ATTEMPTS));
+            prop_assert!(dead.len() <= DEAD_MAX);
+            prop_assert!(q.jobs().all(|j| j.attempts <= ATTEMPTS_MAX));
         }
     }
 }

@@ -20,7 +20,7 @@ use stampede_server::{Connector, HttpClient};
 use std::time::Duration;
 
 /// Largest audit (or ledger page) the loadgen reads: about a million orders.
-pub const MAX_AUDIT_BYTES: usize = 1 << 30;
+pub const AUDIT_BYTES_MAX: usize = 1 << 30;
 
 /// What the checker takes as the catalog: each SKU's listed price and the
 /// units received.
@@ -87,7 +87,7 @@ impl Backoffice {
     /// `shop` and `psp` are `host:port`.
     pub fn new(shop: &str, psp: &str, token: &str) -> Backoffice {
         let http = HttpClient::new(Connector::tokio(), Duration::from_secs(60))
-            .with_max_response_bytes(MAX_AUDIT_BYTES);
+            .with_max_response_bytes(AUDIT_BYTES_MAX);
         Backoffice {
             psp: PspClient::new(http.clone(), psp.to_string()),
             http,

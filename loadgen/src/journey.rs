@@ -35,7 +35,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Most attempts of one keyed request (first try + retries).
-pub const MAX_ATTEMPTS: u32 = 3;
+pub const ATTEMPTS_MAX: u32 = 3;
 /// Most times a journey told to come back later (429 with `Retry-After`)
 /// places its order again, with the same key; these are not attempts.
 pub const SHED_RETRIES_MAX: u32 = 10;
@@ -45,7 +45,7 @@ pub const SHED_WAIT_DEFAULT_MS: u64 = 1_000;
 /// Once reached, no new journey starts and the run ends with
 /// [`LoadError::Limit`](crate::LoadError::Limit): the audit would otherwise
 /// judge a history with holes in it.
-pub const MAX_CLIENT_EVENTS: usize = 4_000_000;
+pub const CLIENT_EVENTS_MAX: usize = 4_000_000;
 
 /// State shared by every goose user of one run.
 pub struct Shared {
@@ -57,7 +57,7 @@ pub struct Shared {
     next_request: AtomicU64,
     pub(crate) latencies: Mutex<Latencies>,
     pub(crate) client_events: Mutex<Vec<(Millis, EventKind)>>,
-    /// Client events refused because [`MAX_CLIENT_EVENTS`] were kept.
+    /// Client events refused because [`CLIENT_EVENTS_MAX`] were kept.
     pub(crate) client_events_refused: AtomicU64,
     /// Last status each order was seen in.
     pub(crate) orders: Mutex<BTreeMap<OrderId, String>>,
@@ -223,7 +223,7 @@ impl Shared {
     fn client_event(&self, kind: EventKind) {
         let at = Millis(self.since().as_millis() as u64);
         let mut events = lock(&self.client_events);
-        if events.len() < MAX_CLIENT_EVENTS {
+        if events.len() < CLIENT_EVENTS_MAX {
             events.push((at, kind));
         } else {
             self.client_events_refused.fetch_add(1, Ordering::Relaxed);
@@ -806,7 +806,7 @@ impl Journey<'_> {
                     .await;
                 continue;
             }
-            if !retry || attempt >= MAX_ATTEMPTS {
+            if !retry || attempt >= ATTEMPTS_MAX {
                 return None;
             }
             self.pause(Duration::from_millis(100 * u64::from(attempt)))
@@ -1010,7 +1010,7 @@ impl Journey<'_> {
     async fn pay(&mut self, user: &mut GooseUser, order: OrderId, decline: bool) -> bool {
         let key = format!("{}-pay-{}", self.shared.config.run_id, self.id);
         self.think().await;
-        for attempt in 1..=MAX_ATTEMPTS {
+        for attempt in 1..=ATTEMPTS_MAX {
             let op = ClientOp::Pay {
                 order,
                 key: IdempotencyKey::new(key.clone()).ok(),
@@ -1064,7 +1064,7 @@ impl Journey<'_> {
     ) -> bool {
         let card = if decline { "decline" } else { "ok" };
         self.think().await;
-        for attempt in 1..=MAX_ATTEMPTS {
+        for attempt in 1..=ATTEMPTS_MAX {
             let call = Call {
                 method: GooseMethod::Post,
                 url: format!(

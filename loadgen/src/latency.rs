@@ -26,18 +26,18 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 /// Longest latency a histogram holds (longer ones are clamped), µs: 10 minutes.
-pub const MAX_US: u64 = 600_000_000;
+pub const LATENCY_US_MAX: u64 = 600_000_000;
 pub use stampede_reports::{ORDER_TO_CONFIRMED, ORDER_TO_OFFERED, is_order_measure};
 /// Most timeline intervals kept (a day of 1 s intervals); `LoadConfig`
 /// refuses runs that need more, and a straggler answered after the last
 /// interval counts in the last one.
-pub const MAX_INTERVALS: usize = 86_400;
+pub const INTERVALS_MAX: usize = 86_400;
 /// Suffix of the tags (and `.hgrm` files) that hold the raw basis.
 pub const RAW_TAG_SUFFIX: &str = ".raw";
 
 /// A whole-run histogram: fixed bounds, so every endpoint's can be compared.
 pub(crate) fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, MAX_US, 3).expect("static bounds are valid")
+    Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("static bounds are valid")
 }
 
 /// A per-interval histogram: starts small and grows to the largest value it
@@ -178,7 +178,7 @@ pub struct Latencies {
 fn us(d: Duration) -> u64 {
     u64::try_from(d.as_micros())
         .unwrap_or(u64::MAX)
-        .clamp(1, MAX_US)
+        .clamp(1, LATENCY_US_MAX)
 }
 
 /// One billion: percentiles are given in parts per billion.
@@ -310,7 +310,7 @@ impl Latencies {
     /// The timeline interval `done` falls in (the last one for stragglers).
     fn slot_of(&self, done: Duration) -> usize {
         let slot = done.as_millis() / self.interval.as_millis().max(1);
-        usize::try_from(slot).map_or(MAX_INTERVALS - 1, |s| s.min(MAX_INTERVALS - 1))
+        usize::try_from(slot).map_or(INTERVALS_MAX - 1, |s| s.min(INTERVALS_MAX - 1))
     }
 
     /// Records one request of `endpoint`.
@@ -632,7 +632,7 @@ mod tests {
         for (value, interval) in [
             (1_500_000, 50_000),
             (1_500_000, 137),
-            (MAX_US, 1_000),
+            (LATENCY_US_MAX, 1_000),
             (99, 100),
             (200, 100),
             (123_456, 0),

@@ -259,11 +259,11 @@ impl LoadConfig {
         }
         let intervals = (self.duration + self.drain).as_millis()
             / self.interval.max(Duration::from_millis(10)).as_millis();
-        if intervals >= latency::MAX_INTERVALS as u128 {
+        if intervals >= latency::INTERVALS_MAX as u128 {
             return bad(format!(
                 "{intervals} timeline intervals of {:?} over the load and drain; at most {}: use a wider interval",
                 self.interval,
-                latency::MAX_INTERVALS - 1
+                latency::INTERVALS_MAX - 1
             ));
         }
         for (name, pause) in [("think", self.think), ("poll", self.poll)] {
@@ -586,7 +586,7 @@ async fn offer_load(
     if refused > 0 {
         return Err(LoadError::Limit(format!(
             "the audit needs every client event and this run made more than {} ({refused} refused; no journey started after that): shorten --duration or lower the load",
-            journey::MAX_CLIENT_EVENTS
+            journey::CLIENT_EVENTS_MAX
         )));
     }
     Ok(Load {
@@ -597,7 +597,7 @@ async fn offer_load(
 }
 
 /// Every 250 ms until aborted: once load began, the order counts of the
-/// current timeline interval (at most [`latency::MAX_INTERVALS`] + 1 of
+/// current timeline interval (at most [`latency::INTERVALS_MAX`] + 1 of
 /// them), and a progress snapshot.
 fn spawn_ticker(
     shared: &Arc<journey::Shared>,
@@ -620,7 +620,7 @@ fn spawn_ticker(
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 // Each interval ends with the counts last seen in it.
-                while counts.len() <= slot.min(latency::MAX_INTERVALS) {
+                while counts.len() <= slot.min(latency::INTERVALS_MAX) {
                     counts.push(now.clone());
                 }
                 if let Some(last) = counts.last_mut() {

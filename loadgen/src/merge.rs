@@ -67,7 +67,7 @@ impl TaggedLog {
 }
 
 /// `into += h`; a value past `into`'s bounds (none of ours are: every value
-/// is clamped to [`latency::MAX_US`]) is clamped rather than lost.
+/// is clamped to [`latency::LATENCY_US_MAX`]) is clamped rather than lost.
 fn add(into: &mut Histogram<u64>, h: &Histogram<u64>) {
     if into.add(h).is_err() {
         for v in h.iter_recorded() {
@@ -99,7 +99,7 @@ pub fn read_log(path: &Path, interval: Duration) -> Result<TaggedLog, String> {
                     base.ok_or_else(|| fail("no #[BaseTime] before the intervals".into()))?;
                 let tag = h.tag().map(|t| t.as_str().to_string()).unwrap_or_default();
                 let slot = (h.start_timestamp().as_secs_f64() / interval.as_secs_f64()).round();
-                if !(0.0..latency::MAX_INTERVALS as f64).contains(&slot) {
+                if !(0.0..latency::INTERVALS_MAX as f64).contains(&slot) {
                     return Err(fail(format!(
                         "interval at {:?} is out of range",
                         h.start_timestamp()
@@ -479,7 +479,7 @@ pub async fn judge_shares(
     for s in shares {
         histories.push(shard::read_clients(
             &s.dir,
-            crate::journey::MAX_CLIENT_EVENTS,
+            crate::journey::CLIENT_EVENTS_MAX,
         )?);
     }
     let client = shard::merge_histories(histories)?;

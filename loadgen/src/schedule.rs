@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// Most slots one schedule may hold.
-pub const MAX_SLOTS: usize = 10_000_000;
+pub const SLOTS_MAX: usize = 10_000_000;
 
 /// How the rate varies over the run.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -113,9 +113,9 @@ impl Schedule {
             expected += rate_per_sec * shape.factor_at(t) * step.as_secs_f64();
             // The epsilon keeps float drift from losing the last slot of a whole count.
             while (slots.len() as f64) < (expected + 1e-6).floor() {
-                if slots.len() >= MAX_SLOTS {
+                if slots.len() >= SLOTS_MAX {
                     return Err(format!(
-                        "{rate_per_sec}/s for {duration:?} is more than {MAX_SLOTS} journeys"
+                        "{rate_per_sec}/s for {duration:?} is more than {SLOTS_MAX} journeys"
                     ));
                 }
                 slots.push(t);

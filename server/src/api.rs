@@ -520,10 +520,10 @@ fn validate_order(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<OrderIn
     let customer = CustomerId::new(body.customer_id)
         .map_err(|e| Problem::bad_request("invalid-customer", e.to_string()))?;
     let mut items =
-        Vec::with_capacity(body.items.len().min(stampede_core::MAX_LINES_PER_ORDER + 1));
+        Vec::with_capacity(body.items.len().min(stampede_core::LINES_PER_ORDER_MAX + 1));
     let mut prices = Vec::new();
     for (i, item) in body.items.into_iter().enumerate() {
-        if i > stampede_core::MAX_LINES_PER_ORDER {
+        if i > stampede_core::LINES_PER_ORDER_MAX {
             break; // the core reports TooManyLines; no need to parse the rest
         }
         let sku = Sku::new(item.sku)

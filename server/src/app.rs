@@ -45,7 +45,7 @@ pub struct ServerConfig {
 /// Default of [`ServerConfig::degrade_window_ms`], ms.
 pub const DEFAULT_DEGRADE_WINDOW_MS: u64 = 5_000;
 /// Default of [`ServerConfig::degraded_read_max_age_ms`], ms.
-pub const DEFAULT_DEGRADED_READ_MAX_AGE_MS: u64 = 1_000;
+pub const DEFAULT_DEGRADED_READ_AGE_MS_MAX: u64 = 1_000;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -56,12 +56,12 @@ impl Default for ServerConfig {
             max_body_bytes: 16 * 1024,
             fixed_amount: Cents(1_000),
             watch_poll_ms: 50,
-            max_watchers: crate::watch::DEFAULT_MAX_WATCHERS,
+            max_watchers: crate::watch::DEFAULT_WATCHERS_MAX,
             sse_max_ms: 10 * 60 * 1000,
             sse_keep_alive_ms: crate::api::SSE_KEEP_ALIVE_MS,
             in_memory_finalize_delay_ms: 50,
             degrade_window_ms: DEFAULT_DEGRADE_WINDOW_MS,
-            degraded_read_max_age_ms: DEFAULT_DEGRADED_READ_MAX_AGE_MS,
+            degraded_read_max_age_ms: DEFAULT_DEGRADED_READ_AGE_MS_MAX,
         }
     }
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Largest response body the client reads.
-pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+pub const RESPONSE_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// Bytes the client reserves for each read from a connection. hyper's
 /// default starts every connection at 8 KiB; the shop's responses and events
@@ -139,12 +139,12 @@ impl HttpClient {
         HttpClient {
             connector,
             timeout,
-            max_response_bytes: MAX_RESPONSE_BYTES,
+            max_response_bytes: RESPONSE_BYTES_MAX,
         }
     }
 
     /// The same client accepting response bodies up to `limit` bytes
-    /// (default [`MAX_RESPONSE_BYTES`]), e.g. for a whole-shop audit.
+    /// (default [`RESPONSE_BYTES_MAX`]), e.g. for a whole-shop audit.
     pub fn with_max_response_bytes(mut self, limit: usize) -> HttpClient {
         self.max_response_bytes = limit;
         self
@@ -305,7 +305,7 @@ fn protocol(addr: &str, detail: String) -> HttpError {
 }
 
 /// Largest server-sent event [`HttpStream::next_event`] accepts, bytes.
-pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+pub const EVENT_BYTES_MAX: usize = 64 * 1024;
 
 /// One server-sent event (`event:` and the `data:` lines joined by `\n`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -389,13 +389,13 @@ impl HttpStream {
 
     /// The next server-sent event, skipping comments (keep-alives) and
     /// events without data; `None` when the body ended. Each read waits at
-    /// most `idle`; an event over [`MAX_EVENT_BYTES`] is an error. Carriage
+    /// most `idle`; an event over [`EVENT_BYTES_MAX`] is an error. Carriage
     /// returns are dropped, so CRLF line ends read as LF.
     pub async fn next_event(&mut self, idle: Duration) -> Result<Option<SseEvent>, HttpError> {
-        let too_big = |addr: &str| protocol(addr, format!("event over {MAX_EVENT_BYTES} bytes"));
+        let too_big = |addr: &str| protocol(addr, format!("event over {EVENT_BYTES_MAX} bytes"));
         loop {
             if let Some(end) = self.pending.windows(2).position(|w| w == b"\n\n") {
-                if end + 2 > MAX_EVENT_BYTES {
+                if end + 2 > EVENT_BYTES_MAX {
                     return Err(too_big(&self.addr));
                 }
                 let block: Vec<u8> = self.pending.drain(..end + 2).collect();
@@ -404,7 +404,7 @@ impl HttpStream {
                     None => continue,
                 }
             }
-            if self.pending.len() > MAX_EVENT_BYTES {
+            if self.pending.len() > EVENT_BYTES_MAX {
                 return Err(too_big(&self.addr));
             }
             match self.chunk(idle).await? {

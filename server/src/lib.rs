@@ -38,7 +38,7 @@ pub use api::{
     LineView, OrderAccepted, OrderView, PaymentStartedView, SSE_KEEP_ALIVE_MS, TransitionView,
     WEBHOOK_PATH, router,
 };
-pub use app::{App, DEFAULT_DEGRADE_WINDOW_MS, DEFAULT_DEGRADED_READ_MAX_AGE_MS, ServerConfig};
+pub use app::{App, DEFAULT_DEGRADE_WINDOW_MS, DEFAULT_DEGRADED_READ_AGE_MS_MAX, ServerConfig};
 pub use clock::Clock;
 pub use degrade::{CatalogRead, Degrade};
 pub use design::{
@@ -47,8 +47,8 @@ pub use design::{
     SHORT_TTL_DIVISOR, SWITCHES, Sabotage, SwitchInfo,
 };
 pub use http::{
-    BoxIo, Connector, HttpClient, HttpError, HttpResponse, HttpStream, Io, MAX_EVENT_BYTES,
-    MAX_RESPONSE_BYTES, SseEvent,
+    BoxIo, Connector, EVENT_BYTES_MAX, HttpClient, HttpError, HttpResponse, HttpStream, Io,
+    RESPONSE_BYTES_MAX, SseEvent,
 };
 pub use payments::create_intent;
 pub use problem::{PROBLEM_BASE, Problem};
@@ -56,8 +56,8 @@ pub use serve::{
     DEFAULT_SQLITE_PATH, Opened, PspMode, Stack, StackConfig, StartError, StoreChoice,
     demo_catalog, initial_state, serve_router, start,
 };
-pub use watch::{DEFAULT_MAX_WATCHERS, Full, READY_WAIT_MS, Watch, WatchHub};
+pub use watch::{DEFAULT_WATCHERS_MAX, Full, READY_WAIT_MS, Watch, WatchHub};
 pub use workers::{
-    IDLE_TURN_MIN_MS, LEASE_ERROR_BACKOFF_MAX_MS, LEASE_ERROR_BACKOFF_MIN_MS, SWEEP_GAP_MIN_MS,
+    IDLE_TURN_MIN_MS, LEASE_ERROR_BACKOFF_MIN_MS, LEASE_ERROR_BACKOFF_MS_MAX, SWEEP_GAP_MIN_MS,
     WorkerConfig, reconcile_once, run_job_worker, run_reconciler, run_sweeper,
 };

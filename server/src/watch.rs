@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 /// handler gives up (503), ms.
 pub const READY_WAIT_MS: u64 = 5_000;
 /// Default most watchers per app (`ServerConfig::max_watchers`).
-pub const DEFAULT_MAX_WATCHERS: usize = 16_384;
+pub const DEFAULT_WATCHERS_MAX: usize = 16_384;
 
 /// Refused: the hub already has its maximum number of watchers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]

@@ -42,7 +42,7 @@ use tokio::time::Instant;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WorkerConfig {
     /// Longest one lease call waits for a job when none is runnable, ms
-    /// (the store caps it: [`crate::store::LEASE_WAIT_MAX_MS`], and a remote
+    /// (the store caps it: [`crate::store::LEASE_WAIT_MS_MAX`], and a remote
     /// store at half its request timeout).
     pub lease_wait_ms: u64,
     /// Longest gap between sweeps of lapsed reservations, ms (a sweep comes
@@ -74,7 +74,7 @@ impl Default for WorkerConfig {
 /// First pause after a failed lease call, ms; it doubles with each failure in a row.
 pub const LEASE_ERROR_BACKOFF_MIN_MS: u64 = 20;
 /// Longest pause after failed lease calls, ms.
-pub const LEASE_ERROR_BACKOFF_MAX_MS: u64 = 1_000;
+pub const LEASE_ERROR_BACKOFF_MS_MAX: u64 = 1_000;
 /// An empty lease that came back sooner than this is followed by a pause
 /// making up the difference, ms: a store that cannot wait (or a wait clamped
 /// to nothing) never turns the loop into a spin.
@@ -96,7 +96,7 @@ pub(crate) enum StepError {
 
 /// Runs jobs forever: lease (waiting up to `lease_wait_ms` for a job), run,
 /// ack or fail. A failed lease call is retried after a pause that doubles
-/// from [`LEASE_ERROR_BACKOFF_MIN_MS`] to [`LEASE_ERROR_BACKOFF_MAX_MS`].
+/// from [`LEASE_ERROR_BACKOFF_MIN_MS`] to [`LEASE_ERROR_BACKOFF_MS_MAX`].
 /// `seed` feeds the jitter RNG.
 pub async fn run_job_worker(app: Arc<App>, worker: u32, seed: u64, config: WorkerConfig) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (u64::from(worker) << 32));
@@ -116,7 +116,7 @@ pub async fn run_job_worker(app: Arc<App>, worker: u32, seed: u64, config: Worke
                 app.counters.store_error(&error);
                 tracing::warn!(worker, %error, "cannot lease a job");
                 tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
-                backoff_ms = (backoff_ms * 2).min(LEASE_ERROR_BACKOFF_MAX_MS);
+                backoff_ms = (backoff_ms * 2).min(LEASE_ERROR_BACKOFF_MS_MAX);
             }
         }
     }

@@ -9,7 +9,7 @@ use stampede_core::{
     Placed, Product, SavedResponse, ShopConfig, ShopError, ShopState, Sku, Step, StockLevel,
 };
 use stampede_server::store::remote::{
-    MAX_FRAME_BYTES, RemoteConfig, RemoteStore, serve_connection,
+    FRAME_BYTES_MAX, RemoteConfig, RemoteStore, serve_connection,
 };
 use stampede_server::store::{MemoryStore, Store, StoreError};
 use stampede_server::{Clock, Connector};
@@ -570,7 +570,7 @@ async fn a_response_answering_another_request_is_a_protocol_error() {
 #[tokio::test]
 async fn a_request_over_the_frame_limit_is_refused_before_sending() {
     // Proves: the client bounds what it sends: a request whose frame would
-    // exceed MAX_FRAME_BYTES is a protocol error and no connection is opened.
+    // exceed FRAME_BYTES_MAX is a protocol error and no connection is opened.
     let server = start(
         "127.0.0.1:0".parse().unwrap(),
         memory_store(1, Clock::tokio(0)),
@@ -584,7 +584,7 @@ async fn a_request_over_the_frame_limit_is_refused_before_sending() {
             order: OrderId(1),
             intent: IntentId::new("pi_1").unwrap(),
             amount: Cents(1),
-            client_secret: "x".repeat(MAX_FRAME_BYTES),
+            client_secret: "x".repeat(FRAME_BYTES_MAX),
         },
     };
     let outcome = store.call(huge).await;
@@ -598,7 +598,7 @@ async fn a_request_over_the_frame_limit_is_refused_before_sending() {
 
 #[tokio::test]
 async fn an_oversized_length_header_closes_the_connection_with_an_error() {
-    // Proves: a peer announcing a frame over MAX_FRAME_BYTES has its
+    // Proves: a peer announcing a frame over FRAME_BYTES_MAX has its
     // connection closed by the server, whose task returns InvalidData.
     let mut server = start(
         "127.0.0.1:0".parse().unwrap(),
@@ -687,13 +687,13 @@ async fn serve_announcement(announced: u32, body: &[u8]) -> (io::Result<()>, usi
 async fn no_read_buffer_is_sized_by_an_announced_length() {
     // Proves: the server never sizes a read buffer from a length header —
     // neither an oversized one (refused from the header alone) nor a legal
-    // one of exactly MAX_FRAME_BYTES whose body never comes: every buffer
+    // one of exactly FRAME_BYTES_MAX whose body never comes: every buffer
     // offered to the stream stays small (≤ 64 KiB).
     let (outcome, largest) = serve_announcement(u32::MAX, b"{\"id\":1}").await;
     assert_eq!(outcome.unwrap_err().kind(), io::ErrorKind::InvalidData);
     assert!(largest <= 64 * 1024, "offered a {largest}-byte buffer");
 
-    let at_limit = u32::try_from(MAX_FRAME_BYTES).unwrap();
+    let at_limit = u32::try_from(FRAME_BYTES_MAX).unwrap();
     let (outcome, largest) = serve_announcement(at_limit, b"{\"id\":1").await;
     assert_eq!(outcome.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
     assert!(largest <= 64 * 1024, "offered a {largest}-byte buffer");

@@ -17,7 +17,7 @@ use stampede_server::Watch;
 use stampede_server::psp::PspClient;
 use stampede_server::store::{MemoryStore, Store, StoreFuture};
 use stampede_server::{App, ServerConfig};
-use stampede_server::{Connector, HttpClient, HttpStream, MAX_EVENT_BYTES, SseEvent};
+use stampede_server::{Connector, EVENT_BYTES_MAX, HttpClient, HttpStream, SseEvent};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -356,13 +356,13 @@ fn event_of_size(n: usize) -> Vec<u8> {
 #[tokio::test]
 async fn the_client_reads_events_as_they_come_within_its_bounds() {
     // Proves: events split across reads, comments and CRLF line ends parse; an event of
-    // MAX_EVENT_BYTES is accepted and one byte more is refused; the total body bound holds on
+    // EVENT_BYTES_MAX is accepted and one byte more is refused; the total body bound holds on
     // both sides.
     let http = HttpClient::new(Connector::tokio(), Duration::from_secs(5));
     let addr = raw_server(vec![
         b": keep-alive\n\nevent: status\nda".to_vec(),
         b"ta: {\"a\":1}\r\ndata: 2\r\n\r\n".to_vec(),
-        event_of_size(MAX_EVENT_BYTES),
+        event_of_size(EVENT_BYTES_MAX),
     ])
     .await;
     let mut s = http.open(&addr, "/", &[]).await.unwrap();
@@ -372,10 +372,10 @@ async fn the_client_reads_events_as_they_come_within_its_bounds() {
         ("status", "{\"a\":1}\n2")
     );
     let big = s.next_event(IDLE).await.unwrap().unwrap();
-    assert_eq!(big.data.len(), MAX_EVENT_BYTES - 7);
+    assert_eq!(big.data.len(), EVENT_BYTES_MAX - 7);
     assert_eq!(s.next_event(IDLE).await.unwrap(), None);
 
-    let addr = raw_server(vec![event_of_size(MAX_EVENT_BYTES + 2)]).await;
+    let addr = raw_server(vec![event_of_size(EVENT_BYTES_MAX + 2)]).await;
     let mut s = http.open(&addr, "/", &[]).await.unwrap();
     assert!(s.next_event(IDLE).await.is_err(), "event over the bound");
 

@@ -12,12 +12,12 @@ use stampede_core::{
 use stampede_core::{Command, Reply};
 use stampede_server::psp::PspClient;
 use stampede_server::store::remote::{RemoteConfig, RemoteStore, serve_connection};
-use stampede_server::store::{LEASE_WAIT_MAX_MS, StoreFuture};
+use stampede_server::store::{LEASE_WAIT_MS_MAX, StoreFuture};
 use stampede_server::store::{MemoryStore, Store, StoreError};
 use stampede_server::{App, ServerConfig};
 use stampede_server::{Clock, Connector, HttpClient};
 use stampede_server::{
-    LEASE_ERROR_BACKOFF_MAX_MS, LEASE_ERROR_BACKOFF_MIN_MS, SWEEP_GAP_MIN_MS, WorkerConfig,
+    LEASE_ERROR_BACKOFF_MIN_MS, LEASE_ERROR_BACKOFF_MS_MAX, SWEEP_GAP_MIN_MS, WorkerConfig,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -237,15 +237,15 @@ async fn a_job_scheduled_for_later_is_leased_at_its_time_on_both_sides_of_the_wa
 
 #[tokio::test(start_paused = true)]
 async fn the_wait_is_capped_by_the_store_on_both_sides_of_the_bound() {
-    // Proves: a wait of exactly LEASE_WAIT_MAX_MS lasts that long; any longer
-    // wait, even u64::MAX ms, lasts no more than LEASE_WAIT_MAX_MS.
+    // Proves: a wait of exactly LEASE_WAIT_MS_MAX lasts that long; any longer
+    // wait, even u64::MAX ms, lasts no more than LEASE_WAIT_MS_MAX.
     let store = memory();
-    for asked in [LEASE_WAIT_MAX_MS, LEASE_WAIT_MAX_MS + 1, u64::MAX] {
+    for asked in [LEASE_WAIT_MS_MAX, LEASE_WAIT_MS_MAX + 1, u64::MAX] {
         let start = Instant::now();
         assert_eq!(store.lease_job_wait(asked).await, None);
         assert_eq!(
             ms(start.elapsed()),
-            u128::from(LEASE_WAIT_MAX_MS),
+            u128::from(LEASE_WAIT_MS_MAX),
             "asked {asked}"
         );
     }
@@ -430,10 +430,10 @@ async fn an_idle_worker_makes_one_store_call_per_wait() {
 async fn a_worker_that_cannot_reach_the_store_backs_off_to_a_bounded_pause() {
     // Proves: against a store that always fails, the pause between lease calls
     // doubles from LEASE_ERROR_BACKOFF_MIN_MS and stops growing at
-    // LEASE_ERROR_BACKOFF_MAX_MS: 20+40+...+640 = 1,260 ms for the first 7
+    // LEASE_ERROR_BACKOFF_MS_MAX: 20+40+...+640 = 1,260 ms for the first 7
     // retries, then one call a second, so 16 calls in the first 10 s.
     assert_eq!(
-        (LEASE_ERROR_BACKOFF_MIN_MS, LEASE_ERROR_BACKOFF_MAX_MS),
+        (LEASE_ERROR_BACKOFF_MIN_MS, LEASE_ERROR_BACKOFF_MS_MAX),
         (20, 1_000)
     );
     let down = Arc::new(Down(AtomicUsize::new(0)));

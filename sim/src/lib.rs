@@ -44,9 +44,9 @@ pub use plan::{
 };
 pub use recorder::{Recorder, sim_now, written_events};
 pub use scenario::{
-    AdmissionSpec, Arrival, CrashSpec, Faults, Follow, HOST_GROUPS, LINES_PER_ORDER_MAX,
-    PartitionSpec, ProductSpec, Scenario, ScenarioError, ScenarioFileError, Shoppers, StallSpec,
-    Timing, Topology, WebhookFaults,
+    AdmissionSpec, Arrival, CrashSpec, Faults, Follow, HOST_GROUPS, PartitionSpec, ProductSpec,
+    Scenario, ScenarioError, ScenarioFileError, Shoppers, StallSpec, Timing, Topology,
+    WebhookFaults,
 };
 pub use shopper::wish;
 pub use world::{

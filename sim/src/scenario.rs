@@ -497,8 +497,9 @@ fn range(field: &str, v: u64, lo: u64, hi: u64) -> Result<(), ScenarioError> {
     }
 }
 
-/// Most lines one order may have (`shoppers.max_lines`, and each shopper of a plan file).
-pub const LINES_PER_ORDER_MAX: usize = 16;
+/// Most lines one order may have (`shoppers.max_lines`, and each shopper of a
+/// plan file): the shop's own bound, so no plan asks for an order it must refuse.
+pub use stampede_core::LINES_PER_ORDER_MAX;
 
 /// Host groups a partition may name.
 pub const HOST_GROUPS: [&str; 5] = ["api", "worker", "db", "psp", "shopper"];

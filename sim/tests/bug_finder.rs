@@ -20,15 +20,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Seeds per scenario when the environment does not say.
 const DEFAULT_SEEDS: u64 = 3;
 /// More seeds than this is a sweep, not a mutant check: `stampede sweep` is the tool.
-const MAX_SEEDS: u64 = 1_000;
+const SEEDS_MAX: u64 = 1_000;
 
 fn seeds() -> u64 {
     match std::env::var("STAMPEDE_BUG_FINDER_SEEDS") {
         Err(_) => DEFAULT_SEEDS,
         Ok(text) => match text.trim().parse::<u64>() {
-            Ok(n) if (1..=MAX_SEEDS).contains(&n) => n,
+            Ok(n) if (1..=SEEDS_MAX).contains(&n) => n,
             _ => panic!(
-                "STAMPEDE_BUG_FINDER_SEEDS must be a whole number in 1..={MAX_SEEDS}, not {text:?}"
+                "STAMPEDE_BUG_FINDER_SEEDS must be a whole number in 1..={SEEDS_MAX}, not {text:?}"
             ),
         },
     }

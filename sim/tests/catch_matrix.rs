@@ -18,11 +18,11 @@ use stampede_sim::{Plan, RunResult, Scenario, run};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Seeds a row has to be caught within.
-const MAX_SEEDS: u64 = 20;
+const SEEDS_MAX: u64 = 20;
 
 /// Seeds the hold-the-line tests run: all 20 in release (what CI runs), 1 in debug.
 fn seeds() -> u64 {
-    if cfg!(debug_assertions) { 1 } else { MAX_SEEDS }
+    if cfg!(debug_assertions) { 1 } else { SEEDS_MAX }
 }
 
 const README: &str = include_str!("../README.md");
@@ -633,7 +633,7 @@ struct Caught {
 
 fn first_catch(case: &CatchCase) -> Option<Caught> {
     let design = case.design();
-    (1..=MAX_SEEDS).find_map(|seed| {
+    (1..=SEEDS_MAX).find_map(|seed| {
         let result = run_seed(&case.mix, design, seed);
         let (invariant, shown) = own_mistake(case, &result)?;
         Some(Caught {
@@ -654,7 +654,7 @@ fn table_row(case: &CatchCase, caught: &Caught) -> String {
         format!(" (+{})", case.with.join(", "))
     };
     let faults = if case.without_faults().is_some() {
-        format!("holds on seeds 1–{MAX_SEEDS}")
+        format!("holds on seeds 1–{SEEDS_MAX}")
     } else {
         "needs no fault".to_string()
     };
@@ -673,7 +673,7 @@ fn table_row(case: &CatchCase, caught: &Caught) -> String {
 fn caught_row(case: &CatchCase) -> String {
     let Some(caught) = first_catch(case) else {
         panic!(
-            "{} (+{}) was not caught by its own mistake within {MAX_SEEDS} seeds of {}",
+            "{} (+{}) was not caught by its own mistake within {SEEDS_MAX} seeds of {}",
             case.switch,
             case.with.join(","),
             case.mix.name

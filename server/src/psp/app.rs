@@ -4,8 +4,8 @@
 use super::Psp;
 use super::state::{Answer, Refusal, intent_number};
 use super::wire::{
-    ConfirmIntent, CreateIntent, CreateRefund, IntentJson, IntentList, Ledger, LedgerLine,
-    MAX_AMOUNT,
+    AMOUNT_MAX, ConfirmIntent, CreateIntent, CreateRefund, IntentJson, IntentList, Ledger,
+    LedgerLine,
 };
 use crate::problem::Problem;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
@@ -23,9 +23,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 /// Largest request body accepted.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub const BODY_BYTES_MAX: usize = 64 * 1024;
 /// Largest page of intents or ledger lines.
-pub const MAX_PAGE: usize = 1000;
+pub const PAGE_MAX: usize = 1000;
 const DEFAULT_PAGE: usize = 100;
 /// Marks a response replayed from an idempotency record (Stripe's header).
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
@@ -53,7 +53,7 @@ pub fn router(psp: Arc<Psp>) -> Router {
                 "this endpoint does not take that method",
             )
         })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(psp)
 }
 
@@ -119,12 +119,12 @@ async fn create(
 ) -> Reply {
     let key = idempotency_key(&headers)?;
     let request = json(body)?;
-    if request.amount == Cents::ZERO || request.amount > MAX_AMOUNT {
+    if request.amount == Cents::ZERO || request.amount > AMOUNT_MAX {
         return Err(Problem::bad_request(
             "invalid-amount",
             format!(
                 "amount is {} cents; it must be 1..={} cents",
-                request.amount.0, MAX_AMOUNT.0
+                request.amount.0, AMOUNT_MAX.0
             ),
         ));
     }
@@ -360,10 +360,10 @@ fn path(id: Result<Path<String>, PathRejection>) -> Result<String, Problem> {
 
 fn page_limit(limit: Option<usize>) -> Result<usize, Problem> {
     match limit.unwrap_or(DEFAULT_PAGE) {
-        n @ 1..=MAX_PAGE => Ok(n),
+        n @ 1..=PAGE_MAX => Ok(n),
         n => Err(Problem::bad_request(
             "invalid-query",
-            format!("limit is {n}; it must be 1..={MAX_PAGE}"),
+            format!("limit is {n}; it must be 1..={PAGE_MAX}"),
         )),
     }
 }

@@ -1,6 +1,6 @@
 //! The PSP's client, used by the shop's workers and by simulated shoppers.
 
-use super::app::MAX_PAGE;
+use super::app::PAGE_MAX;
 use super::wire::{
     Card, ConfirmIntent, CreateIntent, CreateRefund, IntentJson, IntentList, Ledger,
 };
@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use stampede_core::{Cents, IntentId, LedgerEntry, OrderId, PaymentIntent};
 
 /// Most pages one listing call reads before giving up (10M rows).
-const MAX_PAGES: usize = 10_000;
+const PAGES_MAX: usize = 10_000;
 
 /// Why a PSP call did not return what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -120,8 +120,8 @@ impl PspClient {
     pub async fn intents_for_order(&self, order: OrderId) -> Result<Vec<PaymentIntent>, PspError> {
         let mut all = Vec::new();
         let mut after: Option<IntentId> = None;
-        for _ in 0..MAX_PAGES {
-            let page = self.page(Some(order), after.as_ref(), MAX_PAGE).await?;
+        for _ in 0..PAGES_MAX {
+            let page = self.page(Some(order), after.as_ref(), PAGE_MAX).await?;
             all.extend(page.data.iter().map(IntentJson::intent));
             match page.data.last() {
                 Some(last) if page.has_more => after = Some(last.id.clone()),
@@ -129,11 +129,11 @@ impl PspClient {
             }
         }
         Err(PspError::Decode(format!(
-            "more than {MAX_PAGES} pages of intents for {order}"
+            "more than {PAGES_MAX} pages of intents for {order}"
         )))
     }
 
-    /// Up to `limit` (at most [`MAX_PAGE`]) intents after `after`, in id order.
+    /// Up to `limit` (at most [`PAGE_MAX`]) intents after `after`, in id order.
     pub async fn list_intents(
         &self,
         after: Option<&IntentId>,
@@ -187,9 +187,9 @@ impl PspClient {
     /// The whole ledger, oldest first.
     pub async fn ledger(&self) -> Result<Vec<LedgerEntry>, PspError> {
         let mut all = Vec::new();
-        for _ in 0..MAX_PAGES {
+        for _ in 0..PAGES_MAX {
             let after = all.last().map_or(0, |line: &LedgerEntry| line.seq);
-            let path = format!("/v1/ledger?after={after}&limit={MAX_PAGE}");
+            let path = format!("/v1/ledger?after={after}&limit={PAGE_MAX}");
             let page: Ledger = decode(self.http.get(&self.addr, &path).await)?;
             all.extend(page.entries.into_iter().map(LedgerEntry::from));
             if !page.has_more {
@@ -197,7 +197,7 @@ impl PspClient {
             }
         }
         Err(PspError::Decode(format!(
-            "more than {MAX_PAGES} pages of ledger"
+            "more than {PAGES_MAX} pages of ledger"
         )))
     }
 

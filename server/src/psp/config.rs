@@ -99,11 +99,11 @@ pub struct PspConfigError {
 }
 
 /// Upper bound on `max_extra_copies`.
-pub const MAX_EXTRA_COPIES_LIMIT: u32 = 100;
+pub const EXTRA_COPIES_MAX: u32 = 100;
 /// Upper bound on `max_attempts`.
-pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
+pub const DELIVERY_ATTEMPTS_MAX: u32 = 100;
 /// Upper bound on any configured delay (one day).
-pub const MAX_DELAY_MS: u64 = 24 * 60 * 60 * 1000;
+pub const DELAY_MS_MAX: u64 = 24 * 60 * 60 * 1000;
 
 impl PspConfig {
     /// Checks every field; the first problem found is returned.
@@ -123,13 +123,10 @@ impl PspConfig {
                 format!("is {p}; it must be a probability in 0.0..=1.0"),
             );
         }
-        if self.max_extra_copies > MAX_EXTRA_COPIES_LIMIT {
+        if self.max_extra_copies > EXTRA_COPIES_MAX {
             return err(
                 "max_extra_copies",
-                format!(
-                    "is {}; at most {MAX_EXTRA_COPIES_LIMIT}",
-                    self.max_extra_copies
-                ),
+                format!("is {}; at most {EXTRA_COPIES_MAX}", self.max_extra_copies),
             );
         }
         if self.min_extra_copies > self.max_extra_copies.max(1) {
@@ -164,8 +161,8 @@ impl PspConfig {
             ("retry_max_ms", self.retry_max_ms),
             ("request_timeout_ms", self.request_timeout_ms),
         ] {
-            if value > MAX_DELAY_MS {
-                return err(field, format!("is {value}; at most {MAX_DELAY_MS} (a day)"));
+            if value > DELAY_MS_MAX {
+                return err(field, format!("is {value}; at most {DELAY_MS_MAX} (a day)"));
             }
         }
         for (field, value) in [
@@ -179,10 +176,10 @@ impl PspConfig {
                 return err(field, "is 0; it must be at least 1".into());
             }
         }
-        if self.max_attempts > MAX_ATTEMPTS_LIMIT {
+        if self.max_attempts > DELIVERY_ATTEMPTS_MAX {
             return err(
                 "max_attempts",
-                format!("is {}; at most {MAX_ATTEMPTS_LIMIT}", self.max_attempts),
+                format!("is {}; at most {DELIVERY_ATTEMPTS_MAX}", self.max_attempts),
             );
         }
         Ok(())

@@ -29,7 +29,7 @@ mod delivery;
 mod state;
 pub mod wire;
 
-pub use app::{MAX_BODY_BYTES, MAX_PAGE, REPLAYED_HEADER, document_json, router};
+pub use app::{BODY_BYTES_MAX, PAGE_MAX, REPLAYED_HEADER, document_json, router};
 pub use client::{CreatedIntent, PspClient, PspError};
 pub use config::{PspConfig, PspConfigError, WebhookTarget};
 pub use delivery::{ATTEMPT_HEADER, COPY_HEADER, DeliveryStats, SIGNATURE_HEADER};

@@ -212,7 +212,7 @@ pub struct CreateIntent {
 }
 
 /// The largest amount one intent may capture (Stripe's: 999,999.99).
-pub const MAX_AMOUNT: Cents = Cents(99_999_999);
+pub const AMOUNT_MAX: Cents = Cents(99_999_999);
 
 /// What the payer's card does on confirm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

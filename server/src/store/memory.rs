@@ -15,7 +15,7 @@
 //! the lock, in the order it was applied, and each reply carries the
 //! journal position it must wait for before it is released.
 
-use super::{Command, LEASE_WAIT_MAX_MS, Reply, Store, StoreError, StoreFuture};
+use super::{Command, LEASE_WAIT_MS_MAX, Reply, Store, StoreError, StoreFuture};
 use crate::clock::Clock;
 use stampede_core::{Lease, Millis, ShopState};
 use std::fmt;
@@ -151,7 +151,7 @@ impl MemoryStore {
     }
 
     /// Leases the next runnable job, waiting up to `wait_ms` (at most
-    /// [`LEASE_WAIT_MAX_MS`]) on tokio's clock for one. Each turn of the loop
+    /// [`LEASE_WAIT_MS_MAX`]) on tokio's clock for one. Each turn of the loop
     /// registers for the signal before it looks (so no signal is missed),
     /// looks under the lock, releases it, then sleeps until the signal, the
     /// next job's time or the end of the wait, whichever is first; so the
@@ -163,7 +163,7 @@ impl MemoryStore {
     /// [`MemoryStore::lease_job_wait`], also answering the journal position
     /// the reply must wait for.
     pub async fn lease_job_wait_journaled(&self, wait_ms: u64) -> (Option<Lease>, u64) {
-        let deadline = Instant::now() + Duration::from_millis(wait_ms.min(LEASE_WAIT_MAX_MS));
+        let deadline = Instant::now() + Duration::from_millis(wait_ms.min(LEASE_WAIT_MS_MAX));
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);

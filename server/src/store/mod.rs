@@ -45,7 +45,7 @@ pub enum StoreError {
 }
 
 /// Longest a [`Command::LeaseJobWait`] waits, ms, whatever it asks.
-pub const LEASE_WAIT_MAX_MS: u64 = 30_000;
+pub const LEASE_WAIT_MS_MAX: u64 = 30_000;
 
 /// Sleeps until `changed` fires, the next job is due, or `deadline`: a
 /// waiting lease's pause between two looks. `next` is when the next job is

@@ -46,7 +46,7 @@
 //! stamped no earlier than the last logged one, so the log's times never go
 //! back whatever the replicas' clocks say.
 
-use super::{Command, LEASE_WAIT_MAX_MS, Reply, Store, StoreError, StoreFuture};
+use super::{Command, LEASE_WAIT_MS_MAX, Reply, Store, StoreError, StoreFuture};
 use crate::clock::Clock;
 use stampede_core::{Lease, Millis, ShopState};
 use std::fmt;
@@ -74,7 +74,7 @@ const SCHEMA_LOCK: i64 = 0x5354_4d50_5343_484d;
 pub const NOTIFY_CHANNEL: &str = "stampede_log";
 
 /// Most commands one transaction carries (group commit).
-pub const MAX_BATCH: usize = 4_096;
+pub const BATCH_MAX: usize = 4_096;
 
 /// Most calls queued for the writer; beyond it a call is refused as unavailable.
 pub const QUEUE_BOUND: usize = 65_536;
@@ -117,7 +117,7 @@ CREATE TABLE stampede_log (
 pub struct PgOptions {
     /// `postgres://user:password@host:port/database` (or `postgresql://`).
     pub url: String,
-    /// Most commands per transaction, 1..=[`MAX_BATCH`].
+    /// Most commands per transaction, 1..=[`BATCH_MAX`].
     pub max_batch: usize,
     /// Commands logged since the last checkpoint before the next (at least).
     pub checkpoint_min_commands: u64,
@@ -128,7 +128,7 @@ impl PgOptions {
     pub fn new(url: impl Into<String>) -> PgOptions {
         PgOptions {
             url: url.into(),
-            max_batch: MAX_BATCH,
+            max_batch: BATCH_MAX,
             checkpoint_min_commands: CHECKPOINT_MIN_COMMANDS,
         }
     }
@@ -678,7 +678,7 @@ impl PgStore {
             client: Some(client),
             statements: None,
             stale: false,
-            max_batch: options.max_batch.clamp(1, MAX_BATCH),
+            max_batch: options.max_batch.clamp(1, BATCH_MAX),
             checkpoint_min: options.checkpoint_min_commands.max(1),
         };
         tokio::spawn(writer.run(queue));
@@ -719,7 +719,7 @@ impl PgStore {
     }
 
     /// Leases the next runnable job, waiting up to `wait_ms` (at most
-    /// [`LEASE_WAIT_MAX_MS`]). Each turn registers for the signal, then
+    /// [`LEASE_WAIT_MS_MAX`]). Each turn registers for the signal, then
     /// leases through the log if this replica's state has a runnable job;
     /// if it has none and another replica has notified since this wait last
     /// caught up (or it never has), it catches up with the log first (a
@@ -730,7 +730,7 @@ impl PgStore {
     /// empty leases written to the log, and a job enqueued on this replica
     /// costs its worker no extra round trip.
     async fn lease_job_wait(&self, wait_ms: u64) -> Result<Option<Lease>, StoreError> {
-        let deadline = Instant::now() + Duration::from_millis(wait_ms.min(LEASE_WAIT_MAX_MS));
+        let deadline = Instant::now() + Duration::from_millis(wait_ms.min(LEASE_WAIT_MS_MAX));
         let mut caught_up_with = None;
         loop {
             let changed = self.shared.changed.notified();

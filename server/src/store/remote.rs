@@ -2,7 +2,7 @@
 //! store can run as a host of its own that crashes and restarts.
 //!
 //! **Wire format.** Each frame is a 4-byte big-endian body length followed by
-//! a JSON body of at most [`MAX_FRAME_BYTES`]. A client sends
+//! a JSON body of at most [`FRAME_BYTES_MAX`]. A client sends
 //! `{"id": u64, "request": Command}` and the server answers
 //! `{"id": u64, "result": {"Ok": Reply} | {"Err": StoreError}}`.
 //! A longer announced length is a protocol error: the reader refuses it from
@@ -55,7 +55,7 @@ use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout_at};
 
 /// Largest frame body either side sends or accepts, in bytes.
-pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+pub const FRAME_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 /// Bytes of the big-endian length that precedes each frame body.
 const HEADER_BYTES: usize = 4;
@@ -77,15 +77,15 @@ struct ResponseFrame {
 }
 
 /// Serialises `value` as one frame: header and body in one buffer, so one
-/// write carries it. Refuses (`InvalidData`) a body over [`MAX_FRAME_BYTES`].
+/// write carries it. Refuses (`InvalidData`) a body over [`FRAME_BYTES_MAX`].
 fn encode_frame<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
     let mut frame = vec![0; HEADER_BYTES];
     serde_json::to_writer(&mut frame, value).map_err(io::Error::other)?;
     let body_bytes = frame.len() - HEADER_BYTES;
-    if body_bytes > MAX_FRAME_BYTES {
+    if body_bytes > FRAME_BYTES_MAX {
         return Err(too_large(body_bytes));
     }
-    let length = u32::try_from(body_bytes).expect("MAX_FRAME_BYTES fits in u32");
+    let length = u32::try_from(body_bytes).expect("FRAME_BYTES_MAX fits in u32");
     frame[..HEADER_BYTES].copy_from_slice(&length.to_be_bytes());
     Ok(frame)
 }
@@ -93,13 +93,13 @@ fn encode_frame<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
 fn too_large(bytes: usize) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
-        format!("frame of {bytes} bytes exceeds the limit of {MAX_FRAME_BYTES} bytes"),
+        format!("frame of {bytes} bytes exceeds the limit of {FRAME_BYTES_MAX} bytes"),
     )
 }
 
 /// Reads one frame body. `Ok(None)` is a clean end of stream (the peer closed
 /// between frames); a close inside a frame is `UnexpectedEof`; an announced
-/// length over [`MAX_FRAME_BYTES`] is `InvalidData`, refused before any of
+/// length over [`FRAME_BYTES_MAX`] is `InvalidData`, refused before any of
 /// the body is read or any room for it is allocated.
 async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> io::Result<Option<Vec<u8>>> {
     let mut header = [0u8; HEADER_BYTES];
@@ -115,7 +115,7 @@ async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> io::Result<Option<V
         filled += n;
     }
     let announced = usize::try_from(u32::from_be_bytes(header)).unwrap_or(usize::MAX);
-    if announced > MAX_FRAME_BYTES {
+    if announced > FRAME_BYTES_MAX {
         return Err(too_large(announced));
     }
     let mut body = Vec::with_capacity(announced.min(READ_BUFFER_BYTES));
@@ -473,14 +473,14 @@ mod tests {
 
     #[tokio::test]
     async fn the_limit_is_inclusive_on_read() {
-        // Proves: a length of exactly MAX_FRAME_BYTES is legal (then fails
+        // Proves: a length of exactly FRAME_BYTES_MAX is legal (then fails
         // only for want of bytes); one more is refused from the header.
-        let at_limit = u32::try_from(MAX_FRAME_BYTES).unwrap().to_be_bytes();
+        let at_limit = u32::try_from(FRAME_BYTES_MAX).unwrap().to_be_bytes();
         let mut legal = &at_limit[..];
         let err = read_frame(&mut legal).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
 
-        let over = (u32::try_from(MAX_FRAME_BYTES).unwrap() + 1).to_be_bytes();
+        let over = (u32::try_from(FRAME_BYTES_MAX).unwrap() + 1).to_be_bytes();
         let mut refused = &over[..];
         let err = read_frame(&mut refused).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);

@@ -18,7 +18,7 @@
 //! read or a refusal waits for the last command applied before it, so no
 //! client ever sees a change that a crash could take back. One writer thread
 //! commits whatever is queued as one transaction (group commit, at most
-//! [`MAX_BATCH`] commands), so throughput holds under load while each
+//! [`BATCH_MAX`] commands), so throughput holds under load while each
 //! transaction costs one sync. If a commit fails the store stops: every
 //! reply still waiting, and every later call, gets
 //! [`StoreError::Unavailable`], and a restart recovers from the file.
@@ -68,7 +68,7 @@ pub const APPLICATION_ID: i32 = 0x5354_4d50;
 pub const SCHEMA_VERSION: i32 = 1;
 
 /// Most commands committed in one transaction.
-pub const MAX_BATCH: usize = 4_096;
+pub const BATCH_MAX: usize = 4_096;
 
 /// Most commands queued for the writer; a full queue makes the next command
 /// wait (under the state lock) for room: back-pressure, not unbounded memory.
@@ -137,7 +137,7 @@ pub struct SqliteOptions {
     pub path: PathBuf,
     /// How commits reach the disk.
     pub sync: SyncLevel,
-    /// Most commands per transaction: [`MAX_BATCH`] for group commit, 1 for
+    /// Most commands per transaction: [`BATCH_MAX`] for group commit, 1 for
     /// one transaction (and one sync) per command.
     pub max_batch: usize,
     /// When replies go: after their commit (the reference), or at once with
@@ -156,7 +156,7 @@ impl SqliteOptions {
         SqliteOptions {
             path: path.into(),
             sync: SyncLevel::Full,
-            max_batch: MAX_BATCH,
+            max_batch: BATCH_MAX,
             commit: Commit::Durable,
             checkpoint_min_commands: CHECKPOINT_MIN_COMMANDS,
         }
@@ -942,7 +942,7 @@ impl SqliteStore {
         } = recovered;
         let (queue, entries) = sync_channel(QUEUE_BOUND);
         let (durable_tx, durable) = watch::channel(Durable { seq, failed: None });
-        let max_batch = options.max_batch.clamp(1, MAX_BATCH);
+        let max_batch = options.max_batch.clamp(1, BATCH_MAX);
         let pause = match options.commit {
             Commit::Durable => None,
             Commit::AckFirst => Some(std::time::Duration::from_millis(ACK_FIRST_COMMIT_EVERY_MS)),
