@@ -360,12 +360,11 @@ pub fn write_outputs(dir: &Path, summary: &Summary, history: &History) -> Result
         "report.html",
         stampede_reports::render_run_html(summary, history).into_bytes(),
     )?;
-    let mut lines = Vec::new();
-    for event in history.events() {
-        lines.extend(serde_json::to_vec(event).map_err(|e| e.to_string())?);
-        lines.push(b'\n');
-    }
-    write("trace.jsonl", lines)
+    let path = dir.join("trace.jsonl");
+    let cannot = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&path).map_err(cannot)?);
+    stampede_sim::write_trace(history, &mut out).map_err(cannot)?;
+    std::io::Write::flush(&mut out).map_err(cannot)
 }
 
 /// Which invariants failed (for the exit code and messages).

@@ -51,5 +51,5 @@ pub use scenario::{
 pub use shopper::wish;
 pub use world::{
     EPOCH_UNIX_MS, LiveViolation, RunResult, RunStats, SETTLE_EXTENSION_MS_MAX, SimError, run,
-    trace_hash,
+    trace_hash, write_trace,
 };

@@ -154,14 +154,34 @@ pub enum SimError {
     Setup(String),
 }
 
-/// The SHA-256 of a history's JSON lines: equal histories, equal hashes.
-pub fn trace_hash(history: &History) -> String {
-    let mut hasher = Sha256::new();
+/// Writes a history as JSON lines, one event a line, in order: the bytes
+/// `trace.jsonl` holds and [`trace_hash`] hashes.
+pub fn write_trace(history: &History, out: &mut impl std::io::Write) -> std::io::Result<()> {
     for event in history.events() {
-        hasher.update(serde_json::to_vec(event).expect("events serialize"));
-        hasher.update(b"\n");
+        serde_json::to_writer(&mut *out, event)?;
+        out.write_all(b"\n")?;
     }
-    hasher
+    Ok(())
+}
+
+/// The SHA-256 of a history's JSON lines ([`write_trace`]): equal histories,
+/// equal hashes.
+pub fn trace_hash(history: &History) -> String {
+    /// Feeds what is written to the hash.
+    struct Hashing(Sha256);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.update(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut hashing = Hashing(Sha256::new());
+    write_trace(history, &mut hashing).expect("events serialize");
+    hashing
+        .0
         .finalize()
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -983,5 +1003,47 @@ fn fault_starts(shared: &Shared, recorder: &Recorder, now: u64, what: String, le
                 fault: what,
             },
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_trace_hash_is_the_sha256_of_the_trace_file_bytes() {
+        // Proves: `trace.jsonl` (write_trace) holds one JSON event a line, in order, and its
+        // SHA-256 is the trace hash; one event more changes the hash.
+        let mut history = History::new();
+        history.push(
+            Millis(5),
+            EventKind::Fault {
+                what: "crash db for 10 ms".into(),
+            },
+        );
+        history.push(
+            Millis(9),
+            EventKind::Fault {
+                what: "restart db".into(),
+            },
+        );
+        let mut bytes = Vec::new();
+        write_trace(&history, &mut bytes).unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert_eq!(text.lines().count(), 2);
+        assert!(text.lines().next().unwrap().contains("crash db for 10 ms"));
+        assert!(text.ends_with('\n'));
+        let digest: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(trace_hash(&history), digest);
+        history.push(
+            Millis(9),
+            EventKind::Fault {
+                what: "heal".into(),
+            },
+        );
+        assert_ne!(trace_hash(&history), digest);
     }
 }
