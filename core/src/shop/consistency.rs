@@ -315,6 +315,23 @@ mod tests {
     }
 
     #[test]
+    fn a_reservation_must_hold_each_sku_of_its_order_not_just_as_many_units() {
+        // Proves: the same number of units of other SKUs is not the order's lines (2 hats held
+        // for 1 hat and 1 scarf is unheld).
+        let (mut s, reserved, _) = two_orders();
+        let order = s.orders.get_mut(&reserved).unwrap();
+        let mut scarf = order.lines[0].clone();
+        scarf.sku = Sku::new("scarf").unwrap();
+        scarf.qty = 1;
+        order.lines[0].qty = 1;
+        order.lines.push(scarf);
+        assert!(matches!(
+            s.check_consistency(),
+            Err(Inconsistency::Unheld { order, .. }) if order == reserved
+        ));
+    }
+
+    #[test]
     fn the_check_stands_down_once_a_naive_primitive_ran() {
         // Proves: a state a naive design broke on purpose is not reported (the checker's job).
         let (mut s, _, _) = two_orders();
@@ -350,6 +367,31 @@ mod tests {
         let expired = Cancelled(CancelReason::Expired);
         assert!(!counts_toward_holdings(&order(&[expired])));
         assert!(!counts_toward_holdings(&order(&[expired, Refunded])));
+    }
+
+    #[cfg(debug_assertions)]
+    #[test]
+    fn the_debug_postcondition_stands_down_after_a_naive_primitive_at_any_size() {
+        // Proves: beyond the bound, where only stock is checked, a naive design's oversold
+        // stock (two forced reservations of the last unit) does not panic the shop.
+        let mut s = shop(1);
+        for n in 0..=CONSISTENCY_CHECK_ORDERS_MAX {
+            place(&mut s, n, 1);
+        }
+        for order in [OrderId(1), OrderId(2)] {
+            let forced = Command::RawForceReserve {
+                order,
+                observed: vec![1],
+                cause: Cause::Reconciler,
+            };
+            s.apply(forced, Millis(1)).unwrap();
+        }
+        assert!(s.naive_primitives_used);
+        assert!(
+            s.inventory.check_conservation().is_err(),
+            "oversold on purpose"
+        );
+        s.debug_check_consistency();
     }
 
     #[cfg(debug_assertions)]
