@@ -500,8 +500,9 @@ pub struct ShopState {
     /// Orders placed per customer in the current rate-limit window.
     #[serde(default)]
     placed_in_window: CustomerWindow,
-    /// Set once a naive primitive that breaks the shop's consistency on
-    /// purpose has run: the consistency check then stands down.
+    /// Set by [`ShopState::apply`] once a naive command that breaks the
+    /// shop's consistency on purpose has changed the state: the consistency
+    /// check then stands down.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     naive_primitives_used: bool,
 }

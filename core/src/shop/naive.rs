@@ -64,18 +64,6 @@ impl ShopState {
         now: Millis,
         cause: Cause,
     ) -> Result<Step, ShopError> {
-        let step = self.raw_force_reserve_step(id, observed, now, cause);
-        self.naive_primitives_used |= step.is_ok();
-        step
-    }
-
-    fn raw_force_reserve_step(
-        &mut self,
-        id: OrderId,
-        observed: &[u64],
-        now: Millis,
-        cause: Cause,
-    ) -> Result<Step, ShopError> {
         let order = self.orders.get(&id).ok_or(ShopError::UnknownOrder(id))?;
         let status = order.status();
         let lines = order_lines(order);
@@ -104,18 +92,6 @@ impl ShopState {
         cause: Cause,
         sold_out: SoldOut,
     ) -> Result<Step, ShopError> {
-        let step = self.raw_reserve_unchecked_step(id, now, cause, sold_out);
-        self.naive_primitives_used |= step.is_ok();
-        step
-    }
-
-    fn raw_reserve_unchecked_step(
-        &mut self,
-        id: OrderId,
-        now: Millis,
-        cause: Cause,
-        sold_out: SoldOut,
-    ) -> Result<Step, ShopError> {
         self.reserve_step(id, now, cause, false, sold_out)
     }
 
@@ -130,16 +106,6 @@ impl ShopState {
     /// kinds take the reference path ([`ShopState::receive_webhook`] without
     /// its dedup).
     pub fn raw_apply_unchecked(
-        &mut self,
-        event: &WebhookEvent,
-        now: Millis,
-    ) -> Result<Step, ShopError> {
-        let step = self.raw_apply_unchecked_step(event, now);
-        self.naive_primitives_used |= step.is_ok();
-        step
-    }
-
-    fn raw_apply_unchecked_step(
         &mut self,
         event: &WebhookEvent,
         now: Millis,
@@ -197,7 +163,13 @@ impl ShopState {
     pub(crate) fn run_naive(&mut self, command: Command, now: Millis) -> Result<Reply, ShopError> {
         use Command as C;
         use Reply as R;
-        Ok(match command {
+        // The primitives that break the shop's consistency on purpose; the
+        // check stands down once one has changed the state.
+        let taints = matches!(
+            command,
+            C::RawForceReserve { .. } | C::RawReserveUnchecked { .. } | C::RawApplyUnchecked { .. }
+        );
+        let reply = match command {
             C::RawGetKey { key } => R::Key(self.saved_response(&key, now)),
             C::RawPutKey {
                 key,
@@ -232,6 +204,8 @@ impl ShopState {
             }
             C::RawApplyUnchecked { event } => R::Step(self.raw_apply_unchecked(&event, now)?),
             other => unreachable!("{other:?} is not a naive command"),
-        })
+        };
+        self.naive_primitives_used |= taints;
+        Ok(reply)
     }
 }
