@@ -65,6 +65,12 @@ pub struct LoadArgs {
     /// default) or poll (GET the order every 50 ms, as a client without streaming would).
     #[arg(long, default_value = "events", value_parser = parse_follow)]
     pub follow: stampede_loadgen::Follow,
+    /// HTTP version spoken to the shop and the PSP: 1.1, 2 (cleartext, by prior knowledge: every
+    /// journey's requests and events streams share one connection per host instead of a descriptor
+    /// each; `stampede serve` and `stampede psp` accept both) or auto: 2 with the shop Stampede
+    /// starts, 1.1 with --host.
+    #[arg(long, default_value = "auto", value_parser = parse_http)]
+    pub http: HttpVersion,
     /// After the load, how long journeys in flight may keep watching their orders after paying
     /// (one still waiting to be offered payment watches up to 60s regardless).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -276,6 +282,36 @@ fn terms(args: &LoadArgs, hold_ms: Option<u64>) -> stampede_core::Terms {
 }
 
 /// `events` or `poll`.
+/// `--http`: which HTTP the load generator speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpVersion {
+    /// 2 with the shop Stampede starts, 1.1 with `--host`.
+    Auto,
+    /// HTTP/1.1.
+    Http1,
+    /// Cleartext HTTP/2 by prior knowledge.
+    Http2,
+}
+
+fn parse_http(text: &str) -> Result<HttpVersion, String> {
+    match text {
+        "auto" => Ok(HttpVersion::Auto),
+        "1.1" | "1" => Ok(HttpVersion::Http1),
+        "2" => Ok(HttpVersion::Http2),
+        _ => Err(format!("{text:?}: write auto, 1.1 or 2")),
+    }
+}
+
+/// Whether the load speaks HTTP/2: as asked, or (auto) when Stampede starts
+/// the shop and so knows it accepts HTTP/2.
+fn speaks_http2(args: &LoadArgs) -> bool {
+    match args.http {
+        HttpVersion::Auto => args.host.is_none(),
+        HttpVersion::Http1 => false,
+        HttpVersion::Http2 => true,
+    }
+}
+
 fn parse_follow(text: &str) -> Result<stampede_loadgen::Follow, String> {
     match text {
         "events" => Ok(stampede_loadgen::Follow::Events),
@@ -498,6 +534,8 @@ fn load_stack(
     config.seed = seed;
     config.workers = LOAD_WORKERS;
     config.shop.reservation_ttl_ms = Some(LOAD_RESERVATION_TTL_MS);
+    // Each journey in flight may follow its order over one events stream.
+    config.server.max_watchers = stampede_loadgen::JOURNEYS_IN_FLIGHT_MAX as usize;
     admission.configure(&mut config);
     config.catalog = load_catalog();
     config.store = store;
@@ -671,8 +709,9 @@ pub fn write_report(dir: &Path, report: &LoadReport) -> Result<(), String> {
     Ok(())
 }
 
-/// Descriptors one journey in flight may hold: its connection, both ends
-/// when the shop runs in this process, and a share of the pools' spares.
+/// Descriptors one journey in flight may hold over HTTP/1.1: its connection,
+/// both ends when the shop runs in this process, and a share of the pools'
+/// spares.
 const FDS_PER_JOURNEY: u64 = 3;
 /// The same with the shop elsewhere (`--host`): only the client's end.
 const FDS_PER_JOURNEY_REMOTE: u64 = 2;
@@ -681,24 +720,39 @@ const FDS_PER_JOURNEY_REMOTE: u64 = 2;
 const FDS_RESERVED: u64 = 1_024;
 /// Bounds of the default number of journeys in flight.
 const IN_FLIGHT_DEFAULT_MIN: u32 = 64;
-const IN_FLIGHT_DEFAULT_MAX: u32 = 16_384;
+const IN_FLIGHT_DEFAULT_MAX: u32 = 65_536;
 
 /// Seconds of the schedule's peak arrivals the default in-flight cap holds.
 const IN_FLIGHT_PEAK_SECS: f64 = 10.0;
 
+/// Descriptors one journey in flight holds of its own: over HTTP/2 none
+/// (every journey shares one connection per host).
+fn fds_per_journey(http2: bool, shop_in_process: bool) -> u64 {
+    match (http2, shop_in_process) {
+        (true, _) => 0,
+        (false, true) => FDS_PER_JOURNEY,
+        (false, false) => FDS_PER_JOURNEY_REMOTE,
+    }
+}
+
+/// Journeys in flight that `descriptors` open files carry at `per_journey`
+/// each (unbounded at 0).
+fn carried_in_flight(descriptors: u64, per_journey: u64) -> u32 {
+    let fit = descriptors
+        .saturating_sub(FDS_RESERVED)
+        .checked_div(per_journey)
+        .unwrap_or(u64::MAX);
+    u32::try_from(fit).unwrap_or(u32::MAX)
+}
+
 /// The default `--max-in-flight` for a process allowed `descriptors` open
-/// files and a schedule peaking at `peak_per_sec` journeys a second: an open
-/// loop's cap is a safety valve for the generator's machine, not a throttle
-/// on the offered load, so it holds 10 s of the peak's arrivals, as far as
-/// the descriptors allow (within bounds).
-fn default_in_flight(descriptors: u64, shop_in_process: bool, peak_per_sec: f64) -> u32 {
-    let per_journey = if shop_in_process {
-        FDS_PER_JOURNEY
-    } else {
-        FDS_PER_JOURNEY_REMOTE
-    };
-    let fit = descriptors.saturating_sub(FDS_RESERVED) / per_journey;
-    let fit = u32::try_from(fit).unwrap_or(u32::MAX);
+/// files, `per_journey` of them held by each journey in flight, and a
+/// schedule peaking at `peak_per_sec` journeys a second: an open loop's cap
+/// is a safety valve for the generator's machine, not a throttle on the
+/// offered load, so it holds 10 s of the peak's arrivals, as far as the
+/// descriptors allow (within bounds).
+fn default_in_flight(descriptors: u64, per_journey: u64, peak_per_sec: f64) -> u32 {
+    let fit = carried_in_flight(descriptors, per_journey);
     // The float-to-int cast saturates (a NaN gives 0).
     let needed = (peak_per_sec * IN_FLIGHT_PEAK_SECS).ceil() as u32;
     fit.min(needed)
@@ -723,7 +777,8 @@ fn descriptor_limit() -> u64 {
 /// descriptors carry; a number past what they carry is warned about.
 fn in_flight(args: &LoadArgs, rate: f64) -> u32 {
     let descriptors = descriptor_limit();
-    let carried = default_in_flight(descriptors, args.host.is_none(), f64::INFINITY);
+    let per_journey = fds_per_journey(speaks_http2(args), args.host.is_none());
+    let carried = carried_in_flight(descriptors, per_journey);
     let peak = match args.spike {
         Some(Shape::Spike { factor, .. }) => rate * factor.max(1.0),
         _ => rate,
@@ -731,12 +786,12 @@ fn in_flight(args: &LoadArgs, rate: f64) -> u32 {
     match args.max_in_flight {
         Some(asked) if asked > carried => {
             eprintln!(
-                "warning: --max-in-flight {asked} is more than this process's {descriptors} open files carry ({carried}); connections may fail with \"too many open files\""
+                "warning: --max-in-flight {asked} is more than this process's {descriptors} open files carry ({carried}); connections may fail with \"too many open files\" (--http 2 shares one connection per host)"
             );
             asked
         }
         Some(asked) => asked,
-        None => default_in_flight(descriptors, args.host.is_none(), peak),
+        None => default_in_flight(descriptors, per_journey, peak),
     }
 }
 
@@ -946,6 +1001,7 @@ fn load_config(
     config.settle = args.settle;
     config.mix = args.mix;
     config.follow = args.follow;
+    config.http2 = speaks_http2(args);
     config.design = target.design.clone();
     config.seed = args.seed;
     config.kills = target.kills.clone();
@@ -1233,38 +1289,81 @@ mod tests {
     }
 
     #[test]
+    fn http2_with_the_shop_stampede_starts_and_http1_with_host_unless_told() {
+        // Proves: --http auto speaks HTTP/2 only to a shop Stampede started
+        // (it knows that one accepts it), 1.1 and 2 force either way, and
+        // anything else is refused naming the choices.
+        let own = load_args(&[]).unwrap();
+        assert_eq!(own.http, HttpVersion::Auto);
+        assert!(speaks_http2(&own));
+        let host = load_args(&[
+            "--host",
+            "http://127.0.0.1:9",
+            "--psp",
+            "http://127.0.0.1:8",
+        ]);
+        assert!(!speaks_http2(&host.unwrap()));
+        let forced = [
+            "--host",
+            "http://127.0.0.1:9",
+            "--psp",
+            "http://127.0.0.1:8",
+            "--http",
+            "2",
+        ];
+        assert!(speaks_http2(&load_args(&forced).unwrap()));
+        assert!(!speaks_http2(&load_args(&["--http", "1.1"]).unwrap()));
+        assert!(!speaks_http2(&load_args(&["--http", "1"]).unwrap()));
+        let error = load_args(&["--http", "3"])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(error.contains("write auto, 1.1 or 2"), "{error}");
+    }
+
+    #[test]
     fn journeys_in_flight_default_to_what_the_descriptors_carry_within_bounds() {
-        // Proves: the default is (descriptors − the reserve) / descriptors per
-        // journey — three with the shop in this process, two with --host — or
-        // 10 s of the schedule's peak (a spike's factor included) if fewer, at
-        // least 64 and at most 16,384, each bound met on both sides.
+        // Proves: over HTTP/1.1 the default is (descriptors − the reserve) /
+        // descriptors per journey — three with the shop in this process, two
+        // with --host — or 10 s of the schedule's peak (a spike's factor
+        // included) if fewer, at least 64 and at most 65,536, each bound met
+        // on both sides; over HTTP/2 descriptors do not bind.
         let any = f64::INFINITY;
-        assert_eq!(default_in_flight(20_000, true, any), 6_325);
-        assert_eq!(default_in_flight(20_000, false, any), 9_488);
+        let (local, remote) = (fds_per_journey(false, true), fds_per_journey(false, false));
+        assert_eq!((local, remote), (3, 2));
+        assert_eq!(fds_per_journey(true, true), 0);
+        assert_eq!(fds_per_journey(true, false), 0);
+        assert_eq!(default_in_flight(20_000, local, any), 6_325);
+        assert_eq!(default_in_flight(20_000, remote, any), 9_488);
         let at_min = FDS_RESERVED + 3 * 64;
-        assert_eq!(default_in_flight(at_min, true, any), 64);
-        assert_eq!(default_in_flight(at_min + 3, true, any), 65);
-        assert_eq!(default_in_flight(at_min - 3, true, any), 64);
-        assert_eq!(default_in_flight(0, true, any), 64);
-        let at_max = FDS_RESERVED + 3 * 16_384;
-        assert_eq!(default_in_flight(at_max, true, any), 16_384);
-        assert_eq!(default_in_flight(at_max - 3, true, any), 16_383);
-        assert_eq!(default_in_flight(at_max + 3, true, any), 16_384);
-        assert_eq!(default_in_flight(u64::MAX, false, any), 16_384);
+        assert_eq!(default_in_flight(at_min, local, any), 64);
+        assert_eq!(default_in_flight(at_min + 3, local, any), 65);
+        assert_eq!(default_in_flight(at_min - 3, local, any), 64);
+        assert_eq!(default_in_flight(0, local, any), 64);
+        let at_max = FDS_RESERVED + 3 * 65_536;
+        assert_eq!(default_in_flight(at_max, local, any), 65_536);
+        assert_eq!(default_in_flight(at_max - 3, local, any), 65_535);
+        assert_eq!(default_in_flight(at_max + 3, local, any), 65_536);
+        assert_eq!(default_in_flight(u64::MAX, remote, any), 65_536);
+        // HTTP/2: 10 s of the peak up to the bound, however few the descriptors.
+        assert_eq!(default_in_flight(1_024, 0, any), 65_536);
+        assert_eq!(default_in_flight(0, 0, 6_553.6), 65_536);
+        assert_eq!(default_in_flight(0, 0, 6_553.5), 65_535);
+        assert_eq!(carried_in_flight(0, 0), u32::MAX);
         // Ten seconds of the peak, when the descriptors carry more: 50/s → 500, 50.01/s → 501.
-        assert_eq!(default_in_flight(20_000, true, 50.0), 500);
-        assert_eq!(default_in_flight(20_000, true, 50.01), 501);
-        assert_eq!(default_in_flight(20_000, true, 1.0), 64);
-        assert_eq!(default_in_flight(20_000, true, 20_000.0), 6_325);
+        assert_eq!(default_in_flight(20_000, local, 50.0), 500);
+        assert_eq!(default_in_flight(20_000, local, 50.01), 501);
+        assert_eq!(default_in_flight(20_000, local, 1.0), 64);
+        assert_eq!(default_in_flight(20_000, local, 20_000.0), 6_325);
         let spike = load_args(&["--rate", "100/s", "--spike", "5s,2s,10"]).unwrap();
         assert_eq!(
             in_flight(&spike, 100.0),
-            default_in_flight(descriptor_limit(), true, 1_000.0)
+            default_in_flight(descriptor_limit(), 0, 1_000.0)
         );
-        let steady = load_args(&["--rate", "100/s"]).unwrap();
+        let steady = load_args(&["--rate", "100/s", "--http", "1.1"]).unwrap();
         assert_eq!(
             in_flight(&steady, 100.0),
-            default_in_flight(descriptor_limit(), true, 100.0)
+            default_in_flight(descriptor_limit(), local, 100.0)
         );
         assert_eq!(load_args(&[]).unwrap().max_in_flight, None);
         let asked = load_args(&["--max-in-flight", "100"]).unwrap();

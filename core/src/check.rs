@@ -377,6 +377,8 @@ struct Facts<'a> {
     exchanges: Vec<Exchange<'a>>,
     /// Each client's observed statuses of each order, in history order: (event index, status).
     observed: BTreeMap<(u64, OrderId), Vec<(usize, OrderStatus)>>,
+    /// Every status some client was shown each order in (any client).
+    shown: BTreeMap<OrderId, Vec<OrderStatus>>,
     /// Orders some client was shown confirmed, with the first event that showed it.
     seen_confirmed: BTreeMap<OrderId, usize>,
     /// Each acknowledged order's first acknowledgement: request index, response
@@ -419,6 +421,7 @@ impl<'a> Facts<'a> {
             jobs: BTreeMap::new(),
             exchanges: Vec::new(),
             observed: BTreeMap::new(),
+            shown: BTreeMap::new(),
             seen_confirmed: BTreeMap::new(),
             acknowledged: BTreeMap::new(),
             offered: BTreeMap::new(),
@@ -477,6 +480,10 @@ impl<'a> Facts<'a> {
             .entry((client, order))
             .or_default()
             .push((i, status));
+        let shown = self.shown.entry(order).or_default();
+        if !shown.contains(&status) {
+            shown.push(status);
+        }
         if status == OrderStatus::Confirmed {
             self.seen_confirmed.entry(order).or_insert(i);
         }
@@ -1550,39 +1557,64 @@ impl<'a> Facts<'a> {
         order: OrderId,
         asked: &PlaceOrder,
         t: Millis,
-        released: &BTreeMap<OrderId, usize>,
+        spoken: &SpokenFor<'a>,
     ) -> bool {
-        let before = |i: Option<&usize>| i.is_some_and(|&i| self.at(i) <= t);
-        let mut spoken: BTreeMap<&Sku, u64> = BTreeMap::new();
-        for (other, &(request, _, placed)) in &self.acknowledged {
-            if *other == order || !before(self.offered.get(other)) || before(released.get(other)) {
-                continue;
-            }
-            let held = self
-                .terms
-                .hold_ms
-                .is_none_or(|hold| t < self.at(request).plus_ms(hold));
-            if !held && !before(self.seen_confirmed.get(other)) {
-                continue;
-            }
-            for item in &placed.items {
-                *spoken.entry(&item.sku).or_default() += u64::from(item.qty);
-            }
-        }
+        let own = self.acknowledged.get(&order);
         asked.items.iter().any(|item| {
-            let received: u64 = self.received.get(&item.sku).map_or(0, |(_, stocked)| {
-                stocked
+            let received = self.received_by(&item.sku, t);
+            let mut taken = spoken.at(&item.sku, t);
+            if let Some(&(_, _, placed)) = own
+                && spoken.holds(order, t)
+            {
+                taken -= placed
+                    .items
                     .iter()
-                    .filter(|&&i| self.at(i) <= t)
-                    .map(|&i| match &self.history.events()[i].kind {
-                        EventKind::Stocked { qty, .. } => *qty,
-                        _ => 0,
-                    })
-                    .sum()
-            });
-            let taken = spoken.get(&item.sku).copied().unwrap_or(0);
+                    .filter(|i| i.sku == item.sku)
+                    .map(|i| u64::from(i.qty))
+                    .sum::<u64>();
+            }
             taken.saturating_add(u64::from(item.qty)) > received
         })
+    }
+
+    /// Units of `sku` received by `t`.
+    fn received_by(&self, sku: &Sku, t: Millis) -> u64 {
+        self.received.get(sku).map_or(0, |(_, stocked)| {
+            stocked
+                .iter()
+                .filter(|&&i| self.at(i) <= t)
+                .map(|&i| match &self.history.events()[i].kind {
+                    EventKind::Stocked { qty, .. } => *qty,
+                    _ => 0,
+                })
+                .sum()
+        })
+    }
+
+    /// When `order` (requested at event `request`) holds its units, by the
+    /// evidence: from the first offer a client saw until it was shown given
+    /// back, while its hold cannot have lapsed or once it was shown
+    /// confirmed — at most two spans `[from, until)` of ms (`u64::MAX`: no end).
+    fn spoken_spans(
+        &self,
+        order: OrderId,
+        request: usize,
+        released: &BTreeMap<OrderId, usize>,
+    ) -> HeldSpans {
+        let Some(&offered) = self.offered.get(&order) else {
+            return [None, None];
+        };
+        let from = self.at(offered).0;
+        let until = released.get(&order).map_or(u64::MAX, |&i| self.at(i).0);
+        let lapses = self
+            .terms
+            .hold_ms
+            .map_or(u64::MAX, |hold| self.at(request).plus_ms(hold).0);
+        let confirmed = self
+            .seen_confirmed
+            .get(&order)
+            .map_or(u64::MAX, |&i| self.at(i).0);
+        held_spans(from, until, lapses, confirmed)
     }
 
     /// When the judged world ends: the snapshot's time, or the last event if later.
@@ -1607,9 +1639,9 @@ impl<'a> Facts<'a> {
 
     /// Was some client shown `order` in `status`?
     fn was_shown(&self, order: OrderId, status: OrderStatus) -> bool {
-        self.observed
-            .iter()
-            .any(|((_, o), seen)| *o == order && seen.iter().any(|(_, s)| *s == status))
+        self.shown
+            .get(&order)
+            .is_some_and(|shown| shown.contains(&status))
     }
 
     /// Did the order end in `status`, by the shop's final record or by what a client was shown?
@@ -1866,6 +1898,104 @@ fn left_behind(
     }
 }
 
+/// At most two spans `[from, until)` of ms (`u64::MAX`: no end).
+type HeldSpans = [Option<(u64, u64)>; 2];
+
+/// When an order holds its units by the evidence, as spans: shown offered at
+/// `from`, shown given back at `until`, its hold lapsing at `lapses` unless
+/// shown confirmed at `confirmed` (`u64::MAX`: never). It holds at `t` when
+/// `from <= t < until` and (`t < lapses` or `confirmed <= t`).
+fn held_spans(from: u64, until: u64, lapses: u64, confirmed: u64) -> HeldSpans {
+    let span = |a: u64, b: u64| (a < b).then_some((a, b));
+    if confirmed <= lapses {
+        [span(from, until), None]
+    } else {
+        [
+            span(from, until.min(lapses)),
+            span(from.max(confirmed), until),
+        ]
+    }
+}
+
+/// Units of each SKU spoken for over time, by the evidence
+/// ([`Facts::spoken_spans`] of every acknowledged order), indexed once so
+/// that asking at any time costs a binary search, not a pass over every
+/// order.
+struct SpokenFor<'a> {
+    /// Per SKU: from each time on, the units spoken for (sorted by time).
+    steps: BTreeMap<&'a Sku, Vec<(u64, u64)>>,
+    /// Each acknowledged order's spans.
+    spans: BTreeMap<OrderId, HeldSpans>,
+}
+
+impl<'a> SpokenFor<'a> {
+    fn new(facts: &Facts<'a>) -> SpokenFor<'a> {
+        let released = facts.released();
+        let mut holders = Vec::with_capacity(facts.acknowledged.len());
+        for (&order, &(request, _, placed)) in &facts.acknowledged {
+            let spans = facts.spoken_spans(order, request, &released);
+            let items = placed.items.iter().map(|i| (&i.sku, u64::from(i.qty)));
+            holders.push((order, spans, items.collect::<Vec<_>>()));
+        }
+        SpokenFor::from_holders(holders)
+    }
+
+    /// The index of orders holding `(sku, units)` items during their spans.
+    fn from_holders(holders: Vec<(OrderId, HeldSpans, Vec<(&'a Sku, u64)>)>) -> SpokenFor<'a> {
+        let mut deltas: BTreeMap<&'a Sku, Vec<(u64, i128)>> = BTreeMap::new();
+        let mut spans = BTreeMap::new();
+        for (order, these, items) in holders {
+            for (from, until) in these.into_iter().flatten() {
+                for &(sku, qty) in &items {
+                    let d = deltas.entry(sku).or_default();
+                    d.push((from, i128::from(qty)));
+                    d.push((until, -i128::from(qty)));
+                }
+            }
+            spans.insert(order, these);
+        }
+        let steps = deltas
+            .into_iter()
+            .map(|(sku, mut d)| {
+                d.sort_unstable_by_key(|&(at, _)| at);
+                let mut total: i128 = 0;
+                let mut out: Vec<(u64, u64)> = Vec::with_capacity(d.len());
+                for (at, delta) in d {
+                    total += delta;
+                    let units = u64::try_from(total).unwrap_or(0);
+                    match out.last_mut() {
+                        Some(last) if last.0 == at => last.1 = units,
+                        _ => out.push((at, units)),
+                    }
+                }
+                (sku, out)
+            })
+            .collect();
+        SpokenFor { steps, spans }
+    }
+
+    /// Units of `sku` spoken for at `t`.
+    fn at(&self, sku: &Sku, t: Millis) -> u64 {
+        let Some(steps) = self.steps.get(sku) else {
+            return 0;
+        };
+        match steps.partition_point(|&(at, _)| at <= t.0) {
+            0 => 0,
+            n => steps[n - 1].1,
+        }
+    }
+
+    /// Whether `order` holds its units at `t` (counted in [`SpokenFor::at`]).
+    fn holds(&self, order: OrderId, t: Millis) -> bool {
+        self.spans.get(&order).is_some_and(|spans| {
+            spans
+                .iter()
+                .flatten()
+                .any(|&(from, until)| from <= t.0 && t.0 < until)
+        })
+    }
+}
+
 /// Willing buyers are offered payment within `Terms::offer_payment_ms` of
 /// their acknowledgement (unless cancelled out of stock with no room for
 /// them; within `Terms::waitlist_offer_ms` when, by the evidence, every unit
@@ -1887,7 +2017,7 @@ fn late_offers(facts: &Facts<'_>, out: &mut Vec<Violation>, lost: &mut Vec<Viola
     let terms = facts.terms;
     let end = facts.end();
     let sold = facts.bought();
-    let mut released = None;
+    let mut spoken = None;
     for j in facts.journeys() {
         let Some((order, acked)) = j.ack else {
             continue;
@@ -1921,7 +2051,7 @@ fn late_offers(facts: &Facts<'_>, out: &mut Vec<Violation>, lost: &mut Vec<Viola
                 order,
                 asked,
                 facts.at(acked),
-                released.get_or_insert_with(|| facts.released()),
+                spoken.get_or_insert_with(|| SpokenFor::new(facts)),
             )
         {
             let Some(waited) = late_by(wait) else {
@@ -2007,6 +2137,84 @@ fn late_decisions(facts: &Facts<'_>, out: &mut Vec<Violation>, lost: &mut Vec<Vi
                 ..v
             }),
             None => out.push(v),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The rule `held_spans` encodes, read straight from its definition.
+    fn holds_by_rule(from: u64, until: u64, lapses: u64, confirmed: u64, t: u64) -> bool {
+        from <= t && until > t && (t < lapses || confirmed <= t)
+    }
+
+    fn within(spans: HeldSpans, t: u64) -> bool {
+        spans.iter().flatten().any(|&(a, b)| a <= t && t < b)
+    }
+
+    /// A time, `u64::MAX` (never) one time in six.
+    fn time() -> impl Strategy<Value = u64> {
+        prop_oneof![5 => 0u64..40, 1 => Just(u64::MAX)]
+    }
+
+    proptest! {
+        // Proves: the spans hold exactly at the times the rule says, with
+        // every end absent or present and in any order, and are disjoint.
+        #[test]
+        fn held_spans_are_the_rule(
+            from in 0u64..40, until in time(), lapses in time(), confirmed in time(),
+        ) {
+            let spans = held_spans(from, until, lapses, confirmed);
+            for t in 0..48 {
+                prop_assert_eq!(
+                    within(spans, t),
+                    holds_by_rule(from, until, lapses, confirmed, t),
+                    "t = {}", t
+                );
+            }
+            if let [Some(a), Some(b)] = spans {
+                prop_assert!(a.1 <= b.0, "disjoint: {:?}", spans);
+            }
+        }
+
+        // Proves: the index answers at every time the sum of the units of
+        // the orders whose spans hold then, per SKU — the pass over every
+        // order it replaces.
+        #[test]
+        fn spoken_for_index_is_the_sum_over_holders(
+            holders in proptest::collection::vec(
+                (0u64..40, time(), time(), time(), 0usize..3, 1u64..4, 0usize..3, 1u64..4),
+                0..12,
+            ),
+        ) {
+            let skus = [Sku::new("a").unwrap(), Sku::new("b").unwrap(), Sku::new("c").unwrap()];
+            let built: Vec<(OrderId, HeldSpans, Vec<(&Sku, u64)>)> = holders
+                .iter()
+                .enumerate()
+                .map(|(n, &(from, until, lapses, confirmed, s1, q1, s2, q2))| {
+                    let spans = held_spans(from, until, lapses, confirmed);
+                    (OrderId(n as u64), spans, vec![(&skus[s1], q1), (&skus[s2], q2)])
+                })
+                .collect();
+            let index = SpokenFor::from_holders(built.clone());
+            for t in 0..48 {
+                for sku in &skus {
+                    let by_scan: u64 = built
+                        .iter()
+                        .filter(|(_, spans, _)| within(*spans, t))
+                        .flat_map(|(_, _, items)| items.iter())
+                        .filter(|(s, _)| *s == sku)
+                        .map(|(_, q)| q)
+                        .sum();
+                    prop_assert_eq!(index.at(sku, Millis(t)), by_scan, "{} at {}", sku, t);
+                }
+                for (order, spans, _) in &built {
+                    prop_assert_eq!(index.holds(*order, Millis(t)), within(*spans, t));
+                }
+            }
         }
     }
 }

@@ -82,6 +82,20 @@ pub struct Shared {
 /// Most idle connections the shared pool keeps per host.
 pub const POOL_IDLE_PER_HOST_MAX: usize = 512;
 
+/// The client every goose user shares: HTTP/1.1 with a pool of idle
+/// connections, or HTTP/2 by prior knowledge (one connection per host
+/// carrying every request in flight as a stream). `None` if it cannot be
+/// built.
+fn shared_client(http2: bool) -> Option<reqwest::Client> {
+    let builder = reqwest::Client::builder().pool_max_idle_per_host(POOL_IDLE_PER_HOST_MAX);
+    let builder = if http2 {
+        builder.http2_prior_knowledge()
+    } else {
+        builder.http1_only()
+    };
+    builder.build().ok()
+}
+
 /// What a goose user carries from journey to journey (its session data;
 /// having one also marks the user as reported for work).
 #[derive(Clone, Copy, Debug, Default)]
@@ -102,6 +116,7 @@ impl Shared {
     /// [`EventKind::Terms`], recorded once, before any journey.
     pub(crate) fn new(config: LoadConfig, schedule: Option<Schedule>, users: usize) -> Shared {
         let latencies = Latencies::new(config.interval, schedule.is_some());
+        let client = shared_client(config.http2);
         let terms = (Millis(0), EventKind::Terms(config.terms));
         Shared {
             config,
@@ -120,10 +135,7 @@ impl Shared {
             ready_late_ms: AtomicU64::new(0),
             arrived: AtomicUsize::new(0),
             users,
-            client: reqwest::Client::builder()
-                .pool_max_idle_per_host(POOL_IDLE_PER_HOST_MAX)
-                .build()
-                .ok(),
+            client,
         }
     }
 

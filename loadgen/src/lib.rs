@@ -124,6 +124,10 @@ impl Default for Mix {
     }
 }
 
+/// Most journeys one load generator keeps in flight (closed-loop users or
+/// the open loop's `max_in_flight`).
+pub const JOURNEYS_IN_FLIGHT_MAX: u32 = 100_000;
+
 /// Everything a load run needs.
 #[derive(Clone, Debug)]
 pub struct LoadConfig {
@@ -158,6 +162,11 @@ pub struct LoadConfig {
     pub request_timeout: Duration,
     /// How shoppers follow their orders: an events stream (the default) or polling.
     pub follow: Follow,
+    /// Speak HTTP/2 by prior knowledge (cleartext) to the shop and the PSP,
+    /// which must both accept it, as `stampede serve` and `stampede psp` do:
+    /// every journey's requests and events streams share a few connections
+    /// instead of holding a descriptor each. `false`: HTTP/1.1.
+    pub http2: bool,
     /// How often a polling shopper polls its order; with events, the pause
     /// before reconnecting a stream that ended early.
     pub poll: Duration,
@@ -224,6 +233,7 @@ impl LoadConfig {
             mix: Mix::default(),
             request_timeout: Duration::from_secs(10),
             follow: Follow::Events,
+            http2: false,
             poll: Duration::from_millis(50),
             think: Duration::ZERO,
             interval: Duration::from_secs(1),
@@ -333,11 +343,13 @@ impl LoadConfig {
             return bad("a shard runs shopper journeys against a shop it did not start: not with a probe or kills".into());
         }
         match &self.model {
-            Model::Closed { users, .. } if *users == 0 || *users > 100_000 => {
-                bad(format!("{users} users must be 1..=100000"))
+            Model::Closed { users, .. } if *users == 0 || *users > JOURNEYS_IN_FLIGHT_MAX => {
+                bad(format!("{users} users must be 1..={JOURNEYS_IN_FLIGHT_MAX}"))
             }
-            Model::Open { max_in_flight, .. } if *max_in_flight == 0 || *max_in_flight > 100_000 => {
-                bad(format!("{max_in_flight} in flight must be 1..=100000"))
+            Model::Open { max_in_flight, .. }
+                if *max_in_flight == 0 || *max_in_flight > JOURNEYS_IN_FLIGHT_MAX =>
+            {
+                bad(format!("{max_in_flight} in flight must be 1..={JOURNEYS_IN_FLIGHT_MAX}"))
             }
             Model::Closed { .. } if self.shape != Shape::Steady => bad(
                 "ramps and spikes of the arrival rate need the open loop (--rate); closed-loop users ramp with --ramp".into(),

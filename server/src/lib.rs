@@ -22,6 +22,7 @@ mod clock;
 mod degrade;
 mod design;
 mod http;
+mod listen;
 pub mod metrics;
 mod naive;
 pub mod openapi;
@@ -50,11 +51,12 @@ pub use http::{
     BoxIo, Connector, EVENT_BYTES_MAX, HttpClient, HttpError, HttpResponse, HttpStream, Io,
     RESPONSE_BYTES_MAX, SseEvent,
 };
+pub use listen::{HTTP2_STREAMS_PER_CONNECTION_MAX, serve_router};
 pub use payments::create_intent;
 pub use problem::{PROBLEM_BASE, Problem};
 pub use serve::{
     DEFAULT_SQLITE_PATH, Opened, PspMode, Stack, StackConfig, StartError, StoreChoice,
-    demo_catalog, initial_state, serve_router, start,
+    demo_catalog, initial_state, start,
 };
 pub use watch::{DEFAULT_WATCHERS_MAX, Full, READY_WAIT_MS, Watch, WatchHub};
 pub use workers::{

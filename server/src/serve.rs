@@ -6,13 +6,13 @@ use crate::api;
 use crate::app::{App, ServerConfig};
 use crate::clock::Clock;
 use crate::http::{Connector, HttpClient};
+use crate::listen::serve_router;
 use crate::psp::{self, Psp, PspClient, PspConfig, WebhookTarget};
 use crate::store::postgres::{self, PgOptions, PgStore};
 use crate::store::sqlite::{self, SqliteOptions, SqliteStore};
 use crate::store::{MemoryStore, Store};
 use crate::workers::{self, WorkerConfig};
 use stampede_core::{Catalog, Cents, Product, ShopConfig, ShopState, Sku};
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -337,20 +337,6 @@ async fn build_store(config: &StackConfig) -> Result<Built, StartError> {
             })
         }
     }
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves, then lets
-/// in-flight requests finish.
-pub async fn serve_router(
-    listener: TcpListener,
-    router: axum::Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> io::Result<()> {
-    // `into_make_service` turns the routes into services once; handing axum
-    // the bare router would redo that for every connection it accepts.
-    axum::serve(listener, router.into_make_service())
-        .with_graceful_shutdown(shutdown)
-        .await
 }
 
 async fn serve_with_shutdown(
