@@ -720,7 +720,7 @@ const FDS_PER_JOURNEY_REMOTE: u64 = 2;
 const FDS_RESERVED: u64 = 1_024;
 /// Bounds of the default number of journeys in flight.
 const IN_FLIGHT_DEFAULT_MIN: u32 = 64;
-const IN_FLIGHT_DEFAULT_MAX: u32 = 65_536;
+const IN_FLIGHT_DEFAULT_MAX: u32 = 16_384;
 
 /// Seconds of the schedule's peak arrivals the default in-flight cap holds.
 const IN_FLIGHT_PEAK_SECS: f64 = 10.0;
@@ -1326,7 +1326,7 @@ mod tests {
         // Proves: over HTTP/1.1 the default is (descriptors − the reserve) /
         // descriptors per journey — three with the shop in this process, two
         // with --host — or 10 s of the schedule's peak (a spike's factor
-        // included) if fewer, at least 64 and at most 65,536, each bound met
+        // included) if fewer, at least 64 and at most 16,384, each bound met
         // on both sides; over HTTP/2 descriptors do not bind.
         let any = f64::INFINITY;
         let (local, remote) = (fds_per_journey(false, true), fds_per_journey(false, false));
@@ -1340,15 +1340,15 @@ mod tests {
         assert_eq!(default_in_flight(at_min + 3, local, any), 65);
         assert_eq!(default_in_flight(at_min - 3, local, any), 64);
         assert_eq!(default_in_flight(0, local, any), 64);
-        let at_max = FDS_RESERVED + 3 * 65_536;
-        assert_eq!(default_in_flight(at_max, local, any), 65_536);
-        assert_eq!(default_in_flight(at_max - 3, local, any), 65_535);
-        assert_eq!(default_in_flight(at_max + 3, local, any), 65_536);
-        assert_eq!(default_in_flight(u64::MAX, remote, any), 65_536);
+        let at_max = FDS_RESERVED + 3 * 16_384;
+        assert_eq!(default_in_flight(at_max, local, any), 16_384);
+        assert_eq!(default_in_flight(at_max - 3, local, any), 16_383);
+        assert_eq!(default_in_flight(at_max + 3, local, any), 16_384);
+        assert_eq!(default_in_flight(u64::MAX, remote, any), 16_384);
         // HTTP/2: 10 s of the peak up to the bound, however few the descriptors.
-        assert_eq!(default_in_flight(1_024, 0, any), 65_536);
-        assert_eq!(default_in_flight(0, 0, 6_553.6), 65_536);
-        assert_eq!(default_in_flight(0, 0, 6_553.5), 65_535);
+        assert_eq!(default_in_flight(1_024, 0, any), 16_384);
+        assert_eq!(default_in_flight(0, 0, 1_638.4), 16_384);
+        assert_eq!(default_in_flight(0, 0, 1_638.25), 16_383);
         assert_eq!(carried_in_flight(0, 0), u32::MAX);
         // Ten seconds of the peak, when the descriptors carry more: 50/s → 500, 50.01/s → 501.
         assert_eq!(default_in_flight(20_000, local, 50.0), 500);

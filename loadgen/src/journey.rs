@@ -41,6 +41,20 @@ pub const ATTEMPTS_MAX: u32 = 3;
 pub const SHED_RETRIES_MAX: u32 = 10;
 /// The wait before coming back when a 429 names no `Retry-After`, ms.
 pub const SHED_WAIT_DEFAULT_MS: u64 = 1_000;
+/// Longest backoff after repeated sheds, ms, before the jitter (a shop's
+/// own longer `Retry-After` is still honoured).
+pub const SHED_BACKOFF_MS_MAX: u64 = 16_000;
+
+/// How long a journey shed `shed` times before waits after being told to
+/// come back in `told_ms`: the told wait doubled per earlier shed, up to
+/// [`SHED_BACKOFF_MS_MAX`] (never less than told), plus a jitter of up to as
+/// much again drawn from `dice` — so a crowd shed together neither returns
+/// together nor keeps a shop that is still over its bound busy refusing it.
+pub fn shed_wait_ms(told_ms: u64, shed: u32, dice: u64) -> u64 {
+    let doubled = told_ms.saturating_mul(1u64 << shed.min(32));
+    let backoff = doubled.min(SHED_BACKOFF_MS_MAX.max(told_ms));
+    backoff.saturating_add(dice % backoff.max(1))
+}
 /// Most client events kept for the audit (memory: a few hundred bytes each).
 /// Once reached, no new journey starts and the run ends with
 /// [`LoadError::Limit`](crate::LoadError::Limit): the audit would otherwise
@@ -809,13 +823,12 @@ impl Journey<'_> {
             let told = answers
                 .iter()
                 .find_map(|t| t.result.as_ref().ok().and_then(|a| a.retry_after_ms));
-            if let Some(wait_ms) = told
+            if let Some(told_ms) = told
                 && shed < SHED_RETRIES_MAX
             {
+                let wait_ms = shed_wait_ms(told_ms, shed, self.dice.next());
                 shed += 1;
-                let jitter_ms = self.dice.next() % wait_ms.max(1);
-                self.pause(Duration::from_millis(wait_ms.saturating_add(jitter_ms)))
-                    .await;
+                self.pause(Duration::from_millis(wait_ms)).await;
                 continue;
             }
             if !retry || attempt >= ATTEMPTS_MAX {
@@ -1242,6 +1255,29 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn repeated_sheds_back_off_doubling_up_to_the_bound_with_jitter_up_to_as_much_again() {
+        // Proves: the first shed waits what the shop told (1 s), each later
+        // one twice the last, up to 16 s — 8 s, 16 s, then 16 s, never 32 s
+        // — a told wait beyond the bound is honoured as told, and the jitter
+        // adds up to (not including) as much again.
+        assert_eq!(shed_wait_ms(1_000, 0, 0), 1_000);
+        assert_eq!(shed_wait_ms(1_000, 1, 0), 2_000);
+        assert_eq!(shed_wait_ms(1_000, 3, 0), 8_000);
+        assert_eq!(shed_wait_ms(1_000, 4, 0), 16_000);
+        assert_eq!(shed_wait_ms(1_000, 5, 0), 16_000);
+        assert_eq!(shed_wait_ms(1_000, 9, 0), 16_000);
+        assert_eq!(shed_wait_ms(15_000, 0, 0), 15_000);
+        assert_eq!(shed_wait_ms(15_000, 1, 0), 16_000);
+        assert_eq!(shed_wait_ms(20_000, 0, 0), 20_000);
+        assert_eq!(shed_wait_ms(20_000, 3, 0), 20_000);
+        assert_eq!(shed_wait_ms(1_000, 0, 999), 1_999);
+        assert_eq!(shed_wait_ms(1_000, 0, 1_000), 1_000);
+        assert_eq!(shed_wait_ms(1_000, 2, 3_999), 7_999);
+        assert_eq!(shed_wait_ms(0, 0, 7), 0);
+        assert_eq!(shed_wait_ms(u64::MAX, 40, u64::MAX), u64::MAX);
     }
 
     #[test]
