@@ -95,9 +95,11 @@ enum Command {
     Report(load::ReportArgs),
     /// Serve the reference shop over HTTP, with an embedded fake PSP by default.
     ///
+    /// HTTP/1.1 and cleartext HTTP/2 (prior knowledge) are both served on the one port.
+    ///
     /// Example: stampede serve --addr 127.0.0.1:8080 --design reference
     Serve(Box<serve::ServeArgs>),
-    /// Serve the fake payment provider alone.
+    /// Serve the fake payment provider alone (HTTP/1.1 and cleartext HTTP/2 on the one port).
     ///
     /// Example: stampede psp --addr 127.0.0.1:8081 --webhook 127.0.0.1:8080
     Psp(serve::PspArgs),
