@@ -1901,6 +1901,9 @@ fn left_behind(
 /// At most two spans `[from, until)` of ms (`u64::MAX`: no end).
 type HeldSpans = [Option<(u64, u64)>; 2];
 
+/// An order, when it holds its units, and its `(sku, units)` items.
+type Holder<'a> = (OrderId, HeldSpans, Vec<(&'a Sku, u64)>);
+
 /// When an order holds its units by the evidence, as spans: shown offered at
 /// `from`, shown given back at `until`, its hold lapsing at `lapses` unless
 /// shown confirmed at `confirmed` (`u64::MAX`: never). It holds at `t` when
@@ -1941,7 +1944,7 @@ impl<'a> SpokenFor<'a> {
     }
 
     /// The index of orders holding `(sku, units)` items during their spans.
-    fn from_holders(holders: Vec<(OrderId, HeldSpans, Vec<(&'a Sku, u64)>)>) -> SpokenFor<'a> {
+    fn from_holders(holders: Vec<Holder<'a>>) -> SpokenFor<'a> {
         let mut deltas: BTreeMap<&'a Sku, Vec<(u64, i128)>> = BTreeMap::new();
         let mut spans = BTreeMap::new();
         for (order, these, items) in holders {
@@ -2191,7 +2194,7 @@ mod tests {
             ),
         ) {
             let skus = [Sku::new("a").unwrap(), Sku::new("b").unwrap(), Sku::new("c").unwrap()];
-            let built: Vec<(OrderId, HeldSpans, Vec<(&Sku, u64)>)> = holders
+            let built: Vec<Holder<'_>> = holders
                 .iter()
                 .enumerate()
                 .map(|(n, &(from, until, lapses, confirmed, s1, q1, s2, q2))| {
