@@ -13,10 +13,11 @@ const MINUTE_MS: u64 = 60_000;
 #[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
 pub struct AdmissionArgs {
     /// Most orders accepted but not yet decided (queued or running their reserve step); one
-    /// more is shed: 429 problem+json with Retry-After, nothing created.
-    #[arg(long, value_name = "ORDERS", default_value_t = DEFAULT_UNDECIDED_ORDERS_MAX as u64,
+    /// more is shed: 429 problem+json with Retry-After, nothing created [default: 5000; 2000 for
+    /// the shop `stampede load` starts, which shares the machine with the load generator].
+    #[arg(long, value_name = "ORDERS",
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
-    pub max_undecided_orders: u64,
+    pub max_undecided_orders: Option<u64>,
     /// The Retry-After a shed buyer is given, seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_SHED_RETRY_AFTER_MS / 1_000,
           value_parser = clap::value_parser!(u64).range(1..=600))]
@@ -38,10 +39,22 @@ pub struct AdmissionArgs {
 }
 
 impl AdmissionArgs {
+    /// These options with `orders` as the bound on undecided orders unless
+    /// one was given.
+    pub fn with_undecided_default(&self, orders: usize) -> AdmissionArgs {
+        AdmissionArgs {
+            max_undecided_orders: self.max_undecided_orders.or(Some(orders as u64)),
+            ..self.clone()
+        }
+    }
+
     /// The core's limits.
     pub fn limits(&self) -> Admission {
+        let undecided = self
+            .max_undecided_orders
+            .unwrap_or(DEFAULT_UNDECIDED_ORDERS_MAX as u64);
         Admission {
-            max_undecided_orders: usize::try_from(self.max_undecided_orders).ok(),
+            max_undecided_orders: usize::try_from(undecided).ok(),
             shed_retry_after_ms: self.shed_retry_after_secs * 1_000,
             customer_orders_max: (self.customer_orders_per_minute > 0)
                 .then_some(self.customer_orders_per_minute),
@@ -58,16 +71,18 @@ impl AdmissionArgs {
 
     /// The same options, for a `stampede serve` child process.
     pub fn to_argv(&self) -> Vec<String> {
-        let mut argv = vec![
-            "--max-undecided-orders".to_string(),
-            self.max_undecided_orders.to_string(),
+        let mut argv = Vec::new();
+        if let Some(orders) = self.max_undecided_orders {
+            argv.extend(["--max-undecided-orders".to_string(), orders.to_string()]);
+        }
+        argv.extend([
             "--shed-retry-after-secs".to_string(),
             self.shed_retry_after_secs.to_string(),
             "--customer-orders-per-minute".to_string(),
             self.customer_orders_per_minute.to_string(),
             "--degraded-read-max-age-ms".to_string(),
             self.degraded_read_max_age_ms.to_string(),
-        ];
+        ]);
         if self.no_sold_out_fast_path {
             argv.push("--no-sold-out-fast-path".to_string());
         }
@@ -128,6 +143,25 @@ mod tests {
         let argv: Vec<String> = a.to_argv();
         let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
         assert_eq!(parse(&refs).unwrap(), a);
+    }
+
+    #[test]
+    fn a_default_bound_on_undecided_orders_applies_only_when_none_was_given() {
+        // Proves: `stampede load`'s own default (2,000) replaces the unset bound, and only the
+        // unset one: a given bound is kept, and the result round-trips to a child.
+        let unset = parse(&[]).unwrap().with_undecided_default(2_000);
+        assert_eq!(unset.limits().max_undecided_orders, Some(2_000));
+        let given = parse(&["--max-undecided-orders", "7"]).unwrap();
+        assert_eq!(
+            given
+                .with_undecided_default(2_000)
+                .limits()
+                .max_undecided_orders,
+            Some(7)
+        );
+        let argv = unset.to_argv();
+        let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+        assert_eq!(parse(&refs).unwrap(), unset);
     }
 
     #[test]

@@ -519,6 +519,14 @@ pub fn load_catalog() -> Vec<(stampede_core::Product, u64)> {
 /// Job workers of the shop a load run starts.
 const LOAD_WORKERS: u32 = 8;
 
+/// The bound on undecided orders of the shop a load run starts (the reference
+/// shop's own default is 5,000): that shop shares the machine with up to
+/// 16,384 journeys in flight and decides ~500–1,100 orders/s on the 2-core
+/// machine, so 2,000 keeps an admitted order's wait for its offer within
+/// ~4 s of the 10 s promise; 5,000 broke the promise in 2 of 4 spike runs
+/// (benches/README.md).
+const LOAD_UNDECIDED_ORDERS_MAX: usize = 2_000;
+
 /// The shop a load run starts for itself.
 fn load_stack(
     design: stampede_server::Design,
@@ -536,7 +544,9 @@ fn load_stack(
     config.shop.reservation_ttl_ms = Some(LOAD_RESERVATION_TTL_MS);
     // Each journey in flight may follow its order over one events stream.
     config.server.max_watchers = stampede_loadgen::JOURNEYS_IN_FLIGHT_MAX as usize;
-    admission.configure(&mut config);
+    admission
+        .with_undecided_default(LOAD_UNDECIDED_ORDERS_MAX)
+        .configure(&mut config);
     config.catalog = load_catalog();
     config.store = store;
     config
@@ -648,7 +658,11 @@ async fn start_child_shop(
     for set in &args.set {
         argv.extend(["--set".to_string(), set.clone()]);
     }
-    argv.extend(args.admission.to_argv());
+    argv.extend(
+        args.admission
+            .with_undecided_default(LOAD_UNDECIDED_ORDERS_MAX)
+            .to_argv(),
+    );
     ShopProcess::start(&program, argv, shop, &dir.join("shop.log")).await
 }
 

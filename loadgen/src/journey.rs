@@ -697,7 +697,10 @@ impl Journey<'_> {
         self.due.answered(t.done);
         let failed = match &t.result {
             Ok(a) => a.status >= 500 || a.status == 0,
-            Err(_) => true,
+            Err(error) => {
+                tracing::debug!(endpoint = name, %error, "no answer");
+                true
+            }
         };
         let shed = matches!(&t.result, Ok(a) if a.status == 429);
         let sample = Sample {

@@ -548,9 +548,18 @@ fn goose_attack(
         Box::pin(async move { journey::run_journey(user, &shared).await })
     }))
     .set_name("journey");
-    Ok(GooseAttack::initialize_with_config(goose)
-        .map_err(|e| LoadError::Goose(e.to_string()))?
-        .register_scenario(scenario!("shopper").register_transaction(transaction)))
+    // One client goose builds once and clones into every user: left to
+    // itself goose builds a client per user, loading the system's root
+    // certificates each time (at 16,384 users, most of two cores for the
+    // first tens of seconds of the run). Journeys then swap in the run's
+    // own shared client (`journey::Shared`).
+    let once = goose::client::GooseClientBuilder::new().without_cookies();
+    GooseAttack::initialize_with_config(goose)
+        .and_then(|attack| attack.set_client_builder_without_cookies(once))
+        .map(|attack| {
+            attack.register_scenario(scenario!("shopper").register_transaction(transaction))
+        })
+        .map_err(|e| LoadError::Goose(e.to_string()))
 }
 
 /// What the load phase leaves behind.
