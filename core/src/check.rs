@@ -1552,27 +1552,13 @@ impl<'a> Facts<'a> {
     /// hold that cannot have lapsed (a reservation starts no earlier than
     /// its order's request, so a hold runs at least until the request's time
     /// plus the hold; with no hold promised, a hold never lapses).
-    fn all_spoken_for(
-        &self,
-        order: OrderId,
-        asked: &PlaceOrder,
-        t: Millis,
-        spoken: &SpokenFor<'a>,
-    ) -> bool {
-        let own = self.acknowledged.get(&order);
+    ///
+    /// Asked only of a buyer not yet offered payment at `t`, whose own
+    /// order therefore holds nothing in `spoken` then.
+    fn all_spoken_for(&self, asked: &PlaceOrder, t: Millis, spoken: &SpokenFor<'a>) -> bool {
         asked.items.iter().any(|item| {
             let received = self.received_by(&item.sku, t);
-            let mut taken = spoken.at(&item.sku, t);
-            if let Some(&(_, _, placed)) = own
-                && spoken.holds(order, t)
-            {
-                taken -= placed
-                    .items
-                    .iter()
-                    .filter(|i| i.sku == item.sku)
-                    .map(|i| u64::from(i.qty))
-                    .sum::<u64>();
-            }
+            let taken = spoken.at(&item.sku, t);
             taken.saturating_add(u64::from(item.qty)) > received
         })
     }
@@ -1901,8 +1887,8 @@ fn left_behind(
 /// At most two spans `[from, until)` of ms (`u64::MAX`: no end).
 type HeldSpans = [Option<(u64, u64)>; 2];
 
-/// An order, when it holds its units, and its `(sku, units)` items.
-type Holder<'a> = (OrderId, HeldSpans, Vec<(&'a Sku, u64)>);
+/// When an order holds its units, and its `(sku, units)` items.
+type Holder<'a> = (HeldSpans, Vec<(&'a Sku, u64)>);
 
 /// When an order holds its units by the evidence, as spans: shown offered at
 /// `from`, shown given back at `until`, its hold lapsing at `lapses` unless
@@ -1927,8 +1913,6 @@ fn held_spans(from: u64, until: u64, lapses: u64, confirmed: u64) -> HeldSpans {
 struct SpokenFor<'a> {
     /// Per SKU: from each time on, the units spoken for (sorted by time).
     steps: BTreeMap<&'a Sku, Vec<(u64, u64)>>,
-    /// Each acknowledged order's spans.
-    spans: BTreeMap<OrderId, HeldSpans>,
 }
 
 impl<'a> SpokenFor<'a> {
@@ -1938,7 +1922,7 @@ impl<'a> SpokenFor<'a> {
         for (&order, &(request, _, placed)) in &facts.acknowledged {
             let spans = facts.spoken_spans(order, request, &released);
             let items = placed.items.iter().map(|i| (&i.sku, u64::from(i.qty)));
-            holders.push((order, spans, items.collect::<Vec<_>>()));
+            holders.push((spans, items.collect::<Vec<_>>()));
         }
         SpokenFor::from_holders(holders)
     }
@@ -1946,8 +1930,7 @@ impl<'a> SpokenFor<'a> {
     /// The index of orders holding `(sku, units)` items during their spans.
     fn from_holders(holders: Vec<Holder<'a>>) -> SpokenFor<'a> {
         let mut deltas: BTreeMap<&'a Sku, Vec<(u64, i128)>> = BTreeMap::new();
-        let mut spans = BTreeMap::new();
-        for (order, these, items) in holders {
+        for (these, items) in holders {
             for (from, until) in these.into_iter().flatten() {
                 for &(sku, qty) in &items {
                     let d = deltas.entry(sku).or_default();
@@ -1955,7 +1938,6 @@ impl<'a> SpokenFor<'a> {
                     d.push((until, -i128::from(qty)));
                 }
             }
-            spans.insert(order, these);
         }
         let steps = deltas
             .into_iter()
@@ -1974,7 +1956,7 @@ impl<'a> SpokenFor<'a> {
                 (sku, out)
             })
             .collect();
-        SpokenFor { steps, spans }
+        SpokenFor { steps }
     }
 
     /// Units of `sku` spoken for at `t`.
@@ -1986,16 +1968,6 @@ impl<'a> SpokenFor<'a> {
             0 => 0,
             n => steps[n - 1].1,
         }
-    }
-
-    /// Whether `order` holds its units at `t` (counted in [`SpokenFor::at`]).
-    fn holds(&self, order: OrderId, t: Millis) -> bool {
-        self.spans.get(&order).is_some_and(|spans| {
-            spans
-                .iter()
-                .flatten()
-                .any(|&(from, until)| from <= t.0 && t.0 < until)
-        })
     }
 }
 
@@ -2051,7 +2023,6 @@ fn late_offers(facts: &Facts<'_>, out: &mut Vec<Violation>, lost: &mut Vec<Viola
         if let Some(wait) = terms.waitlist_offer_ms.filter(|&w| w > bound)
             && let Some(&(_, _, asked)) = facts.acknowledged.get(&order)
             && facts.all_spoken_for(
-                order,
                 asked,
                 facts.at(acked),
                 spoken.get_or_insert_with(|| SpokenFor::new(facts)),
@@ -2196,10 +2167,9 @@ mod tests {
             let skus = [Sku::new("a").unwrap(), Sku::new("b").unwrap(), Sku::new("c").unwrap()];
             let built: Vec<Holder<'_>> = holders
                 .iter()
-                .enumerate()
-                .map(|(n, &(from, until, lapses, confirmed, s1, q1, s2, q2))| {
+                .map(|&(from, until, lapses, confirmed, s1, q1, s2, q2)| {
                     let spans = held_spans(from, until, lapses, confirmed);
-                    (OrderId(n as u64), spans, vec![(&skus[s1], q1), (&skus[s2], q2)])
+                    (spans, vec![(&skus[s1], q1), (&skus[s2], q2)])
                 })
                 .collect();
             let index = SpokenFor::from_holders(built.clone());
@@ -2207,15 +2177,12 @@ mod tests {
                 for sku in &skus {
                     let by_scan: u64 = built
                         .iter()
-                        .filter(|(_, spans, _)| within(*spans, t))
-                        .flat_map(|(_, _, items)| items.iter())
+                        .filter(|(spans, _)| within(*spans, t))
+                        .flat_map(|(_, items)| items.iter())
                         .filter(|(s, _)| *s == sku)
                         .map(|(_, q)| q)
                         .sum();
                     prop_assert_eq!(index.at(sku, Millis(t)), by_scan, "{} at {}", sku, t);
-                }
-                for (order, spans, _) in &built {
-                    prop_assert_eq!(index.holds(*order, Millis(t)), within(*spans, t));
                 }
             }
         }

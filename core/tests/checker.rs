@@ -3384,6 +3384,45 @@ fn the_waitlist_bound_applies_only_while_the_evidence_shows_every_unit_spoken_fo
     late(&waitlisted_bob(WAITLIST_TERMS, true, 5_000, 6_000));
 }
 
+// Proves the waitlist excuse counts every unit received: with two hats on the shelf and Alice's
+// cart (shown offered, in its hold) speaking for one, a hat is free when Bob is acknowledged, so
+// a shop that takes 6 s to offer it to him is held to the ordinary 2 s, waitlist bound or not.
+#[test]
+fn a_buyer_with_a_unit_free_at_the_acknowledgement_is_not_waitlisted() {
+    let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, 2, 1)]);
+    s.push(EventKind::Terms(WAITLIST_TERMS));
+    s.at(1_000);
+    let abandons = Wish {
+        buys: false,
+        ..willing(0)
+    };
+    s.wants(1, "k-alice", abandons);
+    let alice = s.order(Some("k-alice"), "alice", &[(HAT, 1)]);
+    s.run_jobs();
+    s.poll(1, alice);
+    s.at(1_500);
+    s.wants(2, "k-bob", willing(0));
+    let placed = s.place(Some("k-bob"), "bob", &[(HAT, 1)]);
+    let bob = placed.order();
+    let acked = s.history.events()[placed.response].at.0;
+    s.at(acked + 6_000);
+    s.run_jobs();
+    s.poll(2, bob);
+    assert_eq!(s.status(bob), PaymentPending);
+    s.pay_at_psp(bob);
+    s.run_jobs();
+    s.poll(2, bob);
+    s.at(acked + 60_000);
+    let verdicts = judge(&s.history, &s.audit(), true);
+    let v = only_violation(&verdicts, Invariant::TimelyDecisions);
+    assert!(
+        v.detail
+            .contains("offered payment 6000 ms after its acknowledgement (bound 2000 ms)"),
+        "{}",
+        v.detail
+    );
+}
+
 // Proves a cart shown given back no longer speaks for its unit: Alice is shown her hat offered,
 // then shown it cancelled before Bob is acknowledged, so when the shop takes 6 s to offer Bob the
 // free hat he is held to the ordinary 2 s, waitlist bound or not.
