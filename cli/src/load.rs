@@ -35,9 +35,10 @@ pub struct LoadArgs {
     /// Open loop: journeys started per second on a fixed schedule, e.g. 500/s (latency counts from the schedule).
     #[arg(long, value_parser = parse_rate)]
     pub rate: Option<f64>,
-    /// Open loop: most journeys in flight at once [default: 10 s of the schedule's peak rate, as
-    /// far as this process's file descriptors carry, 64 to 16384: each journey in flight holds a
-    /// connection, and with the shop in this process both its ends].
+    /// Open loop: most journeys in flight at once [default: 10 s of the schedule's peak rate, 64
+    /// to 16384; over HTTP/1.1 also only as far as this process's file descriptors carry: each
+    /// journey in flight then holds a connection, and with the shop in this process both its
+    /// ends].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_in_flight: Option<u32>,
     /// How long load is offered, e.g. 20s, 2m, 1m30s.
