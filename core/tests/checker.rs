@@ -2984,14 +2984,7 @@ fn the_offer_bound_runs_from_the_first_acknowledgement_not_a_replay() {
     s.run_jobs();
     s.poll(1, order);
     s.at(acked + 60_000);
-    let verdicts = judge(&s.history, &s.audit(), true);
-    let v = only_violation(&verdicts, Invariant::TimelyDecisions);
-    assert!(
-        v.detail
-            .contains("offered payment 2001 ms after its acknowledgement"),
-        "{}",
-        v.detail
-    );
+    assert_only_timeliness_violation(&s, "offered payment 2001 ms after its acknowledgement");
 }
 
 // Proves an express buyer is judged by her charge, not by an offer she never gets: charged her
@@ -3325,6 +3318,14 @@ fn waitlisted_bob(terms: Terms, alice_seen: bool, bob_at: u64, delay: u64) -> Ve
     judge(&s.history, &s.audit(), true)
 }
 
+/// Judges the shell's history and asserts `timely_decisions` is violated
+/// exactly once, naming `detail`.
+fn assert_only_timeliness_violation(s: &Shell, detail: &str) {
+    let verdicts = judge(&s.history, &s.audit(), true);
+    let v = only_violation(&verdicts, Invariant::TimelyDecisions);
+    assert!(v.detail.contains(detail), "{}", v.detail);
+}
+
 /// The progress terms with waitlisted buyers promised an offer within 6 s.
 const WAITLIST_TERMS: Terms = Terms {
     waitlist_offer_ms: Some(6_000),
@@ -3413,13 +3414,9 @@ fn a_buyer_with_a_unit_free_at_the_acknowledgement_is_not_waitlisted() {
     s.run_jobs();
     s.poll(2, bob);
     s.at(acked + 60_000);
-    let verdicts = judge(&s.history, &s.audit(), true);
-    let v = only_violation(&verdicts, Invariant::TimelyDecisions);
-    assert!(
-        v.detail
-            .contains("offered payment 6000 ms after its acknowledgement (bound 2000 ms)"),
-        "{}",
-        v.detail
+    assert_only_timeliness_violation(
+        &s,
+        "offered payment 6000 ms after its acknowledgement (bound 2000 ms)",
     );
 }
 
@@ -3456,12 +3453,8 @@ fn a_cart_shown_cancelled_before_the_acknowledgement_does_not_waitlist_the_buyer
     s.run_jobs();
     s.poll(2, bob);
     s.at(61_500);
-    let verdicts = judge(&s.history, &s.audit(), true);
-    let v = only_violation(&verdicts, Invariant::TimelyDecisions);
-    assert!(
-        v.detail
-            .contains("offered payment 6000 ms after its acknowledgement (bound 2000 ms)"),
-        "{}",
-        v.detail
+    assert_only_timeliness_violation(
+        &s,
+        "offered payment 6000 ms after its acknowledgement (bound 2000 ms)",
     );
 }
