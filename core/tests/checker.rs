@@ -3279,12 +3279,10 @@ fn no_room_for_one_line_justifies_turning_the_whole_order_away() {
     assert_eq!(skus, [Subject::Sku(sku(HAT)), Subject::Sku(sku(SCARF))]);
 }
 
-/// Alice (not buying) is offered the only hat at 1 s (shown it when `alice_seen`); Bob, a
-/// willing buyer, is acknowledged at `bob_at` ms and waits; Alice cancels her cart and Bob is
-/// shown his offer `delay` ms after his acknowledgement, pays and is confirmed. Judged under
-/// `terms` (a 4 s hold).
-fn waitlisted_bob(terms: Terms, alice_seen: bool, bob_at: u64, delay: u64) -> Vec<Verdict> {
-    let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, 1, 1)]);
+/// A shop with `hats` hats under `terms`: at 1 s Alice (not buying) is
+/// offered one, and shown it when `alice_seen`.
+fn alice_holds_a_hat(hats: u64, terms: Terms, alice_seen: bool) -> (Shell, OrderId) {
+    let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, hats, 1)]);
     s.push(EventKind::Terms(terms));
     s.at(1_000);
     let abandons = Wish {
@@ -3298,6 +3296,15 @@ fn waitlisted_bob(terms: Terms, alice_seen: bool, bob_at: u64, delay: u64) -> Ve
     if alice_seen {
         s.poll(1, alice);
     }
+    (s, alice)
+}
+
+/// Alice (not buying) is offered the only hat at 1 s (shown it when `alice_seen`); Bob, a
+/// willing buyer, is acknowledged at `bob_at` ms and waits; Alice cancels her cart and Bob is
+/// shown his offer `delay` ms after his acknowledgement, pays and is confirmed. Judged under
+/// `terms` (a 4 s hold).
+fn waitlisted_bob(terms: Terms, alice_seen: bool, bob_at: u64, delay: u64) -> Vec<Verdict> {
+    let (mut s, alice) = alice_holds_a_hat(1, terms, alice_seen);
     s.at(bob_at);
     s.wants(2, "k-bob", willing(0));
     let placed = s.place(Some("k-bob"), "bob", &[(HAT, 1)]);
@@ -3390,17 +3397,7 @@ fn the_waitlist_bound_applies_only_while_the_evidence_shows_every_unit_spoken_fo
 // a shop that takes 6 s to offer it to him is held to the ordinary 2 s, waitlist bound or not.
 #[test]
 fn a_buyer_with_a_unit_free_at_the_acknowledgement_is_not_waitlisted() {
-    let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, 2, 1)]);
-    s.push(EventKind::Terms(WAITLIST_TERMS));
-    s.at(1_000);
-    let abandons = Wish {
-        buys: false,
-        ..willing(0)
-    };
-    s.wants(1, "k-alice", abandons);
-    let alice = s.order(Some("k-alice"), "alice", &[(HAT, 1)]);
-    s.run_jobs();
-    s.poll(1, alice);
+    let (mut s, _alice) = alice_holds_a_hat(2, WAITLIST_TERMS, true);
     s.at(1_500);
     s.wants(2, "k-bob", willing(0));
     let placed = s.place(Some("k-bob"), "bob", &[(HAT, 1)]);
@@ -3425,20 +3422,7 @@ fn a_buyer_with_a_unit_free_at_the_acknowledgement_is_not_waitlisted() {
 // free hat he is held to the ordinary 2 s, waitlist bound or not.
 #[test]
 fn a_cart_shown_cancelled_before_the_acknowledgement_does_not_waitlist_the_buyer() {
-    let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, 1, 1)]);
-    s.push(EventKind::Terms(WAITLIST_TERMS));
-    s.at(1_000);
-    s.wants(
-        1,
-        "k-alice",
-        Wish {
-            buys: false,
-            ..willing(0)
-        },
-    );
-    let alice = s.order(Some("k-alice"), "alice", &[(HAT, 1)]);
-    s.run_jobs();
-    s.poll(1, alice);
+    let (mut s, alice) = alice_holds_a_hat(1, WAITLIST_TERMS, true);
     s.at(1_200);
     s.cancel(alice);
     s.poll(1, alice);
