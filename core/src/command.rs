@@ -159,6 +159,13 @@ pub enum Command {
         /// The order.
         order: OrderId,
     },
+    /// Read several orders at once: those of `orders` that exist, in the
+    /// order asked, at most `crate::FEED_READ_MAX` of them (the rest are not
+    /// read). One round trip for what a feed read said changed.
+    GetOrders {
+        /// The orders.
+        orders: Vec<OrderId>,
+    },
     /// Read the change feed: up to `max` status changes after `since`
     /// (`None`: no changes, just the head cursor).
     ReadFeed {
@@ -275,7 +282,7 @@ pub enum Reply {
     Order(Option<Box<Order>>),
     /// `ReadFeed`.
     Feed(crate::Changes),
-    /// `ReconcileCandidates`.
+    /// `ReconcileCandidates`, `GetOrders`.
     Orders(Vec<Order>),
     /// `Catalog`.
     Catalog(Vec<(Product, StockLevel)>),
@@ -298,6 +305,7 @@ impl Command {
         matches!(
             self,
             Command::GetOrder { .. }
+                | Command::GetOrders { .. }
                 | Command::ReconcileCandidates { .. }
                 | Command::Catalog
                 | Command::Audit
@@ -390,6 +398,7 @@ impl ShopState {
             }
             C::Housekeep { max } => R::Count(self.housekeep(now, max) as u64),
             read @ (C::GetOrder { .. }
+            | C::GetOrders { .. }
             | C::ReadFeed { .. }
             | C::ReconcileCandidates { .. }
             | C::Catalog
@@ -412,6 +421,13 @@ impl ShopState {
         use Reply as R;
         match command {
             C::GetOrder { order } => R::Order(self.order(order).cloned().map(Box::new)),
+            C::GetOrders { orders } => R::Orders(
+                orders
+                    .iter()
+                    .take(crate::FEED_READ_MAX)
+                    .filter_map(|&id| self.order(id).cloned())
+                    .collect(),
+            ),
             C::ReadFeed { since, max } => R::Feed(self.changes_since(since, max)),
             C::ReconcileCandidates { limit } => R::Orders(self.reconcile_candidates(limit)),
             C::Catalog => R::Catalog(
@@ -474,5 +490,80 @@ mod tests {
         let json = serde_json::to_string(&shop).unwrap();
         let back: ShopState = serde_json::from_str(&json).unwrap();
         assert_eq!(back, shop);
+    }
+
+    fn placed(shop: &mut ShopState, n: u64) -> Vec<OrderId> {
+        let hat = Sku::new("hat").unwrap();
+        (0..n)
+            .map(|i| {
+                let request = PlaceOrder {
+                    key: None,
+                    customer: CustomerId::new(format!("c-{i}")).unwrap(),
+                    items: vec![ItemRequest {
+                        sku: hat.clone(),
+                        qty: 1,
+                    }],
+                    express: false,
+                };
+                match shop.apply(Command::PlaceOrder { request }, Millis(i)) {
+                    Ok(Reply::Placed(crate::Placed::Created { order, .. })) => order,
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect()
+    }
+
+    fn hat_shop() -> ShopState {
+        let hat = Sku::new("hat").unwrap();
+        let mut shop = ShopState::new(
+            Catalog::new([Product {
+                sku: hat.clone(),
+                name: "Hat".into(),
+                price: crate::Cents(1_500),
+                max_qty_per_order: 5,
+                per_customer_limit: None,
+            }]),
+            ShopConfig::default(),
+        );
+        shop.stock(&hat, 10, 1).unwrap();
+        shop
+    }
+
+    #[test]
+    fn get_orders_answers_the_existing_ones_in_the_order_asked() {
+        // Proves: several orders come back in one read, in the order asked (a repeat
+        // repeated), an unknown id is left out, and the read changes nothing.
+        let mut shop = hat_shop();
+        let ids = placed(&mut shop, 3);
+        let before = shop.clone();
+        let asked = vec![ids[2], OrderId(999), ids[0], ids[2]];
+        let Ok(Reply::Orders(orders)) = shop.apply(Command::GetOrders { orders: asked }, Millis(9))
+        else {
+            panic!("orders");
+        };
+        let got: Vec<OrderId> = orders.iter().map(|o| o.id).collect();
+        assert_eq!(got, vec![ids[2], ids[0], ids[2]]);
+        assert_eq!(orders[1], *shop.order(ids[0]).unwrap());
+        assert_eq!(shop, before, "a read");
+        assert!(Command::GetOrders { orders: vec![] }.is_read());
+    }
+
+    #[test]
+    fn get_orders_reads_at_most_the_feed_read_bound() {
+        // Proves: the read is bounded by FEED_READ_MAX ids, on both sides of the bound.
+        let mut shop = hat_shop();
+        let id = placed(&mut shop, 1)[0];
+        for (asked, answered) in [
+            (crate::FEED_READ_MAX, crate::FEED_READ_MAX),
+            (crate::FEED_READ_MAX + 1, crate::FEED_READ_MAX),
+        ] {
+            let command = Command::GetOrders {
+                orders: vec![id; asked],
+            };
+            let Ok(Reply::Orders(orders)) = shop.apply(command, Millis(9)) else {
+                panic!("orders");
+            };
+            assert_eq!(orders.len(), answered, "asked {asked}");
+        }
     }
 }

@@ -655,13 +655,16 @@ struct EventsState {
     watch: crate::watch::Watch,
     /// The order as last read, not yet compared with what was sent.
     pending: Option<Order>,
+    /// How many transitions the newest order read had: one the hub hands
+    /// over with fewer is older than what this stream knows, so it re-reads.
+    seen: usize,
     last: Option<OrderStatus>,
     done: bool,
     deadline: tokio::time::Instant,
 }
 
 /// `GET /v1/orders/{id}/events`: the current status, then each change (as
-/// read after the watcher hub wakes the stream), ending after a final
+/// the watcher hub hands it over, or read after it wakes the stream), ending after a final
 /// status, after `sse_max_ms`, or when the order cannot be re-read (the
 /// client reconnects). No polling: the stream reads the order only when the
 /// hub saw it change in the store's feed, or lost track of the feed.
@@ -682,7 +685,7 @@ async fn order_events(State(app): Shared, Path(id): Path<String>) -> ApiResult {
     let ready = Duration::from_millis(crate::watch::READY_WAIT_MS);
     tokio::select! {
         biased;
-        () = watch.changed() => {}
+        _ = watch.changed() => {}
         () = tokio::time::sleep(ready) => {
             return Err(Problem::unavailable("the change feed could not be read; retry shortly"));
         }
@@ -692,6 +695,7 @@ async fn order_events(State(app): Shared, Path(id): Path<String>) -> ApiResult {
     let state = EventsState {
         app,
         watch,
+        seen: first.transitions().len(),
         pending: Some(first),
         last: None,
         done: false,
@@ -709,16 +713,21 @@ async fn order_events(State(app): Shared, Path(id): Path<String>) -> ApiResult {
                 st.done = order.status().is_final();
                 return Some((Ok::<Event, Infallible>(status_event(&order)), st));
             }
-            tokio::select! {
+            let handed = tokio::select! {
                 biased;
                 () = tokio::time::sleep_until(st.deadline) => return None,
-                () = st.watch.changed() => {}
-            }
-            match st.app.store.get_order(st.watch.order()).await {
-                Ok(Some(order)) => st.pending = Some(*order),
-                // Gone or unreadable: end; the client reconnects and is told why.
-                Ok(None) | Err(_) => return None,
-            }
+                handed = st.watch.changed() => handed,
+            };
+            let order = match handed.filter(|o| o.transitions().len() >= st.seen) {
+                Some(order) => order,
+                None => match st.app.store.get_order(st.watch.order()).await {
+                    Ok(Some(order)) => *order,
+                    // Gone or unreadable: end; the client reconnects and is told why.
+                    Ok(None) | Err(_) => return None,
+                },
+            };
+            st.seen = order.transitions().len();
+            st.pending = Some(order);
         }
         None
     });

@@ -18,10 +18,17 @@
 //! read comes back in a feed read answered after the watcher registered,
 //! which wakes it. Wakes coalesce (a [`Notify`] permit), so a slow reader
 //! re-reads once for many changes; a spurious wake costs one read.
+//!
+//! **One read for many streams.** After a feed read the hub reads every
+//! watched order that changed in one store call ([`Store::get_orders`]) and
+//! hands each watcher its order with the wake: the stream sends it without a
+//! read of its own. That read comes after the feed read, so it is at least as
+//! new as the change it follows. When it fails, or the order is gone, the
+//! watcher is woken with nothing and re-reads, as after a lost feed.
 
 use crate::store::Store;
-use stampede_core::{Cursor, FEED_READ_MAX, OrderId};
-use std::collections::BTreeMap;
+use stampede_core::{Cursor, FEED_READ_MAX, Order, OrderId};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -40,10 +47,35 @@ pub struct Full {
     pub max: usize,
 }
 
+/// One watcher's mailbox: a wake, and the order as the hub read it after
+/// the change (`None`: read it yourself).
+#[derive(Default)]
+struct Slot {
+    notify: Notify,
+    fresh: Mutex<Option<Order>>,
+}
+
+impl Slot {
+    fn wake(&self, fresh: Option<Order>) {
+        *self
+            .fresh
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh;
+        self.notify.notify_one();
+    }
+
+    fn take(&self) -> Option<Order> {
+        self.fresh
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     /// Watchers by order, then by registration number.
-    watchers: BTreeMap<OrderId, BTreeMap<u64, Arc<Notify>>>,
+    watchers: BTreeMap<OrderId, BTreeMap<u64, Arc<Slot>>>,
     count: usize,
     next_id: u64,
     /// The hub task is alive (set by the first watcher, cleared by the task
@@ -58,21 +90,32 @@ struct Inner {
 }
 
 impl Inner {
+    /// Everyone re-reads.
     fn wake_all(&self) {
-        for notify in self.watchers.values().flat_map(BTreeMap::values) {
-            notify.notify_one();
+        for slot in self.watchers.values().flat_map(BTreeMap::values) {
+            slot.wake(None);
         }
     }
 
+    /// The watchers of `order` re-read.
     fn wake(&self, order: OrderId) {
-        for notify in self
-            .watchers
+        for slot in self.slots(order) {
+            slot.wake(None);
+        }
+    }
+
+    /// The watchers of `order.id` are handed `order`.
+    fn deliver(&self, order: &Order) {
+        for slot in self.slots(order.id) {
+            slot.wake(Some(order.clone()));
+        }
+    }
+
+    fn slots(&self, order: OrderId) -> impl Iterator<Item = &Arc<Slot>> {
+        self.watchers
             .get(&order)
             .into_iter()
             .flat_map(BTreeMap::values)
-        {
-            notify.notify_one();
-        }
     }
 }
 
@@ -123,15 +166,15 @@ impl WatchHub {
         }
         let id = inner.next_id;
         inner.next_id += 1;
-        let notify = Arc::new(Notify::new());
+        let slot = Arc::new(Slot::default());
         if inner.cursor.is_some() {
-            notify.notify_one();
+            slot.wake(None);
         }
         inner
             .watchers
             .entry(order)
             .or_default()
-            .insert(id, Arc::clone(&notify));
+            .insert(id, Arc::clone(&slot));
         inner.count += 1;
         if !inner.running {
             inner.running = true;
@@ -146,7 +189,7 @@ impl WatchHub {
             hub: Arc::clone(&self.inner),
             order,
             id,
-            notify,
+            slot,
         })
     }
 
@@ -171,7 +214,7 @@ pub struct Watch {
     hub: Shared,
     order: OrderId,
     id: u64,
-    notify: Arc<Notify>,
+    slot: Arc<Slot>,
 }
 
 impl Watch {
@@ -181,9 +224,11 @@ impl Watch {
     }
 
     /// Resolves when the order may have changed since the last wake (or,
-    /// the first time, when it is safe to read it).
-    pub async fn changed(&self) {
-        self.notify.notified().await;
+    /// the first time, when it is safe to read it), with the order as the
+    /// hub read it after the change, or `None`: read it yourself.
+    pub async fn changed(&self) -> Option<Order> {
+        self.slot.notify.notified().await;
+        self.slot.take()
     }
 }
 
@@ -246,26 +291,65 @@ async fn run(stop: Stop, store: Arc<dyn Store>, poll: Duration) {
             guard.cursor
         };
         let result = store.read_feed(since, FEED_READ_MAX).await;
-        let mut guard = lock(inner);
-        wait = true;
-        match result {
-            Ok(read) => {
-                if since.is_none() || !read.complete {
-                    // First cursor, or changes were lost: everyone re-reads.
-                    guard.wake_all();
-                } else {
-                    for change in &read.changes {
-                        guard.wake(change.order);
-                    }
-                    // A full answer: more are waiting, read on at once.
-                    wait = read.changes.len() < FEED_READ_MAX;
-                }
-                guard.cursor = Some(read.next);
-            }
-            // The feed could not be read: whoever could have been woken re-reads. With no
-            // cursor yet nobody may read, so nobody is woken; the next read takes one.
-            Err(_) if since.is_some() => guard.wake_all(),
-            Err(_) => {}
+        let (changed, more) = after_read(&mut lock(inner), since, result);
+        wait = !more;
+        if !changed.is_empty() {
+            hand_out(inner, store.as_ref(), changed).await;
         }
+    }
+}
+
+/// What one feed read means for the watchers: the cursor moves on, everyone
+/// re-reads after a lost or first read; returns the watched orders that
+/// changed, and whether more changes wait (a full answer).
+fn after_read(
+    guard: &mut Inner,
+    since: Option<Cursor>,
+    result: Result<stampede_core::Changes, crate::store::StoreError>,
+) -> (BTreeSet<OrderId>, bool) {
+    let mut more = false;
+    let changed = match result {
+        Ok(read) => {
+            let mut changed = BTreeSet::new();
+            if since.is_none() || !read.complete {
+                // First cursor, or changes were lost: everyone re-reads.
+                guard.wake_all();
+            } else {
+                changed.extend(
+                    read.changes
+                        .iter()
+                        .map(|c| c.order)
+                        .filter(|o| guard.watchers.contains_key(o)),
+                );
+                // A full answer: more are waiting, read on at once.
+                more = read.changes.len() >= FEED_READ_MAX;
+            }
+            guard.cursor = Some(read.next);
+            changed
+        }
+        // The feed could not be read: whoever could have been woken re-reads. With no
+        // cursor yet nobody may read, so nobody is woken; the next read takes one.
+        Err(_) => {
+            if since.is_some() {
+                guard.wake_all();
+            }
+            BTreeSet::new()
+        }
+    };
+    (changed, more)
+}
+
+/// Reads the watched orders that changed (at most [`FEED_READ_MAX`], as one
+/// feed read's changes are) in one call and hands each watcher its order;
+/// the watchers of an order not read re-read it themselves.
+async fn hand_out(inner: &Shared, store: &dyn Store, mut changed: BTreeSet<OrderId>) {
+    let read = store.get_orders(changed.iter().copied().collect()).await;
+    let guard = lock(inner);
+    for order in read.unwrap_or_default() {
+        guard.deliver(&order);
+        changed.remove(&order.id);
+    }
+    for order in changed {
+        guard.wake(order);
     }
 }

@@ -15,7 +15,7 @@ use stampede_core::{Command, Reply};
 use stampede_server::Clock;
 use stampede_server::Watch;
 use stampede_server::psp::PspClient;
-use stampede_server::store::{MemoryStore, Store, StoreFuture};
+use stampede_server::store::{MemoryStore, Store, StoreError, StoreFuture};
 use stampede_server::{App, ServerConfig};
 use stampede_server::{Connector, EVENT_BYTES_MAX, HttpClient, HttpStream, SseEvent};
 use std::sync::Arc;
@@ -27,13 +27,16 @@ use tokio::sync::Semaphore;
 
 const IDLE: Duration = Duration::from_secs(5);
 
-/// The memory store, counting order reads and feed reads, with an optional
-/// gate every feed read must pass.
+/// The memory store, counting order reads, batched order reads and feed
+/// reads, with an optional gate every feed read must pass, and batched
+/// reads failing while `fail_batches` is set.
 struct Counting {
     inner: Arc<MemoryStore>,
     gets: AtomicU64,
+    batches: AtomicU64,
     feeds: AtomicU64,
     gate: Option<Arc<Semaphore>>,
+    fail_batches: std::sync::atomic::AtomicBool,
 }
 
 impl Store for Counting {
@@ -42,6 +45,12 @@ impl Store for Counting {
             match request {
                 Command::GetOrder { .. } => {
                     self.gets.fetch_add(1, Ordering::SeqCst);
+                }
+                Command::GetOrders { .. } => {
+                    self.batches.fetch_add(1, Ordering::SeqCst);
+                    if self.fail_batches.load(Ordering::SeqCst) {
+                        return Err(StoreError::Unavailable("batch read refused".into()));
+                    }
                 }
                 Command::ReadFeed { .. } => {
                     self.feeds.fetch_add(1, Ordering::SeqCst);
@@ -83,8 +92,10 @@ async fn shop_with(config: ServerConfig, gate: Option<Arc<Semaphore>>) -> Shop {
     let store = Arc::new(Counting {
         inner: Arc::clone(&memory),
         gets: AtomicU64::new(0),
+        batches: AtomicU64::new(0),
         feeds: AtomicU64::new(0),
         gate,
+        fail_batches: Default::default(),
     });
     let http = HttpClient::new(Connector::tokio(), Duration::from_secs(5));
     let psp = PspClient::new(http.clone(), "127.0.0.1:9".into());
@@ -166,8 +177,9 @@ async fn eventually(what: &str, f: impl Fn() -> bool) {
 
 #[tokio::test]
 async fn a_change_is_delivered_without_polling_the_order() {
-    // Proves: the stream opens with the current status, then reads the order only when it
-    // changed: no order read while nothing changes over ~10 hub polls, exactly one per change.
+    // Proves: the stream opens with the current status (one read), then sends each change as
+    // the hub read it in its one batched read after the feed: no order read of the stream's
+    // own while nothing changes over ~10 hub polls, nor for a change.
     let shop = shop().await;
     let order = shop.place("k-1");
     let mut stream = shop.events(order).await;
@@ -186,8 +198,65 @@ async fn a_change_is_delivered_without_polling_the_order() {
         order,
         cause: Cause::Customer,
     });
+    assert_eq!(shop.store.batches.load(Ordering::SeqCst), 0, "none yet");
     assert_eq!(next_status(&mut stream).await, "inventory_reserved");
-    assert_eq!(shop.gets(), after_first + 1, "one read for one change");
+    assert_eq!(
+        shop.gets(),
+        after_first,
+        "handed over, not read by the stream"
+    );
+    assert_eq!(shop.store.batches.load(Ordering::SeqCst), 1, "one batch");
+}
+
+#[tokio::test]
+async fn one_batched_read_serves_every_stream_that_changed() {
+    // Proves: changes to several watched orders found in one feed read are read in one
+    // store call, however many streams wait on them (two on the same order among them).
+    let shop = shop_with(ServerConfig::default(), Some(Arc::new(Semaphore::new(2)))).await;
+    let orders = [shop.place("k-1"), shop.place("k-2"), shop.place("k-3")];
+    let mut streams = Vec::new();
+    for order in orders.iter().chain([&orders[0]]) {
+        let mut stream = shop.events(*order).await;
+        assert_eq!(next_status(&mut stream).await, "created");
+        streams.push(stream);
+    }
+    let gets = shop.gets();
+    // Two feed reads pass the gate; all three orders change while the third waits at it.
+    eventually("a third feed read waits", || {
+        shop.store.feeds.load(Ordering::SeqCst) >= 3
+    })
+    .await;
+    for order in orders {
+        shop.run(Command::Reserve {
+            order,
+            cause: Cause::Customer,
+        });
+    }
+    shop.store.gate.as_ref().unwrap().add_permits(1_000);
+    for stream in &mut streams {
+        assert_eq!(next_status(stream).await, "inventory_reserved");
+    }
+    assert_eq!(shop.gets(), gets, "no stream read its order");
+    assert_eq!(shop.store.batches.load(Ordering::SeqCst), 1, "one batch");
+}
+
+#[tokio::test]
+async fn a_failed_batched_read_makes_the_streams_read_their_own() {
+    // Proves: when the hub cannot read the changed orders, their streams are woken with
+    // nothing and read the order themselves (one read each), missing no change.
+    let shop = shop().await;
+    let order = shop.place("k-1");
+    let mut stream = shop.events(order).await;
+    assert_eq!(next_status(&mut stream).await, "created");
+    let gets = shop.gets();
+    shop.store.fail_batches.store(true, Ordering::SeqCst);
+    shop.run(Command::Reserve {
+        order,
+        cause: Cause::Customer,
+    });
+    assert_eq!(next_status(&mut stream).await, "inventory_reserved");
+    assert_eq!(shop.store.batches.load(Ordering::SeqCst), 1, "tried once");
+    assert_eq!(shop.gets(), gets + 1, "then read by the stream");
 }
 
 #[tokio::test]

@@ -158,6 +158,9 @@ impl dyn Store {
         /// See [`Command::GetOrder`].
         get_order(order: OrderId) -> Option<Box<Order>> = Command::GetOrder { order }, Reply::Order(o) => o);
     typed!(
+        /// See [`Command::GetOrders`].
+        get_orders(orders: Vec<OrderId>) -> Vec<Order> = Command::GetOrders { orders }, Reply::Orders(o) => o);
+    typed!(
         /// See [`Command::ReadFeed`].
         read_feed(since: Option<stampede_core::Cursor>, max: usize) -> stampede_core::Changes = Command::ReadFeed { since, max }, Reply::Feed(c) => c);
     typed!(
