@@ -50,6 +50,7 @@ pub use scenario::{
 };
 pub use shopper::wish;
 pub use world::{
-    EPOCH_UNIX_MS, LiveViolation, RunResult, RunStats, SETTLE_EXTENSION_MS_MAX, SimError, run,
-    trace_hash, write_trace,
+    EPOCH_UNIX_MS, LiveViolation, RunResult, RunStats, SETTLE_EXTENSION_MS_MAX,
+    SSE_KEEP_ALIVE_FAULTS_MS, SimError, run, sse_keep_alive_ms, stream_idle_ms, trace_hash,
+    write_trace,
 };

@@ -265,6 +265,19 @@ impl Plan {
         last.max(self.scenario.faults.window_end_ms)
     }
 
+    /// Whether a planned fault can leave an open events stream silent: an API
+    /// host crashes, or is cut off from a client host. Only a silent stream
+    /// needs the shop's keep-alives to come often, so its shopper notices.
+    pub fn streams_may_fall_silent(&self) -> bool {
+        let api = |h: &str| h.starts_with("api-");
+        let client = |h: &str| h.starts_with("shoppers-");
+        self.faults.iter().any(|f| match &f.fault {
+            Fault::Crash { host, .. } => api(host),
+            Fault::Partition { a, b, .. } => (api(a) && client(b)) || (client(a) && api(b)),
+            Fault::PspStall { .. } | Fault::ForgedWebhook { .. } => false,
+        })
+    }
+
     /// When the run ends: faults over, shoppers arrived, and the settle time passed.
     pub fn end_ms(&self) -> u64 {
         self.faults_end_ms().max(self.last_arrival_ms()) + self.scenario.timing.settle_ms

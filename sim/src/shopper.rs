@@ -39,10 +39,6 @@ pub const RECONNECT_MS_MIN: u64 = 200;
 /// Longest such wait: it doubles from [`RECONNECT_MS_MIN`] up to this while
 /// reconnecting brings no new status, ms.
 pub const RECONNECT_MS_MAX: u64 = 1_600;
-/// Longest a shopper waits for the next bytes of an open events stream
-/// before giving it up and reconnecting: two and a half of the world's
-/// keep-alives, ms.
-pub const STREAM_IDLE_MS: u64 = crate::world::SSE_KEEP_ALIVE_MS * 5 / 2;
 
 /// What a shopper needs.
 #[derive(Clone)]
@@ -55,6 +51,9 @@ pub struct ShopperCtx {
     pub psp: PspClient,
     /// The run's history.
     pub recorder: Recorder,
+    /// Longest to wait for the next bytes of an open events stream before
+    /// reconnecting, ms ([`crate::world::stream_idle_ms`]).
+    pub stream_idle_ms: u64,
 }
 
 fn problem_slug(response: &HttpResponse) -> String {
@@ -309,7 +308,7 @@ impl ShopperCtx {
                     // Keep-alives reset the idle bound, not the follow deadline: the whole
                     // wait for the next event is cut at the deadline.
                     let left = deadline.0.saturating_sub(sim_now().0);
-                    let idle = Duration::from_millis(STREAM_IDLE_MS.min(left).max(1));
+                    let idle = Duration::from_millis(self.stream_idle_ms.min(left).max(1));
                     let next = tokio::time::timeout(
                         Duration::from_millis(left.max(1)),
                         stream.next_event(idle),

@@ -340,18 +340,37 @@ impl Shared {
             design: self.plan.design,
             webhook_secret: WEBHOOK_SECRET.to_vec(),
             watch_poll_ms: WATCH_POLL_MS,
-            sse_keep_alive_ms: SSE_KEEP_ALIVE_MS,
+            sse_keep_alive_ms: sse_keep_alive_ms(&self.plan),
             ..ServerConfig::default()
         };
         App::new(Arc::new(store), psp, self.clock.clone(), config)
     }
 }
 
-/// How often the shop's events streams send a keep-alive in the world, ms: a
-/// crashed API host sends nothing, so a shopper notices it from the silence
-/// ([`crate::shopper::STREAM_IDLE_MS`]) about as soon as a polling shopper's
-/// request would time out.
-pub const SSE_KEEP_ALIVE_MS: u64 = 1_000;
+/// How often the shop's events streams send a keep-alive in a world where a
+/// fault can silence a stream ([`Plan::streams_may_fall_silent`]), ms: a
+/// crashed or cut-off API host sends nothing, so a shopper notices it from
+/// the silence (two and a half keep-alives, [`stream_idle_ms`]) about as soon
+/// as a polling shopper's request would time out. Elsewhere the streams keep
+/// the shop's own default ([`stampede_server::SSE_KEEP_ALIVE_MS`]): ten
+/// thousand open streams sending a comment every second cost more than the
+/// rest of an idle world, and tell a shopper nothing.
+pub const SSE_KEEP_ALIVE_FAULTS_MS: u64 = 1_000;
+
+/// The events streams' keep-alive interval in the world of `plan`, ms.
+pub fn sse_keep_alive_ms(plan: &Plan) -> u64 {
+    if plan.streams_may_fall_silent() {
+        SSE_KEEP_ALIVE_FAULTS_MS
+    } else {
+        stampede_server::SSE_KEEP_ALIVE_MS
+    }
+}
+
+/// Longest a shopper waits for the next bytes of an open events stream
+/// before giving it up and reconnecting: two and a half keep-alives, ms.
+pub fn stream_idle_ms(plan: &Plan) -> u64 {
+    sse_keep_alive_ms(plan) * 5 / 2
+}
 /// How often, after the last arrival and fault, the world looks whether it has settled, ms.
 pub const SETTLE_POLL_MS: u64 = 250;
 /// Longest the world runs past its planned end waiting to settle, ms.
@@ -499,6 +518,7 @@ fn add_shopper_clients(
                 .collect(),
             psp: PspClient::new(shared.client_http(), format!("psp:{PSP_PORT}")),
             recorder: shared.recorder.clone(),
+            stream_idle_ms: stream_idle_ms(plan),
         };
         let running = Arc::clone(running);
         sim.client(name.as_str(), async move {

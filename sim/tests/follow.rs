@@ -1,12 +1,14 @@
 //! Shoppers follow their orders over the events stream (the default) or by
 //! polling (`[shoppers] follow = "poll"`): both hold every invariant, the
 //! stream costs far fewer HTTP requests, a lossy store crash (the store
-//! back at its last sync: the feed's epoch moves) is followed through.
+//! back at its last sync: the feed's epoch moves) is followed through. The
+//! streams send keep-alives often only where a fault can silence them.
 
 use stampede_core::EventKind;
 use stampede_server::Design;
 use stampede_sim::CrashSpec;
-use stampede_sim::{Fault, Follow, Plan, RunResult, Scenario, run, scenarios};
+use stampede_sim::{Fault, FaultEvent, Follow, Plan, RunResult, Scenario, run, scenarios};
+use stampede_sim::{SSE_KEEP_ALIVE_FAULTS_MS, sse_keep_alive_ms, stream_idle_ms};
 
 fn smoke(follow: Follow) -> Scenario {
     let mut s = scenarios::smoke();
@@ -58,11 +60,11 @@ fn db_crash(lossy: bool) -> Scenario {
         down_ms: 300,
     };
     s.faults.lose_unsynced_tail = lossy;
-    // A `/pay` the crash cuts between taking its key and completing it holds
-    // the key until its lock lapses (the client timeout): a shopper whose
-    // retries all fall inside is a sale lost to the crash (on seed 3 with the
-    // lossy store, whose replies wait for their sync, one is).
-    s.faults.may_cost_sales = lossy;
+    // A shopper whose one `/pay` the crash answers 503 (and who does not retry)
+    // is a sale lost to the crash, and so is one whose retries all fall inside
+    // the hold a cut `/pay` keeps on its key until its lock lapses (the client
+    // timeout); on seed 3 one such buyer is lost, either way.
+    s.faults.may_cost_sales = true;
     s.faults.window_start_ms = 200;
     s.faults.window_end_ms = 800;
     s
@@ -107,3 +109,55 @@ fn the_events_stream_follows_a_restored_store() {
         .count();
     assert!(after > 0, "statuses shown after the store came back");
 }
+
+#[test]
+fn keep_alives_come_often_only_where_a_fault_can_silence_a_stream() {
+    // Proves: an API host crash, or a partition between an API host and a client host (either
+    // way round), makes the world's streams send a keep-alive every second and shoppers give
+    // a stream up after 2.5 s of silence; a worker or db crash, an api-psp or api-db
+    // partition, a PSP stall, a forged webhook or no fault at all keep the shop's default.
+    let plan = |faults: Vec<Fault>| {
+        let mut plan = Plan::generate(&scenarios::smoke(), Design::reference(), 1);
+        plan.faults = faults
+            .into_iter()
+            .map(|fault| FaultEvent { at_ms: 500, fault })
+            .collect();
+        plan
+    };
+    let crash = |host: &str| Fault::Crash {
+        host: host.into(),
+        down_ms: 100,
+    };
+    let cut = |a: &str, b: &str| Fault::Partition {
+        a: a.into(),
+        b: b.into(),
+        duration_ms: 100,
+    };
+    let quiet = stampede_server::SSE_KEEP_ALIVE_MS;
+    assert!(quiet > SSE_KEEP_ALIVE_FAULTS_MS);
+    for (faults, keep_alive) in [
+        (vec![], quiet),
+        (vec![crash("api-1")], SSE_KEEP_ALIVE_FAULTS_MS),
+        (vec![crash("worker-1"), crash("db")], quiet),
+        (vec![cut("api-1", "shoppers-2")], SSE_KEEP_ALIVE_FAULTS_MS),
+        (vec![cut("shoppers-1", "api-1")], SSE_KEEP_ALIVE_FAULTS_MS),
+        (vec![cut("api-1", "psp"), cut("db", "api-1")], quiet),
+        (vec![cut("shoppers-1", "psp")], quiet),
+        (
+            vec![
+                Fault::PspStall { duration_ms: 100 },
+                Fault::ForgedWebhook { order: 1 },
+            ],
+            quiet,
+        ),
+        (
+            vec![crash("worker-1"), crash("api-1")],
+            SSE_KEEP_ALIVE_FAULTS_MS,
+        ),
+    ] {
+        let plan = plan(faults.clone());
+        assert_eq!(sse_keep_alive_ms(&plan), keep_alive, "{faults:?}");
+        assert_eq!(stream_idle_ms(&plan), keep_alive * 5 / 2, "{faults:?}");
+    }
+}
+
