@@ -37,8 +37,8 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use stampede_core::{
-    Begin, Cents, CustomerId, Fingerprint, IdempotencyKey, ItemRequest, Order, OrderId,
-    OrderStatus, PlaceOrder, Placed, Product, SavedResponse, ShopError, Sku, StockLevel,
+    Begin, Cents, Command, CustomerId, Fingerprint, IdempotencyKey, ItemRequest, Millis, Order,
+    OrderId, OrderStatus, PlaceOrder, Placed, Product, SavedResponse, ShopError, Sku, StockLevel,
     WebhookOutcome,
 };
 use std::convert::Infallible;
@@ -777,6 +777,7 @@ async fn pay(State(app): Shared, Path(id): Path<String>, headers: HeaderMap) -> 
     let order_id = parse_order_id(&id)?;
     let key = idempotency_key(&headers, true)?.expect("required");
     let fingerprint = pay_fingerprint(order_id);
+    let began = app.clock.now();
     match app
         .store
         .begin_key(key.clone(), fingerprint)
@@ -789,19 +790,70 @@ async fn pay(State(app): Shared, Path(id): Path<String>, headers: HeaderMap) -> 
         Begin::InFlight => return placed_response(&app, Placed::KeyInFlight),
         Begin::AtCapacity => return placed_response(&app, Placed::KeyStoreFull),
     }
-    match payments::start_payment(&app, order_id).await {
+    let (settle, outcome) = match payments::start_payment(&app, order_id).await {
         Ok(saved) => {
-            app.store
-                .complete_key(key, fingerprint, saved.clone())
-                .await
-                .map_err(|e| store_problem(&app, e))?;
-            Ok(render_saved(&saved))
+            let response = render_saved(&saved);
+            let complete = Command::CompleteKey {
+                key,
+                fingerprint,
+                response: saved,
+            };
+            (complete, Ok(response))
         }
-        Err(problem) => {
-            let _ = app.store.abandon_key(key, fingerprint).await;
-            Err(problem)
+        Err(problem) => (Command::AbandonKey { key, fingerprint }, Err(problem)),
+    };
+    match app.store.call(settle.clone()).await {
+        Ok(_) => outcome,
+        Err(e) => {
+            if matches!(e, StoreError::Unavailable(_)) {
+                settle_key_later(&app, began, settle);
+            }
+            // Not saved: the client retries with the key (a completed intent replays).
+            Err(outcome.err().unwrap_or_else(|| store_problem(&app, e)))
         }
     }
+}
+
+/// First wait before releasing a key again, ms; it doubles up to
+/// [`KEY_SETTLE_WAIT_MS_MAX`].
+pub const KEY_SETTLE_WAIT_MS_MIN: u64 = 50;
+/// Longest wait between two tries at releasing a key, ms.
+pub const KEY_SETTLE_WAIT_MS_MAX: u64 = 400;
+
+/// The last moment a key taken at `began` may still be released from the
+/// background (`settle_key_later`): half the store's in-flight timeout
+/// after the request began, so the lock it frees is still this request's
+/// (another request can take a key over only once the whole timeout has
+/// passed since it was taken, which was after `began`).
+pub fn key_settle_deadline(began: Millis, key_lock_ms: u64) -> Millis {
+    began.plus_ms(key_lock_ms / 2)
+}
+
+/// Retries a `/pay` key's `CompleteKey` or `AbandonKey` that the store did
+/// not answer, in the background, until it is answered or the deadline
+/// ([`key_settle_deadline`]) passes. Without it the key stays in flight
+/// until its lock lapses, and every retry of the customer's meanwhile is
+/// refused 409 — after a store outage shorter than that, a willing buyer
+/// can run out of retries before the key frees.
+fn settle_key_later(app: &Arc<App>, began: Millis, settle: Command) {
+    let deadline = key_settle_deadline(began, app.config.key_lock_ms);
+    let app = Arc::clone(app);
+    tokio::spawn(async move {
+        let mut wait = KEY_SETTLE_WAIT_MS_MIN;
+        loop {
+            let now = app.clock.now();
+            if now.plus_ms(wait) >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            match app.store.call(settle.clone()).await {
+                Err(StoreError::Unavailable(_)) => {}
+                // Answered: released, or already gone (a protocol refusal changes nothing).
+                _ => return,
+            }
+            wait = (wait * 2).min(KEY_SETTLE_WAIT_MS_MAX);
+        }
+    });
 }
 
 // ---- webhooks -------------------------------------------------------------

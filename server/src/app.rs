@@ -40,6 +40,11 @@ pub struct ServerConfig {
     /// The oldest cached catalog served under pressure, ms; 0 turns degrade
     /// mode off.
     pub degraded_read_max_age_ms: u64,
+    /// How long the store holds a key in flight before a retry may take it
+    /// over, ms: the store's `IdempotencyLimits::in_flight_timeout_ms`. A key
+    /// whose release the store did not answer is released again in the
+    /// background for at most half of it ([`crate::api`]'s `/pay`).
+    pub key_lock_ms: u64,
 }
 
 /// Default of [`ServerConfig::degrade_window_ms`], ms.
@@ -62,6 +67,7 @@ impl Default for ServerConfig {
             in_memory_finalize_delay_ms: 50,
             degrade_window_ms: DEFAULT_DEGRADE_WINDOW_MS,
             degraded_read_max_age_ms: DEFAULT_DEGRADED_READ_AGE_MS_MAX,
+            key_lock_ms: stampede_core::IdempotencyLimits::default().in_flight_timeout_ms,
         }
     }
 }

@@ -341,6 +341,7 @@ impl Shared {
             webhook_secret: WEBHOOK_SECRET.to_vec(),
             watch_poll_ms: WATCH_POLL_MS,
             sse_keep_alive_ms: sse_keep_alive_ms(&self.plan),
+            key_lock_ms: self.plan.scenario.timing.client_timeout_ms,
             ..ServerConfig::default()
         };
         App::new(Arc::new(store), psp, self.clock.clone(), config)

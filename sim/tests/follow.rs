@@ -60,11 +60,12 @@ fn db_crash(lossy: bool) -> Scenario {
         down_ms: 300,
     };
     s.faults.lose_unsynced_tail = lossy;
-    // A shopper whose one `/pay` the crash answers 503 (and who does not retry)
-    // is a sale lost to the crash, and so is one whose retries all fall inside
-    // the hold a cut `/pay` keeps on its key until its lock lapses (the client
-    // timeout); on seed 3 one such buyer is lost, either way.
-    s.faults.may_cost_sales = true;
+    // A `/pay` the crash cuts between taking its key and completing it holds
+    // the key until the store is back (the shop releases it in the background)
+    // or its lock lapses (the client timeout): a shopper whose retries all fall
+    // inside is a sale lost to the crash (with the lossy store, whose replies
+    // wait for their sync, one can be).
+    s.faults.may_cost_sales = lossy;
     s.faults.window_start_ms = 200;
     s.faults.window_end_ms = 800;
     s
