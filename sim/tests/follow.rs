@@ -161,4 +161,3 @@ fn keep_alives_come_often_only_where_a_fault_can_silence_a_stream() {
         assert_eq!(stream_idle_ms(&plan), keep_alive * 5 / 2, "{faults:?}");
     }
 }
-
