@@ -5,10 +5,10 @@
 //! lock's timeout, so they never free a lock another request took over.
 
 use stampede_core::{Command, Millis, ShopConfig, ShopState};
+use stampede_server::key_settle_deadline;
 use stampede_server::psp::PspClient;
 use stampede_server::store::{MemoryStore, Store, StoreError, StoreFuture};
 use stampede_server::{App, Clock, Connector, HttpClient, HttpResponse, ServerConfig};
-use stampede_server::key_settle_deadline;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

@@ -300,6 +300,11 @@ impl<S: Subject> Differential<S> {
             Action::Read { order } => {
                 if let Some((order, _)) = self.order(order) {
                     self.both(Command::GetOrder { order }).await.ok();
+                    // The watcher hub's batched read: this order, an unknown one, and the
+                    // first order placed.
+                    let first = self.order(0).map_or(order, |(o, _)| o);
+                    let orders = vec![order, OrderId(u64::MAX), first];
+                    self.both(Command::GetOrders { orders }).await.ok();
                 }
                 self.both(Command::ReadFeed {
                     since: None,
