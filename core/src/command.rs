@@ -456,17 +456,7 @@ mod tests {
         // Proves: a state with orders, holdings (composite keys), jobs and keys serialises to
         // JSON and back to an equal state (the durable store checkpoints it this way).
         let hat = Sku::new("hat").unwrap();
-        let mut shop = ShopState::new(
-            Catalog::new([Product {
-                sku: hat.clone(),
-                name: "Hat".into(),
-                price: crate::Cents(1_500),
-                max_qty_per_order: 5,
-                per_customer_limit: Some(3),
-            }]),
-            ShopConfig::default(),
-        );
-        shop.stock(&hat, 10, 2).unwrap();
+        let mut shop = hat_shop(Some(3), 2);
         let request = PlaceOrder {
             key: Some(IdempotencyKey::new("k-1").unwrap()),
             customer: CustomerId::new("alice").unwrap(),
@@ -513,7 +503,8 @@ mod tests {
             .collect()
     }
 
-    fn hat_shop() -> ShopState {
+    /// A shop selling hats at 15.00, at most 5 an order, 10 in stock over `segments`.
+    fn hat_shop(per_customer_limit: Option<u32>, segments: usize) -> ShopState {
         let hat = Sku::new("hat").unwrap();
         let mut shop = ShopState::new(
             Catalog::new([Product {
@@ -521,11 +512,11 @@ mod tests {
                 name: "Hat".into(),
                 price: crate::Cents(1_500),
                 max_qty_per_order: 5,
-                per_customer_limit: None,
+                per_customer_limit,
             }]),
             ShopConfig::default(),
         );
-        shop.stock(&hat, 10, 1).unwrap();
+        shop.stock(&hat, 10, segments).unwrap();
         shop
     }
 
@@ -533,7 +524,7 @@ mod tests {
     fn get_orders_answers_the_existing_ones_in_the_order_asked() {
         // Proves: several orders come back in one read, in the order asked (a repeat
         // repeated), an unknown id is left out, and the read changes nothing.
-        let mut shop = hat_shop();
+        let mut shop = hat_shop(None, 1);
         let ids = placed(&mut shop, 3);
         let before = shop.clone();
         let asked = vec![ids[2], OrderId(999), ids[0], ids[2]];
@@ -551,7 +542,7 @@ mod tests {
     #[test]
     fn get_orders_reads_at_most_the_feed_read_bound() {
         // Proves: the read is bounded by FEED_READ_MAX ids, on both sides of the bound.
-        let mut shop = hat_shop();
+        let mut shop = hat_shop(None, 1);
         let id = placed(&mut shop, 1)[0];
         for (asked, answered) in [
             (crate::FEED_READ_MAX, crate::FEED_READ_MAX),
