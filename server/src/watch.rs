@@ -57,18 +57,12 @@ struct Slot {
 
 impl Slot {
     fn wake(&self, fresh: Option<Order>) {
-        *self
-            .fresh
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh;
+        *lock(&self.fresh) = fresh;
         self.notify.notify_one();
     }
 
     fn take(&self) -> Option<Order> {
-        self.fresh
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take()
+        lock(&self.fresh).take()
     }
 }
 
@@ -121,8 +115,10 @@ impl Inner {
 
 type Shared = Arc<Mutex<Inner>>;
 
-fn lock(inner: &Shared) -> MutexGuard<'_, Inner> {
-    inner
+/// Locks `mutex`, taking it over from a holder that panicked, as the hub
+/// always has: for the hub's state and for each watcher's slot.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
