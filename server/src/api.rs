@@ -681,16 +681,20 @@ async fn order_events(State(app): Shared, Path(id): Path<String>) -> ApiResult {
         .watch
         .watch(id)
         .map_err(|full| Problem::unavailable(full.to_string()))?;
-    // Read only once the hub holds a cursor from before this read (see `watch`).
+    // Read only once the hub holds a cursor from before this read (see `watch`); the
+    // hub usually hands the order over with that first wake.
     let ready = Duration::from_millis(crate::watch::READY_WAIT_MS);
-    tokio::select! {
+    let handed = tokio::select! {
         biased;
-        _ = watch.changed() => {}
+        handed = watch.changed() => handed,
         () = tokio::time::sleep(ready) => {
             return Err(Problem::unavailable("the change feed could not be read; retry shortly"));
         }
-    }
-    let first = load_order(&app, id).await?;
+    };
+    let first = match handed {
+        Some(order) => order,
+        None => load_order(&app, id).await?,
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_millis(app.config.sse_max_ms);
     let state = EventsState {
         app,

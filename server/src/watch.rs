@@ -25,6 +25,15 @@
 //! read of its own. That read comes after the feed read, so it is at least as
 //! new as the change it follows. When it fails, or the order is gone, the
 //! watcher is woken with nothing and re-reads, as after a lost feed.
+//!
+//! **One read for many new streams.** A watcher that registers while the hub
+//! holds a cursor is not woken at once: its order joins the hub's list of
+//! first reads and the hub is kicked. The hub reads every order on that list
+//! in one call, between feed reads (so watchers who register while a read is
+//! on its way share the next one), and hands each its order as the first
+//! wake. That read comes after the cursor was taken, so the argument above
+//! holds for it. A watcher that registers before the hub's first cursor is
+//! woken with nothing once the cursor is taken, and reads its order itself.
 
 use crate::store::Store;
 use stampede_core::{Cursor, FEED_READ_MAX, Order, OrderId};
@@ -81,14 +90,35 @@ struct Inner {
     reads: u64,
     /// Which hub task is the live one (each start takes the next number).
     task: u64,
+    /// Orders whose new watchers wait for their first read by the hub.
+    firsts: BTreeSet<OrderId>,
 }
 
 impl Inner {
-    /// Everyone re-reads.
-    fn wake_all(&self) {
+    /// Everyone re-reads, the new watchers included.
+    fn wake_all(&mut self) {
         for slot in self.watchers.values().flat_map(BTreeMap::values) {
             slot.wake(None);
         }
+        self.firsts.clear();
+    }
+
+    /// Up to `max` orders still watched whose new watchers wait for a first
+    /// read, taken off the list; none before the first cursor.
+    fn take_firsts(&mut self, max: usize) -> BTreeSet<OrderId> {
+        if self.cursor.is_none() {
+            return BTreeSet::new();
+        }
+        let mut taken = BTreeSet::new();
+        while taken.len() < max {
+            let Some(order) = self.firsts.pop_first() else {
+                break;
+            };
+            if self.watchers.contains_key(&order) {
+                taken.insert(order);
+            }
+        }
+        taken
     }
 
     /// The watchers of `order` re-read.
@@ -126,6 +156,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Who waits for which order's next status.
 pub struct WatchHub {
     inner: Shared,
+    /// Wakes the hub task for new watchers' first reads.
+    kick: Arc<Notify>,
     store: Arc<dyn Store>,
     poll: Duration,
     max: usize,
@@ -146,6 +178,7 @@ impl WatchHub {
     pub fn new(store: Arc<dyn Store>, poll_ms: u64, max: usize) -> WatchHub {
         WatchHub {
             inner: Shared::default(),
+            kick: Arc::new(Notify::new()),
             store,
             poll: Duration::from_millis(poll_ms.max(1)),
             max,
@@ -163,8 +196,9 @@ impl WatchHub {
         let id = inner.next_id;
         inner.next_id += 1;
         let slot = Arc::new(Slot::default());
+        inner.firsts.insert(order);
         if inner.cursor.is_some() {
-            slot.wake(None);
+            self.kick.notify_one();
         }
         inner
             .watchers
@@ -179,7 +213,8 @@ impl WatchHub {
                 inner: Arc::clone(&self.inner),
                 task: inner.task,
             };
-            tokio::spawn(run(stop, Arc::clone(&self.store), self.poll));
+            let kick = Arc::clone(&self.kick);
+            tokio::spawn(run(stop, kick, Arc::clone(&self.store), self.poll));
         }
         Ok(Watch {
             hub: Arc::clone(&self.inner),
@@ -266,14 +301,28 @@ impl Drop for Stop {
     }
 }
 
-/// The hub task: reads the feed while anyone watches, then ends.
-async fn run(stop: Stop, store: Arc<dyn Store>, poll: Duration) {
+/// The hub task: reads the feed every `poll` while anyone watches, then
+/// ends; kicked between feed reads, it makes the new watchers' first reads.
+async fn run(stop: Stop, kick: Arc<Notify>, store: Arc<dyn Store>, poll: Duration) {
     let inner = &stop.inner;
     let mut wait = false;
+    let mut next_read = tokio::time::Instant::now();
     loop {
         if wait {
-            tokio::time::sleep(poll).await;
+            let kicked = tokio::select! {
+                biased;
+                () = tokio::time::sleep_until(next_read) => false,
+                () = kick.notified() => true,
+            };
+            if kicked {
+                let firsts = lock(inner).take_firsts(FEED_READ_MAX);
+                if !firsts.is_empty() {
+                    hand_out(inner, store.as_ref(), firsts).await;
+                }
+                continue;
+            }
         }
+        next_read = tokio::time::Instant::now() + poll;
         let since = {
             let mut guard = lock(inner);
             if guard.count == 0 {
@@ -287,7 +336,18 @@ async fn run(stop: Stop, store: Arc<dyn Store>, poll: Duration) {
             guard.cursor
         };
         let result = store.read_feed(since, FEED_READ_MAX).await;
-        let (changed, more) = after_read(&mut lock(inner), since, result);
+        let (changed, more) = {
+            let mut guard = lock(inner);
+            let (mut changed, more) = after_read(&mut guard, since, result);
+            // The new watchers' first reads go in the same call, as far as it holds them;
+            // the rest are read at the kick this leaves.
+            let room = FEED_READ_MAX.saturating_sub(changed.len());
+            changed.append(&mut guard.take_firsts(room));
+            if !guard.firsts.is_empty() && guard.cursor.is_some() {
+                kick.notify_one();
+            }
+            (changed, more)
+        };
         wait = !more;
         if !changed.is_empty() {
             hand_out(inner, store.as_ref(), changed).await;

@@ -3,7 +3,8 @@
 //! requests counted), ends at a final status, refuses one stream over the
 //! watcher bound with a 503 problem, re-reads after a restored snapshot (the
 //! feed's epoch), never lets a watcher read before the hub holds a cursor,
-//! and stops reading the feed when nobody watches. Also the HTTP client's
+//! hands new streams their first status in one batched read, and stops
+//! reading the feed when nobody watches. Also the HTTP client's
 //! stream bounds (event size, total bytes).
 
 use serde_json::Value;
@@ -221,6 +222,7 @@ async fn one_batched_read_serves_every_stream_that_changed() {
         streams.push(stream);
     }
     let gets = shop.gets();
+    let batches = shop.store.batches.load(Ordering::SeqCst);
     // Two feed reads pass the gate; all three orders change while the third waits at it.
     eventually("a third feed read waits", || {
         shop.store.feeds.load(Ordering::SeqCst) >= 3
@@ -237,7 +239,85 @@ async fn one_batched_read_serves_every_stream_that_changed() {
         assert_eq!(next_status(stream).await, "inventory_reserved");
     }
     assert_eq!(shop.gets(), gets, "no stream read its order");
-    assert_eq!(shop.store.batches.load(Ordering::SeqCst), 1, "one batch");
+    assert_eq!(
+        shop.store.batches.load(Ordering::SeqCst),
+        batches + 1,
+        "one batch"
+    );
+}
+
+#[tokio::test]
+async fn new_streams_are_handed_their_first_status_in_one_read() {
+    // Proves: a stream opened before the hub has a cursor reads its order itself; streams
+    // opened while the hub holds one are handed their first status by the hub, and all who
+    // registered while a feed read was on its way share one batched read: no read of their own.
+    let gate = Arc::new(Semaphore::new(2));
+    let shop = shop_with(ServerConfig::default(), Some(Arc::clone(&gate))).await;
+    let orders = [shop.place("k-1"), shop.place("k-2"), shop.place("k-3")];
+    let mut early = shop.events(orders[0]).await;
+    assert_eq!(next_status(&mut early).await, "created");
+    assert_eq!(
+        shop.gets(),
+        1,
+        "the stream before the first cursor read its own"
+    );
+    eventually("a third feed read waits", || {
+        shop.store.feeds.load(Ordering::SeqCst) >= 3
+    })
+    .await;
+    let batches = shop.store.batches.load(Ordering::SeqCst);
+    let opening = async {
+        tokio::join!(
+            shop.events(orders[0]),
+            shop.events(orders[1]),
+            shop.events(orders[2])
+        )
+    };
+    let open_gate = async {
+        eventually("three more watchers", || shop.app.watch.watching() == 4).await;
+        gate.add_permits(1_000);
+    };
+    let ((mut a, mut b, mut c), ()) = tokio::join!(opening, open_gate);
+    for stream in [&mut a, &mut b, &mut c] {
+        assert_eq!(stream.status, 200);
+        assert_eq!(next_status(stream).await, "created");
+    }
+    assert_eq!(shop.gets(), 1, "no new stream read its order");
+    assert_eq!(
+        shop.store.batches.load(Ordering::SeqCst),
+        batches + 1,
+        "one read for the three"
+    );
+}
+
+#[tokio::test]
+async fn a_new_stream_is_read_at_once_not_at_the_next_feed_read() {
+    // Proves: between feed reads (here a minute apart) the hub is kicked for a new stream's
+    // first read, so the stream opens with its status long before the next feed read.
+    let config = ServerConfig {
+        watch_poll_ms: 60_000,
+        ..ServerConfig::default()
+    };
+    let shop = shop_with(config, None).await;
+    let order = shop.place("k-1");
+    let mut early = shop.events(order).await;
+    assert_eq!(next_status(&mut early).await, "created");
+    let feeds = shop.store.feeds.load(Ordering::SeqCst);
+    let mut late = tokio::time::timeout(IDLE, shop.events(order))
+        .await
+        .expect("opened before the next feed read");
+    assert_eq!(next_status(&mut late).await, "created");
+    assert_eq!(
+        shop.store.feeds.load(Ordering::SeqCst),
+        feeds,
+        "no feed read"
+    );
+    assert_eq!(shop.gets(), 1, "the late stream read nothing itself");
+    assert_eq!(
+        shop.store.batches.load(Ordering::SeqCst),
+        1,
+        "the hub read it"
+    );
 }
 
 #[tokio::test]
