@@ -17,7 +17,7 @@
 //! [`crate::scenario::Timing::recovery_margin_ms`] after it heals.
 //!
 //! **When a run ends.** From the last arrival or fault (heal, restart and
-//! stall end included), the `clock` client looks every [`SETTLE_POLL_MS`]
+//! stall end included), the driver looks between ticks every [`SETTLE_POLL_MS`]
 //! whether the world has settled (`Shared::settled`: every shopper and the
 //! attacker done, every order final, no live job, no parked webhook, no
 //! reservation held, no PSP webhook due or in flight, and, with
@@ -378,8 +378,8 @@ pub const SETTLE_POLL_MS: u64 = 250;
 pub const SETTLE_EXTENSION_MS_MAX: u64 = 60_000;
 /// Longest a run may go past its planned end before it counts as failed
 /// (turmoil's duration limit, and the driver's deadline), ms: well past
-/// [`SETTLE_EXTENSION_MS_MAX`], so only a world whose clock client never
-/// returns reaches it.
+/// [`SETTLE_EXTENSION_MS_MAX`], so only a world whose client hosts never
+/// return reaches it.
 const OVERRUN_MS_MAX: u64 = 120_000;
 /// Most pending connections per simulated listener: a flash sale opens many
 /// connections at once, and turmoil's default of 64 would panic rather than refuse.
@@ -393,9 +393,9 @@ const WATCH_POLL_MS: u64 = 50;
 const MONITOR_INTERVAL_MS: u64 = 100;
 
 /// Builds the turmoil world: its hosts in a fixed order (db, psp, api-*,
-/// worker-*, shopper clients, attacker, clock), so a seed always makes the
+/// worker-*, shopper clients, attacker), so a seed always makes the
 /// same world.
-fn build_sim(shared: &Arc<Shared>) -> turmoil::Sim<'static> {
+fn build_sim(shared: &Arc<Shared>) -> (turmoil::Sim<'static>, Arc<AtomicUsize>) {
     let plan = &shared.plan;
     let mut builder = turmoil::Builder::new();
     builder
@@ -415,8 +415,7 @@ fn build_sim(shared: &Arc<Shared>) -> turmoil::Sim<'static> {
     let running = Arc::new(AtomicUsize::new(plan.hosts().shopper.len()));
     add_shopper_clients(&mut sim, shared, &running);
     add_attacker(&mut sim, shared, &running);
-    add_clock(&mut sim, shared, running);
-    sim
+    (sim, running)
 }
 
 /// The `db` host: serves the store (replies held until synced) to every connection.
@@ -572,28 +571,40 @@ fn add_attacker(sim: &mut turmoil::Sim<'static>, shared: &Arc<Shared>, running: 
     });
 }
 
-/// The `clock` client, whose return ends the run: the run lasts until the
-/// world has settled (see the module docs), looking every [`SETTLE_POLL_MS`]
-/// from just after the last arrival and fault (a restart lands 1 ms after a
-/// zero-length crash), and at the latest until [`SETTLE_EXTENSION_MS_MAX`]
-/// past the planned end.
-fn add_clock(sim: &mut turmoil::Sim<'static>, shared: &Arc<Shared>, running: Arc<AtomicUsize>) {
-    let s = Arc::clone(shared);
-    let plan = &shared.plan;
-    let end = plan.end_ms();
-    let from = plan.faults_end_ms().max(plan.last_arrival_ms()) + 1;
-    sim.client("clock", async move {
-        tokio::time::sleep(Duration::from_millis(from)).await;
-        let give_up = end + SETTLE_EXTENSION_MS_MAX;
-        loop {
-            let now = crate::recorder::sim_now().0;
-            if now >= give_up || s.settled(running.load(Ordering::Relaxed)) {
-                return Ok(());
-            }
-            let step = SETTLE_POLL_MS.min(give_up - now);
-            tokio::time::sleep(Duration::from_millis(step)).await;
+/// When the driver looks whether the world has settled (module docs): just
+/// after the last arrival and fault, then every [`SETTLE_POLL_MS`], and at the
+/// planned end plus [`SETTLE_EXTENSION_MS_MAX`] at the latest. The driver
+/// does this itself between ticks rather than from a host of its own: every
+/// host is stepped every tick, and a host that only sleeps cost a whole
+/// host's share of each tick.
+struct SettleWatch {
+    next: u64,
+    give_up: u64,
+    over: bool,
+}
+
+impl SettleWatch {
+    fn of(plan: &Plan) -> SettleWatch {
+        SettleWatch {
+            next: plan.faults_end_ms().max(plan.last_arrival_ms()) + 1,
+            give_up: plan.end_ms() + SETTLE_EXTENSION_MS_MAX,
+            over: false,
         }
-    });
+    }
+
+    /// Called after each tick with the time simulated so far: whether the
+    /// wait is over, the world settled or given up on. `settled` is asked
+    /// only when a look is due.
+    fn after_tick(&mut self, now: u64, settled: impl FnOnce() -> bool) -> bool {
+        if !self.over && now >= self.next {
+            if now >= self.give_up || settled() {
+                self.over = true;
+            } else {
+                self.next = now + SETTLE_POLL_MS.min(self.give_up - now);
+            }
+        }
+        self.over
+    }
 }
 
 /// Watches the safety invariants that are cheap to judge while the run goes.
@@ -669,9 +680,9 @@ pub fn run(plan: &Plan) -> Result<RunResult, SimError> {
     let state = shop_state(plan).map_err(SimError::Setup)?;
     open_history(&recorder, plan)?;
     let shared = Arc::new(build_shared(plan, state, clock, &recorder)?);
-    let mut sim = build_sim(&shared);
+    let (mut sim, running) = build_sim(&shared);
     let mut monitor = Monitor::new(plan);
-    let outcome = drive(&mut sim, &shared, &recorder, &mut monitor);
+    let outcome = drive(&mut sim, &shared, &running, &recorder, &mut monitor);
     // The world stops once settled, or runs past its planned end while it
     // settles; it is judged at the planned end at the earliest (module docs).
     let simulated = u64::try_from(sim.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -923,12 +934,14 @@ impl Agenda {
     }
 }
 
-/// Steps the world one tick at a time until the clock client ends it:
+/// Steps the world one tick at a time until it has settled and every
+/// client host has returned ([`SettleWatch`]):
 /// planned faults when their time comes, a log sync every
 /// `faults.sync_interval_ms`, a safety check every [`MONITOR_INTERVAL_MS`].
 fn drive(
     sim: &mut turmoil::Sim<'static>,
     shared: &Shared,
+    running: &AtomicUsize,
     recorder: &Recorder,
     monitor: &mut Monitor,
 ) -> Result<(), SimError> {
@@ -938,6 +951,7 @@ fn drive(
     let deadline = plan.end_ms() + OVERRUN_MS_MAX;
     let mut next_sync = sync_every;
     let mut next_check = MONITOR_INTERVAL_MS;
+    let mut settle = SettleWatch::of(plan);
     loop {
         let now = u64::try_from(sim.elapsed().as_millis()).unwrap_or(u64::MAX);
         while let Some(action) = agenda.pop_due(now) {
@@ -951,10 +965,14 @@ fn drive(
             monitor.check(&shared.store, &shared.psp, now);
             next_check = now + MONITOR_INTERVAL_MS;
         }
-        match sim.step() {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(e) => return Err(SimError::Turmoil(e.to_string())),
+        // turmoil reports whether every client host (shoppers, attacker) has returned.
+        let clients_done = sim.step().map_err(|e| SimError::Turmoil(e.to_string()))?;
+        let simulated = u64::try_from(sim.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let waited = settle.after_tick(simulated, || {
+            shared.settled(running.load(Ordering::Relaxed))
+        });
+        if waited && clients_done {
+            return Ok(());
         }
         if now > deadline {
             return Err(SimError::Turmoil("the run did not finish".into()));
@@ -1030,6 +1048,36 @@ fn fault_starts(shared: &Shared, recorder: &Recorder, now: u64, what: String, le
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_settle_watch_looks_on_time_and_gives_up_at_its_bound() {
+        // Proves: no look before the first is due (the world is not even asked); an unsettled
+        // world is looked at again SETTLE_POLL_MS later, never past the bound; a settled one ends
+        // the wait; at the bound the wait ends settled or not, and stays over.
+        let mut watch = SettleWatch {
+            next: 100,
+            give_up: 400,
+            over: false,
+        };
+        assert!(!watch.after_tick(99, || panic!("asked before the first look")));
+        assert!(!watch.after_tick(100, || false));
+        assert_eq!(watch.next, 100 + SETTLE_POLL_MS);
+        assert!(!watch.after_tick(349, || panic!("asked between looks")));
+        assert!(!watch.after_tick(350, || false));
+        assert_eq!(watch.next, 400, "the last look falls on the bound");
+        assert!(watch.after_tick(400, || false), "given up at the bound");
+        assert!(watch.after_tick(401, || panic!("over: not asked again")));
+
+        let mut settles = SettleWatch {
+            next: 100,
+            give_up: 400,
+            over: false,
+        };
+        assert!(
+            settles.after_tick(100, || true),
+            "settled at the first look"
+        );
+    }
 
     #[test]
     fn the_trace_hash_is_the_sha256_of_the_trace_file_bytes() {
