@@ -12,7 +12,8 @@
 //!   hosts run one task per planned shopper, each starting when its shopper
 //!   arrives, and together they send as many requests as the shop run made,
 //!   each task one after the other, through the same `HttpClient` over
-//!   `connector()`: one connection per request, as in the shop.
+//!   `connector()`, each task keeping its connection alive between its
+//!   requests as a shopper does (`HttpClient::keeping_alive`).
 //!
 //! Both are in one group, so they are measured in the same session; the ratio
 //! shop/ceiling is what `benches/README.md` records.
@@ -110,7 +111,7 @@ fn run_echo(plan: &Plan, total: u64) -> u64 {
                     let (http, answered) = (http.clone(), Arc::clone(&answered));
                     tokio::spawn(async move {
                         tokio::time::sleep(Duration::from_millis(start_ms)).await;
-                        echo_task(http, quota, answered).await
+                        echo_task(http.keeping_alive(), quota, answered).await
                     })
                 })
                 .collect();

@@ -2,19 +2,24 @@
 //! the PSP calls the shop's webhook with it, over tokio sockets for real or
 //! turmoil's simulated ones, chosen by the [`Connector`].
 //!
-//! Simplification: one connection per request (no pool). It keeps request
-//! interleavings easy to reason about and costs a handshake the simulator
-//! does not charge for; the load generator uses its own client.
+//! By default one connection per request (no pool): it keeps request
+//! interleavings easy to reason about. A client made with
+//! [`HttpClient::keeping_alive`] keeps one idle connection, as one browser
+//! tab does, and sends its next request to the same address over it (the
+//! simulator's shoppers: an order, then its events stream). The load
+//! generator uses its own client.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -131,6 +136,27 @@ pub struct HttpClient {
     connector: Connector,
     timeout: Duration,
     max_response_bytes: usize,
+    /// With keep-alive: the one idle connection, shared by this client's clones.
+    idle: Option<Arc<Mutex<Option<Idle>>>>,
+    /// Counts every request sent, if set.
+    requests: Option<Arc<AtomicU64>>,
+}
+
+/// A connection whose last exchange is over, ready for the next request to `addr`.
+struct Idle {
+    addr: String,
+    sender: SendRequest<Full<Bytes>>,
+}
+
+impl std::fmt::Debug for Idle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Idle").field("addr", &self.addr).finish()
+    }
+}
+
+/// A connection in use: sends requests, and goes back idle when asked.
+struct InUse {
+    sender: SendRequest<Full<Bytes>>,
 }
 
 impl HttpClient {
@@ -140,7 +166,56 @@ impl HttpClient {
             connector,
             timeout,
             max_response_bytes: RESPONSE_BYTES_MAX,
+            idle: None,
+            requests: None,
         }
+    }
+
+    /// The same client adding one to `count` for every request it sends
+    /// (with keep-alive, connections no longer count requests).
+    pub fn counting_requests(mut self, count: Arc<AtomicU64>) -> HttpClient {
+        self.requests = Some(count);
+        self
+    }
+
+    /// The same client keeping its connection open between requests: after
+    /// a response has been read whole, its connection stays idle, and the
+    /// next request to the same address goes over it if the server has not
+    /// closed it (else over a new one). One idle connection, shared by the
+    /// returned client's clones and not by this client's; a request made
+    /// while it is in use opens another; an events stream keeps its
+    /// connection to the end.
+    pub fn keeping_alive(&self) -> HttpClient {
+        HttpClient {
+            idle: Some(Arc::new(Mutex::new(None))),
+            ..self.clone()
+        }
+    }
+
+    /// The idle connection to `addr`, if there is one the server still keeps.
+    fn take_idle(&self, addr: &str) -> Option<SendRequest<Full<Bytes>>> {
+        let slot = self.idle.as_ref()?;
+        let idle = slot.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        (idle.addr == addr && idle.sender.is_ready()).then_some(idle.sender)
+    }
+
+    /// Keeps `in_use` as the idle connection to `addr` (with keep-alive, and
+    /// unless the server said it closes it).
+    fn release(&self, addr: &str, in_use: InUse, headers: &hyper::HeaderMap) {
+        let Some(slot) = self.idle.as_ref() else {
+            return;
+        };
+        let closes = headers
+            .get(header::CONNECTION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        if closes || in_use.sender.is_closed() {
+            return;
+        }
+        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Idle {
+            addr: addr.to_string(),
+            sender: in_use.sender,
+        });
     }
 
     /// The same client accepting response bodies up to `limit` bytes
@@ -202,12 +277,13 @@ impl HttpClient {
         headers: &[(&str, String)],
         body: Option<Bytes>,
     ) -> Result<HttpResponse, HttpError> {
-        let (parts, body) = self.start(addr, method, path, headers, body).await?;
+        let (parts, body, in_use) = self.start(addr, method, path, headers, body).await?;
         let body = Limited::new(body, self.max_response_bytes)
             .collect()
             .await
             .map_err(|e| protocol(addr, e.to_string()))?
             .to_bytes();
+        self.release(addr, in_use, &parts.headers);
         Ok(HttpResponse {
             status: parts.status,
             headers: parts.headers,
@@ -215,15 +291,8 @@ impl HttpClient {
         })
     }
 
-    /// Connects, sends the request and waits for the response head.
-    async fn start(
-        &self,
-        addr: &str,
-        method: Method,
-        path: &str,
-        headers: &[(&str, String)],
-        body: Option<Bytes>,
-    ) -> Result<(hyper::http::response::Parts, Incoming), HttpError> {
+    /// Opens a connection to `addr`, its driver spawned on the current runtime.
+    async fn connect(&self, addr: &str) -> Result<SendRequest<Full<Bytes>>, HttpError> {
         let stream = self
             .connector
             .connect(addr)
@@ -232,15 +301,37 @@ impl HttpClient {
                 addr: addr.to_string(),
                 source,
             })?;
-        let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
+        let (sender, connection) = hyper::client::conn::http1::Builder::new()
             .read_buf_exact_size(Some(READ_BUF_BYTES))
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| protocol(addr, e.to_string()))?;
-        // The connection future drives the socket; it ends when the exchange does.
+        // The connection future drives the socket; it ends when the last sender is gone.
         tokio::spawn(async move {
             let _ = connection.await;
         });
+        Ok(sender)
+    }
+
+    /// Sends the request over the idle connection to `addr` or a new one,
+    /// and waits for the response head.
+    async fn start(
+        &self,
+        addr: &str,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Option<Bytes>,
+    ) -> Result<(hyper::http::response::Parts, Incoming, InUse), HttpError> {
+        if let Some(count) = &self.requests {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+        let reused = self.take_idle(addr);
+        let fresh = reused.is_none();
+        let mut sender = match reused {
+            Some(sender) => sender,
+            None => self.connect(addr).await?,
+        };
         let mut request = Request::builder()
             .method(method)
             .uri(path)
@@ -251,11 +342,23 @@ impl HttpClient {
         let request = request
             .body(Full::new(body.unwrap_or_default()))
             .map_err(|e| protocol(addr, e.to_string()))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| protocol(addr, e.to_string()))?;
-        Ok(response.into_parts())
+        let response = match sender.try_send_request(request).await {
+            Ok(response) => response,
+            Err(mut unsent) => match unsent.take_message() {
+                // A kept connection the server closed before taking the request (it never
+                // saw it): the request goes again, once, over a new connection.
+                Some(request) if !fresh => {
+                    sender = self.connect(addr).await?;
+                    sender
+                        .send_request(request)
+                        .await
+                        .map_err(|e| protocol(addr, e.to_string()))?
+                }
+                _ => return Err(protocol(addr, unsent.into_error().to_string())),
+            },
+        };
+        let (parts, body) = response.into_parts();
+        Ok((parts, body, InUse { sender }))
     }
 
     /// Sends `GET path` and returns as soon as the response head is in, with
@@ -275,7 +378,8 @@ impl HttpClient {
             self.start(addr, Method::GET, path, headers, None),
         )
         .await;
-        let (parts, body) = match started {
+        // The stream keeps its connection: it is not handed back.
+        let (parts, body, _in_use) = match started {
             Ok(result) => result?,
             Err(_) => {
                 return Err(HttpError::Timeout {

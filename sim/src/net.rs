@@ -43,8 +43,9 @@ pub fn connector() -> Connector {
     Connector::new(|addr: String| async move { turmoil::net::TcpStream::connect(addr).await })
 }
 
-/// Like [`connector`], counting every connection opened. The HTTP client
-/// opens one connection per request, so this counts HTTP requests.
+/// Like [`connector`], counting every connection opened. An HTTP client
+/// without keep-alive opens one connection per request, so for one this
+/// counts its HTTP requests.
 pub fn counting_connector(count: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Connector {
     Connector::new(move |addr: String| {
         count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

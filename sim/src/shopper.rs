@@ -390,6 +390,12 @@ pub const IMPATIENT_PAUSE_MS: u64 = 100;
 /// Runs one shopper to the end of its plan: it arrives, places its order,
 /// follows it until payment is offered, then does what its intent says.
 pub async fn run(ctx: ShopperCtx, plan: ShopperPlan) {
+    // Like one browser tab, a shopper keeps its connection to the shop open between requests
+    // (the order, then its events stream), its own and no one else's.
+    let ctx = ShopperCtx {
+        http: ctx.http.keeping_alive(),
+        ..ctx
+    };
     let mut seen = Seen {
         client: u64::from(plan.id),
         last: None,

@@ -309,16 +309,21 @@ impl Shared {
             })
     }
 
+    /// Connections for the shop's and the PSP's clients, which open one per
+    /// request: counting connections counts their requests.
     fn http_connector(&self) -> stampede_server::Connector {
         counting_connector(Arc::clone(&self.http))
     }
 
-    /// An HTTP client for a client host (shoppers, the attacker), with the client timeout.
+    /// An HTTP client for a client host (shoppers, the attacker), with the
+    /// client timeout, counting the requests it sends (a shopper keeps its
+    /// connection alive, so connections would undercount them).
     fn client_http(&self) -> HttpClient {
         HttpClient::new(
-            self.http_connector(),
+            connector(),
             Duration::from_millis(self.plan.scenario.timing.client_timeout_ms),
         )
+        .counting_requests(Arc::clone(&self.http))
     }
 
     fn app(&self) -> Arc<App> {
