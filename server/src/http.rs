@@ -200,16 +200,13 @@ impl HttpClient {
     }
 
     /// Keeps `in_use` as the idle connection to `addr` (with keep-alive, and
-    /// unless the server said it closes it).
-    fn release(&self, addr: &str, in_use: InUse, headers: &hyper::HeaderMap) {
+    /// unless it is closed: hyper closes a connection whose answer said
+    /// `Connection: close`, and [`HttpClient::take_idle`] checks again).
+    fn release(&self, addr: &str, in_use: InUse) {
         let Some(slot) = self.idle.as_ref() else {
             return;
         };
-        let closes = headers
-            .get(header::CONNECTION)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        if closes || in_use.sender.is_closed() {
+        if in_use.sender.is_closed() {
             return;
         }
         *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Idle {
@@ -283,7 +280,7 @@ impl HttpClient {
             .await
             .map_err(|e| protocol(addr, e.to_string()))?
             .to_bytes();
-        self.release(addr, in_use, &parts.headers);
+        self.release(addr, in_use);
         Ok(HttpResponse {
             status: parts.status,
             headers: parts.headers,

@@ -409,3 +409,65 @@ async fn hand_out(inner: &Shared, store: &dyn Store, mut changed: BTreeSet<Order
         guard.wake(order);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(n: u64) -> OrderId {
+        OrderId::parse(&format!("ord_{n}")).expect("an order id")
+    }
+
+    /// A hub state with watchers on orders 1..=`watched` and all of 1..=`listed` on the list of
+    /// first reads.
+    fn inner(watched: u64, listed: u64, cursor: bool) -> Inner {
+        let mut inner = Inner {
+            cursor: cursor.then_some(Cursor { epoch: 1, seq: 7 }),
+            ..Inner::default()
+        };
+        for n in 1..=watched {
+            inner
+                .watchers
+                .entry(order(n))
+                .or_default()
+                .insert(n, Arc::new(Slot::default()));
+        }
+        inner.firsts.extend((1..=listed).map(order));
+        inner
+    }
+
+    #[test]
+    fn first_reads_are_taken_up_to_the_bound_and_only_with_a_cursor() {
+        // Proves: at most `max` orders are taken (the bound on both sides: 2 of 5, then the
+        // other 3 with room for exactly 3), in order; none with no room; none before the hub's
+        // first cursor (they stay listed); an order nobody watches any more is dropped, not read.
+        let mut hub = inner(5, 5, true);
+        assert_eq!(hub.take_firsts(2), [order(1), order(2)].into());
+        assert_eq!(hub.take_firsts(0), BTreeSet::new());
+        assert_eq!(hub.take_firsts(3), [order(3), order(4), order(5)].into());
+        assert!(hub.firsts.is_empty());
+
+        let mut early = inner(2, 2, false);
+        assert_eq!(early.take_firsts(FEED_READ_MAX), BTreeSet::new());
+        assert_eq!(early.firsts.len(), 2, "kept for when the cursor comes");
+
+        let mut gone = inner(1, 3, true);
+        assert_eq!(gone.take_firsts(FEED_READ_MAX), [order(1)].into());
+        assert!(gone.firsts.is_empty(), "unwatched orders dropped");
+    }
+
+    #[test]
+    fn waking_everyone_empties_the_list_of_first_reads() {
+        // Proves: after a lost feed every watcher reads for itself, so no first read is left
+        // for the hub to make.
+        let mut hub = inner(3, 3, true);
+        hub.wake_all();
+        assert!(hub.firsts.is_empty());
+        for slot in hub.watchers.values().flat_map(BTreeMap::values) {
+            assert!(
+                slot.take().is_none(),
+                "woken with nothing: read it yourself"
+            );
+        }
+    }
+}
