@@ -111,10 +111,9 @@ async fn a_connection_the_server_closes_is_not_reused() {
     assert_eq!(connections.load(Ordering::SeqCst), 2);
 }
 
-#[tokio::test]
-async fn a_kept_connection_the_server_has_dropped_gives_way_to_a_new_one() {
-    // Proves: when the server drops a connection after answering (no `Connection: close`),
-    // the next request still gets its answer, over a new connection.
+/// A server that answers one request per connection and drops the connection `linger`
+/// later, without `Connection: close`; its address.
+async fn one_answer_then_drop(linger: Duration) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move {
@@ -128,12 +127,22 @@ async fn a_kept_connection_the_server_has_dropped_gives_way_to_a_new_one() {
                 let _ = socket
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                     .await;
-                // Dropped a little later (once the client has kept the connection): it
-                // closes without a word.
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                // At once means without yielding first: the close goes out with the answer.
+                if !linger.is_zero() {
+                    tokio::time::sleep(linger).await;
+                }
             });
         }
     });
+    addr
+}
+
+#[tokio::test]
+async fn a_kept_connection_the_server_has_dropped_gives_way_to_a_new_one() {
+    // Proves: when the server drops a connection after answering (no `Connection: close`),
+    // once the client has kept it, the next request still gets its answer, over a new
+    // connection.
+    let addr = one_answer_then_drop(Duration::from_millis(20)).await;
     let connections = Arc::new(AtomicU64::new(0));
     let tab = client(&connections).keeping_alive();
     for _ in 0..2 {
@@ -145,35 +154,13 @@ async fn a_kept_connection_the_server_has_dropped_gives_way_to_a_new_one() {
     assert_eq!(connections.load(Ordering::SeqCst), 2);
 }
 
-/// A server that answers one request per connection and then drops it at once, without
-/// `Connection: close`; its address.
-async fn one_answer_then_drop() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut request = [0u8; 1024];
-                let _ = socket.read(&mut request).await;
-                let _ = socket
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test]
 async fn back_to_back_requests_survive_a_server_that_drops_each_connection() {
     // Proves: requests sent back to back, each right after the last answer, while the server
     // drops every connection once it has answered: each is answered over a new connection (the
     // kept one is found dead), one connection per request. (The resend of a request a dead
     // connection handed back is a race this single-threaded test does not reach.)
-    let addr = one_answer_then_drop().await;
+    let addr = one_answer_then_drop(Duration::ZERO).await;
     let connections = Arc::new(AtomicU64::new(0));
     let tab = client(&connections).keeping_alive();
     for _ in 0..20 {
