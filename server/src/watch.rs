@@ -315,7 +315,15 @@ async fn run(stop: Stop, kick: Arc<Notify>, store: Arc<dyn Store>, poll: Duratio
                 () = kick.notified() => true,
             };
             if kicked {
-                let firsts = lock(inner).take_firsts(FEED_READ_MAX);
+                let firsts = {
+                    let mut guard = lock(inner);
+                    let firsts = guard.take_firsts(FEED_READ_MAX);
+                    // More than one call holds: the rest at the next kick.
+                    if !guard.firsts.is_empty() {
+                        kick.notify_one();
+                    }
+                    firsts
+                };
                 if !firsts.is_empty() {
                     hand_out(inner, store.as_ref(), firsts).await;
                 }
