@@ -40,6 +40,12 @@ pub struct ConformArgs {
     /// How long the flash sale runs.
     #[arg(long, default_value = "5s", value_parser = crate::load::parse_duration)]
     pub flash_sale: Duration,
+    /// The service's hold (how long an unpaid order keeps its stock), e.g. 10s for `stampede
+    /// serve`'s default: the flash sale's audit holds it to that promise and waits for carts
+    /// abandoned in the sale to lapse (see `stampede load --hold`). Without it the hold is
+    /// unknown, and carts held past the audit are judged stuck. 1ms to 60m.
+    #[arg(long, value_name = "DURATION", value_parser = crate::load::parse_hold)]
+    pub hold: Option<Duration>,
     /// Where conform.md, conform.json and the flash sale's load report go
     /// [default: stampede-out/conform].
     #[arg(long)]
@@ -316,6 +322,18 @@ async fn webhooks(client: &Client, secret: &[u8], checks: &mut Vec<Check>) {
     ));
 }
 
+/// The flash sale's shoppers: most want the hot SKU. Some walk away from
+/// their carts only when the service's hold is known (`--hold`): a buyer
+/// waiting behind an abandoned cart is then judged against the hold, and
+/// without it against the plain offer bound, which no shop that holds carts
+/// for longer could keep.
+fn flash_sale_mix(hold: Option<Duration>) -> &'static str {
+    match hold {
+        Some(_) => "hot=0.8",
+        None => "hot=0.8,abandon=0",
+    }
+}
+
 /// A small flash sale with `stampede load` against the service, judged by
 /// its audit; the load report goes to `dir`.
 fn flash_sale(args: &ConformArgs, dir: &Path) -> Check {
@@ -327,8 +345,15 @@ fn flash_sale(args: &ConformArgs, dir: &Path) -> Check {
     let output = std::process::Command::new(program)
         .args(["load", "--host", &authority(&args.host), "--psp"])
         .arg(authority(&args.psp))
-        .args(["--users", "20", "--mix", "hot=0.8", "--duration", &duration])
-        .args(["--admin-token", &args.admin_token, "--json", "--out"])
+        .args(["--users", "20", "--mix", flash_sale_mix(args.hold)])
+        .args(["--duration", &duration])
+        .args(["--admin-token", &args.admin_token])
+        .args(
+            args.hold
+                .map(|hold| vec!["--hold".to_string(), format!("{}ms", hold.as_millis())])
+                .unwrap_or_default(),
+        )
+        .args(["--json", "--out"])
         .arg(dir)
         .output();
     let output = match output {

@@ -76,9 +76,10 @@ pub struct LoadArgs {
     /// (one still waiting to be offered payment watches up to 60s regardless).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub drain: Duration,
-    /// Then how long the shop may take to settle before the audit.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    pub settle: Duration,
+    /// Then how long the shop may take to settle before the audit [default: 30s, or the --hold
+    /// plus 10s when that is longer, so carts abandoned in the load can lapse first].
+    #[arg(long, value_parser = parse_duration)]
+    pub settle: Option<Duration>,
     /// Bearer token of the shop's /admin/audit.
     #[arg(long, default_value = "stampede-admin")]
     pub admin_token: String,
@@ -106,9 +107,20 @@ pub struct LoadArgs {
     /// Promise judged by timely_decisions: a willing buyer acknowledged while, by the evidence,
     /// every unit it asked for was already sold or held by other buyers' carts is offered payment
     /// within this long instead [default: the sold-out wait bound of the shop Stampede starts, 12
-    /// holds; with --host, none: every buyer is held to --offer-payment-within].
+    /// holds; with --host, that of the --hold given, else none: every buyer is held to
+    /// --offer-payment-within].
     #[arg(long, value_name = "DURATION", value_parser = parse_bound)]
     pub offer_waitlisted_within: Option<Duration>,
+    /// The hold of the shop at --host (how long an unpaid order keeps its stock: its reservation
+    /// TTL), e.g. 10s for `stampede serve`'s default or 15m. The audit then holds that shop to
+    /// the promises it holds a shop Stampede starts to (a buyer who thinks longer than the hold
+    /// is not judged late; a buyer waiting behind other carts' holds is offered payment within
+    /// the shop's sold-out wait bound, 12 holds), and the shop gets at least the hold plus 10s to
+    /// settle. Without it a running shop's hold is unknown: every buyer is held to
+    /// --offer-payment-within, and carts held longer than --settle are judged stuck.
+    /// 1ms to 1h; only with --host (the shop Stampede starts holds 10s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_hold, requires = "host")]
+    pub hold: Option<Duration>,
     /// Promise judged by timely_decisions: a charge is decided (order confirmed or money refunded)
     /// within this long, e.g. 30s [default: 2m, the checker's].
     #[arg(long, value_name = "DURATION", value_parser = parse_bound)]
@@ -237,6 +249,41 @@ pub(crate) fn parse_bound(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(bound)
+}
+
+/// Longest hold `--hold` accepts: the settle time grows with it.
+pub(crate) const HOLD_MAX: Duration = Duration::from_secs(3_600);
+
+/// The settle time when `--settle` is not given.
+const SETTLE_DEFAULT: Duration = Duration::from_secs(30);
+
+/// How much longer than the hold the shop may take to settle by default:
+/// the sweeper's round after the last abandoned cart lapses.
+const SETTLE_AFTER_HOLD: Duration = Duration::from_secs(10);
+
+/// `--hold`: a promised bound of at most [`HOLD_MAX`].
+pub(crate) fn parse_hold(text: &str) -> Result<Duration, String> {
+    let hold = parse_bound(text)?;
+    if hold > HOLD_MAX {
+        return Err(format!(
+            "{text:?}: a hold longer than {}m would keep the audit waiting that long; write 60m or less",
+            HOLD_MAX.as_secs() / 60
+        ));
+    }
+    Ok(hold)
+}
+
+/// How long the shop may take to settle: `--settle` when given, else
+/// [`SETTLE_DEFAULT`] or, for a longer known hold, the hold plus
+/// [`SETTLE_AFTER_HOLD`] (a cart abandoned at the end of the load lapses
+/// only then).
+fn settle_time(settle: Option<Duration>, hold_ms: Option<u64>) -> Duration {
+    settle.unwrap_or_else(|| {
+        let after_hold = hold_ms.map_or(Duration::ZERO, |ms| {
+            Duration::from_millis(ms).saturating_add(SETTLE_AFTER_HOLD)
+        });
+        SETTLE_DEFAULT.max(after_hold)
+    })
 }
 
 /// A promised bound on the payment offer: no longer than a journey watches for it.
@@ -922,7 +969,9 @@ impl Target {
             replicas,
             design: "unknown".to_string(),
             catalog: None,
-            hold_ms: None,
+            hold_ms: args
+                .hold
+                .map(|hold| u64::try_from(hold.as_millis()).unwrap_or(u64::MAX)),
             kills: None,
             psp_tasks: Vec::new(),
         })
@@ -1013,7 +1062,7 @@ fn load_config(
     config.shape = shape;
     config.duration = args.duration;
     config.drain = args.drain;
-    config.settle = args.settle;
+    config.settle = settle_time(args.settle, target.hold_ms);
     config.mix = args.mix;
     config.follow = args.follow;
     config.http2 = speaks_http2(args);
@@ -1231,6 +1280,49 @@ mod tests {
                 "{flag} {bad}: {error}"
             );
         }
+    }
+
+    #[test]
+    fn a_hold_is_given_only_for_a_running_shop_within_bounds_and_stretches_the_settle() {
+        // Proves: --hold needs --host and is accepted from 1ms to 60m, refused
+        // outside; given, it is the hold the terms name (and so the waitlisted
+        // buyers' bound, 12 holds); the settle time is 30s unless the hold plus
+        // 10s is longer, and an explicit --settle always wins.
+        let host = ["--host", "http://127.0.0.1:1", "--psp", "127.0.0.1:2"];
+        let with = |extra: &[&str]| load_args(&[&host[..], extra].concat());
+        let error = load_args(&["--hold", "10s"]).err().expect("refused");
+        assert!(error.to_string().contains("--host"), "{error}");
+        assert_eq!(
+            with(&["--hold", "1ms"]).unwrap().hold,
+            Some(Duration::from_millis(1))
+        );
+        assert_eq!(with(&["--hold", "60m"]).unwrap().hold, Some(HOLD_MAX));
+        for (bad, says) in [("0s", "at least 1ms"), ("60m1ms", "write 60m or less")] {
+            let error = with(&["--hold", bad]).err().expect("refused").to_string();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
+        let given = with(&["--hold", "15m"]).unwrap();
+        let target = Target::running(&given, "http://127.0.0.1:1").unwrap();
+        assert_eq!(target.hold_ms, Some(900_000));
+        assert_eq!(
+            terms(&given, target.hold_ms).waitlist_offer_ms,
+            Some(12 * 900_000)
+        );
+        let unknown = Target::running(&with(&[]).unwrap(), "http://127.0.0.1:1").unwrap();
+        assert_eq!(unknown.hold_ms, None);
+        let secs = Duration::from_secs;
+        assert_eq!(settle_time(None, None), secs(30));
+        assert_eq!(
+            settle_time(None, Some(20_000)),
+            secs(30),
+            "hold + 10s = 30s"
+        );
+        assert_eq!(
+            settle_time(None, Some(20_001)),
+            Duration::from_millis(30_001)
+        );
+        assert_eq!(settle_time(None, Some(900_000)), secs(910));
+        assert_eq!(settle_time(Some(secs(5)), Some(900_000)), secs(5));
     }
 
     #[test]

@@ -9,6 +9,11 @@ use stampede_server::{Clock, Connector, PRESETS, PspMode, SWITCHES, Sabotage, St
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// `stampede serve`'s default hold, seconds: the same as the shop `stampede
+/// load` starts ([`load::LOAD_RESERVATION_TTL_MS`]), so a served shop under
+/// `load --host` or `conform` settles within their default settle time.
+pub const SERVE_RESERVATION_TTL_SECS: u64 = load::LOAD_RESERVATION_TTL_MS / 1000;
+
 /// `stampede serve`'s options.
 #[derive(Args)]
 pub struct ServeArgs {
@@ -30,8 +35,12 @@ pub struct ServeArgs {
     /// Seed for the PSP's webhook faults and the workers' jitter.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Reservation time-to-live in seconds.
-    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    /// How long an unpaid order holds its stock (the reservation's time-to-live), seconds.
+    /// The default, 10, is the hold of the shop `stampede load` starts: short enough that a load
+    /// or `stampede conform` run sees abandoned checkouts lapse and the shop settle before its
+    /// audit (tell `load --host`/`conform` with `--hold 10s`). A production-like hold is minutes
+    /// (e.g. 900); a load against such a shop needs `--hold 15m`, and waits that long to audit.
+    #[arg(long, default_value_t = SERVE_RESERVATION_TTL_SECS, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub reservation_ttl_secs: u64,
     /// Bearer token for /admin/restock and /admin/audit.
     #[arg(long, default_value = "stampede-admin")]

@@ -546,8 +546,31 @@ impl<'a> Facts<'a> {
     /// witness of confirmation (a buyer may stop watching before the end, as
     /// for "served"); the PSP's money is still required, so a shop that
     /// confirms without being paid sells nothing by this count either.
+    /// Orders no client of the history was acknowledged (sales made before
+    /// a load against a running shop began, or to its other customers) count
+    /// too when the shop records them confirmed and the PSP holds money for
+    /// them: their units were sold, not left behind.
     fn bought(&self) -> BTreeMap<&'a Sku, (u64, Vec<usize>)> {
-        self.sold(true)
+        let mut bought = self.sold(true);
+        let elsewhere = self.orders.iter().filter(|(id, o)| {
+            !self.acknowledged.contains_key(id) && o.status() == OrderStatus::Confirmed
+        });
+        for (id, order) in elsewhere {
+            let (net, ledger) = self.net_captured(*id);
+            if net <= 0 {
+                continue;
+            }
+            for line in &order.lines {
+                let entry = bought.entry(&line.sku).or_default();
+                entry.0 = entry.0.saturating_add(u64::from(line.qty));
+                entry.1.extend(&ledger);
+            }
+        }
+        for entry in bought.values_mut() {
+            entry.1.sort_unstable();
+            entry.1.dedup();
+        }
+        bought
     }
 
     fn sold(&self, shop_record: bool) -> BTreeMap<&'a Sku, (u64, Vec<usize>)> {

@@ -2758,6 +2758,51 @@ fn a_sold_out_refusal_with_stock_left_is_a_sale_left_behind() {
     assert_all_hold(&judge(&s.history, &s.audit(), true));
 }
 
+// Proves: units the shop sold before the history began (a load against a running shop), to an
+// order no client of the history was acknowledged, count as sold when the shop records the order
+// confirmed and the PSP holds its money: Alice refused as sold out then breaks nothing. The same
+// earlier order with no money at the PSP (confirmed on the shop's word alone) sells nothing, and
+// her refusal is a sale left behind.
+#[test]
+fn a_sale_made_before_the_history_began_is_not_left_behind() {
+    let run = |paid: bool| {
+        let mut s = hat_shop(1);
+        s.at(500);
+        let earlier = place_request(Some("k-earlier"), "zed", &[(HAT, 1)]);
+        let order = match s.shop.place_order(&earlier, s.now).unwrap() {
+            Placed::Created { order, .. } => order,
+            other => panic!("placed {other:?}"),
+        };
+        if paid {
+            s.checkout(order);
+        } else {
+            s.run_jobs();
+            s.force_confirm(order);
+        }
+        assert_eq!(s.status(order), Confirmed);
+        s.at(1_000);
+        s.wants(1, "k-alice", willing(0));
+        let request = place_request(Some("k-alice"), "alice", &[(HAT, 1)]);
+        let refusal = s.exchange(
+            ClientOp::PlaceOrder(request.clone()),
+            Some(request.fingerprint()),
+            refused(409, "sold-out"),
+        );
+        s.at(30_000);
+        (judge(&s.history, &s.audit(), true), refusal.response)
+    };
+    let (verdicts, _) = run(true);
+    assert_all_hold(&verdicts);
+    let (verdicts, refusal) = run(false);
+    let behind = only_violation(&verdicts, Invariant::NoSaleLeftBehind);
+    assert!(
+        behind.detail.starts_with("1 of 1 units were never sold"),
+        "{}",
+        behind.detail
+    );
+    assert!(behind.evidence.contains(&refusal));
+}
+
 // Proves: a willing buyer refused for no reason the shop declares (a 404 from a shop that lost
 // its routes, a 500) or shed and never let in (429 overloaded or rate-limited) is turned away —
 // with hats on the shelf at the end, `no_sale_left_behind` fails and names the refusal; a

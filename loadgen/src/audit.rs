@@ -51,6 +51,9 @@ impl Baseline {
             "prices and stock received come from the catalog Stampede configured"
         };
         let hold = match terms.hold_ms {
+            Some(ms) if self.from_shop => {
+                format!("a cart is held {ms} ms (the shop's hold as given by --hold)")
+            }
             Some(ms) => format!("a cart is held {ms} ms (the reservation TTL Stampede configured)"),
             None => "the shop's hold (reservation TTL) is unknown, as Stampede did not configure \
                      this shop, so no buyer is judged late by its own think time"
@@ -313,7 +316,8 @@ mod tests {
     #[test]
     fn the_provenance_note_says_which_promises_were_judged_and_whether_the_hold_is_known() {
         // Proves: the note gives the configured hold and both bounds, and for
-        // a shop Stampede did not configure says the hold is unknown.
+        // a shop Stampede did not configure says the hold is unknown, or that
+        // it is the one the user gave.
         let terms = Terms {
             hold_ms: Some(10_000),
             offer_payment_ms: 2_000,
@@ -343,6 +347,15 @@ mod tests {
         assert!(
             theirs.contains("hold (reservation TTL) is unknown"),
             "{theirs}"
+        );
+        let given = Baseline {
+            products: Vec::new(),
+            from_shop: true,
+        }
+        .provenance(&terms);
+        assert!(
+            given.contains("held 10000 ms (the shop's hold as given by --hold)"),
+            "{given}"
         );
     }
 }

@@ -703,19 +703,48 @@ async fn settle_and_judge(
     let (after, settled) = office.settle(config.settle).await?;
     let client = take_client_events(shared);
     if !settled {
-        let mut moving = std::collections::BTreeMap::<String, u64>::new();
-        for order in after.orders.iter().filter(|o| !o.status().is_final()) {
-            *moving.entry(order.status().to_string()).or_default() += 1;
-        }
-        notes.push(format!(
-            "the shop had not settled {:?} after the load ({moving:?} orders not final, {} jobs live): liveness is judged on the state it was left in",
-            config.settle, after.jobs_live
-        ));
+        notes.push(unsettled_note(config.settle, &after));
     }
     notes.push(baseline.provenance(&config.terms));
     let verdicts = office.judge(baseline, client, &after, &config.skip).await?;
     notes.extend(audit::lost_to_faults(&verdicts));
     Ok(verdicts)
+}
+
+/// What a shop that had not settled by the audit was still doing, and when
+/// unpaid carts still hold stock past the audit (a hold longer than the
+/// settle time), what to do about it.
+fn unsettled_note(settle: Duration, after: &stampede_core::AuditSnapshot) -> String {
+    let mut moving = std::collections::BTreeMap::<String, u64>::new();
+    for order in after.orders.iter().filter(|o| !o.status().is_final()) {
+        *moving.entry(order.status().to_string()).or_default() += 1;
+    }
+    let mut note = format!(
+        "the shop had not settled {settle:?} after the load ({moving:?} orders not final, {} jobs live): liveness is judged on the state it was left in",
+        after.jobs_live
+    );
+    let held: Vec<Option<stampede_core::Millis>> = after
+        .reservations
+        .iter()
+        .filter(|r| !r.pinned && r.expires_at.is_none_or(|t| t > after.at))
+        .map(|r| r.expires_at)
+        .collect();
+    if !held.is_empty() {
+        let lapse = if held.contains(&None) {
+            "some never lapse (no expiry)".to_string()
+        } else {
+            let last = held.iter().flatten().max().copied().unwrap_or(after.at);
+            format!(
+                "the last lapses {} ms after the audit's read",
+                last.0.saturating_sub(after.at.0)
+            )
+        };
+        note.push_str(&format!(
+            "; {} unpaid carts still hold stock and {lapse}: a hold longer than the settle time cannot lapse before the audit (against --host give the shop's hold with --hold, or a longer --settle)",
+            held.len()
+        ));
+    }
+    note
 }
 
 /// The client evidence the journeys kept, taken out of `shared`.
@@ -952,5 +981,51 @@ mod tests {
         let mut spaced = config;
         spaced.run_id = "my run".into();
         assert!(refused(spaced).contains("run id \"my run\""));
+    }
+
+    #[test]
+    fn an_unsettled_shop_is_told_when_unpaid_carts_outlast_the_audit() {
+        // Proves: carts whose hold lapses after the audit's read are counted,
+        // with the last lapse and the fix; a cart that lapses at the read, or
+        // a pinned (paid) one, is not; a cart with no expiry says so.
+        use stampede_core::{Millis, OrderId, Reservation, ReservationId};
+        let cart = |id: u64, expires_at: Option<u64>, pinned: bool| Reservation {
+            id: ReservationId(id),
+            order: OrderId(id),
+            allocations: Vec::new(),
+            created_at: Millis(0),
+            expires_at: expires_at.map(Millis),
+            pinned,
+        };
+        let mut after = stampede_core::AuditSnapshot {
+            at: Millis(40_000),
+            orders: Vec::new(),
+            stock: Default::default(),
+            reservations: vec![cart(1, Some(40_000), false), cart(2, Some(900_000), true)],
+            intents: Vec::new(),
+            jobs_live: 3,
+            dead_letters: Vec::new(),
+            dead_dropped: 0,
+            webhooks_parked: 0,
+            idempotency_records: 0,
+        };
+        let settle = Duration::from_secs(30);
+        let quiet = unsettled_note(settle, &after);
+        assert!(quiet.contains("3 jobs live"), "{quiet}");
+        assert!(!quiet.contains("unpaid carts"), "{quiet}");
+        after.reservations.push(cart(3, Some(40_001), false));
+        after.reservations.push(cart(4, Some(900_000), false));
+        let held = unsettled_note(settle, &after);
+        assert!(
+            held.contains("; 2 unpaid carts still hold stock and the last lapses 860000 ms after"),
+            "{held}"
+        );
+        assert!(held.contains("give the shop's hold with --hold"), "{held}");
+        after.reservations.push(cart(5, None, false));
+        let forever = unsettled_note(settle, &after);
+        assert!(
+            forever.contains("3 unpaid carts still hold stock and some never lapse"),
+            "{forever}"
+        );
     }
 }

@@ -57,6 +57,14 @@ pub fn router(app: Arc<App>) -> Router {
     Router::from(api_router())
         .fallback(|| async { Problem::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            crate::problem::BodyCap {
+                limit,
+                slug: "body-too-large",
+                title: "Body too large",
+            },
+            crate::problem::refuse_oversized,
+        ))
         .with_state(app)
 }
 

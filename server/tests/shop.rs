@@ -1151,3 +1151,40 @@ async fn a_sold_out_sku_is_refused_at_once_and_a_customer_over_its_rate_is_told_
     );
     stack.shutdown().await;
 }
+
+// Proves: a body over the limit is answered 413 problem+json even while the client is still
+// sending it — the shop reads (and drops) the rest of a declared oversized body before it closes
+// the connection, so the client's unread answer is not lost to a reset — and changes nothing:
+// every one of 16 four-MiB bodies sent back to back (without the read,
+// one of the first few loses its answer to a reset) gets its 413 and the key stays unused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_body_is_answered_413_while_the_client_still_sends_it() {
+    let (stack, s) = start(config(Design::reference())).await;
+    let pad = "x".repeat(4 << 20);
+    for i in 0..16 {
+        let body = json!({"customer_id": "big", "items": [{"sku": HOT, "qty": 1}], "pad": pad})
+            .to_string();
+        let response = s
+            .http
+            .send(
+                &s.shop,
+                Method::POST,
+                "/v1/orders",
+                &[
+                    ("content-type", "application/json".to_string()),
+                    ("idempotency-key", format!("big-{i}")),
+                ],
+                Some(Bytes::from(body)),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("body {i}: no answer: {e}"));
+        is_problem(&response, StatusCode::PAYLOAD_TOO_LARGE, "body-too-large");
+    }
+    let after = s.order("big-0", "big", HOT, 1).await;
+    assert_eq!(
+        after.status,
+        StatusCode::ACCEPTED,
+        "the key was left unused"
+    );
+    stack.shutdown().await;
+}

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A fresh path in the temp directory (removed with its WAL files on drop).
+/// A fresh path in the temp directory (removed with its WAL and lock files on drop).
 struct TempDb(PathBuf);
 
 impl TempDb {
@@ -36,7 +36,7 @@ impl TempDb {
     }
 
     fn remove(&self) {
-        for suffix in ["", "-wal", "-shm"] {
+        for suffix in ["", "-wal", "-shm", "-lock"] {
             let mut p = self.0.clone().into_os_string();
             p.push(suffix);
             let _ = std::fs::remove_file(p);

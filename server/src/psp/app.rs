@@ -54,6 +54,14 @@ pub fn router(psp: Arc<Psp>) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(axum::middleware::from_fn_with_state(
+            crate::problem::BodyCap {
+                limit: BODY_BYTES_MAX,
+                slug: "invalid-body",
+                title: "Invalid body",
+            },
+            crate::problem::refuse_oversized,
+        ))
         .with_state(psp)
 }
 
