@@ -31,6 +31,10 @@ fn serve(dir: &Path, shop: SocketAddr, psp: SocketAddr, log: &str) -> Killed {
             &format!("sqlite:{}", db.display()),
             "--workers",
             "2",
+            // Held long enough that no order reaches payment_pending and lapses before the
+            // test has seen it there, however slow the restart.
+            "--reservation-ttl-secs",
+            "900",
         ],
         &log,
     );
