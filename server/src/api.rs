@@ -56,6 +56,7 @@ pub fn router(app: Arc<App>) -> Router {
     let limit = app.config.max_body_bytes;
     Router::from(api_router())
         .fallback(|| async { Problem::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(
             crate::problem::BodyCap {

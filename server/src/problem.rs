@@ -64,6 +64,17 @@ impl Problem {
         Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
     }
 
+    /// 405: the path exists but not with this method (a router's
+    /// `method_not_allowed_fallback`; axum adds the `Allow` header).
+    pub fn method_not_allowed() -> Problem {
+        Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            "Method not allowed",
+            "this endpoint does not take that method",
+        )
+    }
+
     /// 503: the store or another dependency is unavailable; retry later.
     pub fn unavailable(detail: impl Into<String>) -> Problem {
         Problem::new(

@@ -472,6 +472,17 @@ async fn every_bad_input_is_a_4xx_problem_and_changes_nothing() {
         StatusCode::NOT_FOUND,
         "not-found",
     );
+    let put = s
+        .http
+        .send(&s.shop, Method::PUT, "/v1/orders", &[], None)
+        .await
+        .expect("shop answers");
+    is_problem(&put, StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed");
+    assert_eq!(
+        put.headers.get("allow").and_then(|v| v.to_str().ok()),
+        Some("POST"),
+        "the methods it does take"
+    );
     is_problem(
         &s.post("/admin/restock", &[], "{}").await,
         StatusCode::UNAUTHORIZED,

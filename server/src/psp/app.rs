@@ -45,14 +45,7 @@ pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 pub fn router(psp: Arc<Psp>) -> Router {
     Router::from(api_router())
         .fallback(|| async { Problem::not_found("no such endpoint") })
-        .method_not_allowed_fallback(|| async {
-            Problem::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method-not-allowed",
-                "Method not allowed",
-                "this endpoint does not take that method",
-            )
-        })
+        .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .layer(axum::middleware::from_fn_with_state(
             crate::problem::BodyCap {
