@@ -41,8 +41,8 @@ pub struct LoadArgs {
     /// ends].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_in_flight: Option<u32>,
-    /// How long load is offered, e.g. 20s, 2m, 1m30s.
-    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    /// How long load is offered, e.g. 20s, 2m, 1m30s (1s to 24h).
+    #[arg(long, default_value = "20s", value_parser = parse_load_duration)]
     pub duration: Duration,
     /// Ramp: closed loop starts users over this time; open loop raises the rate from 0 over it.
     #[arg(long, value_parser = parse_duration)]
@@ -249,6 +249,15 @@ pub(crate) fn parse_bound(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(bound)
+}
+
+/// `--duration`: 1 s to 24 h, refused before anything starts.
+fn parse_load_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if !(Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(&duration) {
+        return Err(format!("{text:?}: load is offered for 1s to 24h"));
+    }
+    Ok(duration)
 }
 
 /// Longest hold `--hold` accepts: the settle time grows with it.
@@ -1284,10 +1293,20 @@ mod tests {
 
     #[test]
     fn a_hold_is_given_only_for_a_running_shop_within_bounds_and_stretches_the_settle() {
-        // Proves: --hold needs --host and is accepted from 1ms to 60m, refused
+        // Proves: --duration is refused at parse time outside 1s..=24h (nothing starts);
+        // --hold needs --host and is accepted from 1ms to 60m, refused
         // outside; given, it is the hold the terms name (and so the waitlisted
         // buyers' bound, 12 holds); the settle time is 30s unless the hold plus
         // 10s is longer, and an explicit --settle always wins.
+        for (duration, ok) in [
+            ("999ms", false),
+            ("1s", true),
+            ("24h", true),
+            ("24h1ms", false),
+        ] {
+            let parsed = load_args(&["--duration", duration]);
+            assert_eq!(parsed.is_ok(), ok, "--duration {duration}");
+        }
         let host = ["--host", "http://127.0.0.1:1", "--psp", "127.0.0.1:2"];
         let with = |extra: &[&str]| load_args(&[&host[..], extra].concat());
         let error = load_args(&["--hold", "10s"]).err().expect("refused");
