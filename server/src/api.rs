@@ -207,8 +207,65 @@ fn body_problem(rejection: BytesRejection) -> Problem {
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
-    serde_json::from_slice(body)
-        .map_err(|e| Problem::bad_request("malformed-json", format!("request body: {e}")))
+    let parsed = serde_json::from_slice(body)
+        .map_err(|e| Problem::bad_request("malformed-json", format!("request body: {e}")))?;
+    objects_only(body).map_err(|at| {
+        Problem::bad_request(
+            "malformed-json",
+            format!(
+                "request body: expected a JSON object at byte {at} (the body and every array element are objects)"
+            ),
+        )
+    })?;
+    Ok(parsed)
+}
+
+/// Checks that a JSON document (already parsed) is an object and that every
+/// array in it holds only objects, as every request body the shop publishes
+/// is: serde would also take a struct written as an array
+/// (`["c1", [["mug", 1]]]`), which the contract does not allow. `Err` is
+/// the byte offset of the first value that should have been an object.
+fn objects_only(body: &[u8]) -> Result<(), usize> {
+    let mut arrays: Vec<bool> = Vec::new(); // per open container: is it an array
+    let mut want_object = true; // the next value must be an object (the body, an element)
+    let (mut in_string, mut escaped) = (false, false);
+    for (at, &byte) in body.iter().enumerate() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        if byte.is_ascii_whitespace() {
+            continue;
+        }
+        if want_object {
+            want_object = false;
+            match byte {
+                b'{' => {}
+                // An empty array: no element to check.
+                b']' if arrays.last() == Some(&true) => {}
+                _ => return Err(at),
+            }
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' => arrays.push(false),
+            b'[' => {
+                arrays.push(true);
+                want_object = true;
+            }
+            b'}' | b']' => {
+                arrays.pop();
+            }
+            b',' => want_object = arrays.last() == Some(&true),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn parse_order_id(text: &str) -> Result<OrderId, Problem> {
@@ -1060,6 +1117,34 @@ mod tests {
         serde_json::from_str::<Qty>(json)
             .map(|q| q.qty)
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_body_is_objects_all_the_way_down() {
+        // Proves: an object, empty arrays and arrays of objects pass, brackets, braces and
+        // quotes inside strings (escaped quotes too) change nothing; a body or any array
+        // element that is not an object is refused at its byte offset.
+        for fine in [
+            r#"{}"#,
+            r#" {"items": []} "#,
+            r#"{"items": [ {"sku": "a[1]"}, {"sku": "b\"[{"} ], "x": {"y": [{}]}}"#,
+        ] {
+            assert_eq!(objects_only(fine.as_bytes()), Ok(()), "{fine}");
+        }
+        for (bad, at) in [
+            (r#"["c1", [["mug", 1]]]"#, 0),
+            (r#"  []"#, 2),
+            (r#"{"items": [["mug", 1]]}"#, 11),
+            (r#"{"items": [{"sku": "mug"}, ["mug", 1]]}"#, 27),
+            (r#"{"items": [1]}"#, 11),
+            (r#""a string""#, 0),
+        ] {
+            assert_eq!(objects_only(bad.as_bytes()), Err(at), "{bad}");
+        }
+        let shaped = parse_json::<PlaceOrderBody>(br#"["c1", [["mug", 1]]]"#);
+        let problem = shaped.err().expect("an order written as arrays is refused");
+        assert_eq!(problem.slug(), "malformed-json");
+        assert!(problem.detail.contains("expected a JSON object at byte 0"));
     }
 
     #[test]
