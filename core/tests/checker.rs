@@ -2762,7 +2762,7 @@ fn a_sold_out_refusal_with_stock_left_is_a_sale_left_behind() {
 // order no client of the history was acknowledged, count as sold when the shop records the order
 // confirmed and the PSP holds its money: Alice refused as sold out then breaks nothing. The same
 // earlier order with no money at the PSP (confirmed on the shop's word alone) sells nothing, and
-// her refusal is a sale left behind.
+// her refusal is a sale left behind; a sale to a client of the history is not counted twice.
 #[test]
 fn a_sale_made_before_the_history_began_is_not_left_behind() {
     let run = |paid: bool| {
@@ -2801,6 +2801,28 @@ fn a_sale_made_before_the_history_began_is_not_left_behind() {
         behind.detail
     );
     assert!(behind.evidence.contains(&refusal));
+    // A sale to a client of the history counts once, not again as a sale made elsewhere: of
+    // two hats Bob bought one, and Alice's refusal leaves the other behind.
+    let mut s = hat_shop(2);
+    s.at(500);
+    let bob = s.order(Some("k-bob"), "bob", &[(HAT, 1)]);
+    s.checkout(bob);
+    s.at(1_000);
+    s.wants(1, "k-alice", willing(0));
+    let request = place_request(Some("k-alice"), "alice", &[(HAT, 1)]);
+    s.exchange(
+        ClientOp::PlaceOrder(request.clone()),
+        Some(request.fingerprint()),
+        refused(409, "sold-out"),
+    );
+    s.at(30_000);
+    let verdicts = judge(&s.history, &s.audit(), true);
+    let behind = only_violation(&verdicts, Invariant::NoSaleLeftBehind);
+    assert!(
+        behind.detail.starts_with("1 of 2 units were never sold"),
+        "{}",
+        behind.detail
+    );
 }
 
 // Proves: a willing buyer refused for no reason the shop declares (a 404 from a shop that lost
