@@ -246,8 +246,9 @@ fn objects_only(body: &[u8]) -> Result<(), usize> {
             want_object = false;
             match byte {
                 b'{' => {}
-                // An empty array: no element to check.
-                b']' if arrays.last() == Some(&true) => {}
+                // An empty array: no element to check. (A `]` anywhere else is not JSON,
+                // which serde has refused before this runs.)
+                b']' => {}
                 _ => return Err(at),
             }
         }
@@ -1127,7 +1128,7 @@ mod tests {
         for fine in [
             r#"{}"#,
             r#" {"items": []} "#,
-            r#"{"items": [ {"sku": "a[1]"}, {"sku": "b\"[{"} ], "x": {"y": [{}]}}"#,
+            r#"{"items": [ {"sku": "a[1]"}, {"sku": "b\"[1"}, {"sku": "c\\"} ], "x": {"y": [{}]}}"#,
         ] {
             assert_eq!(objects_only(fine.as_bytes()), Ok(()), "{fine}");
         }
