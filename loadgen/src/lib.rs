@@ -985,7 +985,8 @@ mod tests {
 
     #[test]
     fn an_unsettled_shop_is_told_when_unpaid_carts_outlast_the_audit() {
-        // Proves: carts whose hold lapses after the audit's read are counted,
+        // Proves: the orders not final are counted per status (a cancelled one is final);
+        // carts whose hold lapses after the audit's read are counted,
         // with the last lapse and the fix; a cart that lapses at the read, or
         // a pinned (paid) one, is not; a cart with no expiry says so.
         use stampede_core::{Millis, OrderId, Reservation, ReservationId};
@@ -1009,9 +1010,32 @@ mod tests {
             webhooks_parked: 0,
             idempotency_records: 0,
         };
+        let order = |id: u64| {
+            let customer = stampede_core::CustomerId::new("c").unwrap();
+            stampede_core::Order::new(
+                OrderId(id),
+                customer,
+                Vec::new(),
+                stampede_core::Cents(0),
+                Millis(0),
+                None,
+            )
+        };
+        let mut cancelled = order(3);
+        cancelled
+            .transition(
+                stampede_core::OrderStatus::Cancelled(stampede_core::CancelReason::ByCustomer),
+                Millis(1),
+                stampede_core::Cause::Customer,
+            )
+            .unwrap();
+        after.orders = vec![order(1), order(2), cancelled];
         let settle = Duration::from_secs(30);
         let quiet = unsettled_note(settle, &after);
-        assert!(quiet.contains("3 jobs live"), "{quiet}");
+        assert!(
+            quiet.contains("({\"created\": 2} orders not final, 3 jobs live)"),
+            "{quiet}"
+        );
         assert!(!quiet.contains("unpaid carts"), "{quiet}");
         after.reservations.push(cart(3, Some(40_001), false));
         after.reservations.push(cart(4, Some(900_000), false));
