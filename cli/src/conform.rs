@@ -442,3 +442,20 @@ pub fn conform(args: &ConformArgs) -> Result<u8, String> {
     }
     Ok(if result.passed() { 0 } else { 1 })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shoppers_abandon_carts_only_when_the_hold_is_known() {
+        // Proves: without --hold the flash sale's mix sets abandon to 0 (and keeps the hot
+        // SKU's share); with it, the default abandon share stays.
+        let parse = |text: &str| crate::load::parse_mix(text).unwrap();
+        let unknown = parse(flash_sale_mix(None));
+        assert_eq!((unknown.abandon, unknown.hot), (0.0, 0.8));
+        let known = parse(flash_sale_mix(Some(Duration::from_secs(10))));
+        assert_eq!(known.hot, 0.8);
+        assert!(known.abandon > 0.0, "{}", known.abandon);
+    }
+}

@@ -504,7 +504,7 @@ pub(crate) fn parse_threshold(text: &str) -> Result<Threshold, String> {
     text.parse()
 }
 
-fn parse_mix(text: &str) -> Result<Mix, String> {
+pub(crate) fn parse_mix(text: &str) -> Result<Mix, String> {
     let mut mix = Mix::default();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (name, value) = part
