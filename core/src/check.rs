@@ -566,10 +566,7 @@ impl<'a> Facts<'a> {
                 entry.1.extend(&ledger);
             }
         }
-        for entry in bought.values_mut() {
-            entry.1.sort_unstable();
-            entry.1.dedup();
-        }
+        sort_evidence(&mut bought);
         bought
     }
 
@@ -597,10 +594,7 @@ impl<'a> Facts<'a> {
                 entry.1.extend(&ledger);
             }
         }
-        for entry in sold.values_mut() {
-            entry.1.sort_unstable();
-            entry.1.dedup();
-        }
+        sort_evidence(&mut sold);
         sold
     }
 
@@ -668,6 +662,14 @@ impl<'a> Facts<'a> {
             })
             .sum();
         (net, lines.iter().map(|l| l.0).collect())
+    }
+}
+
+/// Each count's evidence in history order, each event once.
+fn sort_evidence<K>(counts: &mut BTreeMap<K, (u64, Vec<usize>)>) {
+    for entry in counts.values_mut() {
+        entry.1.sort_unstable();
+        entry.1.dedup();
     }
 }
 

@@ -2726,6 +2726,13 @@ fn out_of_stock_is_justified_only_when_the_units_went_to_confirmed_buyers() {
 /// (never acknowledged); the history ends 29 s later. Returns the shell and the answer's index.
 fn alice_refused(hats: u64, reply: ClientReply) -> (Shell, usize) {
     let mut s = hat_shop(hats);
+    let refusal = refuse_alice(&mut s, reply);
+    (s, refusal)
+}
+
+/// At 1 s Alice (client 1), a willing buyer, asks `s` for a hat and is answered `reply`; the
+/// history ends at 30 s. Returns the answer's index.
+fn refuse_alice(s: &mut Shell, reply: ClientReply) -> usize {
     s.at(1_000);
     s.wants(1, "k-alice", willing(0));
     let request = place_request(Some("k-alice"), "alice", &[(HAT, 1)]);
@@ -2735,7 +2742,7 @@ fn alice_refused(hats: u64, reply: ClientReply) -> (Shell, usize) {
         reply,
     );
     s.at(30_000);
-    (s, sent.response)
+    sent.response
 }
 
 // Proves: a placement refused as sold out counts as turned away — with the hat still on the
@@ -2780,16 +2787,8 @@ fn a_sale_made_before_the_history_began_is_not_left_behind() {
             s.force_confirm(order);
         }
         assert_eq!(s.status(order), Confirmed);
-        s.at(1_000);
-        s.wants(1, "k-alice", willing(0));
-        let request = place_request(Some("k-alice"), "alice", &[(HAT, 1)]);
-        let refusal = s.exchange(
-            ClientOp::PlaceOrder(request.clone()),
-            Some(request.fingerprint()),
-            refused(409, "sold-out"),
-        );
-        s.at(30_000);
-        (judge(&s.history, &s.audit(), true), refusal.response)
+        let refusal = refuse_alice(&mut s, refused(409, "sold-out"));
+        (judge(&s.history, &s.audit(), true), refusal)
     };
     let (verdicts, _) = run(true);
     assert_all_hold(&verdicts);
@@ -2807,15 +2806,7 @@ fn a_sale_made_before_the_history_began_is_not_left_behind() {
     s.at(500);
     let bob = s.order(Some("k-bob"), "bob", &[(HAT, 1)]);
     s.checkout(bob);
-    s.at(1_000);
-    s.wants(1, "k-alice", willing(0));
-    let request = place_request(Some("k-alice"), "alice", &[(HAT, 1)]);
-    s.exchange(
-        ClientOp::PlaceOrder(request.clone()),
-        Some(request.fingerprint()),
-        refused(409, "sold-out"),
-    );
-    s.at(30_000);
+    refuse_alice(&mut s, refused(409, "sold-out"));
     let verdicts = judge(&s.history, &s.audit(), true);
     let behind = only_violation(&verdicts, Invariant::NoSaleLeftBehind);
     assert!(
