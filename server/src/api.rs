@@ -206,6 +206,39 @@ fn body_problem(rejection: BytesRejection) -> Problem {
     }
 }
 
+/// Refuses a body the client did not declare as JSON: its `Content-Type`
+/// must be `application/json` or `application/<anything>+json` (parameters
+/// such as `charset` allowed), as the published contract says — 415
+/// `unsupported-media-type` otherwise, missing included. (The PSP's webhook
+/// is read whatever it declares: its signature, not a header, vouches for it.)
+fn json_media(headers: &HeaderMap) -> Result<(), Problem> {
+    let declared = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let essence = declared
+        .as_deref()
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    let json = essence.as_deref().is_some_and(|e| {
+        e == "application/json"
+            || e.strip_prefix("application/")
+                .and_then(|sub| sub.strip_suffix("+json"))
+                .is_some_and(|name| !name.is_empty() && !name.contains('/'))
+    });
+    if json {
+        return Ok(());
+    }
+    Err(Problem::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported-media-type",
+        "Unsupported media type",
+        match declared {
+            Some(v) => format!("Content-Type is {v:?}; the body must be sent as application/json"),
+            None => "Content-Type is missing; the body must be sent as application/json".into(),
+        },
+    ))
+}
+
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
     let parsed = serde_json::from_slice(body)
         .map_err(|e| Problem::bad_request("malformed-json", format!("request body: {e}")))?;
@@ -582,6 +615,7 @@ pub(crate) struct OrderInput {
 }
 
 fn validate_order(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<OrderInput, Problem> {
+    json_media(headers)?;
     let key = idempotency_key(headers, naive::key_required(app))?;
     let body: PlaceOrderBody = parse_json(body)?;
     let customer = CustomerId::new(body.customer_id)
@@ -627,6 +661,7 @@ fn validate_order(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<OrderIn
         (status = 400, description = "`malformed-json`, `unreadable-body`, `idempotency-key-missing`, `invalid-idempotency-key`, `invalid-customer`, `invalid-sku`, `invalid-items`.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`idempotency-key-in-flight`: the first request with this key is still running, retry shortly; `sold-out`: a SKU asked for cannot be filled even if every unpaid cart lapsed (nothing created).", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`body-too-large`.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported-media-type`: the body was not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`invalid-items` (unknown SKU, too many lines or units), `purchase-limit`, `client-price-not-accepted`, `idempotency-key-reused` (another body under this key).", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`overloaded`: too many orders await a decision (shed, nothing created); `rate-limited`: this customer's orders per minute. Retry after Retry-After with the same key.", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
@@ -1049,6 +1084,7 @@ struct RestockBody {
     responses(
         (status = 200, description = "Units added to the shelf.", body = crate::openapi::Restocked),
 (status = 400, description = "`malformed-json`, `invalid-sku`, `invalid-qty` (1 to 1,000,000,000).", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported-media-type`: the body was not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`invalid-items`: the catalog does not sell this SKU.", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`: no or a wrong bearer token.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: the store did not answer; retry (with the same Idempotency-Key where one is sent).", body = Problem, content_type = "application/problem+json")))]
@@ -1058,7 +1094,9 @@ async fn restock(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     authorize(&app, &headers)?;
-    let body: RestockBody = parse_json(&body.map_err(body_problem)?)?;
+    let body = body.map_err(body_problem)?;
+    json_media(&headers)?;
+    let body: RestockBody = parse_json(&body)?;
     let sku = Sku::new(body.sku).map_err(|e| Problem::bad_request("invalid-sku", e.to_string()))?;
     if body.qty == 0 || body.qty > 1_000_000_000 {
         return Err(Problem::bad_request(

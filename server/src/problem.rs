@@ -2,10 +2,13 @@
 //! client can branch on, a human `title` and `detail`, and the status.
 
 use axum::Json;
+use axum::body::HttpBody as _;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
 use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -130,8 +133,9 @@ pub struct BodyCap {
 /// the answer went out would otherwise see its connection reset by the
 /// close that follows, and lose the answer with it. A client that asked
 /// `Expect: 100-continue` has sent no body yet and is answered at once.
-/// Other requests pass; the handlers' own limit still bounds bodies that
-/// declare no length.
+/// A body that declares no length (chunked) is read here up to the cap and
+/// handed on whole; past the cap it is drained within the same bounds and
+/// refused the same way. Other requests pass.
 pub async fn refuse_oversized(
     State(cap): State<BodyCap>,
     request: Request,
@@ -142,8 +146,31 @@ pub async fn refuse_oversized(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let Some(length) = declared.filter(|&n| n > cap.limit as u64) else {
-        return next.run(request).await;
+    let length = match declared {
+        Some(length) if length > cap.limit as u64 => length,
+        Some(_) => return next.run(request).await,
+        None if request.body().is_end_stream() => return next.run(request).await,
+        None => {
+            let (parts, body) = request.into_parts();
+            return match read_within(body, cap.limit).await {
+                Ok(bytes) => {
+                    next.run(Request::from_parts(parts, Body::from(bytes)))
+                        .await
+                }
+                Err(Unread::Oversized) => Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    cap.slug,
+                    cap.title,
+                    format!("the body is over {} bytes, the most accepted", cap.limit),
+                )
+                .into_response(),
+                Err(Unread::Broken(e)) => Problem::bad_request(
+                    "unreadable-body",
+                    format!("the body could not be read: {e}"),
+                )
+                .into_response(),
+            };
+        }
     };
     let waits_to_send = request
         .headers()
@@ -168,6 +195,49 @@ pub async fn refuse_oversized(
     .into_response()
 }
 
+/// Why a body of no declared length was not handed on.
+enum Unread {
+    /// Over the cap (and drained within the bounds).
+    Oversized,
+    /// The client's stream failed.
+    Broken(axum::Error),
+}
+
+/// Reads a body of no declared length, up to `limit` bytes. Past the limit it
+/// goes on reading and dropping, up to [`OVERSIZED_DRAIN_BYTES_MAX`] bytes in
+/// all and [`OVERSIZED_DRAIN_MS`], so the 413 reaches a client still sending.
+async fn read_within(mut body: Body, limit: usize) -> Result<Bytes, Unread> {
+    let mut kept = BytesMut::new();
+    loop {
+        match body.frame().await {
+            None => return Ok(kept.freeze()),
+            Some(Err(e)) => return Err(Unread::Broken(e)),
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                if kept.len() + data.len() > limit {
+                    let mut read = (kept.len() + data.len()) as u64;
+                    let drain = async {
+                        while read <= OVERSIZED_DRAIN_BYTES_MAX {
+                            match body.frame().await {
+                                Some(Ok(frame)) => {
+                                    read += frame.data_ref().map_or(0, |d| d.len() as u64);
+                                }
+                                _ => break,
+                            }
+                        }
+                    };
+                    let _ = tokio::time::timeout(Duration::from_millis(OVERSIZED_DRAIN_MS), drain)
+                        .await;
+                    return Err(Unread::Oversized);
+                }
+                kept.extend_from_slice(&data);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,7 +256,10 @@ mod tests {
             title: "Body too large",
         };
         let app = Router::new()
-            .route("/", post(|| async { "ok" }))
+            .route(
+                "/",
+                post(|body: Bytes| async move { format!("ok {}", body.len()) }),
+            )
             .layer(axum::middleware::from_fn_with_state(cap, refuse_oversized));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -245,6 +318,47 @@ mod tests {
         assert!(
             took < drain,
             "waiting for 100 Continue: not read ({took:?})"
+        );
+    }
+
+    /// `body` as one HTTP/1.1 chunk, then (when `end`) the last chunk.
+    fn chunked(body: &[u8], end: bool) -> Vec<u8> {
+        let mut wire = format!("{:x}\r\n", body.len()).into_bytes();
+        wire.extend_from_slice(body);
+        wire.extend_from_slice(b"\r\n");
+        if end {
+            wire.extend_from_slice(b"0\r\n\r\n");
+        }
+        wire
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_chunked_body_is_handed_on_within_the_limit_and_refused_413_past_it() {
+        // Proves: a body that declares no length reaches the handler whole when it is exactly
+        // the limit (and when it is empty); one byte more is refused 413 problem+json once the
+        // client has sent it all (at once), or after the drain time when the client stops
+        // sending — never before the rest was given its chance to arrive.
+        let addr = serve().await;
+        let drain = Duration::from_millis(OVERSIZED_DRAIN_MS);
+        let te = "transfer-encoding: chunked\r\n";
+        let mut two = chunked(&[b'x'; LIMIT - 1], false);
+        two.extend(chunked(b"y", true));
+        let (answer, _) = ask(addr, te, &two).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with(&format!("ok {LIMIT}")), "{answer}");
+        let (answer, _) = ask(addr, te, b"0\r\n\r\n").await;
+        assert!(answer.ends_with("ok 0"), "{answer}");
+        let (answer, took) = ask(addr, te, &chunked(&[b'x'; LIMIT + 1], true)).await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(answer.contains("application/problem+json"), "{answer}");
+        assert!(answer.contains("problems/body-too-large"), "{answer}");
+        assert!(answer.contains("over 16 bytes"), "{answer}");
+        assert!(took < drain, "all sent: answered at once ({took:?})");
+        let (answer, took) = ask(addr, te, &chunked(&[b'x'; LIMIT + 1], false)).await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(
+            took >= drain,
+            "still sending: waited for the rest ({took:?})"
         );
     }
 }

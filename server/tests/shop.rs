@@ -498,6 +498,79 @@ async fn every_bad_input_is_a_4xx_problem_and_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_not_sent_as_json_is_refused_415_and_changes_nothing() {
+    // Proves: an order or a restock whose Content-Type is not JSON (another type, a form, none,
+    // an empty `+json` name) is refused 415 problem+json and changes nothing — its key is still
+    // free afterwards; `application/json` with parameters and `application/<name>+json` are JSON.
+    let (stack, s) = start(config(Design::reference())).await;
+    let before = s.audit().await;
+    let order = json!({ "customer_id": "c1", "items": [{ "sku": TEE, "qty": 1 }] }).to_string();
+    let send =
+        |path: &'static str, media: Option<&'static str>, key: &'static str, body: String| {
+            let mut headers = vec![("idempotency-key", key.to_string())];
+            if path == "/admin/restock" {
+                headers.push(("authorization", format!("Bearer {ADMIN}")));
+            }
+            if let Some(media) = media {
+                headers.push(("content-type", media.to_string()));
+            }
+            let http = s.http.clone();
+            let shop = s.shop.clone();
+            async move {
+                http.send(&shop, Method::POST, path, &headers, Some(Bytes::from(body)))
+                    .await
+                    .expect("shop answers")
+            }
+        };
+    for media in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("application/+json"),
+        Some("application/jsonx"),
+        None,
+    ] {
+        let refused = send("/v1/orders", media, "k-media", order.clone()).await;
+        is_problem(
+            &refused,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+        );
+        let restock = json!({ "sku": TEE, "qty": 7 }).to_string();
+        let refused = send("/admin/restock", media, "r", restock).await;
+        is_problem(
+            &refused,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+        );
+    }
+    let after = s.audit().await;
+    assert_eq!(after.orders, before.orders);
+    assert_eq!(after.stock, before.stock);
+    assert_eq!(after.idempotency_records, before.idempotency_records);
+    let placed = send(
+        "/v1/orders",
+        Some("Application/JSON; charset=utf-8"),
+        "k-media",
+        order.clone(),
+    )
+    .await;
+    assert_eq!(placed.status, StatusCode::ACCEPTED, "{placed:?}");
+    assert!(
+        placed.headers.get("idempotent-replayed").is_none(),
+        "the key was free: {placed:?}"
+    );
+    let placed = send(
+        "/v1/orders",
+        Some("application/vnd.shop+json"),
+        "k-vnd",
+        order,
+    )
+    .await;
+    assert_eq!(placed.status, StatusCode::ACCEPTED, "{placed:?}");
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_and_stale_webhooks_are_refused_without_effect() {
     // Proves: a webhook with a wrong signature, a stale timestamp or no signature is a 400 and the
     // order does not move; a correctly signed copy of a real event is accepted as a duplicate.
