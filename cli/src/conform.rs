@@ -72,7 +72,18 @@ struct Client {
 
 impl Client {
     async fn post(&self, path: &str, headers: &[(&str, String)], body: &str) -> HttpResponse {
-        let mut all = vec![("content-type", "application/json".to_string())];
+        self.post_as("application/json", path, headers, body).await
+    }
+
+    /// `post` with the body declared as `media`.
+    async fn post_as(
+        &self,
+        media: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: &str,
+    ) -> HttpResponse {
+        let mut all = vec![("content-type", media.to_string())];
         all.extend(headers.iter().cloned());
         self.http
             .send(
@@ -227,7 +238,9 @@ async fn idempotency(client: &Client, sku: &str, checks: &mut Vec<Check>) {
 
 async fn bad_inputs(client: &Client, sku: &str, checks: &mut Vec<Check>) {
     let customer = format!("conform-{}-bad", client.run);
-    let cases: [(&'static str, String); 6] = [
+    let cases: [(&'static str, String); 7] = [
+        // A valid order, declared as text (sent as `text/plain` below): the contract takes JSON only.
+        ("input.not-json", client.body("not-json", sku)),
         ("input.malformed-json", "{\"customer_id\": ".to_string()),
         (
             "input.unknown-field",
@@ -253,7 +266,14 @@ async fn bad_inputs(client: &Client, sku: &str, checks: &mut Vec<Check>) {
     for (name, body) in cases {
         // Refused as a 4xx problem, and nothing kept: the same key then places a valid order.
         let key = client.key(name);
-        let refused = client.order(Some(&key), &body).await;
+        let refused = if name == "input.not-json" {
+            let key = [("idempotency-key", key.clone())];
+            client
+                .post_as("text/plain", "/v1/orders", &key, &body)
+                .await
+        } else {
+            client.order(Some(&key), &body).await
+        };
         let after = client.order(Some(&key), &client.body(name, sku)).await;
         let refused_ok = refused.status.is_client_error() && is_problem(&refused);
         checks.push(check(

@@ -200,8 +200,15 @@ async fn run_serve(config: StackConfig) -> Result<(), String> {
                 "a new shop".to_string()
             } else {
                 format!(
-                    "resumed {} orders ({} logged commands re-applied)",
-                    opened.orders, opened.replayed
+                    "resumed {} orders ({} logged commands re-applied{})",
+                    opened.orders,
+                    opened.replayed,
+                    match opened.keys_released {
+                        0 => String::new(),
+                        n => format!(
+                            "; {n} idempotency keys left in flight by the last process freed"
+                        ),
+                    }
                 )
             }
         ),

@@ -55,6 +55,11 @@ pub enum Command {
         /// The request fingerprint.
         fingerprint: Fingerprint,
     },
+    /// Free every key held in flight: run by a shop that knows no request of
+    /// its own is in flight — one process, its store just opened — so each
+    /// such key was taken by a request that died with an earlier process
+    /// (see [`ShopState::release_keys_in_flight`]). Answers how many.
+    ReleaseKeysInFlight,
     /// The reserve step (state-checked).
     Reserve {
         /// The order.
@@ -290,7 +295,7 @@ pub enum Reply {
     Audit(Box<AuditSnapshot>),
     /// `Stats`.
     Stats(Box<crate::ShopStats>),
-    /// `Housekeep`, `RawAvailable`.
+    /// `Housekeep`, `RawAvailable`, `ReleaseKeysInFlight`.
     Count(u64),
     /// `RawGetKey`.
     Key(Option<SavedResponse>),
@@ -364,6 +369,7 @@ impl ShopState {
                 self.abandon_key(&key, fingerprint)?;
                 R::Done
             }
+            C::ReleaseKeysInFlight => R::Count(self.release_keys_in_flight() as u64),
             C::Reserve { order, cause } => R::Step(self.reserve(order, now, cause)?),
             C::RecordIntent { intent, cause } => R::Step(self.record_intent(intent, now, cause)?),
             C::ApplyPayment { intent, cause } => R::Step(self.apply_payment(&intent, now, cause)?),

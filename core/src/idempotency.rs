@@ -204,6 +204,15 @@ impl<R: Clone> IdempotencyStore<R> {
         Ok(())
     }
 
+    /// Drops every in-flight record (each request presumed dead, as a stale
+    /// lock is); completed ones stay. Returns how many went.
+    pub fn release_in_flight(&mut self) -> usize {
+        let before = self.records.len();
+        self.records
+            .retain(|_, r| !matches!(r.state, RecordState::InFlight { .. }));
+        before - self.records.len()
+    }
+
     fn in_flight(
         &mut self,
         key: &IdempotencyKey,
@@ -318,6 +327,27 @@ mod tests {
             s.begin(&key("k"), fp, Millis(999)),
             Begin::Replay("202 ord_1")
         );
+    }
+
+    #[test]
+    fn releasing_keys_in_flight_frees_them_and_keeps_completed_ones() {
+        // Proves: every in-flight record goes (its key then begins anew before its lock would
+        // have gone stale) and is counted; a completed one stays and replays; nothing in flight,
+        // nothing released.
+        let mut s = store();
+        let fp = Fingerprint::of(b"pay");
+        assert_eq!(s.begin(&key("a"), fp, Millis(0)), Begin::New);
+        assert_eq!(s.begin(&key("b"), fp, Millis(0)), Begin::New);
+        assert_eq!(s.begin(&key("done"), fp, Millis(0)), Begin::New);
+        s.complete(&key("done"), fp, "200", Millis(1)).unwrap();
+        assert_eq!(s.begin(&key("a"), fp, Millis(2)), Begin::InFlight);
+        assert_eq!(s.release_in_flight(), 2);
+        assert_eq!(s.begin(&key("a"), fp, Millis(3)), Begin::New);
+        assert_eq!(s.begin(&key("done"), fp, Millis(3)), Begin::Replay("200"));
+        assert!(s.get(&key("b")).is_none());
+        assert_eq!(s.release_in_flight(), 1, "a, begun again");
+        assert_eq!(s.release_in_flight(), 0);
+        assert_eq!(s.begin(&key("done"), fp, Millis(4)), Begin::Replay("200"));
     }
 
     #[test]

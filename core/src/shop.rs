@@ -874,6 +874,16 @@ impl ShopState {
         Ok(self.keys.abandon(key, fingerprint)?)
     }
 
+    /// Frees every key held in flight, as if each request holding one had
+    /// abandoned it; returns how many. For a shop whose every earlier request
+    /// died with its process: a `/pay` interrupted by a crash would otherwise
+    /// hold its key until the in-flight timeout lapses, refusing the buyer's
+    /// retries while the cart's hold runs out. Re-running such a request is
+    /// safe — it is exactly the takeover of a stale lock, sooner.
+    pub fn release_keys_in_flight(&mut self) -> usize {
+        self.keys.release_in_flight()
+    }
+
     /// The `Reserve` job's step: if the order is still `Created`, reserve all
     /// its lines (→ `InventoryReserved`, enqueue `CreateIntent`). Short of
     /// stock, the order is sold out only when the missing units are sold or
@@ -3296,6 +3306,24 @@ mod tests {
         ));
         assert_eq!(s.stats().idempotency_records, 0);
         assert!(s.stock(&Sku::new("nope").unwrap(), 1, 1).is_err());
+    }
+
+    #[test]
+    fn the_release_command_frees_keys_in_flight_and_answers_how_many() {
+        // Proves: `ReleaseKeysInFlight` through `apply` frees the keys held in flight (their
+        // requests begin anew) and answers their count; a second one finds none.
+        let mut s = shop(10, None);
+        let fp = Fingerprint::of(b"pay");
+        for k in ["pay-1", "pay-2"] {
+            let key = IdempotencyKey::new(k).unwrap();
+            assert_eq!(s.begin_key(&key, fp, Millis(0)), Begin::New);
+        }
+        let release = |s: &mut ShopState| s.apply(crate::Command::ReleaseKeysInFlight, Millis(1));
+        assert_eq!(release(&mut s), Ok(crate::Reply::Count(2)));
+        let key = IdempotencyKey::new("pay-1").unwrap();
+        assert_eq!(s.begin_key(&key, fp, Millis(2)), Begin::New);
+        assert_eq!(release(&mut s), Ok(crate::Reply::Count(1)));
+        assert_eq!(release(&mut s), Ok(crate::Reply::Count(0)));
     }
 
     #[test]

@@ -34,8 +34,25 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-/// Most attempts of one keyed request (first try + retries).
-pub const ATTEMPTS_MAX: u32 = 3;
+/// Most attempts of one keyed request (first try + retries): with the waits
+/// of [`retry_wait_ms`] (4.5 s in all, before jitter) a buyer rides out a
+/// shop that restarts within a few seconds, as a patient one clicking again
+/// would; each retry uses the same key.
+pub const ATTEMPTS_MAX: u32 = 8;
+/// The wait before the first retry of a lost or failed answer, ms.
+pub const RETRY_WAIT_MS_FIRST: u64 = 100;
+/// Longest wait between two attempts, ms, before the jitter.
+pub const RETRY_WAIT_MS_MAX: u64 = 1_000;
+
+/// How long a journey waits after its `attempt`-th attempt (from 1) lost its
+/// answer or was told 5xx: [`RETRY_WAIT_MS_FIRST`] doubled per attempt up to
+/// [`RETRY_WAIT_MS_MAX`], plus a jitter of up to half as much again drawn from
+/// `dice`, so the buyers a restart cut off do not all come back at once.
+pub fn retry_wait_ms(attempt: u32, dice: u64) -> u64 {
+    let doubled = RETRY_WAIT_MS_FIRST.saturating_mul(1u64 << attempt.saturating_sub(1).min(32));
+    let wait = doubled.min(RETRY_WAIT_MS_MAX);
+    wait + dice % (wait / 2 + 1)
+}
 /// Most times a journey told to come back later (429 with `Retry-After`)
 /// places its order again, with the same key; these are not attempts.
 pub const SHED_RETRIES_MAX: u32 = 10;
@@ -837,8 +854,8 @@ impl Journey<'_> {
             if !retry || attempt >= ATTEMPTS_MAX {
                 return None;
             }
-            self.pause(Duration::from_millis(100 * u64::from(attempt)))
-                .await;
+            let wait = retry_wait_ms(attempt, self.dice.next());
+            self.pause(Duration::from_millis(wait)).await;
             attempt += 1;
         }
     }
@@ -1072,8 +1089,8 @@ impl Journey<'_> {
                     return false;
                 }
                 _ => {
-                    self.pause(Duration::from_millis(100 * u64::from(attempt)))
-                        .await
+                    let wait = retry_wait_ms(attempt, self.dice.next());
+                    self.pause(Duration::from_millis(wait)).await
                 }
             }
         }
@@ -1108,8 +1125,8 @@ impl Journey<'_> {
                 Ok(a) if a.status == 409 && attempt > 1 => return true,
                 Ok(a) if a.status < 500 => return false,
                 _ => {
-                    self.pause(Duration::from_millis(100 * u64::from(attempt)))
-                        .await
+                    let wait = retry_wait_ms(attempt, self.dice.next());
+                    self.pause(Duration::from_millis(wait)).await
                 }
             }
         }
@@ -1281,6 +1298,21 @@ mod tests {
         assert_eq!(shed_wait_ms(1_000, 2, 3_999), 7_999);
         assert_eq!(shed_wait_ms(0, 0, 7), 0);
         assert_eq!(shed_wait_ms(u64::MAX, 40, u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn a_lost_answer_is_retried_after_a_doubling_wait_up_to_a_second() {
+        // Proves: the waits after attempts 1..7 are 100, 200, 400, 800 ms, then 1 s (the cap,
+        // reached from 800 ms doubled, never 1.6 s), in all 4.5 s before the jitter — longer
+        // than a shop's restart of a few seconds — and the jitter adds up to half the wait.
+        let waits: Vec<u64> = (1..ATTEMPTS_MAX).map(|a| retry_wait_ms(a, 0)).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1_000, 1_000, 1_000]);
+        assert_eq!(waits.iter().sum::<u64>(), 4_500);
+        assert_eq!(retry_wait_ms(40, 0), 1_000);
+        assert_eq!(retry_wait_ms(1, 50), 150);
+        assert_eq!(retry_wait_ms(1, 51), 100);
+        assert_eq!(retry_wait_ms(5, 500), 1_500);
+        assert_eq!(retry_wait_ms(5, 501), 1_000);
     }
 
     #[test]

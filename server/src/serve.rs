@@ -228,6 +228,9 @@ pub struct Opened {
     pub orders: usize,
     /// Commands re-applied from its log.
     pub replayed: u64,
+    /// Idempotency keys found held in flight and freed (see
+    /// [`Command::ReleaseKeysInFlight`](stampede_core::Command::ReleaseKeysInFlight)).
+    pub keys_released: u64,
 }
 
 impl Opened {
@@ -244,6 +247,7 @@ impl Opened {
             created,
             orders,
             replayed,
+            keys_released: 0,
         }
     }
 }
@@ -296,14 +300,26 @@ async fn build_store(config: &StackConfig) -> Result<Built, StartError> {
             };
             let recovered = sqlite::open(options, config.epoch_unix_ms, || initial_state(config))?;
             let start = recovered.start_at(config.epoch_unix_ms);
-            let opened = Opened::logged(
+            let mut opened = Opened::logged(
                 &options.path.display(),
                 recovered.created(),
                 recovered.state(),
                 recovered.replayed(),
             );
             let clock = Clock::tokio_from(recovered.epoch_unix_ms(), start);
-            let store = SqliteStore::start(recovered, clock.clone()).map_err(invalid)?;
+            let store: Arc<dyn Store> =
+                SqliteStore::start(recovered, clock.clone()).map_err(invalid)?;
+            // The file is this process's alone (its lock), and nothing has been served yet:
+            // every key in flight was taken by a request that died with an earlier process. A
+            // buyer whose `/pay` a crash cut off can retry at once instead of waiting out the
+            // in-flight timeout, longer than the hold on their cart.
+            if !opened.created {
+                let released = store.release_keys_in_flight().await;
+                opened.keys_released = released.map_err(|e| invalid(e.to_string()))?;
+                if opened.keys_released > 0 {
+                    tracing::info!(keys = opened.keys_released, "freed keys left in flight");
+                }
+            }
             Ok(Built {
                 store,
                 clock,

@@ -498,6 +498,70 @@ async fn every_bad_input_is_a_4xx_problem_and_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pay_key_a_crash_left_in_flight_is_free_when_the_shop_restarts_on_its_file() {
+    // Proves: a `/pay` key held in flight when the process stopped (as when `kill -9` cuts a
+    // request off between taking its key and saving its answer) is freed when the shop opens
+    // its SQLite file again, so the buyer's retry pays at once (before: 409 in flight until the
+    // 30 s lock lapsed, longer than the cart's hold); a completed key still replays.
+    let dir = std::env::temp_dir().join(format!("stampede-shop-keys-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let db = dir.join("shop.db");
+    let on_file = || {
+        let mut c = config(Design::reference());
+        c.store = stampede_server::StoreChoice::Sqlite(
+            stampede_server::store::sqlite::SqliteOptions::new(&db),
+        );
+        c
+    };
+    let (stack, s) = start(on_file()).await;
+    let paid = s
+        .order("k-paid", "c-paid", TEE, 1)
+        .await
+        .json::<Value>()
+        .unwrap();
+    let paid = paid["order_id"].as_str().unwrap().to_string();
+    let cut = s
+        .order("k-cut", "c-cut", TEE, 1)
+        .await
+        .json::<Value>()
+        .unwrap();
+    let cut = cut["order_id"].as_str().unwrap().to_string();
+    s.wait_for(&paid, &["payment_pending"]).await;
+    s.wait_for(&cut, &["payment_pending"]).await;
+    let first = s.pay(&paid, "pay-done").await;
+    assert_eq!(first.status, StatusCode::OK, "{first:?}");
+    // The cut-off request: its key taken the way `/pay` takes it, its answer never saved.
+    let key = IdempotencyKey::new("pay-cut").unwrap();
+    let fingerprint =
+        stampede_core::Fingerprint::of(format!("POST /v1/orders/{cut}/pay").as_bytes());
+    let began = stack.store.begin_key(key, fingerprint).await.unwrap();
+    assert_eq!(began, stampede_core::Begin::New);
+    let held = s.pay(&cut, "pay-cut").await;
+    is_problem(&held, StatusCode::CONFLICT, "idempotency-key-in-flight");
+    stack.shutdown().await;
+
+    let (stack, s) = start(on_file()).await;
+    assert_eq!(
+        stack.opened.map(|o| o.keys_released),
+        Some(1),
+        "one key was in flight"
+    );
+    let retried = s.pay(&cut, "pay-cut").await;
+    assert_eq!(retried.status, StatusCode::OK, "{retried:?}");
+    assert!(retried.headers.get("idempotent-replayed").is_none());
+    let replayed = s.pay(&paid, "pay-done").await;
+    assert_eq!(replayed.status, StatusCode::OK, "{replayed:?}");
+    assert_eq!(replayed.headers["idempotent-replayed"], "true");
+    assert_eq!(replayed.body, first.body, "the saved answer");
+    stack.shutdown().await;
+    // Nothing in flight: a third start frees nothing.
+    let (stack, _) = start(on_file()).await;
+    assert_eq!(stack.opened.map(|o| o.keys_released), Some(0));
+    stack.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_not_sent_as_json_is_refused_415_and_changes_nothing() {
     // Proves: an order or a restock whose Content-Type is not JSON (another type, a form, none,
     // an empty `+json` name) is refused 415 problem+json and changes nothing — its key is still

@@ -107,6 +107,9 @@ impl dyn Store {
         /// See [`Command::AbandonKey`].
         abandon_key(key: IdempotencyKey, fingerprint: Fingerprint) -> () = Command::AbandonKey { key, fingerprint }, Reply::Done => ());
     typed!(
+        /// See [`Command::ReleaseKeysInFlight`]: how many keys were freed.
+        release_keys_in_flight() -> u64 = Command::ReleaseKeysInFlight, Reply::Count(n) => n);
+    typed!(
         /// See [`Command::Reserve`].
         reserve(order: OrderId, cause: Cause) -> Step = Command::Reserve { order, cause }, Reply::Step(s) => s);
     typed!(
