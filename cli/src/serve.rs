@@ -101,7 +101,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
-/// Serves the shop until Ctrl-C.
+/// Serves the shop until Ctrl-C or SIGTERM.
 pub fn serve(args: ServeArgs) -> Result<u8, String> {
     let spec = run::DesignSpec::new(&args.design, &args.set)?;
     let mut config = StackConfig::demo(args.addr, unix_now_ms());
@@ -131,7 +131,7 @@ pub fn serve(args: ServeArgs) -> Result<u8, String> {
     Ok(0)
 }
 
-/// Serves the fake PSP alone until Ctrl-C.
+/// Serves the fake PSP alone until Ctrl-C or SIGTERM.
 pub fn psp(args: PspArgs) -> Result<u8, String> {
     let config = PspConfig {
         seed: args.seed,
@@ -175,10 +175,35 @@ pub fn designs() -> Result<u8, String> {
     }
 }
 
-async fn wait_for_ctrl_c() {
-    if let Err(error) = tokio::signal::ctrl_c().await {
-        eprintln!("cannot listen for Ctrl-C ({error}); stop with SIGTERM");
-        std::future::pending::<()>().await;
+/// Waits for Ctrl-C (SIGINT) or SIGTERM (what `kill`, a container runtime or
+/// a service manager sends to stop a process): either stops the process
+/// gracefully.
+async fn wait_for_stop() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            eprintln!("cannot listen for Ctrl-C ({error})");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(error) => {
+                eprintln!("cannot listen for SIGTERM ({error})");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        biased;
+        () = interrupt => {}
+        () = terminate => {}
     }
 }
 
@@ -227,7 +252,7 @@ async fn run_serve(config: StackConfig) -> Result<(), String> {
         _ => println!("state in memory (lost when this process ends)"),
     }
     println!("try: curl -s http://{}/v1/products", stack.shop_addr);
-    wait_for_ctrl_c().await;
+    wait_for_stop().await;
     println!("shutting down");
     stack.shutdown().await;
     Ok(())
@@ -244,7 +269,7 @@ async fn run_psp(addr: SocketAddr, config: PspConfig) -> Result<(), String> {
         listener.local_addr().map_err(|e| e.to_string())?
     );
     let delivery = tokio::spawn(Arc::clone(&psp).run_delivery());
-    let served = stampede_server::serve_router(listener, psp::router(psp), wait_for_ctrl_c()).await;
+    let served = stampede_server::serve_router(listener, psp::router(psp), wait_for_stop()).await;
     delivery.abort();
     served.map_err(|e| format!("psp stopped: {e}"))
 }

@@ -109,3 +109,44 @@ fn every_acknowledged_order_survives_kill_minus_nine_and_its_jobs_resume() {
         std::fs::read_to_string(dir.join("serve-2.log")).unwrap_or_default()
     );
 }
+
+// Proves: SIGTERM (what a container runtime or service manager sends) stops `stampede serve`
+// gracefully — it says so, exits 0 within seconds although an events stream is open, and the
+// next start resumes its orders — rather than dying as SIGTERM's default would have it.
+#[test]
+fn sigterm_stops_serve_gracefully() {
+    let dir = dir("sigterm-serve");
+    let (shop, psp) = (
+        SocketAddr::from(([127, 0, 0, 1], common::free_port())),
+        SocketAddr::from(([127, 0, 0, 1], common::free_port())),
+    );
+    let _psp = common::start_psp(&dir, psp, shop);
+    let mut first = serve(&dir, shop, psp, "serve-1.log");
+    let (status, _, body) = place(shop, "k-term").expect("the shop answers");
+    assert_eq!(status, 202, "{body}");
+    let order = field(&body, "order_id");
+    let mut stream = std::net::TcpStream::connect(shop).unwrap();
+    std::io::Write::write_all(
+        &mut stream,
+        format!("GET /v1/orders/{order}/events HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let pid = nix::unistd::Pid::from_raw(first.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = first.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve still running 20 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let log = std::fs::read_to_string(dir.join("serve-1.log")).unwrap();
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(log.contains("shutting down"), "{log}");
+    let _second = serve(&dir, shop, psp, "serve-2.log");
+    common::assert_kept_and_replayed(shop, &[("k-term".to_string(), order)]);
+}
