@@ -24,11 +24,11 @@ const STALE_SIGNATURE_S: u64 = 3_600;
 #[derive(clap::Args)]
 pub struct ConformArgs {
     /// The checkout service under test, host:port or http://host:port.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::load::host_port)]
     pub host: String,
     /// Its payment provider (a `stampede psp`), host:port or http://host:port: the flash sale
     /// pays there and the audit reads its ledger.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::load::host_port)]
     pub psp: String,
     /// The shared secret the service verifies Psp-Signature with (to sign the stale webhook
     /// correctly, so only its age is wrong).
@@ -53,13 +53,6 @@ pub struct ConformArgs {
     /// Print the JSON result instead of the table.
     #[arg(long)]
     pub json: bool,
-}
-
-/// `host:port` from `host:port` or `http://host:port[/]`.
-fn authority(text: &str) -> String {
-    text.trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string()
 }
 
 /// A client of the service under test.
@@ -363,8 +356,8 @@ fn flash_sale(args: &ConformArgs, dir: &Path) -> Check {
     };
     let duration = format!("{}ms", args.flash_sale.as_millis());
     let output = std::process::Command::new(program)
-        .args(["load", "--host", &authority(&args.host), "--psp"])
-        .arg(authority(&args.psp))
+        .args(["load", "--host", &args.host, "--psp"])
+        .arg(&args.psp)
         .args(["--users", "20", "--mix", flash_sale_mix(args.hold)])
         .args(["--duration", &duration])
         .args(["--admin-token", &args.admin_token])
@@ -431,7 +424,7 @@ pub fn conform(args: &ConformArgs) -> Result<u8, String> {
             Connector::tokio(),
             Duration::from_millis(REQUEST_TIMEOUT_MS),
         ),
-        host: authority(&args.host),
+        host: args.host.clone(),
         run: format!("{:x}", crate::unix_now_ms()),
     };
     let mut checks = Vec::new();

@@ -545,16 +545,25 @@ pub(crate) fn shop_hosts(urls: &str) -> Result<Vec<String>, String> {
     Ok(hosts)
 }
 
-/// `http://host:port` (or `host:port`) → `host:port`.
+/// `http://host:port` (or `host:port`) → `host:port`: a host (a name, an
+/// IPv4 address or a bracketed IPv6 one) and a port of 1..=65535, nothing
+/// else — every flag naming a service Stampede talks to reads it this way.
 pub(crate) fn host_port(url: &str) -> Result<String, String> {
     let rest = url.trim().trim_end_matches('/');
     let rest = rest.strip_prefix("http://").unwrap_or(rest);
-    if rest.starts_with("https://") || rest.contains('/') || !rest.contains(':') {
-        return Err(format!(
-            "{url:?}: write http://host:port (plain HTTP, no path)"
-        ));
+    let usage = || format!("{url:?}: write http://host:port or host:port (plain HTTP, no path)");
+    if rest.contains('/') || rest.contains('@') || rest.chars().any(char::is_whitespace) {
+        return Err(usage());
     }
-    Ok(rest.to_string())
+    let (host, port) = rest.rsplit_once(':').ok_or_else(usage)?;
+    let bracketed = host.starts_with('[') && host.ends_with(']') && host.len() > 2;
+    if host.is_empty() || (!bracketed && host.contains([':', '[', ']'])) {
+        return Err(usage());
+    }
+    match port.parse::<u16>() {
+        Ok(1..) if port.bytes().all(|b| b.is_ascii_digit()) => Ok(rest.to_string()),
+        _ => Err(format!("{url:?}: the port must be 1 to 65535")),
+    }
 }
 
 /// The catalog of the shop a load run starts for itself (`stampede serve
@@ -1231,6 +1240,38 @@ mod tests {
             "127.0.0.1:8080"
         );
         assert!(host_port("https://shop.example:443").is_err());
+    }
+
+    #[test]
+    fn an_address_is_a_host_and_a_port_of_1_to_65535() {
+        // Proves: host:port with a name, IPv4 or bracketed IPv6 host is taken (with or without
+        // http:// and a trailing slash); no port, port 0 or 65536, a sign, a path, userinfo, an
+        // empty or unbracketed IPv6 host are refused with the form to write.
+        for (given, taken) in [
+            ("localhost:1", "localhost:1"),
+            ("http://psp.internal:65535/", "psp.internal:65535"),
+            ("[::1]:8081", "[::1]:8081"),
+            (" 127.0.0.1:8080 ", "127.0.0.1:8080"),
+        ] {
+            assert_eq!(host_port(given).as_deref(), Ok(taken), "{given}");
+        }
+        for refused in [
+            "nothost",
+            "host:0",
+            "host:65536",
+            "host:+80",
+            "host:",
+            ":8080",
+            "::1:8080",
+            "[]:80",
+            "h:80/x",
+            "u@h:80",
+            "h :80",
+            "ftp://h:80",
+        ] {
+            assert!(host_port(refused).is_err(), "{refused}");
+        }
+        assert!(host_port("host:0").unwrap_err().contains("1 to 65535"));
     }
 
     /// `stampede load ARGS…` as clap parses it.

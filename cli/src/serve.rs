@@ -27,7 +27,7 @@ pub struct ServeArgs {
     #[arg(long = "set", value_name = "SWITCH=VALUE")]
     pub set: Vec<String>,
     /// `embedded` to run the fake PSP in-process, or the host:port of one started with `stampede psp`.
-    #[arg(long, default_value = "embedded")]
+    #[arg(long, default_value = "embedded", value_parser = parse_psp)]
     pub psp: String,
     /// Job worker tasks.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
@@ -76,7 +76,7 @@ pub struct PspArgs {
     #[arg(long, default_value = "127.0.0.1:8081")]
     pub addr: SocketAddr,
     /// host:port of the shop that receives webhooks at /v1/webhooks/psp.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::load::host_port)]
     pub webhook: Option<String>,
     /// Probability that an event is delivered more than once (0..=1).
     #[arg(long, default_value_t = 0.0)]
@@ -90,6 +90,14 @@ pub struct PspArgs {
     /// Seed for the delivery faults.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+}
+
+/// Reads `serve --psp`: `embedded`, or a host:port (see [`crate::load::host_port`]).
+fn parse_psp(text: &str) -> Result<String, String> {
+    match text {
+        "embedded" => Ok(text.to_string()),
+        _ => crate::load::host_port(text).map_err(|e| format!("{e}, or embedded")),
+    }
 }
 
 /// Reads `full` or `normal` (`--sync`).
