@@ -281,3 +281,24 @@ async fn run_psp(addr: SocketAddr, config: PspConfig) -> Result<(), String> {
     delivery.abort();
     served.map_err(|e| format!("psp stopped: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_psp_is_embedded_or_a_host_and_port() {
+        // Proves: `--psp embedded` and a host:port (with or without http://) are taken; a name
+        // with no port, a port out of range and a path are refused, naming both forms.
+        assert_eq!(parse_psp("embedded").as_deref(), Ok("embedded"));
+        assert_eq!(
+            parse_psp("http://127.0.0.1:8081/").as_deref(),
+            Ok("127.0.0.1:8081")
+        );
+        assert_eq!(parse_psp("psp:1").as_deref(), Ok("psp:1"));
+        for refused in ["embeded", "psp", "psp:0", "psp:8081/v1"] {
+            let error = parse_psp(refused).unwrap_err();
+            assert!(error.ends_with("or embedded"), "{refused}: {error}");
+        }
+    }
+}
