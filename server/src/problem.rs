@@ -149,10 +149,11 @@ pub async fn refuse_oversized(
     let length = match declared {
         Some(length) if length > cap.limit as u64 => length,
         Some(_) => return next.run(request).await,
+        // No body at all (a GET): nothing to read. (Reading it would find none either.)
         None if request.body().is_end_stream() => return next.run(request).await,
         None => {
             let (parts, body) = request.into_parts();
-            return match read_within(body, cap.limit).await {
+            return match read_within(body, cap.limit, OVERSIZED_DRAIN_BYTES_MAX).await {
                 Ok(bytes) => {
                     next.run(Request::from_parts(parts, Body::from(bytes)))
                         .await
@@ -204,9 +205,10 @@ enum Unread {
 }
 
 /// Reads a body of no declared length, up to `limit` bytes. Past the limit it
-/// goes on reading and dropping, up to [`OVERSIZED_DRAIN_BYTES_MAX`] bytes in
-/// all and [`OVERSIZED_DRAIN_MS`], so the 413 reaches a client still sending.
-async fn read_within(mut body: Body, limit: usize) -> Result<Bytes, Unread> {
+/// goes on reading and dropping, until more than `drain_max` bytes were read
+/// in all ([`OVERSIZED_DRAIN_BYTES_MAX`]) or [`OVERSIZED_DRAIN_MS`] passed, so
+/// the 413 reaches a client still sending.
+async fn read_within(mut body: Body, limit: usize, drain_max: u64) -> Result<Bytes, Unread> {
     let mut kept = BytesMut::new();
     loop {
         match body.frame().await {
@@ -219,7 +221,7 @@ async fn read_within(mut body: Body, limit: usize) -> Result<Bytes, Unread> {
                 if kept.len() + data.len() > limit {
                     let mut read = (kept.len() + data.len()) as u64;
                     let drain = async {
-                        while read <= OVERSIZED_DRAIN_BYTES_MAX {
+                        while read <= drain_max {
                             match body.frame().await {
                                 Some(Ok(frame)) => {
                                     read += frame.data_ref().map_or(0, |d| d.len() as u64);
@@ -319,6 +321,50 @@ mod tests {
             took < drain,
             "waiting for 100 Continue: not read ({took:?})"
         );
+    }
+
+    /// A body of `frames`, then either its end or (`ends` false) nothing ever again.
+    fn frames(frames: &[usize], ends: bool) -> Body {
+        let data: Vec<Result<Bytes, std::io::Error>> = frames
+            .iter()
+            .map(|&n| Ok(Bytes::from(vec![b'x'; n])))
+            .collect();
+        let stream = futures_util::stream::iter(data);
+        if ends {
+            Body::from_stream(stream)
+        } else {
+            Body::from_stream(futures_util::StreamExt::chain(
+                stream,
+                futures_util::stream::pending(),
+            ))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_the_limit_a_body_is_drained_until_the_drain_bound_or_time() {
+        // Proves: within the limit the frames are joined whole; past it the rest is read until
+        // more than the drain bound was read in all, counting the frame that crossed the limit
+        // (17 + 8 = 25 > 24: answered at once; 17 + 7 = 24: still waiting for more, so until the
+        // drain time), and every later frame counts (17 + 4 + 4 = 25: at once).
+        let drain = Duration::from_millis(OVERSIZED_DRAIN_MS);
+        let joined = read_within(frames(&[10, 6], true), LIMIT, 24).await;
+        assert_eq!(joined.ok().map(|b| b.len()), Some(LIMIT));
+        for (sent, waits) in [
+            (&[17, 8][..], false),
+            (&[17, 7][..], true),
+            (&[17, 4, 4][..], false),
+            (&[17, 4, 3][..], true),
+        ] {
+            let start = tokio::time::Instant::now();
+            let refused = read_within(frames(sent, false), LIMIT, 24).await;
+            assert!(matches!(refused, Err(Unread::Oversized)), "{sent:?}");
+            assert_eq!(
+                start.elapsed() >= drain,
+                waits,
+                "{sent:?}: {:?}",
+                start.elapsed()
+            );
+        }
     }
 
     /// `body` as one HTTP/1.1 chunk, then (when `end`) the last chunk.

@@ -316,9 +316,6 @@ async fn build_store(config: &StackConfig) -> Result<Built, StartError> {
             if !opened.created {
                 let released = store.release_keys_in_flight().await;
                 opened.keys_released = released.map_err(|e| invalid(e.to_string()))?;
-                if opened.keys_released > 0 {
-                    tracing::info!(keys = opened.keys_released, "freed keys left in flight");
-                }
             }
             Ok(Built {
                 store,
