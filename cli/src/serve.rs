@@ -92,6 +92,18 @@ pub struct PspArgs {
     pub seed: u64,
 }
 
+/// What reopening freed of the last process's, for the start line.
+fn released(keys: u64, leases: u64) -> String {
+    let mut said = String::new();
+    if keys > 0 {
+        said += &format!("; {keys} idempotency keys it left in flight freed");
+    }
+    if leases > 0 {
+        said += &format!("; {leases} job leases it held ended");
+    }
+    said
+}
+
 /// Reads `serve --psp`: `embedded`, or a host:port (see [`crate::load::host_port`]).
 fn parse_psp(text: &str) -> Result<String, String> {
     match text {
@@ -236,12 +248,7 @@ async fn run_serve(config: StackConfig) -> Result<(), String> {
                     "resumed {} orders ({} logged commands re-applied{})",
                     opened.orders,
                     opened.replayed,
-                    match opened.keys_released {
-                        0 => String::new(),
-                        n => format!(
-                            "; {n} idempotency keys left in flight by the last process freed"
-                        ),
-                    }
+                    released(opened.keys_released, opened.leases_released)
                 )
             }
         ),

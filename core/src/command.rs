@@ -60,6 +60,10 @@ pub enum Command {
     /// such key was taken by a request that died with an earlier process
     /// (see [`ShopState::release_keys_in_flight`]). Answers how many.
     ReleaseKeysInFlight,
+    /// End every job lease now, as if each had lapsed (see
+    /// [`ShopState::release_leases`]): run, like `ReleaseKeysInFlight`, by a
+    /// shop that knows no worker of its own holds one. Answers how many.
+    ReleaseLeases,
     /// The reserve step (state-checked).
     Reserve {
         /// The order.
@@ -295,7 +299,7 @@ pub enum Reply {
     Audit(Box<AuditSnapshot>),
     /// `Stats`.
     Stats(Box<crate::ShopStats>),
-    /// `Housekeep`, `RawAvailable`, `ReleaseKeysInFlight`.
+    /// `Housekeep`, `RawAvailable`, `ReleaseKeysInFlight`, `ReleaseLeases`.
     Count(u64),
     /// `RawGetKey`.
     Key(Option<SavedResponse>),
@@ -370,6 +374,7 @@ impl ShopState {
                 R::Done
             }
             C::ReleaseKeysInFlight => R::Count(self.release_keys_in_flight() as u64),
+            C::ReleaseLeases => R::Count(self.release_leases(now) as u64),
             C::Reserve { order, cause } => R::Step(self.reserve(order, now, cause)?),
             C::RecordIntent { intent, cause } => R::Step(self.record_intent(intent, now, cause)?),
             C::ApplyPayment { intent, cause } => R::Step(self.apply_payment(&intent, now, cause)?),

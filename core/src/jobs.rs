@@ -406,6 +406,24 @@ impl JobQueue {
         true
     }
 
+    /// Ends every lease at `now`, as if each had lapsed: the job is ready to be
+    /// leased again at once (the attempt it used stays counted) and the lease's
+    /// token is stale. For a queue whose every worker died with its process.
+    /// Returns how many leases ended.
+    pub fn release_leases(&mut self, now: Millis) -> usize {
+        let mut released = 0;
+        for (id, job) in &mut self.jobs {
+            if let JobState::Leased { until, .. } = job.state {
+                let lane = &mut self.visible[job.kind.lane()];
+                lane.remove(&(until, *id));
+                lane.insert((now, *id));
+                job.state = JobState::Ready { at: now };
+                released += 1;
+            }
+        }
+        released
+    }
+
     /// Removes a job that is waiting to run (not leased): its order no longer
     /// needs it (a waiting order cancelled by another operation). A leased
     /// job and an unknown id are left alone. Returns whether it was removed.
@@ -521,6 +539,38 @@ mod tests {
         q.ack(&second).unwrap();
         assert_eq!(q.depth(), 0);
         assert_eq!(q.ack(&second), Err(JobError::StaleLease(id)));
+    }
+
+    #[test]
+    fn released_leases_are_leased_again_at_once_and_their_old_holders_are_stale() {
+        // Proves: ending the leases at 10 ms (their visibility runs to 1,000 ms) makes both leased
+        // jobs leasable at 10 ms, with their attempt counted, the old tokens stale; a job ready
+        // only later stays later; a second release finds none.
+        let mut q = queue(5);
+        let a = q.enqueue(JobKind::Reserve, OrderId(1), Millis(0)).unwrap();
+        let b = q.enqueue(JobKind::Finalize, OrderId(2), Millis(0)).unwrap();
+        let later = q
+            .enqueue_at(JobKind::Refund, OrderId(3), Millis(0), Millis(500))
+            .unwrap();
+        let (la, lb) = (q.lease(Millis(0)).unwrap(), q.lease(Millis(0)).unwrap());
+        assert!(
+            q.lease(Millis(10)).is_none(),
+            "both held, the third not due"
+        );
+        assert_eq!(q.release_leases(Millis(10)), 2);
+        let again: Vec<Lease> = (0..2).filter_map(|_| q.lease(Millis(10))).collect();
+        let mut ids: Vec<JobId> = again.iter().map(|l| l.job).collect();
+        ids.sort();
+        assert_eq!(ids, [a, b]);
+        assert!(again.iter().all(|l| l.attempt == 2));
+        assert!(q.lease(Millis(10)).is_none(), "{later:?} waits for 500 ms");
+        for old in [&la, &lb] {
+            assert_eq!(q.ack(old), Err(JobError::StaleLease(old.job)));
+        }
+        assert_eq!(q.release_leases(Millis(20)), 2, "the new leases");
+        assert_eq!(q.release_leases(Millis(20)), 0);
+        let due: Vec<Lease> = (0..4).filter_map(|_| q.lease(Millis(500))).collect();
+        assert_eq!(due.len(), 3, "a, b and, now due, {later:?}");
     }
 
     #[test]

@@ -884,6 +884,15 @@ impl ShopState {
         self.keys.release_in_flight()
     }
 
+    /// Ends every job lease at `now` (each job ready at once, its lease's
+    /// token stale); returns how many. For a shop whose workers all died with
+    /// their process: their jobs would otherwise wait out the visibility
+    /// timeout before anyone ran them again. Steps are state-checked, so
+    /// running one again is safe — it is a lapsed lease, sooner.
+    pub fn release_leases(&mut self, now: Millis) -> usize {
+        self.jobs.release_leases(now)
+    }
+
     /// The `Reserve` job's step: if the order is still `Created`, reserve all
     /// its lines (→ `InventoryReserved`, enqueue `CreateIntent`). Short of
     /// stock, the order is sold out only when the missing units are sold or
@@ -3323,6 +3332,24 @@ mod tests {
         let key = IdempotencyKey::new("pay-1").unwrap();
         assert_eq!(s.begin_key(&key, fp, Millis(2)), Begin::New);
         assert_eq!(release(&mut s), Ok(crate::Reply::Count(1)));
+        assert_eq!(release(&mut s), Ok(crate::Reply::Count(0)));
+    }
+
+    #[test]
+    fn the_release_leases_command_ends_leases_and_answers_how_many() {
+        // Proves: `ReleaseLeases` through `apply` ends the held lease (the job leasable again at
+        // once, long before its visibility timeout) and answers 1; a second one answers 0.
+        let mut s = shop(10, None);
+        place(&mut s, "k1", 1);
+        let held = s.lease_job(Millis(0)).expect("the reserve job");
+        assert!(s.lease_job(Millis(1)).is_none());
+        let release = |s: &mut ShopState| s.apply(crate::Command::ReleaseLeases, Millis(2));
+        assert_eq!(release(&mut s), Ok(crate::Reply::Count(1)));
+        assert_eq!(s.lease_job(Millis(2)).map(|l| l.job), Some(held.job));
+        assert_eq!(
+            s.apply(crate::Command::ReleaseLeases, Millis(3)),
+            Ok(crate::Reply::Count(1))
+        );
         assert_eq!(release(&mut s), Ok(crate::Reply::Count(0)));
     }
 

@@ -231,6 +231,9 @@ pub struct Opened {
     /// Idempotency keys found held in flight and freed (see
     /// [`Command::ReleaseKeysInFlight`](stampede_core::Command::ReleaseKeysInFlight)).
     pub keys_released: u64,
+    /// Job leases found held and ended (see
+    /// [`Command::ReleaseLeases`](stampede_core::Command::ReleaseLeases)).
+    pub leases_released: u64,
 }
 
 impl Opened {
@@ -248,6 +251,7 @@ impl Opened {
             orders,
             replayed,
             keys_released: 0,
+            leases_released: 0,
         }
     }
 }
@@ -316,6 +320,10 @@ async fn build_store(config: &StackConfig) -> Result<Built, StartError> {
             if !opened.created {
                 let released = store.release_keys_in_flight().await;
                 opened.keys_released = released.map_err(|e| invalid(e.to_string()))?;
+                // Likewise every job lease was a dead worker's: its job runs again now, not
+                // after the visibility timeout.
+                let released = store.release_leases().await;
+                opened.leases_released = released.map_err(|e| invalid(e.to_string()))?;
             }
             Ok(Built {
                 store,

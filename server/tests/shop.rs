@@ -562,6 +562,45 @@ async fn a_pay_key_a_crash_left_in_flight_is_free_when_the_shop_restarts_on_its_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_lease_a_crash_left_held_ends_when_the_shop_restarts_on_its_file() {
+    // Proves: a job leased when the process stopped (its worker gone with it) is run at once by
+    // the next process on the same SQLite file — the order reaches payment_pending within the
+    // 10 s wait although the lease's visibility timeout is a minute — and the start says 1.
+    let dir = std::env::temp_dir().join(format!("stampede-shop-leases-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let db = dir.join("shop.db");
+    let on_file = |workers: u32| {
+        let mut c = config(Design::reference());
+        c.workers = workers;
+        c.shop.queue.visibility_ms = 60_000;
+        let options = stampede_server::store::sqlite::SqliteOptions::new(&db);
+        c.store = stampede_server::StoreChoice::Sqlite(options);
+        c
+    };
+    let (stack, s) = start(on_file(0)).await;
+    let placed = s
+        .order("k-leased", "c-leased", TEE, 1)
+        .await
+        .json::<Value>()
+        .unwrap();
+    let order = placed["order_id"].as_str().unwrap().to_string();
+    let lease = stack
+        .store
+        .lease_job()
+        .await
+        .unwrap()
+        .expect("its reserve job");
+    assert_eq!(lease.order.to_string(), order);
+    stack.shutdown().await;
+
+    let (stack, s) = start(on_file(2)).await;
+    assert_eq!(stack.opened.map(|o| o.leases_released), Some(1));
+    s.wait_for(&order, &["payment_pending"]).await;
+    stack.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_not_sent_as_json_is_refused_415_and_changes_nothing() {
     // Proves: an order or a restock whose Content-Type is not JSON (another type, a form, none,
     // an empty `+json` name) is refused 415 problem+json and changes nothing — its key is still

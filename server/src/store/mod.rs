@@ -110,6 +110,9 @@ impl dyn Store {
         /// See [`Command::ReleaseKeysInFlight`]: how many keys were freed.
         release_keys_in_flight() -> u64 = Command::ReleaseKeysInFlight, Reply::Count(n) => n);
     typed!(
+        /// See [`Command::ReleaseLeases`]: how many job leases ended.
+        release_leases() -> u64 = Command::ReleaseLeases, Reply::Count(n) => n);
+    typed!(
         /// See [`Command::Reserve`].
         reserve(order: OrderId, cause: Cause) -> Step = Command::Reserve { order, cause }, Reply::Step(s) => s);
     typed!(
