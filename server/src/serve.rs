@@ -277,6 +277,20 @@ pub enum StartError {
     Io(#[from] io::Error),
 }
 
+/// Frees what the last process on a SQLite file left held. The file is this
+/// process's alone (its lock) and nothing has been served yet, so every key
+/// in flight was taken by a request that died with that process (a `/pay`
+/// a crash cut off: its buyer can retry at once instead of waiting out the
+/// in-flight timeout, longer than the hold on their cart), and every job
+/// lease was a dead worker's (its job runs now, not after the visibility
+/// timeout).
+async fn release_orphans(store: &dyn Store, opened: &mut Opened) -> Result<(), StartError> {
+    let failed = |e: crate::store::StoreError| io::Error::other(e.to_string());
+    opened.keys_released = store.release_keys_in_flight().await.map_err(failed)?;
+    opened.leases_released = store.release_leases().await.map_err(failed)?;
+    Ok(())
+}
+
 /// Builds the store and the clock the whole stack reads: for a durable
 /// store, its time resumes where the stored state left off.
 async fn build_store(config: &StackConfig) -> Result<Built, StartError> {
@@ -313,17 +327,8 @@ async fn build_store(config: &StackConfig) -> Result<Built, StartError> {
             let clock = Clock::tokio_from(recovered.epoch_unix_ms(), start);
             let store: Arc<dyn Store> =
                 SqliteStore::start(recovered, clock.clone()).map_err(invalid)?;
-            // The file is this process's alone (its lock), and nothing has been served yet:
-            // every key in flight was taken by a request that died with an earlier process. A
-            // buyer whose `/pay` a crash cut off can retry at once instead of waiting out the
-            // in-flight timeout, longer than the hold on their cart.
             if !opened.created {
-                let released = store.release_keys_in_flight().await;
-                opened.keys_released = released.map_err(|e| invalid(e.to_string()))?;
-                // Likewise every job lease was a dead worker's: its job runs again now, not
-                // after the visibility timeout.
-                let released = store.release_leases().await;
-                opened.leases_released = released.map_err(|e| invalid(e.to_string()))?;
+                release_orphans(&*store, &mut opened).await?;
             }
             Ok(Built {
                 store,
