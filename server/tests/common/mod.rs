@@ -6,9 +6,9 @@
 
 use proptest::prelude::*;
 use stampede_core::{
-    Catalog, Cause, Cents, Command, CustomerId, EventId, IdempotencyKey, IntentId, IntentStatus,
-    ItemRequest, JobKind, Millis, OrderId, OrderStatus, PaymentIntent, PlaceOrder, Placed, Product,
-    Reply, ShopConfig, ShopState, Sku, WebhookEvent, WebhookKind,
+    Catalog, Cause, Cents, Command, CustomerId, EventId, Fingerprint, IdempotencyKey, IntentId,
+    IntentStatus, ItemRequest, JobKind, Millis, OrderId, OrderStatus, PaymentIntent, PlaceOrder,
+    Placed, Product, Reply, ShopConfig, ShopState, Sku, WebhookEvent, WebhookKind,
 };
 use stampede_server::Clock;
 use stampede_server::store::StoreFuture;
@@ -87,6 +87,14 @@ pub enum Action {
     },
     /// Restart the store under test (drop it and open it again).
     Restart,
+    /// Take a `/pay` key for an order and never settle it (a request a crash cut off).
+    HoldKey {
+        order: u8,
+    },
+    /// Lease a job and never settle it (a worker that died).
+    Abandon,
+    /// What a shop reopening its file runs: free the keys in flight, end the leases.
+    ReleaseOrphans,
     Read {
         order: u8,
     },
@@ -106,6 +114,9 @@ pub fn action() -> impl Strategy<Value = Action> {
         3 => (0u64..20_000).prop_map(|ms| Action::Advance { ms }),
         1 => Just(Action::Restart),
         1 => (0u8..8).prop_map(|order| Action::Read { order }),
+        1 => (0u8..8).prop_map(|order| Action::HoldKey { order }),
+        1 => Just(Action::Abandon),
+        1 => Just(Action::ReleaseOrphans),
     ]
 }
 
@@ -297,6 +308,18 @@ impl<S: Subject> Differential<S> {
                 self.now.fetch_add(ms, Ordering::SeqCst);
             }
             Action::Restart => self.restart().await,
+            Action::HoldKey { order } => {
+                let key = IdempotencyKey::new(format!("pay-{order}")).unwrap();
+                let fingerprint = Fingerprint::of(format!("pay {order}").as_bytes());
+                self.both(Command::BeginKey { key, fingerprint }).await.ok();
+            }
+            Action::Abandon => {
+                self.both(Command::LeaseJob).await.ok();
+            }
+            Action::ReleaseOrphans => {
+                self.both(Command::ReleaseKeysInFlight).await.ok();
+                self.both(Command::ReleaseLeases).await.ok();
+            }
             Action::Read { order } => {
                 if let Some((order, _)) = self.order(order) {
                     self.both(Command::GetOrder { order }).await.ok();
