@@ -497,35 +497,31 @@ async fn every_bad_input_is_a_4xx_problem_and_changes_nothing() {
     stack.shutdown().await;
 }
 
+/// A fresh directory for a test's SQLite file (`name`, per process); the file's path.
+fn fresh_db(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("stampede-shop-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir.join("shop.db")
+}
+
+/// The reference shop's test config, keeping its state in the SQLite file `db`.
+fn on_file(db: &std::path::Path) -> StackConfig {
+    let mut c = config(Design::reference());
+    let options = stampede_server::store::sqlite::SqliteOptions::new(db);
+    c.store = stampede_server::StoreChoice::Sqlite(options);
+    c
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pay_key_a_crash_left_in_flight_is_free_when_the_shop_restarts_on_its_file() {
     // Proves: a `/pay` key held in flight when the process stopped (as when `kill -9` cuts a
     // request off between taking its key and saving its answer) is freed when the shop opens
     // its SQLite file again, so the buyer's retry pays at once (before: 409 in flight until the
     // 30 s lock lapsed, longer than the cart's hold); a completed key still replays.
-    let dir = std::env::temp_dir().join(format!("stampede-shop-keys-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let db = dir.join("shop.db");
-    let on_file = || {
-        let mut c = config(Design::reference());
-        c.store = stampede_server::StoreChoice::Sqlite(
-            stampede_server::store::sqlite::SqliteOptions::new(&db),
-        );
-        c
-    };
-    let (stack, s) = start(on_file()).await;
-    let paid = s
-        .order("k-paid", "c-paid", TEE, 1)
-        .await
-        .json::<Value>()
-        .unwrap();
-    let paid = paid["order_id"].as_str().unwrap().to_string();
-    let cut = s
-        .order("k-cut", "c-cut", TEE, 1)
-        .await
-        .json::<Value>()
-        .unwrap();
-    let cut = cut["order_id"].as_str().unwrap().to_string();
+    let db = fresh_db("keys");
+    let (stack, s) = start(on_file(&db)).await;
+    let paid = order_id(&s.order("k-paid", "c-paid", TEE, 1).await);
+    let cut = order_id(&s.order("k-cut", "c-cut", TEE, 1).await);
     s.wait_for(&paid, &["payment_pending"]).await;
     s.wait_for(&cut, &["payment_pending"]).await;
     let first = s.pay(&paid, "pay-done").await;
@@ -540,7 +536,7 @@ async fn a_pay_key_a_crash_left_in_flight_is_free_when_the_shop_restarts_on_its_
     is_problem(&held, StatusCode::CONFLICT, "idempotency-key-in-flight");
     stack.shutdown().await;
 
-    let (stack, s) = start(on_file()).await;
+    let (stack, s) = start(on_file(&db)).await;
     assert_eq!(
         stack.opened.map(|o| o.keys_released),
         Some(1),
@@ -555,10 +551,10 @@ async fn a_pay_key_a_crash_left_in_flight_is_free_when_the_shop_restarts_on_its_
     assert_eq!(replayed.body, first.body, "the saved answer");
     stack.shutdown().await;
     // Nothing in flight: a third start frees nothing.
-    let (stack, _) = start(on_file()).await;
+    let (stack, _) = start(on_file(&db)).await;
     assert_eq!(stack.opened.map(|o| o.keys_released), Some(0));
     stack.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(db.parent().unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -566,24 +562,15 @@ async fn a_job_lease_a_crash_left_held_ends_when_the_shop_restarts_on_its_file()
     // Proves: a job leased when the process stopped (its worker gone with it) is run at once by
     // the next process on the same SQLite file — the order reaches payment_pending within the
     // 10 s wait although the lease's visibility timeout is a minute — and the start says 1.
-    let dir = std::env::temp_dir().join(format!("stampede-shop-leases-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let db = dir.join("shop.db");
-    let on_file = |workers: u32| {
-        let mut c = config(Design::reference());
+    let db = fresh_db("leases");
+    let with_workers = |workers: u32| {
+        let mut c = on_file(&db);
         c.workers = workers;
         c.shop.queue.visibility_ms = 60_000;
-        let options = stampede_server::store::sqlite::SqliteOptions::new(&db);
-        c.store = stampede_server::StoreChoice::Sqlite(options);
         c
     };
-    let (stack, s) = start(on_file(0)).await;
-    let placed = s
-        .order("k-leased", "c-leased", TEE, 1)
-        .await
-        .json::<Value>()
-        .unwrap();
-    let order = placed["order_id"].as_str().unwrap().to_string();
+    let (stack, s) = start(with_workers(0)).await;
+    let order = order_id(&s.order("k-leased", "c-leased", TEE, 1).await);
     let lease = stack
         .store
         .lease_job()
@@ -593,11 +580,11 @@ async fn a_job_lease_a_crash_left_held_ends_when_the_shop_restarts_on_its_file()
     assert_eq!(lease.order.to_string(), order);
     stack.shutdown().await;
 
-    let (stack, s) = start(on_file(2)).await;
+    let (stack, s) = start(with_workers(2)).await;
     assert_eq!(stack.opened.map(|o| o.leases_released), Some(1));
     s.wait_for(&order, &["payment_pending"]).await;
     stack.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(db.parent().unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
