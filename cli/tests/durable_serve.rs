@@ -42,6 +42,15 @@ fn serve(dir: &Path, shop: SocketAddr, psp: SocketAddr, log: &str) -> Killed {
     child
 }
 
+/// Free addresses for a shop and its PSP, and the PSP started there (it lives as long as the
+/// returned guard).
+fn shop_and_psp(dir: &Path) -> (SocketAddr, SocketAddr, Killed) {
+    let shop = SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+    let psp = SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+    let guard = common::start_psp(dir, psp, shop);
+    (shop, psp, guard)
+}
+
 fn dir(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&dir);
@@ -52,11 +61,7 @@ fn dir(name: &str) -> PathBuf {
 #[test]
 fn every_acknowledged_order_survives_kill_minus_nine_and_its_jobs_resume() {
     let dir = dir("durable-serve");
-    let (shop, psp) = (
-        SocketAddr::from(([127, 0, 0, 1], common::free_port())),
-        SocketAddr::from(([127, 0, 0, 1], common::free_port())),
-    );
-    let _psp = common::start_psp(&dir, psp, shop);
+    let (shop, psp, _psp) = shop_and_psp(&dir);
     let mut first = serve(&dir, shop, psp, "serve-1.log");
 
     // Traffic: keys k-0, k-1, … until the shop stops answering; the client
@@ -116,11 +121,7 @@ fn every_acknowledged_order_survives_kill_minus_nine_and_its_jobs_resume() {
 #[test]
 fn sigterm_stops_serve_gracefully() {
     let dir = dir("sigterm-serve");
-    let (shop, psp) = (
-        SocketAddr::from(([127, 0, 0, 1], common::free_port())),
-        SocketAddr::from(([127, 0, 0, 1], common::free_port())),
-    );
-    let _psp = common::start_psp(&dir, psp, shop);
+    let (shop, psp, _psp) = shop_and_psp(&dir);
     let mut first = serve(&dir, shop, psp, "serve-1.log");
     let (status, _, body) = place(shop, "k-term").expect("the shop answers");
     assert_eq!(status, 202, "{body}");
