@@ -691,6 +691,12 @@ impl Journey<'_> {
         self.due.paused(d);
     }
 
+    /// Waits before retrying after attempt `attempt` lost its answer ([`retry_wait_ms`]).
+    async fn back_off(&mut self, attempt: u32) {
+        let wait = retry_wait_ms(attempt, self.dice.next());
+        self.pause(Duration::from_millis(wait)).await;
+    }
+
     /// The shopper thinks before a step, except the open loop's first, which
     /// is due at its slot.
     async fn think(&mut self) {
@@ -854,8 +860,7 @@ impl Journey<'_> {
             if !retry || attempt >= ATTEMPTS_MAX {
                 return None;
             }
-            let wait = retry_wait_ms(attempt, self.dice.next());
-            self.pause(Duration::from_millis(wait)).await;
+            self.back_off(attempt).await;
             attempt += 1;
         }
     }
@@ -1088,10 +1093,7 @@ impl Journey<'_> {
                 ClientReply::Refused { status, .. } if status != 409 && status < 500 => {
                     return false;
                 }
-                _ => {
-                    let wait = retry_wait_ms(attempt, self.dice.next());
-                    self.pause(Duration::from_millis(wait)).await
-                }
+                _ => self.back_off(attempt).await,
             }
         }
         false
@@ -1124,10 +1126,7 @@ impl Journey<'_> {
                 Ok(a) if a.status == 200 => return true,
                 Ok(a) if a.status == 409 && attempt > 1 => return true,
                 Ok(a) if a.status < 500 => return false,
-                _ => {
-                    let wait = retry_wait_ms(attempt, self.dice.next());
-                    self.pause(Duration::from_millis(wait)).await
-                }
+                _ => self.back_off(attempt).await,
             }
         }
         false
