@@ -17,9 +17,9 @@
 use crate::jobs::Failed;
 use crate::shop::SoldOut;
 use crate::{
-    AuditSnapshot, Begin, Cause, Fingerprint, IdempotencyKey, JobId, JobKind, Lease, Millis, Order,
-    OrderId, PaymentIntent, PlaceOrder, Placed, Product, SavedResponse, ShopError, ShopState, Sku,
-    Step, StockLevel, Transition, WebhookEvent, WebhookOutcome,
+    AuditSnapshot, Begin, Cause, Fingerprint, Holder, IdempotencyKey, JobId, JobKind, Lease,
+    Millis, Order, OrderId, PaymentIntent, PlaceOrder, Placed, Product, SavedResponse, ShopError,
+    ShopState, Sku, Step, StockLevel, Transition, WebhookEvent, WebhookOutcome,
 };
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +64,14 @@ pub enum Command {
     /// [`ShopState::release_leases`]): run, like `ReleaseKeysInFlight`, by a
     /// shop that knows no worker of its own holds one. Answers how many.
     ReleaseLeases,
+    /// Free the keys `holder` holds in flight and end its job leases now
+    /// (see [`ShopState::release_holder`]): run, on a store several
+    /// processes share, by one that knows `holder`'s process is gone.
+    /// Answers how many keys and leases together.
+    ReleaseHolder {
+        /// The process that is gone.
+        holder: Holder,
+    },
     /// The reserve step (state-checked).
     Reserve {
         /// The order.
@@ -299,7 +307,7 @@ pub enum Reply {
     Audit(Box<AuditSnapshot>),
     /// `Stats`.
     Stats(Box<crate::ShopStats>),
-    /// `Housekeep`, `RawAvailable`, `ReleaseKeysInFlight`, `ReleaseLeases`.
+    /// `Housekeep`, `RawAvailable`, `ReleaseKeysInFlight`, `ReleaseLeases`, `ReleaseHolder`.
     Count(u64),
     /// `RawGetKey`.
     Key(Option<SavedResponse>),
@@ -347,20 +355,39 @@ impl ShopState {
     /// check ([`ShopState::check_consistency`]), the postcondition paired
     /// with each operation's own preconditions.
     pub fn apply(&mut self, command: Command, now: Millis) -> Result<Reply, ShopError> {
+        self.apply_as(command, now, None)
+    }
+
+    /// [`ShopState::apply`] for `holder`, a process sharing the store: a key
+    /// `BeginKey` takes and a lease `LeaseJob` hands out are recorded as
+    /// `holder`'s, for `ReleaseHolder` to free. Other commands ignore it.
+    pub fn apply_as(
+        &mut self,
+        command: Command,
+        now: Millis,
+        holder: Option<Holder>,
+    ) -> Result<Reply, ShopError> {
         let writes = !command.is_read();
-        let reply = self.run_command(command, now);
+        let reply = self.run_command(command, now, holder);
         if writes {
             self.debug_check_consistency();
         }
         reply
     }
 
-    fn run_command(&mut self, command: Command, now: Millis) -> Result<Reply, ShopError> {
+    fn run_command(
+        &mut self,
+        command: Command,
+        now: Millis,
+        holder: Option<Holder>,
+    ) -> Result<Reply, ShopError> {
         use Command as C;
         use Reply as R;
         Ok(match command {
             C::PlaceOrder { request } => R::Placed(self.place_order(&request, now)?),
-            C::BeginKey { key, fingerprint } => R::Begin(self.begin_key(&key, fingerprint, now)),
+            C::BeginKey { key, fingerprint } => {
+                R::Begin(self.begin_key_as(&key, fingerprint, now, holder))
+            }
             C::CompleteKey {
                 key,
                 fingerprint,
@@ -375,6 +402,7 @@ impl ShopState {
             }
             C::ReleaseKeysInFlight => R::Count(self.release_keys_in_flight() as u64),
             C::ReleaseLeases => R::Count(self.release_leases(now) as u64),
+            C::ReleaseHolder { holder } => R::Count(self.release_holder(holder, now) as u64),
             C::Reserve { order, cause } => R::Step(self.reserve(order, now, cause)?),
             C::RecordIntent { intent, cause } => R::Step(self.record_intent(intent, now, cause)?),
             C::ApplyPayment { intent, cause } => R::Step(self.apply_payment(&intent, now, cause)?),
@@ -392,7 +420,7 @@ impl ShopState {
                 let expired = self.expire_reservations(now, max)?;
                 R::Swept(expired, self.inventory().next_expiry())
             }
-            C::LeaseJob | C::LeaseJobWait { .. } => R::Lease(self.lease_job(now)),
+            C::LeaseJob | C::LeaseJobWait { .. } => R::Lease(self.lease_job_as(now, holder)),
             C::AckJob { lease } => {
                 self.ack_job(&lease)?;
                 R::Done

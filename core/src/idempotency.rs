@@ -13,7 +13,7 @@
 //!
 //! The saved response type `R` is the shell's choice; the core never reads it.
 
-use crate::ids::IdempotencyKey;
+use crate::ids::{Holder, IdempotencyKey};
 use crate::time::Millis;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -50,6 +50,9 @@ pub enum RecordState<R> {
     InFlight {
         /// When it took the key.
         since: Millis,
+        /// The process running it, where the store says (see [`Holder`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        holder: Option<Holder>,
     },
     /// The first request finished with this response.
     Completed {
@@ -146,6 +149,18 @@ impl<R: Clone> IdempotencyStore<R> {
         fingerprint: Fingerprint,
         now: Millis,
     ) -> Begin<R> {
+        self.begin_as(key, fingerprint, now, None)
+    }
+
+    /// [`IdempotencyStore::begin`] for a request run by `holder`, whose
+    /// in-flight keys [`IdempotencyStore::release_held_by`] frees.
+    pub fn begin_as(
+        &mut self,
+        key: &IdempotencyKey,
+        fingerprint: Fingerprint,
+        now: Millis,
+        holder: Option<Holder>,
+    ) -> Begin<R> {
         if let Some(record) = self.records.get(key)
             && !self.is_expired(record, now)
         {
@@ -154,7 +169,7 @@ impl<R: Clone> IdempotencyStore<R> {
             }
             match &record.state {
                 RecordState::Completed { response, .. } => return Begin::Replay(response.clone()),
-                RecordState::InFlight { since }
+                RecordState::InFlight { since, .. }
                     if now.since(*since) < self.limits.in_flight_timeout_ms =>
                 {
                     return Begin::InFlight;
@@ -174,7 +189,7 @@ impl<R: Clone> IdempotencyStore<R> {
             IdempotencyRecord {
                 fingerprint,
                 created_at,
-                state: RecordState::InFlight { since: now },
+                state: RecordState::InFlight { since: now, holder },
             },
         );
         Begin::New
@@ -210,6 +225,16 @@ impl<R: Clone> IdempotencyStore<R> {
         let before = self.records.len();
         self.records
             .retain(|_, r| !matches!(r.state, RecordState::InFlight { .. }));
+        before - self.records.len()
+    }
+
+    /// Drops the in-flight records `holder` took (its process is gone);
+    /// completed ones, and those of other holders, stay. Returns how many went.
+    pub fn release_held_by(&mut self, holder: Holder) -> usize {
+        let before = self.records.len();
+        self.records.retain(
+            |_, r| !matches!(r.state, RecordState::InFlight { holder: Some(h), .. } if h == holder),
+        );
         before - self.records.len()
     }
 
@@ -348,6 +373,47 @@ mod tests {
         assert_eq!(s.release_in_flight(), 1, "a, begun again");
         assert_eq!(s.release_in_flight(), 0);
         assert_eq!(s.begin(&key("done"), fp, Millis(4)), Begin::Replay("200"));
+    }
+
+    #[test]
+    fn releasing_a_holder_frees_only_the_keys_it_holds_in_flight() {
+        // Proves: the keys holder 1 took go (begun again at once, long before the 100 ms lock
+        // lapses) and are counted; holder 2's key, a key with no holder and a key holder 1
+        // completed stay (in flight, in flight, replayed); releasing holder 1 again finds none.
+        let mut s = IdempotencyStore::new(IdempotencyLimits {
+            max_records: 10,
+            ..store().limits
+        });
+        let fp = Fingerprint::of(b"pay");
+        let (one, two) = (Some(Holder(1)), Some(Holder(2)));
+        assert_eq!(s.begin_as(&key("a"), fp, Millis(0), one), Begin::New);
+        assert_eq!(s.begin_as(&key("b"), fp, Millis(0), one), Begin::New);
+        assert_eq!(s.begin_as(&key("other"), fp, Millis(0), two), Begin::New);
+        assert_eq!(s.begin(&key("nobody"), fp, Millis(0)), Begin::New);
+        assert_eq!(s.begin_as(&key("done"), fp, Millis(0), one), Begin::New);
+        s.complete(&key("done"), fp, "200", Millis(1)).unwrap();
+        assert_eq!(s.release_held_by(Holder(1)), 2);
+        assert_eq!(s.begin(&key("a"), fp, Millis(2)), Begin::New);
+        assert!(s.get(&key("b")).is_none());
+        assert_eq!(s.begin(&key("other"), fp, Millis(2)), Begin::InFlight);
+        assert_eq!(s.begin(&key("nobody"), fp, Millis(2)), Begin::InFlight);
+        assert_eq!(s.begin(&key("done"), fp, Millis(2)), Begin::Replay("200"));
+        assert_eq!(s.release_held_by(Holder(1)), 0);
+        assert_eq!(s.release_held_by(Holder(2)), 1);
+    }
+
+    #[test]
+    fn a_holder_is_kept_in_the_record_and_left_out_of_json_when_there_is_none() {
+        // Proves: a key taken by a holder serializes with it and reads back the same; a key
+        // with none writes no `holder` field, so records written before holders existed read.
+        let mut s = store();
+        let fp = Fingerprint::of(b"pay");
+        s.begin_as(&key("a"), fp, Millis(0), Some(Holder(7)));
+        s.begin(&key("b"), fp, Millis(0));
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(json.matches("holder").count(), 1, "{json}");
+        let back: IdempotencyStore<&str> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
     }
 
     #[test]

@@ -155,6 +155,13 @@ counter_id!(
     /// An inventory reservation.
     ReservationId, "res_"
 );
+counter_id!(
+    /// Who holds an idempotency key in flight or a job lease, where one
+    /// store serves several processes (a PostgreSQL replica, numbered by
+    /// the database): when a holder is gone, what it held can be freed at
+    /// once instead of waiting out the lock's or the lease's timeout.
+    Holder, "holder_"
+);
 
 #[cfg(test)]
 mod tests {

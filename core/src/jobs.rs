@@ -7,7 +7,7 @@
 //! settles a job. Redelivery means a step can run twice: every worker step
 //! checks the order's state first, which makes the second run a no-op.
 
-use crate::ids::{JobId, OrderId};
+use crate::ids::{Holder, JobId, OrderId};
 use crate::time::Millis;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -105,6 +105,9 @@ pub enum JobState {
         token: u64,
         /// When the lease lapses.
         until: Millis,
+        /// The process whose worker holds it, where the store says (see [`Holder`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        holder: Option<Holder>,
     },
 }
 
@@ -283,6 +286,12 @@ impl JobQueue {
     /// lane that has one, if any. A job whose lease lapsed is redelivered
     /// here; one that has used up its attempts is dead-lettered instead.
     pub fn lease(&mut self, now: Millis) -> Option<Lease> {
+        self.lease_as(now, None)
+    }
+
+    /// [`JobQueue::lease`] for a worker of `holder`, whose leases
+    /// [`JobQueue::release_leases_of`] ends.
+    pub fn lease_as(&mut self, now: Millis, holder: Option<Holder>) -> Option<Lease> {
         loop {
             let lane = self
                 .visible
@@ -306,6 +315,7 @@ impl JobQueue {
             job.state = JobState::Leased {
                 token: self.next_token,
                 until,
+                holder,
             };
             self.visible[lane].insert((until, id));
             return Some(Lease {
@@ -411,9 +421,25 @@ impl JobQueue {
     /// token is stale. For a queue whose every worker died with its process.
     /// Returns how many leases ended.
     pub fn release_leases(&mut self, now: Millis) -> usize {
+        self.release_leases_where(now, |_| true)
+    }
+
+    /// Ends, as [`JobQueue::release_leases`] does, the leases `holder`'s
+    /// workers hold (its process is gone); others' stay. Returns how many.
+    pub fn release_leases_of(&mut self, holder: Holder, now: Millis) -> usize {
+        self.release_leases_where(now, |h| h == Some(holder))
+    }
+
+    fn release_leases_where(
+        &mut self,
+        now: Millis,
+        whose: impl Fn(Option<Holder>) -> bool,
+    ) -> usize {
         let mut released = 0;
         for (id, job) in &mut self.jobs {
-            if let JobState::Leased { until, .. } = job.state {
+            if let JobState::Leased { until, holder, .. } = job.state
+                && whose(holder)
+            {
                 let lane = &mut self.visible[job.kind.lane()];
                 lane.remove(&(until, *id));
                 lane.insert((now, *id));
@@ -571,6 +597,29 @@ mod tests {
         assert_eq!(q.release_leases(Millis(20)), 0);
         let due: Vec<Lease> = (0..4).filter_map(|_| q.lease(Millis(500))).collect();
         assert_eq!(due.len(), 3, "a, b and, now due, {later:?}");
+    }
+
+    #[test]
+    fn releasing_a_holder_ends_only_its_leases() {
+        // Proves: of three leased jobs (holder 1, holder 2, no holder), releasing holder 1 at
+        // 10 ms makes only its job leasable at 10 ms (visibility runs to 1,000 ms), its old
+        // token stale; the others' leases still hold and ack; a second release finds none.
+        let mut q = queue(5);
+        let mine = q.enqueue(JobKind::Reserve, OrderId(1), Millis(0)).unwrap();
+        q.enqueue(JobKind::Reserve, OrderId(2), Millis(0)).unwrap();
+        q.enqueue(JobKind::Reserve, OrderId(3), Millis(0)).unwrap();
+        let one = q.lease_as(Millis(0), Some(Holder(1))).unwrap();
+        let two = q.lease_as(Millis(0), Some(Holder(2))).unwrap();
+        let nobody = q.lease(Millis(0)).unwrap();
+        assert_eq!(one.job, mine);
+        assert_eq!(q.release_leases_of(Holder(1), Millis(10)), 1);
+        let again = q.lease(Millis(10)).expect("holder 1's job, at once");
+        assert_eq!((again.job, again.attempt), (mine, 2));
+        assert!(q.lease(Millis(10)).is_none(), "the other two still held");
+        assert_eq!(q.ack(&one), Err(JobError::StaleLease(mine)));
+        assert_eq!(q.release_leases_of(Holder(1), Millis(20)), 0);
+        q.ack(&two).unwrap();
+        q.ack(&nobody).unwrap();
     }
 
     #[test]

@@ -76,7 +76,8 @@ pub use idempotency::{
     RecordState,
 };
 pub use ids::{
-    CustomerId, EventId, IdempotencyKey, IntentId, InvalidId, JobId, OrderId, ReservationId, Sku,
+    CustomerId, EventId, Holder, IdempotencyKey, IntentId, InvalidId, JobId, OrderId,
+    ReservationId, Sku,
 };
 pub use inventory::{
     Allocation, ConservationBroken, Inventory, InventoryError, Reservation, SEGMENTS_MAX,

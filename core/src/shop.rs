@@ -14,7 +14,9 @@ use crate::feed::{Changes, Cursor, Feed};
 use crate::idempotency::{
     Begin, Fingerprint, IdempotencyError, IdempotencyLimits, IdempotencyStore,
 };
-use crate::ids::{CustomerId, IdempotencyKey, IntentId, JobId, OrderId, ReservationId, Sku};
+use crate::ids::{
+    CustomerId, Holder, IdempotencyKey, IntentId, JobId, OrderId, ReservationId, Sku,
+};
 use crate::inventory::{Inventory, InventoryError, Reservation, StockLevel};
 use crate::jobs::{
     DeadJob, Failed, JobError, JobKind, JobQueue, JobState, Lease, QueueLimits, RetryPolicy,
@@ -854,6 +856,17 @@ impl ShopState {
         self.keys.begin(key, fingerprint, now)
     }
 
+    /// [`ShopState::begin_key`] for a request run by `holder`.
+    pub fn begin_key_as(
+        &mut self,
+        key: &IdempotencyKey,
+        fingerprint: Fingerprint,
+        now: Millis,
+        holder: Option<Holder>,
+    ) -> Begin<SavedResponse> {
+        self.keys.begin_as(key, fingerprint, now, holder)
+    }
+
     /// Saves the response of a keyed request begun with [`ShopState::begin_key`].
     pub fn complete_key(
         &mut self,
@@ -891,6 +904,16 @@ impl ShopState {
     /// running one again is safe — it is a lapsed lease, sooner.
     pub fn release_leases(&mut self, now: Millis) -> usize {
         self.jobs.release_leases(now)
+    }
+
+    /// Frees the keys `holder` holds in flight and ends its job leases at
+    /// `now`, as [`ShopState::release_keys_in_flight`] and
+    /// [`ShopState::release_leases`] do for every holder; returns how many
+    /// keys and leases together. For a store several processes share, when
+    /// one of them is gone: what it held is free at once, not after the
+    /// key's in-flight timeout (30 s) or the lease's visibility timeout.
+    pub fn release_holder(&mut self, holder: Holder, now: Millis) -> usize {
+        self.keys.release_held_by(holder) + self.jobs.release_leases_of(holder, now)
     }
 
     /// The `Reserve` job's step: if the order is still `Created`, reserve all
@@ -1529,6 +1552,11 @@ impl ShopState {
     /// Leases the next runnable job.
     pub fn lease_job(&mut self, now: Millis) -> Option<Lease> {
         self.jobs.lease(now)
+    }
+
+    /// [`ShopState::lease_job`] for a worker of `holder`.
+    pub fn lease_job_as(&mut self, now: Millis, holder: Option<Holder>) -> Option<Lease> {
+        self.jobs.lease_as(now, holder)
     }
 
     /// Acknowledges a finished job.
@@ -3351,6 +3379,51 @@ mod tests {
             Ok(crate::Reply::Count(1))
         );
         assert_eq!(release(&mut s), Ok(crate::Reply::Count(0)));
+    }
+
+    #[test]
+    fn the_release_holder_command_frees_what_that_holder_took_through_apply_as() {
+        // Proves: a key and a lease taken through `apply_as` by holder 1 are its own:
+        // `ReleaseHolder { 1 }` frees both (answers 2: the key begins anew, the job is leased
+        // again at once) and leaves holder 2's key and lease held; a second release answers 0.
+        use crate::{Command, Reply};
+        let mut s = shop(10, None);
+        place(&mut s, "k1", 1);
+        place(&mut s, "k2", 1);
+        let fp = Fingerprint::of(b"pay");
+        let (one, two) = (Some(Holder(1)), Some(Holder(2)));
+        let begin = |s: &mut ShopState, k: &str, at: u64, holder| {
+            let key = IdempotencyKey::new(k).unwrap();
+            let command = Command::BeginKey {
+                key,
+                fingerprint: fp,
+            };
+            s.apply_as(command, Millis(at), holder)
+        };
+        let lease = |s: &mut ShopState, at: u64, holder| match s.apply_as(
+            Command::LeaseJob,
+            Millis(at),
+            holder,
+        ) {
+            Ok(Reply::Lease(lease)) => lease,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(begin(&mut s, "pay-1", 0, one), Ok(Reply::Begin(Begin::New)));
+        assert_eq!(begin(&mut s, "pay-2", 0, two), Ok(Reply::Begin(Begin::New)));
+        let mine = lease(&mut s, 0, one).expect("a reserve job");
+        let theirs = lease(&mut s, 0, two).expect("the other");
+        let release =
+            |s: &mut ShopState, holder| s.apply(Command::ReleaseHolder { holder }, Millis(1));
+        assert_eq!(release(&mut s, Holder(1)), Ok(Reply::Count(2)));
+        assert_eq!(begin(&mut s, "pay-1", 2, two), Ok(Reply::Begin(Begin::New)));
+        assert_eq!(
+            begin(&mut s, "pay-2", 2, one),
+            Ok(Reply::Begin(Begin::InFlight))
+        );
+        assert_eq!(lease(&mut s, 2, None).map(|l| l.job), Some(mine.job));
+        assert!(lease(&mut s, 2, None).is_none(), "{theirs:?} still held");
+        assert_eq!(release(&mut s, Holder(1)), Ok(Reply::Count(0)));
+        assert!(Command::ReleaseHolder { holder: Holder(1) }.may_wake_jobs());
     }
 
     #[test]
