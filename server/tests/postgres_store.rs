@@ -12,8 +12,8 @@ mod common;
 use common::{Action, Differential, Subject, action, manual_clock, runtime, state};
 use proptest::prelude::*;
 use stampede_core::{
-    Cause, Command, CustomerId, IdempotencyKey, ItemRequest, JobKind, OrderStatus, PlaceOrder,
-    Placed, ShopState, Sku,
+    Begin, Cause, Command, CustomerId, Fingerprint, IdempotencyKey, ItemRequest, JobKind,
+    OrderStatus, PlaceOrder, Placed, ShopState, Sku,
 };
 use stampede_server::Clock;
 use stampede_server::store::Store;
@@ -78,7 +78,12 @@ impl Subject for Replicas {
 async fn pair(name: &str, checkpoint_every: u64) -> Option<Differential<Replicas>> {
     let url = postgres::test_database(name).await?;
     let (clock, now) = manual_clock();
-    let options = options(&url, checkpoint_every);
+    // The oracle knows no holders: here a restarted replica's keys and leases stay held, as
+    // memory's do, until the workload's own `ReleaseOrphans` (the reaper is tested apart).
+    let options = PgOptions {
+        free_dead_replicas: false,
+        ..options(&url, checkpoint_every)
+    };
     let stores = vec![open(&options, &clock).await, open(&options, &clock).await];
     let subject = Replicas {
         stores,
@@ -372,16 +377,16 @@ fn a_database_of_another_schema_version_is_refused_and_reset_only_drops_ours() {
         drop(first);
         let admin = client(&url).await;
         admin
-            .batch_execute("UPDATE stampede_meta SET value = '2' WHERE key = 'schema_version'")
+            .batch_execute("UPDATE stampede_meta SET value = '3' WHERE key = 'schema_version'")
             .await
             .unwrap();
         let error = open_error(&url).await;
         assert!(
-            matches!(&error, PgOpenError::Version { found, .. } if found == "2"),
+            matches!(&error, PgOpenError::Version { found, .. } if found == "3"),
             "{error}"
         );
         admin
-            .batch_execute("UPDATE stampede_meta SET value = '1' WHERE key = 'schema_version'")
+            .batch_execute("UPDATE stampede_meta SET value = '2' WHERE key = 'schema_version'")
             .await
             .unwrap();
         let opened = postgres::open(&PgOptions::new(url.clone()), 0, || Ok(state()))
@@ -396,6 +401,126 @@ fn a_database_of_another_schema_version_is_refused_and_reset_only_drops_ours() {
             .unwrap();
         assert!(opened.created());
         assert_eq!(opened.state().order_count(), 0);
+    });
+}
+
+#[test]
+fn a_version_1_database_is_upgraded_at_open_and_its_log_still_replays() {
+    // Proves: a database laid out as version 1 wrote it (no holder column, no holders table),
+    // holding a checkpoint and one logged order, opens: it is upgraded to this version in
+    // place (schema_version 2, the holders table there), the logged order is replayed, and
+    // the upgraded database takes new orders — logged with this replica's holder.
+    runtime().block_on(async {
+        let Some(url) = postgres::test_database("upgrade").await else {
+            return;
+        };
+        let admin = client(&url).await;
+        admin.batch_execute(postgres::MIGRATIONS[0]).await.unwrap();
+        let checkpoint = serde_json::to_string(&state()).unwrap();
+        let placed = Command::PlaceOrder {
+            request: request(1),
+        };
+        let logged = serde_json::to_string(&placed).unwrap();
+        admin
+            .execute(
+                "INSERT INTO stampede_meta (key, value) VALUES ('application', 'stampede'),
+                 ('schema_version', '1'), ('epoch_unix_ms', '0'), ('created_by', 'test')",
+                &[],
+            )
+            .await
+            .unwrap();
+        admin
+            .execute(
+                "INSERT INTO stampede_checkpoint (id, seq, at_ms, state) VALUES (1, 0, 0, $1)",
+                &[&checkpoint],
+            )
+            .await
+            .unwrap();
+        admin
+            .execute(
+                "INSERT INTO stampede_log (seq, at_ms, op, command)
+                 VALUES (1, 5, 'place_order', $1)",
+                &[&logged],
+            )
+            .await
+            .unwrap();
+        let (clock, _now) = manual_clock();
+        let store = open(&options(&url, 1_000), &clock).await;
+        assert_eq!(store.read(|s| s.order_count()), 1, "the v1 log replayed");
+        let version: String = admin
+            .query_one(
+                "SELECT value FROM stampede_meta WHERE key = 'schema_version'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(version, postgres::SCHEMA_VERSION.to_string());
+        let s: &dyn Store = &*store;
+        s.place_order(request(2)).await.unwrap();
+        assert_eq!(store.read(|s| s.order_count()), 2);
+        let holders: Vec<Option<i64>> = admin
+            .query("SELECT holder FROM stampede_log ORDER BY seq", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(holders.len(), 2, "{holders:?}");
+        assert_eq!(holders[0], None, "the v1 row");
+        assert!(holders[1].is_some(), "the new row is this replica's");
+    });
+}
+
+#[test]
+fn a_gone_replicas_keys_in_flight_and_leases_are_freed_by_the_others_at_once() {
+    // Proves: when replica A's connection to the database ends (its store dropped, as a
+    // process killed mid-request leaves things), replica B's reaper frees what A held —
+    // A's `/pay` key begins anew on B and A's leased job is leased again on B — within a few
+    // reaper rounds, while the clock stands still (so neither the key's 30 s in-flight
+    // timeout nor the lease's visibility timeout can be why); B's own key stays in flight.
+    runtime().block_on(async {
+        let Some(url) = postgres::test_database("reaper").await else {
+            return;
+        };
+        let (clock, _now) = manual_clock();
+        let options = options(&url, 1_000_000);
+        let (a, b) = (open(&options, &clock).await, open(&options, &clock).await);
+        let (sa, sb): (&dyn Store, &dyn Store) = (&*a, &*b);
+        sa.place_order(request(1)).await.unwrap();
+        let key = |k: &str| IdempotencyKey::new(k).unwrap();
+        let fp = Fingerprint::of(b"pay");
+        assert_eq!(sa.begin_key(key("pay-a"), fp).await.unwrap(), Begin::New);
+        assert_eq!(sb.begin_key(key("pay-b"), fp).await.unwrap(), Begin::New);
+        let held = sa.lease_job().await.unwrap().expect("the reserve job");
+        assert_eq!(
+            sb.begin_key(key("pay-a"), fp).await.unwrap(),
+            Begin::InFlight
+        );
+        assert!(sb.lease_job().await.unwrap().is_none(), "A holds it");
+        drop(a);
+        let mut freed = false;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if sb.begin_key(key("pay-a"), fp).await.unwrap() == Begin::New {
+                freed = true;
+                break;
+            }
+        }
+        assert!(freed, "A's key still in flight 10 s after A was gone");
+        let again = sb.lease_job().await.unwrap().expect("A's job, free again");
+        assert_eq!((again.job, again.attempt), (held.job, 2));
+        assert_eq!(
+            sb.begin_key(key("pay-b"), fp).await.unwrap(),
+            Begin::InFlight
+        );
+        let admin = client(&url).await;
+        let registered: i64 = admin
+            .query_one("SELECT count(*) FROM stampede_holders", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(registered, 1, "A forgotten once freed; B still registered");
     });
 }
 

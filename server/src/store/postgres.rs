@@ -48,7 +48,7 @@
 
 use super::{Command, LEASE_WAIT_MS_MAX, Reply, Store, StoreError, StoreFuture};
 use crate::clock::Clock;
-use stampede_core::{Lease, Millis, ShopState};
+use stampede_core::{Holder, Lease, Millis, ShopState};
 use std::fmt;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -61,8 +61,16 @@ use tokio_postgres::{AsyncMessage, Client, Config, GenericClient, NoTls, Stateme
 /// What `stampede_meta.application` says in a Stampede database.
 pub const APPLICATION: &str = "stampede";
 
-/// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: i32 = 1;
+/// The schema version this build reads and writes; an older Stampede
+/// database is upgraded when a replica opens it (see [`MIGRATIONS`]).
+pub const SCHEMA_VERSION: i32 = 2;
+
+/// The first key of each replica's advisory lock (the second is its
+/// [`Holder`] number): held for as long as its writer's connection lives.
+pub const HOLDER_LOCK_CLASS: i32 = 0x5354_4d50;
+
+/// How often a replica looks for replicas whose connection is gone, ms.
+pub const REAP_EVERY_MS: u64 = 1_000;
 
 /// The advisory lock a writer holds for its transaction: the log's tail.
 pub const LOG_LOCK: i64 = 0x5354_4d50_4c4f_4721;
@@ -112,6 +120,21 @@ CREATE TABLE stampede_log (
 );
 ";
 
+/// Version 2: who logged each command (the replica's [`Holder`]), and the
+/// replicas that have opened the database and not yet been found gone.
+const SCHEMA_V2: &str = "
+ALTER TABLE stampede_log ADD COLUMN holder BIGINT;
+CREATE TABLE stampede_holders (
+    holder BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    started TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+";
+
+/// The schema, step by step: a database of version `n` has had the first
+/// `n` steps applied; creating one applies them all, opening an older one
+/// the rest (in one transaction).
+pub const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [SCHEMA_V1, SCHEMA_V2];
+
 /// Where the shared store lives and how it commits.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PgOptions {
@@ -121,6 +144,10 @@ pub struct PgOptions {
     pub max_batch: usize,
     /// Commands logged since the last checkpoint before the next (at least).
     pub checkpoint_min_commands: u64,
+    /// Take a [`Holder`] number and free, every [`REAP_EVERY_MS`], the
+    /// idempotency keys and job leases of replicas whose connection to the
+    /// database is gone (on by default; off, they lapse after their timeouts).
+    pub free_dead_replicas: bool,
 }
 
 impl PgOptions {
@@ -130,6 +157,7 @@ impl PgOptions {
             url: url.into(),
             max_batch: BATCH_MAX,
             checkpoint_min_commands: CHECKPOINT_MIN_COMMANDS,
+            free_dead_replicas: true,
         }
     }
 
@@ -160,6 +188,7 @@ impl fmt::Debug for PgOptions {
             .field("url", &self.redacted())
             .field("max_batch", &self.max_batch)
             .field("checkpoint_min_commands", &self.checkpoint_min_commands)
+            .field("free_dead_replicas", &self.free_dead_replicas)
             .finish()
     }
 }
@@ -235,6 +264,18 @@ pub enum PgOpenError {
         /// What went wrong.
         detail: String,
     },
+    /// An older Stampede database could not be upgraded (nothing changed).
+    #[error(
+        "{url}: cannot upgrade the Stampede schema from version {from} to {SCHEMA_VERSION}: {detail}"
+    )]
+    Migrate {
+        /// The URL, password hidden.
+        url: String,
+        /// The version found.
+        from: i32,
+        /// What went wrong.
+        detail: String,
+    },
 }
 
 /// A replica's copy of the state: the core's `ShopState` as of log position `seq`.
@@ -256,6 +297,8 @@ pub struct Opened {
     client: Client,
     /// `client`'s backend pid: the payload of its notifications.
     pid: i32,
+    /// This replica's number, locked on `client`'s session (with `free_dead_replicas`).
+    holder: Option<Holder>,
     replica: Replica,
     epoch_unix_ms: u64,
     created: bool,
@@ -350,7 +393,12 @@ pub async fn open(
         detail,
     };
     let created = match inspect(&client).await.map_err(|e| corrupt(describe(&e)))? {
-        Found::Ours => false,
+        Found::Ours => {
+            if check_meta(options, &client).await? < SCHEMA_VERSION {
+                migrate(options, &mut client).await?;
+            }
+            false
+        }
         Found::Empty => create(options, &mut client, unix_now_ms, fresh).await?,
         Found::Foreign(what) => {
             return Err(PgOpenError::Foreign {
@@ -359,7 +407,13 @@ pub async fn open(
             });
         }
     };
-    check_meta(options, &client).await?;
+    let version = check_meta(options, &client).await?;
+    if version != SCHEMA_VERSION {
+        return Err(PgOpenError::Version {
+            url: options.redacted(),
+            found: version.to_string(),
+        });
+    }
     let epoch: String = client
         .query_one(
             "SELECT value FROM stampede_meta WHERE key = 'epoch_unix_ms'",
@@ -379,11 +433,20 @@ pub async fn open(
         .await
         .map_err(|e| corrupt(describe(&e)))?
         .get(0);
+    let holder = match options.free_dead_replicas {
+        true => Some(
+            register(&mut client)
+                .await
+                .map_err(|e| corrupt(format!("registering this replica: {e}")))?,
+        ),
+        false => None,
+    };
     Ok(Opened {
         options: options.clone(),
         config,
         client,
         pid,
+        holder,
         replica,
         epoch_unix_ms,
         created,
@@ -445,9 +508,11 @@ async fn create(
     if created_meanwhile {
         return Ok(false);
     }
-    tx.batch_execute(SCHEMA_V1)
-        .await
-        .map_err(|e| failed(describe(&e)))?;
+    for step in MIGRATIONS {
+        tx.batch_execute(step)
+            .await
+            .map_err(|e| failed(describe(&e)))?;
+    }
     let created_by = concat!("stampede ", env!("CARGO_PKG_VERSION"));
     tx.execute(
         "INSERT INTO stampede_meta (key, value) VALUES
@@ -471,8 +536,80 @@ async fn create(
     Ok(true)
 }
 
-/// Refuses a `stampede_meta` that is not ours or not this version.
-async fn check_meta(options: &PgOptions, client: &Client) -> Result<(), PgOpenError> {
+/// Upgrades an older Stampede database to [`SCHEMA_VERSION`]: the
+/// [`MIGRATIONS`] it lacks, in one transaction under [`SCHEMA_LOCK`] (so
+/// replicas starting at once upgrade it once; the others find it done).
+async fn migrate(options: &PgOptions, client: &mut Client) -> Result<(), PgOpenError> {
+    let failed = |from: i32, e: &tokio_postgres::Error| PgOpenError::Migrate {
+        url: options.redacted(),
+        from,
+        detail: describe(e),
+    };
+    let tx = client.transaction().await.map_err(|e| failed(0, &e))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+        .await
+        .map_err(|e| failed(0, &e))?;
+    let found: Option<String> = tx
+        .query_opt(
+            "SELECT value FROM stampede_meta WHERE key = 'schema_version'",
+            &[],
+        )
+        .await
+        .map_err(|e| failed(0, &e))?
+        .map(|row| row.get(0));
+    let Some(from) = found
+        .and_then(|v| v.parse::<i32>().ok())
+        .filter(|v| (1..SCHEMA_VERSION).contains(v))
+    else {
+        // Upgraded meanwhile by another replica (`check_meta` judges what it is now).
+        return Ok(());
+    };
+    for step in &MIGRATIONS[from as usize..] {
+        tx.batch_execute(step).await.map_err(|e| failed(from, &e))?;
+    }
+    tx.execute(
+        "UPDATE stampede_meta SET value = $1 WHERE key = 'schema_version'",
+        &[&SCHEMA_VERSION.to_string()],
+    )
+    .await
+    .map_err(|e| failed(from, &e))?;
+    tx.commit().await.map_err(|e| failed(from, &e))?;
+    tracing::info!(from, to = SCHEMA_VERSION, "PostgreSQL schema upgraded");
+    Ok(())
+}
+
+/// Takes this connection's [`Holder`] number: a row in `stampede_holders`
+/// and, on this session, the advisory lock (`HOLDER_LOCK_CLASS`, number),
+/// which PostgreSQL releases when the connection ends. The row becomes
+/// visible only with the lock already held, so no replica can find a
+/// registered holder unlocked while it lives.
+async fn register(client: &mut Client) -> Result<Holder, LoadError> {
+    let tx = client.transaction().await?;
+    let number: i64 = tx
+        .query_one(
+            "INSERT INTO stampede_holders DEFAULT VALUES RETURNING holder",
+            &[],
+        )
+        .await?
+        .get(0);
+    let key = i32::try_from(number).map_err(|_| {
+        LoadError::Bad(format!(
+            "holder number {number} is past the advisory lock's range; \
+             restart the stampede_holders identity"
+        ))
+    })?;
+    tx.execute(
+        "SELECT pg_advisory_lock($1, $2)",
+        &[&HOLDER_LOCK_CLASS, &key],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Holder(number.unsigned_abs()))
+}
+
+/// Refuses a `stampede_meta` that is not ours or of a version this build
+/// does not know; answers the version (older ones are upgraded by [`migrate`]).
+async fn check_meta(options: &PgOptions, client: &Client) -> Result<i32, PgOpenError> {
     let rows = client
         .query(
             "SELECT key, value FROM stampede_meta WHERE key IN ('application', 'schema_version')",
@@ -497,11 +634,12 @@ async fn check_meta(options: &PgOptions, client: &Client) -> Result<(), PgOpenEr
             ),
         });
     }
-    match value("schema_version") {
-        Some(v) if v == SCHEMA_VERSION.to_string() => Ok(()),
-        other => Err(PgOpenError::Version {
+    let version = value("schema_version");
+    match version.as_deref().and_then(|v| v.parse::<i32>().ok()) {
+        Some(v) if (1..=SCHEMA_VERSION).contains(&v) => Ok(v),
+        _ => Err(PgOpenError::Version {
             url: options.redacted(),
-            found: other.unwrap_or_else(|| "none".into()),
+            found: version.unwrap_or_else(|| "none".into()),
         }),
     }
 }
@@ -566,7 +704,8 @@ async fn load_in(tx: &impl GenericClient) -> Result<(Replica, u64), LoadError> {
 }
 
 /// The log after a position, in order.
-const CATCH_UP: &str = "SELECT seq, at_ms, command FROM stampede_log WHERE seq > $1 ORDER BY seq";
+const CATCH_UP: &str =
+    "SELECT seq, at_ms, command, holder FROM stampede_log WHERE seq > $1 ORDER BY seq";
 
 /// Whether the log still held what a replica needed to catch up.
 #[must_use]
@@ -578,7 +717,8 @@ enum Gap {
     Found,
 }
 
-/// Re-applies logged rows `(seq, at_ms, command)` in order, or reports a
+/// Re-applies logged rows `(seq, at_ms, command, holder)` in order, each
+/// as its holder ran it (a key or lease it took stays its own), or reports a
 /// [`Gap`] before applying any.
 fn apply_log(replica: &mut Replica, rows: &[tokio_postgres::Row]) -> Result<Gap, LoadError> {
     if let Some(first) = rows.first()
@@ -597,11 +737,15 @@ fn apply_log(replica: &mut Replica, rows: &[tokio_postgres::Row]) -> Result<Gap,
         let at = Millis(to_u64(row.get(1), "log time")?);
         let command: Command = serde_json::from_str(row.get(2))
             .map_err(|e| LoadError::Bad(format!("command {seq}: {e}")))?;
+        let holder = match row.get::<_, Option<i64>>(3) {
+            Some(n) => Some(Holder(to_u64(n, "log holder")?)),
+            None => None,
+        };
         // Only commands the state accepted were logged, so re-applying one
         // cannot be refused unless the log was changed by hand.
         replica
             .state
-            .apply(command, at)
+            .apply_as(command, at, holder)
             .map_err(|e| LoadError::Bad(format!("command {seq} no longer applies: {e}")))?;
         replica.seq = seq;
         replica.at = replica.at.max(at);
@@ -640,6 +784,8 @@ pub struct PgStore {
     shared: Arc<Shared>,
     calls: mpsc::Sender<Call>,
     listener: tokio::task::JoinHandle<()>,
+    /// The task freeing what replicas whose connection is gone held, if on.
+    reaper: Option<tokio::task::JoinHandle<()>>,
     url: String,
 }
 
@@ -654,13 +800,15 @@ impl fmt::Debug for PgStore {
 impl PgStore {
     /// Starts serving `opened` with `clock` (which should start at
     /// [`Opened::start_at`]): spawns the writer task, which runs until the
-    /// store is dropped, and the listener of other replicas' notifications.
+    /// store is dropped, the listener of other replicas' notifications and,
+    /// with `free_dead_replicas`, the reaper ([`reap`]).
     pub fn start(opened: Opened, clock: Clock) -> Arc<PgStore> {
         let Opened {
             options,
             config,
             client,
             pid,
+            holder,
             replica,
             ..
         } = opened;
@@ -677,16 +825,21 @@ impl PgStore {
             config: config.clone(),
             client: Some(client),
             statements: None,
+            holder,
             stale: false,
             max_batch: options.max_batch.clamp(1, BATCH_MAX),
             checkpoint_min: options.checkpoint_min_commands.max(1),
         };
+        let reaper = options
+            .free_dead_replicas
+            .then(|| tokio::spawn(reap(calls.downgrade(), config.clone())));
         tokio::spawn(writer.run(queue));
         let listener = tokio::spawn(listen(Arc::downgrade(&shared), config));
         Arc::new(PgStore {
             shared,
             calls,
             listener,
+            reaper,
             url: options.redacted(),
         })
     }
@@ -702,20 +855,7 @@ impl PgStore {
     }
 
     async fn execute(&self, command: Command) -> Result<Reply, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.calls
-            .try_send(Call { command, reply })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => {
-                    StoreError::Unavailable("the PostgreSQL store's queue is full".into())
-                }
-                mpsc::error::TrySendError::Closed(_) => {
-                    StoreError::Unavailable("the PostgreSQL store has stopped".into())
-                }
-            })?;
-        answer.await.map_err(|_| {
-            StoreError::Unavailable("the PostgreSQL store stopped before answering".into())
-        })?
+        execute(&self.calls, command).await
     }
 
     /// Leases the next runnable job, waiting up to `wait_ms` (at most
@@ -780,11 +920,33 @@ impl PgStore {
     }
 }
 
+/// Queues `command` for the writer behind `calls` and waits for its answer.
+async fn execute(calls: &mpsc::Sender<Call>, command: Command) -> Result<Reply, StoreError> {
+    let (reply, answer) = oneshot::channel();
+    calls
+        .try_send(Call { command, reply })
+        .map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                StoreError::Unavailable("the PostgreSQL store's queue is full".into())
+            }
+            mpsc::error::TrySendError::Closed(_) => {
+                StoreError::Unavailable("the PostgreSQL store has stopped".into())
+            }
+        })?;
+    answer.await.map_err(|_| {
+        StoreError::Unavailable("the PostgreSQL store stopped before answering".into())
+    })?
+}
+
 impl Drop for PgStore {
     fn drop(&mut self) {
         // The writer ends when its queue closes (with this store), after
-        // finishing the batch in hand; the listener would wait forever.
+        // finishing the batch in hand; the listener would wait forever, and
+        // the reaper would keep the queue open while it answers a call.
         self.listener.abort();
+        if let Some(reaper) = &self.reaper {
+            reaper.abort();
+        }
     }
 }
 
@@ -804,6 +966,11 @@ struct Writer {
     client: Option<Client>,
     /// `client`'s prepared statements (prepared on its first batch).
     statements: Option<Statements>,
+    /// This replica's number, locked on `client`'s session: every command
+    /// it logs is logged as this holder's. Taken anew on each connection
+    /// (the old one's lock ended with it, and other replicas may have freed
+    /// what it held); `None` without `free_dead_replicas`.
+    holder: Option<Holder>,
     /// The replica's state may hold commands the database does not: reload before the next batch.
     stale: bool,
     max_batch: usize,
@@ -845,13 +1012,16 @@ impl Writer {
         }
     }
 
-    async fn connect(&self) -> Result<Client, LoadError> {
-        let client = connect(&self.config).await?;
+    async fn connect(&mut self) -> Result<Client, LoadError> {
+        let mut client = connect(&self.config).await?;
         let pid: i32 = client
             .query_one("SELECT pg_backend_pid()", &[])
             .await?
             .get(0);
         self.shared.writer_pid.store(pid, Ordering::Relaxed);
+        if self.holder.is_some() {
+            self.holder = Some(register(&mut client).await?);
+        }
         Ok(client)
     }
 
@@ -920,7 +1090,7 @@ impl Writer {
             *shared.lock() = replica;
         }
         let mut replica = shared.lock();
-        let replies = answer(&mut replica, &shared.clock, commands, None);
+        let replies = answer(&mut replica, &shared.clock, commands, None, None);
         Ok(Done {
             replies,
             wake: false,
@@ -974,7 +1144,13 @@ impl Writer {
         log: &mut Log,
     ) -> Result<(Replies, Option<Checkpoint>), LoadError> {
         let mut replica = self.shared.lock();
-        let replies = answer(&mut replica, &self.shared.clock, commands, Some(log));
+        let replies = answer(
+            &mut replica,
+            &self.shared.clock,
+            commands,
+            Some(log),
+            self.holder,
+        );
         let due = replica.seq.saturating_sub(replica.checkpoint_seq)
             >= self.checkpoint_min.max(
                 CHECKPOINT_COMMANDS_PER_ORDER.saturating_mul(replica.state.order_count() as u64),
@@ -1008,7 +1184,10 @@ async fn commit(
             true => Ok(0),
             false => {
                 client
-                    .execute(&st.append, &[&log.seqs, &log.ats, &log.ops, &log.commands])
+                    .execute(
+                        &st.append,
+                        &[&log.seqs, &log.ats, &log.ops, &log.commands, &log.holders],
+                    )
                     .await
             }
         }
@@ -1070,8 +1249,8 @@ impl Statements {
             client.prepare("SELECT pg_advisory_xact_lock($1)"),
             client.prepare(CATCH_UP),
             client.prepare(
-                "INSERT INTO stampede_log (seq, at_ms, op, command)
-                 SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[])"
+                "INSERT INTO stampede_log (seq, at_ms, op, command, holder)
+                 SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[])"
             ),
             client.prepare("SELECT pg_notify($1, $2)"),
             client.prepare(
@@ -1099,18 +1278,20 @@ struct Log {
     ats: Vec<i64>,
     ops: Vec<String>,
     commands: Vec<String>,
+    holders: Vec<Option<i64>>,
     /// A logged command may make a job runnable.
     wake: bool,
 }
 
-/// Applies `commands` to the replica in order, each stamped no earlier than
-/// the last; with `log`, records every command that was not a read and was
-/// not refused (a refusal changes nothing).
+/// Applies `commands` to the replica in order as `holder`'s, each stamped
+/// no earlier than the last; with `log`, records every command that was not
+/// a read and was not refused (a refusal changes nothing).
 fn answer(
     replica: &mut Replica,
     clock: &Clock,
     commands: Vec<Command>,
     mut log: Option<&mut Log>,
+    holder: Option<Holder>,
 ) -> Vec<Result<Reply, StoreError>> {
     let mut replies = Vec::with_capacity(commands.len());
     for command in commands {
@@ -1123,7 +1304,10 @@ fn answer(
             )),
             _ => None,
         };
-        let reply = replica.state.apply(command, now).map_err(StoreError::from);
+        let reply = replica
+            .state
+            .apply_as(command, now, holder)
+            .map_err(StoreError::from);
         if let (Some(log), Some((json, wakes)), Ok(_)) = (log.as_deref_mut(), record, &reply) {
             replica.seq += 1;
             replica.at = now;
@@ -1132,6 +1316,7 @@ fn answer(
             log.ats.push(to_i64(now.0));
             log.ops.push(op_name(&json).to_string());
             log.commands.push(json);
+            log.holders.push(holder.map(|h| to_i64(h.0)));
         }
         replies.push(reply);
     }
@@ -1196,6 +1381,83 @@ async fn listen(shared: std::sync::Weak<Shared>, config: Config) {
     }
 }
 
+/// The replicas whose connection is gone: registered in `stampede_holders`
+/// and no longer holding their advisory lock (see [`register`]).
+const DEAD_HOLDERS: &str = "
+SELECT h.holder FROM stampede_holders h
+WHERE NOT EXISTS (
+    SELECT 1 FROM pg_locks l
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND l.classid::BIGINT = $1 AND l.objid::BIGINT = h.holder)
+ORDER BY h.holder";
+
+/// Every [`REAP_EVERY_MS`], on a connection of its own: finds the replicas
+/// whose connection to the database is gone (`kill -9`, a crash, a lost
+/// network: PostgreSQL ends the session and its advisory lock) and, for
+/// each, logs `ReleaseHolder` through this replica's writer — its
+/// idempotency keys in flight and its job leases are free at once, so a
+/// buyer retrying `/pay` on another replica is not refused 409 for the
+/// key's 30 s in-flight timeout, nor an order left waiting out a lease —
+/// then forgets it. Every replica does this; a holder freed twice frees
+/// nothing the second time. Ends when the store's queue is gone.
+async fn reap(calls: mpsc::WeakSender<Call>, config: Config) {
+    let class = i64::from(HOLDER_LOCK_CLASS);
+    loop {
+        match connect(&config).await {
+            Ok(client) => loop {
+                let dead = match client.query(DEAD_HOLDERS, &[&class]).await {
+                    Ok(rows) => rows.iter().map(|r| r.get::<_, i64>(0)).collect::<Vec<_>>(),
+                    Err(error) => {
+                        tracing::warn!(error = %describe(&error), "looking for gone replicas failed");
+                        break;
+                    }
+                };
+                for number in dead {
+                    let Some(calls) = calls.upgrade() else {
+                        return;
+                    };
+                    let holder = Holder(number.unsigned_abs());
+                    let freed = execute(&calls, Command::ReleaseHolder { holder }).await;
+                    drop(calls);
+                    match freed {
+                        Ok(Reply::Count(n)) => {
+                            if n > 0 {
+                                tracing::info!(%holder, freed = n, "freed the keys and leases of a replica whose connection is gone");
+                            }
+                            if let Err(error) = client
+                                .execute(
+                                    "DELETE FROM stampede_holders WHERE holder = $1",
+                                    &[&number],
+                                )
+                                .await
+                            {
+                                tracing::warn!(error = %describe(&error), "forgetting a gone replica failed");
+                            }
+                        }
+                        Ok(other) => tracing::warn!(?other, "ReleaseHolder answered"),
+                        // Tried again on the next round.
+                        Err(error) => {
+                            tracing::warn!(%error, %holder, "freeing a gone replica failed")
+                        }
+                    }
+                }
+                if calls.strong_count() == 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(REAP_EVERY_MS)).await;
+            },
+            Err(error) => {
+                tracing::warn!(error = %describe(&error), "PostgreSQL reaper cannot connect");
+            }
+        }
+        if calls.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(LISTEN_RETRY_MS)).await;
+    }
+}
+
 /// Drops Stampede's tables from the database at `options.url`, if it is a
 /// Stampede database (a fresh start for `stampede load`); refuses a foreign one.
 pub async fn reset(options: &PgOptions) -> Result<(), PgOpenError> {
@@ -1216,7 +1478,8 @@ pub async fn reset(options: &PgOptions) -> Result<(), PgOpenError> {
             check_meta(options, &client).await?;
             client
                 .batch_execute(
-                    "DROP TABLE stampede_log; DROP TABLE stampede_checkpoint; DROP TABLE stampede_meta;",
+                    "DROP TABLE stampede_log; DROP TABLE stampede_checkpoint; \
+                     DROP TABLE IF EXISTS stampede_holders; DROP TABLE stampede_meta;",
                 )
                 .await
                 .map_err(|e| PgOpenError::Create {
