@@ -207,3 +207,74 @@ fn a_replica_killed_with_sigkill_leaves_the_other_serving_and_loses_nothing() {
         "orders whose jobs never ran after the kill: {waiting:?}"
     );
 }
+
+fn pay(shop: SocketAddr, order: &str, key: &str) -> std::io::Result<(u16, String, String)> {
+    common::http(
+        shop,
+        &format!(
+            "POST /v1/orders/{order}/pay HTTP/1.1\r\nhost: shop\r\nconnection: close\r\n\
+             idempotency-key: {key}\r\ncontent-length: 0\r\n\r\n"
+        ),
+    )
+}
+
+#[test]
+fn a_pay_key_in_flight_on_a_killed_replica_is_free_on_the_survivor_within_seconds() {
+    // Proves: a buyer whose `/pay` was in flight on replica B when B was killed (B's PSP never
+    // answers, so the request holds its key) can pay with the same key on replica A within a
+    // few seconds — A's reaper frees what B held once B's connection is gone — not only after
+    // the key's 30 s in-flight timeout, three carts' holds of 10 s, as before.
+    let Some(url) = database("replicas_pay_key") else {
+        return;
+    };
+    let dir = dir("replicas_pay_key");
+    let (a, b, p) = (addr(), addr(), addr());
+    // B's PSP: accepts connections and never answers.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let _psp = common::start_psp(&dir, p, a);
+    let _a = replica(&dir, &url, a, p, "reference", "load");
+    let mut killed = replica(
+        &dir,
+        &url,
+        b,
+        hole.local_addr().unwrap(),
+        "reference",
+        "load",
+    );
+    let (status, _, body) = place(a, "buyer-1").unwrap();
+    assert_eq!(status, 202, "{body}");
+    let order = field(&body, "order_id");
+    let payable = common::orders_never_done(
+        a,
+        &[("buyer-1".into(), order.clone())],
+        Duration::from_secs(30),
+        |s| s == "inventory_reserved" || s == "payment_pending",
+    );
+    assert!(payable.is_empty(), "{order} never became payable");
+    let stuck = {
+        let order = order.clone();
+        std::thread::spawn(move || pay(b, &order, "pay-buyer-1"))
+    };
+    std::thread::sleep(Duration::from_millis(800));
+    let (status, _, body) = pay(a, &order, "pay-buyer-1").unwrap();
+    assert_eq!(status, 409, "B holds the key in flight: {body}");
+    killed.0.kill().expect("SIGKILL");
+    killed.0.wait().unwrap();
+    let _ = stuck.join();
+    let killed_at = Instant::now();
+    let mut answers = Vec::new();
+    let paid = loop {
+        let (status, _, body) = pay(a, &order, "pay-buyer-1").unwrap();
+        answers.push(status);
+        if status != 409 || killed_at.elapsed() > Duration::from_secs(25) {
+            break (status, body);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let waited = killed_at.elapsed();
+    assert_eq!(paid.0, 200, "paid on A: {}", paid.1);
+    assert!(
+        waited < Duration::from_secs(10),
+        "the key was free on A {waited:?} after B died (answers {answers:?})"
+    );
+}

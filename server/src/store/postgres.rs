@@ -27,19 +27,34 @@
 //! **Jobs across replicas.** A lease is a logged command, so one job is
 //! leased by one replica's worker at a time; a replica that dies holding
 //! leases (`kill -9`) loses nothing: its uncommitted transaction rolls back,
-//! and its leases lapse after the visibility timeout and are leased again
-//! by another replica. A replica that logs a command which may make a job
+//! and its leases are leased again by another replica. A replica that logs a command which may make a job
 //! runnable sends `NOTIFY stampede_log`; every replica `LISTEN`s and wakes
 //! its waiting workers, which lease through the log as usual.
+//!
+//! **Replicas that die.** Each replica takes a number (a [`Holder`], a row
+//! of `stampede_holders`) and holds the session advisory lock
+//! ([`HOLDER_LOCK_CLASS`], number) on its writer's connection; every
+//! command it logs carries its number, so every replica's state knows whose
+//! idempotency key is in flight and whose worker holds a lease. PostgreSQL
+//! ends a dead process's session, and its lock with it; every replica's
+//! reaper ([`reap`], once a second) finds registered holders whose lock is
+//! gone and logs `ReleaseHolder` for each: their keys in flight and leases
+//! are free at once. Without it a buyer retrying `/pay` on a survivor would
+//! be refused 409 until the key's in-flight timeout (30 s, three carts'
+//! holds of 10 s), and an order would wait out its lease's visibility
+//! timeout. A replica whose connection merely dropped takes a new number
+//! when it reconnects (what it held under the old one may have been freed:
+//! a request of it still running is then as one whose lock lapsed).
 //!
 //! **Failures.** If a transaction fails after the replica applied its batch
 //! (the connection dropped, the commit failed), its state is ahead of the
 //! database: every reply of that batch is [`StoreError::Unavailable`] (the
 //! commands may or may not have been committed) and the replica reloads
 //! its state from the database (checkpoint + log) before the next batch,
-//! reconnecting as needed. Opening refuses a database that holds another
-//! program's tables, another schema version, or a state it cannot read
-//! ([`PgOpenError`], exit 2), and names an unreachable server.
+//! reconnecting as needed. Opening upgrades an older Stampede schema in
+//! place ([`MIGRATIONS`]), and refuses a database that holds another
+//! program's tables, a schema version newer than this build, or a state it
+//! cannot read ([`PgOpenError`], exit 2), and names an unreachable server.
 //!
 //! **Time.** The database records the Unix time it was created; `now` is
 //! milliseconds since then on each replica's clock, and a command is
@@ -1423,7 +1438,7 @@ async fn reap(calls: mpsc::WeakSender<Call>, config: Config) {
                     match freed {
                         Ok(Reply::Count(n)) => {
                             if n > 0 {
-                                tracing::info!(%holder, freed = n, "freed the keys and leases of a replica whose connection is gone");
+                                tracing::warn!(%holder, freed = n, "a replica's connection to PostgreSQL is gone: freed the idempotency keys it had in flight and its job leases");
                             }
                             if let Err(error) = client
                                 .execute(
