@@ -385,24 +385,12 @@ impl ShopState {
         use Reply as R;
         Ok(match command {
             C::PlaceOrder { request } => R::Placed(self.place_order(&request, now)?),
-            C::BeginKey { key, fingerprint } => {
-                R::Begin(self.begin_key_as(&key, fingerprint, now, holder))
-            }
-            C::CompleteKey {
-                key,
-                fingerprint,
-                response,
-            } => {
-                self.complete_key(&key, fingerprint, response, now)?;
-                R::Done
-            }
-            C::AbandonKey { key, fingerprint } => {
-                self.abandon_key(&key, fingerprint)?;
-                R::Done
-            }
-            C::ReleaseKeysInFlight => R::Count(self.release_keys_in_flight() as u64),
-            C::ReleaseLeases => R::Count(self.release_leases(now) as u64),
-            C::ReleaseHolder { holder } => R::Count(self.release_holder(holder, now) as u64),
+            keyed @ (C::BeginKey { .. }
+            | C::CompleteKey { .. }
+            | C::AbandonKey { .. }
+            | C::ReleaseKeysInFlight
+            | C::ReleaseLeases
+            | C::ReleaseHolder { .. }) => self.run_held(keyed, now, holder)?,
             C::Reserve { order, cause } => R::Step(self.reserve(order, now, cause)?),
             C::RecordIntent { intent, cause } => R::Step(self.record_intent(intent, now, cause)?),
             C::ApplyPayment { intent, cause } => R::Step(self.apply_payment(&intent, now, cause)?),
@@ -451,6 +439,38 @@ impl ShopState {
             | C::RawReserveUnchecked { .. }
             | C::RawReserveFromReservations { .. }
             | C::RawApplyUnchecked { .. }) => self.run_naive(naive, now)?,
+        })
+    }
+
+    /// Two-phase keys and what processes hold: taking, settling and freeing.
+    fn run_held(
+        &mut self,
+        command: Command,
+        now: Millis,
+        holder: Option<Holder>,
+    ) -> Result<Reply, ShopError> {
+        use Command as C;
+        use Reply as R;
+        Ok(match command {
+            C::BeginKey { key, fingerprint } => {
+                R::Begin(self.begin_key_as(&key, fingerprint, now, holder))
+            }
+            C::CompleteKey {
+                key,
+                fingerprint,
+                response,
+            } => {
+                self.complete_key(&key, fingerprint, response, now)?;
+                R::Done
+            }
+            C::AbandonKey { key, fingerprint } => {
+                self.abandon_key(&key, fingerprint)?;
+                R::Done
+            }
+            C::ReleaseKeysInFlight => R::Count(self.release_keys_in_flight() as u64),
+            C::ReleaseLeases => R::Count(self.release_leases(now) as u64),
+            C::ReleaseHolder { holder } => R::Count(self.release_holder(holder, now) as u64),
+            other => unreachable!("not a key or hold command: {other:?}"),
         })
     }
 
