@@ -522,7 +522,7 @@ async fn a_refund_returns_the_whole_capture_once_and_replays_by_key() {
 
 #[tokio::test]
 async fn bad_requests_are_problem_json_and_change_nothing() {
-    // Proves: malformed JSON, unknown fields, bad ids, bad amounts, bad keys, big bodies and unknown routes are problem+json.
+    // Proves: malformed JSON, bodies that are not objects, unknown fields, bad ids, bad amounts, bad keys, big bodies and unknown routes are problem+json.
     let psp = plain_psp().await;
     let create = "/v1/payment_intents";
     for (headers, body, status, slug) in [
@@ -534,6 +534,9 @@ async fn bad_requests_are_problem_json_and_change_nothing() {
             "invalid-json",
         ),
         (vec![], r#"{"order":1,"amount":5}"#, 400, "invalid-json"),
+        // A struct written as an array (serde alone would take it) or a bare value.
+        (vec![], r#"["ord_1",5]"#, 400, "invalid-json"),
+        (vec![], r#""ord_1""#, 400, "invalid-json"),
         (
             vec![],
             r#"{"order":"order_1","amount":5}"#,
@@ -605,6 +608,11 @@ async fn bad_requests_are_problem_json_and_change_nothing() {
     );
     assert_problem(
         &raw_post(&psp.addr, "/v1/refunds", &[], r#"{"intent":"pi/1"}"#).await,
+        400,
+        "invalid-json",
+    );
+    assert_problem(
+        &raw_post(&psp.addr, "/v1/refunds", &[], r#"["pi_1"]"#).await,
         400,
         "invalid-json",
     );

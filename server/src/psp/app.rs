@@ -116,10 +116,10 @@ type Reply = Result<Response, Problem>;
 async fn create(
     State(psp): State<Arc<Psp>>,
     headers: HeaderMap,
-    body: Result<Json<CreateIntent>, JsonRejection>,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Reply {
     let key = idempotency_key(&headers)?;
-    let request = json(body)?;
+    let request: CreateIntent = json(body)?;
     if request.amount == Cents::ZERO || request.amount > AMOUNT_MAX {
         return Err(Problem::bad_request(
             "invalid-amount",
@@ -195,10 +195,10 @@ async fn list(
 async fn confirm(
     State(psp): State<Arc<Psp>>,
     id: Result<Path<String>, PathRejection>,
-    body: Result<Json<ConfirmIntent>, JsonRejection>,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Reply {
     let id = path(id)?;
-    let request = json(body)?;
+    let request: ConfirmIntent = json(body)?;
     let answer =
         psp.apply(|state, now| state.confirm(now, &id, &request.client_secret, request.card));
     psp.hold_if_stalled().await;
@@ -231,10 +231,10 @@ async fn cancel(State(psp): State<Arc<Psp>>, id: Result<Path<String>, PathReject
 async fn refund(
     State(psp): State<Arc<Psp>>,
     headers: HeaderMap,
-    body: Result<Json<CreateRefund>, JsonRejection>,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Reply {
     let key = idempotency_key(&headers)?;
-    let request = json(body)?;
+    let request: CreateRefund = json(body)?;
     let answer = psp.apply(|state, now| state.refund(now, key, &request));
     psp.hold_if_stalled().await;
     render(answer)
@@ -332,10 +332,23 @@ fn status_name(status: IntentStatus) -> &'static str {
     }
 }
 
-/// The body, or a 400 saying why not (413 and 415 keep their status).
-fn json<T: DeserializeOwned>(body: Result<Json<T>, JsonRejection>) -> Result<T, Problem> {
+/// The body, or a 400 saying why not (413 and 415 keep their status). The
+/// body must be a JSON object: serde would also take a struct written as an
+/// array (`["ord_1", 500]`), which the published API does not allow.
+fn json<T: DeserializeOwned>(
+    body: Result<Json<serde_json::Value>, JsonRejection>,
+) -> Result<T, Problem> {
     match body {
-        Ok(Json(value)) => Ok(value),
+        Ok(Json(value)) if !value.is_object() => Err(Problem::bad_request(
+            "invalid-json",
+            "the body must be a JSON object".to_string(),
+        )),
+        Ok(Json(value)) => serde_json::from_value(value).map_err(|e| {
+            Problem::bad_request(
+                "invalid-json",
+                format!("Failed to deserialize the JSON body into the target type: {e}"),
+            )
+        }),
         Err(rejection) => {
             let status = rejection.status();
             if status == StatusCode::PAYLOAD_TOO_LARGE
