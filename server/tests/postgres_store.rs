@@ -385,6 +385,12 @@ fn a_database_of_another_schema_version_is_refused_and_reset_only_drops_ours() {
             matches!(&error, PgOpenError::Version { found, .. } if found == "3"),
             "{error}"
         );
+        // Nor does `reset` drop the tables of a newer build's database.
+        let refused = postgres::reset(&PgOptions::new(url.clone())).await;
+        assert!(
+            matches!(&refused, Err(PgOpenError::Version { found, .. }) if found == "3"),
+            "{refused:?}"
+        );
         admin
             .batch_execute("UPDATE stampede_meta SET value = '2' WHERE key = 'schema_version'")
             .await
@@ -479,6 +485,7 @@ fn a_gone_replicas_keys_in_flight_and_leases_are_freed_by_the_others_at_once() {
     // A's `/pay` key begins anew on B and A's leased job is leased again on B — within a few
     // reaper rounds, while the clock stands still (so neither the key's 30 s in-flight
     // timeout nor the lease's visibility timeout can be why); B's own key stays in flight.
+    // B's reaper has lost its own connection first: it reconnects and goes on.
     runtime().block_on(async {
         let Some(url) = postgres::test_database("reaper").await else {
             return;
@@ -498,6 +505,12 @@ fn a_gone_replicas_keys_in_flight_and_leases_are_freed_by_the_others_at_once() {
             Begin::InFlight
         );
         assert!(sb.lease_job().await.unwrap().is_none(), "A holds it");
+        let admin = client(&url).await;
+        let reapers = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                       WHERE datname = current_database() AND query LIKE '%FROM stampede_holders h%' \
+                       AND pid <> pg_backend_pid()";
+        let ended: i64 = admin.query_one(reapers, &[]).await.unwrap().get(0);
+        assert_eq!(ended, 2, "A's and B's reaper connections");
         drop(a);
         let mut freed = false;
         for _ in 0..100 {
@@ -514,7 +527,6 @@ fn a_gone_replicas_keys_in_flight_and_leases_are_freed_by_the_others_at_once() {
             sb.begin_key(key("pay-b"), fp).await.unwrap(),
             Begin::InFlight
         );
-        let admin = client(&url).await;
         let registered: i64 = admin
             .query_one("SELECT count(*) FROM stampede_holders", &[])
             .await
