@@ -1397,7 +1397,8 @@ async fn listen(shared: std::sync::Weak<Shared>, config: Config) {
 }
 
 /// The replicas whose connection is gone: registered in `stampede_holders`
-/// and no longer holding their advisory lock (see [`register`]).
+/// and no longer holding their advisory lock (see [`register`]); at most 64
+/// a round (the rest on the next).
 const DEAD_HOLDERS: &str = "
 SELECT h.holder FROM stampede_holders h
 WHERE NOT EXISTS (
@@ -1405,7 +1406,8 @@ WHERE NOT EXISTS (
     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
       AND l.classid::BIGINT = $1 AND l.objid::BIGINT = h.holder)
-ORDER BY h.holder";
+ORDER BY h.holder
+LIMIT 64";
 
 /// Every [`REAP_EVERY_MS`], on a connection of its own: finds the replicas
 /// whose connection to the database is gone (`kill -9`, a crash, a lost
