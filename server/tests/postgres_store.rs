@@ -506,11 +506,22 @@ fn a_gone_replicas_keys_in_flight_and_leases_are_freed_by_the_others_at_once() {
         );
         assert!(sb.lease_job().await.unwrap().is_none(), "A holds it");
         let admin = client(&url).await;
-        let reapers = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                       WHERE datname = current_database() AND query LIKE '%FROM stampede_holders h%' \
-                       AND pid <> pg_backend_pid()";
-        let ended: i64 = admin.query_one(reapers, &[]).await.unwrap().get(0);
-        assert_eq!(ended, 2, "A's and B's reaper connections");
+        let reapers = "FROM pg_stat_activity WHERE datname = current_database() \
+                       AND query LIKE '%FROM stampede_holders h%' AND pid <> pg_backend_pid()";
+        // Both reapers have looked once (each looks as soon as it has connected).
+        let mut looked = 0;
+        for _ in 0..100 {
+            let count = format!("SELECT count(*) {reapers}");
+            looked = admin.query_one(&count, &[]).await.unwrap().get::<_, i64>(0);
+            if looked == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(looked, 2, "A's and B's reaper connections");
+        let end = format!("SELECT count(pg_terminate_backend(pid)) {reapers}");
+        let ended: i64 = admin.query_one(&end, &[]).await.unwrap().get(0);
+        assert_eq!(ended, 2, "both reaper connections ended");
         drop(a);
         let mut freed = false;
         for _ in 0..100 {
