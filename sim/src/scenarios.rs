@@ -335,8 +335,7 @@ pub fn spike() -> Scenario {
 }
 
 /// The catch matrix: one row per naive switch (see the sim README), grouped
-/// by the family of mistake; the order is the table's (a row's index names
-/// it in `STAMPEDE_CATCH_ROW`).
+/// by the family of mistake; the order is the table's.
 pub fn catch_cases() -> Vec<CatchCase> {
     [
         key_cases(),

@@ -32,7 +32,9 @@
 
 use crate::coverage::Coverage;
 use crate::db::{DbStore, Log, SimJournal};
-use crate::net::{SimListener, connector, counting_connector};
+use crate::net::{
+    HostStreams, SimListener, connector, connector_on, counting_connector, counting_connector_on,
+};
 use crate::plan::{Fault, Plan};
 use crate::recorder::Recorder;
 use crate::shopper::{self, ShopperCtx};
@@ -278,6 +280,9 @@ struct Shared {
     log: Arc<Log>,
     psp: Arc<Psp>,
     clock: Clock,
+    /// The streams of each host that can crash (db, api-*, worker-*), so a
+    /// crash closes them in the order they were opened.
+    streams: BTreeMap<String, Arc<HostStreams>>,
 }
 
 impl Shared {
@@ -309,10 +314,11 @@ impl Shared {
             })
     }
 
-    /// Connections for the shop's and the PSP's clients, which open one per
-    /// request: counting connections counts their requests.
-    fn http_connector(&self) -> stampede_server::Connector {
-        counting_connector(Arc::clone(&self.http))
+    /// The streams of `host`, one that can crash.
+    fn streams(&self, host: &str) -> &Arc<HostStreams> {
+        self.streams
+            .get(host)
+            .unwrap_or_else(|| panic!("{host} is not a host that can crash"))
     }
 
     /// An HTTP client for a client host (shoppers, the attacker), with the
@@ -326,11 +332,13 @@ impl Shared {
         .counting_requests(Arc::clone(&self.http))
     }
 
-    fn app(&self) -> Arc<App> {
+    /// The shop of the API or worker host `host`.
+    fn app(&self, host: &str) -> Arc<App> {
         let t = self.plan.scenario.timing;
         let timeout = Duration::from_millis(t.backend_timeout_ms);
+        let streams = self.streams(host);
         let store = RemoteStore::new(
-            connector(),
+            connector_on(streams),
             format!("db:{DB_PORT}"),
             RemoteConfig {
                 request_timeout: timeout,
@@ -338,7 +346,11 @@ impl Shared {
             },
         );
         let psp = PspClient::new(
-            HttpClient::new(self.http_connector(), timeout),
+            // Opens one connection per request: counting them counts its requests.
+            HttpClient::new(
+                counting_connector_on(Arc::clone(&self.http), streams),
+                timeout,
+            ),
             format!("psp:{PSP_PORT}"),
         );
         let config = ServerConfig {
@@ -428,10 +440,11 @@ fn add_db_host(sim: &mut turmoil::Sim<'static>, shared: &Arc<Shared>) {
     let s = Arc::clone(shared);
     sim.host("db", move || {
         let store: Arc<dyn Store> = s.db.clone();
+        let streams = Arc::clone(s.streams("db"));
         async move {
-            let listener = turmoil::net::TcpListener::bind(("0.0.0.0", DB_PORT)).await?;
+            let mut listener = SimListener::bind_on(DB_PORT, &streams).await?;
             loop {
-                let (stream, _) = listener.accept().await?;
+                let (stream, _) = listener.accept().await;
                 let store = Arc::clone(&store);
                 tokio::spawn(async move {
                     let _ = serve_connection(stream, store).await;
@@ -460,10 +473,12 @@ fn add_psp_host(sim: &mut turmoil::Sim<'static>, shared: &Arc<Shared>) {
 fn add_api_hosts(sim: &mut turmoil::Sim<'static>, shared: &Arc<Shared>) {
     for name in shared.plan.hosts().api {
         let s = Arc::clone(shared);
+        let host = name.clone();
         sim.host(name.as_str(), move || {
-            let app = s.app();
+            let app = s.app(&host);
+            let streams = Arc::clone(s.streams(&host));
             async move {
-                let listener = SimListener::bind(SHOP_PORT).await?;
+                let listener = SimListener::bind_on(SHOP_PORT, &streams).await?;
                 axum::serve(listener, stampede_server::router(app).into_make_service()).await?;
                 Ok(())
             }
@@ -475,8 +490,9 @@ fn add_api_hosts(sim: &mut turmoil::Sim<'static>, shared: &Arc<Shared>) {
 fn add_worker_hosts(sim: &mut turmoil::Sim<'static>, shared: &Arc<Shared>) {
     for (i, name) in shared.plan.hosts().worker.into_iter().enumerate() {
         let s = Arc::clone(shared);
+        let host = name.clone();
         sim.host(name.as_str(), move || {
-            let app = s.app();
+            let app = s.app(&host);
             let per_host = s.plan.scenario.topology.workers_per_host;
             let seed = s.plan.seed ^ ((i as u64 + 1) << 40);
             async move {
@@ -765,7 +781,18 @@ fn build_shared(
         log,
         psp,
         clock,
+        streams: crashable_hosts(plan),
     })
+}
+
+/// A [`HostStreams`] for each host a plan can crash: db, api-*, worker-*.
+fn crashable_hosts(plan: &Plan) -> BTreeMap<String, Arc<HostStreams>> {
+    let hosts = plan.hosts();
+    std::iter::once("db".to_string())
+        .chain(hosts.api)
+        .chain(hosts.worker)
+        .map(|host| (host, HostStreams::new()))
+        .collect()
 }
 
 /// The fake PSP: webhooks to `api-1`, duplicated and delayed as the scenario says.
@@ -987,6 +1014,16 @@ fn drive(
 
 /// Carries out one action at `now`, records it as a fault, and schedules
 /// the heal of a fault that starts here.
+/// Runs `crash`, which drops the tasks of `host`, with the host's streams
+/// closing in the order they were opened ([`HostStreams`]).
+fn crashing(shared: &Shared, host: &str, crash: impl FnOnce()) {
+    let streams = shared.streams(host);
+    streams.crash_begins();
+    crash();
+    let late = streams.crash_ends();
+    debug_assert_eq!(late, 0, "{host}'s streams outlived its tasks");
+}
+
 fn apply(
     sim: &mut turmoil::Sim<'static>,
     shared: &Shared,
@@ -1000,7 +1037,7 @@ fn apply(
         |what: String, length_ms: u64| fault_starts(shared, recorder, now, what, length_ms);
     match action {
         Action::Crash(host, down_ms) => {
-            sim.crash(host.as_str());
+            crashing(shared, &host, || sim.crash(host.as_str()));
             if host == "db" && shared.plan.scenario.faults.lose_unsynced_tail {
                 let lost = shared.log.lose_unsynced_tail(&shared.store);
                 starts(
@@ -1013,7 +1050,9 @@ fn apply(
             agenda.schedule(now + down_ms.max(1), Action::Restart(host));
         }
         Action::Restart(host) => {
-            sim.bounce(host.as_str());
+            // A host whose crashes overlap is still up when the first one's
+            // restart comes: turmoil bounces it, dropping its tasks as a crash does.
+            crashing(shared, &host, || sim.bounce(host.as_str()));
             fault(format!("restart {host}"));
         }
         Action::Partition(a, b, ms) => {

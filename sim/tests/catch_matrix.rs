@@ -8,6 +8,8 @@
 //! is why it has a companion). The first test prints the README's table and
 //! checks that the README carries it verbatim.
 
+mod common;
+
 use stampede_core::{
     Cause, EventKind, Invariant, JobEvent, JobKind, LedgerKind, Order, OrderStatus, Subject,
     Violation,
@@ -16,6 +18,7 @@ use stampede_server::Design;
 use stampede_sim::scenarios::{self, CatchCase};
 use stampede_sim::{Plan, RunResult, Scenario, run};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 
 /// Seeds a row has to be caught within.
 const SEEDS_MAX: u64 = 20;
@@ -682,53 +685,6 @@ fn caught_row(case: &CatchCase) -> String {
     table_row(case, &caught)
 }
 
-/// Names the catch row `catch_row_in_a_fresh_process` runs.
-const ROW_ENV: &str = "STAMPEDE_CATCH_ROW";
-
-/// Row `index` of the table, found by this test binary in a child process.
-///
-/// Why a child: a run's history depends on what ran before it in the same
-/// process — tokio numbers tasks with one process-wide counter and a crashed
-/// host's tasks are dropped in an order that follows those numbers, so runs
-/// with crashes can differ after other runs (or beside them, on another test
-/// thread). A fresh process running one row on one thread is reproducible.
-fn row_from_fresh_process(index: usize) -> String {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let output = std::process::Command::new(exe)
-        .args(["--exact", "catch_row_in_a_fresh_process", "--ignored"])
-        .args(["--nocapture", "--test-threads=1"])
-        .env(ROW_ENV, index.to_string())
-        .output()
-        .expect("the test binary runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "row {index} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    // libtest may print "test <name> ... " on the row's line first.
-    stdout
-        .lines()
-        .find_map(|l| l.find("| `").map(|at| &l[at..]))
-        .unwrap_or_else(|| panic!("row {index} printed no table row:\n{stdout}"))
-        .to_string()
-}
-
-#[test]
-#[ignore = "run one row at a time, in a fresh process, by every_naive_switch_is_caught_within_20_seeds_by_its_own_mistake"]
-fn catch_row_in_a_fresh_process() {
-    // Proves: catch row $STAMPEDE_CATCH_ROW is caught by its own mistake within 20 seeds, and
-    // prints its table row (without the variable: every row, in this process).
-    let cases = scenarios::catch_cases();
-    let rows: Vec<&CatchCase> = match std::env::var(ROW_ENV) {
-        Ok(index) => vec![&cases[index.parse::<usize>().expect("a row index")]],
-        Err(_) => cases.iter().collect(),
-    };
-    for case in rows {
-        println!("{}", caught_row(case));
-    }
-}
-
 #[test]
 #[cfg_attr(
     debug_assertions,
@@ -738,9 +694,15 @@ fn every_naive_switch_is_caught_within_20_seeds_by_its_own_mistake() {
     // Proves: for each switch, some seed in 1..=20 of its mix breaks an expected invariant
     // with a violation that shows the switch's own mistake (see `mistake_of`); and
     // sim/README.md carries the resulting table row for row.
-    let rows: Vec<String> = (0..scenarios::catch_cases().len())
-        .map(row_from_fresh_process)
-        .collect();
+    // Rows are searched side by side in this process: a run is a function of its plan alone,
+    // whatever ran before or beside it (tests/determinism.rs).
+    let cases: Vec<(usize, CatchCase)> = scenarios::catch_cases().into_iter().enumerate().collect();
+    let found = Mutex::new(vec![String::new(); cases.len()]);
+    common::on_two_cores(&cases, |(index, case)| {
+        let row = caught_row(case);
+        found.lock().unwrap()[*index] = row;
+    });
+    let rows = found.into_inner().unwrap();
     println!(
         "| switch | mix | invariant broken | its own mistake, as the run shows it | seeds needed | sim time | without the mix's faults |"
     );

@@ -214,3 +214,44 @@ fn the_same_seed_gives_the_same_trace_hash_in_separate_processes() {
         );
     }
 }
+
+/// Spends `n` of tokio's task ids, which are numbered process-wide: what a
+/// process that ran other work before a plan looks like to tokio.
+fn spend_task_ids(n: usize) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        for _ in 0..n {
+            tokio::spawn(async {}).await.expect("an empty task");
+        }
+    });
+}
+
+#[test]
+fn a_crash_plan_gives_the_fresh_process_trace_after_other_work_in_the_same_process() {
+    // Proves: a plan whose hosts crash gives, in a process that ran other
+    // work first (tokio numbers tasks process-wide, and a crashed host's
+    // tasks are dropped in an order that follows those numbers), the trace a
+    // fresh process gives — so a sweep's or a shrink's verdict on a seed is
+    // what `stampede run` shows for it. Each case runs after 0–3 spent task
+    // ids, which place the crashed hosts' tasks in every arrangement tokio's
+    // four task lists allow.
+    for case in cases()
+        .iter()
+        .filter(|c| c.plan().fault_kinds().iter().any(|k| k.contains("crash")))
+    {
+        let fresh = output(case.spawn(), &case.label);
+        let (_, fresh) = fresh.split_once(' ').expect("two hashes");
+        let plan = case.plan();
+        for spent in 0..4 {
+            spend_task_ids(spent);
+            let here = stampede_sim::run(&plan).expect("the plan runs");
+            assert_eq!(
+                here.trace_hash, fresh,
+                "{} seed {}: after {spent} other task(s) in this process the trace is not the fresh process's",
+                case.label, case.seed
+            );
+        }
+    }
+}

@@ -85,11 +85,8 @@ fn the_events_stream_follows_a_restored_store() {
     // after the store is back, and every invariant holds (the reference store answered only
     // synced writes, so no client was told of what was lost; a sale the crash cost counts as
     // lost to it). That such a run is the same
-    // bytes every time is proved across processes by tests/determinism.rs (its all-faults case
-    // loses the unsynced tail): a run with crashes can come out differently after or beside
-    // other runs in the same process (tokio numbers tasks process-wide and a crashed host's
-    // tasks are dropped in that order; see sim/README.md, "The catch matrix"), so this test
-    // runs the plan once.
+    // bytes every time, in a fresh process or after other runs, is proved by
+    // tests/determinism.rs (its all-faults case loses the unsynced tail).
     let s = db_crash(true);
     let plan = Plan::generate(&s, Design::reference(), 3);
     let back = plan
