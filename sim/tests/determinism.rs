@@ -229,29 +229,38 @@ fn spend_task_ids(n: usize) {
 }
 
 #[test]
-fn a_crash_plan_gives_the_fresh_process_trace_after_other_work_in_the_same_process() {
+fn a_crash_plan_gives_the_fresh_process_trace_after_and_beside_other_runs_in_the_same_process() {
     // Proves: a plan whose hosts crash gives, in a process that ran other
-    // work first (tokio numbers tasks process-wide, and a crashed host's
-    // tasks are dropped in an order that follows those numbers), the trace a
-    // fresh process gives — so a sweep's or a shrink's verdict on a seed is
-    // what `stampede run` shows for it. Each case runs after 0–3 spent task
-    // ids, which place the crashed hosts' tasks in every arrangement tokio's
-    // four task lists allow.
-    for case in cases()
+    // work first and runs another plan on a second thread meanwhile (tokio
+    // numbers tasks process-wide, and a crashed host's tasks are dropped in
+    // an order that follows those numbers), the trace a fresh process gives
+    // — so a sweep's, a compare's or a shrink's verdict on a seed is what
+    // `stampede run` shows for it. Each case runs four times after 0–3 spent
+    // task ids (every arrangement of tokio's four task lists), on two
+    // threads at once.
+    let crashing: Vec<(Plan, String, String)> = cases()
         .iter()
         .filter(|c| c.plan().fault_kinds().iter().any(|k| k.contains("crash")))
-    {
-        let fresh = output(case.spawn(), &case.label);
-        let (_, fresh) = fresh.split_once(' ').expect("two hashes");
-        let plan = case.plan();
-        for spent in 0..4 {
-            spend_task_ids(spent);
-            let here = stampede_sim::run(&plan).expect("the plan runs");
-            assert_eq!(
-                here.trace_hash, fresh,
-                "{} seed {}: after {spent} other task(s) in this process the trace is not the fresh process's",
-                case.label, case.seed
-            );
-        }
-    }
+        .map(|c| {
+            let fresh = output(c.spawn(), &c.label);
+            let (_, trace) = fresh.split_once(' ').expect("two hashes");
+            (
+                c.plan(),
+                format!("{} seed {}", c.label, c.seed),
+                trace.to_string(),
+            )
+        })
+        .collect();
+    assert!(crashing.len() >= 2, "crash cases to run side by side");
+    let runs: Vec<(usize, &(Plan, String, String))> = (0..4)
+        .flat_map(|spent| crashing.iter().map(move |case| (spent, case)))
+        .collect();
+    common::on_two_cores(&runs, |(spent, (plan, label, fresh))| {
+        spend_task_ids(*spent);
+        let here = stampede_sim::run(plan).expect("the plan runs");
+        assert_eq!(
+            &here.trace_hash, fresh,
+            "{label}: after {spent} other task(s), beside other runs in this process, the trace is not the fresh process's"
+        );
+    });
 }
