@@ -97,4 +97,4 @@ pub use shop::{
     ShopState, ShopStats, SoldOut, Step, WebhookOutcome,
 };
 pub use time::Millis;
-pub use webhook::{InboxLimits, Received, WebhookEvent, WebhookInbox, WebhookKind};
+pub use webhook::{Corroboration, InboxLimits, Received, WebhookEvent, WebhookInbox, WebhookKind};

@@ -8,6 +8,7 @@
 
 use crate::ids::{EventId, IntentId, OrderId};
 use crate::money::Cents;
+use crate::payment::{IntentStatus, PaymentIntent};
 use crate::time::Millis;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -39,6 +40,43 @@ pub struct WebhookEvent {
     pub amount: Cents,
     /// When the PSP created the event.
     pub created: Millis,
+}
+
+/// What the PSP's own view of an intent says of an event about it: a
+/// payment becomes authoritative from the PSP's state, not from a webhook's
+/// say-so alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Corroboration {
+    /// The PSP's view bears the event out: apply it.
+    Confirmed,
+    /// The event is about this intent and order, but the PSP's view does not
+    /// (or no longer does) show what it reports: a stale event, or a forged
+    /// one for a real intent. Nothing to apply.
+    Unconfirmed,
+    /// The event names another intent, order or amount than the PSP's
+    /// intent has: refused.
+    Mismatch,
+}
+
+impl WebhookEvent {
+    /// Checks this event against `psp`, the PSP's view of the intent it
+    /// names: same intent, order and amount, and a state that shows what the
+    /// event reports (succeeded, failed, or refunded).
+    pub fn corroborate(&self, psp: &PaymentIntent) -> Corroboration {
+        if psp.id != self.intent || psp.order != self.order || psp.amount != self.amount {
+            return Corroboration::Mismatch;
+        }
+        let shown = match self.kind {
+            WebhookKind::PaymentSucceeded => psp.status == IntentStatus::Succeeded,
+            WebhookKind::PaymentFailed => psp.status == IntentStatus::Failed,
+            WebhookKind::Refunded => psp.refunded > Cents::ZERO,
+        };
+        if shown {
+            Corroboration::Confirmed
+        } else {
+            Corroboration::Unconfirmed
+        }
+    }
 }
 
 /// Limits of a [`WebhookInbox`].
@@ -162,6 +200,89 @@ impl WebhookInbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The PSP's view of `event`'s intent, as the event describes it.
+    fn psp_view(event: &WebhookEvent, status: IntentStatus, refunded: u64) -> PaymentIntent {
+        PaymentIntent {
+            id: event.intent.clone(),
+            order: event.order,
+            amount: event.amount,
+            status,
+            refunded: Cents(refunded),
+        }
+    }
+
+    #[test]
+    fn an_event_is_confirmed_only_by_a_psp_view_that_shows_what_it_reports() {
+        // Proves: each kind of event is confirmed by exactly the PSP state it reports
+        // (succeeded, failed, a refund), and every other state leaves it unconfirmed.
+        use IntentStatus::*;
+        let succeeded = event("evt_1", 1);
+        let failed = WebhookEvent {
+            kind: WebhookKind::PaymentFailed,
+            ..event("evt_2", 1)
+        };
+        let refunded = WebhookEvent {
+            kind: WebhookKind::Refunded,
+            ..event("evt_3", 1)
+        };
+        let table = [
+            (&succeeded, Succeeded, 0, Corroboration::Confirmed),
+            (&succeeded, Succeeded, 100, Corroboration::Confirmed),
+            (&succeeded, RequiresPayment, 0, Corroboration::Unconfirmed),
+            (&succeeded, Failed, 0, Corroboration::Unconfirmed),
+            (&succeeded, Canceled, 0, Corroboration::Unconfirmed),
+            (&failed, Failed, 0, Corroboration::Confirmed),
+            (&failed, RequiresPayment, 0, Corroboration::Unconfirmed),
+            (&failed, Succeeded, 0, Corroboration::Unconfirmed),
+            (&refunded, Succeeded, 100, Corroboration::Confirmed),
+            (&refunded, Succeeded, 1, Corroboration::Confirmed),
+            (&refunded, Succeeded, 0, Corroboration::Unconfirmed),
+            (&refunded, RequiresPayment, 0, Corroboration::Unconfirmed),
+        ];
+        for (event, status, refunded, expected) in table {
+            let view = psp_view(event, status, refunded);
+            assert_eq!(
+                event.corroborate(&view),
+                expected,
+                "{:?} against {status:?} refunded {refunded}",
+                event.kind
+            );
+        }
+    }
+
+    #[test]
+    fn an_event_naming_another_intent_order_or_amount_than_the_psps_is_a_mismatch() {
+        // Proves: the PSP's intent must be the one the event names, for the order and the
+        // amount it names — a signed event cannot move one order with another's payment, nor
+        // claim an amount the PSP did not take — whatever state the PSP shows.
+        let claim = event("evt_1", 1);
+        let view = psp_view(&claim, IntentStatus::Succeeded, 0);
+        assert_eq!(claim.corroborate(&view), Corroboration::Confirmed);
+        let other_intent = PaymentIntent {
+            id: IntentId::new("pi_2").unwrap(),
+            ..view.clone()
+        };
+        let other_order = PaymentIntent {
+            order: OrderId(2),
+            ..view.clone()
+        };
+        let more = PaymentIntent {
+            amount: Cents(101),
+            ..view.clone()
+        };
+        let less = PaymentIntent {
+            amount: Cents(99),
+            ..view.clone()
+        };
+        for wrong in [other_intent, other_order, more, less] {
+            assert_eq!(
+                claim.corroborate(&wrong),
+                Corroboration::Mismatch,
+                "{wrong:?}"
+            );
+        }
+    }
 
     fn event(id: &str, order: u64) -> WebhookEvent {
         WebhookEvent {

@@ -37,9 +37,9 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use stampede_core::{
-    Begin, Cents, Command, CustomerId, Fingerprint, IdempotencyKey, ItemRequest, Millis, Order,
-    OrderId, OrderStatus, PlaceOrder, Placed, Product, SavedResponse, ShopError, Sku, StockLevel,
-    WebhookOutcome,
+    Begin, Cents, Command, Corroboration, CustomerId, Fingerprint, IdempotencyKey, ItemRequest,
+    Millis, Order, OrderId, OrderStatus, PlaceOrder, Placed, Product, SavedResponse, ShopError,
+    Sku, StockLevel, WebhookOutcome,
 };
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -968,10 +968,10 @@ fn settle_key_later(app: &Arc<App>, began: Millis, settle: Command) {
     params(("Psp-Signature" = String, Header, pattern = "^t=[0-9]{1,19},v1=[0-9a-f]{64}$", description = "`t=<unix seconds>,v1=<hex HMAC-SHA256 of \"t.body\">` with the shared secret; at most 300 s old.")),
     request_body(content = crate::psp::wire::WebhookPayload, content_type = "application/json"),
     responses(
-        (status = 200, description = "Taken: applied once, skipped as a duplicate, or parked until its order can take it.", body = crate::openapi::WebhookReceived),
-        (status = 400, description = "`signature-missing`, `invalid-signature` (forged or stale), `malformed-json`, `invalid-event`.", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Taken: applied once, skipped as a duplicate, parked until its order can take it, or (`unconfirmed`) not applied because the PSP's own view of the intent does not show what the event reports. An event is applied only once the PSP's API bears it out.", body = crate::openapi::WebhookReceived),
+        (status = 400, description = "`signature-missing`, `invalid-signature` (forged or stale), `malformed-json`, `invalid-event`, `event-mismatch` (the PSP has no such intent, or not for that order and amount).", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`body-too-large`.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`unavailable`: the store did not answer; retry (with the same Idempotency-Key where one is sent).", body = Problem, content_type = "application/problem+json")))]
+        (status = 503, description = "`unavailable`: the store, or the PSP asked to confirm the event, did not answer; deliver it again.", body = Problem, content_type = "application/problem+json")))]
 async fn webhook(
     State(app): Shared,
     headers: HeaderMap,
@@ -1009,12 +1009,50 @@ async fn webhook(
         let dropped = serde_json::json!({ "received": true, "outcome": "dropped" });
         return Ok(Json(dropped).into_response());
     }
+    if naive::checks_signatures(&app) {
+        match corroborate(&app, &event).await.map_err(reject)? {
+            Corroboration::Confirmed => {}
+            Corroboration::Unconfirmed => {
+                Counters::bump(&app.counters.webhook_unconfirmed);
+                tracing::info!(order_id = %event.order, event = %event.id, intent = %event.intent, "webhook not borne out by the PSP; nothing applied");
+                let unconfirmed = serde_json::json!({ "received": true, "outcome": "unconfirmed" });
+                return Ok(Json(unconfirmed).into_response());
+            }
+            Corroboration::Mismatch => {
+                return Err(reject(Problem::bad_request(
+                    "event-mismatch",
+                    format!(
+                        "the PSP's intent {} is not for {} of {} cents as the event says",
+                        event.intent, event.order, event.amount.0
+                    ),
+                )));
+            }
+        }
+    }
     let outcome = match naive::apply_unchecked(&app, &event).await {
         Some(applied) => applied?,
         None => apply_webhook(&app, &event).await?,
     };
     naive::finalize_in_memory(&app, event.order);
     Ok(Json(serde_json::json!({ "received": true, "outcome": outcome })).into_response())
+}
+
+/// Asks the PSP for the intent `event` names and checks the event against
+/// it: a signed event is still only the PSP's say-so until its API bears it
+/// out. An intent the PSP does not know is a mismatch; a PSP that cannot be
+/// asked makes the delivery fail (503), so the PSP delivers it again.
+async fn corroborate(
+    app: &App,
+    event: &stampede_core::WebhookEvent,
+) -> Result<Corroboration, Problem> {
+    match app.psp.get_intent(&event.intent).await {
+        Ok(intent) => Ok(event.corroborate(&intent)),
+        Err(e) if e.status() == Some(404) => Ok(Corroboration::Mismatch),
+        Err(e) => Err(Problem::unavailable(format!(
+            "the PSP could not confirm event {}: {e}; deliver it again",
+            event.id
+        ))),
+    }
 }
 
 /// Applies a verified event, deduplicated and state-checked by the store.

@@ -357,7 +357,7 @@ pub const SWITCHES: &[SwitchInfo] = &[
     SwitchInfo {
         name: "webhook_signature",
         values: &["verify", "trust"],
-        mistake: "unsigned webhooks trusted (anyone can mark an order paid)",
+        mistake: "webhooks trusted on their word: no signature checked, no PSP asked (anyone can mark an order paid)",
     },
     SwitchInfo {
         name: "webhook_dedup",

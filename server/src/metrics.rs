@@ -20,6 +20,9 @@ pub struct Counters {
     pub webhook_rejected: AtomicU64,
     /// Webhooks parked for orders not ready yet.
     pub webhook_parked: AtomicU64,
+    /// Webhooks whose claim the PSP's view of the intent did not bear out
+    /// (stale, or forged for a real intent): acknowledged, nothing applied.
+    pub webhook_unconfirmed: AtomicU64,
     /// Jobs enqueued by this process (outside the core's own enqueues).
     pub enqueues: AtomicU64,
     /// Job attempts that failed and will be retried.
@@ -127,6 +130,11 @@ const COUNTERS: &[CounterRow] = &[
         "webhook_parked_total",
         "Webhooks parked until their order could take them.",
         |c| &c.webhook_parked,
+    ),
+    (
+        "webhook_unconfirmed_total",
+        "Webhooks the PSP's view of their intent did not bear out; nothing applied.",
+        |c| &c.webhook_unconfirmed,
     ),
     ("enqueues_total", "Jobs enqueued by the shell.", |c| {
         &c.enqueues

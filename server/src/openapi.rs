@@ -118,7 +118,9 @@ pub struct WebhookReceived {
     /// Always true: the event was taken (acknowledging it stops the PSP's retries).
     pub received: bool,
     /// `applied`, `duplicate` (seen before), `parked` (its order cannot take it yet; applied
-    /// when it can) or, under the `early_webhooks=drop` mistake, `dropped`.
+    /// when it can), `unconfirmed` (the PSP's view of the intent does not show what the event
+    /// reports: stale, or forged for a real intent; nothing applied) or, under the
+    /// `early_webhooks=drop` mistake, `dropped`.
     pub outcome: String,
 }
 

@@ -699,6 +699,57 @@ async fn forged_and_stale_webhooks_are_refused_without_effect() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_webhook_moves_an_order_only_when_the_psps_view_bears_it_out() {
+    // Proves: a correctly signed event is still only the PSP's say-so: one that reports a payment
+    // the PSP has not taken is acknowledged as `unconfirmed` and changes nothing; one naming
+    // another order's intent, another amount or an intent the PSP does not know is a 400
+    // `event-mismatch`; the real payment that follows confirms the order as ever.
+    let (stack, s) = start(config(Design::reference())).await;
+    let a = order_id(&s.order("k-1", "alice", TEE, 1).await);
+    let b = order_id(&s.order("k-2", "bob", TEE, 1).await);
+    s.wait_for(&a, &["payment_pending"]).await;
+    s.wait_for(&b, &["payment_pending"]).await;
+    let view: Value = s.get(&format!("/v1/orders/{a}")).await.json().unwrap();
+    let intent_a = view["intent_id"].as_str().unwrap().to_string();
+    let signed = |event: &str, intent: &str, order: &str, amount: u64| {
+        let body = json!({"id":event,"type":"payment_intent.succeeded","created":1_700_000_000u64,
+            "data":{"intent":intent,"order":order,"amount":amount}})
+        .to_string();
+        let now = stack.app.clock.unix_secs();
+        let header = stampede_server::signature::sign(
+            &stack.app.config.webhook_secret,
+            now,
+            body.as_bytes(),
+        );
+        (body, vec![("psp-signature", header)])
+    };
+    let (body, headers) = signed("evt_unpaid", &intent_a, &a, 2500);
+    let taken = s.post("/v1/webhooks/psp", &headers, &body).await;
+    assert_eq!(taken.status, StatusCode::OK, "{taken:?}");
+    let taken: Value = taken.json().unwrap();
+    assert_eq!(taken["outcome"], "unconfirmed", "{taken}");
+    for (event, intent, order, amount) in [
+        ("evt_other_order", intent_a.as_str(), b.as_str(), 2500),
+        ("evt_other_amount", intent_a.as_str(), a.as_str(), 1),
+        ("evt_unknown_intent", "pi_999999", a.as_str(), 2500),
+    ] {
+        let (body, headers) = signed(event, intent, order, amount);
+        is_problem(
+            &s.post("/v1/webhooks/psp", &headers, &body).await,
+            StatusCode::BAD_REQUEST,
+            "event-mismatch",
+        );
+    }
+    assert_eq!(s.status(&a).await, "payment_pending");
+    assert_eq!(s.status(&b).await, "payment_pending");
+    assert!(s.psp.ledger().await.unwrap().is_empty());
+    s.pay_and_confirm(&a, false).await;
+    s.wait_for(&a, &["confirmed"]).await;
+    assert_eq!(s.status(&b).await, "payment_pending");
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicated_and_reordered_webhooks_are_applied_once() {
     // Proves: with every event delivered 1-4 times in random order, each order is paid and confirmed
     // exactly once and the shop counted the duplicates it skipped.
