@@ -52,7 +52,9 @@ pub use http::{
     BoxIo, Connector, EVENT_BYTES_MAX, HttpClient, HttpError, HttpResponse, HttpStream, Io,
     RESPONSE_BYTES_MAX, SseEvent,
 };
-pub use listen::{HTTP2_STREAMS_PER_CONNECTION_MAX, serve_router};
+pub use listen::{
+    ConnectionLimits, HTTP2_STREAMS_PER_CONNECTION_MAX, serve_router, serve_router_with,
+};
 pub use payments::create_intent;
 pub use problem::{PROBLEM_BASE, Problem};
 pub use serve::{

@@ -9,18 +9,32 @@
 //! instead of a descriptor each. Each connection carries at most
 //! [`HTTP2_STREAMS_PER_CONNECTION_MAX`] streams at once.
 //!
+//! **Clients cannot hold the server by opening connections**
+//! ([`ConnectionLimits`]): at most so many connections are served at once;
+//! one that sends no request head in time (nothing after connecting, a head
+//! dripped byte by byte, an idle keep-alive) is closed; a body that does not
+//! arrive in time fails its request.
+//!
 //! The simulator does not use this: its servers run on turmoil's listener
 //! through `axum::serve`, HTTP/1.1 only.
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use axum::body::Body;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use bytes::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 /// Most HTTP/2 streams one connection may have open at once (each a request
 /// in flight or an events stream being followed).
@@ -30,14 +44,60 @@ pub const HTTP2_STREAMS_PER_CONNECTION_MAX: u32 = 65_536;
 /// next, ms: a tight loop would only burn the CPU the open connections need.
 const ACCEPT_RETRY_MS: u64 = 50;
 
-/// Serves `router` on `listener` (HTTP/1.1 and cleartext HTTP/2) until
-/// `shutdown` resolves, then stops accepting, asks every connection to
-/// finish gracefully and returns once all have closed.
+/// What one server lets its clients hold, and for how long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Most connections served at once. Past it the server stops accepting
+    /// (new clients wait in the kernel's backlog) until one closes, so
+    /// clients that only open connections cannot take the descriptors the
+    /// server needs for its own (store, PSP) and for everyone else.
+    pub max_connections: usize,
+    /// Longest a connection may take to send the head of a request: its
+    /// first bytes after connecting, each request's head, and the wait of an
+    /// idle keep-alive connection for its next request. Past it the
+    /// connection is closed.
+    pub header_read_timeout: Duration,
+    /// Longest a request's body may take to arrive once its head has; past
+    /// it the request is refused (400 `unreadable-body`).
+    pub body_read_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    /// 10,000 connections (under the 20,000 descriptors a usual hard limit
+    /// allows, with room for the server's own); 30 s for a head, as hyper's
+    /// own default; 30 s for a body.
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Serves `router` on `listener` (HTTP/1.1 and cleartext HTTP/2) with the
+/// default [`ConnectionLimits`] until `shutdown` resolves, then stops
+/// accepting, asks every connection to finish gracefully and returns once
+/// all have closed.
 pub async fn serve_router(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    serve_router_with(listener, router, shutdown, ConnectionLimits::default()).await
+}
+
+/// [`serve_router`] with `limits`.
+pub async fn serve_router_with(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: ConnectionLimits,
+) -> io::Result<()> {
+    let body_timeout = limits.body_read_timeout;
+    let router = router.layer(axum::middleware::from_fn(move |request, next| {
+        body_deadline(request, next, body_timeout)
+    }));
     // Dropping `stop_rx` asks the connections to finish; each holds a clone
     // of `closed_rx` until it has.
     let (stop_tx, stop_rx) = watch::channel(());
@@ -46,7 +106,13 @@ pub async fn serve_router(
         shutdown.await;
         drop(stop_rx);
     });
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     loop {
+        let slot = tokio::select! {
+            biased;
+            () = stop_tx.closed() => break,
+            slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
         let accepted = tokio::select! {
             biased;
             () = stop_tx.closed() => break,
@@ -55,7 +121,14 @@ pub async fn serve_router(
         match accepted {
             Ok((stream, _peer)) => {
                 let _ = stream.set_nodelay(true);
-                spawn_connection(stream, router.clone(), &stop_tx, closed_rx.clone());
+                let connection = Connection {
+                    router: router.clone(),
+                    stop_tx: stop_tx.clone(),
+                    closed_rx: closed_rx.clone(),
+                    slot,
+                    limits,
+                };
+                tokio::spawn(connection.serve(stream));
             }
             Err(error) => {
                 tracing::warn!(%error, "accept failed; retrying");
@@ -69,19 +142,68 @@ pub async fn serve_router(
     Ok(())
 }
 
-fn spawn_connection(
-    stream: tokio::net::TcpStream,
+/// The first bytes of an HTTP/2 connection (RFC 9113 §3.4).
+const HTTP2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Pause between looks at a connection that has sent part of the HTTP/2
+/// preface and not the rest, ms.
+const PREFACE_LOOK_MS: u64 = 5;
+
+/// Which protocol a connection speaks, from its first bytes (not consumed):
+/// HTTP/2 by prior knowledge if they are the preface, HTTP/1.1 otherwise.
+/// `None` if it closed first.
+async fn protocol(stream: &TcpStream) -> io::Result<Option<Builder<TokioExecutor>>> {
+    let mut first = [0u8; HTTP2_PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut first).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let builder = Builder::new(TokioExecutor::new());
+        if first[..n] != HTTP2_PREFACE[..n] {
+            return Ok(Some(builder.http1_only()));
+        }
+        if n == HTTP2_PREFACE.len() {
+            return Ok(Some(builder.http2_only()));
+        }
+        tokio::time::sleep(Duration::from_millis(PREFACE_LOOK_MS)).await;
+    }
+}
+
+/// One accepted connection and what it holds of the server.
+struct Connection {
     router: Router,
-    stop_tx: &watch::Sender<()>,
+    stop_tx: watch::Sender<()>,
     closed_rx: watch::Receiver<()>,
-) {
-    let stop_tx = stop_tx.clone();
-    tokio::spawn(async move {
-        let mut builder = Builder::new(TokioExecutor::new());
+    /// Its place among [`ConnectionLimits::max_connections`], given back when it ends.
+    slot: OwnedSemaphorePermit,
+    limits: ConnectionLimits,
+}
+
+impl Connection {
+    async fn serve(self, stream: TcpStream) {
+        let first = tokio::select! {
+            biased;
+            () = self.stop_tx.closed() => return,
+            first = tokio::time::timeout(self.limits.header_read_timeout, protocol(&stream)) => first,
+        };
+        let mut builder = match first {
+            Ok(Ok(Some(builder))) => builder,
+            Ok(Ok(None) | Err(_)) => return,
+            Err(_) => {
+                tracing::debug!("a connection sent no request in time; closed");
+                return;
+            }
+        };
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.limits.header_read_timeout);
         builder
             .http2()
+            .timer(TokioTimer::new())
             .max_concurrent_streams(HTTP2_STREAMS_PER_CONNECTION_MAX);
-        let service = TowerToHyperService::new(router);
+        let service = TowerToHyperService::new(self.router);
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let mut connection = std::pin::pin!(connection);
         let mut stopping = false;
@@ -94,14 +216,73 @@ fn spawn_connection(
                     }
                     break;
                 }
-                () = stop_tx.closed(), if !stopping => {
+                () = self.stop_tx.closed(), if !stopping => {
                     stopping = true;
                     connection.as_mut().graceful_shutdown();
                 }
             }
         }
-        drop(closed_rx);
-    });
+        drop(self.closed_rx);
+        drop(self.slot);
+    }
+}
+
+/// Gives the request's body `timeout` to arrive in full.
+async fn body_deadline(request: Request, next: Next, timeout: Duration) -> Response {
+    next.run(request.map(|body| Body::new(Deadline::new(body, timeout))))
+        .await
+}
+
+/// A request body that fails if it has not ended `timeout` after it was
+/// first found waiting (a body that is there at once never starts a timer).
+struct Deadline {
+    body: Body,
+    timeout: Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Deadline {
+    fn new(body: Body, timeout: Duration) -> Deadline {
+        Deadline {
+            body,
+            timeout,
+            sleep: None,
+        }
+    }
+}
+
+impl hyper::body::Body for Deadline {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, axum::Error>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        let timeout = this.timeout;
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if sleep.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(axum::Error::new(format!(
+                "the request body did not arrive within {} ms",
+                timeout.as_millis()
+            )))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 #[cfg(test)]
@@ -153,6 +334,154 @@ mod tests {
         hyper::Request::get(format!("http://{addr}{path}"))
             .body(Empty::new())
             .unwrap()
+    }
+
+    /// A server with `limits` whose `/hello` answers at once and whose
+    /// `/echo` answers the body it read.
+    async fn limited(
+        limits: ConnectionLimits,
+    ) -> (
+        std::net::SocketAddr,
+        oneshot::Sender<()>,
+        tokio::task::JoinHandle<io::Result<()>>,
+    ) {
+        let router = Router::new()
+            .route("/hello", get(|| async { "hello" }))
+            .route(
+                "/echo",
+                axum::routing::post(|body: Bytes| async move { body }),
+            );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let served = tokio::spawn(serve_router_with(
+            listener,
+            router,
+            async move {
+                let _ = stopped.await;
+            },
+            limits,
+        ));
+        (addr, stop, served)
+    }
+
+    /// Reads what `stream` sends until it closes (or `within` passes: a panic).
+    async fn read_to_close(stream: &mut TcpStream, within: Duration) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        tokio::time::timeout(within, stream.read_to_end(&mut got))
+            .await
+            .expect("the server closed the connection in time")
+            .expect("a clean read");
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_sends_no_request_head_in_time_is_closed() {
+        // Proves: a connection that sends nothing, one that drips part of a head, and an idle
+        // keep-alive connection after its answer are each closed once the head timeout passes
+        // — and not before it.
+        use tokio::io::AsyncWriteExt;
+        let timeout = Duration::from_millis(400);
+        let (addr, stop, served) = limited(ConnectionLimits {
+            header_read_timeout: timeout,
+            ..ConnectionLimits::default()
+        })
+        .await;
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let mut partial = TcpStream::connect(addr).await.unwrap();
+        partial
+            .write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        idle.write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        assert_eq!(
+            read_to_close(&mut silent, Duration::from_secs(10)).await,
+            ""
+        );
+        assert_eq!(
+            read_to_close(&mut partial, Duration::from_secs(10)).await,
+            ""
+        );
+        let answered = read_to_close(&mut idle, Duration::from_secs(10)).await;
+        assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+        assert!(answered.ends_with("hello"), "{answered}");
+        assert!(
+            started.elapsed() >= timeout * 3 / 4,
+            "closed early: {:?}",
+            started.elapsed()
+        );
+        stop.send(()).unwrap();
+        served.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn past_the_connection_limit_a_new_client_waits_until_a_connection_closes() {
+        // Proves: with two connections held open, a third client's request is not served (the
+        // server does not accept past its limit) until one of the two closes; then it is.
+        use tokio::io::AsyncWriteExt;
+        let (addr, stop, served) = limited(ConnectionLimits {
+            max_connections: 2,
+            ..ConnectionLimits::default()
+        })
+        .await;
+        let held = TcpStream::connect(addr).await.unwrap();
+        let mut also_held = TcpStream::connect(addr).await.unwrap();
+        also_held
+            .write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut waiting = TcpStream::connect(addr).await.unwrap();
+        waiting
+            .write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut first = [0u8; 1];
+        let early = tokio::time::timeout(Duration::from_millis(500), async {
+            use tokio::io::AsyncReadExt;
+            waiting.read(&mut first).await
+        })
+        .await;
+        assert!(early.is_err(), "answered past the limit: {early:?}");
+        drop(held);
+        let answered = read_to_close(&mut waiting, Duration::from_secs(10)).await;
+        assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+        drop(also_held);
+        stop.send(()).unwrap();
+        served.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_body_that_does_not_arrive_in_time_fails_its_request() {
+        // Proves: a request whose body stops short is refused once the body timeout passes
+        // (not held open by its sender), and a body that arrives whole is read as ever.
+        use tokio::io::AsyncWriteExt;
+        let (addr, stop, served) = limited(ConnectionLimits {
+            body_read_timeout: Duration::from_millis(300),
+            ..ConnectionLimits::default()
+        })
+        .await;
+        let mut short = TcpStream::connect(addr).await.unwrap();
+        short
+            .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nConnection: close\r\n\r\nab")
+            .await
+            .unwrap();
+        let refused = read_to_close(&mut short, Duration::from_secs(10)).await;
+        assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
+        let mut whole = TcpStream::connect(addr).await.unwrap();
+        whole
+            .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nConnection: close\r\n\r\n0123456789")
+            .await
+            .unwrap();
+        let echoed = read_to_close(&mut whole, Duration::from_secs(10)).await;
+        assert!(echoed.starts_with("HTTP/1.1 200"), "{echoed}");
+        assert!(echoed.ends_with("0123456789"), "{echoed}");
+        stop.send(()).unwrap();
+        served.await.unwrap().unwrap();
     }
 
     #[tokio::test]
