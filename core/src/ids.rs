@@ -131,6 +131,10 @@ macro_rules! counter_id {
                 if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
                     return None;
                 }
+                // One spelling per id: `ord_01` is not `ord_1`.
+                if digits.len() > 1 && digits.starts_with('0') {
+                    return None;
+                }
                 digits.parse().ok().map(Self)
             }
         }
@@ -192,6 +196,11 @@ mod tests {
         assert_eq!(OrderId::parse("ord_4x"), None);
         assert_eq!(OrderId::parse("job_4"), None);
         assert_eq!(OrderId::parse("ord_99999999999999999999999"), None);
+        // One spelling per id: leading zeros name nothing, a lone zero is zero.
+        assert_eq!(OrderId::parse("ord_042"), None);
+        assert_eq!(OrderId::parse("ord_00"), None);
+        assert_eq!(OrderId::parse("ord_0"), Some(OrderId(0)));
+        assert_eq!(OrderId::parse("ord_10"), Some(OrderId(10)));
     }
 
     #[test]

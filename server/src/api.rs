@@ -302,12 +302,40 @@ fn objects_only(body: &[u8]) -> Result<(), usize> {
     Ok(())
 }
 
+/// A path parameter. One that is not UTF-8 (`%ff`) names nothing this shop
+/// has: 404 `not-found`, as any id it does not know (axum's own rejection
+/// would be a plain-text 400).
+pub(crate) struct Segment(String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Segment {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Segment, Problem> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(segment)) => Ok(Segment(segment)),
+            Err(rejection) => Err(Problem::not_found(format!(
+                "{}: names nothing here",
+                rejection.body_text()
+            ))),
+        }
+    }
+}
+
 fn parse_order_id(text: &str) -> Result<OrderId, Problem> {
     OrderId::parse(text)
         .ok_or_else(|| Problem::not_found(format!("{text:?} is not an order id (ord_<number>)")))
 }
 
 fn idempotency_key(headers: &HeaderMap, required: bool) -> Result<Option<IdempotencyKey>, Problem> {
+    if headers.get_all("idempotency-key").iter().nth(1).is_some() {
+        return Err(Problem::bad_request(
+            "invalid-idempotency-key",
+            "send one Idempotency-Key header, not several",
+        ));
+    }
     match headers.get("idempotency-key") {
         None if required => Err(Problem::bad_request(
             "idempotency-key-missing",
@@ -596,7 +624,7 @@ async fn list_products(State(app): Shared) -> ApiResult {
                     ("Age" = u64, description = "Seconds since that copy was read."))),
         (status = 404, description = "`not-found`: no such SKU.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: the store did not answer; retry (with the same Idempotency-Key where one is sent).", body = Problem, content_type = "application/problem+json")))]
-async fn get_product(State(app): Shared, Path(sku): Path<String>) -> ApiResult {
+async fn get_product(State(app): Shared, Segment(sku): Segment) -> ApiResult {
     let sku = Sku::new(sku).map_err(|e| Problem::not_found(e.to_string()))?;
     let (catalog, age) = read_catalog(&app).await?;
     let (p, level) = catalog
@@ -727,7 +755,7 @@ pub(crate) async fn load_order(app: &App, id: OrderId) -> Result<Order, Problem>
         (status = 200, description = "The order: status, lines with captured prices, total, intent, every transition.", body = OrderView),
         (status = 404, description = "`not-found`: no such order, or not an order id.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: the store did not answer; retry (with the same Idempotency-Key where one is sent).", body = Problem, content_type = "application/problem+json")))]
-async fn get_order(State(app): Shared, Path(id): Path<String>) -> ApiResult {
+async fn get_order(State(app): Shared, Segment(id): Segment) -> ApiResult {
     let order = load_order(&app, parse_order_id(&id)?).await?;
     Ok(Json(OrderView::from(&order)).into_response())
 }
@@ -776,7 +804,7 @@ struct EventsState {
         (status = 200, description = "Server-sent events: `status` events whose data is the order (as GET /v1/orders/{id}), the current one first, then each change; comment keep-alives; the stream ends after a final status.", body = String, content_type = "text/event-stream"),
         (status = 404, description = "`not-found`: no such order, or not an order id.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: too many open streams, or the change feed could not be read; retry shortly.", body = Problem, content_type = "application/problem+json")))]
-async fn order_events(State(app): Shared, Path(id): Path<String>) -> ApiResult {
+async fn order_events(State(app): Shared, Segment(id): Segment) -> ApiResult {
     let id = parse_order_id(&id)?;
     let keep_alive = Duration::from_millis(app.config.sse_keep_alive_ms.max(1));
     let watch = app
@@ -849,7 +877,7 @@ async fn order_events(State(app): Shared, Path(id): Path<String>) -> ApiResult {
         (status = 404, description = "`not-found`: no such order.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`not-cancellable`: the order's status does not allow it.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: the store did not answer; retry (with the same Idempotency-Key where one is sent).", body = Problem, content_type = "application/problem+json")))]
-async fn cancel(State(app): Shared, Path(id): Path<String>) -> ApiResult {
+async fn cancel(State(app): Shared, Segment(id): Segment) -> ApiResult {
     let id = parse_order_id(&id)?;
     let step = app
         .store
@@ -879,7 +907,7 @@ fn pay_fingerprint(order: OrderId) -> Fingerprint {
         (status = 422, description = "`idempotency-key-reused`.", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "`psp-unavailable`: the payment provider did not answer; retry with the same key.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: the store did not answer; retry (with the same Idempotency-Key where one is sent).", body = Problem, content_type = "application/problem+json")))]
-async fn pay(State(app): Shared, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
+async fn pay(State(app): Shared, Segment(id): Segment, headers: HeaderMap) -> ApiResult {
     let order_id = parse_order_id(&id)?;
     let key = idempotency_key(&headers, true)?.expect("required");
     let fingerprint = pay_fingerprint(order_id);

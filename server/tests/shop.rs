@@ -661,6 +661,48 @@ async fn a_body_not_sent_as_json_is_refused_415_and_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_paths_name_nothing_and_two_idempotency_keys_are_refused() {
+    // Proves: a path parameter that is not UTF-8, and an order id spelled with leading zeros,
+    // are problem+json 404s on every route that takes one (not a plain-text 400, not another
+    // spelling of ord_1); a request carrying two Idempotency-Key headers is a 400 and creates
+    // nothing, while the same request with one of them is taken.
+    let (stack, s) = start(config(Design::reference())).await;
+    let id = order_id(&s.order("k-1", "alice", TEE, 1).await);
+    assert_eq!(id, "ord_1");
+    for path in [
+        "/v1/orders/%ff",
+        "/v1/orders/%C3%28",
+        "/v1/orders/ord_01",
+        "/v1/orders/ord_0001/events",
+        "/v1/products/%ff",
+    ] {
+        is_problem(&s.get(path).await, StatusCode::NOT_FOUND, "not-found");
+    }
+    for path in ["/v1/orders/%ff/pay", "/v1/orders/ord_01/cancel"] {
+        let headers = [("idempotency-key", "k-path".to_string())];
+        is_problem(
+            &s.post(path, &headers, "").await,
+            StatusCode::NOT_FOUND,
+            "not-found",
+        );
+    }
+    let body = json!({ "customer_id": "bob", "items": [{ "sku": TEE, "qty": 1 }] }).to_string();
+    let two = [
+        ("idempotency-key", "k-a".to_string()),
+        ("idempotency-key", "k-b".to_string()),
+    ];
+    is_problem(
+        &s.post("/v1/orders", &two, &body).await,
+        StatusCode::BAD_REQUEST,
+        "invalid-idempotency-key",
+    );
+    assert_eq!(s.audit().await.orders.len(), 1, "nothing created");
+    let one = s.post("/v1/orders", &two[..1], &body).await;
+    assert_eq!(one.status, StatusCode::ACCEPTED, "{one:?}");
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_and_stale_webhooks_are_refused_without_effect() {
     // Proves: a webhook with a wrong signature, a stale timestamp or no signature is a 400 and the
     // order does not move; a correctly signed copy of a real event is accepted as a duplicate.
