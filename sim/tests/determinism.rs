@@ -29,7 +29,11 @@ impl Case {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("determinism");
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join(format!("{label}.toml"));
-        std::fs::write(&file, toml::to_string(scenario).unwrap()).unwrap();
+        // Written aside and renamed into place: the tests of this file run at once, and each
+        // writes every case's file while the other may be reading it.
+        let aside = dir.join(format!("{label}.toml.{:?}", std::thread::current().id()));
+        std::fs::write(&aside, toml::to_string(scenario).unwrap()).unwrap();
+        std::fs::rename(&aside, &file).unwrap();
         Case {
             label: label.into(),
             file,
