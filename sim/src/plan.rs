@@ -314,6 +314,23 @@ impl Plan {
         for (i, s) in self.shoppers.iter().enumerate() {
             self.validate_shopper(i, s)?;
         }
+        let mut per_host = vec![0u32; self.scenario.topology.shopper_hosts as usize];
+        for s in &self.shoppers {
+            per_host[s.host as usize] += 1;
+        }
+        if let Some((host, n)) = per_host
+            .iter()
+            .enumerate()
+            .find(|&(_, &n)| n > crate::scenario::SHOPPERS_PER_HOST_MAX)
+        {
+            return Err(bad(
+                "shoppers".into(),
+                format!(
+                    "{n} shoppers on shopper host {host}; at most {} a host",
+                    crate::scenario::SHOPPERS_PER_HOST_MAX
+                ),
+            ));
+        }
         let hosts = self.hosts();
         for (i, f) in self.faults.iter().enumerate() {
             validate_fault(&hosts, i, f)?;
@@ -451,7 +468,7 @@ pub const FAULT_KINDS: [&str; 9] = [
 ];
 
 /// Most shoppers a plan file may hold.
-pub const PLAN_SHOPPERS_MAX: usize = 1_000_000;
+pub const PLAN_SHOPPERS_MAX: usize = crate::scenario::SHOPPERS_MAX as usize;
 /// Latest time a plan file may name, ms (one hour).
 pub const PLAN_MS_MAX: u64 = 3_600_000;
 

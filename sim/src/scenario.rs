@@ -507,12 +507,20 @@ pub const HOST_GROUPS: [&str; 5] = ["api", "worker", "db", "psp", "shopper"];
 impl Scenario {
     /// Checks every value; the first problem found is returned with its field path.
     pub fn validate(&self) -> Result<(), ScenarioError> {
-        if self.name.is_empty() || self.name.len() > 64 {
-            return Err(err("name", "must be 1 to 64 characters"));
-        }
+        validate_name(&self.name)?;
         validate_topology(&self.topology)?;
         validate_catalog(&self.catalog)?;
         validate_shoppers(&self.shoppers)?;
+        let per_host = self.shoppers.count.div_ceil(self.topology.shopper_hosts.max(1));
+        if per_host > SHOPPERS_PER_HOST_MAX {
+            return Err(err(
+                "shoppers.count",
+                format!(
+                    "{} shoppers on {} shopper host(s) is {per_host} a host; at most {SHOPPERS_PER_HOST_MAX} (each keeps a connection, and a host has 16,384 ports): raise topology.shopper_hosts",
+                    self.shoppers.count, self.topology.shopper_hosts
+                ),
+            ));
+        }
         validate_faults(&self.faults)?;
         validate_timing(&self.timing)?;
         validate_admission(&self.admission)?;
@@ -520,6 +528,33 @@ impl Scenario {
         stampede_server::Design::preset(&self.design).map_err(|e| err("design", e.to_string()))?;
         Ok(())
     }
+}
+
+/// Most shoppers one client host runs: each keeps a connection to the shop
+/// open, and turmoil gives a host 16,384 ephemeral ports.
+pub const SHOPPERS_PER_HOST_MAX: u32 = 8_000;
+
+/// Most shoppers a scenario has (about 50 KiB of simulated connections each
+/// at once, so some 5 GiB at most).
+pub const SHOPPERS_MAX: u64 = 100_000;
+
+/// Longest the arrivals of a scenario may take, ms (an hour).
+pub const ARRIVALS_MS_MAX: u64 = 3_600_000;
+
+/// The scenario's name names its output folders: 1 to 64 letters, digits,
+/// `_`, `-` and `.`, not starting with `.` (so never `..`, a path, or a
+/// hidden folder).
+fn validate_name(name: &str) -> Result<(), ScenarioError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    if name.is_empty() || name.len() > 64 || !name.chars().all(allowed) || name.starts_with('.') {
+        return Err(err(
+            "name",
+            format!(
+                "{name:?}: must be 1 to 64 letters, digits, '_', '-' or '.', not starting with '.' (it names the output folders)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn validate_topology(t: &Topology) -> Result<(), ScenarioError> {
@@ -553,7 +588,7 @@ fn validate_catalog(catalog: &[ProductSpec]) -> Result<(), ScenarioError> {
 }
 
 fn validate_shoppers(s: &Shoppers) -> Result<(), ScenarioError> {
-    range("shoppers.count", s.count.into(), 1, 1_000_000)?;
+    range("shoppers.count", s.count.into(), 1, SHOPPERS_MAX)?;
     range("shoppers.max_qty", s.qty_max.into(), 1, 100)?;
     range(
         "shoppers.max_lines",
@@ -576,7 +611,23 @@ fn validate_shoppers(s: &Shoppers) -> Result<(), ScenarioError> {
         probability(name, p)?;
     }
     range("shoppers.pay_delay_ms_max", s.pay_delay_ms_max, 0, 600_000)?;
-    validate_arrival(&s.arrival)
+    validate_arrival(&s.arrival)?;
+    if let Arrival::Poisson { per_sec } = s.arrival {
+        let span_ms = f64::from(s.count) / per_sec * 1_000.0;
+        if span_ms > ARRIVALS_MS_MAX as f64 {
+            return Err(err(
+                "shoppers.arrival.per_sec",
+                format!(
+                    "{per_sec}/s brings {} shoppers in about {:.0} s; at most {} s (a rate of at least {:.4}/s)",
+                    s.count,
+                    span_ms / 1_000.0,
+                    ARRIVALS_MS_MAX / 1_000,
+                    f64::from(s.count) * 1_000.0 / ARRIVALS_MS_MAX as f64
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn validate_arrival(arrival: &Arrival) -> Result<(), ScenarioError> {
@@ -919,6 +970,60 @@ window_ms = 500
 
     fn error(text: &str) -> ScenarioFileError {
         Scenario::from_toml("t.toml", text).unwrap_err()
+    }
+
+    #[test]
+    fn a_name_is_a_plain_folder_name() {
+        // Proves: the name, which names output folders, cannot climb out of them, name a
+        // path or a hidden folder, or hold a control character; plain names pass.
+        for bad in ["../evil", "/tmp/abs", "a/b", ".hidden", "..", "a\\nb", "sp ace", ""] {
+            let text = GOOD.replace("name = \"tiny\"", &format!("name = {bad:?}"));
+            let e = error(&text);
+            assert_eq!(e.field, "name", "{bad:?}: {e}");
+        }
+        for good in ["flash-sale", "a.b_c-1", "x"] {
+            let text = GOOD.replace("name = \"tiny\"", &format!("name = {good:?}"));
+            assert!(Scenario::from_toml("t.toml", &text).is_ok(), "{good:?}");
+        }
+        let long = "n".repeat(64);
+        let text = GOOD.replace("name = \"tiny\"", &format!("name = {long:?}"));
+        assert!(Scenario::from_toml("t.toml", &text).is_ok());
+        let text = GOOD.replace("name = \"tiny\"", &format!("name = \"{long}n\""));
+        assert_eq!(error(&text).field, "name");
+    }
+
+    #[test]
+    fn shoppers_per_host_and_the_arrival_span_are_bounded() {
+        // Proves: a host runs at most SHOPPERS_PER_HOST_MAX shoppers (more would exhaust its
+        // ports mid-run), counted over the topology's shopper hosts, on both sides of the bound;
+        // and Poisson arrivals may take at most an hour (a tiny rate never ends), on both sides.
+        let with = |count: u32, hosts: u32| {
+            let topology = format!(
+                "\n[topology]\napi_hosts = 1\nworker_hosts = 1\nworkers_per_host = 1\nshopper_hosts = {hosts}\n"
+            );
+            format!("{}{topology}", GOOD.replace("count = 10", &format!("count = {count}")))
+        };
+        assert!(Scenario::from_toml("t.toml", &with(8_000, 1)).is_ok());
+        assert!(Scenario::from_toml("t.toml", &with(16_000, 2)).is_ok());
+        for (count, hosts) in [(8_001, 1), (16_001, 2)] {
+            let e = error(&with(count, hosts));
+            assert_eq!(e.field, "shoppers.count", "{e}");
+            assert!(e.message.contains("shopper_hosts"), "{e}");
+        }
+        assert_eq!(error(&with(100_001, 64)).field, "shoppers.count");
+        let poisson = |rate: &str| {
+            GOOD.replace(
+                "shape = \"burst\"\nat_ms = 100\nwindow_ms = 500",
+                &format!("shape = \"poisson\"\nper_sec = {rate}"),
+            )
+            .replace("count = 10", "count = 36")
+        };
+        // 36 shoppers in an hour is 0.01 a second.
+        assert!(Scenario::from_toml("t.toml", &poisson("0.01")).is_ok());
+        for rate in ["0.0099", "1e-300"] {
+            let e = error(&poisson(rate));
+            assert_eq!(e.field, "shoppers.arrival.per_sec", "{rate}: {e}");
+        }
     }
 
     #[test]
