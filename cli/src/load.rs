@@ -80,8 +80,9 @@ pub struct LoadArgs {
     /// plus 10s when that is longer, so carts abandoned in the load can lapse first].
     #[arg(long, value_parser = parse_duration)]
     pub settle: Option<Duration>,
-    /// Bearer token of the shop's /admin/audit.
-    #[arg(long, default_value = "stampede-admin")]
+    /// Bearer token of the shop's /admin/audit (and of the shop this starts): 8 to 256
+    /// visible ASCII characters.
+    #[arg(long, default_value = "stampede-admin", value_parser = crate::serve::parse_admin_token)]
     pub admin_token: String,
     /// Seed of the shoppers' choices.
     #[arg(long, default_value_t = 1)]

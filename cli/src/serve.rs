@@ -42,8 +42,8 @@ pub struct ServeArgs {
     /// (e.g. 900); a load against such a shop needs `--hold 15m`, and waits that long to audit.
     #[arg(long, default_value_t = SERVE_RESERVATION_TTL_SECS, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub reservation_ttl_secs: u64,
-    /// Bearer token for /admin/restock and /admin/audit.
-    #[arg(long, default_value = "stampede-admin")]
+    /// Bearer token for /admin/restock and /admin/audit: 8 to 256 visible ASCII characters.
+    #[arg(long, default_value = "stampede-admin", value_parser = parse_admin_token)]
     pub admin_token: String,
     /// Where the shop keeps its state: sqlite:PATH (durable: every acknowledged change
     /// survives a crash; an existing file is resumed), sqlite (= sqlite:stampede-data/shop.db),
@@ -109,6 +109,19 @@ fn parse_psp(text: &str) -> Result<String, String> {
     match text {
         "embedded" => Ok(text.to_string()),
         _ => crate::load::host_port(text).map_err(|e| format!("{e}, or embedded")),
+    }
+}
+
+/// Reads `--admin-token`: never empty (an empty token would let anyone in).
+pub fn parse_admin_token(text: &str) -> Result<String, String> {
+    let visible = text.bytes().all(|b| b.is_ascii_graphic());
+    if (8..=256).contains(&text.len()) && visible {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "{} characters: a token is 8 to 256 visible ASCII characters (no spaces)",
+            text.len()
+        ))
     }
 }
 
@@ -292,6 +305,23 @@ async fn run_psp(addr: SocketAddr, config: PspConfig) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_admin_token_is_8_to_256_visible_characters() {
+        // Proves: an empty token (which would open the admin routes to anyone), a short one, a
+        // long one and one with a space are refused; the bounds themselves pass.
+        for bad in [
+            String::new(),
+            "a".repeat(7),
+            "a".repeat(257),
+            "has space1".into(),
+        ] {
+            assert!(parse_admin_token(&bad).is_err(), "{bad:?}");
+        }
+        for good in ["a".repeat(8), "a".repeat(256), "stampede-admin".into()] {
+            assert_eq!(parse_admin_token(&good).unwrap(), good);
+        }
+    }
 
     #[test]
     fn the_psp_is_embedded_or_a_host_and_port() {

@@ -593,6 +593,17 @@ fn read_shard(path: &Path) -> Result<SweepSummary, String> {
             part.version
         ));
     }
+    if let Some(shard) = part.shards.iter().find(|s| {
+        s.count == 0 || s.count > stampede_reports::SHARDS_MAX || s.index == 0 || s.index > s.count
+    }) {
+        return Err(format!(
+            "{}: shard {}/{} is not a part of a sweep (1 ≤ part ≤ parts ≤ {})",
+            path.display(),
+            shard.index,
+            shard.count,
+            stampede_reports::SHARDS_MAX
+        ));
+    }
     let folder = path.parent().unwrap_or(Path::new("."));
     for r in &mut part.runs {
         r.kept = r.kept.take().and_then(|kept| {

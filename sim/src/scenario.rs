@@ -511,7 +511,10 @@ impl Scenario {
         validate_topology(&self.topology)?;
         validate_catalog(&self.catalog)?;
         validate_shoppers(&self.shoppers)?;
-        let per_host = self.shoppers.count.div_ceil(self.topology.shopper_hosts.max(1));
+        let per_host = self
+            .shoppers
+            .count
+            .div_ceil(self.topology.shopper_hosts.max(1));
         if per_host > SHOPPERS_PER_HOST_MAX {
             return Err(err(
                 "shoppers.count",
@@ -976,7 +979,9 @@ window_ms = 500
     fn a_name_is_a_plain_folder_name() {
         // Proves: the name, which names output folders, cannot climb out of them, name a
         // path or a hidden folder, or hold a control character; plain names pass.
-        for bad in ["../evil", "/tmp/abs", "a/b", ".hidden", "..", "a\\nb", "sp ace", ""] {
+        for bad in [
+            "../evil", "/tmp/abs", "a/b", ".hidden", "..", "a\\nb", "sp ace", "",
+        ] {
             let text = GOOD.replace("name = \"tiny\"", &format!("name = {bad:?}"));
             let e = error(&text);
             assert_eq!(e.field, "name", "{bad:?}: {e}");
@@ -1001,7 +1006,10 @@ window_ms = 500
             let topology = format!(
                 "\n[topology]\napi_hosts = 1\nworker_hosts = 1\nworkers_per_host = 1\nshopper_hosts = {hosts}\n"
             );
-            format!("{}{topology}", GOOD.replace("count = 10", &format!("count = {count}")))
+            format!(
+                "{}{topology}",
+                GOOD.replace("count = 10", &format!("count = {count}"))
+            )
         };
         assert!(Scenario::from_toml("t.toml", &with(8_000, 1)).is_ok());
         assert!(Scenario::from_toml("t.toml", &with(16_000, 2)).is_ok());
