@@ -187,6 +187,7 @@ fn many(result: Result<u8, String>) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    end_quietly_on_a_closed_pipe(&cli.command);
     init_tracing(&cli.command);
     match cli.command {
         Command::Run(args) => run_command(&args),
@@ -204,6 +205,30 @@ fn main() -> ExitCode {
         Command::Psp(args) => many(serve::psp(args)),
         Command::Designs => many(serve::designs()),
     }
+}
+
+/// A report piped into `head` ends when its reader does, as other
+/// command-line tools do (status 141, as if killed by SIGPIPE), instead of
+/// panicking with a backtrace: Rust ignores SIGPIPE, so `println!` to a
+/// closed pipe panics, and this ends the process at that panic. Not for the
+/// commands that serve, whose output is a log.
+fn end_quietly_on_a_closed_pipe(command: &Command) {
+    if matches!(command, Command::Serve(_) | Command::Psp(_)) {
+        return;
+    }
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        report(info);
+    }));
 }
 
 /// Logs to stderr. Inside the simulator the shop's warnings are the faults

@@ -299,3 +299,24 @@ fn bad_plans_and_seed_lists_are_refused_with_exit_2() {
         "the reference holds: nothing to shrink"
     );
 }
+
+#[test]
+fn a_report_piped_into_a_reader_that_has_gone_ends_quietly() {
+    // Proves: `stampede sweep … | head -1` whose reader has gone ends with status 141 (as a
+    // tool killed by SIGPIPE does) and no panic or backtrace, instead of panicking on the
+    // broken pipe.
+    let dir = out_dir("closed-pipe");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stampede"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["sweep", TINY, "--seeds", "1..2", "--out"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("the binary ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
