@@ -371,6 +371,8 @@ struct Keeper<'a> {
     out: &'a Path,
     keep: usize,
     kept: AtomicUsize,
+    /// Folders handed out, so two scenario files of one name never share one.
+    claimed: std::sync::Mutex<std::collections::BTreeSet<PathBuf>>,
 }
 
 impl<'a> Keeper<'a> {
@@ -379,19 +381,36 @@ impl<'a> Keeper<'a> {
             out,
             keep,
             kept: AtomicUsize::new(0),
+            claimed: std::sync::Mutex::default(),
         }
     }
 
-    /// A folder for this failing run, while fewer than `keep` have been kept.
+    /// A folder of its own for this failing run (`<name>-<design>-<seed>`,
+    /// then `-2`, `-3`… if another file of the same name took that), while
+    /// fewer than `keep` have been kept.
     fn claim(&self, job: &Job<'_>) -> Option<PathBuf> {
-        (self.kept.fetch_add(1, Ordering::Relaxed) < self.keep).then(|| {
-            self.out.join("failures").join(format!(
-                "{}-{}-{}",
-                job.target.scenario.name,
-                job.design.label().replace(['+', '='], "_"),
-                job.seed
-            ))
-        })
+        if self.kept.fetch_add(1, Ordering::Relaxed) >= self.keep {
+            return None;
+        }
+        let base = format!(
+            "{}-{}-{}",
+            job.target.scenario.name,
+            job.design.label().replace(['+', '='], "_"),
+            job.seed
+        );
+        let mut claimed = self
+            .claimed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let folder = (1..)
+            .map(|n| match n {
+                1 => self.out.join("failures").join(&base),
+                n => self.out.join("failures").join(format!("{base}-{n}")),
+            })
+            .find(|folder| !claimed.contains(folder))
+            .expect("an unclaimed folder");
+        claimed.insert(folder.clone());
+        Some(folder)
     }
 }
 

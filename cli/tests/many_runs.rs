@@ -320,3 +320,42 @@ fn a_report_piped_into_a_reader_that_has_gone_ends_quietly() {
     assert_eq!(output.status.code(), Some(141), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn two_failing_scenario_files_of_one_name_keep_a_folder_each() {
+    // Proves: a sweep over two files that share a scenario name keeps each failing run's
+    // outputs in a folder of its own (the second gets `-2`), and each folder holds that run's
+    // outputs (its trace hash) — neither overwrites the other.
+    let dir = out_dir("same-name");
+    let files = dir.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let tiny = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(TINY)).unwrap();
+    std::fs::write(files.join("a.toml"), &tiny).unwrap();
+    std::fs::write(
+        files.join("b.toml"),
+        tiny.replace("stock = 100", "stock = 90"),
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let swept = stampede(&[
+        "sweep",
+        files.to_str().unwrap(),
+        "--seeds",
+        "1",
+        "--design",
+        "textbook-naive",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(swept.status.code(), Some(1), "{swept:?}");
+    let summary = read_json(&out.join("summary.json"));
+    let runs = summary["runs"].as_array().unwrap();
+    let kept: Vec<&str> = runs.iter().map(|r| r["kept"].as_str().unwrap()).collect();
+    assert_eq!(kept.len(), 2);
+    assert_ne!(kept[0], kept[1], "{kept:?}");
+    for run in runs {
+        let folder = out.join(run["kept"].as_str().unwrap());
+        let its = read_json(&folder.join("summary.json"));
+        assert_eq!(its["trace_hash"], run["trace_hash"], "{}", folder.display());
+    }
+}
