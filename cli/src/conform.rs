@@ -37,8 +37,8 @@ pub struct ConformArgs {
     /// Bearer token of the service's /admin/audit (for the flash sale's audit).
     #[arg(long, default_value = "stampede-admin")]
     pub admin_token: String,
-    /// How long the flash sale runs.
-    #[arg(long, default_value = "5s", value_parser = crate::load::parse_duration)]
+    /// How long the flash sale runs: 1s to 24h, as `stampede load --duration`.
+    #[arg(long, default_value = "5s", value_parser = crate::load::parse_load_duration)]
     pub flash_sale: Duration,
     /// The service's hold (how long an unpaid order keeps its stock), e.g. 10s for `stampede
     /// serve`'s default: the flash sale's audit holds it to that promise and waits for carts

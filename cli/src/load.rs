@@ -253,7 +253,7 @@ pub(crate) fn parse_bound(text: &str) -> Result<Duration, String> {
 }
 
 /// `--duration`: 1 s to 24 h, refused before anything starts.
-fn parse_load_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_load_duration(text: &str) -> Result<Duration, String> {
     let duration = parse_duration(text)?;
     if !(Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(&duration) {
         return Err(format!("{text:?}: load is offered for 1s to 24h"));

@@ -46,7 +46,8 @@ enum Command {
     Sweep(sweep::SweepArgs),
     /// Combine the summary.json files of sharded sweeps into one result.
     ///
-    /// Exit status: 0 every run held, 1 any violation (or two shards disagree on a trace), 2 bad input.
+    /// Exit status: 0 every run held, 1 any violation, 2 bad input (a file that is not a
+    /// sweep summary, or two shards that disagree on a seed's trace: different builds).
     /// Example: stampede merge shard-*/summary.json
     Merge(sweep::MergeArgs),
     /// Run the same seeds on several designs and show them side by side.

@@ -655,6 +655,17 @@ pub fn compare(args: &CompareArgs) -> Result<u8, String> {
     if args.designs.is_empty() || args.designs.len() > 16 {
         return Err("--designs takes 1 to 16 designs".into());
     }
+    if let Some((i, twice)) = args
+        .designs
+        .iter()
+        .enumerate()
+        .find(|(i, d)| args.designs[..*i].contains(d))
+    {
+        return Err(format!(
+            "--designs names {twice} twice (position {}): each design is a column",
+            i + 1
+        ));
+    }
     let specs: Vec<DesignSpec> = args
         .designs
         .iter()

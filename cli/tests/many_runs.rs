@@ -359,3 +359,31 @@ fn two_failing_scenario_files_of_one_name_keep_a_folder_each() {
         assert_eq!(its["trace_hash"], run["trace_hash"], "{}", folder.display());
     }
 }
+
+#[test]
+fn compare_refuses_a_design_named_twice() {
+    // Proves: `compare --designs a,a` is bad input (exit 2, naming the design), not a column
+    // counted twice; the same designs once each are compared.
+    let twice = stampede(&[
+        "compare",
+        TINY,
+        "--designs",
+        "seed-repo,seed-repo",
+        "--seeds",
+        "1",
+    ]);
+    assert_eq!(twice.status.code(), Some(2), "{twice:?}");
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("seed-repo twice"));
+    let dir = out_dir("compare-once");
+    let once = stampede(&[
+        "compare",
+        TINY,
+        "--designs",
+        "seed-repo,reference",
+        "--seeds",
+        "1",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(once.status.code(), Some(0), "{once:?}");
+}
