@@ -254,6 +254,23 @@ impl Plan {
         self.shoppers.iter().map(|s| s.arrive_ms).max().unwrap_or(0)
     }
 
+    /// When the last shopper means to act at the latest: its arrival plus its
+    /// think time before paying (or, paying late, before confirming).
+    pub fn last_planned_act_ms(&self) -> u64 {
+        self.shoppers
+            .iter()
+            .map(|s| {
+                let think = match s.intent {
+                    Intent::Pay { delay_ms, .. } => delay_ms,
+                    Intent::PayLate { think_ms, .. } => think_ms,
+                    Intent::Abandon | Intent::Cancel => 0,
+                };
+                s.arrive_ms.saturating_add(think)
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// When faults stop: the later of the fault window's end and the end of the last fault.
     pub fn faults_end_ms(&self) -> u64 {
         let last = self
@@ -369,6 +386,14 @@ impl Plan {
         {
             return Err(bad(
                 field("intent.think_ms"),
+                format!("at most {PLAN_MS_MAX}"),
+            ));
+        }
+        if let Intent::Pay { delay_ms, .. } = s.intent
+            && delay_ms > PLAN_MS_MAX
+        {
+            return Err(bad(
+                field("intent.delay_ms"),
                 format!("at most {PLAN_MS_MAX}"),
             ));
         }

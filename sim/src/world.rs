@@ -409,6 +409,18 @@ const WATCH_POLL_MS: u64 = 50;
 /// How often the driver checks the live safety invariants ([`Monitor`]), ms of sim time.
 const MONITOR_INTERVAL_MS: u64 = 100;
 
+/// Latest simulated time a run of `plan` may reach before it counts as
+/// failed, ms: [`OVERRUN_MS_MAX`] past the planned end, or past the last
+/// shopper's planned act plus the settle time when a shopper means to think
+/// longer than that (a think time the scenario allows is waited out, not a
+/// failure). A limit only: a run that ends before it is not changed by it.
+fn run_limit_ms(plan: &Plan) -> u64 {
+    let acts_end = plan
+        .last_planned_act_ms()
+        .saturating_add(plan.scenario.timing.settle_ms);
+    plan.end_ms().max(acts_end).saturating_add(OVERRUN_MS_MAX)
+}
+
 /// Builds the turmoil world: its hosts in a fixed order (db, psp, api-*,
 /// worker-*, shopper clients, attacker), so a seed always makes the
 /// same world.
@@ -418,7 +430,7 @@ fn build_sim(shared: &Arc<Shared>) -> (turmoil::Sim<'static>, Arc<AtomicUsize>) 
     builder
         .rng_seed(plan.seed)
         .epoch(UNIX_EPOCH + Duration::from_millis(EPOCH_UNIX_MS))
-        .simulation_duration(Duration::from_millis(plan.end_ms() + OVERRUN_MS_MAX))
+        .simulation_duration(Duration::from_millis(run_limit_ms(plan)))
         .tick_duration(Duration::from_millis(1))
         .tcp_capacity(TCP_PENDING_CONNECTIONS_MAX)
         .min_message_latency(Duration::from_millis(0))
@@ -980,7 +992,7 @@ fn drive(
     let plan = &shared.plan;
     let mut agenda = Agenda::of(plan);
     let sync_every = plan.scenario.faults.sync_interval_ms.max(1);
-    let deadline = plan.end_ms() + OVERRUN_MS_MAX;
+    let deadline = run_limit_ms(plan);
     let mut next_sync = sync_every;
     let mut next_check = MONITOR_INTERVAL_MS;
     let mut settle = SettleWatch::of(plan);
@@ -1012,8 +1024,6 @@ fn drive(
     }
 }
 
-/// Carries out one action at `now`, records it as a fault, and schedules
-/// the heal of a fault that starts here.
 /// Runs `crash`, which drops the tasks of `host`, with the host's streams
 /// closing in the order they were opened ([`HostStreams`]).
 fn crashing(shared: &Shared, host: &str, crash: impl FnOnce()) {
@@ -1024,6 +1034,8 @@ fn crashing(shared: &Shared, host: &str, crash: impl FnOnce()) {
     debug_assert_eq!(late, 0, "{host}'s streams outlived its tasks");
 }
 
+/// Carries out one action at `now`, records it as a fault, and schedules
+/// the heal of a fault that starts here.
 fn apply(
     sim: &mut turmoil::Sim<'static>,
     shared: &Shared,
@@ -1092,6 +1104,35 @@ fn fault_starts(shared: &Shared, recorder: &Recorder, now: u64, what: String, le
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_may_last_as_long_as_its_shoppers_mean_to_think() {
+        // Proves: the run's limit is the planned end plus the overrun while every shopper acts
+        // within it, and grows to cover a shopper who means to think longer (its arrival, its
+        // think time, the settle time, then the overrun): a think time the scenario allows is
+        // waited out instead of failing the run.
+        let mut scenario = crate::scenarios::smoke();
+        scenario.shoppers.pay_delay_ms_max = 0;
+        let mut plan = Plan::generate(&scenario, stampede_server::Design::reference(), 1);
+        assert_eq!(run_limit_ms(&plan), plan.end_ms() + OVERRUN_MS_MAX);
+        let shopper = plan
+            .shoppers
+            .iter_mut()
+            .find(|s| matches!(s.intent, crate::plan::Intent::Pay { .. }))
+            .expect("a paying shopper");
+        shopper.intent = crate::plan::Intent::Pay {
+            delay_ms: 200_000,
+            decline: false,
+            double_pay: false,
+        };
+        let acts_until = shopper.arrive_ms + 200_000;
+        assert_eq!(plan.last_planned_act_ms(), acts_until);
+        assert!(acts_until + plan.scenario.timing.settle_ms > plan.end_ms());
+        assert_eq!(
+            run_limit_ms(&plan),
+            acts_until + plan.scenario.timing.settle_ms + OVERRUN_MS_MAX
+        );
+    }
 
     #[test]
     fn the_settle_watch_looks_on_time_and_gives_up_at_its_bound() {
