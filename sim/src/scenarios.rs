@@ -271,7 +271,7 @@ impl CatchCase {
     /// same shoppers in both.
     pub fn without_faults(&self) -> Option<Scenario> {
         let mut clean = self.mix.clone();
-        clean.name = format!("{} without faults", self.mix.name);
+        clean.name = format!("{}-without-faults", self.mix.name);
         clean.faults = Faults {
             window_start_ms: self.mix.faults.window_start_ms,
             window_end_ms: self.mix.faults.window_end_ms,
