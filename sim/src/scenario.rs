@@ -82,9 +82,9 @@ impl AdmissionSpec {
     }
 }
 
-/// Host counts.
+/// Host counts; a field a file leaves out takes its default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Topology {
     /// API hosts (`api-1..k`).
     pub api_hosts: u32,
@@ -369,9 +369,9 @@ pub struct PartitionSpec {
     pub duration_ms: u64,
 }
 
-/// Webhook delivery faults.
+/// Webhook delivery faults; a field a file leaves out takes its default.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct WebhookFaults {
     /// Probability an event is delivered more than once.
     pub duplicate_probability: f64,
@@ -973,6 +973,30 @@ window_ms = 500
 
     fn error(text: &str) -> ScenarioFileError {
         Scenario::from_toml("t.toml", text).unwrap_err()
+    }
+
+    #[test]
+    fn a_partial_topology_or_webhook_table_takes_the_defaults_of_what_it_leaves_out() {
+        // Proves: `[topology]` and `[faults.webhooks]` may name only some of their fields (the
+        // README calls them optional); the others take their documented defaults.
+        let text = format!(
+            "{GOOD}\n[topology]\nshopper_hosts = 2\n\n[faults.webhooks]\nduplicate_probability = 0.5\n"
+        );
+        let s = Scenario::from_toml("t.toml", &text).unwrap();
+        assert_eq!(
+            s.topology,
+            Topology {
+                shopper_hosts: 2,
+                ..Topology::default()
+            }
+        );
+        assert_eq!(
+            s.faults.webhooks,
+            WebhookFaults {
+                duplicate_probability: 0.5,
+                ..WebhookFaults::default()
+            }
+        );
     }
 
     #[test]
