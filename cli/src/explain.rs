@@ -79,6 +79,38 @@ fn read_trace(path: &Path) -> Result<History, String> {
     Ok(history)
 }
 
+/// Refuses a trace that is not the one `dir`'s `summary.json` (when there is
+/// one) was written with: its `trace_hash` is the SHA-256 of the trace file,
+/// so a trace from another run, or one cut short, is caught before its story
+/// is told against another run's violations.
+fn same_run(trace: &Path, dir: &Path) -> Result<(), String> {
+    use sha2::{Digest, Sha256};
+    let path = dir.join("summary.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let summary: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let Some(expected) = summary.get("trace_hash").and_then(|h| h.as_str()) else {
+        return Ok(());
+    };
+    let bytes =
+        std::fs::read(trace).map_err(|e| format!("cannot read {}: {e}", trace.display()))?;
+    let found: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if found == expected {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is not the trace {} was written with (its SHA-256 is {found}, the summary's trace_hash {expected}): another run's, or cut short",
+            trace.display(),
+            path.display()
+        ))
+    }
+}
+
 /// The first violation of each violated invariant, from `summary.json`.
 fn read_leads(dir: &Path) -> Result<Vec<Lead>, String> {
     let path = dir.join("summary.json");
@@ -154,6 +186,7 @@ fn file_name(subject: &str) -> String {
 /// the subject appears nowhere in the trace), errors are exit 2.
 pub fn explain(args: &ExplainArgs) -> Result<u8, String> {
     let (trace, dir) = trace_path(&args.run);
+    same_run(&trace, &dir)?;
     let history = read_trace(&trace)?;
     let start = start(args, &dir)?;
     let story = stampede_reports::story(&history, &start);

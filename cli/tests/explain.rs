@@ -17,8 +17,9 @@ fn explain_tells_the_first_violation_s_story_and_writes_its_svg() {
     // (summary.json's first_violations: one_order_per_key on a double-clicked key), prints the
     // key's two requests and the two orders it was told, evidence marked, and writes an SVG
     // beside the trace; `--order` tells one order's story from the trace file alone; an
-    // invariant that held, an unknown one, a malformed order id and a missing folder are
-    // refused (exit 2), and an order the trace never mentions is exit 1.
+    // invariant that held, an unknown one, a malformed order id, a missing folder and a trace
+    // that is not the summary's are refused (exit 2), and an order the trace never mentions is
+    // exit 1.
     let dir = fresh_dir("explain-run");
     let d = dir.to_str().unwrap();
     let run = stampede(&[
@@ -106,4 +107,16 @@ fn explain_tells_the_first_violation_s_story_and_writes_its_svg() {
     assert_eq!(missing.status.code(), Some(2), "{}", say(&missing));
     let absent = stampede(&["explain", d, "--order", "ord_999999"]);
     assert_eq!(absent.status.code(), Some(1), "{}", say(&absent));
+
+    // A trace that is not the summary's (cut short here, as another run's would differ too)
+    // is refused before any story is told against the summary's violations.
+    let whole = std::fs::read_to_string(&trace).unwrap();
+    let cut: String = whole.lines().take(5).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&trace, cut).unwrap();
+    let mixed = stampede(&["explain", d]);
+    assert_eq!(mixed.status.code(), Some(2), "{}", say(&mixed));
+    assert!(say(&mixed).contains("is not the trace"), "{}", say(&mixed));
+    std::fs::write(&trace, whole).unwrap();
+    let again = stampede(&["explain", d]);
+    assert_eq!(again.status.code(), Some(0), "{}", say(&again));
 }
