@@ -125,13 +125,24 @@ impl DesignSpec {
     }
 }
 
-/// The command that reproduces one seeded run.
+/// The command that reproduces one seeded run, safe to paste into a shell.
 pub fn repro_command(scenario_file: &Path, seed: u64, design: &DesignSpec) -> String {
     format!(
         "stampede run {} --seed {seed} {}",
-        scenario_file.display(),
+        shell_word(&scenario_file.display().to_string()),
         design.cli_args()
     )
+}
+
+/// `text` as one shell word: as it is when it holds only characters no shell
+/// treats specially, otherwise in single quotes (a quote inside as `'\''`).
+pub fn shell_word(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./:=,+@%".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
 }
 
 /// Sim-time latency from an order's first acknowledgement to `Confirmed`.
@@ -380,6 +391,20 @@ pub fn failed(summary: &Summary) -> Vec<Invariant> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repro_line_quotes_what_a_shell_would_split_or_run() {
+        // Proves: plain paths stay as they are; a path with a space, a `;`, a `$` or a quote
+        // becomes one single-quoted shell word, so a pasted repro line runs only stampede.
+        assert_eq!(
+            shell_word("scenarios/flash-sale.toml"),
+            "scenarios/flash-sale.toml"
+        );
+        assert_eq!(shell_word("my scen;x.toml"), "'my scen;x.toml'");
+        assert_eq!(shell_word("$(rm -rf ~).toml"), "'$(rm -rf ~).toml'");
+        assert_eq!(shell_word("it's.toml"), "'it'\\''s.toml'");
+        assert_eq!(shell_word(""), "''");
+    }
 
     // Proves the report model's mirror of the simulator's counts writes the same JSON bytes
     // as the simulator's own type (summary.json is read back by explain, merge and tests), with

@@ -67,7 +67,10 @@ pub fn load_plan(path: &Path) -> Result<Plan, String> {
 pub fn replay(args: &ReplayArgs) -> Result<(Summary, stampede_sim::RunResult, PathBuf), String> {
     let plan = load_plan(&args.plan)?;
     let outcome = run::run_plan(&plan, args.output.check_determinism)?;
-    let repro = format!("stampede replay {}", args.plan.display());
+    let repro = format!(
+        "stampede replay {}",
+        run::shell_word(&args.plan.display().to_string())
+    );
     let summary = run::summarize(&plan, &args.plan, &plan.design.to_string(), repro, &outcome);
     let dir = args.output.out.clone().unwrap_or_else(|| {
         PathBuf::from(format!(
@@ -346,7 +349,10 @@ pub fn shrink(args: &ShrinkArgs) -> Result<u8, String> {
         target.name()
     );
     println!("  wrote {}", path.display());
-    println!("  replay: stampede replay {}", path.display());
+    println!(
+        "  replay: stampede replay {}",
+        run::shell_word(&path.display().to_string())
+    );
     Ok(if holds { 0 } else { 1 })
 }
 
