@@ -146,6 +146,22 @@ fn check(name: &'static str, passed: bool, detail: impl Into<String>) -> Check {
 }
 
 /// The SKU the checks buy: the catalog's product with the most units.
+/// The payment provider answers HTTP with its ledger: without it the flash
+/// sale cannot be paid nor audited, so the run could not be made (exit 2).
+async fn psp_answers(http: &HttpClient, psp: &str) -> Result<(), String> {
+    let r = http
+        .get(psp, "/v1/ledger")
+        .await
+        .map_err(|e| format!("--psp {psp}: GET /v1/ledger: {e}"))?;
+    if !r.status.is_success() {
+        return Err(format!(
+            "--psp {psp}: GET /v1/ledger answered {}; is it a stampede psp?",
+            r.status
+        ));
+    }
+    Ok(())
+}
+
 async fn pick_sku(client: &Client) -> Result<String, String> {
     let r = client
         .http
@@ -430,6 +446,7 @@ pub fn conform(args: &ConformArgs) -> Result<u8, String> {
     let mut checks = Vec::new();
     runtime.block_on(async {
         let sku = pick_sku(&client).await?;
+        psp_answers(&client.http, &args.psp).await?;
         idempotency(&client, &sku, &mut checks).await;
         bad_inputs(&client, &sku, &mut checks).await;
         webhooks(&client, args.webhook_secret.as_bytes(), &mut checks).await;
