@@ -693,7 +693,7 @@ fn validate_order(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<OrderIn
         (status = 422, description = "`invalid-items` (unknown SKU, too many lines or units), `purchase-limit`, `client-price-not-accepted`, `idempotency-key-reused` (another body under this key).", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`overloaded`: too many orders await a decision (shed, nothing created); `rate-limited`: this customer's orders per minute. Retry after Retry-After with the same key.", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
-        (status = 503, description = "`unavailable`: the store did not answer; retry (with the same Idempotency-Key where one is sent).", body = Problem, content_type = "application/problem+json")))]
+        (status = 503, description = "`unavailable`: the store did not answer; retry (with the same Idempotency-Key where one is sent). `overloaded`: a bounded queue of the shop is full (jobs, parked webhooks; retry later), or it holds its maximum of orders (1,000,000: it takes no more until it is started on a fresh store).", body = Problem, content_type = "application/problem+json")))]
 async fn place_order(
     State(app): Shared,
     headers: HeaderMap,
@@ -876,7 +876,7 @@ async fn order_events(State(app): Shared, Segment(id): Segment) -> ApiResult {
         (status = 200, description = "The order after the cancellation (an unpaid order's stock goes back; a paid one is refunded).", body = OrderView),
         (status = 404, description = "`not-found`: no such order.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`not-cancellable`: the order's status does not allow it.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`unavailable`: the store did not answer; retry (with the same Idempotency-Key where one is sent).", body = Problem, content_type = "application/problem+json")))]
+        (status = 503, description = "`unavailable`: the store did not answer; retry (with the same Idempotency-Key where one is sent). `overloaded`: a bounded queue of the shop is full (jobs, parked webhooks; retry later), or it holds its maximum of orders (1,000,000: it takes no more until it is started on a fresh store).", body = Problem, content_type = "application/problem+json")))]
 async fn cancel(State(app): Shared, Segment(id): Segment) -> ApiResult {
     let id = parse_order_id(&id)?;
     let step = app
@@ -906,7 +906,7 @@ fn pay_fingerprint(order: OrderId) -> Fingerprint {
         (status = 409, description = "`not-payable`: the order is not awaiting payment; `idempotency-key-in-flight`.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`idempotency-key-reused`.", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "`psp-unavailable`: the payment provider did not answer; retry with the same key.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`unavailable`: the store did not answer; retry (with the same Idempotency-Key where one is sent).", body = Problem, content_type = "application/problem+json")))]
+        (status = 503, description = "`unavailable`: the store did not answer; retry (with the same Idempotency-Key where one is sent). `overloaded`: a bounded queue of the shop is full (jobs, parked webhooks; retry later), or it holds its maximum of orders (1,000,000: it takes no more until it is started on a fresh store).", body = Problem, content_type = "application/problem+json")))]
 async fn pay(State(app): Shared, Segment(id): Segment, headers: HeaderMap) -> ApiResult {
     let order_id = parse_order_id(&id)?;
     let key = idempotency_key(&headers, true)?.expect("required");
@@ -999,7 +999,7 @@ fn settle_key_later(app: &Arc<App>, began: Millis, settle: Command) {
         (status = 200, description = "Taken: applied once, skipped as a duplicate, parked until its order can take it, or (`unconfirmed`) not applied because the PSP's own view of the intent does not show what the event reports. An event is applied only once the PSP's API bears it out.", body = crate::openapi::WebhookReceived),
         (status = 400, description = "`signature-missing`, `invalid-signature` (forged or stale), `malformed-json`, `invalid-event`, `event-mismatch` (the PSP has no such intent, or not for that order and amount).", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`body-too-large`.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`unavailable`: the store, or the PSP asked to confirm the event, did not answer; deliver it again.", body = Problem, content_type = "application/problem+json")))]
+        (status = 503, description = "`unavailable`: the store, or the PSP asked to confirm the event, did not answer; deliver it again. `overloaded`: the shop's parked-webhook inbox or job queue is full; deliver it again later.", body = Problem, content_type = "application/problem+json")))]
 async fn webhook(
     State(app): Shared,
     headers: HeaderMap,
