@@ -750,7 +750,7 @@ pub(crate) async fn load_order(app: &App, id: OrderId) -> Result<Order, Problem>
 }
 
 #[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders",
-    params(("id" = String, Path, pattern = "^ord_[0-9]{1,19}$", description = "The order, `ord_<number>`.")),
+    params(("id" = String, Path, pattern = "^ord_(0|[1-9][0-9]{0,18})$", description = "The order, `ord_<number>`.")),
     responses(
         (status = 200, description = "The order: status, lines with captured prices, total, intent, every transition.", body = OrderView),
         (status = 404, description = "`not-found`: no such order, or not an order id.", body = Problem, content_type = "application/problem+json"),
@@ -799,7 +799,7 @@ struct EventsState {
 /// client reconnects). No polling: the stream reads the order only when the
 /// hub saw it change in the store's feed, or lost track of the feed.
 #[utoipa::path(get, path = "/v1/orders/{id}/events", tag = "orders",
-    params(("id" = String, Path, pattern = "^ord_[0-9]{1,19}$", description = "The order, `ord_<number>`.")),
+    params(("id" = String, Path, pattern = "^ord_(0|[1-9][0-9]{0,18})$", description = "The order, `ord_<number>`.")),
     responses(
         (status = 200, description = "Server-sent events: `status` events whose data is the order (as GET /v1/orders/{id}), the current one first, then each change; comment keep-alives; the stream ends after a final status.", body = String, content_type = "text/event-stream"),
         (status = 404, description = "`not-found`: no such order, or not an order id.", body = Problem, content_type = "application/problem+json"),
@@ -871,7 +871,7 @@ async fn order_events(State(app): Shared, Segment(id): Segment) -> ApiResult {
 }
 
 #[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders",
-    params(("id" = String, Path, pattern = "^ord_[0-9]{1,19}$", description = "The order, `ord_<number>`.")),
+    params(("id" = String, Path, pattern = "^ord_(0|[1-9][0-9]{0,18})$", description = "The order, `ord_<number>`.")),
     responses(
         (status = 200, description = "The order after the cancellation (an unpaid order's stock goes back; a paid one is refunded).", body = OrderView),
         (status = 404, description = "`not-found`: no such order.", body = Problem, content_type = "application/problem+json"),
@@ -896,7 +896,7 @@ fn pay_fingerprint(order: OrderId) -> Fingerprint {
 }
 
 #[utoipa::path(post, path = "/v1/orders/{id}/pay", tag = "orders",
-    params(("id" = String, Path, pattern = "^ord_[0-9]{1,19}$", description = "The order, `ord_<number>`."),
+    params(("id" = String, Path, pattern = "^ord_(0|[1-9][0-9]{0,18})$", description = "The order, `ord_<number>`."),
            ("Idempotency-Key" = String, Header, pattern = "^[!-~]{1,255}$", description = "Required; a retry with the same key replays the first answer.")),
     responses(
         (status = 200, description = "The PSP intent to confirm (created once per order: key `pay_<order>`).", body = PaymentStartedView,

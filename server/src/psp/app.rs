@@ -134,7 +134,7 @@ async fn create(
     render(answer)
 }
 
-#[utoipa::path(get, path = "/v1/payment_intents/{id}", params(("id" = String, Path, pattern = "^pi_[0-9]{1,19}$", description = "The intent, `pi_<n>`.")),
+#[utoipa::path(get, path = "/v1/payment_intents/{id}", params(("id" = String, Path, pattern = "^pi_(0|[1-9][0-9]{0,18})$", description = "The intent, `pi_<n>`.")),
     responses(
         (status = 200, description = "The intent.", body = IntentJson),
         (status = 400, description = "`invalid-path`.", body = Problem, content_type = "application/problem+json"),
@@ -154,7 +154,7 @@ struct ListQuery {
 }
 
 #[utoipa::path(get, path = "/v1/payment_intents",
-    params(("order" = Option<String>, Query, pattern = "^ord_[0-9]{1,19}$", description = "Only the intents of this order, `ord_<n>`."),
+    params(("order" = Option<String>, Query, pattern = "^ord_(0|[1-9][0-9]{0,18})$", description = "Only the intents of this order, `ord_<n>`."),
            ("after" = Option<String>, Query, pattern = "^pi_(0|[1-9][0-9]{0,18})$", description = "Intents after this one, `pi_<n>` (paging)."),
            ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Page size, 1–1000 (default 100).")),
     responses(
@@ -182,7 +182,7 @@ async fn list(
     Ok(Json(IntentList { data, has_more }).into_response())
 }
 
-#[utoipa::path(post, path = "/v1/payment_intents/{id}/confirm", params(("id" = String, Path, pattern = "^pi_[0-9]{1,19}$", description = "The intent, `pi_<n>`.")),
+#[utoipa::path(post, path = "/v1/payment_intents/{id}/confirm", params(("id" = String, Path, pattern = "^pi_(0|[1-9][0-9]{0,18})$", description = "The intent, `pi_<n>`.")),
     request_body(content = ConfirmIntent, content_type = "application/json"),
     responses(
         (status = 200, description = "The intent, succeeded or failed (its webhook event is on its way).", body = IntentJson),
@@ -205,7 +205,7 @@ async fn confirm(
     render(answer)
 }
 
-#[utoipa::path(post, path = "/v1/payment_intents/{id}/cancel", params(("id" = String, Path, pattern = "^pi_[0-9]{1,19}$", description = "The intent, `pi_<n>`.")),
+#[utoipa::path(post, path = "/v1/payment_intents/{id}/cancel", params(("id" = String, Path, pattern = "^pi_(0|[1-9][0-9]{0,18})$", description = "The intent, `pi_<n>`.")),
     responses(
         (status = 200, description = "The intent, canceled.", body = IntentJson),
         (status = 400, description = "`invalid-path`.", body = Problem, content_type = "application/problem+json"),

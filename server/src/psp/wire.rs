@@ -88,7 +88,7 @@ pub struct WebhookData {
     #[schema(pattern = "^[A-Za-z0-9_.:-]{1,128}$")]
     pub intent: String,
     /// The order the intent pays for (`ord_<n>`).
-    #[schema(pattern = "^ord_[0-9]{1,19}$")]
+    #[schema(pattern = "^ord_(0|[1-9][0-9]{0,18})$")]
     pub order: String,
     /// The intent's amount (for `charge.refunded`, also the amount refunded
     /// so far: the PSP only refunds in full).
@@ -198,7 +198,7 @@ impl IntentJson {
 pub struct CreateIntent {
     /// The order to pay for (`ord_<n>`).
     #[serde(with = "order_text")]
-    #[schema(value_type = String, pattern = "^ord_[0-9]{1,19}$")]
+    #[schema(value_type = String, pattern = "^ord_(0|[1-9][0-9]{0,18})$")]
     pub order: OrderId,
     /// Amount in cents, `1..=99999999`.
     #[schema(value_type = u64, minimum = 1, maximum = 99_999_999)]
@@ -239,7 +239,7 @@ pub struct ConfirmIntent {
 #[serde(deny_unknown_fields)]
 pub struct CreateRefund {
     /// The intent to refund in full (`pi_<n>`).
-    #[schema(value_type = String, pattern = "^pi_[0-9]{1,19}$")]
+    #[schema(value_type = String, pattern = "^pi_(0|[1-9][0-9]{0,18})$")]
     pub intent: IntentId,
 }
 
