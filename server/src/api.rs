@@ -1038,7 +1038,8 @@ async fn webhook(
         return Ok(Json(dropped).into_response());
     }
     if naive::checks_signatures(&app) {
-        match corroborate(&app, &event).await.map_err(reject)? {
+        // A PSP that cannot be asked is not a refusal of the event: 503, delivered again.
+        match corroborate(&app, &event).await? {
             Corroboration::Confirmed => {}
             Corroboration::Unconfirmed => {
                 Counters::bump(&app.counters.webhook_unconfirmed);
