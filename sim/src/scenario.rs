@@ -636,7 +636,7 @@ fn validate_shoppers(s: &Shoppers) -> Result<(), ScenarioError> {
 fn validate_arrival(arrival: &Arrival) -> Result<(), ScenarioError> {
     match *arrival {
         Arrival::Constant { over_ms } | Arrival::Ramp { over_ms } => {
-            range("shoppers.arrival.over_ms", over_ms, 1, 3_600_000)?
+            range("shoppers.arrival.over_ms", over_ms, 1, ARRIVALS_MS_MAX)?
         }
         Arrival::Poisson { per_sec } => {
             if !(per_sec > 0.0 && per_sec <= 1_000_000.0) {
@@ -647,8 +647,8 @@ fn validate_arrival(arrival: &Arrival) -> Result<(), ScenarioError> {
             }
         }
         Arrival::Burst { at_ms, window_ms } => {
-            range("shoppers.arrival.at_ms", at_ms, 0, 3_600_000)?;
-            range("shoppers.arrival.window_ms", window_ms, 1, 3_600_000)?;
+            range("shoppers.arrival.at_ms", at_ms, 0, ARRIVALS_MS_MAX)?;
+            range("shoppers.arrival.window_ms", window_ms, 1, ARRIVALS_MS_MAX)?;
         }
     }
     Ok(())
