@@ -42,6 +42,8 @@ use stampede_core::{
     Sku, StockLevel, WebhookOutcome,
 };
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use utoipa::ToSchema;
@@ -791,12 +793,13 @@ struct EventsState {
     last: Option<OrderStatus>,
     done: bool,
     deadline: tokio::time::Instant,
+    stopped: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 /// `GET /v1/orders/{id}/events`: the current status, then each change (as
 /// the watcher hub hands it over, or read after it wakes the stream), ending after a final
-/// status, after `sse_max_ms`, or when the order cannot be re-read (the
-/// client reconnects). No polling: the stream reads the order only when the
+/// status, after `sse_max_ms`, when the shop is stopping, or when the order
+/// cannot be re-read (the client reconnects). No polling: the stream reads the order only when the
 /// hub saw it change in the store's feed, or lost track of the feed.
 #[utoipa::path(get, path = "/v1/orders/{id}/events", tag = "orders",
     params(("id" = String, Path, pattern = "^ord_(0|[1-9][0-9]{0,18})$", description = "The order, `ord_<number>`.")),
@@ -827,6 +830,7 @@ async fn order_events(State(app): Shared, Segment(id): Segment) -> ApiResult {
     };
     let deadline = tokio::time::Instant::now() + Duration::from_millis(app.config.sse_max_ms);
     let state = EventsState {
+        stopped: Box::pin(app.stopped()),
         app,
         watch,
         seen: first.transitions().len(),
@@ -850,6 +854,7 @@ async fn order_events(State(app): Shared, Segment(id): Segment) -> ApiResult {
             let handed = tokio::select! {
                 biased;
                 () = tokio::time::sleep_until(st.deadline) => return None,
+                () = st.stopped.as_mut() => return None,
                 handed = st.watch.changed() => handed,
             };
             let order = match handed.filter(|o| o.transitions().len() >= st.seen) {

@@ -88,6 +88,10 @@ pub struct App {
     pub watch: WatchHub,
     /// Pressure, and the catalog copy served under it.
     pub degrade: crate::degrade::Degrade,
+    /// Set once the shop is stopping: open events streams end (their
+    /// clients reconnect elsewhere or later) instead of holding the
+    /// shutdown for its whole grace.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl App {
@@ -111,7 +115,21 @@ impl App {
             config,
             counters: Counters::default(),
             degrade: crate::degrade::Degrade::default(),
+            stopping: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// Tells what serves long-lived requests that the shop is stopping.
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Resolves once [`App::stop`] has been called.
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut stopping = self.stopping.subscribe();
+        async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        }
     }
 
     /// The design variant.

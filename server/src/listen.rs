@@ -24,7 +24,7 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
@@ -35,6 +35,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Most HTTP/2 streams one connection may have open at once (each a request
 /// in flight or an events stream being followed).
@@ -60,17 +62,22 @@ pub struct ConnectionLimits {
     /// Longest a request's body may take to arrive once its head has; past
     /// it the request is refused (400 `unreadable-body`).
     pub body_read_timeout: Duration,
+    /// Longest a stopping server waits for its connections to finish what
+    /// they are doing (a request in flight, an events stream) before it
+    /// cuts them off.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ConnectionLimits {
     /// 10,000 connections (under the 20,000 descriptors a usual hard limit
     /// allows, with room for the server's own); 30 s for a head, as hyper's
-    /// own default; 30 s for a body.
+    /// own default; 30 s for a body; 10 s for a stopping server's clients.
     fn default() -> Self {
         ConnectionLimits {
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -78,7 +85,9 @@ impl Default for ConnectionLimits {
 /// Serves `router` on `listener` (HTTP/1.1 and cleartext HTTP/2) with the
 /// default [`ConnectionLimits`] until `shutdown` resolves, then stops
 /// accepting, asks every connection to finish gracefully and returns once
-/// all have closed.
+/// all have closed — and every task it ran for them has ended, so the
+/// router's state is no longer held by any — cutting off those still open
+/// after [`ConnectionLimits::shutdown_grace`].
 pub async fn serve_router(
     listener: TcpListener,
     router: Router,
@@ -98,14 +107,13 @@ pub async fn serve_router_with(
     let router = router.layer(axum::middleware::from_fn(move |request, next| {
         body_deadline(request, next, body_timeout)
     }));
-    // Dropping `stop_rx` asks the connections to finish; each holds a clone
-    // of `closed_rx` until it has.
+    // Dropping `stop_rx` asks the connections to finish.
     let (stop_tx, stop_rx) = watch::channel(());
-    let (closed_tx, closed_rx) = watch::channel(());
     tokio::spawn(async move {
         shutdown.await;
         drop(stop_rx);
     });
+    let clients = ClientTasks::default();
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     loop {
         let slot = tokio::select! {
@@ -124,11 +132,11 @@ pub async fn serve_router_with(
                 let connection = Connection {
                     router: router.clone(),
                     stop_tx: stop_tx.clone(),
-                    closed_rx: closed_rx.clone(),
                     slot,
                     limits,
+                    clients: clients.clone(),
                 };
-                tokio::spawn(connection.serve(stream));
+                clients.spawn(connection.serve(stream));
             }
             Err(error) => {
                 tracing::warn!(%error, "accept failed; retrying");
@@ -137,9 +145,67 @@ pub async fn serve_router_with(
         }
     }
     drop(listener);
-    drop(closed_rx);
-    closed_tx.closed().await;
+    drop(router);
+    clients.finish(limits.shutdown_grace).await;
     Ok(())
+}
+
+/// Every task a server runs for its clients: one per connection, and one
+/// per HTTP/2 stream (hyper spawns those through this, as its executor).
+/// Each holds a clone of the router — of the application — until it ends,
+/// so a server has let go of its application only once all have ended.
+#[derive(Clone, Default)]
+struct ClientTasks {
+    tracker: TaskTracker,
+    /// Cancelled when the shutdown grace has passed: the tasks still running
+    /// (a client that keeps an events stream open, or will not read its
+    /// answer) are stopped where they are.
+    cut: CancellationToken,
+}
+
+impl ClientTasks {
+    fn spawn<F>(&self, task: F)
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let cut = self.cut.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                biased;
+                () = cut.cancelled() => {}
+                _ = task => {}
+            }
+        });
+    }
+
+    /// Waits for every task to end, cutting off those still running after
+    /// `grace`. Call once no more will be spawned but by the running ones.
+    async fn finish(self, grace: Duration) {
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = self.tracker.len(),
+                ?grace,
+                "clients still connected after the shutdown grace; cut off"
+            );
+            self.cut.cancel();
+            self.tracker.wait().await;
+        }
+    }
+}
+
+impl<F> hyper::rt::Executor<F> for ClientTasks
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, task: F) {
+        self.spawn(task);
+    }
 }
 
 /// The first bytes of an HTTP/2 connection (RFC 9113 §3.4).
@@ -152,14 +218,17 @@ const PREFACE_LOOK_MS: u64 = 5;
 /// Which protocol a connection speaks, from its first bytes (not consumed):
 /// HTTP/2 by prior knowledge if they are the preface, HTTP/1.1 otherwise.
 /// `None` if it closed first.
-async fn protocol(stream: &TcpStream) -> io::Result<Option<Builder<TokioExecutor>>> {
+async fn protocol(
+    stream: &TcpStream,
+    clients: &ClientTasks,
+) -> io::Result<Option<Builder<ClientTasks>>> {
     let mut first = [0u8; HTTP2_PREFACE.len()];
     loop {
         let n = stream.peek(&mut first).await?;
         if n == 0 {
             return Ok(None);
         }
-        let builder = Builder::new(TokioExecutor::new());
+        let builder = Builder::new(clients.clone());
         if first[..n] != HTTP2_PREFACE[..n] {
             return Ok(Some(builder.http1_only()));
         }
@@ -174,10 +243,11 @@ async fn protocol(stream: &TcpStream) -> io::Result<Option<Builder<TokioExecutor
 struct Connection {
     router: Router,
     stop_tx: watch::Sender<()>,
-    closed_rx: watch::Receiver<()>,
     /// Its place among [`ConnectionLimits::max_connections`], given back when it ends.
     slot: OwnedSemaphorePermit,
     limits: ConnectionLimits,
+    /// Where hyper spawns the connection's HTTP/2 streams.
+    clients: ClientTasks,
 }
 
 impl Connection {
@@ -185,7 +255,7 @@ impl Connection {
         let first = tokio::select! {
             biased;
             () = self.stop_tx.closed() => return,
-            first = tokio::time::timeout(self.limits.header_read_timeout, protocol(&stream)) => first,
+            first = tokio::time::timeout(self.limits.header_read_timeout, protocol(&stream, &self.clients)) => first,
         };
         let mut builder = match first {
             Ok(Ok(Some(builder))) => builder,
@@ -222,7 +292,6 @@ impl Connection {
                 }
             }
         }
-        drop(self.closed_rx);
         drop(self.slot);
     }
 }
@@ -492,10 +561,12 @@ mod tests {
         let together = 1_000;
         let (addr, stop, served) = server(together).await;
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (sender, connection) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .unwrap();
+        let (sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
         tokio::spawn(connection);
         let mut waiting = Vec::new();
         for _ in 0..together {
@@ -548,5 +619,124 @@ mod tests {
             tokio::net::TcpStream::connect(addr).await.is_err(),
             "nothing listens after shutdown"
         );
+    }
+
+    /// Serves `/slow` (answers after 300 ms) and `/never` (never answers)
+    /// with `grace`, over a router whose state only it holds: the returned
+    /// `Weak` dies once the server has let go of every clone of it.
+    async fn stopping(
+        grace: Duration,
+    ) -> (
+        std::net::SocketAddr,
+        oneshot::Sender<()>,
+        tokio::task::JoinHandle<io::Result<()>>,
+        std::sync::Weak<()>,
+    ) {
+        let state = Arc::new(());
+        let held = Arc::downgrade(&state);
+        let router = Router::new()
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    "slow"
+                }),
+            )
+            .route("/never", get(std::future::pending::<&'static str>))
+            .with_state(state);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let limits = ConnectionLimits {
+            shutdown_grace: grace,
+            ..ConnectionLimits::default()
+        };
+        let served = tokio::spawn(serve_router_with(
+            listener,
+            router,
+            async move {
+                let _ = stopped.await;
+            },
+            limits,
+        ));
+        (addr, stop, served, held)
+    }
+
+    /// Sends GET `path` on a new connection (HTTP/2 if `h2`), returning its answer's body.
+    fn fetch(
+        addr: std::net::SocketAddr,
+        path: &'static str,
+        h2: bool,
+    ) -> tokio::task::JoinHandle<Result<String, String>> {
+        tokio::spawn(async move {
+            let stream = TokioIo::new(TcpStream::connect(addr).await.unwrap());
+            let response = if h2 {
+                let (mut sender, connection) = hyper::client::conn::http2::handshake(
+                    hyper_util::rt::TokioExecutor::new(),
+                    stream,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                tokio::spawn(connection);
+                sender.send_request(get_request(addr, path)).await
+            } else {
+                let (mut sender, connection) = hyper::client::conn::http1::handshake(stream)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tokio::spawn(connection);
+                sender.send_request(get_request(addr, path)).await
+            };
+            let response = response.map_err(|e| e.to_string())?;
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(String::from_utf8_lossy(&bytes.to_bytes()).into_owned())
+        })
+    }
+
+    #[tokio::test]
+    async fn a_stopping_server_finishes_requests_in_flight_and_then_lets_go_of_its_state() {
+        // Proves: requests in flight when the shutdown signal comes (HTTP/1.1, and HTTP/2
+        // whose streams hyper runs as tasks of their own) are answered in full; the server
+        // returns once they are — well inside its grace — and by then no task it ran still
+        // holds the router's state (what lets a shop's store close and its file be reopened).
+        let grace = Duration::from_secs(20);
+        let (addr, stop, served, held) = stopping(grace).await;
+        let h1 = fetch(addr, "/slow", false);
+        let h2 = fetch(addr, "/slow", true);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = tokio::time::Instant::now();
+        stop.send(()).unwrap();
+        served.await.unwrap().unwrap();
+        assert!(started.elapsed() < grace / 2, "{:?}", started.elapsed());
+        assert_eq!(held.strong_count(), 0, "the state is still held");
+        assert_eq!(h1.await.unwrap(), Ok("slow".to_string()));
+        assert_eq!(h2.await.unwrap(), Ok("slow".to_string()));
+    }
+
+    #[tokio::test]
+    async fn a_request_that_outlasts_the_shutdown_grace_is_cut_off_when_it_passes() {
+        // Proves: a request that never finishes (over HTTP/1.1 or an HTTP/2 stream) holds a
+        // stopping server for its grace and not longer: then it is cut off, the server
+        // returns, and nothing holds the router's state.
+        let grace = Duration::from_millis(600);
+        let (addr, stop, served, held) = stopping(grace).await;
+        let h1 = fetch(addr, "/never", false);
+        let h2 = fetch(addr, "/never", true);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = tokio::time::Instant::now();
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), served)
+            .await
+            .expect("the server returned after its grace")
+            .unwrap()
+            .unwrap();
+        let took = started.elapsed();
+        assert!(took >= grace, "returned before its grace: {took:?}");
+        assert_eq!(held.strong_count(), 0, "the state is still held");
+        assert!(h1.await.unwrap().is_err(), "cut off");
+        assert!(h2.await.unwrap().is_err(), "cut off");
     }
 }

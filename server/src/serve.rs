@@ -159,6 +159,10 @@ pub struct Stack {
     pub opened: Option<Opened>,
     /// The embedded PSP, if any.
     pub psp: Option<Arc<Psp>>,
+    /// The shop's and the embedded PSP's servers: they end once their
+    /// clients have (see [`serve_router`]).
+    servers: Vec<JoinHandle<()>>,
+    /// Background loops: the sweeper, the reconciler, the PSP's deliveries.
     tasks: Vec<JoinHandle<()>>,
     worker_tasks: Vec<JoinHandle<()>>,
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -187,18 +191,47 @@ impl Stack {
         }
     }
 
-    /// Stops accepting connections, lets in-flight requests finish, stops the workers.
+    /// Stops accepting connections, lets in-flight requests finish (cutting
+    /// off after [`ConnectionLimits::shutdown_grace`](crate::ConnectionLimits)
+    /// those still open), stops the workers and the background loops where
+    /// they are (as a crash would: every step is safe to cut), and returns
+    /// once the store is closed — a SQLite file is then free for the next
+    /// shop to open.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        for task in self.worker_tasks {
-            task.abort();
+        self.app.stop();
+        for server in self.servers {
+            let _ = server.await;
         }
-        for task in self.tasks {
+        for task in self.worker_tasks.into_iter().chain(self.tasks) {
             task.abort();
             let _ = task.await;
         }
+        let store = Arc::downgrade(&self.store);
+        drop(self.store);
+        drop(self.app);
+        drop(self.psp);
+        // What may still hold the store is work an aborted task or a
+        // finished request handed off (a `finalize=in-memory` finalization):
+        // it lets go within moments.
+        let deadline = tokio::time::Instant::now() + STORE_RELEASE_WAIT;
+        while store.strong_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(STORE_RELEASE_POLL_MS)).await;
+        }
+        if store.strong_count() > 0 {
+            tracing::warn!(
+                ?STORE_RELEASE_WAIT,
+                "the store is still held after the shutdown"
+            );
+        }
     }
 }
+
+/// Longest [`Stack::shutdown`] waits for the last holder of the store to let go.
+const STORE_RELEASE_WAIT: Duration = Duration::from_secs(5);
+
+/// How often [`Stack::shutdown`] looks whether the store is closed, ms.
+const STORE_RELEASE_POLL_MS: u64 = 5;
 
 /// The shop's state as the configuration describes it: the catalog, stocked.
 pub fn initial_state(config: &StackConfig) -> Result<ShopState, String> {
@@ -378,6 +411,27 @@ async fn serve_with_shutdown(
     }
 }
 
+/// The embedded PSP of `config`, delivering its webhooks to the shop at `shop_addr`.
+fn embedded_psp(
+    config: &StackConfig,
+    psp_config: &PspConfig,
+    shop_addr: SocketAddr,
+    clock: &Clock,
+    connector: &Connector,
+) -> io::Result<Arc<Psp>> {
+    let psp_config = PspConfig {
+        seed: config.seed,
+        webhook: Some(WebhookTarget {
+            addr: shop_addr.to_string(),
+            path: crate::api::WEBHOOK_PATH.into(),
+        }),
+        secret: config.server.webhook_secret.clone(),
+        ..psp_config.clone()
+    };
+    Psp::new(psp_config, clock.clone(), connector.clone())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))
+}
+
 /// Starts the shop (and the embedded PSP) and returns once both listen.
 pub async fn start(config: StackConfig) -> Result<Stack, StartError> {
     let Built {
@@ -388,6 +442,7 @@ pub async fn start(config: StackConfig) -> Result<Stack, StartError> {
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
     let shop_listener = TcpListener::bind(config.addr).await?;
     let shop_addr = shop_listener.local_addr()?;
+    let mut servers = Vec::new();
     let mut tasks = Vec::new();
     let connector = Connector::tokio();
 
@@ -396,18 +451,8 @@ pub async fn start(config: StackConfig) -> Result<Stack, StartError> {
         PspMode::Embedded(psp_config) => {
             let listener = TcpListener::bind((shop_addr.ip(), 0)).await?;
             let addr = listener.local_addr()?.to_string();
-            let psp_config = PspConfig {
-                seed: config.seed,
-                webhook: Some(WebhookTarget {
-                    addr: shop_addr.to_string(),
-                    path: crate::api::WEBHOOK_PATH.into(),
-                }),
-                secret: config.server.webhook_secret.clone(),
-                ..psp_config.clone()
-            };
-            let psp = Psp::new(psp_config, clock.clone(), connector.clone())
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-            tasks.push(tokio::spawn(serve_with_shutdown(
+            let psp = embedded_psp(&config, psp_config, shop_addr, &clock, &connector)?;
+            servers.push(tokio::spawn(serve_with_shutdown(
                 listener,
                 psp::router(Arc::clone(&psp)),
                 shutdown_rx.clone(),
@@ -422,7 +467,7 @@ pub async fn start(config: StackConfig) -> Result<Stack, StartError> {
         psp_addr.clone(),
     );
     let app = App::new(Arc::clone(&store), psp_client, clock, config.server.clone());
-    tasks.push(tokio::spawn(serve_with_shutdown(
+    servers.push(tokio::spawn(serve_with_shutdown(
         shop_listener,
         api::router(Arc::clone(&app)),
         shutdown_rx,
@@ -442,6 +487,7 @@ pub async fn start(config: StackConfig) -> Result<Stack, StartError> {
         store,
         opened,
         psp: embedded,
+        servers,
         tasks,
         worker_tasks: Vec::new(),
         shutdown,

@@ -19,6 +19,7 @@ use stampede_server::psp::{PspClient, PspConfig};
 use stampede_server::{Connector, HttpClient, HttpResponse};
 use stampede_server::{PspMode, Stack, StackConfig};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 const HOT: &str = "sneaker-limited";
@@ -553,6 +554,36 @@ async fn a_pay_key_a_crash_left_in_flight_is_free_when_the_shop_restarts_on_its_
     // Nothing in flight: a third start frees nothing.
     let (stack, _) = start(on_file(&db)).await;
     assert_eq!(stack.opened.map(|o| o.keys_released), Some(0));
+    stack.shutdown().await;
+    let _ = std::fs::remove_dir_all(db.parent().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_returns_with_the_file_closed_and_followers_let_go() {
+    // Proves: `Stack::shutdown` returns only once nothing holds the store any more — its
+    // SQLite file opens again at once — and does not wait out the connections' 10 s grace for
+    // a buyer following an order's events (the stream ends), nor for idle keep-alives.
+    let db = fresh_db("shutdown");
+    for round in 0..3 {
+        let (stack, s) = start(on_file(&db)).await;
+        let order = order_id(&s.order(&format!("k-{round}"), "c-follow", TEE, 1).await);
+        let path = format!("/v1/orders/{order}/events");
+        let mut events = s.http.open(&s.shop, &path, &[]).await.expect("a stream");
+        let first = events.next_event(Duration::from_secs(5)).await.unwrap();
+        assert!(first.is_some(), "its first status");
+        let held = Arc::downgrade(&stack.store);
+        let started = tokio::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(5), stack.shutdown())
+            .await
+            .expect("the shutdown did not wait out the grace");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(
+            held.strong_count(),
+            0,
+            "round {round}: the store is still held"
+        );
+    }
+    let (stack, _) = start(on_file(&db)).await;
     stack.shutdown().await;
     let _ = std::fs::remove_dir_all(db.parent().unwrap());
 }

@@ -369,6 +369,24 @@ async fn the_stream_ends_at_a_final_status_and_the_idle_hub_stops_reading() {
 }
 
 #[tokio::test]
+async fn a_stopping_shop_ends_its_open_streams() {
+    // Proves: an open events stream stays open while the shop runs, and ends cleanly once the
+    // shop is told it is stopping (so a shutdown does not wait out its grace for followers,
+    // who reconnect); a stream opened after that ends after its first status.
+    let shop = shop().await;
+    let order = shop.place("k-1");
+    let mut stream = shop.events(order).await;
+    assert_eq!(next_status(&mut stream).await, "created");
+    let quiet = tokio::time::timeout(Duration::from_millis(300), stream.next_event(IDLE)).await;
+    assert!(quiet.is_err(), "ended while the shop runs: {quiet:?}");
+    shop.app.stop();
+    assert_eq!(stream.next_event(IDLE).await.expect("clean end"), None);
+    let mut late = shop.events(order).await;
+    assert_eq!(next_status(&mut late).await, "created");
+    assert_eq!(late.next_event(IDLE).await.expect("clean end"), None);
+}
+
+#[tokio::test]
 async fn the_watcher_bound_accepts_at_the_bound_and_answers_503_past_it() {
     // Proves: with max_watchers = 2, two streams open; a third is a 503 problem+json; when
     // one closes, a stream opens again.
