@@ -281,8 +281,13 @@ async fn run_serve(config: StackConfig) -> Result<(), String> {
     }
     println!("try: curl -s http://{}/v1/products", stack.shop_addr);
     wait_for_stop().await;
-    println!("shutting down");
-    stack.shutdown().await;
+    println!("shutting down (requests in flight finish; a second Ctrl-C or SIGTERM stops at once)");
+    tokio::select! {
+        biased;
+        () = stack.shutdown() => {}
+        // Safe as a crash is: every answer the shop gave was committed first.
+        () = wait_for_stop() => println!("stopped at once"),
+    }
     Ok(())
 }
 

@@ -151,3 +151,53 @@ fn sigterm_stops_serve_gracefully() {
     let _second = serve(&dir, shop, psp, "serve-2.log");
     common::assert_kept_and_replayed(shop, &[("k-term".to_string(), order)]);
 }
+
+/// Waits (up to `within`) for `child` to exit; `None` if it is still running.
+fn exited(child: &mut std::process::Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// Proves: after SIGTERM, `stampede serve` lets a request in flight finish (here one whose body
+// is still arriving: it is still running a second later, inside its 10 s grace), and a second
+// SIGTERM stops it at once — as a second Ctrl-C does — saying so; the next start on the file
+// keeps what was acknowledged.
+#[test]
+fn a_second_sigterm_stops_serve_without_waiting_for_requests_in_flight() {
+    let dir = dir("sigterm-twice");
+    let (shop, psp, _psp) = shop_and_psp(&dir);
+    let mut first = serve(&dir, shop, psp, "serve-1.log");
+    let (status, _, body) = place(shop, "k-twice").expect("the shop answers");
+    assert_eq!(status, 202, "{body}");
+    let order = field(&body, "order_id");
+    let mut slow = std::net::TcpStream::connect(shop).unwrap();
+    std::io::Write::write_all(
+        &mut slow,
+        b"POST /v1/orders HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nidempotency-key: k-slow\r\ncontent-length: 100\r\n\r\n{\"customer_id\"",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = nix::unistd::Pid::from_raw(first.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    assert_eq!(
+        exited(&mut first.0, Duration::from_secs(1)),
+        None,
+        "serve did not wait for the request in flight"
+    );
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM again");
+    let status = exited(&mut first.0, Duration::from_secs(5)).expect("stopped at once");
+    let log = std::fs::read_to_string(dir.join("serve-1.log")).unwrap();
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(log.contains("stopped at once"), "{log}");
+    drop(slow);
+    let _second = serve(&dir, shop, psp, "serve-2.log");
+    common::assert_kept_and_replayed(shop, &[("k-twice".to_string(), order)]);
+}
