@@ -166,6 +166,8 @@ pub struct Stack {
     tasks: Vec<JoinHandle<()>>,
     worker_tasks: Vec<JoinHandle<()>>,
     shutdown: tokio::sync::watch::Sender<bool>,
+    /// Resolves once the store has closed its file (a SQLite store).
+    store_closed: Option<StoreClosed>,
 }
 
 impl Stack {
@@ -207,31 +209,27 @@ impl Stack {
             task.abort();
             let _ = task.await;
         }
-        let store = Arc::downgrade(&self.store);
         drop(self.store);
         drop(self.app);
         drop(self.psp);
         // What may still hold the store is work an aborted task or a
         // finished request handed off (a `finalize=in-memory` finalization):
-        // it lets go within moments.
-        let deadline = tokio::time::Instant::now() + STORE_RELEASE_WAIT;
-        while store.strong_count() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(STORE_RELEASE_POLL_MS)).await;
-        }
-        if store.strong_count() > 0 {
+        // it lets go within moments, and the store then closes its file.
+        if let Some(closed) = self.store_closed
+            && tokio::time::timeout(STORE_CLOSE_WAIT, closed)
+                .await
+                .is_err()
+        {
             tracing::warn!(
-                ?STORE_RELEASE_WAIT,
-                "the store is still held after the shutdown"
+                ?STORE_CLOSE_WAIT,
+                "the store is still open after the shutdown"
             );
         }
     }
 }
 
-/// Longest [`Stack::shutdown`] waits for the last holder of the store to let go.
-const STORE_RELEASE_WAIT: Duration = Duration::from_secs(5);
-
-/// How often [`Stack::shutdown`] looks whether the store is closed, ms.
-const STORE_RELEASE_POLL_MS: u64 = 5;
+/// Longest [`Stack::shutdown`] waits for the store to close its file.
+const STORE_CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 /// The shop's state as the configuration describes it: the catalog, stocked.
 pub fn initial_state(config: &StackConfig) -> Result<ShopState, String> {
@@ -294,7 +292,12 @@ struct Built {
     store: Arc<dyn Store>,
     clock: Clock,
     opened: Option<Opened>,
+    /// For a store that holds a file: resolves once it is closed.
+    closed: Option<StoreClosed>,
 }
+
+/// Resolves once a store that holds a file has closed it.
+type StoreClosed = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Why the stack did not start.
 #[derive(Debug, thiserror::Error)]
@@ -324,6 +327,42 @@ async fn release_orphans(store: &dyn Store, opened: &mut Opened) -> Result<(), S
     Ok(())
 }
 
+/// [`build_store`] for a SQLite file: opened (created, or its log replayed), and
+/// what the last process on it left held freed.
+async fn build_sqlite(config: &StackConfig, options: &SqliteOptions) -> Result<Built, StartError> {
+    let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
+    if let Some(dir) = options.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", dir.display())))?;
+    }
+    // The design decides when replies go (`commit`); the rest is the caller's choice.
+    let options = &SqliteOptions {
+        commit: config.server.design.commit,
+        ..options.clone()
+    };
+    let recovered = sqlite::open(options, config.epoch_unix_ms, || initial_state(config))?;
+    let start = recovered.start_at(config.epoch_unix_ms);
+    let mut opened = Opened::logged(
+        &options.path.display(),
+        recovered.created(),
+        recovered.state(),
+        recovered.replayed(),
+    );
+    let clock = Clock::tokio_from(recovered.epoch_unix_ms(), start);
+    let sqlite = SqliteStore::start(recovered, clock.clone()).map_err(invalid)?;
+    let closed: StoreClosed = Box::pin(sqlite.closed());
+    let store: Arc<dyn Store> = sqlite;
+    if !opened.created {
+        release_orphans(&*store, &mut opened).await?;
+    }
+    Ok(Built {
+        store,
+        clock,
+        opened: Some(opened),
+        closed: Some(closed),
+    })
+}
+
 /// Builds the store and the clock the whole stack reads: for a durable
 /// store, its time resumes where the stored state left off.
 async fn build_store(config: &StackConfig) -> Result<Built, StartError> {
@@ -336,39 +375,10 @@ async fn build_store(config: &StackConfig) -> Result<Built, StartError> {
                 store: Arc::new(MemoryStore::new(state, clock.clone())),
                 clock,
                 opened: None,
+                closed: None,
             })
         }
-        StoreChoice::Sqlite(options) => {
-            if let Some(dir) = options.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    io::Error::new(e.kind(), format!("creating {}: {e}", dir.display()))
-                })?;
-            }
-            // The design decides when replies go (`commit`); the rest is the caller's choice.
-            let options = &SqliteOptions {
-                commit: config.server.design.commit,
-                ..options.clone()
-            };
-            let recovered = sqlite::open(options, config.epoch_unix_ms, || initial_state(config))?;
-            let start = recovered.start_at(config.epoch_unix_ms);
-            let mut opened = Opened::logged(
-                &options.path.display(),
-                recovered.created(),
-                recovered.state(),
-                recovered.replayed(),
-            );
-            let clock = Clock::tokio_from(recovered.epoch_unix_ms(), start);
-            let store: Arc<dyn Store> =
-                SqliteStore::start(recovered, clock.clone()).map_err(invalid)?;
-            if !opened.created {
-                release_orphans(&*store, &mut opened).await?;
-            }
-            Ok(Built {
-                store,
-                clock,
-                opened: Some(opened),
-            })
-        }
+        StoreChoice::Sqlite(options) => build_sqlite(config, options).await,
         StoreChoice::Postgres(options) => {
             if !config.server.design.commit.waits() {
                 // The mistake is modelled on the SQLite store; here every other switch of the
@@ -393,6 +403,7 @@ async fn build_store(config: &StackConfig) -> Result<Built, StartError> {
                 store,
                 clock,
                 opened: Some(found),
+                closed: None,
             })
         }
     }
@@ -438,6 +449,7 @@ pub async fn start(config: StackConfig) -> Result<Stack, StartError> {
         store,
         clock,
         opened,
+        closed,
     } = build_store(&config).await?;
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
     let shop_listener = TcpListener::bind(config.addr).await?;
@@ -491,6 +503,7 @@ pub async fn start(config: StackConfig) -> Result<Stack, StartError> {
         tasks,
         worker_tasks: Vec::new(),
         shutdown,
+        store_closed: closed,
     };
     stack.start_workers(config.workers, config.seed, config.worker);
     tracing::info!(shop = %stack.shop_addr, psp = %stack.psp_addr, design = %config.server.design, "stack started");

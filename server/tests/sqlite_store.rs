@@ -20,6 +20,7 @@ use stampede_server::store::{Store, StoreError};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// A fresh path in the temp directory (removed with its WAL and lock files on drop).
 struct TempDb(PathBuf);
@@ -520,6 +521,41 @@ fn a_database_in_use_is_refused_until_its_store_is_dropped() {
         reopened.state().inventory().level(&glove).unwrap().received,
         10
     );
+}
+
+#[test]
+fn closed_resolves_only_once_the_file_is_free_wherever_the_last_holder_drops_it() {
+    // Proves: `SqliteStore::closed` stays pending while any holder keeps the store, and once
+    // it resolves the file opens again at once — even when the last holder drops the store
+    // on another thread, whose drop (commit, checkpoint, writer stopped) runs after the last
+    // reference is gone: the moment the reference count says nothing about.
+    let db = TempDb::new("closed");
+    let (clock, _now) = manual_clock();
+    for round in 0..5 {
+        let store = open_store(&db, &clock);
+        let closed = store.closed();
+        runtime().block_on(async {
+            store
+                .call(Command::Restock {
+                    sku: Sku::new("glove").unwrap(),
+                    qty: 1,
+                })
+                .await
+                .unwrap();
+            let mut closed = Box::pin(closed);
+            let early = tokio::time::timeout(Duration::from_millis(50), closed.as_mut()).await;
+            assert!(early.is_err(), "round {round}: closed while held");
+            let holder = Arc::clone(&store);
+            drop(store);
+            let dropped = std::thread::spawn(move || drop(holder));
+            tokio::time::timeout(Duration::from_secs(10), closed)
+                .await
+                .expect("closed once dropped");
+            let reopened = sqlite::open(&db.options(), 0, || panic!("not fresh"));
+            assert!(reopened.is_ok(), "round {round}: {:?}", reopened.err());
+            dropped.join().unwrap();
+        });
+    }
 }
 
 #[test]

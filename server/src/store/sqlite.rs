@@ -922,7 +922,10 @@ pub struct SqliteStore {
     queue: SyncSender<Entry>,
     writer: Option<std::thread::JoinHandle<()>>,
     /// Held until the writer has stopped: then another store may open the file.
-    _lock: std::fs::File,
+    lock: Option<std::fs::File>,
+    /// Set once the store is dropped, its writer stopped and its lock let go
+    /// (see [`SqliteStore::closed`]).
+    closed: watch::Sender<bool>,
     durable: watch::Receiver<Durable>,
     path: PathBuf,
 }
@@ -962,7 +965,8 @@ impl SqliteStore {
             commit: options.commit,
             queue,
             writer: Some(writer),
-            _lock: lock,
+            lock: Some(lock),
+            closed: watch::Sender::new(false),
             durable,
             path: options.path,
         }))
@@ -971,6 +975,18 @@ impl SqliteStore {
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Resolves once this store has been dropped and has finished closing:
+    /// its queue committed, its writer stopped and its lock let go, so
+    /// another store may open the file. (The last `Arc` going away is not
+    /// enough to know that: the drop runs after it, on that holder's thread.)
+    pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut closed = self.closed.subscribe();
+        async move {
+            // An error is the sender gone: closed too.
+            let _ = closed.wait_for(|c| *c).await;
+        }
     }
 
     /// Reads the working state under its lock (every change in it either
@@ -1012,6 +1028,8 @@ impl Drop for SqliteStore {
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
+        drop(self.lock.take());
+        self.closed.send_replace(true);
     }
 }
 
