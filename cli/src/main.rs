@@ -46,8 +46,10 @@ enum Command {
     Sweep(sweep::SweepArgs),
     /// Combine the summary.json files of sharded sweeps into one result.
     ///
-    /// Exit status: 0 every run held, 1 any violation, 2 bad input (a file that is not a
-    /// sweep summary, or two shards that disagree on a seed's trace: different builds).
+    /// Exit status: 0 every run held, 1 any violation or a part of the sweep missing (its seeds
+    /// not judged; --partial accepts that), 2 bad input (a file that is not a sweep summary,
+    /// shards of different splits, or two shards that disagree on a seed's trace: different
+    /// builds).
     /// Example: stampede merge shard-*/summary.json
     Merge(sweep::MergeArgs),
     /// Run the same seeds on several designs and show them side by side.

@@ -141,6 +141,11 @@ pub struct MergeArgs {
     /// Print the merged summary as one JSON document.
     #[arg(long)]
     pub json: bool,
+    /// Accept shards that are not all the parts of their sweep: the missing
+    /// parts' seeds are then not judged. Without it a merge that misses a
+    /// part fails (exit 1), whatever the runs it has say.
+    #[arg(long)]
+    pub partial: bool,
 }
 
 /// A scenario file with its parsed scenario.
@@ -537,8 +542,11 @@ pub fn sweep(args: &SweepArgs) -> Result<u8, String> {
 pub fn merge(args: &MergeArgs) -> Result<u8, String> {
     let mut merged: Option<SweepSummary> = None;
     let mut runs: BTreeMap<(String, String, u64), RunRecord> = BTreeMap::new();
+    // A summary without shards is a whole sweep: nothing can be missing then.
+    let mut whole = false;
     for path in &args.summaries {
         let part = read_shard(path)?;
+        whole |= part.shards.is_empty();
         for r in &part.runs {
             let key = (r.scenario_file.clone(), r.design.clone(), r.seed);
             if let Some(old) = runs.get(&key)
@@ -589,12 +597,33 @@ pub fn merge(args: &MergeArgs) -> Result<u8, String> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("stampede-out/merged"));
-    warn_missing_shards(&summary.shards);
+    let missing = if whole {
+        Vec::new()
+    } else {
+        missing_shards(&summary.shards)?
+    };
     if !args.json {
         print!("{}", stampede_reports::render_failing_text(&summary.runs));
     }
     report_sweep(&summary, args.json, &dir, None)?;
-    Ok(exit_code(&summary.totals))
+    if missing.is_empty() {
+        return Ok(exit_code(&summary.totals));
+    }
+    let missing: Vec<String> = missing.iter().map(ToString::to_string).collect();
+    if args.partial {
+        eprintln!(
+            "warning: shards {} are missing: their seeds were not judged (--partial)",
+            missing.join(", ")
+        );
+        Ok(exit_code(&summary.totals))
+    } else {
+        eprintln!(
+            "error: shards {} are missing: their seeds were not judged, so the merge fails \
+             (pass --partial to accept a merge of some of the parts)",
+            missing.join(", ")
+        );
+        Ok(1)
+    }
 }
 
 /// One shard's `summary.json`, its kept failures' folders made absolute (the
@@ -634,18 +663,22 @@ fn read_shard(path: &Path) -> Result<SweepSummary, String> {
     Ok(part)
 }
 
-/// Warns when the shards merged are not all of the N parts.
-fn warn_missing_shards(shards: &[Shard]) {
+/// The parts of the sweep the merged `shards` are not (sorted, deduplicated);
+/// shards of different splits (1/2 beside 1/3) are bad input.
+fn missing_shards(shards: &[Shard]) -> Result<Vec<Shard>, String> {
     let Some(count) = shards.first().map(|s| s.count) else {
-        return;
+        return Ok(Vec::new());
     };
-    let missing: Vec<String> = (1..=count)
-        .filter(|i| !shards.iter().any(|s| s.index == *i && s.count == count))
-        .map(|i| format!("{i}/{count}"))
-        .collect();
-    if !missing.is_empty() {
-        eprintln!("warning: shards {} are missing", missing.join(", "));
+    if let Some(other) = shards.iter().find(|s| s.count != count) {
+        return Err(format!(
+            "shard {other} and shard {}/{count} are parts of different splits of a sweep",
+            shards[0].index
+        ));
     }
+    Ok((1..=count)
+        .filter(|i| !shards.iter().any(|s| s.index == *i))
+        .map(|index| Shard { index, count })
+        .collect())
 }
 
 /// `stampede compare`: exit 0 whatever the designs do (the table is the

@@ -387,3 +387,60 @@ fn compare_refuses_a_design_named_twice() {
     ]);
     assert_eq!(once.status.code(), Some(0), "{once:?}");
 }
+
+#[test]
+fn a_merge_missing_a_shard_fails_unless_asked_to_accept_a_partial_one() {
+    // Proves: shards of the reference that all held merge to exit 0 when every part is
+    // there; with a part missing its seeds were not judged, so the merge fails (exit 1, saying
+    // which) unless `--partial` accepts it (exit 0, still saying so); parts of different
+    // splits (1/2 beside 1/3) are bad input (exit 2).
+    let mut parts = Vec::new();
+    for shard in ["1/2", "2/2", "1/3"] {
+        let dir = out_dir(&format!("partial-shard-{}", shard.replace('/', "-of-")));
+        let o = stampede(&[
+            "sweep",
+            TINY,
+            "--seeds",
+            "1..3",
+            "--shard",
+            shard,
+            "--out",
+            dir.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+        parts.push(dir.join("summary.json").display().to_string());
+    }
+    let merge = |summaries: &[&String], extra: &[&str]| {
+        let out = out_dir("partial-merged");
+        let mut args = vec!["merge"];
+        args.extend(summaries.iter().map(|s| s.as_str()));
+        args.extend(["--out", out.to_str().unwrap()]);
+        args.extend(extra);
+        stampede(&args)
+    };
+    let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+
+    let all = merge(&[&parts[0], &parts[1]], &[]);
+    assert_eq!(all.status.code(), Some(0), "{}", stderr(&all));
+    assert!(!stderr(&all).contains("missing"), "{}", stderr(&all));
+
+    let half = merge(&[&parts[0]], &[]);
+    assert_eq!(half.status.code(), Some(1), "{}", stderr(&half));
+    assert!(
+        stderr(&half).contains("shards 2/2 are missing") && stderr(&half).contains("--partial"),
+        "{}",
+        stderr(&half)
+    );
+
+    let accepted = merge(&[&parts[0]], &["--partial"]);
+    assert_eq!(accepted.status.code(), Some(0), "{}", stderr(&accepted));
+    assert!(stderr(&accepted).contains("shards 2/2 are missing"));
+
+    let mixed = merge(&[&parts[0], &parts[2]], &["--partial"]);
+    assert_eq!(mixed.status.code(), Some(2), "{}", stderr(&mixed));
+    assert!(
+        stderr(&mixed).contains("different splits"),
+        "{}",
+        stderr(&mixed)
+    );
+}
