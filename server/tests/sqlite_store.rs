@@ -17,7 +17,7 @@ use stampede_server::store::StoreFuture;
 use stampede_server::store::sqlite::SqliteStore;
 use stampede_server::store::sqlite::{self, OpenError, SqliteOptions, SyncLevel};
 use stampede_server::store::{Store, StoreError};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -521,6 +521,51 @@ fn a_database_in_use_is_refused_until_its_store_is_dropped() {
         reopened.state().inventory().level(&glove).unwrap().received,
         10
     );
+}
+
+#[test]
+fn a_database_in_use_is_refused_under_any_name_that_reaches_it() {
+    // Proves: while one store has the file open, a symbolic link to it and a hard link to it
+    // are refused as in use too (two shops writing one file under two names would each keep
+    // their own log and lose the other's orders); once the store is dropped, both open.
+    let db = TempDb::new("aliases");
+    let (clock, _now) = manual_clock();
+    let store = open_store(&db, &clock);
+    let mut names = Vec::new();
+    let symlink = |from: &Path, to: &Path| std::os::unix::fs::symlink(from, to);
+    let hard_link = |from: &Path, to: &Path| std::fs::hard_link(from, to);
+    let links: [(&str, &dyn Fn(&Path, &Path) -> std::io::Result<()>); 2] =
+        [("-symlink", &symlink), ("-hardlink", &hard_link)];
+    for (suffix, link) in links {
+        let mut name = db.0.clone().into_os_string();
+        name.push(suffix);
+        let alias = PathBuf::from(name);
+        let _ = std::fs::remove_file(&alias);
+        link(&db.0, &alias).unwrap();
+        let options = SqliteOptions::new(&alias);
+        let error = sqlite::open(&options, 0, || Ok(state())).unwrap_err();
+        assert!(
+            matches!(error, OpenError::InUse { .. }),
+            "{suffix}: {error}"
+        );
+        names.push(alias);
+    }
+    drop(store);
+    for alias in &names {
+        let reopened = sqlite::open(&SqliteOptions::new(alias), 0, || panic!("not fresh"));
+        assert!(
+            reopened.is_ok(),
+            "{}: {:?}",
+            alias.display(),
+            reopened.err()
+        );
+        drop(reopened);
+        for suffix in ["", "-lock"] {
+            let mut name = alias.clone().into_os_string();
+            name.push(suffix);
+            let _ = std::fs::remove_file(name);
+        }
+    }
 }
 
 #[test]

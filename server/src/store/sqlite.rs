@@ -196,7 +196,7 @@ pub enum OpenError {
     },
     /// Another store (in this process or another) has the file open.
     #[error(
-        "{path}: in use by another running shop (its lock file {path}-lock is held); stop it or pass another --store path"
+        "{path}: in use by another running shop (its lock file {path}-lock, or the database file under another name, is locked); stop it or pass another --store path"
     )]
     InUse {
         /// The file.
@@ -214,8 +214,9 @@ pub enum OpenError {
 
 /// A database opened and its state recovered, ready to serve.
 pub struct Recovered {
+    /// Declared before `lock`, so dropped first (see [`FileLock`]).
     conn: Connection,
-    lock: std::fs::File,
+    lock: FileLock,
     options: SqliteOptions,
     state: ShopState,
     epoch_unix_ms: u64,
@@ -386,25 +387,51 @@ fn lock_path(path: &Path) -> PathBuf {
     PathBuf::from(lock)
 }
 
-fn take_lock(path: &Path) -> Result<std::fs::File, OpenError> {
+/// What keeps other stores off a database while one has it open: an OS lock
+/// on the lock file beside the path, and one on the database file itself —
+/// whatever path reaches that file (a symbolic link, another hard link) meets
+/// the second. Dropped only after the store's connection has closed: closing
+/// any descriptor of the database file drops the process's POSIX locks on
+/// it, SQLite's included.
+#[derive(Debug)]
+struct FileLock {
+    _beside: std::fs::File,
+    _database: std::fs::File,
+}
+
+fn take_lock(path: &Path) -> Result<FileLock, OpenError> {
     let shown = path.display().to_string();
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(lock_path(path))
-        .map_err(|e| OpenError::Create {
+    let open = |file: &Path, what: &str| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(file)
+            .map_err(|e| OpenError::Create {
+                path: shown.clone(),
+                detail: format!("opening {what}: {e}"),
+            })
+    };
+    let lock = |file: &std::fs::File, what: &str| match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::InUse {
             path: shown.clone(),
-            detail: format!("opening its lock file: {e}"),
-        })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::InUse { path: shown }),
-        Err(std::fs::TryLockError::Error(e)) => Err(OpenError::Create {
-            path: shown,
-            detail: format!("locking its lock file: {e}"),
         }),
-    }
+        Err(std::fs::TryLockError::Error(e)) => Err(OpenError::Create {
+            path: shown.clone(),
+            detail: format!("locking {what}: {e}"),
+        }),
+    };
+    let beside = open(&lock_path(path), "its lock file")?;
+    lock(&beside, "its lock file")?;
+    // An empty new file is what SQLite makes of a missing one: a new database.
+    let database = open(path, "the database file")?;
+    lock(&database, "the database file")?;
+    Ok(FileLock {
+        _beside: beside,
+        _database: database,
+    })
 }
 
 /// Deletes the Stampede database at `path` (and its WAL files) so a run can
@@ -571,11 +598,7 @@ fn create_schema(conn: &Connection, state: &ShopState, unix_now_ms: u64) -> rusq
     tx.commit()
 }
 
-fn recover(
-    conn: Connection,
-    lock: std::fs::File,
-    options: &SqliteOptions,
-) -> Result<Recovered, String> {
+fn recover(conn: Connection, lock: FileLock, options: &SqliteOptions) -> Result<Recovered, String> {
     let epoch: String = conn
         .query_row(
             "SELECT value FROM meta WHERE key = 'epoch_unix_ms'",
@@ -921,8 +944,9 @@ pub struct SqliteStore {
     /// For [`Entry::Stop`] on drop.
     queue: SyncSender<Entry>,
     writer: Option<std::thread::JoinHandle<()>>,
-    /// Held until the writer has stopped: then another store may open the file.
-    lock: Option<std::fs::File>,
+    /// Held until the writer has stopped (and its connection closed): then
+    /// another store may open the file.
+    lock: Option<FileLock>,
     /// Set once the store is dropped, its writer stopped and its lock let go
     /// (see [`SqliteStore::closed`]).
     closed: watch::Sender<bool>,
