@@ -99,6 +99,10 @@ enum Command {
     /// Serve the reference shop over HTTP, with an embedded fake PSP by default.
     ///
     /// HTTP/1.1 and cleartext HTTP/2 (prior knowledge) are both served on the one port.
+    /// Ctrl-C or SIGTERM stops it gracefully; a second one stops it at once.
+    /// Exit status: 0 stopped when asked, 1 its store stopped for good (a failed SQLite
+    /// commit: start it again on its file), 2 it could not start (bad input, port in use, a
+    /// store file refused).
     ///
     /// Example: stampede serve --addr 127.0.0.1:8080 --design reference
     Serve(Box<serve::ServeArgs>),

@@ -160,8 +160,7 @@ pub fn serve(args: ServeArgs) -> Result<u8, String> {
         }
         memory => memory,
     };
-    runtime()?.block_on(run_serve(config))?;
-    Ok(0)
+    runtime()?.block_on(run_serve(config))
 }
 
 /// Serves the fake PSP alone until Ctrl-C or SIGTERM.
@@ -240,7 +239,7 @@ async fn wait_for_stop() {
     }
 }
 
-async fn run_serve(config: StackConfig) -> Result<(), String> {
+async fn run_serve(config: StackConfig) -> Result<u8, String> {
     let store = config.store.clone();
     let stack = stampede_server::start(config)
         .await
@@ -280,7 +279,17 @@ async fn run_serve(config: StackConfig) -> Result<(), String> {
         _ => println!("state in memory (lost when this process ends)"),
     }
     println!("try: curl -s http://{}/v1/products", stack.shop_addr);
-    wait_for_stop().await;
+    let failed = tokio::select! {
+        biased;
+        () = wait_for_stop() => None,
+        why = store_failure(&stack) => Some(why),
+    };
+    if let Some(why) = &failed {
+        eprintln!(
+            "error: {why}; the shop cannot serve again on this store, so it stops \
+             (start it again on its file: everything acknowledged was committed)"
+        );
+    }
     println!("shutting down (requests in flight finish; a second Ctrl-C or SIGTERM stops at once)");
     tokio::select! {
         biased;
@@ -288,7 +297,21 @@ async fn run_serve(config: StackConfig) -> Result<(), String> {
         // Safe as a crash is: every answer the shop gave was committed first.
         () = wait_for_stop() => println!("stopped at once"),
     }
-    Ok(())
+    Ok(if failed.is_some() { 1 } else { 0 })
+}
+
+/// How often `serve` looks whether its store has stopped for good, ms.
+const STORE_LOOK_MS: u64 = 500;
+
+/// Resolves with why once the stack's store has stopped for good.
+async fn store_failure(stack: &stampede_server::Stack) -> String {
+    let mut look = tokio::time::interval(std::time::Duration::from_millis(STORE_LOOK_MS));
+    loop {
+        look.tick().await;
+        if let Some(why) = stack.store.failed() {
+            return why;
+        }
+    }
 }
 
 async fn run_psp(addr: SocketAddr, config: PspConfig) -> Result<(), String> {

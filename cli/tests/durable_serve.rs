@@ -201,3 +201,35 @@ fn a_second_sigterm_stops_serve_without_waiting_for_requests_in_flight() {
     let _second = serve(&dir, shop, psp, "serve-2.log");
     common::assert_kept_and_replayed(shop, &[("k-twice".to_string(), order)]);
 }
+
+// Proves: when the store stops for good (a commit fails: here its log table is dropped under
+// it), `serve` does not stay up answering 503 to everything while looking alive: it says why
+// and exits 1, so a supervisor restarts it.
+#[test]
+fn serve_exits_1_when_its_store_stops_for_good() {
+    let dir = dir("store-fails");
+    let (shop, psp, _psp) = shop_and_psp(&dir);
+    let mut first = serve(&dir, shop, psp, "serve-1.log");
+    let (status, _, body) = place(shop, "k-before").expect("the shop answers");
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        exited(&mut first.0, Duration::from_secs(1)),
+        None,
+        "serve stopped while its store was well"
+    );
+    {
+        let conn = rusqlite::Connection::open(dir.join("shop.db")).unwrap();
+        conn.busy_timeout(Duration::from_secs(10)).unwrap();
+        conn.execute_batch("DROP TABLE commands").unwrap();
+    }
+    if let Ok((status, _, body)) = place(shop, "k-after") {
+        assert_eq!(status, 503, "{body}");
+    }
+    let status = exited(&mut first.0, Duration::from_secs(15)).expect("serve stopped");
+    let log = std::fs::read_to_string(dir.join("serve-1.log")).unwrap();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("SQLite commit failed") && log.contains("cannot serve again"),
+        "{log}"
+    );
+}

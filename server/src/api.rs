@@ -94,10 +94,22 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api_router().into_openapi()
 }
 
+/// `GET /healthz`: `ok` while the shop can serve; 503 once its store has
+/// stopped for good (a failed SQLite commit), so a supervisor restarts it.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
-    responses((status = 200, description = "The process is up: `ok`.", body = String, content_type = "text/plain")))]
-async fn healthz() -> &'static str {
-    "ok"
+    responses(
+        (status = 200, description = "The shop can serve: `ok`.", body = String, content_type = "text/plain"),
+        (status = 503, description = "`store-failed`: the store has stopped for good (a commit failed); restart the shop on its file.", body = Problem, content_type = "application/problem+json")))]
+async fn healthz(State(app): Shared) -> Result<&'static str, Problem> {
+    match app.store.failed() {
+        None => Ok("ok"),
+        Some(why) => Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store-failed",
+            "The store has stopped",
+            format!("{why}; restart the shop on its file"),
+        )),
+    }
 }
 
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",

@@ -589,6 +589,36 @@ async fn a_shutdown_returns_with_the_file_closed_and_followers_let_go() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_says_ok_while_the_store_serves_and_503_once_it_has_stopped_for_good() {
+    // Proves: /healthz is 200 `ok` on a working SQLite store, and once a commit has failed
+    // (the log table dropped under the shop) it is a 503 `store-failed` problem — the shop no
+    // longer claims to be healthy while it refuses everything.
+    let db = fresh_db("health");
+    let (stack, s) = start(on_file(&db)).await;
+    let ok = s.get("/healthz").await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(ok.body, Bytes::from_static(b"ok"));
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.busy_timeout(Duration::from_secs(10)).unwrap();
+        conn.execute_batch("DROP TABLE commands").unwrap();
+    }
+    let refused = s.order("k-broken", "c-broken", TEE, 1).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{refused:?}"
+    );
+    is_problem(
+        &s.get("/healthz").await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store-failed",
+    );
+    stack.shutdown().await;
+    let _ = std::fs::remove_dir_all(db.parent().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_lease_a_crash_left_held_ends_when_the_shop_restarts_on_its_file() {
     // Proves: a job leased when the process stopped (its worker gone with it) is run at once by
     // the next process on the same SQLite file — the order reaches payment_pending within the

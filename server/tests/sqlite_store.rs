@@ -450,6 +450,7 @@ fn a_failed_commit_stops_the_store_instead_of_answering() {
         qty: 1,
     };
     rt.block_on(async { store.call(restock()).await.unwrap() });
+    assert_eq!(store.failed(), None);
     {
         let conn = Connection::open(&db.0).unwrap();
         conn.execute_batch("DROP TABLE commands").unwrap();
@@ -464,6 +465,8 @@ fn a_failed_commit_stops_the_store_instead_of_answering() {
         matches!(later, Err(StoreError::Unavailable(_))),
         "{later:?}"
     );
+    let why = store.failed().expect("the store says it has stopped");
+    assert!(why.contains("commit failed"), "{why}");
 }
 
 #[test]

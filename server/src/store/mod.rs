@@ -74,6 +74,13 @@ pub type StoreFuture<'a> = Pin<Box<dyn Future<Output = Result<Reply, StoreError>
 pub trait Store: Send + Sync + 'static {
     /// Runs one operation atomically.
     fn call(&self, request: Command) -> StoreFuture<'_>;
+
+    /// Why the store has stopped for good (every call now fails), if it has:
+    /// a SQLite store after a failed commit. A shop on such a store cannot
+    /// serve again until it is restarted on its file.
+    fn failed(&self) -> Option<String> {
+        None
+    }
 }
 
 fn unexpected(response: Reply) -> StoreError {

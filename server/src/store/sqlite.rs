@@ -1058,6 +1058,14 @@ impl Drop for SqliteStore {
 }
 
 impl Store for SqliteStore {
+    fn failed(&self) -> Option<String> {
+        self.durable
+            .borrow()
+            .failed
+            .as_ref()
+            .map(|why| format!("SQLite commit failed: {why}"))
+    }
+
     fn call(&self, command: Command) -> StoreFuture<'_> {
         if let Some(why) = &self.durable.borrow().failed {
             let error = StoreError::Unavailable(format!("SQLite commit failed earlier: {why}"));
