@@ -535,11 +535,14 @@ fn a_database_in_use_is_refused_under_any_name_that_reaches_it() {
     let (clock, _now) = manual_clock();
     let store = open_store(&db, &clock);
     let mut names = Vec::new();
-    let symlink = |from: &Path, to: &Path| std::os::unix::fs::symlink(from, to);
-    let hard_link = |from: &Path, to: &Path| std::fs::hard_link(from, to);
-    let links: [(&str, &dyn Fn(&Path, &Path) -> std::io::Result<()>); 2] =
-        [("-symlink", &symlink), ("-hardlink", &hard_link)];
-    for (suffix, link) in links {
+    for (suffix, hard) in [("-symlink", false), ("-hardlink", true)] {
+        let link = |from: &Path, to: &Path| {
+            if hard {
+                std::fs::hard_link(from, to)
+            } else {
+                std::os::unix::fs::symlink(from, to)
+            }
+        };
         let mut name = db.0.clone().into_os_string();
         name.push(suffix);
         let alias = PathBuf::from(name);
