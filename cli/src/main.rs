@@ -48,7 +48,7 @@ enum Command {
     ///
     /// Exit status: 0 every run held, 1 any violation or a part of the sweep missing (its seeds
     /// not judged; --partial accepts that), 2 bad input (a file that is not a sweep summary,
-    /// shards of different splits, or two shards that disagree on a seed's trace: different
+    /// a shard given twice, shards of different splits, or two shards that disagree on a seed's trace: different
     /// builds).
     /// Example: stampede merge shard-*/summary.json
     Merge(sweep::MergeArgs),

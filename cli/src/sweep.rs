@@ -572,6 +572,12 @@ pub fn merge(args: &MergeArgs) -> Result<u8, String> {
                 })
             }
             Some(m) => {
+                if let Some(twice) = part.shards.iter().find(|s| m.shards.contains(s)) {
+                    return Err(format!(
+                        "{}: shard {twice} is given twice: merge takes each part once",
+                        path.display()
+                    ));
+                }
                 if m.seeds != part.seeds || m.design != part.design {
                     return Err(format!(
                         "{}: seeds {} / design {} differ from the first file's {} / {}",

@@ -392,8 +392,8 @@ fn compare_refuses_a_design_named_twice() {
 fn a_merge_missing_a_shard_fails_unless_asked_to_accept_a_partial_one() {
     // Proves: shards of the reference that all held merge to exit 0 when every part is
     // there; with a part missing its seeds were not judged, so the merge fails (exit 1, saying
-    // which) unless `--partial` accepts it (exit 0, still saying so); parts of different
-    // splits (1/2 beside 1/3) are bad input (exit 2).
+    // which) unless `--partial` accepts it (exit 0, still saying so); a part given twice and
+    // parts of different splits (1/2 beside 1/3) are bad input (exit 2).
     let mut parts = Vec::new();
     for shard in ["1/2", "2/2", "1/3"] {
         let dir = out_dir(&format!("partial-shard-{}", shard.replace('/', "-of-")));
@@ -435,6 +435,14 @@ fn a_merge_missing_a_shard_fails_unless_asked_to_accept_a_partial_one() {
     let accepted = merge(&[&parts[0]], &["--partial"]);
     assert_eq!(accepted.status.code(), Some(0), "{}", stderr(&accepted));
     assert!(stderr(&accepted).contains("shards 2/2 are missing"));
+
+    let twice = merge(&[&parts[0], &parts[1], &parts[0]], &[]);
+    assert_eq!(twice.status.code(), Some(2), "{}", stderr(&twice));
+    assert!(
+        stderr(&twice).contains("shard 1/2 is given twice"),
+        "{}",
+        stderr(&twice)
+    );
 
     let mixed = merge(&[&parts[0], &parts[2]], &["--partial"]);
     assert_eq!(mixed.status.code(), Some(2), "{}", stderr(&mixed));
