@@ -247,13 +247,18 @@ async fn idempotency(client: &Client, sku: &str, checks: &mut Vec<Check>) {
 
 async fn bad_inputs(client: &Client, sku: &str, checks: &mut Vec<Check>) {
     let customer = format!("conform-{}-bad", client.run);
-    let cases: [(&'static str, String); 7] = [
+    let cases: [(&'static str, String); 8] = [
         // A valid order, declared as text (sent as `text/plain` below): the contract takes JSON only.
         ("input.not-json", client.body("not-json", sku)),
         ("input.malformed-json", "{\"customer_id\": ".to_string()),
         (
             "input.unknown-field",
             serde_json::json!({"customer_id": customer, "items": [{"sku": sku, "qty": 1}], "coupon": "FREE"}).to_string(),
+        ),
+        (
+            // The price is the catalog's, never the buyer's: an item naming one is refused.
+            "input.client-price",
+            serde_json::json!({"customer_id": customer, "items": [{"sku": sku, "qty": 1, "price": 1}]}).to_string(),
         ),
         (
             "input.empty-items",

@@ -17,24 +17,28 @@ fn addr() -> SocketAddr {
 }
 
 /// A PSP and a shop of `design` wired to each other.
+/// `design` is `preset[+switch=value...]`.
 fn shop(dir: &Path, design: &str) -> (SocketAddr, SocketAddr, [Killed; 2]) {
     let (shop, psp) = (addr(), addr());
     let psp_child = common::start_psp(dir, psp, shop);
     let shop_log = dir.join("shop.log");
-    let shop_child = spawn(
-        &[
-            "serve",
-            "--addr",
-            &shop.to_string(),
-            "--psp",
-            &psp.to_string(),
-            "--store",
-            "memory",
-            "--design",
-            design,
-        ],
-        &shop_log,
-    );
+    let (shop_addr, psp_addr) = (shop.to_string(), psp.to_string());
+    let mut parts = design.split('+');
+    let mut args = vec![
+        "serve",
+        "--addr",
+        &shop_addr,
+        "--psp",
+        &psp_addr,
+        "--store",
+        "memory",
+        "--design",
+        parts.next().unwrap(),
+    ];
+    for set in parts {
+        args.extend(["--set", set]);
+    }
+    let shop_child = spawn(&args, &shop_log);
     wait_ready(shop, "/healthz", &shop_log);
     (shop, psp, [psp_child, shop_child])
 }
@@ -68,7 +72,7 @@ fn conform_on(shop: SocketAddr, psp: SocketAddr, out: &Path, extra: &[&str]) -> 
     )
     .unwrap();
     let checks = result["checks"].as_array().unwrap();
-    assert!(checks.len() >= 14, "{}", say(&run));
+    assert!(checks.len() >= 16, "{}", say(&run));
     let markdown = std::fs::read_to_string(out.join("conform.md")).unwrap();
     for c in checks {
         assert!(markdown.contains(c["name"].as_str().unwrap()), "{markdown}");
@@ -122,6 +126,25 @@ fn textbook_naive_fails_the_webhook_checks_by_name() {
     ] {
         assert!(failed.iter().any(|f| f == name), "{name} not in {failed:?}");
     }
+}
+
+// Proves: a shop that charges the price the buyer sends (`client_price=trust`) fails
+// `input.client-price` — one request shows it, no faults needed — and nothing else in the
+// request checks.
+#[test]
+fn trusting_the_clients_price_fails_the_client_price_check_by_name() {
+    let (code, failed) = conform("reference+client_price=trust");
+    assert_eq!(code, 1, "{failed:?}");
+    assert!(
+        failed.iter().any(|f| f == "input.client-price"),
+        "{failed:?}"
+    );
+    assert!(
+        !failed
+            .iter()
+            .any(|f| f.starts_with("idempotency.") || f.starts_with("webhooks.")),
+        "{failed:?}"
+    );
 }
 
 #[test]
