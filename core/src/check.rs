@@ -1580,10 +1580,23 @@ impl<'a> Facts<'a> {
     ///
     /// Asked only of a buyer not yet offered payment at `t`, whose own
     /// order therefore holds nothing in `spoken` then.
-    fn all_spoken_for(&self, asked: &PlaceOrder, t: Millis, spoken: &SpokenFor<'a>) -> bool {
+    /// Were the units `order` asked for (any of its items) all spoken for by
+    /// others when it was acknowledged at `t`? Its own units, counted in
+    /// `spoken` from `t` when it was offered later, are not others'.
+    fn all_spoken_for(
+        &self,
+        order: OrderId,
+        asked: &PlaceOrder,
+        t: Millis,
+        spoken: &SpokenFor<'a>,
+    ) -> bool {
+        let own = self.offered.contains_key(&order);
         asked.items.iter().any(|item| {
             let received = self.received_by(&item.sku, t);
-            let taken = spoken.at(&item.sku, t);
+            let mut taken = spoken.at(&item.sku, t);
+            if own {
+                taken = taken.saturating_sub(u64::from(item.qty));
+            }
             taken.saturating_add(u64::from(item.qty)) > received
         })
     }
@@ -1602,20 +1615,23 @@ impl<'a> Facts<'a> {
         })
     }
 
-    /// When `order` (requested at event `request`) holds its units, by the
-    /// evidence: from the first offer a client saw until it was shown given
-    /// back, while its hold cannot have lapsed or once it was shown
-    /// confirmed — at most two spans `[from, until)` of ms (`u64::MAX`: no end).
+    /// When `order` (requested at event `request`, acknowledged at event
+    /// `acked`) has its units spoken for, by the evidence: if a client was
+    /// ever offered its payment, from its acknowledgement — from then on it
+    /// is in line ahead of every later buyer, whether or not a client has
+    /// yet seen its units reserved — until it was shown given back, while
+    /// its hold cannot have lapsed or once it was shown confirmed; at most
+    /// two spans `[from, until)` of ms (`u64::MAX`: no end).
     fn spoken_spans(
         &self,
         order: OrderId,
-        request: usize,
+        (request, acked): (usize, usize),
         released: &BTreeMap<OrderId, usize>,
     ) -> HeldSpans {
-        let Some(&offered) = self.offered.get(&order) else {
+        if !self.offered.contains_key(&order) {
             return [None, None];
-        };
-        let from = self.at(offered).0;
+        }
+        let from = self.at(acked).0;
         let until = released.get(&order).map_or(u64::MAX, |&i| self.at(i).0);
         let lapses = self
             .terms
@@ -1944,8 +1960,8 @@ impl<'a> SpokenFor<'a> {
     fn new(facts: &Facts<'a>) -> SpokenFor<'a> {
         let released = facts.released();
         let mut holders = Vec::with_capacity(facts.acknowledged.len());
-        for (&order, &(request, _, placed)) in &facts.acknowledged {
-            let spans = facts.spoken_spans(order, request, &released);
+        for (&order, &(request, acked, placed)) in &facts.acknowledged {
+            let spans = facts.spoken_spans(order, (request, acked), &released);
             let items = placed.items.iter().map(|i| (&i.sku, u64::from(i.qty)));
             holders.push((spans, items.collect::<Vec<_>>()));
         }
@@ -2048,6 +2064,7 @@ fn late_offers(facts: &Facts<'_>, out: &mut Vec<Violation>, lost: &mut Vec<Viola
         if let Some(wait) = terms.waitlist_offer_ms.filter(|&w| w > bound)
             && let Some(&(_, _, asked)) = facts.acknowledged.get(&order)
             && facts.all_spoken_for(
+                order,
                 asked,
                 facts.at(acked),
                 spoken.get_or_insert_with(|| SpokenFor::new(facts)),

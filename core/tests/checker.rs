@@ -3435,8 +3435,8 @@ fn a_buyer_waitlisted_by_the_evidence_is_held_to_the_waitlist_bound() {
     );
 }
 
-// Proves the waitlist excuse needs evidence: when no client was shown the holder's offer before
-// the acknowledgement, or when the holder's request was sent a whole hold (4 s) before it, so
+// Proves the waitlist excuse needs evidence: when no client was ever shown the holder's offer, or
+// when the holder's request was sent a whole hold (4 s) before it, so
 // its hold may have lapsed (whatever the shop really held), the buyer is held to the ordinary
 // 2 s; 1 ms inside the hold, it is waitlisted.
 #[test]
@@ -3448,6 +3448,49 @@ fn the_waitlist_bound_applies_only_while_the_evidence_shows_every_unit_spoken_fo
     late(&waitlisted_bob(WAITLIST_TERMS, false, 1_500, 6_000));
     assert_all_hold(&waitlisted_bob(WAITLIST_TERMS, true, 4_999, 6_000));
     late(&waitlisted_bob(WAITLIST_TERMS, true, 5_000, 6_000));
+}
+
+/// Like [`waitlisted_bob`], but Alice's client is shown her offer only after Bob is acknowledged.
+fn bob_behind_an_offer_seen_later(delay: u64) -> Vec<Verdict> {
+    let (mut s, alice) = alice_holds_a_hat(1, WAITLIST_TERMS, false);
+    s.at(1_500);
+    s.wants(2, "k-bob", willing(0));
+    let placed = s.place(Some("k-bob"), "bob", &[(HAT, 1)]);
+    let bob = placed.order();
+    let acked = s.history.events()[placed.response].at.0;
+    s.at(acked + 100);
+    s.poll(1, alice);
+    s.run_jobs();
+    assert_eq!(s.status(bob), Created, "Bob waits for the held hat");
+    s.at(acked + delay - 1);
+    s.cancel(alice);
+    s.run_jobs();
+    s.at(acked + delay);
+    s.poll(2, bob);
+    assert_eq!(s.status(bob), PaymentPending);
+    s.pay_at_psp(bob);
+    s.run_jobs();
+    s.poll(2, bob);
+    s.at(acked + 60_000);
+    judge(&s.history, &s.audit(), true)
+}
+
+// Proves an order in line ahead speaks for its units from its acknowledgement, not from the
+// moment a client happens to see its offer: Alice, acknowledged first, has the only hat
+// reserved but her client is shown the offer only after Bob is acknowledged, so Bob joined the
+// line with no unit free and is held to the waitlist bound on both sides (6 s holds, 6.001 s is
+// late, as waitlisted) — before, the reference shop failed `conform` now and then on exactly
+// this (a buyer offered a cart two holds later, judged against the ordinary bound).
+#[test]
+fn a_buyer_acknowledged_behind_an_order_offered_later_is_waitlisted() {
+    assert_all_hold(&bob_behind_an_offer_seen_later(6_000));
+    let verdicts = bob_behind_an_offer_seen_later(6_001);
+    let v = only_violation(&verdicts, Invariant::TimelyDecisions);
+    assert!(
+        v.detail.contains("(bound 6000 ms), waitlisted"),
+        "{}",
+        v.detail
+    );
 }
 
 // Proves the waitlist excuse counts every unit received: with two hats on the shelf and Alice's
