@@ -278,6 +278,11 @@ async fn run_serve(config: StackConfig) -> Result<u8, String> {
         ),
         _ => println!("state in memory (lost when this process ends)"),
     }
+    for setting in &stack.kept_settings {
+        println!(
+            "note: {setting}: a shop's settings are part of its store, set when it was created (start on a new --store to change them)"
+        );
+    }
     println!("try: curl -s http://{}/v1/products", stack.shop_addr);
     let failed = tokio::select! {
         biased;

@@ -599,6 +599,13 @@ pub fn merge(args: &MergeArgs) -> Result<u8, String> {
     summary.shards.dedup();
     summary.runs = runs.into_values().collect();
     summary.totals = Totals::of(&summary.runs);
+    report_merged(&summary, args, whole)
+}
+
+/// Prints and writes the merged `summary`; its exit status, failing when a
+/// part of the sweep is missing (unless `--partial`) and the parts are not
+/// one `whole` sweep.
+fn report_merged(summary: &SweepSummary, args: &MergeArgs, whole: bool) -> Result<u8, String> {
     let dir = args
         .out
         .clone()
@@ -611,7 +618,7 @@ pub fn merge(args: &MergeArgs) -> Result<u8, String> {
     if !args.json {
         print!("{}", stampede_reports::render_failing_text(&summary.runs));
     }
-    report_sweep(&summary, args.json, &dir, None)?;
+    report_sweep(summary, args.json, &dir, None)?;
     if missing.is_empty() {
         return Ok(exit_code(&summary.totals));
     }

@@ -159,6 +159,9 @@ pub struct Stack {
     pub opened: Option<Opened>,
     /// The embedded PSP, if any.
     pub psp: Option<Arc<Psp>>,
+    /// Settings the configuration asked for that a store which already
+    /// existed keeps its own values of ([`kept_settings`]).
+    pub kept_settings: Vec<String>,
     /// The shop's and the embedded PSP's servers: they end once their
     /// clients have (see [`serve_router`]).
     servers: Vec<JoinHandle<()>>,
@@ -233,13 +236,7 @@ const STORE_CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 /// The shop's state as the configuration describes it: the catalog, stocked.
 pub fn initial_state(config: &StackConfig) -> Result<ShopState, String> {
-    let mut shop = config.shop;
-    shop.reservation_ttl_ms = config
-        .server
-        .design
-        .reservation_ttl
-        .ttl_ms(shop.reservation_ttl_ms);
-    shop.admission = config.server.design.admission.limits(shop.admission);
+    let shop = shop_config(config);
     let catalog = Catalog::new(config.catalog.iter().map(|(p, _)| p.clone()));
     let mut state = ShopState::new(catalog, shop);
     for (product, qty) in &config.catalog {
@@ -248,6 +245,70 @@ pub fn initial_state(config: &StackConfig) -> Result<ShopState, String> {
             .map_err(|e| format!("stocking {}: {e}", product.sku))?;
     }
     Ok(state)
+}
+
+/// The shop's settings as the configuration (and its design) asks for them.
+fn shop_config(config: &StackConfig) -> ShopConfig {
+    let mut shop = config.shop;
+    shop.reservation_ttl_ms = config
+        .server
+        .design
+        .reservation_ttl
+        .ttl_ms(shop.reservation_ttl_ms);
+    shop.admission = config.server.design.admission.limits(shop.admission);
+    shop
+}
+
+/// The settings a store that already exists keeps although the
+/// configuration asks for others (`asked`): a shop's settings are part of
+/// its state, set when it was created. One line each, saying both values.
+pub fn kept_settings(stored: &ShopConfig, asked: &ShopConfig) -> Vec<String> {
+    fn shown<T: std::fmt::Display>(value: Option<T>, unit: &str) -> String {
+        value.map_or_else(|| "none".to_string(), |v| format!("{v}{unit}"))
+    }
+    let (has, wants) = (&stored.admission, &asked.admission);
+    let settings = [
+        (
+            "reservation hold",
+            shown(stored.reservation_ttl_ms, " ms"),
+            shown(asked.reservation_ttl_ms, " ms"),
+        ),
+        (
+            "most undecided orders",
+            shown(has.max_undecided_orders, ""),
+            shown(wants.max_undecided_orders, ""),
+        ),
+        (
+            "shed Retry-After",
+            shown(Some(has.shed_retry_after_ms), " ms"),
+            shown(Some(wants.shed_retry_after_ms), " ms"),
+        ),
+        (
+            "orders per customer per window",
+            shown(has.customer_orders_max, ""),
+            shown(wants.customer_orders_max, ""),
+        ),
+        (
+            "customer window",
+            shown(Some(has.customer_window_ms), " ms"),
+            shown(Some(wants.customer_window_ms), " ms"),
+        ),
+        (
+            "sold-out fast path",
+            shown(Some(has.sold_out_fast_path), ""),
+            shown(Some(wants.sold_out_fast_path), ""),
+        ),
+        (
+            "sold-out wait",
+            shown(stored.sold_out_wait_ms, " ms"),
+            shown(asked.sold_out_wait_ms, " ms"),
+        ),
+    ];
+    settings
+        .into_iter()
+        .filter(|(_, has, wants)| has != wants)
+        .map(|(name, has, wants)| format!("{name}: kept the store's {has} (asked for {wants})"))
+        .collect()
 }
 
 /// What opening a durable store found.
@@ -294,6 +355,8 @@ struct Built {
     opened: Option<Opened>,
     /// For a store that holds a file: resolves once it is closed.
     closed: Option<StoreClosed>,
+    /// [`kept_settings`] of a store that already existed.
+    kept: Vec<String>,
 }
 
 /// Resolves once a store that holds a file has closed it.
@@ -348,6 +411,11 @@ async fn build_sqlite(config: &StackConfig, options: &SqliteOptions) -> Result<B
         recovered.state(),
         recovered.replayed(),
     );
+    let kept = if recovered.created() {
+        Vec::new()
+    } else {
+        kept_settings(recovered.state().config(), &shop_config(config))
+    };
     let clock = Clock::tokio_from(recovered.epoch_unix_ms(), start);
     let sqlite = SqliteStore::start(recovered, clock.clone()).map_err(invalid)?;
     let closed: StoreClosed = Box::pin(sqlite.closed());
@@ -360,6 +428,7 @@ async fn build_sqlite(config: &StackConfig, options: &SqliteOptions) -> Result<B
         clock,
         opened: Some(opened),
         closed: Some(closed),
+        kept,
     })
 }
 
@@ -376,6 +445,7 @@ async fn build_store(config: &StackConfig) -> Result<Built, StartError> {
                 clock,
                 opened: None,
                 closed: None,
+                kept: Vec::new(),
             })
         }
         StoreChoice::Sqlite(options) => build_sqlite(config, options).await,
@@ -397,6 +467,11 @@ async fn build_store(config: &StackConfig) -> Result<Built, StartError> {
                 opened.state(),
                 opened.replayed(),
             );
+            let kept = if opened.created() {
+                Vec::new()
+            } else {
+                kept_settings(opened.state().config(), &shop_config(config))
+            };
             let clock = Clock::tokio_from(opened.epoch_unix_ms(), start);
             let store = PgStore::start(opened, clock.clone());
             Ok(Built {
@@ -404,6 +479,7 @@ async fn build_store(config: &StackConfig) -> Result<Built, StartError> {
                 clock,
                 opened: Some(found),
                 closed: None,
+                kept,
             })
         }
     }
@@ -450,7 +526,11 @@ pub async fn start(config: StackConfig) -> Result<Stack, StartError> {
         clock,
         opened,
         closed,
+        kept,
     } = build_store(&config).await?;
+    for setting in &kept {
+        tracing::warn!("{setting}");
+    }
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
     let shop_listener = TcpListener::bind(config.addr).await?;
     let shop_addr = shop_listener.local_addr()?;
@@ -504,6 +584,7 @@ pub async fn start(config: StackConfig) -> Result<Stack, StartError> {
         worker_tasks: Vec::new(),
         shutdown,
         store_closed: closed,
+        kept_settings: kept,
     };
     stack.start_workers(config.workers, config.seed, config.worker);
     tracing::info!(shop = %stack.shop_addr, psp = %stack.psp_addr, design = %config.server.design, "stack started");
@@ -513,6 +594,41 @@ pub async fn start(config: StackConfig) -> Result<Stack, StartError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_setting_a_store_keeps_is_named_once_with_both_values() {
+        // Proves: the same settings keep nothing; each setting changed alone is one line
+        // naming it with the store's value and the one asked for.
+        let stored = ShopConfig::default();
+        assert!(kept_settings(&stored, &stored).is_empty());
+        type Change = fn(&mut ShopConfig);
+        let changes: [(&str, Change); 7] = [
+            ("reservation hold", |c| c.reservation_ttl_ms = None),
+            ("most undecided orders", |c| {
+                c.admission.max_undecided_orders = Some(7);
+            }),
+            ("shed Retry-After", |c| c.admission.shed_retry_after_ms += 1),
+            ("orders per customer per window", |c| {
+                c.admission.customer_orders_max = Some(3);
+            }),
+            ("customer window", |c| c.admission.customer_window_ms += 1),
+            ("sold-out fast path", |c| {
+                c.admission.sold_out_fast_path = !c.admission.sold_out_fast_path;
+            }),
+            ("sold-out wait", |c| c.sold_out_wait_ms = Some(1)),
+        ];
+        for (name, change) in changes {
+            let mut asked = stored;
+            change(&mut asked);
+            let kept = kept_settings(&stored, &asked);
+            assert_eq!(kept.len(), 1, "{name}: {kept:?}");
+            assert!(
+                kept[0].starts_with(&format!("{name}: kept the store's ")),
+                "{kept:?}"
+            );
+            assert!(kept[0].contains("(asked for "), "{kept:?}");
+        }
+    }
 
     #[test]
     fn store_choices_parse_and_bad_ones_say_what_to_write() {

@@ -619,6 +619,42 @@ async fn healthz_says_ok_while_the_store_serves_and_503_once_it_has_stopped_for_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_exists_keeps_its_settings_and_says_which_it_kept() {
+    // Proves: a shop restarted on its file with other settings (a longer hold, a per-customer
+    // rate limit) keeps the store's own — they are part of its state — and says so, setting by
+    // setting with both values; restarted with the same settings it says nothing; a new file
+    // takes what it is given.
+    let db = fresh_db("kept");
+    let first = on_file(&db);
+    let hold = first.shop.reservation_ttl_ms;
+    let (stack, _) = start(first).await;
+    assert!(stack.kept_settings.is_empty(), "{:?}", stack.kept_settings);
+    stack.shutdown().await;
+
+    let mut other = on_file(&db);
+    other.shop.reservation_ttl_ms = Some(123_000);
+    other.shop.admission.customer_orders_max = Some(2);
+    let (stack, _) = start(other).await;
+    assert_eq!(stack.kept_settings.len(), 2, "{:?}", stack.kept_settings);
+    let hold = hold.map_or("none".to_string(), |ms| format!("{ms} ms"));
+    assert_eq!(
+        stack.kept_settings[0],
+        format!("reservation hold: kept the store's {hold} (asked for 123000 ms)")
+    );
+    assert!(
+        stack.kept_settings[1].starts_with("orders per customer per window: kept the store's"),
+        "{:?}",
+        stack.kept_settings
+    );
+    stack.shutdown().await;
+
+    let (stack, _) = start(on_file(&db)).await;
+    assert!(stack.kept_settings.is_empty(), "{:?}", stack.kept_settings);
+    stack.shutdown().await;
+    let _ = std::fs::remove_dir_all(db.parent().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_lease_a_crash_left_held_ends_when_the_shop_restarts_on_its_file() {
     // Proves: a job leased when the process stopped (its worker gone with it) is run at once by
     // the next process on the same SQLite file — the order reaches payment_pending within the
