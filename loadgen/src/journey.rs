@@ -714,12 +714,13 @@ impl Journey<'_> {
         due
     }
 
-    /// Times one answer on every basis; the next request is due from it.
+    /// Times one answer on every basis; the next request is due from it
+    /// (an error as [`answer_failed`] says).
     fn answered(&mut self, name: &str, intended: Duration, t: &Timed) {
         self.pacing.answered(t.done.saturating_sub(t.sent));
         self.due.answered(t.done);
         let failed = match &t.result {
-            Ok(a) => a.status >= 500 || a.status == 0,
+            Ok(a) => answer_failed(a.status),
             Err(error) => {
                 tracing::debug!(endpoint = name, %error, "no answer");
                 true
@@ -1267,9 +1268,39 @@ async fn idle_until(shared: &Shared, end: Duration) -> TransactionResult {
     Ok(())
 }
 
+/// Whether an answer with `status` counts as an error in the report: no
+/// answer, a server error, or a refusal the journeys never ask for. A
+/// journey sends only valid requests, so the refusals that are outcomes of
+/// the shop's own decisions — 409 (sold out, a key still in flight, an
+/// order no longer payable, an intent already decided) and 429 (shed, or
+/// over a customer's rate: counted apart) — are not errors; any other 4xx
+/// (a 404 for its own order or intent, a 400 for its own request) means the
+/// service under load did not do what the journey needed.
+pub(crate) fn answer_failed(status: u16) -> bool {
+    match status {
+        0 | 500.. => true,
+        409 | 429 => false,
+        400..=499 => true,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_are_unanswered_server_errors_and_refusals_no_journey_asks_for() {
+        // Proves: no answer and 5xx are errors; 2xx and 3xx are not; 409 and 429 (the shop's
+        // own decisions) are not; any other 4xx (a 404 for its own intent, a 400, a 422) is —
+        // on both sides of each bound.
+        for status in [0, 500, 502, 503, 599, 400, 404, 408, 422, 499] {
+            assert!(answer_failed(status), "{status} is an error");
+        }
+        for status in [200, 202, 204, 302, 399, 409, 429] {
+            assert!(!answer_failed(status), "{status} is not an error");
+        }
+    }
     use stampede_server::StackConfig;
 
     fn ms(n: u64) -> Duration {
