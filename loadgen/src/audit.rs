@@ -86,6 +86,16 @@ pub struct Backoffice {
     psp: PspClient,
 }
 
+/// Most requests [`Backoffice::audit`] makes for one audit.
+pub const AUDIT_ATTEMPTS: u32 = 5;
+
+/// The pause after the first audit request that got no answer, ms; it
+/// doubles after each (0.2 + 0.4 + 0.8 + 1.6 s in all).
+const AUDIT_RETRY_FIRST_MS: u64 = 200;
+
+/// A request that got no answer.
+struct Unanswered(LoadError);
+
 impl Backoffice {
     /// `shop` and `psp` are `host:port`.
     pub fn new(shop: &str, psp: &str, token: &str) -> Backoffice {
@@ -99,8 +109,29 @@ impl Backoffice {
         }
     }
 
-    /// The shop's full audit.
+    /// The shop's full audit. A request that gets no answer (the shop
+    /// restarting, a connection cut) is tried again, [`AUDIT_ATTEMPTS`] times
+    /// in all, so one lost answer does not throw a whole run's verdict away;
+    /// an answer that refuses (a wrong token) is not.
     pub async fn audit(&self) -> Result<AuditSnapshot, LoadError> {
+        let mut pause = Duration::from_millis(AUDIT_RETRY_FIRST_MS);
+        let mut attempt = 1;
+        loop {
+            match self.audit_once().await {
+                Err(Unanswered(error)) if attempt < AUDIT_ATTEMPTS => {
+                    tracing::warn!(%error, attempt, "no audit answer; asking again");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                    attempt += 1;
+                }
+                Err(Unanswered(error)) => return Err(error),
+                Ok(answered) => return answered,
+            }
+        }
+    }
+
+    /// One request for the audit: `Err` when it got no answer.
+    async fn audit_once(&self) -> Result<Result<AuditSnapshot, LoadError>, Unanswered> {
         let response = self
             .http
             .send(
@@ -111,10 +142,25 @@ impl Backoffice {
                 None,
             )
             .await
-            .map_err(|e| LoadError::Shop(format!("GET /admin/audit: {e}")))?;
+            .map_err(|e| Unanswered(LoadError::Shop(format!("GET /admin/audit: {e}"))))?;
+        if response.status.is_server_error() {
+            // Not the audit, and not a refusal of this request: the shop could not answer.
+            return Err(Unanswered(LoadError::Shop(format!(
+                "GET /admin/audit answered {}",
+                response.status
+            ))));
+        }
+        Ok(Self::read_audit(&response))
+    }
+
+    fn read_audit(response: &stampede_server::HttpResponse) -> Result<AuditSnapshot, LoadError> {
         if !response.status.is_success() {
+            let hint = match response.status.as_u16() {
+                401 | 403 => " (is --admin-token right?)",
+                _ => "",
+            };
             return Err(LoadError::Shop(format!(
-                "GET /admin/audit answered {} (is --admin-token right?)",
+                "GET /admin/audit answered {}{hint}",
                 response.status
             )));
         }
@@ -276,6 +322,77 @@ pub fn lost_to_faults(verdicts: &[Verdict]) -> Vec<String> {
 mod tests {
     use super::*;
     use stampede_core::{Invariant, Judgement, OrderId, Subject, Violation};
+
+    /// A shop whose `/admin/audit` cuts the first `cut` connections without
+    /// answering, answers the next `busy` with a 503, then answers
+    /// `status` with `body`; returns its address and a count of requests.
+    async fn flaky_shop(
+        cut: usize,
+        busy: usize,
+        status: u16,
+        body: String,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = std::sync::Arc::clone(&seen);
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut head = vec![0u8; 4096];
+                let _ = stream.read(&mut head).await;
+                let n = counted.fetch_add(1, Ordering::SeqCst);
+                if n < cut {
+                    continue;
+                }
+                let (status, body) = if n < cut + busy {
+                    (503, "busy".to_string())
+                } else {
+                    (status, body.clone())
+                };
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        });
+        (addr, seen)
+    }
+
+    fn an_audit() -> String {
+        let state = stampede_core::ShopState::new(
+            stampede_core::Catalog::new([]),
+            stampede_core::ShopConfig::default(),
+        );
+        serde_json::to_string(&state.audit(Millis(0))).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_audit_request_without_an_answer_is_asked_again_a_bounded_number_of_times() {
+        // Proves: two cut connections and a 503 do not lose the audit (the fourth request
+        // reads it); a shop that never answers is asked exactly AUDIT_ATTEMPTS times, then
+        // the error is the last one's; a refusal (401) is not asked again and says to check
+        // the token.
+        use std::sync::atomic::Ordering;
+        let (shop, seen) = flaky_shop(2, 1, 200, an_audit()).await;
+        let office = Backoffice::new(&shop, "127.0.0.1:9", "token-123");
+        office.audit().await.expect("the audit, in the end");
+        assert_eq!(seen.load(Ordering::SeqCst), 4);
+
+        let (shop, seen) = flaky_shop(usize::MAX, 0, 200, String::new()).await;
+        let office = Backoffice::new(&shop, "127.0.0.1:9", "token-123");
+        assert!(office.audit().await.is_err());
+        assert_eq!(seen.load(Ordering::SeqCst), AUDIT_ATTEMPTS as usize);
+
+        let (shop, seen) = flaky_shop(0, 0, 401, "{}".to_string()).await;
+        let office = Backoffice::new(&shop, "127.0.0.1:9", "token-123");
+        let refused = office.audit().await.unwrap_err().to_string();
+        assert!(refused.contains("--admin-token"), "{refused}");
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+    }
 
     fn lost(n: u64) -> Violation {
         Violation {
