@@ -4,11 +4,15 @@
 //! Grammar: `METRIC OP VALUE[UNIT] [for ENDPOINT]` where METRIC is `p50`,
 //! `p90`, `p99`, `p99.9`, `max` or `mean` (latency; units `us`, `ms`, `s`),
 //! `error_rate` (`%` or a fraction) or `throughput` (`/s`); OP is `<`, `<=`,
-//! `>` or `>=`; ENDPOINT is an endpoint name as the report shows it
-//! (default: every request; latency thresholds then use the slowest endpoint).
+//! `>` or `>=` (latencies and error rates only `<`, `<=`); ENDPOINT is an
+//! endpoint name as the report shows it (default: every request; latency
+//! thresholds then use the slowest endpoint). A threshold that holds whatever
+//! happens (`throughput>=0/s`, `error_rate<=100%`) or can never hold
+//! (`p99<0ms`) is refused.
 //!
 //! A threshold judged over zero requests fails: "no errors among no
-//! requests" is not evidence that the shop meets its SLO.
+//! requests" is not evidence that the shop meets its SLO — also for a
+//! journey's endpoint the run never sent to.
 
 use stampede_reports::{EndpointLatency, LoadReport, Percentiles, ThresholdResult};
 
@@ -71,6 +75,7 @@ impl std::str::FromStr for Threshold {
         let (name, op, value) = split_condition(&rule, condition)?;
         let metric = parse_metric(&rule, name)?;
         let limit = parse_limit(&rule, metric, value)?;
+        judgeable(&rule, metric, op, limit)?;
         Ok(Threshold {
             rule,
             metric,
@@ -80,6 +85,53 @@ impl std::str::FromStr for Threshold {
         })
     }
 }
+
+/// Refuses a threshold that cannot say anything about the run: one that
+/// holds whatever happened (`error_rate<=100%`, `throughput>=0/s`), one that
+/// can never hold (`error_rate<0%`, `p99<0ms`), an error rate over 100%, and
+/// a latency or error rate bounded from below (an SLO bounds them from
+/// above).
+fn judgeable(rule: &str, metric: Metric, op: Op, limit: f64) -> Result<(), String> {
+    let upper = matches!(op, Op::Lt | Op::Le);
+    if let Metric::ErrorRate = metric
+        && limit > 1.0
+    {
+        return Err(format!("{rule:?}: an error rate is at most 100%"));
+    }
+    if !upper && !matches!(metric, Metric::Throughput) {
+        return Err(format!(
+            "{rule:?}: a latency or an error rate is bounded from above: write < or <="
+        ));
+    }
+    let always = match (op, metric) {
+        (Op::Ge, _) => limit == 0.0,
+        (Op::Le, Metric::ErrorRate) => limit >= 1.0,
+        _ => false,
+    };
+    if always {
+        return Err(format!(
+            "{rule:?}: holds whatever the run does, so it judges nothing"
+        ));
+    }
+    if op == Op::Lt && limit == 0.0 {
+        return Err(format!("{rule:?}: can never hold (nothing is below 0)"));
+    }
+    Ok(())
+}
+
+/// Every name a journey sends requests under, and the two order measures:
+/// a threshold for one of them that saw no request fails (nothing measured)
+/// rather than being an unknown endpoint.
+const JOURNEY_ENDPOINTS: [&str; 8] = [
+    "GET /v1/products",
+    "POST /v1/orders",
+    "GET /v1/orders/{id}",
+    "GET /v1/orders/{id}/events",
+    "POST /v1/orders/{id}/pay",
+    "POST psp /v1/payment_intents/{id}/confirm",
+    stampede_reports::ORDER_TO_CONFIRMED,
+    stampede_reports::ORDER_TO_OFFERED,
+];
 
 /// `CONDITION for ENDPOINT` → the condition and the endpoint, if any.
 fn split_endpoint(rule: &str) -> Result<(&str, Option<String>), String> {
@@ -178,6 +230,12 @@ impl Threshold {
     /// error, and zero requests fail it.
     pub fn judge(&self, report: &LoadReport) -> Result<ThresholdResult, String> {
         let requests: Vec<&EndpointLatency> = match &self.endpoint {
+            Some(name)
+                if JOURNEY_ENDPOINTS.contains(&name.as_str())
+                    && !report.endpoints.iter().any(|e| &e.name == name) =>
+            {
+                Vec::new()
+            }
             Some(name) => {
                 let found = report
                     .endpoints
@@ -312,7 +370,8 @@ mod tests {
 
     #[test]
     fn a_threshold_over_zero_requests_fails_and_says_why() {
-        // Proves: with no requests at all, or none to the named endpoint,
+        // Proves: with no requests at all, or none to the named endpoint (in
+        // the report with zero, or a journey's endpoint absent from it),
         // every kind of threshold fails (error_rate<1% included) and the
         // measurement says there was nothing to measure.
         let mut empty = report();
@@ -327,6 +386,12 @@ mod tests {
             ("throughput<100/s", &empty),
             ("error_rate<1% for POST /v1/orders", &idle),
             ("p99<50ms for POST /v1/orders", &idle),
+            // A journey's endpoint this run never sent to (every buyer walked away).
+            ("p99<50ms for POST /v1/orders/{id}/pay", &idle),
+            (
+                "error_rate<1% for POST psp /v1/payment_intents/{id}/confirm",
+                &empty,
+            ),
         ] {
             let result = rule.parse::<Threshold>().unwrap().judge(on).unwrap();
             assert!(!result.passed, "{rule} over zero requests fails");
@@ -355,9 +420,30 @@ mod tests {
             ("p99<fast", "not a non-negative number"),
             ("error_rate<5", "percentage"),
             ("p99<5ms for ", "nothing after"),
+            ("error_rate<101%", "at most 100%"),
+            ("error_rate<=100%", "judges nothing"),
+            ("error_rate<=1", "judges nothing"),
+            ("throughput>=0/s", "judges nothing"),
+            ("p99>=0ms", "bounded from above"),
+            ("p99>50ms", "bounded from above"),
+            ("error_rate>1%", "bounded from above"),
+            ("error_rate<0%", "never hold"),
+            ("p99<0ms", "never hold"),
         ] {
             let err = rule.parse::<Threshold>().unwrap_err();
             assert!(err.contains(phrase), "{rule}: {err}");
+        }
+        // Just inside each bound: accepted.
+        for rule in [
+            "error_rate<100%",
+            "error_rate<=99.9%",
+            "throughput>0/s",
+            "throughput>=1/s",
+            "throughput<5/s",
+            "p99<=0ms",
+            "error_rate<=0%",
+        ] {
+            assert!(rule.parse::<Threshold>().is_ok(), "{rule}");
         }
         let unknown = "p99<5ms for GET /nope".parse::<Threshold>().unwrap();
         assert!(
