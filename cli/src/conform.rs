@@ -43,7 +43,9 @@ pub struct ConformArgs {
     /// The service's hold (how long an unpaid order keeps its stock), e.g. 10s for `stampede
     /// serve`'s default: the flash sale's audit holds it to that promise and waits for carts
     /// abandoned in the sale to lapse (see `stampede load --hold`). Without it the hold is
-    /// unknown, and carts held past the audit are judged stuck. 1ms to 60m.
+    /// unknown, and carts held past the audit are judged stuck. With it, the `hold.kept` check
+    /// also pays one order 60% into the hold (so conform waits that long) and expects it
+    /// confirmed. 1ms to 60m.
     #[arg(long, value_name = "DURATION", value_parser = crate::load::parse_hold)]
     pub hold: Option<Duration>,
     /// Where conform.md, conform.json and the flash sale's load report go
@@ -356,6 +358,116 @@ async fn webhooks(client: &Client, secret: &[u8], checks: &mut Vec<Check>) {
     ));
 }
 
+/// How far into the service's hold the `hold.kept` check pays, in percent.
+const HOLD_KEPT_PAY_AT_PERCENT: u32 = 60;
+/// How often the `hold.kept` check reads its order, ms.
+const HOLD_KEPT_LOOK_MS: u64 = 100;
+/// Longest the `hold.kept` check waits for its order to be offered, and then
+/// confirmed, ms.
+const HOLD_KEPT_WAIT_MS: u64 = 15_000;
+
+/// The order's status as `GET /v1/orders/{id}` says it (`None`: no answer).
+async fn status_of(client: &Client, order: &str) -> Option<String> {
+    let r = client
+        .http
+        .get(&client.host, &format!("/v1/orders/{order}"))
+        .await
+        .ok()?;
+    let view: serde_json::Value = r.json().ok()?;
+    view["status"].as_str().map(str::to_string)
+}
+
+/// Reads `order` (every [`HOLD_KEPT_LOOK_MS`], at most
+/// [`HOLD_KEPT_WAIT_MS`]) until its status is `wanted`; the last status seen.
+async fn wait_for_status(client: &Client, order: &str, wanted: &str) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(HOLD_KEPT_WAIT_MS);
+    let mut last = None;
+    while tokio::time::Instant::now() < deadline {
+        last = status_of(client, order).await;
+        if last.as_deref() == Some(wanted) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(HOLD_KEPT_LOOK_MS)).await;
+    }
+    last
+}
+
+/// `hold.kept` (only with `--hold`): a buyer who pays well inside the hold
+/// the service promises — [`HOLD_KEPT_PAY_AT_PERCENT`]% into it, counted from
+/// when the buyer is first shown the offer — is charged and confirmed. A
+/// service that lets carts go sooner than it says (a shorter hold) fails it;
+/// the flash sale's buyers pay at once and would never see that.
+async fn hold_kept(client: &Client, psp: &str, sku: &str, hold: Duration) -> Check {
+    let fail = |detail: String| check("hold.kept", false, detail);
+    let key = client.key("hold-kept");
+    let placed = client
+        .order(Some(&key), &client.body("hold-kept", sku))
+        .await;
+    let Some(order) = order_id(&placed) else {
+        return fail(format!("the order was not accepted: {}", seen(&placed)));
+    };
+    let offered = wait_for_status(client, &order, "payment_pending").await;
+    if offered.as_deref() != Some("payment_pending") {
+        return fail(format!("{order} was not offered payment: last {offered:?}"));
+    }
+    let wait = hold * HOLD_KEPT_PAY_AT_PERCENT / 100;
+    tokio::time::sleep(wait).await;
+    let pay = client
+        .http
+        .send(
+            &client.host,
+            hyper::Method::POST,
+            &format!("/v1/orders/{order}/pay"),
+            &[("idempotency-key", client.key("hold-kept-pay"))],
+            None,
+        )
+        .await;
+    let pay = match pay {
+        Ok(pay) => pay,
+        Err(e) => return fail(format!("POST /v1/orders/{order}/pay: no answer: {e}")),
+    };
+    let started: Option<serde_json::Value> = pay.json().ok();
+    let (Some(intent), Some(secret)) = (
+        started.as_ref().and_then(|v| v["intent_id"].as_str()),
+        started.as_ref().and_then(|v| v["client_secret"].as_str()),
+    ) else {
+        return fail(format!(
+            "paid {} ms into a hold of {} ms: {} (order now {:?})",
+            wait.as_millis(),
+            hold.as_millis(),
+            seen(&pay),
+            status_of(client, &order).await
+        ));
+    };
+    let body = serde_json::json!({ "client_secret": secret, "card": "ok" }).to_string();
+    let confirmed = client
+        .http
+        .send(
+            psp,
+            hyper::Method::POST,
+            &format!("/v1/payment_intents/{intent}/confirm"),
+            &[("content-type", "application/json".to_string())],
+            Some(bytes::Bytes::from(body)),
+        )
+        .await;
+    if !confirmed.as_ref().is_ok_and(|r| r.status == 200) {
+        return fail(format!(
+            "the PSP did not confirm {intent}: {}",
+            confirmed.map_or_else(|e| e.to_string(), |r| seen(&r))
+        ));
+    }
+    let last = wait_for_status(client, &order, "confirmed").await;
+    check(
+        "hold.kept",
+        last.as_deref() == Some("confirmed"),
+        format!(
+            "paid {} ms into a hold of {} ms; the order then: {last:?}",
+            wait.as_millis(),
+            hold.as_millis()
+        ),
+    )
+}
+
 /// The flash sale's shoppers: most want the hot SKU. Some walk away from
 /// their carts only when the service's hold is known (`--hold`): a buyer
 /// waiting behind an abandoned cart is then judged against the hold, and
@@ -455,6 +567,9 @@ pub fn conform(args: &ConformArgs) -> Result<u8, String> {
         idempotency(&client, &sku, &mut checks).await;
         bad_inputs(&client, &sku, &mut checks).await;
         webhooks(&client, args.webhook_secret.as_bytes(), &mut checks).await;
+        if let Some(hold) = args.hold {
+            checks.push(hold_kept(&client, &args.psp, &sku, hold).await);
+        }
         Ok::<(), String>(())
     })?;
     checks.push(flash_sale(args, &dir.join("flash-sale")));

@@ -97,6 +97,16 @@ fn the_reference_passes_every_check() {
     assert_eq!(first, (0, Vec::<String>::new()), "first run");
     let again = conform_on(shop, psp, &dir.join("again"), &["--hold", "10s"]);
     assert_eq!(again, (0, Vec::<String>::new()), "again, with --hold");
+    let result: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("again/conform.json")).unwrap()).unwrap();
+    assert!(
+        result["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "hold.kept" && c["passed"] == true),
+        "hold.kept judged with --hold: {result}"
+    );
 }
 
 #[test]
@@ -145,6 +155,20 @@ fn trusting_the_clients_price_fails_the_client_price_check_by_name() {
             .any(|f| f.starts_with("idempotency.") || f.starts_with("webhooks.")),
         "{failed:?}"
     );
+}
+
+// Proves: a shop that lets carts go after a quarter of the hold it promises
+// (`reservation_ttl=short`: 2.5 s of `serve`'s 10 s) fails `hold.kept` when conform is told the
+// 10 s hold — its buyer pays 6 s in and is refused — while the reference passes it (in
+// `the_reference_passes_every_check`, run again with `--hold 10s`).
+#[test]
+fn a_hold_shorter_than_promised_fails_hold_kept_by_name() {
+    let dir = common::fresh_dir("conform-short-hold");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (shop, psp, _children) = shop(&dir, "reference+reservation_ttl=short");
+    let (code, failed) = conform_on(shop, psp, &dir.join("out"), &["--hold", "10s"]);
+    assert_eq!(code, 1, "{failed:?}");
+    assert!(failed.iter().any(|f| f == "hold.kept"), "{failed:?}");
 }
 
 #[test]
