@@ -36,6 +36,26 @@ impl TempDb {
         db
     }
 
+    /// What a crash would leave of this database now: a copy of its file
+    /// and its WAL (every acknowledged command is committed in them), taken
+    /// while the store is still open — so without the checkpoint a store
+    /// writes when it is closed.
+    fn crash_image(&self, name: &str) -> TempDb {
+        let image = TempDb::new(name);
+        for suffix in ["", "-wal"] {
+            let (mut from, mut to) = (
+                self.0.clone().into_os_string(),
+                image.0.clone().into_os_string(),
+            );
+            from.push(suffix);
+            to.push(suffix);
+            if std::path::Path::new(&from).exists() {
+                std::fs::copy(&from, &to).unwrap();
+            }
+        }
+        image
+    }
+
     fn remove(&self) {
         for suffix in ["", "-wal", "-shm", "-lock"] {
             let mut p = self.0.clone().into_os_string();
@@ -230,7 +250,18 @@ fn a_reopened_store_has_every_acknowledged_order_and_resumes_its_clock() {
             placed.push((request, reply));
         }
     });
+    let image = db.crash_image("reopen-crashed");
     drop(store);
+    let closed = sqlite::open(&db.options(), 0, || panic!("not fresh")).unwrap();
+    assert_eq!(
+        closed.replayed(),
+        0,
+        "a closed store checkpointed on closing"
+    );
+    assert_eq!(closed.state().orders().count(), 5);
+    assert_eq!(closed.resume_at(), Millis(4_000));
+    drop(closed);
+    let db = image;
     let recovered = sqlite::open(&db.options(), 0, || panic!("not fresh")).unwrap();
     assert!(!recovered.created());
     assert_eq!(
@@ -265,10 +296,11 @@ fn a_reopened_store_has_every_acknowledged_order_and_resumes_its_clock() {
             );
         }
     });
-    drop(store);
     // The first reopen folded the log into a checkpoint; replays of keys changed nothing
-    // but were logged (they are commands), so this reopen replays only those.
-    let again = sqlite::open(&db.options(), 0, || panic!("not fresh")).unwrap();
+    // but were logged (they are commands), so a crash now leaves only those to replay.
+    let crashed = db.crash_image("reopen-crashed-again");
+    drop(store);
+    let again = sqlite::open(&crashed.options(), 0, || panic!("not fresh")).unwrap();
     assert_eq!(again.replayed(), 5);
     assert_eq!(again.state().orders().count(), 5);
 }
@@ -636,8 +668,9 @@ fn a_fresh_database_says_so_keeps_its_epoch_and_runs_in_wal_mode() {
 }
 
 /// Applies `n` restocks (changes that add no order) to a store that
-/// checkpoints every 3 commands, then reopens it: how many commands the log
-/// held past the last checkpoint.
+/// checkpoints every 3 commands, then reopens what a crash would have left
+/// of it: how many commands the log held past the last checkpoint. (The
+/// store closed as asked replays none: it checkpoints on closing.)
 fn replayed_after_restocks(n: u64) -> u64 {
     let db = TempDb::new("cadence");
     let (clock, _now) = manual_clock();
@@ -648,8 +681,29 @@ fn replayed_after_restocks(n: u64) -> u64 {
             store.call(Command::Restock { sku, qty: 1 }).await.unwrap();
         }
     });
+    // A checkpoint is queued right behind its command; let the writer commit it before the
+    // image is taken (a crash could come before, and then the log holds those commands).
+    let checkpointed = n / 3 * 3;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while checkpointed > 0 {
+        let seq: u64 = Connection::open(&db.0)
+            .unwrap()
+            .query_row("SELECT seq FROM checkpoint", [], |r| r.get(0))
+            .unwrap();
+        if seq >= checkpointed {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "checkpoint {checkpointed} never written"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let image = db.crash_image("cadence-crashed");
     drop(store);
-    sqlite::open(&db.checkpointing(3), 0, || panic!("not fresh"))
+    let closed = sqlite::open(&db.checkpointing(3), 0, || panic!("not fresh")).unwrap();
+    assert_eq!(closed.replayed(), 0, "closed: checkpointed on closing");
+    sqlite::open(&image.checkpointing(3), 0, || panic!("not fresh"))
         .unwrap()
         .replayed()
 }

@@ -44,7 +44,9 @@
 //!
 //! The tables are refreshed at each checkpoint (every
 //! [`CHECKPOINT_MIN_COMMANDS`] logged commands, or more as the state grows,
-//! and when the file is opened); between checkpoints they lag the log, which
+//! when the file is opened, and when the store is closed — so a shop stopped
+//! as asked reopens without replaying anything; only a crash leaves a log to
+//! replay); between checkpoints they lag the log, which
 //! holds every change since.
 
 use super::memory::{Journal, MemoryStore};
@@ -885,13 +887,22 @@ struct Durable {
     failed: Option<String>,
 }
 
+/// Where the log stands (every field written only under the state lock):
+/// shared by the journal and the store, which checkpoints it on close.
+#[derive(Debug)]
+struct Position {
+    /// The last position handed out.
+    head: AtomicU64,
+    /// The time of the last command logged, ms.
+    last_at: AtomicU64,
+    /// Commands logged since the last checkpoint.
+    since_checkpoint: AtomicU64,
+}
+
 /// The journal the working state appends to (under its lock).
 struct Log {
     queue: SyncSender<Entry>,
-    /// The last position handed out (only written under the state lock).
-    head: AtomicU64,
-    /// Commands logged since the last checkpoint.
-    since_checkpoint: AtomicU64,
+    position: Arc<Position>,
     /// Fewest commands between checkpoints.
     checkpoint_min: u64,
 }
@@ -899,16 +910,21 @@ struct Log {
 impl fmt::Debug for Log {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Log")
-            .field("head", &self.head)
-            .field("since_checkpoint", &self.since_checkpoint)
+            .field("position", &self.position)
             .finish_non_exhaustive()
     }
 }
 
 impl Journal for Log {
     fn append(&self, command: Command, _reply: &Reply, now: Millis, state: &ShopState) -> u64 {
-        let seq = self.head.load(Ordering::Relaxed) + 1;
-        self.head.store(seq, Ordering::Relaxed);
+        let Position {
+            head,
+            last_at,
+            since_checkpoint,
+        } = &*self.position;
+        let seq = head.load(Ordering::Relaxed) + 1;
+        head.store(seq, Ordering::Relaxed);
+        last_at.store(now.0, Ordering::Relaxed);
         // A closed queue means the writer stopped after a failed commit; the
         // reply then waits on `Durable::failed` and reports it.
         let _ = self.queue.send(Entry::Command {
@@ -916,11 +932,11 @@ impl Journal for Log {
             at: now,
             command,
         });
-        let since = self.since_checkpoint.fetch_add(1, Ordering::Relaxed) + 1;
+        let since = since_checkpoint.fetch_add(1, Ordering::Relaxed) + 1;
         if since >= self.checkpoint_min
             && since >= CHECKPOINT_COMMANDS_PER_ORDER.saturating_mul(state.order_count() as u64)
         {
-            self.since_checkpoint.store(0, Ordering::Relaxed);
+            since_checkpoint.store(0, Ordering::Relaxed);
             let _ = self.queue.send(Entry::Checkpoint {
                 seq,
                 at: now,
@@ -931,7 +947,7 @@ impl Journal for Log {
     }
 
     fn head(&self) -> u64 {
-        self.head.load(Ordering::Relaxed)
+        self.position.head.load(Ordering::Relaxed)
     }
 }
 
@@ -941,8 +957,10 @@ impl Journal for Log {
 pub struct SqliteStore {
     memory: MemoryStore,
     commit: Commit,
-    /// For [`Entry::Stop`] on drop.
+    /// For the closing checkpoint and [`Entry::Stop`] on drop.
     queue: SyncSender<Entry>,
+    /// Where the log stands, for the closing checkpoint.
+    position: Arc<Position>,
     writer: Option<std::thread::JoinHandle<()>>,
     /// Held until the writer has stopped (and its connection closed): then
     /// another store may open the file.
@@ -965,6 +983,7 @@ impl SqliteStore {
             options,
             state,
             seq,
+            resume_at,
             ..
         } = recovered;
         let (queue, entries) = sync_channel(QUEUE_BOUND);
@@ -978,16 +997,21 @@ impl SqliteStore {
             .name("stampede-sqlite".into())
             .spawn(move || write_loop(conn, entries, &durable_tx, max_batch, pause))
             .map_err(|e| format!("starting the SQLite writer: {e}"))?;
+        let position = Arc::new(Position {
+            head: AtomicU64::new(seq),
+            last_at: AtomicU64::new(resume_at.0),
+            since_checkpoint: AtomicU64::new(0),
+        });
         let log = Log {
             queue: queue.clone(),
-            head: AtomicU64::new(seq),
-            since_checkpoint: AtomicU64::new(0),
+            position: Arc::clone(&position),
             checkpoint_min: options.checkpoint_min_commands.max(1),
         };
         Ok(Arc::new(SqliteStore {
             memory: MemoryStore::journaled(state, clock, Box::new(log)),
             commit: options.commit,
             queue,
+            position,
             writer: Some(writer),
             lock: Some(lock),
             closed: watch::Sender::new(false),
@@ -1048,6 +1072,23 @@ impl Drop for SqliteStore {
     /// Lets the writer commit what is queued (a checkpoint included) and
     /// stop, so the file is whole and free for the next store.
     fn drop(&mut self) {
+        // A closing checkpoint of what was logged since the last one, so the
+        // next open (after a stop that was asked for) replays nothing.
+        let closing = self.memory.read(|state| {
+            let Position {
+                head,
+                last_at,
+                since_checkpoint,
+            } = &*self.position;
+            (since_checkpoint.load(Ordering::Relaxed) > 0).then(|| Entry::Checkpoint {
+                seq: head.load(Ordering::Relaxed),
+                at: Millis(last_at.load(Ordering::Relaxed)),
+                state: Box::new(state.clone()),
+            })
+        });
+        if let Some(checkpoint) = closing {
+            let _ = self.queue.send(checkpoint);
+        }
         let _ = self.queue.send(Entry::Stop);
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
