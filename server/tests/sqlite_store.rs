@@ -685,7 +685,7 @@ fn replayed_after_restocks(n: u64) -> u64 {
     // image is taken (a crash could come before, and then the log holds those commands).
     let checkpointed = n / 3 * 3;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while checkpointed > 0 {
+    loop {
         let seq: u64 = Connection::open(&db.0)
             .unwrap()
             .query_row("SELECT seq FROM checkpoint", [], |r| r.get(0))
