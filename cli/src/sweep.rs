@@ -199,6 +199,7 @@ fn record(job: &Job<'_>, keep: impl Fn() -> Option<PathBuf>) -> (RunRecord, Vec<
         design: job.design.label(),
         passed: false,
         violated: BTreeMap::new(),
+        not_judged: Vec::new(),
         error: None,
         trace_hash: String::new(),
         orders: 0,
@@ -226,6 +227,12 @@ fn record(job: &Job<'_>, keep: impl Fn() -> Option<PathBuf>) -> (RunRecord, Vec<
         .iter()
         .filter(|v| v.is_violated())
         .map(|v| (v.invariant.name().to_string(), v.outcome().1))
+        .collect();
+    rec.not_judged = result
+        .verdicts
+        .iter()
+        .filter(|v| v.not_judged_reason().is_some())
+        .map(|v| v.invariant.name().to_string())
         .collect();
     rec.trace_hash = result.trace_hash.clone();
     rec.orders = result.stats.orders;

@@ -452,3 +452,46 @@ fn a_merge_missing_a_shard_fails_unless_asked_to_accept_a_partial_one() {
         stderr(&mixed)
     );
 }
+
+#[test]
+fn a_sweep_says_which_invariants_a_scenario_leaves_unjudged() {
+    // Proves: a scenario whose `invariants` list selects one invariant is swept with the
+    // others named as not judged — in the terminal line beside its verdict and in each run's
+    // record in summary.json — rather than passing as if every invariant had held.
+    let dir = out_dir("sweep-opted");
+    std::fs::create_dir_all(&dir).unwrap();
+    let tiny = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(TINY)).unwrap();
+    let opted = tiny.replace(
+        "name = \"tiny-double-click\"",
+        "name = \"tiny-opted\"\ninvariants = [\"no_oversell\"]",
+    );
+    assert_ne!(opted, tiny);
+    let file = dir.join("tiny-opted.toml");
+    std::fs::write(&file, opted).unwrap();
+    let out = dir.join("out");
+    let o = stampede(&[
+        "sweep",
+        file.to_str().unwrap(),
+        "--seeds",
+        "1..1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("1/1 seeds hold; not judged (the scenario opts out): "),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("timely_decisions"), "{}", stdout(&o));
+    let summary = read_json(&out.join("summary.json"));
+    let not_judged = summary["runs"][0]["not_judged"].as_array().unwrap();
+    assert!(
+        not_judged.iter().any(|n| n == "money_reconciles"),
+        "{not_judged:?}"
+    );
+    assert!(
+        !not_judged.iter().any(|n| n == "no_oversell"),
+        "{not_judged:?}"
+    );
+}

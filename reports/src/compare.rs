@@ -157,6 +157,7 @@ mod tests {
             design: design.into(),
             passed: violated.is_empty(),
             violated: violated.iter().map(|(v, n)| (v.to_string(), *n)).collect(),
+            not_judged: Vec::new(),
             error: None,
             trace_hash: String::new(),
             orders: 3,

@@ -63,6 +63,10 @@ pub struct RunRecord {
     pub passed: bool,
     /// Violated invariants → instances.
     pub violated: BTreeMap<String, usize>,
+    /// Invariants the run did not judge (the scenario opts out of them):
+    /// shown beside the verdict, never a silent pass.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_judged: Vec<String>,
     /// Why the run could not complete, if it could not.
     pub error: Option<String>,
     /// SHA-256 of the history.
@@ -183,6 +187,8 @@ pub(crate) struct ScenarioRow<'a> {
     pub(crate) totals: Totals,
     /// Invariant → seeds violating it.
     pub(crate) violated: BTreeMap<&'a str, usize>,
+    /// Invariants some run of it did not judge.
+    pub(crate) not_judged: std::collections::BTreeSet<&'a str>,
     /// Each run's wall time, ms.
     pub(crate) wall_ms: Vec<u64>,
 }
@@ -197,6 +203,8 @@ pub(crate) fn by_scenario(runs: &[RunRecord]) -> BTreeMap<&str, ScenarioRow<'_>>
         for name in r.violated.keys() {
             *row.violated.entry(name.as_str()).or_default() += 1;
         }
+        row.not_judged
+            .extend(r.not_judged.iter().map(String::as_str));
         row.wall_ms.push(r.wall_ms);
     }
     rows
@@ -211,6 +219,15 @@ pub(crate) fn title(s: &SweepSummary) -> String {
         format!(" — shards {}", shards.join(", "))
     };
     format!("Sweep — seeds {} — design {}{shards}", s.seeds, s.design)
+}
+
+/// "; not judged (the scenario opts out): a, b", or nothing.
+fn not_judged_text(row: &ScenarioRow<'_>) -> String {
+    if row.not_judged.is_empty() {
+        return String::new();
+    }
+    let names: Vec<&str> = row.not_judged.iter().copied().collect();
+    format!("; not judged (the scenario opts out): {}", names.join(", "))
 }
 
 /// "N runs: P passed, F failed, E errors".
@@ -249,10 +266,10 @@ pub(crate) fn scenario_table(s: &SweepSummary) -> Table {
                 row.totals.failed.to_string(),
                 row.totals.errors.to_string(),
                 if v.is_empty() {
-                    "—".into()
+                    "—".to_string()
                 } else {
                     v.join(", ")
-                },
+                } + &not_judged_text(&row),
                 format!("{:.1} s", row.wall_ms.iter().sum::<u64>() as f64 / 1000.0),
             ],
             tone,
@@ -326,8 +343,10 @@ pub fn render_sweep_text(s: &SweepSummary, threads: Option<usize>) -> String {
         };
         let _ = writeln!(
             out,
-            "  {mark} {file}: {}/{} seeds hold{violated}",
-            t.passed, t.runs
+            "  {mark} {file}: {}/{} seeds hold{violated}{}",
+            t.passed,
+            t.runs,
+            not_judged_text(&row)
         );
     }
     let _ = writeln!(
@@ -370,6 +389,7 @@ mod tests {
             design: "seed-repo".into(),
             passed: violated.is_empty(),
             violated: violated.iter().map(|v| (v.to_string(), 1)).collect(),
+            not_judged: Vec::new(),
             error: None,
             trace_hash: format!("h{seed}"),
             orders: 2,
@@ -433,6 +453,16 @@ mod tests {
         let text = render_sweep_text(&s, Some(2));
         assert!(text.contains("  ✗ a.toml: 0/3 seeds hold; violated: x on 3\n"));
         assert!(text.contains("  ✓ b.toml: 1/1 seeds hold\n"));
+        // A run that did not judge an invariant says so beside its file's verdict.
+        let mut opted = record("c.toml", 1, &[]);
+        opted.not_judged = vec!["no_oversell".into(), "timely_decisions".into()];
+        let shown = render_sweep_text(&summary(vec![opted], 0), None);
+        assert!(
+            shown.contains(
+                "  ✓ c.toml: 1/1 seeds hold; not judged (the scenario opts out): no_oversell, timely_decisions\n"
+            ),
+            "{shown}"
+        );
         assert!(text.contains("4 runs: 1 passed, 3 failed, 0 errors; took 2.0 s on 2 threads"));
         let md = render_sweep_markdown(&s);
         assert!(md.contains("| a.toml | 3 | 3 | 0 | x: 3 | 0.6 s |"), "{md}");

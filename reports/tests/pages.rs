@@ -15,6 +15,7 @@ fn record(scenario: &str, design: &str, seed: u64, violated: &[&str]) -> RunReco
         design: design.into(),
         passed: violated.is_empty(),
         violated: violated.iter().map(|v| (v.to_string(), 1)).collect(),
+        not_judged: Vec::new(),
         error: None,
         trace_hash: format!("hash-{scenario}-{seed}"),
         orders: 4,
