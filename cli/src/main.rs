@@ -54,6 +54,8 @@ enum Command {
     Merge(sweep::MergeArgs),
     /// Run the same seeds on several designs and show them side by side.
     ///
+    /// Exit status: 0 the table was made, whatever the designs did (the table is the answer:
+    /// gate on `sweep` instead), 2 bad input.
     /// Example: stampede compare scenarios/flash-sale.toml --designs reference,seed-repo,textbook-naive --seeds 1..20
     Compare(sweep::CompareArgs),
     /// Minimise a failing seed's plan (delta debugging) while the same invariant still fails.
