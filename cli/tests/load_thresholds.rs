@@ -34,7 +34,7 @@ fn thresholds_decide_the_exit_status() {
             "--threshold",
             "p99<60s for POST /v1/orders",
             "--threshold",
-            "error_rate<=100%",
+            "error_rate<50%",
         ],
     );
     let stdout = String::from_utf8_lossy(&o.stdout);
