@@ -346,6 +346,24 @@ impl Command {
 }
 
 impl ShopState {
+    /// Whether `command`, run at `now`, would leave the state as it is: a
+    /// read, or a lease, reservation sweep or housekeeping pass that finds
+    /// nothing due. A durable store records nothing for such a command and
+    /// wakes nobody, so an idle shop writes nothing. `false` means it may
+    /// change something (or be refused, which changes nothing either).
+    pub fn changes_nothing(&self, command: &Command, now: Millis) -> bool {
+        match command {
+            Command::LeaseJob | Command::LeaseJobWait { .. } => {
+                self.next_job_at().is_none_or(|at| at > now)
+            }
+            Command::ExpireReservations { max } => {
+                *max == 0 || self.inventory().next_expiry().is_none_or(|at| at > now)
+            }
+            Command::Housekeep { max } => *max == 0 || !self.housekeeping_due(now),
+            read => read.is_read(),
+        }
+    }
+
     /// Runs one command atomically at `now`: the single entry point every
     /// store calls. A refused command changes nothing and answers the
     /// [`ShopError`]. `LeaseJobWait` leases like `LeaseJob` (waiting is the
@@ -577,6 +595,99 @@ mod tests {
         );
         shop.stock(&hat, 10, segments).unwrap();
         shop
+    }
+
+    /// Whether `shop` says `command` changes nothing at `now`; when it does,
+    /// running it on a copy must leave the copy equal to `shop`.
+    fn says_nothing_changes(shop: &ShopState, command: Command, now: Millis) -> bool {
+        let says = shop.changes_nothing(&command, now);
+        if says {
+            let mut probe = shop.clone();
+            let _ = probe.apply(command.clone(), now);
+            assert_eq!(probe, *shop, "{command:?} at {now:?} changed the state");
+        }
+        says
+    }
+
+    #[test]
+    fn a_lease_sweep_or_housekeeping_changes_nothing_exactly_until_something_is_due() {
+        // Proves: an idle shop's lease, reservation sweep and housekeeping pass change nothing
+        // (so a durable store writes nothing for them); each may change something from the very
+        // millisecond its first item falls due and not one before; `max` 0 never does; reads
+        // never do and other writes always may. Every "nothing" is checked against the state.
+        let sweep = Command::ExpireReservations { max: 10 };
+        let housekeep = Command::Housekeep { max: 10 };
+        let mut shop = hat_shop(None, 1);
+        for idle in [
+            Command::LeaseJob,
+            sweep.clone(),
+            housekeep.clone(),
+            Command::Stats,
+        ] {
+            assert!(says_nothing_changes(&shop, idle, Millis(1)));
+        }
+        let hat = Sku::new("hat").unwrap();
+        let restock = Command::Restock { sku: hat, qty: 1 };
+        assert!(!says_nothing_changes(&shop, restock, Millis(1)));
+
+        // A job: due from the moment it was enqueued.
+        let request = PlaceOrder {
+            key: None,
+            customer: CustomerId::new("alice").unwrap(),
+            items: vec![ItemRequest {
+                sku: Sku::new("hat").unwrap(),
+                qty: 1,
+            }],
+            express: false,
+        };
+        let Ok(Reply::Placed(crate::Placed::Created { order, .. })) =
+            shop.apply(Command::PlaceOrder { request }, Millis(20))
+        else {
+            panic!("placed");
+        };
+        let enqueued = shop.next_job_at().expect("a reserve job");
+        assert_eq!(enqueued, Millis(20));
+        for lease in [Command::LeaseJob, Command::LeaseJobWait { wait_ms: 100 }] {
+            assert!(says_nothing_changes(
+                &shop,
+                lease.clone(),
+                Millis(enqueued.0 - 1)
+            ));
+            assert!(!says_nothing_changes(&shop, lease, enqueued));
+        }
+        let Ok(Reply::Lease(Some(lease))) = shop.apply(Command::LeaseJob, enqueued) else {
+            panic!("a lease");
+        };
+        let cause = Cause::Worker { job: lease.job };
+        shop.apply(Command::Reserve { order, cause }, enqueued)
+            .unwrap();
+
+        // A hold: due at its expiry.
+        let lapses = shop.inventory().next_expiry().expect("a hold");
+        assert!(says_nothing_changes(
+            &shop,
+            sweep.clone(),
+            Millis(lapses.0 - 1)
+        ));
+        assert!(!says_nothing_changes(&shop, sweep, lapses));
+        let none = Command::ExpireReservations { max: 0 };
+        assert!(says_nothing_changes(&shop, none, lapses));
+
+        // An idempotency record: due at the end of its retention.
+        let key = IdempotencyKey::new("k-1").unwrap();
+        let fingerprint = crate::Fingerprint::of(b"body");
+        shop.apply(Command::BeginKey { key, fingerprint }, Millis(5))
+            .unwrap();
+        let retention = ShopConfig::default().idempotency.retention_ms;
+        let forgotten = Millis(5 + retention);
+        assert!(says_nothing_changes(
+            &shop,
+            housekeep.clone(),
+            Millis(forgotten.0 - 1)
+        ));
+        assert!(!says_nothing_changes(&shop, housekeep, forgotten));
+        let none = Command::Housekeep { max: 0 };
+        assert!(says_nothing_changes(&shop, none, forgotten));
     }
 
     #[test]

@@ -286,6 +286,11 @@ impl<R: Clone> IdempotencyStore<R> {
         }
     }
 
+    /// Whether some record has expired at `now` (what [`IdempotencyStore::expire`] would forget).
+    pub fn any_expired(&self, now: Millis) -> bool {
+        self.records.values().any(|r| self.is_expired(r, now))
+    }
+
     /// Removes up to `max` records past retention; returns how many went.
     pub fn expire(&mut self, now: Millis, max: usize) -> usize {
         let doomed: Vec<IdempotencyKey> = self
@@ -523,14 +528,17 @@ mod tests {
     #[test]
     fn expire_removes_only_records_past_retention_and_at_most_max() {
         // Proves: nothing goes at created + retention - 1; from created + retention records go,
-        // `max` per call, and the count returned is what went.
+        // `max` per call, and the count returned is what went; `any_expired` says so on
+        // both sides.
         let mut s = store();
         let fp = Fingerprint::of(b"a");
         for k in ["a", "b", "c"] {
             s.begin(&key(k), fp, Millis(0));
         }
+        assert!(!s.any_expired(Millis(999)));
         assert_eq!(s.expire(Millis(999), 10), 0);
         assert_eq!(s.len(), 3);
+        assert!(s.any_expired(Millis(1_000)));
         assert_eq!(s.expire(Millis(1_000), 2), 2);
         assert_eq!(s.len(), 1);
         assert!(!s.is_empty());

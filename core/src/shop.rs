@@ -1600,6 +1600,11 @@ impl ShopState {
         self.keys.expire(now, max) + self.inbox.forget_old(now, max)
     }
 
+    /// Whether [`ShopState::housekeep`] at `now` would forget anything.
+    pub fn housekeeping_due(&self, now: Millis) -> bool {
+        self.keys.any_expired(now) || self.inbox.any_old(now)
+    }
+
     /// Counts for metrics.
     pub fn stats(&self) -> ShopStats {
         let mut orders_by_status: BTreeMap<String, u64> = OrderStatus::ALL

@@ -181,6 +181,13 @@ impl WebhookInbox {
         self.seen.len()
     }
 
+    /// Whether some seen id is old enough at `now` for [`WebhookInbox::forget_old`] to forget.
+    pub fn any_old(&self, now: Millis) -> bool {
+        self.seen
+            .values()
+            .any(|at| now.since(*at) >= self.limits.dedup_retention_ms)
+    }
+
     /// Forgets up to `max` event ids seen longer ago than the retention window.
     pub fn forget_old(&mut self, now: Millis, max: usize) -> usize {
         let old: Vec<EventId> = self
@@ -383,7 +390,7 @@ mod tests {
     #[test]
     fn forget_old_keeps_ids_until_the_retention_bound_and_at_most_max() {
         // Proves: an id received at t is kept at t + retention - 1 and forgotten from
-        // t + retention on, at most `max` per call.
+        // t + retention on, at most `max` per call; `any_old` says so on both sides.
         let mut inbox = WebhookInbox::new(InboxLimits {
             dedup_retention_ms: 100,
             ..InboxLimits::default()
@@ -391,7 +398,9 @@ mod tests {
         for id in ["evt_1", "evt_2", "evt_3"] {
             inbox.receive(&event(id, 1), Millis(10));
         }
+        assert!(!inbox.any_old(Millis(109)));
         assert_eq!(inbox.forget_old(Millis(109), 10), 0);
+        assert!(inbox.any_old(Millis(110)));
         assert_eq!(inbox.forget_old(Millis(110), 2), 2);
         assert_eq!(inbox.seen_len(), 1);
         assert_eq!(inbox.forget_old(Millis(110), 2), 1);

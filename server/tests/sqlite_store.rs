@@ -778,3 +778,54 @@ fn the_intents_table_shows_each_intents_status_by_name() {
         .unwrap();
     assert_eq!(row, ("pi_1".into(), "requires_payment".into(), 1_000));
 }
+
+#[test]
+fn an_idle_shop_writes_nothing_to_its_log() {
+    // Proves: leases, reservation sweeps and housekeeping passes that find nothing due add
+    // nothing to the log (an idle served shop used to commit about forty of them a second),
+    // while a placement and a lease that hands out its job are each recorded.
+    let db = TempDb::new("idle");
+    let (clock, now) = manual_clock();
+    let store = open_store(&db, &clock);
+    let logged = || -> u64 {
+        Connection::open(&db.0)
+            .unwrap()
+            .query_row("SELECT count(*) FROM commands", [], |r| r.get(0))
+            .unwrap()
+    };
+    let idle = || {
+        [
+            Command::LeaseJob,
+            Command::LeaseJobWait { wait_ms: 0 },
+            Command::ExpireReservations { max: 100 },
+            Command::Housekeep { max: 100 },
+        ]
+    };
+    runtime().block_on(async {
+        for tick in 0..50 {
+            now.store(tick * 100, Ordering::SeqCst);
+            for command in idle() {
+                store.call(command).await.unwrap();
+            }
+        }
+        assert_eq!(logged(), 0, "an idle shop");
+        let request = PlaceOrder {
+            key: None,
+            customer: CustomerId::new("alice").unwrap(),
+            items: vec![ItemRequest {
+                sku: Sku::new("hat").unwrap(),
+                qty: 1,
+            }],
+            express: false,
+        };
+        store.call(Command::PlaceOrder { request }).await.unwrap();
+        assert_eq!(logged(), 1, "a placement");
+        let leased = store.call(Command::LeaseJob).await.unwrap();
+        assert!(matches!(leased, Reply::Lease(Some(_))), "{leased:?}");
+        assert_eq!(logged(), 2, "a lease that hands out a job");
+        for command in idle() {
+            store.call(command).await.unwrap();
+        }
+        assert_eq!(logged(), 2, "nothing else was due");
+    });
+}

@@ -5,13 +5,14 @@
 //! A [`Command::LeaseJobWait`] that finds no runnable job waits, on
 //! tokio's clock and without the lock, until the next job is due, until a
 //! request that may have made one runnable is executed (every request but
-//! the pure reads, `LeaseJob` and `AckJob` signals a [`Notify`]: see
-//! `Command::may_wake_jobs`), or until
+//! the pure reads, `LeaseJob`, `AckJob` and those that change nothing signals
+//! a [`Notify`]: see `Command::may_wake_jobs`), or until
 //! its wait is over. [`MemoryStore::restore`] does not signal: the simulator
 //! restores only while the store host is down, so no wait is in progress.
 //!
 //! A durable store keeps its working state here too and adds a [`Journal`]:
-//! every command that changed the state (or may have) is handed to it under
+//! every command that changed the state (or may have: not a read, not a
+//! lease, sweep or housekeeping pass that found nothing due) is handed to it under
 //! the lock, in the order it was applied, and each reply carries the
 //! journal position it must wait for before it is released.
 
@@ -72,8 +73,8 @@ impl MemoryStore {
         &self.clock
     }
 
-    /// Applies `command` under the lock at `now`, journaling it if it may
-    /// have changed the state; returns the reply and the journal position it
+    /// Applies `command` under the lock at `now`, journaling it unless it
+    /// changes nothing (`ShopState::changes_nothing`); returns the reply and the journal position it
     /// waits for (0 without a journal).
     fn apply(
         &self,
@@ -84,7 +85,7 @@ impl MemoryStore {
         let Some(journal) = &self.journal else {
             return (shop.apply(command, now).map_err(StoreError::from), 0);
         };
-        if command.is_read() {
+        if shop.changes_nothing(&command, now) {
             return (
                 shop.apply(command, now).map_err(StoreError::from),
                 journal.head(),
@@ -139,10 +140,11 @@ impl MemoryStore {
     /// reply must wait for.
     pub fn execute_journaled(&self, command: Command) -> (Result<Reply, StoreError>, u64) {
         let now = self.clock.now();
-        let wake = command.may_wake_jobs();
-        let (reply, position) = {
+        let (reply, position, wake) = {
             let mut shop = self.lock();
-            self.apply(&mut shop, command, now)
+            let wake = command.may_wake_jobs() && !shop.changes_nothing(&command, now);
+            let (reply, position) = self.apply(&mut shop, command, now);
+            (reply, position, wake)
         };
         if wake && reply.is_ok() {
             self.changed.notify_waiters();

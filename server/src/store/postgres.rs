@@ -1300,7 +1300,7 @@ struct Log {
 
 /// Applies `commands` to the replica in order as `holder`'s, each stamped
 /// no earlier than the last; with `log`, records every command that was not
-/// a read and was not refused (a refusal changes nothing).
+/// refused and may have changed the state (`ShopState::changes_nothing`).
 fn answer(
     replica: &mut Replica,
     clock: &Clock,
@@ -1312,7 +1312,7 @@ fn answer(
     for command in commands {
         let now = clock.now().max(replica.at);
         // Serialized before it is applied (which consumes it); a refusal drops the text.
-        let record = match (&log, command.is_read()) {
+        let record = match (&log, replica.state.changes_nothing(&command, now)) {
             (Some(_), false) => Some((
                 serde_json::to_string(&command).expect("commands serialize"),
                 command.may_wake_jobs(),
