@@ -12,8 +12,9 @@
 //! **Clients cannot hold the server by opening connections**
 //! ([`ConnectionLimits`]): at most so many connections are served at once;
 //! one that sends no request head in time (nothing after connecting, a head
-//! dripped byte by byte, an idle keep-alive) is closed; a body that does not
-//! arrive in time fails its request.
+//! dripped byte by byte, an idle keep-alive, an HTTP/2 connection with no
+//! stream open) is closed; a body that does not arrive in time fails its
+//! request.
 //!
 //! The simulator does not use this: its servers run on turmoil's listener
 //! through `axum::serve`, HTTP/1.1 only.
@@ -31,10 +32,11 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -57,7 +59,8 @@ pub struct ConnectionLimits {
     /// Longest a connection may take to send the head of a request: its
     /// first bytes after connecting, each request's head, and the wait of an
     /// idle keep-alive connection for its next request. Past it the
-    /// connection is closed.
+    /// connection is closed. An HTTP/2 connection with no stream open for
+    /// as long is closed too (gracefully: GOAWAY, then its end).
     pub header_read_timeout: Duration,
     /// Longest a request's body may take to arrive once its head has; past
     /// it the request is refused (400 `unreadable-body`).
@@ -221,7 +224,7 @@ const PREFACE_LOOK_MS: u64 = 5;
 async fn protocol(
     stream: &TcpStream,
     clients: &ClientTasks,
-) -> io::Result<Option<Builder<ClientTasks>>> {
+) -> io::Result<Option<(Builder<ClientTasks>, Protocol)>> {
     let mut first = [0u8; HTTP2_PREFACE.len()];
     loop {
         let n = stream.peek(&mut first).await?;
@@ -230,12 +233,117 @@ async fn protocol(
         }
         let builder = Builder::new(clients.clone());
         if first[..n] != HTTP2_PREFACE[..n] {
-            return Ok(Some(builder.http1_only()));
+            return Ok(Some((builder.http1_only(), Protocol::Http1)));
         }
         if n == HTTP2_PREFACE.len() {
-            return Ok(Some(builder.http2_only()));
+            return Ok(Some((builder.http2_only(), Protocol::Http2)));
         }
         tokio::time::sleep(Duration::from_millis(PREFACE_LOOK_MS)).await;
+    }
+}
+
+/// What a connection speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// The streams an HTTP/2 connection has open: each from its request's
+/// arrival until its response body has been sent or dropped (an events
+/// stream stays open while it is followed).
+#[derive(Debug, Default)]
+struct OpenStreams {
+    count: AtomicUsize,
+    changed: Notify,
+}
+
+/// One open stream of [`OpenStreams`]; closes it when dropped.
+struct StreamGuard(Arc<OpenStreams>);
+
+impl OpenStreams {
+    fn open(self: &Arc<Self>) -> StreamGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify_waiters();
+        StreamGuard(Arc::clone(self))
+    }
+
+    /// Resolves once no stream has been open for `idle` in a row.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.count.load(Ordering::Acquire) > 0 {
+                changed.await;
+                continue;
+            }
+            tokio::select! {
+                biased;
+                () = changed => {}
+                () = tokio::time::sleep(idle) => return,
+            }
+        }
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
+        self.0.changed.notify_waiters();
+    }
+}
+
+/// The router as an HTTP/2 connection's service: each request holds a
+/// [`StreamGuard`] until its response body is done.
+#[derive(Clone)]
+struct Counted {
+    router: Router,
+    streams: Arc<OpenStreams>,
+}
+
+impl tower_service::Service<hyper::Request<hyper::body::Incoming>> for Counted {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        let guard = self.streams.open();
+        let answer = tower_service::Service::call(&mut self.router, request);
+        Box::pin(async move {
+            let response = answer.await?;
+            Ok(response.map(|body| Body::new(Guarded { body, _guard: guard })))
+        })
+    }
+}
+
+/// A response body that keeps its stream counted as open until it is dropped.
+struct Guarded {
+    body: Body,
+    _guard: StreamGuard,
+}
+
+impl hyper::body::Body for Guarded {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -257,8 +365,8 @@ impl Connection {
             () = self.stop_tx.closed() => return,
             first = tokio::time::timeout(self.limits.header_read_timeout, protocol(&stream, &self.clients)) => first,
         };
-        let mut builder = match first {
-            Ok(Ok(Some(builder))) => builder,
+        let (mut builder, protocol) = match first {
+            Ok(Ok(Some(found))) => found,
             Ok(Ok(None) | Err(_)) => return,
             Err(_) => {
                 tracing::debug!("a connection sent no request in time; closed");
@@ -273,9 +381,14 @@ impl Connection {
             .http2()
             .timer(TokioTimer::new())
             .max_concurrent_streams(HTTP2_STREAMS_PER_CONNECTION_MAX);
-        let service = TowerToHyperService::new(self.router);
+        let streams = Arc::new(OpenStreams::default());
+        let service = TowerToHyperService::new(Counted {
+            router: self.router,
+            streams: Arc::clone(&streams),
+        });
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let mut connection = std::pin::pin!(connection);
+        let idle_after = self.limits.header_read_timeout;
         let mut stopping = false;
         loop {
             tokio::select! {
@@ -287,6 +400,12 @@ impl Connection {
                     break;
                 }
                 () = self.stop_tx.closed(), if !stopping => {
+                    stopping = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+                // HTTP/1.1's idle wait is hyper's head timeout; HTTP/2 has none.
+                () = streams.idle_for(idle_after), if !stopping && protocol == Protocol::Http2 => {
+                    tracing::debug!("an HTTP/2 connection had no stream open in time; closing");
                     stopping = true;
                     connection.as_mut().graceful_shutdown();
                 }
@@ -405,8 +524,8 @@ mod tests {
             .unwrap()
     }
 
-    /// A server with `limits` whose `/hello` answers at once and whose
-    /// `/echo` answers the body it read.
+    /// A server with `limits` whose `/hello` answers at once, whose `/echo`
+    /// answers the body it read and whose `/slow` answers after a second.
     async fn limited(
         limits: ConnectionLimits,
     ) -> (
@@ -419,6 +538,13 @@ mod tests {
             .route(
                 "/echo",
                 axum::routing::post(|body: Bytes| async move { body }),
+            )
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    "slow"
+                }),
             );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -484,6 +610,65 @@ mod tests {
             "closed early: {:?}",
             started.elapsed()
         );
+        stop.send(()).unwrap();
+        served.await.unwrap().unwrap();
+    }
+
+    /// An HTTP/2 connection to `addr` (prior knowledge) and the task driving it.
+    async fn http2(
+        addr: std::net::SocketAddr,
+    ) -> (
+        hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        let driven = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        (sender, driven)
+    }
+
+    #[tokio::test]
+    async fn an_http2_connection_with_no_stream_open_is_closed_after_the_head_timeout() {
+        // Proves: an HTTP/2 connection that opens no stream is closed once the head timeout
+        // passes and not before it (so clients cannot hold the connection limit with silent
+        // HTTP/2 connections); one whose stream stays open past the timeout (an answer that
+        // takes 1 s against 400 ms) is kept until the answer is sent, then closed once idle.
+        let timeout = Duration::from_millis(400);
+        let (addr, stop, served) = limited(ConnectionLimits {
+            header_read_timeout: timeout,
+            ..ConnectionLimits::default()
+        })
+        .await;
+        let started = tokio::time::Instant::now();
+        let (_silent, driven) = http2(addr).await;
+        tokio::time::timeout(Duration::from_secs(10), driven)
+            .await
+            .expect("the silent connection was closed")
+            .unwrap();
+        assert!(
+            started.elapsed() >= timeout * 3 / 4,
+            "closed early: {:?}",
+            started.elapsed()
+        );
+
+        let (mut sender, driven) = http2(addr).await;
+        let response = sender
+            .send_request(get_request(addr, "/slow"))
+            .await
+            .expect("the slow stream kept its connection open");
+        assert_eq!(body(response).await, "slow");
+        assert!(!driven.is_finished(), "closed as soon as its stream ended");
+        tokio::time::timeout(Duration::from_secs(10), driven)
+            .await
+            .expect("closed once idle")
+            .unwrap();
         stop.send(()).unwrap();
         served.await.unwrap().unwrap();
     }
