@@ -28,6 +28,11 @@ pub enum JobKind {
     Refund,
     /// Cancel an unpaid intent of a cancelled order.
     CancelIntent,
+    /// Refund money captured for the order that is not its payment: an
+    /// intent other than the one the order adopted, or one not for its
+    /// total ([`ShopState::is_stray`](crate::ShopState::is_stray)). The
+    /// order's own payment is left alone.
+    RefundStray,
 }
 
 /// Lanes of the queue ([`JobKind::lane`]).
@@ -52,6 +57,7 @@ impl JobKind {
             JobKind::Finalize => "finalize",
             JobKind::Refund => "refund",
             JobKind::CancelIntent => "cancel_intent",
+            JobKind::RefundStray => "refund_stray",
         }
     }
 }
@@ -515,6 +521,7 @@ mod tests {
             (JobKind::Finalize, "finalize"),
             (JobKind::Refund, "refund"),
             (JobKind::CancelIntent, "cancel_intent"),
+            (JobKind::RefundStray, "refund_stray"),
         ] {
             assert_eq!(kind.as_str(), name);
             assert_eq!(serde_json::to_value(kind).unwrap(), name);
@@ -757,6 +764,7 @@ mod tests {
             JobKind::Finalize,
             JobKind::Refund,
             JobKind::CancelIntent,
+            JobKind::RefundStray,
         ] {
             assert_eq!(kind.lane(), 0, "{kind:?}");
         }

@@ -15,6 +15,7 @@
 use crate::catalog::OrderLine;
 use crate::ids::{CustomerId, EventId, IdempotencyKey, IntentId, JobId, OrderId, ReservationId};
 use crate::money::Cents;
+use crate::payment::PaymentIntent;
 use crate::time::Millis;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -258,6 +259,20 @@ pub struct Order {
 }
 
 impl Order {
+    /// Whether `intent` holds money captured for this order that is not its
+    /// payment: the order recorded another intent as its own, or it has
+    /// recorded none yet and the intent is not for its total (an intent the
+    /// shop created asks for what the shop asked). Nobody else's intent can
+    /// pay an order, and a stray payment is refunded, never kept.
+    pub fn is_stray_payment(&self, intent: &PaymentIntent) -> bool {
+        intent.order == self.id
+            && intent.net_captured() > Cents::ZERO
+            && match &self.intent {
+                Some(own) => *own != intent.id,
+                None => intent.amount != self.total,
+            }
+    }
+
     /// A new order in `Created`.
     pub fn new(
         id: OrderId,

@@ -45,15 +45,19 @@ pub enum Repair {
 }
 
 /// Of the PSP's intents for `order`, the one reconciliation judges the
-/// order by: one holding money if any (money is what must not be lost), else
-/// the intent the order recorded, else the first the PSP lists.
+/// order by: one holding money if any (money is what must not be lost) —
+/// the order's own first, so a stray payment beside it does not hide it —
+/// else the intent the order recorded, else the first the PSP lists.
 pub fn intent_that_matters<'a>(
     order: &Order,
     intents: &'a [PaymentIntent],
 ) -> Option<&'a PaymentIntent> {
+    let captured = |i: &&PaymentIntent| i.net_captured().0 > 0;
     intents
         .iter()
-        .find(|i| i.net_captured().0 > 0)
+        .filter(captured)
+        .find(|i| Some(&i.id) == order.intent.as_ref())
+        .or_else(|| intents.iter().find(captured))
         .or_else(|| {
             intents
                 .iter()
@@ -151,7 +155,8 @@ mod tests {
 
     #[test]
     fn the_intent_that_matters_is_one_holding_money_then_the_orders_own_then_the_first() {
-        // Proves the order of preference, each rule on both sides.
+        // Proves the order of preference, each rule on both sides: money first, the order's
+        // own intent first among those holding money.
         let named = |name: &str, status, refunded| PaymentIntent {
             id: IntentId::new(name).unwrap(),
             ..intent(1, status, refunded).1
@@ -178,6 +183,9 @@ mod tests {
         // Money refunded in full holds nothing: the order's own intent matters again.
         let given_back = named("pi_charged", IntentStatus::Succeeded, 500);
         assert_eq!(pick(&[stray, given_back, own]).as_deref(), Some("pi_own"));
+        // Two holding money: the order's own, wherever the PSP lists it.
+        let own_paid = named("pi_own", IntentStatus::Succeeded, 0);
+        assert_eq!(pick(&[charged, own_paid]).as_deref(), Some("pi_own"));
     }
 
     #[test]

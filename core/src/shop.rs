@@ -1204,6 +1204,11 @@ impl ShopState {
             .ok_or(ShopError::UnknownOrder(id))?
             .status();
         match (intent.status, status) {
+            (IntentStatus::Succeeded, _) if self.is_stray(intent) => {
+                // Never kept, and it pays for nothing.
+                self.jobs.enqueue(JobKind::RefundStray, id, now)?;
+                Ok(Step::RefundScheduled)
+            }
             (IntentStatus::Succeeded, InventoryReserved | PaymentPending) => {
                 self.adopt_intent(intent);
                 let mut moved = Vec::new();
@@ -1232,6 +1237,15 @@ impl ShopState {
                 Ok(Step::Skipped(status))
             }
         }
+    }
+
+    /// Whether `intent` is a stray payment for its (known) order: see
+    /// [`Order::is_stray_payment`]. Such money is refunded
+    /// ([`JobKind::RefundStray`]) and never moves the order.
+    pub fn is_stray(&self, intent: &PaymentIntent) -> bool {
+        self.orders
+            .get(&intent.order)
+            .is_some_and(|order| order.is_stray_payment(intent))
     }
 
     fn adopt_intent(&mut self, intent: &PaymentIntent) {
@@ -2547,6 +2561,69 @@ mod tests {
         s.mark_refunded(&refunded, Millis(202), Cause::Worker { job: refund.job })
             .unwrap();
         assert_eq!(s.order(order).unwrap().status(), OrderStatus::Refunded);
+    }
+
+    #[test]
+    fn a_payment_on_an_intent_that_is_not_the_orders_own_is_refunded_and_pays_for_nothing() {
+        // Proves: money captured on an intent other than the one the order recorded (someone
+        // else's intent for it, a second one) never moves the order — neither while it awaits
+        // payment nor once paid — and a stray-refund job is queued for it; before the order has
+        // recorded an intent, a captured intent for its total is adopted and one for another
+        // amount is stray; an intent with nothing captured is never stray.
+        let stray = |order: OrderId, amount: u64| PaymentIntent {
+            id: IntentId::new("pi_999").unwrap(),
+            amount: Cents(amount),
+            ..intent(order, IntentStatus::Succeeded)
+        };
+        let mut s = shop(10, None);
+        let order = place(&mut s, "k1", 1);
+        to_payment_pending(&mut s, order);
+        drain(&mut s, Millis(2));
+        for amount in [1, 1_000] {
+            let step = s.apply_payment(&stray(order, amount), Millis(3), Cause::Reconciler);
+            assert_eq!(step.unwrap(), Step::RefundScheduled, "{amount} cents");
+            assert_eq!(
+                s.order(order).unwrap().status(),
+                OrderStatus::PaymentPending
+            );
+            assert_eq!(
+                drain(&mut s, Millis(3)),
+                vec![(JobKind::RefundStray, order)]
+            );
+        }
+        let own = intent(order, IntentStatus::Succeeded);
+        assert!(!s.is_stray(&own));
+        s.apply_payment(&own, Millis(4), Cause::Reconciler).unwrap();
+        assert_eq!(s.order(order).unwrap().status(), OrderStatus::Paid);
+        let step = s.apply_payment(&stray(order, 1_000), Millis(5), Cause::Reconciler);
+        assert_eq!(step.unwrap(), Step::RefundScheduled);
+        assert_eq!(s.order(order).unwrap().status(), OrderStatus::Paid);
+        assert_eq!(s.order(order).unwrap().intent, Some(own.id.clone()));
+        assert!(drain(&mut s, Millis(5)).contains(&(JobKind::RefundStray, order)));
+        let unpaid = PaymentIntent {
+            status: IntentStatus::RequiresPayment,
+            ..stray(order, 1)
+        };
+        assert!(!s.is_stray(&unpaid), "nothing captured");
+
+        // No intent recorded yet: the order's total decides.
+        let early = place(&mut s, "k2", 1);
+        drain(&mut s, Millis(6));
+        s.reserve(early, Millis(6), Cause::Reconciler).unwrap();
+        let step = s.apply_payment(&stray(early, 999), Millis(7), Cause::Reconciler);
+        assert_eq!(step.unwrap(), Step::RefundScheduled);
+        assert_eq!(
+            s.order(early).unwrap().status(),
+            OrderStatus::InventoryReserved
+        );
+        assert!(!s.is_stray(&stray(early, 1_000)));
+        s.apply_payment(&stray(early, 1_000), Millis(8), Cause::Reconciler)
+            .unwrap();
+        assert_eq!(s.order(early).unwrap().status(), OrderStatus::Paid);
+        assert_eq!(
+            s.order(early).unwrap().intent,
+            Some(IntentId::new("pi_999").unwrap())
+        );
     }
 
     #[test]

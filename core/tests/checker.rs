@@ -409,6 +409,8 @@ impl Shell {
                 self.psp_cancel(order);
                 Step::Skipped(self.status(order))
             }
+            // This PSP holds one intent per order, the shop's own: nothing is stray.
+            JobKind::RefundStray => panic!("a stray payment for {order}"),
         };
         self.record(step);
     }

@@ -312,6 +312,8 @@ impl World {
                 }
                 Step::Skipped(self.shop.order(order).unwrap().status())
             }
+            // This PSP holds one intent per order, the shop's own: nothing is stray.
+            JobKind::RefundStray => panic!("a stray payment for {order}"),
         };
         self.record_step(&step);
     }

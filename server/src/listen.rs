@@ -316,7 +316,12 @@ impl tower_service::Service<hyper::Request<hyper::body::Incoming>> for Counted {
         let answer = tower_service::Service::call(&mut self.router, request);
         Box::pin(async move {
             let response = answer.await?;
-            Ok(response.map(|body| Body::new(Guarded { body, _guard: guard })))
+            Ok(response.map(|body| {
+                Body::new(Guarded {
+                    body,
+                    _guard: guard,
+                })
+            }))
         })
     }
 }

@@ -186,6 +186,7 @@ async fn run_step(app: &App, lease: &Lease) -> Result<Step, StepError> {
         JobKind::Finalize => Ok(app.store.finalize(order, cause).await?),
         JobKind::Refund => refund(app, order, cause).await,
         JobKind::CancelIntent => cancel_intent(app, order, cause).await,
+        JobKind::RefundStray => refund_stray(app, order).await,
     }
 }
 
@@ -212,6 +213,23 @@ async fn refund(app: &App, order: OrderId, cause: Cause) -> Result<Step, StepErr
         Some(intent) => Ok(app.store.mark_refunded(intent, cause).await?),
         None => Ok(Step::NothingToDo),
     }
+}
+
+/// Refunds the money captured for `order` that is not its payment (see
+/// `Order::is_stray_payment`): intents someone else created for it, or a
+/// second one. The order's own payment, and the order, are left alone.
+async fn refund_stray(app: &App, order: OrderId) -> Result<Step, StepError> {
+    let Some(current) = app.store.get_order(order).await? else {
+        return Ok(Step::NothingToDo);
+    };
+    for intent in app.psp.intents_for_order(order).await? {
+        if current.is_stray_payment(&intent) {
+            let key = format!("{}_{}", refund_key(order), intent.id);
+            app.psp.refund(&intent.id, &key).await?;
+            tracing::warn!(order_id = %order, intent = %intent.id, amount = %intent.amount, "refunded a stray payment");
+        }
+    }
+    Ok(Step::NothingToDo)
 }
 
 /// Cancels the order's open intent; if the customer paid meanwhile, the

@@ -1069,6 +1069,68 @@ async fn an_expired_reservation_returns_stock_and_a_late_payment_is_refunded() {
     stack.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn money_captured_on_an_intent_not_the_orders_own_is_refunded_and_pays_for_nothing() {
+    // Proves (found from outside: a 1-cent intent created at the PSP for a 5,000-cent order
+    // confirmed it, and a second full charge was kept): payments on intents the order did not
+    // record never move it and are refunded; its own payment then confirms it, and the order is
+    // left with exactly one charge kept.
+    let (stack, s) = start(config(Design::reference())).await;
+    let id = order_id(&s.order("k-1", "alice", TEE, 2).await);
+    s.wait_for(&id, &["payment_pending"]).await;
+    let order = stampede_core::OrderId(id.trim_start_matches("ord_").parse().unwrap());
+    for amount in [1, 5_000] {
+        let stray = s
+            .psp
+            .create_intent(order, stampede_core::Cents(amount), None, None)
+            .await
+            .unwrap();
+        s.psp
+            .confirm(&stray.intent.id, &stray.client_secret, false)
+            .await
+            .expect("the stray payment is taken");
+    }
+    let refunds = || async {
+        s.psp
+            .ledger()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| e.kind == stampede_core::LedgerKind::Refund)
+            .map(|e| e.amount.0)
+            .collect::<Vec<_>>()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while refunds().await.len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "strays not refunded: {:?}",
+            s.psp.ledger().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut refunded = refunds().await;
+    refunded.sort_unstable();
+    assert_eq!(refunded, [1, 5_000]);
+    assert_eq!(
+        s.status(&id).await,
+        "payment_pending",
+        "paid by someone else's intent"
+    );
+    s.pay_and_confirm(&id, false).await;
+    assert_eq!(s.wait_for(&id, &["confirmed"]).await, "confirmed");
+    let ledger = s.psp.ledger().await.unwrap();
+    let net: i64 = ledger
+        .iter()
+        .map(|e| match e.kind {
+            stampede_core::LedgerKind::Charge => e.amount.0 as i64,
+            stampede_core::LedgerKind::Refund => -(e.amount.0 as i64),
+        })
+        .sum();
+    assert_eq!(net, 5_000, "{ledger:?}");
+    stack.shutdown().await;
+}
+
 /// The value of the counter `stampede_{name}` in `/metrics`.
 async fn metric(s: &Shopper, name: &str) -> u64 {
     let metrics = String::from_utf8(s.get("/metrics").await.body.to_vec()).unwrap();
