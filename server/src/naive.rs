@@ -40,8 +40,10 @@ pub(crate) fn key_required(app: &App) -> bool {
 /// (`client-price-not-accepted`); `client_price=trust` keeps it.
 pub(crate) fn client_price(app: &App, i: usize, price: u64) -> Result<Cents, Problem> {
     match app.design().client_price {
-        ClientPrice::Ignore => Err(Problem::bad_request(
+        ClientPrice::Ignore => Err(Problem::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
             "client-price-not-accepted",
+            "Client price not accepted",
             format!("items[{i}].price: prices come from the catalog; remove the field"),
         )),
         ClientPrice::Trust => Ok(Cents(price)),

@@ -29,7 +29,7 @@ pub(crate) async fn start_payment(app: &App, order_id: OrderId) -> Result<SavedR
     if !status.is_payable() {
         return Err(Problem::new(
             StatusCode::CONFLICT,
-            "order-not-payable",
+            "not-payable",
             "Order not payable",
             format!("{order_id} is {status}; only reserved or payment-pending orders can be paid"),
         ));

@@ -204,7 +204,8 @@ fn is_problem(response: &HttpResponse, status: StatusCode, slug: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_order_reaches_confirmed_with_one_charge() {
-    // Proves: order → reserve → intent → pay → webhook → finalize → confirmed, with one ledger charge.
+    // Proves: order → reserve → intent → pay → webhook → finalize → confirmed, with one ledger
+    // charge; paying it again is refused as `not-payable`.
     let (stack, s) = start(config(Design::reference())).await;
     let products: Value = s.get("/v1/products").await.json().unwrap();
     assert_eq!(products["data"].as_array().unwrap().len(), 4);
@@ -230,6 +231,12 @@ async fn a_full_order_reaches_confirmed_with_one_charge() {
     assert_eq!(ledger.len(), 1);
     assert_eq!(ledger[0].amount.0, 5_000);
     assert_eq!(s.available(TEE).await, 10_000 - 2);
+    // A confirmed order is not payable again: the slug the contract publishes.
+    is_problem(
+        &s.pay(&id, "pay-again").await,
+        StatusCode::CONFLICT,
+        "not-payable",
+    );
     stack.shutdown().await;
 }
 
@@ -421,7 +428,7 @@ async fn every_bad_input_is_a_4xx_problem_and_changes_nothing() {
         ),
         (
             json!({"customer_id":"a","items":[{"sku":TEE,"qty":1,"price":1}]}).to_string(),
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
             "client-price-not-accepted",
         ),
         (
@@ -489,6 +496,30 @@ async fn every_bad_input_is_a_4xx_problem_and_changes_nothing() {
         StatusCode::UNAUTHORIZED,
         "unauthorized",
     );
+    // The scheme's case does not matter (RFC 9110); the token's does, and so does the scheme.
+    for (authorization, status) in [
+        (format!("bearer {ADMIN}"), StatusCode::OK),
+        (format!("BEARER {ADMIN}"), StatusCode::OK),
+        (
+            format!("Bearer {}", ADMIN.to_uppercase()),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (format!("Basic {ADMIN}"), StatusCode::UNAUTHORIZED),
+        (format!("Bearer{ADMIN}"), StatusCode::UNAUTHORIZED),
+    ] {
+        let answer = s
+            .http
+            .send(
+                &s.shop,
+                Method::GET,
+                "/admin/audit",
+                &[("authorization", authorization.clone())],
+                None,
+            )
+            .await
+            .expect("shop answers");
+        assert_eq!(answer.status, status, "{authorization}");
+    }
     let after = s.audit().await;
     assert_eq!(after.orders, before.orders);
     assert_eq!(after.stock, before.stock);
