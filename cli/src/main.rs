@@ -130,6 +130,11 @@ fn run_command(args: &run::RunArgs) -> ExitCode {
                 .join(format!("{}-{}", summary.scenario, summary.seed))
         })
     };
+    let root = std::path::PathBuf::from("stampede-out");
+    if let Err(message) = run::prepare_out_dir(args.output.out.as_ref().unwrap_or(&root)) {
+        eprintln!("error: {message}");
+        return ExitCode::from(2);
+    }
     let done = run::execute(args).map(|(summary, result)| {
         let dir = dir(&summary);
         (summary, result, dir)
@@ -138,6 +143,11 @@ fn run_command(args: &run::RunArgs) -> ExitCode {
 }
 
 fn replay_command(args: &shrink::ReplayArgs) -> ExitCode {
+    let root = std::path::PathBuf::from("stampede-out");
+    if let Err(message) = run::prepare_out_dir(args.output.out.as_ref().unwrap_or(&root)) {
+        eprintln!("error: {message}");
+        return ExitCode::from(2);
+    }
     report_run(shrink::replay(args), &args.output)
 }
 

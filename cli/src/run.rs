@@ -352,6 +352,17 @@ fn stats(stats: &stampede_sim::RunStats) -> RunStats {
     }
 }
 
+/// Makes sure `dir` can take a command's files before any simulating is
+/// done (so a bad `--out` costs nothing): creates it and its parents, and
+/// writes and removes a probe file in it.
+pub fn prepare_out_dir(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let probe = dir.join(".stampede-write-check");
+    std::fs::write(&probe, b"").map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 /// Writes `summary.json`, `report.md`, `report.html` and `trace.jsonl` into `dir`.
 pub fn write_outputs(dir: &Path, summary: &Summary, history: &History) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;

@@ -288,6 +288,20 @@ fn each_shopper(
 /// `stampede shrink`: writes the plan; exit status 0 if it still fails.
 pub fn shrink(args: &ShrinkArgs) -> Result<u8, String> {
     let (scenario, spec, mut plan) = args.target.plan()?;
+    let path = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "stampede-out/shrunk-{}-{}.plan.json",
+            scenario.name, args.target.seed
+        ))
+    });
+    if path.is_dir() {
+        return Err(format!(
+            "--out {}: a folder, not a plan file's path",
+            path.display()
+        ));
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    run::prepare_out_dir(parent.unwrap_or(Path::new(".")))?;
     let started = std::time::Instant::now();
     let violated = run::run_plan(&plan, false)?.result.violated();
     let target = target_of(args, &spec, &violated)?;
@@ -317,12 +331,6 @@ pub fn shrink(args: &ShrinkArgs) -> Result<u8, String> {
     bar.finish_and_clear();
     // The scenario's count says what the plan holds now.
     plan.scenario.shoppers.count = plan.shoppers.len().max(1) as u32;
-    let path = args.out.clone().unwrap_or_else(|| {
-        PathBuf::from(format!(
-            "stampede-out/shrunk-{}-{}.plan.json",
-            scenario.name, args.target.seed
-        ))
-    });
     write_plan(&path, &plan)?;
     // The written plan is what replay will run: check it once more, whole.
     let still = run::run_plan(&plan, false)?.result;

@@ -503,6 +503,7 @@ pub fn sweep(args: &SweepArgs) -> Result<u8, String> {
             s.index, s.count
         )),
     });
+    run::prepare_out_dir(&dir)?;
     let threads = args.runs.threads();
     if !args.runs.json {
         println!(
@@ -733,6 +734,7 @@ pub fn compare(args: &CompareArgs) -> Result<u8, String> {
         args.runs.out.clone().unwrap_or_else(|| {
             PathBuf::from(format!("stampede-out/compare-{}", target.scenario.name))
         });
+    run::prepare_out_dir(&dir)?;
     let started = std::time::Instant::now();
     let (runs, samples) = compare_runs(args, &target, &specs, &dir);
     let designs = specs

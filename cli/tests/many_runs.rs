@@ -495,3 +495,68 @@ fn a_sweep_says_which_invariants_a_scenario_leaves_unjudged() {
         "{not_judged:?}"
     );
 }
+
+#[test]
+fn an_out_path_that_cannot_be_written_is_refused_before_any_run() {
+    // Proves (found from outside: every run was simulated, then the folder failed and the
+    // result was lost): `run`, `sweep`, `compare` and `shrink` check their `--out` first — a
+    // path under a plain file is exit 2 with nothing simulated (no verdict, no "sweeping",
+    // no "shrinking" printed); `shrink --out` naming a folder is refused the same way.
+    let dir = out_dir("unwritable-out");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("a-file");
+    std::fs::write(&file, "hi").unwrap();
+    let under = file.join("out");
+    let under = under.to_str().unwrap();
+    let seed_repo = ["--design", "seed-repo"];
+    let cases: [(Vec<&str>, &str); 4] = [
+        (vec!["run", TINY, "--seed", "1", "--out", under], "holds"),
+        (
+            vec!["sweep", TINY, "--seeds", "1..2", "--out", under],
+            "sweeping",
+        ),
+        (
+            vec![
+                "compare",
+                TINY,
+                "--designs",
+                "reference,seed-repo",
+                "--seeds",
+                "1",
+                "--out",
+                under,
+            ],
+            "compare",
+        ),
+        (
+            vec!["shrink", TINY, "--seed", "1", "--out", under],
+            "shrinking",
+        ),
+    ];
+    for (mut args, work) in cases {
+        if args[0] != "compare" {
+            args.extend(seed_repo);
+        }
+        let o = stampede(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stdout(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("cannot create"), "{args:?}: {err}");
+        assert!(
+            !stdout(&o).contains(work),
+            "{args:?} ran first: {}",
+            stdout(&o)
+        );
+    }
+    let o = stampede(&[
+        "shrink",
+        TINY,
+        "--seed",
+        "1",
+        "--design",
+        "seed-repo",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("a folder"));
+}
