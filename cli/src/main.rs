@@ -48,8 +48,9 @@ enum Command {
     ///
     /// Exit status: 0 every run held, 1 any violation or a part of the sweep missing (its seeds
     /// not judged; --partial accepts that), 2 bad input (a file that is not a sweep summary,
-    /// a shard given twice, shards of different splits, or two shards that disagree on a seed's trace: different
-    /// builds).
+    /// a shard given twice, shards of different splits or of another sweep (other scenario
+    /// files, seeds or design), a whole sweep's summary given with other files, a run the
+    /// sweep did not make, or two shards that disagree on a seed's trace: different builds).
     /// Example: stampede merge shard-*/summary.json
     Merge(sweep::MergeArgs),
     /// Run the same seeds on several designs and show them side by side.

@@ -534,6 +534,10 @@ pub fn sweep(args: &SweepArgs) -> Result<u8, String> {
             Some(d) => DesignSpec::new(d, &args.set)?.label(),
             None => "scenario default".into(),
         },
+        swept: targets
+            .iter()
+            .map(|t| format!("{} [{}]", t.file.display(), t.design.label()))
+            .collect(),
         wall_ms: started.elapsed().as_millis() as u64,
         cpu_ms: cpu_before
             .zip(process_cpu_ms())
@@ -554,6 +558,12 @@ pub fn merge(args: &MergeArgs) -> Result<u8, String> {
     let mut whole = false;
     for path in &args.summaries {
         let part = read_shard(path)?;
+        if part.shards.is_empty() && args.summaries.len() > 1 {
+            return Err(format!(
+                "{}: a whole sweep's summary, given with other files: it is the whole result already",
+                path.display()
+            ));
+        }
         whole |= part.shards.is_empty();
         for r in &part.runs {
             let key = (r.scenario_file.clone(), r.design.clone(), r.seed);
@@ -594,6 +604,14 @@ pub fn merge(args: &MergeArgs) -> Result<u8, String> {
                         part.design,
                         m.seeds,
                         m.design
+                    ));
+                }
+                if m.swept != part.swept {
+                    return Err(format!(
+                        "{}: a part of another sweep: it swept {} where the first file swept {}",
+                        path.display(),
+                        part.swept.join(", "),
+                        m.swept.join(", ")
                     ));
                 }
                 m.shards.extend(part.shards);
@@ -671,6 +689,23 @@ fn read_shard(path: &Path) -> Result<SweepSummary, String> {
             shard.index,
             shard.count,
             stampede_reports::SHARDS_MAX
+        ));
+    }
+    let seeds: Seeds = part
+        .seeds
+        .parse()
+        .map_err(|e| format!("{}: seeds {:?}: {e}", path.display(), part.seeds))?;
+    if let Some(r) = part.runs.iter().find(|r| {
+        !seeds.list.contains(&r.seed) || r.passed != (r.violated.is_empty() && r.error.is_none())
+    }) {
+        return Err(format!(
+            "{}: the run of seed {} of {} is not one this sweep made (seeds {}; passed {}, violated {:?})",
+            path.display(),
+            r.seed,
+            r.scenario_file,
+            part.seeds,
+            r.passed,
+            r.violated.keys().collect::<Vec<_>>()
         ));
     }
     let folder = path.parent().unwrap_or(Path::new("."));

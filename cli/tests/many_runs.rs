@@ -560,3 +560,77 @@ fn an_out_path_that_cannot_be_written_is_refused_before_any_run() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("a folder"));
 }
+
+#[test]
+fn a_merge_takes_parts_of_one_sweep_only() {
+    // Proves (found from outside: shards of different scenario folders or `--set` overrides
+    // merged as one complete sweep, a whole sweep given twice doubled its times, an edited
+    // run was taken): parts that swept other files or another design are bad input (exit 2),
+    // a whole sweep's summary merges with nothing, and a run that is not one the sweep made
+    // (a seed outside its seeds, "passed" beside a violation) is refused; the two real halves
+    // still merge (exit 0).
+    let sweep = |name: &str, shard: &str, extra: &[&str]| {
+        let dir = out_dir(name);
+        let mut args = vec![
+            "sweep",
+            TINY,
+            "--seeds",
+            "1..2",
+            "--out",
+            dir.to_str().unwrap(),
+        ];
+        if !shard.is_empty() {
+            args.extend(["--shard", shard]);
+        }
+        args.extend(extra);
+        let o = stampede(&args);
+        assert!(o.status.code().is_some_and(|c| c <= 1), "{}", stdout(&o));
+        dir.join("summary.json").display().to_string()
+    };
+    let first = sweep("one-sweep-1", "1/2", &[]);
+    let second = sweep("one-sweep-2", "2/2", &[]);
+    let overridden = sweep("one-sweep-2-set", "2/2", &["--set", "idempotency=none"]);
+    let whole = sweep("one-sweep-whole", "", &[]);
+    let merge = |summaries: &[&str]| {
+        let out = out_dir("one-sweep-merged");
+        let mut args = vec!["merge"];
+        args.extend(summaries);
+        args.extend(["--out", out.to_str().unwrap()]);
+        stampede(&args)
+    };
+    let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    let halves = merge(&[&first, &second]);
+    assert_eq!(halves.status.code(), Some(0), "{}", stderr(&halves));
+    let other = merge(&[&first, &overridden]);
+    assert_eq!(other.status.code(), Some(2), "{}", stderr(&other));
+    assert!(
+        stderr(&other).contains("another sweep"),
+        "{}",
+        stderr(&other)
+    );
+    for twice in [merge(&[&whole, &whole]), merge(&[&whole, &first])] {
+        assert_eq!(twice.status.code(), Some(2), "{}", stderr(&twice));
+        assert!(stderr(&twice).contains("whole sweep"), "{}", stderr(&twice));
+    }
+    for edit in ["seed", "passed"] {
+        let mut summary = read_json(Path::new(&second));
+        match edit {
+            "seed" => summary["runs"][0]["seed"] = 77.into(),
+            _ => {
+                summary["runs"][0]["passed"] = true.into();
+                summary["runs"][0]["violated"] = serde_json::json!({"no_oversell": 1});
+            }
+        }
+        let edited = out_dir(&format!("one-sweep-edited-{edit}"));
+        std::fs::create_dir_all(&edited).unwrap();
+        let path = edited.join("summary.json");
+        std::fs::write(&path, summary.to_string()).unwrap();
+        let o = merge(&[&first, path.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{edit}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("not one this sweep made"),
+            "{edit}: {}",
+            stderr(&o)
+        );
+    }
+}

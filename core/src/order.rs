@@ -259,18 +259,18 @@ pub struct Order {
 }
 
 impl Order {
-    /// Whether `intent` holds money captured for this order that is not its
-    /// payment: the order recorded another intent as its own, or it has
-    /// recorded none yet and the intent is not for its total (an intent the
-    /// shop created asks for what the shop asked). Nobody else's intent can
-    /// pay an order, and a stray payment is refunded, never kept.
+    /// Whether `intent` holds money captured for this order that cannot be
+    /// its payment, so it is refunded, never kept: an intent other than the
+    /// order's own that is not for its total, or that comes once the order
+    /// no longer awaits payment (a second capture). The order's own intent
+    /// is never stray (it asks for what the shop asked); another one for the
+    /// total, while the order awaits payment, pays it and becomes its own.
     pub fn is_stray_payment(&self, intent: &PaymentIntent) -> bool {
+        let own = self.intent.as_ref() == Some(&intent.id);
         intent.order == self.id
             && intent.net_captured() > Cents::ZERO
-            && match &self.intent {
-                Some(own) => *own != intent.id,
-                None => intent.amount != self.total,
-            }
+            && !own
+            && (intent.amount != self.total || (self.intent.is_some() && !self.status.is_payable()))
     }
 
     /// A new order in `Created`.

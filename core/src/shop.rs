@@ -1223,7 +1223,12 @@ impl ShopState {
                 self.schedule_refund(id, now)?;
                 Ok(Step::RefundScheduled)
             }
-            (IntentStatus::Failed, InventoryReserved | PaymentPending) => {
+            (IntentStatus::Failed, InventoryReserved | PaymentPending)
+                if self.orders[&id]
+                    .intent
+                    .as_ref()
+                    .is_none_or(|own| *own == intent.id) =>
+            {
                 self.adopt_intent(intent);
                 let moved =
                     self.move_order(id, Cancelled(CancelReason::PaymentFailed), now, cause)?;
@@ -1248,9 +1253,10 @@ impl ShopState {
             .is_some_and(|order| order.is_stray_payment(intent))
     }
 
+    /// The intent that pays (or failed to pay) the order becomes its own.
     fn adopt_intent(&mut self, intent: &PaymentIntent) {
         let order = self.orders.get_mut(&intent.order).expect("caller checked");
-        order.intent.get_or_insert_with(|| intent.id.clone());
+        order.intent = Some(intent.id.clone());
         self.intents.insert(intent.order, intent.clone());
     }
 
@@ -2564,66 +2570,85 @@ mod tests {
     }
 
     #[test]
-    fn a_payment_on_an_intent_that_is_not_the_orders_own_is_refunded_and_pays_for_nothing() {
-        // Proves: money captured on an intent other than the one the order recorded (someone
-        // else's intent for it, a second one) never moves the order — neither while it awaits
-        // payment nor once paid — and a stray-refund job is queued for it; before the order has
-        // recorded an intent, a captured intent for its total is adopted and one for another
-        // amount is stray; an intent with nothing captured is never stray.
-        let stray = |order: OrderId, amount: u64| PaymentIntent {
+    fn money_captured_on_an_intent_that_cannot_be_the_orders_payment_is_refunded() {
+        // Proves (found from outside: a 1-cent intent someone created at the PSP confirmed an
+        // order, and a second full charge was kept): a capture on another intent that is not
+        // for the order's total, or that comes once the order is paid, never moves the order
+        // and queues a stray refund; another intent for the total while the order awaits
+        // payment pays it and becomes its own, so the old own intent's capture is then the
+        // stray; a decline on another intent cancels nothing; before the order has recorded
+        // an intent the total decides; nothing captured is never stray.
+        let other = |order: OrderId, amount: u64, status| PaymentIntent {
             id: IntentId::new("pi_999").unwrap(),
             amount: Cents(amount),
-            ..intent(order, IntentStatus::Succeeded)
+            ..intent(order, status)
         };
+        let paid = IntentStatus::Succeeded;
         let mut s = shop(10, None);
         let order = place(&mut s, "k1", 1);
         to_payment_pending(&mut s, order);
         drain(&mut s, Millis(2));
-        for amount in [1, 1_000] {
-            let step = s.apply_payment(&stray(order, amount), Millis(3), Cause::Reconciler);
-            assert_eq!(step.unwrap(), Step::RefundScheduled, "{amount} cents");
-            assert_eq!(
-                s.order(order).unwrap().status(),
-                OrderStatus::PaymentPending
-            );
-            assert_eq!(
-                drain(&mut s, Millis(3)),
-                vec![(JobKind::RefundStray, order)]
-            );
-        }
-        let own = intent(order, IntentStatus::Succeeded);
+        let step = s.apply_payment(&other(order, 1, paid), Millis(3), Cause::Reconciler);
+        assert_eq!(step.unwrap(), Step::RefundScheduled);
+        assert_eq!(
+            s.order(order).unwrap().status(),
+            OrderStatus::PaymentPending
+        );
+        assert_eq!(
+            drain(&mut s, Millis(3)),
+            vec![(JobKind::RefundStray, order)]
+        );
+        let declined = other(order, 1_000, IntentStatus::Failed);
+        s.apply_payment(&declined, Millis(3), Cause::Reconciler)
+            .unwrap();
+        assert_eq!(
+            s.order(order).unwrap().status(),
+            OrderStatus::PaymentPending,
+            "not its decline"
+        );
+        let own = intent(order, paid);
         assert!(!s.is_stray(&own));
         s.apply_payment(&own, Millis(4), Cause::Reconciler).unwrap();
         assert_eq!(s.order(order).unwrap().status(), OrderStatus::Paid);
-        let step = s.apply_payment(&stray(order, 1_000), Millis(5), Cause::Reconciler);
+        let second = other(order, 1_000, paid);
+        assert!(s.is_stray(&second), "a second capture for a paid order");
+        let step = s.apply_payment(&second, Millis(5), Cause::Reconciler);
         assert_eq!(step.unwrap(), Step::RefundScheduled);
         assert_eq!(s.order(order).unwrap().status(), OrderStatus::Paid);
         assert_eq!(s.order(order).unwrap().intent, Some(own.id.clone()));
         assert!(drain(&mut s, Millis(5)).contains(&(JobKind::RefundStray, order)));
-        let unpaid = PaymentIntent {
-            status: IntentStatus::RequiresPayment,
-            ..stray(order, 1)
-        };
-        assert!(!s.is_stray(&unpaid), "nothing captured");
+        assert!(
+            !s.is_stray(&other(order, 1, IntentStatus::RequiresPayment)),
+            "nothing captured"
+        );
+
+        // Another intent for the total while the order awaits payment pays it.
+        let switched = place(&mut s, "k2", 1);
+        to_payment_pending(&mut s, switched);
+        let theirs = other(switched, 1_000, paid);
+        assert!(!s.is_stray(&theirs));
+        s.apply_payment(&theirs, Millis(6), Cause::Reconciler)
+            .unwrap();
+        assert_eq!(s.order(switched).unwrap().status(), OrderStatus::Paid);
+        assert_eq!(s.order(switched).unwrap().intent, Some(theirs.id.clone()));
+        assert!(
+            s.is_stray(&intent(switched, paid)),
+            "the old own intent's capture"
+        );
 
         // No intent recorded yet: the order's total decides.
-        let early = place(&mut s, "k2", 1);
-        drain(&mut s, Millis(6));
-        s.reserve(early, Millis(6), Cause::Reconciler).unwrap();
-        let step = s.apply_payment(&stray(early, 999), Millis(7), Cause::Reconciler);
+        let early = place(&mut s, "k3", 1);
+        drain(&mut s, Millis(7));
+        s.reserve(early, Millis(7), Cause::Reconciler).unwrap();
+        let step = s.apply_payment(&other(early, 999, paid), Millis(7), Cause::Reconciler);
         assert_eq!(step.unwrap(), Step::RefundScheduled);
         assert_eq!(
             s.order(early).unwrap().status(),
             OrderStatus::InventoryReserved
         );
-        assert!(!s.is_stray(&stray(early, 1_000)));
-        s.apply_payment(&stray(early, 1_000), Millis(8), Cause::Reconciler)
+        s.apply_payment(&other(early, 1_000, paid), Millis(8), Cause::Reconciler)
             .unwrap();
         assert_eq!(s.order(early).unwrap().status(), OrderStatus::Paid);
-        assert_eq!(
-            s.order(early).unwrap().intent,
-            Some(IntentId::new("pi_999").unwrap())
-        );
     }
 
     #[test]

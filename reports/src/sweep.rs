@@ -151,6 +151,11 @@ pub struct SweepSummary {
     pub shards: Vec<Shard>,
     /// Design asked for, or `scenario default`.
     pub design: String,
+    /// What was swept: each scenario file with the design its runs use
+    /// (`file [design]`), in sweep order. Shards of one sweep agree on it,
+    /// so a merge can tell them from parts of another sweep.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub swept: Vec<String>,
     /// Wall time, ms (summed over merged shards).
     pub wall_ms: u64,
     /// CPU time the sweep's process used (user + system), ms (summed over
@@ -412,6 +417,7 @@ mod tests {
             seeds: "1..10".into(),
             shards: Vec::new(),
             design: "seed-repo".into(),
+            swept: Vec::new(),
             wall_ms: 2_000,
             cpu_ms,
             totals: Totals::of(&runs),

@@ -48,6 +48,7 @@ fn sweep() -> SweepSummary {
         seeds: "1..7".into(),
         shards: Vec::new(),
         design: "seed-repo".into(),
+        swept: Vec::new(),
         wall_ms: 3_000,
         cpu_ms: 4_000,
         totals: Totals::of(&runs),

@@ -1075,6 +1075,7 @@ async fn webhook(
             }
         }
     }
+    let event = naive::takes_the_events_word(&app, event).await?;
     let outcome = match naive::apply_unchecked(&app, &event).await {
         Some(applied) => applied?,
         None => apply_webhook(&app, &event).await?,

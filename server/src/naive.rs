@@ -164,6 +164,28 @@ pub(crate) fn checks_signatures(app: &App) -> bool {
     app.design().webhook_signature
 }
 
+/// `webhook_signature=trust`: the shop takes the event's word about the order
+/// it names — "paid" marks that order paid, whatever intent or amount the
+/// event names — so the event is applied as if for the order's own intent
+/// and total. The reference (signatures checked, the PSP asked) applies
+/// events as they are.
+pub(crate) async fn takes_the_events_word(
+    app: &App,
+    mut event: WebhookEvent,
+) -> Result<WebhookEvent, Problem> {
+    if checks_signatures(app) {
+        return Ok(event);
+    }
+    let order = app.store.get_order(event.order).await;
+    if let Some(order) = order.map_err(|e| store_problem(app, e))? {
+        event.amount = order.total;
+        if let Some(own) = order.intent {
+            event.intent = own;
+        }
+    }
+    Ok(event)
+}
+
 /// `early_webhooks=drop`: the handler finds the order through its recorded
 /// intent, so an event for an order whose intent is not recorded yet
 /// (unknown, not reserved, or the shop still waiting on the PSP's answer) is

@@ -1101,55 +1101,60 @@ async fn an_expired_reservation_returns_stock_and_a_late_payment_is_refunded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn money_captured_on_an_intent_not_the_orders_own_is_refunded_and_pays_for_nothing() {
+async fn money_captured_on_an_intent_that_cannot_be_the_orders_payment_is_refunded() {
     // Proves (found from outside: a 1-cent intent created at the PSP for a 5,000-cent order
-    // confirmed it, and a second full charge was kept): payments on intents the order did not
-    // record never move it and are refunded; its own payment then confirms it, and the order is
-    // left with exactly one charge kept.
+    // confirmed it, and a second full charge was kept): a 1-cent capture on another intent
+    // moves nothing and is refunded; a capture for the total pays the order; the customer's
+    // payment on the intent `/pay` gave them, after it, is refunded — the order keeps exactly
+    // one charge.
     let (stack, s) = start(config(Design::reference())).await;
     let id = order_id(&s.order("k-1", "alice", TEE, 2).await);
     s.wait_for(&id, &["payment_pending"]).await;
     let order = stampede_core::OrderId(id.trim_start_matches("ord_").parse().unwrap());
-    for amount in [1, 5_000] {
-        let stray = s
+    let s = &s;
+    let pay_other = |amount: u64| async move {
+        let other = s
             .psp
             .create_intent(order, stampede_core::Cents(amount), None, None)
             .await
             .unwrap();
         s.psp
-            .confirm(&stray.intent.id, &stray.client_secret, false)
+            .confirm(&other.intent.id, &other.client_secret, false)
             .await
-            .expect("the stray payment is taken");
-    }
-    let refunds = || async {
-        s.psp
-            .ledger()
-            .await
-            .unwrap()
-            .iter()
-            .filter(|e| e.kind == stampede_core::LedgerKind::Refund)
-            .map(|e| e.amount.0)
-            .collect::<Vec<_>>()
+            .expect("the payment is taken");
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while refunds().await.len() < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "strays not refunded: {:?}",
-            s.psp.ledger().await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut refunded = refunds().await;
-    refunded.sort_unstable();
-    assert_eq!(refunded, [1, 5_000]);
-    assert_eq!(
-        s.status(&id).await,
-        "payment_pending",
-        "paid by someone else's intent"
-    );
-    s.pay_and_confirm(&id, false).await;
+    let refunds = |n: usize| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let ledger = s.psp.ledger().await.unwrap();
+            let mut refunded: Vec<u64> = ledger
+                .iter()
+                .filter(|e| e.kind == stampede_core::LedgerKind::Refund)
+                .map(|e| e.amount.0)
+                .collect();
+            if refunded.len() >= n {
+                refunded.sort_unstable();
+                return refunded;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not refunded: {ledger:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    pay_other(1).await;
+    assert_eq!(refunds(1).await, [1]);
+    assert_eq!(s.status(&id).await, "payment_pending", "paid by a cent");
+    let started: Value = s.pay(&id, "pay-1").await.json().unwrap();
+    pay_other(5_000).await;
     assert_eq!(s.wait_for(&id, &["confirmed"]).await, "confirmed");
+    let own = IntentId::new(started["intent_id"].as_str().unwrap()).unwrap();
+    s.psp
+        .confirm(&own, started["client_secret"].as_str().unwrap(), false)
+        .await
+        .expect("the customer's own payment is taken");
+    assert_eq!(refunds(2).await, [1, 5_000]);
     let ledger = s.psp.ledger().await.unwrap();
     let net: i64 = ledger
         .iter()
@@ -1159,6 +1164,7 @@ async fn money_captured_on_an_intent_not_the_orders_own_is_refunded_and_pays_for
         })
         .sum();
     assert_eq!(net, 5_000, "{ledger:?}");
+    assert_eq!(s.status(&id).await, "confirmed");
     stack.shutdown().await;
 }
 
