@@ -352,13 +352,31 @@ fn stats(stats: &stampede_sim::RunStats) -> RunStats {
     }
 }
 
-/// Makes sure `dir` can take a command's files before any simulating is
-/// done (so a bad `--out` costs nothing): creates it and its parents, and
-/// writes and removes a probe file in it.
+/// Checks, before any simulating is done, that `dir` could take a
+/// command's files (so a bad `--out` costs nothing), leaving nothing behind:
+/// the nearest part of the path that exists must be a folder a file can be
+/// written in (a probe file is written there and removed).
 pub fn prepare_out_dir(dir: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let probe = dir.join(".stampede-write-check");
-    std::fs::write(&probe, b"").map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+    let absolute = std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let existing = absolute
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    if !existing.is_dir() {
+        return Err(format!(
+            "cannot create {}: {} is not a folder",
+            dir.display(),
+            existing.display()
+        ));
+    }
+    let probe = existing.join(format!(".stampede-write-check-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| {
+        format!(
+            "cannot create {}: cannot write in {}: {e}",
+            dir.display(),
+            existing.display()
+        )
+    })?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
 }

@@ -572,10 +572,23 @@ fn validate_topology(t: &Topology) -> Result<(), ScenarioError> {
     range("topology.shopper_hosts", t.shopper_hosts.into(), 1, 64)
 }
 
+/// Most products a scenario's catalog holds.
+pub const CATALOG_MAX: usize = 1_000;
+
+/// Most `[[faults.partitions]]` tables a scenario has.
+pub const PARTITION_TABLES_MAX: usize = 100;
+
 fn validate_catalog(catalog: &[ProductSpec]) -> Result<(), ScenarioError> {
     if catalog.is_empty() {
         return Err(err("catalog", "needs at least one product"));
     }
+    if catalog.len() > CATALOG_MAX {
+        return Err(err(
+            "catalog",
+            format!("{} products; at most {CATALOG_MAX}", catalog.len()),
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
     for (i, p) in catalog.iter().enumerate() {
         let f = |name: &str| format!("catalog[{i}].{name}");
         stampede_core::Sku::new(p.sku.clone()).map_err(|e| err(&f("sku"), e.to_string()))?;
@@ -583,7 +596,7 @@ fn validate_catalog(catalog: &[ProductSpec]) -> Result<(), ScenarioError> {
         range(&f("stock"), p.stock, 0, 1_000_000_000)?;
         range(&f("max_qty_per_order"), p.max_qty_per_order.into(), 1, 100)?;
         range(&f("weight"), p.weight.into(), 1, 1_000_000)?;
-        if catalog[..i].iter().any(|q| q.sku == p.sku) {
+        if !seen.insert(&p.sku) {
             return Err(err(&f("sku"), format!("{} appears twice", p.sku)));
         }
     }
@@ -695,6 +708,15 @@ fn validate_faults(fl: &Faults) -> Result<(), ScenarioError> {
 }
 
 fn validate_partitions(partitions: &[PartitionSpec]) -> Result<(), ScenarioError> {
+    if partitions.len() > PARTITION_TABLES_MAX {
+        return Err(err(
+            "faults.partitions",
+            format!(
+                "{} tables; at most {PARTITION_TABLES_MAX}",
+                partitions.len()
+            ),
+        ));
+    }
     for (i, p) in partitions.iter().enumerate() {
         for (side, group) in [("a", &p.a), ("b", &p.b)] {
             if !HOST_GROUPS.contains(&group.as_str()) {
@@ -812,7 +834,7 @@ fn validate_invariants(names: &[String]) -> Result<(), ScenarioError> {
 
 /// A scenario file that could not be used: where, which field, and what is wrong.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}: {field}: {message}")]
+#[error("{file}{}: {field}: {message}", at_line(*.line))]
 pub struct ScenarioFileError {
     /// The file.
     pub file: String,
@@ -822,6 +844,32 @@ pub struct ScenarioFileError {
     pub field: String,
     /// What is wrong and what is allowed, on one line.
     pub message: String,
+}
+
+/// `:N` for line N; nothing for the file as a whole (line 0).
+fn at_line(line: usize) -> String {
+    match line {
+        0 => String::new(),
+        n => format!(":{n}"),
+    }
+}
+
+/// Largest scenario file read, bytes: the biggest shipped one is a few KiB.
+pub const SCENARIO_BYTES_MAX: u64 = 1 << 20;
+
+/// Reads `path` as UTF-8 text of at most `max` bytes, without reading more
+/// than that (a larger file, or a stream that never ends, is an error).
+pub fn read_text_bounded(path: &std::path::Path, max: u64) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    if bytes.len() as u64 > max {
+        return Err(format!("larger than {max} bytes; refused unread"));
+    }
+    String::from_utf8(bytes).map_err(|e| format!("not UTF-8 text: {e}"))
 }
 
 fn line_of_offset(text: &str, offset: usize) -> usize {
@@ -934,12 +982,13 @@ impl Scenario {
     /// Reads, parses and validates a scenario file.
     pub fn load(path: &std::path::Path) -> Result<Scenario, ScenarioFileError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ScenarioFileError {
-            file: file.clone(),
-            line: 0,
-            field: "(file)".into(),
-            message: format!("cannot read it: {e}"),
-        })?;
+        let text =
+            read_text_bounded(path, SCENARIO_BYTES_MAX).map_err(|message| ScenarioFileError {
+                file: file.clone(),
+                line: 0,
+                field: "(file)".into(),
+                message,
+            })?;
         Scenario::from_toml(&file, &text)
     }
 }
@@ -1085,6 +1134,54 @@ window_ms = 500
         )
         .unwrap();
         assert_eq!(poll.shoppers.follow, Follow::Poll);
+    }
+
+    #[test]
+    fn catalogs_partition_lists_and_files_are_bounded_on_both_sides() {
+        // Proves (found from outside: 5,000 partition tables made a million faults and took a
+        // gigabyte; a 100,000-product catalog took 17 s to refuse): at most CATALOG_MAX
+        // products and PARTITION_TABLES_MAX partition tables, each refused one past its bound
+        // and accepted at it; a file over SCENARIO_BYTES_MAX is refused unread, one at it is
+        // read; an unreadable file's error names no line.
+        let products = |n: usize| {
+            (0..n)
+                .map(|i| format!("[[catalog]]\nsku = \"p{i}\"\nprice_cents = 100\nstock = 1\n"))
+                .collect::<String>()
+        };
+        let start = GOOD.find("[[catalog]]").unwrap();
+        let end = GOOD.find("[shoppers]").unwrap();
+        let with_catalog = |n: usize| format!("{}{}{}", &GOOD[..start], products(n), &GOOD[end..]);
+        assert!(Scenario::from_toml("t.toml", &with_catalog(CATALOG_MAX)).is_ok());
+        let e = error(&with_catalog(CATALOG_MAX + 1));
+        assert_eq!(e.field, "catalog", "{e}");
+        assert!(e.message.contains("at most 1000"), "{e}");
+
+        let partition =
+            "[[faults.partitions]]\na = \"api\"\nb = \"db\"\ncount = 1\nduration_ms = 100\n";
+        let with_partitions = |n: usize| format!("{GOOD}\n{}", partition.repeat(n));
+        assert!(Scenario::from_toml("t.toml", &with_partitions(PARTITION_TABLES_MAX)).is_ok());
+        let e = error(&with_partitions(PARTITION_TABLES_MAX + 1));
+        assert_eq!(e.field, "faults.partitions", "{e}");
+
+        let dir =
+            std::env::temp_dir().join(format!("stampede-scenario-bound-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let at = dir.join("at.toml");
+        let mut text = GOOD.to_string();
+        text.push_str(&"#".repeat(SCENARIO_BYTES_MAX as usize - text.len()));
+        std::fs::write(&at, &text).unwrap();
+        assert!(Scenario::load(&at).is_ok());
+        let over = dir.join("over.toml");
+        text.push('#');
+        std::fs::write(&over, &text).unwrap();
+        let e = Scenario::load(&over).unwrap_err();
+        assert!(e.message.contains("larger than"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{}: (file): ", over.display())),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
