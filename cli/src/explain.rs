@@ -5,7 +5,6 @@
 
 use stampede_core::{EventKind, History, IdempotencyKey, Invariant, OrderId};
 use stampede_reports::{Lead, Start};
-use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
 
 /// Most bytes of one trace line (an event); a longer one is refused.
@@ -42,20 +41,45 @@ fn trace_path(run: &Path) -> (PathBuf, PathBuf) {
     }
 }
 
-/// Reads a `trace.jsonl`: one event per line, in order.
-fn read_trace(path: &Path) -> Result<History, String> {
+/// `path` opened, if it is a regular file (a device or a pipe may never end).
+fn regular_file(path: &Path) -> Result<std::fs::File, String> {
     let file =
         std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{}: not a regular file", path.display()));
+    }
+    Ok(file)
+}
+
+/// Reads a `trace.jsonl`: one event per line, in order.
+fn read_trace(path: &Path) -> Result<History, String> {
+    use std::io::{BufRead, Read};
+    let file = regular_file(path)?;
     let mut history = History::new();
-    let reader = std::io::BufReader::new(file);
-    for (n, line) in reader.split(b'\n').enumerate() {
-        let line = line.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut reader = std::io::BufReader::new(file);
+    let mut line = Vec::new();
+    for n in 0.. {
+        line.clear();
+        // One line at a time, never more than the bound of one (a file with no newline, or
+        // one line of gigabytes, is refused without being read whole).
+        let read = (&mut reader)
+            .take(TRACE_LINE_BYTES_MAX as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if read == 0 {
+            break;
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
         if line.len() > TRACE_LINE_BYTES_MAX {
             return Err(format!(
-                "{}:{}: an event of {} bytes; at most {TRACE_LINE_BYTES_MAX}",
+                "{}:{}: an event of more than {TRACE_LINE_BYTES_MAX} bytes",
                 path.display(),
                 n + 1,
-                line.len()
             ));
         }
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -86,17 +110,31 @@ fn read_trace(path: &Path) -> Result<History, String> {
 fn same_run(trace: &Path, dir: &Path) -> Result<(), String> {
     use sha2::{Digest, Sha256};
     let path = dir.join("summary.json");
-    let Ok(text) = std::fs::read_to_string(&path) else {
+    if !path.exists() {
         return Ok(());
-    };
+    }
+    let text = stampede_sim::read_text_bounded(&path, stampede_reports::SUMMARY_BYTES_MAX)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let summary: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let Some(expected) = summary.get("trace_hash").and_then(|h| h.as_str()) else {
         return Ok(());
     };
-    let bytes =
-        std::fs::read(trace).map_err(|e| format!("cannot read {}: {e}", trace.display()))?;
-    let found: String = Sha256::digest(&bytes)
+    use std::io::Read;
+    let mut hasher = Sha256::new();
+    let mut file = regular_file(trace)?;
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = file
+            .read(&mut chunk)
+            .map_err(|e| format!("cannot read {}: {e}", trace.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&chunk[..n]);
+    }
+    let found: String = hasher
+        .finalize()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
@@ -114,12 +152,8 @@ fn same_run(trace: &Path, dir: &Path) -> Result<(), String> {
 /// The first violation of each violated invariant, from `summary.json`.
 fn read_leads(dir: &Path) -> Result<Vec<Lead>, String> {
     let path = dir.join("summary.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        format!(
-            "cannot read {}: {e} (needed to find the violations)",
-            path.display()
-        )
-    })?;
+    let text = stampede_sim::read_text_bounded(&path, stampede_reports::SUMMARY_BYTES_MAX)
+        .map_err(|e| format!("{}: {e} (needed to find the violations)", path.display()))?;
     let summary: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let Some(leads) = summary.get("first_violations") else {

@@ -13,6 +13,7 @@ use stampede_server::psp::{Psp, PspConfig, WebhookTarget};
 use stampede_server::store::postgres::{self, PgOptions};
 use stampede_server::store::sqlite::{self, SqliteOptions};
 use stampede_server::{StackConfig, StoreChoice};
+use stampede_sim::read_text_bounded;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -1139,8 +1140,8 @@ pub fn report(args: &ReportArgs) -> Result<u8, String> {
     let mut reports = Vec::new();
     for dir in &args.dirs {
         let path = dir.join("report.json");
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let text = read_text_bounded(&path, stampede_reports::SUMMARY_BYTES_MAX)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         let report =
             stampede_reports::parse_json(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         reports.push((dir.clone(), report));

@@ -53,8 +53,8 @@ fn read_shares(dirs: &[PathBuf]) -> Result<Vec<ShareRun>, String> {
     let mut shares = Vec::with_capacity(dirs.len());
     for dir in dirs {
         let path = dir.join("report.json");
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let text = stampede_sim::read_text_bounded(&path, stampede_reports::SUMMARY_BYTES_MAX)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         let report =
             stampede_reports::parse_json(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         shares.push(ShareRun::read(dir, report)?);

@@ -14,7 +14,7 @@ use crate::pool;
 use crate::run::{self, Summary};
 use indicatif::{ProgressBar, ProgressStyle};
 use stampede_core::Invariant;
-use stampede_sim::{Intent, Plan};
+use stampede_sim::{Intent, Plan, read_text_bounded};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -52,10 +52,13 @@ pub struct ReplayArgs {
     pub output: run::RunOutput,
 }
 
+/// Largest plan file read, bytes (100,000 shoppers take some 20 MiB).
+const PLAN_BYTES_MAX: u64 = 256 << 20;
+
 /// Reads and checks a plan file.
 pub fn load_plan(path: &Path) -> Result<Plan, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text =
+        read_text_bounded(path, PLAN_BYTES_MAX).map_err(|e| format!("{}: {e}", path.display()))?;
     let plan: Plan = serde_json::from_str(&text)
         .map_err(|e| format!("{}: not a plan file: {e}", path.display()))?;
     plan.validate()

@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use stampede_reports::{
     CompareSummary, DesignColumn, Latency, RunRecord, SWEEP_VERSION, Shard, SweepSummary, Totals,
 };
-use stampede_sim::{Plan, Scenario};
+use stampede_sim::{Plan, Scenario, read_text_bounded};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -668,8 +668,8 @@ fn report_merged(summary: &SweepSummary, args: &MergeArgs, whole: bool) -> Resul
 /// One shard's `summary.json`, its kept failures' folders made absolute (the
 /// merged summary lives elsewhere); a folder that is gone is dropped.
 fn read_shard(path: &Path) -> Result<SweepSummary, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = read_text_bounded(path, stampede_reports::SUMMARY_BYTES_MAX)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let mut part: SweepSummary = serde_json::from_str(&text)
         .map_err(|e| format!("{}: not a sweep summary.json: {e}", path.display()))?;
     if part.version != SWEEP_VERSION || part.kind != "sweep" {

@@ -261,16 +261,28 @@ pub struct Order {
 impl Order {
     /// Whether `intent` holds money captured for this order that cannot be
     /// its payment, so it is refunded, never kept: an intent other than the
-    /// order's own that is not for its total, or that comes once the order
-    /// no longer awaits payment (a second capture). The order's own intent
-    /// is never stray (it asks for what the shop asked); another one for the
-    /// total, while the order awaits payment, pays it and becomes its own.
-    pub fn is_stray_payment(&self, intent: &PaymentIntent) -> bool {
+    /// order's own that is not for `asked` (what the shop asked the PSP for:
+    /// its own intent's amount, or the order's total before it has one), or
+    /// that comes once the order no longer awaits payment (a second
+    /// capture). The order's own intent is never stray; another one for the
+    /// amount asked, while the order awaits payment, pays it and becomes its
+    /// own.
+    pub fn is_stray_payment(&self, intent: &PaymentIntent, asked: Cents) -> bool {
         let own = self.intent.as_ref() == Some(&intent.id);
         intent.order == self.id
             && intent.net_captured() > Cents::ZERO
             && !own
-            && (intent.amount != self.total || (self.intent.is_some() && !self.status.is_payable()))
+            && (intent.amount != asked || (self.intent.is_some() && !self.status.is_payable()))
+    }
+
+    /// What the shop asked the PSP for this order's payment, given the
+    /// intents it knows for it: its own intent's amount, or its total before
+    /// it has recorded one.
+    pub fn asked<'a>(&self, intents: impl IntoIterator<Item = &'a PaymentIntent>) -> Cents {
+        intents
+            .into_iter()
+            .find(|i| self.intent.as_ref() == Some(&i.id))
+            .map_or(self.total, |own| own.amount)
     }
 
     /// A new order in `Created`.

@@ -1248,9 +1248,9 @@ impl ShopState {
     /// [`Order::is_stray_payment`]. Such money is refunded
     /// ([`JobKind::RefundStray`]) and never moves the order.
     pub fn is_stray(&self, intent: &PaymentIntent) -> bool {
-        self.orders
-            .get(&intent.order)
-            .is_some_and(|order| order.is_stray_payment(intent))
+        self.orders.get(&intent.order).is_some_and(|order| {
+            order.is_stray_payment(intent, order.asked(self.intents.get(&intent.order)))
+        })
     }
 
     /// The intent that pays (or failed to pay) the order becomes its own.
@@ -2576,8 +2576,9 @@ mod tests {
         // for the order's total, or that comes once the order is paid, never moves the order
         // and queues a stray refund; another intent for the total while the order awaits
         // payment pays it and becomes its own, so the old own intent's capture is then the
-        // stray; a decline on another intent cancels nothing; before the order has recorded
-        // an intent the total decides; nothing captured is never stray.
+        // stray; a decline on another intent cancels nothing; the amount that counts is what
+        // the shop asked (its own intent's), and before the order has recorded an intent its
+        // total; nothing captured is never stray.
         let other = |order: OrderId, amount: u64, status| PaymentIntent {
             id: IntentId::new("pi_999").unwrap(),
             amount: Cents(amount),
@@ -2635,6 +2636,13 @@ mod tests {
             s.is_stray(&intent(switched, paid)),
             "the old own intent's capture"
         );
+
+        // The amount is what the shop asked for (its own intent's), not the total: a shop
+        // that asked for 1,000 of a 3,000 order takes another intent of 1,000, not of 3,000.
+        let asked_less = place(&mut s, "k4", 3);
+        to_payment_pending(&mut s, asked_less);
+        assert!(s.is_stray(&other(asked_less, 3_000, paid)));
+        assert!(!s.is_stray(&other(asked_less, 1_000, paid)));
 
         // No intent recorded yet: the order's total decides.
         let early = place(&mut s, "k3", 1);

@@ -10,6 +10,10 @@ use std::fmt::Write as _;
 
 /// Version of the sweep/compare `summary.json` schema.
 pub const SWEEP_VERSION: u32 = 1;
+
+/// Largest summary or report file read back (`merge`, `report`), bytes: a
+/// sweep of a million seeds writes about a gigabyte.
+pub const SUMMARY_BYTES_MAX: u64 = 2 << 30;
 /// Most failing seeds a report lists (the rest are counted).
 pub const FAILING_SEEDS_SHOWN_MAX: usize = 100;
 

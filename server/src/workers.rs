@@ -222,8 +222,10 @@ async fn refund_stray(app: &App, order: OrderId) -> Result<Step, StepError> {
     let Some(current) = app.store.get_order(order).await? else {
         return Ok(Step::NothingToDo);
     };
-    for intent in app.psp.intents_for_order(order).await? {
-        if current.is_stray_payment(&intent) {
+    let intents = app.psp.intents_for_order(order).await?;
+    let asked = current.asked(&intents);
+    for intent in intents {
+        if current.is_stray_payment(&intent, asked) {
             let key = format!("{}_{}", refund_key(order), intent.id);
             app.psp.refund(&intent.id, &key).await?;
             tracing::warn!(order_id = %order, intent = %intent.id, amount = %intent.amount, "refunded a stray payment");
