@@ -130,6 +130,9 @@ impl Shrinker<'_> {
 
     /// The index of the first candidate that still fails, trying them in
     /// batches of `jobs` in order; `None` if none does or the budget ran out.
+    /// Runs are counted as if tried one by one (up to and including the
+    /// first failing one), so the budget, and therefore the shrunk plan,
+    /// does not depend on `jobs`.
     fn first_failing(&mut self, candidates: &[Plan]) -> Option<usize> {
         for (b, batch) in candidates.chunks(self.jobs).enumerate() {
             if self.runs >= self.max_runs {
@@ -146,9 +149,10 @@ impl Shrinker<'_> {
                     true
                 },
             );
-            self.runs += batch.len() as u32;
+            let first = results.iter().position(|&f| f);
+            self.runs += first.map_or(batch.len(), |i| i + 1) as u32;
             self.bar.set_position(u64::from(self.runs));
-            if let Some(i) = results.iter().position(|&f| f) {
+            if let Some(i) = first {
                 return Some(b * self.jobs + i);
             }
         }
@@ -341,7 +345,7 @@ pub fn shrink(args: &ShrinkArgs) -> Result<u8, String> {
     println!(
         "  to   {} in {} runs, {:.1} s{}",
         size(&plan),
-        s.runs + 1,
+        s.runs,
         started.elapsed().as_secs_f64(),
         if s.runs >= s.max_runs {
             " (stopped at --max-runs)"

@@ -183,6 +183,10 @@ pub fn scenario_files(targets: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
             files.push(target.clone());
         }
     }
+    // A file named twice (directly, through a folder, or by another path) is swept once:
+    // its seeds are one set of runs, not two.
+    let mut seen = std::collections::BTreeSet::new();
+    files.retain(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
     Ok(files)
 }
 

@@ -666,3 +666,78 @@ fn a_device_or_an_endless_line_is_refused_without_being_read_whole() {
         "{err}"
     );
 }
+
+#[test]
+fn a_scenario_file_named_twice_is_swept_once() {
+    // Proves (found from outside: `sweep a.toml a.toml --seeds 1` reported "2 seeds" and kept
+    // the same failure twice): a file named twice, here once through its folder's path, is
+    // one set of runs.
+    let dir = out_dir("named-twice");
+    let again = format!(
+        "tests/scenarios/../scenarios/{}",
+        Path::new(TINY).file_name().unwrap().to_str().unwrap()
+    );
+    let o = stampede(&[
+        "sweep",
+        TINY,
+        &again,
+        "--seeds",
+        "1",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let summary = read_json(&dir.join("summary.json"));
+    assert_eq!(runs_of(&summary).len(), 1, "{summary}");
+}
+
+#[test]
+fn a_shrink_stopped_at_its_run_budget_is_the_same_whatever_the_jobs() {
+    // Proves (found from outside: at --max-runs 60 one and two jobs wrote different plans):
+    // the budget counts runs as if tried one by one, so the plan written at a budget that stops
+    // the shrink part way is the same with 1 and 3 jobs, byte for byte, and the report says the
+    // same number of runs.
+    let dir = out_dir("shrink-budget");
+    std::fs::create_dir_all(&dir).unwrap();
+    for budget in ["4"] {
+        let mut written = Vec::new();
+        for jobs in ["1", "3"] {
+            let plan = dir.join(format!("b{budget}-j{jobs}.plan.json"));
+            let o = stampede(&[
+                "shrink",
+                TINY,
+                "--seed",
+                "1",
+                "--design",
+                "seed-repo",
+                "--max-runs",
+                budget,
+                "--jobs",
+                jobs,
+                "--out",
+                plan.to_str().unwrap(),
+            ]);
+            assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+            let runs = stdout(&o)
+                .lines()
+                .find(|l| l.trim_start().starts_with("to "))
+                .map(|l| {
+                    l.split(" in ")
+                        .nth(1)
+                        .unwrap_or("")
+                        .split(',')
+                        .next()
+                        .unwrap_or("")
+                        .to_string()
+                })
+                .expect("a `to` line");
+            written.push((std::fs::read(&plan).unwrap(), runs));
+        }
+        assert!(
+            written[0] == written[1],
+            "budget {budget}: 1 job and 3 jobs differ ({} vs {})",
+            written[0].1,
+            written[1].1
+        );
+    }
+}
