@@ -169,6 +169,45 @@ impl Backoffice {
             .map_err(|e| LoadError::Shop(format!("GET /admin/audit: unreadable audit: {e}")))
     }
 
+    /// Before a load: every replica of the shop answers `GET /v1/products`
+    /// with its catalog and the PSP answers for its ledger, so a wrong
+    /// `--host` or `--psp` is found before any order is placed (not after
+    /// the whole run, when the audit reads them).
+    pub async fn preflight(&self, replicas: &[String]) -> Result<(), LoadError> {
+        for host in std::iter::once(&self.shop).chain(replicas) {
+            let response = self
+                .http
+                .get(host, "/v1/products")
+                .await
+                .map_err(|e| LoadError::Shop(format!("{host}: GET /v1/products: {e}")))?;
+            Self::catalog_of(host, &response)?;
+        }
+        self.psp
+            .ledger()
+            .await
+            .map_err(|e| LoadError::Shop(format!("the PSP ledger: {e} (is --psp right?)")))?;
+        Ok(())
+    }
+
+    /// The catalog `host` answered, or why it is not a shop's.
+    fn catalog_of(
+        host: &str,
+        response: &stampede_server::HttpResponse,
+    ) -> Result<serde_json::Value, LoadError> {
+        if !response.status.is_success() {
+            return Err(LoadError::Shop(format!(
+                "{host}: GET /v1/products answered {}: not a Stampede shop (is --host right?)",
+                response.status
+            )));
+        }
+        response.json().map_err(|e| {
+            LoadError::Shop(format!(
+                "{host}: GET /v1/products answered {} with no catalog ({e}): not a Stampede shop (is --host right?)",
+                response.status
+            ))
+        })
+    }
+
     /// The shop's own word on its catalog (for `--host`): prices from
     /// `/v1/products`, units received from `/admin/audit`.
     pub async fn baseline_from_shop(&self) -> Result<Baseline, LoadError> {
@@ -177,9 +216,7 @@ impl Backoffice {
             .get(&self.shop, "/v1/products")
             .await
             .map_err(|e| LoadError::Shop(format!("GET /v1/products: {e}")))?;
-        let body: serde_json::Value = response
-            .json()
-            .map_err(|e| LoadError::Shop(format!("GET /v1/products: {e}")))?;
+        let body = Self::catalog_of(&self.shop, &response)?;
         let audit = self.audit().await?;
         let mut products = Vec::new();
         for p in body["data"].as_array().into_iter().flatten() {

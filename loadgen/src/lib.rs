@@ -258,7 +258,28 @@ impl LoadConfig {
         self.validate_times()?;
         self.validate_run_id_and_terms()?;
         self.validate_mix()?;
+        self.validate_thresholds()?;
         self.validate_model()
+    }
+
+    /// A threshold on an endpoint no journey has is refused before the run
+    /// (with `--probe`, the probe's endpoints are judged after it).
+    fn validate_thresholds(&self) -> Result<(), LoadError> {
+        if self.probe.is_some() {
+            return Ok(());
+        }
+        match self
+            .thresholds
+            .iter()
+            .find(|t| !t.names_a_journey_endpoint())
+        {
+            Some(t) => Err(LoadError::Config(format!(
+                "threshold {:?}: no such endpoint; a journey has: {}",
+                t.rule,
+                Threshold::journey_endpoints().join(", ")
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The duration, the timeline's intervals, and the pauses a journey takes.
@@ -426,6 +447,9 @@ pub async fn run(
     std::fs::create_dir_all(&config.out_dir)
         .map_err(|e| LoadError::Io(format!("cannot create {}: {e}", config.out_dir.display())))?;
     let office = audit::Backoffice::new(&config.shop, &config.psp, &config.admin_token);
+    if config.probe.is_none() {
+        office.preflight(&config.replicas).await?;
+    }
     let baseline = baseline(&config, &office).await?;
     let (schedule, users) = plan_users(&config)?;
     let shared = Arc::new(journey::Shared::new(config.clone(), schedule, users.count));

@@ -226,6 +226,20 @@ fn fmt_us(us: f64) -> String {
 }
 
 impl Threshold {
+    /// Whether the endpoint the threshold names (if any) is one a journey
+    /// sends to or one of its journey measures, so a load can refuse a
+    /// misspelt one before it runs (a probe's endpoints are its own).
+    pub fn names_a_journey_endpoint(&self) -> bool {
+        self.endpoint
+            .as_deref()
+            .is_none_or(|name| JOURNEY_ENDPOINTS.contains(&name))
+    }
+
+    /// The endpoints a journey sends to and measures, by name.
+    pub fn journey_endpoints() -> &'static [&'static str] {
+        &JOURNEY_ENDPOINTS
+    }
+
     /// Judges the threshold on a finished report; an unknown endpoint is an
     /// error, and zero requests fail it.
     pub fn judge(&self, report: &LoadReport) -> Result<ThresholdResult, String> {

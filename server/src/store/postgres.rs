@@ -208,18 +208,36 @@ impl fmt::Debug for PgOptions {
     }
 }
 
-/// `scheme://user:password@rest` → `scheme://user:***@rest`.
+/// `scheme://user:password@rest` → `scheme://user:***@rest`, and a
+/// `password=` query parameter's value → `***`. When in doubt it hides more
+/// (an `@` in the query hides everything from the user's `:` to it).
 fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let Some((userinfo, host)) = rest.rsplit_once('@') else {
-        return url.to_string();
+    let rest = match rest.rfind('@') {
+        Some(at) => match rest[..at].find(':') {
+            Some(colon) => format!("{}:***{}", &rest[..colon], &rest[at..]),
+            None => rest.to_string(),
+        },
+        None => rest.to_string(),
     };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_string(),
-    }
+    let rest = match rest.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => {
+                        format!("{key}=***")
+                    }
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => rest,
+    };
+    format!("{scheme}://{rest}")
 }
 
 /// Why the shared store could not be opened. Nothing was written.
@@ -1578,6 +1596,18 @@ mod tests {
             redact("postgres://shop@db/stampede"),
             "postgres://shop@db/stampede"
         );
+        // Given as a query parameter, with other parameters around it.
+        assert_eq!(
+            redact("postgres://shop@db:5432/s?sslmode=disable&password=hunter2&x=1"),
+            "postgres://shop@db:5432/s?sslmode=disable&password=***&x=1"
+        );
+        assert_eq!(
+            redact("postgres://shop@db/s?PASSWORD=hunter2"),
+            "postgres://shop@db/s?PASSWORD=***"
+        );
+        // An `@` in the query: more is hidden, the password never shown.
+        let odd = redact("postgres://shop:s3cret@db/s?password=a@b");
+        assert!(!odd.contains("s3cret") && !odd.contains("a@b"), "{odd}");
         let options = PgOptions::new("postgresql://a:b@h/d");
         assert_eq!(options.redacted(), "postgresql://a:***@h/d");
         assert!(!format!("{options:?}").contains(":b@"));
