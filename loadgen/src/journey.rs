@@ -1008,6 +1008,7 @@ impl Journey<'_> {
         };
         let mut events = SseReader::default();
         let mut first = true;
+        let mut last_event = sent;
         loop {
             let wait = if first { until.max(first_by) } else { until };
             let over = match tokio::time::timeout_at(wait, response.chunk()).await {
@@ -1019,7 +1020,10 @@ impl Journey<'_> {
                 let now = self.shared.since();
                 if std::mem::take(&mut first) {
                     self.stream_opened(intended, sent, now);
+                } else {
+                    self.pacing.watched(now.saturating_sub(last_event));
                 }
+                last_event = now;
                 self.due.answered(now);
                 let body = serde_json::from_str::<Value>(&data).unwrap_or(Value::Null);
                 if let Some(text) = body["status"].as_str()
