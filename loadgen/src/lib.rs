@@ -356,6 +356,14 @@ impl LoadConfig {
     /// shards and start times (open loop), shapes (open loop).
     fn validate_model(&self) -> Result<(), LoadError> {
         let bad = |m: String| Err(LoadError::Config(m));
+        if let Shape::Spike { at, length, .. } = self.shape
+            && (length.is_zero() || at >= self.duration)
+        {
+            return bad(format!(
+                "a spike of {length:?} from {at:?} never happens within the run's {:?}: it must last and start before the load ends",
+                self.duration
+            ));
+        }
         let open = matches!(self.model, Model::Open { .. });
         if (self.share.is_some() || self.start_at_unix_ms.is_some()) && !open {
             return bad("a shard and a start time need the open loop (--rate): closed-loop users have no schedule to share".into());
@@ -839,6 +847,13 @@ fn load_notes(
     metrics: &goose::metrics::GooseMetrics,
 ) -> Vec<String> {
     let mut notes = vec![basis_note(&config.model)];
+    if let Shape::Spike { at, length, factor } = config.shape {
+        notes.push(format!(
+            "a spike: {factor}× the rate from {:.3} s for {:.3} s",
+            at.as_secs_f64(),
+            length.as_secs_f64()
+        ));
+    }
     let ready_late_ms = shared.ready_late_ms.load(Ordering::Relaxed);
     if ready_late_ms > 0 {
         notes.push(format!(
@@ -988,8 +1003,9 @@ mod tests {
     #[test]
     fn promises_and_run_ids_a_journey_cannot_honour_are_refused() {
         // Proves: the default configuration is valid; an offer bound longer
-        // than a journey watches for its offer, a zero bound, and a run id
-        // that makes an invalid order key are refused, each naming the value.
+        // than a journey watches for its offer, a zero bound, a run id that
+        // makes an invalid order key, a spike outside the run and a threshold
+        // on an endpoint no journey has are refused, each naming the value.
         let config = LoadConfig::new("127.0.0.1:1", "127.0.0.1:2", "out".into());
         assert!(config.validate().is_ok());
         let refused = |c: LoadConfig| match c.validate() {
@@ -1002,9 +1018,36 @@ mod tests {
         let mut zero = config.clone();
         zero.terms.decide_ms = 0;
         assert!(refused(zero).contains("decide within 0 ms"));
-        let mut spaced = config;
+        let mut spaced = config.clone();
         spaced.run_id = "my run".into();
         assert!(refused(spaced).contains("run id \"my run\""));
+        // A spike must last and start before the load ends (found from outside: one after
+        // the end, or of no length, was run as a plain load), on both sides of each bound.
+        let spiked = |at: u64, length: u64| {
+            let mut c = config.clone();
+            c.duration = Duration::from_secs(3);
+            c.model = Model::Open {
+                rate_per_sec: 10.0,
+                max_in_flight: 100,
+            };
+            c.shape = Shape::Spike {
+                at: Duration::from_millis(at),
+                length: Duration::from_millis(length),
+                factor: 10.0,
+            };
+            c
+        };
+        let ok = spiked(2_999, 1).validate();
+        assert!(ok.is_ok(), "{ok:?}");
+        assert!(refused(spiked(3_000, 1)).contains("never happens"));
+        assert!(refused(spiked(0, 0)).contains("never happens"));
+        // An unknown threshold endpoint is refused before the run; a journey's is taken.
+        let mut misspelt = config.clone();
+        misspelt.thresholds = vec!["p99<50ms for POST /v1/nothing".parse().unwrap()];
+        assert!(refused(misspelt).contains("no such endpoint"));
+        let mut known = config;
+        known.thresholds = vec!["p99<50ms for POST /v1/orders".parse().unwrap()];
+        assert!(known.validate().is_ok());
     }
 
     #[test]
