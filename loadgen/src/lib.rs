@@ -993,6 +993,7 @@ fn shard_record(
             .map(|i| i.name().to_string())
             .collect(),
         terms: config.terms,
+        clients: Some(shard::count_clients(&config.out_dir).map_err(LoadError::Io)?),
     })
 }
 

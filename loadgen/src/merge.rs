@@ -477,9 +477,10 @@ pub async fn judge_shares(
 ) -> Result<(Vec<Verdict>, Vec<String>), String> {
     let mut histories = Vec::with_capacity(shares.len());
     for s in shares {
-        histories.push(shard::read_clients(
+        histories.push(shard::read_clients_checked(
             &s.dir,
             crate::journey::CLIENT_EVENTS_MAX,
+            s.record.clients,
         )?);
     }
     let client = shard::merge_histories(histories)?;

@@ -55,6 +55,11 @@ pub struct ShardRecord {
     pub skip: Vec<String>,
     /// The promises the audit holds the shop to.
     pub terms: Terms,
+    /// How many events its [`CLIENTS_FILE`] holds, one a line, so a file
+    /// cut short (even at a line's end) is refused, not judged as if its
+    /// missing evidence had never been.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients: Option<u64>,
 }
 
 impl ShardRecord {
@@ -108,6 +113,45 @@ pub fn write_clients(dir: &Path, events: &[(Millis, EventKind)]) -> Result<(), S
         out.write_all(b"\n").map_err(fail)?;
     }
     out.flush().map_err(fail)
+}
+
+/// The events `dir/clients.jsonl` holds: its lines, counted without
+/// reading it whole.
+pub fn count_clients(dir: &Path) -> Result<u64, String> {
+    use std::io::Read;
+    let path = dir.join(CLIENTS_FILE);
+    let mut file =
+        std::fs::File::open(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut lines = 0u64;
+    loop {
+        let n = file
+            .read(&mut chunk)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if n == 0 {
+            return Ok(lines);
+        }
+        lines += chunk[..n].iter().filter(|b| **b == b'\n').count() as u64;
+    }
+}
+
+/// Reads `dir/clients.jsonl`: at most `events_max` events, each line at
+/// most [`CLIENT_LINE_BYTES_MAX`]; errors name the file and line. With
+/// `expected`, the file must hold exactly that many events.
+pub fn read_clients_checked(
+    dir: &Path,
+    events_max: usize,
+    expected: Option<u64>,
+) -> Result<Vec<(Millis, EventKind)>, String> {
+    let events = read_clients(dir, events_max)?;
+    match expected {
+        Some(n) if n != events.len() as u64 => Err(format!(
+            "{}: {} events, but its shard.json says {n} were written: cut short or edited",
+            dir.join(CLIENTS_FILE).display(),
+            events.len()
+        )),
+        _ => Ok(events),
+    }
 }
 
 /// Reads `dir/clients.jsonl`: at most `events_max` events, each line at
@@ -272,13 +316,32 @@ mod tests {
 
     #[test]
     fn client_evidence_round_trips_and_bad_lines_are_named() {
-        // Proves: events written are read back equal; a malformed line and
-        // one past the event bound are refused naming the file and line.
+        // Proves: events written are read back equal; a file holding fewer
+        // events than its shard.json counts (cut at a line's end) is refused;
+        // a malformed line and one past the event bound are refused naming
+        // the file and line.
         let dir = std::env::temp_dir().join(format!("stampede-clients-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let events = vec![request(1, 0), response(2, 0)];
         write_clients(&dir, &events).unwrap();
         assert_eq!(read_clients(&dir, 2).unwrap(), events);
+        // The count shard.json keeps: the file as written passes; cut at a line's end, not.
+        assert_eq!(count_clients(&dir).unwrap(), 2);
+        assert_eq!(read_clients_checked(&dir, 10, Some(2)).unwrap(), events);
+        let whole = std::fs::read_to_string(dir.join(CLIENTS_FILE)).unwrap();
+        let first_line = whole.split_inclusive('\n').next().unwrap();
+        std::fs::write(dir.join(CLIENTS_FILE), first_line).unwrap();
+        let error = read_clients_checked(&dir, 10, Some(2)).unwrap_err();
+        assert!(
+            error.contains("1 events") && error.contains("cut short"),
+            "{error}"
+        );
+        assert_eq!(
+            read_clients_checked(&dir, 10, None).unwrap().len(),
+            1,
+            "an older shard"
+        );
+        write_clients(&dir, &events).unwrap();
         let error = read_clients(&dir, 1).unwrap_err();
         assert!(error.contains("clients.jsonl line 2"), "{error}");
         std::fs::write(dir.join(CLIENTS_FILE), "[1, {\"event\": \"nope\"}]\n").unwrap();
