@@ -194,7 +194,7 @@ fn start(args: &ExplainArgs, dir: &Path) -> Result<Start, String> {
         }
         None => {
             leads.into_iter().next().map(Start::Lead).ok_or_else(|| {
-                "every invariant held in this run: name --order or --key".to_string()
+                "no invariant this run judged was violated (its summary.json says which it judged): name --order or --key".to_string()
             })
         }
     }

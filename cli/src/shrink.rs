@@ -310,8 +310,15 @@ pub fn shrink(args: &ShrinkArgs) -> Result<u8, String> {
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
     run::prepare_out_dir(parent.unwrap_or(Path::new(".")))?;
     let started = std::time::Instant::now();
-    let violated = run::run_plan(&plan, false)?.result.violated();
-    let target = target_of(args, &spec, &violated)?;
+    let first = run::run_plan(&plan, false)?.result;
+    let violated = first.violated();
+    let not_judged: Vec<Invariant> = first
+        .verdicts
+        .iter()
+        .filter(|v| v.not_judged_reason().is_some())
+        .map(|v| v.invariant)
+        .collect();
+    let target = target_of(args, &spec, &violated, &not_judged)?;
     println!(
         "shrinking {} seed {} on {}: violates {}; keeping {} failing",
         scenario.name,
@@ -377,11 +384,16 @@ fn target_of(
     args: &ShrinkArgs,
     spec: &run::DesignSpec,
     violated: &[Invariant],
+    not_judged: &[Invariant],
 ) -> Result<Invariant, String> {
+    let unjudged = match not_judged {
+        [] => String::new(),
+        some => format!(" (not judged, as the scenario asks: {})", names_of(some)),
+    };
     let Some(name) = &args.invariant else {
         return violated.first().copied().ok_or_else(|| {
             format!(
-                "seed {} holds every invariant on design {}: nothing to shrink",
+                "seed {} violates no invariant it judges on design {}{unjudged}: nothing to shrink",
                 args.target.seed,
                 spec.label()
             )
@@ -391,6 +403,11 @@ fn target_of(
         let names: Vec<&str> = Invariant::ALL.iter().map(|i| i.name()).collect();
         format!("--invariant {name:?} is not one of {}", names.join(", "))
     })?;
+    if not_judged.contains(&invariant) {
+        return Err(format!(
+            "the scenario does not judge {name} (its `invariants` list leaves it out): nothing to keep failing"
+        ));
+    }
     if !violated.contains(&invariant) {
         return Err(format!(
             "seed {} does not violate {name} on design {}; it violates: {}",
