@@ -202,7 +202,14 @@ pub fn render_run_text(s: &RunSummary, determinism_checked: bool) -> String {
         .iter()
         .map(|(k, v)| format!("{v} {k}"))
         .collect();
-    let _ = writeln!(out, "  {} orders: {}", st.orders, statuses.join(", "));
+    match statuses.is_empty() {
+        true => {
+            let _ = writeln!(out, "  {} orders", st.orders);
+        }
+        false => {
+            let _ = writeln!(out, "  {} orders: {}", st.orders, statuses.join(", "));
+        }
+    }
     let _ = writeln!(
         out,
         "  {} client requests, {} HTTP requests in all, {} store calls, {} charges, {} refunds, {} faults",
@@ -239,8 +246,11 @@ pub fn render_run_text(s: &RunSummary, determinism_checked: bool) -> String {
     out
 }
 
-/// `p50 … ms, p99 … ms, max … ms (n=…)`.
+/// `p50 … ms, p99 … ms, max … ms (n=…)`, or that there is nothing to measure.
 fn latency_text(l: &Latency) -> String {
+    if l.n == 0 {
+        return "no order was confirmed".to_string();
+    }
     format!(
         "p50 {} ms, p99 {} ms, max {} ms (n={})",
         l.p50_ms, l.p99_ms, l.max_ms, l.n
@@ -341,6 +351,20 @@ pub fn render_run_html(s: &RunSummary, history: &History) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_run_that_confirmed_nothing_says_so_instead_of_zero_percentiles() {
+        // Proves: no samples read as "no order was confirmed"; one sample gives its figures.
+        assert_eq!(latency_text(&Latency::default()), "no order was confirmed");
+        let one = Latency {
+            n: 1,
+            p50_ms: 7,
+            p99_ms: 7,
+            max_ms: 7,
+        };
+        assert_eq!(latency_text(&one), "p50 7 ms, p99 7 ms, max 7 ms (n=1)");
+    }
+
     use super::*;
 
     // Proves nearest-rank percentiles: p50 of 1..=10 is 5, p99 is 10, and no samples read 0.
