@@ -295,20 +295,7 @@ fn each_shopper(
 /// `stampede shrink`: writes the plan; exit status 0 if it still fails.
 pub fn shrink(args: &ShrinkArgs) -> Result<u8, String> {
     let (scenario, spec, mut plan) = args.target.plan()?;
-    let path = args.out.clone().unwrap_or_else(|| {
-        PathBuf::from(format!(
-            "stampede-out/shrunk-{}-{}.plan.json",
-            scenario.name, args.target.seed
-        ))
-    });
-    if path.is_dir() {
-        return Err(format!(
-            "--out {}: a folder, not a plan file's path",
-            path.display()
-        ));
-    }
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-    run::prepare_out_dir(parent.unwrap_or(Path::new(".")))?;
+    let path = plan_path(args, &scenario.name)?;
     let started = std::time::Instant::now();
     let first = run::run_plan(&plan, false)?.result;
     let violated = first.violated();
@@ -376,6 +363,26 @@ pub fn shrink(args: &ShrinkArgs) -> Result<u8, String> {
         run::shell_word(&path.display().to_string())
     );
     Ok(if holds { 0 } else { 1 })
+}
+
+/// Where the shrunk plan goes, checked before any run: a file's path
+/// (not a folder) in a folder that can be written.
+fn plan_path(args: &ShrinkArgs, scenario: &str) -> Result<PathBuf, String> {
+    let path = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "stampede-out/shrunk-{scenario}-{}.plan.json",
+            args.target.seed
+        ))
+    });
+    if path.is_dir() {
+        return Err(format!(
+            "--out {}: a folder, not a plan file's path",
+            path.display()
+        ));
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    run::prepare_out_dir(parent.unwrap_or(Path::new(".")))?;
+    Ok(path)
 }
 
 /// The invariant to keep failing: the one asked for (which the seed must

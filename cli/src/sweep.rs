@@ -500,13 +500,7 @@ pub fn sweep(args: &SweepArgs) -> Result<u8, String> {
             .map(|(_, job)| job)
             .collect(),
     };
-    let dir = args.runs.out.clone().unwrap_or_else(|| match args.shard {
-        None => PathBuf::from("stampede-out/sweep"),
-        Some(s) => PathBuf::from(format!(
-            "stampede-out/sweep-shard-{}-of-{}",
-            s.index, s.count
-        )),
-    });
+    let dir = sweep_dir(args);
     run::prepare_out_dir(&dir)?;
     let threads = args.runs.threads();
     if !args.runs.json {
@@ -553,6 +547,17 @@ pub fn sweep(args: &SweepArgs) -> Result<u8, String> {
     Ok(exit_code(&summary.totals))
 }
 
+/// Where a sweep (or a shard of one) writes.
+fn sweep_dir(args: &SweepArgs) -> PathBuf {
+    args.runs.out.clone().unwrap_or_else(|| match args.shard {
+        None => PathBuf::from("stampede-out/sweep"),
+        Some(s) => PathBuf::from(format!(
+            "stampede-out/sweep-shard-{}-of-{}",
+            s.index, s.count
+        )),
+    })
+}
+
 /// `stampede merge`: one summary from the shards' summaries. Two shards that
 /// ran the same seed must agree on its trace hash.
 pub fn merge(args: &MergeArgs) -> Result<u8, String> {
@@ -594,30 +599,7 @@ pub fn merge(args: &MergeArgs) -> Result<u8, String> {
                 })
             }
             Some(m) => {
-                if let Some(twice) = part.shards.iter().find(|s| m.shards.contains(s)) {
-                    return Err(format!(
-                        "{}: shard {twice} is given twice: merge takes each part once",
-                        path.display()
-                    ));
-                }
-                if m.seeds != part.seeds || m.design != part.design {
-                    return Err(format!(
-                        "{}: seeds {} / design {} differ from the first file's {} / {}",
-                        path.display(),
-                        part.seeds,
-                        part.design,
-                        m.seeds,
-                        m.design
-                    ));
-                }
-                if m.swept != part.swept {
-                    return Err(format!(
-                        "{}: a part of another sweep: it swept {} where the first file swept {}",
-                        path.display(),
-                        part.swept.join(", "),
-                        m.swept.join(", ")
-                    ));
-                }
+                same_sweep(m, &part, path)?;
                 m.shards.extend(part.shards);
                 m.wall_ms += part.wall_ms;
                 m.cpu_ms += part.cpu_ms;
@@ -630,6 +612,36 @@ pub fn merge(args: &MergeArgs) -> Result<u8, String> {
     summary.runs = runs.into_values().collect();
     summary.totals = Totals::of(&summary.runs);
     report_merged(&summary, args, whole)
+}
+
+/// Whether `part` (read from `path`) is another part of the sweep `merged`
+/// holds so far: a shard not given yet, of the same seeds, design and files.
+fn same_sweep(merged: &SweepSummary, part: &SweepSummary, path: &Path) -> Result<(), String> {
+    if let Some(twice) = part.shards.iter().find(|s| merged.shards.contains(s)) {
+        return Err(format!(
+            "{}: shard {twice} is given twice: merge takes each part once",
+            path.display()
+        ));
+    }
+    if merged.seeds != part.seeds || merged.design != part.design {
+        return Err(format!(
+            "{}: seeds {} / design {} differ from the first file's {} / {}",
+            path.display(),
+            part.seeds,
+            part.design,
+            merged.seeds,
+            merged.design
+        ));
+    }
+    if merged.swept != part.swept {
+        return Err(format!(
+            "{}: a part of another sweep: it swept {} where the first file swept {}",
+            path.display(),
+            part.swept.join(", "),
+            merged.swept.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 /// Prints and writes the merged `summary`; its exit status, failing when a
