@@ -13,7 +13,7 @@ const TRACE_LINE_BYTES_MAX: usize = 1 << 20;
 /// What `explain` was asked.
 #[derive(clap::Args)]
 pub struct ExplainArgs {
-    /// A run's folder (from `stampede run` or `replay`) or its trace.jsonl.
+    /// A run's folder (from `stampede run` or `replay`), its trace.jsonl or its summary.json.
     pub run: PathBuf,
     /// Tell this order's story, e.g. ord_141.
     #[arg(long, conflicts_with_all = ["key", "invariant"])]
@@ -31,8 +31,12 @@ pub struct ExplainArgs {
 
 /// The trace file and the folder holding it.
 fn trace_path(run: &Path) -> (PathBuf, PathBuf) {
+    let run_dir = |dir: &Path| (dir.join("trace.jsonl"), dir.to_path_buf());
     if run.is_dir() {
-        (run.join("trace.jsonl"), run.to_path_buf())
+        run_dir(run)
+    } else if run.file_name().is_some_and(|n| n == "summary.json") {
+        // The run's summary names its run: its folder, as if that had been given.
+        run_dir(run.parent().unwrap_or(Path::new(".")))
     } else {
         let dir = run
             .parent()

@@ -185,6 +185,20 @@ pub fn read_clients(dir: &Path, events_max: usize) -> Result<Vec<(Millis, EventK
     Ok(events)
 }
 
+/// The promises `t` holds the shop to, as the flags that set them.
+fn promised(t: &Terms) -> String {
+    let hold = t
+        .hold_ms
+        .map_or("no hold".to_string(), |ms| format!("--hold {ms} ms"));
+    let waitlist = t
+        .waitlist_offer_ms
+        .map_or(String::new(), |ms| format!(", waitlisted within {ms} ms"));
+    format!(
+        "({hold}, payment offered within {} ms{waitlist}, decided within {} ms)",
+        t.offer_payment_ms, t.decide_ms
+    )
+}
+
 /// One history from every share's client events, each share's own order
 /// kept (a share's requests precede their responses), interleaved by time.
 /// Request numbers are per share, so each share's are moved past the
@@ -207,8 +221,10 @@ pub fn merge_histories(
                     Some(first) if first == *t => continue,
                     Some(first) => {
                         return Err(format!(
-                            "share {} promised {t:?}, the first {first:?}: give every shard the same promise flags",
-                            i + 1
+                            "share {} promised {}, the first {}: give every shard the same promise flags",
+                            i + 1,
+                            promised(t),
+                            promised(&first)
                         ));
                     }
                 },
@@ -312,6 +328,7 @@ mod tests {
         let c = vec![(Millis(0), EventKind::Terms(other))];
         let error = merge_histories(vec![vec![terms], c]).unwrap_err();
         assert!(error.contains("share 2 promised"), "{error}");
+        assert!(error.contains("decided within 1 ms") && !error.contains("Terms {"), "{error}");
     }
 
     #[test]

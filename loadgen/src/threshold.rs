@@ -189,6 +189,9 @@ fn parse_limit(rule: &str, metric: Metric, value: &str) -> Result<f64, String> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(value.len());
     let (number, unit) = value.split_at(split);
+    if number.is_empty() && value.starts_with('-') {
+        return Err(format!("{rule:?}: {value} is negative; a bound is 0 or more"));
+    }
     let number: f64 = number
         .parse()
         .ok()
@@ -432,6 +435,7 @@ mod tests {
             ("p99=5ms", "expected METRIC<VALUE"),
             ("p99<5min", "must be us, ms or s"),
             ("p99<fast", "not a non-negative number"),
+            ("p99<-5ms", "-5ms is negative"),
             ("error_rate<5", "percentage"),
             ("p99<5ms for ", "nothing after"),
             ("error_rate<101%", "at most 100%"),
