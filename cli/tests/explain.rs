@@ -49,6 +49,11 @@ fn explain_tells_the_first_violation_s_story_and_writes_its_svg() {
 
     let o = stampede(&["explain", d]);
     assert_eq!(o.status.code(), Some(0), "{}", say(&o));
+    // The run's summary.json stands for its folder.
+    let summary_path = dir.join("summary.json");
+    let by_summary = stampede(&["explain", summary_path.to_str().unwrap()]);
+    assert_eq!(by_summary.status.code(), Some(0), "{}", say(&by_summary));
+    assert_eq!(by_summary.stdout, o.stdout);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
         text.starts_with(&format!("The story of key {key}\n  one_order_per_key: ")),
