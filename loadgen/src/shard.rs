@@ -328,7 +328,10 @@ mod tests {
         let c = vec![(Millis(0), EventKind::Terms(other))];
         let error = merge_histories(vec![vec![terms], c]).unwrap_err();
         assert!(error.contains("share 2 promised"), "{error}");
-        assert!(error.contains("decided within 1 ms") && !error.contains("Terms {"), "{error}");
+        assert!(
+            error.contains("decided within 1 ms") && !error.contains("Terms {"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -190,7 +190,9 @@ fn parse_limit(rule: &str, metric: Metric, value: &str) -> Result<f64, String> {
         .unwrap_or(value.len());
     let (number, unit) = value.split_at(split);
     if number.is_empty() && value.starts_with('-') {
-        return Err(format!("{rule:?}: {value} is negative; a bound is 0 or more"));
+        return Err(format!(
+            "{rule:?}: {value} is negative; a bound is 0 or more"
+        ));
     }
     let number: f64 = number
         .parse()
