@@ -412,4 +412,22 @@ fn recipe_load_shards_merge_exactly_and_are_judged_once() {
     let o = common::stampede(&[&["report", "merge", "--no-audit"][..], &twice].concat());
     assert_eq!(o.status.code(), Some(2), "{}", say(&o));
     assert!(say(&o).contains("given twice"), "{}", say(&o));
+    // A shard whose shoppers did something else (another --mix) is not a part of this run.
+    let other = dirs[1].with_extension("other-mix");
+    let _ = std::fs::remove_dir_all(&other);
+    let copied = std::process::Command::new("cp")
+        .args(["-r", dirs[1].to_str().unwrap(), other.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let record_path = other.join("shard.json");
+    let mut record: Value =
+        serde_json::from_str(&std::fs::read_to_string(&record_path).unwrap()).unwrap();
+    assert!(record["mix"].is_object(), "{record}");
+    record["mix"]["abandon"] = 0.9.into();
+    std::fs::write(&record_path, record.to_string()).unwrap();
+    let mixed = [dirs[0].to_str().unwrap(), other.to_str().unwrap()];
+    let o = common::stampede(&[&["report", "merge", "--no-audit"][..], &mixed].concat());
+    assert_eq!(o.status.code(), Some(2), "{}", say(&o));
+    assert!(say(&o).contains("--mix"), "{}", say(&o));
 }

@@ -98,7 +98,7 @@ pub enum Model {
 }
 
 /// What shoppers do, as probabilities per journey.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Mix {
     /// Browse the catalog first.
     pub browse: f64,
@@ -994,6 +994,7 @@ fn shard_record(
             .collect(),
         terms: config.terms,
         clients: Some(shard::count_clients(&config.out_dir).map_err(LoadError::Io)?),
+        mix: Some(config.mix),
     })
 }
 

@@ -195,10 +195,11 @@ pub fn check_shares(mut shares: Vec<ShareRun>) -> Result<Vec<ShareRun>, String> 
             && r.shape == first.shape
             && r.duration_ms == first.duration_ms
             && r.interval_ms == first.interval_ms
-            && r.seed == first.seed;
+            && r.seed == first.seed
+            && r.mix == first.mix;
         if !same {
             return Err(format!(
-                "{} is not a part of the same run as {}: every shard needs the same --rate, --spike/--ramp, --duration, --seed, --start-at and N in --shard I/N",
+                "{} is not a part of the same run as {}: every shard needs the same --rate, --spike/--ramp, --duration, --seed, --mix, --start-at and N in --shard I/N",
                 s.dir.display(),
                 shares[0].dir.display()
             ));

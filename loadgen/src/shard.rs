@@ -60,6 +60,9 @@ pub struct ShardRecord {
     /// missing evidence had never been.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clients: Option<u64>,
+    /// What its shoppers did (`--mix`): shares of one run do the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mix: Option<crate::Mix>,
 }
 
 impl ShardRecord {
