@@ -94,7 +94,7 @@ pub struct ManyRuns {
     /// Parallel runs [default: one per core].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub jobs: Option<u32>,
-    /// Folder for summary.json, report.md, report.html (charts) and failing runs' traces [default: stampede-out/sweep, or compare-<scenario>].
+    /// Folder for summary.json, report.md, report.html (charts) and failing runs' traces under failures/ (an earlier run's failures/ becomes failures.old) [default: stampede-out/sweep, or compare-<scenario>].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// How many failing runs get their own folder with summary, report and trace.
@@ -430,6 +430,35 @@ impl<'a> Keeper<'a> {
     }
 }
 
+/// Moves an earlier run's `failures/` in `out` to `failures.old` (replacing
+/// an older one), so the folder holds only this run's failures: a sweep that
+/// finds none must not leave another run's failing traces looking like its
+/// own. Says so unless `quiet`.
+fn set_aside_failures(out: &Path, quiet: bool) -> Result<(), String> {
+    let failures = out.join("failures");
+    if !failures.is_dir() {
+        return Ok(());
+    }
+    let old = out.join("failures.old");
+    if old.is_dir() {
+        std::fs::remove_dir_all(&old)
+            .map_err(|e| format!("cannot remove {}: {e}", old.display()))?;
+    }
+    std::fs::rename(&failures, &old).map_err(|e| {
+        format!(
+            "cannot move an earlier run's {} aside: {e}",
+            failures.display()
+        )
+    })?;
+    if !quiet {
+        println!(
+            "an earlier run's failures are now in {} (this run keeps its own in failures/)",
+            old.display()
+        );
+    }
+    Ok(())
+}
+
 /// Writes `summary.json`, `report.md` and `report.html` into `dir`.
 fn write_report(dir: &Path, json: &[u8], markdown: &str, html: &str) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -502,6 +531,7 @@ pub fn sweep(args: &SweepArgs) -> Result<u8, String> {
     };
     let dir = sweep_dir(args);
     run::prepare_out_dir(&dir)?;
+    set_aside_failures(&dir, args.runs.json)?;
     let threads = args.runs.threads();
     if !args.runs.json {
         println!(
@@ -786,6 +816,7 @@ pub fn compare(args: &CompareArgs) -> Result<u8, String> {
             PathBuf::from(format!("stampede-out/compare-{}", target.scenario.name))
         });
     run::prepare_out_dir(&dir)?;
+    set_aside_failures(&dir, args.runs.json)?;
     let started = std::time::Instant::now();
     let (runs, samples) = compare_runs(args, &target, &specs, &dir);
     let designs = specs

@@ -163,6 +163,44 @@ fn a_sweep_of_the_reference_passes_and_stops_early_only_when_asked() {
 }
 
 #[test]
+fn a_sweep_into_a_folder_used_before_keeps_only_its_own_failures() {
+    // Proves: a passing sweep into the folder of a failing one leaves no failing trace in
+    // failures/ that its summary does not name; the earlier failures are kept in
+    // failures.old, and a third sweep replaces that (no pile of old runs).
+    let dir = out_dir("sweep-reused");
+    let sweep = |design: &str| {
+        stampede(&[
+            "sweep",
+            TINY,
+            "--seeds",
+            "1..2",
+            "--design",
+            design,
+            "--out",
+            dir.to_str().unwrap(),
+        ])
+    };
+    let kept = "tiny-double-click-seed-repo-1/trace.jsonl";
+    assert_eq!(sweep("seed-repo").status.code(), Some(1));
+    assert!(dir.join("failures").join(kept).exists());
+
+    let o = sweep("reference");
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(
+        !dir.join("failures").exists(),
+        "a sweep that found nothing has no failures/"
+    );
+    assert!(dir.join("failures.old").join(kept).exists());
+    assert!(stdout(&o).contains("failures.old"), "{}", stdout(&o));
+
+    assert_eq!(sweep("seed-repo").status.code(), Some(1));
+    assert_eq!(sweep("reference").status.code(), Some(0));
+    assert!(dir.join("failures.old").join(kept).exists());
+    assert!(!dir.join("failures.old/failures.old").exists());
+    assert!(!dir.join("failures").exists());
+}
+
+#[test]
 fn compare_puts_the_designs_side_by_side() {
     let dir = out_dir("compare");
     let o = stampede(&[
