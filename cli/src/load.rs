@@ -987,7 +987,7 @@ impl Target {
             shop: replicas.remove(0),
             psp,
             replicas,
-            design: "unknown".to_string(),
+            design: stampede_loadgen::UNKNOWN_DESIGN.to_string(),
             catalog: None,
             hold_ms: args
                 .hold

@@ -1,5 +1,6 @@
 //! `stampede load --host` finds a wrong address or threshold before it
-//! places a single order, instead of after the whole run.
+//! places a single order, instead of after the whole run, and reports the
+//! design the shop names.
 
 mod common;
 
@@ -78,6 +79,40 @@ fn a_dead_replica_a_wrong_psp_or_an_unknown_threshold_endpoint_is_refused_before
         let (status, _, body) = get(shop, "/v1/orders/ord_1").unwrap();
         assert_eq!(status, 404, "{extra:?} placed an order: {body}");
     }
+    // A second shop of another design beside the first is refused, naming both designs.
+    let other = addr();
+    let other_s = other.to_string();
+    let other_log = dir.join("other.log");
+    let _other = spawn(
+        &[
+            "serve",
+            "--addr",
+            &other_s,
+            "--psp",
+            &psp_s,
+            "--store",
+            "memory",
+            "--design",
+            "seed-repo",
+        ],
+        &other_log,
+    );
+    wait_ready(other, "/healthz", &other_log);
+    let mixed = format!("{host},http://{other}");
+    let o = run(&["--host", &mixed, "--psp", &psp_url]);
+    assert_eq!(o.status.code(), Some(2), "{}", say(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("runs design reference but") && stderr.contains("runs seed-repo"),
+        "{}",
+        say(&o)
+    );
+
     let o = run(&["--host", &host, "--psp", &psp_url]);
     assert_eq!(o.status.code(), Some(0), "{}", say(&o));
+    // The report names the design the shop says it runs, not "unknown".
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("out/report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["design"], "reference", "{report}");
 }

@@ -172,8 +172,11 @@ impl Backoffice {
     /// Before a load: every replica of the shop answers `GET /v1/products`
     /// with its catalog and the PSP answers for its ledger, so a wrong
     /// `--host` or `--psp` is found before any order is placed (not after
-    /// the whole run, when the audit reads them).
-    pub async fn preflight(&self, replicas: &[String]) -> Result<(), LoadError> {
+    /// the whole run, when the audit reads them). Returns the design the
+    /// replicas name in their metrics (`None` if they name none); replicas
+    /// naming different designs are refused: a run judges one shop.
+    pub async fn preflight(&self, replicas: &[String]) -> Result<Option<String>, LoadError> {
+        let mut named: Option<(&String, String)> = None;
         for host in std::iter::once(&self.shop).chain(replicas) {
             let response = self
                 .http
@@ -181,12 +184,33 @@ impl Backoffice {
                 .await
                 .map_err(|e| LoadError::Shop(format!("{host}: GET /v1/products: {e}")))?;
             Self::catalog_of(host, &response)?;
+            let Some(design) = self.design_of(host).await else {
+                continue;
+            };
+            match &named {
+                Some((first, theirs)) if *theirs != design => {
+                    return Err(LoadError::Shop(format!(
+                        "{first} runs design {theirs} but {host} runs {design}: the replicas of one run must run one design"
+                    )));
+                }
+                Some(_) => {}
+                None => named = Some((host, design)),
+            }
         }
         self.psp
             .ledger()
             .await
             .map_err(|e| LoadError::Shop(format!("the PSP ledger: {e} (is --psp right?)")))?;
-        Ok(())
+        Ok(named.map(|(_, design)| design))
+    }
+
+    /// The design `host` names in `GET /metrics`, if it answers with one.
+    async fn design_of(&self, host: &str) -> Option<String> {
+        let response = self.http.get(host, "/metrics").await.ok()?;
+        if !response.status.is_success() {
+            return None;
+        }
+        stampede_server::metrics::design_of(std::str::from_utf8(&response.body).ok()?)
     }
 
     /// The catalog `host` answered, or why it is not a shop's.

@@ -124,6 +124,10 @@ impl Default for Mix {
     }
 }
 
+/// The design of a shop the load generator did not start (`--host`) until
+/// the shop names it: the report's label if it never does.
+pub const UNKNOWN_DESIGN: &str = "unknown";
+
 /// Most journeys one load generator keeps in flight (closed-loop users or
 /// the open loop's `max_in_flight`).
 pub const JOURNEYS_IN_FLIGHT_MAX: u32 = 100_000;
@@ -179,7 +183,8 @@ pub struct LoadConfig {
     pub interval: Duration,
     /// Folder for the histogram logs and goose's report.
     pub out_dir: PathBuf,
-    /// The design the shop runs, for the report.
+    /// The design the shop runs, for the report; [`UNKNOWN_DESIGN`] takes
+    /// the one the shop names in its metrics, if it names one.
     pub design: String,
     /// Prefix of keys and customer ids, unique per run against one shop.
     pub run_id: String,
@@ -238,7 +243,7 @@ impl LoadConfig {
             think: Duration::ZERO,
             interval: Duration::from_secs(1),
             out_dir,
-            design: "unknown".into(),
+            design: UNKNOWN_DESIGN.into(),
             run_id: "lg".into(),
             seed: 1,
             thresholds: Vec::new(),
@@ -448,15 +453,18 @@ fn basis_note(model: &Model) -> String {
 /// `goose-report.html` into `out_dir`, and returns the report (thresholds
 /// judged).
 pub async fn run(
-    config: LoadConfig,
+    mut config: LoadConfig,
     on_progress: impl Fn(Progress) + Send + Sync + 'static,
 ) -> Result<LoadReport, LoadError> {
     config.validate()?;
     std::fs::create_dir_all(&config.out_dir)
         .map_err(|e| LoadError::Io(format!("cannot create {}: {e}", config.out_dir.display())))?;
     let office = audit::Backoffice::new(&config.shop, &config.psp, &config.admin_token);
-    if config.probe.is_none() {
-        office.preflight(&config.replicas).await?;
+    if config.probe.is_none()
+        && let Some(design) = office.preflight(&config.replicas).await?
+        && config.design == UNKNOWN_DESIGN
+    {
+        config.design = design;
     }
     let baseline = baseline(&config, &office).await?;
     let (schedule, users) = plan_users(&config)?;

@@ -1216,7 +1216,7 @@ async fn audit(State(app): Shared, headers: HeaderMap) -> ApiResult {
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text: counters (admitted, shed, rate-limited and sold-out orders among them), orders per status, queue depth, time in state.", body = String, content_type = "text/plain; version=0.0.4"),
+    responses((status = 200, description = "Prometheus text: the design the shop runs (`stampede_design_info{design=\"…\"} 1`), counters (admitted, shed, rate-limited and sold-out orders among them), orders per status, queue depth, time in state.", body = String, content_type = "text/plain; version=0.0.4"),
         (status = 503, description = "`unavailable`: the store did not answer; retry (with the same Idempotency-Key where one is sent).", body = Problem, content_type = "application/problem+json")))]
 async fn metrics_text(State(app): Shared) -> ApiResult {
     let stats = app
@@ -1225,7 +1225,12 @@ async fn metrics_text(State(app): Shared) -> ApiResult {
         .await
         .map_err(|e| store_problem(&app, e))?;
     let audit = app.store.audit().await.ok();
-    let text = metrics::render(&app.counters, &stats, audit.as_deref());
+    let text = metrics::render(
+        &app.counters,
+        &stats,
+        audit.as_deref(),
+        &app.design().label(),
+    );
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 

@@ -695,6 +695,23 @@ impl Design {
     }
 }
 
+impl Design {
+    /// The name a report shows: a preset's name when the design is exactly
+    /// that preset, else `reference+switch=value+...` (as `--design` spells it).
+    pub fn label(&self) -> String {
+        let preset = PRESETS
+            .iter()
+            .find(|(name, _)| Design::preset(name).is_ok_and(|d| d == *self));
+        match preset {
+            Some((name, _)) => (*name).to_string(),
+            None => std::iter::once("reference".to_string())
+                .chain(self.deviations())
+                .collect::<Vec<_>>()
+                .join("+"),
+        }
+    }
+}
+
 impl fmt::Display for Design {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let deviations = self.deviations();
@@ -710,6 +727,28 @@ impl fmt::Display for Design {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_label_names_a_preset_exactly_and_spells_anything_else_from_the_reference() {
+        // Proves: each preset is named as such; one switch off a preset is not that
+        // preset; the spelled label parses back to the same design.
+        for (name, _) in PRESETS {
+            assert_eq!(Design::preset(name).unwrap().label(), *name);
+        }
+        let mut d = Design::preset("seed-repo").unwrap();
+        d.set("webhook_dedup", "off").unwrap();
+        let label = d.label();
+        assert!(label.starts_with("reference+"), "{label}");
+        let mut back = Design::reference();
+        for set in label.split('+').skip(1) {
+            let (name, value) = set.split_once('=').unwrap();
+            back.set(name, value).unwrap();
+        }
+        assert_eq!(back, d);
+        let mut one = Design::reference();
+        one.set("webhook_dedup", "off").unwrap();
+        assert_eq!(one.label(), "reference+webhook_dedup=off");
+    }
 
     #[test]
     fn every_switch_round_trips_through_set_and_get() {

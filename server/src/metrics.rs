@@ -211,9 +211,23 @@ const GAUGES: &[GaugeRow] = &[
     }),
 ];
 
-/// Renders the metrics text.
-pub fn render(counters: &Counters, stats: &ShopStats, audit: Option<&AuditSnapshot>) -> String {
+/// The name of the gauge whose `design` label names the shop's design
+/// ([`crate::Design::label`]); `stampede load --host` reads it for its report.
+pub const DESIGN_INFO: &str = "stampede_design_info";
+
+/// Renders the metrics text; `design` is the shop's design label.
+pub fn render(
+    counters: &Counters,
+    stats: &ShopStats,
+    audit: Option<&AuditSnapshot>,
+    design: &str,
+) -> String {
     let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP {DESIGN_INFO} The design variant this shop runs, in its label.\n# TYPE {DESIGN_INFO} gauge\n{DESIGN_INFO}{{design=\"{}\"}} 1",
+        label_value(design)
+    );
     for (name, help, value) in COUNTERS {
         let _ = writeln!(
             out,
@@ -244,6 +258,33 @@ pub fn render(counters: &Counters, stats: &ShopStats, audit: Option<&AuditSnapsh
         render_time_in_state(&mut out, audit);
     }
     out
+}
+
+/// `text` as a Prometheus label value: backslash, quote and newline escaped.
+fn label_value(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The design a shop's metrics text names, if it names one.
+pub fn design_of(metrics: &str) -> Option<String> {
+    let rest = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(DESIGN_INFO)?.strip_prefix("{design=\""))?;
+    let mut out = String::new();
+    let mut chars = rest.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(out),
+            '\\' => match chars.next()? {
+                'n' => out.push('\n'),
+                other => out.push(other),
+            },
+            c => out.push(c),
+        }
+    }
+    None
 }
 
 fn render_stock(out: &mut String, stats: &ShopStats) {
@@ -329,7 +370,7 @@ mod tests {
             idempotency_records: 4,
             ..ShopStats::default()
         };
-        let text = render(&counters, &stats, None);
+        let text = render(&counters, &stats, None, "reference");
         let names: Vec<&str> = COUNTERS
             .iter()
             .map(|row| row.0)
@@ -353,5 +394,19 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn the_design_label_is_rendered_and_read_back_whatever_it_holds() {
+        // Proves: the design gauge is there with HELP and TYPE, and what render writes
+        // design_of reads back exactly, quotes, backslashes and newlines included; text
+        // without the gauge (an older shop) names no design.
+        for design in ["reference", "reference+webhook_dedup=off", "a\"b\\c\nd"] {
+            let text = render(&Counters::default(), &ShopStats::default(), None, design);
+            assert!(text.contains(&format!("# TYPE {DESIGN_INFO} gauge\n")));
+            assert_eq!(design_of(&text).as_deref(), Some(design), "{text}");
+        }
+        assert_eq!(design_of("stampede_jobs_live 0\n"), None);
+        assert_eq!(design_of("stampede_design_info{design=\"cut"), None);
     }
 }
