@@ -1,6 +1,6 @@
 //! `stampede load --host` finds a wrong address or threshold before it
-//! places a single order, instead of after the whole run, and reports the
-//! design the shop names.
+//! places a single order, instead of after the whole run (leaving an earlier
+//! run's outputs in place), and reports the design the shop names.
 
 mod common;
 
@@ -68,6 +68,13 @@ fn a_dead_replica_a_wrong_psp_or_an_unknown_threshold_endpoint_is_refused_before
         args.extend(extra);
         stampede(&args)
     };
+    // An earlier run's outputs in the folder: a refused run leaves them, a run that starts
+    // clears them (here: a distribution of an endpoint this run never sends to).
+    let earlier = ["report.json", "GET_v1_gone.hgrm", "shard.json"];
+    std::fs::create_dir_all(out).unwrap();
+    for name in earlier {
+        std::fs::write(dir.join("out").join(name), "stale").unwrap();
+    }
     for (extra, says) in &cases {
         let o = run(extra);
         assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", say(&o));
@@ -108,8 +115,15 @@ fn a_dead_replica_a_wrong_psp_or_an_unknown_threshold_endpoint_is_refused_before
         say(&o)
     );
 
+    for name in earlier {
+        assert!(
+            dir.join("out").join(name).exists(),
+            "a refused run removed {name}"
+        );
+    }
     let o = run(&["--host", &host, "--psp", &psp_url]);
     assert_eq!(o.status.code(), Some(0), "{}", say(&o));
+    assert!(!dir.join("out/GET_v1_gone.hgrm").exists() && !dir.join("out/shard.json").exists());
     // The report names the design the shop says it runs, not "unknown".
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("out/report.json")).unwrap())

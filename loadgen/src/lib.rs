@@ -432,6 +432,39 @@ fn write(dir: &std::path::Path, name: &str, bytes: &[u8]) -> Result<String, Load
     Ok(name.to_string())
 }
 
+/// The files a load run writes into its folder (the CLI's reports among
+/// them), besides one `.hgrm` per tag.
+pub const OUTPUT_FILES: [&str; 7] = [
+    "report.json",
+    "report.md",
+    "report.html",
+    "latency.hlog",
+    "goose-report.html",
+    shard::SHARD_FILE,
+    shard::CLIENTS_FILE,
+];
+
+/// Removes an earlier run's outputs from `dir` (the files of
+/// [`OUTPUT_FILES`] and every `.hgrm`), once the run is sure to start: a
+/// folder used again then holds only this run's files (no distribution of
+/// an endpoint this run never sent to, no shard files beside an unsharded
+/// report). Nothing else in the folder is touched.
+fn clear_outputs(dir: &std::path::Path) -> Result<(), LoadError> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| LoadError::Io(format!("cannot read {}: {e}", dir.display())))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let ours = OUTPUT_FILES.contains(&name.as_ref()) || name.ends_with(".hgrm");
+        if ours && entry.file_type().is_ok_and(|t| t.is_file()) {
+            std::fs::remove_file(entry.path()).map_err(|e| {
+                LoadError::Io(format!("cannot remove {}: {e}", entry.path().display()))
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// What the headline latencies measure, for the report's notes.
 fn basis_note(model: &Model) -> String {
     let what = match model {
@@ -467,6 +500,7 @@ pub async fn run(
         config.design = design;
     }
     let baseline = baseline(&config, &office).await?;
+    clear_outputs(&config.out_dir)?;
     let (schedule, users) = plan_users(&config)?;
     let shared = Arc::new(journey::Shared::new(config.clone(), schedule, users.count));
     let attack = goose_attack(&config, &users, &shared)?;
@@ -1009,6 +1043,31 @@ fn shard_record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clearing_a_folder_removes_an_earlier_runs_outputs_and_nothing_else() {
+        // Proves: every file a load writes (its reports, logs, distributions and shard files)
+        // goes; a file of another name, and a folder named like an output, stay.
+        let dir = std::env::temp_dir().join(format!("stampede-clear-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("report.json")).unwrap();
+        let ours = OUTPUT_FILES
+            .iter()
+            .filter(|name| **name != "report.json")
+            .chain(&["GET_v1_gone.hgrm", "GET_v1_gone.raw.hgrm"]);
+        for name in ours.clone() {
+            std::fs::write(dir.join(name), b"stale").unwrap();
+        }
+        std::fs::write(dir.join("notes.txt"), b"mine").unwrap();
+        std::fs::write(dir.join("shop.db"), b"mine").unwrap();
+        clear_outputs(&dir).unwrap();
+        for name in ours {
+            assert!(!dir.join(name).exists(), "{name} left");
+        }
+        assert!(dir.join("notes.txt").exists() && dir.join("shop.db").exists());
+        assert!(dir.join("report.json").is_dir());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn promises_and_run_ids_a_journey_cannot_honour_are_refused() {
