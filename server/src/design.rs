@@ -693,9 +693,7 @@ impl Design {
         }
         deviations
     }
-}
 
-impl Design {
     /// The name a report shows: a preset's name when the design is exactly
     /// that preset, else `reference+switch=value+...` (as `--design` spells it).
     pub fn label(&self) -> String {
