@@ -592,7 +592,6 @@ fn goose_configuration(config: &LoadConfig, users: &Users) -> GooseConfiguration
             .ceil() as u64
     ));
     goose.no_telnet = true;
-    goose.no_websocket = true;
     goose.no_print_metrics = true;
     goose.no_error_summary = true;
     goose.quiet = 1;

@@ -1,0 +1,84 @@
+//! The design a load's report names: before the first order the preflight
+//! reads the design each replica names in `/metrics`; a run against a shop it
+//! did not start (`UNKNOWN_DESIGN`) takes that name, a run told the design
+//! keeps it, and replicas naming different designs are refused.
+
+use stampede_loadgen::audit::Backoffice;
+use stampede_loadgen::{LoadConfig, Mix, UNKNOWN_DESIGN, run};
+use stampede_server::{Design, Stack, StackConfig};
+use std::path::Path;
+use std::time::Duration;
+
+async fn shop(design: &str) -> Stack {
+    let mut config = StackConfig::demo("127.0.0.1:0".parse().unwrap(), 1_700_000_000_000);
+    config.server.design = Design::preset(design).unwrap();
+    stampede_server::start(config).await.unwrap()
+}
+
+#[tokio::test]
+async fn the_preflight_names_the_replicas_design_and_refuses_two() {
+    // Proves: one shop's design is read as it names it; two replicas of one design
+    // are one design; replicas of two designs are an error naming both hosts' designs.
+    let (a, a2, b) = (
+        shop("reference").await,
+        shop("reference").await,
+        shop("seed-repo").await,
+    );
+    let office = |s: &Stack| Backoffice::new(&s.shop_addr.to_string(), &s.psp_addr, "token");
+    assert_eq!(
+        office(&a).preflight(&[]).await.unwrap().as_deref(),
+        Some("reference")
+    );
+    assert_eq!(
+        office(&b).preflight(&[]).await.unwrap().as_deref(),
+        Some("seed-repo")
+    );
+    let same = [a2.shop_addr.to_string()];
+    assert_eq!(
+        office(&a).preflight(&same).await.unwrap().as_deref(),
+        Some("reference")
+    );
+    let mixed = [b.shop_addr.to_string()];
+    let refused = office(&a).preflight(&mixed).await.unwrap_err().to_string();
+    assert!(
+        refused.contains("runs design reference but") && refused.contains("runs seed-repo"),
+        "{refused}"
+    );
+    for s in [a, a2, b] {
+        s.shutdown().await;
+    }
+}
+
+/// A one-second load against `stack` with `design` as the report's label.
+async fn label_after_a_load(stack: &Stack, design: &str, dir: &str) -> String {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(dir);
+    let mut config = LoadConfig::new(&stack.shop_addr.to_string(), &stack.psp_addr, out);
+    config.duration = Duration::from_secs(1);
+    config.drain = Duration::from_millis(500);
+    config.settle = Duration::from_millis(500);
+    config.mix = Mix {
+        browse: 1.0,
+        double_click: 0.0,
+        abandon: 0.0,
+        hot: 0.0,
+        decline: 0.0,
+    };
+    config.design = design.to_string();
+    run(config, |_| {}).await.unwrap().design
+}
+
+#[tokio::test]
+async fn a_report_names_the_shops_design_unless_it_was_told_one() {
+    // Proves: a load not told the design reports the one the shop names; a load told
+    // a design keeps it (the shop's name does not overwrite the caller's).
+    let stack = shop("seed-repo").await;
+    assert_eq!(
+        label_after_a_load(&stack, UNKNOWN_DESIGN, "label-unknown").await,
+        "seed-repo"
+    );
+    assert_eq!(
+        label_after_a_load(&stack, "my-label", "label-given").await,
+        "my-label"
+    );
+    stack.shutdown().await;
+}
