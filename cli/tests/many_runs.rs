@@ -45,6 +45,16 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `o` is bad input (exit 2) and its error says `says`.
+fn assert_refused(o: &Output, says: &str) {
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(o));
+    assert!(stderr(o).contains(says), "{}", stderr(o));
+}
+
 #[test]
 fn sweep_reports_failing_seeds_and_shards_merge_to_the_whole_sweep() {
     let whole = out_dir("sweep-whole");
@@ -456,7 +466,6 @@ fn a_merge_missing_a_shard_fails_unless_asked_to_accept_a_partial_one() {
         args.extend(extra);
         stampede(&args)
     };
-    let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
 
     let all = merge(&[&parts[0], &parts[1]], &[]);
     assert_eq!(all.status.code(), Some(0), "{}", stderr(&all));
@@ -475,20 +484,10 @@ fn a_merge_missing_a_shard_fails_unless_asked_to_accept_a_partial_one() {
     assert!(stderr(&accepted).contains("shards 2/2 are missing"));
 
     let twice = merge(&[&parts[0], &parts[1], &parts[0]], &[]);
-    assert_eq!(twice.status.code(), Some(2), "{}", stderr(&twice));
-    assert!(
-        stderr(&twice).contains("shard 1/2 is given twice"),
-        "{}",
-        stderr(&twice)
-    );
+    assert_refused(&twice, "shard 1/2 is given twice");
 
     let mixed = merge(&[&parts[0], &parts[2]], &["--partial"]);
-    assert_eq!(mixed.status.code(), Some(2), "{}", stderr(&mixed));
-    assert!(
-        stderr(&mixed).contains("different splits"),
-        "{}",
-        stderr(&mixed)
-    );
+    assert_refused(&mixed, "different splits");
 }
 
 #[test]
@@ -636,19 +635,12 @@ fn a_merge_takes_parts_of_one_sweep_only() {
         args.extend(["--out", out.to_str().unwrap()]);
         stampede(&args)
     };
-    let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
     let halves = merge(&[&first, &second]);
     assert_eq!(halves.status.code(), Some(0), "{}", stderr(&halves));
     let other = merge(&[&first, &overridden]);
-    assert_eq!(other.status.code(), Some(2), "{}", stderr(&other));
-    assert!(
-        stderr(&other).contains("another sweep"),
-        "{}",
-        stderr(&other)
-    );
+    assert_refused(&other, "another sweep");
     for twice in [merge(&[&whole, &whole]), merge(&[&whole, &first])] {
-        assert_eq!(twice.status.code(), Some(2), "{}", stderr(&twice));
-        assert!(stderr(&twice).contains("whole sweep"), "{}", stderr(&twice));
+        assert_refused(&twice, "whole sweep");
     }
     for edit in ["seed", "passed"] {
         let mut summary = read_json(Path::new(&second));
@@ -663,12 +655,9 @@ fn a_merge_takes_parts_of_one_sweep_only() {
         std::fs::create_dir_all(&edited).unwrap();
         let path = edited.join("summary.json");
         std::fs::write(&path, summary.to_string()).unwrap();
-        let o = merge(&[&first, path.to_str().unwrap()]);
-        assert_eq!(o.status.code(), Some(2), "{edit}: {}", stderr(&o));
-        assert!(
-            stderr(&o).contains("not one this sweep made"),
-            "{edit}: {}",
-            stderr(&o)
+        assert_refused(
+            &merge(&[&first, path.to_str().unwrap()]),
+            "not one this sweep made",
         );
     }
 }
