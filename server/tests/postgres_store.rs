@@ -152,8 +152,18 @@ fn a_waitlist_closed_by_a_payment_is_the_same_on_both_replicas() {
         assert_eq!(pair.status(2), OrderStatus::Created, "waiting");
         pair.restart().await;
         pair.assert_same().await;
-        pair.step(Action::Pay { order: 0, copy: 0 }).await;
-        pair.step(Action::Pay { order: 1, copy: 0 }).await;
+        pair.step(Action::Pay {
+            order: 0,
+            copy: 0,
+            stray: 0,
+        })
+        .await;
+        pair.step(Action::Pay {
+            order: 1,
+            copy: 0,
+            stray: 0,
+        })
+        .await;
         assert_eq!(
             pair.status(2),
             OrderStatus::Cancelled(stampede_core::CancelReason::OutOfStock)

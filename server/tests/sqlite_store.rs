@@ -205,9 +205,19 @@ fn a_waitlist_a_payment_sells_out_is_closed_the_same_way_across_a_restart() {
         assert_eq!(status(&pair, 2), OrderStatus::Created, "waiting");
         pair.restart().await;
         pair.assert_same().await;
-        pair.step(Action::Pay { order: 0, copy: 0 }).await;
+        pair.step(Action::Pay {
+            order: 0,
+            copy: 0,
+            stray: 0,
+        })
+        .await;
         assert_eq!(status(&pair, 2), OrderStatus::Created, "hope is left");
-        pair.step(Action::Pay { order: 1, copy: 0 }).await;
+        pair.step(Action::Pay {
+            order: 1,
+            copy: 0,
+            stray: 0,
+        })
+        .await;
         assert_eq!(
             status(&pair, 2),
             OrderStatus::Cancelled(CancelReason::OutOfStock),

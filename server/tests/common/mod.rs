@@ -68,10 +68,13 @@ pub enum Action {
         jitter: u32,
     },
     /// A `payment_intent.succeeded` webhook for an order (`copy` tells
-    /// duplicates apart from new events).
+    /// duplicates apart from new events; `stray` 0 is the order's own
+    /// intent for its total, 1 another intent for the total, 2 another
+    /// intent for 1 cent: money the shop must refund, never keep).
     Pay {
         order: u8,
         copy: u8,
+        stray: u8,
     },
     Cancel {
         order: u8,
@@ -106,7 +109,8 @@ pub fn action() -> impl Strategy<Value = Action> {
             |(customer, sku, qty, key, express)| Action::Place { customer, sku, qty, key, express }
         ),
         6 => (any::<bool>(), 0u32..=1000).prop_map(|(f, jitter)| Action::Work { fail: f && jitter % 4 == 0, jitter }),
-        2 => (0u8..8, 0u8..2).prop_map(|(order, copy)| Action::Pay { order, copy }),
+        2 => (0u8..8, 0u8..2, prop_oneof![3 => Just(0u8), 1 => 1u8..3])
+            .prop_map(|(order, copy, stray)| Action::Pay { order, copy, stray }),
         1 => (0u8..8).prop_map(|order| Action::Cancel { order }),
         1 => (0usize..3, 1u64..4).prop_map(|(sku, qty)| Action::Restock { sku, qty }),
         1 => Just(Action::Expire),
@@ -275,14 +279,19 @@ impl<S: Subject> Differential<S> {
                 }
                 self.both(Command::AckJob { lease }).await.ok();
             }
-            Action::Pay { order, copy } => {
-                let Some((order, amount)) = self.order(order) else {
+            Action::Pay { order, copy, stray } => {
+                let Some((order, total)) = self.order(order) else {
                     return;
                 };
+                let (intent, amount) = match stray {
+                    0 => (format!("pi_{}", order.0), total),
+                    1 => (format!("pi_{}_b", order.0), total),
+                    _ => (format!("pi_{}_c", order.0), Cents(1)),
+                };
                 let event = WebhookEvent {
-                    id: EventId::new(format!("evt_{}_{copy}", order.0)).unwrap(),
+                    id: EventId::new(format!("evt_{}_{stray}_{copy}", order.0)).unwrap(),
                     kind: WebhookKind::PaymentSucceeded,
-                    intent: IntentId::new(format!("pi_{}", order.0)).unwrap(),
+                    intent: IntentId::new(intent).unwrap(),
                     order,
                     amount,
                     created: Millis(self.now.load(Ordering::SeqCst)),
