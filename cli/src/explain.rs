@@ -47,15 +47,7 @@ fn trace_path(run: &Path) -> (PathBuf, PathBuf) {
 
 /// `path` opened, if it is a regular file (a device or a pipe may never end).
 fn regular_file(path: &Path) -> Result<std::fs::File, String> {
-    let file =
-        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if !meta.is_file() {
-        return Err(format!("{}: not a regular file", path.display()));
-    }
-    Ok(file)
+    stampede_server::files::open_regular(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Reads a `trace.jsonl`: one event per line, in order.

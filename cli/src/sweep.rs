@@ -153,6 +153,9 @@ struct Target {
     file: PathBuf,
     scenario: Scenario,
     design: DesignSpec,
+    /// 1 for the first file of its scenario name in the sweep's order, 2 for
+    /// the second, …: kept failures' folders are told apart by it.
+    of_name: usize,
 }
 
 /// One run to do.
@@ -160,6 +163,10 @@ struct Job<'a> {
     target: &'a Target,
     design: &'a DesignSpec,
     seed: u64,
+    /// Its index in the list of jobs, which is in the listed order (targets,
+    /// then seeds; designs, then seeds in a comparison): which failures are
+    /// kept goes by it.
+    rank: usize,
 }
 
 /// Scenario files named directly or found in folders, in a stable order.
@@ -190,10 +197,17 @@ pub fn scenario_files(targets: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
-/// Runs one job. A failing run's full outputs go to the folder `keep` names
-/// (it is asked only when the run failed). Also returns the run's
-/// order-to-confirmation samples.
-fn record(job: &Job<'_>, keep: impl Fn() -> Option<PathBuf>) -> (RunRecord, Vec<u64>) {
+/// One job's result: its record, its order-to-confirmation samples and, if it
+/// failed and `may_keep` said its outputs could still be kept, its plan and
+/// outcome (for [`Keeper::offer`]).
+struct Recorded {
+    rec: RunRecord,
+    samples: Vec<u64>,
+    failed: Option<(Plan, run::Outcome)>,
+}
+
+/// Runs one job (see [`Recorded`]).
+fn record(job: &Job<'_>, may_keep: impl Fn() -> bool) -> Recorded {
     let plan = Plan::generate(&job.target.scenario, job.design.design, job.seed);
     let repro = run::repro_command(&job.target.file, job.seed, job.design);
     let mut rec = RunRecord {
@@ -221,7 +235,11 @@ fn record(job: &Job<'_>, keep: impl Fn() -> Option<PathBuf>) -> (RunRecord, Vec<
         Ok(outcome) => outcome,
         Err(e) => {
             rec.error = Some(e);
-            return (rec, Vec::new());
+            return Recorded {
+                rec,
+                samples: Vec::new(),
+                failed: None,
+            };
         }
     };
     let result = &outcome.result;
@@ -253,10 +271,12 @@ fn record(job: &Job<'_>, keep: impl Fn() -> Option<PathBuf>) -> (RunRecord, Vec<
     rec.confirmation_latency = Latency::of(samples.clone());
     rec.sim_ms = result.stats.sim_ms;
     rec.wall_ms = outcome.wall_ms;
-    if let Some(dir) = (!rec.passed).then(keep).flatten() {
-        rec.kept = keep_outputs(&dir, job, &plan, &rec.repro, &outcome);
+    let failed = (!rec.passed && may_keep()).then_some((plan, outcome));
+    Recorded {
+        rec,
+        samples,
+        failed,
     }
-    (rec, samples)
 }
 
 /// Writes a failing run's full outputs into `dir`; its folder as the
@@ -301,13 +321,17 @@ fn load_targets(
     design: Option<&str>,
     sets: &[String],
 ) -> Result<Vec<Target>, String> {
+    let mut names: BTreeMap<String, usize> = BTreeMap::new();
     files
         .iter()
         .map(|file| {
             let scenario = Scenario::load(file).map_err(|e| e.to_string())?;
             let design = DesignSpec::for_scenario(&scenario, design, sets)?;
+            let of_name = names.entry(scenario.name.clone()).or_default();
+            *of_name += 1;
             Ok(Target {
                 file: file.clone(),
+                of_name: *of_name,
                 scenario,
                 design,
             })
@@ -326,16 +350,23 @@ fn execute(
     quiet: bool,
 ) -> Vec<RunRecord> {
     let bar = progress(jobs.len(), quiet);
-    let keeper = Keeper::new(out, keep);
+    let mut keeper = Keeper::new(out, keep);
+    let cutoff = keeper.cutoff();
     let mut records: Vec<Option<RunRecord>> = vec![None; jobs.len()];
     let mut failing = 0;
     pool::run_all_in_order(
         jobs,
         &longest_first(jobs),
         threads,
-        |job| record(job, || keeper.claim(job)).0,
-        |i, rec| {
+        |job| record(job, || job.rank < cutoff.load(Ordering::Relaxed)),
+        |i,
+         Recorded {
+             mut rec, failed, ..
+         }| {
             bar.inc(1);
+            if let Some((plan, outcome)) = failed {
+                keeper.offer(&jobs[i], &plan, &outcome, &mut rec, &mut records);
+            }
             if !rec.passed {
                 failing += 1;
                 bar.set_message(format!("{failing} failing"));
@@ -382,13 +413,19 @@ fn process_cpu_ms() -> Option<u64> {
         .map(|t| u64::try_from(t.as_duration().as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Hands out folders for the full outputs of the first `keep` failing runs.
+/// Keeps the full outputs of the first `keep` failing runs in the order the
+/// runs are listed (scenario files as named, then seeds), whatever order they
+/// finish in, so the folders a sweep keeps depend on its seeds, not on
+/// `--jobs`: a failing run listed before one already kept takes the place of
+/// the last kept. Used from the one thread that gathers the results.
 struct Keeper<'a> {
     out: &'a Path,
     keep: usize,
-    kept: AtomicUsize,
-    /// Folders handed out, so two scenario files of one name never share one.
-    claimed: std::sync::Mutex<std::collections::BTreeSet<PathBuf>>,
+    /// The runs kept, by rank, with their folder.
+    kept: BTreeMap<usize, PathBuf>,
+    /// Ranks at or past this can no longer be kept (shared with the workers,
+    /// which then drop a failing run's outcome instead of handing it over).
+    cutoff: std::sync::Arc<AtomicUsize>,
 }
 
 impl<'a> Keeper<'a> {
@@ -396,37 +433,70 @@ impl<'a> Keeper<'a> {
         Keeper {
             out,
             keep,
-            kept: AtomicUsize::new(0),
-            claimed: std::sync::Mutex::default(),
+            kept: BTreeMap::new(),
+            cutoff: std::sync::Arc::new(AtomicUsize::new(if keep == 0 { 0 } else { usize::MAX })),
         }
     }
 
-    /// A folder of its own for this failing run (`<name>-<design>-<seed>`,
-    /// then `-2`, `-3`… if another file of the same name took that), while
-    /// fewer than `keep` have been kept.
-    fn claim(&self, job: &Job<'_>) -> Option<PathBuf> {
-        if self.kept.fetch_add(1, Ordering::Relaxed) >= self.keep {
-            return None;
-        }
+    /// See [`Keeper::cutoff`](Keeper#structfield.cutoff).
+    fn cutoff(&self) -> std::sync::Arc<AtomicUsize> {
+        std::sync::Arc::clone(&self.cutoff)
+    }
+
+    /// `job`'s folder: `<name>-<design>-<seed>`, with `-2`, `-3`… after it
+    /// for the second, third… scenario file of the same name.
+    fn folder(&self, job: &Job<'_>) -> PathBuf {
         let base = format!(
             "{}-{}-{}",
             job.target.scenario.name,
             job.design.label().replace(['+', '='], "_"),
             job.seed
         );
-        let mut claimed = self
-            .claimed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let folder = (1..)
-            .map(|n| match n {
-                1 => self.out.join("failures").join(&base),
-                n => self.out.join("failures").join(format!("{base}-{n}")),
-            })
-            .find(|folder| !claimed.contains(folder))
-            .expect("an unclaimed folder");
-        claimed.insert(folder.clone());
-        Some(folder)
+        self.out.join("failures").join(match job.target.of_name {
+            1 => base,
+            n => format!("{base}-{n}"),
+        })
+    }
+
+    /// Writes the failing `job`'s outputs if it is among the first `keep`
+    /// failing runs seen so far by rank, dropping the last kept (its folder,
+    /// and its record's `kept` in `records`, indexed by rank) to make room.
+    fn offer(
+        &mut self,
+        job: &Job<'_>,
+        plan: &Plan,
+        outcome: &run::Outcome,
+        rec: &mut RunRecord,
+        records: &mut [Option<RunRecord>],
+    ) {
+        if self.keep == 0 {
+            return;
+        }
+        if self.kept.len() == self.keep {
+            let Some((&last, _)) = self.kept.last_key_value() else {
+                return;
+            };
+            if last < job.rank {
+                return;
+            }
+            let (_, folder) = self.kept.pop_last().expect("a last entry");
+            if let Err(e) = std::fs::remove_dir_all(&folder) {
+                tracing::warn!("cannot remove {}: {e}", folder.display());
+            }
+            if let Some(Some(dropped)) = records.get_mut(last) {
+                dropped.kept = None;
+            }
+        }
+        let folder = self.folder(job);
+        rec.kept = keep_outputs(&folder, job, plan, &rec.repro, outcome);
+        if rec.kept.is_some() {
+            self.kept.insert(job.rank, folder);
+        }
+        if self.kept.len() == self.keep
+            && let Some((&last, _)) = self.kept.last_key_value()
+        {
+            self.cutoff.store(last + 1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -517,10 +587,11 @@ pub fn sweep(args: &SweepArgs) -> Result<u8, String> {
                 target,
                 design: &target.design,
                 seed,
+                rank: 0,
             })
         })
         .collect();
-    let jobs: Vec<Job<'_>> = match args.shard {
+    let mut jobs: Vec<Job<'_>> = match args.shard {
         None => all,
         Some(shard) => all
             .into_iter()
@@ -529,6 +600,9 @@ pub fn sweep(args: &SweepArgs) -> Result<u8, String> {
             .map(|(_, job)| job)
             .collect(),
     };
+    for (rank, job) in jobs.iter_mut().enumerate() {
+        job.rank = rank;
+    }
     let dir = sweep_dir(args);
     run::prepare_out_dir(&dir)?;
     set_aside_failures(&dir, args.runs.json)?;
@@ -810,6 +884,7 @@ pub fn compare(args: &CompareArgs) -> Result<u8, String> {
         file: args.scenario.clone(),
         scenario,
         design: specs[0].clone(),
+        of_name: 1,
     };
     let dir =
         args.runs.out.clone().unwrap_or_else(|| {
@@ -857,9 +932,14 @@ fn compare_runs(
                 target,
                 design,
                 seed,
+                rank: 0,
             })
         })
         .collect();
+    let mut jobs = jobs;
+    for (rank, job) in jobs.iter_mut().enumerate() {
+        job.rank = rank;
+    }
     let threads = args.runs.threads();
     if !args.runs.json {
         println!(
@@ -871,15 +951,24 @@ fn compare_runs(
         );
     }
     let bar = progress(jobs.len(), args.runs.json);
-    let keeper = Keeper::new(dir, args.runs.keep_failures);
+    let mut keeper = Keeper::new(dir, args.runs.keep_failures);
+    let cutoff = keeper.cutoff();
     let mut samples: Vec<Vec<u64>> = vec![Vec::new(); specs.len()];
     let mut records: Vec<Option<RunRecord>> = vec![None; jobs.len()];
     pool::run_all(
         &jobs,
         threads,
-        |job| record(job, || keeper.claim(job)),
-        |i, (rec, s)| {
+        |job| record(job, || job.rank < cutoff.load(Ordering::Relaxed)),
+        |i,
+         Recorded {
+             mut rec,
+             samples: s,
+             failed,
+         }| {
             bar.inc(1);
+            if let Some((plan, outcome)) = failed {
+                keeper.offer(&jobs[i], &plan, &outcome, &mut rec, &mut records);
+            }
             samples[i / seeds.len()].extend(s);
             records[i] = Some(rec);
             true
@@ -936,6 +1025,7 @@ mod tests {
             file: PathBuf::from(format!("{}.toml", scenario.name)),
             scenario,
             design: DesignSpec::new("reference", &[]).unwrap(),
+            of_name: 1,
         };
         let small = target(stampede_sim::scenarios::flash(10, 5));
         let big = target(stampede_sim::scenarios::flash(1_000, 5));
@@ -946,6 +1036,7 @@ mod tests {
             target,
             design: &target.design,
             seed,
+            rank: 0,
         };
         let jobs = [
             job(&small, 1),

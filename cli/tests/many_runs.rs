@@ -409,6 +409,84 @@ fn two_failing_scenario_files_of_one_name_keep_a_folder_each() {
 }
 
 #[test]
+fn the_failures_a_sweep_keeps_are_the_first_listed_whatever_the_jobs() {
+    // Proves (found from outside: `--keep-failures 2` kept the first failures to finish, so
+    // `--jobs 1` and `--jobs 4` kept different folders, and neither kept the first listed):
+    // the kept folders are the first failing runs in the listed order (files as named, then
+    // seeds), though the sweep hands out the bigger file's runs first, with any `--jobs`; the
+    // summary names exactly those, and no other folder is left behind.
+    let dir = out_dir("keep-first-listed");
+    let files = dir.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let tiny = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(TINY)).unwrap();
+    std::fs::write(
+        files.join("small.toml"),
+        tiny.replace("tiny-double-click", "small"),
+    )
+    .unwrap();
+    std::fs::write(
+        files.join("big.toml"),
+        tiny.replace("tiny-double-click", "big")
+            .replace("count = 12", "count = 16"),
+    )
+    .unwrap();
+    let mut kept_by_jobs = Vec::new();
+    for jobs in ["1", "3"] {
+        let out = dir.join(format!("out-{jobs}"));
+        let o = stampede(&[
+            "sweep",
+            files.join("small.toml").to_str().unwrap(),
+            files.join("big.toml").to_str().unwrap(),
+            "--seeds",
+            "1..3",
+            "--design",
+            "textbook-naive",
+            "--keep-failures",
+            "2",
+            "--jobs",
+            jobs,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        let summary = read_json(&out.join("summary.json"));
+        let runs = summary["runs"].as_array().unwrap();
+        assert!(
+            runs.iter().all(|r| r["passed"] == false),
+            "every run fails: {runs:?}"
+        );
+        let kept: Vec<String> = runs
+            .iter()
+            .filter_map(|r| r["kept"].as_str().map(String::from))
+            .collect();
+        let mut on_disk: Vec<String> = std::fs::read_dir(out.join("failures"))
+            .unwrap()
+            .map(|e| format!("failures/{}", e.unwrap().file_name().to_string_lossy()))
+            .collect();
+        on_disk.sort();
+        let mut named = kept.clone();
+        named.sort();
+        assert_eq!(
+            on_disk, named,
+            "--jobs {jobs}: folders the summary does not name"
+        );
+        kept_by_jobs.push(named);
+    }
+    let first = &kept_by_jobs[0];
+    assert_eq!(
+        first,
+        &vec![
+            "failures/small-textbook-naive-1".to_string(),
+            "failures/small-textbook-naive-2".to_string()
+        ]
+    );
+    assert_eq!(
+        kept_by_jobs[1], *first,
+        "--jobs 3 kept others than --jobs 1"
+    );
+}
+
+#[test]
 fn compare_refuses_a_design_named_twice() {
     // Proves: `compare --designs a,a` is bad input (exit 2, naming the design), not a column
     // counted twice; the same designs once each are compared.
@@ -692,6 +770,57 @@ fn a_device_or_an_endless_line_is_refused_without_being_read_whole() {
         err.contains(":1: an event of more than 1048576 bytes"),
         "{err}"
     );
+}
+
+#[test]
+fn a_named_pipe_is_refused_without_waiting_for_a_writer() {
+    // Proves (found from outside: `run`, `sweep`, `replay`, `merge` and `explain` of a named
+    // pipe, or a sweep of a folder holding one, waited forever for a writer): each is refused
+    // as not a regular file with exit 2, within seconds.
+    let dir = out_dir("named-pipe");
+    let folder = dir.join("folder");
+    std::fs::create_dir_all(&folder).unwrap();
+    let pipe = dir.join("pipe.toml");
+    let made = Command::new("mkfifo")
+        .arg(&pipe)
+        .arg(folder.join("a.toml"))
+        .status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("no mkfifo here: not run");
+        return;
+    }
+    let pipe = pipe.to_str().unwrap();
+    for args in [
+        vec!["run", pipe],
+        vec!["sweep", pipe, "--seeds", "1"],
+        vec!["sweep", folder.to_str().unwrap(), "--seeds", "1"],
+        vec!["replay", pipe],
+        vec!["merge", pipe],
+        vec!["explain", pipe, "--order", "ord_1"],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stampede"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{args:?} still waiting after 30 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert_eq!(status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("not a regular file"), "{args:?}: {err}");
+    }
 }
 
 #[test]

@@ -80,13 +80,7 @@ fn add(into: &mut Histogram<u64>, h: &Histogram<u64>) {
 /// `interval`, relative to the log's base time).
 pub fn read_log(path: &Path, interval: Duration) -> Result<TaggedLog, String> {
     let fail = |what: String| format!("{}: {what}", path.display());
-    let size = std::fs::metadata(path)
-        .map_err(|e| fail(format!("cannot read: {e}")))?
-        .len();
-    if size > HLOG_BYTES_MAX {
-        return Err(fail(format!("{size} bytes, more than {HLOG_BYTES_MAX}")));
-    }
-    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    let bytes = stampede_server::files::read_bounded(path, HLOG_BYTES_MAX).map_err(fail)?;
     let mut log = TaggedLog::default();
     let mut base = None;
     let mut deserializer = Deserializer::new();

@@ -69,22 +69,14 @@ impl ShardRecord {
     /// Reads `dir/shard.json`.
     pub fn read(dir: &Path) -> Result<ShardRecord, String> {
         let path = dir.join(SHARD_FILE);
-        let size = std::fs::metadata(&path)
-            .map_err(|e| {
+        let text = stampede_server::files::read_text_bounded(&path, SHARD_FILE_BYTES_MAX).map_err(
+            |e| {
                 format!(
-                    "cannot read {}: {e} (is it a shard of `stampede load --shard`?)",
+                    "{}: {e} (is it a shard of `stampede load --shard`?)",
                     path.display()
                 )
-            })?
-            .len();
-        if size > SHARD_FILE_BYTES_MAX {
-            return Err(format!(
-                "{}: {size} bytes, more than {SHARD_FILE_BYTES_MAX}",
-                path.display()
-            ));
-        }
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            },
+        )?;
         let record: ShardRecord =
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         if record.version != SHARD_VERSION {
@@ -123,8 +115,8 @@ pub fn write_clients(dir: &Path, events: &[(Millis, EventKind)]) -> Result<(), S
 pub fn count_clients(dir: &Path) -> Result<u64, String> {
     use std::io::Read;
     let path = dir.join(CLIENTS_FILE);
-    let mut file =
-        std::fs::File::open(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut file = stampede_server::files::open_regular(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let mut chunk = vec![0u8; 64 * 1024];
     let mut lines = 0u64;
     loop {
@@ -161,8 +153,8 @@ pub fn read_clients_checked(
 /// most [`CLIENT_LINE_BYTES_MAX`]; errors name the file and line.
 pub fn read_clients(dir: &Path, events_max: usize) -> Result<Vec<(Millis, EventKind)>, String> {
     let path = dir.join(CLIENTS_FILE);
-    let file =
-        std::fs::File::open(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let file = stampede_server::files::open_regular(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let mut reader = std::io::BufReader::new(file);
     let mut events = Vec::new();
     let mut line = String::new();

@@ -21,6 +21,7 @@ mod app;
 mod clock;
 mod degrade;
 mod design;
+pub mod files;
 mod http;
 mod listen;
 pub mod metrics;

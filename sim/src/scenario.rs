@@ -857,27 +857,7 @@ fn at_line(line: usize) -> String {
 /// Largest scenario file read, bytes: the biggest shipped one is a few KiB.
 pub const SCENARIO_BYTES_MAX: u64 = 1 << 20;
 
-/// Reads `path`, a regular file, as UTF-8 text of at most `max` bytes,
-/// without reading more than that (a larger file is an error, and so is a
-/// device or a pipe, such as `/dev/zero`, that may never end).
-pub fn read_text_bounded(path: &std::path::Path, max: u64) -> Result<String, String> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read it: {e}"))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot read it: {e}"))?;
-    if !meta.is_file() {
-        return Err("not a regular file".into());
-    }
-    let mut bytes = Vec::new();
-    file.take(max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read it: {e}"))?;
-    if bytes.len() as u64 > max {
-        return Err(format!("larger than {max} bytes; refused unread"));
-    }
-    String::from_utf8(bytes).map_err(|e| format!("not UTF-8 text: {e}"))
-}
+pub use stampede_server::files::read_text_bounded;
 
 fn line_of_offset(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())]
