@@ -11,6 +11,10 @@ use std::collections::BTreeMap;
 pub const LINES_PER_ORDER_MAX: usize = 16;
 /// Most units of one SKU one order line may ask for, whatever the product says.
 pub const QTY_PER_LINE_MAX: u32 = 100;
+/// The most one order may total: 99,999,999 cents, the most one card payment
+/// takes (a payment provider's cap, and the fake PSP's), so no order is taken
+/// that could never be paid.
+pub const ORDER_TOTAL_MAX: Cents = Cents(99_999_999);
 
 /// A product for sale.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +97,14 @@ pub enum ItemsRejected {
     /// The total does not fit in the money type.
     #[error("the order total overflows")]
     TotalOverflow,
+    /// The total is more than [`ORDER_TOTAL_MAX`]: no payment could cover it.
+    #[error("the order totals {total}; one order may total at most {max}")]
+    TotalAboveLimit {
+        /// The order's total.
+        total: Cents,
+        /// The limit.
+        max: Cents,
+    },
 }
 
 /// The product list, keyed by SKU.
@@ -172,6 +184,12 @@ impl Catalog {
                 sku: item.sku.clone(),
                 qty: item.qty,
                 unit_price: product.price,
+            });
+        }
+        if total > ORDER_TOTAL_MAX {
+            return Err(ItemsRejected::TotalAboveLimit {
+                total,
+                max: ORDER_TOTAL_MAX,
             });
         }
         Ok((lines, total))
@@ -294,8 +312,13 @@ mod tests {
         // Proves: the total adds all lines (not just the last), and lines that fit alone but not
         // together are refused as an overflow.
         let c = catalog();
-        let (_, total) = c.price_items(&[item("hat", 2), item("gold", 1)]).unwrap();
-        assert_eq!(total, Cents(3_000 + u64::MAX / 2));
+        assert_eq!(
+            c.price_items(&[item("hat", 2), item("gold", 1)]),
+            Err(ItemsRejected::TotalAboveLimit {
+                total: Cents(3_000 + u64::MAX / 2),
+                max: ORDER_TOTAL_MAX
+            })
+        );
         assert_eq!(
             c.price_items(&[item("gold", 1), item("gold", 1)]),
             Err(ItemsRejected::DuplicateSku { sku: sku("gold") })
@@ -320,6 +343,31 @@ mod tests {
             two_golds.price_items(&[item("g1", 1), item("g2", 1)]),
             Err(ItemsRejected::TotalOverflow)
         );
+    }
+
+    #[test]
+    fn an_order_may_total_the_most_a_payment_takes_and_not_a_cent_more() {
+        // Proves the total's bound on both sides, over several lines: ORDER_TOTAL_MAX is
+        // accepted, one cent more refused (an order no payment could cover is never taken).
+        let product = |name: &str, price: u64| Product {
+            sku: sku(name),
+            name: name.into(),
+            price: Cents(price),
+            max_qty_per_order: 10,
+            per_customer_limit: None,
+        };
+        let at = Catalog::new([product("a", 33_333_333), product("b", 0)]);
+        let (_, total) = at.price_items(&[item("a", 3)]).unwrap();
+        assert_eq!(total, ORDER_TOTAL_MAX);
+        let over = Catalog::new([product("a", 33_333_333), product("b", 1)]);
+        assert_eq!(
+            over.price_items(&[item("a", 3), item("b", 1)]),
+            Err(ItemsRejected::TotalAboveLimit {
+                total: Cents(ORDER_TOTAL_MAX.0 + 1),
+                max: ORDER_TOTAL_MAX
+            })
+        );
+        assert!(over.price_items(&[item("a", 2), item("b", 1)]).is_ok());
     }
 
     #[test]

@@ -60,7 +60,8 @@ mod time;
 mod webhook;
 
 pub use catalog::{
-    Catalog, ItemRequest, ItemsRejected, LINES_PER_ORDER_MAX, OrderLine, Product, QTY_PER_LINE_MAX,
+    Catalog, ItemRequest, ItemsRejected, LINES_PER_ORDER_MAX, ORDER_TOTAL_MAX, OrderLine, Product,
+    QTY_PER_LINE_MAX,
 };
 pub use check::{
     Invariant, Judgement, OptOuts, Subject, VIOLATIONS_KEPT_MAX, Verdict, Violation, check,

@@ -225,7 +225,30 @@ fn body_problem(rejection: BytesRejection) -> Problem {
 /// such as `charset` allowed), as the published contract says — 415
 /// `unsupported-media-type` otherwise, missing included. (The PSP's webhook
 /// is read whatever it declares: its signature, not a header, vouches for it.)
+///
+/// A body sent with a `Content-Encoding` other than `identity` (gzip, say) is
+/// refused the same way: the shop reads bodies as sent and would otherwise
+/// parse the compressed bytes as JSON (RFC 9110 §8.4: 415).
 fn json_media(headers: &HeaderMap) -> Result<(), Problem> {
+    let encodings: Vec<String> = headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .split(',')
+                .map(|c| c.trim().to_ascii_lowercase())
+                .filter(|c| !c.is_empty())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if let Some(coding) = encodings.iter().find(|c| *c != "identity") {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            format!("Content-Encoding {coding:?} is not accepted; send the body unencoded"),
+        ));
+    }
     let declared = headers
         .get(header::CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
@@ -703,8 +726,8 @@ fn validate_order(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<OrderIn
         (status = 400, description = "`malformed-json`, `unreadable-body`, `idempotency-key-missing`, `invalid-idempotency-key`, `invalid-customer`, `invalid-sku`, `invalid-items`.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`idempotency-key-in-flight`: the first request with this key is still running, retry shortly; `sold-out`: a SKU asked for cannot be filled even if every unpaid cart lapsed (nothing created).", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`body-too-large`.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported-media-type`: the body was not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`invalid-items` (unknown SKU, too many lines or units), `purchase-limit`, `client-price-not-accepted`, `idempotency-key-reused` (another body under this key).", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported-media-type`: the body was not sent as `application/json`, or was sent with a `Content-Encoding` (the shop takes bodies unencoded).", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid-items` (unknown SKU, too many lines or units, a total above 999,999.99 — the most one payment takes), `purchase-limit`, `client-price-not-accepted`, `idempotency-key-reused` (another body under this key).", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`overloaded`: too many orders await a decision (shed, nothing created); `rate-limited`: this customer's orders per minute. Retry after Retry-After with the same key.", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
         (status = 503, description = "`unavailable`: the store did not answer; retry (with the same Idempotency-Key where one is sent). `overloaded`: a bounded queue of the shop is full (jobs, parked webhooks; retry later), or it holds its maximum of orders (1,000,000: it takes no more until it is started on a fresh store).", body = Problem, content_type = "application/problem+json")))]
@@ -808,15 +831,17 @@ struct EventsState {
     stopped: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
-/// `GET /v1/orders/{id}/events`: the current status, then each change (as
-/// the watcher hub hands it over, or read after it wakes the stream), ending after a final
+/// `GET /v1/orders/{id}/events`: the current status, then each changed status
+/// it reads (as the watcher hub hands it over, or read after it wakes the
+/// stream; statuses passed between two reads are only in the order's
+/// transitions), ending after a final
 /// status, after `sse_max_ms`, when the shop is stopping, or when the order
 /// cannot be re-read (the client reconnects). No polling: the stream reads the order only when the
 /// hub saw it change in the store's feed, or lost track of the feed.
 #[utoipa::path(get, path = "/v1/orders/{id}/events", tag = "orders",
     params(("id" = String, Path, pattern = "^ord_(0|[1-9][0-9]{0,18})$", description = "The order, `ord_<number>`.")),
     responses(
-        (status = 200, description = "Server-sent events: `status` events whose data is the order (as GET /v1/orders/{id}), the current one first, then each change; comment keep-alives; the stream ends after a final status.", body = String, content_type = "text/event-stream"),
+        (status = 200, description = "Server-sent events: `status` events whose data is the order (as GET /v1/orders/{id}), the current one first, then the order each time its status has changed when the stream reads it — statuses it passed through between two reads (`paid` on the way to `confirmed`, say) are in its `transitions`, not sent as events of their own; comment keep-alives; the stream ends after a final status.", body = String, content_type = "text/event-stream"),
         (status = 404, description = "`not-found`: no such order, or not an order id.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: too many open streams, or the change feed could not be read; retry shortly.", body = Problem, content_type = "application/problem+json")))]
 async fn order_events(State(app): Shared, Segment(id): Segment) -> ApiResult {
@@ -1171,7 +1196,7 @@ struct RestockBody {
     responses(
         (status = 200, description = "Units added to the shelf.", body = crate::openapi::Restocked),
 (status = 400, description = "`malformed-json`, `invalid-sku`, `invalid-qty` (1 to 1,000,000,000).", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported-media-type`: the body was not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported-media-type`: the body was not sent as `application/json`, or was sent with a `Content-Encoding` (the shop takes bodies unencoded).", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`invalid-items`: the catalog does not sell this SKU.", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`: no or a wrong bearer token.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: the store did not answer; retry (with the same Idempotency-Key where one is sent).", body = Problem, content_type = "application/problem+json")))]

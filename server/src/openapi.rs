@@ -37,7 +37,11 @@ pub fn base() -> OpenApi {
                     "Orders, stock reservations and payments that must not oversell, must not \
                      double-charge and must not lose an order. Every error is \
                      `application/problem+json` (RFC 9457) whose `type` is \
-                     `{PROBLEM_BASE}<slug>`; the slugs are listed per response."
+                     `{PROBLEM_BASE}<slug>`; the slugs are listed per response. The one \
+                     exception is a request HTTP itself cannot take (a malformed request \
+                     line or header, headers or a URL past the server's limits): the HTTP \
+                     layer answers it 400, 414 or 431 with an empty body and closes the \
+                     connection, before the shop has a request to answer."
                 )))
                 .build(),
         )

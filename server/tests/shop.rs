@@ -491,10 +491,15 @@ async fn every_bad_input_is_a_4xx_problem_and_changes_nothing() {
         Some("POST"),
         "the methods it does take"
     );
-    is_problem(
-        &s.post("/admin/restock", &[], "{}").await,
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
+    let unauthorized = s.post("/admin/restock", &[], "{}").await;
+    is_problem(&unauthorized, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_eq!(
+        unauthorized
+            .headers
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok()),
+        Some("Bearer"),
+        "a 401 names the scheme it takes (RFC 9110 §11.6.1)"
     );
     // The scheme's case does not matter (RFC 9110); the token's does, and so does the scheme.
     for (authorization, status) in [
@@ -761,10 +766,56 @@ async fn a_body_not_sent_as_json_is_refused_415_and_changes_nothing() {
             "unsupported-media-type",
         );
     }
+    // A body with a content coding the shop does not decode is refused too (RFC 9110 §8.4),
+    // whether the coding is named alone or after `identity`.
+    for coding in ["gzip", "identity, br"] {
+        let headers = [
+            ("idempotency-key", "k-media".to_string()),
+            ("content-type", "application/json".to_string()),
+            ("content-encoding", coding.to_string()),
+        ];
+        let refused = s
+            .http
+            .send(
+                &s.shop,
+                Method::POST,
+                "/v1/orders",
+                &headers,
+                Some(Bytes::from(order.clone())),
+            )
+            .await
+            .expect("shop answers");
+        is_problem(
+            &refused,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+        );
+    }
     let after = s.audit().await;
     assert_eq!(after.orders, before.orders);
     assert_eq!(after.stock, before.stock);
     assert_eq!(after.idempotency_records, before.idempotency_records);
+    let identity = [
+        ("idempotency-key", "k-identity".to_string()),
+        ("content-type", "application/json".to_string()),
+        ("content-encoding", "identity".to_string()),
+    ];
+    let placed = s
+        .http
+        .send(
+            &s.shop,
+            Method::POST,
+            "/v1/orders",
+            &identity,
+            Some(Bytes::from(order.clone())),
+        )
+        .await
+        .expect("shop answers");
+    assert_eq!(
+        placed.status,
+        StatusCode::ACCEPTED,
+        "identity is no coding: {placed:?}"
+    );
     let placed = send(
         "/v1/orders",
         Some("Application/JSON; charset=utf-8"),

@@ -4,6 +4,7 @@
 //! allowed for anything out of range.
 
 use serde::{Deserialize, Serialize};
+use stampede_core::ORDER_TOTAL_MAX;
 
 /// A whole scenario.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -511,6 +512,7 @@ impl Scenario {
         validate_topology(&self.topology)?;
         validate_catalog(&self.catalog)?;
         validate_shoppers(&self.shoppers)?;
+        validate_order_total(&self.catalog, &self.shoppers)?;
         let per_host = self
             .shoppers
             .count
@@ -592,7 +594,7 @@ fn validate_catalog(catalog: &[ProductSpec]) -> Result<(), ScenarioError> {
     for (i, p) in catalog.iter().enumerate() {
         let f = |name: &str| format!("catalog[{i}].{name}");
         stampede_core::Sku::new(p.sku.clone()).map_err(|e| err(&f("sku"), e.to_string()))?;
-        range(&f("price_cents"), p.price_cents, 1, 100_000_000)?;
+        range(&f("price_cents"), p.price_cents, 1, ORDER_TOTAL_MAX.0)?;
         range(&f("stock"), p.stock, 0, 1_000_000_000)?;
         range(&f("max_qty_per_order"), p.max_qty_per_order.into(), 1, 100)?;
         range(&f("weight"), p.weight.into(), 1, 1_000_000)?;
@@ -601,6 +603,39 @@ fn validate_catalog(catalog: &[ProductSpec]) -> Result<(), ScenarioError> {
         }
     }
     Ok(())
+}
+
+/// A shopper's dearest possible order — the dearest lines a shopper may draw,
+/// each at the most units it may ask for — must be one the shop takes: an
+/// order above [`ORDER_TOTAL_MAX`] is refused (no payment could cover it), so a
+/// scenario that can draw one would judge the shop on buyers it must turn away.
+fn validate_order_total(catalog: &[ProductSpec], s: &Shoppers) -> Result<(), ScenarioError> {
+    let mut lines: Vec<(u64, usize)> = catalog
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let units = s.qty_max.min(p.max_qty_per_order).max(1);
+            (p.price_cents.saturating_mul(u64::from(units)), i)
+        })
+        .collect();
+    lines.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let drawn = lines
+        .iter()
+        .take(s.lines_max as usize)
+        .fold(0u64, |sum, (line, _)| sum.saturating_add(*line));
+    if drawn <= ORDER_TOTAL_MAX.0 {
+        return Ok(());
+    }
+    let dearest = lines.first().map_or(0, |(_, i)| *i);
+    Err(err(
+        &format!("catalog[{dearest}].price_cents"),
+        format!(
+            "a shopper may order up to {} cents (its {} dearest line(s) at the most units it may ask for); one order may total at most {} cents: lower the prices, max_qty_per_order, shoppers.max_qty or shoppers.max_lines",
+            drawn,
+            s.lines_max.min(catalog.len() as u32),
+            ORDER_TOTAL_MAX.0
+        ),
+    ))
 }
 
 fn validate_shoppers(s: &Shoppers) -> Result<(), ScenarioError> {
@@ -1033,6 +1068,33 @@ window_ms = 500
                 ..WebhookFaults::default()
             }
         );
+    }
+
+    #[test]
+    fn a_shoppers_dearest_order_must_be_one_the_shop_can_take_payment_for() {
+        // Proves (found from outside: a catalog price the schema took but the PSP refused made
+        // the reference fail three invariants): the dearest order a shopper may draw — its
+        // dearest lines at the most units it may ask for — may total ORDER_TOTAL_MAX and not
+        // a cent more, counted over every line it may draw; the error names the dearest
+        // product's price and its line.
+        let with = |hat: u64, mug: u64, lines: u32| {
+            format!(
+                "name = \"dear\"\n\n[[catalog]]\nsku = \"hat\"\nprice_cents = {hat}\nmax_qty_per_order = 3\nstock = 5\n\n[[catalog]]\nsku = \"mug\"\nprice_cents = {mug}\nmax_qty_per_order = 1\nstock = 5\n\n[shoppers]\ncount = 10\nmax_qty = 3\nmax_lines = {lines}\n\n[shoppers.arrival]\nshape = \"burst\"\nat_ms = 100\nwindow_ms = 500\n"
+            )
+        };
+        let at = ORDER_TOTAL_MAX.0;
+        // 3 hats at 33,333,332 and a mug at 3: exactly the most.
+        assert!(Scenario::from_toml("t.toml", &with(at / 3 - 1, 3, 2)).is_ok());
+        let e = error(&with(at / 3 - 1, 4, 2));
+        assert_eq!(e.field, "catalog[0].price_cents", "{e}");
+        assert_eq!(e.line, 5, "{e}");
+        assert!(
+            e.message.contains(&format!("up to {} cents", at + 1)),
+            "{e}"
+        );
+        // One line at a time: the mug never joins the hat, so the same prices are fine.
+        assert!(Scenario::from_toml("t.toml", &with(at / 3 - 1, 4, 1)).is_ok());
+        assert_eq!(error(&with(at + 1, 1, 1)).field, "catalog[0].price_cents");
     }
 
     #[test]

@@ -211,8 +211,10 @@ pub struct CreateIntent {
     pub confirm_with: Option<Card>,
 }
 
-/// The largest amount one intent may capture (Stripe's: 999,999.99).
-pub const AMOUNT_MAX: Cents = Cents(99_999_999);
+/// The largest amount one intent may capture (Stripe's: 999,999.99): the
+/// core's [`ORDER_TOTAL_MAX`](stampede_core::ORDER_TOTAL_MAX), so the shop
+/// never takes an order it could not ask this PSP to charge.
+pub const AMOUNT_MAX: Cents = stampede_core::ORDER_TOTAL_MAX;
 
 /// What the payer's card does on confirm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
