@@ -664,6 +664,7 @@ async fn start_psp(
             path: "/v1/webhooks/psp".into(),
         }),
         secret: stampede_server::ServerConfig::default().webhook_secret,
+        id_base: stampede_server::psp::id_base_at(crate::unix_now_ms()),
         ..PspConfig::default()
     };
     let clock = stampede_server::Clock::tokio(crate::unix_now_ms());

@@ -177,6 +177,8 @@ pub fn psp(args: PspArgs) -> Result<u8, String> {
         // Signed with the secret `stampede serve` checks, so a shop started with
         // `--psp` pointing here accepts its webhooks.
         secret: stampede_server::ServerConfig::default().webhook_secret,
+        // Started again, its ids go on past the ones a running shop has seen.
+        id_base: stampede_server::psp::id_base_at(unix_now_ms()),
         ..PspConfig::default()
     };
     runtime()?.block_on(run_psp(args.addr, config))?;

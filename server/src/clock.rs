@@ -50,7 +50,13 @@ impl Clock {
 
     /// The current Unix time in seconds (for `Psp-Signature: t=`).
     pub fn unix_secs(&self) -> u64 {
-        self.epoch_unix_ms.saturating_add(self.now().0) / 1000
+        self.unix_ms() / 1000
+    }
+
+    /// The current Unix time in milliseconds, as this clock tells it (a
+    /// resumed store's clock goes on from the stored state's time).
+    pub fn unix_ms(&self) -> u64 {
+        self.epoch_unix_ms.saturating_add(self.now().0)
     }
 }
 

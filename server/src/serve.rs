@@ -513,6 +513,9 @@ fn embedded_psp(
             path: crate::api::WEBHOOK_PATH.into(),
         }),
         secret: config.server.webhook_secret.clone(),
+        // A shop restarted on its store gets a fresh embedded PSP: its ids must not repeat
+        // the ones the store holds (the clock resumes from the store's time).
+        id_base: crate::psp::id_base_at(clock.unix_ms()),
         ..psp_config.clone()
     };
     Psp::new(psp_config, clock.clone(), connector.clone())

@@ -595,6 +595,47 @@ async fn a_pay_key_a_crash_left_in_flight_is_free_when_the_shop_restarts_on_its_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shop_restarted_with_a_fresh_embedded_psp_never_sees_an_intent_or_event_id_again() {
+    // Proves (found from outside: after a restart on the same file the new embedded PSP counted
+    // from pi_1 and evt_1 again, so the second order's payment event was dropped as a duplicate
+    // of the first's and two orders shared pi_1): the restarted shop's PSP numbers past every
+    // id the store holds, so the second order gets an intent id of its own and is paid by its
+    // webhook, not left to the reconciler.
+    let db = fresh_db("psp-ids");
+    let paid_by = |order: Value| -> String {
+        order["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["to"] == "paid")
+            .map(|t| t["cause"].as_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    let mut seen = Vec::new();
+    for round in 0..2 {
+        let (stack, s) = start(on_file(&db)).await;
+        let order = order_id(
+            &s.order(&format!("k-{round}"), &format!("c-{round}"), TEE, 1)
+                .await,
+        );
+        s.wait_for(&order, &["payment_pending"]).await;
+        s.pay_and_confirm(&order, false).await;
+        s.wait_for(&order, &["confirmed"]).await;
+        let view: Value = s.get(&format!("/v1/orders/{order}")).await.json().unwrap();
+        let intent = view["intent_id"].as_str().unwrap().to_string();
+        let cause = paid_by(view);
+        assert!(
+            cause.starts_with("webhook"),
+            "round {round}: {order} was paid by {cause:?}, not its webhook"
+        );
+        assert!(!seen.contains(&intent), "{intent} again: {seen:?}");
+        seen.push(intent);
+        stack.shutdown().await;
+    }
+    let _ = std::fs::remove_dir_all(db.parent().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_returns_with_the_file_closed_and_followers_let_go() {
     // Proves: `Stack::shutdown` returns only once nothing holds the store any more — its
     // SQLite file opens again at once — and does not wait out the connections' 10 s grace for

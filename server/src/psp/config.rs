@@ -44,8 +44,26 @@ pub struct PspConfig {
     pub max_pending: usize,
     /// How long one delivery attempt may take.
     pub request_timeout_ms: u64,
+    /// Intents are numbered `pi_<id_base + 1>`, `pi_<id_base + 2>`…, and
+    /// events `evt_<id_base + 1>`…: a PSP started again beside a shop that
+    /// kept its state starts from a later base (`serve` and `psp` use the
+    /// clock's Unix milliseconds × 1,000), so its ids never repeat ones the shop
+    /// has seen — a repeated event id would be dropped as a duplicate. At most
+    /// [`ID_BASE_MAX`]; the simulator keeps 0.
+    pub id_base: u64,
     /// Most intents; creating more answers 503.
     pub max_intents: usize,
+}
+
+/// Upper bound on [`PspConfig::id_base`]: room for every intent and event
+/// after it within the contract's 19-digit `pi_<n>`.
+pub const ID_BASE_MAX: u64 = 1_000_000_000_000_000_000;
+
+/// An id base for a PSP started at `unix_ms` (see [`PspConfig::id_base`]):
+/// one started a millisecond later begins 1,000 ids further on, more than one
+/// PSP creates in a millisecond.
+pub fn id_base_at(unix_ms: u64) -> u64 {
+    unix_ms.saturating_mul(1_000).min(ID_BASE_MAX)
 }
 
 impl Default for PspConfig {
@@ -64,6 +82,7 @@ impl Default for PspConfig {
             max_attempts: 8,
             max_pending: 100_000,
             request_timeout_ms: 5_000,
+            id_base: 0,
             max_intents: 1_000_000,
         }
     }
@@ -83,6 +102,7 @@ impl fmt::Debug for PspConfig {
             .field("max_attempts", &self.max_attempts)
             .field("max_pending", &self.max_pending)
             .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("id_base", &self.id_base)
             .field("max_intents", &self.max_intents)
             .finish()
     }
@@ -110,6 +130,12 @@ impl PspConfig {
     pub fn validate(&self) -> Result<(), PspConfigError> {
         self.validate_copies()?;
         self.validate_timing()?;
+        if self.id_base > ID_BASE_MAX {
+            return Err(PspConfigError {
+                field: "id_base",
+                reason: format!("is {}; at most {ID_BASE_MAX}", self.id_base),
+            });
+        }
         self.validate_webhook()
     }
 
@@ -220,6 +246,23 @@ fn ordered(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_base_goes_up_to_its_bound_and_moves_on_a_thousand_ids_a_millisecond() {
+        // Proves: ID_BASE_MAX is taken and one more refused; a PSP started a millisecond later
+        // starts 1,000 ids further on; no clock reading goes past the bound.
+        let at = |id_base| PspConfig {
+            id_base,
+            ..PspConfig::default()
+        };
+        assert_eq!(at(ID_BASE_MAX).validate(), Ok(()));
+        assert_eq!(at(ID_BASE_MAX + 1).validate().unwrap_err().field, "id_base");
+        assert_eq!(
+            id_base_at(1_700_000_000_001) - id_base_at(1_700_000_000_000),
+            1_000
+        );
+        assert_eq!(id_base_at(u64::MAX), ID_BASE_MAX);
+    }
 
     #[test]
     fn validation_names_the_field_and_the_accepted_range() {

@@ -31,7 +31,7 @@ pub mod wire;
 
 pub use app::{BODY_BYTES_MAX, PAGE_MAX, REPLAYED_HEADER, document_json, router};
 pub use client::{CreatedIntent, PspClient, PspError};
-pub use config::{PspConfig, PspConfigError, WebhookTarget};
+pub use config::{ID_BASE_MAX, PspConfig, PspConfigError, WebhookTarget, id_base_at};
 pub use delivery::{ATTEMPT_HEADER, COPY_HEADER, DeliveryStats, SIGNATURE_HEADER};
 
 use crate::clock::Clock;
@@ -89,7 +89,7 @@ impl Psp {
         config.validate()?;
         let http = HttpClient::new(connector, Duration::from_millis(config.request_timeout_ms));
         let inner = Inner {
-            state: PspState::new(config.seed, config.max_intents),
+            state: PspState::new(config.seed, config.max_intents, config.id_base),
             schedule: Schedule::new(&config),
         };
         Ok(Arc::new(Psp {

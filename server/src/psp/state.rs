@@ -75,6 +75,8 @@ struct KeyRecord {
 /// All of the PSP's state.
 #[derive(Debug)]
 pub(crate) struct PspState {
+    /// Ids count on from here.
+    id_base: u64,
     max_intents: usize,
     max_keys: usize,
     /// By the number in `pi_<n>`, so iteration is creation order.
@@ -96,9 +98,11 @@ pub(crate) fn intent_number(id: &str) -> Option<u64> {
 
 impl PspState {
     /// Empty books; at most `max_intents` intents and twice as many keys
-    /// (one to create and one to refund each intent).
-    pub fn new(seed: u64, max_intents: usize) -> PspState {
+    /// (one to create and one to refund each intent); intents and events are
+    /// numbered from `id_base + 1` (see [`PspConfig::id_base`](super::PspConfig::id_base)).
+    pub fn new(seed: u64, max_intents: usize, id_base: u64) -> PspState {
         PspState {
+            id_base,
             max_intents,
             max_keys: max_intents.saturating_mul(2),
             intents: BTreeMap::new(),
@@ -133,7 +137,7 @@ impl PspState {
                 limit: self.max_intents,
             });
         }
-        let n = self.intents.len() as u64 + 1;
+        let n = self.id_base + self.intents.len() as u64 + 1;
         let id = IntentId::new(format!("pi_{n}")).expect("pi_<n> is a valid intent id");
         let client_secret = format!("{id}_secret_{:016x}", self.secrets.random::<u64>());
         let record = IntentRecord {
@@ -380,8 +384,11 @@ impl PspState {
     /// Records an event. At most two per intent (a payment outcome, then a
     /// refund), so the list is bounded by the intent limit.
     fn emit(&mut self, now: Now, kind: WebhookKind, intent: &PaymentIntent) -> WebhookPayload {
-        let id = EventId::new(format!("evt_{}", self.events.len() + 1))
-            .expect("evt_<n> is a valid event id");
+        let id = EventId::new(format!(
+            "evt_{}",
+            self.id_base + self.events.len() as u64 + 1
+        ))
+        .expect("evt_<n> is a valid event id");
         let payload = WebhookPayload::new(&id, kind, intent, now.unix_secs);
         self.events.push(payload.clone());
         debug_assert!(self.events.len() <= self.intents.len().saturating_mul(2));
@@ -414,9 +421,9 @@ mod tests {
 
     #[test]
     fn secrets_depend_only_on_the_seed_and_intent_ids_count_from_one() {
-        let mut a = PspState::new(5, 10);
-        let mut b = PspState::new(5, 10);
-        let mut c = PspState::new(6, 10);
+        let mut a = PspState::new(5, 10, 0);
+        let mut b = PspState::new(5, 10, 0);
+        let mut c = PspState::new(6, 10, 0);
         let first = create(&mut a, None, 1, 100).intent;
         assert_eq!(first.id.as_str(), "pi_1");
         assert!(first.client_secret.starts_with("pi_1_secret_"));
@@ -428,8 +435,27 @@ mod tests {
     }
 
     #[test]
+    fn intents_and_events_are_numbered_on_from_the_id_base() {
+        // Proves: with a base, the first intent is pi_<base + 1> and the next pi_<base + 2>;
+        // its payment event is evt_<base + 1>; the intent is found by that id.
+        let mut state = PspState::new(1, 10, 5_000);
+        let first = create(&mut state, None, 1, 100).intent;
+        assert_eq!(first.id.as_str(), "pi_5001");
+        assert_eq!(
+            create(&mut state, None, 2, 100).intent.id.as_str(),
+            "pi_5002"
+        );
+        let paid = state
+            .confirm(NOW, "pi_5001", &first.client_secret, Card::Ok)
+            .unwrap();
+        assert_eq!(paid.intent.status, IntentStatus::Succeeded);
+        let events: Vec<_> = state.events().iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(events, vec!["evt_5001"]);
+    }
+
+    #[test]
     fn a_charge_and_a_refund_each_write_one_line_and_one_event() {
-        let mut state = PspState::new(1, 10);
+        let mut state = PspState::new(1, 10, 0);
         let created = create(&mut state, None, 3, 500).intent;
         let paid = state
             .confirm(NOW, "pi_1", &created.client_secret, Card::Ok)
@@ -464,7 +490,7 @@ mod tests {
 
     #[test]
     fn a_refund_that_moved_nothing_leaves_its_key_free() {
-        let mut state = PspState::new(1, 10);
+        let mut state = PspState::new(1, 10, 0);
         let created = create(&mut state, None, 3, 500).intent;
         let key = IdempotencyKey::new("refund_ord_3").unwrap();
         let refund = CreateRefund {
@@ -483,7 +509,7 @@ mod tests {
 
     #[test]
     fn tables_are_bounded_and_a_key_replays_even_when_full() {
-        let mut state = PspState::new(1, 1);
+        let mut state = PspState::new(1, 1, 0);
         let first = create(&mut state, Some("k"), 1, 100);
         let refused = state.create(
             NOW,
@@ -506,7 +532,7 @@ mod tests {
 
     #[test]
     fn paging_follows_id_order_and_filters_by_order() {
-        let mut state = PspState::new(1, 100);
+        let mut state = PspState::new(1, 100, 0);
         for i in 0..12 {
             create(&mut state, None, i % 3, 100);
         }
