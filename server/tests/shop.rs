@@ -696,6 +696,39 @@ async fn healthz_says_ok_while_the_store_serves_and_503_once_it_has_stopped_for_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_another_connection_holds_past_the_busy_timeout_is_waited_out() {
+    // Proves (found from outside: a `BEGIN IMMEDIATE` held for a few seconds by another
+    // connection stopped the shop for good): a commit that finds the file locked for longer
+    // than SQLite's 5 s busy wait is tried again, so the order placed meanwhile is accepted
+    // once the lock goes, and the shop stays healthy.
+    let db = fresh_db("busy");
+    let (stack, s) = start(on_file(&db)).await;
+    assert_eq!(
+        s.order("k-before", "c-1", TEE, 1).await.status,
+        StatusCode::ACCEPTED
+    );
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            let conn = rusqlite::Connection::open(&db).unwrap();
+            conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+            locked_tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(5_800));
+            conn.execute_batch("ROLLBACK").unwrap();
+        })
+    };
+    locked_rx.recv().unwrap();
+    let during = s.order("k-during", "c-2", TEE, 1).await;
+    assert_eq!(during.status, StatusCode::ACCEPTED, "{during:?}");
+    holder.join().unwrap();
+    assert_eq!(s.get("/healthz").await.status, StatusCode::OK);
+    assert!(stack.store.failed().is_none());
+    stack.shutdown().await;
+    let _ = std::fs::remove_dir_all(db.parent().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_exists_keeps_its_settings_and_says_which_it_kept() {
     // Proves: a shop restarted on its file with other settings (a longer hold, a per-customer
     // rate limit) keeps the store's own — they are part of its state — and says so, setting by

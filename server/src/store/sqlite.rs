@@ -94,6 +94,14 @@ pub const CHECKPOINT_COMMANDS_PER_ORDER: u64 = 8;
 /// How long a statement waits for a lock another process holds, ms.
 const BUSY_TIMEOUT_MS: u64 = 5_000;
 
+/// How many more times the writer tries a batch whose commit found the
+/// database locked by another process (each try's statements having waited up
+/// to [`BUSY_TIMEOUT_MS`], with a pause of 100 ms doubling up to 1 s between
+/// tries: about a minute in all) before the store stops: a lock someone holds
+/// for a while (a `sqlite3` shell in a transaction, a backup) is waited out;
+/// one held for longer stops the store as any failed commit does.
+pub const BUSY_RETRIES_MAX: u32 = 10;
+
 /// How commits reach the disk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SyncLevel {
@@ -1161,8 +1169,9 @@ fn write_loop(
         if batch.is_empty() {
             continue;
         }
-        match commit(&mut conn, &mut batch) {
+        match commit_waiting_out_locks(&mut conn, &batch) {
             Ok(seq) => {
+                batch.clear();
                 durable.send_modify(|d| d.seq = d.seq.max(seq));
             }
             Err(error) => {
@@ -1174,26 +1183,52 @@ fn write_loop(
     }
 }
 
-/// Commits `batch` as one transaction, emptying it; answers the last
-/// command position in it.
-fn commit(conn: &mut Connection, batch: &mut Vec<Entry>) -> rusqlite::Result<u64> {
+/// Whether `error` says another connection holds a lock the commit needs.
+fn is_locked(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+/// [`commit`], tried again while the database is locked by someone else, at
+/// most [`BUSY_RETRIES_MAX`] more times; any other error at once.
+fn commit_waiting_out_locks(conn: &mut Connection, batch: &[Entry]) -> rusqlite::Result<u64> {
+    let mut pause = std::time::Duration::from_millis(100);
+    let mut retries = 0;
+    loop {
+        match commit(conn, batch) {
+            Err(error) if is_locked(&error) && retries < BUSY_RETRIES_MAX => {
+                retries += 1;
+                tracing::warn!(%error, retries, "the SQLite file is locked by another connection; trying the commit again");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_secs(1));
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Commits `batch` as one transaction; answers the last command position in
+/// it. On an error nothing of it is committed.
+fn commit(conn: &mut Connection, batch: &[Entry]) -> rusqlite::Result<u64> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut last = 0;
     {
         let mut insert =
             tx.prepare_cached("INSERT INTO commands (seq, at_ms, command) VALUES (?1, ?2, ?3)")?;
-        for entry in batch.drain(..) {
+        for entry in batch {
             match entry {
                 Entry::Command { seq, at, command } => {
-                    let text = serde_json::to_string(&command)
+                    let text = serde_json::to_string(command)
                         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-                    insert.execute(params![to_i64(seq), to_i64(at.0), text])?;
-                    last = seq;
+                    insert.execute(params![to_i64(*seq), to_i64(at.0), text])?;
+                    last = *seq;
                 }
                 Entry::Checkpoint { seq, at, state } => {
-                    write_checkpoint(&tx, seq, at, &state)?;
+                    write_checkpoint(&tx, *seq, *at, state)?;
                     tracing::debug!(seq, orders = state.order_count(), "checkpoint written");
-                    last = last.max(seq);
+                    last = last.max(*seq);
                 }
                 Entry::Stop => {}
             }
