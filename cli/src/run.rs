@@ -85,8 +85,16 @@ impl DesignSpec {
                 .map_err(|e| format!("--set {assignment}: {e}"))?;
         }
         Ok(DesignSpec {
-            preset: preset.to_string(),
-            sets: sets.to_vec(),
+            preset: preset.trim().to_string(),
+            // As `switch=value`, however spaced when given: labels, folders and repro
+            // lines then carry one word per assignment.
+            sets: sets
+                .iter()
+                .map(|a| match a.split_once('=') {
+                    Some((switch, value)) => format!("{}={}", switch.trim(), value.trim()),
+                    None => a.trim().to_string(),
+                })
+                .collect(),
             design,
         })
     }
@@ -118,8 +126,8 @@ impl DesignSpec {
 
     /// The `--design ... --set ...` arguments that name it.
     pub fn cli_args(&self) -> String {
-        std::iter::once(format!("--design {}", self.preset))
-            .chain(self.sets.iter().map(|s| format!("--set {s}")))
+        std::iter::once(format!("--design {}", shell_word(&self.preset)))
+            .chain(self.sets.iter().map(|s| format!("--set {}", shell_word(s))))
             .collect::<Vec<_>>()
             .join(" ")
     }
@@ -433,6 +441,26 @@ mod tests {
         assert_eq!(shell_word("$(rm -rf ~).toml"), "'$(rm -rf ~).toml'");
         assert_eq!(shell_word("it's.toml"), "'it'\\''s.toml'");
         assert_eq!(shell_word(""), "''");
+    }
+
+    #[test]
+    fn a_repro_line_names_each_override_as_one_word() {
+        // Proves (found from outside: `--set " idempotency = none"` ran, but its repro line
+        // said `--set  idempotency = none`, which a shell splits into three arguments): an
+        // assignment is kept as `switch=value` however it was spaced, so the repro line and the
+        // design label carry it as one word, and the same design with or without the spaces has
+        // one label.
+        let spaced = DesignSpec::new("reference", &[" idempotency = none".to_string()]).unwrap();
+        let plain = DesignSpec::new("reference", &["idempotency=none".to_string()]).unwrap();
+        assert_eq!(
+            spaced.cli_args(),
+            "--design reference --set idempotency=none"
+        );
+        assert_eq!(spaced.label(), plain.label());
+        assert_eq!(
+            repro_command(Path::new("a b.toml"), 3, &spaced),
+            "stampede run 'a b.toml' --seed 3 --design reference --set idempotency=none"
+        );
     }
 
     // Proves the report model's mirror of the simulator's counts writes the same JSON bytes

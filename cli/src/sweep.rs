@@ -640,6 +640,10 @@ pub fn sweep(args: &SweepArgs) -> Result<u8, String> {
             .iter()
             .map(|t| format!("{} [{}]", t.file.display(), t.design.label()))
             .collect(),
+        scenario_digests: targets
+            .iter()
+            .map(|t| scenario_digest(&t.scenario))
+            .collect(),
         wall_ms: started.elapsed().as_millis() as u64,
         cpu_ms: cpu_before
             .zip(process_cpu_ms())
@@ -649,6 +653,12 @@ pub fn sweep(args: &SweepArgs) -> Result<u8, String> {
     };
     report_sweep(&summary, args.runs.json, &dir, Some(threads))?;
     Ok(exit_code(&summary.totals))
+}
+
+/// A short digest of `scenario` as parsed (see `SweepSummary::scenario_digests`).
+fn scenario_digest(scenario: &Scenario) -> String {
+    let json = serde_json::to_vec(scenario).unwrap_or_default();
+    stampede_core::Fingerprint::of(&json).to_hex()[..16].to_string()
 }
 
 /// Where a sweep (or a shard of one) writes.
@@ -735,6 +745,14 @@ fn same_sweep(merged: &SweepSummary, part: &SweepSummary, path: &Path) -> Result
             part.design,
             merged.seeds,
             merged.design
+        ));
+    }
+    if merged.swept == part.swept && merged.scenario_digests != part.scenario_digests {
+        return Err(format!(
+            "{}: a part of another sweep: its scenario files had other contents than when the first file's part ran (digests {} against {}); run every shard on the same files",
+            path.display(),
+            part.scenario_digests.join(", "),
+            merged.scenario_digests.join(", ")
         ));
     }
     if merged.swept != part.swept {

@@ -741,6 +741,48 @@ fn a_merge_takes_parts_of_one_sweep_only() {
 }
 
 #[test]
+fn a_merge_refuses_shards_run_on_an_edited_scenario_file() {
+    // Proves (found from outside: shard 1 swept a file, the file was edited, shard 2 swept it
+    // again, and the merge took both as one sweep): parts whose scenario contents differ are
+    // refused (exit 2) though the path is the same; a comment edited in between is not a
+    // change (the digest is of the scenario as parsed), so those parts still merge.
+    let dir = out_dir("edited-scenario");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tiny.toml");
+    let tiny = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(TINY)).unwrap();
+    let shard = |shard: &str, text: &str, name: &str| {
+        std::fs::write(&file, text).unwrap();
+        let out = dir.join(name);
+        let o = stampede(&[
+            "sweep",
+            file.to_str().unwrap(),
+            "--seeds",
+            "1..2",
+            "--shard",
+            shard,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.code().is_some_and(|c| c <= 1), "{}", stderr(&o));
+        out.join("summary.json").display().to_string()
+    };
+    let first = shard("1/2", &tiny, "one");
+    let edited = shard(
+        "2/2",
+        &tiny.replace("count = 12", "count = 10"),
+        "two-edited",
+    );
+    let commented = shard("2/2", &format!("# a note\n{tiny}"), "two-commented");
+    let merge = |parts: [&str; 2]| {
+        let out = dir.join("merged");
+        stampede(&["merge", parts[0], parts[1], "--out", out.to_str().unwrap()])
+    };
+    assert_refused(&merge([&first, &edited]), "other contents");
+    let fine = merge([&first, &commented]);
+    assert_eq!(fine.status.code(), Some(0), "{}", stderr(&fine));
+}
+
+#[test]
 fn a_device_or_an_endless_line_is_refused_without_being_read_whole() {
     // Proves (found from outside: `explain /dev/zero` aborted allocating a gigabyte; `run`,
     // `replay` and `merge` of /dev/zero took 1–1.5 GB before failing): every file a command

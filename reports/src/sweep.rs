@@ -160,6 +160,11 @@ pub struct SweepSummary {
     /// so a merge can tell them from parts of another sweep.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub swept: Vec<String>,
+    /// A digest of each swept scenario as parsed (comments and layout do not
+    /// count), in the order of `swept`: shards of one sweep agree on it, so a
+    /// merge refuses a part made after a scenario file was edited.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scenario_digests: Vec<String>,
     /// Wall time, ms (summed over merged shards).
     pub wall_ms: u64,
     /// CPU time the sweep's process used (user + system), ms (summed over
@@ -422,6 +427,7 @@ mod tests {
             shards: Vec::new(),
             design: "seed-repo".into(),
             swept: Vec::new(),
+            scenario_digests: Vec::new(),
             wall_ms: 2_000,
             cpu_ms,
             totals: Totals::of(&runs),

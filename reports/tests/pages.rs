@@ -49,6 +49,7 @@ fn sweep() -> SweepSummary {
         shards: Vec::new(),
         design: "seed-repo".into(),
         swept: Vec::new(),
+        scenario_digests: Vec::new(),
         wall_ms: 3_000,
         cpu_ms: 4_000,
         totals: Totals::of(&runs),
