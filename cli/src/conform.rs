@@ -32,7 +32,7 @@ pub struct ConformArgs {
     pub psp: String,
     /// The shared secret the service verifies Psp-Signature with (to sign the stale webhook
     /// correctly, so only its age is wrong).
-    #[arg(long, default_value = "whsec_stampede_dev")]
+    #[arg(long, default_value = crate::serve::WEBHOOK_SECRET_DEFAULT)]
     pub webhook_secret: String,
     /// Bearer token of the service's /admin/audit (for the flash sale's audit).
     #[arg(long, default_value = "stampede-admin")]
@@ -309,7 +309,7 @@ async fn bad_inputs(client: &Client, sku: &str, checks: &mut Vec<Check>) {
     }
 }
 
-async fn webhooks(client: &Client, secret: &[u8], checks: &mut Vec<Check>) {
+async fn webhooks(client: &Client, psp: &str, sku: &str, secret: &[u8], checks: &mut Vec<Check>) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -356,6 +356,71 @@ async fn webhooks(client: &Client, secret: &[u8], checks: &mut Vec<Check>) {
         r.status.is_client_error(),
         format!("signed {STALE_SIGNATURE_S} s ago: {}", seen(&r)),
     ));
+    checks.push(signed_event(client, psp, sku, secret, now).await);
+}
+
+/// `webhooks.signed`, the other side of the three refusals: an order is paid
+/// at the PSP, and a fresh event saying so — true, signed now with
+/// `--webhook-secret`, under an event id of its own — must be taken (2xx),
+/// whether the service applies it or finds it applied already. A service that
+/// refuses every webhook, or a `--webhook-secret` that is not the service's,
+/// fails it.
+async fn signed_event(client: &Client, psp: &str, sku: &str, secret: &[u8], now: u64) -> Check {
+    let fail = |detail: String| check("webhooks.signed", false, detail);
+    let placed = client
+        .order(Some(&client.key("signed")), &client.body("signed", sku))
+        .await;
+    let Some(order) = order_id(&placed) else {
+        return fail(format!("the order was not accepted: {}", seen(&placed)));
+    };
+    let offered = wait_for_status(client, &order, "payment_pending").await;
+    if offered.as_deref() != Some("payment_pending") {
+        return fail(format!("{order} was not offered payment: last {offered:?}"));
+    }
+    let intent = match pay_at_psp(client, psp, &order, "signed-pay").await {
+        Ok(intent) => intent,
+        Err(why) => return fail(why),
+    };
+    // The amount as the PSP has it: the event tells what the PSP did.
+    let amount = match client
+        .http
+        .get(psp, &format!("/v1/payment_intents/{intent}"))
+        .await
+    {
+        Ok(r) => r
+            .json::<serde_json::Value>()
+            .ok()
+            .and_then(|v| v["amount"].as_u64()),
+        Err(_) => None,
+    };
+    let Some(amount) = amount else {
+        return fail(format!(
+            "the PSP's GET /v1/payment_intents/{intent} gave no amount"
+        ));
+    };
+    let event = serde_json::json!({
+        "id": format!("evt_conform_{}_signed", client.run),
+        "type": "payment_intent.succeeded",
+        "created": now,
+        "data": { "intent": intent, "order": order, "amount": amount },
+    })
+    .to_string();
+    let signature = stampede_server::signature::sign(secret, now, event.as_bytes());
+    let r = client
+        .post(
+            stampede_server::WEBHOOK_PATH,
+            &[("psp-signature", signature)],
+            &event,
+        )
+        .await;
+    check(
+        "webhooks.signed",
+        r.status.is_success(),
+        format!(
+            "{intent} paid for {order}, told with --webhook-secret: {} (a 4xx here: is that the service's secret?)",
+            seen(&r)
+        ),
+    )
 }
 
 /// How far into the service's hold the `hold.kept` check pays, in percent.
@@ -412,32 +477,47 @@ async fn hold_kept(client: &Client, psp: &str, sku: &str, hold: Duration) -> Che
     }
     let wait = hold * HOLD_KEPT_PAY_AT_PERCENT / 100;
     tokio::time::sleep(wait).await;
+    if let Err(why) = pay_at_psp(client, psp, &order, "hold-kept-pay").await {
+        return fail(format!(
+            "paid {} ms into a hold of {} ms: {why} (order now {:?})",
+            wait.as_millis(),
+            hold.as_millis(),
+            status_of(client, &order).await
+        ));
+    }
+    let last = wait_for_status(client, &order, "confirmed").await;
+    check(
+        "hold.kept",
+        last.as_deref() == Some("confirmed"),
+        format!(
+            "paid {} ms into a hold of {} ms; the order then: {last:?}",
+            wait.as_millis(),
+            hold.as_millis()
+        ),
+    )
+}
+
+/// Starts payment of `order` (`POST /v1/orders/{order}/pay`, a key named
+/// `key`) and confirms the intent at the PSP with a card that pays; the
+/// intent's id, or what went wrong.
+async fn pay_at_psp(client: &Client, psp: &str, order: &str, key: &str) -> Result<String, String> {
     let pay = client
         .http
         .send(
             &client.host,
             hyper::Method::POST,
             &format!("/v1/orders/{order}/pay"),
-            &[("idempotency-key", client.key("hold-kept-pay"))],
+            &[("idempotency-key", client.key(key))],
             None,
         )
-        .await;
-    let pay = match pay {
-        Ok(pay) => pay,
-        Err(e) => return fail(format!("POST /v1/orders/{order}/pay: no answer: {e}")),
-    };
+        .await
+        .map_err(|e| format!("POST /v1/orders/{order}/pay: no answer: {e}"))?;
     let started: Option<serde_json::Value> = pay.json().ok();
     let (Some(intent), Some(secret)) = (
         started.as_ref().and_then(|v| v["intent_id"].as_str()),
         started.as_ref().and_then(|v| v["client_secret"].as_str()),
     ) else {
-        return fail(format!(
-            "paid {} ms into a hold of {} ms: {} (order now {:?})",
-            wait.as_millis(),
-            hold.as_millis(),
-            seen(&pay),
-            status_of(client, &order).await
-        ));
+        return Err(format!("POST /v1/orders/{order}/pay: {}", seen(&pay)));
     };
     let body = serde_json::json!({ "client_secret": secret, "card": "ok" }).to_string();
     let confirmed = client
@@ -451,21 +531,12 @@ async fn hold_kept(client: &Client, psp: &str, sku: &str, hold: Duration) -> Che
         )
         .await;
     if !confirmed.as_ref().is_ok_and(|r| r.status == 200) {
-        return fail(format!(
+        return Err(format!(
             "the PSP did not confirm {intent}: {}",
             confirmed.map_or_else(|e| e.to_string(), |r| seen(&r))
         ));
     }
-    let last = wait_for_status(client, &order, "confirmed").await;
-    check(
-        "hold.kept",
-        last.as_deref() == Some("confirmed"),
-        format!(
-            "paid {} ms into a hold of {} ms; the order then: {last:?}",
-            wait.as_millis(),
-            hold.as_millis()
-        ),
-    )
+    Ok(intent.to_string())
 }
 
 /// The flash sale's shoppers: most want the hot SKU. Some walk away from
@@ -566,7 +637,14 @@ pub fn conform(args: &ConformArgs) -> Result<u8, String> {
         psp_answers(&client.http, &args.psp).await?;
         idempotency(&client, &sku, &mut checks).await;
         bad_inputs(&client, &sku, &mut checks).await;
-        webhooks(&client, args.webhook_secret.as_bytes(), &mut checks).await;
+        webhooks(
+            &client,
+            &args.psp,
+            &sku,
+            args.webhook_secret.as_bytes(),
+            &mut checks,
+        )
+        .await;
         if let Some(hold) = args.hold {
             checks.push(hold_kept(&client, &args.psp, &sku, hold).await);
         }

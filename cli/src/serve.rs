@@ -45,6 +45,12 @@ pub struct ServeArgs {
     /// Bearer token for /admin/restock and /admin/audit: 8 to 256 visible ASCII characters.
     #[arg(long, default_value = "stampede-admin", value_parser = parse_admin_token)]
     pub admin_token: String,
+    /// The secret the shop checks each webhook's Psp-Signature with (HMAC-SHA256), 8 to 256
+    /// visible ASCII characters; the embedded PSP signs with it, and a `stampede psp` the shop
+    /// is pointed at must be given the same. The default is public: set your own wherever
+    /// the shop is reachable by others.
+    #[arg(long, default_value = WEBHOOK_SECRET_DEFAULT, value_parser = parse_admin_token)]
+    pub webhook_secret: String,
     /// Where the shop keeps its state: sqlite:PATH (durable: every acknowledged change
     /// survives a crash; an existing file is resumed), sqlite (= sqlite:stampede-data/shop.db),
     /// postgres://user:password@host:port/database (durable and shared: start several
@@ -90,7 +96,15 @@ pub struct PspArgs {
     /// Seed for the delivery faults.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// The secret webhooks are signed with (`stampede serve --webhook-secret`), 8 to 256
+    /// visible ASCII characters.
+    #[arg(long, default_value = WEBHOOK_SECRET_DEFAULT, value_parser = parse_admin_token)]
+    pub webhook_secret: String,
 }
+
+/// The webhook secret `serve`, `psp` and `conform` share unless told otherwise (public: the
+/// shop's default, [`stampede_server::ServerConfig`]).
+pub const WEBHOOK_SECRET_DEFAULT: &str = "whsec_stampede_dev";
 
 /// What reopening freed of the last process's, for the start line.
 fn released(keys: u64, leases: u64) -> String {
@@ -112,7 +126,8 @@ fn parse_psp(text: &str) -> Result<String, String> {
     }
 }
 
-/// Reads `--admin-token`: never empty (an empty token would let anyone in).
+/// Reads `--admin-token` and `--webhook-secret`: never empty (an empty token would let anyone
+/// in).
 pub fn parse_admin_token(text: &str) -> Result<String, String> {
     let visible = text.bytes().all(|b| b.is_ascii_graphic());
     if (8..=256).contains(&text.len()) && visible {
@@ -140,6 +155,7 @@ pub fn serve(args: ServeArgs) -> Result<u8, String> {
     let mut config = StackConfig::demo(args.addr, unix_now_ms());
     config.server.design = spec.design;
     config.server.admin_token = args.admin_token;
+    config.server.webhook_secret = args.webhook_secret.into_bytes();
     config.workers = args.workers;
     config.seed = args.seed;
     config.shop.reservation_ttl_ms = Some(args.reservation_ttl_secs * 1000);
@@ -174,9 +190,9 @@ pub fn psp(args: PspArgs) -> Result<u8, String> {
         duplicate_probability: args.duplicate_probability,
         max_extra_copies: args.max_extra_copies,
         delay_ms_max: args.delay_ms_max,
-        // Signed with the secret `stampede serve` checks, so a shop started with
-        // `--psp` pointing here accepts its webhooks.
-        secret: stampede_server::ServerConfig::default().webhook_secret,
+        // Signed with the secret `stampede serve` checks (the same default), so a shop
+        // started with `--psp` pointing here accepts its webhooks.
+        secret: args.webhook_secret.into_bytes(),
         // Started again, its ids go on past the ones a running shop has seen.
         id_base: stampede_server::psp::id_base_at(unix_now_ms()),
         ..PspConfig::default()
@@ -340,6 +356,15 @@ async fn run_psp(addr: SocketAddr, config: PspConfig) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_webhook_secret_is_the_shops_own() {
+        // Proves: `serve`, `psp` and `conform` agree with the shop's built-in secret unless told.
+        assert_eq!(
+            WEBHOOK_SECRET_DEFAULT.as_bytes(),
+            stampede_server::ServerConfig::default().webhook_secret
+        );
+    }
 
     #[test]
     fn an_admin_token_is_8_to_256_visible_characters() {

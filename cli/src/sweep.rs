@@ -580,29 +580,7 @@ fn exit_code(t: &Totals) -> u8 {
 pub fn sweep(args: &SweepArgs) -> Result<u8, String> {
     let files = scenario_files(&args.targets)?;
     let targets = load_targets(&files, args.design.as_deref(), &args.set)?;
-    let all: Vec<Job<'_>> = targets
-        .iter()
-        .flat_map(|target| {
-            args.runs.seeds.list.iter().map(move |&seed| Job {
-                target,
-                design: &target.design,
-                seed,
-                rank: 0,
-            })
-        })
-        .collect();
-    let mut jobs: Vec<Job<'_>> = match args.shard {
-        None => all,
-        Some(shard) => all
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| *i % shard.count as usize == (shard.index - 1) as usize)
-            .map(|(_, job)| job)
-            .collect(),
-    };
-    for (rank, job) in jobs.iter_mut().enumerate() {
-        job.rank = rank;
-    }
+    let jobs = sweep_jobs(&targets, &args.runs.seeds.list, args.shard);
     let dir = sweep_dir(args);
     run::prepare_out_dir(&dir)?;
     set_aside_failures(&dir, args.runs.json)?;
@@ -659,6 +637,35 @@ pub fn sweep(args: &SweepArgs) -> Result<u8, String> {
 fn scenario_digest(scenario: &Scenario) -> String {
     let json = serde_json::to_vec(scenario).unwrap_or_default();
     stampede_core::Fingerprint::of(&json).to_hex()[..16].to_string()
+}
+
+/// Every run of a sweep (or of its shard), in the listed order: scenario
+/// files, then seeds; each job's rank is its index.
+fn sweep_jobs<'a>(targets: &'a [Target], seeds: &'a [u64], shard: Option<Shard>) -> Vec<Job<'a>> {
+    let all: Vec<Job<'_>> = targets
+        .iter()
+        .flat_map(|target| {
+            seeds.iter().map(move |&seed| Job {
+                target,
+                design: &target.design,
+                seed,
+                rank: 0,
+            })
+        })
+        .collect();
+    let mut jobs: Vec<Job<'_>> = match shard {
+        None => all,
+        Some(shard) => all
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| *i % shard.count as usize == (shard.index - 1) as usize)
+            .map(|(_, job)| job)
+            .collect(),
+    };
+    for (rank, job) in jobs.iter_mut().enumerate() {
+        job.rank = rank;
+    }
+    jobs
 }
 
 /// Where a sweep (or a shard of one) writes.

@@ -171,6 +171,57 @@ fn a_hold_shorter_than_promised_fails_hold_kept_by_name() {
     assert!(failed.iter().any(|f| f == "hold.kept"), "{failed:?}");
 }
 
+// Proves: `serve --webhook-secret` and `psp --webhook-secret` set the secret the shop checks
+// and the PSP signs with: a PSP and a shop given one secret work together, and conform told
+// that secret passes every check; told the public default instead, its signed webhooks are
+// refused, so a webhook check fails by name.
+#[test]
+fn a_webhook_secret_of_ones_own_is_the_one_checked() {
+    const SECRET: &str = "whsec_of_our_own_42";
+    let dir = common::fresh_dir("conform-secret");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (shop, psp) = (addr(), addr());
+    let (shop_addr, psp_addr) = (shop.to_string(), psp.to_string());
+    let psp_log = dir.join("psp.log");
+    let _psp = spawn(
+        &[
+            "psp",
+            "--addr",
+            &psp_addr,
+            "--webhook",
+            &shop_addr,
+            "--webhook-secret",
+            SECRET,
+        ],
+        &psp_log,
+    );
+    wait_ready(psp, "/v1/ledger", &psp_log);
+    let shop_log = dir.join("shop.log");
+    let _shop = spawn(
+        &[
+            "serve",
+            "--addr",
+            &shop_addr,
+            "--psp",
+            &psp_addr,
+            "--store",
+            "memory",
+            "--webhook-secret",
+            SECRET,
+        ],
+        &shop_log,
+    );
+    wait_ready(shop, "/healthz", &shop_log);
+    let ours = conform_on(shop, psp, &dir.join("ours"), &["--webhook-secret", SECRET]);
+    assert_eq!(ours, (0, Vec::<String>::new()), "told the shop's secret");
+    let (code, failed) = conform_on(shop, psp, &dir.join("default"), &[]);
+    assert_eq!(code, 1, "{failed:?}");
+    assert!(
+        failed.iter().any(|f| f.starts_with("webhooks.")),
+        "{failed:?}"
+    );
+}
+
 #[test]
 fn an_unreachable_service_is_exit_2() {
     let dir = common::fresh_dir("conform-unreachable");
