@@ -504,7 +504,18 @@ impl<'a> Keeper<'a> {
 /// an older one), so the folder holds only this run's failures: a sweep that
 /// finds none must not leave another run's failing traces looking like its
 /// own. Says so unless `quiet`.
-fn set_aside_failures(out: &Path, quiet: bool) -> Result<(), String> {
+///
+/// The earlier run's `summary.json` and reports are removed too: a run stopped
+/// before it writes its own (Ctrl-C) must not leave them beside its failures
+/// as if they were its result.
+fn set_aside_earlier_run(out: &Path, quiet: bool) -> Result<(), String> {
+    for name in ["summary.json", "report.md", "report.html"] {
+        let path = out.join(name);
+        if path.is_file() {
+            std::fs::remove_file(&path)
+                .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+        }
+    }
     let failures = out.join("failures");
     if !failures.is_dir() {
         return Ok(());
@@ -583,7 +594,7 @@ pub fn sweep(args: &SweepArgs) -> Result<u8, String> {
     let jobs = sweep_jobs(&targets, &args.runs.seeds.list, args.shard);
     let dir = sweep_dir(args);
     run::prepare_out_dir(&dir)?;
-    set_aside_failures(&dir, args.runs.json)?;
+    set_aside_earlier_run(&dir, args.runs.json)?;
     let threads = args.runs.threads();
     if !args.runs.json {
         println!(
@@ -916,7 +927,7 @@ pub fn compare(args: &CompareArgs) -> Result<u8, String> {
             PathBuf::from(format!("stampede-out/compare-{}", target.scenario.name))
         });
     run::prepare_out_dir(&dir)?;
-    set_aside_failures(&dir, args.runs.json)?;
+    set_aside_earlier_run(&dir, args.runs.json)?;
     let started = std::time::Instant::now();
     let (runs, samples) = compare_runs(args, &target, &specs, &dir);
     let designs = specs

@@ -211,6 +211,51 @@ fn a_sweep_into_a_folder_used_before_keeps_only_its_own_failures() {
 }
 
 #[test]
+fn a_sweep_stopped_midway_leaves_no_earlier_result_beside_its_failures() {
+    // Proves (found from outside: a sweep stopped with Ctrl-C left the previous run's passing
+    // summary.json and reports beside its own new failures): once a sweep starts, the folder
+    // holds no earlier summary or report, so a stopped one leaves none that could be read as
+    // its result.
+    let dir = out_dir("sweep-stopped");
+    let o = stampede(&[
+        "sweep",
+        TINY,
+        "--seeds",
+        "1",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(dir.join("summary.json").exists());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stampede"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["sweep", TINY, "--seeds", "1..500", "--jobs", "1", "--out"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The sweep has started once its first run's folder work is under way: give it a moment.
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    let stopped = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the sweep was stopped, not finished: {status:?}"
+    );
+    for name in ["summary.json", "report.md", "report.html"] {
+        assert!(
+            !dir.join(name).exists(),
+            "{name} of the earlier run is still there"
+        );
+    }
+}
+
+#[test]
 fn compare_puts_the_designs_side_by_side() {
     let dir = out_dir("compare");
     let o = stampede(&[
