@@ -65,3 +65,17 @@ impl fmt::Debug for Clock {
         write!(f, "Clock(now={}, epoch={})", self.now(), self.epoch_unix_ms)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unix_time_is_the_epoch_plus_the_clocks_now() {
+        // Proves: Unix ms = epoch + now (a resumed clock's `now` included), and Unix seconds
+        // are those ms divided down, not rounded up.
+        let clock = Clock::from_fn(1_700_000_000_000, || Millis(2_999));
+        assert_eq!(clock.unix_ms(), 1_700_000_002_999);
+        assert_eq!(clock.unix_secs(), 1_700_000_002);
+    }
+}

@@ -248,6 +248,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn its_debug_form_names_the_id_base_and_hides_the_secret() {
+        // Proves: a logged config says where its ids start and never prints the HMAC key.
+        let config = PspConfig {
+            id_base: 5_000,
+            secret: b"top-secret-key".to_vec(),
+            ..PspConfig::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(shown.contains("id_base: 5000"), "{shown}");
+        assert!(shown.contains("<14 bytes>"), "{shown}");
+        assert!(!shown.contains("top-secret"), "{shown}");
+    }
+
+    #[test]
     fn an_id_base_goes_up_to_its_bound_and_moves_on_a_thousand_ids_a_millisecond() {
         // Proves: ID_BASE_MAX is taken and one more refused; a PSP started a millisecond later
         // starts 1,000 ids further on; no clock reading goes past the bound.

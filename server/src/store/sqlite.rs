@@ -1169,7 +1169,7 @@ fn write_loop(
         if batch.is_empty() {
             continue;
         }
-        match commit_waiting_out_locks(&mut conn, &batch) {
+        match commit_waiting_out_locks(&mut conn, &batch, BUSY_RETRIES_MAX).0 {
             Ok(seq) => {
                 batch.clear();
                 durable.send_modify(|d| d.seq = d.seq.max(seq));
@@ -1192,21 +1192,30 @@ fn is_locked(error: &rusqlite::Error) -> bool {
 }
 
 /// [`commit`], tried again while the database is locked by someone else, at
-/// most [`BUSY_RETRIES_MAX`] more times; any other error at once.
-fn commit_waiting_out_locks(conn: &mut Connection, batch: &[Entry]) -> rusqlite::Result<u64> {
-    let mut pause = std::time::Duration::from_millis(100);
+/// most `retries_max` more times (pausing [`busy_pause`] before each); any
+/// other error at once. Also answers how many times it tried again.
+fn commit_waiting_out_locks(
+    conn: &mut Connection,
+    batch: &[Entry],
+    retries_max: u32,
+) -> (rusqlite::Result<u64>, u32) {
     let mut retries = 0;
     loop {
         match commit(conn, batch) {
-            Err(error) if is_locked(&error) && retries < BUSY_RETRIES_MAX => {
-                retries += 1;
+            Err(error) if is_locked(&error) && retries < retries_max => {
                 tracing::warn!(%error, retries, "the SQLite file is locked by another connection; trying the commit again");
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(std::time::Duration::from_secs(1));
+                std::thread::sleep(busy_pause(retries));
+                retries += 1;
             }
-            done => return done,
+            done => return (done, retries),
         }
     }
+}
+
+/// The pause before the commit's `retry`-th try again (from 0): 100 ms,
+/// doubling, at most 1 s.
+fn busy_pause(retry: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(100u64.saturating_mul(1 << retry.min(4)).min(1_000))
 }
 
 /// Commits `batch` as one transaction; answers the last command position in
@@ -1241,6 +1250,55 @@ fn commit(conn: &mut Connection, batch: &[Entry]) -> rusqlite::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_busy_commit_pauses_100_ms_doubling_to_at_most_a_second() {
+        // Proves the pause schedule between tries of a locked commit, at and past its cap.
+        let ms: Vec<u128> = (0..7).map(|r| busy_pause(r).as_millis()).collect();
+        assert_eq!(ms, vec![100, 200, 400, 800, 1_000, 1_000, 1_000]);
+        assert_eq!(busy_pause(u32::MAX).as_millis(), 1_000);
+    }
+
+    #[test]
+    fn a_locked_commit_is_tried_again_up_to_its_bound_and_other_errors_are_not() {
+        // Proves: while another connection holds the write lock, a commit is tried exactly
+        // `retries_max` more times and then fails as busy; once the lock goes within the
+        // retries, it commits; an error that is not a lock (a missing table) is not retried.
+        let dir = std::env::temp_dir().join(format!("stampede-busy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("busy.db");
+        let mut conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE commands (seq INTEGER PRIMARY KEY, at_ms INTEGER, command TEXT)",
+        )
+        .unwrap();
+        conn.busy_timeout(std::time::Duration::ZERO).unwrap();
+        let entry = |seq| Entry::Command {
+            seq,
+            at: Millis(seq),
+            command: Command::ReleaseLeases,
+        };
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let (result, retries) = commit_waiting_out_locks(&mut conn, &[entry(1)], 2);
+        assert!(result.as_ref().is_err_and(is_locked), "{result:?}");
+        assert_eq!(retries, 2);
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(150));
+            other.execute_batch("ROLLBACK").unwrap();
+        });
+        let (result, retries) = commit_waiting_out_locks(&mut conn, &[entry(2)], 5);
+        releaser.join().unwrap();
+        assert_eq!(result.unwrap(), 2);
+        assert!((1..=2).contains(&retries), "{retries}");
+        conn.execute_batch("DROP TABLE commands").unwrap();
+        let (result, retries) = commit_waiting_out_locks(&mut conn, &[entry(3)], 5);
+        let error = result.unwrap_err();
+        assert!(!is_locked(&error), "{error}");
+        assert_eq!(retries, 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn sync_levels_parse_and_print_the_same_words() {
