@@ -143,7 +143,8 @@ pub struct LoadArgs {
     /// Run the shop as a child process and kill it with SIGKILL this often during the load
     /// (e.g. 5s), restarting it on the same store; journeys retry with their keys and the audit
     /// judges what survived. Each kill is a fault in the history: sales it interrupts are at risk
-    /// (excused from the progress invariants), nothing it loses is.
+    /// (excused from the progress invariants), nothing it loses is. Every kill is followed by a
+    /// whole interval of load, so --duration must be more than twice it; not with --store memory.
     #[arg(long, value_name = "DURATION", value_parser = parse_bound, conflicts_with = "host")]
     pub kill_every: Option<Duration>,
     /// Admission limits of the shop Stampede starts (not with --host).
@@ -178,6 +179,34 @@ fn parse_start_at(text: &str) -> Result<u64, String> {
     })?;
     check_start_at(at, crate::unix_now_ms())?;
     Ok(at)
+}
+
+/// `--kill-every` must be able to kill: at least once in `duration` (a kill is
+/// followed by a whole interval of load on the restarted shop, so the load
+/// must last more than twice the interval), and on a store that outlives the
+/// process (a memory store loses everything at each kill, by design).
+fn check_kills(
+    every: Option<Duration>,
+    duration: Duration,
+    store: &LoadStore,
+) -> Result<(), String> {
+    let Some(every) = every else {
+        return Ok(());
+    };
+    if matches!(store, LoadStore::Memory) {
+        return Err(
+            "--kill-every with --store memory: a killed shop's memory is gone, so every kill loses what it acknowledged; use a SQLite or PostgreSQL store"
+                .into(),
+        );
+    }
+    if duration <= every * 2 {
+        return Err(format!(
+            "--kill-every {} ms with --duration {} ms would kill the shop no time: each kill is followed by a whole interval of load, so the load must last more than twice the interval",
+            every.as_millis(),
+            duration.as_millis()
+        ));
+    }
+    Ok(())
 }
 
 /// `at_ms` against the clock's `now_ms`: no more than
@@ -880,6 +909,7 @@ fn in_flight(args: &LoadArgs, rate: f64) -> u32 {
 
 /// `stampede load`: exit 0 when the audit holds and every threshold passes, 1 otherwise.
 pub fn load(args: &LoadArgs) -> Result<u8, String> {
+    check_kills(args.kill_every, args.duration, &args.store)?;
     let spec = DesignSpec::new(&args.design, &args.set)?;
     let (model, shape) = model_and_shape(args);
     let dir = args.out.clone().unwrap_or_else(|| match args.shard {
@@ -1000,6 +1030,8 @@ impl Target {
 
     /// `stampede serve` as a child process, killed every `--kill-every`.
     async fn child(args: &LoadArgs, spec: &DesignSpec, dir: &Path) -> Result<Target, String> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let store = fresh_store(args, dir).await?;
         let shop = format!("127.0.0.1:{}", free_port()?);
         let (psp, psp_tasks) = start_psp(args.seed, &shop).await?;
@@ -1180,6 +1212,20 @@ pub fn report(args: &ReportArgs) -> Result<u8, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kill_loop_needs_more_than_two_intervals_and_a_store_that_survives() {
+        // Proves the bound on both sides: a load of exactly twice the interval is refused (no
+        // kill could be followed by a whole interval), a millisecond more is taken; a memory
+        // store is refused with any duration; no --kill-every asks nothing.
+        let every = Some(Duration::from_secs(5));
+        let sqlite = LoadStore::Sqlite(None);
+        assert!(check_kills(every, Duration::from_secs(10), &sqlite).is_err());
+        assert!(check_kills(every, Duration::from_millis(10_001), &sqlite).is_ok());
+        let memory = check_kills(every, Duration::from_secs(60), &LoadStore::Memory).unwrap_err();
+        assert!(memory.contains("--store memory"), "{memory}");
+        assert!(check_kills(None, Duration::from_secs(1), &LoadStore::Memory).is_ok());
+    }
 
     #[test]
     fn store_choices_parse_and_the_load_catalog_has_a_scarce_hot_sku() {

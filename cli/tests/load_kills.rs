@@ -52,9 +52,20 @@ fn kills_under_load_lose_nothing_acknowledged_unless_the_shop_answers_before_its
         fresh_dir("load-kills-ack-first"),
         fresh_dir("load-kills-reference"),
     );
+    // The ack-first run keeps its store outside --out, and --out does not exist yet: the run
+    // makes the folder itself (found from outside: it failed opening <out>/shop.log).
+    let elsewhere = fresh_dir("load-kills-ack-first-store").join("shop.db");
     let broken = {
         let out = ack_first.clone();
-        std::thread::spawn(move || load(&out, "60/s", "1500ms", &["--set", "commit=ack-first"]))
+        let store = format!("sqlite:{}", elsewhere.display());
+        std::thread::spawn(move || {
+            load(
+                &out,
+                "60/s",
+                "1500ms",
+                &["--set", "commit=ack-first", "--store", &store],
+            )
+        })
     };
     let good = load(&reference, "20/s", "2s", &[]);
     let broken = broken.join().expect("the run finishes");
@@ -90,4 +101,36 @@ fn kills_under_load_lose_nothing_acknowledged_unless_the_shop_answers_before_its
         example.contains("was accepted"),
         "an acknowledged order as evidence: {lost}"
     );
+}
+
+#[test]
+fn a_kill_loop_that_could_not_kill_or_could_only_lose_is_refused() {
+    // Proves (found from outside: `--kill-every 5s --duration 8s` killed nothing and passed,
+    // and `--store memory` was taken, so every kill lost what the shop had acknowledged): a
+    // load that would not last twice the interval, and a memory store, are refused (exit 2)
+    // before any shop starts; twice the interval and a little more is taken (checked in the
+    // unit tests; here the refusals).
+    for (extra, says) in [
+        (vec!["--duration", "8s", "--kill-every", "5s"], "no time"),
+        (vec!["--duration", "10s", "--kill-every", "5s"], "no time"),
+        (
+            vec![
+                "--duration",
+                "8s",
+                "--kill-every",
+                "2s",
+                "--store",
+                "memory",
+            ],
+            "--store memory",
+        ),
+    ] {
+        let out = fresh_dir("load-kills-refused");
+        let mut args = vec!["--rate", "20/s"];
+        args.extend(extra.iter().copied());
+        let o = common::load(&args, &[], &out);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", say(&o));
+        assert!(say(&o).contains(says), "{extra:?}: {}", say(&o));
+        assert!(!out.join("report.json").exists());
+    }
 }
