@@ -131,7 +131,7 @@ pub fn render_compare_html(reports: &[LoadReport]) -> String {
         return page(title, &body);
     }
     body.push_str(
-        "<h2>Side by side</h2>\n<p class=\"muted\">Latencies in ms, headline basis.</p>\n",
+        "<h2>Side by side</h2>\n<p class=\"muted\">Latencies in ms, each on the basis its row's <code>basis</code> line gives per run.</p>\n",
     );
     let _ = writeln!(
         body,

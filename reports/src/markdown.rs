@@ -57,8 +57,10 @@ pub fn render_compare_markdown(reports: &[LoadReport]) -> String {
     }
     out.push_str(&sections::compare(reports).to_markdown());
     out.push_str(
-        "\nLatencies are headline percentiles in ms: corrected for coordinated omission \
-         (closed loop) or from each request's intended start (open loop).\n",
+        "\nLatencies are headline percentiles in ms, on the basis each row's `basis` line \
+         gives per run: `intended start` (open loop, from when the request should have been \
+         sent), `corrected` (closed loop, corrected for coordinated omission) or `raw` \
+         (uncorrected).\n",
     );
     out
 }

@@ -173,6 +173,12 @@ pub(crate) fn compare(reports: &[LoadReport]) -> Table {
         r.endpoints.iter().map(|e| e.shed).sum::<u64>().to_string()
     });
     for name in [PLACE_ORDER, ORDER_TO_OFFERED, ORDER_TO_CONFIRMED] {
+        // Each run's own basis for this row: a closed loop corrects requests but not
+        // the order → measures, so one footnote cannot say it for every cell.
+        row(&format!("{name} basis"), &|r| {
+            r.endpoint(name)
+                .map_or("—".to_string(), |e| format::basis(e.basis).to_string())
+        });
         row(&format!("{name} p50 (ms)"), &|r| {
             r.endpoint(name)
                 .map_or("—".to_string(), |e| ms(e.headline.p50_us))

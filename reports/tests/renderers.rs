@@ -483,6 +483,21 @@ fn compare_has_a_column_per_design() {
         md.contains("| no_oversell | ✓ holds | ✗ violated (12) | ✓ holds |"),
         "{md}"
     );
+    // Each run says its own basis per row (found from outside: one footnote called a closed
+    // loop's raw order → confirmed "corrected"): a closed-loop run's raw row says raw beside
+    // the open loop's intended start.
+    let mut closed = sample("closed");
+    for e in &mut closed.endpoints {
+        if e.name == ORDER_TO_CONFIRMED {
+            e.basis = Basis::Raw;
+        }
+    }
+    let mixed = render_compare_markdown(&[sample("open"), closed]);
+    assert!(
+        mixed.contains("| order → confirmed basis | intended start | raw |"),
+        "{mixed}"
+    );
+    assert!(!mixed.contains("corrected for coordinated omission (closed loop)"));
 }
 
 // Proves an audit not done is never a pass: the report fails, and every
