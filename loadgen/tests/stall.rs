@@ -296,6 +296,21 @@ fn open_loop_shows_the_stall_on_posts_from_their_slots(report: &LoadReport, out:
 
 fn audit_holds(report: &LoadReport) {
     assert!(report.passed(), "the audit holds: {:?}", report.audit);
+    // The notes say how the figures were measured: the loop's basis, and goose's count.
+    let loop_kind = match report.model {
+        stampede_reports::LoadModel::Closed { .. } => "closed loop: ",
+        stampede_reports::LoadModel::Open { .. } => "open loop: ",
+    };
+    assert!(
+        report.notes.iter().any(|n| n.starts_with(loop_kind)),
+        "{:?}",
+        report.notes
+    );
+    assert!(
+        report.notes.iter().any(|n| n.starts_with("goose counted ")),
+        "{:?}",
+        report.notes
+    );
     assert!(
         report.audit.iter().all(|v| v.outcome == "holds"),
         "every invariant judged: {:?} {:?}",
