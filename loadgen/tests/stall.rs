@@ -311,6 +311,15 @@ fn audit_holds(report: &LoadReport) {
         "{:?}",
         report.notes
     );
+    // A note about lateness is there only when something was late.
+    assert!(
+        !report
+            .notes
+            .iter()
+            .any(|n| n.starts_with("0 journeys") || n.contains(" up 0 ms")),
+        "{:?}",
+        report.notes
+    );
     assert!(
         report.audit.iter().all(|v| v.outcome == "holds"),
         "every invariant judged: {:?} {:?}",
