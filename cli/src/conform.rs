@@ -367,16 +367,10 @@ async fn webhooks(client: &Client, psp: &str, sku: &str, secret: &[u8], checks: 
 /// fails it.
 async fn signed_event(client: &Client, psp: &str, sku: &str, secret: &[u8], now: u64) -> Check {
     let fail = |detail: String| check("webhooks.signed", false, detail);
-    let placed = client
-        .order(Some(&client.key("signed")), &client.body("signed", sku))
-        .await;
-    let Some(order) = order_id(&placed) else {
-        return fail(format!("the order was not accepted: {}", seen(&placed)));
+    let order = match offered_order(client, sku, "signed").await {
+        Ok(order) => order,
+        Err(why) => return fail(why),
     };
-    let offered = wait_for_status(client, &order, "payment_pending").await;
-    if offered.as_deref() != Some("payment_pending") {
-        return fail(format!("{order} was not offered payment: last {offered:?}"));
-    }
     let intent = match pay_at_psp(client, psp, &order, "signed-pay").await {
         Ok(intent) => intent,
         Err(why) => return fail(why),
@@ -464,17 +458,10 @@ async fn wait_for_status(client: &Client, order: &str, wanted: &str) -> Option<S
 /// the flash sale's buyers pay at once and would never see that.
 async fn hold_kept(client: &Client, psp: &str, sku: &str, hold: Duration) -> Check {
     let fail = |detail: String| check("hold.kept", false, detail);
-    let key = client.key("hold-kept");
-    let placed = client
-        .order(Some(&key), &client.body("hold-kept", sku))
-        .await;
-    let Some(order) = order_id(&placed) else {
-        return fail(format!("the order was not accepted: {}", seen(&placed)));
+    let order = match offered_order(client, sku, "hold-kept").await {
+        Ok(order) => order,
+        Err(why) => return fail(why),
     };
-    let offered = wait_for_status(client, &order, "payment_pending").await;
-    if offered.as_deref() != Some("payment_pending") {
-        return fail(format!("{order} was not offered payment: last {offered:?}"));
-    }
     let wait = hold * HOLD_KEPT_PAY_AT_PERCENT / 100;
     tokio::time::sleep(wait).await;
     if let Err(why) = pay_at_psp(client, psp, &order, "hold-kept-pay").await {
@@ -495,6 +482,22 @@ async fn hold_kept(client: &Client, psp: &str, sku: &str, hold: Duration) -> Che
             hold.as_millis()
         ),
     )
+}
+
+/// Places one order of `sku` under a key named `name` and waits (bounded)
+/// until it is offered payment; its id, or what went wrong.
+async fn offered_order(client: &Client, sku: &str, name: &str) -> Result<String, String> {
+    let placed = client
+        .order(Some(&client.key(name)), &client.body(name, sku))
+        .await;
+    let Some(order) = order_id(&placed) else {
+        return Err(format!("the order was not accepted: {}", seen(&placed)));
+    };
+    let offered = wait_for_status(client, &order, "payment_pending").await;
+    if offered.as_deref() != Some("payment_pending") {
+        return Err(format!("{order} was not offered payment: last {offered:?}"));
+    }
+    Ok(order)
 }
 
 /// Starts payment of `order` (`POST /v1/orders/{order}/pay`, a key named
