@@ -19,8 +19,13 @@ fn addr() -> SocketAddr {
 /// A PSP and a shop of `design` wired to each other.
 /// `design` is `preset[+switch=value...]`.
 fn shop(dir: &Path, design: &str) -> (SocketAddr, SocketAddr, [Killed; 2]) {
+    shop_with(dir, design, &[])
+}
+
+/// [`shop`], with `extra` options given to both the PSP and the shop.
+fn shop_with(dir: &Path, design: &str, extra: &[&str]) -> (SocketAddr, SocketAddr, [Killed; 2]) {
     let (shop, psp) = (addr(), addr());
-    let psp_child = common::start_psp(dir, psp, shop);
+    let psp_child = common::start_psp_with(dir, psp, shop, extra);
     let shop_log = dir.join("shop.log");
     let (shop_addr, psp_addr) = (shop.to_string(), psp.to_string());
     let mut parts = design.split('+');
@@ -38,6 +43,7 @@ fn shop(dir: &Path, design: &str) -> (SocketAddr, SocketAddr, [Killed; 2]) {
     for set in parts {
         args.extend(["--set", set]);
     }
+    args.extend_from_slice(extra);
     let shop_child = spawn(&args, &shop_log);
     wait_ready(shop, "/healthz", &shop_log);
     (shop, psp, [psp_child, shop_child])
@@ -180,38 +186,7 @@ fn a_webhook_secret_of_ones_own_is_the_one_checked() {
     const SECRET: &str = "whsec_of_our_own_42";
     let dir = common::fresh_dir("conform-secret");
     std::fs::create_dir_all(&dir).unwrap();
-    let (shop, psp) = (addr(), addr());
-    let (shop_addr, psp_addr) = (shop.to_string(), psp.to_string());
-    let psp_log = dir.join("psp.log");
-    let _psp = spawn(
-        &[
-            "psp",
-            "--addr",
-            &psp_addr,
-            "--webhook",
-            &shop_addr,
-            "--webhook-secret",
-            SECRET,
-        ],
-        &psp_log,
-    );
-    wait_ready(psp, "/v1/ledger", &psp_log);
-    let shop_log = dir.join("shop.log");
-    let _shop = spawn(
-        &[
-            "serve",
-            "--addr",
-            &shop_addr,
-            "--psp",
-            &psp_addr,
-            "--store",
-            "memory",
-            "--webhook-secret",
-            SECRET,
-        ],
-        &shop_log,
-    );
-    wait_ready(shop, "/healthz", &shop_log);
+    let (shop, psp, _children) = shop_with(&dir, "reference", &["--webhook-secret", SECRET]);
     let ours = conform_on(shop, psp, &dir.join("ours"), &["--webhook-secret", SECRET]);
     assert_eq!(ours, (0, Vec::<String>::new()), "told the shop's secret");
     let (code, failed) = conform_on(shop, psp, &dir.join("default"), &[]);

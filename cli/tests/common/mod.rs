@@ -120,17 +120,16 @@ pub fn spawn(args: &[&str], log: &Path) -> Killed {
 /// A `stampede psp` on `psp` sending webhooks to `shop`, answering once started (log in
 /// `dir/psp.log`).
 pub fn start_psp(dir: &Path, psp: SocketAddr, shop: SocketAddr) -> Killed {
+    start_psp_with(dir, psp, shop, &[])
+}
+
+/// [`start_psp`] with `extra` options (e.g. `--webhook-secret`).
+pub fn start_psp_with(dir: &Path, psp: SocketAddr, shop: SocketAddr, extra: &[&str]) -> Killed {
     let log = dir.join("psp.log");
-    let child = spawn(
-        &[
-            "psp",
-            "--addr",
-            &psp.to_string(),
-            "--webhook",
-            &shop.to_string(),
-        ],
-        &log,
-    );
+    let (psp_addr, shop_addr) = (psp.to_string(), shop.to_string());
+    let mut args = vec!["psp", "--addr", &psp_addr, "--webhook", &shop_addr];
+    args.extend_from_slice(extra);
+    let child = spawn(&args, &log);
     wait_ready(psp, "/v1/ledger", &log);
     child
 }
