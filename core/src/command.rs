@@ -438,7 +438,7 @@ impl ShopState {
             } => R::Failed(self.fail_job(&lease, now, &error, jitter_permille)?),
             C::EnqueueJob { kind, order } => R::Job(Some(self.enqueue_job(kind, order, now)?)),
             C::Restock { sku, qty } => {
-                self.stock(&sku, qty, 1)?;
+                self.restock(&sku, qty, now)?;
                 R::Done
             }
             C::Housekeep { max } => R::Count(self.housekeep(now, max) as u64),

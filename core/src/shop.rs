@@ -550,6 +550,16 @@ impl ShopState {
         Ok(self.inventory.add_sku(sku.clone(), qty, segments)?)
     }
 
+    /// Puts `qty` more units of `sku` on the shelf at `now`, and wakes the
+    /// orders waiting for it that the shelf now fills, first come first
+    /// served, as a returned unit does: a waiter is never passed over by a
+    /// newcomer while units it asked for sit on the shelf.
+    pub fn restock(&mut self, sku: &Sku, qty: u64, now: Millis) -> Result<(), ShopError> {
+        self.stock(sku, qty, 1)?;
+        self.wake_waiters(sku, now);
+        Ok(())
+    }
+
     /// The catalog.
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
@@ -2327,6 +2337,52 @@ mod tests {
         assert!(steps.iter().all(|(_, step)| matches!(step, Step::Moved(_))));
         assert_eq!(s.order(wait[1]).unwrap().status(), OrderStatus::Created);
         assert!(s.lease_job(Millis(199)).is_none(), "the others sleep");
+    }
+
+    #[test]
+    fn a_restock_wakes_as_many_waiters_as_it_fills_first_come_first_served() {
+        // Proves: units restocked while every unit is held (the waiters park until their bound,
+        // 200 ms) wake the waiters they fill at once, through the store's `Restock` command —
+        // one unit wakes the first waiter only; two more wake the next in line (it wants 2), and
+        // the two behind it sleep — so a newcomer cannot take restocked units
+        // ahead of orders that were waiting for them. A refused restock wakes nobody.
+        let (mut s, _, wait) = waitlist(2, &[1, 2, 1, 1]);
+        use crate::Command;
+        let restock = |qty| Command::Restock { sku: sku(), qty };
+        assert!(
+            s.apply(
+                Command::Restock {
+                    sku: Sku::new("cap".to_string()).unwrap(),
+                    qty: 1
+                },
+                Millis(9)
+            )
+            .is_err()
+        );
+        assert!(
+            s.lease_job(Millis(9)).is_none(),
+            "a refused restock wakes nobody"
+        );
+        s.apply(restock(1), Millis(10)).unwrap();
+        let woken: Vec<_> = std::iter::from_fn(|| s.lease_job(Millis(10)))
+            .filter(|l| l.kind == JobKind::Reserve)
+            .map(|l| l.order)
+            .collect();
+        assert_eq!(woken, vec![wait[0]], "one unit, the first waiter");
+
+        let (mut s, _, wait) = waitlist(2, &[1, 2, 1, 1]);
+        s.apply(restock(1), Millis(10)).unwrap();
+        s.apply(restock(2), Millis(11)).unwrap();
+        let steps = run_reserves(&mut s, Millis(11));
+        let orders: Vec<_> = steps.iter().map(|(o, _)| *o).collect();
+        assert_eq!(
+            orders,
+            vec![wait[0], wait[1]],
+            "three units: the 1, then the 2"
+        );
+        assert!(steps.iter().all(|(_, step)| matches!(step, Step::Moved(_))));
+        assert_eq!(s.order(wait[2]).unwrap().status(), OrderStatus::Created);
+        assert!(s.lease_job(Millis(199)).is_none(), "the last two sleep");
     }
 
     #[test]

@@ -91,7 +91,7 @@ fn api_router() -> OpenApiRouter<Arc<App>> {
 
 /// The shop's OpenAPI document, as `GET /openapi.json` serves it.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router().into_openapi()
+    crate::openapi::with_every_route_answers(api_router().into_openapi())
 }
 
 /// `GET /healthz`: `ok` while the shop can serve; 503 once its store has
@@ -723,11 +723,11 @@ fn validate_order(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<OrderIn
                 ("CancelOrder" = (operation_id = "cancel", parameters(("id" = "$response.body#/order_id")), description = "Cancel it.")),
                 ("OrderEvents" = (operation_id = "order_events", parameters(("id" = "$response.body#/order_id")), description = "Follow it."))
             )),
-        (status = 400, description = "`malformed-json`, `unreadable-body`, `idempotency-key-missing`, `invalid-idempotency-key`, `invalid-customer`, `invalid-sku`, `invalid-items`.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`malformed-json`, `unreadable-body`, `idempotency-key-missing`, `invalid-idempotency-key`, `invalid-customer`, `invalid-sku`.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`idempotency-key-in-flight`: the first request with this key is still running, retry shortly; `sold-out`: a SKU asked for cannot be filled even if every unpaid cart lapsed (nothing created).", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`body-too-large`.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported-media-type`: the body was not sent as `application/json`, or was sent with a `Content-Encoding` (the shop takes bodies unencoded).", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`invalid-items` (unknown SKU, too many lines or units, a total above 999,999.99 — the most one payment takes), `purchase-limit`, `client-price-not-accepted`, `idempotency-key-reused` (another body under this key).", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid-items` (no lines or too many, a SKU on two lines, a quantity of 0 or past the product's per-order limit, an unknown SKU, a total above 999,999.99 — the most one payment takes), `purchase-limit`, `client-price-not-accepted`, `idempotency-key-reused` (another body under this key).", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`overloaded`: too many orders await a decision (shed, nothing created); `rate-limited`: this customer's orders per minute. Retry after Retry-After with the same key.", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
         (status = 503, description = "`unavailable`: the store did not answer; retry (with the same Idempotency-Key where one is sent). `overloaded`: a bounded queue of the shop is full (jobs, parked webhooks; retry later), or it holds its maximum of orders (1,000,000: it takes no more until it is started on a fresh store).", body = Problem, content_type = "application/problem+json")))]

@@ -41,7 +41,9 @@ pub fn base() -> OpenApi {
                      exception is a request HTTP itself cannot take (a malformed request \
                      line or header, headers or a URL past the server's limits): the HTTP \
                      layer answers it 400, 414 or 431 with an empty body and closes the \
-                     connection, before the shop has a request to answer."
+                     connection, before the shop has a request to answer. A path the shop \
+                     does not have is answered 404 `not-found`, and a path asked with a \
+                     method it does not take 405 `method-not-allowed`, both as problem+json."
                 )))
                 .build(),
         )
@@ -67,6 +69,48 @@ pub fn base() -> OpenApi {
                 .build(),
         ))
         .build()
+}
+
+/// `document` with the answers its server gives on every route, whatever
+/// the route: `413 body-too-large` (the body cap stands in front of every
+/// handler, so even a `GET` with a body past it is refused), added where a
+/// route does not document it itself.
+pub fn with_every_route_answers(mut document: OpenApi) -> OpenApi {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let too_large = || {
+        ResponseBuilder::new()
+            .description(
+                "`body-too-large`: the body is past the server's limit (every route, \
+                 whatever its method).",
+            )
+            .content(
+                PROBLEM_JSON,
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build()
+            .into()
+    };
+    for item in document.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        for op in operations.into_iter().flatten() {
+            op.responses
+                .responses
+                .entry("413".into())
+                .or_insert_with(too_large);
+        }
+    }
+    document
 }
 
 /// The document as served, rendered once per process.

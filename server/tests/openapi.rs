@@ -207,6 +207,61 @@ async fn the_shop_serves_the_generated_document() {
     stack.shutdown().await;
 }
 
+/// Every documented operation of `doc`, served at `addr`: asked with a body past the
+/// server's cap it answers 413 `body-too-large`, and that answer is documented on it.
+async fn every_operation_refuses_a_body_past_the_cap(http: &HttpClient, addr: &str, doc: &Value) {
+    let body = bytes::Bytes::from(vec![b'x'; 2 << 20]);
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let url = path.replace("{id}", "ord_1").replace("{sku}", "hat");
+            let method_of = hyper::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let headers = [("content-type", "application/json".to_string())];
+            let answer = http
+                .send(addr, method_of, &url, &headers, Some(body.clone()))
+                .await
+                .unwrap();
+            assert_eq!(
+                answer.status,
+                hyper::StatusCode::PAYLOAD_TOO_LARGE,
+                "{method} {path}"
+            );
+            assert!(
+                op["responses"]["413"].is_object(),
+                "{method} {path} answers 413 but does not document it"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_documents_the_body_cap_it_enforces_and_a_wrong_method_is_problem_json() {
+    // Proves: the body cap stands in front of every route of the shop and the PSP, whatever
+    // the method (a GET with a body past it is refused 413), and every operation's document
+    // says so; a path asked with a method it does not take is 405 problem+json, as the
+    // documents' descriptions say.
+    let config = StackConfig::demo("127.0.0.1:0".parse().unwrap(), 1_700_000_000_000);
+    let stack = stampede_server::start(config).await.expect("stack starts");
+    let http = HttpClient::new(Connector::tokio(), Duration::from_secs(10));
+    let shop = stack.shop_addr.to_string();
+    every_operation_refuses_a_body_past_the_cap(&http, &shop, &document()).await;
+    let psp_doc: Value = serde_json::from_str(stampede_server::psp::document_json()).unwrap();
+    every_operation_refuses_a_body_past_the_cap(&http, &stack.psp_addr, &psp_doc).await;
+    for (addr, doc) in [(&shop, document()), (&stack.psp_addr, psp_doc)] {
+        let answer = http
+            .send(addr, hyper::Method::DELETE, "/openapi.json", &[], None)
+            .await
+            .unwrap();
+        assert_eq!(answer.status, hyper::StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(answer.headers["content-type"], "application/problem+json");
+        let description = doc["info"]["description"].as_str().unwrap();
+        assert!(
+            description.contains("405 `method-not-allowed`"),
+            "{description}"
+        );
+    }
+    stack.shutdown().await;
+}
+
 #[test]
 fn the_documents_validate_as_openapi_3_1() {
     // Proves: both documents pass an independent OpenAPI 3.1 validator (Python's

@@ -39,12 +39,12 @@ pub use coverage::Coverage;
 pub use db::{CHECKPOINT_MIN_COMMANDS, DbStore, Log, SimJournal};
 pub use net::{SimListener, connector, counting_connector};
 pub use plan::{
-    FAULT_KINDS, Fault, FaultEvent, Hosts, Intent, PLAN_MS_MAX, PLAN_SHOPPERS_MAX, PLAN_VERSION,
-    Plan, ShopperPlan,
+    FAULT_KINDS, Fault, FaultEvent, Hosts, Intent, PLAN_FAULTS_MAX, PLAN_MS_MAX, PLAN_SHOPPERS_MAX,
+    PLAN_THINK_MS_MAX, PLAN_VERSION, Plan, ShopperPlan,
 };
 pub use recorder::{Recorder, sim_now, written_events};
 pub use scenario::{
-    AdmissionSpec, Arrival, CATALOG_MAX, CrashSpec, Faults, Follow, HOST_GROUPS,
+    ARRIVALS_MS_MAX, AdmissionSpec, Arrival, CATALOG_MAX, CrashSpec, Faults, Follow, HOST_GROUPS,
     PARTITION_TABLES_MAX, PartitionSpec, ProductSpec, SCENARIO_BYTES_MAX, Scenario, ScenarioError,
     ScenarioFileError, Shoppers, StallSpec, Timing, Topology, WebhookFaults, read_text_bounded,
 };

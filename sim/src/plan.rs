@@ -11,11 +11,16 @@
 //! pins the hashes of a few plans, so a change here is a reviewed one.
 
 use crate::sample::{self, Chance};
-use crate::scenario::{Arrival, Faults, Follow, LINES_PER_ORDER_MAX, Scenario, ScenarioError};
+use crate::scenario::{
+    ARRIVALS_MS_MAX, Arrival, FAULT_COUNT_MAX, FAULT_LENGTH_MS_MAX, FORGED_WEBHOOKS_MAX, Faults,
+    Follow, LINES_PER_ORDER_MAX, PARTITION_TABLES_MAX, PAY_DELAY_MS_MAX, RESERVATION_TTL_MS_MAX,
+    Scenario, ScenarioError,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use stampede_core::ORDER_TOTAL_MAX;
 use stampede_server::Design;
 use std::collections::BTreeSet;
 
@@ -24,7 +29,7 @@ pub const PLAN_VERSION: u32 = 1;
 
 /// What a shopper means to do once the order is accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "then")]
+#[serde(rename_all = "snake_case", tag = "then", deny_unknown_fields)]
 pub enum Intent {
     /// Pay after `delay_ms`; the card is declined if `decline`; `double_pay` clicks "pay" twice.
     Pay {
@@ -52,6 +57,7 @@ pub enum Intent {
 
 /// One shopper.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ShopperPlan {
     /// Shopper number (also names the customer and keys).
     pub id: u32,
@@ -86,7 +92,7 @@ pub struct ShopperPlan {
 
 /// A planned fault.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "fault")]
+#[serde(rename_all = "snake_case", tag = "fault", deny_unknown_fields)]
 pub enum Fault {
     /// The host crashes and restarts after `down_ms`.
     Crash {
@@ -141,6 +147,7 @@ impl Fault {
 
 /// A fault at a time.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FaultEvent {
     /// When, ms.
     pub at_ms: u64,
@@ -150,6 +157,7 @@ pub struct FaultEvent {
 
 /// Everything a run does, as data.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Plan {
     /// Format version ([`PLAN_VERSION`]).
     pub version: u32,
@@ -328,8 +336,15 @@ impl Plan {
                 ),
             ));
         }
+        let mut ids = BTreeSet::new();
         for (i, s) in self.shoppers.iter().enumerate() {
             self.validate_shopper(i, s)?;
+            if s.id == 0 || !ids.insert(s.id) {
+                return Err(bad(
+                    format!("shoppers[{i}].id"),
+                    format!("{} is 0 or another shopper's number", s.id),
+                ));
+            }
         }
         let mut per_host = vec![0u32; self.scenario.topology.shopper_hosts as usize];
         for s in &self.shoppers {
@@ -345,6 +360,15 @@ impl Plan {
                 format!(
                     "{n} shoppers on shopper host {host}; at most {} a host",
                     crate::scenario::SHOPPERS_PER_HOST_MAX
+                ),
+            ));
+        }
+        if self.faults.len() > PLAN_FAULTS_MAX {
+            return Err(bad(
+                "faults".into(),
+                format!(
+                    "{} faults; at most {PLAN_FAULTS_MAX} (what a scenario can draw)",
+                    self.faults.len()
                 ),
             ));
         }
@@ -378,24 +402,22 @@ impl Plan {
                 ),
             ));
         }
-        if s.arrive_ms > PLAN_MS_MAX {
-            return Err(bad(field("arrive_ms"), format!("at most {PLAN_MS_MAX}")));
-        }
-        if let Intent::PayLate { think_ms, .. } = s.intent
-            && think_ms > PLAN_MS_MAX
-        {
-            return Err(bad(
-                field("intent.think_ms"),
-                format!("at most {PLAN_MS_MAX}"),
-            ));
-        }
-        if let Intent::Pay { delay_ms, .. } = s.intent
-            && delay_ms > PLAN_MS_MAX
-        {
-            return Err(bad(
-                field("intent.delay_ms"),
-                format!("at most {PLAN_MS_MAX}"),
-            ));
+        let at_most = |name: &str, ms: u64, max: u64| {
+            if ms > max {
+                Err(bad(field(name), format!("{ms}: at most {max}")))
+            } else {
+                Ok(())
+            }
+        };
+        at_most("arrive_ms", s.arrive_ms, PLAN_MS_MAX)?;
+        match s.intent {
+            Intent::PayLate { think_ms, .. } => {
+                at_most("intent.think_ms", think_ms, PLAN_THINK_MS_MAX)?;
+            }
+            Intent::Pay { delay_ms, .. } => {
+                at_most("intent.delay_ms", delay_ms, PAY_DELAY_MS_MAX)?;
+            }
+            Intent::Abandon | Intent::Cancel => {}
         }
         if s.items.is_empty() || s.items.len() > LINES_PER_ORDER_MAX {
             return Err(bad(
@@ -403,7 +425,8 @@ impl Plan {
                 format!("must have 1 to {LINES_PER_ORDER_MAX} lines"),
             ));
         }
-        for (sku, qty) in &s.items {
+        let mut total = 0u64;
+        for (n, (sku, qty)) in s.items.iter().enumerate() {
             let Some(p) = self.scenario.catalog.iter().find(|p| &p.sku == sku) else {
                 return Err(bad(
                     field("items"),
@@ -416,6 +439,22 @@ impl Plan {
                     format!("{qty} x {sku} is outside 1..={}", p.max_qty_per_order),
                 ));
             }
+            if s.items[..n].iter().any(|(earlier, _)| earlier == sku) {
+                return Err(bad(
+                    field("items"),
+                    format!("{sku} is on two lines (an order names a SKU once)"),
+                ));
+            }
+            total = total.saturating_add(p.price_cents.saturating_mul(u64::from(*qty)));
+        }
+        if total > ORDER_TOTAL_MAX.0 {
+            return Err(bad(
+                field("items"),
+                format!(
+                    "total {total} cents; one order may total at most {} cents",
+                    ORDER_TOTAL_MAX.0
+                ),
+            ));
         }
         Ok(())
     }
@@ -439,14 +478,14 @@ fn validate_fault(hosts: &Hosts, i: usize, f: &FaultEvent) -> Result<(), Scenari
                 .any(|x| x == h)
     };
     let field = |name: &str| format!("faults[{i}].{name}");
-    let at_most = |name: &str, ms: u64| {
-        if ms > PLAN_MS_MAX {
-            Err(bad(field(name), format!("at most {PLAN_MS_MAX}")))
+    let at_most = |name: &str, ms: u64, max: u64| {
+        if ms > max {
+            Err(bad(field(name), format!("{ms}: at most {max}")))
         } else {
             Ok(())
         }
     };
-    at_most("at_ms", f.at_ms)?;
+    at_most("at_ms", f.at_ms, PLAN_MS_MAX)?;
     match &f.fault {
         Fault::Crash { host, down_ms } => {
             if host == "psp" || !known(host) || host.starts_with("shoppers-") {
@@ -455,7 +494,7 @@ fn validate_fault(hosts: &Hosts, i: usize, f: &FaultEvent) -> Result<(), Scenari
                     format!("{host:?} is not an api, worker or db host"),
                 ));
             }
-            at_most("down_ms", *down_ms)
+            at_most("down_ms", *down_ms, FAULT_LENGTH_MS_MAX)
         }
         Fault::Partition { a, b, duration_ms } => {
             for (side, h) in [("a", a), ("b", b)] {
@@ -466,9 +505,14 @@ fn validate_fault(hosts: &Hosts, i: usize, f: &FaultEvent) -> Result<(), Scenari
                     ));
                 }
             }
-            at_most("duration_ms", *duration_ms)
+            if a == b {
+                return Err(bad(field("b"), format!("{b:?} is also a")));
+            }
+            at_most("duration_ms", *duration_ms, FAULT_LENGTH_MS_MAX)
         }
-        Fault::PspStall { duration_ms } => at_most("duration_ms", *duration_ms),
+        Fault::PspStall { duration_ms } => {
+            at_most("duration_ms", *duration_ms, FAULT_LENGTH_MS_MAX)
+        }
         Fault::ForgedWebhook { order } => {
             if *order == 0 {
                 return Err(bad(field("order"), "order numbers start at 1".into()));
@@ -494,8 +538,19 @@ pub const FAULT_KINDS: [&str; 9] = [
 
 /// Most shoppers a plan file may hold.
 pub const PLAN_SHOPPERS_MAX: usize = crate::scenario::SHOPPERS_MAX as usize;
-/// Latest time a plan file may name, ms (one hour).
-pub const PLAN_MS_MAX: u64 = 3_600_000;
+/// Latest time a plan file may name, ms (one hour): the last arrival and the
+/// fault window's end a scenario allows.
+pub const PLAN_MS_MAX: u64 = ARRIVALS_MS_MAX;
+/// Longest think time a late payer's plan may hold, ms: what
+/// [`late_think_ms`] can draw (the longest hold, the payment flow's
+/// allowance and the longest pay delay).
+pub const PLAN_THINK_MS_MAX: u64 =
+    RESERVATION_TTL_MS_MAX + stampede_core::PAY_FLOW_ALLOWANCE_MS + PAY_DELAY_MS_MAX;
+/// Most faults a plan file may hold: what a scenario can draw (crashes of
+/// three groups and PSP stalls, every partition table, the forgeries).
+pub const PLAN_FAULTS_MAX: usize = (4 * FAULT_COUNT_MAX as usize)
+    + PARTITION_TABLES_MAX * FAULT_COUNT_MAX as usize
+    + FORGED_WEBHOOKS_MAX as usize;
 
 /// The names of the world's hosts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -542,7 +597,12 @@ fn arrivals(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Vec<u64> {
         Arrival::Constant { over_ms } => (0..n)
             .map(|i| i as u64 * over_ms / n.max(1) as u64)
             .collect(),
-        Arrival::Poisson { per_sec } => sample::poisson_arrivals_ms(rng, per_sec, n),
+        // The scenario bounds the expected span to the hour; a late draw is
+        // held to it, so a plan file always names times within it.
+        Arrival::Poisson { per_sec } => sample::poisson_arrivals_ms(rng, per_sec, n)
+            .into_iter()
+            .map(|t| t.min(ARRIVALS_MS_MAX))
+            .collect(),
         Arrival::Ramp { over_ms } => (0..n).map(|_| sample::ramp_ms(rng, over_ms)).collect(),
         Arrival::Burst { at_ms, window_ms } => (0..n)
             .map(|_| at_ms + rng.random_range(0..window_ms.max(1)))
@@ -684,17 +744,18 @@ fn draw_faults(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Vec<FaultEvent> {
         let (a_side, b_side) = (hosts.group(&p.a), hosts.group(&p.b));
         for _ in 0..p.count {
             let a = a_side[rng.random_range(0..a_side.len())].clone();
-            let b = b_side[rng.random_range(0..b_side.len())].clone();
-            if a != b {
-                faults.push(FaultEvent {
-                    at_ms: at(rng),
-                    fault: Fault::Partition {
-                        a,
-                        b,
-                        duration_ms: p.duration_ms,
-                    },
-                });
-            }
+            // A group partitioned from itself: `b` is another of its hosts
+            // (`Scenario::validate` refuses a group of one).
+            let others: Vec<&String> = b_side.iter().filter(|h| **h != a).collect();
+            let b = others[rng.random_range(0..others.len())].clone();
+            faults.push(FaultEvent {
+                at_ms: at(rng),
+                fault: Fault::Partition {
+                    a,
+                    b,
+                    duration_ms: p.duration_ms,
+                },
+            });
         }
     }
     let orders_guessable = u64::from(scenario.shoppers.count).max(1);

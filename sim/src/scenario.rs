@@ -527,10 +527,31 @@ impl Scenario {
             ));
         }
         validate_faults(&self.faults)?;
+        self.validate_partition_hosts()?;
         validate_timing(&self.timing)?;
         validate_admission(&self.admission)?;
         validate_invariants(&self.invariants)?;
         stampede_server::Design::preset(&self.design).map_err(|e| err("design", e.to_string()))?;
+        Ok(())
+    }
+}
+
+impl Scenario {
+    /// A partition between a group and itself cuts two of its hosts apart,
+    /// so the group needs two (a partition of a host from itself is none).
+    fn validate_partition_hosts(&self) -> Result<(), ScenarioError> {
+        let hosts = crate::plan::Hosts::of(self);
+        for (i, p) in self.faults.partitions.iter().enumerate() {
+            if p.count > 0 && p.a == p.b && hosts.group(&p.a).len() < 2 {
+                return Err(err(
+                    &format!("faults.partitions[{i}].b"),
+                    format!(
+                        "{:?} partitioned from itself needs two {0} hosts; the topology has one",
+                        p.b
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -579,6 +600,17 @@ pub const CATALOG_MAX: usize = 1_000;
 
 /// Most `[[faults.partitions]]` tables a scenario has.
 pub const PARTITION_TABLES_MAX: usize = 100;
+/// Most faults of one kind a scenario draws: crashes of each group, PSP
+/// stalls, and the partitions of each `[[faults.partitions]]` table.
+pub const FAULT_COUNT_MAX: u32 = 100;
+/// Most forged webhooks a scenario asks for.
+pub const FORGED_WEBHOOKS_MAX: u32 = 10_000;
+/// Longest a crash, stall or partition lasts, ms.
+pub const FAULT_LENGTH_MS_MAX: u64 = 600_000;
+/// Longest think time before paying, ms.
+pub const PAY_DELAY_MS_MAX: u64 = 600_000;
+/// Longest hold a scenario promises, ms.
+pub const RESERVATION_TTL_MS_MAX: u64 = 3_600_000;
 
 fn validate_catalog(catalog: &[ProductSpec]) -> Result<(), ScenarioError> {
     if catalog.is_empty() {
@@ -661,7 +693,12 @@ fn validate_shoppers(s: &Shoppers) -> Result<(), ScenarioError> {
     ] {
         probability(name, p)?;
     }
-    range("shoppers.pay_delay_ms_max", s.pay_delay_ms_max, 0, 600_000)?;
+    range(
+        "shoppers.pay_delay_ms_max",
+        s.pay_delay_ms_max,
+        0,
+        PAY_DELAY_MS_MAX,
+    )?;
     validate_arrival(&s.arrival)?;
     if let Arrival::Poisson { per_sec } = s.arrival {
         let span_ms = f64::from(s.count) / per_sec * 1_000.0;
@@ -697,6 +734,16 @@ fn validate_arrival(arrival: &Arrival) -> Result<(), ScenarioError> {
         Arrival::Burst { at_ms, window_ms } => {
             range("shoppers.arrival.at_ms", at_ms, 0, ARRIVALS_MS_MAX)?;
             range("shoppers.arrival.window_ms", window_ms, 1, ARRIVALS_MS_MAX)?;
+            // The last arrival is at `at_ms + window_ms - 1`.
+            if at_ms + window_ms > ARRIVALS_MS_MAX + 1 {
+                return Err(err(
+                    "shoppers.arrival.window_ms",
+                    format!(
+                        "{window_ms} after at_ms {at_ms} brings the last shopper at {} ms; every arrival must be within the first hour (at most {ARRIVALS_MS_MAX} ms)",
+                        at_ms + window_ms - 1
+                    ),
+                ));
+            }
         }
     }
     Ok(())
@@ -716,20 +763,30 @@ fn validate_faults(fl: &Faults) -> Result<(), ScenarioError> {
         ("faults.worker_crashes", fl.worker_crashes),
         ("faults.db_crashes", fl.db_crashes),
     ] {
-        range(&format!("{name}.count"), c.count.into(), 0, 100)?;
-        range(&format!("{name}.down_ms"), c.down_ms, 0, 600_000)?;
+        range(
+            &format!("{name}.count"),
+            c.count.into(),
+            0,
+            FAULT_COUNT_MAX.into(),
+        )?;
+        range(
+            &format!("{name}.down_ms"),
+            c.down_ms,
+            0,
+            FAULT_LENGTH_MS_MAX,
+        )?;
     }
     range(
         "faults.psp_stalls.count",
         fl.psp_stalls.count.into(),
         0,
-        100,
+        FAULT_COUNT_MAX.into(),
     )?;
     range(
         "faults.psp_stalls.duration_ms",
         fl.psp_stalls.duration_ms,
         0,
-        600_000,
+        FAULT_LENGTH_MS_MAX,
     )?;
     validate_partitions(&fl.partitions)?;
     validate_webhook_faults(&fl.webhooks)?;
@@ -738,7 +795,7 @@ fn validate_faults(fl: &Faults) -> Result<(), ScenarioError> {
         "faults.forged_webhooks",
         fl.forged_webhooks.into(),
         0,
-        10_000,
+        FORGED_WEBHOOKS_MAX.into(),
     )
 }
 
@@ -765,13 +822,13 @@ fn validate_partitions(partitions: &[PartitionSpec]) -> Result<(), ScenarioError
             &format!("faults.partitions[{i}].count"),
             p.count.into(),
             0,
-            100,
+            FAULT_COUNT_MAX.into(),
         )?;
         range(
             &format!("faults.partitions[{i}].duration_ms"),
             p.duration_ms,
             1,
-            600_000,
+            FAULT_LENGTH_MS_MAX,
         )?;
     }
     Ok(())
@@ -803,7 +860,7 @@ fn validate_timing(tm: &Timing) -> Result<(), ScenarioError> {
         "timing.reservation_ttl_ms",
         tm.reservation_ttl_ms,
         1,
-        3_600_000,
+        RESERVATION_TTL_MS_MAX,
     )?;
     range("timing.client_timeout_ms", tm.client_timeout_ms, 1, 600_000)?;
     range(

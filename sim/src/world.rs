@@ -569,7 +569,9 @@ fn add_shopper_clients(
 }
 
 /// The `attacker` client, when the plan forges webhooks: each at its time,
-/// recorded as a fault, sent to `api-1`.
+/// recorded as a fault, sent to `api-1` on a task of its own, so a slow
+/// network does not push later forgeries past the run's time limit (at most
+/// [`crate::plan::PLAN_FAULTS_MAX`] tasks).
 fn add_attacker(sim: &mut turmoil::Sim<'static>, shared: &Arc<Shared>, running: &Arc<AtomicUsize>) {
     let forged: Vec<(u64, u64)> = shared
         .plan
@@ -589,6 +591,7 @@ fn add_attacker(sim: &mut turmoil::Sim<'static>, shared: &Arc<Shared>, running: 
     let running = Arc::clone(running);
     running.fetch_add(1, Ordering::Relaxed);
     sim.client("attacker", async move {
+        let mut sent = Vec::with_capacity(forged.len());
         for (n, (at_ms, order)) in forged.into_iter().enumerate() {
             let now = crate::recorder::sim_now().0;
             if at_ms > now {
@@ -597,7 +600,13 @@ fn add_attacker(sim: &mut turmoil::Sim<'static>, shared: &Arc<Shared>, running: 
             recorder.push(EventKind::Fault {
                 what: format!("forged webhook for ord_{order}"),
             });
-            shopper::forge_webhook(&http, &api, order, n).await;
+            let (http, api) = (http.clone(), api.clone());
+            sent.push(tokio::spawn(async move {
+                shopper::forge_webhook(&http, &api, order, n).await;
+            }));
+        }
+        for task in sent {
+            let _ = task.await;
         }
         running.fetch_sub(1, Ordering::Relaxed);
         Ok(())
@@ -817,9 +826,16 @@ fn psp_config(plan: &Plan) -> PspConfig {
             path: stampede_server::WEBHOOK_PATH.into(),
         }),
         secret: WEBHOOK_SECRET.to_vec(),
-        duplicate_probability: hooks.duplicate_probability,
+        // No extra copies is no duplication (the PSP's own floor is one copy).
+        duplicate_probability: if hooks.extra_copies_max == 0 {
+            0.0
+        } else {
+            hooks.duplicate_probability
+        },
         max_extra_copies: hooks.extra_copies_max.max(1),
-        min_extra_copies: hooks.extra_copies_min.max(1),
+        min_extra_copies: hooks
+            .extra_copies_min
+            .clamp(1, hooks.extra_copies_max.max(1)),
         delay_ms_min: 0,
         delay_ms_max: hooks.delay_ms_max,
         request_timeout_ms: plan.scenario.timing.backend_timeout_ms,
@@ -1132,6 +1148,30 @@ mod tests {
             run_limit_ms(&plan),
             acts_until + plan.scenario.timing.settle_ms + OVERRUN_MS_MAX
         );
+    }
+
+    #[test]
+    fn no_extra_copies_is_no_duplication_and_the_fewest_never_exceed_the_most() {
+        // Proves: `max_extra_copies = 0` turns duplication off whatever its probability (the
+        // PSP's own floor is one copy, so passing 0 through would mean 1); with copies allowed,
+        // the probability and the range pass through, the fewest held to the most.
+        let mut scenario = crate::scenarios::smoke();
+        scenario.faults.webhooks.duplicate_probability = 1.0;
+        scenario.faults.webhooks.extra_copies_max = 0;
+        scenario.faults.webhooks.extra_copies_min = 0;
+        let plan = |s: &crate::Scenario| Plan::generate(s, stampede_server::Design::reference(), 1);
+        let none = psp_config(&plan(&scenario));
+        assert_eq!(none.duplicate_probability, 0.0);
+        assert!(!plan(&scenario).fault_kinds().contains("webhook-duplicates"));
+        scenario.faults.webhooks.extra_copies_max = 1;
+        let one = psp_config(&plan(&scenario));
+        assert_eq!(one.duplicate_probability, 1.0);
+        assert_eq!((one.min_extra_copies, one.max_extra_copies), (1, 1));
+        scenario.faults.webhooks.extra_copies_max = 3;
+        scenario.faults.webhooks.extra_copies_min = 2;
+        let some = psp_config(&plan(&scenario));
+        assert_eq!((some.min_extra_copies, some.max_extra_copies), (2, 3));
+        assert_eq!(some.validate(), Ok(()));
     }
 
     #[test]

@@ -69,7 +69,9 @@ fn api_router() -> OpenApiRouter<Arc<Psp>> {
                     "A Stripe-shaped payment provider: payment intents (created once per \
                      Idempotency-Key), confirmation by the payer, refunds, and the append-only \
                      ledger the invariant checker trusts. Events go to the shop as signed \
-                     webhooks. Errors are application/problem+json.",
+                     webhooks. Errors are application/problem+json, a path it does not \
+                     have (404 `not-found`) and a method a path does not take (405 \
+                     `method-not-allowed`) included.",
                 ))
                 .build(),
         )
@@ -86,7 +88,7 @@ fn api_router() -> OpenApiRouter<Arc<Psp>> {
 
 /// The PSP's OpenAPI document, as its `GET /openapi.json` serves it.
 pub fn openapi() -> OpenApi {
-    api_router().into_openapi()
+    crate::openapi::with_every_route_answers(api_router().into_openapi())
 }
 
 /// The document as served, rendered once per process.
