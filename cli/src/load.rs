@@ -271,13 +271,11 @@ const KILL_RECOVERY_MARGIN_MS: u64 = LOAD_RESERVATION_TTL_MS + 5_000;
 /// well within the default settle time.
 pub const LOAD_RESERVATION_TTL_MS: u64 = 10_000;
 
-/// A promised bound: a duration above zero.
+/// A promised bound (or an interval): a duration above zero.
 pub(crate) fn parse_bound(text: &str) -> Result<Duration, String> {
     let bound = parse_duration(text)?;
     if bound < Duration::from_millis(1) {
-        return Err(format!(
-            "{text:?}: a promised bound must be at least 1ms; write e.g. 10s"
-        ));
+        return Err(format!("{text:?}: must be at least 1ms; write e.g. 10s"));
     }
     Ok(bound)
 }
@@ -749,6 +747,7 @@ async fn start_child_shop(
         "load",
         "--admin-token",
         &args.admin_token,
+        "--stop-when-stdin-closes",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -907,7 +906,12 @@ fn in_flight(args: &LoadArgs, rate: f64) -> u32 {
     }
 }
 
-/// `stampede load`: exit 0 when the audit holds and every threshold passes, 1 otherwise.
+/// `stampede load`'s exit status when Ctrl-C or SIGTERM stopped it (as a shell
+/// reports a process Ctrl-C ended).
+const LOAD_INTERRUPTED: u8 = 130;
+
+/// `stampede load`: exit 0 when the audit holds and every threshold passes, 1 otherwise,
+/// [`LOAD_INTERRUPTED`] when stopped by a signal before its audit.
 pub fn load(args: &LoadArgs) -> Result<u8, String> {
     check_kills(args.kill_every, args.duration, &args.store)?;
     let spec = DesignSpec::new(&args.design, &args.set)?;
@@ -921,7 +925,7 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
     });
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    let report = runtime.block_on(async {
+    let run = async {
         let target = Target::start(args, &spec, &dir).await?;
         let config = load_config(args, &target, model, shape, &dir);
         let result = match config {
@@ -936,7 +940,24 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
         };
         target.stop().await;
         result
-    })?;
+    };
+    // Ctrl-C or SIGTERM stops the run where it is (a shop it started is killed as the run is
+    // dropped): no audit, so no verdict.
+    let report = runtime.block_on(async {
+        tokio::select! {
+            biased;
+            () = crate::serve::wait_for_stop() => None,
+            report = run => Some(report),
+        }
+    });
+    let Some(report) = report else {
+        eprintln!(
+            "interrupted: the load stopped before its audit, so there is no verdict; what is in {} is incomplete",
+            dir.display()
+        );
+        return Ok(LOAD_INTERRUPTED);
+    };
+    let report = report?;
     write_report(&dir, &report)?;
     if args.json {
         println!("{}", stampede_reports::render_json(&report));

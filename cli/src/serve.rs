@@ -73,6 +73,12 @@ pub struct ServeArgs {
     pub catalog: String,
     #[command(flatten)]
     pub admission: admission::AdmissionArgs,
+    /// Stop, as on SIGTERM, once standard input is closed: a supervisor that starts the shop
+    /// with a pipe on its stdin and keeps the other end is outlived by nothing — when it
+    /// exits, even killed with SIGKILL, the pipe closes and the shop stops.
+    /// `stampede load --kill-every` starts its shop so.
+    #[arg(long)]
+    pub stop_when_stdin_closes: bool,
 }
 
 /// `stampede psp`'s options.
@@ -176,7 +182,23 @@ pub fn serve(args: ServeArgs) -> Result<u8, String> {
         }
         memory => memory,
     };
-    runtime()?.block_on(run_serve(config))
+    let stdin_closed = args.stop_when_stdin_closes.then(stdin_closed);
+    runtime()?.block_on(run_serve(config, stdin_closed))
+}
+
+/// Resolves once standard input reaches its end (or cannot be read). Read on
+/// a thread of its own, left behind when the process exits: a read the
+/// async runtime ran would keep it from shutting down.
+fn stdin_closed() -> tokio::sync::oneshot::Receiver<()> {
+    let (closed, on_close) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut stdin = std::io::stdin().lock();
+        let mut buffer = [0u8; 256];
+        while matches!(stdin.read(&mut buffer), Ok(n) if n > 0) {}
+        let _ = closed.send(());
+    });
+    on_close
 }
 
 /// Serves the fake PSP alone until Ctrl-C or SIGTERM.
@@ -228,7 +250,7 @@ pub fn designs() -> Result<u8, String> {
 /// Waits for Ctrl-C (SIGINT) or SIGTERM (what `kill`, a container runtime or
 /// a service manager sends to stop a process): either stops the process
 /// gracefully.
-async fn wait_for_stop() {
+pub(crate) async fn wait_for_stop() {
     let interrupt = async {
         if let Err(error) = tokio::signal::ctrl_c().await {
             eprintln!("cannot listen for Ctrl-C ({error})");
@@ -257,16 +279,27 @@ async fn wait_for_stop() {
     }
 }
 
-async fn run_serve(config: StackConfig) -> Result<u8, String> {
-    let store = config.store.clone();
-    let stack = stampede_server::start(config)
-        .await
-        .map_err(|e| format!("cannot start the shop: {e}"))?;
+/// Resolves once `stdin_closed` does; never without one.
+async fn supervisor_gone(stdin_closed: Option<tokio::sync::oneshot::Receiver<()>>) {
+    match stdin_closed {
+        Some(closed) => {
+            let _ = closed.await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// What `serve` prints once the shop answers: where, on what store, what it kept, its design.
+fn say_started(
+    stack: &stampede_server::Stack,
+    store: &stampede_server::StoreChoice,
+    design: stampede_server::Design,
+) {
     println!(
         "shop listening on http://{}  (psp at http://{})",
         stack.shop_addr, stack.psp_addr
     );
-    match (&store, stack.opened) {
+    match (store, stack.opened.as_ref()) {
         (stampede_server::StoreChoice::Sqlite(options), Some(opened)) => println!(
             "state in {} (sqlite, sync={}): {}",
             options.path.display(),
@@ -301,10 +334,32 @@ async fn run_serve(config: StackConfig) -> Result<u8, String> {
             "note: {setting}: a shop's settings are part of its store, set when it was created (start on a new --store to change them)"
         );
     }
+    if design != stampede_server::Design::reference() {
+        println!(
+            "design {}: deliberate mistakes switched on (see `stampede designs`); not the reference",
+            design.label()
+        );
+    }
     println!("try: curl -s http://{}/v1/products", stack.shop_addr);
+}
+
+async fn run_serve(
+    config: StackConfig,
+    stdin_closed: Option<tokio::sync::oneshot::Receiver<()>>,
+) -> Result<u8, String> {
+    let store = config.store.clone();
+    let design = config.server.design;
+    let stack = stampede_server::start(config)
+        .await
+        .map_err(|e| format!("cannot start the shop: {e}"))?;
+    say_started(&stack, &store, design);
     let failed = tokio::select! {
         biased;
         () = wait_for_stop() => None,
+        () = supervisor_gone(stdin_closed) => {
+            println!("standard input closed (--stop-when-stdin-closes)");
+            None
+        }
         why = store_failure(&stack) => Some(why),
     };
     if let Some(why) = &failed {
@@ -314,13 +369,25 @@ async fn run_serve(config: StackConfig) -> Result<u8, String> {
         );
     }
     println!("shutting down (requests in flight finish; a second Ctrl-C or SIGTERM stops at once)");
-    tokio::select! {
+    let closing = tokio::select! {
         biased;
-        () = stack.shutdown() => {}
+        closed = stack.shutdown_checked() => closed,
         // Safe as a crash is: every answer the shop gave was committed first.
-        () = wait_for_stop() => println!("stopped at once"),
+        () = wait_for_stop() => {
+            println!("stopped at once");
+            Ok(())
+        }
+    };
+    match closing {
+        Err(why) if failed.is_none() => {
+            eprintln!(
+                "error: the store did not close cleanly: {why} (start it again on its file: \
+                 everything acknowledged was committed)"
+            );
+            Ok(1)
+        }
+        _ => Ok(if failed.is_some() { 1 } else { 0 }),
     }
-    Ok(if failed.is_some() { 1 } else { 0 })
 }
 
 /// How often `serve` looks whether its store has stopped for good, ms.

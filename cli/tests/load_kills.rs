@@ -134,3 +134,107 @@ fn a_kill_loop_that_could_not_kill_or_could_only_lose_is_refused() {
         assert!(!out.join("report.json").exists());
     }
 }
+
+/// The pid of the `stampede serve` a `load --kill-every` run started on `out` (its store is
+/// `out/shop.db`), once it is up: found by its command line.
+fn child_shop(out: &Path) -> Option<u32> {
+    let store = format!("sqlite:{}", out.join("shop.db").display());
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            args.contains(&b"serve".as_slice()) && args.contains(&store.as_bytes())
+        })
+}
+
+/// Whether `pid` is still a running process (a zombie waiting to be reaped is not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// Waits up to `secs` for `done`.
+fn within(secs: u64, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    done()
+}
+
+/// Starts `stampede load --kill-every` on `out` and waits until its child shop runs.
+fn start_killing_load(out: &Path) -> (std::process::Child, u32) {
+    let load = std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
+        .args([
+            "load",
+            "--rate",
+            "20/s",
+            "--duration",
+            "60s",
+            "--kill-every",
+            "20s",
+        ])
+        .arg("--out")
+        .arg(out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let mut shop = None;
+    let log = out.join("shop.log");
+    assert!(
+        within(60, || {
+            shop = child_shop(out);
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("shop listening"))
+                && shop.is_some()
+        }),
+        "the child shop started"
+    );
+    (load, shop.unwrap())
+}
+
+#[test]
+fn a_load_stopped_by_a_signal_says_so_and_leaves_no_shop_behind() {
+    // Proves (found from outside: a SIGTERM to `load --kill-every` left its shop running,
+    // orphaned, holding the store's lock, so the next run on that --out was refused): SIGTERM
+    // stops `load` with exit status 130 and a message that there is no verdict, and its child
+    // shop is gone with it; a `load` killed with SIGKILL, which can do nothing, does not
+    // leave its shop running either (the shop stops when the pipe on its stdin closes).
+    let out = fresh_dir("load-kills-sigterm");
+    let (mut load, shop) = start_killing_load(&out);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(load.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let status = load.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(load.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted") && stderr.contains("no verdict"),
+        "{stderr}"
+    );
+    assert!(
+        within(10, || !running(shop)),
+        "the shop {shop} outlived its load"
+    );
+
+    let out = fresh_dir("load-kills-sigkill");
+    let (mut load, shop) = start_killing_load(&out);
+    load.kill().expect("SIGKILL");
+    load.wait().unwrap();
+    assert!(
+        within(20, || !running(shop)),
+        "the shop {shop} outlived its killed load"
+    );
+}

@@ -18,6 +18,7 @@
 use crate::journey::Shared;
 use stampede_core::{EventKind, Millis};
 use std::fmt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -88,9 +89,15 @@ impl ShopProcess {
                 .map_err(|e| format!("{what} {}: {e}", self.log.display()))
         };
         let (out, err) = (open("opening")?, open("opening")?);
+        // A group of its own: Ctrl-C at the terminal stops the load, which
+        // kills the shop, rather than the shop behind the load's back. A pipe
+        // on its stdin, held open with the child: the shop's arguments ask it
+        // to stop when the pipe closes, which it does when this process ends,
+        // however it ends.
         let child = Command::new(&self.program)
             .args(&self.args)
-            .stdin(Stdio::null())
+            .process_group(0)
+            .stdin(Stdio::piped())
             .stdout(out)
             .stderr(err)
             .spawn()

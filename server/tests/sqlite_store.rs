@@ -453,6 +453,88 @@ fn a_corrupt_file_is_refused_and_left_alone() {
 }
 
 #[test]
+fn a_file_damaged_where_recovery_does_not_read_is_refused_and_left_alone() {
+    // Proves: a store whose plain `orders` table is damaged (its root page overwritten) while
+    // the checkpoint and the log are whole is refused as corrupt at open, unchanged — not
+    // opened to take orders it would fail to commit later. The same file before the damage
+    // opens.
+    let db = TempDb::new("damaged");
+    let (clock, _now) = manual_clock();
+    let store = open_store(&db, &clock);
+    runtime().block_on(async {
+        store
+            .call(Command::Restock {
+                sku: Sku::new("hat").unwrap(),
+                qty: 1,
+            })
+            .await
+            .unwrap()
+    });
+    drop(store);
+    let (root, page_size): (i64, i64) = {
+        let conn = Connection::open(&db.0).unwrap();
+        let root = conn
+            .query_row(
+                "SELECT rootpage FROM sqlite_master WHERE name = 'orders'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let page_size = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        (root, page_size)
+    };
+    drop(sqlite::open(&db.options(), 0, || panic!("not fresh")).expect("whole, it opens"));
+    let mut file = bytes(&db);
+    let start = usize::try_from((root - 1) * page_size).unwrap();
+    let end = start + usize::try_from(page_size).unwrap();
+    file[start..end].fill(b'X');
+    std::fs::write(&db.0, &file).unwrap();
+    let error = sqlite::open(&db.options(), 0, || panic!("not fresh")).unwrap_err();
+    assert!(matches!(error, OpenError::Corrupt { .. }), "{error}");
+    assert_eq!(bytes(&db), file, "left as it was");
+}
+
+#[test]
+fn a_path_that_is_not_a_regular_file_is_refused_with_no_lock_file_beside_it() {
+    // Proves: a folder, a named pipe or a device given as the store is refused as not a
+    // database, before anything is made beside it (no `-lock` file), and a FIFO is not
+    // opened (which would block); a regular file at the same place is taken.
+    let db = TempDb::new("not-a-file");
+    let dir = db.0.with_extension("dir");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = db.0.with_extension("fifo");
+    let _ = std::fs::remove_file(&fifo);
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    for path in [
+        dir.clone(),
+        fifo.clone(),
+        std::path::PathBuf::from("/dev/null"),
+    ] {
+        let options = SqliteOptions::new(path.clone());
+        let error = sqlite::open(&options, 0, || Ok(state())).unwrap_err();
+        assert!(
+            matches!(error, OpenError::Foreign { .. }),
+            "{}: {error}",
+            path.display()
+        );
+        let mut lock = path.into_os_string();
+        lock.push("-lock");
+        assert!(!std::path::Path::new(&lock).exists(), "{lock:?} made");
+    }
+    let _ = std::fs::remove_dir(&dir);
+    let _ = std::fs::remove_file(&fifo);
+    assert!(sqlite::open(&db.options(), 0, || Ok(state())).is_ok());
+}
+
+#[test]
 fn a_database_of_another_schema_version_is_refused() {
     // Proves: a Stampede database whose schema version this build does not know is refused
     // (named as a version problem), before anything is written; the current version opens.
@@ -509,6 +591,44 @@ fn a_failed_commit_stops_the_store_instead_of_answering() {
     );
     let why = store.failed().expect("the store says it has stopped");
     assert!(why.contains("commit failed"), "{why}");
+}
+
+#[test]
+fn a_closing_checkpoint_that_fails_is_reported_by_closed() {
+    // Proves: when the checkpoint a store writes as it closes cannot be committed (here its
+    // table is gone), `closed` says so — `serve` exits 1 on it instead of 0 — while what was
+    // acknowledged before is in the log; a store whose commits all succeeded closes `Ok`.
+    let db = TempDb::new("closing");
+    let (clock, _now) = manual_clock();
+    let store = open_store(&db, &clock);
+    let closed = store.closed();
+    let rt = runtime();
+    rt.block_on(async {
+        store
+            .call(Command::Restock {
+                sku: Sku::new("hat").unwrap(),
+                qty: 1,
+            })
+            .await
+            .unwrap()
+    });
+    {
+        let conn = Connection::open(&db.0).unwrap();
+        conn.execute_batch("DROP TABLE checkpoint").unwrap();
+    }
+    assert_eq!(store.failed(), None, "nothing failed yet");
+    drop(store);
+    let outcome =
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), closed).await });
+    let why = outcome
+        .expect("closed")
+        .expect_err("the closing checkpoint failed");
+    assert!(why.contains("commit failed"), "{why}");
+    let logged: i64 = Connection::open(&db.0)
+        .unwrap()
+        .query_row("SELECT count(*) FROM commands", [], |r| r.get(0))
+        .unwrap();
+    assert!(logged >= 1, "the acknowledged restock is in the log");
 }
 
 #[test]
@@ -641,9 +761,10 @@ fn closed_resolves_only_once_the_file_is_free_wherever_the_last_holder_drops_it(
             let holder = Arc::clone(&store);
             drop(store);
             let dropped = std::thread::spawn(move || drop(holder));
-            tokio::time::timeout(Duration::from_secs(10), closed)
+            let outcome = tokio::time::timeout(Duration::from_secs(10), closed)
                 .await
                 .expect("closed once dropped");
+            assert_eq!(outcome, Ok(()), "round {round}: closed cleanly");
             let reopened = sqlite::open(&db.options(), 0, || panic!("not fresh"));
             assert!(reopened.is_ok(), "round {round}: {:?}", reopened.err());
             dropped.join().unwrap();

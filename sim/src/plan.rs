@@ -419,14 +419,21 @@ impl Plan {
             }
             Intent::Abandon | Intent::Cancel => {}
         }
-        if s.items.is_empty() || s.items.len() > LINES_PER_ORDER_MAX {
+        self.validate_items(i, &s.items)
+    }
+
+    /// Shopper `i`'s lines: products of the catalog, each once, in quantities an order may
+    /// hold, at a total one order may reach.
+    fn validate_items(&self, i: usize, items: &[(String, u32)]) -> Result<(), ScenarioError> {
+        let field = |name: &str| format!("shoppers[{i}].{name}");
+        if items.is_empty() || items.len() > LINES_PER_ORDER_MAX {
             return Err(bad(
                 field("items"),
                 format!("must have 1 to {LINES_PER_ORDER_MAX} lines"),
             ));
         }
         let mut total = 0u64;
-        for (n, (sku, qty)) in s.items.iter().enumerate() {
+        for (n, (sku, qty)) in items.iter().enumerate() {
             let Some(p) = self.scenario.catalog.iter().find(|p| &p.sku == sku) else {
                 return Err(bad(
                     field("items"),
@@ -439,7 +446,7 @@ impl Plan {
                     format!("{qty} x {sku} is outside 1..={}", p.max_qty_per_order),
                 ));
             }
-            if s.items[..n].iter().any(|(earlier, _)| earlier == sku) {
+            if items[..n].iter().any(|(earlier, _)| earlier == sku) {
                 return Err(bad(
                     field("items"),
                     format!("{sku} is on two lines (an order names a SKU once)"),

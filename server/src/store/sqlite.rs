@@ -309,6 +309,9 @@ pub fn open(
     )
     .map_err(|e| corrupt(&e))?;
     let created = identify(&conn, &path)?;
+    if !created {
+        check_integrity(&conn).map_err(|e| corrupt(&e))?;
+    }
     configure(&conn, options.sync).map_err(|e| corrupt(&e))?;
     if created {
         let state = fresh().map_err(|detail| OpenError::Create {
@@ -343,6 +346,22 @@ pub fn open(
             .map_err(|e| corrupt(&e))?;
     }
     Ok(recovered)
+}
+
+/// `PRAGMA quick_check`, before anything is written: every page of the file
+/// well formed, the plain query tables included — recovery itself reads only
+/// the checkpoint and the log, so damage elsewhere would otherwise surface
+/// only when a later commit touches it, after the shop had acknowledged
+/// orders. Reads the whole file once (about a second per few hundred MB).
+fn check_integrity(conn: &Connection) -> Result<(), String> {
+    let first: String = conn
+        .query_row("PRAGMA quick_check(1)", [], |row| row.get(0))
+        .map_err(|e| e.to_string())?;
+    if first == "ok" {
+        Ok(())
+    } else {
+        Err(format!("integrity check: {first}"))
+    }
 }
 
 /// Whether the file is a new, empty database (`true`) or one of ours at
@@ -411,6 +430,16 @@ struct FileLock {
 
 fn take_lock(path: &Path) -> Result<FileLock, OpenError> {
     let shown = path.display().to_string();
+    // A device, a pipe or a folder is no database: refused before a lock file
+    // is made beside it (`/dev/null-lock`).
+    if let Ok(meta) = std::fs::metadata(path)
+        && !meta.is_file()
+    {
+        return Err(OpenError::Foreign {
+            path: shown,
+            what: "not a regular file".into(),
+        });
+    }
     let open = |file: &Path, what: &str| {
         std::fs::OpenOptions::new()
             .create(true)
@@ -974,8 +1003,8 @@ pub struct SqliteStore {
     /// another store may open the file.
     lock: Option<FileLock>,
     /// Set once the store is dropped, its writer stopped and its lock let go
-    /// (see [`SqliteStore::closed`]).
-    closed: watch::Sender<bool>,
+    /// (see [`SqliteStore::closed`]): `Err` if a commit had failed by then.
+    closed: watch::Sender<Option<Result<(), String>>>,
     durable: watch::Receiver<Durable>,
     path: PathBuf,
 }
@@ -1022,7 +1051,7 @@ impl SqliteStore {
             position,
             writer: Some(writer),
             lock: Some(lock),
-            closed: watch::Sender::new(false),
+            closed: watch::Sender::new(None),
             durable,
             path: options.path,
         }))
@@ -1037,11 +1066,17 @@ impl SqliteStore {
     /// its queue committed, its writer stopped and its lock let go, so
     /// another store may open the file. (The last `Arc` going away is not
     /// enough to know that: the drop runs after it, on that holder's thread.)
-    pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+    /// `Err` says why a commit failed, before or while closing (the closing
+    /// checkpoint included): the file holds what was acknowledged, but
+    /// the store did not close cleanly.
+    pub fn closed(&self) -> impl Future<Output = Result<(), String>> + Send + 'static {
         let mut closed = self.closed.subscribe();
         async move {
-            // An error is the sender gone: closed too.
-            let _ = closed.wait_for(|c| *c).await;
+            match closed.wait_for(Option::is_some).await {
+                Ok(outcome) => outcome.clone().unwrap_or(Ok(())),
+                // The sender gone without a word: the store was dropped.
+                Err(_) => Ok(()),
+            }
         }
     }
 
@@ -1102,7 +1137,11 @@ impl Drop for SqliteStore {
             let _ = writer.join();
         }
         drop(self.lock.take());
-        self.closed.send_replace(true);
+        let outcome = match &self.durable.borrow().failed {
+            Some(why) => Err(format!("SQLite commit failed: {why}")),
+            None => Ok(()),
+        };
+        self.closed.send_replace(Some(outcome));
     }
 }
 
