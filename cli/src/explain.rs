@@ -220,7 +220,6 @@ pub fn explain(args: &ExplainArgs) -> Result<u8, String> {
     let history = read_trace(&trace)?;
     let start = start(args, &dir)?;
     let story = stampede_reports::story(&history, &start);
-    print!("{}", stampede_reports::render_story_text(&story));
     let only_faults = story
         .beats
         .iter()
@@ -229,6 +228,7 @@ pub fn explain(args: &ExplainArgs) -> Result<u8, String> {
         eprintln!("{} does not appear in {}", story.subject, trace.display());
         return Ok(1);
     }
+    print!("{}", stampede_reports::render_story_text(&story));
     let svg = stampede_reports::render_story_svg(&story)?;
     let path = args
         .svg

@@ -30,7 +30,8 @@ pub struct LoadArgs {
     /// The PSP of the shop at --host (`http://host:port`); shoppers confirm payments there.
     #[arg(long, requires = "host")]
     pub psp: Option<String>,
-    /// Closed loop: this many goose users, each running journeys back to back.
+    /// Closed loop: this many goose users, each running journeys back to back [default: 50,
+    /// closed loop, when neither --users nor --rate is given].
     #[arg(long, conflicts_with = "rate", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub users: Option<u32>,
     /// Open loop: journeys started per second on a fixed schedule, e.g. 500/s (latency counts from the schedule).
@@ -201,7 +202,7 @@ fn check_kills(
     }
     if duration <= every * 2 {
         return Err(format!(
-            "--kill-every {} ms with --duration {} ms would kill the shop no time: each kill is followed by a whole interval of load, so the load must last more than twice the interval",
+            "--kill-every {} ms with --duration {} ms would leave no room for a kill: each kill is followed by a whole interval of load, so the load must last more than twice the interval",
             every.as_millis(),
             duration.as_millis()
         ));

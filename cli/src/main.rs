@@ -36,12 +36,15 @@ enum Command {
     /// Run one seeded simulation of a scenario and judge every invariant.
     ///
     /// Exit status: 0 every invariant held, 1 a violation (or the run failed), 2 bad input.
+    ///
     /// Example: stampede run scenarios/flash-sale.toml --seed 7 --design seed-repo
     Run(run::RunArgs),
     /// Run many seeds of one or more scenarios in parallel and report every failing seed.
     ///
     /// Exit status: 0 every run held, 1 any violation, 2 bad input.
+    ///
     /// Example: stampede sweep scenarios/ --seeds 1..200
+    ///
     /// Example (CI matrix, machine 2 of 4): stampede sweep scenarios/ --seeds 1..1000 --shard 2/4
     Sweep(sweep::SweepArgs),
     /// Combine the summary.json files of sharded sweeps into one result.
@@ -51,31 +54,39 @@ enum Command {
     /// a shard given twice, shards of different splits or of another sweep (other scenario
     /// files, seeds or design), a whole sweep's summary given with other files, a run the
     /// sweep did not make, or two shards that disagree on a seed's trace: different builds).
+    ///
     /// Example: stampede merge shard-*/summary.json
     Merge(sweep::MergeArgs),
     /// Run the same seeds on several designs and show them side by side.
     ///
     /// Exit status: 0 the table was made, whatever the designs did (the table is the answer:
     /// gate on `sweep` instead), 2 bad input.
+    ///
     /// Example: stampede compare scenarios/flash-sale.toml --designs reference,seed-repo,textbook-naive --seeds 1..20
     Compare(sweep::CompareArgs),
     /// Minimise a failing seed's plan (delta debugging) while the same invariant still fails.
     ///
     /// Writes a plan file that `stampede replay` runs. Exit status: 0 shrunk and still failing,
     /// 1 the shrunk plan no longer fails, 2 bad input (or the seed does not fail).
+    ///
     /// Example: stampede shrink scenarios/flash-sale.toml --seed 1 --design seed-repo
     Shrink(shrink::ShrinkArgs),
     /// Run a plan file (from `stampede shrink`) and judge every invariant, like `run`.
     ///
     /// Exit status: 0 every invariant held, 1 a violation, 2 bad input.
+    ///
     /// Example: stampede replay stampede-out/shrunk-flash-sale-1.plan.json
     Replay(shrink::ReplayArgs),
     /// Put real load on the served shop with goose, then audit what happened.
     ///
     /// Starts the shop and its PSP in-process on loopback unless --host names a running one.
-    /// Closed loop with --users, open loop (latency from the schedule) with --rate.
-    /// Writes report.html (charts), report.md, report.json, HdrHistogram logs and goose's report.
-    /// Exit status: 0 the audit holds and every --threshold passes, 1 otherwise, 2 bad input.
+    /// Closed loop with --users (50 if neither is given), open loop (latency from the
+    /// schedule) with --rate. Writes report.html (charts), report.md, report.json,
+    /// HdrHistogram logs and goose's report.
+    ///
+    /// Exit status: 0 the audit holds and every --threshold passes, 1 otherwise, 2 bad input,
+    /// 130 stopped by Ctrl-C or SIGTERM before its audit (no verdict).
+    ///
     /// Example: stampede load --rate 500/s --duration 20s --threshold "p99<50ms for POST /v1/orders"
     Load(Box<load::LoadArgs>),
     /// Check any checkout service against the published contract: idempotency, bad inputs,
@@ -88,15 +99,24 @@ enum Command {
     ///
     /// Prints who sent and saw what, in simulated time, lane by lane (shopper, api, worker,
     /// webhook, sweeper, reconciler, PSP, faults), and writes the timeline as SVG beside the
-    /// trace. By default the run's first violation. Exit 0, 1 when the subject is not in the
-    /// trace, 2 bad input.
+    /// trace. By default the run's first violation.
+    ///
+    /// Exit status: 0 told, 1 the --order or --key asked for is not in the trace, 2 bad input
+    /// or nothing to explain (the run held every invariant, or --invariant names one it did
+    /// not violate).
+    ///
     /// Example: stampede explain stampede-out/flash-sale-1
-    /// Example: stampede explain stampede-out/flash-sale-1/trace.jsonl --order ord_141
+    ///
+    /// Example: stampede explain stampede-out/flash-sale-1/trace.jsonl --order ord_117
     Explain(explain::ExplainArgs),
     /// Re-render saved load reports; given several folders, compare them side by side;
     /// `report merge` merges the shards of one sharded load (see `stampede report merge --help`).
     ///
+    /// Exit status: one folder, 0 its run passed and 1 it failed (its audit or a threshold);
+    /// several folders, 0 (the comparison is the answer); 2 bad input.
+    ///
     /// Example: stampede report stampede-out/load-reference stampede-out/load-seed-repo
+    ///
     /// Example: stampede report merge shard-1 shard-2 --host http://shop:8080 --psp http://psp:8081
     Report(load::ReportArgs),
     /// Serve the reference shop over HTTP, with an embedded fake PSP by default.

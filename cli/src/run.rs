@@ -53,7 +53,7 @@ pub struct RunArgs {
 /// How one run (`run` or `replay`) is reported.
 #[derive(clap::Args)]
 pub struct RunOutput {
-    /// Folder for summary.json, report.md, report.html and trace.jsonl [default: stampede-out/<scenario>-<seed>, or replay-<scenario>-<seed>].
+    /// Folder for summary.json, report.md, report.html and trace.jsonl [default: stampede-out/<scenario>-<seed> for run, stampede-out/replay-<scenario>-<seed> for replay].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Print the summary as one JSON document instead.

@@ -44,7 +44,9 @@ impl std::str::FromStr for Seeds {
                 }
             };
             if hi < lo {
-                return Err(format!("{part:?} is empty: {hi} < {lo}"));
+                return Err(format!(
+                    "{part:?} is empty: it ends ({hi}) before it starts ({lo}); did you mean {hi}..{lo}?"
+                ));
             }
             if (hi - lo) as usize >= SEEDS_MAX || list.len() + ((hi - lo) as usize) >= SEEDS_MAX {
                 return Err(format!("{text:?} is more than {SEEDS_MAX} seeds"));
@@ -94,7 +96,7 @@ pub struct ManyRuns {
     /// Parallel runs [default: one per core].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub jobs: Option<u32>,
-    /// Folder for summary.json, report.md, report.html (charts) and failing runs' traces under failures/ (an earlier run's failures/ becomes failures.old) [default: stampede-out/sweep, or compare-<scenario>].
+    /// Folder for summary.json, report.md, report.html (charts) and failing runs' traces under failures/ (an earlier run's failures/ becomes failures.old) [default: stampede-out/sweep for sweep, stampede-out/compare-<scenario> for compare].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// How many failing runs get their own folder with summary, report and trace.

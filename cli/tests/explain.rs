@@ -112,6 +112,8 @@ fn explain_tells_the_first_violation_s_story_and_writes_its_svg() {
     assert_eq!(missing.status.code(), Some(2), "{}", say(&missing));
     let absent = stampede(&["explain", d, "--order", "ord_999999"]);
     assert_eq!(absent.status.code(), Some(1), "{}", say(&absent));
+    let told = String::from_utf8_lossy(&absent.stdout);
+    assert!(!told.contains("The story of"), "no empty story: {told}");
 
     // A trace that is not the summary's (cut short here, as another run's would differ too)
     // is refused before any story is told against the summary's violations.

@@ -463,7 +463,9 @@ pub fn render_story_text(s: &Story) -> String {
             s.omitted
         );
     }
-    let _ = writeln!(out, "\n  * cited as evidence of the violation");
+    if s.beats.iter().any(|b| b.evidence) {
+        let _ = writeln!(out, "\n  * cited as evidence of the violation");
+    }
     out
 }
 
