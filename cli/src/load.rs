@@ -943,7 +943,9 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
         result
     };
     // Ctrl-C or SIGTERM stops the run where it is (a shop it started is killed as the run is
-    // dropped): no audit, so no verdict.
+    // dropped): no audit, so no verdict. The listener is installed here, before goose starts:
+    // goose's own Ctrl-C handler then fails to install (it logs that and carries on), so
+    // Ctrl-C stops the whole run rather than only goose's part of it.
     let report = runtime.block_on(async {
         tokio::select! {
             biased;
@@ -1110,8 +1112,11 @@ impl Target {
 
     /// Stops what the load started.
     async fn stop(self) {
-        if let Some(stack) = self.stack {
-            stack.shutdown().await;
+        if let Some(stack) = self.stack
+            && let Err(why) = stack.shutdown_checked().await
+        {
+            // The audit was read from the shop before it stopped; its file is what failed.
+            eprintln!("warning: the shop's store did not close cleanly: {why}");
         }
         if let Some(kills) = self.kills {
             kills.shop.kill();

@@ -195,7 +195,14 @@ fn stdin_closed() -> tokio::sync::oneshot::Receiver<()> {
         use std::io::Read;
         let mut stdin = std::io::stdin().lock();
         let mut buffer = [0u8; 256];
-        while matches!(stdin.read(&mut buffer), Ok(n) if n > 0) {}
+        loop {
+            match stdin.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
         let _ = closed.send(());
     });
     on_close

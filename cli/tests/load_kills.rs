@@ -111,8 +111,14 @@ fn a_kill_loop_that_could_not_kill_or_could_only_lose_is_refused() {
     // before any shop starts; twice the interval and a little more is taken (checked in the
     // unit tests; here the refusals).
     for (extra, says) in [
-        (vec!["--duration", "8s", "--kill-every", "5s"], "no time"),
-        (vec!["--duration", "10s", "--kill-every", "5s"], "no time"),
+        (
+            vec!["--duration", "8s", "--kill-every", "5s"],
+            "no room for a kill",
+        ),
+        (
+            vec!["--duration", "10s", "--kill-every", "5s"],
+            "no room for a kill",
+        ),
         (
             vec![
                 "--duration",

@@ -44,9 +44,10 @@ pub use plan::{
 };
 pub use recorder::{Recorder, sim_now, written_events};
 pub use scenario::{
-    ARRIVALS_MS_MAX, AdmissionSpec, Arrival, CATALOG_MAX, CrashSpec, Faults, Follow, HOST_GROUPS,
-    PARTITION_TABLES_MAX, PartitionSpec, ProductSpec, SCENARIO_BYTES_MAX, Scenario, ScenarioError,
-    ScenarioFileError, Shoppers, StallSpec, Timing, Topology, WebhookFaults, read_text_bounded,
+    ARRIVALS_MS_MAX, AdmissionSpec, Arrival, CATALOG_MAX, CrashSpec, FORGED_WEBHOOKS_MAX, Faults,
+    Follow, HOST_GROUPS, PARTITION_TABLES_MAX, PartitionSpec, ProductSpec, SCENARIO_BYTES_MAX,
+    Scenario, ScenarioError, ScenarioFileError, Shoppers, StallSpec, Timing, Topology,
+    WebhookFaults, read_text_bounded,
 };
 pub use shopper::wish;
 pub use world::{

@@ -363,15 +363,7 @@ impl Plan {
                 ),
             ));
         }
-        if self.faults.len() > PLAN_FAULTS_MAX {
-            return Err(bad(
-                "faults".into(),
-                format!(
-                    "{} faults; at most {PLAN_FAULTS_MAX} (what a scenario can draw)",
-                    self.faults.len()
-                ),
-            ));
-        }
+        self.validate_fault_counts()?;
         let hosts = self.hosts();
         for (i, f) in self.faults.iter().enumerate() {
             validate_fault(&hosts, i, f)?;
@@ -462,6 +454,50 @@ impl Plan {
                     ORDER_TOTAL_MAX.0
                 ),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Plan {
+    /// No more faults of each kind than a scenario can draw: crashes of each
+    /// group and PSP stalls up to [`FAULT_COUNT_MAX`], partitions up to every
+    /// table's worth, forgeries up to [`FORGED_WEBHOOKS_MAX`] (each is a
+    /// connection of the attacker's, and a host has 16,384 ports).
+    fn validate_fault_counts(&self) -> Result<(), ScenarioError> {
+        if self.faults.len() > PLAN_FAULTS_MAX {
+            return Err(bad(
+                "faults".into(),
+                format!(
+                    "{} faults; at most {PLAN_FAULTS_MAX} (what a scenario can draw)",
+                    self.faults.len()
+                ),
+            ));
+        }
+        let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+        for f in &self.faults {
+            let kind = match &f.fault {
+                Fault::Crash { host, .. } if host == "db" => "db crashes",
+                Fault::Crash { host, .. } if host.starts_with("api-") => "api crashes",
+                Fault::Crash { .. } => "worker crashes",
+                Fault::PspStall { .. } => "PSP stalls",
+                Fault::Partition { .. } => "partitions",
+                Fault::ForgedWebhook { .. } => "forged webhooks",
+            };
+            *counts.entry(kind).or_default() += 1;
+        }
+        for (kind, n) in counts {
+            let max = match kind {
+                "partitions" => PARTITION_TABLES_MAX * FAULT_COUNT_MAX as usize,
+                "forged webhooks" => FORGED_WEBHOOKS_MAX as usize,
+                _ => FAULT_COUNT_MAX as usize,
+            };
+            if n > max {
+                return Err(bad(
+                    "faults".into(),
+                    format!("{n} {kind}; at most {max} (what a scenario can draw)"),
+                ));
+            }
         }
         Ok(())
     }

@@ -571,7 +571,7 @@ fn add_shopper_clients(
 /// The `attacker` client, when the plan forges webhooks: each at its time,
 /// recorded as a fault, sent to `api-1` on a task of its own, so a slow
 /// network does not push later forgeries past the run's time limit (at most
-/// [`crate::plan::PLAN_FAULTS_MAX`] tasks).
+/// [`crate::scenario::FORGED_WEBHOOKS_MAX`] tasks, each a connection).
 fn add_attacker(sim: &mut turmoil::Sim<'static>, shared: &Arc<Shared>, running: &Arc<AtomicUsize>) {
     let forged: Vec<(u64, u64)> = shared
         .plan
@@ -826,7 +826,8 @@ fn psp_config(plan: &Plan) -> PspConfig {
             path: stampede_server::WEBHOOK_PATH.into(),
         }),
         secret: WEBHOOK_SECRET.to_vec(),
-        // No extra copies is no duplication (the PSP's own floor is one copy).
+        // No extra copies is no duplication, said plainly (the copies below are held to at
+        // least one, which the PSP's validation asks of a duplicating configuration).
         duplicate_probability: if hooks.extra_copies_max == 0 {
             0.0
         } else {

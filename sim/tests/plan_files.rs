@@ -1,11 +1,13 @@
-//! A plan file is what a seed can draw, no more: every plan a valid
-//! scenario generates (at the edges of its bounds too) is one `replay`
-//! takes, and a plan `replay` takes is one the shop can be judged on —
-//! nothing a generated plan could not hold gets past `Plan::validate`.
+//! A plan file is what a seed can draw: every plan a valid scenario
+//! generates (at the edges of its bounds too) is one `replay` takes, and a
+//! plan `replay` takes is one the shop can be judged on — no order the shop
+//! must refuse, no time past what a scenario allows, no more faults of a
+//! kind than a scenario draws. (Within those bounds a plan may still hold
+//! what one scenario would not draw, e.g. more units than its `max_qty`.)
 
 use stampede_sim::{
-    ARRIVALS_MS_MAX, Arrival, Fault, FaultEvent, Intent, PLAN_FAULTS_MAX, PLAN_THINK_MS_MAX,
-    PartitionSpec, Plan, Scenario,
+    ARRIVALS_MS_MAX, Arrival, FORGED_WEBHOOKS_MAX, Fault, FaultEvent, Intent, PLAN_FAULTS_MAX,
+    PLAN_THINK_MS_MAX, PartitionSpec, Plan, Scenario,
 };
 
 fn scenario(text: &str) -> Scenario {
@@ -148,8 +150,10 @@ fn a_plan_file_names_no_key_it_does_not_know() {
 
 #[test]
 fn faults_are_bounded_by_what_a_scenario_draws_and_partition_two_hosts() {
-    // Proves: a plan holds at most PLAN_FAULTS_MAX faults (one more is refused, before any
-    // run); a partition of a host from itself is refused in a plan file; in a scenario, a
+    // Proves: a plan holds no more faults of a kind than a scenario draws — 10,000 forgeries
+    // taken, one more refused before any run (each is a connection of the attacker's), and a
+    // hundred db crashes taken, one more refused — and at most PLAN_FAULTS_MAX in all; a
+    // partition of a host from itself is refused in a plan file; in a scenario, a
     // group partitioned from itself needs two hosts, and with two every drawn partition
     // cuts two different hosts, as many as the table asks for.
     let mut p = plan();
@@ -157,9 +161,24 @@ fn faults_are_bounded_by_what_a_scenario_draws_and_partition_two_hosts() {
         at_ms: 200,
         fault: Fault::ForgedWebhook { order: 1 },
     };
-    p.faults = vec![forged.clone(); PLAN_FAULTS_MAX];
+    p.faults = vec![forged.clone(); FORGED_WEBHOOKS_MAX as usize];
     assert_eq!(p.validate(), Ok(()));
-    p.faults.push(forged);
+    p.faults.push(forged.clone());
+    refused(&p, "faults");
+    let crash = FaultEvent {
+        at_ms: 200,
+        fault: Fault::Crash {
+            host: "db".into(),
+            down_ms: 10,
+        },
+    };
+    let mut p = plan();
+    p.faults = vec![crash.clone(); 100];
+    assert_eq!(p.validate(), Ok(()));
+    p.faults.push(crash);
+    refused(&p, "faults");
+    let mut p = plan();
+    p.faults = vec![forged; PLAN_FAULTS_MAX + 1];
     refused(&p, "faults");
 
     let mut p = plan();

@@ -1133,12 +1133,14 @@ impl Drop for SqliteStore {
             let _ = self.queue.send(checkpoint);
         }
         let _ = self.queue.send(Entry::Stop);
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
-        }
+        let writer_panicked = self
+            .writer
+            .take()
+            .is_some_and(|writer| writer.join().is_err());
         drop(self.lock.take());
         let outcome = match &self.durable.borrow().failed {
             Some(why) => Err(format!("SQLite commit failed: {why}")),
+            None if writer_panicked => Err("the SQLite writer thread panicked".into()),
             None => Ok(()),
         };
         self.closed.send_replace(Some(outcome));
