@@ -394,13 +394,7 @@ impl Plan {
                 ),
             ));
         }
-        let at_most = |name: &str, ms: u64, max: u64| {
-            if ms > max {
-                Err(bad(field(name), format!("{ms}: at most {max}")))
-            } else {
-                Ok(())
-            }
-        };
+        let at_most = |name: &str, ms: u64, max: u64| at_most(field(name), ms, max);
         at_most("arrive_ms", s.arrive_ms, PLAN_MS_MAX)?;
         match s.intent {
             Intent::PayLate { think_ms, .. } => {
@@ -507,6 +501,15 @@ fn bad(field: String, problem: String) -> ScenarioError {
     ScenarioError { field, problem }
 }
 
+/// A time or length of `field`, `ms`, no more than `max`.
+fn at_most(field: String, ms: u64, max: u64) -> Result<(), ScenarioError> {
+    if ms > max {
+        Err(bad(field, format!("{ms}: at most {max}")))
+    } else {
+        Ok(())
+    }
+}
+
 /// Fault `i` happens in time, lasts no longer than a plan may, and names
 /// hosts of the world (a crash: an api, worker or db host).
 fn validate_fault(hosts: &Hosts, i: usize, f: &FaultEvent) -> Result<(), ScenarioError> {
@@ -521,13 +524,7 @@ fn validate_fault(hosts: &Hosts, i: usize, f: &FaultEvent) -> Result<(), Scenari
                 .any(|x| x == h)
     };
     let field = |name: &str| format!("faults[{i}].{name}");
-    let at_most = |name: &str, ms: u64, max: u64| {
-        if ms > max {
-            Err(bad(field(name), format!("{ms}: at most {max}")))
-        } else {
-            Ok(())
-        }
-    };
+    let at_most = |name: &str, ms: u64, max: u64| at_most(field(name), ms, max);
     at_most("at_ms", f.at_ms, PLAN_MS_MAX)?;
     match &f.fault {
         Fault::Crash { host, down_ms } => {
