@@ -907,6 +907,48 @@ fn in_flight(args: &LoadArgs, rate: f64) -> u32 {
     }
 }
 
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM. Ctrl-C is taken with `ctrlc`,
+/// here, before goose starts: goose takes Ctrl-C with `ctrlc` as well, to stop
+/// only its own part gracefully (the run then went on to audit a load it had
+/// cut short, and passed), and a process has one such handler, so goose's
+/// then fails to install (it logs that) and Ctrl-C stops the whole run.
+fn interrupted() -> impl std::future::Future<Output = ()> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let taken = ctrlc::set_handler(move || {
+        let _ = tx.send(());
+    });
+    async move {
+        let interrupt = async {
+            match taken {
+                Ok(()) => {
+                    rx.recv().await;
+                }
+                Err(error) => {
+                    eprintln!("cannot listen for Ctrl-C ({error})");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        let terminate = async {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    term.recv().await;
+                }
+                Err(error) => {
+                    eprintln!("cannot listen for SIGTERM ({error})");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            biased;
+            () = interrupt => {}
+            () = terminate => {}
+        }
+    }
+}
+
 /// `stampede load`'s exit status when Ctrl-C or SIGTERM stopped it (as a shell
 /// reports a process Ctrl-C ended).
 const LOAD_INTERRUPTED: u8 = 130;
@@ -943,13 +985,12 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
         result
     };
     // Ctrl-C or SIGTERM stops the run where it is (a shop it started is killed as the run is
-    // dropped): no audit, so no verdict. The listener is installed here, before goose starts:
-    // goose's own Ctrl-C handler then fails to install (it logs that and carries on), so
-    // Ctrl-C stops the whole run rather than only goose's part of it.
+    // dropped): no audit, so no verdict.
+    let stop = interrupted();
     let report = runtime.block_on(async {
         tokio::select! {
             biased;
-            () = crate::serve::wait_for_stop() => None,
+            () = stop => None,
             report = run => Some(report),
         }
     });

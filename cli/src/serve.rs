@@ -257,7 +257,7 @@ pub fn designs() -> Result<u8, String> {
 /// Waits for Ctrl-C (SIGINT) or SIGTERM (what `kill`, a container runtime or
 /// a service manager sends to stop a process): either stops the process
 /// gracefully.
-pub(crate) async fn wait_for_stop() {
+async fn wait_for_stop() {
     let interrupt = async {
         if let Err(error) = tokio::signal::ctrl_c().await {
             eprintln!("cannot listen for Ctrl-C ({error})");

@@ -244,3 +244,38 @@ fn a_load_stopped_by_a_signal_says_so_and_leaves_no_shop_behind() {
         "the shop {shop} outlived its killed load"
     );
 }
+
+#[test]
+fn ctrl_c_stops_a_load_on_its_own_shop_with_no_verdict() {
+    // Proves: SIGINT (Ctrl-C) stops a load running its shop in-process well before its 60 s,
+    // with exit status 130 and the message that there is no verdict — not ignored until the
+    // run ends (found from outside: goose's own handler failed to install and the run went on).
+    let out = fresh_dir("load-ctrl-c");
+    let mut load = std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
+        .args(["load", "--rate", "20/s", "--duration", "60s"])
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    assert!(within(60, || out.exists()), "the run began");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(load.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let mut stopped = None;
+    assert!(
+        within(30, || {
+            stopped = load.try_wait().unwrap();
+            stopped.is_some()
+        }),
+        "still running 30 s after Ctrl-C"
+    );
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(load.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(stopped.unwrap().code(), Some(130), "{stderr}");
+    assert!(stderr.contains("no verdict"), "{stderr}");
+}
