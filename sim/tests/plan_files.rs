@@ -103,13 +103,15 @@ fn the_latest_late_payer_a_scenario_can_draw_replays() {
 
 #[test]
 fn a_plan_file_holds_only_orders_the_shop_takes() {
-    // Proves: a shopper naming a SKU on two lines, or ordering more than one order may total,
+    // Proves: a shopper naming a SKU on two lines, no line at all, or more than one order may total,
     // is refused with its field — a plan that would judge the reference on buyers the shop
     // must turn away (422) never runs. The same lines under the limit are taken.
     let mut p = plan();
     p.shoppers[0].items = vec![("hat".into(), 1), ("cap".into(), 1)];
     assert_eq!(p.validate(), Ok(()));
     p.shoppers[0].items = vec![("hat".into(), 1), ("hat".into(), 1)];
+    refused(&p, "shoppers[0].items");
+    p.shoppers[0].items = vec![];
     refused(&p, "shoppers[0].items");
 
     let mut p = plan();
