@@ -5,9 +5,10 @@
 //! kind than a scenario draws. (Within those bounds a plan may still hold
 //! what one scenario would not draw, e.g. more units than its `max_qty`.)
 
+use stampede_core::LINES_PER_ORDER_MAX;
 use stampede_sim::{
     ARRIVALS_MS_MAX, Arrival, FORGED_WEBHOOKS_MAX, Fault, FaultEvent, Intent, PLAN_FAULTS_MAX,
-    PLAN_THINK_MS_MAX, PartitionSpec, Plan, Scenario,
+    PLAN_THINK_MS_MAX, PartitionSpec, Plan, ProductSpec, Scenario,
 };
 
 fn scenario(text: &str) -> Scenario {
@@ -112,6 +113,26 @@ fn a_plan_file_holds_only_orders_the_shop_takes() {
     p.shoppers[0].items = vec![("hat".into(), 1), ("hat".into(), 1)];
     refused(&p, "shoppers[0].items");
     p.shoppers[0].items = vec![];
+    refused(&p, "shoppers[0].items");
+    // The most lines an order may have, and one more.
+    let mut p = plan();
+    let template = p.scenario.catalog[0].clone();
+    p.scenario.catalog = (0..=LINES_PER_ORDER_MAX)
+        .map(|n| ProductSpec {
+            sku: format!("sku-{n}"),
+            ..template.clone()
+        })
+        .collect();
+    let lines: Vec<(String, u32)> = p
+        .scenario
+        .catalog
+        .iter()
+        .map(|c| (c.sku.clone(), 1))
+        .collect();
+    p.shoppers = vec![p.shoppers[0].clone()];
+    p.shoppers[0].items = lines[..LINES_PER_ORDER_MAX].to_vec();
+    assert_eq!(p.validate(), Ok(()), "{LINES_PER_ORDER_MAX} lines");
+    p.shoppers[0].items = lines;
     refused(&p, "shoppers[0].items");
 
     let mut p = plan();
