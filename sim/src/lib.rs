@@ -39,7 +39,7 @@ pub use coverage::Coverage;
 pub use db::{CHECKPOINT_MIN_COMMANDS, DbStore, Log, SimJournal};
 pub use net::{SimListener, connector, counting_connector};
 pub use plan::{
-    FAULT_KINDS, Fault, FaultEvent, Hosts, Intent, PLAN_FAULTS_MAX, PLAN_MS_MAX, PLAN_SHOPPERS_MAX,
+    FAULT_KINDS, Fault, FaultEvent, Hosts, Intent, PLAN_MS_MAX, PLAN_SHOPPERS_MAX,
     PLAN_THINK_MS_MAX, PLAN_VERSION, Plan, ShopperPlan,
 };
 pub use recorder::{Recorder, sim_now, written_events};
