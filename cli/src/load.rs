@@ -929,22 +929,10 @@ fn interrupted() -> impl std::future::Future<Output = ()> {
                 }
             }
         };
-        let terminate = async {
-            use tokio::signal::unix::{SignalKind, signal};
-            match signal(SignalKind::terminate()) {
-                Ok(mut term) => {
-                    term.recv().await;
-                }
-                Err(error) => {
-                    eprintln!("cannot listen for SIGTERM ({error})");
-                    std::future::pending::<()>().await;
-                }
-            }
-        };
         tokio::select! {
             biased;
             () = interrupt => {}
-            () = terminate => {}
+            () = crate::serve::terminated() => {}
         }
     }
 }

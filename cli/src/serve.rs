@@ -264,25 +264,24 @@ async fn wait_for_stop() {
             std::future::pending::<()>().await;
         }
     };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(error) => {
-                eprintln!("cannot listen for SIGTERM ({error})");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
     tokio::select! {
         biased;
         () = interrupt => {}
-        () = terminate => {}
+        () = terminated() => {}
+    }
+}
+
+/// Resolves on SIGTERM; never if it cannot be listened for (said on stderr).
+pub(crate) async fn terminated() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            term.recv().await;
+        }
+        Err(error) => {
+            eprintln!("cannot listen for SIGTERM ({error})");
+            std::future::pending::<()>().await;
+        }
     }
 }
 
