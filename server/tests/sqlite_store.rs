@@ -408,6 +408,20 @@ fn bytes(db: &TempDb) -> Vec<u8> {
 }
 
 #[test]
+fn a_file_that_cannot_be_opened_is_named_as_such_not_as_a_failed_creation() {
+    // Proves: a store path in a folder that does not exist is refused as a
+    // file the shop cannot use (what the user must fix is the path), not as a
+    // database it failed to set up, and nothing is made on the way.
+    let folder = TempDb::new("no-such-folder");
+    let path = folder.0.join("shop.db");
+    let options = SqliteOptions::new(&path);
+    let error = sqlite::open(&options, 0, || Ok(state())).unwrap_err();
+    assert!(matches!(error, OpenError::Inaccessible { .. }), "{error}");
+    assert!(error.to_string().contains("cannot use the file"), "{error}");
+    assert!(!folder.0.exists());
+}
+
+#[test]
 fn a_file_of_another_program_is_refused_and_left_alone() {
     // Proves: an SQLite file with another program's tables, or with another application id,
     // is refused as foreign, and its bytes are unchanged.

@@ -212,6 +212,15 @@ pub enum OpenError {
         /// The file.
         path: String,
     },
+    /// The file (or its lock file beside it) could not be opened, locked or
+    /// removed: a permission, a read-only file system, a missing folder.
+    #[error("{path}: cannot use the file: {detail}")]
+    Inaccessible {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        detail: String,
+    },
     /// A fresh database could not be set up.
     #[error("{path}: cannot create the database: {detail}")]
     Create {
@@ -447,7 +456,7 @@ fn take_lock(path: &Path) -> Result<FileLock, OpenError> {
             .read(true)
             .write(true)
             .open(file)
-            .map_err(|e| OpenError::Create {
+            .map_err(|e| OpenError::Inaccessible {
                 path: shown.clone(),
                 detail: format!("opening {what}: {e}"),
             })
@@ -457,7 +466,7 @@ fn take_lock(path: &Path) -> Result<FileLock, OpenError> {
         Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::InUse {
             path: shown.clone(),
         }),
-        Err(std::fs::TryLockError::Error(e)) => Err(OpenError::Create {
+        Err(std::fs::TryLockError::Error(e)) => Err(OpenError::Inaccessible {
             path: shown.clone(),
             detail: format!("locking {what}: {e}"),
         }),
@@ -499,7 +508,7 @@ pub fn remove(path: &Path) -> Result<(), OpenError> {
         file.push(suffix);
         match std::fs::remove_file(&file) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(OpenError::Create {
+                return Err(OpenError::Inaccessible {
                     path: shown,
                     detail: format!("removing {}: {e}", Path::new(&file).display()),
                 });
