@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use stampede_core::{
     Begin, Cents, Command, Corroboration, CustomerId, Fingerprint, IdempotencyKey, ItemRequest,
     Millis, Order, OrderId, OrderStatus, PlaceOrder, Placed, Product, SavedResponse, ShopError,
-    Sku, StockLevel, WebhookOutcome,
+    Sku, Step, StockLevel, WebhookOutcome,
 };
 use std::convert::Infallible;
 use std::future::Future;
@@ -1038,7 +1038,7 @@ fn settle_key_later(app: &Arc<App>, began: Millis, settle: Command) {
     params(("Psp-Signature" = String, Header, pattern = "^t=[0-9]{1,19},v1=[0-9a-f]{64}$", description = "`t=<unix seconds>,v1=<hex HMAC-SHA256 of \"t.body\">` with the shared secret; at most 300 s old.")),
     request_body(content = crate::psp::wire::WebhookPayload, content_type = "application/json"),
     responses(
-        (status = 200, description = "Taken: applied once, skipped as a duplicate, parked until its order can take it, or (`unconfirmed`) not applied because the PSP's own view of the intent does not show what the event reports. An event is applied only once the PSP's API bears it out.", body = crate::openapi::WebhookReceived),
+        (status = 200, description = "Taken: applied once, ignored (its order was already past it), skipped as a duplicate, parked until its order can take it, or (`unconfirmed`) not applied because the PSP's own view of the intent does not show what the event reports. An event is applied only once the PSP's API bears it out.", body = crate::openapi::WebhookReceived),
         (status = 400, description = "`signature-missing`, `invalid-signature` (forged or stale), `malformed-json`, `invalid-event`, `event-mismatch` (the PSP has no such intent, or not for that order and amount).", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`body-too-large`.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: the store, or the PSP asked to confirm the event, did not answer; deliver it again. `overloaded`: the shop's parked-webhook inbox or job queue is full; deliver it again later.", body = Problem, content_type = "application/problem+json")))]
@@ -1150,9 +1150,18 @@ async fn apply_webhook(
         }
         WebhookOutcome::Applied(step) => {
             app.counters.step(&step);
-            "applied"
+            webhook_step_outcome(&step)
         }
     })
+}
+
+/// The `outcome` a webhook answer gives for the step it took.
+pub(crate) fn webhook_step_outcome(step: &Step) -> &'static str {
+    match step {
+        // Its order was already past what it reports: taken, no change.
+        Step::Skipped(_) | Step::NothingToDo => "ignored",
+        Step::Moved(_) | Step::RefundScheduled | Step::Wait { .. } => "applied",
+    }
 }
 
 // ---- admin ----------------------------------------------------------------

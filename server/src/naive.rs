@@ -215,7 +215,7 @@ pub(crate) async fn apply_unchecked(
     let applied = app.store.raw_apply_unchecked(event.clone()).await;
     Some(applied.map_err(|e| store_problem(app, e)).map(|step| {
         app.counters.step(&step);
-        "applied"
+        crate::api::webhook_step_outcome(&step)
     }))
 }
 

@@ -165,7 +165,8 @@ pub fn render(document: &OpenApi) -> String {
 pub struct WebhookReceived {
     /// Always true: the event was taken (acknowledging it stops the PSP's retries).
     pub received: bool,
-    /// `applied`, `duplicate` (seen before), `parked` (its order cannot take it yet; applied
+    /// `applied`, `ignored` (taken, but its order was already past what it reports: nothing
+    /// changed), `duplicate` (seen before), `parked` (its order cannot take it yet; applied
     /// when it can), `unconfirmed` (the PSP's view of the intent does not show what the event
     /// reports: stale, or forged for a real intent; nothing applied) or, under the
     /// `early_webhooks=drop` mistake, `dropped`.

@@ -975,7 +975,8 @@ async fn a_signed_webhook_moves_an_order_only_when_the_psps_view_bears_it_out() 
     // Proves: a correctly signed event is still only the PSP's say-so: one that reports a payment
     // the PSP has not taken is acknowledged as `unconfirmed` and changes nothing; one naming
     // another order's intent, another amount or an intent the PSP does not know is a 400
-    // `event-mismatch`; the real payment that follows confirms the order as ever.
+    // `event-mismatch`; the real payment that follows confirms the order as ever; a true event
+    // arriving after that is `ignored`, not `applied`.
     let (stack, s) = start(config(Design::reference())).await;
     let a = order_id(&s.order("k-1", "alice", TEE, 1).await);
     let b = order_id(&s.order("k-2", "bob", TEE, 1).await);
@@ -1018,6 +1019,16 @@ async fn a_signed_webhook_moves_an_order_only_when_the_psps_view_bears_it_out() 
     s.pay_and_confirm(&a, false).await;
     s.wait_for(&a, &["confirmed"]).await;
     assert_eq!(s.status(&b).await, "payment_pending");
+    // A true event under a new id, after its order is confirmed, is taken
+    // and said to have changed nothing.
+    let (body, headers) = signed("evt_late", &intent_a, &a, 2500);
+    let late: Value = s
+        .post("/v1/webhooks/psp", &headers, &body)
+        .await
+        .json()
+        .unwrap();
+    assert_eq!(late["outcome"], "ignored", "{late}");
+    assert_eq!(s.status(&a).await, "confirmed");
     stack.shutdown().await;
 }
 
