@@ -1160,11 +1160,7 @@ impl ShopState {
         cause: Cause,
     ) -> Result<Step, ShopError> {
         let id = intent.order;
-        let status = self
-            .orders
-            .get(&id)
-            .ok_or(ShopError::UnknownOrder(id))?
-            .status();
+        let status = self.status_of(id)?;
         self.ensure_job_room()?;
         match status {
             OrderStatus::InventoryReserved => {
@@ -1200,6 +1196,14 @@ impl ShopState {
         self.apply_intent(intent, now, cause)
     }
 
+    /// The status of order `id`, or [`ShopError::UnknownOrder`].
+    fn status_of(&self, id: OrderId) -> Result<OrderStatus, ShopError> {
+        self.orders
+            .get(&id)
+            .map(Order::status)
+            .ok_or(ShopError::UnknownOrder(id))
+    }
+
     fn apply_intent(
         &mut self,
         intent: &PaymentIntent,
@@ -1208,11 +1212,7 @@ impl ShopState {
     ) -> Result<Step, ShopError> {
         use OrderStatus::*;
         let id = intent.order;
-        let status = self
-            .orders
-            .get(&id)
-            .ok_or(ShopError::UnknownOrder(id))?
-            .status();
+        let status = self.status_of(id)?;
         match (intent.status, status) {
             (IntentStatus::Succeeded, _) if self.is_stray(intent) => {
                 // Never kept, and it pays for nothing.
@@ -1345,11 +1345,7 @@ impl ShopState {
         cause: Cause,
     ) -> Result<Step, ShopError> {
         let id = intent.order;
-        let status = self
-            .orders
-            .get(&id)
-            .ok_or(ShopError::UnknownOrder(id))?
-            .status();
+        let status = self.status_of(id)?;
         if !matches!(status, OrderStatus::Paid | OrderStatus::Cancelled(_)) {
             return Ok(Step::Skipped(status));
         }
@@ -1373,11 +1369,7 @@ impl ShopState {
         now: Millis,
         cause: Cause,
     ) -> Result<Step, ShopError> {
-        let status = self
-            .orders
-            .get(&id)
-            .ok_or(ShopError::UnknownOrder(id))?
-            .status();
+        let status = self.status_of(id)?;
         if status != expected {
             return Ok(Step::Skipped(status));
         }
@@ -1388,11 +1380,7 @@ impl ShopState {
     /// The customer cancels: an unpaid order is cancelled and its stock
     /// released. A paid or final order cannot be cancelled.
     pub fn cancel(&mut self, id: OrderId, now: Millis) -> Result<Step, ShopError> {
-        let status = self
-            .orders
-            .get(&id)
-            .ok_or(ShopError::UnknownOrder(id))?
-            .status();
+        let status = self.status_of(id)?;
         match status {
             OrderStatus::Created | OrderStatus::InventoryReserved | OrderStatus::PaymentPending => {
                 self.ensure_job_room()?;
