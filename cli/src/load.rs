@@ -913,9 +913,10 @@ fn in_flight(args: &LoadArgs, rate: f64) -> u32 {
 /// cut short, and passed), and a process has one such handler, so goose's
 /// then fails to install (it logs that) and Ctrl-C stops the whole run.
 fn interrupted() -> impl std::future::Future<Output = ()> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    // One pending Ctrl-C is all the run needs to hear: later ones are dropped.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
     let taken = ctrlc::set_handler(move || {
-        let _ = tx.send(());
+        let _ = tx.try_send(());
     });
     async move {
         let interrupt = async {
