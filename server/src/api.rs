@@ -1272,6 +1272,22 @@ async fn metrics_text(State(app): Shared) -> ApiResult {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_webhook_is_said_applied_only_when_its_step_changed_something() {
+        // Proves: a step that moved the order, scheduled a refund or set a wait is `applied`; a
+        // skipped step or one with nothing to do is `ignored`.
+        for step in [
+            Step::Moved(Vec::new()),
+            Step::RefundScheduled,
+            Step::Wait { until: Millis(1) },
+        ] {
+            assert_eq!(webhook_step_outcome(&step), "applied", "{step:?}");
+        }
+        for step in [Step::Skipped(OrderStatus::Confirmed), Step::NothingToDo] {
+            assert_eq!(webhook_step_outcome(&step), "ignored", "{step:?}");
+        }
+    }
+
     #[derive(Debug, Deserialize)]
     struct Qty {
         #[serde(deserialize_with = "crate::openapi::whole_number")]
