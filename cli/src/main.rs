@@ -125,11 +125,15 @@ enum Command {
     /// Ctrl-C or SIGTERM stops it gracefully; a second one stops it at once.
     /// Exit status: 0 stopped when asked, 1 its store stopped for good (a failed SQLite
     /// commit: start it again on its file), 2 it could not start (bad input, port in use, a
-    /// store file refused).
+    /// store file refused, a PSP that served another store).
     ///
     /// Example: stampede serve --addr 127.0.0.1:8080 --design reference
     Serve(Box<serve::ServeArgs>),
     /// Serve the fake payment provider alone (HTTP/1.1 and cleartext HTTP/2 on the one port).
+    ///
+    /// Its intents, ledger and idempotency keys live in memory: a restarted PSP starts empty
+    /// (its ids never repeat an earlier run's). It serves one shop's store: `serve` refuses a
+    /// PSP already holding intents for the order its store would place next.
     ///
     /// Example: stampede psp --addr 127.0.0.1:8081 --webhook 127.0.0.1:8080
     Psp(serve::PspArgs),

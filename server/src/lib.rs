@@ -60,7 +60,7 @@ pub use payments::create_intent;
 pub use problem::{PROBLEM_BASE, Problem};
 pub use serve::{
     DEFAULT_SQLITE_PATH, Opened, PspMode, Stack, StackConfig, StartError, StoreChoice,
-    demo_catalog, initial_state, start,
+    check_psp_is_ours, demo_catalog, initial_state, start,
 };
 pub use watch::{DEFAULT_WATCHERS_MAX, Full, READY_WAIT_MS, Watch, WatchHub};
 pub use workers::{

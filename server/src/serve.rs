@@ -12,7 +12,7 @@ use crate::store::postgres::{self, PgOptions, PgStore};
 use crate::store::sqlite::{self, SqliteOptions, SqliteStore};
 use crate::store::{MemoryStore, Store};
 use crate::workers::{self, WorkerConfig};
-use stampede_core::{Catalog, Cents, Product, ShopConfig, ShopState, Sku};
+use stampede_core::{Catalog, Cents, OrderId, Product, ShopConfig, ShopState, Sku};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -384,9 +384,62 @@ pub enum StartError {
     /// The PostgreSQL database was unreachable or refused (foreign, another version, corrupt).
     #[error(transparent)]
     Postgres(#[from] postgres::PgOpenError),
+    /// The PSP already holds intents for the order this store places next.
+    #[error(
+        "the PSP at {psp} already holds payment intents for {order}, an order this shop's store has not placed: it served another shop, or this one before its store was reset. The shop's payment keys (pay_<order>) and its lookups by order would mix this shop's payments with those: one buyer's order paid with another's money, or another's payment refunded. Start a fresh PSP, or serve the store that placed those orders"
+    )]
+    ForeignPsp {
+        /// The PSP's address.
+        psp: String,
+        /// The order both know of.
+        order: OrderId,
+    },
     /// Anything else: a port in use, a bad configuration.
     #[error(transparent)]
     Io(#[from] io::Error),
+}
+
+/// How many times [`check_psp_is_ours`] looks again when the store placed
+/// the order it asked the PSP about in the meantime (another replica).
+const PSP_CHECK_TRIES: u32 = 8;
+
+/// Refuses a PSP that already holds intents for the order the store will
+/// place next. Order ids start at `ord_1` in every fresh store, and the shop
+/// finds an order's payments at the PSP by its id (the intent's key
+/// `pay_<order>`, the reconciler's and refunds' lookups), so a PSP that served
+/// another store would hand this shop's orders that store's payments. A PSP
+/// that cannot be asked is let be (a shop may start before its PSP): the
+/// first order's payment waits for it as ever.
+pub async fn check_psp_is_ours(store: &dyn Store, psp: &PspClient) -> Result<(), StartError> {
+    let failed = |e: crate::store::StoreError| io::Error::other(e.to_string());
+    for _ in 0..PSP_CHECK_TRIES {
+        let placed: u64 = store
+            .stats()
+            .await
+            .map_err(failed)?
+            .orders_by_status
+            .values()
+            .sum();
+        let next = OrderId(placed.saturating_add(1));
+        let held = match psp.intents_for_order(next).await {
+            Ok(intents) => intents,
+            Err(error) => {
+                tracing::warn!(psp = psp.addr(), %error, "could not ask the PSP whether it served another shop");
+                return Ok(());
+            }
+        };
+        if held.is_empty() {
+            return Ok(());
+        }
+        if store.get_order(next).await.map_err(failed)?.is_none() {
+            return Err(StartError::ForeignPsp {
+                psp: psp.addr().to_string(),
+                order: next,
+            });
+        }
+        // Another replica placed it meanwhile: its intents are this store's.
+    }
+    Ok(())
 }
 
 /// Frees what the last process on a SQLite file left held. The file is this
@@ -574,6 +627,9 @@ pub async fn start(config: StackConfig) -> Result<Stack, StartError> {
         HttpClient::new(connector, config.psp_timeout),
         psp_addr.clone(),
     );
+    if embedded.is_none() {
+        check_psp_is_ours(store.as_ref(), &psp_client).await?;
+    }
     let app = App::new(Arc::clone(&store), psp_client, clock, config.server.clone());
     servers.push(tokio::spawn(serve_with_shutdown(
         shop_listener,

@@ -10,14 +10,15 @@ use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use stampede_core::{
-    AuditSnapshot, ClientOp, ClientReply, CustomerId, EventKind, History, IdempotencyKey, IntentId,
-    Invariant, ItemRequest, Millis, OrderId, PlaceOrder, Sku, check_all,
+    AuditSnapshot, ClientOp, ClientReply, Command, CustomerId, EventKind, History, IdempotencyKey,
+    IntentId, Invariant, ItemRequest, Millis, OrderId, PlaceOrder, Reply, Sku, check_all,
 };
 use stampede_server::Design;
 use stampede_server::WorkerConfig;
 use stampede_server::psp::{PspClient, PspConfig};
+use stampede_server::store::{Store, StoreFuture};
 use stampede_server::{Connector, HttpClient, HttpResponse};
-use stampede_server::{PspMode, Stack, StackConfig};
+use stampede_server::{PspMode, Stack, StackConfig, StartError, check_psp_is_ours};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -317,6 +318,63 @@ async fn idempotency_keys_replay_refuse_mismatch_and_are_required() {
     );
     assert_eq!(s.audit().await.orders.len(), 1);
     stack.shutdown().await;
+}
+
+/// A store that says it has placed no order (as a replica's count read just
+/// before another replica placed one would), and answers everything else.
+struct CountsNoOrders(Arc<dyn Store>);
+
+impl Store for CountsNoOrders {
+    fn call(&self, request: Command) -> StoreFuture<'_> {
+        Box::pin(async move {
+            let reply = self.0.call(request).await?;
+            Ok(match reply {
+                Reply::Stats(mut stats) => {
+                    stats.orders_by_status.clear();
+                    Reply::Stats(stats)
+                }
+                other => other,
+            })
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_psp_that_served_another_store_is_refused_at_start() {
+    // Proves: a shop on a fresh store starts against a PSP holding no intent for `ord_1`, and
+    // refuses (naming the order) one that does: that PSP served another store, whose payment
+    // keys and orders' payments this shop's would be mixed with. Intents for an order the store
+    // itself holds are its own (a replica placed it meanwhile): those pass.
+    let (first, s) = start(config(Design::reference())).await;
+    let mut c = config(Design::reference());
+    c.psp = PspMode::Remote(first.psp_addr.clone());
+    let fresh = stampede_server::start(c.clone())
+        .await
+        .expect("no intents yet");
+    fresh.shutdown().await;
+
+    let id = order_id(&s.order("k-1", "alice", TEE, 1).await);
+    assert_eq!(id, "ord_1");
+    s.wait_for(&id, &["payment_pending"]).await;
+    let refused = stampede_server::start(c).await.err().expect("refused");
+    assert!(
+        matches!(&refused, StartError::ForeignPsp { order, .. } if *order == OrderId(1)),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains("Start a fresh PSP"),
+        "{refused}"
+    );
+
+    let psp = PspClient::new(
+        HttpClient::new(Connector::tokio(), Duration::from_secs(5)),
+        first.psp_addr.clone(),
+    );
+    let own = CountsNoOrders(Arc::clone(&first.app.store));
+    check_psp_is_ours(&own, &psp)
+        .await
+        .expect("ord_1 is the store's own");
+    first.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
