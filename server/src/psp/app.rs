@@ -209,10 +209,10 @@ async fn confirm(
 
 #[utoipa::path(post, path = "/v1/payment_intents/{id}/cancel", params(("id" = String, Path, pattern = "^pi_(0|[1-9][0-9]{0,18})$", description = "The intent, `pi_<n>`.")),
     responses(
-        (status = 200, description = "The intent, canceled.", body = IntentJson),
+        (status = 200, description = "The intent, canceled; one already canceled or failed is answered unchanged (nothing to cancel, nothing charged).", body = IntentJson),
         (status = 400, description = "`invalid-path`.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not-found`: no such intent.", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`intent-status-conflict`: it was already charged or failed.", body = Problem, content_type = "application/problem+json")))]
+        (status = 409, description = "`intent-status-conflict`: it was already charged.", body = Problem, content_type = "application/problem+json")))]
 async fn cancel(State(psp): State<Arc<Psp>>, id: Result<Path<String>, PathRejection>) -> Reply {
     let id = path(id)?;
     render(psp.apply(|state, _| state.cancel(&id)))
@@ -222,10 +222,9 @@ async fn cancel(State(psp): State<Arc<Psp>>, id: Result<Path<String>, PathReject
     params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Optional; the same key refunds once (the shop sends `refund_<order>`).")),
     request_body(content = CreateRefund, content_type = "application/json"),
     responses(
-        (status = 200, description = "The intent, refunded in full.", body = IntentJson, headers(("Idempotent-Replayed" = String, description = "`true` when this answer was saved under the Idempotency-Key by an earlier request."))),
+        (status = 200, description = "The intent, refunded in full. One with nothing captured (not charged yet, failed, canceled, or refunded already) is answered unchanged (`refunded` as it was) and its key is not bound, so a refund asked too early can be asked again under the same key once the payment is captured.", body = IntentJson, headers(("Idempotent-Replayed" = String, description = "`true` when this answer was saved under the Idempotency-Key by an earlier request."))),
         (status = 400, description = "`invalid-json`, `invalid-idempotency-key`.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not-found`: no such intent.", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`intent-status-conflict`: nothing captured to refund.", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`invalid-body`: too large.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "`invalid-body`: not application/json.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`idempotency-key-reused`.", body = Problem, content_type = "application/problem+json"),
