@@ -276,7 +276,22 @@ fn json_media(headers: &HeaderMap) -> Result<(), Problem> {
     ))
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
+/// A JSON request body as every route of the shop and the PSP reads one: read
+/// whole (`unreadable-body`, `body-too-large`), declared as JSON
+/// (`unsupported-media-type`), then parsed ([`parse_json`]).
+pub(crate) fn json_request<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, Problem> {
+    let body = body.map_err(body_problem)?;
+    json_media(headers)?;
+    parse_json(&body)
+}
+
+/// The body as `T`, or a 400 `malformed-json` saying why not: not JSON, a
+/// field unknown, missing, of the wrong type or given twice, or something
+/// other than an object where the contract has one.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
     let parsed = serde_json::from_slice(body)
         .map_err(|e| Problem::bad_request("malformed-json", format!("request body: {e}")))?;
     objects_only(body).map_err(|at| {
@@ -366,7 +381,12 @@ fn parse_order_id(text: &str) -> Result<OrderId, Problem> {
         .ok_or_else(|| Problem::not_found(format!("{text:?} is not an order id (ord_<number>)")))
 }
 
-fn idempotency_key(headers: &HeaderMap, required: bool) -> Result<Option<IdempotencyKey>, Problem> {
+/// The `Idempotency-Key` header, validated (one header, visible ASCII, 1 to
+/// 255 characters); `required` makes a missing one a 400.
+pub(crate) fn idempotency_key(
+    headers: &HeaderMap,
+    required: bool,
+) -> Result<Option<IdempotencyKey>, Problem> {
     if headers.get_all("idempotency-key").iter().nth(1).is_some() {
         return Err(Problem::bad_request(
             "invalid-idempotency-key",
@@ -1054,6 +1074,12 @@ async fn webhook(
         problem
     };
     if naive::checks_signatures(&app) {
+        if headers.get_all("psp-signature").iter().nth(1).is_some() {
+            return Err(reject(Problem::bad_request(
+                "invalid-signature",
+                "send one Psp-Signature header, not several",
+            )));
+        }
         let header = headers
             .get("psp-signature")
             .and_then(|v| v.to_str().ok())
@@ -1215,9 +1241,7 @@ async fn restock(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     authorize(&app, &headers)?;
-    let body = body.map_err(body_problem)?;
-    json_media(&headers)?;
-    let body: RestockBody = parse_json(&body)?;
+    let body: RestockBody = json_request(&headers, body)?;
     let sku = Sku::new(body.sku).map_err(|e| Problem::bad_request("invalid-sku", e.to_string()))?;
     if body.qty == 0 || body.qty > 1_000_000_000 {
         return Err(Problem::bad_request(

@@ -526,28 +526,52 @@ async fn bad_requests_are_problem_json_and_change_nothing() {
     let psp = plain_psp().await;
     let create = "/v1/payment_intents";
     for (headers, body, status, slug) in [
-        (vec![], r#"{"order":"ord_1","amount":"#, 400, "invalid-json"),
+        (
+            vec![],
+            r#"{"order":"ord_1","amount":"#,
+            400,
+            "malformed-json",
+        ),
         (
             vec![],
             r#"{"order":"ord_1","amount":5,"currency":"eur"}"#,
             400,
-            "invalid-json",
+            "malformed-json",
         ),
-        (vec![], r#"{"order":1,"amount":5}"#, 400, "invalid-json"),
+        (vec![], r#"{"order":1,"amount":5}"#, 400, "malformed-json"),
         // A struct written as an array (serde alone would take it) or a bare value.
-        (vec![], r#"["ord_1",5]"#, 400, "invalid-json"),
-        (vec![], r#""ord_1""#, 400, "invalid-json"),
+        (vec![], r#"["ord_1",5]"#, 400, "malformed-json"),
+        (vec![], r#""ord_1""#, 400, "malformed-json"),
         (
             vec![],
             r#"{"order":"order_1","amount":5}"#,
             400,
-            "invalid-json",
+            "malformed-json",
         ),
         (
             vec![],
             r#"{"order":"ord_1","amount":-5}"#,
             400,
-            "invalid-json",
+            "invalid-amount",
+        ),
+        (
+            vec![],
+            r#"{"order":"ord_1","amount":99999999999999999999999}"#,
+            400,
+            "invalid-amount",
+        ),
+        // Ambiguous: the shop would not know which order the intent pays for.
+        (
+            vec![],
+            r#"{"order":"ord_1","order":"ord_2","amount":5}"#,
+            400,
+            "malformed-json",
+        ),
+        (
+            vec![("idempotency-key", "k-1"), ("idempotency-key", "k-2")],
+            r#"{"order":"ord_1","amount":5}"#,
+            400,
+            "invalid-idempotency-key",
         ),
         (
             vec![],
@@ -571,6 +595,17 @@ async fn bad_requests_are_problem_json_and_change_nothing() {
         let response = raw_post(&psp.addr, create, &headers, body).await;
         assert_problem(&response, status, slug);
     }
+    let plain = http()
+        .send(
+            &psp.addr,
+            Method::POST,
+            create,
+            &[("content-type", "text/plain".to_string())],
+            Some(Bytes::from_static(br#"{"order":"ord_1","amount":5}"#)),
+        )
+        .await
+        .expect("PSP answers");
+    assert_problem(&plain, 415, "unsupported-media-type");
     let long_key = "k".repeat(256);
     let response = raw_post(
         &psp.addr,
@@ -587,7 +622,7 @@ async fn bad_requests_are_problem_json_and_change_nothing() {
     assert_problem(
         &raw_post(&psp.addr, create, &[], &huge).await,
         413,
-        "invalid-body",
+        "body-too-large",
     );
 
     let CreatedIntent {
@@ -604,17 +639,17 @@ async fn bad_requests_are_problem_json_and_change_nothing() {
     assert_problem(
         &raw_post(&psp.addr, &confirm, &[], &body).await,
         400,
-        "invalid-json",
+        "malformed-json",
     );
     assert_problem(
         &raw_post(&psp.addr, "/v1/refunds", &[], r#"{"intent":"pi/1"}"#).await,
         400,
-        "invalid-json",
+        "malformed-json",
     );
     assert_problem(
         &raw_post(&psp.addr, "/v1/refunds", &[], r#"["pi_1"]"#).await,
         400,
-        "invalid-json",
+        "malformed-json",
     );
 
     let get = |path: &'static str| {
@@ -1061,6 +1096,6 @@ async fn an_amount_may_be_written_as_a_whole_number_with_a_zero_fraction() {
         r#"{"order": "ord_7", "amount": 312.5}"#,
     )
     .await;
-    assert_problem(&fraction, 400, "invalid-json");
+    assert_problem(&fraction, 400, "invalid-amount");
     assert_eq!(psp.psp.intents().len(), 1);
 }

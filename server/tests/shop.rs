@@ -992,8 +992,8 @@ async fn odd_paths_name_nothing_and_two_idempotency_keys_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_and_stale_webhooks_are_refused_without_effect() {
-    // Proves: a webhook with a wrong signature, a stale timestamp or no signature is a 400 and the
-    // order does not move; a correctly signed copy of a real event is accepted as a duplicate.
+    // Proves: a webhook with a wrong signature, a stale timestamp, no signature or two signature
+    // headers is a 400 and the order does not move; a correctly signed copy of a real event is accepted as a duplicate.
     let (stack, s) = start(config(Design::reference())).await;
     let id = order_id(&s.order("k-1", "alice", TEE, 1).await);
     s.wait_for(&id, &["payment_pending"]).await;
@@ -1010,10 +1010,14 @@ async fn forged_and_stale_webhooks_are_refused_without_effect() {
         now - 301,
         body.as_bytes(),
     );
+    let good =
+        stampede_server::signature::sign(&stack.app.config.webhook_secret, now, body.as_bytes());
     for (header, slug) in [
-        (Some(forged), "invalid-signature"),
-        (Some(stale), "invalid-signature"),
-        (None, "signature-missing"),
+        (vec![forged.clone()], "invalid-signature"),
+        (vec![stale], "invalid-signature"),
+        (vec![], "signature-missing"),
+        // Two headers, a good one first: which one vouches is ambiguous.
+        (vec![good, forged], "invalid-signature"),
     ] {
         let headers: Vec<(&str, String)> =
             header.into_iter().map(|h| ("psp-signature", h)).collect();
@@ -1086,6 +1090,18 @@ async fn a_signed_webhook_moves_an_order_only_when_the_psps_view_bears_it_out() 
         .json()
         .unwrap();
     assert_eq!(late["outcome"], "ignored", "{late}");
+    // Integers written as 2500.0 are integers (JSON Schema's `integer`).
+    let body = body.replace("2500", "2500.0");
+    let header = stampede_server::signature::sign(
+        &stack.app.config.webhook_secret,
+        stack.app.clock.unix_secs(),
+        body.as_bytes(),
+    );
+    let whole = s
+        .post("/v1/webhooks/psp", &[("psp-signature", header)], &body)
+        .await;
+    assert_eq!(whole.status, StatusCode::OK, "{whole:?}");
+    assert_eq!(whole.json::<Value>().unwrap()["outcome"], "duplicate");
     assert_eq!(s.status(&a).await, "confirmed");
     stack.shutdown().await;
 }

@@ -7,15 +7,16 @@ use super::wire::{
     AMOUNT_MAX, ConfirmIntent, CreateIntent, CreateRefund, IntentJson, IntentList, Ledger,
     LedgerLine,
 };
+use crate::api::{idempotency_key, json_request};
 use crate::problem::Problem;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
-use stampede_core::{Cents, IdempotencyKey, IntentStatus, OrderId};
+use stampede_core::{Cents, IntentStatus, OrderId};
 use std::sync::{Arc, OnceLock};
 use utoipa::openapi::OpenApi;
 use utoipa::openapi::{InfoBuilder, OpenApiBuilder};
@@ -50,8 +51,8 @@ pub fn router(psp: Arc<Psp>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             crate::problem::BodyCap {
                 limit: BODY_BYTES_MAX,
-                slug: "invalid-body",
-                title: "Invalid body",
+                slug: "body-too-large",
+                title: "Body too large",
             },
             crate::problem::refuse_oversized,
         ))
@@ -110,18 +111,24 @@ type Reply = Result<Response, Problem>;
     request_body(content = CreateIntent, content_type = "application/json"),
     responses(
         (status = 200, description = "The intent (charged at once when `confirm_with` is given).", body = IntentJson, headers(("Idempotent-Replayed" = String, description = "`true` when this answer was saved under the Idempotency-Key by an earlier request."))),
-        (status = 400, description = "`invalid-json`, `invalid-amount`, `invalid-idempotency-key`.", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`invalid-body`: too large.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`invalid-body`: not application/json.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`malformed-json`, `unreadable-body`, `invalid-amount`, `invalid-idempotency-key`.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`body-too-large`.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported-media-type`: not sent as application/json.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`idempotency-key-reused`: another body under this key.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: the PSP holds its maximum of intents or keys.", body = Problem, content_type = "application/problem+json")))]
 async fn create(
     State(psp): State<Arc<Psp>>,
     headers: HeaderMap,
-    body: Result<Json<serde_json::Value>, JsonRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Reply {
-    let key = idempotency_key(&headers)?;
-    let request: CreateIntent = json(body)?;
+    let key = idempotency_key(&headers, false)?;
+    let raw = body.as_ref().ok().cloned();
+    let request: CreateIntent = json_request(&headers, body).map_err(|problem| {
+        match raw.as_deref().and_then(amount_problem) {
+            Some(amount) if problem.slug() == "malformed-json" => amount,
+            _ => problem,
+        }
+    })?;
     if request.amount == Cents::ZERO || request.amount > AMOUNT_MAX {
         return Err(Problem::bad_request(
             "invalid-amount",
@@ -188,19 +195,20 @@ async fn list(
     request_body(content = ConfirmIntent, content_type = "application/json"),
     responses(
         (status = 200, description = "The intent, succeeded or failed (its webhook event is on its way).", body = IntentJson),
-        (status = 400, description = "`invalid-json`, `invalid-path`.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`malformed-json`, `unreadable-body`, `invalid-path`.", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`wrong-client-secret`.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not-found`: no such intent.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`intent-status-conflict`: already confirmed or canceled.", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`invalid-body`: too large.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`invalid-body`: not application/json.", body = Problem, content_type = "application/problem+json")))]
+        (status = 413, description = "`body-too-large`.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported-media-type`: not sent as application/json.", body = Problem, content_type = "application/problem+json")))]
 async fn confirm(
     State(psp): State<Arc<Psp>>,
     id: Result<Path<String>, PathRejection>,
-    body: Result<Json<serde_json::Value>, JsonRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
 ) -> Reply {
     let id = path(id)?;
-    let request: ConfirmIntent = json(body)?;
+    let request: ConfirmIntent = json_request(&headers, body)?;
     let answer =
         psp.apply(|state, now| state.confirm(now, &id, &request.client_secret, request.card));
     psp.hold_if_stalled().await;
@@ -223,19 +231,19 @@ async fn cancel(State(psp): State<Arc<Psp>>, id: Result<Path<String>, PathReject
     request_body(content = CreateRefund, content_type = "application/json"),
     responses(
         (status = 200, description = "The intent, refunded in full. One with nothing captured (not charged yet, failed, canceled, or refunded already) is answered unchanged (`refunded` as it was) and its key is not bound, so a refund asked too early can be asked again under the same key once the payment is captured.", body = IntentJson, headers(("Idempotent-Replayed" = String, description = "`true` when this answer was saved under the Idempotency-Key by an earlier request."))),
-        (status = 400, description = "`invalid-json`, `invalid-idempotency-key`.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`malformed-json`, `unreadable-body`, `invalid-idempotency-key`.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not-found`: no such intent.", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`invalid-body`: too large.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`invalid-body`: not application/json.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`body-too-large`.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported-media-type`: not sent as application/json.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`idempotency-key-reused`.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: the PSP holds its maximum of keys.", body = Problem, content_type = "application/problem+json")))]
 async fn refund(
     State(psp): State<Arc<Psp>>,
     headers: HeaderMap,
-    body: Result<Json<serde_json::Value>, JsonRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Reply {
-    let key = idempotency_key(&headers)?;
-    let request: CreateRefund = json(body)?;
+    let key = idempotency_key(&headers, false)?;
+    let request: CreateRefund = json_request(&headers, body)?;
     let answer = psp.apply(|state, now| state.refund(now, key, &request));
     psp.hold_if_stalled().await;
     render(answer)
@@ -316,12 +324,37 @@ fn problem(refusal: Refusal) -> Problem {
             StatusCode::UNPROCESSABLE_ENTITY,
             "idempotency-key-reused",
             "Idempotency key reused",
-            format!("Idempotency-Key {key:?} was used for a different request; use a new key"),
+            format!(
+                "Idempotency-Key {:?} was used for a different request; use a new key",
+                key.as_str()
+            ),
         ),
         Refusal::Full { what, limit } => {
             Problem::unavailable(format!("the PSP holds its maximum of {limit} {what}"))
         }
     }
+}
+
+/// An `amount` given as a JSON number that is no whole number of cents
+/// (negative, a fraction, past `u64`): `invalid-amount`, as 0 and amounts
+/// over the maximum are, rather than a body of the wrong shape.
+fn amount_problem(body: &[u8]) -> Option<Problem> {
+    #[derive(Deserialize)]
+    struct Amount {
+        amount: Option<serde_json::Number>,
+    }
+    let number = serde_json::from_slice::<Amount>(body).ok()?.amount?;
+    let whole: Result<u64, _> =
+        crate::openapi::whole_number(serde_json::Value::Number(number.clone()));
+    whole.is_err().then(|| {
+        Problem::bad_request(
+            "invalid-amount",
+            format!(
+                "amount is {number}; it must be a whole number of cents, 1..={}",
+                AMOUNT_MAX.0
+            ),
+        )
+    })
 }
 
 fn status_name(status: IntentStatus) -> &'static str {
@@ -330,41 +363,6 @@ fn status_name(status: IntentStatus) -> &'static str {
         IntentStatus::Succeeded => "succeeded",
         IntentStatus::Failed => "failed",
         IntentStatus::Canceled => "canceled",
-    }
-}
-
-/// The body, or a 400 saying why not (413 and 415 keep their status). The
-/// body must be a JSON object: serde would also take a struct written as an
-/// array (`["ord_1", 500]`), which the published API does not allow.
-fn json<T: DeserializeOwned>(
-    body: Result<Json<serde_json::Value>, JsonRejection>,
-) -> Result<T, Problem> {
-    match body {
-        Ok(Json(value)) if !value.is_object() => Err(Problem::bad_request(
-            "invalid-json",
-            "the body must be a JSON object".to_string(),
-        )),
-        Ok(Json(value)) => serde_json::from_value(value).map_err(|e| {
-            Problem::bad_request(
-                "invalid-json",
-                format!("Failed to deserialize the JSON body into the target type: {e}"),
-            )
-        }),
-        Err(rejection) => {
-            let status = rejection.status();
-            if status == StatusCode::PAYLOAD_TOO_LARGE
-                || status == StatusCode::UNSUPPORTED_MEDIA_TYPE
-            {
-                Err(Problem::new(
-                    status,
-                    "invalid-body",
-                    "Invalid body",
-                    rejection.body_text(),
-                ))
-            } else {
-                Err(Problem::bad_request("invalid-json", rejection.body_text()))
-            }
-        }
     }
 }
 
@@ -381,18 +379,4 @@ fn page_limit(limit: Option<usize>) -> Result<usize, Problem> {
             format!("limit is {n}; it must be 1..={PAGE_MAX}"),
         )),
     }
-}
-
-/// The optional `Idempotency-Key` header, validated.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, Problem> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let invalid = |detail: String| Problem::bad_request("invalid-idempotency-key", detail);
-    let text = value
-        .to_str()
-        .map_err(|_| invalid("Idempotency-Key must be visible ASCII".into()))?;
-    IdempotencyKey::new(text)
-        .map(Some)
-        .map_err(|e| invalid(e.to_string()))
 }

@@ -75,6 +75,7 @@ pub struct WebhookPayload {
     )]
     pub r#type: String,
     /// When the PSP created the event, Unix seconds.
+    #[serde(deserialize_with = "crate::openapi::whole_number")]
     pub created: u64,
     /// What the event is about.
     pub data: WebhookData,
@@ -93,6 +94,7 @@ pub struct WebhookData {
     /// The intent's amount (for `charge.refunded`, also the amount refunded
     /// so far: the PSP only refunds in full).
     #[schema(value_type = u64)]
+    #[serde(deserialize_with = "crate::openapi::whole_cents")]
     pub amount: Cents,
 }
 
