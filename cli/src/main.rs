@@ -133,7 +133,9 @@ enum Command {
     ///
     /// Its intents, ledger and idempotency keys live in memory: a restarted PSP starts empty
     /// (its ids never repeat an earlier run's). It serves one shop's store: `serve` refuses a
-    /// PSP already holding intents for the order its store would place next.
+    /// PSP already holding intents for the order its store would place next. Webhooks are
+    /// retried on any answer but 2xx, 8 attempts over about 9 s, then given up (the shop's
+    /// reconciler asks for what it missed); those not yet made when it stops are counted.
     ///
     /// Example: stampede psp --addr 127.0.0.1:8081 --webhook 127.0.0.1:8080
     Psp(serve::PspArgs),

@@ -421,8 +421,17 @@ async fn run_psp(addr: SocketAddr, config: PspConfig) -> Result<(), String> {
         listener.local_addr().map_err(|e| e.to_string())?
     );
     let delivery = tokio::spawn(Arc::clone(&psp).run_delivery());
-    let served = stampede_server::serve_router(listener, psp::router(psp), wait_for_stop()).await;
+    let served =
+        stampede_server::serve_router(listener, psp::router(Arc::clone(&psp)), wait_for_stop())
+            .await;
     delivery.abort();
+    let left = psp.delivery_stats();
+    let undelivered = left.scheduled + left.in_flight;
+    if undelivered > 0 {
+        println!(
+            "stopped with {undelivered} webhook deliveries not yet made (the shop's reconciler asks the PSP for what it missed; this PSP's intents are gone with it)"
+        );
+    }
     served.map_err(|e| format!("psp stopped: {e}"))
 }
 
