@@ -640,6 +640,13 @@ pub fn sweep(args: &SweepArgs) -> Result<u8, String> {
             .zip(process_cpu_ms())
             .map_or(0, |(before, after)| after.saturating_sub(before)),
         totals: Totals::of(&runs),
+        incomplete: (runs.len() < jobs.len()).then(|| {
+            format!(
+                "{} of {} runs not made: --fail-fast stopped the sweep at its first failure",
+                jobs.len() - runs.len(),
+                jobs.len()
+            )
+        }),
         runs,
     };
     report_sweep(&summary, args.runs.json, &dir, Some(threads))?;
@@ -745,7 +752,77 @@ pub fn merge(args: &MergeArgs) -> Result<u8, String> {
     summary.shards.dedup();
     summary.runs = runs.into_values().collect();
     summary.totals = Totals::of(&summary.runs);
-    report_merged(&summary, args, whole)
+    let missing = if whole {
+        Vec::new()
+    } else {
+        missing_shards(&summary.shards)?
+    };
+    summary.incomplete = unjudged(&summary, &missing)?;
+    report_merged(&summary, args, &missing)
+}
+
+/// The scenario files a sweep swept, in its order (`swept` names each with
+/// its design: `file [design]`).
+fn swept_files(summary: &SweepSummary) -> Vec<&str> {
+    summary
+        .swept
+        .iter()
+        .map(|swept| {
+            swept
+                .rsplit_once(" [")
+                .map_or(swept.as_str(), |(file, _)| file)
+        })
+        .collect()
+}
+
+/// What of the sweep the merged `summary` lacks, said in a line: the parts
+/// not given (`missing`), and runs its parts should hold but do not (a shard
+/// stopped by `--fail-fast`, or a summary cut short).
+fn unjudged(summary: &SweepSummary, missing: &[Shard]) -> Result<Option<String>, String> {
+    let seeds: Seeds = summary
+        .seeds
+        .parse()
+        .map_err(|e| format!("seeds {:?}: {e}", summary.seeds))?;
+    let files = swept_files(summary);
+    let given = |rank: usize| {
+        summary.shards.is_empty()
+            || summary
+                .shards
+                .iter()
+                .any(|s| rank % s.count as usize == (s.index - 1) as usize)
+    };
+    let mut expected = 0usize;
+    let mut absent = 0usize;
+    let mut first_absent = None;
+    for (rank, (file, seed)) in files
+        .iter()
+        .flat_map(|file| seeds.list.iter().map(move |seed| (*file, *seed)))
+        .enumerate()
+    {
+        if !given(rank) {
+            continue;
+        }
+        expected += 1;
+        if !summary
+            .runs
+            .iter()
+            .any(|r| r.scenario_file == file && r.seed == seed)
+        {
+            absent += 1;
+            first_absent.get_or_insert_with(|| format!("seed {seed} of {file}"));
+        }
+    }
+    let mut why = Vec::new();
+    if !missing.is_empty() {
+        let parts: Vec<String> = missing.iter().map(ToString::to_string).collect();
+        why.push(format!("shards {} not given", parts.join(", ")));
+    }
+    if let Some(first) = first_absent {
+        why.push(format!(
+            "{absent} of the {expected} runs of the shards given are not in them (the first: {first}; a shard stopped by --fail-fast, or a summary cut short)"
+        ));
+    }
+    Ok((!why.is_empty()).then(|| format!("{}: their seeds were not judged", why.join("; "))))
 }
 
 /// Whether `part` (read from `path`) is another part of the sweep `merged`
@@ -789,35 +866,29 @@ fn same_sweep(merged: &SweepSummary, part: &SweepSummary, path: &Path) -> Result
 /// Prints and writes the merged `summary`; its exit status, failing when a
 /// part of the sweep is missing (unless `--partial`) and the parts are not
 /// one `whole` sweep.
-fn report_merged(summary: &SweepSummary, args: &MergeArgs, whole: bool) -> Result<u8, String> {
+fn report_merged(
+    summary: &SweepSummary,
+    args: &MergeArgs,
+    missing: &[Shard],
+) -> Result<u8, String> {
     let dir = args
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("stampede-out/merged"));
-    let missing = if whole {
-        Vec::new()
-    } else {
-        missing_shards(&summary.shards)?
-    };
     if !args.json {
         print!("{}", stampede_reports::render_failing_text(&summary.runs));
     }
     report_sweep(summary, args.json, &dir, None)?;
-    if missing.is_empty() {
+    let Some(why) = &summary.incomplete else {
         return Ok(exit_code(&summary.totals));
-    }
-    let missing: Vec<String> = missing.iter().map(ToString::to_string).collect();
+    };
     if args.partial {
-        eprintln!(
-            "warning: shards {} are missing: their seeds were not judged (--partial)",
-            missing.join(", ")
-        );
+        eprintln!("warning: {why} (--partial)");
         Ok(exit_code(&summary.totals))
     } else {
         eprintln!(
-            "error: shards {} are missing: their seeds were not judged, so the merge fails \
-             (pass --partial to accept a merge of some of the parts)",
-            missing.join(", ")
+            "error: {why}, so the merge fails (pass --partial to accept a merge of some of the {})",
+            if missing.is_empty() { "runs" } else { "parts" }
         );
         Ok(1)
     }
@@ -853,9 +924,28 @@ fn read_shard(path: &Path) -> Result<SweepSummary, String> {
         .seeds
         .parse()
         .map_err(|e| format!("{}: seeds {:?}: {e}", path.display(), part.seeds))?;
-    if let Some(r) = part.runs.iter().find(|r| {
-        !seeds.list.contains(&r.seed) || r.passed != (r.violated.is_empty() && r.error.is_none())
-    }) {
+    let files = swept_files(&part);
+    // (A summary written before `swept` was recorded names no files.)
+    let made = |r: &RunRecord| {
+        if files.is_empty() {
+            return seeds.list.contains(&r.seed);
+        }
+        let file = files.iter().position(|f| *f == r.scenario_file);
+        let seed = seeds.list.iter().position(|s| *s == r.seed);
+        file.zip(seed).is_some_and(|(file, seed)| {
+            let rank = file * seeds.list.len() + seed;
+            part.shards.is_empty()
+                || part
+                    .shards
+                    .iter()
+                    .any(|s| rank % s.count as usize == (s.index - 1) as usize)
+        })
+    };
+    if let Some(r) = part
+        .runs
+        .iter()
+        .find(|r| !made(r) || r.passed != (r.violated.is_empty() && r.error.is_none()))
+    {
         return Err(format!(
             "{}: the run of seed {} of {} is not one this sweep made (seeds {}; passed {}, violated {:?})",
             path.display(),

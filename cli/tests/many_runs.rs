@@ -169,7 +169,12 @@ fn a_sweep_of_the_reference_passes_and_stops_early_only_when_asked() {
         dir.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(1));
-    assert_eq!(read_json(&dir.join("summary.json"))["totals"]["runs"], 1);
+    let summary = read_json(&dir.join("summary.json"));
+    assert_eq!(summary["totals"]["runs"], 1);
+    // It says it stopped, and how much it left: the other 19 seeds were not judged.
+    let why = "19 of 20 runs not made: --fail-fast stopped the sweep at its first failure";
+    assert_eq!(summary["incomplete"], why, "{summary}");
+    assert!(stdout(&o).contains(why), "{}", stdout(&o));
 }
 
 #[test]
@@ -562,8 +567,9 @@ fn compare_refuses_a_design_named_twice() {
 #[test]
 fn a_merge_missing_a_shard_fails_unless_asked_to_accept_a_partial_one() {
     // Proves: shards of the reference that all held merge to exit 0 when every part is
-    // there; with a part missing its seeds were not judged, so the merge fails (exit 1, saying
-    // which) unless `--partial` accepts it (exit 0, still saying so); a part given twice and
+    // there; with a part missing, or a run missing from a part, its seeds were not judged, so
+    // the merge fails (exit 1, saying which, and its files say INCOMPLETE) unless `--partial`
+    // accepts it (exit 0, still saying so); a part given twice and
     // parts of different splits (1/2 beside 1/3) are bad input (exit 2).
     let mut parts = Vec::new();
     for shard in ["1/2", "2/2", "1/3"] {
@@ -597,14 +603,49 @@ fn a_merge_missing_a_shard_fails_unless_asked_to_accept_a_partial_one() {
     let half = merge(&[&parts[0]], &[]);
     assert_eq!(half.status.code(), Some(1), "{}", stderr(&half));
     assert!(
-        stderr(&half).contains("shards 2/2 are missing") && stderr(&half).contains("--partial"),
+        stderr(&half).contains("shards 2/2 not given") && stderr(&half).contains("--partial"),
         "{}",
         stderr(&half)
     );
+    // The files it wrote say so too: no PASS for a sweep half judged.
+    let written = Path::new(env!("CARGO_TARGET_TMPDIR")).join("partial-merged");
+    let summary = read_json(&written.join("summary.json"));
+    assert!(
+        summary["incomplete"]
+            .as_str()
+            .is_some_and(|why| why.contains("shards 2/2 not given")),
+        "{summary}"
+    );
+    let md = std::fs::read_to_string(written.join("report.md")).unwrap();
+    assert!(md.contains("INCOMPLETE"), "{md}");
+    let html = std::fs::read_to_string(written.join("report.html")).unwrap();
+    assert!(html.contains(">INCOMPLETE<"), "{html}");
 
     let accepted = merge(&[&parts[0]], &["--partial"]);
     assert_eq!(accepted.status.code(), Some(0), "{}", stderr(&accepted));
-    assert!(stderr(&accepted).contains("shards 2/2 are missing"));
+    assert!(stderr(&accepted).contains("shards 2/2 not given"));
+
+    // A part that lacks one of its runs (cut short, or edited) leaves that seed unjudged.
+    let mut cut = read_json(Path::new(&parts[1]));
+    let dropped = cut["runs"].as_array_mut().unwrap().pop().unwrap();
+    let cut_path = out_dir("partial-cut").join("summary.json");
+    std::fs::create_dir_all(cut_path.parent().unwrap()).unwrap();
+    std::fs::write(&cut_path, cut.to_string()).unwrap();
+    let cut_path = cut_path.display().to_string();
+    let short = merge(&[&parts[0], &cut_path], &[]);
+    assert_eq!(short.status.code(), Some(1), "{}", stderr(&short));
+    let first = format!(
+        "the first: seed {} of {}",
+        dropped["seed"],
+        dropped["scenario_file"].as_str().unwrap()
+    );
+    assert!(
+        stderr(&short).contains("1 of the 3 runs") && stderr(&short).contains(&first),
+        "{}",
+        stderr(&short)
+    );
+    let short = merge(&[&parts[0], &cut_path], &["--partial"]);
+    assert_eq!(short.status.code(), Some(0), "{}", stderr(&short));
 
     let twice = merge(&[&parts[0], &parts[1], &parts[0]], &[]);
     assert_refused(&twice, "shard 1/2 is given twice");

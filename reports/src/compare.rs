@@ -128,15 +128,37 @@ pub(crate) fn compare_table(s: &CompareSummary) -> Table {
     t
 }
 
+/// "Not judged (the scenario opts out): a, b", when the scenario's
+/// `invariants` list left any out: a design that held them all would
+/// otherwise look clean on invariants no run judged.
+pub(crate) fn not_judged_line(s: &CompareSummary) -> Option<String> {
+    let names: std::collections::BTreeSet<&str> = s
+        .runs
+        .iter()
+        .flat_map(|r| r.not_judged.iter().map(String::as_str))
+        .collect();
+    (!names.is_empty()).then(|| {
+        let names: Vec<&str> = names.into_iter().collect();
+        format!("Not judged (the scenario opts out): {}", names.join(", "))
+    })
+}
+
 /// The terminal table of a comparison.
 pub fn render_compare_summary_text(s: &CompareSummary) -> String {
-    compare_table(s).to_text("  ")
+    let mut text = compare_table(s).to_text("  ");
+    if let Some(line) = not_judged_line(s) {
+        let _ = writeln!(text, "  {line}");
+    }
+    text
 }
 
 /// `report.md` of a comparison: the table and how to reproduce any run.
 pub fn render_compare_summary_markdown(s: &CompareSummary) -> String {
     let mut md = format!("# Compare — {} — seeds {}\n\n", s.scenario_file, s.seeds);
     md.push_str(&compare_table(s).to_markdown());
+    if let Some(line) = not_judged_line(s) {
+        let _ = writeln!(md, "\n**{line}.**");
+    }
     let _ = writeln!(
         md,
         "\nLatencies are simulated time over every confirmed order of every seed. Repro for any run: `stampede run {} --seed N --design <preset> [--set switch=value]`.",
@@ -208,5 +230,26 @@ mod tests {
             md.contains("| order → confirmed p50 (sim) | 40 ms | 0 ms |"),
             "{md}"
         );
+        assert!(!text.contains("Not judged") && !md.contains("Not judged"));
+    }
+
+    // Proves a comparison of a scenario that opts out of invariants names them under the table,
+    // in the terminal and in report.md, so a design is not taken as clean on them.
+    #[test]
+    fn invariants_no_run_judged_are_named() {
+        let mut run = record("reference", 1, &[]);
+        run.not_judged = vec!["timely_decisions".into(), "money_reconciles".into()];
+        let s = CompareSummary {
+            version: 1,
+            kind: "compare".into(),
+            scenario_file: "tiny.toml".into(),
+            seeds: "1".into(),
+            wall_ms: 5,
+            designs: vec![DesignColumn::of("reference".into(), &[&run], vec![])],
+            runs: vec![run.clone()],
+        };
+        let line = "Not judged (the scenario opts out): money_reconciles, timely_decisions";
+        assert!(render_compare_summary_text(&s).contains(line));
+        assert!(render_compare_summary_markdown(&s).contains(line));
     }
 }

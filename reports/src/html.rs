@@ -27,6 +27,7 @@ tr.bad td:first-child { color: #b71c1c; font-weight: 600; }
 .verdict { display: inline-block; padding: .15rem .6rem; border-radius: 4px; font-weight: 700; }
 .verdict.pass { background: #e3f4e5; color: #1e7d32; }
 .verdict.fail { background: #fdecea; color: #b71c1c; }
+.verdict.incomplete { background: #fff4e5; color: #a35200; }
 .side-by-side { display: flex; flex-wrap: wrap; gap: 2rem; align-items: flex-start; }
 .side-by-side > section { flex: 1 1 420px; min-width: 0; }
 .side-by-side > section.wide { flex: 2 1 640px; }

@@ -199,14 +199,15 @@ fn sweep_facts(s: &SweepSummary) -> Vec<(&'static str, String)> {
 /// seeds per scenario and invariant, run time per scenario, the per-scenario
 /// table, and the failing seeds with their repro commands.
 pub fn render_sweep_html(s: &SweepSummary) -> String {
-    let t = &s.totals;
-    let verdict = if t.failed + t.errors == 0 {
-        "PASS"
-    } else {
-        "FAIL"
-    };
     let title = title(s);
-    let mut body = header(&title, verdict);
+    let mut body = header(&title, s.verdict());
+    if let Some(why) = &s.incomplete {
+        let _ = writeln!(
+            body,
+            "<p><strong>INCOMPLETE: {}.</strong></p>",
+            escape_html(why)
+        );
+    }
     body.push_str("<h2>Sweep</h2>\n");
     body.push_str(&facts_html(&sweep_facts(s)));
     body.push_str("<h2>Charts</h2>\n<div class=\"charts\">\n");
@@ -316,6 +317,9 @@ pub fn render_compare_summary_html(s: &CompareSummary) -> String {
         "<div class=\"scroll\">{}</div>\n<p class=\"muted\">Latencies are simulated time over every confirmed order of every seed.</p>",
         compare_table(s).to_html("compare")
     );
+    if let Some(line) = crate::compare::not_judged_line(s) {
+        let _ = writeln!(body, "<p><strong>{}.</strong></p>", escape_html(&line));
+    }
     body.push_str(&failing_html(&s.runs));
     page(&title, &body)
 }

@@ -173,11 +173,28 @@ pub struct SweepSummary {
     pub cpu_ms: u64,
     /// Runs by outcome.
     pub totals: Totals,
+    /// Why runs of the sweep are not here, when some are not: a `--fail-fast`
+    /// sweep that stopped, a merge of some of the parts. Their seeds were not
+    /// judged, so the summary is no pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<String>,
     /// Every run, by scenario file then seed.
     pub runs: Vec<RunRecord>,
 }
 
 impl SweepSummary {
+    /// `FAIL` when a run failed, else `INCOMPLETE` when runs are missing,
+    /// else `PASS`.
+    pub fn verdict(&self) -> &'static str {
+        if self.totals.failed + self.totals.errors > 0 {
+            "FAIL"
+        } else if self.incomplete.is_some() {
+            "INCOMPLETE"
+        } else {
+            "PASS"
+        }
+    }
+
     /// Runs per second of CPU time, when the CPU time is known.
     pub fn runs_per_cpu_second(&self) -> Option<f64> {
         (self.cpu_ms > 0).then(|| self.totals.runs as f64 / (self.cpu_ms as f64 / 1000.0))
@@ -313,6 +330,9 @@ pub fn render_sweep_markdown(s: &SweepSummary) -> String {
         s.wall_ms as f64 / 1000.0,
         cpu_note(s)
     );
+    if let Some(why) = &s.incomplete {
+        let _ = writeln!(md, "**INCOMPLETE: {why}.**\n");
+    }
     md.push_str(&scenario_table(s).to_markdown());
     let (failing, left_off) = failing(&s.runs);
     if !failing.is_empty() {
@@ -371,6 +391,9 @@ pub fn render_sweep_text(s: &SweepSummary, threads: Option<usize>) -> String {
         threads.map_or(String::new(), |n| format!(" on {n} threads")),
         cpu_note(s)
     );
+    if let Some(why) = &s.incomplete {
+        let _ = writeln!(out, "INCOMPLETE: {why}");
+    }
     out
 }
 
@@ -431,6 +454,7 @@ mod tests {
             wall_ms: 2_000,
             cpu_ms,
             totals: Totals::of(&runs),
+            incomplete: None,
             runs,
         }
     }

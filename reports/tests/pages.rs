@@ -53,6 +53,7 @@ fn sweep() -> SweepSummary {
         wall_ms: 3_000,
         cpu_ms: 4_000,
         totals: Totals::of(&runs),
+        incomplete: None,
         runs,
     }
 }
