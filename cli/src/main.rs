@@ -49,8 +49,9 @@ enum Command {
     Sweep(sweep::SweepArgs),
     /// Combine the summary.json files of sharded sweeps into one result.
     ///
-    /// Exit status: 0 every run held, 1 any violation or a part of the sweep missing (its seeds
-    /// not judged; --partial accepts that), 2 bad input (a file that is not a sweep summary,
+    /// Exit status: 0 every run held, 1 any violation or a part of the sweep missing — a shard
+    /// not given, or runs a given shard lacks (a --fail-fast shard): their seeds not judged, and
+    /// the merged report says INCOMPLETE; --partial accepts that — 2 bad input (a file that is not a sweep summary,
     /// a shard given twice, shards of different splits or of another sweep (other scenario
     /// files, seeds or design), a whole sweep's summary given with other files, a run the
     /// sweep did not make, or two shards that disagree on a seed's trace: different builds).

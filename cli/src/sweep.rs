@@ -143,9 +143,10 @@ pub struct MergeArgs {
     /// Print the merged summary as one JSON document.
     #[arg(long)]
     pub json: bool,
-    /// Accept shards that are not all the parts of their sweep: the missing
-    /// parts' seeds are then not judged. Without it a merge that misses a
-    /// part fails (exit 1), whatever the runs it has say.
+    /// Accept shards that are not all the parts of their sweep, or that lack
+    /// some of their runs: the missing seeds are then not judged (the report
+    /// says INCOMPLETE). Without it such a merge fails (exit 1), whatever the
+    /// runs it has say.
     #[arg(long)]
     pub partial: bool,
 }
