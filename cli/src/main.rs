@@ -133,8 +133,8 @@ enum Command {
     /// Serve the fake payment provider alone (HTTP/1.1 and cleartext HTTP/2 on the one port).
     ///
     /// Its intents, ledger and idempotency keys live in memory: a restarted PSP starts empty
-    /// (its ids never repeat an earlier run's). It serves one shop's store: `serve` refuses a
-    /// PSP already holding intents for the order its store would place next. Webhooks are
+    /// (its ids never repeat an earlier run's). It serves one shop's store: `serve` on a store
+    /// with no order yet refuses a PSP already holding intents for `ord_1`. Webhooks are
     /// retried on any answer but 2xx, 8 attempts over about 9 s, then given up (the shop's
     /// reconciler asks for what it missed); those not yet made when it stops are counted.
     ///
@@ -142,6 +142,23 @@ enum Command {
     Psp(serve::PspArgs),
     /// List the design presets and every switch with the mistake it makes.
     Designs,
+}
+
+/// `sweep`, `compare` and `shrink`'s exit status when Ctrl-C or SIGTERM
+/// stopped them (as a shell reports a process Ctrl-C ended).
+const INTERRUPTED: i32 = 130;
+
+/// From now on, Ctrl-C or SIGTERM ends the process at once with
+/// [`INTERRUPTED`], saying first what it leaves behind (`leaves`): a command
+/// whose result is written only at its end has written none of it.
+fn stop_saying(leaves: String) {
+    let taken = ctrlc::set_handler(move || {
+        eprintln!("interrupted: {leaves}");
+        std::process::exit(INTERRUPTED);
+    });
+    if let Err(error) = taken {
+        eprintln!("warning: cannot listen for Ctrl-C ({error}); stopping it will say nothing");
+    }
 }
 
 fn unix_now_ms() -> u64 {

@@ -296,6 +296,15 @@ fn each_shopper(
 pub fn shrink(args: &ShrinkArgs) -> Result<u8, String> {
     let (scenario, spec, mut plan) = args.target.plan()?;
     let path = plan_path(args, &scenario.name)?;
+    crate::stop_saying(format!(
+        "the shrink stopped before writing its plan: {}{}",
+        path.display(),
+        if path.exists() {
+            " is an earlier shrink's"
+        } else {
+            " was not written"
+        }
+    ));
     let started = std::time::Instant::now();
     let first = run::run_plan(&plan, false)?.result;
     let violated = first.violated();

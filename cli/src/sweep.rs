@@ -590,6 +590,14 @@ fn exit_code(t: &Totals) -> u8 {
     if t.failed + t.errors == 0 { 0 } else { 1 }
 }
 
+/// What a sweep or comparison stopped before its end leaves in `dir`.
+fn unfinished(dir: &Path, what: &str) -> String {
+    format!(
+        "the {what} stopped before its summary: {} has no summary.json or report, only the failures kept of the runs made so far (an earlier run's summary there, if any, was removed when this one started and its failures moved to failures.old); no verdict",
+        dir.display()
+    )
+}
+
 /// `stampede sweep`: exit 0 if every run held, 1 if any failed.
 pub fn sweep(args: &SweepArgs) -> Result<u8, String> {
     let files = scenario_files(&args.targets)?;
@@ -598,6 +606,7 @@ pub fn sweep(args: &SweepArgs) -> Result<u8, String> {
     let dir = sweep_dir(args);
     run::prepare_out_dir(&dir)?;
     set_aside_earlier_run(&dir, args.runs.json)?;
+    crate::stop_saying(unfinished(&dir, "sweep"));
     let threads = args.runs.threads();
     if !args.runs.json {
         println!(
@@ -1021,6 +1030,7 @@ pub fn compare(args: &CompareArgs) -> Result<u8, String> {
         });
     run::prepare_out_dir(&dir)?;
     set_aside_earlier_run(&dir, args.runs.json)?;
+    crate::stop_saying(unfinished(&dir, "comparison"));
     let started = std::time::Instant::now();
     let (runs, samples) = compare_runs(args, &target, &specs, &dir);
     let designs = specs

@@ -178,6 +178,43 @@ fn a_sweep_of_the_reference_passes_and_stops_early_only_when_asked() {
 }
 
 #[test]
+fn a_sweep_stopped_by_sigterm_says_it_left_no_verdict() {
+    // Proves: SIGTERM (as Ctrl-C) ends a sweep with exit 130 and a line saying the folder holds
+    // no summary and no verdict, instead of a silent death; no summary.json is written.
+    let dir = out_dir("sweep-interrupted");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stampede"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["sweep", TINY, "--seeds", "1..5000", "--out"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Its first line is printed once the handler is in place.
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(first.starts_with("sweeping"), "{first}");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("interrupted: the sweep stopped before its summary")
+            && stderr(&o).contains("no verdict"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!dir.join("summary.json").exists());
+}
+
+#[test]
 fn a_sweep_into_a_folder_used_before_keeps_only_its_own_failures() {
     // Proves: a passing sweep into the folder of a failing one leaves no failing trace in
     // failures/ that its summary does not name; the earlier failures are kept in

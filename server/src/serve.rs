@@ -384,7 +384,7 @@ pub enum StartError {
     /// The PostgreSQL database was unreachable or refused (foreign, another version, corrupt).
     #[error(transparent)]
     Postgres(#[from] postgres::PgOpenError),
-    /// The PSP already holds intents for the order this store places next.
+    /// The PSP already holds intents for `ord_1`, and this store has no order yet.
     #[error(
         "the PSP at {psp} already holds payment intents for {order}, an order this shop's store has not placed: it served another shop, or this one before its store was reset. The shop's payment keys (pay_<order>) and its lookups by order would mix this shop's payments with those: one buyer's order paid with another's money, or another's payment refunded. Start a fresh PSP, or serve the store that placed those orders"
     )]
@@ -403,13 +403,15 @@ pub enum StartError {
 /// the order it asked the PSP about in the meantime (another replica).
 const PSP_CHECK_TRIES: u32 = 8;
 
-/// Refuses a PSP that already holds intents for the order the store will
-/// place next. Order ids start at `ord_1` in every fresh store, and the shop
+/// Refuses, for a store with no order yet, a PSP that already holds intents
+/// for `ord_1`. Order ids start at `ord_1` in every fresh store, and the shop
 /// finds an order's payments at the PSP by its id (the intent's key
 /// `pay_<order>`, the reconciler's and refunds' lookups), so a PSP that served
-/// another store would hand this shop's orders that store's payments. A PSP
-/// that cannot be asked is let be (a shop may start before its PSP): the
-/// first order's payment waits for it as ever.
+/// another store would hand this shop's orders that store's payments. A store
+/// with orders whose next id the PSP knows lost acknowledged orders: that is
+/// logged as an error and served. A PSP that cannot be asked is let be (a
+/// shop may start before its PSP): the first order's payment waits for it as
+/// ever.
 pub async fn check_psp_is_ours(store: &dyn Store, psp: &PspClient) -> Result<(), StartError> {
     let failed = |e: crate::store::StoreError| io::Error::other(e.to_string());
     for _ in 0..PSP_CHECK_TRIES {
@@ -431,13 +433,24 @@ pub async fn check_psp_is_ours(store: &dyn Store, psp: &PspClient) -> Result<(),
         if held.is_empty() {
             return Ok(());
         }
-        if store.get_order(next).await.map_err(failed)?.is_none() {
+        if store.get_order(next).await.map_err(failed)?.is_some() {
+            continue; // Another replica placed it meanwhile: its intents are this store's.
+        }
+        if placed == 0 {
             return Err(StartError::ForeignPsp {
                 psp: psp.addr().to_string(),
                 order: next,
             });
         }
-        // Another replica placed it meanwhile: its intents are this store's.
+        // A store with orders that is behind its PSP lost orders it had acknowledged (the
+        // `commit=ack-first` mistake, or a file restored from a backup): said, and served, so
+        // what that loss does is there to be judged.
+        tracing::error!(
+            psp = psp.addr(),
+            order = %next,
+            "the PSP already holds payment intents for {next}, an order this store has not placed: the store lost orders it had acknowledged, and orders placed now under those ids will be mixed with their payments"
+        );
+        return Ok(());
     }
     Ok(())
 }

@@ -344,7 +344,8 @@ async fn a_psp_that_served_another_store_is_refused_at_start() {
     // Proves: a shop on a fresh store starts against a PSP holding no intent for `ord_1`, and
     // refuses (naming the order) one that does: that PSP served another store, whose payment
     // keys and orders' payments this shop's would be mixed with. Intents for an order the store
-    // itself holds are its own (a replica placed it meanwhile): those pass.
+    // itself holds are its own (a replica placed it meanwhile): those pass; so does a store with
+    // orders behind its PSP (logged).
     let (first, s) = start(config(Design::reference())).await;
     let mut c = config(Design::reference());
     c.psp = PspMode::Remote(first.psp_addr.clone());
@@ -374,6 +375,17 @@ async fn a_psp_that_served_another_store_is_refused_at_start() {
     check_psp_is_ours(&own, &psp)
         .await
         .expect("ord_1 is the store's own");
+
+    // A store with orders that is behind the PSP (it lost acknowledged ones) is served, the
+    // loss logged: what it does is for the audit to judge.
+    let two = order_id(&s.order("k-2", "bob", TEE, 1).await);
+    s.wait_for(&two, &["payment_pending"]).await;
+    let (behind, b) = start(config(Design::reference())).await;
+    let _ = order_id(&b.order("k-1", "carol", TEE, 1).await);
+    check_psp_is_ours(behind.app.store.as_ref(), &psp)
+        .await
+        .expect("a store with orders is served");
+    behind.shutdown().await;
     first.shutdown().await;
 }
 
