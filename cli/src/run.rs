@@ -77,15 +77,30 @@ pub struct DesignSpec {
 
 impl DesignSpec {
     /// A preset with overrides; a bad name or assignment is an error naming it.
-    pub fn new(preset: &str, sets: &[String]) -> Result<DesignSpec, String> {
+    pub fn new(design: &str, sets: &[String]) -> Result<DesignSpec, String> {
+        // `--design preset+switch=value` says what `--design preset --set switch=value` does.
+        let mut parts = design.split('+').map(str::trim);
+        let preset = parts.next().unwrap_or_default();
+        let sets: Vec<String> = parts
+            .map(str::to_string)
+            .chain(sets.iter().cloned())
+            .collect();
         let mut design = Design::preset(preset).map_err(|e| format!("--design: {e}"))?;
-        for assignment in sets {
+        let mut seen: Vec<&str> = Vec::new();
+        for assignment in &sets {
+            let switch = assignment.split_once('=').map_or("", |(s, _)| s.trim());
+            if !switch.is_empty() && seen.contains(&switch) {
+                return Err(format!(
+                    "--set {assignment}: switch {switch} is set twice; set each switch once"
+                ));
+            }
+            seen.push(switch);
             design
                 .apply(assignment)
                 .map_err(|e| format!("--set {assignment}: {e}"))?;
         }
         Ok(DesignSpec {
-            preset: preset.trim().to_string(),
+            preset: preset.to_string(),
             // As `switch=value`, however spaced when given: labels, folders and repro
             // lines then carry one word per assignment.
             sets: sets
@@ -101,10 +116,7 @@ impl DesignSpec {
 
     /// `preset[+switch=value...]`, as `compare --designs` takes it.
     pub fn parse(text: &str) -> Result<DesignSpec, String> {
-        let mut parts = text.split('+').map(str::trim);
-        let preset = parts.next().unwrap_or_default();
-        let sets: Vec<String> = parts.map(str::to_string).collect();
-        DesignSpec::new(preset, &sets).map_err(|e| format!("design {text:?}: {e}"))
+        DesignSpec::new(text, &[]).map_err(|e| format!("design {text:?}: {e}"))
     }
 
     /// The scenario's own design, unless `--design` names another.
@@ -441,6 +453,32 @@ mod tests {
         assert_eq!(shell_word("$(rm -rf ~).toml"), "'$(rm -rf ~).toml'");
         assert_eq!(shell_word("it's.toml"), "'it'\\''s.toml'");
         assert_eq!(shell_word(""), "''");
+    }
+
+    #[test]
+    fn a_design_is_one_spelling_whether_switches_come_after_a_plus_or_as_sets() {
+        // Proves (found from outside: `run --design seed-repo+commit=ack-first` was "unknown
+        // design" while `compare` took it): `preset+switch=value` is the same design as
+        // `preset --set switch=value`, with the same label, for every command; a switch set
+        // twice is refused rather than the last one winning silently.
+        let plus = DesignSpec::new("reference+commit=ack-first", &[]).unwrap();
+        let set = DesignSpec::new("reference", &["commit=ack-first".to_string()]).unwrap();
+        assert_eq!(plus.design, set.design);
+        assert_eq!(plus.label(), "reference+commit=ack-first");
+        assert_eq!(plus.label(), set.label());
+        assert_ne!(plus.design, Design::reference());
+        let twice = DesignSpec::new(
+            "reference+commit=ack-first",
+            &["commit=durable".to_string()],
+        )
+        .unwrap_err();
+        assert!(twice.contains("set twice"), "{twice}");
+        let twice = DesignSpec::new(
+            "reference",
+            &["intent_key=off".to_string(), "intent_key=off".to_string()],
+        )
+        .unwrap_err();
+        assert!(twice.contains("set twice"), "{twice}");
     }
 
     #[test]
