@@ -421,6 +421,94 @@ fn a_database_of_another_schema_version_is_refused_and_reset_only_drops_ours() {
 }
 
 #[test]
+fn replicas_opening_an_empty_database_at_once_all_open_one_creates_it() {
+    // Proves (found from outside: every replica but one exited "relation stampede_meta already
+    // exists", every time): replicas started together on an empty database all open the one
+    // shop — exactly one of them created it — and they see the same state.
+    runtime().block_on(async {
+        let Some(url) = postgres::test_database("at_once").await else {
+            return;
+        };
+        let options = PgOptions::new(url.clone());
+        let open = || postgres::open(&options, 0, || Ok(state()));
+        let (a, b, c, d) = tokio::join!(open(), open(), open(), open());
+        let mut created = 0;
+        for o in [&a, &b, &c, &d] {
+            let o = o
+                .as_ref()
+                .unwrap_or_else(|e| panic!("a replica did not open: {e}"));
+            created += usize::from(o.created());
+        }
+        assert_eq!(created, 1);
+    });
+}
+
+#[test]
+fn a_write_behind_a_log_lock_held_too_long_is_answered_unavailable_not_held_forever() {
+    // Proves (found from outside: a replica paused inside its write transaction froze every
+    // request of every replica with no end): a write that cannot get the log's lock is answered
+    // `Unavailable` in bounded time (PostgreSQL's lock wait gives up first), and once the lock
+    // is let go the replica writes again, losing nothing.
+    runtime().block_on(async {
+        let Some(url) = postgres::test_database("lock_held").await else {
+            return;
+        };
+        let (clock, _now) = manual_clock();
+        let store = open(&PgOptions::new(url.clone()), &clock).await;
+        let s: &dyn Store = &*store;
+        s.place_order(request(1)).await.unwrap();
+        let mut holder = client(&url).await;
+        let tx = holder.transaction().await.unwrap();
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&postgres::LOG_LOCK])
+            .await
+            .unwrap();
+        let held = tokio::time::timeout(Duration::from_secs(40), s.place_order(request(2)))
+            .await
+            .expect("answered while the lock is held");
+        assert!(
+            matches!(
+                held,
+                Err(stampede_server::store::StoreError::Unavailable(_))
+            ),
+            "{held:?}"
+        );
+        tx.rollback().await.unwrap();
+        s.place_order(request(3)).await.unwrap();
+        let fresh = open(&PgOptions::new(url.clone()), &clock).await;
+        assert_eq!(fresh.read(|s| s.order_count()), 2);
+    });
+}
+
+#[test]
+fn reset_refuses_a_database_live_replicas_serve() {
+    // Proves (found from outside: `load --store` dropped the tables under running replicas,
+    // which went on appending to the new log until no replica could open it): `reset` refuses
+    // while a replica is serving, leaving its orders; once that replica is gone it resets.
+    runtime().block_on(async {
+        let Some(url) = postgres::test_database("reset_live").await else {
+            return;
+        };
+        let (clock, _now) = manual_clock();
+        let options = PgOptions::new(url.clone());
+        let live = open(&options, &clock).await;
+        let s: &dyn Store = &*live;
+        s.place_order(request(1)).await.unwrap();
+        let refused = postgres::reset(&options).await;
+        assert!(
+            matches!(&refused, Err(PgOpenError::InUse { replicas: 1, .. })),
+            "{refused:?}"
+        );
+        let still = open(&options, &clock).await;
+        assert_eq!(still.read(|s| s.order_count()), 1);
+        drop(still);
+        drop(live);
+        postgres::reset(&options).await.unwrap();
+        let opened = postgres::open(&options, 0, || Ok(state())).await.unwrap();
+        assert!(opened.created());
+    });
+}
+
+#[test]
 fn a_version_1_database_is_upgraded_at_open_and_its_log_still_replays() {
     // Proves: a database laid out as version 1 wrote it (no holder column, no holders table),
     // holding a checkpoint and one logged order, opens: it is upgraded to this version in

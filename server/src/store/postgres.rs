@@ -90,6 +90,20 @@ pub const REAP_EVERY_MS: u64 = 1_000;
 /// The advisory lock a writer holds for its transaction: the log's tail.
 pub const LOG_LOCK: i64 = 0x5354_4d50_4c4f_4721;
 
+/// How long a writer batch may take before its callers are answered
+/// `Unavailable` and its connection dropped: a stalled PostgreSQL, or a log
+/// lock held by a replica that stopped mid-transaction, cannot hold every
+/// request of every replica for longer.
+const BATCH_TIMEOUT_MS: u64 = 20_000;
+
+/// Opens a write transaction. A replica that stops inside one (paused,
+/// partitioned) holds the log's lock: PostgreSQL ends its session after
+/// 10 s idle in it, which lets the lock go. A batch waits at most 15 s for
+/// the lock (less than [`BATCH_TIMEOUT_MS`], so PostgreSQL gives up the wait
+/// itself).
+const WRITE_BEGIN: &str = "BEGIN; SET LOCAL idle_in_transaction_session_timeout = '10s'; \
+                           SET LOCAL lock_timeout = '15s'";
+
 /// The advisory lock held while creating the schema (replicas starting at once).
 const SCHEMA_LOCK: i64 = 0x5354_4d50_5343_484d;
 
@@ -296,6 +310,16 @@ pub enum PgOpenError {
         url: String,
         /// What went wrong.
         detail: String,
+    },
+    /// Replicas are serving the database: it cannot be reset under them.
+    #[error(
+        "{url}: {replicas} replica(s) are serving this database now; stop them before resetting it (their shop would go on with state the database no longer holds)"
+    )]
+    InUse {
+        /// The URL, password hidden.
+        url: String,
+        /// How many live replicas were found.
+        replicas: i64,
     },
     /// An older Stampede database could not be upgraded (nothing changed).
     #[error(
@@ -533,8 +557,15 @@ async fn create(
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
         .await
         .map_err(|e| failed(describe(&e)))?;
+    // A catalog scan, not `to_regclass`: name lookups go through a cache this
+    // session refreshes only at its next transaction or table lock, so after
+    // waiting out another replica's creation they would still miss its tables.
     let created_meanwhile: bool = tx
-        .query_one("SELECT to_regclass('stampede_meta') IS NOT NULL", &[])
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables \
+             WHERE schemaname = current_schema() AND tablename = 'stampede_meta')",
+            &[],
+        )
         .await
         .map_err(|e| failed(describe(&e)))?
         .get(0);
@@ -661,10 +692,10 @@ async fn check_meta(options: &PgOptions, client: &Client) -> Result<i32, PgOpenE
     if value("application").as_deref() != Some(APPLICATION) {
         return Err(PgOpenError::Foreign {
             url: options.redacted(),
-            what: format!(
-                "a stampede_meta table whose application is {:?}",
-                value("application")
-            ),
+            what: match value("application") {
+                Some(other) => format!("a stampede_meta table whose application is {other:?}"),
+                None => "a stampede_meta table naming no application".to_string(),
+            },
         });
     }
     let version = value("schema_version");
@@ -1072,7 +1103,21 @@ impl Writer {
             Some(statements) => statements,
             None => Statements::prepare(&client).await?,
         };
-        let done = self.run_batch(&mut client, &statements, commands).await?;
+        let ran = tokio::time::timeout(
+            Duration::from_millis(BATCH_TIMEOUT_MS),
+            self.run_batch(&mut client, &statements, commands),
+        )
+        .await;
+        let Ok(done) = ran else {
+            // The connection is dropped with whatever it was waiting for; a write batch cut
+            // off may still commit, and the replica may hold what the database does not.
+            self.stale = true;
+            return Err(LoadError::Bad(format!(
+                "no answer within {} s (PostgreSQL stalled, or the log's lock held that long)",
+                BATCH_TIMEOUT_MS / 1000
+            )));
+        };
+        let done = done?;
         self.client = Some(client);
         self.statements = Some(statements);
         Ok(done)
@@ -1143,7 +1188,7 @@ impl Writer {
         let (lock, after): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1]) =
             ([&LOG_LOCK], [&seq]);
         let (_, _, rows) = tokio::try_join!(
-            client.batch_execute("BEGIN"),
+            client.batch_execute(WRITE_BEGIN),
             client.execute(&st.lock, &lock),
             client.query(&st.catch_up, &after),
         )?;
@@ -1493,8 +1538,43 @@ async fn reap(calls: mpsc::WeakSender<Call>, config: Config) {
     }
 }
 
+/// How many times, [`RESET_LOOK_MS`] apart, `reset` looks for live replicas
+/// before refusing.
+const RESET_LOOKS: u32 = 10;
+const RESET_LOOK_MS: u64 = 200;
+
+/// Registered replicas whose session still holds its advisory lock: live
+/// ones (see [`register`]). A database without `stampede_holders` has none.
+async fn live_replicas(client: &Client) -> Result<i64, tokio_postgres::Error> {
+    let registered: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables \
+             WHERE schemaname = current_schema() AND tablename = 'stampede_holders')",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !registered {
+        return Ok(0);
+    }
+    let class = i64::from(HOLDER_LOCK_CLASS);
+    Ok(client
+        .query_one(
+            "SELECT count(*) FROM stampede_holders h
+             WHERE EXISTS (
+                 SELECT 1 FROM pg_locks l
+                 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+                   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                   AND l.classid::BIGINT = $1 AND l.objid::BIGINT = h.holder)",
+            &[&class],
+        )
+        .await?
+        .get(0))
+}
+
 /// Drops Stampede's tables from the database at `options.url`, if it is a
-/// Stampede database (a fresh start for `stampede load`); refuses a foreign one.
+/// Stampede database (a fresh start for `stampede load`); refuses a foreign
+/// one, and one that live replicas are serving ([`PgOpenError::InUse`]).
 pub async fn reset(options: &PgOptions) -> Result<(), PgOpenError> {
     let config = options.config()?;
     let client = connect(&config)
@@ -1511,10 +1591,34 @@ pub async fn reset(options: &PgOptions) -> Result<(), PgOpenError> {
         }),
         Found::Ours => {
             check_meta(options, &client).await?;
+            // A replica stopped a moment ago may still be closing its session: its lock goes
+            // with it. Looked at for up to 2 s.
+            let mut replicas = 0;
+            for look in 0..RESET_LOOKS {
+                if look > 0 {
+                    tokio::time::sleep(Duration::from_millis(RESET_LOOK_MS)).await;
+                }
+                replicas = live_replicas(&client)
+                    .await
+                    .map_err(|e| PgOpenError::Corrupt {
+                        url: options.redacted(),
+                        detail: format!("looking for live replicas: {}", describe(&e)),
+                    })?;
+                if replicas == 0 {
+                    break;
+                }
+            }
+            if replicas > 0 {
+                return Err(PgOpenError::InUse {
+                    url: options.redacted(),
+                    replicas,
+                });
+            }
+            // `IF EXISTS` throughout: a reset cut short is finished by the next.
             client
                 .batch_execute(
-                    "DROP TABLE stampede_log; DROP TABLE stampede_checkpoint; \
-                     DROP TABLE IF EXISTS stampede_holders; DROP TABLE stampede_meta;",
+                    "DROP TABLE IF EXISTS stampede_log; DROP TABLE IF EXISTS stampede_checkpoint; \
+                     DROP TABLE IF EXISTS stampede_holders; DROP TABLE IF EXISTS stampede_meta;",
                 )
                 .await
                 .map_err(|e| PgOpenError::Create {
