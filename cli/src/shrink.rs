@@ -292,11 +292,9 @@ fn each_shopper(
     changed
 }
 
-/// `stampede shrink`: writes the plan; exit status 0 if it still fails.
-pub fn shrink(args: &ShrinkArgs) -> Result<u8, String> {
-    let (scenario, spec, mut plan) = args.target.plan()?;
-    let path = plan_path(args, &scenario.name)?;
-    crate::stop_saying(format!(
+/// What a shrink stopped before its end leaves at `path`.
+fn unwritten(path: &Path) -> String {
+    format!(
         "the shrink stopped before writing its plan: {}{}",
         path.display(),
         if path.exists() {
@@ -304,7 +302,14 @@ pub fn shrink(args: &ShrinkArgs) -> Result<u8, String> {
         } else {
             " was not written"
         }
-    ));
+    )
+}
+
+/// `stampede shrink`: writes the plan; exit status 0 if it still fails.
+pub fn shrink(args: &ShrinkArgs) -> Result<u8, String> {
+    let (scenario, spec, mut plan) = args.target.plan()?;
+    let path = plan_path(args, &scenario.name)?;
+    crate::stop_saying(unwritten(&path));
     let started = std::time::Instant::now();
     let first = run::run_plan(&plan, false)?.result;
     let violated = first.violated();

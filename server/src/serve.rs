@@ -399,6 +399,24 @@ pub enum StartError {
     Io(#[from] io::Error),
 }
 
+/// The shop's client of its PSP at `addr`; one run apart (not `embedded`) is
+/// checked first ([`check_psp_is_ours`]).
+async fn shop_psp_client(
+    config: &StackConfig,
+    store: &dyn Store,
+    addr: &str,
+    embedded: bool,
+) -> Result<PspClient, StartError> {
+    let client = PspClient::new(
+        HttpClient::new(Connector::tokio(), config.psp_timeout),
+        addr.to_string(),
+    );
+    if !embedded {
+        check_psp_is_ours(store, &client).await?;
+    }
+    Ok(client)
+}
+
 /// How many times [`check_psp_is_ours`] looks again when the store placed
 /// the order it asked the PSP about in the meantime (another replica).
 const PSP_CHECK_TRIES: u32 = 8;
@@ -636,13 +654,8 @@ pub async fn start(config: StackConfig) -> Result<Stack, StartError> {
         }
     };
 
-    let psp_client = PspClient::new(
-        HttpClient::new(connector, config.psp_timeout),
-        psp_addr.clone(),
-    );
-    if embedded.is_none() {
-        check_psp_is_ours(store.as_ref(), &psp_client).await?;
-    }
+    let psp_client =
+        shop_psp_client(&config, store.as_ref(), &psp_addr, embedded.is_some()).await?;
     let app = App::new(Arc::clone(&store), psp_client, clock, config.server.clone());
     servers.push(tokio::spawn(serve_with_shutdown(
         shop_listener,
