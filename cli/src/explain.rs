@@ -212,9 +212,34 @@ fn file_name(subject: &str) -> String {
     format!("explain-{safe}.svg")
 }
 
+/// Refuses an `--svg` path that names a file other than an SVG (the run's
+/// own `trace.jsonl` or `summary.json`, say): written over, it would be lost.
+fn not_over_another_file(path: &Path) -> Result<(), String> {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return Ok(()); // Nothing there (or nothing readable: writing will say).
+    };
+    if path.is_dir() {
+        return Err(format!("--svg {}: a folder; name a file", path.display()));
+    }
+    let mut head = [0u8; 64];
+    let read = std::io::Read::read(&mut file, &mut head).unwrap_or(0);
+    let text = String::from_utf8_lossy(&head[..read]);
+    let text = text.trim_start();
+    if read == 0 || text.starts_with("<svg") || text.starts_with("<?xml") {
+        return Ok(());
+    }
+    Err(format!(
+        "--svg {}: the file is there and is not an SVG; refusing to write over it (name another file)",
+        path.display()
+    ))
+}
+
 /// `stampede explain`: prints the story and writes its SVG. Exit 0 (1 when
 /// the subject appears nowhere in the trace), errors are exit 2.
 pub fn explain(args: &ExplainArgs) -> Result<u8, String> {
+    if let Some(path) = &args.svg {
+        not_over_another_file(path)?;
+    }
     let (trace, dir) = trace_path(&args.run);
     same_run(&trace, &dir)?;
     let history = read_trace(&trace)?;

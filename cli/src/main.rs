@@ -175,8 +175,7 @@ fn run_command(args: &run::RunArgs) -> ExitCode {
                 .join(format!("{}-{}", summary.scenario, summary.seed))
         })
     };
-    let root = std::path::PathBuf::from("stampede-out");
-    if let Err(message) = run::prepare_out_dir(args.output.out.as_ref().unwrap_or(&root)) {
+    if let Err(message) = run::ready_run_out(args.output.out.as_deref()) {
         eprintln!("error: {message}");
         return ExitCode::from(2);
     }
@@ -188,8 +187,7 @@ fn run_command(args: &run::RunArgs) -> ExitCode {
 }
 
 fn replay_command(args: &shrink::ReplayArgs) -> ExitCode {
-    let root = std::path::PathBuf::from("stampede-out");
-    if let Err(message) = run::prepare_out_dir(args.output.out.as_ref().unwrap_or(&root)) {
+    if let Err(message) = run::ready_run_out(args.output.out.as_deref()) {
         eprintln!("error: {message}");
         return ExitCode::from(2);
     }

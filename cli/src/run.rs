@@ -401,6 +401,36 @@ pub fn prepare_out_dir(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a run's `--out` (or, without one, `stampede-out`) before the run:
+/// writable, and not another kind of result's folder.
+pub fn ready_run_out(out: Option<&Path>) -> Result<(), String> {
+    prepare_out_dir(out.unwrap_or(Path::new("stampede-out")))?;
+    out.map_or(Ok(()), |out| out_dir_holds_no_other(out, "run"))
+}
+
+/// Refuses an out folder that holds another kind of result than `kind`
+/// (`run`, `sweep` or `compare`): a run's (it has a `trace.jsonl`), or a
+/// sweep's or comparison's (its `summary.json` says). Written into, it would
+/// keep half of each — a sweep's summary beside a run's trace.
+pub fn out_dir_holds_no_other(dir: &Path, kind: &str) -> Result<(), String> {
+    let found = if dir.join("trace.jsonl").is_file() {
+        Some("run".to_string())
+    } else {
+        std::fs::read_to_string(dir.join("summary.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|summary| summary["kind"].as_str().map(str::to_string))
+            .filter(|k| k == "sweep" || k == "compare")
+    };
+    match found {
+        Some(other) if other != kind => Err(format!(
+            "{}: holds a {other}'s result; a {kind} would write over part of it and leave the rest: name another --out",
+            dir.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Writes `summary.json`, `report.md`, `report.html` and `trace.jsonl` into `dir`.
 pub fn write_outputs(dir: &Path, summary: &Summary, history: &History) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;

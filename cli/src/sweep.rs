@@ -605,6 +605,7 @@ pub fn sweep(args: &SweepArgs) -> Result<u8, String> {
     let jobs = sweep_jobs(&targets, &args.runs.seeds.list, args.shard);
     let dir = sweep_dir(args);
     run::prepare_out_dir(&dir)?;
+    run::out_dir_holds_no_other(&dir, "sweep")?;
     set_aside_earlier_run(&dir, args.runs.json)?;
     crate::stop_saying(unfinished(&dir, "sweep"));
     let threads = args.runs.threads();
@@ -712,6 +713,20 @@ fn sweep_dir(args: &SweepArgs) -> PathBuf {
 /// `stampede merge`: one summary from the shards' summaries. Two shards that
 /// ran the same seed must agree on its trace hash.
 pub fn merge(args: &MergeArgs) -> Result<u8, String> {
+    let out = merge_dir(args);
+    let written = std::path::absolute(out.join("summary.json")).ok();
+    if let Some(input) = args
+        .summaries
+        .iter()
+        .find(|s| std::path::absolute(s).ok() == written)
+    {
+        return Err(format!(
+            "--out {}: {} is one of the summaries merged; the merge would write over it: name another folder",
+            out.display(),
+            input.display()
+        ));
+    }
+    run::out_dir_holds_no_other(&out, "sweep")?;
     let mut merged: Option<SweepSummary> = None;
     let mut runs: BTreeMap<(String, String, u64), RunRecord> = BTreeMap::new();
     // A summary without shards is a whole sweep: nothing can be missing then.
@@ -876,15 +891,19 @@ fn same_sweep(merged: &SweepSummary, part: &SweepSummary, path: &Path) -> Result
 /// Prints and writes the merged `summary`; its exit status, failing when a
 /// part of the sweep is missing (unless `--partial`) and the parts are not
 /// one `whole` sweep.
+/// Where a merge writes.
+fn merge_dir(args: &MergeArgs) -> PathBuf {
+    args.out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("stampede-out/merged"))
+}
+
 fn report_merged(
     summary: &SweepSummary,
     args: &MergeArgs,
     missing: &[Shard],
 ) -> Result<u8, String> {
-    let dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("stampede-out/merged"));
+    let dir = merge_dir(args);
     if !args.json {
         print!("{}", stampede_reports::render_failing_text(&summary.runs));
     }
@@ -1029,6 +1048,7 @@ pub fn compare(args: &CompareArgs) -> Result<u8, String> {
             PathBuf::from(format!("stampede-out/compare-{}", target.scenario.name))
         });
     run::prepare_out_dir(&dir)?;
+    run::out_dir_holds_no_other(&dir, "compare")?;
     set_aside_earlier_run(&dir, args.runs.json)?;
     crate::stop_saying(unfinished(&dir, "comparison"));
     let started = std::time::Instant::now();

@@ -18,8 +18,8 @@ fn explain_tells_the_first_violation_s_story_and_writes_its_svg() {
     // key's two requests and the two orders it was told, evidence marked, and writes an SVG
     // beside the trace; `--order` tells one order's story from the trace file alone; an
     // invariant that held, an unknown one, a malformed order id, a missing folder and a trace
-    // that is not the summary's are refused (exit 2), and an order the trace never mentions is
-    // exit 1.
+    // that is not the summary's are refused (exit 2), as is an `--svg` naming the run's own
+    // files; an order the trace never mentions is exit 1.
     let dir = fresh_dir("explain-run");
     let d = dir.to_str().unwrap();
     let run = stampede(&[
@@ -107,6 +107,15 @@ fn explain_tells_the_first_violation_s_story_and_writes_its_svg() {
         let o = stampede(&all);
         assert_eq!(o.status.code(), Some(2), "{all:?}: {}", say(&o));
         assert!(say(&o).contains(says), "{all:?}: {}", say(&o));
+    }
+    // `--svg` naming one of the run's own files (not an SVG) is refused, the file kept.
+    for own in ["summary.json", "trace.jsonl"] {
+        let file = dir.join(own);
+        let before = std::fs::read(&file).unwrap();
+        let o = stampede(&["explain", d, "--svg", file.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{own}: {}", say(&o));
+        assert!(say(&o).contains("not an SVG"), "{own}: {}", say(&o));
+        assert_eq!(std::fs::read(&file).unwrap(), before, "{own} kept");
     }
     let missing = stampede(&["explain", dir.join("nope").to_str().unwrap()]);
     assert_eq!(missing.status.code(), Some(2), "{}", say(&missing));

@@ -178,6 +178,53 @@ fn a_sweep_of_the_reference_passes_and_stops_early_only_when_asked() {
 }
 
 #[test]
+fn a_sweep_or_a_run_will_not_write_into_the_other_kinds_folder() {
+    // Proves: a sweep whose --out is a run's folder (its trace.jsonl there) is refused before
+    // any run, the run's summary kept; so is a run into a sweep's folder.
+    let run_dir = out_dir("kinds-run");
+    let run = stampede(&[
+        "run",
+        TINY,
+        "--seed",
+        "1",
+        "--out",
+        run_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(run.status.code(), Some(0), "{}", stdout(&run));
+    let before = std::fs::read(run_dir.join("summary.json")).unwrap();
+    let sweep = stampede(&[
+        "sweep",
+        TINY,
+        "--seeds",
+        "1..2",
+        "--out",
+        run_dir.to_str().unwrap(),
+    ]);
+    assert_refused(&sweep, "holds a run's result");
+    assert_eq!(std::fs::read(run_dir.join("summary.json")).unwrap(), before);
+
+    let sweep_dir = out_dir("kinds-sweep");
+    let sweep = stampede(&[
+        "sweep",
+        TINY,
+        "--seeds",
+        "1..1",
+        "--out",
+        sweep_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(sweep.status.code(), Some(0), "{}", stdout(&sweep));
+    let run = stampede(&[
+        "run",
+        TINY,
+        "--seed",
+        "1",
+        "--out",
+        sweep_dir.to_str().unwrap(),
+    ]);
+    assert_refused(&run, "holds a sweep's result");
+}
+
+#[test]
 fn a_sweep_stopped_by_sigterm_says_it_left_no_verdict() {
     // Proves: SIGTERM (as Ctrl-C) ends a sweep with exit 130 and a line saying the folder holds
     // no summary and no verdict, instead of a silent death; no summary.json is written.
@@ -683,6 +730,11 @@ fn a_merge_missing_a_shard_fails_unless_asked_to_accept_a_partial_one() {
     );
     let short = merge(&[&parts[0], &cut_path], &["--partial"]);
     assert_eq!(short.status.code(), Some(0), "{}", stderr(&short));
+
+    // The merge must not write over one of its own inputs.
+    let shard_dir = Path::new(&parts[0]).parent().unwrap().to_str().unwrap();
+    let over = stampede(&["merge", &parts[0], &parts[1], "--out", shard_dir]);
+    assert_refused(&over, "is one of the summaries merged");
 
     let twice = merge(&[&parts[0], &parts[1], &parts[0]], &[]);
     assert_refused(&twice, "shard 1/2 is given twice");
