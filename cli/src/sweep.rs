@@ -373,15 +373,9 @@ fn execute(
             if !rec.passed {
                 failing += 1;
                 bar.set_message(format!("{failing} failing"));
-                let what = rec.failure();
                 if !quiet {
                     // Above the bar, and printed even when the bar is hidden (no terminal).
-                    bar.suspend(|| {
-                        println!(
-                            "✗ {} seed {} [{}]: {what}\n    repro: {}",
-                            rec.scenario_file, rec.seed, rec.design, rec.repro
-                        );
-                    });
+                    bar.suspend(|| println!("{}", stampede_reports::failing_line(&rec)));
                 }
             }
             let keep_going = rec.passed || !fail_fast;
@@ -776,6 +770,7 @@ pub fn merge(args: &MergeArgs) -> Result<u8, String> {
     summary.shards.sort_by_key(|s| (s.count, s.index));
     summary.shards.dedup();
     summary.runs = runs.into_values().collect();
+    in_sweep_order(&mut summary);
     summary.totals = Totals::of(&summary.runs);
     let missing = if whole {
         Vec::new()
@@ -784,6 +779,24 @@ pub fn merge(args: &MergeArgs) -> Result<u8, String> {
     };
     summary.incomplete = unjudged(&summary, &missing)?;
     report_merged(&summary, args, &missing)
+}
+
+/// Puts the runs in the order a whole sweep lists them: scenario files as
+/// swept, then seeds as asked.
+fn in_sweep_order(summary: &mut SweepSummary) {
+    let files: Vec<String> = swept_files(summary).into_iter().map(String::from).collect();
+    let seeds: Vec<u64> = summary
+        .seeds
+        .parse::<Seeds>()
+        .map(|s| s.list)
+        .unwrap_or_default();
+    let rank = |r: &RunRecord| {
+        (
+            files.iter().position(|f| *f == r.scenario_file),
+            seeds.iter().position(|s| *s == r.seed),
+        )
+    };
+    summary.runs.sort_by_key(|r| rank(r));
 }
 
 /// The scenario files a sweep swept, in its order (`swept` names each with
@@ -1162,6 +1175,52 @@ fn report_compare(s: &CompareSummary, json: bool, dir: &Path) -> Result<(), Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merged_runs_come_in_the_whole_sweeps_order() {
+        // Proves (found from outside: a merge listed `coverage.toml` before `job-redelivery.toml`
+        // where the sweep had swept them the other way): merged runs are put in sweep order —
+        // the files as swept, then the seeds as asked — not sorted by name or number.
+        let run = |file: &str, seed: u64| {
+            serde_json::from_value::<RunRecord>(serde_json::json!({
+                "scenario": file, "scenario_file": file, "seed": seed, "design": "reference",
+                "passed": true, "violated": {}, "error": null, "trace_hash": "h", "orders": 0,
+                "confirmed": 0, "charges": 0, "refunds": 0, "retries": 0,
+                "confirmation_latency": stampede_reports::Latency::default(),
+                "sim_ms": 0, "wall_ms": 0, "repro": ""
+            }))
+            .unwrap()
+        };
+        let mut summary = SweepSummary {
+            version: SWEEP_VERSION,
+            kind: "sweep".into(),
+            seeds: "3,1".into(),
+            shards: Vec::new(),
+            design: "reference".into(),
+            swept: vec!["z.toml [reference]".into(), "a.toml [reference]".into()],
+            scenario_digests: Vec::new(),
+            wall_ms: 0,
+            cpu_ms: 0,
+            totals: Totals::default(),
+            incomplete: None,
+            runs: vec![
+                run("a.toml", 1),
+                run("a.toml", 3),
+                run("z.toml", 1),
+                run("z.toml", 3),
+            ],
+        };
+        in_sweep_order(&mut summary);
+        let order: Vec<(&str, u64)> = summary
+            .runs
+            .iter()
+            .map(|r| (r.scenario_file.as_str(), r.seed))
+            .collect();
+        assert_eq!(
+            order,
+            [("z.toml", 3), ("z.toml", 1), ("a.toml", 3), ("a.toml", 1)]
+        );
+    }
 
     #[test]
     fn seeds_parse_ranges_lists_and_refuse_nonsense() {

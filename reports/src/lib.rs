@@ -71,7 +71,8 @@ pub use story::{
 };
 pub use sweep::{
     FAILING_SEEDS_SHOWN_MAX, RunRecord, SHARDS_MAX, SUMMARY_BYTES_MAX, SWEEP_VERSION, Shard,
-    SweepSummary, Totals, render_failing_text, render_sweep_markdown, render_sweep_text,
+    SweepSummary, Totals, failing_line, render_failing_text, render_sweep_markdown,
+    render_sweep_text,
 };
 pub use terminal::render_terminal;
 

@@ -397,16 +397,25 @@ pub fn render_sweep_text(s: &SweepSummary, threads: Option<usize>) -> String {
     out
 }
 
+/// A failing run as `sweep` prints it as it happens and `merge` afterwards:
+/// file, seed and design, what failed (invariants, or the error), the repro.
+pub fn failing_line(r: &RunRecord) -> String {
+    format!(
+        "✗ {} seed {} [{}]: {}\n    repro: {}",
+        r.scenario_file,
+        r.seed,
+        r.design,
+        r.failure(),
+        r.repro
+    )
+}
+
 /// One line per failing run with its repro command (what `merge` prints).
 pub fn render_failing_text(runs: &[RunRecord]) -> String {
     let (failing, left_off) = failing(runs);
     let mut out = String::new();
     for r in failing {
-        let _ = writeln!(
-            out,
-            "✗ {} seed {}: repro: {}",
-            r.scenario_file, r.seed, r.repro
-        );
+        let _ = writeln!(out, "{}", failing_line(r));
     }
     if left_off > 0 {
         let _ = writeln!(out, "… and {left_off} more failing runs (in summary.json)");
@@ -516,5 +525,21 @@ mod tests {
         assert!(
             render_failing_text(&many).ends_with("… and 5 more failing runs (in summary.json)\n")
         );
+    }
+
+    // Proves a failing run's line names its design and what failed — the invariants, or the
+    // error of a run that could not be made — then the repro, for sweep and merge alike.
+    #[test]
+    fn a_failing_line_says_what_failed_and_how_to_repeat_it() {
+        let violated = record("a.toml", 2, &["x", "y"]);
+        assert_eq!(
+            failing_line(&violated),
+            "✗ a.toml seed 2 [seed-repo]: x, y\n    repro: stampede run a.toml --seed 2 --design seed-repo"
+        );
+        let mut broken = record("a.toml", 3, &[]);
+        broken.passed = false;
+        broken.error = Some("boom".into());
+        assert!(failing_line(&broken).starts_with("✗ a.toml seed 3 [seed-repo]: boom\n"));
+        assert!(render_failing_text(&[violated, broken]).contains("]: boom\n"));
     }
 }
