@@ -165,11 +165,10 @@ fn read_leads(dir: &Path) -> Result<Vec<Lead>, String> {
 /// Where the story starts, from the flags (or the run's first violation).
 fn start(args: &ExplainArgs, dir: &Path) -> Result<Start, String> {
     if let Some(order) = &args.order {
-        let id = order
-            .strip_prefix("ord_")
-            .and_then(|n| n.parse::<u64>().ok())
+        // The shop's own spelling: `ord_01` is no order there, so none here.
+        let id = OrderId::parse(order)
             .ok_or_else(|| format!("--order {order:?}: write an order id such as ord_141"))?;
-        return Ok(Start::Order(OrderId(id)));
+        return Ok(Start::Order(id));
     }
     if let Some(key) = &args.key {
         let key = IdempotencyKey::new(key.clone()).map_err(|e| format!("--key {key:?}: {e}"))?;

@@ -1034,6 +1034,12 @@ pub fn compare(args: &CompareArgs) -> Result<u8, String> {
     if args.designs.is_empty() || args.designs.len() > 16 {
         return Err("--designs takes 1 to 16 designs".into());
     }
+    if let Some(i) = args.designs.iter().position(|d| d.trim().is_empty()) {
+        return Err(format!(
+            "--designs has an empty name at position {}: list designs as reference,seed-repo",
+            i + 1
+        ));
+    }
     if let Some((i, twice)) = args
         .designs
         .iter()

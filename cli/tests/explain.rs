@@ -101,6 +101,10 @@ fn explain_tells_the_first_violation_s_story_and_writes_its_svg() {
         (vec!["--invariant", "no_oversell"], "was not violated"),
         (vec!["--invariant", "no_such"], "one of no_oversell"),
         (vec!["--order", "141"], "write an order id such as ord_141"),
+        (
+            vec!["--order", "ord_01"],
+            "write an order id such as ord_141",
+        ),
     ] {
         let mut all = vec!["explain", d];
         all.extend(args);
