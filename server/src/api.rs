@@ -9,7 +9,7 @@
 //! POST /v1/orders/{id}/cancel                  release or refuse
 //! POST /v1/webhooks/psp      Psp-Signature     PSP events
 //! POST /admin/restock, GET /admin/audit        bearer token
-//! GET  /healthz, /metrics, /openapi.json
+//! GET  /healthz, /readyz, /metrics, /openapi.json
 //! ```
 //!
 //! `GET /openapi.json` is this table in full (OpenAPI 3.1, see
@@ -75,6 +75,7 @@ pub fn router(app: Arc<App>) -> Router {
 fn api_router() -> OpenApiRouter<Arc<App>> {
     OpenApiRouter::with_openapi(crate::openapi::base())
         .routes(routes!(healthz))
+        .routes(routes!(readyz))
         .routes(routes!(metrics_text))
         .routes(routes!(openapi_json))
         .routes(routes!(list_products))
@@ -109,6 +110,32 @@ async fn healthz(State(app): Shared) -> Result<&'static str, Problem> {
             "The store has stopped",
             format!("{why}; restart the shop on its file"),
         )),
+    }
+}
+
+/// How long `GET /readyz` waits for the store to answer a read, ms.
+pub const READINESS_WAIT_MS: u64 = 2_000;
+
+/// `GET /readyz`: whether this shop can serve requests now — its store
+/// answers a read (the catalog) within [`READINESS_WAIT_MS`]. Unlike
+/// `/healthz` (restart me), a 503 here says "send requests elsewhere for
+/// now": a replica whose database is unreachable or stalled.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "The store answered a read: `ready`.", body = String, content_type = "text/plain"),
+        (status = 503, description = "`store-failed` (as `/healthz`), or `unavailable`: the store did not answer a read within 2 s (a database unreachable or stalled); requests would wait or fail.", body = Problem, content_type = "application/problem+json")))]
+async fn readyz(State(app): Shared) -> Result<&'static str, Problem> {
+    healthz(State(Arc::clone(&app))).await?;
+    let wait = Duration::from_millis(READINESS_WAIT_MS);
+    match tokio::time::timeout(wait, app.store.catalog()).await {
+        Ok(Ok(_)) => Ok("ready"),
+        Ok(Err(error)) => Err(Problem::unavailable(format!(
+            "the store cannot serve a read: {error}"
+        ))),
+        Err(_) => Err(Problem::unavailable(format!(
+            "the store did not answer a read within {} s",
+            READINESS_WAIT_MS / 1000
+        ))),
     }
 }
 

@@ -38,8 +38,8 @@ mod workers;
 
 pub use api::{
     KEY_SETTLE_WAIT_MS_MAX, KEY_SETTLE_WAIT_MS_MIN, LineView, OrderAccepted, OrderView,
-    PaymentStartedView, SSE_KEEP_ALIVE_MS, TransitionView, WEBHOOK_PATH, key_settle_deadline,
-    router,
+    PaymentStartedView, READINESS_WAIT_MS, SSE_KEEP_ALIVE_MS, TransitionView, WEBHOOK_PATH,
+    key_settle_deadline, router,
 };
 pub use app::{App, DEFAULT_DEGRADE_WINDOW_MS, DEFAULT_DEGRADED_READ_AGE_MS_MAX, ServerConfig};
 pub use clock::Clock;

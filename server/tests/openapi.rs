@@ -80,6 +80,7 @@ fn every_route_is_documented_with_the_headers_and_problems_it_sends() {
     assert_eq!(doc["openapi"], "3.1.0");
     let routes = [
         ("get", "/healthz"),
+        ("get", "/readyz"),
         ("get", "/metrics"),
         ("get", "/openapi.json"),
         ("get", "/v1/products"),

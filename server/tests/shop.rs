@@ -765,6 +765,55 @@ async fn healthz_says_ok_while_the_store_serves_and_503_once_it_has_stopped_for_
     let _ = std::fs::remove_dir_all(db.parent().unwrap());
 }
 
+/// A store whose reads never answer (a database stalled or cut off).
+struct ReadsHang(Arc<dyn Store>);
+
+impl Store for ReadsHang {
+    fn call(&self, request: Command) -> StoreFuture<'_> {
+        if request.is_read() {
+            return Box::pin(std::future::pending());
+        }
+        self.0.call(request)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_ready_while_the_store_answers_and_503_once_it_does_not() {
+    // Proves: /readyz is 200 `ready` on a working shop; on a shop whose store does not answer
+    // reads it is a 503 `unavailable` after its bounded wait — while /healthz, the liveness
+    // check, stays 200 (restarting the shop would not bring its database back).
+    let (stack, s) = start(config(Design::reference())).await;
+    let ready = s.get("/readyz").await;
+    assert_eq!(ready.status, StatusCode::OK);
+    assert_eq!(ready.body, Bytes::from_static(b"ready"));
+
+    let hung: Arc<dyn Store> = Arc::new(ReadsHang(Arc::clone(&stack.app.store)));
+    let app = stampede_server::App::new(
+        hung,
+        PspClient::new(s.http.clone(), stack.psp_addr.clone()),
+        stack.app.clock.clone(),
+        stack.app.config.clone(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let served = tokio::spawn(stampede_server::serve_router(
+        listener,
+        stampede_server::router(app),
+        std::future::pending(),
+    ));
+    let asked = tokio::time::Instant::now();
+    let not_ready = s.http.get(&addr, "/readyz").await.unwrap();
+    is_problem(&not_ready, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert!(
+        asked.elapsed() >= Duration::from_millis(stampede_server::READINESS_WAIT_MS),
+        "answered after its wait"
+    );
+    let alive = s.http.get(&addr, "/healthz").await.unwrap();
+    assert_eq!(alive.status, StatusCode::OK);
+    served.abort();
+    stack.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_another_connection_holds_past_the_busy_timeout_is_waited_out() {
     // Proves (found from outside: a `BEGIN IMMEDIATE` held for a few seconds by another
