@@ -14,6 +14,7 @@ mod shrink;
 mod sweep;
 
 use clap::{Parser, Subcommand};
+use std::io::Write as _;
 use std::process::ExitCode;
 
 /// The allocator. A simulated flash sale makes tens of millions of small,
@@ -41,7 +42,8 @@ enum Command {
     Run(run::RunArgs),
     /// Run many seeds of one or more scenarios in parallel and report every failing seed.
     ///
-    /// Exit status: 0 every run held, 1 any violation, 2 bad input.
+    /// Exit status: 0 every run held, 1 any violation (or --fail-fast stopped it: INCOMPLETE),
+    /// 2 bad input, 130 stopped by Ctrl-C or SIGTERM (no summary written, no verdict).
     ///
     /// Example: stampede sweep scenarios/ --seeds 1..200
     ///
@@ -61,14 +63,15 @@ enum Command {
     /// Run the same seeds on several designs and show them side by side.
     ///
     /// Exit status: 0 the table was made, whatever the designs did (the table is the answer:
-    /// gate on `sweep` instead), 2 bad input.
+    /// gate on `sweep` instead), 2 bad input, 130 stopped by Ctrl-C or SIGTERM (no table).
     ///
     /// Example: stampede compare scenarios/flash-sale.toml --designs reference,seed-repo,textbook-naive --seeds 1..20
     Compare(sweep::CompareArgs),
     /// Minimise a failing seed's plan (delta debugging) while the same invariant still fails.
     ///
     /// Writes a plan file that `stampede replay` runs. Exit status: 0 shrunk and still failing,
-    /// 1 the shrunk plan no longer fails, 2 bad input (or the seed does not fail).
+    /// 1 the shrunk plan no longer fails, 2 bad input (or the seed does not fail), 130 stopped
+    /// by Ctrl-C or SIGTERM (saying whether the plan was written).
     ///
     /// Example: stampede shrink scenarios/flash-sale.toml --seed 1 --design seed-repo
     Shrink(shrink::ShrinkArgs),
@@ -134,7 +137,7 @@ enum Command {
     ///
     /// Its intents, ledger and idempotency keys live in memory: a restarted PSP starts empty
     /// (its ids never repeat an earlier run's). It serves one shop's store: `serve` on a store
-    /// with no order yet refuses a PSP already holding intents for `ord_1`. Webhooks are
+    /// with no order yet refuses a PSP already holding intents. Webhooks are
     /// retried on any answer but 2xx, 8 attempts over about 9 s, then given up (the shop's
     /// reconciler asks for what it missed); those not yet made when it stops are counted.
     ///
@@ -149,16 +152,45 @@ enum Command {
 const INTERRUPTED: i32 = 130;
 
 /// From now on, Ctrl-C or SIGTERM ends the process at once with
-/// [`INTERRUPTED`], saying first what it leaves behind (`leaves`): a command
-/// whose result is written only at its end has written none of it.
-fn stop_saying(leaves: String) {
-    let taken = ctrlc::set_handler(move || {
-        eprintln!("interrupted: {leaves}");
+/// [`INTERRUPTED`], saying first what `leaves` (a shared line, so a command
+/// can update it as it goes) says it leaves behind: a command whose result
+/// is written only at its end has written none of it. SIGHUP is left as it
+/// was (`nohup` keeps working).
+fn stop_saying(leaves: &std::sync::Arc<std::sync::Mutex<String>>) {
+    let say = |leaves: &std::sync::Mutex<String>| {
+        let line = leaves.lock().map(|l| l.clone()).unwrap_or_default();
+        // Never a panic here: stderr may be gone with the terminal.
+        let _ = writeln!(std::io::stderr(), "interrupted: {line}");
         std::process::exit(INTERRUPTED);
-    });
-    if let Err(error) = taken {
-        eprintln!("warning: cannot listen for Ctrl-C ({error}); stopping it will say nothing");
+    };
+    let on_ctrl_c = std::sync::Arc::clone(leaves);
+    if let Err(error) = ctrlc::set_handler(move || say(&on_ctrl_c)) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "warning: cannot listen for Ctrl-C ({error}); stopping it will say nothing"
+        );
     }
+    let on_term = std::sync::Arc::clone(leaves);
+    let listening = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map(|runtime| {
+            std::thread::spawn(move || {
+                runtime.block_on(serve::terminated());
+                say(&on_term);
+            })
+        });
+    if let Err(error) = listening {
+        let _ = writeln!(
+            std::io::stderr(),
+            "warning: cannot listen for SIGTERM ({error}); stopping it will say nothing"
+        );
+    }
+}
+
+/// [`stop_saying`] with a line that will not change.
+fn stop_saying_once(leaves: String) {
+    stop_saying(&std::sync::Arc::new(std::sync::Mutex::new(leaves)));
 }
 
 fn unix_now_ms() -> u64 {

@@ -292,6 +292,16 @@ fn each_shopper(
     changed
 }
 
+/// From now on an interrupted shrink says its plan at `path` is written.
+fn written(leaves: &std::sync::Mutex<String>, path: &Path) {
+    if let Ok(mut line) = leaves.lock() {
+        *line = format!(
+            "the shrink stopped after writing its plan to {}, while checking it once more (replay it to see)",
+            path.display()
+        );
+    }
+}
+
 /// What a shrink stopped before its end leaves at `path`.
 fn unwritten(path: &Path) -> String {
     format!(
@@ -309,7 +319,8 @@ fn unwritten(path: &Path) -> String {
 pub fn shrink(args: &ShrinkArgs) -> Result<u8, String> {
     let (scenario, spec, mut plan) = args.target.plan()?;
     let path = plan_path(args, &scenario.name)?;
-    crate::stop_saying(unwritten(&path));
+    let leaves = std::sync::Arc::new(std::sync::Mutex::new(unwritten(&path)));
+    crate::stop_saying(&leaves);
     let started = std::time::Instant::now();
     let first = run::run_plan(&plan, false)?.result;
     let violated = first.violated();
@@ -347,6 +358,7 @@ pub fn shrink(args: &ShrinkArgs) -> Result<u8, String> {
     // The scenario's count says what the plan holds now.
     plan.scenario.shoppers.count = plan.shoppers.len().max(1) as u32;
     write_plan(&path, &plan)?;
+    written(&leaves, &path);
     // The written plan is what replay will run: check it once more, whole.
     let still = run::run_plan(&plan, false)?.result;
     let holds = still.violated().contains(&target);
@@ -446,7 +458,13 @@ fn write_plan(path: &Path, plan: &Plan) -> Result<(), String> {
             .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
     }
     let json = serde_json::to_vec_pretty(plan).map_err(|e| e.to_string())?;
-    std::fs::write(path, json).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    // Whole or not at all: written beside it, then renamed over it.
+    let mut part = path.as_os_str().to_owned();
+    part.push(".part");
+    let part = PathBuf::from(part);
+    std::fs::write(&part, json)
+        .and_then(|()| std::fs::rename(&part, path))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 fn names_of(invariants: &[Invariant]) -> String {

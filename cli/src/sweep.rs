@@ -601,7 +601,7 @@ pub fn sweep(args: &SweepArgs) -> Result<u8, String> {
     run::prepare_out_dir(&dir)?;
     run::out_dir_holds_no_other(&dir, "sweep")?;
     set_aside_earlier_run(&dir, args.runs.json)?;
-    crate::stop_saying(unfinished(&dir, "sweep"));
+    crate::stop_saying_once(unfinished(&dir, "sweep"));
     let threads = args.runs.threads();
     if !args.runs.json {
         println!(
@@ -707,20 +707,7 @@ fn sweep_dir(args: &SweepArgs) -> PathBuf {
 /// `stampede merge`: one summary from the shards' summaries. Two shards that
 /// ran the same seed must agree on its trace hash.
 pub fn merge(args: &MergeArgs) -> Result<u8, String> {
-    let out = merge_dir(args);
-    let written = std::path::absolute(out.join("summary.json")).ok();
-    if let Some(input) = args
-        .summaries
-        .iter()
-        .find(|s| std::path::absolute(s).ok() == written)
-    {
-        return Err(format!(
-            "--out {}: {} is one of the summaries merged; the merge would write over it: name another folder",
-            out.display(),
-            input.display()
-        ));
-    }
-    run::out_dir_holds_no_other(&out, "sweep")?;
+    merge_out_ready(args)?;
     let mut merged: Option<SweepSummary> = None;
     let mut runs: BTreeMap<(String, String, u64), RunRecord> = BTreeMap::new();
     // A summary without shards is a whole sweep: nothing can be missing then.
@@ -784,19 +771,31 @@ pub fn merge(args: &MergeArgs) -> Result<u8, String> {
 /// Puts the runs in the order a whole sweep lists them: scenario files as
 /// swept, then seeds as asked.
 fn in_sweep_order(summary: &mut SweepSummary) {
-    let files: Vec<String> = swept_files(summary).into_iter().map(String::from).collect();
+    let file_rank: BTreeMap<String, usize> = ranks(swept_files(summary).into_iter())
+        .into_iter()
+        .map(|(file, i)| (file.to_string(), i))
+        .collect();
     let seeds: Vec<u64> = summary
         .seeds
         .parse::<Seeds>()
         .map(|s| s.list)
         .unwrap_or_default();
-    let rank = |r: &RunRecord| {
+    let seed_rank = ranks(seeds.into_iter());
+    summary.runs.sort_by_cached_key(|r| {
         (
-            files.iter().position(|f| *f == r.scenario_file),
-            seeds.iter().position(|s| *s == r.seed),
+            file_rank.get(&r.scenario_file).copied(),
+            seed_rank.get(&r.seed).copied(),
         )
-    };
-    summary.runs.sort_by_key(|r| rank(r));
+    });
+}
+
+/// Each item's position, first one kept (files and seeds are listed once).
+fn ranks<T: Ord>(items: impl Iterator<Item = T>) -> BTreeMap<T, usize> {
+    let mut ranks = BTreeMap::new();
+    for (i, item) in items.enumerate() {
+        ranks.entry(item).or_insert(i);
+    }
+    ranks
 }
 
 /// The scenario files a sweep swept, in its order (`swept` names each with
@@ -829,6 +828,11 @@ fn unjudged(summary: &SweepSummary, missing: &[Shard]) -> Result<Option<String>,
                 .iter()
                 .any(|s| rank % s.count as usize == (s.index - 1) as usize)
     };
+    let present: std::collections::BTreeSet<(&str, u64)> = summary
+        .runs
+        .iter()
+        .map(|r| (r.scenario_file.as_str(), r.seed))
+        .collect();
     let mut expected = 0usize;
     let mut absent = 0usize;
     let mut first_absent = None;
@@ -841,11 +845,7 @@ fn unjudged(summary: &SweepSummary, missing: &[Shard]) -> Result<Option<String>,
             continue;
         }
         expected += 1;
-        if !summary
-            .runs
-            .iter()
-            .any(|r| r.scenario_file == file && r.seed == seed)
-        {
+        if !present.contains(&(file, seed)) {
             absent += 1;
             first_absent.get_or_insert_with(|| format!("seed {seed} of {file}"));
         }
@@ -901,9 +901,26 @@ fn same_sweep(merged: &SweepSummary, part: &SweepSummary, path: &Path) -> Result
     Ok(())
 }
 
-/// Prints and writes the merged `summary`; its exit status, failing when a
-/// part of the sweep is missing (unless `--partial`) and the parts are not
-/// one `whole` sweep.
+/// Refuses a merge's out folder that holds one of its inputs (written over,
+/// it would be lost) or another kind's result.
+fn merge_out_ready(args: &MergeArgs) -> Result<(), String> {
+    let out = merge_dir(args);
+    // Resolved (`..`, links): only a summary already there can be an input written over.
+    let written = std::fs::canonicalize(out.join("summary.json")).ok();
+    if let Some(input) = written.as_ref().and_then(|written| {
+        args.summaries
+            .iter()
+            .find(|s| std::fs::canonicalize(s).ok().as_ref() == Some(written))
+    }) {
+        return Err(format!(
+            "--out {}: {} is one of the summaries merged; the merge would write over it: name another folder",
+            out.display(),
+            input.display()
+        ));
+    }
+    run::out_dir_holds_no_other(&out, "sweep")
+}
+
 /// Where a merge writes.
 fn merge_dir(args: &MergeArgs) -> PathBuf {
     args.out
@@ -911,6 +928,9 @@ fn merge_dir(args: &MergeArgs) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("stampede-out/merged"))
 }
 
+/// Prints and writes the merged `summary`; its exit status, failing when
+/// runs of the sweep are missing (`summary.incomplete`: shards `missing`, or
+/// runs a given shard lacks) unless `--partial`.
 fn report_merged(
     summary: &SweepSummary,
     args: &MergeArgs,
@@ -968,12 +988,14 @@ fn read_shard(path: &Path) -> Result<SweepSummary, String> {
         .map_err(|e| format!("{}: seeds {:?}: {e}", path.display(), part.seeds))?;
     let files = swept_files(&part);
     // (A summary written before `swept` was recorded names no files.)
+    let file_rank = ranks(files.iter().copied());
+    let seed_rank = ranks(seeds.list.iter().copied());
     let made = |r: &RunRecord| {
         if files.is_empty() {
-            return seeds.list.contains(&r.seed);
+            return seed_rank.contains_key(&r.seed);
         }
-        let file = files.iter().position(|f| *f == r.scenario_file);
-        let seed = seeds.list.iter().position(|s| *s == r.seed);
+        let file = file_rank.get(r.scenario_file.as_str()).copied();
+        let seed = seed_rank.get(&r.seed).copied();
         file.zip(seed).is_some_and(|(file, seed)| {
             let rank = file * seeds.list.len() + seed;
             part.shards.is_empty()
@@ -1069,7 +1091,7 @@ pub fn compare(args: &CompareArgs) -> Result<u8, String> {
     run::prepare_out_dir(&dir)?;
     run::out_dir_holds_no_other(&dir, "compare")?;
     set_aside_earlier_run(&dir, args.runs.json)?;
-    crate::stop_saying(unfinished(&dir, "comparison"));
+    crate::stop_saying_once(unfinished(&dir, "comparison"));
     let started = std::time::Instant::now();
     let (runs, samples) = compare_runs(args, &target, &specs, &dir);
     let designs = specs

@@ -384,9 +384,9 @@ pub enum StartError {
     /// The PostgreSQL database was unreachable or refused (foreign, another version, corrupt).
     #[error(transparent)]
     Postgres(#[from] postgres::PgOpenError),
-    /// The PSP already holds intents for `ord_1`, and this store has no order yet.
+    /// The PSP already holds intents, and this store has no order yet.
     #[error(
-        "the PSP at {psp} already holds payment intents for {order}, an order this shop's store has not placed: it served another shop, or this one before its store was reset. The shop's payment keys (pay_<order>) and its lookups by order would mix this shop's payments with those: one buyer's order paid with another's money, or another's payment refunded. Start a fresh PSP, or serve the store that placed those orders"
+        "the PSP at {psp} already holds payment intents (for {order}, among others), and this shop's store has placed no order: it served another shop, or this one before its store was reset. The shop's payment keys (pay_<order>) and its lookups by order would mix this shop's payments with those: one buyer's order paid with another's money, or another's payment refunded. Start a fresh PSP, or serve the store that placed those orders"
     )]
     ForeignPsp {
         /// The PSP's address.
@@ -417,12 +417,16 @@ async fn shop_psp_client(
     Ok(client)
 }
 
+/// How many of a PSP's intents [`check_psp_is_ours`] looks at for a store
+/// with no order yet (any one is another store's).
+const PSP_CHECK_PAGE: usize = 10;
+
 /// How many times [`check_psp_is_ours`] looks again when the store placed
 /// the order it asked the PSP about in the meantime (another replica).
 const PSP_CHECK_TRIES: u32 = 8;
 
 /// Refuses, for a store with no order yet, a PSP that already holds intents
-/// for `ord_1`. Order ids start at `ord_1` in every fresh store, and the shop
+/// (any: the other store's `ord_1` may never have reached payment). Order ids start at `ord_1` in every fresh store, and the shop
 /// finds an order's payments at the PSP by its id (the intent's key
 /// `pay_<order>`, the reconciler's and refunds' lookups), so a PSP that served
 /// another store would hand this shop's orders that store's payments. A store
@@ -441,23 +445,41 @@ pub async fn check_psp_is_ours(store: &dyn Store, psp: &PspClient) -> Result<(),
             .values()
             .sum();
         let next = OrderId(placed.saturating_add(1));
-        let held = match psp.intents_for_order(next).await {
+        // With no order yet, any intent at all is another store's (its `ord_1` may never have
+        // been paid for, an abandoned cart, while its `ord_2` was); else those of the next order.
+        let held = match placed {
+            0 => psp.list_intents(None, PSP_CHECK_PAGE).await,
+            _ => psp.intents_for_order(next).await,
+        };
+        let held = match held {
             Ok(intents) => intents,
             Err(error) => {
                 tracing::warn!(psp = psp.addr(), %error, "could not ask the PSP whether it served another shop");
                 return Ok(());
             }
         };
-        if held.is_empty() {
-            return Ok(());
+        let mut foreign = None;
+        for intent in &held {
+            if store
+                .get_order(intent.order)
+                .await
+                .map_err(failed)?
+                .is_none()
+            {
+                foreign = Some(intent.order);
+                break;
+            }
         }
-        if store.get_order(next).await.map_err(failed)?.is_some() {
-            continue; // Another replica placed it meanwhile: its intents are this store's.
-        }
+        let Some(order) = foreign else {
+            if held.is_empty() {
+                return Ok(());
+            }
+            continue; // Another replica placed them meanwhile: their intents are this store's.
+        };
         if placed == 0 {
             return Err(StartError::ForeignPsp {
                 psp: psp.addr().to_string(),
-                order: next,
+                order,
             });
         }
         // A store with orders that is behind its PSP lost orders it had acknowledged (the
@@ -465,8 +487,8 @@ pub async fn check_psp_is_ours(store: &dyn Store, psp: &PspClient) -> Result<(),
         // what that loss does is there to be judged.
         tracing::error!(
             psp = psp.addr(),
-            order = %next,
-            "the PSP already holds payment intents for {next}, an order this store has not placed: the store lost orders it had acknowledged, and orders placed now under those ids will be mixed with their payments"
+            %order,
+            "the PSP already holds payment intents for {order}, an order this store has not placed: the store lost orders it had acknowledged, and orders placed now under those ids will be mixed with their payments"
         );
         return Ok(());
     }

@@ -387,6 +387,22 @@ async fn a_psp_that_served_another_store_is_refused_at_start() {
         .expect("a store with orders is served");
     behind.shutdown().await;
     first.shutdown().await;
+
+    // Another store's `ord_1` may never have reached payment (an abandoned cart) while its
+    // `ord_2` did: any intent at all is refused for a store with no order.
+    let (other, o) = start(config(Design::reference())).await;
+    o.psp
+        .create_intent(OrderId(2), stampede_core::Cents(2500), None, None)
+        .await
+        .unwrap();
+    let mut c = config(Design::reference());
+    c.psp = PspMode::Remote(other.psp_addr.clone());
+    let refused = stampede_server::start(c).await.err().expect("refused");
+    assert!(
+        matches!(&refused, StartError::ForeignPsp { order, .. } if *order == OrderId(2)),
+        "{refused}"
+    );
+    other.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -96,6 +96,28 @@ pub const LOG_LOCK: i64 = 0x5354_4d50_4c4f_4721;
 /// request of every replica for longer.
 const BATCH_TIMEOUT_MS: u64 = 20_000;
 
+/// How long reloading a replica's state (checkpoint + log) may take before
+/// the batch waiting on it is answered `Unavailable` (tried again on the
+/// next): longer than a batch, as a long log takes a while to read.
+const RELOAD_TIMEOUT_MS: u64 = 120_000;
+
+/// `what` done within `ms`, or a [`LoadError`] naming it: no stage of a
+/// batch waits on PostgreSQL without end.
+async fn within<T>(
+    ms: u64,
+    what: &str,
+    work: impl std::future::Future<Output = Result<T, LoadError>>,
+) -> Result<T, LoadError> {
+    tokio::time::timeout(Duration::from_millis(ms), work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(LoadError::Bad(format!(
+                "no answer within {} s {what} (PostgreSQL stalled?)",
+                ms / 1000
+            )))
+        })
+}
+
 /// Opens a write transaction. A replica that stops inside one (paused,
 /// partitioned) holds the log's lock: PostgreSQL ends its session after
 /// 10 s idle in it, which lets the lock go. A batch waits at most 15 s for
@@ -874,6 +896,7 @@ impl PgStore {
             pid,
             holder,
             replica,
+            epoch_unix_ms,
             ..
         } = opened;
         let shared = Arc::new(Shared {
@@ -891,6 +914,7 @@ impl PgStore {
             statements: None,
             holder,
             stale: false,
+            epoch_unix_ms,
             max_batch: options.max_batch.clamp(1, BATCH_MAX),
             checkpoint_min: options.checkpoint_min_commands.max(1),
         };
@@ -1037,6 +1061,9 @@ struct Writer {
     holder: Option<Holder>,
     /// The replica's state may hold commands the database does not: reload before the next batch.
     stale: bool,
+    /// The shop's epoch as the database held it at open: a database that
+    /// says another was reset (and maybe made anew) under this replica.
+    epoch_unix_ms: u64,
     max_batch: usize,
     checkpoint_min: u64,
 }
@@ -1078,6 +1105,20 @@ impl Writer {
 
     async fn connect(&mut self) -> Result<Client, LoadError> {
         let mut client = connect(&self.config).await?;
+        let epoch: Option<String> = client
+            .query_opt(
+                "SELECT value FROM stampede_meta WHERE key = 'epoch_unix_ms'",
+                &[],
+            )
+            .await
+            .ok()
+            .flatten()
+            .map(|row| row.get(0));
+        if epoch != Some(self.epoch_unix_ms.to_string()) {
+            return Err(LoadError::Bad(
+                "the database was reset under this replica (its shop is gone, or another was made there); restart the replica".into(),
+            ));
+        }
         let pid: i32 = client
             .query_one("SELECT pg_backend_pid()", &[])
             .await?
@@ -1096,28 +1137,37 @@ impl Writer {
             Some(client) => client,
             None => {
                 self.statements = None;
-                self.connect().await?
+                within(BATCH_TIMEOUT_MS, "connecting", self.connect()).await?
             }
         };
         let statements = match self.statements.take() {
             Some(statements) => statements,
-            None => Statements::prepare(&client).await?,
+            None => {
+                within(BATCH_TIMEOUT_MS, "preparing", async {
+                    Ok(Statements::prepare(&client).await?)
+                })
+                .await?
+            }
         };
-        let ran = tokio::time::timeout(
-            Duration::from_millis(BATCH_TIMEOUT_MS),
+        if self.stale {
+            let (replica, replayed) =
+                within(RELOAD_TIMEOUT_MS, "reloading the state", load(&mut client)).await?;
+            tracing::info!(seq = replica.seq, replayed, "replica reloaded");
+            *self.shared.lock() = replica;
+            self.stale = false;
+        }
+        let ran = within(
+            BATCH_TIMEOUT_MS,
+            "running a batch (or the log's lock held that long)",
             self.run_batch(&mut client, &statements, commands),
         )
         .await;
-        let Ok(done) = ran else {
-            // The connection is dropped with whatever it was waiting for; a write batch cut
-            // off may still commit, and the replica may hold what the database does not.
+        if ran.is_err() {
+            // A write batch cut off may still commit: the replica may hold what the database
+            // does not (and the connection is dropped with whatever it waited for).
             self.stale = true;
-            return Err(LoadError::Bad(format!(
-                "no answer within {} s (PostgreSQL stalled, or the log's lock held that long)",
-                BATCH_TIMEOUT_MS / 1000
-            )));
-        };
-        let done = done?;
+        }
+        let done = ran?;
         self.client = Some(client);
         self.statements = Some(statements);
         Ok(done)
@@ -1137,12 +1187,6 @@ impl Writer {
         st: &Statements,
         commands: Vec<Command>,
     ) -> Result<Done, LoadError> {
-        if self.stale {
-            let (replica, replayed) = load(client).await?;
-            tracing::info!(seq = replica.seq, replayed, "replica reloaded");
-            *self.shared.lock() = replica;
-            self.stale = false;
-        }
         if commands.iter().all(Command::is_read) {
             return self.run_reads(client, st, commands).await;
         }
@@ -1545,7 +1589,7 @@ const RESET_LOOK_MS: u64 = 200;
 
 /// Registered replicas whose session still holds its advisory lock: live
 /// ones (see [`register`]). A database without `stampede_holders` has none.
-async fn live_replicas(client: &Client) -> Result<i64, tokio_postgres::Error> {
+async fn live_replicas(client: &impl GenericClient) -> Result<i64, tokio_postgres::Error> {
     let registered: bool = client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables \
@@ -1577,7 +1621,7 @@ async fn live_replicas(client: &Client) -> Result<i64, tokio_postgres::Error> {
 /// one, and one that live replicas are serving ([`PgOpenError::InUse`]).
 pub async fn reset(options: &PgOptions) -> Result<(), PgOpenError> {
     let config = options.config()?;
-    let client = connect(&config)
+    let mut client = connect(&config)
         .await
         .map_err(|e| unreachable_error(options, &e))?;
     match inspect(&client).await.map_err(|e| PgOpenError::Corrupt {
@@ -1591,42 +1635,69 @@ pub async fn reset(options: &PgOptions) -> Result<(), PgOpenError> {
         }),
         Found::Ours => {
             check_meta(options, &client).await?;
-            // A replica stopped a moment ago may still be closing its session: its lock goes
-            // with it. Looked at for up to 2 s.
-            let mut replicas = 0;
-            for look in 0..RESET_LOOKS {
-                if look > 0 {
-                    tokio::time::sleep(Duration::from_millis(RESET_LOOK_MS)).await;
-                }
-                replicas = live_replicas(&client)
-                    .await
-                    .map_err(|e| PgOpenError::Corrupt {
-                        url: options.redacted(),
-                        detail: format!("looking for live replicas: {}", describe(&e)),
-                    })?;
-                if replicas == 0 {
-                    break;
-                }
-            }
-            if replicas > 0 {
-                return Err(PgOpenError::InUse {
-                    url: options.redacted(),
-                    replicas,
-                });
-            }
-            // `IF EXISTS` throughout: a reset cut short is finished by the next.
-            client
-                .batch_execute(
-                    "DROP TABLE IF EXISTS stampede_log; DROP TABLE IF EXISTS stampede_checkpoint; \
-                     DROP TABLE IF EXISTS stampede_holders; DROP TABLE IF EXISTS stampede_meta;",
-                )
-                .await
-                .map_err(|e| PgOpenError::Create {
-                    url: options.redacted(),
-                    detail: format!("dropping the old tables: {}", describe(&e)),
-                })
+            drop_ours(options, &mut client).await
         }
     }
+}
+
+/// [`reset`] of a Stampede database: refused while a replica is live (a
+/// replica stopped a moment ago may still be closing its session, its lock
+/// going with it: looked at for up to 2 s); then, in one transaction under
+/// the schema's and the log's locks (no replica writing or creating
+/// meanwhile), looked at once more and dropped. `IF EXISTS` throughout: a
+/// reset cut short is finished by the next.
+async fn drop_ours(options: &PgOptions, client: &mut Client) -> Result<(), PgOpenError> {
+    let failed = |what: &str, e: &tokio_postgres::Error| PgOpenError::Corrupt {
+        url: options.redacted(),
+        detail: format!("{what}: {}", describe(e)),
+    };
+    let in_use = |replicas: i64| PgOpenError::InUse {
+        url: options.redacted(),
+        replicas,
+    };
+    let mut replicas = 0;
+    for look in 0..RESET_LOOKS {
+        if look > 0 {
+            tokio::time::sleep(Duration::from_millis(RESET_LOOK_MS)).await;
+        }
+        replicas = live_replicas(&*client)
+            .await
+            .map_err(|e| failed("looking for live replicas", &e))?;
+        if replicas == 0 {
+            break;
+        }
+    }
+    if replicas > 0 {
+        return Err(in_use(replicas));
+    }
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| failed("beginning the reset", &e))?;
+    for lock in [SCHEMA_LOCK, LOG_LOCK] {
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock])
+            .await
+            .map_err(|e| failed("locking the database", &e))?;
+    }
+    let replicas = live_replicas(&tx)
+        .await
+        .map_err(|e| failed("looking for live replicas", &e))?;
+    if replicas > 0 {
+        return Err(in_use(replicas));
+    }
+    tx.batch_execute(
+        "DROP TABLE IF EXISTS stampede_log; DROP TABLE IF EXISTS stampede_checkpoint; \
+         DROP TABLE IF EXISTS stampede_holders; DROP TABLE IF EXISTS stampede_meta;",
+    )
+    .await
+    .map_err(|e| PgOpenError::Create {
+        url: options.redacted(),
+        detail: format!("dropping the old tables: {}", describe(&e)),
+    })?;
+    tx.commit().await.map_err(|e| PgOpenError::Create {
+        url: options.redacted(),
+        detail: format!("dropping the old tables: {}", describe(&e)),
+    })
 }
 
 /// For test suites: the PostgreSQL server to test against, as
