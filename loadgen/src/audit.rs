@@ -19,6 +19,10 @@ use stampede_server::psp::PspClient;
 use stampede_server::{Connector, HttpClient};
 use std::time::Duration;
 
+/// How many of the shop's first and of its last intents the audit looks up
+/// at the PSP before judging with its ledger ([`Backoffice::same_books`]).
+const BOOKS_SAMPLE: usize = 10;
+
 /// Largest audit (or ledger page) the loadgen reads: about a million orders.
 pub const AUDIT_BYTES_MAX: usize = 1 << 30;
 
@@ -272,6 +276,43 @@ impl Backoffice {
         }
     }
 
+    /// Checks the PSP is this shop's before its ledger judges the money: the
+    /// first and last [`BOOKS_SAMPLE`] intents the shop recorded must be
+    /// there, for the same orders. A PSP that does not know them is another
+    /// shop's (`--psp` wrong): its ledger would judge the shop against empty
+    /// or foreign books, and could pass it. Nothing is judged then.
+    async fn same_books(&self, after: &AuditSnapshot) -> Result<(), LoadError> {
+        let n = after.intents.len();
+        let last = n.saturating_sub(BOOKS_SAMPLE).max(BOOKS_SAMPLE.min(n));
+        let sample = after.intents[..BOOKS_SAMPLE.min(n)]
+            .iter()
+            .chain(&after.intents[last..]);
+        let not_ours = |what: String| {
+            LoadError::Shop(format!(
+                "{what}: the PSP at --psp is not this shop's (is --psp right?), so its ledger cannot judge the shop's money; nothing was judged"
+            ))
+        };
+        for ours in sample {
+            match self.psp.get_intent(&ours.id).await {
+                Ok(theirs) if theirs.order == ours.order => {}
+                Ok(theirs) => {
+                    return Err(not_ours(format!(
+                        "the shop recorded intent {} for {}, the PSP has it for {}",
+                        ours.id, ours.order, theirs.order
+                    )));
+                }
+                Err(e) if e.status() == Some(404) => {
+                    return Err(not_ours(format!(
+                        "the PSP does not know intent {}, which the shop recorded for {}",
+                        ours.id, ours.order
+                    )));
+                }
+                Err(e) => return Err(LoadError::Shop(format!("the PSP: {e}"))),
+            }
+        }
+        Ok(())
+    }
+
     /// Judges every invariant on the run but those in `opt_outs`: `baseline`
     /// is the catalog, `client` what the loadgen's shoppers asked, were told
     /// and were shown, `after` the audit taken once the shop settled or the
@@ -283,6 +324,7 @@ impl Backoffice {
         after: &AuditSnapshot,
         opt_outs: &OptOuts,
     ) -> Result<Vec<Verdict>, LoadError> {
+        self.same_books(after).await?;
         let ledger = self
             .psp
             .ledger()

@@ -82,3 +82,31 @@ async fn a_report_names_the_shops_design_unless_it_was_told_one() {
     );
     stack.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_load_judged_against_another_shops_psp_is_no_verdict() {
+    // Proves (found from outside: `--psp` naming another shop's PSP passed, its empty ledger
+    // "proving" the money reconciled): once the shop recorded intents the PSP given does not
+    // know, the run ends in an error naming the intent and `--psp`, not in a verdict.
+    let (a, b) = (shop("reference").await, shop("reference").await);
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wrong-psp");
+    let mut config = LoadConfig::new(&a.shop_addr.to_string(), &b.psp_addr, out);
+    config.duration = Duration::from_secs(1);
+    config.drain = Duration::from_millis(500);
+    config.settle = Duration::from_millis(500);
+    config.mix = Mix {
+        browse: 0.0,
+        double_click: 0.0,
+        abandon: 0.0,
+        hot: 0.0,
+        decline: 1.0,
+    };
+    let refused = run(config, |_| {}).await.unwrap_err().to_string();
+    assert!(
+        refused.contains("the PSP does not know intent") && refused.contains("--psp"),
+        "{refused}"
+    );
+    for s in [a, b] {
+        s.shutdown().await;
+    }
+}

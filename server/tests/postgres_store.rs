@@ -480,6 +480,49 @@ fn a_write_behind_a_log_lock_held_too_long_is_answered_unavailable_not_held_fore
 }
 
 #[test]
+fn a_replica_whose_database_was_reset_under_it_refuses_to_write_into_the_new_one() {
+    // Proves (found from outside: replicas cut off while `load --store` reset their database
+    // went on appending to the new shop's log at their old positions, until no replica could
+    // open it): a replica that reconnects to a database whose shop is not the one it opened
+    // answers `Unavailable` saying so, and writes nothing there.
+    runtime().block_on(async {
+        let Some(url) = postgres::test_database("reset_under").await else {
+            return;
+        };
+        let (clock, _now) = manual_clock();
+        let options = PgOptions::new(url.clone());
+        let a = open(&options, &clock).await;
+        let s: &dyn Store = &*a;
+        s.place_order(request(1)).await.unwrap();
+        let admin = client(&url).await;
+        admin
+            .batch_execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = 'stampede' AND datname = current_database() \
+                 AND pid <> pg_backend_pid()",
+            )
+            .await
+            .unwrap();
+        postgres::reset(&options).await.unwrap();
+        let made = postgres::open(&options, 1, || Ok(state())).await.unwrap();
+        assert!(made.created());
+        drop(made);
+        for _ in 0..3 {
+            let refused = s.place_order(request(2)).await;
+            let Err(stampede_server::store::StoreError::Unavailable(why)) = &refused else {
+                panic!("not refused: {refused:?}");
+            };
+            if why.contains("reset under this replica") {
+                let fresh = open(&options, &clock).await;
+                assert_eq!(fresh.read(|s| s.order_count()), 0, "nothing written there");
+                return;
+            }
+        }
+        panic!("the replica never said its database was reset");
+    });
+}
+
+#[test]
 fn reset_refuses_a_database_live_replicas_serve() {
     // Proves (found from outside: `load --store` dropped the tables under running replicas,
     // which went on appending to the new log until no replica could open it): `reset` refuses
