@@ -207,10 +207,11 @@ fn parse_limit(rule: &str, metric: Metric, value: &str) -> Result<f64, String> {
             return Err(format!("{rule:?}: latency unit {u:?} must be us, ms or s"));
         }
         (Metric::ErrorRate, "%") => number / 100.0,
-        (Metric::ErrorRate, "") if number <= 1.0 => number,
+        // A bare 1 is refused: meant as 1%, it would be read as 100%, a gate that never fails.
+        (Metric::ErrorRate, "") if number < 1.0 => number,
         (Metric::ErrorRate, u) => {
             return Err(format!(
-                "{rule:?}: error rate {number}{u} must be a percentage (1%) or a fraction (0.01)"
+                "{rule:?}: error rate {number}{u} must be a percentage (1%) or a fraction below 1 (0.01)"
             ));
         }
         (Metric::Throughput, "/s" | "rps" | "") => number,
@@ -442,7 +443,8 @@ mod tests {
             ("p99<5ms for ", "nothing after"),
             ("error_rate<101%", "at most 100%"),
             ("error_rate<=100%", "judges nothing"),
-            ("error_rate<=1", "judges nothing"),
+            ("error_rate<=1", "percentage"),
+            ("error_rate<1", "percentage"),
             ("throughput>=0/s", "judges nothing"),
             ("p99>=0ms", "bounded from above"),
             ("p99>50ms", "bounded from above"),
