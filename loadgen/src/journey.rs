@@ -254,6 +254,11 @@ impl Shared {
         Some((slot, schedule.number(k) as u64))
     }
 
+    /// Open loop: how many journeys the schedule holds; `None` in a closed loop.
+    pub(crate) fn scheduled(&self) -> Option<usize> {
+        self.schedule.as_ref().map(Schedule::len)
+    }
+
     pub(crate) fn latencies(&self) -> MutexGuard<'_, Latencies> {
         lock(&self.latencies)
     }

@@ -912,6 +912,15 @@ fn load_notes(
             "this load generator's users were up {ready_late_ms} ms after the start asked for (--start-at): journeys due before then started late and count from their slots; start further ahead"
         ));
     }
+    let started = shared.journeys_started.load(Ordering::Relaxed);
+    if let Some(scheduled) = shared.scheduled() {
+        let never = (scheduled as u64).saturating_sub(started);
+        if never > 0 {
+            notes.push(format!(
+                "{never} of the {scheduled} scheduled journeys never started: every journey in flight was busy until the run ended (--max-in-flight), so the load offered was lower than asked, and their latency — the longest waits — is in no figure here"
+            ));
+        }
+    }
     let late = shared.late_starts.load(Ordering::Relaxed);
     if late > 0 {
         notes.push(format!(

@@ -110,3 +110,35 @@ async fn a_load_judged_against_another_shops_psp_is_no_verdict() {
         s.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn scheduled_journeys_that_never_started_are_counted_in_the_report() {
+    // Proves (found from outside: an open loop capped at one journey in flight ran 119 of 150
+    // scheduled journeys and said nothing of the 31 others): the report's notes count the
+    // scheduled journeys that never started, so the load offered is not taken for the load asked.
+    let stack = shop("reference").await;
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("never-started");
+    let mut config = LoadConfig::new(&stack.shop_addr.to_string(), &stack.psp_addr, out);
+    config.model = stampede_loadgen::Model::Open {
+        rate_per_sec: 50.0,
+        max_in_flight: 1,
+    };
+    config.duration = Duration::from_secs(1);
+    config.drain = Duration::from_millis(200);
+    config.settle = Duration::from_millis(500);
+    config.mix = Mix {
+        browse: 0.0,
+        double_click: 0.0,
+        abandon: 0.0,
+        hot: 0.0,
+        decline: 1.0,
+    };
+    let report = run(config, |_| {}).await.unwrap();
+    let note = report
+        .notes
+        .iter()
+        .find(|n| n.contains("scheduled journeys never started"))
+        .unwrap_or_else(|| panic!("{:?}", report.notes));
+    assert!(note.contains("of the 50 scheduled"), "{note}");
+    stack.shutdown().await;
+}
