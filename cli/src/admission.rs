@@ -39,6 +39,17 @@ pub struct AdmissionArgs {
 }
 
 impl AdmissionArgs {
+    /// Whether every option is left at its default (none was given, or each
+    /// was given its default): what `load --host` requires, as the shop it
+    /// targets is not one Stampede starts.
+    pub fn is_default(&self) -> bool {
+        self.max_undecided_orders.is_none()
+            && self.shed_retry_after_secs == DEFAULT_SHED_RETRY_AFTER_MS / 1_000
+            && self.customer_orders_per_minute == 0
+            && !self.no_sold_out_fast_path
+            && self.degraded_read_max_age_ms == DEFAULT_DEGRADED_READ_AGE_MS_MAX
+    }
+
     /// These options with `orders` as the bound on undecided orders unless
     /// one was given.
     pub fn with_undecided_default(&self, orders: usize) -> AdmissionArgs {

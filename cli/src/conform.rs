@@ -36,8 +36,9 @@ pub struct ConformArgs {
     /// correctly, so only its age is wrong).
     #[arg(long, default_value = crate::serve::WEBHOOK_SECRET_DEFAULT)]
     pub webhook_secret: String,
-    /// Bearer token of the service's /admin/audit (for the flash sale's audit).
-    #[arg(long, default_value = "stampede-admin")]
+    /// Bearer token of the service's /admin/audit (for the flash sale's audit): 8 to 256 visible
+    /// characters, as `serve` takes it.
+    #[arg(long, default_value = "stampede-admin", value_parser = crate::serve::parse_admin_token)]
     pub admin_token: String,
     /// How long the flash sale runs: 1s to 24h, as `stampede load --duration`.
     #[arg(long, default_value = "5s", value_parser = crate::load::parse_load_duration)]
@@ -577,11 +578,8 @@ fn flash_sale_mix(hold: Option<Duration>) -> &'static str {
 
 /// A small flash sale with `stampede load` against the service, judged by
 /// its audit; the load report goes to `dir`.
-fn flash_sale(args: &ConformArgs, dir: &Path) -> Check {
-    let program = match std::env::current_exe() {
-        Ok(p) => p,
-        Err(e) => return check("flash-sale.audit", false, format!("cannot run load: {e}")),
-    };
+fn flash_sale(args: &ConformArgs, dir: &Path) -> Result<Check, String> {
+    let program = std::env::current_exe().map_err(|e| format!("cannot run load: {e}"))?;
     let duration = format!("{}ms", args.flash_sale.as_millis());
     let output = std::process::Command::new(program)
         .args(["load", "--host", &args.host, "--psp"])
@@ -599,10 +597,21 @@ fn flash_sale(args: &ConformArgs, dir: &Path) -> Check {
         .output();
     let output = match output {
         Ok(o) => o,
-        Err(e) => return check("flash-sale.audit", false, format!("cannot run load: {e}")),
+        Err(e) => return Err(format!("cannot run load: {e}")),
     };
+    if output.status.code() == Some(2) {
+        // Bad input or a service that could not be audited (a wrong --admin-token, say): no
+        // verdict on the service.
+        return Err(format!(
+            "the flash sale could not be run: {}",
+            String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ));
+    }
     let report: Option<stampede_reports::LoadReport> = serde_json::from_slice(&output.stdout).ok();
-    match report {
+    Ok(match report {
         Some(report) => {
             let violated: Vec<&str> = report
                 .audit
@@ -635,7 +644,7 @@ fn flash_sale(args: &ConformArgs, dir: &Path) -> Check {
                     .unwrap_or("")
             ),
         ),
-    }
+    })
 }
 
 /// `stampede conform`.
@@ -674,7 +683,7 @@ pub fn conform(args: &ConformArgs) -> Result<u8, String> {
         }
         Ok::<(), String>(())
     })?;
-    checks.push(flash_sale(args, &dir.join("flash-sale")));
+    checks.push(flash_sale(args, &dir.join("flash-sale"))?);
     let result = Conformance {
         host: client.host.clone(),
         checks,

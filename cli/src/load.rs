@@ -55,8 +55,8 @@ pub struct LoadArgs {
     /// Design preset of the shop Stampede starts (ignored with --host).
     #[arg(long, default_value = "reference")]
     pub design: String,
-    /// Override one switch of that design (repeatable).
-    #[arg(long = "set", value_name = "SWITCH=VALUE")]
+    /// Override one switch of that design (repeatable; not with --host).
+    #[arg(long = "set", value_name = "SWITCH=VALUE", conflicts_with = "host")]
     pub set: Vec<String>,
     /// An SLO that fails the command, e.g. "p99<50ms for POST /v1/orders", "error_rate<1%", "throughput>=400/s" (repeatable).
     #[arg(long = "threshold", value_name = "RULE", value_parser = parse_threshold)]
@@ -134,8 +134,9 @@ pub struct LoadArgs {
     /// --host.
     #[arg(long, default_value = "sqlite", value_parser = parse_store, conflicts_with = "host")]
     pub store: LoadStore,
-    /// SQLite sync level of the shop Stampede starts: full or normal (see `stampede serve --help`).
-    #[arg(long, default_value = "full", value_parser = crate::serve::parse_sync)]
+    /// SQLite sync level of the shop Stampede starts: full or normal (see `stampede serve --help`;
+    /// not with --host).
+    #[arg(long, default_value = "full", value_parser = crate::serve::parse_sync, conflicts_with = "host")]
     pub sync: stampede_server::store::sqlite::SyncLevel,
     /// Most commands the SQLite store commits in one transaction (group commit); 1 commits, and
     /// syncs, each command on its own.
@@ -946,6 +947,12 @@ const LOAD_INTERRUPTED: u8 = 130;
 /// [`LOAD_INTERRUPTED`] when stopped by a signal before its audit.
 pub fn load(args: &LoadArgs) -> Result<u8, String> {
     check_kills(args.kill_every, args.duration, &args.store)?;
+    if args.host.is_some() && !args.admission.is_default() {
+        return Err(
+            "--host: admission options (--max-undecided-orders and the like) set up the shop Stampede starts; give them to the `stampede serve` behind --host"
+                .into(),
+        );
+    }
     let spec = DesignSpec::new(&args.design, &args.set)?;
     let (model, shape) = model_and_shape(args);
     let dir = args.out.clone().unwrap_or_else(|| match args.shard {
@@ -1489,6 +1496,29 @@ mod tests {
         );
         assert_eq!(settle_time(None, Some(900_000)), secs(910));
         assert_eq!(settle_time(Some(secs(5)), Some(900_000)), secs(5));
+    }
+
+    #[test]
+    fn options_for_the_shop_stampede_starts_are_refused_with_host() {
+        // Proves (found from outside: with --host they were dropped without a word): --set and
+        // --sync are parse errors beside --host, admission options make `load` refuse before
+        // anything runs; without --host all are taken.
+        let host = ["--host", "http://127.0.0.1:1", "--psp", "127.0.0.1:2"];
+        let with = |extra: &[&str]| load_args(&[&host[..], extra].concat());
+        for extra in [["--set", "intent_key=off"], ["--sync", "normal"]] {
+            assert!(with(&extra).is_err(), "{extra:?}");
+            assert!(load_args(&extra).is_ok(), "{extra:?} alone");
+        }
+        let admission = with(&["--max-undecided-orders", "5"]).unwrap();
+        let refused = load(&admission).unwrap_err();
+        assert!(refused.contains("admission options"), "{refused}");
+        assert!(with(&[]).unwrap().admission.is_default());
+        assert!(
+            !load_args(&["--no-sold-out-fast-path"])
+                .unwrap()
+                .admission
+                .is_default()
+        );
     }
 
     #[test]

@@ -217,3 +217,45 @@ fn an_unreachable_service_is_exit_2() {
         say(&run)
     );
 }
+
+// Proves (found from outside: a wrong --admin-token marked the service as failing the flash
+// sale, exit 1; a malformed one ran 16 checks first): a token `serve` would refuse is a parse
+// error, and a well-formed token the service refuses makes the flash sale impossible to run —
+// exit 2, no verdict on the service — not a failed check.
+#[test]
+fn a_wrong_admin_token_is_exit_2_not_a_failing_service() {
+    let dir = common::fresh_dir("conform-token");
+    std::fs::create_dir_all(&dir).unwrap();
+    let closed = addr().to_string();
+    let short = stampede(&[
+        "conform",
+        "--host",
+        &closed,
+        "--psp",
+        &closed,
+        "--admin-token",
+        "short",
+    ]);
+    assert_eq!(short.status.code(), Some(2), "{}", say(&short));
+    let (shop, psp, _children) = shop(&dir, "reference");
+    let (shop, psp) = (shop.to_string(), psp.to_string());
+    let wrong = stampede(&[
+        "conform",
+        "--host",
+        &shop,
+        "--psp",
+        &psp,
+        "--flash-sale",
+        "1s",
+        "--admin-token",
+        "not-the-shops-token",
+        "--out",
+        dir.join("out").to_str().unwrap(),
+    ]);
+    assert_eq!(wrong.status.code(), Some(2), "{}", say(&wrong));
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("could not be run"),
+        "{}",
+        say(&wrong)
+    );
+}
