@@ -41,7 +41,7 @@ pub struct LoadArgs {
     /// to 16384; over HTTP/1.1 also only as far as this process's file descriptors carry: each
     /// journey in flight then holds a connection, and with the shop in this process both its
     /// ends].
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000), conflicts_with = "users")]
     pub max_in_flight: Option<u32>,
     /// How long load is offered, e.g. 20s, 2m, 1m30s (1s to 24h).
     #[arg(long, default_value = "20s", value_parser = parse_load_duration)]
@@ -139,8 +139,8 @@ pub struct LoadArgs {
     #[arg(long, default_value = "full", value_parser = crate::serve::parse_sync, conflicts_with = "host")]
     pub sync: stampede_server::store::sqlite::SyncLevel,
     /// Most commands the SQLite store commits in one transaction (group commit); 1 commits, and
-    /// syncs, each command on its own.
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    /// syncs, each command on its own (not with --host).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=4096), conflicts_with = "host")]
     pub sqlite_batch: u32,
     /// Run the shop as a child process and kill it with SIGKILL this often during the load
     /// (e.g. 5s), restarting it on the same store; journeys retry with their keys and the audit
@@ -1505,7 +1505,11 @@ mod tests {
         // anything runs; without --host all are taken.
         let host = ["--host", "http://127.0.0.1:1", "--psp", "127.0.0.1:2"];
         let with = |extra: &[&str]| load_args(&[&host[..], extra].concat());
-        for extra in [["--set", "intent_key=off"], ["--sync", "normal"]] {
+        for extra in [
+            ["--set", "intent_key=off"],
+            ["--sync", "normal"],
+            ["--sqlite-batch", "1"],
+        ] {
             assert!(with(&extra).is_err(), "{extra:?}");
             assert!(load_args(&extra).is_ok(), "{extra:?} alone");
         }
@@ -1513,6 +1517,9 @@ mod tests {
         let refused = load(&admission).unwrap_err();
         assert!(refused.contains("admission options"), "{refused}");
         assert!(with(&[]).unwrap().admission.is_default());
+        // A closed loop has no journeys in flight to cap.
+        assert!(load_args(&["--users", "5", "--max-in-flight", "3"]).is_err());
+        assert!(load_args(&["--rate", "5/s", "--max-in-flight", "3"]).is_ok());
         assert!(
             !load_args(&["--no-sold-out-fast-path"])
                 .unwrap()
