@@ -49,20 +49,28 @@ async fn the_preflight_names_the_replicas_design_and_refuses_two() {
     }
 }
 
-/// A one-second load against `stack` with `design` as the report's label.
-async fn label_after_a_load(stack: &Stack, design: &str, dir: &str) -> String {
+/// A one-second load of the shop at `shop` (its PSP `psp`) writing to `dir`:
+/// every journey browses, or with `pays`, places an order and declines it.
+fn one_second(shop: &Stack, psp: &str, dir: &str, pays: bool) -> LoadConfig {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(dir);
-    let mut config = LoadConfig::new(&stack.shop_addr.to_string(), &stack.psp_addr, out);
+    let mut config = LoadConfig::new(&shop.shop_addr.to_string(), psp, out);
     config.duration = Duration::from_secs(1);
     config.drain = Duration::from_millis(500);
     config.settle = Duration::from_millis(500);
+    let (browse, decline) = if pays { (0.0, 1.0) } else { (1.0, 0.0) };
     config.mix = Mix {
-        browse: 1.0,
+        browse,
         double_click: 0.0,
         abandon: 0.0,
         hot: 0.0,
-        decline: 0.0,
+        decline,
     };
+    config
+}
+
+/// A one-second load against `stack` with `design` as the report's label.
+async fn label_after_a_load(stack: &Stack, design: &str, dir: &str) -> String {
+    let mut config = one_second(stack, &stack.psp_addr, dir, false);
     config.design = design.to_string();
     run(config, |_| {}).await.unwrap().design
 }
@@ -89,18 +97,7 @@ async fn a_load_judged_against_another_shops_psp_is_no_verdict() {
     // "proving" the money reconciled): once the shop recorded intents the PSP given does not
     // know, the run ends in an error naming the intent and `--psp`, not in a verdict.
     let (a, b) = (shop("reference").await, shop("reference").await);
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wrong-psp");
-    let mut config = LoadConfig::new(&a.shop_addr.to_string(), &b.psp_addr, out);
-    config.duration = Duration::from_secs(1);
-    config.drain = Duration::from_millis(500);
-    config.settle = Duration::from_millis(500);
-    config.mix = Mix {
-        browse: 0.0,
-        double_click: 0.0,
-        abandon: 0.0,
-        hot: 0.0,
-        decline: 1.0,
-    };
+    let config = one_second(&a, &b.psp_addr, "wrong-psp", true);
     let refused = run(config, |_| {}).await.unwrap_err().to_string();
     assert!(
         refused.contains("the PSP does not know intent") && refused.contains("--psp"),
@@ -117,22 +114,12 @@ async fn scheduled_journeys_that_never_started_are_counted_in_the_report() {
     // scheduled journeys and said nothing of the 31 others): the report's notes count the
     // scheduled journeys that never started, so the load offered is not taken for the load asked.
     let stack = shop("reference").await;
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("never-started");
-    let mut config = LoadConfig::new(&stack.shop_addr.to_string(), &stack.psp_addr, out);
+    let mut config = one_second(&stack, &stack.psp_addr, "never-started", true);
     config.model = stampede_loadgen::Model::Open {
         rate_per_sec: 50.0,
         max_in_flight: 1,
     };
-    config.duration = Duration::from_secs(1);
     config.drain = Duration::from_millis(200);
-    config.settle = Duration::from_millis(500);
-    config.mix = Mix {
-        browse: 0.0,
-        double_click: 0.0,
-        abandon: 0.0,
-        hot: 0.0,
-        decline: 1.0,
-    };
     let report = run(config, |_| {}).await.unwrap();
     let note = report
         .notes

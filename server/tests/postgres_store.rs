@@ -29,6 +29,20 @@ async fn client(url: &str) -> tokio_postgres::Client {
     client
 }
 
+/// Ends every Stampede session on the database at `url` (as a failover or
+/// an operator would): its replicas' connections are gone.
+async fn cut_off_replicas(url: &str) {
+    client(url)
+        .await
+        .batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'stampede' AND datname = current_database() \
+             AND pid <> pg_backend_pid()",
+        )
+        .await
+        .unwrap();
+}
+
 fn options(url: &str, checkpoint_every: u64) -> PgOptions {
     PgOptions {
         checkpoint_min_commands: checkpoint_every,
@@ -267,15 +281,7 @@ fn a_replica_whose_connection_is_killed_answers_unavailable_then_recovers_losing
         for n in 0..3 {
             acknowledged.push(store.place_order(request(n)).await.unwrap());
         }
-        let admin = client(&url).await;
-        admin
-            .batch_execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE application_name = 'stampede' AND datname = current_database() \
-                 AND pid <> pg_backend_pid()",
-            )
-            .await
-            .unwrap();
+        cut_off_replicas(&url).await;
         // The next call may find the connection gone; the one after reconnects.
         let mut answered = None;
         for _ in 0..3 {
@@ -494,15 +500,7 @@ fn a_replica_whose_database_was_reset_under_it_refuses_to_write_into_the_new_one
         let a = open(&options, &clock).await;
         let s: &dyn Store = &*a;
         s.place_order(request(1)).await.unwrap();
-        let admin = client(&url).await;
-        admin
-            .batch_execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE application_name = 'stampede' AND datname = current_database() \
-                 AND pid <> pg_backend_pid()",
-            )
-            .await
-            .unwrap();
+        cut_off_replicas(&url).await;
         postgres::reset(&options).await.unwrap();
         let made = postgres::open(&options, 1, || Ok(state())).await.unwrap();
         assert!(made.created());

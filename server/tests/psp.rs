@@ -601,7 +601,8 @@ async fn bad_requests_are_problem_json_and_change_nothing() {
             Method::POST,
             create,
             &[("content-type", "text/plain".to_string())],
-            Some(Bytes::from_static(br#"{"order":"ord_1","amount":5}"#)),
+            // A bad amount in a body not sent as JSON: the media type is what is wrong first.
+            Some(Bytes::from_static(br#"{"order":"ord_1","amount":-5}"#)),
         )
         .await
         .expect("PSP answers");
