@@ -127,5 +127,17 @@ async fn scheduled_journeys_that_never_started_are_counted_in_the_report() {
         .find(|n| n.contains("scheduled journeys never started"))
         .unwrap_or_else(|| panic!("{:?}", report.notes));
     assert!(note.contains("of the 50 scheduled"), "{note}");
+    // A schedule the journeys in flight could keep: no such note.
+    let mut config = one_second(&stack, &stack.psp_addr, "all-started", false);
+    config.model = stampede_loadgen::Model::Open {
+        rate_per_sec: 5.0,
+        max_in_flight: 64,
+    };
+    let report = run(config, |_| {}).await.unwrap();
+    assert!(
+        !report.notes.iter().any(|n| n.contains("never started")),
+        "{:?}",
+        report.notes
+    );
     stack.shutdown().await;
 }
