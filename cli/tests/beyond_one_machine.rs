@@ -400,6 +400,11 @@ fn recipe_load_shards_merge_exactly_and_are_judged_once() {
     let o =
         common::stampede(&[&base[..], &["--no-audit", "--out", out.to_str().unwrap()]].concat());
     assert_eq!(o.status.code(), Some(0), "{}", say(&o));
+    assert!(
+        say(&o).contains("verdict NOT JUDGED (AS ASKED)"),
+        "opting out is not called a pass: {}",
+        say(&o)
+    );
     // One shard alone is not the run: refused as bad input.
     let o = common::stampede(&["report", "merge", dirs[0].to_str().unwrap(), "--no-audit"]);
     assert_eq!(o.status.code(), Some(2), "{}", say(&o));

@@ -157,8 +157,18 @@ pub(crate) fn header(title: &str, verdict: &str) -> String {
     format!(
         "<header>\n<h1>{}</h1>\n<span class=\"verdict {}\">{verdict}</span>\n</header>\n",
         escape_html(title),
-        verdict.to_lowercase()
+        verdict_class(verdict)
     )
+}
+
+/// The style of a verdict badge: green for a pass, red for a failure,
+/// orange for anything not judged or incomplete.
+fn verdict_class(verdict: &str) -> &'static str {
+    match verdict {
+        "PASS" => "pass",
+        "FAIL" => "fail",
+        _ => "incomplete",
+    }
 }
 
 pub(crate) fn page(title: &str, body: &str) -> String {

@@ -35,11 +35,16 @@ pub(crate) fn summary(r: &LoadReport) -> Vec<(&'static str, String)> {
 
 /// `PASS` when every invariant held and every threshold passed; `NOT
 /// JUDGED` when nothing failed but the audit was not done (a shard's
-/// report, or a merge without the shop): not a pass; else `FAIL`.
+/// report, or a merge without the shop): not a pass; `NOT JUDGED (AS
+/// ASKED)` when nothing failed and no invariant was judged because the
+/// user opted every one out (`--skip` of all, `--no-audit`, a baseline
+/// run): the exit is 0, but the word is not a pass; else `FAIL`.
 pub(crate) fn verdict(r: &LoadReport) -> &'static str {
     let failed =
         r.audit.iter().any(|a| a.outcome == "violated") || r.thresholds.iter().any(|t| !t.passed);
+    let judged = r.audit.iter().any(|a| a.outcome != "not_judged");
     match (r.passed(), failed) {
+        (true, _) if !judged => "NOT JUDGED (AS ASKED)",
         (true, _) => "PASS",
         (false, false) if r.audit_not_done.is_some() => "NOT JUDGED",
         _ => "FAIL",

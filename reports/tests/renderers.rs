@@ -531,3 +531,47 @@ fn an_audit_not_done_is_not_judged_never_a_pass() {
     };
     assert!(render_terminal(&failing).contains("verdict FAIL"));
 }
+
+// Proves a report in which the user opted every invariant out (`--skip` of
+// all, `report merge --no-audit`) is not called a pass: it passes (exit 0,
+// as documented) but every renderer says NOT JUDGED (AS ASKED), with the
+// orange badge in HTML; one invariant judged and holding makes it PASS.
+#[test]
+fn a_report_that_judged_no_invariant_is_not_called_a_pass() {
+    let skipped = |invariant: &str, outcome: &str| AuditVerdict {
+        invariant: invariant.into(),
+        outcome: outcome.into(),
+        violations: 0,
+        examples: vec![],
+        reason: (outcome == "not_judged").then(|| "skipped by --skip".into()),
+        lost_to_faults: 0,
+    };
+    let nothing = LoadReport {
+        audit: vec![
+            skipped("no_oversell", "not_judged"),
+            skipped("single_charge", "not_judged"),
+        ],
+        ..empty()
+    };
+    assert!(nothing.passed(), "opting out is not a failure");
+    let terminal = render_terminal(&nothing);
+    assert!(
+        terminal.contains("verdict NOT JUDGED (AS ASKED)"),
+        "{terminal}"
+    );
+    assert!(render_markdown(&nothing).contains("NOT JUDGED (AS ASKED)"));
+    let html = render_html(&nothing);
+    assert!(
+        html.contains("<span class=\"verdict incomplete\">NOT JUDGED (AS ASKED)</span>"),
+        "{html}"
+    );
+    let one = LoadReport {
+        audit: vec![
+            skipped("no_oversell", "holds"),
+            skipped("single_charge", "not_judged"),
+        ],
+        ..empty()
+    };
+    assert!(render_terminal(&one).contains("verdict PASS"));
+    assert!(render_html(&one).contains("<span class=\"verdict pass\">PASS</span>"));
+}
