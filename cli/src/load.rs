@@ -1254,12 +1254,19 @@ pub fn report(args: &ReportArgs) -> Result<u8, String> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("stampede-out/load-compare"));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let folders: Vec<String> = reports
+        .iter()
+        .map(|(d, _)| d.display().to_string())
+        .collect();
     let all: Vec<LoadReport> = reports.into_iter().map(|(_, r)| r).collect();
     for (name, text) in [
-        ("compare.html", stampede_reports::render_compare_html(&all)),
+        (
+            "compare.html",
+            stampede_reports::render_compare_html(&all, &folders),
+        ),
         (
             "compare.md",
-            stampede_reports::render_compare_markdown(&all),
+            stampede_reports::render_compare_markdown(&all, &folders),
         ),
     ] {
         let path = dir.join(name);

@@ -50,13 +50,19 @@ pub(crate) fn spectrum(r: &LoadReport) -> Chart {
 }
 
 /// One design per line: the headline spectrum of `endpoint` in each report.
-pub(crate) fn compare_spectrum(reports: &[LoadReport], endpoint: &str) -> Chart {
+pub(crate) fn compare_spectrum(
+    reports: &[LoadReport],
+    folders: &[String],
+    endpoint: &str,
+) -> Chart {
     let series = reports
         .iter()
         .enumerate()
         .filter_map(|(i, r)| {
             r.endpoint(endpoint).map(|e| Series {
-                label: r.design.clone(),
+                label: folders
+                    .get(i)
+                    .map_or_else(|| r.design.clone(), |f| format!("{} ({f})", r.design)),
                 colour: colour(i),
                 dashed: false,
                 points: spectrum_points(&e.spectrum),

@@ -124,7 +124,7 @@ pub fn render_html(r: &LoadReport) -> String {
 /// `POST /v1/orders` and `order → confirmed`, each invariant's outcome) and
 /// two spectrum charts overlaying the designs, for `order → confirmed` and
 /// for `POST /v1/orders`.
-pub fn render_compare_html(reports: &[LoadReport]) -> String {
+pub fn render_compare_html(reports: &[LoadReport], folders: &[String]) -> String {
     let title = "Designs compared";
     let mut body = format!("<header>\n<h1>{title}</h1>\n</header>\n");
     if reports.is_empty() {
@@ -137,13 +137,13 @@ pub fn render_compare_html(reports: &[LoadReport]) -> String {
     let _ = writeln!(
         body,
         "<div class=\"scroll\">{}</div>",
-        sections::compare(reports).to_html("compare")
+        sections::compare(reports, folders).to_html("compare")
     );
     body.push_str("<h2>Latency by percentile</h2>\n<div class=\"charts\">\n");
     for endpoint in [ORDER_TO_CONFIRMED, PLACE_ORDER] {
         body.push_str(&figure(
             endpoint,
-            &charts::compare_spectrum(reports, endpoint),
+            &charts::compare_spectrum(reports, folders, endpoint),
             &format!("no report measured {endpoint}"),
         ));
     }

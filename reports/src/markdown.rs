@@ -49,13 +49,13 @@ pub fn render_markdown(r: &LoadReport) -> String {
 /// Several runs (typically one per design) side by side, one column each:
 /// model, requests, errors, p50/p99 of `POST /v1/orders` and of
 /// `order → confirmed`, each invariant's outcome, thresholds and verdict.
-pub fn render_compare_markdown(reports: &[LoadReport]) -> String {
+pub fn render_compare_markdown(reports: &[LoadReport], folders: &[String]) -> String {
     let mut out = String::from("# Designs compared\n\n");
     if reports.is_empty() {
         out.push_str("No data: no reports to compare.\n");
         return out;
     }
-    out.push_str(&sections::compare(reports).to_markdown());
+    out.push_str(&sections::compare(reports, folders).to_markdown());
     out.push_str(
         "\nLatencies are headline percentiles in ms, on the basis each row's `basis` line \
          gives per run: `intended start` (open loop, from when the request should have been \

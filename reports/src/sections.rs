@@ -160,10 +160,15 @@ pub(crate) fn thresholds(r: &LoadReport) -> Table {
 }
 
 /// The designs side by side: one column per report, headed by its design.
-pub(crate) fn compare(reports: &[LoadReport]) -> Table {
+pub(crate) fn compare(reports: &[LoadReport], folders: &[String]) -> Table {
     let mut head: Vec<(&str, Align)> = vec![("", Align::Left)];
     head.extend(reports.iter().map(|r| (r.design.as_str(), Align::Right)));
     let mut t = Table::new(&head);
+    if !folders.is_empty() {
+        let mut cells = vec!["folder".to_string()];
+        cells.extend((0..reports.len()).map(|i| folders.get(i).cloned().unwrap_or_default()));
+        t.row(cells, Tone::Plain);
+    }
     let mut row = |label: &str, cell: &dyn Fn(&LoadReport) -> String| {
         let mut cells = vec![label.to_string()];
         cells.extend(reports.iter().map(cell));

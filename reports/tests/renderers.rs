@@ -387,7 +387,10 @@ fn rendering_is_deterministic() {
     assert_eq!(render_markdown(&a), render_markdown(&b));
     assert_eq!(render_json(&a), render_json(&b));
     let both = [a, sample("textbook-naive")];
-    assert_eq!(render_compare_html(&both), render_compare_html(&both));
+    assert_eq!(
+        render_compare_html(&both, &[]),
+        render_compare_html(&both, &[])
+    );
 }
 
 // Proves an empty report renders everywhere and says there is no data.
@@ -400,10 +403,11 @@ fn empty_report_says_no_data() {
     assert!(render_terminal(&report).contains("no data"));
     assert!(render_markdown(&report).contains("No data"));
     assert_eq!(parse_json(&render_json(&report)).expect("parses"), report);
-    assert!(render_compare_html(&[]).contains("No data"));
-    assert!(render_compare_markdown(&[]).contains("No data"));
+    assert!(render_compare_html(&[], &[]).contains("No data"));
+    assert!(render_compare_markdown(&[], &[]).contains("No data"));
     assert!(
-        render_compare_html(std::slice::from_ref(&report)).contains("No data: no report measured")
+        render_compare_html(std::slice::from_ref(&report), &[])
+            .contains("No data: no report measured")
     );
 }
 
@@ -428,7 +432,7 @@ fn compare_has_a_column_per_design() {
     naive.audit[0].outcome = "violated".into();
     naive.audit[0].violations = 12;
     let reports = [sample("reference"), naive, sample("seed-repo")];
-    let html = render_compare_html(&reports);
+    let html = render_compare_html(&reports, &[]);
     for design in ["reference", "textbook-naive", "seed-repo"] {
         assert!(
             html.contains(&format!("<th class=\"num\">{design}</th>")),
@@ -456,7 +460,7 @@ fn compare_has_a_column_per_design() {
         "{row}"
     );
 
-    let md = render_compare_markdown(&reports);
+    let md = render_compare_markdown(&reports, &[]);
     assert!(
         md.contains("|  | reference | textbook-naive | seed-repo |"),
         "{md}"
@@ -469,7 +473,7 @@ fn compare_has_a_column_per_design() {
         endpoint(ORDER_TO_OFFERED, 9_580, 0, Basis::IntendedStart, 120_000),
     );
     assert_eq!(offered.request_totals(), reports[0].request_totals());
-    let two = render_compare_markdown(&[offered, sample("admission-off")]);
+    let two = render_compare_markdown(&[offered, sample("admission-off")], &[]);
     assert!(two.contains("| shed (429) | 37 | 37 |"), "{two}");
     assert!(
         two.contains("| order → offered p50 (ms) | 240 | — |"),
@@ -492,7 +496,7 @@ fn compare_has_a_column_per_design() {
             e.basis = Basis::Raw;
         }
     }
-    let mixed = render_compare_markdown(&[sample("open"), closed]);
+    let mixed = render_compare_markdown(&[sample("open"), closed], &[]);
     assert!(
         mixed.contains("| order → confirmed basis | intended start | raw |"),
         "{mixed}"
@@ -574,4 +578,25 @@ fn a_report_that_judged_no_invariant_is_not_called_a_pass() {
     };
     assert!(render_terminal(&one).contains("verdict PASS"));
     assert!(render_html(&one).contains("<span class=\"verdict pass\">PASS</span>"));
+}
+
+// Proves two runs of one design compared side by side can be told apart:
+// each column names the folder it was read from, in the table (markdown
+// and HTML) and in the overlay charts' legends.
+#[test]
+fn a_comparison_names_the_folder_of_each_column() {
+    let runs = [sample("reference"), sample("reference")];
+    let folders = ["runs/monday".to_string(), "runs/tuesday".to_string()];
+    let md = render_compare_markdown(&runs, &folders);
+    assert!(
+        md.contains("| folder | runs/monday | runs/tuesday |"),
+        "{md}"
+    );
+    let html = render_compare_html(&runs, &folders);
+    assert!(
+        html.contains("<td class=\"num\">runs/tuesday</td>"),
+        "{html}"
+    );
+    assert!(html.contains("reference (runs/monday)"), "{html}");
+    assert!(!render_compare_markdown(&runs, &[]).contains("| folder |"));
 }
