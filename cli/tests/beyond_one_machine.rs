@@ -273,6 +273,13 @@ fn recipe_load_shards_merge_exactly_and_are_judged_once() {
             "a shard alone is not judged"
         );
         assert!(report["thresholds"].as_array().unwrap().is_empty());
+        assert!(
+            report["notes"]
+                .to_string()
+                .contains("thresholds deferred to `stampede report merge`"),
+            "a shard says its thresholds wait for the merge: {}",
+            report["notes"]
+        );
         assert!(std::fs::metadata(dir.join("clients.jsonl")).unwrap().len() > 0);
     }
 

@@ -726,11 +726,20 @@ fn spawn_ticker(
     })
 }
 
+/// How often, in words: `once`, `2 times`.
+fn times(n: u32) -> String {
+    if n == 1 {
+        "once".to_string()
+    } else {
+        format!("{n} times")
+    }
+}
+
 /// The report's note on the kills made during the load.
 fn kills_note(config: &LoadConfig, kills: &crash::KillSummary) -> String {
     format!(
-        "the shop was killed with SIGKILL {} times during the load and restarted on the same store (longest outage {} ms); each kill is a fault in the history, with sales at risk until {} ms after the restart",
-        kills.kills,
+        "the shop was killed with SIGKILL {} during the load and restarted on the same store (longest outage {} ms); each kill is a fault in the history, with sales at risk until {} ms after the restart",
+        times(kills.kills),
         kills.longest_down_ms,
         config.kills.as_ref().map_or(0, |k| k.at_risk_after_ms)
     )
@@ -1003,6 +1012,13 @@ fn conclude(
         report.audit_not_done = Some(format!(
             "shard {share} of a sharded load: `stampede report merge` judges the audit once, on every shard's evidence"
         ));
+        if !config.thresholds.is_empty() {
+            let rules: Vec<&str> = config.thresholds.iter().map(|t| t.rule.as_str()).collect();
+            report.notes.push(format!(
+                "thresholds deferred to `stampede report merge`, which judges them on every shard's latencies together: {}",
+                rules.join("; ")
+            ));
+        }
         let record = shard_record(config, share, start_unix)?;
         record.write(&config.out_dir).map_err(LoadError::Io)?;
         report
@@ -1062,6 +1078,14 @@ fn shard_record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_count_reads_as_words() {
+        // Proves the kill note says "once" for one kill and "N times" otherwise.
+        assert_eq!(times(1), "once");
+        assert_eq!(times(2), "2 times");
+        assert_eq!(times(0), "0 times");
+    }
 
     #[test]
     fn clearing_a_folder_removes_an_earlier_runs_outputs_and_nothing_else() {

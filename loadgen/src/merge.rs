@@ -18,7 +18,7 @@ use crate::shard::{self, ShardRecord};
 use base64::Engine as _;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::Deserializer;
-use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry, LogIteratorError};
 use stampede_core::{Invariant, OptOuts, Verdict};
 use stampede_reports::{EndpointLatency, Interval, LoadModel, LoadReport, is_order_measure};
 use std::collections::{BTreeMap, BTreeSet};
@@ -85,7 +85,13 @@ pub fn read_log(path: &Path, interval: Duration) -> Result<TaggedLog, String> {
     let mut base = None;
     let mut deserializer = Deserializer::new();
     for entry in IntervalLogIterator::new(&bytes) {
-        match entry.map_err(|e| fail(format!("not an interval log ({e:?})")))? {
+        match entry.map_err(|e| {
+            fail(match e {
+                LogIteratorError::ParseError { offset } => {
+                    format!("not an interval log (unreadable at byte {offset})")
+                }
+            })
+        })? {
             LogEntry::StartTime(_) => {}
             LogEntry::BaseTime(t) => base = Some(t),
             LogEntry::Interval(h) => {
@@ -524,6 +530,23 @@ pub fn shared_thresholds(shares: &[ShareRun]) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_that_is_not_an_interval_log_says_where_in_words() {
+        // Proves a garbled latency.hlog is refused with its path and the byte where
+        // reading stopped, not a debug dump of the parser's error.
+        let path =
+            std::env::temp_dir().join(format!("stampede-garbled-{}.hlog", std::process::id()));
+        std::fs::write(&path, "this is not a log\n").unwrap();
+        let err = read_log(&path, Duration::from_secs(1)).unwrap_err();
+        let _ = std::fs::remove_file(&path);
+        assert!(err.starts_with(&path.display().to_string()), "{err}");
+        assert!(
+            err.contains("not an interval log (unreadable at byte 0)"),
+            "{err}"
+        );
+        assert!(!err.contains("ParseError"), "{err}");
+    }
 
     fn log_of(values: &[(usize, &str, u64, u64)]) -> TaggedLog {
         let mut log = TaggedLog {

@@ -198,7 +198,7 @@ fn parse_limit(rule: &str, metric: Metric, value: &str) -> Result<f64, String> {
         .parse()
         .ok()
         .filter(|n: &f64| n.is_finite() && *n >= 0.0)
-        .ok_or_else(|| format!("{rule:?}: {number:?} is not a non-negative number"))?;
+        .ok_or_else(|| format!("{rule:?}: {value:?} is not a non-negative number"))?;
     Ok(match (metric, unit.trim()) {
         (Metric::Latency(_), "us" | "µs") => number,
         (Metric::Latency(_), "ms") => number * 1_000.0,
@@ -437,7 +437,8 @@ mod tests {
             ("p98<5ms", "unknown metric"),
             ("p99=5ms", "expected METRIC<VALUE"),
             ("p99<5min", "must be us, ms or s"),
-            ("p99<fast", "not a non-negative number"),
+            ("p99<fast", "\"fast\" is not a non-negative number"),
+            ("throughput>=abc", "\"abc\" is not a non-negative number"),
             ("p99<-5ms", "-5ms is negative"),
             ("error_rate<5", "percentage"),
             ("p99<5ms for ", "nothing after"),
