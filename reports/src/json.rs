@@ -61,13 +61,13 @@ pub fn render_json(r: &LoadReport) -> String {
 /// another schema version is refused by name rather than by whichever of
 /// its fields happens not to fit.
 pub fn parse_json(text: &str) -> Result<LoadReport, ReportError> {
-    /// Just the version; every other field is ignored at this stage.
-    #[derive(Deserialize)]
-    struct Probe {
-        version: Option<u64>,
-    }
-    let probe: Probe = serde_json::from_str(text).map_err(ReportError::Malformed)?;
-    match probe.version {
+    // Just the version first; a top level that is not an object has none.
+    let value: serde_json::Value = serde_json::from_str(text).map_err(ReportError::Malformed)?;
+    let version = match value.get("version") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => Some(u64::deserialize(v).map_err(ReportError::Malformed)?),
+    };
+    match version {
         None => return Err(ReportError::MissingVersion),
         Some(found) if found != u64::from(REPORT_VERSION) => {
             return Err(ReportError::UnsupportedVersion {

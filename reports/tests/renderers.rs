@@ -195,6 +195,17 @@ fn json_refuses_other_versions() {
 
     let missing = parse_json(r#"{"title": "x"}"#).expect_err("no version");
     assert!(matches!(missing, ReportError::MissingVersion), "{missing}");
+    // A top level that is not an object is not a report, said without internal names.
+    for not_an_object in ["[]", "3", "\"report\""] {
+        let err = parse_json(not_an_object).expect_err("not an object");
+        assert!(matches!(err, ReportError::MissingVersion), "{err}");
+        assert!(!err.to_string().contains("Probe"), "{err}");
+    }
+    let bad_version = parse_json(r#"{"version": "one"}"#).expect_err("a word");
+    assert!(
+        matches!(bad_version, ReportError::Malformed(_)),
+        "{bad_version}"
+    );
     let malformed = parse_json("{\"version\": 1, \"title\": 3}").expect_err("bad shape");
     assert!(
         matches!(malformed, ReportError::Malformed(_)),
