@@ -108,9 +108,12 @@ pub struct ManyRuns {
 }
 
 impl ManyRuns {
-    /// Threads to run on.
-    fn threads(&self) -> usize {
-        self.jobs.map_or_else(pool::default_jobs, |j| j as usize)
+    /// Threads to run `runs` runs on: as asked (or one per core), but never
+    /// more than there are runs.
+    fn threads(&self, runs: usize) -> usize {
+        self.jobs
+            .map_or_else(pool::default_jobs, |j| j as usize)
+            .min(runs.max(1))
     }
 }
 
@@ -325,21 +328,36 @@ fn load_targets(
     sets: &[String],
 ) -> Result<Vec<Target>, String> {
     let mut names: BTreeMap<String, usize> = BTreeMap::new();
-    files
-        .iter()
-        .map(|file| {
-            let scenario = Scenario::load(file).map_err(|e| e.to_string())?;
-            let design = DesignSpec::for_scenario(&scenario, design, sets)?;
-            let of_name = names.entry(scenario.name.clone()).or_default();
-            *of_name += 1;
-            Ok(Target {
-                file: file.clone(),
-                of_name: *of_name,
-                scenario,
-                design,
-            })
-        })
-        .collect()
+    let mut targets = Vec::new();
+    // Every file is read, so one error message names every broken one, not just the first.
+    let mut errors = Vec::new();
+    for file in files {
+        let loaded = Scenario::load(file)
+            .map_err(|e| e.to_string())
+            .and_then(|scenario| {
+                let design = DesignSpec::for_scenario(&scenario, design, sets)?;
+                Ok((scenario, design))
+            });
+        match loaded {
+            Ok((scenario, design)) => {
+                let of_name = names.entry(scenario.name.clone()).or_default();
+                *of_name += 1;
+                targets.push(Target {
+                    file: file.clone(),
+                    of_name: *of_name,
+                    scenario,
+                    design,
+                });
+            }
+            Err(e) if !errors.contains(&e) => errors.push(e),
+            Err(_) => {}
+        }
+    }
+    if errors.is_empty() {
+        Ok(targets)
+    } else {
+        Err(errors.join("\n"))
+    }
 }
 
 /// Runs every job in parallel with a progress bar; failing runs are printed
@@ -602,7 +620,7 @@ pub fn sweep(args: &SweepArgs) -> Result<u8, String> {
     run::out_dir_holds_no_other(&dir, "sweep")?;
     set_aside_earlier_run(&dir, args.runs.json)?;
     crate::stop_saying_once(unfinished(&dir, "sweep"));
-    let threads = args.runs.threads();
+    let threads = args.runs.threads(jobs.len());
     if !args.runs.json {
         println!(
             "sweeping {} scenario file(s) × {} seed(s) = {} runs{} on {threads} threads",
@@ -1140,7 +1158,7 @@ fn compare_runs(
     for (rank, job) in jobs.iter_mut().enumerate() {
         job.rank = rank;
     }
-    let threads = args.runs.threads();
+    let threads = args.runs.threads(jobs.len());
     if !args.runs.json {
         println!(
             "comparing {} design(s) on {} × {} seed(s) = {} runs on {threads} threads",
@@ -1203,6 +1221,23 @@ fn report_compare(s: &CompareSummary, json: bool, dir: &Path) -> Result<(), Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sweep_never_claims_more_threads_than_runs() {
+        // Proves (found from outside: `--jobs 8` with 3 runs said "on 8 threads") the threads
+        // a sweep runs on are as asked, but at most one per run, and at least one.
+        let many = |jobs: u32| ManyRuns {
+            seeds: "1".parse().unwrap(),
+            jobs: Some(jobs),
+            out: None,
+            keep_failures: 0,
+            json: false,
+        };
+        assert_eq!(many(8).threads(3), 3);
+        assert_eq!(many(2).threads(3), 2);
+        assert_eq!(many(3).threads(3), 3);
+        assert_eq!(many(4).threads(0), 1);
+    }
 
     #[test]
     fn merged_runs_come_in_the_whole_sweeps_order() {

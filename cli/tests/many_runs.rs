@@ -1114,3 +1114,29 @@ fn a_shrink_stopped_at_its_run_budget_is_the_same_whatever_the_jobs() {
         );
     }
 }
+
+#[test]
+fn a_sweep_of_several_broken_files_names_every_one() {
+    // Proves (found from outside: a folder with two broken scenario files named only the
+    // first; the second showed up once the first was mended): every broken file is named
+    // in the one refusal (exit 2), and nothing is simulated.
+    let dir = out_dir("two-broken");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b) = (dir.join("a-bad.toml"), dir.join("b-bad.toml"));
+    std::fs::write(&a, "name = \"a\"\nshoppers = \"many\"\n").unwrap();
+    std::fs::write(&b, "this is = = not toml\n").unwrap();
+    let out = dir.join("out");
+    let o = stampede(&[
+        "sweep",
+        a.to_str().unwrap(),
+        TINY,
+        b.to_str().unwrap(),
+        "--seeds",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_refused(&o, "a-bad.toml");
+    assert!(stderr(&o).contains("b-bad.toml"), "{}", stderr(&o));
+    assert!(!out.join("summary.json").exists(), "nothing was swept");
+}

@@ -140,6 +140,18 @@ pub struct RunSummary {
     pub wall_ms: u64,
 }
 
+impl RunSummary {
+    /// The command that made the run, as its repro line names it: `replay`
+    /// for a plan file, else `run`.
+    fn verb(&self) -> &'static str {
+        if self.repro.starts_with("stampede replay ") {
+            "replay"
+        } else {
+            "run"
+        }
+    }
+}
+
 /// Evidence events described per violation example.
 pub const EXAMPLE_EVIDENCE_MAX: usize = 4;
 
@@ -193,8 +205,11 @@ fn json<T: Serialize>(v: &T) -> String {
 /// gave the same trace hash.
 pub fn render_run_text(s: &RunSummary, determinism_checked: bool) -> String {
     let mut out = format!(
-        "stampede run {}  seed {}  design {}\n",
-        s.scenario, s.seed, s.design
+        "stampede {} {}  seed {}  design {}\n",
+        s.verb(),
+        s.scenario,
+        s.seed,
+        s.design
     );
     let st = &s.stats;
     let statuses: Vec<String> = st
@@ -336,8 +351,11 @@ pub fn render_run_html(s: &RunSummary, history: &History) -> String {
     facts.push(("wall time".into(), format!("{} ms", s.wall_ms)));
     let report = SimReport::new(
         format!(
-            "stampede run {} seed {}, design {}",
-            s.scenario, s.seed, s.design
+            "stampede {} {} seed {}, design {}",
+            s.verb(),
+            s.scenario,
+            s.seed,
+            s.design
         ),
         s.passed,
         facts,
@@ -459,5 +477,13 @@ mod tests {
         assert!(md.contains("\n## one_order_per_key\n\n- key k1: two orders\n"));
         let json = serde_json::to_string(&s).unwrap();
         assert_eq!(serde_json::from_str::<RunSummary>(&json).unwrap(), s);
+        assert!(text.starts_with("stampede run tiny  seed 7"), "{text}");
+        // A replayed plan is headed by the command that made it.
+        let replayed = RunSummary {
+            repro: "stampede replay plan.json".into(),
+            ..summary()
+        };
+        let text = render_run_text(&replayed, false);
+        assert!(text.starts_with("stampede replay tiny  seed 7"), "{text}");
     }
 }
