@@ -1237,6 +1237,14 @@ pub fn report(args: &ReportArgs) -> Result<u8, String> {
     let mut reports = Vec::new();
     for dir in &args.dirs {
         let path = dir.join("report.json");
+        if !path.exists() && dir.join("trace.jsonl").is_file() {
+            return Err(format!(
+                "{}: a simulation's folder (summary.json, trace.jsonl), not a load's: its report is {}; `stampede explain {}` tells the story of a violation",
+                dir.display(),
+                dir.join("report.html").display(),
+                dir.display()
+            ));
+        }
         let text = read_text_bounded(&path, stampede_reports::SUMMARY_BYTES_MAX)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         let report =

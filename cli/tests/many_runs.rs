@@ -1140,3 +1140,25 @@ fn a_sweep_of_several_broken_files_names_every_one() {
     assert!(stderr(&o).contains("b-bad.toml"), "{}", stderr(&o));
     assert!(!out.join("summary.json").exists(), "nothing was swept");
 }
+
+#[test]
+fn report_of_a_simulation_folder_points_to_its_page_and_to_explain() {
+    // Proves (found from outside: `stampede report <a run's folder>` said only "report.json:
+    // cannot read it"): a simulation's folder is named as one, with its page and the
+    // `explain` command, as bad input (exit 2); a folder with neither file is still refused.
+    let dir = out_dir("report-of-a-run");
+    let o = stampede(&["run", TINY, "--seed", "1", "--out", dir.to_str().unwrap()]);
+    assert!(
+        o.status.code() == Some(0) || o.status.code() == Some(1),
+        "{}",
+        stderr(&o)
+    );
+    let o = stampede(&["report", dir.to_str().unwrap()]);
+    assert_refused(&o, "a simulation's folder");
+    assert!(stderr(&o).contains("stampede explain"), "{}", stderr(&o));
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = stampede(&["report", empty.to_str().unwrap()]);
+    assert_refused(&o, "report.json");
+    assert!(!stderr(&o).contains("simulation"), "{}", stderr(&o));
+}
