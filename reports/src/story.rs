@@ -298,11 +298,33 @@ fn gather_beats(
             _ => None,
         })
         .collect();
+    // Which shopper an order is: learnt as events pass (a placement by its key, what a
+    // shopper was shown), so a later request naming only the order (a pay, a cancel, a
+    // poll) sits in that shopper's lane.
+    let mut client_of_order: BTreeMap<OrderId, u64> = BTreeMap::new();
     let mut lanes: Vec<String> = Vec::new();
     let mut beats = Vec::new();
     let mut omitted = 0;
     for (i, e) in events.iter().enumerate() {
         let t = touches(&e.kind, answered, history);
+        let client = match &e.kind {
+            EventKind::Observed { client, .. } => Some(*client),
+            EventKind::Request { .. } | EventKind::Response { .. } => t
+                .keys
+                .iter()
+                .find_map(|k| client_of_key.get(k).copied())
+                .or_else(|| {
+                    t.orders
+                        .iter()
+                        .find_map(|o| client_of_order.get(o).copied())
+                }),
+            _ => None,
+        };
+        if let Some(client) = client {
+            for order in &t.orders {
+                client_of_order.entry(*order).or_insert(client);
+            }
+        }
         let fault = matches!(e.kind, EventKind::Fault { .. });
         if !(fault || evidence.contains(&i) || threads.touched_by(&t)) {
             continue;
@@ -311,7 +333,7 @@ fn gather_beats(
             omitted += 1;
             continue;
         }
-        let lane = lane_name(&e.kind, &t, &client_of_key);
+        let lane = lane_name(&e.kind, client);
         beats.push(Beat {
             index: i,
             at_ms: e.at.0,
@@ -323,20 +345,15 @@ fn gather_beats(
     (lanes, beats, omitted)
 }
 
-/// Whose lane an event is in: the shopper's (by the key they planned with,
-/// `shoppers` when unknown), or whoever made a transition, ran a job, moved
-/// money or broke something.
-fn lane_name(
-    kind: &EventKind,
-    t: &Touch,
-    client_of_key: &BTreeMap<&IdempotencyKey, u64>,
-) -> String {
+/// Whose lane an event is in: the shopper's (`client`: by the key they
+/// planned with or the order they placed; `shoppers` when unknown), or
+/// whoever made a transition, ran a job, moved money or broke something.
+fn lane_name(kind: &EventKind, client: Option<u64>) -> String {
     match kind {
         EventKind::Observed { client, .. } | EventKind::Wants { client, .. } => {
             format!("shopper {client}")
         }
         EventKind::Request { .. } | EventKind::Response { .. } => {
-            let client = t.keys.iter().find_map(|k| client_of_key.get(k));
             client.map_or("shoppers".to_string(), |c| format!("shopper {c}"))
         }
         EventKind::Transition(tr) => match tr.cause {
@@ -825,6 +842,41 @@ mod tests {
         );
         assert!(!text.contains("ord_12") && !text.contains("k2"), "{text}");
         assert!(!text.contains("more events"), "nothing left out: {text}");
+    }
+
+    #[test]
+    fn a_request_naming_only_an_order_sits_in_its_shoppers_lane() {
+        // Proves (found from outside: a pay request sat in the lane `shoppers` while the
+        // same shopper's order request sat in `shopper 1`): a request made with a key no
+        // shopper planned, for an order a shopper placed, is told in that shopper's lane; an
+        // order no shopper is known to have placed stays in `shoppers`.
+        let (mut h, _) = double_click();
+        for (req, order) in [(20, 10), (21, 99)] {
+            h.push(
+                Millis(50),
+                EventKind::Request {
+                    req,
+                    op: ClientOp::Pay {
+                        order: OrderId(order),
+                        key: Some(key(&format!("pay-{order}"))),
+                    },
+                    fingerprint: None,
+                },
+            );
+        }
+        let lane_of = |s: &Story, text: &str| {
+            let beat = s.beats.iter().find(|b| b.text.contains(text)).expect(text);
+            s.lanes[beat.lane].clone()
+        };
+        let paid = story(&h, &Start::Order(OrderId(10)));
+        assert_eq!(
+            lane_of(&paid, "pay ord_10"),
+            "shopper 1",
+            "{:?}",
+            paid.beats
+        );
+        let unknown = story(&h, &Start::Order(OrderId(99)));
+        assert_eq!(lane_of(&unknown, "pay ord_99"), "shoppers");
     }
 
     #[test]
