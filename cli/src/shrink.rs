@@ -88,7 +88,7 @@ pub fn replay(args: &ReplayArgs) -> Result<(Summary, stampede_sim::RunResult, Pa
 fn size(plan: &Plan) -> String {
     let window: u64 = plan.faults.iter().map(|f| f.fault.length_ms()).sum();
     format!(
-        "{} shoppers, {} faults ({} ms of fault time)",
+        "{} shoppers, {} planned faults ({} ms of fault time)",
         plan.shoppers.len(),
         plan.faults.len(),
         window

@@ -77,7 +77,7 @@ pub struct RunStats {
     pub orders_by_status: BTreeMap<String, u64>,
     /// History events.
     pub events: u64,
-    /// Faults applied.
+    /// Fault events applied (a crash and its restart are two; a plan counts them as one fault).
     pub faults: u64,
     /// Ledger charges.
     pub charges: u64,
@@ -227,7 +227,7 @@ pub fn render_run_text(s: &RunSummary, determinism_checked: bool) -> String {
     }
     let _ = writeln!(
         out,
-        "  {} client requests, {} HTTP requests in all, {} store calls, {} charges, {} refunds, {} faults",
+        "  {} client requests, {} HTTP requests in all, {} store calls, {} charges, {} refunds, {} fault events",
         st.requests, st.http_requests, st.store_calls, st.charges, st.refunds, st.faults
     );
     let _ = writeln!(
