@@ -883,8 +883,12 @@ fn place_key(op: &ClientOp) -> Option<&IdempotencyKey> {
     }
 }
 
+/// One key, one order — and one order, one key: a key never places two
+/// orders (by the shop's record or what clients were told), and an order is
+/// never acknowledged to placements under two keys (or to two placements
+/// made without one), whatever the shop marks as a replay.
 fn one_order_per_key(facts: &Facts<'_>) -> Vec<Violation> {
-    let mut out = Vec::new();
+    let mut out = orders_told_to_several_keys(facts);
     let mut by_key: BTreeMap<&IdempotencyKey, Vec<OrderId>> = BTreeMap::new();
     for order in facts.orders.values() {
         if let Some(key) = &order.idempotency_key {
@@ -934,6 +938,47 @@ fn one_order_per_key(facts: &Facts<'_>) -> Vec<Violation> {
         }
     }
     out
+}
+
+/// Orders acknowledged to placements under more than one key: each
+/// placement made without a key counts as a key of its own.
+fn orders_told_to_several_keys(facts: &Facts<'_>) -> Vec<Violation> {
+    let mut told: BTreeMap<OrderId, BTreeMap<Result<&IdempotencyKey, usize>, usize>> =
+        BTreeMap::new();
+    for ex in &facts.exchanges {
+        if let (ClientOp::PlaceOrder(asked), ClientReply::OrderAccepted { order, .. }) =
+            (ex.op, ex.reply)
+        {
+            let key = asked.key.as_ref().ok_or(ex.request);
+            told.entry(*order)
+                .or_default()
+                .entry(key)
+                .or_insert(ex.response);
+        }
+    }
+    told.into_iter()
+        .filter(|(_, keys)| keys.len() > 1)
+        .map(|(order, keys)| {
+            let names: Vec<String> = keys
+                .keys()
+                .map(|k| match k {
+                    Ok(key) => key.to_string(),
+                    Err(request) => format!("no key (request at event {request})"),
+                })
+                .collect();
+            let mut evidence: Vec<usize> = keys.values().copied().collect();
+            evidence.sort_unstable();
+            Violation {
+                subject: Subject::Order(order),
+                detail: format!(
+                    "one order, {} keys: {order} was acknowledged to placements under {}",
+                    keys.len(),
+                    names.join(", ")
+                ),
+                evidence,
+            }
+        })
+        .collect()
 }
 
 /// One accepted answer under a key: what it said (the order id or intent it
@@ -1146,19 +1191,27 @@ fn paid_without_a_charge(facts: &Facts<'_>) -> Vec<Violation> {
 
 fn no_lost_acknowledged_order(facts: &Facts<'_>) -> Vec<Violation> {
     let mut seen = BTreeSet::new();
+    let mut answered_keys = BTreeSet::new();
     let mut out = Vec::new();
     for ex in &facts.exchanges {
-        let ClientReply::OrderAccepted { order, replayed } = ex.reply else {
+        let ClientReply::OrderAccepted { order, .. } = ex.reply else {
             continue;
+        };
+        // The first acknowledgement under a key (by the clients' evidence, not the shop's
+        // `Idempotent-Replayed` marker) must name the very order that was asked for; later
+        // ones under the same key are replays, judged by idempotent_replay.
+        let first_under_its_key = match ex.op {
+            ClientOp::PlaceOrder(asked) => {
+                asked.key.as_ref().is_none_or(|k| answered_keys.insert(k))
+            }
+            _ => false,
         };
         let detail = match (facts.orders.get(order), ex.op) {
             (None, _) => {
                 format!("a client was told {order} was accepted, but the shop has no such order")
             }
-            // A replay names an order created earlier (judged by idempotent_replay);
-            // the first acknowledgement must name the very order that was asked for.
             (Some(kept), ClientOp::PlaceOrder(asked))
-                if !replayed && !is_same_order(kept, asked) =>
+                if first_under_its_key && !is_same_order(kept, asked) =>
             {
                 format!(
                     "a client was told {order} was accepted for {} ({}), but the shop's {order} is {}'s ({})",

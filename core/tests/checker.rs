@@ -1342,6 +1342,90 @@ fn one_order_per_key_catches_two_orders_recorded_under_one_key() {
     assert_exactly_violated(&verdicts, &[Invariant::OneOrderPerKey], true);
 }
 
+// Proves (found from outside: a shop in front of the reference answered every later placement,
+// each under its own key and customer, with the first buyer's order marked as a replay, and
+// every invariant held): an order acknowledged to placements under two or more keys breaks
+// one_order_per_key (subject: the order; evidence: each key's first acknowledgement), and the
+// first acknowledgement under each key must name that key's own order whatever the shop's
+// `Idempotent-Replayed` marker says, so no_lost_acknowledged_order breaks too.
+#[test]
+fn an_order_acknowledged_under_several_keys_is_caught_whatever_the_replay_marker() {
+    let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, 3, 1)]);
+    s.at(1_000);
+    let first = s.place(Some("k-alice"), "alice", &[(HAT, 1)]);
+    let ord_1 = first.order();
+    let mut stolen = Vec::new();
+    for (k, who) in [("k-bob", "bob"), ("k-carol", "carol")] {
+        let request = place_request(Some(k), who, &[(HAT, 1)]);
+        stolen.push(s.exchange(
+            ClientOp::PlaceOrder(request.clone()),
+            Some(request.fingerprint()),
+            ClientReply::OrderAccepted {
+                order: ord_1,
+                replayed: true,
+            },
+        ));
+    }
+    s.at(2_000);
+    s.checkout(ord_1);
+
+    let verdicts = judge(&s.history, &s.audit(), true);
+    let v = only_violation(&verdicts, Invariant::OneOrderPerKey);
+    assert_eq!(v.subject, Subject::Order(ord_1));
+    assert_eq!(
+        v.evidence,
+        vec![first.response, stolen[0].response, stolen[1].response]
+    );
+    assert!(v.detail.contains("one order, 3 keys"), "{}", v.detail);
+    let lost = only_violation(&verdicts, Invariant::NoLostAcknowledgedOrder);
+    assert_eq!(lost.subject, Subject::Order(ord_1));
+    assert!(lost.detail.contains("for bob"), "{}", lost.detail);
+    assert_exactly_violated(
+        &verdicts,
+        &[
+            Invariant::OneOrderPerKey,
+            Invariant::NoLostAcknowledgedOrder,
+        ],
+        true,
+    );
+
+    // The same answers under alice's own key are true replays: nothing is violated.
+    let mut honest = Shell::open(&[(HAT, 1500)], &[(HAT, 3, 1)]);
+    honest.at(1_000);
+    let ord = honest.order(Some("k-alice"), "alice", &[(HAT, 1)]);
+    for _ in 0..2 {
+        let replay = honest.place(Some("k-alice"), "alice", &[(HAT, 1)]);
+        assert_eq!(replay.order(), ord);
+    }
+    honest.at(2_000);
+    honest.checkout(ord);
+    assert_exactly_violated(&judge(&honest.history, &honest.audit(), true), &[], true);
+}
+
+// Proves: two placements made without a key that are told the same order are two keys' worth
+// of buyers given one order.
+#[test]
+fn one_order_told_to_two_keyless_placements_is_caught() {
+    let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, 3, 1)]);
+    s.at(1_000);
+    let first = s.place(None, "alice", &[(HAT, 1)]);
+    let ord_1 = first.order();
+    let request = place_request(None, "alice", &[(HAT, 1)]);
+    let again = s.exchange(
+        ClientOp::PlaceOrder(request.clone()),
+        Some(request.fingerprint()),
+        ClientReply::OrderAccepted {
+            order: ord_1,
+            replayed: false,
+        },
+    );
+    let verdicts = judge(&s.history, &s.audit(), false);
+    let v = only_violation(&verdicts, Invariant::OneOrderPerKey);
+    assert_eq!(v.subject, Subject::Order(ord_1));
+    assert_eq!(v.evidence, vec![first.response, again.response]);
+    assert!(v.detail.contains("no key"), "{}", v.detail);
+}
+
 // Proves: idempotent_replay catches a different request under a used key being answered (as a
 // replay) instead of refused with 422, pointing at the first answer and the offending exchange;
 // the reference shop itself refuses it, and one_order_per_key rightly holds.
