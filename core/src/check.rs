@@ -1423,8 +1423,10 @@ fn no_reservation_leak(facts: &Facts<'_>) -> Vec<Violation> {
 // A *willing buyer* is a client whose own plan (its `Wants` event) says it
 // means to pay and keep the order with a card the PSP accepts. A buyer that
 // thinks longer than the hold the scenario promises (`Terms::hold_ms`, less
-// [`PAY_FLOW_ALLOWANCE_MS`] for the payment itself) is *late by its own plan*
-// and is not judged. Its order is linked to its plan by the Idempotency-Key
+// [`PAY_FLOW_ALLOWANCE_MS`] for the payment itself) is *late by its own plan*:
+// not paying in time is its own doing, so it is judged only on what the shop
+// owes it before it starts thinking (being offered payment in time, not being
+// turned away while stock was left), never on being served. Its order is linked to its plan by the Idempotency-Key
 // it placed the order with; "acknowledged" means a client was answered 202
 // with an order id under that key.
 //
@@ -1593,14 +1595,14 @@ impl<'a> Facts<'a> {
         }
     }
 
-    /// A buyer judged by the progress invariants: willing, and not late by its own plan.
-    fn judged_buyer(&self, wish: &Wish) -> bool {
-        let late = !wish.express
+    /// A buyer that thinks longer than the hold leaves room for: its unpaid
+    /// hold lapsing is its own doing, but being offered payment is not.
+    fn late_by_plan(&self, wish: &Wish) -> bool {
+        !wish.express
             && self
                 .terms
                 .hold_ms
-                .is_some_and(|hold| wish.think_ms.saturating_add(PAY_FLOW_ALLOWANCE_MS) > hold);
-        wish.willing() && !late
+                .is_some_and(|hold| wish.think_ms.saturating_add(PAY_FLOW_ALLOWANCE_MS) > hold)
     }
 
     fn at(&self, index: usize) -> Millis {
@@ -1822,12 +1824,16 @@ fn willing_buyers_served(facts: &Facts<'_>) -> Verdict {
         let Some((order, acked)) = j.ack else {
             continue;
         };
-        if !facts.judged_buyer(&j.wish) {
+        if !j.wish.willing() {
             continue;
         }
         let Fate::Unserved(what) = facts.fate(&j, order, &sold) else {
             continue;
         };
+        // Late by its own plan: only never being offered payment is the shop's doing.
+        if facts.late_by_plan(&j.wish) && facts.offered.contains_key(&order) {
+            continue;
+        }
         let mut v = Violation {
             subject: Subject::Order(order),
             detail: format!(
@@ -1865,7 +1871,9 @@ fn no_sale_left_behind(facts: &Facts<'_>) -> Verdict {
     let mut behind: BTreeMap<&Sku, (Vec<String>, Vec<usize>)> = BTreeMap::new();
     let mut lost = Vec::new();
     for j in facts.journeys() {
-        if !facts.judged_buyer(&j.wish) {
+        // Every way of being turned away (refused, cancelled out of stock, expired
+        // never offered payment) comes before the buyer's thinking: late or not.
+        if !j.wish.willing() {
             continue;
         }
         let Some(asked) = j.asked else { continue };
@@ -2091,7 +2099,8 @@ fn late_offers(facts: &Facts<'_>, out: &mut Vec<Violation>, lost: &mut Vec<Viola
         let Some((order, acked)) = j.ack else {
             continue;
         };
-        if j.wish.express || !facts.judged_buyer(&j.wish) {
+        // The offer is due whatever the buyer's think time, which starts after it.
+        if j.wish.express || !j.wish.willing() {
             continue;
         }
         let offered = facts.offered.get(&order).map(|&i| facts.at(i));

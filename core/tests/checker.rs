@@ -3218,17 +3218,26 @@ fn an_undecided_charge_is_late_after_its_bound_unless_a_fault_covers_it() {
 }
 
 // Proves who is judged: a buyer whose plan abandons, or whose card the PSP declines, is not a
-// willing buyer (the never-offered shop passes for them); and the hold bound on both sides —
-// with a 4 s hold and a 1 s payment allowance, a buyer thinking 3.001 s is late by its own plan
-// (not judged) while one thinking exactly 3 s is judged and unserved.
+// willing buyer (the never-offered shop passes for them); a buyer late by its own plan is still
+// owed an offer of payment (found from outside: with a 1 s hold, a shop that offered payment to
+// nobody passed), so the never-offered shop breaks the three progress invariants for it; and the
+// hold bound on both sides for a buyer offered payment who then does not pay — with a 4 s hold and
+// a 1 s payment allowance, one thinking 3.001 s is late by its own plan (its lapsed hold is its
+// own doing) while one thinking exactly 3 s is judged and unserved.
 #[test]
 fn only_willing_buyers_that_fit_the_promised_hold_are_judged() {
-    let with_wish = |wish: Wish| {
+    let with_wish = |wish: Wish, offer: bool| {
         let mut s = hat_shop(3);
         s.at(1_000);
         s.wants(1, "k-alice", wish);
         let order = s.order(Some("k-alice"), "alice", &[(HAT, 1)]);
-        s.run_only(JobKind::Reserve);
+        if offer {
+            s.run_jobs();
+            s.poll(1, order);
+            assert_eq!(s.status(order), PaymentPending);
+        } else {
+            s.run_only(JobKind::Reserve);
+        }
         s.at(1_000 + TTL_MS + 1);
         s.sweep();
         s.poll(1, order);
@@ -3243,11 +3252,24 @@ fn only_willing_buyers_that_fit_the_promised_hold_are_judged() {
             card_accepted: false,
             ..willing(0)
         },
-        willing(3_001),
     ] {
-        assert_all_hold(&with_wish(wish));
+        assert_all_hold(&with_wish(wish, false));
     }
-    assert!(verdict(&with_wish(willing(3_000)), Invariant::WillingBuyersServed).is_violated());
+    assert_exactly_violated(
+        &with_wish(willing(3_001), false),
+        &[
+            Invariant::WillingBuyersServed,
+            Invariant::NoSaleLeftBehind,
+            Invariant::TimelyDecisions,
+        ],
+        true,
+    );
+    assert_all_hold(&with_wish(willing(3_001), true));
+    assert_exactly_violated(
+        &with_wish(willing(3_000), true),
+        &[Invariant::WillingBuyersServed],
+        true,
+    );
 }
 
 // Proves the fault excuse on both sides: a `SalesAtRisk` window overlapping the buyer's journey
