@@ -1483,6 +1483,8 @@ struct Journey<'a> {
     /// The first placement refused for no declared reason: the answer's
     /// index, its status and problem type.
     refused_otherwise: Option<(usize, u16, &'a str)>,
+    /// Some placement under its key got an answer (anything but no response).
+    answered: bool,
 }
 
 impl Journey<'_> {
@@ -1522,6 +1524,7 @@ impl<'a> Facts<'a> {
                 ack: None,
                 refused_out_of_stock: None,
                 refused_otherwise: None,
+                answered: false,
             })
             .collect();
         self.follow_placements(&mut journeys);
@@ -1547,6 +1550,7 @@ impl<'a> Facts<'a> {
             j.asked.get_or_insert(asked);
             j.first = Some(j.first.map_or(ex.request, |f| f.min(ex.request)));
             j.last = j.last.max(ex.response);
+            j.answered |= !matches!(ex.reply, ClientReply::NoResponse { .. });
             match ex.reply {
                 ClientReply::OrderAccepted { order, .. } if j.ack.is_none() => {
                     j.ack = Some((*order, ex.response));
@@ -1816,17 +1820,20 @@ impl<'a> Facts<'a> {
 
 /// Every willing buyer whose order was acknowledged ends with a confirmed,
 /// charged order, unless it was cancelled out of stock with no room left for
-/// it, or the scenario allowed a fault during its journey to cost the sale.
+/// it, or the scenario allowed a fault during its journey to cost the sale;
+/// and every willing buyer that placed an order got some answer to it (one
+/// never answered is not served, whatever the shop's records say).
 fn willing_buyers_served(facts: &Facts<'_>) -> Verdict {
     let sold = facts.bought();
     let (mut out, mut lost) = (Vec::new(), Vec::new());
     for j in facts.journeys() {
-        let Some((order, acked)) = j.ack else {
-            continue;
-        };
         if !j.wish.willing() {
             continue;
         }
+        let Some((order, acked)) = j.ack else {
+            out.extend(never_answered(facts, &j, &sold, &mut lost));
+            continue;
+        };
         let Fate::Unserved(what) = facts.fate(&j, order, &sold) else {
             continue;
         };
@@ -1853,6 +1860,43 @@ fn willing_buyers_served(facts: &Facts<'_>) -> Verdict {
         }
     }
     Verdict::with_losses(Invariant::WillingBuyersServed, out, lost)
+}
+
+/// A willing buyer that placed its order and never got an answer to any
+/// attempt: not served (or lost to a fault the scenario allows), unless there
+/// was no room left for what it asked.
+fn never_answered<'a>(
+    facts: &Facts<'a>,
+    j: &Journey<'_>,
+    sold: &BTreeMap<&'a Sku, (u64, Vec<usize>)>,
+    lost: &mut Vec<Violation>,
+) -> Option<Violation> {
+    let first = j.first.filter(|_| !j.answered)?;
+    if j.asked
+        .is_some_and(|asked| facts.no_room(asked, sold).is_some())
+    {
+        return None;
+    }
+    let v = Violation {
+        subject: Subject::Key(j.key.clone()),
+        detail: format!(
+            "{} placed its order at {} and was never answered",
+            j.describe(),
+            facts.at(first)
+        ),
+        evidence: vec![j.wants, first, j.last],
+    };
+    match facts.excuse(j) {
+        Some((window, fault)) => {
+            lost.push(Violation {
+                detail: format!("{} — lost to the fault {fault}", v.detail),
+                evidence: [v.evidence, vec![window]].concat(),
+                ..v
+            });
+            None
+        }
+        None => Some(v),
+    }
 }
 
 /// No SKU has units left unsold at the end while a willing buyer of it was

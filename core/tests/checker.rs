@@ -2905,8 +2905,10 @@ fn a_sale_made_before_the_history_began_is_not_left_behind() {
 // Proves: a willing buyer refused for no reason the shop declares (a 404 from a shop that lost
 // its routes, a 500) or shed and never let in (429 overloaded or rate-limited) is turned away —
 // with hats on the shelf at the end, `no_sale_left_behind` fails and names the refusal; a
-// declared refusal (purchase limit, client prices), a buyer that only ever got no answer, or the
-// same refusals with no hat left to sell break nothing.
+// declared refusal (purchase limit, client prices) or the same refusals with no hat left to sell
+// break nothing. A buyer that only ever got no answer is not turned away (no_sale_left_behind
+// holds) but was never served: willing_buyers_served fails, naming its key, while hats were left;
+// with none left it was justified.
 #[test]
 fn an_undeclared_refusal_with_stock_left_is_a_sale_left_behind() {
     let refused_with = |hats: u64, reply: ClientReply| {
@@ -2936,7 +2938,39 @@ fn an_undeclared_refusal_with_stock_left_is_a_sale_left_behind() {
     let no_answer = ClientReply::NoResponse {
         reason: "connection reset".into(),
     };
-    assert_all_hold(&refused_with(2, no_answer).0);
+    let (verdicts, _) = refused_with(2, no_answer.clone());
+    assert_exactly_violated(&verdicts, &[Invariant::WillingBuyersServed], true);
+    let unanswered = only_violation(&verdicts, Invariant::WillingBuyersServed);
+    assert_eq!(unanswered.subject, Subject::Key(key("k-alice")));
+    assert!(
+        unanswered.detail.contains("was never answered"),
+        "{}",
+        unanswered.detail
+    );
+    assert_all_hold(&refused_with(0, no_answer).0);
+}
+
+// Proves a buyer never answered is excused on both sides of a declared fault window: one
+// overlapping its attempt is a sale lost to the fault (the verdict holds and counts it), one that
+// ended before it asked excuses nothing.
+#[test]
+fn a_buyer_never_answered_during_a_declared_fault_is_a_sale_lost_to_it() {
+    let no_answer = || ClientReply::NoResponse {
+        reason: "timeout".into(),
+    };
+    let with_window = |from: u64, until: u64| {
+        let mut s = hat_shop(2);
+        s.sales_at_risk(from, until, "partition shopper <-> api for 5000 ms");
+        refuse_alice(&mut s, no_answer());
+        judge(&s.history, &s.audit(), true)
+    };
+    let excused = with_window(500, 1_500);
+    let v = verdict(&excused, Invariant::WillingBuyersServed);
+    assert_eq!(v.judgement, Judgement::Holds, "{v:?}");
+    assert_eq!(v.lost_to_faults_total, 1, "{v:?}");
+    assert!(v.lost_to_faults[0].detail.contains("never answered"));
+    let before = with_window(0, 999);
+    assert!(verdict(&before, Invariant::WillingBuyersServed).is_violated());
 }
 
 // Proves "served" takes either witness of confirmation, and needs one: a charged buyer whose
