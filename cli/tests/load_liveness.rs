@@ -88,4 +88,23 @@ fn a_shop_that_never_settles_fails_liveness_and_the_reference_passes_every_invar
     for v in &audit_reference {
         assert_eq!(v["outcome"], "holds", "{v}");
     }
+
+    // Found from outside: the charge half of timely_decisions compared the PSP's clock with
+    // the shop's and the load generator's, so it held whatever the bound. On one clock, no
+    // charge of the reference is decided within 1 ms (the webhook alone takes longer).
+    let strict = fresh_dir("load-decide-within-1ms");
+    let o = common::load(
+        &["--rate", "10/s", "--duration", "3s", "--json"],
+        &["--decide-within", "1ms"],
+        &strict,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", say(&o));
+    let audit_strict = audit(&strict);
+    let late = verdict(&audit_strict, "timely_decisions");
+    assert_eq!(late["outcome"], "violated", "{late}");
+    let example = late["examples"][0].as_str().unwrap_or_default();
+    assert!(
+        example.contains("but decided only") && example.contains("(bound 1 ms)"),
+        "{late}"
+    );
 }

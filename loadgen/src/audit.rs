@@ -88,6 +88,43 @@ pub struct Backoffice {
     shop: String,
     token: String,
     psp: PspClient,
+    /// The shop's clock as the last audit read it.
+    shop_clock: std::sync::Arc<std::sync::Mutex<Option<ClockReading>>>,
+}
+
+/// Another process's clock read from here: its `now` (ms on its own clock)
+/// and the Unix time, ms, halfway between asking and being answered (so
+/// wrong by at most half the round trip).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClockReading {
+    /// Its clock when it answered.
+    pub now: Millis,
+    /// Unix time here at the middle of the round trip, ms.
+    pub unix_ms: u64,
+}
+
+impl ClockReading {
+    /// A reading of `now`, asked at `sent` and answered at `received` (Unix ms).
+    pub fn new(now: Millis, sent: u64, received: u64) -> ClockReading {
+        ClockReading {
+            now,
+            unix_ms: sent.midpoint(received.max(sent)),
+        }
+    }
+
+    /// `at` on the read clock, as ms since `start_unix_ms` (the load's start,
+    /// the clock of the clients' evidence); before the start is 0.
+    pub fn since_start(self, at: Millis, start_unix_ms: u64) -> Millis {
+        let unix = i128::from(self.unix_ms) - i128::from(self.now.0) + i128::from(at.0);
+        Millis(u64::try_from(unix - i128::from(start_unix_ms)).unwrap_or(0))
+    }
+}
+
+/// Unix time now, ms.
+pub(crate) fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Most requests [`Backoffice::audit`] makes for one audit.
@@ -110,6 +147,7 @@ impl Backoffice {
             http,
             shop: shop.to_string(),
             token: token.to_string(),
+            shop_clock: std::sync::Arc::default(),
         }
     }
 
@@ -136,6 +174,7 @@ impl Backoffice {
 
     /// One request for the audit: `Err` when it got no answer.
     async fn audit_once(&self) -> Result<Result<AuditSnapshot, LoadError>, Unanswered> {
+        let sent = unix_now_ms();
         let response = self
             .http
             .send(
@@ -154,7 +193,12 @@ impl Backoffice {
                 response.status
             ))));
         }
-        Ok(Self::read_audit(&response))
+        let audit = Self::read_audit(&response);
+        if let Ok(snapshot) = &audit {
+            let reading = ClockReading::new(snapshot.at, sent, unix_now_ms());
+            *self.shop_clock.lock().unwrap_or_else(|e| e.into_inner()) = Some(reading);
+        }
+        Ok(audit)
     }
 
     fn read_audit(response: &stampede_server::HttpResponse) -> Result<AuditSnapshot, LoadError> {
@@ -315,21 +359,34 @@ impl Backoffice {
 
     /// Judges every invariant on the run but those in `opt_outs`: `baseline`
     /// is the catalog, `client` what the loadgen's shoppers asked, were told
-    /// and were shown, `after` the audit taken once the shop settled or the
-    /// settle time ran out (liveness is judged on it either way).
+    /// and were shown (ms since `start_unix_ms`, the load's start), `after`
+    /// the audit taken once the shop settled or the settle time ran out
+    /// (liveness is judged on it either way). The shop's transitions and the
+    /// PSP's ledger lines are each on their own process's clock: they are put
+    /// on the clients' clock first, by a reading of each (the audit's time,
+    /// the ledger's `now`), so that what happened first is judged first.
     pub async fn judge(
         &self,
         baseline: &Baseline,
         client: Vec<(Millis, EventKind)>,
         after: &AuditSnapshot,
         opt_outs: &OptOuts,
+        start_unix_ms: u64,
     ) -> Result<Vec<Verdict>, LoadError> {
         self.same_books(after).await?;
-        let ledger = self
+        let sent = unix_now_ms();
+        let (ledger, psp_now) = self
             .psp
-            .ledger()
+            .ledger_and_clock()
             .await
             .map_err(|e| LoadError::Shop(format!("the PSP ledger: {e}")))?;
+        let psp_clock = psp_now.map(|now| ClockReading::new(now, sent, unix_now_ms()));
+        let shop_clock = *self.shop_clock.lock().unwrap_or_else(|e| e.into_inner());
+        let on_clients_clock = |reading: Option<ClockReading>, at: Millis| {
+            reading.map_or(at, |r| r.since_start(at, start_unix_ms))
+        };
+        let mut after = after.clone();
+        after.at = on_clients_clock(shop_clock, after.at);
         let mut history = History::new();
         for (sku, price, received) in &baseline.products {
             history.push(
@@ -353,17 +410,19 @@ impl Backoffice {
         let mut server: Vec<(Millis, EventKind)> = Vec::new();
         for order in &after.orders {
             for t in order.transitions() {
-                server.push((t.at, EventKind::Transition(t.clone())));
+                let at = on_clients_clock(shop_clock, t.at);
+                server.push((at, EventKind::Transition(t.clone())));
             }
         }
         for entry in ledger {
-            server.push((entry.at, EventKind::Ledger(entry)));
+            let at = on_clients_clock(psp_clock, entry.at);
+            server.push((at, EventKind::Ledger(entry)));
         }
         server.sort_by_key(|(at, _)| *at);
         for (at, event) in server {
             history.push(at, event);
         }
-        Ok(check_except(&history, after, opt_outs))
+        Ok(check_except(&history, &after, opt_outs))
     }
 }
 
@@ -424,6 +483,26 @@ pub fn lost_to_faults(verdicts: &[Verdict]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn another_clock_is_put_on_the_load_s_clock_by_one_reading() {
+        // Proves a shop or PSP clock is placed on the clients' clock (ms since the load's
+        // start) by one reading: its `now` at the middle of the round trip. A PSP started 60 s
+        // before a load: its line at 61,000 ms is 1,000 ms into the load; a line from before the
+        // load is 0; a reading answered "before" it was asked takes the asking time.
+        let start = 1_700_000_000_000;
+        let reading = ClockReading::new(Millis(70_000), start + 9_990, start + 10_010);
+        assert_eq!(reading.unix_ms, start + 10_000);
+        assert_eq!(reading.since_start(Millis(61_000), start), Millis(1_000));
+        assert_eq!(reading.since_start(Millis(70_000), start), Millis(10_000));
+        assert_eq!(reading.since_start(Millis(59_999), start), Millis(0));
+        assert_eq!(reading.since_start(Millis(0), start), Millis(0));
+        let backwards = ClockReading::new(Millis(5), start + 100, start + 50);
+        assert_eq!(backwards.unix_ms, start + 100);
+        // A clock that started after the load (a shop restarted on a fresh clock).
+        let late = ClockReading::new(Millis(1_000), start + 5_000, start + 5_000);
+        assert_eq!(late.since_start(Millis(500), start), Millis(4_500));
+    }
     use stampede_core::{Invariant, Judgement, OrderId, Subject, Violation};
 
     /// A shop whose `/admin/audit` cuts the first `cut` connections without

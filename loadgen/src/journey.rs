@@ -1425,6 +1425,7 @@ mod tests {
                 client.clone(),
                 &after,
                 &stampede_core::OptOuts::none(),
+                crate::audit::unix_now_ms() - u64::try_from(shared.since().as_millis()).unwrap(),
             )
             .await
             .unwrap();

@@ -788,7 +788,10 @@ async fn settle_and_judge(
         notes.push(unsettled_note(config.settle, &after));
     }
     notes.push(baseline.provenance(&config.terms));
-    let verdicts = office.judge(baseline, client, &after, &config.skip).await?;
+    let start_unix_ms = u64::try_from(start_unix(config, shared).as_millis()).unwrap_or(u64::MAX);
+    let verdicts = office
+        .judge(baseline, client, &after, &config.skip, start_unix_ms)
+        .await?;
     notes.extend(audit::lost_to_faults(&verdicts));
     Ok(verdicts)
 }

@@ -502,7 +502,13 @@ pub async fn judge_shares(
     let terms = shares.first().map(|s| s.record.terms).unwrap_or_default();
     notes.push(baseline.provenance(&terms));
     let verdicts = office
-        .judge(&baseline, client, &after, opt_outs)
+        .judge(
+            &baseline,
+            client,
+            &after,
+            opt_outs,
+            shares.first().map_or(0, |s| s.record.start_unix_ms),
+        )
         .await
         .map_err(|e| e.to_string())?;
     notes.extend(audit::lost_to_faults(&verdicts));

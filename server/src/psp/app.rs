@@ -285,6 +285,7 @@ async fn ledger(
         Ledger {
             entries: all[start..end].iter().map(LedgerLine::from).collect(),
             has_more: end < all.len(),
+            now: Some(psp.clock_now()),
         }
     });
     Ok(Json(page).into_response())

@@ -186,6 +186,14 @@ impl PspClient {
 
     /// The whole ledger, oldest first.
     pub async fn ledger(&self) -> Result<Vec<LedgerEntry>, PspError> {
+        Ok(self.ledger_and_clock().await?.0)
+    }
+
+    /// The whole ledger, oldest first, and the PSP's clock as its last page
+    /// gave it (`None` from a PSP that does not say).
+    pub async fn ledger_and_clock(
+        &self,
+    ) -> Result<(Vec<LedgerEntry>, Option<stampede_core::Millis>), PspError> {
         let mut all = Vec::new();
         for _ in 0..PAGES_MAX {
             let after = all.last().map_or(0, |line: &LedgerEntry| line.seq);
@@ -193,7 +201,7 @@ impl PspClient {
             let page: Ledger = decode(self.http.get(&self.addr, &path).await)?;
             all.extend(page.entries.into_iter().map(LedgerEntry::from));
             if !page.has_more {
-                return Ok(all);
+                return Ok((all, page.now));
             }
         }
         Err(PspError::Decode(format!(

@@ -132,6 +132,11 @@ impl Psp {
         &self.config
     }
 
+    /// The PSP's clock now (the clock of its ledger lines' `at`).
+    pub fn clock_now(&self) -> Millis {
+        self.clock.now()
+    }
+
     /// A copy of the ledger, oldest first.
     pub fn ledger(&self) -> Vec<LedgerEntry> {
         self.lock().state.ledger().to_vec()

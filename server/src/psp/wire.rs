@@ -312,6 +312,12 @@ pub struct Ledger {
     pub entries: Vec<LedgerLine>,
     /// More lines follow the last one (ask again with `after=<seq>`).
     pub has_more: bool,
+    /// The PSP's clock when the page was read, the same clock as each line's
+    /// `at`, so a reader can place the lines on its own clock. Absent from
+    /// PSPs that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u64>)]
+    pub now: Option<Millis>,
 }
 
 #[cfg(test)]
