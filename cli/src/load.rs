@@ -679,8 +679,7 @@ async fn start_psp(
     seed: u64,
     shop: &str,
 ) -> Result<(String, Vec<tokio::task::JoinHandle<()>>), String> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
+    let listener = stampede_server::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
         .map_err(|e| format!("cannot listen for the PSP: {e}"))?;
     let addr = listener
         .local_addr()
@@ -872,24 +871,10 @@ fn default_in_flight(descriptors: u64, per_journey: u64, peak_per_sec: f64) -> u
         .clamp(IN_FLIGHT_DEFAULT_MIN, IN_FLIGHT_DEFAULT_MAX)
 }
 
-/// Raises this process's soft limit on open files to its hard limit and
-/// returns the soft limit in force (1,024, the usual default, if it cannot
-/// be read).
-fn descriptor_limit() -> u64 {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        return 1_024;
-    };
-    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-        return hard;
-    }
-    soft
-}
-
 /// The journeys in flight of an open-loop run: as asked, or as many as the
 /// descriptors carry; a number past what they carry is warned about.
 fn in_flight(args: &LoadArgs, rate: f64) -> u32 {
-    let descriptors = descriptor_limit();
+    let descriptors = crate::descriptor_limit();
     let per_journey = fds_per_journey(speaks_http2(args), args.host.is_none());
     let carried = carried_in_flight(descriptors, per_journey);
     let peak = match args.spike {
@@ -1683,12 +1668,12 @@ mod tests {
         let spike = load_args(&["--rate", "100/s", "--spike", "5s,2s,10"]).unwrap();
         assert_eq!(
             in_flight(&spike, 100.0),
-            default_in_flight(descriptor_limit(), 0, 1_000.0)
+            default_in_flight(crate::descriptor_limit(), 0, 1_000.0)
         );
         let steady = load_args(&["--rate", "100/s", "--http", "1.1"]).unwrap();
         assert_eq!(
             in_flight(&steady, 100.0),
-            default_in_flight(descriptor_limit(), local, 100.0)
+            default_in_flight(crate::descriptor_limit(), local, 100.0)
         );
         assert_eq!(load_args(&[]).unwrap().max_in_flight, None);
         let asked = load_args(&["--max-in-flight", "100"]).unwrap();

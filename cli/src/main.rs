@@ -193,6 +193,21 @@ fn stop_saying_once(leaves: String) {
     stop_saying(&std::sync::Arc::new(std::sync::Mutex::new(leaves)));
 }
 
+/// Raises this process's soft limit on open files to its hard limit and
+/// returns the soft limit in force (1,024, the usual default, if it cannot
+/// be read): a server's clients must not take the descriptors it needs for
+/// its own store and PSP calls, nor the load generator's its connections.
+fn descriptor_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 1_024;
+    };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return hard;
+    }
+    soft
+}
+
 fn unix_now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -158,6 +158,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 /// Serves the shop until Ctrl-C or SIGTERM.
 pub fn serve(args: ServeArgs) -> Result<u8, String> {
     let spec = run::DesignSpec::new(&args.design, &args.set)?;
+    crate::descriptor_limit();
     let mut config = StackConfig::demo(args.addr, unix_now_ms());
     config.server.design = spec.design;
     config.server.admin_token = args.admin_token;
@@ -210,6 +211,7 @@ fn stdin_closed() -> tokio::sync::oneshot::Receiver<()> {
 
 /// Serves the fake PSP alone until Ctrl-C or SIGTERM.
 pub fn psp(args: PspArgs) -> Result<u8, String> {
+    crate::descriptor_limit();
     let config = PspConfig {
         seed: args.seed,
         webhook: args.webhook.map(|addr| WebhookTarget {
@@ -413,9 +415,8 @@ async fn store_failure(stack: &stampede_server::Stack) -> String {
 async fn run_psp(addr: SocketAddr, config: PspConfig) -> Result<(), String> {
     let clock = Clock::tokio(unix_now_ms());
     let psp = Psp::new(config, clock, Connector::tokio()).map_err(|e| e.to_string())?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let listener =
+        stampede_server::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     println!(
         "psp listening on http://{}",
         listener.local_addr().map_err(|e| e.to_string())?

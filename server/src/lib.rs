@@ -54,7 +54,8 @@ pub use http::{
     RESPONSE_BYTES_MAX, SseEvent,
 };
 pub use listen::{
-    ConnectionLimits, HTTP2_STREAMS_PER_CONNECTION_MAX, serve_router, serve_router_with,
+    ConnectionLimits, HTTP2_STREAMS_PER_CONNECTION_MAX, LISTEN_BACKLOG, bind, serve_router,
+    serve_router_with,
 };
 pub use payments::create_intent;
 pub use problem::{PROBLEM_BASE, Problem};

@@ -14,7 +14,10 @@
 //! one that sends no request head in time (nothing after connecting, a head
 //! dripped byte by byte, an idle keep-alive, an HTTP/2 connection with no
 //! stream open) is closed; a body that does not arrive in time fails its
-//! request.
+//! request; one that does not take its answer (its writes make no progress
+//! for [`ConnectionLimits::write_timeout`]: a client that never reads) is
+//! closed. The listen backlog is [`LISTEN_BACKLOG`], so a burst of
+//! connections waits in the kernel rather than being dropped to a retry.
 //!
 //! The simulator does not use this: its servers run on turmoil's listener
 //! through `axum::serve`, HTTP/1.1 only.
@@ -44,6 +47,24 @@ use tokio_util::task::TaskTracker;
 /// in flight or an events stream being followed).
 pub const HTTP2_STREAMS_PER_CONNECTION_MAX: u32 = 65_536;
 
+/// The kernel's queue of connections not yet accepted (the system's
+/// `somaxconn` caps it): a burst of this many connects waits its turn instead
+/// of overflowing into the client's SYN retry (1 s, then 3 s).
+pub const LISTEN_BACKLOG: u32 = 4_096;
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`] (tokio's own `bind` listens
+/// with 128), reusing the address as `bind` does.
+pub fn bind(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Pause after a failed accept (for instance out of descriptors) before the
 /// next, ms: a tight loop would only burn the CPU the open connections need.
 const ACCEPT_RETRY_MS: u64 = 50;
@@ -65,6 +86,10 @@ pub struct ConnectionLimits {
     /// Longest a request's body may take to arrive once its head has; past
     /// it the request is refused (400 `unreadable-body`).
     pub body_read_timeout: Duration,
+    /// Longest the connection's writes may make no progress (the client does
+    /// not read what it is sent); past it the connection is closed, and its
+    /// requests and streams with it.
+    pub write_timeout: Duration,
     /// Longest a stopping server waits for its connections to finish what
     /// they are doing (a request in flight, an events stream) before it
     /// cuts them off.
@@ -74,12 +99,14 @@ pub struct ConnectionLimits {
 impl Default for ConnectionLimits {
     /// 10,000 connections (under the 20,000 descriptors a usual hard limit
     /// allows, with room for the server's own); 30 s for a head, as hyper's
-    /// own default; 30 s for a body; 10 s for a stopping server's clients.
+    /// own default; 30 s for a body; 30 s for a write; 10 s for a stopping
+    /// server's clients.
     fn default() -> Self {
         ConnectionLimits {
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -391,6 +418,7 @@ impl Connection {
             router: self.router,
             streams: Arc::clone(&streams),
         });
+        let stream = WriteDeadline::new(stream, self.limits.write_timeout);
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let mut connection = std::pin::pin!(connection);
         let idle_after = self.limits.header_read_timeout;
@@ -417,6 +445,98 @@ impl Connection {
             }
         }
         drop(self.slot);
+    }
+}
+
+/// A connection whose writes fail once they have made no progress for
+/// `timeout`: a client that stops reading fills the kernel's buffers, every
+/// write then waits, and after `timeout` of that the connection ends instead
+/// of holding its descriptor, its slot and its streams for ever. Any write
+/// that moves bytes starts the wait again.
+struct WriteDeadline<S> {
+    inner: S,
+    timeout: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteDeadline<S> {
+    fn new(inner: S, timeout: Duration) -> WriteDeadline<S> {
+        WriteDeadline {
+            inner,
+            timeout,
+            stalled: None,
+        }
+    }
+
+    /// `polled` of a write: progress resets the wait; waiting past the
+    /// timeout is an error.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
+        let timeout = self.timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if stalled.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the client took nothing of its answer for {} ms",
+                    timeout.as_millis()
+                ),
+            )));
+        }
+        Poll::Pending
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteDeadline<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteDeadline<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.watch(cx, polled)
     }
 }
 
@@ -550,7 +670,8 @@ mod tests {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     "slow"
                 }),
-            );
+            )
+            .route("/big", get(|| async { vec![b'x'; 1 << 20] }));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -574,6 +695,38 @@ mod tests {
             .expect("the server closed the connection in time")
             .expect("a clean read");
         String::from_utf8_lossy(&got).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_reads_its_answers_is_closed_after_the_write_timeout() {
+        // Proves (found from outside: 50 connections that pipelined requests and never read
+        // were all still open 75 s later, and enough of them locked every client out): a
+        // connection whose writes make no progress for the write timeout is closed, giving back
+        // its slot — here the only one, so the next client is served only once it is closed.
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (addr, stop, served) = limited(ConnectionLimits {
+            max_connections: 1,
+            write_timeout: Duration::from_millis(300),
+            ..ConnectionLimits::default()
+        })
+        .await;
+        let mut hog = TcpStream::connect(addr).await.unwrap();
+        // 64 answers of 1 MiB, far more than the kernel's buffers hold unread.
+        let pipelined = "GET /big HTTP/1.1\r\nHost: x\r\n\r\n".repeat(64);
+        hog.write_all(pipelined.as_bytes()).await.unwrap();
+        let mut next = TcpStream::connect(addr).await.unwrap();
+        next.write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), next.read_to_end(&mut answer))
+            .await
+            .expect("the next client is served once the hog is closed")
+            .unwrap();
+        assert!(String::from_utf8_lossy(&answer).ends_with("hello"));
+        drop(hog);
+        stop.send(()).unwrap();
+        served.await.unwrap().unwrap();
     }
 
     #[tokio::test]

@@ -654,7 +654,7 @@ pub async fn start(config: StackConfig) -> Result<Stack, StartError> {
         tracing::warn!("{setting}");
     }
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
-    let shop_listener = TcpListener::bind(config.addr).await?;
+    let shop_listener = crate::listen::bind(config.addr)?;
     let shop_addr = shop_listener.local_addr()?;
     let mut servers = Vec::new();
     let mut tasks = Vec::new();
@@ -663,7 +663,7 @@ pub async fn start(config: StackConfig) -> Result<Stack, StartError> {
     let (psp_addr, embedded) = match &config.psp {
         PspMode::Remote(addr) => (addr.clone(), None),
         PspMode::Embedded(psp_config) => {
-            let listener = TcpListener::bind((shop_addr.ip(), 0)).await?;
+            let listener = crate::listen::bind(SocketAddr::new(shop_addr.ip(), 0))?;
             let addr = listener.local_addr()?.to_string();
             let psp = embedded_psp(&config, psp_config, shop_addr, &clock, &connector)?;
             servers.push(tokio::spawn(serve_with_shutdown(
