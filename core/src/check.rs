@@ -20,7 +20,7 @@
 //! verdict then carries the caller's reason.
 
 use crate::history::{
-    ClientOp, ClientReply, EventKind, History, PAY_FLOW_ALLOWANCE_MS, Terms, Wish,
+    ClientOp, ClientReply, EventKind, History, JourneyStep, PAY_FLOW_ALLOWANCE_MS, Terms, Wish,
 };
 use crate::idempotency::Fingerprint;
 use crate::ids::{IdempotencyKey, IntentId, OrderId, Sku};
@@ -392,7 +392,7 @@ struct Facts<'a> {
     /// The scenario's promises (the last `Terms` event, or the defaults).
     terms: Terms,
     /// Fault windows the scenario allows to cost sales: (event index, from, until, fault).
-    at_risk: Vec<(usize, Millis, Millis, &'a str)>,
+    at_risk: Vec<(usize, Millis, Millis, &'a str, &'a [JourneyStep])>,
     history: &'a History,
 }
 
@@ -469,8 +469,13 @@ impl<'a> Facts<'a> {
                 self.wants.push((i, *client, key, *wish));
             }
             EventKind::Terms(terms) => self.terms = *terms,
-            EventKind::SalesAtRisk { from, until, fault } => {
-                self.at_risk.push((i, *from, *until, fault));
+            EventKind::SalesAtRisk {
+                from,
+                until,
+                fault,
+                steps,
+            } => {
+                self.at_risk.push((i, *from, *until, fault, steps));
             }
         }
     }
@@ -1503,8 +1508,9 @@ enum Fate {
     Served,
     /// Cancelled or refused out of stock with no room left for it: justified.
     NoRoom,
-    /// Not served, and nothing justifies it: what happened.
-    Unserved(String),
+    /// Not served, and nothing justifies it: what happened, and the step at
+    /// which the shop failed the buyer.
+    Unserved(String, JourneyStep),
 }
 
 impl<'a> Facts<'a> {
@@ -1710,17 +1716,24 @@ impl<'a> Facts<'a> {
     }
 
     /// A fault window the scenario allows to cost sales that overlaps `from..=to`.
-    fn at_risk_during(&self, from: Millis, to: Millis) -> Option<(usize, &'a str)> {
+    fn at_risk_during(
+        &self,
+        from: Millis,
+        to: Millis,
+        step: JourneyStep,
+    ) -> Option<(usize, &'a str)> {
         self.at_risk
             .iter()
-            .find(|(_, start, until, _)| *start <= to && *until >= from)
-            .map(|&(i, _, _, fault)| (i, fault))
+            .find(|(_, start, until, _, steps)| {
+                *start <= to && *until >= from && steps.contains(&step)
+            })
+            .map(|&(i, _, _, fault, _)| (i, fault))
     }
 
     /// The journey's fault window, if one excuses it.
-    fn excuse(&self, j: &Journey<'_>) -> Option<(usize, &'a str)> {
+    fn excuse(&self, j: &Journey<'_>, step: JourneyStep) -> Option<(usize, &'a str)> {
         let from = self.at(j.first.unwrap_or(j.wants));
-        self.at_risk_during(from, self.at(j.last))
+        self.at_risk_during(from, self.at(j.last), step)
     }
 
     /// Was some client shown `order` in `status`?
@@ -1778,7 +1791,7 @@ impl<'a> Facts<'a> {
             || "unknown to the shop".to_string(),
             |o| format!("ended {}", o.status()),
         );
-        let what = if self.ended(order, out_of_stock) {
+        let (what, step) = if self.ended(order, out_of_stock) {
             let unsold: Vec<String> = j
                 .asked
                 .into_iter()
@@ -1793,15 +1806,27 @@ impl<'a> Facts<'a> {
                     )
                 })
                 .collect();
-            format!("was cancelled out of stock while {}", unsold.join(", "))
+            (
+                format!("was cancelled out of stock while {}", unsold.join(", ")),
+                JourneyStep::Offer,
+            )
         } else if net > 0 {
-            format!("the PSP holds {net} cents for it but it was never confirmed ({status})")
+            (
+                format!("the PSP holds {net} cents for it but it was never confirmed ({status})"),
+                JourneyStep::Payment,
+            )
         } else if !j.wish.express && !self.offered.contains_key(&order) {
-            format!("was never offered payment ({status})")
+            (
+                format!("was never offered payment ({status})"),
+                JourneyStep::Offer,
+            )
         } else {
-            format!("was never charged ({status})")
+            (
+                format!("was never charged ({status})"),
+                JourneyStep::Payment,
+            )
         };
-        Fate::Unserved(what)
+        Fate::Unserved(what, step)
     }
 
     /// Evidence for a journey's order: the plan, the acknowledgement, the
@@ -1834,7 +1859,7 @@ fn willing_buyers_served(facts: &Facts<'_>) -> Verdict {
             out.extend(never_answered(facts, &j, &sold, &mut lost));
             continue;
         };
-        let Fate::Unserved(what) = facts.fate(&j, order, &sold) else {
+        let Fate::Unserved(what, step) = facts.fate(&j, order, &sold) else {
             continue;
         };
         // Late by its own plan: only never being offered payment is the shop's doing.
@@ -1850,7 +1875,7 @@ fn willing_buyers_served(facts: &Facts<'_>) -> Verdict {
             ),
             evidence: facts.journey_evidence(&j, order),
         };
-        match facts.excuse(&j) {
+        match facts.excuse(&j, step) {
             Some((window, fault)) => {
                 v.detail = format!("{} — lost to the fault {fault}", v.detail);
                 v.evidence.push(window);
@@ -1886,7 +1911,7 @@ fn never_answered<'a>(
         ),
         evidence: vec![j.wants, first, j.last],
     };
-    match facts.excuse(j) {
+    match facts.excuse(j, JourneyStep::Answer) {
         Some((window, fault)) => {
             lost.push(Violation {
                 detail: format!("{} — lost to the fault {fault}", v.detail),
@@ -1926,7 +1951,7 @@ fn no_sale_left_behind(facts: &Facts<'_>) -> Verdict {
         if facts.no_room(asked, &sold).is_some() {
             continue;
         }
-        let Some((how, mut evidence)) = turned_away(facts, &j, out_of_stock, expired) else {
+        let Some((how, step, mut evidence)) = turned_away(facts, &j, out_of_stock, expired) else {
             continue;
         };
         for item in &asked.items {
@@ -1936,7 +1961,7 @@ fn no_sale_left_behind(facts: &Facts<'_>) -> Verdict {
                 continue;
             }
             let detail = format!("buyer {} ({}x, {how})", j.client, item.qty);
-            if let Some((window, fault)) = facts.excuse(&j) {
+            if let Some((window, fault)) = facts.excuse(&j, step) {
                 evidence.push(window);
                 lost.push(Violation {
                     subject: Subject::Sku(item.sku.clone()),
@@ -1968,10 +1993,11 @@ fn turned_away(
     j: &Journey<'_>,
     out_of_stock: OrderStatus,
     expired: OrderStatus,
-) -> Option<(String, Vec<usize>)> {
+) -> Option<(String, JourneyStep, Vec<usize>)> {
     Some(match (j.ack, j.refused_out_of_stock) {
         (Some((order, _)), _) if facts.ended(order, out_of_stock) => (
             format!("{order} cancelled out of stock"),
+            JourneyStep::Offer,
             facts.journey_evidence(j, order),
         ),
         (Some((order, _)), _)
@@ -1981,10 +2007,15 @@ fn turned_away(
         {
             (
                 format!("{order} expired, never offered payment"),
+                JourneyStep::Offer,
                 facts.journey_evidence(j, order),
             )
         }
-        (None, Some(refused)) => ("refused out of stock".to_string(), vec![j.wants, refused]),
+        (None, Some(refused)) => (
+            "refused out of stock".to_string(),
+            JourneyStep::Answer,
+            vec![j.wants, refused],
+        ),
         // Never acknowledged, never told the stock was gone, but refused all the same.
         (None, None) => match j.refused_otherwise {
             Some((refused, status, problem)) => (
@@ -1992,6 +2023,7 @@ fn turned_away(
                     "" => format!("refused {status} without a problem type"),
                     _ => format!("refused {status} {problem}"),
                 },
+                JourneyStep::Answer,
                 vec![j.wants, refused],
             ),
             None => return None,
@@ -2187,7 +2219,11 @@ fn late_offers(facts: &Facts<'_>, out: &mut Vec<Violation>, lost: &mut Vec<Viola
             detail: format!("{}: {order} {late}", j.describe()),
             evidence: facts.journey_evidence(&j, order),
         };
-        match facts.at_risk_during(facts.at(acked), offered.unwrap_or(deadline)) {
+        match facts.at_risk_during(
+            facts.at(acked),
+            offered.unwrap_or(deadline),
+            JourneyStep::Offer,
+        ) {
             Some((window, fault)) => lost.push(Violation {
                 detail: format!("{} — lost to the fault {fault}", v.detail),
                 evidence: [v.evidence, vec![window]].concat(),
@@ -2252,7 +2288,7 @@ fn late_decisions(facts: &Facts<'_>, out: &mut Vec<Violation>, lost: &mut Vec<Vi
             evidence,
         };
         let until = decided.map_or(deadline, |i| facts.at(i));
-        match facts.at_risk_during(facts.at(charged), until) {
+        match facts.at_risk_during(facts.at(charged), until, JourneyStep::Payment) {
             Some((window, fault)) => lost.push(Violation {
                 detail: format!("{} — lost to the fault {fault}", v.detail),
                 evidence: [v.evidence, vec![window]].concat(),

@@ -190,7 +190,45 @@ pub enum EventKind {
         until: Millis,
         /// The fault, in words.
         fault: String,
+        /// The steps of a buyer's journey it can cost (absent: every step).
+        #[serde(
+            default = "JourneyStep::all",
+            skip_serializing_if = "JourneyStep::is_all"
+        )]
+        steps: Vec<JourneyStep>,
     },
+}
+
+/// A step the shop owes a willing buyer, in order: an answer to its
+/// placement, then its order reserved and payment offered, then its payment
+/// taken and the order confirmed. A fault the scenario allows to cost sales
+/// excuses a buyer only at a step it can cost: a cut between the API and the
+/// PSP can cost payments, never an answer or an offer (the workers offer
+/// payment without the API).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JourneyStep {
+    /// The placement answered.
+    Answer,
+    /// The order reserved and payment offered (or the buyer told there is no stock).
+    Offer,
+    /// The payment taken and the order confirmed.
+    Payment,
+}
+
+impl JourneyStep {
+    /// Every step, in order.
+    pub fn all() -> Vec<JourneyStep> {
+        vec![
+            JourneyStep::Answer,
+            JourneyStep::Offer,
+            JourneyStep::Payment,
+        ]
+    }
+
+    fn is_all(steps: &[JourneyStep]) -> bool {
+        JourneyStep::all().iter().all(|s| steps.contains(s))
+    }
 }
 
 /// A client's plan, as far as the checker needs it.
@@ -312,6 +350,32 @@ impl FromIterator<Event> for History {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fault_window_costs_every_step_unless_it_names_some() {
+        // Proves a `SalesAtRisk` written without `steps` (before they existed, or by a fault
+        // that can cost anything) reads as every step, and one of every step is written without
+        // them (so such traces keep their bytes); one naming some steps keeps exactly those.
+        let old = r#"{"at":5,"event":"sales_at_risk","from":5,"until":9,"fault":"crash db"}"#;
+        let read: Event = serde_json::from_str(old).unwrap();
+        let EventKind::SalesAtRisk { steps, .. } = &read.kind else {
+            panic!("{read:?}")
+        };
+        assert_eq!(*steps, JourneyStep::all());
+        assert_eq!(serde_json::to_string(&read).unwrap(), old);
+        let some = Event {
+            at: Millis(5),
+            kind: EventKind::SalesAtRisk {
+                from: Millis(5),
+                until: Millis(9),
+                fault: "partition api-1 <-> psp".into(),
+                steps: vec![JourneyStep::Payment],
+            },
+        };
+        let text = serde_json::to_string(&some).unwrap();
+        assert!(text.contains(r#""steps":["payment"]"#), "{text}");
+        assert_eq!(serde_json::from_str::<Event>(&text).unwrap(), some);
+    }
 
     #[test]
     fn events_keep_their_push_index_and_order() {

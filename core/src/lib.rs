@@ -70,7 +70,8 @@ pub use check::{
 pub use command::{Command, Reply};
 pub use feed::{Change, Changes, Cursor, FEED_CAPACITY, FEED_READ_MAX, Feed};
 pub use history::{
-    ClientOp, ClientReply, Event, EventKind, History, JobEvent, PAY_FLOW_ALLOWANCE_MS, Terms, Wish,
+    ClientOp, ClientReply, Event, EventKind, History, JobEvent, JourneyStep, PAY_FLOW_ALLOWANCE_MS,
+    Terms, Wish,
 };
 pub use idempotency::{
     Begin, Fingerprint, IdempotencyError, IdempotencyLimits, IdempotencyRecord, IdempotencyStore,

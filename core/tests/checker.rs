@@ -2573,10 +2573,22 @@ impl Shell {
 
     /// The scenario declares that `fault`, from `from` to `until` ms, may cost sales.
     fn sales_at_risk(&mut self, from: u64, until: u64, fault: &str) -> usize {
+        self.sales_at_risk_of(from, until, fault, &JourneyStep::all())
+    }
+
+    /// [`Shell::sales_at_risk`] for a fault that can cost only `steps`.
+    fn sales_at_risk_of(
+        &mut self,
+        from: u64,
+        until: u64,
+        fault: &str,
+        steps: &[JourneyStep],
+    ) -> usize {
         self.push(EventKind::SalesAtRisk {
             from: Millis(from),
             until: Millis(until),
             fault: fault.into(),
+            steps: steps.to_vec(),
         })
     }
 
@@ -2948,6 +2960,73 @@ fn an_undeclared_refusal_with_stock_left_is_a_sale_left_behind() {
         unanswered.detail
     );
     assert_all_hold(&refused_with(0, no_answer).0);
+}
+
+// Proves (found from outside: in psp-outage, a shop that offered payment to nobody passed, every
+// buyer "lost" to an API<->PSP partition) a fault window excuses a buyer only at a step it can
+// cost: a window that can cost payments excuses neither a buyer never offered payment nor one
+// never answered, though it overlaps both journeys; one that can cost offers (or every step)
+// excuses the never-offered buyer, and one that can cost answers the unanswered one.
+#[test]
+fn a_fault_excuses_only_the_steps_it_can_cost() {
+    use JourneyStep::{Answer, Offer, Payment};
+    let never_offered_with = |steps: &[JourneyStep]| {
+        let mut s = hat_shop(3);
+        s.sales_at_risk_of(900, 1_000 + TTL_MS, "partition api-1 <-> psp", steps);
+        s.at(1_000);
+        s.wants(1, "k-alice", willing(0));
+        let order = s.order(Some("k-alice"), "alice", &[(HAT, 1)]);
+        s.run_only(JobKind::Reserve);
+        s.poll(1, order);
+        s.at(1_000 + TTL_MS + 1);
+        s.sweep();
+        s.poll(1, order);
+        judge(&s.history, &s.audit(), true)
+    };
+    let unexcused = never_offered_with(&[Payment]);
+    for invariant in [
+        Invariant::WillingBuyersServed,
+        Invariant::NoSaleLeftBehind,
+        Invariant::TimelyDecisions,
+    ] {
+        let v = verdict(&unexcused, invariant);
+        assert!(v.is_violated(), "{invariant}: {v:?}");
+        assert_eq!(v.lost_to_faults_total, 0, "{invariant}");
+    }
+    for steps in [&[Offer][..], &[Answer, Offer, Payment][..]] {
+        let excused = never_offered_with(steps);
+        for invariant in [
+            Invariant::WillingBuyersServed,
+            Invariant::NoSaleLeftBehind,
+            Invariant::TimelyDecisions,
+        ] {
+            let v = verdict(&excused, invariant);
+            assert_eq!(
+                v.judgement,
+                Judgement::Holds,
+                "{steps:?} {invariant}: {v:?}"
+            );
+            assert_eq!(v.lost_to_faults_total, 1, "{steps:?} {invariant}");
+        }
+    }
+    let unanswered_with = |steps: &[JourneyStep]| {
+        let mut s = hat_shop(2);
+        s.sales_at_risk_of(500, 1_500, "partition api-1 <-> psp", steps);
+        refuse_alice(
+            &mut s,
+            ClientReply::NoResponse {
+                reason: "timeout".into(),
+            },
+        );
+        verdict(
+            &judge(&s.history, &s.audit(), true),
+            Invariant::WillingBuyersServed,
+        )
+        .is_violated()
+    };
+    assert!(unanswered_with(&[Payment]));
+    assert!(unanswered_with(&[Offer, Payment]));
+    assert!(!unanswered_with(&[Answer]));
 }
 
 // Proves a buyer never answered is excused on both sides of a declared fault window: one

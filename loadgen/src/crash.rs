@@ -211,6 +211,8 @@ pub(crate) async fn kill_loop(kills: Kills, shared: Arc<Shared>) -> Result<KillS
             from,
             until: back.plus_ms(kills.at_risk_after_ms),
             fault: what,
+            // The shop's one process is gone: every step.
+            steps: stampede_core::JourneyStep::all(),
         });
         summary.kills += 1;
         summary.longest_down_ms = summary.longest_down_ms.max(back.0 - from.0);

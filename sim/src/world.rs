@@ -41,9 +41,9 @@ use crate::shopper::{self, ShopperCtx};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use stampede_core::{
-    AuditSnapshot, Catalog, Cents, EventKind, History, IdempotencyLimits, Invariant, LedgerKind,
-    Millis, OptOuts, OrderStatus, Product, QueueLimits, RetryPolicy, ShopConfig, ShopState, Sku,
-    Terms, Verdict, check_except,
+    AuditSnapshot, Catalog, Cents, EventKind, History, IdempotencyLimits, Invariant, JourneyStep,
+    LedgerKind, Millis, OptOuts, OrderStatus, Product, QueueLimits, RetryPolicy, ShopConfig,
+    ShopState, Sku, Terms, Verdict, check_except,
 };
 use stampede_server::Clock;
 use stampede_server::HttpClient;
@@ -1062,19 +1062,22 @@ fn apply(
     agenda: &mut Agenda,
 ) {
     let fault = |what: String| recorder.push_at(Millis(now), EventKind::Fault { what });
-    let starts =
-        |what: String, length_ms: u64| fault_starts(shared, recorder, now, what, length_ms);
+    let starts = |what: String, length_ms: u64, steps: Vec<JourneyStep>| {
+        fault_starts(shared, recorder, now, what, length_ms, steps);
+    };
     match action {
         Action::Crash(host, down_ms) => {
             crashing(shared, &host, || sim.crash(host.as_str()));
+            let steps = steps_cut_by(&[&host]);
             if host == "db" && shared.plan.scenario.faults.lose_unsynced_tail {
                 let lost = shared.log.lose_unsynced_tail(&shared.store);
                 starts(
                     format!("crash {host} ({lost} unsynced writes lost) for {down_ms} ms"),
                     down_ms,
+                    steps,
                 );
             } else {
-                starts(format!("crash {host} for {down_ms} ms"), down_ms);
+                starts(format!("crash {host} for {down_ms} ms"), down_ms, steps);
             }
             agenda.schedule(now + down_ms.max(1), Action::Restart(host));
         }
@@ -1086,7 +1089,8 @@ fn apply(
         }
         Action::Partition(a, b, ms) => {
             sim.partition(a.as_str(), b.as_str());
-            starts(format!("partition {a} <-> {b} for {ms} ms"), ms);
+            let steps = steps_cut_by(&[&a, &b]);
+            starts(format!("partition {a} <-> {b} for {ms} ms"), ms, steps);
             agenda.schedule(now + ms.max(1), Action::Repair(a, b));
         }
         Action::Repair(a, b) => {
@@ -1095,15 +1099,45 @@ fn apply(
         }
         Action::PspStall(ms) => {
             shared.psp.stall_responses_until(Millis(now + ms));
-            starts(format!("psp answers held back for {ms} ms"), ms);
+            // An express checkout is charged as its payment is offered.
+            let steps = vec![JourneyStep::Offer, JourneyStep::Payment];
+            starts(format!("psp answers held back for {ms} ms"), ms, steps);
         }
     }
 }
 
+/// The steps of a buyer's journey that a crash of one host, or a cut
+/// between two, can cost. The workers reserve, offer payment (creating the
+/// intent at the PSP) and finalize, talking to the db and the PSP; the API
+/// answers every client request over the db, and takes `/pay` and the PSP's
+/// webhooks. So a worker's crash or cut costs offers and payments, never an
+/// answer; a cut between the API and the PSP costs payments alone; anything
+/// else (the API or the db down, clients cut from the API) costs every step.
+fn steps_cut_by(hosts: &[&str]) -> Vec<JourneyStep> {
+    let role = |host: &str| host.split('-').next().unwrap_or(host).to_string();
+    let mut roles: Vec<String> = hosts.iter().map(|h| role(h)).collect();
+    roles.sort();
+    match roles.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["worker"] | ["db", "worker"] | ["psp", "worker"] => {
+            vec![JourneyStep::Offer, JourneyStep::Payment]
+        }
+        ["api", "psp"] => vec![JourneyStep::Payment],
+        _ => JourneyStep::all(),
+    }
+}
+
 /// Records a fault that starts at `now` and lasts `length_ms`; when the
-/// scenario allows its faults to cost sales, also records it as at risk
-/// until it heals plus the recovery margin.
-fn fault_starts(shared: &Shared, recorder: &Recorder, now: u64, what: String, length_ms: u64) {
+/// scenario allows its faults to cost sales, also records it as at risk,
+/// for the journey steps it can cost, until it heals plus the recovery
+/// margin.
+fn fault_starts(
+    shared: &Shared,
+    recorder: &Recorder,
+    now: u64,
+    what: String,
+    length_ms: u64,
+    steps: Vec<JourneyStep>,
+) {
     recorder.push_at(Millis(now), EventKind::Fault { what: what.clone() });
     let scenario = &shared.plan.scenario;
     if scenario.faults.may_cost_sales {
@@ -1113,6 +1147,7 @@ fn fault_starts(shared: &Shared, recorder: &Recorder, now: u64, what: String, le
                 from: Millis(now),
                 until: Millis(now + length_ms + scenario.timing.recovery_margin_ms()),
                 fault: what,
+                steps,
             },
         );
     }

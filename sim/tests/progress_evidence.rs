@@ -5,7 +5,9 @@
 //! and PSP stall, from its start to its heal plus the recovery margin — and
 //! the checker judges shoppers by it: a willing buyer the shop fails is named.
 
-use stampede_core::{ClientOp, EventKind, History, IdempotencyKey, Invariant, Millis, Terms};
+use stampede_core::{
+    ClientOp, EventKind, History, IdempotencyKey, Invariant, JourneyStep, Millis, Terms,
+};
 use stampede_server::Design;
 use stampede_sim::{CrashSpec, PartitionSpec, StallSpec};
 use stampede_sim::{Plan, Scenario, run, scenarios};
@@ -39,14 +41,17 @@ fn faulty(may_cost_sales: bool) -> Scenario {
     s
 }
 
-fn windows(history: &History) -> Vec<(Millis, Millis, Millis, String)> {
+fn windows(history: &History) -> Vec<(Millis, Millis, Millis, String, Vec<JourneyStep>)> {
     history
         .events()
         .iter()
         .filter_map(|e| match &e.kind {
-            EventKind::SalesAtRisk { from, until, fault } => {
-                Some((e.at, *from, *until, fault.clone()))
-            }
+            EventKind::SalesAtRisk {
+                from,
+                until,
+                fault,
+                steps,
+            } => Some((e.at, *from, *until, fault.clone(), steps.clone())),
             _ => None,
         })
         .collect()
@@ -99,7 +104,9 @@ fn terms_come_first_and_every_shopper_states_its_plan_before_asking() {
 fn faults_are_sales_at_risk_only_when_the_scenario_says_so() {
     // Proves: with `may_cost_sales`, each crash, partition and PSP stall is
     // recorded when it starts as at risk from then until it heals plus
-    // `Timing::recovery_margin_ms`; without it, no window is recorded.
+    // `Timing::recovery_margin_ms`, for the steps it can cost (a worker's
+    // crash and a PSP stall: offers and payments; an api<->db cut: every
+    // step); without it, no window is recorded.
     let plan = Plan::generate(&faulty(true), Design::reference(), 3);
     let result = run(&plan).unwrap();
     let margin = plan.scenario.timing.recovery_margin_ms();
@@ -109,13 +116,26 @@ fn faults_are_sales_at_risk_only_when_the_scenario_says_so() {
         .map(|f| (f.at_ms, f.at_ms + f.fault.length_ms() + margin))
         .collect();
     expected.sort_unstable();
-    let mut seen: Vec<(u64, u64)> = windows(&result.history)
-        .into_iter()
-        .map(|(at, from, until, fault)| {
+    let all = windows(&result.history);
+    let mut seen: Vec<(u64, u64)> = all
+        .iter()
+        .map(|(at, from, until, fault, _)| {
             assert_eq!(at, from, "{fault}");
             (from.0, until.0)
         })
         .collect();
+    let (offer_and_pay, every) = (
+        vec![JourneyStep::Offer, JourneyStep::Payment],
+        JourneyStep::all(),
+    );
+    for (.., fault, steps) in &all {
+        let expected = if fault.starts_with("partition api") {
+            &every
+        } else {
+            &offer_and_pay
+        };
+        assert_eq!(steps, expected, "{fault}");
+    }
     seen.sort_unstable();
     assert_eq!(plan.faults.len(), 3, "{:?}", plan.faults);
     assert_eq!(seen, expected);
@@ -168,6 +188,22 @@ fn an_express_buyer_the_shop_charges_but_never_confirms_is_judged() {
             .any(|d| d.contains("the PSP holds") && d.contains("never confirmed")),
         "{unserved:?}"
     );
+}
+
+#[test]
+fn a_shop_that_never_offers_payment_is_caught_through_an_api_psp_outage() {
+    // Proves (found from outside: the shipped psp-outage passed this sabotage, its 240 willing
+    // buyers all "lost" to the partition): a cut between the API and the PSP can cost payments,
+    // not the offers the workers make, so the never-offered buyers are violations, not losses.
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/psp-outage.toml");
+    let scenario = Scenario::load(std::path::Path::new(file)).unwrap();
+    let result = run_with(&scenario, &["sabotage=no-payment-offer"]);
+    let unserved = details(&result, Invariant::WillingBuyersServed);
+    assert!(
+        unserved.iter().any(|d| d.contains("never offered payment")),
+        "{unserved:?}"
+    );
+    assert!(!result.passed());
 }
 
 #[test]
