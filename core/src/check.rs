@@ -367,6 +367,8 @@ struct Facts<'a> {
     state: &'a AuditSnapshot,
     orders: BTreeMap<OrderId, &'a Order>,
     listed: BTreeMap<&'a Sku, Cents>,
+    /// Per-customer limits the catalog sets.
+    limits: BTreeMap<&'a Sku, u32>,
     received: BTreeMap<&'a Sku, (u64, Vec<usize>)>,
     /// Ledger lines per order: (event index, kind, amount, intent).
     ledger: BTreeMap<OrderId, Vec<(usize, LedgerKind, Cents, &'a IntentId)>>,
@@ -415,6 +417,7 @@ impl<'a> Facts<'a> {
             state,
             orders: state.orders.iter().map(|o| (o.id, o)).collect(),
             listed: BTreeMap::new(),
+            limits: BTreeMap::new(),
             received: BTreeMap::new(),
             ledger: BTreeMap::new(),
             transitions: BTreeMap::new(),
@@ -435,8 +438,11 @@ impl<'a> Facts<'a> {
     /// Files event `i` under what it is evidence of.
     fn take(&mut self, i: usize, kind: &'a EventKind, requests: &mut Requests<'a>) {
         match kind {
-            EventKind::Listed { sku, price } => {
+            EventKind::Listed { sku, price, limit } => {
                 self.listed.insert(sku, *price);
+                if let Some(limit) = limit {
+                    self.limits.insert(sku, *limit);
+                }
             }
             EventKind::Stocked { sku, qty } => {
                 let entry = self.received.entry(sku).or_default();
@@ -1461,7 +1467,10 @@ const OUT_OF_STOCK_PROBLEMS: [&str; 2] = ["out-of-stock", "sold-out"];
 
 /// Problem types of a placement refused by a rule the shop declares: the
 /// buyer asked for more than one customer may buy, or sent its own prices.
-/// Any other refusal of a willing buyer (a 404, a 500, a body the client
+/// Each excuses the refusal only when the evidence bears it out (a limit the
+/// catalog sets that the request, with the customer's other orders, passes;
+/// a buyer whose plan sends prices): otherwise it is a pretext, and counts
+/// as turning the buyer away. Any other refusal of a willing buyer (a 404, a 500, a body the client
 /// cannot read) is the shop turning away a sale — shed load (429
 /// `overloaded`) and rate limits included: shedding is fair only if the
 /// buyer gets in on a retry or the stock sells anyway, which the judge sees
@@ -1567,13 +1576,39 @@ impl<'a> Facts<'a> {
                     j.refused_out_of_stock.get_or_insert(ex.response);
                 }
                 ClientReply::Refused { status, problem }
-                    if !DECLARED_REFUSALS.contains(&problem.as_str()) =>
+                    if !DECLARED_REFUSALS.contains(&problem.as_str())
+                        || !self.refusal_has_cause(j.wish, asked, problem) =>
                 {
                     j.refused_otherwise
                         .get_or_insert((ex.response, *status, problem.as_str()));
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Whether a declared refusal of `asked` is borne out by the evidence: a
+    /// buyer whose plan sends its own prices, for `client-price-not-accepted`;
+    /// for `purchase-limit`, a SKU the catalog limits whose units asked, with
+    /// those of the customer's other acknowledged orders (live or not: the
+    /// doubt goes to the shop), pass the limit.
+    fn refusal_has_cause(&self, wish: Wish, asked: &PlaceOrder, problem: &str) -> bool {
+        match problem {
+            "client-price-not-accepted" => wish.sends_prices,
+            "purchase-limit" => asked.items.iter().any(|item| {
+                self.limits.get(&item.sku).is_some_and(|&limit| {
+                    let held: u64 = self
+                        .acknowledged
+                        .values()
+                        .filter(|(_, _, other)| other.customer == asked.customer)
+                        .flat_map(|(_, _, other)| &other.items)
+                        .filter(|other| other.sku == item.sku)
+                        .map(|other| u64::from(other.qty))
+                        .sum();
+                    held.saturating_add(u64::from(item.qty)) > u64::from(limit)
+                })
+            }),
+            _ => false,
         }
     }
 
@@ -2021,6 +2056,9 @@ fn turned_away(
             Some((refused, status, problem)) => (
                 match problem {
                     "" => format!("refused {status} without a problem type"),
+                    _ if DECLARED_REFUSALS.contains(&problem) => format!(
+                        "refused {status} {problem} with no cause in the evidence (no limit passed, no price of its own sent)"
+                    ),
                     _ => format!("refused {status} {problem}"),
                 },
                 JourneyStep::Answer,

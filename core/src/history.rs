@@ -117,6 +117,11 @@ pub enum EventKind {
         sku: Sku,
         /// Its catalog price.
         price: Cents,
+        /// Most units one customer may hold in live orders, if the catalog
+        /// limits it: what makes a `purchase-limit` refusal a rule rather than
+        /// a pretext.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
     },
     /// Units put on the shelf (initial stock or restock).
     Stocked {
@@ -242,6 +247,10 @@ pub struct Wish {
     pub express: bool,
     /// How long it thinks after being offered payment before it pays, ms.
     pub think_ms: u64,
+    /// It sends prices of its own with its order (which the shop refuses:
+    /// `client-price-not-accepted` is a rule only for such a buyer).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sends_prices: bool,
 }
 
 impl Wish {

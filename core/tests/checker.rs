@@ -125,6 +125,7 @@ impl Shell {
             shell.push(EventKind::Listed {
                 sku: sku(s),
                 price: Cents(*price),
+                limit: None,
             });
         }
         for (s, qty, segments) in stock {
@@ -2549,6 +2550,7 @@ fn willing(think_ms: u64) -> Wish {
         card_accepted: true,
         express: false,
         think_ms,
+        sends_prices: false,
     }
 }
 
@@ -2917,8 +2919,7 @@ fn a_sale_made_before_the_history_began_is_not_left_behind() {
 // Proves: a willing buyer refused for no reason the shop declares (a 404 from a shop that lost
 // its routes, a 500) or shed and never let in (429 overloaded or rate-limited) is turned away —
 // with hats on the shelf at the end, `no_sale_left_behind` fails and names the refusal; a
-// declared refusal (purchase limit, client prices) or the same refusals with no hat left to sell
-// break nothing. A buyer that only ever got no answer is not turned away (no_sale_left_behind
+// same refusals with no hat left to sell break nothing (declared refusals: the next test). A buyer that only ever got no answer is not turned away (no_sale_left_behind
 // holds) but was never served: willing_buyers_served fails, naming its key, while hats were left;
 // with none left it was justified.
 #[test]
@@ -2943,9 +2944,6 @@ fn an_undeclared_refusal_with_stock_left_is_a_sale_left_behind() {
         );
         assert!(behind.evidence.contains(&refusal));
         assert_all_hold(&refused_with(0, refused(status, problem)).0);
-    }
-    for declared in ["purchase-limit", "client-price-not-accepted"] {
-        assert_all_hold(&refused_with(2, refused(422, declared)).0);
     }
     let no_answer = ClientReply::NoResponse {
         reason: "connection reset".into(),
@@ -3027,6 +3025,69 @@ fn a_fault_excuses_only_the_steps_it_can_cost() {
     assert!(unanswered_with(&[Payment]));
     assert!(unanswered_with(&[Offer, Payment]));
     assert!(!unanswered_with(&[Answer]));
+}
+
+// Proves (found from outside: a shop that answered every order 422 purchase-limit passed) a
+// declared refusal excuses turning a buyer away only when the evidence bears it out: a
+// `purchase-limit` when the catalog limits the SKU and the request, with the customer's other
+// acknowledged orders, passes the limit (one unit more than allowed, not one at it); a
+// `client-price-not-accepted` when the buyer's own plan sends prices. Otherwise, with hats left,
+// no_sale_left_behind fails and says the refusal had no cause.
+#[test]
+fn a_declared_refusal_excuses_only_what_the_evidence_bears_out() {
+    let refused_by = |limit: Option<u32>, earlier: u32, asked: u32, wish: Wish, problem: &str| {
+        let mut s = Shell::open(&[(HAT, 1500)], &[(HAT, 20, 1)]);
+        s.history = History::new();
+        s.push(EventKind::Terms(TERMS));
+        s.push(EventKind::Listed {
+            sku: sku(HAT),
+            price: Cents(1500),
+            limit,
+        });
+        s.push(EventKind::Stocked {
+            sku: sku(HAT),
+            qty: 20,
+        });
+        s.at(500);
+        if earlier > 0 {
+            let order = s.order(Some("k-before"), "alice", &[(HAT, earlier)]);
+            s.checkout(order);
+        }
+        s.at(1_000);
+        s.wants(1, "k-alice", wish);
+        let request = place_request(Some("k-alice"), "alice", &[(HAT, asked)]);
+        s.exchange(
+            ClientOp::PlaceOrder(request.clone()),
+            Some(request.fingerprint()),
+            refused(422, problem),
+        );
+        s.at(30_000);
+        let verdicts = judge(&s.history, &s.audit(), true);
+        verdict(&verdicts, Invariant::NoSaleLeftBehind).clone()
+    };
+    let limit = "purchase-limit";
+    // No limit in the catalog: a pretext.
+    let v = refused_by(None, 0, 1, willing(0), limit);
+    assert!(v.is_violated(), "{v:?}");
+    assert!(
+        v.violations()[0]
+            .detail
+            .contains("with no cause in the evidence"),
+        "{v:?}"
+    );
+    // A limit of 2: asking 3 passes it, asking 2 does not; 1 more after 1 held does not, 2 more do.
+    assert!(!refused_by(Some(2), 0, 3, willing(0), limit).is_violated());
+    assert!(refused_by(Some(2), 0, 2, willing(0), limit).is_violated());
+    assert!(refused_by(Some(2), 1, 1, willing(0), limit).is_violated());
+    assert!(!refused_by(Some(2), 1, 2, willing(0), limit).is_violated());
+    // Client prices: a rule only for a buyer whose plan sends them.
+    let price = "client-price-not-accepted";
+    assert!(refused_by(None, 0, 1, willing(0), price).is_violated());
+    let sends = Wish {
+        sends_prices: true,
+        ..willing(0)
+    };
+    assert!(!refused_by(None, 0, 1, sends, price).is_violated());
 }
 
 // Proves a buyer never answered is excused on both sides of a declared fault window: one

@@ -122,6 +122,7 @@ impl World {
             world.record(EventKind::Listed {
                 sku: sku.clone(),
                 price: Cents(price),
+                limit: Some(PER_CUSTOMER_LIMIT),
             });
             world.record(EventKind::Stocked { sku, qty });
         }

@@ -32,6 +32,8 @@ pub const AUDIT_BYTES_MAX: usize = 1 << 30;
 pub struct Baseline {
     /// `(sku, price, units received)`.
     pub products: Vec<(Sku, Cents, u64)>,
+    /// Per-customer limits, by SKU (those the catalog sets).
+    pub limits: std::collections::BTreeMap<Sku, u32>,
     /// Read from the shop under test rather than configured by Stampede.
     pub from_shop: bool,
 }
@@ -41,6 +43,7 @@ impl Baseline {
     pub fn configured(products: Vec<(Sku, Cents, u64)>) -> Baseline {
         Baseline {
             products,
+            limits: std::collections::BTreeMap::new(),
             from_shop: false,
         }
     }
@@ -291,16 +294,24 @@ impl Backoffice {
         let body = Self::catalog_of(&self.shop, &response)?;
         let audit = self.audit().await?;
         let mut products = Vec::new();
+        let mut limits = std::collections::BTreeMap::new();
         for p in body["data"].as_array().into_iter().flatten() {
             if let (Some(sku), Some(price)) = (p["sku"].as_str(), p["price"].as_u64())
                 && let Ok(sku) = Sku::new(sku)
             {
                 let received = audit.stock.get(&sku).map_or(0, |l| l.received);
+                if let Some(limit) = p["per_customer_limit"]
+                    .as_u64()
+                    .and_then(|l| u32::try_from(l).ok())
+                {
+                    limits.insert(sku.clone(), limit);
+                }
                 products.push((sku, Cents(price), received));
             }
         }
         Ok(Baseline {
             products,
+            limits,
             from_shop: true,
         })
     }
@@ -394,6 +405,7 @@ impl Backoffice {
                 EventKind::Listed {
                     sku: sku.clone(),
                     price: *price,
+                    limit: baseline.limits.get(sku).copied(),
                 },
             );
             history.push(
@@ -637,6 +649,7 @@ mod tests {
         assert!(ours.contains("within 9000 ms (--decide-within)"));
         let theirs = Baseline {
             products: Vec::new(),
+            limits: std::collections::BTreeMap::new(),
             from_shop: true,
         }
         .provenance(&Terms {
@@ -649,6 +662,7 @@ mod tests {
         );
         let given = Baseline {
             products: Vec::new(),
+            limits: std::collections::BTreeMap::new(),
             from_shop: true,
         }
         .provenance(&terms);

@@ -367,6 +367,8 @@ impl Plan {
             card_accepted: !self.decline,
             express: false,
             think_ms: u64::try_from(think.as_millis().saturating_mul(2)).unwrap_or(u64::MAX),
+            // Its orders carry no prices.
+            sends_prices: false,
         }
     }
 }
@@ -1438,6 +1440,7 @@ mod tests {
                 EventKind::Listed {
                     sku: sku.clone(),
                     price,
+                    limit: None,
                 },
             );
             history.push(Millis(0), EventKind::Stocked { sku, qty });
@@ -1630,7 +1633,8 @@ mod tests {
                 buys: true,
                 card_accepted: true,
                 express: false,
-                think_ms: 500
+                think_ms: 500,
+                sends_prices: false,
             }
         );
         assert!(willing.willing());

@@ -724,6 +724,7 @@ mod tests {
             card_accepted: true,
             express: false,
             think_ms: 100,
+            sends_prices: false,
         };
         let place = |k: &str| {
             ClientOp::PlaceOrder(PlaceOrder {

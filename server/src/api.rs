@@ -634,6 +634,9 @@ struct ProductView {
     price: u64,
     /// Units on the shelf (advisory: the reserve step decides).
     available: u64,
+    /// Most units one customer may hold in live orders, when limited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    per_customer_limit: Option<u32>,
 }
 
 /// `GET /v1/products`.
@@ -675,6 +678,7 @@ fn product_view(p: &Product, level: &StockLevel) -> ProductView {
         name: p.name.clone(),
         price: p.price.0,
         available: level.available,
+        per_customer_limit: p.per_customer_limit,
     }
 }
 

@@ -1632,6 +1632,7 @@ async fn flash_sale(design: Design, shoppers: u32) -> (Vec<stampede_core::Verdic
         EventKind::Listed {
             sku: Sku::new(HOT).unwrap(),
             price: stampede_core::Cents(19_900),
+            limit: None,
         },
     );
     history.push(

@@ -550,6 +550,7 @@ pub fn wish(plan: &ShopperPlan) -> Wish {
             card_accepted: true,
             express: true,
             think_ms: 0,
+            sends_prices: plan.tamper_price,
         };
     }
     let (buys, card_accepted, think_ms) = match plan.intent {
@@ -564,6 +565,7 @@ pub fn wish(plan: &ShopperPlan) -> Wish {
         card_accepted,
         express: false,
         think_ms,
+        sends_prices: plan.tamper_price,
     }
 }
 

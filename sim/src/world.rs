@@ -757,6 +757,7 @@ fn open_history(recorder: &Recorder, plan: &Plan) -> Result<(), SimError> {
             EventKind::Listed {
                 sku: sku.clone(),
                 price: Cents(p.price_cents),
+                limit: p.per_customer_limit,
             },
         );
         recorder.push_at(Millis(0), EventKind::Stocked { sku, qty: p.stock });

@@ -477,7 +477,7 @@ fn listed_prices(result: &RunResult) -> BTreeMap<&stampede_core::Sku, stampede_c
         .events()
         .iter()
         .filter_map(|e| match &e.kind {
-            EventKind::Listed { sku, price } => Some((sku, *price)),
+            EventKind::Listed { sku, price, .. } => Some((sku, *price)),
             _ => None,
         })
         .collect()
