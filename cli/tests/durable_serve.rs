@@ -233,3 +233,48 @@ fn serve_exits_1_when_its_store_stops_for_good() {
         "{log}"
     );
 }
+
+/// The soft and hard limits on open files of process `pid`, from /proc.
+fn open_file_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let words: Vec<&str> = line.split_whitespace().collect();
+    (words[3].to_string(), words[4].to_string())
+}
+
+#[test]
+fn serve_and_psp_raise_their_open_file_limit_to_the_hard_one() {
+    // Proves (found from outside: under the usual soft limit of 1,024, a thousand idle
+    // connections took every descriptor and the shop's own PSP calls failed "Too many open
+    // files"): started with a soft limit of 256, both servers run with it raised to the hard one.
+    let dir = dir("raised-open-files");
+    let shop = SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+    let psp = SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+    let bin = env!("CARGO_BIN_EXE_stampede");
+    let start = |args: String, log: &str| {
+        let log = std::fs::File::create(dir.join(log)).unwrap();
+        Killed(
+            std::process::Command::new("sh")
+                .args(["-c", &format!("ulimit -S -n 256 && exec {bin} {args}")])
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let psp_child = start(format!("psp --addr {psp} --webhook {shop}"), "psp.log");
+    wait_ready(psp, "/v1/ledger", &dir.join("psp.log"));
+    let shop_child = start(
+        format!("serve --addr {shop} --psp {psp} --store memory"),
+        "shop.log",
+    );
+    wait_ready(shop, "/v1/products", &dir.join("shop.log"));
+    for child in [&psp_child, &shop_child] {
+        let (soft, hard) = open_file_limits(child.0.id());
+        assert_ne!(soft, "256", "the soft limit was left as started");
+        assert_eq!(soft, hard);
+    }
+}
