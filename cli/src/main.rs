@@ -88,7 +88,8 @@ enum Command {
     /// schedule) with --rate. Writes report.html (charts), report.md, report.json,
     /// HdrHistogram logs and goose's report.
     ///
-    /// Exit status: 0 the audit holds and every --threshold passes, 1 otherwise, 2 bad input,
+    /// Exit status: 0 the audit holds and every --threshold passes, 1 otherwise, 2 bad input or
+    /// no verdict to give (the shop or its PSP stopped answering, the PSP is another shop's),
     /// 130 stopped by Ctrl-C or SIGTERM before its audit (no verdict).
     ///
     /// Example: stampede load --rate 500/s --duration 20s --threshold "p99<50ms for POST /v1/orders"
