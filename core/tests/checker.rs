@@ -3100,16 +3100,24 @@ fn a_buyer_never_answered_during_a_declared_fault_is_a_sale_lost_to_it() {
     };
     let with_window = |from: u64, until: u64| {
         let mut s = hat_shop(2);
-        s.sales_at_risk(from, until, "partition shopper <-> api for 5000 ms");
+        let window = s.sales_at_risk(from, until, "partition shopper <-> api for 5000 ms");
         refuse_alice(&mut s, no_answer());
-        judge(&s.history, &s.audit(), true)
+        (judge(&s.history, &s.audit(), true), window)
     };
-    let excused = with_window(500, 1_500);
+    let (excused, window) = with_window(500, 1_500);
     let v = verdict(&excused, Invariant::WillingBuyersServed);
     assert_eq!(v.judgement, Judgement::Holds, "{v:?}");
     assert_eq!(v.lost_to_faults_total, 1, "{v:?}");
-    assert!(v.lost_to_faults[0].detail.contains("never answered"));
-    let before = with_window(0, 999);
+    let lost = &v.lost_to_faults[0];
+    assert!(
+        lost.detail.contains("never answered")
+            && lost
+                .detail
+                .ends_with("lost to the fault partition shopper <-> api for 5000 ms"),
+        "{lost:?}"
+    );
+    assert!(lost.evidence.contains(&window), "{lost:?}");
+    let (before, _) = with_window(0, 999);
     assert!(verdict(&before, Invariant::WillingBuyersServed).is_violated());
 }
 
