@@ -209,6 +209,15 @@ impl Shell {
         self.respond(req, reply)
     }
 
+    /// `POST /v1/orders` with `request`, answered `reply` whatever produced it.
+    fn told(&mut self, request: &PlaceOrder, reply: ClientReply) -> Sent {
+        self.exchange(
+            ClientOp::PlaceOrder(request.clone()),
+            Some(request.fingerprint()),
+            reply,
+        )
+    }
+
     /// `POST /v1/orders`, answered as the server answers.
     fn place(&mut self, key_: Option<&str>, customer: &str, items: &[(&str, u32)]) -> Sent {
         self.place_request(&place_request(key_, customer, items))
@@ -1267,9 +1276,8 @@ fn one_order_per_key_catches_a_retry_that_created_a_second_order() {
     else {
         panic!("a keyless order is created")
     };
-    let retry = s.exchange(
-        ClientOp::PlaceOrder(request.clone()),
-        Some(request.fingerprint()),
+    let retry = s.told(
+        &request,
         ClientReply::OrderAccepted {
             order: ord_2,
             replayed: false,
@@ -1316,9 +1324,8 @@ fn one_order_per_key_catches_two_orders_recorded_under_one_key() {
         let Placed::Created { order, .. } = s.shop.place_order(&unkeyed, s.now).unwrap() else {
             panic!("a keyless order is created")
         };
-        s.exchange(
-            ClientOp::PlaceOrder(request.clone()),
-            Some(request.fingerprint()),
+        s.told(
+            &request,
             ClientReply::NoResponse {
                 reason: "timeout".into(),
             },
@@ -1358,9 +1365,8 @@ fn an_order_acknowledged_under_several_keys_is_caught_whatever_the_replay_marker
     let mut stolen = Vec::new();
     for (k, who) in [("k-bob", "bob"), ("k-carol", "carol")] {
         let request = place_request(Some(k), who, &[(HAT, 1)]);
-        stolen.push(s.exchange(
-            ClientOp::PlaceOrder(request.clone()),
-            Some(request.fingerprint()),
+        stolen.push(s.told(
+            &request,
             ClientReply::OrderAccepted {
                 order: ord_1,
                 replayed: true,
@@ -1412,9 +1418,8 @@ fn one_order_told_to_two_keyless_placements_is_caught() {
     let first = s.place(None, "alice", &[(HAT, 1)]);
     let ord_1 = first.order();
     let request = place_request(None, "alice", &[(HAT, 1)]);
-    let again = s.exchange(
-        ClientOp::PlaceOrder(request.clone()),
-        Some(request.fingerprint()),
+    let again = s.told(
+        &request,
         ClientReply::OrderAccepted {
             order: ord_1,
             replayed: false,
@@ -1443,9 +1448,8 @@ fn idempotent_replay_catches_a_different_request_answered_under_a_used_key() {
         "the reference shop refuses it"
     );
     // A shop that ignores fingerprints replays the first answer instead.
-    let bad = s.exchange(
-        ClientOp::PlaceOrder(different.clone()),
-        Some(different.fingerprint()),
+    let bad = s.told(
+        &different,
         ClientReply::OrderAccepted {
             order: ord_1,
             replayed: true,
@@ -1476,17 +1480,15 @@ fn idempotent_replay_accepts_a_replay_that_overtakes_the_original() {
         panic!()
     };
     // The replay's answer is recorded first, then the original's.
-    s.exchange(
-        ClientOp::PlaceOrder(request.clone()),
-        Some(request.fingerprint()),
+    s.told(
+        &request,
         ClientReply::OrderAccepted {
             order,
             replayed: true,
         },
     );
-    s.exchange(
-        ClientOp::PlaceOrder(request.clone()),
-        Some(request.fingerprint()),
+    s.told(
+        &request,
         ClientReply::OrderAccepted {
             order,
             replayed: false,
@@ -2836,11 +2838,7 @@ fn refuse_alice(s: &mut Shell, reply: ClientReply) -> usize {
     s.at(1_000);
     s.wants(1, "k-alice", willing(0));
     let request = place_request(Some("k-alice"), "alice", &[(HAT, 1)]);
-    let sent = s.exchange(
-        ClientOp::PlaceOrder(request.clone()),
-        Some(request.fingerprint()),
-        reply,
-    );
+    let sent = s.told(&request, reply);
     s.at(30_000);
     sent.response
 }
@@ -3056,11 +3054,7 @@ fn a_declared_refusal_excuses_only_what_the_evidence_bears_out() {
         s.at(1_000);
         s.wants(1, "k-alice", wish);
         let request = place_request(Some("k-alice"), "alice", &[(HAT, asked)]);
-        s.exchange(
-            ClientOp::PlaceOrder(request.clone()),
-            Some(request.fingerprint()),
-            refused(422, problem),
-        );
+        s.told(&request, refused(422, problem));
         s.at(30_000);
         let verdicts = judge(&s.history, &s.audit(), true);
         verdict(&verdicts, Invariant::NoSaleLeftBehind).clone()
@@ -3185,9 +3179,8 @@ fn a_cancellation_out_of_stock_a_buyer_was_shown_justifies_her_with_no_room_left
     s.wants(1, "k-alice", willing(0));
     let request = place_request(Some("k-alice"), "alice", &[(HAT, 1)]);
     let lost = OrderId(99);
-    s.exchange(
-        ClientOp::PlaceOrder(request.clone()),
-        Some(request.fingerprint()),
+    s.told(
+        &request,
         ClientReply::OrderAccepted {
             order: lost,
             replayed: false,
