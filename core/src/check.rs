@@ -23,7 +23,7 @@ use crate::history::{
     ClientOp, ClientReply, EventKind, History, JourneyStep, PAY_FLOW_ALLOWANCE_MS, Terms, Wish,
 };
 use crate::idempotency::Fingerprint;
-use crate::ids::{IdempotencyKey, IntentId, OrderId, Sku};
+use crate::ids::{CustomerId, IdempotencyKey, IntentId, OrderId, Sku};
 use crate::money::Cents;
 use crate::order::{CancelReason, Order, OrderStatus};
 use crate::payment::LedgerKind;
@@ -369,6 +369,8 @@ struct Facts<'a> {
     listed: BTreeMap<&'a Sku, Cents>,
     /// Per-customer limits the catalog sets.
     limits: BTreeMap<&'a Sku, u32>,
+    /// Units of each SKU in each customer's acknowledged orders (live or not).
+    held: BTreeMap<(&'a CustomerId, &'a Sku), u64>,
     received: BTreeMap<&'a Sku, (u64, Vec<usize>)>,
     /// Ledger lines per order: (event index, kind, amount, intent).
     ledger: BTreeMap<OrderId, Vec<(usize, LedgerKind, Cents, &'a IntentId)>>,
@@ -418,6 +420,7 @@ impl<'a> Facts<'a> {
             orders: state.orders.iter().map(|o| (o.id, o)).collect(),
             listed: BTreeMap::new(),
             limits: BTreeMap::new(),
+            held: BTreeMap::new(),
             received: BTreeMap::new(),
             ledger: BTreeMap::new(),
             transitions: BTreeMap::new(),
@@ -539,6 +542,12 @@ impl<'a> Facts<'a> {
                 self.acknowledged
                     .entry(*order)
                     .or_insert((ex.request, ex.response, asked));
+            }
+        }
+        for (_, _, asked) in self.acknowledged.values() {
+            for item in &asked.items {
+                let held = self.held.entry((&asked.customer, &item.sku)).or_default();
+                *held = held.saturating_add(u64::from(item.qty));
             }
         }
     }
@@ -1437,7 +1446,8 @@ fn no_reservation_leak(facts: &Facts<'_>) -> Vec<Violation> {
 // [`PAY_FLOW_ALLOWANCE_MS`] for the payment itself) is *late by its own plan*:
 // not paying in time is its own doing, so it is judged only on what the shop
 // owes it before it starts thinking (being offered payment in time, not being
-// turned away while stock was left), never on being served. Its order is linked to its plan by the Idempotency-Key
+// turned away while stock was left), never on being served once offered.
+// Its order is linked to its plan by the Idempotency-Key
 // it placed the order with; "acknowledged" means a client was answered 202
 // with an order id under that key.
 //
@@ -1470,11 +1480,11 @@ const OUT_OF_STOCK_PROBLEMS: [&str; 2] = ["out-of-stock", "sold-out"];
 /// Each excuses the refusal only when the evidence bears it out (a limit the
 /// catalog sets that the request, with the customer's other orders, passes;
 /// a buyer whose plan sends prices): otherwise it is a pretext, and counts
-/// as turning the buyer away. Any other refusal of a willing buyer (a 404, a 500, a body the client
-/// cannot read) is the shop turning away a sale — shed load (429
-/// `overloaded`) and rate limits included: shedding is fair only if the
-/// buyer gets in on a retry or the stock sells anyway, which the judge sees
-/// from the evidence, not from the shop's reason.
+/// as turning the buyer away. Any other refusal of a willing buyer (a 404,
+/// a 500, a body the client cannot read) is the shop turning away a sale —
+/// shed load (429 `overloaded`) and rate limits included: shedding is fair
+/// only if the buyer gets in on a retry or the stock sells anyway, which the
+/// judge sees from the evidence, not from the shop's reason.
 const DECLARED_REFUSALS: [&str; 2] = ["purchase-limit", "client-price-not-accepted"];
 
 /// One client's journey as a buyer: its plan and what it was told.
@@ -1597,14 +1607,11 @@ impl<'a> Facts<'a> {
             "client-price-not-accepted" => wish.sends_prices,
             "purchase-limit" => asked.items.iter().any(|item| {
                 self.limits.get(&item.sku).is_some_and(|&limit| {
-                    let held: u64 = self
-                        .acknowledged
-                        .values()
-                        .filter(|(_, _, other)| other.customer == asked.customer)
-                        .flat_map(|(_, _, other)| &other.items)
-                        .filter(|other| other.sku == item.sku)
-                        .map(|other| u64::from(other.qty))
-                        .sum();
+                    let held = self
+                        .held
+                        .get(&(&asked.customer, &item.sku))
+                        .copied()
+                        .unwrap_or(0);
                     held.saturating_add(u64::from(item.qty)) > u64::from(limit)
                 })
             }),
