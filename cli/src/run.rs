@@ -321,6 +321,7 @@ pub fn summarize(
             })
             .collect(),
         unsettled: result.unsettled.clone(),
+        unexercised: stampede_sim::scenarios::unexercised(&plan.scenario, &plan.design),
         stats: stats(&result.stats),
         confirmation_latency: confirmation_latency(&result.history),
         trace_hash: result.trace_hash.clone(),

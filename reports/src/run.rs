@@ -128,6 +128,10 @@ pub struct RunSummary {
     pub live_violations: Vec<LiveViolation>,
     /// Why the world had not settled by the end (empty: it had); liveness was judged either way.
     pub unsettled: Vec<String>,
+    /// Switches of the design whose mistake only a fault this scenario does
+    /// not inject brings out: a pass does not clear them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unexercised: Vec<String>,
     /// What the run did, counted.
     pub stats: RunStats,
     /// Order → confirmed, simulated time.
@@ -248,6 +252,9 @@ pub fn render_run_text(s: &RunSummary, determinism_checked: bool) -> String {
             s.unsettled.join(", ")
         );
     }
+    for note in &s.unexercised {
+        let _ = writeln!(out, "  not exercised: {note}");
+    }
     let _ = writeln!(out, "\n  invariants");
     out.push_str(&crate::render_verdicts_text(&s.verdicts));
     out.push_str(&violations_text(s));
@@ -306,6 +313,12 @@ pub fn render_run_markdown(s: &RunSummary) -> String {
         "Invariants violated."
     };
     let _ = writeln!(md, "**{verdict}**\n");
+    for note in &s.unexercised {
+        let _ = writeln!(md, "- Not exercised: {note}");
+    }
+    if !s.unexercised.is_empty() {
+        md.push('\n');
+    }
     md.push_str(&crate::render_verdicts_markdown(&s.verdicts, false));
     for v in s.verdicts.iter().filter(|v| !v.examples.is_empty()) {
         let _ = writeln!(md, "\n## {}\n", v.invariant);
@@ -453,6 +466,7 @@ mod tests {
                 detail: "second order".into(),
             }],
             unsettled: Vec::new(),
+            unexercised: Vec::new(),
             stats: RunStats::default(),
             confirmation_latency: Latency::of(vec![40, 60]),
             trace_hash: "abc".into(),
