@@ -321,7 +321,10 @@ pub fn summarize(
             })
             .collect(),
         unsettled: result.unsettled.clone(),
-        unexercised: stampede_sim::scenarios::unexercised(&plan.scenario, &plan.design),
+        unexercised: stampede_sim::scenarios::unexercised(&plan.scenario, &plan.design)
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         stats: stats(&result.stats),
         confirmation_latency: confirmation_latency(&result.history),
         trace_hash: result.trace_hash.clone(),

@@ -1118,7 +1118,13 @@ pub fn compare(args: &CompareArgs) -> Result<u8, String> {
         .map(|(spec, samples)| {
             let label = spec.label();
             let mine: Vec<&RunRecord> = runs.iter().filter(|r| r.design == label).collect();
-            DesignColumn::of(label, &mine, samples)
+            let mut column = DesignColumn::of(label, &mine, samples);
+            column.unexercised =
+                stampede_sim::scenarios::unexercised(&target.scenario, &spec.design)
+                    .into_iter()
+                    .map(|u| u.switch.to_string())
+                    .collect();
+            column
         })
         .collect();
     let summary = CompareSummary {

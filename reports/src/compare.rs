@@ -35,6 +35,10 @@ pub struct DesignColumn {
     pub charges: u64,
     /// Refunds, all seeds.
     pub refunds: u64,
+    /// Switches of the design whose mistake only a fault the scenario does
+    /// not inject brings out (`name=value`): its column says nothing of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unexercised: Vec<String>,
 }
 
 impl DesignColumn {
@@ -53,6 +57,7 @@ impl DesignColumn {
             retries: runs.iter().map(|r| r.retries).sum(),
             charges: runs.iter().map(|r| r.charges).sum(),
             refunds: runs.iter().map(|r| r.refunds).sum(),
+            unexercised: Vec::new(),
         };
         for r in runs {
             for (name, n) in &r.violated {
@@ -125,6 +130,16 @@ pub(crate) fn compare_table(s: &CompareSummary) -> Table {
     });
     row("charges".into(), Tone::Plain, &|d| d.charges.to_string());
     row("refunds".into(), Tone::Plain, &|d| d.refunds.to_string());
+    if s.designs.iter().any(|d| !d.unexercised.is_empty()) {
+        row(
+            "not exercised (no fault its mistake needs)".into(),
+            Tone::Plain,
+            &|d| match d.unexercised.as_slice() {
+                [] => "—".to_string(),
+                switches => switches.join(", "),
+            },
+        );
+    }
     t
 }
 
@@ -231,6 +246,15 @@ mod tests {
             "{md}"
         );
         assert!(!text.contains("Not judged") && !md.contains("Not judged"));
+        assert!(!md.contains("not exercised"), "{md}");
+        // A column whose design has a switch the scenario cannot bring out says so.
+        let mut s = s;
+        s.designs[0].unexercised = vec!["webhook_dedup=off".into()];
+        let md = render_compare_summary_markdown(&s);
+        assert!(
+            md.contains("| not exercised (no fault its mistake needs) | webhook_dedup=off | — |"),
+            "{md}"
+        );
     }
 
     // Proves a comparison of a scenario that opts out of invariants names them under the table,

@@ -709,7 +709,7 @@ pub fn fault_kinds(faults: &Faults) -> std::collections::BTreeSet<String> {
 /// the kinds of fault any of its catch mixes injects — a pass there does not
 /// clear the switch. Switches whose mistake shoppers bring out are not
 /// noted: every scenario has shoppers.
-pub fn unexercised(scenario: &Scenario, design: &stampede_server::Design) -> Vec<String> {
+pub fn unexercised(scenario: &Scenario, design: &stampede_server::Design) -> Vec<Unexercised> {
     let deviations = design.deviations();
     let has = fault_kinds(&scenario.faults);
     let mut needs: std::collections::BTreeMap<&'static str, Option<(String, Vec<String>)>> =
@@ -732,15 +732,35 @@ pub fn unexercised(scenario: &Scenario, design: &stampede_server::Design) -> Vec
     needs
         .into_iter()
         .filter_map(|(switch, need)| {
-            let (mix, mut kinds) = need?;
-            kinds.sort();
-            kinds.dedup();
-            Some(format!(
-                "{switch}: its mistake shows only under {} (catch mix `{mix}`), which this scenario does not inject: a pass here does not clear it",
-                kinds.join(" or ")
-            ))
+            let (mix, mut needs) = need?;
+            needs.sort();
+            needs.dedup();
+            Some(Unexercised { switch, needs, mix })
         })
         .collect()
+}
+
+/// A switch a run cannot tell about (see [`unexercised`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unexercised {
+    /// The switch, as `name=value`.
+    pub switch: &'static str,
+    /// The kinds of fault that bring its mistake out (any one of them).
+    pub needs: Vec<String>,
+    /// Its (first) catch mix.
+    pub mix: String,
+}
+
+impl std::fmt::Display for Unexercised {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: its mistake shows only under {} (catch mix `{}`), which this scenario does not inject: a pass here does not clear it",
+            self.switch,
+            self.needs.join(" or "),
+            self.mix
+        )
+    }
 }
 
 #[cfg(test)]
@@ -762,10 +782,13 @@ mod tests {
             d
         };
         let calm = catch_base();
-        let notes = unexercised(
+        let notes: Vec<String> = unexercised(
             &calm,
             &design(&["webhook_dedup=off", "commit=ack-first", "idempotency=none"]),
-        );
+        )
+        .iter()
+        .map(ToString::to_string)
+        .collect();
         assert_eq!(notes.len(), 2, "{notes:?}");
         assert!(
             notes[0].starts_with(
