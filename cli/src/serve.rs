@@ -371,10 +371,7 @@ async fn run_serve(
         why = store_failure(&stack) => Some(why),
     };
     if let Some(why) = &failed {
-        eprintln!(
-            "error: {why}; the shop cannot serve again on this store, so it stops \
-             (start it again on its file: everything acknowledged was committed)"
-        );
+        eprintln!("error: {why}; the shop cannot serve again on this store, so it stops");
     }
     println!("shutting down (requests in flight finish; a second Ctrl-C or SIGTERM stops at once)");
     let closing = tokio::select! {
@@ -388,10 +385,7 @@ async fn run_serve(
     };
     match closing {
         Err(why) if failed.is_none() => {
-            eprintln!(
-                "error: the store did not close cleanly: {why} (start it again on its file: \
-                 everything acknowledged was committed)"
-            );
+            eprintln!("error: the store did not close cleanly: {why}");
             Ok(1)
         }
         _ => Ok(if failed.is_some() { 1 } else { 0 }),

@@ -96,11 +96,12 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// `GET /healthz`: `ok` while the shop can serve; 503 once its store has
-/// stopped for good (a failed SQLite commit), so a supervisor restarts it.
+/// stopped for good (a failed SQLite commit, or its files removed), so a
+/// supervisor restarts it.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses(
         (status = 200, description = "The shop can serve: `ok`.", body = String, content_type = "text/plain"),
-        (status = 503, description = "`store-failed`: the store has stopped for good (a commit failed); restart the shop on its file.", body = Problem, content_type = "application/problem+json")))]
+        (status = 503, description = "`store-failed`: the store has stopped for good (a commit failed, or its files were removed while it served); the detail says what to do.", body = Problem, content_type = "application/problem+json")))]
 async fn healthz(State(app): Shared) -> Result<&'static str, Problem> {
     match app.store.failed() {
         None => Ok("ok"),
@@ -108,7 +109,7 @@ async fn healthz(State(app): Shared) -> Result<&'static str, Problem> {
             StatusCode::SERVICE_UNAVAILABLE,
             "store-failed",
             "The store has stopped",
-            format!("{why}; restart the shop on its file"),
+            why,
         )),
     }
 }

@@ -961,3 +961,207 @@ fn an_idle_shop_writes_nothing_to_its_log() {
         assert_eq!(logged(), 2, "nothing else was due");
     });
 }
+
+/// Units of `SKUS[0]` on the shelf, as `store` answers.
+fn shelf(rt: &tokio::runtime::Runtime, store: &SqliteStore) -> u64 {
+    let sku = Sku::new(SKUS[0]).unwrap();
+    match rt.block_on(async { store.call(Command::RawAvailable { sku }).await }) {
+        Ok(Reply::Count(n)) => n,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn restock(rt: &tokio::runtime::Runtime, store: &SqliteStore) -> Result<Reply, StoreError> {
+    let sku = Sku::new(SKUS[0]).unwrap();
+    rt.block_on(async { store.call(Command::Restock { sku, qty: 1 }).await })
+}
+
+#[test]
+fn an_sqlite_uri_is_refused_before_anything_is_made() {
+    // Proves: `file:…` is refused as a URI (SQLite would open the file it names while the
+    // locks went on the text as a path, so two spellings of one file could both serve), and
+    // nothing is created, neither the file nor a `file:` folder.
+    let db = TempDb::new("uri");
+    let given = format!("file:{}", db.0.display());
+    let error = sqlite::open(&SqliteOptions::new(&given), 0, || Ok(state())).unwrap_err();
+    assert!(matches!(error, OpenError::Uri { .. }), "{error}");
+    assert!(error.to_string().contains("not a path"), "{error}");
+    assert!(!db.0.exists());
+    assert!(!Path::new(&format!("{given}-lock")).exists());
+    // The same name as a path (not a URI: it does not start with `file:`) opens.
+    let plain = SqliteOptions::new(&db.0);
+    assert!(sqlite::open(&plain, 0, || Ok(state())).is_ok());
+}
+
+#[test]
+fn a_wal_without_its_database_is_refused_and_kept() {
+    // Proves: a WAL with data beside a missing or empty database file is refused (a new shop
+    // would overwrite what it may hold), the WAL is left as it was, and no database is made;
+    // an empty WAL is no obstacle.
+    let db = TempDb::new("orphan-wal");
+    let wal = PathBuf::from(format!("{}-wal", db.0.display()));
+    std::fs::write(&wal, b"frames of acknowledged changes").unwrap();
+    let error = sqlite::open(&db.options(), 0, || Ok(state())).unwrap_err();
+    assert!(
+        matches!(error, OpenError::OrphanWal { bytes: 30, .. }),
+        "{error}"
+    );
+    assert!(!db.0.exists(), "no database was made");
+    std::fs::write(&db.0, b"").unwrap();
+    let error = sqlite::open(&db.options(), 0, || Ok(state())).unwrap_err();
+    assert!(matches!(error, OpenError::OrphanWal { .. }), "{error}");
+    assert_eq!(
+        std::fs::read(&wal).unwrap(),
+        b"frames of acknowledged changes"
+    );
+    std::fs::write(&wal, b"").unwrap();
+    assert!(sqlite::open(&db.options(), 0, || Ok(state())).is_ok());
+}
+
+#[test]
+fn a_refused_file_keeps_its_wal() {
+    // Proves: a file refused at start is judged without writing to it: another program's
+    // database whose last commits are still in its WAL (as a crash leaves it) keeps both its
+    // file and its WAL byte for byte, where closing a read-write connection would have copied
+    // the WAL into the file and deleted it.
+    let live = TempDb::new("foreign-live");
+    let conn = Connection::open(&live.0).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('mine');",
+    )
+    .unwrap();
+    let image = live.crash_image("foreign-image");
+    drop(conn);
+    let wal = PathBuf::from(format!("{}-wal", image.0.display()));
+    let (file_before, wal_before) = (bytes(&image), std::fs::read(&wal).unwrap());
+    assert!(!wal_before.is_empty(), "the crash left commits in the WAL");
+    let error = sqlite::open(&image.options(), 0, || Ok(state())).unwrap_err();
+    assert!(matches!(error, OpenError::Foreign { .. }), "{error}");
+    assert_eq!(bytes(&image), file_before);
+    assert_eq!(std::fs::read(&wal).unwrap(), wal_before);
+}
+
+#[test]
+fn a_removed_wal_is_copied_into_the_database_and_the_store_stops() {
+    // Proves: when the WAL is removed while the store serves, the next commit notices it,
+    // copies what was committed into the database file (the write that noticed included, so
+    // its reply stands), and stops the store; a restart on the file finds every acknowledged
+    // change. Without the check, those commits lived only in the removed file.
+    let db = TempDb::new("wal-removed");
+    let (clock, _now) = manual_clock();
+    let rt = runtime();
+    let store = open_store(&db, &clock);
+    let start = shelf(&rt, &store);
+    restock(&rt, &store).unwrap();
+    std::fs::remove_file(format!("{}-wal", db.0.display())).unwrap();
+    restock(&rt, &store).expect("committed and copied into the database file");
+    let why = store.failed().expect("the store stopped");
+    assert!(why.contains("was removed or replaced"), "{why}");
+    assert!(why.contains("everything committed was copied"), "{why}");
+    let later = restock(&rt, &store);
+    assert!(
+        matches!(later, Err(StoreError::Unavailable(_))),
+        "{later:?}"
+    );
+    drop(store);
+    let store = open_store(&db, &clock);
+    assert_eq!(shelf(&rt, &store), start + 2);
+}
+
+#[test]
+fn a_removed_database_is_saved_beside_its_path_and_the_store_stops() {
+    // Proves: when the database file is removed while the store serves, the next commit is
+    // not acknowledged, the store stops, and what it had committed is saved as
+    // `<path>.rescued-<position>`, a Stampede database a shop opens with every change in it.
+    let db = TempDb::new("db-removed");
+    let (clock, _now) = manual_clock();
+    let rt = runtime();
+    let store = open_store(&db, &clock);
+    let start = shelf(&rt, &store);
+    restock(&rt, &store).unwrap();
+    std::fs::remove_file(&db.0).unwrap();
+    let refused = restock(&rt, &store);
+    let Err(StoreError::Unavailable(why)) = refused else {
+        panic!("{refused:?}")
+    };
+    assert!(why.contains("was removed or replaced"), "{why}");
+    let rescued = std::fs::read_dir(db.0.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.display()
+                .to_string()
+                .starts_with(&format!("{}.rescued-", db.0.display()))
+        })
+        .expect("a rescued copy beside the path");
+    assert!(why.contains(&rescued.display().to_string()), "{why}");
+    drop(store);
+    let saved = TempDb(rescued);
+    let store = open_store(&saved, &clock);
+    assert_eq!(
+        shelf(&rt, &store),
+        start + 2,
+        "both restocks are in the copy"
+    );
+}
+
+#[test]
+fn a_checkpoint_never_replaces_a_later_one() {
+    // Proves: a store whose closing checkpoint would replace a later one in the file (only
+    // another writer could have put it there) fails it instead, and `closed` says so.
+    let db = TempDb::new("later-checkpoint");
+    let (clock, _now) = manual_clock();
+    let rt = runtime();
+    let store = open_store(&db, &clock);
+    let closed = store.closed();
+    restock(&rt, &store).unwrap();
+    Connection::open(&db.0)
+        .unwrap()
+        .execute_batch("UPDATE checkpoint SET seq = 1000000")
+        .unwrap();
+    drop(store);
+    let outcome =
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), closed).await });
+    let why = outcome
+        .expect("closed")
+        .expect_err("the checkpoint was refused");
+    assert!(why.contains("later than this store's"), "{why}");
+    let seq: i64 = Connection::open(&db.0)
+        .unwrap()
+        .query_row("SELECT seq FROM checkpoint", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(seq, 1_000_000, "the later checkpoint is kept");
+}
+
+#[test]
+fn a_checkpoint_whose_stock_does_not_add_up_is_refused() {
+    // Proves: a saved state changed outside the shop so that its stock is not conserved (more
+    // units available than were ever received) is refused at start, instead of being sold
+    // from; the same file, unchanged, opens.
+    let db = TempDb::new("tampered");
+    let (clock, _now) = manual_clock();
+    let rt = runtime();
+    let store = open_store(&db, &clock);
+    restock(&rt, &store).unwrap();
+    drop(store);
+    let conn = Connection::open(&db.0).unwrap();
+    let saved: String = conn
+        .query_row("SELECT state FROM checkpoint", [], |r| r.get(0))
+        .unwrap();
+    let at = saved.find("\"available\":").expect("a stock level") + "\"available\":".len();
+    let digits = saved[at..].chars().take_while(char::is_ascii_digit).count();
+    let more = saved[at..at + digits].parse::<u64>().unwrap() + 400;
+    let tampered = format!("{}{more}{}", &saved[..at], &saved[at + digits..]);
+    conn.execute("UPDATE checkpoint SET state = ?1", [&tampered])
+        .unwrap();
+    let error = sqlite::open(&db.options(), 0, || Ok(state())).unwrap_err();
+    assert!(matches!(error, OpenError::Corrupt { .. }), "{error}");
+    assert!(
+        error.to_string().contains("does not hold together"),
+        "{error}"
+    );
+    conn.execute("UPDATE checkpoint SET state = ?1", [&saved])
+        .unwrap();
+    drop(conn);
+    assert!(sqlite::open(&db.options(), 0, || Ok(state())).is_ok());
+}

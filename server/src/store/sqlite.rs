@@ -176,6 +176,28 @@ impl SqliteOptions {
 /// Why a database could not be opened. Nothing was written to the file.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    /// An SQLite URI (`file:…`): SQLite would open the file the URI names,
+    /// while the shop's locks would be taken on the text as a path, so two
+    /// spellings of one file could both be opened.
+    #[error(
+        "{path}: an SQLite URI, not a path; write the file's path (sqlite:/var/lib/shop.db, not sqlite:file:/var/lib/shop.db)"
+    )]
+    Uri {
+        /// What was given.
+        path: String,
+    },
+    /// The database file is missing or empty, but its WAL holds data: what
+    /// the WAL holds (acknowledged changes, perhaps) cannot be read without
+    /// the file it belongs to, and a new shop would overwrite it.
+    #[error(
+        "{path}: the database file is missing or empty but {path}-wal holds {bytes} bytes, which may be acknowledged changes; put the database file back, or move {path}-wal away to start a new shop"
+    )]
+    OrphanWal {
+        /// The database file.
+        path: String,
+        /// Size of the WAL.
+        bytes: u64,
+    },
     /// The file belongs to another program.
     #[error(
         "{path}: not a Stampede database ({what}); refusing to use it — pass another --store path"
@@ -305,11 +327,12 @@ pub fn open(
     fresh: impl FnOnce() -> Result<ShopState, String>,
 ) -> Result<Recovered, OpenError> {
     let path = options.path.display().to_string();
-    let corrupt = |e: &dyn fmt::Display| OpenError::Corrupt {
-        path: path.clone(),
-        detail: e.to_string(),
-    };
+    let corrupt = |e: &rusqlite::Error| refused(&path, e);
+    let database_bytes = refuse_before_opening(&options.path, &path)?;
     let lock = take_lock(&options.path)?;
+    if database_bytes > 0 {
+        judge_read_only(&options.path, &path)?;
+    }
     let conn = Connection::open_with_flags(
         &options.path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -318,18 +341,18 @@ pub fn open(
     )
     .map_err(|e| corrupt(&e))?;
     let created = identify(&conn, &path)?;
-    if !created {
-        check_integrity(&conn).map_err(|e| corrupt(&e))?;
-    }
     configure(&conn, options.sync).map_err(|e| corrupt(&e))?;
     if created {
         let state = fresh().map_err(|detail| OpenError::Create {
             path: path.clone(),
             detail,
         })?;
-        create_schema(&conn, &state, unix_now_ms).map_err(|e| OpenError::Create {
-            path: path.clone(),
-            detail: e.to_string(),
+        create_schema(&conn, &state, unix_now_ms).map_err(|e| match refused(&path, &e) {
+            full @ OpenError::Inaccessible { .. } => full,
+            _ => OpenError::Create {
+                path: path.clone(),
+                detail: e.to_string(),
+            },
         })?;
         return Ok(Recovered {
             conn,
@@ -355,6 +378,69 @@ pub fn open(
             .map_err(|e| corrupt(&e))?;
     }
     Ok(recovered)
+}
+
+/// What is refused before SQLite opens anything: an SQLite URI, and a WAL
+/// holding data beside a missing or empty database file. Answers the
+/// database file's size (0 when missing).
+fn refuse_before_opening(file: &Path, path: &str) -> Result<u64, OpenError> {
+    if path.starts_with("file:") {
+        return Err(OpenError::Uri {
+            path: path.to_string(),
+        });
+    }
+    let database_bytes = std::fs::metadata(file).map_or(0, |m| m.len());
+    let wal_bytes = std::fs::metadata(file_beside(file, "-wal")).map_or(0, |m| m.len());
+    if database_bytes == 0 && wal_bytes > 0 {
+        return Err(OpenError::OrphanWal {
+            path: path.to_string(),
+            bytes: wal_bytes,
+        });
+    }
+    Ok(database_bytes)
+}
+
+/// Judges an existing file on a read-only connection: ours, of our version,
+/// and well formed. Closing a read-write connection on a refused file would
+/// copy its WAL into it and delete the WAL, which may be the only other copy
+/// of what it held.
+fn judge_read_only(file: &Path, path: &str) -> Result<(), OpenError> {
+    let reader = Connection::open_with_flags(
+        file,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| refused(path, &e))?;
+    identify(&reader, path)?;
+    check_integrity(&reader).map_err(|detail| OpenError::Corrupt {
+        path: path.to_string(),
+        detail,
+    })
+}
+
+/// What an SQLite error at start means for the user: a full disk is named
+/// as such (the file is not known to be damaged: free space and start
+/// again), anything else as a file that cannot be read.
+fn refused(path: &str, error: &rusqlite::Error) -> OpenError {
+    if error.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+        OpenError::Inaccessible {
+            path: path.to_string(),
+            detail: format!(
+                "the disk is full ({error}); the file is not known to be damaged: free space on its file system and start again"
+            ),
+        }
+    } else {
+        OpenError::Corrupt {
+            path: path.to_string(),
+            detail: error.to_string(),
+        }
+    }
+}
+
+/// The file SQLite keeps beside the database: `-wal`, `-shm`, or our `-lock`.
+fn file_beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut beside = path.as_os_str().to_owned();
+    beside.push(suffix);
+    PathBuf::from(beside)
 }
 
 /// `PRAGMA quick_check`, before anything is written: every page of the file
@@ -420,9 +506,7 @@ fn identify(conn: &Connection, path: &str) -> Result<bool, OpenError> {
 /// the process ends however it ends) for as long as one store has the
 /// database open, so two shops never write one file.
 fn lock_path(path: &Path) -> PathBuf {
-    let mut lock = path.as_os_str().to_owned();
-    lock.push("-lock");
-    PathBuf::from(lock)
+    file_beside(path, "-lock")
 }
 
 /// What keeps other stores off a database while one has it open: an OS lock
@@ -664,6 +748,12 @@ fn recover(conn: Connection, lock: FileLock, options: &SqliteOptions) -> Result<
         .ok_or("the checkpoint is missing")?;
     let mut state: ShopState =
         serde_json::from_str(&state).map_err(|e| format!("the checkpoint's state: {e}"))?;
+    // The checkpoint is read as written; a state whose parts disagree (stock
+    // not conserved, an order holding what it should not) was changed or
+    // damaged outside the shop, which would then sell from it.
+    state.check_consistency().map_err(|e| {
+        format!("the checkpoint's state does not hold together ({e}): changed or damaged outside the shop")
+    })?;
     let mut seq = to_u64(seq, "checkpoint seq")?;
     let mut resume_at = Millis(to_u64(at, "checkpoint time")?);
     let mut replayed = 0;
@@ -697,6 +787,9 @@ fn recover(conn: Connection, lock: FileLock, options: &SqliteOptions) -> Result<
             replayed += 1;
         }
     }
+    state.check_consistency().map_err(|e| {
+        format!("the state after re-applying the log does not hold together ({e}): changed or damaged outside the shop")
+    })?;
     Ok(Recovered {
         conn,
         lock,
@@ -739,11 +832,23 @@ fn write_checkpoint(
 ) -> rusqlite::Result<()> {
     let json = serde_json::to_string(state)
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-    tx.execute(
+    // A checkpoint never replaces a later one: only another writer on the
+    // same file could have written that, and its state would be lost.
+    let written = tx.execute(
         "INSERT INTO checkpoint (id, seq, at_ms, state) VALUES (1, ?1, ?2, ?3)
-         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, at_ms = excluded.at_ms, state = excluded.state",
+         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, at_ms = excluded.at_ms, state = excluded.state
+         WHERE checkpoint.seq <= excluded.seq",
         params![to_i64(seq), to_i64(at.0), json],
     )?;
+    if written != 1 {
+        return Err(rusqlite::Error::ToSqlConversionFailure(
+            format!(
+                "the file holds a checkpoint later than this store's (log position {seq}): \
+                 another shop has written to it"
+            )
+            .into(),
+        ));
+    }
     tx.execute("DELETE FROM commands WHERE seq <= ?1", params![to_i64(seq)])?;
     write_tables(tx, state)
 }
@@ -929,7 +1034,8 @@ enum Entry {
 struct Durable {
     /// Every command up to this position is committed.
     seq: u64,
-    /// Set when a commit failed: nothing more becomes durable.
+    /// Set, with the whole message, when a commit failed or the files were
+    /// moved: nothing more becomes durable.
     failed: Option<String>,
 }
 
@@ -1039,9 +1145,10 @@ impl SqliteStore {
             Commit::Durable => None,
             Commit::AckFirst => Some(std::time::Duration::from_millis(ACK_FIRST_COMMIT_EVERY_MS)),
         };
+        let in_place = InPlace::new(&options.path);
         let writer = std::thread::Builder::new()
             .name("stampede-sqlite".into())
-            .spawn(move || write_loop(conn, entries, &durable_tx, max_batch, pause))
+            .spawn(move || write_loop(conn, entries, &durable_tx, max_batch, pause, in_place))
             .map_err(|e| format!("starting the SQLite writer: {e}"))?;
         let position = Arc::new(Position {
             head: AtomicU64::new(seq),
@@ -1100,9 +1207,7 @@ impl SqliteStore {
     async fn durable(&self, position: u64) -> Result<(), StoreError> {
         if !self.commit.waits() {
             return match &self.durable.borrow().failed {
-                Some(why) => Err(StoreError::Unavailable(format!(
-                    "SQLite commit failed: {why}"
-                ))),
+                Some(why) => Err(StoreError::Unavailable(why.clone())),
                 None => Ok(()),
             };
         }
@@ -1112,9 +1217,7 @@ impl SqliteStore {
             .await
             .map_err(|_| StoreError::Unavailable("the SQLite writer stopped".into()))?;
         match &reached.failed {
-            Some(why) if reached.seq < position => Err(StoreError::Unavailable(format!(
-                "SQLite commit failed: {why}"
-            ))),
+            Some(why) if reached.seq < position => Err(StoreError::Unavailable(why.clone())),
             _ => Ok(()),
         }
     }
@@ -1148,7 +1251,7 @@ impl Drop for SqliteStore {
             .is_some_and(|writer| writer.join().is_err());
         drop(self.lock.take());
         let outcome = match &self.durable.borrow().failed {
-            Some(why) => Err(format!("SQLite commit failed: {why}")),
+            Some(why) => Err(why.clone()),
             None if writer_panicked => Err("the SQLite writer thread panicked".into()),
             None => Ok(()),
         };
@@ -1158,16 +1261,12 @@ impl Drop for SqliteStore {
 
 impl Store for SqliteStore {
     fn failed(&self) -> Option<String> {
-        self.durable
-            .borrow()
-            .failed
-            .as_ref()
-            .map(|why| format!("SQLite commit failed: {why}"))
+        self.durable.borrow().failed.as_ref().cloned()
     }
 
     fn call(&self, command: Command) -> StoreFuture<'_> {
         if let Some(why) = &self.durable.borrow().failed {
-            let error = StoreError::Unavailable(format!("SQLite commit failed earlier: {why}"));
+            let error = StoreError::Unavailable(format!("the store stopped earlier: {why}"));
             return Box::pin(async move { Err(error) });
         }
         if let Command::LeaseJobWait { wait_ms } = command {
@@ -1194,6 +1293,7 @@ fn write_loop(
     durable: &watch::Sender<Durable>,
     max_batch: usize,
     pause: Option<std::time::Duration>,
+    mut in_place: InPlace,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     let mut stopping = false;
@@ -1220,14 +1320,148 @@ fn write_loop(
             continue;
         }
         match commit_waiting_out_locks(&mut conn, &batch, BUSY_RETRIES_MAX).0 {
-            Ok(seq) => {
-                batch.clear();
-                durable.send_modify(|d| d.seq = d.seq.max(seq));
-            }
+            Ok(seq) => match in_place.moved() {
+                None => {
+                    batch.clear();
+                    durable.send_modify(|d| d.seq = d.seq.max(seq));
+                }
+                Some(moved) => {
+                    let (rescued, why) = in_place.rescue(&conn, moved, seq);
+                    tracing::error!(why, "the store's files were moved; the store stops");
+                    durable.send_modify(|d| {
+                        if rescued {
+                            d.seq = d.seq.max(seq);
+                        }
+                        d.failed = Some(why);
+                    });
+                    return;
+                }
+            },
             Err(error) => {
                 tracing::error!(%error, "SQLite commit failed; the store stops");
-                durable.send_modify(|d| d.failed = Some(error.to_string()));
+                durable.send_modify(|d| {
+                    d.failed = Some(format!(
+                        "SQLite commit failed: {error} (everything acknowledged before it was \
+                         committed: start the shop again on its file)"
+                    ));
+                });
                 return;
+            }
+        }
+    }
+}
+
+/// Which of the store's files is no longer the one at its path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Moved {
+    /// The database file was removed, renamed or replaced.
+    Database,
+    /// The WAL was removed, renamed or replaced; the database file is there.
+    Wal,
+}
+
+/// Where the database and its WAL were (device and inode) when the writer
+/// started: a commit counts as durable only while both are still the files
+/// at their paths. A file removed while the shop serves is not noticed by
+/// SQLite, which goes on committing into it through its open descriptor,
+/// where a restart would never find it.
+struct InPlace {
+    database: PathBuf,
+    wal: PathBuf,
+    database_id: Option<(u64, u64)>,
+    /// Learnt the first time the WAL is seen (SQLite makes it at the first write).
+    wal_id: Option<(u64, u64)>,
+}
+
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+impl InPlace {
+    fn new(database: &Path) -> InPlace {
+        let wal = file_beside(database, "-wal");
+        InPlace {
+            database_id: file_id(database),
+            wal_id: file_id(&wal),
+            database: database.to_path_buf(),
+            wal,
+        }
+    }
+
+    /// Which file is no longer where it was, if one is not.
+    fn moved(&mut self) -> Option<Moved> {
+        if file_id(&self.database) != self.database_id {
+            return Some(Moved::Database);
+        }
+        let now = file_id(&self.wal);
+        match self.wal_id {
+            None => {
+                self.wal_id = now;
+                None
+            }
+            Some(id) if now == Some(id) => None,
+            Some(_) => Some(Moved::Wal),
+        }
+    }
+
+    /// Saves what the connection has committed where a restart finds it, as
+    /// far as it can: a removed WAL is copied into the database file (still
+    /// in place) by a checkpoint — nothing acknowledged is lost (`true`); a
+    /// removed database is copied beside its path (`<path>.rescued-<seq>`),
+    /// for the operator to put back (`false`: the replies of the last batch
+    /// were not committed where the shop will look). Answers the message
+    /// that stops the store.
+    fn rescue(&self, conn: &Connection, moved: Moved, seq: u64) -> (bool, String) {
+        let db = self.database.display();
+        match moved {
+            Moved::Wal => {
+                let done = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                    row.get::<_, i64>(0)
+                });
+                match done {
+                    Ok(0) => (
+                        true,
+                        format!(
+                            "{} was removed or replaced while the shop served; everything \
+                             committed was copied into {db}, and the store stops (SQLite would \
+                             go on writing to the removed file): start the shop again on its file",
+                            self.wal.display()
+                        ),
+                    ),
+                    other => (
+                        false,
+                        format!(
+                            "{} was removed or replaced while the shop served, and copying what \
+                             it held into {db} failed ({other:?}): changes since the last \
+                             checkpoint are lost when this process ends",
+                            self.wal.display()
+                        ),
+                    ),
+                }
+            }
+            Moved::Database => {
+                let rescue = file_beside(&self.database, &format!(".rescued-{seq}"));
+                if let Some(folder) = self.database.parent().filter(|f| !f.as_os_str().is_empty()) {
+                    let _ = std::fs::create_dir_all(folder);
+                }
+                let saved = conn.execute("VACUUM INTO ?1", params![rescue.display().to_string()]);
+                let outcome = match saved {
+                    Ok(_) => format!(
+                        "what the shop had committed is saved in {}: stop the shop, put that \
+                         file back as {db}, and start it again",
+                        rescue.display()
+                    ),
+                    Err(e) => format!(
+                        "saving what the shop had committed to {} failed ({e}): it is lost \
+                         when this process ends",
+                        rescue.display()
+                    ),
+                };
+                (
+                    false,
+                    format!("{db} was removed or replaced while the shop served; {outcome}"),
+                )
             }
         }
     }
