@@ -665,7 +665,14 @@ async fn fresh_store(args: &LoadArgs, dir: &Path) -> Result<StoreChoice, String>
         std::fs::create_dir_all(parent)
             .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
     }
+    let existed = path.exists();
     sqlite::remove(&path).map_err(|e| e.to_string())?;
+    if existed {
+        eprintln!(
+            "removed the Stampede database at {} (a load starts its shop on a fresh store)",
+            path.display()
+        );
+    }
     Ok(StoreChoice::Sqlite(SqliteOptions {
         sync: args.sync,
         max_batch: args.sqlite_batch as usize,

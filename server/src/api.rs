@@ -157,7 +157,8 @@ pub(crate) fn store_problem(app: &App, error: StoreError) -> Problem {
     match error {
         StoreError::Shop(e) => shop_problem(e),
         StoreError::Unavailable(detail) => Problem::unavailable(format!(
-            "the store did not answer ({detail}); retry with the same Idempotency-Key"
+            "the store did not answer ({detail}); the request may or may not have taken effect: \
+             retry it (a write with the same Idempotency-Key, which replays it if it did)"
         )),
         StoreError::Protocol(detail) => Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
