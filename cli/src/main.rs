@@ -129,7 +129,8 @@ enum Command {
     /// HTTP/1.1 and cleartext HTTP/2 (prior knowledge) are both served on the one port.
     /// Ctrl-C or SIGTERM stops it gracefully; a second one stops it at once.
     /// Exit status: 0 stopped when asked, 1 its store stopped for good (a failed SQLite
-    /// commit: start it again on its file), 2 it could not start (bad input, port in use, a
+    /// commit, or its files removed while it served: the message says what to do), 2 it could
+    /// not start (bad input, port in use, a
     /// store file refused, a PSP that served another store).
     ///
     /// Example: stampede serve --addr 127.0.0.1:8080 --design reference
