@@ -900,7 +900,8 @@ fn in_flight(args: &LoadArgs, rate: f64) -> u32 {
     }
 }
 
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM. Ctrl-C is taken with `ctrlc`,
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM, both listened for from the call
+/// on (inside a runtime). Ctrl-C is taken with `ctrlc`,
 /// here, before goose starts: goose takes Ctrl-C with `ctrlc` as well, to stop
 /// only its own part gracefully (the run then went on to audit a load it had
 /// cut short, and passed), and a process has one such handler, so goose's
@@ -911,6 +912,7 @@ fn interrupted() -> impl std::future::Future<Output = ()> {
     let taken = ctrlc::set_handler(move || {
         let _ = tx.try_send(());
     });
+    let term = crate::serve::terminated();
     async move {
         let interrupt = async {
             match taken {
@@ -926,7 +928,7 @@ fn interrupted() -> impl std::future::Future<Output = ()> {
         tokio::select! {
             biased;
             () = interrupt => {}
-            () = crate::serve::terminated() => {}
+            () = term => {}
         }
     }
 }
@@ -974,7 +976,10 @@ pub fn load(args: &LoadArgs) -> Result<u8, String> {
     };
     // Ctrl-C or SIGTERM stops the run where it is (a shop it started is killed as the run is
     // dropped): no audit, so no verdict.
-    let stop = interrupted();
+    let stop = {
+        let _entered = runtime.enter();
+        interrupted()
+    };
     let report = runtime.block_on(async {
         tokio::select! {
             biased;

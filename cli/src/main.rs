@@ -173,12 +173,20 @@ fn stop_saying(leaves: &std::sync::Arc<std::sync::Mutex<String>>) {
         );
     }
     let on_term = std::sync::Arc::clone(leaves);
+    // The SIGTERM handler is installed here, before this returns (and the
+    // command says it has started), not when the thread first polls it: a
+    // SIGTERM sent right after the first line must not meet the default
+    // action.
     let listening = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
         .map(|runtime| {
+            let term = {
+                let _entered = runtime.enter();
+                serve::terminated()
+            };
             std::thread::spawn(move || {
-                runtime.block_on(serve::terminated());
+                runtime.block_on(term);
                 say(&on_term);
             })
         });

@@ -258,31 +258,42 @@ pub fn designs() -> Result<u8, String> {
 
 /// Waits for Ctrl-C (SIGINT) or SIGTERM (what `kill`, a container runtime or
 /// a service manager sends to stop a process): either stops the process
-/// gracefully.
-async fn wait_for_stop() {
-    let interrupt = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            eprintln!("cannot listen for Ctrl-C ({error})");
-            std::future::pending::<()>().await;
+/// gracefully. Both are listened for from the call on (inside a runtime), not
+/// from the first poll, so a signal that comes before it is awaited is not
+/// met by the default action.
+fn wait_for_stop() -> impl std::future::Future<Output = ()> {
+    let interrupt = listen(tokio::signal::unix::SignalKind::interrupt(), "Ctrl-C");
+    let term = terminated();
+    async move {
+        tokio::select! {
+            biased;
+            () = interrupt => {}
+            () = term => {}
         }
-    };
-    tokio::select! {
-        biased;
-        () = interrupt => {}
-        () = terminated() => {}
     }
 }
 
-/// Resolves on SIGTERM; never if it cannot be listened for (said on stderr).
-pub(crate) async fn terminated() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            term.recv().await;
-        }
-        Err(error) => {
-            eprintln!("cannot listen for SIGTERM ({error})");
-            std::future::pending::<()>().await;
+/// Resolves on SIGTERM, listened for from the call on (inside a runtime);
+/// never if it cannot be listened for (said on stderr).
+pub(crate) fn terminated() -> impl std::future::Future<Output = ()> {
+    listen(tokio::signal::unix::SignalKind::terminate(), "SIGTERM")
+}
+
+/// Resolves when `kind` arrives; its handler is installed at the call.
+fn listen(
+    kind: tokio::signal::unix::SignalKind,
+    name: &'static str,
+) -> impl std::future::Future<Output = ()> {
+    let signal = tokio::signal::unix::signal(kind);
+    async move {
+        match signal {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                eprintln!("cannot listen for {name} ({error})");
+                std::future::pending::<()>().await;
+            }
         }
     }
 }
@@ -357,13 +368,16 @@ async fn run_serve(
 ) -> Result<u8, String> {
     let store = config.store.clone();
     let design = config.server.design;
+    // Listening before the shop says it is up: a stop sent right after that
+    // line is graceful too.
+    let stop = wait_for_stop();
     let stack = stampede_server::start(config)
         .await
         .map_err(|e| format!("cannot start the shop: {e}"))?;
     say_started(&stack, &store, design);
     let failed = tokio::select! {
         biased;
-        () = wait_for_stop() => None,
+        () = stop => None,
         () = supervisor_gone(stdin_closed) => {
             println!("standard input closed (--stop-when-stdin-closes)");
             None
