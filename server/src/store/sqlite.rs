@@ -347,13 +347,7 @@ pub fn open(
             path: path.clone(),
             detail,
         })?;
-        create_schema(&conn, &state, unix_now_ms).map_err(|e| match refused(&path, &e) {
-            full @ OpenError::Inaccessible { .. } => full,
-            _ => OpenError::Create {
-                path: path.clone(),
-                detail: e.to_string(),
-            },
-        })?;
+        create_schema(&conn, &state, unix_now_ms).map_err(|e| creation_refused(&path, &e))?;
         return Ok(Recovered {
             conn,
             lock,
@@ -433,6 +427,18 @@ fn refused(path: &str, error: &rusqlite::Error) -> OpenError {
             path: path.to_string(),
             detail: error.to_string(),
         }
+    }
+}
+
+/// [`refused`] for an error while setting up a new database: a full disk as
+/// such, anything else as a failed creation.
+fn creation_refused(path: &str, error: &rusqlite::Error) -> OpenError {
+    match refused(path, error) {
+        full @ OpenError::Inaccessible { .. } => full,
+        _ => OpenError::Create {
+            path: path.to_string(),
+            detail: error.to_string(),
+        },
     }
 }
 
@@ -1582,6 +1588,33 @@ mod tests {
         assert!(!is_locked(&error), "{error}");
         assert_eq!(retries, 0);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_full_disk_at_start_is_named_as_such_and_other_errors_as_before() {
+        // Proves: SQLITE_FULL reads as a full disk (the file is not called corrupt), at open
+        // and while creating; any other SQLite error stays a corrupt file or a failed creation.
+        let error = |code| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
+        let full = error(rusqlite::ffi::SQLITE_FULL);
+        let damaged = error(rusqlite::ffi::SQLITE_CORRUPT);
+        for refusal in [refused("x.db", &full), creation_refused("x.db", &full)] {
+            assert!(
+                matches!(refusal, OpenError::Inaccessible { .. }),
+                "{refusal}"
+            );
+            assert!(
+                refusal.to_string().contains("the disk is full"),
+                "{refusal}"
+            );
+        }
+        assert!(matches!(
+            refused("x.db", &damaged),
+            OpenError::Corrupt { .. }
+        ));
+        assert!(matches!(
+            creation_refused("x.db", &damaged),
+            OpenError::Create { .. }
+        ));
     }
 
     #[test]
