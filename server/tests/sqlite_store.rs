@@ -1165,3 +1165,46 @@ fn a_checkpoint_whose_stock_does_not_add_up_is_refused() {
     drop(conn);
     assert!(sqlite::open(&db.options(), 0, || Ok(state())).is_ok());
 }
+
+#[test]
+fn a_removed_folder_is_made_again_for_the_rescued_copy() {
+    // Proves: when the database's whole folder is removed while the store serves, the rescued
+    // copy is still saved: the folder is made again and the copy opens with every change.
+    let folder = TempDb::new("folder-removed");
+    std::fs::create_dir_all(&folder.0).unwrap();
+    let path = folder.0.join("shop.db");
+    let options = SqliteOptions {
+        sync: SyncLevel::Normal,
+        ..SqliteOptions::new(&path)
+    };
+    let (clock, _now) = manual_clock();
+    let rt = runtime();
+    let store = open_with(&options, &clock);
+    let start = shelf(&rt, &store);
+    restock(&rt, &store).unwrap();
+    std::fs::remove_dir_all(&folder.0).unwrap();
+    let refused = restock(&rt, &store);
+    assert!(
+        matches!(refused, Err(StoreError::Unavailable(_))),
+        "{refused:?}"
+    );
+    drop(store);
+    let saved: Vec<PathBuf> = std::fs::read_dir(&folder.0)
+        .expect("the folder is back")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.display().to_string().contains("shop.db.rescued-"))
+        .collect();
+    assert_eq!(saved.len(), 1, "{saved:?}");
+    let copy = SqliteOptions {
+        sync: SyncLevel::Normal,
+        ..SqliteOptions::new(&saved[0])
+    };
+    let store = open_with(&copy, &clock);
+    assert_eq!(
+        shelf(&rt, &store),
+        start + 2,
+        "both restocks are in the copy"
+    );
+    drop(store);
+    std::fs::remove_dir_all(&folder.0).unwrap();
+}
